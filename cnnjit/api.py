@@ -1,0 +1,76 @@
+"""``cnnjit.compile``: wires the frontend, the passes, code generation and the runtime together."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+
+import onnx
+
+from cnnjit.compiler.codegen.emit import generate
+from cnnjit.compiler.frontend.loader import input_specs, load_model
+from cnnjit.compiler.frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, check_supported, import_model
+from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
+from cnnjit.ir.errors import InputError, ModelError
+from cnnjit.runtime import CompiledModel, InputSignature, Specialization
+
+
+def compile(  # noqa: A001 - the public name users expect
+    model: str | os.PathLike | bytes | onnx.ModelProto,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    fuse: bool = True,
+    passes: Sequence[str] | None = None,
+    disable: Sequence[str] | None = None,
+    verify: bool = True,
+    dump_ir_after: Sequence[str] = (),
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> CompiledModel:
+    """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
+
+    Models whose inputs have symbolic dimensions are specialised lazily on the shapes they are called
+    with (one compilation per distinct shape); ``input_shapes`` specialises up front. ``fuse``,
+    ``passes`` and ``disable`` select the IR passes; ``verify`` lints the IR after every pass.
+    """
+    proto = load_model(model)
+    check_supported(proto)
+    specs = input_specs(proto)
+    sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names) for s in specs]
+    pipeline_names = [p.name for p in select_passes(default_pipeline(), passes, disable, fuse)]
+
+    def specialize(shapes: dict[str, tuple[int, ...]]) -> Specialization:
+        t0 = time.perf_counter()
+        graph = import_model(proto, shapes, max_tensor_bytes=max_tensor_bytes)
+        t1 = time.perf_counter()
+        pm = PassManager([p for p in default_pipeline() if p.name in pipeline_names], verify=verify,
+                         dump_after=set(dump_ir_after))
+        pm.run(graph)
+        t2 = time.perf_counter()
+        program = generate(graph)
+        t3 = time.perf_counter()
+        return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2},
+                              pm.report())
+
+    if not proto.graph.output:
+        raise ModelError("the model declares no graph outputs")
+    name = proto.graph.name or "model"
+    cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
+                       {"fuse": fuse, "passes": passes, "disable": disable})
+    if input_shapes is not None:
+        unknown = set(input_shapes) - {s.name for s in sigs}
+        if unknown:
+            raise InputError(f"input_shapes names unknown input(s) {sorted(unknown)}; the model's inputs are "
+                             + ", ".join(s.describe() for s in sigs))
+        shapes = {}
+        for s in sigs:
+            if s.name in input_shapes:
+                shapes[s.name] = tuple(int(d) for d in input_shapes[s.name])
+            elif s.static:
+                shapes[s.name] = tuple(s.dims)
+            else:
+                raise InputError(f"input_shapes must give a shape for {s.describe()}")
+        cm.specialization(shapes)
+    elif all(s.static for s in sigs):
+        cm.specialization({s.name: tuple(s.dims) for s in sigs})  # static shapes: compile now
+    return cm

@@ -1,0 +1,116 @@
+"""Code generation for a whole graph: memory plan, kernel calls, and the schedule source.
+
+The result is a ``runtime.Program``: a straight-line Python function ``run(<buffers>)`` that calls the
+compiled kernels in order (readable with ``CompiledModel.source()``), the buffers it needs, and where
+every input and output lives.
+"""
+
+from __future__ import annotations
+
+from cnnjit.ir import Graph, Value, get_op
+from cnnjit.ir.errors import CompileError
+from cnnjit.ir.types import short_name
+from cnnjit.runtime.program import IOBinding, Program
+
+from . import kernels  # noqa: F401 - registers the generators
+from .build import load_kernel, source_key
+from .kernel import GENERATORS, At, KernelCall, Param
+from .memory import MemoryPlan, plan_memory
+
+
+def unsupported_nodes(graph: Graph) -> list[str]:
+    return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in GENERATORS]
+
+
+def generate(graph: Graph) -> Program:
+    """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``."""
+    missing = sorted(set(unsupported_nodes(graph)))
+    if missing:
+        raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
+    plan = plan_memory(graph)
+    calls: list[KernelCall] = []
+    for node in graph.nodes:
+        if get_op(node.op).view:
+            continue
+        try:
+            calls.extend(GENERATORS[node.op](node))
+        except CompileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a generator bug: name the node
+            raise CompileError(f"generating code for {node.describe()} failed: {type(e).__name__}: {e}") from e
+
+    # buffers: one arena and one constant pool per dtype, in a fixed order
+    kernel_names: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    lines: list[str] = []
+    used: set[str] = set()
+
+    def buf_arg(kind: str, dt: str) -> str:
+        name = f"{kind}_{dt}"
+        used.add(name)
+        return name
+
+    def expand(a) -> list[str]:
+        if isinstance(a, Value):
+            s = plan.slot(a)
+            return [buf_arg(s.kind, s.dtype), str(s.offset)]
+        if isinstance(a, At):
+            s = plan.slot(a.value)
+            return [buf_arg(s.kind, s.dtype), str(s.offset + a.shift)]
+        if isinstance(a, Param):
+            s = plan.consts.add(a.array)
+            return [buf_arg(s.kind, s.dtype), str(s.offset)]
+        if isinstance(a, bool):
+            return [str(int(a))]
+        if isinstance(a, int):
+            return [repr(int(a))]
+        if isinstance(a, float):
+            from .kernel import flit
+
+            return [flit(a)]
+        raise CompileError(f"unexpected kernel argument of type {type(a).__name__}")
+
+    for c in calls:
+        key = source_key(c.source)
+        if key not in kernel_names:
+            kernel_names[key] = f"k{len(kernel_names)}"
+            sources[kernel_names[key]] = c.source
+        args = [x for a in c.args for x in expand(a)]
+        lines.append(f"    {kernel_names[key]}({', '.join(args)})" + (f"  # {c.note}" if c.note else ""))
+
+    const_bufs = plan.consts.buffers()
+    for dt in plan.arena_sizes:
+        used.add(f"a_{dt}")
+    params = sorted(used)
+    src = "def run(" + ", ".join(params) + "):\n" + ("\n".join(lines) if lines else "    pass") + "\n"
+
+    dispatchers = {name: load_kernel(s) for name, s in sources.items()}
+    namespace: dict[str, object] = dict(dispatchers)
+    exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - our own generated source
+
+    def binding(v: Value, name: str) -> IOBinding:
+        s = plan.slot(v)
+        return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset)
+
+    return Program(
+        run=namespace["run"],
+        source=src,
+        kernel_sources=sources,
+        buffer_names=params,
+        arena_sizes={f"a_{dt}": n for dt, n in plan.arena_sizes.items()},
+        arena_dtypes={f"a_{dt}": v for dt, v in _dtypes(plan).items()},
+        const_buffers={f"c_{dt}": arr for dt, arr in const_bufs.items()},
+        inputs=[binding(v, v.name) for v in graph.inputs],
+        outputs=[binding(v, v.name) for v in graph.outputs],
+        intermediate_bytes=sum(
+            n * _dtypes(plan)[dt].itemsize for dt, n in plan.total_intermediate_elems.items()),
+    )
+
+
+def _dtypes(plan: MemoryPlan) -> dict:
+    from cnnjit.ir.types import DTYPES
+
+    return {dt: DTYPES[dt] for dt in plan.arena_sizes}
+
+
+__all__ = ["generate", "short_name"]

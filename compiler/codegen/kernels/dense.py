@@ -1,0 +1,110 @@
+"""Dense kernels: Gemm and (batched, broadcasting) MatMul through one strided kernel; Softmax."""
+
+from __future__ import annotations
+
+import numpy as np
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, generator, note
+from .elementwise import broadcast_strides
+
+MATMUL_SRC = '''
+def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, sbk, sbn, scm, scn,
+           alpha, beta, has_c):
+    for t in range(nbatch):
+        a0 = ao + ofs[ofo + 2 * t]
+        b0 = bo + ofs[ofo + 2 * t + 1]
+        y0 = yo + t * M * N
+        for m in range(M):
+            yr = y0 + m * N
+            for n in range(N):
+                yb[yr + n] = 0.0
+            for k in range(K):
+                av = ab[a0 + m * sam + k * sak]
+                br = b0 + k * sbk
+                for n in range(N):
+                    yb[yr + n] += av * bb[br + n * sbn]
+            if alpha != 1.0 or has_c:
+                for n in range(N):
+                    v = alpha * yb[yr + n]
+                    if has_c:
+                        v += beta * cb[co + m * scm + n * scn]
+                    yb[yr + n] = v
+'''
+
+
+@generator("Gemm")
+def gen_gemm(node: Node) -> list[KernelCall]:
+    A, B = node.inputs[0], node.inputs[1]
+    C = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    a = node.attrs
+    M, N = y.shape
+    K = A.shape[0] if a["transA"] else A.shape[1]
+    sam, sak = (1, M) if a["transA"] else (K, 1)
+    sbk, sbn = (1, K) if a["transB"] else (N, 1)
+    if C is not None and float(a["beta"]) != 0.0:
+        scm, scn = broadcast_strides(C.shape, (M, N))
+        cval, has_c = C, 1
+    else:
+        scm = scn = 0
+        cval, has_c = Param(np.zeros(1, y.dtype)), 0
+    ofs = Param(np.zeros(2, np.int64))
+    args = [A, B, cval, y, ofs, 1, M, N, K, sam, sak, sbk, sbn, scm, scn, float(a["alpha"]),
+            float(a["beta"]), has_c]
+    return [KernelCall(MATMUL_SRC, args, note(node))]
+
+
+@generator("MatMul")
+def gen_matmul(node: Node) -> list[KernelCall]:
+    A, B = node.inputs
+    y = node.outputs[0]
+    a_shape = (1,) + A.shape if len(A.shape) == 1 else A.shape
+    b_shape = B.shape + (1,) if len(B.shape) == 1 else B.shape
+    M, K = a_shape[-2:]
+    N = b_shape[-1]
+    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    nb = int(np.prod(batch, dtype=np.int64)) if batch else 1
+    # per-batch element offsets of A and B (broadcast batch axes repeat the same matrix)
+    ia = np.arange(int(np.prod(a_shape[:-2], dtype=np.int64)) or 1).reshape(a_shape[:-2] or ())
+    ib = np.arange(int(np.prod(b_shape[:-2], dtype=np.int64)) or 1).reshape(b_shape[:-2] or ())
+    offs = np.zeros((nb, 2), np.int64)
+    offs[:, 0] = np.broadcast_to(ia, batch).reshape(-1) * (M * K)
+    offs[:, 1] = np.broadcast_to(ib, batch).reshape(-1) * (K * N)
+    args = [A, B, Param(np.zeros(1, y.dtype)), y, Param(offs.reshape(-1)), nb, M, N, K, K, 1, N, 1, 0, 0,
+            1.0, 0.0, 0]
+    return [KernelCall(MATMUL_SRC, args, note(node))]
+
+
+SOFTMAX_SRC = '''
+def kernel(xb, xo, yb, yo, outer, L, inner, log):
+    for o in range(outer):
+        for i in range(inner):
+            base = o * L * inner + i
+            mx = -math.inf
+            for j in range(L):
+                v = xb[xo + base + j * inner]
+                if v > mx:
+                    mx = v
+            s = 0.0
+            for j in range(L):
+                s += math.exp(xb[xo + base + j * inner] - mx)
+            if log:
+                ls = math.log(s)
+                for j in range(L):
+                    yb[yo + base + j * inner] = xb[xo + base + j * inner] - mx - ls
+            else:
+                for j in range(L):
+                    yb[yo + base + j * inner] = math.exp(xb[xo + base + j * inner] - mx) / s
+'''
+
+
+@generator("Softmax", "LogSoftmax")
+def gen_softmax(node: Node) -> list[KernelCall]:
+    x = node.inputs[0]
+    ax = node.attrs["axis"] % max(len(x.shape), 1)
+    outer = int(np.prod(x.shape[:ax], dtype=np.int64))
+    inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
+    L = x.shape[ax] if x.shape else 1
+    return [KernelCall(SOFTMAX_SRC, [x, node.outputs[0], outer, L, inner, int(node.op == "LogSoftmax")],
+                       note(node))]

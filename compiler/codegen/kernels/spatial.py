@@ -1,0 +1,231 @@
+"""Spatial kernels: direct convolution, pooling, global pooling, BatchNorm (as scale-shift), LRN.
+
+1-D and 2-D ops run through the 3-D kernels with unit leading spatial dims. Every output channel is
+computed by the same sequence of operations (no special tail path), so equal weights give equal outputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, generator, note
+
+
+def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
+    """A 1-D/2-D spatial tuple as 3-D, with leading unit dims (or zeros, for pads)."""
+    sp = tuple(int(v) for v in shape)
+    return (fill,) * (3 - len(sp)) + sp
+
+
+def spatial3d(node: Node) -> dict[str, tuple[int, int, int]]:
+    a = node.attrs
+    n = len(a["kernel_shape"])
+    return {
+        "k": as3d(a["kernel_shape"]),
+        "s": as3d(a["strides"]),
+        "d": as3d(a["dilations"]),
+        "pb": as3d(a["pads"][:n], 0),
+        "pe": as3d(a["pads"][n:], 0),
+    }
+
+
+CONV_SRC = '''
+def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
+           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
+    cg = C // G
+    mg = M // G
+    osp = OD * OH * OW
+    isp = D * H * W
+    for n in range(N):
+        for m in range(M):
+            g = m // mg
+            ybase = yo + (n * M + m) * osp
+            b = bb[bo + m] if has_bias else 0.0
+            for i in range(osp):
+                yb[ybase + i] = b
+            for c in range(cg):
+                xbase = xo + (n * C + g * cg + c) * isp
+                wbase = wo + (m * cg + c) * KD * KH * KW
+                for kd in range(KD):
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
+                            offw = kw * dw - pw
+                            # output columns whose input column is inside [0, W)
+                            lo = 0
+                            if offw < 0:
+                                lo = (-offw + sw - 1) // sw
+                            hi = OW
+                            if OW > 0 and (OW - 1) * sw + offw >= W:
+                                hi = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
+                            if hi <= lo:
+                                continue
+                            for od in range(OD):
+                                idd = od * sd + kd * dd - pd
+                                if idd < 0 or idd >= D:
+                                    continue
+                                for oh in range(OH):
+                                    ih = oh * sh + kh * dh - ph
+                                    if ih < 0 or ih >= H:
+                                        continue
+                                    yrow = ybase + (od * OH + oh) * OW
+                                    xrow = xbase + (idd * H + ih) * W + offw
+                                    for ow in range(lo, hi):
+                                        yb[yrow + ow] += wv * xb[xrow + ow * sw]
+'''
+
+
+@generator("Conv")
+def gen_conv(node: Node) -> list[KernelCall]:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    p = spatial3d(node)
+    N, C = x.shape[:2]
+    M = w.shape[0]
+    D, H, W = as3d(x.shape[2:])
+    OD, OH, OW = as3d(y.shape[2:])
+    bias = b if b is not None else Param(np.zeros(1, x.dtype))
+    args = [x, w, bias, y, N, C, D, H, W, M, OD, OH, OW, *p["k"], *p["s"], *p["pb"], *p["d"],
+            node.attrs["group"], int(b is not None)]
+    return [KernelCall(CONV_SRC, args, note(node))]
+
+
+POOL_SRC = '''
+def kernel(xb, xo, yb, yo, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, ph, pw,
+           dd, dh, dw, ped, peh, pew, is_max, count_pad):
+    isp = D * H * W
+    osp = OD * OH * OW
+    for nc in range(NC):
+        xbase = xo + nc * isp
+        y = yo + nc * osp
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    acc = -math.inf if is_max else 0.0
+                    cnt = 0
+                    padcnt = 0
+                    for kd in range(KD):
+                        idd = od * sd + kd * dd - pd
+                        if idd >= D + ped:
+                            continue
+                        for kh in range(KH):
+                            ih = oh * sh + kh * dh - ph
+                            if ih >= H + peh:
+                                continue
+                            for kw in range(KW):
+                                iw = ow * sw + kw * dw - pw
+                                if iw >= W + pew:
+                                    continue
+                                padcnt += 1
+                                if idd < 0 or idd >= D or ih < 0 or ih >= H or iw < 0 or iw >= W:
+                                    continue
+                                v = xb[xbase + (idd * H + ih) * W + iw]
+                                cnt += 1
+                                if is_max:
+                                    if v > acc or v != v:
+                                        acc = v
+                                else:
+                                    acc += v
+                    if not is_max:
+                        div = padcnt if count_pad else cnt
+                        acc = acc / div if div > 0 else 0.0
+                    yb[y] = acc
+                    y += 1
+'''
+
+
+@generator("MaxPool", "AveragePool")
+def gen_pool(node: Node) -> list[KernelCall]:
+    x, y = node.inputs[0], node.outputs[0]
+    p = spatial3d(node)
+    NC = x.shape[0] * x.shape[1]
+    is_max = node.op == "MaxPool"
+    count_pad = int(node.attrs.get("count_include_pad", 0))
+    args = [x, y, NC, *as3d(x.shape[2:]), *as3d(y.shape[2:]), *p["k"], *p["s"], *p["pb"], *p["d"],
+            *p["pe"], int(is_max), count_pad]
+    return [KernelCall(POOL_SRC, args, note(node))]
+
+
+GLOBAL_SRC = '''
+def kernel(xb, xo, yb, yo, NC, S, is_max):
+    for nc in range(NC):
+        base = xo + nc * S
+        if is_max:
+            acc = -math.inf
+            for i in range(S):
+                v = xb[base + i]
+                if v > acc or v != v:
+                    acc = v
+            yb[yo + nc] = acc
+        else:
+            acc = 0.0
+            for i in range(S):
+                acc += xb[base + i]
+            yb[yo + nc] = acc / S
+'''
+
+
+@generator("GlobalAveragePool", "GlobalMaxPool")
+def gen_global_pool(node: Node) -> list[KernelCall]:
+    x = node.inputs[0]
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    return [KernelCall(GLOBAL_SRC, [x, node.outputs[0], x.shape[0] * x.shape[1], S,
+                                    int(node.op == "GlobalMaxPool")], note(node))]
+
+
+SCALE_SHIFT_SRC = '''
+def kernel(xb, xo, sb, so, tb, to, yb, yo, N, C, S):
+    i = 0
+    for n in range(N):
+        for c in range(C):
+            a = sb[so + c]
+            b = tb[to + c]
+            for j in range(S):
+                yb[yo + i] = xb[xo + i] * a + b
+                i += 1
+'''
+
+
+@generator("BatchNormalization")
+def gen_batchnorm(node: Node) -> list[KernelCall]:
+    x = node.inputs[0]
+    if not all(v.is_const for v in node.inputs[1:]):
+        from cnnjit.ir.errors import CompileError
+
+        raise CompileError(f"{node.describe()}: BatchNormalization parameters must be constants")
+    scale, bias, mean, var = (v.const.astype(np.float64) for v in node.inputs[1:])
+    a = scale / np.sqrt(var + node.attrs["epsilon"])
+    b = bias - mean * a
+    N, C = x.shape[0], x.shape[1]
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    return [KernelCall(SCALE_SHIFT_SRC, [x, Param(a.astype(x.dtype)), Param(b.astype(x.dtype)),
+                                         node.outputs[0], N, C, S], note(node))]
+
+
+LRN_SRC = '''
+def kernel(xb, xo, yb, yo, N, C, S, lo, hi, alpha_over_size, beta, bias):
+    for n in range(N):
+        for c in range(C):
+            c0 = max(0, c - lo)
+            c1 = min(C - 1, c + hi)
+            for j in range(S):
+                acc = 0.0
+                for cc in range(c0, c1 + 1):
+                    v = xb[xo + (n * C + cc) * S + j]
+                    acc += v * v
+                x = xb[xo + (n * C + c) * S + j]
+                yb[yo + (n * C + c) * S + j] = x / (bias + alpha_over_size * acc) ** beta
+'''
+
+
+@generator("LRN")
+def gen_lrn(node: Node) -> list[KernelCall]:
+    x = node.inputs[0]
+    a = node.attrs
+    size = int(a["size"])
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    args = [x, node.outputs[0], x.shape[0], x.shape[1], S, (size - 1) // 2, size // 2,
+            float(a["alpha"]) / size, float(a["beta"]), float(a["bias"])]
+    return [KernelCall(LRN_SRC, args, note(node))]

@@ -1,0 +1,158 @@
+"""Memory planning: every non-constant value gets an element offset in one arena per element type.
+
+View ops (Reshape) share their input's storage. Slots are reused once a value is dead (first-fit over a
+free list, liveness by node index); offsets are aligned to 64 bytes for the vector kernels to come.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from cnnjit.ir import Graph, Value, get_op
+from cnnjit.ir.types import short_name
+
+ALIGN_BYTES = 64
+
+
+@dataclass
+class Slot:
+    kind: str  # "a" (arena) or "c" (constant)
+    dtype: str  # short dtype name
+    offset: int
+
+
+@dataclass
+class ConstPool:
+    """Constant storage: one flat array per dtype, built up as constants and params are added."""
+
+    chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    _by_id: dict[int, Slot] = field(default_factory=dict)
+
+    def add(self, arr: np.ndarray, key: int | None = None) -> Slot:
+        if key is not None and key in self._by_id:
+            return self._by_id[key]
+        dt = short_name(arr.dtype)
+        align = max(1, ALIGN_BYTES // arr.dtype.itemsize)
+        off = self.sizes.get(dt, 0)
+        pad = (-off) % align
+        flat = np.ascontiguousarray(arr).reshape(-1)
+        lst = self.chunks.setdefault(dt, [])
+        if pad:
+            lst.append(np.zeros(pad, arr.dtype))
+        lst.append(flat)
+        slot = Slot("c", dt, off + pad)
+        self.sizes[dt] = off + pad + flat.size
+        if key is not None:
+            self._by_id[key] = slot
+        return slot
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        from cnnjit.ir.types import DTYPES
+
+        out = {}
+        for dt, parts in self.chunks.items():
+            arr = np.concatenate(parts) if parts else np.zeros(0, DTYPES[dt])
+            # at least one element so that numba sees a real buffer even when everything is empty
+            out[dt] = arr if arr.size else np.zeros(1, DTYPES[dt])
+            out[dt].setflags(write=False)
+        return out
+
+
+@dataclass
+class MemoryPlan:
+    slots: dict[int, Slot]
+    arena_sizes: dict[str, int]
+    consts: ConstPool
+    total_intermediate_elems: dict[str, int]
+
+    def slot(self, v: Value) -> Slot:
+        return self.slots[v.id]
+
+
+def plan_memory(graph: Graph) -> MemoryPlan:
+    consts = ConstPool()
+    slots: dict[int, Slot] = {}
+    # alias roots: a view's output lives in its input's storage
+    root: dict[int, Value] = {}
+
+    def find(v: Value) -> Value:
+        while v.id in root:
+            v = root[v.id]
+        return v
+
+    for n in graph.nodes:
+        if get_op(n.op).view and not n.inputs[0].is_const:
+            root[n.outputs[0].id] = n.inputs[0]
+
+    # liveness of each storage root: [first def, last use]
+    end = len(graph.nodes)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    vals: dict[int, Value] = {}
+    for v in graph.inputs:
+        first[v.id] = -1
+        last[v.id] = -1
+        vals[v.id] = v
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            if v is not None and not v.is_const:
+                r = find(v)
+                last[r.id] = max(last.get(r.id, i), i)
+        for o in n.outputs:
+            r = find(o)
+            if r.id not in first:
+                first[r.id] = i
+                vals[r.id] = r
+            last[r.id] = max(last.get(r.id, i), i)
+    for o in graph.outputs:
+        if not o.is_const:
+            last[find(o).id] = end
+    for v in graph.inputs:  # inputs are written before the run starts; keep them apart from each other
+        first[v.id] = -1
+
+    sizes: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    free: dict[str, list[tuple[int, int]]] = {}  # dtype -> [(offset, length)] sorted
+    live: list[tuple[int, int, str, int, int]] = []  # (last, id, dtype, offset, length)
+    order = sorted(first, key=lambda k: (first[k], k))
+    for rid in order:
+        v = vals[rid]
+        dt = short_name(v.dtype)
+        align = max(1, ALIGN_BYTES // v.dtype.itemsize)
+        need = -(-max(v.type.size, 1) // align) * align
+        t = first[rid]
+        # release everything that died strictly before this definition
+        for item in [x for x in live if x[0] < t]:
+            live.remove(item)
+            free.setdefault(item[2], []).append((item[3], item[4]))
+        fl = sorted(free.get(dt, []))
+        merged: list[tuple[int, int]] = []
+        for off, ln in fl:
+            if merged and merged[-1][0] + merged[-1][1] == off:
+                merged[-1] = (merged[-1][0], merged[-1][1] + ln)
+            else:
+                merged.append((off, ln))
+        free[dt] = merged
+        offset = None
+        for j, (off, ln) in enumerate(merged):
+            if ln >= need:
+                offset = off
+                merged[j] = (off + need, ln - need)
+                if merged[j][1] == 0:
+                    merged.pop(j)
+                break
+        if offset is None:
+            offset = sizes.get(dt, 0)
+            sizes[dt] = offset + need
+        totals[dt] = totals.get(dt, 0) + need
+        slots[rid] = Slot("a", dt, offset)
+        live.append((last.get(rid, t), rid, dt, offset, need))
+
+    for v in graph.values():
+        if v.is_const:
+            slots[v.id] = consts.add(v.const, key=v.id)
+        elif v.id not in slots:
+            slots[v.id] = slots[find(v).id]
+    return MemoryPlan(slots, sizes, consts, totals)

@@ -1,0 +1,193 @@
+"""ONNX → IR for concrete input shapes.
+
+The importer walks the ONNX nodes in order and asks each op's importer (``onnx_ops.py``) to emit IR nodes.
+Emission folds constants eagerly: a node whose inputs are all constant is evaluated with the op's numpy
+reference, so shape subgraphs (Shape → Gather → Unsqueeze → Concat → Reshape) and constant weight
+arithmetic (DequantizeLinear of int8 initializers) disappear while importing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
+from onnx import helper, numpy_helper
+
+from .loader import elem_dtype, input_specs, opset_version
+
+#: refuse any single tensor larger than this many bytes (absurd declared shapes)
+DEFAULT_MAX_TENSOR_BYTES = 4 << 30
+
+
+class Unsupported(Exception):
+    """Raised by an importer for an op variant cnnjit does not implement (the reason is the message)."""
+
+
+class ImportContext:
+    """What an op importer sees: the node being imported, its opset, and an IR builder."""
+
+    def __init__(self, graph: Graph, opset: int, max_tensor_bytes: int):
+        self.graph = graph
+        self.opset = opset
+        self.max_tensor_bytes = max_tensor_bytes
+        self.node: onnx.NodeProto | None = None
+
+    # -- attributes -----------------------------------------------------------------------------------
+    def attrs(self) -> dict[str, Any]:
+        """The current node's attributes as Python values (tensors as numpy arrays, strings decoded)."""
+        out: dict[str, Any] = {}
+        for a in self.node.attribute:
+            try:
+                v = helper.get_attribute_value(a)
+            except Exception as e:  # noqa: BLE001
+                raise ModelError(f"{self.where()}: cannot read attribute {a.name!r}: {e}") from None
+            if isinstance(v, onnx.TensorProto):
+                v = numpy_helper.to_array(v)
+            elif isinstance(v, bytes):
+                v = v.decode("utf-8", errors="replace")
+            elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode("utf-8", errors="replace") for s in v]
+            out[a.name] = v
+        return out
+
+    def where(self) -> str:
+        n = self.node
+        return f"node {n.name!r} ({n.op_type}, opset {self.opset})" if n is not None else "graph"
+
+    # -- building -------------------------------------------------------------------------------------
+    def const(self, array: np.ndarray, name: str = "") -> Value:
+        arr = np.ascontiguousarray(array)
+        return Value(TensorType(arr.dtype, arr.shape), name, const=arr)
+
+    def emit(self, op: str, inputs: Sequence[Value | None], attrs: Mapping[str, Any] | None = None,
+             name: str | None = None) -> list[Value]:
+        """Append IR op ``op`` (or fold it to constants when every input is constant)."""
+        opdef = get_op(op)
+        if opdef is None:  # an importer bug, not a model problem
+            raise ShapeError(f"{self.where()}: internal: IR op {op!r} is not registered")
+        inputs = list(inputs)
+        while inputs and inputs[-1] is None:
+            inputs.pop()
+        a = opdef.check_attrs(dict(attrs or {}), f"{self.where()}: ")
+        try:
+            types = opdef.infer_types(inputs, a)
+        except ShapeError as e:
+            raise ShapeError(f"{self.where()}: {e}") from None
+        for t in types:
+            if t.nbytes > self.max_tensor_bytes or any(d < 0 for d in t.shape):
+                raise ResourceLimitError(
+                    f"{self.where()}: an output of shape {list(t.shape)} ({t.nbytes / 2**30:.1f} GiB) exceeds "
+                    f"the per-tensor limit of {self.max_tensor_bytes / 2**30:.1f} GiB (max_tensor_bytes=)"
+                )
+        if all(v is None or v.is_const for v in inputs):
+            try:
+                arrays = opdef.run([None if v is None else v.const for v in inputs], a)
+            except CnnjitError as e:
+                raise ShapeError(f"{self.where()}: {e}") from None
+            return [self.const(np.asarray(arr, t.dtype).reshape(t.shape)) for arr, t in zip(arrays, types)]
+        outs = [Value(t, "") for t in types]
+        self.graph.add_node(Node(op, inputs, outs, a, name if name is not None else self.node.name))
+        return outs
+
+    def const_input(self, v: Value | None, what: str) -> np.ndarray | None:
+        """The constant data behind input ``v``; ``Unsupported`` if it is only known at run time."""
+        if v is None:
+            return None
+        if not v.is_const:
+            raise Unsupported(f"{what} must be a compile-time constant (it is computed at run time here)")
+        return v.const
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
+    from .onnx_ops import IMPORTERS
+
+    opset = opset_version(model)
+    if opset < 7:
+        raise ModelError(f"the model uses opset {opset}; cnnjit supports opset 7 and newer "
+                         "(upgrade it with onnx.version_converter.convert_version(model, 13))")
+    bad = []
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx") or n.op_type not in IMPORTERS:
+            dom = f" (domain {n.domain!r})" if n.domain not in ("", "ai.onnx") else ""
+            bad.append((n.op_type, n.name, opset, f"not implemented{dom}"))
+    if bad:
+        raise UnsupportedOpError(bad)
+
+
+def import_model(
+    model: onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]],
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+) -> Graph:
+    """Build the IR graph of ``model`` specialised to ``input_shapes`` (one concrete shape per input)."""
+    from .onnx_ops import IMPORTERS  # the op table registers itself on import
+
+    g = model.graph
+    opset = opset_version(model)
+
+    check_supported(model)
+
+    graph = Graph(g.name or "model")
+    ctx = ImportContext(graph, opset, max_tensor_bytes)
+    env: dict[str, Value | None] = {"": None}
+
+    for t in g.initializer:
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"initializer {t.name!r} cannot be read: {e}") from None
+        env[t.name] = ctx.const(arr, t.name)
+
+    specs = {s.name: s for s in input_specs(model)}
+    for name, spec in specs.items():
+        if name not in input_shapes:
+            raise ShapeError(f"no concrete shape given for graph input {name!r}")
+        shape = tuple(int(d) for d in input_shapes[name])
+        t = TensorType(spec.dtype, shape)
+        if t.nbytes > max_tensor_bytes:
+            raise ResourceLimitError(f"input {name!r} of shape {list(shape)} exceeds the per-tensor limit")
+        env[name] = graph.add_input(t, name)
+
+    for node in g.node:
+        ctx.node = node
+        ins = []
+        for i, nm in enumerate(node.input):
+            if nm not in env:
+                raise ModelError(f"{ctx.where()}: input {i} {nm!r} is not produced by any earlier node, "
+                                 "initializer or graph input (is the graph out of topological order?)")
+            ins.append(env[nm])
+        try:
+            outs = IMPORTERS[node.op_type](ctx, ins)
+        except Unsupported as e:
+            raise UnsupportedOpError([(node.op_type, node.name, opset, str(e))]) from None
+        except CnnjitError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError) as e:
+            raise ModelError(f"{ctx.where()}: invalid node ({type(e).__name__}: {e})") from None
+        for i, nm in enumerate(node.output):
+            if not nm:
+                continue
+            if i >= len(outs) or outs[i] is None:
+                raise UnsupportedOpError([(node.op_type, node.name, opset, f"output {i} ({nm!r}) is not supported")])
+            if nm in env and nm:
+                raise ModelError(f"{ctx.where()}: value {nm!r} is produced twice")
+            if outs[i].producer is not None and not outs[i].name:
+                outs[i].name = nm
+            env[nm] = outs[i]
+    ctx.node = None
+
+    for vi in g.output:
+        if vi.name not in env or env[vi.name] is None:
+            raise ModelError(f"graph output {vi.name!r} is not produced by any node")
+        v = env[vi.name]
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            want = elem_dtype(vi.type.tensor_type.elem_type, f"graph output {vi.name!r}")
+            if want != v.dtype:
+                raise ShapeError(f"graph output {vi.name!r} is declared {want} but computes {v.dtype}")
+        graph.outputs.append(v)
+    return graph

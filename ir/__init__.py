@@ -1,0 +1,25 @@
+"""cnnjit's IR: typed, static-shape tensors; values, nodes and graphs; the op registry; an interpreter.
+
+This package imports nothing else of cnnjit's, so every other part may depend on it.
+"""
+
+from .errors import (
+    CnnjitError,
+    CompileError,
+    InputError,
+    IRError,
+    ModelError,
+    ResourceLimitError,
+    ShapeError,
+    UnsupportedOpError,
+)
+from .graph import Graph, Node, Value, topo_order
+from .interp import interpret
+from .ops import OpDef, all_ops, get_op
+from .types import DTYPES, TensorType, short_name
+
+__all__ = [
+    "CnnjitError", "CompileError", "InputError", "IRError", "ModelError", "ResourceLimitError", "ShapeError",
+    "UnsupportedOpError", "Graph", "Node", "Value", "topo_order", "interpret", "OpDef", "all_ops", "get_op",
+    "DTYPES", "TensorType", "short_name",
+]

@@ -1,0 +1,212 @@
+"""The compiled callable: input validation at the boundary, per-shape specialisations, fresh outputs.
+
+A ``CompiledModel`` knows the model's declared inputs and a ``specialize`` callback (provided by the
+compiler) that builds a ``Specialization`` for concrete input shapes. Shapes seen once are cached, so a
+model with a symbolic batch dimension compiles once per batch size it is called with.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cnnjit.ir import Graph
+from cnnjit.ir.errors import InputError
+
+from .program import Program
+
+
+@dataclass(frozen=True)
+class InputSignature:
+    """A declared model input: dims are ints, or None where symbolic (``dim_names`` give the symbols)."""
+
+    name: str
+    dtype: np.dtype
+    dims: tuple[int | None, ...] | None
+    dim_names: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.dims is None:
+            return f"{self.name!r}: {self.dtype}[any shape]"
+        ds = [str(d) if d is not None else (self.dim_names[i] if i < len(self.dim_names) and self.dim_names[i]
+                                               else "?") for i, d in enumerate(self.dims)]
+        return f"{self.name!r}: {self.dtype}[{', '.join(ds)}]"
+
+    @property
+    def static(self) -> bool:
+        return self.dims is not None and all(d is not None for d in self.dims)
+
+
+class Specialization:
+    """One shape-specialised compilation: the IR after passes, the program, and its arena."""
+
+    def __init__(self, graph: Graph, program: Program, timings: dict[str, float] | None = None,
+                 pass_report: str = ""):
+        self.graph = graph
+        self.program = program
+        self.timings = dict(timings or {})
+        self.pass_report = pass_report
+        self._lock = threading.Lock()
+        self._buffers = self._allocate()
+
+    def _allocate(self) -> dict[str, np.ndarray]:
+        p = self.program
+        bufs: dict[str, np.ndarray] = {}
+        for name in p.buffer_names:
+            if name in p.const_buffers:
+                bufs[name] = p.const_buffers[name]
+            else:
+                bufs[name] = np.zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
+        return bufs
+
+    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run on validated arrays (one per input, right dtype and shape); outputs are fresh arrays."""
+        p = self.program
+        with self._lock:
+            bufs = self._buffers
+            for b, x in zip(p.inputs, arrays):
+                if b.size:
+                    bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
+            try:
+                p.run(*(bufs[n] for n in p.buffer_names))
+            except IndexError as e:  # raised by kernels that index with run-time data (Gather)
+                raise InputError(f"an input holds an out-of-range index: {e}") from None
+            return [bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape).copy() for b in p.outputs]
+
+
+class CompiledModel:
+    """A compiled ONNX model: call it on numpy arrays.
+
+    ``model(x)``, ``model(x1, x2)``, ``model(input_1=x)`` return one array for a single-output model and a
+    list otherwise; ``model.run(None, {"input_1": x})`` returns a list, like onnxruntime.
+    """
+
+    def __init__(self, inputs: Sequence[InputSignature], output_names: Sequence[str],
+                 specialize: Callable[[dict[str, tuple[int, ...]]], Specialization], name: str = "model",
+                 options: Mapping[str, Any] | None = None):
+        self.inputs = list(inputs)
+        self.output_names = list(output_names)
+        self.name = name
+        self.options = dict(options or {})
+        self._specialize = specialize
+        self._specs: dict[tuple, Specialization] = {}
+        self._last: Specialization | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs]
+
+    # -- specialisation -------------------------------------------------------------------------------
+    def specialization(self, shapes: Mapping[str, Sequence[int]]) -> Specialization:
+        """The compiled form for these input shapes (compiled now if not seen before)."""
+        key = tuple(tuple(int(d) for d in shapes[s.name]) for s in self.inputs)
+        spec = self._specs.get(key)
+        if spec is None:
+            with self._lock:
+                spec = self._specs.get(key)
+                if spec is None:
+                    spec = self._specialize({s.name: k for s, k in zip(self.inputs, key)})
+                    self._specs[key] = spec
+        self._last = spec
+        return spec
+
+    def _default_spec(self) -> Specialization:
+        if self._last is not None:
+            return self._last
+        if all(s.static for s in self.inputs):
+            return self.specialization({s.name: s.dims for s in self.inputs})
+        raise InputError(
+            "this model has symbolic input dimensions ("
+            + "; ".join(s.describe() for s in self.inputs if not s.static)
+            + "); call it once, or compile with input_shapes={...}, before asking for its IR or source"
+        )
+
+    @property
+    def ir(self) -> Graph:
+        """The IR after the passes (of the most recently used specialisation)."""
+        return self._default_spec().graph
+
+    def source(self) -> str:
+        """The generated schedule and kernel source (of the most recently used specialisation)."""
+        return self._default_spec().program.full_source()
+
+    # -- calling --------------------------------------------------------------------------------------
+    def _validate(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        names = self.input_names
+        unknown = [k for k in feeds if k not in names]
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            parts = []
+            if unknown:
+                parts.append(f"unknown input name(s) {unknown}")
+            if missing:
+                parts.append(f"missing input(s) {missing}")
+            raise InputError("; ".join(parts) + ". The model's inputs are: "
+                             + ", ".join(s.describe() for s in self.inputs))
+        arrays = []
+        symbols: dict[str, int] = {}
+        for s in self.inputs:
+            x = feeds[s.name]
+            if not isinstance(x, np.ndarray):
+                if isinstance(x, (list, tuple, int, float, np.generic)):
+                    x = np.asarray(x)
+                else:
+                    raise InputError(f"input {s.name!r} must be a numpy array, got {type(x).__name__}")
+                if x.dtype != s.dtype and x.dtype.kind == np.dtype(s.dtype).kind:
+                    x = x.astype(s.dtype)
+            if x.dtype != s.dtype:
+                raise InputError(f"input {s.name!r} has dtype {x.dtype}, the model expects {s.dtype} "
+                                 f"({s.describe()}); convert it with x.astype(np.{np.dtype(s.dtype).name})")
+            if s.dims is not None:
+                if x.ndim != len(s.dims):
+                    raise InputError(f"input {s.name!r} has shape {x.shape} (rank {x.ndim}); the model expects "
+                                     f"rank {len(s.dims)}: {s.describe()}")
+                for i, (got, want) in enumerate(zip(x.shape, s.dims)):
+                    if want is not None and got != want:
+                        raise InputError(f"input {s.name!r} has shape {x.shape}; dimension {i} must be {want}: "
+                                         f"{s.describe()}")
+                    sym = s.dim_names[i] if i < len(s.dim_names) else ""
+                    if want is None and sym:
+                        if symbols.setdefault(sym, got) != got:
+                            raise InputError(f"dimension {sym!r} is {symbols[sym]} in one input and {got} in "
+                                             f"{s.name!r}; inputs sharing a symbolic dimension must agree")
+            if x.size * x.itemsize > self.options.get("max_input_bytes", 4 << 30):
+                raise InputError(f"input {s.name!r} of shape {x.shape} is larger than the input size limit")
+            arrays.append(x)
+        return arrays
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        """onnxruntime-style call: outputs (all if ``output_names`` is None) as a list of fresh arrays."""
+        if not isinstance(feeds, Mapping):
+            raise InputError("feeds must be a dict mapping input names to arrays")
+        arrays = self._validate(feeds)
+        spec = self.specialization({s.name: a.shape for s, a in zip(self.inputs, arrays)})
+        outs = spec.run(arrays)
+        if output_names is None:
+            return outs
+        result = []
+        for n in output_names:
+            if n not in self.output_names:
+                raise InputError(f"unknown output name {n!r}; the model's outputs are {self.output_names}")
+            result.append(outs[self.output_names.index(n)])
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        if len(args) > len(self.inputs):
+            raise InputError(f"the model takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}), "
+                             f"got {len(args)} positional arrays")
+        feeds = dict(zip(self.input_names, args))
+        for k, v in kwargs.items():
+            if k in feeds:
+                raise InputError(f"input {k!r} given both by position and by name")
+            feeds[k] = v
+        outs = self.run(None, feeds)
+        return outs[0] if len(outs) == 1 else outs
+
+    def __repr__(self) -> str:
+        ins = ", ".join(s.describe() for s in self.inputs)
+        return f"<cnnjit.CompiledModel {self.name!r} ({ins}) -> {self.output_names}>"

@@ -1,0 +1,50 @@
+"""What code generation hands to the runtime: a schedule function, its buffers, and I/O locations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IOBinding:
+    """Where a graph input or output lives: buffer name (``a_f32``, ``c_f32``...) and element offset."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    buffer: str
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+@dataclass
+class Program:
+    run: Callable[..., None]
+    source: str
+    kernel_sources: dict[str, str]
+    buffer_names: list[str]
+    arena_sizes: dict[str, int]
+    arena_dtypes: dict[str, np.dtype]
+    const_buffers: dict[str, np.ndarray]
+    inputs: list[IOBinding]
+    outputs: list[IOBinding]
+    intermediate_bytes: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def arena_bytes(self) -> int:
+        return sum(n * self.arena_dtypes[b].itemsize for b, n in self.arena_sizes.items())
+
+    def full_source(self) -> str:
+        """The schedule and every kernel it calls, as one readable Python text."""
+        parts = ["# ---- schedule ----", self.source]
+        for name, src in self.kernel_sources.items():
+            parts.append(f"# ---- {name} ----")
+            parts.append(src.replace("def kernel(", f"def {name}(", 1))
+        return "\n".join(parts)

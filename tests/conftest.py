@@ -1,0 +1,141 @@
+"""Shared fixtures and helpers for cnnjit's test suite.
+
+Test data that the project did not write lives in the shared folder next to the repository
+(``<repo>/../shared``; override with the environment variable ``CNNJIT_SHARED``). Tests that need it skip
+with a clear reason when it is absent.
+
+Hypothesis profiles: ``ci`` (default: few, derandomized examples, no deadline) and ``dev`` (many more
+examples); pick one with ``HYPOTHESIS_PROFILE=dev``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, settings
+from onnx import numpy_helper
+
+# -- hypothesis -------------------------------------------------------------------------------------------
+settings.register_profile(
+    "ci", deadline=None, max_examples=25, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "dev", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# -- where the data is ------------------------------------------------------------------------------------
+REPO_DIR = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("CNNJIT_SHARED") or REPO_DIR.parent / "shared").resolve()
+ONNX_NODE_DIR = SHARED_DIR / "onnx-node"
+MLPERF_TINY_DIR = SHARED_DIR / "models" / "mlperf-tiny"
+#: the onnx wheel's own backend test data (model zoo "light" models, pytorch-converted cases)
+ONNX_TEST_DATA_DIR = Path(onnx.__file__).resolve().parent / "backend" / "test" / "data"
+
+
+def missing_reason(path: Path, what: str = "shared test data") -> str:
+    return (f"{what} not found at {path} (set CNNJIT_SHARED to the shared folder, "
+            f"default <repo>/../shared)")
+
+
+def require_dir(path: Path, what: str = "shared test data") -> Path:
+    """Return ``path``, or skip the calling test when it is not a directory."""
+    if not path.is_dir():
+        pytest.skip(missing_reason(path, what))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return require_dir(SHARED_DIR)
+
+
+@pytest.fixture(scope="session")
+def onnx_node_dir() -> Path:
+    return require_dir(ONNX_NODE_DIR, "onnx-node conformance cases")
+
+
+@pytest.fixture(scope="session")
+def mlperf_tiny_dir() -> Path:
+    return require_dir(MLPERF_TINY_DIR, "MLPerf Tiny models")
+
+
+# -- loading test cases -----------------------------------------------------------------------------------
+def _index(path: Path) -> int:
+    m = re.search(r"_(\d+)\.pb$", path.name)
+    if m is None:
+        raise ValueError(f"unexpected test data file name {path}")
+    return int(m.group(1))
+
+
+def load_tensor(path: str | os.PathLike) -> np.ndarray:
+    return numpy_helper.to_array(onnx.load_tensor(str(path)))
+
+
+def load_case(
+    case_dir: str | os.PathLike, data_set: int = 0
+) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
+    """``(model_path, inputs, expected_outputs)`` of an onnx backend-test style case directory.
+
+    Inputs and outputs come from ``test_data_set_<n>/input_*.pb`` / ``output_*.pb``, ordered by their
+    numeric index (``input_10`` after ``input_9``).
+    """
+    case_dir = Path(case_dir)
+    if not case_dir.is_dir():
+        pytest.skip(missing_reason(case_dir, "test case"))
+    model_path = case_dir / "model.onnx"
+    data_dir = case_dir / f"test_data_set_{data_set}"
+    inputs = [load_tensor(p) for p in sorted(data_dir.glob("input_*.pb"), key=_index)]
+    outputs = [load_tensor(p) for p in sorted(data_dir.glob("output_*.pb"), key=_index)]
+    return model_path, inputs, outputs
+
+
+def graph_input_names(model: onnx.ModelProto) -> list[str]:
+    """The model's real inputs: graph inputs that are not initializers, in declaration order."""
+    inits = {t.name for t in model.graph.initializer}
+    return [vi.name for vi in model.graph.input if vi.name not in inits]
+
+
+# -- running and comparing --------------------------------------------------------------------------------
+def ort_session(model: onnx.ModelProto | str | os.PathLike | bytes):
+    """A single-threaded onnxruntime CPU session (the independent oracle)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    elif isinstance(model, os.PathLike):
+        model = str(model)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def as_output_list(y) -> list[np.ndarray]:
+    """A model call's result as a list: one output is an array, several a list/tuple."""
+    if isinstance(y, (list, tuple)):
+        return list(y)
+    return [y]
+
+
+def assert_outputs_match(
+    actual: Sequence[np.ndarray], expected: Sequence[np.ndarray], rtol: float, atol: float, what: str = ""
+) -> None:
+    """Same count; per output same type, shape and dtype, and values within tolerance (exact for ints)."""
+    assert len(actual) == len(expected), f"{what}: {len(actual)} outputs, expected {len(expected)}"
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        where = f"{what} output {i}"
+        assert isinstance(a, np.ndarray), f"{where}: got {type(a).__name__}, expected a numpy array"
+        assert a.shape == e.shape, f"{where}: shape {a.shape}, expected {e.shape}"
+        assert a.dtype == e.dtype, f"{where}: dtype {a.dtype}, expected {e.dtype}"
+        if np.issubdtype(e.dtype, np.floating):
+            np.testing.assert_allclose(a, e, rtol=rtol, atol=atol, err_msg=where)
+        else:
+            np.testing.assert_array_equal(a, e, err_msg=where)

@@ -1,0 +1,83 @@
+"""Which onnx-node conformance cases the suite runs, and which of those are not expected to pass yet.
+
+THE one place to edit when an op or case starts (or stops) being supported:
+
+* ``OPS_UNDER_TEST`` — the ops whose cases ``test_onnx_node.py`` collects. Cases of other ops are not
+  collected at all (they belong to a later issue). To widen the suite, change that one line, e.g.
+  ``OPS_UNDER_TEST = FOUNDATION_OPS | {"Pad", "Resize"}`` or ``OPS_UNDER_TEST = ALL_OPS``.
+* ``NOT_YET`` — collected cases expected to fail for now, with the reason. They run as
+  ``xfail(strict=True)``: a case that starts passing fails the suite until it is removed from here.
+* ``MODEL_NOT_YET`` — the same for the model suites in ``test_models.py`` (keyed by test id).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import NamedTuple
+
+#: ops of the foundation issue
+FOUNDATION_OPS: frozenset[str] = frozenset({
+    "Conv", "BatchNormalization", "Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish",
+    "Tanh", "Add", "Sub", "Mul", "Div", "Sum", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "GlobalMaxPool", "Gemm", "MatMul", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+    "Softmax", "Identity", "Dropout", "Constant", "ConstantOfShape", "Shape", "Gather", "LRN",
+    "DequantizeLinear",
+})
+
+#: sentinel meaning "every op listed in CASES-BY-OP.csv"
+ALL_OPS = None
+
+#: the ops whose cases are collected — widen here (one line)
+OPS_UNDER_TEST: frozenset[str] | None = FOUNDATION_OPS
+
+#: collected onnx-node cases not expected to pass yet: case name -> reason
+NOT_YET: dict[str, str] = {
+    "test_maxpool_with_argmax_2d_precomputed_pads":
+        "MaxPool's optional second output (Indices) is not implemented",
+    "test_maxpool_with_argmax_2d_precomputed_strides":
+        "MaxPool's optional second output (Indices) is not implemented",
+}
+
+#: model-suite cases (test ids of test_models.py, e.g. "pytorch-converted/test_Conv2d") not expected
+#: to pass yet: id -> reason
+MODEL_NOT_YET: dict[str, str] = {}
+
+#: graph-input operands that a static-shape compiler must know at compile time (shapes, axes, bounds,
+#: ratios), as (op_type, input index). The onnx-node cases feed some of these as graph inputs; the test
+#: freezes such inputs into initializers holding the case's own input data before compiling (the model's
+#: function on that data is unchanged, so the expected outputs stay valid).
+COMPILE_TIME_OPERANDS: frozenset[tuple[str, int]] = frozenset({
+    ("Reshape", 1),
+    ("Clip", 1), ("Clip", 2),
+    ("Squeeze", 1),
+    ("Unsqueeze", 1),
+    ("ConstantOfShape", 0),
+    ("Dropout", 1), ("Dropout", 2),
+})
+
+
+class NodeCase(NamedTuple):
+    op: str
+    case: str
+    opset: int
+    expanded: bool
+    types: tuple[str, ...]
+
+
+def read_cases(csv_path: str | Path) -> list[NodeCase]:
+    """Every case listed in ``CASES-BY-OP.csv`` (columns op, case, opset, expanded, types)."""
+    with open(csv_path, newline="") as f:
+        return [
+            NodeCase(r["op"], r["case"], int(r["opset"]), r["expanded"].strip() == "1",
+                     tuple(r["types"].split()))
+            for r in csv.DictReader(f)
+        ]
+
+
+def cases_under_test(csv_path: str | Path, ops: frozenset[str] | None = OPS_UNDER_TEST) -> list[NodeCase]:
+    """The cases whose op is in ``ops`` (all cases if ``ops`` is ``ALL_OPS``), sorted by case name."""
+    cases = read_cases(csv_path)
+    if ops is not None:
+        cases = [c for c in cases if c.op in ops]
+    return sorted(cases, key=lambda c: c.case)
