@@ -10,7 +10,12 @@ import onnx
 
 from cnnjit.compiler.codegen.emit import generate
 from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, check_supported, import_model
+from cnnjit.compiler.frontend.onnx_import import (
+    DEFAULT_MAX_TENSOR_BYTES,
+    check_supported,
+    import_model,
+    value_inputs,
+)
 from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
 from cnnjit.ir.errors import InputError, ModelError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
@@ -36,12 +41,13 @@ def compile(  # noqa: A001 - the public name users expect
     proto = load_model(model)
     check_supported(proto)
     specs = input_specs(proto)
-    sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names) for s in specs]
+    by_value = value_inputs(proto)
+    sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names, s.name in by_value) for s in specs]
     pipeline_names = [p.name for p in select_passes(default_pipeline(), passes, disable, fuse)]
 
-    def specialize(shapes: dict[str, tuple[int, ...]]) -> Specialization:
+    def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:
         t0 = time.perf_counter()
-        graph = import_model(proto, shapes, max_tensor_bytes=max_tensor_bytes)
+        graph = import_model(proto, shapes, max_tensor_bytes=max_tensor_bytes, input_values=values)
         t1 = time.perf_counter()
         pm = PassManager([p for p in default_pipeline() if p.name in pipeline_names], verify=verify,
                          dump_after=set(dump_ir_after))
@@ -70,7 +76,8 @@ def compile(  # noqa: A001 - the public name users expect
                 shapes[s.name] = tuple(s.dims)
             else:
                 raise InputError(f"input_shapes must give a shape for {s.describe()}")
-        cm.specialization(shapes)
-    elif all(s.static for s in sigs):
+        if not any(s.by_value for s in sigs):
+            cm.specialization(shapes)
+    elif all(s.static and not s.by_value for s in sigs):
         cm.specialization({s.name: tuple(s.dims) for s in sigs})  # static shapes: compile now
     return cm

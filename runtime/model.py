@@ -27,6 +27,8 @@ class InputSignature:
     dtype: np.dtype
     dims: tuple[int | None, ...] | None
     dim_names: tuple[str, ...] = ()
+    #: the model uses this input's value as a shape or attribute: specialise on the value too
+    by_value: bool = False
 
     def describe(self) -> str:
         if self.dims is None:
@@ -62,12 +64,13 @@ class Specialization:
                 bufs[name] = np.zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
         return bufs
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run on validated arrays (one per input, right dtype and shape); outputs are fresh arrays."""
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
         p = self.program
         with self._lock:
             bufs = self._buffers
-            for b, x in zip(p.inputs, arrays):
+            for b in p.inputs:
+                x = feeds[b.name]
                 if b.size:
                     bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
             try:
@@ -85,7 +88,8 @@ class CompiledModel:
     """
 
     def __init__(self, inputs: Sequence[InputSignature], output_names: Sequence[str],
-                 specialize: Callable[[dict[str, tuple[int, ...]]], Specialization], name: str = "model",
+                 specialize: Callable[[dict[str, tuple[int, ...]], dict[str, np.ndarray]], Specialization],
+                 name: str = "model",
                  options: Mapping[str, Any] | None = None):
         self.inputs = list(inputs)
         self.output_names = list(output_names)
@@ -101,15 +105,26 @@ class CompiledModel:
         return [s.name for s in self.inputs]
 
     # -- specialisation -------------------------------------------------------------------------------
-    def specialization(self, shapes: Mapping[str, Sequence[int]]) -> Specialization:
-        """The compiled form for these input shapes (compiled now if not seen before)."""
-        key = tuple(tuple(int(d) for d in shapes[s.name]) for s in self.inputs)
+    def specialization(self, shapes: Mapping[str, Sequence[int]],
+                       values: Mapping[str, np.ndarray] | None = None) -> Specialization:
+        """The compiled form for these input shapes (compiled now if not seen before).
+
+        ``values`` gives the arrays of the inputs marked ``by_value``; they are part of the cache key.
+        """
+        values = dict(values or {})
+        missing = [s.name for s in self.inputs if s.by_value and s.name not in values]
+        if missing:
+            raise InputError(f"input(s) {missing} set shapes or attributes of the model: their values are "
+                             "needed to specialise it; call the model instead of asking for its IR first")
+        shape_key = tuple(tuple(int(d) for d in shapes[s.name]) for s in self.inputs)
+        key = shape_key + tuple((n, values[n].dtype.str, values[n].tobytes()) for n in sorted(values))
         spec = self._specs.get(key)
         if spec is None:
             with self._lock:
                 spec = self._specs.get(key)
                 if spec is None:
-                    spec = self._specialize({s.name: k for s, k in zip(self.inputs, key)})
+                    spec = self._specialize({s.name: k for s, k in zip(self.inputs, shape_key)},
+                                            {n: np.array(v, copy=True) for n, v in values.items()})
                     self._specs[key] = spec
         self._last = spec
         return spec
@@ -117,7 +132,7 @@ class CompiledModel:
     def _default_spec(self) -> Specialization:
         if self._last is not None:
             return self._last
-        if all(s.static for s in self.inputs):
+        if all(s.static and not s.by_value for s in self.inputs):
             return self.specialization({s.name: s.dims for s in self.inputs})
         raise InputError(
             "this model has symbolic input dimensions ("
@@ -184,8 +199,9 @@ class CompiledModel:
         if not isinstance(feeds, Mapping):
             raise InputError("feeds must be a dict mapping input names to arrays")
         arrays = self._validate(feeds)
-        spec = self.specialization({s.name: a.shape for s, a in zip(self.inputs, arrays)})
-        outs = spec.run(arrays)
+        spec = self.specialization({s.name: a.shape for s, a in zip(self.inputs, arrays)},
+                                   {s.name: a for s, a in zip(self.inputs, arrays) if s.by_value})
+        outs = spec.run({s.name: a for s, a in zip(self.inputs, arrays)})
         if output_names is None:
             return outs
         result = []

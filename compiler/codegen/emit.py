@@ -78,6 +78,9 @@ def generate(graph: Graph) -> Program:
         args = [x for a in c.args for x in expand(a)]
         lines.append(f"    {kernel_names[key]}({', '.join(args)})" + (f"  # {c.note}" if c.note else ""))
 
+    for v in list(graph.inputs) + list(graph.outputs):
+        s = plan.slot(v)
+        buf_arg(s.kind, s.dtype)
     const_bufs = plan.consts.buffers()
     for dt in plan.arena_sizes:
         used.add(f"a_{dt}")

@@ -102,6 +102,34 @@ class ImportContext:
         return v.const
 
 
+def value_inputs(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs whose *values* decide shapes or attributes (e.g. a Reshape target given as an input).
+
+    Walks back from every operand that must be a compile-time constant to the graph inputs it depends on
+    (stopping at ``Shape``, which depends only on its input's shape). The JIT specialises on the values of
+    these inputs, as it does on every input's shape.
+    """
+    from .onnx_ops import CONST_OPERANDS
+
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    graph_inputs = {vi.name for vi in g.input} - inits
+    producer = {o: n for n in g.node for o in n.output if o}
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = [n.input[i] for n in g.node for i in CONST_OPERANDS.get(n.op_type, ()) if i < len(n.input)]
+    while stack:
+        name = stack.pop()
+        if not name or name in seen:
+            continue
+        seen.add(name)
+        if name in graph_inputs:
+            found.add(name)
+        elif name in producer and producer[name].op_type not in ("Shape", "Size"):
+            stack.extend(producer[name].input)
+    return found
+
+
 def check_supported(model: onnx.ModelProto) -> None:
     """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
     from .onnx_ops import IMPORTERS
@@ -123,8 +151,13 @@ def import_model(
     model: onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]],
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    input_values: Mapping[str, np.ndarray] | None = None,
 ) -> Graph:
-    """Build the IR graph of ``model`` specialised to ``input_shapes`` (one concrete shape per input)."""
+    """Build the IR graph of ``model`` specialised to ``input_shapes`` (one concrete shape per input).
+
+    Inputs named in ``input_values`` become constants with those values (see ``value_inputs``).
+    """
+    input_values = dict(input_values or {})
     from .onnx_ops import IMPORTERS  # the op table registers itself on import
 
     g = model.graph
@@ -145,8 +178,11 @@ def import_model(
 
     specs = {s.name: s for s in input_specs(model)}
     for name, spec in specs.items():
-        if name not in input_shapes:
+        if name not in input_shapes and name not in input_values:
             raise ShapeError(f"no concrete shape given for graph input {name!r}")
+        if name in input_values:
+            env[name] = ctx.const(np.asarray(input_values[name], spec.dtype), name)
+            continue
         shape = tuple(int(d) for d in input_shapes[name])
         t = TensorType(spec.dtype, shape)
         if t.nbytes > max_tensor_bytes:

@@ -20,6 +20,17 @@ from .onnx_import import ImportContext, Unsupported
 Importer = Callable[[ImportContext, list], list]
 IMPORTERS: dict[str, Importer] = {}
 
+#: operands (by input index) that must be known at compile time: shapes, axes, bounds. A graph input that
+#: feeds one of them is specialised on its *value* (see ``onnx_import.value_inputs``).
+CONST_OPERANDS: dict[str, frozenset[int]] = {
+    "Clip": frozenset({1, 2}),
+    "Dropout": frozenset({1, 2}),
+    "ConstantOfShape": frozenset({0}),
+    "Reshape": frozenset({1}),
+    "Squeeze": frozenset({1}),
+    "Unsqueeze": frozenset({1}),
+}
+
 
 def importer(*names: str) -> Callable[[Importer], Importer]:
     def deco(fn: Importer) -> Importer:
@@ -338,6 +349,8 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
     x = ins[0]
     axis = a.get("axis", 1)
-    if len(x.shape):
+    if len(ins[1].shape) and ins[1].type.size > 1 or a.get("block_size", 0):  # per-axis or blocked
         axis = normalize_axis(axis, len(x.shape))
+    else:
+        axis = 0
     return ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})

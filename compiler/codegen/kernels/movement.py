@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from cnnjit.ir import Node
-from cnnjit.ir.errors import CompileError
 
 from ..kernel import At, KernelCall, Param, generator, note
 
@@ -101,33 +100,36 @@ def gen_gather(node: Node) -> list[KernelCall]:
 
 
 DEQUANT_SRC = '''
-def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner):
+def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t):
     i = 0
     for o in range(outer):
         for c in range(C):
-            s = sb[so + c]
-            z = zb[zo + c]
+            q = o * s_o + (c // B) * s_c
             for t in range(inner):
-                yb[yo + i] = (np.float64(xb[xo + i]) - np.float64(z)) * s
+                k = q + t * s_t
+                yb[yo + i] = (np.float64(xb[xo + i]) - np.float64(zb[zo + k])) * sb[so + k]
                 i += 1
 '''
 
 
 @generator("DequantizeLinear")
 def gen_dequantize(node: Node) -> list[KernelCall]:
+    """Per-tensor, per-axis and blocked dequantisation; scale and zero point may be run-time inputs."""
     x, scale = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else None
-    if node.attrs["block_size"]:
-        raise CompileError(f"{node.describe()}: blocked DequantizeLinear runs only on constants")
-    if not scale.is_const or (zp is not None and not zp.is_const):
-        raise CompileError(f"{node.describe()}: DequantizeLinear scale and zero point must be constants")
-    s = scale.const.reshape(-1)
-    z = zp.const.reshape(-1) if zp is not None else np.zeros(s.shape, x.dtype)
-    if s.size == 1:
-        outer, C, inner = 1, 1, int(np.prod(x.shape, dtype=np.int64))
+    if zp is None:
+        zp = Param(np.zeros(scale.shape or (1,), x.dtype))
+    total = int(np.prod(x.shape, dtype=np.int64))
+    if scale.type.size == 1 and not node.attrs["block_size"]:  # per tensor
+        args = [1, 1, total, 1, 0, 0, 0]
     else:
         ax = node.attrs["axis"]
         outer = int(np.prod(x.shape[:ax], dtype=np.int64))
         C = x.shape[ax]
         inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
-    return [KernelCall(DEQUANT_SRC, [x, Param(s), Param(z), node.outputs[0], outer, C, inner], note(node))]
+        B = int(node.attrs["block_size"])
+        if B:  # scale has x's rank, with ceil(C / B) entries on the axis
+            args = [outer, C, inner, B, scale.shape[ax] * inner, inner, 1]
+        else:
+            args = [outer, C, inner, 1, 0, 1, 0]
+    return [KernelCall(DEQUANT_SRC, [x, scale, zp, node.outputs[0], *args], note(node))]

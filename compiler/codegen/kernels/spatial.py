@@ -188,18 +188,30 @@ def kernel(xb, xo, sb, so, tb, to, yb, yo, N, C, S):
 '''
 
 
+BN_SRC = '''
+def kernel(xb, xo, sb, so, bb, bo, mb, mo, vb, vo, yb, yo, N, C, S, eps):
+    i = 0
+    for n in range(N):
+        for c in range(C):
+            a = sb[so + c] / math.sqrt(vb[vo + c] + eps)
+            b = bb[bo + c] - mb[mo + c] * a
+            for j in range(S):
+                yb[yo + i] = xb[xo + i] * a + b
+                i += 1
+'''
+
+
 @generator("BatchNormalization")
 def gen_batchnorm(node: Node) -> list[KernelCall]:
     x = node.inputs[0]
-    if not all(v.is_const for v in node.inputs[1:]):
-        from cnnjit.ir.errors import CompileError
-
-        raise CompileError(f"{node.describe()}: BatchNormalization parameters must be constants")
+    N, C = x.shape[0], x.shape[1]
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    if not all(v.is_const for v in node.inputs[1:]):  # parameters given at run time
+        return [KernelCall(BN_SRC, [*node.inputs, node.outputs[0], N, C, S, float(node.attrs["epsilon"])],
+                           note(node))]
     scale, bias, mean, var = (v.const.astype(np.float64) for v in node.inputs[1:])
     a = scale / np.sqrt(var + node.attrs["epsilon"])
     b = bias - mean * a
-    N, C = x.shape[0], x.shape[1]
-    S = int(np.prod(x.shape[2:], dtype=np.int64))
     return [KernelCall(SCALE_SHIFT_SRC, [x, Param(a.astype(x.dtype)), Param(b.astype(x.dtype)),
                                          node.outputs[0], N, C, S], note(node))]
 
