@@ -76,11 +76,19 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
 '''
 
 
+def is_pointwise(node: Node) -> bool:
+    a = node.attrs
+    return (all(k == 1 for k in a["kernel_shape"]) and all(s == 1 for s in a["strides"])
+            and not any(a["pads"]) and a["group"] == 1)
+
+
 @generator("Conv")
 def gen_conv(node: Node) -> list[KernelCall]:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
+    if is_pointwise(node):
+        return gen_pointwise(node)
     p = spatial3d(node)
     N, C = x.shape[:2]
     M = w.shape[0]
@@ -241,3 +249,20 @@ def gen_lrn(node: Node) -> list[KernelCall]:
     args = [x, node.outputs[0], x.shape[0], x.shape[1], S, (size - 1) // 2, size // 2,
             float(a["alpha"]) / size, float(a["beta"]), float(a["bias"])]
     return [KernelCall(LRN_SRC, args, note(node))]
+
+
+def gen_pointwise(node: Node) -> list[KernelCall]:
+    """A 1x1, stride-1, unpadded, ungrouped Conv is a matrix product per image: Y[n] = W @ X[n] + b."""
+    from .dense import MATMUL_SRC
+
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    N, C = x.shape[:2]
+    M = w.shape[0]
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    offs = np.zeros((N, 2), np.int64)
+    offs[:, 1] = np.arange(N) * C * P  # A (the weights) is shared; B walks the images
+    bias = b if b is not None else Param(np.zeros(1, x.dtype))
+    args = [w, x, bias, node.outputs[0], Param(offs.reshape(-1)), N, M, P, C, C, 1, P, 1, 1, 0,
+            1.0, 1.0, int(b is not None)]
+    return [KernelCall(MATMUL_SRC, args, note(node))]
