@@ -31,13 +31,18 @@ def compile(  # noqa: A001 - the public name users expect
     verify: bool = True,
     dump_ir_after: Sequence[str] = (),
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
+    entry: str = "python",
 ) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
     Models whose inputs have symbolic dimensions are specialised lazily on the shapes they are called
     with (one compilation per distinct shape); ``input_shapes`` specialises up front. ``fuse``,
     ``passes`` and ``disable`` select the IR passes; ``verify`` lints the IR after every pass.
+    ``entry="numba"`` compiles the whole schedule into one numba function (slower compile, less
+    per-kernel overhead at run time); the default ``"python"`` calls the kernels from Python.
     """
+    if entry not in ("python", "numba"):
+        raise ValueError(f"entry must be 'python' or 'numba', got {entry!r}")
     proto = load_model(model)
     check_supported(proto)
     specs = input_specs(proto)
@@ -53,7 +58,7 @@ def compile(  # noqa: A001 - the public name users expect
                          dump_after=set(dump_ir_after))
         pm.run(graph)
         t2 = time.perf_counter()
-        program = generate(graph)
+        program = generate(graph, entry=entry)
         t3 = time.perf_counter()
         return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2},
                               pm.report())
@@ -62,7 +67,7 @@ def compile(  # noqa: A001 - the public name users expect
         raise ModelError("the model declares no graph outputs")
     name = proto.graph.name or "model"
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
-                       {"fuse": fuse, "passes": passes, "disable": disable})
+                       {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry})
     if input_shapes is not None:
         unknown = set(input_shapes) - {s.name for s in sigs}
         if unknown:

@@ -22,8 +22,15 @@ def unsupported_nodes(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in GENERATORS]
 
 
-def generate(graph: Graph) -> Program:
-    """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``."""
+def generate(graph: Graph, entry: str = "python") -> Program:
+    """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``.
+
+    ``entry="python"`` runs the schedule as a Python function (no compile cost beyond the kernels);
+    ``entry="numba"`` compiles the schedule itself with numba, which removes the per-kernel call overhead
+    and lets LLVM inline the kernels with their sizes as constants (slower to compile, faster to run).
+    """
+    if entry not in ("python", "numba"):
+        raise ValueError(f"entry must be 'python' or 'numba', got {entry!r}")
     missing = sorted(set(unsupported_nodes(graph)))
     if missing:
         raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
@@ -95,8 +102,13 @@ def generate(graph: Graph) -> Program:
         s = plan.slot(v)
         return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset)
 
+    run = namespace["run"]
+    if entry == "numba":
+        import numba
+
+        run = numba.njit(nogil=True)(run)
     return Program(
-        run=namespace["run"],
+        run=run,
         source=src,
         kernel_sources=sources,
         buffer_names=params,
