@@ -320,15 +320,14 @@ def _conv(ctx: ImportContext, ins: list) -> list:
 def _pool(ctx: ImportContext, ins: list) -> list:
     op = ctx.node.op_type
     a = ctx.attrs()
-    if len(ctx.node.output) > 1 and ctx.node.output[1]:
-        raise Unsupported("MaxPool's Indices output is not supported")
     ceil = bool(a.get("ceil_mode", 0))
     sp = _spatial_attrs(ctx, ins[0], None, ceil)
     extra = {"ceil_mode": int(ceil)}
     if op == "AveragePool":
         extra["count_include_pad"] = int(a.get("count_include_pad", 0))
-    if a.get("storage_order", 0):
-        raise Unsupported("storage_order=1 is not supported")
+    if op == "MaxPool" and len(ctx.node.output) > 1 and ctx.node.output[1]:
+        extra["indices"] = 1
+        extra["storage_order"] = int(a.get("storage_order", 0))
     return ctx.emit(op, ins, {**sp, **extra})
 
 

@@ -132,10 +132,33 @@ def _pool_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Tenso
     return [TensorType(x.dtype, x.shape[:2] + _spatial_out(x, a, bool(a["ceil_mode"])))]
 
 
-@defop("MaxPool", attrs={**_SPATIAL, "ceil_mode": 0}, infer=_pool_infer)
-def maxpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+def _maxpool_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    (y,) = _pool_infer(types, a)
+    return [y, TensorType(np.int64, y.shape)] if a["indices"] else [y]
+
+
+def _flat_index(x_shape: tuple[int, ...], pos: tuple[np.ndarray, ...], col_major: bool) -> np.ndarray:
+    """ONNX MaxPool Indices: flat index into the input, spatial part row- or column-major."""
+    sp = x_shape[2:]
+    idx = np.zeros_like(pos[0])
+    if col_major:
+        mul = 1
+        for p, d in zip(pos, sp):
+            idx = idx + p * mul
+            mul *= d
+    else:
+        for p, d in zip(pos, sp):
+            idx = idx * d + p
+    return idx
+
+
+@defop("MaxPool", attrs={**_SPATIAL, "ceil_mode": 0, "indices": 0, "storage_order": 0}, outputs=2,
+       infer=_maxpool_infer)
+def maxpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0]
     out_sp = _pool_infer([TensorType(x.dtype, x.shape)], a)[0].shape[2:]
+    if a["indices"]:
+        return _maxpool_with_indices(x, a, tuple(out_sp))
     n = x.ndim - 2
     # pad generously at the end so ceil_mode windows can hang over; padded cells never win
     extra = [0] * n + [a["strides"][i] * 2 + a["dilations"][i] * a["kernel_shape"][i] for i in range(n)]
@@ -145,7 +168,30 @@ def maxpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     out = np.full(x.shape[:2] + tuple(out_sp), -np.inf)
     for _, win in _windows(xp, a, tuple(out_sp)):
         out = np.maximum(out, win)
-    return out.astype(x.dtype)
+    return [out.astype(x.dtype)]
+
+
+def _maxpool_with_indices(x: np.ndarray, a: dict[str, Any], out_sp: tuple[int, ...]) -> list[np.ndarray]:
+    n = x.ndim - 2
+    N, C = x.shape[:2]
+    y = np.zeros((N, C) + out_sp, x.dtype)
+    ind = np.zeros((N, C) + out_sp, np.int64)
+    plane = int(np.prod(x.shape[2:], dtype=np.int64))
+    for o in itertools.product(*(range(d) for d in out_sp)):
+        best = np.full((N, C), -np.inf)
+        where = np.zeros((N, C), np.int64)
+        for k in itertools.product(*(range(d) for d in a["kernel_shape"])):
+            p = tuple(o[i] * a["strides"][i] + k[i] * a["dilations"][i] - a["pads"][i] for i in range(n))
+            if any(p[i] < 0 or p[i] >= x.shape[2 + i] for i in range(n)):
+                continue
+            v = x[(slice(None), slice(None)) + p].astype(np.float64)
+            flat = int(_flat_index(x.shape, tuple(np.asarray(q) for q in p), bool(a["storage_order"])))
+            better = v > best
+            best = np.where(better, v, best)
+            where = np.where(better, flat, where)
+        y[(slice(None), slice(None)) + o] = best
+        ind[(slice(None), slice(None)) + o] = where + (np.arange(N)[:, None] * C + np.arange(C)[None, :]) * plane
+    return [y, ind]
 
 
 @defop("AveragePool", attrs={**_SPATIAL, "ceil_mode": 0, "count_include_pad": 0}, infer=_pool_infer)

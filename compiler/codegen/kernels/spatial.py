@@ -144,10 +144,52 @@ def kernel(xb, xo, yb, yo, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, 
 '''
 
 
+MAXPOOL_INDEX_SRC = '''
+def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, ph, pw,
+           dd, dh, dw, col_major):
+    isp = D * H * W
+    osp = OD * OH * OW
+    for nc in range(NC):
+        xbase = xo + nc * isp
+        y = nc * osp
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    acc = -math.inf
+                    arg = 0
+                    for kd in range(KD):
+                        idd = od * sd + kd * dd - pd
+                        if idd < 0 or idd >= D:
+                            continue
+                        for kh in range(KH):
+                            ih = oh * sh + kh * dh - ph
+                            if ih < 0 or ih >= H:
+                                continue
+                            for kw in range(KW):
+                                iw = ow * sw + kw * dw - pw
+                                if iw < 0 or iw >= W:
+                                    continue
+                                v = xb[xbase + (idd * H + ih) * W + iw]
+                                if v > acc:
+                                    acc = v
+                                    if col_major:
+                                        arg = idd + ih * D + iw * D * H
+                                    else:
+                                        arg = (idd * H + ih) * W + iw
+                    yb[yo + y] = acc
+                    ib[io + y] = arg + nc * isp
+                    y += 1
+'''
+
+
 @generator("MaxPool", "AveragePool")
 def gen_pool(node: Node) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     p = spatial3d(node)
+    if node.attrs.get("indices"):
+        args = [x, y, node.outputs[1], x.shape[0] * x.shape[1], *as3d(x.shape[2:]), *as3d(y.shape[2:]),
+                *p["k"], *p["s"], *p["pb"], *p["d"], int(node.attrs["storage_order"])]
+        return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
     NC = x.shape[0] * x.shape[1]
     is_max = node.op == "MaxPool"
     count_pad = int(node.attrs.get("count_include_pad", 0))
