@@ -35,6 +35,7 @@ class Program:
     inputs: list[IOBinding]
     outputs: list[IOBinding]
     intermediate_bytes: int = 0
+    kernel_header: str = ""
     meta: dict = field(default_factory=dict)
 
     @property
@@ -43,7 +44,8 @@ class Program:
 
     def full_source(self) -> str:
         """The schedule and every kernel it calls, as one readable Python text."""
-        parts = ["# ---- schedule ----", self.source]
+        parts = ["# ---- kernel module header ----", self.kernel_header.strip(), "", "# ---- schedule ----",
+                 self.source]
         for name, src in self.kernel_sources.items():
             parts.append(f"# ---- {name} ----")
             parts.append(src.replace("def kernel(", f"def {name}(", 1))

@@ -25,6 +25,10 @@ import math
 import numpy as np
 from numba import njit
 
+# Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
+# keeps LLVM from vectorising the inner loops. Every index is known non-negative by construction.
+U = np.uint64
+
 '''
 DECORATOR = '@njit(cache=True, nogil=True, error_model="numpy")\n'
 

@@ -13,7 +13,7 @@ from cnnjit.ir.types import short_name
 from cnnjit.runtime.program import IOBinding, Program
 
 from . import kernels  # noqa: F401 - registers the generators
-from .build import load_kernel, source_key
+from .build import HEADER, load_kernel, source_key
 from .kernel import GENERATORS, At, KernelCall, Param
 from .memory import MemoryPlan, plan_memory
 
@@ -117,6 +117,7 @@ def generate(graph: Graph, entry: str = "python") -> Program:
         const_buffers={f"c_{dt}": arr for dt, arr in const_bufs.items()},
         inputs=[binding(v, v.name) for v in graph.inputs],
         outputs=[binding(v, v.name) for v in graph.outputs],
+        kernel_header=HEADER,
         intermediate_bytes=sum(
             n * _dtypes(plan)[dt].itemsize for dt, n in plan.total_intermediate_elems.items()),
     )

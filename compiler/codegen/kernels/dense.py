@@ -18,12 +18,12 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
         for m in range(M):
             yr = y0 + m * N
             for n in range(N):
-                yb[yr + n] = 0.0
+                yb[U(yr + n)] = 0.0
             for k in range(K):
                 av = ab[a0 + m * sam + k * sak]
                 br = b0 + k * sbk
                 for n in range(N):
-                    yb[yr + n] += av * bb[br + n * sbn]
+                    yb[U(yr + n)] += av * bb[U(br + n * sbn)]
             if alpha != 1.0 or has_c:
                 for n in range(N):
                     v = alpha * yb[yr + n]

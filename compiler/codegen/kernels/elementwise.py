@@ -85,8 +85,8 @@ def gen_unary(node: Node) -> list[KernelCall]:
     src = (
         "def kernel(xb, xo, yb, yo, n):\n"
         "    for i in range(n):\n"
-        "        x = xb[xo + i]\n"
-        f"        yb[yo + i] = {unary_expr(node)}\n"
+        "        x = xb[U(xo + i)]\n"
+        f"        yb[U(yo + i)] = {unary_expr(node)}\n"
     )
     return [KernelCall(src, [node.inputs[0], node.outputs[0], node.outputs[0].type.size], note(node))]
 
@@ -172,11 +172,11 @@ def gen_nary(node: Node) -> list[KernelCall]:
         if d + 1 < r:
             for j in range(k):
                 lines.append(f"{indent}p{j}_{d + 1} = p{j}_{d} + i{d} * s{j}_{d}")
-    loads = [f"b{j}[p{j}_{r - 1} + i{r - 1} * s{j}_{r - 1}]" for j in range(k)]
+    loads = [f"b{j}[U(p{j}_{r - 1} + i{r - 1} * s{j}_{r - 1})]" for j in range(k)]
     names = [f"v{j}" for j in range(k)]
     for j in range(k):
         lines.append(f"{indent}v{j} = {loads[j]}")
-    lines.append(f"{indent}yb[y] = {combine_expr(node, names)}")
+    lines.append(f"{indent}yb[U(y)] = {combine_expr(node, names)}")
     lines.append(f"{indent}y += 1")
     src = "\n".join(lines) + "\n"
     args: list = [*ins, node.outputs[0], *dims]

@@ -17,7 +17,7 @@ def transpose_source(rank: int) -> str:
         indent += "    "
         if d + 1 < rank:
             lines.append(f"{indent}p{d + 1} = p{d} + i{d} * s{d}")
-    lines.append(f"{indent}yb[y] = xb[p{rank - 1} + i{rank - 1} * s{rank - 1}]")
+    lines.append(f"{indent}yb[U(y)] = xb[U(p{rank - 1} + i{rank - 1} * s{rank - 1})]")
     lines.append(f"{indent}y += 1")
     return "\n".join(lines) + "\n"
 
@@ -52,7 +52,7 @@ def kernel(xb, xo, yb, yo, rows, width, ystride):
         xr = xo + r * width
         yr = yo + r * ystride
         for j in range(width):
-            yb[yr + j] = xb[xr + j]
+            yb[U(yr + j)] = xb[U(xr + j)]
 '''
 
 

@@ -72,7 +72,7 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                                     yrow = ybase + (od * OH + oh) * OW
                                     xrow = xbase + (idd * H + ih) * W + offw
                                     for ow in range(lo, hi):
-                                        yb[yrow + ow] += wv * xb[xrow + ow * sw]
+                                        yb[U(yrow + ow)] += wv * xb[U(xrow + ow * sw)]
 '''
 
 
@@ -212,7 +212,7 @@ def kernel(xb, xo, yb, yo, NC, S, is_max):
         else:
             acc = 0.0
             for i in range(S):
-                acc += xb[base + i]
+                acc += xb[U(base + i)]
             yb[yo + nc] = acc / S
 '''
 
@@ -233,7 +233,7 @@ def kernel(xb, xo, sb, so, tb, to, yb, yo, N, C, S):
             a = sb[so + c]
             b = tb[to + c]
             for j in range(S):
-                yb[yo + i] = xb[xo + i] * a + b
+                yb[U(yo + i)] = xb[U(xo + i)] * a + b
                 i += 1
 '''
 
@@ -246,7 +246,7 @@ def kernel(xb, xo, sb, so, bb, bo, mb, mo, vb, vo, yb, yo, N, C, S, eps):
             a = sb[so + c] / math.sqrt(vb[vo + c] + eps)
             b = bb[bo + c] - mb[mo + c] * a
             for j in range(S):
-                yb[yo + i] = xb[xo + i] * a + b
+                yb[U(yo + i)] = xb[U(xo + i)] * a + b
                 i += 1
 '''
 
