@@ -33,28 +33,12 @@ OPS_UNDER_TEST: frozenset[str] | None = FOUNDATION_OPS
 
 #: collected onnx-node cases not expected to pass yet: case name -> reason
 NOT_YET: dict[str, str] = {
-    "test_maxpool_with_argmax_2d_precomputed_pads":
-        "MaxPool's optional second output (Indices) is not implemented",
-    "test_maxpool_with_argmax_2d_precomputed_strides":
-        "MaxPool's optional second output (Indices) is not implemented",
+    # "test_example_case": "why it cannot pass yet",
 }
 
-#: model-suite cases (test ids of test_models.py, e.g. "pytorch-converted/test_Conv2d") not expected
-#: to pass yet: id -> reason
+#: model-suite cases not expected to pass yet, by test id of test_models.py ("light_vgg19",
+#: "pytorch_test_Conv2d", "mlperf_vww_96_float.tf2onnx", ...): id -> reason
 MODEL_NOT_YET: dict[str, str] = {}
-
-#: graph-input operands that a static-shape compiler must know at compile time (shapes, axes, bounds,
-#: ratios), as (op_type, input index). The onnx-node cases feed some of these as graph inputs; the test
-#: freezes such inputs into initializers holding the case's own input data before compiling (the model's
-#: function on that data is unchanged, so the expected outputs stay valid).
-COMPILE_TIME_OPERANDS: frozenset[tuple[str, int]] = frozenset({
-    ("Reshape", 1),
-    ("Clip", 1), ("Clip", 2),
-    ("Squeeze", 1),
-    ("Unsqueeze", 1),
-    ("ConstantOfShape", 0),
-    ("Dropout", 1), ("Dropout", 2),
-})
 
 
 class NodeCase(NamedTuple):

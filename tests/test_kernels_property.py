@@ -160,11 +160,13 @@ def conv_cases(draw, ndims=(1, 1, 2, 2, 2, 3)):
         c_in = group * draw(st.integers(1, 2))
         m_out = group * draw(st.integers(1, 2))
     kmax = 5 if nd < 3 else 3
-    kernel = [draw(st.integers(1, kmax)) for _ in range(nd)]
-    strides = [draw(st.integers(1, 3)) for _ in range(nd)]
+    # "pointwise": 1x1, stride 1, no padding (a separate GEMM-like code path when group == 1)
+    pointwise = draw(st.integers(0, 4)) == 0
+    kernel = [1 if pointwise else draw(st.integers(1, kmax)) for _ in range(nd)]
+    strides = [1 if pointwise else draw(st.integers(1, 3)) for _ in range(nd)]
     dilations = [draw(st.integers(1, 2)) for _ in range(nd)]
     auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"]))
-    pads = [draw(st.integers(0, 3)) for _ in range(2 * nd)] if auto_pad == "NOTSET" else None
+    pads = [0 if pointwise else draw(st.integers(0, 3)) for _ in range(2 * nd)] if auto_pad == "NOTSET" else None
     eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     if auto_pad == "NOTSET":
         lo = [max(1, eff[i] - pads[i] - pads[i + nd]) for i in range(nd)]
@@ -200,27 +202,31 @@ def conv_cases(draw, ndims=(1, 1, 2, 2, 2, 3)):
             attrs["pads"] = pads
     else:
         attrs["auto_pad"] = auto_pad
-    inits = {"w": w}
+    # weights are normally initializers; sometimes they are graph inputs (known only at run time)
+    runtime_w = draw(st.integers(0, 5)) == 0
+    inputs, inits = {"x": x}, {}
+    (inputs if runtime_w else inits)["w"] = w
     names = ["x", "w"]
     if bias:
-        inits["b"] = b
+        (inputs if runtime_w else inits)["b"] = b
         names.append("b")
     red = (c_in // group) * int(np.prod(kernel))
     desc = (f"Conv{nd}d group={group}({gmode}) C_in={c_in} M={m_out} kernel={kernel} strides={strides} "
-            f"dilations={dilations} auto_pad={auto_pad} pads={pads} bias={bias} attrs={sorted(attrs)}")
+            f"dilations={dilations} auto_pad={auto_pad} pads={pads} bias={bias} attrs={sorted(attrs)}"
+            f"{' W/B as graph inputs' if runtime_w else ''}")
     # onnxruntime refuses SAME_* auto_pad with dilation > 1 (the spec does not)
     ort_ok = auto_pad not in ("SAME_UPPER", "SAME_LOWER") or all(d == 1 for d in dilations)
-    return one_node_case(desc, "Conv", {"x": x}, inits, names, expected, attrs=attrs,
+    return one_node_case(desc, "Conv", inputs, inits, names, expected, attrs=attrs,
                          atol=ATOL * max(1.0, math.sqrt(red)), ort_ok=ort_ok, seed=seed)
 
 
-@_settings(40)
+@_settings(60)
 @given(case=conv_cases(ndims=(1, 2)))
 def test_conv_1d_2d(case):
     check_cnnjit(case)
 
 
-@_settings(12)
+@_settings(20)
 @given(case=conv_cases(ndims=(3,)))
 def test_conv_3d(case):
     check_cnnjit(case)
@@ -275,13 +281,13 @@ def pool_cases(draw, op=None, ndims=(1, 2, 2, 3)):
     return one_node_case(desc, op, {"x": x}, {}, ["x"], expected, attrs=attrs, seed=seed)
 
 
-@_settings(30)
+@_settings(40)
 @given(case=pool_cases(op="MaxPool"))
 def test_maxpool(case):
     check_cnnjit(case)
 
 
-@_settings(30)
+@_settings(40)
 @given(case=pool_cases(op="AveragePool"))
 def test_averagepool(case):
     check_cnnjit(case)
@@ -339,7 +345,7 @@ def binary_cases(draw):
     return one_node_case(desc, op, inputs, inits, ["a", "b"], expected, seed=seed)
 
 
-@_settings(40)
+@_settings(50)
 @given(case=binary_cases())
 def test_binary_broadcast(case):
     check_cnnjit(case)
@@ -361,7 +367,7 @@ def variadic_cases(draw):
     return one_node_case(desc, op, inputs, inits, names, expected, seed=seed)
 
 
-@_settings(25)
+@_settings(30)
 @given(case=variadic_cases())
 def test_variadic_broadcast(case):
     check_cnnjit(case)
@@ -570,6 +576,159 @@ def test_softmax_opset11(case):
 
 
 # ---------------------------------------------------------------------------------------------
+# small chains (exercise fusion: broadcasting inside fused groups, intermediates that are outputs)
+# ---------------------------------------------------------------------------------------------
+
+_CHAIN_UNARY = {
+    "Relu": (ref.relu, {}),
+    "Sigmoid": (ref.sigmoid, {}),
+    "Tanh": (ref.tanh, {}),
+    "HardSwish": (ref.hard_swish, {}),
+    "LeakyRelu": (lambda v: ref.leaky_relu(v, _f32(0.1)), {"alpha": 0.1}),
+}
+_CHAIN_BINARY = ["Add", "Sub", "Mul", "Max", "Min"]
+
+
+@st.composite
+def elementwise_chain_cases(draw):
+    """x -> 2..5 elementwise steps (unary, or binary with a fresh broadcastable operand) -> y.
+
+    Binary operands may broadcast *up* the running shape.  One intermediate is sometimes also a graph
+    output (so a fused group must still materialise it).
+    """
+    seed, rng = _rng(draw)
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=4))
+    x = _normal(rng, shape)
+    inputs, inits, nodes = {"x": x}, {}, []
+    cur_name, cur = "x", ref._f64(x)
+    steps, values = [], {}
+    for i in range(draw(st.integers(2, 5))):
+        out = f"t{i}"
+        if draw(st.booleans()):
+            op = draw(st.sampled_from(sorted(_CHAIN_UNARY)))
+            fn, attrs = _CHAIN_UNARY[op]
+            nodes.append(helper.make_node(op, [cur_name], [out], **attrs))
+            cur = fn(cur)
+            steps.append(op)
+        else:
+            op = draw(st.sampled_from(_CHAIN_BINARY))
+            oshape = draw(hnp.mutually_broadcastable_shapes(num_shapes=1, base_shape=cur.shape, max_dims=4,
+                                                            min_side=1, max_side=4)).input_shapes[0]
+            oname = f"c{i}"
+            operand = _normal(rng, oshape)
+            (inits if draw(st.booleans()) else inputs)[oname] = operand
+            pair = [cur_name, oname] if draw(st.booleans()) else [oname, cur_name]
+            nodes.append(helper.make_node(op, pair, [out]))
+            vals = {cur_name: cur, oname: ref._f64(operand)}
+            cur = ref.binary(op, vals[pair[0]], vals[pair[1]])
+            steps.append(f"{op}{oshape}{'(swapped)' if pair[0] == oname else ''}")
+        values[out] = cur
+        cur_name = out
+    outputs = {cur_name: cur.shape}
+    expected = [cur]
+    if len(values) > 1 and draw(st.booleans()):
+        mid = draw(st.sampled_from(sorted(values)[:-1]))
+        outputs[mid] = values[mid].shape
+        expected.append(values[mid])
+    model = make_model(nodes, inputs, outputs, inits)
+    desc = f"chain x{shape}: {' -> '.join(steps)} outputs={list(outputs)} consts={sorted(inits)} seed={seed}"
+    return Case(desc, model, inputs, expected, atol=1e-4)
+
+
+@_settings(40)
+@given(case=elementwise_chain_cases())
+def test_elementwise_chain(case):
+    check_cnnjit(case)
+
+
+@st.composite
+def conv_block_cases(draw):
+    """Conv -> epilogue (bias-like / BN-like / residual adds, activations, swish) -> optional pool."""
+    seed, rng = _rng(draw)
+    n, c, m = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    depthwise = draw(st.booleans())
+    if depthwise:
+        m, group = c, c
+    else:
+        group = 1
+    k = draw(st.sampled_from([1, 3]))
+    h, w_ = draw(st.integers(2, 7)), draw(st.integers(2, 7))
+    stride = draw(st.integers(1, 2))
+    pad = k // 2
+    x = _normal(rng, (n, c, h, w_))
+    wt = _normal(rng, (m, c // group, k, k), scale=0.5)
+    bias = _normal(rng, (m,)) if draw(st.booleans()) else None
+    inputs, inits = {"x": x}, {"w": wt}
+    conv_in = ["x", "w"]
+    if bias is not None:
+        inits["b"] = bias
+        conv_in.append("b")
+    nodes = [helper.make_node("Conv", conv_in, ["conv"], kernel_shape=[k, k], strides=[stride, stride],
+                              pads=[pad] * 4, group=group)]
+    cur = ref.conv(x, wt, bias, strides=[stride] * 2, pads=[pad] * 4, group=group)
+    conv_out = cur
+    cur_name, steps = "conv", []
+    for i in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["Relu", "Clip06", "HardSwish", "swish", "chan_add", "chan_mul",
+                                     "residual"]))
+        out = f"e{i}"
+        if kind == "Relu":
+            nodes.append(helper.make_node("Relu", [cur_name], [out]))
+            cur = ref.relu(cur)
+        elif kind == "Clip06":
+            inits.setdefault("zero", np.array(0.0, np.float32))
+            inits.setdefault("six", np.array(6.0, np.float32))
+            nodes.append(helper.make_node("Clip", [cur_name, "zero", "six"], [out]))
+            cur = ref.clip(cur, 0.0, 6.0)
+        elif kind == "HardSwish":
+            nodes.append(helper.make_node("HardSwish", [cur_name], [out]))
+            cur = ref.hard_swish(cur)
+        elif kind == "swish":  # x * sigmoid(x): the running value has two consumers
+            nodes.append(helper.make_node("Sigmoid", [cur_name], [f"sig{i}"]))
+            nodes.append(helper.make_node("Mul", [cur_name, f"sig{i}"], [out]))
+            cur = cur * ref.sigmoid(cur)
+        elif kind in ("chan_add", "chan_mul"):
+            v = _normal(rng, (m, 1, 1))
+            inits[f"p{i}"] = v
+            op = "Add" if kind == "chan_add" else "Mul"
+            nodes.append(helper.make_node(op, [cur_name, f"p{i}"], [out]))
+            cur = ref.binary(op, cur, v)
+        else:
+            r = _normal(rng, cur.shape)
+            inputs[f"r{i}"] = r
+            nodes.append(helper.make_node("Add", [f"r{i}", cur_name], [out]))
+            cur = cur + ref._f64(r)
+        steps.append(kind)
+        cur_name = out
+    pool = draw(st.sampled_from(["none", "MaxPool", "AveragePool", "GlobalAveragePool"]))
+    if pool in ("MaxPool", "AveragePool") and min(cur.shape[2:]) >= 2:
+        nodes.append(helper.make_node(pool, [cur_name], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]))
+        cur = (ref.max_pool if pool == "MaxPool" else ref.avg_pool)(cur, [2, 2], strides=[2, 2])
+        cur_name = "pooled"
+    elif pool == "GlobalAveragePool":
+        nodes.append(helper.make_node(pool, [cur_name], ["pooled"]))
+        cur = ref.global_avg_pool(cur)
+        cur_name = "pooled"
+    else:
+        pool = "none"
+    outputs, expected = {cur_name: cur.shape}, [cur]
+    if draw(st.booleans()):  # the conv result is also a graph output
+        outputs["conv"] = conv_out.shape
+        expected.append(conv_out)
+    model = make_model(nodes, inputs, outputs, inits)
+    desc = (f"Conv{k}x{k}/s{stride} {'depthwise' if depthwise else 'dense'} C={c} M={m} "
+            f"bias={bias is not None} -> {' -> '.join(steps)} -> pool={pool} outputs={list(outputs)} "
+            f"seed={seed}")
+    return Case(desc, model, inputs, expected, atol=1e-4)
+
+
+@_settings(30)
+@given(case=conv_block_cases())
+def test_conv_block(case):
+    check_cnnjit(case)
+
+
+# ---------------------------------------------------------------------------------------------
 # the oracle itself must agree with onnxruntime
 # ---------------------------------------------------------------------------------------------
 
@@ -586,6 +745,8 @@ _FAMILIES = {
     "matmul": matmul_cases(),
     "softmax13": softmax_cases(opset=13),
     "softmax11": softmax_cases(opset=11),
+    "elementwise_chain": elementwise_chain_cases(),
+    "conv_block": conv_block_cases(),
 }
 
 
@@ -596,6 +757,7 @@ def test_reference_matches_onnxruntime(family, data):
     case = data.draw(_FAMILIES[family], label="case")
     assume(case.ort_ok)
     outs = run_onnxruntime(case)
+    assert len(outs) == len(case.expected)
     for got, exp in zip(outs, case.expected, strict=True):
         assert got.shape == exp.shape, f"onnxruntime shape {got.shape} != reference {exp.shape}"
         np.testing.assert_allclose(got.astype(np.float64), exp, rtol=case.rtol, atol=case.atol)
