@@ -353,3 +353,8 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
     else:
         axis = 0
     return ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})
+
+
+# op families kept in their own files register into IMPORTERS / CONST_OPERANDS when imported
+from . import import_quant as _import_quant  # noqa: E402,F401
+from . import import_resample as _import_resample  # noqa: E402,F401

@@ -145,3 +145,5 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 from . import elementwise as _elementwise  # noqa: E402,F401
 from . import movement as _movement  # noqa: E402,F401
 from . import nn as _nn  # noqa: E402,F401
+from . import quant as _quant  # noqa: E402,F401
+from . import resample as _resample  # noqa: E402,F401

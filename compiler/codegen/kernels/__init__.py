@@ -1,3 +1,3 @@
 """Kernel templates, one module per family; importing them registers their generators."""
 
-from . import dense, elementwise, movement, spatial  # noqa: F401
+from . import dense, elementwise, movement, quant, resample, spatial  # noqa: F401
