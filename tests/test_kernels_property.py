@@ -331,17 +331,22 @@ def binary_cases(draw):
     op = draw(st.sampled_from(sorted(ref.BINARY_OPS)))
     bs = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=5, min_side=1, max_side=5))
     sa, sb = bs.input_shapes
+    scalars = draw(st.sampled_from(["none"] * 5 + ["a", "b", "both"]))  # rank-0 operands, explicitly
+    if scalars in ("a", "both"):
+        sa = ()
+    if scalars in ("b", "both"):
+        sb = ()
     a, b = _operand(rng, sa, op, 0), _operand(rng, sb, op, 1)
     where_b = draw(st.sampled_from(["input", "initializer", "initializer_first"]))
     expected = ref.binary(op, a, b)
-    assert expected.shape == bs.result_shape
+    assert expected.shape == np.broadcast_shapes(sa, sb)
     if where_b == "input":
         inputs, inits = {"a": a, "b": b}, {}
     elif where_b == "initializer":
         inputs, inits = {"a": a}, {"b": b}
     else:  # constant first operand, graph input second
         inputs, inits = {"b": b}, {"a": a}
-    desc = f"{op} a{sa} b{sb} -> {bs.result_shape} ({where_b})"
+    desc = f"{op} a{sa} b{sb} -> {expected.shape} ({where_b})"
     return one_node_case(desc, op, inputs, inits, ["a", "b"], expected, seed=seed)
 
 

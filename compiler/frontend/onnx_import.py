@@ -60,7 +60,7 @@ class ImportContext:
 
     # -- building -------------------------------------------------------------------------------------
     def const(self, array: np.ndarray, name: str = "") -> Value:
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array, order="C")
         return Value(TensorType(arr.dtype, arr.shape), name, const=arr)
 
     def emit(self, op: str, inputs: Sequence[Value | None], attrs: Mapping[str, Any] | None = None,
@@ -135,9 +135,6 @@ def check_supported(model: onnx.ModelProto) -> None:
     from .onnx_ops import IMPORTERS
 
     opset = opset_version(model)
-    if opset < 7:
-        raise ModelError(f"the model uses opset {opset}; cnnjit supports opset 7 and newer "
-                         "(upgrade it with onnx.version_converter.convert_version(model, 13))")
     bad = []
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx") or n.op_type not in IMPORTERS:

@@ -55,11 +55,36 @@ for _op, _keep in {
     "Relu": (), "Sigmoid": (), "Tanh": (), "HardSwish": (), "Exp": (), "Abs": (), "Neg": (), "Sqrt": (),
     "Erf": (), "Softplus": (), "Mish": (), "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
     "Elu": ("alpha",), "Selu": ("alpha", "gamma"), "Gelu": ("approximate",), "Identity": (),
-    "Add": (), "Sub": (), "Mul": (), "Div": (), "Pow": (), "PRelu": (), "Sum": (), "Max": (), "Min": (),
-    "Mean": (), "MatMul": (), "GlobalAveragePool": (), "GlobalMaxPool": (),
+    "Sum": (), "Max": (), "Min": (), "Mean": (), "MatMul": (), "GlobalAveragePool": (), "GlobalMaxPool": (),
     "LRN": ("size", "alpha", "beta", "bias"), "Gemm": ("alpha", "beta", "transA", "transB"),
 }.items():
     IMPORTERS[_op] = _plain(_op, _keep)
+
+
+@importer("Add", "Sub", "Mul", "Div", "Pow")
+def _binary(ctx: ImportContext, ins: list) -> list:
+    """Binary arithmetic; before opset 7, ``broadcast=1`` with ``axis`` aligns B with A at ``axis``."""
+    a = ctx.attrs()
+    x, y = ins
+    if ctx.opset < 7 and a.get("broadcast", 0) and "axis" in a:
+        ra, rb = len(x.shape), len(y.shape)
+        axis = a["axis"] + ra if a["axis"] < 0 else a["axis"]
+        trailing = ra - axis - rb
+        if trailing < 0:
+            raise ShapeError(f"{ctx.where()}: legacy broadcast of {list(y.shape)} at axis {axis} into "
+                             f"{list(x.shape)} does not fit")
+        if trailing:
+            y = _reshape_to(ctx, y, tuple(y.shape) + (1,) * trailing)[0]
+    return ctx.emit(ctx.node.op_type, [x, y])
+
+
+@importer("PRelu")
+def _prelu(ctx: ImportContext, ins: list) -> list:
+    """PRelu; before opset 7 a 1-D slope is per channel (axis 1), not numpy-broadcast from the right."""
+    x, slope = ins
+    if ctx.opset < 7 and len(slope.shape) == 1 and slope.shape[0] > 1 and len(x.shape) > 2:
+        slope = _reshape_to(ctx, slope, (slope.shape[0],) + (1,) * (len(x.shape) - 2))[0]
+    return ctx.emit("PRelu", [x, slope])
 
 
 @importer("Clip")

@@ -18,7 +18,7 @@ class FoldConstants(Pass):
                 continue
             outs = get_op(node.op).run([None if v is None else v.const for v in node.inputs], node.attrs)
             for o, arr in zip(node.outputs, outs):
-                arr = np.ascontiguousarray(np.asarray(arr, o.dtype).reshape(o.shape))
+                arr = np.array(np.asarray(arr, o.dtype).reshape(o.shape), order="C")
                 graph.replace_all_uses(o, Value(TensorType(arr.dtype, arr.shape), o.name, const=arr))
             graph.remove_node(node)
             changed = True

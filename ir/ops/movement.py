@@ -38,7 +38,7 @@ def _transpose_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[
 
 @defop("Transpose", attrs={"perm": REQUIRED}, infer=_transpose_infer)
 def transpose_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(ins[0], a["perm"]))
+    return np.array(np.transpose(ins[0], a["perm"]), order="C")
 
 
 def _concat_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
