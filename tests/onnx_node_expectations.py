@@ -65,3 +65,12 @@ def cases_under_test(csv_path: str | Path, ops: frozenset[str] | None = OPS_UNDE
     if ops is not None:
         cases = [c for c in cases if c.op in ops]
     return sorted(cases, key=lambda c: c.case)
+
+
+#: onnx backend runner (test_backend.py) cases not expected to pass yet: regex on the test name -> reason.
+#: The runner covers every op in shared/onnx-node and the wheel's simple / pytorch-* data, not only the
+#: ops collected by test_onnx_node.py.
+BACKEND_NOT_YET: dict[str, str] = {
+    r"^test_(sequence_model\d|strnorm_model_\w+)_cpu$": "sequence and string ops are not CNN ops",
+    r"^test_gradient_of_add(_and_mul)?_cpu$": "Gradient is a training op; cnnjit compiles inference graphs",
+}
