@@ -130,6 +130,30 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
     return found
 
 
+#: what to tell a user whose model uses an op that is not a CNN inference op (op type -> advice)
+_ADVICE = {
+    **dict.fromkeys(("LSTM", "GRU", "RNN"), "not a CNN op; cnnjit does not support recurrent layers"),
+    **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
+                    "data-dependent control flow (e.g. unroll loops, trace one branch)"),
+    **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
+                    "detection post-processing is not supported; run it after cnnjit, in numpy"),
+    "Einsum": "rewrite the Einsum as MatMul / Transpose / Reshape",
+    "LayerNormalization": "not supported yet; transformer-style normalisation is outside the CNN op set",
+    "Attention": "attention blocks are outside the CNN op set",
+}
+
+
+def _advice(node: onnx.NodeProto) -> str:
+    if node.domain not in ("", "ai.onnx"):
+        extra = (" — an onnxruntime contrib op: export the model with standard ONNX ops (e.g. save it before "
+                 "onnxruntime's graph optimisations, or with optimization level 'basic')"
+                 if node.domain == "com.microsoft" else "")
+        return f"custom domain {node.domain!r}; cnnjit implements the standard ONNX domain only{extra}"
+    if node.op_type.startswith(("Sequence", "SplitToSequence", "ConcatFromSequence", "String")):
+        return "sequence and string ops are not CNN ops"
+    return _ADVICE.get(node.op_type, "not implemented")
+
+
 def check_supported(model: onnx.ModelProto) -> None:
     """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
     from .onnx_ops import IMPORTERS
@@ -138,8 +162,7 @@ def check_supported(model: onnx.ModelProto) -> None:
     bad = []
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx") or n.op_type not in IMPORTERS:
-            dom = f" (domain {n.domain!r})" if n.domain not in ("", "ai.onnx") else ""
-            bad.append((n.op_type, n.name, opset, f"not implemented{dom}"))
+            bad.append((n.op_type, n.name, opset, _advice(n)))
     if bad:
         raise UnsupportedOpError(bad)
 

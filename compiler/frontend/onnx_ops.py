@@ -53,7 +53,8 @@ def _plain(ir_op: str, keep: tuple[str, ...] = ()) -> Importer:
 
 for _op, _keep in {
     "Relu": (), "Sigmoid": (), "Tanh": (), "HardSwish": (), "Exp": (), "Abs": (), "Neg": (), "Sqrt": (),
-    "Erf": (), "Softplus": (), "Mish": (), "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
+    "Erf": (), "Softplus": (), "Mish": (), "Sign": (), "Shrink": ("lambd", "bias"),
+    "LeakyRelu": ("alpha",), "HardSigmoid": ("alpha", "beta"),
     "Elu": ("alpha",), "Selu": ("alpha", "gamma"), "Gelu": ("approximate",), "Identity": (),
     "Sum": (), "Max": (), "Min": (), "Mean": (), "MatMul": (), "GlobalAveragePool": (), "GlobalMaxPool": (),
     "LRN": ("size", "alpha", "beta", "bias"), "Gemm": ("alpha", "beta", "transA", "transB"),

@@ -43,11 +43,15 @@ def unary_expr(node: Node) -> str:
         "Neg": "-x",
         "Sqrt": "math.sqrt(x)",
         "Erf": "math.erf(x)",
+        "Sign": f"(1 if x > 0 else (-1 if x < 0 else 0)) * {'1' if isint else '1.0'}",
         "Softplus": "math.log1p(math.exp(-abs(x))) + max(x, 0.0)",
         "Mish": "x * math.tanh(math.log1p(math.exp(-abs(x))) + max(x, 0.0))",
     }
     if op in table:
         return table[op]
+    if op == "Shrink":
+        lam, bias = _f(node, "lambd"), _f(node, "bias")
+        return f"x + {bias} if x < -{lam} else (x - {bias} if x > {lam} else 0)"
     if op == "HardSigmoid":
         return f"min(max({_f(node, 'alpha')} * x + {_f(node, 'beta')}, 0.0), 1.0)"
     if op == "Clip":
@@ -77,7 +81,7 @@ def unary_expr(node: Node) -> str:
 
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
-             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Clip", "Elu", "Selu", "Gelu", "Cast")
+             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "Clip", "Elu", "Selu", "Gelu", "Cast")
 
 
 @generator(*UNARY_OPS)
