@@ -132,6 +132,22 @@ class Graph:
             if v is not None and node in v.users:
                 v.users.remove(node)
 
+    def remove_node_keep_output(self, node: Node, producer: Node) -> None:
+        """Drop single-input-chain ``node`` (whose input is ``producer``'s only output) and make
+        ``producer`` define ``node``'s output value in its place, moving ``producer`` to ``node``'s
+        position so every value it now reads (e.g. a fused residual) is defined before it."""
+        old = producer.outputs[0]
+        new = node.outputs[0]
+        for v in node.inputs:
+            if v is not None and node in v.users:
+                v.users.remove(node)
+        idx = self.nodes.index(node)
+        self.nodes[idx] = producer
+        del self.nodes[self.nodes.index(producer)]  # the original, earlier position
+        producer.outputs[0] = new
+        new.producer = producer
+        old.producer = None
+
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
         old = node.inputs[index]
         if old is not None and node in old.users:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from cnnjit.ir import Graph
 from cnnjit.ir.errors import InputError
 

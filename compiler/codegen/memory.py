@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from cnnjit.ir import Graph, Value, get_op
 from cnnjit.ir.types import short_name
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from cnnjit.ir.errors import ModelError
 from onnx import helper
+
+from cnnjit.ir.errors import ModelError
 
 
 @dataclass(frozen=True)

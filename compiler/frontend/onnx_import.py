@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
+
 from cnnjit.ir import Graph, Node, TensorType, Value, get_op
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
-from onnx import helper, numpy_helper
 
 from .loader import elem_dtype, input_specs, opset_version
 

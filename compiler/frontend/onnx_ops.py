@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
@@ -382,5 +383,6 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
 
 
 # op families kept in their own files register into IMPORTERS / CONST_OPERANDS when imported
+from . import import_nn_extra as _import_nn_extra  # noqa: E402,F401
 from . import import_quant as _import_quant  # noqa: E402,F401
 from . import import_resample as _import_resample  # noqa: E402,F401

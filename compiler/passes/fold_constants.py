@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Graph, TensorType, Value, get_op
 
 from .manager import Pass

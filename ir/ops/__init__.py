@@ -141,9 +141,43 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
     return axis % rank if rank else 0
 
 
+# -- epilogues ---------------------------------------------------------------------------------------------
+# Conv, Gemm and MatMul carry an optional ``post`` attribute: steps applied to the result before it is
+# stored, put there by the fusion passes. A step is ``(unary_op, ((attr, value), ...))`` for an
+# elementwise activation, or ``("Add", k)`` to add input ``k`` (a tensor of the output's shape).
+def post_infer(base: Callable, nbase: int) -> Callable:
+    def infer(types: list[TensorType | None], attrs: dict[str, Any]) -> list[TensorType]:
+        out = base(types[:nbase], attrs)
+        for step in attrs.get("post", ()):
+            if step[0] == "Add":
+                k = step[1]
+                t = types[k] if k < len(types) else None
+                if t is None or t.shape != out[0].shape or t.dtype != out[0].dtype:
+                    raise ShapeError(f"epilogue Add: input {k} ({t}) must have the output's type {out[0]}")
+            elif get_op(step[0]) is None or not get_op(step[0]).elementwise:
+                raise ShapeError(f"epilogue step {step[0]!r} is not an elementwise op")
+        return out
+
+    return infer
+
+
+def post_ref(base: Callable, nbase: int) -> Callable:
+    def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
+        y = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
+        for step in attrs.get("post", ()):
+            if step[0] == "Add":
+                y = (y + ins[step[1]]).astype(y.dtype)
+            else:
+                y = get_op(step[0]).run([y], dict(step[1]))[0]
+        return y
+
+    return ref
+
+
 # importing the families registers their ops
 from . import elementwise as _elementwise  # noqa: E402,F401
 from . import movement as _movement  # noqa: E402,F401
 from . import nn as _nn  # noqa: E402,F401
+from . import nn_extra as _nn_extra  # noqa: E402,F401
 from . import quant as _quant  # noqa: E402,F401
 from . import resample as _resample  # noqa: E402,F401

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from . import REQUIRED, defop, normalize_axis
+from . import REQUIRED, defop, normalize_axis, post_infer, post_ref
 
 _SPATIAL = {"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED}
 
@@ -85,10 +85,9 @@ def _conv_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Tenso
     return [TensorType(x.dtype, (x.shape[0], w.shape[0]) + _spatial_out(x, a))]
 
 
-@defop("Conv", inputs=(2, 3), attrs={**_SPATIAL, "group": 1}, infer=_conv_infer)
 def conv_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x, w = ins[0].astype(np.float64), ins[1].astype(np.float64)
-    b = ins[2] if len(ins) > 2 else None
+    b = ins[2] if len(ins) > 2 and ins[2] is not None else None
     g = a["group"]
     N, C = x.shape[:2]
     M = w.shape[0]
@@ -267,7 +266,6 @@ def _gemm_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Tenso
     return [TensorType(A.dtype, (M, N))]
 
 
-@defop("Gemm", inputs=(2, 3), attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0}, infer=_gemm_infer)
 def gemm_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     A = ins[0].astype(np.float64)
     B = ins[1].astype(np.float64)
@@ -299,10 +297,18 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(int(d) for d in out)
 
 
-@defop("MatMul", inputs=(2, 2),
-       infer=lambda t, a: [TensorType(t[0].dtype, matmul_shape(t[0].shape, t[1].shape))])
 def matmul_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     return np.matmul(ins[0].astype(np.float64), ins[1].astype(np.float64)).astype(ins[0].dtype)
+
+
+# -- registration, with fusable epilogues (see ``post_infer``) ----------------------------------------------
+_POST = {"post": ()}
+defop("Conv", inputs=(2, 8), attrs={**_SPATIAL, "group": 1, **_POST}, infer=post_infer(_conv_infer, 3))(
+    post_ref(conv_ref, 3))
+defop("Gemm", inputs=(2, 8), attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, **_POST},
+      infer=post_infer(_gemm_infer, 3))(post_ref(gemm_ref, 3))
+defop("MatMul", inputs=(2, 8), attrs=dict(_POST), infer=post_infer(
+    lambda t, a: [TensorType(t[0].dtype, matmul_shape(t[0].shape, t[1].shape))], 2))(post_ref(matmul_ref, 2))
 
 
 # -- softmax (opset-13 semantics: one axis) ------------------------------------------------------------

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .elementwise import broadcast_strides
+from .spatial import with_epilogue
 
 MATMUL_SRC = '''
 def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, sbk, sbn, scm, scn,
-           alpha, beta, has_c):
+           alpha, beta, has_c{PARAMS}):
     for t in range(nbatch):
         a0 = ao + ofs[ofo + 2 * t]
         b0 = bo + ofs[ofo + 2 * t + 1]
@@ -30,7 +32,7 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
                     if has_c:
                         v += beta * cb[co + m * scm + n * scn]
                     yb[yr + n] = v
-'''
+{EPILOGUE}'''
 
 
 @generator("Gemm")
@@ -52,7 +54,8 @@ def gen_gemm(node: Node) -> list[KernelCall]:
     ofs = Param(np.zeros(2, np.int64))
     args = [A, B, cval, y, ofs, 1, M, N, K, sam, sak, sbk, sbn, scm, scn, float(a["alpha"]),
             float(a["beta"]), has_c]
-    return [KernelCall(MATMUL_SRC, args, note(node))]
+    src, extra = with_epilogue(MATMUL_SRC, node, 3, "yr - yo + i", " " * 12, "N|yr + i")
+    return [KernelCall(src, args + extra, note(node))]
 
 
 @generator("MatMul")
@@ -73,7 +76,8 @@ def gen_matmul(node: Node) -> list[KernelCall]:
     offs[:, 1] = np.broadcast_to(ib, batch).reshape(-1) * (K * N)
     args = [A, B, Param(np.zeros(1, y.dtype)), y, Param(offs.reshape(-1)), nb, M, N, K, K, 1, N, 1, 0, 0,
             1.0, 0.0, 0]
-    return [KernelCall(MATMUL_SRC, args, note(node))]
+    src, extra = with_epilogue(MATMUL_SRC, node, 2, "yr - yo + i", " " * 12, "N|yr + i")
+    return [KernelCall(src, args + extra, note(node))]
 
 
 SOFTMAX_SRC = '''

@@ -7,34 +7,58 @@ then the kernel loops over the (small) remaining rank with per-operand strides (
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 from cnnjit.ir.errors import CompileError
 
 from ..kernel import KernelCall, flit, generator, ilit, note
 
 
-def _f(node: Node, key: str) -> str:
+class _Step:
+    """The parts of a node a unary expression needs (an IR node, or an epilogue step)."""
+
+    def __init__(self, op: str, attrs: dict, in_dtype: np.dtype, out_dtype: np.dtype):
+        self.op, self.attrs, self.in_dtype, self.out_dtype = op, attrs, np.dtype(in_dtype), np.dtype(out_dtype)
+
+
+def _f(node: _Step, key: str) -> str:
     return flit(node.attrs[key])
 
 
-def _clip_bound(node: Node, key: str) -> str | None:
+def _clip_bound(node: _Step, key: str) -> str | None:
     v = node.attrs[key]
     if v is None:
         return None
-    if np.issubdtype(node.inputs[0].dtype, np.integer):
+    if np.issubdtype(node.in_dtype, np.integer):
         return ilit(int(v))
     return flit(v)
 
 
 def unary_expr(node: Node) -> str:
+    """The scalar expression (in ``x``) of a unary IR node."""
+    from cnnjit.ir import get_op
+
+    attrs = get_op(node.op).check_attrs(dict(node.attrs))
+    return step_expr(_Step(node.op, attrs, node.inputs[0].dtype, node.outputs[0].dtype))
+
+
+def epilogue_expr(op: str, attrs: dict, dtype: np.dtype) -> str:
+    """The expression (in ``x``) of an epilogue activation step."""
+    from cnnjit.ir import get_op
+
+    return step_expr(_Step(op, get_op(op).check_attrs(dict(attrs)), dtype, dtype))
+
+
+def step_expr(node: _Step) -> str:
     """The scalar expression (in ``x``) of a unary op; numbers only, from our own table."""
     op = node.op
-    isint = np.issubdtype(node.inputs[0].dtype, np.integer)
+    isint = np.issubdtype(node.in_dtype, np.integer)
     zero = "0" if isint else "0.0"
     table = {
         "Relu": f"x if x > {zero} else {zero}",
         "LeakyRelu": f"x if x >= 0 else {_f(node, 'alpha') if 'alpha' in node.attrs else '0.01'} * x",
         "Sigmoid": "1.0 / (1.0 + math.exp(-x))",
+        "SiLU": "x / (1.0 + math.exp(-x))",
         "HardSwish": "x * min(max(x / 6.0 + 0.5, 0.0), 1.0)",
         "Tanh": "math.tanh(x)",
         "Identity": "x",
@@ -71,7 +95,7 @@ def unary_expr(node: Node) -> str:
             return "0.5 * x * (1.0 + math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
         return "0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))"
     if op == "Cast":
-        out = node.outputs[0].dtype
+        out = node.out_dtype
         if out == np.bool_:
             return "x != 0"
         if np.issubdtype(out, np.integer) and not isint:
@@ -81,7 +105,7 @@ def unary_expr(node: Node) -> str:
 
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
-             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "Clip", "Elu", "Selu", "Gelu", "Cast")
+             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast")
 
 
 @generator(*UNARY_OPS)
@@ -187,3 +211,25 @@ def gen_nary(node: Node) -> list[KernelCall]:
     for s in strides:
         args.extend(s)
     return [KernelCall(src, args, note(node))]
+
+
+def epilogue(node: Node, nbase: int, index: str, indent: str) -> tuple[list[str], list[str], list]:
+    """Source lines applying ``node.attrs["post"]`` to ``v`` (output element ``index``).
+
+    Returns (lines, extra kernel parameters, extra call arguments) — residual inputs become parameters
+    ``r<k>b, r<k>o`` read at the same element index as the output.
+    """
+    lines: list[str] = []
+    params: list[str] = []
+    args: list = []
+    dt = node.outputs[0].dtype
+    for step in node.attrs.get("post", ()):
+        if step[0] == "Add":
+            k = step[1]
+            params.append(f"r{k}b, r{k}o")
+            args.append(node.inputs[k])
+            lines.append(f"{indent}v = v + r{k}b[U(r{k}o + {index})]")
+        else:
+            lines.append(f"{indent}x = v")
+            lines.append(f"{indent}v = {epilogue_expr(step[0], dict(step[1]), dt)}")
+    return lines, params, args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 
 from ..kernel import At, KernelCall, Param, generator, note

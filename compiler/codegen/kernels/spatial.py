@@ -7,6 +7,7 @@ computed by the same sequence of operations (no special tail path), so equal wei
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
@@ -32,7 +33,7 @@ def spatial3d(node: Node) -> dict[str, tuple[int, int, int]]:
 
 CONV_SRC = '''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
-           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
+           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias{PARAMS}):
     cg = C // G
     mg = M // G
     osp = OD * OH * OW
@@ -73,7 +74,20 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                                     xrow = xbase + (idd * H + ih) * W + offw
                                     for ow in range(lo, hi):
                                         yb[U(yrow + ow)] += wv * xb[U(xrow + ow * sw)]
-'''
+{EPILOGUE}'''
+
+
+def with_epilogue(template: str, node: Node, nbase: int, index: str, indent: str, store: str) -> tuple[str, list]:
+    """Fill a kernel template's {PARAMS} / {EPILOGUE} slots from the node's fused ``post`` steps."""
+    from .elementwise import epilogue
+
+    lines, params, args = epilogue(node, nbase, index, indent + "    ")
+    if not lines:
+        return template.replace("{PARAMS}", "").replace("{EPILOGUE}", ""), []
+    loop = [f"{indent}for i in range({store.split('|')[0]}):", f"{indent}    v = yb[U({store.split('|')[1]})]"]
+    loop += lines + [f"{indent}    yb[U({store.split('|')[1]})] = v"]
+    src = template.replace("{PARAMS}", "".join(", " + p for p in params)).replace("{EPILOGUE}", "\n".join(loop) + "\n")
+    return src, args
 
 
 def is_pointwise(node: Node) -> bool:
@@ -97,7 +111,8 @@ def gen_conv(node: Node) -> list[KernelCall]:
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
     args = [x, w, bias, y, N, C, D, H, W, M, OD, OH, OW, *p["k"], *p["s"], *p["pb"], *p["d"],
             node.attrs["group"], int(b is not None)]
-    return [KernelCall(CONV_SRC, args, note(node))]
+    src, extra = with_epilogue(CONV_SRC, node, 3, "ybase - yo + i", " " * 12, "osp|ybase + i")
+    return [KernelCall(src, args + extra, note(node))]
 
 
 POOL_SRC = '''
@@ -307,4 +322,5 @@ def gen_pointwise(node: Node) -> list[KernelCall]:
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
     args = [w, x, bias, node.outputs[0], Param(offs.reshape(-1)), N, M, P, C, C, 1, P, 1, 1, 0,
             1.0, 1.0, int(b is not None)]
-    return [KernelCall(MATMUL_SRC, args, note(node))]
+    src, extra = with_epilogue(MATMUL_SRC, node, 3, "yr - yo + i", " " * 12, "N|yr + i")
+    return [KernelCall(src, args + extra, note(node))]

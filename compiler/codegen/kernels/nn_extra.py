@@ -1,0 +1,156 @@
+"""Kernels for ConvTranspose (scatter form), InstanceNormalization and ReduceMean.
+
+ConvTranspose runs 1-D and 2-D through the 3-D kernel with unit leading spatial dims, like Conv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, generator, note
+from .spatial import as3d
+
+CONVT_SRC = '''
+def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
+           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
+    cg = C // G
+    mg = M // G
+    osp = OD * OH * OW
+    isp = D * H * W
+    ksz = KD * KH * KW
+    for n in range(N):
+        for m in range(M):
+            ybase = yo + (n * M + m) * osp
+            b = bb[bo + m] if has_bias else 0.0
+            for i in range(osp):
+                yb[U(ybase + i)] = b
+        for c in range(C):
+            g = c // cg
+            xbase = xo + (n * C + c) * isp
+            for mm in range(mg):
+                m = g * mg + mm
+                ybase = yo + (n * M + m) * osp
+                wbase = wo + (c * mg + mm) * ksz
+                for kd in range(KD):
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
+                            offw = kw * dw - pw
+                            # input columns whose output column ow = iw * sw + offw is inside [0, OW)
+                            lo = 0
+                            if offw < 0:
+                                lo = (-offw + sw - 1) // sw
+                            if OW - 1 - offw < 0:
+                                continue
+                            hi = min(W, (OW - 1 - offw) // sw + 1)
+                            if hi <= lo:
+                                continue
+                            for idd in range(D):
+                                od = idd * sd + kd * dd - pd
+                                if od < 0 or od >= OD:
+                                    continue
+                                for ih in range(H):
+                                    oh = ih * sh + kh * dh - ph
+                                    if oh < 0 or oh >= OH:
+                                        continue
+                                    yrow = ybase + (od * OH + oh) * OW + offw
+                                    xrow = xbase + (idd * H + ih) * W
+                                    for iw in range(lo, hi):
+                                        yb[U(yrow + iw * sw)] += wv * xb[U(xrow + iw)]
+'''
+
+
+@generator("ConvTranspose")
+def gen_conv_transpose(node: Node) -> list[KernelCall]:
+    x, w = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    a = node.attrs
+    n = len(a["kernel_shape"])
+    N, C = x.shape[:2]
+    M = y.shape[1]
+    bias = b if b is not None else Param(np.zeros(1, x.dtype))
+    args = [x, w, bias, y, N, C, *as3d(x.shape[2:]), M, *as3d(y.shape[2:]), *as3d(a["kernel_shape"]),
+            *as3d(a["strides"]), *as3d(a["pads"][:n], 0), *as3d(a["dilations"]), int(a["group"]),
+            int(b is not None)]
+    return [KernelCall(CONVT_SRC, args, note(node))]
+
+
+INSTANCENORM_SRC = '''
+def kernel(xb, xo, sb, so, bb, bo, yb, yo, N, C, S, eps):
+    for n in range(N):
+        for c in range(C):
+            base = (n * C + c) * S
+            acc = 0.0
+            for j in range(S):
+                acc += xb[U(xo + base + j)]
+            mean = acc / S
+            var = 0.0
+            for j in range(S):
+                d = xb[U(xo + base + j)] - mean
+                var += d * d
+            a = sb[so + c] / math.sqrt(var / S + eps)
+            t = bb[bo + c] - mean * a
+            for j in range(S):
+                yb[U(yo + base + j)] = xb[U(xo + base + j)] * a + t
+'''
+
+
+@generator("InstanceNormalization")
+def gen_instance_norm(node: Node) -> list[KernelCall]:
+    x, s, b = node.inputs
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    return [KernelCall(INSTANCENORM_SRC, [x, s, b, node.outputs[0], x.shape[0], x.shape[1], S,
+                                          float(node.attrs["epsilon"])], note(node))]
+
+
+def reduce_source(nk: int, nr: int, integer: bool) -> str:
+    """Mean over ``nr`` (merged) reduced axes for each point of ``nk`` (merged) kept axes, kept axes outermost."""
+    params = (["xb, xo, yb, yo"] + [f"n{i}" for i in range(nk)] + [f"s{i}" for i in range(nk)]
+              + [f"r{i}" for i in range(nr)] + [f"t{i}" for i in range(nr)] + ["cnt"])
+    lines = [f"def kernel({', '.join(params)}):", "    y = yo", "    p0 = xo"]
+    ind = "    "
+    for i in range(nk):
+        lines.append(f"{ind}for i{i} in range(n{i}):")
+        ind += "    "
+        lines.append(f"{ind}p{i + 1} = p{i} + i{i} * s{i}")
+    lines.append(f"{ind}acc = 0.0")
+    lines.append(f"{ind}q0 = p{nk}")
+    rind = ind
+    for j in range(nr):
+        lines.append(f"{rind}for j{j} in range(r{j}):")
+        rind += "    "
+        lines.append(f"{rind}q{j + 1} = q{j} + j{j} * t{j}")
+    lines.append(f"{rind}acc += xb[U(q{nr})]")
+    lines.append(f"{ind}yb[y] = {'int(acc / cnt)' if integer else 'acc / cnt'}")
+    lines.append(f"{ind}y += 1")
+    return "\n".join(lines) + "\n"
+
+
+@generator("ReduceMean")
+def gen_reduce_mean(node: Node) -> list[KernelCall]:
+    x = node.inputs[0]
+    axes = set(node.attrs["axes"])
+    strides = [int(np.prod(x.shape[i + 1:], dtype=np.int64)) for i in range(len(x.shape))]
+    # merge runs of adjacent axes of the same kind (kept / reduced); drop unit axes
+    kept: list[list[int]] = []
+    red: list[list[int]] = []
+    last = None
+    for i, d in enumerate(x.shape):
+        if d == 1:
+            continue
+        kind = i in axes
+        group = red if kind else kept
+        if last is kind and group:
+            group[-1][0] *= d
+            group[-1][1] = strides[i]
+        else:
+            group.append([d, strides[i]])
+        last = kind
+    cnt = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+    integer = bool(np.issubdtype(x.dtype, np.integer))
+    src = reduce_source(len(kept), len(red), integer)
+    args = [x, node.outputs[0], *[k[0] for k in kept], *[k[1] for k in kept], *[r[0] for r in red],
+            *[r[1] for r in red], cnt]
+    return [KernelCall(src, args, note(node))]

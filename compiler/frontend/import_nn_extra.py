@@ -1,0 +1,99 @@
+"""Importers for ConvTranspose, InstanceNormalization and ReduceMean.
+
+ConvTranspose's ``auto_pad`` and ``output_shape`` are resolved here into explicit ``pads`` and
+``output_padding`` (see ``cnnjit.ir.ops.nn_extra``), following the ONNX formula
+``total = stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - output_shape``:
+SAME_UPPER puts ``total // 2`` at the start, NOTSET and SAME_LOWER put ``total - total // 2`` there. A negative
+``total`` (the requested output is larger than the full result) becomes extra ``output_padding``.
+"""
+
+from __future__ import annotations
+
+from cnnjit.ir.errors import ShapeError
+from cnnjit.ir.ops import normalize_axis
+from cnnjit.ir.ops.nn_extra import convtranspose_full_dim
+
+from .onnx_import import ImportContext
+from .onnx_ops import CONST_OPERANDS, importer
+
+CONST_OPERANDS["ReduceMean"] = frozenset({1})
+
+
+def _ints(v, n: int, default: int, what: str, where: str) -> list[int]:
+    out = [int(i) for i in v] if v is not None else [default] * n
+    if len(out) != n:
+        raise ShapeError(f"{where}: {what} {out} must have {n} entries")
+    return out
+
+
+@importer("ConvTranspose")
+def _conv_transpose(ctx: ImportContext, ins: list) -> list:
+    x, w = ins[0], ins[1]
+    a = ctx.attrs()
+    n = len(x.shape) - 2
+    where = ctx.where()
+    if n < 1:
+        raise ShapeError(f"{where}: input of shape {list(x.shape)} has no spatial dimensions")
+    kernel = _ints(a.get("kernel_shape") or list(w.shape[2:]), n, 1, "kernel_shape", where)
+    strides = _ints(a.get("strides"), n, 1, "strides", where)
+    dilations = _ints(a.get("dilations"), n, 1, "dilations", where)
+    out_pad = _ints(a.get("output_padding"), n, 0, "output_padding", where)
+    if min(strides + dilations + kernel) < 1 or min(out_pad) < 0:
+        raise ShapeError(f"{where}: invalid strides {strides}, dilations {dilations} or output_padding {out_pad}")
+    auto = a.get("auto_pad", "NOTSET") or "NOTSET"
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise ShapeError(f"{where}: unknown auto_pad {auto!r}")
+    out_shape = a.get("output_shape")
+    if out_shape is not None and len(out_shape) == n + 2:  # some exporters include N and C
+        out_shape = list(out_shape)[2:]
+    if out_shape is not None or auto in ("SAME_UPPER", "SAME_LOWER"):
+        target = (_ints(out_shape, n, 0, "output_shape", where) if out_shape is not None
+                  else [x.shape[2 + i] * strides[i] for i in range(n)])
+        begins, ends = [], []
+        for i in range(n):
+            total = convtranspose_full_dim(x.shape[2 + i], kernel[i], strides[i], dilations[i]) + out_pad[i] \
+                - target[i]
+            if total < 0:  # larger than the full result: zeros (or contributions) appended at the end
+                out_pad[i] -= total
+                begins.append(0)
+                ends.append(0)
+                continue
+            b = total // 2 if auto == "SAME_UPPER" else total - total // 2
+            begins.append(b)
+            ends.append(total - b)
+        pads = begins + ends
+    elif auto == "VALID":
+        pads = [0] * 2 * n
+    else:
+        pads = _ints(a.get("pads"), 2 * n, 0, "pads", where)
+    attrs = {"kernel_shape": tuple(kernel), "strides": tuple(strides), "pads": tuple(pads),
+             "dilations": tuple(dilations), "output_padding": tuple(out_pad), "group": int(a.get("group", 1))}
+    return ctx.emit("ConvTranspose", ins[:3], attrs)
+
+
+@importer("InstanceNormalization")
+def _instance_norm(ctx: ImportContext, ins: list) -> list:
+    return ctx.emit("InstanceNormalization", ins, {"epsilon": float(ctx.attrs().get("epsilon", 1e-5))})
+
+
+@importer("ReduceMean")
+def _reduce_mean(ctx: ImportContext, ins: list) -> list:
+    a = ctx.attrs()
+    x = ins[0]
+    r = len(x.shape)
+    keepdims = int(a.get("keepdims", 1))
+    if ctx.opset < 18:
+        axes = a.get("axes")
+        noop = 0
+    else:
+        v = ctx.const_input(ins[1] if len(ins) > 1 else None, "ReduceMean axes")
+        axes = None if v is None else [int(i) for i in v.reshape(-1)]
+        noop = int(a.get("noop_with_empty_axes", 0))
+    if not axes:
+        if noop or r == 0:
+            return ctx.emit("Identity", ins[:1])
+        axes = list(range(r))
+    norm = sorted(normalize_axis(int(i), r, "ReduceMean axis") for i in axes)
+    if len(set(norm)) != len(norm):
+        raise ShapeError(f"{ctx.where()}: repeated axes {list(axes)}")
+    return ctx.emit("ReduceMean", ins[:1], {"axes": tuple(norm), "keepdims": keepdims})

@@ -1,0 +1,130 @@
+"""Epilogue fusion: activations, residual adds and bias adds computed in the producing kernel's store.
+
+Conv / Gemm / MatMul absorb, while their output has a single consumer:
+* a constant per-output-channel ``Add`` into the bias (before any other epilogue step);
+* ``MatMul`` (2-D) + a constant bias ``Add`` becomes a ``Gemm`` with ``C``;
+* elementwise activations (Relu, Clip/ReLU6, LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, and
+  ``x * Sigmoid(x)`` as SiLU);
+* an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Graph, Node, TensorType, Value
+
+from .manager import Pass
+
+ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
+               "Softplus", "SiLU")
+PRODUCERS = ("Conv", "Gemm", "MatMul")
+
+
+def _const(arr: np.ndarray) -> Value:
+    arr = np.asarray(arr, order="C")
+    return Value(TensorType(arr.dtype, arr.shape), "", const=arr)
+
+
+def _single_user(graph: Graph, v: Value) -> Node | None:
+    if len(v.users) != 1 or v in graph.outputs:
+        return None
+    return v.users[0]
+
+
+def _channel_vector(node: Node, c: Value) -> np.ndarray | None:
+    """The per-output-channel vector of a constant Add operand, if it is one."""
+    y = node.outputs[0].shape
+    if node.op == "Conv":
+        want = (y[1],) + (1,) * (len(y) - 2)
+        shape = tuple(c.shape)
+        if len(shape) <= len(y) and (shape == want[-len(shape):] if shape else True) or shape == (1,) + want:
+            return np.broadcast_to(c.const.reshape(-1) if c.const.size == y[1] else c.const.reshape(()), (y[1],))
+        return None
+    n = y[-1]
+    if c.const.size in (1, n) and (len(c.shape) <= 1 or all(d == 1 for d in c.shape[:-1])):
+        return np.broadcast_to(c.const.reshape(-1), (n,))
+    return None
+
+
+class FuseEpilogue(Pass):
+    name = "fuse_epilogue"
+    fusion = True
+
+    def run(self, graph: Graph) -> bool:
+        changed = False
+        for node in list(graph.nodes):
+            if node.op in PRODUCERS and node in graph.nodes:
+                while self._absorb_one(graph, node):
+                    changed = True
+        return changed
+
+    def _absorb_one(self, graph: Graph, node: Node) -> bool:
+        out = node.outputs[0]
+        user = _single_user(graph, out)
+        if user is None or user.outputs[0].dtype != out.dtype or not np.issubdtype(out.dtype, np.floating):
+            return False
+        post = tuple(node.attrs.get("post", ()))
+        fused = node.meta.setdefault("fused", [])
+        if user.op == "Add" and len(user.inputs) == 2:
+            other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
+            if other is out:
+                return False
+            if other.is_const and not post and user.outputs[0].shape == out.shape:
+                if self._fold_bias(graph, node, other):
+                    graph.remove_node_keep_output(user, node)
+                    fused.append("Add(bias)")
+                    return True
+            if other.shape == out.shape and other.dtype == out.dtype:
+                k = len(node.inputs)
+                if node.op in ("Conv", "Gemm") and k < 3:
+                    node.inputs.extend([None] * (3 - k))
+                    k = 3
+                node.inputs.append(None)
+                graph.set_input(node, k, other)
+                node.attrs["post"] = post + (("Add", k),)
+                graph.remove_node_keep_output(user, node)
+                fused.append("Add")
+                return True
+            return False
+        if user.op in ACTIVATIONS and len(user.inputs) == 1:
+            from cnnjit.ir import get_op
+
+            attrs = get_op(user.op).check_attrs(dict(user.attrs))
+            node.attrs["post"] = post + ((user.op, tuple(sorted(attrs.items()))),)
+            graph.remove_node_keep_output(user, node)
+            fused.append(user.op)
+            return True
+        return False
+
+    @staticmethod
+    def _fold_bias(graph: Graph, node: Node, c: Value) -> bool:
+        vec = _channel_vector(node, c)
+        if vec is None:
+            return False
+        if node.op == "MatMul":
+            if len(node.inputs[0].shape) != 2 or len(node.inputs[1].shape) != 2:
+                return False
+            node.op = "Gemm"
+            node.attrs = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "post": ()}
+            node.inputs.append(None)
+            graph.set_input(node, 2, _const(vec.astype(node.outputs[0].dtype)))
+            return True
+        b = node.inputs[2] if len(node.inputs) > 2 else None
+        if b is not None and not b.is_const:
+            return False
+        if node.op == "Gemm":
+            beta = node.attrs["beta"]
+            n = node.outputs[0].shape[1]
+            if b is not None and b.const.size not in (1, n):
+                return False
+            base = np.zeros(n) if b is None else np.broadcast_to(b.const.reshape(-1) * beta, (n,))
+            node.attrs["beta"] = 1.0
+            new = base + vec
+        else:
+            base = np.zeros(len(vec)) if b is None else b.const.astype(np.float64)
+            new = base + vec
+        while len(node.inputs) < 3:
+            node.inputs.append(None)
+        graph.set_input(node, 2, _const(np.asarray(new, node.outputs[0].dtype)))
+        return True
