@@ -37,8 +37,8 @@ def generate(graph: Graph, entry: str = "python") -> Program:
     plan = plan_memory(graph)
     calls: list[KernelCall] = []
     for node in graph.nodes:
-        if get_op(node.op).view:
-            continue
+        if get_op(node.op).view or node.meta.get("inplace"):
+            continue  # no data moves: the output shares storage (see memory.plan_memory)
         try:
             calls.extend(GENERATORS[node.op](node))
         except CompileError:

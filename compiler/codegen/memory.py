@@ -75,17 +75,28 @@ class MemoryPlan:
 def plan_memory(graph: Graph) -> MemoryPlan:
     consts = ConstPool()
     slots: dict[int, Slot] = {}
-    # alias roots: a view's output lives in its input's storage
-    root: dict[int, Value] = {}
+    # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
+    # the Concat's output at their element shift
+    parent: dict[int, tuple[Value, int]] = {}
 
-    def find(v: Value) -> Value:
-        while v.id in root:
-            v = root[v.id]
-        return v
+    def find(v: Value) -> tuple[Value, int]:
+        shift = 0
+        while v.id in parent:
+            v, s = parent[v.id]
+            shift += s
+        return v, shift
 
     for n in graph.nodes:
         if get_op(n.op).view and not n.inputs[0].is_const:
-            root[n.outputs[0].id] = n.inputs[0]
+            parent[n.outputs[0].id] = (n.inputs[0], 0)
+        elif n.op == "Concat" and n.meta.get("inplace"):
+            y = n.outputs[0]
+            ax = n.attrs["axis"]
+            inner = int(np.prod(y.shape[ax + 1:], dtype=np.int64))
+            start = 0
+            for v in n.inputs:
+                parent[v.id] = (y, start)
+                start += v.shape[ax] * inner
 
     # liveness of each storage root: [first def, last use]
     end = len(graph.nodes)
@@ -99,17 +110,16 @@ def plan_memory(graph: Graph) -> MemoryPlan:
     for i, n in enumerate(graph.nodes):
         for v in n.inputs:
             if v is not None and not v.is_const:
-                r = find(v)
+                r = find(v)[0]
                 last[r.id] = max(last.get(r.id, i), i)
         for o in n.outputs:
-            r = find(o)
-            if r.id not in first:
-                first[r.id] = i
-                vals[r.id] = r
+            r = find(o)[0]
+            first[r.id] = min(first.get(r.id, i), i)
+            vals[r.id] = r
             last[r.id] = max(last.get(r.id, i), i)
     for o in graph.outputs:
         if not o.is_const:
-            last[find(o).id] = end
+            last[find(o)[0].id] = end
     for v in graph.inputs:  # inputs are written before the run starts; keep them apart from each other
         first[v.id] = -1
 
@@ -147,7 +157,6 @@ def plan_memory(graph: Graph) -> MemoryPlan:
         if offset is None:
             offset = sizes.get(dt, 0)
             sizes[dt] = offset + need
-        totals[dt] = totals.get(dt, 0) + need
         slots[rid] = Slot("a", dt, offset)
         live.append((last.get(rid, t), rid, dt, offset, need))
 
@@ -155,5 +164,12 @@ def plan_memory(graph: Graph) -> MemoryPlan:
         if v.is_const:
             slots[v.id] = consts.add(v.const, key=v.id)
         elif v.id not in slots:
-            slots[v.id] = slots[find(v).id]
+            root, shift = find(v)
+            slots[v.id] = Slot("a", slots[root.id].dtype, slots[root.id].offset + shift)
+    # what a plan without reuse or aliasing would take: every node output its own buffer
+    for n in graph.nodes:
+        for o in n.outputs:
+            dt = short_name(o.dtype)
+            align = max(1, ALIGN_BYTES // o.dtype.itemsize)
+            totals[dt] = totals.get(dt, 0) + -(-max(o.type.size, 1) // align) * align
     return MemoryPlan(slots, sizes, consts, totals)

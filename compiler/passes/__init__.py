@@ -1,8 +1,11 @@
 """IR passes (one per file) and the default pipeline."""
 
+from .cancel_transposes import CancelTransposes
+from .concat_inplace import ConcatInPlace
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
 from .fold_constants import FoldConstants
+from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
 from .manager import Pass, PassManager, PassRecord, select_passes
 from .remove_identity import RemoveIdentity
@@ -10,8 +13,10 @@ from .remove_identity import RemoveIdentity
 
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
-    return [RemoveIdentity(), FoldConstants(), DeadCode(), FoldBatchNorm(), FuseEpilogue(), DeadCode()]
+    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(),
+            FuseEpilogue(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "select_passes", "default_pipeline", "DeadCode",
-           "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity"]
+           "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
+           "FoldPad"]
