@@ -59,8 +59,27 @@ class FuseEpilogue(Pass):
                     changed = True
         return changed
 
+    def _absorb_silu(self, graph: Graph, node: Node) -> bool:
+        """``Mul(y, Sigmoid(y))`` (either operand order) on the producer's output ``y``: SiLU."""
+        out = node.outputs[0]
+        if len(out.users) != 2 or out in graph.outputs:
+            return False
+        sig = next((u for u in out.users if u.op == "Sigmoid"), None)
+        mul = next((u for u in out.users if u.op == "Mul"), None)
+        if sig is None or mul is None or sig.outputs[0] in graph.outputs or sig.outputs[0].users != [mul]:
+            return False
+        if {id(v) for v in mul.inputs} != {id(out), id(sig.outputs[0])}:
+            return False
+        node.attrs["post"] = tuple(node.attrs.get("post", ())) + (("SiLU", ()),)
+        graph.remove_node_keep_output(mul, node)
+        graph.remove_node(sig)
+        node.meta.setdefault("fused", []).append("SiLU")
+        return True
+
     def _absorb_one(self, graph: Graph, node: Node) -> bool:
         out = node.outputs[0]
+        if np.issubdtype(out.dtype, np.floating) and self._absorb_silu(graph, node):
+            return True
         user = _single_user(graph, out)
         if user is None or user.outputs[0].dtype != out.dtype or not np.issubdtype(out.dtype, np.floating):
             return False

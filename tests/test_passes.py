@@ -1,0 +1,258 @@
+"""Passes: every pass alone and the whole pipeline keep random CNN graphs' outputs, and each fusion
+pattern fires where it should and not where it must not.
+
+Oracle: the IR interpreter (numpy references) run on the *unfused* graph (``fuse=False``), compared with
+the compiled, fused model's output. A random-graph strategy builds small valid CNNs from convs (plain,
+strided, depthwise, grouped, pointwise), BatchNorm, activations (incl. x*sigmoid(x)), residual adds,
+bias adds, concats, explicit pads, pools, channel shuffles and transpose pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.passes import default_pipeline
+from cnnjit.ir import interpret
+
+FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion]
+GRAPHS_RUN = {"count": 0}
+
+
+class Builder:
+    """Builds an ONNX graph layer by layer, tracking the NCHW shape of each named tensor."""
+
+    def __init__(self, rng: np.random.Generator, c: int, h: int, w: int):
+        self.rng = rng
+        self.nodes: list = []
+        self.inits: list = []
+        self.shapes: dict[str, tuple[int, ...]] = {"x": (1, c, h, w)}
+        self.n = 0
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def const(self, arr: np.ndarray) -> str:
+        nm = self.name("w")
+        self.inits.append(numpy_helper.from_array(np.asarray(arr), nm))
+        return nm
+
+    def add(self, op: str, ins: list[str], shape: tuple[int, ...], **attrs) -> str:
+        out = self.name("t")
+        self.nodes.append(helper.make_node(op, ins, [out], name=self.name("n"), **attrs))
+        self.shapes[out] = shape
+        return out
+
+    def model(self, outs: list[str]) -> onnx.ModelProto:
+        g = helper.make_graph(
+            self.nodes, "random", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shapes["x"])],
+            [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], self.inits)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias: bool) -> str:
+    _, c, h, w = b.shapes[x]
+    pad = pad or h < k or w < k
+    p = k // 2 if pad else 0
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    wt = b.const(b.rng.standard_normal((m, c // group, k, k)).astype(np.float32) / np.sqrt(c // group * k * k))
+    ins = [x, wt] + ([b.const(b.rng.standard_normal(m).astype(np.float32))] if bias else [])
+    return b.add("Conv", ins, (1, m, oh, ow), kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=group)
+
+
+LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "concat", "pad_conv",
+          "pool", "shuffle", "transpose_pair"]
+ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
+        ("HardSigmoid", {}), ("Clip", "relu6")]
+
+
+def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    b = Builder(rng, 4, 9, 8)
+    cur = "x"
+    history = ["x"]
+    outs = []
+    for op, arg in draw_ops:
+        _, c, h, w = b.shapes[cur]
+        if op == "conv":
+            cur = conv(b, cur, [4, 8][arg % 2], 3, 1 + (arg % 3 == 0 and h > 4), 1, True, arg % 2 == 0)
+        elif op == "dw":
+            cur = conv(b, cur, c, 3, 1 + (arg % 2 and h > 4), c, arg % 3 != 0, True)
+        elif op == "pw":
+            cur = conv(b, cur, [4, 8, 12][arg % 3], 1, 1, 1, False, arg % 2 == 0)
+        elif op == "group" and c % 2 == 0:
+            cur = conv(b, cur, c, 3, 1, 2, True, True)
+        elif op == "bn":
+            ps = [rng.uniform(0.5, 1.5, c), rng.standard_normal(c), rng.standard_normal(c) * 0.1,
+                  rng.uniform(0.5, 2.0, c)]
+            cur = b.add("BatchNormalization", [cur] + [b.const(p.astype(np.float32)) for p in ps], (1, c, h, w),
+                        epsilon=1e-3)
+        elif op == "act":
+            name, attrs = ACTS[arg % len(ACTS)]
+            if attrs == "relu6":
+                cur = b.add("Clip", [cur, b.const(np.float32(0)), b.const(np.float32(6))], (1, c, h, w))
+            else:
+                cur = b.add(name, [cur], (1, c, h, w), **attrs)
+        elif op == "silu":
+            s = b.add("Sigmoid", [cur], (1, c, h, w))
+            cur = b.add("Mul", [cur, s], (1, c, h, w))
+        elif op == "residual":
+            same = [t for t in history if b.shapes[t] == b.shapes[cur] and t != cur]
+            if same:
+                other = same[arg % len(same)]
+                cur = b.add("Add", [other, cur] if arg % 2 else [cur, other], (1, c, h, w))
+        elif op == "bias":
+            cur = b.add("Add", [cur, b.const(rng.standard_normal((c, 1, 1)).astype(np.float32))], (1, c, h, w))
+        elif op == "concat":
+            same = [t for t in history if b.shapes[t][2:] == (h, w) and t != cur]
+            if same:
+                other = same[arg % len(same)]
+                cur = b.add("Concat", [cur, other], (1, c + b.shapes[other][1], h, w), axis=1)
+        elif op == "pad_conv":
+            p = b.add("Pad", [cur, b.const(np.array([0, 0, 1, arg % 2, 0, 0, 1, 1], np.int64))],
+                      (1, c, h + 2, w + 1 + arg % 2))
+            cur = conv(b, p, c, 3, 1, 1, False, True)
+        elif op == "pool" and h >= 3 and w >= 3:
+            kind = ["MaxPool", "AveragePool"][arg % 2]
+            cur = b.add(kind, [cur], (1, c, h - 1, w - 1), kernel_shape=[2, 2], strides=[1, 1])
+        elif op == "shuffle" and c % 2 == 0:
+            r1 = b.add("Reshape", [cur, b.const(np.array([1, 2, c // 2, h, w], np.int64))], (1, 2, c // 2, h, w))
+            t = b.add("Transpose", [r1], (1, c // 2, 2, h, w), perm=[0, 2, 1, 3, 4])
+            cur = b.add("Reshape", [t, b.const(np.array([1, c, h, w], np.int64))], (1, c, h, w))
+        elif op == "transpose_pair":
+            t = b.add("Transpose", [cur], (1, h, w, c), perm=[0, 2, 3, 1])
+            cur = b.add("Transpose", [t], (1, c, h, w), perm=[0, 3, 1, 2])
+        history.append(cur)
+        if arg % 7 == 6:  # sometimes an intermediate is also an output: fusion must keep it
+            outs.append(cur)
+    if cur not in outs:
+        outs.append(cur)
+    x = rng.standard_normal(b.shapes["x"]).astype(np.float32)
+    return b.model(outs), x
+
+
+programs = st.lists(st.tuples(st.sampled_from(LAYERS), st.integers(0, 20)), min_size=1, max_size=8)
+
+
+def check(model: onnx.ModelProto, x: np.ndarray, **options) -> cnnjit.runtime.CompiledModel:
+    unfused = cnnjit.compile(model, fuse=False)
+    expected = interpret(unfused.ir, [x])
+    got = cnnjit.compile(model, **options)
+    outs = got.run(None, {"x": x})
+    assert len(outs) == len(expected)
+    for o, e in zip(outs, expected):
+        assert o.shape == e.shape
+        np.testing.assert_allclose(o, e, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(e).max())))
+    GRAPHS_RUN["count"] += 1
+    return got
+
+
+@settings(max_examples=60)
+@given(programs, st.integers(0, 2**16))
+def test_whole_pipeline_matches_unfused_interpreter(ops, seed) -> None:
+    model, x = build(ops, seed)
+    check(model, x)
+
+
+@pytest.mark.parametrize("pass_name", FUSION_PASSES)
+@settings(max_examples=15)
+@given(ops=programs, seed=st.integers(0, 2**16))
+def test_each_pass_alone_matches_unfused_interpreter(pass_name, ops, seed) -> None:
+    model, x = build(ops, seed)
+    basics = [p.name for p in default_pipeline() if not p.fusion]
+    check(model, x, passes=basics + [pass_name])
+
+
+def test_report_graph_count(capsys) -> None:
+    """Prints how many random graphs the property tests above compiled and checked (in this process)."""
+    with capsys.disabled():
+        print(f"\n[test_passes] random graphs checked in this worker: {GRAPHS_RUN['count']}")
+
+
+# -- targeted: each pattern fires, and does not fire where it must not ----------------------------------
+def ops_of(model: cnnjit.runtime.CompiledModel) -> list[str]:
+    return [n.op for n in model.ir.nodes]
+
+
+def fused_of(model: cnnjit.runtime.CompiledModel) -> list[list[str]]:
+    return [n.meta.get("fused", []) for n in model.ir.nodes]
+
+
+def test_conv_bn_relu_becomes_one_kernel() -> None:
+    model, x = build([("conv", 1), ("bn", 0), ("act", 0)], 1)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"]
+    assert fused_of(m)[0] == ["BatchNormalization", "Relu"]
+    assert len(m._default_spec().program.source.splitlines()) == 2  # def + one kernel call
+
+
+def test_residual_add_then_activation_fuse() -> None:
+    model, x = build([("conv", 1), ("conv", 1), ("residual", 1), ("act", 0)], 2)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv", "Conv"]
+    assert fused_of(m)[1] == ["Add", "Relu"]
+
+
+def test_silu_pattern_fuses() -> None:
+    model, x = build([("pw", 1), ("silu", 0)], 3)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"] or fused_of(m)[0][-1:] == ["SiLU"] or "Sigmoid" not in ops_of(m)
+
+
+def test_bias_add_folds_into_conv_bias() -> None:
+    model, x = build([("pw", 1), ("bias", 0)], 4)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["Add(bias)"]
+
+
+def test_no_fusion_when_conv_output_has_second_consumer() -> None:
+    # conv -> relu, and the conv output is also a graph output: the Relu must stay a separate kernel
+    model, x = build([("conv", 6), ("act", 0)], 5)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv", "Relu"]
+
+
+def test_no_bn_fold_when_conv_feeds_two_nodes() -> None:
+    model, x = build([("conv", 1), ("bn", 6), ("residual", 0)], 6)  # conv out feeds BN and the residual Add
+    m = check(model, x)
+    assert "BatchNormalization" in ops_of(m) or ops_of(m).count("Conv") == 1
+
+
+def test_pad_folds_into_conv() -> None:
+    model, x = build([("pad_conv", 0)], 7)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["Pad"]
+
+
+def test_transpose_pair_cancels() -> None:
+    model, x = build([("conv", 1), ("transpose_pair", 0), ("act", 0)], 8)
+    m = check(model, x)
+    assert "Transpose" not in ops_of(m)
+
+
+def test_concat_is_in_place() -> None:
+    model, x = build([("pw", 1), ("pw", 0), ("concat", 1)], 9)
+    m = check(model, x)
+    spec = m._default_spec()
+    assert any(n.meta.get("inplace") for n in spec.graph.nodes)
+    assert "Concat" not in spec.program.source  # no copy kernel
+
+
+def test_fuse_false_keeps_every_op() -> None:
+    model, x = build([("conv", 1), ("bn", 0), ("act", 0)], 10)
+    m = cnnjit.compile(model, fuse=False)
+    assert ops_of(m) == ["Conv", "BatchNormalization", "Relu"]
+
+
+def test_disable_and_passes_select_passes() -> None:
+    model, x = build([("conv", 1), ("bn", 0), ("act", 0)], 11)
+    m = cnnjit.compile(model, disable=["fuse_epilogue"])
+    assert ops_of(m) == ["Conv", "Relu"]
+    with pytest.raises(ValueError, match="unknown pass"):
+        cnnjit.compile(model, passes=["no_such_pass"])
