@@ -4,6 +4,7 @@ from .cancel_transposes import CancelTransposes
 from .concat_inplace import ConcatInPlace
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
+from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
@@ -14,9 +15,9 @@ from .remove_identity import RemoveIdentity
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(),
-            FuseEpilogue(), ConcatInPlace(), DeadCode()]
+            FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "select_passes", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad"]
+           "FoldPad", "FoldChannelShuffle"]

@@ -85,7 +85,7 @@ class FuseEpilogue(Pass):
             return False
         post = tuple(node.attrs.get("post", ()))
         fused = node.meta.setdefault("fused", [])
-        if user.op == "Add" and len(user.inputs) == 2:
+        if user.op in ("Add", "Sum") and len(user.inputs) == 2:
             other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
             if other is out:
                 return False
