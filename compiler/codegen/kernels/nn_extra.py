@@ -6,6 +6,7 @@ ConvTranspose runs 1-D and 2-D through the 3-D kernel with unit leading spatial 
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note

@@ -10,6 +10,7 @@ These are correct, simple kernels (direct loops); fast integer kernels are separ
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node
 from cnnjit.ir.ops.quant import QUANT_RANGES, matmul_qparam, qrange
 from cnnjit.ir.types import DTYPES

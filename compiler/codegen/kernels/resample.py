@@ -20,6 +20,7 @@ loop is a contiguous copy. Rank, "has fill" and "inner axis contiguous" are the 
 from __future__ import annotations
 
 import numpy as np
+
 from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.resample import resize_axis_taps, slice_range
 

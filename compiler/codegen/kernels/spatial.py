@@ -102,6 +102,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
     if is_pointwise(node):
+        from .simd_pointwise import gen_simd_pointwise, simd_pointwise_applies
+
+        if simd_pointwise_applies(node):
+            return gen_simd_pointwise(node)
         return gen_pointwise(node)
     p = spatial3d(node)
     N, C = x.shape[:2]

@@ -1,0 +1,137 @@
+"""Pointwise convolution (and weight-stationary GEMM) as an explicit-SIMD register-tiled micro-kernel.
+
+``Y[n] (M x P) = W (M x C) @ X[n] (C x P) + bias`` in plain NCHW: the pixel axis P is contiguous, so a
+register tile of ``MR`` output channels by ``NR`` vectors of pixels accumulates ``MR * NR`` vectors, with
+each weight broadcast into the FMA (the reduction over C innermost). Pixel tails use masked loads and
+stores; leftover output channels run a one-row tile. The fused epilogue (bias, ReLU/Clip/LeakyReLU,
+residual Add) is applied to the accumulators before the store; other activations run over the stored tile
+while it is still in L1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, flit, note
+from ..simd import host_vector_width
+
+MR, NR = 4, 2
+IN_REGISTER = ("Relu", "Clip", "LeakyRelu")
+
+
+def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool) -> tuple[list[str], bool]:
+    """Lines applying the post steps to vector ``acc`` (element index ``idx``); False if not all fit."""
+    lines = []
+    for step in node.attrs.get("post", ()):
+        op = step[0]
+        if op == "Add":
+            k = step[1]
+            load = f"vloadn{w}(r{k}b, r{k}o + {idx}, cnt)" if masked else f"vload{w}(r{k}b, r{k}o + {idx})"
+            lines.append(f"{acc} = vadd{w}({acc}, {load})")
+        elif op == "Relu":
+            lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
+        elif op == "Clip":
+            a = dict(step[1])
+            if a.get("min") is not None:
+                lines.append(f"{acc} = vmax{w}({acc}, vbcast{w}({flit(a['min'])}))")
+            if a.get("max") is not None:
+                lines.append(f"{acc} = vmin{w}({acc}, vbcast{w}({flit(a['max'])}))")
+        elif op == "LeakyRelu" and 0.0 <= dict(step[1]).get("alpha", 0.01) <= 1.0:
+            alpha = flit(dict(step[1]).get("alpha", 0.01))
+            lines.append(f"{acc} = vmax{w}({acc}, vmul{w}({acc}, vbcast{w}({alpha})))")
+        else:
+            return [], False
+    return lines, True
+
+
+def pointwise_source(node: Node, w: int) -> tuple[str, list]:
+    """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args."""
+    from .elementwise import epilogue
+
+    post = node.attrs.get("post", ())
+    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
+    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    _, in_reg = _vec_epilogue(node, "a", "0", w, False)
+    scalar_lines, _, _ = epilogue(node, 3, "q", " " * 20)
+
+    def tile(mr: int, nr: int, masked: bool, ind: str) -> list[str]:
+        out = []
+        for i in range(mr):
+            for j in range(nr):
+                out.append(f"{ind}a{i}_{j} = vbcast{w}(bb[bo + m + {i}])")
+        out.append(f"{ind}xi = x0 + p")
+        out.append(f"{ind}wi = wo + m * C")
+        out.append(f"{ind}for c in range(C):")
+        for j in range(nr):
+            ld = f"vloadn{w}(xb, xi + {j * w}, cnt)" if masked else f"vload{w}(xb, xi + {j * w})"
+            out.append(f"{ind}    v{j} = {ld}")
+        for i in range(mr):
+            out.append(f"{ind}    b{i} = vbcast{w}(wb[wi + {i} * C])")
+            for j in range(nr):
+                out.append(f"{ind}    a{i}_{j} = vfma{w}(b{i}, v{j}, a{i}_{j})")
+        out.append(f"{ind}    xi += P")
+        out.append(f"{ind}    wi += 1")
+        for i in range(mr):
+            for j in range(nr):
+                idx = f"(m + {i}) * P + p + {j * w} + y0 - yo"
+                if in_reg:
+                    out += [ind + ln for ln in _vec_epilogue(node, f"a{i}_{j}", idx, w, masked)[0]]
+                st = (f"vstoren{w}(yb, yo + {idx}, a{i}_{j}, cnt)" if masked
+                      else f"vstore{w}(yb, yo + {idx}, a{i}_{j})")
+                out.append(f"{ind}{st}")
+        if not in_reg and scalar_lines:  # other activations: over the stored tile, still in L1
+            span = "cnt" if masked else str(nr * w)
+            out.append(f"{ind}for i in range({mr}):")
+            out.append(f"{ind}    for j in range({span}):")
+            out.append(f"{ind}        q = y0 - yo + (m + i) * P + p + j")
+            out.append(f"{ind}        v = yb[U(yo + q)]")
+            out += [ind + "    " + ln.strip().replace("\n", "") if False else f"{ind}        {ln.strip()}"
+                    for ln in scalar_lines]
+            out.append(f"{ind}        yb[U(yo + q)] = v")
+        return out
+
+    lines = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P"
+        + "".join(", " + p for p in res_params) + "):",
+        "    for n in range(N):",
+        "        x0 = xo + n * C * P",
+        "        y0 = yo + n * M * P",
+        "        m = 0",
+        f"        while m + {MR} <= M:",
+        "            p = 0",
+        f"            cnt = {w}",
+        f"            while p + {NR * w} <= P:",
+        *tile(MR, NR, False, " " * 16),
+        f"                p += {NR * w}",
+        "            while p < P:",
+        f"                cnt = min({w}, P - p)",
+        *tile(MR, 1, True, " " * 16),
+        f"                p += {w}",
+        f"            m += {MR}",
+        "        while m < M:",
+        "            p = 0",
+        "            while p < P:",
+        f"                cnt = min({w}, P - p)",
+        *tile(1, 1, True, " " * 16),
+        f"                p += {w}",
+        "            m += 1",
+    ]
+    return "\n".join(lines) + "\n", res_args
+
+
+def gen_simd_pointwise(node: Node) -> list[KernelCall]:
+    x, wt = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    N, C = x.shape[:2]
+    M = wt.shape[0]
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    bias = b if b is not None else Param(np.zeros(M, np.float32))
+    src, extra = pointwise_source(node, host_vector_width())
+    return [KernelCall(src, [x, wt, bias, node.outputs[0], N, C, M, P, *extra], note(node))]
+
+
+def simd_pointwise_applies(node: Node) -> bool:
+    x = node.inputs[0]
+    return x.dtype == np.float32 and node.inputs[1].dtype == np.float32 and node.inputs[1].is_const
