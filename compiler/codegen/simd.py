@@ -146,6 +146,31 @@ def _make(n: int) -> dict[str, object]:
         return op3
 
     @intrinsic
+    def vload2e(typingctx, arr, idx):
+        """Every other element of ``buf[i:i + 2n]`` (a stride-2 load as two loads and one shuffle)."""
+        def codegen(context, builder, sig, args):
+            p0 = _ptr(context, builder, sig.args[0], args[0], args[1], n)
+            ary = context.make_array(sig.args[0])(context, builder, args[0])
+            p1 = builder.bitcast(builder.gep(ary.data, [builder.add(args[1], ir.Constant(args[1].type, n))]),
+                                 p0.type)
+            lo = builder.load(p0, align=4)
+            hi = builder.load(p1, align=4)
+            return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                              list(range(0, 2 * n, 2))))
+
+        return vt(arr, idx), codegen
+
+    @intrinsic
+    def vinsert(typingctx, v, lane, x):
+        """``v`` with lane ``lane`` set to ``x``."""
+        def codegen(context, builder, sig, args):
+            val = context.cast(builder, args[2], sig.args[2], types.float32)
+            return builder.insert_element(args[0], val, builder.trunc(args[1], ir.IntType(32))
+                                          if args[1].type.width > 32 else args[1])
+
+        return vt(v, lane, x), codegen
+
+    @intrinsic
     def vadd(typingctx, a, b):
         def codegen(context, builder, sig, args):
             return builder.fadd(args[0], args[1])
@@ -163,7 +188,7 @@ def _make(n: int) -> dict[str, object]:
         f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
-        f"vadd{n}": vadd, f"vmul{n}": vmul,
+        f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
     }
 
 
@@ -171,4 +196,5 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul")]
+    "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
+    "vload2e", "vinsert")]

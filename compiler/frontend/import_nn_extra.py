@@ -4,7 +4,9 @@ ConvTranspose's ``auto_pad`` and ``output_shape`` are resolved here into explici
 ``output_padding`` (see ``cnnjit.ir.ops.nn_extra``), following the ONNX formula
 ``total = stride * (in - 1) + output_padding + (k - 1) * dilation + 1 - output_shape``:
 SAME_UPPER puts ``total // 2`` at the start, NOTSET and SAME_LOWER put ``total - total // 2`` there. A negative
-``total`` (the requested output is larger than the full result) becomes extra ``output_padding``.
+``total`` from an explicit ``output_shape`` (larger than the full result) becomes extra ``output_padding``; for
+``auto_pad`` SAME_* (target ``in * stride``) a negative ``total`` is taken as 0, as onnx shape inference and
+onnxruntime do (the onnx reference implementation instead pads at the start).
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def _conv_transpose(ctx: ImportContext, ins: list) -> list:
         for i in range(n):
             total = convtranspose_full_dim(x.shape[2 + i], kernel[i], strides[i], dilations[i]) + out_pad[i] \
                 - target[i]
+            if total < 0 and out_shape is None:
+                # SAME with a stride larger than the kernel's extent: onnx shape inference and onnxruntime
+                # keep the full result (no padding) rather than growing it to in * stride
+                total = 0
             if total < 0:  # larger than the full result: zeros (or contributions) appended at the end
                 out_pad[i] -= total
                 begins.append(0)

@@ -126,9 +126,8 @@ def _f32(v: np.ndarray) -> np.ndarray:
 def _conv_integer_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
     x, w = types[0], types[1]
     (y,) = _conv_infer([x, w], a)
-    for t, what in ((types[2] if len(types) > 2 else None, "x_zero_point"),):
-        if t is not None and t.size != 1:
-            raise ShapeError(f"ConvInteger: {what} {t} must be a scalar")
+    if len(types) > 2 and types[2] is not None and types[2].size != 1:
+        raise ShapeError(f"ConvInteger: x_zero_point {types[2]} must be a scalar")
     if len(types) > 3 and types[3] is not None and types[3].size not in (1, w.shape[0]):
         raise ShapeError(f"ConvInteger: w_zero_point {types[3]} must be a scalar or have {w.shape[0]} entries")
     return [TensorType(np.int32, y.shape)]
