@@ -211,10 +211,12 @@ class _CheckedFunctionCache(FunctionCache):
     """numba's function cache over ``_CheckedCacheFile``; a failing load purges this kernel's entries and
     returns a miss (numba then compiles and saves afresh), a failing save is not fatal."""
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, source_text: str):
         super().__init__(py_func)
-        cf = self._cache_file
-        self._cache_file = _CheckedCacheFile(cf._cache_path, self._impl.filename_base, cf._source_stamp)
+        # stamp the entries with the module's content (verified before use), not the file's mtime, which
+        # changes whenever a concurrent process rewrites the same text
+        stamp = hashlib.sha256(source_text.encode()).hexdigest()
+        self._cache_file = _CheckedCacheFile(self._cache_file._cache_path, self._impl.filename_base, stamp)
 
     def purge(self) -> None:
         base = self._impl.filename_base
@@ -241,9 +243,9 @@ class _CheckedFunctionCache(FunctionCache):
             self.purge()
 
 
-def _enable_checked_cache(dispatcher) -> None:
+def _enable_checked_cache(dispatcher, source_text: str) -> None:
     try:
-        dispatcher._cache = _CheckedFunctionCache(dispatcher.py_func)
+        dispatcher._cache = _CheckedFunctionCache(dispatcher.py_func, source_text)
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache then
         with contextlib.suppress(Exception):
             dispatcher.enable_caching()
@@ -289,6 +291,6 @@ def load_kernel(source: str):
         except Exception as e:  # noqa: BLE001
             sys.modules.pop(modname, None)
             raise CompileError(f"kernel module {path.name} failed to load: {type(e).__name__}: {e}") from e
-        _enable_checked_cache(mod.kernel)
+        _enable_checked_cache(mod.kernel, text)
         _loaded[key] = mod.kernel
         return mod.kernel

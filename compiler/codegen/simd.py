@@ -145,6 +145,44 @@ def _make(n: int) -> dict[str, object]:
 
         return op3
 
+    def _range_mask(builder, lo, hi, lanes):
+        i64 = ir.IntType(64)
+        idx = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+
+        def splat(x):
+            x = builder.sext(x, i64) if x.type.width < 64 else x
+            v = builder.insert_element(ir.Constant(ir.VectorType(i64, lanes), ir.Undefined), x,
+                                       ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+        return builder.and_(builder.icmp_signed(">=", idx, splat(lo)), builder.icmp_signed("<", idx, splat(hi)))
+
+    def _masked_load(builder, ptr, mask, lanes):
+        vty = ir.VectorType(ir.FloatType(), lanes)
+        fty = ir.FunctionType(vty, [ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vty])
+        fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.load.v{lanes}f32.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vty, [0.0] * lanes)])
+
+    @intrinsic
+    def vloadr(typingctx, arr, idx, lo, hi):
+        """``buf[i + j]`` for lanes ``lo <= j < hi``, zero elsewhere; masked-off lanes are never read."""
+        def codegen(context, builder, sig, args):
+            ptr = _ptr(context, builder, sig.args[0], args[0], args[1], n)
+            return _masked_load(builder, ptr, _range_mask(builder, args[2], args[3], n), n)
+
+        return vt(arr, idx, lo, hi), codegen
+
+    @intrinsic
+    def vload2er(typingctx, arr, idx, lo, hi):
+        """Even elements of ``buf[i:i + 2n]`` whose element position e has ``lo <= e < hi``; others zero."""
+        def codegen(context, builder, sig, args):
+            wide = _ptr(context, builder, sig.args[0], args[0], args[1], 2 * n)
+            v = _masked_load(builder, wide, _range_mask(builder, args[2], args[3], 2 * n), 2 * n)
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                            list(range(0, 2 * n, 2))))
+
+        return vt(arr, idx, lo, hi), codegen
+
     @intrinsic
     def vload2e(typingctx, arr, idx):
         """Every other element of ``buf[i:i + 2n]`` (a stride-2 load as two loads and one shuffle)."""
@@ -189,6 +227,7 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
+        f"vloadr{n}": vloadr, f"vload2er{n}": vload2er,
     }
 
 
@@ -197,4 +236,4 @@ for _n in WIDTHS:
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert")]
+    "vload2e", "vinsert", "vloadr", "vload2er")]

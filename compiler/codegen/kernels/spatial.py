@@ -107,6 +107,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
         if simd_pointwise_applies(node):
             return gen_simd_pointwise(node)
         return gen_pointwise(node)
+    from .simd_conv import gen_simd_conv, simd_conv_applies
+
+    if simd_conv_applies(node):
+        return gen_simd_conv(node)
     p = spatial3d(node)
     N, C = x.shape[:2]
     M = w.shape[0]

@@ -1,0 +1,112 @@
+"""Direct 2-D convolution (dense, grouped and depthwise) with explicit SIMD over output columns.
+
+Plain NCHW: a register tile holds ``MR`` output channels (of one group) by one vector of ``W``
+consecutive output columns of one output row. For every input channel of the group and kernel tap the
+input vector is loaded once and feeds ``MR`` FMAs with broadcast weights. Stride 1 loads contiguously,
+stride 2 loads two vectors and keeps the even lanes; chunks at the left/right border or the row's end use
+masked loads whose lanes outside the input are never read (and are zero). Bias, the in-register epilogue
+(ReLU, Clip, LeakyReLU, residual Add) and masked tail stores happen once per tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, note
+from ..simd import host_vector_width
+from .simd_pointwise import _vec_epilogue
+
+
+def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
+    from .elementwise import epilogue
+
+    post = node.attrs.get("post", ())
+    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
+    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    _, in_reg = _vec_epilogue(node, "a", "0", w, True)
+    scalar_lines, _, _ = epilogue(node, 3, "q", "")
+
+    if sw == 1:
+        fast = f"vload{w}(xb, xrow + iw0)"
+        fast_ok = f"iw0 >= 0 and iw0 + {w} <= Win"
+        # lanes j with 0 <= iw0 + j < Win and j < cnt
+        edge = f"vloadr{w}(xb, xrow + iw0, max(0, -iw0), min(cnt, Win - iw0))"
+    else:
+        fast = f"vload2e{w}(xb, xrow + iw0)"
+        fast_ok = f"iw0 >= 0 and iw0 + {2 * w} <= Win"
+        # element positions e = 2j with 0 <= iw0 + e < Win and j < cnt
+        edge = f"vload2er{w}(xb, xrow + iw0, max(0, -iw0), min(2 * cnt - 1, Win - iw0))"
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
+        + "".join(", " + p for p in res_params) + "):",
+        "    cg = C // G",
+        "    mg = M // G",
+        "    ksz = KH * KW",
+        "    for n in range(N):",
+        f"        for m in range(0, M, {mr}):",
+        "            g = m // mg",
+        "            for oh in range(OH):",
+        f"                for ow0 in range(0, OW, {w}):",
+        f"                    cnt = min({w}, OW - ow0)",
+        *[f"                    a{i} = vbcast{w}(bb[bo + m + {i}])" for i in range(mr)],
+        "                    for c in range(cg):",
+        "                        xc = xo + (n * C + g * cg + c) * H * Win",
+        "                        wbase = wo + (m * cg + c) * ksz",
+        "                        for kh in range(KH):",
+        "                            ih = oh * sh + kh * dh - ph",
+        "                            if ih < 0 or ih >= H:",
+        "                                continue",
+        "                            xrow = xc + ih * Win",
+        "                            for kw in range(KW):",
+        f"                                iw0 = ow0 * {sw} + kw * dw - pw",
+        f"                                if cnt == {w} and {fast_ok}:",
+        f"                                    v = {fast}",
+        "                                else:",
+        f"                                    v = {edge}",
+        "                                wk = wbase + kh * KW + kw",
+        *[f"                                a{i} = vfma{w}(vbcast{w}(wb[U(wk + {i} * cg * ksz)]), v, a{i})"
+          for i in range(mr)],
+    ]
+    for i in range(mr):
+        idx = f"((n * M + m + {i}) * OH + oh) * OW + ow0"
+        if in_reg:
+            L += ["                    " + ln for ln in _vec_epilogue(node, f"a{i}", idx, w, True)[0]]
+        L.append(f"                    vstoren{w}(yb, yo + {idx}, a{i}, cnt)")
+    if not in_reg and scalar_lines:
+        L += [
+            f"                    for i in range({mr}):",
+            "                        for j in range(cnt):",
+            "                            q = ((n * M + m + i) * OH + oh) * OW + ow0 + j",
+            "                            v = yb[U(yo + q)]",
+            *[f"                            {ln.strip()}" for ln in scalar_lines],
+            "                            yb[U(yo + q)] = v",
+        ]
+    return "\n".join(L) + "\n", res_args
+
+
+def simd_conv_applies(node: Node) -> bool:
+    x, wt = node.inputs[0], node.inputs[1]
+    return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
+            and node.attrs["strides"][1] in (1, 2))
+
+
+def gen_simd_conv(node: Node) -> list[KernelCall]:
+    x, wt = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    mg = M // a["group"]
+    mr = next(r for r in (4, 2, 1) if mg % r == 0)
+    w = host_vector_width()
+    OW = y.shape[3]
+    if OW <= 8 and w > 8:  # narrow planes waste most lanes of a wide vector
+        w = 8
+    bias = b if b is not None else Param(np.zeros(M, np.float32))
+    src, extra = conv_source(node, w, mr, a["strides"][1])
+    args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, *a["kernel_shape"], a["strides"][0],
+            a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
+    return [KernelCall(src, args, note(node))]
