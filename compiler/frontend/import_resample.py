@@ -74,9 +74,9 @@ def _pad(ctx: ImportContext, ins: list) -> list:
     if len(pads) % 2:
         raise ShapeError(f"{ctx.where()}: pads {pads} has an odd number of entries")
     n = len(pads) // 2
-    axes = _axes_list(axes, r, n, ctx.where())
-    if axes == list(range(n)) and n != r:
+    if axes is None and n != r:
         raise ShapeError(f"{ctx.where()}: pads {pads} must have {2 * r} entries for rank {r}")
+    axes = _axes_list(axes, r, n, ctx.where())
     full = [0] * (2 * r)
     for i, ax in enumerate(axes):
         full[ax], full[r + ax] = pads[i], pads[n + i]
@@ -137,8 +137,12 @@ def _split(ctx: ImportContext, ins: list) -> list:
             k = int(a["num_outputs"])
             if k < 1 or k != nout:
                 raise ShapeError(f"{ctx.where()}: num_outputs {k} but {nout} outputs")
-            chunk = -(-dim // k)
-            split = [min(chunk, max(dim - i * chunk, 0)) for i in range(k)]
+            chunk = -(-dim // k)  # equal parts, the last one smaller
+            last = dim - chunk * (k - 1)
+            if last < 0:
+                raise ShapeError(f"{ctx.where()}: axis length {dim} cannot be split into {k} parts "
+                                 f"of {chunk} with a smaller last part")
+            split = [chunk] * (k - 1) + [last]
         else:
             if dim % nout:
                 raise ShapeError(f"{ctx.where()}: axis length {dim} does not split into {nout} equal parts")

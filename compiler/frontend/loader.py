@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,31 +33,178 @@ class InputSpec:
 
 
 def load_model(src: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelProto:
-    """Parse ``src`` into a ``ModelProto``; any parse failure becomes a ``ModelError``."""
+    """Parse ``src`` into a ``ModelProto``; any parse failure becomes a ``ModelError``.
+
+    External-data tensors are read (safely, see ``load_external_data``) from the model file's folder; a
+    model given as bytes or a ``ModelProto`` has no folder, so it must carry its tensors inline. The
+    graph is checked for structural errors (``validate.validate_graph``); a ``ModelProto`` passed in is
+    never modified (a copy is made when external data must be filled in or nodes re-ordered).
+    """
+    base_dir: Path | None = None
     if isinstance(src, onnx.ModelProto):
-        return src
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        data = bytes(src)
-        where = "the given bytes"
-    elif isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            raise ModelError(f"model file {str(path)!r} does not exist or is not a file")
-        data = path.read_bytes()
-        where = f"model file {str(path)!r}"
+        model = src
+        where = "the given ModelProto"
     else:
-        raise ModelError(
-            f"cannot load a model from a {type(src).__name__}: pass a path, bytes or an onnx.ModelProto"
-        )
-    model = onnx.ModelProto()
-    try:
-        model.ParseFromString(data)
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
-        raise ModelError(f"{where} is not a valid ONNX protobuf ({type(e).__name__}: {e}); "
-                         "is the file truncated or not an .onnx model?") from None
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            data = bytes(src)
+            where = "the given bytes"
+        elif isinstance(src, (str, os.PathLike)):
+            path = Path(src)
+            if not path.is_file():
+                raise ModelError(f"model file {str(path)!r} does not exist or is not a file")
+            data = path.read_bytes()
+            where = f"model file {str(path)!r}"
+            base_dir = path.resolve().parent
+        else:
+            raise ModelError(
+                f"cannot load a model from a {type(src).__name__}: pass a path, bytes or an onnx.ModelProto"
+            )
+        model = onnx.ModelProto()
+        try:
+            model.ParseFromString(data)
+        except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and others
+            raise ModelError(f"{where} is not a valid ONNX protobuf ({type(e).__name__}: {e}); "
+                             "is the file truncated or not an .onnx model?") from None
     if not model.HasField("graph") or not model.graph.node and not model.graph.output:
         raise ModelError(f"{where} parsed, but holds no ONNX graph; is it an .onnx model file?")
-    return model
+    if any(_is_external(t) for t in _all_tensors(model.graph)):
+        if base_dir is None:
+            raise ModelError(
+                f"{where} stores tensors as external data, which cnnjit reads only next to a model file: "
+                "pass the .onnx path instead (or onnx.load() the model with its external data first)")
+        if model is src:
+            model = _copy(model)
+        load_external_data(model, base_dir)
+    from .validate import validate_graph
+
+    return validate_graph(model, copy=model is src)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+# -- external data ----------------------------------------------------------------------------------------
+def _is_external(t: onnx.TensorProto) -> bool:
+    return t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _all_tensors(graph: onnx.GraphProto):
+    """Every ``TensorProto`` of ``graph``: initializers, sparse initializers, node attributes, subgraphs."""
+    stack = [graph]
+    seen = 0
+    while stack:
+        g = stack.pop()
+        seen += 1
+        if seen > 10_000:
+            raise ModelError("the model nests more than 10000 subgraphs")
+        yield from g.initializer
+        for st in g.sparse_initializer:
+            yield st.values
+            yield st.indices
+        for n in g.node:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield a.sparse_tensor.values
+                    yield a.sparse_tensor.indices
+                for st in a.sparse_tensors:
+                    yield st.values
+                    yield st.indices
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
+
+
+#: element types stored two to a byte
+_PACKED_4BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
+
+
+def _expected_nbytes(t: onnx.TensorProto, what: str) -> int:
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            raise ModelError(f"{what} has a negative dimension in {list(t.dims)}")
+        n *= int(d)
+    if t.data_type in _PACKED_4BIT:
+        return (n + 1) // 2
+    if t.data_type == onnx.TensorProto.STRING:
+        raise ModelError(f"{what}: string tensors cannot be stored as external data")
+    return n * elem_dtype(t.data_type, what).itemsize
+
+
+def load_external_data(model: onnx.ModelProto, base_dir: str | os.PathLike) -> None:
+    """Fill every external-data tensor of ``model`` (in place) from files inside ``base_dir``.
+
+    ``location`` must be a relative path without ``..`` that resolves (symlinks included) inside
+    ``base_dir`` to a regular file; ``offset``/``length`` must be non-negative integers within the file; and
+    the bytes read must be exactly what the tensor's dims and element type need. Anything else is a
+    ``ModelError`` naming the tensor.
+    """
+    root = Path(os.path.realpath(base_dir))
+    sizes: dict[Path, int] = {}
+    for t in _all_tensors(model.graph):
+        if not _is_external(t):
+            continue
+        what = f"external-data tensor {t.name!r}"
+        info: dict[str, str] = {}
+        for kv in t.external_data:
+            if kv.key in info:
+                raise ModelError(f"{what}: external_data key {kv.key!r} given twice")
+            info[kv.key] = kv.value
+        loc = info.get("location", "")
+        if not loc:
+            raise ModelError(f"{what} has no 'location'")
+        if "\0" in loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", loc):
+            raise ModelError(f"{what}: location {loc!r} must be a path relative to the model's folder")
+        parts = re.split(r"[\\/]", loc)
+        if any(p == ".." for p in parts):
+            raise ModelError(f"{what}: location {loc!r} may not contain '..' (it must stay in the model's folder)")
+        path = Path(os.path.realpath(root / loc))
+        if path != root and root not in path.parents:
+            raise ModelError(f"{what}: location {loc!r} resolves to {str(path)!r}, outside the model's folder "
+                             f"{str(root)!r} (symbolic links out of the folder are refused)")
+        if not path.is_file():
+            raise ModelError(f"{what}: external data file {loc!r} does not exist (or is not a regular file) "
+                             f"in {str(root)!r}")
+
+        def _int(key: str, default: int | None) -> int | None:
+            if key not in info:
+                return default
+            try:
+                v = int(info[key])
+            except ValueError:
+                raise ModelError(f"{what}: {key} {info[key]!r} is not an integer") from None
+            if v < 0:
+                raise ModelError(f"{what}: {key} {v} is negative")
+            return v
+
+        offset = _int("offset", 0)
+        length = _int("length", None)
+        if path not in sizes:
+            sizes[path] = path.stat().st_size
+        fsize = sizes[path]
+        need = _expected_nbytes(t, what)
+        if length is None:
+            length = need
+        if length != need:
+            raise ModelError(f"{what}: declared length {length} bytes, but its shape {list(t.dims)} and type "
+                             f"need {need} bytes")
+        if offset + length > fsize:
+            raise ModelError(f"{what}: bytes {offset}..{offset + length} lie beyond the end of {loc!r} "
+                             f"({fsize} bytes); is the file truncated?")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        if len(data) != length:
+            raise ModelError(f"{what}: could read only {len(data)} of {length} bytes from {loc!r}")
+        t.raw_data = data
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
 
 
 def opset_version(model: onnx.ModelProto) -> int:

@@ -205,6 +205,11 @@ def import_model(
             env[name] = ctx.const(np.asarray(input_values[name], spec.dtype), name)
             continue
         shape = tuple(int(d) for d in input_shapes[name])
+        if any(d < 0 for d in shape):
+            raise ShapeError(f"input {name!r}: shape {list(shape)} has a negative dimension")
+        if spec.dims is not None and len(spec.dims) != len(shape):
+            raise ShapeError(f"input {name!r}: shape {list(shape)} has rank {len(shape)}, the model declares "
+                             f"rank {len(spec.dims)}")
         t = TensorType(spec.dtype, shape)
         if t.nbytes > max_tensor_bytes:
             raise ResourceLimitError(f"input {name!r} of shape {list(shape)} exceeds the per-tensor limit")
@@ -224,7 +229,10 @@ def import_model(
             raise UnsupportedOpError([(node.op_type, node.name, opset, str(e))]) from None
         except CnnjitError:
             raise
-        except (ValueError, TypeError, IndexError, KeyError) as e:
+        except MemoryError:
+            raise ResourceLimitError(f"{ctx.where()}: out of memory while importing the node") from None
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError, AssertionError,
+                RecursionError) as e:
             raise ModelError(f"{ctx.where()}: invalid node ({type(e).__name__}: {e})") from None
         for i, nm in enumerate(node.output):
             if not nm:

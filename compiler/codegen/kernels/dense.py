@@ -37,6 +37,10 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
 
 @generator("Gemm")
 def gen_gemm(node: Node) -> list[KernelCall]:
+    from .simd_pointwise import gemm_simd_applies, gen_simd_gemm
+
+    if gemm_simd_applies(node):
+        return gen_simd_gemm(node)
     A, B = node.inputs[0], node.inputs[1]
     C = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]

@@ -46,8 +46,11 @@ def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool) -> tuple
     return lines, True
 
 
-def pointwise_source(node: Node, w: int) -> tuple[str, list]:
-    """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args."""
+def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[str, list]:
+    """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
+
+    The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
+    """
     from .elementwise import epilogue
 
     post = node.attrs.get("post", ())
@@ -60,7 +63,12 @@ def pointwise_source(node: Node, w: int) -> tuple[str, list]:
         out = []
         for i in range(mr):
             for j in range(nr):
-                out.append(f"{ind}a{i}_{j} = vbcast{w}(bb[bo + m + {i}])")
+                if not bias_along_p:
+                    out.append(f"{ind}a{i}_{j} = vbcast{w}(bb[bo + m + {i}])")
+                elif masked:
+                    out.append(f"{ind}a{i}_{j} = vloadn{w}(bb, bo + p + {j * w}, cnt)")
+                else:
+                    out.append(f"{ind}a{i}_{j} = vload{w}(bb, bo + p + {j * w})")
         out.append(f"{ind}xi = x0 + p")
         out.append(f"{ind}wi = wo + m * C")
         out.append(f"{ind}for c in range(C):")
@@ -135,3 +143,30 @@ def gen_simd_pointwise(node: Node) -> list[KernelCall]:
 def simd_pointwise_applies(node: Node) -> bool:
     x = node.inputs[0]
     return x.dtype == np.float32 and node.inputs[1].dtype == np.float32 and node.inputs[1].is_const
+
+
+def gemm_simd_applies(node: Node) -> bool:
+    """Gemm with A in activations (not transposed), a constant B, and a vector (or no) C."""
+    A, B = node.inputs[0], node.inputs[1]
+    C = node.inputs[2] if len(node.inputs) > 2 else None
+    n = node.outputs[0].shape[1]
+    return (A.dtype == np.float32 and B.dtype == np.float32 and B.is_const and not node.attrs["transA"]
+            and (C is None or (C.is_const and C.type.size in (1, n) and len(C.shape) <= 2
+                               and (len(C.shape) < 2 or C.shape[0] == 1))))
+
+
+def gen_simd_gemm(node: Node) -> list[KernelCall]:
+    """``Y = alpha * A @ B + beta * C`` as the pointwise micro-kernel: rows of A broadcast, B's rows as
+    vectors (B transposed at compile time if needed, alpha folded into it, beta into the column bias)."""
+    A, B = node.inputs[0], node.inputs[1]
+    C = node.inputs[2] if len(node.inputs) > 2 else None
+    a = node.attrs
+    M, K = A.shape
+    b = B.const.T if a["transB"] else B.const
+    b = np.ascontiguousarray(b.astype(np.float64) * a["alpha"], dtype=np.float32)
+    N = b.shape[1]
+    bias = np.zeros(N, np.float32) if C is None else np.broadcast_to(
+        C.const.reshape(-1).astype(np.float64) * a["beta"], (N,)).astype(np.float32)
+    src, extra = pointwise_source(node, host_vector_width(), bias_along_p=True)
+    # the micro-kernel's "weights" (broadcast) are A's rows, its "pixels" (vectors) are B's columns
+    return [KernelCall(src, [Param(b), A, Param(bias), node.outputs[0], 1, K, M, N, *extra], note(node))]
