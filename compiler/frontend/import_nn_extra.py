@@ -19,6 +19,11 @@ from .onnx_import import ImportContext
 from .onnx_ops import CONST_OPERANDS, importer
 
 CONST_OPERANDS["ReduceMean"] = frozenset({1})
+for _op in ("ReduceSum", "ReduceMax", "ReduceMin"):
+    CONST_OPERANDS[_op] = frozenset({1})
+
+#: the opset from which each reduction takes ``axes`` as an input instead of an attribute
+_AXES_INPUT_FROM = {"ReduceMean": 18, "ReduceSum": 13, "ReduceMax": 18, "ReduceMin": 18}
 
 
 def _ints(v, n: int, default: int, what: str, where: str) -> list[int]:
@@ -82,17 +87,18 @@ def _instance_norm(ctx: ImportContext, ins: list) -> list:
     return ctx.emit("InstanceNormalization", ins, {"epsilon": float(ctx.attrs().get("epsilon", 1e-5))})
 
 
-@importer("ReduceMean")
+@importer("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
 def _reduce_mean(ctx: ImportContext, ins: list) -> list:
+    op = ctx.node.op_type
     a = ctx.attrs()
     x = ins[0]
     r = len(x.shape)
     keepdims = int(a.get("keepdims", 1))
-    if ctx.opset < 18:
+    if ctx.opset < _AXES_INPUT_FROM[op]:
         axes = a.get("axes")
         noop = 0
     else:
-        v = ctx.const_input(ins[1] if len(ins) > 1 else None, "ReduceMean axes")
+        v = ctx.const_input(ins[1] if len(ins) > 1 else None, f"{op} axes")
         axes = None if v is None else [int(i) for i in v.reshape(-1)]
         noop = int(a.get("noop_with_empty_axes", 0))
     if not axes:
@@ -102,4 +108,4 @@ def _reduce_mean(ctx: ImportContext, ins: list) -> list:
     norm = sorted(normalize_axis(int(i), r, "ReduceMean axis") for i in axes)
     if len(set(norm)) != len(norm):
         raise ShapeError(f"{ctx.where()}: repeated axes {list(axes)}")
-    return ctx.emit("ReduceMean", ins[:1], {"axes": tuple(norm), "keepdims": keepdims})
+    return ctx.emit(op, ins[:1], {"axes": tuple(norm), "keepdims": keepdims})

@@ -140,3 +140,16 @@ def reduce_mean_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarr
     if np.issubdtype(x.dtype, np.integer):
         y = np.trunc(y)
     return np.asarray(y).astype(x.dtype)
+
+
+def _reduce_ref(fn):
+    def ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+        x = ins[0]
+        y = fn(x.astype(np.float64), axis=tuple(a["axes"]), keepdims=bool(a["keepdims"]))
+        return np.asarray(y).astype(x.dtype)
+
+    return ref
+
+
+for _name, _fn in (("ReduceSum", np.sum), ("ReduceMax", np.max), ("ReduceMin", np.min)):
+    defop(_name, attrs={"axes": REQUIRED, "keepdims": 1}, infer=_reduce_infer)(_reduce_ref(_fn))

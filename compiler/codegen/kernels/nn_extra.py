@@ -106,7 +106,7 @@ def gen_instance_norm(node: Node) -> list[KernelCall]:
                                           float(node.attrs["epsilon"])], note(node))]
 
 
-def reduce_source(nk: int, nr: int, integer: bool) -> str:
+def reduce_source(nk: int, nr: int, integer: bool, kind: str = "mean") -> str:
     """Mean over ``nr`` (merged) reduced axes for each point of ``nk`` (merged) kept axes, kept axes outermost."""
     params = (["xb, xo, yb, yo"] + [f"n{i}" for i in range(nk)] + [f"s{i}" for i in range(nk)]
               + [f"r{i}" for i in range(nr)] + [f"t{i}" for i in range(nr)] + ["cnt"])
@@ -116,20 +116,24 @@ def reduce_source(nk: int, nr: int, integer: bool) -> str:
         lines.append(f"{ind}for i{i} in range(n{i}):")
         ind += "    "
         lines.append(f"{ind}p{i + 1} = p{i} + i{i} * s{i}")
-    lines.append(f"{ind}acc = 0.0")
+    lines.append(f"{ind}acc = {'-math.inf' if kind == 'max' else 'math.inf' if kind == 'min' else '0.0'}")
     lines.append(f"{ind}q0 = p{nk}")
     rind = ind
     for j in range(nr):
         lines.append(f"{rind}for j{j} in range(r{j}):")
         rind += "    "
         lines.append(f"{rind}q{j + 1} = q{j} + j{j} * t{j}")
-    lines.append(f"{rind}acc += xb[U(q{nr})]")
-    lines.append(f"{ind}yb[y] = {'int(acc / cnt)' if integer else 'acc / cnt'}")
+    if kind in ("max", "min"):
+        lines.append(f"{rind}acc = {kind}(acc, xb[U(q{nr})])")
+    else:
+        lines.append(f"{rind}acc += xb[U(q{nr})]")
+    res = "acc / cnt" if kind == "mean" else "acc"
+    lines.append(f"{ind}yb[y] = {'int(' + res + ')' if integer else res}")
     lines.append(f"{ind}y += 1")
     return "\n".join(lines) + "\n"
 
 
-@generator("ReduceMean")
+@generator("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
 def gen_reduce_mean(node: Node) -> list[KernelCall]:
     x = node.inputs[0]
     axes = set(node.attrs["axes"])
@@ -151,7 +155,7 @@ def gen_reduce_mean(node: Node) -> list[KernelCall]:
         last = kind
     cnt = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
     integer = bool(np.issubdtype(x.dtype, np.integer))
-    src = reduce_source(len(kept), len(red), integer)
+    src = reduce_source(len(kept), len(red), integer, node.op[len("Reduce"):].lower())
     args = [x, node.outputs[0], *[k[0] for k in kept], *[k[1] for k in kept], *[r[0] for r in red],
             *[r[1] for r in red], cnt]
     return [KernelCall(src, args, note(node))]
