@@ -108,10 +108,10 @@ def test_light_model(spec) -> None:
 # pytorch-converted cases from the onnx wheel
 # =========================================================================================================
 PYTORCH_DIR = ONNX_TEST_DATA_DIR / "pytorch-converted"
-#: which cases: convolutions, batch norm, pooling, dense layers, activations, softmax
+#: which cases: convolutions, batch norm, pooling, dense layers, activations, softmax, padding, pixel shuffle
 PYTORCH_CASES = re.compile(
     r"test_(Conv.*|BatchNorm.*|AvgPool.*|MaxPool.*|ReLU|Linear.*|LeakyReLU.*|Sigmoid|Tanh|Softmax"
-    r"|softmax_.*)"
+    r"|softmax_.*|ConstantPad2d|ReflectionPad2d|ReplicationPad2d|ZeroPad2d|PixelShuffle)"
 )
 #: onnx's loader: rtol 1e-3, atol 1e-7 unless a case's data.json says otherwise (none of these does)
 PYTORCH_RTOL, PYTORCH_ATOL = 1e-3, 1e-7

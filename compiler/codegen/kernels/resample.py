@@ -274,8 +274,14 @@ def gen_resize(node: Node) -> list[KernelCall]:
 
     # unit-weight single-tap axes next to each other become plain gathers: merge them when contiguous
     merged: list[tuple[np.ndarray, np.ndarray]] = []
-    for o, w in axes:
+    carry = 0  # offset of unit plain axes, folded into the next axis
+    for d, (o, w) in enumerate(axes):
         plain = o.shape[1] == 1 and np.all(w == 1.0)
+        o = np.maximum(o + carry, SENTINEL)
+        carry = 0
+        if plain and o.shape[0] == 1 and d + 1 < len(axes):
+            carry = int(o[0, 0])
+            continue
         if merged and plain:
             po, pw = merged[-1]
             if po.shape[1] == 1 and np.all(pw == 1.0):
