@@ -238,3 +238,25 @@ def test_input_shapes_unknown_name(tmp_path):
     with pytest.raises(cnnjit.CnnjitError) as info:
         cnnjit.compile(conv_relu_model(batch="N"), input_shapes={"nope": (1, 3, 8, 8)})
     assert "nope" in str(info.value)
+
+
+def test_unsupported_ops_get_advice() -> None:
+    """Non-CNN ops are named with what to do instead; custom domains are called out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("LSTM", ["x", "w", "r"], ["y"], name="rnn", hidden_size=2),
+        helper.make_node("FusedConv", ["y"], ["z"], name="contrib", domain="com.microsoft"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2, 2])
+                                       for n in ("x", "w", "r")],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
+                          ir_version=8)
+    with pytest.raises(cnnjit.UnsupportedOpError) as ei:
+        cnnjit.compile(m)
+    msg = str(ei.value)
+    assert "LSTM" in msg and "'rnn'" in msg and "recurrent" in msg
+    assert "FusedConv" in msg and "'contrib'" in msg and "com.microsoft" in msg
+    assert onnx  # the import is used for the helper module
