@@ -17,8 +17,13 @@ from cnnjit.compiler.frontend.onnx_import import (
     value_inputs,
 )
 from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
-from cnnjit.ir.errors import InputError, ModelError
+from cnnjit.ir.errors import InputError, ModelError, ResourceLimitError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
+
+from .log import loaded_kernels, log_specialization
+
+#: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
+DEFAULT_MAX_ARENA_BYTES = 4 << 30
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -32,6 +37,7 @@ def compile(  # noqa: A001 - the public name users expect
     dump_ir_after: Sequence[str] = (),
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     entry: str = "python",
+    max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES,
 ) -> CompiledModel:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -40,6 +46,8 @@ def compile(  # noqa: A001 - the public name users expect
     ``passes`` and ``disable`` select the IR passes; ``verify`` lints the IR after every pass.
     ``entry="numba"`` compiles the whole schedule into one numba function (slower compile, less
     per-kernel overhead at run time); the default ``"python"`` calls the kernels from Python.
+    ``max_tensor_bytes`` / ``max_arena_bytes`` refuse (``ResourceLimitError``) a specialisation with a
+    larger tensor / a larger planned scratch arena, before anything is allocated.
     """
     if entry not in ("python", "numba"):
         raise ValueError(f"entry must be 'python' or 'numba', got {entry!r}")
@@ -58,10 +66,18 @@ def compile(  # noqa: A001 - the public name users expect
                          dump_after=set(dump_ir_after))
         pm.run(graph)
         t2 = time.perf_counter()
+        before = loaded_kernels()
         program = generate(graph, entry=entry)
         t3 = time.perf_counter()
-        return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2},
+        if program.arena_bytes > max_arena_bytes:
+            raise ResourceLimitError(
+                f"the model needs a scratch arena of {program.arena_bytes} bytes ({program.arena_bytes / 2**20:.1f} "
+                f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
+                f"{max_arena_bytes} bytes (max_arena_bytes=)")
+        spec = Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2},
                               pm.report())
+        log_specialization(name, shapes, spec, before, pipeline_names)
+        return spec
 
     if not proto.graph.output:
         raise ModelError("the model declares no graph outputs")
@@ -85,4 +101,15 @@ def compile(  # noqa: A001 - the public name users expect
             cm.specialization(shapes)
     elif all(s.static and not s.by_value for s in sigs):
         cm.specialization({s.name: tuple(s.dims) for s in sigs})  # static shapes: compile now
+    # pickling re-compiles from the model bytes and these options (kernels come from the on-disk cache)
+    cm.set_origin(_rebuild, proto.SerializeToString, {
+        "input_shapes": None if input_shapes is None else {k: [int(d) for d in v] for k, v in input_shapes.items()},
+        "fuse": fuse, "passes": None if passes is None else list(passes),
+        "disable": None if disable is None else list(disable), "verify": verify,
+        "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes})
     return cm
+
+
+def _rebuild(model: bytes, options: Mapping) -> CompiledModel:
+    """Unpickling a ``CompiledModel``: compile the model again with the options it was compiled with."""
+    return compile(model, **options)

@@ -7,15 +7,16 @@ model with a symbolic batch dimension compiles once per batch size it is called 
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cnnjit.ir import Graph
-from cnnjit.ir.errors import InputError
+from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
 from .program import Program
 
@@ -44,16 +45,22 @@ class InputSignature:
 
 
 class Specialization:
-    """One shape-specialised compilation: the IR after passes, the program, and its arena."""
+    """One shape-specialised compilation: the IR after passes, the program, and a pool of arenas.
+
+    Each call takes an arena set (scratch buffers) from the pool, or allocates one when all are in use, so
+    calls from several threads run in parallel (the kernels release the GIL) without sharing scratch
+    memory; at most ``max_pooled`` idle arena sets are kept.
+    """
 
     def __init__(self, graph: Graph, program: Program, timings: dict[str, float] | None = None,
-                 pass_report: str = ""):
+                 pass_report: str = "", max_pooled: int | None = None):
         self.graph = graph
         self.program = program
         self.timings = dict(timings or {})
         self.pass_report = pass_report
+        self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
         self._lock = threading.Lock()
-        self._buffers = self._allocate()
+        self._pool: list[dict[str, np.ndarray]] = [self._allocate()]
 
     def _allocate(self) -> dict[str, np.ndarray]:
         p = self.program
@@ -65,11 +72,22 @@ class Specialization:
                 bufs[name] = np.zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
         return bufs
 
+    def _acquire(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        return self._allocate()
+
+    def _release(self, bufs: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            if len(self._pool) < self.max_pooled:
+                self._pool.append(bufs)
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
         p = self.program
-        with self._lock:
-            bufs = self._buffers
+        bufs = self._acquire()
+        try:
             for b in p.inputs:
                 x = feeds[b.name]
                 if b.size:
@@ -78,7 +96,15 @@ class Specialization:
                 p.run(*(bufs[n] for n in p.buffer_names))
             except IndexError as e:  # raised by kernels that index with run-time data (Gather)
                 raise InputError(f"an input holds an out-of-range index: {e}") from None
-            return [bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape).copy() for b in p.outputs]
+            except CnnjitError:
+                raise
+            except Exception as e:  # noqa: BLE001 - e.g. numba failing to compile a kernel lazily
+                raise CompileError(f"running the compiled model failed: {type(e).__name__}: {e} (a compiler "
+                                   "bug; please report it with the model)") from e
+            return [np.array(bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape), copy=True)
+                    for b in p.outputs]
+        finally:
+            self._release(bufs)
 
 
 class CompiledModel:
@@ -169,11 +195,16 @@ class CompiledModel:
             x = feeds[s.name]
             if not isinstance(x, np.ndarray):
                 if isinstance(x, (list, tuple, int, float, np.generic)):
-                    x = np.asarray(x)
+                    try:
+                        x = np.asarray(x)
+                    except (ValueError, TypeError, OverflowError) as e:
+                        raise InputError(f"input {s.name!r} cannot be made into an array: {e}") from None
                 else:
                     raise InputError(f"input {s.name!r} must be a numpy array, got {type(x).__name__}")
                 if x.dtype != s.dtype and x.dtype.kind == np.dtype(s.dtype).kind:
                     x = x.astype(s.dtype)
+            if x.dtype != s.dtype and x.dtype.newbyteorder("=") == np.dtype(s.dtype).newbyteorder("="):
+                x = x.astype(s.dtype)  # same type in the other byte order
             if x.dtype != s.dtype:
                 raise InputError(f"input {s.name!r} has dtype {x.dtype}, the model expects {s.dtype} "
                                  f"({s.describe()}); convert it with x.astype(np.{np.dtype(s.dtype).name})")
@@ -227,3 +258,51 @@ class CompiledModel:
     def __repr__(self) -> str:
         ins = ", ".join(s.describe() for s in self.inputs)
         return f"<cnnjit.CompiledModel {self.name!r} ({ins}) -> {self.output_names}>"
+
+    # -- batched inference ----------------------------------------------------------------------------
+    def map(self, batches: Iterable[Any], threads: int | None = None) -> list[Any]:
+        """Run the model on every item of ``batches`` on a pool of ``threads`` threads; results in order.
+
+        An item is an array (one input), a tuple of arrays (positional inputs) or a dict by input name;
+        each result is what calling the model on that item returns. ``threads`` defaults to the CPU count
+        (at most 8); ``threads=1`` runs in the calling thread.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item: Any) -> Any:
+            if isinstance(item, Mapping):
+                outs = self.run(None, item)
+                return outs[0] if len(outs) == 1 else outs
+            return self(*item) if isinstance(item, tuple) else self(item)
+
+        n = min(os.cpu_count() or 1, 8) if threads is None else int(threads)
+        if n < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        if n == 1:
+            return [one(b) for b in batches]
+        with ThreadPoolExecutor(n, thread_name_prefix="cnnjit-map") as pool:
+            return list(pool.map(one, batches))
+
+    # -- pickling: the model travels as ONNX bytes + compile options and is compiled again on arrival ---------
+    def set_origin(self, rebuild: Callable[[bytes, dict], CompiledModel], model: bytes | Callable[[], bytes],
+                   options: Mapping[str, Any]) -> None:
+        """Record how to rebuild this model elsewhere: ``rebuild(model_bytes, options)`` (set by the compiler)."""
+        self._origin = (rebuild, model, dict(options))
+
+    @property
+    def origin(self) -> tuple[bytes, dict] | None:
+        """(serialized ONNX model, compile options) this model was compiled from, or None if unknown."""
+        o = getattr(self, "_origin", None)
+        if o is None:
+            return None
+        rebuild, model, options = o
+        if callable(model):
+            model = model()
+            self._origin = (rebuild, model, options)
+        return model, dict(options)
+
+    def __reduce__(self) -> tuple[Any, tuple]:
+        o = self.origin
+        if o is None:
+            raise TypeError("this CompiledModel cannot be pickled: it was not made by cnnjit.compile")
+        return self._origin[0], o

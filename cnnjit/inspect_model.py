@@ -1,0 +1,426 @@
+"""Looking inside a compilation: the IR after every pass, fused groups, per-layer tables, FLOPs, DOT pictures.
+
+    from cnnjit.inspect_model import trace, layer_rows, to_dot
+    t = trace("model.onnx")                 # runs the same pipeline as cnnjit.compile, keeping snapshots
+    rows = layer_rows(t)                     # one dict per IR node: op, shapes, params, FLOPs, kernel, fused
+    open("g.dot", "w").write(to_dot(t))      # before / after fusion, fused groups as clusters
+
+Used by ``cnnjit inspect``, ``cnnjit graph`` and ``cnnjit profile``. Names from the model are shown
+(escaped) but never used as identifiers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from cnnjit.compiler.codegen.emit import generate
+from cnnjit.compiler.codegen.kernel import GENERATORS
+from cnnjit.compiler.frontend.loader import input_specs, load_model
+from cnnjit.compiler.frontend.onnx_import import check_supported, import_model, value_inputs
+from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
+from cnnjit.ir import Graph, Node, Value, get_op
+from cnnjit.ir.errors import InputError
+from cnnjit.runtime.program import Program
+
+
+@dataclass
+class Trace:
+    """One compilation, observed: IR text after every pass, the graph before fusion and after all passes."""
+
+    name: str
+    shapes: dict[str, tuple[int, ...]]
+    notes: list[str]
+    pipeline: list[str]
+    after: list[tuple[str, str]]  # (pass name, IR text after it), in pipeline order
+    imported: str  # IR text as imported, before any pass
+    before: Graph  # the graph just before the first fusion pass (or the final graph if none runs)
+    graph: Graph  # after every pass
+    program: Program
+    #: IR node id -> schedule call indices (empty for views and in-place nodes); {} if unknown
+    calls: dict[int, list[int]] = field(default_factory=dict)
+    #: id of a node of ``graph`` -> the nodes of ``before`` that became it (itself included if it survived)
+    groups: dict[int, list[Node]] = field(default_factory=dict)
+    #: nodes of ``before`` that no fusion group absorbed and that are gone after the passes
+    removed: list[Node] = field(default_factory=list)
+
+
+def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                   default_dim: int = 1) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Concrete input shapes: ``input_shapes`` where given, declared dims, ``default_dim`` for symbols."""
+    given = dict(input_shapes or {})
+    specs = input_specs(proto)
+    unknown = set(given) - {s.name for s in specs}
+    if unknown:
+        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are "
+                         + ", ".join(s.describe() for s in specs))
+    shapes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    for s in specs:
+        if s.name in given:
+            shapes[s.name] = tuple(int(d) for d in given[s.name])
+        elif s.dims is None:
+            raise InputError(f"input {s.describe()} has no declared rank: give its shape (--shape NAME=1,3,32,32)")
+        else:
+            dims = []
+            for i, d in enumerate(s.dims):
+                if d is None:
+                    sym = s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else "?"
+                    notes.append(f"symbolic dimension {sym!r} of input {s.name!r} set to {default_dim}")
+                    dims.append(default_dim)
+                else:
+                    dims.append(int(d))
+            shapes[s.name] = tuple(dims)
+    return shapes, notes
+
+
+def trace(model: str | os.PathLike | bytes | onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+          *, fuse: bool = True, passes: Sequence[str] | None = None, disable: Sequence[str] | None = None,
+          entry: str = "python") -> Trace:
+    """Compile ``model`` as ``cnnjit.compile`` does, pass by pass, keeping what the inspection needs."""
+    proto = load_model(model)
+    check_supported(proto)
+    shapes, notes = resolve_shapes(proto, input_shapes)
+    by_value = value_inputs(proto)
+    if by_value:
+        raise InputError(f"input(s) {sorted(by_value)} set shapes or attributes of the model; inspecting it needs "
+                         "their values, which the command line cannot guess")
+    graph = import_model(proto, shapes)
+    imported = str(graph)
+    chosen = select_passes(default_pipeline(), passes, disable, fuse)
+    after: list[tuple[str, str]] = []
+    before: Graph | None = None
+    for p in chosen:
+        if p.fusion and before is None:
+            before = snapshot(graph)
+        PassManager([p], verify=True).run(graph)
+        after.append((p.name, str(graph)))
+    program = generate(graph, entry=entry)
+    t = Trace(proto.graph.name or "model", shapes, notes, [p.name for p in chosen], after, imported,
+              before if before is not None else graph, graph, program)
+    t.calls = _call_map(graph, program)
+    t.groups, t.removed = _groups(t.before, graph)
+    return t
+
+
+def snapshot(graph: Graph) -> Graph:
+    """A structural copy of ``graph`` keeping every node and value id (constant arrays are shared, not copied).
+
+    Passes mutate nodes in place; the copy keeps the graph as it was, and equal ids relate the two.
+    """
+    vals: dict[int, Value] = {}
+
+    def val(v: Value | None) -> Value | None:
+        if v is None:
+            return None
+        c = vals.get(v.id)
+        if c is None:
+            c = Value.__new__(Value)
+            c.id, c.name, c.type, c.const, c.producer, c.users = v.id, v.name, v.type, v.const, None, []
+            vals[v.id] = c
+        return c
+
+    g = Graph(graph.name)
+    g.inputs = [val(v) for v in graph.inputs]
+    for n in graph.nodes:
+        c = Node.__new__(Node)
+        c.id, c.op, c.name = n.id, n.op, n.name
+        c.inputs = [val(v) for v in n.inputs]
+        c.outputs = [val(v) for v in n.outputs]
+        c.attrs = dict(n.attrs)
+        c.meta = {k: list(v) if isinstance(v, list) else v for k, v in n.meta.items()}
+        for o in c.outputs:
+            o.producer = c
+        for v in c.inputs:
+            if v is not None:
+                v.users.append(c)
+        g.nodes.append(c)
+    g.outputs = [val(v) for v in graph.outputs]
+    return g
+
+
+def _call_map(graph: Graph, program: Program) -> dict[int, list[int]]:
+    """Which schedule calls each node produced (re-asking the generators how many calls each node makes)."""
+    n_lines = sum(1 for ln in program.source.splitlines()[1:] if ln.strip() and ln.strip() != "pass")
+    out: dict[int, list[int]] = {}
+    i = 0
+    for node in graph.nodes:
+        if get_op(node.op).view or node.op not in GENERATORS:
+            out[node.id] = []
+            continue
+        try:
+            k = len(GENERATORS[node.op](node))
+        except Exception:  # noqa: BLE001 - the mapping is informative only
+            return {}
+        out[node.id] = list(range(i, i + k))
+        i += k
+    return out if i == n_lines else {}
+
+
+def _groups(before: Graph, after: Graph) -> tuple[dict[int, list[Node]], list[Node]]:
+    """Attribute every pre-fusion node to the post-fusion node that computes it.
+
+    Fusion passes keep the surviving node and hand it the fused node's output value, so a gone node belongs
+    to the node that now produces its output, or (for a node inside a chain) to the owner of its users.
+    """
+    survivors = {n.id for n in after.nodes}
+    producer = {o.id: n.id for n in after.nodes for o in n.outputs}
+    memo: dict[int, int | None] = {}
+
+    def owner(n: Node, depth: int = 0) -> int | None:
+        if n.id in survivors:
+            return n.id
+        if n.id in memo:
+            return memo[n.id]
+        memo[n.id] = None
+        found = next((producer[o.id] for o in n.outputs if o.id in producer), None)
+        if found is None and depth < 64:
+            for o in n.outputs:
+                for u in o.users:
+                    found = owner(u, depth + 1)
+                    if found is not None:
+                        break
+                if found is not None:
+                    break
+        memo[n.id] = found
+        return found
+
+    groups: dict[int, list[Node]] = {}
+    removed: list[Node] = []
+    for n in before.nodes:
+        o = owner(n)
+        if o is None:
+            removed.append(n)
+        else:
+            groups.setdefault(o, []).append(n)
+    return groups, removed
+
+
+# -------------------------------------------------------------------------------------------------------
+# FLOPs
+# -------------------------------------------------------------------------------------------------------
+_ELEMENTWISE_1 = {"Abs", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Relu", "LeakyRelu", "PRelu", "Clip",
+                  "Sign", "Shrink", "Sqrt", "Pow", "Sum", "Mean", "QuantizeLinear", "DequantizeLinear",
+                  "HardSigmoid", "HardSwish", "Elu", "Selu", "Sigmoid", "Tanh", "Exp", "Erf", "Gelu", "SiLU",
+                  "Mish", "Softplus", "Cast"}
+
+
+def _prod(shape: Sequence[int]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
+
+
+def node_flops(node: Node) -> int:
+    """Approximate floating-point (or integer) operations of one IR node, fused epilogue included.
+
+    2 x multiply-accumulates for Conv / ConvTranspose / Gemm / MatMul and their quantized forms; window
+    size per output for pooling; one per output element for elementwise ops (and per fused epilogue step);
+    a few per element for normalisations and softmax; 0 for data movement.
+    """
+    op = node.op
+    ins = node.inputs
+    y = node.outputs[0].shape if node.outputs else ()
+    ny = _prod(y)
+    flops = 0
+    if op in ("Conv", "ConvInteger") and ins[1] is not None:
+        flops = 2 * ny * _prod(ins[1].shape[1:])
+    elif op == "QLinearConv":
+        flops = 2 * ny * _prod(ins[3].shape[1:])
+    elif op == "ConvTranspose":
+        flops = 2 * _prod(ins[0].shape) * _prod(ins[1].shape[1:])
+    elif op == "Gemm":
+        a = ins[0].shape
+        flops = 2 * ny * (a[0] if node.attrs.get("transA") else a[-1])
+    elif op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        flops = 2 * ny * (ins[0].shape[-1] if ins[0].shape else 1)
+    elif op in ("MaxPool", "AveragePool"):
+        flops = ny * _prod(node.attrs.get("kernel_shape", ()))
+    elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
+        flops = _prod(ins[0].shape)
+    elif op in ("BatchNormalization", "InstanceNormalization"):
+        flops = 2 * ny
+    elif op in ("Softmax", "LogSoftmax"):
+        flops = 3 * ny
+    elif op == "LRN":
+        flops = ny * (int(node.attrs.get("size", 1)) + 3)
+    elif op in _ELEMENTWISE_1:
+        flops = ny
+    flops += ny * len(node.attrs.get("post", ()) or ())
+    return int(flops)
+
+
+def param_count(node: Node) -> int:
+    """Elements of the node's constant inputs (weights, biases, quantization parameters)."""
+    return sum(v.const.size for v in node.inputs if v is not None and v.is_const)
+
+
+def _shape(v: Any) -> str:
+    return "x".join(map(str, v.shape)) if v.shape else "scalar"
+
+
+def op_label(node: Node) -> str:
+    """The op with its fused steps: ``Conv+BatchNormalization+Relu``."""
+    return "+".join([node.op, *node.meta.get("fused", [])])
+
+
+def layer_rows(t: Trace) -> list[dict[str, Any]]:
+    """One row per IR node after the passes (see ``cnnjit inspect``)."""
+    calls = [c[0] for c in _schedule(t.program)]
+    rows = []
+    for i, n in enumerate(t.graph.nodes):
+        idx = t.calls.get(n.id)
+        if get_op(n.op).view:
+            kernel = "(view)"
+        elif idx is None:
+            kernel = "?"
+        elif not idx:
+            kernel = "(in place)"
+        else:
+            kernel = ",".join(dict.fromkeys(calls[j] for j in idx))
+        members = t.groups.get(n.id, [])
+        fused_from = [m for m in members if m.id != n.id] if any(m.id == n.id for m in members) else members
+        rows.append({
+            "index": i,
+            "op": op_label(n),
+            "name": n.name,
+            "inputs": [_shape(v) for v in n.inputs if v is not None and not v.is_const],
+            "outputs": [_shape(v) for v in n.outputs],
+            "params": param_count(n),
+            "flops": node_flops(n),
+            "kernel": kernel,
+            "calls": idx or [],
+            "fused_from": [{"op": m.op, "name": m.name} for m in fused_from],
+        })
+    return rows
+
+
+def _schedule(program: Program) -> list[tuple[str, str, str]]:
+    from cnnjit.runtime.profile import schedule_calls
+
+    return schedule_calls(program)
+
+
+def call_flops(t: Trace) -> list[int]:
+    """FLOPs of every schedule call: a node's FLOPs split evenly over the calls it makes."""
+    n_calls = len(_schedule(t.program))
+    out = [0] * n_calls
+    for n in t.graph.nodes:
+        idx = t.calls.get(n.id) or []
+        for j in idx:
+            if j < n_calls:
+                out[j] += node_flops(n) // len(idx)
+    return out
+
+
+def call_nodes(t: Trace) -> list[Node | None]:
+    """The IR node of every schedule call (None where unknown)."""
+    out: list[Node | None] = [None] * len(_schedule(t.program))
+    for n in t.graph.nodes:
+        for j in t.calls.get(n.id) or []:
+            if j < len(out):
+                out[j] = n
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------
+# Graphviz DOT
+# -------------------------------------------------------------------------------------------------------
+def dot_escape(text: str, limit: int = 48) -> str:
+    """``text`` made safe inside a double-quoted DOT string: control characters dropped, backslashes and
+    quotes escaped (so a model-given name can never end the string or smuggle in DOT escapes), truncated."""
+    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    if len(s) > limit:
+        s = s[: limit - 1] + "\u2026"
+    return s.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _label(*lines: str) -> str:
+    """A DOT label from already-escaped lines."""
+    return '"' + "\\n".join(lines) + '"'
+
+
+def to_dot(t: Trace) -> str:
+    """Graphviz DOT text: the graph before fusion (fused groups as clusters) beside the graph after it."""
+    out = ["digraph cnnjit {", '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, compound=true, newrank=true];',
+           '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontname="Helvetica", fontsize=10];',
+           '  edge [color="#555555", arrowsize=0.6];']
+    calls = [c[0] for c in _schedule(t.program)]
+
+    def emit_graph(g: Graph, prefix: str, title: str, clusters: dict[int, list[Node]] | None) -> None:
+        out.append(f"  subgraph cluster_{prefix} {{")
+        out.append(f"    label={_label(dot_escape(title, 200))}; style=dashed; color=\"#999999\";")
+        for v in g.inputs:
+            out.append(f"    {prefix}_v{v.id} [shape=ellipse, fillcolor=\"#dbeafe\", "
+                       f"label={_label('input ' + dot_escape(v.name or v.ref()), dot_escape(str(v.type)))}];")
+        for i, v in enumerate(g.outputs):
+            out.append(f"    {prefix}_out{i} [shape=ellipse, fillcolor=\"#dcfce7\", "
+                       f"label={_label('output ' + dot_escape(v.name or v.ref()), dot_escape(str(v.type)))}];")
+
+        def node_stmt(n: Node, indent: str) -> str:
+            lines = [dot_escape(op_label(n) if clusters is None else n.op, 80)]
+            if n.name:
+                lines.append(dot_escape(n.name))
+            lines.append(" -> ".join(
+                [",".join(_shape(v) for v in n.inputs if v is not None and not v.is_const) or "()",
+                 ",".join(_shape(v) for v in n.outputs)]))
+            if clusters is None:
+                idx = t.calls.get(n.id)
+                if idx:
+                    lines.append("kernel " + ",".join(dict.fromkeys(calls[j] for j in idx)))
+                elif get_op(n.op).view:
+                    lines.append("(view: no kernel)")
+            fill = "#fde68a" if clusters is None and n.meta.get("fused") else "#f4f4f4"
+            if clusters is not None and any(n is m for m in t.removed):
+                return f'{indent}{prefix}_n{n.id} [style="rounded,dashed", label={_label(*lines, "(removed)")}];'
+            return f'{indent}{prefix}_n{n.id} [fillcolor="{fill}", label={_label(*lines)}];'
+
+        if clusters is None:
+            for n in g.nodes:
+                out.append(node_stmt(n, "    "))
+        else:
+            grouped: set[int] = set()
+            for owner_id, members in clusters.items():
+                if len(members) < 2:
+                    continue
+                owner_node = next((n for n in t.graph.nodes if n.id == owner_id), None)
+                what = op_label(owner_node) if owner_node is not None else "fused"
+                idx = t.calls.get(owner_id)
+                if idx:
+                    what += " -> kernel " + ",".join(dict.fromkeys(calls[j] for j in idx))
+                out.append(f"    subgraph cluster_{prefix}_g{owner_id} {{")
+                out.append(f'      label={_label("fused: " + dot_escape(what, 80))}; style="rounded,filled"; '
+                           'fillcolor="#fef3c7"; color="#d97706";')
+                for m in members:
+                    out.append(node_stmt(m, "      "))
+                    grouped.add(m.id)
+                out.append("    }")
+            for n in g.nodes:
+                if n.id not in grouped:
+                    out.append(node_stmt(n, "    "))
+        out.append("  }")
+        for n in g.nodes:
+            for v in n.inputs:
+                if v is None or v.is_const:
+                    continue
+                src = f"{prefix}_n{v.producer.id}" if v.producer is not None else f"{prefix}_v{v.id}"
+                out.append(f"  {src} -> {prefix}_n{n.id};")
+        for i, v in enumerate(g.outputs):
+            if v.is_const:
+                continue
+            src = f"{prefix}_n{v.producer.id}" if v.producer is not None else f"{prefix}_v{v.id}"
+            out.append(f"  {src} -> {prefix}_out{i};")
+
+    n_before, n_after = len(t.before.nodes), len(t.graph.nodes)
+    emit_graph(t.before, "before", f"before fusion: {n_before} nodes", t.groups)
+    emit_graph(t.graph, "after", f"after fusion: {n_after} nodes, {len(calls)} kernel calls, "
+               f"arena {t.program.arena_bytes} B", None)
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["Trace", "trace", "snapshot", "resolve_shapes", "layer_rows", "node_flops", "param_count", "op_label",
+           "call_flops", "call_nodes", "to_dot", "dot_escape"]
