@@ -18,6 +18,10 @@ host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vec
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
@@ -41,8 +45,26 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(ir.FloatType(), fe_type.n))
 
 
+#: set by ``target_vector_width`` while generating code for another machine (e.g. 4 for NEON)
+_TARGET_WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("cnnjit_simd_width", default=None)
+
+
+@contextlib.contextmanager
+def target_vector_width(n: int) -> Iterator[None]:
+    """Within this block ``host_vector_width()`` answers ``n`` (code generation for a cross target)."""
+    if n not in WIDTHS:
+        raise ValueError(f"vector width must be one of {WIDTHS}, got {n}")
+    tok = _TARGET_WIDTH.set(n)
+    try:
+        yield
+    finally:
+        _TARGET_WIDTH.reset(tok)
+
+
 def host_vector_width() -> int:
-    """16 with AVX-512F, 8 with AVX2/FMA, else 4."""
+    """16 with AVX-512F, 8 with AVX2/FMA, else 4 (or the width set by ``target_vector_width``)."""
+    if _TARGET_WIDTH.get() is not None:
+        return _TARGET_WIDTH.get()
     try:
         feats = llvm.get_host_cpu_features()
     except Exception:  # noqa: BLE001 - some platforms cannot report features
@@ -54,9 +76,16 @@ def host_vector_width() -> int:
     return 4
 
 
+def _data(context, builder, arrty, arr):
+    """The element pointer of a 1-D array argument; a raw pointer argument (``types.CPointer``, as in
+    ahead-of-time target builds, see ``cnnjit.compiler.target``) is the pointer itself."""
+    if isinstance(arrty, types.CPointer):
+        return arr
+    return context.make_array(arrty)(context, builder, arr).data
+
+
 def _ptr(context, builder, arrty, arr, idx, n):
-    ary = context.make_array(arrty)(context, builder, arr)
-    ptr = builder.gep(ary.data, [idx])
+    ptr = builder.gep(_data(context, builder, arrty, arr), [idx])
     return builder.bitcast(ptr, ir.PointerType(ir.VectorType(ir.FloatType(), n)))
 
 
@@ -157,11 +186,38 @@ def _make(n: int) -> dict[str, object]:
 
         return builder.and_(builder.icmp_signed(">=", idx, splat(lo)), builder.icmp_signed("<", idx, splat(hi)))
 
-    def _masked_load(builder, ptr, mask, lanes):
+    def _masked_load(builder, ptr, mask, lanes, fill=None):
         vty = ir.VectorType(ir.FloatType(), lanes)
         fty = ir.FunctionType(vty, [ptr.type, ir.IntType(32), ir.VectorType(ir.IntType(1), lanes), vty])
         fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.load.v{lanes}f32.p0")
-        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(vty, [0.0] * lanes)])
+        if fill is None:
+            passthru = ir.Constant(vty, [0.0] * lanes)
+        else:
+            v = builder.insert_element(ir.Constant(vty, ir.Undefined), fill, ir.Constant(ir.IntType(32), 0))
+            passthru = builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), mask, passthru])
+
+    @intrinsic
+    def vloadrf(typingctx, arr, idx, lo, hi, fill):
+        """Like ``vloadr`` but lanes outside ``[lo, hi)`` hold ``fill`` (e.g. -inf for max pooling)."""
+        def codegen(context, builder, sig, args):
+            ptr = _ptr(context, builder, sig.args[0], args[0], args[1], n)
+            f = context.cast(builder, args[4], sig.args[4], types.float32)
+            return _masked_load(builder, ptr, _range_mask(builder, args[2], args[3], n), n, f)
+
+        return vt(arr, idx, lo, hi, fill), codegen
+
+    @intrinsic
+    def vload2erf(typingctx, arr, idx, lo, hi, fill):
+        """Like ``vload2er`` but lanes outside the range hold ``fill``."""
+        def codegen(context, builder, sig, args):
+            wide = _ptr(context, builder, sig.args[0], args[0], args[1], 2 * n)
+            f = context.cast(builder, args[4], sig.args[4], types.float32)
+            v = _masked_load(builder, wide, _range_mask(builder, args[2], args[3], 2 * n), 2 * n, f)
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                            list(range(0, 2 * n, 2))))
+
+        return vt(arr, idx, lo, hi, fill), codegen
 
     @intrinsic
     def vloadr(typingctx, arr, idx, lo, hi):
@@ -188,8 +244,8 @@ def _make(n: int) -> dict[str, object]:
         """Every other element of ``buf[i:i + 2n]`` (a stride-2 load as two loads and one shuffle)."""
         def codegen(context, builder, sig, args):
             p0 = _ptr(context, builder, sig.args[0], args[0], args[1], n)
-            ary = context.make_array(sig.args[0])(context, builder, args[0])
-            p1 = builder.bitcast(builder.gep(ary.data, [builder.add(args[1], ir.Constant(args[1].type, n))]),
+            data = _data(context, builder, sig.args[0], args[0])
+            p1 = builder.bitcast(builder.gep(data, [builder.add(args[1], ir.Constant(args[1].type, n))]),
                                  p0.type)
             lo = builder.load(p0, align=4)
             hi = builder.load(p1, align=4)
@@ -227,7 +283,7 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
-        f"vloadr{n}": vloadr, f"vload2er{n}": vload2er,
+        f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
     }
 
 
@@ -236,4 +292,4 @@ for _n in WIDTHS:
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er")]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf")]

@@ -14,7 +14,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, flit, note
+from ..kernel import At, KernelCall, Param, flit, note
 from ..simd import host_vector_width
 
 MR, NR = 4, 2
@@ -130,14 +130,28 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
 
 
 def gen_simd_pointwise(node: Node) -> list[KernelCall]:
+    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
     x, wt = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
     N, C = x.shape[:2]
     M = wt.shape[0]
+    G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     bias = b if b is not None else Param(np.zeros(M, np.float32))
     src, extra = pointwise_source(node, host_vector_width())
-    return [KernelCall(src, [x, wt, bias, node.outputs[0], N, C, M, P, *extra], note(node))]
+    if G == 1:
+        return [KernelCall(src, [x, wt, bias, y, N, C, M, P, *extra], note(node))]
+    cg, mg = C // G, M // G
+    calls = []
+    for n in range(N):
+        for g in range(G):
+            xs, ys = (n * C + g * cg) * P, (n * M + g * mg) * P
+            res = [At(r, ys) for r in extra]
+            b_at = At(bias, g * mg) if not isinstance(bias, Param) else Param(bias.array[g * mg:(g + 1) * mg])
+            calls.append(KernelCall(src, [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, *res],
+                                    note(node)))
+    return calls
 
 
 def simd_pointwise_applies(node: Node) -> bool:

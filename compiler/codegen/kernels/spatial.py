@@ -90,10 +90,10 @@ def with_epilogue(template: str, node: Node, nbase: int, index: str, indent: str
     return src, args
 
 
-def is_pointwise(node: Node) -> bool:
+def is_pointwise(node: Node, grouped: bool = False) -> bool:
     a = node.attrs
     return (all(k == 1 for k in a["kernel_shape"]) and all(s == 1 for s in a["strides"])
-            and not any(a["pads"]) and a["group"] == 1)
+            and not any(a["pads"]) and (a["group"] == 1 or grouped))
 
 
 @generator("Conv")
@@ -101,12 +101,13 @@ def gen_conv(node: Node) -> list[KernelCall]:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
-    if is_pointwise(node):
+    if is_pointwise(node, grouped=True):
         from .simd_pointwise import gen_simd_pointwise, simd_pointwise_applies
 
         if simd_pointwise_applies(node):
             return gen_simd_pointwise(node)
-        return gen_pointwise(node)
+        if is_pointwise(node):
+            return gen_pointwise(node)
     from .simd_conv import gen_simd_conv, simd_conv_applies
 
     if simd_conv_applies(node):
@@ -207,6 +208,10 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
 
 @generator("MaxPool", "AveragePool")
 def gen_pool(node: Node) -> list[KernelCall]:
+    from .simd_pool import gen_simd_pool, simd_pool_applies
+
+    if simd_pool_applies(node):
+        return gen_simd_pool(node)
     x, y = node.inputs[0], node.outputs[0]
     p = spatial3d(node)
     if node.attrs.get("indices"):
