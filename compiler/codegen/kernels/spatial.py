@@ -109,7 +109,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
         if is_pointwise(node):
             return gen_pointwise(node)
     from .simd_conv import gen_simd_conv, simd_conv_applies
+    from .simd_depthwise import gen_simd_depthwise, simd_depthwise_applies
 
+    if simd_depthwise_applies(node):
+        return gen_simd_depthwise(node)
     if simd_conv_applies(node):
         return gen_simd_conv(node)
     p = spatial3d(node)

@@ -1,0 +1,115 @@
+"""Depthwise 2-D convolution with explicit SIMD: the kernel's weight vectors stay in registers.
+
+Plain NCHW, one output channel at a time (input channel ``m // multiplier``): its ``KH*KW`` weights are
+broadcast into vectors once, then every output row is swept in vectors of ``W`` columns with the taps
+unrolled at generation time. Each kernel row accumulates into its own vector (independent FMA chains),
+summed at the end with the bias. Interior chunks load directly (stride 2: two loads, even lanes); border
+chunks use masked loads that never touch memory outside the input row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, note
+from ..simd import host_vector_width
+from .simd_pointwise import _vec_epilogue
+
+MAX_TAPS = 49  # up to 7x7 unrolled
+
+
+def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple[str, list]:
+    from .elementwise import epilogue
+
+    post = node.attrs.get("post", ())
+    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
+    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    _, in_reg = _vec_epilogue(node, "a", "0", w, True)
+    scalar_lines, _, _ = epilogue(node, 3, "q", "")
+    if sw == 1:
+        def load(iw: str) -> tuple[str, str, str]:
+            return (f"vload{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {w} <= Win",
+                    f"vloadr{w}(xb, xrow + {iw}, max(0, -{iw}), min(cnt, Win - {iw}))")
+    else:
+        def load(iw: str) -> tuple[str, str, str]:
+            return (f"vload2e{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {2 * w} <= Win",
+                    f"vload2er{w}(xb, xrow + {iw}, max(0, -{iw}), min(2 * cnt - 1, Win - {iw}))")
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, pw, dh, dw"
+        + "".join(", " + p for p in res_params) + "):",
+        "    mult = M // C",
+        "    for n in range(N):",
+        "        for m in range(M):",
+        "            xc = xo + (n * C + m // mult) * H * Win",
+        f"            wk = wo + m * {kh_n * kw_n}",
+        *[f"            w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw_n + j})])" for i in range(kh_n) for j in range(kw_n)],
+        f"            bias = vbcast{w}(bb[bo + m])",
+        "            for oh in range(OH):",
+        "                ih0 = oh * sh - ph",
+        f"                for ow0 in range(0, OW, {w}):",
+        f"                    cnt = min({w}, OW - ow0)",
+        f"                    full = cnt == {w}",
+    ]
+    for i in range(kh_n):
+        L += [
+            f"                    r{i} = vzero{w}()",
+            f"                    ih = ih0 + {i} * dh",
+            "                    if ih >= 0 and ih < H:",
+            "                        xrow = xc + ih * Win",
+        ]
+        for j in range(kw_n):
+            fast, ok, edge = load(f"iw{j}")
+            L += [
+                f"                        iw{j} = ow0 * {sw} + {j} * dw - pw",
+                f"                        if full and {ok}:",
+                f"                            v = {fast}",
+                "                        else:",
+                f"                            v = {edge}",
+                f"                        r{i} = vfma{w}(w{i}_{j}, v, r{i})",
+            ]
+    total = "bias"
+    for i in range(kh_n):
+        total = f"vadd{w}({total}, r{i})"
+    L.append(f"                    a = {total}")
+    idx = "((n * M + m) * OH + oh) * OW + ow0"
+    if in_reg:
+        L += ["                    " + ln for ln in _vec_epilogue(node, "a", idx, w, True)[0]]
+    L.append(f"                    vstoren{w}(yb, yo + {idx}, a, cnt)")
+    if not in_reg and scalar_lines:
+        L += [
+            "                    for j in range(cnt):",
+            f"                        q = {idx} + j",
+            "                        v = yb[U(yo + q)]",
+            *[f"                        {ln.strip()}" for ln in scalar_lines],
+            "                        yb[U(yo + q)] = v",
+        ]
+    return "\n".join(L) + "\n", res_args
+
+
+def simd_depthwise_applies(node: Node) -> bool:
+    x, wt = node.inputs[0], node.inputs[1]
+    a = node.attrs
+    return (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
+            and wt.shape[1] == 1 and a["strides"][1] in (1, 2)
+            and a["kernel_shape"][0] * a["kernel_shape"][1] <= MAX_TAPS)
+
+
+def gen_simd_depthwise(node: Node) -> list[KernelCall]:
+    x, wt = node.inputs[0], node.inputs[1]
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    y = node.outputs[0]
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    OW = y.shape[3]
+    w = host_vector_width()
+    if OW <= 8 and w > 8:
+        w = 8
+    kh, kw = a["kernel_shape"]
+    bias = b if b is not None else Param(np.zeros(M, np.float32))
+    src, extra = depthwise_source(node, w, kh, kw, a["strides"][1])
+    args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, a["strides"][0], a["pads"][0], a["pads"][1],
+            *a["dilations"], *extra]
+    return [KernelCall(src, args, note(node))]
