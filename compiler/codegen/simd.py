@@ -264,6 +264,53 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(v, lane, x), codegen
 
+    def _lane_ptrs(context, builder, arrty, arr, idx, stride):
+        data = _data(context, builder, arrty, arr)
+        i64 = ir.IntType(64)
+        base = builder.sext(idx, i64) if idx.type.width < 64 else idx
+        st = builder.sext(stride, i64) if stride.type.width < 64 else stride
+        lanes = ir.Constant(ir.VectorType(i64, n), list(range(n)))
+        sv = builder.insert_element(ir.Constant(ir.VectorType(i64, n), ir.Undefined), st,
+                                    ir.Constant(ir.IntType(32), 0))
+        sv = builder.shuffle_vector(sv, sv, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        bv = builder.insert_element(ir.Constant(ir.VectorType(i64, n), ir.Undefined), base,
+                                    ir.Constant(ir.IntType(32), 0))
+        bv = builder.shuffle_vector(bv, bv, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        offs = builder.add(bv, builder.mul(lanes, sv))
+        # llvmlite's gep takes no vector index: form the lane addresses as integers
+        four = ir.Constant(ir.VectorType(i64, n), [4] * n)
+        base_addr = builder.ptrtoint(data, i64)
+        av = builder.insert_element(ir.Constant(ir.VectorType(i64, n), ir.Undefined), base_addr,
+                                    ir.Constant(ir.IntType(32), 0))
+        av = builder.shuffle_vector(av, av, ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        addrs = builder.add(av, builder.mul(offs, four))
+        return builder.inttoptr(addrs, ir.VectorType(ir.PointerType(ir.FloatType()), n))
+
+    @intrinsic
+    def vscatter(typingctx, arr, idx, stride, v):
+        """Store lane j of ``v`` at ``buf[i + j * stride]`` (a column of a row-major block)."""
+        def codegen(context, builder, sig, args):
+            ptrs = _lane_ptrs(context, builder, sig.args[0], args[0], args[1], args[2])
+            mask = ir.Constant(ir.VectorType(ir.IntType(1), n), [1] * n)
+            fty = ir.FunctionType(ir.VoidType(), [lvt, ptrs.type, ir.IntType(32), mask.type])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.scatter.v{n}f32.v{n}p0")
+            builder.call(fn, [args[3], ptrs, ir.Constant(ir.IntType(32), 4), mask])
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, stride, v), codegen
+
+    @intrinsic
+    def vgather(typingctx, arr, idx, stride):
+        """Lane j is ``buf[i + j * stride]``."""
+        def codegen(context, builder, sig, args):
+            ptrs = _lane_ptrs(context, builder, sig.args[0], args[0], args[1], args[2])
+            mask = ir.Constant(ir.VectorType(ir.IntType(1), n), [1] * n)
+            fty = ir.FunctionType(lvt, [ptrs.type, ir.IntType(32), mask.type, lvt])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.gather.v{n}f32.v{n}p0")
+            return builder.call(fn, [ptrs, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(lvt, ir.Undefined)])
+
+        return vt(arr, idx, stride), codegen
+
     @intrinsic
     def vadd(typingctx, a, b):
         def codegen(context, builder, sig, args):
@@ -284,6 +331,7 @@ def _make(n: int) -> dict[str, object]:
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
+        f"vscatter{n}": vscatter, f"vgather{n}": vgather,
     }
 
 
@@ -292,4 +340,4 @@ for _n in WIDTHS:
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf")]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather")]

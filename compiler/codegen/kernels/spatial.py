@@ -109,10 +109,14 @@ def gen_conv(node: Node) -> list[KernelCall]:
         if is_pointwise(node):
             return gen_pointwise(node)
     from .simd_conv import gen_simd_conv, simd_conv_applies
+    from .simd_cvec import cvec_width, gen_simd_cvec
     from .simd_depthwise import gen_simd_depthwise, simd_depthwise_applies
 
     if simd_depthwise_applies(node):
         return gen_simd_depthwise(node)
+    vw = cvec_width(node)
+    if vw is not None:
+        return gen_simd_cvec(node, vw)
     if simd_conv_applies(node):
         return gen_simd_conv(node)
     p = spatial3d(node)
