@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -22,6 +23,9 @@ from cnnjit.runtime import CompiledModel, InputSignature, Specialization
 
 from .log import loaded_kernels, log_specialization
 
+if TYPE_CHECKING:
+    from cnnjit.compiler.target import TargetArtifact
+
 #: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
 DEFAULT_MAX_ARENA_BYTES = 4 << 30
 
@@ -38,7 +42,10 @@ def compile(  # noqa: A001 - the public name users expect
     max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES,
     entry: str = "python",
     max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES,
-) -> CompiledModel:
+    target: str | None = None,
+    cpu: str | None = None,
+    features: str | None = None,
+) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
     Models whose inputs have symbolic dimensions are specialised lazily on the shapes they are called
@@ -48,7 +55,19 @@ def compile(  # noqa: A001 - the public name users expect
     per-kernel overhead at run time); the default ``"python"`` calls the kernels from Python.
     ``max_tensor_bytes`` / ``max_arena_bytes`` refuse (``ResourceLimitError``) a specialisation with a
     larger tensor / a larger planned scratch arena, before anything is allocated.
+
+    ``target`` (an LLVM triple, e.g. ``"aarch64-linux-gnu"``) compiles ahead of time for another machine
+    instead, with optional ``cpu`` (``"cortex-a76"``) and ``features`` (``"+neon,+dotprod"``), and returns
+    a ``TargetArtifact`` (object file, C header; ``.save(folder)``), see ``cnnjit.compiler.target``.
     """
+    if target is not None:
+        from cnnjit.compiler.target import compile_for_target
+
+        return compile_for_target(model, target=target, cpu=cpu, features=features, input_shapes=input_shapes,
+                                  fuse=fuse, passes=passes, disable=disable, verify=verify,
+                                  max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes)
+    if cpu is not None or features is not None:
+        raise ValueError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("python", "numba"):
         raise ValueError(f"entry must be 'python' or 'numba', got {entry!r}")
     proto = load_model(model)

@@ -6,6 +6,9 @@
     cnnjit bench model.onnx --vs onnxruntime [--png bench.png]
     cnnjit profile model.onnx
     cnnjit conformance [--op Conv]
+    cnnjit cache info|clear
+    cnnjit warm model.onnx
+    cnnjit compile model.onnx --target aarch64-linux-gnu --cpu cortex-a53 -o build/
 
 Exit codes: 0 success, 1 a model error (any ``cnnjit.CnnjitError``) or a failed step, 2 a usage error.
 Errors are one line plus a hint on stderr; ``--debug`` adds the traceback, ``--verbose`` turns on the
@@ -713,6 +716,96 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 # =========================================================================================================
+# cnnjit cache / cnnjit warm
+# =========================================================================================================
+def cmd_cache(args: argparse.Namespace) -> int:
+    from cnnjit import cache
+
+    if args.action == "clear":
+        res = cache.clear()
+        if args.json:
+            emit_json(res)
+        else:
+            print(f"removed {len(res['removed'])} cache folder(s) under {res['root']}, "
+                  f"{_bytes(res['bytes_freed'])} freed")
+            for e in res["errors"]:
+                note(f"not removed: {e}")
+        return EXIT_OK if not res["errors"] else EXIT_ERROR
+    res = cache.info()
+    if args.json:
+        emit_json(res)
+        return EXIT_OK
+    proc = res["process"]
+    rows = [("location", res["dir"] + ("" if res["exists"] else " (not created yet)")),
+            ("kernels", str(res["kernels"])),
+            ("compiled kernels", f"{res['compiled_kernels']} ({res['compiled_signatures']} signatures)"),
+            ("size", _bytes(res["bytes"])),
+            ("other versions", f"{len(res['stale_folders'])} folder(s), {_bytes(res['stale_bytes'])}"),
+            ("this process", f"{proc['hits']} hits, {proc['misses']} misses")]
+    print_table("cnnjit kernel cache", ["", "value"], rows)
+    return EXIT_OK
+
+
+def warm_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, fuse: bool = True,
+               quiet: bool = False) -> tuple[Any, float]:
+    """Compile ``path`` so that all its kernels are in the on-disk cache; returns (report, seconds).
+
+    A separate function so that a ``compile`` subcommand can offer the same thing as ``--warm``."""
+    model, _shapes, _notes, seconds = compile_model(path, shapes, fuse=fuse, quiet=quiet)
+    return model.compile_report(), seconds
+
+
+def cmd_warm(args: argparse.Namespace) -> int:
+    from cnnjit.compiler.codegen.build import cache_dir
+
+    report, seconds = warm_model(args.model, parse_shapes(args.shape), fuse=not args.unfused, quiet=args.json)
+    if args.json:
+        emit_json({"model": args.model, "cache_dir": str(cache_dir()), "seconds": seconds,
+                   "compiled": report.compiled, "cache_hits": report.cache_hits, "kernels": report.to_dicts()})
+        return EXIT_OK
+    rows = [(r.name, r.ops, r.calls, r.signatures, r.origin, f"{r.seconds:.3f}", f"{r.compile_s:.3f}")
+            for r in report.rows]
+    print_table(f"kernels of {args.model}", ["kernel", "ops", "calls", "sigs", "origin", "ready s", "compile s"],
+                rows, right=["calls", "sigs", "ready s", "compile s"],
+                footer=[f"{report.summary()}; cache {cache_dir()}; total {seconds:.2f} s"])
+    return EXIT_OK
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    """Ahead-of-time compilation for another machine (``cnnjit.compiler.target``)."""
+    from cnnjit.compiler.target import TargetError, compile_for_target
+    from cnnjit.compiler.target.aarch64 import find_tool
+
+    _check_model_path(args.model)
+    t0 = time.perf_counter()
+    try:
+        if not args.no_shared:
+            find_tool("aarch64-linux-gnu-gcc")  # before the compile, not after it
+        art = compile_for_target(args.model, target=args.target, cpu=args.cpu, features=args.features,
+                                 name=args.name, input_shapes=parse_shapes(args.shape) or None,
+                                 fuse=not args.unfused)
+        paths = art.save(args.output, shared=not args.no_shared)
+    except TargetError as e:
+        raise (UsageError if e.kind == "usage" else CliError)(e.message, e.hint) from e
+    seconds = time.perf_counter() - t0
+    files = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in paths.items()}
+    if args.json:
+        emit_json({**art.summary(), "files": files, "seconds": seconds})
+        return EXIT_OK
+    rows = [(k, v["path"], _bytes(v["bytes"])) for k, v in files.items()]
+    c = art.checks
+    print_table(f"{args.model} for {art.triple} (cpu {art.cpu}, features {art.features})", ["file", "path", "size"],
+                rows, right=["size"], footer=[
+                    f"entry {art.name}_run: scratch {art.scratch_bytes} bytes, weights {art.weight_bytes} bytes, "
+                    f"{len(art.kernels)} kernels; compiled in {seconds:.1f} s",
+                    f"checks: ELF {c['elf_machine']}, no x86 intrinsics, undefined symbols only libc/libm "
+                    f"({', '.join(c['undefined']) or 'none'})",
+                    f"link: aarch64-linux-gnu-gcc -O2 -static -o {art.name}_main {paths['main']} "
+                    f"{paths['object']} -lm"])
+    return EXIT_OK
+
+
+# =========================================================================================================
 # the parser
 # =========================================================================================================
 class _Parser(argparse.ArgumentParser):
@@ -725,6 +818,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 _EPILOGS = {
+    "compile": """example:
+  cnnjit compile kws.onnx --target aarch64-linux-gnu --cpu cortex-a53 -o build/
+  cnnjit compile kws.onnx --target aarch64-linux-gnu --cpu cortex-a76 --features +dotprod -o build/ --json
+
+Compiles ahead of time for 64-bit ARM Linux: writes NAME.o (code and weights), libNAME.so, NAME.h (the C
+entry point NAME_run and its scratch size), NAME_main.c (a test/benchmark program) and README.md (the
+link line). Needs gcc-aarch64-linux-gnu (and libc6-dev-arm64-cross) to link the .so (--no-shared skips
+it); symbolic input dimensions are set to 1 unless --shape gives them.""",
     "run": """example:
   cnnjit run model.onnx --random
   cnnjit run model.onnx --input input_1=x.npy --output y.npz --json
@@ -762,6 +863,20 @@ of the total, GFLOP/s and % of a simple machine peak (numpy float32 matmul, 1 th
 
 Runs the ONNX conformance cases (shared/onnx-node and the onnx wheel's pytorch-converted and
 pytorch-operator suites) through cnnjit.backend; exit code 1 if any case fails.""",
+    "cache": """example:
+  cnnjit cache info
+  cnnjit cache info --json
+  cnnjit cache clear
+
+The on-disk kernel cache (CNNJIT_CACHE_DIR, default ~/.cache/cnnjit) is shared by all models and
+processes; 'info' shows its folder for this host and versions, kernels, size and older-version folders;
+'clear' deletes every cnnjit kernel folder in it (the next compile starts cold).""",
+    "warm": """example:
+  cnnjit warm model.onnx
+  cnnjit warm model.onnx --shape input_1=1,3,96,96 --json
+
+Compiles the model now so that every kernel it needs is in the on-disk cache (e.g. when building a
+deployment image): a later process then starts without compiling. Lists each kernel and its origin.""",
 }
 
 
@@ -859,6 +974,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--failures", action="store_true", help="list every failing case with its reason")
     p.add_argument("--out", metavar="PREFIX", help="also write PREFIX.md and PREFIX.json")
     p.set_defaults(func=cmd_conformance)
+
+    p = add("cache", "show or clear the on-disk kernel cache")
+    p.add_argument("action", nargs="?", choices=["info", "clear"], default="info",
+                   help="info (default) or clear")
+    p.set_defaults(func=cmd_cache)
+
+    p = add("warm", "compile a model into the on-disk kernel cache ahead of time")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file")
+    p.add_argument("--unfused", action="store_true", help="compile without the fusion passes")
+    p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    p.set_defaults(func=cmd_warm)
+
+    p = add("compile", "compile a model ahead of time for another machine (aarch64 Linux)")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file")
+    p.add_argument("--target", required=True, metavar="TRIPLE", help="target triple, e.g. aarch64-linux-gnu")
+    p.add_argument("--cpu", metavar="CPU", help="target CPU, e.g. cortex-a53, cortex-a76 (default: generic)")
+    p.add_argument("--features", metavar="FEATURES", help="LLVM features, e.g. +neon,+dotprod")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
+    p.add_argument("--name", help="C name prefix of the entry point and files (default: from the model file)")
+    p.add_argument("--no-shared", action="store_true", help="do not link lib<name>.so (no cross gcc needed)")
+    p.add_argument("--unfused", action="store_true", help="compile without the fusion passes")
+    p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=shape_help)
+    p.set_defaults(func=cmd_compile)
     return parser
 
 

@@ -53,10 +53,18 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
                 "import %.1f ms, passes %.1f ms, codegen %.1f ms", model, shp or "no inputs", ", ".join(passes),
                 len(spec.graph.nodes), len(p.kernel_sources), p.arena_bytes, p.intermediate_bytes,
                 t.get("import", 0) * 1e3, t.get("passes", 0) * 1e3, t.get("codegen", 0) * 1e3)
-    origins = {name: _origin(source_key(src), before) for name, src in p.kernel_sources.items()}
-    counts = {k: sum(1 for v in origins.values() if v == k) for k in ("memory", "disk cache", "compile")}
-    logger.info("kernel cache: %d already loaded, %d from numba's disk cache, %d to compile on first call",
-                counts["memory"], counts["disk cache"], counts["compile"])
+    report = p.meta.get("compile_report")
+    if report is not None:  # compiled eagerly: the report knows where each kernel came from
+        origins = {r.name: r.origin for r in report.rows}
+        logger.info("kernel cache: %s", report.summary())
+        if logger.isEnabledFor(logging.DEBUG):
+            for line in report.table().splitlines():
+                logger.debug("%s", line)
+    else:
+        origins = {name: _origin(source_key(src), before) for name, src in p.kernel_sources.items()}
+        counts = {k: sum(1 for v in origins.values() if v == k) for k in ("memory", "disk cache", "compile")}
+        logger.info("kernel cache: %d already loaded, %d from numba's disk cache, %d to compile on first call",
+                    counts["memory"], counts["disk cache"], counts["compile"])
     if logger.isEnabledFor(logging.DEBUG):
         for line in p.source.splitlines()[1:]:
             call, _, note = line.strip().partition("  # ")

@@ -42,6 +42,7 @@ import numpy as np
 from numba import njit
 
 from cnnjit.compiler.codegen.simd import *  # noqa: F403 - vector intrinsics for the SIMD kernels
+from cnnjit.compiler.codegen.simd_int import *  # noqa: F403 - integer intrinsics (int8 kernels)
 
 # Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
 # keeps LLVM from vectorising the inner loops. Every index is known non-negative by construction.
@@ -231,7 +232,13 @@ class _CheckedFunctionCache(FunctionCache):
 
     def load_overload(self, sig, target_context):
         try:
-            return super().load_overload(sig, target_context)
+            # numba's version first refreshes the target context, loading every registry numba has (and
+            # scipy.linalg): ~0.35 s that rebuilding compiled code does not need. Only the runtime (NRT)
+            # symbols the code links against are needed; a real compile still refreshes (numba's compiler
+            # does it itself).
+            _nrt_initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
         except Exception:  # noqa: BLE001 - corrupt entry, or one numba cannot rebuild: recompile
             self.purge()
             return None
@@ -241,6 +248,15 @@ class _CheckedFunctionCache(FunctionCache):
             super().save_overload(sig, data)
         except Exception:  # noqa: BLE001 - e.g. a concurrently corrupted index: drop it, keep the kernel
             self.purge()
+
+
+def _nrt_initialize(target_context) -> None:
+    try:
+        from numba.core.runtime import rtsys
+    except ImportError:  # pragma: no cover - another numba layout: numba's own (slower) initialisation
+        target_context.refresh()
+        return
+    rtsys.initialize(target_context)
 
 
 def _enable_checked_cache(dispatcher, source_text: str) -> None:

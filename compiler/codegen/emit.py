@@ -77,12 +77,14 @@ def generate(graph: Graph, entry: str = "python") -> Program:
             return [flit(a)]
         raise CompileError(f"unexpected kernel argument of type {type(a).__name__}")
 
+    call_args: dict[str, list[list[str]]] = {}
     for c in calls:
         key = source_key(c.source)
         if key not in kernel_names:
             kernel_names[key] = f"k{len(kernel_names)}"
             sources[kernel_names[key]] = c.source
         args = [x for a in c.args for x in expand(a)]
+        call_args.setdefault(kernel_names[key], []).append(args)
         lines.append(f"    {kernel_names[key]}({', '.join(args)})" + (f"  # {c.note}" if c.note else ""))
 
     for v in list(graph.inputs) + list(graph.outputs):
@@ -95,6 +97,9 @@ def generate(graph: Graph, entry: str = "python") -> Program:
     src = "def run(" + ", ".join(params) + "):\n" + ("\n".join(lines) if lines else "    pass") + "\n"
 
     dispatchers = {name: load_kernel(s) for name, s in sources.items()}
+    meta: dict = {}
+    if entry == "python":  # compile now, for the exact argument types of the calls (see precompile.py)
+        meta["compile_report"] = _precompile(dispatchers, sources, call_args, plan, const_bufs, calls)
     namespace: dict[str, object] = dict(dispatchers)
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - our own generated source
 
@@ -118,9 +123,27 @@ def generate(graph: Graph, entry: str = "python") -> Program:
         inputs=[binding(v, v.name) for v in graph.inputs],
         outputs=[binding(v, v.name) for v in graph.outputs],
         kernel_header=HEADER,
+        meta=meta,
         intermediate_bytes=sum(
             n * _dtypes(plan)[dt].itemsize for dt, n in plan.total_intermediate_elems.items()),
     )
+
+
+def _precompile(dispatchers: dict, sources: dict[str, str], call_args: dict[str, list[list[str]]],
+                plan: MemoryPlan, const_bufs: dict, calls: list[KernelCall]):
+    from .precompile import call_signatures, precompile
+
+    sigs = call_signatures(call_args, {f"a_{dt}": d for dt, d in _dtypes(plan).items()},
+                           {f"c_{dt}": arr for dt, arr in const_bufs.items()})
+    names = {source_key(s): n for n, s in sources.items()}
+    ops: dict[str, list[str]] = {}
+    for c in calls:
+        op = c.note.split(" ", 1)[0] if c.note else "?"
+        lst = ops.setdefault(names[source_key(c.source)], [])
+        if op not in lst:
+            lst.append(op)
+    return precompile(dispatchers, sources, sigs, {n: len(a) for n, a in call_args.items()},
+                      {n: ",".join(v) for n, v in ops.items()})
 
 
 def _dtypes(plan: MemoryPlan) -> dict:

@@ -144,15 +144,21 @@ _ADVICE = {
 }
 
 
+def _text(s: str | bytes) -> str:
+    """A protobuf string field as text (a corrupted field can arrive as undecodable bytes)."""
+    return s if isinstance(s, str) else bytes(s).decode("utf-8", errors="replace")
+
+
 def _advice(node: onnx.NodeProto) -> str:
-    if node.domain not in ("", "ai.onnx"):
+    domain, op_type = _text(node.domain), _text(node.op_type)
+    if domain not in ("", "ai.onnx"):
         extra = (" — an onnxruntime contrib op: export the model with standard ONNX ops (e.g. save it before "
                  "onnxruntime's graph optimisations, or with optimization level 'basic')"
-                 if node.domain == "com.microsoft" else "")
-        return f"custom domain {node.domain!r}; cnnjit implements the standard ONNX domain only{extra}"
-    if node.op_type.startswith(("Sequence", "SplitToSequence", "ConcatFromSequence", "String")):
+                 if domain == "com.microsoft" else "")
+        return f"custom domain {domain!r}; cnnjit implements the standard ONNX domain only{extra}"
+    if op_type.startswith(("Sequence", "SplitToSequence", "ConcatFromSequence", "String")):
         return "sequence and string ops are not CNN ops"
-    return _ADVICE.get(node.op_type, "not implemented")
+    return _ADVICE.get(op_type, "not implemented")
 
 
 def check_supported(model: onnx.ModelProto) -> None:
@@ -163,7 +169,7 @@ def check_supported(model: onnx.ModelProto) -> None:
     bad = []
     for n in model.graph.node:
         if n.domain not in ("", "ai.onnx") or n.op_type not in IMPORTERS:
-            bad.append((n.op_type, n.name, opset, _advice(n)))
+            bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
     if bad:
         raise UnsupportedOpError(bad)
 

@@ -1,0 +1,354 @@
+"""Eager compilation of a schedule's kernels for the exact argument types it passes, and the compile report.
+
+Code generation knows every kernel call's arguments (buffers of known dtype, int and float literals), so
+the numba signature of each call is known before the first run: ``precompile`` asks numba for exactly
+those signatures (``dispatcher.compile(sig)``), loading them from the on-disk cache when present. The first
+call of a compiled model then compiles nothing, and the report says which kernel came from where.
+
+Independent cache misses can be compiled in parallel worker processes (``python -m
+cnnjit.compiler.codegen.precompile``, fed pickled ``(source, signatures)`` tasks on stdin) that write into
+the shared on-disk cache; the parent then loads them from it. ``CNNJIT_COMPILE_JOBS`` sets the number of
+compile streams (the parent counts as one; default ``1`` = no workers; ``auto``: the CPUs not busy with
+other processes, from the load average), and workers are only started when at least ``MIN_PARALLEL_MISSES``
+kernels miss the cache (below that a worker's start-up, about 0.5-1 s, costs more than it saves).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import math
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: start worker processes only when at least this many kernels must be compiled
+MIN_PARALLEL_MISSES = 4
+
+#: kernels compiled/loaded by this process (for ``cnnjit cache info``): origin -> count, plus seconds
+STATS: dict[str, float] = {"memory": 0, "disk cache": 0, "compiled": 0, "compiled by worker": 0,
+                           "compile_s": 0.0, "load_s": 0.0}
+_stats_lock = threading.Lock()
+
+
+# -- signatures ---------------------------------------------------------------------------------------------
+def _literal_type(text: str) -> Any:
+    import numba
+
+    if text.lstrip("-") in ("math.nan", "math.inf"):
+        return numba.typeof(math.inf)
+    return numba.typeof(ast.literal_eval(text))
+
+
+def call_signatures(call_args: Mapping[str, Iterable[Sequence[str]]], arena_dtypes: Mapping[str, np.dtype],
+                    const_buffers: Mapping[str, np.ndarray]) -> dict[str, list[tuple]]:
+    """Per kernel, the distinct numba argument-type tuples of its calls.
+
+    ``call_args[kernel]`` lists each call's argument texts as written in the schedule: a buffer name
+    (``a_f32``, ``c_f32``...) or a number literal. Types come from ``numba.typeof`` on the same kind of
+    object the runtime passes, so they match what the dispatcher computes at call time.
+    """
+    import numba
+
+    buf_types: dict[str, Any] = {}
+    for name, dt in arena_dtypes.items():
+        buf_types[name] = numba.typeof(np.empty(1, dt))
+    for name, arr in const_buffers.items():
+        buf_types[name] = numba.typeof(arr)
+    lit: dict[str, Any] = {}
+    out: dict[str, list[tuple]] = {}
+    for kname, calls in call_args.items():
+        sigs: list[tuple] = []
+        try:
+            for args in calls:
+                types = []
+                for a in args:
+                    t = buf_types.get(a)
+                    if t is None:
+                        t = lit.get(a)
+                        if t is None:
+                            t = lit[a] = _literal_type(a)
+                    types.append(t)
+                sig = tuple(types)
+                if sig not in sigs:
+                    sigs.append(sig)
+        except (ValueError, SyntaxError, TypeError):  # an argument we cannot type: compiled at first call
+            sigs = []
+        out[kname] = sigs
+    return out
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+@dataclass
+class KernelCompile:
+    """One kernel of a schedule: where its machine code came from and what it cost."""
+
+    name: str
+    ops: str
+    calls: int
+    signatures: int
+    origin: str  # memory | disk cache | compiled | compiled by worker | lazy
+    seconds: float  # wall time spent in this process to have it ready (load or compile)
+    compile_s: float  # cold compile time (here or in a worker); 0 when loaded
+    key: str = ""
+
+
+@dataclass
+class CompileReport:
+    """Per-kernel compile report of one specialisation (``CompiledModel.compile_report()``)."""
+
+    rows: list[KernelCompile] = field(default_factory=list)
+    jobs: int = 1
+    wall_s: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[r.origin] = out.get(r.origin, 0) + 1
+        return out
+
+    @property
+    def compiled(self) -> int:
+        """Kernels compiled (here or by a worker) for this specialisation: 0 when all came from a cache."""
+        return sum(1 for r in self.rows if r.origin.startswith("compiled"))
+
+    @property
+    def cache_hits(self) -> int:
+        return sum(1 for r in self.rows if r.origin in ("memory", "disk cache"))
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.rows]
+
+    def summary(self) -> str:
+        c = self.counts()
+        parts = [f"{n} {k}" for k, n in c.items()]
+        return (f"{len(self.rows)} kernels ({', '.join(parts) or 'none'}) in {self.wall_s:.2f} s"
+                + (f" with {self.jobs} compile streams" if self.jobs > 1 else ""))
+
+    def table(self) -> str:
+        head = ("kernel", "ops", "calls", "sigs", "origin", "ready s", "compile s")
+        rows = [(r.name, r.ops, str(r.calls), str(r.signatures), r.origin, f"{r.seconds:.3f}",
+                 f"{r.compile_s:.3f}") for r in self.rows]
+        w = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+        right = {2, 3, 5, 6}
+
+        def fmt(r: Sequence[str]) -> str:
+            return "  ".join(v.rjust(w[i]) if i in right else v.ljust(w[i]) for i, v in enumerate(r))
+
+        lines = [fmt(head), "  ".join("-" * x for x in w), *(fmt(r) for r in rows), self.summary()]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+# -- compiling ----------------------------------------------------------------------------------------------
+def compile_jobs() -> int:
+    """Compile streams to use: ``CNNJIT_COMPILE_JOBS=N``; ``auto``: the CPUs that other processes leave
+    idle (a worker competing for a busy core makes the compile slower, not faster); unset: 1 (no workers,
+    since on the shared 2-core benchmark machine workers lost: see benchmarks/results/compile_time.md)."""
+    v = os.environ.get("CNNJIT_COMPILE_JOBS", "").strip().lower()
+    if v != "auto":
+        try:
+            return max(1, int(v or 1))
+        except ValueError:
+            return 1
+    cpus = os.cpu_count() or 1
+    try:
+        others = max(0.0, os.getloadavg()[0] - 1.0)  # the load besides this process
+    except (AttributeError, OSError):
+        others = 0.0
+    return max(1, min(cpus, int(cpus - others + 0.5)))
+
+
+def _in_disk_cache(disp: Any, sig: tuple) -> bool:
+    cache = getattr(disp, "_cache", None)
+    try:
+        key = cache._index_key(sig, disp.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except Exception:  # noqa: BLE001 - no cache, a corrupt index, another numba layout: treat as a miss
+        return False
+
+
+def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
+    """Compile (or load) ``sigs`` on ``disp``; returns (seconds, hits, misses) from numba's counters."""
+    h0, m0 = sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
+    t = time.perf_counter()
+    for sig in sigs:
+        disp.compile(sig)
+    dt = time.perf_counter() - t
+    return dt, sum(disp.stats.cache_hits.values()) - h0, sum(disp.stats.cache_misses.values()) - m0
+
+
+def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signatures: Mapping[str, list[tuple]],
+               calls: Mapping[str, int] | None = None, ops: Mapping[str, str] | None = None,
+               jobs: int | None = None) -> CompileReport:
+    """Make every kernel ready for its exact signatures now; compile misses in workers when that wins."""
+    from .build import source_key
+
+    t_start = time.perf_counter()
+    jobs = compile_jobs() if jobs is None else max(1, jobs)
+    rows: dict[str, KernelCompile] = {}
+    todo: list[str] = []
+    for name, disp in dispatchers.items():
+        sigs = signatures.get(name, [])
+        row = KernelCompile(name, (ops or {}).get(name, ""), (calls or {}).get(name, 0), len(sigs), "memory",
+                            0.0, 0.0, source_key(sources[name]))
+        rows[name] = row
+        if not sigs:
+            row.origin = "lazy"  # numba compiles it at the first call
+        elif any(tuple(s) not in disp.overloads for s in sigs):
+            todo.append(name)
+    misses = [n for n in todo if not all(_in_disk_cache(dispatchers[n], s) for s in signatures[n])]
+    workers_used = 1
+    worker_times: dict[str, float] = {}
+    if jobs > 1 and len(misses) >= MIN_PARALLEL_MISSES:
+        worker_times = _parallel(misses, dispatchers, sources, signatures, jobs)
+        workers_used = min(jobs, len(misses))
+    for name in todo:
+        if name in worker_times:
+            continue  # compiled by the parallel pass (worker or here)
+        dt, hits, miss = _compile_sigs(dispatchers[name], signatures[name])
+        r = rows[name]
+        r.seconds = dt
+        r.origin = "compiled" if miss else "disk cache"
+        r.compile_s = dt if miss else 0.0
+    for name, (origin, ready, cold) in worker_times.items():
+        r = rows[name]
+        r.origin, r.seconds, r.compile_s = origin, ready, cold
+    with _stats_lock:
+        for r in rows.values():
+            STATS[r.origin] = STATS.get(r.origin, 0) + 1
+            if r.origin.startswith("compiled"):
+                STATS["compile_s"] += r.compile_s
+            elif r.origin == "disk cache":
+                STATS["load_s"] += r.seconds
+    return CompileReport(list(rows.values()), workers_used, time.perf_counter() - t_start)
+
+
+def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping[str, str],
+              signatures: Mapping[str, list[tuple]], jobs: int) -> dict[str, tuple[str, float, float]]:
+    """Compile the kernels ``names`` with this process plus ``jobs - 1`` workers pulling from one queue
+    (slowest-looking first); the workers' results are then loaded from the disk cache here."""
+    tasks: queue.Queue[str] = queue.Queue()
+    for n in sorted(names, key=lambda n: -len(sources[n])):  # long sources tend to compile longest
+        tasks.put(n)
+    out: dict[str, tuple[str, float, float]] = {}
+    lock = threading.Lock()
+
+    def local() -> None:
+        while True:
+            try:
+                n = tasks.get_nowait()
+            except queue.Empty:
+                return
+            dt, _, miss = _compile_sigs(dispatchers[n], signatures[n])
+            with lock:
+                out[n] = ("compiled" if miss else "disk cache", dt, dt if miss else 0.0)
+
+    def remote() -> None:
+        try:
+            w = _Worker()
+        except OSError:
+            return
+        try:
+            while True:
+                try:
+                    n = tasks.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    cold = w.compile(sources[n], signatures[n])
+                except Exception:  # noqa: BLE001 - a dead or failing worker: compile it here instead
+                    tasks.put(n)
+                    return
+                with lock:
+                    out[n] = ("compiled by worker", 0.0, cold)
+        finally:
+            w.close()
+
+    threads = [threading.Thread(target=remote, daemon=True) for _ in range(min(jobs, len(names)) - 1)]
+    for t in threads:
+        t.start()
+    local()
+    for t in threads:
+        t.join()
+    local()  # anything a failed worker handed back
+    for n, (origin, _, cold) in list(out.items()):
+        if origin == "compiled by worker":
+            dt, _, miss = _compile_sigs(dispatchers[n], signatures[n])  # now a disk-cache load
+            out[n] = ("compiled" if miss else "compiled by worker", dt, cold + (dt if miss else 0.0))
+    return out
+
+
+class _Worker:
+    """A compile worker process: reads length-prefixed pickled tasks on stdin, answers JSON lines."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, CNNJIT_COMPILE_JOBS="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "cnnjit.compiler.codegen.precompile"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env)
+
+    def compile(self, source: str, sigs: list[tuple]) -> float:
+        blob = pickle.dumps((source, list(sigs)))
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(struct.pack("<Q", len(blob)) + blob)
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("compile worker exited")
+        res = json.loads(line)
+        if not res.get("ok"):
+            raise RuntimeError(res.get("error", "compile worker failed"))
+        return float(res["seconds"])
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _worker_main() -> int:
+    """Worker loop: compile each task's kernel for its signatures into the shared on-disk cache."""
+    from .build import load_kernel
+
+    inp, outp = sys.stdin.buffer, sys.stdout
+    while True:
+        head = inp.read(8)
+        if len(head) < 8:
+            return 0
+        (n,) = struct.unpack("<Q", head)
+        source, sigs = pickle.loads(inp.read(n))  # noqa: S301 - from our parent process, over a pipe
+        try:
+            dt, _, _ = _compile_sigs(load_kernel(source), sigs)
+            outp.write(json.dumps({"ok": True, "seconds": dt}) + "\n")
+        except Exception as e:  # noqa: BLE001
+            outp.write(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}) + "\n")
+        outp.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())

@@ -1,0 +1,488 @@
+"""Ahead-of-time compilation for 64-bit ARM (aarch64 Linux): an object file, a C header and a shared library.
+
+    art = cnnjit.compile("kws.onnx", target="aarch64-linux-gnu", cpu="cortex-a76")
+    art.save("build/")   # kws.o, libkws.so, kws.h, kws_main.c, README.md
+
+The model is imported, optimised and scheduled on the host exactly like a host build, with the SIMD
+kernels generated for 128-bit NEON vectors (width 4). The kernels are then lowered for the target by
+numba in a worker process (``aarch64_worker.py``; all numba internals live there) and joined with a C
+entry point ``int <name>_run(const float *in0, ..., float *out0, ..., void *scratch)`` that uses only the
+caller's scratch buffer (its size is in the header), allocates nothing and needs only libc and libm.
+Weights are LLVM global constants inside the object.
+
+Every artifact is checked before it is handed out: ELF machine and triple, no x86 intrinsics in the IR,
+no undefined symbols beyond libc/libm. Linking the shared library, and the tests that run the code under
+``qemu-aarch64``, need the Debian packages ``gcc-aarch64-linux-gnu``, ``libc6-dev-arm64-cross`` and
+``qemu-user``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnjit.ir.errors import CompileError
+
+#: the only OS/ABI verified (linked with the GNU cross toolchain, run under qemu-user)
+CANONICAL_TRIPLE = "aarch64-unknown-linux-gnu"
+#: features always set (NEON: the kernels' 4-lane vectors) and always cleared unless asked for: with SVE
+#: LLVM would turn masked loads and loops into SVE code (e.g. ``cpu="neoverse-v1"``) that NEON-only boards
+#: and ``qemu -cpu`` models without SVE cannot run
+BASE_FEATURES = ("+neon", "+fp-armv8")
+PINNED_OFF = ("-sve", "-sve2")
+#: CPUs checked under qemu (their ``qemu-aarch64 -cpu`` model); others LLVM knows are accepted too
+QEMU_CPU = {"generic": "cortex-a53", "cortex-a53": "cortex-a53", "cortex-a35": "cortex-a35",
+            "cortex-a57": "cortex-a57", "cortex-a72": "cortex-a72", "cortex-a76": "cortex-a76",
+            "neoverse-n1": "neoverse-n1"}
+NEON_WIDTH = 4
+
+#: symbols the object may leave undefined (C library and math library)
+LIBC_LIBM = frozenset({
+    "memcpy", "memmove", "memset", "abort",
+    *(f + s for f in ("exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "pow", "sqrt", "sin", "cos",
+                      "tan", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh",
+                      "atanh", "erf", "erfc", "floor", "ceil", "round", "rint", "nearbyint", "trunc", "fmod",
+                      "fabs", "fmin", "fmax", "hypot", "lgamma", "tgamma", "copysign", "cbrt", "ldexp",
+                      "frexp", "modf", "remainder")
+      for s in ("", "f"))})
+
+_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu libc6-dev-arm64-cross",
+             "qemu-aarch64": "qemu-user", "llvm-mca": "llvm"}
+
+
+class TargetError(CompileError):
+    """A target, CPU or feature string cnnjit cannot compile for, or a missing cross tool."""
+
+    def __init__(self, message: str, hint: str = "", kind: str = "usage"):
+        super().__init__(message + (f" ({hint})" if hint else ""))
+        self.message, self.hint = message, hint
+        #: "usage" (a bad target/CPU/feature string), "tool" (a missing or failing cross tool), "bug"
+        self.kind = kind
+
+
+# =========================================================================================================
+# target strings, tools
+# =========================================================================================================
+def parse_target(target: str) -> str:
+    """The LLVM triple for a user's target string (``aarch64-linux-gnu``, ``arm64-unknown-linux-gnu``...)."""
+    if not isinstance(target, str) or not re.fullmatch(r"[A-Za-z0-9_.]+(-[A-Za-z0-9_.]+){1,3}", target.strip()):
+        raise TargetError(f"malformed target {target!r}: expected an LLVM triple like 'aarch64-linux-gnu'",
+                          "supported: aarch64-linux-gnu")
+    parts = target.strip().lower().split("-")
+    arch = parts[0]
+    if arch not in ("aarch64", "arm64"):
+        raise TargetError(f"unsupported target architecture {arch!r} in {target!r}",
+                          "supported: aarch64-linux-gnu (64-bit ARM Linux)")
+    rest = parts[1:]
+    if rest and rest[0] in ("unknown", "pc", "none"):
+        rest = rest[1:]
+    if rest != ["linux", "gnu"]:
+        raise TargetError(f"unsupported target {target!r}: only Linux with the GNU C library is supported",
+                          "use aarch64-linux-gnu")
+    return CANONICAL_TRIPLE
+
+
+def resolve_features(cpu: str | None, features: str | None) -> tuple[str, str]:
+    """(cpu, LLVM feature string): NEON on, SVE off unless the user turns it on; syntax checked here,
+    names checked by LLVM itself in the worker."""
+    cpu = (cpu or "generic").strip()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", cpu):
+        raise TargetError(f"malformed CPU name {cpu!r}", "e.g. cortex-a53, cortex-a76, neoverse-n1")
+    user: list[str] = []
+    for item in (features or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if not re.fullmatch(r"[+-][a-z0-9][a-z0-9.\-]*", item):
+            raise TargetError(f"malformed feature {item!r} in {features!r}",
+                              "features look like +neon,+dotprod (a + or - then the LLVM feature name)")
+        user.append(item)
+    if "-neon" in user:
+        raise TargetError("features turn NEON off, but cnnjit's aarch64 kernels are NEON code",
+                          "remove -neon")
+    named = {f[1:] for f in user}
+    out = list(BASE_FEATURES) + [f for f in PINNED_OFF if f[1:] not in named] + user
+    return cpu, ",".join(dict.fromkeys(out))
+
+
+def find_tool(name: str) -> str:
+    """The path of a cross tool, or a ``TargetError`` naming the Debian package that provides it."""
+    path = shutil.which(name)
+    if path is None:
+        pkg = _PACKAGES.get(name, name)
+        raise TargetError(f"{name} not found on PATH (Debian package {pkg.split(' ')[0]})",
+                          f"install it: apt-get install {pkg}", kind="tool")
+    return path
+
+
+def c_identifier(text: str, default: str = "model") -> str:
+    s = re.sub(r"[^A-Za-z0-9_]", "_", text or "")[:40].strip("_") or default
+    return ("m_" + s) if s[0].isdigit() else s
+
+
+# =========================================================================================================
+# the artifact
+# =========================================================================================================
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str  # sanitised model name (comments only)
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize if self.shape else self.dtype.itemsize
+
+    @property
+    def ctype(self) -> str:
+        return {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
+                "int16": "int16_t", "int8": "int8_t", "uint8": "uint8_t", "bool": "uint8_t",
+                "uint16": "uint16_t", "float16": "uint16_t"}.get(self.dtype.name, "uint8_t")
+
+
+@dataclass
+class TargetArtifact:
+    """A model compiled for aarch64: the object (weights inside), its header, assembly and checks."""
+
+    name: str
+    triple: str
+    cpu: str
+    features: str
+    object: bytes
+    asm: str
+    scratch_bytes: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    weight_bytes: int
+    kernels: dict[str, str]  # symbol -> kernel name (k0...)
+    kernel_notes: dict[str, list[str]] = field(default_factory=dict)  # kernel name -> schedule notes
+    llvm_ir: str = ""
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    # -- texts ---------------------------------------------------------------------------------------
+    @property
+    def header(self) -> str:
+        up = self.name.upper()
+        ins = [f"const {t.ctype} *in{i}" for i, t in enumerate(self.inputs)]
+        outs = [f"{t.ctype} *out{i}" for i, t in enumerate(self.outputs)]
+        lines = [
+            f"/* {self.name}.h - generated by cnnjit for {self.triple} (cpu {self.cpu}, features {self.features}).",
+            " * The entry point allocates nothing and needs only libc and libm; weights are inside the object.",
+            f" * Link: aarch64-linux-gnu-gcc main.c {self.name}.o -lm   (or -L. -l{self.name})  */",
+            f"#ifndef {up}_H", f"#define {up}_H", "", "#include <stddef.h>", "#include <stdint.h>", "",
+            "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+            f"/* bytes of scratch memory {self.name}_run needs (caller-provided, reusable across calls, "
+            "not shared between concurrent calls) */",
+            f"#define {up}_SCRATCH_BYTES {self.scratch_bytes}u",
+            f"#define {up}_SCRATCH_ALIGN 64",
+            f"#define {up}_NUM_INPUTS {len(self.inputs)}",
+            f"#define {up}_NUM_OUTPUTS {len(self.outputs)}",
+        ]
+        for kind, ts in (("INPUT", self.inputs), ("OUTPUT", self.outputs)):
+            for i, t in enumerate(ts):
+                dims = "x".join(map(str, t.shape)) or "scalar"
+                lines.append(f"#define {up}_{kind}{i}_BYTES {t.nbytes}u  /* {t.dtype.name}[{dims}] {t.name} */")
+        lines += [
+            "", "/* status codes */", f"#define {up}_OK 0", f"#define {up}_ERR_KERNEL 1",
+            f"#define {up}_ERR_ARGUMENT 2  /* a NULL pointer */", "",
+            "/* Run the model: inputs and outputs are dense row-major arrays; scratch holds at least",
+            f"   {up}_SCRATCH_BYTES bytes. Returns {up}_OK (0) on success. */",
+            f"int {self.name}_run({', '.join(ins + outs + ['void *scratch'])});", "",
+            "#ifdef __cplusplus", "}", "#endif", f"#endif /* {up}_H */", ""]
+        return "\n".join(lines)
+
+    def main_c(self) -> str:
+        """A self-contained test and benchmark program for this model (see benchmarks/arm/)."""
+        from .harness import harness_source
+
+        return harness_source(self)
+
+    def readme(self) -> str:
+        n = self.name
+        return "\n".join([
+            f"# {n} for {self.triple}", "",
+            f"Compiled by cnnjit for `{self.triple}`, cpu `{self.cpu}`, features `{self.features}`.", "",
+            f"- `{n}.o`: the model (code and {self.weight_bytes} bytes of weights), position independent",
+            f"- `lib{n}.so`: the same as a shared library", f"- `{n}.h`: the C entry point `{n}_run`",
+            f"- `{n}_main.c`: a test/benchmark program", "",
+            f"Scratch memory: {self.scratch_bytes} bytes (`{n.upper()}_SCRATCH_BYTES`), caller-provided.", "",
+            "Link statically into a program:", "", "```",
+            f"aarch64-linux-gnu-gcc -O2 -static -o {n}_main {n}_main.c {n}.o -lm", "```", "",
+            "or against the shared library:", "", "```",
+            f"aarch64-linux-gnu-gcc -O2 -o {n}_main {n}_main.c -L. -l{n} -lm", "```", "",
+            "Run (on the board, or under qemu with the matching CPU model):", "", "```",
+            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main --bench 100"
+            + "        # random inputs, prints the time per inference",
+            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main "
+            + " ".join(f"in{i}.bin" for i in range(len(self.inputs))) + " -o "
+            + " ".join(f"out{i}.bin" for i in range(len(self.outputs))), "```", ""])
+
+    # -- inspection ----------------------------------------------------------------------------------
+    def kernel_asm(self, symbol: str | None = None) -> dict[str, str]:
+        """The assembly of each kernel function (symbol -> text), or of one."""
+        out: dict[str, str] = {}
+        for sym in self.kernels:
+            m = re.search(rf"^{re.escape(sym)}:\n(.*?)^\.Lfunc_end", self.asm, re.S | re.M)
+            if m:
+                out[sym] = m.group(1)
+        return {symbol: out[symbol]} if symbol else out
+
+    def conv_kernels(self) -> list[str]:
+        """Symbols of the kernels that compute convolutions (by their schedule notes)."""
+        return [s for s, k in self.kernels.items() if any(n.startswith("Conv") for n in self.kernel_notes.get(k, []))]
+
+    def save(self, folder: str | os.PathLike, shared: bool = True) -> dict[str, Path]:
+        """Write ``<name>.o``, ``<name>.h``, ``<name>_main.c``, ``README.md`` and (``shared``) ``lib<name>.so``
+        (linked with aarch64-linux-gnu-gcc). Returns the paths by kind."""
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = {"object": d / f"{self.name}.o", "header": d / f"{self.name}.h",
+                 "main": d / f"{self.name}_main.c", "readme": d / "README.md"}
+        paths["object"].write_bytes(self.object)
+        paths["header"].write_text(self.header)
+        paths["main"].write_text(self.main_c())
+        paths["readme"].write_text(self.readme())
+        if shared:
+            so = d / f"lib{self.name}.so"
+            run_tool([find_tool("aarch64-linux-gnu-gcc"), "-shared", "-o", str(so), str(paths["object"]), "-lm"],
+                     "linking the shared library")
+            paths["shared"] = so
+        return paths
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "triple": self.triple, "cpu": self.cpu, "features": self.features,
+                "object_bytes": len(self.object), "weight_bytes": self.weight_bytes,
+                "scratch_bytes": self.scratch_bytes, "kernels": len(self.kernels), "checks": self.checks}
+
+    def __repr__(self) -> str:
+        return (f"<TargetArtifact {self.name} {self.triple} cpu={self.cpu} object={len(self.object)} B "
+                f"scratch={self.scratch_bytes} B>")
+
+
+def run_tool(cmd: list[str], what: str, timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise TargetError(f"{what}: {Path(cmd[0]).name} timed out after {timeout:.0f} s", kind="tool") from None
+    if r.returncode != 0:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise TargetError(f"{what} failed ({Path(cmd[0]).name} exit {r.returncode}): {msg[-1] if msg else ''}",
+                          kind="tool")
+    return r
+
+
+# =========================================================================================================
+# ELF checks (no binutils needed)
+# =========================================================================================================
+EM_AARCH64 = 183
+
+
+def elf_info(obj: bytes) -> dict[str, Any]:
+    """Machine, and defined / undefined global symbols of an ELF64 little-endian relocatable object."""
+    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
+        raise TargetError("the emitted object is not a 64-bit little-endian ELF file")
+    machine = struct.unpack_from("<H", obj, 18)[0]
+    shoff = struct.unpack_from("<Q", obj, 40)[0]
+    shentsize, shnum = struct.unpack_from("<HH", obj, 58)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    undefined, defined = set(), set()
+    for sh in sections:
+        if sh[1] != 2:  # SHT_SYMTAB
+            continue
+        strtab = sections[sh[6]]
+        for off in range(sh[4], sh[4] + sh[5], sh[9]):
+            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, off)
+            if st_name == 0 or (st_info >> 4) == 0:  # unnamed or local
+                continue
+            end = obj.index(b"\0", strtab[4] + st_name)
+            nm = obj[strtab[4] + st_name:end].decode()
+            (undefined if st_shndx == 0 else defined).add(nm)
+    return {"machine": machine, "undefined": sorted(undefined), "defined": sorted(defined)}
+
+
+def check_artifact(art: TargetArtifact, x86_intrinsics: bool) -> dict[str, Any]:
+    info = elf_info(art.object)
+    bad_undef = [s for s in info["undefined"] if s not in LIBC_LIBM]
+    checks = {"elf_machine": "aarch64" if info["machine"] == EM_AARCH64 else str(info["machine"]),
+              "triple": art.triple, "x86_intrinsics": x86_intrinsics, "undefined": info["undefined"],
+              "exported": info["defined"]}
+    problems = []
+    if info["machine"] != EM_AARCH64:
+        problems.append(f"ELF machine {info['machine']} is not aarch64 ({EM_AARCH64})")
+    if art.triple != CANONICAL_TRIPLE:
+        problems.append(f"module triple {art.triple!r}")
+    if x86_intrinsics:
+        problems.append("the IR calls llvm.x86.* intrinsics")
+    if bad_undef:
+        problems.append(f"undefined symbols beyond libc/libm: {', '.join(bad_undef[:8])}")
+    if f"{art.name}_run" not in info["defined"]:
+        problems.append(f"{art.name}_run is not exported")
+    if problems:
+        raise TargetError("the aarch64 object failed its checks: " + "; ".join(problems),
+                          "a cnnjit bug; please report it with the model", kind="bug")
+    return checks
+
+
+# =========================================================================================================
+# compile
+# =========================================================================================================
+def _schedule_calls(source: str) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The schedule ``def run(...)`` as (kernel name, [(kind, value)]) with kind buf / i / f."""
+    import ast
+    import math
+
+    tree = ast.parse(source)
+    fn = tree.body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    names = {"math.nan": math.nan, "math.inf": math.inf}
+    calls = []
+    for st in fn.body:
+        if isinstance(st, ast.Pass):
+            continue
+        if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Name)):
+            raise CompileError(f"unexpected statement in the schedule: {ast.unparse(st)[:80]}")
+        args: list[tuple[str, Any]] = []
+        for a in st.value.args:
+            if isinstance(a, ast.Name):
+                args.append(("buf", a.id))
+                continue
+            neg = isinstance(a, ast.UnaryOp) and isinstance(a.op, ast.USub)
+            node = a.operand if neg else a
+            if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(
+                    node.value, bool):
+                v = node.value
+            elif isinstance(node, ast.Attribute) and ast.unparse(node) in names:
+                v = names[ast.unparse(node)]
+            else:
+                raise CompileError(f"unexpected kernel argument in the schedule: {ast.unparse(a)[:80]}")
+            v = -v if neg else v
+            args.append(("i", int(v)) if isinstance(v, int) else ("f", float(v)))
+        calls.append((st.value.func.id, args))
+    return calls
+
+
+def _check_numba() -> None:
+    from .aarch64_worker import SUPPORTED_NUMBA, numba_supported
+
+    ok, version = numba_supported()
+    if not ok:
+        raise TargetError(f"the aarch64 target supports numba {', '.join(SUPPORTED_NUMBA)}.x only, found {version}",
+                          f"pip install 'numba=={SUPPORTED_NUMBA[-1]}.*'")
+
+
+def _default_name(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return c_identifier(Path(model).name.split(".")[0])
+    graph = getattr(getattr(model, "graph", None), "name", "")
+    return c_identifier(graph or "model")
+
+
+def compile_for_target(model: Any, *, target: str, cpu: str | None = None, features: str | None = None,
+                       name: str | None = None, fp_contract: bool = True, keep_ir: bool = False,
+                       **options: Any) -> TargetArtifact:
+    """Compile ``model`` for ``target`` (an aarch64 Linux triple); ``options`` are ``cnnjit.compile``'s."""
+    triple = parse_target(target)
+    cpu, feats = resolve_features(cpu, features)
+    _check_numba()
+    check_target_machine(triple, cpu, feats)  # fail fast, before the model is compiled
+    name = c_identifier(name) if name else _default_name(model)
+
+    from cnnjit.api import compile as host_compile
+    from cnnjit.compiler.codegen.simd import target_vector_width
+
+    with target_vector_width(NEON_WIDTH):
+        # entry="numba": the schedule is never run here, and its numba form compiles lazily, so no kernel
+        # is compiled for the host on the way
+        cm = host_compile(model, **{**options, "entry": "numba"})
+        if options.get("input_shapes") is None and not all(s.static for s in cm.inputs):
+            # an object file has static shapes: symbolic dims (a batch size, usually) become 1
+            spec = cm.specialization({s.name: tuple(1 if d is None else d for d in (s.dims or ()))
+                                      for s in cm.inputs})
+        else:
+            spec = cm._default_spec()
+    prog = spec.program
+
+    # scratch: every arena, 64-byte aligned, one after the other
+    buffers: dict[str, dict[str, Any]] = {}
+    off = 0
+    for b in sorted(prog.arena_sizes):
+        dt = np.dtype(prog.arena_dtypes[b])
+        buffers[b] = {"kind": "a", "dtype": dt.str, "scratch_offset": off}
+        off += -(-max(prog.arena_sizes[b], 1) * dt.itemsize // 64) * 64
+    scratch = max(off, 64)
+    weights = 0
+    for b, arr in prog.const_buffers.items():
+        buffers[b] = {"kind": "c", "dtype": arr.dtype.str, "data": np.ascontiguousarray(arr).tobytes()}
+        weights += arr.nbytes
+    io = []
+    for bs in (prog.inputs, prog.outputs):
+        io.append([(x.buffer, x.offset, x.size * np.dtype(x.dtype).itemsize, np.dtype(x.dtype).itemsize)
+                   for x in bs])
+    calls = _schedule_calls(prog.source)
+    notes: dict[str, list[str]] = {}
+    for line in prog.source.splitlines():
+        m = re.match(r"\s+(k\d+)\(.*\)\s+# (.*)$", line)
+        if m:
+            notes.setdefault(m.group(1), []).append(m.group(2))
+    from cnnjit.compiler.codegen.build import HEADER
+
+    job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
+           "header": HEADER, "kernels": {k: s for k, s in prog.kernel_sources.items()}, "calls": calls,
+           "buffers": buffers, "inputs": io[0], "outputs": io[1], "keep_ir": keep_ir}
+    res = run_worker(job)
+    art = TargetArtifact(
+        name=name, triple=res["triple"], cpu=cpu, features=feats, object=res["object"], asm=res["asm"],
+        scratch_bytes=scratch,
+        inputs=[TensorInfo(c_identifier(x.name, "input"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.inputs],
+        outputs=[TensorInfo(c_identifier(x.name, "output"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.outputs],
+        weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"])
+    art.checks = check_artifact(art, res["x86_intrinsics"])
+    return art
+
+
+def check_target_machine(triple: str, cpu: str, features: str) -> None:
+    """LLVM accepts the CPU and every feature (it would otherwise ignore them with a warning)."""
+    from .aarch64_worker import TargetSpecError, make_target_machine
+
+    try:
+        make_target_machine(triple, cpu, features)
+    except TargetSpecError as e:
+        raise TargetError(f"cannot compile for {triple} (cpu {cpu!r}, features {features!r}): {e}",
+                          "check the CPU and feature names, e.g. cpu='cortex-a76', features='+dotprod'") from None
+
+
+def run_worker(job: dict, timeout: float = 1800) -> dict:
+    """Run the numba lowering in a fresh Python process (numba's codegen state is per process)."""
+    with tempfile.TemporaryDirectory(prefix="cnnjit-aarch64-") as tmp:
+        jp, op = os.path.join(tmp, "job.pkl"), os.path.join(tmp, "out.pkl")
+        with open(jp, "wb") as f:
+            pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            r = subprocess.run([sys.executable, "-m", "cnnjit.compiler.target.aarch64_worker", jp, op],
+                               capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TargetError(f"compiling for {job['triple']} timed out after {timeout:.0f} s") from None
+        if r.returncode != 0 or not os.path.exists(op):
+            tail = (r.stderr or "").strip().splitlines()
+            raise CompileError(f"the aarch64 compiler worker failed (exit {r.returncode}): "
+                               f"{tail[-1] if tail else 'no output'}")
+        with open(op, "rb") as f:
+            res = pickle.load(f)  # noqa: S301 - written by our own worker
+    if "error" in res:
+        if res["kind"] == "target":
+            raise TargetError(f"cannot compile for {job['triple']} (cpu {job['cpu']!r}, features "
+                              f"{job['features']!r}): {res['error']}",
+                              "check the CPU and feature names, e.g. cpu='cortex-a76', features='+dotprod'")
+        raise CompileError(f"compiling for {job['triple']} failed: {res['error']}")
+    return res

@@ -1,0 +1,143 @@
+"""Every SIMD kernel family at every vector width (4 = NEON/SSE, 8 = AVX2, 16 = AVX-512) against the
+plain-numpy references in ``reference_np.py``: dense, grouped, depthwise and pointwise convolutions
+(strides 1/2, pads, dilations, fused bias + activation + residual), max/avg pooling and Gemm.
+The host CPU runs all three widths; the width is forced with ``simd.target_vector_width``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_np as ref
+from hypothesis import given
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.codegen.simd import target_vector_width
+
+WIDTHS = [4, 8, 16]
+
+
+def _model(nodes, x_shape, inits, out="y"):
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@st.composite
+def conv_cases(draw):
+    kind = draw(st.sampled_from(["dense", "depthwise", "grouped", "pointwise"]))
+    g = 1
+    c = draw(st.integers(1, 9))
+    m = draw(st.sampled_from([1, 3, 4, 8, 16, 20]))
+    if kind == "depthwise":
+        c = draw(st.integers(2, 12))
+        m, g = c * draw(st.sampled_from([1, 2])), c
+    elif kind == "grouped":
+        g = draw(st.sampled_from([2, 4]))
+        c, m = g * draw(st.integers(1, 3)), g * draw(st.sampled_from([1, 2, 4, 8]))
+    k = 1 if kind == "pointwise" else draw(st.sampled_from([1, 3, 5]))
+    s = 1 if kind == "pointwise" else draw(st.integers(1, 2))
+    d = 1 if kind == "pointwise" else draw(st.integers(1, 2))
+    h, w = draw(st.integers(k + (k - 1) * (d - 1), 20)), draw(st.integers(k + (k - 1) * (d - 1), 37))
+    pads = [0] * 4 if kind == "pointwise" else [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
+    act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish"]))
+    residual = draw(st.booleans())
+    return dict(c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads, act=act, residual=residual,
+                seed=draw(st.integers(0, 2**16)))
+
+
+def _run_conv(case, width):
+    rng = np.random.default_rng(case["seed"])
+    c, m, g, k = case["c"], case["m"], case["g"], case["k"]
+    x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
+    wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    conv_attrs = dict(kernel_shape=[k, k], strides=[case["s"]] * 2, dilations=[case["d"]] * 2,
+                      pads=case["pads"], group=g)
+    expected = ref.conv(x, wt, b, strides=[case["s"]] * 2, pads=case["pads"], dilations=[case["d"]] * 2,
+                        group=g)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], **conv_attrs)]
+    cur, inits = "c", {"w": wt, "b": b}
+    if case["residual"]:
+        r = rng.standard_normal(expected.shape).astype(np.float32)
+        inits["r"] = r
+        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
+        cur, expected = "a", expected + r
+    if case["act"] == "Relu":
+        nodes.append(helper.make_node("Relu", [cur], ["y"]))
+        expected = ref.relu(expected)
+    elif case["act"] == "Clip":
+        inits.update(lo=np.float32(0), hi=np.float32(6))
+        nodes.append(helper.make_node("Clip", [cur, "lo", "hi"], ["y"]))
+        expected = ref.clip(expected, 0, 6)
+    elif case["act"] == "HardSwish":
+        nodes.append(helper.make_node("HardSwish", [cur], ["y"]))
+        expected = ref.hard_swish(expected)
+    else:
+        nodes.append(helper.make_node("Identity", [cur], ["y"]))
+    with target_vector_width(width):
+        model = cnnjit.compile(_model(nodes, list(x.shape), inits))
+    got = model(x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=conv_cases())
+def test_conv_kernels_at_width(width, case) -> None:
+    _run_conv(case, width)
+
+
+@st.composite
+def pool_cases(draw):
+    k = draw(st.integers(1, 4))
+    s = draw(st.integers(1, 2))
+    pads = [draw(st.integers(0, k - 1)) for _ in range(4)]
+    h, w = draw(st.integers(k, 18)), draw(st.integers(k, 40))
+    return dict(op=draw(st.sampled_from(["MaxPool", "AveragePool"])), k=k, s=s, pads=pads, h=h, w=w,
+                ceil=draw(st.integers(0, 1)), cip=draw(st.integers(0, 1)), c=draw(st.integers(1, 5)),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=pool_cases())
+def test_pool_kernels_at_width(width, case) -> None:
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
+    k, s = case["k"], case["s"]
+    attrs = dict(kernel_shape=[k, k], strides=[s, s], pads=case["pads"], ceil_mode=case["ceil"])
+    if case["op"] == "MaxPool":
+        expected = ref.max_pool(x, [k, k], strides=[s, s], pads=case["pads"], ceil_mode=case["ceil"])
+    else:
+        attrs["count_include_pad"] = case["cip"]
+        expected = ref.avg_pool(x, [k, k], strides=[s, s], pads=case["pads"], ceil_mode=case["ceil"],
+                                count_include_pad=case["cip"])
+    if not np.all(np.isfinite(expected)):
+        return  # a window entirely in padding has no defined value (see reference_np)
+    with target_vector_width(width):
+        model = cnnjit.compile(_model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {}))
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(m=st.integers(1, 5), k=st.integers(1, 40), n=st.integers(1, 70), trans_b=st.integers(0, 1),
+       bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
+    inits = {"b": b}
+    ins = ["x", "b"]
+    c = None
+    if bias:
+        c = rng.standard_normal(n).astype(np.float32)
+        inits["c"] = c
+        ins.append("c")
+    expected = ref.gemm(x, b, c, alpha=0.5, beta=2.0, trans_b=trans_b)
+    node = helper.make_node("Gemm", ins, ["y"], alpha=0.5, beta=2.0, transB=trans_b)
+    with target_vector_width(width):
+        model = cnnjit.compile(_model([node], [m, k], inits))
+    np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
