@@ -18,8 +18,10 @@ from .errors import (  # noqa: E402
     ShapeError,
     UnsupportedOpError,
 )
+from .prune import PrunedModel, prune  # noqa: E402
 
 __all__ = [
-    "__version__", "compile", "CnnjitError", "CompileError", "InputError", "IRError", "ModelError",
+    "__version__", "compile", "prune", "PrunedModel",
+    "CnnjitError", "CompileError", "InputError", "IRError", "ModelError",
     "ResourceLimitError", "ShapeError", "UnsupportedOpError",
 ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from cnnjit.compiler.codegen.emit import generate
+from cnnjit.compiler.codegen.kernels.sparse_pointwise import sparse_threshold_scope
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.frontend.onnx_import import (
     DEFAULT_MAX_TENSOR_BYTES,
@@ -45,6 +46,7 @@ def compile(  # noqa: A001 - the public name users expect
     target: str | None = None,
     cpu: str | None = None,
     features: str | None = None,
+    sparse_threshold: float | None = None,
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -59,7 +61,15 @@ def compile(  # noqa: A001 - the public name users expect
     ``target`` (an LLVM triple, e.g. ``"aarch64-linux-gnu"``) compiles ahead of time for another machine
     instead, with optional ``cpu`` (``"cortex-a76"``) and ``features`` (``"+neon,+dotprod"``), and returns
     a ``TargetArtifact`` (object file, C header; ``.save(folder)``), see ``cnnjit.compiler.target``.
+
+    ``sparse_threshold``: the zero fraction of a pointwise Conv's / Gemm's weights from which the sparse
+    (CSR) kernel is used (default: the measured crossover, or ``CNNJIT_SPARSE_THRESHOLD``; > 1 disables it).
+    A ``cnnjit.prune`` result (``PrunedModel``) is accepted as the model.
     """
+    from .prune import PrunedModel
+
+    if isinstance(model, PrunedModel):
+        model = model.model
     if target is not None:
         from cnnjit.compiler.target import compile_for_target
 
@@ -86,7 +96,8 @@ def compile(  # noqa: A001 - the public name users expect
         pm.run(graph)
         t2 = time.perf_counter()
         before = loaded_kernels()
-        program = generate(graph, entry=entry)
+        with sparse_threshold_scope(sparse_threshold):
+            program = generate(graph, entry=entry)
         t3 = time.perf_counter()
         if program.arena_bytes > max_arena_bytes:
             raise ResourceLimitError(
@@ -125,7 +136,8 @@ def compile(  # noqa: A001 - the public name users expect
         "input_shapes": None if input_shapes is None else {k: [int(d) for d in v] for k, v in input_shapes.items()},
         "fuse": fuse, "passes": None if passes is None else list(passes),
         "disable": None if disable is None else list(disable), "verify": verify,
-        "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes})
+        "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
+        "sparse_threshold": sparse_threshold})
     return cm
 
 

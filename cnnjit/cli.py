@@ -9,6 +9,7 @@
     cnnjit cache info|clear
     cnnjit warm model.onnx
     cnnjit compile model.onnx --target aarch64-linux-gnu --cpu cortex-a53 -o build/
+    cnnjit prune model.onnx --sparsity 0.9 --method magnitude -o pruned.onnx
 
 Exit codes: 0 success, 1 a model error (any ``cnnjit.CnnjitError``) or a failed step, 2 a usage error.
 Errors are one line plus a hint on stderr; ``--debug`` adds the traceback, ``--verbose`` turns on the
@@ -805,6 +806,38 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Prune a model's Conv/Gemm/MatMul weights (``cnnjit.prune``) and save the pruned ONNX model."""
+    from cnnjit.prune import prune
+
+    _check_model_path(args.model)
+    method = args.method
+    if method not in ("magnitude", "channel") and ":" not in method:
+        raise UsageError(f"--method must be magnitude, channel or an N:M pattern like 2:4, got {method!r}")
+    if ":" not in method and args.sparsity is None:
+        raise UsageError(f"--method {method} needs --sparsity (a fraction in [0, 1])")
+    try:
+        pruned = prune(args.model, args.sparsity, method, scope=args.scope,
+                       keep_first_last=not args.prune_first_last, exclude=args.exclude or ())
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    try:
+        pruned.save(args.output)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output!r}: {e}") from e
+    dev = pruned.deviation(n=args.samples) if args.samples > 0 else None
+    if args.json:
+        emit_json({"model": args.model, "output": args.output, "method": pruned.method,
+                   "summary": pruned.summary(), "layers": pruned.layers(), "deviation": dev})
+        return EXIT_OK
+    print(pruned.report())
+    if dev:
+        print(f"deviation vs the original on {dev['samples']} random inputs: max abs diff "
+              f"{dev['max_abs_diff']:.4g}, cosine {dev['cosine']:.4f}, argmax agreement {dev['argmax_agreement']:.0%}")
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 # =========================================================================================================
 # the parser
 # =========================================================================================================
@@ -818,6 +851,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 _EPILOGS = {
+    "prune": """example:
+  cnnjit prune mobilenet_v2.onnx --sparsity 0.9 --method magnitude -o mobilenet_v2.pruned.onnx
+  cnnjit prune mobilenet_v2.onnx --sparsity 0.5 --method channel -o mnv2.ch50.onnx --json
+  cnnjit prune mobilenet_v2.onnx --method 2:4 -o mnv2.24.onnx
+
+Prints per layer sparsity, params and FLOPs, and the output deviation from the original on random inputs.
+'cnnjit.compile' runs pointwise Conv / Gemm layers whose weights are sparse enough with sparse kernels.""",
     "compile": """example:
   cnnjit compile kws.onnx --target aarch64-linux-gnu --cpu cortex-a53 -o build/
   cnnjit compile kws.onnx --target aarch64-linux-gnu --cpu cortex-a76 --features +dotprod -o build/ --json
@@ -997,6 +1037,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfused", action="store_true", help="compile without the fusion passes")
     p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=shape_help)
     p.set_defaults(func=cmd_compile)
+
+    p = add("prune", "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file")
+    p.add_argument("--sparsity", type=float, metavar="FRACTION", help="fraction of weights / channels to remove")
+    p.add_argument("--method", default="magnitude", help="magnitude (default), channel, or N:M such as 2:4")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the pruned model")
+    p.add_argument("--scope", choices=("layer", "global"), default="layer",
+                   help="magnitude threshold per layer (default) or over all layers")
+    p.add_argument("--exclude", action="append", metavar="NODE", help="a layer (node name) to keep dense (repeat)")
+    p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
+    p.add_argument("--samples", type=int, default=2, help="random inputs for the deviation report (default 2)")
+    p.set_defaults(func=cmd_prune)
     return parser
 
 

@@ -38,7 +38,10 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
 @generator("Gemm")
 def gen_gemm(node: Node) -> list[KernelCall]:
     from .simd_pointwise import gemm_simd_applies, gen_simd_gemm
+    from .sparse_pointwise import sparse_gemm_choice
 
+    if (sparse := sparse_gemm_choice(node)) is not None:  # B sparse enough: CSR kernel
+        return sparse
     if gemm_simd_applies(node):
         return gen_simd_gemm(node)
     A, B = node.inputs[0], node.inputs[1]

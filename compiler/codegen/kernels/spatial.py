@@ -103,7 +103,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
     y = node.outputs[0]
     if is_pointwise(node, grouped=True):
         from .simd_pointwise import gen_simd_pointwise, simd_pointwise_applies
+        from .sparse_pointwise import sparse_conv_choice
 
+        if (sparse := sparse_conv_choice(node)) is not None:  # weights sparse enough: CSR kernel
+            return sparse
         if simd_pointwise_applies(node):
             return gen_simd_pointwise(node)
         if is_pointwise(node):
