@@ -19,9 +19,10 @@ from .errors import (  # noqa: E402
     UnsupportedOpError,
 )
 from .prune import PrunedModel, prune  # noqa: E402
+from .quantize import QuantizedModel, quantize  # noqa: E402
 
 __all__ = [
-    "__version__", "compile", "prune", "PrunedModel",
+    "__version__", "compile", "quantize", "QuantizedModel", "prune", "PrunedModel",
     "CnnjitError", "CompileError", "InputError", "IRError", "ModelError",
     "ResourceLimitError", "ShapeError", "UnsupportedOpError",
 ]

@@ -80,6 +80,8 @@ def compile(  # noqa: A001 - the public name users expect
         raise ValueError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("python", "numba"):
         raise ValueError(f"entry must be 'python' or 'numba', got {entry!r}")
+    if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
+        model = model.to_onnx()
     proto = load_model(model)
     check_supported(proto)
     specs = input_specs(proto)

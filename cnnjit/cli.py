@@ -838,6 +838,57 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _calibration_batches(model: str, source: str, count: int, seed: int) -> list[dict]:
+    """``random``: ``count`` seeded standard-normal batches; else a folder of .npy/.npz files."""
+    import numpy as np
+
+    from cnnjit.compiler.frontend.loader import input_specs, load_model
+
+    specs = [s for s in input_specs(load_model(model))]
+    if source == "random":
+        rng = np.random.default_rng(seed)
+        return [{s.name: rng.standard_normal(tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.dims))
+                 .astype(s.dtype) for s in specs} for _ in range(count)]
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UsageError(f"--calibration must be 'random' or a folder of .npy/.npz files, got {source!r}")
+    batches = []
+    for f in sorted(folder.iterdir()):
+        if f.suffix == ".npy" and len(specs) == 1:
+            batches.append({specs[0].name: np.load(f)})
+        elif f.suffix == ".npz":
+            with np.load(f) as z:
+                batches.append({k: z[k] for k in z.files})
+    if not batches:
+        raise UsageError(f"no calibration batches (.npy for single-input models, .npz otherwise) in {source!r}")
+    return batches[:count] if count > 0 else batches
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    """Post-training quantization (``cnnjit.quantize``) of a float model to a QDQ ONNX model."""
+    from cnnjit.quantize import quantize
+
+    _check_model_path(args.model)
+    batches = _calibration_batches(args.model, args.calibration, args.batches, args.seed)
+    try:
+        q = quantize(args.model, batches, per_channel=not args.per_tensor, activations=args.activations,
+                     method=args.method)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    try:
+        q.save(args.output)
+    except OSError as e:
+        raise CliError(f"cannot write {args.output!r}: {e}") from e
+    if args.json:
+        emit_json({"model": args.model, "output": args.output, "options": q.options,
+                   "activations": {k: {"scale": s, "zero_point": z} for k, (s, z) in q.activations.items()},
+                   "deviation": q.deviation})
+        return EXIT_OK
+    print(q.report())
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
 # =========================================================================================================
 # the parser
 # =========================================================================================================
@@ -851,6 +902,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 _EPILOGS = {
+    "quantize": """example:
+  cnnjit quantize resnet8.onnx --calibration random -o resnet8.int8.onnx
+  cnnjit quantize kws.onnx --calibration calib/ --activations int8 --method entropy -o kws.int8.onnx --json
+
+Writes a standard QDQ model (onnxruntime runs it too; 'cnnjit run' compiles it to integer kernels) and prints
+per-layer scales and the output deviation from the float model on the calibration inputs. --calibration is
+'random' (seeded standard-normal inputs) or a folder of .npy (single input) / .npz (by input name) files.""",
     "prune": """example:
   cnnjit prune mobilenet_v2.onnx --sparsity 0.9 --method magnitude -o mobilenet_v2.pruned.onnx
   cnnjit prune mobilenet_v2.onnx --sparsity 0.5 --method channel -o mnv2.ch50.onnx --json
@@ -1049,6 +1107,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
     p.add_argument("--samples", type=int, default=2, help="random inputs for the deviation report (default 2)")
     p.set_defaults(func=cmd_prune)
+
+    p = add("quantize", "post-training int8 quantization: a float model to a QDQ ONNX model")
+    p.add_argument("model", metavar="MODEL", help="an .onnx file (float)")
+    p.add_argument("--calibration", required=True, metavar="random|DIR",
+                   help="'random' or a folder of .npy/.npz calibration inputs")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.onnx", help="where to write the QDQ model")
+    p.add_argument("--activations", choices=("uint8", "int8"), default="uint8", help="activation type (uint8)")
+    p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="range calibration (default minmax)")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
+    p.add_argument("--batches", type=int, default=16, help="calibration batches to use (default 16; 0: all files)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random calibration inputs (default 0)")
+    p.set_defaults(func=cmd_quantize)
     return parser
 
 

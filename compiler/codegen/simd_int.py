@@ -4,6 +4,7 @@ u8 x s8 dot product and the requantising store.
     ivzero16() / ivset16(x)             zero / x in every lane
     ivload16(buf, i)                    the 4n bytes at buf[i] as <n x i32> (int32 buffers: n elements)
     ivbcast4_16(buf, i)                 the 4 bytes at buf[i] (a u8/i8 buffer) as one i32, in every lane
+    ivbcast4x16(buf, i)                 the same with every byte's top bit flipped (int8 + 128 as uint8)
     ivload8_16(buf, i, cnt)             buf[i : i + cnt] (u8 zero-, i8 sign-extended) as i32 lanes, others 0
     ivdot16(acc, a, b)                  acc + per lane sum_k u8(a.byte[4l + k]) * s8(b.byte[4l + k])
     ivadd16 / ivmul16 / ivxor16
@@ -127,6 +128,16 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx), codegen
 
     @intrinsic
+    def ivbcast4x(typingctx, arr, idx):
+        """``ivbcast4`` with 128 added to every byte (int8 -> biased uint8), as a scalar xor before the
+        broadcast (a vector xor of the broadcast sends LLVM 22's x86 DAG combiner into a loop)."""
+        def codegen(context, builder, sig, args):
+            x = builder.load(_addr(context, builder, sig.args[0], args[0], args[1], _I32), align=1)
+            return _splat(builder, builder.xor(x, ir.Constant(_I32, 0x80808080)), n)
+
+        return vt(arr, idx), codegen
+
+    @intrinsic
     def ivload8(typingctx, arr, idx, count):
         signed = arr.dtype == types.int8
 
@@ -180,9 +191,9 @@ def _make(n: int) -> dict[str, object]:
             # clamp in float to [lo - yz, hi - yz] first (as MLAS does), then round half to even
             flo = _splat(builder, builder.sitofp(builder.sub(lov, yzv), ir.FloatType()), n)
             fhi = _splat(builder, builder.sitofp(builder.sub(hiv, yzv), ir.FloatType()), n)
-            mx = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft, ft]), f"llvm.maxnum.v{n}f32")
-            mn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft, ft]), f"llvm.minnum.v{n}f32")
-            f = builder.call(mn, [builder.call(mx, [f, flo]), fhi])
+            # compare + select (plain vmaxps/vminps; llvm.maxnum's NaN rules would cost extra blends)
+            f = builder.select(builder.fcmp_ordered(">", f, flo), f, flo)
+            f = builder.select(builder.fcmp_ordered("<", f, fhi), f, fhi)
             rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft]), f"llvm.rint.v{n}f32")
             i = builder.add(builder.fptosi(builder.call(rint, [f]), lvt), _splat(builder, yzv, n))
             b = builder.trunc(i, bvt)
@@ -196,6 +207,7 @@ def _make(n: int) -> dict[str, object]:
 
     return {
         f"ivzero{n}": ivzero, f"ivset{n}": ivset, f"ivload{n}": ivload, f"ivbcast4_{n}": ivbcast4,
+        f"ivbcast4x{n}": ivbcast4x,
         f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
         f"ivxor{n}": _binop("xor"), f"ivrqstore{n}": ivrqstore,
     }
@@ -205,4 +217,4 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["IVec", "WIDTHS", "host_int_width", "has_vnni"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "ivzero", "ivset", "ivload", "ivbcast4_", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore")]
+    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore")]

@@ -379,7 +379,13 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
         axis = normalize_axis(axis, len(x.shape))
     else:
         axis = 0
-    return ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})
+    out = ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})
+    if out[0].is_const and not a.get("block_size", 0):  # a folded weight/bias: remember its integers
+        from cnnjit.ir.ops.qint import record_dequantized
+
+        record_dequantized(ctx.graph, out[0], x.const, ins[1].const, ins[2].const if len(ins) > 2 and ins[2] is not None
+                           else None, axis)
+    return out
 
 
 # op families kept in their own files register into IMPORTERS / CONST_OPERANDS when imported

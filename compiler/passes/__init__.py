@@ -9,15 +9,17 @@ from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
 from .manager import Pass, PassManager, PassRecord, select_passes
+from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
 
 
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
-    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(),
+    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), DeadCode(),
+            CancelTransposes(), FoldBatchNorm(), FoldPad(),
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "select_passes", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle"]
+           "FoldPad", "FoldChannelShuffle", "QDQToInteger"]

@@ -179,5 +179,6 @@ from . import elementwise as _elementwise  # noqa: E402,F401
 from . import movement as _movement  # noqa: E402,F401
 from . import nn as _nn  # noqa: E402,F401
 from . import nn_extra as _nn_extra  # noqa: E402,F401
+from . import qint as _qint  # noqa: E402,F401
 from . import quant as _quant  # noqa: E402,F401
 from . import resample as _resample  # noqa: E402,F401

@@ -1,0 +1,121 @@
+"""Fused integer ops made by the ``qdq_to_integer`` pass: channels-last (NHWC) integer convolution and
+quantized elementwise Add.
+
+These ops have no ONNX counterpart; they are what ``DequantizeLinear -> Conv/Gemm/MatMul [-> Relu/Clip]
+-> QuantizeLinear`` (and ``DequantizeLinear x2 -> Add [-> Relu] -> QuantizeLinear``) become. Every
+quantization parameter is folded into constants and attributes at compile time:
+
+* ``QConvNHWC(x, w, bias, mult)``: ``x`` is ``[N, H, W, C]`` uint8/int8 with zero point ``x_zero_point``;
+  ``w`` is ``[M, KH, KW, C/group]`` int8 with zero point 0 (the pass subtracts the weights' zero points);
+  ``bias`` int32 ``[M]``; ``mult`` float32 ``[M]``, the requantisation multiplier
+  ``float32(float32(x_scale * w_scale[m]) / y_scale)`` computed as onnxruntime's QLinearConv does.
+  ``acc = bias[m] + sum (x - x_zero_point) * w`` in int32 (padding contributes zero after subtracting the
+  zero point, as in QLinearConv), then ``y = clip(round_half_even(float32(acc) * mult[m]) + y_zero_point,
+  lo, hi)``: ``[lo, hi]`` is the output type's range narrowed by a fused Relu/Clip (exact: quantization is
+  monotonic, so ``Q(clip(v, a, b)) == clip(Q(v), Q(a), Q(b))``).
+* ``QAdd(a, b)``: ``y = clip(round_half_even(fixed + float32(a) * ra + float32(b) * rb), lo, hi)`` with
+  ``ra = float32(a_scale / y_scale)``, ``rb`` likewise and ``fixed = y_zp - (ra * a_zp + rb * b_zp)``, each
+  step rounded to float32 in this order — onnxruntime's (MLAS) QLinearAdd on x86.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..types import DTYPES, TensorType
+from . import REQUIRED, defop
+from .nn import conv_ref
+
+QINT_DTYPES = ("u8", "i8")
+
+
+def _qconv_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, w, b, m = types[:4]
+    if x.rank != 4 or w.rank != 4:
+        raise ShapeError(f"QConvNHWC: input {x} and weight {w} must be 4-D (NHWC / M,KH,KW,C/g)")
+    if x.dtype not in (np.uint8, np.int8) or w.dtype != np.int8:
+        raise ShapeError(f"QConvNHWC: input {x} must be u8/i8 and weight {w} i8")
+    g = a["group"]
+    M = w.shape[0]
+    if g < 1 or x.shape[3] % g or M % g or w.shape[3] * g != x.shape[3]:
+        raise ShapeError(f"QConvNHWC: group={g} does not fit input {x} and weight {w}")
+    if b.shape != (M,) or b.dtype != np.int32 or m.shape != (M,) or m.dtype != np.float32:
+        raise ShapeError(f"QConvNHWC: bias {b} must be i32[{M}] and multiplier {m} f32[{M}]")
+    if a["dtype"] not in QINT_DTYPES:
+        raise ShapeError(f"QConvNHWC: output type {a['dtype']!r} must be one of {QINT_DTYPES}")
+    N, H, W, _ = x.shape
+    out = []
+    for i, size in enumerate((H, W)):
+        k, s, d = w.shape[1 + i], a["strides"][i], a["dilations"][i]
+        num = size + a["pads"][i] + a["pads"][2 + i] - (d * (k - 1) + 1)
+        if num < 0:
+            raise ShapeError(f"QConvNHWC: kernel {k} does not fit input {x}")
+        out.append(num // s + 1)
+    return [TensorType(DTYPES[a["dtype"]], (N, out[0], out[1], M))]
+
+
+def requant_ref(acc: np.ndarray, mult: np.ndarray, yz: int, lo: int, hi: int, dtype: np.dtype) -> np.ndarray:
+    """``clip(round_half_even(float32(int32 acc) * float32 mult) + yz, lo, hi)``."""
+    v = np.rint(acc.astype(np.int32).astype(np.float32) * mult.astype(np.float32)).astype(np.float64)
+    return np.clip(v + yz, lo, hi).astype(dtype)
+
+
+@defop("QConvNHWC", inputs=(4, 4), infer=_qconv_infer,
+       attrs={"strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED, "group": 1,
+              "x_zero_point": 0, "y_zero_point": 0, "lo": REQUIRED, "hi": REQUIRED, "dtype": REQUIRED})
+def qconv_nhwc_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    x, w, b, m = ins
+    X = x.transpose(0, 3, 1, 2).astype(np.float64) - a["x_zero_point"]
+    Wt = w.transpose(0, 3, 1, 2).astype(np.float64)
+    ca = {"kernel_shape": list(w.shape[1:3]), "strides": list(a["strides"]), "pads": list(a["pads"]),
+          "dilations": list(a["dilations"]), "group": a["group"]}
+    acc = np.rint(conv_ref([X, Wt], ca)).astype(np.int64) + b.astype(np.int64).reshape(1, -1, 1, 1)
+    acc = acc.astype(np.int32)  # int32 accumulation wraps
+    y = requant_ref(acc, m.reshape(1, -1, 1, 1), a["y_zero_point"], a["lo"], a["hi"], DTYPES[a["dtype"]])
+    return np.ascontiguousarray(y.transpose(0, 2, 3, 1))
+
+
+def _qadd_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, y = types
+    if x.shape != y.shape or x.dtype not in (np.uint8, np.int8) or y.dtype not in (np.uint8, np.int8):
+        raise ShapeError(f"QAdd: operands {x} and {y} must be u8/i8 of one shape")
+    if a["dtype"] not in QINT_DTYPES:
+        raise ShapeError(f"QAdd: output type {a['dtype']!r} must be one of {QINT_DTYPES}")
+    return [TensorType(DTYPES[a["dtype"]], x.shape)]
+
+
+def qadd_fixed(a: dict[str, Any]) -> np.float32:
+    f = np.float32
+    return f(f(a["y_zero_point"]) - f(f(f(a["ra"]) * f(a["a_zero_point"])) + f(f(a["rb"]) * f(a["b_zero_point"]))))
+
+
+@defop("QAdd", inputs=(2, 2), infer=_qadd_infer,
+       attrs={"a_zero_point": REQUIRED, "b_zero_point": REQUIRED, "y_zero_point": REQUIRED, "ra": REQUIRED,
+              "rb": REQUIRED, "lo": REQUIRED, "hi": REQUIRED, "dtype": REQUIRED})
+def qadd_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    x, y = ins
+    f = np.float32
+    v = (qadd_fixed(a) + x.astype(f) * f(a["ra"])).astype(f) + (y.astype(f) * f(a["rb"])).astype(f)
+    v = np.rint(v.astype(f)).astype(np.float64)
+    return np.clip(v, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
+
+
+# -- quantization provenance -----------------------------------------------------------------------------
+# The frontend constant-folds DequantizeLinear of initializers (weights, biases) into float constants; it
+# records here what each such constant was, so the integer pass can use the original integers exactly.
+def record_dequantized(graph: Any, value: Any, q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None,
+                       axis: int) -> None:
+    """Remember that constant ``value`` is ``DequantizeLinear(q, scale, zero_point, axis)``."""
+    table = graph.__dict__.setdefault("dequantized", {})
+    table[value.id] = (np.asarray(q), np.asarray(scale), None if zero_point is None else np.asarray(zero_point),
+                       int(axis))
+
+
+def dequantized_origin(graph: Any, value: Any) -> tuple | None:
+    """``(q, scale, zero_point, axis)`` if constant ``value`` came from a DequantizeLinear, else None."""
+    if value is None:
+        return None
+    return graph.__dict__.get("dequantized", {}).get(value.id)
