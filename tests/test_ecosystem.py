@@ -73,7 +73,7 @@ def test_pickle_round_trip(model: CompiledModel) -> None:
     np.testing.assert_array_equal(m2(x), y)
     model_bytes, options = m2.origin
     assert onnx.load_from_string(model_bytes).graph.name == "small_cnn"
-    assert options["fuse"] is True and options["entry"] == "python"
+    assert options["fuse"] is True and options["entry"] == "auto"
 
 
 def test_pickle_keeps_compile_options(tmp_path: Path) -> None:

@@ -256,3 +256,20 @@ def test_disable_and_passes_select_passes() -> None:
     assert ops_of(m) == ["Conv", "Relu"]
     with pytest.raises(ValueError, match="unknown pass"):
         cnnjit.compile(model, passes=["no_such_pass"])
+
+
+@settings(max_examples=15)
+@given(programs, st.integers(0, 2**16))
+def test_numba_entry_matches_unfused_interpreter(ops, seed) -> None:
+    """The whole schedule compiled as one numba function computes the same as the IR interpreter."""
+    model, x = build(ops, seed)
+    m = check(model, x, entry="numba")
+    assert m._default_spec().program.meta.get("entry") == "numba"
+
+
+def test_entry_auto_picks_by_call_count() -> None:
+    small, x = build([("conv", 1)], 12)
+    assert cnnjit.compile(small)._default_spec().program.meta["entry"] == "python"
+    big, x = build([("conv", 1), ("pool", 0), ("conv", 1), ("act", 1), ("pw", 0), ("act", 2)], 13)
+    m = check(big, x)
+    assert m._default_spec().program.meta["entry"] == "numba"

@@ -310,3 +310,34 @@ def load_kernel(source: str):
         _enable_checked_cache(mod.kernel, text)
         _loaded[key] = mod.kernel
         return mod.kernel
+
+
+def load_entry(schedule: str, dispatchers: dict[str, object], kernel_keys: dict[str, str]):
+    """The schedule ``run`` compiled with numba as one function, through the same checked disk cache.
+
+    The module's globals are the kernel dispatchers (``k0``, ``k1``...); the text names the content key of
+    each, so a different kernel behind the same name is a different module (and cache entry).
+    """
+    names = "\n".join(f"# {n} = k_{kernel_keys[n]}" for n in sorted(kernel_keys))
+    text = (HEADER + "# kernels (content keys) this schedule calls:\n" + names + "\n\n" + DECORATOR
+            + schedule.strip() + "\n")
+    key = source_key(text)
+    with _lock:
+        if ("entry", key) in _loaded:
+            return _loaded[("entry", key)]
+        path = cache_dir() / f"e_{key}.py"
+        if _read_text(path) != text:
+            _write_atomic(path, text)
+        modname = f"cnnjit_kernels.e_{key}"
+        mod = ModuleType(modname)
+        mod.__file__ = str(path)
+        mod.__dict__.update(dispatchers)
+        sys.modules[modname] = mod
+        try:
+            exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - our own generated schedule
+        except Exception as e:  # noqa: BLE001
+            sys.modules.pop(modname, None)
+            raise CompileError(f"schedule module {path.name} failed to load: {type(e).__name__}: {e}") from e
+        _enable_checked_cache(mod.run, text)
+        _loaded[("entry", key)] = mod.run
+        return mod.run

@@ -404,7 +404,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     with target_vector_width(NEON_WIDTH):
         # entry="numba": the schedule is never run here, and its numba form compiles lazily, so no kernel
         # is compiled for the host on the way
-        cm = host_compile(model, **{**options, "entry": "numba"})
+        cm = host_compile(model, **{**options, "entry": "lazy"})
         if options.get("input_shapes") is None and not all(s.static for s in cm.inputs):
             # an object file has static shapes: symbolic dims (a batch size, usually) become 1
             spec = cm.specialization({s.name: tuple(1 if d is None else d for d in (s.dims or ()))
