@@ -288,7 +288,7 @@ def _edit(draw, m: onnx.ModelProto) -> None:
                     a.ints.extend(draw(st.lists(INTS, max_size=6)))
         elif kind == "attr_type" and node.attribute:
             a = node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
-            a.type = draw(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 0, 99]))
+            a.type = draw(st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 0, 11, 13, 14]))
         elif kind == "attr_drop" and node.attribute:
             del node.attribute[draw(st.integers(0, len(node.attribute) - 1))]
         elif kind == "attr_add":
