@@ -16,28 +16,17 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue
+from .simd_pointwise import _vec_epilogue, residual_operands, row_load
 
 
 def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
     from .elementwise import epilogue
 
-    post = node.attrs.get("post", ())
-    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
-    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    res_params, res_args = residual_operands(node)
     _, in_reg = _vec_epilogue(node, "a", "0", w, True)
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
 
-    if sw == 1:
-        fast = f"vload{w}(xb, xrow + iw0)"
-        fast_ok = f"iw0 >= 0 and iw0 + {w} <= Win"
-        # lanes j with 0 <= iw0 + j < Win and j < cnt
-        edge = f"vloadr{w}(xb, xrow + iw0, max(0, -iw0), min(cnt, Win - iw0))"
-    else:
-        fast = f"vload2e{w}(xb, xrow + iw0)"
-        fast_ok = f"iw0 >= 0 and iw0 + {2 * w} <= Win"
-        # element positions e = 2j with 0 <= iw0 + e < Win and j < cnt
-        edge = f"vload2er{w}(xb, xrow + iw0, max(0, -iw0), min(2 * cnt - 1, Win - iw0))"
+    fast, fast_ok, edge = row_load(w, sw)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
         + "".join(", " + p for p in res_params) + "):",

@@ -16,6 +16,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, flit, note
 from ..simd import host_vector_width
+from .simd_pointwise import residual_operands
 
 NP = 6  # output pixels per register tile
 
@@ -42,9 +43,7 @@ def _epi(node: Node, acc: str, w: int) -> tuple[list[str], bool]:
 def cvec_source(node: Node, w: int) -> tuple[str, list]:
     from .elementwise import epilogue
 
-    post = node.attrs.get("post", ())
-    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
-    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    res_params, res_args = residual_operands(node)
     epi, in_reg = _epi(node, "a", w)
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
     L = [

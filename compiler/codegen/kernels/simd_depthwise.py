@@ -15,7 +15,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue
+from .simd_pointwise import _vec_epilogue, residual_operands, row_load
 
 MAX_TAPS = 49  # up to 7x7 unrolled
 
@@ -23,19 +23,12 @@ MAX_TAPS = 49  # up to 7x7 unrolled
 def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple[str, list]:
     from .elementwise import epilogue
 
-    post = node.attrs.get("post", ())
-    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
-    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    res_params, res_args = residual_operands(node)
     _, in_reg = _vec_epilogue(node, "a", "0", w, True)
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
-    if sw == 1:
-        def load(iw: str) -> tuple[str, str, str]:
-            return (f"vload{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {w} <= Win",
-                    f"vloadr{w}(xb, xrow + {iw}, max(0, -{iw}), min(cnt, Win - {iw}))")
-    else:
-        def load(iw: str) -> tuple[str, str, str]:
-            return (f"vload2e{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {2 * w} <= Win",
-                    f"vload2er{w}(xb, xrow + {iw}, max(0, -{iw}), min(2 * cnt - 1, Win - {iw}))")
+    def load(iw: str) -> tuple[str, str, str]:
+        return row_load(w, sw, iw)
+
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, pw, dh, dw"
         + "".join(", " + p for p in res_params) + "):",

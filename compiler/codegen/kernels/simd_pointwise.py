@@ -21,6 +21,29 @@ MR, NR = 4, 2
 IN_REGISTER = ("Relu", "Clip", "LeakyRelu")
 
 
+def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None) -> tuple[str, str, str]:
+    """Source for loading ``w`` output columns' inputs from row ``xrow`` starting at column ``iw``.
+
+    Returns (fast load, condition under which it stays inside the row, masked edge load). Stride 1 loads
+    contiguously, stride 2 keeps the even lanes of a double load; the edge load reads only lanes inside
+    the row (and the first ``cnt``), others are 0 or ``fill``.
+    """
+    f = "" if fill is None else "f"
+    tail = "" if fill is None else f", {fill}"
+    if sw == 1:
+        return (f"vload{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {w} <= Win",
+                f"vloadr{f}{w}(xb, xrow + {iw}, max(0, -{iw}), min(cnt, Win - {iw}){tail})")
+    return (f"vload2e{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {2 * w} <= Win",
+            f"vload2er{f}{w}(xb, xrow + {iw}, max(0, -{iw}), min(2 * cnt - 1, Win - {iw}){tail})")
+
+
+def residual_operands(node: Node) -> tuple[list[str], list]:
+    """Kernel parameters and call arguments for the residual inputs of ``node``'s fused epilogue."""
+    post = node.attrs.get("post", ())
+    return ([f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"],
+            [node.inputs[s[1]] for s in post if s[0] == "Add"])
+
+
 def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool) -> tuple[list[str], bool]:
     """Lines applying the post steps to vector ``acc`` (element index ``idx``); False if not all fit."""
     lines = []
@@ -53,9 +76,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
     """
     from .elementwise import epilogue
 
-    post = node.attrs.get("post", ())
-    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
-    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
+    res_params, res_args = residual_operands(node)
     _, in_reg = _vec_epilogue(node, "a", "0", w, False)
     scalar_lines, _, _ = epilogue(node, 3, "q", " " * 20)
 

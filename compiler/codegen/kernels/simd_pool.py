@@ -14,19 +14,13 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, note
 from ..simd import host_vector_width
+from .simd_pointwise import row_load
 
 
 def pool_source(w: int, sw: int, is_max: bool) -> str:
     fill = "-math.inf" if is_max else "0.0"
     comb = f"vmax{w}" if is_max else f"vadd{w}"
-    if sw == 1:
-        fast = f"vload{w}(xb, xrow + iw0)"
-        fast_ok = f"iw0 >= 0 and iw0 + {w} <= Win"
-        edge = f"vloadrf{w}(xb, xrow + iw0, max(0, -iw0), min(cnt, Win - iw0), {fill})"
-    else:
-        fast = f"vload2e{w}(xb, xrow + iw0)"
-        fast_ok = f"iw0 >= 0 and iw0 + {2 * w} <= Win"
-        edge = f"vload2erf{w}(xb, xrow + iw0, max(0, -iw0), min(2 * cnt - 1, Win - iw0), {fill})"
+    fast, fast_ok, edge = row_load(w, sw, fill=fill)
     init = f"vbcast{w}(-math.inf)" if is_max else f"vzero{w}()"
     lines = [
         "def kernel(xb, xo, yb, yo, NC, H, Win, OH, OW, KH, KW, sh, ph, pw, dh, dw, scale):",
