@@ -37,13 +37,9 @@ _BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
 def _load(model: Any) -> onnx.ModelProto:
     if isinstance(model, PrunedModel):
         return model.model
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (bytes, bytearray)):
-        return onnx.load_from_string(bytes(model))
-    if isinstance(model, (str, os.PathLike)):
-        return onnx.load(os.fspath(model))
-    raise TypeError(f"cannot prune a {type(model).__name__}: pass a path, bytes, ModelProto or PrunedModel")
+    from cnnjit.compiler.frontend.loader import load_model  # the one loader: clear ModelErrors, safe external data
+
+    return load_model(model)
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
