@@ -44,14 +44,15 @@ def residual_operands(node: Node) -> tuple[list[str], list]:
             [node.inputs[s[1]] for s in post if s[0] == "Add"])
 
 
-def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool) -> tuple[list[str], bool]:
-    """Lines applying the post steps to vector ``acc`` (element index ``idx``); False if not all fit."""
+def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt") -> tuple[list[str], bool]:
+    """Lines applying the post steps to vector ``acc`` (element index ``idx``; with ``masked``, only the
+    first ``cnt`` lanes are live); False if not all steps fit in registers."""
     lines = []
     for step in node.attrs.get("post", ()):
         op = step[0]
         if op == "Add":
             k = step[1]
-            load = f"vloadn{w}(r{k}b, r{k}o + {idx}, cnt)" if masked else f"vload{w}(r{k}b, r{k}o + {idx})"
+            load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})" if masked else f"vload{w}(r{k}b, r{k}o + {idx})"
             lines.append(f"{acc} = vadd{w}({acc}, {load})")
         elif op == "Relu":
             lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
@@ -81,20 +82,24 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
     scalar_lines, _, _ = epilogue(node, 3, "q", " " * 20)
 
     def tile(mr: int, nr: int, masked: bool, ind: str) -> list[str]:
+        """``mr`` rows x ``nr`` vectors; ``masked``: only the first ``cnt`` columns (vector j gets ``cj``)."""
         out = []
+        cn = [f"c{j}" if nr > 1 else "cnt" for j in range(nr)]
+        if masked and nr > 1:
+            out += [f"{ind}c{j} = cnt - {j * w}" for j in range(nr)]
         for i in range(mr):
             for j in range(nr):
                 if not bias_along_p:
                     out.append(f"{ind}a{i}_{j} = vbcast{w}(bb[bo + m + {i}])")
                 elif masked:
-                    out.append(f"{ind}a{i}_{j} = vloadn{w}(bb, bo + p + {j * w}, cnt)")
+                    out.append(f"{ind}a{i}_{j} = vloadn{w}(bb, bo + p + {j * w}, {cn[j]})")
                 else:
                     out.append(f"{ind}a{i}_{j} = vload{w}(bb, bo + p + {j * w})")
         out.append(f"{ind}xi = x0 + p")
         out.append(f"{ind}wi = wo + m * C")
         out.append(f"{ind}for c in range(C):")
         for j in range(nr):
-            ld = f"vloadn{w}(xb, xi + {j * w}, cnt)" if masked else f"vload{w}(xb, xi + {j * w})"
+            ld = f"vloadn{w}(xb, xi + {j * w}, {cn[j]})" if masked else f"vload{w}(xb, xi + {j * w})"
             out.append(f"{ind}    v{j} = {ld}")
         for i in range(mr):
             out.append(f"{ind}    b{i} = vbcast{w}(wb[wi + {i} * C])")
@@ -106,12 +111,12 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
             for j in range(nr):
                 idx = f"(m + {i}) * P + p + {j * w} + y0 - yo"
                 if in_reg:
-                    out += [ind + ln for ln in _vec_epilogue(node, f"a{i}_{j}", idx, w, masked)[0]]
-                st = (f"vstoren{w}(yb, yo + {idx}, a{i}_{j}, cnt)" if masked
+                    out += [ind + ln for ln in _vec_epilogue(node, f"a{i}_{j}", idx, w, masked, cn[j])[0]]
+                st = (f"vstoren{w}(yb, yo + {idx}, a{i}_{j}, {cn[j]})" if masked
                       else f"vstore{w}(yb, yo + {idx}, a{i}_{j})")
                 out.append(f"{ind}{st}")
         if not in_reg and scalar_lines:  # other activations: over the stored tile, still in L1
-            span = "cnt" if masked else str(nr * w)
+            span = f"min(cnt, {nr * w})" if masked else str(nr * w)
             out.append(f"{ind}for i in range({mr}):")
             out.append(f"{ind}    for j in range({span}):")
             out.append(f"{ind}        q = y0 - yo + (m + i) * P + p + j")
@@ -135,16 +140,20 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
         *tile(MR, NR, False, " " * 16),
         f"                p += {NR * w}",
         "            while p < P:",
-        f"                cnt = min({w}, P - p)",
-        *tile(MR, 1, True, " " * 16),
-        f"                p += {w}",
+        "                cnt = P - p",
+        *tile(MR, NR, True, " " * 16),
+        f"                p += {NR * w}",
         f"            m += {MR}",
-        "        while m < M:",
+        "        while m < M:",  # leftover rows (a batch-1 Gemm is all leftover): 8 vectors, 8 FMA chains
         "            p = 0",
+        f"            cnt = {w}",
+        f"            while p + {8 * w} <= P:",
+        *tile(1, 8, False, " " * 16),
+        f"                p += {8 * w}",
         "            while p < P:",
-        f"                cnt = min({w}, P - p)",
-        *tile(1, 1, True, " " * 16),
-        f"                p += {w}",
+        "                cnt = P - p",
+        *tile(1, 4, True, " " * 16),
+        f"                p += {4 * w}",
         "            m += 1",
     ]
     return "\n".join(lines) + "\n", res_args
