@@ -16,7 +16,14 @@ reshapes...) keep running in float between DequantizeLinear and QuantizeLinear.
 
 Range calibration (``method``): ``minmax`` (observed extremes), ``percentile`` (the ``percentile``-th
 percentile of |x| on each side, default 99.99), ``entropy`` (the clipping threshold minimising the KL
-divergence between the 2048-bin histogram and its quantized version, as TensorRT does).
+divergence between the 2048-bin histogram of the non-zero |x| and its quantized version, as TensorRT does;
+tensors with fewer than 2048 non-zero calibration values keep their extremes).
+
+Bias correction (``bias_correction``, default on): rounding the weights shifts each output channel's mean
+by ``(W_q - W) @ E[x]``; with ``E[x]`` per input channel measured on the calibration data, that shift is
+subtracted from the bias (a bias is added where the layer has none). ``weight_clip="mse"`` picks each
+channel's weight clipping threshold by least squared rounding error instead of its max.
+Accuracy measurements and their limits: docs/int8.md.
 """
 
 from __future__ import annotations
@@ -148,15 +155,28 @@ class _Observer:
         self.method, self.bins, self.sample = method, bins, sample
         self.lo, self.hi = np.inf, -np.inf
         self.values: list[np.ndarray] = []
-        self.batches: list[np.ndarray] = []
+        self.chan_sum: np.ndarray | None = None  # per-channel sums (axis 1, or the last axis of a 2-D tensor)
+        self.chan_n = 0
 
     def add(self, x: np.ndarray, rng: np.random.Generator) -> None:
-        x = np.asarray(x, np.float32).reshape(-1)
+        x = np.asarray(x, np.float32)
         if not x.size:
             return
+        if x.ndim >= 2:
+            xc = x.astype(np.float64)
+            ax = x.ndim - 1 if x.ndim == 2 else 1
+            sums = xc.sum(axis=tuple(i for i in range(x.ndim) if i != ax))
+            if self.chan_sum is None or self.chan_sum.shape != sums.shape:
+                self.chan_sum, self.chan_n = np.zeros_like(sums), 0
+            self.chan_sum += sums
+            self.chan_n += x.size // x.shape[ax]
+        x = x.reshape(-1)
         self.lo, self.hi = min(self.lo, float(x.min())), max(self.hi, float(x.max()))
         if self.method != "minmax":
             self.values.append(x if x.size <= self.sample else rng.choice(x, self.sample, replace=False))
+
+    def channel_mean(self) -> np.ndarray | None:
+        return None if self.chan_sum is None or not self.chan_n else self.chan_sum / self.chan_n
 
     def range(self, percentile: float) -> tuple[float, float]:
         lo, hi = self.lo, self.hi
@@ -174,9 +194,10 @@ class _Observer:
 
 def _entropy_threshold(a: np.ndarray, bins: int, levels: int = 128) -> float:
     """The |x| threshold minimising KL(P || Q) between the clipped histogram and its ``levels``-level copy."""
+    a = a[a > 0]  # exact zeros (a ReLU's spike) are exactly representable: they must not steer the threshold
     top = float(a.max()) if a.size else 0.0
-    if top <= 0:
-        return 0.0
+    if top <= 0 or a.size < 16 * levels:  # too few values (e.g. 10 logits x 4 batches) for a histogram
+        return top
     hist, edges = np.histogram(a, bins=bins, range=(0.0, top))
     hist = hist.astype(np.float64)
     best, best_t = np.inf, top
@@ -206,6 +227,46 @@ def _qparams(lo: float, hi: float, qmin: int, qmax: int) -> tuple[np.float32, in
         scale = np.float32(1.0)
     zp = int(np.clip(np.rint(qmin - lo / float(scale)), qmin, qmax))
     return scale, zp
+
+
+def _weight_scales(w: np.ndarray, axis: int, per_channel: bool, clip: str) -> np.ndarray:
+    """Symmetric int8 scales (``[-127, 127]``) per ``axis`` slice (or one for the tensor, broadcast).
+
+    ``clip="max"`` maps the largest |w| to 127; ``"mse"`` picks, per channel, the clipping threshold in
+    ``[0.5, 1] * max|w|`` that minimises the squared quantization error of the weights.
+    """
+    wm = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
+    if not per_channel:
+        wm = wm.reshape(1, -1)
+    amax = np.abs(wm).max(axis=1)
+    best = np.where(amax > 0, amax / 127.0, 1.0)
+    if clip == "mse":
+        err = np.full(amax.shape, np.inf)
+        for a in np.linspace(0.5, 1.0, 26):
+            sc = np.where(amax > 0, a * amax / 127.0, 1.0)
+            e = ((np.clip(np.rint(wm / sc[:, None]), -127, 127) * sc[:, None] - wm) ** 2).sum(axis=1)
+            better = e < err
+            err, best = np.where(better, e, err), np.where(better, sc, best)
+    elif clip != "max":
+        raise ValueError(f"weight_clip must be 'max' or 'mse', got {clip!r}")
+    best = best.astype(np.float32)
+    return best if per_channel else np.full(w.shape[axis], best[0], np.float32)
+
+
+def _output_shift(n: onnx.NodeProto, dw: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """``E[(W_q - W) x]`` per output channel for an input with per-channel mean ``mean`` (bias correction)."""
+    if n.op_type == "Conv":
+        M, cg = dw.shape[0], dw.shape[1]
+        if mean.size % cg:
+            return None
+        group = mean.size // cg
+        per = dw.reshape(M, cg, -1).sum(axis=2)  # (ignores the zero padding at the borders)
+        mg = M // group
+        m_in = mean.reshape(group, cg)[np.arange(M) // mg]
+        return (per * m_in).sum(axis=1)
+    if n.op_type == "Gemm" and _attr(n, "transB", 0):
+        return dw @ mean if dw.shape[1] == mean.size else None
+    return mean @ dw if dw.shape[0] == mean.size else None
 
 
 # -- the result ------------------------------------------------------------------------------------------------
@@ -243,12 +304,16 @@ class QuantizedModel:
 
 def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: Iterable[Any], *,
              per_channel: bool = True, activations: str = "uint8", method: str = "minmax",
-             percentile: float = 99.99, evaluate: bool = True) -> QuantizedModel:
+             percentile: float = 99.99, bias_correction: bool = True, weight_clip: str = "max",
+             evaluate: bool = True) -> QuantizedModel:
     """Post-training static quantization of a float ONNX model to a QDQ model (see the module docstring).
 
     ``calibration`` is an iterable of input dicts (name -> array), of tuples/lists in input order, or of
     bare arrays (single-input models). ``evaluate`` compiles the result and measures its deviation from
-    the float model on the calibration inputs (shown by ``report()``).
+    the float model on the calibration inputs (shown by ``report()``). ``bias_correction`` folds the mean
+    output shift that weight rounding causes (``(W_q - W) @ E[x]``, ``E[x]`` per input channel from the
+    calibration data) into each layer's bias; ``weight_clip`` is ``"mse"`` (per-channel clipping threshold
+    minimising the weights' squared rounding error) or ``"max"``.
     """
     import cnnjit
 
@@ -307,12 +372,12 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
             axis = 0
         else:
             axis = 1
-        red = tuple(i for i in range(w.ndim) if i != axis)
-        amax = np.abs(w).max(axis=red) if per_channel else np.full(w.shape[axis], np.abs(w).max())
-        sw = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        sw = _weight_scales(w, axis, per_channel, weight_clip)
         shape = [1] * w.ndim
         shape[axis] = -1
         wq = np.clip(np.rint(w / sw.reshape(shape)), -127, 127).astype(np.int8)
+        mean = obs[n.input[0]].channel_mean() if bias_correction and n.input[0] in obs else None
+        shift = None if mean is None else _output_shift(n, wq.astype(np.float64) * sw.reshape(shape) - w, mean)
         base = n.output[0]
         qg.initializer.append(numpy_helper.from_array(wq, base + "_wq"))
         qg.initializer.append(numpy_helper.from_array(sw if per_channel else sw[:1].reshape(()), base + "_wscale"))
@@ -324,9 +389,28 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
         n.input[1] = base + "_wdq"
         wscales[n.name or base] = (float(sw.min()), float(sw.max()))
         sx = params[n.input[0]][0]
-        bias_idx = 2 if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in init_map else None
-        if bias_idx is not None and (n.op_type == "Conv" or _attr(n, "beta", 1.0) == 1.0):
+        has_bias = n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in init_map
+        if shift is not None and n.op_type in ("Conv", "Gemm") and (len(n.input) < 3 or not n.input[2]):
+            zeros = np.zeros(shift.size, np.float32)  # a bias to carry the correction
+            qg.initializer.append(numpy_helper.from_array(zeros, base + "_bzero"))
+            init_map[base + "_bzero"] = qg.initializer[-1]
+            del n.input[2:]
+            n.input.append(base + "_bzero")
+            has_bias = True
+        if shift is not None and n.op_type == "MatMul":  # the bias is the constant of a following Add
+            add = next((a for a in qg.node if a.op_type == "Add" and n.output[0] in a.input), None)
+            k = next((i for i, name in enumerate(add.input) if name in init_map), None) if add is not None else None
+            if k is not None:
+                b = numpy_helper.to_array(init_map[add.input[k]]).astype(np.float64)
+                if b.shape in ((shift.size,), (1, shift.size)):
+                    qg.initializer.append(numpy_helper.from_array((b - shift.reshape(b.shape)).astype(np.float32),
+                                                                  base + "_bcorr"))
+                    init_map[base + "_bcorr"] = qg.initializer[-1]
+                    add.input[k] = base + "_bcorr"
+        if has_bias and (n.op_type == "Conv" or _attr(n, "beta", 1.0) == 1.0):
             b = numpy_helper.to_array(init_map[n.input[2]]).astype(np.float64).reshape(-1)
+            if shift is not None and b.size in (1, shift.size):
+                b = np.broadcast_to(b, shift.shape) - shift
             sb = (np.float32(sx) * sw).astype(np.float32)
             if b.size in (1, sb.size):
                 b = np.broadcast_to(b, sb.shape)

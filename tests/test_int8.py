@@ -1,15 +1,19 @@
 """int8: pre-quantized MLPerf Tiny models vs onnxruntime, post-training quantization, integer kernels.
 
 * The int8 MLPerf Tiny QDQ models (tf2onnx) compile to integer kernels (``qdq_to_integer``) and equal
-  onnxruntime bit for bit (ad01, kws, vww), except ResNet-8: there the two 64-channel convolutions that
-  feed the last residual Add (conv2d_7 3x3, conv2d_8 1x1/2) differ from onnxruntime by 1 LSB on a few
-  elements for some inputs (given onnxruntime's own inputs, QAdd matches it exactly); the softmax output
-  amplifies that to at most 9 LSB over these 50 inputs (it was 11 LSB with float compute); argmax always
-  agrees. Not yet explained: onnxruntime may not fuse those two layers into QLinearConv (float Conv
-  between DQ and Q rounds differently from integer accumulation).
+  onnxruntime bit for bit (ad01, kws, vww) on 50 seeded inputs. ResNet-8: 48 of 50 outputs are bit-exact,
+  the others differ by 1 LSB. Reason (docs/int8.md): onnxruntime fuses only 3 of its 9 convolutions into
+  QLinearConv and runs the other 6 as float Conv between DequantizeLinear and QuantizeLinear; the float32 sum
+  rounds a value next to a .5 boundary the other way than the exact int32 accumulation on ~1 element in
+  300k (measured per layer from onnxruntime's own inputs: every other layer — the fused convolutions, the
+  Adds, the average pool, the dense layer and the softmax — is bit-exact), and such a flip propagates.
+  The average pool follows onnxruntime's float path exactly (``QAvgPoolNHWC``): the integer mean's exact
+  ties round whichever way float32 summation in window order takes them; cnnjit's float pool kernel (another
+  order) rounded 14 of 3200 differently, which cost up to 9 LSB at the softmax output.
 * PTQ (``cnnjit.quantize``) of the float MLPerf Tiny models and the generated ResNet-8 / DS-CNN / MobileNetV1:
   argmax agreement >= 98% and cosine >= 0.99 against the float model on 50 seeded inputs (200 in the
-  issue: 50 keeps this file near 2 minutes on 2 cores; MobileNetV2-224 runs in the slow test). The saved
+  issue, measured in docs/int8.md with benchmarks/int8_accuracy.py: all 1.000; 50 keeps this file short;
+  MobileNetV2-224 runs in the slow test and stays below the argmax target, see there). The saved
   QDQ model runs in onnxruntime with the same outputs (float softmax outputs: within 1e-5).
 * Hypothesis property tests: every integer kernel (dense / pointwise / strided / C % 4 != 0 / depthwise /
   grouped / fully connected, int8 and uint8, and QAdd) equals the IR's numpy integer reference exactly.
@@ -38,7 +42,7 @@ SHARED = Path(os.environ.get("CNNJIT_SHARED", Path(__file__).resolve().parents[1
 TINY = SHARED / "models" / "mlperf-tiny"
 
 #: model -> max |cnnjit - onnxruntime| in LSB at the output (see the module docstring for ResNet-8)
-INT8_MODELS = {"ad01_int8": 0, "kws_ref_model": 0, "vww_96_int8": 0, "pretrainedResnet_quant": 9}
+INT8_MODELS = {"ad01_int8": 0, "kws_ref_model": 0, "vww_96_int8": 0, "pretrainedResnet_quant": 1}
 
 
 def _ort(model) -> ort.InferenceSession:
@@ -59,14 +63,16 @@ def test_mlperf_int8_matches_onnxruntime(name: str) -> None:
     m = cnnjit.compile(str(path), input_shapes={inp.name: shape})
     ops = {n.op for n in m.ir.nodes} if hasattr(m, "ir") else set()
     assert "QConvNHWC" in ops and "Conv" not in ops and "MatMul" not in ops
-    worst = 0
+    worst, exact = 0, 0
     for seed in range(50):
         x = np.random.default_rng(seed).integers(-128, 128, size=shape).astype(np.int8)
         ref = sess.run(None, {inp.name: x})[0]
         got = m.run(None, {inp.name: x})[0]
-        worst = max(worst, int(np.abs(ref.astype(np.int32) - got.astype(np.int32)).max()))
+        d = int(np.abs(ref.astype(np.int32) - got.astype(np.int32)).max())
+        worst, exact = max(worst, d), exact + (d == 0)
         assert ref.argmax() == got.argmax() or name == "ad01_int8"  # ad01 is an autoencoder
     assert worst <= INT8_MODELS[name]
+    assert exact >= 45, exact  # a 1-LSB difference stays the exception
 
 
 def _ptq_check(name: str, n: int, argmax_min: float, cos_min: float, ort_lsb: int = 1) -> None:
@@ -111,11 +117,31 @@ def test_ptq_accuracy(name: str) -> None:
     _ptq_check(name, 50, 0.98, 0.99)
 
 
+def test_ptq_bias_correction_and_entropy_on_few_values() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.models import resnet8
+
+    rng = np.random.default_rng(0)
+    cal = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    err = {bc: 1 - cnnjit.quantize(resnet8(), cal, bias_correction=bc).deviation["output"]["mean_cosine"]
+           for bc in (True, False)}
+    assert err[True] < err[False], err  # folding (W_q - W) @ E[x] into the bias removes a mean shift
+    # a ReLU's zeros must not pull the entropy threshold down (they used to: ~2 sigma for a ReLU'd Gaussian)
+    from cnnjit.quantize import _entropy_threshold
+
+    a = np.minimum(np.maximum(np.random.default_rng(0).standard_normal(200_000), 0), 6)
+    assert _entropy_threshold(a, 2048) > 0.8 * a.max()
+    assert _entropy_threshold(a[:100], 2048) == a[:100].max()  # too few values for a histogram: no clipping
+
+
 @pytest.mark.slow
 def test_ptq_mobilenet_v2() -> None:
-    # random weights and 1000 near-tied logits: argmax agreement is lower than on trained models (measured
-    # ~0.9); the cosine bound holds with margin. Against onnxruntime on the saved QDQ model the logits differ
-    # by up to 2 LSB: 1-LSB requantisation differences in some of its 52 layers propagate.
+    # random weights and 1000 near-tied logits (median top-2 gap 0.10, logit std 1.1): on 200 inputs argmax
+    # agreement is 0.945 (target 0.98 needs ~42-44 dB output SQNR, int8 gives ~30 dB; docs/int8.md); the
+    # cosine bound holds with margin. Against onnxruntime on the saved QDQ model the logits differ by up to
+    # 2 LSB: 1-LSB requantisation differences in some of its 52 layers propagate.
     _ptq_check("mobilenet_v2_224", 20, 0.8, 0.99, ort_lsb=3)
 
 
@@ -127,12 +153,10 @@ def test_ptq_methods_and_int8_activations(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     cal = [rng.standard_normal((1, 3, 32, 32)).astype(np.float32) for _ in range(4)]
-    # entropy clips the long-tailed activations of this random-weight net hard (cosine ~0.87 here); it is
-    # meant for trained models, so only its plumbing is checked
-    for method, act, cos in (("percentile", "int8", 0.99), ("entropy", "uint8", 0.8), ("minmax", "int8", 0.99)):
+    for method, act in (("percentile", "int8"), ("entropy", "uint8"), ("minmax", "int8")):
         q = cnnjit.quantize(resnet8(), cal, method=method, activations=act, per_channel=method != "percentile")
         dev = q.deviation["output"]
-        assert dev["min_cosine"] > cos, (method, dev)
+        assert dev["min_cosine"] > 0.999 and dev["argmax_agree"] == 1.0, (method, dev)
         assert "scale" in q.report()
         q.save(tmp_path / f"{method}.onnx")
         assert (tmp_path / f"{method}.onnx").stat().st_size > 0
@@ -214,6 +238,93 @@ def test_qadd_kernel_exact(seed: int, signed: bool, n: int) -> None:
     g.outputs = [y]
     xv = rng.integers(info.min, info.max + 1, size=n).astype(dt)
     np.testing.assert_array_equal(_run_graph(g, xv), interpret(g, [xv])[0])
+
+
+@_SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), signed=st.booleans(), k=st.integers(1, 4), s=st.integers(1, 3),
+       hw=st.integers(1, 9), c=st.integers(1, 20), incl=st.booleans(), glob=st.booleans())
+def test_qavgpool_kernel_exact(seed: int, signed: bool, k: int, s: int, hw: int, c: int, incl: bool,
+                               glob: bool) -> None:
+    rng = np.random.default_rng(seed)
+    dt = np.int8 if signed else np.uint8
+    info = np.iinfo(dt)
+    H, W = max(hw, k), max(hw + int(rng.integers(0, 3)), k)
+    if glob:
+        k2, s2, pads = [H, W], [1, 1], [0, 0, 0, 0]
+    else:
+        k2, s2, pads = [k, k], [s, s], [int(rng.integers(0, k)) for _ in range(4)]
+    f = np.float32
+    attrs = {"kernel_shape": k2, "strides": s2, "pads": pads, "count_include_pad": int(incl),
+             "x_scale": float(f(rng.random() * 0.1 + 1e-3)), "x_zero_point": int(rng.integers(info.min, info.max + 1)),
+             "y_scale": float(f(rng.random() * 0.1 + 1e-3)), "y_zero_point": int(rng.integers(info.min, info.max + 1)),
+             "lo": int(info.min) + int(rng.integers(0, 3)), "hi": int(info.max), "dtype": "i8" if signed else "u8"}
+    g = Graph("t")
+    x = g.add_input(TensorType(dt, (1, H, W, c)), "x")
+    (t,) = get_op("QAvgPoolNHWC").infer_types([x], attrs)
+    y = Value(t, "y")
+    g.add_node(Node("QAvgPoolNHWC", [x], [y], attrs))
+    g.outputs = [y]
+    xv = rng.integers(info.min, info.max + 1, size=(1, H, W, c)).astype(dt)
+    np.testing.assert_array_equal(_run_graph(g, xv), interpret(g, [xv])[0])
+
+
+def test_qavgpool_follows_onnxruntime_float_path() -> None:
+    """DQ -> AveragePool -> Q as the float path computes it (onnxruntime without graph fusion; in ResNet-8 its
+    optimizer leaves this pattern unfused): the integer mean's exact ties round one way or the other depending
+    on float32 rounding, and QAvgPoolNHWC reproduces that exactly. (Fused into QLinearAveragePool, as
+    onnxruntime does for this standalone graph, it rounds the exact integer mean half to even instead.)"""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    zp = numpy_helper.from_array(np.array(-128, np.int8), "zp")
+    sc = numpy_helper.from_array(np.array(0.12706915, np.float32), "s")
+    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["d"]),
+             helper.make_node("AveragePool", ["d"], ["p"], kernel_shape=[8, 8], strides=[8, 8]),
+             helper.make_node("QuantizeLinear", ["p", "s", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, [1, 64, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 64, 1, 1])], [zp, sc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    m = cnnjit.compile(model)
+    assert "QAvgPoolNHWC" in {nd.op for nd in m.ir.nodes}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ties = 0
+    for _ in range(20):
+        x = rng.integers(-128, 128, size=(1, 64, 8, 8)).astype(np.int8)
+        ties += int((((x.astype(np.int64) + 128).sum(axis=(2, 3)) % 64) == 32).sum())
+        np.testing.assert_array_equal(m(x), sess.run(None, {"x": x})[0])
+    assert ties > 0  # the inputs do contain exact ties of the integer mean
+
+
+@pytest.mark.parametrize("k,s,pads,incl,glob,signed", [(3, 2, [1, 0, 1, 1], 1, False, True),
+                                                       (5, 1, [2, 2, 2, 2], 0, False, False),
+                                                       (7, 1, [0, 0, 0, 0], 0, True, True)])
+def test_qavgpool_matches_onnxruntime_float_path(k: int, s: int, pads: list, incl: int, glob: bool,
+                                                 signed: bool) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(k)
+    dt, tp = (np.int8, TensorProto.INT8) if signed else (np.uint8, TensorProto.UINT8)
+    info = np.iinfo(dt)
+    inits = [numpy_helper.from_array(np.array(int(rng.integers(info.min, info.max)), dt), n) for n in ("zx", "zy")]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sx", 0.0371), ("sy", 0.0213))]
+    pool = helper.make_node("GlobalAveragePool", ["d"], ["p"]) if glob else helper.make_node(
+        "AveragePool", ["d"], ["p"], kernel_shape=[k, k], strides=[s, s], pads=pads, count_include_pad=incl)
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["d"]), pool,
+             helper.make_node("QuantizeLinear", ["p", "sy", "zy"], ["y"])]
+    H = 7 if glob else 9
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", tp, [1, 24, H, H])],
+                              [helper.make_tensor_value_info("y", tp, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    m = cnnjit.compile(model)
+    assert "QAvgPoolNHWC" in {nd.op for nd in m.ir.nodes}
+    for _ in range(10):
+        x = rng.integers(info.min, info.max + 1, size=(1, 24, H, H)).astype(dt)
+        np.testing.assert_array_equal(m(x), sess.run(None, {"x": x})[0])
 
 
 def test_dense_kernel_uses_vnni() -> None:

@@ -6,6 +6,8 @@ the integers behind each folded constant, see ``cnnjit.ir.ops.qint.record_dequan
 * ``DQ(x) -> Conv(W, B) [-> Relu | Clip] -> Q``  (2-D convolutions, any group) -> ``QConvNHWC``
 * ``DQ(x) -> Gemm(W, C) | MatMul(W) [-> Add(bias)] [-> Relu | Clip] -> Q``  (x 2-D) -> ``QConvNHWC`` 1x1
 * ``DQ(a), DQ(b) -> Add [-> Relu] -> Q``  -> ``QAdd``
+* ``DQ(x) -> AveragePool | GlobalAveragePool [-> Relu | Clip] -> Q``  (2-D, no dilation, floor mode)
+  -> ``QAvgPoolNHWC`` (which evaluates onnxruntime's float path exactly, see ``cnnjit.ir.ops.qint``)
 
 Requirements: activation scales and zero points are per-tensor constants, weights are per-channel (or
 per-tensor) int8/uint8 constants whose ``w - w_zero_point`` fits int8, the bias (if any) is a constant (its
@@ -175,6 +177,8 @@ class QDQToInteger(Pass):
             p = mm
         if p.op == "Add" and bias_add is None:
             return self._match_add(graph, q, chain, p, sy, zy, lo, hi)
+        if p.op in ("AveragePool", "GlobalAveragePool") and bias_add is None:
+            return self._match_pool(graph, q, chain, p, sy, zy, lo, hi)
         if p.op not in ("Conv", "Gemm", "MatMul") or p.attrs.get("post"):
             return False
         chain.append(p)
@@ -206,6 +210,39 @@ class QDQToInteger(Pass):
             node = Node("QAdd", [a, b], [out], attrs)
         graph.insert_before(q, node)
         for n in chain + [add]:
+            _drop(graph, n)
+        return True
+
+    def _match_pool(self, graph: Graph, q: Node, chain: list, pool: Node, sy: float, zy: int, lo: int,
+                    hi: int) -> bool:
+        if not _only_user(graph, pool.outputs[0], chain[-1]):
+            return False
+        dq = pool.inputs[0].producer
+        xp = _scalar_qparams(dq) if dq is not None and dq.op == "DequantizeLinear" else None
+        if xp is None:
+            return False
+        xq = dq.inputs[0]
+        if xq.dtype not in (np.uint8, np.int8) or len(xq.shape) != 4:
+            return False
+        if pool.op == "GlobalAveragePool":
+            k, s, pads, incl = list(xq.shape[2:]), [1, 1], [0, 0, 0, 0], 0
+        else:
+            a = pool.attrs
+            if len(a["kernel_shape"]) != 2 or a["ceil_mode"] or any(d != 1 for d in a["dilations"]):
+                return False
+            k, s, pads, incl = list(a["kernel_shape"]), list(a["strides"]), list(a["pads"]), a["count_include_pad"]
+        if any(pd >= kk for pd, kk in zip(pads, k + k)):
+            return False
+        out = q.outputs[0]
+        attrs = {"kernel_shape": k, "strides": s, "pads": pads, "count_include_pad": int(bool(incl)),
+                 "x_scale": xp[0], "x_zero_point": xp[1], "y_scale": sy, "y_zero_point": zy, "lo": lo, "hi": hi,
+                 "dtype": q.attrs["dtype"]}
+        xn = self._to_nhwc(graph, xq, q)
+        y = self._emit(graph, q, "QAvgPoolNHWC", [xn], attrs,
+                       TensorType(out.dtype, (out.shape[0], out.shape[2], out.shape[3], out.shape[1])))
+        graph.insert_before(q, Node("Transpose", [y], [out], {"perm": TO_NCHW}))
+        self.nhwc[out.id] = y
+        for n in chain + [pool]:
             _drop(graph, n)
         return True
 

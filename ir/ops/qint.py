@@ -1,5 +1,5 @@
-"""Fused integer ops made by the ``qdq_to_integer`` pass: channels-last (NHWC) integer convolution and
-quantized elementwise Add.
+"""Fused integer ops made by the ``qdq_to_integer`` pass: channels-last (NHWC) integer convolution,
+quantized elementwise Add and quantized average pooling.
 
 These ops have no ONNX counterpart; they are what ``DequantizeLinear -> Conv/Gemm/MatMul [-> Relu/Clip]
 -> QuantizeLinear`` (and ``DequantizeLinear x2 -> Add [-> Relu] -> QuantizeLinear``) become. Every
@@ -16,6 +16,15 @@ quantization parameter is folded into constants and attributes at compile time:
 * ``QAdd(a, b)``: ``y = clip(round_half_even(fixed + float32(a) * ra + float32(b) * rb), lo, hi)`` with
   ``ra = float32(a_scale / y_scale)``, ``rb`` likewise and ``fixed = y_zp - (ra * a_zp + rb * b_zp)``, each
   step rounded to float32 in this order — onnxruntime's (MLAS) QLinearAdd on x86.
+* ``QAvgPoolNHWC(x)``: ``DequantizeLinear -> AveragePool / GlobalAveragePool -> QuantizeLinear`` evaluated the
+  way onnxruntime's CPU provider evaluates that float path when its optimizer leaves the pattern unfused
+  (as in the MLPerf Tiny ResNet-8; fused into QLinearAveragePool it rounds the exact integer mean half to
+  even instead, see docs/int8.md): every tap dequantized in
+  float32 (``float32(x - x_zero_point) * x_scale``), the taps summed in float32 one after another in
+  row-major window order, ``float32(sum / count)``, then ``QuantizeLinear`` (``float32(mean / y_scale)``,
+  round half to even, zero point, clip to ``[lo, hi]``). An exact integer mean would differ: with a window of
+  ``k`` taps, ``sum % k == k / 2`` is an exact tie (1 in ``k`` outputs), and which way the float path rounds
+  it depends on the float32 rounding of the sum, so only this order reproduces onnxruntime bit for bit.
 """
 
 from __future__ import annotations
@@ -101,6 +110,50 @@ def qadd_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     v = (qadd_fixed(a) + x.astype(f) * f(a["ra"])).astype(f) + (y.astype(f) * f(a["rb"])).astype(f)
     v = np.rint(v.astype(f)).astype(np.float64)
     return np.clip(v, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
+
+
+def _qavgpool_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x = types[0]
+    if x.rank != 4 or x.dtype not in (np.uint8, np.int8):
+        raise ShapeError(f"QAvgPoolNHWC: input {x} must be u8/i8 NHWC")
+    if a["dtype"] not in QINT_DTYPES:
+        raise ShapeError(f"QAvgPoolNHWC: output type {a['dtype']!r} must be one of {QINT_DTYPES}")
+    N, H, W, C = x.shape
+    out = []
+    for i, size in enumerate((H, W)):
+        k, s, p0, p1 = a["kernel_shape"][i], a["strides"][i], a["pads"][i], a["pads"][2 + i]
+        if k < 1 or s < 1 or p0 >= k or p1 >= k or size + p0 + p1 < k:
+            raise ShapeError(f"QAvgPoolNHWC: kernel {a['kernel_shape']} / pads {a['pads']} do not fit input {x}")
+        out.append((size + p0 + p1 - k) // s + 1)
+    return [TensorType(DTYPES[a["dtype"]], (N, out[0], out[1], C))]
+
+
+@defop("QAvgPoolNHWC", inputs=(1, 1), infer=_qavgpool_infer,
+       attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "count_include_pad": 0,
+              "x_scale": REQUIRED, "x_zero_point": REQUIRED, "y_scale": REQUIRED, "y_zero_point": REQUIRED,
+              "lo": REQUIRED, "hi": REQUIRED, "dtype": REQUIRED})
+def qavgpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    x = ins[0]
+    f = np.float32
+    d = ((x.astype(f) - f(a["x_zero_point"])) * f(a["x_scale"])).astype(f)
+    N, H, W, C = x.shape
+    (OH, OW) = _qavgpool_infer([TensorType(x.dtype, x.shape)], a)[0].shape[1:3]
+    KH, KW = a["kernel_shape"]
+    mean = np.zeros((N, OH, OW, C), f)
+    for oh in range(OH):
+        for ow in range(OW):
+            hs, ws = oh * a["strides"][0] - a["pads"][0], ow * a["strides"][1] - a["pads"][1]
+            acc = np.zeros((N, C), f)
+            count = 0
+            for h in range(max(hs, 0), min(hs + KH, H)):
+                for w in range(max(ws, 0), min(ws + KW, W)):
+                    acc = (acc + d[:, h, w, :]).astype(f)
+                    count += 1
+            if a["count_include_pad"]:
+                count = KH * KW
+            mean[:, oh, ow, :] = (acc / f(count)).astype(f)
+    q = np.rint((mean / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
+    return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
 
 
 # -- quantization provenance -----------------------------------------------------------------------------

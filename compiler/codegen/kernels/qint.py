@@ -304,3 +304,45 @@ def gen_qadd(node: Node) -> list[KernelCall]:
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
                                   float(np.float32(a["rb"])), float(qadd_fixed(a)), float(a["lo"]), float(a["hi"])],
                        note(node))]
+
+
+QAVGPOOL_SRC = '''
+def kernel(xb, xo, yb, yo, N, H, W, C, OH, OW, KH, KW, sh, sw, ph, pw, incl, xz, xs, ys, yz, lo, hi):
+    fxz = np.float32(xz)
+    fxs = np.float32(xs)
+    fys = np.float32(ys)
+    lo32 = np.float32(lo - yz)
+    hi32 = np.float32(hi - yz)
+    for b in range(N):
+        for oh in range(OH):
+            hs = oh * sh - ph
+            h0 = max(hs, 0)
+            h1 = min(hs + KH, H)
+            for ow in range(OW):
+                ws = ow * sw - pw
+                w0 = max(ws, 0)
+                w1 = min(ws + KW, W)
+                cnt = np.float32(KH * KW) if incl else np.float32((h1 - h0) * (w1 - w0))
+                yp = yo + ((b * OH + oh) * OW + ow) * C
+                for c in range(C):
+                    acc = np.float32(0.0)
+                    for h in range(h0, h1):
+                        xp = xo + ((b * H + h) * W) * C + c
+                        for w in range(w0, w1):
+                            acc += (np.float32(xb[U(xp + w * C)]) - fxz) * fxs
+                    v = np.rint(np.float32(np.float32(acc / cnt) / fys))
+                    v = min(max(v, lo32), hi32)
+                    yb[U(yp + c)] = np.int32(v) + yz
+'''
+
+
+@generator("QAvgPoolNHWC")
+def gen_qavgpool(node: Node) -> list[KernelCall]:
+    """Float32 taps summed in window order (onnxruntime's float path, see ``cnnjit.ir.ops.qint``)."""
+    a = node.attrs
+    x, y = node.inputs[0], node.outputs[0]
+    N, H, W, C = x.shape
+    return [KernelCall(QAVGPOOL_SRC, [x, y, N, H, W, C, y.shape[1], y.shape[2], *a["kernel_shape"], *a["strides"],
+                                      a["pads"][0], a["pads"][1], int(a["count_include_pad"]), float(a["x_zero_point"]),
+                                      float(a["x_scale"]), float(a["y_scale"]), a["y_zero_point"], a["lo"], a["hi"]],
+                       note(node))]
