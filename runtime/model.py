@@ -18,7 +18,7 @@ import numpy as np
 from cnnjit.ir import Graph
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
-from .program import Program
+from .program import Program, aligned_zeros
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Specialization:
             if name in p.const_buffers:
                 bufs[name] = p.const_buffers[name]
             else:
-                bufs[name] = np.zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
+                bufs[name] = aligned_zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
         return bufs
 
     def _acquire(self) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ import numpy as np
 
 from cnnjit.ir import Graph, Value, get_op
 from cnnjit.ir.types import short_name
+from cnnjit.runtime.program import aligned_zeros
 
 ALIGN_BYTES = 64
 
@@ -54,9 +55,12 @@ class ConstPool:
 
         out = {}
         for dt, parts in self.chunks.items():
-            arr = np.concatenate(parts) if parts else np.zeros(0, DTYPES[dt])
-            # at least one element so that numba sees a real buffer even when everything is empty
-            out[dt] = arr if arr.size else np.zeros(1, DTYPES[dt])
+            n = sum(a.size for a in parts)
+            # 64-byte aligned; at least one element so that numba sees a real buffer even when all is empty
+            arr = aligned_zeros(max(n, 1), DTYPES[dt])
+            if n:
+                np.concatenate(parts, out=arr)
+            out[dt] = arr
             out[dt].setflags(write=False)
         return out
 

@@ -107,6 +107,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
 
         if (sparse := sparse_conv_choice(node)) is not None:  # weights sparse enough: CSR kernel
             return sparse
+        from .simd_cvec import cvec_pointwise_width, gen_simd_cvec
+
+        if (vw := cvec_pointwise_width(node)) is not None:  # tiny maps (7x7, 3x3): vectors over channels
+            return gen_simd_cvec(node, vw)
         if simd_pointwise_applies(node):
             return gen_simd_pointwise(node)
         if is_pointwise(node):
