@@ -59,7 +59,6 @@ class Specialization:
         self.timings = dict(timings or {})
         self.pass_report = pass_report
         self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
-        self._lock = threading.Lock()
         self._pool: list[dict[str, np.ndarray]] = [self._allocate()]
 
     def _allocate(self) -> dict[str, np.ndarray]:
@@ -73,15 +72,14 @@ class Specialization:
         return bufs
 
     def _acquire(self) -> dict[str, np.ndarray]:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
-        return self._allocate()
+        try:
+            return self._pool.pop()  # list.pop / append are atomic: no lock on the per-call path
+        except IndexError:
+            return self._allocate()
 
     def _release(self, bufs: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            if len(self._pool) < self.max_pooled:
-                self._pool.append(bufs)
+        if len(self._pool) < self.max_pooled:  # a race may keep one extra set: harmless
+            self._pool.append(bufs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
@@ -93,7 +91,7 @@ class Specialization:
                 if b.size:
                     bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
             try:
-                p.run(*(bufs[n] for n in p.buffer_names))
+                p.run(*[bufs[n] for n in p.buffer_names])
             except IndexError as e:  # raised by kernels that index with run-time data (Gather)
                 raise InputError(f"an input holds an out-of-range index: {e}") from None
             except CnnjitError:
