@@ -141,3 +141,17 @@ def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed) -> None:
     with target_vector_width(width):
         model = cnnjit.compile(_model([node], [m, k], inits))
     np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(c=st.integers(1, 6), h=st.integers(1, 13), w=st.integers(1, 17), whole_window=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_global_average_at_width(width, c, h, w, whole_window, seed) -> None:
+    """GlobalAveragePool, and an AveragePool whose window is the whole plane (kws/DS-CNN's last pool),
+    through the vector-accumulator kernel."""
+    x = np.random.default_rng(seed).standard_normal((1, c, h, w)).astype(np.float32)
+    node = (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[h, w]) if whole_window
+            else helper.make_node("GlobalAveragePool", ["x"], ["y"]))
+    with target_vector_width(width):
+        model = cnnjit.compile(_model([node], list(x.shape), {}))
+    np.testing.assert_allclose(model(x), ref.global_avg_pool(x), rtol=1e-5, atol=1e-6)

@@ -325,8 +325,18 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(a, b), codegen
 
+    @intrinsic
+    def vhsum(typingctx, a):
+        """The sum of the lanes (in lane order), as a float32 scalar."""
+        def codegen(context, builder, sig, args):
+            fty = ir.FunctionType(ir.FloatType(), [ir.FloatType(), lvt])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.vector.reduce.fadd.v{n}f32")
+            return builder.call(fn, [ir.Constant(ir.FloatType(), 0.0), args[0]])
+
+        return types.float32(a), codegen
+
     return {
-        f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
+        f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
@@ -340,4 +350,4 @@ for _n in WIDTHS:
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather")]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum")]

@@ -224,6 +224,8 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
 def gen_pool(node: Node) -> list[KernelCall]:
     from .simd_pool import gen_simd_pool, simd_pool_applies
 
+    if _covers_input(node):
+        return gen_global_pool(node)
     if simd_pool_applies(node):
         return gen_simd_pool(node)
     x, y = node.inputs[0], node.outputs[0]
@@ -259,10 +261,48 @@ def kernel(xb, xo, yb, yo, NC, S, is_max):
 '''
 
 
+def global_avg_source(w: int) -> str:
+    """Mean of each plane with 4 vector accumulators (a scalar float sum is one long dependency chain)."""
+    return f'''
+def kernel(xb, xo, yb, yo, NC, S):
+    for nc in range(NC):
+        base = xo + nc * S
+        a0 = vzero{w}()
+        a1 = vzero{w}()
+        a2 = vzero{w}()
+        a3 = vzero{w}()
+        i = 0
+        while i + {4 * w} <= S:
+            a0 = vadd{w}(a0, vload{w}(xb, base + i))
+            a1 = vadd{w}(a1, vload{w}(xb, base + i + {w}))
+            a2 = vadd{w}(a2, vload{w}(xb, base + i + {2 * w}))
+            a3 = vadd{w}(a3, vload{w}(xb, base + i + {3 * w}))
+            i += {4 * w}
+        while i < S:
+            a0 = vadd{w}(a0, vloadn{w}(xb, base + i, S - i))
+            i += {w}
+        yb[yo + nc] = vhsum{w}(vadd{w}(vadd{w}(a0, a1), vadd{w}(a2, a3))) / S
+'''
+
+
+def _covers_input(node: Node) -> bool:
+    """An AveragePool whose one window is the whole unpadded plane: a global average."""
+    x, y = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    return (node.op == "AveragePool" and len(x.shape) >= 3 and tuple(a["kernel_shape"]) == tuple(x.shape[2:])
+            and not any(a["pads"]) and all(d == 1 for d in y.shape[2:]))
+
+
 @generator("GlobalAveragePool", "GlobalMaxPool")
 def gen_global_pool(node: Node) -> list[KernelCall]:
+    from ..simd import host_vector_width
+
     x = node.inputs[0]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
+    if node.op != "GlobalMaxPool" and x.dtype == np.float32:
+        w = 8 if S < 32 else host_vector_width()
+        return [KernelCall(global_avg_source(min(w, host_vector_width())),
+                           [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
     return [KernelCall(GLOBAL_SRC, [x, node.outputs[0], x.shape[0] * x.shape[1], S,
                                     int(node.op == "GlobalMaxPool")], note(node))]
 
