@@ -319,6 +319,13 @@ def _make(n: int) -> dict[str, object]:
         return vt(a, b), codegen
 
     @intrinsic
+    def vdiv(typingctx, a, b):
+        def codegen(context, builder, sig, args):
+            return builder.fdiv(args[0], args[1])
+
+        return vt(a, b), codegen
+
+    @intrinsic
     def vmul(typingctx, a, b):
         def codegen(context, builder, sig, args):
             return builder.fmul(args[0], args[1])
@@ -339,7 +346,7 @@ def _make(n: int) -> dict[str, object]:
         f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
-        f"vadd{n}": vadd, f"vmul{n}": vmul, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
+        f"vadd{n}": vadd, f"vmul{n}": vmul, f"vdiv{n}": vdiv, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather,
     }
@@ -350,4 +357,4 @@ for _n in WIDTHS:
 
 __all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum")]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv")]

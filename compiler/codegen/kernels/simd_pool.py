@@ -2,8 +2,9 @@
 
 Each (image, channel) plane is processed row by row in vectors of ``W`` output columns. Stride 1 loads
 contiguously, stride 2 keeps the even lanes of a double load; lanes outside the input are masked (never
-read) and hold -inf for max pooling or 0 for averaging. Average pooling takes this path only when its
-divisor is the same for every window (pads counted, or no pads and no ceil-mode overhang).
+read) and hold -inf for max pooling or 0 for averaging. Average pooling divides by a constant when every
+window holds kh*kw counted cells; with pads not counted (``count_include_pad=0``) it counts each window's
+cells inside the input by running the same masked loads over a row of ones.
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, note
+from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
 from .simd_pointwise import row_load
 
 
-def pool_source(w: int, sw: int, is_max: bool) -> str:
+def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
+    """``counted``: average pooling whose divisor is the number of window cells inside the input (pads not
+    counted): the same masked loads run over a row of ones (``ob``) to count them per lane."""
     fill = "-math.inf" if is_max else "0.0"
     comb = f"vmax{w}" if is_max else f"vadd{w}"
     fast, fast_ok, edge = row_load(w, sw, fill=fill)
     init = f"vbcast{w}(-math.inf)" if is_max else f"vzero{w}()"
     lines = [
-        "def kernel(xb, xo, yb, yo, NC, H, Win, OH, OW, KH, KW, sh, ph, pw, dh, dw, scale):",
+        "def kernel(xb, xo, yb, yo, NC, H, Win, OH, OW, KH, KW, sh, ph, pw, dh, dw, scale"
+        + (", ob, oo):" if counted else "):"),
         "    for nc in range(NC):",
         "        xc = xo + nc * H * Win",
         "        yc = yo + nc * OH * OW",
@@ -31,6 +35,7 @@ def pool_source(w: int, sw: int, is_max: bool) -> str:
         f"            for ow0 in range(0, OW, {w}):",
         f"                cnt = min({w}, OW - ow0)",
         f"                acc = {init}",
+        *([f"                num = vzero{w}()"] if counted else []),
         "                for kh in range(KH):",
         "                    ih = oh * sh + kh * dh - ph",
         "                    if ih < 0 or ih >= H:",
@@ -40,33 +45,41 @@ def pool_source(w: int, sw: int, is_max: bool) -> str:
         f"                        iw0 = ow0 * {sw} + kw * dw - pw",
         f"                        if cnt == {w} and {fast_ok}:",
         f"                            v = {fast}",
+        *([f"                            num = vadd{w}(num, {fast.replace('xb, xrow', 'ob, oo')})"] if counted else []),
         "                        else:",
         f"                            v = {edge}",
+        *([f"                            num = vadd{w}(num, {edge.replace('xb, xrow', 'ob, oo')})"] if counted else []),
         f"                        acc = {comb}(acc, v)",
     ]
-    if not is_max:
+    if counted:  # lanes past cnt count 0 cells: divide by max(num, 1) (they are never stored)
+        lines.append(f"                acc = vdiv{w}(acc, vmax{w}(num, vbcast{w}(1.0)))")
+    elif not is_max:
         lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
     lines.append(f"                vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)")
     return "\n".join(lines) + "\n"
 
 
-def simd_pool_applies(node: Node) -> bool:
+def _uniform_divisor(node: Node) -> bool:
+    """Every average window holds exactly kh*kw counted cells (pads counted, or no pads and no overhang)."""
     x, y = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    H, W = x.shape[2:]
+    OH, OW = y.shape[2:]
+    kh, kw = a["kernel_shape"]
+    sh, sw = a["strides"]
+    dh, dw = a["dilations"]
+    p = a["pads"]
+    inside = ((OH - 1) * sh + (kh - 1) * dh < H + p[0] + p[2]) and ((OW - 1) * sw + (kw - 1) * dw < W + p[1] + p[3])
+    return inside and bool(a["count_include_pad"] or not any(p))
+
+
+def simd_pool_applies(node: Node) -> bool:
+    x = node.inputs[0]
     a = node.attrs
     if x.dtype != np.float32 or len(x.shape) != 4 or a["strides"][1] not in (1, 2) or a.get("indices"):
         return False
-    if node.op == "AveragePool":
-        H, W = x.shape[2:]
-        OH, OW = y.shape[2:]
-        kh, kw = a["kernel_shape"]
-        sh, sw = a["strides"]
-        dh, dw = a["dilations"]
-        p = a["pads"]
-        inside = ((OH - 1) * sh + (kh - 1) * dh < H + p[0] + p[2]) and ((OW - 1) * sw + (kw - 1) * dw < W + p[1] + p[3])
-        # every window must hold exactly kh*kw counted cells
-        if not inside or not (a["count_include_pad"] or not any(p)):
-            return False
-    return True
+    # average pooling: a uniform divisor, or pads not counted (the divisor is counted per window)
+    return node.op != "AveragePool" or _uniform_divisor(node) or not a["count_include_pad"]
 
 
 def gen_simd_pool(node: Node) -> list[KernelCall]:
@@ -79,7 +92,10 @@ def gen_simd_pool(node: Node) -> list[KernelCall]:
         w = 8
     is_max = node.op == "MaxPool"
     kh, kw = a["kernel_shape"]
-    src = pool_source(w, a["strides"][1], is_max)
+    counted = not is_max and not _uniform_divisor(node)
+    src = pool_source(w, a["strides"][1], is_max, counted)
     args = [x, y, N * C, H, Win, OH, OW, kh, kw, a["strides"][0], a["pads"][0], a["pads"][1],
             *a["dilations"], 1.0 / (kh * kw)]
+    if counted:
+        args.append(Param(np.ones(Win, np.float32)))
     return [KernelCall(src, args, note(node))]
