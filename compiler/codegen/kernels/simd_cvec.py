@@ -160,7 +160,9 @@ def cvec_pointwise_width(node: Node) -> int | None:
         return None
     mg = wt.shape[0] // node.attrs["group"]
     host = host_vector_width()
-    return next((w for w in (host, 8) if w <= host and mg % w == 0), None)
+    # at least 2 channel vectors per tile: with one (e.g. ShuffleNet's 136-channel groups at width 8) the
+    # tile has too few FMA chains and loses to the pixel-vector kernel
+    return next((w for w in (host, 8) if w <= host and mg % (2 * w) == 0), None)
 
 
 def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
