@@ -155,3 +155,12 @@ def test_global_average_at_width(width, c, h, w, whole_window, seed) -> None:
     with target_vector_width(width):
         model = cnnjit.compile(_model([node], list(x.shape), {}))
     np.testing.assert_allclose(model(x), ref.global_avg_pool(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("m, act, residual", [(6, "Relu", True), (16, None, False)])
+def test_pointwise_pixel_blocks_at_width(width, m, act, residual) -> None:
+    """A 1x1 conv whose input exceeds L2 runs in pixel blocks (tails at block and plane ends, leftover
+    output rows when M % 4 != 0)."""
+    case = dict(c=40, m=m, g=1, k=1, s=1, d=1, h=61, w=59, pads=[0] * 4, act=act, residual=residual, seed=m)
+    _run_conv(case, width)
