@@ -47,6 +47,7 @@ def compile(  # noqa: A001 - the public name users expect
     cpu: str | None = None,
     features: str | None = None,
     sparse_threshold: float | None = None,
+    threads: int = 1,
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -67,6 +68,13 @@ def compile(  # noqa: A001 - the public name users expect
     ``sparse_threshold``: the zero fraction of a pointwise Conv's / Gemm's weights from which the sparse
     (CSR) kernel is used (default: the measured crossover, or ``CNNJIT_SPARSE_THRESHOLD``; > 1 disables it).
     A ``cnnjit.prune`` result (``PrunedModel``) is accepted as the model.
+
+    ``threads=N`` (N > 1) splits every layer estimated above ~25 us into N independent kernel calls over
+    disjoint output-channel ranges (dense and pointwise Conv; channel ranges for depthwise Conv), run
+    concurrently by a small parallel driver per kernel (a numba ``prange``; numba's thread pool, of size
+    ``NUMBA_NUM_THREADS``). ``OMP_WAIT_POLICY`` defaults to passive (spinning waits are catastrophic on a
+    machine busier than its cores) if numba's pool has not started yet; set it, or ``GOMP_SPINCOUNT``,
+    yourself to choose. Results are bit-identical to ``threads=1``. Batch-1 layers only.
     """
     from .prune import PrunedModel
 
@@ -82,6 +90,8 @@ def compile(  # noqa: A001 - the public name users expect
         raise ValueError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("auto", "python", "numba", "lazy"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
     proto = load_model(model)
@@ -101,7 +111,7 @@ def compile(  # noqa: A001 - the public name users expect
         t2 = time.perf_counter()
         before = loaded_kernels()
         with sparse_threshold_scope(sparse_threshold):
-            program = generate(graph, entry=entry)
+            program = generate(graph, entry=entry, threads=threads)
         t3 = time.perf_counter()
         if program.arena_bytes > max_arena_bytes:
             raise ResourceLimitError(
@@ -117,7 +127,7 @@ def compile(  # noqa: A001 - the public name users expect
         raise ModelError("the model declares no graph outputs")
     name = proto.graph.name or "model"
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
-                       {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry})
+                       {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry, "threads": threads})
     if input_shapes is not None:
         unknown = set(input_shapes) - {s.name for s in sigs}
         if unknown:
@@ -141,7 +151,7 @@ def compile(  # noqa: A001 - the public name users expect
         "fuse": fuse, "passes": None if passes is None else list(passes),
         "disable": None if disable is None else list(disable), "verify": verify,
         "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-        "sparse_threshold": sparse_threshold})
+        "sparse_threshold": sparse_threshold, "threads": threads})
     return cm
 
 

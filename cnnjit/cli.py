@@ -623,56 +623,44 @@ def _require_matplotlib() -> None:
 # cnnjit profile
 # =========================================================================================================
 def cmd_profile(args: argparse.Namespace) -> int:
-    from cnnjit.inspect_model import call_flops, call_nodes, op_label, trace
-    from cnnjit.runtime import Specialization
-    from cnnjit.runtime.profile import peak_gflops, profile_calls, random_feeds
+    from cnnjit.runtime.profile import profile_model
 
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")
     _check_model_path(args.model)
     with Progress(enabled=not args.json) as prog:
-        prog.update("compiling", 0, 1)
-        t = trace(args.model, parse_shapes(args.shape))
-        spec = Specialization(t.graph, t.program)
-        prog.update("compiling", 1, 1)
         prog.update("profiling", 0, 1)
-        calls = profile_calls(spec, random_feeds(t.program, args.seed), repeat=args.runs)
+        doc = profile_model(args.model, parse_shapes(args.shape), repeat=args.runs,
+                            mode="calls" if args.uninlined else "auto", peak=args.peak, seed=args.seed)
         prog.update("profiling", 1, 1)
-        prog.update("peak", 0, 1)
-        peak = peak_gflops()
-        prog.update("peak", 1, 1)
-    if not args.json:
-        for n in t.notes:
-            note(n)
-    flops = call_flops(t) if t.calls else [0] * len(calls)
-    nodes = call_nodes(t) if t.calls else [None] * len(calls)
-    total = sum(c.median_s for c in calls) or 1e-12
-    rows = []
-    for c, f, n in zip(calls, flops, nodes):
-        g = f / c.median_s / 1e9 if c.median_s and f else 0.0
-        rows.append({"call": c.index, "kernel": c.kernel, "op": op_label(n) if n is not None else c.op,
-                     "name": n.name if n is not None else "", "note": c.note, "median_ms": c.median_s * 1e3,
-                     "min_ms": c.min_s * 1e3, "percent": 100 * c.median_s / total, "flops": f, "gflops": g,
-                     "percent_of_peak": 100 * g / peak if peak else None})
-    rows.sort(key=lambda r: -r["median_ms"])
-    doc = {"model": args.model, "shapes": t.shapes, "notes": t.notes, "runs": args.runs,
-           "peak_gflops": peak, "peak_method": "numpy float32 512x512 matmul (BLAS sgemm), 1 thread, best of 5",
-           "total_ms": total * 1e3, "calls": rows}
+    doc["model"] = args.model
+    rows = sorted(doc["calls"], key=lambda r: -r["median_ms"])
+    doc["calls"] = rows
+    doc["total_ms"] = doc["sum_ms"]
     if args.json:
         emit_json(doc)
         return EXIT_OK
+    for n in doc["notes"]:
+        note(n)
     top = rows[: args.top] if args.top else rows
     table = [[str(r["call"]), r["kernel"], r["op"], clean(r["note"].split(" ", 1)[-1], 48), f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
               f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-"]
              for r in top]
-    all_flops = sum(flops)
-    footer = [f"sum of calls {total * 1e3:.3f} ms (median per call over {args.runs} runs); "
-              f"{_si(all_flops, 'FLOP')} -> {all_flops / total / 1e9:.2f} GFLOP/s overall",
-              f"peak {peak:.1f} GFLOP/s = numpy float32 512x512 matmul (BLAS sgemm), 1 thread, best of 5"]
+    total = doc["sum_ms"] / 1e3 or 1e-12
+    how = ("timed inside the compiled schedule (numba entry, kernels inlined; cycle counter between calls)"
+           if doc["mode"] == "timed" else
+           f"each kernel called from Python ({doc['entry']} entry"
+           + (", un-inlined: slower than the real numba entry)" if args.uninlined else ")"))
+    footer = [f"sum of calls {doc['sum_ms']:.3f} ms (median per call over {args.runs} runs), whole run "
+              f"{doc['run_ms']:.3f} ms (real {doc['entry']} entry, median): {100 * doc['discrepancy']:+.1f}% "
+              f"(minima: {doc['sum_min_ms']:.3f} vs {doc['run_min_ms']:.3f} ms); "
+              f"{_si(doc['flops'], 'FLOP')} -> {doc['flops'] / total / 1e9:.2f} GFLOP/s overall",
+              how,
+              f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}"]
     if len(top) < len(rows):
         footer.insert(0, f"({len(rows) - len(top)} faster calls not shown; --top 0 shows all)")
-    print_table(f"{clean(t.name, 40)}: time per kernel call, slowest first",
+    print_table(f"{clean(doc['name'], 40)}: time per kernel call, slowest first",
                 ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak"], table,
                 right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer)
     return EXIT_OK
@@ -953,8 +941,12 @@ Compiles, warms up, then times interleaved runs of each engine on the same seede
     "profile": """example:
   cnnjit profile model.onnx --runs 50 --top 10
 
-Runs the compiled schedule one kernel call at a time and lists the calls slowest first, with their share
-of the total, GFLOP/s and % of a simple machine peak (numpy float32 matmul, 1 thread).""",
+Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
+with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread). With the numba
+entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
+so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
+--uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
+as the peak instead of a generated vector FMA loop.""",
     "conformance": """example:
   cnnjit conformance
   cnnjit conformance --op Conv --op Relu --failures
@@ -1060,6 +1052,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="an .onnx file")
     p.add_argument("--runs", type=int, default=20, help="timed runs of the schedule (default 20)")
     p.add_argument("--top", type=int, default=20, help="rows to show (default 20; 0: all)")
+    p.add_argument("--uninlined", action="store_true",
+                   help="time each kernel called from Python (Python entry) instead of inside the compiled schedule")
+    p.add_argument("--peak", choices=["fma", "sgemm"], default="fma",
+                   help="the peak for '%% peak': measured vector FMA loop (default) or numpy sgemm")
     p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
     p.add_argument("--shape", action="append", metavar="NAME=DIMS", help=shape_help)
     p.set_defaults(func=cmd_profile)

@@ -14,6 +14,7 @@ kernel on its first call).
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .model import Specialization
-from .program import Program
+from .program import Program, aligned_zeros
 
 
 @dataclass
@@ -55,8 +56,8 @@ def schedule_calls(program: Program) -> list[tuple[str, str, str]]:
     out = []
     for line in program.source.splitlines()[1:]:
         stmt = line.strip()
-        if not stmt or stmt.startswith("#") or stmt == "pass":
-            continue
+        if not stmt or stmt.startswith(("#", "for ", "if ", "elif ", "else:")) or stmt == "pass":
+            continue  # (control lines of a threads=N schedule's parallel groups: their calls are listed)
         call, _, note = stmt.partition("  # ")
         out.append((call.split("(", 1)[0].strip(), call.strip(), note.strip()))
     return out
@@ -75,7 +76,7 @@ def _buffers(program: Program) -> dict[str, np.ndarray]:
         if name in program.const_buffers:
             bufs[name] = program.const_buffers[name]
         else:
-            bufs[name] = np.zeros(max(program.arena_sizes.get(name, 0), 1), program.arena_dtypes[name])
+            bufs[name] = aligned_zeros(max(program.arena_sizes.get(name, 0), 1), program.arena_dtypes[name])
     return bufs
 
 
@@ -131,6 +132,155 @@ def profile_calls(spec: Specialization, feeds: Mapping[str, np.ndarray] | None =
     return timings
 
 
+# =========================================================================================================
+# the timed schedule: the real compiled entry, with a cycle-counter read between calls
+# =========================================================================================================
+def timed_source(program: Program) -> str:
+    """The schedule with ``_ts[i] = ticks()`` before call ``i`` and ``_ts[n] = ticks()`` after the last.
+
+    Everything else is the schedule's text, so numba compiles it exactly as the real entry (kernels
+    inlined, sizes constant-propagated); the counter reads are the only difference.
+    """
+    lines = program.source.splitlines()
+    head = lines[0]
+    if not head.startswith("def run(") or not head.endswith("):"):
+        raise ValueError("unexpected schedule header: " + head)
+    out = [head[:-2] + ", _ts):"]
+    i = 0
+    for line in lines[1:]:
+        stmt = line.strip()
+        if not stmt or stmt.startswith("#") or stmt == "pass":
+            continue
+        out.append(f"    _ts[{i}] = ticks()")
+        out.append(line)
+        i += 1
+    out.append(f"    _ts[{i}] = ticks()")
+    return "\n".join(out) + "\n"
+
+
+def timed_entry(program: Program) -> Callable[..., None]:
+    """The numba-compiled timed schedule of ``program`` (``run(<buffers>, ts)``), through the disk cache."""
+    fn = program.meta.get("timed_entry")
+    if fn is None:
+        from cnnjit.compiler.codegen.build import load_entry, source_key
+        from cnnjit.compiler.codegen.cycles import ticks
+
+        ns = _namespace(program)
+        # the kernels, and the parallel drivers of a threads=N schedule (d0, d1...)
+        dispatchers: dict[str, Any] = {n: ns[n] for n in ns if n in program.kernel_sources or re.fullmatch(r"d\d+", n)}
+        dispatchers["ticks"] = ticks
+        fn = load_entry(timed_source(program), dispatchers,
+                        {n: source_key(s) for n, s in program.kernel_sources.items()})
+        program.meta["timed_entry"] = fn
+    return fn
+
+
+@dataclass
+class ScheduleProfile:
+    """Per-call timings of a whole schedule and how they were taken.
+
+    ``mode`` is ``"timed"`` (the numba entry with cycle-counter reads between calls: what a real run
+    does, kernels inlined) or ``"calls"`` (one Python call per kernel, un-inlined). ``run_s`` is the median
+    time of the real, untimed entry over the same runs (interleaved), ``timed_run_s`` the median of the
+    profiled runs as a whole (first to last counter read, or the sum of the calls).
+    """
+
+    mode: str
+    calls: list[CallTiming]
+    run_s: float
+    timed_run_s: float
+    entry: str
+    tick_s: float | None = None
+    #: the fastest real run and the fastest profiled run (on a busy machine most long runs are interrupted
+    #: somewhere, so medians of whole runs exceed the sum of per-call medians; minima compare better)
+    run_min_s: float = 0.0
+    timed_run_min_s: float = 0.0
+
+    @property
+    def sum_s(self) -> float:
+        """Sum of the per-call medians."""
+        return sum(c.median_s for c in self.calls)
+
+    @property
+    def discrepancy(self) -> float:
+        """(sum of per-call medians) / (median of the real run) - 1."""
+        return self.sum_s / self.run_s - 1.0 if self.run_s else float("nan")
+
+
+def _write_inputs(program: Program, bufs: dict[str, np.ndarray], feeds: Mapping[str, np.ndarray]) -> None:
+    for b in program.inputs:
+        if b.size:
+            bufs[b.buffer][b.offset:b.offset + b.size] = np.asarray(feeds[b.name], b.dtype).reshape(-1)
+
+
+def profile_schedule(spec: Specialization, feeds: Mapping[str, np.ndarray] | None = None, repeat: int = 50,
+                     warmup: int = 3, mode: str = "auto") -> ScheduleProfile:
+    """Per-call times of ``spec``'s schedule as it really runs.
+
+    ``mode="timed"`` compiles a copy of the numba entry with a cycle-counter read between calls
+    (``timed_source``) and converts ticks to seconds (``cycles.tick_seconds``); ``"calls"`` times each
+    kernel called from Python (``profile_calls``: right for a Python entry, about 2x too slow per call for
+    a numba entry, whose kernels LLVM inlines); ``"auto"`` is ``"timed"`` when the program's entry is
+    numba and the CPU has a counter we can read, else ``"calls"``. Either way the real entry is timed
+    too, interleaved with the profiled runs, so ``discrepancy`` tells how well the parts add up.
+    """
+    from cnnjit.compiler.codegen.cycles import HAVE_TICKS, tick_seconds
+
+    p = spec.program
+    entry = p.meta.get("entry", "python")
+    if mode == "auto":
+        mode = "timed" if entry in ("numba", "lazy") and HAVE_TICKS else "calls"
+    if mode not in ("timed", "calls"):
+        raise ValueError(f"mode must be 'auto', 'timed' or 'calls', got {mode!r}")
+    feeds = dict(feeds) if feeds is not None else random_feeds(p)
+    for b in p.inputs:
+        if b.name not in feeds:
+            raise KeyError(f"no input {b.name!r} given")
+    clock = time.perf_counter_ns
+    bufs = _buffers(p)
+    args = [bufs[n] for n in p.buffer_names]
+    real_ns: list[int] = []
+
+    def real_run() -> None:
+        _write_inputs(p, bufs, feeds)
+        t0 = clock()
+        p.run(*args)
+        real_ns.append(clock() - t0)
+
+    if mode == "calls":
+        calls = profile_calls(spec, feeds, repeat=repeat, warmup=warmup)
+        for _ in range(max(warmup, 0)):
+            real_run()
+        real_ns.clear()
+        for _ in range(max(repeat, 1)):
+            real_run()
+        sums = [sum(c.times_ns[r] for c in calls) for r in range(len(calls[0].times_ns))] if calls else [0]
+        return ScheduleProfile("calls", calls, statistics.median(real_ns) / 1e9, statistics.median(sums) / 1e9,
+                               entry, None, min(real_ns) / 1e9, min(sums) / 1e9)
+
+    run = timed_entry(p)
+    tick_s = tick_seconds()
+    sched = schedule_calls(p)
+    calls_t = [CallTiming(i, k, note, stmt) for i, (k, stmt, note) in enumerate(sched)]
+    ts = np.zeros(len(sched) + 1, np.int64)
+    bufs_t = _buffers(p)
+    args_t = [bufs_t[n] for n in p.buffer_names] + [ts]
+    whole: list[float] = []
+    for r in range(max(warmup, 0) + max(repeat, 1)):
+        if r == max(warmup, 0):
+            real_ns.clear()
+        _write_inputs(p, bufs_t, feeds)
+        run(*args_t)
+        if r >= warmup:
+            d = np.diff(ts) * (tick_s * 1e9)
+            for t, v in zip(calls_t, d):
+                t.times_ns.append(int(round(v)))
+            whole.append(float(ts[-1] - ts[0]) * tick_s)
+        real_run()
+    return ScheduleProfile("timed", calls_t, statistics.median(real_ns) / 1e9, statistics.median(whole), entry,
+                           tick_s, min(real_ns) / 1e9, min(whole))
+
+
 _PEAK_SCRIPT = """
 import time, numpy as np
 n, repeat = {n}, {repeat}
@@ -166,4 +316,130 @@ def peak_gflops(n: int = 512, threads: int = 1, repeat: int = 5) -> float:
     return _peak_cache[key]
 
 
-__all__ = ["CallTiming", "schedule_calls", "profile_calls", "random_feeds", "peak_gflops"]
+def measured_peak(kind: str = "fma", threads: int = 1) -> tuple[float, str]:
+    """(GFLOP/s, description) of the machine peak ``kind``: ``"fma"`` (``fma_peak_gflops``) or ``"sgemm"``
+    (``peak_gflops``)."""
+    if kind == "fma":
+        from cnnjit.compiler.codegen.simd import host_vector_width
+
+        w = host_vector_width()
+        return (fma_peak_gflops(threads),
+                f"float32 FMA peak: generated loop of {_FMA_CHAINS} independent {w}-lane vector FMA chains, "
+                f"{threads} thread{'s' if threads > 1 else ''}, best of 100 runs of 2 ms")
+    if kind == "sgemm":
+        return (peak_gflops(threads=threads),
+                f"numpy float32 512x512 matmul (BLAS sgemm), {threads} thread{'s' if threads > 1 else ''}, best of 5")
+    raise ValueError(f"peak must be 'fma' or 'sgemm', got {kind!r}")
+
+
+def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
+                  feeds: Mapping[str, np.ndarray] | None = None, *, repeat: int = 50, warmup: int = 3,
+                  mode: str = "auto", entry: str = "auto", peak: str = "fma", seed: int = 0) -> dict[str, Any]:
+    """Compile ``model`` (path, bytes, ModelProto) as ``cnnjit.compile`` does and profile its schedule.
+
+    Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, op, name,
+    note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak), ``run_ms`` (the real
+    entry's median), ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``,
+    ``peak_gflops`` and ``peak_method``. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
+    ``entry="auto"`` profiles the Python entry (the old per-call profile, kernels not inlined).
+    """
+    from cnnjit.inspect_model import call_flops, call_nodes, node_flops, op_label, trace
+
+    if mode == "calls" and entry == "auto":
+        entry = "python"
+    t = trace(model, input_shapes, entry=entry)
+    spec = Specialization(t.graph, t.program)
+    if feeds is None:
+        feeds = random_feeds(t.program, seed)
+    prof = profile_schedule(spec, feeds, repeat=repeat, warmup=warmup, mode=mode)
+    peak_g, peak_method = measured_peak(peak)
+    flops = call_flops(t) if t.calls else [0] * len(prof.calls)
+    nodes = call_nodes(t) if t.calls else [None] * len(prof.calls)
+    total = prof.sum_s or 1e-12
+    rows = []
+    for c, f, n in zip(prof.calls, flops, nodes):
+        g = f / c.median_s / 1e9 if c.median_s and f else 0.0
+        out_elems = int(np.prod(n.outputs[0].shape)) if n is not None and n.outputs and n.outputs[0].shape else 0
+        rows.append({"call": c.index, "kernel": c.kernel, "op": op_label(n) if n is not None else c.op,
+                     "name": n.name if n is not None else "", "note": c.note, "median_ms": c.median_s * 1e3,
+                     "min_ms": c.min_s * 1e3, "percent": 100 * c.median_s / total, "flops": int(f), "gflops": g,
+                     "percent_of_peak": 100 * g / peak_g if peak_g else None,
+                     # reduction length (multiply-adds per output element): 9 for a 3x3 depthwise conv
+                     "macs_per_output": node_flops(n) / 2 / out_elems if out_elems and f else 0.0})
+    return {"name": t.name, "shapes": {k: list(v) for k, v in t.shapes.items()}, "notes": t.notes,
+            "runs": repeat, "mode": prof.mode, "entry": prof.entry, "run_ms": prof.run_s * 1e3,
+            "sum_ms": prof.sum_s * 1e3, "timed_run_ms": prof.timed_run_s * 1e3, "discrepancy": prof.discrepancy,
+            "run_min_ms": prof.run_min_s * 1e3, "timed_run_min_ms": prof.timed_run_min_s * 1e3,
+            "sum_min_ms": sum(c.min_s for c in prof.calls) * 1e3,
+            "tick_ns": prof.tick_s * 1e9 if prof.tick_s else None, "flops": int(sum(flops)),
+            "peak_gflops": peak_g, "peak_method": peak_method, "calls": rows}
+
+
+# =========================================================================================================
+# the FMA peak: a generated loop of independent vector FMA chains
+# =========================================================================================================
+#: independent accumulator chains (latency 4 x 2 FMA pipes = 8 in flight on Zen 4 / Skylake; 16 covers more)
+_FMA_CHAINS = 16
+
+
+def fma_source(width: int, chains: int = _FMA_CHAINS) -> str:
+    """A kernel ``kernel(buf, n)`` doing ``n`` x ``chains`` vector FMAs of ``width`` lanes (explicit SIMD)."""
+    w = int(width)
+    lines = ["def kernel(buf, n):", f"    x = vload{w}(buf, 0)", f"    y = vload{w}(buf, {w})"]
+    lines += [f"    a{j} = vbcast{w}(buf[{2 * w + j}])" for j in range(chains)]
+    lines.append("    for _ in range(n):")
+    lines += [f"        a{j} = vfma{w}(x, y, a{j})" for j in range(chains)]
+    acc = [f"a{j}" for j in range(chains)]
+    while len(acc) > 1:
+        acc = [f"vadd{w}({acc[i]}, {acc[i + 1]})" if i + 1 < len(acc) else acc[i] for i in range(0, len(acc), 2)]
+    lines.append(f"    vstore{w}(buf, 0, {acc[0]})")
+    return "\n".join(lines) + "\n"
+
+
+_fma_cache: dict[tuple[int, int], float] = {}
+
+
+def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float = 0.002, repeat: int = 100) -> float:
+    """Float32 FMA peak of this machine, measured: GFLOP/s of a generated register-only vector FMA loop
+    (``fma_source``, the host's vector width), best of ``repeat`` runs of about ``seconds``, on ``threads``
+    threads at once (the kernel releases the GIL). Cached per process."""
+    from cnnjit.compiler.codegen.build import load_kernel
+    from cnnjit.compiler.codegen.simd import host_vector_width
+
+    w = int(width or host_vector_width())
+    key = (int(threads), w)
+    if key in _fma_cache:
+        return _fma_cache[key]
+    kern = load_kernel(fma_source(w))
+    bufs = [np.full(2 * w + _FMA_CHAINS, 1e-3, np.float32) for _ in range(threads)]
+    kern(bufs[0], 1)
+    n = 1 << 12
+    while True:  # calibrate the trip count to ~seconds on one thread
+        t0 = time.perf_counter()
+        kern(bufs[0], n)
+        dt = time.perf_counter() - t0
+        if dt > seconds / 4 or n > 1 << 30:
+            n = max(1, int(n * seconds / max(dt, 1e-9)))
+            break
+        n *= 4
+    flops = 2.0 * w * _FMA_CHAINS * n
+    best = 0.0
+    if threads <= 1:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            kern(bufs[0], n)
+            best = max(best, flops / (time.perf_counter() - t0) / 1e9)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads) as pool:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                list(pool.map(lambda b: kern(b, n), bufs))
+                best = max(best, threads * flops / (time.perf_counter() - t0) / 1e9)
+    _fma_cache[key] = best
+    return best
+
+
+__all__ = ["CallTiming", "ScheduleProfile", "schedule_calls", "profile_calls", "profile_schedule", "timed_source",
+           "timed_entry", "random_feeds", "peak_gflops", "fma_peak_gflops", "measured_peak", "profile_model"]

@@ -272,12 +272,18 @@ def test_profile(model_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     calls = doc["calls"]
-    assert calls and doc["peak_gflops"] > 0 and "sgemm" in doc["peak_method"]
+    assert calls and doc["peak_gflops"] > 0 and "FMA" in doc["peak_method"]
+    assert doc["mode"] == "timed" and doc["entry"] == "numba"  # 5 calls: the numba entry, timed inside
     assert [c["median_ms"] for c in calls] == sorted((c["median_ms"] for c in calls), reverse=True)
     assert abs(sum(c["percent"] for c in calls) - 100) < 1e-6
     assert any(c["op"].startswith("Conv") and c["flops"] > 0 for c in calls)
+    assert doc["run_ms"] > 0 and doc["sum_ms"] > 0 and doc["total_ms"] == doc["sum_ms"]
     r = run_cli("profile", model_path, "--runs", "2")
-    assert r.returncode == 0 and "slowest first" in r.stdout and "% peak" in r.stdout
+    assert r.returncode == 0 and "slowest first" in r.stdout and "% peak" in r.stdout and "cycle counter" in r.stdout
+    r = run_cli("profile", model_path, "--runs", "2", "--uninlined", "--peak", "sgemm", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["mode"] == "calls" and doc["entry"] == "python" and "sgemm" in doc["peak_method"]
 
 
 # ---- conformance -----------------------------------------------------------------------------------------

@@ -111,6 +111,44 @@ def test_compile_report_logged(fresh_cache, caplog):
     assert "kernel cache:" in text and "kernels (" in text and "origin" in text
 
 
+# == the numba entry: one kernel compile per distinct sizes, not per call ===================================
+def conv_chain(n: int = 4, seed: int = 0) -> onnx.ModelProto:
+    """``n`` identical Conv 3x3 (6 -> 6 channels, pad 1) + Relu layers on 1x6x10x10, then GlobalAveragePool."""
+    rng = np.random.default_rng(seed)
+    inits, nodes, cur = [], [], "x"
+    for i in range(n):
+        inits.append(numpy_helper.from_array(rng.standard_normal((6, 6, 3, 3)).astype(np.float32) * 0.3, f"w{i}"))
+        nodes += [helper.make_node("Conv", [cur, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        cur = f"r{i}"
+    nodes.append(helper.make_node("GlobalAveragePool", [cur], ["y"]))
+    g = helper.make_graph(nodes, "conv_chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 10, 10])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 1, 1])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("specialize_max", [4, 0])
+def test_numba_entry_compiles_each_kernel_once_per_sizes(fresh_cache, monkeypatch, specialize_max):
+    """Calls of one kernel with the same sizes (other buffer offsets) share one compiled specialisation; with
+    ``SPECIALIZE_MAX = 0`` every kernel is compiled once for all its calls and inlined into the entry."""
+    from cnnjit.compiler.codegen import emit
+    from cnnjit.ir import interpret
+
+    monkeypatch.setattr(emit, "SPECIALIZE_MAX", specialize_max)
+    for k in list(build._loaded):
+        build._loaded.pop(k)
+    m = cnnjit.compile(conv_chain(seed=specialize_max), entry="numba")
+    p = m._last.program
+    conv = [n for n, s in p.kernel_sources.items() if p.source.count(f"    {n}(") == 4]
+    assert len(conv) == 1, p.source
+    disp = build._loaded[build.source_key(p.kernel_sources[conv[0]])]
+    assert len(disp.overloads) == 1, list(disp.overloads)  # not one per call, no unused Python signature
+    assert (p.meta["generic_kernels"] != []) == (specialize_max == 0)
+    x = np.random.default_rng(1).standard_normal((1, 6, 10, 10)).astype(np.float32)
+    np.testing.assert_allclose(m(x), interpret(m.ir, [x])[0], rtol=1e-5, atol=1e-5)
+    assert len(disp.overloads) == 1  # the entry compiled no further specialisation
+
+
 # == a second process loads every kernel from the cache =====================================================
 CHILD = textwrap.dedent("""
     import json, sys

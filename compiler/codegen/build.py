@@ -47,6 +47,9 @@ from cnnjit.compiler.codegen.simd_int import *  # noqa: F403 - integer intrinsic
 # Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
 # keeps LLVM from vectorising the inner loops. Every index is known non-negative by construction.
 U = np.uint64
+# A buffer offset in a numba-compiled schedule: an int64 value, not a literal (numba compiles a kernel per
+# distinct tuple of literal arguments), so one kernel specialisation serves every call with the same sizes.
+O = np.int64
 
 '''
 DECORATOR = '@njit(nogil=True, error_model="numpy")\n'
@@ -267,6 +270,21 @@ def _enable_checked_cache(dispatcher, source_text: str) -> None:
             dispatcher.enable_caching()
 
 
+def mark_inline(cres) -> None:
+    """Have LLVM inline the compiled kernel ``cres`` into the numba functions that link it afterwards (a
+    numba-compiled schedule), where the call's constant sizes then specialise it. Best effort: with another
+    numba layout, LLVM's own inlining decisions stand."""
+    lib = cres.library
+    if getattr(lib, "_cnnjit_inline", False) or cres.objectmode:
+        return
+    try:
+        mod = lib._get_module_for_linking()  # what callers link in (numba's clone, kept on the library)
+        mod.get_function(cres.fndesc.llvm_func_name).add_function_attribute("alwaysinline")
+        lib._cnnjit_inline = True
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
@@ -290,9 +308,11 @@ def load_kernel(source: str):
     """The numba dispatcher for ``source`` (a function named ``kernel``), loading or writing its module."""
     key = source_key(source)
     with _lock:
-        if key in _loaded:
-            return _loaded[key]
         path = cache_dir() / f"k_{key}.py"
+        if key in _loaded:
+            if not path.exists():  # loaded while CNNJIT_CACHE_DIR named another folder: write it here too
+                _write_atomic(path, module_text(source))
+            return _loaded[key]
         text = module_text(source)
         if _read_text(path) != text:  # missing, truncated, corrupt or tampered with: (re)write it
             _write_atomic(path, text)

@@ -43,21 +43,29 @@ _stats_lock = threading.Lock()
 
 
 # -- signatures ---------------------------------------------------------------------------------------------
-def _literal_type(text: str) -> Any:
+def _literal_type(text: str, literal: bool = False) -> Any:
     import numba
 
     if text.lstrip("-") in ("math.nan", "math.inf"):
         return numba.typeof(math.inf)
-    return numba.typeof(ast.literal_eval(text))
+    if text.startswith("O(") and text.endswith(")"):  # a buffer offset: int64 (build.HEADER's ``O``)
+        return numba.typeof(int(text[2:-1]))
+    value = ast.literal_eval(text)
+    if literal and type(value) is int:
+        from numba.core import types
+
+        return types.literal(value)
+    return numba.typeof(value)
 
 
 def call_signatures(call_args: Mapping[str, Iterable[Sequence[str]]], arena_dtypes: Mapping[str, np.dtype],
-                    const_buffers: Mapping[str, np.ndarray]) -> dict[str, list[tuple]]:
+                    const_buffers: Mapping[str, np.ndarray], literal: bool = False) -> dict[str, list[tuple]]:
     """Per kernel, the distinct numba argument-type tuples of its calls.
 
     ``call_args[kernel]`` lists each call's argument texts as written in the schedule: a buffer name
-    (``a_f32``, ``c_f32``...) or a number literal. Types come from ``numba.typeof`` on the same kind of
-    object the runtime passes, so they match what the dispatcher computes at call time.
+    (``a_f32``, ``c_f32``...), a number literal or an offset ``O(n)``. Types come from ``numba.typeof`` on
+    the same kind of object the runtime passes, so they match what the dispatcher computes at call time;
+    with ``literal``, int constants are typed as numba types them in a compiled caller (``Literal[int]``).
     """
     import numba
 
@@ -78,7 +86,7 @@ def call_signatures(call_args: Mapping[str, Iterable[Sequence[str]]], arena_dtyp
                     if t is None:
                         t = lit.get(a)
                         if t is None:
-                            t = lit[a] = _literal_type(a)
+                            t = lit[a] = _literal_type(a, literal)
                     types.append(t)
                 sig = tuple(types)
                 if sig not in sigs:
@@ -241,6 +249,71 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
             elif r.origin == "disk cache":
                 STATS["load_s"] += r.seconds
     return CompileReport(list(rows.values()), workers_used, time.perf_counter() - t_start)
+
+
+def load_entry_only(entry: Any, entry_sig: tuple, dispatchers: Mapping[str, Any], sources: Mapping[str, str],
+                    signatures: Mapping[str, list[tuple]], calls: Mapping[str, int] | None = None,
+                    ops: Mapping[str, str] | None = None) -> CompileReport | None:
+    """Make the numba schedule ``entry`` ready for ``entry_sig`` when that compiles nothing; else None.
+
+    The schedule's machine code links in (and mostly inlines) every kernel it calls, so when it is already
+    compiled in this process or sits in the disk cache, the kernels' own machine code is not needed and is
+    not loaded (numba loads a kernel from the disk cache later if something calls it from Python). The
+    report then gives every kernel the schedule's origin ("memory" or "disk cache"), the load time on the
+    first row. None when the schedule is not cached (or its cache entry fails to load and would be
+    recompiled): the caller compiles kernels and schedule as usual.
+    """
+    from .build import source_key
+
+    t_start = time.perf_counter()
+    if tuple(entry_sig) in entry.overloads:
+        origin = "memory"
+    elif _in_disk_cache(entry, entry_sig):
+        misses = sum(entry.stats.cache_misses.values())
+        hits = sum(entry.stats.cache_hits.values())
+        cache = entry._cache
+        entry._cache = _NoCompile(cache)  # a failing load must not compile here (the kernels first)
+        try:
+            entry.compile(entry_sig)
+        except _WouldCompile:
+            return None
+        finally:
+            entry._cache = cache
+        if sum(entry.stats.cache_misses.values()) != misses or sum(entry.stats.cache_hits.values()) == hits:
+            return None  # pragma: no cover - numba compiled after all
+        origin = "disk cache"
+    else:
+        return None
+    dt = time.perf_counter() - t_start
+    rows = [KernelCompile(name, (ops or {}).get(name, ""), (calls or {}).get(name, 0),
+                          len(signatures.get(name, [])), origin, dt if i == 0 else 0.0, 0.0,
+                          source_key(sources[name]))
+            for i, name in enumerate(dispatchers)]
+    with _stats_lock:
+        STATS[origin] = STATS.get(origin, 0) + len(rows)
+        if origin == "disk cache":
+            STATS["load_s"] += dt
+    return CompileReport(rows, 1, dt)
+
+
+class _WouldCompile(Exception):
+    """Raised instead of compiling when a disk-cache load of the schedule failed."""
+
+
+class _NoCompile:
+    """A dispatcher cache wrapper whose load miss raises ``_WouldCompile`` (so nothing compiles)."""
+
+    def __init__(self, cache: Any) -> None:
+        self._cache = cache
+
+    def load_overload(self, sig: Any, target_context: Any) -> Any:
+        got = self._cache.load_overload(sig, target_context)
+        if got is None:
+            raise _WouldCompile
+        return got
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache, name)
 
 
 def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping[str, str],

@@ -1,0 +1,92 @@
+"""The per-layer profiler: the timed schedule (cycle counter between the calls of the real numba entry)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.codegen.cycles import HAVE_TICKS, read_ticks, tick_seconds
+from cnnjit.runtime.profile import (
+    fma_peak_gflops,
+    profile_model,
+    profile_schedule,
+    schedule_calls,
+    timed_source,
+)
+
+
+def conv_stack(channels: int = 16, size: int = 16, layers: int = 5):
+    """Conv+Relu layers (same padding), then global pooling: one kernel call per layer, plus the pool."""
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    cin = 3
+    for i in range(layers):
+        w = (rng.standard_normal((channels, cin, 3, 3)) / np.sqrt(9 * cin)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        x, cin = f"r{i}", channels
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"]))
+    g = helper.make_graph(nodes, "conv_stack",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 1, 1])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    return cnnjit.compile(conv_stack(), entry="numba")
+
+
+def test_timed_source_brackets_every_call(compiled) -> None:
+    p = compiled._default_spec().program
+    src = timed_source(p)
+    n = len(schedule_calls(p))
+    lines = src.splitlines()
+    assert lines[0].startswith("def run(") and lines[0].endswith(", _ts):")
+    assert [ln.strip() for ln in lines[1::2]] == [f"_ts[{i}] = ticks()" for i in range(n + 1)]
+    assert [ln for ln in lines[2::2]] == [ln for ln in p.source.splitlines()[1:] if ln.strip()]
+
+
+@pytest.mark.skipif(not HAVE_TICKS, reason="no cycle counter on this CPU")
+def test_ticks_advance_and_calibrate() -> None:
+    a = read_ticks()
+    b = read_ticks()
+    assert b >= a
+    assert 1e-11 < tick_seconds() < 1e-8  # 0.1 to 100 GHz
+
+
+@pytest.mark.skipif(not HAVE_TICKS, reason="no cycle counter on this CPU")
+def test_timed_profile_adds_up_to_a_real_run(compiled) -> None:
+    spec = compiled._default_spec()
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    prof = profile_schedule(spec, {"x": x}, repeat=30)
+    assert prof.mode == "timed" and prof.entry == "numba"
+    assert len(prof.calls) == len(schedule_calls(spec.program))
+    assert all(len(c.times_ns) == 30 and c.median_s > 0 for c in prof.calls)
+    # the parts add up to the whole timed run, and the timed run is the real run (loose: shared machine)
+    assert prof.sum_s == pytest.approx(prof.timed_run_s, rel=0.15)
+    assert prof.sum_s == pytest.approx(prof.run_s, rel=0.5)
+    # the profiled runs compute the same thing as the model
+    assert spec.program.meta["timed_entry"] is not None
+
+
+def test_calls_mode_and_profile_model(compiled) -> None:
+    spec = compiled._default_spec()
+    prof = profile_schedule(spec, repeat=3, warmup=1, mode="calls")
+    assert prof.mode == "calls" and len(prof.calls) == len(schedule_calls(spec.program))
+    with pytest.raises(ValueError):
+        profile_schedule(spec, repeat=1, mode="nope")
+    doc = profile_model(conv_stack(), repeat=5, warmup=1)
+    assert doc["entry"] == "numba" and doc["mode"] == ("timed" if HAVE_TICKS else "calls")
+    convs = [r for r in doc["calls"] if r["op"].startswith("Conv")]
+    assert len(convs) == 5 and all(r["flops"] > 0 and r["gflops"] > 0 for r in convs)
+    assert doc["peak_gflops"] > 0 and abs(sum(r["percent"] for r in doc["calls"]) - 100) < 1e-6
+
+
+def test_fma_peak_is_positive() -> None:
+    assert fma_peak_gflops(width=4, seconds=0.002, repeat=2) > 0.5
