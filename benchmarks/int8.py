@@ -1,6 +1,6 @@
 """int8 vs fp32: cnnjit's integer kernels against its float kernels and onnxruntime, single-threaded.
 
-    python benchmarks/int8.py [--models resnet8,mobilenet_v2_224] [--runs 50] [--warmup 5] [--entry python]
+    python benchmarks/int8.py [--models resnet8,mobilenet_v2_224] [--runs 50] [--warmup 5] [--entry auto]
 
 For each model: post-training quantization with ``cnnjit.quantize`` (16 seeded calibration inputs,
 per-channel int8 weights) twice — uint8 activations (the ``u8s8`` QDQ model) and int8 activations
@@ -22,6 +22,7 @@ from benchmarks.harness import single_thread  # noqa: E402
 single_thread()  # before numpy / numba / onnxruntime start their thread pools
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -75,19 +76,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(DEFAULT))
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--entry", default="python", choices=("python", "numba"))
+    ap.add_argument("--entry", default="auto", choices=("auto", "python", "numba"))
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
+    load_before = os.getloadavg()
     results = [bench_model(n, args.runs, args.warmup, args.entry) for n in args.models.split(",") if n]
+    load_after = os.getloadavg()
     headers = ["model", *[f"{s} ms" for s in SERIES], "int8/fp32 speed-up", "int8 / ort u8s8", "cosine"]
     rows = [[r["model"], *[fmt(r["median_ms"][s]) for s in SERIES], fmt(r["int8_speedup_vs_fp32"]),
              fmt(r["int8_latency_vs_ort_u8s8"]), fmt(r["cosine"], 5)] for r in results]
     print_table(headers, rows, title="int8 vs fp32 (median latency, 1 thread)")
     notes = ["cnnjit int8 runs the u8s8 QDQ model (uint8 activations, per-channel int8 weights) with the "
              "qdq_to_integer pass: integer NHWC kernels (vpdpbusd on AVX512-VNNI).",
-             f"entry={args.entry}; models quantized by cnnjit.quantize (minmax, 16 random calibration inputs)."]
-    write_json("int8", {"entry": args.entry, "runs": args.runs, "results": results}, args.out)
-    write_markdown("int8", headers, rows, title="cnnjit int8 vs fp32 vs onnxruntime (1 thread)", notes=notes,
+             f"entry={args.entry} (cnnjit int8 and fp32); models quantized by cnnjit.quantize (minmax, 16 random "
+             "calibration inputs).",
+             f"median of {args.runs} interleaved runs; load average (1 min) {load_before[0]:.2f} before, "
+             f"{load_after[0]:.2f} after (2 shared cores)."]
+    write_json("int8", {"entry": args.entry, "runs": args.runs, "loadavg": [load_before, load_after],
+                        "results": results}, args.out)
+    write_markdown("int8", headers, rows, title=f"cnnjit int8 vs fp32 vs onnxruntime (1 thread, entry={args.entry})",
+                   notes=notes,
                    out_dir=args.out)
     bar_chart("int8", [r["model"] for r in results], {s: [r["median_ms"][s] for r in results] for s in SERIES},
               ylabel="median latency (ms)", title="int8 vs fp32, 1 thread", out_dir=args.out)

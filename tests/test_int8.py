@@ -220,6 +220,42 @@ def test_qconv_kernels_exact(seed: int, kind: str, xs: bool, ys: bool, k: int, s
         K.FAST = True
 
 
+def _qconv_case(rng: np.random.Generator, xdt, ydt, batch: int, H: int, W: int, c: int, m: int, k: int, s: int,
+                pad: int, dil: int, G: int) -> tuple[Graph, np.ndarray]:
+    w = rng.integers(-128, 128, size=(m, k, k, c // G)).astype(np.int8)
+    b = rng.integers(-20000, 20000, size=m).astype(np.int32)
+    mult = (rng.random(m) * 0.02 + 1e-4).astype(np.float32)
+    xinfo, yinfo = np.iinfo(xdt), np.iinfo(ydt)
+    lo, hi = int(yinfo.min) + int(rng.integers(0, 3)), int(yinfo.max) - int(rng.integers(0, 3))
+    attrs = {"strides": [s, s], "pads": [pad] * 4, "dilations": [dil, dil], "group": G,
+             "x_zero_point": int(rng.integers(xinfo.min, xinfo.max + 1)),
+             "y_zero_point": int(rng.integers(yinfo.min, yinfo.max + 1)), "lo": lo, "hi": hi,
+             "dtype": "i8" if ydt == np.int8 else "u8"}
+    g = Graph("t")
+    x = g.add_input(TensorType(xdt, (batch, H, W, c)), "x")
+    ins = [x, _const(w), _const(b), _const(mult)]
+    (t,) = get_op("QConvNHWC").infer_types(ins, attrs)
+    y = Value(t, "y")
+    g.add_node(Node("QConvNHWC", ins, [y], attrs))
+    g.outputs = [y]
+    return g, rng.integers(xinfo.min, xinfo.max + 1, size=(batch, H, W, c)).astype(xdt)
+
+
+@_SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), xs=st.booleans(), ys=st.booleans(), k=st.sampled_from([1, 3, 5]),
+       s=st.sampled_from([1, 2]), dil=st.sampled_from([1, 2]), c=st.sampled_from([16, 32, 48, 64, 80, 128, 144]),
+       hw=st.integers(1, 12), batch=st.integers(1, 2))
+def test_qdepthwise_wide_exact(seed: int, xs: bool, ys: bool, k: int, s: int, dil: int, c: int, hw: int,
+                               batch: int) -> None:
+    """Depthwise with whole 64-channel blocks (the unmasked path) and interior pixels (unchecked taps)."""
+    rng = np.random.default_rng(seed)
+    pad = int(rng.integers(0, k)) if k > 1 else 0
+    H = W = max(hw, (k - 1) * dil + 1 - 2 * pad)
+    g, xv = _qconv_case(rng, np.int8 if xs else np.uint8, np.int8 if ys else np.uint8, batch, H, W, c, c, k, s,
+                        pad, dil, c)
+    np.testing.assert_array_equal(_run_graph(g, xv), interpret(g, [xv])[0])
+
+
 @_SETTINGS
 @given(seed=st.integers(0, 2**31 - 1), signed=st.booleans(), n=st.integers(1, 300))
 def test_qadd_kernel_exact(seed: int, signed: bool, n: int) -> None:
@@ -348,3 +384,64 @@ def test_dense_kernel_uses_vnni() -> None:
     kern(x, 0, w, 0, b, 0, m, 0, y, 0, 1, 1, 4, 16, 1, 4, 16, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 4, 0, 0, -128, 127)
     asm = kern.inspect_asm(kern.signatures[0])
     assert "vpdpbusd" in asm
+
+
+def test_depthwise_kernel_uses_vnni() -> None:
+    """The depthwise kernel's transposed columns meet the weights in ``vpdpbusd`` (3 taps per byte group)."""
+    from cnnjit.compiler.codegen.build import module_text
+    from cnnjit.compiler.codegen.simd_int import has_vnni, host_int_width
+
+    n = host_int_width()
+    if not has_vnni(n):
+        pytest.skip("no AVX512-VNNI / AVX-VNNI on this host")
+    ns: dict = {}
+    exec(compile(module_text(K.depthwise_col_source(n, 3, 3, 1, False)), "<qint>", "exec"), ns)
+    kern = ns["kernel"]
+    C = 4 * n
+    x = np.zeros(9 * C, np.uint8)
+    w = np.zeros(3 * 4 * C, np.int8)
+    b = np.zeros(C, np.int32)
+    m = np.ones(C, np.float32)
+    y = np.zeros(9 * C, np.uint8)
+    kern(x, 0, w, 0, b, 0, m, 0, y, 0, 1, 3, 3, C, 3, 3, 1, 1, 1, 1, 0, 0, 0, 255)
+    asm = kern.inspect_asm(kern.signatures[0])
+    assert "vpdpbusd" in asm
+
+
+@pytest.mark.parametrize("glob", [True, False])
+def test_qavgpool_flatten_head(glob: bool) -> None:
+    """DQ -> (Global)AveragePool -> Flatten -> Q (a classifier head) becomes QAvgPoolNHWC + Reshape (with a
+    Transpose back to NCHW when the pooled map is not 1x1). Against onnxruntime's float path: exact for the
+    global pool; the 2x2 pool's 4-tap means hit float32 ties that onnxruntime's NCHW kernel rounds by its own
+    summation order, so there it is within 1 LSB and never further from onnxruntime than cnnjit's float path."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(np.array(3, np.uint8), "zp"),
+             numpy_helper.from_array(np.array(0.0371, np.float32), "sx"),
+             numpy_helper.from_array(np.array(0.0213, np.float32), "sy")]
+    pool = (helper.make_node("GlobalAveragePool", ["d"], ["p"]) if glob else
+            helper.make_node("AveragePool", ["d"], ["p"], kernel_shape=[2, 2], strides=[2, 2]))
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zp"], ["d"]), pool,
+             helper.make_node("Flatten", ["p"], ["f"], axis=1),
+             helper.make_node("QuantizeLinear", ["f", "sy", "zp"], ["y"])]
+    out = 24 if glob else 24 * 4
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 24, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, out])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    m = cnnjit.compile(model)
+    ops = {nd.op for nd in m.ir.nodes}
+    assert "QAvgPoolNHWC" in ops and "GlobalAveragePool" not in ops and "AveragePool" not in ops
+    mf = cnnjit.compile(model, disable=["qdq_to_integer"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    diff = diff_float = 0
+    for _ in range(50):
+        x = rng.integers(0, 256, size=(1, 24, 4, 4)).astype(np.uint8)
+        r = sess.run(None, {"x": x})[0].astype(np.int32)
+        y = m(x).astype(np.int32)
+        assert np.abs(y - r).max() <= (0 if glob else 1)
+        diff += int((y != r).sum())
+        diff_float += int((mf(x).astype(np.int32) != r).sum())
+    assert diff <= diff_float

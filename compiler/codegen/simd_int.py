@@ -11,6 +11,12 @@ u8 x s8 dot product and the requantising store.
     ivrqstore16(yb, i, acc, mb, mi, yz, lo, hi, cnt)
         y = clip(round_half_even(float32(acc) * mb[mi:mi + n]) + yz, lo, hi) stored as bytes to
         yb[i : i + cnt] (masked; yb is u8 or i8)
+    ivrq16(acc, mb, mi, yz, lo, hi)     the same requantised value as i32 lanes (no store)
+    ivpack4_16(a0, a1, a2, a3)          byte 4l + k = ak[l] & 255 (four channel-interleaved vectors -> bytes)
+    ivloadb16(buf, i, cnt)              buf[i : i + cnt] (cnt <= 4n bytes) as <n x i32>, the rest 0 (masked)
+    ivstoreb16(buf, i, v, cnt) / ivstore16(buf, i, v)   the first cnt / all 4n bytes of v to buf[i:]
+    ivtr{k}_16(x0, x1, x2, x3)          byte transpose: i32 lane (L, j) = bytes xr[16L + 4k + j], r = 0..3
+    ivpackq16(r0, r1, r2, r3)           its inverse for results: byte 16L + 4k + j = rk[4L + j]
 
 ``ivdot`` is the VNNI ``vpdpbusd`` on x86 hosts with AVX512-VNNI (``llvm.x86.avx512.vpdpbusd.{256,512}``,
 the only x86-specific piece); elsewhere it is the portable widening form (zext/sext to i32, multiply,
@@ -205,7 +211,118 @@ def _make(n: int) -> dict[str, object]:
 
         return types.void(yarr, yidx, acc, marr, midx, yz, lo, hi, count), codegen
 
+    def _requant(context, builder, sig, args, acc, mi):
+        """clip(round_half_even(float32(acc) * m) + yz) as i32 lanes; args[mi:mi + 5] = marr, midx, yz, lo, hi."""
+        ft = ir.VectorType(ir.FloatType(), n)
+        yzv, lov, hiv = (_i32(context, builder, args[k], sig.args[k]) for k in (mi + 2, mi + 3, mi + 4))
+        m = builder.load(_addr(context, builder, sig.args[mi], args[mi], args[mi + 1], ft), align=1)
+        f = builder.fmul(builder.sitofp(acc, ft), m)
+        flo = _splat(builder, builder.sitofp(builder.sub(lov, yzv), ir.FloatType()), n)
+        fhi = _splat(builder, builder.sitofp(builder.sub(hiv, yzv), ir.FloatType()), n)
+        f = builder.select(builder.fcmp_ordered(">", f, flo), f, flo)
+        f = builder.select(builder.fcmp_ordered("<", f, fhi), f, fhi)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ft, [ft]), f"llvm.rint.v{n}f32")
+        return builder.add(builder.fptosi(builder.call(rint, [f]), lvt), _splat(builder, yzv, n))
+
+    @intrinsic
+    def ivrq(typingctx, acc, marr, midx, yz, lo, hi):
+        """The requantised i32 lanes of ``ivrqstore`` (not narrowed, not stored)."""
+        def codegen(context, builder, sig, args):
+            return _requant(context, builder, sig, args, args[0], 1)
+
+        return vt(acc, marr, midx, yz, lo, hi), codegen
+
+    @intrinsic
+    def ivpack4(typingctx, a0, a1, a2, a3):
+        """Low bytes of four i32 vectors interleaved: byte ``4l + k`` of the result is ``ak[l] & 255``."""
+        def codegen(context, builder, sig, args):
+            mask = ir.Constant(lvt, [255] * n)
+            r = builder.and_(args[0], mask)
+            for k in (1, 2, 3):
+                v = args[k] if k == 3 else builder.and_(args[k], mask)
+                r = builder.or_(r, builder.shl(v, ir.Constant(lvt, [8 * k] * n)))
+            return r
+
+        return vt(a0, a1, a2, a3), codegen
+
+    bytes_t = ir.VectorType(_I8, 4 * n)
+
+    @intrinsic
+    def ivloadb(typingctx, arr, idx, count):
+        """``buf[i : i + count]`` (count <= 4n bytes) as <n x i32>, bytes past ``count`` 0 (masked load)."""
+        def codegen(context, builder, sig, args):
+            ptr = _addr(context, builder, sig.args[0], args[0], args[1], bytes_t)
+            fty = ir.FunctionType(bytes_t, [ptr.type, _I32, ir.VectorType(ir.IntType(1), 4 * n), bytes_t])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.load.v{4 * n}i8.p0")
+            v = builder.call(fn, [ptr, ir.Constant(_I32, 1), _lane_mask(builder, args[2], 4 * n),
+                                  ir.Constant(bytes_t, [0] * (4 * n))])
+            return builder.bitcast(v, lvt)
+
+        return vt(arr, idx, count), codegen
+
+    @intrinsic
+    def ivstoreb(typingctx, arr, idx, v, count):
+        """Store the first ``count`` (<= 4n) bytes of ``v`` to ``buf[i:]`` (masked store)."""
+        def codegen(context, builder, sig, args):
+            ptr = _addr(context, builder, sig.args[0], args[0], args[1], bytes_t)
+            fty = ir.FunctionType(ir.VoidType(), [bytes_t, ptr.type, _I32, ir.VectorType(ir.IntType(1), 4 * n)])
+            st = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.store.v{4 * n}i8.p0")
+            builder.call(st, [builder.bitcast(args[2], bytes_t), ptr, ir.Constant(_I32, 1),
+                              _lane_mask(builder, args[3], 4 * n)])
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, v, count), codegen
+
+    @intrinsic
+    def ivstore(typingctx, arr, idx, v):
+        """Store the 4n bytes of ``v`` to ``buf[i:]`` (unmasked)."""
+        def codegen(context, builder, sig, args):
+            builder.store(args[2], _addr(context, builder, sig.args[0], args[0], args[1], lvt), align=1)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, v), codegen
+
+    def _bshuf(builder, a, b, idx):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(idx)), idx))
+
+    def _tr(k):
+        """Byte transpose of four rows: i32 lane ``(L, j)`` (128-bit lane ``L``, ``j < 4``) of the result is
+        ``[x0, x1, x2, x3][16L + 4k + j]`` as 4 bytes (the x86 unpack order: punpck{l,h}bw, punpck{l,h}wd)."""
+        half = 0 if k < 2 else 8  # bytes 0..7 or 8..15 of every 128-bit lane
+        quad = 0 if k % 2 == 0 else 4  # words 0..3 or 4..7 of the byte-interleaved lane
+        w16 = ir.VectorType(ir.IntType(16), 2 * n)
+
+        @intrinsic
+        def tr(typingctx, x0, x1, x2, x3):
+            def codegen(context, builder, sig, args):
+                bs = [builder.bitcast(a, bytes_t) for a in args]
+                m = [v for L in range(n // 4) for i in range(8) for v in (16 * L + half + i, 4 * n + 16 * L + half + i)]
+                u01 = builder.bitcast(_bshuf(builder, bs[0], bs[1], m), w16)
+                u23 = builder.bitcast(_bshuf(builder, bs[2], bs[3], m), w16)
+                m2 = [v for L in range(n // 4) for i in range(4) for v in (8 * L + quad + i, 2 * n + 8 * L + quad + i)]
+                return builder.bitcast(_bshuf(builder, u01, u23, m2), lvt)
+
+            return vt(x0, x1, x2, x3), codegen
+
+        return tr
+
+    @intrinsic
+    def ivpackq(typingctx, r0, r1, r2, r3):
+        """Inverse order of ``ivtr``: byte ``16L + 4k + j`` of the result is ``rk[4L + j]`` (low byte)."""
+        def codegen(context, builder, sig, args):
+            t = [builder.trunc(a, bvt) for a in args]
+            c01 = _bshuf(builder, t[0], t[1], list(range(2 * n)))
+            c23 = _bshuf(builder, t[2], t[3], list(range(2 * n)))
+            m = [k * n + 4 * L + j for L in range(n // 4) for k in range(4) for j in range(4)]
+            return builder.bitcast(_bshuf(builder, c01, c23, m), lvt)
+
+        return vt(r0, r1, r2, r3), codegen
+
     return {
+        f"ivtr0_{n}": _tr(0), f"ivtr1_{n}": _tr(1), f"ivtr2_{n}": _tr(2), f"ivtr3_{n}": _tr(3),
+        f"ivpackq{n}": ivpackq,
+        f"ivrq{n}": ivrq, f"ivpack4_{n}": ivpack4, f"ivloadb{n}": ivloadb, f"ivstoreb{n}": ivstoreb,
+        f"ivstore{n}": ivstore,
         f"ivzero{n}": ivzero, f"ivset{n}": ivset, f"ivload{n}": ivload, f"ivbcast4_{n}": ivbcast4,
         f"ivbcast4x{n}": ivbcast4x,
         f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
@@ -217,4 +334,5 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["IVec", "WIDTHS", "host_int_width", "has_vnni"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore")]
+    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore",
+    "ivrq", "ivpack4_", "ivloadb", "ivstoreb", "ivstore", "ivtr0_", "ivtr1_", "ivtr2_", "ivtr3_", "ivpackq")]

@@ -7,7 +7,8 @@ the integers behind each folded constant, see ``cnnjit.ir.ops.qint.record_dequan
 * ``DQ(x) -> Gemm(W, C) | MatMul(W) [-> Add(bias)] [-> Relu | Clip] -> Q``  (x 2-D) -> ``QConvNHWC`` 1x1
 * ``DQ(a), DQ(b) -> Add [-> Relu] -> Q``  -> ``QAdd``
 * ``DQ(x) -> AveragePool | GlobalAveragePool [-> Relu | Clip] -> Q``  (2-D, no dilation, floor mode)
-  -> ``QAvgPoolNHWC`` (which evaluates onnxruntime's float path exactly, see ``cnnjit.ir.ops.qint``)
+  -> ``QAvgPoolNHWC`` (which evaluates onnxruntime's float path exactly, see ``cnnjit.ir.ops.qint``); also
+  with a ``Reshape`` (Flatten) between the pool and Q (classifier heads), reshaping the integer result
 
 Requirements: activation scales and zero points are per-tensor constants, weights are per-channel (or
 per-tensor) int8/uint8 constants whose ``w - w_zero_point`` fits int8, the bias (if any) is a constant (its
@@ -177,6 +178,12 @@ class QDQToInteger(Pass):
             p = mm
         if p.op == "Add" and bias_add is None:
             return self._match_add(graph, q, chain, p, sy, zy, lo, hi)
+        if p.op == "Reshape" and bias_add is None and len(chain) == 1:  # pool -> Flatten -> Q (classifier heads)
+            src = p.inputs[0].producer
+            if src is not None and src.op in ("AveragePool", "GlobalAveragePool") \
+                    and _only_user(graph, p.inputs[0], p):
+                chain.append(p)
+                return self._match_pool(graph, q, chain, src, sy, zy, lo, hi, reshape=True)
         if p.op in ("AveragePool", "GlobalAveragePool") and bias_add is None:
             return self._match_pool(graph, q, chain, p, sy, zy, lo, hi)
         if p.op not in ("Conv", "Gemm", "MatMul") or p.attrs.get("post"):
@@ -214,7 +221,9 @@ class QDQToInteger(Pass):
         return True
 
     def _match_pool(self, graph: Graph, q: Node, chain: list, pool: Node, sy: float, zy: int, lo: int,
-                    hi: int) -> bool:
+                    hi: int, reshape: bool = False) -> bool:
+        """``reshape``: a Reshape (Flatten) sits between the pool and Q; it commutes with the per-tensor Q and
+        is applied to the integer result (straight from NHWC when the pool output is 1x1)."""
         if not _only_user(graph, pool.outputs[0], chain[-1]):
             return False
         dq = pool.inputs[0].producer
@@ -234,14 +243,19 @@ class QDQToInteger(Pass):
         if any(pd >= kk for pd, kk in zip(pads, k + k)):
             return False
         out = q.outputs[0]
+        ps = pool.outputs[0].shape  # NCHW
         attrs = {"kernel_shape": k, "strides": s, "pads": pads, "count_include_pad": int(bool(incl)),
                  "x_scale": xp[0], "x_zero_point": xp[1], "y_scale": sy, "y_zero_point": zy, "lo": lo, "hi": hi,
                  "dtype": q.attrs["dtype"]}
         xn = self._to_nhwc(graph, xq, q)
-        y = self._emit(graph, q, "QAvgPoolNHWC", [xn], attrs,
-                       TensorType(out.dtype, (out.shape[0], out.shape[2], out.shape[3], out.shape[1])))
-        graph.insert_before(q, Node("Transpose", [y], [out], {"perm": TO_NCHW}))
-        self.nhwc[out.id] = y
+        y = self._emit(graph, q, "QAvgPoolNHWC", [xn], attrs, TensorType(out.dtype, (ps[0], ps[2], ps[3], ps[1])))
+        if not reshape:
+            graph.insert_before(q, Node("Transpose", [y], [out], {"perm": TO_NCHW}))
+            self.nhwc[out.id] = y
+        else:
+            if ps[2] * ps[3] != 1:  # NHWC and NCHW orders differ: back to NCHW before the reshape
+                y = self._emit(graph, q, "Transpose", [y], {"perm": TO_NCHW}, TensorType(out.dtype, tuple(ps)))
+            graph.insert_before(q, Node("Reshape", [y], [out], {"shape": tuple(out.shape)}))
         for n in chain + [pool]:
             _drop(graph, n)
         return True

@@ -12,8 +12,12 @@ cancel exactly as QLinearConv's zero padding does. Pixels whose window crosses t
 one-pixel tile that substitutes the zero point per tap. The epilogue requantises in registers
 (``ivrqstore``: float32 multiply, clamp, round half to even, zero point, narrow, masked byte store).
 
-Depthwise convolution vectorises over channels (widened i32 multiply-adds), with the kernel's taps unrolled
-and its weights held in registers across the output plane. Other grouped convolutions run a plain loop.
+Depthwise convolution also runs on ``vpdpbusd``: with at most 4 kernel rows (``depthwise_col_source``) the
+rows of one input column are byte-transposed so that each i32 lane holds one channel's vertical taps, and the
+sliding row of outputs reuses every transposed column for all kernel columns that touch it (3x3: 12
+``vpdpbusd`` per 64 channels and pixel instead of 36 i32 multiplies); taller kernels or horizontal dilation
+use one ``vpdpbusd`` per tap and 16 channels (``depthwise_dot_source``), and ``DEPTHWISE_DOT = False`` selects
+the widened i32 multiply-add kernel (``depthwise_source``). Other grouped convolutions run a plain loop.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
 from ..kernel import KernelCall, Param, generator, note
-from ..simd_int import host_int_width
+from ..simd_int import has_vnni, host_int_width
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
 _MR32 = {1: 12, 2: 12, 3: 8, 4: 6}
@@ -155,6 +159,185 @@ def depthwise_source(n: int, kh: int, kw: int) -> str:
     return "\n".join(L) + "\n"
 
 
+def depthwise_dot_source(n: int, kh: int, kw: int, signed_x: bool) -> str:
+    """Depthwise convolution on the byte dot product: a block of ``4n`` channels is one ``4n``-byte load per
+    tap; four accumulators ``a0..a3`` take the channels ``c0 + 4l + k`` (lane ``l`` of ``ak``), each meeting
+    the tap's weights with only byte ``k`` of every 4-byte group non-zero (packed at compile time as
+    ``[block][tap][k][4n]``), so one ``ivdot`` (``vpdpbusd``) multiplies 16 channels with no widening. The
+    requantised accumulators interleave back into ``4n`` output bytes in channel order (``ivpack4``): one
+    store per block and pixel. Padding taps read the (biased) zero point; int8 activations are biased by
+    +128 like the dense kernel's."""
+    T = kh * kw
+    B = 4 * n
+
+    def xload(addr: str, full: bool) -> str:
+        v = f"ivload{n}(xb, {addr})" if full else f"ivloadb{n}(xb, {addr}, cnt)"
+        return f"ivxor{n}({v}, FLIP)" if signed_x else v
+
+    def pixel(ind: str, full: bool, checked: bool) -> list[str]:
+        L = [f"{ind}a{k} = b{k}" for k in range(4)]
+        if checked:
+            for c in range(kw):
+                L += [f"{ind}iw{c} = ow * sw - pw + {c} * dw", f"{ind}q{c} = iw{c} >= 0 and iw{c} < W"]
+        else:
+            L.append(f"{ind}xp = xrow + (ow * sw - pw) * C")
+        for r in range(kh):
+            for c in range(kw):
+                t = r * kw + c
+                if checked:
+                    L += [f"{ind}if r{r} and q{c}:",
+                          f"{ind}    xv = {xload(f'xo + ((b * H + ih{r}) * W + iw{c}) * C + c0', full)}",
+                          f"{ind}else:",
+                          f"{ind}    xv = XZ"]
+                else:
+                    L.append(f"{ind}xv = {xload(f'xp + {r} * dhC + {c} * dwC', full)}")
+                L += [f"{ind}a{k} = ivdot{n}(a{k}, xv, ivload{n}(wb, wq + {(4 * t + k) * B}))" for k in range(4)]
+        L.append(f"{ind}v = ivpack4_{n}(" + ", ".join(f"ivrq{n}(a{k}, mb, mq + {k * n}, yz, lo, hi)"
+                                                      for k in range(4)) + ")")
+        yaddr = "yo + ((b * OH + oh) * OW + ow) * C + c0"
+        L.append(f"{ind}ivstore{n}(yb, {yaddr}, v)" if full else f"{ind}ivstoreb{n}(yb, {yaddr}, v, cnt)")
+        return L
+
+    def rows(ind: str, full: bool) -> list[str]:
+        L = [f"{ind}for oh in range(OH):",
+             *[f"{ind}    ih{r} = oh * sh - ph + {r} * dh" for r in range(kh)],
+             *[f"{ind}    r{r} = ih{r} >= 0 and ih{r} < H" for r in range(kh)],
+             f"{ind}    inner = " + " and ".join(f"r{r}" for r in range(kh)),
+             f"{ind}    xrow = xo + ((b * H + oh * sh - ph) * W) * C + c0",
+             f"{ind}    for ow in range(OW):"]
+        if full:
+            L.append(f"{ind}        if inner and ow >= owlo and ow < owhi:")
+            L += pixel(ind + "            ", True, False)
+            L.append(f"{ind}        else:")
+            L += pixel(ind + "            ", True, True)
+        else:
+            L += pixel(ind + "        ", False, True)
+        return L
+
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, sh, sw, ph, pw, dh, dw, owlo, owhi,"
+        " pat, yz, lo, hi):",
+        f"    XZ = ivset{n}(pat)",
+        f"    FLIP = ivset{n}({_FLIP})",
+        "    dhC = dh * W * C",
+        "    dwC = dw * C",
+        "    for b in range(N):",
+        f"        for c0 in range(0, C, {B}):",
+        f"            cnt = min({B}, C - c0)",
+        f"            wq = wo + (c0 // {B}) * {T * 4 * B}",
+        "            mq = mo + c0",
+        *[f"            b{k} = ivload{n}(bb, bo + c0 + {k * n})" for k in range(4)],
+        f"            if cnt == {B}:",
+        *rows(" " * 16, True),
+        "            else:",
+        *rows(" " * 16, False),
+    ]
+    return "\n".join(L) + "\n"
+
+
+def depthwise_col_source(n: int, kh: int, kw: int, sw: int, signed_x: bool) -> str:
+    """Depthwise convolution (``KH <= 4``, horizontal dilation 1) with four vertical taps per byte group: for a
+    block of ``4n`` channels, the ``KH`` input rows of one input column are loaded and byte-transposed
+    (``ivtr*``) into four vectors whose i32 lanes hold one channel's ``KH`` taps, so one ``ivdot``
+    (``vpdpbusd``) does ``KH`` taps of 16 channels. A row of outputs slides along the input columns: each
+    transposed column is built once and meets the weights of every kernel column that uses it (``KW - sw``
+    columns carry over to the next pixel). Weights ``[block][kw][k][4n]`` and bias / multipliers are packed
+    at compile time in the transposed channel order; ``ivpackq`` restores channel order for the byte store.
+    Columns outside the image and rows outside it read the (biased) zero point."""
+    B = 4 * n
+    keep = max(kw - sw, 0)
+
+    def col(ind: str, j: int, iw: str, full: bool) -> list[str]:
+        def ld(r: int) -> str:
+            v = f"ivload{n}(xb, x{r} + {iw} * C)" if full else f"ivloadb{n}(xb, x{r} + {iw} * C, cnt)"
+            return f"ivxor{n}({v}, FLIP)" if signed_x else v
+        L = [f"{ind}if {iw} >= 0 and {iw} < W:"]
+        for r in range(kh):
+            L += [f"{ind}    if r{r}:", f"{ind}        v{r} = {ld(r)}", f"{ind}    else:", f"{ind}        v{r} = XZ"]
+        rows = ", ".join(f"v{r}" if r < kh else "XZ" for r in range(4))
+        L += [f"{ind}    y{j}_{k} = ivtr{k}_{n}({rows})" for k in range(4)]
+        L += [f"{ind}else:"] + [f"{ind}    y{j}_{k} = ZT{k}" for k in range(4)]
+        return L
+
+    def rows(ind: str, full: bool) -> list[str]:
+        L = [f"{ind}for oh in range(OH):",
+             *[f"{ind}    r{r} = oh * sh - ph + {r} * dh >= 0 and oh * sh - ph + {r} * dh < H" for r in range(kh)],
+             *[f"{ind}    x{r} = xo + (b * H + oh * sh - ph + {r} * dh) * W * C + c0" for r in range(kh)]]
+        for j in range(keep):
+            L += col(ind + "    ", j, f"({j} - pw)", full)
+        L.append(f"{ind}    for ow in range(OW):")
+        body = ind + "        "
+        for j in range(keep, kw):
+            L += col(body, j, f"(ow * {sw} - pw + {j})", full)
+        L += [f"{body}a{k} = b{k}" for k in range(4)]
+        for j in range(kw):
+            L += [f"{body}a{k} = ivdot{n}(a{k}, y{j}_{k}, ivload{n}(wb, wq + {(4 * j + k) * B}))" for k in range(4)]
+        L.append(f"{body}v = ivpackq{n}(" + ", ".join(f"ivrq{n}(a{k}, mb, mq + {k * n}, yz, lo, hi)"
+                                                   for k in range(4)) + ")")
+        yaddr = "yo + ((b * OH + oh) * OW + ow) * C + c0"
+        L.append(f"{body}ivstore{n}(yb, {yaddr}, v)" if full else f"{body}ivstoreb{n}(yb, {yaddr}, v, cnt)")
+        for j in range(keep):
+            L += [f"{body}y{j}_{k} = y{j + sw}_{k}" for k in range(4)]
+        return L
+
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, sh, ph, pw, dh, pat, yz, lo, hi):",
+        f"    XZ = ivset{n}(pat)",
+        f"    FLIP = ivset{n}({_FLIP})",
+        *[f"    ZT{k} = ivtr{k}_{n}(XZ, XZ, XZ, XZ)" for k in range(4)],
+        "    for b in range(N):",
+        f"        for c0 in range(0, C, {B}):",
+        f"            cnt = min({B}, C - c0)",
+        f"            wq = wo + (c0 // {B}) * {kw * 4 * B}",
+        "            mq = mo + c0",
+        *[f"            b{k} = ivload{n}(bb, bo + c0 + {k * n})" for k in range(4)],
+        f"            if cnt == {B}:",
+        *rows(" " * 16, True),
+        "            else:",
+        *rows(" " * 16, False),
+    ]
+    return "\n".join(L) + "\n"
+
+
+def pack_depthwise_col(w: np.ndarray, n: int) -> np.ndarray:
+    """``[C, KH, KW, 1]`` weights (KH <= 4) as ``[ceil(C/4n)][kw][k][n lanes][4 rows]`` bytes in ``ivtr``'s
+    channel order (lane ``(L, j)`` of vector ``k`` is channel ``16L + 4k + j`` of the block)."""
+    C, KH, KW = w.shape[:3]
+    B = 4 * n
+    NB = -(-C // B)
+    wt = np.zeros((NB * B, 4, KW), np.int8)
+    wt[:C, :KH] = w[..., 0]
+    blk = wt.reshape(NB, n // 4, 4, 4, 4, KW)  # [NB][L][k][j][row][kw]
+    return np.ascontiguousarray(blk.transpose(0, 5, 2, 1, 3, 4)).reshape(-1)  # [NB][kw][k][L][j][row]
+
+
+def _tr_order(v: np.ndarray, n: int) -> np.ndarray:
+    """Per-channel vector (padded to blocks of 4n) in ``ivtr``'s order ``[block][k][L][j]``."""
+    return np.ascontiguousarray(v.reshape(-1, n // 4, 4, 4).transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def pack_depthwise_dot(w: np.ndarray, n: int) -> np.ndarray:
+    """``[C, KH, KW, 1]`` weights as ``[ceil(C/4n)][tap][k][4n]`` bytes: byte ``4l + k`` of row ``k`` holds
+    channel ``4l + k`` of the block, the other bytes 0."""
+    C = w.shape[0]
+    T = w.shape[1] * w.shape[2]
+    B = 4 * n
+    NB = -(-C // B)
+    wt = np.zeros((NB * B, T), np.int8)
+    wt[:C] = w.reshape(C, T)
+    blk = wt.reshape(NB, B, T).transpose(0, 2, 1)  # [NB][T][B]
+    out = np.zeros((NB, T, 4, B), np.int8)
+    for k in range(4):
+        out[:, :, k, k::4] = blk[:, :, k::4]
+    return out.reshape(-1)
+
+
+def _lane_order(v: np.ndarray, n: int) -> np.ndarray:
+    """Per-channel vector (zero padded to blocks of 4n) reordered so lane ``l`` of vector ``k`` of a block is
+    channel ``4l + k``: ``[block][k][l]``."""
+    return np.ascontiguousarray(v.reshape(-1, n, 4).transpose(0, 2, 1)).reshape(-1)
+
+
 GENERIC_SRC = '''
 def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw, G,
            xz, yz, lo, hi):
@@ -243,6 +426,63 @@ def gen_dense(node: Node, n: int) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
+def _block_width(C: int, n: int) -> int:
+    """Vector width for blocks of ``4n`` channels: 8 instead of 16 when C <= 32 (one block either way; a
+    256-bit ``vpdpbusd`` costs half a 512-bit one on cores that split 512-bit operations, Zen 4). With more
+    blocks the per-pixel work (requantisation, transposes, addressing) outweighs the wasted lanes of a
+    partial 64-channel block (measured: C = 96 and 144 are slower in 32-channel blocks)."""
+    if n == 16 and has_vnni(8) and C <= 32:
+        return 8
+    return n
+
+
+def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
+    x, w, b, m = node.inputs
+    a = node.attrs
+    g = _geometry(node)
+    C = g["C"]
+    n = _block_width(C, n)
+    B = 4 * n
+    Cp = -(-C // B) * B
+    T = g["KH"] * g["KW"]
+    signed_x = x.dtype == np.int8
+    xzu = a["x_zero_point"] + (128 if signed_x else 0)
+    bias = np.zeros(Cp, np.int64)
+    bias[:C] = b.const.astype(np.int64) - xzu * w.const.reshape(C, T).astype(np.int64).sum(1)
+    mult = np.zeros(Cp, np.float32)
+    mult[:C] = m.const
+    src = depthwise_col_source(n, g["KH"], g["KW"], g["sw"], signed_x)
+    args = [x, Param(pack_depthwise_col(w.const, n)), Param(_tr_order(bias.astype(np.int32), n)),
+            Param(_tr_order(mult, n)), node.outputs[0], g["N"], g["H"], g["W"], C, g["OH"], g["OW"], g["sh"],
+            g["ph"], g["pw"], g["dh"], _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
+    return [KernelCall(src, args, note(node))]
+
+
+def gen_depthwise_dot(node: Node, n: int) -> list[KernelCall]:
+    x, w, b, m = node.inputs
+    a = node.attrs
+    g = _geometry(node)
+    C = g["C"]
+    B = 4 * n
+    Cp = -(-C // B) * B
+    T = g["KH"] * g["KW"]
+    signed_x = x.dtype == np.int8
+    xzu = a["x_zero_point"] + (128 if signed_x else 0)
+    bias = np.zeros(Cp, np.int64)
+    bias[:C] = b.const.astype(np.int64) - xzu * w.const.reshape(C, T).astype(np.int64).sum(1)
+    mult = np.zeros(Cp, np.float32)
+    mult[:C] = m.const
+    owlo = -(-g["pw"] // g["sw"])
+    span = g["W"] - 1 + g["pw"] - (g["KW"] - 1) * g["dw"]
+    owhi = min(g["OW"], span // g["sw"] + 1) if span >= 0 else 0
+    src = depthwise_dot_source(n, g["KH"], g["KW"], signed_x)
+    args = [x, Param(pack_depthwise_dot(w.const, n)), Param(_lane_order(bias.astype(np.int32), n)),
+            Param(_lane_order(mult, n)), node.outputs[0], g["N"], g["H"], g["W"], C, g["OH"], g["OW"], g["sh"],
+            g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], owlo, max(owhi, owlo), _i32(xzu * 0x01010101),
+            a["y_zero_point"], a["lo"], a["hi"]]
+    return [KernelCall(src, args, note(node))]
+
+
 def gen_depthwise(node: Node, n: int) -> list[KernelCall]:
     x, w, b, m = node.inputs
     a = node.attrs
@@ -266,6 +506,8 @@ def gen_depthwise(node: Node, n: int) -> list[KernelCall]:
 
 #: set to False to force the plain loop kernel (tests compare both)
 FAST = True
+#: depthwise on the byte dot product (``depthwise_dot_source``) instead of widened i32 multiplies
+DEPTHWISE_DOT = True
 
 
 @generator("QConvNHWC")
@@ -279,7 +521,9 @@ def gen_qconv(node: Node) -> list[KernelCall]:
     if G == 1:
         return gen_dense(node, n)
     if G == C == w.shape[0] and w.shape[1] * w.shape[2] <= 49:
-        return gen_depthwise(node, n)
+        if DEPTHWISE_DOT and w.shape[1] <= 4 and node.attrs["dilations"][1] == 1 and n % 4 == 0:
+            return gen_depthwise_col(node, n)
+        return gen_depthwise_dot(node, n) if DEPTHWISE_DOT else gen_depthwise(node, n)
     return gen_generic(node)
 
 
