@@ -142,7 +142,9 @@ def cvec_width(node: Node) -> int | None:
             return w
     # rows of up to 16 columns with >= 2 channel vectors per group: 8-16 FMA chains beat the
     # column-vector kernel's 4 (measured on ResNet-8's 16x16 layers: 1.05x stride 1, 1.2x stride 2)
-    if mg % (2 * host) == 0 and y.shape[3] <= 16:
+    # (not with a fused residual: its per-pixel gathers cost more than the extra chains win here)
+    residual = any(s[0] == "Add" for s in a.get("post", ()))
+    if mg % (2 * host) == 0 and y.shape[3] <= 16 and not residual:
         return host
     return None
 
