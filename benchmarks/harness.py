@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -102,8 +103,9 @@ def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 
             disable_gc: bool = True, min_time_s: float = 0.0) -> dict[str, dict[str, Any]]:
     """Time each zero-argument callable ``runs`` times, interleaved round-robin.
 
-    Every run calls each candidate once (the starting candidate rotates from run to run, so none is
-    always first after another's cache damage); each call is timed with ``time.perf_counter_ns``.
+    Every run calls each candidate once, in a fresh seeded random order, so every candidate follows every
+    other equally often on average (with a fixed rotation of three candidates, one of them followed the
+    cache-polluting third in 2 of 3 rounds, the other in 1); each call is timed with ``time.perf_counter_ns``.
     ``warmup`` untimed rounds come first. ``min_time_s`` keeps adding rounds beyond ``runs`` until that
     much wall time has passed (0: exactly ``runs``). Returns ``{name: summarize(times)}``.
     """
@@ -125,10 +127,11 @@ def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 
     try:
         t_start = time.perf_counter()
         r = 0
+        rng = random.Random(0)
+        order = list(range(len(names)))
         while r < runs or time.perf_counter() - t_start < min_time_s:
-            k = len(names)
-            for j in range(k):
-                i = (r + j) % k
+            rng.shuffle(order)
+            for i in order:
                 f = calls[i]
                 t0 = clock()
                 f()
