@@ -4,8 +4,8 @@ When the output rows are too short to fill a vector (7x7, 8x8, 25x5 planes), vec
 columns wastes most lanes. This kernel instead holds ``MV`` vectors of ``W`` consecutive output channels
 by ``NP`` consecutive output pixels of one row in registers (up to 24 independent FMA chains): for every
 input channel and tap it loads ``MV`` weight vectors (re-laid at compile time as ``[C/G * KH * KW, M]``)
-and broadcasts each pixel's input value into ``MV`` FMAs. Interior tiles run without bounds checks;
-border tiles skip out-of-range taps per pixel (padding is never materialised). The finished tile is
+and broadcasts each pixel's input value into ``MV`` FMAs. Out-of-range taps are skipped per pixel
+(padding is never materialised). The finished tile is
 written with strided stores (one channel plane per lane); a residual epilogue gathers the same way.
 """
 
@@ -50,8 +50,9 @@ def _pixel_tile(ow: int) -> int:
 def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     """``mv`` vectors of ``w`` output channels x ``np_`` consecutive output pixels of one row.
 
-    Two copies of the reduction loop: interior tiles (every tap of every pixel inside the input row) load
-    without checks; border tiles check each tap's column. Rows outside the input are skipped per tap row.
+    Each tap's column is checked per pixel (a second, unchecked copy of the loop for interior tiles ran no
+    faster and doubled the compile time); rows outside the input are skipped per tap row. A tail tile
+    recomputes the row's last pixel.
     """
     from .elementwise import epilogue
 
@@ -72,13 +73,11 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
         "            for oh in range(OH):",
         "                ihb = oh * sh - ph",
         f"                for ow0 in range(0, OW, {np_}):",
-        f"                    owl = min(ow0 + {np_ - 1}, OW - 1)",  # a tail tile recomputes the last pixel
         *[f"                    iw{j} = min(ow0 + {j}, OW - 1) * sw - pw" for j in range(np_)],
         *[f"                    {acc[v][j]} = b{v}" for v in range(mv) for j in range(np_)],
-        "                    inside = ow0 * sw - pw >= 0 and owl * sw + (KW - 1) * dw - pw < Win",
     ]
 
-    def body(checked: bool, ind: str) -> list[str]:
+    def body(ind: str) -> list[str]:
         out = [
             f"{ind}for c in range(cg):",
             f"{ind}    xc = xo + (n * C + g * cg + c) * H * Win",
@@ -93,21 +92,13 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
             f"{ind}            kx = kw * dw",
         ]
         for j in range(np_):
-            if checked:
-                out += [f"{ind}            iw = iw{j} + kx",
-                        f"{ind}            if iw >= 0 and iw < Win:",
-                        f"{ind}                xv = vbcast{w}(xb[U(xrow + iw)])"]
-                pre = ind + "                "
-            else:
-                out.append(f"{ind}            xv = vbcast{w}(xb[U(xrow + iw{j} + kx)])")
-                pre = ind + "            "
-            out += [f"{pre}{acc[v][j]} = vfma{w}(xv, wv{v}, {acc[v][j]})" for v in range(mv)]
+            out += [f"{ind}            iw = iw{j} + kx",
+                    f"{ind}            if iw >= 0 and iw < Win:",
+                    f"{ind}                xv = vbcast{w}(xb[U(xrow + iw)])"]
+            out += [f"{ind}                {acc[v][j]} = vfma{w}(xv, wv{v}, {acc[v][j]})" for v in range(mv)]
         return out
 
-    L.append("                    if inside:")
-    L += body(False, " " * 24)
-    L.append("                    else:")
-    L += body(True, " " * 24)
+    L += body(" " * 20)
     for j in range(np_):
         L.append(f"                    if ow0 + {j} < OW:")
         for v in range(mv):
