@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     table = [table_row(r) for r in rows]
     notes = [
         f"Single thread (numba, OMP/MKL/OpenBLAS, ORT intra/inter-op = 1); {args.runs} timed runs after "
-        f"{args.warmup} warm-up rounds, candidates interleaved round-robin; times of `model.run(None, feeds)`.",
+        f"{args.warmup} warm-up rounds, candidates interleaved (random order); times of `model.run(None, feeds)`.",
         "speed-up = unfused median / fused median. f/u = fused / unfused. nodes = IR nodes after the passes; "
         "kernels = distinct generated kernels; calls = kernel calls in the schedule.",
         "arena = bytes of the planned activation arena; intermediates = sum of every intermediate tensor's size.",

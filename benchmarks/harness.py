@@ -101,7 +101,7 @@ def summarize(times_ns: Sequence[int]) -> dict[str, Any]:
 
 def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 5, *,
             disable_gc: bool = True, min_time_s: float = 0.0) -> dict[str, dict[str, Any]]:
-    """Time each zero-argument callable ``runs`` times, interleaved round-robin.
+    """Time each zero-argument callable ``runs`` times, interleaved.
 
     Every run calls each candidate once, in a fresh seeded random order, so every candidate follows every
     other equally often on average (with a fixed rotation of three candidates, one of them followed the

@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Batch 1. {args.runs} timed runs after {args.warmup} warm-up rounds; median and min per run "
         "(`model.run(None, feeds)` / `session.run(None, feeds)`, perf_counter_ns). onnxruntime "
         f"{info.get('onnxruntime')} with ORT_ENABLE_ALL, sequential execution, inter-op 1 thread.",
-        "1 thread: both engines in one process, interleaved round-robin; ratio = cnnjit median / ORT median, "
+        "1 thread: both engines in one process, interleaved; ratio = cnnjit median / ORT median, "
         "measured in the same run. N threads: numba and ORT (intra-op N) each in their own process.",
         f"GFLOP/s = 2 x MACs of Conv/Gemm/MatMul / median; % peak against {peak_method} "
         "(the best of the workers' measurements at that thread count: "

@@ -74,7 +74,10 @@ def compile(  # noqa: A001 - the public name users expect
     concurrently by a small parallel driver per kernel (a numba ``prange``; numba's thread pool, of size
     ``NUMBA_NUM_THREADS``). ``OMP_WAIT_POLICY`` defaults to passive (spinning waits are catastrophic on a
     machine busier than its cores) if numba's pool has not started yet; set it, or ``GOMP_SPINCOUNT``,
-    yourself to choose. Results are bit-identical to ``threads=1``. Batch-1 layers only.
+    yourself to choose. Results are bit-identical to ``threads=1``. Batch-1 layers only. Measured on the
+    2-core benchmark machine (``benchmarks/results/vs_onnxruntime.md``), ``threads=2`` only paid off on
+    the smallest models and was slower than ``threads=1`` on ResNet-8 and MobileNetV2: split layers lose
+    the schedule's inlined size specialisation and each parallel region pays a thread wake-up.
     """
     from .prune import PrunedModel
 
