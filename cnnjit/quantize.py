@@ -321,6 +321,8 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
         raise ValueError(f"activations must be 'uint8' or 'int8', got {activations!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if weight_clip not in ("max", "mse"):  # checked before calibration runs, not after
+        raise ValueError(f"weight_clip must be 'max' or 'mse', got {weight_clip!r}")
     fm = copy.deepcopy(load_model(model))
     _fold_batchnorm(fm)
     g = fm.graph

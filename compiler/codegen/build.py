@@ -304,6 +304,25 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
+def exec_module(path: Path, text: str, namespace: dict[str, object], what: str) -> ModuleType:
+    """(Re)write ``text`` at ``path`` if the file differs (missing, truncated, corrupt or tampered with),
+    then run the verified text (not the file, which another process could touch) as module
+    ``cnnjit_kernels.<stem>``; numba's cache stays tied to the file through the code's file name."""
+    if _read_text(path) != text:
+        _write_atomic(path, text)
+    modname = f"cnnjit_kernels.{path.stem}"
+    mod = ModuleType(modname)
+    mod.__file__ = str(path)
+    mod.__dict__.update(namespace)
+    sys.modules[modname] = mod
+    try:
+        exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - our own generated source
+    except Exception as e:  # noqa: BLE001
+        sys.modules.pop(modname, None)
+        raise CompileError(f"{what} module {path.name} failed to load: {type(e).__name__}: {e}") from e
+    return mod
+
+
 def load_kernel(source: str):
     """The numba dispatcher for ``source`` (a function named ``kernel``), loading or writing its module."""
     key = source_key(source)
@@ -314,19 +333,7 @@ def load_kernel(source: str):
                 _write_atomic(path, module_text(source))
             return _loaded[key]
         text = module_text(source)
-        if _read_text(path) != text:  # missing, truncated, corrupt or tampered with: (re)write it
-            _write_atomic(path, text)
-        modname = f"cnnjit_kernels.k_{key}"
-        mod = ModuleType(modname)
-        mod.__file__ = str(path)
-        sys.modules[modname] = mod
-        try:
-            # run the text we verified (not the file, which another process could touch); numba's cache
-            # is still tied to the file through the code's file name
-            exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - our own kernel templates
-        except Exception as e:  # noqa: BLE001
-            sys.modules.pop(modname, None)
-            raise CompileError(f"kernel module {path.name} failed to load: {type(e).__name__}: {e}") from e
+        mod = exec_module(path, text, {}, "kernel")
         _enable_checked_cache(mod.kernel, text)
         _loaded[key] = mod.kernel
         return mod.kernel
@@ -345,19 +352,7 @@ def load_entry(schedule: str, dispatchers: dict[str, object], kernel_keys: dict[
     with _lock:
         if ("entry", key) in _loaded:
             return _loaded[("entry", key)]
-        path = cache_dir() / f"e_{key}.py"
-        if _read_text(path) != text:
-            _write_atomic(path, text)
-        modname = f"cnnjit_kernels.e_{key}"
-        mod = ModuleType(modname)
-        mod.__file__ = str(path)
-        mod.__dict__.update(dispatchers)
-        sys.modules[modname] = mod
-        try:
-            exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - our own generated schedule
-        except Exception as e:  # noqa: BLE001
-            sys.modules.pop(modname, None)
-            raise CompileError(f"schedule module {path.name} failed to load: {type(e).__name__}: {e}") from e
+        mod = exec_module(cache_dir() / f"e_{key}.py", text, dispatchers, "schedule")
         _enable_checked_cache(mod.run, text)
         _loaded[("entry", key)] = mod.run
         return mod.run

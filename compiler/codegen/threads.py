@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
@@ -297,19 +295,7 @@ def load_driver(driver: Driver, kernel, kernel_key: str):
     with build._lock:
         if ("driver", key) in build._loaded:
             return build._loaded[("driver", key)]
-        path = build.cache_dir() / f"d_{key}.py"
-        if build._read_text(path) != text:
-            build._write_atomic(path, text)
-        modname = f"cnnjit_kernels.d_{key}"
-        mod = ModuleType(modname)
-        mod.__file__ = str(path)
-        mod.__dict__["k"] = kernel
-        sys.modules[modname] = mod
-        try:
-            exec(compile(text, str(path), "exec"), mod.__dict__)  # noqa: S102 - our own generated source
-        except Exception as e:  # noqa: BLE001
-            sys.modules.pop(modname, None)
-            raise CompileError(f"driver module {path.name} failed to load: {type(e).__name__}: {e}") from e
+        mod = build.exec_module(build.cache_dir() / f"d_{key}.py", text, {"k": kernel}, "driver")
         build._enable_checked_cache(mod.kernel, text)
         build._loaded[("driver", key)] = mod.kernel
         return mod.kernel

@@ -436,21 +436,27 @@ def _block_width(C: int, n: int) -> int:
     return n
 
 
-def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
+def _depthwise_constants(node: Node, C: int, T: int, B: int) -> tuple[bool, int, np.ndarray, np.ndarray]:
+    """Whether x is int8, x's zero point in the u8 domain, and the bias (with the zero point's share of
+    the weights folded in) and multipliers padded to whole blocks of ``B`` channels."""
     x, w, b, m = node.inputs
-    a = node.attrs
-    g = _geometry(node)
-    C = g["C"]
-    n = _block_width(C, n)
-    B = 4 * n
-    Cp = -(-C // B) * B
-    T = g["KH"] * g["KW"]
     signed_x = x.dtype == np.int8
-    xzu = a["x_zero_point"] + (128 if signed_x else 0)
+    xzu = node.attrs["x_zero_point"] + (128 if signed_x else 0)
+    Cp = -(-C // B) * B
     bias = np.zeros(Cp, np.int64)
     bias[:C] = b.const.astype(np.int64) - xzu * w.const.reshape(C, T).astype(np.int64).sum(1)
     mult = np.zeros(Cp, np.float32)
     mult[:C] = m.const
+    return signed_x, xzu, bias, mult
+
+
+def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
+    x, w = node.inputs[:2]
+    a = node.attrs
+    g = _geometry(node)
+    C = g["C"]
+    n = _block_width(C, n)
+    signed_x, xzu, bias, mult = _depthwise_constants(node, C, g["KH"] * g["KW"], 4 * n)
     src = depthwise_col_source(n, g["KH"], g["KW"], g["sw"], signed_x)
     args = [x, Param(pack_depthwise_col(w.const, n)), Param(_tr_order(bias.astype(np.int32), n)),
             Param(_tr_order(mult, n)), node.outputs[0], g["N"], g["H"], g["W"], C, g["OH"], g["OW"], g["sh"],
@@ -459,19 +465,11 @@ def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
 
 
 def gen_depthwise_dot(node: Node, n: int) -> list[KernelCall]:
-    x, w, b, m = node.inputs
+    x, w = node.inputs[:2]
     a = node.attrs
     g = _geometry(node)
     C = g["C"]
-    B = 4 * n
-    Cp = -(-C // B) * B
-    T = g["KH"] * g["KW"]
-    signed_x = x.dtype == np.int8
-    xzu = a["x_zero_point"] + (128 if signed_x else 0)
-    bias = np.zeros(Cp, np.int64)
-    bias[:C] = b.const.astype(np.int64) - xzu * w.const.reshape(C, T).astype(np.int64).sum(1)
-    mult = np.zeros(Cp, np.float32)
-    mult[:C] = m.const
+    signed_x, xzu, bias, mult = _depthwise_constants(node, C, g["KH"] * g["KW"], 4 * n)
     owlo = -(-g["pw"] // g["sw"])
     span = g["W"] - 1 + g["pw"] - (g["KW"] - 1) * g["dw"]
     owhi = min(g["OW"], span // g["sw"] + 1) if span >= 0 else 0

@@ -15,28 +15,9 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, flit, note
+from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import residual_operands
-
-
-def _epi(node: Node, acc: str, w: int) -> tuple[list[str], bool]:
-    lines = []
-    for step in node.attrs.get("post", ()):
-        op = step[0]
-        if op == "Add":
-            lines.append(f"{acc} = vadd{w}({acc}, vgather{w}(r{step[1]}b, r{step[1]}o + yq, P))")
-        elif op == "Relu":
-            lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
-        elif op == "Clip":
-            a = dict(step[1])
-            if a.get("min") is not None:
-                lines.append(f"{acc} = vmax{w}({acc}, vbcast{w}({flit(a['min'])}))")
-            if a.get("max") is not None:
-                lines.append(f"{acc} = vmin{w}({acc}, vbcast{w}({flit(a['max'])}))")
-        else:
-            return [], False
-    return lines, True
+from .simd_pointwise import _vec_epilogue, residual_operands
 
 
 def _pixel_tile(ow: int) -> int:
@@ -57,7 +38,10 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     from .elementwise import epilogue
 
     res_params, res_args = residual_operands(node)
-    epi, in_reg = _epi(node, "a", w)
+    def epi(acc: str) -> tuple[list[str], bool]:  # a residual is gathered (one channel plane per lane)
+        return _vec_epilogue(node, acc, "", w, False, residual_load=lambda k: f"vgather{w}(r{k}b, r{k}o + yq, P)")
+
+    in_reg = epi("a")[1]
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
     acc = [[f"a{v}_{j}" for j in range(np_)] for v in range(mv)]
     L = [
@@ -105,7 +89,7 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
             L.append(f"                        yq = (n * M + m0 + {v * w}) * P + oh * OW + ow0 + {j}")
             a = acc[v][j]
             if in_reg:
-                L += [f"                        {ln.replace('a =', f'{a} =').replace('(a,', f'({a},')}" for ln in epi]
+                L += [f"                        {ln}" for ln in epi(a)[0]]
             L.append(f"                        vscatter{w}(yb, yo + yq, P, {a})")
             if not in_reg and scalar_lines:
                 L += [

@@ -10,6 +10,8 @@ while it is still in L1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cnnjit.ir import Node
@@ -44,15 +46,22 @@ def residual_operands(node: Node) -> tuple[list[str], list]:
             [node.inputs[s[1]] for s in post if s[0] == "Add"])
 
 
-def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt") -> tuple[list[str], bool]:
+def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
+                  residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
     """Lines applying the post steps to vector ``acc`` (element index ``idx``; with ``masked``, only the
-    first ``cnt`` lanes are live); False if not all steps fit in registers."""
+    first ``cnt`` lanes are live); False if not all steps fit in registers. ``residual_load(k)`` is the
+    source loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
     lines = []
     for step in node.attrs.get("post", ()):
         op = step[0]
         if op == "Add":
             k = step[1]
-            load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})" if masked else f"vload{w}(r{k}b, r{k}o + {idx})"
+            if residual_load is not None:
+                load = residual_load(k)
+            elif masked:
+                load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
+            else:
+                load = f"vload{w}(r{k}b, r{k}o + {idx})"
             lines.append(f"{acc} = vadd{w}({acc}, {load})")
         elif op == "Relu":
             lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")

@@ -300,8 +300,8 @@ def gen_global_pool(node: Node) -> list[KernelCall]:
     x = node.inputs[0]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     if node.op != "GlobalMaxPool" and x.dtype == np.float32:
-        w = 8 if S < 32 else host_vector_width()
-        return [KernelCall(global_avg_source(min(w, host_vector_width())),
+        w = min(8 if S < 32 else 16, host_vector_width())  # short planes: narrower vectors, fewer dead lanes
+        return [KernelCall(global_avg_source(w),
                            [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
     return [KernelCall(GLOBAL_SRC, [x, node.outputs[0], x.shape[0] * x.shape[1], S,
                                     int(node.op == "GlobalMaxPool")], note(node))]
