@@ -43,6 +43,7 @@ from numba import njit
 
 from cnnjit.compiler.codegen.simd import *  # noqa: F403 - vector intrinsics for the SIMD kernels
 from cnnjit.compiler.codegen.simd_int import *  # noqa: F403 - integer intrinsics (int8 kernels)
+from cnnjit.compiler.codegen.pipeline import KernelPipeline  # numba's pipeline minus what kernels never need
 
 # Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
 # keeps LLVM from vectorising the inner loops. Every index is known non-negative by construction.
@@ -52,7 +53,11 @@ U = np.uint64
 O = np.int64
 
 '''
+#: numba's full pipeline: for schedules (its literal propagation types their size arguments as constants,
+#: which specialises the kernels they call) and kernels that raise (``KernelPipeline`` has no raise rewrites)
 DECORATOR = '@njit(nogil=True, error_model="numpy")\n'
+#: the short pipeline for kernels (see pipeline.py)
+KERNEL_DECORATOR = '@njit(nogil=True, error_model="numpy", pipeline_class=KernelPipeline)\n'
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
@@ -128,7 +133,7 @@ def source_key(source: str) -> str:
 
 
 def module_text(source: str) -> str:
-    return HEADER + DECORATOR + source.strip() + "\n"
+    return HEADER + (DECORATOR if "raise " in source else KERNEL_DECORATOR) + source.strip() + "\n"
 
 
 # -- numba's on-disk cache, with integrity checks ------------------------------------------------------

@@ -192,8 +192,11 @@ def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
                 if source_key(src_) in generic:
                     for cres in list(dispatchers[name].overloads.values()):
                         mark_inline(cres)
+            from .pipeline import fast_typing
+
             try:
-                run.compile(sig)
+                with fast_typing():
+                    run.compile(sig)
             except Exception as e:  # noqa: BLE001 - a compiler bug: name it
                 raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
         meta["compile_report"] = report

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .pipeline import fast_typing
+
 #: start worker processes only when at least this many kernels must be compiled
 MIN_PARALLEL_MISSES = 4
 
@@ -199,8 +201,9 @@ def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
     """Compile (or load) ``sigs`` on ``disp``; returns (seconds, hits, misses) from numba's counters."""
     h0, m0 = sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
     t = time.perf_counter()
-    for sig in sigs:
-        disp.compile(sig)
+    with fast_typing():
+        for sig in sigs:
+            disp.compile(sig)
     dt = time.perf_counter() - t
     return dt, sum(disp.stats.cache_hits.values()) - h0, sum(disp.stats.cache_misses.values()) - m0
 

@@ -2,7 +2,8 @@
 
 LLVM's auto-vectoriser does not reach the machine's FMA peak on convolution loops by itself; register
 tiles of explicit vectors do. These intrinsics give kernel templates a vector value type and the handful
-of operations a convolution needs, for widths 4 (NEON, SSE), 8 (AVX2) and 16 (AVX-512):
+of operations a convolution needs, for widths 4 (NEON, SSE), 8 (AVX2) and 16 (AVX-512), and for 32, 64
+and 128 lanes (register tile rows; LLVM splits them into machine vectors):
 
     vload16(buf, i)        buf[i:i+16] as a vector (unaligned)
     vstore16(buf, i, v)    write it back
@@ -29,6 +30,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 WIDTHS = (4, 8, 16)
+#: vector lengths the intrinsics exist for: the machine widths, and multiples LLVM splits into 2-8 machine
+#: vectors (one ``vfma64`` value is a register tile row of 4 AVX-512 vectors: a kernel's source, and numba's
+#: compile time, stay the size of one vector while the machine code is the unrolled tile)
+LANES = WIDTHS + (32, 64, 128)
 
 
 class Vec(types.Type):
@@ -352,9 +357,9 @@ def _make(n: int) -> dict[str, object]:
     }
 
 
-for _n in WIDTHS:
+for _n in LANES:
     globals().update(_make(_n))
 
-__all__ = ["Vec", "WIDTHS", "host_vector_width"] + [f"{op}{n}" for n in WIDTHS for op in (
+__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv")]

@@ -306,6 +306,8 @@ def compile_drivers(drivers: dict[str, Driver], dispatchers: dict[str, object], 
     """Load every driver and compile it now for the argument types of its calls in ``schedule``."""
     from numba import types
 
+    from .pipeline import fast_typing
+
     out = {}
     for name, d in drivers.items():
         disp = load_driver(d, dispatchers[d.kernel], kernel_keys[d.kernel])
@@ -316,7 +318,8 @@ def compile_drivers(drivers: dict[str, Driver], dispatchers: dict[str, object], 
             sig = tuple(buffer_types[a] if _BUFFER.match(a) else
                         (types.int64 if _INT_ARG.fullmatch(a) else types.float64) for a in args)
             try:
-                disp.compile(sig)
+                with fast_typing():
+                    disp.compile(sig)
             except Exception as e:  # noqa: BLE001 - a compiler bug: name it
                 raise CompileError(f"compiling parallel driver {name} failed: {type(e).__name__}: {e}") from e
         out[name] = disp

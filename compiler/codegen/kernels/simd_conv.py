@@ -51,11 +51,11 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
         "                            for kw in range(KW):",
         f"                                iw0 = ow0 * {sw} + kw * dw - pw",
         f"                                if cnt == {w} and {fast_ok}:",
-        f"                                    v = {fast}",
+        f"                                    xv = {fast}",
         "                                else:",
-        f"                                    v = {edge}",
+        f"                                    xv = {edge}",
         "                                wk = wbase + kh * KW + kw",
-        *[f"                                a{i} = vfma{w}(vbcast{w}(wb[U(wk + {i} * cg * ksz)]), v, a{i})"
+        *[f"                                a{i} = vfma{w}(vbcast{w}(wb[U(wk + {i} * cg * ksz)]), xv, a{i})"
           for i in range(mr)],
     ]
     for i in range(mr):

@@ -4,7 +4,9 @@ When the output rows are too short to fill a vector (7x7, 8x8, 25x5 planes), vec
 columns wastes most lanes. This kernel instead holds ``MV`` vectors of ``W`` consecutive output channels
 by ``NP`` consecutive output pixels of one row in registers (up to 24 independent FMA chains): for every
 input channel and tap it loads ``MV`` weight vectors (re-laid at compile time as ``[C/G * KH * KW, M]``)
-and broadcasts each pixel's input value into ``MV`` FMAs. Out-of-range taps are skipped per pixel
+and broadcasts each pixel's input value into ``MV`` FMAs. The ``MV`` vectors are written as one
+``MV * W``-lane value, which LLVM splits into ``MV`` registers: the source (and numba's compile time)
+stays that of a one-vector tile. Out-of-range taps are skipped per pixel
 (padding is never materialised). The finished tile is
 written with strided stores (one channel plane per lane); a residual epilogue gathers the same way.
 """
@@ -38,12 +40,15 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     from .elementwise import epilogue
 
     res_params, res_args = residual_operands(node)
+    lanes = mv * w  # the tile's channel vectors as one value (LLVM splits it into mv registers)
+
     def epi(acc: str) -> tuple[list[str], bool]:  # a residual is gathered (one channel plane per lane)
-        return _vec_epilogue(node, acc, "", w, False, residual_load=lambda k: f"vgather{w}(r{k}b, r{k}o + yq, P)")
+        return _vec_epilogue(node, acc, "", lanes, False,
+                             residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
 
     in_reg = epi("a")[1]
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
-    acc = [[f"a{v}_{j}" for j in range(np_)] for v in range(mv)]
+    acc = [f"a{j}" for j in range(np_)]
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G"
         + "".join(", " + p for p in res_params) + "):",
@@ -51,54 +56,45 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
         "    mg = M // G",
         "    P = OH * OW",
         "    for n in range(N):",
-        f"        for m0 in range(0, M, {mv * w}):",
+        f"        for m0 in range(0, M, {lanes}):",
         "            g = m0 // mg",
-        *[f"            b{v} = vload{w}(bb, bo + m0 + {v * w})" for v in range(mv)],
+        f"            b = vload{lanes}(bb, bo + m0)",
         "            for oh in range(OH):",
         "                ihb = oh * sh - ph",
         f"                for ow0 in range(0, OW, {np_}):",
         *[f"                    iw{j} = min(ow0 + {j}, OW - 1) * sw - pw" for j in range(np_)],
-        *[f"                    {acc[v][j]} = b{v}" for v in range(mv) for j in range(np_)],
+        *[f"                    {acc[j]} = b" for j in range(np_)],
+        "                    for c in range(cg):",
+        "                        xc = xo + (n * C + g * cg + c) * H * Win",
+        "                        for kh in range(KH):",
+        "                            ih = ihb + kh * dh",
+        "                            if ih < 0 or ih >= H:",
+        "                                continue",
+        "                            xrow = xc + ih * Win",
+        "                            wr = wo + ((c * KH + kh) * KW) * M + m0",
+        "                            for kw in range(KW):",
+        f"                                wv = vload{lanes}(wb, wr + kw * M)",
+        "                                kx = kw * dw",
     ]
-
-    def body(ind: str) -> list[str]:
-        out = [
-            f"{ind}for c in range(cg):",
-            f"{ind}    xc = xo + (n * C + g * cg + c) * H * Win",
-            f"{ind}    for kh in range(KH):",
-            f"{ind}        ih = ihb + kh * dh",
-            f"{ind}        if ih < 0 or ih >= H:",
-            f"{ind}            continue",
-            f"{ind}        xrow = xc + ih * Win",
-            f"{ind}        wr = wo + ((c * KH + kh) * KW) * M + m0",
-            f"{ind}        for kw in range(KW):",
-            *[f"{ind}            wv{v} = vload{w}(wb, wr + kw * M + {v * w})" for v in range(mv)],
-            f"{ind}            kx = kw * dw",
-        ]
-        for j in range(np_):
-            out += [f"{ind}            iw = iw{j} + kx",
-                    f"{ind}            if iw >= 0 and iw < Win:",
-                    f"{ind}                xv = vbcast{w}(xb[U(xrow + iw)])"]
-            out += [f"{ind}                {acc[v][j]} = vfma{w}(xv, wv{v}, {acc[v][j]})" for v in range(mv)]
-        return out
-
-    L += body(" " * 20)
+    for j in range(np_):
+        L += [f"                                iw = iw{j} + kx",
+              "                                if iw >= 0 and iw < Win:",
+              f"                                    {acc[j]} = vfma{lanes}(vbcast{lanes}(xb[U(xrow + iw)]), wv, "
+              f"{acc[j]})"]
     for j in range(np_):
         L.append(f"                    if ow0 + {j} < OW:")
-        for v in range(mv):
-            L.append(f"                        yq = (n * M + m0 + {v * w}) * P + oh * OW + ow0 + {j}")
-            a = acc[v][j]
-            if in_reg:
-                L += [f"                        {ln}" for ln in epi(a)[0]]
-            L.append(f"                        vscatter{w}(yb, yo + yq, P, {a})")
-            if not in_reg and scalar_lines:
-                L += [
-                    f"                        for i in range({w}):",
-                    "                            q = yq + i * P",
-                    "                            v = yb[U(yo + q)]",
-                    *[f"                            {ln.strip()}" for ln in scalar_lines],
-                    "                            yb[U(yo + q)] = v",
-                ]
+        L.append(f"                        yq = (n * M + m0) * P + oh * OW + ow0 + {j}")
+        if in_reg:
+            L += [f"                        {ln}" for ln in epi(acc[j])[0]]
+        L.append(f"                        vscatter{lanes}(yb, yo + yq, P, {acc[j]})")
+        if not in_reg and scalar_lines:
+            L += [
+                f"                        for i in range({lanes}):",
+                "                            q = yq + i * P",
+                "                            v = yb[U(yo + q)]",
+                *[f"                            {ln.strip()}" for ln in scalar_lines],
+                "                            yb[U(yo + q)] = v",
+            ]
     return "\n".join(L) + "\n", res_args
 
 

@@ -57,10 +57,10 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
             L += [
                 f"                        iw{j} = ow0 * {sw} + {j} * dw - pw",
                 f"                        if full and {ok}:",
-                f"                            v = {fast}",
+                f"                            xv = {fast}",
                 "                        else:",
-                f"                            v = {edge}",
-                f"                        r{i} = vfma{w}(w{i}_{j}, v, r{i})",
+                f"                            xv = {edge}",
+                f"                        r{i} = vfma{w}(w{i}_{j}, xv, r{i})",
             ]
     total = "bias"
     for i in range(kh_n):

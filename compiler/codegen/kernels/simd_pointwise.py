@@ -79,10 +79,18 @@ def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str
     return lines, True
 
 
-def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[str, list]:
+def row_sections(rows: int) -> str:
+    """Which row loops a kernel for ``rows`` output rows needs: "tiles" (a multiple of MR), "single" (fewer
+    than MR: a batch-1 Gemm) or "both". Leaving out a loop that never runs saves its compile time."""
+    return "tiles" if rows % MR == 0 else ("single" if rows < MR else "both")
+
+
+def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both") -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
     The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
+    ``rows`` (see ``row_sections``) says which row loops to emit: the kernel is only correct for row counts
+    of that kind.
     """
     from .elementwise import epilogue
 
@@ -91,50 +99,68 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
     scalar_lines, _, _ = epilogue(node, 3, "q", " " * 20)
 
     def tile(mr: int, nr: int, masked: bool, ind: str) -> list[str]:
-        """``mr`` rows x ``nr`` vectors; ``masked``: only the first ``cnt`` columns (vector j gets ``cj``)."""
+        """``mr`` rows x ``nr`` vectors; ``masked``: only the first ``cnt`` columns. Each row's ``nr``
+        vectors are one ``nr * w``-lane value (LLVM splits it into ``nr`` registers and FMA chains); names
+        carry the lane count, since a numba variable keeps one type throughout the kernel."""
+        L = nr * w
         out = []
-        cn = [f"c{j}" if nr > 1 else "cnt" for j in range(nr)]
-        if masked and nr > 1:
-            out += [f"{ind}c{j} = cnt - {j * w}" for j in range(nr)]
         for i in range(mr):
-            for j in range(nr):
-                if not bias_along_p:
-                    out.append(f"{ind}a{i}_{j} = vbcast{w}(bb[bo + m + {i}])")
-                elif masked:
-                    out.append(f"{ind}a{i}_{j} = vloadn{w}(bb, bo + p + {j * w}, {cn[j]})")
-                else:
-                    out.append(f"{ind}a{i}_{j} = vload{w}(bb, bo + p + {j * w})")
+            if not bias_along_p:
+                out.append(f"{ind}a{L}_{i} = vbcast{L}(bb[bo + m + {i}])")
+            elif i:
+                out.append(f"{ind}a{L}_{i} = a{L}_0")
+            elif masked:
+                out.append(f"{ind}a{L}_0 = vloadn{L}(bb, bo + p, cnt)")
+            else:
+                out.append(f"{ind}a{L}_0 = vload{L}(bb, bo + p)")
         out.append(f"{ind}xi = x0 + p")
         out.append(f"{ind}wi = wo + m * C")
         out.append(f"{ind}for c in range(C):")
-        for j in range(nr):
-            ld = f"vloadn{w}(xb, xi + {j * w}, {cn[j]})" if masked else f"vload{w}(xb, xi + {j * w})"
-            out.append(f"{ind}    v{j} = {ld}")
+        out.append(f"{ind}    v{L} = vloadn{L}(xb, xi, cnt)" if masked else f"{ind}    v{L} = vload{L}(xb, xi)")
         for i in range(mr):
-            out.append(f"{ind}    b{i} = vbcast{w}(wb[wi + {i} * C])")
-            for j in range(nr):
-                out.append(f"{ind}    a{i}_{j} = vfma{w}(b{i}, v{j}, a{i}_{j})")
+            out.append(f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[wi + {i} * C]), v{L}, a{L}_{i})")
         out.append(f"{ind}    xi += P")
         out.append(f"{ind}    wi += 1")
         for i in range(mr):
-            for j in range(nr):
-                idx = f"(m + {i}) * P + p + {j * w} + y0 - yo"
-                if in_reg:
-                    out += [ind + ln for ln in _vec_epilogue(node, f"a{i}_{j}", idx, w, masked, cn[j])[0]]
-                st = (f"vstoren{w}(yb, yo + {idx}, a{i}_{j}, {cn[j]})" if masked
-                      else f"vstore{w}(yb, yo + {idx}, a{i}_{j})")
-                out.append(f"{ind}{st}")
+            idx = f"y0 - yo + (m + {i}) * P + p"
+            if in_reg:
+                out += [ind + ln for ln in _vec_epilogue(node, f"a{L}_{i}", idx, L, masked)[0]]
+            out.append(f"{ind}vstoren{L}(yb, yo + {idx}, a{L}_{i}, cnt)" if masked
+                       else f"{ind}vstore{L}(yb, yo + {idx}, a{L}_{i})")
         if not in_reg and scalar_lines:  # other activations: over the stored tile, still in L1
-            span = f"min(cnt, {nr * w})" if masked else str(nr * w)
+            span = f"min(cnt, {L})" if masked else str(L)
             out.append(f"{ind}for i in range({mr}):")
             out.append(f"{ind}    for j in range({span}):")
             out.append(f"{ind}        q = y0 - yo + (m + i) * P + p + j")
             out.append(f"{ind}        v = yb[U(yo + q)]")
-            out += [ind + "    " + ln.strip().replace("\n", "") if False else f"{ind}        {ln.strip()}"
-                    for ln in scalar_lines]
+            out += [f"{ind}        {ln.strip()}" for ln in scalar_lines]
             out.append(f"{ind}        yb[U(yo + q)] = v")
         return out
 
+    tiles = [
+        f"            while m + {MR} <= M:",
+        "                p = pb",
+        f"                while p + {NR * w} <= pe:",
+        *tile(MR, NR, False, " " * 20),
+        f"                    p += {NR * w}",
+        "                while p < pe:",
+        "                    cnt = pe - p",
+        *tile(MR, NR, True, " " * 20),
+        f"                    p += {NR * w}",
+        f"                m += {MR}",
+    ]
+    single = [
+        "            while m < M:",  # leftover rows (a batch-1 Gemm is all leftover): 8 vectors, 8 FMA chains
+        "                p = pb",
+        f"                while p + {8 * w} <= pe:",
+        *tile(1, 8, False, " " * 20),
+        f"                    p += {8 * w}",
+        "                while p < pe:",
+        "                    cnt = pe - p",
+        *tile(1, 4, True, " " * 20),
+        f"                    p += {4 * w}",
+        "                m += 1",
+    ]
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB"
         + "".join(", " + p for p in res_params) + "):",
@@ -144,28 +170,8 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False) -> tuple[st
         "        for pb in range(0, P, PB):",  # pixel blocks: all output rows of a block while it is in L1
         "            pe = min(P, pb + PB)",
         "            m = 0",
-        f"            while m + {MR} <= M:",
-        "                p = pb",
-        f"                cnt = {w}",
-        f"                while p + {NR * w} <= pe:",
-        *tile(MR, NR, False, " " * 20),
-        f"                    p += {NR * w}",
-        "                while p < pe:",
-        "                    cnt = pe - p",
-        *tile(MR, NR, True, " " * 20),
-        f"                    p += {NR * w}",
-        f"                m += {MR}",
-        "            while m < M:",  # leftover rows (a batch-1 Gemm is all leftover): 8 vectors, 8 FMA chains
-        "                p = pb",
-        f"                cnt = {w}",
-        f"                while p + {8 * w} <= pe:",
-        *tile(1, 8, False, " " * 20),
-        f"                    p += {8 * w}",
-        "                while p < pe:",
-        "                    cnt = pe - p",
-        *tile(1, 4, True, " " * 20),
-        f"                    p += {4 * w}",
-        "                m += 1",
+        *(tiles if rows != "single" else []),
+        *(single if rows != "tiles" else []),
     ]
     return "\n".join(lines) + "\n", res_args
 
@@ -196,7 +202,7 @@ def gen_simd_pointwise(node: Node) -> list[KernelCall]:
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     bias = b if b is not None else Param(np.zeros(M, np.float32))
     w = host_vector_width()
-    src, extra = pointwise_source(node, w)
+    src, extra = pointwise_source(node, w, rows=row_sections(M // G))
     if G == 1:
         return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
     cg, mg = C // G, M // G
@@ -239,7 +245,7 @@ def gen_simd_gemm(node: Node) -> list[KernelCall]:
     bias = np.zeros(N, np.float32) if C is None else np.broadcast_to(
         C.const.reshape(-1).astype(np.float64) * a["beta"], (N,)).astype(np.float32)
     w = host_vector_width()
-    src, extra = pointwise_source(node, w, bias_along_p=True)
+    src, extra = pointwise_source(node, w, bias_along_p=True, rows=row_sections(M))
     # the micro-kernel's "weights" (broadcast) are A's rows, its "pixels" (vectors) are B's columns
     return [KernelCall(src, [Param(b), A, Param(bias), node.outputs[0], 1, K, M, N, pixel_block(K, N, w), *extra],
                        note(node))]

@@ -1,0 +1,124 @@
+"""The short numba pipeline for generated kernels and the memoised typing around our compiles
+(``compiler/codegen/pipeline.py``), and the wide (32/64/128-lane) vector values register tiles are
+written with. Oracles: numpy on the same inputs, and numba's own default pipeline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+from numba.core import errors as numba_errors
+from numba.core.types import functions as numba_functions
+
+from cnnjit.compiler.codegen import pipeline
+from cnnjit.compiler.codegen.simd import LANES
+from cnnjit.compiler.codegen.simd import __dict__ as simd_ns
+
+
+def _kernel(src: str):
+    """Compile ``src`` (a function ``f``) with the kernel pipeline, intrinsics in scope."""
+    ns = dict(simd_ns, np=np, U=np.uint64)
+    exec(src, ns)  # noqa: S102 - test source
+    return njit(pipeline_class=pipeline.KernelPipeline)(ns["f"])
+
+
+def test_kernel_pipeline_compiles_loops_and_intrinsics() -> None:
+    f = _kernel(
+        "def f(x, y, n, a):\n"
+        "    for i in range(0, n, 16):\n"
+        "        vstoren16(y, i, vfma16(vbcast16(a), vloadn16(x, i, n - i), vzero16()), n - i)\n")
+    x = np.arange(37, dtype=np.float32)
+    y = np.zeros(37, np.float32)
+    with pipeline.fast_typing():
+        f(x, y, 37, 2.5)
+    np.testing.assert_array_equal(y, x * np.float32(2.5))
+    assert "cnnjit_kernel" in next(iter(f.overloads.values())).metadata["pipeline_times"]
+
+
+def test_kernel_pipeline_falls_back_to_numba_full_pipeline() -> None:
+    # 'v' is a vector and then a scalar in a loop: only SSA reconstruction (not in the short pipeline)
+    # separates them; the fallback compiles it as plain @njit would
+    f = _kernel(
+        "def f(a, n):\n"
+        "    for i in range(n):\n"
+        "        v = vload4(a, 0)\n"
+        "        vstore4(a, 4, v)\n"
+        "        for j in range(2):\n"
+        "            v = a[j + 1]\n"
+        "            a[j] = v\n"
+        "    return a[0]\n")
+    before = pipeline.fallbacks
+    a = np.arange(8, dtype=np.float32)
+    expected = a.copy()
+    for _ in range(2):
+        expected[4:8] = expected[0:4]
+        for j in range(2):
+            expected[j] = expected[j + 1]
+    assert f(a, 2) == expected[0]
+    np.testing.assert_array_equal(a, expected)
+    assert pipeline.fallbacks == before + 1
+    assert "nopython" in next(iter(f.overloads.values())).metadata["pipeline_times"]
+
+
+def test_fast_typing_restores_numba_even_after_an_error() -> None:
+    original = numba_functions.BaseFunction.get_call_type
+    colors = numba_errors._termcolor_inst
+    with pytest.raises(RuntimeError):
+        with pipeline.fast_typing():
+            with pipeline.fast_typing():  # re-entrant: the inner exit keeps the outer's patch
+                pass
+            assert numba_functions.BaseFunction.get_call_type is not original
+            raise RuntimeError("boom")
+    assert numba_functions.BaseFunction.get_call_type is original
+    assert numba_errors._termcolor_inst is colors
+
+
+def test_memoised_typing_gives_numbas_types() -> None:
+    """The same mixed-type arithmetic compiled with and without the memo: same result types and values."""
+    src = ("def f(a, i, u, s):\n"
+           "    x = a[U(i)] * s + i // 3 - u\n"
+           "    y = max(i, u) + min(s, 2.0)\n"
+           "    return x, y, i % 5, -i, abs(i - 9)\n")
+    args = (np.arange(10, dtype=np.float32), 7, np.uint64(4), np.float32(1.5))
+    plain = _kernel(src)
+    memo = _kernel(src)
+    want = plain(*args)
+    with pipeline.fast_typing():
+        with pipeline.fast_typing():
+            memo(*args)  # the first compile fills the memo, the second kernel reads it
+        got = _kernel(src)(*args)
+    assert [type(v) for v in got] == [type(v) for v in want]
+    assert got == want
+    plain_sig = next(iter(plain.overloads.values())).signature
+    assert next(iter(memo.overloads.values())).signature == plain_sig
+
+
+@settings(max_examples=20, deadline=None)
+@given(lanes=st.sampled_from([n for n in LANES if n > 16]), n=st.integers(0, 140), a=st.floats(-4, 4),
+       seed=st.integers(0, 2**16))
+def test_wide_lane_intrinsics_match_numpy(lanes: int, n: int, a: float, seed: int) -> None:
+    """A 32/64/128-lane value: masked load, broadcast FMA, max, masked store of the first ``n`` lanes."""
+    f = _WIDE[lanes]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(lanes + 3).astype(np.float32)
+    y = rng.standard_normal(lanes + 3).astype(np.float32)
+    acc = rng.standard_normal(lanes + 3).astype(np.float32)
+    want = y.copy()
+    k = min(n, lanes)
+    fma = np.float32(a) * x[1:1 + k].astype(np.float64) + acc[2:2 + k]
+    want[1:1 + k] = np.maximum(fma.astype(np.float32), 0)
+    f(x, acc, y, n, np.float32(a))
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+def _wide(lanes: int):
+    return _kernel(
+        "def f(x, acc, y, n, a):\n"
+        f"    v = vfma{lanes}(vbcast{lanes}(a), vloadn{lanes}(x, 1, n), vload{lanes}(acc, 2))\n"
+        f"    vstoren{lanes}(y, 1, vmax{lanes}(v, vzero{lanes}()), n)\n")
+
+
+_WIDE = {n: _wide(n) for n in LANES if n > 16}
