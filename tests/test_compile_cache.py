@@ -254,3 +254,40 @@ def test_cli_cache_info_warm_clear(tmp_path):
     h = _cli(cache, "cache", "--help")
     assert h.returncode == 0 and "example" in h.stdout
     assert _cli(cache, "warm", str(tmp_path / "missing.onnx")).returncode == 1
+
+
+def test_schedule_recompiles_over_cached_wrapperless_kernels(tmp_path):
+    """Kernel specialisations with constant sizes are compiled without numba's Python wrapper (only the
+    numba schedule calls them). A new process whose schedule is not cached (another model with the same
+    layers, or a deleted entry) loads those kernels from the disk cache, compiles the schedule over them and
+    computes the same result."""
+    model, xin = tmp_path / "m.onnx", tmp_path / "x.npy"
+    onnx.save(small_cnn(seed=7), str(model))
+    np.save(xin, x_in(7))
+    cache = tmp_path / "cache"
+    first = _run_child(cache, str(model), str(xin), str(tmp_path / "y0.npy"))
+    assert first["compiled"] == first["kernels"] > 0, first
+    entries = list(cache.glob("kernels-*/__pycache__/e_*")) + list(cache.glob("kernels-*/e_*"))
+    assert entries
+    for f in entries:
+        f.unlink()
+    second = _run_child(cache, str(model), str(xin), str(tmp_path / "y1.npy"))
+    assert second["compiled"] == 0 and second["hits"] == second["kernels"], second
+    assert np.load(tmp_path / "y0.npy").tobytes() == np.load(tmp_path / "y1.npy").tobytes()
+    ref = cnnjit.compile(small_cnn(seed=7), entry="python")(x_in(7))  # the Python schedule: wrapped kernels
+    np.testing.assert_allclose(np.load(tmp_path / "y1.npy"), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_literal_size_specialisations_have_no_python_wrapper(fresh_cache):
+    from numba.core import types
+
+    m = cnnjit.compile(small_cnn(seed=8), entry="numba")
+    p = m._last.program
+    checked = 0
+    for src in p.kernel_sources.values():
+        disp = build._loaded[build.source_key(src)]
+        for sig, cres in disp.overloads.items():
+            if any(isinstance(a, types.Literal) for a in sig):
+                assert cres.fndesc.llvm_cpython_wrapper_name not in cres.library.get_llvm_str()
+                checked += 1
+    assert checked >= len(p.kernel_sources) - 1  # (a kernel without size arguments has no literal)

@@ -45,6 +45,17 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
         f"                    cnt = min({w}, OW - ow0)",
         f"                    full = cnt == {w}",
     ]
+    # each kernel column's input position, and whether its load can skip the edge mask, are the same for
+    # every kernel row: worked out once per output vector
+    for j in range(kw_n):
+        fast, ok, edge = load(f"iw{j}")
+        lo, hi = edge[edge.index("max("):edge.rindex(")")].split(", min(")  # the edge load's lane range
+        L += [
+            f"                    iw{j} = ow0 * {sw} + {j} * dw - pw",
+            f"                    f{j} = full and {ok}",
+            f"                    lo{j} = {lo}",
+            f"                    hi{j} = min({hi}",
+        ]
     for i in range(kh_n):
         L += [
             f"                    r{i} = vzero{w}()",
@@ -54,12 +65,12 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
         ]
         for j in range(kw_n):
             fast, ok, edge = load(f"iw{j}")
+            masked = edge[:edge.index("max(")] + f"lo{j}, hi{j})"
             L += [
-                f"                        iw{j} = ow0 * {sw} + {j} * dw - pw",
-                f"                        if full and {ok}:",
+                f"                        if f{j}:",
                 f"                            xv = {fast}",
                 "                        else:",
-                f"                            xv = {edge}",
+                f"                            xv = {masked}",
                 f"                        r{i} = vfma{w}(w{i}_{j}, xv, r{i})",
             ]
     total = "bias"
