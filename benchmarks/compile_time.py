@@ -277,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [
         f"command: `{cmd.strip()}`; best of {args.repeat} fresh processes per mode (median in the JSON).",
         "cold: empty CNNJIT_CACHE_DIR, one compile process (CNNJIT_COMPILE_JOBS=1); cold par: with compile "
-        "workers; warm: a new process on the cache the cold run filled.",
+        f"workers (CNNJIT_COMPILE_JOBS={os.cpu_count()}; the default, `auto`, starts them on idle CPUs when at "
+        "least 8 kernels miss the cache); warm: a new process on the cache the cold run filled.",
         "times are from `import cnnjit` through `cnnjit.compile(path, input_shapes=...)` and the first call; "
         "steady = median of timed calls after the first, in the cold and the warm process.",
         "kernels = distinct compiled kernels of the model, calls = kernel calls in its schedule.",

@@ -291,3 +291,17 @@ def test_literal_size_specialisations_have_no_python_wrapper(fresh_cache):
                 assert cres.fndesc.llvm_cpython_wrapper_name not in cres.library.get_llvm_str()
                 checked += 1
     assert checked >= len(p.kernel_sources) - 1  # (a kernel without size arguments has no literal)
+
+
+@pytest.mark.parametrize(("value", "load", "expected"), [
+    (None, 0.3, 2), ("", 0.3, 2), ("auto", 0.3, 2), ("auto", 2.6, 1), (None, 1.9, 1), ("3", 5.0, 3), ("1", 0.0, 1),
+    ("zero", 0.0, 1), ("-4", 0.0, 1)])
+def test_compile_jobs_default_is_idle_cpus(monkeypatch, value, load, expected):
+    """Unset means ``auto``: as many compile streams as CPUs other processes leave idle (2 CPUs here)."""
+    if value is None:
+        monkeypatch.delenv("CNNJIT_COMPILE_JOBS", raising=False)
+    else:
+        monkeypatch.setenv("CNNJIT_COMPILE_JOBS", value)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert precompile.compile_jobs() == expected

@@ -8,9 +8,10 @@ call of a compiled model then compiles nothing, and the report says which kernel
 Independent cache misses can be compiled in parallel worker processes (``python -m
 cnnjit.compiler.codegen.precompile``, fed pickled ``(source, signatures)`` tasks on stdin) that write into
 the shared on-disk cache; the parent then loads them from it. ``CNNJIT_COMPILE_JOBS`` sets the number of
-compile streams (the parent counts as one; default ``1`` = no workers; ``auto``: the CPUs not busy with
-other processes, from the load average), and workers are only started when at least ``MIN_PARALLEL_MISSES``
-kernels miss the cache (below that a worker's start-up, about 0.5-1 s, costs more than it saves).
+compile streams (the parent counts as one; default ``auto``: the CPUs not busy with other processes, from
+the load average; ``1`` = no workers), and workers are only started when at least ``MIN_PARALLEL_MISSES``
+kernels miss the cache (below that a worker's start-up, about 0.7 s of import and numba set-up, costs more
+than it saves).
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from numba.core import types
 
 from .pipeline import fast_typing
 
-#: start worker processes only when at least this many kernels must be compiled
-MIN_PARALLEL_MISSES = 4
+#: start worker processes only when at least this many kernels must be compiled. Measured on 2 CPUs
+#: (benchmarks/compile_time.py, cold vs cold par): MobileNetV2 (13 kernels) 9.1 -> 6.7 s, VWW (12) 6.1 ->
+#: 4.3 s, MLPerf ResNet (10) 4.5 -> 3.5 s; kws (6 small kernels) 1.9 -> 2.0 s
+MIN_PARALLEL_MISSES = 8
 
 #: kernels compiled/loaded by this process (for ``cnnjit cache info``): origin -> count, plus seconds
 STATS: dict[str, float] = {"memory": 0, "disk cache": 0, "compiled": 0, "compiled by worker": 0,
@@ -172,10 +175,10 @@ class CompileReport:
 
 # -- compiling ----------------------------------------------------------------------------------------------
 def compile_jobs() -> int:
-    """Compile streams to use: ``CNNJIT_COMPILE_JOBS=N``; ``auto``: the CPUs that other processes leave
-    idle (a worker competing for a busy core makes the compile slower, not faster); unset: 1 (no workers,
-    since on the shared 2-core benchmark machine workers lost: see benchmarks/results/compile_time.md)."""
-    v = os.environ.get("CNNJIT_COMPILE_JOBS", "").strip().lower()
+    """Compile streams to use: ``CNNJIT_COMPILE_JOBS=N`` (not a number: 1); ``auto`` or unset: the CPUs
+    that other processes leave idle (a worker competing for a busy core makes the compile slower, not
+    faster), see benchmarks/results/compile_time.md."""
+    v = os.environ.get("CNNJIT_COMPILE_JOBS", "").strip().lower() or "auto"
     if v != "auto":
         try:
             return max(1, int(v or 1))
