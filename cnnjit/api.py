@@ -57,7 +57,7 @@ def compile(  # noqa: A001 - the public name users expect
     ``entry="numba"`` compiles the whole schedule into one numba function (cached on disk; slower cold
     compile, and LLVM sees every layer's sizes as constants: about 2x faster on MLPerf Tiny models);
     ``"python"`` calls the kernels from a Python schedule; the default ``"auto"`` picks numba for models of
-    4 to 80 kernel calls (see ``codegen.emit.AUTO_NUMBA_CALLS``).
+    4 to 200 kernel calls (see ``codegen.emit.AUTO_NUMBA_CALLS``).
     ``max_tensor_bytes`` / ``max_arena_bytes`` refuse (``ResourceLimitError``) a specialisation with a
     larger tensor / a larger planned scratch arena, before anything is allocated.
 

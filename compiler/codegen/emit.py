@@ -29,8 +29,13 @@ def unsupported_nodes(graph: Graph) -> list[str]:
 #: Measured (python -> numba, 1 thread): kws 0.171 -> 0.073 ms, ResNet-8 0.592 -> 0.263 ms, VWW 0.408 ->
 #: 0.208 ms. Its cold compile is one kernel specialisation per distinct tuple of sizes (instead of one
 #: per kernel source) plus the schedule function: see benchmarks/results/entry_crossover.md
-#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off.
-AUTO_NUMBA_CALLS = (4, 80)
+#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off. The
+#: upper bound was 80 while kernels compiled with numba's full pipeline; with the short one (pipeline.py)
+#: ShuffleNet's 171 calls compile in 10.5 s cold with the numba entry against 6.7 s with the Python one,
+#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound stays 80: MobileNetV2's split
+#: schedule (more than 80 calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
+AUTO_NUMBA_CALLS = (4, 200)
+AUTO_NUMBA_CALLS_THREADS = 80
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
 #: tuple with the sizes as constants; above, once for all its calls (sizes as int64 values), inlined by
@@ -78,7 +83,8 @@ def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
             raise CompileError(f"generating code for {node.describe()} failed: {type(e).__name__}: {e}") from e
 
     if entry == "auto":
-        entry = "numba" if AUTO_NUMBA_CALLS[0] <= len(calls) <= AUTO_NUMBA_CALLS[1] else "python"
+        hi = AUTO_NUMBA_CALLS[1] if threads == 1 else AUTO_NUMBA_CALLS_THREADS
+        entry = "numba" if AUTO_NUMBA_CALLS[0] <= len(calls) <= hi else "python"
     # In a numba entry, numba types every constant argument as its value (``Literal[int]``) and compiles the
     # kernel once per distinct tuple of them, with the values as constants: the entry's speed. Sizes should
     # be constants, buffer offsets need not be: written ``O(n)`` (an int64, see build.HEADER), so that one
