@@ -171,14 +171,25 @@ def _run_child(cache: Path, *args: str, jobs: int = 1) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def test_second_process_loads_every_kernel_from_cache(tmp_path):
+def _cold_child(tmp_path: Path, seed: int):
+    """``small_cnn(seed)`` compiled and run in a child process on an empty cache (output ``y0.npy``); returns
+    a runner for further children on that cache (``run(k)`` writes ``y<k>.npy``) and the cache folder."""
     model, xin = tmp_path / "m.onnx", tmp_path / "x.npy"
-    onnx.save(small_cnn(seed=4), str(model))
-    np.save(xin, x_in(4))
+    onnx.save(small_cnn(seed=seed), str(model))
+    np.save(xin, x_in(seed))
     cache = tmp_path / "cache"
-    first = _run_child(cache, str(model), str(xin), str(tmp_path / "y0.npy"))
+
+    def run(k: int) -> dict:
+        return _run_child(cache, str(model), str(xin), str(tmp_path / f"y{k}.npy"))
+
+    first = run(0)
     assert first["compiled"] == first["kernels"] > 0, first
-    second = _run_child(cache, str(model), str(xin), str(tmp_path / "y1.npy"))
+    return run, cache
+
+
+def test_second_process_loads_every_kernel_from_cache(tmp_path):
+    run, _ = _cold_child(tmp_path, seed=4)
+    second = run(1)
     assert second["compiled"] == 0 and second["hits"] == second["kernels"], second
     assert second["counts"] == {"disk cache": second["kernels"]}
     assert second["process"]["misses"] == 0
@@ -261,17 +272,12 @@ def test_schedule_recompiles_over_cached_wrapperless_kernels(tmp_path):
     numba schedule calls them). A new process whose schedule is not cached (another model with the same
     layers, or a deleted entry) loads those kernels from the disk cache, compiles the schedule over them and
     computes the same result."""
-    model, xin = tmp_path / "m.onnx", tmp_path / "x.npy"
-    onnx.save(small_cnn(seed=7), str(model))
-    np.save(xin, x_in(7))
-    cache = tmp_path / "cache"
-    first = _run_child(cache, str(model), str(xin), str(tmp_path / "y0.npy"))
-    assert first["compiled"] == first["kernels"] > 0, first
+    run, cache = _cold_child(tmp_path, seed=7)
     entries = list(cache.glob("kernels-*/__pycache__/e_*")) + list(cache.glob("kernels-*/e_*"))
     assert entries
     for f in entries:
         f.unlink()
-    second = _run_child(cache, str(model), str(xin), str(tmp_path / "y1.npy"))
+    second = run(1)
     assert second["compiled"] == 0 and second["hits"] == second["kernels"], second
     assert np.load(tmp_path / "y0.npy").tobytes() == np.load(tmp_path / "y1.npy").tobytes()
     ref = cnnjit.compile(small_cnn(seed=7), entry="python")(x_in(7))  # the Python schedule: wrapped kernels
@@ -304,7 +310,7 @@ def test_literal_size_specialisations_have_no_python_wrapper(fresh_cache):
 
 @pytest.mark.parametrize(("value", "load", "expected"), [
     (None, 0.3, 2), ("", 0.3, 2), ("auto", 0.3, 2), ("auto", 2.6, 1), (None, 1.9, 1), ("3", 5.0, 3), ("1", 0.0, 1),
-    ("zero", 0.0, 1), ("-4", 0.0, 1)])
+    ("-4", 0.0, 1)])
 def test_compile_jobs_default_is_idle_cpus(monkeypatch, value, load, expected):
     """Unset means ``auto``: as many compile streams as CPUs other processes leave idle (2 CPUs here)."""
     if value is None:
@@ -314,3 +320,9 @@ def test_compile_jobs_default_is_idle_cpus(monkeypatch, value, load, expected):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert precompile.compile_jobs() == expected
+
+
+def test_compile_jobs_garbage_warns(monkeypatch):
+    monkeypatch.setenv("CNNJIT_COMPILE_JOBS", "zero")
+    with pytest.warns(RuntimeWarning, match="CNNJIT_COMPILE_JOBS='zero'"):
+        assert precompile.compile_jobs() == 1

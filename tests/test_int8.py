@@ -194,23 +194,7 @@ def test_qconv_kernels_exact(seed: int, kind: str, xs: bool, ys: bool, k: int, s
         k, s, pad, hw = 1, 1, 0, 1
     H = W = max(hw, (k - 1) * dil + 1 - 2 * pad)
     xdt, ydt = (np.int8 if xs else np.uint8), (np.int8 if ys else np.uint8)
-    w = rng.integers(-128, 128, size=(m, k, k, c // G)).astype(np.int8)
-    b = rng.integers(-20000, 20000, size=m).astype(np.int32)
-    mult = (rng.random(m) * 0.02 + 1e-4).astype(np.float32)
-    xinfo, yinfo = np.iinfo(xdt), np.iinfo(ydt)
-    lo, hi = int(yinfo.min) + int(rng.integers(0, 3)), int(yinfo.max) - int(rng.integers(0, 3))
-    attrs = {"strides": [s, s], "pads": [pad] * 4, "dilations": [dil, dil], "group": G,
-             "x_zero_point": int(rng.integers(xinfo.min, xinfo.max + 1)),
-             "y_zero_point": int(rng.integers(yinfo.min, yinfo.max + 1)), "lo": lo, "hi": hi,
-             "dtype": "i8" if ys else "u8"}
-    g = Graph("t")
-    x = g.add_input(TensorType(xdt, (batch, H, W, c)), "x")
-    ins = [x, _const(w), _const(b), _const(mult)]
-    (t,) = get_op("QConvNHWC").infer_types(ins, attrs)
-    y = Value(t, "y")
-    g.add_node(Node("QConvNHWC", ins, [y], attrs))
-    g.outputs = [y]
-    xv = rng.integers(xinfo.min, xinfo.max + 1, size=(batch, H, W, c)).astype(xdt)
+    g, xv = _qconv_case(rng, xdt, ydt, batch, H, W, c, m, k, s, pad, dil, G)
     ref = interpret(g, [xv])[0]
     np.testing.assert_array_equal(_run_graph(g, xv), ref)
     K.FAST = False

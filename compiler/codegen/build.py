@@ -53,10 +53,11 @@ U = np.uint64
 O = np.int64
 
 '''
-#: numba's full pipeline: for schedules (its literal propagation types their size arguments as constants,
-#: which specialises the kernels they call) and kernels that raise (``KernelPipeline`` has no raise rewrites)
+#: numba's full pipeline, for schedules: its literal propagation types their size arguments as constants,
+#: which specialises the kernels they call
 DECORATOR = '@njit(nogil=True, error_model="numpy")\n'
-#: the short pipeline for kernels (see pipeline.py)
+#: the short pipeline for kernels (see pipeline.py; a kernel it cannot type, e.g. one that raises, falls
+#: back to the full pipeline by itself)
 KERNEL_DECORATOR = '@njit(nogil=True, error_model="numpy", pipeline_class=KernelPipeline)\n'
 
 _lock = threading.Lock()
@@ -133,7 +134,7 @@ def source_key(source: str) -> str:
 
 
 def module_text(source: str) -> str:
-    return HEADER + (DECORATOR if "raise " in source else KERNEL_DECORATOR) + source.strip() + "\n"
+    return HEADER + KERNEL_DECORATOR + source.strip() + "\n"
 
 
 # -- numba's on-disk cache, with integrity checks ------------------------------------------------------

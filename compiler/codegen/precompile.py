@@ -28,7 +28,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -181,8 +182,10 @@ def compile_jobs() -> int:
     v = os.environ.get("CNNJIT_COMPILE_JOBS", "").strip().lower() or "auto"
     if v != "auto":
         try:
-            return max(1, int(v or 1))
+            return max(1, int(v))
         except ValueError:
+            warnings.warn(f"CNNJIT_COMPILE_JOBS={v!r} is neither a number nor 'auto': compiling in this process "
+                          "only", RuntimeWarning, stacklevel=2)
             return 1
     cpus = os.cpu_count() or 1
     try:
@@ -204,27 +207,33 @@ def _in_disk_cache(disp: Any, sig: tuple) -> bool:
 _NO_WRAPPERS = ("no_cpython_wrapper", "no_cfunc_wrapper")
 
 
+@contextlib.contextmanager
+def _native_only(disp: Any) -> Iterator[None]:
+    """Compile ``disp`` without numba's Python and C wrappers (restoring its options afterwards)."""
+    opts = disp.targetoptions
+    before = {k: opts[k] for k in _NO_WRAPPERS if k in opts}
+    opts.update(dict.fromkeys(_NO_WRAPPERS, True))
+    try:
+        yield
+    finally:
+        for k in _NO_WRAPPERS:
+            opts.pop(k, None)
+        opts.update(before)
+
+
 def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
-    """Compile (or load) ``sigs`` on ``disp``; returns (seconds, hits, misses) from numba's counters."""
+    """Compile (or load) ``sigs`` on ``disp``; returns (seconds, hits, misses) from numba's counters.
+
+    A signature with constant (literal) sizes is only ever called from a numba schedule, never from Python
+    (which passes plain ints): it is compiled without numba's Python and C wrappers, which took a fifth of
+    a kernel's compile (unboxing code for every argument)."""
     h0, m0 = sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
     t = time.perf_counter()
     with fast_typing():
         for sig in sigs:
-            # A signature with constant (literal) sizes is only ever called from a numba schedule, never
-            # from Python (which passes plain ints): skip numba's Python and C wrappers for it, which take
-            # a fifth of a kernel's compile (unboxing code for every argument).
-            native_only = any(isinstance(a, types.Literal) for a in sig)
-            opts = disp.targetoptions
-            saved = {k: opts[k] for k in _NO_WRAPPERS if k in opts}
-            if native_only:
-                opts.update(dict.fromkeys(_NO_WRAPPERS, True))
-            try:
+            literal = any(isinstance(a, types.Literal) for a in sig)
+            with _native_only(disp) if literal else contextlib.nullcontext():
                 disp.compile(sig)
-            finally:
-                if native_only:
-                    for k in _NO_WRAPPERS:
-                        opts.pop(k, None)
-                    opts.update(saved)
     dt = time.perf_counter() - t
     return dt, sum(disp.stats.cache_hits.values()) - h0, sum(disp.stats.cache_misses.values()) - m0
 

@@ -16,7 +16,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, row_load
+from .simd_pointwise import _vec_epilogue, residual_operands, row_load, scalar_epilogue
 
 
 def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
@@ -67,10 +67,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
         L += [
             f"                    for i in range({mr}):",
             "                        for j in range(cnt):",
-            "                            q = ((n * M + m + i) * OH + oh) * OW + ow0 + j",
-            "                            v = yb[U(yo + q)]",
-            *[f"                            {ln.strip()}" for ln in scalar_lines],
-            "                            yb[U(yo + q)] = v",
+            *scalar_epilogue(" " * 28, "((n * M + m + i) * OH + oh) * OW + ow0 + j", scalar_lines),
         ]
     return "\n".join(L) + "\n", res_args
 

@@ -19,7 +19,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands
+from .simd_pointwise import _vec_epilogue, residual_operands, scalar_epilogue
 
 
 def _pixel_tile(ow: int) -> int:
@@ -90,10 +90,7 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
         if not in_reg and scalar_lines:
             L += [
                 f"                        for i in range({lanes}):",
-                "                            q = yq + i * P",
-                "                            v = yb[U(yo + q)]",
-                *[f"                            {ln.strip()}" for ln in scalar_lines],
-                "                            yb[U(yo + q)] = v",
+                *scalar_epilogue(" " * 28, "yq + i * P", scalar_lines),
             ]
     return "\n".join(L) + "\n", res_args
 

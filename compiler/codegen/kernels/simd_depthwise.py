@@ -15,7 +15,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, row_load
+from .simd_pointwise import _vec_epilogue, residual_operands, row_lanes, row_load, scalar_epilogue
 
 MAX_TAPS = 49  # up to 7x7 unrolled
 
@@ -26,9 +26,6 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
     res_params, res_args = residual_operands(node)
     _, in_reg = _vec_epilogue(node, "a", "0", w, True)
     scalar_lines, _, _ = epilogue(node, 3, "q", "")
-    def load(iw: str) -> tuple[str, str, str]:
-        return row_load(w, sw, iw)
-
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, pw, dh, dw"
         + "".join(", " + p for p in res_params) + "):",
@@ -48,13 +45,12 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
     # each kernel column's input position, and whether its load can skip the edge mask, are the same for
     # every kernel row: worked out once per output vector
     for j in range(kw_n):
-        fast, ok, edge = load(f"iw{j}")
-        lo, hi = edge[edge.index("max("):edge.rindex(")")].split(", min(")  # the edge load's lane range
+        lo, hi = row_lanes(sw, f"iw{j}")
         L += [
             f"                    iw{j} = ow0 * {sw} + {j} * dw - pw",
-            f"                    f{j} = full and {ok}",
+            f"                    f{j} = full and {row_load(w, sw, f'iw{j}')[1]}",
             f"                    lo{j} = {lo}",
-            f"                    hi{j} = min({hi}",
+            f"                    hi{j} = {hi}",
         ]
     for i in range(kh_n):
         L += [
@@ -64,8 +60,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
             "                        xrow = xc + ih * Win",
         ]
         for j in range(kw_n):
-            fast, ok, edge = load(f"iw{j}")
-            masked = edge[:edge.index("max(")] + f"lo{j}, hi{j})"
+            fast, _, masked = row_load(w, sw, f"iw{j}", lanes=(f"lo{j}", f"hi{j}"))
             L += [
                 f"                        if f{j}:",
                 f"                            xv = {fast}",
@@ -84,10 +79,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
     if not in_reg and scalar_lines:
         L += [
             "                    for j in range(cnt):",
-            f"                        q = {idx} + j",
-            "                        v = yb[U(yo + q)]",
-            *[f"                        {ln.strip()}" for ln in scalar_lines],
-            "                        yb[U(yo + q)] = v",
+            *scalar_epilogue(" " * 24, f"{idx} + j", scalar_lines),
         ]
     return "\n".join(L) + "\n", res_args
 

@@ -23,20 +23,30 @@ MR, NR = 4, 2
 IN_REGISTER = ("Relu", "Clip", "LeakyRelu")
 
 
-def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None) -> tuple[str, str, str]:
+def row_lanes(sw: int, iw: str = "iw0") -> tuple[str, str]:
+    """The lane range ``[lo, hi)`` of a masked row load at column ``iw`` (``row_load``'s edge load): lanes
+    inside the row and among the first ``cnt`` output columns (stride 2: element positions)."""
+    hi = "min(cnt, Win - {0})" if sw == 1 else "min(2 * cnt - 1, Win - {0})"
+    return f"max(0, -{iw})", hi.format(iw)
+
+
+def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None,
+             lanes: tuple[str, str] | None = None) -> tuple[str, str, str]:
     """Source for loading ``w`` output columns' inputs from row ``xrow`` starting at column ``iw``.
 
     Returns (fast load, condition under which it stays inside the row, masked edge load). Stride 1 loads
     contiguously, stride 2 keeps the even lanes of a double load; the edge load reads only lanes inside
-    the row (and the first ``cnt``), others are 0 or ``fill``.
+    the row (and the first ``cnt``), others are 0 or ``fill``. ``lanes`` names the edge load's lane range
+    when the kernel has already worked it out (default: ``row_lanes``).
     """
     f = "" if fill is None else "f"
     tail = "" if fill is None else f", {fill}"
+    lo, hi = lanes or row_lanes(sw, iw)
     if sw == 1:
         return (f"vload{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {w} <= Win",
-                f"vloadr{f}{w}(xb, xrow + {iw}, max(0, -{iw}), min(cnt, Win - {iw}){tail})")
+                f"vloadr{f}{w}(xb, xrow + {iw}, {lo}, {hi}{tail})")
     return (f"vload2e{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {2 * w} <= Win",
-            f"vload2er{f}{w}(xb, xrow + {iw}, max(0, -{iw}), min(2 * cnt - 1, Win - {iw}){tail})")
+            f"vload2er{f}{w}(xb, xrow + {iw}, {lo}, {hi}{tail})")
 
 
 def residual_operands(node: Node) -> tuple[list[str], list]:
@@ -85,6 +95,13 @@ def row_sections(rows: int) -> str:
     return "tiles" if rows % MR == 0 else ("single" if rows < MR else "both")
 
 
+def scalar_epilogue(ind: str, q: str, scalar_lines: list[str]) -> list[str]:
+    """Lines applying the epilogue steps that have no vector form (``elementwise.epilogue``'s lines, on
+    ``v``) to the stored output element ``yb[yo + q]``, ``q`` an index expression; ``ind`` indents them."""
+    return [f"{ind}q = {q}", f"{ind}v = yb[U(yo + q)]", *[f"{ind}{ln.strip()}" for ln in scalar_lines],
+            f"{ind}yb[U(yo + q)] = v"]
+
+
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both") -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
@@ -131,10 +148,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
             span = f"min(cnt, {L})" if masked else str(L)
             out.append(f"{ind}for i in range({mr}):")
             out.append(f"{ind}    for j in range({span}):")
-            out.append(f"{ind}        q = y0 - yo + (m + i) * P + p + j")
-            out.append(f"{ind}        v = yb[U(yo + q)]")
-            out += [f"{ind}        {ln.strip()}" for ln in scalar_lines]
-            out.append(f"{ind}        yb[U(yo + q)] = v")
+            out += scalar_epilogue(ind + " " * 8, "y0 - yo + (m + i) * P + p + j", scalar_lines)
         return out
 
     tiles = [
