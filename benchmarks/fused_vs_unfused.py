@@ -52,7 +52,7 @@ def program_stats(compiled) -> dict[str, Any]:
     return {
         "ir_nodes": len(spec.graph.nodes),
         "kernels": len(p.kernel_sources),
-        "kernel_calls": kernel_calls(p.source),
+        "kernel_calls": kernel_calls(p),
         "arena_bytes": int(p.arena_bytes),
         "intermediate_bytes": int(p.intermediate_bytes),
         "compile_s": round(sum(spec.timings.values()), 4),

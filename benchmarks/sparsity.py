@@ -36,7 +36,7 @@ from benchmarks.harness import (  # noqa: E402
     write_markdown,
 )
 from benchmarks.models import load  # noqa: E402
-from cnnjit.runtime.profile import profile_calls  # noqa: E402
+from cnnjit.profile import profile_calls  # noqa: E402
 
 
 def _is_pw(note: str) -> bool:

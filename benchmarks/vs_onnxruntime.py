@@ -95,7 +95,7 @@ def worker(name: str, threads: int, engines: list[str], runs: int, warmup: int, 
     single_thread(threads)
     from benchmarks.harness import measure, ort_session
     from benchmarks.models import MODEL_SET, count_flops, load, output_scale
-    from cnnjit.runtime.profile import measured_peak, profile_model
+    from cnnjit.profile import measured_peak, profile_model
 
     model, feeds = load(name)
     shapes = {k: list(v.shape) for k, v in feeds.items()}

@@ -623,7 +623,7 @@ def _require_matplotlib() -> None:
 # cnnjit profile
 # =========================================================================================================
 def cmd_profile(args: argparse.Namespace) -> int:
-    from cnnjit.runtime.profile import profile_model
+    from cnnjit.profile import profile_model
 
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")

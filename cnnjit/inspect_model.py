@@ -20,7 +20,6 @@ import numpy as np
 import onnx
 
 from cnnjit.compiler.codegen.emit import generate
-from cnnjit.compiler.codegen.kernel import GENERATORS
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.frontend.onnx_import import check_supported, import_model, value_inputs
 from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
@@ -145,21 +144,13 @@ def snapshot(graph: Graph) -> Graph:
 
 
 def _call_map(graph: Graph, program: Program) -> dict[int, list[int]]:
-    """Which schedule calls each node produced (re-asking the generators how many calls each node makes)."""
-    n_lines = sum(1 for ln in program.source.splitlines()[1:] if ln.strip() and ln.strip() != "pass")
-    out: dict[int, list[int]] = {}
-    i = 0
-    for node in graph.nodes:
-        if get_op(node.op).view or node.op not in GENERATORS:
-            out[node.id] = []
-            continue
-        try:
-            k = len(GENERATORS[node.op](node))
-        except Exception:  # noqa: BLE001 - the mapping is informative only
-            return {}
-        out[node.id] = list(range(i, i + k))
-        i += k
-    return out if i == n_lines else {}
+    """Which schedule calls each node produced (read from the calls: each names its node); views and
+    in-place nodes (no data moves) get an empty list."""
+    out: dict[int, list[int]] = {n.id: [] for n in graph.nodes}
+    for i, c in enumerate(program.calls):
+        if c.node is not None and c.node.id in out:
+            out[c.node.id].append(i)
+    return out
 
 
 def _groups(before: Graph, after: Graph) -> tuple[dict[int, list[Node]], list[Node]]:
@@ -269,18 +260,16 @@ def op_label(node: Node) -> str:
 
 def layer_rows(t: Trace) -> list[dict[str, Any]]:
     """One row per IR node after the passes (see ``cnnjit inspect``)."""
-    calls = [c[0] for c in _schedule(t.program)]
+    calls = t.program.calls
     rows = []
     for i, n in enumerate(t.graph.nodes):
         idx = t.calls.get(n.id)
         if get_op(n.op).view:
             kernel = "(view)"
-        elif idx is None:
-            kernel = "?"
         elif not idx:
             kernel = "(in place)"
         else:
-            kernel = ",".join(dict.fromkeys(calls[j] for j in idx))
+            kernel = ",".join(dict.fromkeys(calls[j].kernel for j in idx))
         members = t.groups.get(n.id, [])
         fused_from = [m for m in members if m.id != n.id] if any(m.id == n.id for m in members) else members
         rows.append({
@@ -292,38 +281,21 @@ def layer_rows(t: Trace) -> list[dict[str, Any]]:
             "params": param_count(n),
             "flops": node_flops(n),
             "kernel": kernel,
+            "variant": ",".join(dict.fromkeys(calls[j].variant for j in idx or [])),
             "calls": idx or [],
             "fused_from": [{"op": m.op, "name": m.name} for m in fused_from],
         })
     return rows
 
 
-def _schedule(program: Program) -> list[tuple[str, str, str]]:
-    from cnnjit.runtime.profile import schedule_calls
-
-    return schedule_calls(program)
-
-
 def call_flops(t: Trace) -> list[int]:
     """FLOPs of every schedule call: a node's FLOPs split evenly over the calls it makes."""
-    n_calls = len(_schedule(t.program))
-    out = [0] * n_calls
-    for n in t.graph.nodes:
-        idx = t.calls.get(n.id) or []
-        for j in idx:
-            if j < n_calls:
-                out[j] += node_flops(n) // len(idx)
-    return out
+    return [node_flops(c.node) // len(t.calls[c.node.id]) if c.node is not None else 0 for c in t.program.calls]
 
 
 def call_nodes(t: Trace) -> list[Node | None]:
-    """The IR node of every schedule call (None where unknown)."""
-    out: list[Node | None] = [None] * len(_schedule(t.program))
-    for n in t.graph.nodes:
-        for j in t.calls.get(n.id) or []:
-            if j < len(out):
-                out[j] = n
-    return out
+    """The IR node of every schedule call."""
+    return [c.node for c in t.program.calls]
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -348,7 +320,7 @@ def to_dot(t: Trace) -> str:
     out = ["digraph cnnjit {", '  graph [rankdir=TB, fontname="Helvetica", fontsize=11, compound=true, newrank=true];',
            '  node [shape=box, style="rounded,filled", fillcolor="#f4f4f4", fontname="Helvetica", fontsize=10];',
            '  edge [color="#555555", arrowsize=0.6];']
-    calls = [c[0] for c in _schedule(t.program)]
+    calls = [c.kernel for c in t.program.calls]
 
     def emit_graph(g: Graph, prefix: str, title: str, clusters: dict[int, list[Node]] | None) -> None:
         out.append(f"  subgraph cluster_{prefix} {{")

@@ -66,8 +66,6 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
         logger.info("kernel cache: %d already loaded, %d from numba's disk cache, %d to compile on first call",
                     counts["memory"], counts["disk cache"], counts["compile"])
     if logger.isEnabledFor(logging.DEBUG):
-        for line in p.source.splitlines()[1:]:
-            call, _, note = line.strip().partition("  # ")
-            name = call.split("(", 1)[0]
-            if name in origins:
-                logger.debug("%s (%s): %s", name, origins[name], note or call)
+        for c in p.calls:
+            if c.kernel in origins:
+                logger.debug("%s (%s, %s): %s", c.kernel, origins[c.kernel], c.variant, c.note or c.statement())

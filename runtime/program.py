@@ -1,12 +1,22 @@
-"""What code generation hands to the runtime: a schedule function, its buffers, and I/O locations."""
+"""What code generation hands to the runtime: the schedule as data, its buffers, and I/O locations.
+
+The schedule is a list of ``Call``s (kernel, typed arguments, the IR node it computes, the kernel variant);
+its Python text (``def run(<buffers>): k0(...); k1(...)``) is rendered from that list by ``render_schedule``
+and never parsed back: threads, profiling, inspection and the targets all read the list.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cnnjit.ir import Node
 
 #: start address alignment of every arena and constant pool: the vector kernels' 64-byte loads and stores
 #: at 64-byte-aligned element offsets (memory.ALIGN_BYTES) then never straddle two cache lines
@@ -26,6 +36,99 @@ def aligned_zeros(n: int, dtype: np.dtype | type, align: int = BUFFER_ALIGN) -> 
 
 
 @dataclass(frozen=True)
+class Buf:
+    """A schedule parameter passed to a kernel: an arena (``a_f32``) or a constant pool (``c_f32``)."""
+
+    name: str
+
+    def render(self) -> str:
+        return self.name
+
+
+#: how an integer argument is written: ``lit`` a literal (a numba entry types it ``Literal[int]`` and
+#: specialises the kernel on it), ``O`` an int64 value ``O(n)`` (one kernel specialisation for every
+#: value: buffer offsets, generic kernels), ``i64`` an int64 ``np.int64(n)`` (parallel-driver scalars)
+INT_FORMS = ("lit", "O", "i64")
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer kernel argument (a size, a flag or a buffer offset) and how the schedule writes it."""
+
+    value: int
+    form: str = "lit"
+
+    def render(self) -> str:
+        if self.form == "O":
+            return f"O({self.value})"
+        if self.form == "i64":
+            return f"np.int64({self.value})"
+        return repr(self.value)
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float kernel argument computed by the compiler (finite, inf or nan)."""
+
+    value: float
+
+    def render(self) -> str:
+        v = self.value
+        if math.isnan(v):
+            return "math.nan"
+        if math.isinf(v):
+            return "math.inf" if v > 0 else "-math.inf"
+        return repr(v)
+
+
+Arg = Buf | Int | Float
+
+
+@dataclass
+class Call:
+    """One kernel call of the schedule.
+
+    ``kernel`` is the callee's schedule name (``k3``; ``d0`` for a parallel driver running ``parts`` calls
+    of one kernel), ``args`` its arguments, ``node`` the IR node it computes (with ``op`` and ``variant``, the
+    name of the kernel implementation chosen for it), ``note`` a comment of op and shapes (our own text).
+    """
+
+    kernel: str
+    args: tuple[Arg, ...]
+    op: str
+    variant: str
+    node: Node | None = None
+    note: str = ""
+    parts: int = 1
+
+    def statement(self) -> str:
+        """The call as a Python statement (no comment)."""
+        return f"{self.kernel}({', '.join(a.render() for a in self.args)})"
+
+    def render(self) -> str:
+        return "    " + self.statement() + (f"  # {self.note}" if self.note else "")
+
+
+def render_schedule(params: Sequence[str], calls: Sequence[Call], ticks: bool = False) -> str:
+    """The schedule's Python text ``def run(<params>)`` calling ``calls`` in order.
+
+    ``ticks``: the profiling form ``run(<params>, _ts)`` with ``_ts[i] = ticks()`` before call ``i`` and after
+    the last, otherwise the same text (so numba compiles it as the real entry).
+    """
+    head = "def run(" + ", ".join([*params, "_ts"] if ticks else params) + "):"
+    lines = [head]
+    for i, c in enumerate(calls):
+        if ticks:
+            lines.append(f"    _ts[{i}] = ticks()")
+        lines.append(c.render())
+    if ticks:
+        lines.append(f"    _ts[{len(calls)}] = ticks()")
+    elif not calls:
+        lines.append("    pass")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
 class IOBinding:
     """Where a graph input or output lives: buffer name (``a_f32``, ``c_f32``...) and element offset."""
 
@@ -42,7 +145,10 @@ class IOBinding:
 
 @dataclass
 class Program:
+    """A compiled schedule: ``run(*buffers)`` and the ``calls`` it makes (``source`` is their rendered text)."""
+
     run: Callable[..., None]
+    calls: list[Call]
     source: str
     kernel_sources: dict[str, str]
     buffer_names: list[str]

@@ -8,11 +8,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen.cycles import HAVE_TICKS, read_ticks, tick_seconds
-from cnnjit.runtime.profile import (
+from cnnjit.profile import (
     fma_peak_gflops,
     profile_model,
     profile_schedule,
-    schedule_calls,
     timed_source,
 )
 
@@ -45,7 +44,7 @@ def compiled():
 def test_timed_source_brackets_every_call(compiled) -> None:
     p = compiled._default_spec().program
     src = timed_source(p)
-    n = len(schedule_calls(p))
+    n = len(p.calls)
     lines = src.splitlines()
     assert lines[0].startswith("def run(") and lines[0].endswith(", _ts):")
     assert [ln.strip() for ln in lines[1::2]] == [f"_ts[{i}] = ticks()" for i in range(n + 1)]
@@ -66,7 +65,7 @@ def test_timed_profile_adds_up_to_a_real_run(compiled) -> None:
     x = np.random.default_rng(1).standard_normal((1, 3, 16, 16)).astype(np.float32)
     prof = profile_schedule(spec, {"x": x}, repeat=30)
     assert prof.mode == "timed" and prof.entry == "numba"
-    assert len(prof.calls) == len(schedule_calls(spec.program))
+    assert len(prof.calls) == len(spec.program.calls)
     assert all(len(c.times_ns) == 30 and c.median_s > 0 for c in prof.calls)
     # the parts add up to the whole timed run, and the timed run is the real run (loose: shared machine)
     assert prof.sum_s == pytest.approx(prof.timed_run_s, rel=0.15)
@@ -78,7 +77,7 @@ def test_timed_profile_adds_up_to_a_real_run(compiled) -> None:
 def test_calls_mode_and_profile_model(compiled) -> None:
     spec = compiled._default_spec()
     prof = profile_schedule(spec, repeat=3, warmup=1, mode="calls")
-    assert prof.mode == "calls" and len(prof.calls) == len(schedule_calls(spec.program))
+    assert prof.mode == "calls" and len(prof.calls) == len(spec.program.calls)
     with pytest.raises(ValueError):
         profile_schedule(spec, repeat=1, mode="nope")
     doc = profile_model(conv_stack(), repeat=5, warmup=1)

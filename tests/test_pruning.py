@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from cnnjit.runtime.profile import schedule_calls
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -36,7 +35,7 @@ def _run(cm, feeds: dict) -> np.ndarray:
 
 def _notes(cm, feeds: dict) -> list[str]:
     spec = cm.specialization({k: v.shape for k, v in feeds.items()})
-    return [n for _, _, n in schedule_calls(spec.program)]
+    return [c.note for c in spec.program.calls]
 
 
 def _model(nodes, inits, inp, out_name, out_shape) -> onnx.ModelProto:

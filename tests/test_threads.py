@@ -10,7 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from cnnjit.compiler.codegen.threads import channel_ranges, parallel_schedule
+from cnnjit.compiler.codegen.threads import channel_ranges, parallel_calls
+from cnnjit.runtime.program import Buf, Call, Float, Int, render_schedule
 
 
 def block_model(size: int = 32, seed: int = 0):
@@ -123,14 +124,18 @@ def test_channel_ranges() -> None:
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1)) and len(r) <= parts
 
 
-def test_parallel_schedule_text() -> None:
-    src = ("def run(a_f32, c_f32):\n    k0(a_f32, 0)  # A\n    k1(a_f32, 1, c_f32, 5, 2.5)  # B [channels 0:16 of 48]\n"
-           "    k1(a_f32, 2, c_f32, 6, 2.5)  # B [channels 16:32 of 48]\n"
-           "    k1(a_f32, 3, c_f32, 7, 2.5)  # B [channels 32:48 of 48]\n    k2(a_f32, 4)  # C\n")
-    out, drivers = parallel_schedule(src, [(1, 3)])
-    assert out.splitlines() == [
+def test_parallel_calls_make_one_driver_call_per_group() -> None:
+    def call(k: str, *args, note: str = "") -> Call:
+        return Call(k, tuple(args), "Conv", "direct", None, note)
+
+    part = [call("k1", Buf("a_f32"), Int(1 + i), Buf("c_f32"), Int(5 + i), Float(2.5),
+                 note=f"B [channels {16 * i}:{16 * i + 16} of 48]") for i in range(3)]
+    calls = [call("k0", Buf("a_f32"), Int(0), note="A"), *part, call("k2", Buf("a_f32"), Int(4), note="C")]
+    out, drivers = parallel_calls(calls, [(1, 3)])
+    assert render_schedule(["a_f32", "c_f32"], out).splitlines() == [
         "def run(a_f32, c_f32):", "    k0(a_f32, 0)  # A",
         "    d0(a_f32, c_f32, 1, 5, 2.5, 2, 6, 2.5, 3, 7, 2.5)  # B [parallel: 3 parts]", "    k2(a_f32, 4)  # C"]
+    assert out[1].parts == 3 and out[1].kernel == "d0" and [c.kernel for c in out] == ["k0", "d0", "k2"]
     d = drivers["d0"]
     assert d.kernel == "k1" and d.parts == 3 and d.buffers == ("a_f32", "", "c_f32", "", "")
     assert d.source().splitlines() == [
@@ -139,12 +144,16 @@ def test_parallel_schedule_text() -> None:
         "        if _p == 0:", "            k(a_f32, s0_0, c_f32, s0_1, s0_2)",
         "        elif _p == 1:", "            k(a_f32, s1_0, c_f32, s1_1, s1_2)",
         "        elif _p == 2:", "            k(a_f32, s2_0, c_f32, s2_1, s2_2)"]
-    out, _ = parallel_schedule(src, [(1, 3)], numba_entry=True)
-    assert "d0(a_f32, c_f32, np.int64(1), np.int64(5), 2.5, np.int64(2), np.int64(6), 2.5, np.int64(3)," in out
+    out, _ = parallel_calls(calls, [(1, 3)], numba_entry=True)
+    assert out[1].statement().startswith("d0(a_f32, c_f32, np.int64(1), np.int64(5), 2.5, np.int64(2), np.int64(6),")
+    # parts over different buffers stay serial calls
+    mixed = [*calls[:2], call("k1", Buf("b_f32"), Int(2)), *calls[3:]]
+    out, drivers = parallel_calls(mixed, [(1, 3)])
+    assert [c.kernel for c in out] == ["k0", "k1", "k1", "k1", "k2"] and not drivers
 
 
 def test_profile_of_a_threaded_model(models) -> None:
-    from cnnjit.runtime.profile import profile_schedule
+    from cnnjit.profile import profile_schedule
 
     _, _, two = models
     prof = profile_schedule(two._default_spec(), repeat=3, warmup=1)

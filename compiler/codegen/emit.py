@@ -1,23 +1,29 @@
-"""Code generation for a whole graph: memory plan, kernel calls, and the schedule source.
+"""Code generation for a whole graph, as named steps: ``lower`` (nodes -> kernel calls, split over threads),
+``plan_memory``, ``bind`` (calls -> the schedule's typed ``Call`` list), parallel drivers, ``render_schedule``
+(the Python text, last), then loading/compiling the kernels and the entry.
 
-The result is a ``runtime.Program``: a straight-line Python function ``run(<buffers>)`` that calls the
-compiled kernels in order (readable with ``CompiledModel.source()``), the buffers it needs, and where
-every input and output lives.
+The result is a ``runtime.Program``: the calls, the straight-line function ``run(<buffers>)`` rendered from
+them (readable with ``CompiledModel.source()``), the buffers it needs, and where every input and output
+lives.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from cnnjit.ir import Graph, Value, get_op
+from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import CompileError
 from cnnjit.ir.types import DTYPES, short_name
-from cnnjit.runtime.program import IOBinding, Program
+from cnnjit.runtime.program import Arg, Buf, Call, Float, Int, IOBinding, Program, render_schedule
 
 from . import kernels  # noqa: F401 - registers the generators
-from .build import HEADER, load_kernel, source_key
+from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
 from .kernel import GENERATORS, At, KernelCall, Param
 from .memory import MemoryPlan, plan_memory
+from .pipeline import fast_typing
+from .precompile import call_signatures, load_entry_only, precompile
+from .threads import load_drivers, split_node
 
 
 def unsupported_nodes(graph: Graph) -> list[str]:
@@ -47,6 +53,103 @@ AUTO_NUMBA_CALLS_THREADS = 80
 SPECIALIZE_MAX = 4
 
 
+def lower(graph: Graph, threads: int = 1) -> tuple[list[tuple[Node, KernelCall]], list[tuple[int, int]]]:
+    """Every node's kernel calls, in order, each with the node it computes; and the groups ``(first call,
+    count)`` of layers split over ``threads`` (consecutive calls, one per part)."""
+    missing = sorted(set(unsupported_nodes(graph)))
+    if missing:
+        raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
+    out: list[tuple[Node, KernelCall]] = []
+    groups: list[tuple[int, int]] = []
+    for node in graph.nodes:
+        if get_op(node.op).view or node.meta.get("inplace"):
+            continue  # no data moves: the output shares storage (see memory.plan_memory)
+        gen = GENERATORS[node.op]
+        try:
+            node_calls = gen(node)
+            if threads > 1:
+                parts = split_node(node, node_calls, threads, gen)
+                if parts:
+                    groups.append((len(out), len(parts)))
+                    node_calls = parts
+        except CompileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a generator bug: name the node
+            raise CompileError(f"generating code for {node.describe()} failed: {type(e).__name__}: {e}") from e
+        variant = gen.__name__.removeprefix("gen_")
+        for kc in node_calls:
+            if not kc.variant:
+                kc.variant = variant
+            out.append((node, kc))
+    return out, groups
+
+
+def choose_entry(entry: str, n_calls: int, threads: int) -> str:
+    """``entry="auto"`` resolved for a schedule of ``n_calls`` kernel calls (see ``AUTO_NUMBA_CALLS``)."""
+    if entry != "auto":
+        return entry
+    hi = AUTO_NUMBA_CALLS[1] if threads == 1 else AUTO_NUMBA_CALLS_THREADS
+    return "numba" if AUTO_NUMBA_CALLS[0] <= n_calls <= hi else "python"
+
+
+def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
+         ) -> tuple[list[Call], dict[str, str], set[str]]:
+    """The schedule's calls: each kernel named (``k0``, ``k1``... by first use, one per distinct source),
+    values placed in their buffers, integers written as the entry wants them; the kernel sources by name,
+    and the names of kernels compiled once for all their calls (numba entry, see ``SPECIALIZE_MAX``).
+
+    In a numba entry, numba types every constant argument as its value (``Literal[int]``) and compiles the
+    kernel once per distinct tuple of them, with the values as constants: the entry's speed. Sizes should
+    be constants, buffer offsets need not be: written ``O(n)`` (an int64, see build.HEADER), so that one
+    kernel specialisation serves every call of the same sizes, whatever its buffers' offsets. A kernel
+    called with more than SPECIALIZE_MAX distinct sizes gets all its ints as ``O(n)`` instead: one compile
+    for all its calls, which LLVM inlines into the entry (build.mark_inline) and specialises there.
+    """
+    off_form = "O" if entry == "numba" else "lit"
+    generic: set[str] = set()  # source keys of kernels compiled once for all their calls (numba entry)
+    if entry == "numba":
+        sizes: dict[str, set[tuple]] = {}
+        for _, c in lowered:
+            sizes.setdefault(source_key(c.source), set()).add(
+                tuple(a for a in c.args if not isinstance(a, (Value, At, Param))))
+        generic = {k for k, v in sizes.items() if len(v) > SPECIALIZE_MAX}
+
+    def place(s, shift: int = 0) -> list[Arg]:
+        return [Buf(f"{s.kind}_{s.dtype}"), Int(s.offset + shift, off_form)]
+
+    def expand(a: object, int_form: str) -> list[Arg]:
+        if isinstance(a, Value):
+            return place(plan.slot(a))
+        if isinstance(a, At):
+            return place(plan.slot(a.value), a.shift)
+        if isinstance(a, Param):
+            return place(plan.consts.add(a.array))
+        if isinstance(a, (bool, int, np.integer)):
+            return [Int(int(a), int_form)]
+        if isinstance(a, (float, np.floating)):
+            return [Float(float(a))]
+        raise CompileError(f"unexpected kernel argument of type {type(a).__name__}")
+
+    names: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    calls: list[Call] = []
+    for node, c in lowered:
+        key = source_key(c.source)
+        if key not in names:
+            names[key] = f"k{len(names)}"
+            sources[names[key]] = c.source
+        int_form = "O" if key in generic else "lit"
+        args = tuple(x for a in c.args for x in expand(a, int_form))
+        calls.append(Call(names[key], args, node.op, c.variant, node, c.note))
+    return calls, sources, {n for n, s in sources.items() if source_key(s) in generic}
+
+
+def buffer_types(params: list[str], const_bufs: dict[str, np.ndarray]) -> dict[str, object]:
+    """The numba type of every schedule parameter: read-only constant pools, writable arenas."""
+    return {p: numba.typeof(const_bufs[p[2:]] if p.startswith("c_") else np.zeros(1, DTYPES[p[2:]]))
+            for p in params}
+
+
 def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
     """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``.
 
@@ -54,152 +157,57 @@ def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
     ``entry="numba"`` compiles the schedule itself with numba, which removes the per-kernel call overhead
     and lets LLVM inline the kernels with their sizes as constants (slower to compile, faster to run).
     ``threads > 1`` splits large layers into ``threads`` independent calls run concurrently by a small
-    parallel driver (see ``threads.py``).
+    parallel driver (see ``threads.py``). The schedule is data (``Program.calls``); its Python text is
+    rendered from that list last.
     """
     if entry not in ("python", "numba", "auto", "lazy"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
-    missing = sorted(set(unsupported_nodes(graph)))
-    if missing:
-        raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
+    lowered, groups = lower(graph, threads)
     plan = plan_memory(graph)
-    calls: list[KernelCall] = []
-    groups: list[tuple[int, int]] = []  # (first call, count) of each layer split over threads
-    for node in graph.nodes:
-        if get_op(node.op).view or node.meta.get("inplace"):
-            continue  # no data moves: the output shares storage (see memory.plan_memory)
-        try:
-            node_calls = GENERATORS[node.op](node)
-            if threads > 1:
-                from .threads import split_node
+    entry = choose_entry(entry, len(lowered), threads)
+    calls, sources, generic = bind(lowered, plan, entry)
+    kernel_calls = list(calls)  # before parallel groups: every kernel call, for the compile report
 
-                parts = split_node(node, node_calls, threads, GENERATORS[node.op])
-                if parts:
-                    groups.append((len(calls), len(parts)))
-                    node_calls = parts
-            calls.extend(node_calls)
-        except CompileError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a generator bug: name the node
-            raise CompileError(f"generating code for {node.describe()} failed: {type(e).__name__}: {e}") from e
-
-    if entry == "auto":
-        hi = AUTO_NUMBA_CALLS[1] if threads == 1 else AUTO_NUMBA_CALLS_THREADS
-        entry = "numba" if AUTO_NUMBA_CALLS[0] <= len(calls) <= hi else "python"
-    # In a numba entry, numba types every constant argument as its value (``Literal[int]``) and compiles the
-    # kernel once per distinct tuple of them, with the values as constants: the entry's speed. Sizes should
-    # be constants, buffer offsets need not be: written ``O(n)`` (an int64, see build.HEADER), so that one
-    # kernel specialisation serves every call of the same sizes, whatever its buffers' offsets. A kernel
-    # called with more than SPECIALIZE_MAX distinct sizes gets all its ints as ``O(n)`` instead: one compile
-    # for all its calls, which LLVM inlines into the entry (build.mark_inline) and specialises there.
-    off = "O({})" if entry == "numba" else "{}"
-    generic: set[str] = set()  # source keys of kernels compiled once for all their calls (numba entry)
-    if entry == "numba":
-        sizes: dict[str, set[tuple]] = {}
-        for c in calls:
-            sizes.setdefault(source_key(c.source), set()).add(
-                tuple(a for a in c.args if not isinstance(a, (Value, At, Param))))
-        generic = {k for k, v in sizes.items() if len(v) > SPECIALIZE_MAX}
-    lit = True  # the call being written passes its sizes as constants
-
-    # buffers: one arena and one constant pool per dtype, in a fixed order
-    kernel_names: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    lines: list[str] = []
-    used: set[str] = set()
-
-    def buf_arg(kind: str, dt: str) -> str:
-        name = f"{kind}_{dt}"
-        used.add(name)
-        return name
-
-    def expand(a) -> list[str]:
-        if isinstance(a, Value):
-            s = plan.slot(a)
-            return [buf_arg(s.kind, s.dtype), off.format(s.offset)]
-        if isinstance(a, At):
-            s = plan.slot(a.value)
-            return [buf_arg(s.kind, s.dtype), off.format(s.offset + a.shift)]
-        if isinstance(a, Param):
-            s = plan.consts.add(a.array)
-            return [buf_arg(s.kind, s.dtype), off.format(s.offset)]
-        if isinstance(a, bool):
-            return [str(int(a)) if lit else f"O({int(a)})"]
-        if isinstance(a, int):
-            return [repr(int(a)) if lit else f"O({int(a)})"]
-        if isinstance(a, float):
-            from .kernel import flit
-
-            return [flit(a)]
-        raise CompileError(f"unexpected kernel argument of type {type(a).__name__}")
-
-    call_args: dict[str, list[list[str]]] = {}
-    for c in calls:
-        key = source_key(c.source)
-        if key not in kernel_names:
-            kernel_names[key] = f"k{len(kernel_names)}"
-            sources[kernel_names[key]] = c.source
-        lit = key not in generic
-        args = [x for a in c.args for x in expand(a)]
-        call_args.setdefault(kernel_names[key], []).append(args)
-        lines.append(f"    {kernel_names[key]}({', '.join(args)})" + (f"  # {c.note}" if c.note else ""))
-
-    for v in list(graph.inputs) + list(graph.outputs):
-        s = plan.slot(v)
-        buf_arg(s.kind, s.dtype)
+    params = sorted({a.name for c in calls for a in c.args if isinstance(a, Buf)}
+                    | {f"{plan.slot(v).kind}_{plan.slot(v).dtype}" for v in [*graph.inputs, *graph.outputs]}
+                    | {f"a_{dt}" for dt in plan.arena_sizes})
     const_bufs = plan.consts.buffers()
-    for dt in plan.arena_sizes:
-        used.add(f"a_{dt}")
-    params = sorted(used)
-    src = "def run(" + ", ".join(params) + "):\n" + ("\n".join(lines) if lines else "    pass") + "\n"
-
     dispatchers = {name: load_kernel(s) for name, s in sources.items()}
+    btypes = buffer_types(params, const_bufs)
     drivers: dict[str, object] = {}  # threads > 1: the parallel drivers the schedule calls (d0, d1...)
     if groups:
-        from .threads import load_drivers
-
-        src, drivers = load_drivers(src, groups, entry, dispatchers, sources, params, const_bufs)
+        calls, drivers = load_drivers(calls, groups, entry, dispatchers, sources, btypes)
+    src = render_schedule(params, calls)
     meta: dict = {"entry": entry, "threads": threads, "parallel_layers": len(groups),
-                  "generic_kernels": sorted(n for n, s_ in sources.items() if source_key(s_) in generic)}
+                  "generic_kernels": sorted(generic)}
     namespace: dict[str, object] = {**dispatchers, **drivers}
-    exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - our own generated source
+    exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls
 
     def binding(v: Value, name: str) -> IOBinding:
         s = plan.slot(v)
         return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset)
 
     run = namespace["run"]
+    sig = tuple(btypes[p] for p in params)
     if entry == "python":  # compile now, for the exact argument types (see precompile.py)
-        meta["compile_report"] = _precompile(dispatchers, sources, call_args, plan, const_bufs, calls)
+        meta["compile_report"] = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs)
     elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
-        import numba
-
         run = numba.njit(nogil=True)(run)
     elif entry == "numba":  # one numba function for the whole schedule, cached on disk, compiled now
-        import numba
-
-        from .build import load_entry
-
         run = load_entry(src, {**dispatchers, **drivers}, {n: source_key(s) for n, s in sources.items()})
-        # the argument types of every call: read-only constant pools, writable arenas
-        sig = tuple(numba.typeof(const_bufs[p[2:]] if p.startswith("c_") else np.zeros(1, DTYPES[p[2:]]))
-                    for p in params)
         # The schedule's machine code holds every kernel (linked in, mostly inlined), so when it is already
         # compiled (this process) or in the disk cache, the kernels' own code is not needed: loading each
         # kernel's cache entry as well would double the warm start (see ``precompile.load_entry_only``).
-        report = _load_entry_only(run, sig, dispatchers, sources, call_args, plan, const_bufs, calls)
+        report = load_entry_only(run, sig, dispatchers, sources, _signatures(kernel_calls, plan, const_bufs, True),
+                                 _call_counts(kernel_calls), _kernel_ops(kernel_calls))
         if report is None:
             # the kernels first, for exactly the argument types the entry passes (literal sizes, int64
             # offsets), and not for the Python ones (which nothing would call): the entry's compile then
             # finds them compiled, and the report can say what each one cost
-            report = _precompile(dispatchers, sources, call_args, plan, const_bufs, calls, literal=True)
-            from .build import mark_inline
-
-            for name, src_ in sources.items():
-                if source_key(src_) in generic:
-                    for cres in list(dispatchers[name].overloads.values()):
-                        mark_inline(cres)
-            from .pipeline import fast_typing
-
+            report = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs, literal=True)
+            for name in generic:
+                for cres in list(dispatchers[name].overloads.values()):
+                    mark_inline(cres)
             try:
                 with fast_typing():
                     run.compile(sig)
@@ -208,6 +216,7 @@ def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
         meta["compile_report"] = report
     return Program(
         run=run,
+        calls=calls,
         source=src,
         kernel_sources=sources,
         buffer_names=params,
@@ -223,51 +232,41 @@ def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
     )
 
 
-def _signatures(call_args: dict[str, list[list[str]]], plan: MemoryPlan, const_bufs: dict,
-                literal: bool) -> dict[str, list[tuple]]:
-    from .precompile import call_signatures
-
-    return call_signatures(call_args, {f"a_{dt}": d for dt, d in _dtypes(plan).items()},
+def _signatures(calls: list[Call], plan: MemoryPlan, const_bufs: dict, literal: bool) -> dict[str, list[tuple]]:
+    by_kernel: dict[str, list[tuple]] = {}
+    for c in calls:
+        by_kernel.setdefault(c.kernel, []).append(c.args)
+    return call_signatures(by_kernel, {f"a_{dt}": d for dt, d in _dtypes(plan).items()},
                            {f"c_{dt}": arr for dt, arr in const_bufs.items()}, literal=literal)
 
 
-def _precompile(dispatchers: dict, sources: dict[str, str], call_args: dict[str, list[list[str]]],
-                plan: MemoryPlan, const_bufs: dict, calls: list[KernelCall], literal: bool = False):
+def _precompile(dispatchers: dict, sources: dict[str, str], calls: list[Call], plan: MemoryPlan, const_bufs: dict,
+                literal: bool = False):
     """Compile (or load) every kernel for the argument types of its calls: as Python passes them (int64),
     or as a numba entry does (``literal``: each int constant its own ``Literal[int]``)."""
-    from .precompile import precompile
-
-    return precompile(dispatchers, sources, _signatures(call_args, plan, const_bufs, literal),
-                      {n: len(a) for n, a in call_args.items()}, _kernel_ops(sources, calls))
+    return precompile(dispatchers, sources, _signatures(calls, plan, const_bufs, literal), _call_counts(calls),
+                      _kernel_ops(calls))
 
 
-def _load_entry_only(run, sig: tuple, dispatchers: dict, sources: dict[str, str],
-                     call_args: dict[str, list[list[str]]], plan: MemoryPlan, const_bufs: dict,
-                     calls: list[KernelCall]):
-    """The compile report when the numba schedule ``run`` is ready for ``sig`` without compiling anything
-    (in memory or in the disk cache); None (nothing done) when it must be compiled."""
-    from .precompile import load_entry_only
-
-    return load_entry_only(run, sig, dispatchers, sources, _signatures(call_args, plan, const_bufs, True),
-                           {n: len(a) for n, a in call_args.items()}, _kernel_ops(sources, calls))
+def _call_counts(calls: list[Call]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for c in calls:
+        counts[c.kernel] = counts.get(c.kernel, 0) + 1
+    return counts
 
 
-def _kernel_ops(sources: dict[str, str], calls: list[KernelCall]) -> dict[str, str]:
+def _kernel_ops(calls: list[Call]) -> dict[str, str]:
     """Per kernel name, the ops it serves (for the compile report)."""
-    names = {source_key(s): n for n, s in sources.items()}
     ops: dict[str, list[str]] = {}
     for c in calls:
-        op = c.note.split(" ", 1)[0] if c.note else "?"
-        lst = ops.setdefault(names[source_key(c.source)], [])
-        if op not in lst:
-            lst.append(op)
+        lst = ops.setdefault(c.kernel, [])
+        if c.op not in lst:
+            lst.append(c.op)
     return {n: ",".join(v) for n, v in ops.items()}
 
 
 def _dtypes(plan: MemoryPlan) -> dict:
-    from cnnjit.ir.types import DTYPES
-
     return {dt: DTYPES[dt] for dt in plan.arena_sizes}
 
 
-__all__ = ["generate", "short_name"]
+__all__ = ["generate", "lower", "bind", "choose_entry", "short_name"]

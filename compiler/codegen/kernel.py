@@ -45,6 +45,7 @@ class KernelCall:
     source: str
     args: list = field(default_factory=list)
     note: str = ""  # a short comment for the printed schedule (our own text: op name and shapes)
+    variant: str = ""  # the kernel implementation's name (default: the generator's, without ``gen_``)
 
 
 Generator = Callable[[Node], list[KernelCall]]

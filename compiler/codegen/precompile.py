@@ -16,10 +16,8 @@ than it saves).
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
-import math
 import os
 import pickle
 import queue
@@ -33,8 +31,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from numba.core import types
+
+from cnnjit.runtime.program import Arg, Buf, Int
 
 from .pipeline import fast_typing
 
@@ -50,56 +51,37 @@ _stats_lock = threading.Lock()
 
 
 # -- signatures ---------------------------------------------------------------------------------------------
-def _literal_type(text: str, literal: bool = False) -> Any:
-    import numba
-
-    if text.lstrip("-") in ("math.nan", "math.inf"):
-        return numba.typeof(math.inf)
-    if text.startswith("O(") and text.endswith(")"):  # a buffer offset: int64 (build.HEADER's ``O``)
-        return numba.typeof(int(text[2:-1]))
-    value = ast.literal_eval(text)
-    if literal and type(value) is int:
-        from numba.core import types
-
-        return types.literal(value)
-    return numba.typeof(value)
+def arg_type(a: Arg, buf_types: Mapping[str, Any], literal: bool = False) -> Any:
+    """The numba type a kernel sees for the schedule argument ``a``: a buffer's array type, an integer as
+    int64 (or, ``literal`` and written as a literal, ``Literal[int]`` as numba types it in a compiled
+    caller), a float as float64."""
+    if isinstance(a, Buf):
+        return buf_types[a.name]
+    if isinstance(a, Int):
+        return types.literal(a.value) if literal and a.form == "lit" else types.int64
+    return types.float64
 
 
-def call_signatures(call_args: Mapping[str, Iterable[Sequence[str]]], arena_dtypes: Mapping[str, np.dtype],
+def call_signatures(call_args: Mapping[str, Iterable[Sequence[Arg]]], arena_dtypes: Mapping[str, np.dtype],
                     const_buffers: Mapping[str, np.ndarray], literal: bool = False) -> dict[str, list[tuple]]:
     """Per kernel, the distinct numba argument-type tuples of its calls.
 
-    ``call_args[kernel]`` lists each call's argument texts as written in the schedule: a buffer name
-    (``a_f32``, ``c_f32``...), a number literal or an offset ``O(n)``. Types come from ``numba.typeof`` on
-    the same kind of object the runtime passes, so they match what the dispatcher computes at call time;
-    with ``literal``, int constants are typed as numba types them in a compiled caller (``Literal[int]``).
+    ``call_args[kernel]`` lists each call's arguments (``runtime.program.Buf`` / ``Int`` / ``Float``). Buffer
+    types come from ``numba.typeof`` on the same kind of array the runtime passes, so they match what the
+    dispatcher computes at call time.
     """
-    import numba
-
     buf_types: dict[str, Any] = {}
     for name, dt in arena_dtypes.items():
         buf_types[name] = numba.typeof(np.empty(1, dt))
     for name, arr in const_buffers.items():
         buf_types[name] = numba.typeof(arr)
-    lit: dict[str, Any] = {}
     out: dict[str, list[tuple]] = {}
     for kname, calls in call_args.items():
         sigs: list[tuple] = []
-        try:
-            for args in calls:
-                types = []
-                for a in args:
-                    t = buf_types.get(a)
-                    if t is None:
-                        t = lit.get(a)
-                        if t is None:
-                            t = lit[a] = _literal_type(a, literal)
-                    types.append(t)
-                sig = tuple(types)
-                if sig not in sigs:
-                    sigs.append(sig)
-        except (ValueError, SyntaxError, TypeError):  # an argument we cannot type: compiled at first call
-            sigs = []
+        for args in calls:
+            sig = tuple(arg_type(a, buf_types, literal) for a in args)
+            if sig not in sigs:
+                sigs.append(sig)
         out[kname] = sigs
     return out
 

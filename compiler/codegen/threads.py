@@ -24,16 +24,19 @@ per kernel, not per layer, and the schedule itself compiles as before.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 
 import numpy as np
+from numba.core import types
 
 from cnnjit.ir import Node, Value
 from cnnjit.ir.errors import CompileError
 from cnnjit.ir.types import TensorType
+from cnnjit.runtime.program import Buf, Call, Int
 
+from . import build
 from .kernel import At, KernelCall, Param
+from .pipeline import fast_typing
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
@@ -180,7 +183,7 @@ def split_node(node: Node, calls: list[KernelCall], threads: int, generate) -> l
             if v is not None and v.id not in known:  # storage we cannot place: keep the layer whole
                 return None
             args.append(a)
-        parts.append(KernelCall(c.source, args, f"{c.note} [channels {lo}:{hi} of {m}]"))
+        parts.append(KernelCall(c.source, args, f"{c.note} [channels {lo}:{hi} of {m}]", c.variant))
     return parts
 
 
@@ -213,58 +216,45 @@ class Driver:
         return "\n".join(lines) + "\n"
 
 
-_BUFFER = re.compile(r"^[ac]_[a-z0-9]+$")
-_INT = re.compile(r"-?\d+")
-#: an integer argument as written in a schedule: a literal, or an int64 value ``O(n)`` / ``np.int64(n)``
-_INT_ARG = re.compile(r"-?\d+|(O|np\.int64)\(-?\d+\)")
+def parallel_calls(calls: list[Call], groups: list[tuple[int, int]], numba_entry: bool = False,
+                   ) -> tuple[list[Call], dict[str, Driver]]:
+    """``calls`` with each group of consecutive calls ``(first call index, count)`` replaced by one call of a
+    parallel driver; and the drivers.
 
-
-def _parse_call(line: str) -> tuple[str, list[str], str]:
-    """(kernel name, argument texts, comment) of one schedule line ``    kN(a, b, ...)  # note``."""
-    call, _, note = line.strip().partition("  # ")
-    name, _, rest = call.partition("(")
-    return name.strip(), [a.strip() for a in rest.rstrip().removesuffix(")").split(",") if a.strip()], note
-
-
-def parallel_schedule(source: str, groups: list[tuple[int, int]], numba_entry: bool = False,
-                      ) -> tuple[str, dict[str, Driver]]:
-    """The schedule ``source`` (one call per line after ``def run(...)``) with each group of consecutive
-    calls ``(first call index, count)`` replaced by one call of a parallel driver; and the drivers.
-
-    In a numba entry the driver's integer arguments are written ``np.int64(n)`` (int64 values, not
+    In a numba entry the driver's integer literals are passed as int64 values (``np.int64(n)``, not
     literals: numba would compile a driver per distinct literal tuple, i.e. per layer)."""
-    lines = source.splitlines()
-    head, body = lines[0], [ln for ln in lines[1:] if ln.strip()]
     starts = {first: count for first, count in groups}
     drivers: dict[tuple, Driver] = {}
-    out = [head]
+    out: list[Call] = []
     i = 0
-    while i < len(body):
+    while i < len(calls):
         count = starts.get(i)
         if not count:
-            out.append(body[i])
+            out.append(calls[i])
             i += 1
             continue
-        parsed = [_parse_call(body[i + j]) for j in range(count)]
-        kernel, args0, note = parsed[0]
-        pattern = tuple(a if _BUFFER.match(a) else "" for a in args0)
-        same = all(k == kernel and tuple(a if _BUFFER.match(a) else "" for a in args) == pattern
-                   for k, args, _ in parsed)
-        if not same:  # not one kernel over the same buffers: keep the parts, serial
-            out.extend(body[i:i + count])
+        group = calls[i:i + count]
+        first = group[0]
+
+        def pattern(c: Call) -> tuple[str, ...]:
+            return tuple(a.name if isinstance(a, Buf) else "" for a in c.args)
+
+        if not all(c.kernel == first.kernel and pattern(c) == pattern(first) for c in group):
+            out.extend(group)  # not one kernel over the same buffers: keep the parts, serial
             i += count
             continue
-        key = (kernel, count, pattern)
+        key = (first.kernel, count, pattern(first))
         if key not in drivers:
-            drivers[key] = Driver(f"d{len(drivers)}", kernel, count, pattern)
+            drivers[key] = Driver(f"d{len(drivers)}", first.kernel, count, pattern(first))
         d = drivers[key]
-        scalars = [f"np.int64({a})" if numba_entry and _INT.fullmatch(a) else a
-                   for _, args, _ in parsed for a in args if not _BUFFER.match(a)]
-        bufs = sorted({b for b in pattern if b})
-        base = note.rsplit(" [channels", 1)[0]
-        out.append(f"    {d.name}({', '.join(bufs + scalars)})  # {base} [parallel: {count} parts]")
+        scalars = [Int(a.value, "i64") if numba_entry and isinstance(a, Int) and a.form == "lit" else a
+                   for c in group for a in c.args if not isinstance(a, Buf)]
+        bufs = [Buf(b) for b in sorted({b for b in d.buffers if b})]
+        base = first.note.rsplit(" [channels", 1)[0]
+        out.append(Call(d.name, (*bufs, *scalars), first.op, first.variant, first.node,
+                        f"{base} [parallel: {count} parts]", parts=count))
         i += count
-    return "\n".join(out) + "\n", {d.name: d for d in drivers.values()}
+    return out, {d.name: d for d in drivers.values()}
 
 
 PARALLEL_DECORATOR = '@njit(nogil=True, error_model="numpy", parallel=True)\n'
@@ -286,8 +276,6 @@ def default_wait_policy() -> None:
 def load_driver(driver: Driver, kernel, kernel_key: str):
     """The compiled-on-demand numba dispatcher of ``driver`` (``@njit(parallel=True)``), its module
     written to and its machine code cached in the kernel cache like any kernel (``d_<key>.py``)."""
-    from . import build
-
     default_wait_policy()
     text = (build.HEADER + "from numba import prange\n\n# k = k_" + kernel_key + "\n\n" + PARALLEL_DECORATOR
             + driver.source().strip() + "\n")
@@ -302,21 +290,17 @@ def load_driver(driver: Driver, kernel, kernel_key: str):
 
 
 def compile_drivers(drivers: dict[str, Driver], dispatchers: dict[str, object], kernel_keys: dict[str, str],
-                    schedule: str, buffer_types: dict[str, object]) -> dict[str, object]:
-    """Load every driver and compile it now for the argument types of its calls in ``schedule``."""
-    from numba import types
-
-    from .pipeline import fast_typing
-
+                    calls: list[Call], buffer_types: dict[str, object]) -> dict[str, object]:
+    """Load every driver and compile it now for the argument types of its calls: buffers by their numba
+    type, every integer as int64, floats as float64."""
     out = {}
     for name, d in drivers.items():
         disp = load_driver(d, dispatchers[d.kernel], kernel_keys[d.kernel])
-        for line in schedule.splitlines()[1:]:
-            called, args, _ = _parse_call(line)
-            if called != name:
+        for c in calls:
+            if c.kernel != name:
                 continue
-            sig = tuple(buffer_types[a] if _BUFFER.match(a) else
-                        (types.int64 if _INT_ARG.fullmatch(a) else types.float64) for a in args)
+            sig = tuple(buffer_types[a.name] if isinstance(a, Buf) else
+                        (types.int64 if isinstance(a, Int) else types.float64) for a in c.args)
             try:
                 with fast_typing():
                     disp.compile(sig)
@@ -326,23 +310,14 @@ def compile_drivers(drivers: dict[str, Driver], dispatchers: dict[str, object], 
     return out
 
 
-def load_drivers(schedule: str, groups: list[tuple[int, int]], entry: str, dispatchers: dict[str, object],
-                 sources: dict[str, str], params: list[str], const_bufs: dict[str, np.ndarray],
-                 ) -> tuple[str, dict[str, object]]:
-    """For ``emit.generate``: the schedule with its split layers calling parallel drivers, and the drivers,
-    compiled for the schedule's buffer types (read-only constant pools, writable arenas)."""
-    import numba
-
-    from cnnjit.ir.types import DTYPES
-
-    from .build import source_key
-
-    src, drivers = parallel_schedule(schedule, groups, numba_entry=entry in ("numba", "lazy") and not LITERAL_DRIVERS)
-    types = {p: numba.typeof(const_bufs[p[2:]] if p.startswith("c_") else np.zeros(1, DTYPES[p[2:]]))
-             for p in params}
-    keys = {n: source_key(s) for n, s in sources.items()}
-    return src, compile_drivers(drivers, dispatchers, keys, src, types)
+def load_drivers(calls: list[Call], groups: list[tuple[int, int]], entry: str, dispatchers: dict[str, object],
+                 sources: dict[str, str], buffer_types: dict[str, object]) -> tuple[list[Call], dict[str, object]]:
+    """For ``emit.generate``: the calls with their split layers calling parallel drivers, and the drivers,
+    compiled for the schedule's buffer types."""
+    out, drivers = parallel_calls(calls, groups, numba_entry=entry in ("numba", "lazy") and not LITERAL_DRIVERS)
+    keys = {n: build.source_key(s) for n, s in sources.items()}
+    return out, compile_drivers(drivers, dispatchers, keys, out, buffer_types)
 
 
-__all__ = ["MIN_PARALLEL_US", "Driver", "split_node", "parallel_schedule", "default_wait_policy", "load_driver",
+__all__ = ["MIN_PARALLEL_US", "Driver", "split_node", "parallel_calls", "default_wait_policy", "load_driver",
            "load_drivers", "compile_drivers", "estimate_us", "channel_ranges"]

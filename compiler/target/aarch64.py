@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cnnjit.ir.errors import CompileError
+from cnnjit.runtime.program import Buf, Call, Int
 
 #: the only OS/ABI verified (linked with the GNU cross toolchain, run under qemu-user)
 CANONICAL_TRIPLE = "aarch64-unknown-linux-gnu"
@@ -337,39 +338,14 @@ def check_artifact(art: TargetArtifact, x86_intrinsics: bool) -> dict[str, Any]:
 # =========================================================================================================
 # compile
 # =========================================================================================================
-def _schedule_calls(source: str) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """The schedule ``def run(...)`` as (kernel name, [(kind, value)]) with kind buf / i / f."""
-    import ast
-    import math
+def _schedule_calls(calls: list[Call]) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The schedule's calls as (kernel name, [(kind, value)]) with kind buf / i / f, for the worker."""
+    def arg(a: Any) -> tuple[str, Any]:
+        if isinstance(a, Buf):
+            return ("buf", a.name)
+        return ("i", int(a.value)) if isinstance(a, Int) else ("f", float(a.value))
 
-    tree = ast.parse(source)
-    fn = tree.body[0]
-    assert isinstance(fn, ast.FunctionDef)
-    names = {"math.nan": math.nan, "math.inf": math.inf}
-    calls = []
-    for st in fn.body:
-        if isinstance(st, ast.Pass):
-            continue
-        if not (isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) and isinstance(st.value.func, ast.Name)):
-            raise CompileError(f"unexpected statement in the schedule: {ast.unparse(st)[:80]}")
-        args: list[tuple[str, Any]] = []
-        for a in st.value.args:
-            if isinstance(a, ast.Name):
-                args.append(("buf", a.id))
-                continue
-            neg = isinstance(a, ast.UnaryOp) and isinstance(a.op, ast.USub)
-            node = a.operand if neg else a
-            if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(
-                    node.value, bool):
-                v = node.value
-            elif isinstance(node, ast.Attribute) and ast.unparse(node) in names:
-                v = names[ast.unparse(node)]
-            else:
-                raise CompileError(f"unexpected kernel argument in the schedule: {ast.unparse(a)[:80]}")
-            v = -v if neg else v
-            args.append(("i", int(v)) if isinstance(v, int) else ("f", float(v)))
-        calls.append((st.value.func.id, args))
-    return calls
+    return [(c.kernel, [arg(a) for a in c.args]) for c in calls]
 
 
 def _check_numba() -> None:
@@ -429,12 +405,11 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     for bs in (prog.inputs, prog.outputs):
         io.append([(x.buffer, x.offset, x.size * np.dtype(x.dtype).itemsize, np.dtype(x.dtype).itemsize)
                    for x in bs])
-    calls = _schedule_calls(prog.source)
+    calls = _schedule_calls(prog.calls)
     notes: dict[str, list[str]] = {}
-    for line in prog.source.splitlines():
-        m = re.match(r"\s+(k\d+)\(.*\)\s+# (.*)$", line)
-        if m:
-            notes.setdefault(m.group(1), []).append(m.group(2))
+    for c in prog.calls:
+        if c.note and c.kernel in prog.kernel_sources:
+            notes.setdefault(c.kernel, []).append(c.note)
     from cnnjit.compiler.codegen.build import HEADER
 
     job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,

@@ -1,12 +1,12 @@
-"""Per-kernel-call timing of a compiled schedule: run ``Program.source`` one call at a time.
+"""Per-kernel-call timing of a compiled schedule: run ``Program.calls`` one call at a time.
 
-    from cnnjit.runtime.profile import profile_calls
+    from cnnjit.profile import profile_calls
     spec = model.specialization({"x": (1, 3, 32, 32)})
     for c in sorted(profile_calls(spec, repeat=50), key=lambda c: -c.median_s):
         print(c.index, c.kernel, c.note, c.median_s)
 
-The schedule is a straight-line ``def run(<buffers>)`` whose body makes one kernel call per line. Each line
-becomes a small function over the same buffers; one repetition writes the inputs into a private copy of
+The schedule is a list of kernel calls (``Program.calls``). Each call is rendered as a small function over
+the program's buffers; one repetition writes the inputs into a private copy of
 the arenas and runs every line in order (so each call sees exactly the data it sees in a normal run),
 timing each call with ``perf_counter_ns``. The first repetitions are warm-up (numba compiles or loads a
 kernel on its first call).
@@ -14,33 +14,43 @@ kernel on its first call).
 
 from __future__ import annotations
 
-import re
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .model import Specialization
-from .program import Program, aligned_zeros
+from cnnjit.compiler.codegen.build import load_entry, load_kernel, source_key
+from cnnjit.compiler.codegen.cycles import HAVE_TICKS, tick_seconds, ticks
+from cnnjit.compiler.codegen.simd import host_vector_width
+from cnnjit.runtime.model import Specialization
+from cnnjit.runtime.program import Call, Program, aligned_zeros, render_schedule
+
+from .inspect_model import call_flops, call_nodes, node_flops, op_label, trace
 
 
 @dataclass
 class CallTiming:
-    """One kernel call of the schedule: position, kernel name, the schedule's comment, and its timings."""
+    """One kernel call of the schedule: position, kernel name, the schedule's comment, the call statement,
+    the op and kernel variant it computes, and its timings."""
 
     index: int
     kernel: str
     note: str
     line: str
+    op: str = ""
+    variant: str = ""
     times_ns: list[int] = field(default_factory=list)
 
-    @property
-    def op(self) -> str:
-        """The op named by the schedule comment (its first word), or the kernel name."""
-        return self.note.split(" ", 1)[0] if self.note else self.kernel
+    @classmethod
+    def of(cls, index: int, call: Call) -> CallTiming:
+        return cls(index, call.kernel, call.note, call.statement(), call.op, call.variant)
 
     @property
     def median_s(self) -> float:
@@ -49,18 +59,6 @@ class CallTiming:
     @property
     def min_s(self) -> float:
         return min(self.times_ns) / 1e9 if self.times_ns else 0.0
-
-
-def schedule_calls(program: Program) -> list[tuple[str, str, str]]:
-    """(kernel name, call statement, comment) for every call line of the schedule, in order."""
-    out = []
-    for line in program.source.splitlines()[1:]:
-        stmt = line.strip()
-        if not stmt or stmt.startswith(("#", "for ", "if ", "elif ", "else:")) or stmt == "pass":
-            continue  # (control lines of a threads=N schedule's parallel groups: their calls are listed)
-        call, _, note = stmt.partition("  # ")
-        out.append((call.split("(", 1)[0].strip(), call.strip(), note.strip()))
-    return out
 
 
 def _namespace(program: Program) -> dict[str, Any]:
@@ -109,15 +107,15 @@ def profile_calls(spec: Specialization, feeds: Mapping[str, np.ndarray] | None =
             raise KeyError(f"no input {b.name!r} given")
     ns = _namespace(p)
     params = ", ".join(p.buffer_names)
-    calls = schedule_calls(p)
     steps: list[Callable[..., None]] = []
-    for i, (_, stmt, _) in enumerate(calls):
+    for i, c in enumerate(p.calls):
         local: dict[str, Any] = {}
-        exec(compile(f"def _step({params}):\n    {stmt}\n", f"<cnnjit call {i}>", "exec"), ns, local)  # noqa: S102
+        exec(compile(f"def _step({params}):\n    {c.statement()}\n", f"<cnnjit call {i}>", "exec"),  # noqa: S102
+             ns, local)
         steps.append(local["_step"])
     bufs = _buffers(p)
     args = [bufs[n] for n in p.buffer_names]
-    timings = [CallTiming(i, k, note, stmt) for i, (k, stmt, note) in enumerate(calls)]
+    timings = [CallTiming.of(i, c) for i, c in enumerate(p.calls)]
     clock = time.perf_counter_ns
     for r in range(max(warmup, 0) + max(repeat, 1)):
         for b in p.inputs:
@@ -136,38 +134,19 @@ def profile_calls(spec: Specialization, feeds: Mapping[str, np.ndarray] | None =
 # the timed schedule: the real compiled entry, with a cycle-counter read between calls
 # =========================================================================================================
 def timed_source(program: Program) -> str:
-    """The schedule with ``_ts[i] = ticks()`` before call ``i`` and ``_ts[n] = ticks()`` after the last.
-
-    Everything else is the schedule's text, so numba compiles it exactly as the real entry (kernels
-    inlined, sizes constant-propagated); the counter reads are the only difference.
-    """
-    lines = program.source.splitlines()
-    head = lines[0]
-    if not head.startswith("def run(") or not head.endswith("):"):
-        raise ValueError("unexpected schedule header: " + head)
-    out = [head[:-2] + ", _ts):"]
-    i = 0
-    for line in lines[1:]:
-        stmt = line.strip()
-        if not stmt or stmt.startswith("#") or stmt == "pass":
-            continue
-        out.append(f"    _ts[{i}] = ticks()")
-        out.append(line)
-        i += 1
-    out.append(f"    _ts[{i}] = ticks()")
-    return "\n".join(out) + "\n"
+    """The schedule rendered with ``_ts[i] = ticks()`` before call ``i`` and ``_ts[n] = ticks()`` after the
+    last: otherwise the schedule's text, so numba compiles it exactly as the real entry (kernels inlined,
+    sizes constant-propagated); the counter reads are the only difference."""
+    return render_schedule(program.buffer_names, program.calls, ticks=True)
 
 
 def timed_entry(program: Program) -> Callable[..., None]:
     """The numba-compiled timed schedule of ``program`` (``run(<buffers>, ts)``), through the disk cache."""
     fn = program.meta.get("timed_entry")
     if fn is None:
-        from cnnjit.compiler.codegen.build import load_entry, source_key
-        from cnnjit.compiler.codegen.cycles import ticks
-
         ns = _namespace(program)
         # the kernels, and the parallel drivers of a threads=N schedule (d0, d1...)
-        dispatchers: dict[str, Any] = {n: ns[n] for n in ns if n in program.kernel_sources or re.fullmatch(r"d\d+", n)}
+        dispatchers: dict[str, Any] = {c.kernel: ns[c.kernel] for c in program.calls}
         dispatchers["ticks"] = ticks
         fn = load_entry(timed_source(program), dispatchers,
                         {n: source_key(s) for n, s in program.kernel_sources.items()})
@@ -224,8 +203,6 @@ def profile_schedule(spec: Specialization, feeds: Mapping[str, np.ndarray] | Non
     numba and the CPU has a counter we can read, else ``"calls"``. Either way the real entry is timed
     too, interleaved with the profiled runs, so ``discrepancy`` tells how well the parts add up.
     """
-    from cnnjit.compiler.codegen.cycles import HAVE_TICKS, tick_seconds
-
     p = spec.program
     entry = p.meta.get("entry", "python")
     if mode == "auto":
@@ -260,9 +237,8 @@ def profile_schedule(spec: Specialization, feeds: Mapping[str, np.ndarray] | Non
 
     run = timed_entry(p)
     tick_s = tick_seconds()
-    sched = schedule_calls(p)
-    calls_t = [CallTiming(i, k, note, stmt) for i, (k, stmt, note) in enumerate(sched)]
-    ts = np.zeros(len(sched) + 1, np.int64)
+    calls_t = [CallTiming.of(i, c) for i, c in enumerate(p.calls)]
+    ts = np.zeros(len(p.calls) + 1, np.int64)
     bufs_t = _buffers(p)
     args_t = [bufs_t[n] for n in p.buffer_names] + [ts]
     whole: list[float] = []
@@ -303,10 +279,6 @@ def peak_gflops(n: int = 512, threads: int = 1, repeat: int = 5) -> float:
     """
     key = (n, threads)
     if key not in _peak_cache:
-        import os
-        import subprocess
-        import sys
-
         env = dict(os.environ)
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
             env[var] = str(threads)
@@ -320,8 +292,6 @@ def measured_peak(kind: str = "fma", threads: int = 1) -> tuple[float, str]:
     """(GFLOP/s, description) of the machine peak ``kind``: ``"fma"`` (``fma_peak_gflops``) or ``"sgemm"``
     (``peak_gflops``)."""
     if kind == "fma":
-        from cnnjit.compiler.codegen.simd import host_vector_width
-
         w = host_vector_width()
         return (fma_peak_gflops(threads),
                 f"float32 FMA peak: generated loop of {_FMA_CHAINS} independent {w}-lane vector FMA chains, "
@@ -343,8 +313,6 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     ``peak_gflops`` and ``peak_method``. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
     ``entry="auto"`` profiles the Python entry (the old per-call profile, kernels not inlined).
     """
-    from cnnjit.inspect_model import call_flops, call_nodes, node_flops, op_label, trace
-
     if mode == "calls" and entry == "auto":
         entry = "python"
     t = trace(model, input_shapes, entry=entry)
@@ -403,9 +371,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
     """Float32 FMA peak of this machine, measured: GFLOP/s of a generated register-only vector FMA loop
     (``fma_source``, the host's vector width), best of ``repeat`` runs of about ``seconds``, on ``threads``
     threads at once (the kernel releases the GIL). Cached per process."""
-    from cnnjit.compiler.codegen.build import load_kernel
-    from cnnjit.compiler.codegen.simd import host_vector_width
-
     w = int(width or host_vector_width())
     key = (int(threads), w)
     if key in _fma_cache:
@@ -430,8 +395,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
             kern(bufs[0], n)
             best = max(best, flops / (time.perf_counter() - t0) / 1e9)
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
         with ThreadPoolExecutor(threads) as pool:
             for _ in range(repeat):
                 t0 = time.perf_counter()
@@ -441,5 +404,5 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
     return best
 
 
-__all__ = ["CallTiming", "ScheduleProfile", "schedule_calls", "profile_calls", "profile_schedule", "timed_source",
+__all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
            "timed_entry", "random_feeds", "peak_gflops", "fma_peak_gflops", "measured_peak", "profile_model"]
