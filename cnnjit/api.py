@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import onnx
 
-from cnnjit.compiler.codegen.emit import generate
-from cnnjit.compiler.codegen.kernels.sparse_pointwise import sparse_threshold_scope
+from cnnjit.compiler import stages
 from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import (
-    DEFAULT_MAX_TENSOR_BYTES,
-    check_supported,
-    import_model,
-    value_inputs,
-)
-from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
-from cnnjit.ir.errors import InputError, ModelError, ResourceLimitError
+from cnnjit.compiler.frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, check_supported, value_inputs
+from cnnjit.compiler.stages import DEFAULT_MAX_ARENA_BYTES, CompileOptions
+from cnnjit.compiler.target import TargetArtifact, compile_for_target
+from cnnjit.ir.errors import InputError, ModelError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
 
 from .log import loaded_kernels, log_specialization
-
-if TYPE_CHECKING:
-    from cnnjit.compiler.target import TargetArtifact
-
-#: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
-DEFAULT_MAX_ARENA_BYTES = 4 << 30
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -84,8 +71,6 @@ def compile(  # noqa: A001 - the public name users expect
     if isinstance(model, PrunedModel):
         model = model.model
     if target is not None:
-        from cnnjit.compiler.target import compile_for_target
-
         return compile_for_target(model, target=target, cpu=cpu, features=features, input_shapes=input_shapes,
                                   fuse=fuse, passes=passes, disable=disable, verify=verify,
                                   max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes)
@@ -102,27 +87,16 @@ def compile(  # noqa: A001 - the public name users expect
     specs = input_specs(proto)
     by_value = value_inputs(proto)
     sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names, s.name in by_value) for s in specs]
-    pipeline_names = [p.name for p in select_passes(default_pipeline(), passes, disable, fuse)]
+    options = CompileOptions(fuse=fuse, passes=None if passes is None else tuple(passes),
+                             disable=None if disable is None else tuple(disable), verify=verify,
+                             dump_ir_after=tuple(dump_ir_after), max_tensor_bytes=max_tensor_bytes,
+                             max_arena_bytes=max_arena_bytes, entry=entry, threads=threads,
+                             sparse_threshold=sparse_threshold)
+    pipeline_names = [p.name for p in options.pipeline()]
 
     def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:
-        t0 = time.perf_counter()
-        graph = import_model(proto, shapes, max_tensor_bytes=max_tensor_bytes, input_values=values)
-        t1 = time.perf_counter()
-        pm = PassManager([p for p in default_pipeline() if p.name in pipeline_names], verify=verify,
-                         dump_after=set(dump_ir_after))
-        pm.run(graph)
-        t2 = time.perf_counter()
         before = loaded_kernels()
-        with sparse_threshold_scope(sparse_threshold):
-            program = generate(graph, entry=entry, threads=threads)
-        t3 = time.perf_counter()
-        if program.arena_bytes > max_arena_bytes:
-            raise ResourceLimitError(
-                f"the model needs a scratch arena of {program.arena_bytes} bytes ({program.arena_bytes / 2**20:.1f} "
-                f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
-                f"{max_arena_bytes} bytes (max_arena_bytes=)")
-        spec = Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2},
-                              pm.report())
+        spec = stages.specialize(proto, shapes, options, values)
         log_specialization(name, shapes, spec, before, pipeline_names)
         return spec
 

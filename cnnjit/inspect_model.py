@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from cnnjit.compiler.codegen.emit import generate
-from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import check_supported, import_model, value_inputs
-from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
+from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
+from cnnjit.compiler.passes import Pass
+from cnnjit.compiler.stages import CompileOptions, Hooks, resolve_shapes, specialize
 from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import InputError
 from cnnjit.runtime.program import Program
@@ -49,39 +49,11 @@ class Trace:
     removed: list[Node] = field(default_factory=list)
 
 
-def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   default_dim: int = 1) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Concrete input shapes: ``input_shapes`` where given, declared dims, ``default_dim`` for symbols."""
-    given = dict(input_shapes or {})
-    specs = input_specs(proto)
-    unknown = set(given) - {s.name for s in specs}
-    if unknown:
-        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are "
-                         + ", ".join(s.describe() for s in specs))
-    shapes: dict[str, tuple[int, ...]] = {}
-    notes: list[str] = []
-    for s in specs:
-        if s.name in given:
-            shapes[s.name] = tuple(int(d) for d in given[s.name])
-        elif s.dims is None:
-            raise InputError(f"input {s.describe()} has no declared rank: give its shape (--shape NAME=1,3,32,32)")
-        else:
-            dims = []
-            for i, d in enumerate(s.dims):
-                if d is None:
-                    sym = s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else "?"
-                    notes.append(f"symbolic dimension {sym!r} of input {s.name!r} set to {default_dim}")
-                    dims.append(default_dim)
-                else:
-                    dims.append(int(d))
-            shapes[s.name] = tuple(dims)
-    return shapes, notes
-
-
 def trace(model: str | os.PathLike | bytes | onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-          *, fuse: bool = True, passes: Sequence[str] | None = None, disable: Sequence[str] | None = None,
-          entry: str = "python") -> Trace:
-    """Compile ``model`` as ``cnnjit.compile`` does, pass by pass, keeping what the inspection needs."""
+          *, entry: str = "python", **options: Any) -> Trace:
+    """Compile ``model`` through the same pipeline as ``cnnjit.compile`` (``compiler.stages.specialize``, with
+    ``options`` as its ``CompileOptions``: fuse, passes, disable, threads, sparse_threshold...), keeping the
+    IR after every pass and the graph before fusion."""
     proto = load_model(model)
     check_supported(proto)
     shapes, notes = resolve_shapes(proto, input_shapes)
@@ -89,20 +61,24 @@ def trace(model: str | os.PathLike | bytes | onnx.ModelProto, input_shapes: Mapp
     if by_value:
         raise InputError(f"input(s) {sorted(by_value)} set shapes or attributes of the model; inspecting it needs "
                          "their values, which the command line cannot guess")
-    graph = import_model(proto, shapes)
-    imported = str(graph)
-    chosen = select_passes(default_pipeline(), passes, disable, fuse)
+    for k in ("passes", "disable", "dump_ir_after", "variants"):
+        if options.get(k) is not None:
+            options[k] = tuple(options[k].items()) if isinstance(options[k], Mapping) else tuple(options[k])
+    opts = CompileOptions(entry=entry, **options)
+    seen: dict[str, Any] = {"imported": "", "before": None}
     after: list[tuple[str, str]] = []
-    before: Graph | None = None
-    for p in chosen:
-        if p.fusion and before is None:
-            before = snapshot(graph)
-        PassManager([p], verify=True).run(graph)
-        after.append((p.name, str(graph)))
-    program = generate(graph, entry=entry)
-    t = Trace(proto.graph.name or "model", shapes, notes, [p.name for p in chosen], after, imported,
-              before if before is not None else graph, graph, program)
-    t.calls = _call_map(graph, program)
+
+    def before_pass(p: Pass, graph: Graph) -> None:
+        if p.fusion and seen["before"] is None:
+            seen["before"] = snapshot(graph)
+
+    hooks = Hooks(after_import=lambda g: seen.update(imported=str(g)), before_pass=before_pass,
+                  after_pass=lambda p, g: after.append((p.name, str(g))))
+    spec = specialize(proto, shapes, opts, target=None, hooks=hooks)
+    graph = spec.graph
+    t = Trace(proto.graph.name or "model", shapes, notes, [p.name for p in opts.pipeline()], after,
+              seen["imported"], seen["before"] if seen["before"] is not None else graph, graph, spec.program)
+    t.calls = _call_map(graph, spec.program)
     t.groups, t.removed = _groups(t.before, graph)
     return t
 

@@ -19,10 +19,12 @@ from cnnjit.runtime.program import Arg, Buf, Call, Float, Int, IOBinding, Progra
 
 from . import kernels  # noqa: F401 - registers the generators
 from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
-from .kernel import GENERATORS, At, KernelCall, Param
+from .kernel import GENERATORS, At, KernelCall, Param, Target
+from .kernels.sparse_pointwise import sparse_threshold_scope
 from .memory import MemoryPlan, plan_memory
 from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile
+from .simd import host_vector_width, target_vector_width
 from .threads import load_drivers, split_node
 
 
@@ -150,19 +152,23 @@ def buffer_types(params: list[str], const_bufs: dict[str, np.ndarray]) -> dict[s
             for p in params}
 
 
-def generate(graph: Graph, entry: str = "python", threads: int = 1) -> Program:
+def generate(graph: Graph, target: Target | None = None, entry: str = "python") -> Program:
     """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``.
 
     ``entry="python"`` runs the schedule as a Python function (no compile cost beyond the kernels);
     ``entry="numba"`` compiles the schedule itself with numba, which removes the per-kernel call overhead
     and lets LLVM inline the kernels with their sizes as constants (slower to compile, faster to run).
-    ``threads > 1`` splits large layers into ``threads`` independent calls run concurrently by a small
-    parallel driver (see ``threads.py``). The schedule is data (``Program.calls``); its Python text is
+    ``target`` says what to generate for (default: the host, one thread); with ``target.threads > 1``
+    large layers split into independent calls run concurrently by a small parallel driver (see
+    ``threads.py``). The schedule is data (``Program.calls``); its Python text is
     rendered from that list last.
     """
     if entry not in ("python", "numba", "auto", "lazy"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
-    lowered, groups = lower(graph, threads)
+    target = target or Target(vector_width=host_vector_width())
+    threads = target.threads
+    with target_vector_width(target.vector_width), sparse_threshold_scope(target.sparse_threshold):
+        lowered, groups = lower(graph, threads)
     plan = plan_memory(graph)
     entry = choose_entry(entry, len(lowered), threads)
     calls, sources, generic = bind(lowered, plan, entry)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
@@ -48,6 +48,9 @@ class PassManager:
     dump_after: set[str] = field(default_factory=set)
     out: TextIO = sys.stderr
     records: list[PassRecord] = field(default_factory=list)
+    #: observers called with (pass, graph) around every pass (``compiler.stages.Hooks``)
+    before_each: Callable[[Pass, Graph], None] | None = None
+    after_each: Callable[[Pass, Graph], None] | None = None
 
     def __post_init__(self) -> None:
         env = os.environ.get("CNNJIT_DUMP_IR", "")
@@ -66,6 +69,8 @@ class PassManager:
         if self.verify:
             graph.lint()
         for p in self.passes:
+            if self.before_each is not None:
+                self.before_each(p, graph)
             self._dump(graph, "before", p.name)
             n0 = len(graph.nodes)
             t0 = time.perf_counter()
@@ -78,6 +83,8 @@ class PassManager:
                 except IRError as e:
                     raise IRError(f"after pass {p.name!r}: {e}") from e
             self._dump(graph, "after", p.name)
+            if self.after_each is not None:
+                self.after_each(p, graph)
         return graph
 
     def report(self) -> str:

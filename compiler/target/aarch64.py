@@ -32,7 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnjit.ir.errors import CompileError
+from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
+from cnnjit.compiler.stages import CompileOptions, resolve_shapes, specialize
+from cnnjit.ir.errors import CompileError, InputError
 from cnnjit.runtime.program import Buf, Call, Int
 
 #: the only OS/ABI verified (linked with the GNU cross toolchain, run under qemu-user)
@@ -374,19 +378,19 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     check_target_machine(triple, cpu, feats)  # fail fast, before the model is compiled
     name = c_identifier(name) if name else _default_name(model)
 
-    from cnnjit.api import compile as host_compile
-    from cnnjit.compiler.codegen.simd import target_vector_width
-
-    with target_vector_width(NEON_WIDTH):
-        # entry="numba": the schedule is never run here, and its numba form compiles lazily, so no kernel
-        # is compiled for the host on the way
-        cm = host_compile(model, **{**options, "entry": "lazy"})
-        if options.get("input_shapes") is None and not all(s.static for s in cm.inputs):
-            # an object file has static shapes: symbolic dims (a batch size, usually) become 1
-            spec = cm.specialization({s.name: tuple(1 if d is None else d for d in (s.dims or ()))
-                                      for s in cm.inputs})
-        else:
-            spec = cm._default_spec()
+    proto = load_model(model)
+    check_supported(proto)
+    by_value = value_inputs(proto)
+    if by_value:
+        raise InputError(f"input(s) {sorted(by_value)} set shapes or attributes of the model: an object file "
+                         "cannot take them at run time")
+    # an object file has static shapes: symbolic dims (a batch size, usually) become 1
+    shapes, _ = resolve_shapes(proto, options.pop("input_shapes", None))
+    # entry="lazy": the schedule is never run here, and its numba form compiles lazily, so no kernel is
+    # compiled for the host on the way
+    opts = CompileOptions(**{**options, "entry": "lazy"})
+    spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, triple=triple, cpu=cpu,
+                                                          features=feats))
     prog = spec.program
 
     # scratch: every arena, 64-byte aligned, one after the other

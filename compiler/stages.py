@@ -1,0 +1,127 @@
+"""One compilation pipeline: import -> passes -> codegen -> a runnable ``Specialization``.
+
+``cnnjit.compile``, ``cnnjit inspect``/``profile`` (``cnnjit.inspect_model.trace``) and the ahead-of-time
+targets all specialise a loaded model through ``specialize``, with the same ``CompileOptions``; what they
+want to see on the way (IR snapshots after passes) they get through ``Hooks``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from cnnjit.ir import Graph
+from cnnjit.ir.errors import InputError, ResourceLimitError
+from cnnjit.runtime.model import Specialization
+
+from .codegen.emit import generate
+from .codegen.kernel import Target
+from .codegen.simd import host_vector_width
+from .frontend.loader import input_specs
+from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
+from .passes import Pass, PassManager, default_pipeline, select_passes
+
+#: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
+DEFAULT_MAX_ARENA_BYTES = 4 << 30
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """The choices ``cnnjit.compile`` exposes that shape a specialisation (see its docstring)."""
+
+    fuse: bool = True
+    passes: tuple[str, ...] | None = None
+    disable: tuple[str, ...] | None = None
+    verify: bool = True
+    dump_ir_after: tuple[str, ...] = ()
+    max_tensor_bytes: int = DEFAULT_MAX_TENSOR_BYTES
+    max_arena_bytes: int = DEFAULT_MAX_ARENA_BYTES
+    entry: str = "auto"
+    threads: int = 1
+    sparse_threshold: float | None = None
+    variants: tuple[tuple[str, str], ...] = ()
+
+    def pipeline(self) -> list[Pass]:
+        """The passes these options select, in pipeline order (unknown names raise)."""
+        return select_passes(default_pipeline(), self.passes, self.disable, self.fuse)
+
+    def host_target(self) -> Target:
+        """The host machine as a code-generation target, with these options' threads and thresholds."""
+        return Target(vector_width=host_vector_width(), threads=self.threads,
+                      sparse_threshold=self.sparse_threshold, variants=self.variants)
+
+
+@dataclass
+class Hooks:
+    """Observers of a compilation: ``after_import(graph)``, then ``before_pass(pass, graph)`` /
+    ``after_pass(pass, graph)`` around every pass (e.g. IR snapshots for ``cnnjit inspect``)."""
+
+    after_import: Callable[[Graph], None] | None = None
+    before_pass: Callable[[Pass, Graph], None] | None = None
+    after_pass: Callable[[Pass, Graph], None] | None = None
+
+
+def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                   default_dim: int = 1) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Concrete input shapes: ``input_shapes`` where given, declared dims, ``default_dim`` for symbols."""
+    given = dict(input_shapes or {})
+    specs = input_specs(proto)
+    unknown = set(given) - {s.name for s in specs}
+    if unknown:
+        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are "
+                         + ", ".join(s.describe() for s in specs))
+    shapes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    for s in specs:
+        if s.name in given:
+            shapes[s.name] = tuple(int(d) for d in given[s.name])
+        elif s.dims is None:
+            raise InputError(f"input {s.describe()} has no declared rank: give its shape (--shape NAME=1,3,32,32)")
+        else:
+            dims = []
+            for i, d in enumerate(s.dims):
+                if d is None:
+                    sym = s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else "?"
+                    notes.append(f"symbolic dimension {sym!r} of input {s.name!r} set to {default_dim}")
+                    dims.append(default_dim)
+                else:
+                    dims.append(int(d))
+            shapes[s.name] = tuple(dims)
+    return shapes, notes
+
+
+def run_passes(graph: Graph, options: CompileOptions, hooks: Hooks | None = None) -> PassManager:
+    """Run the selected passes over ``graph`` in place (linted after each when ``verify``); the manager
+    holds the report."""
+    pm = PassManager(options.pipeline(), verify=options.verify, dump_after=set(options.dump_ir_after))
+    if hooks is not None:
+        pm.before_each, pm.after_each = hooks.before_pass, hooks.after_pass
+    pm.run(graph)
+    return pm
+
+
+def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], options: CompileOptions,
+               values: Mapping[str, np.ndarray] | None = None, target: Target | None = None,
+               hooks: Hooks | None = None) -> Specialization:
+    """Compile ``proto`` for concrete input ``shapes`` (and the ``values`` of by-value inputs): import,
+    passes, code generation for ``target`` (default: the host), the arena limit check."""
+    shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+    t0 = time.perf_counter()
+    graph = import_model(proto, shapes, max_tensor_bytes=options.max_tensor_bytes, input_values=dict(values or {}))
+    t1 = time.perf_counter()
+    if hooks is not None and hooks.after_import is not None:
+        hooks.after_import(graph)
+    pm = run_passes(graph, options, hooks)
+    t2 = time.perf_counter()
+    program = generate(graph, target or options.host_target(), entry=options.entry)
+    t3 = time.perf_counter()
+    if program.arena_bytes > options.max_arena_bytes:
+        raise ResourceLimitError(
+            f"the model needs a scratch arena of {program.arena_bytes} bytes ({program.arena_bytes / 2**20:.1f} "
+            f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
+            f"{options.max_arena_bytes} bytes (max_arena_bytes=)")
+    return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
