@@ -30,7 +30,7 @@ from cnnjit.compiler.codegen.build import load_entry, load_kernel, source_key
 from cnnjit.compiler.codegen.cycles import HAVE_TICKS, tick_seconds, ticks
 from cnnjit.compiler.codegen.simd import host_vector_width
 from cnnjit.runtime.model import Specialization
-from cnnjit.runtime.program import Call, Program, aligned_zeros, render_schedule
+from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_flops, call_nodes, node_flops, op_label, trace
 
@@ -65,17 +65,6 @@ def _namespace(program: Program) -> dict[str, Any]:
     """The globals the schedule runs in (they hold the kernel dispatchers k0, k1, ...)."""
     fn = getattr(program.run, "py_func", program.run)  # entry="numba": the dispatcher wraps the Python function
     return fn.__globals__
-
-
-def _buffers(program: Program) -> dict[str, np.ndarray]:
-    """Fresh arenas (and the shared constant pools) for this program, like a Specialization's own."""
-    bufs: dict[str, np.ndarray] = {}
-    for name in program.buffer_names:
-        if name in program.const_buffers:
-            bufs[name] = program.const_buffers[name]
-        else:
-            bufs[name] = aligned_zeros(max(program.arena_sizes.get(name, 0), 1), program.arena_dtypes[name])
-    return bufs
 
 
 def random_feeds(program: Program, seed: int = 0) -> dict[str, np.ndarray]:
@@ -113,7 +102,7 @@ def profile_calls(spec: Specialization, feeds: Mapping[str, np.ndarray] | None =
         exec(compile(f"def _step({params}):\n    {c.statement()}\n", f"<cnnjit call {i}>", "exec"),  # noqa: S102
              ns, local)
         steps.append(local["_step"])
-    bufs = _buffers(p)
+    bufs = p.allocate()
     args = [bufs[n] for n in p.buffer_names]
     timings = [CallTiming.of(i, c) for i, c in enumerate(p.calls)]
     clock = time.perf_counter_ns
@@ -214,7 +203,7 @@ def profile_schedule(spec: Specialization, feeds: Mapping[str, np.ndarray] | Non
         if b.name not in feeds:
             raise KeyError(f"no input {b.name!r} given")
     clock = time.perf_counter_ns
-    bufs = _buffers(p)
+    bufs = p.allocate()
     args = [bufs[n] for n in p.buffer_names]
     real_ns: list[int] = []
 
@@ -239,7 +228,7 @@ def profile_schedule(spec: Specialization, feeds: Mapping[str, np.ndarray] | Non
     tick_s = tick_seconds()
     calls_t = [CallTiming.of(i, c) for i, c in enumerate(p.calls)]
     ts = np.zeros(len(p.calls) + 1, np.int64)
-    bufs_t = _buffers(p)
+    bufs_t = p.allocate()
     args_t = [bufs_t[n] for n in p.buffer_names] + [ts]
     whole: list[float] = []
     for r in range(max(warmup, 0) + max(repeat, 1)):

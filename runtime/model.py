@@ -18,7 +18,7 @@ import numpy as np
 from cnnjit.ir import Graph
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
-from .program import Program, aligned_zeros
+from .program import Program
 
 
 @dataclass(frozen=True)
@@ -59,23 +59,13 @@ class Specialization:
         self.timings = dict(timings or {})
         self.pass_report = pass_report
         self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
-        self._pool: list[dict[str, np.ndarray]] = [self._allocate()]
-
-    def _allocate(self) -> dict[str, np.ndarray]:
-        p = self.program
-        bufs: dict[str, np.ndarray] = {}
-        for name in p.buffer_names:
-            if name in p.const_buffers:
-                bufs[name] = p.const_buffers[name]
-            else:
-                bufs[name] = aligned_zeros(max(p.arena_sizes.get(name, 0), 1), p.arena_dtypes[name])
-        return bufs
+        self._pool: list[dict[str, np.ndarray]] = [program.allocate()]
 
     def _acquire(self) -> dict[str, np.ndarray]:
         try:
             return self._pool.pop()  # list.pop / append are atomic: no lock on the per-call path
         except IndexError:
-            return self._allocate()
+            return self.program.allocate()
 
     def _release(self, bufs: dict[str, np.ndarray]) -> None:
         if len(self._pool) < self.max_pooled:  # a race may keep one extra set: harmless

@@ -165,6 +165,12 @@ class Program:
     def arena_bytes(self) -> int:
         return sum(n * self.arena_dtypes[b].itemsize for b, n in self.arena_sizes.items())
 
+    def allocate(self) -> dict[str, np.ndarray]:
+        """A fresh set of the schedule's buffers by name: zeroed, aligned arenas and the shared constant pools."""
+        return {name: self.const_buffers[name] if name in self.const_buffers
+                else aligned_zeros(max(self.arena_sizes.get(name, 0), 1), self.arena_dtypes[name])
+                for name in self.buffer_names}
+
     def full_source(self) -> str:
         """The schedule and every kernel it calls, as one readable Python text."""
         parts = ["# ---- kernel module header ----", self.kernel_header.strip(), "", "# ---- schedule ----",
