@@ -37,6 +37,7 @@ from numba.core import types
 
 from cnnjit.runtime.program import Arg, Buf, Int
 
+from .build import load_kernel, source_key
 from .pipeline import fast_typing
 
 #: start worker processes only when at least this many kernels must be compiled. Measured on 2 CPUs
@@ -224,8 +225,6 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
                calls: Mapping[str, int] | None = None, ops: Mapping[str, str] | None = None,
                jobs: int | None = None) -> CompileReport:
     """Make every kernel ready for its exact signatures now; compile misses in workers when that wins."""
-    from .build import source_key
-
     t_start = time.perf_counter()
     jobs = compile_jobs() if jobs is None else max(1, jobs)
     rows: dict[str, KernelCompile] = {}
@@ -278,8 +277,6 @@ def load_entry_only(entry: Any, entry_sig: tuple, dispatchers: Mapping[str, Any]
     first row. None when the schedule is not cached (or its cache entry fails to load and would be
     recompiled): the caller compiles kernels and schedule as usual.
     """
-    from .build import source_key
-
     t_start = time.perf_counter()
     if tuple(entry_sig) in entry.overloads:
         origin = "memory"
@@ -421,8 +418,6 @@ class _Worker:
 
 def _worker_main() -> int:
     """Worker loop: compile each task's kernel for its signatures into the shared on-disk cache."""
-    from .build import load_kernel
-
     inp, outp = sys.stdin.buffer, sys.stdout
     while True:
         head = inp.read(8)

@@ -32,12 +32,16 @@ from typing import Any
 
 import numpy as np
 
+from cnnjit.compiler.codegen.build import HEADER
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
 from cnnjit.compiler.stages import CompileOptions, resolve_shapes, specialize
 from cnnjit.ir.errors import CompileError, InputError
 from cnnjit.runtime.program import Buf, Call, Int
+
+from .aarch64_worker import SUPPORTED_NUMBA, TargetSpecError, make_target_machine, numba_supported
+from .harness import harness_source
 
 #: the only OS/ABI verified (linked with the GNU cross toolchain, run under qemu-user)
 CANONICAL_TRIPLE = "aarch64-unknown-linux-gnu"
@@ -209,8 +213,6 @@ class TargetArtifact:
 
     def main_c(self) -> str:
         """A self-contained test and benchmark program for this model (see benchmarks/arm/)."""
-        from .harness import harness_source
-
         return harness_source(self)
 
     def readme(self) -> str:
@@ -353,8 +355,6 @@ def _schedule_calls(calls: list[Call]) -> list[tuple[str, list[tuple[str, Any]]]
 
 
 def _check_numba() -> None:
-    from .aarch64_worker import SUPPORTED_NUMBA, numba_supported
-
     ok, version = numba_supported()
     if not ok:
         raise TargetError(f"the aarch64 target supports numba {', '.join(SUPPORTED_NUMBA)}.x only, found {version}",
@@ -414,8 +414,6 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     for c in prog.calls:
         if c.note and c.kernel in prog.kernel_sources:
             notes.setdefault(c.kernel, []).append(c.note)
-    from cnnjit.compiler.codegen.build import HEADER
-
     job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
            "header": HEADER, "kernels": {k: s for k, s in prog.kernel_sources.items()}, "calls": calls,
            "buffers": buffers, "inputs": io[0], "outputs": io[1], "keep_ir": keep_ir}
@@ -432,8 +430,6 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
 
 def check_target_machine(triple: str, cpu: str, features: str) -> None:
     """LLVM accepts the CPU and every feature (it would otherwise ignore them with a warning)."""
-    from .aarch64_worker import TargetSpecError, make_target_machine
-
     try:
         make_target_machine(triple, cpu, features)
     except TargetSpecError as e:

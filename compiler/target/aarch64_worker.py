@@ -27,6 +27,16 @@ import sys
 import tempfile
 import traceback
 
+import llvmlite.binding as ll
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import codegen, compiler, cpu
+from numba.core.compiler_lock import global_compiler_lock
+from numba.core.registry import cpu_target
+from numba.np.numpy_support import from_dtype
+
 #: numba releases whose internals (codegen classes, compile flags, calling convention) this file uses
 SUPPORTED_NUMBA = ("0.68",)
 
@@ -38,8 +48,6 @@ class TargetSpecError(Exception):
 
 
 def numba_supported() -> tuple[bool, str]:
-    import numba
-
     v = numba.__version__
     return any(v == s or v.startswith(s + ".") for s in SUPPORTED_NUMBA), v
 
@@ -61,8 +69,6 @@ def _capture_stderr(fn):
 
 def make_target_machine(triple: str, cpu: str, features: str):
     """An LLVM target machine for the triple/CPU/features, refusing what LLVM would silently ignore."""
-    import llvmlite.binding as ll
-
     ll.initialize_all_targets()
     ll.initialize_all_asmprinters()
     try:
@@ -83,8 +89,6 @@ def make_target_machine(triple: str, cpu: str, features: str):
 
 
 def _codegen_class():
-    from numba.core import codegen
-
     class AArch64Codegen(codegen.AOTCPUCodegen):
         """numba's AOT codegen with the target machine, triple and data layout of another machine."""
 
@@ -116,10 +120,6 @@ def _codegen_class():
 
 
 def _numba_type(spec, buffer_dtypes):
-    import numpy as np
-    from numba import types
-    from numba.np.numpy_support import from_dtype
-
     kind, v = spec
     if kind == "buf":
         return types.CPointer(from_dtype(np.dtype(buffer_dtypes[v])))
@@ -129,14 +129,6 @@ def _numba_type(spec, buffer_dtypes):
 
 
 def build(job: dict) -> dict:
-    import llvmlite.binding as ll
-    import numpy as np
-    from llvmlite import ir
-    from numba import types
-    from numba.core import compiler, cpu
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-
     ok, version = numba_supported()
     if not ok:
         raise TargetSpecError(f"the aarch64 target supports numba {', '.join(SUPPORTED_NUMBA)} (found {version})")
