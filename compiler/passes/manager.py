@@ -135,7 +135,7 @@ def parse_dump_ir(spec: str) -> tuple[set[str], set[str]]:
         if not sep or when not in ("before", "after"):
             raise InputError(f"CNNJIT_DUMP_IR part {part!r} is not 'before:PASS,...' or 'after:PASS,...' "
                              f"(e.g. CNNJIT_DUMP_IR=after:fold_constants,dead_code or after:*)")
-        chosen = {n.strip() for n in names.split(",") if n.strip()}
-        check_pass_names(sorted(chosen), "CNNJIT_DUMP_IR")
+        chosen = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+        check_pass_names(chosen, "CNNJIT_DUMP_IR")
         (before if when == "before" else after).update(chosen)
     return before, after
