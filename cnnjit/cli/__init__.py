@@ -13,7 +13,7 @@
     cnnjit quantize model.onnx --calibration random -o model.int8.onnx
 
 One module per command (``HELP``, ``EPILOG``, ``parents()``, ``add_arguments(parser)``, ``main(args)``);
-the flags they share are declared once, as parent parsers, in ``common``. Exit codes: 0 success, 1 a model
+the flags they share are declared once, as parent parsers, in ``flags``. Exit codes: 0 success, 1 a model
 error (any ``cnnjit.CnnjitError``) or a failed step, 2 a usage error. Errors are one line plus a hint on
 stderr; ``--debug`` adds the traceback, ``--verbose`` turns on the ``cnnjit`` logger, ``--json`` prints one
 JSON document on stdout instead of tables.
@@ -37,7 +37,8 @@ from cnnjit.errors import CnnjitError
 
 from . import bench, cache, conformance, graph, inspect, profile, prune, quantize, run, warm
 from . import compile as compile_command
-from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir, global_options
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir
+from .flags import global_options
 from .output import clean, emit_json
 
 #: the commands in ``--help`` order, by name

@@ -7,17 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    EXIT_OK,
-    CliError,
-    UsageError,
-    compile_model,
-    compile_options,
-    model_argument,
-    parse_shapes,
-    random_inputs,
-    runs_option,
-)
+from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
+from .flags import compile_options, model_argument, runs_option
 from .output import Progress, emit_json, ms, print_table, shapes_text, si
 
 HELP = "time a model (optionally against onnxruntime)"

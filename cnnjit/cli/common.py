@@ -1,11 +1,8 @@
-"""What the ``cnnjit`` commands share: exit codes and error classes, the parent parsers that define each
-common flag once, and argument checking, model loading and compiling.
+"""What the ``cnnjit`` commands share besides their flags (``flags``) and output (``output``): exit codes and
+error classes, checking argument values, and loading and compiling the model.
 
-The parent parsers are why a flag means the same thing on every command: ``MODEL``; ``--shape NAME=DIMS``
-(repeatable, one per input); ``--threads N`` (``cnnjit.compile(threads=N)`` and numba's pool); ``--unfused``
-(``fuse=False``); ``--runs N`` (timed repetitions; ``--repeat`` is a hidden deprecated alias); ``-o/--output``
-(the file or folder written); ``--json``, ``-v/--verbose``, ``--debug``. A command whose library call cannot
-honour a compile option yet refuses it with a usage error (``refuse``) instead of ignoring it.
+A command whose library call cannot honour a compile option yet refuses it with a usage error (``refuse``)
+instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -58,75 +55,8 @@ class Parser(argparse.ArgumentParser):
 
 
 # =========================================================================================================
-# parent parsers: every shared flag is declared here and only here
+# argument checking
 # =========================================================================================================
-class DeprecatedAlias(argparse.Action):
-    """A hidden old spelling of a flag (``--repeat`` for ``--runs``): stores into the new flag's ``dest`` and
-    notes the new name on stderr, so old scripts keep working."""
-
-    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kw: Any):
-        self.new = new
-        super().__init__(option_strings, dest, **kw)
-
-    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        note(f"{option_string} is deprecated: use {self.new}")
-        setattr(ns, self.dest, values)
-
-
-def _parent() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(add_help=False)
-
-
-def global_options() -> argparse.ArgumentParser:
-    """``--json``, ``-v/--verbose``, ``--debug`` (suppressed defaults: given before or after the command)."""
-    p = _parent()
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                   help="print one JSON document on stdout (for scripts)")
-    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
-                   help="log compile decisions, cache hits and kernel choices to stderr (-vv: more)")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
-    return p
-
-
-def model_argument(help: str = "an .onnx file") -> argparse.ArgumentParser:
-    """The positional ``MODEL``."""
-    p = _parent()
-    p.add_argument("model", metavar="MODEL", help=help)
-    return p
-
-
-def compile_options() -> argparse.ArgumentParser:
-    """``--shape NAME=DIMS`` (repeat: one per input), ``--threads N``, ``--unfused``: how the model is compiled."""
-    p = _parent()
-    p.add_argument("--shape", action="append", metavar="NAME=DIMS",
-                   help="concrete input shape, e.g. input_1=1,3,32,32; repeat for several inputs "
-                        "(default: declared dims, symbolic ones = 1)")
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="compile with threads=N (large layers split over N threads of numba's pool) and run "
-                        "numba with N threads (default 1)")
-    p.add_argument("--unfused", action="store_true", help="compile without the fusion passes (fuse=False)")
-    return p
-
-
-def runs_option(default: int, what: str = "timed runs") -> argparse.ArgumentParser:
-    """``--runs N``, the repetition count, with ``--repeat`` as its hidden deprecated alias."""
-    p = _parent()
-    p.add_argument("--runs", type=int, default=default, metavar="N", help=f"{what} (default {default})")
-    p.add_argument("--repeat", type=int, dest="runs", action=DeprecatedAlias, new="--runs", help=argparse.SUPPRESS)
-    return p
-
-
-def output_option(metavar: str, help: str, required: bool = False, alias: str = "") -> argparse.ArgumentParser:
-    """``-o/--output`` (the file or folder the command writes); ``alias``: a hidden old spelling."""
-    p = _parent()
-    p.add_argument("-o", "--output", required=required, metavar=metavar, help=help)
-    if alias:
-        p.add_argument(alias, dest="output", metavar=metavar, action=DeprecatedAlias, new="-o/--output",
-                       help=argparse.SUPPRESS)
-    return p
-
-
 def refuse(args: argparse.Namespace, *flags: str) -> None:
     """Usage error for the compile options among ``flags`` that were given but this command cannot honour
     yet (the library function it calls does not take them)."""
@@ -136,9 +66,6 @@ def refuse(args: argparse.Namespace, *flags: str) -> None:
                          f"run it without {' and '.join(given)}")
 
 
-# =========================================================================================================
-# argument checking
-# =========================================================================================================
 def parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
     """``NAME=VALUE`` items into a dict (a usage error names the bad item, or a NAME given twice)."""
     out: dict[str, str] = {}
@@ -224,6 +151,14 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
             note(n)
     model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads)
     return model, resolved, notes, time.perf_counter() - t0
+
+
+def save_model(model: Any, path: str) -> None:
+    """``model.save(path)`` (a pruned or quantized model); an unwritable path is a ``CliError`` naming it."""
+    try:
+        model.save(path)
+    except OSError as e:
+        raise CliError(f"cannot write {path!r}: {e}") from e
 
 
 def trace_model(args: argparse.Namespace) -> Any:

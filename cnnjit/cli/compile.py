@@ -5,17 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import (
-    EXIT_OK,
-    CliError,
-    UsageError,
-    check_model_path,
-    compile_options,
-    model_argument,
-    output_option,
-    parse_shapes,
-    refuse,
-)
+from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes, refuse
+from .flags import compile_options, model_argument, output_option
 from .output import emit_json, nbytes, print_table
 
 HELP = "compile a model ahead of time for another machine (aarch64 Linux)"

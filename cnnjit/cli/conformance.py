@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import EXIT_ERROR, EXIT_OK, CliError, UsageError, output_option
+from .common import EXIT_ERROR, EXIT_OK, CliError, UsageError
+from .flags import output_option
 from .output import Progress, emit_json, note
 
 HELP = "pass/fail per operator on the ONNX conformance cases"

@@ -10,16 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    EXIT_OK,
-    CliError,
-    UsageError,
-    check_model_path,
-    compile_options,
-    model_argument,
-    output_option,
-    trace_model,
-)
+from .common import EXIT_OK, CliError, UsageError, check_model_path, trace_model
+from .flags import compile_options, model_argument, output_option
 from .output import clean, emit_json, note
 
 HELP = "draw the graph before and after fusion (Graphviz)"

@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .common import (
-    EXIT_OK,
-    UsageError,
-    check_model_path,
-    check_pass_name,
-    compile_options,
-    model_argument,
-    trace_model,
-)
+from .common import EXIT_OK, UsageError, check_model_path, check_pass_name, trace_model
+from .flags import compile_options, model_argument
 from .output import clean, clean_block, emit_json, nbytes, print_table, shapes_text, si
 
 HELP = "per-layer table: ops, shapes, params, FLOPs, fusion, kernels, memory"

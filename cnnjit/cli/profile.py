@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
-    EXIT_OK,
-    DeprecatedAlias,
-    UsageError,
-    check_model_path,
-    compile_options,
-    model_argument,
-    parse_shapes,
-    refuse,
-    runs_option,
-)
+from .common import EXIT_OK, UsageError, check_model_path, parse_shapes, refuse
+from .flags import DeprecatedAlias, compile_options, model_argument, runs_option
 from .output import Progress, clean, emit_json, note, print_table, si
 
 HELP = "time every kernel call of the compiled schedule, slowest first"

@@ -6,7 +6,8 @@ import argparse
 
 from cnnjit.prune import prune
 
-from .common import EXIT_OK, CliError, UsageError, check_model_path, model_argument, output_option
+from .common import EXIT_OK, UsageError, check_model_path, save_model
+from .flags import model_argument, output_option
 from .output import emit_json
 
 HELP = "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model"
@@ -45,10 +46,7 @@ def main(args: argparse.Namespace) -> int:
                        keep_first_last=not args.prune_first_last, exclude=args.exclude or ())
     except ValueError as e:
         raise UsageError(str(e)) from e
-    try:
-        pruned.save(args.output)
-    except OSError as e:
-        raise CliError(f"cannot write {args.output!r}: {e}") from e
+    save_model(pruned, args.output)
     dev = pruned.deviation(n=args.samples) if args.samples > 0 else None
     if args.json:
         emit_json({"model": args.model, "output": args.output, "method": pruned.method,

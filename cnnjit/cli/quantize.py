@@ -10,7 +10,8 @@ import numpy as np
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.quantize import quantize
 
-from .common import EXIT_OK, CliError, UsageError, check_model_path, model_argument, output_option
+from .common import EXIT_OK, UsageError, check_model_path, save_model
+from .flags import model_argument, output_option
 from .output import emit_json
 
 HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
@@ -47,10 +48,7 @@ def main(args: argparse.Namespace) -> int:
                      method=args.method)
     except ValueError as e:
         raise UsageError(str(e)) from e
-    try:
-        q.save(args.output)
-    except OSError as e:
-        raise CliError(f"cannot write {args.output!r}: {e}") from e
+    save_model(q, args.output)
     if args.json:
         emit_json({"model": args.model, "output": args.output, "options": q.options,
                    "activations": {k: {"scale": s, "zero_point": z} for k, (s, z) in q.activations.items()},

@@ -11,19 +11,8 @@ import numpy as np
 
 import cnnjit
 
-from .common import (
-    EXIT_OK,
-    CliError,
-    UsageError,
-    check_model_path,
-    compile_options,
-    model_argument,
-    output_option,
-    parse_shapes,
-    random_inputs,
-    runs_option,
-    use_threads,
-)
+from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes, random_inputs, use_threads
+from .flags import compile_options, model_argument, output_option, runs_option
 from .output import clean, emit_json, ms, note
 
 HELP = "run a model on inputs from .npy files or random data"

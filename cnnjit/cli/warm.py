@@ -7,7 +7,8 @@ from typing import Any
 
 from cnnjit.compiler.codegen.build import cache_dir
 
-from .common import EXIT_OK, compile_model, compile_options, model_argument, parse_shapes
+from .common import EXIT_OK, compile_model, parse_shapes
+from .flags import compile_options, model_argument
 from .output import emit_json, print_table
 
 HELP = "compile a model into the on-disk kernel cache ahead of time"
