@@ -293,7 +293,8 @@ def measured_peak(kind: str = "fma", threads: int = 1) -> tuple[float, str]:
 
 def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None, *, repeat: int = 50, warmup: int = 3,
-                  mode: str = "auto", entry: str = "auto", peak: str = "fma", seed: int = 0) -> dict[str, Any]:
+                  mode: str = "auto", entry: str = "auto", peak: str = "fma", seed: int = 0,
+                  **options: Any) -> dict[str, Any]:
     """Compile ``model`` (path, bytes, ModelProto) as ``cnnjit.compile`` does and profile its schedule.
 
     Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, op, name,
@@ -301,10 +302,11 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     entry's median), ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``,
     ``peak_gflops`` and ``peak_method``. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
     ``entry="auto"`` profiles the Python entry (the old per-call profile, kernels not inlined).
+    ``options`` are ``cnnjit.compile``'s (fuse, threads, sparse_threshold...).
     """
     if mode == "calls" and entry == "auto":
         entry = "python"
-    t = trace(model, input_shapes, entry=entry)
+    t = trace(model, input_shapes, entry=entry, **options)
     spec = Specialization(t.graph, t.program)
     if feeds is None:
         feeds = random_feeds(t.program, seed)

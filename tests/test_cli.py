@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
+from cnnjit.cli import COMMANDS, build_parser
+from cnnjit.compiler.passes import PassManager, default_pipeline, manager, parse_dump_ir, pass_names
+from cnnjit.errors import CnnjitError, InputError
 
 CNNJIT = shutil.which("cnnjit") or str(Path(sys.executable).parent / "cnnjit")
 if not Path(CNNJIT).is_file():  # pragma: no cover - the package is always installed with its script
@@ -190,7 +196,8 @@ def test_inspect_after_pass(model_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "IR after pass fuse_epilogue" in r.stdout and "fused:" in r.stdout
     line = assert_one_line_error(run_cli("inspect", model_path, "--after", "no_such_pass"), 2)
-    assert "unknown pass" in line
+    assert "unknown pass 'no_such_pass'" in line
+    assert all(p.name in line for p in default_pipeline())  # lists the real passes
     assert_one_line_error(run_cli("inspect", model_path, "--after", "fuse_epilogue", "--unfused"), 2)
 
 
@@ -288,7 +295,7 @@ def test_profile(model_path: Path) -> None:
 
 # ---- conformance -----------------------------------------------------------------------------------------
 def test_conformance_subset(tmp_path: Path) -> None:
-    r = run_cli("conformance", "--op", "Relu", "--op", "Sigmoid", "--json", "--out", tmp_path / "conf")
+    r = run_cli("conformance", "--op", "Relu", "--op", "Sigmoid", "--json", "-o", tmp_path / "conf")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["per_op"] and not doc["failures"]
@@ -298,3 +305,167 @@ def test_conformance_subset(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("conformance", "--suite", "nope"), 2)
     assert_one_line_error(run_cli("conformance", "--no-such-flag"), 2)
     assert_one_line_error(run_cli("conformance", "--op", "NoSuchOperator"), 2)
+
+
+# ---- the shared flags: declared once, the same on every command ------------------------------------------
+#: the commands that compile a model, with the arguments each one also needs
+COMPILING = {"run": [], "inspect": [], "graph": ["-o", "g.svg"], "bench": [], "profile": [], "warm": [],
+             "compile": ["--target", "aarch64-linux-gnu", "-o", "build"]}
+
+
+def _subparser(cmd: str) -> argparse.ArgumentParser:
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[cmd]
+
+
+def _actions(cmd: str) -> dict[str, argparse.Action]:
+    return {o: a for a in _subparser(cmd)._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize("cmd", list(COMPILING))
+def test_compile_flags_on_every_compiling_command(cmd: str) -> None:
+    args = build_parser().parse_args([cmd, "m.onnx", *COMPILING[cmd], "--shape", "a=1,2", "--shape", "b=3x4",
+                                      "--threads", "3", "--unfused"])
+    assert args.model == "m.onnx" and args.shape == ["a=1,2", "b=3x4"] and args.threads == 3 and args.unfused
+    defaults = build_parser().parse_args([cmd, "m.onnx", *COMPILING[cmd]])
+    assert defaults.shape is None and defaults.threads == 1 and not defaults.unfused
+    acts, ref = _actions(cmd), _actions("run")
+    for flag in ("--shape", "--threads", "--unfused", "--json", "--verbose", "--debug"):
+        assert acts[flag].help == ref[flag].help and acts[flag].dest == ref[flag].dest, (cmd, flag)
+
+
+@pytest.mark.parametrize("cmd,default", [("run", 10), ("bench", 50), ("profile", 20)])
+def test_runs_everywhere_and_repeat_alias(cmd: str, default: int, capsys: pytest.CaptureFixture) -> None:
+    p = build_parser()
+    assert p.parse_args([cmd, "m.onnx"]).runs == default
+    assert p.parse_args([cmd, "m.onnx", "--runs", "7"]).runs == 7
+    assert p.parse_args([cmd, "m.onnx", "--repeat", "4"]).runs == 4  # old spelling: still works...
+    assert "--repeat is deprecated: use --runs" in capsys.readouterr().err  # ...and says so
+    assert "--repeat" not in _subparser(cmd).format_help()  # hidden
+
+
+def test_output_is_o_everywhere_and_top_means_one_thing(capsys: pytest.CaptureFixture) -> None:
+    p = build_parser()
+    needs = {"conformance": [], "run": ["m.onnx"], "graph": ["m.onnx"], "compile": ["m.onnx", "--target", "t"],
+             "prune": ["m.onnx"], "quantize": ["m.onnx", "--calibration", "random"]}
+    for cmd, extra in needs.items():
+        assert p.parse_args([cmd, *extra, "-o", "X"]).output == "X"
+        assert p.parse_args([cmd, *extra, "--output", "X"]).output == "X"
+    assert p.parse_args(["conformance", "--out", "P"]).output == "P"  # conformance's old spelling
+    # --top is run's top-K classes only; profile's row count is --rows (its old --top still parses into it)
+    tops = [cmd for cmd in COMMANDS if "--top" in _actions(cmd) and _actions(cmd)["--top"].help != argparse.SUPPRESS]
+    assert tops == ["run"] and p.parse_args(["run", "m.onnx", "--top", "3"]).top == 3
+    assert p.parse_args(["profile", "m.onnx", "--top", "4"]).rows == 4
+    assert "--top is deprecated: use --rows" in capsys.readouterr().err
+    assert p.parse_args(["profile", "m.onnx", "--rows", "6"]).rows == 6
+
+
+def test_inspect_and_profile_take_the_compile_options(model_path: Path) -> None:
+    fused = json.loads(run_cli("inspect", model_path, "--json").stdout)
+    unfused = json.loads(run_cli("inspect", model_path, "--json", "--unfused", "--threads", "2").stdout)
+    assert not unfused["fused"] and unfused["totals"]["kernel_calls"] > fused["totals"]["kernel_calls"]
+    # every kernel call names its kernel and variant, and the layer it computes
+    for doc in (fused, unfused):
+        assert len(doc["calls"]) == doc["totals"]["kernel_calls"]
+        assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
+        assert all(r["variant"] for r in doc["layers"] if r["calls"])
+    r = run_cli("profile", model_path, "--json", "--unfused", "--runs", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["calls"]) == unfused["totals"]["kernel_calls"]
+    line = assert_one_line_error(run_cli("compile", model_path, "--target", "aarch64-linux-gnu", "--threads", "2"), 2)
+    assert "does not support --threads" in line
+
+
+def two_in_two_out() -> onnx.ModelProto:
+    """s = a + b, p = a * b; both inputs [N, 3] with a symbolic N."""
+    nodes = [helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Mul", ["a", "b"], ["p"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3])
+                                             for n in "ab"],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "sp"])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def test_run_shape_repeated_and_outputs(tmp_path: Path) -> None:
+    path = tmp_path / "two.onnx"
+    onnx.save(two_in_two_out(), path)
+    out = tmp_path / "y.npz"
+    r = run_cli("run", path, "--random", "--shape", "a=4,3", "--shape", "b=4x3", "-o", out, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["inputs"] == {"a": {"shape": [4, 3], "dtype": "float32"}, "b": {"shape": [4, 3], "dtype": "float32"}}
+    assert "symbolic dimension" not in r.stderr  # --shape chose both, nothing set to 1
+    rng = np.random.default_rng(0)  # --seed 0: a then b, standard normal
+    a, b = rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    with np.load(out) as z:
+        assert sorted(z.files) == ["output_0", "output_1"]
+        np.testing.assert_array_equal(z["output_0"], a + b)
+        np.testing.assert_array_equal(z["output_1"], a * b)
+    line = assert_one_line_error(run_cli("run", path, "--random", "-o", tmp_path / "y.npy"), 2)
+    assert "2 outputs" in line and not (tmp_path / "y.npy").exists()
+    line = assert_one_line_error(run_cli("run", path, "--random", "--shape", "a=4,3", "--shape", "a=2,3"), 2)
+    assert "twice" in line
+    line = assert_one_line_error(run_cli("run", path, "--random", "--shape", "c=1,3"), 2)
+    assert "unknown input" in line and "'c'" in line
+
+
+def test_run_o_writes_the_named_npy_and_new_flags(model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    r = run_cli("run", model_path, "--random", "--shape", "x=2,3,8,8", "--threads", "2", "--unfused",
+                "--repeat", "3", "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]  # not out.npy.npz
+    assert "(median of 3)" in r.stdout and "--repeat is deprecated" in r.stderr
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(np.load(out), cnnjit.compile(model_path)(x), rtol=1e-5, atol=1e-6)
+    # any name: exactly that file, .npy data; the default shape 1x3x8x8 draws the first sample of the 2x3x8x8 above
+    raw = tmp_path / "raw.bin"
+    assert run_cli("run", model_path, "--random", "--runs", "0", "-o", raw).returncode == 0
+    assert raw.is_file() and not (tmp_path / "raw.bin.npy").exists()
+    np.testing.assert_allclose(np.load(raw), np.load(out)[:1], rtol=1e-5, atol=1e-6)
+
+
+# ---- pass names: CNNJIT_DUMP_IR and --after ---------------------------------------------------------------
+def test_pass_names_are_the_pipeline() -> None:
+    assert pass_names() == sorted({p.name for p in default_pipeline()})
+
+
+def test_dump_ir_unknown_pass_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = pass_names()
+    with pytest.raises(InputError) as e:
+        parse_dump_ir("after:fold,dce")
+    assert "unknown passes 'fold', 'dce' in CNNJIT_DUMP_IR" in str(e.value)
+    assert all(n in str(e.value) for n in real)
+    with pytest.raises(InputError, match="not 'before:PASS"):
+        parse_dump_ir("fold_constants")
+    assert parse_dump_ir("before:fold_pad;after:fold_constants,dead_code") == ({"fold_pad"},
+                                                                              {"fold_constants", "dead_code"})
+    assert parse_dump_ir("after:*") == (set(), {"*"})
+    monkeypatch.setenv("CNNJIT_DUMP_IR", "after:fold_constants,no_such_pass")
+    with pytest.raises(CnnjitError, match="no_such_pass"):
+        PassManager(default_pipeline())
+    with pytest.raises(ValueError, match="unknown pass 'nope' in dump_before"):  # an InputError is a ValueError
+        PassManager(default_pipeline(), dump_before={"nope"})
+
+
+def test_dump_ir_docs_name_real_passes() -> None:
+    """Every CNNJIT_DUMP_IR example in the pass manager's docstring and the README parses."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    examples = re.findall(r'CNNJIT_DUMP_IR=["`]?([a-z_:,;*]+)', (manager.__doc__ or "") + readme)
+    assert len(examples) >= 2
+    for ex in examples:
+        parse_dump_ir(ex)
+
+
+def test_dump_ir_prints_the_named_pass(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CNNJIT_DUMP_IR", "after:fold_batchnorm")
+    buf = StringIO()
+    graph = cnnjit.compile(model_path, input_shapes={"x": (1, 3, 8, 8)})._default_spec().graph
+    PassManager(default_pipeline(), out=buf).run(graph)
+    assert buf.getvalue().count("// ---- IR after pass") == 1 and "pass fold_batchnorm" in buf.getvalue()
+
+
+def test_cli_dump_ir_unknown_pass(model_path: Path) -> None:
+    line = assert_one_line_error(run_cli("run", model_path, "--random", env={"CNNJIT_DUMP_IR": "after:fold"}), 2)
+    assert "unknown pass 'fold' in CNNJIT_DUMP_IR" in line and "fold_constants" in line

@@ -2,7 +2,9 @@
 
 A pass is a small class with a ``name`` and ``run(graph) -> bool`` ("did anything change"). The manager
 lints the graph after every pass when ``verify`` is on (always in tests), records per-pass wall time, and
-can print the IR before/after chosen passes (``CNNJIT_DUMP_IR=after:fold,dce`` or ``dump_after=``).
+can print the IR before/after chosen passes (``CNNJIT_DUMP_IR="after:fold_constants,dead_code"``, several
+parts joined by ``;`` as in ``"before:fold_pad;after:*"``, or ``dump_after=``). A pass name that does not
+exist is an ``InputError`` listing the real ones, not a dump that silently never happens.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
 from cnnjit.ir import Graph
-from cnnjit.ir.errors import IRError
+from cnnjit.ir.errors import InputError, IRError
 
 
 class Pass:
@@ -53,11 +55,10 @@ class PassManager:
     after_each: Callable[[Pass, Graph], None] | None = None
 
     def __post_init__(self) -> None:
-        env = os.environ.get("CNNJIT_DUMP_IR", "")
-        for part in filter(None, env.split(";")):
-            when, _, names = part.partition(":")
-            target = self.dump_before if when == "before" else self.dump_after
-            target.update(n for n in names.split(",") if n)
+        check_pass_names(self.dump_before | self.dump_after, "dump_before= / dump_after=")
+        before, after = parse_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
+        self.dump_before |= before
+        self.dump_after |= after
 
     def _dump(self, graph: Graph, when: str, name: str) -> None:
         if name in (self.dump_before if when == "before" else self.dump_after) or "*" in (
@@ -100,12 +101,48 @@ def select_passes(available: Iterable[Pass], passes: Sequence[str] | None, disab
                   fuse: bool) -> list[Pass]:
     """The pipeline after the user's ``passes=`` / ``disable=`` / ``fuse=`` choices."""
     avail = list(available)
-    names = {p.name for p in avail}
-    for n in list(passes or []) + list(disable or []):
-        if n not in names:
-            raise ValueError(f"unknown pass {n!r}; available passes: {', '.join(sorted(names))}")
+    check_pass_names(list(passes or []) + list(disable or []), "passes= / disable=",
+                     sorted({p.name for p in avail}))
     chosen = [p for p in avail if (passes is None or p.name in passes)]
     chosen = [p for p in chosen if p.name not in set(disable or [])]
     if not fuse:
         chosen = [p for p in chosen if not p.fusion]
     return chosen
+
+
+def pass_names() -> list[str]:
+    """The name of every pass class (every subclass of ``Pass``), sorted: what a dump request may name."""
+    names: set[str] = set()
+    todo = list(Pass.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        names.add(cls.name)
+        todo.extend(cls.__subclasses__())
+    return sorted(names)
+
+
+def check_pass_names(names: Iterable[str], where: str, known: Sequence[str] | None = None) -> None:
+    """``InputError`` (a ``ValueError`` too, like other bad options) naming the unknown passes among ``names``
+    and listing the real ones (``known``, default: every pass); ``*`` (all passes) is allowed."""
+    known = pass_names() if known is None else list(known)
+    bad = [n for n in names if n != "*" and n not in known]
+    if bad:
+        raise InputError(f"unknown pass{'es' if len(bad) > 1 else ''} {', '.join(map(repr, bad))} in {where}; "
+                         f"the passes are: {', '.join(known)}")
+
+
+def parse_dump_ir(spec: str) -> tuple[set[str], set[str]]:
+    """``CNNJIT_DUMP_IR``'s value (``"before:fold_pad;after:fold_constants,dead_code"``, ``"after:*"``) as the
+    (before, after) sets of pass names; an unknown pass or a part without ``before:``/``after:`` is an
+    ``InputError``."""
+    before: set[str] = set()
+    after: set[str] = set()
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        when, sep, names = part.partition(":")
+        if not sep or when not in ("before", "after"):
+            raise InputError(f"CNNJIT_DUMP_IR part {part!r} is not 'before:PASS,...' or 'after:PASS,...' "
+                             f"(e.g. CNNJIT_DUMP_IR=after:fold_constants,dead_code or after:*)")
+        chosen = list(dict.fromkeys(n.strip() for n in names.split(",") if n.strip()))
+        check_pass_names(chosen, "CNNJIT_DUMP_IR")
+        (before if when == "before" else after).update(chosen)
+    return before, after

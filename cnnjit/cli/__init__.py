@@ -1,0 +1,174 @@
+"""The ``cnnjit`` command line: run, inspect, draw, benchmark and profile ONNX models; run conformance.
+
+    cnnjit run model.onnx --random [--shape x=1,3,32,32] [--threads 2] [--unfused] [--runs 10] [-o y.npy]
+    cnnjit inspect model.onnx [--after fuse_epilogue] [--unfused] [--json]
+    cnnjit graph model.onnx -o graph.svg
+    cnnjit bench model.onnx --vs onnxruntime [--runs 50] [--png bench.png]
+    cnnjit profile model.onnx [--runs 20] [--rows 20]
+    cnnjit conformance [--op Conv] [-o results/conformance]
+    cnnjit cache info|clear
+    cnnjit warm model.onnx
+    cnnjit compile model.onnx --target aarch64-linux-gnu --cpu cortex-a53 -o build/
+    cnnjit prune model.onnx --sparsity 0.9 --method magnitude -o pruned.onnx
+    cnnjit quantize model.onnx --calibration random -o model.int8.onnx
+
+One module per command (``HELP``, ``EPILOG``, ``parents()``, ``add_arguments(parser)``, ``main(args)``);
+the flags they share are declared once, as parent parsers, in ``flags``. Exit codes: 0 success, 1 a model
+error (any ``cnnjit.CnnjitError``) or a failed step, 2 a usage error. Errors are one line plus a hint on
+stderr; ``--debug`` adds the traceback, ``--verbose`` turns on the ``cnnjit`` logger, ``--json`` prints one
+JSON document on stdout instead of tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import sys
+import traceback
+from typing import Any
+
+import numba
+import onnx
+
+from cnnjit import __version__
+from cnnjit.errors import CnnjitError
+
+from . import bench, cache, conformance, graph, inspect, profile, prune, quantize, run, warm
+from . import compile as compile_command
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir
+from .flags import global_options
+from .output import clean, emit_json
+
+#: the commands in ``--help`` order, by name
+COMMANDS = {"run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
+            "conformance": conformance, "cache": cache, "warm": warm, "compile": compile_command,
+            "prune": prune, "quantize": quantize}
+
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, **kw: Any):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(f"cnnjit {__version__} (numba {numba.__version__}, onnx {onnx.__version__}, "
+              f"Python {platform.python_version()})")
+        raise SystemExit(EXIT_OK)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cnnjit`` parser: global options, then one subparser per module in ``COMMANDS``."""
+    common = global_options()
+    parser = Parser(prog="cnnjit", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description="cnnjit: a JIT compiler for tiny CNNs (ONNX in, numba kernels out).",
+                    epilog="example:\n  cnnjit run model.onnx --random\n\n"
+                           "'cnnjit COMMAND --help' describes each command. Exit codes: 0 ok, 1 model error "
+                           "(or failed step), 2 usage error.")
+    parser.add_argument("--version", action=_Version)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, mod in COMMANDS.items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[*mod.parents(), common],
+                           epilog=mod.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.main)
+    return parser
+
+
+# =========================================================================================================
+# errors and the entry point
+# =========================================================================================================
+_HINTS = {
+    "UnsupportedOpError": "'cnnjit conformance' lists the operators cnnjit supports",
+    "InputError": "'cnnjit inspect MODEL' shows the model's inputs and their shapes",
+    "ShapeError": "the model's shapes are inconsistent; check it with onnx.checker.check_model(model, full_check=True)",
+    "ModelError": "is it an ONNX model? check it with: python -c \"import onnx; onnx.checker.check_model('MODEL')\"",
+    "ResourceLimitError": "the model is larger than cnnjit's limits for tiny CNNs",
+    "CompileError": "rerun with --debug for the traceback, and report it with the model",
+    "IRError": "this is a compiler bug: rerun with --debug for the traceback, and report it with the model",
+}
+
+
+def one_line(message: str) -> tuple[str, str]:
+    """A multi-line error message as (one line, extra hint): bullet lines are folded into the first line."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if not lines:
+        return "", ""
+    bullets = [ln[2:] for ln in lines[1:] if ln.startswith("- ")]
+    rest = [ln for ln in lines[1:] if not ln.startswith("- ")]
+    first = lines[0]
+    if bullets:
+        first = first.rstrip(":") + ": " + "; ".join(bullets[:3]) + (f"; and {len(bullets) - 3} more"
+                                                                      if len(bullets) > 3 else "")
+    return clean(first, 400), clean(" ".join(rest), 300)
+
+
+def _report(cmd: str, kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
+    line, extra = one_line(message)
+    print(f"{cmd}: error: {line}", file=sys.stderr)
+    h = hint or extra
+    if h:
+        print(f"hint: {clean(h, 300)}", file=sys.stderr)
+    if as_json:
+        emit_json({"error": line, "type": kind, "hint": h or None, "exit_code": code})
+    return code
+
+
+def _setup_logging(level: int) -> None:
+    if level <= 0:
+        return
+    log = logging.getLogger("cnnjit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cnnjit: %(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO if level == 1 else logging.DEBUG)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``cnnjit`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    as_json = bool(getattr(args, "json", False))
+    debug = bool(getattr(args, "debug", False))
+    args.json = as_json
+    _setup_logging(int(getattr(args, "verbose", 0) or 0))
+    cmd = f"cnnjit {args.command}"
+    try:
+        check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
+        return int(args.func(args))
+    except (UsageError, CnnjitError, CliError) as e:
+        if debug:
+            traceback.print_exc()
+        if isinstance(e, UsageError):
+            return _report(cmd, "UsageError", str(e), e.hint or f"{cmd} --help shows the options and an example",
+                           EXIT_USAGE, as_json)
+        if isinstance(e, CliError):
+            return _report(cmd, "CliError", str(e), e.hint, EXIT_ERROR, as_json)
+        hint = _HINTS.get(type(e).__name__, "")
+        if "does not exist" in str(e) or "is a folder" in str(e):
+            hint = "check the path (relative paths start from the current folder)"
+        return _report(cmd, type(e).__name__, str(e), hint, EXIT_ERROR, as_json)
+    except KeyboardInterrupt:
+        print(f"{cmd}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed early (``cnnjit inspect m.onnx | head``): not an error
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - the one place that turns a bug into a clear message
+        if debug:
+            raise
+        return _report(cmd, type(e).__name__, f"internal error: {type(e).__name__}: {e}",
+                       "rerun with --debug for the traceback, and report it with the model", EXIT_ERROR, as_json)
+
+
+__all__ = ["main", "build_parser", "COMMANDS", "one_line"]

@@ -1,0 +1,196 @@
+"""What the ``cnnjit`` commands share besides their flags (``flags``) and output (``output``): exit codes and
+error classes, checking argument values, and loading and compiling the model.
+
+A command whose library call cannot honour a compile option yet refuses it with a usage error (``refuse``)
+instead of ignoring it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+
+import cnnjit
+from cnnjit.compiler.codegen.threads import default_wait_policy
+from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.frontend.onnx_import import value_inputs
+from cnnjit.compiler.passes import check_pass_names, default_pipeline, parse_dump_ir
+from cnnjit.errors import InputError, ModelError
+
+from .output import note
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit code 2)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class CliError(Exception):
+    """A step failed for a reason outside the model (missing tool, unwritable file...; exit code 1)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors plus a hint, exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"hint: {self.prog} --help shows the options and an example", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+# =========================================================================================================
+# argument checking
+# =========================================================================================================
+def refuse(args: argparse.Namespace, *flags: str) -> None:
+    """Usage error for the compile options among ``flags`` that were given but this command cannot honour
+    yet (the library function it calls does not take them)."""
+    given = [f for f in flags if (f == "--threads" and args.threads != 1) or (f == "--unfused" and args.unfused)]
+    if given:
+        raise UsageError(f"cnnjit {args.command} does not support {' or '.join(given)} yet",
+                         f"run it without {' and '.join(given)}")
+
+
+def parse_assignments(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    """``NAME=VALUE`` items into a dict (a usage error names the bad item, or a NAME given twice)."""
+    out: dict[str, str] = {}
+    for it in items or []:
+        name, sep, value = it.rpartition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"{what} {it!r} is not NAME=VALUE", f"example: {what} input_1=1,3,32,32")
+        if out.get(name, value) != value:
+            raise UsageError(f"{what} gives {name!r} twice ({out[name]} and {value})")
+        out[name] = value
+    return out
+
+
+def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    """``--shape`` items (``NAME=1,3,32,32`` or ``NAME=1x3x32x32``) as ``{name: dims}``, every item kept."""
+    shapes = {}
+    for name, value in parse_assignments(items, "--shape").items():
+        try:
+            dims = tuple(int(d) for d in value.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise UsageError(f"--shape {name}={value}: dimensions must be integers",
+                             "example: --shape input_1=1,3,32,32") from None
+        if any(d < 0 for d in dims):
+            raise UsageError(f"--shape {name}={value}: dimensions must be >= 0")
+        shapes[name] = dims
+    return shapes
+
+
+def check_pass_name(name: str, flag: str) -> None:
+    """Usage error listing the real passes (in pipeline order) if ``name`` is not one."""
+    try:
+        check_pass_names([name], flag, list(dict.fromkeys(p.name for p in default_pipeline())))
+    except InputError as e:
+        raise UsageError(str(e)) from None
+
+
+def check_dump_ir(value: str) -> None:
+    """``CNNJIT_DUMP_IR`` checked before any work (a usage error listing the real passes), not mid-compile."""
+    try:
+        parse_dump_ir(value)
+    except InputError as e:
+        raise UsageError(str(e), "fix or unset CNNJIT_DUMP_IR") from None
+
+
+def check_model_path(path: str) -> None:
+    """``ModelError`` (exit 1) for a missing file or a folder, before any loading."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model file {path!r} does not exist")
+    if p.is_dir():
+        raise ModelError(f"{path!r} is a folder, not an .onnx model file")
+
+
+# =========================================================================================================
+# loading and compiling
+# =========================================================================================================
+def use_threads(n: int) -> None:
+    """Run numba with ``n`` threads (``--threads``); 1 leaves numba's pool alone (nothing runs in parallel)."""
+    if n < 1:
+        raise UsageError(f"--threads must be >= 1, got {n}")
+    if n > 1:
+        default_wait_policy()  # before the pool starts, as cnnjit.compile(threads=N) would
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, fuse: bool = True,
+                  threads: int = 1, quiet: bool = False
+                  ) -> tuple[Any, dict[str, tuple[int, ...]], list[str], float]:
+    """Compile ``path`` for concrete input shapes (symbolic dims -> 1, noted); returns (model, shapes, notes, s)."""
+    from cnnjit.inspect_model import resolve_shapes
+
+    check_model_path(path)
+    use_threads(threads)
+    t0 = time.perf_counter()
+    proto = load_model(path)
+    by_value = value_inputs(proto)
+    if by_value:
+        raise UsageError(f"input(s) {sorted(by_value)} set shapes or attributes of the model: the command line "
+                         "cannot choose their values", "use the Python API: cnnjit.compile(path)(...)")
+    resolved, notes = resolve_shapes(proto, shapes)
+    if not quiet:
+        for n in notes:
+            note(n)
+    model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads)
+    return model, resolved, notes, time.perf_counter() - t0
+
+
+def save_model(model: Any, path: str) -> None:
+    """``model.save(path)`` (a pruned or quantized model); an unwritable path is a ``CliError`` naming it."""
+    try:
+        model.save(path)
+    except OSError as e:
+        raise CliError(f"cannot write {path!r}: {e}") from e
+
+
+def trace_model(args: argparse.Namespace) -> Any:
+    """``cnnjit.inspect_model.trace`` of ``args.model`` with ``--shape``/``--unfused``/``--threads`` (notes on
+    stderr)."""
+    from cnnjit.inspect_model import trace
+
+    t = trace(args.model, parse_shapes(args.shape), fuse=not args.unfused, threads=args.threads)
+    if not args.json:
+        for n in t.notes:
+            note(n)
+    return t
+
+
+def random_inputs(model: Any, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, Any]:
+    """Seeded random data for the inputs named in ``shapes``: standard normal floats, small integers (-10..10
+    within the dtype's range), random booleans."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for s in model.inputs:
+        if s.name not in shapes:
+            continue
+        dt = np.dtype(s.dtype)
+        shape = shapes[s.name]
+        if dt.kind == "f":
+            feeds[s.name] = rng.standard_normal(shape).astype(dt)
+        elif dt.kind == "b":
+            feeds[s.name] = rng.integers(0, 2, shape).astype(dt)
+        elif dt.kind in "iu":
+            info = np.iinfo(dt)
+            feeds[s.name] = rng.integers(max(info.min, -10), min(info.max, 10) + 1, shape).astype(dt)
+        else:
+            raise UsageError(f"cannot make random data for input {s.name!r} of dtype {dt}",
+                             f"give it with --input {s.name}=FILE.npy")
+    return feeds

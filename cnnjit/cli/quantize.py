@@ -1,0 +1,81 @@
+"""``cnnjit quantize``: post-training int8 quantization (``cnnjit.quantize``) of a float model to QDQ ONNX."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from cnnjit.compiler.frontend.loader import input_specs, load_model
+from cnnjit.quantize import quantize
+
+from .common import EXIT_OK, UsageError, check_model_path, save_model
+from .flags import model_argument, output_option
+from .output import emit_json
+
+HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
+EPILOG = """example:
+  cnnjit quantize resnet8.onnx --calibration random -o resnet8.int8.onnx
+  cnnjit quantize kws.onnx --calibration calib/ --activations int8 --method entropy -o kws.int8.onnx --json
+
+Writes a standard QDQ model (onnxruntime runs it too; 'cnnjit run' compiles it to integer kernels) and prints
+per-layer scales and the output deviation from the float model on the calibration inputs. --calibration is
+'random' (seeded standard-normal inputs) or a folder of .npy (single input) / .npz (by input name) files."""
+
+
+def parents() -> list[argparse.ArgumentParser]:
+    return [model_argument("an .onnx file (float)"),
+            output_option("OUT.onnx", "where to write the QDQ model", required=True)]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", required=True, metavar="random|DIR",
+                   help="'random' or a folder of .npy/.npz calibration inputs")
+    p.add_argument("--activations", choices=("uint8", "int8"), default="uint8", help="activation type (uint8)")
+    p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="range calibration (default minmax)")
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
+    p.add_argument("--batches", type=int, default=16, help="calibration batches to use (default 16; 0: all files)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random calibration inputs (default 0)")
+
+
+def main(args: argparse.Namespace) -> int:
+    check_model_path(args.model)
+    batches = _calibration_batches(args.model, args.calibration, args.batches, args.seed)
+    try:
+        q = quantize(args.model, batches, per_channel=not args.per_tensor, activations=args.activations,
+                     method=args.method)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    save_model(q, args.output)
+    if args.json:
+        emit_json({"model": args.model, "output": args.output, "options": q.options,
+                   "activations": {k: {"scale": s, "zero_point": z} for k, (s, z) in q.activations.items()},
+                   "deviation": q.deviation})
+        return EXIT_OK
+    print(q.report())
+    print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _calibration_batches(model: str, source: str, count: int, seed: int) -> list[dict]:
+    """``random``: ``count`` seeded standard-normal batches; else a folder of .npy/.npz files."""
+    specs = list(input_specs(load_model(model)))
+    if source == "random":
+        rng = np.random.default_rng(seed)
+        return [{s.name: rng.standard_normal(tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.dims))
+                 .astype(s.dtype) for s in specs} for _ in range(count)]
+    folder = Path(source)
+    if not folder.is_dir():
+        raise UsageError(f"--calibration must be 'random' or a folder of .npy/.npz files, got {source!r}")
+    batches = []
+    for f in sorted(folder.iterdir()):
+        if f.suffix == ".npy" and len(specs) == 1:
+            batches.append({specs[0].name: np.load(f)})
+        elif f.suffix == ".npz":
+            with np.load(f) as z:
+                batches.append({k: z[k] for k in z.files})
+    if not batches:
+        raise UsageError(f"no calibration batches (.npy for single-input models, .npz otherwise) in {source!r}")
+    return batches[:count] if count > 0 else batches
