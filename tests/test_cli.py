@@ -372,7 +372,8 @@ def test_inspect_and_profile_take_the_compile_options(model_path: Path) -> None:
     r = run_cli("profile", model_path, "--json", "--unfused", "--runs", "2")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["calls"]) == unfused["totals"]["kernel_calls"]
-    line = assert_one_line_error(run_cli("compile", model_path, "--target", "aarch64-linux-gnu", "--threads", "2"), 2)
+    line = assert_one_line_error(run_cli("compile", model_path, "--target", "aarch64-linux-gnu", "--threads", "2",
+                                         "-o", str(model_path.parent / "build")), 2)
     assert "does not support --threads" in line
 
 

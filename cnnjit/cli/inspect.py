@@ -72,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
         "passes: " + ", ".join(t.pipeline),
     ]
     print_table(f"{clean(t.name, 40)} ({shapes_text(t.shapes)}){' unfused' if args.unfused else ''}",
-                ["#", "op", "name", "inputs", "outputs", "params", "FLOPs", "kernel", "variant", "fused from"], table_rows,
+                ["#", "op", "name", "inputs", "outputs", "params", "FLOPs", "kernel", "variant", "fused from"],
+                table_rows,
                 right=("#", "params", "FLOPs"), footer=footer)
     return EXIT_OK
 
