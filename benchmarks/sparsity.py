@@ -5,7 +5,7 @@
 
 Variants: dense (the original model), unstructured magnitude pruning at each sparsity, 2:4, and 50% channel
 pruning (``cnnjit.prune``). Pointwise-layer time is the sum over the schedule's 1x1 Conv calls
-(``runtime.profile.profile_calls``, median per call) with the kernel forced dense (``sparse_threshold=2``),
+(``cnnjit.profile.profile_calls``, median per call) with the kernel forced dense (``sparse_threshold=2``),
 forced sparse (``0``) and chosen automatically (default threshold); end to end is ``harness.measure``
 (interleaved) of the automatic compile against the dense original. Writes
 ``benchmarks/results/sparsity.{json,md,png}`` (``sparsity_crossover.*`` with ``--crossover``).

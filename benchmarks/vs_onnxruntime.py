@@ -11,13 +11,13 @@ onnxruntime thread counts are set before anything is imported:
 * N > 1 threads: one process per model *and engine* (numba's and onnxruntime's thread pools fight when
   both live in one process; onnxruntime's workers spin), run back to back.
 
-Each worker also measures the machine's peak for its thread count (``runtime.profile.measured_peak``:
+Each worker also measures the machine's peak for its thread count (``cnnjit.profile.measured_peak``:
 by default a generated vector FMA loop; ``--peak sgemm`` uses numpy's matmul), and the tables use the
 highest peak seen at that thread count. Reported: median and min latency of ``--runs`` timed runs after
 ``--warmup`` warm-up rounds, the ratio cnnjit / onnxruntime (medians), GFLOP/s (2 x MACs of
 Conv/Gemm/MatMul, ``models.count_flops``) and % of the peak, the issue's target ratio, and the max
 difference to onnxruntime's output. ``--profile`` adds a per-layer profile of the named models (default
-ResNet-8 and MobileNetV2-224; 1 thread, the real compiled schedule, ``runtime.profile.profile_model``) with
+ResNet-8 and MobileNetV2-224; 1 thread, the real compiled schedule, ``cnnjit.profile.profile_model``) with
 the share of peak reached on the compute-bound conv layers.
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
