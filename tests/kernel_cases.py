@@ -11,10 +11,13 @@ Each test file's ``test_reference_matches_onnxruntime`` runs its case generators
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import onnx
 import onnxruntime as ort
-from hypothesis import HealthCheck, assume, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -25,7 +28,7 @@ RTOL = 1e-4
 ATOL = 1e-5
 
 
-def kernel_settings(max_examples: int = 25):
+def property_settings(max_examples: int = 25):
     """Per-test settings on top of the loaded profile (tests/conftest.py: "ci" = 25 derandomized examples).
 
     ``max_examples`` is given relative to the ci profile's 25 and scaled with the active profile, so
@@ -137,3 +140,27 @@ def check_reference(case: Case) -> None:
     for got, exp in zip(outs, case.expected, strict=True):
         assert got.shape == exp.shape, f"onnxruntime shape {got.shape} != reference {exp.shape}"
         np.testing.assert_allclose(got.astype(np.float64), exp, rtol=case.rtol, atol=case.atol)
+
+
+def kernel_test(cases: st.SearchStrategy[Case], max_examples: int) -> Callable[[Case], None]:
+    """A test that compiles ``max_examples`` cases drawn from ``cases`` and checks each (``check_cnnjit``)."""
+
+    @property_settings(max_examples)
+    @given(case=cases)
+    def test(case: Case) -> None:
+        check_cnnjit(case)
+
+    return test
+
+
+def reference_test(families: dict[str, st.SearchStrategy[Case]]) -> Callable[[str, st.DataObject], None]:
+    """A test, parametrized by family, that the numpy references of each family's cases agree with
+    onnxruntime (``check_reference``)."""
+
+    @pytest.mark.parametrize("family", sorted(families))
+    @property_settings(15)
+    @given(data=st.data())
+    def test(family: str, data: st.DataObject) -> None:
+        check_reference(data.draw(families[family], label="case"))
+
+    return test

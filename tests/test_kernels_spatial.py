@@ -1,8 +1,6 @@
-"""Hypothesis property tests of the convolution and pooling kernels (1-3 spatial dims, groups, pads,
-strides, dilations, auto_pad, ceil_mode) and of conv blocks with fused epilogues, against numpy references.
-
-The machinery (one-node models, settings, the comparison) is in ``kernel_cases.py``; the references are in
-``reference_np.py``.
+"""Property tests of the windowed kernels against the numpy references in ``reference_np.py``: convolution
+and pooling (1-3 spatial dims, groups, pads, strides, dilations, auto_pad, ceil_mode) and conv blocks with
+fused epilogues (bias, BN-like, residual, activations, swish, a pool after). Machinery: ``kernel_cases.py``.
 """
 
 from __future__ import annotations
@@ -10,21 +8,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import reference_np as ref
-from hypothesis import assume, given
+from hypothesis import assume
 from hypothesis import strategies as st
-from kernel_cases import (
-    ATOL,
-    Case,
-    check_cnnjit,
-    check_reference,
-    draw_rng,
-    kernel_settings,
-    make_model,
-    normal,
-    one_node_case,
-)
+from kernel_cases import ATOL, Case, draw_rng, kernel_test, make_model, normal, one_node_case, reference_test
 from onnx import helper
 
 # ---------------------------------------------------------------------------------------------
@@ -109,16 +96,10 @@ def conv_cases(draw, ndims=(1, 1, 2, 2, 2, 3)):
                          atol=ATOL * max(1.0, math.sqrt(red)), ort_ok=ort_ok, seed=seed)
 
 
-@kernel_settings(60)
-@given(case=conv_cases(ndims=(1, 2)))
-def test_conv_1d_2d(case):
-    check_cnnjit(case)
+test_conv_1d_2d = kernel_test(conv_cases(ndims=(1, 2)), 60)
 
 
-@kernel_settings(20)
-@given(case=conv_cases(ndims=(3,)))
-def test_conv_3d(case):
-    check_cnnjit(case)
+test_conv_3d = kernel_test(conv_cases(ndims=(3,)), 20)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,16 +151,10 @@ def pool_cases(draw, op=None, ndims=(1, 2, 2, 3)):
     return one_node_case(desc, op, {"x": x}, {}, ["x"], expected, attrs=attrs, seed=seed)
 
 
-@kernel_settings(40)
-@given(case=pool_cases(op="MaxPool"))
-def test_maxpool(case):
-    check_cnnjit(case)
+test_maxpool = kernel_test(pool_cases(op="MaxPool"), 40)
 
 
-@kernel_settings(40)
-@given(case=pool_cases(op="AveragePool"))
-def test_averagepool(case):
-    check_cnnjit(case)
+test_averagepool = kernel_test(pool_cases(op="AveragePool"), 40)
 
 
 @st.composite
@@ -193,10 +168,7 @@ def global_pool_cases(draw):
     return one_node_case(f"{op} shape={shape}", op, {"x": x}, {}, ["x"], expected, seed=seed)
 
 
-@kernel_settings(15)
-@given(case=global_pool_cases())
-def test_global_pool(case):
-    check_cnnjit(case)
+test_global_pool = kernel_test(global_pool_cases(), 15)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,27 +258,17 @@ def conv_block_cases(draw):
     return Case(desc, model, inputs, expected, atol=1e-4)
 
 
-@kernel_settings(30)
-@given(case=conv_block_cases())
-def test_conv_block(case):
-    check_cnnjit(case)
+test_conv_block = kernel_test(conv_block_cases(), 30)
 
 
 # ---------------------------------------------------------------------------------------------
 # the oracle itself must agree with onnxruntime
 # ---------------------------------------------------------------------------------------------
 
-_FAMILIES = {
+test_reference_matches_onnxruntime = reference_test({
     "conv": conv_cases(),
     "maxpool": pool_cases(op="MaxPool"),
     "averagepool": pool_cases(op="AveragePool"),
     "global_pool": global_pool_cases(),
     "conv_block": conv_block_cases(),
-}
-
-
-@pytest.mark.parametrize("family", sorted(_FAMILIES))
-@kernel_settings(15)
-@given(data=st.data())
-def test_reference_matches_onnxruntime(family, data):
-    check_reference(data.draw(_FAMILIES[family], label="case"))
+})
