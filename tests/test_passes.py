@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import ort_session
+from conftest import ops_of, ort_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -188,10 +188,6 @@ def test_random_graphs_fire_every_fusion_pass() -> None:
 
 
 # -- targeted: each pattern fires, and does not fire where it must not ----------------------------------
-def ops_of(model: cnnjit.runtime.CompiledModel) -> list[str]:
-    return [n.op for n in model.ir.nodes]
-
-
 def fused_of(model: cnnjit.runtime.CompiledModel) -> list[list[str]]:
     return [n.meta.get("fused", []) for n in model.ir.nodes]
 

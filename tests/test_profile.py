@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ops_of
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -37,10 +38,6 @@ def conv_stack(channels: int = 16, size: int = 16, layers: int = 5):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
-
-
-def ops_of(model: cnnjit.runtime.CompiledModel) -> list[str]:
-    return [n.op for n in model.ir.nodes]
 
 
 def timed_run(spec: Specialization, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
