@@ -118,6 +118,11 @@ def ort_session(model: onnx.ModelProto | str | os.PathLike | bytes):
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+def ops_of(model) -> list[str]:
+    """The ops of a compiled model's IR after the passes, in schedule order (``model.ir.nodes``)."""
+    return [n.op for n in model.ir.nodes]
+
+
 def as_output_list(y) -> list[np.ndarray]:
     """A model call's result as a list: one output is an array, several a list/tuple."""
     if isinstance(y, (list, tuple)):

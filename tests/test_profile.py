@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ops_of
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -12,8 +13,10 @@ from cnnjit.profile import (
     fma_peak_gflops,
     profile_model,
     profile_schedule,
+    timed_entry,
     timed_source,
 )
+from cnnjit.runtime.model import Specialization
 
 
 def conv_stack(channels: int = 16, size: int = 16, layers: int = 5):
@@ -34,6 +37,17 @@ def conv_stack(channels: int = 16, size: int = 16, layers: int = 5):
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     m.ir_version = 8
     return m
+
+
+def timed_run(spec: Specialization, feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One run of the timed entry (``timed_entry``) on fresh buffers: (the outputs, the counter reads)."""
+    p = spec.program
+    bufs = p.allocate()
+    for b in p.inputs:
+        bufs[b.buffer][b.offset:b.offset + b.size] = feeds[b.name].reshape(-1)
+    ts = np.zeros(len(p.calls) + 1, np.int64)
+    timed_entry(p)(*[bufs[n] for n in p.buffer_names], ts)
+    return [bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape).copy() for b in p.outputs], ts
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +84,19 @@ def test_timed_profile_adds_up_to_a_real_run(compiled) -> None:
     # the parts add up to the whole timed run, and the timed run is the real run (loose: shared machine)
     assert prof.sum_s == pytest.approx(prof.timed_run_s, rel=0.15)
     assert prof.sum_s == pytest.approx(prof.run_s, rel=0.5)
-    # the profiled runs compute the same thing as the model
-    assert spec.program.meta["timed_entry"] is not None
+    # one timing per kernel call: five fused Conv+Relu layers and the pool, in schedule order
+    assert [c.op for c in prof.calls] == ["Conv"] * 5 + ["GlobalAveragePool"] == ops_of(compiled)
+    # the profiled entry computes what the model computes, and reads the counter around every call
+    outs, ts = timed_run(spec, {"x": x})
+    np.testing.assert_array_equal(outs[0], compiled(x))
+    assert len(ts) == len(prof.calls) + 1 and ts[0] > 0 and np.all(np.diff(ts) >= 0)
 
 
 def test_calls_mode_and_profile_model(compiled) -> None:
     spec = compiled._default_spec()
     prof = profile_schedule(spec, repeat=3, warmup=1, mode="calls")
-    assert prof.mode == "calls" and len(prof.calls) == len(spec.program.calls)
+    assert prof.mode == "calls" and [c.op for c in prof.calls] == ops_of(compiled)
+    assert len(prof.calls) == len(spec.program.calls) and all(len(c.times_ns) == 3 for c in prof.calls)
     with pytest.raises(ValueError):
         profile_schedule(spec, repeat=1, mode="nope")
     doc = profile_model(conv_stack(), repeat=5, warmup=1)

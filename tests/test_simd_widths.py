@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -115,8 +115,7 @@ def test_pool_kernels_at_width(width, case) -> None:
         attrs["count_include_pad"] = case["cip"]
         expected = ref.avg_pool(x, [k, k], strides=[s, s], pads=case["pads"], ceil_mode=case["ceil"],
                                 count_include_pad=case["cip"])
-    if not np.all(np.isfinite(expected)):
-        return  # a window entirely in padding has no defined value (see reference_np)
+    assume(np.all(np.isfinite(expected)))  # a window entirely in padding has no defined value (reference_np)
     with target_vector_width(width):
         model = cnnjit.compile(_model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {}))
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
