@@ -11,8 +11,9 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .spatial import as3d
+from .template import Template, window_lines
 
-CONVT_SRC = '''
+CONVT_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
     cg = C // G
@@ -38,15 +39,7 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                         for kw in range(KW):
                             wv = wb[wbase + (kd * KH + kh) * KW + kw]
                             offw = kw * dw - pw
-                            # input columns whose output column ow = iw * sw + offw is inside [0, OW)
-                            lo = 0
-                            if offw < 0:
-                                lo = (-offw + sw - 1) // sw
-                            if OW - 1 - offw < 0:
-                                continue
-                            hi = min(W, (OW - 1 - offw) // sw + 1)
-                            if hi <= lo:
-                                continue
+{WINDOW}
                             for idd in range(D):
                                 od = idd * sd + kd * dd - pd
                                 if od < 0 or od >= OD:
@@ -59,7 +52,7 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                                     xrow = xbase + (idd * H + ih) * W
                                     for iw in range(lo, hi):
                                         yb[U(yrow + iw * sw)] += wv * xb[U(xrow + iw)]
-'''
+''', WINDOW="\n".join(window_lines(" " * 28, transposed=True))).fill()
 
 
 @generator("ConvTranspose")

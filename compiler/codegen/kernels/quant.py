@@ -16,9 +16,11 @@ from cnnjit.ir.ops.quant import QUANT_RANGES, matmul_qparam, qrange
 from cnnjit.ir.types import DTYPES
 
 from ..kernel import KernelCall, Param, generator, note
+from .epilogue import int32_store, requantize
 from .spatial import as3d, spatial3d
+from .template import Template
 
-QUANT_SRC = '''
+QUANT_SRC = Template('''
 def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t, lo, hi):
     i = 0
     for o in range(outer):
@@ -26,11 +28,11 @@ def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t, lo
             q = o * s_o + (c // B) * s_c
             for t in range(inner):
                 k = q + t * s_t
-                v = np.rint(FT(FT(xb[xo + i]) / FT(sb[so + k]))) + np.float64(zb[zo + k])
+                v = np.rint({FT}({FT}(xb[xo + i]) / {FT}(sb[so + k]))) + np.float64(zb[zo + k])
                 v = min(max(v, lo), hi)
                 yb[yo + i] = np.int64(v)
                 i += 1
-'''
+''')
 
 #: the float type the division runs in -> its name in kernel source (our own table, never model text)
 _FLOAT_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
@@ -57,12 +59,12 @@ def gen_quantize(node: Node) -> list[KernelCall]:
         B = int(a["block_size"])
         shape_args = [outer, C, inner, B, scale.shape[ax] * inner, inner, 1] if B else [outer, C, inner, 1, 0, 1, 0]
     lo, hi = QUANT_RANGES[a["dtype"]]
-    src = QUANT_SRC.replace("FT", fname)
+    src = QUANT_SRC.fill(FT=fname)
     return [KernelCall(src, [x, scale, zp, y, *shape_args, float(lo), float(hi)], note(node))]
 
 
 # -- convolutions ------------------------------------------------------------------------------------------
-CONV_INT_SRC = '''
+CONV_INT_SRC = Template('''
 def kernel(xb, xo, wb, wo, xzb, xzo, wzb, wzo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, swz{params}):
     cg = C // G
@@ -100,22 +102,17 @@ def kernel(xb, xo, wb, wo, xzb, xzo, wzb, wzo, yb, yo, N, C, D, H, W, M, OD, OH,
                                         acc += (np.int64(xb[xrow + iw]) - xz) * (np.int64(wb[wrow + kw]) - wz)
 {epilogue}
                         y += 1
-'''
+''')
 
-_INT_EPILOGUE = "                        yb[y] = np.int32(acc)"
 _QLINEAR_PARAMS = ", xsb, xso, wsb, wso, ysb, yso, yzb, yzo, bb, bo, sws, has_bias, lo, hi"
 _QLINEAR_PROLOGUE = '''            mult = np.float32(np.float32(np.float32(xsb[xso]) * np.float32(wsb[wso + m * sws]))
                               / np.float32(ysb[yso]))
             yz = np.float64(yzb[yzo])
             bias = np.int64(bb[bo + m]) if has_bias else 0'''
-_QLINEAR_EPILOGUE = '''                        acc32 = np.int32(acc + bias)
-                        v = np.float64(np.rint(np.float32(np.float32(acc32) * mult))) + yz
-                        v = min(max(v, lo), hi)
-                        yb[y] = np.int64(v)'''
+_QLINEAR_EPILOGUE = "                        acc32 = np.int32(acc + bias)\n" + requantize(" " * 24, "acc32")
 
-CONV_INTEGER_SRC = CONV_INT_SRC.format(params="", prologue="            pass", epilogue=_INT_EPILOGUE)
-QLINEAR_CONV_SRC = CONV_INT_SRC.format(params=_QLINEAR_PARAMS, prologue=_QLINEAR_PROLOGUE,
-                                       epilogue=_QLINEAR_EPILOGUE)
+CONV_INTEGER_SRC = CONV_INT_SRC.fill(params="", prologue="            pass", epilogue=int32_store(" " * 24))
+QLINEAR_CONV_SRC = CONV_INT_SRC.fill(params=_QLINEAR_PARAMS, prologue=_QLINEAR_PROLOGUE, epilogue=_QLINEAR_EPILOGUE)
 
 
 def _conv_args(node: Node, x, w, xz, wz) -> list:
@@ -147,7 +144,7 @@ def gen_qlinear_conv(node: Node) -> list[KernelCall]:
 
 
 # -- matrix products ---------------------------------------------------------------------------------------
-MATMUL_INT_SRC = '''
+MATMUL_INT_SRC = Template('''
 def kernel(ab, ao, bb, bo, azb, azo, bzb, bzo, yb, yo, ofs, ofo, nbatch, M, N, K, saz, sbz{params}):
     for t in range(nbatch):
         a0 = ao + ofs[ofo + 4 * t]
@@ -165,20 +162,17 @@ def kernel(ab, ao, bb, bo, azb, azo, bzb, bzo, yb, yo, ofs, ofo, nbatch, M, N, K
                     acc += (np.int64(ab[a0 + m * K + k]) - za) * (np.int64(bb[b0 + k * N + n]) - zb)
 {epilogue}
                 y += 1
-'''
+''')
 
 _MM_QPARAMS = ", asb, aso, bsb, bso, ysb, yso, yzb, yzo, sas, sbs, sys, syz, lo, hi"
 _MM_QPROLOGUE = '''            sa = np.float32(asb[aso + m * sas])
             sy = np.float32(ysb[yso + m * sys])
             yz = np.float64(yzb[yzo + m * syz])'''
-_MM_QEPILOGUE = '''                mult = np.float32(np.float32(sa * np.float32(bsb[bso + n * sbs])) / sy)
-                v = np.float64(np.rint(np.float32(np.float32(np.int32(acc)) * mult))) + yz
-                v = min(max(v, lo), hi)
-                yb[y] = np.int64(v)'''
+_MM_QEPILOGUE = ("                mult = np.float32(np.float32(sa * np.float32(bsb[bso + n * sbs])) / sy)\n"
+                 + requantize(" " * 16, "np.int32(acc)"))
 
-MATMUL_INTEGER_SRC = MATMUL_INT_SRC.format(params="", prologue="            pass",
-                                           epilogue="                yb[y] = np.int32(acc)")
-QLINEAR_MATMUL_SRC = MATMUL_INT_SRC.format(params=_MM_QPARAMS, prologue=_MM_QPROLOGUE, epilogue=_MM_QEPILOGUE)
+MATMUL_INTEGER_SRC = MATMUL_INT_SRC.fill(params="", prologue="            pass", epilogue=int32_store(" " * 16))
+QLINEAR_MATMUL_SRC = MATMUL_INT_SRC.fill(params=_MM_QPARAMS, prologue=_MM_QPROLOGUE, epilogue=_MM_QEPILOGUE)
 
 
 def _batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], mat: int) -> np.ndarray:

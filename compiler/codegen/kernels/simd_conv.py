@@ -16,20 +16,17 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, row_load, scalar_epilogue
+from .epilogue import Epilogue
+from .simd_pointwise import row_load
+from .template import source
 
 
 def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
-    from .elementwise import epilogue
-
-    res_params, res_args = residual_operands(node)
-    _, in_reg = _vec_epilogue(node, "a", "0", w, True)
-    scalar_lines, _, _ = epilogue(node, 3, "q", "")
-
+    epi = Epilogue(node, w, True)
     fast, fast_ok, edge = row_load(w, sw)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
-        + "".join(", " + p for p in res_params) + "):",
+        + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    ksz = KH * KW",
@@ -60,16 +57,11 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
     ]
     for i in range(mr):
         idx = f"((n * M + m + {i}) * OH + oh) * OW + ow0"
-        if in_reg:
-            L += ["                    " + ln for ln in _vec_epilogue(node, f"a{i}", idx, w, True)[0]]
+        L += epi.vector(" " * 20, f"a{i}", idx, w, True)
         L.append(f"                    vstoren{w}(yb, yo + {idx}, a{i}, cnt)")
-    if not in_reg and scalar_lines:
-        L += [
-            f"                    for i in range({mr}):",
-            "                        for j in range(cnt):",
-            *scalar_epilogue(" " * 28, "((n * M + m + i) * OH + oh) * OW + ow0 + j", scalar_lines),
-        ]
-    return "\n".join(L) + "\n", res_args
+    L += epi.after(" " * 20, [f"for i in range({mr}):", "for j in range(cnt):"],
+                   "((n * M + m + i) * OH + oh) * OW + ow0 + j")
+    return source(L), epi.args
 
 
 def simd_conv_applies(node: Node) -> bool:

@@ -11,6 +11,9 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
+from .dense import MATMUL_SRC
+from .epilogue import with_epilogue
+from .template import Template, bind, window_lines
 
 
 def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
@@ -31,7 +34,7 @@ def spatial3d(node: Node) -> dict[str, tuple[int, int, int]]:
     }
 
 
-CONV_SRC = '''
+CONV_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias{PARAMS}):
     cg = C // G
@@ -53,15 +56,7 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                         for kw in range(KW):
                             wv = wb[wbase + (kd * KH + kh) * KW + kw]
                             offw = kw * dw - pw
-                            # output columns whose input column is inside [0, W)
-                            lo = 0
-                            if offw < 0:
-                                lo = (-offw + sw - 1) // sw
-                            hi = OW
-                            if OW > 0 and (OW - 1) * sw + offw >= W:
-                                hi = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
-                            if hi <= lo:
-                                continue
+{WINDOW}
                             for od in range(OD):
                                 idd = od * sd + kd * dd - pd
                                 if idd < 0 or idd >= D:
@@ -74,20 +69,7 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                                     xrow = xbase + (idd * H + ih) * W + offw
                                     for ow in range(lo, hi):
                                         yb[U(yrow + ow)] += wv * xb[U(xrow + ow * sw)]
-{EPILOGUE}'''
-
-
-def with_epilogue(template: str, node: Node, nbase: int, index: str, indent: str, store: str) -> tuple[str, list]:
-    """Fill a kernel template's {PARAMS} / {EPILOGUE} slots from the node's fused ``post`` steps."""
-    from .elementwise import epilogue
-
-    lines, params, args = epilogue(node, nbase, index, indent + "    ")
-    if not lines:
-        return template.replace("{PARAMS}", "").replace("{EPILOGUE}", ""), []
-    loop = [f"{indent}for i in range({store.split('|')[0]}):", f"{indent}    v = yb[U({store.split('|')[1]})]"]
-    loop += lines + [f"{indent}    yb[U({store.split('|')[1]})] = v"]
-    src = template.replace("{PARAMS}", "".join(", " + p for p in params)).replace("{EPILOGUE}", "\n".join(loop) + "\n")
-    return src, args
+{EPILOGUE}''', WINDOW="\n".join(window_lines(" " * 28)))
 
 
 def is_pointwise(node: Node, grouped: bool = False) -> bool:
@@ -132,10 +114,15 @@ def gen_conv(node: Node) -> list[KernelCall]:
     D, H, W = as3d(x.shape[2:])
     OD, OH, OW = as3d(y.shape[2:])
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
-    args = [x, w, bias, y, N, C, D, H, W, M, OD, OH, OW, *p["k"], *p["s"], *p["pb"], *p["d"],
-            node.attrs["group"], int(b is not None)]
-    src, extra = with_epilogue(CONV_SRC, node, 3, "ybase - yo + i", " " * 12, "osp|ybase + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(CONV_SRC, node, "ybase - yo + i", " " * 12, "osp", "ybase + i")
+    KD, KH, KW = p["k"]
+    sd, sh, sw = p["s"]
+    pd, ph, pw = p["pb"]
+    dd, dh, dw = p["d"]
+    args = bind(src, x=x, w=w, b=bias, y=y, N=N, C=C, D=D, H=H, W=W, M=M, OD=OD, OH=OH, OW=OW, KD=KD, KH=KH,
+                KW=KW, sd=sd, sh=sh, sw=sw, pd=pd, ph=ph, pw=pw, dd=dd, dh=dh, dw=dw, G=node.attrs["group"],
+                has_bias=int(b is not None), **res)
+    return [KernelCall(src, args, note(node))]
 
 
 POOL_SRC = '''
@@ -377,8 +364,6 @@ def gen_lrn(node: Node) -> list[KernelCall]:
 
 def gen_pointwise(node: Node) -> list[KernelCall]:
     """A 1x1, stride-1, unpadded, ungrouped Conv is a matrix product per image: Y[n] = W @ X[n] + b."""
-    from .dense import MATMUL_SRC
-
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     N, C = x.shape[:2]
@@ -387,7 +372,7 @@ def gen_pointwise(node: Node) -> list[KernelCall]:
     offs = np.zeros((N, 2), np.int64)
     offs[:, 1] = np.arange(N) * C * P  # A (the weights) is shared; B walks the images
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
-    args = [w, x, bias, node.outputs[0], Param(offs.reshape(-1)), N, M, P, C, C, 1, P, 1, 1, 0,
-            1.0, 1.0, int(b is not None)]
-    src, extra = with_epilogue(MATMUL_SRC, node, 3, "yr - yo + i", " " * 12, "N|yr + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(MATMUL_SRC, node, "yr - yo + i", " " * 12, "N", "yr + i")
+    args = bind(src, a=w, b=x, c=bias, y=node.outputs[0], of=Param(offs.reshape(-1)), nbatch=N, M=M, N=P, K=C,
+                sam=C, sak=1, sbk=P, sbn=1, scm=1, scn=0, alpha=1.0, beta=1.0, has_c=int(b is not None), **res)
+    return [KernelCall(src, args, note(node))]
