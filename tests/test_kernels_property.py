@@ -766,3 +766,33 @@ def test_reference_matches_onnxruntime(family, data):
     for got, exp in zip(outs, case.expected, strict=True):
         assert got.shape == exp.shape, f"onnxruntime shape {got.shape} != reference {exp.shape}"
         np.testing.assert_allclose(got.astype(np.float64), exp, rtol=case.rtol, atol=case.atol)
+
+
+def _residual_cases() -> list[Case]:
+    """Fused residual Adds whose inputs sit at unusual places: the conv's own input as its residual, one
+    tensor added twice, and a MatMul (two base inputs, no bias slot)."""
+    rng = np.random.default_rng(16)
+    x, r = _normal(rng, (1, 8, 5, 5)), _normal(rng, (1, 8, 5, 5))
+    w, a = _normal(rng, (8, 8, 1, 1)), _normal(rng, (24, 16))
+    c = ref.conv(x, w)
+    mx, mr = _normal(rng, (3, 24)), _normal(rng, (3, 16))
+    mm = ref._f64(mx) @ ref._f64(a) + ref._f64(mr)
+    return [
+        Case("Relu(Conv(x) + x)", make_model(
+            [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])], {"x": x}, {"y": c.shape}, {"w": w}),
+            {"x": x}, [np.maximum(c + ref._f64(x), 0)]),
+        Case("r + (Conv(x) + r)", make_model(
+            [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Add", ["r", "s"], ["y"])], {"x": x, "r": r}, {"y": c.shape}, {"w": w}),
+            {"x": x, "r": r}, [c + 2 * ref._f64(r)]),
+        Case("Sigmoid(MatMul(x, A) + r)", make_model(
+            [helper.make_node("MatMul", ["x", "a"], ["c"]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["y"])], {"x": mx, "r": mr}, {"y": mm.shape}, {"a": a}),
+            {"x": mx, "r": mr}, [1 / (1 + np.exp(-mm))]),
+    ]
+
+
+@pytest.mark.parametrize("case", _residual_cases(), ids=repr)
+def test_fused_residual_inputs(case):
+    check_cnnjit(case)

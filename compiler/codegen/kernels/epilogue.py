@@ -19,6 +19,7 @@ import numpy as np
 
 from cnnjit.ir import Node, Value, get_op
 from cnnjit.ir.errors import CompileError
+from cnnjit.ir.ops import residual_positions
 
 from ..kernel import flit, ilit
 from .template import Template
@@ -113,12 +114,17 @@ def step_expr(node: _Step) -> str:
 # -- the node's steps ------------------------------------------------------------------------------------
 def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
     """(op, attrs, residual input index or None) of each ``post`` step, in order."""
+    post = node.attrs.get("post", ())
+    ks = iter(residual_positions(node.inputs, post))
     out: list[tuple[str, dict, int | None]] = []
-    for step in node.attrs.get("post", ()):
-        if step[0] == "Add":
-            out.append(("Add", {}, step[1]))
+    for step in post:
+        if step.op == "Add":
+            k = next(ks)
+            if node.inputs[k] is not step.value:
+                raise CompileError(f"{node.describe()}: the epilogue's residual is not its input {k}")
+            out.append(("Add", {}, k))
         else:
-            out.append((step[0], dict(step[1]), None))
+            out.append((step.op, dict(step.attrs), None))
     return out
 
 
