@@ -11,7 +11,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .spatial import as3d
-from .template import Template, window_lines
+from .template import Template, clipped_loops, tap_columns
 
 CONVT_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
@@ -34,25 +34,15 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                 m = g * mg + mm
                 ybase = yo + (n * M + m) * osp
                 wbase = wo + (c * mg + mm) * ksz
-                for kd in range(KD):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
-                            offw = kw * dw - pw
-{WINDOW}
-                            for idd in range(D):
-                                od = idd * sd + kd * dd - pd
-                                if od < 0 or od >= OD:
-                                    continue
-                                for ih in range(H):
-                                    oh = ih * sh + kh * dh - ph
-                                    if oh < 0 or oh >= OH:
-                                        continue
+{TAPS}
+{ROWS}
                                     yrow = ybase + (od * OH + oh) * OW + offw
                                     xrow = xbase + (idd * H + ih) * W
                                     for iw in range(lo, hi):
                                         yb[U(yrow + iw * sw)] += wv * xb[U(xrow + iw)]
-''', WINDOW="\n".join(window_lines(" " * 28, transposed=True))).fill()
+''', TAPS=tap_columns(" " * 16, transposed=True),
+    ROWS=clipped_loops(" " * 28, ("idd", "D", "od", "idd * sd + kd * dd - pd", "OD"),
+                       ("ih", "H", "oh", "ih * sh + kh * dh - ph", "OH"))).fill()
 
 
 @generator("ConvTranspose")

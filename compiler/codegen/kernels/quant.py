@@ -17,8 +17,8 @@ from cnnjit.ir.types import DTYPES
 
 from ..kernel import KernelCall, Param, generator, note
 from .epilogue import int32_store, requantize
-from .spatial import as3d, spatial3d
-from .template import Template
+from .spatial import TAPS3, as3d, spatial3d
+from .template import Template, clipped_loops
 
 QUANT_SRC = Template('''
 def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t, lo, hi):
@@ -85,24 +85,13 @@ def kernel(xb, xo, wb, wo, xzb, xzo, wzb, wzo, yb, yo, N, C, D, H, W, M, OD, OH,
                         for c in range(cg):
                             xbase = xo + (n * C + g * cg + c) * isp
                             wbase = wo + (m * cg + c) * ksz
-                            for kd in range(KD):
-                                idd = od * sd + kd * dd - pd
-                                if idd < 0 or idd >= D:
-                                    continue
-                                for kh in range(KH):
-                                    ih = oh * sh + kh * dh - ph
-                                    if ih < 0 or ih >= H:
-                                        continue
-                                    xrow = xbase + (idd * H + ih) * W
-                                    wrow = wbase + (kd * KH + kh) * KW
-                                    for kw in range(KW):
-                                        iw = ow * sw + kw * dw - pw
-                                        if iw < 0 or iw >= W:
-                                            continue
+{TAPS}
                                         acc += (np.int64(xb[xrow + iw]) - xz) * (np.int64(wb[wrow + kw]) - wz)
 {epilogue}
                         y += 1
-''')
+''', TAPS=clipped_loops(" " * 28, *TAPS3[:2]) + "\n"
+    + "\n".join(" " * 36 + ln for ln in ("xrow = xbase + (idd * H + ih) * W", "wrow = wbase + (kd * KH + kh) * KW"))
+    + "\n" + clipped_loops(" " * 36, TAPS3[2]))
 
 _QLINEAR_PARAMS = ", xsb, xso, wsb, wso, ysb, yso, yzb, yzo, bb, bo, sws, has_bias, lo, hi"
 _QLINEAR_PROLOGUE = '''            mult = np.float32(np.float32(np.float32(xsb[xso]) * np.float32(wsb[wso + m * sws]))

@@ -13,7 +13,11 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, generator, note
 from .dense import MATMUL_SRC
 from .epilogue import with_epilogue
-from .template import Template, bind, window_lines
+from .template import Template, bind, clipped_loops, tap_columns
+
+#: the taps of a 3-D window inside the input (``clipped_loops``), from output position ``od, oh, ow``
+TAPS3 = (("kd", "KD", "idd", "od * sd + kd * dd - pd", "D"), ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H"),
+         ("kw", "KW", "iw", "ow * sw + kw * dw - pw", "W"))
 
 
 def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
@@ -51,25 +55,15 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
             for c in range(cg):
                 xbase = xo + (n * C + g * cg + c) * isp
                 wbase = wo + (m * cg + c) * KD * KH * KW
-                for kd in range(KD):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
-                            offw = kw * dw - pw
-{WINDOW}
-                            for od in range(OD):
-                                idd = od * sd + kd * dd - pd
-                                if idd < 0 or idd >= D:
-                                    continue
-                                for oh in range(OH):
-                                    ih = oh * sh + kh * dh - ph
-                                    if ih < 0 or ih >= H:
-                                        continue
+{TAPS}
+{ROWS}
                                     yrow = ybase + (od * OH + oh) * OW
                                     xrow = xbase + (idd * H + ih) * W + offw
                                     for ow in range(lo, hi):
                                         yb[U(yrow + ow)] += wv * xb[U(xrow + ow * sw)]
-{EPILOGUE}''', WINDOW="\n".join(window_lines(" " * 28)))
+{EPILOGUE}''', TAPS=tap_columns(" " * 16),
+    ROWS=clipped_loops(" " * 28, ("od", "OD", "idd", "od * sd + kd * dd - pd", "D"),
+                       ("oh", "OH", "ih", "oh * sh + kh * dh - ph", "H")))
 
 
 def is_pointwise(node: Node, grouped: bool = False) -> bool:
@@ -169,7 +163,7 @@ def kernel(xb, xo, yb, yo, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, 
 '''
 
 
-MAXPOOL_INDEX_SRC = '''
+MAXPOOL_INDEX_SRC = Template('''
 def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, ph, pw,
            dd, dh, dw, col_major):
     isp = D * H * W
@@ -182,18 +176,7 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
                 for ow in range(OW):
                     acc = -math.inf
                     arg = 0
-                    for kd in range(KD):
-                        idd = od * sd + kd * dd - pd
-                        if idd < 0 or idd >= D:
-                            continue
-                        for kh in range(KH):
-                            ih = oh * sh + kh * dh - ph
-                            if ih < 0 or ih >= H:
-                                continue
-                            for kw in range(KW):
-                                iw = ow * sw + kw * dw - pw
-                                if iw < 0 or iw >= W:
-                                    continue
+{TAPS}
                                 v = xb[xbase + (idd * H + ih) * W + iw]
                                 if v > acc:
                                     acc = v
@@ -204,7 +187,7 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
                     yb[yo + y] = acc
                     ib[io + y] = arg + nc * isp
                     y += 1
-'''
+''', TAPS=clipped_loops(" " * 20, *TAPS3)).fill()
 
 
 @generator("MaxPool", "AveragePool")

@@ -115,3 +115,23 @@ def window_lines(ind: str, transposed: bool = False) -> list[str]:
                 "hi = OW", "if OW > 0 and (OW - 1) * sw + offw >= W:",
                 "    hi = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0"]
     return [ind + ln for ln in body + ["if hi <= lo:", "    continue"]]
+
+
+def tap_columns(ind: str, transposed: bool = False) -> str:
+    """Kernel text looping over a 3-D kernel's taps (``kd, kh, kw``) with the tap's weight ``wv`` and its
+    column window (``window_lines``) at indent ``ind``: the direct and transposed convolutions' tap loop."""
+    body = [f"{ind}for kd in range(KD):", f"{ind}    for kh in range(KH):", f"{ind}        for kw in range(KW):",
+            f"{ind}            wv = wb[wbase + (kd * KH + kh) * KW + kw]", f"{ind}            offw = kw * dw - pw"]
+    return "\n".join(body + window_lines(ind + " " * 12, transposed))
+
+
+def clipped_loops(ind: str, *loops: tuple[str, str, str, str, str]) -> str:
+    """Kernel text of nested loops, each ``(var, count, pos, expr, bound)``: ``for var in range(count)``
+    skipping the iterations whose position ``pos = expr`` lies outside ``[0, bound)``, each one level
+    deeper than the last, from indent ``ind`` (the row and plane clipping of direct convolutions/pools)."""
+    out = []
+    for var, count, pos, expr, bound in loops:
+        out += [f"{ind}for {var} in range({count}):", f"{ind}    {pos} = {expr}",
+                f"{ind}    if {pos} < 0 or {pos} >= {bound}:", f"{ind}        continue"]
+        ind += "    "
+    return "\n".join(out)
