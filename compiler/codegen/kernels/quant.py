@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Node
+from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.quant import QUANT_RANGES, matmul_qparam, qrange
 from cnnjit.ir.types import DTYPES
 
@@ -20,19 +20,35 @@ from .epilogue import int32_store, requantize
 from .spatial import TAPS3, as3d, spatial3d
 from .template import Template, clipped_loops
 
-QUANT_SRC = Template('''
-def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t, lo, hi):
+#: element ``i`` of a tensor and its quantisation parameters ``k`` (per tensor, per axis or blocked: see
+#: ``qparam_layout``); ``BODY`` maps ``xb[xo + i]`` to ``yb[yo + i]``
+QPARAM_LOOP = Template('''
+def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t{PARAMS}):
     i = 0
     for o in range(outer):
         for c in range(C):
             q = o * s_o + (c // B) * s_c
             for t in range(inner):
                 k = q + t * s_t
-                v = np.rint({FT}({FT}(xb[xo + i]) / {FT}(sb[so + k]))) + np.float64(zb[zo + k])
-                v = min(max(v, lo), hi)
-                yb[yo + i] = np.int64(v)
+{BODY}
                 i += 1
 ''')
+_QUANT_BODY = '''                v = np.rint({FT}({FT}(xb[xo + i]) / {FT}(sb[so + k]))) + np.float64(zb[zo + k])
+                v = min(max(v, lo), hi)
+                yb[yo + i] = np.int64(v)'''
+
+
+def qparam_layout(x: Value, scale: Value, axis: int, block: int) -> list[int]:
+    """``QPARAM_LOOP``'s ``outer, C, inner, B, s_o, s_c, s_t`` for ``x`` with quantisation parameters of
+    ``scale``'s shape (one for all, one per index of ``axis``, or per ``block`` indices of it)."""
+    if scale.type.size == 1 and not block:  # per tensor
+        return [1, 1, int(np.prod(x.shape, dtype=np.int64)), 1, 0, 0, 0]
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    C = x.shape[axis]
+    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    if block:  # scale has x's rank, with ceil(C / B) entries on the axis
+        return [outer, C, inner, block, scale.shape[axis] * inner, inner, 1]
+    return [outer, C, inner, 1, 0, 1, 0]
 
 #: the float type the division runs in -> its name in kernel source (our own table, never model text)
 _FLOAT_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
@@ -48,18 +64,9 @@ def gen_quantize(node: Node) -> list[KernelCall]:
         zp = Param(np.zeros(scale.type.size, y.dtype))
     ft = DTYPES[a["precision"]] if a["precision"] else np.result_type(x.dtype, scale.dtype)
     fname = _FLOAT_NAMES.get(np.dtype(ft), "np.float64")
-    total = int(np.prod(x.shape, dtype=np.int64))
-    if scale.type.size == 1 and not a["block_size"]:
-        shape_args = [1, 1, total, 1, 0, 0, 0]
-    else:
-        ax = a["axis"]
-        outer = int(np.prod(x.shape[:ax], dtype=np.int64))
-        C = x.shape[ax]
-        inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
-        B = int(a["block_size"])
-        shape_args = [outer, C, inner, B, scale.shape[ax] * inner, inner, 1] if B else [outer, C, inner, 1, 0, 1, 0]
+    shape_args = qparam_layout(x, scale, a["axis"], int(a["block_size"]))
     lo, hi = QUANT_RANGES[a["dtype"]]
-    src = QUANT_SRC.fill(FT=fname)
+    src = QPARAM_LOOP.fill(PARAMS=", lo, hi", BODY=_QUANT_BODY.replace("{FT}", fname))
     return [KernelCall(src, [x, scale, zp, y, *shape_args, float(lo), float(hi)], note(node))]
 
 

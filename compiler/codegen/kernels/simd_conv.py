@@ -14,10 +14,10 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
+from ..kernel import KernelCall, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue
-from .simd_pointwise import row_load
+from .simd_pointwise import conv_operands, row_load
 from .template import source
 
 
@@ -71,9 +71,7 @@ def simd_conv_applies(node: Node) -> bool:
 
 
 def gen_simd_conv(node: Node) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
@@ -83,7 +81,6 @@ def gen_simd_conv(node: Node) -> list[KernelCall]:
     OW = y.shape[3]
     if OW <= 8 and w > 8:  # narrow planes waste most lanes of a wide vector
         w = 8
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     src, extra = conv_source(node, w, mr, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, *a["kernel_shape"], a["strides"][0],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]

@@ -20,6 +20,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue, has_residual
+from .simd_pointwise import conv_operands
 from .template import source
 
 
@@ -124,14 +125,11 @@ def cvec_pointwise_width(node: Node) -> int | None:
 
 
 def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
     wT = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)  # [cg*KH*KW, M]
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     mg = M // a["group"]
     np_ = _pixel_tile(y.shape[3])
     mv = next(v for v in (4, 2, 1) if mg % (v * w) == 0 and v * np_ <= 24)

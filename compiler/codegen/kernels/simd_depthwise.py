@@ -13,10 +13,10 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
+from ..kernel import KernelCall, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue
-from .simd_pointwise import row_lanes, row_load
+from .simd_pointwise import conv_operands, row_lanes, row_load
 from .template import source
 
 MAX_TAPS = 49  # up to 7x7 unrolled
@@ -86,9 +86,7 @@ def simd_depthwise_applies(node: Node) -> bool:
 
 
 def gen_simd_depthwise(node: Node) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
@@ -97,7 +95,6 @@ def gen_simd_depthwise(node: Node) -> list[KernelCall]:
     if OW <= 8 and w > 8:
         w = 8
     kh, kw = a["kernel_shape"]
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     src, extra = depthwise_source(node, w, kh, kw, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, a["strides"][0], a["pads"][0], a["pads"][1],
             *a["dilations"], *extra]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Node
+from cnnjit.ir import Node, Value
 
 from ..kernel import At, KernelCall, Param, note
 from ..simd import host_vector_width
@@ -151,14 +151,11 @@ def pixel_block(C: int, P: int, w: int) -> int:
 
 def gen_simd_pointwise(node: Node) -> list[KernelCall]:
     """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     w = host_vector_width()
     src, extra = pointwise_source(node, w, rows=row_sections(M // G))
     if G == 1:
@@ -173,6 +170,13 @@ def gen_simd_pointwise(node: Node) -> list[KernelCall]:
             args = [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, pixel_block(cg, P, w), *res]
             calls.append(KernelCall(src, args, note(node)))
     return calls
+
+
+def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
+    """A float Conv's input, weights, bias (zeros when it has none) and output."""
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    M = node.inputs[1].shape[0]
+    return node.inputs[0], node.inputs[1], b if b is not None else Param(np.zeros(M, np.float32)), node.outputs[0]
 
 
 def simd_pointwise_applies(node: Node) -> bool:

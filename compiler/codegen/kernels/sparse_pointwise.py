@@ -26,6 +26,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue, clamp_code, clamp_lines
+from .simd_pointwise import conv_operands
 from .template import Template, source
 
 NR = 4  # pixel vectors per output-row tile
@@ -146,9 +147,7 @@ def zero_fraction(w: np.ndarray) -> float:
 
 def gen_sparse_pointwise(node: Node, nr: int = NR) -> list[KernelCall] | None:
     """CSR kernel calls for a float32 group-1 pointwise Conv, or None if the epilogue does not fit."""
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
@@ -157,7 +156,6 @@ def gen_sparse_pointwise(node: Node, nr: int = NR) -> list[KernelCall] | None:
         return None
     src, extra = got
     rowptr, offs, vals = csr_rows(wt.const.reshape(M, C), P)
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     step = nr * host_vector_width()
     pb = max(step, (BLOCK_BYTES // (4 * max(1, C))) // step * step)
     return [KernelCall(src, [x, Param(vals), Param(offs), Param(rowptr), bias, y, N, C, M, P, pb, *extra],
