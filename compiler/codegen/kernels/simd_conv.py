@@ -17,7 +17,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_load
+from .simd_pointwise import conv_operands, row_load, row_taps
 from .template import source
 
 
@@ -40,14 +40,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
         "                    for c in range(cg):",
         "                        xc = xo + (n * C + g * cg + c) * H * Win",
         "                        wbase = wo + (m * cg + c) * ksz",
-        "                        for kh in range(KH):",
-        "                            ih = oh * sh + kh * dh - ph",
-        "                            if ih < 0 or ih >= H:",
-        "                                continue",
-        "                            xrow = xc + ih * Win",
-        "                            for kw in range(KW):",
-        f"                                iw0 = ow0 * {sw} + kw * dw - pw",
-        f"                                if cnt == {w} and {fast_ok}:",
+        *row_taps(" " * 24, "xc", w, sw, fast_ok),
         f"                                    xv = {fast}",
         "                                else:",
         f"                                    xv = {edge}",

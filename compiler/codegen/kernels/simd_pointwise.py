@@ -17,7 +17,7 @@ from cnnjit.ir import Node, Value
 from ..kernel import At, KernelCall, Param, note
 from ..simd import host_vector_width
 from .epilogue import Epilogue
-from .template import source
+from .template import clipped_loops, source
 
 MR, NR = 4, 2
 
@@ -46,6 +46,15 @@ def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None,
                 f"vloadr{f}{w}(xb, xrow + {iw}, {lo}, {hi}{tail})")
     return (f"vload2e{w}(xb, xrow + {iw})", f"{iw} >= 0 and {iw} + {2 * w} <= Win",
             f"vload2er{f}{w}(xb, xrow + {iw}, {lo}, {hi}{tail})")
+
+
+def row_taps(ind: str, xc: str, w: int, sw: int, fast_ok: str) -> list[str]:
+    """Kernel lines looping over a 2-D window's taps for the output vector at ``oh, ow0`` (rows outside
+    the input skipped; ``xrow`` the tap row's start, ``iw0`` its first column), ending in the test for
+    the fast (unmasked) load; the caller's lines for the load follow, one level deeper."""
+    return [*clipped_loops(ind, ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H")).split("\n"),
+            f"{ind}    xrow = {xc} + ih * Win", f"{ind}    for kw in range(KW):",
+            f"{ind}        iw0 = ow0 * {sw} + kw * dw - pw", f"{ind}        if cnt == {w} and {fast_ok}:"]
 
 
 def row_sections(rows: int) -> str:
