@@ -17,8 +17,8 @@ from cnnjit.ir.types import DTYPES
 
 from ..kernel import KernelCall, Param, generator, note
 from .epilogue import int32_store, requantize
-from .spatial import TAPS3, as3d, spatial3d
-from .template import Template, clipped_loops
+from .spatial import TAPS3, window3d
+from .template import Template, bind, clipped_loops
 
 #: element ``i`` of a tensor and its quantisation parameters ``k`` (per tensor, per axis or blocked: see
 #: ``qparam_layout``); ``BODY`` maps ``xb[xo + i]`` to ``yb[yo + i]``
@@ -111,20 +111,16 @@ CONV_INTEGER_SRC = CONV_INT_SRC.fill(params="", prologue="            pass", epi
 QLINEAR_CONV_SRC = CONV_INT_SRC.fill(params=_QLINEAR_PARAMS, prologue=_QLINEAR_PROLOGUE, epilogue=_QLINEAR_EPILOGUE)
 
 
-def _conv_args(node: Node, x, w, xz, wz) -> list:
-    p = spatial3d(node)
-    y = node.outputs[0]
-    N, C = x.shape[:2]
-    M = w.shape[0]
-    swz = 1 if wz.type.size > 1 else 0
-    return [x, w, xz, wz, y, N, C, *as3d(x.shape[2:]), M, *as3d(y.shape[2:]), *p["k"], *p["s"], *p["pb"],
-            *p["d"], int(node.attrs["group"]), swz]
+def _conv_args(node: Node, x: Value, w: Value, xz: Value, wz: Value) -> dict:
+    """The integer convolutions' arguments by parameter name (``CONV_INT_SRC``)."""
+    return dict(x=x, w=w, xz=xz, wz=wz, y=node.outputs[0], N=x.shape[0], C=x.shape[1], M=w.shape[0],
+                G=int(node.attrs["group"]), swz=1 if wz.type.size > 1 else 0, **window3d(node))
 
 
 @generator("ConvInteger")
 def gen_conv_integer(node: Node) -> list[KernelCall]:
     x, w, xz, wz = node.inputs
-    return [KernelCall(CONV_INTEGER_SRC, _conv_args(node, x, w, xz, wz), note(node))]
+    return [KernelCall(CONV_INTEGER_SRC, bind(CONV_INTEGER_SRC, **_conv_args(node, x, w, xz, wz)), note(node))]
 
 
 @generator("QLinearConv")
@@ -134,8 +130,8 @@ def gen_qlinear_conv(node: Node) -> list[KernelCall]:
     y = node.outputs[0]
     lo, hi = qrange(y.dtype)
     bias = b if b is not None else Param(np.zeros(1, np.int32))
-    args = _conv_args(node, x, w, xz, wz) + [xs, ws, ys, yz, bias, 1 if ws.type.size > 1 else 0,
-                                             int(b is not None), float(lo), float(hi)]
+    args = bind(QLINEAR_CONV_SRC, xs=xs, ws=ws, ys=ys, yz=yz, b=bias, sws=1 if ws.type.size > 1 else 0,
+                has_bias=int(b is not None), lo=float(lo), hi=float(hi), **_conv_args(node, x, w, xz, wz))
     return [KernelCall(QLINEAR_CONV_SRC, args, note(node))]
 
 

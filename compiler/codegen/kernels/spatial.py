@@ -26,16 +26,18 @@ def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
     return (fill,) * (3 - len(sp)) + sp
 
 
-def spatial3d(node: Node) -> dict[str, tuple[int, int, int]]:
+def window3d(node: Node, ends: bool = False) -> dict[str, int]:
+    """A window op's sizes by kernel parameter name (1-D/2-D as 3-D): input ``D, H, W``, output
+    ``OD, OH, OW``, kernel ``KD, KH, KW``, strides ``sd, sh, sw``, begin pads ``pd, ph, pw``, dilations
+    ``dd, dh, dw`` and, with ``ends``, end pads ``ped, peh, pew``."""
     a = node.attrs
     n = len(a["kernel_shape"])
-    return {
-        "k": as3d(a["kernel_shape"]),
-        "s": as3d(a["strides"]),
-        "d": as3d(a["dilations"]),
-        "pb": as3d(a["pads"][:n], 0),
-        "pe": as3d(a["pads"][n:], 0),
-    }
+    groups = {"": node.inputs[0].shape[2:], "O": node.outputs[0].shape[2:], "K": a["kernel_shape"]}
+    out = {f"{pre}{ax}": v for pre, sizes in groups.items() for ax, v in zip("DHW", as3d(sizes))}
+    steps = {"s": a["strides"], "p": a["pads"][:n], "d": a["dilations"]} | ({"pe": a["pads"][n:]} if ends else {})
+    for pre, sizes in steps.items():
+        out.update({f"{pre}{ax}": v for ax, v in zip("dhw", as3d(sizes, 0 if pre in ("p", "pe") else 1))})
+    return out
 
 
 CONV_SRC = Template('''
@@ -102,20 +104,10 @@ def gen_conv(node: Node) -> list[KernelCall]:
         return gen_simd_cvec(node, vw)
     if simd_conv_applies(node):
         return gen_simd_conv(node)
-    p = spatial3d(node)
-    N, C = x.shape[:2]
-    M = w.shape[0]
-    D, H, W = as3d(x.shape[2:])
-    OD, OH, OW = as3d(y.shape[2:])
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
     src, res = with_epilogue(CONV_SRC, node, "ybase - yo + i", " " * 12, "osp", "ybase + i")
-    KD, KH, KW = p["k"]
-    sd, sh, sw = p["s"]
-    pd, ph, pw = p["pb"]
-    dd, dh, dw = p["d"]
-    args = bind(src, x=x, w=w, b=bias, y=y, N=N, C=C, D=D, H=H, W=W, M=M, OD=OD, OH=OH, OW=OW, KD=KD, KH=KH,
-                KW=KW, sd=sd, sh=sh, sw=sw, pd=pd, ph=ph, pw=pw, dd=dd, dh=dh, dw=dw, G=node.attrs["group"],
-                has_bias=int(b is not None), **res)
+    args = bind(src, x=x, w=w, b=bias, y=y, N=x.shape[0], C=x.shape[1], M=w.shape[0], G=node.attrs["group"],
+                has_bias=int(b is not None), **window3d(node), **res)
     return [KernelCall(src, args, note(node))]
 
 
@@ -199,16 +191,13 @@ def gen_pool(node: Node) -> list[KernelCall]:
     if simd_pool_applies(node):
         return gen_simd_pool(node)
     x, y = node.inputs[0], node.outputs[0]
-    p = spatial3d(node)
-    if node.attrs.get("indices"):
-        args = [x, y, node.outputs[1], x.shape[0] * x.shape[1], *as3d(x.shape[2:]), *as3d(y.shape[2:]),
-                *p["k"], *p["s"], *p["pb"], *p["d"], int(node.attrs["storage_order"])]
-        return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
     NC = x.shape[0] * x.shape[1]
-    is_max = node.op == "MaxPool"
-    count_pad = int(node.attrs.get("count_include_pad", 0))
-    args = [x, y, NC, *as3d(x.shape[2:]), *as3d(y.shape[2:]), *p["k"], *p["s"], *p["pb"], *p["d"],
-            *p["pe"], int(is_max), count_pad]
+    if node.attrs.get("indices"):
+        args = bind(MAXPOOL_INDEX_SRC, x=x, y=y, i=node.outputs[1], NC=NC,
+                    col_major=int(node.attrs["storage_order"]), **window3d(node))
+        return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
+    args = bind(POOL_SRC, x=x, y=y, NC=NC, is_max=int(node.op == "MaxPool"),
+                count_pad=int(node.attrs.get("count_include_pad", 0)), **window3d(node, ends=True))
     return [KernelCall(POOL_SRC, args, note(node))]
 
 
