@@ -13,6 +13,7 @@ from cnnjit.ir.errors import CompileError
 
 from ..kernel import KernelCall, generator, note
 from .epilogue import unary_expr
+from .template import source
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
              "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast")
@@ -116,7 +117,7 @@ def gen_nary(node: Node) -> list[KernelCall]:
         lines.append(f"{indent}v{j} = {loads[j]}")
     lines.append(f"{indent}yb[U(y)] = {combine_expr(node, names)}")
     lines.append(f"{indent}y += 1")
-    src = "\n".join(lines) + "\n"
+    src = source(lines)
     args: list = [*ins, node.outputs[0], *dims]
     for s in strides:
         args.extend(s)

@@ -8,6 +8,7 @@ from cnnjit.ir import Node
 
 from ..kernel import At, KernelCall, Param, generator, note
 from .quant import QPARAM_LOOP, qparam_layout
+from .template import source
 
 
 def transpose_source(rank: int) -> str:
@@ -21,7 +22,7 @@ def transpose_source(rank: int) -> str:
             lines.append(f"{indent}p{d + 1} = p{d} + i{d} * s{d}")
     lines.append(f"{indent}yb[U(y)] = xb[U(p{rank - 1} + i{rank - 1} * s{rank - 1})]")
     lines.append(f"{indent}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 @generator("Transpose")

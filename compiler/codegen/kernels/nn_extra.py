@@ -11,7 +11,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .spatial import as3d
-from .template import Template, clipped_loops, tap_columns
+from .template import Template, clipped_loops, source, tap_columns
 
 CONVT_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
@@ -113,7 +113,7 @@ def reduce_source(nk: int, nr: int, integer: bool, kind: str = "mean") -> str:
     res = "acc / cnt" if kind == "mean" else "acc"
     lines.append(f"{ind}yb[y] = {'int(' + res + ')' if integer else res}")
     lines.append(f"{ind}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 @generator("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")

@@ -29,7 +29,7 @@ from cnnjit.ir.ops.qint import qadd_fixed
 
 from ..kernel import KernelCall, Param, generator, note
 from ..simd_int import has_vnni, host_int_width
-from .template import columns_inside
+from .template import columns_inside, source
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
 _MR32 = {1: 12, 2: 12, 3: 8, 4: 6}
@@ -124,7 +124,7 @@ def dense_source(n: int, mr: int, nr: int, signed_x: bool, crem: int) -> str:
         *tile(1, " " * 24),
         "                        ow += 1",
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def depthwise_source(n: int, kh: int, kw: int) -> str:
@@ -155,9 +155,9 @@ def depthwise_source(n: int, kh: int, kw: int) -> str:
                   "                    else:",
                   "                        xv = XZ",
                   f"                    acc = ivadd{n}(acc, ivmul{n}(xv, w{t}))"]
-    L += ["                    ivrqstore{n}(yb, yo + ((b * OH + oh) * OW + ow) * C + c0, acc, mb, mo + c0, yz, lo, hi,"
-          " cnt)".replace("{n}", str(n))]
-    return "\n".join(L) + "\n"
+    L += [f"                    ivrqstore{n}(yb, yo + ((b * OH + oh) * OW + ow) * C + c0, acc, mb, mo + c0, yz, lo,"
+          " hi, cnt)"]
+    return source(L)
 
 
 def depthwise_dot_source(n: int, kh: int, kw: int, signed_x: bool) -> str:
@@ -233,7 +233,7 @@ def depthwise_dot_source(n: int, kh: int, kw: int, signed_x: bool) -> str:
         "            else:",
         *rows(" " * 16, False),
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def depthwise_col_source(n: int, kh: int, kw: int, sw: int, signed_x: bool) -> str:
@@ -297,7 +297,7 @@ def depthwise_col_source(n: int, kh: int, kw: int, sw: int, signed_x: bool) -> s
         "            else:",
         *rows(" " * 16, False),
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def pack_depthwise_col(w: np.ndarray, n: int) -> np.ndarray:

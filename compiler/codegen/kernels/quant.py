@@ -37,6 +37,9 @@ _QUANT_BODY = '''                v = np.rint({FT}({FT}(xb[xo + i]) / {FT}(sb[so 
                 v = min(max(v, lo), hi)
                 yb[yo + i] = np.int64(v)'''
 
+#: ``FT``: the float type the division runs in
+QUANT_SRC = Template(QPARAM_LOOP.fill(PARAMS=", lo, hi", BODY=_QUANT_BODY))
+
 
 def qparam_layout(x: Value, scale: Value, axis: int, block: int) -> list[int]:
     """``QPARAM_LOOP``'s ``outer, C, inner, B, s_o, s_c, s_t`` for ``x`` with quantisation parameters of
@@ -66,7 +69,7 @@ def gen_quantize(node: Node) -> list[KernelCall]:
     fname = _FLOAT_NAMES.get(np.dtype(ft), "np.float64")
     shape_args = qparam_layout(x, scale, a["axis"], int(a["block_size"]))
     lo, hi = QUANT_RANGES[a["dtype"]]
-    src = QPARAM_LOOP.fill(PARAMS=", lo, hi", BODY=_QUANT_BODY.replace("{FT}", fname))
+    src = QUANT_SRC.fill(FT=fname)
     return [KernelCall(src, [x, scale, zp, y, *shape_args, float(lo), float(hi)], note(node))]
 
 

@@ -25,8 +25,7 @@ MR, NR = 4, 2
 def row_lanes(sw: int, iw: str = "iw0") -> tuple[str, str]:
     """The lane range ``[lo, hi)`` of a masked row load at column ``iw`` (``row_load``'s edge load): lanes
     inside the row and among the first ``cnt`` output columns (stride 2: element positions)."""
-    hi = "min(cnt, Win - {0})" if sw == 1 else "min(2 * cnt - 1, Win - {0})"
-    return f"max(0, -{iw})", hi.format(iw)
+    return f"max(0, -{iw})", f"min(cnt, Win - {iw})" if sw == 1 else f"min(2 * cnt - 1, Win - {iw})"
 
 
 def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None,

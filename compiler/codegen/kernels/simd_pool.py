@@ -16,6 +16,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
 from .simd_pointwise import row_load, row_taps
+from .template import source
 
 
 def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
@@ -49,7 +50,7 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
     elif not is_max:
         lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
     lines.append(f"                vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 def _uniform_divisor(node: Node) -> bool:
