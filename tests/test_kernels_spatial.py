@@ -8,10 +8,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import reference_np as ref
 from hypothesis import assume
 from hypothesis import strategies as st
-from kernel_cases import ATOL, Case, draw_rng, kernel_test, make_model, normal, one_node_case, reference_test
+from kernel_cases import (
+    ATOL,
+    Case,
+    check_cnnjit,
+    draw_rng,
+    kernel_test,
+    make_model,
+    normal,
+    one_node_case,
+    reference_test,
+)
 from onnx import helper
 
 # ---------------------------------------------------------------------------------------------
@@ -272,3 +283,33 @@ test_reference_matches_onnxruntime = reference_test({
     "global_pool": global_pool_cases(),
     "conv_block": conv_block_cases(),
 })
+
+
+def _residual_cases() -> list[Case]:
+    """Fused residual Adds whose inputs sit at unusual places: the conv's own input as its residual, one
+    tensor added twice, and a MatMul (two base inputs, no bias slot)."""
+    rng = np.random.default_rng(16)
+    x, r = normal(rng, (1, 8, 5, 5)), normal(rng, (1, 8, 5, 5))
+    w, a = normal(rng, (8, 8, 1, 1)), normal(rng, (24, 16))
+    c = ref.conv(x, w)
+    mx, mr = normal(rng, (3, 24)), normal(rng, (3, 16))
+    mm = ref._f64(mx) @ ref._f64(a) + ref._f64(mr)
+    return [
+        Case("Relu(Conv(x) + x)", make_model(
+            [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["y"])], {"x": x}, {"y": c.shape}, {"w": w}),
+            {"x": x}, [np.maximum(c + ref._f64(x), 0)]),
+        Case("r + (Conv(x) + r)", make_model(
+            [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Add", ["r", "s"], ["y"])], {"x": x, "r": r}, {"y": c.shape}, {"w": w}),
+            {"x": x, "r": r}, [c + 2 * ref._f64(r)]),
+        Case("Sigmoid(MatMul(x, A) + r)", make_model(
+            [helper.make_node("MatMul", ["x", "a"], ["c"]), helper.make_node("Add", ["c", "r"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["y"])], {"x": mx, "r": mr}, {"y": mm.shape}, {"a": a}),
+            {"x": mx, "r": mr}, [1 / (1 + np.exp(-mm))]),
+    ]
+
+
+@pytest.mark.parametrize("case", _residual_cases(), ids=repr)
+def test_fused_residual_inputs(case):
+    check_cnnjit(case)

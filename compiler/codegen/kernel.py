@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnjit.ir import Node, Value
+from cnnjit.ir.errors import CompileError
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,76 @@ class KernelCall:
     variant: str = ""  # the kernel implementation's name (default: the generator's, without ``gen_``)
 
 
-Generator = Callable[[Node], list[KernelCall]]
-GENERATORS: dict[str, Generator] = {}
+Generate = Callable[[Node, Target], list[KernelCall]]
+Applies = Callable[[Node, Target], bool]
 
 
-def generator(*ops: str) -> Callable[[Generator], Generator]:
-    def deco(fn: Generator) -> Generator:
+def always(node: Node, target: Target) -> bool:
+    """The applicability of a variant that computes every node of its op."""
+    return True
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation of an op: ``generate(node, target)`` makes its kernel calls for a node it
+    ``applies(node, target)`` to. Among the variants that apply, the lowest ``priority`` is chosen (the
+    table's order is the measured preference: fastest first, the general fallback last)."""
+
+    op: str
+    name: str
+    generate: Generate
+    applies: Applies
+    priority: int
+
+
+#: op -> its variants, lowest priority first (see ``variant``)
+VARIANTS: dict[str, list[Variant]] = {}
+
+
+def variant(*ops: str, name: str | None = None, priority: int = 100,
+            applies: Applies = always) -> Callable[[Generate], Generate]:
+    """Register the decorated ``generate(node, target)`` as a variant of each op in ``ops``, named
+    ``name`` (default: the function's name without ``gen_``)."""
+    def deco(fn: Generate) -> Generate:
+        vname = name or fn.__name__.removeprefix("gen_")
         for op in ops:
-            GENERATORS[op] = fn
+            table = VARIANTS.setdefault(op, [])
+            if any(v.name == vname for v in table):
+                raise ValueError(f"{op} already has a variant named {vname!r}")
+            table.append(Variant(op, vname, fn, applies, priority))
+            table.sort(key=lambda v: v.priority)
         return fn
 
     return deco
+
+
+def choose(node: Node, target: Target) -> Variant:
+    """The variant that computes ``node``: the one ``target`` forces for its op (which must apply), else the
+    first that applies."""
+    table = VARIANTS.get(node.op, [])
+    forced = target.forced.get(node.op)
+    if forced is not None:
+        v = next((v for v in table if v.name == forced), None)
+        if v is None:
+            raise CompileError(f"no {node.op} kernel variant named {forced!r}; the variants are "
+                               + ", ".join(v.name for v in table))
+        if not v.applies(node, target):
+            raise CompileError(f"the forced {node.op} variant {forced!r} does not apply to {node.describe()}; "
+                               "variants that do: " + ", ".join(v.name for v in table if v.applies(node, target)))
+        return v
+    for v in table:
+        if v.applies(node, target):
+            return v
+    raise CompileError(f"no kernel variant of {node.op} applies to {node.describe()}")
+
+
+def lower_node(node: Node, target: Target) -> list[KernelCall]:
+    """The kernel calls of ``node`` from its chosen variant, each naming the variant."""
+    v = choose(node, target)
+    calls = v.generate(node, target)
+    for c in calls:
+        c.variant = c.variant or v.name
+    return calls
 
 
 def flit(v: float) -> str:

@@ -316,26 +316,16 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(arr, idx, stride), codegen
 
-    @intrinsic
-    def vadd(typingctx, a, b):
+    def _arith(method: str):
+        """A lane-wise binary instruction (``builder.fadd``, ``fmul``, ``fdiv``)."""
         def codegen(context, builder, sig, args):
-            return builder.fadd(args[0], args[1])
+            return getattr(builder, method)(args[0], args[1])
 
-        return vt(a, b), codegen
+        @intrinsic
+        def op2(typingctx, a, b):
+            return vt(a, b), codegen
 
-    @intrinsic
-    def vdiv(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return builder.fdiv(args[0], args[1])
-
-        return vt(a, b), codegen
-
-    @intrinsic
-    def vmul(typingctx, a, b):
-        def codegen(context, builder, sig, args):
-            return builder.fmul(args[0], args[1])
-
-        return vt(a, b), codegen
+        return op2
 
     @intrinsic
     def vhsum(typingctx, a):
@@ -351,7 +341,8 @@ def _make(n: int) -> dict[str, object]:
         f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
-        f"vadd{n}": vadd, f"vmul{n}": vmul, f"vdiv{n}": vdiv, f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
+        f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
+        f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather,
     }

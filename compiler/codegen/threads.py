@@ -31,6 +31,7 @@ from numba.core import types
 
 from cnnjit.ir import Node, Value
 from cnnjit.ir.errors import CompileError
+from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
 from cnnjit.runtime.program import Buf, Call, Int
 
@@ -67,7 +68,7 @@ def _conv_kind(node: Node) -> str | None:
         return None
     if len(x.shape) < 3 or x.shape[0] != 1 or y.shape[0] != 1 or x.type.layout != "plain" or y.type.layout != "plain":
         return None
-    # every extra input is a fused residual of the output's shape (``post`` step ("Add", k))
+    # every extra input is a fused residual of the output's shape (a ``post`` step Add)
     if any(v is not None and (v.is_const or v.shape != y.shape) for v in node.inputs[3:]):
         return None
     g = node.attrs.get("group", 1)
@@ -157,6 +158,7 @@ def split_node(node: Node, calls: list[KernelCall], threads: int, generate) -> l
             remap[vp.id] = (v, lo * ysp)
             ins.append(vp)
         attrs = dict(node.attrs)
+        attrs["post"] = bind_residuals(node.attrs.get("post", ()), ins)  # the residuals' stand-ins
         if kind == "depthwise":
             attrs["group"] = n
         part = Node(node.op, ins, [yp], attrs, node.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.ir.ops import retarget_residuals
 
 from .manager import Pass
 
@@ -47,7 +48,7 @@ class FoldChannelShuffle(Pass):
             conv = r1.inputs[0].producer
             if conv is None or conv.op != "Conv" or len(r1.inputs[0].users) != 1 or r1.inputs[0] in graph.outputs:
                 continue
-            if any(step[0] == "Add" for step in conv.attrs.get("post", ())):
+            if any(step.op == "Add" for step in conv.attrs.get("post", ())):
                 continue
             if not conv.inputs[1].is_const or (len(conv.inputs) > 2 and conv.inputs[2] is not None
                                                and not conv.inputs[2].is_const):
@@ -59,7 +60,10 @@ class FoldChannelShuffle(Pass):
                 continue
             self._permute(graph, conv, src)
             y = r2.outputs[0]
+            users = list(y.users)
             graph.replace_all_uses(y, conv.outputs[0])
+            for u in users:  # a fused residual Add of ``y`` now adds the conv's output
+                retarget_residuals(u, y, conv.outputs[0])
             for n in (r2, t, r1):
                 graph.remove_node(n)
             conv.meta.setdefault("fused", []).append("ChannelShuffle")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir.ops import EpilogueStep
 
 from .manager import Pass
 
@@ -70,7 +71,7 @@ class FuseEpilogue(Pass):
             return False
         if {id(v) for v in mul.inputs} != {id(out), id(sig.outputs[0])}:
             return False
-        node.attrs["post"] = tuple(node.attrs.get("post", ())) + (("SiLU", ()),)
+        node.attrs["post"] = tuple(node.attrs.get("post", ())) + (EpilogueStep("SiLU"),)
         graph.remove_node_keep_output(mul, node)
         graph.remove_node(sig)
         node.meta.setdefault("fused", []).append("SiLU")
@@ -101,16 +102,14 @@ class FuseEpilogue(Pass):
                     k = 3
                 node.inputs.append(None)
                 graph.set_input(node, k, other)
-                node.attrs["post"] = post + (("Add", k),)
+                node.attrs["post"] = post + (EpilogueStep("Add", value=other),)
                 graph.remove_node_keep_output(user, node)
                 fused.append("Add")
                 return True
             return False
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
-            from cnnjit.ir import get_op
-
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
-            node.attrs["post"] = post + ((user.op, tuple(sorted(attrs.items()))),)
+            node.attrs["post"] = post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),)
             graph.remove_node_keep_output(user, node)
             fused.append(user.op)
             return True

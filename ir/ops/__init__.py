@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
+
+if TYPE_CHECKING:
+    from ..graph import Value
 
 REQUIRED = object()  # marks an attribute without a default
 
@@ -142,20 +145,63 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 
 
 # -- epilogues ---------------------------------------------------------------------------------------------
-# Conv, Gemm and MatMul carry an optional ``post`` attribute: steps applied to the result before it is
-# stored, put there by the fusion passes. A step is ``(unary_op, ((attr, value), ...))`` for an
-# elementwise activation, or ``("Add", k)`` to add input ``k`` (a tensor of the output's shape).
+# Conv, Gemm and MatMul carry an optional ``post`` attribute, put there by the fusion passes: a tuple of
+# ``EpilogueStep``s applied to the result before it is stored.
+@dataclass(frozen=True, eq=False)
+class EpilogueStep:
+    """One fused epilogue step: an elementwise activation ``op`` with its (complete) attributes, or
+    ``op == "Add"`` adding ``value``, a tensor of the output's type. A residual ``value`` is also one of
+    the node's inputs (memory planning and liveness see it there): the node's last inputs, one per Add step
+    in step order (``residual_positions``)."""
+
+    op: str
+    attrs: tuple[tuple[str, Any], ...] = ()
+    value: Value | None = None
+
+    def __str__(self) -> str:
+        if self.op == "Add":
+            return f"Add({self.value.ref() if self.value is not None else '?'})"
+        return self.op + ("(" + ",".join(f"{k}={v}" for k, v in self.attrs) + ")" if self.attrs else "")
+
+
+def residual_positions(inputs: Sequence[Any], post: Sequence[EpilogueStep]) -> list[int]:
+    """The input index of each Add step's residual: the last non-None inputs, in step order."""
+    n = sum(1 for s in post if s.op == "Add")
+    present = [i for i, v in enumerate(inputs) if v is not None]
+    return present[len(present) - n:] if n else []
+
+
+def bind_residuals(post: Sequence[EpilogueStep], inputs: Sequence[Any]) -> tuple[EpilogueStep, ...]:
+    """``post`` with each Add step's value taken from ``inputs`` at its ``residual_positions`` (a copy of a
+    node with new inputs, e.g. a part of a layer split over threads)."""
+    ks = iter(residual_positions(inputs, post))
+    return tuple(EpilogueStep(s.op, s.attrs, inputs[next(ks)]) if s.op == "Add" else s for s in post)
+
+
+def retarget_residuals(node: Any, old: Value, new: Value) -> None:
+    """Make the node's epilogue steps that add ``old`` add ``new`` (after a pass rewired the input)."""
+    post = node.attrs.get("post", ())
+    if any(s.value is old for s in post):
+        node.attrs["post"] = tuple(EpilogueStep(s.op, s.attrs, new) if s.value is old else s for s in post)
+
+
 def post_infer(base: Callable, nbase: int) -> Callable:
     def infer(types: list[TensorType | None], attrs: dict[str, Any]) -> list[TensorType]:
         out = base(types[:nbase], attrs)
-        for step in attrs.get("post", ()):
-            if step[0] == "Add":
-                k = step[1]
-                t = types[k] if k < len(types) else None
+        post = attrs.get("post", ())
+        ks = iter(residual_positions(types, post))
+        for step in post:
+            if not isinstance(step, EpilogueStep):
+                raise ShapeError(f"epilogue step {step!r} is not an EpilogueStep")
+            if step.op == "Add":
+                k = next(ks, None)
+                t = types[k] if k is not None and k >= nbase else None
                 if t is None or t.shape != out[0].shape or t.dtype != out[0].dtype:
                     raise ShapeError(f"epilogue Add: input {k} ({t}) must have the output's type {out[0]}")
-            elif get_op(step[0]) is None or not get_op(step[0]).elementwise:
-                raise ShapeError(f"epilogue step {step[0]!r} is not an elementwise op")
+                if step.value is not None and step.value.type is not t:
+                    raise ShapeError(f"epilogue Add: its residual {step.value.ref()} is not input {k}")
+            elif get_op(step.op) is None or not get_op(step.op).elementwise:
+                raise ShapeError(f"epilogue step {step.op!r} is not an elementwise op")
         return out
 
     return infer
@@ -164,11 +210,13 @@ def post_infer(base: Callable, nbase: int) -> Callable:
 def post_ref(base: Callable, nbase: int) -> Callable:
     def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
         y = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
-        for step in attrs.get("post", ()):
-            if step[0] == "Add":
-                y = (y + ins[step[1]]).astype(y.dtype)
+        post = attrs.get("post", ())
+        ks = iter(residual_positions(ins, post))
+        for step in post:
+            if step.op == "Add":
+                y = (y + ins[next(ks)]).astype(y.dtype)
             else:
-                y = get_op(step[0]).run([y], dict(step[1]))[0]
+                y = get_op(step.op).run([y], dict(step.attrs))[0]
         return y
 
     return ref

@@ -8,9 +8,10 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .elementwise import broadcast_strides
-from .spatial import with_epilogue
+from .epilogue import with_epilogue
+from .template import Template, bind
 
-MATMUL_SRC = '''
+MATMUL_SRC = Template('''
 def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, sbk, sbn, scm, scn,
            alpha, beta, has_c{PARAMS}):
     for t in range(nbatch):
@@ -32,7 +33,7 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
                     if has_c:
                         v += beta * cb[co + m * scm + n * scn]
                     yb[yr + n] = v
-{EPILOGUE}'''
+{EPILOGUE}''')
 
 
 @generator("Gemm")
@@ -59,15 +60,15 @@ def gen_gemm(node: Node) -> list[KernelCall]:
         scm = scn = 0
         cval, has_c = Param(np.zeros(1, y.dtype)), 0
     ofs = Param(np.zeros(2, np.int64))
-    args = [A, B, cval, y, ofs, 1, M, N, K, sam, sak, sbk, sbn, scm, scn, float(a["alpha"]),
-            float(a["beta"]), has_c]
-    src, extra = with_epilogue(MATMUL_SRC, node, 3, "yr - yo + i", " " * 12, "N|yr + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(MATMUL_SRC, node, "yr - yo + i", " " * 12, "N", "yr + i")
+    args = bind(src, a=A, b=B, c=cval, y=y, of=ofs, nbatch=1, M=M, N=N, K=K, sam=sam, sak=sak, sbk=sbk, sbn=sbn,
+                scm=scm, scn=scn, alpha=float(a["alpha"]), beta=float(a["beta"]), has_c=has_c, **res)
+    return [KernelCall(src, args, note(node))]
 
 
 @generator("MatMul")
 def gen_matmul(node: Node) -> list[KernelCall]:
-    A, B = node.inputs
+    A, B = node.inputs[:2]  # more inputs: fused residuals
     y = node.outputs[0]
     a_shape = (1,) + A.shape if len(A.shape) == 1 else A.shape
     b_shape = B.shape + (1,) if len(B.shape) == 1 else B.shape
@@ -81,10 +82,10 @@ def gen_matmul(node: Node) -> list[KernelCall]:
     offs = np.zeros((nb, 2), np.int64)
     offs[:, 0] = np.broadcast_to(ia, batch).reshape(-1) * (M * K)
     offs[:, 1] = np.broadcast_to(ib, batch).reshape(-1) * (K * N)
-    args = [A, B, Param(np.zeros(1, y.dtype)), y, Param(offs.reshape(-1)), nb, M, N, K, K, 1, N, 1, 0, 0,
-            1.0, 0.0, 0]
-    src, extra = with_epilogue(MATMUL_SRC, node, 2, "yr - yo + i", " " * 12, "N|yr + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(MATMUL_SRC, node, "yr - yo + i", " " * 12, "N", "yr + i")
+    args = bind(src, a=A, b=B, c=Param(np.zeros(1, y.dtype)), y=y, of=Param(offs.reshape(-1)), nbatch=nb, M=M,
+                N=N, K=K, sam=K, sak=1, sbk=N, sbn=1, scm=0, scn=0, alpha=1.0, beta=0.0, has_c=0, **res)
+    return [KernelCall(src, args, note(node))]
 
 
 SOFTMAX_SRC = '''

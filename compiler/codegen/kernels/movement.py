@@ -7,6 +7,8 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import At, KernelCall, Param, generator, note
+from .quant import QPARAM_LOOP, qparam_layout
+from .template import source
 
 
 def transpose_source(rank: int) -> str:
@@ -20,7 +22,7 @@ def transpose_source(rank: int) -> str:
             lines.append(f"{indent}p{d + 1} = p{d} + i{d} * s{d}")
     lines.append(f"{indent}yb[U(y)] = xb[U(p{rank - 1} + i{rank - 1} * s{rank - 1})]")
     lines.append(f"{indent}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 @generator("Transpose")
@@ -100,17 +102,8 @@ def gen_gather(node: Node) -> list[KernelCall]:
     return [KernelCall(GATHER_SRC, [x, idx, node.outputs[0], outer, x.shape[ax], inner, nidx], note(node))]
 
 
-DEQUANT_SRC = '''
-def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t):
-    i = 0
-    for o in range(outer):
-        for c in range(C):
-            q = o * s_o + (c // B) * s_c
-            for t in range(inner):
-                k = q + t * s_t
-                yb[yo + i] = (np.float64(xb[xo + i]) - np.float64(zb[zo + k])) * sb[so + k]
-                i += 1
-'''
+DEQUANT_SRC = QPARAM_LOOP.fill(
+    PARAMS="", BODY="                yb[yo + i] = (np.float64(xb[xo + i]) - np.float64(zb[zo + k])) * sb[so + k]")
 
 
 @generator("DequantizeLinear")
@@ -120,17 +113,5 @@ def gen_dequantize(node: Node) -> list[KernelCall]:
     zp = node.inputs[2] if len(node.inputs) > 2 else None
     if zp is None:
         zp = Param(np.zeros(scale.shape or (1,), x.dtype))
-    total = int(np.prod(x.shape, dtype=np.int64))
-    if scale.type.size == 1 and not node.attrs["block_size"]:  # per tensor
-        args = [1, 1, total, 1, 0, 0, 0]
-    else:
-        ax = node.attrs["axis"]
-        outer = int(np.prod(x.shape[:ax], dtype=np.int64))
-        C = x.shape[ax]
-        inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
-        B = int(node.attrs["block_size"])
-        if B:  # scale has x's rank, with ceil(C / B) entries on the axis
-            args = [outer, C, inner, B, scale.shape[ax] * inner, inner, 1]
-        else:
-            args = [outer, C, inner, 1, 0, 1, 0]
+    args = qparam_layout(x, scale, node.attrs["axis"], int(node.attrs["block_size"]))
     return [KernelCall(DEQUANT_SRC, [x, scale, zp, node.outputs[0], *args], note(node))]

@@ -11,8 +11,9 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
 from .spatial import as3d
+from .template import Template, clipped_loops, source, tap_columns
 
-CONVT_SRC = '''
+CONVT_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
     cg = C // G
@@ -33,33 +34,15 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                 m = g * mg + mm
                 ybase = yo + (n * M + m) * osp
                 wbase = wo + (c * mg + mm) * ksz
-                for kd in range(KD):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
-                            offw = kw * dw - pw
-                            # input columns whose output column ow = iw * sw + offw is inside [0, OW)
-                            lo = 0
-                            if offw < 0:
-                                lo = (-offw + sw - 1) // sw
-                            if OW - 1 - offw < 0:
-                                continue
-                            hi = min(W, (OW - 1 - offw) // sw + 1)
-                            if hi <= lo:
-                                continue
-                            for idd in range(D):
-                                od = idd * sd + kd * dd - pd
-                                if od < 0 or od >= OD:
-                                    continue
-                                for ih in range(H):
-                                    oh = ih * sh + kh * dh - ph
-                                    if oh < 0 or oh >= OH:
-                                        continue
+{TAPS}
+{ROWS}
                                     yrow = ybase + (od * OH + oh) * OW + offw
                                     xrow = xbase + (idd * H + ih) * W
                                     for iw in range(lo, hi):
                                         yb[U(yrow + iw * sw)] += wv * xb[U(xrow + iw)]
-'''
+''', TAPS=tap_columns(" " * 16, transposed=True),
+    ROWS=clipped_loops(" " * 28, ("idd", "D", "od", "idd * sd + kd * dd - pd", "OD"),
+                       ("ih", "H", "oh", "ih * sh + kh * dh - ph", "OH"))).fill()
 
 
 @generator("ConvTranspose")
@@ -130,7 +113,7 @@ def reduce_source(nk: int, nr: int, integer: bool, kind: str = "mean") -> str:
     res = "acc / cnt" if kind == "mean" else "acc"
     lines.append(f"{ind}yb[y] = {'int(' + res + ')' if integer else res}")
     lines.append(f"{ind}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 @generator("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")

@@ -29,6 +29,7 @@ from cnnjit.ir.ops.qint import qadd_fixed
 
 from ..kernel import KernelCall, Param, generator, note
 from ..simd_int import has_vnni, host_int_width
+from .template import columns_inside, source
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
 _MR32 = {1: 12, 2: 12, 3: 8, 4: 6}
@@ -123,7 +124,7 @@ def dense_source(n: int, mr: int, nr: int, signed_x: bool, crem: int) -> str:
         *tile(1, " " * 24),
         "                        ow += 1",
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def depthwise_source(n: int, kh: int, kw: int) -> str:
@@ -154,9 +155,9 @@ def depthwise_source(n: int, kh: int, kw: int) -> str:
                   "                    else:",
                   "                        xv = XZ",
                   f"                    acc = ivadd{n}(acc, ivmul{n}(xv, w{t}))"]
-    L += ["                    ivrqstore{n}(yb, yo + ((b * OH + oh) * OW + ow) * C + c0, acc, mb, mo + c0, yz, lo, hi,"
-          " cnt)".replace("{n}", str(n))]
-    return "\n".join(L) + "\n"
+    L += [f"                    ivrqstore{n}(yb, yo + ((b * OH + oh) * OW + ow) * C + c0, acc, mb, mo + c0, yz, lo,"
+          " hi, cnt)"]
+    return source(L)
 
 
 def depthwise_dot_source(n: int, kh: int, kw: int, signed_x: bool) -> str:
@@ -232,7 +233,7 @@ def depthwise_dot_source(n: int, kh: int, kw: int, signed_x: bool) -> str:
         "            else:",
         *rows(" " * 16, False),
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def depthwise_col_source(n: int, kh: int, kw: int, sw: int, signed_x: bool) -> str:
@@ -296,7 +297,7 @@ def depthwise_col_source(n: int, kh: int, kw: int, sw: int, signed_x: bool) -> s
         "            else:",
         *rows(" " * 16, False),
     ]
-    return "\n".join(L) + "\n"
+    return source(L)
 
 
 def pack_depthwise_col(w: np.ndarray, n: int) -> np.ndarray:
@@ -416,13 +417,11 @@ def gen_dense(node: Node, n: int) -> list[KernelCall]:
     pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
     if pointwise:  # the plane is one long row of pixels
         H, W, OH, OW = 1, H * W, 1, OH * OW
-    owlo = -(-g["pw"] // g["sw"])
-    span = W - 1 + g["pw"] - (g["KW"] - 1) * g["dw"]
-    owhi = min(OW, span // g["sw"] + 1) if span >= 0 else 0
+    owlo, owhi = columns_inside(-g["pw"], (g["KW"] - 1) * g["dw"] - g["pw"], g["sw"], W, OW)
     src = dense_source(n, mr, nr, signed_x, g["C"] % 4)
     args = [x, Param(pack_dense(wq, n)), Param(bias.astype(np.int32)), Param(mult), node.outputs[0], g["N"], H, W,
             g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], MB,
-            owlo, max(owhi, owlo), _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
+            owlo, owhi, _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
     return [KernelCall(src, args, note(node))]
 
 
@@ -470,13 +469,11 @@ def gen_depthwise_dot(node: Node, n: int) -> list[KernelCall]:
     g = _geometry(node)
     C = g["C"]
     signed_x, xzu, bias, mult = _depthwise_constants(node, C, g["KH"] * g["KW"], 4 * n)
-    owlo = -(-g["pw"] // g["sw"])
-    span = g["W"] - 1 + g["pw"] - (g["KW"] - 1) * g["dw"]
-    owhi = min(g["OW"], span // g["sw"] + 1) if span >= 0 else 0
+    owlo, owhi = columns_inside(-g["pw"], (g["KW"] - 1) * g["dw"] - g["pw"], g["sw"], g["W"], g["OW"])
     src = depthwise_dot_source(n, g["KH"], g["KW"], signed_x)
     args = [x, Param(pack_depthwise_dot(w.const, n)), Param(_lane_order(bias.astype(np.int32), n)),
             Param(_lane_order(mult, n)), node.outputs[0], g["N"], g["H"], g["W"], C, g["OH"], g["OW"], g["sh"],
-            g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], owlo, max(owhi, owlo), _i32(xzu * 0x01010101),
+            g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], owlo, owhi, _i32(xzu * 0x01010101),
             a["y_zero_point"], a["lo"], a["hi"]]
     return [KernelCall(src, args, note(node))]
 

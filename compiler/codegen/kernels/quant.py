@@ -11,26 +11,47 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Node
+from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.quant import QUANT_RANGES, matmul_qparam, qrange
 from cnnjit.ir.types import DTYPES
 
 from ..kernel import KernelCall, Param, generator, note
-from .spatial import as3d, spatial3d
+from .epilogue import int32_store, requantize
+from .spatial import TAPS3, window3d
+from .template import Template, bind, clipped_loops
 
-QUANT_SRC = '''
-def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t, lo, hi):
+#: element ``i`` of a tensor and its quantisation parameters ``k`` (per tensor, per axis or blocked: see
+#: ``qparam_layout``); ``BODY`` maps ``xb[xo + i]`` to ``yb[yo + i]``
+QPARAM_LOOP = Template('''
+def kernel(xb, xo, sb, so, zb, zo, yb, yo, outer, C, inner, B, s_o, s_c, s_t{PARAMS}):
     i = 0
     for o in range(outer):
         for c in range(C):
             q = o * s_o + (c // B) * s_c
             for t in range(inner):
                 k = q + t * s_t
-                v = np.rint(FT(FT(xb[xo + i]) / FT(sb[so + k]))) + np.float64(zb[zo + k])
-                v = min(max(v, lo), hi)
-                yb[yo + i] = np.int64(v)
+{BODY}
                 i += 1
-'''
+''')
+_QUANT_BODY = '''                v = np.rint({FT}({FT}(xb[xo + i]) / {FT}(sb[so + k]))) + np.float64(zb[zo + k])
+                v = min(max(v, lo), hi)
+                yb[yo + i] = np.int64(v)'''
+
+#: ``FT``: the float type the division runs in
+QUANT_SRC = Template(QPARAM_LOOP.fill(PARAMS=", lo, hi", BODY=_QUANT_BODY))
+
+
+def qparam_layout(x: Value, scale: Value, axis: int, block: int) -> list[int]:
+    """``QPARAM_LOOP``'s ``outer, C, inner, B, s_o, s_c, s_t`` for ``x`` with quantisation parameters of
+    ``scale``'s shape (one for all, one per index of ``axis``, or per ``block`` indices of it)."""
+    if scale.type.size == 1 and not block:  # per tensor
+        return [1, 1, int(np.prod(x.shape, dtype=np.int64)), 1, 0, 0, 0]
+    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+    C = x.shape[axis]
+    inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+    if block:  # scale has x's rank, with ceil(C / B) entries on the axis
+        return [outer, C, inner, block, scale.shape[axis] * inner, inner, 1]
+    return [outer, C, inner, 1, 0, 1, 0]
 
 #: the float type the division runs in -> its name in kernel source (our own table, never model text)
 _FLOAT_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
@@ -46,23 +67,14 @@ def gen_quantize(node: Node) -> list[KernelCall]:
         zp = Param(np.zeros(scale.type.size, y.dtype))
     ft = DTYPES[a["precision"]] if a["precision"] else np.result_type(x.dtype, scale.dtype)
     fname = _FLOAT_NAMES.get(np.dtype(ft), "np.float64")
-    total = int(np.prod(x.shape, dtype=np.int64))
-    if scale.type.size == 1 and not a["block_size"]:
-        shape_args = [1, 1, total, 1, 0, 0, 0]
-    else:
-        ax = a["axis"]
-        outer = int(np.prod(x.shape[:ax], dtype=np.int64))
-        C = x.shape[ax]
-        inner = int(np.prod(x.shape[ax + 1:], dtype=np.int64))
-        B = int(a["block_size"])
-        shape_args = [outer, C, inner, B, scale.shape[ax] * inner, inner, 1] if B else [outer, C, inner, 1, 0, 1, 0]
+    shape_args = qparam_layout(x, scale, a["axis"], int(a["block_size"]))
     lo, hi = QUANT_RANGES[a["dtype"]]
-    src = QUANT_SRC.replace("FT", fname)
+    src = QUANT_SRC.fill(FT=fname)
     return [KernelCall(src, [x, scale, zp, y, *shape_args, float(lo), float(hi)], note(node))]
 
 
 # -- convolutions ------------------------------------------------------------------------------------------
-CONV_INT_SRC = '''
+CONV_INT_SRC = Template('''
 def kernel(xb, xo, wb, wo, xzb, xzo, wzb, wzo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, swz{params}):
     cg = C // G
@@ -83,55 +95,35 @@ def kernel(xb, xo, wb, wo, xzb, xzo, wzb, wzo, yb, yo, N, C, D, H, W, M, OD, OH,
                         for c in range(cg):
                             xbase = xo + (n * C + g * cg + c) * isp
                             wbase = wo + (m * cg + c) * ksz
-                            for kd in range(KD):
-                                idd = od * sd + kd * dd - pd
-                                if idd < 0 or idd >= D:
-                                    continue
-                                for kh in range(KH):
-                                    ih = oh * sh + kh * dh - ph
-                                    if ih < 0 or ih >= H:
-                                        continue
-                                    xrow = xbase + (idd * H + ih) * W
-                                    wrow = wbase + (kd * KH + kh) * KW
-                                    for kw in range(KW):
-                                        iw = ow * sw + kw * dw - pw
-                                        if iw < 0 or iw >= W:
-                                            continue
+{TAPS}
                                         acc += (np.int64(xb[xrow + iw]) - xz) * (np.int64(wb[wrow + kw]) - wz)
 {epilogue}
                         y += 1
-'''
+''', TAPS=clipped_loops(" " * 28, *TAPS3[:2]) + "\n"
+    + "\n".join(" " * 36 + ln for ln in ("xrow = xbase + (idd * H + ih) * W", "wrow = wbase + (kd * KH + kh) * KW"))
+    + "\n" + clipped_loops(" " * 36, TAPS3[2]))
 
-_INT_EPILOGUE = "                        yb[y] = np.int32(acc)"
 _QLINEAR_PARAMS = ", xsb, xso, wsb, wso, ysb, yso, yzb, yzo, bb, bo, sws, has_bias, lo, hi"
 _QLINEAR_PROLOGUE = '''            mult = np.float32(np.float32(np.float32(xsb[xso]) * np.float32(wsb[wso + m * sws]))
                               / np.float32(ysb[yso]))
             yz = np.float64(yzb[yzo])
             bias = np.int64(bb[bo + m]) if has_bias else 0'''
-_QLINEAR_EPILOGUE = '''                        acc32 = np.int32(acc + bias)
-                        v = np.float64(np.rint(np.float32(np.float32(acc32) * mult))) + yz
-                        v = min(max(v, lo), hi)
-                        yb[y] = np.int64(v)'''
+_QLINEAR_EPILOGUE = "                        acc32 = np.int32(acc + bias)\n" + requantize(" " * 24, "acc32")
 
-CONV_INTEGER_SRC = CONV_INT_SRC.format(params="", prologue="            pass", epilogue=_INT_EPILOGUE)
-QLINEAR_CONV_SRC = CONV_INT_SRC.format(params=_QLINEAR_PARAMS, prologue=_QLINEAR_PROLOGUE,
-                                       epilogue=_QLINEAR_EPILOGUE)
+CONV_INTEGER_SRC = CONV_INT_SRC.fill(params="", prologue="            pass", epilogue=int32_store(" " * 24))
+QLINEAR_CONV_SRC = CONV_INT_SRC.fill(params=_QLINEAR_PARAMS, prologue=_QLINEAR_PROLOGUE, epilogue=_QLINEAR_EPILOGUE)
 
 
-def _conv_args(node: Node, x, w, xz, wz) -> list:
-    p = spatial3d(node)
-    y = node.outputs[0]
-    N, C = x.shape[:2]
-    M = w.shape[0]
-    swz = 1 if wz.type.size > 1 else 0
-    return [x, w, xz, wz, y, N, C, *as3d(x.shape[2:]), M, *as3d(y.shape[2:]), *p["k"], *p["s"], *p["pb"],
-            *p["d"], int(node.attrs["group"]), swz]
+def _conv_args(node: Node, x: Value, w: Value, xz: Value, wz: Value) -> dict:
+    """The integer convolutions' arguments by parameter name (``CONV_INT_SRC``)."""
+    return dict(x=x, w=w, xz=xz, wz=wz, y=node.outputs[0], N=x.shape[0], C=x.shape[1], M=w.shape[0],
+                G=int(node.attrs["group"]), swz=1 if wz.type.size > 1 else 0, **window3d(node))
 
 
 @generator("ConvInteger")
 def gen_conv_integer(node: Node) -> list[KernelCall]:
     x, w, xz, wz = node.inputs
-    return [KernelCall(CONV_INTEGER_SRC, _conv_args(node, x, w, xz, wz), note(node))]
+    return [KernelCall(CONV_INTEGER_SRC, bind(CONV_INTEGER_SRC, **_conv_args(node, x, w, xz, wz)), note(node))]
 
 
 @generator("QLinearConv")
@@ -141,13 +133,13 @@ def gen_qlinear_conv(node: Node) -> list[KernelCall]:
     y = node.outputs[0]
     lo, hi = qrange(y.dtype)
     bias = b if b is not None else Param(np.zeros(1, np.int32))
-    args = _conv_args(node, x, w, xz, wz) + [xs, ws, ys, yz, bias, 1 if ws.type.size > 1 else 0,
-                                             int(b is not None), float(lo), float(hi)]
+    args = bind(QLINEAR_CONV_SRC, xs=xs, ws=ws, ys=ys, yz=yz, b=bias, sws=1 if ws.type.size > 1 else 0,
+                has_bias=int(b is not None), lo=float(lo), hi=float(hi), **_conv_args(node, x, w, xz, wz))
     return [KernelCall(QLINEAR_CONV_SRC, args, note(node))]
 
 
 # -- matrix products ---------------------------------------------------------------------------------------
-MATMUL_INT_SRC = '''
+MATMUL_INT_SRC = Template('''
 def kernel(ab, ao, bb, bo, azb, azo, bzb, bzo, yb, yo, ofs, ofo, nbatch, M, N, K, saz, sbz{params}):
     for t in range(nbatch):
         a0 = ao + ofs[ofo + 4 * t]
@@ -165,20 +157,17 @@ def kernel(ab, ao, bb, bo, azb, azo, bzb, bzo, yb, yo, ofs, ofo, nbatch, M, N, K
                     acc += (np.int64(ab[a0 + m * K + k]) - za) * (np.int64(bb[b0 + k * N + n]) - zb)
 {epilogue}
                 y += 1
-'''
+''')
 
 _MM_QPARAMS = ", asb, aso, bsb, bso, ysb, yso, yzb, yzo, sas, sbs, sys, syz, lo, hi"
 _MM_QPROLOGUE = '''            sa = np.float32(asb[aso + m * sas])
             sy = np.float32(ysb[yso + m * sys])
             yz = np.float64(yzb[yzo + m * syz])'''
-_MM_QEPILOGUE = '''                mult = np.float32(np.float32(sa * np.float32(bsb[bso + n * sbs])) / sy)
-                v = np.float64(np.rint(np.float32(np.float32(np.int32(acc)) * mult))) + yz
-                v = min(max(v, lo), hi)
-                yb[y] = np.int64(v)'''
+_MM_QEPILOGUE = ("                mult = np.float32(np.float32(sa * np.float32(bsb[bso + n * sbs])) / sy)\n"
+                 + requantize(" " * 16, "np.int32(acc)"))
 
-MATMUL_INTEGER_SRC = MATMUL_INT_SRC.format(params="", prologue="            pass",
-                                           epilogue="                yb[y] = np.int32(acc)")
-QLINEAR_MATMUL_SRC = MATMUL_INT_SRC.format(params=_MM_QPARAMS, prologue=_MM_QPROLOGUE, epilogue=_MM_QEPILOGUE)
+MATMUL_INTEGER_SRC = MATMUL_INT_SRC.fill(params="", prologue="            pass", epilogue=int32_store(" " * 16))
+QLINEAR_MATMUL_SRC = MATMUL_INT_SRC.fill(params=_MM_QPARAMS, prologue=_MM_QPROLOGUE, epilogue=_MM_QEPILOGUE)
 
 
 def _batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], mat: int) -> np.ndarray:

@@ -25,6 +25,7 @@ from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.resample import resize_axis_taps, slice_range
 
 from ..kernel import KernelCall, Param, generator, note
+from .template import source
 
 #: table entry for "outside the input": negative enough that a sum over all axes stays negative
 SENTINEL = -(1 << 52)
@@ -76,7 +77,7 @@ def gather_source(rank: int, fill: bool, contig: bool) -> str:
         else:
             lines.append(f"{ind}yb[U(y)] = xb[U(xo + q)]")
         lines.append(f"{ind}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 def _is_contig(t: np.ndarray) -> bool:
@@ -230,7 +231,7 @@ def interp_source(rank: int, to_int: bool) -> str:
     else:
         lines.append(f"{ind}    yb[U(y)] = acc")
     lines.append(f"{ind}y += 1")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 def _compress(idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

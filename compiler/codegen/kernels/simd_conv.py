@@ -14,22 +14,19 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
+from ..kernel import KernelCall, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, row_load, scalar_epilogue
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands, row_load, row_taps
+from .template import source
 
 
 def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
-    from .elementwise import epilogue
-
-    res_params, res_args = residual_operands(node)
-    _, in_reg = _vec_epilogue(node, "a", "0", w, True)
-    scalar_lines, _, _ = epilogue(node, 3, "q", "")
-
+    epi = Epilogue(node, w, True)
     fast, fast_ok, edge = row_load(w, sw)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
-        + "".join(", " + p for p in res_params) + "):",
+        + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    ksz = KH * KW",
@@ -43,14 +40,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
         "                    for c in range(cg):",
         "                        xc = xo + (n * C + g * cg + c) * H * Win",
         "                        wbase = wo + (m * cg + c) * ksz",
-        "                        for kh in range(KH):",
-        "                            ih = oh * sh + kh * dh - ph",
-        "                            if ih < 0 or ih >= H:",
-        "                                continue",
-        "                            xrow = xc + ih * Win",
-        "                            for kw in range(KW):",
-        f"                                iw0 = ow0 * {sw} + kw * dw - pw",
-        f"                                if cnt == {w} and {fast_ok}:",
+        *row_taps(" " * 24, "xc", w, sw, fast_ok),
         f"                                    xv = {fast}",
         "                                else:",
         f"                                    xv = {edge}",
@@ -60,16 +50,11 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
     ]
     for i in range(mr):
         idx = f"((n * M + m + {i}) * OH + oh) * OW + ow0"
-        if in_reg:
-            L += ["                    " + ln for ln in _vec_epilogue(node, f"a{i}", idx, w, True)[0]]
+        L += epi.vector(" " * 20, f"a{i}", idx, w, True)
         L.append(f"                    vstoren{w}(yb, yo + {idx}, a{i}, cnt)")
-    if not in_reg and scalar_lines:
-        L += [
-            f"                    for i in range({mr}):",
-            "                        for j in range(cnt):",
-            *scalar_epilogue(" " * 28, "((n * M + m + i) * OH + oh) * OW + ow0 + j", scalar_lines),
-        ]
-    return "\n".join(L) + "\n", res_args
+    L += epi.after(" " * 20, [f"for i in range({mr}):", "for j in range(cnt):"],
+                   "((n * M + m + i) * OH + oh) * OW + ow0 + j")
+    return source(L), epi.args
 
 
 def simd_conv_applies(node: Node) -> bool:
@@ -79,9 +64,7 @@ def simd_conv_applies(node: Node) -> bool:
 
 
 def gen_simd_conv(node: Node) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
@@ -91,7 +74,6 @@ def gen_simd_conv(node: Node) -> list[KernelCall]:
     OW = y.shape[3]
     if OW <= 8 and w > 8:  # narrow planes waste most lanes of a wide vector
         w = 8
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     src, extra = conv_source(node, w, mr, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, *a["kernel_shape"], a["strides"][0],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]

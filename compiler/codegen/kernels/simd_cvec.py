@@ -19,7 +19,9 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, scalar_epilogue
+from .epilogue import Epilogue, has_residual
+from .simd_pointwise import conv_operands
+from .template import source
 
 
 def _pixel_tile(ow: int) -> int:
@@ -37,21 +39,13 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     faster and doubled the compile time); rows outside the input are skipped per tap row. A tail tile
     recomputes the row's last pixel.
     """
-    from .elementwise import epilogue
-
-    res_params, res_args = residual_operands(node)
     lanes = mv * w  # the tile's channel vectors as one value (LLVM splits it into mv registers)
-
-    def epi(acc: str) -> tuple[list[str], bool]:  # a residual is gathered (one channel plane per lane)
-        return _vec_epilogue(node, acc, "", lanes, False,
-                             residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
-
-    in_reg = epi("a")[1]
-    scalar_lines, _, _ = epilogue(node, 3, "q", "")
+    # a residual is gathered (one channel plane per lane)
+    epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
     acc = [f"a{j}" for j in range(np_)]
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, sw, ph, pw, dh, dw, G"
-        + "".join(", " + p for p in res_params) + "):",
+        + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    P = OH * OW",
@@ -84,15 +78,10 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     for j in range(np_):
         L.append(f"                    if ow0 + {j} < OW:")
         L.append(f"                        yq = (n * M + m0) * P + oh * OW + ow0 + {j}")
-        if in_reg:
-            L += [f"                        {ln}" for ln in epi(acc[j])[0]]
+        L += epi.vector(" " * 24, acc[j], "", lanes, False)
         L.append(f"                        vscatter{lanes}(yb, yo + yq, P, {acc[j]})")
-        if not in_reg and scalar_lines:
-            L += [
-                f"                        for i in range({lanes}):",
-                *scalar_epilogue(" " * 28, "yq + i * P", scalar_lines),
-            ]
-    return "\n".join(L) + "\n", res_args
+        L += epi.after(" " * 24, [f"for i in range({lanes}):"], "yq + i * P")
+    return source(L), epi.args
 
 
 def cvec_width(node: Node) -> int | None:
@@ -111,7 +100,7 @@ def cvec_width(node: Node) -> int | None:
     # rows of up to 16 columns with >= 2 channel vectors per group: 8-16 FMA chains beat the
     # column-vector kernel's 4 (measured on ResNet-8's 16x16 layers: 1.05x stride 1, 1.2x stride 2)
     # (not with a fused residual: its per-pixel gathers cost more than the extra chains win here)
-    residual = any(s[0] == "Add" for s in a.get("post", ()))
+    residual = has_residual(node)
     if mg % (2 * host) == 0 and y.shape[3] <= 16 and not residual:
         return host
     return None
@@ -136,14 +125,11 @@ def cvec_pointwise_width(node: Node) -> int | None:
 
 
 def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
     wT = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)  # [cg*KH*KW, M]
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     mg = M // a["group"]
     np_ = _pixel_tile(y.shape[3])
     mv = next(v for v in (4, 2, 1) if mg % (v * w) == 0 and v * np_ <= 24)

@@ -13,22 +13,20 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
+from ..kernel import KernelCall, note
 from ..simd import host_vector_width
-from .simd_pointwise import _vec_epilogue, residual_operands, row_lanes, row_load, scalar_epilogue
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands, row_lanes, row_load
+from .template import source
 
 MAX_TAPS = 49  # up to 7x7 unrolled
 
 
 def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple[str, list]:
-    from .elementwise import epilogue
-
-    res_params, res_args = residual_operands(node)
-    _, in_reg = _vec_epilogue(node, "a", "0", w, True)
-    scalar_lines, _, _ = epilogue(node, 3, "q", "")
+    epi = Epilogue(node, w, True)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, pw, dh, dw"
-        + "".join(", " + p for p in res_params) + "):",
+        + epi.signature() + "):",
         "    mult = M // C",
         "    for n in range(N):",
         "        for m in range(M):",
@@ -73,15 +71,10 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
         total = f"vadd{w}({total}, r{i})"
     L.append(f"                    a = {total}")
     idx = "((n * M + m) * OH + oh) * OW + ow0"
-    if in_reg:
-        L += ["                    " + ln for ln in _vec_epilogue(node, "a", idx, w, True)[0]]
+    L += epi.vector(" " * 20, "a", idx, w, True)
     L.append(f"                    vstoren{w}(yb, yo + {idx}, a, cnt)")
-    if not in_reg and scalar_lines:
-        L += [
-            "                    for j in range(cnt):",
-            *scalar_epilogue(" " * 24, f"{idx} + j", scalar_lines),
-        ]
-    return "\n".join(L) + "\n", res_args
+    L += epi.after(" " * 20, ["for j in range(cnt):"], f"{idx} + j")
+    return source(L), epi.args
 
 
 def simd_depthwise_applies(node: Node) -> bool:
@@ -93,9 +86,7 @@ def simd_depthwise_applies(node: Node) -> bool:
 
 
 def gen_simd_depthwise(node: Node) -> list[KernelCall]:
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
@@ -104,7 +95,6 @@ def gen_simd_depthwise(node: Node) -> list[KernelCall]:
     if OW <= 8 and w > 8:
         w = 8
     kh, kw = a["kernel_shape"]
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     src, extra = depthwise_source(node, w, kh, kw, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, a["strides"][0], a["pads"][0], a["pads"][1],
             *a["dilations"], *extra]

@@ -10,24 +10,22 @@ while it is still in L1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from cnnjit.ir import Node
+from cnnjit.ir import Node, Value
 
-from ..kernel import At, KernelCall, Param, flit, note
+from ..kernel import At, KernelCall, Param, note
 from ..simd import host_vector_width
+from .epilogue import Epilogue
+from .template import clipped_loops, source
 
 MR, NR = 4, 2
-IN_REGISTER = ("Relu", "Clip", "LeakyRelu")
 
 
 def row_lanes(sw: int, iw: str = "iw0") -> tuple[str, str]:
     """The lane range ``[lo, hi)`` of a masked row load at column ``iw`` (``row_load``'s edge load): lanes
     inside the row and among the first ``cnt`` output columns (stride 2: element positions)."""
-    hi = "min(cnt, Win - {0})" if sw == 1 else "min(2 * cnt - 1, Win - {0})"
-    return f"max(0, -{iw})", hi.format(iw)
+    return f"max(0, -{iw})", f"min(cnt, Win - {iw})" if sw == 1 else f"min(2 * cnt - 1, Win - {iw})"
 
 
 def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None,
@@ -49,57 +47,19 @@ def row_load(w: int, sw: int, iw: str = "iw0", fill: str | None = None,
             f"vload2er{f}{w}(xb, xrow + {iw}, {lo}, {hi}{tail})")
 
 
-def residual_operands(node: Node) -> tuple[list[str], list]:
-    """Kernel parameters and call arguments for the residual inputs of ``node``'s fused epilogue."""
-    post = node.attrs.get("post", ())
-    return ([f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"],
-            [node.inputs[s[1]] for s in post if s[0] == "Add"])
-
-
-def _vec_epilogue(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
-                  residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
-    """Lines applying the post steps to vector ``acc`` (element index ``idx``; with ``masked``, only the
-    first ``cnt`` lanes are live); False if not all steps fit in registers. ``residual_load(k)`` is the
-    source loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
-    lines = []
-    for step in node.attrs.get("post", ()):
-        op = step[0]
-        if op == "Add":
-            k = step[1]
-            if residual_load is not None:
-                load = residual_load(k)
-            elif masked:
-                load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
-            else:
-                load = f"vload{w}(r{k}b, r{k}o + {idx})"
-            lines.append(f"{acc} = vadd{w}({acc}, {load})")
-        elif op == "Relu":
-            lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
-        elif op == "Clip":
-            a = dict(step[1])
-            if a.get("min") is not None:
-                lines.append(f"{acc} = vmax{w}({acc}, vbcast{w}({flit(a['min'])}))")
-            if a.get("max") is not None:
-                lines.append(f"{acc} = vmin{w}({acc}, vbcast{w}({flit(a['max'])}))")
-        elif op == "LeakyRelu" and 0.0 <= dict(step[1]).get("alpha", 0.01) <= 1.0:
-            alpha = flit(dict(step[1]).get("alpha", 0.01))
-            lines.append(f"{acc} = vmax{w}({acc}, vmul{w}({acc}, vbcast{w}({alpha})))")
-        else:
-            return [], False
-    return lines, True
+def row_taps(ind: str, xc: str, w: int, sw: int, fast_ok: str) -> list[str]:
+    """Kernel lines looping over a 2-D window's taps for the output vector at ``oh, ow0`` (rows outside
+    the input skipped; ``xrow`` the tap row's start, ``iw0`` its first column), ending in the test for
+    the fast (unmasked) load; the caller's lines for the load follow, one level deeper."""
+    return [*clipped_loops(ind, ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H")).split("\n"),
+            f"{ind}    xrow = {xc} + ih * Win", f"{ind}    for kw in range(KW):",
+            f"{ind}        iw0 = ow0 * {sw} + kw * dw - pw", f"{ind}        if cnt == {w} and {fast_ok}:"]
 
 
 def row_sections(rows: int) -> str:
     """Which row loops a kernel for ``rows`` output rows needs: "tiles" (a multiple of MR), "single" (fewer
     than MR: a batch-1 Gemm) or "both". Leaving out a loop that never runs saves its compile time."""
     return "tiles" if rows % MR == 0 else ("single" if rows < MR else "both")
-
-
-def scalar_epilogue(ind: str, q: str, scalar_lines: list[str]) -> list[str]:
-    """Lines applying the epilogue steps that have no vector form (``elementwise.epilogue``'s lines, on
-    ``v``) to the stored output element ``yb[yo + q]``, ``q`` an index expression; ``ind`` indents them."""
-    return [f"{ind}q = {q}", f"{ind}v = yb[U(yo + q)]", *[f"{ind}{ln.strip()}" for ln in scalar_lines],
-            f"{ind}yb[U(yo + q)] = v"]
 
 
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both") -> tuple[str, list]:
@@ -109,11 +69,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
     ``rows`` (see ``row_sections``) says which row loops to emit: the kernel is only correct for row counts
     of that kind.
     """
-    from .elementwise import epilogue
-
-    res_params, res_args = residual_operands(node)
-    _, in_reg = _vec_epilogue(node, "a", "0", w, False)
-    scalar_lines, _, _ = epilogue(node, 3, "q", " " * 20)
+    epi = Epilogue(node, w, False)
 
     def tile(mr: int, nr: int, masked: bool, ind: str) -> list[str]:
         """``mr`` rows x ``nr`` vectors; ``masked``: only the first ``cnt`` columns. Each row's ``nr``
@@ -140,16 +96,13 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         out.append(f"{ind}    wi += 1")
         for i in range(mr):
             idx = f"y0 - yo + (m + {i}) * P + p"
-            if in_reg:
-                out += [ind + ln for ln in _vec_epilogue(node, f"a{L}_{i}", idx, L, masked)[0]]
+            out += epi.vector(ind, f"a{L}_{i}", idx, L, masked)
             out.append(f"{ind}vstoren{L}(yb, yo + {idx}, a{L}_{i}, cnt)" if masked
                        else f"{ind}vstore{L}(yb, yo + {idx}, a{L}_{i})")
-        if not in_reg and scalar_lines:  # other activations: over the stored tile, still in L1
-            span = f"min(cnt, {L})" if masked else str(L)
-            out.append(f"{ind}for i in range({mr}):")
-            out.append(f"{ind}    for j in range({span}):")
-            out += scalar_epilogue(ind + " " * 8, "y0 - yo + (m + i) * P + p + j", scalar_lines)
-        return out
+        # other activations: over the stored tile, still in L1
+        span = f"min(cnt, {L})" if masked else str(L)
+        return out + epi.after(ind, [f"for i in range({mr}):", f"for j in range({span}):"],
+                               "y0 - yo + (m + i) * P + p + j")
 
     tiles = [
         f"            while m + {MR} <= M:",
@@ -176,8 +129,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         "                m += 1",
     ]
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB"
-        + "".join(", " + p for p in res_params) + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
@@ -187,7 +139,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         *(tiles if rows != "single" else []),
         *(single if rows != "tiles" else []),
     ]
-    return "\n".join(lines) + "\n", res_args
+    return source(lines), epi.args
 
 
 #: bytes of input pixels per block: a block's C x PB inputs stay in L1 while every output-row tile reads them
@@ -207,14 +159,11 @@ def pixel_block(C: int, P: int, w: int) -> int:
 
 def gen_simd_pointwise(node: Node) -> list[KernelCall]:
     """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     w = host_vector_width()
     src, extra = pointwise_source(node, w, rows=row_sections(M // G))
     if G == 1:
@@ -229,6 +178,13 @@ def gen_simd_pointwise(node: Node) -> list[KernelCall]:
             args = [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, pixel_block(cg, P, w), *res]
             calls.append(KernelCall(src, args, note(node)))
     return calls
+
+
+def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
+    """A float Conv's input, weights, bias (zeros when it has none) and output."""
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    M = node.inputs[1].shape[0]
+    return node.inputs[0], node.inputs[1], b if b is not None else Param(np.zeros(M, np.float32)), node.outputs[0]
 
 
 def simd_pointwise_applies(node: Node) -> bool:

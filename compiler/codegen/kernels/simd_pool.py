@@ -15,7 +15,8 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
-from .simd_pointwise import row_load
+from .simd_pointwise import row_load, row_taps
+from .template import source
 
 
 def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
@@ -36,14 +37,7 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
         f"                cnt = min({w}, OW - ow0)",
         f"                acc = {init}",
         *([f"                num = vzero{w}()"] if counted else []),
-        "                for kh in range(KH):",
-        "                    ih = oh * sh + kh * dh - ph",
-        "                    if ih < 0 or ih >= H:",
-        "                        continue",
-        "                    xrow = xc + ih * Win",
-        "                    for kw in range(KW):",
-        f"                        iw0 = ow0 * {sw} + kw * dw - pw",
-        f"                        if cnt == {w} and {fast_ok}:",
+        *row_taps(" " * 16, "xc", w, sw, fast_ok),
         f"                            v = {fast}",
         *([f"                            num = vadd{w}(num, {fast.replace('xb, xrow', 'ob, oo')})"] if counted else []),
         "                        else:",
@@ -56,7 +50,7 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
     elif not is_max:
         lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
     lines.append(f"                vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)")
-    return "\n".join(lines) + "\n"
+    return source(lines)
 
 
 def _uniform_divisor(node: Node) -> bool:

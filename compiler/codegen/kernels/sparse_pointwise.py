@@ -25,6 +25,9 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, note
 from ..simd import host_vector_width
+from .epilogue import Epilogue, clamp_code, clamp_lines
+from .simd_pointwise import conv_operands
+from .template import Template, source
 
 NR = 4  # pixel vectors per output-row tile
 BLOCK_BYTES = 1 << 40  # X slice per pixel block; measured (8K..128K vs none): no blocking is fastest
@@ -85,13 +88,8 @@ def csr_rows(w: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def sparse_source(node: Node, w: int, nr: int = NR) -> tuple[str, list] | None:
     """The CSR kernel source at vector width ``w`` with the node's epilogue, or None if it does not fit."""
-    from .simd_pointwise import _vec_epilogue
-
-    post = node.attrs.get("post", ())
-    res_params = [f"r{s[1]}b, r{s[1]}o" for s in post if s[0] == "Add"]
-    res_args = [node.inputs[s[1]] for s in post if s[0] == "Add"]
-    _, in_reg = _vec_epilogue(node, "a", "0", w, False)
-    if not in_reg:
+    epi = Epilogue(node, w, False)
+    if not epi.in_registers:
         return None
 
     def tile(n: int, masked: bool, ind: str) -> list[str]:
@@ -107,7 +105,7 @@ def sparse_source(node: Node, w: int, nr: int = NR) -> tuple[str, list] | None:
         for j in range(n):
             mk = masked and j == n - 1
             idx = f"m * P + p + {j * w} + y0 - yo"
-            out += [ind + ln for ln in _vec_epilogue(node, f"a{j}", idx, w, mk)[0]]
+            out += epi.vector(ind, f"a{j}", idx, w, mk)
             st = (f"vstoren{w}(yb, yo + {idx}, a{j}, cnt)" if mk else f"vstore{w}(yb, yo + {idx}, a{j})")
             out.append(f"{ind}{st}")
         return out
@@ -120,8 +118,7 @@ def sparse_source(node: Node, w: int, nr: int = NR) -> tuple[str, list] | None:
         tail += tile(nv, True, " " * 20)
 
     lines = [
-        "def kernel(xb, xo, vb, vo, ib, io, rb, ro, bb, bo, yb, yo, N, C, M, P, PB"
-        + "".join(", " + p for p in res_params) + "):",
+        "def kernel(xb, xo, vb, vo, ib, io, rb, ro, bb, bo, yb, yo, N, C, M, P, PB" + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
@@ -141,7 +138,7 @@ def sparse_source(node: Node, w: int, nr: int = NR) -> tuple[str, list] | None:
         "            xp = x0 + p",
         *tail,
     ]
-    return "\n".join(lines) + "\n", res_args
+    return source(lines), epi.args
 
 
 def zero_fraction(w: np.ndarray) -> float:
@@ -150,9 +147,7 @@ def zero_fraction(w: np.ndarray) -> float:
 
 def gen_sparse_pointwise(node: Node, nr: int = NR) -> list[KernelCall] | None:
     """CSR kernel calls for a float32 group-1 pointwise Conv, or None if the epilogue does not fit."""
-    x, wt = node.inputs[0], node.inputs[1]
-    b = node.inputs[2] if len(node.inputs) > 2 else None
-    y = node.outputs[0]
+    x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
@@ -161,7 +156,6 @@ def gen_sparse_pointwise(node: Node, nr: int = NR) -> list[KernelCall] | None:
         return None
     src, extra = got
     rowptr, offs, vals = csr_rows(wt.const.reshape(M, C), P)
-    bias = b if b is not None else Param(np.zeros(M, np.float32))
     step = nr * host_vector_width()
     pb = max(step, (BLOCK_BYTES // (4 * max(1, C))) // step * step)
     return [KernelCall(src, [x, Param(vals), Param(offs), Param(rowptr), bias, y, N, C, M, P, pb, *extra],
@@ -179,7 +173,7 @@ def sparse_conv_choice(node: Node) -> list[KernelCall] | None:
     return gen_sparse_pointwise(node)
 
 
-GEMM_SRC = """
+GEMM_SRC = Template("""
 def kernel(ab, ao, vb, vo, ib, io, rb, ro, bb, bo, yb, yo, M, K, N, act, lo, hi):
     for i in range(M):
         a0 = ao + i * K
@@ -188,12 +182,9 @@ def kernel(ab, ao, vb, vo, ib, io, rb, ro, bb, bo, yb, yo, M, K, N, act, lo, hi)
             s = bb[bo + n]
             for k in range(rb[ro + n], rb[ro + n + 1]):
                 s += vb[vo + k] * ab[a0 + ib[io + k]]
-            if act == 1:
-                s = max(s, lo)
-            elif act == 2:
-                s = min(max(s, lo), hi)
+{CLAMP}
             yb[y0 + n] = s
-"""
+""", CLAMP="\n".join(clamp_lines(" " * 12, "s"))).fill()
 
 
 def sparse_gemm_choice(node: Node) -> list[KernelCall] | None:
@@ -207,16 +198,10 @@ def sparse_gemm_choice(node: Node) -> list[KernelCall] | None:
     thr = sparse_threshold(gemm=True)
     if thr > 1.0 or zero_fraction(B.const) < thr:
         return None
-    act, lo, hi = 0, 0.0, 0.0
-    post = a.get("post", ())
-    if len(post) > 1 or any(s[0] not in ("Relu", "Clip") for s in post):
+    clamp = clamp_code(node)
+    if clamp is None:
         return None
-    if post and post[0][0] == "Relu":
-        act = 1
-    elif post:
-        c = dict(post[0][1])
-        act, lo, hi = 2, float(c.get("min") if c.get("min") is not None else -np.inf), float(
-            c.get("max") if c.get("max") is not None else np.inf)
+    act, lo, hi = clamp
     M, K = A.shape
     bt = (B.const if a["transB"] else B.const.T).astype(np.float64) * a["alpha"]  # N x K
     N = bt.shape[0]

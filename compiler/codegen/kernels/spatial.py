@@ -11,6 +11,13 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, generator, note
+from .dense import MATMUL_SRC
+from .epilogue import with_epilogue
+from .template import Template, bind, clipped_loops, tap_columns
+
+#: the taps of a 3-D window inside the input (``clipped_loops``), from output position ``od, oh, ow``
+TAPS3 = (("kd", "KD", "idd", "od * sd + kd * dd - pd", "D"), ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H"),
+         ("kw", "KW", "iw", "ow * sw + kw * dw - pw", "W"))
 
 
 def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
@@ -19,19 +26,21 @@ def as3d(shape: tuple[int, ...], fill: int = 1) -> tuple[int, int, int]:
     return (fill,) * (3 - len(sp)) + sp
 
 
-def spatial3d(node: Node) -> dict[str, tuple[int, int, int]]:
+def window3d(node: Node, ends: bool = False) -> dict[str, int]:
+    """A window op's sizes by kernel parameter name (1-D/2-D as 3-D): input ``D, H, W``, output
+    ``OD, OH, OW``, kernel ``KD, KH, KW``, strides ``sd, sh, sw``, begin pads ``pd, ph, pw``, dilations
+    ``dd, dh, dw`` and, with ``ends``, end pads ``ped, peh, pew``."""
     a = node.attrs
     n = len(a["kernel_shape"])
-    return {
-        "k": as3d(a["kernel_shape"]),
-        "s": as3d(a["strides"]),
-        "d": as3d(a["dilations"]),
-        "pb": as3d(a["pads"][:n], 0),
-        "pe": as3d(a["pads"][n:], 0),
-    }
+    groups = {"": node.inputs[0].shape[2:], "O": node.outputs[0].shape[2:], "K": a["kernel_shape"]}
+    out = {f"{pre}{ax}": v for pre, sizes in groups.items() for ax, v in zip("DHW", as3d(sizes))}
+    steps = {"s": a["strides"], "p": a["pads"][:n], "d": a["dilations"]} | ({"pe": a["pads"][n:]} if ends else {})
+    for pre, sizes in steps.items():
+        out.update({f"{pre}{ax}": v for ax, v in zip("dhw", as3d(sizes, 0 if pre in ("p", "pe") else 1))})
+    return out
 
 
-CONV_SRC = '''
+CONV_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
            sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias{PARAMS}):
     cg = C // G
@@ -48,46 +57,15 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
             for c in range(cg):
                 xbase = xo + (n * C + g * cg + c) * isp
                 wbase = wo + (m * cg + c) * KD * KH * KW
-                for kd in range(KD):
-                    for kh in range(KH):
-                        for kw in range(KW):
-                            wv = wb[wbase + (kd * KH + kh) * KW + kw]
-                            offw = kw * dw - pw
-                            # output columns whose input column is inside [0, W)
-                            lo = 0
-                            if offw < 0:
-                                lo = (-offw + sw - 1) // sw
-                            hi = OW
-                            if OW > 0 and (OW - 1) * sw + offw >= W:
-                                hi = (W - 1 - offw) // sw + 1 if W - 1 - offw >= 0 else 0
-                            if hi <= lo:
-                                continue
-                            for od in range(OD):
-                                idd = od * sd + kd * dd - pd
-                                if idd < 0 or idd >= D:
-                                    continue
-                                for oh in range(OH):
-                                    ih = oh * sh + kh * dh - ph
-                                    if ih < 0 or ih >= H:
-                                        continue
+{TAPS}
+{ROWS}
                                     yrow = ybase + (od * OH + oh) * OW
                                     xrow = xbase + (idd * H + ih) * W + offw
                                     for ow in range(lo, hi):
                                         yb[U(yrow + ow)] += wv * xb[U(xrow + ow * sw)]
-{EPILOGUE}'''
-
-
-def with_epilogue(template: str, node: Node, nbase: int, index: str, indent: str, store: str) -> tuple[str, list]:
-    """Fill a kernel template's {PARAMS} / {EPILOGUE} slots from the node's fused ``post`` steps."""
-    from .elementwise import epilogue
-
-    lines, params, args = epilogue(node, nbase, index, indent + "    ")
-    if not lines:
-        return template.replace("{PARAMS}", "").replace("{EPILOGUE}", ""), []
-    loop = [f"{indent}for i in range({store.split('|')[0]}):", f"{indent}    v = yb[U({store.split('|')[1]})]"]
-    loop += lines + [f"{indent}    yb[U({store.split('|')[1]})] = v"]
-    src = template.replace("{PARAMS}", "".join(", " + p for p in params)).replace("{EPILOGUE}", "\n".join(loop) + "\n")
-    return src, args
+{EPILOGUE}''', TAPS=tap_columns(" " * 16),
+    ROWS=clipped_loops(" " * 28, ("od", "OD", "idd", "od * sd + kd * dd - pd", "D"),
+                       ("oh", "OH", "ih", "oh * sh + kh * dh - ph", "H")))
 
 
 def is_pointwise(node: Node, grouped: bool = False) -> bool:
@@ -126,16 +104,11 @@ def gen_conv(node: Node) -> list[KernelCall]:
         return gen_simd_cvec(node, vw)
     if simd_conv_applies(node):
         return gen_simd_conv(node)
-    p = spatial3d(node)
-    N, C = x.shape[:2]
-    M = w.shape[0]
-    D, H, W = as3d(x.shape[2:])
-    OD, OH, OW = as3d(y.shape[2:])
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
-    args = [x, w, bias, y, N, C, D, H, W, M, OD, OH, OW, *p["k"], *p["s"], *p["pb"], *p["d"],
-            node.attrs["group"], int(b is not None)]
-    src, extra = with_epilogue(CONV_SRC, node, 3, "ybase - yo + i", " " * 12, "osp|ybase + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(CONV_SRC, node, "ybase - yo + i", " " * 12, "osp", "ybase + i")
+    args = bind(src, x=x, w=w, b=bias, y=y, N=x.shape[0], C=x.shape[1], M=w.shape[0], G=node.attrs["group"],
+                has_bias=int(b is not None), **window3d(node), **res)
+    return [KernelCall(src, args, note(node))]
 
 
 POOL_SRC = '''
@@ -182,7 +155,7 @@ def kernel(xb, xo, yb, yo, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, 
 '''
 
 
-MAXPOOL_INDEX_SRC = '''
+MAXPOOL_INDEX_SRC = Template('''
 def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, sw, pd, ph, pw,
            dd, dh, dw, col_major):
     isp = D * H * W
@@ -195,18 +168,7 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
                 for ow in range(OW):
                     acc = -math.inf
                     arg = 0
-                    for kd in range(KD):
-                        idd = od * sd + kd * dd - pd
-                        if idd < 0 or idd >= D:
-                            continue
-                        for kh in range(KH):
-                            ih = oh * sh + kh * dh - ph
-                            if ih < 0 or ih >= H:
-                                continue
-                            for kw in range(KW):
-                                iw = ow * sw + kw * dw - pw
-                                if iw < 0 or iw >= W:
-                                    continue
+{TAPS}
                                 v = xb[xbase + (idd * H + ih) * W + iw]
                                 if v > acc:
                                     acc = v
@@ -217,7 +179,7 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
                     yb[yo + y] = acc
                     ib[io + y] = arg + nc * isp
                     y += 1
-'''
+''', TAPS=clipped_loops(" " * 20, *TAPS3)).fill()
 
 
 @generator("MaxPool", "AveragePool")
@@ -229,16 +191,13 @@ def gen_pool(node: Node) -> list[KernelCall]:
     if simd_pool_applies(node):
         return gen_simd_pool(node)
     x, y = node.inputs[0], node.outputs[0]
-    p = spatial3d(node)
-    if node.attrs.get("indices"):
-        args = [x, y, node.outputs[1], x.shape[0] * x.shape[1], *as3d(x.shape[2:]), *as3d(y.shape[2:]),
-                *p["k"], *p["s"], *p["pb"], *p["d"], int(node.attrs["storage_order"])]
-        return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
     NC = x.shape[0] * x.shape[1]
-    is_max = node.op == "MaxPool"
-    count_pad = int(node.attrs.get("count_include_pad", 0))
-    args = [x, y, NC, *as3d(x.shape[2:]), *as3d(y.shape[2:]), *p["k"], *p["s"], *p["pb"], *p["d"],
-            *p["pe"], int(is_max), count_pad]
+    if node.attrs.get("indices"):
+        args = bind(MAXPOOL_INDEX_SRC, x=x, y=y, i=node.outputs[1], NC=NC,
+                    col_major=int(node.attrs["storage_order"]), **window3d(node))
+        return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
+    args = bind(POOL_SRC, x=x, y=y, NC=NC, is_max=int(node.op == "MaxPool"),
+                count_pad=int(node.attrs.get("count_include_pad", 0)), **window3d(node, ends=True))
     return [KernelCall(POOL_SRC, args, note(node))]
 
 
@@ -377,8 +336,6 @@ def gen_lrn(node: Node) -> list[KernelCall]:
 
 def gen_pointwise(node: Node) -> list[KernelCall]:
     """A 1x1, stride-1, unpadded, ungrouped Conv is a matrix product per image: Y[n] = W @ X[n] + b."""
-    from .dense import MATMUL_SRC
-
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     N, C = x.shape[:2]
@@ -387,7 +344,7 @@ def gen_pointwise(node: Node) -> list[KernelCall]:
     offs = np.zeros((N, 2), np.int64)
     offs[:, 1] = np.arange(N) * C * P  # A (the weights) is shared; B walks the images
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
-    args = [w, x, bias, node.outputs[0], Param(offs.reshape(-1)), N, M, P, C, C, 1, P, 1, 1, 0,
-            1.0, 1.0, int(b is not None)]
-    src, extra = with_epilogue(MATMUL_SRC, node, 3, "yr - yo + i", " " * 12, "N|yr + i")
-    return [KernelCall(src, args + extra, note(node))]
+    src, res = with_epilogue(MATMUL_SRC, node, "yr - yo + i", " " * 12, "N", "yr + i")
+    args = bind(src, a=w, b=x, c=bias, y=node.outputs[0], of=Param(offs.reshape(-1)), nbatch=N, M=M, N=P, K=C,
+                sam=C, sak=1, sbk=P, sbn=1, scm=1, scn=0, alpha=1.0, beta=1.0, has_c=int(b is not None), **res)
+    return [KernelCall(src, args, note(node))]

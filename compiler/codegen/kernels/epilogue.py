@@ -1,0 +1,276 @@
+"""The fused epilogue, once: scalar and vector forms of every activation and residual Add a producer
+(Conv, Gemm, MatMul) applies to its result before the store (the IR node's ``post`` steps), and the
+integer kernels' output stage (int32 store, requantisation).
+
+* ``step_expr`` / ``unary_expr``: the scalar expression (in ``x``) of every elementwise op; the unary
+  kernels and the epilogues share it.
+* ``scalar_lines``: a node's steps as statements on ``v`` (the scalar kernels' epilogue loop, and the
+  SIMD kernels' fallback for activations without a vector form).
+* ``vector_lines``: the steps on a vector accumulator (Relu, Clip, LeakyRelu with 0 <= alpha <= 1 and
+  residual Adds), or a refusal; ``Epilogue`` bundles both forms for one SIMD kernel.
+* ``clamp_code``: the steps as the sparse Gemm's run-time clamp (none / Relu / Clip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from cnnjit.ir import Node, Value, get_op
+from cnnjit.ir.errors import CompileError
+from cnnjit.ir.ops import residual_positions
+
+from ..kernel import flit, ilit
+from .template import Template
+
+
+class _Step:
+    """The parts of a node a unary expression needs (an IR node, or an epilogue step)."""
+
+    def __init__(self, op: str, attrs: dict, in_dtype: np.dtype, out_dtype: np.dtype):
+        self.op, self.attrs, self.in_dtype, self.out_dtype = op, attrs, np.dtype(in_dtype), np.dtype(out_dtype)
+
+
+def _f(node: _Step, key: str) -> str:
+    return flit(node.attrs[key])
+
+
+def _clip_bound(node: _Step, key: str) -> str | None:
+    v = node.attrs[key]
+    if v is None:
+        return None
+    if np.issubdtype(node.in_dtype, np.integer):
+        return ilit(int(v))
+    return flit(v)
+
+
+def unary_expr(node: Node) -> str:
+    """The scalar expression (in ``x``) of a unary IR node."""
+    attrs = get_op(node.op).check_attrs(dict(node.attrs))
+    return step_expr(_Step(node.op, attrs, node.inputs[0].dtype, node.outputs[0].dtype))
+
+
+def activation_expr(op: str, attrs: dict, dtype: np.dtype) -> str:
+    """The expression (in ``x``) of an epilogue activation step."""
+    return step_expr(_Step(op, get_op(op).check_attrs(dict(attrs)), dtype, dtype))
+
+
+def step_expr(node: _Step) -> str:
+    """The scalar expression (in ``x``) of a unary op; numbers only, from our own table."""
+    op = node.op
+    isint = np.issubdtype(node.in_dtype, np.integer)
+    zero = "0" if isint else "0.0"
+    table = {
+        "Relu": f"x if x > {zero} else {zero}",
+        "LeakyRelu": f"x if x >= 0 else {_f(node, 'alpha') if 'alpha' in node.attrs else '0.01'} * x",
+        "Sigmoid": "1.0 / (1.0 + math.exp(-x))",
+        "SiLU": "x / (1.0 + math.exp(-x))",
+        "HardSwish": "x * min(max(x / 6.0 + 0.5, 0.0), 1.0)",
+        "Tanh": "math.tanh(x)",
+        "Identity": "x",
+        "Exp": "math.exp(x)",
+        "Abs": "abs(x)",
+        "Neg": "-x",
+        "Sqrt": "math.sqrt(x)",
+        "Erf": "math.erf(x)",
+        "Sign": f"(1 if x > 0 else (-1 if x < 0 else 0)) * {'1' if isint else '1.0'}",
+        "Softplus": "math.log1p(math.exp(-abs(x))) + max(x, 0.0)",
+        "Mish": "x * math.tanh(math.log1p(math.exp(-abs(x))) + max(x, 0.0))",
+    }
+    if op in table:
+        return table[op]
+    if op == "Shrink":
+        lam, bias = _f(node, "lambd"), _f(node, "bias")
+        return f"x + {bias} if x < -{lam} else (x - {bias} if x > {lam} else 0)"
+    if op == "HardSigmoid":
+        return f"min(max({_f(node, 'alpha')} * x + {_f(node, 'beta')}, 0.0), 1.0)"
+    if op == "Clip":
+        e = "x"
+        lo, hi = _clip_bound(node, "min"), _clip_bound(node, "max")
+        if lo is not None:
+            e = f"max({e}, {lo})"
+        if hi is not None:
+            e = f"min({e}, {hi})"
+        return e
+    if op == "Elu":
+        return f"x if x >= 0 else {_f(node, 'alpha')} * (math.exp(x) - 1.0)"
+    if op == "Selu":
+        return f"{_f(node, 'gamma')} * (x if x > 0 else {_f(node, 'alpha')} * (math.exp(x) - 1.0))"
+    if op == "Gelu":
+        if node.attrs["approximate"] == "tanh":
+            return "0.5 * x * (1.0 + math.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))"
+        return "0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))"
+    if op == "Cast":
+        out = node.out_dtype
+        if out == np.bool_:
+            return "x != 0"
+        if np.issubdtype(out, np.integer) and not isint:
+            return "int(x)" if out.itemsize < 8 or out.kind == "i" else "x"
+        return "x"
+    raise CompileError(f"no unary expression for {op}")
+
+
+# -- the node's steps ------------------------------------------------------------------------------------
+def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
+    """(op, attrs, residual input index or None) of each ``post`` step, in order."""
+    post = node.attrs.get("post", ())
+    ks = iter(residual_positions(node.inputs, post))
+    out: list[tuple[str, dict, int | None]] = []
+    for step in post:
+        if step.op == "Add":
+            k = next(ks)
+            if node.inputs[k] is not step.value:
+                raise CompileError(f"{node.describe()}: the epilogue's residual is not its input {k}")
+            out.append(("Add", {}, k))
+        else:
+            out.append((step.op, dict(step.attrs), None))
+    return out
+
+
+def residual_operands(node: Node) -> tuple[list[str], list[Value]]:
+    """Kernel parameters (``r<k>b, r<k>o``, ``k`` the input index) and call arguments for the residual
+    inputs of ``node``'s fused epilogue."""
+    ks = [k for op, _, k in _steps(node) if op == "Add"]
+    return [f"r{k}b, r{k}o" for k in ks], [node.inputs[k] for k in ks]
+
+
+def residual_args(node: Node) -> dict[str, Value]:
+    """The residual inputs by kernel argument name (``r<k>``, see ``template.bind``)."""
+    return {f"r{k}": node.inputs[k] for op, _, k in _steps(node) if op == "Add"}
+
+
+def has_residual(node: Node) -> bool:
+    return any(op == "Add" for op, _, _ in _steps(node))
+
+
+def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[str], list]:
+    """Source lines applying the node's steps to ``v`` (output element ``index``), with the extra kernel
+    parameters and call arguments: a residual input ``k`` is read as ``r<k>b[U(r<k>o + index)]``."""
+    lines: list[str] = []
+    dt = node.outputs[0].dtype
+    for op, attrs, k in _steps(node):
+        if op == "Add":
+            lines.append(f"{indent}v = v + r{k}b[U(r{k}o + {index})]")
+        else:
+            lines.append(f"{indent}x = v")
+            lines.append(f"{indent}v = {activation_expr(op, attrs, dt)}")
+    params, args = residual_operands(node)
+    return lines, params, args
+
+
+def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
+                 residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
+    """Lines applying the steps to vector ``acc`` (element index ``idx``; with ``masked``, only the first
+    ``cnt`` lanes are live); False if not all steps fit in registers. ``residual_load(k)`` is the source
+    loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
+    lines = []
+    for op, a, k in _steps(node):
+        if op == "Add":
+            if residual_load is not None:
+                load = residual_load(k)
+            elif masked:
+                load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
+            else:
+                load = f"vload{w}(r{k}b, r{k}o + {idx})"
+            lines.append(f"{acc} = vadd{w}({acc}, {load})")
+        elif op == "Relu":
+            lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
+        elif op == "Clip":
+            if a.get("min") is not None:
+                lines.append(f"{acc} = vmax{w}({acc}, vbcast{w}({flit(a['min'])}))")
+            if a.get("max") is not None:
+                lines.append(f"{acc} = vmin{w}({acc}, vbcast{w}({flit(a['max'])}))")
+        elif op == "LeakyRelu" and 0.0 <= a.get("alpha", 0.01) <= 1.0:
+            lines.append(f"{acc} = vmax{w}({acc}, vmul{w}({acc}, vbcast{w}({flit(a.get('alpha', 0.01))})))")
+        else:
+            return [], False
+    return lines, True
+
+
+def store_loop(ind: str, q: str, lines: list[str]) -> list[str]:
+    """``scalar_lines`` (on ``v``) applied to the stored output element ``yb[yo + q]``, ``q`` an index
+    expression; ``ind`` indents them."""
+    return [f"{ind}q = {q}", f"{ind}v = yb[U(yo + q)]", *[f"{ind}{ln.strip()}" for ln in lines],
+            f"{ind}yb[U(yo + q)] = v"]
+
+
+class Epilogue:
+    """A node's steps for one SIMD kernel: in registers before the store when they all have a vector
+    form, else over the stored elements (``after``)."""
+
+    def __init__(self, node: Node, w: int, masked: bool,
+                 residual_load: Callable[[int], str] | None = None):
+        self.node, self.residual_load = node, residual_load
+        self.params, self.args = residual_operands(node)
+        self.in_registers = vector_lines(node, "a", "0", w, masked, residual_load=residual_load)[1]
+        self.scalar, _, _ = scalar_lines(node, "q", "")
+
+    def signature(self) -> str:
+        """The residual parameters, to append to the kernel's parameter list."""
+        return "".join(", " + p for p in self.params)
+
+    def vector(self, ind: str, acc: str, idx: str, w: int, masked: bool) -> list[str]:
+        """The in-register lines for accumulator ``acc`` (none when the steps run after the store)."""
+        if not self.in_registers:
+            return []
+        return [ind + ln for ln in vector_lines(self.node, acc, idx, w, masked,
+                                                residual_load=self.residual_load)[0]]
+
+    def after(self, ind: str, loops: list[str], q: str) -> list[str]:
+        """When the steps do not fit in registers: ``loops`` (header lines, each indented one level more
+        than the last, starting at ``ind``) around the scalar steps on ``yb[yo + q]``."""
+        if self.in_registers or not self.scalar:
+            return []
+        out = [ind + "    " * i + ln for i, ln in enumerate(loops)]
+        return out + store_loop(ind + "    " * len(loops), q, self.scalar)
+
+
+def with_epilogue(template: Template, node: Node, index: str, indent: str, count: str,
+                  at: str, **slots: str) -> tuple[str, dict[str, Value]]:
+    """Fill a scalar kernel template's ``PARAMS`` / ``EPILOGUE`` slots from the node's steps: a loop of
+    ``count`` elements ``i`` over the stored output ``yb[U(at)]`` (``index``: the element's offset from
+    ``yo``), at ``indent``. Returns the source and the residual arguments by name."""
+    lines, params, _ = scalar_lines(node, index, indent + "    ")
+    if not lines:
+        return template.fill(PARAMS="", EPILOGUE="", **slots), {}
+    loop = [f"{indent}for i in range({count}):", f"{indent}    v = yb[U({at})]", *lines,
+            f"{indent}    yb[U({at})] = v"]
+    return template.fill(PARAMS="".join(", " + p for p in params), EPILOGUE="\n".join(loop) + "\n",
+                         **slots), residual_args(node)
+
+
+def clamp_code(node: Node) -> tuple[int, float, float] | None:
+    """The steps as a run-time clamp ``(act, lo, hi)``: act 0 none, 1 Relu (``max(s, lo)``), 2 Clip
+    (``min(max(s, lo), hi)``); None if the steps are anything else."""
+    steps = _steps(node)
+    if len(steps) > 1 or any(op not in ("Relu", "Clip") for op, _, _ in steps):
+        return None
+    if not steps:
+        return 0, 0.0, 0.0
+    op, c, _ = steps[0]
+    if op == "Relu":
+        return 1, 0.0, 0.0
+    return (2, float(c.get("min") if c.get("min") is not None else -np.inf),
+            float(c.get("max") if c.get("max") is not None else np.inf))
+
+
+def clamp_lines(ind: str, s: str) -> list[str]:
+    """Kernel lines applying ``clamp_code``'s run-time ``act, lo, hi`` to ``s``."""
+    return [f"{ind}if act == 1:", f"{ind}    {s} = max({s}, lo)", f"{ind}elif act == 2:",
+            f"{ind}    {s} = min(max({s}, lo), hi)"]
+
+
+# -- integer kernels' output stage -----------------------------------------------------------------------
+def int32_store(ind: str) -> str:
+    """ConvInteger / MatMulInteger: the exact accumulator wrapped to int32."""
+    return f"{ind}yb[y] = np.int32(acc)"
+
+
+def requantize(ind: str, acc32: str) -> str:
+    """QLinear*: ``round_half_even(float32(acc32) * mult) + yz`` saturated to ``[lo, hi]``, every float
+    step rounded to float32 as the IR reference does (``mult``, ``yz``, ``lo``, ``hi`` in scope)."""
+    return "\n".join(ind + ln for ln in [
+        f"v = np.float64(np.rint(np.float32(np.float32({acc32}) * mult))) + yz",
+        "v = min(max(v, lo), hi)",
+        "yb[y] = np.int64(v)"])
