@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import onnx
 
 from cnnjit.compiler import stages
+from cnnjit.compiler.codegen.kernel import VARIANTS
+from cnnjit.compiler.codegen.simd import WIDTHS
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, check_supported, value_inputs
 from cnnjit.compiler.stages import DEFAULT_MAX_ARENA_BYTES, CompileOptions
@@ -35,6 +37,8 @@ def compile(  # noqa: A001 - the public name users expect
     features: str | None = None,
     sparse_threshold: float | None = None,
     threads: int = 1,
+    variants: Mapping[str, str] | None = None,
+    vector_width: int | None = None,
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -65,6 +69,11 @@ def compile(  # noqa: A001 - the public name users expect
     2-core benchmark machine (``benchmarks/results/vs_onnxruntime.md``), ``threads=2`` only paid off on
     the smallest models and was slower than ``threads=1`` on ResNet-8 and MobileNetV2: split layers lose
     the schedule's inlined size specialisation and each parallel region pays a thread wake-up.
+
+    ``variants`` forces a kernel variant per op (``{"Conv": "direct"}``; the names are in
+    ``cnnjit.compiler.codegen.kernel.VARIANTS`` and in ``cnnjit inspect``'s variant column), for tests and
+    experiments: a forced variant that cannot compute a node is a ``CompileError``. ``vector_width`` (4, 8
+    or 16 float32 lanes; default the host's widest) generates the SIMD kernels at another width.
     """
     from .prune import PrunedModel
 
@@ -80,6 +89,13 @@ def compile(  # noqa: A001 - the public name users expect
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    if vector_width is not None and vector_width not in WIDTHS:
+        raise ValueError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
+    for op, name in (variants or {}).items():
+        known = [v.name for v in VARIANTS.get(op, [])]
+        if name not in known:
+            raise ValueError(f"variants: {op!r} has no kernel variant {name!r}"
+                             + (f"; its variants are {', '.join(known)}" if known else " (no such op)"))
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
     proto = load_model(model)
@@ -91,7 +107,8 @@ def compile(  # noqa: A001 - the public name users expect
                              disable=None if disable is None else tuple(disable), verify=verify,
                              dump_ir_after=tuple(dump_ir_after), max_tensor_bytes=max_tensor_bytes,
                              max_arena_bytes=max_arena_bytes, entry=entry, threads=threads,
-                             sparse_threshold=sparse_threshold)
+                             sparse_threshold=sparse_threshold,
+                             variants=tuple(sorted((variants or {}).items())), vector_width=vector_width)
     pipeline_names = [p.name for p in options.pipeline()]
 
     def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:
@@ -128,7 +145,8 @@ def compile(  # noqa: A001 - the public name users expect
         "fuse": fuse, "passes": None if passes is None else list(passes),
         "disable": None if disable is None else list(disable), "verify": verify,
         "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-        "sparse_threshold": sparse_threshold, "threads": threads})
+        "sparse_threshold": sparse_threshold, "threads": threads,
+        "variants": None if variants is None else dict(variants), "vector_width": vector_width})
     return cm
 
 

@@ -21,6 +21,7 @@ from cnnjit.runtime.model import Specialization
 from .codegen.emit import generate
 from .codegen.kernel import Target
 from .codegen.simd import host_vector_width
+from .codegen.simd_int import host_int_width
 from .frontend.loader import input_specs
 from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
 from .passes import Pass, PassManager, default_pipeline, select_passes
@@ -44,6 +45,7 @@ class CompileOptions:
     threads: int = 1
     sparse_threshold: float | None = None
     variants: tuple[tuple[str, str], ...] = ()
+    vector_width: int | None = None
 
     def pipeline(self) -> list[Pass]:
         """The passes these options select, in pipeline order (unknown names raise)."""
@@ -51,7 +53,8 @@ class CompileOptions:
 
     def host_target(self) -> Target:
         """The host machine as a code-generation target, with these options' threads and thresholds."""
-        return Target(vector_width=host_vector_width(), threads=self.threads,
+        width = self.vector_width or host_vector_width()
+        return Target(vector_width=width, int_width=host_int_width(), threads=self.threads,
                       sparse_threshold=self.sparse_threshold, variants=self.variants)
 
 

@@ -1,7 +1,10 @@
 """Every SIMD kernel family at every vector width (4 = NEON/SSE, 8 = AVX2, 16 = AVX-512) against the
 plain-numpy references in ``reference_np.py``: dense, grouped, depthwise and pointwise convolutions
 (strides 1/2, pads, dilations, fused bias + activation + residual), max/avg pooling and Gemm.
-The host CPU runs all three widths; the width is forced with ``simd.target_vector_width``.
+The host CPU runs all three widths (``cnnjit.compile(vector_width=)``). Each example runs one of the kernel
+variants that apply to its node (drawn by hypothesis, forced with ``variants=``) and asserts that variant ran,
+so over the examples every variant of every family runs at every width (``test_variants.py`` pins one case
+per variant).
 """
 
 from __future__ import annotations
@@ -14,9 +17,32 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from cnnjit.compiler.codegen.simd import target_vector_width
+from cnnjit.compiler.codegen.kernel import VARIANTS
+from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
+
+
+def applicable_variants(model, op: str, width: int) -> list[str]:
+    """The variants of ``op`` that apply to the (first) ``op`` node of ``model`` at ``width`` (the IR after
+    the passes, from a compile that builds no kernel)."""
+    ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
+    node = next(n for n in ir.nodes if n.op == op)
+    target = CompileOptions(vector_width=width).host_target()
+    return [v.name for v in VARIANTS[op] if v.applies(node, target)]
+
+
+def compile_variant(model, op: str, width: int, data=None, expect: str | None = None):
+    """``model`` compiled at ``width`` with its ``op`` node on a variant drawn from those that apply (the
+    default choice when ``data`` is None), asserting that variant is the one in the schedule."""
+    names = applicable_variants(model, op, width)
+    name = data.draw(st.sampled_from(names), label="variant") if data is not None else names[0]
+    if expect is not None:
+        assert name == expect, f"{op} at width {width} chose {name}, expected {expect} (applicable: {names})"
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
+    ran = {c.variant for c in compiled._default_spec().program.calls if c.op == op}
+    assert ran == {name}, f"forced {name}, the schedule ran {ran}"
+    return compiled
 
 
 def _model(nodes, x_shape, inits, out="y"):
@@ -49,7 +75,7 @@ def conv_cases(draw):
                 seed=draw(st.integers(0, 2**16)))
 
 
-def _run_conv(case, width):
+def _run_conv(case, width, data=None, expect=None):
     rng = np.random.default_rng(case["seed"])
     c, m, g, k = case["c"], case["m"], case["g"], case["k"]
     x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
@@ -78,17 +104,16 @@ def _run_conv(case, width):
         expected = ref.hard_swish(expected)
     else:
         nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    with target_vector_width(width):
-        model = cnnjit.compile(_model(nodes, list(x.shape), inits))
+    model = compile_variant(_model(nodes, list(x.shape), inits), "Conv", width, data, expect)
     got = model(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@given(case=conv_cases())
-def test_conv_kernels_at_width(width, case) -> None:
-    _run_conv(case, width)
+@given(case=conv_cases(), data=st.data())
+def test_conv_kernels_at_width(width, case, data) -> None:
+    _run_conv(case, width, data)
 
 
 @st.composite
@@ -103,8 +128,8 @@ def pool_cases(draw):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@given(case=pool_cases())
-def test_pool_kernels_at_width(width, case) -> None:
+@given(case=pool_cases(), data=st.data())
+def test_pool_kernels_at_width(width, case, data) -> None:
     rng = np.random.default_rng(case["seed"])
     x = rng.standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
     k, s = case["k"], case["s"]
@@ -116,15 +141,15 @@ def test_pool_kernels_at_width(width, case) -> None:
         expected = ref.avg_pool(x, [k, k], strides=[s, s], pads=case["pads"], ceil_mode=case["ceil"],
                                 count_include_pad=case["cip"])
     assume(np.all(np.isfinite(expected)))  # a window entirely in padding has no defined value (reference_np)
-    with target_vector_width(width):
-        model = cnnjit.compile(_model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {}))
+    model = compile_variant(_model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {}),
+                            case["op"], width, data)
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 @given(m=st.integers(1, 5), k=st.integers(1, 40), n=st.integers(1, 70), trans_b=st.integers(0, 1),
-       bias=st.booleans(), seed=st.integers(0, 2**16))
-def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed) -> None:
+       bias=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
+def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed, data) -> None:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
@@ -137,8 +162,7 @@ def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed) -> None:
         ins.append("c")
     expected = ref.gemm(x, b, c, alpha=0.5, beta=2.0, trans_b=trans_b)
     node = helper.make_node("Gemm", ins, ["y"], alpha=0.5, beta=2.0, transB=trans_b)
-    with target_vector_width(width):
-        model = cnnjit.compile(_model([node], [m, k], inits))
+    model = compile_variant(_model([node], [m, k], inits), "Gemm", width, data)
     np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -151,8 +175,8 @@ def test_global_average_at_width(width, c, h, w, whole_window, seed) -> None:
     x = np.random.default_rng(seed).standard_normal((1, c, h, w)).astype(np.float32)
     node = (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[h, w]) if whole_window
             else helper.make_node("GlobalAveragePool", ["x"], ["y"]))
-    with target_vector_width(width):
-        model = cnnjit.compile(_model([node], list(x.shape), {}))
+    op = "AveragePool" if whole_window else "GlobalAveragePool"
+    model = compile_variant(_model([node], list(x.shape), {}), op, width, expect="global_pool")
     np.testing.assert_allclose(model(x), ref.global_avg_pool(x), rtol=1e-5, atol=1e-6)
 
 
@@ -162,4 +186,4 @@ def test_pointwise_pixel_blocks_at_width(width, m, act, residual) -> None:
     """A 1x1 conv whose input exceeds L2 runs in pixel blocks (tails at block and plane ends, leftover
     output rows when M % 4 != 0)."""
     case = dict(c=40, m=m, g=1, k=1, s=1, d=1, h=61, w=59, pads=[0] * 4, act=act, residual=residual, seed=m)
-    _run_conv(case, width)
+    _run_conv(case, width, expect="simd_pointwise")

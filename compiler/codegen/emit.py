@@ -19,17 +19,18 @@ from cnnjit.runtime.program import Arg, Buf, Call, Float, Int, IOBinding, Progra
 
 from . import kernels  # noqa: F401 - registers the generators
 from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
-from .kernel import GENERATORS, At, KernelCall, Param, Target
-from .kernels.sparse_pointwise import sparse_threshold_scope
+from .kernel import VARIANTS, At, KernelCall, Param, Target, lower_node
 from .memory import MemoryPlan, plan_memory
 from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile
-from .simd import host_vector_width, target_vector_width
+from .simd import host_vector_width
+from .simd_int import host_int_width
 from .threads import load_drivers, split_node
 
 
 def unsupported_nodes(graph: Graph) -> list[str]:
-    return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in GENERATORS]
+    """Ops of ``graph`` that move data but have no kernel variant."""
+    return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in VARIANTS]
 
 
 #: ``entry="auto"`` compiles the schedule with numba for models with this many kernel calls (inclusive):
@@ -55,9 +56,9 @@ AUTO_NUMBA_CALLS_THREADS = 80
 SPECIALIZE_MAX = 4
 
 
-def lower(graph: Graph, threads: int = 1) -> tuple[list[tuple[Node, KernelCall]], list[tuple[int, int]]]:
-    """Every node's kernel calls, in order, each with the node it computes; and the groups ``(first call,
-    count)`` of layers split over ``threads`` (consecutive calls, one per part)."""
+def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], list[tuple[int, int]]]:
+    """Every node's kernel calls (its chosen variant's), in order, each with the node it computes; and the
+    groups ``(first call, count)`` of layers split over ``target.threads`` (consecutive calls, one per part)."""
     missing = sorted(set(unsupported_nodes(graph)))
     if missing:
         raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
@@ -66,11 +67,10 @@ def lower(graph: Graph, threads: int = 1) -> tuple[list[tuple[Node, KernelCall]]
     for node in graph.nodes:
         if get_op(node.op).view or node.meta.get("inplace"):
             continue  # no data moves: the output shares storage (see memory.plan_memory)
-        gen = GENERATORS[node.op]
         try:
-            node_calls = gen(node)
-            if threads > 1:
-                parts = split_node(node, node_calls, threads, gen)
+            node_calls = lower_node(node, target)
+            if target.threads > 1:
+                parts = split_node(node, node_calls, target.threads, lambda part: lower_node(part, target))
                 if parts:
                     groups.append((len(out), len(parts)))
                     node_calls = parts
@@ -78,11 +78,7 @@ def lower(graph: Graph, threads: int = 1) -> tuple[list[tuple[Node, KernelCall]]
             raise
         except Exception as e:  # noqa: BLE001 - a generator bug: name the node
             raise CompileError(f"generating code for {node.describe()} failed: {type(e).__name__}: {e}") from e
-        variant = gen.__name__.removeprefix("gen_")
-        for kc in node_calls:
-            if not kc.variant:
-                kc.variant = variant
-            out.append((node, kc))
+        out.extend((node, kc) for kc in node_calls)
     return out, groups
 
 
@@ -165,12 +161,10 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     """
     if entry not in ("python", "numba", "auto", "lazy"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
-    target = target or Target(vector_width=host_vector_width())
-    threads = target.threads
-    with target_vector_width(target.vector_width), sparse_threshold_scope(target.sparse_threshold):
-        lowered, groups = lower(graph, threads)
+    target = target or Target(vector_width=host_vector_width(), int_width=host_int_width())
+    lowered, groups = lower(graph, target)
     plan = plan_memory(graph)
-    entry = choose_entry(entry, len(lowered), threads)
+    entry = choose_entry(entry, len(lowered), target.threads)
     calls, sources, generic = bind(lowered, plan, entry)
     kernel_calls = list(calls)  # before parallel groups: every kernel call, for the compile report
 
@@ -184,7 +178,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     if groups:
         calls, drivers = load_drivers(calls, groups, entry, dispatchers, sources, btypes)
     src = render_schedule(params, calls)
-    meta: dict = {"entry": entry, "threads": threads, "parallel_layers": len(groups),
+    meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
                   "generic_kernels": sorted(generic)}
     namespace: dict[str, object] = {**dispatchers, **drivers}
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls

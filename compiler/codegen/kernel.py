@@ -32,14 +32,16 @@ class Target:
 
     ``isa`` is ``"x86_64"`` or ``"aarch64"``, ``triple``/``cpu``/``features`` the LLVM target ("" = the
     host), ``vector_width`` the float32 lanes of one machine vector (16 with AVX-512, 8 with AVX2, 4 with
-    NEON), ``threads`` how many parts a large layer may be split into, ``sparse_threshold`` the weight zero
-    fraction from which the sparse kernels are used (None: ``CNNJIT_SPARSE_THRESHOLD`` or the measured
-    default), ``precision`` the arithmetic (``"fp32"``), ``variants`` forced kernel variants by op
-    (``{"Conv": "direct"}``: tests and experiments; a forced variant must apply to the node).
+    NEON) and ``int_width`` the int32 lanes of the integer kernels, ``threads`` how many parts a large layer
+    may be split into, ``sparse_threshold`` the weight zero fraction from which the sparse kernels are used
+    (None: ``CNNJIT_SPARSE_THRESHOLD`` or the measured default), ``precision`` the arithmetic (``"fp32"``),
+    ``variants`` forced kernel variants by op (``(("Conv", "direct"),)``: tests and experiments; a forced
+    variant must apply to the node).
     """
 
     isa: str = "x86_64"
     vector_width: int = 16
+    int_width: int = 16
     threads: int = 1
     sparse_threshold: float | None = None
     precision: str = "fp32"

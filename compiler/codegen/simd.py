@@ -19,10 +19,6 @@ host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vec
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-
 import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
@@ -50,26 +46,9 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(ir.FloatType(), fe_type.n))
 
 
-#: set by ``target_vector_width`` while generating code for another machine (e.g. 4 for NEON)
-_TARGET_WIDTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("cnnjit_simd_width", default=None)
-
-
-@contextlib.contextmanager
-def target_vector_width(n: int) -> Iterator[None]:
-    """Within this block ``host_vector_width()`` answers ``n`` (code generation for a cross target)."""
-    if n not in WIDTHS:
-        raise ValueError(f"vector width must be one of {WIDTHS}, got {n}")
-    tok = _TARGET_WIDTH.set(n)
-    try:
-        yield
-    finally:
-        _TARGET_WIDTH.reset(tok)
-
-
 def host_vector_width() -> int:
-    """16 with AVX-512F, 8 with AVX2/FMA, else 4 (or the width set by ``target_vector_width``)."""
-    if _TARGET_WIDTH.get() is not None:
-        return _TARGET_WIDTH.get()
+    """16 with AVX-512F, 8 with AVX2/FMA, else 4: the host's float32 lanes (code generation reads the width
+    from its ``Target``)."""
     try:
         feats = llvm.get_host_cpu_features()
     except Exception:  # noqa: BLE001 - some platforms cannot report features

@@ -389,7 +389,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     # entry="lazy": the schedule is never run here, and its numba form compiles lazily, so no kernel is
     # compiled for the host on the way
     opts = CompileOptions(**{**options, "entry": "lazy"})
-    spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, triple=triple, cpu=cpu,
+    spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu,
                                                           features=feats))
     prog = spec.program
 

@@ -1,12 +1,18 @@
-"""Kernel templates, one module per family; importing them registers their generators."""
+"""Kernel templates, one module per family; importing them registers their variants (``kernel.VARIANTS``)."""
 
 from . import (  # noqa: F401
     dense,
     elementwise,
     movement,
-    nn_extra,  # noqa: F401
+    nn_extra,
     qint,
     quant,
     resample,
+    simd_conv,
+    simd_cvec,
+    simd_depthwise,
+    simd_pointwise,
+    simd_pool,
+    sparse_pointwise,
     spatial,
 )

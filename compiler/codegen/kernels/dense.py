@@ -6,7 +6,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, generator, note
+from ..kernel import KernelCall, Param, Target, note, variant
 from .elementwise import broadcast_strides
 from .epilogue import with_epilogue
 from .template import Template, bind
@@ -36,15 +36,10 @@ def kernel(ab, ao, bb, bo, cb, co, yb, yo, ofs, ofo, nbatch, M, N, K, sam, sak, 
 {EPILOGUE}''')
 
 
-@generator("Gemm")
-def gen_gemm(node: Node) -> list[KernelCall]:
-    from .simd_pointwise import gemm_simd_applies, gen_simd_gemm
-    from .sparse_pointwise import sparse_gemm_choice
-
-    if (sparse := sparse_gemm_choice(node)) is not None:  # B sparse enough: CSR kernel
-        return sparse
-    if gemm_simd_applies(node):
-        return gen_simd_gemm(node)
+# Gemm's variants: sparse_gemm (10, CSR B), simd_gemm (20, the pointwise micro-kernel), gemm (1000: any Gemm)
+@variant("Gemm", name="gemm", priority=1000)
+def gen_gemm(node: Node, target: Target) -> list[KernelCall]:
+    """Any Gemm (transposes, broadcast C): the scalar matrix product."""
     A, B = node.inputs[0], node.inputs[1]
     C = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
@@ -66,8 +61,8 @@ def gen_gemm(node: Node) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-@generator("MatMul")
-def gen_matmul(node: Node) -> list[KernelCall]:
+@variant("MatMul")
+def gen_matmul(node: Node, target: Target) -> list[KernelCall]:
     A, B = node.inputs[:2]  # more inputs: fused residuals
     y = node.outputs[0]
     a_shape = (1,) + A.shape if len(A.shape) == 1 else A.shape
@@ -111,8 +106,8 @@ def kernel(xb, xo, yb, yo, outer, L, inner, log):
 '''
 
 
-@generator("Softmax", "LogSoftmax")
-def gen_softmax(node: Node) -> list[KernelCall]:
+@variant("Softmax", "LogSoftmax")
+def gen_softmax(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     ax = node.attrs["axis"] % max(len(x.shape), 1)
     outer = int(np.prod(x.shape[:ax], dtype=np.int64))

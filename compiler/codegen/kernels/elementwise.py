@@ -11,7 +11,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.errors import CompileError
 
-from ..kernel import KernelCall, generator, note
+from ..kernel import KernelCall, Target, note, variant
 from .epilogue import unary_expr
 from .template import source
 
@@ -19,8 +19,8 @@ UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
              "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast")
 
 
-@generator(*UNARY_OPS)
-def gen_unary(node: Node) -> list[KernelCall]:
+@variant(*UNARY_OPS)
+def gen_unary(node: Node, target: Target) -> list[KernelCall]:
     src = (
         "def kernel(xb, xo, yb, yo, n):\n"
         "    for i in range(n):\n"
@@ -91,8 +91,8 @@ def combine_expr(node: Node, names: list[str]) -> str:
     raise CompileError(f"no combine expression for {op}")
 
 
-@generator("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
-def gen_nary(node: Node) -> list[KernelCall]:
+@variant("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
+def gen_nary(node: Node, target: Target) -> list[KernelCall]:
     out = node.outputs[0].shape
     ins = [v for v in node.inputs if v is not None]
     k = len(ins)

@@ -6,7 +6,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import At, KernelCall, Param, generator, note
+from ..kernel import At, KernelCall, Param, Target, note, variant
 from .quant import QPARAM_LOOP, qparam_layout
 from .template import source
 
@@ -25,8 +25,8 @@ def transpose_source(rank: int) -> str:
     return source(lines)
 
 
-@generator("Transpose")
-def gen_transpose(node: Node) -> list[KernelCall]:
+@variant("Transpose")
+def gen_transpose(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     perm = list(node.attrs["perm"])
     in_strides = [int(np.prod(x.shape[i + 1:], dtype=np.int64)) for i in range(len(x.shape))]
@@ -59,8 +59,8 @@ def kernel(xb, xo, yb, yo, rows, width, ystride):
 '''
 
 
-@generator("Concat")
-def gen_concat(node: Node) -> list[KernelCall]:
+@variant("Concat")
+def gen_concat(node: Node, target: Target) -> list[KernelCall]:
     y = node.outputs[0]
     ax = node.attrs["axis"]
     outer = int(np.prod(y.shape[:ax], dtype=np.int64))
@@ -92,8 +92,8 @@ def kernel(xb, xo, ib, io, yb, yo, outer, L, inner, nidx):
 '''
 
 
-@generator("Gather")
-def gen_gather(node: Node) -> list[KernelCall]:
+@variant("Gather")
+def gen_gather(node: Node, target: Target) -> list[KernelCall]:
     x, idx = node.inputs
     ax = node.attrs["axis"]
     outer = int(np.prod(x.shape[:ax], dtype=np.int64))
@@ -106,8 +106,8 @@ DEQUANT_SRC = QPARAM_LOOP.fill(
     PARAMS="", BODY="                yb[yo + i] = (np.float64(xb[xo + i]) - np.float64(zb[zo + k])) * sb[so + k]")
 
 
-@generator("DequantizeLinear")
-def gen_dequantize(node: Node) -> list[KernelCall]:
+@variant("DequantizeLinear")
+def gen_dequantize(node: Node, target: Target) -> list[KernelCall]:
     """Per-tensor, per-axis and blocked dequantisation; scale and zero point may be run-time inputs."""
     x, scale = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else None

@@ -9,7 +9,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, generator, note
+from ..kernel import KernelCall, Param, Target, note, variant
 from .spatial import as3d
 from .template import Template, clipped_loops, source, tap_columns
 
@@ -45,8 +45,8 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                        ("ih", "H", "oh", "ih * sh + kh * dh - ph", "OH"))).fill()
 
 
-@generator("ConvTranspose")
-def gen_conv_transpose(node: Node) -> list[KernelCall]:
+@variant("ConvTranspose")
+def gen_conv_transpose(node: Node, target: Target) -> list[KernelCall]:
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
@@ -81,8 +81,8 @@ def kernel(xb, xo, sb, so, bb, bo, yb, yo, N, C, S, eps):
 '''
 
 
-@generator("InstanceNormalization")
-def gen_instance_norm(node: Node) -> list[KernelCall]:
+@variant("InstanceNormalization")
+def gen_instance_norm(node: Node, target: Target) -> list[KernelCall]:
     x, s, b = node.inputs
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     return [KernelCall(INSTANCENORM_SRC, [x, s, b, node.outputs[0], x.shape[0], x.shape[1], S,
@@ -116,8 +116,8 @@ def reduce_source(nk: int, nr: int, integer: bool, kind: str = "mean") -> str:
     return source(lines)
 
 
-@generator("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
-def gen_reduce_mean(node: Node) -> list[KernelCall]:
+@variant("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
+def gen_reduce_mean(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     axes = set(node.attrs["axes"])
     strides = [int(np.prod(x.shape[i + 1:], dtype=np.int64)) for i in range(len(x.shape))]

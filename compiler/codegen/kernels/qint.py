@@ -16,8 +16,9 @@ Depthwise convolution also runs on ``vpdpbusd``: with at most 4 kernel rows (``d
 rows of one input column are byte-transposed so that each i32 lane holds one channel's vertical taps, and the
 sliding row of outputs reuses every transposed column for all kernel columns that touch it (3x3: 12
 ``vpdpbusd`` per 64 channels and pixel instead of 36 i32 multiplies); taller kernels or horizontal dilation
-use one ``vpdpbusd`` per tap and 16 channels (``depthwise_dot_source``), and ``DEPTHWISE_DOT = False`` selects
-the widened i32 multiply-add kernel (``depthwise_source``). Other grouped convolutions run a plain loop.
+use one ``vpdpbusd`` per tap and 16 channels (``depthwise_dot_source``); the widened i32 multiply-add kernel
+(``depthwise_source``) is the variant ``qconv_depthwise``, used only when forced. Other grouped convolutions
+run a plain loop (``qconv_generic``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
-from ..kernel import KernelCall, Param, generator, note
-from ..simd_int import has_vnni, host_int_width
+from ..kernel import KernelCall, Param, Target, note, variant
+from ..simd_int import has_vnni
 from .template import columns_inside, source
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
@@ -499,26 +500,44 @@ def gen_depthwise(node: Node, n: int) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-#: set to False to force the plain loop kernel (tests compare both)
-FAST = True
-#: depthwise on the byte dot product (``depthwise_dot_source``) instead of widened i32 multiplies
-DEPTHWISE_DOT = True
+def _fast(node: Node) -> bool:
+    """Weights, bias and multipliers are constants: they can be packed for the vector kernels."""
+    return all(v.is_const for v in node.inputs[1:])
 
 
-@generator("QConvNHWC")
-def gen_qconv(node: Node) -> list[KernelCall]:
+def _depthwise(node: Node, target: Target) -> bool:
     w = node.inputs[1]
-    if not (FAST and all(v.is_const for v in node.inputs[1:])):
-        return gen_generic(node)
-    n = host_int_width()
-    G = node.attrs["group"]
-    C = node.inputs[0].shape[3]
-    if G == 1:
-        return gen_dense(node, n)
-    if G == C == w.shape[0] and w.shape[1] * w.shape[2] <= 49:
-        if DEPTHWISE_DOT and w.shape[1] <= 4 and node.attrs["dilations"][1] == 1 and n % 4 == 0:
-            return gen_depthwise_col(node, n)
-        return gen_depthwise_dot(node, n) if DEPTHWISE_DOT else gen_depthwise(node, n)
+    return (_fast(node) and node.attrs["group"] == node.inputs[0].shape[3] == w.shape[0]
+            and w.shape[1] * w.shape[2] <= 49)
+
+
+# QConvNHWC's variants, in the order they are tried: dense (vpdpbusd over 4 input channels), depthwise_col
+# (vpdpbusd over 3 vertical taps), depthwise_dot (one vpdpbusd per tap and 16 channels), depthwise (widened
+# i32 multiplies: never chosen over depthwise_dot, kept to be forced and compared), generic (any QConvNHWC).
+@variant("QConvNHWC", name="qconv_dense", priority=10, applies=lambda n, t: _fast(n) and n.attrs["group"] == 1)
+def gen_qconv_dense(node: Node, target: Target) -> list[KernelCall]:
+    return gen_dense(node, target.int_width)
+
+
+@variant("QConvNHWC", name="qconv_depthwise_col", priority=20,
+         applies=lambda n, t: (_depthwise(n, t) and n.inputs[1].shape[1] <= 4 and n.attrs["dilations"][1] == 1
+                               and t.int_width % 4 == 0))
+def gen_qconv_depthwise_col(node: Node, target: Target) -> list[KernelCall]:
+    return gen_depthwise_col(node, target.int_width)
+
+
+@variant("QConvNHWC", name="qconv_depthwise_dot", priority=30, applies=_depthwise)
+def gen_qconv_depthwise_dot(node: Node, target: Target) -> list[KernelCall]:
+    return gen_depthwise_dot(node, target.int_width)
+
+
+@variant("QConvNHWC", name="qconv_depthwise", priority=40, applies=_depthwise)
+def gen_qconv_depthwise(node: Node, target: Target) -> list[KernelCall]:
+    return gen_depthwise(node, target.int_width)
+
+
+@variant("QConvNHWC", name="qconv_generic", priority=1000)
+def gen_qconv_generic(node: Node, target: Target) -> list[KernelCall]:
     return gen_generic(node)
 
 
@@ -536,8 +555,8 @@ def kernel(ab, ao, bb, bo, yb, yo, count, ra, rb, fixed, lo, hi):
 '''
 
 
-@generator("QAdd")
-def gen_qadd(node: Node) -> list[KernelCall]:
+@variant("QAdd")
+def gen_qadd(node: Node, target: Target) -> list[KernelCall]:
     a = node.attrs
     x, y = node.inputs
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
@@ -575,8 +594,8 @@ def kernel(xb, xo, yb, yo, N, H, W, C, OH, OW, KH, KW, sh, sw, ph, pw, incl, xz,
 '''
 
 
-@generator("QAvgPoolNHWC")
-def gen_qavgpool(node: Node) -> list[KernelCall]:
+@variant("QAvgPoolNHWC")
+def gen_qavgpool(node: Node, target: Target) -> list[KernelCall]:
     """Float32 taps summed in window order (onnxruntime's float path, see ``cnnjit.ir.ops.qint``)."""
     a = node.attrs
     x, y = node.inputs[0], node.outputs[0]

@@ -15,7 +15,7 @@ from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.quant import QUANT_RANGES, matmul_qparam, qrange
 from cnnjit.ir.types import DTYPES
 
-from ..kernel import KernelCall, Param, generator, note
+from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import int32_store, requantize
 from .spatial import TAPS3, window3d
 from .template import Template, bind, clipped_loops
@@ -57,8 +57,8 @@ def qparam_layout(x: Value, scale: Value, axis: int, block: int) -> list[int]:
 _FLOAT_NAMES = {np.dtype(np.float32): "np.float32", np.dtype(np.float64): "np.float64"}
 
 
-@generator("QuantizeLinear")
-def gen_quantize(node: Node) -> list[KernelCall]:
+@variant("QuantizeLinear")
+def gen_quantize(node: Node, target: Target) -> list[KernelCall]:
     x, scale = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 else None
     a = node.attrs
@@ -120,14 +120,14 @@ def _conv_args(node: Node, x: Value, w: Value, xz: Value, wz: Value) -> dict:
                 G=int(node.attrs["group"]), swz=1 if wz.type.size > 1 else 0, **window3d(node))
 
 
-@generator("ConvInteger")
-def gen_conv_integer(node: Node) -> list[KernelCall]:
+@variant("ConvInteger")
+def gen_conv_integer(node: Node, target: Target) -> list[KernelCall]:
     x, w, xz, wz = node.inputs
     return [KernelCall(CONV_INTEGER_SRC, bind(CONV_INTEGER_SRC, **_conv_args(node, x, w, xz, wz)), note(node))]
 
 
-@generator("QLinearConv")
-def gen_qlinear_conv(node: Node) -> list[KernelCall]:
+@variant("QLinearConv")
+def gen_qlinear_conv(node: Node, target: Target) -> list[KernelCall]:
     x, xs, xz, w, ws, wz, ys, yz = node.inputs[:8]
     b = node.inputs[8] if len(node.inputs) > 8 else None
     y = node.outputs[0]
@@ -199,15 +199,15 @@ def _mm_layout(node: Node, A, B, az, bz) -> tuple[list, tuple[int, ...]]:
     return [A, B, az, bz, node.outputs[0], Param(offs.reshape(-1)), nb, M, N, K, saz, sbz], batch
 
 
-@generator("MatMulInteger")
-def gen_matmul_integer(node: Node) -> list[KernelCall]:
+@variant("MatMulInteger")
+def gen_matmul_integer(node: Node, target: Target) -> list[KernelCall]:
     A, B, az, bz = node.inputs
     args, _ = _mm_layout(node, A, B, az, bz)
     return [KernelCall(MATMUL_INTEGER_SRC, args, note(node))]
 
 
-@generator("QLinearMatMul")
-def gen_qlinear_matmul(node: Node) -> list[KernelCall]:
+@variant("QLinearMatMul")
+def gen_qlinear_matmul(node: Node, target: Target) -> list[KernelCall]:
     A, as_, az, B, bs, bz, ys, yz = node.inputs
     args, _ = _mm_layout(node, A, B, az, bz)
     lo, hi = qrange(node.outputs[0].dtype)

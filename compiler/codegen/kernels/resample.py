@@ -24,7 +24,7 @@ import numpy as np
 from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.resample import resize_axis_taps, slice_range
 
-from ..kernel import KernelCall, Param, generator, note
+from ..kernel import KernelCall, Param, Target, note, variant
 from .template import source
 
 #: table entry for "outside the input": negative enough that a sum over all axes stays negative
@@ -154,8 +154,8 @@ def _tables(x: Value, index: list[np.ndarray]) -> list[np.ndarray]:
     return [np.where(ix < 0, SENTINEL, ix * s).astype(np.int64) for ix, s in zip(index, strides)]
 
 
-@generator("Pad")
-def gen_pad(node: Node) -> list[KernelCall]:
+@variant("Pad")
+def gen_pad(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     r = len(x.shape)
     p = node.attrs["pads"]
@@ -163,8 +163,8 @@ def gen_pad(node: Node) -> list[KernelCall]:
     return gather_call(x, y, _tables(x, index), node.attrs["value"], note(node))
 
 
-@generator("Slice")
-def gen_slice(node: Node) -> list[KernelCall]:
+@variant("Slice")
+def gen_slice(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     a = node.attrs
     index = [np.array(slice_range(x.shape[d], int(a["starts"][d]), int(a["ends"][d]), int(a["steps"][d])),
@@ -172,8 +172,8 @@ def gen_slice(node: Node) -> list[KernelCall]:
     return gather_call(x, y, _tables(x, index), None, note(node))
 
 
-@generator("Split")
-def gen_split(node: Node) -> list[KernelCall]:
+@variant("Split")
+def gen_split(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     ax = node.attrs["axis"]
     calls, start = [], 0
@@ -185,15 +185,15 @@ def gen_split(node: Node) -> list[KernelCall]:
     return calls
 
 
-@generator("Expand")
-def gen_expand(node: Node) -> list[KernelCall]:
+@variant("Expand")
+def gen_expand(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     index = [np.zeros(n, np.int64) if d == 1 else np.arange(n, dtype=np.int64) for d, n in zip(x.shape, y.shape)]
     return gather_call(x, y, _tables(x, index), None, note(node))
 
 
-@generator("Tile")
-def gen_tile(node: Node) -> list[KernelCall]:
+@variant("Tile")
+def gen_tile(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     index = [np.arange(n, dtype=np.int64) % max(d, 1) for d, n in zip(x.shape, y.shape)]
     return gather_call(x, y, _tables(x, index), None, note(node))
@@ -254,8 +254,8 @@ def _compress(idx: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return oi, ow
 
 
-@generator("Resize")
-def gen_resize(node: Node) -> list[KernelCall]:
+@variant("Resize")
+def gen_resize(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     a = node.attrs
     if int(np.prod(y.shape, dtype=np.int64)) == 0:

@@ -14,8 +14,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, note
-from ..simd import host_vector_width
+from ..kernel import KernelCall, Target, note, variant
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, row_load, row_taps
 from .template import source
@@ -57,20 +56,21 @@ def conv_source(node: Node, w: int, mr: int, sw: int) -> tuple[str, list]:
     return source(L), epi.args
 
 
-def simd_conv_applies(node: Node) -> bool:
+def simd_conv_applies(node: Node, target: Target) -> bool:
     x, wt = node.inputs[0], node.inputs[1]
     return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
             and node.attrs["strides"][1] in (1, 2))
 
 
-def gen_simd_conv(node: Node) -> list[KernelCall]:
+@variant("Conv", name="simd_conv", priority=70, applies=simd_conv_applies)
+def gen_simd_conv(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
     mg = M // a["group"]
     mr = next(r for r in (8, 4, 2, 1) if mg % r == 0)  # 8 FMA chains: 1.1-1.2x on stride-2 stem convs
-    w = host_vector_width()
+    w = target.vector_width
     OW = y.shape[3]
     if OW <= 8 and w > 8:  # narrow planes waste most lanes of a wide vector
         w = 8

@@ -17,10 +17,9 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
-from ..simd import host_vector_width
+from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, has_residual
-from .simd_pointwise import conv_operands
+from .simd_pointwise import conv_operands, is_pointwise
 from .template import source
 
 
@@ -84,7 +83,7 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
     return source(L), epi.args
 
 
-def cvec_width(node: Node) -> int | None:
+def cvec_width(node: Node, target: Target) -> int | None:
     """The vector width to use, or None when this kernel does not apply."""
     x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
     a = node.attrs
@@ -93,7 +92,7 @@ def cvec_width(node: Node) -> int | None:
     mg = wt.shape[0] // a["group"]
     if wt.shape[1] * a["group"] != x.shape[1] or a["group"] == x.shape[1] > 1:  # not depthwise
         return None
-    host = host_vector_width()
+    host = target.vector_width
     for w in (host, 8):
         if w <= host and mg % w == 0 and y.shape[3] < w:
             return w
@@ -106,7 +105,7 @@ def cvec_width(node: Node) -> int | None:
     return None
 
 
-def cvec_pointwise_width(node: Node) -> int | None:
+def cvec_pointwise_width(node: Node, target: Target) -> int | None:
     """Vector width for a 1x1 conv on a tiny map (<= 8 columns, <= 64 pixels), else None.
 
     There the pixel-vector micro-kernel runs mostly masked tails; vectors over output channels keep every
@@ -117,8 +116,10 @@ def cvec_pointwise_width(node: Node) -> int | None:
         return None
     if y.shape[3] > 8 or y.shape[2] * y.shape[3] > 64:
         return None
+    if not is_pointwise(node, grouped=True):
+        return None
     mg = wt.shape[0] // node.attrs["group"]
-    host = host_vector_width()
+    host = target.vector_width
     # at least 2 channel vectors per tile: with one (e.g. ShuffleNet's 136-channel groups at width 8) the
     # tile has too few FMA chains and loses to the pixel-vector kernel
     return next((w for w in (host, 8) if w <= host and mg % (2 * w) == 0), None)
@@ -137,3 +138,15 @@ def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
     args = [x, Param(wT), bias, y, N, C, H, Win, M, y.shape[2], y.shape[3], *a["kernel_shape"], *a["strides"],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@variant("Conv", name="cvec_pointwise", priority=20, applies=lambda n, t: cvec_pointwise_width(n, t) is not None)
+def gen_cvec_pointwise(node: Node, target: Target) -> list[KernelCall]:
+    """A 1x1 conv on a tiny map (7x7, 3x3): vectors over output channels."""
+    return gen_simd_cvec(node, cvec_pointwise_width(node, target))
+
+
+@variant("Conv", name="cvec", priority=60, applies=lambda n, t: cvec_width(n, t) is not None)
+def gen_cvec(node: Node, target: Target) -> list[KernelCall]:
+    """A dense or grouped conv whose rows are narrower than a vector: vectors over output channels."""
+    return gen_simd_cvec(node, cvec_width(node, target))

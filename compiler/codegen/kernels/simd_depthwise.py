@@ -13,8 +13,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, note
-from ..simd import host_vector_width
+from ..kernel import KernelCall, Target, note, variant
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, row_lanes, row_load
 from .template import source
@@ -77,7 +76,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sw: int) -> tuple
     return source(L), epi.args
 
 
-def simd_depthwise_applies(node: Node) -> bool:
+def simd_depthwise_applies(node: Node, target: Target) -> bool:
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     return (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
@@ -85,13 +84,14 @@ def simd_depthwise_applies(node: Node) -> bool:
             and a["kernel_shape"][0] * a["kernel_shape"][1] <= MAX_TAPS)
 
 
-def gen_simd_depthwise(node: Node) -> list[KernelCall]:
+@variant("Conv", name="simd_depthwise", priority=50, applies=simd_depthwise_applies)
+def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
     OW = y.shape[3]
-    w = host_vector_width()
+    w = target.vector_width
     if OW <= 8 and w > 8:
         w = 8
     kh, kw = a["kernel_shape"]

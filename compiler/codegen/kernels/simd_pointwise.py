@@ -14,8 +14,7 @@ import numpy as np
 
 from cnnjit.ir import Node, Value
 
-from ..kernel import At, KernelCall, Param, note
-from ..simd import host_vector_width
+from ..kernel import At, KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue
 from .template import clipped_loops, source
 
@@ -157,14 +156,15 @@ def pixel_block(C: int, P: int, w: int) -> int:
     return P if pb >= P else pb
 
 
-def gen_simd_pointwise(node: Node) -> list[KernelCall]:
+@variant("Conv", name="simd_pointwise", priority=30, applies=lambda n, t: simd_pointwise_applies(n, t))
+def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    w = host_vector_width()
+    w = target.vector_width
     src, extra = pointwise_source(node, w, rows=row_sections(M // G))
     if G == 1:
         return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
@@ -180,6 +180,13 @@ def gen_simd_pointwise(node: Node) -> list[KernelCall]:
     return calls
 
 
+def is_pointwise(node: Node, grouped: bool = False) -> bool:
+    """A 1x1, stride-1, unpadded Conv (``grouped``: any group count, else group 1)."""
+    a = node.attrs
+    return (all(k == 1 for k in a["kernel_shape"]) and all(s == 1 for s in a["strides"])
+            and not any(a["pads"]) and (a["group"] == 1 or grouped))
+
+
 def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
     """A float Conv's input, weights, bias (zeros when it has none) and output."""
     b = node.inputs[2] if len(node.inputs) > 2 else None
@@ -187,12 +194,14 @@ def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
     return node.inputs[0], node.inputs[1], b if b is not None else Param(np.zeros(M, np.float32)), node.outputs[0]
 
 
-def simd_pointwise_applies(node: Node) -> bool:
+def simd_pointwise_applies(node: Node, target: Target) -> bool:
+    """A 1x1, stride-1, unpadded Conv (grouped or not) with constant float32 weights."""
     x = node.inputs[0]
-    return x.dtype == np.float32 and node.inputs[1].dtype == np.float32 and node.inputs[1].is_const
+    wt = node.inputs[1]
+    return is_pointwise(node, grouped=True) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const
 
 
-def gemm_simd_applies(node: Node) -> bool:
+def gemm_simd_applies(node: Node, target: Target) -> bool:
     """Gemm with A in activations (not transposed), a constant B, and a vector (or no) C."""
     A, B = node.inputs[0], node.inputs[1]
     C = node.inputs[2] if len(node.inputs) > 2 else None
@@ -202,7 +211,8 @@ def gemm_simd_applies(node: Node) -> bool:
                                and (len(C.shape) < 2 or C.shape[0] == 1))))
 
 
-def gen_simd_gemm(node: Node) -> list[KernelCall]:
+@variant("Gemm", name="simd_gemm", priority=20, applies=gemm_simd_applies)
+def gen_simd_gemm(node: Node, target: Target) -> list[KernelCall]:
     """``Y = alpha * A @ B + beta * C`` as the pointwise micro-kernel: rows of A broadcast, B's rows as
     vectors (B transposed at compile time if needed, alpha folded into it, beta into the column bias)."""
     A, B = node.inputs[0], node.inputs[1]
@@ -214,7 +224,7 @@ def gen_simd_gemm(node: Node) -> list[KernelCall]:
     N = b.shape[1]
     bias = np.zeros(N, np.float32) if C is None else np.broadcast_to(
         C.const.reshape(-1).astype(np.float64) * a["beta"], (N,)).astype(np.float32)
-    w = host_vector_width()
+    w = target.vector_width
     src, extra = pointwise_source(node, w, bias_along_p=True, rows=row_sections(M))
     # the micro-kernel's "weights" (broadcast) are A's rows, its "pixels" (vectors) are B's columns
     return [KernelCall(src, [Param(b), A, Param(bias), node.outputs[0], 1, K, M, N, pixel_block(K, N, w), *extra],

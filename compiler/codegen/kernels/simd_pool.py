@@ -13,8 +13,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
-from ..simd import host_vector_width
+from ..kernel import KernelCall, Param, Target, note, variant
 from .simd_pointwise import row_load, row_taps
 from .template import source
 
@@ -67,7 +66,7 @@ def _uniform_divisor(node: Node) -> bool:
     return inside and bool(a["count_include_pad"] or not any(p))
 
 
-def simd_pool_applies(node: Node) -> bool:
+def simd_pool_applies(node: Node, target: Target) -> bool:
     x = node.inputs[0]
     a = node.attrs
     if x.dtype != np.float32 or len(x.shape) != 4 or a["strides"][1] not in (1, 2) or a.get("indices"):
@@ -76,12 +75,13 @@ def simd_pool_applies(node: Node) -> bool:
     return node.op != "AveragePool" or _uniform_divisor(node) or not a["count_include_pad"]
 
 
-def gen_simd_pool(node: Node) -> list[KernelCall]:
+@variant("MaxPool", "AveragePool", name="simd_pool", priority=20, applies=simd_pool_applies)
+def gen_simd_pool(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     a = node.attrs
     N, C, H, Win = x.shape
     OH, OW = y.shape[2:]
-    w = host_vector_width()
+    w = target.vector_width
     if OW <= 8 and w > 8:
         w = 8
     is_max = node.op == "MaxPool"

@@ -14,19 +14,15 @@ runs as the transposed problem ``Y^T = B^T @ A^T`` with a scalar CSR kernel over
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
-from collections.abc import Iterator
 
 import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, note
-from ..simd import host_vector_width
+from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, clamp_code, clamp_lines
-from .simd_pointwise import conv_operands
+from .simd_pointwise import conv_operands, is_pointwise
 from .template import Template, source
 
 NR = 4  # pixel vectors per output-row tile
@@ -46,22 +42,10 @@ DEFAULT_THRESHOLD = 0.7
 #: notes); CSR only wins from ~93% zeros.
 DEFAULT_GEMM_THRESHOLD = 0.95
 
-_THRESHOLD: contextvars.ContextVar[float | None] = contextvars.ContextVar("cnnjit_sparse_threshold", default=None)
-
-
-@contextlib.contextmanager
-def sparse_threshold_scope(value: float | None) -> Iterator[None]:
-    """Use ``value`` as the sparse threshold while generating code (``None``: env var or measured default)."""
-    tok = _THRESHOLD.set(value)
-    try:
-        yield
-    finally:
-        _THRESHOLD.reset(tok)
-
-
-def sparse_threshold(gemm: bool = False) -> float:
-    """The zero fraction above which sparse kernels are used: scope value, env var, else measured default."""
-    v = _THRESHOLD.get()
+def sparse_threshold(value: float | None, gemm: bool = False) -> float:
+    """The zero fraction above which sparse kernels are used: ``value`` (the target's), else the
+    ``CNNJIT_SPARSE_THRESHOLD`` environment variable, else the measured default."""
+    v = value
     if v is None:
         env = os.environ.get("CNNJIT_SPARSE_THRESHOLD")
         if env:
@@ -145,32 +129,31 @@ def zero_fraction(w: np.ndarray) -> float:
     return 1.0 - np.count_nonzero(w) / max(1, w.size)
 
 
-def gen_sparse_pointwise(node: Node, nr: int = NR) -> list[KernelCall] | None:
-    """CSR kernel calls for a float32 group-1 pointwise Conv, or None if the epilogue does not fit."""
+def sparse_conv_applies(node: Node, target: Target) -> bool:
+    """A float32 group-1 pointwise Conv whose constant weights are sparse enough (``target.sparse_threshold``)
+    and whose epilogue the CSR kernel can apply."""
+    x, wt = node.inputs[0], node.inputs[1]
+    if (not is_pointwise(node) or x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const):
+        return False
+    thr = sparse_threshold(target.sparse_threshold)
+    if thr > 1.0 or zero_fraction(wt.const) < thr - 5e-3:  # a layer pruned to exactly thr counts
+        return False
+    return sparse_source(node, target.vector_width, NR) is not None
+
+
+@variant("Conv", name="sparse_pointwise", priority=10, applies=sparse_conv_applies)
+def gen_sparse_pointwise(node: Node, target: Target) -> list[KernelCall]:
+    """CSR kernel calls for a sparse float32 group-1 pointwise Conv (see ``sparse_conv_applies``)."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    got = sparse_source(node, host_vector_width(), nr)
-    if got is None:
-        return None
-    src, extra = got
+    src, extra = sparse_source(node, target.vector_width, NR)
     rowptr, offs, vals = csr_rows(wt.const.reshape(M, C), P)
-    step = nr * host_vector_width()
+    step = NR * target.vector_width
     pb = max(step, (BLOCK_BYTES // (4 * max(1, C))) // step * step)
     return [KernelCall(src, [x, Param(vals), Param(offs), Param(rowptr), bias, y, N, C, M, P, pb, *extra],
                        note(node) + f" sparse {zero_fraction(wt.const):.0%}")]
-
-
-def sparse_conv_choice(node: Node) -> list[KernelCall] | None:
-    """Sparse kernel calls for a pointwise Conv whose constant weights are sparse enough, else None."""
-    x, wt = node.inputs[0], node.inputs[1]
-    if node.attrs.get("group", 1) != 1 or x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const:
-        return None
-    thr = sparse_threshold()
-    if thr > 1.0 or zero_fraction(wt.const) < thr - 5e-3:  # a layer pruned to exactly thr counts
-        return None
-    return gen_sparse_pointwise(node)
 
 
 GEMM_SRC = Template("""
@@ -187,21 +170,25 @@ def kernel(ab, ao, vb, vo, ib, io, rb, ro, bb, bo, yb, yo, M, K, N, act, lo, hi)
 """, CLAMP="\n".join(clamp_lines(" " * 12, "s"))).fill()
 
 
-def sparse_gemm_choice(node: Node) -> list[KernelCall] | None:
-    """A scalar CSR Gemm (over B's columns) when B is constant and sparse enough, else None."""
+def sparse_gemm_applies(node: Node, target: Target) -> bool:
+    """A float32 Gemm with a constant B sparse enough (``target.sparse_threshold``), a constant vector (or no)
+    C and an epilogue the CSR kernel can clamp."""
+    A, B = node.inputs[0], node.inputs[1]
+    C = node.inputs[2] if len(node.inputs) > 2 else None
+    if (A.dtype != np.float32 or B.dtype != np.float32 or not B.is_const or node.attrs["transA"]
+            or (C is not None and (not C.is_const or C.type.size not in (1, node.outputs[0].shape[1])))):
+        return False
+    thr = sparse_threshold(target.sparse_threshold, gemm=True)
+    return thr <= 1.0 and zero_fraction(B.const) >= thr and clamp_code(node) is not None
+
+
+@variant("Gemm", name="sparse_gemm", priority=10, applies=sparse_gemm_applies)
+def gen_sparse_gemm(node: Node, target: Target) -> list[KernelCall]:
+    """A scalar CSR Gemm over B's columns (see ``sparse_gemm_applies``)."""
     A, B = node.inputs[0], node.inputs[1]
     C = node.inputs[2] if len(node.inputs) > 2 else None
     a = node.attrs
-    if (A.dtype != np.float32 or B.dtype != np.float32 or not B.is_const or a["transA"]
-            or (C is not None and (not C.is_const or C.type.size not in (1, node.outputs[0].shape[1])))):
-        return None
-    thr = sparse_threshold(gemm=True)
-    if thr > 1.0 or zero_fraction(B.const) < thr:
-        return None
-    clamp = clamp_code(node)
-    if clamp is None:
-        return None
-    act, lo, hi = clamp
+    act, lo, hi = clamp_code(node)
     M, K = A.shape
     bt = (B.const if a["transB"] else B.const.T).astype(np.float64) * a["alpha"]  # N x K
     N = bt.shape[0]

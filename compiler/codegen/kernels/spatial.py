@@ -10,9 +10,10 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, generator, note
+from ..kernel import KernelCall, Param, Target, note, variant
 from .dense import MATMUL_SRC
 from .epilogue import with_epilogue
+from .simd_pointwise import is_pointwise
 from .template import Template, bind, clipped_loops, tap_columns
 
 #: the taps of a 3-D window inside the input (``clipped_loops``), from output position ``od, oh, ow``
@@ -68,42 +69,15 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                        ("oh", "OH", "ih", "oh * sh + kh * dh - ph", "H")))
 
 
-def is_pointwise(node: Node, grouped: bool = False) -> bool:
-    a = node.attrs
-    return (all(k == 1 for k in a["kernel_shape"]) and all(s == 1 for s in a["strides"])
-            and not any(a["pads"]) and (a["group"] == 1 or grouped))
-
-
-@generator("Conv")
-def gen_conv(node: Node) -> list[KernelCall]:
+# Conv's variants, in the order they are tried (priority): sparse_pointwise (10, CSR weights), cvec_pointwise
+# (20), simd_pointwise (30), pointwise (40), simd_depthwise (50), cvec (60), simd_conv (70), direct (1000: any
+# Conv). Each lives with its kernel template; ``cnnjit.compile(variants={"Conv": name})`` forces one.
+@variant("Conv", name="direct", priority=1000)
+def gen_conv(node: Node, target: Target) -> list[KernelCall]:
+    """Any Conv (1-D to 3-D, groups, dilations, pads): the scalar direct convolution."""
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
-    if is_pointwise(node, grouped=True):
-        from .simd_pointwise import gen_simd_pointwise, simd_pointwise_applies
-        from .sparse_pointwise import sparse_conv_choice
-
-        if (sparse := sparse_conv_choice(node)) is not None:  # weights sparse enough: CSR kernel
-            return sparse
-        from .simd_cvec import cvec_pointwise_width, gen_simd_cvec
-
-        if (vw := cvec_pointwise_width(node)) is not None:  # tiny maps (7x7, 3x3): vectors over channels
-            return gen_simd_cvec(node, vw)
-        if simd_pointwise_applies(node):
-            return gen_simd_pointwise(node)
-        if is_pointwise(node):
-            return gen_pointwise(node)
-    from .simd_conv import gen_simd_conv, simd_conv_applies
-    from .simd_cvec import cvec_width, gen_simd_cvec
-    from .simd_depthwise import gen_simd_depthwise, simd_depthwise_applies
-
-    if simd_depthwise_applies(node):
-        return gen_simd_depthwise(node)
-    vw = cvec_width(node)
-    if vw is not None:
-        return gen_simd_cvec(node, vw)
-    if simd_conv_applies(node):
-        return gen_simd_conv(node)
     bias = b if b is not None else Param(np.zeros(1, x.dtype))
     src, res = with_epilogue(CONV_SRC, node, "ybase - yo + i", " " * 12, "osp", "ybase + i")
     args = bind(src, x=x, w=w, b=bias, y=y, N=x.shape[0], C=x.shape[1], M=w.shape[0], G=node.attrs["group"],
@@ -182,14 +156,9 @@ def kernel(xb, xo, yb, yo, ib, io, NC, D, H, W, OD, OH, OW, KD, KH, KW, sd, sh, 
 ''', TAPS=clipped_loops(" " * 20, *TAPS3)).fill()
 
 
-@generator("MaxPool", "AveragePool")
-def gen_pool(node: Node) -> list[KernelCall]:
-    from .simd_pool import gen_simd_pool, simd_pool_applies
-
-    if _covers_input(node):
-        return gen_global_pool(node)
-    if simd_pool_applies(node):
-        return gen_simd_pool(node)
+@variant("MaxPool", "AveragePool", name="pool", priority=1000)
+def gen_pool(node: Node, target: Target) -> list[KernelCall]:
+    """Any MaxPool / AveragePool (with indices, pads counted or not): the scalar window loop."""
     x, y = node.inputs[0], node.outputs[0]
     NC = x.shape[0] * x.shape[1]
     if node.attrs.get("indices"):
@@ -244,7 +213,7 @@ def kernel(xb, xo, yb, yo, NC, S):
 '''
 
 
-def _covers_input(node: Node) -> bool:
+def _covers_input(node: Node, target: Target) -> bool:
     """An AveragePool whose one window is the whole unpadded plane: a global average."""
     x, y = node.inputs[0], node.outputs[0]
     a = node.attrs
@@ -252,14 +221,13 @@ def _covers_input(node: Node) -> bool:
             and not any(a["pads"]) and all(d == 1 for d in y.shape[2:]))
 
 
-@generator("GlobalAveragePool", "GlobalMaxPool")
-def gen_global_pool(node: Node) -> list[KernelCall]:
-    from ..simd import host_vector_width
-
+@variant("GlobalAveragePool", "GlobalMaxPool")
+@variant("AveragePool", name="global_pool", priority=10, applies=_covers_input)
+def gen_global_pool(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     if node.op != "GlobalMaxPool" and x.dtype == np.float32:
-        w = min(8 if S < 32 else 16, host_vector_width())  # short planes: narrower vectors, fewer dead lanes
+        w = min(8 if S < 32 else 16, target.vector_width)  # short planes: narrower vectors, fewer dead lanes
         return [KernelCall(global_avg_source(w),
                            [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
     return [KernelCall(GLOBAL_SRC, [x, node.outputs[0], x.shape[0] * x.shape[1], S,
@@ -292,8 +260,8 @@ def kernel(xb, xo, sb, so, bb, bo, mb, mo, vb, vo, yb, yo, N, C, S, eps):
 '''
 
 
-@generator("BatchNormalization")
-def gen_batchnorm(node: Node) -> list[KernelCall]:
+@variant("BatchNormalization")
+def gen_batchnorm(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     N, C = x.shape[0], x.shape[1]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
@@ -323,8 +291,8 @@ def kernel(xb, xo, yb, yo, N, C, S, lo, hi, alpha_over_size, beta, bias):
 '''
 
 
-@generator("LRN")
-def gen_lrn(node: Node) -> list[KernelCall]:
+@variant("LRN")
+def gen_lrn(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     a = node.attrs
     size = int(a["size"])
@@ -334,7 +302,8 @@ def gen_lrn(node: Node) -> list[KernelCall]:
     return [KernelCall(LRN_SRC, args, note(node))]
 
 
-def gen_pointwise(node: Node) -> list[KernelCall]:
+@variant("Conv", name="pointwise", priority=40, applies=lambda n, t: is_pointwise(n))
+def gen_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """A 1x1, stride-1, unpadded, ungrouped Conv is a matrix product per image: Y[n] = W @ X[n] + b."""
     x, w = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None

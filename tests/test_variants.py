@@ -1,0 +1,95 @@
+"""The kernel variant table: every variant of the multi-variant families (Conv, Gemm, pooling) computes a
+case built for it, at every vector width, and the schedule says which variant ran; forcing a variant that
+cannot compute a node, or one that does not exist, is a clear error. Oracle: onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_simd_widths import applicable_variants
+
+import cnnjit
+from cnnjit.compiler.codegen.kernel import VARIANTS
+from cnnjit.ir.errors import CompileError
+
+WIDTHS = (4, 8, 16)
+
+
+def _model(op: str, x_shape: tuple[int, ...], inits: dict[str, np.ndarray], **attrs) -> tuple:
+    inputs = ["x", *inits]
+    g = helper.make_graph([helper.make_node(op, inputs, ["y"], **attrs)], "v",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), x_shape
+
+
+def _conv(c: int, m: int, hw: int, k: int = 1, group: int = 1, stride: int = 1, zeros: float = 0.0) -> tuple:
+    rng = np.random.default_rng(c * 100 + m + k)
+    w = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
+    w[rng.random(w.shape) < zeros] = 0.0
+    return _model("Conv", (1, c, hw, hw), {"w": w, "b": rng.standard_normal(m).astype(np.float32)},
+                  kernel_shape=[k, k], pads=[k // 2] * 4, group=group, strides=[stride, stride])
+
+
+#: one case per variant: (op, variant) -> model where that variant applies at every vector width
+CASES = {
+    ("Conv", "sparse_pointwise"): _conv(8, 16, 6, zeros=0.9),
+    ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
+    ("Conv", "simd_pointwise"): _conv(8, 16, 9),
+    ("Conv", "pointwise"): _conv(8, 16, 9),
+    ("Conv", "simd_depthwise"): _conv(8, 8, 9, k=3, group=8),
+    ("Conv", "cvec"): _conv(8, 32, 6, k=3),
+    ("Conv", "simd_conv"): _conv(3, 8, 11, k=3, stride=2),
+    ("Conv", "direct"): _conv(4, 6, 7, k=3, group=2),
+    ("Gemm", "sparse_gemm"): _model("Gemm", (2, 24), {"b": np.where(np.random.default_rng(1).random((24, 10)) < 0.97,
+                                                                    0, 1).astype(np.float32)}),
+    ("Gemm", "simd_gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(2).standard_normal((24, 10))
+                                                     .astype(np.float32)}),
+    ("Gemm", "gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(3).standard_normal((24, 10))
+                                                .astype(np.float32)}, transA=0, alpha=0.5),
+    ("MaxPool", "simd_pool"): _model("MaxPool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[2, 2]),
+    ("MaxPool", "pool"): _model("MaxPool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[3, 3]),
+    ("AveragePool", "global_pool"): _model("AveragePool", (1, 3, 5, 7), {}, kernel_shape=[5, 7]),
+    ("AveragePool", "simd_pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
+    ("AveragePool", "pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[3, 3],
+                                    pads=[1, 1, 1, 1], count_include_pad=1),
+}
+
+
+def test_every_multi_variant_family_has_a_case_per_variant() -> None:
+    for op in ("Conv", "Gemm", "MaxPool", "AveragePool"):
+        assert {name for o, name in CASES if o == op} == {v.name for v in VARIANTS[op]}, op
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> None:
+    op, name = key
+    model, shape = CASES[key]
+    assert name in applicable_variants(model, op, width)
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == op} == {name}
+    x = np.random.default_rng(width).standard_normal(shape).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_forcing_errors() -> None:
+    model, _ = CASES[("Conv", "simd_depthwise")]
+    with pytest.raises(CompileError, match="does not apply"):
+        cnnjit.compile(model, variants={"Conv": "sparse_pointwise"})
+    with pytest.raises(ValueError, match="no kernel variant 'winograd'.*direct"):
+        cnnjit.compile(model, variants={"Conv": "winograd"})
+    with pytest.raises(ValueError, match="no such op"):
+        cnnjit.compile(model, variants={"Convolution": "direct"})
+    with pytest.raises(ValueError, match="vector_width"):
+        cnnjit.compile(model, vector_width=5)
+
+
+def test_default_choice_is_the_first_that_applies() -> None:
+    for (op, name), (model, _) in CASES.items():
+        chosen = {c.variant for c in cnnjit.compile(model, entry="lazy")._default_spec().program.calls if c.op == op}
+        assert chosen == {applicable_variants(model, op, 16)[0]}, (op, name)
