@@ -15,8 +15,7 @@ class CancelTransposes(Pass):
     name = "cancel_transposes"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for node in list(graph.nodes):
             if node.op != "Transpose" or node not in graph.nodes:
                 continue
@@ -29,13 +28,10 @@ class CancelTransposes(Pass):
                 perm = tuple(p[i] for i in perm)
                 graph.set_input(node, 0, src.inputs[0])
                 graph.remove_node(src)
-                node.attrs["perm"] = perm
-                changed = True
+                graph.set_attrs(node, perm=perm)
             if perm == tuple(range(len(perm))):
                 out = node.outputs[0]
                 if out in graph.outputs and node.inputs[0] in graph.inputs:
                     continue  # keep one copy: an output must not be an input buffer
                 graph.replace_all_uses(out, node.inputs[0])
                 graph.remove_node(node)
-                changed = True
-        return changed
