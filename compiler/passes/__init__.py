@@ -8,7 +8,7 @@ from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
-from .manager import Pass, PassManager, PassRecord, select_passes
+from .manager import Pass, PassManager, PassRecord, PassResult, select_passes
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
 
@@ -20,6 +20,6 @@ def default_pipeline() -> list[Pass]:
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
-__all__ = ["Pass", "PassManager", "PassRecord", "select_passes", "default_pipeline", "DeadCode",
+__all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
            "FoldPad", "FoldChannelShuffle", "QDQToInteger"]

@@ -129,7 +129,12 @@ class PassManager:
 
 def select_passes(available: Iterable[Pass], passes: Sequence[str] | None, disable: Sequence[str] | None,
                   fuse: bool) -> list[Pass]:
-    """The pipeline after the user's ``passes=`` / ``disable=`` / ``fuse=`` choices."""
+    """The pipeline after the user's ``passes=`` / ``disable=`` / ``fuse=`` choices.
+
+    ``fuse=False`` leaves out every pass marked ``fusion`` (each merges nodes or computes them together: BN and
+    Pad folding, epilogue fusion, QDQ to integer ops, transpose cancelling, channel-shuffle folding, in-place
+    Concat), so every op of the imported graph runs as its own kernel.
+    """
     avail = list(available)
     names = {p.name for p in avail}
     for n in list(passes or []) + list(disable or []):
