@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -339,7 +338,7 @@ class Graph:
         """Check the graph's invariants; raise ``IRError`` naming the exact node and value at fault."""
         defined: set[int] = {v.id for v in self.inputs}
         node_ids: set[int] = set()
-        reads: dict[int, Counter[int]] = {}  # value id -> {node id: how often the node reads it}
+        readers: dict[int, list[int]] = {}  # value id -> ids of the nodes reading it (once per input slot)
         for n in self.nodes:
             if n.id in node_ids:
                 raise IRError(f"{n.describe()} appears twice in the node list")
@@ -354,7 +353,7 @@ class Graph:
                     raise IRError(
                         f"{n.describe()}: input {i} {v.ref()} is used before it is defined (or never defined)"
                     )
-                reads.setdefault(v.id, Counter())[n.id] += 1
+                readers.setdefault(v.id, []).append(n.id)
             for o in n.outputs:
                 if o.producer is not n:
                     raise IRError(f"{n.describe()}: output {o.ref()} names another producer")
@@ -376,12 +375,14 @@ class Graph:
         for v in self.inputs:
             if v.is_const:
                 raise IRError(f"graph input {v.ref()} is marked constant")
-        self._lint_values(reads)
+        self._lint_values(readers)
 
-    def _lint_values(self, reads: dict[int, Counter[int]]) -> None:
+    def _lint_values(self, readers: dict[int, list[int]]) -> None:
         """``Value.users`` lists exactly the nodes that read each value; quantization metadata is right."""
         for v in self.values():
-            if Counter(u.id for u in v.users) != reads.get(v.id, Counter()):
+            want = readers.get(v.id, [])
+            got = [u.id for u in v.users]
+            if got != want and sorted(got) != sorted(want):
                 raise IRError(f"value {v.ref()}: its users list {[u.describe() for u in v.users]} does not "
                               "match the nodes that read it")
             rec = self.dequantized.get(v.id)
