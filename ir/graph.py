@@ -97,7 +97,7 @@ class Dequantized:
     scale: np.ndarray
     zero_point: np.ndarray | None
     axis: int
-    #: the constant's array these integers were checked against (``Graph.lint`` re-checks another one)
+    #: the constant's array ``Graph.lint`` last found these integers to match (it re-checks any other one)
     checked: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
     def dequantize(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -292,24 +292,32 @@ class Graph:
     # -- quantization metadata ------------------------------------------------------------------------
     def record_dequantized(self, value: Value, q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None,
                            axis: int) -> None:
-        """Remember that constant ``value`` is ``DequantizeLinear(q, scale, zero_point, axis)``."""
+        """Remember that constant ``value`` is ``DequantizeLinear(q, scale, zero_point, axis)`` (the values
+        themselves are compared by the next ``lint``)."""
         rec = Dequantized(np.asarray(q), np.asarray(scale), None if zero_point is None else np.asarray(zero_point),
                           int(axis))
-        self._check_dequantized(value, rec)
-        self.dequantized[value.id] = dataclasses.replace(rec, checked=value.const)
+        self._check_dequantized_type(value, rec)
+        self.dequantized[value.id] = rec
 
     def dequantized_origin(self, value: Value | None) -> Dequantized | None:
         """The integers constant ``value`` was dequantized from, if the frontend recorded them."""
         return None if value is None else self.dequantized.get(value.id)
 
     @staticmethod
-    def _check_dequantized(v: Value, rec: Dequantized) -> None:
+    def _check_dequantized_type(v: Value, rec: Dequantized) -> None:
         if not v.is_const:
             raise IRError(f"{v.ref()}: quantization metadata on a value that is not a constant")
         if rec.q.shape != v.shape or rec.q.dtype.kind not in "iu":
             raise IRError(f"{v.ref()}: quantization metadata {rec} does not fit the constant's type {v.type}")
-        if v.const is not rec.checked and not np.array_equal(rec.dequantize(v.dtype, v.shape), v.const, equal_nan=True):
+
+    def _check_dequantized(self, v: Value, rec: Dequantized) -> None:
+        """The record fits ``v`` and its integers dequantize to ``v``'s data (compared once per array)."""
+        self._check_dequantized_type(v, rec)
+        if v.const is rec.checked:
+            return
+        if not np.array_equal(rec.dequantize(v.dtype, v.shape), v.const, equal_nan=True):
             raise IRError(f"{v.ref()}: its recorded integers ({rec}) do not dequantize to the constant")
+        self.dequantized[v.id] = dataclasses.replace(rec, checked=v.const)
 
     # -- queries --------------------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:

@@ -174,9 +174,16 @@ def test_dequantized_constants_are_printed_and_linted() -> None:
     assert f"{b.ref()}: f32[6] = const  # = DequantizeLinear(i32[6], scale f32[6], axis 0)" in text
     g.lint()
     # a constant whose data no longer matches its integers is an IR error
-    bad = w.const.copy()
+    good = w.const
+    bad = good.copy()
     bad[0, 0, 0, 0] += 1.0
     w.const = bad
+    with pytest.raises(IRError, match="do not dequantize"):
+        g.lint()
+    w.const = good
+    g.lint()
+    # and so are integers recorded wrongly, or on a value that is not a constant
+    g.record_dequantized(w, rw.q, rw.scale * 2, rw.zero_point, 0)
     with pytest.raises(IRError, match="do not dequantize"):
         g.lint()
     with pytest.raises(IRError, match="not a constant"):
