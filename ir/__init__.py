@@ -13,13 +13,13 @@ from .errors import (
     ShapeError,
     UnsupportedOpError,
 )
-from .graph import Graph, Node, Value, topo_order
+from .graph import Dequantized, Edits, Graph, Node, Value, topo_order
 from .interp import interpret
 from .ops import OpDef, all_ops, get_op
 from .types import DTYPES, TensorType, short_name
 
 __all__ = [
     "CnnjitError", "CompileError", "InputError", "IRError", "ModelError", "ResourceLimitError", "ShapeError",
-    "UnsupportedOpError", "Graph", "Node", "Value", "topo_order", "interpret", "OpDef", "all_ops", "get_op",
-    "DTYPES", "TensorType", "short_name",
+    "UnsupportedOpError", "Dequantized", "Edits", "Graph", "Node", "Value", "topo_order", "interpret", "OpDef",
+    "all_ops", "get_op", "DTYPES", "TensorType", "short_name",
 ]

@@ -7,6 +7,7 @@ Names that came from the model are kept for messages and printing only; they nev
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IRError
+from .ops import get_op
 from .types import TensorType
 
 _ids = itertools.count()
@@ -82,6 +84,61 @@ class Node:
         return f"Node({self.describe()})"
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dequantized:
+    """Quantization metadata of a constant: it is ``DequantizeLinear(q, scale, zero_point, axis)``.
+
+    The frontend folds DequantizeLinear of initializers (weights, biases) into float constants and records
+    the integers behind each one, so ``qdq_to_integer`` can use them exactly; ``Graph.lint`` checks that
+    they still dequantize to the constant, and the printer shows them.
+    """
+
+    q: np.ndarray
+    scale: np.ndarray
+    zero_point: np.ndarray | None
+    axis: int
+    #: the constant's array ``Graph.lint`` last found these integers to match (it re-checks any other one)
+    checked: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    def dequantize(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """The constant these integers stand for (the frontend's folding of DequantizeLinear, exactly)."""
+        opdef = get_op("DequantizeLinear")
+        ins = [self.q, self.scale] + ([] if self.zero_point is None else [self.zero_point])
+        arr = opdef.run(ins, opdef.check_attrs({"axis": self.axis}))[0]
+        return np.asarray(arr, dtype).reshape(shape)
+
+    def __str__(self) -> str:
+        def t(a: np.ndarray) -> TensorType:
+            return TensorType(a.dtype, a.shape)
+
+        zp = "" if self.zero_point is None else f", zero point {t(self.zero_point)}"
+        return f"DequantizeLinear({t(self.q)}, scale {t(self.scale)}{zp}, axis {self.axis})"
+
+
+@dataclasses.dataclass
+class Edits:
+    """Ids of the nodes a rewrite added, removed and changed in place (op, attributes, inputs, outputs,
+    annotations), gathered by the ``Graph`` methods that make those changes (see ``Graph.take_edits``)."""
+
+    added: set[int] = dataclasses.field(default_factory=set)
+    removed: set[int] = dataclasses.field(default_factory=set)
+    rewritten: set[int] = dataclasses.field(default_factory=set)
+
+    def add(self, node: Node) -> None:
+        self.added.add(node.id)
+
+    def remove(self, node: Node) -> None:
+        self.rewritten.discard(node.id)
+        if node.id in self.added:
+            self.added.discard(node.id)  # made and dropped within one rewrite: no net change
+        else:
+            self.removed.add(node.id)
+
+    def rewrite(self, node: Node) -> None:
+        if node.id not in self.added:
+            self.rewritten.add(node.id)
+
+
 def _fmt_attr(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
@@ -93,13 +150,22 @@ def _fmt_attr(v: Any) -> str:
 
 
 class Graph:
-    """A static-shape dataflow graph: inputs, nodes in topological order, outputs."""
+    """A static-shape dataflow graph: inputs, nodes in topological order, outputs.
+
+    Passes change a graph only through its methods (``const``, ``add_node``, ``insert_before``,
+    ``set_input``, ``replace_all_uses``, ``set_attrs``, ``replace_op``, ``annotate``, ``remove_node``, ...):
+    they keep ``Value.users`` and ``Value.producer`` consistent and record what changed in ``edits``.
+    """
 
     def __init__(self, name: str = "graph"):
         self.name = name
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
+        #: quantization metadata: constant value id -> the integers it was dequantized from
+        self.dequantized: dict[int, Dequantized] = {}
+        #: what the methods below changed since ``take_edits`` was last called
+        self.edits = Edits()
 
     # -- construction ---------------------------------------------------------------------------------
     def add_input(self, type: TensorType, name: str = "") -> Value:
@@ -107,30 +173,59 @@ class Graph:
         self.inputs.append(v)
         return v
 
+    @staticmethod
+    def const(array: np.ndarray, name: str = "") -> Value:
+        """A constant value holding ``array`` (C-contiguous); it joins the graph when a node uses it."""
+        arr = np.asarray(array, order="C")
+        return Value(TensorType(arr.dtype, arr.shape), name, const=arr)
+
     def add_node(self, node: Node) -> Node:
         """Append a node (its inputs must already be defined) and register it as a user of its inputs."""
         self.nodes.append(node)
-        for v in node.inputs:
-            if v is not None:
-                v.users.append(node)
+        self._use_inputs(node)
         return node
 
     def insert_before(self, anchor: Node, node: Node) -> Node:
         self.nodes.insert(self.nodes.index(anchor), node)
+        self._use_inputs(node)
+        return node
+
+    def _use_inputs(self, node: Node) -> None:
         for v in node.inputs:
             if v is not None:
                 v.users.append(node)
-        return node
+        self.edits.add(node)
 
+    # -- removal --------------------------------------------------------------------------------------
     def remove_node(self, node: Node) -> None:
-        """Remove a node whose outputs are no longer used."""
-        for o in node.outputs:
-            if o.users or o in self.outputs:
-                raise IRError(f"cannot remove {node.describe()}: output {o.ref()} is still used")
+        """Remove a node whose outputs are no longer used (or are now defined by another node)."""
+        self._check_removable(node)
         self.nodes.remove(node)
+        self._unuse_inputs(node)
+
+    def remove_nodes(self, nodes: Iterable[Node]) -> None:
+        """Remove several such nodes at once and recompute ``Value.users`` in node order."""
+        gone = {n.id: n for n in nodes}
+        for n in gone.values():
+            self._check_removable(n, gone)
+        self.nodes = [n for n in self.nodes if n.id not in gone]
+        for n in gone.values():
+            self._unuse_inputs(n)
+        self.rebuild_users()
+
+    def _check_removable(self, node: Node, also_gone: dict[int, Node] | None = None) -> None:
+        for o in node.outputs:
+            if o.producer is not node:
+                continue  # another node defines this value now
+            used = [u for u in o.users if also_gone is None or u.id not in also_gone]
+            if used or o in self.outputs:
+                raise IRError(f"cannot remove {node.describe()}: output {o.ref()} is still used")
+
+    def _unuse_inputs(self, node: Node) -> None:
         for v in node.inputs:
             if v is not None and node in v.users:
                 v.users.remove(node)
+        self.edits.remove(node)
 
     def remove_node_keep_output(self, node: Node, producer: Node) -> None:
         """Drop single-input-chain ``node`` (whose input is ``producer``'s only output) and make
@@ -138,23 +233,27 @@ class Graph:
         position so every value it now reads (e.g. a fused residual) is defined before it."""
         old = producer.outputs[0]
         new = node.outputs[0]
-        for v in node.inputs:
-            if v is not None and node in v.users:
-                v.users.remove(node)
+        self._unuse_inputs(node)
         idx = self.nodes.index(node)
         self.nodes[idx] = producer
         del self.nodes[self.nodes.index(producer)]  # the original, earlier position
         producer.outputs[0] = new
         new.producer = producer
         old.producer = None
+        self.edits.rewrite(producer)
 
+    # -- rewiring -------------------------------------------------------------------------------------
     def set_input(self, node: Node, index: int, value: Value | None) -> None:
+        """Make input ``index`` of ``node`` read ``value``; absent optional inputs (``None``) fill any gap."""
+        if index >= len(node.inputs):
+            node.inputs.extend([None] * (index + 1 - len(node.inputs)))
         old = node.inputs[index]
         if old is not None and node in old.users:
             old.users.remove(node)
         node.inputs[index] = value
         if value is not None:
             value.users.append(node)
+        self.edits.rewrite(node)
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
         """Make every user (and graph output) of ``old`` use ``new`` instead."""
@@ -163,6 +262,62 @@ class Graph:
                 if v is old:
                     self.set_input(user, i, new)
         self.outputs = [new if o is old else o for o in self.outputs]
+
+    def set_attrs(self, node: Node, **attrs: Any) -> None:
+        """Change (or add) attributes of ``node`` in place."""
+        node.attrs.update(attrs)
+        self.edits.rewrite(node)
+
+    def replace_op(self, node: Node, op: str, attrs: dict[str, Any]) -> None:
+        """Make ``node`` apply ``op`` with exactly ``attrs`` (its inputs and outputs stay)."""
+        node.op = op
+        node.attrs = dict(attrs)
+        self.edits.rewrite(node)
+
+    def annotate(self, node: Node, **meta: Any) -> None:
+        """Set pass annotations (``node.meta``) that later stages read, e.g. ``inplace=True``."""
+        node.meta.update(meta)
+        self.edits.rewrite(node)
+
+    def note_fused(self, node: Node, what: str) -> None:
+        """Record that ``node`` now also computes ``what`` (shown by the printer and ``cnnjit inspect``)."""
+        node.meta.setdefault("fused", []).append(what)
+        self.edits.rewrite(node)
+
+    def take_edits(self) -> Edits:
+        """What the methods above changed since the last call, and start a fresh record."""
+        edits, self.edits = self.edits, Edits()
+        return edits
+
+    # -- quantization metadata ------------------------------------------------------------------------
+    def record_dequantized(self, value: Value, q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None,
+                           axis: int) -> None:
+        """Remember that constant ``value`` is ``DequantizeLinear(q, scale, zero_point, axis)`` (the values
+        themselves are compared by the next ``lint``)."""
+        rec = Dequantized(np.asarray(q), np.asarray(scale), None if zero_point is None else np.asarray(zero_point),
+                          int(axis))
+        self._check_dequantized_type(value, rec)
+        self.dequantized[value.id] = rec
+
+    def dequantized_origin(self, value: Value | None) -> Dequantized | None:
+        """The integers constant ``value`` was dequantized from, if the frontend recorded them."""
+        return None if value is None else self.dequantized.get(value.id)
+
+    @staticmethod
+    def _check_dequantized_type(v: Value, rec: Dequantized) -> None:
+        if not v.is_const:
+            raise IRError(f"{v.ref()}: quantization metadata on a value that is not a constant")
+        if rec.q.shape != v.shape or rec.q.dtype.kind not in "iu":
+            raise IRError(f"{v.ref()}: quantization metadata {rec} does not fit the constant's type {v.type}")
+
+    def _check_dequantized(self, v: Value, rec: Dequantized) -> None:
+        """The record fits ``v`` and its integers dequantize to ``v``'s data (compared once per array)."""
+        self._check_dequantized_type(v, rec)
+        if v.const is rec.checked:
+            return
+        if not np.array_equal(rec.dequantize(v.dtype, v.shape), v.const, equal_nan=True):
+            raise IRError(f"{v.ref()}: its recorded integers ({rec}) do not dequantize to the constant")
+        self.dequantized[v.id] = dataclasses.replace(rec, checked=v.const)
 
     # -- queries --------------------------------------------------------------------------------------
     def values(self) -> Iterator[Value]:
@@ -189,10 +344,9 @@ class Graph:
     # -- checking -------------------------------------------------------------------------------------
     def lint(self) -> None:
         """Check the graph's invariants; raise ``IRError`` naming the exact node and value at fault."""
-        from .ops import get_op  # local: ops imports graph for type hints only
-
         defined: set[int] = {v.id for v in self.inputs}
         node_ids: set[int] = set()
+        readers: dict[int, list[int]] = {}  # value id -> ids of the nodes reading it (once per input slot)
         for n in self.nodes:
             if n.id in node_ids:
                 raise IRError(f"{n.describe()} appears twice in the node list")
@@ -207,8 +361,7 @@ class Graph:
                     raise IRError(
                         f"{n.describe()}: input {i} {v.ref()} is used before it is defined (or never defined)"
                     )
-                if n not in v.users:
-                    raise IRError(f"{n.describe()}: input {i} {v.ref()} does not list the node as a user")
+                readers.setdefault(v.id, []).append(n.id)
             for o in n.outputs:
                 if o.producer is not n:
                     raise IRError(f"{n.describe()}: output {o.ref()} names another producer")
@@ -222,7 +375,7 @@ class Graph:
             except Exception as e:  # noqa: BLE001 - re-raised with the node named
                 raise IRError(f"{n.describe()}: type inference failed: {e}") from e
             for i, (o, t) in enumerate(zip(n.outputs, expected)):
-                if o.type.dtype != t.dtype or o.type.shape != t.shape:
+                if o.type != t:
                     raise IRError(f"{n.describe()}: output {i} {o.ref()} has type {o.type}, the op infers {t}")
         for o in self.outputs:
             if not o.is_const and o.id not in defined:
@@ -230,6 +383,19 @@ class Graph:
         for v in self.inputs:
             if v.is_const:
                 raise IRError(f"graph input {v.ref()} is marked constant")
+        self._lint_values(readers)
+
+    def _lint_values(self, readers: dict[int, list[int]]) -> None:
+        """``Value.users`` lists exactly the nodes that read each value; quantization metadata is right."""
+        for v in self.values():
+            want = readers.get(v.id, [])
+            got = [u.id for u in v.users]
+            if got != want and sorted(got) != sorted(want):
+                raise IRError(f"value {v.ref()}: its users list {[u.describe() for u in v.users]} does not "
+                              "match the nodes that read it")
+            rec = self.dequantized.get(v.id)
+            if rec is not None:
+                self._check_dequantized(v, rec)
 
     # -- printing -------------------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -238,7 +404,8 @@ class Graph:
             lines.append(f"    {v.ref()}: {v.type}" + (f"  # {v.name!r}" if v.name else ""))
         lines.append(") {")
         for c in self.constants():
-            lines.append(f"  {c.ref()}: {c.type} = const")
+            rec = self.dequantized.get(c.id)
+            lines.append(f"  {c.ref()}: {c.type} = const" + (f"  # = {rec}" if rec is not None else ""))
         for n in self.nodes:
             outs = ", ".join(f"{o.ref()}: {o.type}" for o in n.outputs)
             ins = ", ".join("_" if v is None else v.ref() for v in n.inputs)
@@ -246,6 +413,8 @@ class Graph:
             tail = []
             if n.meta.get("fused"):
                 tail.append("fused: " + "+".join(n.meta["fused"]))
+            if n.meta.get("inplace"):
+                tail.append("in place")
             lines.append(f"  {outs} = {n.op}({ins}{'; ' + attrs if attrs else ''})"
                          + (f"  # {'; '.join(tail)}" if tail else ""))
         lines.append("  return " + ", ".join(o.ref() for o in self.outputs))

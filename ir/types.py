@@ -1,4 +1,4 @@
-"""Tensor types of the IR: an element type, a static shape and a layout tag."""
+"""Tensor types of the IR: an element type and a static shape (row-major, in the shape's own axis order)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,14 @@ def short_name(dtype: np.dtype) -> str:
 
 @dataclass(frozen=True)
 class TensorType:
-    """The static type of a value: element dtype, fully known shape, and memory layout.
+    """The static type of a value: element dtype and fully known shape.
 
-    ``layout`` is ``"plain"`` (row-major in the shape's own axis order) unless a layout pass chose a
-    blocked form; passes that change layouts must say so here.
+    Data is always row-major in the shape's own axis order; a pass that wants another layout (channels-last
+    integer convolutions, say) says so with explicit ``Transpose`` nodes, so the type carries no layout tag.
     """
 
     dtype: np.dtype
     shape: tuple[int, ...]
-    layout: str = "plain"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
@@ -58,9 +57,8 @@ class TensorType:
         return self.size * self.dtype.itemsize
 
     def with_shape(self, shape: tuple[int, ...]) -> TensorType:
-        return TensorType(self.dtype, tuple(shape), self.layout)
+        return TensorType(self.dtype, tuple(shape))
 
     def __str__(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
-        lay = "" if self.layout == "plain" else f"@{self.layout}"
-        return f"{short_name(self.dtype)}[{dims}]{lay}"
+        return f"{short_name(self.dtype)}[{dims}]"

@@ -66,7 +66,7 @@ def _conv_kind(node: Node) -> str | None:
     y = node.outputs[0]
     if x is None or w is None or not w.is_const or (b is not None and not b.is_const):
         return None
-    if len(x.shape) < 3 or x.shape[0] != 1 or y.shape[0] != 1 or x.type.layout != "plain" or y.type.layout != "plain":
+    if len(x.shape) < 3 or x.shape[0] != 1 or y.shape[0] != 1:
         return None
     # every extra input is a fused residual of the output's shape (a ``post`` step Add)
     if any(v is not None and (v.is_const or v.shape != y.shape) for v in node.inputs[3:]):
@@ -106,12 +106,12 @@ def channel_ranges(m: int, parts: int, align: int = ALIGN) -> list[tuple[int, in
 
 
 def _stand_in(v: Value, shape: tuple[int, ...]) -> Value:
-    return Value(TensorType(v.dtype, tuple(shape), v.type.layout), "")
+    return Value(TensorType(v.dtype, tuple(shape)), "")
 
 
 def _const(v: Value, lo: int, hi: int) -> Value:
     data = np.ascontiguousarray(v.const[lo:hi])
-    return Value(TensorType(v.dtype, data.shape, v.type.layout), "", const=data)
+    return Value(TensorType(v.dtype, data.shape), "", const=data)
 
 
 def split_node(node: Node, calls: list[KernelCall], threads: int, generate) -> list[KernelCall] | None:

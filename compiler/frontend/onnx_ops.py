@@ -380,11 +380,10 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
     else:
         axis = 0
     out = ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})
-    if out[0].is_const and not a.get("block_size", 0):  # a folded weight/bias: remember its integers
-        from cnnjit.ir.ops.qint import record_dequantized
-
-        record_dequantized(ctx.graph, out[0], x.const, ins[1].const, ins[2].const if len(ins) > 2 and ins[2] is not None
-                           else None, axis)
+    if out[0].is_const and not a.get("block_size", 0) and x.dtype.kind in "iu":  # a folded weight/bias:
+        # the IR keeps its integers (``Graph.dequantized``) for the integer kernels
+        zp = ins[2].const if len(ins) > 2 and ins[2] is not None else None
+        ctx.graph.record_dequantized(out[0], x.const, ins[1].const, zp, axis)
     return out
 
 

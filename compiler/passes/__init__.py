@@ -8,7 +8,16 @@ from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
-from .manager import Pass, PassManager, PassRecord, check_pass_names, parse_dump_ir, pass_names, select_passes
+from .manager import (
+    Pass,
+    PassManager,
+    PassRecord,
+    PassResult,
+    check_pass_names,
+    parse_dump_ir,
+    pass_names,
+    select_passes,
+)
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
 
@@ -20,7 +29,7 @@ def default_pipeline() -> list[Pass]:
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
-__all__ = ["Pass", "PassManager", "PassRecord", "select_passes", "check_pass_names", "parse_dump_ir", "pass_names",
-           "default_pipeline", "DeadCode",
+__all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
+           "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
            "FoldPad", "FoldChannelShuffle", "QDQToInteger"]

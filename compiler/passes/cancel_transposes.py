@@ -6,36 +6,41 @@ undoes itself costs nothing.
 
 from __future__ import annotations
 
-from cnnjit.ir import Graph
+from cnnjit.ir import Graph, Node
+from cnnjit.ir.errors import IRError
 
 from .manager import Pass
+
+
+def _dispensable(graph: Graph, node: Node) -> bool:
+    """An identity Transpose, unless it is the one copy between a graph input and a graph output (an output
+    must not be an input buffer)."""
+    perm = tuple(node.attrs["perm"])
+    return perm == tuple(range(len(perm))) and not (node.outputs[0] in graph.outputs
+                                                    and node.inputs[0] in graph.inputs)
 
 
 class CancelTransposes(Pass):
     name = "cancel_transposes"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for node in list(graph.nodes):
             if node.op != "Transpose" or node not in graph.nodes:
                 continue
-            perm = tuple(node.attrs["perm"])
             src = node.inputs[0].producer
             # Transpose(q) of Transpose(p) with p used only here: one Transpose(p[q[i]])
             if src is not None and src.op == "Transpose" and len(src.outputs[0].users) == 1 \
                     and src.outputs[0] not in graph.outputs:
                 p = tuple(src.attrs["perm"])
-                perm = tuple(p[i] for i in perm)
                 graph.set_input(node, 0, src.inputs[0])
                 graph.remove_node(src)
-                node.attrs["perm"] = perm
-                changed = True
-            if perm == tuple(range(len(perm))):
-                out = node.outputs[0]
-                if out in graph.outputs and node.inputs[0] in graph.inputs:
-                    continue  # keep one copy: an output must not be an input buffer
-                graph.replace_all_uses(out, node.inputs[0])
+                graph.set_attrs(node, perm=tuple(p[i] for i in node.attrs["perm"]))
+            if _dispensable(graph, node):
+                graph.replace_all_uses(node.outputs[0], node.inputs[0])
                 graph.remove_node(node)
-                changed = True
-        return changed
+
+    def ensures(self, graph: Graph) -> None:
+        left = next((n for n in graph.nodes if n.op == "Transpose" and _dispensable(graph, n)), None)
+        if left is not None:
+            raise IRError(f"{left.describe()} has the identity permutation and was kept")

@@ -19,8 +19,7 @@ class ConcatInPlace(Pass):
     name = "concat_inplace"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         placed: set[int] = set()
         for node in graph.nodes:
             if node.op == "Concat" and node.meta.get("inplace"):
@@ -43,7 +42,5 @@ class ConcatInPlace(Pass):
                     break
             if not ok:
                 continue
-            node.meta["inplace"] = True
+            graph.annotate(node, inplace=True)
             placed.update(ids)
-            changed = True
-        return changed

@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.ir import Graph, Node
 
 from .manager import Pass
-
-
-def _const(arr: np.ndarray) -> Value:
-    arr = np.asarray(arr, order="C")
-    return Value(TensorType(arr.dtype, arr.shape), "", const=arr)
 
 
 class FoldBatchNorm(Pass):
     name = "fold_batchnorm"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for bn in list(graph.nodes):
             if bn.op != "BatchNormalization" or not all(v.is_const for v in bn.inputs[1:5]):
                 continue
@@ -37,8 +31,6 @@ class FoldBatchNorm(Pass):
             if src.op == "Gemm" and not self._gemm_ok(src):
                 continue
             self._fold(graph, src, bn)
-            changed = True
-        return changed
 
     @staticmethod
     def _gemm_ok(g: Node) -> bool:
@@ -66,13 +58,8 @@ class FoldBatchNorm(Pass):
                                                                    (len(s),))
             b2 = ((cb / a["alpha"]) - mean / a["alpha"]) * s + beta / a["alpha"]
             # y = alpha * (A @ B') + beta' * C' with beta' = alpha so the bias is not rescaled again
-            src.attrs["beta"] = float(a["alpha"])
-        graph.set_input(src, 1, _const(w2.astype(dt)))
-        while len(src.inputs) < 3:
-            src.inputs.append(None)
-        graph.set_input(src, 2, _const(b2.astype(dt)))
-        src.meta.setdefault("fused", []).append("BatchNormalization")
-        # the producer now computes the BN's output value
-        out = bn.outputs[0]
-        graph.remove_node_keep_output(bn, src)
-        del out
+            graph.set_attrs(src, beta=float(a["alpha"]))
+        graph.set_input(src, 1, graph.const(w2.astype(dt)))
+        graph.set_input(src, 2, graph.const(b2.astype(dt)))
+        graph.note_fused(src, "BatchNormalization")
+        graph.remove_node_keep_output(bn, src)  # the producer now computes the BN's output value

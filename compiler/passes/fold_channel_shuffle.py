@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.ir import Graph, Node
 from cnnjit.ir.ops import retarget_residuals
 
 from .manager import Pass
@@ -34,8 +34,7 @@ class FoldChannelShuffle(Pass):
     name = "fold_channel_shuffle"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for t in list(graph.nodes):
             if t.op != "Transpose" or t not in graph.nodes:
                 continue
@@ -66,14 +65,10 @@ class FoldChannelShuffle(Pass):
                 retarget_residuals(u, y, conv.outputs[0])
             for n in (r2, t, r1):
                 graph.remove_node(n)
-            conv.meta.setdefault("fused", []).append("ChannelShuffle")
-            changed = True
-        return changed
+            graph.note_fused(conv, "ChannelShuffle")
 
     @staticmethod
     def _permute(graph: Graph, conv: Node, src: np.ndarray) -> None:
-        w = conv.inputs[1].const[src]
-        graph.set_input(conv, 1, Value(TensorType(w.dtype, w.shape), "", const=np.asarray(w, order="C")))
+        graph.set_input(conv, 1, graph.const(conv.inputs[1].const[src]))
         if len(conv.inputs) > 2 and conv.inputs[2] is not None:
-            b = conv.inputs[2].const[src]
-            graph.set_input(conv, 2, Value(TensorType(b.dtype, b.shape), "", const=np.asarray(b, order="C")))
+            graph.set_input(conv, 2, graph.const(conv.inputs[2].const[src]))

@@ -21,8 +21,7 @@ class FoldPad(Pass):
     name = "fold_pad"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for pad in list(graph.nodes):
             if pad.op != "Pad" or pad.attrs["mode"] != "constant" or pad not in graph.nodes:
                 continue
@@ -48,11 +47,9 @@ class FoldPad(Pass):
             n = r - 2
             old = list(user.attrs["pads"])
             new = [old[i] + pads[2 + i] for i in range(n)] + [old[n + i] + pads[r + 2 + i] for i in range(n)]
-            user.attrs["pads"] = tuple(new)
+            graph.set_attrs(user, pads=tuple(new))
             if user.op == "AveragePool":
-                user.attrs["count_include_pad"] = 1
+                graph.set_attrs(user, count_include_pad=1)
             graph.set_input(user, 0, pad.inputs[0])
             graph.remove_node(pad)
-            user.meta.setdefault("fused", []).append("Pad")
-            changed = True
-        return changed
+            graph.note_fused(user, "Pad")

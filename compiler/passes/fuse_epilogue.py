@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.ops import EpilogueStep
 
 from .manager import Pass
@@ -20,11 +20,6 @@ from .manager import Pass
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
                "Softplus", "SiLU")
 PRODUCERS = ("Conv", "Gemm", "MatMul")
-
-
-def _const(arr: np.ndarray) -> Value:
-    arr = np.asarray(arr, order="C")
-    return Value(TensorType(arr.dtype, arr.shape), "", const=arr)
 
 
 def _single_user(graph: Graph, v: Value) -> Node | None:
@@ -52,13 +47,11 @@ class FuseEpilogue(Pass):
     name = "fuse_epilogue"
     fusion = True
 
-    def run(self, graph: Graph) -> bool:
-        changed = False
+    def apply(self, graph: Graph) -> None:
         for node in list(graph.nodes):
             if node.op in PRODUCERS and node in graph.nodes:
                 while self._absorb_one(graph, node):
-                    changed = True
-        return changed
+                    pass
 
     def _absorb_silu(self, graph: Graph, node: Node) -> bool:
         """``Mul(y, Sigmoid(y))`` (either operand order) on the producer's output ``y``: SiLU."""
@@ -71,10 +64,10 @@ class FuseEpilogue(Pass):
             return False
         if {id(v) for v in mul.inputs} != {id(out), id(sig.outputs[0])}:
             return False
-        node.attrs["post"] = tuple(node.attrs.get("post", ())) + (EpilogueStep("SiLU"),)
+        graph.set_attrs(node, post=tuple(node.attrs.get("post", ())) + (EpilogueStep("SiLU"),))
         graph.remove_node_keep_output(mul, node)
         graph.remove_node(sig)
-        node.meta.setdefault("fused", []).append("SiLU")
+        graph.note_fused(node, "SiLU")
         return True
 
     def _absorb_one(self, graph: Graph, node: Node) -> bool:
@@ -85,7 +78,6 @@ class FuseEpilogue(Pass):
         if user is None or user.outputs[0].dtype != out.dtype or not np.issubdtype(out.dtype, np.floating):
             return False
         post = tuple(node.attrs.get("post", ()))
-        fused = node.meta.setdefault("fused", [])
         if user.op in ("Add", "Sum") and len(user.inputs) == 2:
             other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
             if other is out:
@@ -93,25 +85,22 @@ class FuseEpilogue(Pass):
             if other.is_const and not post and user.outputs[0].shape == out.shape:
                 if self._fold_bias(graph, node, other):
                     graph.remove_node_keep_output(user, node)
-                    fused.append("Add(bias)")
+                    graph.note_fused(node, "Add(bias)")
                     return True
             if other.shape == out.shape and other.dtype == out.dtype:
-                k = len(node.inputs)
-                if node.op in ("Conv", "Gemm") and k < 3:
-                    node.inputs.extend([None] * (3 - k))
-                    k = 3
-                node.inputs.append(None)
+                # the residual becomes a new last input (after the optional bias of Conv / Gemm)
+                k = max(len(node.inputs), 3) if node.op in ("Conv", "Gemm") else len(node.inputs)
                 graph.set_input(node, k, other)
-                node.attrs["post"] = post + (EpilogueStep("Add", value=other),)
+                graph.set_attrs(node, post=post + (EpilogueStep("Add", value=other),))
                 graph.remove_node_keep_output(user, node)
-                fused.append("Add")
+                graph.note_fused(node, "Add")
                 return True
             return False
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
-            node.attrs["post"] = post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),)
+            graph.set_attrs(node, post=post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),))
             graph.remove_node_keep_output(user, node)
-            fused.append(user.op)
+            graph.note_fused(node, user.op)
             return True
         return False
 
@@ -123,10 +112,8 @@ class FuseEpilogue(Pass):
         if node.op == "MatMul":
             if len(node.inputs[0].shape) != 2 or len(node.inputs[1].shape) != 2:
                 return False
-            node.op = "Gemm"
-            node.attrs = {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "post": ()}
-            node.inputs.append(None)
-            graph.set_input(node, 2, _const(vec.astype(node.outputs[0].dtype)))
+            graph.replace_op(node, "Gemm", {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "post": ()})
+            graph.set_input(node, 2, graph.const(vec.astype(node.outputs[0].dtype)))
             return True
         b = node.inputs[2] if len(node.inputs) > 2 else None
         if b is not None and not b.is_const:
@@ -137,12 +124,10 @@ class FuseEpilogue(Pass):
             if b is not None and b.const.size not in (1, n):
                 return False
             base = np.zeros(n) if b is None else np.broadcast_to(b.const.reshape(-1) * beta, (n,))
-            node.attrs["beta"] = 1.0
+            graph.set_attrs(node, beta=1.0)
             new = base + vec
         else:
             base = np.zeros(len(vec)) if b is None else b.const.astype(np.float64)
             new = base + vec
-        while len(node.inputs) < 3:
-            node.inputs.append(None)
-        graph.set_input(node, 2, _const(np.asarray(new, node.outputs[0].dtype)))
+        graph.set_input(node, 2, graph.const(np.asarray(new, node.outputs[0].dtype)))
         return True

@@ -1,10 +1,14 @@
 """The pass manager: an ordered pipeline of IR passes with verification, timing and IR dumps.
 
-A pass is a small class with a ``name`` and ``run(graph) -> bool`` ("did anything change"). The manager
-lints the graph after every pass when ``verify`` is on (always in tests), records per-pass wall time, and
-can print the IR before/after chosen passes (``CNNJIT_DUMP_IR="after:fold_constants,dead_code"``, several
-parts joined by ``;`` as in ``"before:fold_pad;after:*"``, or ``dump_after=``). A pass name that does not
-exist is an ``InputError`` listing the real ones, not a dump that silently never happens.
+A pass is a small class with a ``name`` and an ``apply(graph)`` that rewrites the graph through ``Graph``'s
+methods; ``run(graph)`` returns a ``PassResult`` saying how many nodes it added, removed and rewrote (the
+graph records that as the methods change it), which is true when anything changed. When ``verify`` is on
+(the default, and always in tests) the manager lints the graph before the first pass and after every
+pass, and checks each pass's own post-condition (``Pass.ensures``). It records per-pass wall time and
+changes (``report()``), calls the observers ``before_each`` / ``after_each`` around every pass, and can print
+the IR before/after chosen passes (``CNNJIT_DUMP_IR="after:fold_constants,dead_code"``, several parts joined
+by ``;`` as in ``"before:fold_pad;after:*"``, or ``dump_after=``). A pass name that does not exist is an
+``InputError`` listing the real ones, not a dump that silently never happens.
 """
 
 from __future__ import annotations
@@ -16,28 +20,59 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
-from cnnjit.ir import Graph
+from cnnjit.ir import Edits, Graph
 from cnnjit.ir.errors import InputError, IRError
 
 
+@dataclass(frozen=True)
+class PassResult:
+    """What one run of a pass changed: how many nodes it added, removed and rewrote in place. True when
+    anything changed (so ``if p.run(graph):`` reads as before)."""
+
+    added: int = 0
+    removed: int = 0
+    rewritten: int = 0
+
+    @classmethod
+    def of(cls, edits: Edits) -> PassResult:
+        return cls(len(edits.added), len(edits.removed), len(edits.rewritten))
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.rewritten)
+
+
 class Pass:
-    """Base class: subclasses set ``name`` and implement ``run``."""
+    """Base class: subclasses set ``name`` and implement ``apply`` (and may check ``ensures``)."""
 
     name: ClassVar[str] = "pass"
-    #: run by default in the standard pipeline (fusion passes may set False for fuse=False)
+    #: merges or absorbs nodes (or changes how they are computed together): ``fuse=False`` leaves it out
     fusion: ClassVar[bool] = False
 
-    def run(self, graph: Graph) -> bool:  # pragma: no cover - interface
+    def apply(self, graph: Graph) -> None:  # pragma: no cover - interface
+        """Rewrite ``graph`` in place, through ``Graph``'s methods (which record what changed)."""
         raise NotImplementedError
+
+    def ensures(self, graph: Graph) -> None:
+        """Raise ``IRError`` if the graph after ``apply`` lacks what this pass promises (its post-condition)."""
+
+    def run(self, graph: Graph) -> PassResult:
+        """Apply the pass; what it added, removed and rewrote."""
+        graph.take_edits()  # start counting here
+        self.apply(graph)
+        return PassResult.of(graph.take_edits())
 
 
 @dataclass
 class PassRecord:
     name: str
-    changed: bool
+    result: PassResult
     seconds: float
     nodes_before: int
     nodes_after: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.result)
 
 
 @dataclass
@@ -75,12 +110,15 @@ class PassManager:
             self._dump(graph, "before", p.name)
             n0 = len(graph.nodes)
             t0 = time.perf_counter()
-            changed = bool(p.run(graph))
+            result = p.run(graph)
             dt = time.perf_counter() - t0
-            self.records.append(PassRecord(p.name, changed, dt, n0, len(graph.nodes)))
+            if not isinstance(result, PassResult):  # a pass that overrides run() and answers a bool
+                result = PassResult(rewritten=int(bool(result)))
+            self.records.append(PassRecord(p.name, result, dt, n0, len(graph.nodes)))
             if self.verify:
                 try:
                     graph.lint()
+                    p.ensures(graph)
                 except IRError as e:
                     raise IRError(f"after pass {p.name!r}: {e}") from e
             self._dump(graph, "after", p.name)
@@ -89,17 +127,22 @@ class PassManager:
         return graph
 
     def report(self) -> str:
-        """A small table: pass, changed, time, node counts."""
-        rows = [f"{'pass':<24}{'changed':>8}{'ms':>10}{'nodes':>12}"]
+        """A small table: pass, changed, nodes added / removed / rewritten, time, node counts."""
+        rows = [f"{'pass':<24}{'changed':>8}{'added':>7}{'removed':>8}{'rewritten':>10}{'ms':>10}{'nodes':>12}"]
         for r in self.records:
-            rows.append(f"{r.name:<24}{str(r.changed):>8}{r.seconds * 1e3:>10.2f}"
-                        f"{f'{r.nodes_before}->{r.nodes_after}':>12}")
+            rows.append(f"{r.name:<24}{str(r.changed):>8}{r.result.added:>7}{r.result.removed:>8}"
+                        f"{r.result.rewritten:>10}{r.seconds * 1e3:>10.2f}{f'{r.nodes_before}->{r.nodes_after}':>12}")
         return "\n".join(rows)
 
 
 def select_passes(available: Iterable[Pass], passes: Sequence[str] | None, disable: Sequence[str] | None,
                   fuse: bool) -> list[Pass]:
-    """The pipeline after the user's ``passes=`` / ``disable=`` / ``fuse=`` choices."""
+    """The pipeline after the user's ``passes=`` / ``disable=`` / ``fuse=`` choices.
+
+    ``fuse=False`` leaves out every pass marked ``fusion`` (each merges nodes or computes them together: BN and
+    Pad folding, epilogue fusion, QDQ to integer ops, transpose cancelling, channel-shuffle folding, in-place
+    Concat), so every op of the imported graph runs as its own kernel.
+    """
     avail = list(available)
     check_pass_names(list(passes or []) + list(disable or []), "passes= / disable=",
                      sorted({p.name for p in avail}))

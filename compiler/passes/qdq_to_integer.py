@@ -1,7 +1,7 @@
 """QDQ patterns to integer kernels: ``DequantizeLinear -> op -> QuantizeLinear`` becomes one integer op.
 
 Recognised (after import, where DequantizeLinear of initializers is already folded; the frontend records
-the integers behind each folded constant, see ``cnnjit.ir.ops.qint.record_dequantized``):
+the integers behind each folded constant in ``Graph.dequantized``, see ``cnnjit.ir.Dequantized``):
 
 * ``DQ(x) -> Conv(W, B) [-> Relu | Clip] -> Q``  (2-D convolutions, any group) -> ``QConvNHWC``
 * ``DQ(x) -> Gemm(W, C) | MatMul(W) [-> Add(bias)] [-> Relu | Clip] -> Q``  (x 2-D) -> ``QConvNHWC`` 1x1
@@ -25,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
-from cnnjit.ir.ops.qint import dequantized_origin
 from cnnjit.ir.ops.quant import QUANT_RANGES
 from cnnjit.ir.types import short_name
 
@@ -33,11 +32,6 @@ from .manager import Pass
 
 TO_NHWC = (0, 2, 3, 1)
 TO_NCHW = (0, 3, 1, 2)
-
-
-def _const(arr: np.ndarray) -> Value:
-    arr = np.ascontiguousarray(arr)
-    return Value(TensorType(arr.dtype, arr.shape), "", const=arr)
 
 
 def _scalar_qparams(dq: Node | None) -> tuple[float, int] | None:
@@ -56,20 +50,12 @@ def _only_user(graph: Graph, v: Value, user: Node) -> bool:
     return v.users == [user] and v not in graph.outputs
 
 
-def _drop(graph: Graph, node: Node) -> None:
-    """Remove ``node`` even if its outputs are still referenced (their new producer is set by the caller)."""
-    graph.nodes.remove(node)
-    for v in node.inputs:
-        if v is not None and node in v.users:
-            v.users.remove(node)
-
-
 def _weight_ints(graph: Graph, w: Value, axis: int, M: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(w - w_zero_point as int8, per-output-channel scale f32[M]) for a constant folded from a DQ."""
-    org = dequantized_origin(graph, w)
+    org = graph.dequantized_origin(w)
     if org is None:
         return None
-    q, scale, zp, qaxis = org
+    q, scale, zp, qaxis = org.q, org.scale, org.zero_point, org.axis
     if q.dtype not in (np.int8, np.uint8) or q.shape != w.shape:
         return None
     if scale.size not in (1, M) or (scale.size > 1 and qaxis != axis):
@@ -92,11 +78,11 @@ def _bias_ints(graph: Graph, b: Value | None, M: int, sxw: np.ndarray) -> np.nda
         return np.zeros(M, np.int32)
     if not b.is_const or b.type.size not in (1, M):
         return None
-    org = dequantized_origin(graph, b)
-    if org is not None and org[0].dtype == np.int32 and org[0].size == b.type.size:
-        q = org[0].astype(np.int64).reshape(-1)
-        if org[2] is not None:
-            q = q - org[2].astype(np.int64).reshape(-1)
+    org = graph.dequantized_origin(b)
+    if org is not None and org.q.dtype == np.int32 and org.q.size == b.type.size:
+        q = org.q.astype(np.int64).reshape(-1)
+        if org.zero_point is not None:
+            q = q - org.zero_point.astype(np.int64).reshape(-1)
         return np.broadcast_to(q, (M,)).astype(np.int32)
     bf = np.broadcast_to(b.const.astype(np.float64).reshape(-1), (M,))
     v = np.rint(bf / sxw.astype(np.float64))
@@ -120,14 +106,13 @@ def _clamp_of(node: Node, sy: float, zy: int, lo: int, hi: int) -> tuple[int, in
 
 class QDQToInteger(Pass):
     name = "qdq_to_integer"
+    fusion = True  # a DQ -> op -> Q chain becomes one integer node
 
-    def run(self, graph: Graph) -> bool:
+    def apply(self, graph: Graph) -> None:
         self.nhwc: dict[int, Value] = {}
-        changed = False
         for node in list(graph.nodes):
             if node.op == "QuantizeLinear" and node in graph.nodes:
-                changed |= self._match(graph, node)
-        return changed
+                self._match(graph, node)
 
     # -- layout helpers -------------------------------------------------------------------------------
     def _to_nhwc(self, graph: Graph, v: Value, anchor: Node) -> Value:
@@ -217,7 +202,7 @@ class QDQToInteger(Pass):
             node = Node("QAdd", [a, b], [out], attrs)
         graph.insert_before(q, node)
         for n in chain + [add]:
-            _drop(graph, n)
+            graph.remove_node(n)
         return True
 
     def _match_pool(self, graph: Graph, q: Node, chain: list, pool: Node, sy: float, zy: int, lo: int,
@@ -257,7 +242,7 @@ class QDQToInteger(Pass):
                 y = self._emit(graph, q, "Transpose", [y], {"perm": TO_NCHW}, TensorType(out.dtype, tuple(ps)))
             graph.insert_before(q, Node("Reshape", [y], [out], {"shape": tuple(out.shape)}))
         for n in chain + [pool]:
-            _drop(graph, n)
+            graph.remove_node(n)
         return True
 
     def _match_linear(self, graph: Graph, q: Node, chain: list, p: Node, bias_add: Value | None, sy: float,
@@ -331,7 +316,7 @@ class QDQToInteger(Pass):
             y_shape = (N, 1, 1, M)
         attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": group, "x_zero_point": zx,
                  "y_zero_point": zy, "lo": lo, "hi": hi, "dtype": short_name(out.dtype)}
-        y = self._emit(graph, q, "QConvNHWC", [xn, _const(wq), _const(bias), _const(mult)], attrs,
+        y = self._emit(graph, q, "QConvNHWC", [xn, graph.const(wq), graph.const(bias), graph.const(mult)], attrs,
                        TensorType(out.dtype, y_shape))
         if p.op == "Conv":
             node = Node("Transpose", [y], [out], {"perm": TO_NCHW})
@@ -340,5 +325,5 @@ class QDQToInteger(Pass):
             node = Node("Reshape", [y], [out], {"shape": tuple(out.shape)})
         graph.insert_before(q, node)
         for n in chain:
-            _drop(graph, n)
+            graph.remove_node(n)
         return True

@@ -154,21 +154,3 @@ def qavgpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
             mean[:, oh, ow, :] = (acc / f(count)).astype(f)
     q = np.rint((mean / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
     return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
-
-
-# -- quantization provenance -----------------------------------------------------------------------------
-# The frontend constant-folds DequantizeLinear of initializers (weights, biases) into float constants; it
-# records here what each such constant was, so the integer pass can use the original integers exactly.
-def record_dequantized(graph: Any, value: Any, q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None,
-                       axis: int) -> None:
-    """Remember that constant ``value`` is ``DequantizeLinear(q, scale, zero_point, axis)``."""
-    table = graph.__dict__.setdefault("dequantized", {})
-    table[value.id] = (np.asarray(q), np.asarray(scale), None if zero_point is None else np.asarray(zero_point),
-                       int(axis))
-
-
-def dequantized_origin(graph: Any, value: Any) -> tuple | None:
-    """``(q, scale, zero_point, axis)`` if constant ``value`` came from a DequantizeLinear, else None."""
-    if value is None:
-        return None
-    return graph.__dict__.get("dequantized", {}).get(value.id)
