@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IRError
+from .ops import get_op
 from .types import TensorType
 
 _ids = itertools.count()
@@ -189,8 +190,6 @@ class Graph:
     # -- checking -------------------------------------------------------------------------------------
     def lint(self) -> None:
         """Check the graph's invariants; raise ``IRError`` naming the exact node and value at fault."""
-        from .ops import get_op  # local: ops imports graph for type hints only
-
         defined: set[int] = {v.id for v in self.inputs}
         node_ids: set[int] = set()
         for n in self.nodes:
