@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import onnx
 
@@ -19,13 +18,12 @@ from cnnjit.compiler.frontend.onnx_import import (
     value_inputs,
 )
 from cnnjit.compiler.passes import PassManager, default_pipeline, select_passes
+from cnnjit.compiler.target import TargetArtifact, compile_for_target
 from cnnjit.ir.errors import InputError, ModelError, ResourceLimitError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
 
 from .log import loaded_kernels, log_specialization
-
-if TYPE_CHECKING:
-    from cnnjit.compiler.target import TargetArtifact
+from .prune import PrunedModel
 
 #: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
 DEFAULT_MAX_ARENA_BYTES = 4 << 30
@@ -79,13 +77,9 @@ def compile(  # noqa: A001 - the public name users expect
     the smallest models and was slower than ``threads=1`` on ResNet-8 and MobileNetV2: split layers lose
     the schedule's inlined size specialisation and each parallel region pays a thread wake-up.
     """
-    from .prune import PrunedModel
-
     if isinstance(model, PrunedModel):
         model = model.model
     if target is not None:
-        from cnnjit.compiler.target import compile_for_target
-
         return compile_for_target(model, target=target, cpu=cpu, features=features, input_shapes=input_shapes,
                                   fuse=fuse, passes=passes, disable=disable, verify=verify,
                                   max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,8 +284,6 @@ class CompiledModel:
         each result is what calling the model on that item returns. ``threads`` defaults to the CPU count
         (at most 8); ``threads=1`` runs in the calling thread.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         def one(item: Any) -> Any:
             if isinstance(item, Mapping):
                 outs = self.run(None, item)
