@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, TensorType
-from .registry import broadcast_infer, broadcast_shapes, defop
+from . import broadcast_infer, broadcast_shapes, defop
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 

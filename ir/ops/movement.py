@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .registry import REQUIRED, defop, normalize_axis
+from . import REQUIRED, defop, normalize_axis
 
 
 def _reshape_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .registry import REQUIRED, defop, normalize_axis, post_infer, post_ref
+from . import REQUIRED, defop, normalize_axis, post_infer, post_ref
 
 _SPATIAL = {"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED}
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .registry import REQUIRED, defop, normalize_axis
+from . import REQUIRED, defop, normalize_axis
 
 
 # -- ConvTranspose ---------------------------------------------------------------------------------------

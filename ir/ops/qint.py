@@ -35,8 +35,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, TensorType
+from . import REQUIRED, defop
 from .nn import conv_ref
-from .registry import REQUIRED, defop
 
 QINT_DTYPES = ("u8", "i8")
 

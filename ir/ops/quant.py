@@ -24,8 +24,8 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, TensorType
+from . import REQUIRED, defop
 from .nn import _SPATIAL, _conv_infer, conv_ref, matmul_shape
-from .registry import REQUIRED, defop
 
 #: output element types QuantizeLinear supports, with their saturation ranges
 QUANT_RANGES: dict[str, tuple[int, int]] = {

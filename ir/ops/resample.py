@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .registry import REQUIRED, broadcast_shapes, defop, normalize_axis
+from . import REQUIRED, broadcast_shapes, defop, normalize_axis
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
