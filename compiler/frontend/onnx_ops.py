@@ -12,7 +12,6 @@ import numpy as np
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
-from cnnjit.ir.ops.qint import record_dequantized
 from cnnjit.ir.types import short_name
 
 from .onnx_types import elem_dtype
@@ -356,6 +355,8 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
         axis = 0
     out = ctx.emit("DequantizeLinear", ins, {"axis": axis, "block_size": int(a.get("block_size", 0))})
     if out[0].is_const and not a.get("block_size", 0):  # a folded weight/bias: remember its integers
+        from cnnjit.ir.ops.qint import record_dequantized
+
         record_dequantized(ctx.graph, out[0], x.const, ins[1].const, ins[2].const if len(ins) > 2 and ins[2] is not None
                            else None, axis)
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir import Graph, Node, TensorType, Value
 
 from .manager import Pass
 
@@ -107,6 +107,8 @@ class FuseEpilogue(Pass):
                 return True
             return False
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
+            from cnnjit.ir import get_op
+
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
             node.attrs["post"] = post + ((user.op, tuple(sorted(attrs.items()))),)
             graph.remove_node_keep_output(user, node)
