@@ -5,10 +5,9 @@
     y = model(x)
 """
 
-__version__ = "0.1.0"
-
-from .api import compile  # noqa: E402
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .api import compile
+from .errors import (
     CnnjitError,
     CompileError,
     InputError,
@@ -18,8 +17,8 @@ from .errors import (  # noqa: E402
     ShapeError,
     UnsupportedOpError,
 )
-from .prune import PrunedModel, prune  # noqa: E402
-from .quantize import QuantizedModel, quantize  # noqa: E402
+from .prune import PrunedModel, prune
+from .quantize import QuantizedModel, quantize
 
 __all__ = [
     "__version__", "compile", "quantize", "QuantizedModel", "prune", "PrunedModel",

@@ -18,6 +18,7 @@ from cnnjit.ir.errors import InputError, ModelError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
 
 from .log import loaded_kernels, log_specialization
+from .prune import PrunedModel
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -75,8 +76,6 @@ def compile(  # noqa: A001 - the public name users expect
     experiments: a forced variant that cannot compute a node is a ``CompileError``. ``vector_width`` (4, 8
     or 16 float32 lanes; default the host's widest) generates the SIMD kernels at another width.
     """
-    from .prune import PrunedModel
-
     if isinstance(model, PrunedModel):
         model = model.model
     if target is not None:

@@ -18,6 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numba
+
+from cnnjit.compiler.codegen import build
+from cnnjit.compiler.codegen.precompile import STATS
+
+from . import api
+
 _PREFIX = "kernels-"
 
 
@@ -48,13 +55,8 @@ def _folder_stats(d: Path) -> dict[str, Any]:
 def info() -> dict[str, Any]:
     """What the cache holds: the folder of this host/version, its kernels and size, stale folders of other
     versions, and this process's kernel counts by origin (memory, disk cache, compiled)."""
-    import numba
-
-    from cnnjit.compiler.codegen.build import cache_key
-    from cnnjit.compiler.codegen.precompile import STATS
-
     root = cache_root()
-    current = root / f"{_PREFIX}numba{numba.__version__}-{cache_key()}"
+    current = root / f"{_PREFIX}numba{numba.__version__}-{build.cache_key()}"
     cur = _folder_stats(current) if current.is_dir() else {"kernels": 0, "compiled_kernels": 0,
                                                             "compiled_signatures": 0, "bytes": 0, "files": 0}
     others = [p for p in sorted(root.glob(_PREFIX + "*")) if p.is_dir() and p != current] if root.is_dir() else []
@@ -73,8 +75,6 @@ def clear() -> dict[str, Any]:
     Only our own folders are touched (the root itself and anything else in it stay). Kernels already
     loaded in this process keep working; the next compile recreates the folder.
     """
-    from cnnjit.compiler.codegen import build
-
     root = cache_root()
     removed: list[str] = []
     freed = 0
@@ -101,7 +101,5 @@ def clear() -> dict[str, Any]:
 def warm(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, **options: Any) -> Any:
     """Compile ``model`` now so every kernel it needs is in the on-disk cache (e.g. while building a
     deployment image); returns the ``CompileReport``. Symbolic dimensions need ``input_shapes``."""
-    import cnnjit
-
-    cm = cnnjit.compile(model, input_shapes=input_shapes, **options)
+    cm = api.compile(model, input_shapes=input_shapes, **options)
     return cm.compile_report()

@@ -25,6 +25,9 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
+from onnx.backend.test.runner import Runner
+
+from . import backend
 
 SUITES = ("onnx-node", "pytorch-converted", "pytorch-operator")
 
@@ -42,13 +45,9 @@ def _load_pbs(pattern: str) -> list[np.ndarray]:
 
 def run_case(case_dir: Path, rtol: float = 1e-3, atol: float = 1e-7) -> tuple[bool, str]:
     """(passed, one-line reason) for one case directory."""
-    from onnx.backend.test.runner import Runner
-
-    import cnnjit.backend
-
     try:
         model = onnx.load(str(case_dir / "model.onnx"))
-        rep = cnnjit.backend.prepare(model)
+        rep = backend.prepare(model)
         for ds in sorted(case_dir.glob("test_data_set_*")):
             outs = rep.run(_load_pbs(str(ds / "input_*.pb")))
             Runner.assert_similar_outputs(_load_pbs(str(ds / "output_*.pb")), list(outs), rtol, atol)

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cnnjit.compiler.codegen import build
+
 logger = logging.getLogger("cnnjit")
 logger.addHandler(logging.NullHandler())
 
@@ -22,8 +24,6 @@ def loaded_kernels() -> set[str]:
     """Keys of the kernels already loaded in this process (call before code generation)."""
     if not logger.isEnabledFor(logging.INFO):
         return set()
-    from cnnjit.compiler.codegen import build
-
     return set(build._loaded)
 
 
@@ -31,9 +31,7 @@ def _origin(key: str, before: set[str]) -> str:
     """Where a kernel's machine code comes from: this process, numba's on-disk cache, or a fresh compile."""
     if key in before:
         return "memory"
-    from cnnjit.compiler.codegen.build import cache_dir
-
-    pyc = cache_dir() / "__pycache__"
+    pyc = build.cache_dir() / "__pycache__"
     if pyc.is_dir() and any(pyc.glob(f"k_{key}.kernel-*.nbi")):
         return "disk cache"
     return "compile"
@@ -44,8 +42,6 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
     """Log what one compilation decided (no-op unless the ``cnnjit`` logger is enabled for INFO)."""
     if not logger.isEnabledFor(logging.INFO):
         return
-    from cnnjit.compiler.codegen.build import source_key
-
     p = spec.program
     shp = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
     t = spec.timings
@@ -61,7 +57,7 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
             for line in report.table().splitlines():
                 logger.debug("%s", line)
     else:
-        origins = {name: _origin(source_key(src), before) for name, src in p.kernel_sources.items()}
+        origins = {name: _origin(build.source_key(src), before) for name, src in p.kernel_sources.items()}
         counts = {k: sum(1 for v in origins.values() if v == k) for k in ("memory", "disk cache", "compile")}
         logger.info("kernel cache: %d already loaded, %d from numba's disk cache, %d to compile on first call",
                     counts["memory"], counts["disk cache"], counts["compile"])

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from cnnjit.compiler.frontend.loader import load_model  # the one loader: clear ModelErrors, safe external data
+
 METHODS = ("magnitude", "channel", "nm")
 _UNARY = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Dropout",
           "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Elu", "Selu", "Softplus", "Neg",
@@ -37,8 +39,6 @@ _BINARY = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
 def _load(model: Any) -> onnx.ModelProto:
     if isinstance(model, PrunedModel):
         return model.model
-    from cnnjit.compiler.frontend.loader import load_model  # the one loader: clear ModelErrors, safe external data
-
     return load_model(model)
 
 

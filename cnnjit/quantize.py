@@ -40,6 +40,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnnjit.compiler.frontend.loader import load_model
 
+from . import api
+
 METHODS = ("minmax", "percentile", "entropy")
 _QTYPES = {"uint8": (np.uint8, TensorProto.UINT8, 0, 255), "int8": (np.int8, TensorProto.INT8, -128, 127)}
 _LINEAR = ("Conv", "Gemm", "MatMul")
@@ -315,8 +317,6 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
     calibration data) into each layer's bias; ``weight_clip`` is ``"mse"`` (per-channel clipping threshold
     minimising the weights' squared rounding error) or ``"max"``.
     """
-    import cnnjit
-
     if activations not in _QTYPES:
         raise ValueError(f"activations must be 'uint8' or 'int8', got {activations!r}")
     if method not in METHODS:
@@ -339,7 +339,7 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
     batches = [_feeds(b, in_names) for b in calibration]
     if not batches:
         raise ValueError("calibration gave no batches")
-    runner = cnnjit.compile(probe)
+    runner = api.compile(probe)
     names = [o.name for o in probe.graph.output]
     obs = {t: _Observer(method) for t in tensors}
     rng = np.random.default_rng(0)
@@ -456,7 +456,7 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
                             options={"activations": activations, "per_channel": per_channel, "method": method,
                                      "batches": len(batches)})
     if evaluate:
-        result.deviation = _deviation(cnnjit.compile(qm), batches, float_outs, [o.name for o in g.output])
+        result.deviation = _deviation(api.compile(qm), batches, float_outs, [o.name for o in g.output])
     return result
 
 

@@ -15,7 +15,18 @@ from .errors import (
 )
 from .graph import Dequantized, Edits, Graph, Node, Value, topo_order
 from .interp import interpret
-from .ops import OpDef, all_ops, get_op
+from .ops import (  # noqa: F401 - importing the op families registers their ops
+    OpDef,
+    all_ops,
+    elementwise,
+    get_op,
+    movement,
+    nn,
+    nn_extra,
+    qint,
+    quant,
+    resample,
+)
 from .types import DTYPES, TensorType, short_name
 
 __all__ = [

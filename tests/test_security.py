@@ -192,7 +192,7 @@ def test_external_data_missing_file(tmp_path):
 def test_cache_key_covers_versions_and_cpu(monkeypatch):
     base = build.cache_key()
     for obj, attr, value in [(numba, "__version__", "0.0.0"), (llvmlite, "__version__", "0.0.0"),
-                             (cnnjit, "__version__", "999.0")]:
+                             (cnnjit._version, "__version__", "999.0")]:
         with monkeypatch.context() as mp:
             mp.setattr(obj, attr, value)
             assert build.cache_key() != base, f"cache key ignores {obj.__name__}.{attr}"

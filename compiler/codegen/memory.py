@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cnnjit.ir import Graph, Value, get_op
-from cnnjit.ir.types import short_name
+from cnnjit.ir.types import DTYPES, short_name
 from cnnjit.runtime.program import aligned_zeros
 
 ALIGN_BYTES = 64
@@ -51,8 +51,6 @@ class ConstPool:
         return slot
 
     def buffers(self) -> dict[str, np.ndarray]:
-        from cnnjit.ir.types import DTYPES
-
         out = {}
         for dt, parts in self.chunks.items():
             n = sum(a.size for a in parts)

@@ -15,8 +15,7 @@ from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
 from cnnjit.ir.ops.nn_extra import convtranspose_full_dim
 
-from .onnx_import import ImportContext
-from .onnx_ops import CONST_OPERANDS, importer
+from .registry import CONST_OPERANDS, ImportContext, importer
 
 CONST_OPERANDS["ReduceMean"] = frozenset({1})
 for _op in ("ReduceSum", "ReduceMax", "ReduceMin"):

@@ -14,8 +14,9 @@ from cnnjit.ir.ops import normalize_axis
 from cnnjit.ir.ops.quant import QUANT_RANGES
 from cnnjit.ir.types import short_name
 
-from .onnx_import import ImportContext, Unsupported
-from .onnx_ops import _spatial_attrs, importer
+from .onnx_ops import _spatial_attrs
+from .onnx_types import elem_dtype
+from .registry import ImportContext, Unsupported, importer
 
 
 def _zero_like(ctx: ImportContext, v: Value | None, dtype: np.dtype) -> Value:
@@ -29,8 +30,6 @@ def _arg(ins: list, i: int) -> Value | None:
 
 @importer("QuantizeLinear")
 def _quantize(ctx: ImportContext, ins: list) -> list:
-    from .loader import elem_dtype
-
     a = ctx.attrs()
     x, scale, zp = ins[0], ins[1], _arg(ins, 2)
     if zp is not None:

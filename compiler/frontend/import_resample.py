@@ -15,8 +15,7 @@ import numpy as np
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
 
-from .onnx_import import ImportContext, Unsupported
-from .onnx_ops import CONST_OPERANDS, importer
+from .registry import CONST_OPERANDS, ImportContext, Unsupported, importer
 
 CONST_OPERANDS.update({
     "Pad": frozenset({1, 2, 3}),

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from cnnjit.ir.errors import ModelError
+
+from .onnx_types import PACKED_4BIT, elem_dtype
+from .validate import validate_graph
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,6 @@ def load_model(src: str | os.PathLike | bytes | onnx.ModelProto) -> onnx.ModelPr
         if model is src:
             model = _copy(model)
         load_external_data(model, base_dir)
-    from .validate import validate_graph
-
     return validate_graph(model, copy=model is src)
 
 
@@ -120,17 +120,13 @@ def _all_tensors(graph: onnx.GraphProto):
                 stack.extend(a.graphs)
 
 
-#: element types stored two to a byte
-_PACKED_4BIT = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
-
-
 def _expected_nbytes(t: onnx.TensorProto, what: str) -> int:
     n = 1
     for d in t.dims:
         if d < 0:
             raise ModelError(f"{what} has a negative dimension in {list(t.dims)}")
         n *= int(d)
-    if t.data_type in _PACKED_4BIT:
+    if t.data_type in PACKED_4BIT:
         return (n + 1) // 2
     if t.data_type == onnx.TensorProto.STRING:
         raise ModelError(f"{what}: string tensors cannot be stored as external data")
@@ -213,13 +209,6 @@ def opset_version(model: onnx.ModelProto) -> int:
         if imp.domain in ("", "ai.onnx"):
             return int(imp.version)
     return 1
-
-
-def elem_dtype(elem_type: int, what: str) -> np.dtype:
-    try:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:  # noqa: BLE001
-        raise ModelError(f"{what}: unsupported element type {elem_type}") from None
 
 
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:

@@ -1,6 +1,7 @@
 """ONNX → IR for concrete input shapes.
 
-The importer walks the ONNX nodes in order and asks each op's importer (``onnx_ops.py``) to emit IR nodes.
+The importer walks the ONNX nodes in order and asks each op's importer (``onnx_ops.py`` and the
+``import_*.py`` families, registered in ``registry.IMPORTERS``) to emit IR nodes.
 Emission folds constants eagerly: a node whose inputs are all constant is evaluated with the op's numpy
 reference, so shape subgraphs (Shape → Gather → Unsqueeze → Concat → Reshape) and constant weight
 arithmetic (DequantizeLinear of int8 initializers) disappear while importing.
@@ -9,98 +10,22 @@ arithmetic (DequantizeLinear of int8 initializers) disappear while importing.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir import Graph, TensorType, Value
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
 
-from .loader import elem_dtype, input_specs, opset_version
+# the importer families register themselves into IMPORTERS when imported
+from . import import_nn_extra, import_quant, import_resample, onnx_ops  # noqa: F401
+from .loader import input_specs, opset_version
+from .onnx_types import elem_dtype
+from .registry import CONST_OPERANDS, IMPORTERS, ImportContext, Unsupported
 
 #: refuse any single tensor larger than this many bytes (absurd declared shapes)
 DEFAULT_MAX_TENSOR_BYTES = 4 << 30
-
-
-class Unsupported(Exception):
-    """Raised by an importer for an op variant cnnjit does not implement (the reason is the message)."""
-
-
-class ImportContext:
-    """What an op importer sees: the node being imported, its opset, and an IR builder."""
-
-    def __init__(self, graph: Graph, opset: int, max_tensor_bytes: int):
-        self.graph = graph
-        self.opset = opset
-        self.max_tensor_bytes = max_tensor_bytes
-        self.node: onnx.NodeProto | None = None
-
-    # -- attributes -----------------------------------------------------------------------------------
-    def attrs(self) -> dict[str, Any]:
-        """The current node's attributes as Python values (tensors as numpy arrays, strings decoded)."""
-        out: dict[str, Any] = {}
-        for a in self.node.attribute:
-            try:
-                v = helper.get_attribute_value(a)
-            except Exception as e:  # noqa: BLE001
-                raise ModelError(f"{self.where()}: cannot read attribute {a.name!r}: {e}") from None
-            if isinstance(v, onnx.TensorProto):
-                v = numpy_helper.to_array(v)
-            elif isinstance(v, bytes):
-                v = v.decode("utf-8", errors="replace")
-            elif isinstance(v, list) and v and isinstance(v[0], bytes):
-                v = [s.decode("utf-8", errors="replace") for s in v]
-            out[a.name] = v
-        return out
-
-    def where(self) -> str:
-        n = self.node
-        return f"node {n.name!r} ({n.op_type}, opset {self.opset})" if n is not None else "graph"
-
-    # -- building -------------------------------------------------------------------------------------
-    def const(self, array: np.ndarray, name: str = "") -> Value:
-        arr = np.asarray(array, order="C")
-        return Value(TensorType(arr.dtype, arr.shape), name, const=arr)
-
-    def emit(self, op: str, inputs: Sequence[Value | None], attrs: Mapping[str, Any] | None = None,
-             name: str | None = None) -> list[Value]:
-        """Append IR op ``op`` (or fold it to constants when every input is constant)."""
-        opdef = get_op(op)
-        if opdef is None:  # an importer bug, not a model problem
-            raise ShapeError(f"{self.where()}: internal: IR op {op!r} is not registered")
-        inputs = list(inputs)
-        while inputs and inputs[-1] is None:
-            inputs.pop()
-        a = opdef.check_attrs(dict(attrs or {}), f"{self.where()}: ")
-        try:
-            types = opdef.infer_types(inputs, a)
-        except ShapeError as e:
-            raise ShapeError(f"{self.where()}: {e}") from None
-        for t in types:
-            if t.nbytes > self.max_tensor_bytes or any(d < 0 for d in t.shape):
-                raise ResourceLimitError(
-                    f"{self.where()}: an output of shape {list(t.shape)} ({t.nbytes / 2**30:.1f} GiB) exceeds "
-                    f"the per-tensor limit of {self.max_tensor_bytes / 2**30:.1f} GiB (max_tensor_bytes=)"
-                )
-        if all(v is None or v.is_const for v in inputs):
-            try:
-                arrays = opdef.run([None if v is None else v.const for v in inputs], a)
-            except CnnjitError as e:
-                raise ShapeError(f"{self.where()}: {e}") from None
-            return [self.const(np.asarray(arr, t.dtype).reshape(t.shape)) for arr, t in zip(arrays, types)]
-        outs = [Value(t, "") for t in types]
-        self.graph.add_node(Node(op, inputs, outs, a, name if name is not None else self.node.name))
-        return outs
-
-    def const_input(self, v: Value | None, what: str) -> np.ndarray | None:
-        """The constant data behind input ``v``; ``Unsupported`` if it is only known at run time."""
-        if v is None:
-            return None
-        if not v.is_const:
-            raise Unsupported(f"{what} must be a compile-time constant (it is computed at run time here)")
-        return v.const
 
 
 def value_inputs(model: onnx.ModelProto) -> set[str]:
@@ -110,8 +35,6 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
     (stopping at ``Shape``, which depends only on its input's shape). The JIT specialises on the values of
     these inputs, as it does on every input's shape.
     """
-    from .onnx_ops import CONST_OPERANDS
-
     g = model.graph
     inits = {t.name for t in g.initializer}
     graph_inputs = {vi.name for vi in g.input} - inits
@@ -163,8 +86,6 @@ def _advice(node: onnx.NodeProto) -> str:
 
 def check_supported(model: onnx.ModelProto) -> None:
     """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
-    from .onnx_ops import IMPORTERS
-
     opset = opset_version(model)
     bad = []
     for n in model.graph.node:
@@ -185,8 +106,6 @@ def import_model(
     Inputs named in ``input_values`` become constants with those values (see ``value_inputs``).
     """
     input_values = dict(input_values or {})
-    from .onnx_ops import IMPORTERS  # the op table registers itself on import
-
     g = model.graph
     opset = opset_version(model)
 

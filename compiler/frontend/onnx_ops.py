@@ -7,8 +7,6 @@ arrive here; the eager constant folding in ``ImportContext.emit`` makes shape su
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from cnnjit.ir import Value
@@ -16,30 +14,8 @@ from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
 from cnnjit.ir.types import short_name
 
-from .onnx_import import ImportContext, Unsupported
-
-Importer = Callable[[ImportContext, list], list]
-IMPORTERS: dict[str, Importer] = {}
-
-#: operands (by input index) that must be known at compile time: shapes, axes, bounds. A graph input that
-#: feeds one of them is specialised on its *value* (see ``onnx_import.value_inputs``).
-CONST_OPERANDS: dict[str, frozenset[int]] = {
-    "Clip": frozenset({1, 2}),
-    "Dropout": frozenset({1, 2}),
-    "ConstantOfShape": frozenset({0}),
-    "Reshape": frozenset({1}),
-    "Squeeze": frozenset({1}),
-    "Unsqueeze": frozenset({1}),
-}
-
-
-def importer(*names: str) -> Callable[[Importer], Importer]:
-    def deco(fn: Importer) -> Importer:
-        for n in names:
-            IMPORTERS[n] = fn
-        return fn
-
-    return deco
+from .onnx_types import elem_dtype
+from .registry import IMPORTERS, ImportContext, Importer, Unsupported, importer
 
 
 def _plain(ir_op: str, keep: tuple[str, ...] = ()) -> Importer:
@@ -116,8 +92,6 @@ def _dropout(ctx: ImportContext, ins: list) -> list:
 
 @importer("Cast")
 def _cast(ctx: ImportContext, ins: list) -> list:
-    from .loader import elem_dtype
-
     to = elem_dtype(ctx.attrs()["to"], ctx.where())
     return ctx.emit("Cast", ins, {"to": short_name(to)})
 
@@ -385,9 +359,3 @@ def _dequantize(ctx: ImportContext, ins: list) -> list:
         zp = ins[2].const if len(ins) > 2 and ins[2] is not None else None
         ctx.graph.record_dequantized(out[0], x.const, ins[1].const, zp, axis)
     return out
-
-
-# op families kept in their own files register into IMPORTERS / CONST_OPERANDS when imported
-from . import import_nn_extra as _import_nn_extra  # noqa: E402,F401
-from . import import_quant as _import_quant  # noqa: E402,F401
-from . import import_resample as _import_resample  # noqa: E402,F401

@@ -15,7 +15,7 @@ import onnx
 
 from cnnjit.ir.errors import ModelError
 
-from .loader import _PACKED_4BIT, elem_dtype
+from .onnx_types import PACKED_4BIT, elem_dtype
 
 
 def node_label(node: onnx.NodeProto, index: int) -> str:
@@ -39,7 +39,7 @@ def _check_tensor_data(t: onnx.TensorProto, what: str) -> None:
             raise ModelError(f"{what}: shape {list(t.dims)} needs {n} strings, the model stores "
                              f"{len(t.string_data)}")
         return
-    packed = t.data_type in _PACKED_4BIT
+    packed = t.data_type in PACKED_4BIT
     if t.HasField("raw_data"):
         try:
             size = elem_dtype(t.data_type, what).itemsize

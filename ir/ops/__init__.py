@@ -6,6 +6,10 @@ an attribute, and every attribute is explicit (no ``auto_pad``, no defaults left
 
 The numpy references are the oracle for passes and kernels (the IR interpreter runs them); they are
 written for clarity, independently of the generated kernels.
+
+This module is the registry and the helpers the op families share; it imports no family, so the families
+(``elementwise.py``, ``nn.py``, ...) import it without a cycle. ``cnnjit.ir`` imports every family, and
+as the parent package it is always imported first, so the registry is complete whenever it is used.
 """
 
 from __future__ import annotations
@@ -221,12 +225,3 @@ def post_ref(base: Callable, nbase: int) -> Callable:
 
     return ref
 
-
-# importing the families registers their ops
-from . import elementwise as _elementwise  # noqa: E402,F401
-from . import movement as _movement  # noqa: E402,F401
-from . import nn as _nn  # noqa: E402,F401
-from . import nn_extra as _nn_extra  # noqa: E402,F401
-from . import qint as _qint  # noqa: E402,F401
-from . import quant as _quant  # noqa: E402,F401
-from . import resample as _resample  # noqa: E402,F401

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, TensorType
-from . import broadcast_infer, defop
+from . import broadcast_infer, broadcast_shapes, defop
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -97,8 +97,6 @@ _binary("PRelu", lambda x, s: np.where(x < 0, x * s, x))
 
 
 def _pow_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
-    from . import broadcast_shapes
-
     return [TensorType(types[0].dtype, broadcast_shapes(types[0].shape, types[1].shape))]
 
 

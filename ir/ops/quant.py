@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..types import DTYPES, TensorType
 from . import REQUIRED, defop
-from .nn import _SPATIAL, _conv_infer, conv_ref
+from .nn import _SPATIAL, _conv_infer, conv_ref, matmul_shape
 
 #: output element types QuantizeLinear supports, with their saturation ranges
 QUANT_RANGES: dict[str, tuple[int, int]] = {
@@ -203,8 +203,6 @@ def _mm_param_check(p: TensorType, a_shape: tuple[int, ...], b_shape: tuple[int,
 
 
 def _mm_check(types: list[TensorType | None], op: str) -> tuple[int, ...]:
-    from .nn import matmul_shape
-
     A, B = types[0], types[1]
     if A.dtype.kind not in "iu" or B.dtype.kind not in "iu":
         raise ShapeError(f"{op}: operands {A} and {B} must be integers")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from . import REQUIRED, defop, normalize_axis
+from . import REQUIRED, broadcast_shapes, defop, normalize_axis
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
@@ -120,8 +120,6 @@ def split_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarra
 
 # -- Expand, Tile ---------------------------------------------------------------------------------------------
 def _expand_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
-    from . import broadcast_shapes
-
     x = types[0]
     shape = tuple(int(d) for d in a["shape"])
     if len(shape) < x.rank or broadcast_shapes(x.shape, shape) != shape:
