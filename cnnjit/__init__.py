@@ -5,23 +5,11 @@
     y = model(x)
 """
 
+from . import errors
 from ._version import __version__
 from .api import compile
-from .errors import (
-    CnnjitError,
-    CompileError,
-    InputError,
-    IRError,
-    ModelError,
-    ResourceLimitError,
-    ShapeError,
-    UnsupportedOpError,
-)
+from .errors import *  # noqa: F403 - the exception classes
 from .prune import PrunedModel, prune
 from .quantize import QuantizedModel, quantize
 
-__all__ = [
-    "__version__", "compile", "quantize", "QuantizedModel", "prune", "PrunedModel",
-    "CnnjitError", "CompileError", "InputError", "IRError", "ModelError",
-    "ResourceLimitError", "ShapeError", "UnsupportedOpError",
-]
+__all__ = ["__version__", "compile", "quantize", "QuantizedModel", "prune", "PrunedModel", *errors.__all__]

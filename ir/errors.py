@@ -55,3 +55,7 @@ class CompileError(CnnjitError):
 
 class ResourceLimitError(ModelError):
     """The model would need more memory than the configured limit."""
+
+
+__all__ = ["CnnjitError", "ModelError", "UnsupportedOpError", "ShapeError", "IRError", "InputError", "CompileError",
+           "ResourceLimitError"]

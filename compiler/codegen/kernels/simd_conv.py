@@ -16,7 +16,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_load, row_taps
+from .simd_pointwise import conv_operands, row_load, row_taps, row_width
 from .template import source
 
 
@@ -70,10 +70,8 @@ def gen_simd_conv(node: Node, target: Target) -> list[KernelCall]:
     M = wt.shape[0]
     mg = M // a["group"]
     mr = next(r for r in (8, 4, 2, 1) if mg % r == 0)  # 8 FMA chains: 1.1-1.2x on stride-2 stem convs
-    w = target.vector_width
     OW = y.shape[3]
-    if OW <= 8 and w > 8:  # narrow planes waste most lanes of a wide vector
-        w = 8
+    w = row_width(target, OW)
     src, extra = conv_source(node, w, mr, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, *a["kernel_shape"], a["strides"][0],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]

@@ -15,7 +15,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_lanes, row_load
+from .simd_pointwise import conv_operands, row_lanes, row_load, row_width
 from .template import source
 
 MAX_TAPS = 49  # up to 7x7 unrolled
@@ -91,9 +91,7 @@ def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     N, C, H, Win = x.shape
     M = wt.shape[0]
     OW = y.shape[3]
-    w = target.vector_width
-    if OW <= 8 and w > 8:
-        w = 8
+    w = row_width(target, OW)
     kh, kw = a["kernel_shape"]
     src, extra = depthwise_source(node, w, kh, kw, a["strides"][1])
     args = [x, wt, bias, y, N, C, H, Win, M, y.shape[2], OW, a["strides"][0], a["pads"][0], a["pads"][1],

@@ -180,6 +180,12 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     return calls
 
 
+def row_width(target: Target, columns: int) -> int:
+    """The vector width for output rows of ``columns`` pixels: at most 8 lanes on narrow planes (<= 8
+    columns), where a wider vector would waste most of its lanes."""
+    return 8 if columns <= 8 and target.vector_width > 8 else target.vector_width
+
+
 def is_pointwise(node: Node, grouped: bool = False) -> bool:
     """A 1x1, stride-1, unpadded Conv (``grouped``: any group count, else group 1)."""
     a = node.attrs

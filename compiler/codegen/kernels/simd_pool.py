@@ -14,7 +14,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
-from .simd_pointwise import row_load, row_taps
+from .simd_pointwise import row_load, row_taps, row_width
 from .template import source
 
 
@@ -81,9 +81,7 @@ def gen_simd_pool(node: Node, target: Target) -> list[KernelCall]:
     a = node.attrs
     N, C, H, Win = x.shape
     OH, OW = y.shape[2:]
-    w = target.vector_width
-    if OW <= 8 and w > 8:
-        w = 8
+    w = row_width(target, OW)
     is_max = node.op == "MaxPool"
     kh, kw = a["kernel_shape"]
     counted = not is_max and not _uniform_divisor(node)
