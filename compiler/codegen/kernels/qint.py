@@ -380,7 +380,22 @@ def _geometry(node: Node) -> dict:
             "dh": a["dilations"][0], "dw": a["dilations"][1]}
 
 
-def gen_generic(node: Node) -> list[KernelCall]:
+def _fast(node: Node) -> bool:
+    """Weights, bias and multipliers are constants: they can be packed for the vector kernels."""
+    return all(v.is_const for v in node.inputs[1:])
+
+
+def _depthwise(node: Node, target: Target) -> bool:
+    w = node.inputs[1]
+    return (_fast(node) and node.attrs["group"] == node.inputs[0].shape[3] == w.shape[0]
+            and w.shape[1] * w.shape[2] <= 49)
+
+
+# QConvNHWC's variants, in the order they are tried: dense (vpdpbusd over 4 input channels), depthwise_col
+# (vpdpbusd over 3 vertical taps), depthwise_dot (one vpdpbusd per tap and 16 channels), depthwise (widened
+# i32 multiplies: never chosen over depthwise_dot, kept to be forced and compared), generic (any QConvNHWC).
+@variant("QConvNHWC", name="qconv_generic", priority=1000)
+def gen_generic(node: Node, target: Target) -> list[KernelCall]:
     x, w, b, m = node.inputs
     g = _geometry(node)
     a = node.attrs
@@ -399,7 +414,9 @@ def pack_dense(w: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(p.reshape(MB, n, KH * KW, G4, 4).transpose(0, 2, 3, 1, 4)).reshape(-1)
 
 
-def gen_dense(node: Node, n: int) -> list[KernelCall]:
+@variant("QConvNHWC", name="qconv_dense", priority=10, applies=lambda n, t: _fast(n) and n.attrs["group"] == 1)
+def gen_dense(node: Node, target: Target) -> list[KernelCall]:
+    n = target.int_width
     x, w, b, m = node.inputs
     a = node.attrs
     g = _geometry(node)
@@ -450,7 +467,11 @@ def _depthwise_constants(node: Node, C: int, T: int, B: int) -> tuple[bool, int,
     return signed_x, xzu, bias, mult
 
 
-def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
+@variant("QConvNHWC", name="qconv_depthwise_col", priority=20,
+         applies=lambda n, t: (_depthwise(n, t) and n.inputs[1].shape[1] <= 4 and n.attrs["dilations"][1] == 1
+                               and t.int_width % 4 == 0))
+def gen_depthwise_col(node: Node, target: Target) -> list[KernelCall]:
+    n = target.int_width
     x, w = node.inputs[:2]
     a = node.attrs
     g = _geometry(node)
@@ -464,7 +485,9 @@ def gen_depthwise_col(node: Node, n: int) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-def gen_depthwise_dot(node: Node, n: int) -> list[KernelCall]:
+@variant("QConvNHWC", name="qconv_depthwise_dot", priority=30, applies=lambda n, t: _depthwise(n, t))
+def gen_depthwise_dot(node: Node, target: Target) -> list[KernelCall]:
+    n = target.int_width
     x, w = node.inputs[:2]
     a = node.attrs
     g = _geometry(node)
@@ -479,7 +502,9 @@ def gen_depthwise_dot(node: Node, n: int) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-def gen_depthwise(node: Node, n: int) -> list[KernelCall]:
+@variant("QConvNHWC", name="qconv_depthwise", priority=40, applies=lambda n, t: _depthwise(n, t))
+def gen_depthwise(node: Node, target: Target) -> list[KernelCall]:
+    n = target.int_width
     x, w, b, m = node.inputs
     a = node.attrs
     g = _geometry(node)
@@ -498,47 +523,6 @@ def gen_depthwise(node: Node, n: int) -> list[KernelCall]:
             g["W"], C, Cp, g["OH"], g["OW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], xz,
             a["y_zero_point"], a["lo"], a["hi"]]
     return [KernelCall(src, args, note(node))]
-
-
-def _fast(node: Node) -> bool:
-    """Weights, bias and multipliers are constants: they can be packed for the vector kernels."""
-    return all(v.is_const for v in node.inputs[1:])
-
-
-def _depthwise(node: Node, target: Target) -> bool:
-    w = node.inputs[1]
-    return (_fast(node) and node.attrs["group"] == node.inputs[0].shape[3] == w.shape[0]
-            and w.shape[1] * w.shape[2] <= 49)
-
-
-# QConvNHWC's variants, in the order they are tried: dense (vpdpbusd over 4 input channels), depthwise_col
-# (vpdpbusd over 3 vertical taps), depthwise_dot (one vpdpbusd per tap and 16 channels), depthwise (widened
-# i32 multiplies: never chosen over depthwise_dot, kept to be forced and compared), generic (any QConvNHWC).
-@variant("QConvNHWC", name="qconv_dense", priority=10, applies=lambda n, t: _fast(n) and n.attrs["group"] == 1)
-def gen_qconv_dense(node: Node, target: Target) -> list[KernelCall]:
-    return gen_dense(node, target.int_width)
-
-
-@variant("QConvNHWC", name="qconv_depthwise_col", priority=20,
-         applies=lambda n, t: (_depthwise(n, t) and n.inputs[1].shape[1] <= 4 and n.attrs["dilations"][1] == 1
-                               and t.int_width % 4 == 0))
-def gen_qconv_depthwise_col(node: Node, target: Target) -> list[KernelCall]:
-    return gen_depthwise_col(node, target.int_width)
-
-
-@variant("QConvNHWC", name="qconv_depthwise_dot", priority=30, applies=_depthwise)
-def gen_qconv_depthwise_dot(node: Node, target: Target) -> list[KernelCall]:
-    return gen_depthwise_dot(node, target.int_width)
-
-
-@variant("QConvNHWC", name="qconv_depthwise", priority=40, applies=_depthwise)
-def gen_qconv_depthwise(node: Node, target: Target) -> list[KernelCall]:
-    return gen_depthwise(node, target.int_width)
-
-
-@variant("QConvNHWC", name="qconv_generic", priority=1000)
-def gen_qconv_generic(node: Node, target: Target) -> list[KernelCall]:
-    return gen_generic(node)
 
 
 QADD_SRC = '''
