@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -470,3 +471,19 @@ def test_dump_ir_prints_the_named_pass(model_path: Path, monkeypatch: pytest.Mon
 def test_cli_dump_ir_unknown_pass(model_path: Path) -> None:
     line = assert_one_line_error(run_cli("run", model_path, "--random", env={"CNNJIT_DUMP_IR": "after:fold"}), 2)
     assert "unknown pass 'fold' in CNNJIT_DUMP_IR" in line and "fold_constants" in line
+
+
+def test_example_model_from_a_fresh_clone() -> None:
+    """``--example`` (and ``cnnjit.example_model()``) is the model shipped inside the package: it needs nothing
+    beside the repository. Oracle: onnxruntime on the same file."""
+    path = cnnjit.example_model()
+    assert Path(path).is_file() and Path(path).stat().st_size < 100_000
+    r = run_cli("run", "--example", "--random", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["outputs"][0]["shape"] == [1, 12]
+    x = np.zeros((1, 49, 10, 1), np.float32)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(cnnjit.compile(path)(x), sess.run(None, {"input_1": x})[0], rtol=1e-5, atol=1e-6)
+    assert_one_line_error(run_cli("run", "--example", path, "--random"), 2)  # MODEL and --example
+    assert_one_line_error(run_cli("run", "--random"), 2)  # neither

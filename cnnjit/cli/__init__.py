@@ -37,7 +37,7 @@ from cnnjit.errors import CnnjitError
 
 from . import bench, cache, conformance, graph, inspect, profile, prune, quantize, run, warm
 from . import compile as compile_command
-from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir
+from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir, resolve_model
 from .flags import global_options
 from .output import clean, emit_json
 
@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = f"cnnjit {args.command}"
     try:
         check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
+        resolve_model(args)
         return int(args.func(args))
     except (UsageError, CnnjitError, CliError) as e:
         if debug:

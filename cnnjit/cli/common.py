@@ -57,6 +57,18 @@ class Parser(argparse.ArgumentParser):
 # =========================================================================================================
 # argument checking
 # =========================================================================================================
+def resolve_model(args: argparse.Namespace) -> None:
+    """``args.model`` from ``MODEL`` or ``--example`` (exactly one of them, for commands that take a model)."""
+    if not hasattr(args, "example"):
+        return
+    if args.example and args.model:
+        raise UsageError("give MODEL or --example, not both")
+    if args.example:
+        args.model = cnnjit.example_model()
+    elif not args.model:
+        raise UsageError("the following arguments are required: MODEL (or --example for the shipped example model)")
+
+
 def refuse(args: argparse.Namespace, *flags: str) -> None:
     """Usage error for the compile options among ``flags`` that were given but this command cannot honour
     yet (the library function it calls does not take them)."""

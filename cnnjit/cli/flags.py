@@ -45,9 +45,12 @@ def global_options() -> argparse.ArgumentParser:
 
 
 def model_argument(help: str = "an .onnx file") -> argparse.ArgumentParser:
-    """The positional ``MODEL``."""
+    """The positional ``MODEL``, or ``--example`` for the model shipped with cnnjit (see ``resolve_model``)."""
     p = _parent()
-    p.add_argument("model", metavar="MODEL", help=help)
+    p.add_argument("model", metavar="MODEL", nargs="?", help=help)
+    p.add_argument("--example", action="store_true",
+                   help="use the example model shipped with cnnjit (MLPerf Tiny keyword spotting, input_1 "
+                        "[N, 49, 10, 1]) instead of MODEL")
     return p
 
 
