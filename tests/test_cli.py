@@ -369,6 +369,8 @@ def test_inspect_and_profile_take_the_compile_options(model_path: Path) -> None:
     for doc in (fused, unfused):
         assert len(doc["calls"]) == doc["totals"]["kernel_calls"]
         assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
+        # a layer's FLOPs are split over its calls, and every FLOP of the layers is in some call
+        assert sum(c["flops"] for c in doc["calls"]) == sum(r["flops"] for r in doc["layers"] if r["calls"])
         assert all(r["variant"] for r in doc["layers"] if r["calls"])
     r = run_cli("profile", model_path, "--json", "--unfused", "--runs", "2")
     assert r.returncode == 0, r.stderr

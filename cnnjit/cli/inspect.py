@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.inspect_model import layer_rows
+    from cnnjit.inspect_model import call_flops, layer_rows
 
     check_model_path(args.model)
     if args.after:
@@ -49,8 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         node_index = {n.id: i for i, n in enumerate(t.graph.nodes)}
         schedule = [{"call": i, "kernel": c.kernel, "variant": c.variant, "op": c.op, "parts": c.parts,
-                     "layer": node_index.get(c.node.id) if c.node is not None else None, "note": c.note}
-                    for i, c in enumerate(p.calls)]
+                     "layer": node_index.get(c.node.id) if c.node is not None else None, "flops": f, "note": c.note}
+                    for i, (c, f) in enumerate(zip(p.calls, call_flops(t)))]
         emit_json({"model": args.model, "name": t.name, "shapes": t.shapes, "notes": t.notes,
                    "fused": not args.unfused, "pipeline": t.pipeline, "layers": rows, "calls": schedule,
                    "totals": totals})
