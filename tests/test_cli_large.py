@@ -21,7 +21,8 @@ def _concat_model(path: Path) -> Path:
     """Two convs of x concatenated (in place: each conv writes its slice of the Concat output), then Relu."""
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["x", "w2"], ["b"]), helper.make_node("Concat", ["a", "b"], ["c"], axis=1), helper.make_node("Relu", ["c"], ["y"])]
+             helper.make_node("Conv", ["x", "w2"], ["b"]), helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+             helper.make_node("Relu", ["c"], ["y"])]
     g = helper.make_graph(nodes, "cat", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
                           [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
