@@ -101,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     png = None
     if args.png:
         try:
-            png = str(bar_chart(stats, args.png, f"{Path(args.model).name} ({runs} runs, {threads})"))
+            png = str(bar_chart(stats, args.png, f"{Path(args.model).name} ({args.runs} runs, {threads})"))
         except OSError as e:
             raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
     doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
