@@ -2,7 +2,9 @@
 
     from cnnjit.bench import measure
     stats = measure({"cnnjit": lambda: model(x), "onnxruntime": lambda: sess.run(None, {"x": x})}, runs=50)
-    stats["cnnjit"]["median_ms"], stats["cnnjit"]["min_ms"], stats["cnnjit"]["p90_ms"]
+    stats["cnnjit"]["median_ms"], stats["cnnjit"]["p99_ms"], stats["cnnjit"]["throughput_per_s"]
+    measure(fns, seconds=10)  # time-bounded: rounds until 10 s have passed
+    peak_rss_bytes()          # the process's peak resident memory so far
 
 Used by ``cnnjit bench``; ``bar_chart`` draws the result with matplotlib (imported only when asked for).
 """
@@ -12,34 +14,58 @@ from __future__ import annotations
 import gc
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows has no resource module
+    resource = None  # type: ignore[assignment]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of already sorted values: a value that occurred,
+    and monotonic in ``q``."""
+    if not sorted_values:
+        raise ValueError("no values")
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q / 100 * len(sorted_values)) - 1))]
+
 
 def summarize(times_ns: Sequence[int]) -> dict[str, Any]:
-    """median / min / p90 (nearest rank) / mean / max in milliseconds of per-run times in nanoseconds."""
+    """Statistics of per-run times in nanoseconds: runs, median (= p50), min, p90, p99 (nearest rank), mean and
+    max in milliseconds, total_s (the time spent in the runs) and throughput_per_s (runs per second of it)."""
     ms = sorted(t / 1e6 for t in times_ns)
     if not ms:
         raise ValueError("no timings")
-    p90 = ms[min(len(ms) - 1, max(0, math.ceil(0.9 * len(ms)) - 1))]
-    return {"runs": len(ms), "median_ms": statistics.median(ms), "min_ms": ms[0], "p90_ms": p90,
-            "mean_ms": statistics.fmean(ms), "max_ms": ms[-1]}
+    med = statistics.median(ms)
+    total_s = sum(ms) / 1e3
+    return {"runs": len(ms), "median_ms": med, "p50_ms": med, "min_ms": ms[0], "p90_ms": percentile(ms, 90),
+            "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms), "max_ms": ms[-1], "total_s": total_s,
+            "throughput_per_s": len(ms) / total_s if total_s else None}
 
 
 def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 5,
-            progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, Any]]:
+            progress: Callable[[str, int, int], None] | None = None,
+            seconds: float | None = None) -> dict[str, dict[str, Any]]:
     """Time each zero-argument callable ``runs`` times, interleaved round-robin, after ``warmup`` rounds.
 
     Each round calls every candidate once, starting with a different one each round, so none always runs
     right after another's cache damage. The garbage collector is off while timing. ``progress(phase,
-    done, total)`` is called after each round (phase ``"warm-up"`` or ``"measure"``).
+    done, total)`` is called after each round (phase ``"warm-up"`` or ``"measure"``). With ``seconds``
+    (time-bounded, like benchmark_app ``-t``) ``runs`` is ignored: timed rounds go on until ``seconds``
+    have passed since the warm-up began, at least one of them (so at least ``warmup + 1`` runs in all);
+    progress then counts milliseconds.
     """
     if runs < 1:
         raise ValueError("runs must be >= 1")
+    if seconds is not None and not seconds > 0:
+        raise ValueError("seconds must be > 0")
     names = list(fns)
     calls = [fns[n] for n in names]
+    start = time.perf_counter()
     for r in range(max(warmup, 0)):
         for f in calls:
             f()
@@ -50,20 +76,39 @@ def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 
     gc.collect()
     gc.disable()
     clock = time.perf_counter_ns
+    r = 0
     try:
-        for r in range(runs):
+        while True:
             for j in range(len(names)):
                 i = (r + j) % len(names)
                 t0 = clock()
                 calls[i]()
                 t1 = clock()
                 times[names[i]].append(t1 - t0)
-            if progress is not None:
-                progress("measure", r + 1, runs)
+            r += 1
+            if seconds is None:
+                if progress is not None:
+                    progress("measure", r, runs)
+                if r >= runs:
+                    break
+            else:
+                elapsed = time.perf_counter() - start
+                if progress is not None:
+                    progress("measure", round(1e3 * min(elapsed, seconds)), round(1e3 * seconds))
+                if elapsed >= seconds:
+                    break
     finally:
         if was_enabled:
             gc.enable()
     return {n: summarize(times[n]) for n in names}
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set size so far, in bytes (``getrusage``; None where unavailable)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS: bytes; Linux, BSD: KiB
 
 
 def ort_session(model_bytes: bytes, threads: int = 1) -> Any:
@@ -109,4 +154,4 @@ def bar_chart(stats: Mapping[str, Mapping[str, float]], path: str | Path, title:
     return path
 
 
-__all__ = ["summarize", "measure", "ort_session", "bar_chart"]
+__all__ = ["percentile", "summarize", "measure", "peak_rss_bytes", "ort_session", "bar_chart"]

@@ -14,6 +14,7 @@ kernel on its first call).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -297,10 +298,12 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                   **options: Any) -> dict[str, Any]:
     """Compile ``model`` (path, bytes, ModelProto) as ``cnnjit.compile`` does and profile its schedule.
 
-    Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, op, name,
-    note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak), ``run_ms`` (the real
-    entry's median), ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``,
-    ``peak_gflops`` and ``peak_method``. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
+    Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, variant,
+    op, name, note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak, and trace_ms, its
+    time in the one run ``trace_run``), ``by_op`` (``op_summary``), ``run_ms`` (the real entry's median),
+    ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``, ``peak_gflops``,
+    ``peak_method``, and ``trace_run``/``trace_run_ms``: the profiled run of median total (``median_run``),
+    which ``chrome_trace`` shows. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
     ``entry="auto"`` profiles the Python entry (the old per-call profile, kernels not inlined).
     ``options`` are ``cnnjit.compile``'s (fuse, threads, sparse_threshold...).
     """
@@ -316,22 +319,80 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     nodes = call_nodes(t) if t.calls else [None] * len(prof.calls)
     total = prof.sum_s or 1e-12
     rows = []
+    traced = median_run(prof.calls)
     for c, f, n in zip(prof.calls, flops, nodes):
         g = f / c.median_s / 1e9 if c.median_s and f else 0.0
         out_elems = int(np.prod(n.outputs[0].shape)) if n is not None and n.outputs and n.outputs[0].shape else 0
-        rows.append({"call": c.index, "kernel": c.kernel, "op": op_label(n) if n is not None else c.op,
+        rows.append({"call": c.index, "kernel": c.kernel, "variant": c.variant,
+                     "op": op_label(n) if n is not None else c.op,
                      "name": n.name if n is not None else "", "note": c.note, "median_ms": c.median_s * 1e3,
                      "min_ms": c.min_s * 1e3, "percent": 100 * c.median_s / total, "flops": int(f), "gflops": g,
                      "percent_of_peak": 100 * g / peak_g if peak_g else None,
                      # reduction length (multiply-adds per output element): 9 for a 3x3 depthwise conv
-                     "macs_per_output": node_flops(n) / 2 / out_elems if out_elems and f else 0.0})
+                     "macs_per_output": node_flops(n) / 2 / out_elems if out_elems and f else 0.0,
+                     "trace_ms": c.times_ns[traced] / 1e6 if c.times_ns else 0.0})
     return {"name": t.name, "shapes": {k: list(v) for k, v in t.shapes.items()}, "notes": t.notes,
             "runs": repeat, "mode": prof.mode, "entry": prof.entry, "run_ms": prof.run_s * 1e3,
             "sum_ms": prof.sum_s * 1e3, "timed_run_ms": prof.timed_run_s * 1e3, "discrepancy": prof.discrepancy,
             "run_min_ms": prof.run_min_s * 1e3, "timed_run_min_ms": prof.timed_run_min_s * 1e3,
             "sum_min_ms": sum(c.min_s for c in prof.calls) * 1e3,
             "tick_ns": prof.tick_s * 1e9 if prof.tick_s else None, "flops": int(sum(flops)),
-            "peak_gflops": peak_g, "peak_method": peak_method, "calls": rows}
+            "peak_gflops": peak_g, "peak_method": peak_method, "calls": rows, "by_op": op_summary(rows),
+            "trace_run": traced, "trace_run_ms": sum(r["trace_ms"] for r in rows)}
+
+
+def median_run(calls: list[CallTiming]) -> int:
+    """Index of the profiled run whose total (sum over the calls) is the median (the lower one of an even
+    count): the one run a trace shows, typical rather than the luckiest or an interrupted one."""
+    runs = min((len(c.times_ns) for c in calls), default=0)
+    if not runs:
+        return 0
+    totals = [sum(c.times_ns[r] for c in calls) for r in range(runs)]
+    return sorted(range(runs), key=lambda r: totals[r])[(runs - 1) // 2]
+
+
+def op_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-op-type totals of ``profile_model``'s call rows, slowest first (like OpenVINO benchmark_app
+    ``-pc`` or LiteRT's by-node-type table): op (a fused group's label, e.g. ``Conv+Relu``), calls,
+    total_ms (sum of the calls' medians), percent of the sum over all calls, flops and GFLOP/s."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        g = groups.setdefault(r["op"], {"op": r["op"], "calls": 0, "total_ms": 0.0, "flops": 0})
+        g["calls"] += 1
+        g["total_ms"] += r["median_ms"]
+        g["flops"] += r["flops"]
+    total = sum(g["total_ms"] for g in groups.values()) or 1e-12
+    for g in groups.values():
+        g["percent"] = 100 * g["total_ms"] / total
+        g["gflops"] = g["flops"] / g["total_ms"] / 1e6 if g["total_ms"] and g["flops"] else 0.0
+    return sorted(groups.values(), key=lambda g: -g["total_ms"])
+
+
+def chrome_trace(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """One profiled run of ``profile_model``'s result (``trace_run``) in the Chrome trace event format
+    (chrome://tracing, https://ui.perfetto.dev): a complete event (``"ph": "X"``) per kernel call, in
+    schedule order and back to back, ``ts``/``dur`` in microseconds, ``args`` with the kernel, variant, op,
+    node name and FLOPs. Run-level facts go in ``otherData``."""
+    events = []
+    ts = 0.0
+    pid = os.getpid()
+    for r in sorted(doc["calls"], key=lambda r: r["call"]):
+        dur = r["trace_ms"] * 1e3
+        events.append({"name": r["op"] or r["kernel"], "cat": "kernel", "ph": "X", "ts": ts, "dur": dur,
+                       "pid": pid, "tid": 1,
+                       "args": {"call": r["call"], "kernel": r["kernel"], "variant": r["variant"], "op": r["op"],
+                                "node": r["name"], "flops": r["flops"]}})
+        ts += dur
+    return {"traceEvents": events, "displayTimeUnit": "ms",
+            "otherData": {"model": doc.get("name", ""), "shapes": doc.get("shapes", {}), "mode": doc.get("mode"),
+                          "entry": doc.get("entry"), "run": doc.get("trace_run"),
+                          "run_ms": doc.get("trace_run_ms"), "median_run_ms": doc.get("run_ms")}}
+
+
+def write_chrome_trace(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """``chrome_trace(doc)`` written to ``path`` as JSON (open it in chrome://tracing or Perfetto)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(chrome_trace(doc), f)
 
 
 # =========================================================================================================
@@ -396,4 +457,5 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 
 
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
-           "timed_entry", "random_feeds", "peak_gflops", "fma_peak_gflops", "measured_peak", "profile_model"]
+           "timed_entry", "random_feeds", "peak_gflops", "fma_peak_gflops", "measured_peak", "profile_model",
+           "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]

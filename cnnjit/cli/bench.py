@@ -1,4 +1,4 @@
-"""``cnnjit bench``: time a model, optionally against onnxruntime, on the same seeded random inputs."""
+"""``cnnjit bench``: time a model, optionally against onnxruntime, on the same inputs (files or seeded random)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.stages import input_specs
+
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
 from .flags import compile_options, model_argument, runs_option
-from .output import Progress, emit_json, ms, print_table, shapes_text, si
+from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si
+from .run import _load_input_file
 
 HELP = "time a model (optionally against onnxruntime)"
 EPILOG = """example:
   cnnjit bench model.onnx --vs onnxruntime --runs 100 --png bench.png
+  cnnjit bench model.onnx --seconds 10 --input input_1=x.npy --json
 
-Compiles, warms up, then times interleaved runs of each engine on the same seeded random inputs.
+Compiles, warms up, then times interleaved runs of each engine on the same inputs: .npy files given with
+--input (NAME=FILE.npy, or FILE.npz holding arrays named like the inputs; their shapes set the compiled
+shapes), seeded random data for the others. --seconds S times rounds until S seconds have passed instead
+of --runs. Reports p50 (median), p90 and p99 latency, throughput (inferences per second; x batch = samples
+per second), the process's peak resident memory and the compiled schedule's arena.
 --threads N compiles cnnjit with threads=N, runs numba with N threads and gives onnxruntime N intra-op
 threads."""
 
@@ -29,23 +38,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
     p.add_argument("--png", metavar="OUT.png", help="draw a bar chart (needs matplotlib)")
     p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--seconds", type=float, metavar="S",
+                   help="time-bounded: timed rounds until S seconds have passed (replaces --runs)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="an input from a .npy file, as `cnnjit run` takes it (repeat); random data for the others")
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.bench import bar_chart, measure, ort_session
+    from cnnjit.bench import bar_chart, measure, ort_session, peak_rss_bytes
     from cnnjit.inspect_model import node_flops
 
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
         raise UsageError("--runs and --threads must be >= 1, --warmup >= 0")
+    if args.seconds is not None and not args.seconds > 0:
+        raise UsageError(f"--seconds must be > 0, got {args.seconds:g}")
     if args.png:
         _require_matplotlib()
     shapes = parse_shapes(args.shape)
+    given = _input_files(args.model, args.input)
+    for name, a in given.items():
+        if shapes.setdefault(name, tuple(a.shape)) != tuple(a.shape):
+            raise UsageError(f"--shape {name}={','.join(map(str, shapes[name]))} does not match the shape "
+                             f"{tuple(a.shape)} of its --input")
     engines = list(dict.fromkeys(args.vs or []))
     with Progress(enabled=not args.json) as prog:
         prog.update("compiling", 0, 1)
         model, resolved, notes, compile_s = compile_model(args.model, shapes, fuse=not args.unfused,
                                                           threads=args.threads, quiet=args.json)
-        feeds = random_inputs(model, resolved, args.seed)
+        feeds = {**random_inputs(model, {k: v for k, v in resolved.items() if k not in given}, args.seed), **given}
+        feeds = {s.name: feeds[s.name] for s in model.inputs}
         spec = model.specialization(resolved)
         t0 = time.perf_counter()
         ref = model.run(None, feeds)  # loads/compiles the kernels
@@ -65,12 +86,17 @@ def main(args: argparse.Namespace) -> int:
                                         for a, b in zip(ref, theirs) if a.size), default=0.0)
             fns["onnxruntime"] = lambda: sess.run(None, feeds)
             prog.update("onnxruntime", 1, 1)
-        stats = measure(fns, runs=args.runs, warmup=args.warmup, progress=prog.update)
+        stats = measure(fns, runs=args.runs, warmup=args.warmup, progress=prog.update, seconds=args.seconds)
+    memory = {"peak_rss_bytes": peak_rss_bytes(), "arena_bytes": spec.program.arena_bytes}
     flops = sum(node_flops(n) for n in spec.graph.nodes)
+    first = resolved[model.inputs[0].name] if model.inputs else ()
+    batch = int(first[0]) if first else 1
     base = stats["cnnjit"]["median_ms"]
     for s in stats.values():
         s["ratio"] = s["median_ms"] / base if base else None
         s["gflops"] = flops / (s["median_ms"] * 1e6) if s["median_ms"] else None
+        s["samples_per_s"] = s["throughput_per_s"] * batch if s["throughput_per_s"] else None
+    runs = stats["cnnjit"]["runs"]
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
     png = None
     if args.png:
@@ -78,26 +104,54 @@ def main(args: argparse.Namespace) -> int:
             png = str(bar_chart(stats, args.png, f"{Path(args.model).name} ({args.runs} runs, {threads})"))
         except OSError as e:
             raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
-    doc = {"model": args.model, "shapes": resolved, "notes": notes, "runs": args.runs, "warmup": args.warmup,
-           "threads": args.threads, "fused": not args.unfused, "flops": flops, "compile_s": compile_s,
-           "first_run_s": first_s, "results": stats, "max_abs_diff": diffs, "png": png}
+    doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
+           "seconds": args.seconds, "warmup": args.warmup, "threads": args.threads, "fused": not args.unfused,
+           "inputs": {k: "file" if k in given else "random" for k in feeds}, "flops": flops,
+           "compile_s": compile_s, "first_run_s": first_s, "results": stats, "memory": memory,
+           "max_abs_diff": diffs, "png": png}
     if args.json:
         emit_json(doc)
         return EXIT_OK
-    rows = [[name, f"{s['median_ms']:.3f}", f"{s['min_ms']:.3f}", f"{s['p90_ms']:.3f}",
-             f"{s['ratio']:.2f}x" if s["ratio"] else "-", f"{s['gflops']:.2f}" if s["gflops"] else "-"]
+    vs = len(stats) > 1  # the ratio column only when there is something to compare
+    rows = [[name, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}"]
+            + ([f"{s['ratio']:.2f}x" if s["ratio"] else "-"] if vs else [])
+            + [f"{s['gflops']:.2f}" if s["gflops"] else "-",
+               f"{s['throughput_per_s']:.1f}" if s["throughput_per_s"] else "-"]
             for name, s in stats.items()]
-    footer = [f"{si(flops, 'FLOP')} per run (2 x MACs of Conv/Gemm/MatMul, + elementwise); {args.runs} interleaved "
-              f"runs after {args.warmup} warm-up; ratio = median / cnnjit median",
+    rss = memory["peak_rss_bytes"]
+    how = f"in {args.seconds:g} s" if args.seconds else "interleaved"
+    footer = [f"{si(flops, 'FLOP')} per run (2 x MACs of Conv/Gemm/MatMul, + elementwise); {runs} runs {how} "
+              f"after {args.warmup} warm-up" + ("; ratio = median / cnnjit median" if vs else ""),
+              f"batch {batch}: {stats['cnnjit']['samples_per_s']:.1f} samples/s (cnnjit); inf/s = runs per second",
+              f"memory: peak RSS {nbytes(rss) if rss is not None else '-'} (whole process), arena "
+              f"{nbytes(memory['arena_bytes'])} (the compiled schedule's scratch)",
               f"compile {ms(compile_s)} ms, first run {ms(first_s)} ms (loads kernels)"]
+    if given:
+        footer.append("inputs from files: " + ", ".join(clean(k, 40) for k in given))
     footer += [f"max |cnnjit - {k}| = {v:.3g}" for k, v in diffs.items()]
     if png:
         footer.append(f"wrote {png}")
-    print_table(f"{Path(args.model).name} ({shapes_text(resolved)}), {threads}"
-                + (" unfused" if args.unfused else ""),
-                ["engine", "median ms", "min ms", "p90 ms", "ratio", "GFLOP/s"], rows,
-                right=("median ms", "min ms", "p90 ms", "ratio", "GFLOP/s"), footer=footer)
+    cols = ["engine", "median ms", "p90 ms", "p99 ms", "min ms"] + (["ratio"] if vs else []) + ["GFLOP/s", "inf/s"]
+    print_table(f"{Path(args.model).name} ({shapes_text(resolved)}), batch {batch}, {threads}"
+                + (" unfused" if args.unfused else ""), cols, rows, right=cols[1:], footer=footer)
     return EXIT_OK
+
+
+def _input_files(model: str, items: list[str] | None) -> dict[str, Any]:
+    """``--input`` items (``NAME=FILE.npy``, ``FILE.npz``, or a bare ``FILE.npy`` for a one-input model) as
+    arrays by input name, read as ``cnnjit run`` reads them."""
+    given: dict[str, Any] = {}
+    for item in items or []:
+        name, sep, fname = item.rpartition("=")
+        given.update(_load_input_file(name if sep else "", fname if sep else item))
+    if "" in given:  # a bare FILE.npy: the model's only input (read the model's inputs to name it)
+        specs = input_specs(load_model(model))
+        if len(specs) != 1:
+            raise UsageError(f"the model has {len(specs)} inputs: name the one a bare .npy file is for",
+                             "pass --input NAME=FILE.npy; the model's inputs are "
+                             + ", ".join(s.describe() for s in specs))
+        given[specs[0].name] = given.pop("")
+    return given
 
 
 def _require_matplotlib() -> None:

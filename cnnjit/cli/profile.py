@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from .common import EXIT_OK, UsageError, check_model_path, parse_shapes
+from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes
 from .flags import DeprecatedAlias, compile_options, model_argument, runs_option
 from .output import Progress, clean, emit_json, note, print_table, si
 
 HELP = "time every kernel call of the compiled schedule, slowest first"
 EPILOG = """example:
   cnnjit profile model.onnx --runs 50 --rows 10
+  cnnjit profile model.onnx --trace trace.json     (open it in https://ui.perfetto.dev or chrome://tracing)
 
 Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
 with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread). With the numba
 entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
 so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
 --uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
-as the peak instead of a generated vector FMA loop. (--rows was called --top before; that still works.)"""
+as the peak instead of a generated vector FMA loop. (--rows was called --top before; that still works.)
+A second table sums the calls per op type (a fused group counts as its own type, e.g. Conv+Relu).
+--trace writes one profiled run (the one of median total) as a Chrome trace: an event per kernel call."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
@@ -32,10 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peak", choices=["fma", "sgemm"], default="fma",
                    help="the peak for '%% peak': measured vector FMA loop (default) or numpy sgemm")
     p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--trace", metavar="OUT.json",
+                   help="write one profiled run as a Chrome trace (chrome://tracing, Perfetto): an event per call")
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.profile import profile_model
+    from cnnjit.profile import profile_model, write_chrome_trace
 
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")
@@ -50,6 +55,12 @@ def main(args: argparse.Namespace) -> int:
     rows = sorted(doc["calls"], key=lambda r: -r["median_ms"])
     doc["calls"] = rows
     doc["total_ms"] = doc["sum_ms"]
+    doc["trace_file"] = args.trace
+    if args.trace:
+        try:
+            write_chrome_trace(doc, args.trace)
+        except OSError as e:
+            raise CliError(f"cannot write {args.trace!r}: {e.strerror or e}") from None
     if args.json:
         emit_json(doc)
         return EXIT_OK
@@ -76,4 +87,11 @@ def main(args: argparse.Namespace) -> int:
     print_table(f"{clean(doc['name'], 40)}: time per kernel call, slowest first",
                 ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak"], table,
                 right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer)
+    print()
+    by_op = [[r["op"], str(r["calls"]), f"{r['total_ms']:.4f}", f"{r['percent']:.1f}",
+              f"{r['gflops']:.2f}" if r["flops"] else "-"] for r in doc["by_op"]]
+    foot = [f"wrote {args.trace}: run {doc['trace_run'] + 1} of {args.runs} ({doc['trace_run_ms']:.3f} ms, the "
+            "median), one event per call"] if args.trace else []
+    print_table("time per op type, slowest first", ["op type", "calls", "total ms", "%", "GFLOP/s"], by_op,
+                right=("calls", "total ms", "%", "GFLOP/s"), footer=foot)
     return EXIT_OK

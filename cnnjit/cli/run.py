@@ -18,6 +18,7 @@ from .output import clean, emit_json, ms, note
 HELP = "run a model on inputs from .npy files or random data"
 EPILOG = """example:
   cnnjit run model.onnx --random
+  cnnjit run model.onnx --fill zeros
   cnnjit run model.onnx --input input_1=x.npy -o y.npy --json
   cnnjit run model.onnx --random --shape input_1=4,3,32,32 --threads 2 --runs 50
 
@@ -35,7 +36,9 @@ def parents() -> list[argparse.ArgumentParser]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="an input from a .npy file (repeat)")
-    p.add_argument("--random", action="store_true", help="seeded random data for inputs not given")
+    p.add_argument("--random", action="store_true", help="seeded random data for inputs not given (= --fill random)")
+    p.add_argument("--fill", choices=["zeros", "ones", "random"],
+                   help="data for inputs not given: zeros, ones or seeded random (default random with --random)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="top-K classes to show (default 5; 0: none)")
 
@@ -67,12 +70,13 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError(f"--shape {name}={','.join(map(str, dims))} does not match the shape "
                              f"{tuple(given[name].shape)} of its --input")
     missing = [s for s in model.inputs if s.name not in given]
-    if missing and not args.random:
+    fill = args.fill or ("random" if args.random else None)
+    if missing and not fill:
         raise UsageError("no data for input(s) " + ", ".join(s.describe() for s in missing),
-                         f"pass --input {missing[0].name}=FILE.npy, or --random for seeded random data")
+                         f"pass --input {missing[0].name}=FILE.npy, or --random (--fill zeros|ones) to fill them")
     notes: list[str] = []
-    given.update(random_inputs(model, {s.name: _random_shape(s, shapes.get(s.name), notes) for s in missing},
-                               args.seed))
+    filled = random_inputs(model, {s.name: _random_shape(s, shapes.get(s.name), notes) for s in missing}, args.seed)
+    given.update(filled if fill == "random" else {k: np.full_like(v, fill == "ones") for k, v in filled.items()})
     for n in notes:
         note(n)
     feeds = {s.name: given[s.name] for s in model.inputs}
