@@ -96,6 +96,17 @@ def test_info_compiles_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert not cache.exists() or not any(cache.rglob("*")), sorted(cache.rglob("*"))
 
 
+def _model(graph: onnx.GraphProto, opsets: dict[str, int]) -> onnx.ModelProto:
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    m.ir_version = 8
+    return m
+
+
+def _saved(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, path)
+    return path
+
+
 def unsupported_model() -> onnx.ModelProto:
     """Relu, then an LSTM (not a CNN op) and a custom-domain op: what ``run`` refuses."""
     rng = np.random.default_rng(0)
@@ -106,14 +117,11 @@ def unsupported_model() -> onnx.ModelProto:
              helper.make_node("Frobnicate", ["h"], ["y"], name="custom", domain="com.example")]
     graph = helper.make_graph(nodes, "unsupported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, r])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("com.example", 1)])
-    m.ir_version = 8
-    return m
+    return _model(graph, {"": 14, "com.example": 1})
 
 
 def test_info_unsupported_ops_listed_all_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "unsupported.onnx"
-    onnx.save(unsupported_model(), path)
+    path = _saved(unsupported_model(), tmp_path / "unsupported.onnx")
     doc = _info(str(path))
     assert not doc["supported"]
     assert [(u["op"], u["name"], u["opset"]) for u in doc["unsupported"]] == [("LSTM", "rnn", 14),
@@ -145,14 +153,11 @@ def symbolic_model() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "symbolic",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H2", None])], [b])
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 8
-    return m
+    return _model(graph, {"": 13})
 
 
 def test_info_symbolic_input_with_and_without_shape(tmp_path: Path) -> None:
-    path = tmp_path / "symbolic.onnx"
-    onnx.save(symbolic_model(), path)
+    path = _saved(symbolic_model(), tmp_path / "symbolic.onnx")
     # without --shape: the symbols are set to 1 (noted), where the pool does not fit; info still describes it
     doc = _info(str(path))
     assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": ["N", 3, "H", "W"]}]
