@@ -57,11 +57,12 @@ def _declared(spec: InputSpec) -> list[int | str | None] | None:
 
 
 def _value(vi: onnx.ValueInfoProto, what: str) -> dict[str, Any]:
+    """A declared graph output; ``shape_at``: its shape at the input shapes, filled in by ``_at_shapes``."""
     try:
         spec = value_spec(vi, what)
     except ModelError:  # an output without a (supported) tensor type: still listed, by name
-        return {"name": vi.name, "dtype": None, "shape": None}
-    return {"name": spec.name, "dtype": str(spec.dtype), "shape": _declared(spec)}
+        return {"name": vi.name, "dtype": None, "shape": None, "shape_at": None}
+    return {"name": spec.name, "dtype": str(spec.dtype), "shape": _declared(spec), "shape_at": None}
 
 
 def _constant_elements(node: onnx.NodeProto) -> int:
@@ -179,7 +180,7 @@ def main(args: argparse.Namespace) -> int:
     rows = [["input", s["name"], s["dtype"], _dims_text(s["shape"]),
              "x".join(map(str, doc["shapes"][s["name"]])) if doc["shapes"] else "?"] for s in doc["inputs"]]
     rows += [["output", s["name"], s["dtype"] or "?", _dims_text(s["shape"]),
-              "x".join(map(str, s["shape_at"])) if "shape_at" in s else "?"] for s in doc["outputs"]]
+              "x".join(map(str, s["shape_at"])) if s["shape_at"] is not None else "?"] for s in doc["outputs"]]
     print_table("inputs and outputs", ["", "name", "dtype", "declared shape", at], rows)
     ops = ", ".join(f"{clean(op, 32)}\u00a0{n}" for op, n in doc["op_counts"].items())  # no break inside
     print(textwrap.fill(f"{doc['nodes']} nodes: {ops}", width=80, subsequent_indent="  ").replace("\u00a0", " "))
