@@ -32,10 +32,11 @@ EPILOG = """example:
   cnnjit info model.onnx
   cnnjit info model.onnx --shape x=1,3,48,320 --json
 
-Inputs and outputs as the model declares them (symbolic dimensions by name) and at the given shapes, opsets,
-producer, op counts, parameters (initializer elements), FLOPs per run at --shape (symbolic dimensions = 1
-otherwise; counted after cnnjit's passes, as 'cnnjit inspect' does), and every node whose op cnnjit does not
-support. Nothing is compiled. A model with unsupported ops is described too (exit code 0)."""
+Inputs and outputs as the model declares them (symbolic dimensions by name) and at the given
+shapes, opsets, producer, op counts, parameters (elements of initializers and Constant nodes), FLOPs
+per run at --shape (symbolic dimensions = 1 otherwise; counted after cnnjit's passes, as 'cnnjit
+inspect' does), and every node whose op cnnjit does not support. Nothing is compiled. A model with
+unsupported ops is described too (exit code 0)."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
