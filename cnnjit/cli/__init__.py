@@ -1,5 +1,6 @@
 """The ``cnnjit`` command line: run, inspect, draw, benchmark and profile ONNX models; run conformance.
 
+    cnnjit info model.onnx [--shape x=1,3,48,320] [--json]
     cnnjit run model.onnx --random [--shape x=1,3,32,32] [--threads 2] [--unfused] [--runs 10] [-o y.npy]
     cnnjit inspect model.onnx [--after fuse_epilogue] [--unfused] [--json]
     cnnjit graph model.onnx -o graph.svg
@@ -35,14 +36,14 @@ import onnx
 from cnnjit import __version__
 from cnnjit.errors import CnnjitError
 
-from . import bench, cache, conformance, graph, inspect, profile, prune, quantize, run, warm
+from . import bench, cache, conformance, graph, info, inspect, profile, prune, quantize, run, warm
 from . import compile as compile_command
 from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir, resolve_model
 from .flags import global_options
 from .output import clean, emit_json
 
 #: the commands in ``--help`` order, by name
-COMMANDS = {"run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
+COMMANDS = {"info": info, "run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
             "conformance": conformance, "cache": cache, "warm": warm, "compile": compile_command,
             "prune": prune, "quantize": quantize}
 
@@ -80,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
 # errors and the entry point
 # =========================================================================================================
 _HINTS = {
-    "UnsupportedOpError": "'cnnjit conformance' lists the operators cnnjit supports",
-    "InputError": "'cnnjit inspect MODEL' shows the model's inputs and their shapes",
+    "UnsupportedOpError": "'cnnjit info MODEL' lists every op of the model that cnnjit does not support",
+    "InputError": "'cnnjit info MODEL' shows the model's inputs and their shapes",
     "ShapeError": "the model's shapes are inconsistent; check it with onnx.checker.check_model(model, full_check=True)",
     "ModelError": "is it an ONNX model? check it with: python -c \"import onnx; onnx.checker.check_model('MODEL')\"",
     "ResourceLimitError": "the model is larger than cnnjit's limits for tiny CNNs",

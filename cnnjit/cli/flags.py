@@ -54,12 +54,18 @@ def model_argument(help: str = "an .onnx file") -> argparse.ArgumentParser:
     return p
 
 
-def compile_options() -> argparse.ArgumentParser:
-    """``--shape NAME=DIMS`` (repeat: one per input), ``--threads N``, ``--unfused``: how the model is compiled."""
+def shape_option() -> argparse.ArgumentParser:
+    """``--shape NAME=DIMS`` (repeat: one per input): the input shapes (alone on ``info``, which compiles nothing)."""
     p = _parent()
     p.add_argument("--shape", action="append", metavar="NAME=DIMS",
                    help="concrete input shape, e.g. input_1=1,3,32,32; repeat for several inputs "
                         "(default: declared dims, symbolic ones = 1)")
+    return p
+
+
+def compile_options() -> argparse.ArgumentParser:
+    """``--shape NAME=DIMS`` (repeat: one per input), ``--threads N``, ``--unfused``: how the model is compiled."""
+    p = argparse.ArgumentParser(add_help=False, parents=[shape_option()])
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="compile with threads=N (large layers split over N threads of numba's pool) and run "
                         "numba with N threads (default 1)")

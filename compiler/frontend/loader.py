@@ -18,7 +18,7 @@ from .validate import validate_graph
 
 @dataclass(frozen=True)
 class InputSpec:
-    """A graph input as declared by the model: name, element type, and dims (int, or None if symbolic)."""
+    """A graph input (or output) as declared by the model: name, element type, dims (int, or None if symbolic)."""
 
     name: str
     dtype: np.dtype
@@ -214,24 +214,24 @@ def opset_version(model: onnx.ModelProto) -> int:
 def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     """The model's real inputs (graph inputs that are not initializers), as declared."""
     inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        if not vi.type.HasField("tensor_type"):
-            raise ModelError(f"graph input {vi.name!r} is not a tensor; cnnjit supports tensor inputs only")
-        dtype = elem_dtype(tt.elem_type, f"graph input {vi.name!r}")
-        if not tt.HasField("shape"):
-            specs.append(InputSpec(vi.name, dtype, None))
-            continue
-        dims, names = [], []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value") and d.dim_value >= 0:
-                dims.append(int(d.dim_value))
-                names.append("")
-            else:
-                dims.append(None)
-                names.append(d.dim_param if d.HasField("dim_param") else "")
-        specs.append(InputSpec(vi.name, dtype, tuple(dims), tuple(names)))
-    return specs
+    return [value_spec(vi, "graph input") for vi in model.graph.input if vi.name not in inits]
+
+
+def value_spec(vi: onnx.ValueInfoProto, what: str) -> InputSpec:
+    """A declared graph input or output (``what`` names which, for errors): element type and dims, with the
+    names of the symbolic ones; a ``ModelError`` if it is not a tensor of a supported element type."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        raise ModelError(f"{what} {vi.name!r} is not a tensor; cnnjit supports tensors only")
+    dtype = elem_dtype(tt.elem_type, f"{what} {vi.name!r}")
+    if not tt.HasField("shape"):
+        return InputSpec(vi.name, dtype, None)
+    dims, names = [], []
+    for d in tt.shape.dim:
+        if d.HasField("dim_value") and d.dim_value >= 0:
+            dims.append(int(d.dim_value))
+            names.append("")
+        else:
+            dims.append(None)
+            names.append(d.dim_param if d.HasField("dim_param") else "")
+    return InputSpec(vi.name, dtype, tuple(dims), tuple(names))
