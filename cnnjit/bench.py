@@ -131,4 +131,4 @@ def bar_chart(stats: Mapping[str, Mapping[str, float]], path: str | Path, title:
     return path
 
 
-__all__ = ["summarize", "measure", "ort_session", "bar_chart", "cpu_name"]
+__all__ = ["summarize", "measure", "ort_session", "bar_chart"]

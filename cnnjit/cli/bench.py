@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             title = (f"{Path(args.model).name}, input {shapes_text(resolved)}"
                      + (" (unfused)" if args.unfused else "")
-                     + f"\n{cpu_name()}, {threads}, {args.runs} runs after {args.warmup} warm-up")
+                     + f"\n{cpu_name()}, {threads}, {stats['cnnjit']['runs']} runs after {args.warmup} warm-up")
             png = str(bar_chart(stats, args.png, title))
         except OSError as e:
             raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
