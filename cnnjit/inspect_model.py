@@ -410,8 +410,8 @@ def _after_boxes(t: Trace, prefix: str, collapse: bool) -> tuple[list[str], list
         lines.append(dot_escape(",".join(_shape(v) for v in members[-1].outputs)))
         if kern:
             lines.append(dot_escape("kernel " + kern, 60))
-        elif get_op(n.op).view:
-            lines.append("(view)")
+        else:  # no call of its own, as ``layer_rows`` says
+            lines.append("(view)" if get_op(n.op).view else "(in place)")
         stmts.append(f'    {name} [fillcolor="{fill}", label={_label(*lines)}];')
     for i, v in enumerate(g.outputs):
         name = f"{prefix}_out{i}"

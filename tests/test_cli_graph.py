@@ -96,6 +96,7 @@ def test_after_only_is_the_default(small: Path, tmp_path: Path) -> None:
     # a name that only repeats the op is not shown: the Gemm named "fc" shows it, the Softmax named "softmax" not
     assert any(t.startswith("Gemm\nfc\n") for t in texts)
     assert any(t.startswith("Softmax\n1x6") for t in texts)
+    assert any(t.startswith("Reshape\nflatten\n") and t.endswith("(view)") for t in texts)  # no kernel of its own
     # and the both view still draws the graph before fusion beside it
     svg2 = tmp_path / "both.svg"
     assert run_cli("graph", small, "-o", svg2, "--view", "both").returncode == 0
