@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import math
+import platform
 import statistics
 import sys
 import time
@@ -123,8 +124,25 @@ def ort_session(model_bytes: bytes, threads: int = 1) -> Any:
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows, for chart titles."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                    return " ".join(value.split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def bar_chart(stats: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> Path:
-    """A PNG bar chart of median latency per engine, with min..p90 whiskers (matplotlib, Agg backend)."""
+    """A PNG bar chart of median latency per engine, with min..p90 whiskers (matplotlib, Agg backend).
+
+    Each value label sits past its whisker's end (never on it); ``title`` (it may span lines: the CLI puts
+    the model, input shape, CPU and thread count there) is drawn and also stored as the PNG's ``Title``.
+    """
     try:
         import matplotlib
 
@@ -137,19 +155,23 @@ def bar_chart(stats: Mapping[str, Mapping[str, float]], path: str | Path, title:
     med = [stats[n]["median_ms"] for n in names]
     lo = [stats[n]["median_ms"] - stats[n]["min_ms"] for n in names]
     hi = [stats[n]["p90_ms"] - stats[n]["median_ms"] for n in names]
-    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.6 * len(names)), dpi=100)
+    top = max(stats[n]["p90_ms"] for n in names)
+    title_lines = title.count("\n") + 1 if title else 0
+    fig, ax = plt.subplots(figsize=(7, 1.3 + 0.6 * len(names) + 0.2 * title_lines), dpi=100)
     ax.barh(names, med, xerr=[lo, hi], color=["#2563eb", "#9ca3af", "#f59e0b", "#10b981"][: len(names)],
-            capsize=4)
-    for y, m in enumerate(med):
-        ax.text(m, y, f" {m:.3f} ms", va="center", ha="left", fontsize=9)
+            capsize=4, error_kw={"ecolor": "#374151", "elinewidth": 1})
+    for y, n in enumerate(names):
+        ax.annotate(f"{med[y]:.3f} ms", (stats[n]["p90_ms"], y), xytext=(8, 0), textcoords="offset points",
+                    va="center", ha="left", fontsize=9)
     ax.set_xlabel("latency per inference, ms (bar: median; whiskers: min..p90)")
-    ax.set_xlim(0, max(med + [s["p90_ms"] for s in stats.values()]) * 1.35)
+    ax.set_xlim(0, top * 1.45)
     ax.invert_yaxis()
+    ax.spines[["top", "right"]].set_visible(False)
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title.replace("$", r"\$"), fontsize=9, loc="left")  # "$" would start matplotlib mathtext
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", metadata={"Title": title or "cnnjit bench", "Software": "cnnjit"})
     plt.close(fig)
     return path
 

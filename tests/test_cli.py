@@ -209,7 +209,7 @@ needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'do
 @needs_dot
 def test_graph_svg_and_png(model_path: Path, tmp_path: Path) -> None:
     svg = tmp_path / "g.svg"
-    r = run_cli("graph", model_path, "-o", svg)
+    r = run_cli("graph", model_path, "-o", svg, "--view", "both")  # the default view is after-only
     assert r.returncode == 0, r.stderr
     root = ET.parse(svg).getroot()
     assert root.tag.endswith("svg")
@@ -232,7 +232,7 @@ def test_graph_svg_and_png(model_path: Path, tmp_path: Path) -> None:
 
 def test_graph_without_dot_writes_dot_file(model_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "g.svg"
-    r = run_cli("graph", model_path, "-o", out, env={"CNNJIT_DOT": str(tmp_path / "no-dot-here")})
+    r = run_cli("graph", model_path, "-o", out, "--view", "both", env={"CNNJIT_DOT": str(tmp_path / "no-dot-here")})
     assert r.returncode == 0, r.stderr
     assert "'dot' not found" in r.stderr and not out.exists()
     dot = (tmp_path / "g.dot").read_text()

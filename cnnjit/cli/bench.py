@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.bench import bar_chart, measure, ort_session, peak_rss_bytes
+    from cnnjit.bench import bar_chart, cpu_name, measure, ort_session, peak_rss_bytes
     from cnnjit.inspect_model import node_flops
 
     if args.runs < 1 or args.warmup < 0 or args.threads < 1:
@@ -101,7 +101,10 @@ def main(args: argparse.Namespace) -> int:
     png = None
     if args.png:
         try:
-            png = str(bar_chart(stats, args.png, f"{Path(args.model).name} ({args.runs} runs, {threads})"))
+            title = (f"{Path(args.model).name}, input {shapes_text(resolved)}"
+                     + (" (unfused)" if args.unfused else "")
+                     + f"\n{cpu_name()}, {threads}, {stats['cnnjit']['runs']} runs after {args.warmup} warm-up")
+            png = str(bar_chart(stats, args.png, title))
         except OSError as e:
             raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
     doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
