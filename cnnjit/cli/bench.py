@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
-from .flags import compile_options, model_argument, runs_option
+from .flags import at_least, compile_options, model_argument, runs_option
 from .output import Progress, emit_json, ms, print_table, shapes_text, si
 
 HELP = "time a model (optionally against onnxruntime)"
@@ -26,9 +26,9 @@ def parents() -> list[argparse.ArgumentParser]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs", action="append", choices=["onnxruntime"], help="also time this engine")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--warmup", type=at_least(0), default=5, help="untimed warm-up runs (default 5)")
     p.add_argument("--png", metavar="OUT.png", help="draw a bar chart (needs matplotlib)")
-    p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random input seed (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:

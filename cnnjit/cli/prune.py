@@ -7,7 +7,7 @@ import argparse
 from cnnjit.prune import prune
 
 from .common import EXIT_OK, UsageError, check_model_path, save_model
-from .flags import model_argument, output_option
+from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
 HELP = "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model"
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="magnitude threshold per layer (default) or over all layers")
     p.add_argument("--exclude", action="append", metavar="NODE", help="a layer (node name) to keep dense (repeat)")
     p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
-    p.add_argument("--samples", type=int, default=2, help="random inputs for the deviation report (default 2)")
+    p.add_argument("--samples", type=at_least(0), default=2, help="random inputs for the deviation report (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.quantize import quantize
 
 from .common import EXIT_OK, UsageError, check_model_path, save_model
-from .flags import model_argument, output_option
+from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
 HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
@@ -36,8 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="range calibration (default minmax)")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
-    p.add_argument("--batches", type=int, default=16, help="calibration batches to use (default 16; 0: all files)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random calibration inputs (default 0)")
+    p.add_argument("--batches", type=at_least(0), default=16,
+                   help="calibration batches to use (default 16; 0: all files)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the random calibration inputs (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
