@@ -55,13 +55,13 @@ class ParseError(UsageError):
         self.prog = prog
 
 
-def did_you_mean(words: Iterable[str], choices: Iterable[str]) -> str:
+def did_you_mean(words: Iterable[str], choices: Iterable[str], quote: bool = False) -> str:
     """``"; did you mean X or Y?"`` for the close matches (difflib) of ``words`` among ``choices``, or ``""``:
-    up to three for one word, the closest one each for several."""
+    up to three for one word, the closest one each for several; ``quote``: as Python literals (names)."""
     pool, words = list(dict.fromkeys(choices)), list(words)
     n = 3 if len(words) == 1 else 1
     close = [m for w in words for m in difflib.get_close_matches(w, pool, n=n, cutoff=0.6)]
-    return f"; did you mean {' or '.join(dict.fromkeys(close))}?" if close else ""
+    return f"; did you mean {' or '.join(map(repr if quote else str, dict.fromkeys(close)))}?" if close else ""
 
 
 class Parser(argparse.ArgumentParser):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.prune import prune
 
-from .common import EXIT_OK, UsageError, check_model_path, save_model
+from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, save_model
 from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
@@ -41,8 +43,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--method must be magnitude, channel or an N:M pattern like 2:4, got {method!r}")
     if ":" not in method and args.sparsity is None:
         raise UsageError(f"--method {method} needs --sparsity (a fraction in [0, 1])")
+    proto = load_model(args.model)
+    _check_exclude(proto, args.exclude or [])
     try:
-        pruned = prune(args.model, args.sparsity, method, scope=args.scope,
+        pruned = prune(proto, args.sparsity, method, scope=args.scope,
                        keep_first_last=not args.prune_first_last, exclude=args.exclude or ())
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -58,3 +62,16 @@ def main(args: argparse.Namespace) -> int:
               f"{dev['max_abs_diff']:.4g}, cosine {dev['cosine']:.4f}, argmax agreement {dev['argmax_agreement']:.0%}")
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _check_exclude(proto: Any, exclude: list[str]) -> None:
+    """A usage error naming the ``--exclude`` names that are no node of the model, with close matches among
+    its node names (``prune`` would silently keep nothing dense)."""
+    names = [n.name for n in proto.graph.node if n.name]
+    unknown = [x for x in dict.fromkeys(exclude) if x not in set(names)]
+    if unknown:
+        layers = [n.name for n in proto.graph.node if n.name and n.op_type in ("Conv", "Gemm", "MatMul")]
+        raise UsageError(f"--exclude names no node of the model: {', '.join(map(repr, unknown))}"
+                         + did_you_mean(unknown, names, quote=True),
+                         f"its Conv/Gemm/MatMul nodes ({len(layers)}): " + ", ".join(layers)
+                         if layers else "the model has no Conv/Gemm/MatMul node to prune")

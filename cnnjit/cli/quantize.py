@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.quantize import quantize
 
-from .common import EXIT_OK, UsageError, check_model_path, save_model
+from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, save_model
 from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
@@ -72,11 +73,38 @@ def _calibration_batches(model: str, source: str, count: int, seed: int) -> list
         raise UsageError(f"--calibration must be 'random' or a folder of .npy/.npz files, got {source!r}")
     batches = []
     for f in sorted(folder.iterdir()):
-        if f.suffix == ".npy" and len(specs) == 1:
-            batches.append({specs[0].name: np.load(f)})
-        elif f.suffix == ".npz":
-            with np.load(f) as z:
-                batches.append({k: z[k] for k in z.files})
+        if f.suffix == ".npy" and len(specs) == 1 or f.suffix == ".npz":
+            batches.append(_load_batch(f, specs))
     if not batches:
         raise UsageError(f"no calibration batches (.npy for single-input models, .npz otherwise) in {source!r}")
     return batches[:count] if count > 0 else batches
+
+
+_CAL_HINT = "each file holds one batch of the model's inputs: .npy for a single-input model, else .npz by input name"
+
+
+def _load_batch(f: Path, specs: list[Any]) -> dict[str, np.ndarray]:
+    """One calibration batch from ``f`` (.npy: the single input; .npz: by input name), checked against the
+    model's inputs ``specs`` so that a wrong file is reported by its name, not as a bad input deep inside."""
+    try:
+        data = np.load(f, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            batch = {specs[0].name: data}
+        else:
+            with data:
+                batch = {k: data[k] for k in data.files}
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for bad files
+        raise UsageError(f"calibration file {str(f)!r} is not a file numpy can read ({type(e).__name__})",
+                         _CAL_HINT) from None
+    names = [s.name for s in specs]
+    missing, unknown = [n for n in names if n not in batch], [k for k in batch if k not in names]
+    if missing or unknown:
+        raise UsageError(f"calibration file {str(f)!r} holds arrays {sorted(batch)}, the model's inputs are {names}"
+                         + did_you_mean(unknown, names, quote=True), _CAL_HINT)
+    for s in specs:
+        x = batch[s.name]
+        if s.dims is not None and (x.ndim != len(s.dims)
+                                   or any(w is not None and g != w for g, w in zip(x.shape, s.dims))):
+            raise UsageError(f"calibration file {str(f)!r}: input {s.name!r} has shape {x.shape}, the model "
+                             f"expects {s.describe()}", _CAL_HINT)
+    return batch
