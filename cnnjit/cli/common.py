@@ -56,11 +56,11 @@ class ParseError(UsageError):
 
 
 def did_you_mean(words: Iterable[str], choices: Iterable[str], quote: bool = False) -> str:
-    """``"; did you mean X or Y?"`` for the close matches (difflib) of ``words`` among ``choices``, or ``""``:
-    up to three for one word, the closest one each for several; ``quote``: as Python literals (names)."""
-    pool, words = list(dict.fromkeys(choices)), list(words)
-    n = 3 if len(words) == 1 else 1
-    close = [m for w in words for m in difflib.get_close_matches(w, pool, n=n, cutoff=0.6)]
+    """``"; did you mean X or Y?"`` for the closest match (difflib) of each of ``words`` among ``choices``, or
+    ``""`` if none is close; ``quote``: as Python literals (names). Leading dashes are not compared
+    (``--treads`` is close to ``--threads``, not to every ``--`` flag)."""
+    pool = {c.lstrip("-"): c for c in choices}
+    close = [pool[m] for w in words for m in difflib.get_close_matches(w.lstrip("-"), list(pool), n=1, cutoff=0.6)]
     return f"; did you mean {' or '.join(map(repr if quote else str, dict.fromkeys(close)))}?" if close else ""
 
 
