@@ -180,7 +180,7 @@ def test_unsupported_op_hint_names_info(tmp_path: Path) -> None:
     r = run_cli("inspect", tmp_path / "einsum.onnx")
     line = assert_one_line_error(r, 1)
     assert "Einsum" in line
-    assert r.stderr.splitlines()[-1].startswith("hint: 'cnnjit info MODEL' lists the model's operators")
+    assert r.stderr.splitlines()[-1].startswith("hint: 'cnnjit info MODEL' lists every op")
 
 
 # ---- item 7: conformance ----------------------------------------------------------------------------------

@@ -92,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 # errors and the entry point
 # =========================================================================================================
 _HINTS = {
-    "UnsupportedOpError": "'cnnjit info MODEL' lists the model's operators and which ones cnnjit does not support",
-    "InputError": "'cnnjit inspect MODEL' shows the model's inputs and their shapes",
+    "UnsupportedOpError": "'cnnjit info MODEL' lists every op of the model that cnnjit does not support",
+    "InputError": "'cnnjit info MODEL' shows the model's inputs and their shapes",
     "ShapeError": "the model's shapes are inconsistent; check it with onnx.checker.check_model(model, full_check=True)",
     "ModelError": "is it an ONNX model? check it with: python -c \"import onnx; onnx.checker.check_model('MODEL')\"",
     "ResourceLimitError": "the model is larger than cnnjit's limits for tiny CNNs",
