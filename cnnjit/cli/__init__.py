@@ -38,7 +38,17 @@ from cnnjit.errors import CnnjitError
 
 from . import bench, cache, conformance, graph, info, inspect, profile, prune, quantize, run, warm
 from . import compile as compile_command
-from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir, resolve_model
+from .common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    ParseError,
+    Parser,
+    UsageError,
+    check_dump_ir,
+    resolve_model,
+)
 from .flags import global_options
 from .output import clean, emit_json
 
@@ -69,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "(or failed step), 2 usage error.")
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = {}
     for name, mod in COMMANDS.items():
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[*mod.parents(), common],
                            epilog=mod.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(func=mod.main)
+        parser.commands[name] = p
     return parser
 
 
@@ -116,6 +128,15 @@ def _report(cmd: str, kind: str, message: str, hint: str, code: int, as_json: bo
     return code
 
 
+def _json_requested(argv: list[str] | None) -> bool:
+    """Whether the command line asks for ``--json`` (or an abbreviation argparse would take), for errors
+    found before it is parsed: with it, even those print one JSON document."""
+    tokens = sys.argv[1:] if argv is None else list(argv)
+    if "--" in tokens:
+        tokens = tokens[: tokens.index("--")]
+    return any(t.startswith("--j") and "--json".startswith(t) for t in map(str, tokens))
+
+
 def _setup_logging(level: int) -> None:
     if level <= 0:
         return
@@ -131,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:  # --help, --version, usage errors
+    except ParseError as e:  # a usage error found by argparse: reported like the others (JSON under --json)
+        return _report(e.prog, "UsageError", str(e), e.hint, EXIT_USAGE, _json_requested(argv))
+    except SystemExit as e:  # --help, --version
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     if not getattr(args, "command", None):
+        if getattr(args, "json", False):
+            return _report("cnnjit", "UsageError", "no command given", "'cnnjit --help' lists the commands",
+                           EXIT_USAGE, True)
         parser.print_help()
         return EXIT_USAGE
     as_json = bool(getattr(args, "json", False))
@@ -149,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if isinstance(e, UsageError):
-            return _report(cmd, "UsageError", str(e), e.hint or f"{cmd} --help shows the options and an example",
+            return _report(cmd, "UsageError", str(e), e.hint or f"'{cmd} --help' shows the options and an example",
                            EXIT_USAGE, as_json)
         if isinstance(e, CliError):
             return _report(cmd, "CliError", str(e), e.hint, EXIT_ERROR, as_json)

@@ -11,7 +11,7 @@ from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.stages import input_specs
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
-from .flags import compile_options, model_argument, runs_option
+from .flags import at_least, compile_options, model_argument, runs_option
 from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si
 from .run import _load_input_file
 
@@ -35,9 +35,9 @@ def parents() -> list[argparse.ArgumentParser]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs", action="append", choices=["onnxruntime"], help="also time this engine")
-    p.add_argument("--warmup", type=int, default=5, help="untimed warm-up runs (default 5)")
+    p.add_argument("--warmup", type=at_least(0), default=5, help="untimed warm-up runs (default 5)")
     p.add_argument("--png", metavar="OUT.png", help="draw a bar chart (needs matplotlib)")
-    p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random input seed (default 0)")
     p.add_argument("--seconds", type=float, metavar="S",
                    help="time-bounded: timed rounds until S seconds have passed (replaces --runs)")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy",

@@ -8,11 +8,11 @@ instead of ignoring it.
 from __future__ import annotations
 
 import argparse
-import sys
+import difflib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numba
 import numpy as np
@@ -45,13 +45,52 @@ class CliError(Exception):
         self.hint = hint
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors plus a hint, exit code 2."""
+class ParseError(UsageError):
+    """An argparse error of the parser named ``prog`` (``cnnjit`` or ``cnnjit COMMAND``): raised instead of
+    exiting, so that ``cnnjit.cli.main`` reports it as it reports every other error (JSON under --json)."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        print(f"hint: {self.prog} --help shows the options and an example", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
+    def __init__(self, prog: str, message: str):
+        super().__init__(message, f"'{prog} --help' " + ("shows the options and an example" if " " in prog
+                                                          else "lists the commands"))
+        self.prog = prog
+
+
+def did_you_mean(words: Iterable[str], choices: Iterable[str], quote: bool = False) -> str:
+    """``"; did you mean X or Y?"`` for the closest match (difflib) of each of ``words`` among ``choices``, or
+    ``""`` if none is close; ``quote``: as Python literals (names). Leading dashes are not compared
+    (``--treads`` is close to ``--threads``, not to every ``--`` flag)."""
+    pool = {c.lstrip("-"): c for c in choices}
+    close = [pool[m] for w in words for m in difflib.get_close_matches(w.lstrip("-"), list(pool), n=1, cutoff=0.6)]
+    return f"; did you mean {' or '.join(map(repr if quote else str, dict.fromkeys(close)))}?" if close else ""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are ``ParseError``s, with close matches for unknown flags and invalid choices
+    (such as a mistyped command), and unknown flags blamed on the command they were given to (plain argparse
+    reports them from the top parser, pointing at ``cnnjit --help``)."""
+
+    #: the subcommand parsers by name (set on the top parser by ``build_parser``)
+    commands: dict[str, Parser]
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        raise ParseError(self.prog, message)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            owner = getattr(self, "commands", {}).get(getattr(ns, "command", None) or "", self)
+            options = [o for a in owner._actions if a.help != argparse.SUPPRESS for o in a.option_strings]
+            flags = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
+            owner.error(f"unrecognized arguments: {' '.join(extra)}{did_you_mean(flags, options)}")
+        return ns
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """argparse's check of ``choices`` (same message), plus close matches."""
+        if action.choices is not None and value not in action.choices:
+            names = [str(c) for c in action.choices]
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {', '.join(names)})"
+                                                 + did_you_mean([str(value)], names))
 
 
 # =========================================================================================================
@@ -100,8 +139,9 @@ def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
         except ValueError:
             raise UsageError(f"--shape {name}={value}: dimensions must be integers",
                              "example: --shape input_1=1,3,32,32") from None
-        if any(d < 0 for d in dims):
-            raise UsageError(f"--shape {name}={value}: dimensions must be >= 0")
+        if not dims or any(d < 1 for d in dims):
+            raise UsageError(f"--shape {name}={value}: dimensions must be integers >= 1",
+                             "example: --shape input_1=1,3,32,32")
         shapes[name] = dims
     return shapes
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from cnnjit.errors import InputError
 
 from .common import EXIT_ERROR, EXIT_OK, CliError, UsageError
 from .flags import output_option
@@ -17,6 +20,10 @@ EPILOG = """example:
 Runs the ONNX conformance cases (shared/onnx-node and the onnx wheel's pytorch-converted and
 pytorch-operator suites) through cnnjit.backend; exit code 1 if any case fails. -o PREFIX also writes
 PREFIX.md and PREFIX.json (--out, its old name, still works)."""
+
+
+_SHARED_HINT = ("--shared names the folder that holds onnx-node/CASES-BY-OP.csv (default: CNNJIT_SHARED, else "
+                "../shared beside the repository)")
 
 
 def parents() -> list[argparse.ArgumentParser]:
@@ -39,11 +46,15 @@ def main(args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"unknown suite(s) {bad}", "suites: " + ", ".join(SUITES))
     shared = Path(args.shared) if args.shared else default_shared_dir()
-    if "onnx-node" in suites and not (shared / "onnx-node").is_dir() and not args.json:
-        note(f"no onnx-node cases at {shared / 'onnx-node'} (set --shared or CNNJIT_SHARED): suite skipped")
+    _check_shared(shared, "--shared" if args.shared else "CNNJIT_SHARED" if os.environ.get("CNNJIT_SHARED") else "",
+                  args.suite or [], args.json)
     with Progress(enabled=not args.json) as prog:
-        result = run_conformance(shared, suites=suites, ops=args.op,
-                                 progress=lambda d, n, _c: prog.update("cases", d, n))
+        try:
+            result = run_conformance(shared, suites=suites, ops=args.op,
+                                     progress=lambda d, n, _c: prog.update("cases", d, n))
+        except InputError as e:  # an --op no case has
+            first, _, rest = str(e).partition("\n")
+            raise UsageError(first, rest) from None
     if not result["per_op"]:
         raise UsageError("no conformance cases match" + (f" --op {' '.join(args.op)}" if args.op else ""),
                          "operators are ONNX op types, e.g. --op Conv --op Relu")
@@ -63,3 +74,20 @@ def main(args: argparse.Namespace) -> int:
         if args.output:
             print(f"wrote {md} and {js}")
     return EXIT_OK if not result["failures"] else EXIT_ERROR
+
+
+def _check_shared(shared: Path, given: str, suites: list[str], quiet: bool) -> None:
+    """The onnx-node cases' folder: a ``CliError`` naming it if it is missing and was asked for (``given``:
+    the flag or variable that named it, or ``--suite onnx-node``); otherwise (the default folder is absent)
+    a note that the suite is skipped."""
+    node = shared / "onnx-node"
+    if given and not shared.is_dir():
+        raise CliError(f"{given} folder {str(shared)!r} does not exist" if not shared.exists()
+                       else f"{given} {str(shared)!r} is not a folder", _SHARED_HINT)
+    if (node / "CASES-BY-OP.csv").is_file() or (suites and "onnx-node" not in suites):
+        return
+    if given or "onnx-node" in suites:
+        raise CliError(f"no onnx-node cases in {str(shared)!r}: {str(node / 'CASES-BY-OP.csv')!r} does not exist",
+                       _SHARED_HINT)
+    if not quiet:
+        note(f"no onnx-node cases at {node} (set --shared or CNNJIT_SHARED): suite skipped")

@@ -10,6 +10,9 @@ default, a help text); a command module lists the ones it uses in its ``parents(
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from .output import note
@@ -27,6 +30,44 @@ class DeprecatedAlias(argparse.Action):
                  option_string: str | None = None) -> None:
         note(f"{option_string} is deprecated: use {self.new}")
         setattr(ns, self.dest, values)
+
+
+class Threads(argparse.Action):
+    """``--threads N``: stores N and warns on stderr (not an error: it still runs) when N is more than the CPUs
+    this process may use, since the threads then take turns on them and the timings mean little."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(ns, self.dest, values)
+        cpus = usable_cpus()
+        if values > cpus:
+            print(f"{parser.prog}: warning: {option_string} {values} is more than the {cpus} CPU"
+                  f"{'s' if cpus > 1 else ''} this process may use: the threads will share them and run slower",
+                  file=sys.stderr)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``minimum``, so that ``--runs -1`` is a usage error naming the flag
+    before any work, not a silent no-op or a failure deep inside a command."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if n < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {n}")
+        return n
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
 
 
 def _parent() -> argparse.ArgumentParser:
@@ -66,18 +107,19 @@ def shape_option() -> argparse.ArgumentParser:
 def compile_options() -> argparse.ArgumentParser:
     """``--shape NAME=DIMS`` (repeat: one per input), ``--threads N``, ``--unfused``: how the model is compiled."""
     p = argparse.ArgumentParser(add_help=False, parents=[shape_option()])
-    p.add_argument("--threads", type=int, default=1, metavar="N",
+    p.add_argument("--threads", type=at_least(1), action=Threads, default=1, metavar="N",
                    help="compile with threads=N (large layers split over N threads of numba's pool) and run "
                         "numba with N threads (default 1)")
     p.add_argument("--unfused", action="store_true", help="compile without the fusion passes (fuse=False)")
     return p
 
 
-def runs_option(default: int, what: str = "timed runs") -> argparse.ArgumentParser:
-    """``--runs N``, the repetition count, with ``--repeat`` as its hidden deprecated alias."""
+def runs_option(default: int, what: str = "timed runs", minimum: int = 1) -> argparse.ArgumentParser:
+    """``--runs N`` (``N >= minimum``), the repetition count, with ``--repeat`` as its hidden deprecated alias."""
     p = _parent()
-    p.add_argument("--runs", type=int, default=default, metavar="N", help=f"{what} (default {default})")
-    p.add_argument("--repeat", type=int, dest="runs", action=DeprecatedAlias, new="--runs", help=argparse.SUPPRESS)
+    count = at_least(minimum)
+    p.add_argument("--runs", type=count, default=default, metavar="N", help=f"{what} (default {default})")
+    p.add_argument("--repeat", type=count, dest="runs", action=DeprecatedAlias, new="--runs", help=argparse.SUPPRESS)
     return p
 
 

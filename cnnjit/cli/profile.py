@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes
-from .flags import DeprecatedAlias, compile_options, model_argument, runs_option
+from .flags import DeprecatedAlias, at_least, compile_options, model_argument, runs_option
 from .output import Progress, clean, emit_json, note, print_table, si
 
 HELP = "time every kernel call of the compiled schedule, slowest first"
@@ -28,13 +28,14 @@ def parents() -> list[argparse.ArgumentParser]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rows", type=int, default=20, metavar="N", help="rows to show, slowest first (default 20; 0: all)")
-    p.add_argument("--top", type=int, dest="rows", action=DeprecatedAlias, new="--rows", help=argparse.SUPPRESS)
+    p.add_argument("--rows", type=at_least(0), default=20, metavar="N",
+                   help="rows to show, slowest first (default 20; 0: all)")
+    p.add_argument("--top", type=at_least(0), dest="rows", action=DeprecatedAlias, new="--rows", help=argparse.SUPPRESS)
     p.add_argument("--uninlined", action="store_true",
                    help="time each kernel called from Python (Python entry) instead of inside the compiled schedule")
     p.add_argument("--peak", choices=["fma", "sgemm"], default="fma",
                    help="the peak for '%% peak': measured vector FMA loop (default) or numpy sgemm")
-    p.add_argument("--seed", type=int, default=0, help="random input seed (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random input seed (default 0)")
     p.add_argument("--trace", metavar="OUT.json",
                    help="write one profiled run as a Chrome trace (chrome://tracing, Perfetto): an event per call")
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
+from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.prune import prune
 
-from .common import EXIT_OK, UsageError, check_model_path, save_model
-from .flags import model_argument, output_option
+from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, save_model
+from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
 HELP = "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model"
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="magnitude threshold per layer (default) or over all layers")
     p.add_argument("--exclude", action="append", metavar="NODE", help="a layer (node name) to keep dense (repeat)")
     p.add_argument("--prune-first-last", action="store_true", help="also prune the first and last layers")
-    p.add_argument("--samples", type=int, default=2, help="random inputs for the deviation report (default 2)")
+    p.add_argument("--samples", type=at_least(0), default=2, help="random inputs for the deviation report (default 2)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,8 +43,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--method must be magnitude, channel or an N:M pattern like 2:4, got {method!r}")
     if ":" not in method and args.sparsity is None:
         raise UsageError(f"--method {method} needs --sparsity (a fraction in [0, 1])")
+    proto = load_model(args.model)
+    _check_exclude(proto, args.exclude or [])
     try:
-        pruned = prune(args.model, args.sparsity, method, scope=args.scope,
+        pruned = prune(proto, args.sparsity, method, scope=args.scope,
                        keep_first_last=not args.prune_first_last, exclude=args.exclude or ())
     except ValueError as e:
         raise UsageError(str(e)) from e
@@ -58,3 +62,16 @@ def main(args: argparse.Namespace) -> int:
               f"{dev['max_abs_diff']:.4g}, cosine {dev['cosine']:.4f}, argmax agreement {dev['argmax_agreement']:.0%}")
     print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _check_exclude(proto: Any, exclude: list[str]) -> None:
+    """A usage error naming the ``--exclude`` names that are no node of the model, with close matches among
+    its node names (``prune`` would silently keep nothing dense)."""
+    names = [n.name for n in proto.graph.node if n.name]
+    unknown = [x for x in dict.fromkeys(exclude) if x not in set(names)]
+    if unknown:
+        layers = [n.name for n in proto.graph.node if n.name and n.op_type in ("Conv", "Gemm", "MatMul")]
+        raise UsageError(f"--exclude names no node of the model: {', '.join(map(repr, unknown))}"
+                         + did_you_mean(unknown, names, quote=True),
+                         f"its Conv/Gemm/MatMul nodes ({len(layers)}): " + ", ".join(layers)
+                         if layers else "the model has no Conv/Gemm/MatMul node to prune")

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.quantize import quantize
 
-from .common import EXIT_OK, UsageError, check_model_path, save_model
-from .flags import model_argument, output_option
+from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, save_model
+from .flags import at_least, model_argument, output_option
 from .output import emit_json
 
 HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
@@ -36,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("minmax", "percentile", "entropy"), default="minmax",
                    help="range calibration (default minmax)")
     p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor (default: per channel)")
-    p.add_argument("--batches", type=int, default=16, help="calibration batches to use (default 16; 0: all files)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random calibration inputs (default 0)")
+    p.add_argument("--batches", type=at_least(0), default=16,
+                   help="calibration batches to use (default 16; 0: all files)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the random calibration inputs (default 0)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -71,11 +73,38 @@ def _calibration_batches(model: str, source: str, count: int, seed: int) -> list
         raise UsageError(f"--calibration must be 'random' or a folder of .npy/.npz files, got {source!r}")
     batches = []
     for f in sorted(folder.iterdir()):
-        if f.suffix == ".npy" and len(specs) == 1:
-            batches.append({specs[0].name: np.load(f)})
-        elif f.suffix == ".npz":
-            with np.load(f) as z:
-                batches.append({k: z[k] for k in z.files})
+        if f.suffix == ".npy" and len(specs) == 1 or f.suffix == ".npz":
+            batches.append(_load_batch(f, specs))
     if not batches:
         raise UsageError(f"no calibration batches (.npy for single-input models, .npz otherwise) in {source!r}")
     return batches[:count] if count > 0 else batches
+
+
+_CAL_HINT = "each file holds one batch of the model's inputs: .npy for a single-input model, else .npz by input name"
+
+
+def _load_batch(f: Path, specs: list[Any]) -> dict[str, np.ndarray]:
+    """One calibration batch from ``f`` (.npy: the single input; .npz: by input name), checked against the
+    model's inputs ``specs`` so that a wrong file is reported by its name, not as a bad input deep inside."""
+    try:
+        data = np.load(f, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            batch = {specs[0].name: data}
+        else:
+            with data:
+                batch = {k: data[k] for k in data.files}
+    except Exception as e:  # noqa: BLE001 - numpy raises several types for bad files
+        raise UsageError(f"calibration file {str(f)!r} is not a file numpy can read ({type(e).__name__})",
+                         _CAL_HINT) from None
+    names = [s.name for s in specs]
+    missing, unknown = [n for n in names if n not in batch], [k for k in batch if k not in names]
+    if missing or unknown:
+        raise UsageError(f"calibration file {str(f)!r} holds arrays {sorted(batch)}, the model's inputs are {names}"
+                         + did_you_mean(unknown, names, quote=True), _CAL_HINT)
+    for s in specs:
+        x = batch[s.name]
+        if s.dims is not None and (x.ndim != len(s.dims)
+                                   or any(w is not None and g != w for g, w in zip(x.shape, s.dims))):
+            raise UsageError(f"calibration file {str(f)!r}: input {s.name!r} has shape {x.shape}, the model "
+                             f"expects {s.describe()}", _CAL_HINT)
+    return batch

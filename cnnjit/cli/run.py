@@ -12,7 +12,7 @@ import numpy as np
 import cnnjit
 
 from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes, random_inputs, use_threads
-from .flags import compile_options, model_argument, output_option, runs_option
+from .flags import at_least, compile_options, model_argument, output_option, runs_option
 from .output import clean, emit_json, ms, note
 
 HELP = "run a model on inputs from .npy files or random data"
@@ -30,7 +30,7 @@ dimensions set to 1. Prints each output's shape, the top-5 classes of a classifi
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), compile_options(), runs_option(10, "timed runs after the first"),
+    return [model_argument(), compile_options(), runs_option(10, "timed runs after the first", minimum=0),
             output_option("OUT.npy|OUT.npz", "save the output (.npy) or all outputs (.npz: output_0, output_1, ...)")]
 
 
@@ -39,8 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", action="store_true", help="seeded random data for inputs not given (= --fill random)")
     p.add_argument("--fill", choices=["zeros", "ones", "random"],
                    help="data for inputs not given: zeros, ones or seeded random (default random with --random)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--top", type=int, default=5, metavar="K", help="top-K classes to show (default 5; 0: none)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--top", type=at_least(0), default=5, metavar="K", help="top-K classes to show (default 5; 0: none)")
 
 
 def main(args: argparse.Namespace) -> int:
