@@ -40,6 +40,7 @@ from . import compile as compile_command
 from .common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Parser, UsageError, check_dump_ir, resolve_model
 from .flags import global_options
 from .output import clean, emit_json
+from .progress import CompileDisplay, StderrHandler
 
 #: the commands in ``--help`` order, by name
 COMMANDS = {"run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
@@ -119,7 +120,7 @@ def _setup_logging(level: int) -> None:
     if level <= 0:
         return
     log = logging.getLogger("cnnjit")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("cnnjit: %(levelname)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO if level == 1 else logging.DEBUG)
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
         resolve_model(args)
-        return int(args.func(args))
+        with CompileDisplay(enabled=not as_json):
+            return int(args.func(args))
     except (UsageError, CnnjitError, CliError) as e:
         if debug:
             traceback.print_exc()
