@@ -72,7 +72,7 @@ class CompileDisplay:
         elif ev.origin in ("compiling", "loading"):
             what = ", ".join(x for x in (ev.ops, ev.variant) if x)
             text += f": {ev.origin} {ev.name}" + (f" ({what})" if what else "")
-        return escape(clean(text, 110))
+        return escape(clean(text, 64).ljust(64))  # a steady width: the bar does not jump with the name
 
     def _show(self, total: int, done: int) -> None:
         bars = live_bars()
