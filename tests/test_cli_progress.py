@@ -19,8 +19,9 @@ import psutil
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cnnjit.compiler.codegen.precompile import KernelEvent
+from cnnjit.compiler.codegen.precompile import KernelEvent, observe_kernels
 from cnnjit.compiler.stages import CompileOptions, Hooks, specialize
+from cnnjit.compiler.target import compile_for_target
 from cnnjit.errors import CompileError
 
 CNNJIT = str(Path(sys.executable).parent / "cnnjit")
@@ -87,6 +88,21 @@ def test_kernel_events_end_after_a_failed_compile() -> None:
         specialize(many_ops(), {"x": (1, 3, 8, 8)}, CompileOptions(variants=(("Conv", "simd_depthwise"),)),
                    hooks=Hooks(on_kernel=events.append))
     assert events and events[-1].origin == "end"
+
+
+def test_target_compile_streams_its_worker_kernels() -> None:
+    """``cnnjit compile`` (aarch64): the worker process's kernels arrive as events while it runs."""
+    events: list[tuple[float, KernelEvent]] = []
+    with observe_kernels(lambda e: events.append((time.monotonic(), e))):
+        art = compile_for_target(many_ops(), target="aarch64-linux-gnu", fuse=False)
+    kinds = [e.origin for _, e in events]
+    assert kinds[-1] == "end" and "begin" in kinds and "schedule" in kinds
+    compiled = [(t, e) for t, e in events if e.origin == "compiled"]
+    assert sorted(e.name for _, e in compiled) == sorted(set(art.kernels.values()))
+    assert [e.done for _, e in compiled] == list(range(1, len(compiled) + 1)) and compiled[-1][1].total == 12
+    assert compiled[-1][0] - compiled[0][0] > 0.05  # streamed, not all at once at the end
+    ops = {e.ops for _, e in compiled}
+    assert {"Conv", "Gemm", "Softmax", "MaxPool"} <= ops and all(e.variant for _, e in compiled)
 
 
 # ---- the command line -------------------------------------------------------------------------------------

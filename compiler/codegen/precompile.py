@@ -236,10 +236,15 @@ class _Notifier:
             raise self.error
 
 
+def notify(ev: KernelEvent) -> None:
+    """Send ``ev`` to the current observers (for compiles outside ``precompile``: a target's worker)."""
+    for fn in _OBSERVERS.get():
+        fn(ev)
+
+
 def kernels_finished() -> None:
     """Tell the current observers that a specialisation is finished (``KernelEvent`` origin ``"end"``)."""
-    for fn in _OBSERVERS.get():
-        fn(KernelEvent(0, 0, origin="end"))
+    notify(KernelEvent(0, 0, origin="end"))
 
 
 @contextlib.contextmanager
