@@ -198,7 +198,7 @@ def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> No
     time.sleep(0.5)  # mid-compile
     proc.send_signal(signal.SIGINT)
     t = time.monotonic()
-    _, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)  # (timing out here fails the test too)
     gone, alive = psutil.wait_procs(workers, timeout=max(0.0, 2.0 - (time.monotonic() - t)))
-    assert time.monotonic() - t < 2.5 and not alive, (alive, err)
+    assert time.monotonic() - t < 2.0 and not alive, (alive, err)  # parent and workers gone within 2 s
     assert proc.returncode == 130 and "interrupted" in err
