@@ -67,19 +67,53 @@ def test_kernel_events_match_the_compile_report(entry: str) -> None:
     spec = specialize(many_ops(), {"x": (1, 3, 8, 8)}, CompileOptions(fuse=False, entry=entry),
                       hooks=Hooks(on_kernel=events.append))
     report = spec.program.meta["compile_report"]
-    assert events[0].origin == "begin" and events[-1].origin == "end"
+    begin = events[0]
+    assert begin.origin == "begin" and events[-1].origin == "end"
     ready = [e for e in events if e.origin in READY]
     total = len(spec.program.kernel_sources)
-    assert total == 12 and events[0].total == total
-    # every kernel once, counted 1..total, with the origin the report gives it
-    assert [e.done for e in ready] == list(range(1, total + 1))
-    assert sorted(e.name for e in ready) == sorted(r.name for r in report.rows)
-    assert {e.name: e.origin for e in ready} == {r.name: r.origin for r in report.rows}
-    assert {e.name: e.ops for e in ready} == {r.name: r.ops for r in report.rows}
+    assert total == 12 and begin.total == total
+    # every kernel that needed work once, counted on from those ready at the start, with the report's origin
+    assert [e.done for e in ready] == list(range(begin.done + 1, total + 1))
+    assert {e.name: e.origin for e in ready} == {r.name: r.origin for r in report.rows if r.name in
+                                                 {e.name for e in ready}}
+    assert {e.name: e.ops for e in ready} == {r.name: r.ops for r in report.rows if r.name in {e.name for e in ready}}
+    if begin.done < total:
+        assert all(r.origin in ("memory", "lazy") for r in report.rows if r.name not in {e.name for e in ready})
+    else:  # the whole numba schedule came from a cache
+        assert entry == "numba" and not ready
     # a kernel being compiled is announced before it is ready
     for i, e in enumerate(events):
         if e.origin in ("compiled", "compiled by worker"):
             assert any(p.origin == "compiling" and p.name == e.name for p in events[:i])
+
+
+_COLD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_cli_progress import many_ops
+from cnnjit.compiler.stages import CompileOptions, Hooks, specialize
+events = []
+spec = specialize(many_ops(), {"x": (1, 3, 8, 8)}, CompileOptions(fuse=False, entry="python"),
+                  hooks=Hooks(on_kernel=lambda e: events.append(e.__dict__)))
+rows = {r.name: r.origin for r in spec.program.meta["compile_report"].rows}
+print(json.dumps({"events": events, "rows": rows}))
+"""
+
+
+def test_cold_parallel_compile_events(tmp_path: Path) -> None:
+    """A cold cache with a compile worker: every kernel announced, then ready once (from either stream)."""
+    r = subprocess.run([sys.executable, "-c", _COLD, str(Path(__file__).parent)], capture_output=True, text=True,
+                       env=cold_env(tmp_path, CNNJIT_COMPILE_JOBS="2"), timeout=300)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    events, rows = [KernelEvent(**e) for e in doc["events"]], doc["rows"]
+    assert events[0] == KernelEvent(0, 12, origin="begin", misses=12) and events[-1].origin == "end"
+    ready = [e for e in events if e.origin in READY]
+    assert sorted(e.name for e in ready) == sorted(rows) and [e.done for e in ready] == list(range(1, 13))
+    assert "compiled by worker" in {e.origin for e in ready}  # the parallel path ran
+    for e in ready:
+        assert e.origin.startswith("compiled") and rows[e.name].startswith("compiled")
+        assert [x.origin for x in events if x.name == e.name] == ["compiling", e.origin]
 
 
 def test_kernel_events_end_after_a_failed_compile() -> None:

@@ -168,10 +168,11 @@ class CompileReport:
 class KernelEvent:
     """One step of making a specialisation's kernels ready (for progress displays and logs).
 
-    ``origin`` says what happened: ``"begin"`` (``total`` kernels to make ready, ``done`` of them already
-    in memory, ``misses`` to compile), ``"compiling"`` (kernel ``name`` started compiling, here or in a
-    worker; ``"loading"`` for a disk-cache load), a ready origin as in ``KernelCompile.origin`` (``memory``,
-    ``disk cache``, ``compiled``, ``compiled by worker``, ``lazy``; ``done`` counts it), ``"schedule"`` /
+    ``origin`` says what happened: ``"begin"`` (``total`` kernels, ``done`` of them ready already: in
+    memory, compiled lazily, or the whole schedule loaded from the cache; ``misses`` to compile),
+    ``"compiling"`` (kernel ``name`` started compiling, here or in a worker; ``"loading"`` for a disk-cache
+    load), then the kernel ready, with its origin as in ``KernelCompile.origin`` (``disk cache``,
+    ``compiled``, ``compiled by worker``; ``done`` counts it), ``"schedule"`` /
     ``"schedule compiled"`` around the compile of a numba schedule, ``"end"`` when the specialisation is
     finished (or failed). ``ops`` are the ops the kernel computes, ``variant`` its kernel variant."""
 
@@ -230,6 +231,11 @@ class _Notifier:
                     if threading.current_thread() is threading.main_thread():
                         raise
                     self.error = self.error or e
+
+    def begin(self, done: int, misses: int) -> None:
+        """The ``"begin"`` event: ``done`` kernels need nothing, ``misses`` of the others must be compiled."""
+        self.done = done
+        self("begin", misses=misses)
 
     def check(self) -> None:
         if self.error is not None:
@@ -346,10 +352,7 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
         elif any(tuple(s) not in disp.overloads for s in sigs):
             todo.append(name)
     misses = [n for n in todo if not all(_in_disk_cache(dispatchers[n], s) for s in signatures[n])]
-    notify("begin", misses=len(misses))
-    for r in rows.values():
-        if r.name not in todo:
-            notify(r.origin, r.name, r.ops, ready=True)
+    notify.begin(len(rows) - len(todo), len(misses))
     workers_used = 1
     worker_times: dict[str, float] = {}
     if jobs > 1 and len(misses) >= MIN_PARALLEL_MISSES:
@@ -415,10 +418,7 @@ def load_entry_only(entry: Any, entry_sig: tuple, dispatchers: Mapping[str, Any]
                           len(signatures.get(name, [])), origin, dt if i == 0 else 0.0, 0.0,
                           source_key(sources[name]))
             for i, name in enumerate(dispatchers)]
-    notify = _Notifier(len(rows))
-    notify("begin")
-    for r in rows:
-        notify(origin, r.name, r.ops, r.seconds, ready=True)
+    _Notifier(len(rows)).begin(len(rows), 0)  # all ready at once
     with _stats_lock:
         STATS[origin] = STATS.get(origin, 0) + len(rows)
         if origin == "disk cache":
