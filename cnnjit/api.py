@@ -17,7 +17,7 @@ from cnnjit.compiler.target import TargetArtifact, compile_for_target
 from cnnjit.ir.errors import InputError, ModelError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
 
-from .log import loaded_kernels, log_specialization
+from .log import loaded_kernels, log_specialization, specializing
 from .prune import PrunedModel
 
 
@@ -112,7 +112,8 @@ def compile(  # noqa: A001 - the public name users expect
 
     def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:
         before = loaded_kernels()
-        spec = stages.specialize(proto, shapes, options, values)
+        with specializing(name, shapes):
+            spec = stages.specialize(proto, shapes, options, values)
         log_specialization(name, shapes, spec, before, pipeline_names)
         return spec
 

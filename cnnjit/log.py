@@ -3,18 +3,22 @@
     import logging
     logging.basicConfig(level=logging.INFO)     # or: logging.getLogger("cnnjit").setLevel(logging.DEBUG)
 
-INFO: one line per compilation (shapes, passes, nodes, kernels, arena, times) and a cache summary;
-DEBUG: the kernel chosen for every call of the schedule and where its machine code comes from.
+INFO: a line as each compilation starts and how many kernels it must compile, one line when it is done
+(shapes, passes, nodes, kernels, arena, times) and a cache summary; DEBUG: each kernel as it becomes ready
+(streamed during a cold compile), the kernel chosen for every call of the schedule and where its machine
+code comes from.
 The command line turns this on with ``--verbose`` (``-vv`` for DEBUG).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from cnnjit.compiler.codegen import build
+from cnnjit.compiler.codegen.precompile import KernelEvent, observe_kernels
 
 logger = logging.getLogger("cnnjit")
 logger.addHandler(logging.NullHandler())
@@ -25,6 +29,38 @@ def loaded_kernels() -> set[str]:
     if not logger.isEnabledFor(logging.INFO):
         return set()
     return set(build._loaded)
+
+
+def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    return ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items()) or "no inputs"
+
+
+@contextlib.contextmanager
+def specializing(model: str, shapes: Mapping[str, Sequence[int]]) -> Iterator[None]:
+    """Around one compilation: log its start, and each kernel as it becomes ready, while it happens (no-op
+    unless the ``cnnjit`` logger is enabled for INFO)."""
+    if not logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    logger.info("compiling %r for %s", model, _shapes_text(shapes))
+    with observe_kernels(log_kernel_event):
+        yield
+
+
+def log_kernel_event(ev: KernelEvent) -> None:
+    """A ``KernelEvent`` as a log line: INFO for the kernels to compile, DEBUG for each kernel started/ready."""
+    if ev.origin == "begin":
+        if ev.misses:
+            logger.info("%d kernels: %d to compile, %d cached", ev.total, ev.misses, ev.total - ev.misses)
+    elif ev.origin == "schedule":
+        logger.info("compiling the numba schedule of %d kernels", ev.total)
+    elif ev.origin == "schedule compiled":
+        logger.debug("schedule compiled in %.3f s", ev.seconds)
+    elif ev.origin == "compiling":
+        logger.debug("compiling kernel %s (%s, %s)", ev.name, ev.ops, ev.variant)
+    elif ev.origin not in ("loading", "end"):
+        logger.debug("kernel %d/%d %s (%s, %s): %s, %.3f s", ev.done, ev.total, ev.name, ev.ops, ev.variant,
+                     ev.origin, ev.seconds)
 
 
 def _origin(key: str, before: set[str]) -> str:
@@ -43,10 +79,10 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
     if not logger.isEnabledFor(logging.INFO):
         return
     p = spec.program
-    shp = ", ".join(f"{n}={'x'.join(map(str, s))}" for n, s in shapes.items())
+    shp = _shapes_text(shapes)
     t = spec.timings
     logger.info("compiled %r for %s: passes [%s], %d nodes -> %d kernels, arena %d B (intermediates %d B); "
-                "import %.1f ms, passes %.1f ms, codegen %.1f ms", model, shp or "no inputs", ", ".join(passes),
+                "import %.1f ms, passes %.1f ms, codegen %.1f ms", model, shp, ", ".join(passes),
                 len(spec.graph.nodes), len(p.kernel_sources), p.arena_bytes, p.intermediate_bytes,
                 t.get("import", 0) * 1e3, t.get("passes", 0) * 1e3, t.get("codegen", 0) * 1e3)
     report = p.meta.get("compile_report")

@@ -20,6 +20,7 @@ from cnnjit.runtime.model import Specialization
 
 from .codegen.emit import generate
 from .codegen.kernel import Target
+from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
 from .codegen.simd import host_vector_width
 from .codegen.simd_int import host_int_width
 from .frontend.loader import input_specs
@@ -61,11 +62,14 @@ class CompileOptions:
 @dataclass
 class Hooks:
     """Observers of a compilation: ``after_import(graph)``, then ``before_pass(pass, graph)`` /
-    ``after_pass(pass, graph)`` around every pass (e.g. IR snapshots for ``cnnjit inspect``)."""
+    ``after_pass(pass, graph)`` around every pass (e.g. IR snapshots for ``cnnjit inspect``), then
+    ``on_kernel(event)`` as each kernel starts compiling and becomes ready (``codegen.precompile.KernelEvent``:
+    done / total, name, ops, origin; e.g. a progress bar)."""
 
     after_import: Callable[[Graph], None] | None = None
     before_pass: Callable[[Pass, Graph], None] | None = None
     after_pass: Callable[[Pass, Graph], None] | None = None
+    on_kernel: KernelObserver | None = None
 
 
 def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -120,7 +124,11 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
         hooks.after_import(graph)
     pm = run_passes(graph, options, hooks)
     t2 = time.perf_counter()
-    program = generate(graph, target or options.host_target(), entry=options.entry)
+    with observe_kernels(hooks.on_kernel if hooks is not None else None):
+        try:
+            program = generate(graph, target or options.host_target(), entry=options.entry)
+        finally:
+            kernels_finished()
     t3 = time.perf_counter()
     if program.arena_bytes > options.max_arena_bytes:
         raise ResourceLimitError(

@@ -51,6 +51,7 @@ from .common import (
 )
 from .flags import global_options
 from .output import clean, emit_json
+from .progress import CompileDisplay, StderrHandler
 
 #: the commands in ``--help`` order, by name
 COMMANDS = {"info": info, "run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
@@ -141,7 +142,7 @@ def _setup_logging(level: int) -> None:
     if level <= 0:
         return
     log = logging.getLogger("cnnjit")
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("cnnjit: %(levelname)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO if level == 1 else logging.DEBUG)
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
         resolve_model(args)
-        return int(args.func(args))
+        with CompileDisplay(enabled=not as_json):
+            return int(args.func(args))
     except (UsageError, CnnjitError, CliError) as e:
         if debug:
             traceback.print_exc()

@@ -79,6 +79,15 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         print(clean(line))
 
 
+#: the rich bars of the ``Progress`` helpers showing now (``cli.progress`` adds its kernel bar to the last)
+_LIVE: list[Any] = []
+
+
+def live_bars() -> Any:
+    """The rich ``Progress`` showing on stderr now, or None."""
+    return _LIVE[-1] if _LIVE else None
+
+
 class Progress:
     """A rich progress bar on stderr (silent without rich or when stderr is not a terminal, or with --json)."""
 
@@ -96,10 +105,12 @@ class Progress:
     def __enter__(self) -> Progress:
         if self._p is not None:
             self._p.__enter__()
+            _LIVE.append(self._p)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._p is not None:
+            _LIVE.remove(self._p)
             self._p.__exit__(*exc)
 
     def update(self, phase: str, done: int, total: int | None) -> None:

@@ -80,9 +80,15 @@ def main(args: argparse.Namespace) -> int:
     for n in notes:
         note(n)
     feeds = {s.name: given[s.name] for s in model.inputs}
-    t1 = time.perf_counter()
-    outs = model.run(None, feeds)  # first call: specialise (if needed) and load/compile the kernels
+    # the specialisation for these inputs, compiled now if the shapes are symbolic (not at the first call),
+    # so that the times below say which stage took them
+    arrays = dict(zip(model.input_names, model._validate(feeds)))  # the checks (and conversions) of a call
+    spec = model.specialization({k: a.shape for k, a in arrays.items()},
+                                {s.name: arrays[s.name] for s in model.inputs if s.by_value})
     t2 = time.perf_counter()
+    outs = model.run(None, feeds)
+    t3 = time.perf_counter()
+    stages = _stage_times(t2 - t0, t3 - t2, spec)
     times = []
     for _ in range(max(args.runs, 0)):
         a = time.perf_counter()
@@ -102,8 +108,7 @@ def main(args: argparse.Namespace) -> int:
         _save_outputs(args.output, outs)
     doc = {"model": args.model,
            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
-           "outputs": results, "notes": notes, "compile_s": t1 - t0, "first_run_s": t2 - t1,
-           "run_s": steady, "output_file": args.output}
+           "outputs": results, "notes": notes, **stages, "run_s": steady, "output_file": args.output}
     if args.json:
         emit_json(doc)
         return EXIT_OK
@@ -115,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
         if "top" in r:
             row = " (row 0)" if len(r["shape"]) == 2 and r["shape"][0] > 1 else ""
             print(f"  top-{len(r['top'])}{row}: " + ", ".join(f"class {i} ({v:.4f})" for i, v in r["top"]))
-    t = f"time: compile {ms(t1 - t0)} ms, first run {ms(t2 - t1)} ms (loads kernels)"
+    t = (f"time: load {ms(stages['load_s'])} ms, import {ms(stages['import_s'])} ms, compile "
+         f"{ms(stages['compile_s'])} ms ({stages['kernels']}), first call {ms(stages['first_run_s'])} ms")
     if steady is not None:
         t += f", run {ms(steady)} ms (median of {len(times)})"
     print(t)
@@ -124,6 +130,20 @@ def main(args: argparse.Namespace) -> int:
             if args.output.endswith(".npz") else "the output"
         print(f"wrote {args.output} ({names}: " + ", ".join(repr(clean(n, 40)) for n in model.output_names) + ")")
     return EXIT_OK
+
+
+def _stage_times(before_first: float, first: float, spec: Any) -> dict[str, Any]:
+    """What the time before the first call went into, from the specialisation's own timings: ``load_s``
+    (reading and checking the model file), ``import_s`` (ONNX to IR at these shapes), ``compile_s`` (passes
+    and code generation, with the kernels' compile or cache loads: ``kernels`` says which), and
+    ``first_run_s``, the first call alone."""
+    t = spec.timings
+    report = spec.program.meta.get("compile_report")
+    kernels = f"{len(spec.program.kernel_sources)} kernels"
+    if report is not None:
+        kernels += ": " + ", ".join(f"{n} {origin}" for origin, n in report.counts().items())
+    return {"load_s": max(0.0, before_first - sum(t.values())), "import_s": t.get("import", 0.0),
+            "compile_s": t.get("passes", 0.0) + t.get("codegen", 0.0), "kernels": kernels, "first_run_s": first}
 
 
 def _random_shape(s: Any, given: tuple[int, ...] | None, notes: list[str]) -> tuple[int, ...]:

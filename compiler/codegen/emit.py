@@ -22,7 +22,7 @@ from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
 from .kernel import VARIANTS, At, KernelCall, Param, Target, lower_node
 from .memory import MemoryPlan, plan_memory
 from .pipeline import fast_typing
-from .precompile import call_signatures, load_entry_only, precompile
+from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
 from .simd import host_vector_width
 from .simd_int import host_int_width
 from .threads import load_drivers, split_node
@@ -209,7 +209,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
                 for cres in list(dispatchers[name].overloads.values()):
                     mark_inline(cres)
             try:
-                with fast_typing():
+                with fast_typing(), schedule_progress(len(dispatchers)):
                     run.compile(sig)
             except Exception as e:  # noqa: BLE001 - a compiler bug: name it
                 raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
@@ -245,7 +245,7 @@ def _precompile(dispatchers: dict, sources: dict[str, str], calls: list[Call], p
     """Compile (or load) every kernel for the argument types of its calls: as Python passes them (int64),
     or as a numba entry does (``literal``: each int constant its own ``Literal[int]``)."""
     return precompile(dispatchers, sources, _signatures(calls, plan, const_bufs, literal), _call_counts(calls),
-                      _kernel_ops(calls))
+                      _kernel_ops(calls), variants={c.kernel: c.variant for c in calls})
 
 
 def _call_counts(calls: list[Call]) -> dict[str, int]:

@@ -11,7 +11,11 @@ the shared on-disk cache; the parent then loads them from it. ``CNNJIT_COMPILE_J
 compile streams (the parent counts as one; default ``auto``: the CPUs not busy with other processes, from
 the load average; ``1`` = no workers), and workers are only started when at least ``MIN_PARALLEL_MISSES``
 kernels miss the cache (below that a worker's start-up, about 0.7 s of import and numba set-up, costs more
-than it saves).
+than it saves). Workers end with their parent: an exception in the parent (Ctrl-C) kills them.
+
+Progress: observers installed with ``observe_kernels(fn)`` (or ``compiler.stages.Hooks.on_kernel``) receive a
+``KernelEvent`` as each kernel starts compiling and as it becomes ready, so that a command line can show
+a cold compile live and a log can stream it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ import json
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -157,6 +163,109 @@ class CompileReport:
         return iter(self.rows)
 
 
+# -- progress -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelEvent:
+    """One step of making a specialisation's kernels ready (for progress displays and logs).
+
+    ``origin`` says what happened: ``"begin"`` (``total`` kernels, ``done`` of them ready already: in
+    memory, compiled lazily, or the whole schedule loaded from the cache; ``misses`` to compile),
+    ``"compiling"`` (kernel ``name`` started compiling, here or in a worker; ``"loading"`` for a disk-cache
+    load), then the kernel ready, with its origin as in ``KernelCompile.origin`` (``disk cache``,
+    ``compiled``, ``compiled by worker``; ``done`` counts it), ``"schedule"`` /
+    ``"schedule compiled"`` around the compile of a numba schedule, ``"end"`` when the specialisation is
+    finished (or failed). ``ops`` are the ops the kernel computes, ``variant`` its kernel variant."""
+
+    done: int
+    total: int
+    name: str = ""
+    ops: str = ""
+    origin: str = ""
+    seconds: float = 0.0
+    misses: int = 0
+    variant: str = ""
+
+
+KernelObserver = Callable[[KernelEvent], None]
+
+#: the observers of the current context (``observe_kernels``); compiles in other threads see their own
+_OBSERVERS: ContextVar[tuple[KernelObserver, ...]] = ContextVar("cnnjit_kernel_observers", default=())
+
+
+@contextlib.contextmanager
+def observe_kernels(fn: KernelObserver | None) -> Iterator[None]:
+    """Call ``fn(event)`` for every ``KernelEvent`` of the compiles run inside this block (in this thread or
+    context); ``None`` observes nothing. Observers nest."""
+    if fn is None:
+        yield
+        return
+    token = _OBSERVERS.set((*_OBSERVERS.get(), fn))
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)
+
+
+class _Notifier:
+    """The observers of one ``precompile`` call, callable from its worker threads: events are serialised
+    and counted; an observer's exception is kept and raised in the calling thread afterwards."""
+
+    def __init__(self, total: int, variants: Mapping[str, str] | None = None) -> None:
+        self.observers = _OBSERVERS.get()
+        self.variants = variants or {}
+        self.total, self.done = total, 0
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, origin: str, name: str = "", ops: str = "", seconds: float = 0.0, misses: int = 0,
+                 ready: bool = False) -> None:
+        if not self.observers:
+            return
+        with self._lock:
+            self.done += ready
+            ev = KernelEvent(self.done, self.total, name, ops, origin, seconds, misses, self.variants.get(name, ""))
+            for fn in self.observers:
+                try:
+                    fn(ev)
+                except Exception as e:  # noqa: BLE001 - raised again by ``check`` in the calling thread
+                    if threading.current_thread() is threading.main_thread():
+                        raise
+                    self.error = self.error or e
+
+    def begin(self, done: int, misses: int) -> None:
+        """The ``"begin"`` event: ``done`` kernels need nothing, ``misses`` of the others must be compiled."""
+        self.done = done
+        self("begin", misses=misses)
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def notify(ev: KernelEvent) -> None:
+    """Send ``ev`` to the current observers (for compiles outside ``precompile``: a target's worker)."""
+    for fn in _OBSERVERS.get():
+        fn(ev)
+
+
+def kernels_finished() -> None:
+    """Tell the current observers that a specialisation is finished (``KernelEvent`` origin ``"end"``)."""
+    notify(KernelEvent(0, 0, origin="end"))
+
+
+@contextlib.contextmanager
+def schedule_progress(kernels: int) -> Iterator[None]:
+    """Around the compile of a numba schedule calling ``kernels`` kernels: ``"schedule"`` before,
+    ``"schedule compiled"`` (with its seconds) after, to the current observers."""
+    observers = _OBSERVERS.get()
+    for fn in observers:
+        fn(KernelEvent(kernels, kernels, "schedule", origin="schedule"))
+    t = time.perf_counter()
+    yield
+    for fn in observers:
+        fn(KernelEvent(kernels, kernels, "schedule", origin="schedule compiled", seconds=time.perf_counter() - t))
+
+
 # -- compiling ----------------------------------------------------------------------------------------------
 def compile_jobs() -> int:
     """Compile streams to use: ``CNNJIT_COMPILE_JOBS=N`` (not a number: 1); ``auto`` or unset: the CPUs
@@ -223,10 +332,14 @@ def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
 
 def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signatures: Mapping[str, list[tuple]],
                calls: Mapping[str, int] | None = None, ops: Mapping[str, str] | None = None,
-               jobs: int | None = None) -> CompileReport:
-    """Make every kernel ready for its exact signatures now; compile misses in workers when that wins."""
+               jobs: int | None = None, variants: Mapping[str, str] | None = None) -> CompileReport:
+    """Make every kernel ready for its exact signatures now; compile misses in workers when that wins.
+
+    The observers of ``observe_kernels`` see each kernel start and become ready (``KernelEvent``, with its
+    ``ops`` and its kernel variant from ``variants``)."""
     t_start = time.perf_counter()
     jobs = compile_jobs() if jobs is None else max(1, jobs)
+    notify = _Notifier(len(dispatchers), variants)
     rows: dict[str, KernelCompile] = {}
     todo: list[str] = []
     for name, disp in dispatchers.items():
@@ -239,22 +352,26 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
         elif any(tuple(s) not in disp.overloads for s in sigs):
             todo.append(name)
     misses = [n for n in todo if not all(_in_disk_cache(dispatchers[n], s) for s in signatures[n])]
+    notify.begin(len(rows) - len(todo), len(misses))
     workers_used = 1
     worker_times: dict[str, float] = {}
     if jobs > 1 and len(misses) >= MIN_PARALLEL_MISSES:
-        worker_times = _parallel(misses, dispatchers, sources, signatures, jobs)
+        worker_times = _parallel(misses, dispatchers, sources, signatures, jobs, notify, rows)
         workers_used = min(jobs, len(misses))
     for name in todo:
         if name in worker_times:
             continue  # compiled by the parallel pass (worker or here)
-        dt, hits, miss = _compile_sigs(dispatchers[name], signatures[name])
         r = rows[name]
+        notify("compiling" if name in misses else "loading", name, r.ops)
+        dt, hits, miss = _compile_sigs(dispatchers[name], signatures[name])
         r.seconds = dt
         r.origin = "compiled" if miss else "disk cache"
         r.compile_s = dt if miss else 0.0
+        notify(r.origin, name, r.ops, dt, ready=True)
     for name, (origin, ready, cold) in worker_times.items():
         r = rows[name]
         r.origin, r.seconds, r.compile_s = origin, ready, cold
+    notify.check()
     with _stats_lock:
         for r in rows.values():
             STATS[r.origin] = STATS.get(r.origin, 0) + 1
@@ -301,6 +418,7 @@ def load_entry_only(entry: Any, entry_sig: tuple, dispatchers: Mapping[str, Any]
                           len(signatures.get(name, [])), origin, dt if i == 0 else 0.0, 0.0,
                           source_key(sources[name]))
             for i, name in enumerate(dispatchers)]
+    _Notifier(len(rows)).begin(len(rows), 0)  # all ready at once
     with _stats_lock:
         STATS[origin] = STATS.get(origin, 0) + len(rows)
         if origin == "disk cache":
@@ -329,36 +447,45 @@ class _NoCompile:
 
 
 def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping[str, str],
-              signatures: Mapping[str, list[tuple]], jobs: int) -> dict[str, tuple[str, float, float]]:
+              signatures: Mapping[str, list[tuple]], jobs: int, notify: _Notifier,
+              rows: Mapping[str, KernelCompile]) -> dict[str, tuple[str, float, float]]:
     """Compile the kernels ``names`` with this process plus ``jobs - 1`` workers pulling from one queue
-    (slowest-looking first); the workers' results are then loaded from the disk cache here."""
+    (slowest-looking first); the workers' results are then loaded from the disk cache here. Any exception
+    here (KeyboardInterrupt included) kills the workers before it propagates."""
     tasks: queue.Queue[str] = queue.Queue()
     for n in sorted(names, key=lambda n: -len(sources[n])):  # long sources tend to compile longest
         tasks.put(n)
     out: dict[str, tuple[str, float, float]] = {}
     lock = threading.Lock()
+    workers: list[_Worker] = []
+    stop = threading.Event()
 
     def local() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 n = tasks.get_nowait()
             except queue.Empty:
                 return
+            notify("compiling", n, rows[n].ops)
             dt, _, miss = _compile_sigs(dispatchers[n], signatures[n])
             with lock:
                 out[n] = ("compiled" if miss else "disk cache", dt, dt if miss else 0.0)
+            notify(out[n][0], n, rows[n].ops, dt, ready=True)
 
     def remote() -> None:
         try:
             w = _Worker()
         except OSError:
             return
+        with lock:
+            workers.append(w)
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     n = tasks.get_nowait()
                 except queue.Empty:
                     return
+                notify("compiling", n, rows[n].ops)
                 try:
                     cold = w.compile(sources[n], signatures[n])
                 except Exception:  # noqa: BLE001 - a dead or failing worker: compile it here instead
@@ -366,16 +493,24 @@ def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping
                     return
                 with lock:
                     out[n] = ("compiled by worker", 0.0, cold)
+                notify("compiled by worker", n, rows[n].ops, cold, ready=True)
         finally:
             w.close()
 
     threads = [threading.Thread(target=remote, daemon=True) for _ in range(min(jobs, len(names)) - 1)]
-    for t in threads:
-        t.start()
-    local()
-    for t in threads:
-        t.join()
-    local()  # anything a failed worker handed back
+    try:
+        for t in threads:
+            t.start()
+        local()
+        for t in threads:
+            t.join()
+        local()  # anything a failed worker handed back
+    except BaseException:
+        stop.set()
+        with lock:
+            for w in workers:
+                w.kill()
+        raise
     for n, (origin, _, cold) in list(out.items()):
         if origin == "compiled by worker":
             dt, _, miss = _compile_sigs(dispatchers[n], signatures[n])  # now a disk-cache load
@@ -412,12 +547,22 @@ class _Worker:
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """End the worker now (mid-compile): the parent is giving up (an exception, Ctrl-C)."""
+        with contextlib.suppress(OSError):
             self.proc.kill()
-            self.proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
 
 
 def _worker_main() -> int:
-    """Worker loop: compile each task's kernel for its signatures into the shared on-disk cache."""
+    """Worker loop: compile each task's kernel for its signatures into the shared on-disk cache.
+
+    Ctrl-C in a terminal reaches the whole process group: the worker then just ends (no traceback), and
+    its parent, interrupted too, stops handing out work and kills any worker still running."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     inp, outp = sys.stdin.buffer, sys.stdout
     while True:
         head = inp.read(8)

@@ -18,6 +18,7 @@ no undefined symbols beyond libc/libm. Linking the shared library, and the tests
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -26,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,14 @@ import numpy as np
 
 from cnnjit.compiler.codegen.build import HEADER
 from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.codegen.precompile import KernelEvent, kernels_finished, notify
 from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
 from cnnjit.compiler.stages import CompileOptions, resolve_shapes, specialize
 from cnnjit.ir.errors import CompileError, InputError
 from cnnjit.runtime.program import Buf, Call, Int
 
-from .aarch64_worker import SUPPORTED_NUMBA, TargetSpecError, make_target_machine, numba_supported
+from .aarch64_worker import PROGRESS, SUPPORTED_NUMBA, TargetSpecError, make_target_machine, numba_supported
 from .harness import harness_source
 
 #: the only OS/ABI verified (linked with the GNU cross toolchain, run under qemu-user)
@@ -417,7 +420,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
            "header": HEADER, "kernels": {k: s for k, s in prog.kernel_sources.items()}, "calls": calls,
            "buffers": buffers, "inputs": io[0], "outputs": io[1], "keep_ir": keep_ir}
-    res = run_worker(job)
+    res = run_worker(job, {c.kernel: (c.op, c.variant) for c in prog.calls})
     art = TargetArtifact(
         name=name, triple=res["triple"], cpu=cpu, features=feats, object=res["object"], asm=res["asm"],
         scratch_bytes=scratch,
@@ -437,20 +440,41 @@ def check_target_machine(triple: str, cpu: str, features: str) -> None:
                           "check the CPU and feature names, e.g. cpu='cortex-a76', features='+dotprod'") from None
 
 
-def run_worker(job: dict, timeout: float = 1800) -> dict:
-    """Run the numba lowering in a fresh Python process (numba's codegen state is per process)."""
+def run_worker(job: dict, labels: dict[str, tuple[str, str]] | None = None, timeout: float = 1800) -> dict:
+    """Run the numba lowering in a fresh Python process (numba's codegen state is per process); its
+    per-kernel progress lines go to this process's ``KernelEvent`` observers as they come, with the
+    (op, variant) of each kernel from ``labels``."""
     with tempfile.TemporaryDirectory(prefix="cnnjit-aarch64-") as tmp:
         jp, op = os.path.join(tmp, "job.pkl"), os.path.join(tmp, "out.pkl")
         with open(jp, "wb") as f:
             pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+        proc = subprocess.Popen([sys.executable, "-m", "cnnjit.compiler.target.aarch64_worker", jp, op],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        timed_out = threading.Event()
+        watchdog = threading.Timer(timeout, lambda: (timed_out.set(), proc.kill()))
+        watchdog.start()
+        err: list[str] = []
         try:
-            r = subprocess.run([sys.executable, "-m", "cnnjit.compiler.target.aarch64_worker", jp, op],
-                               capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TargetError(f"compiling for {job['triple']} timed out after {timeout:.0f} s") from None
-        if r.returncode != 0 or not os.path.exists(op):
-            tail = (r.stderr or "").strip().splitlines()
-            raise CompileError(f"the aarch64 compiler worker failed (exit {r.returncode}): "
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.startswith(PROGRESS):
+                    ev = json.loads(line[len(PROGRESS):])
+                    ops, variant = (labels or {}).get(ev["name"], ("", ""))
+                    notify(KernelEvent(**ev, ops=ops, variant=variant))
+                else:
+                    err.append(line)
+            proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:  # an exception here (Ctrl-C): the worker ends too
+                proc.kill()
+                proc.wait()
+            kernels_finished()
+        if timed_out.is_set():
+            raise TargetError(f"compiling for {job['triple']} timed out after {timeout:.0f} s")
+        if proc.returncode != 0 or not os.path.exists(op):
+            tail = "".join(err).strip().splitlines()
+            raise CompileError(f"the aarch64 compiler worker failed (exit {proc.returncode}): "
                                f"{tail[-1] if tail else 'no output'}")
         with open(op, "rb") as f:
             res = pickle.load(f)  # noqa: S301 - written by our own worker

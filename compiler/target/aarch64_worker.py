@@ -21,6 +21,7 @@ numba upgrade touches only it: ``SUPPORTED_NUMBA`` lists the versions it was che
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
@@ -128,6 +129,15 @@ def _numba_type(spec, buffer_dtypes):
     return types.float64
 
 
+#: the prefix of a progress line on stderr (``aarch64.run_worker`` passes them on as ``KernelEvent``s)
+PROGRESS = "cnnjit-progress\t"
+
+
+def _progress(done: int, total: int, name: str, origin: str) -> None:
+    sys.stderr.write(PROGRESS + json.dumps({"done": done, "total": total, "name": name, "origin": origin}) + "\n")
+    sys.stderr.flush()
+
+
 def build(job: dict) -> dict:
     ok, version = numba_supported()
     if not ok:
@@ -151,11 +161,14 @@ def build(job: dict) -> dict:
     buffer_dtypes = {b: spec["dtype"] for b, spec in job["buffers"].items()}
     compiled: dict[tuple, tuple[str, object]] = {}  # (kernel, signature) -> (symbol, cres)
     symbols: dict[str, str] = {}
+    total = len(job["kernels"])
+    _progress(0, total, "", "begin")
     with global_compiler_lock:
         for kname, args in job["calls"]:
             sig = tuple(_numba_type(a, buffer_dtypes) for a in args)
             if (kname, sig) in compiled:
                 continue
+            _progress(len(set(symbols.values())), total, kname, "compiling")
             ns: dict = {"__name__": f"cnnjit_target_{kname}"}
             src = job["header"] + job["kernels"][kname]
             exec(compile(src, f"<cnnjit kernel {kname}>", "exec"), ns)  # noqa: S102 - our own templates
@@ -168,6 +181,8 @@ def build(job: dict) -> dict:
             sym = f"{name}_{kname}" + (f"_{nsig}" if nsig else "")
             compiled[(kname, sig)] = (sym, cres)
             symbols[sym] = kname
+            _progress(len(set(symbols.values())), total, kname, "compiled")
+        _progress(total, total, "schedule", "schedule")
         kernel_irs = []
         for (_, _), (sym, cres) in compiled.items():
             cres.library.finalize()
