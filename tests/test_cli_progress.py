@@ -81,10 +81,11 @@ def test_kernel_events_match_the_compile_report(entry: str) -> None:
         assert all(r.origin in ("memory", "lazy") for r in report.rows if r.name not in {e.name for e in ready})
     else:  # the whole numba schedule came from a cache
         assert entry == "numba" and not ready
-    # a kernel being compiled is announced before it is ready
+    # a kernel being compiled is announced before it is ready ("loading" when the disk cache held it at the
+    # start: another process sharing the cache may replace the entry before the load, which then compiles)
     for i, e in enumerate(events):
         if e.origin in ("compiled", "compiled by worker"):
-            assert any(p.origin == "compiling" and p.name == e.name for p in events[:i])
+            assert any(p.origin in ("compiling", "loading") and p.name == e.name for p in events[:i])
 
 
 _COLD = """
