@@ -110,7 +110,7 @@ def main(args: argparse.Namespace) -> int:
     doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
            "seconds": args.seconds, "warmup": args.warmup, "threads": args.threads, "fused": not args.unfused,
            "inputs": {k: "file" if k in given else "random" for k in feeds}, "flops": flops,
-           "compile_s": compile_s, "first_run_s": first_s, "results": stats, "memory": memory,
+           "compile_ms": compile_s * 1e3, "first_run_ms": first_s * 1e3, "results": stats, "memory": memory,
            "max_abs_diff": diffs, "png": png}
     if args.json:
         emit_json(doc)

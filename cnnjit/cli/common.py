@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -161,7 +162,7 @@ def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> N
     unknown = [n for n in shapes if n not in by_name]
     if unknown:
         raise UsageError(f"--shape names unknown input(s) {unknown}",
-                         "the model's inputs are " + ", ".join(s.describe() for s in specs))
+                         "the model's inputs are " + ", ".join(_describe(s) for s in specs))
     symbols: dict[str, tuple[int, str]] = {}
     for name, dims in shapes.items():
         s = by_name[name]
@@ -169,11 +170,11 @@ def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> N
             continue
         flag = f"--shape {name}={_dims(dims)}"
         if len(dims) != len(s.dims):
-            raise UsageError(f"{flag} has rank {len(dims)}; the model declares rank {len(s.dims)}: {s.describe()}",
+            raise UsageError(f"{flag} has rank {len(dims)}; the model declares rank {len(s.dims)}: {_describe(s)}",
                              _shape_example(s))
         for i, (got, want) in enumerate(zip(dims, s.dims)):
             if want is not None and got != want:
-                raise UsageError(f"{flag}: dimension {i} is fixed at {want} by the model: {s.describe()}",
+                raise UsageError(f"{flag}: dimension {i} is fixed at {want} by the model: {_describe(s)}",
                                  _shape_example(s))
             sym = s.dim_names[i] if want is None and i < len(s.dim_names) else ""
             if sym and symbols.setdefault(sym, (got, name))[0] != got:
@@ -181,11 +182,21 @@ def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> N
                                  f"{symbols[sym][1]}; inputs sharing a symbolic dimension must agree")
 
 
-def _shape_example(s: Any) -> str:
-    """``--shape NAME=...`` spelled with the declared dims (symbols by name) for a hint."""
+def _describe(s: Any) -> str:
+    """``x: float32[N, 3, 32, 32]``, the same text whichever spec class (loader or runtime) ``s`` is."""
     names = s.dim_names or ("",) * len(s.dims)
-    dims = [str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims)]
-    return f"give --shape {clean(s.name, 40)}={','.join(dims)} with numbers for the symbolic dimensions"
+    dims = ", ".join(str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims))
+    return f"{clean(s.name, 40)}: {s.dtype}[{dims}]"
+
+
+def _shape_example(s: Any) -> str:
+    """A hint spelling ``--shape NAME=...`` with the declared dims (symbols by name)."""
+    names = s.dim_names or ("",) * len(s.dims)
+    syms = [names[i] or "?" for i, d in enumerate(s.dims) if d is None]
+    dims = ",".join(str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims))
+    if not syms:
+        return f"the shape of input {clean(s.name, 40)!r} is fixed: --shape {clean(s.name, 40)}={dims}, or no --shape"
+    return f"pass --shape {clean(s.name, 40)}={clean(dims, 80)} with numbers for {clean(', '.join(syms), 80)}"
 
 
 def defaulted_dims(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> dict[str, list[str]]:
@@ -218,11 +229,10 @@ def blame_defaults(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]], fo
             raise
         what = "; ".join(f"{', '.join(map(repr, syms))} of input {clean(name, 40)!r}"
                          for name, syms in defaulted.items())
-        first = clean(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, 200)
+        first = clean(_first_line(e) if isinstance(e, ShapeError) else f"{foreign} failed: {_first_line(e)}", 200)
         by = next(s for s in specs if s.name in defaulted)
-        raise UsageError(f"{first} (at symbolic dimensions {what} set to 1 by cnnjit, not by the model: "
-                         "no --shape was given)", _shape_example(by).replace("give", "pass the real sizes with", 1)
-                         ) from e
+        raise UsageError(f"{first}: the symbolic dimensions {what} were set to 1 by cnnjit (no --shape gave "
+                         "them), not by the model", _shape_example(by)) from e
 
 
 @contextmanager
@@ -233,6 +243,19 @@ def model_shapes(args: argparse.Namespace, foreign: str = "") -> Iterator[dict[s
     check_shapes(specs, shapes)
     with blame_defaults(specs, shapes, foreign):
         yield shapes
+
+
+def checked_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """``--shape`` of ``args.model`` parsed and checked against its declared inputs (``check_shapes``)."""
+    with model_shapes(args) as shapes:
+        return shapes
+
+
+def _first_line(e: Exception) -> str:
+    """The gist of an error message: its first line, without onnxruntime's status prefix and source location."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return text.split(" Name:", 1)[0].split(" Status Message:", 1)[0].rstrip(".")
 
 
 def check_pass_name(name: str, flag: str) -> None:
