@@ -184,6 +184,8 @@ def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> N
 
 def _describe(s: Any) -> str:
     """``x: float32[N, 3, 32, 32]``, the same text whichever spec class (loader or runtime) ``s`` is."""
+    if s.dims is None:
+        return f"{clean(s.name, 40)}: {s.dtype}[?]"
     names = s.dim_names or ("",) * len(s.dims)
     dims = ", ".join(str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims))
     return f"{clean(s.name, 40)}: {s.dtype}[{dims}]"
