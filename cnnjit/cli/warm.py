@@ -49,6 +49,6 @@ def main(args: argparse.Namespace) -> int:
     rows = [(r.name, r.ops, r.calls, r.signatures, r.origin, f"{r.seconds:.3f}", f"{r.compile_s:.3f}")
             for r in report.rows]
     print_table(f"kernels of {args.model}", ["kernel", "ops", "calls", "sigs", "origin", "ready s", "compile s"],
-                rows, right=["calls", "sigs", "ready s", "compile s"],
+                rows, right=["calls", "sigs", "ready s", "compile s"], free=["ops"],
                 footer=[f"{report.summary()}; cache {cache_dir()}; total {seconds:.2f} s"])
     return EXIT_OK
