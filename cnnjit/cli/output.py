@@ -233,11 +233,12 @@ def nbytes(n: float) -> str:
 
 def to_ms(doc: dict[str, Any], rename: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``doc`` with its times in milliseconds, the one unit of time in every command's JSON: a key ``X_s``
-    becomes ``X_ms`` (value x 1000), ``rename`` maps other second-valued keys to their ``_ms`` names."""
+    becomes ``X_ms`` (value x 1000), ``rename`` maps other second-valued keys to their ``_ms`` names. Rates
+    (``X_per_s``) are left alone."""
     rename = dict(rename or {})
     out: dict[str, Any] = {}
     for k, v in doc.items():
-        new = rename.get(k) or (k[:-2] + "_ms" if k.endswith("_s") else "")
+        new = rename.get(k) or (k[:-2] + "_ms" if k.endswith("_s") and not k.endswith("_per_s") else "")
         out[new or k] = v * 1e3 if new and isinstance(v, (int, float)) else v
     return out
 
