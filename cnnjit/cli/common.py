@@ -162,7 +162,8 @@ def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> N
     unknown = [n for n in shapes if n not in by_name]
     if unknown:
         raise UsageError(f"--shape names unknown input(s) {unknown}",
-                         "the model's inputs are " + ", ".join(_describe(s) for s in specs))
+                         "'cnnjit info MODEL' shows the model's inputs and their shapes; here: "
+                         + ", ".join(_describe(s) for s in specs))
     symbols: dict[str, tuple[int, str]] = {}
     for name, dims in shapes.items():
         s = by_name[name]
