@@ -191,5 +191,5 @@ def test_info_help_and_hints(tmp_path: Path) -> None:
     assert "--example" in r.stdout and "--threads" not in r.stdout
     # the hint for a wrong input name points at info, which shows the inputs
     r = run_cli("inspect", "--example", "--shape", "nope=1,2")
-    assert_one_line_error(r, 1)
+    assert_one_line_error(r, 2)  # a --shape naming no input: a usage error, as on every command
     assert "hint: 'cnnjit info MODEL' shows the model's inputs" in r.stderr

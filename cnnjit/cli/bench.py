@@ -12,7 +12,7 @@ from cnnjit.compiler.stages import input_specs
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
 from .flags import at_least, compile_options, model_argument, runs_option
-from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si
+from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si, to_ms
 from .run import _load_input_file
 
 HELP = "time a model (optionally against onnxruntime)"
@@ -108,9 +108,11 @@ def main(args: argparse.Namespace) -> int:
         except OSError as e:
             raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
     doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
-           "seconds": args.seconds, "warmup": args.warmup, "threads": args.threads, "fused": not args.unfused,
+           "time_limit_ms": args.seconds * 1e3 if args.seconds else None, "warmup": args.warmup,
+           "threads": args.threads, "fused": not args.unfused,
            "inputs": {k: "file" if k in given else "random" for k in feeds}, "flops": flops,
-           "compile_s": compile_s, "first_run_s": first_s, "results": stats, "memory": memory,
+           "compile_ms": compile_s * 1e3, "first_run_ms": first_s * 1e3,
+           "results": {k: to_ms(v) for k, v in stats.items()}, "memory": memory,
            "max_abs_diff": diffs, "png": png}
     if args.json:
         emit_json(doc)

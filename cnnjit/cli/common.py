@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,12 +21,12 @@ import numpy as np
 
 import cnnjit
 from cnnjit.compiler.codegen.threads import default_wait_policy
-from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.passes import check_pass_names, default_pipeline, parse_dump_ir
-from cnnjit.errors import InputError, ModelError
+from cnnjit.errors import InputError, ModelError, ShapeError
 
-from .output import note
+from .output import clean, note
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -146,6 +148,119 @@ def parse_shapes(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _dims(dims: Sequence[int]) -> str:
+    return ",".join(map(str, dims))
+
+
+def check_shapes(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> None:
+    """``--shape`` against the model's declared inputs (``InputSpec``-like: name, dims, dim_names, describe()):
+    a known input, its declared rank, its fixed dimensions, and one value per symbol shared by several inputs.
+
+    Every command calls this before compiling, so a batch of 2 on a model fixed at 1 is the same usage error
+    everywhere instead of a compile at a shape the model does not declare."""
+    by_name = {s.name: s for s in specs}
+    unknown = [n for n in shapes if n not in by_name]
+    if unknown:
+        raise UsageError(f"--shape names unknown input(s) {unknown}",
+                         "'cnnjit info MODEL' shows the model's inputs and their shapes; here: "
+                         + ", ".join(_describe(s) for s in specs))
+    symbols: dict[str, tuple[int, str]] = {}
+    for name, dims in shapes.items():
+        s = by_name[name]
+        if s.dims is None:
+            continue
+        flag = f"--shape {name}={_dims(dims)}"
+        if len(dims) != len(s.dims):
+            raise UsageError(f"{flag} has rank {len(dims)}; the model declares rank {len(s.dims)}: {_describe(s)}",
+                             _shape_example(s))
+        for i, (got, want) in enumerate(zip(dims, s.dims)):
+            if want is not None and got != want:
+                raise UsageError(f"{flag}: dimension {i} is fixed at {want} by the model: {_describe(s)}",
+                                 _shape_example(s))
+            sym = s.dim_names[i] if want is None and i < len(s.dim_names) else ""
+            if sym and symbols.setdefault(sym, (got, name))[0] != got:
+                raise UsageError(f"{flag}: symbolic dimension {sym!r} is {symbols[sym][0]} in --shape "
+                                 f"{symbols[sym][1]}; inputs sharing a symbolic dimension must agree")
+
+
+def _describe(s: Any) -> str:
+    """``x: float32[N, 3, 32, 32]``, the same text whichever spec class (loader or runtime) ``s`` is."""
+    if s.dims is None:
+        return f"{clean(s.name, 40)}: {s.dtype}[?]"
+    names = s.dim_names or ("",) * len(s.dims)
+    dims = ", ".join(str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims))
+    return f"{clean(s.name, 40)}: {s.dtype}[{dims}]"
+
+
+def _shape_example(s: Any) -> str:
+    """A hint spelling ``--shape NAME=...`` with the declared dims (symbols by name)."""
+    names = s.dim_names or ("",) * len(s.dims)
+    syms = [names[i] or "?" for i, d in enumerate(s.dims) if d is None]
+    dims = ",".join(str(d) if d is not None else (names[i] or "?") for i, d in enumerate(s.dims))
+    if not syms:
+        return f"the shape of input {clean(s.name, 40)!r} is fixed: --shape {clean(s.name, 40)}={dims}, or no --shape"
+    return f"pass --shape {clean(s.name, 40)}={clean(dims, 80)} with numbers for {clean(', '.join(syms), 80)}"
+
+
+def defaulted_dims(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]]) -> dict[str, list[str]]:
+    """Input name -> its symbolic dimensions that the command line sets to 1 (inputs without ``--shape``)."""
+    out: dict[str, list[str]] = {}
+    for s in specs:
+        if s.name in shapes or s.dims is None or getattr(s, "by_value", False):
+            continue
+        syms = [(s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else f"dim {i}")
+                for i, d in enumerate(s.dims) if d is None]
+        if syms:
+            out[s.name] = syms
+    return out
+
+
+@contextmanager
+def blame_defaults(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]], foreign: str = "") -> Iterator[None]:
+    """Turn a ``ShapeError`` raised inside the block (or, with ``foreign="onnxruntime"``, any error of that
+    package) into a usage error saying that the tool set the symbolic dimensions to 1, when it did.
+
+    Without this, a model with symbolic height and width fails with "the model's shapes are inconsistent",
+    blaming the model for the command line's choice of 1; the error names the input and its symbols and
+    asks for ``--shape``. Errors are passed on untouched when every symbolic dimension was given."""
+    defaulted = defaulted_dims(specs, shapes)
+    try:
+        yield
+    except Exception as e:
+        ours = isinstance(e, ShapeError) or bool(foreign and type(e).__module__.startswith(foreign))
+        if not defaulted or not ours:
+            raise
+        what = "; ".join(f"{', '.join(map(repr, syms))} of input {clean(name, 40)!r}"
+                         for name, syms in defaulted.items())
+        first = clean(_first_line(e) if isinstance(e, ShapeError) else f"{foreign} failed: {_first_line(e)}", 200)
+        by = next(s for s in specs if s.name in defaulted)
+        raise UsageError(f"{first}: the symbolic dimensions {what} were set to 1 by cnnjit (no --shape gave "
+                         "them), not by the model", _shape_example(by)) from e
+
+
+@contextmanager
+def model_shapes(args: argparse.Namespace, foreign: str = "") -> Iterator[dict[str, tuple[int, ...]]]:
+    """``--shape`` of ``args.model`` parsed and checked (``check_shapes``); shape errors inside the block are
+    blamed on defaulted symbolic dimensions when there are any (``blame_defaults``)."""
+    specs, shapes = input_specs(load_model(args.model)), parse_shapes(args.shape)
+    check_shapes(specs, shapes)
+    with blame_defaults(specs, shapes, foreign):
+        yield shapes
+
+
+def checked_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    """``--shape`` of ``args.model`` parsed and checked against its declared inputs (``check_shapes``)."""
+    with model_shapes(args) as shapes:
+        return shapes
+
+
+def _first_line(e: Exception) -> str:
+    """The gist of an error message: its first line, without onnxruntime's status prefix and source location."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return text.split(" Name:", 1)[0].split(" Status Message:", 1)[0].rstrip(".")
+
+
 def check_pass_name(name: str, flag: str) -> None:
     """Usage error listing the real passes (in pipeline order) if ``name`` is not one."""
     try:
@@ -197,11 +312,14 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
     if by_value:
         raise UsageError(f"input(s) {sorted(by_value)} set shapes or attributes of the model: the command line "
                          "cannot choose their values", "use the Python API: cnnjit.compile(path)(...)")
+    specs = input_specs(proto)
+    check_shapes(specs, shapes or {})
     resolved, notes = resolve_shapes(proto, shapes)
     if not quiet:
         for n in notes:
             note(n)
-    model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads)
+    with blame_defaults(specs, shapes or {}):
+        model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads)
     return model, resolved, notes, time.perf_counter() - t0
 
 
@@ -218,7 +336,8 @@ def trace_model(args: argparse.Namespace) -> Any:
     stderr)."""
     from cnnjit.inspect_model import trace
 
-    t = trace(args.model, parse_shapes(args.shape), fuse=not args.unfused, threads=args.threads)
+    with model_shapes(args) as shapes:
+        t = trace(args.model, shapes, fuse=not args.unfused, threads=args.threads)
     if not args.json:
         for n in t.notes:
             note(n)

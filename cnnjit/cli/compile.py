@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes, refuse
+from .common import EXIT_OK, CliError, UsageError, check_model_path, checked_shapes, refuse
 from .flags import compile_options, model_argument, output_option
 from .output import emit_json, nbytes, print_table
 
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         if not args.no_shared:
             find_tool("aarch64-linux-gnu-gcc")  # before the compile, not after it
         art = compile_for_target(args.model, target=args.target, cpu=args.cpu, features=args.features,
-                                 name=args.name, input_shapes=parse_shapes(args.shape) or None,
+                                 name=args.name, input_shapes=checked_shapes(args) or None,
                                  fuse=not args.unfused)
         paths = art.save(args.output, shared=not args.no_shared)
     except TargetError as e:
@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     files = {k: {"path": str(v), "bytes": v.stat().st_size} for k, v in paths.items()}
     if args.json:
-        emit_json({**art.summary(), "files": files, "seconds": seconds})
+        emit_json({**art.summary(), "files": files, "total_ms": seconds * 1e3})
         return EXIT_OK
     rows = [(k, v["path"], nbytes(v["bytes"])) for k, v in files.items()]
     c = art.checks

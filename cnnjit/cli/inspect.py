@@ -7,7 +7,18 @@ from typing import Any
 
 from .common import EXIT_OK, UsageError, check_model_path, check_pass_name, trace_model
 from .flags import compile_options, model_argument
-from .output import clean, clean_block, emit_json, nbytes, print_table, shapes_text, si
+from .output import (
+    clean,
+    clean_block,
+    console_width,
+    emit_json,
+    nbytes,
+    print_table,
+    shapes_text,
+    short_op,
+    si,
+    table_width,
+)
 
 HELP = "per-layer table: ops, shapes, params, FLOPs, fusion, kernels, memory"
 EPILOG = """example:
@@ -55,12 +66,10 @@ def main(args: argparse.Namespace) -> int:
                    "fused": not args.unfused, "pipeline": t.pipeline, "layers": rows, "calls": schedule,
                    "totals": totals})
         return EXIT_OK
-    table_rows = []
-    for r in rows:
-        fused = ", ".join(f"{f['op']}" + (f" {clean(f['name'], 24)!r}" if f["name"] else "") for f in r["fused_from"])
-        table_rows.append([str(r["index"]), r["op"], clean(r["name"], 28), " ".join(r["inputs"]),
-                           " ".join(r["outputs"]), f"{r['params']:,}", si(r["flops"]), r["kernel"], r["variant"],
-                           fused])
+    columns = ["#", "op", "name", "inputs", "outputs", "params", "FLOPs", "kernel", "variant", "fused from"]
+    table_rows = _table_rows(rows, short=False)
+    if table_width(columns, table_rows) > console_width():  # narrow terminal: BatchNormalization -> BN...
+        table_rows = _table_rows(rows, short=True)
     saved = 1 - p.arena_bytes / p.intermediate_bytes if p.intermediate_bytes else 0.0
     footer = [
         f"{totals['nodes_before_fusion']} nodes before fusion -> {totals['nodes']} after; {n_calls} kernel calls "
@@ -72,10 +81,21 @@ def main(args: argparse.Namespace) -> int:
         "passes: " + ", ".join(t.pipeline),
     ]
     print_table(f"{clean(t.name, 40)} ({shapes_text(t.shapes)}){' unfused' if args.unfused else ''}",
-                ["#", "op", "name", "inputs", "outputs", "params", "FLOPs", "kernel", "variant", "fused from"],
-                table_rows,
-                right=("#", "params", "FLOPs"), footer=footer)
+                columns, table_rows, right=("#", "params", "FLOPs"), footer=footer, free=("name", "fused from"),
+                drop=("fused from", "inputs"))
     return EXIT_OK
+
+
+def _table_rows(rows: list[dict[str, Any]], short: bool) -> list[list[str]]:
+    """The table's cells for ``layer_rows``; ``short``: abbreviated op names (``short_op``), for narrow
+    terminals."""
+    op = short_op if short else str
+    out = []
+    for r in rows:
+        fused = ", ".join(op(f["op"]) + (f" {clean(f['name'], 24)!r}" if f["name"] else "") for f in r["fused_from"])
+        out.append([str(r["index"]), op(r["op"]), clean(r["name"], 28), " ".join(r["inputs"]), " ".join(r["outputs"]),
+                    f"{r['params']:,}", si(r["flops"]), r["kernel"], r["variant"], fused])
+    return out
 
 
 def _print_ir_after(args: argparse.Namespace, t: Any) -> int:

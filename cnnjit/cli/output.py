@@ -7,8 +7,10 @@ sequences, become '?'); notes go to stderr so that ``--json`` output on stdout s
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,41 +40,100 @@ def _rich() -> Any:
 
 
 def _console(stderr: bool = False) -> Any:
+    """A rich console; when not writing to a terminal, 160 columns wide unless ``COLUMNS`` says otherwise."""
     from rich.console import Console
 
     c = Console(stderr=stderr, highlight=False, soft_wrap=False)
-    if not c.is_terminal:
+    if not c.is_terminal and not os.environ.get("COLUMNS"):
         c = Console(stderr=stderr, highlight=False, width=max(c.width, 160))
     return c
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = (),
-                footer: Sequence[str] = ()) -> None:
-    """A table on stdout: rich if installed, else aligned plain text. Cells are cleaned and markup-escaped."""
-    cells = [[clean(c) for c in r] for r in rows]
+def console_width() -> int:
+    """The width tables are fitted to (``COLUMNS``, the terminal's, or 160 when stdout is not a terminal)."""
     if _rich():
+        return int(_console().width)
+    return shutil.get_terminal_size((160, 24)).columns
+
+
+#: the space between two columns of a table (rich's SIMPLE_HEAD box without edges: two blanks)
+_GAP = 2
+
+
+def table_width(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Columns a ``print_table`` table needs to show every cell whole."""
+    return _width(_natural_widths(columns, [[clean(c) for c in r] for r in rows]))
+
+
+def _width(widths: Sequence[int]) -> int:
+    return sum(widths) + _GAP * max(0, len(widths) - 1)
+
+
+def _natural_widths(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> list[int]:
+    return [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+
+
+def _fit(columns: list[str], cells: list[list[str]], free: Sequence[str], drop: Sequence[str], width: int
+         ) -> tuple[list[int], list[str]]:
+    """Column widths that fit ``width``: the widest ``free`` column gives up a character at a time (down to
+    its header or 8 characters), then the ``drop`` columns go, in order. Returns (widths, dropped names)."""
+    dropped: list[str] = []
+    while True:
+        keep = [i for i, c in enumerate(columns) if c not in dropped]
+        widths = _natural_widths([columns[i] for i in keep], [[r[i] for i in keep] for r in cells])
+        floor = {j: max(len(columns[i]), 8) for j, i in enumerate(keep) if columns[i] in free}
+        excess = _width(widths) - width
+        while excess > 0 and any(widths[j] > f for j, f in floor.items()):
+            j = max(floor, key=lambda k: widths[k] - floor[k])
+            widths[j] -= 1
+            excess -= 1
+        left = [c for c in drop if c in columns and c not in dropped]
+        if excess <= 0 or not left:
+            return [widths[keep.index(i)] if i in keep else 0 for i in range(len(columns))], dropped
+        dropped.append(left[0])
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = (),
+                footer: Sequence[str] = (), free: Sequence[str] = (), drop: Sequence[str] = ()) -> None:
+    """A table on stdout, the one table style of every command (rich if installed, else aligned plain text).
+
+    Cells are cleaned and markup-escaped. No cell wraps: every row is one line. When the terminal is too
+    narrow, the ``free`` (free-text) columns shrink first, cut with an ellipsis, then the ``drop`` columns
+    are left out (in that order, said under the table); other columns are cut only as a last resort.
+    ``--json`` output has every value whole."""
+    columns = list(columns)
+    cells = [[clean(c) for c in r] for r in rows]
+    widths, dropped = _fit(columns, cells, free, drop, console_width())
+    keep = [i for i, c in enumerate(columns) if c not in dropped]
+    footer = list(footer) + ([f"(not shown in {console_width()} columns: {', '.join(dropped)}; a wider terminal "
+                              "or --json shows them)"] if dropped else [])
+    if _rich():
+        from rich import box
         from rich.markup import escape
         from rich.table import Table
 
-        t = Table()
-        for c in columns:
-            t.add_column(escape(c), justify="right" if c in right else "left", overflow="fold")
+        t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        for i in keep:
+            c = columns[i]
+            t.add_column(escape(c), justify="right" if c in right else "left", no_wrap=True, overflow="ellipsis",
+                         max_width=widths[i] if c in free else None)
         for r in cells:
-            t.add_row(*(escape(c) for c in r))
+            t.add_row(*(escape(r[i]) for i in keep))
         con = _console()
         con.print(escape(clean(title)))
         con.print(t)
         for line in footer:
             con.print(escape(clean(line)))
         return
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     print(clean(title))
 
     def fmt(r: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if columns[i] in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        cut = [clean(r[i], widths[i]) for i in keep]
+        return (" " * _GAP).join(v.rjust(widths[i]) if columns[i] in right else v.ljust(widths[i])
+                                 for v, i in zip(cut, keep)).rstrip()
 
-    print(fmt(list(columns)))
-    print("  ".join("-" * w for w in widths))
+    print(fmt(columns))
+    print((" " * _GAP).join("-" * widths[i] for i in keep))
     for r in cells:
         print(fmt(r))
     for line in footer:
@@ -127,6 +188,11 @@ def note(msg: str) -> None:
     print(f"note: {clean(msg)}", file=sys.stderr)
 
 
+def warn(msg: str) -> None:
+    """A line on stderr about a suspicious result (the command still succeeds)."""
+    print(f"warning: {clean(msg)}", file=sys.stderr)
+
+
 def emit_json(doc: Any) -> None:
     """``doc`` as one JSON document on stdout (numpy scalars/arrays, paths and tuples converted)."""
     print(json.dumps(doc, indent=1, default=_json_default))
@@ -157,9 +223,37 @@ def si(n: float, unit: str = "") -> str:
     return f"{n:g} {unit}".rstrip()
 
 
-def nbytes(n: int) -> str:
-    """A byte count as 'B' or 'KiB'."""
-    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+def nbytes(n: float) -> str:
+    """A byte count in the unit that suits its size: '512 B', '64.4 KiB', '191.8 MiB', '1.50 GiB'."""
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def to_ms(doc: dict[str, Any], rename: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``doc`` with its times in milliseconds, the one unit of time in every command's JSON: a key ``X_s``
+    becomes ``X_ms`` (value x 1000), ``rename`` maps other second-valued keys to their ``_ms`` names. Rates
+    (``X_per_s``) are left alone."""
+    rename = dict(rename or {})
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        new = rename.get(k) or (k[:-2] + "_ms" if k.endswith("_s") and not k.endswith("_per_s") else "")
+        out[new or k] = v * 1e3 if new and isinstance(v, (int, float)) else v
+    return out
+
+
+#: short spellings of long op names for tables in narrow terminals (the JSON keeps the full names)
+SHORT_OPS = {"BatchNormalization": "BN", "GlobalAveragePool": "GAP", "GlobalMaxPool": "GMP",
+             "AveragePool": "AvgPool", "HardSigmoid": "HSigmoid", "HardSwish": "HSwish",
+             "QuantizeLinear": "Q", "DequantizeLinear": "DQ", "ConvInteger": "ConvInt",
+             "MatMulInteger": "MatMulInt", "InstanceNormalization": "InstNorm",
+             "LayerNormalization": "LayerNorm", "ReduceMean": "RMean", "Transpose": "Transp"}
+
+
+def short_op(label: str) -> str:
+    """An op label (``Conv+BatchNormalization+Relu``) with long op names abbreviated (``Conv+BN+Relu``)."""
+    return "+".join(SHORT_OPS.get(p, p) for p in label.split("+"))
 
 
 def shapes_text(shapes: dict[str, Any]) -> str:

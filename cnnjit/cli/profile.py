@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes
+from .common import EXIT_OK, CliError, UsageError, check_model_path, model_shapes
 from .flags import DeprecatedAlias, at_least, compile_options, model_argument, runs_option
 from .output import Progress, clean, emit_json, note, print_table, si
 
@@ -46,9 +46,9 @@ def main(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")
     check_model_path(args.model)
-    with Progress(enabled=not args.json) as prog:
+    with Progress(enabled=not args.json) as prog, model_shapes(args) as shapes:
         prog.update("profiling", 0, 1)
-        doc = profile_model(args.model, parse_shapes(args.shape), repeat=args.runs,
+        doc = profile_model(args.model, shapes, repeat=args.runs,
                             mode="calls" if args.uninlined else "auto", peak=args.peak, seed=args.seed,
                             fuse=not args.unfused, threads=args.threads)
         prog.update("profiling", 1, 1)

@@ -9,24 +9,27 @@ from typing import Any
 import numpy as np
 
 from cnnjit.compiler.frontend.loader import input_specs, load_model
+from cnnjit.compiler.stages import resolve_shapes
 from cnnjit.quantize import quantize
 
-from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, save_model
-from .flags import at_least, model_argument, output_option
-from .output import emit_json
+from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, model_shapes, save_model
+from .flags import at_least, model_argument, output_option, shape_option
+from .output import emit_json, print_table
 
 HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
 EPILOG = """example:
   cnnjit quantize resnet8.onnx --calibration random -o resnet8.int8.onnx
   cnnjit quantize kws.onnx --calibration calib/ --activations int8 --method entropy -o kws.int8.onnx --json
+  cnnjit quantize rec.onnx --calibration random --shape x=1,3,48,320 -o rec.int8.onnx
 
 Writes a standard QDQ model (onnxruntime runs it too; 'cnnjit run' compiles it to integer kernels) and prints
 per-layer scales and the output deviation from the float model on the calibration inputs. --calibration is
-'random' (seeded standard-normal inputs) or a folder of .npy (single input) / .npz (by input name) files."""
+'random' (seeded standard-normal inputs of the --shape given; symbolic dimensions of the others: 1) or a
+folder of .npy (single input) / .npz (by input name) files (each checked against --shape when given)."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument("an .onnx file (float)"),
+    return [model_argument("an .onnx file (float)"), shape_option(),
             output_option("OUT.onnx", "where to write the QDQ model", required=True)]
 
 
@@ -44,30 +47,45 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     check_model_path(args.model)
-    batches = _calibration_batches(args.model, args.calibration, args.batches, args.seed)
-    try:
-        q = quantize(args.model, batches, per_channel=not args.per_tensor, activations=args.activations,
-                     method=args.method)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
+    with model_shapes(args) as shapes:  # --shape checked before any work; shape errors at defaulted dims blamed
+        batches = _calibration_batches(args.model, args.calibration, args.batches, args.seed, shapes)
+        try:
+            q = quantize(args.model, batches, per_channel=not args.per_tensor, activations=args.activations,
+                         method=args.method)
+        except ValueError as e:
+            raise UsageError(str(e)) from e
     save_model(q, args.output)
     if args.json:
         emit_json({"model": args.model, "output": args.output, "options": q.options,
                    "activations": {k: {"scale": s, "zero_point": z} for k, (s, z) in q.activations.items()},
                    "deviation": q.deviation})
         return EXIT_OK
-    print(q.report())
+    o = q.options
+    print_table(f"int8 PTQ: activations {o.get('activations')}, per channel {o.get('per_channel')}, method "
+                f"{o.get('method')}, {o.get('batches')} calibration batches",
+                ["activation tensor", "scale", "zero point"],
+                [[k, f"{s:.6g}", str(z)] for k, (s, z) in q.activations.items()],
+                right=("scale", "zero point"), free=("activation tensor",))
+    print_table("weight scales per layer", ["weights of", "min scale", "max scale"],
+                [[k, f"{a:.4g}", f"{b:.4g}"] for k, (a, b) in q.weights.items()],
+                right=("min scale", "max scale"), free=("weights of",),
+                footer=["output deviation vs the float model (cnnjit int8 on the calibration inputs):",
+                        *(f"  {k}: " + ", ".join(f"{a}={b:.4g}" for a, b in d.items())
+                          for k, d in q.deviation.items())])
     print(f"wrote {args.output}")
     return EXIT_OK
 
 
-def _calibration_batches(model: str, source: str, count: int, seed: int) -> list[dict]:
-    """``random``: ``count`` seeded standard-normal batches; else a folder of .npy/.npz files."""
-    specs = list(input_specs(load_model(model)))
+def _calibration_batches(model: str, source: str, count: int, seed: int, shapes: dict[str, tuple[int, ...]]
+                         ) -> list[dict]:
+    """``random``: ``count`` seeded standard-normal batches of ``shapes`` (the ``--shape`` given, symbolic dims
+    of the other inputs = 1); else a folder of .npy/.npz files (their arrays checked against ``shapes``)."""
+    proto = load_model(model)
+    specs = list(input_specs(proto))
     if source == "random":
+        resolved, _notes = resolve_shapes(proto, shapes)
         rng = np.random.default_rng(seed)
-        return [{s.name: rng.standard_normal(tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.dims))
-                 .astype(s.dtype) for s in specs} for _ in range(count)]
+        return [{s.name: rng.standard_normal(resolved[s.name]).astype(s.dtype) for s in specs} for _ in range(count)]
     folder = Path(source)
     if not folder.is_dir():
         raise UsageError(f"--calibration must be 'random' or a folder of .npy/.npz files, got {source!r}")
@@ -75,6 +93,10 @@ def _calibration_batches(model: str, source: str, count: int, seed: int) -> list
     for f in sorted(folder.iterdir()):
         if f.suffix == ".npy" and len(specs) == 1 or f.suffix == ".npz":
             batches.append(_load_batch(f, specs))
+            for name, dims in shapes.items():
+                if tuple(batches[-1][name].shape) != dims:
+                    raise UsageError(f"calibration file {str(f)!r}: input {name!r} has shape "
+                                     f"{tuple(batches[-1][name].shape)}, --shape says {dims}", _CAL_HINT)
     if not batches:
         raise UsageError(f"no calibration batches (.npy for single-input models, .npz otherwise) in {source!r}")
     return batches[:count] if count > 0 else batches

@@ -11,9 +11,19 @@ import numpy as np
 
 import cnnjit
 
-from .common import EXIT_OK, CliError, UsageError, check_model_path, parse_shapes, random_inputs, use_threads
+from .common import (
+    EXIT_OK,
+    CliError,
+    UsageError,
+    blame_defaults,
+    check_model_path,
+    check_shapes,
+    parse_shapes,
+    random_inputs,
+    use_threads,
+)
 from .flags import at_least, compile_options, model_argument, output_option, runs_option
-from .output import clean, emit_json, ms, note
+from .output import clean, emit_json, ms, note, to_ms
 
 HELP = "run a model on inputs from .npy files or random data"
 EPILOG = """example:
@@ -65,6 +75,7 @@ def main(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"{flag} names unknown input(s) {unknown}",
                              "the model's inputs are " + ", ".join(s.describe() for s in model.inputs))
+    check_shapes(model.inputs, shapes)
     for name, dims in shapes.items():
         if name in given and tuple(given[name].shape) != dims:
             raise UsageError(f"--shape {name}={','.join(map(str, dims))} does not match the shape "
@@ -83,8 +94,9 @@ def main(args: argparse.Namespace) -> int:
     # the specialisation for these inputs, compiled now if the shapes are symbolic (not at the first call),
     # so that the times below say which stage took them
     arrays = dict(zip(model.input_names, model._validate(feeds)))  # the checks (and conversions) of a call
-    spec = model.specialization({k: a.shape for k, a in arrays.items()},
-                                {s.name: arrays[s.name] for s in model.inputs if s.by_value})
+    with blame_defaults(missing, shapes):
+        spec = model.specialization({k: a.shape for k, a in arrays.items()},
+                                    {s.name: arrays[s.name] for s in model.inputs if s.by_value})
     t2 = time.perf_counter()
     outs = model.run(None, feeds)
     t3 = time.perf_counter()
@@ -108,7 +120,8 @@ def main(args: argparse.Namespace) -> int:
         _save_outputs(args.output, outs)
     doc = {"model": args.model,
            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
-           "outputs": results, "notes": notes, **stages, "run_s": steady, "output_file": args.output}
+           "outputs": results, "notes": notes, **to_ms(stages), "run_ms": steady * 1e3 if steady is not None else None,
+           "output_file": args.output}
     if args.json:
         emit_json(doc)
         return EXIT_OK

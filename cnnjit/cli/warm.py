@@ -9,7 +9,7 @@ from cnnjit.compiler.codegen.build import cache_dir
 
 from .common import EXIT_OK, compile_model, parse_shapes
 from .flags import compile_options, model_argument
-from .output import emit_json, print_table
+from .output import emit_json, print_table, to_ms
 
 HELP = "compile a model into the on-disk kernel cache ahead of time"
 EPILOG = """example:
@@ -42,12 +42,13 @@ def main(args: argparse.Namespace) -> int:
     report, seconds = warm_model(args.model, parse_shapes(args.shape), fuse=not args.unfused, threads=args.threads,
                                  quiet=args.json)
     if args.json:
-        emit_json({"model": args.model, "cache_dir": str(cache_dir()), "seconds": seconds,
-                   "compiled": report.compiled, "cache_hits": report.cache_hits, "kernels": report.to_dicts()})
+        emit_json({"model": args.model, "cache_dir": str(cache_dir()), "threads": args.threads,
+                   "total_ms": seconds * 1e3, "compiled": report.compiled, "cache_hits": report.cache_hits,
+                   "kernels": [to_ms(k, {"seconds": "ready_ms"}) for k in report.to_dicts()]})
         return EXIT_OK
     rows = [(r.name, r.ops, r.calls, r.signatures, r.origin, f"{r.seconds:.3f}", f"{r.compile_s:.3f}")
             for r in report.rows]
     print_table(f"kernels of {args.model}", ["kernel", "ops", "calls", "sigs", "origin", "ready s", "compile s"],
-                rows, right=["calls", "sigs", "ready s", "compile s"],
+                rows, right=["calls", "sigs", "ready s", "compile s"], free=["ops"],
                 footer=[f"{report.summary()}; cache {cache_dir()}; total {seconds:.2f} s"])
     return EXIT_OK

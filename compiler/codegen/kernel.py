@@ -165,10 +165,15 @@ def ilit(v: int) -> str:
     return repr(int(v))
 
 
+def _shape_text(shape: tuple[int, ...]) -> str:
+    """``1x3x8x8``; a scalar (rank 0) is ``scalar``, not an empty string."""
+    return "x".join(map(str, shape)) or "scalar"
+
+
 def note(node: Node) -> str:
     """A comment describing a node by op and shapes only (never its model-given name)."""
-    ins = ",".join("x".join(map(str, v.shape)) if v is not None else "_" for v in node.inputs)
-    outs = ",".join("x".join(map(str, v.shape)) for v in node.outputs)
+    ins = ",".join(_shape_text(v.shape) if v is not None else "_" for v in node.inputs)
+    outs = ",".join(_shape_text(v.shape) for v in node.outputs)
     return f"{node.op} {ins} -> {outs}"
 
 
