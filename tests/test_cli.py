@@ -34,7 +34,9 @@ EVIL = 'conv "evil" \\ name\n[bold red]}{<b>'
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 240
             ) -> subprocess.CompletedProcess:
-    e = dict(os.environ)
+    # tables are fitted to COLUMNS when stdout is not a terminal: a fixed, wide one (pytest-xdist workers inherit
+    # a narrow COLUMNS); tests of narrow tables pass their own
+    e = dict(os.environ, COLUMNS="160")
     e.update(env or {})
     return subprocess.run([CNNJIT, *map(str, args)], capture_output=True, text=True, env=e, cwd=cwd,
                           timeout=timeout)
