@@ -79,8 +79,9 @@ def test_kernel_events_match_the_compile_report(entry: str) -> None:
     assert {e.name: e.ops for e in ready} == {r.name: r.ops for r in report.rows if r.name in {e.name for e in ready}}
     if begin.done < total:
         assert all(r.origin in ("memory", "lazy") for r in report.rows if r.name not in {e.name for e in ready})
-    else:  # the whole numba schedule came from a cache
-        assert entry == "numba" and not ready
+    else:  # nothing to make ready: every kernel already loaded in this process (an earlier test compiled the
+        # same ones), or the whole numba schedule came from a cache
+        assert not ready and all(r.origin in ("memory", "disk cache") for r in report.rows)
     # a kernel being compiled is announced before it is ready ("loading" when the disk cache held it at the
     # start: another process sharing the cache may replace the entry before the load, which then compiles)
     for i, e in enumerate(events):
