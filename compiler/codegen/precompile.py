@@ -460,12 +460,16 @@ def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping
     workers: list[_Worker] = []
     stop = threading.Event()
 
-    def local() -> None:
+    def take() -> Iterator[str]:
+        """Kernel names from the shared queue until it is empty or the compile is stopped."""
         while not stop.is_set():
             try:
-                n = tasks.get_nowait()
+                yield tasks.get_nowait()
             except queue.Empty:
                 return
+
+    def local() -> None:
+        for n in take():
             notify("compiling", n, rows[n].ops)
             dt, _, miss = _compile_sigs(dispatchers[n], signatures[n])
             with lock:
@@ -480,11 +484,7 @@ def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping
         with lock:
             workers.append(w)
         try:
-            while not stop.is_set():
-                try:
-                    n = tasks.get_nowait()
-                except queue.Empty:
-                    return
+            for n in take():
                 notify("compiling", n, rows[n].ops)
                 try:
                     cold = w.compile(sources[n], signatures[n])
