@@ -83,17 +83,17 @@ def compile(  # noqa: A001 - the public name users expect
                                   fuse=fuse, passes=passes, disable=disable, verify=verify,
                                   max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes)
     if cpu is not None or features is not None:
-        raise ValueError("cpu= and features= apply to a cross-compilation target: pass target= too")
+        raise InputError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("auto", "python", "numba", "lazy"):
-        raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
+        raise InputError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
     if vector_width is not None and vector_width not in WIDTHS:
-        raise ValueError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
+        raise InputError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
     for op, name in (variants or {}).items():
         known = [v.name for v in VARIANTS.get(op, [])]
         if name not in known:
-            raise ValueError(f"variants: {op!r} has no kernel variant {name!r}"
+            raise InputError(f"variants: {op!r} has no kernel variant {name!r}"
                              + (f"; its variants are {', '.join(known)}" if known else " (no such op)"))
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
