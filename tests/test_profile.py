@@ -81,9 +81,11 @@ def test_timed_profile_adds_up_to_a_real_run(compiled) -> None:
     assert prof.mode == "timed" and prof.entry == "numba"
     assert len(prof.calls) == len(spec.program.calls)
     assert all(len(c.times_ns) == 30 and c.median_s > 0 for c in prof.calls)
-    # the parts add up to the whole timed run, and the timed run is the real run (loose: shared machine)
+    # the parts add up to the whole timed run (the same runs, one clock); that the timed entry computes what the
+    # real one does is checked on its outputs below, not by comparing times of separate runs (a timing
+    # assertion: on a loaded 2-CPU CI machine the real run's median came out at half the profiled one)
     assert prof.sum_s == pytest.approx(prof.timed_run_s, rel=0.15)
-    assert prof.sum_s == pytest.approx(prof.run_s, rel=0.5)
+    assert 0 < prof.run_min_s <= prof.run_s
     # one timing per kernel call: five fused Conv+Relu layers and the pool, in schedule order
     assert [c.op for c in prof.calls] == ["Conv"] * 5 + ["GlobalAveragePool"] == ops_of(compiled)
     # the profiled entry computes what the model computes, and reads the counter around every call
