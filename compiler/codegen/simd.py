@@ -25,6 +25,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
+from .simd_math import FUNCTIONS, VecMath
+
 WIDTHS = (4, 8, 16)
 #: vector lengths the intrinsics exist for: the machine widths, and multiples LLVM splits into 2-8 machine
 #: vectors (one ``vfma64`` value is a register tile row of 4 AVX-512 vectors: a kernel's source, and numba's
@@ -316,7 +318,52 @@ def _make(n: int) -> dict[str, object]:
 
         return types.float32(a), codegen
 
+    @intrinsic
+    def vhmax(typingctx, a):
+        """The largest lane, as a float32 scalar."""
+        def codegen(context, builder, sig, args):
+            fty = ir.FunctionType(ir.FloatType(), [lvt])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.vector.reduce.fmax.v{n}f32")
+            return builder.call(fn, [args[0]])
+
+        return types.float32(a), codegen
+
+    def _math(fn, nparams: int):
+        """A ``simd_math`` function as an intrinsic: the vector, then ``nparams`` float scalars."""
+        def codegen(context, builder, sig, args):
+            extra = [context.cast(builder, a, t, types.float32) for a, t in zip(args[1:], sig.args[1:])]
+            return fn(VecMath(builder, n), args[0], *extra)
+
+        if nparams == 0:
+            @intrinsic
+            def f0(typingctx, x):
+                return vt(x), codegen
+
+            return f0
+        if nparams == 1:
+            @intrinsic
+            def f1(typingctx, x, a):
+                return vt(x, a), codegen
+
+            return f1
+
+        @intrinsic
+        def f2(typingctx, x, a, b):
+            return vt(x, a, b), codegen
+
+        return f2
+
+    @intrinsic
+    def vprelu(typingctx, x, slope):
+        """``x`` where ``x >= 0``, else ``x * slope`` lane by lane (LeakyRelu, PRelu)."""
+        def codegen(context, builder, sig, args):
+            return VecMath(builder, n).prelu(args[0], args[1])
+
+        return vt(x, slope), codegen
+
+    math_ops = {f"{name}{n}": _math(fn, k) for name, (fn, k) in FUNCTIONS.items()}
     return {
+        **math_ops, f"vprelu{n}": vprelu, f"vhmax{n}": vhmax, f"vsub{n}": _arith("fsub"),
         f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
@@ -332,4 +379,4 @@ for _n in LANES:
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv")]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv", "vhmax", "vsub", "vprelu", *FUNCTIONS)]
