@@ -11,6 +11,8 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
+    vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
+                           max error (``simd_math``: the functions and their error table)
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -379,4 +381,5 @@ for _n in LANES:
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv", "vhmax", "vsub", "vprelu", *FUNCTIONS)]
+    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
+    "vhmax", "vsub", "vprelu", *FUNCTIONS)]

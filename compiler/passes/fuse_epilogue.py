@@ -3,8 +3,12 @@
 Conv / Gemm / MatMul absorb, while their output has a single consumer:
 * a constant per-output-channel ``Add`` into the bias (before any other epilogue step);
 * ``MatMul`` (2-D) + a constant bias ``Add`` becomes a ``Gemm`` with ``C``;
-* elementwise activations (Relu, Clip/ReLU6, LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, and
-  ``x * Sigmoid(x)`` as SiLU);
+* elementwise activations (Relu, Clip/ReLU6, LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, Elu,
+  Selu, Softplus, Gelu, Mish);
+* activations exported as several elementwise nodes on the output: ``x * Sigmoid(x)`` (SiLU, either
+  order), ``x * HardSigmoid(x)`` (HardSwish), ``x * Tanh(Softplus(x))`` (Mish), the erf and tanh GELUs;
+  the group is recognised by evaluating it on sample points against each candidate's reference, so any
+  arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it.
 """
 
@@ -18,7 +22,7 @@ from cnnjit.ir.ops import EpilogueStep
 from .manager import Pass
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
-               "Softplus", "SiLU")
+               "Softplus", "SiLU", "Gelu", "Mish")
 PRODUCERS = ("Conv", "Gemm", "MatMul")
 
 
@@ -43,6 +47,91 @@ def _channel_vector(node: Node, c: Value) -> np.ndarray | None:
     return None
 
 
+#: the activations a group of elementwise nodes is compared with, and their attributes
+COMPOSITES: tuple[tuple[str, dict], ...] = (
+    ("SiLU", {}), ("HardSwish", {}), ("Mish", {}), ("Gelu", {"approximate": "none"}),
+    ("Gelu", {"approximate": "tanh"}))
+_SAMPLES = np.concatenate([np.linspace(-9.0, 9.0, 181), [-0.05, 0.013, 0.37, 2.9, -3.1]]).astype(np.float32)
+_BINARY = ("Add", "Sub", "Mul", "Div", "Pow")
+MAX_GROUP = 12
+
+
+def _region(graph: Graph, out: Value) -> list[Node]:
+    """Nodes computing elementwise functions of ``out`` alone, in graph order: unary elementwise ops and
+    binary arithmetic whose other operand is a one-element constant or another such value; at most
+    ``MAX_GROUP``."""
+    inside: dict[int, Value] = {id(out): out}
+    nodes: list[Node] = []
+    frontier = [out]
+    while frontier and len(nodes) < MAX_GROUP:
+        v = frontier.pop(0)
+        for u in v.users:
+            if u in nodes or len(u.outputs) != 1 or u.outputs[0].type != out.type:
+                continue
+            ins = [i for i in u.inputs if i is not None]
+            od = get_op(u.op)
+            ok_unary = len(ins) == 1 and od is not None and od.elementwise and u.op != "Cast"
+            ok_binary = u.op in _BINARY and len(ins) == 2 and all(
+                id(i) in inside or (i.is_const and i.const.size == 1) for i in ins)
+            if (ok_unary or ok_binary) and all(id(i) in inside or i.is_const for i in ins):
+                nodes.append(u)
+                inside[id(u.outputs[0])] = u.outputs[0]
+                frontier.append(u.outputs[0])
+    pos = {id(n): i for i, n in enumerate(graph.nodes)}
+    return sorted(nodes, key=lambda n: pos[id(n)])
+
+
+def _ancestors(sink: Node, region: list[Node]) -> list[Node]:
+    """``sink`` and the region nodes it depends on, in region order."""
+    by_out = {id(n.outputs[0]): n for n in region}
+    need, stack = {id(sink)}, [sink]
+    while stack:
+        for i in stack.pop().inputs:
+            p = by_out.get(id(i)) if i is not None else None
+            if p is not None and id(p) not in need:
+                need.add(id(p))
+                stack.append(p)
+    return [n for n in region if id(n) in need]
+
+
+def _evaluate(group: list[Node], out: Value, x: np.ndarray) -> np.ndarray | None:
+    vals = {id(out): x}
+    with np.errstate(all="ignore"):
+        for n in group:
+            ins = [vals[id(i)] if id(i) in vals else i.const.reshape(()) for i in n.inputs if i is not None]
+            try:
+                vals[id(n.outputs[0])] = np.asarray(get_op(n.op).run(ins, dict(n.attrs))[0]).reshape(-1)
+            except Exception:  # noqa: BLE001 - an op the samples do not suit is no match
+                return None
+    return vals[id(group[-1].outputs[0])]
+
+
+def match_composite(graph: Graph, out: Value) -> tuple[list[Node], EpilogueStep] | None:
+    """A group of elementwise nodes that reads ``out`` (all its readers) and computes one of the
+    ``COMPOSITES`` of it, checked on sample points against the op's reference; (the group in graph order,
+    its output's node last; the epilogue step) or None. Nothing but the last node's output may be read
+    outside the group."""
+    region = _region(graph, out)
+    graph_outputs = {id(v) for v in graph.outputs}
+    for sink in region:
+        group = _ancestors(sink, region)
+        ids = {id(n) for n in group}
+        if len(group) < 2 or any(id(u) not in ids for u in out.users):
+            continue
+        inner = [n.outputs[0] for n in group if n is not sink]
+        if any(id(v) in graph_outputs or any(id(u) not in ids for u in v.users) for v in inner):
+            continue
+        got = _evaluate(group, out, _SAMPLES.astype(out.dtype))
+        if got is None or got.shape != _SAMPLES.shape:
+            continue
+        for op, attrs in COMPOSITES:
+            full = get_op(op).check_attrs(dict(attrs))
+            want = get_op(op).run([_SAMPLES.astype(np.float64)], full)[0]
+            if np.allclose(got, want, rtol=2e-4, atol=2e-5):
+                return group, EpilogueStep(op, tuple(sorted(full.items())))
+    return None
+
+
 class FuseEpilogue(Pass):
     name = "fuse_epilogue"
     fusion = True
@@ -53,26 +142,27 @@ class FuseEpilogue(Pass):
                 while self._absorb_one(graph, node):
                     pass
 
-    def _absorb_silu(self, graph: Graph, node: Node) -> bool:
-        """``Mul(y, Sigmoid(y))`` (either operand order) on the producer's output ``y``: SiLU."""
+    def _absorb_composite(self, graph: Graph, node: Node) -> bool:
+        """An activation spelled as several elementwise nodes on the producer's output (which they read
+        more than once): ``x * Sigmoid(x)`` in either operand order (SiLU), ``x * HardSigmoid(x)`` with
+        alpha 1/6 (HardSwish), ``x * Tanh(Softplus(x))`` (Mish), the erf and tanh GELUs in any arrangement
+        of their constants, recognised by value (``match_composite``)."""
         out = node.outputs[0]
-        if len(out.users) != 2 or out in graph.outputs:
+        if len(out.users) < 2 or out in graph.outputs:
             return False
-        sig = next((u for u in out.users if u.op == "Sigmoid"), None)
-        mul = next((u for u in out.users if u.op == "Mul"), None)
-        if sig is None or mul is None or sig.outputs[0] in graph.outputs or sig.outputs[0].users != [mul]:
+        found = match_composite(graph, out)
+        if found is None:
             return False
-        if {id(v) for v in mul.inputs} != {id(out), id(sig.outputs[0])}:
-            return False
-        graph.set_attrs(node, post=tuple(node.attrs.get("post", ())) + (EpilogueStep("SiLU"),))
-        graph.remove_node_keep_output(mul, node)
-        graph.remove_node(sig)
-        graph.note_fused(node, "SiLU")
+        nodes, step = found
+        graph.set_attrs(node, post=tuple(node.attrs.get("post", ())) + (step,))
+        graph.remove_node_keep_output(nodes[-1], node)
+        graph.remove_nodes(nodes[:-1])
+        graph.note_fused(node, step.op)
         return True
 
     def _absorb_one(self, graph: Graph, node: Node) -> bool:
         out = node.outputs[0]
-        if np.issubdtype(out.dtype, np.floating) and self._absorb_silu(graph, node):
+        if np.issubdtype(out.dtype, np.floating) and self._absorb_composite(graph, node):
             return True
         user = _single_user(graph, out)
         if user is None or user.outputs[0].dtype != out.dtype or not np.issubdtype(out.dtype, np.floating):

@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     simd_depthwise,
     simd_pointwise,
     simd_pool,
+    simd_softmax,
     sparse_pointwise,
     spatial,
 )

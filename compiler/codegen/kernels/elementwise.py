@@ -8,15 +8,47 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Node
+from cnnjit.ir import Node, get_op
 from cnnjit.ir.errors import CompileError
 
 from ..kernel import KernelCall, Target, note, variant
-from .epilogue import unary_expr
+from .epilogue import unary_expr, vector_expr
 from .template import source
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
              "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast")
+
+
+def _unary_vector(node: Node, lanes: int) -> str | None:
+    """The vector expression of a float32 unary node on ``x`` (``lanes`` wide), or None."""
+    if node.inputs[0].dtype != np.float32 or node.outputs[0].dtype != np.float32:
+        return None
+    return vector_expr(node.op, get_op(node.op).check_attrs(dict(node.attrs)), lanes, "x")
+
+
+def unary_lanes(target: Target) -> int:
+    """Lanes per step of the vector unary kernel: two machine vectors (two independent chains through the
+    polynomials of exp / tanh / erf)."""
+    return 2 * target.vector_width
+
+
+@variant(*UNARY_OPS, name="simd_unary", priority=10,
+         applies=lambda node, target: _unary_vector(node, unary_lanes(target)) is not None)
+def gen_simd_unary(node: Node, target: Target) -> list[KernelCall]:
+    """A float32 activation in vectors (the ``simd`` intrinsics of ``vector_expr``), a masked tail."""
+    n = unary_lanes(target)
+    e = _unary_vector(node, n)
+    src = source([
+        "def kernel(xb, xo, yb, yo, n):",
+        f"    for i in range(0, n - {n - 1}, {n}):",
+        f"        x = vload{n}(xb, xo + i)",
+        f"        vstore{n}(yb, yo + i, {e})",
+        f"    i = n - n % {n}",
+        "    if i < n:",
+        f"        x = vloadn{n}(xb, xo + i, n - i)",
+        f"        vstoren{n}(yb, yo + i, {e}, n - i)",
+    ])
+    return [KernelCall(src, [node.inputs[0], node.outputs[0], node.outputs[0].type.size], note(node))]
 
 
 @variant(*UNARY_OPS)

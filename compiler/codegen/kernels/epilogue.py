@@ -6,8 +6,9 @@ integer kernels' output stage (int32 store, requantisation).
   kernels and the epilogues share it.
 * ``scalar_lines``: a node's steps as statements on ``v`` (the scalar kernels' epilogue loop, and the
   SIMD kernels' fallback for activations without a vector form).
-* ``vector_lines``: the steps on a vector accumulator (Relu, Clip, LeakyRelu with 0 <= alpha <= 1 and
-  residual Adds), or a refusal; ``Epilogue`` bundles both forms for one SIMD kernel.
+* ``vector_expr`` / ``vector_lines``: the vector form of every activation (``simd`` intrinsics, the
+  transcendental ones from ``simd_math``) and the steps on a vector accumulator (residual Adds too), or a
+  refusal; ``Epilogue`` bundles both forms for one SIMD kernel.
 * ``clamp_code``: the steps as the sparse Gemm's run-time clamp (none / Relu / Clip).
 """
 
@@ -159,6 +160,49 @@ def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[s
     return lines, params, args
 
 
+_VEC_CALLS = {"Sigmoid": "vsigmoid", "Tanh": "vtanh", "SiLU": "vsilu", "Softplus": "vsoftplus", "Mish": "vmish",
+              "Exp": "vexp", "Erf": "verf"}
+
+
+def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
+    """The vector expression of activation ``op`` (attributes ``a``, complete) on the ``w``-lane vector
+    ``x`` (a name: it may appear more than once), from the ``simd`` intrinsics; None if it has none."""
+    def b(v: float) -> str:
+        return f"vbcast{w}({flit(v)})"
+
+    if op in _VEC_CALLS:
+        return f"{_VEC_CALLS[op]}{w}({x})"
+    if op == "Relu":
+        return f"vmax{w}({x}, vzero{w}())"
+    if op == "Identity":
+        return x
+    if op == "Neg":
+        return f"vsub{w}(vzero{w}(), {x})"
+    if op == "Clip":
+        e = x
+        if a.get("min") is not None:
+            e = f"vmax{w}({e}, {b(a['min'])})"
+        if a.get("max") is not None:
+            e = f"vmin{w}({e}, {b(a['max'])})"
+        return e
+    if op == "LeakyRelu":
+        alpha = a.get("alpha", 0.01)
+        if 0.0 <= alpha <= 1.0:  # one max: alpha * x is the smaller side exactly when x < 0
+            return f"vmax{w}({x}, vmul{w}({x}, {b(alpha)}))"
+        return f"vprelu{w}({x}, {b(alpha)})"
+    if op in ("HardSigmoid", "HardSwish"):
+        alpha, beta = (a["alpha"], a["beta"]) if op == "HardSigmoid" else (1.0 / 6.0, 0.5)
+        e = f"vmin{w}(vmax{w}(vfma{w}({x}, {b(alpha)}, {b(beta)}), vzero{w}()), {b(1.0)})"
+        return e if op == "HardSigmoid" else f"vmul{w}({x}, {e})"
+    if op == "Gelu":
+        return f"{'vgelut' if a.get('approximate') == 'tanh' else 'vgelu'}{w}({x})"
+    if op == "Elu":
+        return f"velu{w}({x}, {flit(a['alpha'])})"
+    if op == "Selu":
+        return f"vselu{w}({x}, {flit(a['alpha'])}, {flit(a['gamma'])})"
+    return None
+
+
 def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
                  residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
     """Lines applying the steps to vector ``acc`` (element index ``idx``; with ``masked``, only the first
@@ -174,17 +218,11 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
             else:
                 load = f"vload{w}(r{k}b, r{k}o + {idx})"
             lines.append(f"{acc} = vadd{w}({acc}, {load})")
-        elif op == "Relu":
-            lines.append(f"{acc} = vmax{w}({acc}, vzero{w}())")
-        elif op == "Clip":
-            if a.get("min") is not None:
-                lines.append(f"{acc} = vmax{w}({acc}, vbcast{w}({flit(a['min'])}))")
-            if a.get("max") is not None:
-                lines.append(f"{acc} = vmin{w}({acc}, vbcast{w}({flit(a['max'])}))")
-        elif op == "LeakyRelu" and 0.0 <= a.get("alpha", 0.01) <= 1.0:
-            lines.append(f"{acc} = vmax{w}({acc}, vmul{w}({acc}, vbcast{w}({flit(a.get('alpha', 0.01))})))")
-        else:
+            continue
+        e = vector_expr(op, get_op(op).check_attrs(dict(a)), w, acc)
+        if e is None:
             return [], False
+        lines.append(f"{acc} = {e}")
     return lines, True
 
 
