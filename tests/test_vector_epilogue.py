@@ -238,3 +238,49 @@ def test_softmax_vectorised(width: int, shape: list[int], axis: int, log: bool, 
     assert {c.variant for c in compiled._default_spec().program.calls} == {"simd_softmax"}
     want = _ort(model, x)[0]
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(want).max())))
+
+
+NARY_REFS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Max": np.maximum,
+             "Min": np.minimum, "PRelu": lambda a, b: np.where(a >= 0, a, a * b), "Mean": lambda a, b: (a + b) / 2}
+
+
+@st.composite
+def nary_cases(draw):
+    """Two operands broadcasting against each other: each axis of the second is the first's or 1, and the
+    second may have fewer axes."""
+    shape = draw(st.lists(st.integers(1, 19), min_size=1, max_size=4))
+    other = [d if draw(st.booleans()) else 1 for d in shape][draw(st.integers(0, len(shape) - 1)):]
+    return draw(st.sampled_from(sorted(NARY_REFS))), shape, other or [1]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=8, deadline=None)
+@given(case=nary_cases(), seed=st.integers(0, 2 ** 16))
+def test_nary_kernels_vectorised(width: int, case, seed: int) -> None:
+    """Broadcasting arithmetic against numpy: the vector variant runs whenever the last collapsed axis
+    is long and walked contiguously or broadcast by every operand (always for a per-channel operand)."""
+    op, shape, other = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    b = rng.standard_normal(other).astype(np.float32) + (4.0 if op == "Div" else 0.0)
+    model = _model([helper.make_node(op, ["x", "b"], ["y"])], x.shape, {"b": b}, ["y"], opset=13)
+    compiled = cnnjit.compile(model, vector_width=width)
+    ran = {c.variant for c in compiled._default_spec().program.calls if c.op == op}
+    if other == [1] * len(other) and x.size >= 4:
+        assert ran == {"simd_nary"}  # a scalar operand: one contiguous axis, always the vector variant
+    assert ran <= {"simd_nary", "nary"}
+    np.testing.assert_allclose(compiled(x), NARY_REFS[op](x, b), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("op, a, b", [("Mul", (1, 16, 7, 9), (1, 16, 1, 1)), ("Add", (2, 5, 33), (33,)),
+                                      ("PRelu", (1, 6, 5, 7), (6, 1, 1)), ("Sub", (3, 1, 20), (1, 4, 20))])
+def test_nary_vector_variant_cases(op: str, a: tuple, b: tuple) -> None:
+    """Per-channel scale (squeeze-excite), bias over the last axis, per-channel PRelu slope, two-sided
+    broadcast: on the vector variant, matching onnxruntime."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(a).astype(np.float32)
+    model = _model([helper.make_node(op, ["x", "b"], ["y"])], a, {"b": rng.standard_normal(b).astype(np.float32)},
+                   ["y"], opset=13)
+    compiled = cnnjit.compile(model, vector_width=8)
+    assert {c.variant for c in compiled._default_spec().program.calls} == {"simd_nary"}
+    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-6, atol=1e-6)

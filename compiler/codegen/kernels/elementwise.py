@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Node, get_op
+from cnnjit.ir import Node, Value, get_op
 from cnnjit.ir.errors import CompileError
 
 from ..kernel import KernelCall, Target, note, variant
@@ -123,8 +123,10 @@ def combine_expr(node: Node, names: list[str]) -> str:
     raise CompileError(f"no combine expression for {op}")
 
 
-@variant("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
-def gen_nary(node: Node, target: Target) -> list[KernelCall]:
+def _nary_head(node: Node) -> tuple[list[Value], list[int], list[list[int]], list[str], list[str], str]:
+    """The n-ary kernel's shared part: operands, collapsed dims and strides, the signature line, and the
+    loops over every axis but the last (``p<j>_<r-1>``: operand j's offset at the start of the last axis),
+    with the indent inside them."""
     out = node.outputs[0].shape
     ins = [v for v in node.inputs if v is not None]
     k = len(ins)
@@ -137,21 +139,86 @@ def gen_nary(node: Node, target: Target) -> list[KernelCall]:
     for j in range(k):
         lines.append(f"    p{j}_0 = o{j}")
     indent = "    "
-    for d in range(r):
+    for d in range(r - 1):
         lines.append(f"{indent}for i{d} in range(n{d}):")
         indent += "    "
-        if d + 1 < r:
-            for j in range(k):
-                lines.append(f"{indent}p{j}_{d + 1} = p{j}_{d} + i{d} * s{j}_{d}")
+        for j in range(k):
+            lines.append(f"{indent}p{j}_{d + 1} = p{j}_{d} + i{d} * s{j}_{d}")
+    return ins, dims, strides, params, lines, indent
+
+
+def _nary_call(node: Node, src: str, ins: list[Value], dims: list[int], strides: list[list[int]]) -> KernelCall:
+    args: list = [*ins, node.outputs[0], *dims]
+    for s in strides:
+        args.extend(s)
+    return KernelCall(src, args, note(node))
+
+
+@variant("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
+def gen_nary(node: Node, target: Target) -> list[KernelCall]:
+    ins, dims, strides, _, lines, indent = _nary_head(node)
+    k, r = len(ins), len(dims)
+    lines.append(f"{indent}for i{r - 1} in range(n{r - 1}):")
+    indent += "    "
     loads = [f"b{j}[U(p{j}_{r - 1} + i{r - 1} * s{j}_{r - 1})]" for j in range(k)]
     names = [f"v{j}" for j in range(k)]
     for j in range(k):
         lines.append(f"{indent}v{j} = {loads[j]}")
     lines.append(f"{indent}yb[U(y)] = {combine_expr(node, names)}")
     lines.append(f"{indent}y += 1")
-    src = source(lines)
-    args: list = [*ins, node.outputs[0], *dims]
-    for s in strides:
-        args.extend(s)
-    return [KernelCall(src, args, note(node))]
+    return [_nary_call(node, source(lines), ins, dims, strides)]
 
+
+# -- n-ary in vectors ------------------------------------------------------------------------------------
+_VEC_BINARY = {"Add": "vadd", "Sub": "vsub", "Mul": "vmul", "Div": "vdiv", "Max": "vmax", "Min": "vmin",
+               "PRelu": "vprelu"}
+
+
+def vector_combine(op: str, names: list[str], w: int) -> str | None:
+    """The vector expression combining ``w``-lane operands ``names`` for n-ary ``op``, or None."""
+    if op in ("Sum", "Mean") or (op in ("Max", "Min") and len(names) > 2):
+        fn = {"Sum": "vadd", "Mean": "vadd", "Max": "vmax", "Min": "vmin"}[op]
+        e = names[0]
+        for n in names[1:]:
+            e = f"{fn}{w}({e}, {n})"
+        return e if op != "Mean" else f"vdiv{w}({e}, vbcast{w}({float(len(names))!r}))"
+    if op in _VEC_BINARY and len(names) == 2:
+        return f"{_VEC_BINARY[op]}{w}({names[0]}, {names[1]})"
+    return None
+
+
+def simd_nary_applies(node: Node, target: Target) -> bool:
+    """float32 operands whose last collapsed axis (of at least 4 elements) each walks contiguously or
+    broadcasts, and an op with a vector form."""
+    ins = [v for v in node.inputs if v is not None]
+    if any(v.dtype != np.float32 for v in ins) or node.outputs[0].dtype != np.float32:
+        return False
+    if vector_combine(node.op, [f"v{j}" for j in range(len(ins))], 8) is None:
+        return False
+    out = node.outputs[0].shape
+    dims, strides = collapse(out, [broadcast_strides(v.shape, out) for v in ins])
+    return dims[-1] >= 4 and all(s[-1] in (0, 1) for s in strides)
+
+
+@variant("Add", "Sub", "Mul", "Div", "PRelu", "Sum", "Mean", "Max", "Min", name="simd_nary", priority=10,
+         applies=simd_nary_applies)
+def gen_simd_nary(node: Node, target: Target) -> list[KernelCall]:
+    """The last collapsed axis in vectors of two machine vectors: contiguous operands loaded, broadcast
+    ones (stride 0 there, e.g. a per-channel scale) splat once per row; a masked tail."""
+    ins, dims, strides, _, lines, ind = _nary_head(node)
+    k, r, v = len(ins), len(dims), unary_lanes(target)
+    last = f"n{r - 1}"
+    names = [f"v{j}" for j in range(k)]
+    for j in range(k):
+        if strides[j][-1] == 0:
+            lines.append(f"{ind}v{j} = vbcast{v}(b{j}[U(p{j}_{r - 1})])")
+    e = vector_combine(node.op, names, v)
+    body = [(f"vload{v}(b{j}, p{j}_{r - 1} + i)", f"vloadn{v}(b{j}, p{j}_{r - 1} + i, {last} - i)")
+            for j in range(k)]
+    lines.append(f"{ind}for i in range(0, {last} - {v - 1}, {v}):")
+    lines += [f"{ind}    v{j} = {body[j][0]}" for j in range(k) if strides[j][-1] == 1]
+    lines.append(f"{ind}    vstore{v}(yb, y + i, {e})")
+    lines += [f"{ind}i = {last} - {last} % {v}", f"{ind}if i < {last}:"]
+    lines += [f"{ind}    v{j} = {body[j][1]}" for j in range(k) if strides[j][-1] == 1]
+    lines += [f"{ind}    vstoren{v}(yb, y + i, {e}, {last} - i)", f"{ind}y += {last}"]
+    return [_nary_call(node, source(lines), ins, dims, strides)]
