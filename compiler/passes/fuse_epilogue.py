@@ -9,7 +9,8 @@ Conv / Gemm / MatMul absorb, while their output has a single consumer:
   order), ``x * HardSigmoid(x)`` (HardSwish), ``x * Tanh(Softplus(x))`` (Mish), the erf and tanh GELUs;
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
-* an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it.
+* an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it;
+* arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ class FuseEpilogue(Pass):
                 graph.remove_node_keep_output(user, node)
                 graph.note_fused(node, "Add")
                 return True
-            return False
+            return self._absorb_scale_shift(graph, node, user, post)
+        if self._absorb_scale_shift(graph, node, user, post):
+            return True
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
             graph.set_attrs(node, post=post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),))
@@ -193,6 +196,33 @@ class FuseEpilogue(Pass):
             graph.note_fused(node, user.op)
             return True
         return False
+
+    @staticmethod
+    def _absorb_scale_shift(graph: Graph, node: Node, user: Node, post: tuple) -> bool:
+        """``y * c``, ``y + c``, ``y - c``, ``c - y``, ``y / c`` with a one-element constant ``c`` (e.g.
+        PP-LCNetV3's learnable affine blocks around each activation) as a ``ScaleShift`` step, merged into
+        a ``ScaleShift`` just before it."""
+        if user.op not in ("Mul", "Add", "Sub", "Div") or len(user.inputs) != 2:
+            return False
+        out = node.outputs[0]
+        first = user.inputs[0] is out
+        c = user.inputs[1] if first else user.inputs[0]
+        if c is out or not c.is_const or c.const.size != 1 or user.outputs[0].shape != out.shape:
+            return False
+        v = float(c.const.reshape(()))
+        if user.op == "Div" and (not first or v == 0.0):
+            return False
+        scale, shift = {"Mul": (v, 0.0), "Add": (1.0, v), "Sub": (1.0, -v) if first else (-1.0, v),
+                        "Div": (1.0 / v if v else 0.0, 0.0)}[user.op]
+        if post and post[-1].op == "ScaleShift":
+            a = dict(post[-1].attrs)
+            scale, shift = scale * a["scale"], scale * a["shift"] + shift
+            post = post[:-1]
+        step = EpilogueStep("ScaleShift", (("scale", scale), ("shift", shift)))
+        graph.set_attrs(node, post=post + (step,))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, user.op)
+        return True
 
     @staticmethod
     def _fold_bias(graph: Graph, node: Node, c: Value) -> bool:

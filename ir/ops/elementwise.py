@@ -51,6 +51,9 @@ _unary("Selu", lambda x, a: a["gamma"] * np.where(x > 0, x, a["alpha"] * np.expm
        {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875})
 _unary("Softplus", lambda x, a: np.logaddexp(0, x.astype(np.float64)))
 _unary("SiLU", lambda x, a: x * _sigmoid(x))  # internal: what the fusion passes make of x * Sigmoid(x)
+# internal: what the fusion pass makes of Mul / Add / Sub / Div by a one-element constant after a producer
+_unary("ScaleShift", lambda x, a: x * np.asarray(a["scale"], x.dtype) + np.asarray(a["shift"], x.dtype),
+       {"scale": 1.0, "shift": 0.0})
 _unary("Sign", lambda x, a: np.sign(x))
 _unary("Shrink", lambda x, a: np.where(x < -a["lambd"], x + a["bias"],
                                        np.where(x > a["lambd"], x - a["bias"], 0)), {"lambd": 0.5, "bias": 0.0})

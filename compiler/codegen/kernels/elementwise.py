@@ -16,7 +16,8 @@ from .epilogue import unary_expr, vector_expr
 from .template import source
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
-             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast")
+             "Neg", "Sqrt", "Erf", "Softplus", "Mish", "Sign", "Shrink", "SiLU", "Clip", "Elu", "Selu", "Gelu", "Cast",
+             "ScaleShift")
 
 
 def _unary_vector(node: Node, lanes: int) -> str | None:

@@ -86,6 +86,8 @@ def step_expr(node: _Step) -> str:
         return f"x + {bias} if x < -{lam} else (x - {bias} if x > {lam} else 0)"
     if op == "HardSigmoid":
         return f"min(max({_f(node, 'alpha')} * x + {_f(node, 'beta')}, 0.0), 1.0)"
+    if op == "ScaleShift":
+        return f"x * {_f(node, 'scale')} + {_f(node, 'shift')}"
     if op == "Clip":
         e = "x"
         lo, hi = _clip_bound(node, "min"), _clip_bound(node, "max")
@@ -196,6 +198,8 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
         return e if op == "HardSigmoid" else f"vmul{w}({x}, {e})"
     if op == "Gelu":
         return f"{'vgelut' if a.get('approximate') == 'tanh' else 'vgelu'}{w}({x})"
+    if op == "ScaleShift":
+        return f"vfma{w}({x}, {b(a['scale'])}, {b(a['shift'])})"
     if op == "Elu":
         return f"velu{w}({x}, {flit(a['alpha'])})"
     if op == "Selu":
