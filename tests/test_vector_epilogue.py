@@ -284,3 +284,22 @@ def test_nary_vector_variant_cases(op: str, a: tuple, b: tuple) -> None:
     compiled = cnnjit.compile(model, vector_width=8)
     assert {c.variant for c in compiled._default_spec().program.calls} == {"simd_nary"}
     np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_scale_shift_around_activation_fuses() -> None:
+    """PP-LCNetV3's learnable affine block: conv, ``* s + b``, an exported HardSwish, ``* s2 + b2`` (and a
+    ``c - y`` / ``y / c``): one conv with ScaleShift, HardSwish, ScaleShift in registers."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 6, 10)).astype(np.float32)
+    inits = {"w": rng.standard_normal((8, 4, 1, 1)).astype(np.float32)}
+    mk = helper.make_node
+    nodes = [mk("Conv", ["x", "w"], ["c0"], kernel_shape=[1, 1]),
+             mk("Mul", [_c(inits, "s1", 1.7), "c0"], ["c1"]), mk("Add", ["c1", _c(inits, "b1", -0.3)], ["p"])]
+    nodes += _composite("hardswish_clip", inits)
+    nodes += [mk("Sub", [_c(inits, "s2", 0.5), "y"], ["z1"]), mk("Div", ["z1", _c(inits, "d", 3.0)], ["z"])]
+    model = _model(nodes, x.shape, inits, ["z"])
+    compiled = cnnjit.compile(model, vector_width=8)
+    (conv,) = compiled.ir.nodes
+    assert [s.op for s in conv.attrs["post"]] == ["ScaleShift", "HardSwish", "ScaleShift"]
+    assert_in_registers(compiled, "Conv", 8)
+    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
