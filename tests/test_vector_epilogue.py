@@ -303,3 +303,17 @@ def test_scale_shift_around_activation_fuses() -> None:
     assert [s.op for s in conv.attrs["post"]] == ["ScaleShift", "HardSwish", "ScaleShift"]
     assert_in_registers(compiled, "Conv", 8)
     np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_prelu_with_one_slope_fuses() -> None:
+    """A PRelu whose slope is one constant (any sign and size) becomes the conv's LeakyRelu step."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 3, 5, 17)).astype(np.float32)
+    inits = {"w": rng.standard_normal((6, 3, 3, 3)).astype(np.float32), "a": np.full((1, 1, 1), -1.5, np.float32)}
+    model = _model([helper.make_node("Conv", ["x", "w"], ["p"], kernel_shape=[3, 3], pads=[1] * 4),
+                    helper.make_node("PRelu", ["p", "a"], ["y"])], x.shape, inits, ["y"])
+    compiled = cnnjit.compile(model, vector_width=4)
+    (conv,) = compiled.ir.nodes
+    assert [s.op for s in conv.attrs["post"]] == ["LeakyRelu"]
+    assert_in_registers(compiled, "Conv", 4)
+    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-5)

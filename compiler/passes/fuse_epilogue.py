@@ -10,6 +10,7 @@ Conv / Gemm / MatMul absorb, while their output has a single consumer:
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it;
+* ``PRelu`` with one constant slope (as a LeakyRelu);
 * arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
 """
 
@@ -188,6 +189,13 @@ class FuseEpilogue(Pass):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
         if self._absorb_scale_shift(graph, node, user, post):
+            return True
+        slope = user.inputs[1] if user.op == "PRelu" and user.inputs[0] is out else None
+        if slope is not None and slope.is_const and slope.const.size == 1:  # one slope: a LeakyRelu
+            alpha = float(slope.const.reshape(()))
+            graph.set_attrs(node, post=post + (EpilogueStep("LeakyRelu", (("alpha", alpha),)),))
+            graph.remove_node_keep_output(user, node)
+            graph.note_fused(node, "PRelu")
             return True
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
