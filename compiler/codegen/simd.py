@@ -60,6 +60,18 @@ def host_vector_width() -> int:
     return 4
 
 
+def host_vector_registers(width: int | None = None) -> int:
+    """How many ``width``-lane float32 values (default: the host's machine width) the host's vector register
+    file holds: 32 registers with AVX-512 or on aarch64, else 16, fewer when ``width`` is wider than the
+    machine's vectors (LLVM splits each value into several registers)."""
+    native = host_vector_width()
+    try:
+        regs = 32 if native == 16 or llvm.get_process_triple().startswith(("aarch64", "arm64")) else 16
+    except Exception:  # noqa: BLE001 - some platforms cannot report a triple
+        regs = 16
+    return max(1, regs * native // max(width or native, native))
+
+
 def _data(context, builder, arrty, arr):
     """The element pointer of a 1-D array argument; a raw pointer argument (``types.CPointer``, as in
     ahead-of-time target builds, see ``cnnjit.compiler.target``) is the pointer itself."""
@@ -330,6 +342,6 @@ def _make(n: int) -> dict[str, object]:
 for _n in LANES:
     globals().update(_make(_n))
 
-__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
+__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "host_vector_registers"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv")]
