@@ -55,18 +55,47 @@ def row_taps(ind: str, xc: str, w: int, sw: int, fast_ok: str) -> list[str]:
             f"{ind}        iw0 = ow0 * {sw} + kw * dw - pw", f"{ind}        if cnt == {w} and {fast_ok}:"]
 
 
-def row_sections(rows: int) -> str:
-    """Which row loops a kernel for ``rows`` output rows needs: "tiles" (a multiple of MR), "single" (fewer
-    than MR: a batch-1 Gemm) or "both". Leaving out a loop that never runs saves its compile time."""
-    return "tiles" if rows % MR == 0 else ("single" if rows < MR else "both")
+def row_sections(rows: int, mr: int = MR) -> str:
+    """Which row loops a kernel for ``rows`` output rows needs: "tiles" (a multiple of ``mr``), "single" (fewer
+    than ``mr``: a batch-1 Gemm) or "both". Leaving out a loop that never runs saves its compile time."""
+    return "tiles" if rows % mr == 0 else ("single" if rows < mr else "both")
 
 
-def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both") -> tuple[str, list]:
+def pointwise_tile(target: Target, rows: int, w: int) -> tuple[int, int]:
+    """(MR, NR): output rows by pixel vectors of ``w`` lanes per register tile, for ``rows`` output rows.
+
+    The ``MR * NR`` accumulators, ``NR`` input vectors and one broadcast weight fit the target's
+    ``vector_registers``; among those tiles, the one with the least estimated time per FMA: the FMA pipes
+    (2 per cycle), the loads (``MR + NR`` per ``MR * NR`` FMAs), the FMA latency (4 cycles: 8 chains keep both
+    pipes busy), with rows left over (run one at a time) counted at a quarter of the speed.
+    """
+    regs = target.vector_registers
+    if regs >= 32 and w >= 16:
+        return MR, NR  # the AVX-512 tile (4 x 2), measured there
+    best: tuple[float, int, int] | None = None
+    for nr in (1, 2, 4, 8):
+        if nr * w > 128:
+            break
+        for mr in range(1, 9):
+            if mr * nr + nr + 1 > regs or mr > max(rows, 1):
+                continue
+            acc = mr * nr
+            tiled = rows - rows % mr
+            cycles = max(0.5, 4.0 / acc, (mr + nr) / acc / 2.0) * (tiled + 4 * (rows - tiled)) / max(rows, 1)
+            key = (cycles, -acc, mr)
+            if best is None or key < best:
+                best = key
+    assert best is not None  # mr = nr = 1 always fits
+    return best[2], -best[1] // best[2]
+
+
+def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both",
+                     mr: int = MR, nr: int = NR) -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
     The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
-    ``rows`` (see ``row_sections``) says which row loops to emit: the kernel is only correct for row counts
-    of that kind.
+    ``rows`` (see ``row_sections`` with the same ``mr``) says which row loops to emit: the kernel is only
+    correct for row counts of that kind. ``mr`` x ``nr``: the register tile (rows x vectors, ``pointwise_tile``).
     """
     epi = Epilogue(node, w, False)
 
@@ -104,16 +133,16 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
                                "y0 - yo + (m + i) * P + p + j")
 
     tiles = [
-        f"            while m + {MR} <= M:",
+        f"            while m + {mr} <= M:",
         "                p = pb",
-        f"                while p + {NR * w} <= pe:",
-        *tile(MR, NR, False, " " * 20),
-        f"                    p += {NR * w}",
+        f"                while p + {nr * w} <= pe:",
+        *tile(mr, nr, False, " " * 20),
+        f"                    p += {nr * w}",
         "                while p < pe:",
         "                    cnt = pe - p",
-        *tile(MR, NR, True, " " * 20),
-        f"                    p += {NR * w}",
-        f"                m += {MR}",
+        *tile(mr, nr, True, " " * 20),
+        f"                    p += {nr * w}",
+        f"                m += {mr}",
     ]
     single = [
         "            while m < M:",  # leftover rows (a batch-1 Gemm is all leftover): 8 vectors, 8 FMA chains
@@ -165,7 +194,8 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
-    src, extra = pointwise_source(node, w, rows=row_sections(M // G))
+    mr, nr = pointwise_tile(target, M // G, w)
+    src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr)
     if G == 1:
         return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
     cg, mg = C // G, M // G
