@@ -467,5 +467,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 
 
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
-           "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak", "profile_model",
+           "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
+           "profile_model",
            "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]

@@ -342,6 +342,6 @@ def _make(n: int) -> dict[str, object]:
 for _n in LANES:
     globals().update(_make(_n))
 
-__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "host_vector_registers"] + [f"{op}{n}" for n in LANES for op in (
+__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv")]
