@@ -5,7 +5,7 @@ each tile (forced) and for the tile the target's register budget chooses, interl
     python benchmarks/conv_tiles.py --layer 96,96,52,52,3,1 --tiles 6x2,4x2,12x1 --runs 30
 
 A layer is ``C,M,H,W,K,stride[,group]``; ``--tiles MRxNR,...`` forces the dense kernel's tiles (``simd_conv``,
-or ``simd_pointwise`` for 1x1 layers). Printed: GFLOP/s of the best (and the median) of ``--runs``
+or ``simd_pointwise`` for 1x1 layers), ``--registers R,...`` compiles for other register budgets. Printed: GFLOP/s of the best (and the median) of ``--runs``
 interleaved runs (thread CPU time, so that other processes on a shared machine count less; the run
 includes copying the input in and the output out).
 """
@@ -13,6 +13,7 @@ includes copying the input in and the output out).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -46,15 +47,19 @@ def conv_model(c: int, m: int, h: int, w: int, k: int, s: int, g: int = 1):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), flops
 
 
-def build(layer: tuple[int, ...], tile: tuple[int, int] | None):
-    """The layer compiled for the host, with ``tile`` forced on its dense kernel (None: the chosen one)."""
+def build(layer: tuple[int, ...], tile: tuple[int, int] | None, registers: int | None = None):
+    """The layer compiled for the host, with ``tile`` forced on its dense kernel (None: the chosen one), for a
+    register file of ``registers`` vectors (None: the host's)."""
     model, flops = conv_model(*layer)
     saved = simd_conv.conv_tile, simd_pointwise.pointwise_tile
     if tile is not None:
         simd_conv.conv_tile = lambda *a: tile
         simd_pointwise.pointwise_tile = lambda *a: tile
     try:
-        spec = specialize(model, {"x": (1, *layer[:1], *layer[2:4])}, CompileOptions())
+        target = CompileOptions().host_target()
+        if registers:
+            target = dataclasses.replace(target, vector_registers=registers)
+        spec = specialize(model, {"x": (1, *layer[:1], *layer[2:4])}, CompileOptions(), target=target)
     finally:
         simd_conv.conv_tile, simd_pointwise.pointwise_tile = saved
     return spec, flops
@@ -64,14 +69,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layer", action="append", help="C,M,H,W,K,stride[,group] (repeatable)")
     ap.add_argument("--tiles", default="", help="forced tiles MRxNR,... besides the chosen one")
+    ap.add_argument("--registers", default="", help="register budgets R,... to compare (chosen tiles)")
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args()
     layers = [tuple(int(v) for v in s.split(",")) for s in args.layer] if args.layer else LAYERS
     tiles = [None] + [tuple(int(v) for v in t.split("x")) for t in args.tiles.split(",") if t]
+    tiles += [f"r{r}" for r in args.registers.split(",") if r]
     target = CompileOptions().host_target()
     print(f"vector width {target.vector_width}, {target.vector_registers} registers")
     for layer in layers:
-        specs = [build(layer, t) for t in tiles]
+        specs = [build(layer, None, int(t[1:])) if isinstance(t, str) else build(layer, t) for t in tiles]
         feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:4])).astype(np.float32)}
         times: list[list[float]] = [[] for _ in specs]
         for spec, _ in specs:
@@ -86,7 +93,7 @@ def main() -> None:
                   else simd_pointwise.pointwise_tile(target, layer[1], target.vector_width))
         row = []
         for t, (spec, flops), ts in zip(tiles, specs, times):
-            name = "chosen {}x{}".format(*chosen) if t is None else "{}x{}".format(*t)
+            name = "chosen {}x{}".format(*chosen) if t is None else t if isinstance(t, str) else "{}x{}".format(*t)
             variant = spec.program.calls[0].variant
             row.append(f"{name} [{variant}] {flops / min(ts) / 1e9:5.1f} ({flops / statistics.median(ts) / 1e9:4.1f})")
         print(layer, " | ".join(row), flush=True)
