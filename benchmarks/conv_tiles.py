@@ -5,8 +5,8 @@ each tile (forced) and for the tile the target's register budget chooses, interl
     python benchmarks/conv_tiles.py --layer 96,96,52,52,3,1 --tiles 6x2,4x2,12x1 --runs 30
 
 A layer is ``C,M,H,W,K,stride[,group]``; ``--tiles MRxNR,...`` forces the dense kernel's tiles (``simd_conv``,
-or ``simd_pointwise`` for 1x1 layers), ``--registers R,...`` compiles for other register budgets. Printed: GFLOP/s of the best (and the median) of ``--runs``
-interleaved runs (thread CPU time, so that other processes on a shared machine count less; the run
+or ``simd_pointwise`` for 1x1 layers), ``--registers R,...`` compiles for other register budgets. Printed:
+GFLOP/s of the best (and the median) of ``--runs`` interleaved runs (thread CPU time, so that other processes on a shared machine count less; the run
 includes copying the input in and the output out).
 """
 
