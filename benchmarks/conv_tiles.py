@@ -6,8 +6,8 @@ each tile (forced) and for the tile the target's register budget chooses, interl
 
 A layer is ``C,M,H,W,K,stride[,group]``; ``--tiles MRxNR,...`` forces the dense kernel's tiles (``simd_conv``,
 or ``simd_pointwise`` for 1x1 layers), ``--registers R,...`` compiles for other register budgets. Printed:
-GFLOP/s of the best (and the median) of ``--runs`` interleaved runs (thread CPU time, so that other processes on a shared machine count less; the run
-includes copying the input in and the output out).
+GFLOP/s of the best (and the median) of ``--runs`` interleaved runs (thread CPU time, so that other
+processes on a shared machine count less; the run includes copying the input in and the output out).
 """
 
 from __future__ import annotations
