@@ -29,7 +29,7 @@ import numpy as np
 
 from cnnjit.compiler.codegen.build import load_entry, load_kernel, source_key
 from cnnjit.compiler.codegen.cycles import HAVE_TICKS, tick_seconds, ticks
-from cnnjit.compiler.codegen.simd import host_vector_width
+from cnnjit.compiler.codegen.simd import host_vector_registers, host_vector_width
 from cnnjit.runtime.model import Specialization
 from cnnjit.runtime.program import Call, Program, render_schedule
 
@@ -284,7 +284,8 @@ def measured_peak(kind: str = "fma", threads: int = 1) -> tuple[float, str]:
     if kind == "fma":
         w = host_vector_width()
         return (fma_peak_gflops(threads),
-                f"float32 FMA peak: generated loop of {_FMA_CHAINS} independent {w}-lane vector FMA chains, "
+                f"float32 FMA peak: generated loop of {fma_chains(host_vector_registers(w))} independent {w}-lane "
+                "vector FMA chains, "
                 f"{threads} thread{'s' if threads > 1 else ''}, best of 100 runs of 2 ms")
     if kind == "sgemm":
         return (peak_gflops(threads=threads),
@@ -398,8 +399,15 @@ def write_chrome_trace(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> 
 # =========================================================================================================
 # the FMA peak: a generated loop of independent vector FMA chains
 # =========================================================================================================
-#: independent accumulator chains (latency 4 x 2 FMA pipes = 8 in flight on Zen 4 / Skylake; 16 covers more)
+#: independent accumulator chains at most (latency 4 x 2 FMA pipes = 8 in flight on Zen 4 / Skylake; 16 covers
+#: more)
 _FMA_CHAINS = 16
+
+
+def fma_chains(registers: int) -> int:
+    """Accumulator chains for a register file of ``registers`` vectors: up to 16, leaving two registers for the
+    loop's two operands (16 chains + 2 operands spill on AVX2's 16 registers: 49-59 instead of ~95 GFLOP/s)."""
+    return max(1, min(_FMA_CHAINS, registers - 2))
 
 
 def fma_source(width: int, chains: int = _FMA_CHAINS) -> str:
@@ -421,14 +429,16 @@ _fma_cache: dict[tuple[int, int], float] = {}
 
 def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float = 0.002, repeat: int = 100) -> float:
     """Float32 FMA peak of this machine, measured: GFLOP/s of a generated register-only vector FMA loop
-    (``fma_source``, the host's vector width), best of ``repeat`` runs of about ``seconds``, on ``threads``
-    threads at once (the kernel releases the GIL). Cached per process."""
+    (``fma_source``, the host's vector width, as many chains as its registers hold: ``fma_chains``), best of
+    ``repeat`` runs of about ``seconds``, on ``threads`` threads at once (the kernel releases the GIL). Cached
+    per process."""
     w = int(width or host_vector_width())
     key = (int(threads), w)
     if key in _fma_cache:
         return _fma_cache[key]
-    kern = load_kernel(fma_source(w))
-    bufs = [np.full(2 * w + _FMA_CHAINS, 1e-3, np.float32) for _ in range(threads)]
+    chains = fma_chains(host_vector_registers(w))
+    kern = load_kernel(fma_source(w, chains))
+    bufs = [np.full(2 * w + chains, 1e-3, np.float32) for _ in range(threads)]
     kern(bufs[0], 1)
     n = 1 << 12
     while True:  # calibrate the trip count to ~seconds on one thread
@@ -439,7 +449,7 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
             n = max(1, int(n * seconds / max(dt, 1e-9)))
             break
         n *= 4
-    flops = 2.0 * w * _FMA_CHAINS * n
+    flops = 2.0 * w * chains * n
     best = 0.0
     if threads <= 1:
         for _ in range(repeat):
@@ -457,5 +467,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 
 
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
-           "timed_entry", "random_feeds", "peak_gflops", "fma_peak_gflops", "measured_peak", "profile_model",
+           "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
+           "profile_model",
            "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]

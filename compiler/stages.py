@@ -21,7 +21,7 @@ from cnnjit.runtime.model import Specialization
 from .codegen.emit import generate
 from .codegen.kernel import Target
 from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
-from .codegen.simd import host_vector_width
+from .codegen.simd import host_vector_registers, host_vector_width
 from .codegen.simd_int import host_int_width
 from .frontend.loader import input_specs
 from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
@@ -56,7 +56,8 @@ class CompileOptions:
         """The host machine as a code-generation target, with these options' threads and thresholds."""
         width = self.vector_width or host_vector_width()
         return Target(vector_width=width, int_width=host_int_width(), threads=self.threads,
-                      sparse_threshold=self.sparse_threshold, variants=self.variants)
+                      sparse_threshold=self.sparse_threshold, variants=self.variants,
+                      vector_registers=host_vector_registers(width))
 
 
 @dataclass

@@ -23,7 +23,7 @@ from .kernel import VARIANTS, At, KernelCall, Param, Target, lower_node
 from .memory import MemoryPlan, plan_memory
 from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
-from .simd import host_vector_width
+from .simd import host_vector_registers, host_vector_width
 from .simd_int import host_int_width
 from .threads import load_drivers, split_node
 
@@ -161,7 +161,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     """
     if entry not in ("python", "numba", "auto", "lazy"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
-    target = target or Target(vector_width=host_vector_width(), int_width=host_int_width())
+    target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
+                             vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
     plan = plan_memory(graph)
     entry = choose_entry(entry, len(lowered), target.threads)

@@ -36,7 +36,9 @@ class Target:
     may be split into, ``sparse_threshold`` the weight zero fraction from which the sparse kernels are used
     (None: ``CNNJIT_SPARSE_THRESHOLD`` or the measured default), ``precision`` the arithmetic (``"fp32"``),
     ``variants`` forced kernel variants by op (``(("Conv", "direct"),)``: tests and experiments; a forced
-    variant must apply to the node).
+    variant must apply to the node), ``vector_registers`` how many ``vector_width``-lane values the register
+    file holds (16 on x86 without AVX-512, 32 with AVX-512 and on aarch64): the SIMD kernels size their
+    register tiles (accumulators + operands) from it.
     """
 
     isa: str = "x86_64"
@@ -49,6 +51,7 @@ class Target:
     cpu: str = ""
     features: str = ""
     variants: tuple[tuple[str, str], ...] = ()
+    vector_registers: int = 32
 
     @property
     def forced(self) -> dict[str, str]:

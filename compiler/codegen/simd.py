@@ -64,6 +64,18 @@ def host_vector_width() -> int:
     return 4
 
 
+def host_vector_registers(width: int | None = None) -> int:
+    """How many ``width``-lane float32 values (default: the host's machine width) the host's vector register
+    file holds: 32 registers with AVX-512 or on aarch64, else 16, fewer when ``width`` is wider than the
+    machine's vectors (LLVM splits each value into several registers)."""
+    native = host_vector_width()
+    try:
+        regs = 32 if native == 16 or llvm.get_process_triple().startswith(("aarch64", "arm64")) else 16
+    except Exception:  # noqa: BLE001 - some platforms cannot report a triple
+        regs = 16
+    return max(1, regs * native // max(width or native, native))
+
+
 def _data(context, builder, arrty, arr):
     """The element pointer of a 1-D array argument; a raw pointer argument (``types.CPointer``, as in
     ahead-of-time target builds, see ``cnnjit.compiler.target``) is the pointer itself."""

@@ -58,6 +58,7 @@ QEMU_CPU = {"generic": "cortex-a53", "cortex-a53": "cortex-a53", "cortex-a35": "
             "cortex-a57": "cortex-a57", "cortex-a72": "cortex-a72", "cortex-a76": "cortex-a76",
             "neoverse-n1": "neoverse-n1"}
 NEON_WIDTH = 4
+NEON_REGISTERS = 32  # v0-v31, 128 bits each
 
 #: symbols the object may leave undefined (C library and math library)
 LIBC_LIBM = frozenset({
@@ -393,7 +394,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     # compiled for the host on the way
     opts = CompileOptions(**{**options, "entry": "lazy"})
     spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu,
-                                                          features=feats))
+                                                          features=feats, vector_registers=NEON_REGISTERS))
     prog = spec.program
 
     # scratch: every arena, 64-byte aligned, one after the other
