@@ -2,8 +2,9 @@
 
 DynamicQuantizeLinear is compared with onnxruntime exactly (the uint8 data, the float32 scale and the zero
 point) over hypothesis-drawn shapes and value ranges (mixed signs, all positive, all negative, all zero),
-and with ``onnx.reference`` (whose scale for an all-zero input is 1/255, not onnxruntime's 1). Whole models quantized by ``quantize_dynamic`` (default options) are compared
-with onnxruntime running the same quantized model.
+and with ``onnx.reference`` (whose scale for an all-zero input is 1/255, not onnxruntime's 1). Whole
+models quantized by ``quantize_dynamic`` (default options) are compared with onnxruntime running the same
+quantized model.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ def test_dynamic_quantize_linear_matches_onnxruntime_exactly(shape: tuple[int, .
 def _float_model() -> onnx.ModelProto:
     """Conv 3x3 -> Relu -> Conv 1x1 (+ residual Add) -> Reshape -> MatMul: the ops quantize_dynamic rewrites."""
     rng = np.random.default_rng(7)
-    inits = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8), "w2": rng.normal(0, 0.3, (8, 8, 1, 1)),
-             "b2": rng.normal(0, 0.1, 8), "m": rng.normal(0, 0.2, (8 * 6 * 6, 10)),
+    inits = {"w1": rng.normal(0, 0.3, (8, 3, 3, 3)), "b1": rng.normal(0, 0.1, 8),
+             "w2": rng.normal(0, 0.3, (8, 8, 1, 1)), "b2": rng.normal(0, 0.1, 8),
+             "m": rng.normal(0, 0.2, (8 * 6 * 6, 10)),
              "shape": np.array([1, 8 * 6 * 6], np.int64)}
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
              helper.make_node("Relu", ["c1"], ["r1"]),

@@ -1,12 +1,12 @@
 """LSTM, GRU and RNN (and onnxruntime's DynamicQuantizeLSTM) against onnxruntime and ``onnx.reference``.
 
 Hypothesis draws the layer (LSTM, GRU with and without ``linear_before_reset``, RNN), the direction, the
-sizes, optional initial states and run-time sequence lengths, and the vector width; each case compiles a
-one-node model and checks that the SIMD recurrence kernel ran. Attributes onnxruntime does not cover
-(``layout=1``) are checked against ``onnx.reference``; clip, ``input_forget``, peepholes and other
-activations (which ``onnx.reference`` ignores) against onnxruntime. The vector tanh/sigmoid of the kernel are checked over a dense grid against numpy
-(their stated bound). The ddddocr CRNN captcha recognizer (a bidirectional LSTM of 512 units) and its
-``quantize_dynamic`` version are compared with onnxruntime when ``ddddocr`` is installed.
+sizes, optional initial states and run-time sequence lengths, and the vector width; each case compiles a one-
+node model and checks that the SIMD recurrence kernel ran. Attributes onnxruntime does not cover
+(``layout=1``) are checked against ``onnx.reference``; clip, ``input_forget``, peepholes and other activations
+(which ``onnx.reference`` ignores) against onnxruntime. The vector tanh/sigmoid of the kernel are checked over
+a dense grid against numpy (their stated bound). The ddddocr CRNN captcha recognizer (a bidirectional LSTM of
+512 units) and its ``quantize_dynamic`` version are compared with onnxruntime when ``ddddocr`` is installed.
 """
 
 from __future__ import annotations

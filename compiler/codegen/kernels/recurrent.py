@@ -161,7 +161,6 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
 def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     """The kernel running direction ``d`` of ``node`` (``peep``: an LSTM with peepholes)."""
     op = node.op
-    H = node.attrs["hidden_size"]
     passes = groups(node)
     lstm = op == "LSTMLoop"
     params = ["gb, go, rb, ro, sb, so, hb, ho"] + (["cb, co, pb, po"] if lstm else []) \
