@@ -84,14 +84,20 @@ def _float_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
-def test_quantize_dynamic_model_matches_onnxruntime(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fuse", [True, False])
+def test_quantize_dynamic_model_matches_onnxruntime(fuse: bool, tmp_path: Path) -> None:
+    """Fused, the integer_to_float pass runs the ConvInteger / MatMulInteger chains as float Conv / Gemm;
+    unfused, the exact integer kernels run. Both match onnxruntime to float32 rounding."""
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(_float_model(), src)
     quantization.quantize_dynamic(str(src), str(dst))
     q = onnx.load(dst)
     ops = {n.op_type for n in q.graph.node}
     assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops, ops
-    compiled = cnnjit.compile(q)
+    compiled = cnnjit.compile(q, fuse=fuse)
+    ran = {c.op for c in compiled._default_spec().program.calls}
+    integer = {"ConvInteger", "MatMulInteger"}
+    assert (ran & integer == set() and {"Conv", "Gemm"} <= ran) if fuse else integer <= ran, ran
     for seed in range(3):
         x = np.random.default_rng(seed).normal(size=(1, 3, 12, 12)).astype(np.float32)
         (want,) = _session(q).run(None, {"x": x})
