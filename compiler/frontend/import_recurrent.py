@@ -1,7 +1,7 @@
 """Importers for LSTM, GRU, RNN and onnxruntime's DynamicQuantizeLSTM (com.microsoft).
 
-Each layer becomes its input projection for all timesteps and directions at once, a ``Gemm``
-``X[T*B, I] @ W^T + bias`` (weights transposed and both directions concatenated here, at compile time),
+Each layer becomes its input projection for all timesteps and directions at once, a 1x1 ``Conv`` with
+the weights of both directions as output channels over ``X^T [I, T*B]`` (``G = W @ X^T + bias``, gate-major),
 and the recurrence over its result (``LSTMLoop`` / ``GRULoop`` / ``RNNLoop``, see
 ``cnnjit.ir.ops.recurrent``). The bias in the projection is ``Wb + Rb`` (GRU: without the ``h`` gate's
 ``Rb``, which the recurrence adds itself). Optional inputs that are constant no-ops (zero initial states
@@ -95,12 +95,14 @@ def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.
     if op == "GRULoop":
         attrs["linear_before_reset"] = int(a.get("linear_before_reset", 0))
 
-    # the projection: one Gemm for every timestep and direction
-    wt = np.ascontiguousarray(np.asarray(W, np.float32).reshape(D * ng * H, I).T)
-    xr = ctx.emit("Reshape", [x], {"shape": (T * Bn, I)})[0]
-    gm = ctx.emit("Gemm", [xr, ctx.const(wt), ctx.const((wb + rb).reshape(-1).astype(np.float32))],
-                  {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0})[0]
-    g = ctx.emit("Reshape", [gm], {"shape": (T, Bn, D * ng * H)})[0]
+    # the projection: one 1x1 Conv (the SIMD pointwise kernel, W's rows streamed once) over the T*B steps
+    # as pixels, for every direction's gates as output channels: G [D*NG*H, T*B], gate-major
+    wc = np.asarray(W, np.float32).reshape(D * ng * H, I, 1)
+    xt = ctx.emit("Transpose", [ctx.emit("Reshape", [x], {"shape": (T * Bn, I)})[0]], {"perm": (1, 0)})[0]
+    xt = ctx.emit("Reshape", [xt], {"shape": (1, I, T * Bn)})[0]
+    gc = ctx.emit("Conv", [xt, ctx.const(wc), ctx.const((wb + rb).reshape(-1).astype(np.float32))],
+                  {"kernel_shape": (1,), "strides": (1,), "pads": (0, 0), "dilations": (1,), "group": 1})[0]
+    g = ctx.emit("Reshape", [gc], {"shape": (D * ng * H, T, Bn)})[0]
 
     seq, h0, c0, P = (list(opt) + [None] * 4)[:4]
     if seq is not None and seq.is_const:

@@ -1,7 +1,7 @@
 """Recurrent layers (ONNX LSTM, GRU, RNN) as the recurrence over precomputed input gates.
 
 The frontend splits an ONNX recurrent layer in two: the input projection of every timestep and direction
-at once, a ``Gemm`` ``X[T*B, I] @ W^T + biases`` whose result ``G[T, B, D * NG * H]`` holds each direction's
+at once, ``W @ X^T + biases`` (a 1x1 Conv) whose result ``G[D * NG * H, T, B]`` holds each direction's
 ``NG`` gates in ONNX order (LSTM ``i, o, f, c``; GRU ``z, r, h``; RNN one), and one of the ops here, which
 runs the recurrence ``gates_t = G_t + R @ h_{t-1}`` and the cell for each direction:
 
@@ -56,8 +56,8 @@ def _infer(op: str, n_fixed: int):
         if a["direction"] not in DIRECTIONS:
             raise ShapeError(f"{op}: unknown direction {a['direction']!r}")
         D = num_directions(a["direction"])
-        if H < 1 or g.rank != 3 or g.shape[2] != D * ng * H:
-            raise ShapeError(f"{op}: gates {g} must be [T, B, {D * ng * H}] for hidden_size {H}")
+        if H < 1 or g.rank != 3 or g.shape[0] != D * ng * H:
+            raise ShapeError(f"{op}: gates {g} must be [{D * ng * H}, T, B] for hidden_size {H}")
         if r.shape != (D, ng * H, H) or r.dtype != g.dtype or g.dtype != np.float32:
             raise ShapeError(f"{op}: recurrence weights {r} must be float32 [{D}, {ng * H}, {H}]")
         acts = a["activations"]
@@ -65,7 +65,7 @@ def _infer(op: str, n_fixed: int):
             raise ShapeError(f"{op}: activations {list(acts)} must be {NACT[op] * D} of {sorted(ACTIVATIONS)}")
         if float(a["clip"]) < 0:
             raise ShapeError(f"{op}: clip {a['clip']} must be >= 0")
-        T, B = g.shape[:2]
+        T, B = g.shape[1:]
         want = [None] * n_fixed + [(B,), (D, B, H), (D, B, H), (D, 3 * H)]
         for i in range(n_fixed, len(types)):
             t = types[i]
@@ -89,7 +89,7 @@ def _run(op: str, ins: list[np.ndarray | None], a: dict[str, Any], cell) -> list
     """The recurrence shared by the three ops: ``cell(d, acts, gates, h, c) -> (h', c')`` per step."""
     ng = GATES[op]
     nfix = 3 if op == "GRULoop" else 2
-    g = np.asarray(ins[0], np.float64)
+    g = np.asarray(ins[0], np.float64).transpose(1, 2, 0)  # [T, B, D * NG * H]
     T, B = g.shape[:2]
     H = int(a["hidden_size"])
     D = num_directions(a["direction"])

@@ -1,8 +1,9 @@
 """The recurrence of LSTM, GRU and RNN layers (``LSTMLoop``, ``GRULoop``, ``RNNLoop``): one kernel call per
 direction, vectorised over hidden units with the gate activations in registers.
 
-The input projection is a separate Gemm (see ``cnnjit.ir.ops.recurrent``); what is left per step is
-``gates = G_t + R @ h_{t-1}`` and the cell. Hidden units are taken in blocks of ``BW`` lanes (two machine
+The input projection is a separate 1x1 Conv (see ``cnnjit.ir.ops.recurrent``); what is left per step is
+``gates = G_t + R @ h_{t-1}`` and the cell (``G`` is gate-major, so a block's gates at step ``t`` are one
+strided gather each). Hidden units are taken in blocks of ``BW`` lanes (two machine
 vectors, so an LSTM block keeps 4 gates x 2 = 8 FMA chains in flight): for each block, ``R``'s rows for the
 block's gates are packed at compile time into one contiguous panel ``[H, gates, BW]``, so the GEMV streams
 the panel once per step (per batch entry, while it is in L2) with ``h_{t-1}[k]`` broadcast into the FMAs,
@@ -97,6 +98,17 @@ def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str],
     return lines + [f"{ind}    ri += {n * BW}"]
 
 
+def gate_load(ind: str, dst: str, q: int, BW: int) -> list[str]:
+    """Lines loading gate ``q`` of the block's units at step ``t`` from the gate-major ``G`` (one gather
+    with stride ``T*B``; lane by lane for a partial last block, which must not read past the tensor)."""
+    return [f"{ind}if cnt == {BW}:",
+            f"{ind}    {dst} = vgather{BW}(gb, gt + ({q} * H + j0) * TB, TB)",
+            f"{ind}else:",
+            f"{ind}    {dst} = vzero{BW}()",
+            f"{ind}    for ln in range(cnt):",
+            f"{ind}        {dst} = vinsert{BW}({dst}, ln, gb[U(gt + ({q} * H + j0 + ln) * TB)])"]
+
+
 def _clip(ind: str, v: str, BW: int, clip: float) -> list[str]:
     if not clip:
         return []
@@ -147,8 +159,8 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
         if not a["linear_before_reset"]:  # stash z in Y[t], r * h in Y_h until the second pass
             return out + [f"{ind}vstoren{L}(yb, yt + j0, ez, cnt)",
                           f"{ind}vstoren{L}(hyb, hyo + b * H + j0, vmul{L}(er, hp), cnt)"]
-        out.append(f"{ind}a_2 = vfma{L}(er, vadd{L}(a_2, vloadn{L}(qb, qo + j0, cnt)), "
-                   f"vloadn{L}(gb, gt + 2 * H + j0, cnt))")
+        out += gate_load(ind, "gh", 2, L)
+        out.append(f"{ind}a_2 = vfma{L}(er, vadd{L}(a_2, vloadn{L}(qb, qo + j0, cnt)), gh)")
     else:
         out.append(f"{ind}hp = vloadn{L}(hb, hq + j0, cnt) if live else vzero{L}()")
         out.append(f"{ind}ez = vloadn{L}(yb, yt + j0, cnt)")
@@ -165,7 +177,7 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     lstm = op == "LSTMLoop"
     params = ["gb, go, rb, ro, sb, so, hb, ho"] + (["cb, co, pb, po"] if lstm else []) \
         + (["qb, qo"] if op == "GRULoop" else []) + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) \
-        + ["T, B, H, GS, YS, rev, has_h0, has_c0"]
+        + ["T, B, H, TB, YS, rev, has_h0, has_c0"]
     lines = [f"def kernel({', '.join(params)}):",
              f"    NB = (H + {BW - 1}) // {BW}",
              "    for b in range(B):",  # the states start at h0 / c0; Y is zero past each sequence's end
@@ -191,18 +203,17 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
             "                    continue",
             "                t = n - 1 - s if rev else s",
             "                tp = t + 1 if rev else t - 1",
-            "                gt = go + (t * B + b) * GS",
+            "                gt = go + t * B + b",
             "                yt = yo + t * YS + b * H",
             "                live = s > 0 or has_h0",  # h_{t-1} is not all zero
             "                hq = yo + tp * YS + b * H if s > 0 else ho + b * H",
         ]
         ind = " " * 16
         for q, acc in zip(gs, accs):
-            if op == "GRULoop" and q == 2:
-                lines.append(f"{ind}{acc} = vzero{BW}()" if len(gs) > 1 else f"{ind}{acc} = vloadn{BW}(gb, gt + "
-                             f"2 * H + j0, cnt)")
+            if op == "GRULoop" and q == 2 and len(gs) > 1:  # R_h @ h apart: r multiplies it
+                lines.append(f"{ind}{acc} = vzero{BW}()")
             else:
-                lines.append(f"{ind}{acc} = vloadn{BW}(gb, gt + {q} * H + j0, cnt)")
+                lines += gate_load(ind, acc, q, BW)
         lines.append(f"{ind}if live:")
         pan = f"{roff} + jb * H * {len(gs) * BW}"
         if op == "GRULoop" and pn == 1:  # the h gate's GEMV over r * h, stashed in Y_h by the first pass
@@ -232,7 +243,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
     opt = list(node.inputs[nfix:]) + [None] * 4
     seq, h0, c0, P = opt[:4]
     y, yh = node.outputs[0], node.outputs[1]
-    T, B = g.shape[:2]
+    T, B = g.shape[1:]
     H = int(a["hidden_size"])
     D = num_directions(a["direction"])
     ng = GATES[op]
@@ -244,7 +255,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         state = d * B * H
         r = Param(pack_recurrence(np.asarray(R.const[d], np.float32), H, BW, groups(node)))
         h0a = At(h0, state) if h0 is not None else Param(np.zeros(1, np.float32))
-        args = [At(g, d * ng * H), r, lens, h0a]
+        args = [At(g, d * ng * H * T * B), r, lens, h0a]
         if op == "LSTMLoop":
             args += [At(c0, state) if c0 is not None else Param(np.zeros(1, np.float32)),
                      At(P, d * 3 * H) if P is not None else Param(np.zeros(1, np.float32))]
@@ -253,7 +264,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         args += [At(y, state), At(yh, state)]
         if op == "LSTMLoop":
             args.append(At(node.outputs[2], state))
-        args += [T, B, H, D * ng * H, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
+        args += [T, B, H, T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
         src = recurrence_source(node, d, BW, P is not None)
         calls.append(KernelCall(src, args, note(node)))
     return calls
