@@ -56,7 +56,6 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
 
 #: what to tell a user whose model uses an op that is not a CNN inference op (op type -> advice)
 _ADVICE = {
-    **dict.fromkeys(("LSTM", "GRU", "RNN"), "not a CNN op; cnnjit does not support recurrent layers"),
     **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
                     "data-dependent control flow (e.g. unroll loops, trace one branch)"),
     **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
