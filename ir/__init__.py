@@ -25,6 +25,7 @@ from .ops import (  # noqa: F401 - importing the op families registers their ops
     nn_extra,
     qint,
     quant,
+    recurrent,
     resample,
 )
 from .types import DTYPES, TensorType, short_name

@@ -108,12 +108,12 @@ def _saved(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def unsupported_model() -> onnx.ModelProto:
-    """Relu, then an LSTM (not a CNN op) and a custom-domain op: what ``run`` refuses."""
+    """Relu, then a NonMaxSuppression (not a CNN op) and a custom-domain op: what ``run`` refuses."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((1, 16, 4)).astype(np.float32), "w")
     r = numpy_helper.from_array(rng.standard_normal((1, 16, 4)).astype(np.float32), "r")
     nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
-             helper.make_node("LSTM", ["a", "w", "r"], ["", "h"], name="rnn", hidden_size=4),
+             helper.make_node("NonMaxSuppression", ["a", "w", "r"], ["h"], name="nms"),
              helper.make_node("Frobnicate", ["h"], ["y"], name="custom", domain="com.example")]
     graph = helper.make_graph(nodes, "unsupported", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, r])
@@ -124,22 +124,22 @@ def test_info_unsupported_ops_listed_all_at_once(tmp_path: Path) -> None:
     path = _saved(unsupported_model(), tmp_path / "unsupported.onnx")
     doc = _info(str(path))
     assert not doc["supported"]
-    assert [(u["op"], u["name"], u["opset"]) for u in doc["unsupported"]] == [("LSTM", "rnn", 14),
+    assert [(u["op"], u["name"], u["opset"]) for u in doc["unsupported"]] == [("NonMaxSuppression", "nms", 14),
                                                                              ("Frobnicate", "custom", 14)]
-    assert "recurrent" in doc["unsupported"][0]["reason"] and "com.example" in doc["unsupported"][1]["reason"]
+    assert "post-processing" in doc["unsupported"][0]["reason"] and "com.example" in doc["unsupported"][1]["reason"]
     assert doc["flops"] is None and "not support" in doc["flops_unavailable"]
     # everything else is still there
-    assert doc["op_counts"] == {"Relu": 1, "LSTM": 1, "Frobnicate": 1}
+    assert doc["op_counts"] == {"Relu": 1, "NonMaxSuppression": 1, "Frobnicate": 1}
     assert doc["opsets"] == {"ai.onnx": 14, "com.example": 1} and doc["params"] == 2 * 16 * 4
     assert doc["inputs"] == [{"name": "x", "dtype": "float32", "shape": [5, 1, 4]}]
     r = run_cli("info", path)
     assert r.returncode == 0, r.stderr
-    assert "unsupported ops: 2 node(s)" in r.stdout and "rnn" in r.stdout and "custom" in r.stdout
+    assert "unsupported ops: 2 node(s)" in r.stdout and "nms" in r.stdout and "custom" in r.stdout
     assert "FLOPs: not counted" in r.stdout
     # run refuses the same model, and its hint points at info
     r = run_cli("run", path, "--random")
     line = assert_one_line_error(r, 1)
-    assert "LSTM" in line and "Frobnicate" in line and "hint: 'cnnjit info MODEL'" in r.stderr
+    assert "NonMaxSuppression" in line and "Frobnicate" in line and "hint: 'cnnjit info MODEL'" in r.stderr
 
 
 def symbolic_model() -> onnx.ModelProto:

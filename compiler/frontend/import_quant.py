@@ -92,3 +92,8 @@ def _qlinear_matmul(ctx: ImportContext, ins: list) -> list:
     A, as_, az, B, bs, bz, ys, yz = (_arg(ins, i) for i in range(8))
     az, bz, yz = _zero_like(ctx, az, A.dtype), _zero_like(ctx, bz, B.dtype), _zero_like(ctx, yz, A.dtype)
     return ctx.emit("QLinearMatMul", [A, as_, az, B, bs, bz, ys, yz])
+
+
+@importer("DynamicQuantizeLinear")
+def _dynamic_quantize(ctx: ImportContext, ins: list) -> list:
+    return ctx.emit("DynamicQuantizeLinear", ins[:1])

@@ -19,10 +19,10 @@ from cnnjit.ir import Graph, TensorType, Value
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
 
 # the importer families register themselves into IMPORTERS when imported
-from . import import_nn_extra, import_quant, import_resample, onnx_ops  # noqa: F401
+from . import import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
 from .loader import input_specs, opset_version
 from .onnx_types import elem_dtype
-from .registry import CONST_OPERANDS, IMPORTERS, ImportContext, Unsupported
+from .registry import CONST_OPERANDS, CONTRIB_OPS, IMPORTERS, ImportContext, Unsupported
 
 #: refuse any single tensor larger than this many bytes (absurd declared shapes)
 DEFAULT_MAX_TENSOR_BYTES = 4 << 30
@@ -56,7 +56,6 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
 
 #: what to tell a user whose model uses an op that is not a CNN inference op (op type -> advice)
 _ADVICE = {
-    **dict.fromkeys(("LSTM", "GRU", "RNN"), "not a CNN op; cnnjit does not support recurrent layers"),
     **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
                     "data-dependent control flow (e.g. unroll loops, trace one branch)"),
     **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
@@ -89,7 +88,8 @@ def check_supported(model: onnx.ModelProto) -> None:
     opset = opset_version(model)
     bad = []
     for n in model.graph.node:
-        if n.domain not in ("", "ai.onnx") or n.op_type not in IMPORTERS:
+        contrib = n.domain == "com.microsoft" and n.op_type in CONTRIB_OPS
+        if (n.domain not in ("", "ai.onnx") and not contrib) or n.op_type not in IMPORTERS:
             bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
     if bad:
         raise UnsupportedOpError(bad)

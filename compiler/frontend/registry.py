@@ -112,6 +112,10 @@ CONST_OPERANDS: dict[str, frozenset[int]] = {
 }
 
 
+#: onnxruntime contrib ops (domain ``com.microsoft``) that have an importer in ``IMPORTERS``
+CONTRIB_OPS: set[str] = set()
+
+
 def importer(*names: str) -> Callable[[Importer], Importer]:
     """Register the decorated function as the importer of the ONNX ops ``names``."""
 

@@ -259,3 +259,24 @@ def qlinear_matmul_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.nd
     mult = sa * sb / sy
     return requantize(acc, np.broadcast_to(mult, np.broadcast_shapes(mult.shape, acc.shape)) if mult.ndim else mult,
                       zy)
+
+
+# -- DynamicQuantizeLinear ---------------------------------------------------------------------------------
+def _dql_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x = types[0]
+    if x.dtype != np.float32:
+        raise ShapeError(f"DynamicQuantizeLinear: input {x} must be float32")
+    return [TensorType(np.uint8, x.shape), TensorType(np.float32, ()), TensorType(np.uint8, ())]
+
+
+@defop("DynamicQuantizeLinear", outputs=3, infer=_dql_infer)
+def dynamic_quantize_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
+    """uint8 per-tensor quantisation with parameters from the data: the range ``[min(x, 0), max(x, 0)]``
+    over 255 steps (scale 1 when that range is empty, as onnxruntime does), in float32 throughout."""
+    x = np.asarray(ins[0], np.float32)
+    lo = np.float32(min(float(x.min()), 0.0)) if x.size else np.float32(0)
+    hi = np.float32(max(float(x.max()), 0.0)) if x.size else np.float32(0)
+    scale = np.float32(1.0) if hi == lo else np.float32((hi - lo) / np.float32(255))
+    zp = np.float32(np.rint(np.clip(np.float32(0) - lo / scale, 0, 255)))
+    y = np.clip(np.rint(x / scale) + zp, 0, 255)
+    return [y.astype(np.uint8), np.asarray(scale, np.float32), np.asarray(zp, np.uint8)]

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     nn_extra,
     qint,
     quant,
+    recurrent,
     resample,
     simd_conv,
     simd_cvec,

@@ -217,3 +217,31 @@ def gen_qlinear_matmul(node: Node, target: Target) -> list[KernelCall]:
 
     args += [as_, bs, ys, yz, per(as_), per(bs), per(ys), per(yz), float(lo), float(hi)]
     return [KernelCall(QLINEAR_MATMUL_SRC, args, note(node))]
+
+
+# -- DynamicQuantizeLinear ---------------------------------------------------------------------------------
+DYNAMIC_QUANT_SRC = '''
+def kernel(xb, xo, yb, yo, sb, so, zb, zo, n):
+    lo = np.float32(0.0)
+    hi = np.float32(0.0)
+    for i in range(n):
+        v = xb[U(xo + i)]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    scale = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))
+    zp = np.float32(np.rint(min(max(np.float32(np.float32(0.0) - np.float32(lo / scale)), np.float32(0.0)),
+                                np.float32(255.0))))
+    sb[so] = scale
+    zb[zo] = np.uint8(zp)
+    for i in range(n):
+        q = np.rint(np.float32(xb[U(xo + i)] / scale)) + zp
+        yb[U(yo + i)] = np.uint8(min(max(q, np.float32(0.0)), np.float32(255.0)))
+'''
+
+
+@variant("DynamicQuantizeLinear")
+def gen_dynamic_quantize(node: Node, target: Target) -> list[KernelCall]:
+    """One pass for the range, one to quantise (parameters computed in float32, like the reference)."""
+    x = node.inputs[0]
+    y, s, z = node.outputs
+    return [KernelCall(DYNAMIC_QUANT_SRC, [x, y, s, z, x.type.size], note(node))]

@@ -1,0 +1,167 @@
+"""Importers for LSTM, GRU, RNN and onnxruntime's DynamicQuantizeLSTM (com.microsoft).
+
+Each layer becomes its input projection for all timesteps and directions at once, a 1x1 ``Conv`` with
+the weights of both directions as output channels over ``X^T [I, T*B]`` (``G = W @ X^T + bias``, gate-major),
+and the recurrence over its result (``LSTMLoop`` / ``GRULoop`` / ``RNNLoop``, see
+``cnnjit.ir.ops.recurrent``). The bias in the projection is ``Wb + Rb`` (GRU: without the ``h`` gate's
+``Rb``, which the recurrence adds itself). Optional inputs that are constant no-ops (zero initial states
+and peepholes, sequence lengths all ``T``) are dropped. ``layout=1`` (batch first) becomes Transposes.
+DynamicQuantizeLSTM is lowered to the float LSTM with its int8 weights dequantized here; onnxruntime
+instead quantizes ``X`` and ``h`` to uint8 at run time, so the two differ by that rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnjit.ir import Value
+from cnnjit.ir.errors import ShapeError
+from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
+
+from .registry import CONTRIB_OPS, ImportContext, Unsupported, importer
+
+_DEFAULT_ACTS = {"LSTMLoop": ("Sigmoid", "Tanh", "Tanh"), "GRULoop": ("Sigmoid", "Tanh"), "RNNLoop": ("Tanh",)}
+_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
+CONTRIB_OPS.add("DynamicQuantizeLSTM")
+
+
+def _arg(ins: list, i: int) -> Value | None:
+    return ins[i] if len(ins) > i else None
+
+
+def _zero_const(v: Value | None) -> bool:
+    return v is not None and v.is_const and not np.any(v.const)
+
+
+def _activations(ctx: ImportContext, op: str, a: dict[str, Any], D: int) -> tuple[str, ...]:
+    acts = a.get("activations")
+    n = NACT[op]
+    if not acts:
+        return _DEFAULT_ACTS[op] * D
+    if len(acts) == n and D == 2:
+        acts = list(acts) * 2
+    out = []
+    for f in acts:
+        name = _BY_LOWER.get(str(f).lower())
+        if name is None:
+            raise Unsupported(f"activation {f!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
+        out.append(name)
+    if len(out) != n * D:
+        raise ShapeError(f"{ctx.where()}: {len(out)} activations given, {n * D} expected")
+    return tuple(out)
+
+
+def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.ndarray, B: np.ndarray | None,
+                    opt: list[Value | None], a: dict[str, Any]) -> list[Value]:
+    """Emit the projection Gemm and the ``op`` recurrence for an ONNX recurrent layer with float weights
+    ``W [D, NG*H, I]``, ``R [D, NG*H, H]``, bias ``B [D, 2*NG*H]``; ``opt`` are the optional inputs after
+    ``B`` (sequence_lens, initial_h, initial_c, P). Returns the layer's outputs (``Y, Y_h[, Y_c]``)."""
+    where = ctx.where()
+    ng = GATES[op]
+    direction = a.get("direction", "forward") or "forward"
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ShapeError(f"{where}: unknown direction {direction!r}")
+    D = num_directions(direction)
+    H = int(a.get("hidden_size") or R.shape[-1])
+    layout = int(a.get("layout", 0))
+    if layout not in (0, 1):
+        raise ShapeError(f"{where}: layout {layout} must be 0 or 1")
+    if len(x.shape) != 3:
+        raise ShapeError(f"{where}: input X of shape {list(x.shape)} must have rank 3")
+    if layout:
+        x = ctx.emit("Transpose", [x], {"perm": (1, 0, 2)})[0]
+        opt = [v if v is None or i == 0 else ctx.emit("Transpose", [v], {"perm": (1, 0, 2)})[0]
+               for i, v in enumerate(opt)]
+    T, Bn, I = x.shape
+    if W.shape != (D, ng * H, I) or R.shape != (D, ng * H, H):
+        raise ShapeError(f"{where}: W {list(W.shape)} / R {list(R.shape)} do not fit {D} direction(s), hidden_size "
+                         f"{H} and input size {I}")
+    bias = np.zeros((D, 2 * ng * H), np.float64) if B is None else np.asarray(B, np.float64)
+    if bias.shape != (D, 2 * ng * H):
+        raise ShapeError(f"{where}: bias of shape {list(bias.shape)} must be [{D}, {2 * ng * H}]")
+    wb, rb = bias[:, :ng * H], bias[:, ng * H:].copy()
+    rbh = None
+    if op == "GRULoop":
+        rbh = rb[:, 2 * H:].astype(np.float32)
+        rb[:, 2 * H:] = 0.0
+    if a.get("activation_alpha") or a.get("activation_beta"):
+        raise Unsupported("activation_alpha / activation_beta are not supported")
+    attrs: dict[str, Any] = {"hidden_size": H, "direction": direction,
+                             "activations": _activations(ctx, op, a, D), "clip": float(a.get("clip", 0.0) or 0.0)}
+    if op == "LSTMLoop":
+        attrs["input_forget"] = int(a.get("input_forget", 0))
+    if op == "GRULoop":
+        attrs["linear_before_reset"] = int(a.get("linear_before_reset", 0))
+
+    # the projection: one 1x1 Conv (the SIMD pointwise kernel, W's rows streamed once) over the T*B steps
+    # as pixels, for every direction's gates as output channels: G [D*NG*H, T*B], gate-major
+    wc = np.asarray(W, np.float32).reshape(D * ng * H, I, 1)
+    xt = ctx.emit("Transpose", [ctx.emit("Reshape", [x], {"shape": (T * Bn, I)})[0]], {"perm": (1, 0)})[0]
+    xt = ctx.emit("Reshape", [xt], {"shape": (1, I, T * Bn)})[0]
+    gc = ctx.emit("Conv", [xt, ctx.const(wc), ctx.const((wb + rb).reshape(-1).astype(np.float32))],
+                  {"kernel_shape": (1,), "strides": (1,), "pads": (0, 0), "dilations": (1,), "group": 1})[0]
+    g = ctx.emit("Reshape", [gc], {"shape": (D * ng * H, T, Bn)})[0]
+
+    seq, h0, c0, P = (list(opt) + [None] * 4)[:4]
+    if seq is not None and seq.is_const:
+        lens = np.asarray(seq.const).reshape(-1)
+        if lens.shape != (Bn,) or np.any(lens < 0) or np.any(lens > T):
+            raise ShapeError(f"{where}: sequence_lens {lens.tolist()} must be {Bn} lengths in [0, {T}]")
+        seq = None if np.all(lens == T) else ctx.const(lens.astype(np.int32))
+    if seq is not None and seq.dtype != np.int32:
+        raise ShapeError(f"{where}: sequence_lens must be int32, got {seq.dtype}")
+    h0, c0, P = (None if _zero_const(v) else v for v in (h0, c0, P))
+    if op != "LSTMLoop" and (c0 is not None or P is not None):
+        raise ShapeError(f"{where}: only LSTM has peepholes")
+    fixed = [g, ctx.const(np.asarray(R, np.float32))] + ([ctx.const(rbh)] if rbh is not None else [])
+    rest = [seq, h0] + ([c0, P] if op == "LSTMLoop" else [])
+    return ctx.emit(op, fixed + rest, attrs)
+
+
+def _back(ctx: ImportContext, outs: list[Value], a: dict[str, Any]) -> list[Value]:
+    """The outputs in ONNX ``layout=1`` (batch first) when the node asks for it."""
+    if not int(a.get("layout", 0)):
+        return outs
+    y = ctx.emit("Transpose", [outs[0]], {"perm": (2, 0, 1, 3)})[0]
+    return [y] + [ctx.emit("Transpose", [v], {"perm": (1, 0, 2)})[0] for v in outs[1:]]
+
+
+def _weights(ctx: ImportContext, ins: list) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    W = ctx.const_input(ins[1], "the input weights W")
+    R = ctx.const_input(ins[2], "the recurrence weights R")
+    B = ctx.const_input(_arg(ins, 3), "the bias B")
+    return W, R, B
+
+
+@importer("LSTM", "GRU", "RNN")
+def _recurrent(ctx: ImportContext, ins: list) -> list:
+    op = ctx.node.op_type + "Loop"
+    a = ctx.attrs()
+    W, R, B = _weights(ctx, ins)
+    return _back(ctx, lower_recurrent(ctx, op, ins[0], W, R, B, list(ins[4:8]), a), a)
+
+
+def _dequant(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, what: str) -> np.ndarray:
+    """``(q - zp) * scale`` for ``q [D, K, N]`` with one parameter per direction or per direction and column,
+    transposed to ONNX's ``[D, N, K]``."""
+    D = q.shape[0]
+    shp = (D, 1, 1) if scale.size == D else (D, 1, q.shape[2])
+    if scale.size not in (D, D * q.shape[2]) or zp.size != scale.size:
+        raise ShapeError(f"DynamicQuantizeLSTM: {what} scale/zero point of {scale.size}/{zp.size} entries do not "
+                         f"fit weights {list(q.shape)}")
+    w = (q.astype(np.float64) - zp.astype(np.float64).reshape(shp)) * scale.astype(np.float64).reshape(shp)
+    return np.ascontiguousarray(w.astype(np.float32).transpose(0, 2, 1))
+
+
+@importer("DynamicQuantizeLSTM")
+def _dynamic_quantize_lstm(ctx: ImportContext, ins: list) -> list:
+    a = ctx.attrs()
+    Wq, Rq, B = _weights(ctx, ins)
+    qp = [ctx.const_input(_arg(ins, i), "a weight scale / zero point") for i in range(8, 12)]
+    if any(p is None for p in qp) or Wq.ndim != 3 or Rq.ndim != 3:
+        raise ShapeError(f"{ctx.where()}: needs int8 weights [D, K, 4H] with their scales and zero points")
+    W = _dequant(Wq, qp[0], qp[1], "W")
+    R = _dequant(Rq, qp[2], qp[3], "R")
+    return _back(ctx, lower_recurrent(ctx, "LSTMLoop", ins[0], W, R, B, list(ins[4:8]), a), a)

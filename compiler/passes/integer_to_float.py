@@ -1,0 +1,74 @@
+"""Dynamic-quantization chains run in float: ``ConvInteger`` / ``MatMulInteger`` whose int32 result is only
+cast to float32 (what onnxruntime's ``quantize_dynamic`` writes: ``DynamicQuantizeLinear -> ConvInteger ->
+Cast -> Mul(scale) -> Add(bias)``) become a float ``Conv`` / ``MatMul`` of ``float(x) - float(x_zero_point)``
+with the constant weights ``float(w - w_zero_point)`` (a 2-D MatMul as a ``Gemm``), so they run on the SIMD
+float kernels.
+
+Every operand is a small integer, so every product is exact in float32; the sums are exact while they stay
+below 2**24 and otherwise rounded like the int32 -> float32 cast that followed (a relative difference of a few
+float32 ulps, far below the quantization step). Zero padding stays zero after the zero point is subtracted,
+as ConvInteger defines it. A fusion pass (``fuse=False`` keeps the exact integer kernels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Graph, Node, TensorType, Value
+
+from .manager import Pass
+
+
+def _float_weights(node: Node) -> np.ndarray | None:
+    """``float32(w - w_zero_point)`` when both are constants (per-tensor, per output channel or column)."""
+    w, wz = node.inputs[1], node.inputs[3]
+    if not (w.is_const and wz.is_const):
+        return None
+    z = np.asarray(wz.const, np.float64)
+    wv = np.asarray(w.const, np.float64)
+    if z.size > 1:
+        z = z.reshape((-1,) + (1,) * (wv.ndim - 1)) if node.op == "ConvInteger" else z.reshape(-1)
+    return (wv - z).astype(np.float32)
+
+
+class IntegerToFloat(Pass):
+    name = "integer_to_float"
+    fusion = True
+
+    def apply(self, graph: Graph) -> None:
+        for node in list(graph.nodes):
+            if node.op not in ("ConvInteger", "MatMulInteger"):
+                continue
+            out = node.outputs[0]
+            users = list(out.users)
+            if not users or out in graph.outputs or any(
+                    u.op != "Cast" or u.outputs[0].dtype != np.float32 for u in users):
+                continue
+            wf = _float_weights(node)
+            x, xz = node.inputs[0], node.inputs[2]
+            if wf is None or xz.type.size != 1:
+                continue
+            f32 = np.dtype(np.float32)
+            xf = Value(TensorType(f32, x.shape))
+            graph.insert_before(node, Node("Cast", [x], [xf], {"to": "f32"}))
+            if xz.is_const:
+                zf = graph.const(np.asarray(xz.const, np.float32).reshape(()))
+            else:
+                zf = Value(TensorType(f32, xz.shape))
+                graph.insert_before(node, Node("Cast", [xz], [zf], {"to": "f32"}))
+            xs = Value(TensorType(f32, x.shape))
+            graph.insert_before(node, Node("Sub", [xf, zf], [xs]))
+            y = Value(TensorType(f32, out.shape))
+            if node.op == "ConvInteger":
+                attrs = dict(node.attrs)
+                graph.insert_before(node, Node("Conv", [xs, graph.const(wf)], [y], {**attrs, "post": ()}, node.name))
+            elif len(x.shape) == 2 and wf.ndim == 2:  # a Gemm runs on the SIMD micro-kernel
+                graph.insert_before(node, Node("Gemm", [xs, graph.const(wf)], [y], {
+                    "alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "post": ()}, node.name))
+            else:
+                graph.insert_before(node, Node("MatMul", [xs, graph.const(wf)], [y], {"post": ()}, node.name))
+            for u in users:
+                graph.replace_all_uses(u.outputs[0], y)
+                graph.remove_node(u)
+            graph.remove_node(node)
+            graph.note_fused(y.producer, node.op)

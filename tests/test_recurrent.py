@@ -1,0 +1,243 @@
+"""LSTM, GRU and RNN (and onnxruntime's DynamicQuantizeLSTM) against onnxruntime and ``onnx.reference``.
+
+Hypothesis draws the layer (LSTM, GRU with and without ``linear_before_reset``, RNN), the direction, the
+sizes, optional initial states and run-time sequence lengths, and the vector width; each case compiles a one-
+node model and checks that the SIMD recurrence kernel ran. Attributes onnxruntime does not cover
+(``layout=1``) are checked against ``onnx.reference``; clip, ``input_forget``, peepholes and other activations
+(which ``onnx.reference`` ignores) against onnxruntime. The vector tanh/sigmoid of the kernel are checked over
+a dense grid against numpy (their stated bound). The ddddocr CRNN captcha recognizer (a bidirectional LSTM of
+512 units) and its ``quantize_dynamic`` version are compared with onnxruntime when ``ddddocr`` is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_cases import property_settings
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import cnnjit
+from cnnjit.ir.errors import UnsupportedOpError
+
+ort = pytest.importorskip("onnxruntime")
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def recurrent_model(op: str, T: int, B: int, I: int, H: int, direction: str, *, h0: bool = False,
+                    c0: bool = False, seq: bool = False, peep: bool = False, seed: int = 0, layout: int = 0,
+                    opset: int = 14, **attrs) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A one-node ``op`` model with constant weights; X (and the optional states, lengths) are inputs."""
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    ng = GATES[op]
+    inits = {"W": rng.normal(0, 0.5, (D, ng * H, I)), "R": rng.normal(0, 0.5, (D, ng * H, H)),
+             "B": rng.normal(0, 0.5, (D, 2 * ng * H))}
+    xs = (B, T, I) if layout else (T, B, I)
+    sshape = (B, D, H) if layout else (D, B, H)
+    feeds = {"X": rng.normal(size=xs).astype(np.float32)}
+    if seq:
+        feeds["seq"] = rng.integers(1, T + 1, B).astype(np.int32)
+    if h0:
+        feeds["h0"] = rng.normal(size=sshape).astype(np.float32)
+    if c0:
+        feeds["c0"] = rng.normal(size=sshape).astype(np.float32)
+    names = ["X", "W", "R", "B", "seq" if seq else "", "h0" if h0 else ""]
+    outs = ["Y", "Y_h"]
+    if op == "LSTM":
+        names.append("c0" if c0 else "")
+        if peep:
+            inits["P"] = rng.normal(0, 0.5, (D, 3 * H))
+            names.append("P")
+        outs.append("Y_c")
+    if layout:
+        attrs["layout"] = 1
+    node = helper.make_node(op, names, outs, direction=direction, hidden_size=H, **attrs)
+    graph = helper.make_graph(
+        [node], "recurrent",
+        [helper.make_tensor_value_info(k, TensorProto.INT32 if k == "seq" else TensorProto.FLOAT, list(v.shape))
+         for k, v in feeds.items()],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs],
+        initializer=[numpy_helper.from_array(v.astype(np.float32), name=k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), feeds
+
+
+def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def run_cnnjit(model: onnx.ModelProto, feeds: dict[str, np.ndarray], width: int = 16) -> list[np.ndarray]:
+    compiled = cnnjit.compile(model, vector_width=width)
+    loops = {c.variant for c in compiled._default_spec().program.calls if c.op.endswith("Loop")}
+    assert loops == {"simd_recurrence"}, loops
+    return compiled.run(None, feeds)
+
+
+def assert_close(got: list[np.ndarray], want: list[np.ndarray], tol: float = 2e-6) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=0, atol=tol * max(1.0, float(np.abs(w).max())))
+
+
+@st.composite
+def layers(draw) -> dict:
+    op = draw(st.sampled_from(["LSTM", "GRU", "GRU", "RNN"]))
+    case = dict(op=op, T=draw(st.integers(1, 5)), B=draw(st.integers(1, 3)), I=draw(st.integers(1, 4)),
+                H=draw(st.integers(1, 20)), direction=draw(st.sampled_from(["forward", "reverse", "bidirectional"])),
+                h0=draw(st.booleans()), seq=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+    if op == "LSTM":
+        case["c0"] = draw(st.booleans())
+    if op == "GRU":
+        case["linear_before_reset"] = draw(st.sampled_from([0, 1]))
+    return case
+
+
+@property_settings(12)
+@given(case=layers(), width=st.sampled_from([4, 8, 16]))
+def test_recurrent_layers_match_onnxruntime(case: dict, width: int) -> None:
+    model, feeds = recurrent_model(**case)
+    assert_close(run_cnnjit(model, feeds, width), run_ort(model, feeds))
+
+
+#: attribute cases and their oracle: ``onnx.reference`` ignores clip, input_forget and activations (it always
+#: runs the defaults), onnxruntime refuses layout=1
+ATTRIBUTE_CASES = [
+    ("ort", dict(op="LSTM", peep=True, clip=0.6, direction="bidirectional", h0=True, c0=True)),
+    ("ort", dict(op="LSTM", peep=True, input_forget=1, direction="forward", seq=True)),
+    ("ort", dict(op="LSTM", activations=["Relu", "Sigmoid", "Tanh"], direction="reverse")),
+    ("ort", dict(op="GRU", activations=["Tanh", "Relu", "Sigmoid", "Tanh"], direction="bidirectional", clip=1.5)),
+    ("ort", dict(op="RNN", activations=["Sigmoid", "Relu"], direction="bidirectional", h0=True)),
+    ("ref", dict(op="LSTM", layout=1, direction="bidirectional", h0=True, c0=True)),
+    ("ref", dict(op="GRU", layout=1, direction="reverse", h0=True, linear_before_reset=1)),
+    ("ref", dict(op="RNN", layout=1, direction="forward", h0=True)),
+]
+
+
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("oracle,extra", ATTRIBUTE_CASES)
+def test_attributes_match_an_oracle(oracle: str, extra: dict, width: int) -> None:
+    model, feeds = recurrent_model(T=4, B=2, I=3, H=7, seed=3, **extra)
+    want = run_ort(model, feeds) if oracle == "ort" else ReferenceEvaluator(model).run(None, feeds)
+    assert_close(run_cnnjit(model, feeds, width), want)
+
+
+def test_zero_initial_states_and_full_lengths_fold_away() -> None:
+    model, feeds = recurrent_model("LSTM", 3, 2, 2, 5, "forward")
+    zeros = [numpy_helper.from_array(np.zeros((1, 2, 5), np.float32), n) for n in ("h0", "c0")]
+    lens = numpy_helper.from_array(np.full(2, 3, np.int32), "seq")
+    model.graph.initializer.extend(zeros + [lens])
+    model.graph.node[0].input[4:7] = ["seq", "h0", "c0"]
+    compiled = cnnjit.compile(model)
+    (loop,) = [n for n in compiled.ir.nodes if n.op == "LSTMLoop"]
+    assert len(loop.inputs) == 2  # gates and R only
+    assert_close(compiled.run(None, feeds), run_ort(model, feeds))
+
+
+def test_unsupported_activation_is_refused_clearly() -> None:
+    model, _ = recurrent_model("RNN", 2, 1, 2, 3, "forward", activations=["HardSigmoid"])
+    with pytest.raises(UnsupportedOpError, match="activation 'HardSigmoid' is not supported"):
+        cnnjit.compile(model)
+
+
+@pytest.mark.parametrize("act,fn,bound", [("Tanh", np.tanh, 4e-7), ("Sigmoid", lambda x: 1 / (1 + np.exp(-x)), 2e-7)])
+def test_vector_activations_within_their_bound(act: str, fn, bound: float) -> None:
+    """An RNN with W = 1, R = 0, B = 0 applies the kernel's vector activation to X itself."""
+    n = 4096
+    x = np.concatenate([np.linspace(-20, 20, n - 6), [0.0, -1e-30, 1e-7, -50.0, 50.0, 7.9]]).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("RNN", ["X", "W", "R"], ["Y"], hidden_size=1, activations=[act])], "act",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [n, 1, 1])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.ones((1, 1, 1), np.float32), "W"),
+                     numpy_helper.from_array(np.zeros((1, 1, 1), np.float32), "R")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    for width in (8, 16):
+        y = run_cnnjit(model, {"X": x.reshape(n, 1, 1)}, width)[0].reshape(-1)
+        assert np.abs(y.astype(np.float64) - fn(x.astype(np.float64))).max() <= bound
+
+
+# -- DynamicQuantizeLSTM -----------------------------------------------------------------------------------
+def _quantized(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
+    from onnxruntime.quantization import quantize_dynamic
+
+    src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
+    onnx.save(model, src)
+    quantize_dynamic(str(src), str(dst))
+    return onnx.load(dst)
+
+
+def test_dynamic_quantize_lstm_is_the_float_lstm_of_its_dequantized_weights(tmp_path: Path) -> None:
+    model, feeds = recurrent_model("LSTM", 6, 1, 8, 16, "bidirectional", h0=True, c0=True, seed=5, opset=13)
+    q = _quantized(model, tmp_path)
+    (node,) = [n for n in q.graph.node if n.op_type == "DynamicQuantizeLSTM"]
+    assert node.domain == "com.microsoft"
+    inits = {t.name: numpy_helper.to_array(t) for t in q.graph.initializer}
+
+    def deq(i: int, si: int) -> np.ndarray:  # weights [D, K, 4H] with per-direction scale / zero point
+        w, s, z = (inits[node.input[k]] for k in (i, si, si + 1))
+        return ((w.astype(np.float64) - z.reshape(-1, 1, 1)) * s.reshape(-1, 1, 1)).astype(np.float32)
+
+    ref_model, _ = recurrent_model("LSTM", 6, 1, 8, 16, "bidirectional", h0=True, c0=True, seed=5, opset=13)
+    for name, i, si in (("W", 1, 8), ("R", 2, 10)):
+        t = next(t for t in ref_model.graph.initializer if t.name == name)
+        t.CopyFrom(numpy_helper.from_array(deq(i, si).transpose(0, 2, 1).copy(), name))
+    got = run_cnnjit(q, feeds)
+    assert_close(got, ReferenceEvaluator(ref_model).run(None, feeds))
+    # onnxruntime also quantizes X and h to uint8 at run time: the outputs (|y| < 1) agree to 0.05
+    for g, w in zip(got, run_ort(q, feeds)):
+        assert np.abs(g - w).max() < 0.05
+
+
+# -- the ddddocr CRNN --------------------------------------------------------------------------------------
+def _ddddocr_model() -> Path:
+    spec = importlib.util.find_spec("ddddocr")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("ddddocr is not installed (pip install --no-deps ddddocr==1.6.1)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "common.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path
+
+
+def _decode(logits: np.ndarray) -> list[int]:
+    """CTC greedy decoding: the argmax per step, repeats merged, blanks (class 0) dropped."""
+    best = logits.reshape(logits.shape[0], -1).argmax(-1)
+    return [int(c) for i, c in enumerate(best) if c != 0 and (i == 0 or c != best[i - 1])]
+
+
+def _captcha(seed: int) -> np.ndarray:
+    """A captcha-like input: dark strokes on a light, noisy background."""
+    rng = np.random.default_rng(seed)
+    img = 0.85 + 0.1 * rng.random((64, 256))
+    for _ in range(6):
+        r, c = rng.integers(8, 56), rng.integers(10, 246)
+        img[max(r - 12, 0):r + 12, max(c - 3, 0):c + 3] = 0.1 * rng.random()
+    return img.astype(np.float32).reshape(1, 1, 64, 256)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 0.03)])
+def test_ddddocr_crnn_matches_onnxruntime(quantized: bool, tol: float, tmp_path: Path) -> None:
+    """Float: max |error| <= 1e-5 of the logits' scale (measured 1e-6). quantize_dynamic: <= 3% (measured
+    0.9%: onnxruntime quantizes the LSTM's X and h at run time, cnnjit runs it on dequantized weights)."""
+    model = onnx.load(_ddddocr_model())
+    if quantized:
+        model = _quantized(model, tmp_path)
+    compiled = cnnjit.compile(model, input_shapes={"input1": (1, 1, 64, 256)})
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "LSTMLoop"} == {"simd_recurrence"}
+    for seed in range(2):
+        x = _captcha(seed)
+        (want,) = run_ort(model, {"input1": x})
+        (got,) = compiled.run(None, {"input1": x})
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()
+        assert _decode(got) == _decode(want)
