@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from cnnjit.compiler.codegen.threads import channel_ranges, parallel_calls
+from cnnjit.compiler.codegen.threads import channel_ranges
 from cnnjit.runtime.program import Buf, Call, Float, Int, render_schedule
 
 
