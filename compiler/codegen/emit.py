@@ -41,10 +41,11 @@ def unsupported_nodes(graph: Graph) -> list[str]:
 #: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off. The
 #: upper bound was 80 while kernels compiled with numba's full pipeline; with the short one (pipeline.py)
 #: ShuffleNet's 171 calls compile in 10.5 s cold with the numba entry against 6.7 s with the Python one,
-#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound stays 80: MobileNetV2's split
-#: schedule (more than 80 calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
+#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound is the same: a parallel schedule
+#: (threads.py) keeps every kernel call inlined with its sizes, and from a Python entry every thread would
+#: take the GIL for every call.
 AUTO_NUMBA_CALLS = (4, 200)
-AUTO_NUMBA_CALLS_THREADS = 80
+AUTO_NUMBA_CALLS_THREADS = 200
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
 #: tuple with the sizes as constants; above, once for all its calls (sizes as int64 values), inlined by
@@ -176,11 +177,14 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     btypes = buffer_types(params, const_bufs)
     # threads > 1 and a layer was split: one parallel region (threads.py), else the serial schedule
     steps = plan_steps(lowered, groups, plan) if groups else None
+    for first, count in groups:
+        for c in calls[first:first + count]:
+            c.parts = count  # a part of a layer split in ``count`` calls
     src = render_schedule(params, calls) if steps is None else render_parallel(params, calls, steps)
     meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
                   "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic)}
-    drivers = PROTOCOL if steps else {}  # what a parallel schedule calls besides kernels
-    namespace: dict[str, object] = {**dispatchers, **drivers}
+    protocol = PROTOCOL if steps else {}  # what a parallel schedule calls besides kernels
+    namespace: dict[str, object] = {**dispatchers, **protocol}
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls
 
     def binding(v: Value, name: str) -> IOBinding:
@@ -194,7 +198,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
         run = numba.njit(nogil=True)(run)
     elif entry == "numba":  # one numba function for the whole schedule, cached on disk, compiled now
-        run = load_entry(src, {**dispatchers, **drivers}, {n: source_key(s) for n, s in sources.items()})
+        run = load_entry(src, {**dispatchers, **protocol}, {n: source_key(s) for n, s in sources.items()})
         # The schedule's machine code holds every kernel (linked in, mostly inlined), so when it is already
         # compiled (this process) or in the disk cache, the kernels' own code is not needed: loading each
         # kernel's cache entry as well would double the warm start (see ``precompile.load_entry_only``).
