@@ -291,30 +291,40 @@ def test_protocol_runs_every_part_once_after_its_dependencies(graph, threads) ->
     listed = {d for ds in deps for d in ds}
     ends = np.array([t for t in range(n) if t not in listed], np.int64)
     par = np.array(parts, np.int64)
-    run = ParallelRun(_interpret, n, threads)
-    for _ in range(4):  # several runs (epochs) on the same state
+    team = parallel.team(threads)  # the team itself: sizes above this machine's CPUs too
+    state = parallel.new_state(n)
+    for ep in range(1, 5):  # several runs (epochs) on the same state
         log = np.zeros((n, 4, 3), np.int64)
         clock = np.zeros(1, np.int64)
-        run(par, ptr, flat, ends, log, clock, -1)
+        with team.busy:
+            team.run(_interpret, (par, ptr, flat, ends, log, clock, -1), state, ep)
         for s in range(n):
             assert (log[s, :parts[s], 2] == 1).all() and (log[s, parts[s]:, 2] == 0).all()
             for d in deps[s]:
                 assert log[d, :parts[d], 1].max() < log[s, :parts[s], 0].min()
 
 
-def test_a_failing_part_raises_and_the_team_recovers() -> None:
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_failing_part_raises_and_the_team_recovers(threads) -> None:
     parts = np.array([2, 2, 2], np.int64)
     ptr = np.array([0, 0, 1, 2], np.int64)
     flat = np.array([0, 1], np.int64)
     ends = np.array([2], np.int64)
-    run = ParallelRun(_interpret, 3, 2)
+    team = parallel.team(threads)
+    state = parallel.new_state(3)
     log = np.zeros((3, 4, 3), np.int64)
-    with pytest.raises(ValueError, match="a failing part"):
-        run(parts, ptr, flat, ends, log, np.zeros(1, np.int64), 1)
+    with team.busy, pytest.raises(ValueError, match="a failing part"):
+        team.run(_interpret, (parts, ptr, flat, ends, log, np.zeros(1, np.int64), 1), state, 1)
     assert (log[2, :, 2] == 0).all()  # nothing after the failing step ran
     log[:] = 0
-    run(parts, ptr, flat, ends, log, np.zeros(1, np.int64), -1)
+    with team.busy:
+        team.run(_interpret, (parts, ptr, flat, ends, log, np.zeros(1, np.int64), -1), state, 2)
     assert (log[:, :2, 2] == 1).all()
+
+
+def test_the_team_is_at_most_the_usable_cpus() -> None:
+    cpus = parallel.usable_cpus()
+    assert ParallelRun(_interpret, 1, cpus + 2).team_size == cpus and ParallelRun(_interpret, 1, 1).team_size == 1
 
 
 def test_a_busy_team_runs_the_caller_alone() -> None:
