@@ -19,6 +19,9 @@ from numba import njit
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
+from cnnjit.cli import build_parser
+from cnnjit.cli.common import UsageError, refuse
+from cnnjit.cli.flags import DefaultThreads
 from cnnjit.compiler.codegen.emit import lower
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.memory import plan_memory
@@ -239,6 +242,18 @@ def test_independent_branches_may_run_side_by_side() -> None:
     ref = cnnjit.compile(branchy_model(), threads=1)(x)
     for _ in range(5):
         assert np.array_equal(cm(x), ref)
+
+
+def test_cli_threads_default_follows_compile(monkeypatch) -> None:
+    """``--threads`` not given: cnnjit.compile's default (here CNNJIT_NUM_THREADS=3), which commands that
+    cannot run threads do not take as asked for."""
+    monkeypatch.setenv("CNNJIT_NUM_THREADS", "3")
+    args = build_parser().parse_args(["run", "m.onnx"])
+    assert args.threads == 3 and isinstance(args.threads, DefaultThreads)
+    aot = ["compile", "m.onnx", "--target", "aarch64-linux-gnu", "-o", "out"]
+    refuse(build_parser().parse_args(aot), "--threads")  # no error
+    with pytest.raises(UsageError, match="--threads"):
+        refuse(build_parser().parse_args([*aot, "--threads", "2"]), "--threads")
 
 
 # ---- the runtime protocol on random step graphs ---------------------------------------------------------
