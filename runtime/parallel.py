@@ -2,9 +2,9 @@
 
 A ``threads=T`` schedule (``compiler/codegen/threads.py``) is one function ``run(<buffers>, _main, _ep,
 _st)`` that every thread of a team calls at once. It walks the same list of steps on every thread; a step
-is one kernel call, or a layer split into parts. A thread *claims* a part of a step (an atomic
-compare-and-swap on the step's counter), waits until the steps it depends on are complete (their
-completion counters), runs the part and counts it done; a step with nothing left to claim is skipped. So
+is one kernel call, or a layer split into parts. At each step a thread waits until the steps it depends on
+are complete (their completion counters), then *claims* parts (an atomic compare-and-swap on the step's
+counter), runs each and counts it done; a step with nothing left to claim is skipped. So
 
 * independent steps (branches of a detector head, a concat's inputs) run side by side, dependent ones wait
   for exactly what they read or overwrite, and no thread ever waits for a thread that has no work for it;

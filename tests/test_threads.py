@@ -267,16 +267,17 @@ def _bump(arr, i):
 
 @njit(nogil=True)
 def _interpret(parts, dep_ptr, deps, ends, log, clock, fail_step, _main, _ep, _st):
-    """A parallel schedule driven by data: step s has parts[s] parts and waits for deps[dep_ptr[s]:dep_ptr[s+1]];
-    each part logs (start, end) ticks of a shared clock, and counts its runs in log[..., 2]."""
+    """A parallel schedule driven by data, as render_parallel writes one: step s has parts[s] parts and waits
+    for deps[dep_ptr[s]:dep_ptr[s+1]]; each part logs (start, end) ticks of a shared clock, and counts its
+    runs in log[..., 2]."""
     for s in range(parts.shape[0]):
+        for j in range(dep_ptr[s], dep_ptr[s + 1]):
+            if not wait(_st, deps[j], _ep, parts[deps[j]]):
+                return
         while True:
             p = claim(_st, s, _ep, parts[s])
             if p < 0:
                 break
-            for j in range(dep_ptr[s], dep_ptr[s + 1]):
-                if not wait(_st, deps[j], _ep, parts[deps[j]]):
-                    return
             if s == fail_step:
                 raise ValueError("a failing part")
             log[s, p, 0] = _bump(clock, 0)

@@ -41,6 +41,9 @@ from .memory import MemoryPlan
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
 MIN_PARALLEL_US = 25.0
+#: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
+#: the hand-over between steps (~1 us) and the second core's cold caches
+MIN_PART_US = 10.0
 #: assumed single-thread speeds for the estimate (GFLOP/s): dense convolutions run near the FMA peak,
 #: depthwise ones are bound by memory traffic
 DENSE_GFLOPS = 80.0
@@ -121,7 +124,8 @@ def split_node(node: Node, calls: list[KernelCall], threads: int, generate) -> l
     y = node.outputs[0]
     m = y.shape[1]
     # at least a vector of channels per part: narrower parts lose the kernels' channel tiling
-    ranges = channel_ranges(m, min(threads, m // ALIGN))
+    # and at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
+    ranges = channel_ranges(m, min(threads, m // ALIGN, max(2, int(estimate_us(node) // MIN_PART_US))))
     if len(ranges) < 2:
         return None
     ysp = int(np.prod(y.shape[2:]))
@@ -267,9 +271,9 @@ def parallel_run(fn: Callable[..., None], steps: list[Step], threads: int) -> Pa
 
 
 def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> str:
-    """The parallel schedule's text: ``def run(<params>, _main, _ep, _st)``, every step claimed part by
-    part, each part run once its dependencies are complete; the caller (``_main``) returns when the last
-    steps are."""
+    """The parallel schedule's text: ``def run(<params>, _main, _ep, _st)``: at every step, wait for its
+    dependencies, then claim and run parts until none is left; the caller (``_main``) returns when the
+    last steps are complete."""
 
     def waits(deps: tuple[int, ...], pad: str) -> list[str]:
         if not deps:
@@ -282,17 +286,19 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
     for i, st in enumerate(steps):
         part_calls = calls[st.first:st.first + st.parts]
         after = f" after {', '.join(map(str, st.deps))}" if st.deps else ""
+        # wait first, then claim: a thread never holds a part it cannot start (if the OS deschedules a
+        # waiting thread, nobody waits for it)
         if st.parts == 1:
             lines.append(f"    # step {i}{after}")
+            lines += waits(st.deps, "    ")
             lines.append(f"    if claim(_st, {i}, _ep, 1) == 0:")
-            lines += waits(st.deps, "        ")
             lines.append("    " + part_calls[0].render())
             lines.append(f"        done(_st, {i}, _ep)")
             continue
         lines.append(f"    # step {i}: {st.parts} parts{after}")
+        lines += waits(st.deps, "    ")
         lines += ["    while True:", f"        _p = claim(_st, {i}, _ep, {st.parts})", "        if _p < 0:",
                   "            break"]
-        lines += waits(st.deps, "        ")
         for p, c in enumerate(part_calls):
             kw = "if" if p == 0 else "elif" if p < st.parts - 1 else "else"
             lines.append(f"        {kw} _p == {p}:" if kw != "else" else "        else:")
