@@ -15,8 +15,10 @@ counter), runs each and counts it done; a step with nothing left to claim is ski
 
 Counters are tagged with the run's *epoch* (``word = epoch << SHIFT | count``), so they are never reset and
 a worker still catching up from the previous run claims nothing in the next. Waits poll ``SPIN`` times,
-then call ``sched_yield`` between polls (pure spinning is ~1000x slower when threads outnumber free cores,
-see /work/shared/notes/parallel-schedule.md). A call that raises on any thread records the epoch in the
+then sleep on a futex that every completion wakes when someone sleeps (``sched_yield`` between polls where
+there is no futex): pure spinning is ~1000x slower when threads outnumber free cores (see
+/work/shared/notes/parallel-schedule.md), and yielding still burns the CPU share of the waiting
+thread's own process. A call that raises on any thread records the epoch in the
 state's abort word: every wait of that run gives up and the caller raises the error once every worker has
 returned.
 
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,30 +44,41 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: polls of a counter before each wait starts yielding the CPU (a few microseconds of spinning: more than
-#: a balanced hand-over needs, far less than a time slice)
-SPIN = 2000
+#: polls of a counter before a wait goes to sleep (several microseconds of spinning: more than a balanced
+#: hand-over needs, far less than a time slice). Sleeping matters on a busy machine: Linux schedules a
+#: session's threads as one group (autogroup), so a thread spinning or yielding there takes CPU time from
+#: the thread it waits for (measured: MobileNetV2 with 2 threads 1.8x slower than 1 at load average 12 on
+#: 2 cores, waiting with sched_yield)
+SPIN = 5000
+#: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
+#: completion that a sleeper may wait for wakes it)
+SLEEP_NS = 1_000_000
 #: a counter word is ``epoch << SHIFT | count``
 SHIFT = 24
 MASK = (1 << SHIFT) - 1
-#: state layout (int64 words): the abort word, then per step a claim and a done counter, each step on its
-#: own cache line
-ABORT, LINE = 0, 8
+#: state layout (int64 words): the abort word, the sleepers' wake-up sequence (a futex on its low 32 bits)
+#: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
+ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
 #: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
+SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), 0) \
+    if sys.platform.startswith("linux") else 0
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
-def _register_sched_yield() -> None:
-    """Make ``sched_yield`` resolvable by name in JIT-compiled (and disk-cached) code: the intrinsic below
-    declares the symbol, so cached machine code holds no process-specific address."""
-    try:
-        fn = ctypes.CDLL(None).sched_yield
-    except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc: LLVM resolves it or fails loudly
-        return
-    llvm_binding.add_symbol("sched_yield", ctypes.cast(fn, ctypes.c_void_p).value)
+def _register_libc(*names: str) -> None:
+    """Make libc functions resolvable by name in JIT-compiled (and disk-cached) code: the intrinsics below
+    declare the symbols, so cached machine code holds no process-specific address."""
+    for name in names:
+        try:
+            fn = getattr(ctypes.CDLL(None), name)
+        except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc: LLVM resolves it or fails loudly
+            continue
+        llvm_binding.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
 
 
-_register_sched_yield()
+_register_libc("sched_yield", "syscall")
 
 
 def _word_pointer(context, builder, aryty, ary, idx):
@@ -116,6 +131,65 @@ def sched_yield(typingctx):
     return sig, codegen
 
 
+@intrinsic
+def atomic_add(typingctx, arr, idx, val):
+    """``arr[idx] += val`` as one sequentially consistent atomic operation; returns the old value."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+
+    return sig, codegen
+
+
+def _futex(context, builder, sig, args, op: int, val, timeout_ns: int) -> ir.Value:
+    """``syscall(SYS_futex, &low 32 bits of arr[idx], op, val, timeout)``."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+    word = builder.bitcast(ptr, i32.as_pointer())  # little-endian: the low half (both platforms above)
+    fnty = ir.FunctionType(i64, [i64], var_arg=True)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "syscall")
+    if timeout_ns:
+        spec = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))
+        builder.store(ir.Constant(ir.LiteralStructType([i64, i64]), [timeout_ns // 10**9, timeout_ns % 10**9]),
+                      spec)
+        tp = builder.ptrtoint(spec, i64)
+    else:
+        tp = ir.Constant(i64, 0)
+    return builder.call(fn, [ir.Constant(i64, SYS_FUTEX), builder.ptrtoint(word, i64), ir.Constant(i64, op),
+                             builder.zext(builder.trunc(val, i32), i64), tp])
+
+
+@intrinsic
+def futex_wait(typingctx, arr, idx, expected):
+    """Sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected`` (until woken, or
+    ``SLEEP_NS``); returns at once if they differ."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        return _futex(context, builder, sig, args, FUTEX_WAIT_PRIVATE, args[2], SLEEP_NS)
+
+    return sig, codegen
+
+
+@intrinsic
+def futex_wake(typingctx, arr, idx):
+    """Wake every thread sleeping in ``futex_wait`` on ``arr[idx]``."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        return _futex(context, builder, sig, args, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0)
+
+    return sig, codegen
+
+
 @njit(nogil=True, cache=True)
 def claim(st: np.ndarray, step: int, ep: int, parts: int) -> int:  # pragma: no cover - compiled
     """The index of a part of ``step`` this thread now owns in run ``ep``, or -1 if none is left (or the
@@ -141,7 +215,10 @@ def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - comp
         c = atomic_load(st, i)
         n = (c & MASK) + 1 if (c >> SHIFT) == ep else 1
         if compare_swap(st, i, c, (ep << SHIFT) | n):
-            return
+            break
+    if SYS_FUTEX and atomic_load(st, SLEEPERS) > 0:  # (after the count: a sleeper re-checks after counting)
+        atomic_add(st, SEQ, 1)
+        futex_wake(st, SEQ)
 
 
 @njit(nogil=True, cache=True)
@@ -158,8 +235,17 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         if atomic_load(st, ABORT) >= ep:
             return False
         polls += 1
-        if polls > SPIN:
+        if polls <= SPIN:
+            continue
+        if not SYS_FUTEX:
             sched_yield()
+            continue
+        seq = atomic_load(st, SEQ)
+        atomic_add(st, SLEEPERS, 1)
+        c = atomic_load(st, i)  # completed meanwhile? (done() wakes only sleepers it sees)
+        if c != want and (c >> SHIFT) <= ep:
+            futex_wait(st, SEQ, seq)
+        atomic_add(st, SLEEPERS, -1)
 
 
 def new_state(steps: int) -> np.ndarray:
@@ -190,7 +276,7 @@ class Team:
         go = self._go[tid - 1]
         while True:
             go.acquire()
-            job, (fn, args, state, ep) = self._jobs, self._job
+            job, fn, args, state, ep = self._job  # one read: the job's number with its arguments
             try:
                 fn(*args, False, ep, state)
             except BaseException as e:  # noqa: BLE001 - raised again by the caller; the team stays usable
@@ -201,7 +287,7 @@ class Team:
     def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int) -> None:
         """Run ``fn`` on the whole team as run ``ep`` of ``state`` (the caller holds ``busy``)."""
         self._jobs += 1
-        self._job = (fn, args, state, ep)
+        self._job = (self._jobs, fn, args, state, ep)
         for go in self._go:
             go.release()
         try:
@@ -294,5 +380,6 @@ def default_threads() -> int:
     return usable_cpus()
 
 
-__all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "compare_swap", "sched_yield",
+__all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",
+           "sched_yield", "futex_wait", "futex_wake",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]
