@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python benchmarks/vs_onnxruntime.py [--models lenet5,resnet8] [--runs 50] [--warmup 10]
         [--threads 1,2] [--profile [resnet8,mobilenet_v2_224]] [--peak fma|sgemm]
+    PYTHONPATH=. python benchmarks/vs_onnxruntime.py --ootb [MODELS] [--ootb-only]   # out of the box
 
 Every measurement runs in a child process (this script again, with ``--worker``) whose numba / OpenMP /
 onnxruntime thread counts are set before anything is imported:
@@ -19,6 +20,10 @@ Conv/Gemm/MatMul, ``models.count_flops``) and % of the peak, the issue's target 
 difference to onnxruntime's output. ``--profile`` adds a per-layer profile of the named models (default
 ResNet-8 and MobileNetV2-224; 1 thread, the real compiled schedule, ``cnnjit.profile.profile_model``) with
 the share of peak reached on the compute-bound conv layers.
+
+``--ootb`` adds the out-of-the-box table: per model one process timing, interleaved, onnxruntime's default
+session against ``cnnjit.compile(model)``'s default (every usable core) and cnnjit compiled with 1, 2 and 4
+threads (``vs_onnxruntime_ootb.{json,md}``).
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
 """
@@ -127,7 +132,7 @@ def worker(name: str, threads: int, engines: list[str], runs: int, warmup: int, 
 # =========================================================================================================
 # out of the box: both engines with their defaults, and cnnjit at 1, 2 and 4 threads, in one process
 # =========================================================================================================
-#: the "out of the box" models: MODEL_SET names, or ``path@input=dims`` (the ddddocr detector if installed)
+#: the "out of the box" models: MODEL_SET names, or ``path@input=1x3x416x416`` (the ddddocr detector)
 DDDDOCR_DET = "ddddocr/common_det.onnx"
 #: the issue's targets: cnnjit default / ORT default
 TARGETS_OOTB = {"mobilenet_v2_224": 0.75}
@@ -143,7 +148,7 @@ def default_ootb_models() -> list[str]:
     if spec is not None and spec.origin:
         det = Path(spec.origin).parent / Path(DDDDOCR_DET).name
         if det.is_file():
-            out.append(f"{det}@images=1,3,416,416")
+            out.append(f"{det}@images=1x3x416x416")
     return out
 
 
@@ -152,7 +157,7 @@ def ootb_label(spec: str) -> str:
 
 
 def _ootb_model(spec: str):
-    """(model, feeds) for a MODEL_SET name or ``path@name=d0,d1,...[;name2=...]`` (seeded normal inputs)."""
+    """(model, feeds) for a MODEL_SET name or ``path@name=d0xd1x...[;name2=...]`` (seeded normal inputs)."""
     import numpy as np
     import onnx
 
@@ -165,7 +170,7 @@ def _ootb_model(spec: str):
     feeds = {}
     for item in shapes.split(";"):
         name, dims = item.split("=")
-        feeds[name] = rng.standard_normal([int(d) for d in dims.split(",")]).astype(np.float32)
+        feeds[name] = rng.standard_normal([int(d) for d in dims.split("x")]).astype(np.float32)
     return onnx.load(path), feeds
 
 
@@ -416,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ootb", nargs="?", const="default", default="",
                     help="add the out-of-the-box table (cnnjit default vs onnxruntime default, cnnjit 1/2/4 "
                          "threads, interleaved in one process per model) for these comma-separated models "
-                         "(MODEL_SET names or path@input=dims; default with no value: mobilenet_v2_224, "
+                         "(MODEL_SET names or path@input=1x3x416x416; default with no value: mobilenet_v2_224, "
                          "resnet8 and the ddddocr detector if installed)")
     ap.add_argument("--ootb-only", action="store_true", help="only the out-of-the-box table")
     ap.add_argument("--worker-ootb", help=argparse.SUPPRESS)
