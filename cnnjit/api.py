@@ -16,6 +16,7 @@ from cnnjit.compiler.stages import DEFAULT_MAX_ARENA_BYTES, CompileOptions
 from cnnjit.compiler.target import TargetArtifact, compile_for_target
 from cnnjit.ir.errors import InputError, ModelError
 from cnnjit.runtime import CompiledModel, InputSignature, Specialization
+from cnnjit.runtime.parallel import default_threads
 
 from .log import loaded_kernels, log_specialization, specializing
 from .prune import PrunedModel
@@ -37,7 +38,7 @@ def compile(  # noqa: A001 - the public name users expect
     cpu: str | None = None,
     features: str | None = None,
     sparse_threshold: float | None = None,
-    threads: int = 1,
+    threads: int | None = None,
     variants: Mapping[str, str] | None = None,
     vector_width: int | None = None,
 ) -> CompiledModel | TargetArtifact:
@@ -61,15 +62,15 @@ def compile(  # noqa: A001 - the public name users expect
     (CSR) kernel is used (default: the measured crossover, or ``CNNJIT_SPARSE_THRESHOLD``; > 1 disables it).
     A ``cnnjit.prune`` result (``PrunedModel``) is accepted as the model.
 
-    ``threads=N`` (N > 1) splits every layer estimated above ~25 us into N independent kernel calls over
-    disjoint output-channel ranges (dense and pointwise Conv; channel ranges for depthwise Conv), run
-    concurrently by a small parallel driver per kernel (a numba ``prange``; numba's thread pool, of size
-    ``NUMBA_NUM_THREADS``). ``OMP_WAIT_POLICY`` defaults to passive (spinning waits are catastrophic on a
-    machine busier than its cores) if numba's pool has not started yet; set it, or ``GOMP_SPINCOUNT``,
-    yourself to choose. Results are bit-identical to ``threads=1``. Batch-1 layers only. Measured on the
-    2-core benchmark machine (``benchmarks/results/vs_onnxruntime.md``), ``threads=2`` only paid off on
-    the smallest models and was slower than ``threads=1`` on ResNet-8 and MobileNetV2: split layers lose
-    the schedule's inlined size specialisation and each parallel region pays a thread wake-up.
+    ``threads``: how many threads run an inference. The default (None) is ``CNNJIT_NUM_THREADS`` if set,
+    else the CPUs this process may use (``os.sched_getaffinity``), as onnxruntime does. With N > 1, every
+    layer estimated above ~25 us splits into up to N independent kernel calls over disjoint output-channel
+    ranges (dense, pointwise and depthwise Conv, batch 1), and the schedule becomes one parallel region
+    run by a process-wide team of N threads started once (``cnnjit.runtime.parallel``): threads claim the
+    parts of each step and wait only for the steps a step depends on. A model with no layer that large
+    keeps the serial schedule. Results are bit-identical to ``threads=1`` (each part computes whole output
+    elements with the layer's own kernel). Calls from several Python threads at once are safe; a call that
+    finds the team busy runs on its own thread instead of waiting. ``threads=1`` is the serial schedule.
 
     ``variants`` forces a kernel variant per op (``{"Conv": "direct"}``; the names are in
     ``cnnjit.compiler.codegen.kernel.VARIANTS`` and in ``cnnjit inspect``'s variant column), for tests and
@@ -86,8 +87,14 @@ def compile(  # noqa: A001 - the public name users expect
         raise InputError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("auto", "python", "numba", "lazy"):
         raise InputError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
+    threads_given = threads  # None travels as None: a pickled model uses the cores where it lands
+    if threads is None:
+        try:
+            threads = default_threads()
+        except ValueError as e:
+            raise InputError(str(e)) from None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+        raise InputError(f"threads must be an integer >= 1 or None, got {threads!r}")
     if vector_width is not None and vector_width not in WIDTHS:
         raise InputError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
     for op, name in (variants or {}).items():
@@ -145,7 +152,7 @@ def compile(  # noqa: A001 - the public name users expect
         "fuse": fuse, "passes": None if passes is None else list(passes),
         "disable": None if disable is None else list(disable), "verify": verify,
         "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-        "sparse_threshold": sparse_threshold, "threads": threads,
+        "sparse_threshold": sparse_threshold, "threads": threads_given,
         "variants": None if variants is None else dict(variants), "vector_width": vector_width})
     return cm
 

@@ -88,9 +88,10 @@ Arg = Buf | Int | Float
 class Call:
     """One kernel call of the schedule.
 
-    ``kernel`` is the callee's schedule name (``k3``; ``d0`` for a parallel driver running ``parts`` calls
-    of one kernel), ``args`` its arguments, ``node`` the IR node it computes (with ``op`` and ``variant``, the
-    name of the kernel implementation chosen for it), ``note`` a comment of op and shapes (our own text).
+    ``kernel`` is the callee's schedule name (``k3``), ``args`` its arguments, ``node`` the IR node it
+    computes (with ``op`` and ``variant``, the name of the kernel implementation chosen for it), ``note`` a
+    comment of op and shapes (our own text); ``parts`` > 1 for one of the calls a layer split over threads
+    became (each part is its own call of the layer's kernel, see ``compiler/codegen/threads.py``).
     """
 
     kernel: str

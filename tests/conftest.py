@@ -30,6 +30,12 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# -- threads ---------------------------------------------------------------------------------------------
+# cnnjit.compile's default uses every usable core; the suite compiles with one thread unless a test asks
+# (tests/test_threads.py covers the default and threads > 1): the same schedules and kernels as before,
+# and no team of threads per test process on a machine the test processes already share.
+os.environ.setdefault("CNNJIT_NUM_THREADS", "1")
+
 # -- where the data is ------------------------------------------------------------------------------------
 REPO_DIR = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("CNNJIT_SHARED") or REPO_DIR.parent / "shared").resolve()

@@ -149,7 +149,7 @@ def test_warm_threads_reaches_the_compile(models: dict) -> None:
     assert sum(k["calls"] for k in one["kernels"]) == 1
     assert sum(k["calls"] for k in two["kernels"]) == 2
     calls = _json(run_cli("inspect", models["big"], "--threads", "2", "--json"))["calls"]
-    assert [c["parts"] for c in calls] == [2]  # one parallel call of two parts
+    assert [c["parts"] for c in calls] == [2, 2]  # the layer's two part calls
 
 
 # ---- item 8: prune --seed, times in ms -------------------------------------------------------------------

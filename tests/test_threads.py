@@ -1,17 +1,33 @@
-"""``cnnjit.compile(threads=N)``: large layers split over output channels and run concurrently.
+"""``cnnjit.compile(threads=N)``: large layers split over output channels, one parallel region per run.
 
-The split must not change a single bit: each part runs the layer's own kernel on its channels.
+The split must not change a single bit (each part runs the layer's own kernel on its channels); the steps
+must wait for exactly what they read or overwrite (checked against a brute-force conflict scan); the
+runtime's claim / complete protocol must run every part once, after its dependencies, on any team size
+(checked on random step graphs).
 """
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from cnnjit.compiler.codegen.threads import channel_ranges, parallel_calls
-from cnnjit.runtime.program import Buf, Call, Float, Int, render_schedule
+from cnnjit.cli import build_parser
+from cnnjit.cli.common import UsageError, refuse
+from cnnjit.cli.flags import DefaultThreads
+from cnnjit.compiler.codegen.emit import lower
+from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.codegen.memory import plan_memory
+from cnnjit.compiler.codegen.threads import channel_ranges, plan_steps, terminal_steps
+from cnnjit.runtime import parallel
+from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 
 
 def block_model(size: int = 32, seed: int = 0):
@@ -59,12 +75,13 @@ def models():
 def test_large_layers_are_split(models) -> None:
     _, one, two = models
     p1, p2 = one._default_spec().program, two._default_spec().program
-    assert p1.meta.get("parallel_layers", 0) == 0
+    assert p1.meta.get("parallel_layers", 0) == 0 and "claim(" not in p1.source
     # depthwise (32 ch), pointwise 32->64 and the 3x3 64->64 conv are split; the 3->32 first conv is small
     assert p2.meta["parallel_layers"] == 3 and p2.meta["entry"] == p1.meta["entry"]
-    assert p2.source.count("[parallel: 2 parts]") == 3
-    # one driver per kernel: the depthwise, the pointwise and the 3x3 conv kernels differ
-    assert {ln.strip().split("(")[0] for ln in p2.source.splitlines() if "[parallel" in ln} == {"d0", "d1", "d2"}
+    assert p2.source.count(": 2 parts") == 3 and p2.source.startswith("def run(a_f32, c_f32, _main, _ep, _st):")
+    # every part is one call of the layer's kernel: 7 layers, 3 of them in 2 parts
+    assert len(p2.calls) == 10 and len(p1.calls) == 7 and p2.meta["steps"] == 7
+    assert isinstance(p2.run, ParallelRun) and p2.run.threads == 2
 
 
 def test_bit_identical_to_one_thread(models) -> None:
@@ -97,12 +114,38 @@ def test_concurrent_callers(models) -> None:
 
 
 def test_three_threads_and_small_models_stay_whole() -> None:
-    m = block_model(size=4)  # every layer below the threshold: nothing split, the usual entry
+    m = block_model(size=4)  # every layer below the threshold: nothing split, the serial schedule
     cm = cnnjit.compile(m, threads=3)
-    assert cm._default_spec().program.meta["parallel_layers"] == 0
+    p = cm._default_spec().program
+    assert p.meta["parallel_layers"] == 0 and "claim(" not in p.source and not isinstance(p.run, ParallelRun)
     x = np.random.default_rng(3).standard_normal((1, 3, 4, 4)).astype(np.float32)
-    for u, v in zip(cm(x), cnnjit.compile(m)(x)):
+    for u, v in zip(cm(x), cnnjit.compile(m, threads=1)(x)):
         assert np.array_equal(u, v)
+
+
+def test_oversubscribed_team_is_still_exact(models) -> None:
+    """threads=5 on a machine with fewer cores: the team shares them, the results do not change."""
+    m, one, _ = models
+    five = cnnjit.compile(m, threads=5)
+    assert five._default_spec().program.meta["parallel_layers"] == 3  # 64 channels: at most 4 parts of 16
+    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    for _ in range(3):
+        for u, v in zip(one(x), five(x)):
+            assert np.array_equal(u, v)
+
+
+def test_default_threads(monkeypatch) -> None:
+    monkeypatch.setenv("CNNJIT_NUM_THREADS", "2")
+    assert parallel.default_threads() == 2
+    cm = cnnjit.compile(block_model(), input_shapes={"x": (1, 3, 32, 32)})
+    assert cm._default_spec().program.meta["threads"] == 2
+    assert cm.origin[1]["threads"] is None  # a pickled model takes the cores where it is unpickled
+    monkeypatch.delenv("CNNJIT_NUM_THREADS")
+    assert parallel.default_threads() == len(os.sched_getaffinity(0))
+    for bad in ("0", "two", "-3"):
+        monkeypatch.setenv("CNNJIT_NUM_THREADS", bad)
+        with pytest.raises(cnnjit.InputError, match="CNNJIT_NUM_THREADS"):
+            cnnjit.compile(block_model(size=4))
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
@@ -124,32 +167,196 @@ def test_channel_ranges() -> None:
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1)) and len(r) <= parts
 
 
-def test_parallel_calls_make_one_driver_call_per_group() -> None:
-    def call(k: str, *args, note: str = "") -> Call:
-        return Call(k, tuple(args), "Conv", "direct", None, note)
+def branchy_model(size: int = 24):
+    """Two convs from one input (independent: side by side) concatenated, then a third conv reading the
+    concatenation, times the first branch again; the planner reuses storage, so write-after-read hazards
+    exist too."""
+    rng = np.random.default_rng(5)
+    inits = []
 
-    part = [call("k1", Buf("a_f32"), Int(1 + i), Buf("c_f32"), Int(5 + i), Float(2.5),
-                 note=f"B [channels {16 * i}:{16 * i + 16} of 48]") for i in range(3)]
-    calls = [call("k0", Buf("a_f32"), Int(0), note="A"), *part, call("k2", Buf("a_f32"), Int(4), note="C")]
-    out, drivers = parallel_calls(calls, [(1, 3)])
-    assert render_schedule(["a_f32", "c_f32"], out).splitlines() == [
-        "def run(a_f32, c_f32):", "    k0(a_f32, 0)  # A",
-        "    d0(a_f32, c_f32, 1, 5, 2.5, 2, 6, 2.5, 3, 7, 2.5)  # B [parallel: 3 parts]", "    k2(a_f32, 4)  # C"]
-    assert out[1].parts == 3 and out[1].kernel == "d0" and [c.kernel for c in out] == ["k0", "d0", "k2"]
-    d = drivers["d0"]
-    assert d.kernel == "k1" and d.parts == 3 and d.buffers == ("a_f32", "", "c_f32", "", "")
-    assert d.source().splitlines() == [
-        "def kernel(a_f32, c_f32, s0_0, s0_1, s0_2, s1_0, s1_1, s1_2, s2_0, s2_1, s2_2):",
-        "    for _p in prange(3):",
-        "        if _p == 0:", "            k(a_f32, s0_0, c_f32, s0_1, s0_2)",
-        "        elif _p == 1:", "            k(a_f32, s1_0, c_f32, s1_1, s1_2)",
-        "        elif _p == 2:", "            k(a_f32, s2_0, c_f32, s2_1, s2_2)"]
-    out, _ = parallel_calls(calls, [(1, 3)], numba_entry=True)
-    assert out[1].statement().startswith("d0(a_f32, c_f32, np.int64(1), np.int64(5), 2.5, np.int64(2), np.int64(6),")
-    # parts over different buffers stay serial calls
-    mixed = [*calls[:2], call("k1", Buf("b_f32"), Int(2)), *calls[3:]]
-    out, drivers = parallel_calls(mixed, [(1, 3)])
-    assert [c.kernel for c in out] == ["k0", "k1", "k1", "k1", "k2"] and not drivers
+    def const(name, shape):
+        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32), name))
+        return name
+
+    nodes = [
+        helper.make_node("Conv", ["x", const("wa", (32, 8, 3, 3))], ["a"], pads=[1] * 4),
+        helper.make_node("Conv", ["x", const("wb", (32, 8, 3, 3))], ["b"], pads=[1] * 4),
+        helper.make_node("Relu", ["b"], ["rb"]),
+        helper.make_node("Concat", ["a", "rb"], ["s"], axis=1),
+        helper.make_node("Conv", ["s", const("wc", (32, 64, 3, 3))], ["c"], pads=[1] * 4),
+        helper.make_node("Mul", ["c", "a"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "branchy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, size, size])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, size, size])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("build", [block_model, branchy_model])
+def test_steps_wait_for_every_conflict(build) -> None:
+    """Brute force over all pairs of steps: when a later step reads what an earlier one writes, or writes
+    what it reads or writes (storage intervals from the memory plan), the earlier one is among the later
+    one's dependencies, transitively; and every listed dependency is such a conflict."""
+    cm = cnnjit.compile(build(), threads=2)
+    graph = cm._default_spec().graph
+    target = Target(threads=2)
+    lowered, groups = lower(graph, target)
+    plan = plan_memory(graph)
+    steps = plan_steps(lowered, groups, plan)
+    assert sum(s.parts for s in steps) == len(lowered) and len(groups) == sum(s.parts > 1 for s in steps) > 0
+
+    def storage(values):
+        out = set()
+        for v in values:
+            if v is not None and not v.is_const:
+                s = plan.slot(v)
+                out.update((s.dtype, i) for i in range(s.offset, s.offset + v.type.size))
+        return out
+
+    rw = []
+    for s in steps:
+        node = lowered[s.first][0]
+        rw.append((storage(node.inputs), storage(node.outputs)))
+    before: list[set[int]] = []
+    for t, s in enumerate(steps):
+        anc = set(s.deps)
+        for d in s.deps:
+            anc |= before[d]
+        before.append(anc)
+        for e in range(t):
+            conflict = bool(rw[t][1] & (rw[e][0] | rw[e][1]) or rw[t][0] & rw[e][1])
+            if conflict:
+                assert e in anc, (e, t)
+            if e in s.deps:
+                assert conflict, (e, t)
+    ends = terminal_steps(steps)
+    assert set().union(*(before[t] | {t} for t in ends)) == set(range(len(steps)))
+
+
+def test_independent_branches_may_run_side_by_side() -> None:
+    cm = cnnjit.compile(branchy_model(), threads=2)
+    p = cm._default_spec().program
+    assert "# step 1: 2 parts\n" in p.source  # conv b waits for nothing: it may run beside conv a
+    x = np.random.default_rng(6).standard_normal((1, 8, 24, 24)).astype(np.float32)
+    ref = cnnjit.compile(branchy_model(), threads=1)(x)
+    for _ in range(5):
+        assert np.array_equal(cm(x), ref)
+
+
+def test_cli_threads_default_follows_compile(monkeypatch) -> None:
+    """``--threads`` not given: cnnjit.compile's default (here CNNJIT_NUM_THREADS=3), which commands that
+    cannot run threads do not take as asked for."""
+    monkeypatch.setenv("CNNJIT_NUM_THREADS", "3")
+    args = build_parser().parse_args(["run", "m.onnx"])
+    assert args.threads == 3 and isinstance(args.threads, DefaultThreads)
+    aot = ["compile", "m.onnx", "--target", "aarch64-linux-gnu", "-o", "out"]
+    refuse(build_parser().parse_args(aot), "--threads")  # no error
+    with pytest.raises(UsageError, match="--threads"):
+        refuse(build_parser().parse_args([*aot, "--threads", "2"]), "--threads")
+
+
+# ---- the runtime protocol on random step graphs ---------------------------------------------------------
+@njit(nogil=True)
+def _bump(arr, i):
+    while True:
+        c = arr[i]
+        if compare_swap(arr, i, c, c + 1):
+            return c
+
+
+@njit(nogil=True)
+def _interpret(parts, dep_ptr, deps, ends, log, clock, fail_step, _main, _ep, _st):
+    """A parallel schedule driven by data, as render_parallel writes one: step s has parts[s] parts and waits
+    for deps[dep_ptr[s]:dep_ptr[s+1]]; each part logs (start, end) ticks of a shared clock, and counts its
+    runs in log[..., 2]."""
+    for s in range(parts.shape[0]):
+        for j in range(dep_ptr[s], dep_ptr[s + 1]):
+            if not wait(_st, deps[j], _ep, parts[deps[j]]):
+                return
+        while True:
+            p = claim(_st, s, _ep, parts[s])
+            if p < 0:
+                break
+            if s == fail_step:
+                raise ValueError("a failing part")
+            log[s, p, 0] = _bump(clock, 0)
+            _bump(log[s, p], 2)
+            log[s, p, 1] = _bump(clock, 0)
+            done(_st, s, _ep)
+    if _main:
+        for e in ends:
+            wait(_st, e, _ep, parts[e])
+
+
+@st.composite
+def step_graphs(draw):
+    n = draw(st.integers(1, 12))
+    parts = [draw(st.integers(1, 4)) for _ in range(n)]
+    deps = [sorted(draw(st.sets(st.integers(0, t - 1), max_size=3))) if t else [] for t in range(n)]
+    return parts, deps
+
+
+@settings(max_examples=15, deadline=None)
+@given(graph=step_graphs(), threads=st.integers(1, 4))
+def test_protocol_runs_every_part_once_after_its_dependencies(graph, threads) -> None:
+    parts, deps = graph
+    n = len(parts)
+    ptr = np.cumsum([0] + [len(d) for d in deps]).astype(np.int64)
+    flat = np.array([d for ds in deps for d in ds], np.int64)
+    listed = {d for ds in deps for d in ds}
+    ends = np.array([t for t in range(n) if t not in listed], np.int64)
+    par = np.array(parts, np.int64)
+    team = parallel.team(threads)  # the team itself: sizes above this machine's CPUs too
+    state = parallel.new_state(n)
+    for ep in range(1, 5):  # several runs (epochs) on the same state
+        log = np.zeros((n, 4, 3), np.int64)
+        clock = np.zeros(1, np.int64)
+        with team.busy:
+            team.run(_interpret, (par, ptr, flat, ends, log, clock, -1), state, ep)
+        for s in range(n):
+            assert (log[s, :parts[s], 2] == 1).all() and (log[s, parts[s]:, 2] == 0).all()
+            for d in deps[s]:
+                assert log[d, :parts[d], 1].max() < log[s, :parts[s], 0].min()
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_a_failing_part_raises_and_the_team_recovers(threads) -> None:
+    parts = np.array([2, 2, 2], np.int64)
+    ptr = np.array([0, 0, 1, 2], np.int64)
+    flat = np.array([0, 1], np.int64)
+    ends = np.array([2], np.int64)
+    team = parallel.team(threads)
+    state = parallel.new_state(3)
+    log = np.zeros((3, 4, 3), np.int64)
+    with team.busy, pytest.raises(ValueError, match="a failing part"):
+        team.run(_interpret, (parts, ptr, flat, ends, log, np.zeros(1, np.int64), 1), state, 1)
+    assert (log[2, :, 2] == 0).all()  # nothing after the failing step ran
+    log[:] = 0
+    with team.busy:
+        team.run(_interpret, (parts, ptr, flat, ends, log, np.zeros(1, np.int64), -1), state, 2)
+    assert (log[:, :2, 2] == 1).all()
+
+
+def test_the_team_is_at_most_the_usable_cpus() -> None:
+    cpus = parallel.usable_cpus()
+    assert ParallelRun(_interpret, 1, cpus + 2).team_size == cpus and ParallelRun(_interpret, 1, 1).team_size == 1
+
+
+def test_a_busy_team_runs_the_caller_alone() -> None:
+    """While another caller holds the team, a call runs on its own thread (and is still right)."""
+    parts = np.array([3, 1], np.int64)
+    ptr = np.array([0, 0, 1], np.int64)
+    flat = np.array([0], np.int64)
+    run = ParallelRun(_interpret, 2, 2)
+    team = parallel.team(2)
+    log = np.zeros((2, 4, 3), np.int64)
+    with team.busy:
+        t = threading.Thread(target=run, args=(parts, ptr, flat, np.array([1], np.int64), log, np.zeros(1, np.int64),
+                                               -1))
+        t.start()
+        t.join(timeout=60)
+    assert not t.is_alive() and (log[0, :3, 2] == 1).all() and log[1, 0, 2] == 1
 
 
 def test_profile_of_a_threaded_model(models) -> None:
@@ -157,4 +364,5 @@ def test_profile_of_a_threaded_model(models) -> None:
 
     _, _, two = models
     prof = profile_schedule(two._default_spec(), repeat=3, warmup=1)
-    assert len(prof.calls) == 7 and sum(1 for c in prof.calls if c.kernel.startswith("d")) == 3
+    # the parts are timed one by one (serially, in schedule order)
+    assert len(prof.calls) == 10 and sum("[channels" in c.note for c in prof.calls) == 6

@@ -16,16 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numba
 import numpy as np
 
 import cnnjit
-from cnnjit.compiler.codegen.threads import default_wait_policy
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.passes import check_pass_names, default_pipeline, parse_dump_ir
 from cnnjit.errors import InputError, ModelError, ShapeError
 
+from .flags import DefaultThreads
 from .output import clean, note
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -113,7 +112,8 @@ def resolve_model(args: argparse.Namespace) -> None:
 def refuse(args: argparse.Namespace, *flags: str) -> None:
     """Usage error for the compile options among ``flags`` that were given but this command cannot honour
     yet (the library function it calls does not take them)."""
-    given = [f for f in flags if (f == "--threads" and args.threads != 1) or (f == "--unfused" and args.unfused)]
+    given = [f for f in flags if (f == "--threads" and not isinstance(args.threads, DefaultThreads)
+                                  and args.threads != 1) or (f == "--unfused" and args.unfused)]
     if given:
         raise UsageError(f"cnnjit {args.command} does not support {' or '.join(given)} yet",
                          f"run it without {' and '.join(given)}")
@@ -290,12 +290,9 @@ def check_model_path(path: str) -> None:
 # loading and compiling
 # =========================================================================================================
 def use_threads(n: int) -> None:
-    """Run numba with ``n`` threads (``--threads``); 1 leaves numba's pool alone (nothing runs in parallel)."""
+    """Check ``--threads`` (cnnjit runs its own team of threads: numba's pool is not used)."""
     if n < 1:
         raise UsageError(f"--threads must be >= 1, got {n}")
-    if n > 1:
-        default_wait_policy()  # before the pool starts, as cnnjit.compile(threads=N) would
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, fuse: bool = True,

@@ -1,7 +1,7 @@
 """The flags the ``cnnjit`` commands share, each declared once as an argparse parent parser.
 
 This is why a flag means the same thing on every command: ``MODEL``; ``--shape NAME=DIMS`` (repeatable, one
-per input); ``--threads N`` (``cnnjit.compile(threads=N)`` and numba's pool); ``--unfused`` (``fuse=False``);
+per input); ``--threads N`` (``cnnjit.compile(threads=N)``; default its own); ``--unfused`` (``fuse=False``);
 ``--runs N`` (timed repetitions; ``--repeat`` is a hidden deprecated alias); ``-o/--output`` (the file or
 folder written); ``--json``, ``-v/--verbose``, ``--debug``. The factories take what differs per command (a
 default, a help text); a command module lists the ones it uses in its ``parents()``.
@@ -15,7 +15,24 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from cnnjit.runtime.parallel import default_threads
+
 from .output import note
+
+
+class DefaultThreads(int):
+    """The ``--threads`` value when the flag is not given: ``cnnjit.compile``'s default thread count (an int
+    like any other, marked so that commands which cannot run threads know it was not asked for)."""
+
+
+def default_thread_count() -> DefaultThreads:
+    """``CNNJIT_NUM_THREADS`` if set, else the CPUs this process may use (a bad ``CNNJIT_NUM_THREADS`` is
+    noted and ignored: the command still runs)."""
+    try:
+        return DefaultThreads(default_threads())
+    except ValueError as e:
+        note(f"{e}; using {usable_cpus()}")
+        return DefaultThreads(usable_cpus())
 
 
 class DeprecatedAlias(argparse.Action):
@@ -108,9 +125,9 @@ def shape_option() -> argparse.ArgumentParser:
 def compile_options() -> argparse.ArgumentParser:
     """``--shape NAME=DIMS`` (repeat: one per input), ``--threads N``, ``--unfused``: how the model is compiled."""
     p = argparse.ArgumentParser(add_help=False, parents=[shape_option()])
-    p.add_argument("--threads", type=at_least(1), action=Threads, default=1, metavar="N",
-                   help="compile with threads=N (large layers split over N threads of numba's pool) and run "
-                        "numba with N threads (default 1)")
+    p.add_argument("--threads", type=at_least(1), action=Threads, default=default_thread_count(), metavar="N",
+                   help="compile with threads=N (large layers split over a team of N threads); default: "
+                        "CNNJIT_NUM_THREADS, else the CPUs this process may use")
     p.add_argument("--unfused", action="store_true", help="compile without the fusion passes (fuse=False)")
     return p
 

@@ -1,6 +1,6 @@
 """Code generation for a whole graph, as named steps: ``lower`` (nodes -> kernel calls, split over threads),
-``plan_memory``, ``bind`` (calls -> the schedule's typed ``Call`` list), parallel drivers, ``render_schedule``
-(the Python text, last), then loading/compiling the kernels and the entry.
+``plan_memory``, ``bind`` (calls -> the schedule's typed ``Call`` list), the parallel steps (threads > 1),
+``render_schedule`` (the Python text, last), then loading/compiling the kernels and the entry.
 
 The result is a ``runtime.Program``: the calls, the straight-line function ``run(<buffers>)`` rendered from
 them (readable with ``CompiledModel.source()``), the buffers it needs, and where every input and output
@@ -25,7 +25,7 @@ from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
 from .simd import host_vector_registers, host_vector_width
 from .simd_int import host_int_width
-from .threads import load_drivers, split_node
+from .threads import PARALLEL_SIG, PROTOCOL, parallel_run, plan_steps, render_parallel, split_node
 
 
 def unsupported_nodes(graph: Graph) -> list[str]:
@@ -41,10 +41,11 @@ def unsupported_nodes(graph: Graph) -> list[str]:
 #: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off. The
 #: upper bound was 80 while kernels compiled with numba's full pipeline; with the short one (pipeline.py)
 #: ShuffleNet's 171 calls compile in 10.5 s cold with the numba entry against 6.7 s with the Python one,
-#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound stays 80: MobileNetV2's split
-#: schedule (more than 80 calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
+#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound is the same: a parallel schedule
+#: (threads.py) keeps every kernel call inlined with its sizes, and from a Python entry every thread would
+#: take the GIL for every call.
 AUTO_NUMBA_CALLS = (4, 200)
-AUTO_NUMBA_CALLS_THREADS = 80
+AUTO_NUMBA_CALLS_THREADS = 200
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
 #: tuple with the sizes as constants; above, once for all its calls (sizes as int64 values), inlined by
@@ -155,8 +156,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     ``entry="numba"`` compiles the schedule itself with numba, which removes the per-kernel call overhead
     and lets LLVM inline the kernels with their sizes as constants (slower to compile, faster to run).
     ``target`` says what to generate for (default: the host, one thread); with ``target.threads > 1``
-    large layers split into independent calls run concurrently by a small parallel driver (see
-    ``threads.py``). The schedule is data (``Program.calls``); its Python text is
+    large layers split into independent calls and the schedule becomes one parallel region that every
+    thread of a team runs (see ``threads.py``). The schedule is data (``Program.calls``); its Python text is
     rendered from that list last.
     """
     if entry not in ("python", "numba", "auto", "lazy"):
@@ -175,13 +176,16 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     const_bufs = plan.consts.buffers()
     dispatchers = {name: load_kernel(s) for name, s in sources.items()}
     btypes = buffer_types(params, const_bufs)
-    drivers: dict[str, object] = {}  # threads > 1: the parallel drivers the schedule calls (d0, d1...)
-    if groups:
-        calls, drivers = load_drivers(calls, groups, entry, dispatchers, sources, btypes)
-    src = render_schedule(params, calls)
+    # threads > 1 and a layer was split: one parallel region (threads.py), else the serial schedule
+    steps = plan_steps(lowered, groups, plan) if groups else None
+    for first, count in groups:
+        for c in calls[first:first + count]:
+            c.parts = count  # a part of a layer split in ``count`` calls
+    src = render_schedule(params, calls) if steps is None else render_parallel(params, calls, steps)
     meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
-                  "generic_kernels": sorted(generic)}
-    namespace: dict[str, object] = {**dispatchers, **drivers}
+                  "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic)}
+    protocol = PROTOCOL if steps else {}  # what a parallel schedule calls besides kernels
+    namespace: dict[str, object] = {**dispatchers, **protocol}
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls
 
     def binding(v: Value, name: str) -> IOBinding:
@@ -189,13 +193,13 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
         return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset)
 
     run = namespace["run"]
-    sig = tuple(btypes[p] for p in params)
+    sig = tuple(btypes[p] for p in params) + (PARALLEL_SIG if steps else ())
     if entry == "python":  # compile now, for the exact argument types (see precompile.py)
         meta["compile_report"] = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs)
     elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
         run = numba.njit(nogil=True)(run)
     elif entry == "numba":  # one numba function for the whole schedule, cached on disk, compiled now
-        run = load_entry(src, {**dispatchers, **drivers}, {n: source_key(s) for n, s in sources.items()})
+        run = load_entry(src, {**dispatchers, **protocol}, {n: source_key(s) for n, s in sources.items()})
         # The schedule's machine code holds every kernel (linked in, mostly inlined), so when it is already
         # compiled (this process) or in the disk cache, the kernels' own code is not needed: loading each
         # kernel's cache entry as well would double the warm start (see ``precompile.load_entry_only``).
@@ -215,6 +219,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
             except Exception as e:  # noqa: BLE001 - a compiler bug: name it
                 raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
         meta["compile_report"] = report
+    if steps:
+        run = parallel_run(run, steps, target.threads)
     return Program(
         run=run,
         calls=calls,

@@ -1,0 +1,385 @@
+"""One parallel region per inference: persistent worker threads, and completion counters between steps.
+
+A ``threads=T`` schedule (``compiler/codegen/threads.py``) is one function ``run(<buffers>, _main, _ep,
+_st)`` that every thread of a team calls at once. It walks the same list of steps on every thread; a step
+is one kernel call, or a layer split into parts. At each step a thread waits until the steps it depends on
+are complete (their completion counters), then *claims* parts (an atomic compare-and-swap on the step's
+counter), runs each and counts it done; a step with nothing left to claim is skipped. So
+
+* independent steps (branches of a detector head, a concat's inputs) run side by side, dependent ones wait
+  for exactly what they read or overwrite, and no thread ever waits for a thread that has no work for it;
+* a thread the operating system has descheduled (a machine busier than its cores) holds nobody up: the
+  others claim its parts, and when it runs again it finds everything claimed and catches up in
+  microseconds. A fixed assignment of parts to threads with a barrier per layer collapsed under load
+  (measured on the shared 2-core machine: 2 threads 3-18x slower than 1 on an elementwise chain).
+
+Counters are tagged with the run's *epoch* (``word = epoch << SHIFT | count``), so they are never reset and
+a worker still catching up from the previous run claims nothing in the next. Waits poll ``SPIN`` times,
+then sleep on a futex that every completion wakes when someone sleeps (``sched_yield`` between polls where
+there is no futex): pure spinning is ~1000x slower when threads outnumber free cores (see
+/work/shared/notes/parallel-schedule.md), and yielding still burns the CPU share of the waiting
+thread's own process. A call that raises on any thread records the epoch in the
+state's abort word: every wait of that run gives up and the caller raises the error once every worker has
+returned.
+
+Teams are process-wide and started once (``team(T)``): ``T - 1`` daemon threads that wait on a semaphore for
+a job, run it and wait again. A caller that finds the team busy (another Python thread is running a model on
+it) runs the schedule alone instead of queueing, so concurrent callers add one thread each, not a team.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from llvmlite import binding as llvm_binding
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: polls of a counter before a wait goes to sleep (several microseconds of spinning: more than a balanced
+#: hand-over needs, far less than a time slice). Sleeping matters on a busy machine: Linux schedules a
+#: session's threads as one group (autogroup), so a thread spinning or yielding there takes CPU time from
+#: the thread it waits for (measured: MobileNetV2 with 2 threads 1.8x slower than 1 at load average 12 on
+#: 2 cores, waiting with sched_yield)
+SPIN = 5000
+#: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
+#: completion that a sleeper may wait for wakes it)
+SLEEP_NS = 1_000_000
+#: a counter word is ``epoch << SHIFT | count``
+SHIFT = 24
+MASK = (1 << SHIFT) - 1
+#: state layout (int64 words): the abort word, the sleepers' wake-up sequence (a futex on its low 32 bits)
+#: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
+ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
+#: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
+PROTOCOL_VERSION = 2
+#: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
+SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), 0) \
+    if sys.platform.startswith("linux") else 0
+FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
+
+
+def _register_libc(*names: str) -> None:
+    """Make libc functions resolvable by name in JIT-compiled (and disk-cached) code: the intrinsics below
+    declare the symbols, so cached machine code holds no process-specific address."""
+    for name in names:
+        try:
+            fn = getattr(ctypes.CDLL(None), name)
+        except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc: LLVM resolves it or fails loudly
+            continue
+        llvm_binding.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+
+
+_register_libc("sched_yield", "syscall")
+
+
+def _word_pointer(context, builder, aryty, ary, idx):
+    arr = context.make_array(aryty)(context, builder, ary)
+    return cgutils.get_item_pointer(context, builder, aryty, arr, [idx])
+
+
+def _int64_words(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.dtype == types.int64
+
+
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """``arr[idx]`` read with acquire ordering (a poll the compiler cannot hoist out of a loop)."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def compare_swap(typingctx, arr, idx, old, new):
+    """Atomically ``arr[idx] = new`` if it holds ``old`` (sequentially consistent); True if it did."""
+    if not _int64_words(arr):
+        return None
+    sig = types.boolean(arr, types.intp, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+        pair = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return sig, codegen
+
+
+@intrinsic
+def sched_yield(typingctx):
+    """The ``sched_yield`` system call: give the CPU to another runnable thread."""
+    sig = types.int32()
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_add(typingctx, arr, idx, val):
+    """``arr[idx] += val`` as one sequentially consistent atomic operation; returns the old value."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+
+    return sig, codegen
+
+
+def _futex(context, builder, sig, args, op: int, val, timeout_ns: int) -> ir.Value:
+    """``syscall(SYS_futex, &low 32 bits of arr[idx], op, val, timeout)``."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
+    word = builder.bitcast(ptr, i32.as_pointer())  # little-endian: the low half (both platforms above)
+    fnty = ir.FunctionType(i64, [i64], var_arg=True)
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "syscall")
+    if timeout_ns:
+        spec = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))
+        builder.store(ir.Constant(ir.LiteralStructType([i64, i64]), [timeout_ns // 10**9, timeout_ns % 10**9]),
+                      spec)
+        tp = builder.ptrtoint(spec, i64)
+    else:
+        tp = ir.Constant(i64, 0)
+    return builder.call(fn, [ir.Constant(i64, SYS_FUTEX), builder.ptrtoint(word, i64), ir.Constant(i64, op),
+                             builder.zext(builder.trunc(val, i32), i64), tp])
+
+
+@intrinsic
+def futex_wait(typingctx, arr, idx, expected):
+    """Sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected`` (until woken, or
+    ``SLEEP_NS``); returns at once if they differ."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp, types.int64)
+
+    def codegen(context, builder, sig, args):
+        return _futex(context, builder, sig, args, FUTEX_WAIT_PRIVATE, args[2], SLEEP_NS)
+
+    return sig, codegen
+
+
+@intrinsic
+def futex_wake(typingctx, arr, idx):
+    """Wake every thread sleeping in ``futex_wait`` on ``arr[idx]``."""
+    if not _int64_words(arr):
+        return None
+    sig = types.int64(arr, types.intp)
+
+    def codegen(context, builder, sig, args):
+        return _futex(context, builder, sig, args, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0)
+
+    return sig, codegen
+
+
+@njit(nogil=True, cache=True)
+def claim(st: np.ndarray, step: int, ep: int, parts: int) -> int:  # pragma: no cover - compiled
+    """The index of a part of ``step`` this thread now owns in run ``ep``, or -1 if none is left (or the
+    run was aborted)."""
+    i = LINE * (step + 1)
+    while True:
+        c = atomic_load(st, i)
+        e = c >> SHIFT
+        if e > ep or atomic_load(st, ABORT) >= ep:
+            return -1
+        k = (c & MASK) if e == ep else 0
+        if k >= parts:
+            return -1
+        if compare_swap(st, i, c, (ep << SHIFT) | (k + 1)):
+            return k
+
+
+@njit(nogil=True, cache=True)
+def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - compiled
+    """Count one part of ``step`` complete in run ``ep`` (after its results are written)."""
+    i = LINE * (step + 1) + 1
+    while True:
+        c = atomic_load(st, i)
+        n = (c & MASK) + 1 if (c >> SHIFT) == ep else 1
+        if compare_swap(st, i, c, (ep << SHIFT) | n):
+            break
+    if SYS_FUTEX and atomic_load(st, SLEEPERS) > 0:  # (after the count: a sleeper re-checks after counting)
+        atomic_add(st, SEQ, 1)
+        futex_wake(st, SEQ)
+
+
+@njit(nogil=True, cache=True)
+def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no cover - compiled
+    """Wait until all ``parts`` of ``step`` are complete in run ``ep``: True, or False if the run was
+    aborted (the caller then stops)."""
+    i = LINE * (step + 1) + 1
+    want = (ep << SHIFT) | parts
+    polls = 0
+    while True:
+        c = atomic_load(st, i)
+        if c == want or (c >> SHIFT) > ep:
+            return True
+        if atomic_load(st, ABORT) >= ep:
+            return False
+        polls += 1
+        if polls <= SPIN:
+            continue
+        if not SYS_FUTEX:
+            sched_yield()
+            continue
+        seq = atomic_load(st, SEQ)
+        atomic_add(st, SLEEPERS, 1)
+        c = atomic_load(st, i)  # completed meanwhile? (done() wakes only sleepers it sees)
+        if c != want and (c >> SHIFT) <= ep:
+            futex_wait(st, SEQ, seq)
+        atomic_add(st, SLEEPERS, -1)
+
+
+def new_state(steps: int) -> np.ndarray:
+    """A fresh step state for a schedule of ``steps`` steps (all counters at epoch 0)."""
+    return np.zeros(LINE * (steps + 1), np.int64)
+
+
+class Team:
+    """``size - 1`` persistent worker threads. ``run(fn, args, state, ep)`` calls ``fn(*args, main, ep,
+    state)`` on every thread, the caller's with ``main`` True: the caller's call waits for every step to
+    complete, so when it returns the run's results are written (workers may still be catching up: they
+    claim nothing more)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.busy = threading.Lock()
+        self._job: tuple | None = None
+        self._jobs = 0
+        self._go = [threading.Semaphore(0) for _ in range(size - 1)]
+        self._done = [0] * size  # per thread: the last job it returned from
+        self._errors: list[BaseException] = []
+        self._workers = [threading.Thread(target=self._work, args=(t,), name=f"cnnjit-worker-{t}", daemon=True)
+                         for t in range(1, size)]
+        for w in self._workers:
+            w.start()
+
+    def _work(self, tid: int) -> None:
+        go = self._go[tid - 1]
+        while True:
+            go.acquire()
+            job, fn, args, state, ep = self._job  # one read: the job's number with its arguments
+            try:
+                fn(*args, False, ep, state)
+            except BaseException as e:  # noqa: BLE001 - raised again by the caller; the team stays usable
+                state[ABORT] = ep
+                self._errors.append(e)
+            self._done[tid] = job
+
+    def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int) -> None:
+        """Run ``fn`` on the whole team as run ``ep`` of ``state`` (the caller holds ``busy``)."""
+        self._jobs += 1
+        self._job = (self._jobs, fn, args, state, ep)
+        for go in self._go:
+            go.release()
+        try:
+            fn(*args, True, ep, state)
+        except BaseException as e:  # noqa: BLE001 - raised below, once the workers have stopped
+            state[ABORT] = ep
+            self._errors.append(e)
+        if state[ABORT] >= ep:
+            while any(d != self._jobs for d in self._done[1:]):
+                time.sleep(1e-4)  # a worker may still be running a part it claimed: it writes our buffers
+            err, self._errors = self._errors[0], []
+            raise err
+
+
+_teams: dict[int, Team] = {}
+_teams_lock = threading.Lock()
+
+
+def team(size: int) -> Team:
+    """The process-wide team of ``size`` threads (started at first use)."""
+    t = _teams.get(size)
+    if t is None:
+        with _teams_lock:
+            t = _teams.get(size)
+            if t is None:
+                t = _teams[size] = Team(size)
+    return t
+
+
+def _forget_teams() -> None:
+    _teams.clear()  # a forked child has none of its parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_teams)
+
+
+class ParallelRun:
+    """A parallel schedule as a callable on the schedule's buffers, like a serial one: ``run(*buffers)``.
+
+    ``fn(*buffers, _main, _ep, _st)`` is the compiled schedule of ``steps`` steps (its layers split for
+    ``threads`` threads), run on the process-wide team of ``team_size`` threads when it is free, else by the
+    calling thread alone (on a fresh state). ``team_size`` is ``threads``, at most the CPUs this process may
+    use: a thread beyond them can only be descheduled while it holds a part the others wait for (measured on
+    the shared 2-core machine, ResNet-8: 4 threads 5x slower than 2), so its parts go to the others.
+    """
+
+    def __init__(self, fn: Callable[..., None], steps: int, threads: int):
+        self.fn = fn
+        self.py_func = getattr(fn, "py_func", fn)  # what profilers read the kernels' namespace from
+        self.steps = steps
+        self.threads = threads
+        self.team_size = max(1, min(threads, usable_cpus()))
+        self.state = new_state(steps)
+        self.epoch = 0
+
+    def __call__(self, *buffers: object) -> None:
+        if self.team_size == 1:
+            self.fn(*buffers, True, 1, new_state(self.steps))
+            return
+        t = team(self.team_size)
+        if t.busy.acquire(blocking=False):
+            try:
+                self.epoch += 1
+                t.run(self.fn, buffers, self.state, self.epoch)
+            finally:
+                t.busy.release()
+        else:
+            self.fn(*buffers, True, 1, new_state(self.steps))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the CPU count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """``cnnjit.compile(threads=None)``: ``CNNJIT_NUM_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("CNNJIT_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"CNNJIT_NUM_THREADS must be an integer >= 1, got {env!r}")
+        return n
+    return usable_cpus()
+
+
+__all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",
+           "sched_yield", "futex_wait", "futex_wake",
+           "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]
