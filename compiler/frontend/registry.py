@@ -112,8 +112,14 @@ CONST_OPERANDS: dict[str, frozenset[int]] = {
 }
 
 
+def importer_key(domain: str, op_type: str) -> str:
+    """The ``IMPORTERS`` key of an op: its type in the default domain, ``"domain:op"`` in any other
+    (``"com.microsoft:QLinearAdd"``), so an op of another domain never runs the default one's importer."""
+    return op_type if domain in ("", "ai.onnx") else f"{domain}:{op_type}"
+
+
 def importer(*names: str) -> Callable[[Importer], Importer]:
-    """Register the decorated function as the importer of the ONNX ops ``names``."""
+    """Register the decorated function as the importer of the ONNX ops ``names`` (``importer_key`` form)."""
 
     def deco(fn: Importer) -> Importer:
         for n in names:

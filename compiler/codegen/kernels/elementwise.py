@@ -6,6 +6,8 @@ then the kernel loops over the (small) remaining rank with per-operand strides (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cnnjit.ir import Node
@@ -93,6 +95,12 @@ def combine_expr(node: Node, names: list[str]) -> str:
 
 @variant("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
 def gen_nary(node: Node, target: Target) -> list[KernelCall]:
+    return broadcast_calls(node, lambda names: combine_expr(node, names))
+
+
+def broadcast_calls(node: Node, expr: Callable[[list[str]], str]) -> list[KernelCall]:
+    """One kernel applying ``expr(names)`` (a scalar expression in the names of the loaded inputs) over the
+    node's broadcast output."""
     out = node.outputs[0].shape
     ins = [v for v in node.inputs if v is not None]
     k = len(ins)
@@ -115,7 +123,7 @@ def gen_nary(node: Node, target: Target) -> list[KernelCall]:
     names = [f"v{j}" for j in range(k)]
     for j in range(k):
         lines.append(f"{indent}v{j} = {loads[j]}")
-    lines.append(f"{indent}yb[U(y)] = {combine_expr(node, names)}")
+    lines.append(f"{indent}yb[U(y)] = {expr(names)}")
     lines.append(f"{indent}y += 1")
     src = source(lines)
     args: list = [*ins, node.outputs[0], *dims]

@@ -1,0 +1,308 @@
+"""Kernels of the general ops in ``cnnjit.ir.ops.misc``: unary maps, comparisons / logic / Mod / Where over
+broadcast operands, ArgMax/ArgMin, TopK, more reductions, CumSum, GatherElements, GatherND and ScatterND.
+
+These ops sit beside a CNN's convolutions (post-processing, anchors, masks), so the kernels are plain
+scalar loops that LLVM vectorises where it can. Axis ops see their input as ``(outer, L, inner)`` around
+the axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, note, variant
+from .elementwise import broadcast_calls
+from .nn_extra import reduce_layout
+from .template import Template, source
+
+#: scalar expression (in ``x``) of each unary map; numbers and our own names only
+UNARY = {
+    "Floor": "np.floor(x)", "Ceil": "np.ceil(x)", "Round": "np.rint(x)", "Reciprocal": "1.0 / x",
+    "Log": "np.log(x)", "Sin": "np.sin(x)", "Cos": "np.cos(x)", "Tan": "np.tan(x)", "Atan": "np.arctan(x)",
+    "Softsign": "x / (1.0 + abs(x))", "Not": "not x", "IsNaN": "np.isnan(x)",
+}
+
+
+@variant(*UNARY)
+def gen_map(node: Node, target: Target) -> list[KernelCall]:
+    src = ("def kernel(xb, xo, yb, yo, n):\n"
+           "    for i in range(n):\n"
+           "        x = xb[U(xo + i)]\n"
+           f"        yb[U(yo + i)] = {UNARY[node.op]}\n")
+    return [KernelCall(src, [node.inputs[0], node.outputs[0], node.outputs[0].type.size], note(node))]
+
+
+_COMPARE = {"Equal": "==", "Greater": ">", "GreaterOrEqual": ">=", "Less": "<", "LessOrEqual": "<=",
+            "And": "and", "Or": "or", "Xor": "!="}
+
+
+def _mod_expr(node: Node, a: str, b: str) -> str:
+    if not node.attrs["fmod"]:
+        return f"{a} % {b}"  # numba follows Python: the remainder takes the divisor's sign, as ONNX fmod=0
+    if node.inputs[0].dtype.kind == "f":
+        return f"np.fmod({a}, {b})"
+    return f"(abs({a}) % abs({b})) * (1 if {a} >= 0 else -1)"  # C's remainder: the dividend's sign
+
+
+@variant(*_COMPARE, "Mod", "Where")
+def gen_select(node: Node, target: Target) -> list[KernelCall]:
+    """Comparisons, logic, Mod and Where over numpy-broadcast operands."""
+    if node.op == "Where":
+        return broadcast_calls(node, lambda n: f"{n[1]} if {n[0]} else {n[2]}")
+    if node.op == "Mod":
+        return broadcast_calls(node, lambda n: _mod_expr(node, n[0], n[1]))
+    if node.op in ("And", "Or", "Xor"):
+        return broadcast_calls(node, lambda n: f"bool({n[0]}) {_COMPARE[node.op]} bool({n[1]})")
+    return broadcast_calls(node, lambda n: f"{n[0]} {_COMPARE[node.op]} {n[1]}")
+
+
+def _around(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """``(outer, L, inner)``: the sizes before, at and after ``axis``."""
+    return (int(np.prod(shape[:axis], dtype=np.int64)), int(shape[axis]),
+            int(np.prod(shape[axis + 1:], dtype=np.int64)))
+
+
+ARG_SRC = Template('''
+def kernel(xb, xo, yb, yo, outer, L, inner, last):
+    for o in range(outer):
+        for t in range(inner):
+            base = xo + o * L * inner + t
+            best = xb[U(base)]
+            bi = 0
+            for j in range(1, L):
+                v = xb[U(base + j * inner)]
+                if v {CMP} best or (last and v == best):
+                    best = v
+                    bi = j
+            yb[U(yo + o * inner + t)] = bi
+''', CMP=">")
+
+
+@variant("ArgMax", "ArgMin")
+def gen_argmax(node: Node, target: Target) -> list[KernelCall]:
+    x = node.inputs[0]
+    src = ARG_SRC.fill(CMP=">" if node.op == "ArgMax" else "<")
+    args = [x, node.outputs[0], *_around(x.shape, node.attrs["axis"]), int(node.attrs["select_last_index"])]
+    return [KernelCall(src, args, note(node))]
+
+
+TOPK_SRC = Template('''
+def kernel(xb, xo, vb, vo, ib, io, outer, L, inner, k):
+    for o in range(outer):
+        for t in range(inner):
+            base = xo + o * L * inner + t
+            ob = o * k * inner + t
+            cnt = 0
+            for j in range(L):
+                v = xb[U(base + j * inner)]
+                if cnt == k and not (v {CMP} vb[U(vo + ob + (k - 1) * inner)]):
+                    continue
+                pos = cnt
+                while pos > 0 and v {CMP} vb[U(vo + ob + (pos - 1) * inner)]:
+                    pos -= 1
+                q = cnt if cnt < k else k - 1
+                while q > pos:
+                    vb[U(vo + ob + q * inner)] = vb[U(vo + ob + (q - 1) * inner)]
+                    ib[U(io + ob + q * inner)] = ib[U(io + ob + (q - 1) * inner)]
+                    q -= 1
+                vb[U(vo + ob + pos * inner)] = v
+                ib[U(io + ob + pos * inner)] = j
+                if cnt < k:
+                    cnt += 1
+''', CMP=">")
+
+
+@variant("TopK")
+def gen_topk(node: Node, target: Target) -> list[KernelCall]:
+    """Insertion into the k kept so far (sorted, ties by the lower index): O(L * k) per row."""
+    x = node.inputs[0]
+    k = int(node.attrs["k"])
+    if k == 0:
+        return []
+    src = TOPK_SRC.fill(CMP=">" if node.attrs["largest"] else "<")
+    return [KernelCall(src, [x, *node.outputs, *_around(x.shape, node.attrs["axis"]), k], note(node))]
+
+
+#: reduction -> (initial accumulator, update of ``acc`` with element ``v``, result from ``acc``)
+REDUCE = {
+    "ReduceL1": ("0.0", "acc += abs(v)", "acc"),
+    "ReduceL2": ("0.0", "acc += v * v", "math.sqrt(acc)"),
+    "ReduceSumSquare": ("0.0", "acc += v * v", "acc"),
+    "ReduceProd": ("1.0", "acc *= v", "acc"),
+    "ReduceLogSum": ("0.0", "acc += v", "np.log(acc)"),
+    "ReduceLogSumExp": ("0.0", "acc += math.exp(v - m)", "np.log(acc) + m"),
+}
+
+
+def reduce_more_source(op: str, nk: int, nr: int, integer: bool) -> str:
+    """``op`` over ``nr`` merged reduced axes for each point of ``nk`` merged kept axes; LogSumExp first
+    finds the maximum (subtracted inside the exponential)."""
+    params = (["xb, xo, yb, yo"] + [f"n{i}" for i in range(nk)] + [f"s{i}" for i in range(nk)]
+              + [f"r{i}" for i in range(nr)] + [f"t{i}" for i in range(nr)])
+    lines = [f"def kernel({', '.join(params)}):", "    y = yo", "    p0 = xo"]
+    ind = "    "
+    for i in range(nk):
+        lines += [f"{ind}for i{i} in range(n{i}):", f"{ind}    p{i + 1} = p{i} + i{i} * s{i}"]
+        ind += "    "
+
+    def walk(body: str) -> None:
+        lines.append(f"{ind}q0 = p{nk}")
+        rind = ind
+        for j in range(nr):
+            lines.extend([f"{rind}for j{j} in range(r{j}):", f"{rind}    q{j + 1} = q{j} + j{j} * t{j}"])
+            rind += "    "
+        lines.extend([f"{rind}v = xb[U(q{nr})]", f"{rind}{body}"])
+
+    init, step, result = REDUCE[op]
+    if op == "ReduceLogSumExp":
+        lines.append(f"{ind}m = -math.inf")
+        walk("m = max(m, np.float64(v))")
+        lines.append(f"{ind}m = m if math.isfinite(m) else 0.0")
+    lines.append(f"{ind}acc = {init}")
+    walk(step)
+    lines += [f"{ind}yb[y] = {'int(' + result + ')' if integer else result}", f"{ind}y += 1"]
+    return source(lines)
+
+
+@variant(*REDUCE)
+def gen_reduce_more(node: Node, target: Target) -> list[KernelCall]:
+    x = node.inputs[0]
+    kept, red, _ = reduce_layout(x.shape, node.attrs["axes"])
+    src = reduce_more_source(node.op, len(kept), len(red), bool(np.issubdtype(x.dtype, np.integer)))
+    args = [x, node.outputs[0], *[k[0] for k in kept], *[k[1] for k in kept], *[r[0] for r in red],
+            *[r[1] for r in red]]
+    return [KernelCall(src, args, note(node))]
+
+
+CUMSUM_SRC = Template('''
+def kernel(xb, xo, yb, yo, outer, L, inner, exclusive, reverse):
+    for o in range(outer):
+        for t in range(inner):
+            base = o * L * inner + t
+            acc = {ZERO}
+            for jj in range(L):
+                j = L - 1 - jj if reverse else jj
+                p = base + j * inner
+                v = xb[U(xo + p)]
+                if exclusive:
+                    yb[U(yo + p)] = acc
+                    acc += v
+                else:
+                    acc += v
+                    yb[U(yo + p)] = acc
+''', ZERO="0.0")
+
+
+@variant("CumSum")
+def gen_cumsum(node: Node, target: Target) -> list[KernelCall]:
+    x = node.inputs[0]
+    src = CUMSUM_SRC.fill(ZERO="0" if x.dtype.kind in "iu" else "0.0")
+    a = node.attrs
+    args = [x, node.outputs[0], *_around(x.shape, a["axis"]), int(a["exclusive"]), int(a["reverse"])]
+    return [KernelCall(src, args, note(node))]
+
+
+def _strides(shape: tuple[int, ...]) -> np.ndarray:
+    return np.array([int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))] or [1], np.int64)
+
+
+GATHER_ELEMENTS_SRC = '''
+def kernel(xb, xo, ib, io, yb, yo, sb, so, tb, to, n, rank, axis, L):
+    for f in range(n):
+        rem = f
+        src = xo
+        for d in range(rank):
+            c = rem // sb[so + d]
+            rem -= c * sb[so + d]
+            if d == axis:
+                c = ib[U(io + f)]
+                if c < 0:
+                    c += L
+                if c < 0 or c >= L:
+                    raise IndexError("GatherElements: index out of range")
+            src += c * tb[to + d]
+        yb[U(yo + f)] = xb[U(src)]
+'''
+
+
+@variant("GatherElements")
+def gen_gather_elements(node: Node, target: Target) -> list[KernelCall]:
+    x, idx = node.inputs
+    ax = node.attrs["axis"]
+    args = [x, idx, node.outputs[0], Param(_strides(idx.shape)), Param(_strides(x.shape)), idx.type.size,
+            len(x.shape), ax, x.shape[ax]]
+    return [KernelCall(GATHER_ELEMENTS_SRC, args, note(node))]
+
+
+#: where one index tuple of GatherND / ScatterND points: ``dst``, from the q indices at ``ip``
+ND_OFFSET = '''
+            dst = 0
+            for d in range(q):
+                c = ib[U(ip + d)]
+                L = db[do + d]
+                if c < 0:
+                    c += L
+                if c < 0 or c >= L:
+                    raise IndexError("{OP}: index out of range")
+                dst += c * tb[to + d]
+'''
+
+GATHER_ND_SRC = Template('''
+def kernel(xb, xo, ib, io, yb, yo, db, do, tb, to, lead, m, q, inner, bstride):
+    y = yo
+    for b in range(lead):
+        for t in range(m):
+            ip = io + (b * m + t) * q
+{OFFSET}
+            src = xo + b * bstride + dst
+            for e in range(inner):
+                yb[U(y)] = xb[U(src + e)]
+                y += 1
+''', OFFSET=ND_OFFSET.replace("{OP}", "GatherND")).fill()
+
+
+def _nd_params(shape: tuple[int, ...], first: int, q: int) -> list[Param]:
+    """The sizes and element strides of the ``q`` indexed axes from ``first`` of a contiguous ``shape``."""
+    st = _strides(shape)
+    return [Param(np.array(shape[first:first + q], np.int64)), Param(st[first:first + q].copy())]
+
+
+@variant("GatherND")
+def gen_gather_nd(node: Node, target: Target) -> list[KernelCall]:
+    x, idx = node.inputs
+    b, q = int(node.attrs["batch_dims"]), idx.shape[-1]
+    lead = int(np.prod(idx.shape[:b], dtype=np.int64))
+    m = int(np.prod(idx.shape[b:-1], dtype=np.int64))
+    inner = int(np.prod(x.shape[b + q:], dtype=np.int64))
+    args = [x, idx, node.outputs[0], *_nd_params(x.shape, b, q), lead, m, q, inner,
+            int(np.prod(x.shape[b:], dtype=np.int64))]
+    return [KernelCall(GATHER_ND_SRC, args, note(node))]
+
+
+SCATTER_ND_SRC = Template('''
+def kernel(xb, xo, ib, io, ub, uo, yb, yo, db, do, tb, to, n, m, q, inner):
+    for e in range(n):
+        yb[U(yo + e)] = xb[U(xo + e)]
+    for t in range(m):
+        ip = io + t * q
+{OFFSET}
+        for e in range(inner):
+            v = ub[U(uo + t * inner + e)]
+            yb[U(yo + dst + e)] = {COMBINE}
+''', OFFSET=ND_OFFSET.replace("{OP}", "ScatterND").replace("\n            ", "\n        "), COMBINE="v")
+
+_SCATTER = {"none": "v", "add": "yb[U(yo + dst + e)] + v", "mul": "yb[U(yo + dst + e)] * v",
+            "max": "max(yb[U(yo + dst + e)], v)", "min": "min(yb[U(yo + dst + e)], v)"}
+
+
+@variant("ScatterND")
+def gen_scatter_nd(node: Node, target: Target) -> list[KernelCall]:
+    x, idx, upd = node.inputs
+    q = idx.shape[-1]
+    src = SCATTER_ND_SRC.fill(COMBINE=_SCATTER[node.attrs["reduction"]])
+    args = [x, idx, upd, node.outputs[0], *_nd_params(x.shape, 0, q), x.type.size,
+            int(np.prod(idx.shape[:-1], dtype=np.int64)), q, int(np.prod(x.shape[q:], dtype=np.int64))]
+    return [KernelCall(src, args, note(node))]
+
