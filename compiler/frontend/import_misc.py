@@ -123,7 +123,7 @@ def _einsum_terms(eq: str, ranks: list[int]) -> tuple[list[str], str]:
         if "..." in t:
             n = r - (len(t) - 3)
             t = t.replace("...", ell[len(ell) - n:] if n else "")
-        if len(t) != r or not t.isalpha():
+        if len(t) != r or (t and not t.isalpha()):
             raise ShapeError(f"Einsum term {t!r} does not fit rank {r}")
         out_terms.append(t)
     if not arrow:
@@ -155,7 +155,7 @@ def _einsum(ctx: ImportContext, ins: list) -> list:
         drop = [i for i, c in enumerate(t) if c not in others]
         if drop:
             v = ctx.emit("ReduceSum", [v], {"axes": tuple(drop), "keepdims": 0})[0]
-            t = "".join(c for c in t if c not in others)
+            t = "".join(c for c in t if c in others)
         vals.append(v)
         keep.append(t)
     if len(vals) == 1:
@@ -190,19 +190,20 @@ def _group_norm(ctx: ImportContext, ins: list) -> list:
     N, C = x.shape[:2]
     if G < 1 or C % G:
         raise ShapeError(f"{ctx.where()}: {C} channels do not split into {G} groups")
-    s = ctx.const_input(scale, "GroupNormalization scale").reshape(-1)
-    b = ctx.const_input(bias, "GroupNormalization bias").reshape(-1)
-    if s.size == G and C != G:
-        s, b = np.repeat(s, C // G), np.repeat(b, C // G)
-    if s.size != C or b.size != C:
-        raise ShapeError(f"{ctx.where()}: scale/bias of {s.size} entries fit neither {C} channels nor {G} groups")
+    shp = (C,) + (1,) * (len(x.shape) - 2)
+    per_channel = []
+    for v in (scale, bias):
+        if v.type.size == G and C != G:  # opset 18: one value per group, repeated over its channels
+            v = ctx.const(np.repeat(ctx.const_input(v, "a per-group GroupNormalization scale or bias"), C // G))
+        if v.type.size != C:
+            raise ShapeError(f"{ctx.where()}: scale/bias {v.type} fit neither {C} channels nor {G} groups")
+        per_channel.append(_reshape(ctx, v, shp))
     flat = _reshape(ctx, x, (N, G, int(np.prod(x.shape[1:], dtype=np.int64)) // G))
     unit = [ctx.const(np.ones(G, x.dtype)), ctx.const(np.zeros(G, x.dtype))]
     y = ctx.emit("InstanceNormalization", [flat, *unit], {"epsilon": float(a.get("epsilon", 1e-5))})[0]
     y = _reshape(ctx, y, x.shape)
-    shp = (C,) + (1,) * (len(x.shape) - 2)
-    y = ctx.emit("Mul", [y, ctx.const(s.astype(x.dtype).reshape(shp))])[0]
-    return ctx.emit("Add", [y, ctx.const(b.astype(x.dtype).reshape(shp))])
+    y = ctx.emit("Mul", [y, per_channel[0]])[0]
+    return ctx.emit("Add", [y, per_channel[1]])
 
 
 @importer("LpNormalization")
@@ -213,6 +214,9 @@ def _lp_norm(ctx: ImportContext, ins: list) -> list:
         raise ShapeError(f"{ctx.where()}: LpNormalization p={p} (1 or 2 are defined)")
     axis = normalize_axis(int(a.get("axis", -1)), len(ins[0].shape))
     norm = ctx.emit("ReduceL1" if p == 1 else "ReduceL2", ins, {"axes": (axis,), "keepdims": 1})[0]
+    # a zero norm means a zero row: divide it by 1 (onnx's reference gives 0 there, not 0 / 0)
+    zero, one = (ctx.const(np.asarray(v, norm.dtype)) for v in (0, 1))
+    norm = ctx.emit("Where", [ctx.emit("Equal", [norm, zero])[0], one, norm])[0]
     return ctx.emit("Div", [ins[0], norm])
 
 
@@ -308,7 +312,8 @@ def _qlinear_concat(ctx: ImportContext, ins: list) -> list:
 
 @importer("com.microsoft:QGemm")
 def _qgemm(ctx: ImportContext, ins: list) -> list:
-    """``alpha * A' @ B' + C * a_scale * b_scale`` (C is the int32 bias), quantized when y_scale is given."""
+    """``alpha * (A' @ B' + C * a_scale * b_scale)`` (C, the int32 bias, is quantized with scale
+    ``alpha * a_scale * b_scale``), quantized when y_scale is given."""
     A, asc, az, B, bsc, bz, C, ysc, yz = (_arg(ins, i) for i in range(9))
     a = ctx.attrs()
     tb = int(a.get("transB", 0))
@@ -318,8 +323,8 @@ def _qgemm(ctx: ImportContext, ins: list) -> list:
     if C is not None:
         cs = ctx.emit("Mul", [asc, bsc])[0]
         gin.append(ctx.emit("Mul", [ctx.emit("Cast", [C], {"to": short_name(cs.dtype)})[0], cs])[0])
-    y = ctx.emit("Gemm", gin, {"alpha": float(a.get("alpha", 1.0)), "beta": 1.0, "transA": int(a.get("transA", 0)),
-                               "transB": tb})[0]
+    alpha = float(a.get("alpha", 1.0))
+    y = ctx.emit("Gemm", gin, {"alpha": alpha, "beta": alpha, "transA": int(a.get("transA", 0)), "transB": tb})[0]
     return [y] if ysc is None else _quant(ctx, y, ysc, yz, A)
 
 
