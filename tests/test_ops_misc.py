@@ -202,6 +202,8 @@ def test_gather_scatter_nd(data, seed: int) -> None:
     ("nchw->nhwc", [(1, 2, 3, 4)]),
     ("ij,j->i", [(3, 4), (4,)]),
     ("bi,bi->b", [(3, 4), (3, 4)]),
+    ("ij,ij->ji", [(2, 3), (2, 3)]),
+    ("i,j->ij", [(3,), (4,)]),
 ])
 def test_einsum_rewrites(eq: str, shapes: list[tuple[int, ...]]) -> None:
     """Einsum becomes Transpose / ReduceSum / MatMul at import: no Einsum reaches the IR."""

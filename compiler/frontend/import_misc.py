@@ -169,6 +169,14 @@ def _einsum(ctx: ImportContext, ins: list) -> list:
     def n(cs: list[str]) -> int:
         return int(np.prod([size[c] for c in cs], dtype=np.int64))
 
+    if not contract:  # no summation: a broadcast product
+        a = _reshape(ctx, _transpose(ctx, a, [ta.index(c) for c in batch + fa]),
+                     tuple(size[c] for c in batch + fa) + (1,) * len(fb))
+        b = _reshape(ctx, _transpose(ctx, b, [tb.index(c) for c in batch + fb]),
+                     tuple(size[c] for c in batch) + (1,) * len(fa) + tuple(size[c] for c in fb))
+        y = ctx.emit("Mul", [a, b])[0]
+        order = batch + fa + fb
+        return [_transpose(ctx, y, [order.index(c) for c in out])]
     a = _transpose(ctx, a, [ta.index(c) for c in batch + fa + contract])
     b = _transpose(ctx, b, [tb.index(c) for c in batch + contract + fb])
     lead = (n(batch),) if batch else ()
