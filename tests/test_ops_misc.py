@@ -380,6 +380,7 @@ def test_quantize_static_qoperator_model(tmp_path) -> None:
 # -- what stays unsupported is named, all at once ------------------------------------------------------------
 def test_unsupported_ops_listed_together() -> None:
     nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="n1"),
+             helper.make_node("Einsum", ["x"], ["d"], name="n3", equation="ii->i"),
              helper.make_node("FusedMatMul", ["x", "x"], ["y"], name="n2", domain="com.microsoft")]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
@@ -389,6 +390,7 @@ def test_unsupported_ops_listed_together() -> None:
         cnnjit.compile(m)
     msg = str(ei.value)
     assert "NonZero" in msg and "'n1'" in msg and "FusedMatMul" in msg and "'n2'" in msg and "opset 17" in msg
+    assert "Einsum" in msg and "'n3'" in msg and "diagonal" in msg
 
 
 def test_range_from_data_specialises_on_values() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import string
 
 import numpy as np
+import onnx
 
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
@@ -22,7 +23,7 @@ from cnnjit.ir.types import short_name
 from .import_nn_extra import _AXES_INPUT_FROM, _reduce_mean
 from .import_quant import _quantize
 from .onnx_ops import _dequantize, _reshape_to, _spatial_attrs
-from .registry import CONST_OPERANDS, IMPORTERS, ImportContext, Unsupported, importer
+from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer
 
 CONST_OPERANDS.update({"Range": frozenset({0, 1, 2}), "TopK": frozenset({1}), "CumSum": frozenset({1})})
 
@@ -134,13 +135,26 @@ def _einsum_terms(eq: str, ranks: list[int]) -> tuple[list[str], str]:
     return out_terms, rhs
 
 
+_EINSUM_UNSUPPORTED = "Einsum with more than two operands or a repeated index (a diagonal) is not supported"
+
+
+def _einsum_check(node: onnx.NodeProto) -> str:
+    eq = next((a.s for a in node.attribute if a.name == "equation"), b"")
+    eq = (eq.decode("utf-8", errors="replace") if isinstance(eq, bytes) else eq).replace(" ", "")
+    terms = eq.replace("...", "").replace("->", ",").split(",")
+    return _EINSUM_UNSUPPORTED if len(node.input) > 2 or any(len(set(t)) != len(t) for t in terms) else ""
+
+
+VARIANT_CHECKS["Einsum"] = _einsum_check
+
+
 @importer("Einsum")
 def _einsum(ctx: ImportContext, ins: list) -> list:
     """Einsum of one or two operands without repeated indices in a term: Transpose / ReduceSum, or a
     (batched) MatMul between Transpose+Reshape of each side."""
     terms, out = _einsum_terms(str(ctx.attrs()["equation"]), [len(v.shape) for v in ins])
     if len(ins) > 2 or any(len(set(t)) != len(t) for t in terms + [out]):
-        raise Unsupported("Einsum with more than two operands or a repeated index (a diagonal) is not supported")
+        raise Unsupported(_EINSUM_UNSUPPORTED)
     if any(c not in "".join(terms) for c in out):
         raise ShapeError(f"{ctx.where()}: Einsum output index not in any input")
     size = {}

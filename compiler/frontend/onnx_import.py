@@ -22,7 +22,7 @@ from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeE
 from . import import_misc, import_nn_extra, import_quant, import_resample, onnx_ops  # noqa: F401
 from .loader import input_specs, opset_version
 from .onnx_types import elem_dtype
-from .registry import CONST_OPERANDS, IMPORTERS, ImportContext, Unsupported, importer_key
+from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer_key
 
 #: refuse any single tensor larger than this many bytes (absurd declared shapes)
 DEFAULT_MAX_TENSOR_BYTES = 4 << 30
@@ -59,9 +59,8 @@ _ADVICE = {
     **dict.fromkeys(("LSTM", "GRU", "RNN"), "not a CNN op; cnnjit does not support recurrent layers"),
     **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
                     "data-dependent control flow (e.g. unroll loops, trace one branch)"),
-    **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
+    **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
-    "Einsum": "rewrite the Einsum as MatMul / Transpose / Reshape",
     "LayerNormalization": "not supported yet; transformer-style normalisation is outside the CNN op set",
     "Attention": "attention blocks are outside the CNN op set",
 }
@@ -89,8 +88,11 @@ def check_supported(model: onnx.ModelProto) -> None:
     opset = opset_version(model)
     bad = []
     for n in model.graph.node:
-        if importer_key(_text(n.domain), _text(n.op_type)) not in IMPORTERS:
+        key = importer_key(_text(n.domain), _text(n.op_type))
+        if key not in IMPORTERS:
             bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
+        elif key in VARIANT_CHECKS and (why := VARIANT_CHECKS[key](n)):
+            bad.append((_text(n.op_type), _text(n.name), opset, why))
     if bad:
         raise UnsupportedOpError(bad)
 

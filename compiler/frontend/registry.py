@@ -100,6 +100,10 @@ class ImportContext:
 Importer = Callable[[ImportContext, list], list]
 IMPORTERS: dict[str, Importer] = {}
 
+#: importer key -> a check of the node alone (attributes, input count) that returns why cnnjit cannot import
+#: this variant of the op ("" if it can), so ``check_supported`` lists such nodes with the unknown ops
+VARIANT_CHECKS: dict[str, Callable[[onnx.NodeProto], str]] = {}
+
 #: operands (by input index) that must be known at compile time: shapes, axes, bounds. A graph input that
 #: feeds one of them is specialised on its *value* (see ``onnx_import.value_inputs``).
 CONST_OPERANDS: dict[str, frozenset[int]] = {
