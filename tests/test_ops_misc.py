@@ -277,10 +277,11 @@ def _lsb_match(model: onnx.ModelProto, feeds: dict[str, np.ndarray], what: str) 
         assert np.abs(g.astype(np.int32) - w.astype(np.int32)).max() <= 1, what
 
 
-@property_settings(max_examples=5)
-@given(op=st.sampled_from(["QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
-                           "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat"]),
-       c=st.integers(1, 6), hw=st.integers(1, 6), bcast=st.booleans(), seed=st.integers(0, 2**16))
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
+                                "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSoftmax",
+                                "QLinearWhere"])
+@property_settings(max_examples=3)
+@given(c=st.integers(1, 6), hw=st.integers(1, 6), bcast=st.booleans(), seed=st.integers(0, 2**16))
 def test_qlinear_contrib_ops(op: str, c: int, hw: int, bcast: bool, seed: int) -> None:
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (1, c, hw, hw)).astype(np.uint8)
@@ -293,13 +294,21 @@ def test_qlinear_contrib_ops(op: str, c: int, hw: int, bcast: bool, seed: int) -
         ins, feeds["b"], attrs = ["y_s", "y_z", "x", "x_s", "x_z", "b", "b_s", "b_z"], b, {"axis": 1 if bcast else 3}
         if bcast:
             feeds["b"] = rng.integers(0, 256, (1, 2, hw, hw)).astype(np.uint8)
+    elif op == "QLinearWhere":
+        feeds["c"], feeds["b"] = rng.integers(0, 2, (1, 1, hw, hw)).astype(bool), b
+        ins = ["c", "x", "x_s", "x_z", "b", "b_s", "b_z", "y_s", "y_z"]
+    elif op == "QLinearSoftmax":
+        # the output scale of a probability: 1/256, zero point 0 (as onnxruntime's quantizer writes it)
+        inits = inits[:2] + [numpy_helper.from_array(np.asarray(1 / 256, np.float32), "y_s"),
+                             numpy_helper.from_array(np.asarray(0, np.uint8), "y_z")]
+        ins, attrs = ["x", "x_s", "x_z", "y_s", "y_z"], {"axis": -1 if bcast else 1, "opset": 13}
     else:
         ins = ["x", "x_s", "x_z", "y_s", "y_z"]
         attrs = {"alpha": 0.2} if op == "QLinearLeakyRelu" else \
             {"kernel_shape": [min(2, hw)] * 2, "strides": [1, 1]} if op == "QLinearAveragePool" else {}
     node = helper.make_node(op, ins, ["y"], domain="com.microsoft", **attrs)
-    g = helper.make_graph([node], "q", [helper.make_tensor_value_info(n, TensorProto.UINT8, a.shape)
-                                        for n, a in feeds.items()],
+    g = helper.make_graph([node], "q", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                                                      a.shape) for n, a in feeds.items()],
                           [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
                               ir_version=8)

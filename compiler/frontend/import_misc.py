@@ -1,7 +1,8 @@
 """Importers for the general ops around a CNN's convolutions (IR ops in ``cnnjit.ir.ops.misc``), ops
 rewritten into existing IR ops at import (Einsum, GroupNormalization, LpNormalization, Swish, CastLike,
 Size), and the com.microsoft quantized ops onnxruntime's quantization tool writes (QLinearAdd, QLinearMul,
-QLinearSigmoid, QLinearLeakyRelu, QLinear(Global)AveragePool, QLinearConcat, QGemm), each rewritten as
+QLinearSigmoid, QLinearLeakyRelu, QLinear(Global)AveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere,
+QGemm), each rewritten as
 DequantizeLinear → float op → QuantizeLinear, which is how onnxruntime defines them.
 
 Range, Size and the anchor arithmetic around them only see constants at a static input shape, so
@@ -330,6 +331,30 @@ def _qlinear_concat(ctx: ImportContext, ins: list) -> list:
     xs = [_deq(ctx, rest[i], rest[i + 1], rest[i + 2]) for i in range(0, len(rest), 3)]
     axis = normalize_axis(int(ctx.attrs()["axis"]), len(xs[0].shape))
     return _quant(ctx, ctx.emit("Concat", xs, {"axis": axis})[0], ys, yz, rest[0])
+
+
+@importer("com.microsoft:QLinearSoftmax")
+def _qlinear_softmax(ctx: ImportContext, ins: list) -> list:
+    """Softmax over ``axis``; before opset 13 (the ``opset`` attribute) over the flattened tail from it."""
+    x, xs, xz, ys, yz = (_arg(ins, i) for i in range(5))
+    a = ctx.attrs()
+    r = len(x.shape)
+    old = int(a.get("opset", 13)) < 13
+    axis = normalize_axis(int(a.get("axis", 1 if old else -1)), r)
+    f = _deq(ctx, x, xs, xz)
+    if old and axis != r - 1:
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        flat = _reshape(ctx, f, (outer, int(np.prod(x.shape[axis:], dtype=np.int64))))
+        y = _reshape(ctx, ctx.emit("Softmax", [flat], {"axis": 1})[0], x.shape)
+    else:
+        y = ctx.emit("Softmax", [f], {"axis": axis})[0]
+    return _quant(ctx, y, ys, yz, x)
+
+
+@importer("com.microsoft:QLinearWhere")
+def _qlinear_where(ctx: ImportContext, ins: list) -> list:
+    c, x, xs, xz, y, ys, yz, zs, zz = (_arg(ins, i) for i in range(9))
+    return _quant(ctx, ctx.emit("Where", [c, _deq(ctx, x, xs, xz), _deq(ctx, y, ys, yz)])[0], zs, zz, x)
 
 
 @importer("com.microsoft:QGemm")
