@@ -100,15 +100,19 @@ def test_onnx_node_case(case) -> None:
 
 
 # -- axis kernels over drawn shapes, at every vector width -----------------------------------------------
-def _model(nodes: list, inputs: dict[str, np.ndarray], outs: list[str], opset: int = 18,
-           consts: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    """A model of ``nodes`` with graph ``inputs`` and initializers ``consts`` (axes, k: attribute-like)."""
+def _model(nodes: list, inputs: dict[str, np.ndarray], outs: list[str] | dict[str, int], opset: int = 18,
+           consts: dict | None = None, contrib: bool = False) -> onnx.ModelProto:
+    """A model of ``nodes`` with graph ``inputs`` (arrays, for their types), outputs (names, or names with
+    element types), initializers ``consts`` (arrays, or TensorProtos) and, if ``contrib``, the
+    com.microsoft domain."""
     vis = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
            for n, a in inputs.items()]
-    g = helper.make_graph(nodes, "m", vis, [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
-                                            for o in outs],
-                          [numpy_helper.from_array(a, n) for n, a in (consts or {}).items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    outs = outs if isinstance(outs, dict) else dict.fromkeys(outs, TensorProto.UNDEFINED)
+    inits = [a if isinstance(a, onnx.TensorProto) else numpy_helper.from_array(a, n) for n, a in (consts or {}).items()]
+    g = helper.make_graph(nodes, "m", vis, [helper.make_tensor_value_info(o, t, None) for o, t in outs.items()],
+                          inits)
+    ops = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if contrib else [])
+    return helper.make_model(g, opset_imports=ops, ir_version=8)
 
 
 def _check_reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray], width: int, op: str,
@@ -307,11 +311,7 @@ def test_qlinear_contrib_ops(op: str, c: int, hw: int, bcast: bool, seed: int) -
         attrs = {"alpha": 0.2} if op == "QLinearLeakyRelu" else \
             {"kernel_shape": [min(2, hw)] * 2, "strides": [1, 1]} if op == "QLinearAveragePool" else {}
     node = helper.make_node(op, ins, ["y"], domain="com.microsoft", **attrs)
-    g = helper.make_graph([node], "q", [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
-                                                                      a.shape) for n, a in feeds.items()],
-                          [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
-                              ir_version=8)
+    model = _model([node], feeds, {"y": TensorProto.UINT8}, 13, {t.name: t for t in inits}, contrib=True)
     _lsb_match(model, feeds, op)
 
 
@@ -331,10 +331,7 @@ def test_qgemm(m: int, k: int, n: int, trans_b: int, quantized_out: bool, seed: 
     ins = ["a", "a_s", "a_z", "w", "w_s", "w_z", "c"] + (["y_s", "y_z"] if quantized_out else [])
     node = helper.make_node("QGemm", ins, ["y"], domain="com.microsoft", transB=trans_b, alpha=0.5)
     out_t = TensorProto.UINT8 if quantized_out else TensorProto.FLOAT
-    g = helper.make_graph([node], "q", [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
-                          [helper.make_tensor_value_info("y", out_t, None)], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)],
-                              ir_version=8)
+    model = _model([node], {"a": a}, {"y": out_t}, 13, {t.name: t for t in inits}, contrib=True)
     if quantized_out:
         _lsb_match(model, {"a": a}, "QGemm")
     else:
@@ -391,10 +388,7 @@ def test_unsupported_ops_listed_together() -> None:
     nodes = [helper.make_node("NonZero", ["x"], ["nz"], name="n1"),
              helper.make_node("Einsum", ["x"], ["d"], name="n3", equation="ii->i"),
              helper.make_node("FusedMatMul", ["x", "x"], ["y"], name="n2", domain="com.microsoft")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
-                          ir_version=8)
+    m = _model(nodes, {"x": np.zeros((2, 2), np.float32)}, ["y"], 17, contrib=True)
     with pytest.raises(cnnjit.UnsupportedOpError) as ei:
         cnnjit.compile(m)
     msg = str(ei.value)
