@@ -32,7 +32,8 @@ import cnnjit
 # -- onnx's node cases ---------------------------------------------------------------------------------------
 #: the onnx case modules of the ops this file covers
 CASE_MODULES = (
-    "floor", "ceil", "round", "reciprocal", "log", "sin", "cos", "tan", "atan", "softsign", "not_", "isnan",
+    "floor", "ceil", "round", "reciprocal", "log", "sin", "cos", "tan", "atan", "asin", "acos", "sinh", "cosh",
+    "asinh", "acosh", "atanh", "softsign", "not_", "isnan", "isinf", "scatterelements",
     "equal", "greater", "greater_or_equal", "less", "less_or_equal", "and_", "or_", "xor", "mod", "where",
     "rangeop", "argmax", "argmin", "topk", "cumsum", "gatherelements", "gathernd", "scatternd", "reducel1",
     "reducel2", "reduceprod", "reduce_log_sum_exp", "reduce_log_sum", "reducesumsquare", "einsum",

@@ -34,8 +34,9 @@ def _simple(ctx: ImportContext, ins: list) -> list:
     return ctx.emit(ctx.node.op_type, ins, ctx.attrs())
 
 
-for _op in ("Floor", "Ceil", "Round", "Reciprocal", "Log", "Sin", "Cos", "Tan", "Atan", "Softsign", "Not",
-            "IsNaN", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Mod",
+for _op in ("Floor", "Ceil", "Round", "Reciprocal", "Log", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh",
+            "Cosh", "Asinh", "Acosh", "Atanh", "Softsign", "Not", "IsNaN", "IsInf", "Equal", "Greater",
+            "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Mod",
             "Where", "GatherND", "ScatterND"):
     IMPORTERS[_op] = _simple
 
@@ -92,9 +93,11 @@ def _cumsum(ctx: ImportContext, ins: list) -> list:
                                         "exclusive": int(a.get("exclusive", 0)), "reverse": int(a.get("reverse", 0))})
 
 
-@importer("GatherElements")
+@importer("GatherElements", "ScatterElements")
 def _gather_elements(ctx: ImportContext, ins: list) -> list:
-    return ctx.emit("GatherElements", ins, {"axis": normalize_axis(int(ctx.attrs().get("axis", 0)), len(ins[0].shape))})
+    a = ctx.attrs()
+    a["axis"] = normalize_axis(int(a.get("axis", 0)), len(ins[0].shape))
+    return ctx.emit(ctx.node.op_type, ins, a)
 
 
 # -- rewrites into existing IR ops ---------------------------------------------------------------------------

@@ -32,6 +32,8 @@ def _float_unary(name: str, fn) -> None:
 
 for _n, _f in (("Floor", np.floor), ("Ceil", np.ceil), ("Round", np.rint), ("Reciprocal", np.reciprocal),
                ("Log", np.log), ("Sin", np.sin), ("Cos", np.cos), ("Tan", np.tan), ("Atan", np.arctan),
+               ("Asin", np.arcsin), ("Acos", np.arccos), ("Sinh", np.sinh), ("Cosh", np.cosh),
+               ("Asinh", np.arcsinh), ("Acosh", np.arccosh), ("Atanh", np.arctanh),
                ("Softsign", lambda x: x / (1 + np.abs(x)))):
     _float_unary(_n, _f)
 
@@ -42,6 +44,8 @@ def _bool_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Tenso
 
 defop("Not", infer=_bool_infer)(lambda ins, a: np.logical_not(ins[0]))
 defop("IsNaN", infer=_bool_infer)(lambda ins, a: np.isnan(ins[0]))
+defop("IsInf", infer=_bool_infer, attrs={"detect_negative": 1, "detect_positive": 1})(
+    lambda ins, a: np.isinf(ins[0]) & np.where(ins[0] > 0, bool(a["detect_positive"]), bool(a["detect_negative"])))
 
 
 # -- comparisons, logic, Mod, Where ----------------------------------------------------------------------
@@ -239,6 +243,30 @@ def gather_nd_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
             t = tuple(int(_check_index(ix[n, m, k], x.shape[b + k], "GatherND")) for k in range(q))
             out[n, m] = xs[n][t]
     return out.reshape(tuple(i.shape[:-1]) + x.shape[b + q:])
+
+
+def _se_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, i, u = types
+    if a["reduction"] not in ("none", "add", "mul", "max", "min"):
+        raise ShapeError(f"ScatterElements: unknown reduction {a['reduction']!r}")
+    if i.shape != u.shape or u.dtype != x.dtype:
+        raise ShapeError(f"ScatterElements: updates {u} must have the indices' shape ({i}) and the data's type")
+    _ge_infer([x, i], a)
+    return [TensorType(x.dtype, x.shape)]
+
+
+@defop("ScatterElements", inputs=(3, 3), infer=_se_infer, attrs={"axis": 0, "reduction": "none"})
+def scatter_elements_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """``y[..., i[j], ...] = u[j]`` along ``axis`` (combined with ``reduction``), in index order."""
+    x, i, u = ins
+    ax = normalize_axis(a["axis"], x.ndim)
+    i = _check_index(i, x.shape[ax], "ScatterElements")
+    y = x.copy()
+    ops = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+    for j in np.ndindex(*i.shape):
+        t = j[:ax] + (int(i[j]),) + j[ax + 1:]
+        y[t] = u[j] if a["reduction"] == "none" else ops[a["reduction"]](y[t], u[j])
+    return y
 
 
 def _snd_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:

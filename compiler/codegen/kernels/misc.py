@@ -8,6 +8,8 @@ the axis.
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 from cnnjit.ir import Node
@@ -21,16 +23,24 @@ from .template import Template, source
 UNARY = {
     "Floor": "np.floor(x)", "Ceil": "np.ceil(x)", "Round": "np.rint(x)", "Reciprocal": "1.0 / x",
     "Log": "np.log(x)", "Sin": "np.sin(x)", "Cos": "np.cos(x)", "Tan": "np.tan(x)", "Atan": "np.arctan(x)",
+    "Asin": "np.arcsin(x)", "Acos": "np.arccos(x)", "Sinh": "np.sinh(x)", "Cosh": "np.cosh(x)",
+    "Asinh": "np.arcsinh(x)", "Acosh": "np.arccosh(x)", "Atanh": "np.arctanh(x)",
     "Softsign": "x / (1.0 + abs(x))", "Not": "not x", "IsNaN": "np.isnan(x)",
 }
 
 
-@variant(*UNARY)
+def _isinf(node: Node) -> str:
+    pos, neg = int(node.attrs["detect_positive"]), int(node.attrs["detect_negative"])
+    return f"(x == math.inf and {pos} == 1) or (x == -math.inf and {neg} == 1)"
+
+
+@variant(*UNARY, "IsInf")
 def gen_map(node: Node, target: Target) -> list[KernelCall]:
+    expr = _isinf(node) if node.op == "IsInf" else UNARY[node.op]
     src = ("def kernel(xb, xo, yb, yo, n):\n"
            "    for i in range(n):\n"
            "        x = xb[U(xo + i)]\n"
-           f"        yb[U(yo + i)] = {UNARY[node.op]}\n")
+           f"        yb[U(yo + i)] = {expr}\n")
     return [KernelCall(src, [node.inputs[0], node.outputs[0], node.outputs[0].type.size], note(node))]
 
 
@@ -208,23 +218,33 @@ def _strides(shape: tuple[int, ...]) -> np.ndarray:
     return np.array([int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))] or [1], np.int64)
 
 
-GATHER_ELEMENTS_SRC = '''
-def kernel(xb, xo, ib, io, yb, yo, sb, so, tb, to, n, rank, axis, L):
-    for f in range(n):
+def wrap_index(indent: str, op: str) -> str:
+    """Kernel lines making index ``c`` into axis length ``L`` non-negative, raising if out of range."""
+    return textwrap.indent(f'''if c < 0:
+    c += L
+if c < 0 or c >= L:
+    raise IndexError("{op}: index out of range")''', indent)
+
+
+#: where element ``f`` of the indices of GatherElements / ScatterElements points in the data: ``dst``
+ELEMENT_OFFSET = '''
         rem = f
-        src = xo
+        dst = 0
         for d in range(rank):
             c = rem // sb[so + d]
             rem -= c * sb[so + d]
             if d == axis:
                 c = ib[U(io + f)]
-                if c < 0:
-                    c += L
-                if c < 0 or c >= L:
-                    raise IndexError("GatherElements: index out of range")
-            src += c * tb[to + d]
-        yb[U(yo + f)] = xb[U(src)]
+{WRAP}
+            dst += c * tb[to + d]
 '''
+
+GATHER_ELEMENTS_SRC = Template('''
+def kernel(xb, xo, ib, io, yb, yo, sb, so, tb, to, n, rank, axis, L):
+    for f in range(n):
+{OFFSET}
+        yb[U(yo + f)] = xb[U(xo + dst)]
+''', OFFSET=ELEMENT_OFFSET.replace("{WRAP}", wrap_index(" " * 16, "GatherElements"))).fill()
 
 
 @variant("GatherElements")
@@ -236,16 +256,34 @@ def gen_gather_elements(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(GATHER_ELEMENTS_SRC, args, note(node))]
 
 
+SCATTER_ELEMENTS_SRC = Template('''
+def kernel(xb, xo, ib, io, ub, uo, yb, yo, sb, so, tb, to, n, m, rank, axis, L):
+    for e in range(n):
+        yb[U(yo + e)] = xb[U(xo + e)]
+    for f in range(m):
+{OFFSET}
+        v = ub[U(uo + f)]
+        yb[U(yo + dst)] = {COMBINE}
+''', OFFSET=ELEMENT_OFFSET.replace("{WRAP}", wrap_index(" " * 16, "ScatterElements")), COMBINE="v")
+
+
+@variant("ScatterElements")
+def gen_scatter_elements(node: Node, target: Target) -> list[KernelCall]:
+    x, idx, upd = node.inputs
+    ax = node.attrs["axis"]
+    src = SCATTER_ELEMENTS_SRC.fill(COMBINE=_SCATTER[node.attrs["reduction"]].replace("dst + e", "dst"))
+    args = [x, idx, upd, node.outputs[0], Param(_strides(idx.shape)), Param(_strides(x.shape)), x.type.size,
+            idx.type.size, len(x.shape), ax, x.shape[ax]]
+    return [KernelCall(src, args, note(node))]
+
+
 #: where one index tuple of GatherND / ScatterND points: ``dst``, from the q indices at ``ip``
 ND_OFFSET = '''
             dst = 0
             for d in range(q):
                 c = ib[U(ip + d)]
                 L = db[do + d]
-                if c < 0:
-                    c += L
-                if c < 0 or c >= L:
-                    raise IndexError("{OP}: index out of range")
+{WRAP}
                 dst += c * tb[to + d]
 '''
 
@@ -260,7 +298,7 @@ def kernel(xb, xo, ib, io, yb, yo, db, do, tb, to, lead, m, q, inner, bstride):
             for e in range(inner):
                 yb[U(y)] = xb[U(src + e)]
                 y += 1
-''', OFFSET=ND_OFFSET.replace("{OP}", "GatherND")).fill()
+''', OFFSET=ND_OFFSET.replace("{WRAP}", wrap_index(" " * 16, "GatherND"))).fill()
 
 
 def _nd_params(shape: tuple[int, ...], first: int, q: int) -> list[Param]:
@@ -291,7 +329,8 @@ def kernel(xb, xo, ib, io, ub, uo, yb, yo, db, do, tb, to, n, m, q, inner):
         for e in range(inner):
             v = ub[U(uo + t * inner + e)]
             yb[U(yo + dst + e)] = {COMBINE}
-''', OFFSET=ND_OFFSET.replace("{OP}", "ScatterND").replace("\n            ", "\n        "), COMBINE="v")
+''', OFFSET=ND_OFFSET.replace("{WRAP}", wrap_index(" " * 16, "ScatterND")).replace("\n" + " " * 12, "\n" + " " * 8),
+    COMBINE="v")
 
 _SCATTER = {"none": "v", "add": "yb[U(yo + dst + e)] + v", "mul": "yb[U(yo + dst + e)] * v",
             "max": "max(yb[U(yo + dst + e)], v)", "min": "min(yb[U(yo + dst + e)], v)"}
