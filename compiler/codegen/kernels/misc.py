@@ -77,21 +77,23 @@ def _around(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 ARG_SRC = Template('''
 def kernel(xb, xo, yb, yo, outer, L, inner, last):
     for o in range(outer):
+        xrow = xo + o * L * inner
+        yrow = yo + o * inner
         for t in range(inner):
-            base = xo + o * L * inner + t
-            best = xb[U(base)]
-            bi = 0
-            for j in range(1, L):
-                v = xb[U(base + j * inner)]
+            yb[U(yrow + t)] = 0
+        for j in range(1, L):
+            row = xrow + j * inner
+            for t in range(inner):
+                v = xb[U(row + t)]
+                best = xb[U(xrow + yb[U(yrow + t)] * inner + t)]
                 if v {CMP} best or (last and v == best):
-                    best = v
-                    bi = j
-            yb[U(yo + o * inner + t)] = bi
+                    yb[U(yrow + t)] = j
 ''', CMP=">")
 
 
 @variant("ArgMax", "ArgMin")
 def gen_argmax(node: Node, target: Target) -> list[KernelCall]:
+    """Row by row along the axis, the best index so far kept in the output: the inner loops stream."""
     x = node.inputs[0]
     src = ARG_SRC.fill(CMP=">" if node.op == "ArgMax" else "<")
     args = [x, node.outputs[0], *_around(x.shape, node.attrs["axis"]), int(node.attrs["select_last_index"])]
@@ -186,32 +188,32 @@ def gen_reduce_more(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-CUMSUM_SRC = Template('''
+CUMSUM_SRC = '''
 def kernel(xb, xo, yb, yo, outer, L, inner, exclusive, reverse):
     for o in range(outer):
-        for t in range(inner):
-            base = o * L * inner + t
-            acc = {ZERO}
-            for jj in range(L):
-                j = L - 1 - jj if reverse else jj
-                p = base + j * inner
-                v = xb[U(xo + p)]
-                if exclusive:
-                    yb[U(yo + p)] = acc
-                    acc += v
-                else:
-                    acc += v
-                    yb[U(yo + p)] = acc
-''', ZERO="0.0")
+        base = o * L * inner
+        for jj in range(L):
+            p = base + (L - 1 - jj if reverse else jj) * inner
+            q = p + inner if reverse else p - inner
+            if jj == 0:
+                for t in range(inner):
+                    yb[U(yo + p + t)] = 0 if exclusive else xb[U(xo + p + t)]
+            elif exclusive:
+                for t in range(inner):
+                    yb[U(yo + p + t)] = yb[U(yo + q + t)] + xb[U(xo + q + t)]
+            else:
+                for t in range(inner):
+                    yb[U(yo + p + t)] = yb[U(yo + q + t)] + xb[U(xo + p + t)]
+'''
 
 
 @variant("CumSum")
 def gen_cumsum(node: Node, target: Target) -> list[KernelCall]:
+    """Row by row along the axis (each row from the previous one), so the inner loops stream."""
     x = node.inputs[0]
-    src = CUMSUM_SRC.fill(ZERO="0" if x.dtype.kind in "iu" else "0.0")
     a = node.attrs
     args = [x, node.outputs[0], *_around(x.shape, a["axis"]), int(a["exclusive"]), int(a["reverse"])]
-    return [KernelCall(src, args, note(node))]
+    return [KernelCall(CUMSUM_SRC, args, note(node))]
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
