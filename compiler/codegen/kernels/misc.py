@@ -75,29 +75,34 @@ def _around(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 ARG_SRC = Template('''
-def kernel(xb, xo, yb, yo, outer, L, inner, last):
+def kernel(xb, xo, yb, yo, outer, L, inner):
+    best = np.empty(inner, xb.dtype)
     for o in range(outer):
         xrow = xo + o * L * inner
         yrow = yo + o * inner
         for t in range(inner):
+            best[t] = xb[U(xrow + t)]
             yb[U(yrow + t)] = 0
         for j in range(1, L):
             row = xrow + j * inner
             for t in range(inner):
                 v = xb[U(row + t)]
-                best = xb[U(xrow + yb[U(yrow + t)] * inner + t)]
-                if v {CMP} best or (last and v == best):
-                    yb[U(yrow + t)] = j
+                b = best[t]
+                take = v {CMP} b
+                best[t] = v if take else b
+                yb[U(yrow + t)] = j if take else yb[U(yrow + t)]
 ''', CMP=">")
 
 
 @variant("ArgMax", "ArgMin")
 def gen_argmax(node: Node, target: Target) -> list[KernelCall]:
-    """Row by row along the axis, the best index so far kept in the output: the inner loops stream."""
+    """Row by row along the axis, the best value and index so far kept per inner position, so the inner
+    loops stream and vectorise (select, no branch); ties go to the first index, or the last with
+    ``select_last_index`` (a non-strict comparison)."""
     x = node.inputs[0]
-    src = ARG_SRC.fill(CMP=">" if node.op == "ArgMax" else "<")
-    args = [x, node.outputs[0], *_around(x.shape, node.attrs["axis"]), int(node.attrs["select_last_index"])]
-    return [KernelCall(src, args, note(node))]
+    cmp = ">" if node.op == "ArgMax" else "<"
+    src = ARG_SRC.fill(CMP=cmp + "=" if node.attrs["select_last_index"] else cmp)
+    return [KernelCall(src, [x, node.outputs[0], *_around(x.shape, node.attrs["axis"])], note(node))]
 
 
 TOPK_SRC = Template('''
