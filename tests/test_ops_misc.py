@@ -37,7 +37,7 @@ CASE_MODULES = (
     "equal", "greater", "greater_or_equal", "less", "less_or_equal", "and_", "or_", "xor", "mod", "where",
     "rangeop", "argmax", "argmin", "topk", "cumsum", "gatherelements", "gathernd", "scatternd", "reducel1",
     "reducel2", "reduceprod", "reduce_log_sum_exp", "reduce_log_sum", "reducesumsquare", "einsum",
-    "groupnormalization", "lpnormalization", "swish", "castlike", "size", "thresholdedrelu", "celu",
+    "groupnormalization", "lpnormalization", "swish", "castlike", "size", "thresholdedrelu", "celu", "gridsample",
 )
 
 #: element types cnnjit computes in; a case using any other (float16, bfloat16, strings, 4/8-bit floats)
@@ -48,6 +48,10 @@ _TYPES = {getattr(TensorProto, t) for t in ("FLOAT", "DOUBLE", "INT8", "INT16", 
 #: collected cases expected to fail, with the reason (strict: one that passes must be removed here)
 CASES_NOT_YET = {
     "test_einsum_batch_diagonal": "Einsum with a repeated index (a diagonal) is not rewritten",
+    **{f"test_gridsample_{c}": "GridSample: bicubic and volumetric (5-D) sampling are not implemented"
+       for c in ("bicubic", "bicubic_align_corners_0_additional_1", "bicubic_align_corners_1_additional_1",
+                 "volumetric_nearest_align_corners_0", "volumetric_nearest_align_corners_1",
+                 "volumetric_bilinear_align_corners_0", "volumetric_bilinear_align_corners_1")},
     **{f"test_range_{t}_expanded": "the expanded form is a Loop (control flow)"
        for t in ("float_type_positive_delta", "int32_type_negative_delta")},
     **{f"test_reduce_{op}_empty_set{x}": "a reduction over an empty axis is refused (as for ReduceSum)"
@@ -197,6 +201,20 @@ def test_gather_scatter_nd(data, seed: int) -> None:
         feeds = {"x": x, "i": idx}
         node, op = helper.make_node("GatherND", ["x", "i"], ["y"]), "GatherND"
     _check_reference(_model([node], feeds, ["y"]), feeds, 8, op)
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+@property_settings(max_examples=6)
+@given(mode=st.sampled_from(["linear", "nearest"]), pad=st.sampled_from(["zeros", "border", "reflection"]),
+       align=st.integers(0, 1), h=st.integers(1, 5), w=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_grid_sample(width: int, mode: str, pad: str, align: int, h: int, w: int, seed: int) -> None:
+    """GridSample against onnx.reference, with grid points well outside [-1, 1] (padding, reflection)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    grid = rng.uniform(-2.5, 2.5, (2, 4, 3, 2)).astype(np.float32)
+    node = helper.make_node("GridSample", ["x", "g"], ["y"], mode=mode, padding_mode=pad, align_corners=align)
+    _check_reference(_model([node], {"x": x, "g": grid}, ["y"], opset=20), {"x": x, "g": grid}, width,
+                     "GridSample", rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("eq,shapes", [

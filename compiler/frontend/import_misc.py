@@ -380,3 +380,28 @@ def _qgemm(ctx: ImportContext, ins: list) -> list:
 
 # the contrib twins of the standard ops
 IMPORTERS.update({"com.microsoft:QuantizeLinear": _quantize, "com.microsoft:DequantizeLinear": _dequantize})
+
+
+_GRID_MODES = {"bilinear": "linear", "linear": "linear", "nearest": "nearest"}
+
+
+def _grid_check(node: onnx.NodeProto) -> str:
+    mode = next((a.s for a in node.attribute if a.name == "mode"), b"linear")
+    mode = mode.decode("utf-8", errors="replace") if isinstance(mode, bytes) else mode
+    return "" if mode in _GRID_MODES else f"GridSample mode {mode!r} is not supported (linear and nearest are)"
+
+
+VARIANT_CHECKS["GridSample"] = _grid_check
+
+
+@importer("GridSample")
+def _grid_sample(ctx: ImportContext, ins: list) -> list:
+    """2-D GridSample; opset 16's mode names (bilinear, bicubic) are opset 20's (linear, cubic)."""
+    a = ctx.attrs()
+    if len(ins[0].shape) != 4:
+        raise Unsupported("GridSample of a volume (5-D input) is not supported")
+    mode = a.get("mode", "linear" if ctx.opset >= 20 else "bilinear")
+    if mode not in _GRID_MODES:
+        raise Unsupported(_grid_check(ctx.node))
+    return ctx.emit("GridSample", ins, {"mode": _GRID_MODES[mode], "padding_mode": a.get("padding_mode", "zeros"),
+                                        "align_corners": int(a.get("align_corners", 0))})

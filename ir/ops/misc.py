@@ -292,3 +292,70 @@ def scatter_nd_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
         t = tuple(int(_check_index(ix[m, k], x.shape[k], "ScatterND")) for k in range(q))
         y[t] = uu[m] if a["reduction"] == "none" else ops[a["reduction"]](y[t], uu[m])
     return y
+
+
+# -- GridSample (2-D) -------------------------------------------------------------------------------------------
+def _gs_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, g = types
+    if x.rank != 4 or g.rank != 4 or g.shape[0] != x.shape[0] or g.shape[3] != 2 or g.dtype != x.dtype:
+        raise ShapeError(f"GridSample: input {x} and grid {g} must be (N, C, H, W) and (N, Ho, Wo, 2) of one type")
+    if a["mode"] not in ("linear", "nearest") or a["padding_mode"] not in ("zeros", "border", "reflection"):
+        raise ShapeError(f"GridSample: mode {a['mode']!r} / padding_mode {a['padding_mode']!r} not supported")
+    return [TensorType(x.dtype, (x.shape[0], x.shape[1], g.shape[1], g.shape[2]))]
+
+
+def grid_reflect(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Reflect coordinates off the bounds ``[lo, hi]`` until they fall inside (as PyTorch's grid_sample)."""
+    rng = hi - lo
+    if rng <= 0:
+        return np.full_like(v, lo)
+    d = np.where(v < lo, lo - v, v - hi)
+    k = np.floor(d / rng)
+    r = d - k * rng
+    even = k % 2 == 0
+    low = np.where(even, lo + r, hi - r)
+    high = np.where(even, hi - r, lo + r)
+    return np.where(v < lo, low, np.where(v > hi, high, v))
+
+
+@defop("GridSample", inputs=(2, 2), infer=_gs_infer,
+       attrs={"mode": "linear", "padding_mode": "zeros", "align_corners": 0})
+def grid_sample_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """Sample X at the grid's normalised (x, y) points; ``padding_mode`` decides points outside the image."""
+    x, grid = ins[0].astype(np.float64), ins[1].astype(np.float64)
+    N, C, H, W = x.shape
+    pad, ac = a["padding_mode"], bool(a["align_corners"])
+
+    def coord(n: np.ndarray, size: int) -> np.ndarray:
+        v = (n + 1) / 2 * (size - 1) if ac else ((n + 1) * size - 1) / 2
+        if a["mode"] == "nearest":
+            v = np.rint(v)
+        lo, hi = (0.0, size - 1.0) if ac else (-0.5, size - 0.5)
+        if pad == "border":
+            v = np.where((v < lo) | (v > hi), np.clip(v, 0, size - 1), v)
+        elif pad == "reflection":
+            v = grid_reflect(v, lo, hi)
+        return v
+
+    def fetch(img: np.ndarray, iy: np.ndarray, ix: np.ndarray) -> np.ndarray:
+        """img (C, H, W) at integer points, by the padding rule."""
+        if pad == "border":
+            iy, ix = np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)
+        elif pad == "reflection":
+            lo = 0.0 if ac else -0.5
+            iy = grid_reflect(iy.astype(np.float64), lo, H - 1.0 if ac else H - 0.5).astype(np.int64)
+            ix = grid_reflect(ix.astype(np.float64), lo, W - 1.0 if ac else W - 0.5).astype(np.int64)
+        inside = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+        return np.where(inside, img[:, np.clip(iy, 0, H - 1), np.clip(ix, 0, W - 1)], 0.0)
+
+    out = np.empty((N, C) + grid.shape[1:3])
+    for n in range(N):
+        gx, gy = coord(grid[n, ..., 0], W), coord(grid[n, ..., 1], H)
+        if a["mode"] == "nearest":
+            out[n] = fetch(x[n], gy.astype(np.int64), gx.astype(np.int64))
+            continue
+        x0, y0 = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+        fx, fy = gx - x0, gy - y0
+        out[n] = ((1 - fy) * ((1 - fx) * fetch(x[n], y0, x0) + fx * fetch(x[n], y0, x0 + 1))
+                  + fy * ((1 - fx) * fetch(x[n], y0 + 1, x0) + fx * fetch(x[n], y0 + 1, x0 + 1)))
+    return out.astype(ins[0].dtype)

@@ -352,3 +352,69 @@ def gen_scatter_nd(node: Node, target: Target) -> list[KernelCall]:
             int(np.prod(idx.shape[:-1], dtype=np.int64)), q, int(np.prod(x.shape[q:], dtype=np.int64))]
     return [KernelCall(src, args, note(node))]
 
+
+
+GRID_SRC = Template('''
+def kernel(xb, xo, gb, go, yb, yo, N, C, H, W, P):
+    for n in range(N):
+        for p in range(P):
+            g = go + (n * P + p) * 2
+            u = gb[U(g)]
+            w = gb[U(g + 1)]
+{X}
+{Y}
+            for c in range(C):
+                base = xo + (n * C + c) * H * W
+                out = yo + (n * C + c) * P + p
+{BODY}
+''')
+
+
+def _grid_axis(v: str, size: str, a: dict) -> list[str]:
+    """Lines making the normalised coordinate ``v`` into pixel indices ``{v}0``/``{v}1`` with weight
+    ``f{v}`` and flags ``{v}ok0``/``{v}ok1`` (inside the image: zeros padding)."""
+    ac, pad, linear = bool(a["align_corners"]), a["padding_mode"], a["mode"] == "linear"
+    lo, hi = ("0.0", f"{size} - 1.0") if ac else ("-0.5", f"{size} - 0.5")
+    lines = [f"{v} = ({v} + 1.0) * 0.5 * ({size} - 1)" if ac else f"{v} = (({v} + 1.0) * {size} - 1.0) * 0.5"]
+    if not linear:
+        lines.append(f"{v} = np.rint({v})")
+    reflect = [f"rng = {hi} - ({lo})",
+               "if rng <= 0.0:", f"    {{T}} = {lo}",
+               f"elif {{T}} < {lo}:", f"    d = {lo} - {{T}}", "    k = np.floor(d / rng)", "    r = d - k * rng",
+               f"    {{T}} = {lo} + r if k % 2 == 0 else {hi} - r",
+               f"elif {{T}} > {hi}:", f"    d = {{T}} - ({hi})", "    k = np.floor(d / rng)", "    r = d - k * rng",
+               f"    {{T}} = {hi} - r if k % 2 == 0 else {lo} + r"]
+    if pad == "border":
+        lines.append(f"{v} = min(max({v}, 0.0), {size} - 1.0)")
+    elif pad == "reflection":
+        lines += [s.replace("{T}", v) for s in reflect]
+    lines.append(f"{v}0 = int(np.floor({v}))")
+    lines += [f"f{v} = {v} - {v}0", f"{v}1 = {v}0 + 1"] if linear else [f"{v}1 = {v}0"]
+    for k in ("0", "1") if linear else ("0",):
+        i = f"{v}{k}"
+        if pad == "border":
+            lines.append(f"{i} = min(max({i}, 0), {size} - 1)")
+        elif pad == "reflection":
+            lines += [f"t = float({i})"] + [s.replace("{T}", "t") for s in reflect] + [f"{i} = int(t)"]
+        lines.append(f"{v}ok{k} = {i} >= 0 and {i} < {size}")
+    return [" " * 12 + s for s in lines]
+
+
+@variant("GridSample")
+def gen_grid_sample(node: Node, target: Target) -> list[KernelCall]:
+    """Coordinates and padding worked out once per output point, then every channel sampled there."""
+    x, grid = node.inputs
+    a = node.attrs
+
+    def at(i: str, j: str) -> str:
+        return f"xb[U(base + w{i} * W + u{j})] if wok{i} and uok{j} else 0.0"
+
+    if a["mode"] == "linear":
+        body = [f"v{i}{j} = {at(i, j)}" for i in "01" for j in "01"]
+        body.append("yb[U(out)] = (1.0 - fw) * ((1.0 - fu) * v00 + fu * v01) + fw * ((1.0 - fu) * v10 + fu * v11)")
+    else:
+        body = [f"yb[U(out)] = {at('0', '0')}"]
+    src = GRID_SRC.fill(X="\n".join(_grid_axis("u", "W", a)), Y="\n".join(_grid_axis("w", "H", a)),
+                        BODY="\n".join(" " * 16 + s for s in body))
+    N, C, H, W = x.shape
+    return [KernelCall(src, [x, grid, node.outputs[0], N, C, H, W, grid.shape[1] * grid.shape[2]], note(node))]
