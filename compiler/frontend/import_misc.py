@@ -1,12 +1,14 @@
-"""Importers for the general ops around a CNN's convolutions (IR ops in ``cnnjit.ir.ops.misc``), ops
+"""Importers for the general ops around a CNN's convolutions (IR ops in ``cnnjit.ir.ops.misc``); ops
 rewritten into existing IR ops at import (Einsum, GroupNormalization, LpNormalization, Swish, CastLike,
-Size), and the com.microsoft quantized ops onnxruntime's quantization tool writes (QLinearAdd, QLinearMul,
-QLinearSigmoid, QLinearLeakyRelu, QLinear(Global)AveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere,
-QGemm), each rewritten as
+ThresholdedRelu, Celu) or folded to constants (Size, EyeLike); and the com.microsoft quantized ops
+onnxruntime's quantization tool writes (QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+QLinear(Global)AveragePool, QLinearConcat, QLinearSoftmax, QLinearWhere, QGemm), each rewritten as
 DequantizeLinear → float op → QuantizeLinear, which is how onnxruntime defines them.
 
 Range, Size and the anchor arithmetic around them only see constants at a static input shape, so
-``ImportContext.emit`` folds them away; a Range computed at run time is refused.
+``ImportContext.emit`` folds them away. A Range, TopK k, CumSum axis, ... computed from a graph input's
+data makes the model specialise on that input's values (``CONST_OPERANDS``); one computed from
+intermediate data is refused.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from cnnjit.ir.types import short_name
 from .import_nn_extra import _AXES_INPUT_FROM, _reduce_mean
 from .import_quant import _quantize
 from .onnx_ops import _dequantize, _reshape_to, _spatial_attrs
+from .onnx_types import elem_dtype
 from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer
 
-CONST_OPERANDS.update({"Range": frozenset({0, 1, 2}), "TopK": frozenset({1}), "CumSum": frozenset({1})})
+CONST_OPERANDS.update({"Range": frozenset({0, 1, 2}), "TopK": frozenset({1}), "CumSum": frozenset({1}),
+                       "Trilu": frozenset({1}), "OneHot": frozenset({1})})
 
 
 def _simple(ctx: ImportContext, ins: list) -> list:
@@ -405,3 +409,28 @@ def _grid_sample(ctx: ImportContext, ins: list) -> list:
         raise Unsupported(_grid_check(ctx.node))
     return ctx.emit("GridSample", ins, {"mode": _GRID_MODES[mode], "padding_mode": a.get("padding_mode", "zeros"),
                                         "align_corners": int(a.get("align_corners", 0))})
+
+
+@importer("EyeLike")
+def _eye_like(ctx: ImportContext, ins: list) -> list:
+    """A constant: the output depends on the input's shape only."""
+    a = ctx.attrs()
+    x = ins[0]
+    if len(x.shape) != 2:
+        raise ShapeError(f"{ctx.where()}: EyeLike needs a 2-D input, got shape {list(x.shape)}")
+    dtype = elem_dtype(a["dtype"], ctx.where()) if "dtype" in a else x.dtype
+    return [ctx.const(np.eye(x.shape[0], x.shape[1], int(a.get("k", 0)), dtype=dtype))]
+
+
+@importer("Trilu")
+def _trilu(ctx: ImportContext, ins: list) -> list:
+    k = ctx.const_input(ins[1] if len(ins) > 1 else None, "Trilu k")
+    return ctx.emit("Trilu", ins[:1], {"k": 0 if k is None else int(k.reshape(-1)[0]),
+                                       "upper": int(ctx.attrs().get("upper", 1))})
+
+
+@importer("OneHot")
+def _onehot(ctx: ImportContext, ins: list) -> list:
+    depth = ctx.const_input(ins[1], "OneHot depth")
+    return ctx.emit("OneHot", [ins[0], ins[2]], {"depth": int(np.asarray(depth).reshape(-1)[0]),
+                                                 "axis": int(ctx.attrs().get("axis", -1))})

@@ -359,3 +359,37 @@ def grid_sample_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
         out[n] = ((1 - fy) * ((1 - fx) * fetch(x[n], y0, x0) + fx * fetch(x[n], y0, x0 + 1))
                   + fy * ((1 - fx) * fetch(x[n], y0 + 1, x0) + fx * fetch(x[n], y0 + 1, x0 + 1)))
     return out.astype(ins[0].dtype)
+
+
+# -- Trilu, OneHot ---------------------------------------------------------------------------------------------
+def _trilu_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    if types[0].rank < 2:
+        raise ShapeError(f"Trilu needs a matrix (rank >= 2), got {types[0]}")
+    return [TensorType(types[0].dtype, types[0].shape)]
+
+
+@defop("Trilu", infer=_trilu_infer, attrs={"k": 0, "upper": 1})
+def trilu_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """The upper (lower) triangle from diagonal ``k`` on the last two axes; zeros elsewhere."""
+    return (np.triu if a["upper"] else np.tril)(ins[0], int(a["k"]))
+
+
+def _onehot_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    i, v = types
+    if i.dtype.kind not in "iuf" or v.size != 2 or a["depth"] < 1:
+        raise ShapeError(f"OneHot: indices {i}, values {v} (off, on) and depth {a['depth']} are invalid")
+    ax = normalize_axis(a["axis"], i.rank + 1)
+    return [TensorType(v.dtype, tuple(i.shape[:ax]) + (int(a["depth"]),) + tuple(i.shape[ax:]))]
+
+
+@defop("OneHot", inputs=(2, 2), infer=_onehot_infer, attrs={"depth": REQUIRED, "axis": -1})
+def onehot_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+    """``on`` where the (wrapped) index equals the position along the new axis, ``off`` elsewhere."""
+    idx, vals = ins
+    depth = int(a["depth"])
+    ax = normalize_axis(a["axis"], idx.ndim + 1)
+    i = np.trunc(idx).astype(np.int64)
+    i = np.where(i < 0, i + depth, i)
+    pos = np.arange(depth).reshape((depth,) + (1,) * (idx.ndim - ax))
+    hit = np.expand_dims(i, ax) == pos
+    return np.where(hit, vals.reshape(-1)[1], vals.reshape(-1)[0]).astype(vals.dtype)

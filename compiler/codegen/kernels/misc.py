@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 
 from cnnjit.ir import Node
+from cnnjit.ir.ops import normalize_axis
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .elementwise import broadcast_calls
@@ -418,3 +419,46 @@ def gen_grid_sample(node: Node, target: Target) -> list[KernelCall]:
                         BODY="\n".join(" " * 16 + s for s in body))
     N, C, H, W = x.shape
     return [KernelCall(src, [x, grid, node.outputs[0], N, C, H, W, grid.shape[1] * grid.shape[2]], note(node))]
+
+
+TRILU_SRC = Template('''
+def kernel(xb, xo, yb, yo, B, R, C, k):
+    for b in range(B):
+        for i in range(R):
+            row = b * R * C + i * C
+            for j in range(C):
+                yb[U(yo + row + j)] = xb[U(xo + row + j)] if j - i {CMP} k else 0
+''', CMP=">=")
+
+
+@variant("Trilu")
+def gen_trilu(node: Node, target: Target) -> list[KernelCall]:
+    x = node.inputs[0]
+    R, C = x.shape[-2:]
+    src = TRILU_SRC.fill(CMP=">=" if node.attrs["upper"] else "<=")
+    return [KernelCall(src, [x, node.outputs[0], x.type.size // max(R * C, 1), R, C, int(node.attrs["k"])],
+                       note(node))]
+
+
+ONEHOT_SRC = '''
+def kernel(ib, io, vb, vo, yb, yo, outer, depth, inner):
+    off = vb[vo]
+    on = vb[vo + 1]
+    for o in range(outer):
+        for d in range(depth):
+            row = yo + (o * depth + d) * inner
+            for t in range(inner):
+                i = int(ib[U(io + o * inner + t)])
+                if i < 0:
+                    i += depth
+                yb[U(row + t)] = on if i == d else off
+'''
+
+
+@variant("OneHot")
+def gen_onehot(node: Node, target: Target) -> list[KernelCall]:
+    idx, vals = node.inputs
+    y = node.outputs[0]
+    ax = normalize_axis(node.attrs["axis"], len(idx.shape) + 1)
+    outer, depth, inner = _around(y.shape, ax)
+    return [KernelCall(ONEHOT_SRC, [idx, vals, y, outer, depth, inner], note(node))]
