@@ -38,7 +38,7 @@ CASE_MODULES = (
     "rangeop", "argmax", "argmin", "topk", "cumsum", "gatherelements", "gathernd", "scatternd", "reducel1",
     "reducel2", "reduceprod", "reduce_log_sum_exp", "reduce_log_sum", "reducesumsquare", "einsum",
     "groupnormalization", "lpnormalization", "swish", "castlike", "size", "thresholdedrelu", "celu", "gridsample",
-    "eyelike", "trilu", "onehot",
+    "eyelike", "trilu", "onehot", "cumprod", "hardmax", "meanvariancenormalization", "scatter",
 )
 
 #: element types cnnjit computes in; a case using any other (float16, bfloat16, strings, 4/8-bit floats)

@@ -30,6 +30,7 @@ from .onnx_types import elem_dtype
 from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer
 
 CONST_OPERANDS.update({"Range": frozenset({0, 1, 2}), "TopK": frozenset({1}), "CumSum": frozenset({1}),
+                       "CumProd": frozenset({1}),
                        "Trilu": frozenset({1}), "OneHot": frozenset({1})})
 
 
@@ -89,19 +90,20 @@ def _topk(ctx: ImportContext, ins: list) -> list:
     return ctx.emit("TopK", ins[:1], attrs)
 
 
-@importer("CumSum")
+@importer("CumSum", "CumProd")
 def _cumsum(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
-    axis = int(ctx.const_input(ins[1], "CumSum axis").reshape(-1)[0])
-    return ctx.emit("CumSum", ins[:1], {"axis": normalize_axis(axis, len(ins[0].shape)),
+    axis = int(ctx.const_input(ins[1], f"{ctx.node.op_type} axis").reshape(-1)[0])
+    return ctx.emit(ctx.node.op_type, ins[:1], {"axis": normalize_axis(axis, len(ins[0].shape)),
                                         "exclusive": int(a.get("exclusive", 0)), "reverse": int(a.get("reverse", 0))})
 
 
-@importer("GatherElements", "ScatterElements")
+@importer("GatherElements", "ScatterElements", "Scatter")
 def _gather_elements(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
     a["axis"] = normalize_axis(int(a.get("axis", 0)), len(ins[0].shape))
-    return ctx.emit(ctx.node.op_type, ins, a)
+    op = ctx.node.op_type
+    return ctx.emit("ScatterElements" if op == "Scatter" else op, ins, a)  # Scatter: its opset 9-10 name
 
 
 # -- rewrites into existing IR ops ---------------------------------------------------------------------------
@@ -248,6 +250,34 @@ def _lp_norm(ctx: ImportContext, ins: list) -> list:
     zero, one = (ctx.const(np.asarray(v, norm.dtype)) for v in (0, 1))
     norm = ctx.emit("Where", [ctx.emit("Equal", [norm, zero])[0], one, norm])[0]
     return ctx.emit("Div", [ins[0], norm])
+
+
+@importer("Hardmax")
+def _hardmax(ctx: ImportContext, ins: list) -> list:
+    """One-hot of the first maximum along ``axis`` (opset 13); before 13 over the flattened tail from
+    ``axis`` (default 1)."""
+    x = ins[0]
+    r = len(x.shape)
+    axis = normalize_axis(int(ctx.attrs().get("axis", -1 if ctx.opset >= 13 else 1)), r)
+    flat = x
+    if ctx.opset < 13 and axis != r - 1:
+        flat = _reshape(ctx, x, (int(np.prod(x.shape[:axis], dtype=np.int64)),
+                                 int(np.prod(x.shape[axis:], dtype=np.int64))))
+        axis = 1
+    am = ctx.emit("ArgMax", [flat], {"axis": axis, "keepdims": 0, "select_last_index": 0})[0]
+    y = ctx.emit("OneHot", [am, ctx.const(np.array([0, 1], x.dtype))], {"depth": flat.shape[axis], "axis": axis})[0]
+    return [_reshape(ctx, y, x.shape)]
+
+
+@importer("MeanVarianceNormalization")
+def _mvn(ctx: ImportContext, ins: list) -> list:
+    """``(x - mean) / sqrt(var)`` over ``axes`` (default N, H, W), as onnx's function body (no epsilon)."""
+    x = ins[0]
+    axes = tuple(sorted(normalize_axis(int(i), len(x.shape)) for i in ctx.attrs().get("axes", [0, 2, 3])))
+    mean = ctx.emit("ReduceMean", [x], {"axes": axes, "keepdims": 1})[0]
+    d = ctx.emit("Sub", [x, mean])[0]
+    var = ctx.emit("ReduceMean", [ctx.emit("Mul", [d, d])[0]], {"axes": axes, "keepdims": 1})[0]
+    return ctx.emit("Div", [d, ctx.emit("Sqrt", [var])[0]])
 
 
 @importer("Swish")

@@ -178,18 +178,26 @@ _reduction("ReduceLogSum", lambda x, ax, k: np.log(np.sum(x, axis=ax, keepdims=k
 _reduction("ReduceLogSumExp", _logsumexp)
 
 
-# -- CumSum ---------------------------------------------------------------------------------------------------
-@defop("CumSum", attrs={"axis": REQUIRED, "exclusive": 0, "reverse": 0})
-def cumsum_ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
-    x = ins[0]
-    ax = normalize_axis(a["axis"], x.ndim)
-    y = np.flip(x, ax) if a["reverse"] else x
-    acc = x.dtype if x.dtype.kind in "iu" else np.float64
-    c = np.cumsum(y, axis=ax, dtype=acc)
-    if a["exclusive"]:
-        c = np.concatenate([np.zeros_like(np.take(c, [0], axis=ax)), np.take(c, np.arange(x.shape[ax] - 1), axis=ax)],
-                           axis=ax)
-    return (np.flip(c, ax) if a["reverse"] else c).astype(x.dtype)
+# -- CumSum, CumProd -----------------------------------------------------------------------------------------------
+def _cumulative(name: str, fn, unit: int) -> None:
+    def ref(ins: list[np.ndarray], a: dict[str, Any]) -> np.ndarray:
+        """The running sum (product) along ``axis``; ``exclusive`` leaves out the element itself,
+        ``reverse`` runs from the end."""
+        x = ins[0]
+        ax = normalize_axis(a["axis"], x.ndim)
+        y = np.flip(x, ax) if a["reverse"] else x
+        acc = x.dtype if x.dtype.kind in "iu" else np.float64
+        c = fn(y, axis=ax, dtype=acc)
+        if a["exclusive"]:
+            c = np.concatenate([np.full_like(np.take(c, [0], axis=ax), unit),
+                                np.take(c, np.arange(x.shape[ax] - 1), axis=ax)], axis=ax)
+        return (np.flip(c, ax) if a["reverse"] else c).astype(x.dtype)
+
+    defop(name, attrs={"axis": REQUIRED, "exclusive": 0, "reverse": 0})(ref)
+
+
+_cumulative("CumSum", np.cumsum, 0)
+_cumulative("CumProd", np.cumprod, 1)
 
 
 # -- GatherElements, GatherND, ScatterND ---------------------------------------------------------------------

@@ -194,7 +194,7 @@ def gen_reduce_more(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
-CUMSUM_SRC = '''
+CUMULATIVE_SRC = Template('''
 def kernel(xb, xo, yb, yo, outer, L, inner, exclusive, reverse):
     for o in range(outer):
         base = o * L * inner
@@ -203,23 +203,24 @@ def kernel(xb, xo, yb, yo, outer, L, inner, exclusive, reverse):
             q = p + inner if reverse else p - inner
             if jj == 0:
                 for t in range(inner):
-                    yb[U(yo + p + t)] = 0 if exclusive else xb[U(xo + p + t)]
+                    yb[U(yo + p + t)] = {UNIT} if exclusive else xb[U(xo + p + t)]
             elif exclusive:
                 for t in range(inner):
-                    yb[U(yo + p + t)] = yb[U(yo + q + t)] + xb[U(xo + q + t)]
+                    yb[U(yo + p + t)] = yb[U(yo + q + t)] {OP} xb[U(xo + q + t)]
             else:
                 for t in range(inner):
-                    yb[U(yo + p + t)] = yb[U(yo + q + t)] + xb[U(xo + p + t)]
-'''
+                    yb[U(yo + p + t)] = yb[U(yo + q + t)] {OP} xb[U(xo + p + t)]
+''', UNIT="0", OP="+")
 
 
-@variant("CumSum")
-def gen_cumsum(node: Node, target: Target) -> list[KernelCall]:
+@variant("CumSum", "CumProd")
+def gen_cumulative(node: Node, target: Target) -> list[KernelCall]:
     """Row by row along the axis (each row from the previous one), so the inner loops stream."""
     x = node.inputs[0]
     a = node.attrs
+    src = CUMULATIVE_SRC.fill(UNIT="0", OP="+") if node.op == "CumSum" else CUMULATIVE_SRC.fill(UNIT="1", OP="*")
     args = [x, node.outputs[0], *_around(x.shape, a["axis"]), int(a["exclusive"]), int(a["reverse"])]
-    return [KernelCall(CUMSUM_SRC, args, note(node))]
+    return [KernelCall(src, args, note(node))]
 
 
 def _strides(shape: tuple[int, ...]) -> np.ndarray:
