@@ -21,10 +21,11 @@ import onnx
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
+from cnnjit.ir.ops.misc import range_count
 from cnnjit.ir.types import short_name
 
 from .import_nn_extra import _AXES_INPUT_FROM, _reduce_mean
-from .import_quant import _quantize
+from .import_quant import _arg, _quantize, _zero_like
 from .onnx_ops import _dequantize, _reshape_to, _spatial_attrs
 from .onnx_types import elem_dtype
 from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer
@@ -57,7 +58,7 @@ def _range(ctx: ImportContext, ins: list) -> list:
     start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in vals)
     if delta == 0:
         raise ShapeError(f"{ctx.where()}: Range delta is 0")
-    count = max(int(np.ceil((limit - start) / delta)), 0)
+    count = range_count(start, limit, delta)
     return ctx.emit("Range", ins, {"count": count})
 
 
@@ -306,24 +307,16 @@ def _thresholded(ctx: ImportContext, ins: list) -> list:
 
 
 # -- com.microsoft quantized ops ----------------------------------------------------------------------------
-def _zp(ctx: ImportContext, v: Value | None, like: Value) -> Value:
-    return v if v is not None else ctx.const(np.zeros((), like.dtype))
-
-
 def _deq(ctx: ImportContext, x: Value, scale: Value, zp: Value | None, axis: int = 0) -> Value:
     per_axis = scale.type.size > 1
-    return ctx.emit("DequantizeLinear", [x, scale, _zp(ctx, zp, x)],
+    return ctx.emit("DequantizeLinear", [x, scale, _zero_like(ctx, zp, x.dtype)],
                     {"axis": normalize_axis(axis, len(x.shape)) if per_axis else 0, "block_size": 0})[0]
 
 
 def _quant(ctx: ImportContext, y: Value, scale: Value, zp: Value | None, like: Value) -> list:
-    zp = _zp(ctx, zp, like)
+    zp = _zero_like(ctx, zp, like.dtype)
     return ctx.emit("QuantizeLinear", [y, scale, zp],
                     {"axis": 0, "block_size": 0, "dtype": short_name(zp.dtype), "precision": None})
-
-
-def _arg(ins: list, i: int) -> Value | None:
-    return ins[i] if len(ins) > i else None
 
 
 @importer("com.microsoft:QLinearAdd", "com.microsoft:QLinearMul")

@@ -81,7 +81,8 @@ defop("Where", inputs=(3, 3), infer=_where_infer)(lambda ins, a: np.where(ins[0]
 
 
 # -- Range (folded at import) -----------------------------------------------------------------------------
-def _range_count(start: float, limit: float, delta: float) -> int:
+def range_count(start: float, limit: float, delta: float) -> int:
+    """How many elements ``Range(start, limit, delta)`` has (``ShapeError`` for a zero delta)."""
     if delta == 0:
         raise ShapeError("Range: delta is 0")
     return max(int(np.ceil((limit - start) / delta)), 0)
