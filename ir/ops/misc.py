@@ -1,8 +1,10 @@
 """General ops real exported CNNs use around their convolutions: rounding and transcendental maps,
-comparisons and logic, Where, Mod, Range, arg/top-k selection, more reductions, CumSum and index ops.
+comparisons and logic, Where, Mod, Range, arg/top-k selection, more reductions, CumSum/CumProd, index ops
+(Gather/ScatterElements, GatherND/ScatterND, OneHot), Trilu and 2-D GridSample.
 
 Comparisons and logic produce ``bool`` tensors. ``Range`` only exists for constant folding (its operands
-come from shapes, e.g. YOLO anchor grids); the frontend refuses one computed at run time. Every reference
+come from shapes, e.g. YOLO anchor grids, or from graph inputs the model is specialised on); the frontend
+refuses one computed from intermediate data. Every reference
 is plain numpy, written apart from the kernels in ``codegen/kernels/misc.py``.
 """
 

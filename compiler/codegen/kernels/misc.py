@@ -1,5 +1,6 @@
 """Kernels of the general ops in ``cnnjit.ir.ops.misc``: unary maps, comparisons / logic / Mod / Where over
-broadcast operands, ArgMax/ArgMin, TopK, more reductions, CumSum, GatherElements, GatherND and ScatterND.
+broadcast operands, ArgMax/ArgMin, TopK, more reductions, CumSum/CumProd, Gather/ScatterElements,
+GatherND/ScatterND, GridSample, Trilu and OneHot.
 
 These ops sit beside a CNN's convolutions (post-processing, anchors, masks), so the kernels are plain
 scalar loops that LLVM vectorises where it can. Axis ops see their input as ``(outer, L, inner)`` around
@@ -37,6 +38,7 @@ def _isinf(node: Node) -> str:
 
 @variant(*UNARY, "IsInf")
 def gen_map(node: Node, target: Target) -> list[KernelCall]:
+    """One scalar expression per element."""
     expr = _isinf(node) if node.op == "IsInf" else UNARY[node.op]
     src = ("def kernel(xb, xo, yb, yo, n):\n"
            "    for i in range(n):\n"
