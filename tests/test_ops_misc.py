@@ -53,11 +53,8 @@ CASES_NOT_YET = {
        for c in ("bicubic", "bicubic_align_corners_0_additional_1", "bicubic_align_corners_1_additional_1",
                  "volumetric_nearest_align_corners_0", "volumetric_nearest_align_corners_1",
                  "volumetric_bilinear_align_corners_0", "volumetric_bilinear_align_corners_1")},
-    **{f"test_range_{t}_expanded": "the expanded form is a Loop (control flow)"
-       for t in ("float_type_positive_delta", "int32_type_negative_delta")},
-    **{f"test_reduce_{op}_empty_set{x}": "a reduction over an empty axis is refused (as for ReduceSum)"
-       for op in ("l1", "l2", "prod", "log_sum_exp", "log_sum", "sum_square") for x in ("", "_expanded")
-       if (op, x) != ("prod", "_expanded")},
+    **{f"test_reduce_{op}_empty_set": "a reduction over an empty axis is refused (as for ReduceSum)"
+       for op in ("l1", "l2", "prod", "log_sum_exp", "log_sum", "sum_square")},
 }
 
 
@@ -77,7 +74,9 @@ def _node_cases() -> list:
             importlib.import_module(f"onnx.backend.test.case.node.{m}")
     params = []
     for c in case_node._NodeTestCases[start:]:
-        if not _types_ok(c.model):
+        # "_expanded" cases run onnx's function body of the op (other ops) instead of the op: left out to
+        # keep the suite fast; the op itself is what this file tests
+        if not _types_ok(c.model) or "_expanded" in c.name:
             continue
         marks = [pytest.mark.xfail(strict=True, reason=CASES_NOT_YET[c.name])] if c.name in CASES_NOT_YET else []
         params.append(pytest.param(c, id=c.name, marks=marks))
@@ -90,7 +89,7 @@ NODE_CASES = _node_cases()
 def test_node_cases_cover_every_op() -> None:
     """The selection is not empty and names no case that was not generated."""
     names = {p.id for p in NODE_CASES}
-    assert len(names) > 250
+    assert len(names) > 300
     assert set(CASES_NOT_YET) <= names, sorted(set(CASES_NOT_YET) - names)
 
 
