@@ -20,6 +20,7 @@ from .ops import (  # noqa: F401 - importing the op families registers their ops
     all_ops,
     elementwise,
     get_op,
+    misc,
     movement,
     nn,
     nn_extra,

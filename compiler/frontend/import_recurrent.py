@@ -20,11 +20,10 @@ from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
 
-from .registry import CONTRIB_OPS, ImportContext, Unsupported, importer
+from .registry import ImportContext, Unsupported, importer
 
 _DEFAULT_ACTS = {"LSTMLoop": ("Sigmoid", "Tanh", "Tanh"), "GRULoop": ("Sigmoid", "Tanh"), "RNNLoop": ("Tanh",)}
 _BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
-CONTRIB_OPS.add("DynamicQuantizeLSTM")
 
 
 def _arg(ins: list, i: int) -> Value | None:
@@ -155,7 +154,7 @@ def _dequant(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, what: str) -> np.
     return np.ascontiguousarray(w.astype(np.float32).transpose(0, 2, 1))
 
 
-@importer("DynamicQuantizeLSTM")
+@importer("com.microsoft:DynamicQuantizeLSTM")
 def _dynamic_quantize_lstm(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
     Wq, Rq, B = _weights(ctx, ins)

@@ -19,10 +19,10 @@ from cnnjit.ir import Graph, TensorType, Value
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
 
 # the importer families register themselves into IMPORTERS when imported
-from . import import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
+from . import import_misc, import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
 from .loader import input_specs, opset_version
 from .onnx_types import elem_dtype
-from .registry import CONST_OPERANDS, CONTRIB_OPS, IMPORTERS, ImportContext, Unsupported
+from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer_key
 
 #: refuse any single tensor larger than this many bytes (absurd declared shapes)
 DEFAULT_MAX_TENSOR_BYTES = 4 << 30
@@ -58,9 +58,8 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
 _ADVICE = {
     **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
                     "data-dependent control flow (e.g. unroll loops, trace one branch)"),
-    **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
+    **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
-    "Einsum": "rewrite the Einsum as MatMul / Transpose / Reshape",
     "LayerNormalization": "not supported yet; transformer-style normalisation is outside the CNN op set",
     "Attention": "attention blocks are outside the CNN op set",
 }
@@ -77,7 +76,7 @@ def _advice(node: onnx.NodeProto) -> str:
         extra = (" — an onnxruntime contrib op: export the model with standard ONNX ops (e.g. save it before "
                  "onnxruntime's graph optimisations, or with optimization level 'basic')"
                  if domain == "com.microsoft" else "")
-        return f"custom domain {domain!r}; cnnjit implements the standard ONNX domain only{extra}"
+        return f"custom domain {domain!r}: cnnjit does not implement this op of it{extra}"
     if op_type.startswith(("Sequence", "SplitToSequence", "ConcatFromSequence", "String")):
         return "sequence and string ops are not CNN ops"
     return _ADVICE.get(op_type, "not implemented")
@@ -88,9 +87,11 @@ def check_supported(model: onnx.ModelProto) -> None:
     opset = opset_version(model)
     bad = []
     for n in model.graph.node:
-        contrib = n.domain == "com.microsoft" and n.op_type in CONTRIB_OPS
-        if (n.domain not in ("", "ai.onnx") and not contrib) or n.op_type not in IMPORTERS:
+        key = importer_key(_text(n.domain), _text(n.op_type))
+        if key not in IMPORTERS:
             bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
+        elif key in VARIANT_CHECKS and (why := VARIANT_CHECKS[key](n)):
+            bad.append((_text(n.op_type), _text(n.name), opset, why))
     if bad:
         raise UnsupportedOpError(bad)
 
@@ -149,7 +150,7 @@ def import_model(
                                  "initializer or graph input (is the graph out of topological order?)")
             ins.append(env[nm])
         try:
-            outs = IMPORTERS[node.op_type](ctx, ins)
+            outs = IMPORTERS[importer_key(node.domain, node.op_type)](ctx, ins)
         except Unsupported as e:
             raise UnsupportedOpError([(node.op_type, node.name, opset, str(e))]) from None
         except CnnjitError:

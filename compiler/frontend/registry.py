@@ -100,6 +100,10 @@ class ImportContext:
 Importer = Callable[[ImportContext, list], list]
 IMPORTERS: dict[str, Importer] = {}
 
+#: importer key -> a check of the node alone (attributes, input count) that returns why cnnjit cannot import
+#: this variant of the op ("" if it can), so ``check_supported`` lists such nodes with the unknown ops
+VARIANT_CHECKS: dict[str, Callable[[onnx.NodeProto], str]] = {}
+
 #: operands (by input index) that must be known at compile time: shapes, axes, bounds. A graph input that
 #: feeds one of them is specialised on its *value* (see ``onnx_import.value_inputs``).
 CONST_OPERANDS: dict[str, frozenset[int]] = {
@@ -112,12 +116,14 @@ CONST_OPERANDS: dict[str, frozenset[int]] = {
 }
 
 
-#: onnxruntime contrib ops (domain ``com.microsoft``) that have an importer in ``IMPORTERS``
-CONTRIB_OPS: set[str] = set()
+def importer_key(domain: str, op_type: str) -> str:
+    """The ``IMPORTERS`` key of an op: its type in the default domain, ``"domain:op"`` in any other
+    (``"com.microsoft:QLinearAdd"``), so an op of another domain never runs the default one's importer."""
+    return op_type if domain in ("", "ai.onnx") else f"{domain}:{op_type}"
 
 
 def importer(*names: str) -> Callable[[Importer], Importer]:
-    """Register the decorated function as the importer of the ONNX ops ``names``."""
+    """Register the decorated function as the importer of the ONNX ops ``names`` (``importer_key`` form)."""
 
     def deco(fn: Importer) -> Importer:
         for n in names:

@@ -3,6 +3,7 @@
 from . import (  # noqa: F401
     dense,
     elementwise,
+    misc,
     movement,
     nn_extra,
     qint,

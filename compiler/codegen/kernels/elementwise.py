@@ -6,6 +6,8 @@ then the kernel loops over the (small) remaining rank with per-operand strides (
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cnnjit.ir import Node, Value, get_op
@@ -157,6 +159,12 @@ def _nary_call(node: Node, src: str, ins: list[Value], dims: list[int], strides:
 
 @variant("Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Sum", "Mean", "Max", "Min")
 def gen_nary(node: Node, target: Target) -> list[KernelCall]:
+    return broadcast_calls(node, lambda names: combine_expr(node, names))
+
+
+def broadcast_calls(node: Node, expr: Callable[[list[str]], str]) -> list[KernelCall]:
+    """One kernel applying ``expr(names)`` (a scalar expression in the names of the loaded inputs) over the
+    node's broadcast output."""
     ins, dims, strides, _, lines, indent = _nary_head(node)
     k, r = len(ins), len(dims)
     lines.append(f"{indent}for i{r - 1} in range(n{r - 1}):")
@@ -165,7 +173,7 @@ def gen_nary(node: Node, target: Target) -> list[KernelCall]:
     names = [f"v{j}" for j in range(k)]
     for j in range(k):
         lines.append(f"{indent}v{j} = {loads[j]}")
-    lines.append(f"{indent}yb[U(y)] = {combine_expr(node, names)}")
+    lines.append(f"{indent}yb[U(y)] = {expr(names)}")
     lines.append(f"{indent}y += 1")
     return [_nary_call(node, source(lines), ins, dims, strides)]
 

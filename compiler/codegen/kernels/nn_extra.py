@@ -119,13 +119,24 @@ def reduce_source(nk: int, nr: int, integer: bool, kind: str = "mean") -> str:
 @variant("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin")
 def gen_reduce_mean(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
-    axes = set(node.attrs["axes"])
-    strides = [int(np.prod(x.shape[i + 1:], dtype=np.int64)) for i in range(len(x.shape))]
+    kept, red, cnt = reduce_layout(x.shape, node.attrs["axes"])
+    integer = bool(np.issubdtype(x.dtype, np.integer))
+    src = reduce_source(len(kept), len(red), integer, node.op[len("Reduce"):].lower())
+    args = [x, node.outputs[0], *[k[0] for k in kept], *[k[1] for k in kept], *[r[0] for r in red],
+            *[r[1] for r in red], cnt]
+    return [KernelCall(src, args, note(node))]
+
+
+def reduce_layout(shape: tuple[int, ...], reduced: tuple[int, ...]) -> tuple[list[list[int]], list[list[int]], int]:
+    """The kept and the reduced axes of a contiguous ``shape`` as ``[size, stride]`` runs (adjacent axes of
+    one kind merged, unit axes dropped), and the number of reduced elements."""
+    axes = set(reduced)
+    strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
     # merge runs of adjacent axes of the same kind (kept / reduced); drop unit axes
     kept: list[list[int]] = []
     red: list[list[int]] = []
     last = None
-    for i, d in enumerate(x.shape):
+    for i, d in enumerate(shape):
         if d == 1:
             continue
         kind = i in axes
@@ -136,9 +147,4 @@ def gen_reduce_mean(node: Node, target: Target) -> list[KernelCall]:
         else:
             group.append([d, strides[i]])
         last = kind
-    cnt = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
-    integer = bool(np.issubdtype(x.dtype, np.integer))
-    src = reduce_source(len(kept), len(red), integer, node.op[len("Reduce"):].lower())
-    args = [x, node.outputs[0], *[k[0] for k in kept], *[k[1] for k in kept], *[r[0] for r in red],
-            *[r[1] for r in red], cnt]
-    return [KernelCall(src, args, note(node))]
+    return kept, red, int(np.prod([shape[i] for i in axes], dtype=np.int64))
