@@ -44,6 +44,10 @@ def unsupported_nodes(graph: Graph) -> list[str]:
 #: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound stays 80: MobileNetV2's split
 #: schedule (more than 80 calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
 AUTO_NUMBA_CALLS = (4, 200)
+
+#: a numba entry compiles as one function per this many consecutive calls (see ``segments``), called in
+#: order by a short Python function:
+SEGMENT_CALLS = 1000
 AUTO_NUMBA_CALLS_THREADS = 80
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
@@ -193,27 +197,9 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
         meta["compile_report"] = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs)
     elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
         run = numba.njit(nogil=True)(run)
-    elif entry == "numba":  # one numba function for the whole schedule, cached on disk, compiled now
-        run = load_entry(src, {**dispatchers, **drivers}, {n: source_key(s) for n, s in sources.items()})
-        # The schedule's machine code holds every kernel (linked in, mostly inlined), so when it is already
-        # compiled (this process) or in the disk cache, the kernels' own code is not needed: loading each
-        # kernel's cache entry as well would double the warm start (see ``precompile.load_entry_only``).
-        report = load_entry_only(run, sig, dispatchers, sources, _signatures(kernel_calls, plan, const_bufs, True),
-                                 _call_counts(kernel_calls), _kernel_ops(kernel_calls))
-        if report is None:
-            # the kernels first, for exactly the argument types the entry passes (literal sizes, int64
-            # offsets), and not for the Python ones (which nothing would call): the entry's compile then
-            # finds them compiled, and the report can say what each one cost
-            report = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs, literal=True)
-            for name in generic:
-                for cres in list(dispatchers[name].overloads.values()):
-                    mark_inline(cres)
-            try:
-                with fast_typing(), schedule_progress(len(dispatchers)):
-                    run.compile(sig)
-            except Exception as e:  # noqa: BLE001 - a compiler bug: name it
-                raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
-        meta["compile_report"] = report
+    elif entry == "numba":  # numba functions over segments of the schedule, cached on disk, compiled now
+        run = _numba_entry(calls, params, sig, dispatchers, drivers, sources, generic, kernel_calls, plan,
+                           const_bufs, meta)
     return Program(
         run=run,
         calls=calls,
@@ -230,6 +216,58 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
         intermediate_bytes=sum(
             n * _dtypes(plan)[dt].itemsize for dt, n in plan.total_intermediate_elems.items()),
     )
+
+
+def segments(n_calls: int, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` call ranges splitting a schedule of ``n_calls`` into segments of at most ``size``
+    calls, of nearly equal length (one range when it fits)."""
+    k = max(1, -(-n_calls // max(size, 1)))
+    bounds = [n_calls * i // k for i in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _numba_entry(calls: list[Call], params: list[str], sig: tuple, dispatchers: dict, drivers: dict,
+                 sources: dict[str, str], generic: set[str], kernel_calls: list[Call], plan: MemoryPlan,
+                 const_bufs: dict, meta: dict):
+    """The schedule compiled with numba: one function per segment of ``SEGMENT_CALLS`` calls (see there),
+    each cached on disk; with several segments, ``run`` is a Python function calling them in order."""
+    keys = {n: source_key(s) for n, s in sources.items()}
+    parts = segments(len(calls), SEGMENT_CALLS)
+    fns = [load_entry(render_schedule(params, calls[a:b]), {**dispatchers, **drivers}, keys) for a, b in parts]
+    meta["segments"] = len(fns)
+    # A segment's machine code holds every kernel it calls (linked in, mostly inlined), so when every
+    # segment is already compiled (this process) or in the disk cache, the kernels' own code is not needed:
+    # loading each kernel's cache entry as well would double the warm start (``precompile.load_entry_only``).
+    report = None
+    for fn in fns:
+        report = load_entry_only(fn, sig, dispatchers, sources, _signatures(kernel_calls, plan, const_bufs, True),
+                                 _call_counts(kernel_calls), _kernel_ops(kernel_calls))
+        if report is None:
+            break
+    if report is None:
+        # the kernels first, for exactly the argument types the entry passes (literal sizes, int64
+        # offsets), and not for the Python ones (which nothing would call): the segments' compile then
+        # finds them compiled, and the report can say what each one cost
+        report = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs, literal=True)
+        for name in generic:
+            for cres in list(dispatchers[name].overloads.values()):
+                mark_inline(cres)
+        try:
+            with fast_typing(), schedule_progress(len(dispatchers)):
+                for fn in fns:
+                    fn.compile(sig)
+        except Exception as e:  # noqa: BLE001 - a compiler bug: name it
+            raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
+    meta["compile_report"] = report
+    if len(fns) == 1:
+        return fns[0]
+    # a few Python-level calls into compiled segments (microseconds), in a namespace that also holds the
+    # kernels (the profiler finds them in ``run.__globals__``)
+    names = {f"s{i}": fn for i, fn in enumerate(fns)}
+    text = f"def run({', '.join(params)}):\n" + "".join(f"    {n}({', '.join(params)})\n" for n in names)
+    namespace: dict[str, object] = {**dispatchers, **drivers, **names}
+    exec(compile(text, "<cnnjit segments>", "exec"), namespace)  # noqa: S102 - our own names only
+    return namespace["run"]
 
 
 def _signatures(calls: list[Call], plan: MemoryPlan, const_bufs: dict, literal: bool) -> dict[str, list[tuple]]:

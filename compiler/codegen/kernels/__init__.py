@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     simd_conv,
     simd_cvec,
     simd_depthwise,
+    simd_matmul,
     simd_pointwise,
     simd_pool,
     sparse_pointwise,
