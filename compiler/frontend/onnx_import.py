@@ -62,7 +62,6 @@ _ADVICE = {
     **dict.fromkeys(("NonMaxSuppression", "TopK", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
     "Einsum": "rewrite the Einsum as MatMul / Transpose / Reshape",
-    "LayerNormalization": "not supported yet; transformer-style normalisation is outside the CNN op set",
     "Attention": "attention blocks are outside the CNN op set",
 }
 

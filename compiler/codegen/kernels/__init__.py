@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     elementwise,
     movement,
     nn_extra,
+    norm,
     qint,
     quant,
     resample,
