@@ -33,21 +33,18 @@ def unsupported_nodes(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in VARIANTS]
 
 
-#: ``entry="auto"`` compiles the schedule with numba for models with this many kernel calls (inclusive):
-#: below, the Python schedule's call overhead is small; above, compiling one huge function costs too much.
-#: Measured (python -> numba, 1 thread): kws 0.171 -> 0.073 ms, ResNet-8 0.592 -> 0.263 ms, VWW 0.408 ->
-#: 0.208 ms. Its cold compile is one kernel specialisation per distinct tuple of sizes (instead of one
+#: ``entry="auto"`` compiles the schedule with numba for models with at least this many kernel calls (one
+#: thread; any count above, in segments of ``SEGMENT_CALLS``): below, the Python schedule's call overhead is
+#: small. Measured (python -> numba, 1 thread): kws 0.171 -> 0.073 ms, ResNet-8 0.592 -> 0.263 ms, VWW 0.408
+#: -> 0.208 ms. Its cold compile is one kernel specialisation per distinct tuple of sizes (instead of one
 #: per kernel source) plus the schedule function: see benchmarks/results/entry_crossover.md
-#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off. The
-#: upper bound was 80 while kernels compiled with numba's full pipeline; with the short one (pipeline.py)
+#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off.
 #: ShuffleNet's 171 calls compile in 10.5 s cold with the numba entry against 6.7 s with the Python one,
-#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound stays 80: MobileNetV2's split
-#: schedule (more than 80 calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
-AUTO_NUMBA_CALLS = (4, 200)
-
-#: a numba entry compiles as one function per this many consecutive calls (see ``segments``), called in
-#: order by a short Python function:
-SEGMENT_CALLS = 1000
+#: and run 1.52x faster (3.63 vs 5.52 ms). The PP-OCRv4 recognizer (367 calls) compiles cold in 27.6 CPU s
+#: with the numba entry against 10.5 with the Python one, and runs about 2x faster (its kernels with
+#: constant sizes). With ``threads > 1`` the bound stays 80: MobileNetV2's split schedule (more than 80
+#: calls) compiled in 22 s with the numba entry and ran no faster (9-12 ms).
+AUTO_NUMBA_CALLS = 4
 AUTO_NUMBA_CALLS_THREADS = 80
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
@@ -90,8 +87,9 @@ def choose_entry(entry: str, n_calls: int, threads: int) -> str:
     """``entry="auto"`` resolved for a schedule of ``n_calls`` kernel calls (see ``AUTO_NUMBA_CALLS``)."""
     if entry != "auto":
         return entry
-    hi = AUTO_NUMBA_CALLS[1] if threads == 1 else AUTO_NUMBA_CALLS_THREADS
-    return "numba" if AUTO_NUMBA_CALLS[0] <= n_calls <= hi else "python"
+    if n_calls < AUTO_NUMBA_CALLS:
+        return "python"
+    return "numba" if threads == 1 or n_calls <= AUTO_NUMBA_CALLS_THREADS else "python"
 
 
 def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,

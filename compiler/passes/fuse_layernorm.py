@@ -76,7 +76,7 @@ class FuseLayerNorm(Pass):
         if sub is None or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
             return False
         d = sub.outputs[0]
-        if len(d.users) != 2 or d in graph.outputs:
+        if len({u.id for u in d.users}) != 2 or d in graph.outputs:  # Mul(d, d) lists its node twice
             return False
         sq = next((u for u in d.users if (u.op == "Pow" and u.inputs[0] is d and _scalar(u.inputs[1]) == 2.0)
                    or (u.op == "Mul" and u.inputs[0] is d and u.inputs[1] is d)), None)
