@@ -31,7 +31,7 @@ def _ran(model, op: str) -> set[str]:
 # MatMul
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("width", WIDTHS)
-@property_settings(6)
+@property_settings(4)
 @given(shapes=hnp.mutually_broadcastable_shapes(signature="(m,k),(k,n)->(m,n)", min_dims=0, max_dims=2,
                                                 min_side=1, max_side=5),
        mkn=st.tuples(st.integers(1, 9), st.integers(1, 20), st.integers(1, 40)),

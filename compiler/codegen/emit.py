@@ -47,6 +47,13 @@ def unsupported_nodes(graph: Graph) -> list[str]:
 AUTO_NUMBA_CALLS = 4
 AUTO_NUMBA_CALLS_THREADS = 80
 
+#: a numba entry compiles as one function per this many consecutive calls (``segments``; 200 was the largest
+#: schedule compiled as one function before), called in order by a short Python function (a few
+#: microseconds). Compile time is about linear in the calls either way (the PP-OCRv4 recognizer's 367-call
+#: schedule, kernels cached: 17.7 CPU s as one function, 16.3 as four), but segments bound the size of
+#: one numba function (its type inference and LLVM module) for any model size.
+SEGMENT_CALLS = 200
+
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
 #: tuple with the sizes as constants; above, once for all its calls (sizes as int64 values), inlined by
 #: LLVM into the entry, which propagates each call's sizes there. Measured (1 thread): specialising per
