@@ -143,7 +143,7 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
                 g = b.add("Mul", [cur, b.const(rng.uniform(0.5, 1.5, w).astype(np.float32))], (1, c, h, w))
                 cur = b.add("Add", [g, b.const(rng.standard_normal(w).astype(np.float32))], (1, c, h, w))
         history.append(cur)
-        if arg % 7 == 6:  # sometimes an intermediate is also an output: fusion must keep it
+        if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)
     if cur not in outs:
         outs.append(cur)
