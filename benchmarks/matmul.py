@@ -26,6 +26,7 @@ single_thread()
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import os  # noqa: E402
 
 import numpy as np  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -106,9 +107,12 @@ def main() -> None:
         print_table(mheaders, model_rows, "PP-OCRv4 recognizer 1x3x48x320")
     write_json("matmul", {"shapes": [dict(zip(headers, r)) for r in shape_rows],
                           "model": [dict(zip(mheaders, r)) for r in model_rows or []]})
-    write_markdown("matmul", headers, shape_rows, title="MatMul on the GEMM micro-kernel, 1 thread")
+    notes = [f"1-minute load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs): on a loaded "
+             "machine the times stretch, the interleaved ratios much less."] if hasattr(os, "getloadavg") else []
+    write_markdown("matmul", headers, shape_rows, title="MatMul on the GEMM micro-kernel, 1 thread", notes=notes)
     if model_rows:
-        write_markdown("matmul_rec", mheaders, model_rows, title="PP-OCRv4 recognizer 1x3x48x320, 1 thread")
+        write_markdown("matmul_rec", mheaders, model_rows, title="PP-OCRv4 recognizer 1x3x48x320, 1 thread",
+                       notes=notes)
 
 
 if __name__ == "__main__":
