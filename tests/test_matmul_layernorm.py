@@ -139,6 +139,14 @@ def test_layernorm_statistics_outputs_are_refused() -> None:
         cnnjit.compile(model)
 
 
+def test_layernorm_runtime_broadcast_scale_is_refused() -> None:
+    """A run-time scale that would need broadcasting gets a clear cnnjit error, not a crash."""
+    x, s = np.ones((2, 3, 4), np.float32), np.ones(4, np.float32)
+    node = helper.make_node("LayerNormalization", ["x", "s"], ["y"], axis=1)
+    with pytest.raises(cnnjit.CnnjitError, match="run-time scale or bias"):
+        cnnjit.compile(make_model([node], {"x": x, "s": s}, {"y": (2, 3, 4)}))
+
+
 def _decomposed(shape: tuple[int, ...], axes: list[int], square: str, affine: bool, extra_user: bool):
     """The exporters' decomposed layer norm over trailing ``axes`` (opset 17: axes as an attribute)."""
     rng = np.random.default_rng(len(shape) + len(axes))
