@@ -216,8 +216,7 @@ def entry_crossover(kinds: Sequence[str], sizes: Sequence[int], runs: int, out: 
         "break-even runs = (numba cold compile - python cold compile) / (time saved per run): how many calls "
         "the numba entry needs to pay for its extra compile (once: it is cached on disk afterwards); 0 when "
         "it compiles no slower (a chain of equal layers: one kernel specialisation serves all).",
-        f"entry='auto' picks numba for {AUTO_NUMBA_CALLS[0]}..{AUTO_NUMBA_CALLS[1]} calls "
-        "(codegen.emit.AUTO_NUMBA_CALLS).",
+        f"entry='auto' picks numba from {AUTO_NUMBA_CALLS} calls on (one thread; codegen.emit.AUTO_NUMBA_CALLS).",
     ]
     if hasattr(os, "getloadavg"):
         notes.append(f"1-minute load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs).")

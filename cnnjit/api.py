@@ -47,10 +47,10 @@ def compile(  # noqa: A001 - the public name users expect
     Models whose inputs have symbolic dimensions are specialised lazily on the shapes they are called
     with (one compilation per distinct shape); ``input_shapes`` specialises up front. ``fuse``,
     ``passes`` and ``disable`` select the IR passes; ``verify`` lints the IR after every pass.
-    ``entry="numba"`` compiles the whole schedule into one numba function (cached on disk; slower cold
-    compile, and LLVM sees every layer's sizes as constants: about 2x faster on MLPerf Tiny models);
+    ``entry="numba"`` compiles the schedule with numba, one function per 200 calls (cached on disk; slower
+    cold compile, and LLVM sees every layer's sizes as constants: about 2x faster on MLPerf Tiny models);
     ``"python"`` calls the kernels from a Python schedule; the default ``"auto"`` picks numba for models of
-    4 to 200 kernel calls (see ``codegen.emit.AUTO_NUMBA_CALLS``).
+    4 kernel calls or more (see ``codegen.emit.AUTO_NUMBA_CALLS``).
     ``max_tensor_bytes`` / ``max_arena_bytes`` refuse (``ResourceLimitError``) a specialisation with a
     larger tensor / a larger planned scratch arena, before anything is allocated.
 

@@ -71,7 +71,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
 
 
 LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "concat", "pad_conv",
-          "pool", "shuffle", "transpose_pair"]
+          "pool", "shuffle", "transpose_pair", "layernorm"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
 
@@ -132,8 +132,19 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
         elif op == "transpose_pair":
             t = b.add("Transpose", [cur], (1, h, w, c), perm=[0, 2, 3, 1])
             cur = b.add("Transpose", [t], (1, c, h, w), perm=[0, 3, 1, 2])
+        elif op == "layernorm":  # the decomposed layer norm exporters write, over the last axis
+            m = b.add("ReduceMean", [cur], (1, c, h, 1), axes=[3])
+            d = b.add("Sub", [cur, m], (1, c, h, w))
+            sq = b.add("Mul", [d, d], (1, c, h, w)) if arg % 2 else b.add("Pow", [d, b.const(np.float32(2))],
+                                                                          (1, c, h, w))
+            v = b.add("ReduceMean", [sq], (1, c, h, 1), axes=[3])
+            sd = b.add("Sqrt", [b.add("Add", [v, b.const(np.float32(1e-5))], (1, c, h, 1))], (1, c, h, 1))
+            cur = b.add("Div", [d, sd], (1, c, h, w))
+            if arg % 3:
+                g = b.add("Mul", [cur, b.const(rng.uniform(0.5, 1.5, w).astype(np.float32))], (1, c, h, w))
+                cur = b.add("Add", [g, b.const(rng.standard_normal(w).astype(np.float32))], (1, c, h, w))
         history.append(cur)
-        if arg % 7 == 6:  # sometimes an intermediate is also an output: fusion must keep it
+        if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)
     if cur not in outs:
         outs.append(cur)

@@ -56,11 +56,15 @@ CASES = {
     ("AveragePool", "simd_pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
     ("AveragePool", "pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[3, 3],
                                     pads=[1, 1, 1, 1], count_include_pad=1),
+    ("MatMul", "simd_matmul"): _model("MatMul", (2, 3, 24), {"b": np.random.default_rng(4).standard_normal((24, 10))
+                                                              .astype(np.float32)}),
+    ("MatMul", "matmul"): _model("MatMul", (2, 24), {"b": np.random.default_rng(5).standard_normal(24)
+                                                      .astype(np.float32)}),
 }
 
 
 def test_every_multi_variant_family_has_a_case_per_variant() -> None:
-    for op in ("Conv", "Gemm", "MaxPool", "AveragePool"):
+    for op in ("Conv", "Gemm", "MaxPool", "AveragePool", "MatMul"):
         assert {name for o, name in CASES if o == op} == {v.name for v in VARIANTS[op]}, op
 
 

@@ -33,19 +33,26 @@ def unsupported_nodes(graph: Graph) -> list[str]:
     return [n.op for n in graph.nodes if not get_op(n.op).view and n.op not in VARIANTS]
 
 
-#: ``entry="auto"`` compiles the schedule with numba for models with this many kernel calls (inclusive):
-#: below, the Python schedule's call overhead is small; above, compiling one huge function costs too much.
-#: Measured (python -> numba, 1 thread): kws 0.171 -> 0.073 ms, ResNet-8 0.592 -> 0.263 ms, VWW 0.408 ->
-#: 0.208 ms. Its cold compile is one kernel specialisation per distinct tuple of sizes (instead of one
+#: ``entry="auto"`` compiles the schedule with numba for models with at least this many kernel calls (one
+#: thread; any count above, in segments of ``SEGMENT_CALLS``): below, the Python schedule's call overhead is
+#: small. Measured (python -> numba, 1 thread): kws 0.171 -> 0.073 ms, ResNet-8 0.592 -> 0.263 ms, VWW 0.408
+#: -> 0.208 ms. Its cold compile is one kernel specialisation per distinct tuple of sizes (instead of one
 #: per kernel source) plus the schedule function: see benchmarks/results/entry_crossover.md
-#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off. The
-#: upper bound was 80 while kernels compiled with numba's full pipeline; with the short one (pipeline.py)
+#: (``python benchmarks/compile_time.py --entry-crossover``) for where the extra compile pays off.
 #: ShuffleNet's 171 calls compile in 10.5 s cold with the numba entry against 6.7 s with the Python one,
-#: and run 1.52x faster (3.63 vs 5.52 ms). With ``threads > 1`` the bound is the same: a parallel schedule
-#: (threads.py) keeps every kernel call inlined with its sizes, and from a Python entry every thread would
-#: take the GIL for every call.
-AUTO_NUMBA_CALLS = (4, 200)
-AUTO_NUMBA_CALLS_THREADS = 200
+#: and run 1.52x faster (3.63 vs 5.52 ms). The PP-OCRv4 recognizer (367 calls) compiles cold in 27.6 CPU s
+#: with the numba entry against 10.5 with the Python one, and runs about 2x faster (its kernels with
+#: constant sizes). With ``threads > 1`` there is no upper bound either: a parallel schedule (threads.py)
+#: keeps every kernel call inlined with its sizes, and from a Python entry every thread would take the GIL
+#: for every call.
+AUTO_NUMBA_CALLS = 4
+
+#: a numba entry compiles as one function per this many consecutive calls (``segments``; 200 was the largest
+#: schedule compiled as one function before), called in order by a short Python function (a few
+#: microseconds). Compile time is about linear in the calls either way (the PP-OCRv4 recognizer's 367-call
+#: schedule, kernels cached: 17.7 CPU s as one function, 16.3 as four), but segments bound the size of
+#: one numba function (its type inference and LLVM module) for any model size.
+SEGMENT_CALLS = 200
 
 #: in a numba entry, a kernel called with up to this many distinct tuples of sizes is compiled once per
 #: tuple with the sizes as constants; above, once for all its calls (sizes as int64 values), inlined by
@@ -87,8 +94,9 @@ def choose_entry(entry: str, n_calls: int, threads: int) -> str:
     """``entry="auto"`` resolved for a schedule of ``n_calls`` kernel calls (see ``AUTO_NUMBA_CALLS``)."""
     if entry != "auto":
         return entry
-    hi = AUTO_NUMBA_CALLS[1] if threads == 1 else AUTO_NUMBA_CALLS_THREADS
-    return "numba" if AUTO_NUMBA_CALLS[0] <= n_calls <= hi else "python"
+    if n_calls < AUTO_NUMBA_CALLS:
+        return "python"
+    return "numba"
 
 
 def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
@@ -198,27 +206,13 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
         meta["compile_report"] = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs)
     elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
         run = numba.njit(nogil=True)(run)
-    elif entry == "numba":  # one numba function for the whole schedule, cached on disk, compiled now
-        run = load_entry(src, {**dispatchers, **protocol}, {n: source_key(s) for n, s in sources.items()})
-        # The schedule's machine code holds every kernel (linked in, mostly inlined), so when it is already
-        # compiled (this process) or in the disk cache, the kernels' own code is not needed: loading each
-        # kernel's cache entry as well would double the warm start (see ``precompile.load_entry_only``).
-        report = load_entry_only(run, sig, dispatchers, sources, _signatures(kernel_calls, plan, const_bufs, True),
-                                 _call_counts(kernel_calls), _kernel_ops(kernel_calls))
-        if report is None:
-            # the kernels first, for exactly the argument types the entry passes (literal sizes, int64
-            # offsets), and not for the Python ones (which nothing would call): the entry's compile then
-            # finds them compiled, and the report can say what each one cost
-            report = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs, literal=True)
-            for name in generic:
-                for cres in list(dispatchers[name].overloads.values()):
-                    mark_inline(cres)
-            try:
-                with fast_typing(), schedule_progress(len(dispatchers)):
-                    run.compile(sig)
-            except Exception as e:  # noqa: BLE001 - a compiler bug: name it
-                raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
-        meta["compile_report"] = report
+    elif entry == "numba":  # numba functions, cached on disk, compiled now
+        # a serial schedule in segments of SEGMENT_CALLS calls; a parallel region stays one function (its
+        # step protocol spans the whole schedule)
+        texts = [src] if steps else [render_schedule(params, calls[a:b])
+                                     for a, b in segments(len(calls), SEGMENT_CALLS)]
+        run = _numba_entry(texts, params, sig, dispatchers, protocol, sources, generic, kernel_calls, plan,
+                           const_bufs, meta)
     if steps:
         run = parallel_run(run, steps, target.threads)
     return Program(
@@ -237,6 +231,58 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
         intermediate_bytes=sum(
             n * _dtypes(plan)[dt].itemsize for dt, n in plan.total_intermediate_elems.items()),
     )
+
+
+def segments(n_calls: int, size: int) -> list[tuple[int, int]]:
+    """``[start, end)`` call ranges splitting a schedule of ``n_calls`` into segments of at most ``size``
+    calls, of nearly equal length (one range when it fits)."""
+    k = max(1, -(-n_calls // max(size, 1)))
+    bounds = [n_calls * i // k for i in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _numba_entry(texts: list[str], params: list[str], sig: tuple, dispatchers: dict, protocol: dict,
+                 sources: dict[str, str], generic: set[str], kernel_calls: list[Call], plan: MemoryPlan,
+                 const_bufs: dict, meta: dict):
+    """The schedule compiled with numba: one function per text in ``texts`` (consecutive segments of the
+    schedule, see ``SEGMENT_CALLS``), each cached on disk; with several segments, ``run`` is a Python
+    function calling them in order. ``protocol``: what the texts call besides the kernels (``dispatchers``)."""
+    keys = {n: source_key(s) for n, s in sources.items()}
+    fns = [load_entry(text, {**dispatchers, **protocol}, keys) for text in texts]
+    meta["segments"] = len(fns)
+    # A segment's machine code holds every kernel it calls (linked in, mostly inlined), so when every
+    # segment is already compiled (this process) or in the disk cache, the kernels' own code is not needed:
+    # loading each kernel's cache entry as well would double the warm start (``precompile.load_entry_only``).
+    report = None
+    for fn in fns:
+        report = load_entry_only(fn, sig, dispatchers, sources, _signatures(kernel_calls, plan, const_bufs, True),
+                                 _call_counts(kernel_calls), _kernel_ops(kernel_calls))
+        if report is None:
+            break
+    if report is None:
+        # the kernels first, for exactly the argument types the entry passes (literal sizes, int64
+        # offsets), and not for the Python ones (which nothing would call): the segments' compile then
+        # finds them compiled, and the report can say what each one cost
+        report = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs, literal=True)
+        for name in generic:
+            for cres in list(dispatchers[name].overloads.values()):
+                mark_inline(cres)
+        try:
+            with fast_typing(), schedule_progress(len(dispatchers)):
+                for fn in fns:
+                    fn.compile(sig)
+        except Exception as e:  # noqa: BLE001 - a compiler bug: name it
+            raise CompileError(f"compiling the schedule failed: {type(e).__name__}: {e}") from e
+    meta["compile_report"] = report
+    if len(fns) == 1:
+        return fns[0]
+    # a few Python-level calls into compiled segments (microseconds), in a namespace that also holds the
+    # kernels (the profiler finds them in ``run.__globals__``)
+    names = {f"s{i}": fn for i, fn in enumerate(fns)}
+    text = f"def run({', '.join(params)}):\n" + "".join(f"    {n}({', '.join(params)})\n" for n in names)
+    outer: dict[str, object] = {**dispatchers, **names}
+    exec(compile(text, "<cnnjit segments>", "exec"), outer)  # noqa: S102 - our own names only
+    return outer["run"]
 
 
 def _signatures(calls: list[Call], plan: MemoryPlan, const_bufs: dict, literal: bool) -> dict[str, list[tuple]]:

@@ -1,4 +1,4 @@
-"""Importers for ConvTranspose, InstanceNormalization and ReduceMean.
+"""Importers for ConvTranspose, InstanceNormalization, ReduceMean and LayerNormalization.
 
 ConvTranspose's ``auto_pad`` and ``output_shape`` are resolved here into explicit ``pads`` and
 ``output_padding`` (see ``cnnjit.ir.ops.nn_extra``), following the ONNX formula
@@ -15,7 +15,7 @@ from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops import normalize_axis
 from cnnjit.ir.ops.nn_extra import convtranspose_full_dim
 
-from .registry import CONST_OPERANDS, ImportContext, importer
+from .registry import CONST_OPERANDS, ImportContext, Unsupported, importer
 
 CONST_OPERANDS["ReduceMean"] = frozenset({1})
 for _op in ("ReduceSum", "ReduceMax", "ReduceMin"):
@@ -108,3 +108,17 @@ def _reduce_mean(ctx: ImportContext, ins: list) -> list:
     if len(set(norm)) != len(norm):
         raise ShapeError(f"{ctx.where()}: repeated axes {list(axes)}")
     return ctx.emit(op, ins[:1], {"axes": tuple(norm), "keepdims": keepdims})
+
+
+@importer("LayerNormalization")
+def _layer_norm(ctx: ImportContext, ins: list) -> list:
+    """Opset 17's LayerNormalization, output Y only (a model that uses Mean or InvStdDev is refused by
+    name). A run-time scale or bias must have the normalized shape (a constant one may broadcast)."""
+    x = ins[0]
+    a = ctx.attrs()
+    axis = normalize_axis(int(a.get("axis", -1)), len(x.shape), "LayerNormalization axis")
+    norm = tuple(x.shape[axis:])
+    for v in ins[1:3]:
+        if v is not None and not v.is_const and tuple(v.shape) != norm:
+            raise Unsupported(f"a run-time scale or bias of shape {tuple(v.shape)} (broadcast to {norm})")
+    return ctx.emit("LayerNormalization", ins[:3], {"axis": axis, "epsilon": float(a.get("epsilon", 1e-5))})

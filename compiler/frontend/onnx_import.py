@@ -60,7 +60,6 @@ _ADVICE = {
                     "data-dependent control flow (e.g. unroll loops, trace one branch)"),
     **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
-    "LayerNormalization": "not supported yet; transformer-style normalisation is outside the CNN op set",
     "Attention": "attention blocks are outside the CNN op set",
 }
 

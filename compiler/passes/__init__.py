@@ -8,6 +8,7 @@ from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_epilogue import FuseEpilogue
+from .fuse_layernorm import FuseLayerNorm
 from .integer_to_float import IntegerToFloat
 from .manager import (
     Pass,
@@ -26,11 +27,11 @@ from .remove_identity import RemoveIdentity
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), IntegerToFloat(),
-            DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(),
+            DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), FuseLayerNorm(),
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "IntegerToFloat"]
+           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "IntegerToFloat", "FuseLayerNorm"]

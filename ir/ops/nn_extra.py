@@ -1,4 +1,4 @@
-"""More neural-network ops: ConvTranspose, InstanceNormalization, ReduceMean.
+"""More neural-network ops: ConvTranspose, InstanceNormalization, ReduceMean, LayerNormalization.
 
 ConvTranspose is N-dimensional like Conv. Its ``pads`` (``[b_1..b_n, e_1..e_n]``, non-negative) crop the
 "full" transposed-convolution result, whose length per axis is ``(in - 1) * stride + (k - 1) * dilation + 1``;
@@ -153,3 +153,31 @@ def _reduce_ref(fn):
 
 for _name, _fn in (("ReduceSum", np.sum), ("ReduceMax", np.max), ("ReduceMin", np.min)):
     defop(_name, attrs={"axes": REQUIRED, "keepdims": 1}, infer=_reduce_infer)(_reduce_ref(_fn))
+
+
+# -- LayerNormalization ------------------------------------------------------------------------------------
+def _ln_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x = types[0]
+    axis = a["axis"]
+    if not 0 <= axis < x.rank:
+        raise ShapeError(f"LayerNormalization: axis {axis} must be in [0, {x.rank}) for input {x}")
+    norm = x.shape[axis:]
+    for t in types[1:]:
+        if t is not None and (t.rank > len(norm) or np.broadcast_shapes(t.shape, norm) != norm):
+            raise ShapeError(f"LayerNormalization: scale/bias {t} does not broadcast to the normalized shape {norm}")
+    if any(d == 0 for d in norm):
+        raise ShapeError(f"LayerNormalization: cannot normalize over an empty axis of {x}")
+    return [TensorType(x.dtype, x.shape)]
+
+
+@defop("LayerNormalization", inputs=(2, 3), attrs={"axis": REQUIRED, "epsilon": 1e-5}, infer=_ln_infer)
+def layernorm_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over the axes from ``axis`` on (float64)."""
+    x = np.asarray(ins[0], np.float64)
+    axes = tuple(range(a["axis"], x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + a["epsilon"]) * np.asarray(ins[1], np.float64)
+    if len(ins) > 2 and ins[2] is not None:
+        y = y + np.asarray(ins[2], np.float64)
+    return y.astype(ins[0].dtype)
