@@ -86,37 +86,54 @@ def _word_pointer(context, builder, aryty, ary, idx):
     return cgutils.get_item_pointer(context, builder, aryty, arr, [idx])
 
 
-def _int64_words(arr) -> bool:
-    return isinstance(arr, types.Array) and arr.dtype == types.int64
-
-
-@intrinsic
-def atomic_load(typingctx, arr, idx):
-    """``arr[idx]`` read with acquire ordering (a poll the compiler cannot hoist out of a loop)."""
-    if not _int64_words(arr):
-        return None
-    sig = types.int64(arr, types.intp)
+def _on_word(result: types.Type, nargs: int, emit: Callable[..., ir.Value]) -> Callable[..., object]:
+    """An intrinsic ``f(arr, idx, *ints)`` on the int64 word ``arr[idx]`` (``arr`` an int64 array, ``nargs``
+    int64 operands, at most 2) returning ``result``: its code is ``emit(builder, word pointer, operands)``."""
 
     def codegen(context, builder, sig, args):
-        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
-        return builder.load_atomic(ptr, "acquire", 8)
+        return emit(builder, _word_pointer(context, builder, sig.args[0], args[0], args[1]), args[2:])
 
-    return sig, codegen
+    def typed(arr):
+        if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+            return None
+        return result(arr, types.intp, *[types.int64] * nargs), codegen
+
+    # numba's intrinsics take fixed parameters (no *args)
+    typers = [lambda typingctx, arr, idx: typed(arr), lambda typingctx, arr, idx, a: typed(arr),
+              lambda typingctx, arr, idx, a, b: typed(arr)]
+    return intrinsic(typers[nargs])
 
 
-@intrinsic
-def compare_swap(typingctx, arr, idx, old, new):
-    """Atomically ``arr[idx] = new`` if it holds ``old`` (sequentially consistent); True if it did."""
-    if not _int64_words(arr):
-        return None
-    sig = types.boolean(arr, types.intp, types.int64, types.int64)
+#: ``atomic_load(arr, idx)``: ``arr[idx]`` read with acquire ordering (a poll no compiler hoists from a loop)
+atomic_load = _on_word(types.int64, 0, lambda b, ptr, ops: b.load_atomic(ptr, "acquire", 8))
+#: ``atomic_add(arr, idx, v)``: ``arr[idx] += v`` as one sequentially consistent operation; the old value
+atomic_add = _on_word(types.int64, 1, lambda b, ptr, ops: b.atomic_rmw("add", ptr, ops[0], "seq_cst"))
+#: ``compare_swap(arr, idx, old, new)``: atomically ``arr[idx] = new`` if it holds ``old``; True if it did
+compare_swap = _on_word(types.boolean, 2, lambda b, ptr, ops: b.extract_value(
+    b.cmpxchg(ptr, ops[0], ops[1], "seq_cst", "seq_cst"), 1))
 
-    def codegen(context, builder, sig, args):
-        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
-        pair = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
-        return builder.extract_value(pair, 1)
 
-    return sig, codegen
+def _futex(builder, ptr, op: int, val: ir.Value, timeout_ns: int) -> ir.Value:
+    """``syscall(SYS_futex, low 32 bits of *ptr, op, val, timeout)``."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    word = builder.bitcast(ptr, i32.as_pointer())  # little-endian: the low half (both platforms of SYS_FUTEX)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64], var_arg=True), "syscall")
+    tp: ir.Value = ir.Constant(i64, 0)
+    if timeout_ns:
+        spec_t = ir.LiteralStructType([i64, i64])
+        spec = cgutils.alloca_once(builder, spec_t)
+        builder.store(ir.Constant(spec_t, [timeout_ns // 10**9, timeout_ns % 10**9]), spec)
+        tp = builder.ptrtoint(spec, i64)
+    return builder.call(fn, [ir.Constant(i64, SYS_FUTEX), builder.ptrtoint(word, i64), ir.Constant(i64, op),
+                             builder.zext(builder.trunc(val, i32), i64), tp])
+
+
+#: ``futex_wait(arr, idx, expected)``: sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected``
+#: (until woken, or ``SLEEP_NS``); returns at once if they differ
+futex_wait = _on_word(types.int64, 1, lambda b, ptr, ops: _futex(b, ptr, FUTEX_WAIT_PRIVATE, ops[0], SLEEP_NS))
+#: ``futex_wake(arr, idx)``: wake every thread sleeping in ``futex_wait`` on ``arr[idx]``
+futex_wake = _on_word(types.int64, 0, lambda b, ptr, ops: _futex(
+    b, ptr, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0))
 
 
 @intrinsic
@@ -127,65 +144,6 @@ def sched_yield(typingctx):
     def codegen(context, builder, sig, args):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
         return builder.call(fn, [])
-
-    return sig, codegen
-
-
-@intrinsic
-def atomic_add(typingctx, arr, idx, val):
-    """``arr[idx] += val`` as one sequentially consistent atomic operation; returns the old value."""
-    if not _int64_words(arr):
-        return None
-    sig = types.int64(arr, types.intp, types.int64)
-
-    def codegen(context, builder, sig, args):
-        ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
-        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
-
-    return sig, codegen
-
-
-def _futex(context, builder, sig, args, op: int, val, timeout_ns: int) -> ir.Value:
-    """``syscall(SYS_futex, &low 32 bits of arr[idx], op, val, timeout)``."""
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    ptr = _word_pointer(context, builder, sig.args[0], args[0], args[1])
-    word = builder.bitcast(ptr, i32.as_pointer())  # little-endian: the low half (both platforms above)
-    fnty = ir.FunctionType(i64, [i64], var_arg=True)
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "syscall")
-    if timeout_ns:
-        spec = cgutils.alloca_once(builder, ir.LiteralStructType([i64, i64]))
-        builder.store(ir.Constant(ir.LiteralStructType([i64, i64]), [timeout_ns // 10**9, timeout_ns % 10**9]),
-                      spec)
-        tp = builder.ptrtoint(spec, i64)
-    else:
-        tp = ir.Constant(i64, 0)
-    return builder.call(fn, [ir.Constant(i64, SYS_FUTEX), builder.ptrtoint(word, i64), ir.Constant(i64, op),
-                             builder.zext(builder.trunc(val, i32), i64), tp])
-
-
-@intrinsic
-def futex_wait(typingctx, arr, idx, expected):
-    """Sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected`` (until woken, or
-    ``SLEEP_NS``); returns at once if they differ."""
-    if not _int64_words(arr):
-        return None
-    sig = types.int64(arr, types.intp, types.int64)
-
-    def codegen(context, builder, sig, args):
-        return _futex(context, builder, sig, args, FUTEX_WAIT_PRIVATE, args[2], SLEEP_NS)
-
-    return sig, codegen
-
-
-@intrinsic
-def futex_wake(typingctx, arr, idx):
-    """Wake every thread sleeping in ``futex_wait`` on ``arr[idx]``."""
-    if not _int64_words(arr):
-        return None
-    sig = types.int64(arr, types.intp)
-
-    def codegen(context, builder, sig, args):
-        return _futex(context, builder, sig, args, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0)
 
     return sig, codegen
 

@@ -47,10 +47,10 @@ def fixed_batch() -> onnx.ModelProto:
 
 
 def splittable_conv() -> onnx.ModelProto:
-    """x [N, 16, 32, 32] -> Conv 3x3 to 32 channels: large enough for threads=2 to split it in two calls."""
-    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    """x [N, 16, 32, 32] -> Conv 3x3 to 128 channels: large enough for threads=2 to split it in two calls."""
+    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((128, 16, 3, 3)).astype(np.float32), "w")
     return _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], [_float("x", ["N", 16, 32, 32])],
-                  [_float("y", ["N", 32, 32, 32])], [w], "big")
+                  [_float("y", ["N", 128, 32, 32])], [w], "big")
 
 
 def collapsing_classifier() -> onnx.ModelProto:

@@ -25,7 +25,7 @@ from cnnjit.cli.flags import DefaultThreads
 from cnnjit.compiler.codegen.emit import lower
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.memory import plan_memory
-from cnnjit.compiler.codegen.threads import channel_ranges, plan_steps, terminal_steps
+from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, estimate_us, plan_steps, terminal_steps
 from cnnjit.runtime import parallel
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 
@@ -121,6 +121,10 @@ def test_three_threads_and_small_models_stay_whole() -> None:
     x = np.random.default_rng(3).standard_normal((1, 3, 4, 4)).astype(np.float32)
     for u, v in zip(cm(x), cnnjit.compile(m, threads=1)(x)):
         assert np.array_equal(u, v)
+    # one layer above the per-layer threshold (~240 us), but not enough work in all to wake a team for
+    mid = cnnjit.compile(block_model(size=16), threads=2)._default_spec().program
+    assert estimate_us(max(mid.calls, key=lambda c: estimate_us(c.node)).node) > MIN_PARALLEL_US
+    assert mid.meta["parallel_layers"] == 0 and not isinstance(mid.run, ParallelRun)
 
 
 def test_oversubscribed_team_is_still_exact(models) -> None:
@@ -167,7 +171,7 @@ def test_channel_ranges() -> None:
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1)) and len(r) <= parts
 
 
-def branchy_model(size: int = 24):
+def branchy_model(size: int = 32):
     """Two convs from one input (independent: side by side) concatenated, then a third conv reading the
     concatenation, times the first branch again; the planner reuses storage, so write-after-read hazards
     exist too."""
@@ -238,7 +242,7 @@ def test_independent_branches_may_run_side_by_side() -> None:
     cm = cnnjit.compile(branchy_model(), threads=2)
     p = cm._default_spec().program
     assert "# step 1: 2 parts\n" in p.source  # conv b waits for nothing: it may run beside conv a
-    x = np.random.default_rng(6).standard_normal((1, 8, 24, 24)).astype(np.float32)
+    x = np.random.default_rng(6).standard_normal((1, 8, 32, 32)).astype(np.float32)
     ref = cnnjit.compile(branchy_model(), threads=1)(x)
     for _ in range(5):
         assert np.array_equal(cm(x), ref)

@@ -31,8 +31,13 @@ def default_thread_count() -> DefaultThreads:
     try:
         return DefaultThreads(default_threads())
     except ValueError as e:
-        note(f"{e}; using {usable_cpus()}")
+        if str(e) not in _NOTED:  # once, though every command's parser is built
+            _NOTED.add(str(e))
+            note(f"{e}; using {usable_cpus()}")
         return DefaultThreads(usable_cpus())
+
+
+_NOTED: set[str] = set()
 
 
 class DeprecatedAlias(argparse.Action):

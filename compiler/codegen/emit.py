@@ -25,7 +25,7 @@ from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
 from .simd import host_vector_registers, host_vector_width
 from .simd_int import host_int_width
-from .threads import PARALLEL_SIG, PROTOCOL, parallel_run, plan_steps, render_parallel, split_node
+from .threads import PARALLEL_SIG, PROTOCOL, parallel_run, plan_steps, render_parallel, split_node, worth_splitting
 
 
 def unsupported_nodes(graph: Graph) -> list[str]:
@@ -72,12 +72,13 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
         raise CompileError(f"no kernel for op(s) {', '.join(missing)} in this build of cnnjit")
     out: list[tuple[Node, KernelCall]] = []
     groups: list[tuple[int, int]] = []
+    split = target.threads > 1 and worth_splitting(graph.nodes)
     for node in graph.nodes:
         if get_op(node.op).view or node.meta.get("inplace"):
             continue  # no data moves: the output shares storage (see memory.plan_memory)
         try:
             node_calls = lower_node(node, target)
-            if target.threads > 1:
+            if split:
                 parts = split_node(node, node_calls, target.threads, lambda part: lower_node(part, target))
                 if parts:
                     groups.append((len(out), len(parts)))
@@ -174,7 +175,10 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
                              vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
     plan = plan_memory(graph)
-    entry = choose_entry(entry, len(lowered), target.threads)
+    # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
+    # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
+    # entry 1.5x slower than threads=2 with the numba one)
+    entry = choose_entry(entry, len(lowered) - sum(n - 1 for _, n in groups), target.threads)
     calls, sources, generic = bind(lowered, plan, entry)
     kernel_calls = list(calls)  # before parallel groups: every kernel call, for the compile report
 

@@ -41,6 +41,11 @@ from .memory import MemoryPlan
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
 MIN_PARALLEL_US = 25.0
+#: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): each run pays
+#: the team's wake-up and a hand-over per step, which a small model does not win back. Measured on the
+#: shared 2-core machine (load average ~12, interleaved): ResNet-8 (295 us of such layers by the estimate)
+#: 0.597 ms with 2 threads vs 0.514 ms with 1; MobileNetV2-224 (11,100 us) 78.9 vs 91.9 ms
+MIN_PARALLEL_TOTAL_US = 400.0
 #: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
 #: the hand-over between steps (~1 us) and the second core's cold caches
 MIN_PART_US = 10.0
@@ -108,6 +113,11 @@ def _stand_in(v: Value, shape: tuple[int, ...]) -> Value:
 def _const(v: Value, lo: int, hi: int) -> Value:
     data = np.ascontiguousarray(v.const[lo:hi])
     return Value(TensorType(v.dtype, data.shape), "", const=data)
+
+
+def worth_splitting(nodes: list[Node]) -> bool:
+    """Whether a schedule of ``nodes`` has enough large layers to run on a team (``MIN_PARALLEL_TOTAL_US``)."""
+    return sum(e for e in map(estimate_us, nodes) if e >= MIN_PARALLEL_US) >= MIN_PARALLEL_TOTAL_US
 
 
 def split_node(node: Node, calls: list[KernelCall], threads: int, generate) -> list[KernelCall] | None:
@@ -309,5 +319,6 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MIN_PARALLEL_US", "Step", "split_node", "plan_steps", "terminal_steps", "render_parallel", "PROTOCOL",
-           "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run", "estimate_us", "channel_ranges"]
+__all__ = ["MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "Step", "worth_splitting", "split_node", "plan_steps",
+           "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
+           "estimate_us", "channel_ranges"]
