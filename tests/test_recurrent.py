@@ -117,7 +117,7 @@ ATTRIBUTE_CASES = [
     ("ort", dict(op="LSTM", activations=["Relu", "Sigmoid", "Tanh"], direction="reverse")),
     ("ort", dict(op="GRU", activations=["Tanh", "Relu", "Sigmoid", "Tanh"], direction="bidirectional", clip=1.5)),
     ("ort", dict(op="RNN", activations=["Sigmoid", "Relu"], direction="bidirectional", h0=True)),
-    ("ref", dict(op="LSTM", layout=1, direction="bidirectional", h0=True, c0=True)),
+    ("ref", dict(op="LSTM", layout=1, direction="bidirectional", h0=True, c0=True, peep=True)),
     ("ref", dict(op="GRU", layout=1, direction="reverse", h0=True, linear_before_reset=1)),
     ("ref", dict(op="RNN", layout=1, direction="forward", h0=True)),
 ]
