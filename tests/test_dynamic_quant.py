@@ -85,12 +85,13 @@ def _float_model() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("fuse", [True, False])
-def test_quantize_dynamic_model_matches_onnxruntime(fuse: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, {"per_channel": True, "reduce_range": True}])
+def test_quantize_dynamic_model_matches_onnxruntime(options: dict, fuse: bool, tmp_path: Path) -> None:
     """Fused, the integer_to_float pass runs the ConvInteger / MatMulInteger chains as float Conv / Gemm;
     unfused, the exact integer kernels run. Both match onnxruntime to float32 rounding."""
     src, dst = tmp_path / "f.onnx", tmp_path / "q.onnx"
     onnx.save(_float_model(), src)
-    quantization.quantize_dynamic(str(src), str(dst))
+    quantization.quantize_dynamic(str(src), str(dst), **options)
     q = onnx.load(dst)
     ops = {n.op_type for n in q.graph.node}
     assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops, ops

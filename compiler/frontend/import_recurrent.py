@@ -71,7 +71,7 @@ def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.
         raise ShapeError(f"{where}: input X of shape {list(x.shape)} must have rank 3")
     if layout:
         x = ctx.emit("Transpose", [x], {"perm": (1, 0, 2)})[0]
-        opt = [v if v is None or i == 0 else ctx.emit("Transpose", [v], {"perm": (1, 0, 2)})[0]
+        opt = [v if v is None or i not in (1, 2) else ctx.emit("Transpose", [v], {"perm": (1, 0, 2)})[0]
                for i, v in enumerate(opt)]
     T, Bn, I = x.shape
     if W.shape != (D, ng * H, I) or R.shape != (D, ng * H, H):

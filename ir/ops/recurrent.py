@@ -81,7 +81,7 @@ def _infer(op: str, n_fixed: int):
     return infer
 
 
-def _steps(T: int, L: int, reverse: bool) -> range:
+def _steps(L: int, reverse: bool) -> range:
     return range(L - 1, -1, -1) if reverse else range(L)
 
 
@@ -105,7 +105,7 @@ def _run(op: str, ins: list[np.ndarray | None], a: dict[str, Any], cell) -> list
         acts = [ACTIVATIONS[f] for f in a["activations"][d * nact:(d + 1) * nact]]
         for b in range(B):
             h, c = h0[d, b], c0[d, b]
-            for t in _steps(T, int(lens[b]), reverse):
+            for t in _steps(int(lens[b]), reverse):
                 gates = g[t, b, d * ng * H:(d + 1) * ng * H].reshape(ng, H)
                 h, c = cell(d, acts, gates, h, c)
                 y[t, d, b] = h
