@@ -21,7 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_load, row_width
+from .simd_pointwise import conv_operands, row_lanes, row_load, row_width
 from .template import clipped_loops, source
 
 #: the widest tile row (lanes) a stride-2 kernel may load: its double-width loads must be a vector length
@@ -41,16 +41,15 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
     kw_n = node.attrs["kernel_shape"][1]
     span = lanes if sw == 1 else 2 * lanes  # input columns one unmasked load reads
     epi = Epilogue(node, lanes, True)
-    fast, fast_ok, edge = row_load(w, sw)
 
     def fmas(ind: str, n_lanes: int, wk: str) -> list[str]:
         return [f"{ind}a{n_lanes}_{i} = vfma{n_lanes}(vbcast{n_lanes}(wb[U({wk} + {i})]), xv{n_lanes}, a{n_lanes}_{i})"
                 for i in range(mr)]
 
-    def tile(ind: str, n_lanes: int, taps: list[str], masked: bool) -> list[str]:
-        """A tile of ``n_lanes`` columns: bias, the ``taps`` of every input channel, epilogue, store."""
+    def tile(ind: str, n_lanes: int, taps: list[str], masked: bool, pre: tuple[str, ...] = ()) -> list[str]:
+        """A tile of ``n_lanes`` columns: ``pre``, bias, the ``taps`` of every input channel, epilogue, store."""
         acc = [f"a{n_lanes}_{i}" for i in range(mr)]
-        out = [f"{ind}{acc[i]} = vbcast{n_lanes}(bb[bo + m + {i}])" for i in range(mr)]
+        out = [ind + ln for ln in pre] + [f"{ind}{acc[i]} = vbcast{n_lanes}(bb[bo + m + {i}])" for i in range(mr)]
         out += [f"{ind}for c in range(cg):",
                 f"{ind}    xc = xo + (n * C + g * cg + c) * H * Win",
                 f"{ind}    wc = wm + c * ksz * {mr}", *taps]
@@ -68,12 +67,20 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
              f"{ind}xrow = xc + ih * Win + ow0 * {sw} - pw", f"{ind}wk = wc + kh * KW * {mr}"]
     for j in range(kw_n):  # the kernel row's taps unrolled: no loop or checks between the FMAs
         inner += [f"{ind}xv{lanes} = {load}{lanes}(xb, xrow + {j} * dw)", *fmas(ind, lanes, f"wk + {j * mr}")]
-    # a border tile's lanes past the row's end are computed and not stored: a load inside the row is unmasked
+    # a border tile's lanes past the row's end are computed and not stored: a load inside the row is unmasked.
+    # Each kernel column's position, unmasked test and lane range are the same for every channel and kernel
+    # row: worked out once per tile (and its taps unrolled, like the interior's)
+    pre = []
+    for j in range(kw_n):
+        lo, hi = row_lanes(sw, f"iw{j}")
+        pre += [f"iw{j} = ow0 * {sw} + {j} * dw - pw", f"f{j} = {row_load(w, sw, f'iw{j}')[1]}",
+                f"lo{j} = {lo}", f"hi{j} = {hi}"]
     border = [*clipped_loops(ind, ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H")).split("\n"),
-              f"{ind}    xrow = xc + ih * Win", f"{ind}    for kw in range(KW):",
-              f"{ind}        iw0 = ow0 * {sw} + kw * dw - pw", f"{ind}        if {fast_ok}:",
-              f"{ind}            xv{w} = {fast}", f"{ind}        else:", f"{ind}            xv{w} = {edge}",
-              f"{ind}        wk = wc + (kh * KW + kw) * {mr}", *fmas(ind + " " * 8, w, "wk")]
+              f"{ind}    xrow = xc + ih * Win", f"{ind}    wk = wc + kh * KW * {mr}"]
+    for j in range(kw_n):
+        fast, _, edge = row_load(w, sw, f"iw{j}", lanes=(f"lo{j}", f"hi{j}"))
+        border += [f"{ind}    if f{j}:", f"{ind}        xv{w} = {fast}", f"{ind}    else:",
+                   f"{ind}        xv{w} = {edge}", *fmas(ind + " " * 4, w, f"wk + {j * mr}")]
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
         + epi.signature() + "):",
@@ -99,7 +106,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
         "                    oe = min(olo, OW) if side == 0 else OW",
         "                    while ow0 < oe:",
         f"                        cnt = min({w}, oe - ow0)",
-        *tile(" " * 24, w, border, True),
+        *tile(" " * 24, w, border, True, tuple(pre)),
         f"                        ow0 += {w}",
     ]
     return source(L), epi.args
