@@ -5,7 +5,8 @@ each tile (forced) and for the tile the target's register budget chooses, interl
     python benchmarks/conv_tiles.py --layer 96,96,52,52,3,1 --tiles 6x2,4x2,12x1 --runs 30
 
 A layer is ``C,M,H,W,K,stride[,group]``; ``--tiles MRxNR,...`` forces the dense kernel's tiles (``simd_conv``,
-or ``simd_pointwise`` for 1x1 layers), ``--registers R,...`` compiles for other register budgets. Printed:
+``cvec`` on narrow rows: vectors x pixels, or ``simd_pointwise`` for 1x1 layers), ``--registers R,...``
+compiles for other register budgets. Printed:
 GFLOP/s of the best (and the median) of ``--runs`` interleaved runs (thread CPU time, so that other
 processes on a shared machine count less; the run includes copying the input in and the output out).
 """
@@ -24,7 +25,7 @@ single_thread()
 import numpy as np  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from cnnjit.compiler.codegen.kernels import simd_conv, simd_pointwise  # noqa: E402
+from cnnjit.compiler.codegen.kernels import simd_conv, simd_cvec, simd_pointwise  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
 
 #: dense layers of the ddddocr detector (416x416) and PP-OCRv4 det (640x640): C, M, H, W, K, stride
@@ -51,17 +52,16 @@ def build(layer: tuple[int, ...], tile: tuple[int, int] | None, registers: int |
     """The layer compiled for the host, with ``tile`` forced on its dense kernel (None: the chosen one), for a
     register file of ``registers`` vectors (None: the host's)."""
     model, flops = conv_model(*layer)
-    saved = simd_conv.conv_tile, simd_pointwise.pointwise_tile
+    saved = simd_conv.conv_tile, simd_pointwise.pointwise_tile, simd_cvec.cvec_tile
     if tile is not None:
-        simd_conv.conv_tile = lambda *a: tile
-        simd_pointwise.pointwise_tile = lambda *a: tile
+        simd_conv.conv_tile = simd_pointwise.pointwise_tile = simd_cvec.cvec_tile = lambda *a: tile
     try:
         target = CompileOptions().host_target()
         if registers:
             target = dataclasses.replace(target, vector_registers=registers)
         spec = specialize(model, {"x": (1, *layer[:1], *layer[2:4])}, CompileOptions(), target=target)
     finally:
-        simd_conv.conv_tile, simd_pointwise.pointwise_tile = saved
+        simd_conv.conv_tile, simd_pointwise.pointwise_tile, simd_cvec.cvec_tile = saved
     return spec, flops
 
 
@@ -88,12 +88,9 @@ def main() -> None:
                 t0 = time.thread_time_ns()  # CPU time: on a shared machine, not the time others run
                 spec.run(feeds)
                 ts.append((time.thread_time_ns() - t0) * 1e-9)
-        k, s = layer[4], layer[5]
-        chosen = (simd_conv.conv_tile(target, layer[1], -(-layer[3] // s), target.vector_width) if k > 1
-                  else simd_pointwise.pointwise_tile(target, layer[1], target.vector_width))
         row = []
         for t, (spec, flops), ts in zip(tiles, specs, times):
-            name = "chosen {}x{}".format(*chosen) if t is None else t if isinstance(t, str) else "{}x{}".format(*t)
+            name = "chosen" if t is None else t if isinstance(t, str) else "{}x{}".format(*t)
             variant = spec.program.calls[0].variant
             row.append(f"{name} [{variant}] {flops / min(ts) / 1e9:5.1f} ({flops / statistics.median(ts) / 1e9:4.1f})")
         print(layer, " | ".join(row), flush=True)

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.kernels.simd_conv import MAX_ROW_LANES, conv_tile
-from cnnjit.compiler.codegen.kernels.simd_pointwise import pointwise_tile
+from cnnjit.compiler.codegen.kernels.simd_pointwise import pixel_block, pointwise_tile
 from cnnjit.compiler.codegen.simd import LANES, host_vector_registers, host_vector_width
 from cnnjit.compiler.stages import CompileOptions, specialize
 from cnnjit.profile import fma_chains
@@ -118,7 +118,9 @@ def test_pointwise_tiles(width, registers, case) -> None:
     """``simd_pointwise`` with its budget's tile, including leftover rows (M not a multiple of MR) and
     pixel tails."""
     src = _run(case, width, registers, "simd_pointwise")
-    mr, nr = pointwise_tile(_target(width, registers, "simd_pointwise"), case["m"] // case["g"], width)
+    cg, hw = case["c"] // case["g"], case["h"] * case["w"]
+    mr, nr = pointwise_tile(_target(width, registers, "simd_pointwise"), case["m"] // case["g"], width,
+                            4 * cg * min(hw, pixel_block(cg, hw, width)))
     rows = case["m"] // case["g"]
     if rows >= mr:
         assert (f"a{nr * width}_{mr - 1} = vfma" in src) and f"a{nr * width}_{mr} = vfma" not in src
@@ -153,7 +155,8 @@ def test_avx2_tiles_use_the_register_file() -> None:
     assert conv_tile(t, 96, 52, 8) == (12, 1)
     assert conv_tile(t, 16, 52, 8) == (8, 1)
     assert conv_tile(t, 4, 52, 8) == (4, 2)
-    assert pointwise_tile(t, 48, 8) == (2, 4)
+    assert pointwise_tile(t, 48, 8, 48 * 128 * 4) == (2, 4)  # a block that stays in L1
+    assert pointwise_tile(t, 48, 8, 384 * 169 * 4) == (4, 2)  # a 13x13 map of 384 channels
 
 
 def test_host_target_register_budget() -> None:

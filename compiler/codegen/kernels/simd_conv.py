@@ -6,9 +6,11 @@ output channels (of one group) by ``NR`` vectors of ``W`` consecutive output col
 channel of the group and kernel tap the tile's ``NR * W`` inputs are loaded once (one ``NR * W``-lane value,
 which LLVM splits into ``NR`` registers) and meet ``MR`` broadcast weights, re-laid at compile time so a
 tile's ``MR`` weights of one tap are adjacent. Stride 1 loads contiguously, stride 2 loads two vectors and
-keeps the even lanes; chunks at the left/right border or the row's end use masked loads whose lanes outside
-the input are never read (and are zero). Bias, the in-register epilogue (ReLU, Clip, LeakyReLU, residual
-Add) and masked tail stores happen once per tile.
+keeps the even lanes. A row's interior tiles load unmasked with no per-tap test (their kernel row
+unrolled); the one-vector tiles left and right of it test each tap and load masked at the border (lanes
+outside the input are never read and are zero). Every channel tile of an output row runs while its input
+rows are in cache (a stride-2 layer with a 4 MB input re-read it per channel tile: 20 against 45 GFLOP/s).
+Bias, the in-register epilogue (ReLU, Clip, LeakyReLU, residual Add) and the stores happen once per tile.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_load, row_width
+from .simd_pointwise import conv_operands, row_lanes, row_load, row_width
 from .template import clipped_loops, source
 
 #: the widest tile row (lanes) a stride-2 kernel may load: its double-width loads must be a vector length
@@ -39,16 +41,15 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
     kw_n = node.attrs["kernel_shape"][1]
     span = lanes if sw == 1 else 2 * lanes  # input columns one unmasked load reads
     epi = Epilogue(node, lanes, True)
-    fast, fast_ok, edge = row_load(w, sw)
 
     def fmas(ind: str, n_lanes: int, wk: str) -> list[str]:
         return [f"{ind}a{n_lanes}_{i} = vfma{n_lanes}(vbcast{n_lanes}(wb[U({wk} + {i})]), xv{n_lanes}, a{n_lanes}_{i})"
                 for i in range(mr)]
 
-    def tile(ind: str, n_lanes: int, taps: list[str], masked: bool) -> list[str]:
-        """A tile of ``n_lanes`` columns: bias, the ``taps`` of every input channel, epilogue, store."""
+    def tile(ind: str, n_lanes: int, taps: list[str], masked: bool, pre: tuple[str, ...] = ()) -> list[str]:
+        """A tile of ``n_lanes`` columns: ``pre``, bias, the ``taps`` of every input channel, epilogue, store."""
         acc = [f"a{n_lanes}_{i}" for i in range(mr)]
-        out = [f"{ind}{acc[i]} = vbcast{n_lanes}(bb[bo + m + {i}])" for i in range(mr)]
+        out = [ind + ln for ln in pre] + [f"{ind}{acc[i]} = vbcast{n_lanes}(bb[bo + m + {i}])" for i in range(mr)]
         out += [f"{ind}for c in range(cg):",
                 f"{ind}    xc = xo + (n * C + g * cg + c) * H * Win",
                 f"{ind}    wc = wm + c * ksz * {mr}", *taps]
@@ -66,12 +67,20 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
              f"{ind}xrow = xc + ih * Win + ow0 * {sw} - pw", f"{ind}wk = wc + kh * KW * {mr}"]
     for j in range(kw_n):  # the kernel row's taps unrolled: no loop or checks between the FMAs
         inner += [f"{ind}xv{lanes} = {load}{lanes}(xb, xrow + {j} * dw)", *fmas(ind, lanes, f"wk + {j * mr}")]
-    # a border tile's lanes past the row's end are computed and not stored: a load inside the row is unmasked
+    # a border tile's lanes past the row's end are computed and not stored: a load inside the row is unmasked.
+    # Each kernel column's position, unmasked test and lane range are the same for every channel and kernel
+    # row: worked out once per tile (and its taps unrolled, like the interior's)
+    pre = []
+    for j in range(kw_n):
+        lo, hi = row_lanes(sw, f"iw{j}")
+        pre += [f"iw{j} = ow0 * {sw} + {j} * dw - pw", f"f{j} = {row_load(w, sw, f'iw{j}')[1]}",
+                f"lo{j} = {lo}", f"hi{j} = {hi}"]
     border = [*clipped_loops(ind, ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H")).split("\n"),
-              f"{ind}    xrow = xc + ih * Win", f"{ind}    for kw in range(KW):",
-              f"{ind}        iw0 = ow0 * {sw} + kw * dw - pw", f"{ind}        if {fast_ok}:",
-              f"{ind}            xv{w} = {fast}", f"{ind}        else:", f"{ind}            xv{w} = {edge}",
-              f"{ind}        wk = wc + (kh * KW + kw) * {mr}", *fmas(ind + " " * 8, w, "wk")]
+              f"{ind}    xrow = xc + ih * Win", f"{ind}    wk = wc + kh * KW * {mr}"]
+    for j in range(kw_n):
+        fast, _, edge = row_load(w, sw, f"iw{j}", lanes=(f"lo{j}", f"hi{j}"))
+        border += [f"{ind}    if f{j}:", f"{ind}        xv{w} = {fast}", f"{ind}    else:",
+                   f"{ind}        xv{w} = {edge}", *fmas(ind + " " * 4, w, f"wk + {j * mr}")]
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
         + epi.signature() + "):",
@@ -97,7 +106,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
         "                    oe = min(olo, OW) if side == 0 else OW",
         "                    while ow0 < oe:",
         f"                        cnt = min({w}, oe - ow0)",
-        *tile(" " * 24, w, border, True),
+        *tile(" " * 24, w, border, True, tuple(pre)),
         f"                        ow0 += {w}",
     ]
     return source(L), epi.args
@@ -109,8 +118,9 @@ def conv_tile(target: Target, mg: int, ow: int, w: int) -> tuple[int, int]:
     One vector of columns and as many channels as fit beside it, the input vector and one broadcast weight
     (at most 12: 16 registers leave two spare): each tap's input is loaded once for ``MR`` FMAs. Measured on
     AVX2 (16 registers), 12 x 1 beat 6 x 2 and 4 x 2 on most dense 3x3 layers (96->96 at 52x52: 44-58 against
-    39-45 GFLOP/s; only few-channel rows at 208 columns liked 6 x 2 better, by 5-10%). More vectors per row
-    only when the channels are too few for 8 FMA chains (the FMA latency times its two pipes).
+    39-45 GFLOP/s; only few-channel rows at 208 columns liked 6 x 2 better, by 5-10%; 6 x 2's 16-column
+    interior also leaves more of a 52- or 26-column row to the border tiles). More vectors per row only when
+    the channels are too few for 8 FMA chains (the FMA latency times its two pipes).
     """
     regs = target.vector_registers
     if regs >= 32 and w >= 16:

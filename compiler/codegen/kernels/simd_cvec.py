@@ -125,15 +125,23 @@ def cvec_pointwise_width(node: Node, target: Target) -> int | None:
     return next((w for w in (host, 8) if w <= host and mg % (2 * w) == 0), None)
 
 
-def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
+def cvec_tile(target: Target, mg: int, ow: int, w: int) -> tuple[int, int]:
+    """(MV, NP): channel vectors (of ``w`` lanes, dividing the group's ``mg`` channels) x output pixels of a
+    row (``_pixel_tile``) per register tile, at most 24 accumulators, whatever the register file: on AVX2's
+    16 registers the 2 x 7 tile of a 13-column row (14 accumulators + 2 weight vectors + the broadcast: one
+    spill) measured best, 32-34 GFLOP/s against 32-36 for 4 x 3 and 18-29 for 2 x 6, 1 x 7, 1 x 8, 2 x 4 and
+    4 x 2 (a tile that does not divide the row recomputes more pixels than a spill costs)."""
+    np_ = _pixel_tile(ow)
+    return next(v for v in (4, 2, 1) if mg % (v * w) == 0 and v * np_ <= 24), np_
+
+
+def gen_simd_cvec(node: Node, target: Target, w: int) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win = x.shape
     M = wt.shape[0]
     wT = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)  # [cg*KH*KW, M]
-    mg = M // a["group"]
-    np_ = _pixel_tile(y.shape[3])
-    mv = next(v for v in (4, 2, 1) if mg % (v * w) == 0 and v * np_ <= 24)
+    mv, np_ = cvec_tile(target, M // a["group"], y.shape[3], w)
     src, extra = cvec_source(node, w, mv, np_)
     args = [x, Param(wT), bias, y, N, C, H, Win, M, y.shape[2], y.shape[3], *a["kernel_shape"], *a["strides"],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
@@ -143,10 +151,10 @@ def gen_simd_cvec(node: Node, w: int) -> list[KernelCall]:
 @variant("Conv", name="cvec_pointwise", priority=20, applies=lambda n, t: cvec_pointwise_width(n, t) is not None)
 def gen_cvec_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """A 1x1 conv on a tiny map (7x7, 3x3): vectors over output channels."""
-    return gen_simd_cvec(node, cvec_pointwise_width(node, target))
+    return gen_simd_cvec(node, target, cvec_pointwise_width(node, target))
 
 
 @variant("Conv", name="cvec", priority=60, applies=lambda n, t: cvec_width(n, t) is not None)
 def gen_cvec(node: Node, target: Target) -> list[KernelCall]:
     """A dense or grouped conv whose rows are narrower than a vector: vectors over output channels."""
-    return gen_simd_cvec(node, cvec_width(node, target))
+    return gen_simd_cvec(node, target, cvec_width(node, target))

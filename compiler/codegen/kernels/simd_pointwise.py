@@ -61,15 +61,18 @@ def row_sections(rows: int, mr: int = MR) -> str:
     return "tiles" if rows % mr == 0 else ("single" if rows < mr else "both")
 
 
-def pointwise_tile(target: Target, rows: int, w: int) -> tuple[int, int]:
-    """(MR, NR): output rows by pixel vectors of ``w`` lanes per register tile, for ``rows`` output rows.
+def pointwise_tile(target: Target, rows: int, w: int, block_bytes: int = 0) -> tuple[int, int]:
+    """(MR, NR): output rows by pixel vectors of ``w`` lanes per register tile, for ``rows`` output rows whose
+    pixel block of inputs takes ``block_bytes``.
 
     8 accumulators (the FMA latency times its two pipes) either way; which shape depends on the register
-    file. With 16 registers (AVX2), 2 rows x 4 vectors measured best (1x1 convs of 24-192 channels at 26x26 to
-    104x104: 34-51 GFLOP/s, against 31-44 for 4 x 2 and 21-36 for 6 x 2, 12 x 1, 3 x 4); with 32 (AVX-512,
-    NEON), 4 x 2 as measured before.
+    file and on the block. Every row tile re-reads the block: with 16 registers (AVX2), 2 rows x 4 vectors
+    (13 registers) when the block stays in L1 (1x1 convs of 24-96 channels at 52x52 to 104x104: 57-76
+    against 41-54 GFLOP/s for 4 x 2), 4 x 2 when it does not (192-768 channels, or whole 13x13 and 26x26
+    maps: 2 x 4 re-read them twice as often and lost 10-20%); with 32 (AVX-512, NEON), 4 x 2 as measured
+    before.
     """
-    if target.vector_registers >= 32 or 4 * w > 128:
+    if target.vector_registers >= 32 or 4 * w > 128 or block_bytes > BLOCK_BYTES:
         return MR, NR
     return (2, 4) if target.vector_registers >= 2 * 4 + 4 + 1 else (1, 4)
 
@@ -179,7 +182,7 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     G = node.attrs["group"]
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
-    mr, nr = pointwise_tile(target, M // G, w)
+    mr, nr = pointwise_tile(target, M // G, w, 4 * (C // G) * min(P, pixel_block(C // G, P, w)))
     src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr)
     if G == 1:
         return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
