@@ -81,16 +81,19 @@ def _conv_with(post_of) -> Node:
 def test_epilogue_forms() -> None:
     node = _conv_with(lambda r: (EpilogueStep("Add", value=r), EpilogueStep("Clip", (("max", 6.0), ("min", 0.0)))))
     lines, ok = epilogue.vector_lines(node, "a", "i", 8, False)
-    assert ok and lines == ["a = vadd8(a, vload8(r3b, r3o + i))", "a = vmax8(a, vbcast8(0.0))",
-                            "a = vmin8(a, vbcast8(6.0))"]
+    assert ok and lines == ["a = vadd8(a, vload8(r3b, r3o + i))", "a = vmin8(vmax8(a, vbcast8(0.0)), vbcast8(6.0))"]
     scalar, params, args = epilogue.scalar_lines(node, "i", "")
     assert params == ["r3b, r3o"] and args == [node.inputs[3]] and scalar[0] == "v = v + r3b[U(r3o + i)]"
     assert epilogue.clamp_code(node) is None  # a residual is not a clamp
     sig = _conv_with(lambda r: (EpilogueStep("Sigmoid"),))
-    assert not epilogue.vector_lines(sig, "a", "i", 8, False)[1]
-    assert epilogue.Epilogue(sig, 8, False).after("", ["for j in range(n):"], "j") == [
+    assert epilogue.vector_lines(sig, "a", "i", 8, False) == (["a = vsigmoid8(a)"], True)
+    assert epilogue.Epilogue(sig, 8, False).after("", ["for j in range(n):"], "j") == []  # in registers
+    # a step without a vector form runs over the stored elements
+    sqrt = _conv_with(lambda r: (EpilogueStep("Sigmoid"), EpilogueStep("Sqrt")))
+    assert not epilogue.vector_lines(sqrt, "a", "i", 8, False)[1]
+    assert epilogue.Epilogue(sqrt, 8, False).after("", ["for j in range(n):"], "j") == [
         "for j in range(n):", "    q = j", "    v = yb[U(yo + q)]", "    x = v",
-        "    v = 1.0 / (1.0 + math.exp(-x))", "    yb[U(yo + q)] = v"]
+        "    v = 1.0 / (1.0 + math.exp(-x))", "    x = v", "    v = math.sqrt(x)", "    yb[U(yo + q)] = v"]
 
 
 def test_stale_residual_is_an_error() -> None:

@@ -21,6 +21,8 @@ from cnnjit.compiler.codegen.kernel import VARIANTS
 from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
+#: the Conv variants that apply every fused activation and residual in registers (``epilogue.Epilogue``)
+IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_pointwise", "cvec", "cvec_pointwise", "sparse_pointwise"}
 
 
 def applicable_variants(model, op: str, width: int) -> list[str]:
@@ -69,7 +71,7 @@ def conv_cases(draw):
     d = 1 if kind == "pointwise" else draw(st.integers(1, 2))
     h, w = draw(st.integers(k + (k - 1) * (d - 1), 20)), draw(st.integers(k + (k - 1) * (d - 1), 37))
     pads = [0] * 4 if kind == "pointwise" else [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
-    act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish"]))
+    act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu"]))
     residual = draw(st.booleans())
     return dict(c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads, act=act, residual=residual,
                 seed=draw(st.integers(0, 2**16)))
@@ -102,9 +104,22 @@ def _run_conv(case, width, data=None, expect=None):
     elif case["act"] == "HardSwish":
         nodes.append(helper.make_node("HardSwish", [cur], ["y"]))
         expected = ref.hard_swish(expected)
+    elif case["act"] == "Sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [cur], ["y"]))
+        expected = ref.sigmoid(expected)
+    elif case["act"] == "Tanh":
+        nodes.append(helper.make_node("Tanh", [cur], ["y"]))
+        expected = ref.tanh(expected)
+    elif case["act"] == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", [cur], ["y"], alpha=-0.7))
+        expected = ref.leaky_relu(expected, -0.7)
     else:
         nodes.append(helper.make_node("Identity", [cur], ["y"]))
     model = compile_variant(_model(nodes, list(x.shape), inits), "Conv", width, data, expect)
+    prog = model._default_spec().program
+    for call in prog.calls:
+        if call.op == "Conv" and call.variant in IN_REGISTERS:  # every fused step before the store
+            assert "v = yb[U(yo + q)]" not in prog.kernel_sources[call.kernel], (call.variant, case["act"])
     got = model(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))

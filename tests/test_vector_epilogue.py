@@ -97,10 +97,9 @@ def assert_in_registers(compiled, op: str, width: int) -> None:
             assert re.search(fn + r"\d+\(", src), f"{call.variant}: {s.op}'s vector form {fn} is not in the kernel"
 
 
-#: each family at two of the three widths (every width sees three families; the math itself is checked at
-#: every width in test_vector_math.py)
-FAMILY_WIDTHS = [("pointwise", 4), ("pointwise", 16), ("depthwise", 8), ("depthwise", 16), ("dense", 4),
-                 ("dense", 8), ("gemm", 8), ("gemm", 16)]
+#: each family at one width, every width covered (the math itself is checked at every width in
+#: test_vector_math.py; test_simd_widths.py draws fused activations for every family at every width)
+FAMILY_WIDTHS = [("pointwise", 4), ("depthwise", 16), ("dense", 8), ("gemm", 16)]
 
 
 @pytest.mark.parametrize("kind, width", FAMILY_WIDTHS)
@@ -185,7 +184,8 @@ def test_composite_activation_fuses(kind: str, producer: str) -> None:
     assert_in_registers(fused, head[0].op_type, 8)
     want = _ort(model, x)[0]
     np.testing.assert_allclose(fused(x), want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(cnnjit.compile(model, fuse=False)(x), want, rtol=1e-4, atol=1e-5)
+    if producer == "conv":  # the unfused graph (each node its own kernel) agrees too
+        np.testing.assert_allclose(cnnjit.compile(model, fuse=False)(x), want, rtol=1e-4, atol=1e-5)
 
 
 def test_composite_not_fused_when_it_is_another_function() -> None:
