@@ -328,11 +328,14 @@ def make_input(shape: Sequence[int], seed: int = 0, dtype=np.float32) -> np.ndar
     return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(dtype)
 
 
-def load(name: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """(model, {input name: seeded standard-normal input of the entry's shape, batch 1})."""
-    if name not in MODEL_SET:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_SET)}")
-    entry = MODEL_SET[name]
+def load(name: str, seed: int = 0, models: Mapping[str, ModelEntry] | None = None,
+         ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(model, {input name: seeded standard-normal input of the entry's shape, batch 1}); ``models`` is the
+    registry to look ``name`` up in (default ``MODEL_SET``; ``corpus.ALL_MODELS`` adds the corpus)."""
+    models = MODEL_SET if models is None else models
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(models)}")
+    entry = models[name]
     model = entry.build()
     ins = graph_inputs(model)
     if len(ins) != 1:
@@ -416,7 +419,10 @@ def output_scale(ref: Sequence[np.ndarray]) -> float:
     return max(max((float(np.max(np.abs(r))) for r in ref if r.size), default=0.0), 1e-30)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, models: Mapping[str, ModelEntry] | None = None,
+         default: Sequence[str] | None = None) -> int:
+    """Build/load each model of ``models`` (default ``MODEL_SET``; ``default``: the names run without
+    ``--models``, else every available one), run it on onnxruntime and cnnjit and compare."""
     import argparse
     import time
 
@@ -428,13 +434,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--models", default="", help="comma-separated names (default: every available model)")
     ap.add_argument("--save", default="", help="folder to save the generated .onnx files into")
     args = ap.parse_args(argv)
-    names = [s for s in args.models.split(",") if s] or available_models()
+    models = MODEL_SET if models is None else models
+    names = [s for s in args.models.split(",") if s] or [
+        n for n in (default or models) if models[n].available()]
     bad = 0
     for name in names:
         t0 = time.perf_counter()
-        model, feeds = load(name)
-        onnx.checker.check_model(model, full_check=MODEL_SET[name].path is None)
-        if args.save and MODEL_SET[name].path is None:
+        model, feeds = load(name, models=models)
+        onnx.checker.check_model(model, full_check=models[name].path is None)
+        if args.save and models[name].path is None:
             os.makedirs(args.save, exist_ok=True)
             onnx.save(model, os.path.join(args.save, f"{name}.onnx"))
         so = ort.SessionOptions()
