@@ -374,16 +374,23 @@ def _shape_map(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
 
 
 def count_flops(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> int:
-    """2 x multiply-accumulates of every Conv, Gemm and MatMul (main graph) at these input shapes.
+    """2 x multiply-accumulates of every Conv, Gemm, MatMul and recurrent layer (LSTM, GRU, RNN: the input
+    and recurrent products of every step and direction; main graph) at these input shapes.
 
     Shapes come from ``onnx.shape_inference`` (with data propagation, for shapes computed by subgraphs);
-    a node whose shapes cannot be inferred raises ``ValueError``.
+    where it leaves one unknown (PaddlePaddle's and PyTorch's Shape/Slice/Concat reshapes), from one
+    onnxruntime run on zeros; a shape neither finds raises ``ValueError``.
     """
     m = onnx.shape_inference.infer_shapes(_with_input_shapes(model, input_shapes), data_prop=True)
     shapes = _shape_map(m)
+    ran: list[bool] = []
 
     def known(name: str) -> tuple[int, ...]:
         s = shapes.get(name)
+        if (s is None or any(d is None for d in s)) and not ran:
+            ran.append(True)
+            shapes.update(_runtime_shapes(m, input_shapes))
+            s = shapes.get(name)
         if s is None or any(d is None for d in s):
             raise ValueError(f"count_flops: shape of {name!r} is not known after shape inference")
         return tuple(int(d) for d in s)
@@ -409,7 +416,41 @@ def count_flops(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]
             y = known(n.output[0])
             k = a[-1] if len(a) >= 1 else 1
             total += 2 * int(np.prod(y, dtype=np.int64)) * k
+        elif n.op_type in _RECURRENT_GATES:
+            steps, batch, _ = known(n.input[0])  # layout 0: (seq, batch, input); the products per step do not
+            dirs, rows, width = known(n.input[1])  # depend on it. W: (directions, gates x hidden, input)
+            if n.op_type == "DynamicQuantizeLSTM":  # com.microsoft: W is (directions, input, 4 x hidden)
+                rows, width = width, rows
+            hidden = rows // _RECURRENT_GATES[n.op_type]
+            total += 2 * steps * batch * dirs * rows * (width + hidden)
     return int(total)
+
+
+#: gates of each recurrent op (rows of W = gates x hidden)
+_RECURRENT_GATES = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _runtime_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
+                    ) -> dict[str, tuple[int, ...]]:
+    """The shape of every node output of ``model`` (main graph) from one onnxruntime run on zero inputs of
+    ``input_shapes``: every value is made a graph output, optimisations off so none is fused away."""
+    import onnxruntime as ort  # optional heavy dependency
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(helper.make_empty_tensor_value_info(v) for n in m.graph.node for v in n.output
+                          if v and v not in have)
+    inits = {t.name for t in m.graph.initializer}
+    feeds = {i.name: np.zeros(tuple(input_shapes[i.name]),
+                              helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+             for i in m.graph.input if i.name not in inits}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return {k: tuple(np.shape(v)) for k, v in zip(names, sess.run(names, feeds))}
 
 
 # =========================================================================================================

