@@ -127,7 +127,7 @@ def worker(name: str, threads: int, engines: list[str], runs: int, warmup: int, 
     out["peak_gflops"], out["peak_method"] = measured_peak(peak_kind, threads)
     out["timing"] = measure(fns, runs=runs, warmup=warmup)
     if profile and "cnnjit" in engines:
-        out["profile"] = profile_model(model, feeds=feeds, repeat=runs, peak=peak_kind)
+        out["profile"] = profile_model(model, shapes, feeds=feeds, repeat=runs, peak=peak_kind)
     return out
 
 
