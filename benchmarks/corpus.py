@@ -469,4 +469,4 @@ def load(name: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarra
 
 
 if __name__ == "__main__":
-    raise SystemExit(models_main(None, ALL_MODELS, default=list(CORPUS)))
+    raise SystemExit(models_main(None, ALL_MODELS, list(CORPUS), reference_outputs, tolerance))

@@ -21,6 +21,13 @@ ResNet-8 and MobileNetV2-224; 1 thread, the real compiled schedule, ``cnnjit.pro
 the share of peak reached on the compute-bound conv layers.
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
+
+Real models (issue 17): ``--corpus`` times the corpus instead (``benchmarks/corpus.py``: the five models of
+the rapidocr-onnxruntime and ddddocr wheels and the generated ones; ``--models`` picks some), 1 thread,
+interleaved, with the geometric mean of the ratios against the issue's bounds (each <= 0.9, mean <= 0.8);
+writes ``vs_onnxruntime_corpus.{json,md}`` (``--profile NAMES`` appends their per-layer profiles):
+
+    PYTHONPATH=. python benchmarks/vs_onnxruntime.py --corpus [--models ppocr_cls,yolov8_head] [--profile ppocr_v4_rec]
 """
 
 from __future__ import annotations
