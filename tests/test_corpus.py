@@ -26,6 +26,7 @@ import cnnjit
 from cnnjit.cli.common import UsageError, check_shapes
 from cnnjit.compiler.frontend.loader import input_specs
 from cnnjit.errors import InputError
+from cnnjit.inspect_model import node_flops
 
 sys.path.insert(0, str(REPO_DIR))
 import benchmarks.corpus as corpus  # noqa: E402
@@ -176,3 +177,13 @@ def test_count_flops_counts_recurrent_layers() -> None:
     for name in ("crnn_lstm_gru", "crnn_lstm_gru_qdynamic"):
         model, feeds = load(name)
         assert count_flops(model, {k: v.shape for k, v in feeds.items()}) == 2 * macs, name
+
+
+def test_quantized_convs_count_their_flops() -> None:
+    """``cnnjit profile``/``inspect`` FLOPs of the integer convs (QConvNHWC, NHWC weights; they were 0) of the
+    QDQ MobileNetV3, whose every Conv and Gemm runs as one, add up to the ONNX-level count (shape inference)."""
+    model, feeds = load("mobilenet_v3_small_qstatic")
+    ir = cnnjit.compile(model).ir
+    assert not [n.op for n in ir.nodes if n.op in ("Conv", "Gemm", "MatMul")]
+    qconvs = [n for n in ir.nodes if n.op == "QConvNHWC"]
+    assert sum(node_flops(n) for n in qconvs) == count_flops(model, {k: v.shape for k, v in feeds.items()}) > 0
