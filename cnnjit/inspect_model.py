@@ -195,7 +195,7 @@ def node_flops(node: Node) -> int:
     y = node.outputs[0].shape if node.outputs else ()
     ny = _prod(y)
     flops = 0
-    if op in ("Conv", "ConvInteger") and ins[1] is not None:
+    if op in ("Conv", "ConvInteger", "QConvNHWC") and ins[1] is not None:  # QConvNHWC weights: M, KH, KW, C/g
         flops = 2 * ny * _prod(ins[1].shape[1:])
     elif op == "QLinearConv":
         flops = 2 * ny * _prod(ins[3].shape[1:])

@@ -217,6 +217,16 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
     return [value_spec(vi, "graph input") for vi in model.graph.input if vi.name not in inits]
 
 
+#: dim_param spellings exporters use for "unknown": each such dimension is its own, never shared with another
+ANONYMOUS_DIMS = frozenset({"", "?"})
+
+
+def _symbol(dim_param: str) -> str:
+    """A dimension's symbol, or "" for an anonymous one (PaddlePaddle's exporter writes ``"?"`` for every
+    unknown dimension; two of them are not the same size, unlike two dimensions named ``"N"``)."""
+    return "" if dim_param.strip() in ANONYMOUS_DIMS else dim_param
+
+
 def value_spec(vi: onnx.ValueInfoProto, what: str) -> InputSpec:
     """A declared graph input or output (``what`` names which, for errors): element type and dims, with the
     names of the symbolic ones; a ``ModelError`` if it is not a tensor of a supported element type."""
@@ -233,5 +243,5 @@ def value_spec(vi: onnx.ValueInfoProto, what: str) -> InputSpec:
             names.append("")
         else:
             dims.append(None)
-            names.append(d.dim_param if d.HasField("dim_param") else "")
+            names.append(_symbol(d.dim_param) if d.HasField("dim_param") else "")
     return InputSpec(vi.name, dtype, tuple(dims), tuple(names))

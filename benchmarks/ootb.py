@@ -1,0 +1,179 @@
+"""The out-of-the-box table of ``benchmarks/vs_onnxruntime.py --ootb`` (issue 18): per model one child
+process (this machine's default thread counts) timing, interleaved, onnxruntime's default session against
+``cnnjit.compile(model)``'s default (every usable core) and cnnjit compiled with 1, 2 and 4 threads.
+The child is ``vs_onnxruntime.py --worker --worker-ootb SPEC``, which calls ``ootb_worker``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+#: the script whose ``--worker`` mode runs ``ootb_worker``
+SCRIPT = Path(__file__).resolve().with_name("vs_onnxruntime.py")
+
+#: the "out of the box" models: MODEL_SET names, or ``path@input=1x3x416x416`` (the ddddocr detector)
+DDDDOCR_DET = "ddddocr/common_det.onnx"
+#: the issue's targets: cnnjit default / ORT default
+TARGETS_OOTB = {"mobilenet_v2_224": 0.75}
+TARGET_OOTB_OTHER = 1.0
+OOTB_THREADS = (1, 2, 4)
+
+
+def default_ootb_models() -> list[str]:
+    import importlib.util
+
+    out = ["mobilenet_v2_224", "resnet8"]
+    spec = importlib.util.find_spec("ddddocr")
+    if spec is not None and spec.origin:
+        det = Path(spec.origin).parent / Path(DDDDOCR_DET).name
+        if det.is_file():
+            out.append(f"{det}@images=1x3x416x416")
+    return out
+
+
+def ootb_label(spec: str) -> str:
+    return Path(spec.split("@")[0]).name if "@" in spec else spec
+
+
+def _ootb_model(spec: str):
+    """(model, feeds) for a MODEL_SET name or ``path@name=d0xd1x...[;name2=...]`` (seeded normal inputs)."""
+    import numpy as np
+    import onnx
+
+    from benchmarks.models import load
+
+    if "@" not in spec:
+        return load(spec)
+    path, shapes = spec.split("@", 1)
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for item in shapes.split(";"):
+        name, dims = item.split("=")
+        feeds[name] = rng.standard_normal([int(d) for d in dims.split("x")]).astype(np.float32)
+    return onnx.load(path), feeds
+
+
+def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
+    """cnnjit's default (``threads=None``) against onnxruntime's default session, and cnnjit compiled with
+    1, 2 and 4 threads, all timed interleaved in this one process."""
+    import numpy as np
+    import onnxruntime as ort
+
+    import cnnjit
+    from benchmarks.harness import measure, ort_session
+    from benchmarks.models import output_scale
+    from cnnjit.runtime.parallel import default_threads
+
+    def max_rel_err(got: list, ref: list) -> float:  # (benchmarks.fused_vs_unfused pins 1 thread on import)
+        return max(float(np.max(np.abs(g.astype(np.float64) - r))) for g, r in zip(got, ref)) / output_scale(ref)
+
+    model, feeds = _ootb_model(spec)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    ref = ort_session(model, threads=1).run(None, feeds)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # its defaults
+    out: dict[str, Any] = {"model": ootb_label(spec), "spec": spec, "default_threads": default_threads(),
+                           "ort_version": ort.__version__, "compile_s": {}, "parallel_layers": {}}
+    models: dict[str, Any] = {}
+    for t in (None, *OOTB_THREADS):
+        key = "default" if t is None else f"{t}T"
+        t0 = time.perf_counter()
+        models[key] = cnnjit.compile(model, input_shapes=shapes, threads=t)
+        models[key].run(None, feeds)
+        out["compile_s"][key] = round(time.perf_counter() - t0, 2)
+        meta = models[key]._default_spec().program.meta
+        out["parallel_layers"][key] = meta.get("parallel_layers", 0)
+        out.setdefault("entry", {})[key] = meta.get("entry")
+    got = {k: m.run(None, feeds) for k, m in models.items()}
+    out["rel_err"] = max(max_rel_err(g, ref) for g in got.values())
+    out["bit_identical_across_threads"] = all(
+        all(np.array_equal(a, b) for a, b in zip(g, got["1T"])) for g in got.values())
+    fns: dict[str, Any] = {"ORT default": lambda: sess.run(None, feeds)}
+    for k, m in models.items():
+        fns[f"cnnjit {k}"] = (lambda m=m: m.run(None, feeds))
+    out["timing"] = measure(fns, runs=runs, warmup=warmup)
+    return out
+
+
+def ootb_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """The out-of-the-box table: default/default ratio against its target, and the thread scaling."""
+    headers = ["model", "threads", "ORT default ms", "cnnjit default ms", "default ratio", "target",
+               "1T ms", "2T ms", "2T/1T", "speed-up 1T/2T", "4T/2T", "bit-identical", "rel err"]
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append([r["model"], "ERROR", r["error"][:100]] + [None] * (len(headers) - 3))
+            continue
+        t = {k: v["median_ms"] for k, v in r["timing"].items()}
+        ratio = t["cnnjit default"] / t["ORT default"]
+        target = TARGETS_OOTB.get(r["model"], TARGET_OOTB_OTHER)
+        r["ratio_default"], r["target_default"] = ratio, target
+        table.append([r["model"], r["default_threads"], t["ORT default"], t["cnnjit default"], ratio,
+                      f"<= {target:g} " + ("yes" if ratio <= target else "NO"), t["cnnjit 1T"], t["cnnjit 2T"],
+                      t["cnnjit 2T"] / t["cnnjit 1T"], t["cnnjit 1T"] / t["cnnjit 2T"],
+                      t["cnnjit 4T"] / t["cnnjit 2T"], "yes" if r["bit_identical_across_threads"] else "NO",
+                      r["rel_err"]])
+    return headers, table
+
+
+def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str] | None) -> None:
+    """``<name>_ootb.{json,md}`` and the table on stdout."""
+    from benchmarks.harness import machine_info, print_table, write_json, write_markdown
+
+    headers, table = ootb_table(rows)
+    info = machine_info()
+    name = f"{args.name}_ootb"
+    command = "PYTHONPATH=. python benchmarks/vs_onnxruntime.py " + " ".join(argv or sys.argv[1:])
+    write_json(name, {"benchmark": name, "runs": args.runs, "warmup": args.warmup, "machine": info,
+                      "results": rows, "command": command}, args.out)
+    load = os.getloadavg()
+    notes = [
+        f"Batch 1. Each model in its own process: onnxruntime {rows[0].get('ort_version', '') if rows else ''} "
+        "with its defaults (`InferenceSession(model)`: every core, ORT_ENABLE_ALL), cnnjit with its default "
+        "(`cnnjit.compile(model)`: threads = the CPUs this process may use) and compiled with 1, 2 and 4 "
+        f"threads; all five timed interleaved in one run ({args.runs} runs after {args.warmup} warm-up "
+        "rounds, random order per round), medians.",
+        "default ratio = cnnjit default / ORT default; 2T/1T > 1 means 2 threads are slower; 4T/2T: 4 threads "
+        "on a machine with fewer cores (oversubscribed); bit-identical: every thread count gives the 1-thread "
+        "output bit for bit; rel err = max |cnnjit - ORT 1 thread| / max |ORT output| over all of them.",
+        f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+        f"{len(os.sched_getaffinity(0))} usable CPUs: other processes on the machine take cores from the "
+        "2-thread runs (and from ORT's pool) first, so multi-thread timings on a shared machine are pessimistic.",
+        f"Command: `{command}`.",
+    ]
+    write_markdown(name, headers, table, out_dir=args.out, machine=info, notes=notes,
+                   title="Out of the box: cnnjit default vs onnxruntime default, batch 1")
+    print_table(headers, table, title="out of the box (cnnjit default vs onnxruntime default)")
+
+
+def run_ootb(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One child process per model (its thread counts left at the machine's defaults)."""
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="cnnjit-ootb-") as tmp:
+            cmd = [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec,
+                   "--worker-threads", str(len(os.sched_getaffinity(0))), "--worker-out", tmp,
+                   "--runs", str(args.runs), "--warmup", str(args.warmup)]
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+            env.pop("CNNJIT_NUM_THREADS", None)  # the default means the default
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+            res = Path(tmp) / "result.json"
+            if r.returncode != 0 or not res.is_file():
+                tail = (r.stderr or r.stdout).strip().splitlines()[-3:]
+                rows.append({"model": ootb_label(spec), "error": f"worker exit {r.returncode}: " + " | ".join(tail)})
+                continue
+            row = json.loads(res.read_text())
+        rows.append(row)
+        t = {k: v["median_ms"] for k, v in row["timing"].items()}
+        print(f"OOTB {row['model']:22s} ORT default {t['ORT default']:8.3f} ms  cnnjit default "
+              f"{t['cnnjit default']:8.3f} ms  1T {t['cnnjit 1T']:8.3f}  2T {t['cnnjit 2T']:8.3f}  "
+              f"4T {t['cnnjit 4T']:8.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+    return rows
