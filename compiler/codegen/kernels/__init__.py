@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     quant,
     resample,
     simd_conv,
+    simd_convtranspose,
     simd_cvec,
     simd_depthwise,
     simd_pointwise,
