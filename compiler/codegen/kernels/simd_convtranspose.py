@@ -62,13 +62,13 @@ def convtranspose_source(node: Node, w: int, sh: int, sw: int) -> tuple[str, lis
                     f"{ind}ym{t} = y0 + (mt * OH + i * {sh} + (pq + {t}) % {sh}) * OW + j * {sw}"]
             for b in range(sw):
                 out.append(f"{ind}a{L}_{t}_{b} = vbcast{L}(bb[bo + mt])")
-        out += [f"{ind}xi = xr + j", f"{ind}wi = wo + pq * {sw} * C", f"{ind}for c in range(C):",
-                f"{ind}    v{L} = vloadn{L}(xb, xi, nc)" if masked else f"{ind}    v{L} = vload{L}(xb, xi)"]
+        out += [f"{ind}xi = sr + j", f"{ind}wi = wo + pq * {sw} * C", f"{ind}for c in range(C):",
+                f"{ind}    v{L} = vloadn{L}(sb, xi, nc)" if masked else f"{ind}    v{L} = vload{L}(sb, xi)"]
         for t in range(g):
             for b in range(sw):
                 out.append(f"{ind}    a{L}_{t}_{b} = vfma{L}(vbcast{L}(wb[wi + {t * sw + b} * C]), v{L}, "
                            f"a{L}_{t}_{b})")
-        out += [f"{ind}    xi += HW", f"{ind}    wi += 1"]
+        out += [f"{ind}    xi += cs", f"{ind}    wi += 1"]
         for t in range(g):
             lines, names = interleave([f"a{L}_{t}_{b}" for b in range(sw)], L, f"z{t}")
             out += [ind + ln for ln in lines]
@@ -101,7 +101,7 @@ def convtranspose_source(node: Node, w: int, sh: int, sw: int) -> tuple[str, lis
         ]
 
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, H, W, JB" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, H, W, JB, JS" + epi.signature() + "):",
         "    HW = H * W",
         f"    OH = H * {sh}",
         f"    OW = W * {sw}",
@@ -113,6 +113,18 @@ def convtranspose_source(node: Node, w: int, sh: int, sw: int) -> tuple[str, lis
         "            xr = x0 + i * W",
         "            for jb in range(0, W, JB):",  # column blocks: every output row of a block while it is in L1
         "                je = min(W, jb + JB)",
+        f"                if JS > 0 and C * JS <= (OH - {sh} * (i + 1)) * OW:",
+        "                    pk = yo + y0 + M * OH * OW - C * JS",
+        "                    for c in range(C):",
+        "                        for e in range(je - jb):",
+        "                            yb[U(pk + c * JS + e)] = xb[U(xr + c * HW + jb + e)]",
+        "                    sb = yb",
+        "                    sr = pk - jb",
+        "                    cs = JS",
+        "                else:",
+        "                    sb = xb",
+        "                    sr = xr",
+        "                    cs = HW",
         "                pq = 0",
         *row_tiles(gt),
         *(row_tiles(1) if gt > 1 else []),
@@ -140,6 +152,23 @@ def simd_convtranspose_applies(node: Node, target: Target) -> bool:
             and not any(a["pads"]) and all(d == 1 for d in a["dilations"]) and not any(a["output_padding"]))
 
 
+def pack_stride(C: int, rows: int, cols: int, w: int, sw: int) -> int:
+    """The channel stride of the packed input block (0: no packing) for ``C`` channels, ``rows`` output
+    rows ``(m, a)`` and ``cols`` input columns per block.
+
+    An NCHW plane of a power-of-two size puts every channel's row at the same L1 set (4 KiB aliasing):
+    the register tiles, which read one vector of each channel, then miss L1 on every load (PP-OCRv4 det's
+    24-channel 160x160 upsampler ran at 16 GFLOP/s, 37 with one column more). So each block of input
+    columns is first copied, channel after channel at this stride (not a multiple of 1 KiB), into the
+    output image's last rows, which no tile has written yet (the kernel checks that they are free and
+    reads the input in place when not, near the end of the image). Worth it only when more than one row
+    tile reads the block."""
+    if rows <= max(1, 4 // sw) or C < 2:
+        return 0
+    js = -(-cols // w) * w
+    return js + w if (4 * js) % 1024 == 0 else js
+
+
 @variant("ConvTranspose", name="simd_shuffle", priority=20, applies=simd_convtranspose_applies)
 def gen_simd_convtranspose(node: Node, target: Target) -> list[KernelCall]:
     """One call per group (all images), or per image and group when grouped; each group's weights as the
@@ -156,11 +185,12 @@ def gen_simd_convtranspose(node: Node, target: Target) -> list[KernelCall]:
     w = target.vector_width
     L = NR * w
     jb = max(L, BLOCK_BYTES // (4 * cg) // L * L)
+    js = pack_stride(cg, mg * sh, min(jb, W), w, sw)
     src, extra = convtranspose_source(node, w, sh, sw)
     if G == 1:
         gemm = Param(np.ascontiguousarray(wt[0].transpose(1, 2, 3, 0).reshape(-1, cg)))
         bias = b if b is not None else Param(np.zeros(M, np.float32))
-        return [KernelCall(src, [x, gemm, bias, y, N, C, M, H, W, jb, *extra], note(node))]
+        return [KernelCall(src, [x, gemm, bias, y, N, C, M, H, W, jb, js, *extra], note(node))]
     calls = []
     isp, osp = H * W, H * W * sh * sw
     for gi in range(G):
@@ -168,7 +198,7 @@ def gen_simd_convtranspose(node: Node, target: Target) -> list[KernelCall]:
         bias = At(b, gi * mg) if b is not None else Param(np.zeros(mg, np.float32))
         for n in range(N):
             ys = (n * M + gi * mg) * osp
-            args = [At(x, (n * C + gi * cg) * isp), gemm, bias, At(y, ys), 1, cg, mg, H, W, jb,
+            args = [At(x, (n * C + gi * cg) * isp), gemm, bias, At(y, ys), 1, cg, mg, H, W, jb, js,
                     *[At(r, ys) for r in extra]]
             calls.append(KernelCall(src, args, note(node)))
     return calls
