@@ -10,6 +10,8 @@ at the end), with each group's weights transposed (in <-> out channels) and flip
 * ``test_convtranspose_at_width``: any kernel / stride / pads / output_padding / group / dilation through a
   variant drawn from those that apply (asserted to be the one that ran).
 * ``test_upsampler_vs_onnxruntime``: a small two-upsampler decoder against onnxruntime.
+* Resize, the FPN's other upsampler: ``simd_nearest`` (whole factors) against ``np.repeat``, and any nearest
+  Resize through a drawn variant against onnx's reference evaluator.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
 from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 from test_simd_widths import WIDTHS, applicable_variants, compile_variant
 
 import cnnjit
@@ -163,3 +166,39 @@ def test_upsampler_vs_onnxruntime() -> None:
     assert {c.variant for c in compiled._default_spec().program.calls if c.op == "ConvTranspose"} == {"simd_shuffle"}
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+# -- Resize: the FPN's other upsampler -------------------------------------------------------------------
+def _resize_model(shape, scales, ctm: str, nearest_mode: str):
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="nearest", coordinate_transformation_mode=ctm,
+                            nearest_mode=nearest_mode)
+    g = helper.make_graph([node], "rs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.asarray(scales, np.float32), "s")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(10)
+@given(n=st.integers(1, 2), c=st.integers(1, 3), h=st.integers(1, 6), w=st.integers(1, 40),
+       fh=st.integers(1, 3), fw=st.sampled_from([1, 2, 4]), seed=st.integers(0, 2**16))
+def test_simd_nearest_at_width(width, n, c, h, w, fh, fw, seed) -> None:
+    """Whole-factor nearest upsampling (asymmetric, floor: the FPN upsample) is each pixel repeated."""
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    model = compile_variant(_resize_model(x.shape, [1, 1, fh, fw], "asymmetric", "floor"), "Resize", width,
+                            expect="simd_nearest")
+    np.testing.assert_array_equal(model(x), x.repeat(fh, axis=2).repeat(fw, axis=3))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(10)
+@given(h=st.integers(1, 5), w=st.integers(1, 19), fh=st.sampled_from([1, 1.5, 2, 3]),
+       fw=st.sampled_from([1, 2, 2.5, 3, 4]), ctm=st.sampled_from(["asymmetric", "half_pixel", "align_corners"]),
+       nm=st.sampled_from(["floor", "round_prefer_floor", "round_prefer_ceil", "ceil"]),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_resize_nearest_at_width(width, h, w, fh, fw, ctm, nm, seed, data) -> None:
+    """Any nearest Resize through a variant drawn from those that apply, against onnx's reference."""
+    x = np.random.default_rng(seed).standard_normal((1, 2, h, w)).astype(np.float32)
+    onnx_model = _resize_model(x.shape, [1, 1, fh, fw], ctm, nm)
+    expected = ReferenceEvaluator(onnx_model).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(compile_variant(onnx_model, "Resize", width, data)(x), expected)
