@@ -51,12 +51,43 @@ def convtranspose_np(x, w, b, strides, pads, dilations, output_padding, group):
                     group=group)
 
 
-def _model(x_shape, w, b, attrs):
+def _model(x_shape, w, b, attrs, after=(), extra=None):
+    """One ConvTranspose, then the ``after`` nodes (reading ``c``, the last one writing ``y``)."""
     inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
-    node = helper.make_node("ConvTranspose", ["x", "w"] + (["b"] if b is not None else []), ["y"], **attrs)
-    g = helper.make_graph([node], "ct", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+    inits += [numpy_helper.from_array(v, k) for k, v in (extra or {}).items()]
+    node = helper.make_node("ConvTranspose", ["x", "w"] + (["b"] if b is not None else []),
+                            ["c" if after else "y"], **attrs)
+    g = helper.make_graph([node, *after], "ct",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _epilogue(case: dict, rng, expected):
+    """The nodes after the ConvTranspose the passes fuse into it (BatchNormalization, a residual Add, an
+    activation with or without a vector form), their constants and the expected result."""
+    nodes, extra, cur = [], {}, "c"
+    M = expected.shape[1]
+    shp = (1, M) + (1,) * (expected.ndim - 2)
+    if case["bn"]:
+        sc, bb, mu = (rng.standard_normal(M).astype(np.float32) for _ in range(3))
+        var = rng.uniform(0.5, 2.0, M).astype(np.float32)
+        extra.update(sc=sc, bb=bb, mu=mu, var=var)
+        nodes.append(helper.make_node("BatchNormalization", [cur, "sc", "bb", "mu", "var"], ["bn"]))
+        expected = (expected - mu.reshape(shp)) / np.sqrt(var.reshape(shp) + 1e-5) * sc.reshape(shp) + bb.reshape(shp)
+        cur = "bn"
+    if case["residual"]:
+        r = rng.standard_normal(expected.shape).astype(np.float32)
+        extra["r"] = r
+        nodes.append(helper.make_node("Add", [cur, "r"], ["ad"]))
+        expected, cur = expected + r, "ad"
+    act = case["act"]
+    if act is not None:
+        nodes.append(helper.make_node(act, [cur], ["y"]))
+        expected = ref.relu(expected) if act == "Relu" else ref.sigmoid(expected)
+    elif nodes:
+        nodes.append(helper.make_node("Identity", [cur], ["y"]))
+    return nodes, extra, expected
 
 
 def _check(case: dict, width: int, data=None, expect: str | None = None) -> None:
@@ -68,10 +99,17 @@ def _check(case: dict, width: int, data=None, expect: str | None = None) -> None
     attrs = dict(kernel_shape=case["k"], strides=case["s"], pads=case["pads"], dilations=case["d"],
                  output_padding=case["op"], group=g)
     expected = convtranspose_np(x, w, b, case["s"], case["pads"], case["d"], case["op"], g)
-    model = compile_variant(_model(x.shape, w, b, attrs), "ConvTranspose", width, data, expect)
+    after, extra, expected = _epilogue(case, rng, expected)
+    model = compile_variant(_model(x.shape, w, b, attrs, after, extra), "ConvTranspose", width, data, expect)
+    ir_ops = [n.op for n in model.ir.nodes]
+    assert ir_ops == ["ConvTranspose"] or not after, f"the epilogue was not fused: {ir_ops}"
     got = model(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+epilogues = st.fixed_dictionaries({"bn": st.booleans(), "residual": st.booleans(),
+                                   "act": st.sampled_from([None, "Relu", "Sigmoid"])})
 
 
 @st.composite
@@ -85,7 +123,7 @@ def upsampler_cases(draw):
     size = ([draw(st.integers(1, 12))] if two_d else []) + [draw(st.integers(1, 45))]
     n = len(s)
     return dict(N=draw(st.integers(1, 2)), C=C, M=M, group=g, size=size, k=s, s=s, pads=[0] * (2 * n),
-                d=[1] * n, op=[0] * n, bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                d=[1] * n, op=[0] * n, bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)), **draw(epilogues))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -109,7 +147,8 @@ def general_cases(draw):
     e = [draw(st.integers(0, min(k[i] * d[i], full[i] - 1 - b[i]))) for i in range(n)]
     g = draw(st.sampled_from([1, 1, 2]))
     return dict(N=1, C=g * draw(st.integers(1, 4)), M=g * draw(st.integers(1, 5)), group=g, size=size, k=k,
-                s=s, pads=b + e, d=d, op=op, bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                s=s, pads=b + e, d=d, op=op, bias=draw(st.booleans()), seed=draw(st.integers(0, 2**16)),
+                **draw(epilogues))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -143,7 +182,7 @@ def test_packed_input_path(width) -> None:
     packed into the output's unwritten last rows (all but the last rows of each image), then overwritten."""
     assert pack_stride(16, 12 * 2, 64, width, 2) > 0
     case = dict(N=2, C=16, M=12, group=1, size=[16, 64], k=[2, 2], s=[2, 2], pads=[0] * 4, d=[1, 1],
-                op=[0, 0], bias=True, seed=7)
+                op=[0, 0], bias=True, seed=7, bn=True, residual=True, act="Relu")
     _check(case, width, expect="simd_shuffle")
 
 
