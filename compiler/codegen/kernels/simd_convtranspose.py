@@ -81,10 +81,7 @@ def convtranspose_source(node: Node, w: int, sh: int, sw: int) -> tuple[str, lis
                 else:
                     out += epi.vector(ind, name, idx, L, False)
                     out.append(f"{ind}vstore{L}(yb, yo + {idx}, {name})")
-        # activations without a vector form: over the stored tile, still in L1
-        span = f"nc * {sw}" if masked else str(L * sw)
-        return out + epi.after(ind, [f"for t in range({g}):", f"for e in range({span}):"],
-                               f"y0 + (((pq + t) // {sh}) * OH + i * {sh} + (pq + t) % {sh}) * OW + j * {sw} + e")
+        return out
 
     def row_tiles(g: int) -> list[str]:
         return [
@@ -128,6 +125,9 @@ def convtranspose_source(node: Node, w: int, sh: int, sw: int) -> tuple[str, lis
         "                pq = 0",
         *row_tiles(gt),
         *(row_tiles(1) if gt > 1 else []),
+        # activations without a vector form: over the block's output rows, still in L2, in long runs
+        *epi.after(" " * 16, ["for mm in range(M):", f"for a in range({sh}):", f"for e in range((je - jb) * {sw}):"],
+                   f"y0 + (mm * OH + i * {sh} + a) * OW + jb * {sw} + e"),
     ]
     return source(lines), epi.args
 
