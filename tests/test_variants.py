@@ -60,11 +60,21 @@ CASES = {
                                                               .astype(np.float32)}),
     ("MatMul", "matmul"): _model("MatMul", (2, 24), {"b": np.random.default_rng(5).standard_normal(24)
                                                       .astype(np.float32)}),
+    ("ConvTranspose", "simd_shuffle"): _model("ConvTranspose", (1, 4, 5, 7), {
+        "w": np.random.default_rng(4).standard_normal((4, 6, 2, 2)).astype(np.float32),
+        "b": np.random.default_rng(5).standard_normal(6).astype(np.float32)}, kernel_shape=[2, 2], strides=[2, 2]),
+    ("ConvTranspose", "conv_transpose"): _model("ConvTranspose", (1, 4, 5, 7), {
+        "w": np.random.default_rng(6).standard_normal((4, 6, 3, 3)).astype(np.float32)}, kernel_shape=[3, 3],
+        strides=[2, 2], pads=[1, 1, 1, 1]),
+    ("Resize", "simd_nearest"): _model("Resize", (1, 3, 5, 7), {"roi": np.zeros(0, np.float32),
+                                                                "s": np.array([1, 1, 2, 2], np.float32)}),
+    ("Resize", "resize"): _model("Resize", (1, 3, 5, 7), {"roi": np.zeros(0, np.float32),
+                                                          "s": np.array([1, 1, 1.5, 2], np.float32)}),
 }
 
 
 def test_every_multi_variant_family_has_a_case_per_variant() -> None:
-    for op in ("Conv", "Gemm", "MaxPool", "AveragePool", "MatMul"):
+    for op in ("Conv", "Gemm", "MaxPool", "AveragePool", "MatMul", "ConvTranspose", "Resize"):
         assert {name for o, name in CASES if o == op} == {v.name for v in VARIANTS[op]}, op
 
 

@@ -13,6 +13,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
                            max error (``simd_math``: the functions and their error table)
+    vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -321,6 +322,24 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(arr, idx, stride), codegen
 
+    @intrinsic
+    def vziplo(typingctx, a, b):
+        """The low halves of ``a`` and ``b`` interleaved: ``a0 b0 a1 b1 ...`` (a stride-2 output row)."""
+        def codegen(context, builder, sig, args):
+            return builder.shuffle_vector(args[0], args[1], ir.Constant(
+                ir.VectorType(ir.IntType(32), n), [i // 2 + (i % 2) * n for i in range(n)]))
+
+        return vt(a, b), codegen
+
+    @intrinsic
+    def vziphi(typingctx, a, b):
+        """The high halves of ``a`` and ``b`` interleaved (``vziplo``'s second half)."""
+        def codegen(context, builder, sig, args):
+            return builder.shuffle_vector(args[0], args[1], ir.Constant(
+                ir.VectorType(ir.IntType(32), n), [n // 2 + i // 2 + (i % 2) * n for i in range(n)]))
+
+        return vt(a, b), codegen
+
     def _arith(method: str):
         """A lane-wise binary instruction (``builder.fadd``, ``fmul``, ``fdiv``)."""
         def codegen(context, builder, sig, args):
@@ -377,7 +396,7 @@ def _make(n: int) -> dict[str, object]:
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
         f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
-        f"vscatter{n}": vscatter, f"vgather{n}": vgather,
+        f"vscatter{n}": vscatter, f"vgather{n}": vgather, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
     }
 
 
@@ -387,4 +406,4 @@ for _n in LANES:
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
-    "vhmax", "vsub", "vprelu", *FUNCTIONS)]
+    "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]

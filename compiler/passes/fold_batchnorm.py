@@ -1,4 +1,4 @@
-"""BatchNormalization folded into the preceding Conv or Gemm: scaled weights, shifted bias, one node less.
+"""BatchNormalization folded into the preceding Conv, ConvTranspose or Gemm: scaled weights, shifted bias.
 
 Fires when the BN's parameters and the producer's weights (and bias) are constants, the producer's output
 feeds only the BN, and the producer has no epilogue yet. A BN that stays alone runs as a scale-shift.
@@ -22,7 +22,7 @@ class FoldBatchNorm(Pass):
             if bn.op != "BatchNormalization" or not all(v.is_const for v in bn.inputs[1:5]):
                 continue
             src = bn.inputs[0].producer
-            if src is None or src.op not in ("Conv", "Gemm") or src.attrs.get("post"):
+            if src is None or src.op not in ("Conv", "ConvTranspose", "Gemm") or src.attrs.get("post"):
                 continue
             if len(bn.inputs[0].users) != 1 or bn.inputs[0] in graph.outputs:
                 continue
@@ -44,9 +44,15 @@ class FoldBatchNorm(Pass):
         s = scale / np.sqrt(var + bn.attrs["epsilon"])
         w = src.inputs[1].const.astype(np.float64)
         dt = src.inputs[1].dtype
-        if src.op == "Conv":
-            m = w.shape[0]
-            w2 = w * s.reshape((m,) + (1,) * (w.ndim - 1))
+        if src.op in ("Conv", "ConvTranspose"):
+            if src.op == "Conv":
+                m = w.shape[0]
+                w2 = w * s.reshape((m,) + (1,) * (w.ndim - 1))
+            else:  # weights (C, M / group, k...): output channel g * M / group + j is [group g's rows, j]
+                g, mg = src.attrs["group"], w.shape[1]
+                m = g * mg
+                sp = (1,) * (w.ndim - 2)
+                w2 = (w.reshape((g, -1, mg) + w.shape[2:]) * s.reshape((g, 1, mg) + sp)).reshape(w.shape)
             b = src.inputs[2].const.astype(np.float64) if len(src.inputs) > 2 and src.inputs[2] is not None \
                 else np.zeros(m)
             b2 = (b - mean) * s + beta

@@ -1,6 +1,6 @@
 """Epilogue fusion: activations, residual adds and bias adds computed in the producing kernel's store.
 
-Conv / Gemm / MatMul absorb, while their output has a single consumer:
+Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single consumer:
 * a constant per-output-channel ``Add`` into the bias (before any other epilogue step);
 * ``MatMul`` (2-D) + a constant bias ``Add`` becomes a ``Gemm`` with ``C``;
 * elementwise activations (Relu, Clip/ReLU6, LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, Elu,
@@ -25,7 +25,7 @@ from .manager import Pass
 
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
                "Softplus", "SiLU", "Gelu", "Mish")
-PRODUCERS = ("Conv", "Gemm", "MatMul")
+PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def _single_user(graph: Graph, v: Value) -> Node | None:
@@ -37,7 +37,7 @@ def _single_user(graph: Graph, v: Value) -> Node | None:
 def _channel_vector(node: Node, c: Value) -> np.ndarray | None:
     """The per-output-channel vector of a constant Add operand, if it is one."""
     y = node.outputs[0].shape
-    if node.op == "Conv":
+    if node.op in ("Conv", "ConvTranspose"):
         want = (y[1],) + (1,) * (len(y) - 2)
         shape = tuple(c.shape)
         if len(shape) <= len(y) and (shape == want[-len(shape):] if shape else True) or shape == (1,) + want:
@@ -181,7 +181,8 @@ class FuseEpilogue(Pass):
                     return True
             if other.shape == out.shape and other.dtype == out.dtype:
                 # the residual becomes a new last input (after the optional bias of Conv / Gemm)
-                k = max(len(node.inputs), 3) if node.op in ("Conv", "Gemm") else len(node.inputs)
+                k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") \
+                    else len(node.inputs)
                 graph.set_input(node, k, other)
                 graph.set_attrs(node, post=post + (EpilogueStep("Add", value=other),))
                 graph.remove_node_keep_output(user, node)

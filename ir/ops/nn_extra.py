@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from . import REQUIRED, defop, normalize_axis
+from . import REQUIRED, defop, normalize_axis, post_infer, post_ref
 
 
 # -- ConvTranspose ---------------------------------------------------------------------------------------
@@ -61,9 +61,6 @@ def _ct_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorT
     return [TensorType(x.dtype, (x.shape[0], M) + out_sp)]
 
 
-@defop("ConvTranspose", inputs=(2, 3), infer=_ct_infer,
-       attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED,
-              "output_padding": REQUIRED, "group": 1})
 def convtranspose_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x, w = ins[0].astype(np.float64), ins[1].astype(np.float64)
     b = ins[2] if len(ins) > 2 else None
@@ -94,6 +91,12 @@ def convtranspose_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.nda
     if b is not None:
         y = y + b.astype(np.float64).reshape((1, -1) + (1,) * n)
     return y.astype(ins[0].dtype)
+
+
+# with a fusable epilogue (``post``, see ``post_infer``), like Conv
+defop("ConvTranspose", inputs=(2, 8), infer=post_infer(_ct_infer, 3),
+      attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED,
+             "output_padding": REQUIRED, "group": 1, "post": ()})(post_ref(convtranspose_ref, 3))
 
 
 # -- InstanceNormalization --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     recurrent,
     resample,
     simd_conv,
+    simd_convtranspose,
     simd_cvec,
     simd_depthwise,
     simd_matmul,

@@ -10,12 +10,13 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
+from .epilogue import with_epilogue
 from .spatial import as3d
 from .template import Template, clipped_loops, source, tap_columns
 
 CONVT_SRC = Template('''
 def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH, KW,
-           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias):
+           sd, sh, sw, pd, ph, pw, dd, dh, dw, G, has_bias{PARAMS}):
     cg = C // G
     mg = M // G
     osp = OD * OH * OW
@@ -40,9 +41,9 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
                                     xrow = xbase + (idd * H + ih) * W
                                     for iw in range(lo, hi):
                                         yb[U(yrow + iw * sw)] += wv * xb[U(xrow + iw)]
-''', TAPS=tap_columns(" " * 16, transposed=True),
+{EPILOGUE}''', TAPS=tap_columns(" " * 16, transposed=True),
     ROWS=clipped_loops(" " * 28, ("idd", "D", "od", "idd * sd + kd * dd - pd", "OD"),
-                       ("ih", "H", "oh", "ih * sh + kh * dh - ph", "OH"))).fill()
+                       ("ih", "H", "oh", "ih * sh + kh * dh - ph", "OH")))
 
 
 @variant("ConvTranspose")
@@ -58,7 +59,9 @@ def gen_conv_transpose(node: Node, target: Target) -> list[KernelCall]:
     args = [x, w, bias, y, N, C, *as3d(x.shape[2:]), M, *as3d(y.shape[2:]), *as3d(a["kernel_shape"]),
             *as3d(a["strides"]), *as3d(a["pads"][:n], 0), *as3d(a["dilations"]), int(a["group"]),
             int(b is not None)]
-    return [KernelCall(CONVT_SRC, args, note(node))]
+    # the fused epilogue (BN is folded into the weights and bias) over the finished output
+    src, res = with_epilogue(CONVT_SRC, node, "i", "    ", "N * M * osp", "yo + i")
+    return [KernelCall(src, [*args, *res.values()], note(node))]
 
 
 INSTANCENORM_SRC = '''

@@ -25,6 +25,7 @@ from cnnjit.ir import Node, Value
 from cnnjit.ir.ops.resample import resize_axis_taps, slice_range
 
 from ..kernel import KernelCall, Param, Target, note, variant
+from .simd_convtranspose import interleave
 from .template import source
 
 #: table entry for "outside the input": negative enough that a sum over all axes stays negative
@@ -301,3 +302,75 @@ def gen_resize(node: Node, target: Target) -> list[KernelCall]:
     for o, s in zip(offs, starts):
         args += [int(o.shape[0]), int(o.shape[1]), int(s)]
     return [KernelCall(interp_source(len(offs), bool(to_int)), args, note(node))]
+
+
+# =========================================================================================================
+# nearest upsampling by whole factors (the FPN upsample), vectorised
+# =========================================================================================================
+def nearest_factors(node: Node) -> tuple[int, int] | None:
+    """``(fh, fw)`` when a float32 NCHW Resize copies each input pixel into an ``fh x fw`` block (its
+    nearest tables, whatever the attributes, are ``j // f`` on H and W and the identity on N and C), with
+    ``fw`` 1, 2 or 4; else None."""
+    x, y = node.inputs[0], node.outputs[0]
+    a = node.attrs
+    if x.dtype != np.float32 or len(x.shape) != 4 or int(np.prod(y.shape, dtype=np.int64)) == 0:
+        return None
+    if a["mode"] != "nearest":
+        return None
+    f = []
+    for d in range(4):
+        n_in, n_out = x.shape[d], y.shape[d]
+        if n_out % n_in:
+            return None
+        idx, w, outside = resize_axis_taps(n_in, n_out, float(a["scales"][d]), a, d)
+        k = n_out // n_in
+        if idx.shape[1] != 1 or np.any(outside) or not np.array_equal(idx[:, 0], np.arange(n_out) // k):
+            return None
+        f.append(k)
+    return (f[2], f[3]) if f[0] == f[1] == 1 and f[3] in (1, 2, 4) else None
+
+
+def nearest_source(w: int, fw: int) -> str:
+    """``y`` (planes of ``H*fh x W*fw``) from ``x`` (``P`` planes of ``H x W``): each input row's vectors
+    interleaved with themselves ``fw`` times (``vziplo``/``vziphi``) and stored into ``fh`` output rows."""
+    L = 2 * w
+    lines, names = interleave([f"v{L}"] * fw, L, "z")
+
+    def body(masked: bool) -> list[str]:
+        ind = " " * 16
+        out = [ind + (f"v{L} = vloadn{L}(xb, xr + j, nc)" if masked else f"v{L} = vload{L}(xb, xr + j)")]
+        out += [ind + ln for ln in lines]
+        out.append(f"{ind}for r in range(fh):")
+        for k, name in enumerate(names):
+            at = f"yr + r * OW + j * {fw} + {k * L}"
+            if masked:
+                out += [f"{ind}    cnt = min(max(nc * {fw} - {k * L}, 0), {L})", f"{ind}    if cnt > 0:",
+                        f"{ind}        vstoren{L}(yb, {at}, {name}, cnt)"]
+            else:
+                out.append(f"{ind}    vstore{L}(yb, {at}, {name})")
+        return out
+
+    return source([
+        "def kernel(xb, xo, yb, yo, P, H, W, fh):",
+        f"    OW = W * {fw}",
+        "    for p in range(P):",
+        "        for i in range(H):",
+        "            xr = xo + (p * H + i) * W",
+        "            yr = yo + (p * H + i) * fh * OW",
+        "            j = 0",
+        f"            while j + {L} <= W:",
+        *body(False),
+        f"                j += {L}",
+        "            if j < W:",
+        "                nc = W - j",
+        *body(True),
+    ])
+
+
+@variant("Resize", name="simd_nearest", priority=20, applies=lambda n, t: nearest_factors(n) is not None)
+def gen_simd_nearest(node: Node, target: Target) -> list[KernelCall]:
+    """Nearest upsampling by whole factors: vector loads, in-register duplication, contiguous stores."""
+    x = node.inputs[0]
+    fh, fw = nearest_factors(node)
+    N, C, H, W = x.shape
+    return [KernelCall(nearest_source(target.vector_width, fw), [x, node.outputs[0], N * C, H, W, fh], note(node))]
