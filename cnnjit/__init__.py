@@ -3,16 +3,38 @@
     import cnnjit
     model = cnnjit.compile("model.onnx")
     y = model(x)
+
+``import cnnjit`` is light (no onnx, numba or rich): ``cnnjit.compile`` loads the compiler on its first
+full compile, and a model found in the compiled-program cache (``cnnjit.cache.warm``) runs without it.
+``quantize``, ``prune`` and their result classes are loaded on first access.
 """
 
+from __future__ import annotations
+
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._version import __version__
 from .api import compile
 from .errors import *  # noqa: F403 - the exception classes
-from .prune import PrunedModel, prune
-from .quantize import QuantizedModel, quantize
+
+if TYPE_CHECKING:
+    from .prune import PrunedModel, prune
+    from .quantize import QuantizedModel, quantize
+
+#: public names loaded on first access (they import onnx): name -> module
+_LAZY = {"prune": ".prune", "PrunedModel": ".prune", "quantize": ".quantize", "QuantizedModel": ".quantize"}
+
+
+def __getattr__(name: str) -> Any:
+    """Module attributes loaded on first use (PEP 562): the pruning and quantisation entry points."""
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnjit' has no attribute {name!r}")
 
 
 def example_model() -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from cnnjit.ir import Graph
+from cnnjit.ir import errors as limits
 from cnnjit.ir.errors import InputError, ResourceLimitError
 from cnnjit.runtime.model import Specialization
 
@@ -28,7 +29,7 @@ from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
 from .passes import Pass, PassManager, default_pipeline, select_passes
 
 #: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
-DEFAULT_MAX_ARENA_BYTES = 4 << 30
+DEFAULT_MAX_ARENA_BYTES = limits.DEFAULT_MAX_ARENA_BYTES
 
 
 @dataclass(frozen=True)
