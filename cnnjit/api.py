@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +106,10 @@ def compile(  # noqa: A001 - the public name users expect
     options (and input shapes) on this machine is loaded from the compiled-program cache as one native
     object, without importing the compiler (see ``cnnjit.runtime.native``); anything else compiles here.
     """
-    if target is None and cpu is None and features is None and not dump_ir_after:
+    if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active:
         warm = native.load(model, {**warm_options(input_shapes, fuse, passes, disable, max_tensor_bytes, entry,
                                                   max_arena_bytes, sparse_threshold, threads, variants,
-                                                  vector_width), "verify": verify}, _rebuild)
+                                                  vector_width), "verify": verify}, _rebuild, _compile_full)
         if warm is not None:
             return warm
     _load_compiler()
@@ -198,6 +199,23 @@ def warm_options(input_shapes: Mapping[str, Sequence[int]] | None, fuse: bool, p
             "entry": entry, "max_arena_bytes": max_arena_bytes, "sparse_threshold": sparse_threshold,
             "threads": threads, "variants": None if variants is None else dict(variants),
             "vector_width": vector_width}
+
+
+class _FullOnly(threading.local):
+    active = False
+
+
+#: set while a warm model compiles its other shapes (or its IR) through the full path
+_full_only = _FullOnly()
+
+
+def _compile_full(model: bytes, options: Mapping) -> CompiledModel:
+    """``compile`` through the full path, never the compiled-program cache."""
+    _full_only.active = True
+    try:
+        return compile(model, **options)
+    finally:
+        _full_only.active = False
 
 
 def _rebuild(model: bytes, options: Mapping) -> CompiledModel:

@@ -143,7 +143,7 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
              "verify": args["verify"]}]
     if input_shapes is not None:
         keys.append({**keys[0], "input_shapes": None})
-    if all(native.load(data, k, api._rebuild) is not None for k in keys):
+    if all(native.load(data, k, api._rebuild, api._compile_full) is not None for k in keys):
         return None  # already stored
     shapes = {}
     for s in cm.inputs:

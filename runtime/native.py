@@ -278,10 +278,11 @@ def _signatures(meta: Mapping[str, Any]) -> list[InputSignature]:
                            tuple(s["dim_names"]), bool(s["by_value"])) for s in meta["inputs"]]
 
 
-def load(model: Any, options: Mapping[str, Any],
-         rebuild: Callable[[bytes, dict], CompiledModel]) -> CompiledModel | None:
-    """The model from the compiled-program cache, or None (a miss: the caller compiles). ``rebuild(bytes,
-    options)`` is the full compiler, for every shape but the cached one and for the IR and source."""
+def load(model: Any, options: Mapping[str, Any], rebuild: Callable[[bytes, dict], CompiledModel],
+         compile_full: Callable[[bytes, dict], CompiledModel]) -> CompiledModel | None:
+    """The model from the compiled-program cache, or None (a miss: the caller compiles). ``compile_full(bytes,
+    options)`` is the full compiler, for every shape but the cached one and for the IR and source;
+    ``rebuild`` is what unpickling the model calls."""
     if os.environ.get("CNNJIT_DUMP_IR"):
         return None  # the full path dumps the IR
     data = model_bytes(model)
@@ -296,7 +297,7 @@ def load(model: Any, options: Mapping[str, Any],
 
         def full() -> CompiledModel:
             if not full_model:
-                full_model.append(rebuild(data, dict(options)))
+                full_model.append(compile_full(data, dict(options)))
             return full_model[0]
 
         def specialize(shp: dict[str, tuple[int, ...]], values: dict[str, np.ndarray]) -> Specialization:

@@ -38,6 +38,8 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import cpu_target
 from numba.np.numpy_support import from_dtype
 
+from cnnjit.compiler.codegen.pipeline import KernelPipeline
+
 #: numba releases whose internals (codegen classes, compile flags, calling convention) this file uses
 SUPPORTED_NUMBA = ("0.68",)
 
@@ -161,6 +163,9 @@ def build(job: dict) -> dict:
     if job.get("contract", True):
         flags.fastmath = cpu.FastMathOptions({"contract"})
 
+    # the host build types kernels with the JIT's own pipeline (codegen/pipeline.py), so that every value
+    # gets the type it has in the JIT (without SSA reconstruction a reassigned name is unified: float64)
+    pipeline = KernelPipeline if job.get("kernel_pipeline") else compiler.Compiler
     buffer_dtypes = {b: spec["dtype"] for b, spec in job["buffers"].items()}
     compiled: dict[tuple, tuple[str, object]] = {}  # (kernel, signature) -> (symbol, cres)
     symbols: dict[str, str] = {}
@@ -176,7 +181,8 @@ def build(job: dict) -> dict:
             src = job["header"] + job["kernels"][kname]
             exec(compile(src, f"<cnnjit kernel {kname}>", "exec"), ns)  # noqa: S102 - our own templates
             try:
-                cres = compiler.compile_extra(typingctx, tctx, ns["kernel"], sig, types.none, flags, {})
+                cres = compiler.compile_extra(typingctx, tctx, ns["kernel"], sig, types.none, flags, {},
+                                              pipeline_class=pipeline)
             except Exception as e:  # noqa: BLE001
                 raise RuntimeError(f"kernel {kname} failed to compile for {triple}: {type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e

@@ -74,7 +74,7 @@ def build_host_object(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     scratch = lay.pop("scratch_bytes")
     lay.pop("weight_bytes")
     job = {"name": ENTRY, "triple": triple, "cpu": cpu, "features": features, "contract": False,
-           "header": HEADER, **lay, "keep_ir": False, "asm": False, "inline_calls": True,
+           "header": HEADER, **lay, "keep_ir": False, "asm": False, "inline_calls": True, "kernel_pipeline": True,
            "inline": sorted(prog.meta.get("generic_kernels", ())),
            "machine": {"reloc": "static", "codemodel": "jitdefault"}}
     res = run_worker(job, {c.kernel: (c.op, c.variant) for c in prog.calls})
