@@ -124,11 +124,12 @@ def warm(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, na
 
 
 def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 **options: Any) -> Path | None:
+                 force: bool = False, **options: Any) -> Path | None:
     """Build ``model`` (a path or bytes, compiled as ``cm`` with these options) as one native object and
     store it in the compiled-program cache; returns the object's path, or None when the model cannot be
     one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data,
-    ``threads > 1``: see ``compiler/target/host.py``) or is already there. Compiler errors propagate."""
+    ``threads > 1``: see ``compiler/target/host.py``) or is already there (``force`` builds it again).
+    Compiler errors propagate."""
     data = native.model_bytes(model)
     if data is None:
         return None
@@ -143,7 +144,7 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
              "verify": args["verify"]}]
     if input_shapes is not None:
         keys.append({**keys[0], "input_shapes": None})
-    if all(native.load(data, k, api._rebuild, api._compile_full) is not None for k in keys):
+    if not force and all(native.load(data, k, api._rebuild, api._compile_full) is not None for k in keys):
         return None  # already stored
     shapes = {}
     for s in cm.inputs:

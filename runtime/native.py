@@ -17,9 +17,9 @@ An entry is ``<root>/native-<host key>/<entry key>.o`` plus ``<entry key>.json``
   before anything is loaded, the folder and files must be ours (not links), and the object is only ever
   linked, never interpreted: no text from the cache is executed as Python.
 
-Any mismatch, damage or loading error is a miss (logged on the ``cnnjit`` logger), and ``cnnjit.compile``
-takes the full path. The model returned is a ``CompiledModel`` whose other shapes, IR and source come from
-the full compiler, imported when first needed.
+``CNNJIT_PROGRAM_CACHE=0`` switches the lookup off. Any mismatch, damage or loading error is a miss (logged
+on the ``cnnjit`` logger), and ``cnnjit.compile`` takes the full path. The model returned is a
+``CompiledModel`` whose other shapes, IR and source come from the full compiler, imported when first needed.
 """
 
 from __future__ import annotations
@@ -283,8 +283,8 @@ def load(model: Any, options: Mapping[str, Any], rebuild: Callable[[bytes, dict]
     """The model from the compiled-program cache, or None (a miss: the caller compiles). ``compile_full(bytes,
     options)`` is the full compiler, for every shape but the cached one and for the IR and source;
     ``rebuild`` is what unpickling the model calls."""
-    if os.environ.get("CNNJIT_DUMP_IR"):
-        return None  # the full path dumps the IR
+    if os.environ.get("CNNJIT_DUMP_IR") or os.environ.get("CNNJIT_PROGRAM_CACHE", "1") == "0":
+        return None  # the full path dumps the IR; or the cache is switched off
     data = model_bytes(model)
     if data is None:
         return None
