@@ -16,13 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numba
 import numpy as np
 
 import cnnjit
-from cnnjit.compiler.codegen.threads import default_wait_policy
-from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.passes import check_pass_names, default_pipeline, parse_dump_ir
 from cnnjit.errors import InputError, ModelError, ShapeError
 
@@ -242,6 +238,8 @@ def blame_defaults(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]], fo
 def model_shapes(args: argparse.Namespace, foreign: str = "") -> Iterator[dict[str, tuple[int, ...]]]:
     """``--shape`` of ``args.model`` parsed and checked (``check_shapes``); shape errors inside the block are
     blamed on defaulted symbolic dimensions when there are any (``blame_defaults``)."""
+    from cnnjit.compiler.frontend.loader import input_specs, load_model  # onnx: not for `cnnjit info`'s start
+
     specs, shapes = input_specs(load_model(args.model)), parse_shapes(args.shape)
     check_shapes(specs, shapes)
     with blame_defaults(specs, shapes, foreign):
@@ -294,6 +292,10 @@ def use_threads(n: int) -> None:
     if n < 1:
         raise UsageError(f"--threads must be >= 1, got {n}")
     if n > 1:
+        import numba  # only here: commands that never compile do not import it
+
+        from cnnjit.compiler.codegen.threads import default_wait_policy
+
         default_wait_policy()  # before the pool starts, as cnnjit.compile(threads=N) would
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
@@ -307,6 +309,9 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
     check_model_path(path)
     use_threads(threads)
     t0 = time.perf_counter()
+    from cnnjit.compiler.frontend.loader import input_specs, load_model
+    from cnnjit.compiler.frontend.onnx_import import value_inputs
+
     proto = load_model(path)
     by_value = value_inputs(proto)
     if by_value:
