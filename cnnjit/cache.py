@@ -128,7 +128,7 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
     """Build ``model`` (a path or bytes, compiled as ``cm`` with these options) as one native object and
     store it in the compiled-program cache; returns the object's path, or None when the model cannot be
     one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data,
-    ``threads > 1``: see ``compiler/target/host.py``) or is already there (``force`` builds it again).
+    ``threads > 1``: see ``compiler/target/host.py``). One already there is kept (``force`` builds it again).
     Compiler errors propagate."""
     data = native.model_bytes(model)
     if data is None:
@@ -145,7 +145,7 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
     if input_shapes is not None:
         keys.append({**keys[0], "input_shapes": None})
     if not force and all(native.load(data, k, api._rebuild, api._compile_full) is not None for k in keys):
-        return None  # already stored
+        return native.entry_path(data, keys[0])
     shapes = {}
     for s in cm.inputs:
         dims = tuple(input_shapes[s.name]) if input_shapes and s.name in input_shapes else s.dims

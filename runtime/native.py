@@ -25,6 +25,7 @@ on the ``cnnjit`` logger), and ``cnnjit.compile`` takes the full path. The model
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -75,6 +76,11 @@ def _binding() -> Any:
 
 def host_machine() -> tuple[str, str, str]:
     """(triple, CPU name, features) of this process as numba's JIT sees them (its env overrides win)."""
+    return _host_machine(os.environ.get("NUMBA_CPU_NAME"), os.environ.get("NUMBA_CPU_FEATURES"))
+
+
+@functools.lru_cache(maxsize=4)
+def _host_machine(name_override: str | None, features_override: str | None) -> tuple[str, str, str]:
     ll = _binding()
     try:
         name = ll.get_host_cpu_name()
@@ -84,8 +90,7 @@ def host_machine() -> tuple[str, str, str]:
             features = ""
     except Exception:  # noqa: BLE001
         name, features = "unknown", ""
-    return (ll.get_process_triple(), os.environ.get("NUMBA_CPU_NAME") or name,
-            os.environ.get("NUMBA_CPU_FEATURES") or features)
+    return ll.get_process_triple(), name_override or name, features_override or features
 
 
 def host_fields() -> dict[str, Any]:
@@ -108,6 +113,11 @@ def entry_key(model_sha256: str, options: Mapping[str, Any]) -> str:
     env = {k: os.environ.get(k) for k in KEY_ENVIRONMENT}
     text = json.dumps({"model": model_sha256, "options": opts, "env": env}, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def entry_path(data: bytes, options: Mapping[str, Any]) -> Path:
+    """Where the object of the model ``data`` compiled with ``options`` is (or would be) stored."""
+    return native_dir() / f"{entry_key(hashlib.sha256(data).hexdigest(), options)}.o"
 
 
 def model_bytes(model: Any) -> bytes | None:
@@ -221,11 +231,12 @@ def _engine(obj: bytes, triple: str, cpu: str, features: str) -> tuple[Any, int]
 
 
 class NativeSpecialization:
-    """One input shape of a model as a loaded native object: ``run`` copies nothing but the inputs' and
-    outputs' own bytes (the entry copies them in and out of the scratch block). Scratch blocks are pooled
-    as in ``Specialization`` (the entry releases the GIL through ctypes, so threads run in parallel).
-    Anything else (``graph``, ``program``...) comes from the full compiler's specialisation, made on first
-    use by ``full``."""
+    """One input shape of a model as a loaded native object. Each call takes a work set from a pool (as
+    ``Specialization`` does with its arenas): the scratch block plus staging buffers for the inputs and
+    outputs, all in one zeroed, 64-byte aligned allocation whose addresses are computed once, so a call
+    copies the inputs in, calls the entry (ctypes releases the GIL, so threads run in parallel) and copies
+    the outputs out. Anything else (``graph``, ``program``...) comes from the full compiler's
+    specialisation, made on first use by ``full``."""
 
     def __init__(self, engine: Any, address: int, meta: Mapping[str, Any],
                  full: Callable[[], Specialization]):
@@ -235,37 +246,46 @@ class NativeSpecialization:
         self.scratch_bytes = int(meta["scratch_bytes"])
         n = len(self.inputs) + len(self.outputs) + 1
         self._fn = ctypes.CFUNCTYPE(ctypes.c_int, *([ctypes.c_void_p] * n))(address)
-        self._pool: list[np.ndarray] = []
+        self._pool: list[tuple] = []
         self._full = full
         self.timings: dict[str, float] = {}
 
-    def _scratch(self) -> np.ndarray:
-        try:
-            return self._pool.pop()
-        except IndexError:
-            raw = np.zeros(self.scratch_bytes + 64, np.uint8)  # zeroed like the JIT's arenas
-            start = -raw.ctypes.data % 64
-            return raw[start:start + self.scratch_bytes]
+    def _work_set(self) -> tuple:
+        """(input views, output views, entry arguments, the block): a fresh set, zeroed like the JIT's arenas."""
+        tensors = [(dt, shape) for _, dt, shape in self.inputs] + self.outputs
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, shape in tensors] + [self.scratch_bytes]
+        offsets, total = [], 0
+        for size in sizes:
+            offsets.append(total)
+            total += -(-max(size, 1) // 64) * 64
+        raw = np.zeros(total + 64, np.uint8)
+        base = raw.ctypes.data
+        start = -base % 64
+        views = [raw[start + off:start + off + size].view(dt).reshape(shape)
+                 for off, size, (dt, shape) in zip(offsets, sizes, tensors)]
+        args = tuple(base + start + off for off in offsets)
+        return views[:len(self.inputs)], views[len(self.inputs):], args, raw
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
-        ins = []
-        for name, dtype, shape in self.inputs:
-            x = feeds[name]
-            if x.dtype != dtype or x.shape != shape:
-                raise InputError(f"input {name!r} has {x.dtype}{list(x.shape)}, expected {dtype}{list(shape)}")
-            ins.append(np.ascontiguousarray(x))
-        outs = [np.empty(shape, dtype) for dtype, shape in self.outputs]
-        scratch = self._scratch()
         try:
-            status = self._fn(*[a.ctypes.data for a in ins], *[o.ctypes.data for o in outs], scratch.ctypes.data)
+            ins, outs, args, raw = work = self._pool.pop()  # atomic: no lock on the per-call path
+        except IndexError:
+            ins, outs, args, raw = work = self._work_set()
+        try:
+            for (name, dtype, shape), view in zip(self.inputs, ins):
+                x = feeds[name]
+                if x.dtype != dtype or x.shape != shape:
+                    raise InputError(f"input {name!r} has {x.dtype}{list(x.shape)}, expected {dtype}{list(shape)}")
+                view[...] = x
+            status = self._fn(*args)
+            if status != 0:
+                raise InputError(f"the compiled model reported an error (status {status}): an input holds an "
+                                 "out-of-range index?")
+            return [v.copy() for v in outs]
         finally:
             if len(self._pool) < 8:
-                self._pool.append(scratch)
-        if status != 0:
-            raise InputError("the compiled model reported an error (status "
-                             f"{status}): an input holds an out-of-range index?")
-        return outs
+                self._pool.append(work)
 
     def __getattr__(self, name: str) -> Any:
         if name in ("graph", "program", "pass_report"):

@@ -304,14 +304,12 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
                   threads: int = 1, quiet: bool = False
                   ) -> tuple[Any, dict[str, tuple[int, ...]], list[str], float]:
     """Compile ``path`` for concrete input shapes (symbolic dims -> 1, noted); returns (model, shapes, notes, s)."""
-    from cnnjit.inspect_model import resolve_shapes
+    from cnnjit.compiler.frontend.loader import input_specs, load_model, resolve_shapes
+    from cnnjit.compiler.frontend.onnx_import import value_inputs
 
     check_model_path(path)
     use_threads(threads)
     t0 = time.perf_counter()
-    from cnnjit.compiler.frontend.loader import input_specs, load_model
-    from cnnjit.compiler.frontend.onnx_import import value_inputs
-
     proto = load_model(path)
     by_value = value_inputs(proto)
     if by_value:
