@@ -212,3 +212,27 @@ def test_import_cnnjit_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
     assert callable(cnnjit.quantize) and cnnjit.PrunedModel.__name__ == "PrunedModel"  # lazy names resolve
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cnnjit", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+def test_cli_warm_reports_the_stored_program(cache: dict):
+    env = {"CNNJIT_CACHE_DIR": str(cache["cache"])}
+    r = _cli("warm", str(cache["path"]), "--shape", "x=1,2,6,6", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    program = Path(json.loads(r.stdout)["program"])
+    assert program.is_file() and program.with_suffix(".json") in cache["entries"]
+    r = _cli("warm", str(cache["path"]), "--shape", "x=1,2,6,6", "--no-program", "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["program"] is None, r.stderr
+
+
+def test_cli_info_imports_no_compiler_backend(cache: dict):
+    code = ("import sys\nfrom cnnjit.cli import main\n"
+            f"code = main(['info', {str(cache['path'])!r}, '--json'])\n"
+            "print(code, sorted(k for k in ('numba', 'rich', 'llvmlite.binding') if k in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
+    assert json.loads("\n".join(r.stdout.strip().splitlines()[:-1]))["flops"] > 0
