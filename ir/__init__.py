@@ -1,7 +1,15 @@
 """cnnjit's IR: typed, static-shape tensors; values, nodes and graphs; the op registry; an interpreter.
 
-This package imports nothing else of cnnjit's, so every other part may depend on it.
+This package imports nothing else of cnnjit's, so every other part may depend on it. Only the errors are
+loaded with the package; the rest (graphs, the op registry with every op family, the interpreter) on first
+use of a name (PEP 562), so that ``import cnnjit`` and a warm start (which need the errors only) stay light.
+``op_families`` registers every op family.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     CnnjitError,
@@ -13,21 +21,27 @@ from .errors import (
     ShapeError,
     UnsupportedOpError,
 )
-from .graph import Dequantized, Edits, Graph, Node, Value, topo_order
-from .interp import interpret
-from .ops import (  # noqa: F401 - importing the op families registers their ops
-    OpDef,
-    all_ops,
-    elementwise,
-    get_op,
-    movement,
-    nn,
-    nn_extra,
-    qint,
-    quant,
-    resample,
-)
-from .types import DTYPES, TensorType, short_name
+
+if TYPE_CHECKING:
+    from .graph import Dequantized, Edits, Graph, Node, Value, topo_order
+    from .interp import interpret
+    from .op_families import OpDef, all_ops, get_op
+    from .types import DTYPES, TensorType, short_name
+
+#: names loaded on first use: name -> submodule
+_LAZY = {**dict.fromkeys(("Dequantized", "Edits", "Graph", "Node", "Value", "topo_order"), ".graph"),
+         "interpret": ".interp", **dict.fromkeys(("OpDef", "all_ops", "get_op"), ".op_families"),
+         **dict.fromkeys(("DTYPES", "TensorType", "short_name"), ".types")}
+
+
+def __getattr__(name: str) -> Any:
+    """The graph, op registry, interpreter and type names, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cnnjit.ir' has no attribute {name!r}")
+
 
 __all__ = [
     "CnnjitError", "CompileError", "InputError", "IRError", "ModelError", "ResourceLimitError", "ShapeError",

@@ -1,0 +1,6 @@
+"""The op registry with every op family registered: import ``get_op`` / ``all_ops`` from here (or from
+``cnnjit.ir``), not from ``ir/ops/__init__.py``, which holds the registry but loads no family itself."""
+
+from .ops import OpDef, all_ops, elementwise, get_op, movement, nn, nn_extra, qint, quant, resample  # noqa: F401
+
+__all__ = ["OpDef", "all_ops", "get_op"]
