@@ -11,14 +11,14 @@ full compile, and a model found in the compiled-program cache (``cnnjit.cache.wa
 
 from __future__ import annotations
 
-from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import errors
 from ._version import __version__
 from .api import compile
 from .errors import *  # noqa: F403 - the exception classes
+from .ir import lazy_names
 
 if TYPE_CHECKING:
     from .prune import PrunedModel, prune
@@ -28,13 +28,8 @@ if TYPE_CHECKING:
 _LAZY = {"prune": ".prune", "PrunedModel": ".prune", "quantize": ".quantize", "QuantizedModel": ".quantize"}
 
 
-def __getattr__(name: str) -> Any:
-    """Module attributes loaded on first use (PEP 562): the pruning and quantisation entry points."""
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cnnjit' has no attribute {name!r}")
+#: the pruning and quantisation entry points, imported on first use (PEP 562)
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def example_model() -> str:

@@ -8,6 +8,7 @@ use of a name (PEP 562), so that ``import cnnjit`` and a warm start (which need 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
@@ -34,13 +35,22 @@ _LAZY = {**dict.fromkeys(("Dequantized", "Edits", "Graph", "Node", "Value", "top
          **dict.fromkeys(("DTYPES", "TensorType", "short_name"), ".types")}
 
 
-def __getattr__(name: str) -> Any:
-    """The graph, op registry, interpreter and type names, imported on first use (PEP 562)."""
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cnnjit.ir' has no attribute {name!r}")
+def lazy_names(package: str, table: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) that imports ``name`` from the submodule ``table[name]`` (relative to
+    ``package``) on its first use and binds it in ``namespace`` (the module's globals), so later uses are
+    plain lookups. Used here and by ``cnnjit/__init__.py``."""
+    def __getattr__(name: str) -> Any:
+        if name in table:
+            value = getattr(import_module(table[name], package), name)
+            namespace[name] = value
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+#: the graph, op registry, interpreter and type names, imported on first use
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -19,13 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import llvmlite.binding as ll
 import numpy as np
 import onnx
 
-from cnnjit.compiler.codegen.build import HEADER, _host_cpu
+from cnnjit.compiler.codegen.build import HEADER
 from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.stages import CompileOptions, specialize
+from cnnjit.runtime.native import host_machine
 
 from .aarch64 import LIBC_LIBM, elf_info, run_worker, schedule_job
 
@@ -47,12 +47,6 @@ class HostObject:
     inputs: list[dict[str, Any]]  # name (the model's, for validation only), dtype, shape
     outputs: list[dict[str, Any]]
     undefined: list[str]
-
-
-def host_machine() -> tuple[str, str, str]:
-    """(triple, CPU name, features) of this process, as numba's JIT sees them (its env overrides win)."""
-    cpu, features = _host_cpu()
-    return ll.get_process_triple(), cpu, features
 
 
 def _external_data(proto: onnx.ModelProto) -> bool:
