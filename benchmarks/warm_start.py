@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,18 +90,22 @@ def model_files(folder: Path, names: list[str] | None) -> dict[str, tuple[Path, 
 
 
 def child_times(mode: str, path: Path, shape: tuple[int, ...], procs: int, env: dict) -> dict:
-    """Median / min seconds to the first result over ``procs`` fresh processes, in-process and wall."""
-    inner, wall, heavy = [], [], set()
+    """Median / min seconds to the first result over ``procs`` fresh processes, in-process and wall, and the
+    median CPU seconds of a whole child process (user + system: less sensitive to a busy machine)."""
+    inner, wall, cpu, heavy = [], [], [], set()
     for _ in range(procs):
         t = time.perf_counter()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         r = subprocess.run([sys.executable, "-c", CHILD, mode, str(path), ",".join(map(str, shape))],
                            capture_output=True, text=True, env=env, check=True)
         wall.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
         s, o, n = r.stdout.split()
         inner.append(float(s))
         heavy |= {m for m, f in (("onnx", o), ("numba", n)) if f == "1"}
     return {"median_s": statistics.median(inner), "min_s": min(inner), "wall_median_s": statistics.median(wall),
-            "imports": sorted(heavy)}
+            "cpu_median_s": statistics.median(cpu), "imports": sorted(heavy)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", type=int, default=7, help="fresh processes per model and mode")
     ap.add_argument("--runs", type=int, default=200, help="steady-state runs per model")
     ap.add_argument("--models", default="", help="comma-separated subset of " + ", ".join([*FILES, "mobilenet_v2_224"]))
+    ap.add_argument("--reuse", action="store_true", help="keep compiled programs already stored (no build time)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
     harness.single_thread()
@@ -123,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             cm = _compile_full(path.read_bytes(), {"input_shapes": shapes})  # fills the kernel cache
             t_jit = time.perf_counter() - t
             t = time.perf_counter()
-            stored = cnnjit.cache.store_native(str(path), cm, shapes, force=True)
-            t_native = time.perf_counter() - t
+            stored = cnnjit.cache.store_native(str(path), cm, shapes, force=not args.reuse)
+            t_native = None if args.reuse else time.perf_counter() - t
             warm = cnnjit.compile(str(path))
             x = models.make_input(shape)
             is_warm = isinstance(warm._specs.get((shape,)), NativeSpecialization)
@@ -139,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                              "steady_ms": {k: v["median_ms"] for k, v in steady.items()},
                              "first_result": modes, "target_s": target}
             rows.append([name, modes["warm"]["median_s"], modes["full"]["median_s"], modes["ort"]["median_s"],
-                         target, ",".join(modes["warm"]["imports"]) or "-", steady["warm"]["median_ms"],
+                         modes["warm"]["cpu_median_s"], modes["ort"]["cpu_median_s"], target,
+                         ",".join(modes["warm"]["imports"]) or "-", steady["warm"]["median_ms"],
                          steady["jit"]["median_ms"], same, t_native])
             print(json.dumps({name: results[name]}, default=str), file=sys.stderr)
-    headers = ["model", "warm first result s", "full path s", "onnxruntime s", "target s", "heavy imports (warm)",
+    headers = ["model", "warm first result s", "full path s", "onnxruntime s", "warm CPU s", "onnxruntime CPU s",
+               "target s", "heavy imports (warm)",
                "warm ms/run", "JIT ms/run", "bit-identical", "native build s"]
     harness.write_json("warm_start", {"models": results}, args.out)
     harness.write_markdown(
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         notes=["first result: median over fresh processes of the time from the child's first line to "
                "`cnnjit.compile(path)(x)` returning (interpreter start-up excluded); warm = compiled-program "
                "cache, full = `CNNJIT_PROGRAM_CACHE=0` on a warm kernel cache; onnxruntime = import, session "
-               "(1 thread), first run",
+               "(1 thread), first run; CPU s: user + system seconds of the whole child process (interpreter "
+               "start-up included), median",
                "ms/run: steady state, median of interleaved runs in one process (warm object vs JIT)",
                "native build s: `cnnjit.cache.store_native` after the kernels are cached (what `cnnjit warm` "
                "adds to a compile)"])
