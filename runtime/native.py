@@ -166,6 +166,15 @@ def store(data: bytes, options: Mapping[str, Any], obj: bytes, meta: Mapping[str
     return folder / f"{key}.o"
 
 
+def _any_programs() -> bool:
+    """Whether the cache root holds any compiled-program folder (of any host or version)."""
+    try:
+        with os.scandir(cache_root()) as it:
+            return any(e.name.startswith("native-") for e in it)
+    except OSError:
+        return False
+
+
 def _read_ours(path: Path, limit: int | None = None) -> bytes:
     try:
         st = path.lstat()
@@ -305,6 +314,8 @@ def load(model: Any, options: Mapping[str, Any], rebuild: Callable[[bytes, dict]
     ``rebuild`` is what unpickling the model calls."""
     if os.environ.get("CNNJIT_DUMP_IR") or os.environ.get("CNNJIT_PROGRAM_CACHE", "1") == "0":
         return None  # the full path dumps the IR; or the cache is switched off
+    if not isinstance(model, (bytes, bytearray, memoryview, str, os.PathLike)) or not _any_programs():
+        return None  # (before reading and hashing the model: most compiles never meet a stored program)
     data = model_bytes(model)
     if data is None:
         return None
