@@ -69,7 +69,7 @@ def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
     import cnnjit
     from benchmarks.harness import measure, ort_session
     from benchmarks.models import output_scale
-    from cnnjit.runtime.parallel import default_threads
+    from cnnjit.runtime.cpus import default_threads
 
     def max_rel_err(got: list, ref: list) -> float:  # (benchmarks.fused_vs_unfused pins 1 thread on import)
         return max(float(np.max(np.abs(g.astype(np.float64) - r))) for g, r in zip(got, ref)) / output_scale(ref)

@@ -3,16 +3,33 @@
     import cnnjit
     model = cnnjit.compile("model.onnx")
     y = model(x)
+
+``import cnnjit`` is light (no onnx, numba or rich): ``cnnjit.compile`` loads the compiler on its first
+full compile, and a model found in the compiled-program cache (``cnnjit.cache.warm``) runs without it.
+``quantize``, ``prune`` and their result classes are loaded on first access.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import errors
 from ._version import __version__
 from .api import compile
 from .errors import *  # noqa: F403 - the exception classes
-from .prune import PrunedModel, prune
-from .quantize import QuantizedModel, quantize
+from .ir import lazy_names
+
+if TYPE_CHECKING:
+    from .prune import PrunedModel, prune
+    from .quantize import QuantizedModel, quantize
+
+#: public names loaded on first access (they import onnx): name -> module
+_LAZY = {"prune": ".prune", "PrunedModel": ".prune", "quantize": ".quantize", "QuantizedModel": ".quantize"}
+
+
+#: the pruning and quantisation entry points, imported on first use (PEP 562)
+__getattr__ = lazy_names(__name__, _LAZY, globals())
 
 
 def example_model() -> str:

@@ -3,23 +3,49 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-import onnx
+from cnnjit.ir.errors import DEFAULT_MAX_ARENA_BYTES, DEFAULT_MAX_TENSOR_BYTES, InputError, ModelError
+from cnnjit.runtime import native
+from cnnjit.runtime.cpus import default_threads
+from cnnjit.runtime.model import CompiledModel, InputSignature, Specialization
 
-from cnnjit.compiler import stages
-from cnnjit.compiler.codegen.kernel import VARIANTS
-from cnnjit.compiler.codegen.simd import WIDTHS
-from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, check_supported, value_inputs
-from cnnjit.compiler.stages import DEFAULT_MAX_ARENA_BYTES, CompileOptions
-from cnnjit.compiler.target import TargetArtifact, compile_for_target
-from cnnjit.ir.errors import InputError, ModelError
-from cnnjit.runtime import CompiledModel, InputSignature, Specialization
-from cnnjit.runtime.parallel import default_threads
+if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full compile
+    import onnx
 
-from .log import loaded_kernels, log_specialization, specializing
-from .prune import PrunedModel
+    from cnnjit.compiler import stages
+    from cnnjit.compiler.codegen.kernel import VARIANTS
+    from cnnjit.compiler.codegen.simd import WIDTHS
+    from cnnjit.compiler.frontend.loader import input_specs, load_model
+    from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
+    from cnnjit.compiler.stages import CompileOptions
+    from cnnjit.compiler.target import TargetArtifact, compile_for_target
+
+    from .log import loaded_kernels, log_specialization, specializing
+    from .prune import PrunedModel
+
+
+def _load_compiler() -> None:
+    """Import the compiler (onnx, numba, the frontend, codegen) and bind the names ``compile`` uses into this
+    module, once: ``import cnnjit`` and a warm start from the compiled-program cache never pay for them."""
+    if "stages" in globals():
+        return
+    import onnx  # noqa: F401
+
+    from cnnjit.compiler import stages  # noqa: F401
+    from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
+    from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
+    from cnnjit.compiler.frontend.loader import input_specs, load_model  # noqa: F401
+    from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs  # noqa: F401
+    from cnnjit.compiler.stages import CompileOptions  # noqa: F401
+    from cnnjit.compiler.target import TargetArtifact, compile_for_target  # noqa: F401
+
+    from .log import loaded_kernels, log_specialization, specializing  # noqa: F401
+    from .prune import PrunedModel  # noqa: F401
+
+    globals().update(locals())
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -76,7 +102,18 @@ def compile(  # noqa: A001 - the public name users expect
     ``cnnjit.compiler.codegen.kernel.VARIANTS`` and in ``cnnjit inspect``'s variant column), for tests and
     experiments: a forced variant that cannot compute a node is a ``CompileError``. ``vector_width`` (4, 8
     or 16 float32 lanes; default the host's widest) generates the SIMD kernels at another width.
+
+    Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same
+    options (and input shapes) on this machine is loaded from the compiled-program cache as one native
+    object, without importing the compiler (see ``cnnjit.runtime.native``); anything else compiles here.
     """
+    if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active:
+        warm = native.load(model, {**warm_options(input_shapes, fuse, passes, disable, max_tensor_bytes, entry,
+                                                  max_arena_bytes, sparse_threshold, threads, variants,
+                                                  vector_width), "verify": verify}, _rebuild, _compile_full)
+        if warm is not None:
+            return warm
+    _load_compiler()
     if isinstance(model, PrunedModel):
         model = model.model
     if target is not None:
@@ -155,6 +192,49 @@ def compile(  # noqa: A001 - the public name users expect
         "sparse_threshold": sparse_threshold, "threads": threads_given,
         "variants": None if variants is None else dict(variants), "vector_width": vector_width})
     return cm
+
+
+def warm_options(input_shapes: Mapping[str, Sequence[int]] | None, fuse: bool, passes: Sequence[str] | None,
+                 disable: Sequence[str] | None, max_tensor_bytes: int, entry: str, max_arena_bytes: int,
+                 sparse_threshold: float | None, threads: int, variants: Mapping[str, str] | None,
+                 vector_width: int | None) -> dict[str, Any]:
+    """The options that key a compiled-program cache entry, as ``_rebuild`` takes them (``verify`` and
+    ``dump_ir_after`` change no result and are left out)."""
+    return {"input_shapes": None if input_shapes is None else {k: [int(d) for d in v] for k, v in input_shapes.items()},
+            "fuse": fuse, "passes": None if passes is None else list(passes),
+            "disable": None if disable is None else list(disable), "max_tensor_bytes": max_tensor_bytes,
+            "entry": entry, "max_arena_bytes": max_arena_bytes, "sparse_threshold": sparse_threshold,
+            "threads": _resolved_threads(threads), "variants": None if variants is None else dict(variants),
+            "vector_width": vector_width}
+
+
+def _resolved_threads(threads: int | None) -> int | None:
+    """``threads`` with None resolved to this process's default (``CNNJIT_NUM_THREADS`` or the usable CPUs):
+    a stored program is keyed by the thread count it was built for (None if the environment's is invalid:
+    then nothing matches and the full path reports it)."""
+    if threads is not None:
+        return threads
+    try:
+        return default_threads()
+    except ValueError:
+        return None
+
+
+class _FullOnly(threading.local):
+    active = False
+
+
+#: set while a warm model compiles its other shapes (or its IR) through the full path
+_full_only = _FullOnly()
+
+
+def _compile_full(model: bytes, options: Mapping) -> CompiledModel:
+    """``compile`` through the full path, never the compiled-program cache."""
+    _full_only.active = True
+    try:
+        return compile(model, **options)
+    finally:
+        _full_only.active = False
 
 
 def _rebuild(model: bytes, options: Mapping) -> CompiledModel:

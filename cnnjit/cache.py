@@ -5,6 +5,12 @@
     cnnjit.cache.clear()    # removes every cnnjit kernel folder under the cache root
     cnnjit.cache.warm("model.onnx", input_shapes={"x": (1, 3, 96, 96)})   # compile into the cache now
 
+``warm`` also stores the model's whole program as one native object in the compiled-program cache
+(``cnnjit.runtime.native``: ``native-<key>`` folders beside the kernel folders), from which a later
+``cnnjit.compile`` of the same model file or bytes with the same options starts without importing the
+compiler. A plain ``cnnjit.compile`` does not store it: building the object lowers every kernel again in a
+worker process, which would double a cold compile's CPU time (see the README's warm-start section).
+
 The cache root is ``CNNJIT_CACHE_DIR`` (default ``~/.cache/cnnjit``); each combination of cnnjit, numba,
 llvmlite, Python and host CPU gets its own ``kernels-numba<version>-<key>`` folder in it (see
 ``cnnjit.compiler.codegen.build``). It is shared by every model and process of the user.
@@ -12,6 +18,8 @@ llvmlite, Python and host CPU gets its own ``kernels-numba<version>-<key>`` fold
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -19,18 +27,22 @@ from pathlib import Path
 from typing import Any
 
 import numba
+import numpy as np
 
 from cnnjit.compiler.codegen import build
 from cnnjit.compiler.codegen.precompile import STATS
+from cnnjit.compiler.frontend.loader import load_model
+from cnnjit.compiler.stages import CompileOptions
+from cnnjit.compiler.target.host import build_host_object
+from cnnjit.runtime import native
+from cnnjit.runtime.model import CompiledModel
+from cnnjit.runtime.native import cache_root
 
 from . import api
 
 _PREFIX = "kernels-"
-
-
-def cache_root() -> Path:
-    """The cache root folder (``CNNJIT_CACHE_DIR`` or ``~/.cache/cnnjit``); it may not exist yet."""
-    return Path(os.environ.get("CNNJIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cnnjit"))
+_NATIVE_PREFIX = "native-"
+log = logging.getLogger("cnnjit")
 
 
 def _folder_stats(d: Path) -> dict[str, Any]:
@@ -70,7 +82,8 @@ def info() -> dict[str, Any]:
 
 
 def clear() -> dict[str, Any]:
-    """Delete every ``kernels-*`` folder under the cache root (this and other versions); returns what went.
+    """Delete every ``kernels-*`` and ``native-*`` folder under the cache root (this and other versions);
+    returns what went.
 
     Only our own folders are touched (the root itself and anything else in it stay). Kernels already
     loaded in this process keep working; the next compile recreates the folder.
@@ -80,7 +93,7 @@ def clear() -> dict[str, Any]:
     freed = 0
     errors: list[str] = []
     if root.is_dir():
-        for p in sorted(root.glob(_PREFIX + "*")):
+        for p in sorted([*root.glob(_PREFIX + "*"), *root.glob(_NATIVE_PREFIX + "*")]):
             if p.is_symlink() or not p.is_dir():
                 continue
             if hasattr(os, "getuid") and p.lstat().st_uid != os.getuid():
@@ -98,8 +111,62 @@ def clear() -> dict[str, Any]:
     return {"root": str(root), "removed": removed, "bytes_freed": freed, "errors": errors}
 
 
-def warm(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, **options: Any) -> Any:
+def warm(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None, native_program: bool = True,
+         **options: Any) -> Any:
     """Compile ``model`` now so every kernel it needs is in the on-disk cache (e.g. while building a
-    deployment image); returns the ``CompileReport``. Symbolic dimensions need ``input_shapes``."""
+    deployment image), and (``native_program``) its whole program into the compiled-program cache (see
+    ``store_native``); returns the ``CompileReport``. Symbolic dimensions need ``input_shapes``."""
     cm = api.compile(model, input_shapes=input_shapes, **options)
-    return cm.compile_report()
+    report = cm.compile_report()
+    if native_program:
+        store_native(model, cm, input_shapes, **options)
+    return report
+
+
+def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 force: bool = False, **options: Any) -> Path | None:
+    """Build ``model`` (a path or bytes, compiled as ``cm`` with these options) as one native object and
+    store it in the compiled-program cache; returns the object's path, or None when the model cannot be
+    one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data,
+    a schedule split over threads: see ``compiler/target/host.py``). One already there is kept (``force`` builds it again).
+    Compiler errors propagate."""
+    data = native.model_bytes(model)
+    if data is None:
+        return None
+    defaults = {k: p.default for k, p in inspect.signature(api.compile).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    args = {**defaults, **options, "input_shapes": input_shapes}
+    if args["target"] is not None or args["dump_ir_after"]:
+        return None
+    # a model compiled with input_shapes is stored for those, and for a compile without them (its first
+    # call at these shapes runs from the object; other shapes compile)
+    keys = [{**api.warm_options(**{k: args[k] for k in inspect.signature(api.warm_options).parameters}),
+             "verify": args["verify"]}]
+    if input_shapes is not None:
+        keys.append({**keys[0], "input_shapes": None})
+    if not force and all(native.load(data, k, api._rebuild, api._compile_full) is not None for k in keys):
+        return native.entry_path(data, keys[0])
+    shapes = {}
+    for s in cm.inputs:
+        dims = tuple(input_shapes[s.name]) if input_shapes and s.name in input_shapes else s.dims
+        if dims is None or any(d is None for d in dims):
+            log.info("compiled-program cache: %s has symbolic dimensions; give input_shapes to store it", cm.name)
+            return None
+        shapes[s.name] = tuple(int(d) for d in dims)
+    opts = CompileOptions(fuse=args["fuse"], passes=None if args["passes"] is None else tuple(args["passes"]),
+                          disable=None if args["disable"] is None else tuple(args["disable"]),
+                          max_tensor_bytes=args["max_tensor_bytes"], max_arena_bytes=args["max_arena_bytes"],
+                          threads=keys[0]["threads"], sparse_threshold=args["sparse_threshold"],
+                          variants=tuple(sorted((args["variants"] or {}).items())),
+                          vector_width=args["vector_width"])
+    obj = build_host_object(load_model(data), shapes, opts)
+    if obj is None:
+        log.info("compiled-program cache: %s cannot be one native object; its warm start compiles", cm.name)
+        return None
+    meta = {"name": cm.name, "outputs": list(cm.output_names), "shapes": {k: list(v) for k, v in shapes.items()},
+            "inputs": [{"name": s.name, "dtype": np.dtype(s.dtype).str,
+                        "dims": None if s.dims is None else list(s.dims), "dim_names": list(s.dim_names),
+                        "by_value": s.by_value} for s in cm.inputs],
+            "io": {"inputs": obj.inputs, "outputs": obj.outputs}, "scratch_bytes": obj.scratch_bytes,
+            "numba": numba.__version__}
+    return [native.store(data, k, obj.object, meta) for k in keys][0]

@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx
 
 from cnnjit.compiler.frontend.loader import load_model
@@ -28,6 +27,8 @@ from cnnjit.compiler.stages import CompileOptions, Hooks, resolve_shapes, specia
 from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import InputError
 from cnnjit.runtime.program import Program
+
+from .flops import node_flops
 
 
 @dataclass
@@ -171,59 +172,8 @@ def _groups(before: Graph, after: Graph) -> tuple[dict[int, list[Node]], list[No
 
 
 # -------------------------------------------------------------------------------------------------------
-# FLOPs
+# FLOPs (node_flops: cnnjit/flops.py)
 # -------------------------------------------------------------------------------------------------------
-_ELEMENTWISE_1 = {"Abs", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Relu", "LeakyRelu", "PRelu", "Clip",
-                  "Sign", "Shrink", "Sqrt", "Pow", "Sum", "Mean", "QuantizeLinear", "DequantizeLinear",
-                  "HardSigmoid", "HardSwish", "Elu", "Selu", "Sigmoid", "Tanh", "Exp", "Erf", "Gelu", "SiLU",
-                  "Mish", "Softplus", "Cast"}
-
-
-def _prod(shape: Sequence[int]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
-
-
-def node_flops(node: Node) -> int:
-    """Approximate floating-point (or integer) operations of one IR node, fused epilogue included.
-
-    2 x multiply-accumulates for Conv / ConvTranspose / Gemm / MatMul and their quantized forms; window
-    size per output for pooling; one per output element for elementwise ops (and per fused epilogue step);
-    a few per element for normalisations and softmax; 0 for data movement.
-    """
-    op = node.op
-    ins = node.inputs
-    y = node.outputs[0].shape if node.outputs else ()
-    ny = _prod(y)
-    flops = 0
-    if op in ("Conv", "ConvInteger", "QConvNHWC") and ins[1] is not None:  # QConvNHWC weights: M, KH, KW, C/g
-        flops = 2 * ny * _prod(ins[1].shape[1:])
-    elif op == "QLinearConv":
-        flops = 2 * ny * _prod(ins[3].shape[1:])
-    elif op == "ConvTranspose":
-        flops = 2 * _prod(ins[0].shape) * _prod(ins[1].shape[1:])
-    elif op == "Gemm":
-        a = ins[0].shape
-        flops = 2 * ny * (a[0] if node.attrs.get("transA") else a[-1])
-    elif op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
-        flops = 2 * ny * (ins[0].shape[-1] if ins[0].shape else 1)
-    elif op in ("LSTMLoop", "GRULoop", "RNNLoop"):  # the recurrent GEMVs: R @ h per step and batch entry
-        flops = 2 * _prod(ins[0].shape[1:]) * _prod(ins[1].shape)
-    elif op in ("MaxPool", "AveragePool"):
-        flops = ny * _prod(node.attrs.get("kernel_shape", ()))
-    elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
-        flops = _prod(ins[0].shape)
-    elif op in ("BatchNormalization", "InstanceNormalization"):
-        flops = 2 * ny
-    elif op in ("Softmax", "LogSoftmax"):
-        flops = 3 * ny
-    elif op == "LRN":
-        flops = ny * (int(node.attrs.get("size", 1)) + 3)
-    elif op in _ELEMENTWISE_1:
-        flops = ny
-    flops += ny * len(node.attrs.get("post", ()) or ())
-    return int(flops)
-
-
 def param_count(node: Node) -> int:
     """Elements of the node's constant inputs (weights, biases, quantization parameters)."""
     return sum(v.const.size for v in node.inputs if v is not None and v.is_const)

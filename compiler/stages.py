@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 
 from cnnjit.ir import Graph
-from cnnjit.ir.errors import InputError, ResourceLimitError
+from cnnjit.ir import errors as limits
+from cnnjit.ir.errors import ResourceLimitError
 from cnnjit.runtime.model import Specialization
 
 from .codegen.emit import generate
@@ -23,12 +24,12 @@ from .codegen.kernel import Target
 from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
 from .codegen.simd import host_vector_registers, host_vector_width
 from .codegen.simd_int import host_int_width
-from .frontend.loader import input_specs
+from .frontend.loader import input_specs, resolve_shapes  # noqa: F401 - re-exported
 from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
 from .passes import Pass, PassManager, default_pipeline, select_passes
 
 #: refuse a specialisation whose scratch arena (all intermediate tensors, after memory planning) is larger
-DEFAULT_MAX_ARENA_BYTES = 4 << 30
+DEFAULT_MAX_ARENA_BYTES = limits.DEFAULT_MAX_ARENA_BYTES
 
 
 @dataclass(frozen=True)
@@ -71,35 +72,6 @@ class Hooks:
     before_pass: Callable[[Pass, Graph], None] | None = None
     after_pass: Callable[[Pass, Graph], None] | None = None
     on_kernel: KernelObserver | None = None
-
-
-def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   default_dim: int = 1) -> tuple[dict[str, tuple[int, ...]], list[str]]:
-    """Concrete input shapes: ``input_shapes`` where given, declared dims, ``default_dim`` for symbols."""
-    given = dict(input_shapes or {})
-    specs = input_specs(proto)
-    unknown = set(given) - {s.name for s in specs}
-    if unknown:
-        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are "
-                         + ", ".join(s.describe() for s in specs))
-    shapes: dict[str, tuple[int, ...]] = {}
-    notes: list[str] = []
-    for s in specs:
-        if s.name in given:
-            shapes[s.name] = tuple(int(d) for d in given[s.name])
-        elif s.dims is None:
-            raise InputError(f"input {s.describe()} has no declared rank: give its shape (--shape NAME=1,3,32,32)")
-        else:
-            dims = []
-            for i, d in enumerate(s.dims):
-                if d is None:
-                    sym = s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else "?"
-                    notes.append(f"symbolic dimension {sym!r} of input {s.name!r} set to {default_dim}")
-                    dims.append(default_dim)
-                else:
-                    dims.append(int(d))
-            shapes[s.name] = tuple(dims)
-    return shapes, notes
 
 
 def run_passes(graph: Graph, options: CompileOptions, hooks: Hooks | None = None) -> PassManager:

@@ -57,5 +57,11 @@ class ResourceLimitError(ModelError):
     """The model would need more memory than the configured limit."""
 
 
+#: the default limits behind ``ResourceLimitError``: any single tensor, and a specialisation's scratch arena
+#: (defined here, with the error, so that ``cnnjit.compile``'s signature needs no compiler import)
+DEFAULT_MAX_TENSOR_BYTES = 4 << 30
+DEFAULT_MAX_ARENA_BYTES = 4 << 30
+
+
 __all__ = ["CnnjitError", "ModelError", "UnsupportedOpError", "ShapeError", "IRError", "InputError", "CompileError",
            "ResourceLimitError"]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IRError
-from .ops import get_op
+from .op_families import get_op
 from .types import TensorType
 
 _ids = itertools.count()

@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import IRError
 from .graph import Graph
-from .ops import get_op
+from .op_families import get_op
 
 
 def interpret(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -12,14 +12,16 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnjit.ir import Graph
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
 from .program import Program
+
+if TYPE_CHECKING:
+    from cnnjit.ir import Graph
 
 
 @dataclass(frozen=True)

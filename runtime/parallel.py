@@ -44,6 +44,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .cpus import default_threads, usable_cpus
+
 #: polls of a counter before a wait goes to sleep (several microseconds of spinning: more than a balanced
 #: hand-over needs, far less than a time slice). Sleeping matters on a busy machine: Linux schedules a
 #: session's threads as one group (autogroup), so a thread spinning or yielding there takes CPU time from
@@ -314,28 +316,6 @@ class ParallelRun:
                 t.busy.release()
         else:
             self.fn(*buffers, True, 1, new_state(self.steps))
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one, else the CPU count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def default_threads() -> int:
-    """``cnnjit.compile(threads=None)``: ``CNNJIT_NUM_THREADS`` if set, else the CPUs this process may use."""
-    env = os.environ.get("CNNJIT_NUM_THREADS", "").strip()
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise ValueError(f"CNNJIT_NUM_THREADS must be an integer >= 1, got {env!r}")
-        return n
-    return usable_cpus()
 
 
 __all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",

@@ -246,6 +246,7 @@ def test_cli_cache_info_warm_clear(tmp_path):
     assert p.returncode == 0, p.stderr
     warm = json.loads(p.stdout)
     assert warm["compiled"] == len(warm["kernels"]) > 0
+    assert Path(warm["program"]).is_file() and Path(warm["program"]).parent.name.startswith("native-")
     p = _cli(cache, "cache", "info", "--json")
     full = json.loads(p.stdout)
     assert full["kernels"] == len(warm["kernels"]) and full["bytes"] > 0
@@ -256,8 +257,8 @@ def test_cli_cache_info_warm_clear(tmp_path):
     (cache / "keep.txt").write_text("not ours")
     p = _cli(cache, "cache", "clear")
     assert p.returncode == 0, p.stderr
-    assert "removed 1 cache folder" in p.stdout
-    assert not list(cache.glob("kernels-*")) and (cache / "keep.txt").exists()
+    assert "removed 2 cache folder" in p.stdout  # the kernels' and the compiled programs'
+    assert not list(cache.glob("kernels-*")) and not list(cache.glob("native-*")) and (cache / "keep.txt").exists()
     p = _cli(cache, "cache", "info")  # the table
     assert p.returncode == 0 and "kernels" in p.stdout and "0 hits" in p.stdout
     # usage errors and help

@@ -32,6 +32,14 @@ OPTIONAL_HEAVY = {
     "matplotlib",  # bar charts of `cnnjit bench --png`; the `bench` extra
     "rich",  # tables and progress bars of the command line only
 }
+#: Functions whose whole job is to import something heavy on first use, so that ``import cnnjit`` (and a warm
+#: start from the compiled-program cache) never pays for it: their imports are not counted. Each one binds
+#: what it imports once; everything else still imports at module level. (file, function) -> why
+LAZY_LOADERS = {
+    ("cnnjit/api.py", "_load_compiler"): "the compiler (onnx, numba), on the first full compile",
+    ("runtime/native.py", "_binding"): "llvmlite.binding, on the first warm start",
+    ("cnnjit/cli/__init__.py", "command_module"): "one command's module (and what it imports), when it runs",
+}
 #: At most this many function-level imports of project or third-party modules outside OPTIONAL_HEAVY
 #: (the standard library is not counted).
 MAX_FUNCTION_IMPORTS = 20
@@ -189,13 +197,26 @@ def describe_cycle(component: list[str]) -> str:
     return f"{len(component)} modules: {', '.join(component)}\n" + "\n".join(edges)
 
 
+def lazy_loader_lines() -> set[tuple[str, int]]:
+    """(file, line) of every line inside the functions of LAZY_LOADERS (a missing one fails the rules)."""
+    lines: set[tuple[str, int]] = set()
+    for path, name in LAZY_LOADERS:
+        tree = ast.parse((REPO_DIR / path).read_text())
+        found = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name]
+        assert found, f"LAZY_LOADERS names {path}:{name}, which does not exist"
+        lines |= {(path, ln) for n in found for ln in range(n.lineno, n.end_lineno + 1)}
+    return lines
+
+
 def function_imports() -> list[Import]:
     """Import statements inside functions that import a project or third-party module, one per statement,
-    less those of the optional heavy dependencies and of the standard library."""
+    less those of the optional heavy dependencies, of the standard library and of the lazy loaders."""
     counted: dict[tuple[str, int], Import] = {}
+    lazy = lazy_loader_lines()
     for imp in all_imports():
         top = imp.target.partition(".")[0]
-        if imp.in_function and top not in sys.stdlib_module_names and top not in OPTIONAL_HEAVY:
+        if (imp.in_function and top not in sys.stdlib_module_names and top not in OPTIONAL_HEAVY
+                and (imp.path, imp.line) not in lazy):
             counted.setdefault((imp.path, imp.line), imp)
     return list(counted.values())
 

@@ -23,21 +23,20 @@ JSON document on stdout instead of tables.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import importlib.metadata
 import logging
 import os
 import platform
 import sys
 import traceback
+from types import ModuleType
 from typing import Any
-
-import numba
-import onnx
 
 from cnnjit import __version__
 from cnnjit.errors import CnnjitError
 
-from . import bench, cache, conformance, graph, info, inspect, profile, prune, quantize, run, warm
-from . import compile as compile_command
 from .common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -51,12 +50,26 @@ from .common import (
 )
 from .flags import global_options
 from .output import clean, emit_json
-from .progress import CompileDisplay, StderrHandler
 
-#: the commands in ``--help`` order, by name
-COMMANDS = {"info": info, "run": run, "inspect": inspect, "graph": graph, "bench": bench, "profile": profile,
-            "conformance": conformance, "cache": cache, "warm": warm, "compile": compile_command,
-            "prune": prune, "quantize": quantize}
+#: the commands in ``--help`` order: name -> module in this package (``cnnjit.cli.<module>``), imported only
+#: when the command runs or ``--help`` lists them, so that e.g. ``cnnjit info`` never imports numba
+COMMANDS = {"info": "info", "run": "run", "inspect": "inspect", "graph": "graph", "bench": "bench",
+            "profile": "profile", "conformance": "conformance", "cache": "cache", "warm": "warm",
+            "compile": "compile", "prune": "prune", "quantize": "quantize"}
+#: commands that never compile: no live compile display (which imports rich and the code generator)
+NO_COMPILE = {"info", "cache", "conformance"}
+
+
+def command_module(name: str) -> ModuleType:
+    """The module of a command (``COMMANDS``) or of this package (``progress``), imported on first use."""
+    return importlib.import_module(f"{__name__}.{COMMANDS.get(name, name)}")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 class _Version(argparse.Action):
@@ -65,13 +78,15 @@ class _Version(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        print(f"cnnjit {__version__} (numba {numba.__version__}, onnx {onnx.__version__}, "
+        print(f"cnnjit {__version__} (numba {_version('numba')}, onnx {_version('onnx')}, "
               f"Python {platform.python_version()})")
         raise SystemExit(EXIT_OK)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``cnnjit`` parser: global options, then one subparser per module in ``COMMANDS``."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``cnnjit`` parser: global options, then one subparser per module in ``COMMANDS``; with ``only``,
+    the other commands are bare names (their modules are not imported: enough to parse a command line
+    for ``only``, not to print the full ``--help``)."""
     common = global_options()
     parser = Parser(prog="cnnjit", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
                     description="cnnjit: a JIT compiler for tiny CNNs (ONNX in, numba kernels out).",
@@ -81,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     parser.commands = {}
-    for name, mod in COMMANDS.items():
+    for name in COMMANDS:
+        if only is not None and name != only:
+            parser.commands[name] = sub.add_parser(name, add_help=False)
+            continue
+        mod = command_module(name)
         p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[*mod.parents(), common],
                            epilog=mod.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
@@ -138,11 +157,18 @@ def _json_requested(argv: list[str] | None) -> bool:
     return any(t.startswith("--j") and "--json".startswith(t) for t in map(str, tokens))
 
 
+def _command_named(argv: list[str] | None) -> str | None:
+    """The command of a command line (its first word: global options take no value), if it is one of
+    ``COMMANDS``; else None (then every command's module is loaded, for the help and suggestions)."""
+    words = [str(t) for t in (sys.argv[1:] if argv is None else argv) if not str(t).startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
 def _setup_logging(level: int) -> None:
     if level <= 0:
         return
     log = logging.getLogger("cnnjit")
-    handler = StderrHandler()
+    handler = command_module("progress").StderrHandler()
     handler.setFormatter(logging.Formatter("cnnjit: %(levelname)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO if level == 1 else logging.DEBUG)
@@ -150,7 +176,7 @@ def _setup_logging(level: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cnnjit`` console script; returns the exit code."""
-    parser = build_parser()
+    parser = build_parser(_command_named(argv))
     try:
         args = parser.parse_args(argv)
     except ParseError as e:  # a usage error found by argparse: reported like the others (JSON under --json)
@@ -171,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
         resolve_model(args)
-        with CompileDisplay(enabled=not as_json):
+        display = (contextlib.nullcontext() if args.command in NO_COMPILE
+                   else command_module("progress").CompileDisplay(enabled=not as_json))
+        with display:
             return int(args.func(args))
     except (UsageError, CnnjitError, CliError) as e:
         if debug:

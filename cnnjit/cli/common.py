@@ -19,8 +19,6 @@ from typing import Any, NoReturn
 import numpy as np
 
 import cnnjit
-from cnnjit.compiler.frontend.loader import input_specs, load_model
-from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.passes import check_pass_names, default_pipeline, parse_dump_ir
 from cnnjit.errors import InputError, ModelError, ShapeError
 
@@ -242,6 +240,8 @@ def blame_defaults(specs: Sequence[Any], shapes: Mapping[str, Sequence[int]], fo
 def model_shapes(args: argparse.Namespace, foreign: str = "") -> Iterator[dict[str, tuple[int, ...]]]:
     """``--shape`` of ``args.model`` parsed and checked (``check_shapes``); shape errors inside the block are
     blamed on defaulted symbolic dimensions when there are any (``blame_defaults``)."""
+    from cnnjit.compiler.frontend.loader import input_specs, load_model  # onnx: not for `cnnjit info`'s start
+
     specs, shapes = input_specs(load_model(args.model)), parse_shapes(args.shape)
     check_shapes(specs, shapes)
     with blame_defaults(specs, shapes, foreign):
@@ -299,7 +299,8 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
                   threads: int = 1, quiet: bool = False
                   ) -> tuple[Any, dict[str, tuple[int, ...]], list[str], float]:
     """Compile ``path`` for concrete input shapes (symbolic dims -> 1, noted); returns (model, shapes, notes, s)."""
-    from cnnjit.inspect_model import resolve_shapes
+    from cnnjit.compiler.frontend.loader import input_specs, load_model, resolve_shapes
+    from cnnjit.compiler.frontend.onnx_import import value_inputs
 
     check_model_path(path)
     use_threads(threads)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cnnjit.runtime.parallel import default_threads
+from cnnjit.runtime.cpus import default_threads
 
 from .output import note
 

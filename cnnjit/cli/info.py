@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import onnx
 
-from cnnjit.compiler.frontend.loader import InputSpec, input_specs, load_model, value_spec
+from cnnjit.compiler.frontend.loader import InputSpec, input_specs, load_model, resolve_shapes, value_spec
 from cnnjit.compiler.frontend.onnx_import import check_supported, import_model, value_inputs
-from cnnjit.compiler.stages import CompileOptions, resolve_shapes, run_passes
+from cnnjit.compiler.passes import PassManager, default_pipeline
 from cnnjit.errors import CnnjitError, InputError, ModelError, UnsupportedOpError
-from cnnjit.inspect_model import node_flops
+from cnnjit.flops import node_flops
 
 from .common import EXIT_OK, check_model_path, parse_shapes
 from .flags import model_argument, shape_option
@@ -116,7 +116,7 @@ def _at_shapes(proto: onnx.ModelProto, given: dict[str, tuple[int, ...]], doc: d
         graph = import_model(proto, shapes)
         for out, v in zip(doc["outputs"], graph.outputs):
             out["shape_at"] = list(v.shape)
-        run_passes(graph, CompileOptions())
+        PassManager(default_pipeline()).run(graph)  # the default passes (stages.run_passes, without numba)
     except UnsupportedOpError as e:  # an op variant (attribute, input) the importer refuses
         doc["unsupported"] = _entries(e)
         doc["flops_unavailable"] = "the model has ops cnnjit does not support"

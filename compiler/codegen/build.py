@@ -30,12 +30,12 @@ from pathlib import Path
 from types import ModuleType
 
 import llvmlite
-import llvmlite.binding as ll
 import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
 
 from cnnjit import _version
 from cnnjit.ir.errors import CompileError
+from cnnjit.runtime.native import host_machine
 
 try:
     from numba.core.runtime import rtsys
@@ -74,15 +74,8 @@ _dirs: dict[str, Path] = {}
 
 def _host_cpu() -> tuple[str, str]:
     """numba's target CPU name and features (its env overrides win, as in numba's code generator)."""
-    try:
-        name = ll.get_host_cpu_name()
-        try:
-            features = ll.get_host_cpu_features().flatten()
-        except Exception:  # noqa: BLE001 - not available on every platform
-            features = ""
-    except Exception:  # noqa: BLE001
-        name, features = "unknown", ""
-    return (os.environ.get("NUMBA_CPU_NAME") or name, os.environ.get("NUMBA_CPU_FEATURES") or features)
+    _, name, features = host_machine()
+    return name, features
 
 
 def cache_key() -> str:

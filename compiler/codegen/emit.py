@@ -113,9 +113,9 @@ def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
     called with more than SPECIALIZE_MAX distinct sizes gets all its ints as ``O(n)`` instead: one compile
     for all its calls, which LLVM inlines into the entry (build.mark_inline) and specialises there.
     """
-    off_form = "O" if entry == "numba" else "lit"
+    off_form = "O" if entry in ("numba", "native") else "lit"
     generic: set[str] = set()  # source keys of kernels compiled once for all their calls (numba entry)
-    if entry == "numba":
+    if entry in ("numba", "native"):
         sizes: dict[str, set[tuple]] = {}
         for _, c in lowered:
             sizes.setdefault(source_key(c.source), set()).add(
@@ -169,7 +169,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     thread of a team runs (see ``threads.py``). The schedule is data (``Program.calls``); its Python text is
     rendered from that list last.
     """
-    if entry not in ("python", "numba", "auto", "lazy"):
+    if entry not in ("python", "numba", "auto", "lazy", "native"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
     target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
                              vector_registers=host_vector_registers())
@@ -208,7 +208,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     sig = tuple(btypes[p] for p in params) + (PARALLEL_SIG if steps else ())
     if entry == "python":  # compile now, for the exact argument types (see precompile.py)
         meta["compile_report"] = _precompile(dispatchers, sources, kernel_calls, plan, const_bufs)
-    elif entry == "lazy":  # numba-compiled schedule, compiled at its first call (or never: target builds)
+    elif entry in ("lazy", "native"):  # numba schedule compiled at its first call, or never: target builds
+        # ("native": bound like a numba entry, for the host object of compiler/target/host.py)
         run = numba.njit(nogil=True)(run)
     elif entry == "numba":  # numba functions, cached on disk, compiled now
         # a serial schedule in segments of SEGMENT_CALLS calls; a parallel region stays one function (its

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from cnnjit.ir.errors import ModelError
+from cnnjit.ir.errors import InputError, ModelError
 
 from .onnx_types import PACKED_4BIT, elem_dtype
 from .validate import validate_graph
@@ -245,3 +246,32 @@ def value_spec(vi: onnx.ValueInfoProto, what: str) -> InputSpec:
             dims.append(None)
             names.append(_symbol(d.dim_param) if d.HasField("dim_param") else "")
     return InputSpec(vi.name, dtype, tuple(dims), tuple(names))
+
+
+def resolve_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                   default_dim: int = 1) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """Concrete input shapes: ``input_shapes`` where given, declared dims, ``default_dim`` for symbols."""
+    given = dict(input_shapes or {})
+    specs = input_specs(proto)
+    unknown = set(given) - {s.name for s in specs}
+    if unknown:
+        raise InputError(f"unknown input name(s) {sorted(unknown)}; the model's inputs are "
+                         + ", ".join(s.describe() for s in specs))
+    shapes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
+    for s in specs:
+        if s.name in given:
+            shapes[s.name] = tuple(int(d) for d in given[s.name])
+        elif s.dims is None:
+            raise InputError(f"input {s.describe()} has no declared rank: give its shape (--shape NAME=1,3,32,32)")
+        else:
+            dims = []
+            for i, d in enumerate(s.dims):
+                if d is None:
+                    sym = s.dim_names[i] if i < len(s.dim_names) and s.dim_names[i] else "?"
+                    notes.append(f"symbolic dimension {sym!r} of input {s.name!r} set to {default_dim}")
+                    dims.append(default_dim)
+                else:
+                    dims.append(int(d))
+            shapes[s.name] = tuple(dims)
+    return shapes, notes

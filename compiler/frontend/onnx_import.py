@@ -16,6 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from cnnjit.ir import Graph, TensorType, Value
+from cnnjit.ir import errors as limits
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
 
 # the importer families register themselves into IMPORTERS when imported
@@ -25,7 +26,7 @@ from .onnx_types import elem_dtype
 from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer_key
 
 #: refuse any single tensor larger than this many bytes (absurd declared shapes)
-DEFAULT_MAX_TENSOR_BYTES = 4 << 30
+DEFAULT_MAX_TENSOR_BYTES = limits.DEFAULT_MAX_TENSOR_BYTES
 
 
 def value_inputs(model: onnx.ModelProto) -> set[str]:

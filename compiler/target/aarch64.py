@@ -41,7 +41,7 @@ from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
 from cnnjit.compiler.stages import CompileOptions, resolve_shapes, specialize
 from cnnjit.ir.errors import CompileError, InputError
-from cnnjit.runtime.program import Buf, Call, Int
+from cnnjit.runtime.program import Buf, Call, Int, Program
 
 from .aarch64_worker import PROGRESS, SUPPORTED_NUMBA, TargetSpecError, make_target_machine, numba_supported
 from .harness import harness_source
@@ -348,14 +348,38 @@ def check_artifact(art: TargetArtifact, x86_intrinsics: bool) -> dict[str, Any]:
 # =========================================================================================================
 # compile
 # =========================================================================================================
-def _schedule_calls(calls: list[Call]) -> list[tuple[str, list[tuple[str, Any]]]]:
-    """The schedule's calls as (kernel name, [(kind, value)]) with kind buf / i / f, for the worker."""
+def _schedule_calls(calls: list[Call], literal: bool = False) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The schedule's calls as (kernel name, [(kind, value)]) with kind buf / i / f, for the worker; with
+    ``literal``, the integers written as literals are kind L (the kernel is specialised on them)."""
     def arg(a: Any) -> tuple[str, Any]:
         if isinstance(a, Buf):
             return ("buf", a.name)
-        return ("i", int(a.value)) if isinstance(a, Int) else ("f", float(a.value))
+        if isinstance(a, Int):
+            return ("L" if literal and a.form == "lit" else "i", int(a.value))
+        return ("f", float(a.value))
 
     return [(c.kernel, [arg(a) for a in c.args]) for c in calls]
+
+
+def schedule_job(prog: Program, literal: bool = False) -> dict[str, Any]:
+    """The worker's view of a program: kernel sources, calls, buffer layout (every arena in one scratch
+    block, 64-byte aligned, one after the other; constants as data), inputs and outputs as (buffer, element
+    offset, bytes, item size); plus ``scratch_bytes`` and ``weight_bytes``."""
+    buffers: dict[str, dict[str, Any]] = {}
+    off = 0
+    for b in sorted(prog.arena_sizes):
+        dt = np.dtype(prog.arena_dtypes[b])
+        buffers[b] = {"kind": "a", "dtype": dt.str, "scratch_offset": off}
+        off += -(-max(prog.arena_sizes[b], 1) * dt.itemsize // 64) * 64
+    weights = 0
+    for b, arr in prog.const_buffers.items():
+        buffers[b] = {"kind": "c", "dtype": arr.dtype.str, "data": np.ascontiguousarray(arr).tobytes()}
+        weights += arr.nbytes
+    io = [[(x.buffer, x.offset, x.size * np.dtype(x.dtype).itemsize, np.dtype(x.dtype).itemsize) for x in bs]
+          for bs in (prog.inputs, prog.outputs)]
+    return {"kernels": dict(prog.kernel_sources), "calls": _schedule_calls(prog.calls, literal),
+            "buffers": buffers, "inputs": io[0], "outputs": io[1], "scratch_bytes": max(off, 64),
+            "weight_bytes": weights}
 
 
 def _check_numba() -> None:
@@ -397,30 +421,14 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
                                                           features=feats, vector_registers=NEON_REGISTERS))
     prog = spec.program
 
-    # scratch: every arena, 64-byte aligned, one after the other
-    buffers: dict[str, dict[str, Any]] = {}
-    off = 0
-    for b in sorted(prog.arena_sizes):
-        dt = np.dtype(prog.arena_dtypes[b])
-        buffers[b] = {"kind": "a", "dtype": dt.str, "scratch_offset": off}
-        off += -(-max(prog.arena_sizes[b], 1) * dt.itemsize // 64) * 64
-    scratch = max(off, 64)
-    weights = 0
-    for b, arr in prog.const_buffers.items():
-        buffers[b] = {"kind": "c", "dtype": arr.dtype.str, "data": np.ascontiguousarray(arr).tobytes()}
-        weights += arr.nbytes
-    io = []
-    for bs in (prog.inputs, prog.outputs):
-        io.append([(x.buffer, x.offset, x.size * np.dtype(x.dtype).itemsize, np.dtype(x.dtype).itemsize)
-                   for x in bs])
-    calls = _schedule_calls(prog.calls)
+    lay = schedule_job(prog)
     notes: dict[str, list[str]] = {}
     for c in prog.calls:
         if c.note and c.kernel in prog.kernel_sources:
             notes.setdefault(c.kernel, []).append(c.note)
+    scratch, weights = lay.pop("scratch_bytes"), lay.pop("weight_bytes")
     job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
-           "header": HEADER, "kernels": {k: s for k, s in prog.kernel_sources.items()}, "calls": calls,
-           "buffers": buffers, "inputs": io[0], "outputs": io[1], "keep_ir": keep_ir}
+           "header": HEADER, **lay, "keep_ir": keep_ir}
     res = run_worker(job, {c.kernel: (c.op, c.variant) for c in prog.calls})
     art = TargetArtifact(
         name=name, triple=res["triple"], cpu=cpu, features=feats, object=res["object"], asm=res["asm"],

@@ -38,6 +38,8 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import cpu_target
 from numba.np.numpy_support import from_dtype
 
+from cnnjit.compiler.codegen.pipeline import KernelPipeline
+
 #: numba releases whose internals (codegen classes, compile flags, calling convention) this file uses
 SUPPORTED_NUMBA = ("0.68",)
 
@@ -68,8 +70,10 @@ def _capture_stderr(fn):
         return value, tmp.read().decode(errors="replace")
 
 
-def make_target_machine(triple: str, cpu: str, features: str):
-    """An LLVM target machine for the triple/CPU/features, refusing what LLVM would silently ignore."""
+def make_target_machine(triple: str, cpu: str, features: str, reloc: str = "pic", codemodel: str = "default"):
+    """An LLVM target machine for the triple/CPU/features, refusing what LLVM would silently ignore. The host
+    build (``host.py``) asks for numba's JIT settings (static relocations, the JIT code model), since its
+    object is loaded into a process like numba's own machine code."""
     ll.initialize_all_targets()
     ll.initialize_all_asmprinters()
     try:
@@ -78,8 +82,7 @@ def make_target_machine(triple: str, cpu: str, features: str):
         raise TargetSpecError(f"LLVM has no target for triple {triple!r}: {e}") from None
 
     def create():
-        return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="pic",
-                                            codemodel="default")
+        return target.create_target_machine(cpu=cpu, features=features, opt=3, reloc=reloc, codemodel=codemodel)
 
     tm, warnings = _capture_stderr(create)
     bad = list(dict.fromkeys(ln.replace("(ignoring processor)", "").replace("(ignoring feature)", "").strip()
@@ -90,8 +93,8 @@ def make_target_machine(triple: str, cpu: str, features: str):
 
 
 def _codegen_class():
-    class AArch64Codegen(codegen.AOTCPUCodegen):
-        """numba's AOT codegen with the target machine, triple and data layout of another machine."""
+    class TargetCodegen(codegen.AOTCPUCodegen):
+        """numba's AOT codegen with the target machine, triple and data layout of the target machine."""
 
         def __init__(self, name: str, tm, triple: str, features: str):
             self._x_tm, self._x_triple, self._x_features = tm, triple, features
@@ -117,7 +120,7 @@ def _codegen_class():
         def magic_tuple(self):
             return (self._x_triple, "", self._x_features)
 
-    return AArch64Codegen
+    return TargetCodegen
 
 
 def _numba_type(spec, buffer_dtypes):
@@ -126,6 +129,8 @@ def _numba_type(spec, buffer_dtypes):
         return types.CPointer(from_dtype(np.dtype(buffer_dtypes[v])))
     if kind == "i":
         return types.int64
+    if kind == "L":  # a size the kernel is specialised on (numba's Literal[int], as in a numba entry)
+        return types.literal(int(v))
     return types.float64
 
 
@@ -143,7 +148,7 @@ def build(job: dict) -> dict:
     if not ok:
         raise TargetSpecError(f"the aarch64 target supports numba {', '.join(SUPPORTED_NUMBA)} (found {version})")
     name, triple = job["name"], job["triple"]
-    tm = make_target_machine(triple, job["cpu"], job["features"])
+    tm = make_target_machine(triple, job["cpu"], job["features"], **job.get("machine", {}))
     cg = _codegen_class()(f"cnnjit_{name}", tm, triple, job["features"])
     tctx = cpu_target.target_context.subtarget(_internal_codegen=cg, aot_mode=True)
     typingctx = cpu_target.typing_context
@@ -158,6 +163,9 @@ def build(job: dict) -> dict:
     if job.get("contract", True):
         flags.fastmath = cpu.FastMathOptions({"contract"})
 
+    # the host build types kernels with the JIT's own pipeline (codegen/pipeline.py), so that every value
+    # gets the type it has in the JIT (without SSA reconstruction a reassigned name is unified: float64)
+    pipeline = KernelPipeline if job.get("kernel_pipeline") else compiler.Compiler
     buffer_dtypes = {b: spec["dtype"] for b, spec in job["buffers"].items()}
     compiled: dict[tuple, tuple[str, object]] = {}  # (kernel, signature) -> (symbol, cres)
     symbols: dict[str, str] = {}
@@ -173,7 +181,8 @@ def build(job: dict) -> dict:
             src = job["header"] + job["kernels"][kname]
             exec(compile(src, f"<cnnjit kernel {kname}>", "exec"), ns)  # noqa: S102 - our own templates
             try:
-                cres = compiler.compile_extra(typingctx, tctx, ns["kernel"], sig, types.none, flags, {})
+                cres = compiler.compile_extra(typingctx, tctx, ns["kernel"], sig, types.none, flags, {},
+                                              pipeline_class=pipeline)
             except Exception as e:  # noqa: BLE001
                 raise RuntimeError(f"kernel {kname} failed to compile for {triple}: {type(e).__name__}: "
                                    f"{str(e).splitlines()[0] if str(e) else ''}") from e
@@ -184,9 +193,12 @@ def build(job: dict) -> dict:
             _progress(len(set(symbols.values())), total, kname, "compiled")
         _progress(total, total, "schedule", "schedule")
         kernel_irs = []
-        for (_, _), (sym, cres) in compiled.items():
+        for (kname, _), (sym, cres) in compiled.items():
             cres.library.finalize()
-            kernel_irs.append((sym, cres.fndesc.mangled_name, str(cres.library._final_module)))
+            # a kernel compiled once for all its calls (sizes as int64, see emit.SPECIALIZE_MAX) is inlined
+            # into the entry, where LLVM specialises it on each call's sizes, as in a numba entry
+            inline = kname in job.get("inline", ())
+            kernel_irs.append((sym, cres.fndesc.mangled_name, str(cres.library._final_module), inline))
 
         # ---- the C entry, in LLVM IR ----------------------------------------------------------------
         mod = ir.Module(name=f"cnnjit_{name}")
@@ -249,11 +261,11 @@ def build(job: dict) -> dict:
             for (kind, v), ty in zip(args, kfn.function_type.args[2:]):
                 if kind == "buf":
                     vals.append(bld.bitcast(bases[v], ty))
-                elif kind == "i":
+                elif kind in ("i", "L"):
                     vals.append(ir.Constant(ty, int(v)))
                 else:
                     vals.append(ir.Constant(ty, float(v)))
-            st = bld.call(kfn, vals, attrs=("noinline",))
+            st = bld.call(kfn, vals, attrs=() if job.get("inline_calls") else ("noinline",))
             good = bld.or_(bld.icmp_signed("==", st, ir.Constant(i32, 0)),
                            bld.icmp_signed("==", st, ir.Constant(i32, -2)))  # numba: OK / returned None
             nxt = fn.append_basic_block("next")
@@ -265,8 +277,10 @@ def build(job: dict) -> dict:
 
         # ---- link, internalise, optimise, emit ------------------------------------------------------
         final = ll.parse_assembly(str(mod))
-        for sym, mangled, text in kernel_irs:
+        for sym, mangled, text, inline in kernel_irs:
             km = ll.parse_assembly(text)
+            if inline:
+                km.get_function(mangled).add_function_attribute("alwaysinline")
             for f in km.functions:
                 if not f.is_declaration:
                     f.linkage = "internal"
@@ -285,7 +299,7 @@ def build(job: dict) -> dict:
         final.verify()
         ir_text = str(final)
         obj = tm.emit_object(final)
-        asm = tm.emit_assembly(final)
+        asm = tm.emit_assembly(final) if job.get("asm", True) else ""
     return {"object": bytes(obj), "asm": asm, "ir": ir_text if job.get("keep_ir") else "",
             "kernel_symbols": symbols, "x86_intrinsics": "llvm.x86." in ir_text,
             "triple": final.triple, "numpy": np.__version__}

@@ -225,3 +225,4 @@ def post_ref(base: Callable, nbase: int) -> Callable:
 
     return ref
 
+
