@@ -128,8 +128,8 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
     """Build ``model`` (a path or bytes, compiled as ``cm`` with these options) as one native object and
     store it in the compiled-program cache; returns the object's path, or None when the model cannot be
     one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data,
-    a schedule split over threads: see ``compiler/target/host.py``). One already there is kept (``force`` builds it again).
-    Compiler errors propagate."""
+    a schedule split over threads: see ``compiler/target/host.py``). One already there is kept (``force``
+    builds it again). Compiler errors propagate."""
     data = native.model_bytes(model)
     if data is None:
         return None
