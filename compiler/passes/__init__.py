@@ -18,13 +18,14 @@ from .manager import (
     pass_names,
     select_passes,
 )
+from .qdq_lut import QDQToLut
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
 
 
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
-    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), DeadCode(),
+    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(), DeadCode(),
             CancelTransposes(), FoldBatchNorm(), FoldPad(),
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
@@ -32,4 +33,4 @@ def default_pipeline() -> list[Pass]:
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle", "QDQToInteger"]
+           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut"]

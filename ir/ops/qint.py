@@ -25,6 +25,10 @@ quantization parameter is folded into constants and attributes at compile time:
   round half to even, zero point, clip to ``[lo, hi]``). An exact integer mean would differ: with a window of
   ``k`` taps, ``sum % k == k / 2`` is an exact tie (1 in ``k`` outputs), and which way the float path rounds
   it depends on the float32 rounding of the sum, so only this order reproduces onnxruntime bit for bit.
+* ``QLut(x, table)``: any per-channel (or per-tensor) map of one integer byte to another, as a table
+  ``[rows, 256]`` indexed by ``x``'s byte (``x & 255``) and, with one row per channel, by the index along
+  ``axis``: what ``DequantizeLinear -> BatchNormalization / HardSwish / Sigmoid / ... -> QuantizeLinear``
+  becomes (the ``qdq_lut`` pass tabulates the float chain on all 256 inputs, so the table is exact).
 """
 
 from __future__ import annotations
@@ -154,3 +158,25 @@ def qavgpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
             mean[:, oh, ow, :] = (acc / f(count)).astype(f)
     q = np.rint((mean / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
     return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
+
+
+def _qlut_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, t = types
+    ax = a["axis"]
+    if x.dtype not in (np.uint8, np.int8) or t.dtype not in (np.uint8, np.int8) or t.rank != 2 or t.shape[1] != 256:
+        raise ShapeError(f"QLut: input {x} must be u8/i8 and table {t} u8/i8[rows, 256]")
+    if not 0 <= ax < x.rank or t.shape[0] not in (1, x.shape[ax]):
+        raise ShapeError(f"QLut: table {t} needs 1 row or one per index of axis {ax} of input {x}")
+    return [TensorType(t.dtype, x.shape)]
+
+
+@defop("QLut", inputs=(2, 2), infer=_qlut_infer, attrs={"axis": REQUIRED})
+def qlut_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``y = table[row, x & 255]``, the row being the index along ``axis`` (row 0 for a one-row table)."""
+    x, t = ins
+    idx = np.ascontiguousarray(x).view(np.uint8).astype(np.intp)
+    if t.shape[0] == 1:
+        return t[0][idx]
+    shape = [1] * x.ndim
+    shape[a["axis"]] = -1
+    return t[np.arange(t.shape[0]).reshape(shape), idx]

@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     movement,
     nn_extra,
     qint,
+    qlut,
     quant,
     resample,
     simd_conv,
