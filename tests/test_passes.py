@@ -24,7 +24,7 @@ from cnnjit.ir import interpret
 
 #: the fusion passes of float graphs (the random graphs below are float; QDQ -> integer fusion has its own
 #: tests in test_int8.py and test_ir_ownership.py)
-FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name != "qdq_to_integer"]
+FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not in ("qdq_to_integer", "qdq_lut")]
 
 
 class Builder:

@@ -13,6 +13,9 @@ Then, so that integer convolutions (channels-last, see ``qdq_to_integer``) meet 
   permutation; its channel axis follows the permutation), which leaves ``Transpose -> Transpose`` pairs for
   ``cancel_transposes`` to remove;
 * ``QLut(QLut(x))`` composes into one table.
+
+Squeeze-excite's gate, ``Q(DQ(x) * DQ(s))`` with ``s`` one number per channel, becomes ``QChannelMulNHWC``
+(channels-last, exact: the product and the quantisation are the float path's, see ``cnnjit.ir.ops.qint``).
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ class QDQToLut(Pass):
     def apply(self, graph: Graph) -> None:
         for node in list(graph.nodes):
             if node.op == "QuantizeLinear" and node in graph.nodes:
-                self._match(graph, node)
+                self._match(graph, node) or self._match_channel_mul(graph, node)
         changed = True
         while changed:
             changed = False
@@ -142,6 +145,47 @@ class QDQToLut(Pass):
             graph.remove_node(n)
         if not dq.outputs[0].users and dq.outputs[0] not in graph.outputs:
             graph.remove_node(dq)
+        return True
+
+    @staticmethod
+    def _match_channel_mul(graph: Graph, q: Node) -> bool:
+        """``Q(DQ(x) * DQ(s))`` with ``x`` ``[N, C, H, W]`` and ``s`` ``[N, C, 1, 1]`` (squeeze-excite's gate)
+        -> ``QChannelMulNHWC`` between Transposes (which cancel against the integer layers around it)."""
+        v = q.inputs[0]
+        mul = v.producer
+        qp = _scalar_qparams(q)
+        if qp is None or mul is None or mul.op != "Mul" or len(mul.inputs) != 2 or not _only_user(graph, v, q) \
+                or q.outputs[0].dtype not in _QINT or v.dtype != np.float32:
+            return False
+        dqs = [i.producer for i in mul.inputs]
+        if any(d is None or d.op != "DequantizeLinear" or _scalar_qparams(d) is None or d.inputs[0].dtype not in
+               _QINT or d.outputs[0].dtype != np.float32 for d in dqs):
+            return False
+        if len(v.shape) != 4 or dqs[0].outputs[0].shape != v.shape:
+            dqs = dqs[::-1]
+        (x, s), N, C = [d.inputs[0] for d in dqs], v.shape[0], v.shape[1]
+        if len(v.shape) != 4 or x.shape != v.shape or s.shape != (N, C, 1, 1):
+            return False
+
+        def table(dq: Node) -> Value:
+            b = np.arange(256, dtype=np.uint8).view(dq.inputs[0].dtype)
+            vals = get_op("DequantizeLinear").run([b, *[i.const for i in dq.inputs[1:] if i is not None]], dq.attrs)
+            return graph.const(np.asarray(vals[0], np.float32))
+
+        to_nhwc = (0, 2, 3, 1)
+        xn, sn, y = (Value(TensorType(t.dtype, (N, t.shape[2], t.shape[3], C))) for t in (x, s, q.outputs[0]))
+        lo, hi = (-128, 127) if q.outputs[0].dtype == np.int8 else (0, 255)
+        attrs = {"y_scale": qp[0], "y_zero_point": qp[1], "lo": lo, "hi": hi,
+                 "dtype": "i8" if q.outputs[0].dtype == np.int8 else "u8"}
+        graph.insert_before(q, Node("Transpose", [x], [xn], {"perm": to_nhwc}))
+        graph.insert_before(q, Node("Transpose", [s], [sn], {"perm": to_nhwc}))
+        graph.insert_before(q, Node("QChannelMulNHWC", [xn, sn, table(dqs[0]), table(dqs[1])], [y], attrs))
+        graph.insert_before(q, Node("Transpose", [y], [q.outputs[0]], {"perm": (0, 3, 1, 2)}))
+        graph.remove_node(q)
+        graph.remove_node(mul)
+        for d in dqs:
+            if not d.outputs[0].users and d.outputs[0] not in graph.outputs:
+                graph.remove_node(d)
         return True
 
     @staticmethod

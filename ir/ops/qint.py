@@ -29,6 +29,7 @@ quantization parameter is folded into constants and attributes at compile time:
   ``[rows, 256]`` indexed by ``x``'s byte (``x & 255``) and, with one row per channel, by the index along
   ``axis``: what ``DequantizeLinear -> BatchNormalization / HardSwish / Sigmoid / ... -> QuantizeLinear``
   becomes (the ``qdq_lut`` pass tabulates the float chain on all 256 inputs, so the table is exact).
+* ``QChannelMulNHWC(x, s, xt, st)``: squeeze-excite's quantized channel scale, see ``qchannel_mul_ref``.
 """
 
 from __future__ import annotations
@@ -180,3 +181,28 @@ def qlut_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     shape = [1] * x.ndim
     shape[a["axis"]] = -1
     return t[np.arange(t.shape[0]).reshape(shape), idx]
+
+
+def _qcmul_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, s, xt, st = types
+    if x.rank != 4 or s.rank != 4 or s.shape != (x.shape[0], 1, 1, x.shape[3]):
+        raise ShapeError(f"QChannelMulNHWC: scale {s} must be [N, 1, 1, C] for input {x}")
+    if x.dtype not in (np.uint8, np.int8) or s.dtype not in (np.uint8, np.int8) or a["dtype"] not in QINT_DTYPES:
+        raise ShapeError(f"QChannelMulNHWC: input {x}, scale {s} and output {a['dtype']!r} must be u8/i8")
+    if xt.shape != (256,) or st.shape != (256,) or xt.dtype != np.float32 or st.dtype != np.float32:
+        raise ShapeError(f"QChannelMulNHWC: dequantisation tables {xt}, {st} must be f32[256]")
+    return [TensorType(DTYPES[a["dtype"]], x.shape)]
+
+
+@defop("QChannelMulNHWC", inputs=(4, 4), infer=_qcmul_infer,
+       attrs={"y_scale": REQUIRED, "y_zero_point": REQUIRED, "lo": REQUIRED, "hi": REQUIRED, "dtype": REQUIRED})
+def qchannel_mul_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``QuantizeLinear(DequantizeLinear(x) * DequantizeLinear(s))`` with ``s`` one number per image and channel
+    (squeeze-excite's gate): ``xt`` / ``st`` hold the dequantised value of every byte (float32, exactly
+    DequantizeLinear's), then the float32 product, ``float32(p / y_scale)``, round half to even, zero point,
+    clip to ``[lo, hi]``."""
+    x, s, xt, st = ins
+    f = np.float32
+    p = (xt[np.ascontiguousarray(x).view(np.uint8)] * st[np.ascontiguousarray(s).view(np.uint8)]).astype(f)
+    q = np.rint((p / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
+    return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])

@@ -36,3 +36,27 @@ def gen_qlut(node: Node, target: Target) -> list[KernelCall]:
         outer = int(np.prod(x.shape[:ax], dtype=np.int64))
         C, inner, rs = x.shape[ax], int(np.prod(x.shape[ax + 1:], dtype=np.int64)), 256
     return [KernelCall(QLUT_SRC, [x, table, node.outputs[0], outer, C, inner, rs], note(node))]
+
+
+QCMUL_SRC = '''
+def kernel(xb, xo, sb, so, xtb, xto, stb, sto, yb, yo, N, P, C, ys, yz, lo, hi):
+    ys32 = np.float32(ys)
+    i = 0
+    for b in range(N):
+        for p in range(P):
+            for c in range(C):
+                g = stb[U(sto + (np.int32(sb[U(so + b * C + c)]) & 255))]
+                v = np.float32(xtb[U(xto + (np.int32(xb[U(xo + i)]) & 255))] * g)
+                q = np.float64(np.rint(np.float32(v / ys32))) + yz
+                yb[U(yo + i)] = np.int32(min(max(q, lo), hi))
+                i += 1
+'''
+
+
+@variant("QChannelMulNHWC")
+def gen_qchannel_mul(node: Node, target: Target) -> list[KernelCall]:
+    x, s, xt, st = node.inputs
+    a = node.attrs
+    N, H, W, C = x.shape
+    return [KernelCall(QCMUL_SRC, [x, s, xt, st, node.outputs[0], N, H * W, C, float(np.float32(a["y_scale"])),
+                                   float(a["y_zero_point"]), float(a["lo"]), float(a["hi"])], note(node))]
