@@ -10,6 +10,8 @@
   Conv -> BatchNormalization -> Relu -> Conv, BatchNormalization not folded): the integer convolutions meet
   with no Transpose between them (one into NHWC at the input, one back at the output), the QDQ glue is
   ``QLut`` in NHWC (axis 3), and the result equals the pipeline without the pass bit for bit.
+* Squeeze-excite's gate ``Q(DQ(x) * DQ(s))`` (``s`` per image and channel, either operand order) becomes
+  ``QChannelMulNHWC``, bit-exact against the IR reference of the graph without the pass and onnxruntime.
 * ``QLut``'s reference and kernel at every vector width, and its shape errors.
 """
 
@@ -181,6 +183,45 @@ def test_qlut_kernel_at_width(width: int, rows: int) -> None:
     np.testing.assert_array_equal(compiled(xf), interpret(before, [xf])[0])
 
 
+@_SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 2), c=st.integers(1, 19), hw=st.integers(1, 5),
+       signed=st.booleans(), swap=st.booleans())
+def test_channel_mul_exact(seed: int, n: int, c: int, hw: int, signed: bool, swap: bool) -> None:
+    rng = np.random.default_rng(seed)
+    zdt = np.int8 if signed else np.uint8
+    inits = {}
+    for tag in ("x", "s", "y"):
+        inits[f"s_{tag}"] = np.array(rng.uniform(0.005, 0.05), np.float32)
+        inits[f"z_{tag}"] = np.array(rng.integers(-60, 60) if signed else rng.integers(60, 190), zdt)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "z_x"], ["qx"]),
+             helper.make_node("DequantizeLinear", ["qx", "s_x", "z_x"], ["dx"]),
+             helper.make_node("QuantizeLinear", ["g", "s_s", "z_s"], ["qs"]),
+             helper.make_node("DequantizeLinear", ["qs", "s_s", "z_s"], ["ds"]),
+             helper.make_node("Mul", ["ds", "dx"] if swap else ["dx", "ds"], ["p"]),
+             helper.make_node("QuantizeLinear", ["p", "s_y", "z_y"], ["qy"]),
+             helper.make_node("DequantizeLinear", ["qy", "s_y", "z_y"], ["y"])]
+    xs, gs = [n, c, hw, hw + 1], [n, c, 1, 1]
+    g = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, xs),
+                                        helper.make_tensor_value_info("g", TensorProto.FLOAT, gs)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, xs)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = (rng.standard_normal(xs) * 2).astype(np.float32)
+    gate = rng.uniform(-0.5, 2, gs).astype(np.float32)
+    compiled = cnnjit.compile(model, entry="python")
+    ops = [nd.op for nd in compiled.ir.nodes]
+    assert "QChannelMulNHWC" in ops and "Mul" not in ops, ops
+    assert {cl.variant for cl in compiled._default_spec().program.calls if cl.op == "QChannelMulNHWC"} \
+        == {"qchannel_mul"}
+    before = cnnjit.compile(model, disable=["qdq_lut"], entry="lazy").ir
+    y = compiled(x, gate)
+    np.testing.assert_array_equal(y, interpret(before, [x, gate])[0])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(y, sess.run(None, {"x": x, "g": gate})[0])
+
+
 def test_qlut_shape_errors() -> None:
     infer = get_op("QLut").infer
     with pytest.raises(ShapeError):
@@ -189,3 +230,7 @@ def test_qlut_shape_errors() -> None:
         infer([TensorType(np.uint8, (2, 3)), TensorType(np.uint8, (2, 256))], {"axis": 1})
     with pytest.raises(ShapeError):
         infer([TensorType(np.uint8, (2, 3)), TensorType(np.uint8, (3, 255))], {"axis": 1})
+    cm = get_op("QChannelMulNHWC").infer
+    t = TensorType(np.float32, (256,))
+    with pytest.raises(ShapeError):  # the gate must be [N, 1, 1, C]
+        cm([TensorType(np.uint8, (1, 2, 2, 3)), TensorType(np.uint8, (1, 2, 1, 3)), t, t], {"dtype": "u8"})
