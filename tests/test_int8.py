@@ -452,3 +452,26 @@ def test_qavgpool_flatten_head(glob: bool) -> None:
         diff += int((y != r).sum())
         diff_float += int((mf(x).astype(np.int32) != r).sum())
     assert diff <= diff_float
+
+
+@pytest.mark.parametrize("xs", [False, True])
+@pytest.mark.parametrize("kind", ["dense", "depthwise"])
+def test_qconv_extreme_bytes_exact(xs: bool, kind: str) -> None:
+    """Activations and weights at the ends of their ranges: byte-pair sums that saturate int16 (255 * -128 * 2)
+    must not (``ivdot`` without VNNI splits the activation's top bit off before ``vpmaddubsw``)."""
+    rng = np.random.default_rng(11 + xs)
+    xdt = np.int8 if xs else np.uint8
+    c, m, G = (16, 24, 1) if kind == "dense" else (40, 40, 40)
+    g, _ = _qconv_case(rng, xdt, np.int8, 1, 6, 6, c, m, 3, 1, 1, 1, G)
+    node = next(n for n in g.nodes if n.op == "QConvNHWC")
+    info = np.iinfo(xdt)
+    w = rng.choice(np.array([-128, 127], np.int8), size=node.inputs[1].shape)
+    node.inputs[1] = _const(w.astype(np.int8))
+    node.inputs[2] = _const(np.zeros(m, np.int32))
+    node.inputs[3] = _const(np.full(m, 1e-4, np.float32))
+    node.attrs.update(x_zero_point=int(info.min) if not xs else 0, y_zero_point=0, lo=-128, hi=127)
+    xv = rng.choice(np.array([info.min, info.max], xdt), size=(1, 6, 6, c))
+    ref = interpret(g, [xv])[0]
+    inside = np.abs(ref.astype(np.int32)) < 127
+    assert inside.mean() > 0.5 and np.abs(ref[inside].astype(np.int32)).max() > 10  # not all clipped, not all 0
+    np.testing.assert_array_equal(_run_graph(g, xv), ref)

@@ -23,8 +23,8 @@ from cnnjit.compiler.passes import PassManager, default_pipeline
 from cnnjit.ir import interpret
 
 #: the fusion passes of float graphs (the random graphs below are float; QDQ -> integer fusion has its own
-#: tests in test_int8.py and test_ir_ownership.py, integer -> float in test_dynamic_quant.py)
-FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not in ("qdq_to_integer",
+#: tests in test_int8.py, test_ir_ownership.py and test_qdq_layout.py, integer -> float in test_dynamic_quant.py)
+FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not in ("qdq_to_integer", "qdq_lut",
                                                                                    "integer_to_float")]
 
 

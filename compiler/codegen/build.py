@@ -128,8 +128,8 @@ def module_text(source: str) -> str:
 
 
 # -- numba's on-disk cache, with integrity checks ------------------------------------------------------
-#: bump when the layout of our cache files changes
-_FORMAT = 2
+#: bump when the layout of our cache files changes, or code every kernel inlines (simd_int intrinsics)
+_FORMAT = 3
 _DIGEST = 32
 
 

@@ -103,6 +103,7 @@ def _make(n: int) -> dict[str, object]:
     lvt = ir.VectorType(_I32, n)
     bvt = ir.VectorType(_I8, n)
     vnni = has_vnni(n)
+    madd = n == 8 and not vnni and bool(_features().get("avx2"))  # exact u8 x s8 dot without VNNI
 
     @intrinsic
     def ivzero(typingctx):
@@ -174,6 +175,19 @@ def _make(n: int) -> dict[str, object]:
                 name = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
                 fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3), name)
                 return builder.call(fn, list(args))
+            if madd:  # AVX2: vpmaddubsw on the low 7 bits and on the top bit apart (neither pair sum saturates)
+                b32, w16 = ir.VectorType(_I8, 32), ir.VectorType(ir.IntType(16), 16)
+                ubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(w16, [b32, b32]),
+                                                     "llvm.x86.avx2.pmadd.ub.sw")
+                wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]),
+                                                    "llvm.x86.avx2.pmadd.wd")
+                ua, sb = builder.bitcast(args[1], b32), builder.bitcast(args[2], b32)
+                ones = ir.Constant(w16, [1] * 16)
+                s = args[0]
+                for mask in (0x7F, -0x80):
+                    part = builder.call(ubs, [builder.and_(ua, ir.Constant(b32, [mask] * 32)), sb])
+                    s = builder.add(s, builder.call(wd, [part, ones]))
+                return s
             wide = ir.VectorType(_I32, 4 * n)
             bytes_t = ir.VectorType(_I8, 4 * n)
             ua = builder.zext(builder.bitcast(args[1], bytes_t), wide)

@@ -20,18 +20,19 @@ from .manager import (
     pass_names,
     select_passes,
 )
+from .qdq_lut import QDQToLut
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
 
 
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
-    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), IntegerToFloat(),
-            DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), FuseLayerNorm(),
+    return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
+            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), FuseLayerNorm(),
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "IntegerToFloat", "FuseLayerNorm"]
+           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat", "FuseLayerNorm"]

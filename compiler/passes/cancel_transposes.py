@@ -1,7 +1,8 @@
 """Transpose chains collapsed: consecutive Transposes compose into one, and identity permutations vanish.
 
 Models converted from TFLite carry NHWC↔NCHW Transpose pairs around blocks; after this pass a pair that
-undoes itself costs nothing.
+undoes itself costs nothing (also when the first Transpose has other users: the second one's users then
+read the first one's input).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def _dispensable(graph: Graph, node: Node) -> bool:
                                                     and node.inputs[0] in graph.inputs)
 
 
+def _inverse(p: tuple[int, ...], q: tuple[int, ...]) -> bool:
+    """Transpose(q) undoes Transpose(p)."""
+    return tuple(p[i] for i in q) == tuple(range(len(q)))
+
+
 class CancelTransposes(Pass):
     name = "cancel_transposes"
     fusion = True
@@ -36,6 +42,12 @@ class CancelTransposes(Pass):
                 graph.set_input(node, 0, src.inputs[0])
                 graph.remove_node(src)
                 graph.set_attrs(node, perm=tuple(p[i] for i in node.attrs["perm"]))
+            elif src is not None and src.op == "Transpose" and node.outputs[0] not in graph.outputs \
+                    and _inverse(src.attrs["perm"], node.attrs["perm"]):
+                # an inverse pair whose first half has other users: the second half reads the source directly
+                graph.replace_all_uses(node.outputs[0], src.inputs[0])
+                graph.remove_node(node)
+                continue
             if _dispensable(graph, node):
                 graph.replace_all_uses(node.outputs[0], node.inputs[0])
                 graph.remove_node(node)

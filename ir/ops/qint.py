@@ -25,6 +25,11 @@ quantization parameter is folded into constants and attributes at compile time:
   round half to even, zero point, clip to ``[lo, hi]``). An exact integer mean would differ: with a window of
   ``k`` taps, ``sum % k == k / 2`` is an exact tie (1 in ``k`` outputs), and which way the float path rounds
   it depends on the float32 rounding of the sum, so only this order reproduces onnxruntime bit for bit.
+* ``QLut(x, table)``: any per-channel (or per-tensor) map of one integer byte to another, as a table
+  ``[rows, 256]`` indexed by ``x``'s byte (``x & 255``) and, with one row per channel, by the index along
+  ``axis``: what ``DequantizeLinear -> BatchNormalization / HardSwish / Sigmoid / ... -> QuantizeLinear``
+  becomes (the ``qdq_lut`` pass tabulates the float chain on all 256 inputs, so the table is exact).
+* ``QChannelMulNHWC(x, s, xt, st)``: squeeze-excite's quantized channel scale, see ``qchannel_mul_ref``.
 """
 
 from __future__ import annotations
@@ -153,4 +158,51 @@ def qavgpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
                 count = KH * KW
             mean[:, oh, ow, :] = (acc / f(count)).astype(f)
     q = np.rint((mean / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
+    return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])
+
+
+def _qlut_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, t = types
+    ax = a["axis"]
+    if x.dtype not in (np.uint8, np.int8) or t.dtype not in (np.uint8, np.int8) or t.rank != 2 or t.shape[1] != 256:
+        raise ShapeError(f"QLut: input {x} must be u8/i8 and table {t} u8/i8[rows, 256]")
+    if not 0 <= ax < x.rank or t.shape[0] not in (1, x.shape[ax]):
+        raise ShapeError(f"QLut: table {t} needs 1 row or one per index of axis {ax} of input {x}")
+    return [TensorType(t.dtype, x.shape)]
+
+
+@defop("QLut", inputs=(2, 2), infer=_qlut_infer, attrs={"axis": REQUIRED})
+def qlut_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``y = table[row, x & 255]``, the row being the index along ``axis`` (row 0 for a one-row table)."""
+    x, t = ins
+    idx = np.ascontiguousarray(x).view(np.uint8).astype(np.intp)
+    if t.shape[0] == 1:
+        return t[0][idx]
+    shape = [1] * x.ndim
+    shape[a["axis"]] = -1
+    return t[np.arange(t.shape[0]).reshape(shape), idx]
+
+
+def _qcmul_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, s, xt, st = types
+    if x.rank != 4 or s.rank != 4 or s.shape != (x.shape[0], 1, 1, x.shape[3]):
+        raise ShapeError(f"QChannelMulNHWC: scale {s} must be [N, 1, 1, C] for input {x}")
+    if x.dtype not in (np.uint8, np.int8) or s.dtype not in (np.uint8, np.int8) or a["dtype"] not in QINT_DTYPES:
+        raise ShapeError(f"QChannelMulNHWC: input {x}, scale {s} and output {a['dtype']!r} must be u8/i8")
+    if xt.shape != (256,) or st.shape != (256,) or xt.dtype != np.float32 or st.dtype != np.float32:
+        raise ShapeError(f"QChannelMulNHWC: dequantisation tables {xt}, {st} must be f32[256]")
+    return [TensorType(DTYPES[a["dtype"]], x.shape)]
+
+
+@defop("QChannelMulNHWC", inputs=(4, 4), infer=_qcmul_infer,
+       attrs={"y_scale": REQUIRED, "y_zero_point": REQUIRED, "lo": REQUIRED, "hi": REQUIRED, "dtype": REQUIRED})
+def qchannel_mul_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``QuantizeLinear(DequantizeLinear(x) * DequantizeLinear(s))`` with ``s`` one number per image and channel
+    (squeeze-excite's gate): ``xt`` / ``st`` hold the dequantised value of every byte (float32, exactly
+    DequantizeLinear's), then the float32 product, ``float32(p / y_scale)``, round half to even, zero point,
+    clip to ``[lo, hi]``."""
+    x, s, xt, st = ins
+    f = np.float32
+    p = (xt[np.ascontiguousarray(x).view(np.uint8)] * st[np.ascontiguousarray(s).view(np.uint8)]).astype(f)
+    q = np.rint((p / f(a["y_scale"])).astype(f)).astype(np.float64) + a["y_zero_point"]
     return np.clip(q, a["lo"], a["hi"]).astype(DTYPES[a["dtype"]])

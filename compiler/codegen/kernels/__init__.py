@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     nn_extra,
     norm,
     qint,
+    qlut,
     quant,
     recurrent,
     resample,
