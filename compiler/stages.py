@@ -18,6 +18,7 @@ from cnnjit.ir import Graph
 from cnnjit.ir.errors import InputError, ResourceLimitError
 from cnnjit.runtime.model import Specialization
 
+from .batching import batch_separable
 from .codegen.emit import generate
 from .codegen.kernel import Target
 from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
@@ -136,4 +137,6 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
             f"the model needs a scratch arena of {program.arena_bytes} bytes ({program.arena_bytes / 2**20:.1f} "
             f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
             f"{options.max_arena_bytes} bytes (max_arena_bytes=)")
-    return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
+    spec = Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
+    spec.batch_separable = not values and batch_separable(graph, proto)
+    return spec

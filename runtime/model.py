@@ -1,8 +1,10 @@
 """The compiled callable: input validation at the boundary, per-shape specialisations, fresh outputs.
 
 A ``CompiledModel`` knows the model's declared inputs and a ``specialize`` callback (provided by the
-compiler) that builds a ``Specialization`` for concrete input shapes. Shapes seen once are cached, so a
-model with a symbolic batch dimension compiles once per batch size it is called with.
+compiler) that builds a ``Specialization`` for concrete input shapes. Shapes seen once are cached. A model
+whose inputs all have a symbolic leading (batch) dimension and whose ops keep samples apart
+(``Specialization.batch_separable``) runs a new batch size as a ``BatchLoop`` over its batch-1
+specialisation, without compiling; any other new shape is specialised (compiled) once.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class Specialization:
         self.pass_report = pass_report
         self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
         self._pool: list[dict[str, np.ndarray]] = [program.allocate()]
+        #: every op keeps samples apart along axis 0 (``compiler.batching``): other batch sizes may loop
+        self.batch_separable = False
 
     def _acquire(self) -> dict[str, np.ndarray]:
         try:
@@ -74,6 +78,11 @@ class Specialization:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
+        return self.run_into(feeds, None)
+
+    def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+        """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
+        of a batch) when given, else into fresh arrays; returns the output arrays."""
         p = self.program
         bufs = self._acquire()
         try:
@@ -90,10 +99,40 @@ class Specialization:
             except Exception as e:  # noqa: BLE001 - e.g. numba failing to compile a kernel lazily
                 raise CompileError(f"running the compiled model failed: {type(e).__name__}: {e} (a compiler "
                                    "bug; please report it with the model)") from e
-            return [np.array(bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape), copy=True)
-                    for b in p.outputs]
+            if outs is None:
+                return [np.array(bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape), copy=True)
+                        for b in p.outputs]
+            for b, o in zip(p.outputs, outs):
+                o[...] = bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape)
+            return list(outs)
         finally:
             self._release(bufs)
+
+
+class BatchLoop:
+    """A batch of ``batch`` samples run one by one through a compiled batch-1 ``Specialization``.
+
+    Used for a batch-separable model (``Specialization.batch_separable``) called with a new batch size:
+    no import, passes or numba compile, only a loop over samples that slices the inputs along axis 0 and
+    writes each sample's outputs into its rows of the batched outputs. ``graph``, ``program`` and the
+    reports are the batch-1 specialisation's.
+    """
+
+    def __init__(self, base: Specialization, batch: int):
+        self.base = base
+        self.batch = batch
+        self.graph = base.graph
+        self.program = base.program
+        self.timings: dict[str, float] = {}
+        self.pass_report = base.pass_report
+        self.batch_separable = True
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
+        outs = [np.empty((self.batch, *b.shape[1:]), b.dtype) for b in self.program.outputs]
+        for i in range(self.batch):
+            self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
+        return outs
 
 
 class CompiledModel:
@@ -112,7 +151,7 @@ class CompiledModel:
         self.name = name
         self.options = dict(options or {})
         self._specialize = specialize
-        self._specs: dict[tuple, Specialization] = {}
+        self._specs: dict[tuple, Specialization | BatchLoop] = {}
         self._last: Specialization | None = None
         self._lock = threading.Lock()
 
@@ -144,6 +183,24 @@ class CompiledModel:
                     self._specs[key] = spec
         self._last = spec
         return spec
+
+    def _batch_loop(self, shapes: Mapping[str, Sequence[int]]) -> BatchLoop | None:
+        """For a new leading (batch) size of a model whose every input has a symbolic leading dimension:
+        a loop over the batch-1 specialisation (compiled now if needed) when that one is batch-separable;
+        None otherwise (the caller specialises on the shape)."""
+        key = tuple(tuple(int(d) for d in shapes[s.name]) for s in self.inputs)
+        if key in self._specs or not all(s.dims and s.dims[0] is None and not s.by_value for s in self.inputs):
+            return None
+        batch = key[0][0]
+        if batch <= 1 or any(k[0] != batch for k in key):
+            return None
+        base = self.specialization({s.name: (1, *k[1:]) for s, k in zip(self.inputs, key)})
+        if not base.batch_separable:
+            return None
+        with self._lock:
+            loop = self._specs.setdefault(key, BatchLoop(base, batch))
+        self._last = loop
+        return loop
 
     def _default_spec(self) -> Specialization:
         if self._last is not None:
@@ -238,8 +295,9 @@ class CompiledModel:
                     self._last = spec
                     return spec.run(feeds)
         arrays = self._validate(feeds)
-        spec = self.specialization({s.name: a.shape for s, a in zip(self.inputs, arrays)},
-                                   {s.name: a for s, a in zip(self.inputs, arrays) if s.by_value})
+        shapes = {s.name: a.shape for s, a in zip(self.inputs, arrays)}
+        spec = self._batch_loop(shapes) or self.specialization(
+            shapes, {s.name: a for s, a in zip(self.inputs, arrays) if s.by_value})
         outs = spec.run({s.name: a for s, a in zip(self.inputs, arrays)})
         if output_names is None:
             return outs
