@@ -1,8 +1,9 @@
 """Is a model batch-separable: does every op treat axis 0 (the batch) of its inputs independently?
 
-When it is, a new batch size runs as a loop over samples through the batch-``b`` program already compiled
-(``runtime.model.BatchLoop``), with no import, passes or numba compile. The decision is made on the IR after
-the passes (static shapes of one specialisation, leading size ``b``), conservatively: a value is *batched*
+When it is, a new batch size runs as a loop over samples through the batch-1 program already compiled
+(``runtime.model.BatchLoop``), with no import, passes or numba compile. The decision is made once, on the IR
+as imported (before the passes) at a leading size ``b`` other than 1 (``stages.separable_batch``: at 1 a
+Reshape that moves the batch cannot be told from one that keeps it), conservatively: a value is *batched*
 when it depends on a graph input; every node with a batched input must be in the table below and keep
 axis 0 as its batch axis, and every graph output must be batched. Anything unknown says no, and the caller
 falls back to one specialisation per shape. The ONNX graph is checked too for what the IR no longer shows:
