@@ -21,6 +21,7 @@ import numpy as np
 from cnnjit.ir import Graph
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
+from .parallel import ParallelRun, new_state, usable_cpus
 from .program import Program
 
 
@@ -80,10 +81,13 @@ class Specialization:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
         return self.run_into(feeds, None)
 
-    def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+    def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
+                 runner: Callable[..., None] | None = None) -> list[np.ndarray]:
         """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
-        of a batch) when given, else into fresh arrays; returns the output arrays."""
+        of a batch) when given, else into fresh arrays; returns the output arrays. ``runner`` replaces the
+        program's schedule callable (``alone``: a parallel schedule run by the calling thread only)."""
         p = self.program
+        run = runner or p.run
         bufs = self._acquire()
         try:
             for b in p.inputs:
@@ -91,7 +95,7 @@ class Specialization:
                 if b.size:
                     bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
             try:
-                p.run(*[bufs[n] for n in p.buffer_names])
+                run(*[bufs[n] for n in p.buffer_names])
             except IndexError as e:  # raised by kernels that index with run-time data (Gather)
                 raise InputError(f"an input holds an out-of-range index: {e}") from None
             except CnnjitError:
@@ -118,9 +122,12 @@ class BatchLoop:
     reports are the batch-1 specialisation's.
     """
 
-    def __init__(self, base: Specialization, batch: int):
+    def __init__(self, base: Specialization, batch: int, threads: int = 1):
         self.base = base
         self.batch = batch
+        #: split the samples over this many threads, each running the schedule alone (``alone``), when the
+        #: batch has at least as many samples; 1: one sample after another, each on the whole team
+        self.threads = max(1, min(threads, usable_cpus()))
         self.graph = base.graph
         self.program = base.program
         self.timings: dict[str, float] = {}
@@ -130,9 +137,43 @@ class BatchLoop:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
         outs = [np.empty((self.batch, *b.shape[1:]), b.dtype) for b in self.program.outputs]
-        for i in range(self.batch):
-            self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
+        n = self.threads if self.batch >= self.threads else 1
+        runner = alone(self.program.run) if n > 1 else None
+
+        def samples(first: int) -> None:
+            for i in range(first, self.batch, n):
+                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], runner)
+
+        if n == 1:
+            samples(0)
+            return outs
+        pool = _sample_pool(n - 1)
+        others = [pool.submit(samples, t) for t in range(1, n)]
+        try:
+            samples(0)
+        finally:
+            for f in others:
+                f.result()  # wait for every thread (re-raising its error) before the outputs are returned
         return outs
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sample_pool(size: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``size`` threads for ``BatchLoop``'s samples (started at first use)."""
+    pool = _pools.get(size)
+    if pool is None:
+        pool = _pools.setdefault(size, ThreadPoolExecutor(size, thread_name_prefix="cnnjit-samples"))
+    return pool
+
+
+def alone(run: Callable[..., None]) -> Callable[..., None]:
+    """The schedule callable run by the calling thread only: a parallel schedule (``ParallelRun``) with a fresh
+    state of its own instead of the team (so several threads can each run a sample), a serial one as it is."""
+    if not isinstance(run, ParallelRun):
+        return run
+    return lambda *buffers: run.fn(*buffers, True, 1, new_state(run.steps))
 
 
 class CompiledModel:
@@ -198,7 +239,7 @@ class CompiledModel:
         if not base.batch_separable:
             return None
         with self._lock:
-            loop = self._specs.setdefault(key, BatchLoop(base, batch))
+            loop = self._specs.setdefault(key, BatchLoop(base, batch, int(self.options.get("threads") or 1)))
         self._last = loop
         return loop
 
@@ -369,3 +410,6 @@ class CompiledModel:
         if o is None:
             raise TypeError("this CompiledModel cannot be pickled: it was not made by cnnjit.compile")
         return self._origin[0], o
+
+
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of its parent's threads

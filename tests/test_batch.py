@@ -21,6 +21,7 @@ from cnnjit.compiler.codegen.precompile import observe_kernels
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.stages import PROBE_BATCH, CompileOptions, separable_batch
 from cnnjit.runtime.model import BatchLoop, Specialization
+from cnnjit.runtime.parallel import usable_cpus
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -180,3 +181,18 @@ def test_reshape_to_a_literal_batch_is_not_separable() -> None:
     assert _separable(model([0, 12]), (1, 2, 6))
     assert not _separable(model([1, 12]), (1, 2, 6))
     assert not _separable(model([-1, 6]), (1, 2, 6))  # two rows per sample: (2N, 6)
+
+
+def test_samples_split_over_threads_give_the_same_bits() -> None:
+    """With threads=2 a batch's samples run on two threads, each running the schedule alone: the outputs
+    are bit-identical to one sample at a time."""
+    proto = _cnn()
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(4).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    y = model(x)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and loop.threads == min(2, usable_cpus())
+    np.testing.assert_array_equal(y, BatchLoop(loop.base, 5, 1).run({"x": x})[0])
+    np.testing.assert_array_equal(y, np.concatenate([model(x[i:i + 1]) for i in range(5)]))
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, want, rtol=RTOL, atol=ATOL)
