@@ -48,6 +48,19 @@ class InputSignature:
         return self.dims is not None and all(d is not None for d in self.dims)
 
 
+class Arena(dict):
+    """One set of a program's buffers by name (``Program.allocate``), with what a call needs precomputed:
+    the schedule's arguments in order and the views of the inputs' and outputs' places in the buffers
+    (shaped like the tensors), so a call copies straight in and out with no slicing or reshaping."""
+
+    def __init__(self, program: Program):
+        super().__init__(program.allocate())
+        self.args = tuple(self[n] for n in program.buffer_names)
+        self.ins = [(b.name, self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape))
+                    for b in program.inputs if b.size]
+        self.outs = [self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape) for b in program.outputs]
+
+
 class Specialization:
     """One shape-specialised compilation: the IR after passes, the program, and a pool of arenas.
 
@@ -63,17 +76,17 @@ class Specialization:
         self.timings = dict(timings or {})
         self.pass_report = pass_report
         self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
-        self._pool: list[dict[str, np.ndarray]] = [program.allocate()]
+        self._pool: list[Arena] = [Arena(program)]
         #: every op keeps samples apart along axis 0 (``compiler.batching``): other batch sizes may loop
         self.batch_separable = False
 
-    def _acquire(self) -> dict[str, np.ndarray]:
+    def _acquire(self) -> Arena:
         try:
             return self._pool.pop()  # list.pop / append are atomic: no lock on the per-call path
         except IndexError:
-            return self.program.allocate()
+            return Arena(self.program)
 
-    def _release(self, bufs: dict[str, np.ndarray]) -> None:
+    def _release(self, bufs: Arena) -> None:
         if len(self._pool) < self.max_pooled:  # a race may keep one extra set: harmless
             self._pool.append(bufs)
 
@@ -86,16 +99,13 @@ class Specialization:
         """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
         of a batch) when given, else into fresh arrays; returns the output arrays. ``runner`` replaces the
         program's schedule callable (``alone``: a parallel schedule run by the calling thread only)."""
-        p = self.program
-        run = runner or p.run
+        run = runner or self.program.run
         bufs = self._acquire()
         try:
-            for b in p.inputs:
-                x = feeds[b.name]
-                if b.size:
-                    bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
+            for name, view in bufs.ins:
+                np.copyto(view, feeds[name])
             try:
-                run(*[bufs[n] for n in p.buffer_names])
+                run(*bufs.args)
             except IndexError as e:  # raised by kernels that index with run-time data (Gather)
                 raise InputError(f"an input holds an out-of-range index: {e}") from None
             except CnnjitError:
@@ -104,10 +114,9 @@ class Specialization:
                 raise CompileError(f"running the compiled model failed: {type(e).__name__}: {e} (a compiler "
                                    "bug; please report it with the model)") from e
             if outs is None:
-                return [np.array(bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape), copy=True)
-                        for b in p.outputs]
-            for b, o in zip(p.outputs, outs):
-                o[...] = bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape)
+                return [view.copy() for view in bufs.outs]
+            for view, o in zip(bufs.outs, outs):
+                np.copyto(o, view)
             return list(outs)
         finally:
             self._release(bufs)
@@ -195,6 +204,8 @@ class CompiledModel:
         self._specs: dict[tuple, Specialization | BatchLoop] = {}
         self._last: Specialization | None = None
         self._lock = threading.Lock()
+        self._names = tuple(s.name for s in self.inputs)  # for the per-call fast path
+        self._dtypes = tuple(np.dtype(s.dtype) for s in self.inputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -321,20 +332,15 @@ class CompiledModel:
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """onnxruntime-style call: outputs (all if ``output_names`` is None) as a list of fresh arrays."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
             raise InputError("feeds must be a dict mapping input names to arrays")
         if output_names is None and len(feeds) == len(self.inputs):
-            # fast path: arrays of exactly the declared dtypes, in shapes already validated and compiled
             try:
-                arrays = [feeds[s.name] for s in self.inputs]
+                outs = self._fast([feeds[n] for n in self._names])
             except KeyError:
-                arrays = None
-            if arrays is not None and all(type(a) is np.ndarray and a.dtype == s.dtype
-                                          for a, s in zip(arrays, self.inputs)):
-                spec = self._specs.get(tuple(a.shape for a in arrays))
-                if spec is not None:
-                    self._last = spec
-                    return spec.run(feeds)
+                outs = None
+            if outs is not None:
+                return outs
         arrays = self._validate(feeds)
         shapes = {s.name: a.shape for s, a in zip(self.inputs, arrays)}
         spec = self._batch_loop(shapes) or self.specialization(
@@ -349,7 +355,23 @@ class CompiledModel:
             result.append(outs[self.output_names.index(n)])
         return result
 
+    def _fast(self, arrays: Sequence[Any]) -> list[np.ndarray] | None:
+        """The per-call fast path: arrays (in input order) of exactly the declared dtypes, in shapes already
+        validated and compiled, run on their specialisation; None for anything else (the full checks)."""
+        for a, dt in zip(arrays, self._dtypes):
+            if type(a) is not np.ndarray or a.dtype != dt:
+                return None
+        spec = self._specs.get(tuple([a.shape for a in arrays]))
+        if spec is None:
+            return None
+        self._last = spec
+        return spec.run(dict(zip(self._names, arrays)))
+
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        if not kwargs and len(args) == len(self._names):
+            outs = self._fast(args)
+            if outs is not None:
+                return outs[0] if len(outs) == 1 else outs
         if len(args) > len(self.inputs):
             raise InputError(f"the model takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}), "
                              f"got {len(args)} positional arrays")
