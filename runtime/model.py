@@ -247,8 +247,8 @@ class CompiledModel:
         if batch <= 1 or any(k[0] != batch for k in key):
             return None
         base = self.specialization({s.name: (1, *k[1:]) for s, k in zip(self.inputs, key)})
-        if not base.batch_separable:
-            return None
+        if not isinstance(base, Specialization) or not base.batch_separable:
+            return None  # another kind of specialisation (a warm-started native one) does not loop
         with self._lock:
             loop = self._specs.setdefault(key, BatchLoop(base, batch, int(self.options.get("threads") or 1)))
         self._last = loop
