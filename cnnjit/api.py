@@ -153,11 +153,14 @@ def compile(  # noqa: A001 - the public name users expect
                              sparse_threshold=sparse_threshold,
                              variants=tuple(sorted((variants or {}).items())), vector_width=vector_width)
     pipeline_names = [p.name for p in options.pipeline()]
+    batch_symbolic = all(s.dims and s.dims[0] is None and not s.by_value for s in sigs)
 
     def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:
         before = loaded_kernels()
         with specializing(name, shapes):
             spec = stages.specialize(proto, shapes, options, values)
+            if batch_symbolic and all(v[0] == 1 for v in shapes.values()):  # the base of new batch sizes
+                spec.batch_separable = stages.separable_batch(proto, shapes, options)
         log_specialization(name, shapes, spec, before, pipeline_names)
         return spec
 

@@ -16,9 +16,10 @@ import onnx
 
 from cnnjit.ir import Graph
 from cnnjit.ir import errors as limits
-from cnnjit.ir.errors import ResourceLimitError
+from cnnjit.ir.errors import CnnjitError, ResourceLimitError
 from cnnjit.runtime.model import Specialization
 
+from .batching import batch_separable
 from .codegen.emit import generate
 from .codegen.kernel import Target
 from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
@@ -109,3 +110,20 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
             f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
             f"{options.max_arena_bytes} bytes (max_arena_bytes=)")
     return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
+
+
+#: the leading size the batch-separability check imports the model at: not 1, where a Reshape, Flatten or
+#: Unsqueeze that moves the batch cannot be told from one that keeps it
+PROBE_BATCH = 3
+
+
+def separable_batch(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], options: CompileOptions) -> bool:
+    """Whether ``proto`` keeps samples apart along axis 0 (``compiler.batching``), judged on its IR imported
+    with these input ``shapes``' leading size set to ``PROBE_BATCH`` (import only: a few ms); a model that
+    does not import at that size is not separable."""
+    probe = {k: (PROBE_BATCH, *tuple(v)[1:]) for k, v in shapes.items()}
+    try:
+        graph = import_model(proto, probe, max_tensor_bytes=options.max_tensor_bytes)
+    except CnnjitError:
+        return False
+    return batch_separable(graph, proto)

@@ -1,8 +1,10 @@
 """The compiled callable: input validation at the boundary, per-shape specialisations, fresh outputs.
 
 A ``CompiledModel`` knows the model's declared inputs and a ``specialize`` callback (provided by the
-compiler) that builds a ``Specialization`` for concrete input shapes. Shapes seen once are cached, so a
-model with a symbolic batch dimension compiles once per batch size it is called with.
+compiler) that builds a ``Specialization`` for concrete input shapes. Shapes seen once are cached. A model
+whose inputs all have a symbolic leading (batch) dimension and whose ops keep samples apart
+(``Specialization.batch_separable``) runs a new batch size as a ``BatchLoop`` over its batch-1
+specialisation, without compiling; any other new shape is specialised (compiled) once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
+from .parallel import ParallelRun, new_state, usable_cpus
 from .program import Program
 
 if TYPE_CHECKING:
@@ -47,6 +50,19 @@ class InputSignature:
         return self.dims is not None and all(d is not None for d in self.dims)
 
 
+class Arena(dict):
+    """One set of a program's buffers by name (``Program.allocate``), with what a call needs precomputed:
+    the schedule's arguments in order and the views of the inputs' and outputs' places in the buffers
+    (shaped like the tensors), so a call copies straight in and out with no slicing or reshaping."""
+
+    def __init__(self, program: Program):
+        super().__init__(program.allocate())
+        self.args = tuple(self[n] for n in program.buffer_names)
+        self.ins = [(b.name, self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape))
+                    for b in program.inputs if b.size]
+        self.outs = [self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape) for b in program.outputs]
+
+
 class Specialization:
     """One shape-specialised compilation: the IR after passes, the program, and a pool of arenas.
 
@@ -62,29 +78,36 @@ class Specialization:
         self.timings = dict(timings or {})
         self.pass_report = pass_report
         self.max_pooled = max_pooled if max_pooled is not None else max(2, min(8, os.cpu_count() or 2))
-        self._pool: list[dict[str, np.ndarray]] = [program.allocate()]
+        self._pool: list[Arena] = [Arena(program)]
+        #: every op keeps samples apart along axis 0 (``compiler.batching``): other batch sizes may loop
+        self.batch_separable = False
 
-    def _acquire(self) -> dict[str, np.ndarray]:
+    def _acquire(self) -> Arena:
         try:
             return self._pool.pop()  # list.pop / append are atomic: no lock on the per-call path
         except IndexError:
-            return self.program.allocate()
+            return Arena(self.program)
 
-    def _release(self, bufs: dict[str, np.ndarray]) -> None:
+    def _release(self, bufs: Arena) -> None:
         if len(self._pool) < self.max_pooled:  # a race may keep one extra set: harmless
             self._pool.append(bufs)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
-        p = self.program
+        return self.run_into(feeds, None)
+
+    def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
+                 runner: Callable[..., None] | None = None) -> list[np.ndarray]:
+        """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
+        of a batch) when given, else into fresh arrays; returns the output arrays. ``runner`` replaces the
+        program's schedule callable (``alone``: a parallel schedule run by the calling thread only)."""
+        run = runner or self.program.run
         bufs = self._acquire()
         try:
-            for b in p.inputs:
-                x = feeds[b.name]
-                if b.size:
-                    bufs[b.buffer][b.offset:b.offset + b.size] = x.reshape(-1)
+            for name, view in bufs.ins:
+                np.copyto(view, feeds[name])
             try:
-                p.run(*[bufs[n] for n in p.buffer_names])
+                run(*bufs.args)
             except IndexError as e:  # raised by kernels that index with run-time data (Gather)
                 raise InputError(f"an input holds an out-of-range index: {e}") from None
             except CnnjitError:
@@ -92,10 +115,76 @@ class Specialization:
             except Exception as e:  # noqa: BLE001 - e.g. numba failing to compile a kernel lazily
                 raise CompileError(f"running the compiled model failed: {type(e).__name__}: {e} (a compiler "
                                    "bug; please report it with the model)") from e
-            return [np.array(bufs[b.buffer][b.offset:b.offset + b.size].reshape(b.shape), copy=True)
-                    for b in p.outputs]
+            if outs is None:
+                return [view.copy() for view in bufs.outs]
+            for view, o in zip(bufs.outs, outs):
+                np.copyto(o, view)
+            return list(outs)
         finally:
             self._release(bufs)
+
+
+class BatchLoop:
+    """A batch of ``batch`` samples run one by one through a compiled batch-1 ``Specialization``.
+
+    Used for a batch-separable model (``Specialization.batch_separable``) called with a new batch size:
+    no import, passes or numba compile, only a loop over samples that slices the inputs along axis 0 and
+    writes each sample's outputs into its rows of the batched outputs. ``graph``, ``program`` and the
+    reports are the batch-1 specialisation's.
+    """
+
+    def __init__(self, base: Specialization, batch: int, threads: int = 1):
+        self.base = base
+        self.batch = batch
+        #: split the samples over this many threads, each running the schedule alone (``alone``), when the
+        #: batch has at least as many samples; 1: one sample after another, each on the whole team
+        self.threads = max(1, min(threads, usable_cpus()))
+        self.graph = base.graph
+        self.program = base.program
+        self.timings: dict[str, float] = {}
+        self.pass_report = base.pass_report
+        self.batch_separable = True
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
+        outs = [np.empty((self.batch, *b.shape[1:]), b.dtype) for b in self.program.outputs]
+        n = self.threads if self.batch >= self.threads else 1
+        runner = alone(self.program.run) if n > 1 else None
+
+        def samples(first: int) -> None:
+            for i in range(first, self.batch, n):
+                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], runner)
+
+        if n == 1:
+            samples(0)
+            return outs
+        pool = _sample_pool(n - 1)
+        others = [pool.submit(samples, t) for t in range(1, n)]
+        try:
+            samples(0)
+        finally:
+            for f in others:
+                f.result()  # wait for every thread (re-raising its error) before the outputs are returned
+        return outs
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _sample_pool(size: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``size`` threads for ``BatchLoop``'s samples (started at first use)."""
+    pool = _pools.get(size)
+    if pool is None:
+        pool = _pools.setdefault(size, ThreadPoolExecutor(size, thread_name_prefix="cnnjit-samples"))
+    return pool
+
+
+def alone(run: Callable[..., None]) -> Callable[..., None]:
+    """The schedule callable run by the calling thread only: a parallel schedule (``ParallelRun``) with a fresh
+    state of its own instead of the team (so several threads can each run a sample), a serial one as it is."""
+    if not isinstance(run, ParallelRun):
+        return run
+    return lambda *buffers: run.fn(*buffers, True, 1, new_state(run.steps))
 
 
 class CompiledModel:
@@ -114,9 +203,11 @@ class CompiledModel:
         self.name = name
         self.options = dict(options or {})
         self._specialize = specialize
-        self._specs: dict[tuple, Specialization] = {}
+        self._specs: dict[tuple, Specialization | BatchLoop] = {}
         self._last: Specialization | None = None
         self._lock = threading.Lock()
+        self._names = tuple(s.name for s in self.inputs)  # for the per-call fast path
+        self._dtypes = tuple(np.dtype(s.dtype) for s in self.inputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -146,6 +237,24 @@ class CompiledModel:
                     self._specs[key] = spec
         self._last = spec
         return spec
+
+    def _batch_loop(self, shapes: Mapping[str, Sequence[int]]) -> BatchLoop | None:
+        """For a new leading (batch) size of a model whose every input has a symbolic leading dimension:
+        a loop over the batch-1 specialisation (compiled now if needed) when that one is batch-separable;
+        None otherwise (the caller specialises on the shape)."""
+        key = tuple(tuple(int(d) for d in shapes[s.name]) for s in self.inputs)
+        if key in self._specs or not all(s.dims and s.dims[0] is None and not s.by_value for s in self.inputs):
+            return None
+        batch = key[0][0]
+        if batch <= 1 or any(k[0] != batch for k in key):
+            return None
+        base = self.specialization({s.name: (1, *k[1:]) for s, k in zip(self.inputs, key)})
+        if not isinstance(base, Specialization) or not base.batch_separable:
+            return None  # another kind of specialisation (a warm-started native one) does not loop
+        with self._lock:
+            loop = self._specs.setdefault(key, BatchLoop(base, batch, int(self.options.get("threads") or 1)))
+        self._last = loop
+        return loop
 
     def _default_spec(self) -> Specialization:
         if self._last is not None:
@@ -225,23 +334,19 @@ class CompiledModel:
 
     def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[np.ndarray]:
         """onnxruntime-style call: outputs (all if ``output_names`` is None) as a list of fresh arrays."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
             raise InputError("feeds must be a dict mapping input names to arrays")
         if output_names is None and len(feeds) == len(self.inputs):
-            # fast path: arrays of exactly the declared dtypes, in shapes already validated and compiled
             try:
-                arrays = [feeds[s.name] for s in self.inputs]
+                outs = self._fast([feeds[n] for n in self._names])
             except KeyError:
-                arrays = None
-            if arrays is not None and all(type(a) is np.ndarray and a.dtype == s.dtype
-                                          for a, s in zip(arrays, self.inputs)):
-                spec = self._specs.get(tuple(a.shape for a in arrays))
-                if spec is not None:
-                    self._last = spec
-                    return spec.run(feeds)
+                outs = None
+            if outs is not None:
+                return outs
         arrays = self._validate(feeds)
-        spec = self.specialization({s.name: a.shape for s, a in zip(self.inputs, arrays)},
-                                   {s.name: a for s, a in zip(self.inputs, arrays) if s.by_value})
+        shapes = {s.name: a.shape for s, a in zip(self.inputs, arrays)}
+        spec = self._batch_loop(shapes) or self.specialization(
+            shapes, {s.name: a for s, a in zip(self.inputs, arrays) if s.by_value})
         outs = spec.run({s.name: a for s, a in zip(self.inputs, arrays)})
         if output_names is None:
             return outs
@@ -252,7 +357,23 @@ class CompiledModel:
             result.append(outs[self.output_names.index(n)])
         return result
 
+    def _fast(self, arrays: Sequence[Any]) -> list[np.ndarray] | None:
+        """The per-call fast path: arrays (in input order) of exactly the declared dtypes, in shapes already
+        validated and compiled, run on their specialisation; None for anything else (the full checks)."""
+        for a, dt in zip(arrays, self._dtypes):
+            if type(a) is not np.ndarray or a.dtype != dt:
+                return None
+        spec = self._specs.get(tuple([a.shape for a in arrays]))
+        if spec is None:
+            return None
+        self._last = spec
+        return spec.run(dict(zip(self._names, arrays)))
+
     def __call__(self, *args: Any, **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        if not kwargs and len(args) == len(self._names):
+            outs = self._fast(args)
+            if outs is not None:
+                return outs[0] if len(outs) == 1 else outs
         if len(args) > len(self.inputs):
             raise InputError(f"the model takes {len(self.inputs)} input(s) ({', '.join(self.input_names)}), "
                              f"got {len(args)} positional arrays")
@@ -313,3 +434,6 @@ class CompiledModel:
         if o is None:
             raise TypeError("this CompiledModel cannot be pickled: it was not made by cnnjit.compile")
         return self._origin[0], o
+
+
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of its parent's threads

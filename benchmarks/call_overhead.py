@@ -1,0 +1,97 @@
+"""Per-call overhead on the MLPerf Tiny models (issue 18), one thread, against LiteRT (XNNPACK).
+
+    python benchmarks/call_overhead.py [--runs 3000]
+
+Per model, interleaved in one process: cnnjit's compiled schedule called on its own buffers (``raw``: no
+input/output copy, no validation), ``Specialization.run`` (the copies in and out), ``model(x)`` (the public
+call: lookup of the compiled shape, then the same) and, when ``ai-edge-litert`` is installed, LiteRT's
+Python interpreter on the ``.tflite`` original (``set_tensor``, ``invoke``, ``get_tensor``; XNNPACK is its
+default CPU delegate). ``overhead`` = ``model(x)`` - ``raw`` (medians). Results:
+``benchmarks/results/call_overhead.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import measure, single_thread, write_json, write_markdown  # noqa: E402
+
+single_thread()  # before numpy / numba start their thread pools
+
+import argparse  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import cnnjit  # noqa: E402
+
+TINY = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
+#: label -> (ONNX file, tflite original)
+MODELS = {
+    "anomaly fp32": ("ad01_fp32.tf2onnx.onnx", "ad01_fp32.tflite"),
+    "anomaly int8": ("ad01_int8.tf2onnx.onnx", "ad01_int8.tflite"),
+    "keyword fp32": ("kws_ref_model_float32.tf2onnx.onnx", "kws_ref_model_float32.tflite"),
+    "keyword int8": ("kws_ref_model.tf2onnx.onnx", "kws_ref_model.tflite"),
+}
+
+
+def litert(path: Path, x: np.ndarray):
+    """A zero-argument LiteRT call on ``x`` (one thread), or None when ai-edge-litert is not installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        return None
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def call() -> np.ndarray:
+        it.set_tensor(i, x)
+        it.invoke()
+        return it.get_tensor(o)
+
+    return call
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3000)
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    rows, result = [], {}
+    for label, (onnx_file, tfl) in MODELS.items():
+        if not (TINY / onnx_file).is_file():
+            print(f"skip {label}: {TINY / onnx_file} missing", file=sys.stderr)
+            continue
+        model = cnnjit.compile(str(TINY / onnx_file), threads=1)
+        sig = model.inputs[0]
+        rng = np.random.default_rng(0)
+        shape = (1, *sig.dims[1:])
+        x = (rng.standard_normal(shape) if sig.dtype.kind == "f" else rng.integers(-100, 100, shape)).astype(sig.dtype)
+        model(x)
+        spec = model._last
+        arena = spec._acquire()
+        fns = {"raw": lambda: spec.program.run(*[arena[n] for n in spec.program.buffer_names]),
+               "spec.run": lambda: spec.run({sig.name: x}), "model(x)": lambda: model(x)}
+        lite = litert(TINY / "tflite" / tfl, x) if (TINY / "tflite" / tfl).is_file() else None
+        if lite is not None:
+            fns["litert"] = lite
+        st = {k: v["median_ms"] * 1e3 for k, v in measure(fns, runs=args.runs, warmup=100).items()}
+        result[label] = st
+        rows.append([label, st["raw"], st["spec.run"], st["model(x)"], st["model(x)"] - st["raw"], st.get("litert"),
+                     st["model(x)"] / st["litert"] if "litert" in st else None])
+        print(label, {k: round(v, 1) for k, v in st.items()}, flush=True)
+    write_json("call_overhead", {"median_us": result, "runs": args.runs}, args.out)
+    write_markdown("call_overhead", ["model", "raw us", "spec.run us", "model(x) us", "overhead us", "LiteRT us",
+                                     "cnnjit / LiteRT"], rows, title="Per-call overhead, one thread",
+                   notes=[f"medians of {args.runs} interleaved runs; raw = the compiled schedule on its own "
+                          "buffers; overhead = model(x) - raw; LiteRT = ai-edge-litert's Interpreter "
+                          "(XNNPACK, num_threads=1) on the .tflite original",
+                          "Command: python benchmarks/call_overhead.py"], out_dir=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

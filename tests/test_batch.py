@@ -1,0 +1,202 @@
+"""A new batch size without recompiling (issue 18): a batch-separable model with a symbolic batch runs a
+new batch size as a loop over its batch-1 specialisation, with no import, passes or kernel compile; a model
+whose ops mix samples still specialises per shape; wrong shapes still raise clear errors.
+
+Oracles: onnxruntime on the same ONNX model, and the model run sample by sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from test_threads import block_model
+
+import cnnjit
+from cnnjit.compiler.batching import batch_separable
+from cnnjit.compiler.codegen.precompile import observe_kernels
+from cnnjit.compiler.frontend.onnx_import import import_model
+from cnnjit.compiler.stages import PROBE_BATCH, CompileOptions, separable_batch
+from cnnjit.runtime.model import BatchLoop, Specialization
+from cnnjit.runtime.parallel import ParallelRun, usable_cpus
+
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _cnn(softmax_axis: int = 1, batch: str | int = "N") -> onnx.ModelProto:
+    """Conv + Relu + GlobalAveragePool + Flatten + Gemm + Softmax(axis) on [batch, 3, 8, 8]."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32) * 0.1, "b"),
+             numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "g"),
+             numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "gb")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"], axis=1),
+             helper.make_node("Gemm", ["f", "g", "gb"], ["y0"]),
+             helper.make_node("Softmax", ["y0"], ["y"], axis=softmax_axis)]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _two_inputs() -> onnx.ModelProto:
+    """s = Relu(a) + b, t = a * b, both [N, 6] sharing the symbolic batch N."""
+    nodes = [helper.make_node("Relu", ["a"], ["r"]), helper.make_node("Add", ["r", "b"], ["s"]),
+             helper.make_node("Mul", ["a", "b"], ["t"])]
+    graph = helper.make_graph(nodes, "two", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 6])
+                                             for n in "ab"],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 6]) for n in "st"])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _counted(model: cnnjit.CompiledModel) -> list:
+    """Record every specialisation (import + passes + codegen) the model makes from now on."""
+    made: list = []
+    inner = model._specialize
+
+    def spy(shapes, values):
+        made.append(shapes)
+        return inner(shapes, values)
+
+    model._specialize = spy
+    return made
+
+
+@pytest.fixture(scope="module")
+def cnn() -> tuple[onnx.ModelProto, cnnjit.CompiledModel]:
+    proto = _cnn()
+    return proto, cnnjit.compile(proto)
+
+
+def test_new_batch_sizes_loop_over_the_batch1_program(cnn) -> None:
+    proto, model = cnn
+    sess = ort.InferenceSession(proto.SerializeToString())
+    rng = np.random.default_rng(1)
+    x1 = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    model(x1)  # the batch-1 specialisation (compiled here, or already)
+    made = _counted(model)
+    for batch in (2, 3, 8, 5, 2):
+        x = rng.standard_normal((batch, 3, 8, 8)).astype(np.float32)
+        events: list = []
+        with observe_kernels(events.append):
+            y = model(x)
+        assert events == [] and made == [], f"batch {batch} compiled something"
+        assert isinstance(model._last, BatchLoop) and model._last.batch == batch
+        assert model.compile_report() is model._specs[((1, 3, 8, 8),)].program.meta.get("compile_report")
+        assert y.shape == (batch, 5) and y.dtype == np.float32
+        np.testing.assert_allclose(y, sess.run(None, {"x": x})[0], rtol=RTOL, atol=ATOL)
+        per_sample = np.concatenate([model(x[i:i + 1]) for i in range(batch)])
+        np.testing.assert_array_equal(y, per_sample)
+        np.testing.assert_array_equal(model.run(None, {"x": x})[0], y)
+
+
+@settings(max_examples=6, deadline=None)
+@given(batch=st.integers(2, 12), seed=st.integers(0, 2**16))
+def test_any_batch_matches_onnxruntime(cnn, batch: int, seed: int) -> None:
+    proto, model = cnn
+    x = np.random.default_rng(seed).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model(x), want, rtol=RTOL, atol=ATOL)
+
+
+def test_first_call_at_a_new_batch_compiles_batch1_once() -> None:
+    model = cnnjit.compile(_two_inputs())
+    made = _counted(model)
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((4, 6)).astype(np.float32) for _ in range(2))
+    s, t = model(a, b)
+    assert made == [{"a": (1, 6), "b": (1, 6)}] and isinstance(model._last, BatchLoop)
+    np.testing.assert_allclose(s, np.maximum(a, 0) + b, rtol=1e-6)
+    np.testing.assert_allclose(t, a * b, rtol=1e-6)
+    model(a[:3], b[:3])
+    assert len(made) == 1
+    with pytest.raises(cnnjit.InputError, match="must agree"):
+        model(a[:3], b[:2])
+
+
+def test_a_model_that_mixes_samples_still_specialises() -> None:
+    proto = _cnn(softmax_axis=0)  # softmax across the batch
+    sess = ort.InferenceSession(proto.SerializeToString())
+    model = cnnjit.compile(proto)
+    made = _counted(model)
+    x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    y = model(x)
+    assert (1, 3, 8, 8) in [s["x"] for s in made] and (3, 3, 8, 8) in [s["x"] for s in made]
+    assert type(model._last) is Specialization and not model._last.batch_separable
+    np.testing.assert_allclose(y, sess.run(None, {"x": x})[0], rtol=RTOL, atol=ATOL)
+
+
+def test_wrong_shapes_still_raise(cnn) -> None:
+    _, model = cnn
+    for shape in ((2, 3, 8, 9), (2, 4, 8, 8), (2, 3, 8), (0, 3, 8, 8)[:3]):
+        with pytest.raises(cnnjit.InputError):
+            model(np.zeros(shape, np.float32))
+    with pytest.raises(cnnjit.InputError):
+        model(np.zeros((2, 3, 8, 8), np.float64).astype(np.int32))
+
+
+def _separable(proto: onnx.ModelProto, shape: tuple[int, ...]) -> bool:
+    """The compiler's decision (import at the probe batch), and the IR check at this batch directly."""
+    direct = batch_separable(import_model(proto, {proto.graph.input[0].name: shape}), proto)
+    probed = separable_batch(proto, {proto.graph.input[0].name: shape}, CompileOptions())
+    if shape[0] == PROBE_BATCH:
+        assert direct is probed
+    return probed if shape[0] == 1 else direct
+
+
+@pytest.mark.parametrize("op, attrs, out_shape, want", [
+    ("Softmax", {"axis": 1}, [None, 6], True),
+    ("Softmax", {"axis": 0}, [None, 6], False),
+    ("Transpose", {"perm": [0, 2, 1]}, [None, 6, 2], True),
+    ("Transpose", {"perm": [1, 0, 2]}, [2, None, 6], False),
+    ("ReduceMean", {"axes": [2], "keepdims": 0}, [None, 2], True),
+    ("ReduceMean", {"axes": [0], "keepdims": 1}, [1, 2, 6], False),
+    ("Flatten", {"axis": 1}, [None, 12], True),
+    ("Flatten", {"axis": 0}, [1, None], False),
+])
+def test_separability_by_op(op: str, attrs: dict, out_shape: list, want: bool) -> None:
+    """Ops that keep axis 0 apart say yes; the same ops mixing samples say no."""
+    node = helper.make_node(op, ["x"], ["y"], **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    assert _separable(proto, (1, 2, 6)) is want
+    assert _separable(proto, (PROBE_BATCH, 2, 6)) is want
+
+
+def test_reshape_to_a_literal_batch_is_not_separable() -> None:
+    def model(shape: list[int]) -> onnx.ModelProto:
+        node = helper.make_node("Reshape", ["x", "s"], ["y"])
+        graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(np.array(shape, np.int64), "s")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+    assert _separable(model([-1, 12]), (1, 2, 6))
+    assert _separable(model([0, 12]), (1, 2, 6))
+    assert not _separable(model([1, 12]), (1, 2, 6))
+    assert not _separable(model([-1, 6]), (1, 2, 6))  # two rows per sample: (2N, 6)
+
+
+def test_samples_split_over_threads_give_the_same_bits() -> None:
+    """With threads=2 a batch's samples run on two threads, each running the schedule alone (a conv large
+    enough for a parallel schedule): the outputs are bit-identical to one sample at a time."""
+    proto = block_model()  # tests/test_threads.py: three layers split for 2 threads
+    for v in [*proto.graph.input, *proto.graph.output]:
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(4).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    y, c3 = model(x)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and loop.threads == min(2, usable_cpus())
+    assert isinstance(loop.program.run, ParallelRun)
+    np.testing.assert_array_equal(c3, BatchLoop(loop.base, 5, 1).run({"x": x})[1])
+    np.testing.assert_array_equal(y, np.concatenate([model(x[i:i + 1])[0] for i in range(5)]))
+    for got, want in zip((y, c3), ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
