@@ -212,7 +212,7 @@ def _dq_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorT
     if rq is None or rq.dtype != np.int32 or rs is None or rs.dtype != np.float32 or rs.shape != (D, 4 * H):
         raise ShapeError(f"DQLSTMLoop: recurrence weights {rq} must be int32 and scales {rs} float32 "
                          f"[{D}, {4 * H}]")
-    outs = _infer("LSTMLoop", 3)([g, TensorType(np.float32, rq.shape)] + list(types[3:]), a)
+    outs = _infer("LSTMLoop", 2)([g, TensorType(np.float32, rq.shape)] + list(types[3:]), a)
     B = g.shape[2]
     return outs + [TensorType(np.float32, (D, B, H + 2))]
 
