@@ -5,8 +5,10 @@ sizes, optional initial states and run-time sequence lengths, and the vector wid
 node model and checks that the SIMD recurrence kernel ran. Attributes onnxruntime does not cover
 (``layout=1``) are checked against ``onnx.reference``; clip, ``input_forget``, peepholes and other activations
 (which ``onnx.reference`` ignores) against onnxruntime. The vector tanh/sigmoid of the kernel are checked over
-a dense grid against numpy (their stated bound). The ddddocr CRNN captcha recognizer (a bidirectional LSTM of
-512 units) and its ``quantize_dynamic`` version are compared with onnxruntime when ``ddddocr`` is installed.
+a dense grid against numpy (their stated bound). DynamicQuantizeLSTM (run-time uint8 quantization of X and
+h, integer GEMMs) is checked against onnxruntime and, for both integer products, a numpy oracle. The
+ddddocr CRNN captcha recognizer (a bidirectional LSTM of 512 units) and its ``quantize_dynamic`` version
+are compared with onnxruntime when ``ddddocr`` is installed.
 """
 
 from __future__ import annotations
@@ -228,7 +230,7 @@ def dq_layers(draw) -> dict:
                 seed=draw(st.integers(0, 2**16)))
 
 
-@property_settings(12)
+@property_settings(8)
 @given(case=dq_layers(), width=st.sampled_from([4, 8, 16]))
 def test_dynamic_quantize_lstm_matches_onnxruntime(case: dict, width: int) -> None:
     """onnxruntime quantizes X (whole tensor) and each batch row's h at every step (the rows its thread
@@ -322,15 +324,17 @@ def _captcha(seed: int) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 0.03)])
+@pytest.mark.parametrize("quantized,tol", [(False, 1e-5), (True, 0.015)])
 def test_ddddocr_crnn_matches_onnxruntime(quantized: bool, tol: float, tmp_path: Path) -> None:
-    """Float: max |error| <= 1e-5 of the logits' scale (measured 1e-6). quantize_dynamic: <= 3% (measured
-    0.9%: onnxruntime quantizes the LSTM's X and h at run time, cnnjit runs it on dequantized weights)."""
+    """Float: max |error| <= 1e-5 of the logits' scale (measured 1e-6). quantize_dynamic: <= 1.5% (measured
+    0.25% / 0.46% on AVX2: cnnjit quantizes X and h like onnxruntime, but computes the input GEMM exactly where
+    onnxruntime's non-VNNI kernels saturate pairs of products to int16)."""
     model = onnx.load(_ddddocr_model())
     if quantized:
         model = _quantized(model, tmp_path)
     compiled = cnnjit.compile(model, input_shapes={"input1": (1, 1, 64, 256)})
-    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "LSTMLoop"} == {"simd_recurrence"}
+    op = "DQLSTMLoop" if quantized else "LSTMLoop"
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == op} == {"simd_recurrence"}
     for seed in range(2):
         x = _captcha(seed)
         (want,) = run_ort(model, {"input1": x})

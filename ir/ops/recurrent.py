@@ -127,11 +127,16 @@ _COMMON = {"hidden_size": REQUIRED, "direction": "forward", "activations": REQUI
 def lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
     R = np.asarray(ins[1], np.float64)
     P = ins[5] if len(ins) > 5 and ins[5] is not None else None
+    return _run("LSTMLoop", ins, a, _lstm_cell(a, P, lambda d, h: R[d] @ h))
+
+
+def _lstm_cell(a: dict[str, Any], P: np.ndarray | None, rh):
+    """The LSTM cell for ``_run``, ``rh(d, h)`` giving direction ``d``'s ``R @ h``."""
     H = int(a["hidden_size"])
 
     def cell(d, acts, gates, h, c):
         f, g, hf = acts
-        pre = gates + (R[d] @ h).reshape(4, H)
+        pre = gates + np.asarray(rh(d, h), np.float64).reshape(4, H)
         p = np.zeros((3, H)) if P is None else np.asarray(P[d], np.float64).reshape(3, H)
         i = f(_clip(pre[0] + p[0] * c, a))
         fg = 1.0 - i if a["input_forget"] else f(_clip(pre[2] + p[2] * c, a))
@@ -139,7 +144,7 @@ def lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.nd
         o = f(_clip(pre[1] + p[1] * c2, a))
         return o * hf(c2), c2
 
-    return _run("LSTMLoop", ins, a, cell)
+    return cell
 
 
 def _gru_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
@@ -232,19 +237,10 @@ def dq_lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np
     P = ins[6] if len(ins) > 6 and ins[6] is not None else None
     H = int(a["hidden_size"])
 
-    def cell(d, acts, gates, h, c):
-        f, g, hf = acts
+    def rh(d: int, h: np.ndarray) -> np.ndarray:
         q, zp, scale = quantize_row(h)
-        rh = u8s8_dot(q, zp, Rq[d], bool(a["saturate"])).astype(np.float32) * (np.float32(scale) * Rs[d])
-        pre = gates + rh.astype(np.float64).reshape(4, H)
-        p = np.zeros((3, H)) if P is None else np.asarray(P[d], np.float64).reshape(3, H)
-        i = f(_clip(pre[0] + p[0] * c, a))
-        fg = 1.0 - i if a["input_forget"] else f(_clip(pre[2] + p[2] * c, a))
-        c2 = fg * c + i * g(_clip(pre[3], a))
-        o = f(_clip(pre[1] + p[1] * c2, a))
-        return o * hf(c2), c2
+        return u8s8_dot(q, zp, Rq[d], bool(a["saturate"])).astype(np.float32) * (np.float32(scale) * Rs[d])
 
-    ins2 = [ins[0], None] + list(ins[3:])
-    y, yh, yc = _run("LSTMLoop", ins2, a, cell)
+    y, yh, yc = _run("LSTMLoop", [ins[0], None] + list(ins[3:]), a, _lstm_cell(a, P, rh))
     D, B = yh.shape[:2]
     return [y, yh, yc, np.zeros((D, B, H + 2), np.float32)]
