@@ -209,10 +209,10 @@ def _dynamic_quantize_lstm(ctx: ImportContext, ins: list) -> list:
     W = _dequant(Wq, qp[0], qp[1], "W")
     R = _dequant(Rq, qp[2], qp[3], "R")
     D, H4 = W.shape[:2]
-    ws, wz = (np.broadcast_to(np.asarray(p).reshape(D, -1), (D, H4)) for p in qp[:2])
-    rs, rz = (np.broadcast_to(np.asarray(p).reshape(D, -1), (D, H4)) for p in qp[2:])
+    ws, wz, rs, rz = (np.broadcast_to(np.asarray(p).reshape(D, -1), (D, H4)) for p in qp)
+    sat = Rq.dtype == np.int8 and not np.any(rz) and ort_u8s8_saturates()
     quant = {"W": np.ascontiguousarray(Wq.transpose(0, 2, 1).reshape(D * H4, -1, 1)), "Wz": wz.reshape(-1).copy(),
              "Ws": ws.astype(np.float32).reshape(-1).copy(),
              "R": np.ascontiguousarray((Rq.astype(np.int32) - rz.astype(np.int32)[:, None, :]).transpose(0, 2, 1)),
-             "Rs": rs.astype(np.float32).copy(), "saturate": not np.any(rz) and ort_u8s8_saturates()}
+             "Rs": rs.astype(np.float32).copy(), "saturate": sat}
     return _back(ctx, lower_recurrent(ctx, "LSTMLoop", ins[0], W, R, B, list(ins[4:8]), a, quant), a)
