@@ -37,9 +37,9 @@ ACTIVATIONS = {
     "Relu": lambda x: np.maximum(x, 0.0),
 }
 #: gates per hidden unit, per op
-GATES = {"LSTMLoop": 4, "GRULoop": 3, "RNNLoop": 1}
+GATES = {"LSTMLoop": 4, "GRULoop": 3, "RNNLoop": 1, "DQLSTMLoop": 4}
 #: activations per direction, per op
-NACT = {"LSTMLoop": 3, "GRULoop": 2, "RNNLoop": 1}
+NACT = {"LSTMLoop": 3, "GRULoop": 2, "RNNLoop": 1, "DQLSTMLoop": 3}
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 
@@ -127,11 +127,16 @@ _COMMON = {"hidden_size": REQUIRED, "direction": "forward", "activations": REQUI
 def lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
     R = np.asarray(ins[1], np.float64)
     P = ins[5] if len(ins) > 5 and ins[5] is not None else None
+    return _run("LSTMLoop", ins, a, _lstm_cell(a, P, lambda d, h: R[d] @ h))
+
+
+def _lstm_cell(a: dict[str, Any], P: np.ndarray | None, rh):
+    """The LSTM cell for ``_run``, ``rh(d, h)`` giving direction ``d``'s ``R @ h``."""
     H = int(a["hidden_size"])
 
     def cell(d, acts, gates, h, c):
         f, g, hf = acts
-        pre = gates + (R[d] @ h).reshape(4, H)
+        pre = gates + np.asarray(rh(d, h), np.float64).reshape(4, H)
         p = np.zeros((3, H)) if P is None else np.asarray(P[d], np.float64).reshape(3, H)
         i = f(_clip(pre[0] + p[0] * c, a))
         fg = 1.0 - i if a["input_forget"] else f(_clip(pre[2] + p[2] * c, a))
@@ -139,7 +144,7 @@ def lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.nd
         o = f(_clip(pre[1] + p[1] * c2, a))
         return o * hf(c2), c2
 
-    return _run("LSTMLoop", ins, a, cell)
+    return cell
 
 
 def _gru_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
@@ -178,3 +183,64 @@ def rnn_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.nda
         return acts[0](_clip(gates[0] + R[d] @ h, a)), c
 
     return _run("RNNLoop", ins, a, cell)
+
+
+# -- onnxruntime's DynamicQuantizeLSTM recurrence ----------------------------------------------------------
+def quantize_row(h: np.ndarray) -> tuple[np.ndarray, int, np.float32]:
+    """``h`` quantized as onnxruntime's ``GetQuantizationParameter`` + ``QuantizeLinear`` do (uint8, range
+    widened to 0, float32 scale, zero point and values rounded half to even): ``(q, zp, scale)``."""
+    h = np.asarray(h, np.float32)
+    lo, hi = min(np.float32(h.min(initial=0.0)), np.float32(0.0)), max(np.float32(h.max(initial=0.0)), np.float32(0.0))
+    scale = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))
+    zp = np.rint(np.clip(np.float32(0.0) - np.float32(lo / scale), 0.0, 255.0))
+    q = np.clip(np.rint((h / scale).astype(np.float32)) + zp, 0.0, 255.0)
+    return q.astype(np.int64), int(zp), scale
+
+
+def u8s8_dot(q: np.ndarray, zp: int, R: np.ndarray, saturate: bool) -> np.ndarray:
+    """``R @ (q - zp)`` for uint8 ``q`` and integer ``R [N, K]``; ``saturate``: as onnxruntime's x86 kernels
+    without VNNI compute it (``vpmaddubsw``: the products of ``k = 2i, 2i + 1`` summed and saturated to int16
+    before the int32 accumulation; the zero point's term ``zp * sum_k R`` apart and exact)."""
+    R = np.asarray(R, np.int64)
+    if not saturate:
+        return R @ (q - zp)
+    p = R * q
+    if p.shape[1] % 2:
+        p = np.concatenate([p, np.zeros((p.shape[0], 1), np.int64)], 1)
+    return np.clip(p[:, 0::2] + p[:, 1::2], -32768, 32767).sum(1) - zp * R.sum(1)
+
+
+def _dq_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    g, rq, rs = types[0], types[1], types[2]
+    H = int(a["hidden_size"])
+    D = num_directions(a["direction"]) if a["direction"] in DIRECTIONS else 0
+    if rq is None or rq.dtype != np.int32 or rs is None or rs.dtype != np.float32 or rs.shape != (D, 4 * H):
+        raise ShapeError(f"DQLSTMLoop: recurrence weights {rq} must be int32 and scales {rs} float32 "
+                         f"[{D}, {4 * H}]")
+    outs = _infer("LSTMLoop", 2)([g, TensorType(np.float32, rq.shape)] + list(types[3:]), a)
+    B = g.shape[2]
+    return outs + [TensorType(np.float32, (D, B, H + 2))]
+
+
+@defop("DQLSTMLoop", inputs=(3, 7), outputs=4, infer=_dq_infer,
+       attrs={**_COMMON, "input_forget": 0, "saturate": 0})
+def dq_lstm_loop_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
+    """``LSTMLoop`` with ``R @ h`` computed as onnxruntime's DynamicQuantizeLSTM does: ``R`` (input 1) holds
+    the integer weights minus their zero points (int32 ``[D, 4H, H]``) and ``Rs`` (input 2) their float32
+    scales per gate row ``[D, 4H]``; at every step ``h_{t-1}`` of each batch row is quantized to uint8 with
+    its own dynamic range (``quantize_row``; onnxruntime quantizes the rows its thread computes together,
+    one per thread when it has as many threads as rows), multiplied in integers (``u8s8_dot``, int16
+    saturation with ``saturate``) and scaled by ``float32(h_scale * Rs)``. Output 3 ``[D, B, H + 2]`` is
+    the kernel's scratch (a quantized state, its zero point and scale)."""
+    Rq = np.asarray(ins[1], np.int64)
+    Rs = np.asarray(ins[2], np.float32)
+    P = ins[6] if len(ins) > 6 and ins[6] is not None else None
+    H = int(a["hidden_size"])
+
+    def rh(d: int, h: np.ndarray) -> np.ndarray:
+        q, zp, scale = quantize_row(h)
+        return u8s8_dot(q, zp, Rq[d], bool(a["saturate"])).astype(np.float32) * (np.float32(scale) * Rs[d])
+
+    y, yh, yc = _run("LSTMLoop", [ins[0], None] + list(ins[3:]), a, _lstm_cell(a, P, rh))
+    D, B = yh.shape[:2]
+    return [y, yh, yc, np.zeros((D, B, H + 2), np.float32)]

@@ -98,6 +98,22 @@ def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str],
     return lines + [f"{ind}    ri += {n * BW}"]
 
 
+def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str) -> list[str]:
+    """``_gemv`` as onnxruntime's x86 u8s8 kernels without VNNI compute it (``u8s8_dot``): the products of
+    ``k = 2i, 2i + 1`` (exact in float32) summed, clamped to int16, then accumulated."""
+    n = len(gates)
+    lo, hi = f"vbcast{BW}(np.float32(-32768.0))", f"vbcast{BW}(np.float32(32767.0))"
+    h1 = hexpr.replace("+ k)", "+ k + 1)")
+    lines = [f"{ind}ri = {roff}", f"{ind}for k in range(0, H - 1, 2):",
+             f"{ind}    hv = vbcast{BW}({hexpr})", f"{ind}    hw = vbcast{BW}({h1})"]
+    for i, acc in enumerate(accs):
+        pr = f"vfma{BW}(hw, vload{BW}(rb, ri + {(n + i) * BW}), vmul{BW}(hv, vload{BW}(rb, ri + {i * BW})))"
+        lines.append(f"{ind}    {acc} = vadd{BW}({acc}, vmin{BW}(vmax{BW}({pr}, {lo}), {hi}))")
+    lines += [f"{ind}    ri += {2 * n * BW}", f"{ind}if H % 2:", f"{ind}    k = H - 1",
+              f"{ind}    hv = vbcast{BW}({hexpr})"]  # one product: |q * r| <= 255 * 128 < 2^15
+    return lines + [f"{ind}    {acc} = vfma{BW}(hv, vload{BW}(rb, ri + {i * BW}), {acc})" for i, acc in enumerate(accs)]
+
+
 def gate_load(ind: str, dst: str, q: int, BW: int) -> list[str]:
     """Lines loading gate ``q`` of the block's units at step ``t`` from the gate-major ``G`` (one gather
     with stride ``T*B``; lane by lane for a partial last block, which must not read past the tensor)."""
@@ -125,7 +141,7 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
     L = BW
     store_y = f"{ind}vstoren{L}(yb, yt + j0, hn, cnt)"
     out: list[str] = []
-    if node.op == "LSTMLoop":
+    if node.op in ("LSTMLoop", "DQLSTMLoop"):
         f, g, h = acts
         out.append(f"{ind}cp = vloadn{L}(cyb, cyo + b * H + j0, cnt)")
         if peep:
@@ -170,14 +186,47 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
     return out + [f"{ind}hn = vfma{L}(ez, vfma{L}(en, {neg1}, hp), en)", store_y]
 
 
+#: DQLSTMLoop: at each step, every live batch row's ``h_{t-1}`` quantized to uint8 with its own range
+#: (onnxruntime's ``GetQuantizationParameter`` + ``QuantizeLinear``, float32, ties to even) into the scratch
+#: row ``zb[zo + b * (H + 2)]``: ``H`` values ``q`` (exact small integers in float32), ``zp`` and the scale
+QUANT_STEP = """        for b in range(B):
+            n = min(max(np.int64(sb[so + b]), 0), T)
+            if s >= n:
+                continue
+            t = n - 1 - s if rev else s
+            tp = t + 1 if rev else t - 1
+            live = s > 0 or has_h0
+            hsrc = yb if s > 0 else hb
+            hq = yo + tp * YS + b * H if s > 0 else ho + b * H
+            zr = zo + b * (H + 2)
+            lo = np.float32(0.0)
+            hi = np.float32(0.0)
+            if live:
+                for k in range(H):
+                    v = hsrc[U(hq + k)]
+                    lo = min(lo, v)
+                    hi = max(hi, v)
+            hsc = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))
+            zp = np.float32(np.rint(min(max(np.float32(np.float32(0.0) - np.float32(lo / hsc)), np.float32(0.0)),
+                                        np.float32(255.0))))
+            for k in range(H):
+                v = hsrc[U(hq + k)] if live else np.float32(0.0)
+                zb[U(zr + k)] = min(max(np.rint(np.float32(v / hsc)) + zp, np.float32(0.0)), np.float32(255.0))
+            zb[U(zr + H)] = zp
+            zb[U(zr + H + 1)] = hsc"""
+
+
 def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
-    """The kernel running direction ``d`` of ``node`` (``peep``: an LSTM with peepholes)."""
+    """The kernel running direction ``d`` of ``node`` (``peep``: an LSTM with peepholes). ``DQLSTMLoop``:
+    the GEMV runs over the quantized state (``QUANT_STEP``) and integer-valued ``R``; its result is scaled
+    by ``h_scale * R_scale`` (per gate row, ``msb``) before the gates are added."""
     op = node.op
     passes = groups(node)
-    lstm = op == "LSTMLoop"
+    quant = op == "DQLSTMLoop"
+    lstm = op in ("LSTMLoop", "DQLSTMLoop")
     params = ["gb, go, rb, ro, sb, so, hb, ho"] + (["cb, co, pb, po"] if lstm else []) \
-        + (["qb, qo"] if op == "GRULoop" else []) + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) \
-        + ["T, B, H, TB, YS, rev, has_h0, has_c0"]
+        + (["qb, qo"] if op == "GRULoop" else []) + (["zb, zo, msb, mso, csb, cso"] if quant else []) \
+        + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) + ["T, B, H, TB, YS, rev, has_h0, has_c0"]
     lines = [f"def kernel({', '.join(params)}):",
              f"    NB = (H + {BW - 1}) // {BW}",
              "    for b in range(B):",  # the states start at h0 / c0; Y is zero past each sequence's end
@@ -190,6 +239,8 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
               "            for j in range(H):",
               "                yb[U(yo + t * YS + b * H + j)] = np.float32(0.0)",
               "    for s in range(T):"]
+    if quant:
+        lines += QUANT_STEP.split("\n")
     roff = "ro"
     for pn, gs in enumerate(passes):
         accs = [f"a_{q}" if not lstm else f"a_{_NAMES[q]}" for q in gs]
@@ -212,12 +263,23 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
         for q, acc in zip(gs, accs):
             if op == "GRULoop" and q == 2 and len(gs) > 1:  # R_h @ h apart: r multiplies it
                 lines.append(f"{ind}{acc} = vzero{BW}()")
+            elif quant:  # the integer GEMV apart: it is scaled before the gates are added
+                lines += gate_load(ind, "g" + acc, q, BW) + [f"{ind}{acc} = vzero{BW}()"]
             else:
                 lines += gate_load(ind, acc, q, BW)
         lines.append(f"{ind}if live:")
         pan = f"{roff} + jb * H * {len(gs) * BW}"
         if op == "GRULoop" and pn == 1:  # the h gate's GEMV over r * h, stashed in Y_h by the first pass
             lines += _gemv(ind + "    ", BW, gs, pan, accs, "hyb[U(hyo + b * H + k)]")
+        elif quant:
+            gemv = _gemv_sat if node.attrs["saturate"] else _gemv
+            lines += gemv(ind + "    ", BW, gs, pan, accs, "zb[U(zo + b * (H + 2) + k)]")
+            lines += [f"{ind}hzv = vbcast{BW}(np.float32(-zb[U(zo + b * (H + 2) + H)]))",
+                      f"{ind}hsv = vbcast{BW}(zb[U(zo + b * (H + 2) + H + 1)])"]
+            for q, acc in zip(gs, accs):  # - zp * sum_k R, then the scales, then the input gates
+                lines += [f"{ind}{acc} = vfma{BW}(hzv, vloadn{BW}(csb, cso + {q} * H + j0, cnt), {acc})",
+                          f"{ind}{acc} = vfma{BW}({acc}, vmul{BW}(hsv, vloadn{BW}(msb, mso + {q} * H + j0, cnt)), "
+                          f"g{acc})"]
         else:
             lines += [f"{ind}    hsrc = yb if s > 0 else hb"]
             lines += _gemv(ind + "    ", BW, gs, pan, accs, "hsrc[U(hq + k)]")
@@ -233,13 +295,14 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     return source(lines)
 
 
-@variant("LSTMLoop", "GRULoop", "RNNLoop", name="simd_recurrence")
+@variant("LSTMLoop", "GRULoop", "RNNLoop", "DQLSTMLoop", name="simd_recurrence")
 def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
     """One call per direction: ``R`` packed into block panels, the optional inputs as zeros when absent."""
     op = node.op
     a = node.attrs
     g, R = node.inputs[0], node.inputs[1]
-    nfix = 3 if op == "GRULoop" else 2
+    nfix = 3 if op in ("GRULoop", "DQLSTMLoop") else 2
+    lstm = op in ("LSTMLoop", "DQLSTMLoop")
     opt = list(node.inputs[nfix:]) + [None] * 4
     seq, h0, c0, P = opt[:4]
     y, yh = node.outputs[0], node.outputs[1]
@@ -256,13 +319,16 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         r = Param(pack_recurrence(np.asarray(R.const[d], np.float32), H, BW, groups(node)))
         h0a = At(h0, state) if h0 is not None else Param(np.zeros(1, np.float32))
         args = [At(g, d * ng * H * T * B), r, lens, h0a]
-        if op == "LSTMLoop":
+        if lstm:
             args += [At(c0, state) if c0 is not None else Param(np.zeros(1, np.float32)),
                      At(P, d * 3 * H) if P is not None else Param(np.zeros(1, np.float32))]
         if op == "GRULoop":
             args.append(At(node.inputs[2], d * H))
+        if op == "DQLSTMLoop":
+            rsum = np.asarray(R.const[d], np.float32).sum(1)
+            args += [At(node.outputs[3], d * B * (H + 2)), At(node.inputs[2], d * 4 * H), Param(rsum)]
         args += [At(y, state), At(yh, state)]
-        if op == "LSTMLoop":
+        if lstm:
             args.append(At(node.outputs[2], state))
         args += [T, B, H, T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
         src = recurrence_source(node, d, BW, P is not None)
