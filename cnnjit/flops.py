@@ -42,7 +42,7 @@ def node_flops(node: Node) -> int:
         flops = 2 * ny * (a[0] if node.attrs.get("transA") else a[-1])
     elif op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         flops = 2 * ny * (ins[0].shape[-1] if ins[0].shape else 1)
-    elif op in ("LSTMLoop", "GRULoop", "RNNLoop"):  # the recurrent GEMVs: R @ h per step and batch entry
+    elif op in ("LSTMLoop", "GRULoop", "RNNLoop", "DQLSTMLoop"):  # the recurrent GEMVs: R @ h per step and batch entry
         flops = 2 * _prod(ins[0].shape[1:]) * _prod(ins[1].shape)
     elif op in ("MaxPool", "AveragePool"):
         flops = ny * _prod(node.attrs.get("kernel_shape", ()))
