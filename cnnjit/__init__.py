@@ -21,11 +21,11 @@ from .errors import *  # noqa: F403 - the exception classes
 from .ir import lazy_names
 
 if TYPE_CHECKING:
-    from .prune import PrunedModel, prune
-    from .quantize import QuantizedModel, quantize
+    from .pruning import PrunedModel, prune
+    from .quantization import QuantizedModel, quantize
 
 #: public names loaded on first access (they import onnx): name -> module
-_LAZY = {"prune": ".prune", "PrunedModel": ".prune", "quantize": ".quantize", "QuantizedModel": ".quantize"}
+_LAZY = {"prune": ".pruning", "PrunedModel": ".pruning", "quantize": ".quantization", "QuantizedModel": ".quantization"}
 
 
 #: the pruning and quantisation entry points, imported on first use (PEP 562)

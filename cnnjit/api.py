@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full co
     from cnnjit.compiler.target import TargetArtifact, compile_for_target
 
     from .log import loaded_kernels, log_specialization, specializing
-    from .prune import PrunedModel
+    from .pruning import PrunedModel
 
 
 def _load_compiler() -> None:
@@ -43,7 +43,7 @@ def _load_compiler() -> None:
     from cnnjit.compiler.target import TargetArtifact, compile_for_target  # noqa: F401
 
     from .log import loaded_kernels, log_specialization, specializing  # noqa: F401
-    from .prune import PrunedModel  # noqa: F401
+    from .pruning import PrunedModel  # noqa: F401
 
     globals().update(locals())
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
-from .parallel import ParallelRun, new_state, usable_cpus
+from .cpus import usable_cpus
 from .program import Program
 
 if TYPE_CHECKING:
@@ -182,9 +182,8 @@ def _sample_pool(size: int) -> ThreadPoolExecutor:
 def alone(run: Callable[..., None]) -> Callable[..., None]:
     """The schedule callable run by the calling thread only: a parallel schedule (``ParallelRun``) with a fresh
     state of its own instead of the team (so several threads can each run a sample), a serial one as it is."""
-    if not isinstance(run, ParallelRun):
-        return run
-    return lambda *buffers: run.fn(*buffers, True, 1, new_state(run.steps))
+    solo = getattr(run, "alone", None)  # a ParallelRun (runtime/parallel.py, which loads numba) has one
+    return run if solo is None else solo()
 
 
 class CompiledModel:

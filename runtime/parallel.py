@@ -303,6 +303,11 @@ class ParallelRun:
         self.state = new_state(steps)
         self.epoch = 0
 
+    def alone(self) -> Callable[..., None]:
+        """This schedule run by the calling thread only, with a fresh step state of its own instead of the
+        team's (several threads can each run one sample at once)."""
+        return lambda *buffers: self.fn(*buffers, True, 1, new_state(self.steps))
+
     def __call__(self, *buffers: object) -> None:
         if self.team_size == 1:
             self.fn(*buffers, True, 1, new_state(self.steps))

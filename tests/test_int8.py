@@ -149,7 +149,7 @@ def test_ptq_bias_correction_and_entropy_on_few_values() -> None:
            for bc in (True, False)}
     assert err[True] < err[False], err  # folding (W_q - W) @ E[x] into the bias removes a mean shift
     # a ReLU's zeros must not pull the entropy threshold down (they used to: ~2 sigma for a ReLU'd Gaussian)
-    from cnnjit.quantize import _entropy_threshold
+    from cnnjit.quantization import _entropy_threshold
 
     a = np.minimum(np.maximum(np.random.default_rng(0).standard_normal(200_000), 0), 6)
     assert _entropy_threshold(a, 2048) > 0.8 * a.max()

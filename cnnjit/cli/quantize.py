@@ -10,7 +10,7 @@ import numpy as np
 
 from cnnjit.compiler.frontend.loader import input_specs, load_model
 from cnnjit.compiler.stages import resolve_shapes
-from cnnjit.quantize import quantize
+from cnnjit.quantization import quantize
 
 from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, model_shapes, save_model
 from .flags import at_least, model_argument, output_option, shape_option

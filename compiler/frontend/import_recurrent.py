@@ -19,12 +19,12 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-import llvmlite.binding as llvm
 import numpy as np
 
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
+from cnnjit.runtime.native import host_machine
 
 from .registry import ImportContext, Unsupported, importer
 
@@ -180,11 +180,8 @@ def ort_u8s8_saturates() -> bool:
     it compiles on."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        f = llvm.get_host_cpu_features()
-    except Exception:  # noqa: BLE001 - some platforms cannot report features
-        return False
-    return bool(f.get("avx2")) and not (f.get("avxvnni") or f.get("avx512vnni"))
+    feats = set(host_machine()[2].split(","))  # LLVM's view of the host, as numba's JIT sees it
+    return "+avx2" in feats and not feats & {"+avxvnni", "+avx512vnni"}
 
 
 def _dequant(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, what: str) -> np.ndarray:
