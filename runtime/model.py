@@ -96,12 +96,17 @@ class Specialization:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
         return self.run_into(feeds, None)
 
+    @property
+    def output_specs(self) -> list[tuple[np.dtype, tuple[int, ...]]]:
+        """(dtype, shape) of every output."""
+        return [(b.dtype, b.shape) for b in self.program.outputs]
+
     def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
-                 runner: Callable[..., None] | None = None) -> list[np.ndarray]:
+                 solo: bool = False) -> list[np.ndarray]:
         """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
-        of a batch) when given, else into fresh arrays; returns the output arrays. ``runner`` replaces the
-        program's schedule callable (``alone``: a parallel schedule run by the calling thread only)."""
-        run = runner or self.program.run
+        of a batch) when given, else into fresh arrays; returns the output arrays. ``solo``: a parallel
+        schedule run by the calling thread only (``alone``)."""
+        run = alone(self.program.run) if solo else self.program.run
         bufs = self._acquire()
         try:
             for name, view in bufs.ins:
@@ -125,35 +130,37 @@ class Specialization:
 
 
 class BatchLoop:
-    """A batch of ``batch`` samples run one by one through a compiled batch-1 ``Specialization``.
+    """A batch of ``batch`` samples run one by one through a compiled batch-1 specialisation.
 
-    Used for a batch-separable model (``Specialization.batch_separable``) called with a new batch size:
-    no import, passes or numba compile, only a loop over samples that slices the inputs along axis 0 and
-    writes each sample's outputs into its rows of the batched outputs. ``graph``, ``program`` and the
-    reports are the batch-1 specialisation's.
+    Used for a batch-separable model (``batch_separable`` of its batch-1 ``Specialization``, or of a warm
+    start's ``NativeSpecialization``) called with a new batch size: no import, passes or numba compile, only
+    a loop over samples that slices the inputs along axis 0 and writes each sample's outputs into its rows of
+    the batched outputs. ``graph``, ``program`` and the reports are the batch-1 specialisation's (made by
+    the full compiler on first use for a native one).
     """
 
-    def __init__(self, base: Specialization, batch: int, threads: int = 1):
+    def __init__(self, base: Any, batch: int, threads: int = 1):
         self.base = base
         self.batch = batch
         #: split the samples over this many threads, each running the schedule alone (``alone``), when the
         #: batch has at least as many samples; 1: one sample after another, each on the whole team
         self.threads = max(1, min(threads, usable_cpus()))
-        self.graph = base.graph
-        self.program = base.program
         self.timings: dict[str, float] = {}
-        self.pass_report = base.pass_report
         self.batch_separable = True
+        self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
+
+    graph = property(lambda self: self.base.graph)
+    program = property(lambda self: self.base.program)
+    pass_report = property(lambda self: self.base.pass_report)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
-        outs = [np.empty((self.batch, *b.shape[1:]), b.dtype) for b in self.program.outputs]
+        outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         n = self.threads if self.batch >= self.threads else 1
-        runner = alone(self.program.run) if n > 1 else None
 
         def samples(first: int) -> None:
             for i in range(first, self.batch, n):
-                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], runner)
+                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], n > 1)
 
         if n == 1:
             samples(0)
@@ -248,8 +255,8 @@ class CompiledModel:
         if batch <= 1 or any(k[0] != batch for k in key):
             return None
         base = self.specialization({s.name: (1, *k[1:]) for s, k in zip(self.inputs, key)})
-        if not isinstance(base, Specialization) or not base.batch_separable:
-            return None  # another kind of specialisation (a warm-started native one) does not loop
+        if not getattr(base, "batch_separable", False):
+            return None
         with self._lock:
             loop = self._specs.setdefault(key, BatchLoop(base, batch, int(self.options.get("threads") or 1)))
         self._last = loop

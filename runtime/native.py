@@ -32,7 +32,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,10 @@ from cnnjit import _version
 from cnnjit.ir.errors import CnnjitError, InputError
 
 from .model import CompiledModel, InputSignature, Specialization
+from .team import ParallelRun
 
 #: bump when the object's calling convention or the metadata change
-FORMAT = 1
+FORMAT = 2
 #: the C entry of every object (``compiler/target/host.py`` writes it)
 ENTRY_SYMBOL = "cnnjit_model_run"
 #: metadata files larger than this are refused unread
@@ -219,6 +220,20 @@ def _read_entry(data: bytes, options: Mapping[str, Any]) -> tuple[dict[str, Any]
 # =========================================================================================================
 # loading and calling
 # =========================================================================================================
+#: libc functions a parallel object's waits call (``compiler/target/host.py``'s ``PROTOCOL_SYMBOLS``)
+PROTOCOL_SYMBOLS = ("syscall", "sched_yield")
+
+
+def _register_protocol_symbols(ll: Any) -> None:
+    """Make the libc functions of the step protocol resolvable when MCJIT links an object (as
+    ``runtime/parallel.py`` does for numba's code)."""
+    libc = ctypes.CDLL(None)
+    for name in PROTOCOL_SYMBOLS:
+        fn = getattr(libc, name, None)
+        if fn is not None:
+            ll.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
+
+
 def _engine(obj: bytes, triple: str, cpu: str, features: str) -> tuple[Any, int]:
     """Link ``obj`` into this process with MCJIT; (engine, address of the entry)."""
     global _llvm_ready
@@ -230,6 +245,7 @@ def _engine(obj: bytes, triple: str, cpu: str, features: str) -> tuple[Any, int]
             _llvm_ready = True
         tm = ll.Target.from_triple(triple).create_target_machine(cpu=cpu, features=features, reloc="static",
                                                                  codemodel="jitdefault", jit=True)
+        _register_protocol_symbols(ll)
         engine = ll.create_mcjit_compiler(ll.parse_assembly(""), tm)
         engine.add_object_file(ll.ObjectFileRef.from_data(obj))
         engine.finalize_object()
@@ -239,59 +255,112 @@ def _engine(obj: bytes, triple: str, cpu: str, features: str) -> tuple[Any, int]
     return engine, addr
 
 
+def _failed(status: int) -> InputError:
+    return InputError(f"the compiled model reported an error (status {status}): an input holds an out-of-range "
+                      "index?")
+
+
 class NativeSpecialization:
     """One input shape of a model as a loaded native object. Each call takes a work set from a pool (as
-    ``Specialization`` does with its arenas): the scratch block plus staging buffers for the inputs and
-    outputs, all in one zeroed, 64-byte aligned allocation whose addresses are computed once, so a call
-    copies the inputs in, calls the entry (ctypes releases the GIL, so threads run in parallel) and copies
-    the outputs out. Anything else (``graph``, ``program``...) comes from the full compiler's
-    specialisation, made on first use by ``full``."""
+    ``Specialization`` does with its arenas), so threads calling at once share no memory; anything else
+    (``graph``, ``program``...) comes from the full compiler's specialisation, made on first use by ``full``.
+
+    A serial object's entry is ``run(in..., out..., scratch)``: a work set is the scratch block plus staging
+    buffers for the inputs and outputs, all in one zeroed, 64-byte aligned allocation whose addresses are
+    computed once; a call copies the inputs in, calls the entry (ctypes releases the GIL) and copies the
+    outputs out. A parallel object's entry is ``run(scratch, state, main, epoch)`` (``host.py``): a work set
+    is the scratch block, the inputs and outputs are copied straight in and out of their places in it, and
+    the entry runs on the process-wide team of ``runtime.team`` (``ParallelRun``: the JIT's thread team and
+    its fallbacks, without numba) as a numba parallel schedule would."""
 
     def __init__(self, engine: Any, address: int, meta: Mapping[str, Any],
                  full: Callable[[], Specialization]):
         self._engine = engine  # keeps the machine code mapped
-        self.inputs = [(d["name"], np.dtype(d["dtype"]), tuple(d["shape"])) for d in meta["io"]["inputs"]]
-        self.outputs = [(np.dtype(d["dtype"]), tuple(d["shape"])) for d in meta["io"]["outputs"]]
+        io = meta["io"]
+        self.inputs = [(d["name"], np.dtype(d["dtype"]), tuple(d["shape"])) for d in io["inputs"]]
+        self.outputs = [(np.dtype(d["dtype"]), tuple(d["shape"])) for d in io["outputs"]]
         self.scratch_bytes = int(meta["scratch_bytes"])
-        n = len(self.inputs) + len(self.outputs) + 1
-        self._fn = ctypes.CFUNCTYPE(ctypes.c_int, *([ctypes.c_void_p] * n))(address)
+        #: the batch-1 object of a model that keeps samples apart: other batch sizes loop over it (BatchLoop)
+        self.batch_separable = bool(meta.get("batch_separable"))
+        par = meta.get("parallel")
+        self.parallel: ParallelRun | None = None
+        if par:
+            self._offsets = [int(d["offset"]) for d in [*io["inputs"], *io["outputs"]]]
+            if any(o < 0 or o >= self.scratch_bytes for o in self._offsets):
+                raise Miss("an input or output outside the scratch block")
+            entry = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                     ctypes.c_int64)(address)
+
+            def run(scratch: int, main: bool, ep: int, state: np.ndarray) -> None:
+                status = entry(scratch, state.ctypes.data, int(main), ep)
+                if status != 0:
+                    raise _failed(status)
+
+            self.parallel = ParallelRun(run, int(par["steps"]), int(par["threads"]))
+        else:
+            n = len(self.inputs) + len(self.outputs) + 1
+            self._fn = ctypes.CFUNCTYPE(ctypes.c_int, *([ctypes.c_void_p] * n))(address)
         self._pool: list[tuple] = []
         self._full = full
         self.timings: dict[str, float] = {}
 
+    @property
+    def output_specs(self) -> list[tuple[np.dtype, tuple[int, ...]]]:
+        """(dtype, shape) of every output."""
+        return list(self.outputs)
+
     def _work_set(self) -> tuple:
         """(input views, output views, entry arguments, the block): a fresh set, zeroed like the JIT's arenas."""
         tensors = [(dt, shape) for _, dt, shape in self.inputs] + self.outputs
-        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, shape in tensors] + [self.scratch_bytes]
-        offsets, total = [], 0
-        for size in sizes:
-            offsets.append(total)
-            total += -(-max(size, 1) // 64) * 64
+        sizes = [int(np.prod(shape, dtype=np.int64)) * dt.itemsize for dt, shape in tensors]
+        if self.parallel is not None:  # the tensors' places in the scratch block
+            offsets, total = self._offsets, self.scratch_bytes
+            if any(o + size > total for o, size in zip(offsets, sizes)):
+                raise InputError("the compiled program's inputs or outputs do not fit its scratch block")
+        else:  # staging buffers, then the scratch block
+            offsets, total = [], 0
+            for size in [*sizes, self.scratch_bytes]:
+                offsets.append(total)
+                total += -(-max(size, 1) // 64) * 64
         raw = np.zeros(total + 64, np.uint8)
         base = raw.ctypes.data
         start = -base % 64
         views = [raw[start + off:start + off + size].view(dt).reshape(shape)
                  for off, size, (dt, shape) in zip(offsets, sizes, tensors)]
-        args = tuple(base + start + off for off in offsets)
+        args = (base + start,) if self.parallel is not None else tuple(base + start + off for off in offsets)
         return views[:len(self.inputs)], views[len(self.inputs):], args, raw
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
+        return self.run_into(feeds, None)
+
+    def run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
+                 solo: bool = False) -> list[np.ndarray]:
+        """``run``, writing the outputs into ``outs`` when given (one sample's rows of a batch: see
+        ``BatchLoop``), else into fresh arrays; ``solo``: a parallel program run by the calling thread alone."""
         try:
-            ins, outs, args, raw = work = self._pool.pop()  # atomic: no lock on the per-call path
+            ins, outv, args, raw = work = self._pool.pop()  # atomic: no lock on the per-call path
         except IndexError:
-            ins, outs, args, raw = work = self._work_set()
+            ins, outv, args, raw = work = self._work_set()
         try:
             for (name, dtype, shape), view in zip(self.inputs, ins):
                 x = feeds[name]
                 if x.dtype != dtype or x.shape != shape:
                     raise InputError(f"input {name!r} has {x.dtype}{list(x.shape)}, expected {dtype}{list(shape)}")
                 view[...] = x
-            status = self._fn(*args)
-            if status != 0:
-                raise InputError(f"the compiled model reported an error (status {status}): an input holds an "
-                                 "out-of-range index?")
-            return [v.copy() for v in outs]
+            if self.parallel is None:
+                status = self._fn(*args)
+                if status != 0:
+                    raise _failed(status)
+            elif solo:
+                self.parallel.alone()(*args)
+            else:
+                self.parallel(*args)
+            if outs is None:
+                return [v.copy() for v in outv]
+            for view, o in zip(outv, outs):
+                np.copyto(o, view)
+            return list(outs)
         finally:
             if len(self._pool) < 8:
                 self._pool.append(work)

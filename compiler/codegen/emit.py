@@ -196,6 +196,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     src = render_schedule(params, calls) if steps is None else render_parallel(params, calls, steps)
     meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
                   "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic)}
+    if steps:
+        meta["step_plan"] = steps  # the parallel steps (threads.Step), for the host object (target/host.py)
     protocol = PROTOCOL if steps else {}  # what a parallel schedule calls besides kernels
     namespace: dict[str, object] = {**dispatchers, **protocol}
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls

@@ -39,6 +39,7 @@ from numba.core.registry import cpu_target
 from numba.np.numpy_support import from_dtype
 
 from cnnjit.compiler.codegen.pipeline import KernelPipeline
+from cnnjit.compiler.target.steps_ir import parallel_entry
 
 #: numba releases whose internals (codegen classes, compile flags, calling convention) this file uses
 SUPPORTED_NUMBA = ("0.68",)
@@ -218,45 +219,26 @@ def build(job: dict) -> dict:
                 gv.align = 64
                 gv.initializer = ir.Constant(ir.ArrayType(i8, len(data)), data)
                 consts[b] = gv
-        n_in, n_out = len(job["inputs"]), len(job["outputs"])
-        fnty = ir.FunctionType(i32, [ptr] * (n_in + n_out + 1))
-        fn = ir.Function(mod, fnty, f"{name}_run")
-        for i, a in enumerate(fn.args):
-            a.name = f"in{i}" if i < n_in else (f"out{i - n_in}" if i < n_in + n_out else "scratch")
-        entry = fn.append_basic_block("entry")
-        fail_arg = fn.append_basic_block("bad_argument")
-        fail_kernel = fn.append_basic_block("kernel_error")
-        body = fn.append_basic_block("body")
-        bld = ir.IRBuilder(entry)
-        bad = ir.Constant(ir.IntType(1), 0)
-        for a in fn.args:
-            bad = bld.or_(bad, bld.icmp_unsigned("==", a, ir.Constant(ptr, None)))
-        bld.cbranch(bad, fail_arg, body)
-        ir.IRBuilder(fail_arg).ret(ir.Constant(i32, STATUS_ARGUMENT))
-        ir.IRBuilder(fail_kernel).ret(ir.Constant(i32, STATUS_KERNEL))
-        bld = ir.IRBuilder(body)
-        scratch = fn.args[-1]
-        bases = {}
-        for b, spec in job["buffers"].items():
-            bases[b] = consts[b].bitcast(ptr) if spec["kind"] == "c" else bld.gep(
-                scratch, [ir.Constant(i64, spec["scratch_offset"])])
+        decls: dict[str, ir.Function] = {}
+        slots: dict[str, tuple[ir.Value, ir.Value]] = {}  # per entry function: numba's excinfo and return slots
 
-        def at(b, elem_offset, itemsize):
-            return bld.gep(bases[b], [ir.Constant(i64, elem_offset * itemsize)])
+        def base_pointers(bld: ir.IRBuilder, scratch: ir.Value) -> dict[str, ir.Value]:
+            return {b: consts[b].bitcast(ptr) if spec["kind"] == "c" else bld.gep(
+                scratch, [ir.Constant(i64, spec["scratch_offset"])]) for b, spec in job["buffers"].items()}
 
-        false = ir.Constant(ir.IntType(1), 0)
-        for i, (b, off, nbytes, itemsize) in enumerate(job["inputs"]):
-            bld.call(memcpy, [at(b, off, itemsize), fn.args[i], ir.Constant(i64, nbytes), false])
-        decls = {}
-        excinfo = bld.alloca(ptr, name="excinfo")
-        retslot = bld.alloca(ir.ArrayType(i64, 4), name="ret")
-        for kname, args in job["calls"]:
-            sig = tuple(_numba_type(a, buffer_dtypes) for a in args)
-            sym, cres = compiled[(kname, sig)]
+        def emit_call(bld: ir.IRBuilder, bases: dict[str, ir.Value], k: int, fail: ir.Block) -> None:
+            """Call ``k`` of the schedule (numba's calling convention), branching to ``fail`` on an error."""
+            kname, args = job["calls"][k]
+            sym, cres = compiled[(kname, tuple(_numba_type(a, buffer_dtypes) for a in args))]
             if sym not in decls:
                 kty = tctx.call_conv.get_function_type(cres.signature.return_type, cres.signature.args)
                 decls[sym] = ir.Function(mod, kty, sym)
             kfn = decls[sym]
+            fn = bld.function
+            if fn.name not in slots:
+                with bld.goto_entry_block():
+                    slots[fn.name] = (bld.alloca(ptr, name="excinfo"), bld.alloca(ir.ArrayType(i64, 4), name="ret"))
+            excinfo, retslot = slots[fn.name]
             vals = [bld.bitcast(retslot, kfn.function_type.args[0]), bld.bitcast(excinfo, kfn.function_type.args[1])]
             for (kind, v), ty in zip(args, kfn.function_type.args[2:]):
                 if kind == "buf":
@@ -269,11 +251,14 @@ def build(job: dict) -> dict:
             good = bld.or_(bld.icmp_signed("==", st, ir.Constant(i32, 0)),
                            bld.icmp_signed("==", st, ir.Constant(i32, -2)))  # numba: OK / returned None
             nxt = fn.append_basic_block("next")
-            bld.cbranch(good, nxt, fail_kernel)
+            bld.cbranch(good, nxt, fail)
             bld.position_at_end(nxt)
-        for i, (b, off, nbytes, itemsize) in enumerate(job["outputs"]):
-            bld.call(memcpy, [fn.args[n_in + i], at(b, off, itemsize), ir.Constant(i64, nbytes), false])
-        bld.ret(ir.Constant(i32, STATUS_OK))
+
+        if job.get("steps"):  # a parallel schedule: the step protocol (steps_ir.py), run by every thread
+            parallel_entry(mod, name, job["steps"], job["terminal"], job["sys_futex"], STATUS_ARGUMENT,
+                           STATUS_KERNEL, emit_call, base_pointers)
+        else:
+            serial_entry(mod, name, job, ptr, memcpy, base_pointers, emit_call)
 
         # ---- link, internalise, optimise, emit ------------------------------------------------------
         final = ll.parse_assembly(str(mod))
@@ -303,6 +288,44 @@ def build(job: dict) -> dict:
     return {"object": bytes(obj), "asm": asm, "ir": ir_text if job.get("keep_ir") else "",
             "kernel_symbols": symbols, "x86_intrinsics": "llvm.x86." in ir_text,
             "triple": final.triple, "numpy": np.__version__}
+
+
+
+def serial_entry(mod: ir.Module, name: str, job: dict, ptr: ir.Type, memcpy: ir.Function, base_pointers,
+                 emit_call) -> ir.Function:
+    """The C entry ``<name>_run(in..., out..., scratch) -> i32`` of a serial schedule: copy the inputs into
+    the scratch block, call the kernels in order, copy the outputs out."""
+    i32, i64 = ir.IntType(32), ir.IntType(64)
+    n_in, n_out = len(job["inputs"]), len(job["outputs"])
+    fn = ir.Function(mod, ir.FunctionType(i32, [ptr] * (n_in + n_out + 1)), f"{name}_run")
+    for i, a in enumerate(fn.args):
+        a.name = f"in{i}" if i < n_in else (f"out{i - n_in}" if i < n_in + n_out else "scratch")
+    entry = fn.append_basic_block("entry")
+    fail_arg = fn.append_basic_block("bad_argument")
+    fail_kernel = fn.append_basic_block("kernel_error")
+    body = fn.append_basic_block("body")
+    bld = ir.IRBuilder(entry)
+    bad = ir.Constant(ir.IntType(1), 0)
+    for a in fn.args:
+        bad = bld.or_(bad, bld.icmp_unsigned("==", a, ir.Constant(ptr, None)))
+    bld.cbranch(bad, fail_arg, body)
+    ir.IRBuilder(fail_arg).ret(ir.Constant(i32, STATUS_ARGUMENT))
+    ir.IRBuilder(fail_kernel).ret(ir.Constant(i32, STATUS_KERNEL))
+    bld = ir.IRBuilder(body)
+    bases = base_pointers(bld, fn.args[-1])
+
+    def at(b, elem_offset, itemsize):
+        return bld.gep(bases[b], [ir.Constant(i64, elem_offset * itemsize)])
+
+    false = ir.Constant(ir.IntType(1), 0)
+    for i, (b, off, nbytes, itemsize) in enumerate(job["inputs"]):
+        bld.call(memcpy, [at(b, off, itemsize), fn.args[i], ir.Constant(i64, nbytes), false])
+    for k in range(len(job["calls"])):
+        emit_call(bld, bases, k, fail_kernel)
+    for i, (b, off, nbytes, itemsize) in enumerate(job["outputs"]):
+        bld.call(memcpy, [fn.args[n_in + i], at(b, off, itemsize), ir.Constant(i64, nbytes), false])
+    bld.ret(ir.Constant(i32, STATUS_OK))
+    return fn
 
 
 def main(argv: list[str] | None = None) -> int:
