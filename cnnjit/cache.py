@@ -127,8 +127,8 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
                  force: bool = False, **options: Any) -> Path | None:
     """Build ``model`` (a path or bytes, compiled as ``cm`` with these options) as one native object and
     store it in the compiled-program cache; returns the object's path, or None when the model cannot be
-    one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data,
-    a schedule split over threads: see ``compiler/target/host.py``). One already there is kept (``force``
+    one (a ModelProto, symbolic dimensions without ``input_shapes``, inputs that set shapes, external data:
+    see ``compiler/target/host.py``). One already there is kept (``force``
     builds it again). Compiler errors propagate."""
     data = native.model_bytes(model)
     if data is None:
@@ -168,5 +168,6 @@ def store_native(model: Any, cm: CompiledModel, input_shapes: Mapping[str, Seque
                         "dims": None if s.dims is None else list(s.dims), "dim_names": list(s.dim_names),
                         "by_value": s.by_value} for s in cm.inputs],
             "io": {"inputs": obj.inputs, "outputs": obj.outputs}, "scratch_bytes": obj.scratch_bytes,
-            "numba": numba.__version__}
+            "numba": numba.__version__, "parallel": obj.parallel,
+            "batch_separable": bool(getattr(cm.specialization(shapes), "batch_separable", False))}
     return [native.store(data, k, obj.object, meta) for k in keys][0]
