@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cnnjit
 import cnnjit.cache
 from cnnjit.runtime import native
-from cnnjit.runtime.model import Specialization
+from cnnjit.runtime.model import BatchLoop
 from cnnjit.runtime.native import NativeSpecialization
 
 SHAPE = (1, 2, 6, 6)
@@ -110,12 +110,13 @@ def test_warm_start_is_bit_identical_to_the_jit(cache: dict):
             assert y.dtype == np.float32 and y.shape == (1, 5)
             np.testing.assert_array_equal(y, jit(x))
             np.testing.assert_allclose(y, _reference(_model(), x), rtol=1e-4, atol=1e-5)
-    # bytes take the same path; another batch size compiles through the full path, right too
+    # bytes take the same path; another batch size loops over the object (the model keeps samples apart)
     warm = cnnjit.compile(cache["path"].read_bytes())
     assert _is_warm(warm)
     x3 = _x(5, n=3)
     np.testing.assert_array_equal(warm(x3), jit(x3))
-    assert isinstance(warm._specs[((3, *SHAPE[1:]),)], Specialization)
+    loop = warm._specs[((3, *SHAPE[1:]),)]
+    assert isinstance(loop, BatchLoop) and isinstance(loop.base, NativeSpecialization)
 
 
 def test_warm_model_validates_inputs_and_keeps_the_api(cache: dict):
@@ -198,11 +199,13 @@ def test_a_warm_process_imports_neither_onnx_nor_numba(cache: dict):
     code = ("import sys, numpy as np, cnnjit\n"
             f"m = cnnjit.compile({str(cache['path'])!r})\n"
             f"y = m(np.ones({SHAPE!r}, np.float32))\n"
-            "print(type(m._last).__name__, y.shape, sorted(k for k in ('onnx', 'numba', 'rich', 'cnnjit.compiler')"
-            " if k in sys.modules))\n")
+            "z = m(np.ones((4, 2, 6, 6), np.float32))\n"
+            "assert (z == y).all()\n"
+            "print(type(m._specs[((1, 2, 6, 6),)]).__name__, type(m._last).__name__, y.shape, z.shape,"
+            " sorted(k for k in ('onnx', 'numba', 'rich', 'cnnjit.compiler') if k in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "CNNJIT_CACHE_DIR": str(cache["cache"])}).stdout.strip()
-    assert out == "NativeSpecialization (1, 5) []", out
+    assert out == "NativeSpecialization BatchLoop (1, 5) (4, 5) []", out
 
 
 def test_import_cnnjit_is_light():
