@@ -291,7 +291,9 @@ class NativeSpecialization:
             entry = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                      ctypes.c_int64)(address)
 
-            def run(scratch: int, main: bool, ep: int, state: np.ndarray) -> None:
+            def run(scratch: int, main: bool, ep: int, state: np.ndarray, _engine: Any = engine) -> None:
+                # (the engine is a default: a team worker still catching up after the caller has returned
+                # holds the machine code it is running, even once this model is dropped)
                 status = entry(scratch, state.ctypes.data, int(main), ep)
                 if status != 0:
                     raise _failed(status)

@@ -63,7 +63,8 @@ def _futex(b: ir.IRBuilder, syscall: ir.Function, st: ir.Value, op: int, val: ir
     tp: ir.Value = _c(0)
     if timeout_ns:
         spec_t = ir.LiteralStructType([I64, I64])
-        spec = b.alloca(spec_t)
+        with b.goto_entry_block():  # (not in the wait loop: an alloca there grows the stack every sleep)
+            spec = b.alloca(spec_t)
         b.store(ir.Constant(spec_t, [timeout_ns // 10**9, timeout_ns % 10**9]), spec)
         tp = b.ptrtoint(spec, I64)
     b.call(syscall, [_c(sys_futex), word, _c(op), b.zext(b.trunc(val, I32), I64), tp])
@@ -103,7 +104,7 @@ def protocol(mod: ir.Module, prefix: str, sys_futex: int) -> tuple[ir.Function, 
     done = _function(mod, f"{prefix}_done", ir.VoidType(), [P64, I64, I64])
     st, step, ep = done.args
     b = ir.IRBuilder(done.append_basic_block("entry"))
-    loop, counted, wake, out = (done.append_basic_block(n) for n in ("loop", "counted", "wake", "out"))
+    loop, counted, out = (done.append_basic_block(n) for n in ("loop", "counted", "out"))
     idx = b.add(b.mul(b.add(step, _c(1)), _c(LINE)), _c(1))
     b.branch(loop)
     b.position_at_end(loop)
@@ -113,6 +114,7 @@ def protocol(mod: ir.Module, prefix: str, sys_futex: int) -> tuple[ir.Function, 
     b.cbranch(ok, counted, loop)
     b.position_at_end(counted)
     if sys_futex:  # (after the count: a sleeper re-checks after counting itself in)
+        wake = done.append_basic_block("wake")
         b.cbranch(b.icmp_signed(">", _load(b, st, SLEEPERS), _c(0)), wake, out)
         b.position_at_end(wake)
         b.atomic_rmw("add", _word(b, st, SEQ), _c(1), "seq_cst")
@@ -125,8 +127,8 @@ def protocol(mod: ir.Module, prefix: str, sys_futex: int) -> tuple[ir.Function, 
     wait = _function(mod, f"{prefix}_wait", I1, [P64, I64, I64, I64])
     st, step, ep, parts = wait.args
     b = ir.IRBuilder(wait.append_basic_block("entry"))
-    names = ("loop", "complete", "check_abort", "aborted", "poll", "sleep", "nap", "again")
-    loop, complete, check_abort, aborted, poll, sleep, nap, again = (wait.append_basic_block(n) for n in names)
+    names = ("loop", "complete", "check_abort", "aborted", "poll", "sleep", "again")
+    loop, complete, check_abort, aborted, poll, sleep, again = (wait.append_basic_block(n) for n in names)
     idx = b.add(b.mul(b.add(step, _c(1)), _c(LINE)), _c(1))
     want = b.or_(b.shl(ep, _c(SHIFT)), parts)
     entry = b.block
@@ -153,6 +155,7 @@ def protocol(mod: ir.Module, prefix: str, sys_futex: int) -> tuple[ir.Function, 
         b.call(yield_fn, [])
         b.branch(again)
     else:
+        nap = wait.append_basic_block("nap")
         seq = _load(b, st, SEQ)
         b.atomic_rmw("add", _word(b, st, SLEEPERS), _c(1), "seq_cst")
         # completed meanwhile? (done() wakes only the sleepers it sees)
