@@ -42,7 +42,7 @@ import numpy as np
 from cnnjit import _version
 from cnnjit.ir.errors import CnnjitError, InputError
 
-from .model import CompiledModel, InputSignature, Specialization
+from .model import CompiledModel, InputSignature, Specialization, ready_for_batches
 from .team import ParallelRun
 
 #: bump when the object's calling convention or the metadata change
@@ -332,6 +332,11 @@ class NativeSpecialization:
         args = (base + start,) if self.parallel is not None else tuple(base + start + off for off in offsets)
         return views[:len(self.inputs)], views[len(self.inputs):], args, raw
 
+    def prefill(self, n: int) -> None:
+        """Keep at least ``n`` idle work sets (at most 8): one per thread of a ``BatchLoop``."""
+        while len(self._pool) < min(n, 8):
+            self._pool.append(self._work_set())
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
         return self.run_into(feeds, None)
@@ -417,6 +422,7 @@ def load(model: Any, options: Mapping[str, Any], rebuild: Callable[[bytes, dict]
         return None
     cm._specs[shapes] = spec
     cm._last = spec
+    ready_for_batches(spec, int(options.get("threads") or 1))
     cm.set_origin(rebuild, data, dict(options))
     log.info("compiled-program cache: loaded %s (%d bytes of machine code and weights)", cm.name, len(obj))
     return cm
