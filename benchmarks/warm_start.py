@@ -36,11 +36,17 @@ import onnx
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import cnnjit
-import cnnjit.cache
-from benchmarks import harness, models
-from cnnjit.api import _compile_full
-from cnnjit.runtime.native import NativeSpecialization
+from benchmarks import harness  # noqa: E402
+
+# before numba loads (cnnjit.cache imports it): lowering numba's pool after it started breaks its later
+# compiles ("Cannot set NUMBA_NUM_THREADS..."); cnnjit's own threads follow its default, not this
+harness.single_thread()
+
+import cnnjit  # noqa: E402
+import cnnjit.cache  # noqa: E402
+from benchmarks import models  # noqa: E402
+from cnnjit.api import _compile_full  # noqa: E402
+from cnnjit.runtime.native import NativeSpecialization  # noqa: E402
 
 FILES = {
     "ad01_fp32": "ad01_fp32.tf2onnx.onnx",
@@ -116,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", action="store_true", help="keep compiled programs already stored (no build time)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args(argv)
-    harness.single_thread()
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="cnnjit-warm-") as tmp:
         files = model_files(Path(tmp), [m for m in args.models.split(",") if m] or None)

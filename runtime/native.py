@@ -336,6 +336,8 @@ class NativeSpecialization:
         """Keep at least ``n`` idle work sets (at most 8): one per thread of a ``BatchLoop``."""
         while len(self._pool) < min(n, 8):
             self._pool.append(self._work_set())
+        for work in self._pool:  # mapped now, not in the first run (see model.Specialization.prefill)
+            work[-1].fill(0)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
@@ -420,9 +422,9 @@ def load(model: Any, options: Mapping[str, Any], rebuild: Callable[[bytes, dict]
     except (CnnjitError, KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
         log.warning("compiled-program cache: entry refused (%s: %s); compiling", type(e).__name__, e)
         return None
+    ready_for_batches(spec, int(options.get("threads") or 1))
     cm._specs[shapes] = spec
     cm._last = spec
-    ready_for_batches(spec, int(options.get("threads") or 1))
     cm.set_origin(rebuild, data, dict(options))
     log.info("compiled-program cache: loaded %s (%d bytes of machine code and weights)", cm.name, len(obj))
     return cm
