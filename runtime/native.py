@@ -9,8 +9,9 @@ numba or compiler import, so a new process reaches its first result in a fractio
 
 An entry is ``<root>/native-<host key>/<entry key>.o`` plus ``<entry key>.json``:
 
-* the host key covers the cnnjit and llvmlite versions, the format of this cache, the host triple, CPU
-  name and features (numba's ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` overrides included);
+* the host key covers the cnnjit and llvmlite versions, the format of this cache and the version of the
+  step protocol (a parallel object's entry), the host triple, CPU name and features (numba's
+  ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` overrides included);
 * the entry key covers the SHA-256 of the model bytes, the compile options and input shapes as given,
   and the environment that changes code generation (``CNNJIT_SPARSE_THRESHOLD``);
 * the metadata records both keys, the model's digest and the object's size and SHA-256; all are checked
@@ -43,7 +44,7 @@ from cnnjit import _version
 from cnnjit.ir.errors import CnnjitError, InputError
 
 from .model import CompiledModel, InputSignature, Specialization, ready_for_batches
-from .team import ParallelRun
+from .team import PROTOCOL_VERSION, ParallelRun
 
 #: bump when the object's calling convention or the metadata change
 FORMAT = 2
@@ -97,7 +98,8 @@ def _host_machine(name_override: str | None, features_override: str | None) -> t
 def host_fields() -> dict[str, Any]:
     """What every entry depends on besides its model and options: versions, format, machine."""
     triple, cpu, features = host_machine()
-    return {"format": FORMAT, "cnnjit": _version.__version__, "llvmlite": llvmlite.__version__,
+    return {"format": FORMAT, "protocol": PROTOCOL_VERSION, "cnnjit": _version.__version__,
+            "llvmlite": llvmlite.__version__,
             "triple": triple, "cpu": cpu, "features": features}
 
 
