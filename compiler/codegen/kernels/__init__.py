@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     misc,
     movement,
     nn_extra,
+    packed_gemm,
     norm,
     qint,
     qlut,
