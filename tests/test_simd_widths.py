@@ -34,11 +34,13 @@ def applicable_variants(model, op: str, width: int) -> list[str]:
     return [v.name for v in VARIANTS[op] if v.applies(node, target)]
 
 
-def compile_variant(model, op: str, width: int, data=None, expect: str | None = None):
+def compile_variant(model, op: str, width: int, data=None, expect: str | None = None, force: str | None = None):
     """``model`` compiled at ``width`` with its ``op`` node on a variant drawn from those that apply (the
-    default choice when ``data`` is None), asserting that variant is the one in the schedule."""
+    default choice when ``data`` is None; ``force``: that one, which must apply), asserting that variant is
+    the one in the schedule."""
     names = applicable_variants(model, op, width)
-    name = data.draw(st.sampled_from(names), label="variant") if data is not None else names[0]
+    assert force is None or force in names, f"{op}: {force} does not apply (applicable: {names})"
+    name = force or (data.draw(st.sampled_from(names), label="variant") if data is not None else names[0])
     if expect is not None:
         assert name == expect, f"{op} at width {width} chose {name}, expected {expect} (applicable: {names})"
     compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
