@@ -18,8 +18,8 @@ from onnx import helper
 from test_simd_widths import WIDTHS
 
 import cnnjit
-from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, gemm_tile, pack_panels
 from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, gemm_tile, pack_panels
 
 
 def _compile(model, op: str, width: int, variant: str | None):

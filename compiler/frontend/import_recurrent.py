@@ -20,13 +20,15 @@ import platform
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper
 
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
 from cnnjit.runtime.native import host_machine
 
-from .registry import ImportContext, Unsupported, importer
+from .registry import VARIANT_CHECKS, ImportContext, Unsupported, importer
 
 _DEFAULT_ACTS = {"LSTMLoop": ("Sigmoid", "Tanh", "Tanh"), "GRULoop": ("Sigmoid", "Tanh"), "RNNLoop": ("Tanh",)}
 _BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
@@ -40,6 +42,32 @@ def _zero_const(v: Value | None) -> bool:
     return v is not None and v.is_const and not np.any(v.const)
 
 
+def _refusal(a: dict[str, Any]) -> str:
+    """Why cnnjit cannot run a recurrent layer with attributes ``a`` ("" if it can): an activation outside
+    ``ACTIVATIONS``, or ``activation_alpha`` / ``activation_beta``."""
+    bad = [f for f in a.get("activations") or () if str(f).lower() not in _BY_LOWER]
+    if bad:
+        return f"activation {bad[0]!r} is not supported (supported: {', '.join(ACTIVATIONS)})"
+    if a.get("activation_alpha") or a.get("activation_beta"):
+        return "activation_alpha / activation_beta are not supported"
+    return ""
+
+
+def _recurrent_check(node: onnx.NodeProto) -> str:
+    """``VARIANT_CHECKS`` entry: the refusal of ``_refusal`` from the node's attributes alone, so that
+    ``check_supported`` lists such a layer together with every other unsupported node."""
+    a: dict[str, Any] = {}
+    for at in node.attribute:
+        if at.name in ("activations", "activation_alpha", "activation_beta"):
+            v = helper.get_attribute_value(at)
+            a[at.name] = [s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s for s in v]
+    return _refusal(a)
+
+
+for _key in ("LSTM", "GRU", "RNN", "com.microsoft:DynamicQuantizeLSTM"):
+    VARIANT_CHECKS[_key] = _recurrent_check
+
+
 def _activations(ctx: ImportContext, op: str, a: dict[str, Any], D: int) -> tuple[str, ...]:
     acts = a.get("activations")
     n = NACT[op]
@@ -47,12 +75,7 @@ def _activations(ctx: ImportContext, op: str, a: dict[str, Any], D: int) -> tupl
         return _DEFAULT_ACTS[op] * D
     if len(acts) == n and D == 2:
         acts = list(acts) * 2
-    out = []
-    for f in acts:
-        name = _BY_LOWER.get(str(f).lower())
-        if name is None:
-            raise Unsupported(f"activation {f!r} is not supported (supported: {', '.join(ACTIVATIONS)})")
-        out.append(name)
+    out = [_BY_LOWER[str(f).lower()] for f in acts]
     if len(out) != n * D:
         raise ShapeError(f"{ctx.where()}: {len(out)} activations given, {n * D} expected")
     return tuple(out)
@@ -93,8 +116,8 @@ def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.
     if op == "GRULoop":
         rbh = rb[:, 2 * H:].astype(np.float32)
         rb[:, 2 * H:] = 0.0
-    if a.get("activation_alpha") or a.get("activation_beta"):
-        raise Unsupported("activation_alpha / activation_beta are not supported")
+    if why := _refusal(a):
+        raise Unsupported(why)
     attrs: dict[str, Any] = {"hidden_size": H, "direction": direction,
                              "activations": _activations(ctx, op, a, D), "clip": float(a.get("clip", 0.0) or 0.0)}
     if op == "LSTMLoop":
