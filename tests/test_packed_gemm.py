@@ -19,7 +19,7 @@ from test_simd_widths import WIDTHS
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target
-from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, gemm_tile, pack_panels
+from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, gemm_tile, pack_panels, row_tiles
 
 
 def _compile(model, op: str, width: int, variant: str | None):
@@ -127,3 +127,13 @@ def test_wide_constant_b_takes_packed_panels() -> None:
     small = make_model([helper.make_node("Gemm", ["a", "b"], ["y"], transB=1)], {"a": a[:2, :8]}, {"y": (2, 10)},
                        {"b": b[:10, :8]})
     assert _compile(small, "Gemm", 8, None)[1] == {"simd_gemm"}
+
+
+@pytest.mark.parametrize("rows, mr, tiles", [(32, 6, (4, [4, 4])), (30, 6, (5, [])), (35, 6, (5, [5])),
+                                             (2, 6, (0, [2])), (9, 8, (0, [5, 4])), (12, 8, (1, [4]))])
+def test_row_tiles_cover_the_rows(rows, mr, tiles) -> None:
+    """Every row in exactly one tile; no tile of fewer than 4 rows unless A has fewer rows than a tile."""
+    full, tail = row_tiles(rows, mr)
+    assert (full, tail) == tiles
+    assert full * mr + sum(tail) == rows
+    assert all(t >= 4 for t in tail) or rows < mr

@@ -54,8 +54,20 @@ def pack_panels(b: np.ndarray, nc: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(K, npan, nc).transpose(1, 0, 2)).reshape(-1)
 
 
-def packed_source(node: Node, w: int, mr: int, nr: int, rem: int) -> tuple[str, list]:
-    """The kernel for ``node``'s epilogue: tiles of ``mr`` rows, then one of ``rem`` rows (0: none)."""
+def row_tiles(rows: int, mr: int) -> tuple[int, list[int]]:
+    """``(n, tail)``: ``n`` tiles of ``mr`` rows, then the ``tail`` tiles' row counts. A leftover of fewer
+    than 4 rows (too few FMA chains to hide the latency) is merged with the last full tile and split in two
+    near-equal tiles: 32 rows with ``mr = 6`` run 6, 6, 6, 6, 4, 4 rather than 6 x 5 and 2."""
+    n, rem = divmod(rows, mr)
+    if rem == 0:
+        return n, []
+    if rem >= 4 or n == 0:
+        return n, [rem]
+    return n - 1, [(mr + rem + 1) // 2, (mr + rem) // 2]
+
+
+def packed_source(node: Node, w: int, mr: int, nr: int, rows: int) -> tuple[str, list]:
+    """The kernel for ``node``'s epilogue over ``rows`` rows of A, tiled by ``row_tiles``."""
     nc = nr * w
     epi = Epilogue(node, nc, False)
 
@@ -82,9 +94,11 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rem: int) -> tuple[str, 
              f"        cnt = min({nc}, N - p)",
              f"        pan = bo + j * K * {nc}",
              "        m = 0"]
-    lines += [f"        while m + {mr} <= M:", *tile(mr, " " * 12), f"            m += {mr}"]
-    if rem:
-        lines += ["        if m < M:", *tile(rem, " " * 12)]
+    full, tail = row_tiles(rows, mr)
+    if full:
+        lines += [f"        for _ in range({full}):", *tile(mr, " " * 12), f"            m += {mr}"]
+    for t in tail:
+        lines += tile(t, " " * 8) + [f"        m += {t}"]
     return source(lines), epi.args
 
 
@@ -118,7 +132,7 @@ def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int
     npan = -(-N // nc)
     cb = np.zeros(npan * nc, np.float32)
     cb[:N] = bias
-    src, extra = packed_source(node, target.vector_width, mr, nr, rows % mr)
+    src, extra = packed_source(node, target.vector_width, mr, nr, rows)
     return [KernelCall(src, [node.inputs[0], Param(pack_panels(b, nc)), Param(cb), node.outputs[0], rows, K, N,
                              *extra], note(node))]
 
