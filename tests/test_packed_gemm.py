@@ -65,7 +65,7 @@ def test_packed_gemm_at_width(width, m, k, n, trans_b, c_kind, alpha, beta, act,
 @pytest.mark.parametrize("width", WIDTHS)
 @property_settings(5)
 @given(batch=st.sampled_from([(), (1,), (3,), (2, 2)]), m=st.integers(1, 9), k=st.integers(1, 40),
-       n=st.integers(1, 70), b_batch=st.booleans(), residual=st.booleans(),
+       n=st.integers(1, 70), b_batch=st.booleans(), residual=st.sampled_from([None, "Add", "Mul"]),
        act=st.sampled_from([None, "Relu", "Tanh"]), seed=st.integers(0, 2**16))
 def test_packed_matmul_at_width(width, batch, m, k, n, b_batch, residual, act, seed) -> None:
     """A of any rank (its batch axes fold into rows) against one constant B (with unit batch axes or not)."""
@@ -80,14 +80,16 @@ def test_packed_matmul_at_width(width, batch, m, k, n, b_batch, residual, act, s
     if residual:
         r = rng.standard_normal(y.shape).astype(np.float32)
         feeds["r"] = r
-        nodes.append(helper.make_node("Add", ["mm", "r"], ["res"]))
-        last, y = "res", y + r
+        nodes.append(helper.make_node(residual, ["mm", "r"], ["res"]))
+        last, y = "res", y + r if residual == "Add" else y * r
     if act:
         nodes.append(helper.make_node(act, [last], ["act"]))
         last, y = "act", _act(y, act)
     model = make_model(nodes, feeds, {last: y.shape}, {"b": b})
     compiled, ran = _compile(model, "MatMul", width, "packed_matmul")
     assert ran == {"packed_matmul"}
+    (mm,) = [n for n in compiled.ir.nodes if n.op == "MatMul"]
+    assert [s.op for s in mm.attrs["post"]] == [op for op in (residual, act) if op]  # all fused
     got = compiled.run(None, feeds)[0]
     np.testing.assert_allclose(got, y, rtol=1e-4, atol=2e-5 * np.sqrt(k))
 

@@ -110,7 +110,8 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             same = [t for t in history if b.shapes[t] == b.shapes[cur] and t != cur]
             if same:
                 other = same[arg % len(same)]
-                cur = b.add("Add", [other, cur] if arg % 2 else [cur, other], (1, c, h, w))
+                cur = b.add("Mul" if arg % 4 == 3 else "Add", [other, cur] if arg % 2 else [cur, other],
+                            (1, c, h, w))
         elif op == "bias":
             cur = b.add("Add", [cur, b.const(rng.standard_normal((c, 1, 1)).astype(np.float32))], (1, c, h, w))
         elif op == "concat":
@@ -219,6 +220,16 @@ def test_residual_add_then_activation_fuse() -> None:
     m = check(model, x)
     assert ops_of(m) == ["Conv", "Conv"]
     assert fused_of(m)[1] == ["Add", "Relu"]
+
+
+def test_residual_mul_then_activation_fuse() -> None:
+    """``other * conv`` (a gate of the output's shape) is the conv's residual Mul step."""
+    model, x = build([("conv", 1), ("conv", 1), ("residual", 3), ("act", 0)], 2)
+    assert [n.op_type for n in model.graph.node][2] == "Mul"
+    m = check(model, x)
+    assert ops_of(m) == ["Conv", "Conv"]
+    assert fused_of(m)[1] == ["Mul", "Relu"]
+    assert [s.op for s in m.ir.nodes[-1].attrs["post"]] == ["Mul", "Relu"]
 
 
 def test_silu_pattern_fuses() -> None:

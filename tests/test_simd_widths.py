@@ -74,7 +74,7 @@ def conv_cases(draw):
     h, w = draw(st.integers(k + (k - 1) * (d - 1), 20)), draw(st.integers(k + (k - 1) * (d - 1), 37))
     pads = [0] * 4 if kind == "pointwise" else [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
     act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu"]))
-    residual = draw(st.booleans())
+    residual = draw(st.sampled_from([False, True, "Mul"]))  # True: a residual Add; "Mul": a residual Mul
     return dict(c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads, act=act, residual=residual,
                 seed=draw(st.integers(0, 2**16)))
 
@@ -94,8 +94,9 @@ def _run_conv(case, width, data=None, expect=None):
     if case["residual"]:
         r = rng.standard_normal(expected.shape).astype(np.float32)
         inits["r"] = r
-        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
-        cur, expected = "a", expected + r
+        mul = case["residual"] == "Mul"
+        nodes.append(helper.make_node("Mul" if mul else "Add", [cur, "r"], ["a"]))
+        cur, expected = "a", expected * r if mul else expected + r
     if case["act"] == "Relu":
         nodes.append(helper.make_node("Relu", [cur], ["y"]))
         expected = ref.relu(expected)

@@ -9,7 +9,8 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   order), ``x * HardSigmoid(x)`` (HardSwish), ``x * Tanh(Softplus(x))`` (Mish), the erf and tanh GELUs;
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
-* an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it;
+* an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
+  activation follows it;
 * ``PRelu`` with one constant slope (as a LeakyRelu);
 * arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
 """
@@ -179,18 +180,15 @@ class FuseEpilogue(Pass):
                     graph.remove_node_keep_output(user, node)
                     graph.note_fused(node, "Add(bias)")
                     return True
-            if other.shape == out.shape and other.dtype == out.dtype:
-                # the residual becomes a new last input (after the optional bias of Conv / Gemm)
-                k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") \
-                    else len(node.inputs)
-                graph.set_input(node, k, other)
-                graph.set_attrs(node, post=post + (EpilogueStep("Add", value=other),))
-                graph.remove_node_keep_output(user, node)
-                graph.note_fused(node, "Add")
+            if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
         if self._absorb_scale_shift(graph, node, user, post):
             return True
+        if user.op == "Mul" and len(user.inputs) == 2:
+            other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
+            if other is not out and self._absorb_residual(graph, node, user, other, "Mul", post):
+                return True
         slope = user.inputs[1] if user.op == "PRelu" and user.inputs[0] is out else None
         if slope is not None and slope.is_const and slope.const.size == 1:  # one slope: a LeakyRelu
             alpha = float(slope.const.reshape(()))
@@ -205,6 +203,20 @@ class FuseEpilogue(Pass):
             graph.note_fused(node, user.op)
             return True
         return False
+
+    @staticmethod
+    def _absorb_residual(graph: Graph, node: Node, user: Node, other: Value, op: str, post: tuple) -> bool:
+        """``y + r`` / ``y * r`` with ``r`` a tensor of the output's type: ``r`` becomes a new last input
+        (after the optional bias of Conv / Gemm) and the step an ``Add`` / ``Mul`` residual step."""
+        out = node.outputs[0]
+        if other.shape != out.shape or other.dtype != out.dtype:
+            return False
+        k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") else len(node.inputs)
+        graph.set_input(node, k, other)
+        graph.set_attrs(node, post=post + (EpilogueStep(op, value=other),))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, op)
+        return True
 
     @staticmethod
     def _absorb_scale_shift(graph: Graph, node: Node, user: Node, post: tuple) -> bool:

@@ -121,11 +121,11 @@ def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
     ks = iter(residual_positions(node.inputs, post))
     out: list[tuple[str, dict, int | None]] = []
     for step in post:
-        if step.op == "Add":
+        if step.residual:
             k = next(ks)
             if node.inputs[k] is not step.value:
                 raise CompileError(f"{node.describe()}: the epilogue's residual is not its input {k}")
-            out.append(("Add", {}, k))
+            out.append((step.op, {}, k))
         else:
             out.append((step.op, dict(step.attrs), None))
     return out
@@ -134,17 +134,17 @@ def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
 def residual_operands(node: Node) -> tuple[list[str], list[Value]]:
     """Kernel parameters (``r<k>b, r<k>o``, ``k`` the input index) and call arguments for the residual
     inputs of ``node``'s fused epilogue."""
-    ks = [k for op, _, k in _steps(node) if op == "Add"]
+    ks = [k for _, _, k in _steps(node) if k is not None]
     return [f"r{k}b, r{k}o" for k in ks], [node.inputs[k] for k in ks]
 
 
 def residual_args(node: Node) -> dict[str, Value]:
     """The residual inputs by kernel argument name (``r<k>``, see ``template.bind``)."""
-    return {f"r{k}": node.inputs[k] for op, _, k in _steps(node) if op == "Add"}
+    return {f"r{k}": node.inputs[k] for _, _, k in _steps(node) if k is not None}
 
 
 def has_residual(node: Node) -> bool:
-    return any(op == "Add" for op, _, _ in _steps(node))
+    return any(k is not None for _, _, k in _steps(node))
 
 
 def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[str], list]:
@@ -153,8 +153,8 @@ def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[s
     lines: list[str] = []
     dt = node.outputs[0].dtype
     for op, attrs, k in _steps(node):
-        if op == "Add":
-            lines.append(f"{indent}v = v + r{k}b[U(r{k}o + {index})]")
+        if k is not None:
+            lines.append(f"{indent}v = v {'+' if op == 'Add' else '*'} r{k}b[U(r{k}o + {index})]")
         else:
             lines.append(f"{indent}x = v")
             lines.append(f"{indent}v = {activation_expr(op, attrs, dt)}")
@@ -214,14 +214,14 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
     loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
     lines = []
     for op, a, k in _steps(node):
-        if op == "Add":
+        if k is not None:
             if residual_load is not None:
                 load = residual_load(k)
             elif masked:
                 load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
             else:
                 load = f"vload{w}(r{k}b, r{k}o + {idx})"
-            lines.append(f"{acc} = vadd{w}({acc}, {load})")
+            lines.append(f"{acc} = {'vadd' if op == 'Add' else 'vmul'}{w}({acc}, {load})")
             continue
         e = vector_expr(op, get_op(op).check_attrs(dict(a)), w, acc)
         if e is None:
