@@ -13,6 +13,8 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   activation follows it;
 * ``PRelu`` with one constant slope (as a LeakyRelu);
 * arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
+
+MaxPool (without indices), AveragePool and the global pools absorb the activations above that follow them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .manager import Pass
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
                "Softplus", "SiLU", "Gelu", "Mish")
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: producers that take activations only (no bias, residual or scale): the float pools
+POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
 
 def _single_user(graph: Graph, v: Value) -> Node | None:
@@ -144,6 +148,24 @@ class FuseEpilogue(Pass):
             if node.op in PRODUCERS and node in graph.nodes:
                 while self._absorb_one(graph, node):
                     pass
+            elif node.op in POOLS and node in graph.nodes and not node.attrs.get("indices"):
+                while self._absorb_activation(graph, node):
+                    pass
+
+    @staticmethod
+    def _absorb_activation(graph: Graph, node: Node) -> bool:
+        """A pool's single consumer that is an activation (``ACTIVATIONS``) on its float output: its step."""
+        out = node.outputs[0]
+        user = _single_user(graph, out)
+        if (user is None or user.op not in ACTIVATIONS or len(user.inputs) != 1
+                or not np.issubdtype(out.dtype, np.floating) or user.outputs[0].dtype != out.dtype):
+            return False
+        attrs = get_op(user.op).check_attrs(dict(user.attrs))
+        graph.set_attrs(node, post=tuple(node.attrs.get("post", ())) + (EpilogueStep(user.op, tuple(sorted(
+            attrs.items()))),))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, user.op)
+        return True
 
     def _absorb_composite(self, graph: Graph, node: Node) -> bool:
         """An activation spelled as several elementwise nodes on the producer's output (which they read

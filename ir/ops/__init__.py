@@ -221,8 +221,9 @@ def post_infer(base: Callable, nbase: int) -> Callable:
 
 
 def post_ref(base: Callable, nbase: int) -> Callable:
-    def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
-        y = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
+    def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> Any:
+        out = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
+        y = out[0] if isinstance(out, list) else out  # an op of several outputs: the steps apply to the first
         post = attrs.get("post", ())
         ks = iter(residual_positions(ins, post))
         for step in post:
@@ -231,7 +232,7 @@ def post_ref(base: Callable, nbase: int) -> Callable:
                 y = (y + r if step.op == "Add" else y * r).astype(y.dtype)
             else:
                 y = get_op(step.op).run([y], dict(step.attrs))[0]
-        return y
+        return [y, *out[1:]] if isinstance(out, list) else y
 
     return ref
 

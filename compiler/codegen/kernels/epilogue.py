@@ -282,6 +282,19 @@ def with_epilogue(template: Template, node: Node, index: str, indent: str, count
                          **slots), residual_args(node)
 
 
+def after_kernel(src: str, node: Node, count: str) -> str:
+    """Kernel source ``src`` (one function writing ``yb[yo:]``) with the node's steps (activations only: no
+    residual) applied afterwards to its ``count`` output elements, a second pass over the output: the
+    scalar pooling kernels' epilogue."""
+    lines, params, _ = scalar_lines(node, "i", " " * 8)
+    if params:
+        raise CompileError(f"{node.describe()}: a residual epilogue step on a kernel without one")
+    if not lines:
+        return src
+    return src.rstrip("\n") + "\n" + "\n".join([f"    for i in range({count}):", "        v = yb[U(yo + i)]",
+                                                 *lines, "        yb[U(yo + i)] = v"]) + "\n"
+
+
 def clamp_code(node: Node) -> tuple[int, float, float] | None:
     """The steps as a run-time clamp ``(act, lo, hi)``: act 0 none, 1 Relu (``max(s, lo)``), 2 Clip
     (``min(max(s, lo), hi)``); None if the steps are anything else."""
