@@ -26,7 +26,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue
 from .simd_matmul import matmul_layout, simd_matmul_applies
-from .simd_pointwise import gemm_simd_applies
+from .simd_pointwise import gemm_simd_applies, tile_stores
 from .template import source
 
 #: panel vectors per tile row: two machine vectors (the FMA latency x 2 pipes needs >= 8 chains in flight,
@@ -78,14 +78,9 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int) -> tuple[str,
         out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(ab[U(ai + {i} * K + k)]), v{nc}, a{nc}_{i})"
                 for i in range(rows)]
         out.append(f"{ind}if cnt == {nc}:")
-        for masked, head in ((False, ind + "    "), (True, ind + "    ")):
-            if masked:
-                out.append(f"{ind}else:")
-            for i in range(rows):
-                idx = f"(m + {i}) * N + p"
-                out += epi.vector(head, f"a{nc}_{i}", idx, nc, masked)
-                out.append(f"{head}vstoren{nc}(yb, yo + {idx}, a{nc}_{i}, cnt)" if masked
-                           else f"{head}vstore{nc}(yb, yo + {idx}, a{nc}_{i})")
+        out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", False)
+        out.append(f"{ind}else:")
+        out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", True)
         return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"], "(m + i) * N + p + j")
 
     lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + epi.signature() + "):",
