@@ -66,7 +66,7 @@ def test_packed_gemm_at_width(width, m, k, n, trans_b, c_kind, alpha, beta, act,
 @property_settings(5)
 @given(batch=st.sampled_from([(), (1,), (3,), (2, 2)]), m=st.integers(1, 9), k=st.integers(1, 40),
        n=st.integers(1, 70), b_batch=st.booleans(), residual=st.sampled_from([None, "Add", "Mul"]),
-       act=st.sampled_from([None, "Relu", "Tanh"]), seed=st.integers(0, 2**16))
+       act=st.sampled_from([None, "Relu", "Tanh", "PRelu"]), seed=st.integers(0, 2**16))
 def test_packed_matmul_at_width(width, batch, m, k, n, b_batch, residual, act, seed) -> None:
     """A of any rank (its batch axes fold into rows) against one constant B (with unit batch axes or not)."""
     rows = int(np.prod(batch, dtype=np.int64)) * m
@@ -82,10 +82,15 @@ def test_packed_matmul_at_width(width, batch, m, k, n, b_batch, residual, act, s
         feeds["r"] = r
         nodes.append(helper.make_node(residual, ["mm", "r"], ["res"]))
         last, y = "res", y + r if residual == "Add" else y * r
-    if act:
+    inits = {"b": b}
+    if act == "PRelu":  # one slope per column
+        inits["s"] = rng.uniform(-1, 1, n).astype(np.float32)
+        nodes.append(helper.make_node("PRelu", [last, "s"], ["act"]))
+        last, y = "act", np.where(y < 0, y * inits["s"], y)
+    elif act:
         nodes.append(helper.make_node(act, [last], ["act"]))
         last, y = "act", _act(y, act)
-    model = make_model(nodes, feeds, {last: y.shape}, {"b": b})
+    model = make_model(nodes, feeds, {last: y.shape}, inits)
     compiled, ran = _compile(model, "MatMul", width, "packed_matmul")
     assert ran == {"packed_matmul"}
     (mm,) = [n for n in compiled.ir.nodes if n.op == "MatMul"]

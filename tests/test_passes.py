@@ -315,3 +315,30 @@ def test_entry_auto_picks_by_call_count() -> None:
     big, x = build([("conv", 1), ("pool", 0), ("conv", 1), ("act", 1), ("pw", 0), ("act", 2)], 13)
     m = check(big, x)
     assert m._default_spec().program.meta["entry"] == "numba"
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+@pytest.mark.parametrize("k, group", [(1, 1), (3, 1), (3, 8)])
+def test_per_channel_prelu_fuses_into_the_conv(width, k, group, monkeypatch) -> None:
+    """Conv -> PRelu with one slope per channel is one kernel call (the slopes expanded to the output's shape
+    and read like a residual, in registers), for pointwise, dense and depthwise convs; above the size cap
+    the PRelu stays a node of its own. Oracle: onnxruntime."""
+    rng = np.random.default_rng(k + group)
+    x = rng.standard_normal((1, 8, 7, 9)).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8 // group, k, k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-1, 1, (8, 1, 1)).astype(np.float32), "s")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4, group=group),
+             helper.make_node("PRelu", ["c", "s"], ["y"])]
+    g = helper.make_graph(nodes, "prelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    want = ort_session(model).run(None, {"x": x})[0]
+    m = cnnjit.compile(model, vector_width=width)
+    assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["PRelu"]
+    prog = m._default_spec().program
+    assert all("vprelu" in prog.kernel_sources[c.kernel] for c in prog.calls)
+    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr("cnnjit.compiler.passes.fuse_epilogue.MAX_SLOPE_BYTES", 8 * 7 * 9 * 4 - 4)
+    m = cnnjit.compile(model, vector_width=width)
+    assert ops_of(m) == ["Conv", "PRelu"]
+    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,9 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
   activation follows it;
-* ``PRelu`` with one constant slope (as a LeakyRelu);
+* ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
+  broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
+  residual (outputs up to ``MAX_SLOPE_BYTES``);
 * arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
 
 MaxPool (without indices), AveragePool and the global pools absorb the activations above that follow them.
@@ -29,6 +31,9 @@ from .manager import Pass
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
                "Softplus", "SiLU", "Gelu", "Mish")
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: the largest output whose PRelu slopes (not one number) are expanded to its shape to fuse: the expanded
+#: constant is read like a residual (less traffic than a separate PRelu pass, which reads and writes the output)
+MAX_SLOPE_BYTES = 4 << 20
 #: producers that take activations only (no bias, residual or scale): the float pools
 POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
@@ -218,6 +223,13 @@ class FuseEpilogue(Pass):
             graph.remove_node_keep_output(user, node)
             graph.note_fused(node, "PRelu")
             return True
+        if slope is not None and slope.is_const and out.type.size * out.dtype.itemsize <= MAX_SLOPE_BYTES:
+            # per-channel (any broadcast) slopes: expanded to the output's shape, read like a residual
+            try:
+                full = np.ascontiguousarray(np.broadcast_to(slope.const.astype(out.dtype), out.shape))
+            except ValueError:
+                return False
+            return self._absorb_residual(graph, node, user, graph.const(full), "PRelu", post)
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
             graph.set_attrs(node, post=post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),))

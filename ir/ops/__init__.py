@@ -151,8 +151,9 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 # -- epilogues ---------------------------------------------------------------------------------------------
 # Conv, Gemm and MatMul carry an optional ``post`` attribute, put there by the fusion passes: a tuple of
 # ``EpilogueStep``s applied to the result before it is stored.
-#: the epilogue steps that combine the result with a residual tensor of its type (``y + r``, ``y * r``)
-RESIDUAL_OPS = ("Add", "Mul")
+#: the epilogue steps that combine the result with a tensor of its type (``y + r``, ``y * r``, and ``PRelu``
+#: with its slope expanded to the output's shape)
+RESIDUAL_OPS = ("Add", "Mul", "PRelu")
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,7 +230,7 @@ def post_ref(base: Callable, nbase: int) -> Callable:
         for step in post:
             if step.residual:
                 r = ins[next(ks)]
-                y = (y + r if step.op == "Add" else y * r).astype(y.dtype)
+                y = get_op(step.op).run([y, r], {})[0].astype(y.dtype)
             else:
                 y = get_op(step.op).run([y], dict(step.attrs))[0]
         return [y, *out[1:]] if isinstance(out, list) else y

@@ -154,7 +154,9 @@ def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[s
     dt = node.outputs[0].dtype
     for op, attrs, k in _steps(node):
         if k is not None:
-            lines.append(f"{indent}v = v {'+' if op == 'Add' else '*'} r{k}b[U(r{k}o + {index})]")
+            r = f"r{k}b[U(r{k}o + {index})]"
+            lines.append(f"{indent}v = v + {r}" if op == "Add" else f"{indent}v = v * {r}" if op == "Mul"
+                         else f"{indent}v = v if v >= 0 else v * {r}")
         else:
             lines.append(f"{indent}x = v")
             lines.append(f"{indent}v = {activation_expr(op, attrs, dt)}")
@@ -207,6 +209,9 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
     return None
 
 
+_VEC_RESIDUAL = {"Add": "vadd", "Mul": "vmul", "PRelu": "vprelu"}
+
+
 def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
                  residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
     """Lines applying the steps to vector ``acc`` (element index ``idx``; with ``masked``, only the first
@@ -221,7 +226,7 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
                 load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
             else:
                 load = f"vload{w}(r{k}b, r{k}o + {idx})"
-            lines.append(f"{acc} = {'vadd' if op == 'Add' else 'vmul'}{w}({acc}, {load})")
+            lines.append(f"{acc} = {_VEC_RESIDUAL[op]}{w}({acc}, {load})")
             continue
         e = vector_expr(op, get_op(op).check_attrs(dict(a)), w, acc)
         if e is None:
