@@ -34,6 +34,8 @@ from .template import source
 NR = 2
 #: at most this many rows per tile (more only saves A's broadcasts, and costs compile time)
 MR_MAX = 8
+#: prefetch the next panel while computing this one: a B past the last-level cache streams from DRAM
+PREFETCH = True
 #: below this many multiply-adds the packed panels' setup is not worth a new kernel: the row-major
 #: micro-kernel's block of B stays in L1 anyway
 MIN_MACS = 32 * 1024
@@ -75,6 +77,8 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int) -> tuple[str,
         out = [f"{ind}a{nc}_{i} = vload{nc}(cb, co + p)" for i in range(rows)]
         out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}for k in range(K):",
                 f"{ind}    v{nc} = vload{nc}(bb, bi + k * {nc})"]
+        if PREFETCH:  # the next panel, one 64-byte line per step (nc floats are 64 bytes at nc = 16)
+            out.append(f"{ind}    prefetch(bb, bi + (K + k) * {nc})")
         out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(ab[U(ai + {i} * K + k)]), v{nc}, a{nc}_{i})"
                 for i in range(rows)]
         out.append(f"{ind}if cnt == {nc}:")
