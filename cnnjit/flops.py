@@ -1,5 +1,5 @@
-"""FLOPs of IR nodes: what ``cnnjit info``, ``inspect``, ``profile`` and ``bench`` count (IR only: no
-compiler import, so ``cnnjit info`` stays quick)."""
+"""FLOPs of IR nodes: what ``cnnjit info``, ``inspect``, ``profile`` and ``bench`` count, and the bytes a
+node must move (``profile``'s memory-bound flag). IR only: no compiler import, so ``cnnjit info`` stays quick."""
 
 from __future__ import annotations
 
@@ -58,3 +58,24 @@ def node_flops(node: Node) -> int:
         flops = ny
     flops += ny * len(node.attrs.get("post", ()) or ())
     return int(flops)
+
+
+_RECURRENT = ("LSTMLoop", "GRULoop", "RNNLoop", "DQLSTMLoop")
+
+
+def node_bytes(node: Node) -> int:
+    """The memory traffic one IR node cannot avoid: every distinct operand (weights included) read once and
+    every result written once; a recurrence (``*Loop``) reads its recurrent weights ``R`` (input 1) once per
+    step, since each step's ``R @ h_t`` waits for the step before. ``node_flops / node_bytes`` is the node's
+    arithmetic intensity, which ``cnnjit profile`` compares with the machine balance."""
+    seen: set[int] = set()
+    total = 0
+    for i, v in enumerate([*node.inputs, *node.outputs]):
+        if v is None or id(v) in seen:
+            continue
+        seen.add(id(v))
+        n = _prod(v.shape) * np.dtype(v.dtype).itemsize
+        if node.op in _RECURRENT and i == 1:
+            n *= node.inputs[0].shape[1] if len(node.inputs[0].shape) > 1 else 1  # G [gates, T, B]: T steps
+        total += n
+    return int(total)

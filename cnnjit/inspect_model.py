@@ -28,7 +28,7 @@ from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import InputError
 from cnnjit.runtime.program import Program
 
-from .flops import node_flops
+from .flops import node_bytes, node_flops
 
 
 @dataclass
@@ -221,6 +221,11 @@ def layer_rows(t: Trace) -> list[dict[str, Any]]:
 def call_flops(t: Trace) -> list[int]:
     """FLOPs of every schedule call: a node's FLOPs split evenly over the calls it makes."""
     return [node_flops(c.node) // len(t.calls[c.node.id]) if c.node is not None else 0 for c in t.program.calls]
+
+
+def call_bytes(t: Trace) -> list[int]:
+    """Bytes every schedule call must move (``flops.node_bytes``), split like ``call_flops``."""
+    return [node_bytes(c.node) // len(t.calls[c.node.id]) if c.node is not None else 0 for c in t.program.calls]
 
 
 def call_nodes(t: Trace) -> list[Node | None]:

@@ -58,7 +58,7 @@ def test_simd_matmul_at_width(width, shapes, mkn, b_const, act, residual, seed) 
         nodes.append(helper.make_node(act, [last], ["act"]))
         last, y = "act", np.maximum(y, 0) if act == "Relu" else 1 / (1 + np.exp(-y))
     model = make_model(nodes, feeds, {last: y.shape}, inits)
-    compiled = compile_variant(model, "MatMul", width, expect="simd_matmul")
+    compiled = compile_variant(model, "MatMul", width, force="simd_matmul")
     got = compiled.run(None, feeds)[0]
     np.testing.assert_allclose(got, y, rtol=1e-4, atol=ATOL * np.sqrt(k), err_msg=f"{sa} @ {sb}")
 
@@ -71,7 +71,7 @@ def test_simd_matmul_wide_columns_at_width(width) -> None:
     a = rng.standard_normal((2, 3, 37)).astype(np.float32)
     b = rng.standard_normal((37, 3600)).astype(np.float32)
     model = make_model([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": a}, {"y": (2, 3, 3600)}, {"b": b})
-    compiled = compile_variant(model, "MatMul", width, expect="simd_matmul")
+    compiled = compile_variant(model, "MatMul", width, force="simd_matmul")
     assert len([c for c in compiled._default_spec().program.calls if c.op == "MatMul"]) == 1
     np.testing.assert_allclose(compiled(a), ref.matmul(a, b), rtol=1e-4, atol=ATOL * np.sqrt(37))
 

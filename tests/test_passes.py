@@ -110,7 +110,8 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             same = [t for t in history if b.shapes[t] == b.shapes[cur] and t != cur]
             if same:
                 other = same[arg % len(same)]
-                cur = b.add("Add", [other, cur] if arg % 2 else [cur, other], (1, c, h, w))
+                cur = b.add("Mul" if arg % 4 == 3 else "Add", [other, cur] if arg % 2 else [cur, other],
+                            (1, c, h, w))
         elif op == "bias":
             cur = b.add("Add", [cur, b.const(rng.standard_normal((c, 1, 1)).astype(np.float32))], (1, c, h, w))
         elif op == "concat":
@@ -221,6 +222,16 @@ def test_residual_add_then_activation_fuse() -> None:
     assert fused_of(m)[1] == ["Add", "Relu"]
 
 
+def test_residual_mul_then_activation_fuse() -> None:
+    """``other * conv`` (a gate of the output's shape) is the conv's residual Mul step."""
+    model, x = build([("conv", 1), ("conv", 1), ("residual", 3), ("act", 0)], 2)
+    assert [n.op_type for n in model.graph.node][2] == "Mul"
+    m = check(model, x)
+    assert ops_of(m) == ["Conv", "Conv"]
+    assert fused_of(m)[1] == ["Mul", "Relu"]
+    assert [s.op for s in m.ir.nodes[-1].attrs["post"]] == ["Mul", "Relu"]
+
+
 def test_silu_pattern_fuses() -> None:
     """x * sigmoid(x) after a conv becomes the conv's SiLU epilogue: the Sigmoid and the Mul are gone."""
     model, x = build([("pw", 1), ("silu", 0)], 3)
@@ -304,3 +315,30 @@ def test_entry_auto_picks_by_call_count() -> None:
     big, x = build([("conv", 1), ("pool", 0), ("conv", 1), ("act", 1), ("pw", 0), ("act", 2)], 13)
     m = check(big, x)
     assert m._default_spec().program.meta["entry"] == "numba"
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+@pytest.mark.parametrize("k, group", [(1, 1), (3, 1), (3, 8)])
+def test_per_channel_prelu_fuses_into_the_conv(width, k, group, monkeypatch) -> None:
+    """Conv -> PRelu with one slope per channel is one kernel call (the slopes expanded to the output's shape
+    and read like a residual, in registers), for pointwise, dense and depthwise convs; above the size cap
+    the PRelu stays a node of its own. Oracle: onnxruntime."""
+    rng = np.random.default_rng(k + group)
+    x = rng.standard_normal((1, 8, 7, 9)).astype(np.float32)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8 // group, k, k)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(-1, 1, (8, 1, 1)).astype(np.float32), "s")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[k // 2] * 4, group=group),
+             helper.make_node("PRelu", ["c", "s"], ["y"])]
+    g = helper.make_graph(nodes, "prelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    want = ort_session(model).run(None, {"x": x})[0]
+    m = cnnjit.compile(model, vector_width=width)
+    assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["PRelu"]
+    prog = m._default_spec().program
+    assert all("vprelu" in prog.kernel_sources[c.kernel] for c in prog.calls)
+    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr("cnnjit.compiler.passes.fuse_epilogue.MAX_SLOPE_BYTES", 8 * 7 * 9 * 4 - 4)
+    m = cnnjit.compile(model, vector_width=width)
+    assert ops_of(m) == ["Conv", "PRelu"]
+    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)

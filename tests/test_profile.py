@@ -9,10 +9,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen.cycles import HAVE_TICKS, read_ticks, tick_seconds
+from cnnjit.flops import node_bytes
 from cnnjit.profile import (
     fma_peak_gflops,
+    memory_bound,
     profile_model,
     profile_schedule,
+    stream_bandwidth_gbs,
     timed_entry,
     timed_source,
 )
@@ -110,3 +113,43 @@ def test_calls_mode_and_profile_model(compiled) -> None:
 
 def test_fma_peak_is_positive() -> None:
     assert fma_peak_gflops(width=4, seconds=0.002, repeat=2) > 0.5
+
+
+def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
+    """The bytes a node must move, worked out by hand: a Conv reads x and w and writes y; a recurrence reads
+    R once per step (T = 7 here)."""
+    ir = cnnjit.compile(conv_stack(channels=4, size=8, layers=1), entry="lazy").ir
+    conv = next(n for n in ir.nodes if n.op == "Conv")
+    assert node_bytes(conv) == 4 * (3 * 64 + 4 * 3 * 9 + 4 * 64 + (4 if len(conv.inputs) > 2 else 0))
+    T, I, H = 7, 3, 5
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W", (1, 4 * H, I)), ("R", (1, 4 * H, H)))]
+    g = helper.make_graph([helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=H)], "l",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [T, 1, I])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    loop = next(n for n in cnnjit.compile(m, entry="lazy").ir.nodes if n.op == "LSTMLoop")
+    others = sum(int(np.prod(v.shape)) * v.dtype.itemsize for i, v in enumerate([*loop.inputs, *loop.outputs])
+                 if v is not None and i != 1)
+    assert node_bytes(loop) == others + T * 4 * (4 * H * H)
+
+
+def test_memory_bound_is_the_roofline_ridge() -> None:
+    assert memory_bound(flops=100, nbytes=100, balance=2.0)  # 1 FLOP/byte < 2
+    assert not memory_bound(flops=300, nbytes=100, balance=2.0)
+    assert memory_bound(flops=0, nbytes=64, balance=2.0)  # data movement
+    assert not memory_bound(flops=0, nbytes=0, balance=2.0)
+    assert stream_bandwidth_gbs(nbytes=1 << 20, repeat=2) > 0.1
+
+
+def test_profile_marks_the_pool_memory_bound_and_the_convs_not() -> None:
+    """A 3x3 conv of 16 channels does ~28 FLOP per byte it moves, a global average pool 0.25: on any machine
+    whose balance lies between (every x86/ARM core: FMA peak / read bandwidth is 1-20 FLOP/byte) the profile
+    flags the pool alone, and ``cnnjit profile`` prints the flag."""
+    doc = profile_model(conv_stack(), repeat=3, warmup=1)
+    assert 0.3 < doc["balance"] < 25, doc["balance"]
+    by_op = {r["op"].split("+")[0]: r for r in doc["calls"]}
+    assert by_op["GlobalAveragePool"]["memory_bound"] and not by_op["Conv"]["memory_bound"]
+    assert all(r["bytes"] > 0 and r["intensity"] == r["flops"] / r["bytes"] for r in doc["calls"])

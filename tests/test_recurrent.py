@@ -153,6 +153,24 @@ def test_unsupported_activation_is_refused_clearly() -> None:
         cnnjit.compile(model)
 
 
+@pytest.mark.parametrize("op, attrs, why", [
+    ("LSTM", {"activations": ["Sigmoid", "Elu", "Tanh"]}, "activation 'Elu' is not supported"),
+    ("GRU", {"activations": ["Sigmoid", "Tanh"], "activation_alpha": [0.5]}, "activation_alpha"),
+    ("RNN", {"activations": ["ThresholdedRelu"]}, "activation 'ThresholdedRelu' is not supported")])
+def test_recurrent_refusals_listed_with_other_unsupported_ops(op: str, attrs: dict, why: str) -> None:
+    """A layer cnnjit cannot run is named in the one error that lists every unsupported node, together
+    with an op it does not know at all (``check_supported`` reads VARIANT_CHECKS before importing)."""
+    model, _ = recurrent_model(op, 2, 1, 2, 3, "forward", **attrs)
+    model.graph.node[0].name = "rec"
+    model.graph.node.append(helper.make_node("NonZero", ["X"], ["nz"], name="nz_node"))
+    model.graph.output.append(helper.make_tensor_value_info("nz", onnx.TensorProto.INT64, None))
+    with pytest.raises(UnsupportedOpError) as ei:
+        cnnjit.compile(model)
+    msg = str(ei.value)
+    assert op in msg and "'rec'" in msg and why in msg
+    assert "NonZero" in msg and "'nz_node'" in msg
+
+
 @pytest.mark.parametrize("act,fn,bound", [("Tanh", np.tanh, 4e-7), ("Sigmoid", lambda x: 1 / (1 + np.exp(-x)), 2e-7)])
 def test_vector_activations_within_their_bound(act: str, fn, bound: float) -> None:
     """An RNN with W = 1, R = 0, B = 0 applies the kernel's vector activation to X itself."""

@@ -34,11 +34,13 @@ def applicable_variants(model, op: str, width: int) -> list[str]:
     return [v.name for v in VARIANTS[op] if v.applies(node, target)]
 
 
-def compile_variant(model, op: str, width: int, data=None, expect: str | None = None):
+def compile_variant(model, op: str, width: int, data=None, expect: str | None = None, force: str | None = None):
     """``model`` compiled at ``width`` with its ``op`` node on a variant drawn from those that apply (the
-    default choice when ``data`` is None), asserting that variant is the one in the schedule."""
+    default choice when ``data`` is None; ``force``: that one, which must apply), asserting that variant is
+    the one in the schedule."""
     names = applicable_variants(model, op, width)
-    name = data.draw(st.sampled_from(names), label="variant") if data is not None else names[0]
+    assert force is None or force in names, f"{op}: {force} does not apply (applicable: {names})"
+    name = force or (data.draw(st.sampled_from(names), label="variant") if data is not None else names[0])
     if expect is not None:
         assert name == expect, f"{op} at width {width} chose {name}, expected {expect} (applicable: {names})"
     compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
@@ -71,8 +73,8 @@ def conv_cases(draw):
     d = 1 if kind == "pointwise" else draw(st.integers(1, 2))
     h, w = draw(st.integers(k + (k - 1) * (d - 1), 20)), draw(st.integers(k + (k - 1) * (d - 1), 37))
     pads = [0] * 4 if kind == "pointwise" else [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
-    act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu"]))
-    residual = draw(st.booleans())
+    act = draw(st.sampled_from([None, "Relu", "Clip", "HardSwish", "Sigmoid", "Tanh", "LeakyRelu", "PRelu"]))
+    residual = draw(st.sampled_from([False, True, "Mul"]))  # True: a residual Add; "Mul": a residual Mul
     return dict(c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads, act=act, residual=residual,
                 seed=draw(st.integers(0, 2**16)))
 
@@ -92,8 +94,9 @@ def _run_conv(case, width, data=None, expect=None):
     if case["residual"]:
         r = rng.standard_normal(expected.shape).astype(np.float32)
         inits["r"] = r
-        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
-        cur, expected = "a", expected + r
+        mul = case["residual"] == "Mul"
+        nodes.append(helper.make_node("Mul" if mul else "Add", [cur, "r"], ["a"]))
+        cur, expected = "a", expected * r if mul else expected + r
     if case["act"] == "Relu":
         nodes.append(helper.make_node("Relu", [cur], ["y"]))
         expected = ref.relu(expected)
@@ -113,9 +116,16 @@ def _run_conv(case, width, data=None, expect=None):
     elif case["act"] == "LeakyRelu":
         nodes.append(helper.make_node("LeakyRelu", [cur], ["y"], alpha=-0.7))
         expected = ref.leaky_relu(expected, -0.7)
+    elif case["act"] == "PRelu":  # per-channel slopes: fused as the expanded slope tensor
+        inits["slope"] = rng.uniform(-1, 1, (m, 1, 1)).astype(np.float32)
+        nodes.append(helper.make_node("PRelu", [cur, "slope"], ["y"]))
+        expected = np.where(expected < 0, expected * inits["slope"], expected)
     else:
         nodes.append(helper.make_node("Identity", [cur], ["y"]))
     model = compile_variant(_model(nodes, list(x.shape), inits), "Conv", width, data, expect)
+    if case["act"] == "PRelu":
+        (conv,) = [n for n in model.ir.nodes if n.op == "Conv"]
+        assert [s.op for s in conv.attrs["post"]][-1] == "PRelu"
     prog = model._default_spec().program
     for call in prog.calls:
         if call.op == "Conv" and call.variant in IN_REGISTERS:  # every fused step before the store

@@ -70,6 +70,10 @@ CASES = {
                                                                 "s": np.array([1, 1, 2, 2], np.float32)}),
     ("Resize", "resize"): _model("Resize", (1, 3, 5, 7), {"roi": np.zeros(0, np.float32),
                                                           "s": np.array([1, 1, 1.5, 2], np.float32)}),
+    ("Gemm", "packed_gemm"): _model("Gemm", (5, 64), {"b": np.random.default_rng(7).standard_normal((110, 64))
+                                                       .astype(np.float32)}, transB=1),
+    ("MatMul", "packed_matmul"): _model("MatMul", (2, 3, 64), {"b": np.random.default_rng(8)
+                                                                .standard_normal((64, 180)).astype(np.float32)}),
 }
 
 

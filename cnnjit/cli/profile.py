@@ -14,7 +14,9 @@ EPILOG = """example:
   cnnjit profile model.onnx --trace trace.json     (open it in https://ui.perfetto.dev or chrome://tracing)
 
 Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
-with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread). With the numba
+with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread); "memory" in the
+bound column marks calls whose arithmetic intensity (FLOPs per byte they must move) is below the machine
+balance (FMA peak / measured streaming read bandwidth), with their share of that bandwidth. With the numba
 entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
 so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
 --uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
@@ -70,7 +72,9 @@ def main(args: argparse.Namespace) -> int:
     shown = rows[: args.rows] if args.rows else rows
     table = [[str(r["call"]), r["kernel"], r["op"], clean(r["note"].split(" ", 1)[-1], 48), f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
-              f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-"]
+              f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-",
+              f"memory {100 * r['gbs'] / doc['bandwidth_gbs']:.0f}%" if r["memory_bound"] and doc["bandwidth_gbs"]
+              else ""]
              for r in shown]
     total = doc["sum_ms"] / 1e3 or 1e-12
     how = ("timed inside the compiled schedule (numba entry, kernels inlined; cycle counter between calls)"
@@ -82,11 +86,14 @@ def main(args: argparse.Namespace) -> int:
               f"(minima: {doc['sum_min_ms']:.3f} vs {doc['run_min_ms']:.3f} ms); "
               f"{si(doc['flops'], 'FLOP')} -> {doc['flops'] / total / 1e9:.2f} GFLOP/s overall",
               how,
-              f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}"]
+              f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}",
+              f"bandwidth {doc['bandwidth_gbs']:.1f} GB/s = {doc['bandwidth_method']}; balance "
+              f"{doc['balance']:.1f} FLOP/byte: 'memory' marks calls whose FLOP per byte they must move is below it "
+              "(memory-bound; % = their GB/s of that bandwidth)"]
     if len(shown) < len(rows):
         footer.insert(0, f"({len(rows) - len(shown)} faster calls not shown; --rows 0 shows all)")
     print_table(f"{clean(doc['name'], 40)}: time per kernel call, slowest first",
-                ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak"], table,
+                ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak", "bound"], table,
                 right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer)
     print()
     by_op = [[r["op"], str(r["calls"]), f"{r['total_ms']:.4f}", f"{r['percent']:.1f}",

@@ -14,6 +14,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
                            max error (``simd_math``: the functions and their error table)
     vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
+    prefetch(buf, i)       a hint: the cache line of buf[i] into L2
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -403,7 +404,24 @@ def _make(n: int) -> dict[str, object]:
 for _n in LANES:
     globals().update(_make(_n))
 
-__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """A hint to fetch the cache line holding ``arr[idx]`` into L2 (``llvm.prefetch``, read, locality 2:
+    x86 ``prefetcht1``); never faults, even past the end of ``arr``. For streams the hardware prefetcher
+    does not start early enough (a packed GEMM's next panel, read from DRAM)."""
+    def codegen(context, builder, sig, args):
+        ptr = builder.gep(_data(context, builder, sig.args[0], args[0]), [args[1]])
+        i32 = ir.IntType(32)
+        fty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+__all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]

@@ -47,7 +47,7 @@ class FoldChannelShuffle(Pass):
             conv = r1.inputs[0].producer
             if conv is None or conv.op != "Conv" or len(r1.inputs[0].users) != 1 or r1.inputs[0] in graph.outputs:
                 continue
-            if any(step.op == "Add" for step in conv.attrs.get("post", ())):
+            if any(step.residual for step in conv.attrs.get("post", ())):
                 continue
             if not conv.inputs[1].is_const or (len(conv.inputs) > 2 and conv.inputs[2] is not None
                                                and not conv.inputs[2].is_const):

@@ -9,9 +9,14 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   order), ``x * HardSigmoid(x)`` (HardSwish), ``x * Tanh(Softplus(x))`` (Mish), the erf and tanh GELUs;
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
-* an ``Add`` of another tensor of the output's shape (a residual), and whatever activation follows it;
-* ``PRelu`` with one constant slope (as a LeakyRelu);
+* an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
+  activation follows it;
+* ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
+  broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
+  residual (outputs up to ``MAX_SLOPE_BYTES``);
 * arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
+
+MaxPool (without indices), AveragePool and the global pools absorb the activations above that follow them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from .manager import Pass
 ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "HardSwish", "HardSigmoid", "Sigmoid", "Tanh", "Elu", "Selu",
                "Softplus", "SiLU", "Gelu", "Mish")
 PRODUCERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: the largest output whose PRelu slopes (not one number) are expanded to its shape to fuse: the expanded
+#: constant is read like a residual (less traffic than a separate PRelu pass, which reads and writes the output)
+MAX_SLOPE_BYTES = 4 << 20
+#: producers that take activations only (no bias, residual or scale): the float pools
+POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool")
 
 
 def _single_user(graph: Graph, v: Value) -> Node | None:
@@ -143,6 +153,24 @@ class FuseEpilogue(Pass):
             if node.op in PRODUCERS and node in graph.nodes:
                 while self._absorb_one(graph, node):
                     pass
+            elif node.op in POOLS and node in graph.nodes and not node.attrs.get("indices"):
+                while self._absorb_activation(graph, node):
+                    pass
+
+    @staticmethod
+    def _absorb_activation(graph: Graph, node: Node) -> bool:
+        """A pool's single consumer that is an activation (``ACTIVATIONS``) on its float output: its step."""
+        out = node.outputs[0]
+        user = _single_user(graph, out)
+        if (user is None or user.op not in ACTIVATIONS or len(user.inputs) != 1
+                or not np.issubdtype(out.dtype, np.floating) or user.outputs[0].dtype != out.dtype):
+            return False
+        attrs = get_op(user.op).check_attrs(dict(user.attrs))
+        graph.set_attrs(node, post=tuple(node.attrs.get("post", ())) + (EpilogueStep(user.op, tuple(sorted(
+            attrs.items()))),))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, user.op)
+        return True
 
     def _absorb_composite(self, graph: Graph, node: Node) -> bool:
         """An activation spelled as several elementwise nodes on the producer's output (which they read
@@ -179,18 +207,15 @@ class FuseEpilogue(Pass):
                     graph.remove_node_keep_output(user, node)
                     graph.note_fused(node, "Add(bias)")
                     return True
-            if other.shape == out.shape and other.dtype == out.dtype:
-                # the residual becomes a new last input (after the optional bias of Conv / Gemm)
-                k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") \
-                    else len(node.inputs)
-                graph.set_input(node, k, other)
-                graph.set_attrs(node, post=post + (EpilogueStep("Add", value=other),))
-                graph.remove_node_keep_output(user, node)
-                graph.note_fused(node, "Add")
+            if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
         if self._absorb_scale_shift(graph, node, user, post):
             return True
+        if user.op == "Mul" and len(user.inputs) == 2:
+            other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
+            if other is not out and self._absorb_residual(graph, node, user, other, "Mul", post):
+                return True
         slope = user.inputs[1] if user.op == "PRelu" and user.inputs[0] is out else None
         if slope is not None and slope.is_const and slope.const.size == 1:  # one slope: a LeakyRelu
             alpha = float(slope.const.reshape(()))
@@ -198,6 +223,13 @@ class FuseEpilogue(Pass):
             graph.remove_node_keep_output(user, node)
             graph.note_fused(node, "PRelu")
             return True
+        if slope is not None and slope.is_const and out.type.size * out.dtype.itemsize <= MAX_SLOPE_BYTES:
+            # per-channel (any broadcast) slopes: expanded to the output's shape, read like a residual
+            try:
+                full = np.ascontiguousarray(np.broadcast_to(slope.const.astype(out.dtype), out.shape))
+            except ValueError:
+                return False
+            return self._absorb_residual(graph, node, user, graph.const(full), "PRelu", post)
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
             graph.set_attrs(node, post=post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),))
@@ -205,6 +237,20 @@ class FuseEpilogue(Pass):
             graph.note_fused(node, user.op)
             return True
         return False
+
+    @staticmethod
+    def _absorb_residual(graph: Graph, node: Node, user: Node, other: Value, op: str, post: tuple) -> bool:
+        """``y + r`` / ``y * r`` with ``r`` a tensor of the output's type: ``r`` becomes a new last input
+        (after the optional bias of Conv / Gemm) and the step an ``Add`` / ``Mul`` residual step."""
+        out = node.outputs[0]
+        if other.shape != out.shape or other.dtype != out.dtype:
+            return False
+        k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") else len(node.inputs)
+        graph.set_input(node, k, other)
+        graph.set_attrs(node, post=post + (EpilogueStep(op, value=other),))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, op)
+        return True
 
     @staticmethod
     def _absorb_scale_shift(graph: Graph, node: Node, user: Node, post: tuple) -> bool:

@@ -151,35 +151,45 @@ def normalize_axis(axis: int, rank: int, what: str = "axis") -> int:
 # -- epilogues ---------------------------------------------------------------------------------------------
 # Conv, Gemm and MatMul carry an optional ``post`` attribute, put there by the fusion passes: a tuple of
 # ``EpilogueStep``s applied to the result before it is stored.
+#: the epilogue steps that combine the result with a tensor of its type (``y + r``, ``y * r``, and ``PRelu``
+#: with its slope expanded to the output's shape)
+RESIDUAL_OPS = ("Add", "Mul", "PRelu")
+
+
 @dataclass(frozen=True, eq=False)
 class EpilogueStep:
-    """One fused epilogue step: an elementwise activation ``op`` with its (complete) attributes, or
-    ``op == "Add"`` adding ``value``, a tensor of the output's type. A residual ``value`` is also one of
-    the node's inputs (memory planning and liveness see it there): the node's last inputs, one per Add step
-    in step order (``residual_positions``)."""
+    """One fused epilogue step: an elementwise activation ``op`` with its (complete) attributes, or a
+    residual step (``op`` in ``RESIDUAL_OPS``: ``Add`` / ``Mul``) combining the result with ``value``, a
+    tensor of the output's type. A residual ``value`` is also one of the node's inputs (memory planning and
+    liveness see it there): the node's last inputs, one per residual step in step order
+    (``residual_positions``)."""
 
     op: str
     attrs: tuple[tuple[str, Any], ...] = ()
     value: Value | None = None
 
+    @property
+    def residual(self) -> bool:
+        return self.op in RESIDUAL_OPS
+
     def __str__(self) -> str:
-        if self.op == "Add":
-            return f"Add({self.value.ref() if self.value is not None else '?'})"
+        if self.residual:
+            return f"{self.op}({self.value.ref() if self.value is not None else '?'})"
         return self.op + ("(" + ",".join(f"{k}={v}" for k, v in self.attrs) + ")" if self.attrs else "")
 
 
 def residual_positions(inputs: Sequence[Any], post: Sequence[EpilogueStep]) -> list[int]:
-    """The input index of each Add step's residual: the last non-None inputs, in step order."""
-    n = sum(1 for s in post if s.op == "Add")
+    """The input index of each residual step's tensor: the last non-None inputs, in step order."""
+    n = sum(1 for s in post if s.residual)
     present = [i for i, v in enumerate(inputs) if v is not None]
     return present[len(present) - n:] if n else []
 
 
 def bind_residuals(post: Sequence[EpilogueStep], inputs: Sequence[Any]) -> tuple[EpilogueStep, ...]:
-    """``post`` with each Add step's value taken from ``inputs`` at its ``residual_positions`` (a copy of a
-    node with new inputs, e.g. a part of a layer split over threads)."""
+    """``post`` with each residual step's value taken from ``inputs`` at its ``residual_positions`` (a copy
+    of a node with new inputs, e.g. a part of a layer split over threads)."""
     ks = iter(residual_positions(inputs, post))
-    return tuple(EpilogueStep(s.op, s.attrs, inputs[next(ks)]) if s.op == "Add" else s for s in post)
+    return tuple(EpilogueStep(s.op, s.attrs, inputs[next(ks)]) if s.residual else s for s in post)
 
 
 def retarget_residuals(node: Any, old: Value, new: Value) -> None:
@@ -197,13 +207,13 @@ def post_infer(base: Callable, nbase: int) -> Callable:
         for step in post:
             if not isinstance(step, EpilogueStep):
                 raise ShapeError(f"epilogue step {step!r} is not an EpilogueStep")
-            if step.op == "Add":
+            if step.residual:
                 k = next(ks, None)
                 t = types[k] if k is not None and k >= nbase else None
                 if t is None or t.shape != out[0].shape or t.dtype != out[0].dtype:
-                    raise ShapeError(f"epilogue Add: input {k} ({t}) must have the output's type {out[0]}")
+                    raise ShapeError(f"epilogue {step.op}: input {k} ({t}) must have the output's type {out[0]}")
                 if step.value is not None and step.value.type is not t:
-                    raise ShapeError(f"epilogue Add: its residual {step.value.ref()} is not input {k}")
+                    raise ShapeError(f"epilogue {step.op}: its residual {step.value.ref()} is not input {k}")
             elif get_op(step.op) is None or not get_op(step.op).elementwise:
                 raise ShapeError(f"epilogue step {step.op!r} is not an elementwise op")
         return out
@@ -212,16 +222,18 @@ def post_infer(base: Callable, nbase: int) -> Callable:
 
 
 def post_ref(base: Callable, nbase: int) -> Callable:
-    def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> np.ndarray:
-        y = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
+    def ref(ins: list[np.ndarray | None], attrs: dict[str, Any]) -> Any:
+        out = base(ins[:nbase] + [None] * (nbase - len(ins[:nbase])), attrs)
+        y = out[0] if isinstance(out, list) else out  # an op of several outputs: the steps apply to the first
         post = attrs.get("post", ())
         ks = iter(residual_positions(ins, post))
         for step in post:
-            if step.op == "Add":
-                y = (y + ins[next(ks)]).astype(y.dtype)
+            if step.residual:
+                r = ins[next(ks)]
+                y = get_op(step.op).run([y, r], {})[0].astype(y.dtype)
             else:
                 y = get_op(step.op).run([y], dict(step.attrs))[0]
-        return y
+        return [y, *out[1:]] if isinstance(out, list) else y
 
     return ref
 

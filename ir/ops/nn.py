@@ -151,8 +151,6 @@ def _flat_index(x_shape: tuple[int, ...], pos: tuple[np.ndarray, ...], col_major
     return idx
 
 
-@defop("MaxPool", attrs={**_SPATIAL, "ceil_mode": 0, "indices": 0, "storage_order": 0}, outputs=2,
-       infer=_maxpool_infer)
 def maxpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> list[np.ndarray]:
     x = ins[0]
     out_sp = _pool_infer([TensorType(x.dtype, x.shape)], a)[0].shape[2:]
@@ -193,7 +191,6 @@ def _maxpool_with_indices(x: np.ndarray, a: dict[str, Any], out_sp: tuple[int, .
     return [y, ind]
 
 
-@defop("AveragePool", attrs={**_SPATIAL, "ceil_mode": 0, "count_include_pad": 0}, infer=_pool_infer)
 def avgpool_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x = ins[0]
     n = x.ndim - 2
@@ -222,13 +219,11 @@ def _global_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Ten
     return [TensorType(x.dtype, x.shape[:2] + (1,) * (x.rank - 2))]
 
 
-@defop("GlobalAveragePool", infer=_global_infer)
 def gap_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x = ins[0]
     return x.astype(np.float64).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype)
 
 
-@defop("GlobalMaxPool", infer=_global_infer)
 def gmp_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x = ins[0]
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
@@ -309,6 +304,13 @@ defop("Gemm", inputs=(2, 8), attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "tra
       infer=post_infer(_gemm_infer, 3))(post_ref(gemm_ref, 3))
 defop("MatMul", inputs=(2, 8), attrs=dict(_POST), infer=post_infer(
     lambda t, a: [TensorType(t[0].dtype, matmul_shape(t[0].shape, t[1].shape))], 2))(post_ref(matmul_ref, 2))
+# pools: activations only (no residual), the fuse_epilogue pass puts them there
+defop("MaxPool", attrs={**_SPATIAL, "ceil_mode": 0, "indices": 0, "storage_order": 0, **_POST}, outputs=2,
+      infer=post_infer(_maxpool_infer, 1))(post_ref(maxpool_ref, 1))
+defop("AveragePool", attrs={**_SPATIAL, "ceil_mode": 0, "count_include_pad": 0, **_POST},
+      infer=post_infer(_pool_infer, 1))(post_ref(avgpool_ref, 1))
+defop("GlobalAveragePool", attrs=dict(_POST), infer=post_infer(_global_infer, 1))(post_ref(gap_ref, 1))
+defop("GlobalMaxPool", attrs=dict(_POST), infer=post_infer(_global_infer, 1))(post_ref(gmp_ref, 1))
 
 
 # -- softmax (opset-13 semantics: one axis) ------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Recurrent layers (ONNX LSTM, GRU, RNN) as the recurrence over precomputed input gates.
 
 The frontend splits an ONNX recurrent layer in two: the input projection of every timestep and direction
-at once, ``W @ X^T + biases`` (a 1x1 Conv) whose result ``G[D * NG * H, T, B]`` holds each direction's
+at once, ``W @ X^T + biases`` (a Gemm and a Transpose; DynamicQuantizeLSTM: a 1x1 ConvInteger) whose
+result ``G[D * NG * H, T, B]`` holds each direction's
 ``NG`` gates in ONNX order (LSTM ``i, o, f, c``; GRU ``z, r, h``; RNN one), and one of the ops here, which
 runs the recurrence ``gates_t = G_t + R @ h_{t-1}`` and the cell for each direction:
 

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     movement,
     nn_extra,
     norm,
+    packed_gemm,
     qint,
     qlut,
     quant,

@@ -121,11 +121,11 @@ def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
     ks = iter(residual_positions(node.inputs, post))
     out: list[tuple[str, dict, int | None]] = []
     for step in post:
-        if step.op == "Add":
+        if step.residual:
             k = next(ks)
             if node.inputs[k] is not step.value:
                 raise CompileError(f"{node.describe()}: the epilogue's residual is not its input {k}")
-            out.append(("Add", {}, k))
+            out.append((step.op, {}, k))
         else:
             out.append((step.op, dict(step.attrs), None))
     return out
@@ -134,17 +134,17 @@ def _steps(node: Node) -> list[tuple[str, dict, int | None]]:
 def residual_operands(node: Node) -> tuple[list[str], list[Value]]:
     """Kernel parameters (``r<k>b, r<k>o``, ``k`` the input index) and call arguments for the residual
     inputs of ``node``'s fused epilogue."""
-    ks = [k for op, _, k in _steps(node) if op == "Add"]
+    ks = [k for _, _, k in _steps(node) if k is not None]
     return [f"r{k}b, r{k}o" for k in ks], [node.inputs[k] for k in ks]
 
 
 def residual_args(node: Node) -> dict[str, Value]:
     """The residual inputs by kernel argument name (``r<k>``, see ``template.bind``)."""
-    return {f"r{k}": node.inputs[k] for op, _, k in _steps(node) if op == "Add"}
+    return {f"r{k}": node.inputs[k] for _, _, k in _steps(node) if k is not None}
 
 
 def has_residual(node: Node) -> bool:
-    return any(op == "Add" for op, _, _ in _steps(node))
+    return any(k is not None for _, _, k in _steps(node))
 
 
 def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[str], list]:
@@ -153,8 +153,10 @@ def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[s
     lines: list[str] = []
     dt = node.outputs[0].dtype
     for op, attrs, k in _steps(node):
-        if op == "Add":
-            lines.append(f"{indent}v = v + r{k}b[U(r{k}o + {index})]")
+        if k is not None:
+            r = f"r{k}b[U(r{k}o + {index})]"
+            lines.append(f"{indent}v = v + {r}" if op == "Add" else f"{indent}v = v * {r}" if op == "Mul"
+                         else f"{indent}v = v if v >= 0 else v * {r}")
         else:
             lines.append(f"{indent}x = v")
             lines.append(f"{indent}v = {activation_expr(op, attrs, dt)}")
@@ -207,6 +209,9 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
     return None
 
 
+_VEC_RESIDUAL = {"Add": "vadd", "Mul": "vmul", "PRelu": "vprelu"}
+
+
 def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
                  residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
     """Lines applying the steps to vector ``acc`` (element index ``idx``; with ``masked``, only the first
@@ -214,14 +219,14 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
     loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
     lines = []
     for op, a, k in _steps(node):
-        if op == "Add":
+        if k is not None:
             if residual_load is not None:
                 load = residual_load(k)
             elif masked:
                 load = f"vloadn{w}(r{k}b, r{k}o + {idx}, {cnt})"
             else:
                 load = f"vload{w}(r{k}b, r{k}o + {idx})"
-            lines.append(f"{acc} = vadd{w}({acc}, {load})")
+            lines.append(f"{acc} = {_VEC_RESIDUAL[op]}{w}({acc}, {load})")
             continue
         e = vector_expr(op, get_op(op).check_attrs(dict(a)), w, acc)
         if e is None:
@@ -280,6 +285,19 @@ def with_epilogue(template: Template, node: Node, index: str, indent: str, count
             f"{indent}    yb[U({at})] = v"]
     return template.fill(PARAMS="".join(", " + p for p in params), EPILOGUE="\n".join(loop) + "\n",
                          **slots), residual_args(node)
+
+
+def after_kernel(src: str, node: Node, count: str) -> str:
+    """Kernel source ``src`` (one function writing ``yb[yo:]``) with the node's steps (activations only: no
+    residual) applied afterwards to its ``count`` output elements, a second pass over the output: the
+    scalar pooling kernels' epilogue."""
+    lines, params, _ = scalar_lines(node, "i", " " * 8)
+    if params:
+        raise CompileError(f"{node.describe()}: a residual epilogue step on a kernel without one")
+    if not lines:
+        return src
+    return src.rstrip("\n") + "\n" + "\n".join([f"    for i in range({count}):", "        v = yb[U(yo + i)]",
+                                                 *lines, "        yb[U(yo + i)] = v"]) + "\n"
 
 
 def clamp_code(node: Node) -> tuple[int, float, float] | None:

@@ -10,6 +10,8 @@ while it is still in L1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cnnjit.ir import Node, Value
@@ -77,6 +79,17 @@ def pointwise_tile(target: Target, rows: int, w: int, block_bytes: int = 0) -> t
     return (2, 4) if target.vector_registers >= 2 * 4 + 4 + 1 else (1, 4)
 
 
+def tile_stores(epi: Epilogue, ind: str, L: int, rows: int, idx: Callable[[int], str], masked: bool) -> list[str]:
+    """The stores of a register tile's ``rows`` accumulators ``a{L}_{i}`` (``L`` lanes) at output offsets
+    ``idx(i)`` from ``yo``, each after its in-register epilogue; ``masked``: only the first ``cnt`` lanes."""
+    out: list[str] = []
+    for i in range(rows):
+        out += epi.vector(ind, f"a{L}_{i}", idx(i), L, masked)
+        out.append(f"{ind}vstoren{L}(yb, yo + {idx(i)}, a{L}_{i}, cnt)" if masked
+                   else f"{ind}vstore{L}(yb, yo + {idx(i)}, a{L}_{i})")
+    return out
+
+
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both",
                      mr: int = MR, nr: int = NR) -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
@@ -110,11 +123,7 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
             out.append(f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[wi + {i} * C]), v{L}, a{L}_{i})")
         out.append(f"{ind}    xi += P")
         out.append(f"{ind}    wi += 1")
-        for i in range(mr):
-            idx = f"y0 - yo + (m + {i}) * P + p"
-            out += epi.vector(ind, f"a{L}_{i}", idx, L, masked)
-            out.append(f"{ind}vstoren{L}(yb, yo + {idx}, a{L}_{i}, cnt)" if masked
-                       else f"{ind}vstore{L}(yb, yo + {idx}, a{L}_{i})")
+        out += tile_stores(epi, ind, L, mr, lambda i: f"y0 - yo + (m + {i}) * P + p", masked)
         # other activations: over the stored tile, still in L1
         span = f"min(cnt, {L})" if masked else str(L)
         return out + epi.after(ind, [f"for i in range({mr}):", f"for j in range({span}):"],

@@ -4,7 +4,8 @@ Each (image, channel) plane is processed row by row in vectors of ``W`` output c
 contiguously, stride 2 keeps the even lanes of a double load; lanes outside the input are masked (never
 read) and hold -inf for max pooling or 0 for averaging. Average pooling divides by a constant when every
 window holds kh*kw counted cells; with pads not counted (``count_include_pad=0``) it counts each window's
-cells inside the input by running the same masked loads over a row of ones.
+cells inside the input by running the same masked loads over a row of ones. Fused activations (the
+``post`` steps ``fuse_epilogue`` gives a pool) run on each output vector before its store.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
+from .epilogue import Epilogue
 from .simd_pointwise import row_load, row_taps, row_width
 from .template import source
 
 
-def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
+def pool_source(w: int, sw: int, is_max: bool, counted: bool = False, node: Node | None = None) -> str:
     """``counted``: average pooling whose divisor is the number of window cells inside the input (pads not
-    counted): the same masked loads run over a row of ones (``ob``) to count them per lane."""
+    counted): the same masked loads run over a row of ones (``ob``) to count them per lane. ``node``: its
+    fused activations (``post``) run on the vector before the store (or over the stored row, for one
+    without a vector form)."""
     fill = "-math.inf" if is_max else "0.0"
     comb = f"vmax{w}" if is_max else f"vadd{w}"
     fast, fast_ok, edge = row_load(w, sw, fill=fill)
@@ -48,7 +52,12 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False) -> str:
         lines.append(f"                acc = vdiv{w}(acc, vmax{w}(num, vbcast{w}(1.0)))")
     elif not is_max:
         lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
+    epi = Epilogue(node, w, True) if node is not None else None
+    if epi is not None:
+        lines += epi.vector(" " * 16, "acc", "yc - yo + oh * OW + ow0", w, True)
     lines.append(f"                vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)")
+    if epi is not None:
+        lines += epi.after(" " * 16, ["for j in range(cnt):"], "yc - yo + oh * OW + ow0 + j")
     return source(lines)
 
 
@@ -85,7 +94,7 @@ def gen_simd_pool(node: Node, target: Target) -> list[KernelCall]:
     is_max = node.op == "MaxPool"
     kh, kw = a["kernel_shape"]
     counted = not is_max and not _uniform_divisor(node)
-    src = pool_source(w, a["strides"][1], is_max, counted)
+    src = pool_source(w, a["strides"][1], is_max, counted, node)
     args = [x, y, N * C, H, Win, OH, OW, kh, kw, a["strides"][0], a["pads"][0], a["pads"][1],
             *a["dilations"], 1.0 / (kh * kw)]
     if counted:

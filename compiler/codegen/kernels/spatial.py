@@ -12,7 +12,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .dense import MATMUL_SRC
-from .epilogue import with_epilogue
+from .epilogue import after_kernel, with_epilogue
 from .simd_pointwise import is_pointwise
 from .template import Template, bind, clipped_loops, tap_columns
 
@@ -165,9 +165,10 @@ def gen_pool(node: Node, target: Target) -> list[KernelCall]:
         args = bind(MAXPOOL_INDEX_SRC, x=x, y=y, i=node.outputs[1], NC=NC,
                     col_major=int(node.attrs["storage_order"]), **window3d(node))
         return [KernelCall(MAXPOOL_INDEX_SRC, args, note(node))]
-    args = bind(POOL_SRC, x=x, y=y, NC=NC, is_max=int(node.op == "MaxPool"),
+    src = after_kernel(POOL_SRC, node, "NC * OD * OH * OW")
+    args = bind(src, x=x, y=y, NC=NC, is_max=int(node.op == "MaxPool"),
                 count_pad=int(node.attrs.get("count_include_pad", 0)), **window3d(node, ends=True))
-    return [KernelCall(POOL_SRC, args, note(node))]
+    return [KernelCall(src, args, note(node))]
 
 
 GLOBAL_SRC = '''
@@ -228,10 +229,10 @@ def gen_global_pool(node: Node, target: Target) -> list[KernelCall]:
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     if node.op != "GlobalMaxPool" and x.dtype == np.float32:
         w = min(8 if S < 32 else 16, target.vector_width)  # short planes: narrower vectors, fewer dead lanes
-        return [KernelCall(global_avg_source(w),
+        return [KernelCall(after_kernel(global_avg_source(w), node, "NC"),
                            [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
-    return [KernelCall(GLOBAL_SRC, [x, node.outputs[0], x.shape[0] * x.shape[1], S,
-                                    int(node.op == "GlobalMaxPool")], note(node))]
+    return [KernelCall(after_kernel(GLOBAL_SRC, node, "NC"), [x, node.outputs[0], x.shape[0] * x.shape[1], S,
+                                                             int(node.op == "GlobalMaxPool")], note(node))]
 
 
 SCALE_SHIFT_SRC = '''

@@ -1,0 +1,160 @@
+"""Gemm / MatMul with a constant B on column panels packed at compile time (``packed_gemm``).
+
+``Y (M x N) = A (M x K) @ B (K x N) + bias``: B is stored as ``ceil(N / NC)`` panels of ``NC = nr * w``
+columns, each panel ``[K][NC]`` contiguous (zero columns past ``N``). A register tile of ``mr`` rows of A by
+one panel keeps ``mr * nr`` vector accumulators; each step over ``k`` loads the panel's next ``nr`` vectors
+(the next 64 bytes of one sequential stream) and broadcasts ``mr`` entries of A into the FMAs.
+
+Why: the row-major micro-kernel (``simd_pointwise``) reads B's rows as vectors, ``4 * N`` bytes apart. With a
+wide B (the CRNN's 1024 x 8210 classifier: rows 32 KB apart) every step of ``k`` touches a new page and a new
+set of cache lines, and the 1024-row column block does not fit in L1: 8-14 GFLOP/s. A packed panel is one
+contiguous stream that the hardware prefetcher follows, and re-reading it for the next row tile hits L2.
+
+The tile is sized from the register file: ``nr`` vectors per row, ``mr`` rows so that the accumulators, the
+``nr`` panel vectors and the broadcast fit (``gemm_tile``). Leftover rows (``M % mr``) run one smaller tile;
+the last panel's tail columns are stored with masked stores. Gemm's alpha is folded into the packed B, its
+beta * C into the per-column bias; a fused epilogue (activations, a residual of the output's shape) runs on
+the accumulators before the store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, note, variant
+from .epilogue import Epilogue
+from .simd_matmul import matmul_layout, simd_matmul_applies
+from .simd_pointwise import gemm_simd_applies, tile_stores
+from .template import source
+
+#: panel vectors per tile row: two machine vectors (the FMA latency x 2 pipes needs >= 8 chains in flight,
+#: which the ``mr >= 4`` rows give)
+NR = 2
+#: at most this many rows per tile (more only saves A's broadcasts, and costs compile time)
+MR_MAX = 8
+#: prefetch the next panel while computing this one: a B past the last-level cache streams from DRAM
+PREFETCH = True
+#: below this many multiply-adds the packed panels' setup is not worth a new kernel: the row-major
+#: micro-kernel's block of B stays in L1 anyway
+MIN_MACS = 32 * 1024
+
+
+def gemm_tile(target: Target) -> tuple[int, int]:
+    """``(mr, nr)``: rows by vectors per register tile: ``mr * nr`` accumulators + ``nr`` panel vectors + one
+    broadcast within ``target.vector_registers`` (AVX2's 16: 6 x 2; 32 registers: 8 x 2)."""
+    return min(MR_MAX, (target.vector_registers - NR - 1) // NR), NR
+
+
+def pack_panels(b: np.ndarray, nc: int) -> np.ndarray:
+    """``b [K, N]`` as ``ceil(N / nc)`` contiguous panels ``[K, nc]`` (zeros past column ``N``), flat."""
+    K, N = b.shape
+    npan = -(-N // nc)
+    padded = np.zeros((K, npan * nc), np.float32)
+    padded[:, :N] = b
+    return np.ascontiguousarray(padded.reshape(K, npan, nc).transpose(1, 0, 2)).reshape(-1)
+
+
+def row_tiles(rows: int, mr: int) -> tuple[int, list[int]]:
+    """``(n, tail)``: ``n`` tiles of ``mr`` rows, then the ``tail`` tiles' row counts. A leftover of fewer
+    than 4 rows (too few FMA chains to hide the latency) is merged with the last full tile and split in two
+    near-equal tiles: 32 rows with ``mr = 6`` run 6, 6, 6, 6, 4, 4 rather than 6 x 5 and 2."""
+    n, rem = divmod(rows, mr)
+    if rem == 0:
+        return n, []
+    if rem >= 4 or n == 0:
+        return n, [rem]
+    return n - 1, [(mr + rem + 1) // 2, (mr + rem) // 2]
+
+
+def packed_source(node: Node, w: int, mr: int, nr: int, rows: int) -> tuple[str, list]:
+    """The kernel for ``node``'s epilogue over ``rows`` rows of A, tiled by ``row_tiles``."""
+    nc = nr * w
+    epi = Epilogue(node, nc, False)
+
+    def tile(rows: int, ind: str) -> list[str]:
+        out = [f"{ind}a{nc}_{i} = vload{nc}(cb, co + p)" for i in range(rows)]
+        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}for k in range(K):",
+                f"{ind}    v{nc} = vload{nc}(bb, bi + k * {nc})"]
+        if PREFETCH:  # the next panel, one 64-byte line per step (nc floats are 64 bytes at nc = 16)
+            out.append(f"{ind}    prefetch(bb, bi + (K + k) * {nc})")
+        out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(ab[U(ai + {i} * K + k)]), v{nc}, a{nc}_{i})"
+                for i in range(rows)]
+        out.append(f"{ind}if cnt == {nc}:")
+        out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", False)
+        out.append(f"{ind}else:")
+        out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", True)
+        return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"], "(m + i) * N + p + j")
+
+    lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + epi.signature() + "):",
+             f"    for j in range((N + {nc - 1}) // {nc}):",
+             f"        p = j * {nc}",
+             f"        cnt = min({nc}, N - p)",
+             f"        pan = bo + j * K * {nc}",
+             "        m = 0"]
+    full, tail = row_tiles(rows, mr)
+    if full:
+        lines += [f"        for _ in range({full}):", *tile(mr, " " * 12), f"            m += {mr}"]
+    for t in tail:
+        lines += tile(t, " " * 8) + [f"        m += {t}"]
+    return source(lines), epi.args
+
+
+def _macs(node: Node) -> int:
+    y = node.outputs[0]
+    return int(np.prod(y.shape, dtype=np.int64)) * int(node.inputs[0].shape[-1])
+
+
+def packed_gemm_applies(node: Node, target: Target) -> bool:
+    """A Gemm the row-major micro-kernel takes (A not transposed, constant B, vector C) with at least
+    ``MIN_MACS`` multiply-adds."""
+    return gemm_simd_applies(node, target) and _macs(node) >= MIN_MACS
+
+
+def packed_matmul_applies(node: Node, target: Target) -> bool:
+    """A float32 MatMul with a constant B of one matrix (unit batch axes), A of rank >= 2 whose batch axes
+    are the output's (they fold into rows), and at least ``MIN_MACS`` multiply-adds."""
+    if not simd_matmul_applies(node, target):
+        return False
+    A, B = node.inputs[0], node.inputs[1]
+    return (B.is_const and int(np.prod(B.shape[:-2], dtype=np.int64)) == 1
+            and int(np.prod(A.shape[:-2], dtype=np.int64)) == int(np.prod(node.outputs[0].shape[:-2], dtype=np.int64))
+            and _macs(node) >= MIN_MACS)
+
+
+def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int) -> list[KernelCall]:
+    """One call over ``rows`` rows of A against the packed ``b [K, N]`` and the per-column ``bias``."""
+    K, N = b.shape
+    mr, nr = gemm_tile(target)
+    nc = nr * target.vector_width
+    npan = -(-N // nc)
+    cb = np.zeros(npan * nc, np.float32)
+    cb[:N] = bias
+    src, extra = packed_source(node, target.vector_width, mr, nr, rows)
+    return [KernelCall(src, [node.inputs[0], Param(pack_panels(b, nc)), Param(cb), node.outputs[0], rows, K, N,
+                             *extra], note(node))]
+
+
+@variant("Gemm", name="packed_gemm", priority=15, applies=packed_gemm_applies)
+def gen_packed_gemm(node: Node, target: Target) -> list[KernelCall]:
+    """``alpha * A @ B + beta * C`` with ``alpha * B`` (transposed first if ``transB``) packed."""
+    B = node.inputs[1]
+    C = node.inputs[2] if len(node.inputs) > 2 else None
+    a = node.attrs
+    M = node.inputs[0].shape[0]
+    b = B.const.T if a["transB"] else B.const
+    b = (b.astype(np.float64) * a["alpha"]).astype(np.float32)
+    N = b.shape[1]
+    bias = np.zeros(N, np.float32) if C is None else np.broadcast_to(
+        C.const.reshape(-1).astype(np.float64) * a["beta"], (N,)).astype(np.float32)
+    return _call(node, target, b, bias, M)
+
+
+@variant("MatMul", name="packed_matmul", priority=15, applies=packed_matmul_applies)
+def gen_packed_matmul(node: Node, target: Target) -> list[KernelCall]:
+    """A's batch axes folded into its rows, against the one packed B."""
+    batch, _, _, M, K, N = matmul_layout(node)
+    rows = int(np.prod(batch, dtype=np.int64)) * M
+    b = np.asarray(node.inputs[1].const, np.float32).reshape(K, N)
+    return _call(node, target, b, np.zeros(N, np.float32), rows)
