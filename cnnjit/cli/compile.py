@@ -7,7 +7,7 @@ import time
 
 from .common import EXIT_OK, CliError, UsageError, check_model_path, checked_shapes, refuse
 from .flags import compile_options, model_argument, output_option
-from .output import emit_json, nbytes, print_table
+from .output import emit_json, nbytes, note, print_table
 
 HELP = "compile a model ahead of time for another machine (aarch64 Linux)"
 EPILOG = """example:
@@ -55,6 +55,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({**art.summary(), "files": files, "total_ms": seconds * 1e3})
         return EXIT_OK
+    for n in art.notes:  # the batch note `run` and `inspect` print
+        note(n)
     rows = [(k, v["path"], nbytes(v["bytes"])) for k, v in files.items()]
     c = art.checks
     print_table(f"{args.model} for {art.triple} (cpu {art.cpu}, features {art.features})", ["file", "path", "size"],

@@ -182,6 +182,7 @@ class TargetArtifact:
     kernel_notes: dict[str, list[str]] = field(default_factory=dict)  # kernel name -> schedule notes
     llvm_ir: str = ""
     checks: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the compile decided for the user (a batch of 1)
 
     # -- texts ---------------------------------------------------------------------------------------
     @property
@@ -220,7 +221,7 @@ class TargetArtifact:
         return harness_source(self)
 
     def readme(self) -> str:
-        n = self.name
+        n, qcpu = self.name, QEMU_CPU.get(self.cpu, "max")
         return "\n".join([
             f"# {n} for {self.triple}", "",
             f"Compiled by cnnjit for `{self.triple}`, cpu `{self.cpu}`, features `{self.features}`.", "",
@@ -230,14 +231,22 @@ class TargetArtifact:
             f"Scratch memory: {self.scratch_bytes} bytes (`{n.upper()}_SCRATCH_BYTES`), caller-provided.", "",
             "Link statically into a program:", "", "```",
             f"aarch64-linux-gnu-gcc -O2 -static -o {n}_main {n}_main.c {n}.o -lm", "```", "",
-            "or against the shared library:", "", "```",
-            f"aarch64-linux-gnu-gcc -O2 -o {n}_main {n}_main.c -L. -l{n} -lm", "```", "",
+            "or against the shared library (found at run time through `LD_LIBRARY_PATH`, or link with "
+            "`-Wl,-rpath,'$ORIGIN'`):", "", "```",
+            f"aarch64-linux-gnu-gcc -O2 -o {n}_dyn {n}_main.c -L. -l{n} -lm",
+            f"LD_LIBRARY_PATH=. ./{n}_dyn        # under qemu: qemu-aarch64 -L /usr/aarch64-linux-gnu "
+            f"-E LD_LIBRARY_PATH=. ./{n}_dyn", "```", "",
             "Run (on the board, or under qemu with the matching CPU model):", "", "```",
-            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main --bench 100"
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main --bench 100"
             + "        # random inputs, prints the time per inference",
-            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main "
-            + " ".join(f"in{i}.bin" for i in range(len(self.inputs))) + " -o "
-            + " ".join(f"out{i}.bin" for i in range(len(self.outputs))), "```", ""])
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main        # random inputs, prints every output (up to 64 values)",
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main " + " ".join(f"in{i}.npy" for i in range(len(self.inputs)))
+            + " -o " + " ".join(f"out{i}.npy" for i in range(len(self.outputs))), "```", "",
+            "Inputs, in order: " + "; ".join(f"in{i}: {t.dtype.name} {list(t.shape)}" for i, t in
+                                             enumerate(self.inputs)) + ".",
+            "Each is a `.npy` file (`numpy.save`; its dtype, C order and element count must match) or a raw file of "
+            "exactly the input's bytes (little-endian, row-major); anything else is refused (exit code 2). "
+            "Outputs named `*.npy` are written as `.npy`, others as raw bytes.", ""])
 
     # -- inspection ----------------------------------------------------------------------------------
     def kernel_asm(self, symbol: str | None = None) -> dict[str, str]:
@@ -274,7 +283,8 @@ class TargetArtifact:
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "triple": self.triple, "cpu": self.cpu, "features": self.features,
                 "object_bytes": len(self.object), "weight_bytes": self.weight_bytes,
-                "scratch_bytes": self.scratch_bytes, "kernels": len(self.kernels), "checks": self.checks}
+                "scratch_bytes": self.scratch_bytes, "kernels": len(self.kernels), "checks": self.checks,
+                "notes": self.notes}
 
     def __repr__(self) -> str:
         return (f"<TargetArtifact {self.name} {self.triple} cpu={self.cpu} object={len(self.object)} B "
@@ -413,7 +423,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
         raise InputError(f"input(s) {sorted(by_value)} set shapes or attributes of the model: an object file "
                          "cannot take them at run time")
     # an object file has static shapes: symbolic dims (a batch size, usually) become 1
-    shapes, _ = resolve_shapes(proto, options.pop("input_shapes", None))
+    shapes, shape_notes = resolve_shapes(proto, options.pop("input_shapes", None))
     # entry="lazy": the schedule is never run here, and its numba form compiles lazily, so no kernel is
     # compiled for the host on the way
     opts = CompileOptions(**{**options, "entry": "lazy"})
@@ -435,7 +445,8 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
         scratch_bytes=scratch,
         inputs=[TensorInfo(c_identifier(x.name, "input"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.inputs],
         outputs=[TensorInfo(c_identifier(x.name, "output"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.outputs],
-        weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"])
+        weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"],
+        notes=list(shape_notes))
     art.checks = check_artifact(art, res["x86_intrinsics"])
     return art
 
@@ -483,8 +494,10 @@ def run_worker(job: dict, labels: dict[str, tuple[str, str]] | None = None, time
             raise TargetError(f"compiling for {job['triple']} timed out after {timeout:.0f} s")
         if proc.returncode != 0 or not os.path.exists(op):
             tail = "".join(err).strip().splitlines()
-            raise CompileError(f"the aarch64 compiler worker failed (exit {proc.returncode}): "
-                               f"{tail[-1] if tail else 'no output'}")
+            e = CompileError(f"the aarch64 compiler worker failed (exit {proc.returncode}): "
+                             f"{tail[-1] if tail else 'no output'}")
+            e.worker_traceback = "".join(err)  # what it printed (``cnnjit --debug`` shows it)
+            raise e
         with open(op, "rb") as f:
             res = pickle.load(f)  # noqa: S301 - written by our own worker
     if "error" in res:
@@ -492,5 +505,7 @@ def run_worker(job: dict, labels: dict[str, tuple[str, str]] | None = None, time
             raise TargetError(f"cannot compile for {job['triple']} (cpu {job['cpu']!r}, features "
                               f"{job['features']!r}): {res['error']}",
                               "check the CPU and feature names, e.g. cpu='cortex-a76', features='+dotprod'")
-        raise CompileError(f"compiling for {job['triple']} failed: {res['error']}")
+        e = CompileError(f"compiling for {job['triple']} failed: {res['error']}")
+        e.worker_traceback = res.get("traceback", "")  # the worker's own (``cnnjit --debug`` shows it)
+        raise e
     return res

@@ -57,6 +57,12 @@ static double now_ms(void) {
     return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
 }
 
+static int refuse(FILE *f, const char *path, const char *why) {
+    fclose(f);
+    fprintf(stderr, "%s: %s\n", path, why);
+    return 2;
+}
+
 /* Read input i from path: a .npy file (dtype, C order and element count checked) or raw bytes of exactly
    in_bytes[i]. Returns 0, or 2 after printing why the file is refused. */
 static int read_input(const char *path, int i, void *dst) {
@@ -71,12 +77,12 @@ static int read_input(const char *path, int i, void *dst) {
         size_t hlen = magic[8] | (magic[9] << 8), pre = 10;
         if (magic[6] >= 2) {  /* version 2/3: a 4-byte header length */
             unsigned char more[2];
-            if (fread(more, 1, 2, f) != 2) { fclose(f); fprintf(stderr, "%s: truncated .npy header\n", path); return 2; }
+            if (fread(more, 1, 2, f) != 2) return refuse(f, path, "truncated .npy header");
             hlen |= ((size_t)more[0] << 16) | ((size_t)more[1] << 24);
             pre = 12;
         }
         char *h = malloc(hlen + 1);
-        if (!h || fread(h, 1, hlen, f) != hlen) { free(h); fclose(f); fprintf(stderr, "%s: truncated .npy header\n", path); return 2; }
+        if (!h || fread(h, 1, hlen, f) != hlen) { free(h); return refuse(f, path, "truncated .npy header"); }
         h[hlen] = 0;
         char want[64];
         snprintf(want, sizeof want, "'descr': '%s'", in_descr[i]);
@@ -125,10 +131,15 @@ static int write_output(const char *path, int i, const void *src) {
         int total = ((10 + n + 1 + 63) / 64) * 64;  /* header padded with spaces, ends in a newline */
         while (10 + n + 1 < total) h[n++] = ' ';
         h[n++] = '\n';
-        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 255), (unsigned char)(n >> 8)};
+        unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 255),
+                                 (unsigned char)(n >> 8)};
         if (fwrite(pre, 1, 10, f) != 10 || fwrite(h, 1, n, f) != (size_t)n) { fclose(f); return 1; }
     }
-    if (fwrite(src, 1, out_bytes[i], f) != out_bytes[i]) { fprintf(stderr, "cannot write %s\n", path); fclose(f); return 1; }
+    if (fwrite(src, 1, out_bytes[i], f) != out_bytes[i]) {
+        fprintf(stderr, "cannot write %s\n", path);
+        fclose(f);
+        return 1;
+    }
     return fclose(f) != 0;
 }
 
