@@ -157,7 +157,7 @@ def test_int8_bit_exact_under_qemu(name: str, tmp_root: Path) -> None:
                     str(paths["object"]), "-lm"], check=True, capture_output=True, timeout=120)
     # the kernels are generated at NEON's width and use the target's dot product form
     asm = art.asm
-    assert ("usdot\t" in asm) == (dot == "usdot") and ("sdot\t" in asm) == (dot == "sdot")
+    assert ("\tusdot\t" in asm) == (dot == "usdot") and ("\tsdot\t" in asm) == (dot == "sdot")
     if dot == "smull":
         assert "smull" in asm or "umull" in asm
     rng = np.random.default_rng(11)

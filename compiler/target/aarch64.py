@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,20 +311,26 @@ EM_AARCH64 = 183
 
 
 def elf_info(obj: bytes) -> dict[str, Any]:
-    """Machine, and defined / undefined global symbols of an ELF64 little-endian relocatable object."""
-    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
-        raise TargetError("the emitted object is not a 64-bit little-endian ELF file")
+    """Machine, and defined / undefined global symbols of a little-endian relocatable ELF object (64-bit, or
+    32-bit as for Cortex-M)."""
+    if obj[:4] != b"\x7fELF" or obj[4] not in (1, 2) or obj[5] != 1:
+        raise TargetError("the emitted object is not a little-endian ELF file")
+    wide = obj[4] == 2
     machine = struct.unpack_from("<H", obj, 18)[0]
-    shoff = struct.unpack_from("<Q", obj, 40)[0]
-    shentsize, shnum = struct.unpack_from("<HH", obj, 58)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    shoff = struct.unpack_from("<Q" if wide else "<I", obj, 40 if wide else 32)[0]
+    shentsize, shnum = struct.unpack_from("<HH", obj, 58 if wide else 46)
+    sections = [struct.unpack_from("<IIQQQQIIQQ" if wide else "<IIIIIIIIII", obj, shoff + i * shentsize)
+                for i in range(shnum)]
     undefined, defined = set(), set()
     for sh in sections:
         if sh[1] != 2:  # SHT_SYMTAB
             continue
         strtab = sections[sh[6]]
         for off in range(sh[4], sh[4] + sh[5], sh[9]):
-            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, off)
+            if wide:
+                st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, off)
+            else:  # Elf32_Sym: name, value, size, info, other, shndx
+                st_name, _, _, st_info, _, st_shndx = struct.unpack_from("<IIIBBH", obj, off)
             if st_name == 0 or (st_info >> 4) == 0:  # unnamed or local
                 continue
             end = obj.index(b"\0", strtab[4] + st_name)
@@ -414,8 +421,22 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     cpu, feats = resolve_features(cpu, features)
     _check_numba()
     check_target_machine(triple, cpu, feats)  # fail fast, before the model is compiled
-    name = c_identifier(name) if name else _default_name(model)
+    gen = Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu, features=feats,
+                 vector_registers=NEON_REGISTERS)
+    art, res = lower_for_target(model, TargetArtifact, gen, name, fp_contract=fp_contract, keep_ir=keep_ir,
+                                options=options)
+    art.checks = check_artifact(art, res["x86_intrinsics"])
+    return art
 
+
+def lower_for_target(model: Any, cls: type, gen: Target, name: str | None, *, fp_contract: bool, keep_ir: bool,
+                     options: dict[str, Any], machine: dict[str, str] | None = None,
+                     check_scratch: Callable[[int], None] | None = None) -> tuple[Any, dict]:
+    """The model imported, optimised and scheduled for ``gen`` (the kernel generators' ``Target``), its
+    kernels lowered by the worker for ``gen``'s triple/CPU/features (``machine``: target machine options such
+    as ``reloc``): an artifact of class ``cls`` (unchecked) and the worker's result. ``check_scratch`` sees
+    the scratch size before the (slow) lowering and may refuse it."""
+    name = c_identifier(name) if name else _default_name(model)
     proto = load_model(model)
     check_supported(proto)
     by_value = value_inputs(proto)
@@ -427,9 +448,7 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     # entry="lazy": the schedule is never run here, and its numba form compiles lazily, so no kernel is
     # compiled for the host on the way
     opts = CompileOptions(**{**options, "entry": "lazy"})
-    spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu,
-                                                          features=feats, vector_registers=NEON_REGISTERS))
-    prog = spec.program
+    prog = specialize(proto, shapes, opts, target=gen).program
 
     lay = schedule_job(prog)
     notes: dict[str, list[str]] = {}
@@ -437,18 +456,19 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
         if c.note and c.kernel in prog.kernel_sources:
             notes.setdefault(c.kernel, []).append(c.note)
     scratch, weights = lay.pop("scratch_bytes"), lay.pop("weight_bytes")
-    job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
-           "header": HEADER, **lay, "keep_ir": keep_ir}
+    if check_scratch is not None:
+        check_scratch(scratch)
+    job = {"name": name, "triple": gen.triple, "cpu": gen.cpu, "features": gen.features, "contract": fp_contract,
+           "header": HEADER, **lay, "keep_ir": keep_ir, **({"machine": machine} if machine else {})}
     res = run_worker(job, {c.kernel: (c.op, c.variant) for c in prog.calls})
-    art = TargetArtifact(
-        name=name, triple=res["triple"], cpu=cpu, features=feats, object=res["object"], asm=res["asm"],
+    art = cls(
+        name=name, triple=res["triple"], cpu=gen.cpu, features=gen.features, object=res["object"], asm=res["asm"],
         scratch_bytes=scratch,
         inputs=[TensorInfo(c_identifier(x.name, "input"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.inputs],
         outputs=[TensorInfo(c_identifier(x.name, "output"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.outputs],
         weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"],
         notes=list(shape_notes))
-    art.checks = check_artifact(art, res["x86_intrinsics"])
-    return art
+    return art, res
 
 
 def check_target_machine(triple: str, cpu: str, features: str) -> None:
