@@ -81,8 +81,9 @@ def main() -> None:
             res = run_one(short, Path(tmp))
             print(res, flush=True)
             rows.append(res)
-    table = [(r["model"], r["weights"], r["flash"], r["flash_budget"], "yes" if r["flash"] <= r["flash_budget"] else "NO",
-              r["arena"], r["stack"], r["ram"], r["tflm_arena"], r["ram_budget"],
+    table = [(r["model"], r["weights"], r["flash"], r["flash_budget"],
+              "yes" if r["flash"] <= r["flash_budget"] else "NO", r["arena"], r["stack"], r["ram"], r["tflm_arena"],
+              r["ram_budget"],
               "yes" if r["ram"] <= r["ram_budget"] else "NO", "yes" if r["exact"] else "NO") for r in rows]
     write_markdown("cortexm", ["model", "weights B", "flash B", "flash budget B", "flash ok", "arena B", "stack B",
                                "RAM B", "TFLM arena B", "RAM budget B", "RAM ok", "bit-exact"], table,

@@ -339,25 +339,29 @@ def elf_info(obj: bytes) -> dict[str, Any]:
     return {"machine": machine, "undefined": sorted(undefined), "defined": sorted(defined)}
 
 
-def check_artifact(art: TargetArtifact, x86_intrinsics: bool) -> dict[str, Any]:
+def check_artifact(art: TargetArtifact, x86_intrinsics: bool, *, machine: int = EM_AARCH64, arch: str = "aarch64",
+                   triple: str | None = CANONICAL_TRIPLE, allowed: Callable[[str], bool] = LIBC_LIBM.__contains__,
+                   allowed_text: str = "libc/libm") -> dict[str, Any]:
+    """The object's ELF machine, triple (``None``: any), undefined symbols (``allowed``) and entry, checked;
+    a ``TargetError`` (kind "bug") listing every problem, else the checks as a dict."""
     info = elf_info(art.object)
-    bad_undef = [s for s in info["undefined"] if s not in LIBC_LIBM]
-    checks = {"elf_machine": "aarch64" if info["machine"] == EM_AARCH64 else str(info["machine"]),
+    bad_undef = [s for s in info["undefined"] if not allowed(s)]
+    checks = {"elf_machine": arch if info["machine"] == machine else str(info["machine"]),
               "triple": art.triple, "x86_intrinsics": x86_intrinsics, "undefined": info["undefined"],
               "exported": info["defined"]}
     problems = []
-    if info["machine"] != EM_AARCH64:
-        problems.append(f"ELF machine {info['machine']} is not aarch64 ({EM_AARCH64})")
-    if art.triple != CANONICAL_TRIPLE:
+    if info["machine"] != machine:
+        problems.append(f"ELF machine {info['machine']} is not {arch} ({machine})")
+    if triple is not None and art.triple != triple:
         problems.append(f"module triple {art.triple!r}")
     if x86_intrinsics:
         problems.append("the IR calls llvm.x86.* intrinsics")
     if bad_undef:
-        problems.append(f"undefined symbols beyond libc/libm: {', '.join(bad_undef[:8])}")
+        problems.append(f"undefined symbols beyond {allowed_text}: {', '.join(bad_undef[:8])}")
     if f"{art.name}_run" not in info["defined"]:
         problems.append(f"{art.name}_run is not exported")
     if problems:
-        raise TargetError("the aarch64 object failed its checks: " + "; ".join(problems),
+        raise TargetError(f"the {arch} object failed its checks: " + "; ".join(problems),
                           "a cnnjit bug; please report it with the model", kind="bug")
     return checks
 

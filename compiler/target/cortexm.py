@@ -30,8 +30,8 @@ from .aarch64 import (
     TargetArtifact,
     TargetError,
     _check_numba,
+    check_artifact,
     check_target_machine,
-    elf_info,
     find_tool,
     lower_for_target,
     run_tool,
@@ -151,25 +151,6 @@ def find_m_tool(name: str) -> str:
                           kind="tool") from None
 
 
-def check_m_artifact(art: CortexMArtifact, x86_intrinsics: bool) -> dict[str, Any]:
-    info = elf_info(art.object)
-    bad = [s for s in info["undefined"] if not ALLOWED.fullmatch(s)]
-    problems = []
-    if info["machine"] != EM_ARM:
-        problems.append(f"ELF machine {info['machine']} is not ARM ({EM_ARM})")
-    if x86_intrinsics:
-        problems.append("the IR calls llvm.x86.* intrinsics")
-    if bad:
-        problems.append(f"undefined symbols beyond the EABI helpers and libm: {', '.join(bad[:8])}")
-    if f"{art.name}_run" not in info["defined"]:
-        problems.append(f"{art.name}_run is not exported")
-    if problems:
-        raise TargetError("the Cortex-M object failed its checks: " + "; ".join(problems),
-                          "a cnnjit bug; please report it with the model", kind="bug")
-    return {"elf_machine": "arm", "triple": art.triple, "x86_intrinsics": False, "undefined": info["undefined"],
-            "exported": info["defined"]}
-
-
 def compile_for_cortex_m(model: Any, *, target: str, cpu: str | None = None, features: str | None = None,
                          name: str | None = None, fp_contract: bool = True, keep_ir: bool = False,
                          ram: int | None = None, **options: Any) -> CortexMArtifact:
@@ -192,5 +173,6 @@ def compile_for_cortex_m(model: Any, *, target: str, cpu: str | None = None, fea
 
     art, res = lower_for_target(model, CortexMArtifact, gen, name, fp_contract=fp_contract, keep_ir=keep_ir,
                                 options=options, machine={"reloc": "static"}, check_scratch=budget)
-    art.checks = check_m_artifact(art, res["x86_intrinsics"])
+    art.checks = check_artifact(art, res["x86_intrinsics"], machine=EM_ARM, arch="arm", triple=None,
+                                allowed=ALLOWED.fullmatch, allowed_text="the EABI helpers and libm")
     return art
