@@ -161,7 +161,10 @@ def plan_memory(graph: Graph) -> MemoryPlan:
                 if merged[j][1] == 0:
                     merged.pop(j)
                 break
-        if offset is None:
+        if offset is None and merged and merged[-1][0] + merged[-1][1] == sizes.get(dt, 0):
+            offset = merged.pop()[0]  # a free block at the arena's end: grow the arena only by the shortfall
+            sizes[dt] = offset + need
+        elif offset is None:
             offset = sizes.get(dt, 0)
             sizes[dt] = offset + need
         slots[rid] = Slot("a", dt, offset)

@@ -25,7 +25,8 @@ aarch64 at width 4 ``usdot`` with ``+i8mm`` (u8 x s8 in one instruction) and ``s
 (the u8 operand offset by -128 to s8, ``128 * sum(b)`` added back: ``sdot(acc, a ^ 0x80, b) - sdot(0, -128,
 b)``, the second one shared by every dot with the same ``b``); elsewhere the portable widening form
 (zext/sext to i32, multiply, add groups of four lanes), which LLVM lowers with the target's widening
-multiplies (plain NEON: ``umull``/``smull``). Widths 4, 8, 16.
+multiplies (plain NEON: ``umull``/``smull``). On Cortex-M (ARMv7E-M) each lane is two ``smlad`` of the
+bytes widened in pairs (``uxtb16``/``sxtb16``). Widths 4, 8, 16.
 """
 
 from __future__ import annotations
@@ -100,6 +101,26 @@ def _aarch64_dot(builder, name: str, acc, a, b):
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(acc.type, [acc.type, b16, b16]),
                                         f"llvm.aarch64.neon.{name}.v4i32.v16i8")
     return builder.call(fn, [acc, builder.bitcast(a, b16), builder.bitcast(b, b16)])
+
+
+def _smlad_dot(builder, acc, a, b):
+    """u8 x s8 dot of 4 lanes with the Cortex-M DSP extension: per i32 lane, bytes 0/2 and 1/3 widened to
+    16-bit pairs (``uxtb16`` for the unsigned bytes, ``sxtb16`` for the signed ones) meet in two ``smlad``
+    (two 16 x 16 multiply-adds each; u8 * s8 pairs cannot overflow)."""
+    fty1 = ir.FunctionType(_I32, [_I32])
+    ux = cgutils.get_or_insert_function(builder.module, fty1, "llvm.arm.uxtb16")
+    sx = cgutils.get_or_insert_function(builder.module, fty1, "llvm.arm.sxtb16")
+    mad = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_I32] * 3), "llvm.arm.smlad")
+    eight = ir.Constant(_I32, 8)
+    out = acc
+    for lane in range(acc.type.count):
+        k = ir.Constant(_I32, lane)
+        x, w, s = builder.extract_element(a, k), builder.extract_element(b, k), builder.extract_element(acc, k)
+        for shift in (False, True):  # bytes 0 and 2, then bytes 1 and 3
+            xs, ws = (builder.lshr(x, eight), builder.lshr(w, eight)) if shift else (x, w)
+            s = builder.call(mad, [builder.call(ux, [xs]), builder.call(sx, [ws]), s])
+        out = builder.insert_element(out, s, k)
+    return out
 
 
 def _addr(context, builder, arrty, arr, idx, elty):
@@ -204,6 +225,8 @@ def _make(n: int) -> dict[str, object]:
                 flip = ir.Constant(lvt, [-0x7F7F7F80] * n)  # 0x80808080: u8 - 128 as s8
                 t = _aarch64_dot(builder, "sdot", args[0], builder.xor(args[1], flip), args[2])
                 return builder.sub(t, _aarch64_dot(builder, "sdot", ir.Constant(lvt, [0] * n), flip, args[2]))
+            if arch.startswith("thumbv7em") and n == 4:  # ARMv7E-M: the DSP extension is part of the ISA
+                return _smlad_dot(builder, *args)
             x86 = arch in ("x86_64", "i386", "i686")
             if vnni and x86:
                 name = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
