@@ -182,6 +182,56 @@ def test_int8_bit_exact_under_qemu(name: str, tmp_root: Path) -> None:
         np.testing.assert_array_equal(got, np.asarray(w).reshape(t.shape))
 
 
+def extreme_qdq_model():
+    """uint8 activations and int8 weights at the ends of their ranges through a dense and a depthwise QDQ
+    Conv (two outputs of one input): every byte-pair product and sum at its extreme, as the target's dot
+    forms (offset sdot, usdot, smlad pairs) must get exactly right."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(17)
+    C, M = 16, 24
+    inits = {"sx": np.array(1.0, np.float32), "zx": np.array(0, np.uint8), "sw": np.array(1.0, np.float32),
+             "zw": np.array(0, np.int8), "sy": np.array(1e4, np.float32),
+             "sg": np.array(1.5e3, np.float32), "zy": np.array(0, np.int8),
+             "wd": rng.choice(np.array([-128, 127], np.int8), size=(M, C, 3, 3)),
+             "wg": rng.choice(np.array([-128, 127], np.int8), size=(C, 1, 3, 3))}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["wd", "sw", "zw"], ["wdf"]),
+             helper.make_node("DequantizeLinear", ["wg", "sw", "zw"], ["wgf"]),
+             helper.make_node("Conv", ["xf", "wdf"], ["cd"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["xf", "wgf"], ["cg"], pads=[1, 1, 1, 1], group=C),
+             helper.make_node("QuantizeLinear", ["cd", "sy", "zy"], ["yd"]),
+             helper.make_node("QuantizeLinear", ["cg", "sg", "zy"], ["yg"])]
+    graph = helper.make_graph(nodes, "extreme", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, C, 6, 6])],
+                              [helper.make_tensor_value_info("yd", TensorProto.INT8, [1, M, 6, 6]),
+                               helper.make_tensor_value_info("yg", TensorProto.INT8, [1, C, 6, 6])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = rng.choice(np.array([0, 255], np.uint8), size=(1, C, 6, 6))
+    return model, x
+
+
+@needs_tools
+@pytest.mark.parametrize("cpu,features,qcpu,dot", [("cortex-a53", None, "cortex-a53", "smull"),
+                                                   ("cortex-a76", "+dotprod", "cortex-a76", "sdot"),
+                                                   ("neoverse-n1", "+dotprod,+i8mm", "max", "usdot")])
+def test_int8_extreme_bytes_exact(cpu: str, features: str | None, qcpu: str, dot: str, tmp_path: Path) -> None:
+    model, x = extreme_qdq_model()
+    want = cnnjit.compile(model)(x)
+    assert np.abs(want[0].astype(np.int32)).max() > 10 and (np.abs(want[0].astype(np.int32)) < 127).mean() > 0.3
+    art = compile_for_target(model, target="aarch64-linux-gnu", cpu=cpu, features=features, name="extreme")
+    assert f"\t{dot}\t" in art.asm or (dot == "smull" and "\tsdot\t" not in art.asm and "mull" in art.asm)
+    paths = art.save(tmp_path, shared=False)
+    exe = tmp_path / "extreme_main"
+    subprocess.run([find_tool("aarch64-linux-gnu-gcc"), "-O2", "-static", "-o", str(exe), str(paths["main"]),
+                    str(paths["object"]), "-lm"], check=True, capture_output=True, timeout=120)
+    np.save(tmp_path / "x.npy", x)
+    r = qemu(exe, qcpu, "x.npy", "-o", "yd.npy", "yg.npy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "yd.npy"), want[0])
+    np.testing.assert_array_equal(np.load(tmp_path / "yg.npy"), want[1])
+
+
 def test_int8_kernels_at_target_width() -> None:
     """The aarch64 program's integer kernels are generated at NEON's 4 int32 lanes, whatever the host's."""
     from cnnjit.compiler.frontend.loader import load_model

@@ -27,8 +27,11 @@ KWS8 = MLPERF_TINY_DIR / "kws_ref_model.tf2onnx.onnx"
 TFLM_ARENA_KWS = 24272  # TensorFlow Lite Micro's arena for the keyword model (issue 21)
 
 
-@pytest.mark.skipif(not HAVE_TOOLS, reason="qemu-system-arm / arm-none-eabi-gcc not installed "
-                    "(apt-get install qemu-system-arm gcc-arm-none-eabi)")
+needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="qemu-system-arm / arm-none-eabi-gcc not installed "
+                                 "(apt-get install qemu-system-arm gcc-arm-none-eabi)")
+
+
+@needs_tools
 def test_kws_int8_on_cortex_m4(tmp_path: Path) -> None:
     if not KWS8.is_file():
         pytest.skip(f"{KWS8} not found (set CNNJIT_SHARED)")
@@ -37,6 +40,7 @@ def test_kws_int8_on_cortex_m4(tmp_path: Path) -> None:
     assert info["machine"] == 40 and info["defined"] == ["kws_ref_model_run"]
     assert all(ALLOWED.fullmatch(s) for s in info["undefined"]), info["undefined"]
     assert f"#define KWS_REF_MODEL_ARENA_BYTES {art.scratch_bytes}u" in art.header
+    assert "\tsmlad\t" in art.asm  # the byte dot products on the DSP extension
     art.save(tmp_path)
     elf = art.link(tmp_path)
     x = np.random.default_rng(2).integers(-128, 128, art.inputs[0].shape).astype(np.int8)
@@ -57,6 +61,24 @@ def test_kws_int8_on_cortex_m4(tmp_path: Path) -> None:
     x[:, :10].tofile(tmp_path / "in0.bin")
     r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "in0.bin: needs exactly this many bytes: 490" in r.stdout
+
+
+@needs_tools
+def test_extreme_bytes_exact_on_cortex_m4(tmp_path: Path) -> None:
+    """uint8 x int8 products at the ends of their ranges (dense and depthwise) through the smlad byte pairs."""
+    from test_arm import extreme_qdq_model
+
+    model, x = extreme_qdq_model()
+    want = cnnjit.compile(model)(x)
+    art = compile_for_target(model, target="thumbv7em-none-eabihf", cpu="cortex-m4", name="extreme")
+    assert "\tsmlad\t" in art.asm
+    art.save(tmp_path)
+    art.link(tmp_path)
+    x.tofile(tmp_path / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "status 0" in r.stdout, (r.stdout, r.stderr)
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(np.fromfile(tmp_path / f"out{i}.bin", np.int8).reshape(w.shape), w)
 
 
 @pytest.mark.parametrize("target,cpu,word", [("thumbv6m-none-eabi", "cortex-m0", "thumbv7em-none-eabihf"),

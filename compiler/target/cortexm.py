@@ -106,7 +106,9 @@ class CortexMArtifact(TargetArtifact):
 
     def qemu_command(self, folder: str = ".") -> list[str]:
         machine = CPUS[self.cpu][2]
-        return ["qemu-system-arm", "-M", machine, "-nographic", "-semihosting-config", "enable=on,target=native",
+        # semihosting output on a stdio chardev: with -nographic it is lost when stdin is not a terminal
+        return ["qemu-system-arm", "-M", machine, "-display", "none", "-chardev", "stdio,id=sh0",
+                "-semihosting-config", "enable=on,target=native,chardev=sh0",
                 "-kernel", str(Path(folder) / f"{self.name}.elf")]
 
     def readme(self) -> str:
