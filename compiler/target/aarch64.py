@@ -240,7 +240,8 @@ class TargetArtifact:
             "Run (on the board, or under qemu with the matching CPU model):", "", "```",
             f"qemu-aarch64 -cpu {qcpu} ./{n}_main --bench 100"
             + "        # random inputs, prints the time per inference",
-            f"qemu-aarch64 -cpu {qcpu} ./{n}_main        # random inputs, prints every output (up to 64 values)",
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main        # seeded inputs (floats random, integers 0), prints "
+            "every output (up to 64 values)",
             f"qemu-aarch64 -cpu {qcpu} ./{n}_main " + " ".join(f"in{i}.npy" for i in range(len(self.inputs)))
             + " -o " + " ".join(f"out{i}.npy" for i in range(len(self.outputs))), "```", "",
             "Inputs, in order: " + "; ".join(f"in{i}: {t.dtype.name} {list(t.shape)}" for i, t in
