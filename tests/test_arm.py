@@ -107,6 +107,149 @@ def _input_names(name: str) -> list[str]:
     return [i.name for i in proto.graph.input if i.name not in inits]
 
 
+# -- int8 -------------------------------------------------------------------------------------------------
+def _ort_quantized_mnv2(folder: Path) -> str:
+    """The small MobileNetV2 quantized by onnxruntime (``quantize_static``: QDQ, uint8 activations, int8
+    weights), so the u8 x s8 products of the aarch64 dot forms are exercised (the MLPerf Tiny models are s8)."""
+    quantization = pytest.importorskip("onnxruntime.quantization")
+    import onnx
+
+    src, dst = folder / "mnv2_f.onnx", folder / "mnv2_q.onnx"
+    if not dst.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx.save(_mnv2(), str(src))
+        rng = np.random.default_rng(5)
+        feeds = iter([{"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)} for _ in range(4)])
+
+        class Reader:
+            def get_next(self) -> dict | None:
+                return next(feeds, None)
+
+        quantization.quantize_static(str(src), str(dst), Reader())
+    return str(dst)
+
+
+# name -> (model, compile-time cpu, features, qemu -cpu model, the dot instruction its int8 kernels use)
+INT8_MODELS = {
+    "kws8": (MLPERF_TINY_DIR / "kws_ref_model.tf2onnx.onnx", "cortex-a53", None, "cortex-a53", "smull"),
+    "ortq": (None, "cortex-a76", "+dotprod", "cortex-a76", "sdot"),
+    "ad01_8": (MLPERF_TINY_DIR / "ad01_int8.tf2onnx.onnx", "neoverse-n1", "+dotprod,+i8mm", "max", "usdot"),
+}
+
+
+@needs_tools
+@pytest.mark.parametrize("name", list(INT8_MODELS))
+def test_int8_bit_exact_under_qemu(name: str, tmp_root: Path) -> None:
+    """int8 models built for aarch64 (plain NEON, ``sdot`` with +dotprod, ``usdot`` with +i8mm) give the host
+    build's bytes exactly; inputs go in as .npy and outputs come back as .npy."""
+    path, cpu, feats, qcpu, dot = INT8_MODELS[name]
+    if path is None:
+        model = _ort_quantized_mnv2(tmp_root / "ortq_model")
+    elif not path.is_file():
+        pytest.skip(f"{path} not found (set CNNJIT_SHARED)")
+    else:
+        model = str(path)
+    art = compile_for_target(model, target="aarch64-linux-gnu", cpu=cpu, features=feats, name=name)
+    folder = tmp_root / name
+    paths = art.save(folder, shared=False)
+    exe = folder / f"{name}_main"
+    subprocess.run([find_tool("aarch64-linux-gnu-gcc"), "-O2", "-static", "-o", str(exe), str(paths["main"]),
+                    str(paths["object"]), "-lm"], check=True, capture_output=True, timeout=120)
+    # the kernels are generated at NEON's width and use the target's dot product form
+    asm = art.asm
+    assert ("\tusdot\t" in asm) == (dot == "usdot") and ("\tsdot\t" in asm) == (dot == "sdot")
+    if dot == "smull":
+        assert "smull" in asm or "umull" in asm
+    rng = np.random.default_rng(11)
+    feeds = []
+    for i, t in enumerate(art.inputs):
+        if t.dtype.kind == "f":
+            x = rng.standard_normal(t.shape).astype(t.dtype)
+        else:
+            info = np.iinfo(t.dtype)
+            x = rng.integers(info.min, info.max + 1, t.shape).astype(t.dtype)
+        np.save(folder / f"in{i}.npy", x)
+        feeds.append(x)
+    outs = [f"out{i}.npy" for i in range(len(art.outputs))]
+    r = qemu(exe, qcpu, *[f"in{i}.npy" for i in range(len(feeds))], "-o", *outs, cwd=folder)
+    assert r.returncode == 0, r.stderr
+    want = cnnjit.compile(model)(*feeds)
+    want = want if isinstance(want, (list, tuple)) else [want]
+    assert len(want) == len(outs)
+    for t, f, w in zip(art.outputs, outs, want):
+        got = np.load(folder / f)
+        assert got.dtype == t.dtype and got.shape == t.shape
+        np.testing.assert_array_equal(got, np.asarray(w).reshape(t.shape))
+
+
+def extreme_qdq_model():
+    """uint8 activations and int8 weights at the ends of their ranges through a dense and a depthwise QDQ
+    Conv (two outputs of one input): every byte-pair product and sum at its extreme, as the target's dot
+    forms (offset sdot, usdot, smlad pairs) must get exactly right."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(17)
+    C, M = 16, 24
+    inits = {"sx": np.array(1.0, np.float32), "zx": np.array(0, np.uint8), "sw": np.array(1.0, np.float32),
+             "zw": np.array(0, np.int8), "sy": np.array(1e4, np.float32),
+             "sg": np.array(1.5e3, np.float32), "zy": np.array(0, np.int8),
+             "wd": rng.choice(np.array([-128, 127], np.int8), size=(M, C, 3, 3)),
+             "wg": rng.choice(np.array([-128, 127], np.int8), size=(C, 1, 3, 3))}
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["xf"]),
+             helper.make_node("DequantizeLinear", ["wd", "sw", "zw"], ["wdf"]),
+             helper.make_node("DequantizeLinear", ["wg", "sw", "zw"], ["wgf"]),
+             helper.make_node("Conv", ["xf", "wdf"], ["cd"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["xf", "wgf"], ["cg"], pads=[1, 1, 1, 1], group=C),
+             helper.make_node("QuantizeLinear", ["cd", "sy", "zy"], ["yd"]),
+             helper.make_node("QuantizeLinear", ["cg", "sg", "zy"], ["yg"])]
+    graph = helper.make_graph(nodes, "extreme", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, C, 6, 6])],
+                              [helper.make_tensor_value_info("yd", TensorProto.INT8, [1, M, 6, 6]),
+                               helper.make_tensor_value_info("yg", TensorProto.INT8, [1, C, 6, 6])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = rng.choice(np.array([0, 255], np.uint8), size=(1, C, 6, 6))
+    return model, x
+
+
+@needs_tools
+@pytest.mark.parametrize("cpu,features,qcpu,dot", [("cortex-a53", None, "cortex-a53", "smull"),
+                                                   ("cortex-a76", "+dotprod", "cortex-a76", "sdot"),
+                                                   ("neoverse-n1", "+dotprod,+i8mm", "max", "usdot")])
+def test_int8_extreme_bytes_exact(cpu: str, features: str | None, qcpu: str, dot: str, tmp_path: Path) -> None:
+    model, x = extreme_qdq_model()
+    want = cnnjit.compile(model)(x)
+    assert np.abs(want[0].astype(np.int32)).max() > 10 and (np.abs(want[0].astype(np.int32)) < 127).mean() > 0.3
+    art = compile_for_target(model, target="aarch64-linux-gnu", cpu=cpu, features=features, name="extreme")
+    assert f"\t{dot}\t" in art.asm or (dot == "smull" and "\tsdot\t" not in art.asm and "mull" in art.asm)
+    paths = art.save(tmp_path, shared=False)
+    exe = tmp_path / "extreme_main"
+    subprocess.run([find_tool("aarch64-linux-gnu-gcc"), "-O2", "-static", "-o", str(exe), str(paths["main"]),
+                    str(paths["object"]), "-lm"], check=True, capture_output=True, timeout=120)
+    np.save(tmp_path / "x.npy", x)
+    r = qemu(exe, qcpu, "x.npy", "-o", "yd.npy", "yg.npy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "yd.npy"), want[0])
+    np.testing.assert_array_equal(np.load(tmp_path / "yg.npy"), want[1])
+
+
+def test_int8_kernels_at_target_width() -> None:
+    """The aarch64 program's integer kernels are generated at NEON's 4 int32 lanes, whatever the host's."""
+    from cnnjit.compiler.frontend.loader import load_model
+    from cnnjit.compiler.stages import CompileOptions, resolve_shapes, specialize
+
+    path = INT8_MODELS["kws8"][0]
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    proto = load_model(str(path))
+    shapes, _ = resolve_shapes(proto)
+    spec = specialize(proto, shapes, CompileOptions(entry="lazy"),
+                      target=cnnjit.compiler.codegen.kernel.Target("aarch64", 4, 4, vector_registers=32))
+    int_sources = [s for s in spec.program.kernel_sources.values() if "ivdot" in s]
+    assert int_sources
+    for s in int_sources:
+        assert "ivdot4(" in s and "ivdot8(" not in s and "ivdot16(" not in s
+
+
 @pytest.mark.parametrize("name", ["kws", "mnv2"])
 def test_artifact_checks_and_neon_fma(name: str, tmp_root: Path) -> None:
     art, folder, _ = build(name, tmp_root)
@@ -189,7 +332,7 @@ def test_missing_cross_tools_name_the_package(monkeypatch: pytest.MonkeyPatch) -
     assert "qemu-user" in str(e.value)
 
 
-def test_cli_compile(tmp_path: Path) -> None:
+def test_cli_compile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from cnnjit.cli import main
 
     model = MODELS["kws"][0]
@@ -198,6 +341,8 @@ def test_cli_compile(tmp_path: Path) -> None:
     assert main(["compile", str(model), "--target", "aarch64-linux-gnu", "--cpu", "cortex-a53", "-o",
                  str(tmp_path), "--name", "kws", "--no-shared"]) == 0
     assert (tmp_path / "kws.o").is_file() and (tmp_path / "kws.h").is_file()
+    # the symbolic batch became 1, and compile says so as run and inspect do
+    assert "note: symbolic dimension 'unk__122' of input 'input_1' set to 1" in capsys.readouterr().err
     assert main(["compile", str(model), "--target", "x86_64-linux-gnu", "-o", str(tmp_path)]) == 2
     assert main(["compile", str(model), "-o", str(tmp_path)]) == 2
     assert main(["compile", str(model), "--target", "aarch64-linux-gnu", "--cpu", "pentium", "-o", str(tmp_path),
@@ -218,3 +363,53 @@ def test_cli_compile_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     doc = json.loads(capsys.readouterr().out)
     assert doc["name"] == "mnv2" and doc["checks"]["elf_machine"] == "aarch64"
     assert doc["files"]["object"]["bytes"] > 0
+
+
+@needs_tools
+def test_main_reads_npy_and_refuses_bad_inputs(tmp_root: Path) -> None:
+    """The generated program takes .npy or exact-size raw inputs, refuses other dtypes, Fortran order and
+    wrong sizes (exit 2, saying why), writes .npy outputs and prints every output value (up to 64)."""
+    art, folder, exe = build("kws", tmp_root)
+    t = art.inputs[0]
+    x = np.random.default_rng(3).standard_normal(t.shape).astype(np.float32)
+    np.save(folder / "x.npy", x)
+    x.tofile(folder / "x.bin")
+    want = qemu(exe, "cortex-a76", "x.bin", "-o", "y.bin", cwd=folder)
+    assert want.returncode == 0, want.stderr
+    r = qemu(exe, "cortex-a76", "x.npy", "-o", "y.npy", cwd=folder)
+    assert r.returncode == 0, r.stderr
+    y = np.load(folder / "y.npy")
+    assert y.shape == art.outputs[0].shape and y.dtype == np.float32
+    np.testing.assert_array_equal(y.ravel(), np.fromfile(folder / "y.bin", np.float32))
+    printed = qemu(exe, "cortex-a76", "x.npy", cwd=folder)
+    assert printed.returncode == 0 and "output0: <f4 (1, 12), 12 values" in printed.stdout
+    values = [float(v) for v in printed.stdout.splitlines()[1].split()]
+    np.testing.assert_allclose(values, y.ravel(), rtol=1e-6)  # all 12, %.7g
+    bad = {"x64.npy": x.astype(np.float64), "xF.npy": np.asfortranarray(x.reshape(49, 10)),
+           "short.npy": x.ravel()[:-1]}
+    for f, arr in bad.items():
+        np.save(folder / f, arr)
+    np.concatenate([x.ravel(), x.ravel()[:1]]).tofile(folder / "long.bin")
+    x.ravel()[:-1].tofile(folder / "short.bin")
+    for f in [*bad, "long.bin", "short.bin"]:
+        r = qemu(exe, "cortex-a76", f, cwd=folder)
+        assert r.returncode == 2 and f in r.stderr and ("'<f4'" in r.stderr or "1960 bytes" in r.stderr), (f, r)
+
+
+def test_worker_traceback_with_debug(capsys: pytest.CaptureFixture) -> None:
+    """A kernel that fails in the aarch64 compile worker: the error carries the worker's traceback, and
+    ``cnnjit --debug`` prints it."""
+    from cnnjit.cli import _print_worker_traceback
+    from cnnjit.compiler.codegen.build import HEADER
+    from cnnjit.compiler.target.aarch64 import run_worker
+    from cnnjit.ir.errors import CompileError
+
+    job = {"name": "bad", "triple": "aarch64-unknown-linux-gnu", "cpu": "generic", "features": "+neon",
+           "contract": True, "header": HEADER, "kernels": {"k0": "def kernel(n):\n    return no_such_name + n\n"},
+           "calls": [("k0", [("i", 1)])], "buffers": {}, "inputs": [], "outputs": [], "keep_ir": False}
+    with pytest.raises(CompileError) as e:
+        run_worker(job)
+    assert "kernel k0 failed to compile" in str(e.value)
+    assert "Traceback" in e.value.worker_traceback and "no_such_name" in e.value.worker_traceback
+    _print_worker_traceback(e.value)
+    assert "compile worker's traceback" in capsys.readouterr().err

@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, CnnjitError, CliError) as e:
         if debug:
             traceback.print_exc()
+            _print_worker_traceback(e)
         if isinstance(e, UsageError):
             return _report(cmd, "UsageError", str(e), e.hint or f"'{cmd} --help' shows the options and an example",
                            EXIT_USAGE, as_json)
@@ -227,6 +228,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _report(cmd, type(e).__name__, f"internal error: {type(e).__name__}: {e}",
                        "rerun with --debug for the traceback, and report it with the model", EXIT_ERROR, as_json)
+
+
+def _print_worker_traceback(e: BaseException) -> None:
+    """The traceback a compile worker process sent back with ``e`` or its causes (the aarch64 target's)."""
+    while e is not None:
+        tb = getattr(e, "worker_traceback", "")
+        if tb:
+            print("The compile worker's traceback:", file=sys.stderr)
+            print(tb.rstrip(), file=sys.stderr)
+            return
+        e = e.__cause__
 
 
 __all__ = ["main", "build_parser", "COMMANDS", "one_line"]

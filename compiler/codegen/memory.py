@@ -71,6 +71,11 @@ class MemoryPlan:
     total_intermediate_elems: dict[str, int]
 
     def slot(self, v: Value) -> Slot:
+        """Where ``v`` lives; a constant is added to its pool the first time a call (or an output) asks
+        for it, so a weight that every kernel reads through a repacked ``Param`` (1x1 Conv and Gemm
+        weights, transposed) is not stored a second time in its original layout."""
+        if v.id not in self.slots and v.is_const:
+            self.slots[v.id] = self.consts.add(v.const, key=v.id)
         return self.slots[v.id]
 
 
@@ -156,7 +161,10 @@ def plan_memory(graph: Graph) -> MemoryPlan:
                 if merged[j][1] == 0:
                     merged.pop(j)
                 break
-        if offset is None:
+        if offset is None and merged and merged[-1][0] + merged[-1][1] == sizes.get(dt, 0):
+            offset = merged.pop()[0]  # a free block at the arena's end: grow the arena only by the shortfall
+            sizes[dt] = offset + need
+        elif offset is None:
             offset = sizes.get(dt, 0)
             sizes[dt] = offset + need
         slots[rid] = Slot("a", dt, offset)
@@ -164,8 +172,8 @@ def plan_memory(graph: Graph) -> MemoryPlan:
 
     for v in graph.values():
         if v.is_const:
-            slots[v.id] = consts.add(v.const, key=v.id)
-        elif v.id not in slots:
+            continue  # pooled on first use (MemoryPlan.slot)
+        if v.id not in slots:
             root, shift = find(v)
             slots[v.id] = Slot("a", slots[root.id].dtype, slots[root.id].offset + shift)
     # what a plan without reuse or aliasing would take: every node output its own buffer

@@ -18,9 +18,15 @@ u8 x s8 dot product and the requantising store.
     ivtr{k}_16(x0, x1, x2, x3)          byte transpose: i32 lane (L, j) = bytes xr[16L + 4k + j], r = 0..3
     ivpackq16(r0, r1, r2, r3)           its inverse for results: byte 16L + 4k + j = rk[4L + j]
 
-``ivdot`` is the VNNI ``vpdpbusd`` on x86 hosts with AVX512-VNNI (``llvm.x86.avx512.vpdpbusd.{256,512}``,
-the only x86-specific piece); elsewhere it is the portable widening form (zext/sext to i32, multiply,
-add groups of four lanes), which LLVM lowers with the target's widening multiplies. Widths 4, 8, 16.
+``ivdot`` is chosen for the machine the kernel is lowered for (the LLVM module's triple and the code
+generator's target features, i.e. the ``Target`` of the build): the VNNI ``vpdpbusd`` on x86 with
+AVX512-VNNI (``llvm.x86.avx512.vpdpbusd.{256,512}``), two ``vpmaddubsw`` on x86 AVX2 at width 8; on
+aarch64 at width 4 ``usdot`` with ``+i8mm`` (u8 x s8 in one instruction) and ``sdot`` with ``+dotprod``
+(the u8 operand offset by -128 to s8, ``128 * sum(b)`` added back: ``sdot(acc, a ^ 0x80, b) - sdot(0, -128,
+b)``, the second one shared by every dot with the same ``b``); elsewhere the portable widening form
+(zext/sext to i32, multiply, add groups of four lanes), which LLVM lowers with the target's widening
+multiplies (plain NEON: ``umull``/``smull``). On Cortex-M (ARMv7E-M) each lane is two ``smlad`` of the
+bytes widened in pairs (``uxtb16``/``sxtb16``). Widths 4, 8, 16.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
+
+from .simd import _data
 
 WIDTHS = (4, 8, 16)
 _I32 = ir.IntType(32)
@@ -77,9 +85,48 @@ def has_vnni(n: int) -> bool:
     return False
 
 
+def _machine(context, builder) -> tuple[str, frozenset[str]]:
+    """(architecture, enabled features) of the machine the current kernel is lowered for: the module's
+    triple ("" = the host, as numba's JIT modules leave it) and its code generator's feature string."""
+    triple = builder.module.triple or llvm.get_process_triple()
+    feats = getattr(context.codegen(), "_tm_features", "") or ""
+    on = frozenset(f[1:] for f in feats.split(",") if f.startswith("+"))
+    return triple.split("-")[0].lower(), on
+
+
+def _aarch64_dot(builder, name: str, acc, a, b):
+    """``llvm.aarch64.neon.{name}`` (sdot / udot / usdot) on one 128-bit vector: 4 i32 lanes += 4 byte
+    products each."""
+    b16 = ir.VectorType(_I8, 16)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(acc.type, [acc.type, b16, b16]),
+                                        f"llvm.aarch64.neon.{name}.v4i32.v16i8")
+    return builder.call(fn, [acc, builder.bitcast(a, b16), builder.bitcast(b, b16)])
+
+
+def _smlad_dot(builder, acc, a, b):
+    """u8 x s8 dot of 4 lanes with the Cortex-M DSP extension: per i32 lane, bytes 0/2 and 1/3 widened to
+    16-bit pairs (``uxtb16`` for the unsigned bytes, ``sxtb16`` for the signed ones) meet in two ``smlad``
+    (two 16 x 16 multiply-adds each; u8 * s8 pairs cannot overflow)."""
+    fty1 = ir.FunctionType(_I32, [_I32])
+    ux = cgutils.get_or_insert_function(builder.module, fty1, "llvm.arm.uxtb16")
+    sx = cgutils.get_or_insert_function(builder.module, fty1, "llvm.arm.sxtb16")
+    mad = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_I32] * 3), "llvm.arm.smlad")
+    eight = ir.Constant(_I32, 8)
+    out = acc
+    for lane in range(acc.type.count):
+        k = ir.Constant(_I32, lane)
+        x, w, s = builder.extract_element(a, k), builder.extract_element(b, k), builder.extract_element(acc, k)
+        for shift in (False, True):  # bytes 0 and 2, then bytes 1 and 3
+            xs, ws = (builder.lshr(x, eight), builder.lshr(w, eight)) if shift else (x, w)
+            s = builder.call(mad, [builder.call(ux, [xs]), builder.call(sx, [ws]), s])
+        out = builder.insert_element(out, s, k)
+    return out
+
+
 def _addr(context, builder, arrty, arr, idx, elty):
-    ary = context.make_array(arrty)(context, builder, arr)
-    return builder.bitcast(builder.gep(ary.data, [idx]), ir.PointerType(elty))
+    """The address of element ``idx`` of a 1-D array or raw pointer (``types.CPointer``, as in the
+    ahead-of-time target builds) argument, as a pointer to ``elty``."""
+    return builder.bitcast(builder.gep(_data(context, builder, arrty, arr), [idx]), ir.PointerType(elty))
 
 
 def _splat(builder, x, n):
@@ -102,7 +149,7 @@ def _make(n: int) -> dict[str, object]:
     vt = IVec(n)
     lvt = ir.VectorType(_I32, n)
     bvt = ir.VectorType(_I8, n)
-    vnni = has_vnni(n)
+    vnni = has_vnni(n)  # the x86 forms follow the host (x86 kernels are only lowered for the host)
     madd = n == 8 and not vnni and bool(_features().get("avx2"))  # exact u8 x s8 dot without VNNI
 
     @intrinsic
@@ -171,11 +218,21 @@ def _make(n: int) -> dict[str, object]:
     @intrinsic
     def ivdot(typingctx, acc, a, b):
         def codegen(context, builder, sig, args):
-            if vnni:
+            arch, feats = _machine(context, builder)
+            if arch in ("aarch64", "arm64") and n == 4 and "i8mm" in feats:
+                return _aarch64_dot(builder, "usdot", *args)
+            if arch in ("aarch64", "arm64") and n == 4 and "dotprod" in feats:
+                flip = ir.Constant(lvt, [-0x7F7F7F80] * n)  # 0x80808080: u8 - 128 as s8
+                t = _aarch64_dot(builder, "sdot", args[0], builder.xor(args[1], flip), args[2])
+                return builder.sub(t, _aarch64_dot(builder, "sdot", ir.Constant(lvt, [0] * n), flip, args[2]))
+            if arch.startswith("thumbv7em") and n == 4:  # ARMv7E-M: the DSP extension is part of the ISA
+                return _smlad_dot(builder, *args)
+            x86 = arch in ("x86_64", "i386", "i686")
+            if vnni and x86:
                 name = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
                 fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3), name)
                 return builder.call(fn, list(args))
-            if madd:  # AVX2: vpmaddubsw on the low 7 bits and on the top bit apart (neither pair sum saturates)
+            if madd and x86:  # AVX2: vpmaddubsw on the low 7 bits and on the top bit apart (neither pair sum saturates)
                 b32, w16 = ir.VectorType(_I8, 32), ir.VectorType(ir.IntType(16), 16)
                 ubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(w16, [b32, b32]),
                                                      "llvm.x86.avx2.pmadd.ub.sw")

@@ -207,6 +207,8 @@ class Step:
 
 
 def _interval(plan: MemoryPlan, v: Value) -> tuple[str, int, int] | None:
+    if v.is_const:
+        return None  # constant pools are never written
     s = plan.slot(v)
     if s.kind != "a":
         return None  # constant pools are never written

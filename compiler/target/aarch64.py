@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,7 @@ class TargetArtifact:
     kernel_notes: dict[str, list[str]] = field(default_factory=dict)  # kernel name -> schedule notes
     llvm_ir: str = ""
     checks: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the compile decided for the user (a batch of 1)
 
     # -- texts ---------------------------------------------------------------------------------------
     @property
@@ -220,7 +222,7 @@ class TargetArtifact:
         return harness_source(self)
 
     def readme(self) -> str:
-        n = self.name
+        n, qcpu = self.name, QEMU_CPU.get(self.cpu, "max")
         return "\n".join([
             f"# {n} for {self.triple}", "",
             f"Compiled by cnnjit for `{self.triple}`, cpu `{self.cpu}`, features `{self.features}`.", "",
@@ -230,14 +232,23 @@ class TargetArtifact:
             f"Scratch memory: {self.scratch_bytes} bytes (`{n.upper()}_SCRATCH_BYTES`), caller-provided.", "",
             "Link statically into a program:", "", "```",
             f"aarch64-linux-gnu-gcc -O2 -static -o {n}_main {n}_main.c {n}.o -lm", "```", "",
-            "or against the shared library:", "", "```",
-            f"aarch64-linux-gnu-gcc -O2 -o {n}_main {n}_main.c -L. -l{n} -lm", "```", "",
+            "or against the shared library (found at run time through `LD_LIBRARY_PATH`, or link with "
+            "`-Wl,-rpath,'$ORIGIN'`):", "", "```",
+            f"aarch64-linux-gnu-gcc -O2 -o {n}_dyn {n}_main.c -L. -l{n} -lm",
+            f"LD_LIBRARY_PATH=. ./{n}_dyn        # under qemu: qemu-aarch64 -L /usr/aarch64-linux-gnu "
+            f"-E LD_LIBRARY_PATH=. ./{n}_dyn", "```", "",
             "Run (on the board, or under qemu with the matching CPU model):", "", "```",
-            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main --bench 100"
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main --bench 100"
             + "        # random inputs, prints the time per inference",
-            f"qemu-aarch64 -cpu {QEMU_CPU.get(self.cpu, 'max')} ./{n}_main "
-            + " ".join(f"in{i}.bin" for i in range(len(self.inputs))) + " -o "
-            + " ".join(f"out{i}.bin" for i in range(len(self.outputs))), "```", ""])
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main        # seeded inputs (floats random, integers 0), prints "
+            "every output (up to 64 values)",
+            f"qemu-aarch64 -cpu {qcpu} ./{n}_main " + " ".join(f"in{i}.npy" for i in range(len(self.inputs)))
+            + " -o " + " ".join(f"out{i}.npy" for i in range(len(self.outputs))), "```", "",
+            "Inputs, in order: " + "; ".join(f"in{i}: {t.dtype.name} {list(t.shape)}" for i, t in
+                                             enumerate(self.inputs)) + ".",
+            "Each is a `.npy` file (`numpy.save`; its dtype, C order and element count must match) or a raw file of "
+            "exactly the input's bytes (little-endian, row-major); anything else is refused (exit code 2). "
+            "Outputs named `*.npy` are written as `.npy`, others as raw bytes.", ""])
 
     # -- inspection ----------------------------------------------------------------------------------
     def kernel_asm(self, symbol: str | None = None) -> dict[str, str]:
@@ -274,7 +285,8 @@ class TargetArtifact:
     def summary(self) -> dict[str, Any]:
         return {"name": self.name, "triple": self.triple, "cpu": self.cpu, "features": self.features,
                 "object_bytes": len(self.object), "weight_bytes": self.weight_bytes,
-                "scratch_bytes": self.scratch_bytes, "kernels": len(self.kernels), "checks": self.checks}
+                "scratch_bytes": self.scratch_bytes, "kernels": len(self.kernels), "checks": self.checks,
+                "notes": self.notes}
 
     def __repr__(self) -> str:
         return (f"<TargetArtifact {self.name} {self.triple} cpu={self.cpu} object={len(self.object)} B "
@@ -300,20 +312,26 @@ EM_AARCH64 = 183
 
 
 def elf_info(obj: bytes) -> dict[str, Any]:
-    """Machine, and defined / undefined global symbols of an ELF64 little-endian relocatable object."""
-    if obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
-        raise TargetError("the emitted object is not a 64-bit little-endian ELF file")
+    """Machine, and defined / undefined global symbols of a little-endian relocatable ELF object (64-bit, or
+    32-bit as for Cortex-M)."""
+    if obj[:4] != b"\x7fELF" or obj[4] not in (1, 2) or obj[5] != 1:
+        raise TargetError("the emitted object is not a little-endian ELF file")
+    wide = obj[4] == 2
     machine = struct.unpack_from("<H", obj, 18)[0]
-    shoff = struct.unpack_from("<Q", obj, 40)[0]
-    shentsize, shnum = struct.unpack_from("<HH", obj, 58)
-    sections = [struct.unpack_from("<IIQQQQIIQQ", obj, shoff + i * shentsize) for i in range(shnum)]
+    shoff = struct.unpack_from("<Q" if wide else "<I", obj, 40 if wide else 32)[0]
+    shentsize, shnum = struct.unpack_from("<HH", obj, 58 if wide else 46)
+    sections = [struct.unpack_from("<IIQQQQIIQQ" if wide else "<IIIIIIIIII", obj, shoff + i * shentsize)
+                for i in range(shnum)]
     undefined, defined = set(), set()
     for sh in sections:
         if sh[1] != 2:  # SHT_SYMTAB
             continue
         strtab = sections[sh[6]]
         for off in range(sh[4], sh[4] + sh[5], sh[9]):
-            st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, off)
+            if wide:
+                st_name, st_info, _, st_shndx = struct.unpack_from("<IBBH", obj, off)
+            else:  # Elf32_Sym: name, value, size, info, other, shndx
+                st_name, _, _, st_info, _, st_shndx = struct.unpack_from("<IIIBBH", obj, off)
             if st_name == 0 or (st_info >> 4) == 0:  # unnamed or local
                 continue
             end = obj.index(b"\0", strtab[4] + st_name)
@@ -322,25 +340,29 @@ def elf_info(obj: bytes) -> dict[str, Any]:
     return {"machine": machine, "undefined": sorted(undefined), "defined": sorted(defined)}
 
 
-def check_artifact(art: TargetArtifact, x86_intrinsics: bool) -> dict[str, Any]:
+def check_artifact(art: TargetArtifact, x86_intrinsics: bool, *, machine: int = EM_AARCH64, arch: str = "aarch64",
+                   triple: str | None = CANONICAL_TRIPLE, allowed: Callable[[str], bool] = LIBC_LIBM.__contains__,
+                   allowed_text: str = "libc/libm") -> dict[str, Any]:
+    """The object's ELF machine, triple (``None``: any), undefined symbols (``allowed``) and entry, checked;
+    a ``TargetError`` (kind "bug") listing every problem, else the checks as a dict."""
     info = elf_info(art.object)
-    bad_undef = [s for s in info["undefined"] if s not in LIBC_LIBM]
-    checks = {"elf_machine": "aarch64" if info["machine"] == EM_AARCH64 else str(info["machine"]),
+    bad_undef = [s for s in info["undefined"] if not allowed(s)]
+    checks = {"elf_machine": arch if info["machine"] == machine else str(info["machine"]),
               "triple": art.triple, "x86_intrinsics": x86_intrinsics, "undefined": info["undefined"],
               "exported": info["defined"]}
     problems = []
-    if info["machine"] != EM_AARCH64:
-        problems.append(f"ELF machine {info['machine']} is not aarch64 ({EM_AARCH64})")
-    if art.triple != CANONICAL_TRIPLE:
+    if info["machine"] != machine:
+        problems.append(f"ELF machine {info['machine']} is not {arch} ({machine})")
+    if triple is not None and art.triple != triple:
         problems.append(f"module triple {art.triple!r}")
     if x86_intrinsics:
         problems.append("the IR calls llvm.x86.* intrinsics")
     if bad_undef:
-        problems.append(f"undefined symbols beyond libc/libm: {', '.join(bad_undef[:8])}")
+        problems.append(f"undefined symbols beyond {allowed_text}: {', '.join(bad_undef[:8])}")
     if f"{art.name}_run" not in info["defined"]:
         problems.append(f"{art.name}_run is not exported")
     if problems:
-        raise TargetError("the aarch64 object failed its checks: " + "; ".join(problems),
+        raise TargetError(f"the {arch} object failed its checks: " + "; ".join(problems),
                           "a cnnjit bug; please report it with the model", kind="bug")
     return checks
 
@@ -404,8 +426,22 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     cpu, feats = resolve_features(cpu, features)
     _check_numba()
     check_target_machine(triple, cpu, feats)  # fail fast, before the model is compiled
-    name = c_identifier(name) if name else _default_name(model)
+    gen = Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu, features=feats,
+                 vector_registers=NEON_REGISTERS)
+    art, res = lower_for_target(model, TargetArtifact, gen, name, fp_contract=fp_contract, keep_ir=keep_ir,
+                                options=options)
+    art.checks = check_artifact(art, res["x86_intrinsics"])
+    return art
 
+
+def lower_for_target(model: Any, cls: type, gen: Target, name: str | None, *, fp_contract: bool, keep_ir: bool,
+                     options: dict[str, Any], machine: dict[str, str] | None = None,
+                     check_scratch: Callable[[int], None] | None = None) -> tuple[Any, dict]:
+    """The model imported, optimised and scheduled for ``gen`` (the kernel generators' ``Target``), its
+    kernels lowered by the worker for ``gen``'s triple/CPU/features (``machine``: target machine options such
+    as ``reloc``): an artifact of class ``cls`` (unchecked) and the worker's result. ``check_scratch`` sees
+    the scratch size before the (slow) lowering and may refuse it."""
+    name = c_identifier(name) if name else _default_name(model)
     proto = load_model(model)
     check_supported(proto)
     by_value = value_inputs(proto)
@@ -413,13 +449,11 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
         raise InputError(f"input(s) {sorted(by_value)} set shapes or attributes of the model: an object file "
                          "cannot take them at run time")
     # an object file has static shapes: symbolic dims (a batch size, usually) become 1
-    shapes, _ = resolve_shapes(proto, options.pop("input_shapes", None))
+    shapes, shape_notes = resolve_shapes(proto, options.pop("input_shapes", None))
     # entry="lazy": the schedule is never run here, and its numba form compiles lazily, so no kernel is
     # compiled for the host on the way
     opts = CompileOptions(**{**options, "entry": "lazy"})
-    spec = specialize(proto, shapes, opts, target=Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu,
-                                                          features=feats, vector_registers=NEON_REGISTERS))
-    prog = spec.program
+    prog = specialize(proto, shapes, opts, target=gen).program
 
     lay = schedule_job(prog)
     notes: dict[str, list[str]] = {}
@@ -427,17 +461,19 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
         if c.note and c.kernel in prog.kernel_sources:
             notes.setdefault(c.kernel, []).append(c.note)
     scratch, weights = lay.pop("scratch_bytes"), lay.pop("weight_bytes")
-    job = {"name": name, "triple": triple, "cpu": cpu, "features": feats, "contract": fp_contract,
-           "header": HEADER, **lay, "keep_ir": keep_ir}
+    if check_scratch is not None:
+        check_scratch(scratch)
+    job = {"name": name, "triple": gen.triple, "cpu": gen.cpu, "features": gen.features, "contract": fp_contract,
+           "header": HEADER, **lay, "keep_ir": keep_ir, **({"machine": machine} if machine else {})}
     res = run_worker(job, {c.kernel: (c.op, c.variant) for c in prog.calls})
-    art = TargetArtifact(
-        name=name, triple=res["triple"], cpu=cpu, features=feats, object=res["object"], asm=res["asm"],
+    art = cls(
+        name=name, triple=res["triple"], cpu=gen.cpu, features=gen.features, object=res["object"], asm=res["asm"],
         scratch_bytes=scratch,
         inputs=[TensorInfo(c_identifier(x.name, "input"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.inputs],
         outputs=[TensorInfo(c_identifier(x.name, "output"), np.dtype(x.dtype), tuple(x.shape)) for x in prog.outputs],
-        weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"])
-    art.checks = check_artifact(art, res["x86_intrinsics"])
-    return art
+        weight_bytes=weights, kernels=res["kernel_symbols"], kernel_notes=notes, llvm_ir=res["ir"],
+        notes=list(shape_notes))
+    return art, res
 
 
 def check_target_machine(triple: str, cpu: str, features: str) -> None:
@@ -483,8 +519,10 @@ def run_worker(job: dict, labels: dict[str, tuple[str, str]] | None = None, time
             raise TargetError(f"compiling for {job['triple']} timed out after {timeout:.0f} s")
         if proc.returncode != 0 or not os.path.exists(op):
             tail = "".join(err).strip().splitlines()
-            raise CompileError(f"the aarch64 compiler worker failed (exit {proc.returncode}): "
-                               f"{tail[-1] if tail else 'no output'}")
+            e = CompileError(f"the aarch64 compiler worker failed (exit {proc.returncode}): "
+                             f"{tail[-1] if tail else 'no output'}")
+            e.worker_traceback = "".join(err)  # what it printed (``cnnjit --debug`` shows it)
+            raise e
         with open(op, "rb") as f:
             res = pickle.load(f)  # noqa: S301 - written by our own worker
     if "error" in res:
@@ -492,5 +530,7 @@ def run_worker(job: dict, labels: dict[str, tuple[str, str]] | None = None, time
             raise TargetError(f"cannot compile for {job['triple']} (cpu {job['cpu']!r}, features "
                               f"{job['features']!r}): {res['error']}",
                               "check the CPU and feature names, e.g. cpu='cortex-a76', features='+dotprod'")
-        raise CompileError(f"compiling for {job['triple']} failed: {res['error']}")
+        e = CompileError(f"compiling for {job['triple']} failed: {res['error']}")
+        e.worker_traceback = res.get("traceback", "")  # the worker's own (``cnnjit --debug`` shows it)
+        raise e
     return res

@@ -1,0 +1,108 @@
+"""The Cortex-M target: an int8 MLPerf Tiny model compiled for a Cortex-M4, linked with the generated bare-metal
+harness and run in ``qemu-system-arm -M mps2-an386``, bit-exact with the host build, within the RAM and flash
+budgets of issue 21 (RAM: arena + measured stack <= 0.8x TensorFlow Lite Micro's arena; flash <= 1.2x the
+weights + 32 KiB).
+
+Needs ``gcc-arm-none-eabi`` and ``qemu-system-arm`` (.ci/run installs them); the run skips without them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import MLPERF_TINY_DIR
+
+import cnnjit
+from cnnjit.compiler.target import TargetError, compile_for_target
+from cnnjit.compiler.target.aarch64 import elf_info
+from cnnjit.compiler.target.cortexm import ALLOWED, parse_m_target
+
+HAVE_TOOLS = all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc"))
+KWS8 = MLPERF_TINY_DIR / "kws_ref_model.tf2onnx.onnx"
+TFLM_ARENA_KWS = 24272  # TensorFlow Lite Micro's arena for the keyword model (issue 21)
+
+
+needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="qemu-system-arm / arm-none-eabi-gcc not installed "
+                                 "(apt-get install qemu-system-arm gcc-arm-none-eabi)")
+
+
+@needs_tools
+def test_kws_int8_on_cortex_m4(tmp_path: Path) -> None:
+    if not KWS8.is_file():
+        pytest.skip(f"{KWS8} not found (set CNNJIT_SHARED)")
+    art = cnnjit.compile(str(KWS8), target="thumbv7em-none-eabihf", cpu="cortex-m4")
+    info = elf_info(art.object)
+    assert info["machine"] == 40 and info["defined"] == ["kws_ref_model_run"]
+    assert all(ALLOWED.fullmatch(s) for s in info["undefined"]), info["undefined"]
+    assert f"#define KWS_REF_MODEL_ARENA_BYTES {art.scratch_bytes}u" in art.header
+    assert "\tsmlad\t" in art.asm  # the byte dot products on the DSP extension
+    art.save(tmp_path)
+    elf = art.link(tmp_path)
+    x = np.random.default_rng(2).integers(-128, 128, art.inputs[0].shape).astype(np.int8)
+    x.tofile(tmp_path / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    m = re.search(r"arena (\d+) stack (\d+) status 0", r.stdout)
+    assert m, r.stdout
+    got = np.fromfile(tmp_path / "out0.bin", np.int8)
+    np.testing.assert_array_equal(got, cnnjit.compile(str(KWS8))(x).ravel())
+    arena, stack = int(m.group(1)), int(m.group(2))
+    assert arena == art.scratch_bytes and 0 < stack < 16384
+    assert arena + stack <= 0.8 * TFLM_ARENA_KWS, (arena, stack)
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True).stdout
+    flash = sum(int(v) for k, v in re.findall(r"^(\.text|\.ARM\.exidx|\.data)\s+(\d+)", size, re.M))
+    assert flash <= 1.2 * art.weight_bytes + 32 * 1024, (flash, art.weight_bytes)
+    # a wrong-size input file is refused by the harness
+    x[:, :10].tofile(tmp_path / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "in0.bin: needs exactly this many bytes: 490" in r.stdout
+
+
+@needs_tools
+def test_extreme_bytes_exact_on_cortex_m4(tmp_path: Path) -> None:
+    """uint8 x int8 products at the ends of their ranges (dense and depthwise) through the smlad byte pairs."""
+    from test_arm import extreme_qdq_model
+
+    model, x = extreme_qdq_model()
+    want = cnnjit.compile(model)(x)
+    art = compile_for_target(model, target="thumbv7em-none-eabihf", cpu="cortex-m4", name="extreme")
+    assert "\tsmlad\t" in art.asm
+    art.save(tmp_path)
+    art.link(tmp_path)
+    x.tofile(tmp_path / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "status 0" in r.stdout, (r.stdout, r.stderr)
+    for i, w in enumerate(want):
+        np.testing.assert_array_equal(np.fromfile(tmp_path / f"out{i}.bin", np.int8).reshape(w.shape), w)
+
+
+@pytest.mark.parametrize("target,cpu,word", [("thumbv6m-none-eabi", "cortex-m0", "thumbv7em-none-eabihf"),
+                                             ("thumbv7em-none-eabihf", "cortex-m99", "cortex-m4"),
+                                             ("thumbv7em-none-eabihf", "cortex-m55", "thumbv8.1m.main")])
+def test_bad_cortex_m_targets(target: str, cpu: str, word: str) -> None:
+    with pytest.raises(TargetError) as e:
+        parse_m_target(target, cpu)
+    assert word in str(e.value)
+
+
+def test_ram_budget_refused_before_lowering() -> None:
+    if not KWS8.is_file():
+        pytest.skip(f"{KWS8} not found")
+    with pytest.raises(TargetError) as e:
+        compile_for_target(str(KWS8), target="thumbv7em-none-eabihf", cpu="cortex-m4", ram=1000)
+    assert "over the RAM budget of 1000 bytes" in str(e.value) and e.value.kind == "usage"
+
+
+def test_cli_ram_budget(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    from cnnjit.cli import main
+
+    if not KWS8.is_file():
+        pytest.skip(f"{KWS8} not found")
+    assert main(["compile", str(KWS8), "--target", "thumbv7em-none-eabihf", "--cpu", "cortex-m4", "-o",
+                 str(tmp_path), "--ram", "1000"]) == 2
+    assert "RAM budget" in capsys.readouterr().err
