@@ -82,13 +82,23 @@ _PLAIN: dict[int, tuple[np.dtype, str, np.dtype]] = {
 #: types stored as 16-bit or 8-bit patterns in int32_data (reinterpreted, not converted, as onnx does)
 _BITS16 = {int(TensorProto.FLOAT16), int(TensorProto.INT16), int(TensorProto.UINT16)}
 _LITTLE = sys.byteorder == "little"
+_DATA_TYPES = frozenset(TensorProto.DataType.values())
 
 
 def tensor_dtype_to_np_dtype(elem_type: int) -> np.dtype:
     """The numpy dtype of ONNX element type ``elem_type``, as ``onnx.helper.tensor_dtype_to_np_dtype``."""
-    if BACKEND == "protobuf" and elem_type in _PLAIN:
+    dtype = plain_dtype(elem_type) if BACKEND == "protobuf" else None
+    return dtype if dtype is not None else _onnx().helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def plain_dtype(elem_type: int) -> np.dtype | None:
+    """``tensor_dtype_to_np_dtype`` without onnx for a plain numpy element type; ``KeyError`` (as onnx raises)
+    for a type that has no dtype (UNDEFINED, or no type at all); None for the others (left to onnx)."""
+    if elem_type in _PLAIN:
         return _PLAIN[elem_type][0]
-    return _onnx().helper.tensor_dtype_to_np_dtype(elem_type)
+    if elem_type == TensorProto.UNDEFINED or elem_type not in _DATA_TYPES:
+        raise KeyError(elem_type)
+    return None
 
 
 def to_array(t: Any) -> np.ndarray:
