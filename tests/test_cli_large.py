@@ -86,3 +86,20 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     got = np.load(tmp_path / "y.npy")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got, sess.run(None, {"x": x})[0], rtol=1e-3, atol=1e-5)
+
+
+def test_ppocr_recognizer_info_prints_inputs_without_onnx() -> None:
+    """``cnnjit info`` on the recognizer (issue 22: its inputs in under 1 s, timed in
+    ``benchmarks/info_time.py``): the console script prints the symbolic input and the output, and imports
+    neither onnx (about a second: ``ml_dtypes``) nor numba (Python's own import log, on stderr)."""
+    model = _wheel_model(*REC)
+    r = run_cli("info", model, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = {ln.split()[0]: ln.split(None, 3)[1:] for ln in lines if ln.startswith(("input ", "output "))}
+    assert rows["input"][:2] == ["x", "float32"] and "[p2o.DynamicDimension.0, 3, ?, p2o.DynamicDimension.1]" \
+        in rows["input"][2]
+    assert rows["output"][:2] == ["softmax_11.tmp_0", "float32"] and "6625]" in rows["output"][2]
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    assert "cnnjit.compiler.frontend.onnx_proto" in imported  # the log is there
+    assert not imported & {"onnx", "ml_dtypes", "numba", "llvmlite.binding"}, sorted(imported)
