@@ -79,6 +79,11 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     assert len(doc["calls"]) == doc["totals"]["kernel_calls"] > 100
     assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
     assert sum(c["flops"] for c in doc["calls"]) == doc["totals"]["flops"] > 1e9
+    # the done-when command line: random input at the real shape, the result printed
+    r = run_cli("run", model, "--shape", "x=1,3,48,320", "--random", "--runs", "1", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("output 'softmax_11.tmp_0': float32[1, 40, 6625]  min ") and " max " in r.stdout
+    assert "symbolic dimension" not in r.stderr  # --shape chose every dimension
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 320)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     r = run_cli("run", model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npy"), timeout=600)
