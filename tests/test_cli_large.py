@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,18 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     assert len(doc["calls"]) == doc["totals"]["kernel_calls"] > 100
     assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
     assert sum(c["flops"] for c in doc["calls"]) == doc["totals"]["flops"] > 1e9
+    # profile and graph: the same FLOPs per call, a GFLOP/s and % of peak for each, a kernel on every box
+    r = run_cli("profile", model, "--shape", "x=1,3,48,320", "--runs", "2", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    prof = json.loads(r.stdout)
+    assert prof["flops"] == sum(c["flops"] for c in prof["calls"]) == doc["totals"]["flops"]
+    assert sorted(c["flops"] for c in prof["calls"]) == sorted(c["flops"] for c in doc["calls"])
+    assert all(c["gflops"] > 0 and c["percent_of_peak"] > 0 for c in prof["calls"] if c["flops"])
+    r = run_cli("graph", model, "--shape", "x=1,3,48,320", "-o", tmp_path / "rec.dot", timeout=600)
+    assert r.returncode == 0, r.stderr
+    kernels = {c["kernel"] for c in doc["calls"]}
+    labels = re.findall(r"kernel (k\d+(?:,k\d+)*)", (tmp_path / "rec.dot").read_text())
+    assert kernels == {k for lbl in labels for k in lbl.split(",")}, (kernels, labels)
     # the done-when command line: random input at the real shape, the result printed
     r = run_cli("run", model, "--shape", "x=1,3,48,320", "--random", "--runs", "1", timeout=600)
     assert r.returncode == 0, r.stderr

@@ -235,6 +235,22 @@ def test_inspect_table_fits_80_columns(models: dict) -> None:
     assert "Conv+BatchNormalization+Relu" in wide.stdout and "not shown" not in wide.stdout
 
 
+TABLE_COMMANDS = {"info": [], "bench": ["--runs", "2", "--vs", "onnxruntime"], "profile": ["--runs", "2"],
+                  "warm": [], "prune": ["--sparsity", "0.5", "-o", "p.onnx"],
+                  "quantize": ["--calibration", "random", "--batches", "1", "-o", "q.onnx"]}
+
+
+def test_every_table_fits_80_columns(models: dict, tmp_path: Path) -> None:
+    """Item 11 beyond inspect: at 80 columns every command's tables are at most 80 wide (rich pads each row to
+    the width of the header rule, and no cell wraps), cache info's too."""
+    for cmd, extra in [*TABLE_COMMANDS.items(), ("cache", None)]:
+        argv = ["cache", "info"] if extra is None else [cmd, models["small"], *extra]
+        r = run_cli(*argv, cwd=tmp_path, env={"COLUMNS": "80"})
+        assert r.returncode == 0, r.stderr
+        rules = [ln for ln in r.stdout.splitlines() if ln and set(ln.strip()) == {"─"}]
+        assert rules and all(len(ln) <= 80 for ln in rules), (cmd, r.stdout)
+
+
 def test_prune_and_quantize_one_table_style(models: dict, tmp_path: Path) -> None:
     outs = [run_cli("prune", models["small"], "--sparsity", "0.5", "-o", tmp_path / "p.onnx"),
             run_cli("quantize", models["small"], "--calibration", "random", "--batches", "2",
