@@ -20,6 +20,8 @@ import psutil
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from cnnjit.cli import main as cli_main
+from cnnjit.cli import progress
 from cnnjit.compiler.codegen.precompile import KernelEvent, observe_kernels
 from cnnjit.compiler.stages import CompileOptions, Hooks, specialize
 from cnnjit.compiler.target import compile_for_target
@@ -252,8 +254,6 @@ def test_every_compiling_command_feeds_the_live_display(cmd: str, model_path: Pa
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 1 for each command (in process; the bar itself is drawn on a terminal in the tests around): its
     compile's kernel events reach ``CompileDisplay`` while the command runs, a begin and an end per compile."""
-    from cnnjit.cli import main, progress
-
     events: list[KernelEvent] = []
 
     class Recording(progress.CompileDisplay):
@@ -265,12 +265,12 @@ def test_every_compiling_command_feeds_the_live_display(cmd: str, model_path: Pa
             events.append(ev)
 
     monkeypatch.setattr(progress, "CompileDisplay", Recording)
-    assert main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd])]) == 0
+    assert cli_main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd])]) == 0
     kinds = [e.origin for e in events]
     assert kinds and kinds[0] == "begin" and kinds[-1] == "end" and kinds.count("begin") == kinds.count("end")
     assert all(e.total > 0 for e in events if e.origin == "begin"), events
     events.clear()
-    assert main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd]), "--json"]) == 0
+    assert cli_main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd]), "--json"]) == 0
     assert not events  # --json: no display at all
 
 
