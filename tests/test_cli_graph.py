@@ -240,3 +240,50 @@ def test_bench_png_title_and_labels(small: Path, tmp_path: Path, monkeypatch: py
         whisker_end = ax.transData.transform((s["p90_ms"], 0))[0]
         assert box.x0 > whisker_end
         assert box.x1 < ax.get_window_extent(renderer).x1  # inside the axes
+
+
+def _edge_points(path: Path) -> list[tuple[float, float]]:
+    """Every point (ends and control points) of every edge's path in Graphviz's SVG."""
+    points = []
+    for g in ET.parse(path).getroot().iter(f"{SVG}g"):
+        if g.get("class") == "edge":
+            for p in g.iter(f"{SVG}path"):
+                points += [(float(x), float(y)) for x, y in re.findall(r"(-?[\d.]+),(-?[\d.]+)", p.get("d"))]
+    return points
+
+
+@needs_dot
+def test_fused_group_labels_sit_beside_the_group_off_the_edges(small: Path, tmp_path: Path) -> None:
+    """Item 10: in the before-fusion view, a fused group's label is not the cluster's own label (which
+    Graphviz puts where edges run) but a box level with the group's first node, which no edge crosses."""
+    svg = tmp_path / "both.svg"
+    assert run_cli("graph", small, "-o", svg, "--view", "both").returncode == 0
+    root = ET.parse(svg).getroot()
+    groups = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"
+              and g.find(f"{SVG}title").text.startswith("cluster_before_g")]
+    assert groups and all(not list(g.iter(f"{SVG}text")) for g in groups)  # the cluster draws no label
+    boxes = svg_boxes(svg)
+    label = next(v for k, v in boxes.items() if k.startswith("before_g"))
+    first = next(v for k, v in boxes.items() if k.startswith("before_n") and v[2].startswith("Conv\n"))
+    assert label[2].startswith("fused: Conv+BatchNormalization+Relu") and "-> kernel k" in label[2]
+    assert abs(label[1] - first[1]) < 15 and label[0] > first[0]  # level with the Conv, beside it
+    half = 3 * max(len(t) for t in label[2].split("\n"))  # ~6 px per character at font size 9
+    crossing = [(x, y) for x, y in _edge_points(svg) if abs(x - label[0]) < half and label[1] - 12 < y < label[1] + 22]
+    assert not crossing, crossing
+
+
+def test_graphviz_shrinking_the_picture_is_said(small: Path, tmp_path: Path) -> None:
+    """Item 10: when the renderer scales a too-large picture down, the command says so (stderr, --json)."""
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\n"  # dot -Tpng IN -o OUT: writes OUT and warns as Graphviz's cairo renderer does
+                    "echo 'Warning: graph is too large for cairo-renderer bitmaps. Scaling by 0.42 to fit' >&2\n"
+                    "printf 'png' > \"$4\"\n")
+    fake.chmod(0o755)
+    png = tmp_path / "g.png"
+    r = run_cli("graph", small, "-o", png, env={"CNNJIT_DOT": str(fake)})
+    assert r.returncode == 0 and png.read_bytes() == b"png", r.stderr
+    assert ("note: Graphviz: Warning: graph is too large for cairo-renderer bitmaps. Scaling by 0.42 to fit "
+            "(try --collapse, --rankdir LR or an .svg/.pdf file)") in r.stderr
+    doc = json.loads(run_cli("graph", small, "-o", png, "--json", env={"CNNJIT_DOT": str(fake)}).stdout)
+    assert doc["rendered"] and doc["warnings"] == [
+        "Warning: graph is too large for cairo-renderer bitmaps. Scaling by 0.42 to fit"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,23 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     assert len(doc["calls"]) == doc["totals"]["kernel_calls"] > 100
     assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
     assert sum(c["flops"] for c in doc["calls"]) == doc["totals"]["flops"] > 1e9
+    # profile and graph: the same FLOPs per call, a GFLOP/s and % of peak for each, a kernel on every box
+    r = run_cli("profile", model, "--shape", "x=1,3,48,320", "--runs", "2", "--json", timeout=600)
+    assert r.returncode == 0, r.stderr
+    prof = json.loads(r.stdout)
+    assert prof["flops"] == sum(c["flops"] for c in prof["calls"]) == doc["totals"]["flops"]
+    assert sorted(c["flops"] for c in prof["calls"]) == sorted(c["flops"] for c in doc["calls"])
+    assert all(c["gflops"] > 0 and c["percent_of_peak"] > 0 for c in prof["calls"] if c["flops"])
+    r = run_cli("graph", model, "--shape", "x=1,3,48,320", "-o", tmp_path / "rec.dot", timeout=600)
+    assert r.returncode == 0, r.stderr
+    kernels = {c["kernel"] for c in doc["calls"]}
+    labels = re.findall(r"kernel (k\d+(?:,k\d+)*)", (tmp_path / "rec.dot").read_text())
+    assert kernels == {k for lbl in labels for k in lbl.split(",")}, (kernels, labels)
+    # the done-when command line: random input at the real shape, the result printed
+    r = run_cli("run", model, "--shape", "x=1,3,48,320", "--random", "--runs", "1", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("output 'softmax_11.tmp_0': float32[1, 40, 6625]  min ") and " max " in r.stdout
+    assert "symbolic dimension" not in r.stderr  # --shape chose every dimension
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 320)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     r = run_cli("run", model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npy"), timeout=600)
@@ -86,3 +104,20 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     got = np.load(tmp_path / "y.npy")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(got, sess.run(None, {"x": x})[0], rtol=1e-3, atol=1e-5)
+
+
+def test_ppocr_recognizer_info_prints_inputs_without_onnx() -> None:
+    """``cnnjit info`` on the recognizer (issue 22: its inputs in under 1 s, timed in
+    ``benchmarks/info_time.py``): the console script prints the symbolic input and the output, and imports
+    neither onnx (about a second: ``ml_dtypes``) nor numba (Python's own import log, on stderr)."""
+    model = _wheel_model(*REC)
+    r = run_cli("info", model, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    rows = {ln.split()[0]: ln.split(None, 3)[1:] for ln in lines if ln.startswith(("input ", "output "))}
+    assert rows["input"][:2] == ["x", "float32"] and "[p2o.DynamicDimension.0, 3, ?, p2o.DynamicDimension.1]" \
+        in rows["input"][2]
+    assert rows["output"][:2] == ["softmax_11.tmp_0", "float32"] and "6625]" in rows["output"][2]
+    imported = {ln.rsplit("|", 1)[-1].strip() for ln in r.stderr.splitlines() if ln.startswith("import time:")}
+    assert "cnnjit.compiler.frontend.onnx_proto" in imported  # the log is there
+    assert not imported & {"onnx", "ml_dtypes", "numba", "llvmlite.binding"}, sorted(imported)

@@ -6,6 +6,7 @@ columns in one style with human size units, the prune agreement warning."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -234,6 +235,22 @@ def test_inspect_table_fits_80_columns(models: dict) -> None:
     assert "Conv+BatchNormalization+Relu" in wide.stdout and "not shown" not in wide.stdout
 
 
+TABLE_COMMANDS = {"info": [], "bench": ["--runs", "2", "--vs", "onnxruntime"], "profile": ["--runs", "2"],
+                  "warm": [], "prune": ["--sparsity", "0.5", "-o", "p.onnx"],
+                  "quantize": ["--calibration", "random", "--batches", "1", "-o", "q.onnx"]}
+
+
+def test_every_table_fits_80_columns(models: dict, tmp_path: Path) -> None:
+    """Item 11 beyond inspect: at 80 columns every command's tables are at most 80 wide (rich pads each row to
+    the width of the header rule, and no cell wraps), cache info's too."""
+    for cmd, extra in [*TABLE_COMMANDS.items(), ("cache", None)]:
+        argv = ["cache", "info"] if extra is None else [cmd, models["small"], *extra]
+        r = run_cli(*argv, cwd=tmp_path, env={"COLUMNS": "80"})
+        assert r.returncode == 0, r.stderr
+        rules = [ln for ln in r.stdout.splitlines() if ln and set(ln.strip()) == {"─"}]
+        assert rules and all(len(ln) <= 80 for ln in rules), (cmd, r.stdout)
+
+
 def test_prune_and_quantize_one_table_style(models: dict, tmp_path: Path) -> None:
     outs = [run_cli("prune", models["small"], "--sparsity", "0.5", "-o", tmp_path / "p.onnx"),
             run_cli("quantize", models["small"], "--calibration", "random", "--batches", "2",
@@ -280,3 +297,52 @@ def test_prune_warns_when_the_top_class_changes(models: dict, tmp_path: Path) ->
         assert bool((y.argmax(1) == 0).all()) is want and bool((y.argmax(1) == 0).any()) is want
     r = run_cli("prune", models["collapse"], "--sparsity", "0.1", "--samples", "3", "-o", out)
     assert r.returncode == 0 and "warning" not in r.stderr and "argmax agreement 100%" in r.stdout
+
+
+# ---- done when: the README's command-line section shows current output -----------------------------------
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: the README's example command lines, as run here ($M: the example model; files written to a scratch folder)
+README_COMMANDS = {"info": ["info", "--example"], "run": ["run", "--example", "--random"],
+                   "inspect": ["inspect", "--example"], "graph": ["graph", "--example", "-o", "graph.svg"],
+                   "bench": ["bench", "--example", "--vs", "onnxruntime", "--runs", "20"],
+                   "profile": ["profile", "--example", "--rows", "3"], "cache": ["cache", "info"]}
+
+
+def _readme_outputs() -> dict[str, list[str]]:
+    """The output lines the README's command-line block shows under each ``cnnjit CMD`` line (its ``# ``
+    lines; comments in parentheses and elisions left out)."""
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("## Command line"):].split("```bash", 1)[1].split("```", 1)[0]
+    shown: dict[str, list[str]] = {}
+    cmd, comment = None, False
+    for line in block.splitlines():
+        text = line[2:].strip()
+        if line.startswith("cnnjit "):
+            cmd = line.split()[1]
+            shown.setdefault(cmd, [])
+        elif comment or text.startswith("("):  # a comment in parentheses, over one line or more
+            comment = not text.endswith(")")
+        elif cmd and line.startswith("# ") and not text.startswith("..."):
+            shown[cmd].append(line[2:])
+    return shown
+
+
+def _shape_of(line: str) -> str:
+    """A line with its numbers, plurals of them and runs of spaces made uniform: what stays the same from run
+    to run (and machine to machine: the default thread count is the CPUs')."""
+    return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]\d+)?", "N", " ".join(line.split())).replace("N threads", "N thread")
+
+
+def test_readme_command_line_shows_current_output(tmp_path: Path) -> None:
+    shown = _readme_outputs()
+    assert set(README_COMMANDS) <= set(shown) and all(shown[c] for c in README_COMMANDS), shown
+    for cmd, argv in README_COMMANDS.items():
+        r = run_cli(*argv, cwd=tmp_path, env={"COLUMNS": "200"})
+        assert r.returncode == 0, r.stderr
+        actual = {_shape_of(ln) for ln in (r.stdout + r.stderr).splitlines()}
+        missing = [ln for ln in shown[cmd] if _shape_of(ln) not in actual]
+        assert not missing, (cmd, missing, r.stdout)
+    # info has no timings: its lines are shown exactly (the README leaves out the tables' header rules)
+    r = run_cli("info", "--example", env={"COLUMNS": "200"})
+    lines = [ln.rstrip() for ln in (r.stderr + r.stdout).splitlines() if set(ln.strip()) != {"─"}]
+    assert lines == shown["info"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -19,6 +20,8 @@ import psutil
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from cnnjit.cli import main as cli_main
+from cnnjit.cli import progress
 from cnnjit.compiler.codegen.precompile import KernelEvent, observe_kernels
 from cnnjit.compiler.stages import CompileOptions, Hooks, specialize
 from cnnjit.compiler.target import compile_for_target
@@ -238,3 +241,49 @@ def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> No
     gone, alive = psutil.wait_procs(workers, timeout=max(0.0, 2.0 - (time.monotonic() - t)))
     assert time.monotonic() - t < 2.0 and not alive, (alive, err)  # parent and workers gone within 2 s
     assert proc.returncode == 130 and "interrupted" in err
+
+
+#: every command that compiles a model, with what it needs besides MODEL ("{d}": a scratch folder)
+COMPILING = {"run": ["--random", "--runs", "0"], "inspect": [], "graph": ["-o", "{d}/g.dot"],
+             "bench": ["--runs", "1", "--warmup", "0"], "profile": ["--runs", "1"], "warm": [],
+             "quantize": ["--calibration", "random", "--batches", "1", "-o", "{d}/q.onnx"]}
+
+
+@pytest.mark.parametrize("cmd", list(COMPILING))
+def test_every_compiling_command_feeds_the_live_display(cmd: str, model_path: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 1 for each command (in process; the bar itself is drawn on a terminal in the tests around): its
+    compile's kernel events reach ``CompileDisplay`` while the command runs, a begin and an end per compile."""
+    events: list[KernelEvent] = []
+
+    class Recording(progress.CompileDisplay):
+        def __init__(self, enabled: bool = True) -> None:
+            super().__init__(enabled)
+            self.enabled = enabled  # as on a terminal
+
+        def __call__(self, ev: KernelEvent) -> None:
+            events.append(ev)
+
+    monkeypatch.setattr(progress, "CompileDisplay", Recording)
+    assert cli_main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd])]) == 0
+    kinds = [e.origin for e in events]
+    assert kinds and kinds[0] == "begin" and kinds[-1] == "end" and kinds.count("begin") == kinds.count("end")
+    assert all(e.total > 0 for e in events if e.origin == "begin"), events
+    events.clear()
+    assert cli_main([cmd, str(model_path), *(a.format(d=tmp_path) for a in COMPILING[cmd]), "--json"]) == 0
+    assert not events  # --json: no display at all
+
+
+def test_bench_shows_the_kernels_inside_its_own_bars(model_path: Path, tmp_path: Path) -> None:
+    """Item 1's bench/profile case: a cold compile shows as a kernel bar under bench's own bar (which no
+    longer sits at 0% with nothing else moving)."""
+    code, out, term = run_on_pty(["bench", str(model_path), "--unfused", "--runs", "1", "--warmup", "0"],
+                                 cold_env(tmp_path, CNNJIT_COMPILE_JOBS="1"))
+    assert code == 0, term
+    assert "compiling" in term and "kernels 0/12" in term and "compiling k0 (Conv" in term
+    assert "kernels 11/12" in term or "kernels 12/12" in term
+    assert "median ms" in out and "kernels 0/" not in out  # the bar on the terminal only
+    # the compile gets the compile's time (item 2, in bench's footer too): the first run loads nothing
+    compile_ms, first_ms = map(float, re.search(r"compile ([\d.]+) ms \(load, passes, kernels\), first run "
+                                                r"([\d.]+) ms", out).groups())
+    assert first_ms < compile_ms / 10 and "loads kernels" not in out

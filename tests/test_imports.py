@@ -39,6 +39,7 @@ LAZY_LOADERS = {
     ("cnnjit/api.py", "_load_compiler"): "the compiler (onnx, numba), on the first full compile",
     ("runtime/native.py", "_binding"): "llvmlite.binding, on the first warm start",
     ("cnnjit/cli/__init__.py", "command_module"): "one command's module (and what it imports), when it runs",
+    ("compiler/frontend/onnx_proto.py", "_onnx"): "onnx, for the element types its own readers leave to onnx",
 }
 #: At most this many function-level imports of project or third-party modules outside OPTIONAL_HEAVY
 #: (the standard library is not counted).

@@ -235,7 +235,8 @@ def test_cli_warm_reports_the_stored_program(cache: dict):
 def test_cli_info_imports_no_compiler_backend(cache: dict):
     code = ("import sys\nfrom cnnjit.cli import main\n"
             f"code = main(['info', {str(cache['path'])!r}, '--json'])\n"
-            "print(code, sorted(k for k in ('numba', 'rich', 'llvmlite.binding') if k in sys.modules))")
+            "print(code, sorted(k for k in ('numba', 'rich', 'llvmlite.binding', 'onnx', 'ml_dtypes') "
+            "if k in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip().splitlines()[-1] == "0 []", r.stdout + r.stderr
     assert json.loads("\n".join(r.stdout.strip().splitlines()[:-1]))["flops"] > 0

@@ -15,8 +15,8 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-import onnx
 
+from cnnjit.compiler.frontend import onnx_proto
 from cnnjit.compiler.frontend.loader import InputSpec, input_specs, load_model, resolve_shapes, value_spec
 from cnnjit.compiler.frontend.onnx_import import check_supported, import_model, value_inputs
 from cnnjit.compiler.passes import PassManager, default_pipeline
@@ -57,7 +57,7 @@ def _declared(spec: InputSpec) -> list[int | str | None] | None:
     return [d if d is not None else (spec.dim_names[i] or None) for i, d in enumerate(spec.dims)]
 
 
-def _value(vi: onnx.ValueInfoProto, what: str) -> dict[str, Any]:
+def _value(vi: onnx_proto.ValueInfoProto, what: str) -> dict[str, Any]:
     """A declared graph output; ``shape_at``: its shape at the input shapes, filled in by ``_at_shapes``."""
     try:
         spec = value_spec(vi, what)
@@ -66,7 +66,7 @@ def _value(vi: onnx.ValueInfoProto, what: str) -> dict[str, Any]:
     return {"name": spec.name, "dtype": str(spec.dtype), "shape": _declared(spec), "shape_at": None}
 
 
-def _constant_elements(node: onnx.NodeProto) -> int:
+def _constant_elements(node: onnx_proto.NodeProto) -> int:
     """Elements of the tensor a ``Constant`` node holds (some exporters store every weight this way)."""
     n = 0
     for a in node.attribute:
@@ -75,12 +75,13 @@ def _constant_elements(node: onnx.NodeProto) -> int:
         elif a.HasField("sparse_tensor"):
             n += int(np.prod(a.sparse_tensor.values.dims, dtype=np.int64))
         else:
-            scalar = a.type in (onnx.AttributeProto.FLOAT, onnx.AttributeProto.INT, onnx.AttributeProto.STRING)
+            kinds = onnx_proto.AttributeProto
+            scalar = a.type in (kinds.FLOAT, kinds.INT, kinds.STRING)
             n += len(a.floats) + len(a.ints) + len(a.strings) + int(scalar)
     return n
 
 
-def _unsupported(proto: onnx.ModelProto) -> list[dict[str, Any]]:
+def _unsupported(proto: onnx_proto.ModelProto) -> list[dict[str, Any]]:
     """Every node whose op cnnjit cannot import (``check_supported``), as dicts."""
     try:
         check_supported(proto)
@@ -93,7 +94,7 @@ def _entries(e: UnsupportedOpError) -> list[dict[str, Any]]:
     return [{"op": op, "name": name, "opset": opset, "reason": why} for op, name, opset, why in e.unsupported]
 
 
-def _at_shapes(proto: onnx.ModelProto, given: dict[str, tuple[int, ...]], doc: dict[str, Any]) -> None:
+def _at_shapes(proto: onnx_proto.ModelProto, given: dict[str, tuple[int, ...]], doc: dict[str, Any]) -> None:
     """Fill ``doc`` with what depends on the input shapes: the shapes used, notes, output shapes and FLOPs
     (after the default passes), or ``flops_unavailable`` saying why they could not be counted."""
     doc.update(shapes=None, notes=[], flops=None, flops_unavailable=None)

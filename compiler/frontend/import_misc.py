@@ -16,7 +16,6 @@ from __future__ import annotations
 import string
 
 import numpy as np
-import onnx
 
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
@@ -24,6 +23,7 @@ from cnnjit.ir.ops import normalize_axis
 from cnnjit.ir.ops.misc import range_count
 from cnnjit.ir.types import short_name
 
+from . import onnx_proto as onnx
 from .import_nn_extra import _AXES_INPUT_FROM, _reduce_mean
 from .import_quant import _arg, _quantize, _zero_like
 from .onnx_ops import _dequantize, _reshape_to, _spatial_attrs

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from cnnjit.ir.errors import InputError, ModelError
 
+from . import onnx_proto as onnx
 from .onnx_types import PACKED_4BIT, elem_dtype
 from .validate import validate_graph
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from cnnjit.ir import Graph, TensorType, Value
 from cnnjit.ir import errors as limits
@@ -21,6 +19,7 @@ from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeE
 
 # the importer families register themselves into IMPORTERS when imported
 from . import import_misc, import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
+from . import onnx_proto as onnx
 from .loader import input_specs, opset_version
 from .onnx_types import elem_dtype
 from .registry import CONST_OPERANDS, IMPORTERS, VARIANT_CHECKS, ImportContext, Unsupported, importer_key
@@ -118,7 +117,7 @@ def import_model(
 
     for t in g.initializer:
         try:
-            arr = numpy_helper.to_array(t)
+            arr = onnx.to_array(t)
         except Exception as e:  # noqa: BLE001
             raise ModelError(f"initializer {t.name!r} cannot be read: {e}") from None
         env[t.name] = ctx.const(arr, t.name)

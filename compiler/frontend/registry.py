@@ -11,11 +11,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 from cnnjit.ir import Graph, Node, TensorType, Value, get_op
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError
+
+from . import onnx_proto as onnx
 
 
 class Unsupported(Exception):
@@ -37,11 +37,11 @@ class ImportContext:
         out: dict[str, Any] = {}
         for a in self.node.attribute:
             try:
-                v = helper.get_attribute_value(a)
+                v = onnx.get_attribute_value(a)
             except Exception as e:  # noqa: BLE001
                 raise ModelError(f"{self.where()}: cannot read attribute {a.name!r}: {e}") from None
             if isinstance(v, onnx.TensorProto):
-                v = numpy_helper.to_array(v)
+                v = onnx.to_array(v)
             elif isinstance(v, bytes):
                 v = v.decode("utf-8", errors="replace")
             elif isinstance(v, list) and v and isinstance(v[0], bytes):

@@ -11,10 +11,10 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-import onnx
 
 from cnnjit.ir.errors import ModelError
 
+from . import onnx_proto as onnx
 from .onnx_types import PACKED_4BIT, elem_dtype
 
 
