@@ -20,6 +20,7 @@ import onnx
 import pytest
 from hypothesis import HealthCheck, settings
 from onnx import numpy_helper
+from scheduling import pytest_collection_modifyitems  # noqa: F401 - the test order for xdist (see there)
 
 # -- hypothesis -------------------------------------------------------------------------------------------
 settings.register_profile(

@@ -1,0 +1,105 @@
+"""Test order for ``pytest -n 2``: the longest tests first, and tests that build the same model on one worker.
+
+Only the order changes: every collected test still runs, with the same assertions. ``conftest.py`` installs
+``pytest_collection_modifyitems`` from here; ``pyproject.toml`` runs xdist with ``--dist loadgroup``, which
+hands each worker one test (or one ``xdist_group``) at a time, in collection order, as it becomes free.
+
+* Longest first: with the long tests at the front the workers' last tests are short ones, so both finish
+  together (in collection order a 60 s model test that starts last keeps one worker busy while the other
+  waits). ``LONG`` lists cold durations measured by ``.ci/run`` (empty kernel cache, 2 cores, ``-n 2``);
+  an unlisted ``slow``-marked test counts as ``SLOW_DEFAULT_S``; a stale entry only moves a test.
+* Shared builds: tests in one group of ``GROUPS`` run on the same worker one after the other, so the second
+  finds the model's kernels in the process (or the disk cache) instead of compiling them again at the same
+  time on the other worker (test_arm's cross builds are cached per process only).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+#: seconds, by node id or by test function (``file::name``, any parameters); from the 25 slowest tests of
+#: three cold ``.ci/run`` logs (the largest figure seen)
+LONG: dict[str, float] = {
+    "tests/test_passes.py::test_whole_pipeline_matches_unfused_interpreter": 52,  # 81 before its IR-only oracle
+    "tests/test_cli_large.py::test_ppocr_recognizer_runs_and_lists_every_call_with_flops": 62,
+    "tests/test_models.py::test_light_model[light_densenet121]": 60,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[mobilenet_v3_small_qstatic]": 53,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ppocr_v4_det]": 42,
+    "tests/test_fuzz.py::test_fuzz_weird_valid_graphs": 39,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[yolov8_head_qstatic]": 39,
+    "tests/test_arm.py::test_model_matches_host[mnv2]": 38,
+    "tests/test_models.py::test_light_model[light_inception_v2]": 36,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ddddocr_det]": 34,
+    "tests/test_recurrent.py::test_dynamic_quantize_lstm_matches_onnxruntime": 31,
+    "tests/test_int8.py::test_qconv_kernels_exact": 30,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ppocr_v4_rec]": 29,
+    "tests/test_models.py::test_light_model[light_inception_v1]": 29,
+    "tests/test_arm.py::test_model_matches_host[resnet]": 28,
+    "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[mobilenet_v3_small_qdynamic]": 27,
+    "tests/test_recurrent.py::test_recurrent_layers_match_onnxruntime": 27,
+    "tests/test_int8.py::test_ptq_mobilenet_v2": 27,
+    "tests/test_arm.py::test_model_matches_host[vww]": 25,
+    "tests/test_models.py::test_light_model[light_vgg19]": 24,
+    "tests/test_recurrent.py::test_ddddocr_crnn_matches_onnxruntime": 23,
+    "tests/test_passes.py::test_each_pass_alone_matches_unfused_interpreter": 22,
+    "tests/test_models.py::test_light_model[light_shufflenet]": 22,
+    "tests/test_vector_epilogue.py::test_every_activation_in_registers[dense-8]": 22,
+    "tests/test_int8.py::test_ptq_methods_and_int8_activations": 22,
+    "tests/test_compile_cache.py::test_cli_cache_info_warm_clear": 21,
+    "tests/test_int8.py::test_qdepthwise_wide_exact": 20,
+    "tests/test_passes.py::test_numba_entry_matches_unfused_interpreter": 11,  # 19 before, likewise
+    "tests/test_cli_misc.py::test_shape_checked_up_front_with_one_error": 18,
+    "tests/test_convtranspose.py::test_simd_shuffle_at_width[16]": 17,
+    "tests/test_arm.py::test_cli_compile_json": 16,
+    "tests/test_cli_info.py::test_info_symbolic_input_with_and_without_shape": 12,
+    "tests/test_cli_graph.py::test_format_from_file_name": 11,
+    "tests/test_cli_peers.py::test_run_fill_modes_match_onnxruntime": 11,
+}
+#: an unlisted test marked ``slow`` (a large model): assumed this long
+SLOW_DEFAULT_S = 20.0
+
+#: group name -> node ids that build the same model (same options and shapes, so the same kernels)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "ppocr_v4_rec": ("tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ppocr_v4_rec]",
+                     "tests/test_cli_large.py::test_ppocr_recognizer_runs_and_lists_every_call_with_flops"),
+    "ddddocr_ocr": ("tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ddddocr_ocr]",
+                    "tests/test_recurrent.py::test_ddddocr_crnn_matches_onnxruntime[False-1e-05]"),
+    "arm_kws": ("tests/test_arm.py::test_model_matches_host[kws]",
+                "tests/test_arm.py::test_artifact_checks_and_neon_fma[kws]",
+                "tests/test_arm.py::test_shared_library_links"),
+    "arm_mnv2": ("tests/test_arm.py::test_model_matches_host[mnv2]",
+                 "tests/test_arm.py::test_artifact_checks_and_neon_fma[mnv2]"),
+}
+_GROUP_OF = {nodeid: name for name, ids in GROUPS.items() for nodeid in ids}
+
+
+def expected_seconds(item: pytest.Item) -> float:
+    """The cold duration ``LONG`` gives ``item`` (by node id, else by function), else ``SLOW_DEFAULT_S`` when
+    it is marked ``slow``, else 0."""
+    nodeid = item.nodeid
+    for key in (nodeid, nodeid.split("[", 1)[0]):
+        if key in LONG:
+            return LONG[key]
+    return SLOW_DEFAULT_S if item.get_closest_marker("slow") is not None else 0.0
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest expected first (stable: the rest keep their collection order), a group's tests together at
+    the place of its longest one, each marked with its ``xdist_group``."""
+    units: dict[str, tuple[float, int]] = {}  # group -> (its longest test's seconds, its first position)
+    for i, item in enumerate(items):
+        group = _GROUP_OF.get(item.nodeid)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+            s, first = units.get(group, (0.0, i))
+            units[group] = (max(s, expected_seconds(item)), first)
+    position = {id(item): i for i, item in enumerate(items)}
+
+    def key(item: pytest.Item) -> tuple[float, int, int]:
+        i = position[id(item)]
+        group = _GROUP_OF.get(item.nodeid)
+        s, first = units[group] if group is not None else (expected_seconds(item), i)
+        return -s, first, i
+
+    items.sort(key=key)
