@@ -1,0 +1,149 @@
+"""Channel-blocked direct convolution (NCHWc-style register tile on plain NCHW tensors).
+
+A register tile holds ``MV`` vectors of ``W`` consecutive output channels (one ``MV * W``-lane value, which
+LLVM splits into ``MV`` registers) by ``NP`` output pixels of one row: for every input channel and tap it
+loads the tile's weight vectors once (packed at compile time as ``[M / L, C / G, KH, KW, L]``, ``L = MV * W``)
+and broadcasts each pixel's input value into ``MV`` FMAs. Loads per FMA do not depend on the stride, so a
+stride-2 layer runs as fast as a stride-1 one (the column-vector ``simd_conv`` keeps the even lanes of two
+loads per tap there), and short rows keep every lane busy (13x13 maps fill no 8-lane column vector).
+
+The input rows of one output row are first copied into a zero-padded scratch (``[C / G, KH, WP]``: every
+tap's column is inside it, rows outside the input are zeros), so the tile loop has no border test at all: a
+checked copy of ``C * KH * W`` floats per output row against ``M * C * KH * KW * OW`` FMAs. The finished
+tile is stored with strided stores (one channel plane per lane) after the fused epilogue in registers; a
+residual is gathered the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, note, variant
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands
+from .template import source
+
+
+def cblock_source(node: Node, lanes: int, np_: int, kw_n: int, sw: int, dw: int) -> tuple[str, list]:
+    """``lanes`` output channels (one value) x ``np_`` consecutive output pixels of a row per register tile;
+    the kernel width ``kw_n`` (its taps unrolled), column stride ``sw`` and dilation ``dw`` are built in.
+
+    A row's last tile clamps its pixels to the row (recomputing the last one) and stores each pixel once.
+    """
+    epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
+    acc = [f"a{j}" for j in range(np_)]
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, sh, ph, pw, dh, G, WP"
+        + epi.signature() + "):",
+        "    cg = C // G",
+        "    mg = M // G",
+        "    P = OH * OW",
+        "    rs = KH * WP",
+        f"    wsz = cg * KH * {kw_n * lanes}",
+        "    xs = np.zeros(cg * rs, np.float32)",
+        "    for n in range(N):",
+        "        for oh in range(OH):",
+        "            gx = -1",
+        f"            for m0 in range(0, M, {lanes}):",
+        "                g = m0 // mg",
+        "                if g != gx:",  # the group's input rows of this output row, zero-padded
+        "                    gx = g",
+        "                    for c in range(cg):",
+        "                        xc = xo + (n * C + g * cg + c) * H * Win",
+        "                        for kh in range(KH):",
+        "                            ih = oh * sh - ph + kh * dh",
+        "                            so = c * rs + kh * WP + pw",
+        "                            if ih < 0 or ih >= H:",
+        "                                for i in range(Win):",
+        "                                    xs[so + i] = 0.0",
+        "                            else:",
+        "                                xr = xc + ih * Win",
+        "                                for i in range(Win):",
+        "                                    xs[so + i] = xb[U(xr + i)]",
+        f"                b = vload{lanes}(bb, bo + m0)",
+        f"                wm = wo + (m0 // {lanes}) * wsz",
+        f"                for ow0 in range(0, OW, {np_}):",
+        *[f"                    p{j} = min(ow0 + {j}, OW - 1) * {sw}" for j in range(np_)],
+        *[f"                    {acc[j]} = b" for j in range(np_)],
+        "                    for r in range(cg * KH):",  # (input channel, kernel row) pairs: scratch rows
+        "                        xr = r * WP",
+        f"                        wr = wm + r * {kw_n * lanes}",
+    ]
+    for kw in range(kw_n):
+        L.append(f"                        wv = vload{lanes}(wb, wr + {kw * lanes})")
+        L += [f"                        {acc[j]} = vfma{lanes}(vbcast{lanes}(xs[U(xr + p{j} + {kw * dw})]), wv, "
+              f"{acc[j]})" for j in range(np_)]
+    for j in range(np_):
+        ind = " " * 24
+        L += [f"                    if ow0 + {j} < OW:",
+              f"{ind}yq = (n * M + m0) * P + oh * OW + ow0 + {j}",
+              *epi.vector(ind, acc[j], "", lanes, False),
+              f"{ind}vscatter{lanes}(yb, yo + yq, P, {acc[j]})",
+              *epi.after(ind, [f"for i in range({lanes}):"], "yq + i * P")]
+    return source(L), epi.args
+
+
+def cblock_tile(target: Target, mg: int, ow: int) -> tuple[int, int] | None:
+    """(MV, NP): channel vectors (``MV * W`` dividing the group's ``mg`` channels) x output pixels per
+    register tile, or None when no channel vector divides ``mg``.
+
+    The budget: ``MV * NP`` accumulators, ``MV`` weight vectors and the broadcast in ``vector_registers``.
+    Two channel vectors by as many pixels as fit (AVX2: 2 x 6, AVX-512: 2 x 14) when ``mg`` allows; the pixel
+    count is the one in the budget's upper half that wastes the fewest recomputed pixels on a row of
+    ``ow`` (ties: the larger).
+    """
+    w = target.vector_width
+    regs = target.vector_registers
+    mv = next((v for v in (2, 1) if mg % (v * w) == 0), None)
+    if mv is None:
+        return None
+    most = max(1, (regs - mv - 1) // mv)
+    if ow <= most:
+        return mv, ow
+    fewest = max(1, (most + 1) // 2)
+    np_ = min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
+    return mv, np_
+
+
+def cblock_structural(node: Node, target: Target) -> bool:
+    """A dense or grouped (not depthwise) 2-D float32 Conv with constant weights whose group's output
+    channels fill whole vectors."""
+    x, wt = node.inputs[0], node.inputs[1]
+    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
+        return False
+    g = node.attrs["group"]
+    if g > 1 and wt.shape[1] == 1:  # depthwise: one input channel per group, simd_depthwise's
+        return False
+    return cblock_tile(target, wt.shape[0] // g, node.outputs[0].shape[3]) is not None
+
+
+def cblock_applies(node: Node, target: Target) -> bool:
+    """Where the channel-blocked kernel beats the others (measured per layer shape, see the module's
+    benchmark notes): structurally fit, and a stride-2 layer or a map of short rows."""
+    if not cblock_structural(node, target):
+        return False
+    a = node.attrs
+    return a["strides"][1] == 2 or node.outputs[0].shape[3] < 2 * target.vector_width
+
+
+@variant("Conv", name="cblock", priority=55, applies=cblock_applies)
+def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
+    x, wt, bias, y = conv_operands(node)
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    OH, OW = y.shape[2], y.shape[3]
+    KH, KW = a["kernel_shape"]
+    sw, dw = a["strides"][1], a["dilations"][1]
+    mv, np_ = cblock_tile(target, M // a["group"], OW)
+    lanes = mv * target.vector_width
+    # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
+    packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
+    # scratch row width: every tap column of every output column, and the copied row after its left pad
+    wp = max(a["pads"][1] + Win, (OW - 1) * sw + (KW - 1) * dw + 1)
+    src, extra = cblock_source(node, lanes, np_, KW, sw, dw)
+    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, KH, a["strides"][0], a["pads"][0],
+            a["pads"][1], a["dilations"][0], a["group"], wp, *extra]
+    return [KernelCall(src, args, note(node))]
