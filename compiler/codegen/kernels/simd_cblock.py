@@ -86,30 +86,29 @@ def cblock_source(node: Node, lanes: int, np_: int, kw_n: int, sw: int, dw: int)
 
 
 def cblock_tile(target: Target, mg: int, ow: int) -> tuple[int, int] | None:
-    """(MV, NP): channel vectors (``MV * W`` dividing the group's ``mg`` channels) x output pixels per
-    register tile, or None when no channel vector divides ``mg``.
+    """(MV, NP): channel vectors x output pixels per register tile, or None when two channel vectors do not
+    divide the group's ``mg`` output channels.
 
-    The budget: ``MV * NP`` accumulators, ``MV`` weight vectors and the broadcast in ``vector_registers``.
-    Two channel vectors by as many pixels as fit (AVX2: 2 x 6, AVX-512: 2 x 14) when ``mg`` allows; the pixel
-    count is the one in the budget's upper half that wastes the fewest recomputed pixels on a row of
-    ``ow`` (ties: the larger).
+    Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
+    meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
+    accumulators, two weight vectors and the broadcast in ``vector_registers`` (AVX2: 6, AVX-512: 14). Among
+    the counts in the budget's upper third, the one that wastes the fewest recomputed pixels on a row of
+    ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 26 (73 against 59 GFLOP/s for 2 x 3 on 96->96 3x3).
     """
     w = target.vector_width
-    regs = target.vector_registers
-    mv = next((v for v in (2, 1) if mg % (v * w) == 0), None)
-    if mv is None:
+    mv = 2
+    if mg % (mv * w) != 0:
         return None
-    most = max(1, (regs - mv - 1) // mv)
+    most = max(1, (target.vector_registers - mv - 1) // mv)
     if ow <= most:
         return mv, ow
-    fewest = max(1, (most + 1) // 2)
-    np_ = min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
-    return mv, np_
+    fewest = max(1, (2 * most + 2) // 3)
+    return mv, min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
 
 
 def cblock_structural(node: Node, target: Target) -> bool:
     """A dense or grouped (not depthwise) 2-D float32 Conv with constant weights whose group's output
-    channels fill whole vectors."""
+    channels fill whole tiles of channel vectors."""
     x, wt = node.inputs[0], node.inputs[1]
     if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
         return False
@@ -120,15 +119,25 @@ def cblock_structural(node: Node, target: Target) -> bool:
 
 
 def cblock_applies(node: Node, target: Target) -> bool:
-    """Where the channel-blocked kernel beats the others (measured per layer shape, see the module's
-    benchmark notes): structurally fit, and a stride-2 layer or a map of short rows."""
+    """Where the channel-blocked kernel beats the others (``benchmarks/conv_variants.py``, AVX2 GFLOP/s):
+
+    * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
+      32 for ``cvec`` on the ddddocr detector's layers;
+    * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
+    * 1x1 on rows shorter than four vectors (13x13, 26x26 at 8 lanes): 52-64 against 36-39 for
+      ``simd_pointwise``, whose pixel vectors run mostly tails there (52x52: 40 against 50, left to it).
+
+    Stride-1 3x3 layers on longer rows are left to the other variants (and Winograd).
+    """
     if not cblock_structural(node, target):
         return False
     a = node.attrs
-    return a["strides"][1] == 2 or node.outputs[0].shape[3] < 2 * target.vector_width
+    ow, w = node.outputs[0].shape[3], target.vector_width
+    pointwise = all(k == 1 for k in a["kernel_shape"]) and a["strides"][1] == 1
+    return a["strides"][1] == 2 or ow < 2 * w or (pointwise and ow < 4 * w)
 
 
-@variant("Conv", name="cblock", priority=55, applies=cblock_applies)
+@variant("Conv", name="cblock", priority=25, applies=cblock_applies)
 def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
