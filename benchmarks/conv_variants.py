@@ -81,8 +81,8 @@ def main() -> None:
                 t0 = time.thread_time_ns()
                 spec.run(feeds)
                 times[name].append((time.thread_time_ns() - t0) * 1e-9)
-        row = [f"{'*' if k == chosen else ''}{k} {flops / min(ts) / 1e9:5.1f} ({flops / statistics.median(ts) / 1e9:4.1f})"
-               for k, ts in times.items()]
+        row = [f"{'*' if k == chosen else ''}{k} {flops / min(ts) / 1e9:5.1f} "
+               f"({flops / statistics.median(ts) / 1e9:4.1f})" for k, ts in times.items()]
         print(layer, " | ".join(row), flush=True)
 
 

@@ -118,23 +118,34 @@ def cblock_structural(node: Node, target: Target) -> bool:
     return cblock_tile(target, wt.shape[0] // g, node.outputs[0].shape[3]) is not None
 
 
+#: the least reduction depth (input channels per group x taps) for which the kernel is chosen: below it the
+#: per-tile epilogue and strided stores cost as much as the FMAs (stems: 3 channels x 9 taps at 10-19 against
+#: 19-24 GFLOP/s for ``simd_conv``; 1x1 stride 2 from 16 or 32 channels: 0.85-1.0x)
+MIN_DEPTH = 128
+#: the same for a 1x1 stride-1 layer, against ``simd_pointwise`` (64 and 144 channels: 0.8x, 160-768: 1.1-1.8x)
+MIN_DEPTH_POINTWISE = 160
+
+
 def cblock_applies(node: Node, target: Target) -> bool:
     """Where the channel-blocked kernel beats the others (``benchmarks/conv_variants.py``, AVX2 GFLOP/s):
 
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
-    * 1x1 on rows shorter than four vectors (13x13, 26x26 at 8 lanes): 52-64 against 36-39 for
-      ``simd_pointwise``, whose pixel vectors run mostly tails there (52x52: 40 against 50, left to it).
+    * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes): 47-65 against 36-47 for
+      ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
 
-    Stride-1 3x3 layers on longer rows are left to the other variants (and Winograd).
+    each with a reduction depth of at least ``MIN_DEPTH`` (``MIN_DEPTH_POINTWISE``). Stride-1 3x3 layers on
+    longer rows are left to the other variants (and Winograd).
     """
     if not cblock_structural(node, target):
         return False
     a = node.attrs
     ow, w = node.outputs[0].shape[3], target.vector_width
-    pointwise = all(k == 1 for k in a["kernel_shape"]) and a["strides"][1] == 1
-    return a["strides"][1] == 2 or ow < 2 * w or (pointwise and ow < 4 * w)
+    depth = node.inputs[1].shape[1] * a["kernel_shape"][0] * a["kernel_shape"][1]
+    if a["strides"][1] == 1 and all(k == 1 for k in a["kernel_shape"]):
+        return depth >= MIN_DEPTH_POINTWISE and ow < 4 * w
+    return depth >= MIN_DEPTH and (a["strides"][1] == 2 or ow < 2 * w)
 
 
 @variant("Conv", name="cblock", priority=25, applies=cblock_applies)
