@@ -12,6 +12,8 @@ import reference_np as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from test_register_tiles import BUDGETS
+from test_register_tiles import _run as run_budget
 from test_simd_widths import applicable_variants
 
 import cnnjit
@@ -158,3 +160,17 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(3, 32, 64, 3, 2), target).name != "cblock"  # a stem: too shallow a reduction
     assert choose(_layer(384, 384, 13, 1, 1), target).name == "cblock"
     assert choose(_layer(64, 384, 13, 1, 1), target).name != "cblock"
+
+
+@pytest.mark.parametrize(("width", "registers"), BUDGETS)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_cblock_tile_per_budget(width: int, registers: int, data) -> None:
+    """At each register budget (AVX-512's 32 registers too, run on the host's), the kernel computes a drawn
+    case with the tile ``cblock_tile`` sizes for that budget: ``NP`` pixel accumulators in its source."""
+    case = data.draw(cblock_cases(width), label="case")
+    case.update(n=1, act=data.draw(st.sampled_from([None, "Relu", "HardSwish"]), label="act"))
+    src = run_budget(case, width, registers, "cblock")
+    ow = (case["w"] + case["pads"][1] + case["pads"][3] - (case["k"] - 1) * case["d"] - 1) // case["s"] + 1
+    _, np_ = cblock_tile(Target(vector_width=width, vector_registers=registers), case["m"] // case["g"], ow)
+    assert f"a{np_ - 1} = b" in src and f"a{np_} = b" not in src
