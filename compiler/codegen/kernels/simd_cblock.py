@@ -26,9 +26,10 @@ from .simd_pointwise import conv_operands
 from .template import source
 
 
-def cblock_source(node: Node, lanes: int, np_: int, kw_n: int, sw: int, dw: int) -> tuple[str, list]:
-    """``lanes`` output channels (one value) x ``np_`` consecutive output pixels of a row per register tile;
-    the kernel width ``kw_n`` (its taps unrolled), column stride ``sw`` and dilation ``dw`` are built in.
+def cblock_source(node: Node, w: int, lanes: int, np_: int, kw_n: int, sw: int, dw: int) -> tuple[str, list]:
+    """``lanes`` output channels (one value) x ``np_`` consecutive output pixels of a row per register tile
+    (rows copied ``w`` lanes at a time); the kernel width ``kw_n`` (its taps unrolled), column stride ``sw``
+    and dilation ``dw`` are built in.
 
     A row's last tile clamps its pixels to the row (recomputing the last one) and stores each pixel once.
     """
@@ -56,12 +57,16 @@ def cblock_source(node: Node, lanes: int, np_: int, kw_n: int, sw: int, dw: int)
         "                            ih = oh * sh - ph + kh * dh",
         "                            so = c * rs + kh * WP + pw",
         "                            if ih < 0 or ih >= H:",
-        "                                for i in range(Win):",
-        "                                    xs[so + i] = 0.0",
-        "                            else:",
+        f"                                for i in range(0, Win, {w}):",
+        f"                                    vstoren{w}(xs, so + i, vzero{w}(), min({w}, Win - i))",
+        "                            else:",  # vector copies (the scalar loop cost 10-20% of a 3x3 layer)
         "                                xr = xc + ih * Win",
-        "                                for i in range(Win):",
-        "                                    xs[so + i] = xb[U(xr + i)]",
+        "                                i = 0",
+        f"                                while i + {w} <= Win:",
+        f"                                    vstore{w}(xs, so + i, vload{w}(xb, xr + i))",
+        f"                                    i += {w}",
+        "                                if i < Win:",
+        f"                                    vstoren{w}(xs, so + i, vloadn{w}(xb, xr + i, Win - i), Win - i)",
         f"                b = vload{lanes}(bb, bo + m0)",
         f"                wm = wo + (m0 // {lanes}) * wsz",
         f"                for ow0 in range(0, OW, {np_}):",
@@ -163,7 +168,7 @@ def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
     # scratch row width: every tap column of every output column, and the copied row after its left pad
     wp = max(a["pads"][1] + Win, (OW - 1) * sw + (KW - 1) * dw + 1)
-    src, extra = cblock_source(node, lanes, np_, KW, sw, dw)
+    src, extra = cblock_source(node, target.vector_width, lanes, np_, KW, sw, dw)
     args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, KH, a["strides"][0], a["pads"][0],
             a["pads"][1], a["dilations"][0], a["group"], wp, *extra]
     return [KernelCall(src, args, note(node))]
