@@ -22,7 +22,7 @@ from harness import single_thread
 single_thread()
 
 import numpy as np  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from conv_tiles import conv_model  # noqa: E402
 
 from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
@@ -32,22 +32,6 @@ LAYERS = [(24, 48, 208, 208, 3, 2), (48, 96, 104, 104, 3, 2), (96, 192, 52, 52, 
           (192, 384, 26, 26, 3, 2), (192, 192, 26, 26, 3, 2), (192, 192, 13, 13, 3, 1), (96, 96, 13, 13, 3, 1),
           (768, 384, 13, 13, 1, 1), (384, 192, 13, 13, 1, 1), (192, 192, 26, 26, 1, 1),
           (16, 32, 32, 32, 3, 2), (32, 64, 16, 16, 3, 2), (64, 64, 8, 8, 3, 1), (32, 32, 16, 16, 3, 1)]
-
-
-def conv_model(c: int, m: int, h: int, w: int, k: int, s: int, g: int = 1):
-    """One Conv + SiLU (Sigmoid, Mul: fused into the Conv's epilogue) and its FLOP count."""
-    rng = np.random.default_rng(0)
-    wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32) * 0.1
-    b = rng.standard_normal(m).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], kernel_shape=[k, k], strides=[s, s],
-                              pads=[k // 2] * 4, group=g),
-             helper.make_node("Sigmoid", ["t"], ["sg"]), helper.make_node("Mul", ["t", "sg"], ["y"])]
-    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
-    oh, ow = (h + 2 * (k // 2) - k) // s + 1, (w + 2 * (k // 2) - k) // s + 1
-    flops = 2.0 * m * (c // g) * k * k * oh * ow
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), flops
 
 
 def main() -> None:
@@ -61,7 +45,7 @@ def main() -> None:
     target = opts.host_target()
     print(f"vector width {target.vector_width}, {target.vector_registers} registers")
     for layer in layers:
-        model, flops = conv_model(*layer)
+        model, flops = conv_model(*layer, silu=True)
         shape = {"x": (1, layer[0], *layer[2:4])}
         default = specialize(model, shape, opts, target=target)
         chosen = default.program.calls[0].variant
