@@ -18,7 +18,12 @@ from test_simd_widths import applicable_variants
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
-from cnnjit.compiler.codegen.kernels.simd_cblock import MIN_DEPTH, MIN_DEPTH_POINTWISE, cblock_tile
+from cnnjit.compiler.codegen.kernels.simd_cblock import (
+    MIN_CHANNELS_POINTWISE,
+    MIN_DEPTH,
+    MIN_DEPTH_POINTWISE,
+    cblock_tile,
+)
 
 WIDTHS = [4, 8, 16]
 ACTS = [None, "Relu", "SiLU", "HardSwish", "LeakyRelu", "Tanh"]
@@ -68,10 +73,12 @@ def cblock_cases(draw, width: int):
     channels per group for the least reduction depth (and a few more), and a stride-2 layer, a row shorter
     than two vectors, or a 1x1 on a row shorter than four."""
     g = draw(st.sampled_from([1, 1, 2]))
-    m = g * 2 * width * draw(st.sampled_from([1, 2]))
     k = draw(st.sampled_from([1, 3, 5]))
     s = draw(st.sampled_from([1, 2]))
-    least = -(-(MIN_DEPTH_POINTWISE if k == 1 and s == 1 else MIN_DEPTH) // (k * k))  # the reduction depth
+    pointwise = k == 1 and s == 1
+    least_m = -(-MIN_CHANNELS_POINTWISE // (2 * width)) if pointwise else 1  # in two-vector tiles
+    m = g * 2 * width * draw(st.integers(least_m, least_m + 1))
+    least = -(-(MIN_DEPTH_POINTWISE if pointwise else MIN_DEPTH) // (k * k))  # the reduction depth
     c = g * draw(st.integers(least, least + 4))
     d = draw(st.sampled_from([1, 1, 2]))
     span = (k - 1) * d + 1
@@ -84,7 +91,8 @@ def cblock_cases(draw, width: int):
     wmax = max(lo, (ow_max - 1) * s + span - pads[1] - pads[3])
     w = draw(st.integers(lo, min(wmax, 41)))
     return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads,
-                act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+                act=draw(st.sampled_from(ACTS)), residual=not pointwise and draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
 
 
 def _check(case: dict, width: int) -> None:
@@ -114,7 +122,7 @@ def test_cblock_ddddocr_shapes(width: int) -> None:
     residual, a deep 1x1 on a short row."""
     for case in (dict(c=16, m=4 * width, k=3, s=2, h=9, w=26, pads=[1] * 4, act="SiLU", residual=False),
                  dict(c=15, m=2 * width, k=3, s=1, h=5, w=2 * width - 3, pads=[1] * 4, act="SiLU", residual=True),
-                 dict(c=160, m=2 * width, k=1, s=1, h=3, w=4 * width - 3, pads=[0] * 4, act="SiLU", residual=False)):
+                 dict(c=160, m=128, k=1, s=1, h=3, w=4 * width - 3, pads=[0] * 4, act="SiLU", residual=False)):
         _check(dict(case, n=1, g=1, d=1, seed=7), width)
 
 
@@ -159,7 +167,8 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(16, w, 26, 3, 2), target).name != "cblock"  # one channel vector
     assert choose(_layer(3, 32, 64, 3, 2), target).name != "cblock"  # a stem: too shallow a reduction
     assert choose(_layer(384, 384, 13, 1, 1), target).name == "cblock"
-    assert choose(_layer(64, 384, 13, 1, 1), target).name != "cblock"
+    assert choose(_layer(64, 384, 13, 1, 1), target).name != "cblock"  # too shallow
+    assert choose(_layer(384, 64, 13, 1, 1), target).name != "cblock"  # too few output channels
 
 
 @pytest.mark.parametrize(("width", "registers"), BUDGETS)

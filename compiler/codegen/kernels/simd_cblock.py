@@ -21,7 +21,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
-from .epilogue import Epilogue
+from .epilogue import Epilogue, has_residual
 from .simd_pointwise import conv_operands
 from .template import source
 
@@ -129,6 +129,9 @@ def cblock_structural(node: Node, target: Target) -> bool:
 MIN_DEPTH = 128
 #: the same for a 1x1 stride-1 layer, against ``simd_pointwise`` (64 and 144 channels: 0.8x, 160-768: 1.1-1.8x)
 MIN_DEPTH_POINTWISE = 160
+#: and its least output channels per group (to 32 or 64: 0.8-1.0x, 160-384: 1.1-1.8x; MobileNetV2's 14x14 and
+#: 28x28 1x1s lost 8% of the model's time)
+MIN_CHANNELS_POINTWISE = 128
 
 
 def cblock_applies(node: Node, target: Target) -> bool:
@@ -137,7 +140,8 @@ def cblock_applies(node: Node, target: Target) -> bool:
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
-    * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes): 47-65 against 36-47 for
+    * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes) with at least
+      ``MIN_CHANNELS_POINTWISE`` output channels and no fused residual: 47-65 against 36-47 for
       ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
 
     each with a reduction depth of at least ``MIN_DEPTH`` (``MIN_DEPTH_POINTWISE``). Stride-1 3x3 layers on
@@ -149,7 +153,10 @@ def cblock_applies(node: Node, target: Target) -> bool:
     ow, w = node.outputs[0].shape[3], target.vector_width
     depth = node.inputs[1].shape[1] * a["kernel_shape"][0] * a["kernel_shape"][1]
     if a["strides"][1] == 1 and all(k == 1 for k in a["kernel_shape"]):
-        return depth >= MIN_DEPTH_POINTWISE and ow < 4 * w
+        mg = node.inputs[1].shape[0] // a["group"]
+        # a fused residual gathers per pixel: more than the kernel wins over simd_pointwise's vector loads
+        return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
+                and not has_residual(node))
     return depth >= MIN_DEPTH and (a["strides"][1] == 2 or ow < 2 * w)
 
 
