@@ -15,6 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from test_register_tiles import BUDGETS
 from test_register_tiles import _run as run_budget
 from test_simd_widths import applicable_variants
+from test_vector_epilogue import ACTIVATIONS, _act_node, _ort, assert_in_registers
+from test_vector_epilogue import _model as _ve_model
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
@@ -183,3 +185,27 @@ def test_cblock_tile_per_budget(width: int, registers: int, data) -> None:
     ow = (case["w"] + case["pads"][1] + case["pads"][3] - (case["k"] - 1) * case["d"] - 1) // case["s"] + 1
     _, np_ = cblock_tile(Target(vector_width=width, vector_registers=registers), case["m"] // case["g"], ow)
     assert f"a{np_ - 1} = b" in src and f"a{np_} = b" not in src
+
+
+def test_every_activation_in_registers(width: int = 16) -> None:
+    """Every activation with a vector form (test_vector_epilogue's list) fused into a cblock layer (stride 2,
+    one branch each) is applied in registers, and the results match onnxruntime. At one width (20 kernels
+    each): the vector math is checked at every width in test_vector_math.py, and test_cblock_matches_reference
+    draws activations for this kernel at every width."""
+    rng = np.random.default_rng(width)
+    c, m = 16, 2 * width
+    x = rng.standard_normal((1, c, 9, 13)).astype(np.float32)
+    nodes, inits, outs = [], {}, []
+    for i, (op, attrs) in enumerate(ACTIVATIONS):
+        inits[f"w{i}"] = (rng.standard_normal((m, c, 3, 3)) * 0.2).astype(np.float32)
+        inits[f"b{i}"] = rng.standard_normal(m).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}", f"b{i}"], [f"p{i}"], kernel_shape=[3, 3],
+                                      pads=[1] * 4, strides=[2, 2]))
+        nodes.append(_act_node(op, attrs, f"p{i}", f"y{i}", inits))
+        outs.append(f"y{i}")
+    model = _ve_model(nodes, x.shape, inits, outs)
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"cblock"}
+    assert_in_registers(compiled, "Conv", width)
+    for got, want in zip(compiled(x), _ort(model, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
