@@ -7,11 +7,12 @@ and broadcasts each pixel's input value into ``MV`` FMAs. Loads per FMA do not d
 stride-2 layer runs as fast as a stride-1 one (the column-vector ``simd_conv`` keeps the even lanes of two
 loads per tap there), and short rows keep every lane busy (13x13 maps fill no 8-lane column vector).
 
-The input rows of one output row are first copied into a zero-padded scratch (``[C / G, KH, WP]``: every
-tap's column is inside it, rows outside the input are zeros), so the tile loop has no border test at all: a
-checked copy of ``C * KH * W`` floats per output row against ``M * C * KH * KW * OW`` FMAs. The finished
-tile is stored with strided stores (one channel plane per lane) after the fused epilogue in registers; a
-residual is gathered the same way.
+The kernel is specialised to its row geometry (input and output width, kernel width, column stride,
+dilation and pad): the row's tiles are planned at compile time, the interior ones loop with no border test
+and a border tile's code leaves out its taps outside the input, so nothing is tested per tap and nothing is
+padded or copied (the kernel allocates nothing: the ahead-of-time targets have no allocator). Kernel rows
+outside the input are clipped once per output row. The finished tile is stored with strided stores (one
+channel plane per lane) after the fused epilogue in registers; a residual is gathered the same way.
 """
 
 from __future__ import annotations
@@ -26,67 +27,84 @@ from .simd_pointwise import conv_operands
 from .template import source
 
 
-def cblock_source(node: Node, w: int, lanes: int, np_: int, kw_n: int, sw: int, dw: int) -> tuple[str, list]:
-    """``lanes`` output channels (one value) x ``np_`` consecutive output pixels of a row per register tile
-    (rows copied ``w`` lanes at a time); the kernel width ``kw_n`` (its taps unrolled), column stride ``sw``
-    and dilation ``dw`` are built in.
+def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """A row of ``ow`` output pixels as tiles of ``np_``: ``(first pixel, pixels, tiles)``, where a run of
+    whole tiles all of whose pixels have every tap ``inside`` the input (``[lo, hi)``) is one entry (a loop),
+    and every other tile (a border or the short last one) an entry of its own (``tiles == 1``)."""
+    lo, hi = inside
+    plan: list[tuple[int, int, int]] = []
+    for s in range(0, ow, np_):
+        t = min(np_, ow - s)
+        interior = t == np_ and lo <= s and s + t <= hi
+        if interior and plan and plan[-1][1] == np_ and plan[-1][2] > 0 and plan[-1][0] + plan[-1][2] * np_ == s:
+            plan[-1] = (plan[-1][0], np_, plan[-1][2] + 1)
+        else:
+            plan.append((s, t, 1 if interior else 0))
+    return [(s, t, max(k, 1)) for s, t, k in plan]
 
-    A row's last tile clamps its pixels to the row (recomputing the last one) and stores each pixel once.
+
+def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -> tuple[str, list]:
+    """``lanes`` output channels (one value) x up to ``np_`` consecutive output pixels of a row per register
+    tile, for the row ``geometry`` ``(Win, OW, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
+
+    The row is planned at compile time (``row_plan``): tiles whose every tap lies inside the input row loop
+    with no test; at a border, the taps that fall outside the row are left out of the tile's code, so no
+    kernel test, scratch or padding is needed. Kernel rows outside the input are clipped once per output row.
     """
+    win, ow, kw_n, sw, dw, pw = geometry
     epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
-    acc = [f"a{j}" for j in range(np_)]
     L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, sh, ph, pw, dh, G, WP"
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, sh, ph, dh, G"
         + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    P = OH * OW",
-        "    rs = KH * WP",
         f"    wsz = cg * KH * {kw_n * lanes}",
-        "    xs = np.zeros(cg * rs, np.float32)",
         "    for n in range(N):",
         "        for oh in range(OH):",
-        "            gx = -1",
+        "            ih0 = oh * sh - ph",
+        "            khlo = 0 if ih0 >= 0 else (dh - 1 - ih0) // dh",  # kernel rows inside the input
+        "            khhi = min(KH, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
         f"            for m0 in range(0, M, {lanes}):",
         "                g = m0 // mg",
-        "                if g != gx:",  # the group's input rows of this output row, zero-padded
-        "                    gx = g",
-        "                    for c in range(cg):",
-        "                        xc = xo + (n * C + g * cg + c) * H * Win",
-        "                        for kh in range(KH):",
-        "                            ih = oh * sh - ph + kh * dh",
-        "                            so = c * rs + kh * WP + pw",
-        "                            if ih < 0 or ih >= H:",
-        f"                                for i in range(0, Win, {w}):",
-        f"                                    vstoren{w}(xs, so + i, vzero{w}(), min({w}, Win - i))",
-        "                            else:",  # vector copies (the scalar loop cost 10-20% of a 3x3 layer)
-        "                                xr = xc + ih * Win",
-        "                                i = 0",
-        f"                                while i + {w} <= Win:",
-        f"                                    vstore{w}(xs, so + i, vload{w}(xb, xr + i))",
-        f"                                    i += {w}",
-        "                                if i < Win:",
-        f"                                    vstoren{w}(xs, so + i, vloadn{w}(xb, xr + i, Win - i), Win - i)",
         f"                b = vload{lanes}(bb, bo + m0)",
         f"                wm = wo + (m0 // {lanes}) * wsz",
-        f"                for ow0 in range(0, OW, {np_}):",
-        *[f"                    p{j} = min(ow0 + {j}, OW - 1) * {sw}" for j in range(np_)],
-        *[f"                    {acc[j]} = b" for j in range(np_)],
-        "                    for r in range(cg * KH):",  # (input channel, kernel row) pairs: scratch rows
-        "                        xr = r * WP",
-        f"                        wr = wm + r * {kw_n * lanes}",
+        "                xg = xo + (n * C + g * cg) * H * Win",
     ]
-    for kw in range(kw_n):
-        L.append(f"                        wv = vload{lanes}(wb, wr + {kw * lanes})")
-        L += [f"                        {acc[j]} = vfma{lanes}(vbcast{lanes}(xs[U(xr + p{j} + {kw * dw})]), wv, "
-              f"{acc[j]})" for j in range(np_)]
-    for j in range(np_):
-        ind = " " * 24
-        L += [f"                    if ow0 + {j} < OW:",
-              f"{ind}yq = (n * M + m0) * P + oh * OW + ow0 + {j}",
-              *epi.vector(ind, acc[j], "", lanes, False),
-              f"{ind}vscatter{lanes}(yb, yo + yq, P, {acc[j]})",
-              *epi.after(ind, [f"for i in range({lanes}):"], "yq + i * P")]
+
+    def tile(ind: str, start: str, first: int, t: int, checked: bool) -> list[str]:
+        """A tile of ``t`` pixels from ``start`` (the first one's index ``first`` when ``checked``: its taps
+        outside the row are left out)."""
+        out = [f"{ind}a{j} = b" for j in range(t)]
+        out += [f"{ind}for c in range(cg):", f"{ind}    xc = xg + c * H * Win",
+                f"{ind}    wc = wm + c * KH * {kw_n * lanes}",
+                f"{ind}    for kh in range(khlo, khhi):",
+                f"{ind}        xr = xc + (ih0 + kh * dh) * Win + {start} * {sw} - {pw}",
+                f"{ind}        wr = wc + kh * {kw_n * lanes}"]
+        for kw in range(kw_n):
+            taps = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
+            if not taps:
+                continue
+            out.append(f"{ind}        wv = vload{lanes}(wb, wr + {kw * lanes})")
+            out += [f"{ind}        a{j} = vfma{lanes}(vbcast{lanes}(xb[U(xr + {j * sw + kw * dw})]), wv, a{j})"
+                    for j in taps]
+        for j in range(t):
+            out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
+                    *epi.vector(ind, f"a{j}", "", lanes, False),
+                    f"{ind}vscatter{lanes}(yb, yo + yq, P, a{j})",
+                    *epi.after(ind, [f"for i in range({lanes}):"], "yq + i * P")]
+        return out
+
+    # output columns whose every tap is inside [0, Win)
+    inside = (-(-pw // sw), max(0, (win - 1 - (kw_n - 1) * dw + pw) // sw + 1))
+    ind = " " * 16
+    for s, t, k in row_plan(ow, np_, inside):
+        interior = k > 1 or (inside[0] <= s and s + t <= inside[1])
+        if k > 1:
+            L.append(f"{ind}for ow0 in range({s}, {s + k * t}, {t}):")
+            L += tile(ind + "    ", "ow0", s, t, False)
+        else:
+            L += tile(ind, str(s), s, t, not interior)
     return source(L), epi.args
 
 
@@ -173,9 +191,7 @@ def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     lanes = mv * target.vector_width
     # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
     packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
-    # scratch row width: every tap column of every output column, and the copied row after its left pad
-    wp = max(a["pads"][1] + Win, (OW - 1) * sw + (KW - 1) * dw + 1)
-    src, extra = cblock_source(node, target.vector_width, lanes, np_, KW, sw, dw)
+    src, extra = cblock_source(node, lanes, np_, (Win, OW, KW, sw, dw, a["pads"][1]))
     args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, KH, a["strides"][0], a["pads"][0],
-            a["pads"][1], a["dilations"][0], a["group"], wp, *extra]
+            a["dilations"][0], a["group"], *extra]
     return [KernelCall(src, args, note(node))]
