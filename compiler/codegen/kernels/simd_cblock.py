@@ -45,26 +45,26 @@ def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int,
 
 def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -> tuple[str, list]:
     """``lanes`` output channels (one value) x up to ``np_`` consecutive output pixels of a row per register
-    tile, for the row ``geometry`` ``(Win, OW, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
+    tile, for the ``geometry`` ``(Win, OW, KH, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
 
     The row is planned at compile time (``row_plan``): tiles whose every tap lies inside the input row loop
     with no test; at a border, the taps that fall outside the row are left out of the tile's code, so no
     kernel test, scratch or padding is needed. Kernel rows outside the input are clipped once per output row.
     """
-    win, ow, kw_n, sw, dw, pw = geometry
+    win, ow, kh_n, kw_n, sw, dw, pw = geometry
     epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
     L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, sh, ph, dh, G"
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, dh, G"
         + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    P = OH * OW",
-        f"    wsz = cg * KH * {kw_n * lanes}",
+        f"    wsz = cg * {kh_n * kw_n * lanes}",
         "    for n in range(N):",
         "        for oh in range(OH):",
         "            ih0 = oh * sh - ph",
         "            khlo = 0 if ih0 >= 0 else (dh - 1 - ih0) // dh",  # kernel rows inside the input
-        "            khhi = min(KH, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
+        f"            khhi = min({kh_n}, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
         f"            for m0 in range(0, M, {lanes}):",
         "                g = m0 // mg",
         f"                b = vload{lanes}(bb, bo + m0)",
@@ -72,22 +72,34 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -
         "                xg = xo + (n * C + g * cg) * H * Win",
     ]
 
+    def taps(ind: str, first: int, t: int, checked: bool, xr: str, wr: str) -> list[str]:
+        """One kernel row's FMAs (input row at ``xr``, its weights at ``wr``), taps outside the row left out."""
+        out = []
+        for kw in range(kw_n):
+            js = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
+            if js:
+                out.append(f"{ind}wv = vload{lanes}(wb, {wr} + {kw * lanes})")
+                out += [f"{ind}a{j} = vfma{lanes}(vbcast{lanes}(xb[U({xr} + {j * sw + kw * dw})]), wv, a{j})"
+                        for j in js]
+        return out
+
     def tile(ind: str, start: str, first: int, t: int, checked: bool) -> list[str]:
         """A tile of ``t`` pixels from ``start`` (the first one's index ``first`` when ``checked``: its taps
-        outside the row are left out)."""
+        outside the row are left out). Rows with every kernel row inside the input unroll the kernel rows
+        (a loop of one kernel row per input channel cost a 1x1 layer 40%); the others loop over theirs."""
         out = [f"{ind}a{j} = b" for j in range(t)]
-        out += [f"{ind}for c in range(cg):", f"{ind}    xc = xg + c * H * Win",
-                f"{ind}    wc = wm + c * KH * {kw_n * lanes}",
-                f"{ind}    for kh in range(khlo, khhi):",
-                f"{ind}        xr = xc + (ih0 + kh * dh) * Win + {start} * {sw} - {pw}",
-                f"{ind}        wr = wc + kh * {kw_n * lanes}"]
-        for kw in range(kw_n):
-            taps = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
-            if not taps:
-                continue
-            out.append(f"{ind}        wv = vload{lanes}(wb, wr + {kw * lanes})")
-            out += [f"{ind}        a{j} = vfma{lanes}(vbcast{lanes}(xb[U(xr + {j * sw + kw * dw})]), wv, a{j})"
-                    for j in taps]
+        out += [f"{ind}if khlo == 0 and khhi == {kh_n}:",
+                f"{ind}    for c in range(cg):",
+                f"{ind}        xr = xg + c * H * Win + ih0 * Win + {start} * {sw} - {pw}",
+                f"{ind}        wr = wm + c * {kh_n * kw_n * lanes}"]
+        for kh in range(kh_n):
+            out += taps(ind + " " * 8, first, t, checked, f"xr + {kh} * dh * Win", f"wr + {kh * kw_n * lanes}")
+        out += [f"{ind}else:",
+                f"{ind}    for c in range(cg):",
+                f"{ind}        for kh in range(khlo, khhi):",
+                f"{ind}            xr = xg + c * H * Win + (ih0 + kh * dh) * Win + {start} * {sw} - {pw}",
+                f"{ind}            wr = wm + (c * {kh_n} + kh) * {kw_n * lanes}",
+                *taps(ind + " " * 12, first, t, checked, "xr", "wr")]
         for j in range(t):
             out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
                     *epi.vector(ind, f"a{j}", "", lanes, False),
@@ -191,7 +203,7 @@ def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     lanes = mv * target.vector_width
     # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
     packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
-    src, extra = cblock_source(node, lanes, np_, (Win, OW, KW, sw, dw, a["pads"][1]))
-    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, KH, a["strides"][0], a["pads"][0],
+    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]))
+    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, a["strides"][0], a["pads"][0],
             a["dilations"][0], a["group"], *extra]
     return [KernelCall(src, args, note(node))]
