@@ -34,13 +34,16 @@ LAYERS = [(96, 96, 52, 52, 3, 1), (24, 48, 208, 208, 3, 2), (12, 24, 208, 208, 3
           (192, 96, 26, 26, 1, 1)]
 
 
-def conv_model(c: int, m: int, h: int, w: int, k: int, s: int, g: int = 1):
+def conv_model(c: int, m: int, h: int, w: int, k: int, s: int, g: int = 1, silu: bool = False):
+    """One Conv + ReLU (``silu``: + Sigmoid, Mul, fused into the Conv as SiLU) and its FLOP count."""
     rng = np.random.default_rng(0)
     wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32) * 0.1
     b = rng.standard_normal(m).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], kernel_shape=[k, k], strides=[s, s],
                               pads=[k // 2] * 4, group=g),
              helper.make_node("Relu", ["t"], ["y"])]
+    if silu:
+        nodes[1:] = [helper.make_node("Sigmoid", ["t"], ["sg"]), helper.make_node("Mul", ["t", "sg"], ["y"])]
     graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])

@@ -13,6 +13,7 @@ from . import (  # noqa: F401
     quant,
     recurrent,
     resample,
+    simd_cblock,
     simd_conv,
     simd_convtranspose,
     simd_cvec,

@@ -1,0 +1,209 @@
+"""Channel-blocked direct convolution (NCHWc-style register tile on plain NCHW tensors).
+
+A register tile holds ``MV`` vectors of ``W`` consecutive output channels (one ``MV * W``-lane value, which
+LLVM splits into ``MV`` registers) by ``NP`` output pixels of one row: for every input channel and tap it
+loads the tile's weight vectors once (packed at compile time as ``[M / L, C / G, KH, KW, L]``, ``L = MV * W``)
+and broadcasts each pixel's input value into ``MV`` FMAs. Loads per FMA do not depend on the stride, so a
+stride-2 layer runs as fast as a stride-1 one (the column-vector ``simd_conv`` keeps the even lanes of two
+loads per tap there), and short rows keep every lane busy (13x13 maps fill no 8-lane column vector).
+
+The kernel is specialised to its row geometry (input and output width, kernel width, column stride,
+dilation and pad): the row's tiles are planned at compile time, the interior ones loop with no border test
+and a border tile's code leaves out its taps outside the input, so nothing is tested per tap and nothing is
+padded or copied (the kernel allocates nothing: the ahead-of-time targets have no allocator). Kernel rows
+outside the input are clipped once per output row. The finished tile is stored with strided stores (one
+channel plane per lane) after the fused epilogue in registers; a residual is gathered the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, note, variant
+from .epilogue import Epilogue, has_residual
+from .simd_pointwise import conv_operands
+from .template import source
+
+
+def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """A row of ``ow`` output pixels as tiles of ``np_``: ``(first pixel, pixels, tiles)``, where a run of
+    whole tiles all of whose pixels have every tap ``inside`` the input (``[lo, hi)``) is one entry (a loop),
+    and every other tile (a border or the short last one) an entry of its own (``tiles == 1``)."""
+    lo, hi = inside
+    plan: list[tuple[int, int, int]] = []
+    for s in range(0, ow, np_):
+        t = min(np_, ow - s)
+        interior = t == np_ and lo <= s and s + t <= hi
+        if interior and plan and plan[-1][1] == np_ and plan[-1][2] > 0 and plan[-1][0] + plan[-1][2] * np_ == s:
+            plan[-1] = (plan[-1][0], np_, plan[-1][2] + 1)
+        else:
+            plan.append((s, t, 1 if interior else 0))
+    return [(s, t, max(k, 1)) for s, t, k in plan]
+
+
+def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -> tuple[str, list]:
+    """``lanes`` output channels (one value) x up to ``np_`` consecutive output pixels of a row per register
+    tile, for the ``geometry`` ``(Win, OW, KH, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
+
+    The row is planned at compile time (``row_plan``): tiles whose every tap lies inside the input row loop
+    with no test; at a border, the taps that fall outside the row are left out of the tile's code, so no
+    kernel test, scratch or padding is needed. Kernel rows outside the input are clipped once per output row.
+    """
+    win, ow, kh_n, kw_n, sw, dw, pw = geometry
+    epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, dh, G"
+        + epi.signature() + "):",
+        "    cg = C // G",
+        "    mg = M // G",
+        "    P = OH * OW",
+        f"    wsz = cg * {kh_n * kw_n * lanes}",
+        "    for n in range(N):",
+        "        for oh in range(OH):",
+        "            ih0 = oh * sh - ph",
+        "            khlo = 0 if ih0 >= 0 else (dh - 1 - ih0) // dh",  # kernel rows inside the input
+        f"            khhi = min({kh_n}, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
+        f"            for m0 in range(0, M, {lanes}):",
+        "                g = m0 // mg",
+        f"                b = vload{lanes}(bb, bo + m0)",
+        f"                wm = wo + (m0 // {lanes}) * wsz",
+        "                xg = xo + (n * C + g * cg) * H * Win",
+    ]
+
+    def taps(ind: str, first: int, t: int, checked: bool, xr: str, wr: str) -> list[str]:
+        """One kernel row's FMAs (input row at ``xr``, its weights at ``wr``), taps outside the row left out."""
+        out = []
+        for kw in range(kw_n):
+            js = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
+            if js:
+                out.append(f"{ind}wv = vload{lanes}(wb, {wr} + {kw * lanes})")
+                out += [f"{ind}a{j} = vfma{lanes}(vbcast{lanes}(xb[U({xr} + {j * sw + kw * dw})]), wv, a{j})"
+                        for j in js]
+        return out
+
+    def tile(ind: str, start: str, first: int, t: int, checked: bool) -> list[str]:
+        """A tile of ``t`` pixels from ``start`` (the first one's index ``first`` when ``checked``: its taps
+        outside the row are left out). Rows with every kernel row inside the input unroll the kernel rows
+        (a loop of one kernel row per input channel cost a 1x1 layer 40%); the others loop over theirs."""
+        out = [f"{ind}a{j} = b" for j in range(t)]
+        out += [f"{ind}if khlo == 0 and khhi == {kh_n}:",
+                f"{ind}    for c in range(cg):",
+                f"{ind}        xr = xg + c * H * Win + ih0 * Win + {start} * {sw} - {pw}",
+                f"{ind}        wr = wm + c * {kh_n * kw_n * lanes}"]
+        for kh in range(kh_n):
+            out += taps(ind + " " * 8, first, t, checked, f"xr + {kh} * dh * Win", f"wr + {kh * kw_n * lanes}")
+        out += [f"{ind}else:",
+                f"{ind}    for c in range(cg):",
+                f"{ind}        for kh in range(khlo, khhi):",
+                f"{ind}            xr = xg + c * H * Win + (ih0 + kh * dh) * Win + {start} * {sw} - {pw}",
+                f"{ind}            wr = wm + (c * {kh_n} + kh) * {kw_n * lanes}",
+                *taps(ind + " " * 12, first, t, checked, "xr", "wr")]
+        for j in range(t):
+            out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
+                    *epi.vector(ind, f"a{j}", "", lanes, False),
+                    f"{ind}vscatter{lanes}(yb, yo + yq, P, a{j})",
+                    *epi.after(ind, [f"for i in range({lanes}):"], "yq + i * P")]
+        return out
+
+    # output columns whose every tap is inside [0, Win)
+    inside = (-(-pw // sw), max(0, (win - 1 - (kw_n - 1) * dw + pw) // sw + 1))
+    ind = " " * 16
+    for s, t, k in row_plan(ow, np_, inside):
+        interior = k > 1 or (inside[0] <= s and s + t <= inside[1])
+        if k > 1:
+            L.append(f"{ind}for ow0 in range({s}, {s + k * t}, {t}):")
+            L += tile(ind + "    ", "ow0", s, t, False)
+        else:
+            L += tile(ind, str(s), s, t, not interior)
+    return source(L), epi.args
+
+
+def cblock_tile(target: Target, mg: int, ow: int) -> tuple[int, int] | None:
+    """(MV, NP): channel vectors x output pixels per register tile, or None when two channel vectors do not
+    divide the group's ``mg`` output channels.
+
+    Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
+    meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
+    accumulators, two weight vectors and the broadcast in ``vector_registers`` (AVX2: 6, AVX-512: 14). Among
+    the counts in the budget's upper third, the one that wastes the fewest recomputed pixels on a row of
+    ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 26 (73 against 59 GFLOP/s for 2 x 3 on 96->96 3x3).
+    """
+    w = target.vector_width
+    mv = 2
+    if mg % (mv * w) != 0:
+        return None
+    most = max(1, (target.vector_registers - mv - 1) // mv)
+    if ow <= most:
+        return mv, ow
+    fewest = max(1, (2 * most + 2) // 3)
+    return mv, min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
+
+
+def cblock_structural(node: Node, target: Target) -> bool:
+    """A dense or grouped (not depthwise) 2-D float32 Conv with constant weights whose group's output
+    channels fill whole tiles of channel vectors."""
+    x, wt = node.inputs[0], node.inputs[1]
+    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
+        return False
+    g = node.attrs["group"]
+    if g > 1 and wt.shape[1] == 1:  # depthwise: one input channel per group, simd_depthwise's
+        return False
+    return cblock_tile(target, wt.shape[0] // g, node.outputs[0].shape[3]) is not None
+
+
+#: the least reduction depth (input channels per group x taps) for which the kernel is chosen: below it the
+#: per-tile epilogue and strided stores cost as much as the FMAs (stems: 3 channels x 9 taps at 10-19 against
+#: 19-24 GFLOP/s for ``simd_conv``; 1x1 stride 2 from 16 or 32 channels: 0.85-1.0x)
+MIN_DEPTH = 128
+#: the same for a 1x1 stride-1 layer, against ``simd_pointwise`` (64 and 144 channels: 0.8x, 160-768: 1.1-1.8x)
+MIN_DEPTH_POINTWISE = 160
+#: and its least output channels per group (to 32 or 64: 0.8-1.0x, 160-384: 1.1-1.8x; MobileNetV2's 14x14 and
+#: 28x28 1x1s lost 8% of the model's time)
+MIN_CHANNELS_POINTWISE = 128
+
+
+def cblock_applies(node: Node, target: Target) -> bool:
+    """Where the channel-blocked kernel beats the others (``benchmarks/conv_variants.py``, AVX2 GFLOP/s):
+
+    * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
+      32 for ``cvec`` on the ddddocr detector's layers;
+    * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
+    * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes) with at least
+      ``MIN_CHANNELS_POINTWISE`` output channels and no fused residual: 47-65 against 36-47 for
+      ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
+
+    each with a reduction depth of at least ``MIN_DEPTH`` (``MIN_DEPTH_POINTWISE``). Stride-1 3x3 layers on
+    longer rows are left to the other variants (and Winograd).
+    """
+    if not cblock_structural(node, target):
+        return False
+    a = node.attrs
+    ow, w = node.outputs[0].shape[3], target.vector_width
+    depth = node.inputs[1].shape[1] * a["kernel_shape"][0] * a["kernel_shape"][1]
+    if a["strides"][1] == 1 and all(k == 1 for k in a["kernel_shape"]):
+        mg = node.inputs[1].shape[0] // a["group"]
+        # a fused residual gathers per pixel: more than the kernel wins over simd_pointwise's vector loads
+        return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
+                and not has_residual(node))
+    return depth >= MIN_DEPTH and (a["strides"][1] == 2 or ow < 2 * w)
+
+
+@variant("Conv", name="cblock", priority=25, applies=cblock_applies)
+def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
+    x, wt, bias, y = conv_operands(node)
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    OH, OW = y.shape[2], y.shape[3]
+    KH, KW = a["kernel_shape"]
+    sw, dw = a["strides"][1], a["dilations"][1]
+    mv, np_ = cblock_tile(target, M // a["group"], OW)
+    lanes = mv * target.vector_width
+    # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
+    packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
+    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]))
+    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, a["strides"][0], a["pads"][0],
+            a["dilations"][0], a["group"], *extra]
+    return [KernelCall(src, args, note(node))]

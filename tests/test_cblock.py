@@ -1,0 +1,213 @@
+"""The channel-blocked direct convolution (``cblock``, ``kernels/simd_cblock.py``): hypothesis cases over its
+parameter space (kernel size, stride, dilation, pads, groups, batch, every fused activation with SiLU and a
+residual Add) at every vector width against the plain-numpy reference, each asserting that ``cblock`` ran and
+applied its epilogue in registers; its register tile within every budget; and where the variant table picks
+it (stride 2 and short rows) or leaves a layer to the others, at the AVX2 and AVX-512 budgets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_np as ref
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from test_register_tiles import BUDGETS
+from test_register_tiles import _run as run_budget
+from test_simd_widths import applicable_variants
+from test_vector_epilogue import ACTIVATIONS, _act_node, _ort, assert_in_registers
+from test_vector_epilogue import _model as _ve_model
+
+import cnnjit
+from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels.simd_cblock import (
+    MIN_CHANNELS_POINTWISE,
+    MIN_DEPTH,
+    MIN_DEPTH_POINTWISE,
+    cblock_tile,
+)
+
+WIDTHS = [4, 8, 16]
+ACTS = [None, "Relu", "SiLU", "HardSwish", "LeakyRelu", "Tanh"]
+
+
+def _act(nodes: list, cur: str, act: str | None, expected: np.ndarray) -> np.ndarray:
+    """Append ``act`` on ``cur`` (output ``y``) to ``nodes``; the reference applied to ``expected``."""
+    if act is None:
+        nodes.append(helper.make_node("Identity", [cur], ["y"]))
+        return expected
+    if act == "SiLU":  # x * sigmoid(x): fused into the Conv as one SiLU step
+        nodes += [helper.make_node("Sigmoid", [cur], ["sg"]), helper.make_node("Mul", [cur, "sg"], ["y"])]
+        return expected * ref.sigmoid(expected)
+    if act == "LeakyRelu":
+        nodes.append(helper.make_node("LeakyRelu", [cur], ["y"], alpha=0.1))
+        return ref.leaky_relu(expected, 0.1)
+    nodes.append(helper.make_node(act, [cur], ["y"]))
+    return {"Relu": ref.relu, "HardSwish": ref.hard_swish, "Tanh": ref.tanh}[act](expected)
+
+
+def conv_model(case: dict) -> tuple:
+    """(model, input, float64 reference output) of one Conv (+ residual Add) (+ activation) case."""
+    rng = np.random.default_rng(case["seed"])
+    c, m, g, k, s, d = case["c"], case["m"], case["g"], case["k"], case["s"], case["d"]
+    x = rng.standard_normal((case["n"], c, case["h"], case["w"])).astype(np.float32)
+    wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    expected = ref.conv(x, wt, b, strides=[s, s], pads=case["pads"], dilations=[d, d], group=g)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k, k], strides=[s, s],
+                              dilations=[d, d], pads=case["pads"], group=g)]
+    cur, inits = "c", {"w": wt, "b": b}
+    if case["residual"]:
+        r = rng.standard_normal(expected.shape).astype(np.float32)
+        inits["r"] = r
+        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
+        cur, expected = "a", expected + r
+    expected = _act(nodes, cur, case["act"], expected)
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), x, expected
+
+
+@st.composite
+def cblock_cases(draw, width: int):
+    """Layers ``cblock`` applies to at ``width``: output channels per group a multiple of two vectors, input
+    channels per group for the least reduction depth (and a few more), and a stride-2 layer, a row shorter
+    than two vectors, or a 1x1 on a row shorter than four."""
+    g = draw(st.sampled_from([1, 1, 2]))
+    k = draw(st.sampled_from([1, 3, 5]))
+    s = draw(st.sampled_from([1, 2]))
+    pointwise = k == 1 and s == 1
+    least_m = -(-MIN_CHANNELS_POINTWISE // (2 * width)) if pointwise else 1  # in two-vector tiles
+    m = g * 2 * width * draw(st.integers(least_m, least_m + 1))
+    least = -(-(MIN_DEPTH_POINTWISE if pointwise else MIN_DEPTH) // (k * k))  # the reduction depth
+    c = g * draw(st.integers(least, least + 4))
+    d = draw(st.sampled_from([1, 1, 2]))
+    span = (k - 1) * d + 1
+    pads = [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
+    h = draw(st.integers(max(1, span - pads[0] - pads[2]), 12))
+    # stride 1: a row shorter than two vectors (any k), or than four (1x1)
+    most = (4 if k == 1 else 2) * width - 1 if s == 1 else 40
+    ow_max = min(most, 40)
+    lo = max(1, span - pads[1] - pads[3])
+    wmax = max(lo, (ow_max - 1) * s + span - pads[1] - pads[3])
+    w = draw(st.integers(lo, min(wmax, 41)))
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=g, k=k, s=s, d=d, h=h, w=w, pads=pads,
+                act=draw(st.sampled_from(ACTS)), residual=not pointwise and draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def _check(case: dict, width: int) -> None:
+    model, x, expected = conv_model(case)
+    assert "cblock" in applicable_variants(model, "Conv", width), case
+    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "cblock"})
+    prog = compiled._default_spec().program
+    calls = [c for c in prog.calls if c.op == "Conv"]
+    assert {c.variant for c in calls} == {"cblock"}
+    for c in calls:  # SiLU, HardSwish, ... and the residual before the strided store
+        assert "v = yb[U(yo + q)]" not in prog.kernel_sources[c.kernel], case["act"]
+        # no allocation (np.zeros/np.empty): the ahead-of-time targets compile kernels without numba's runtime
+        assert "np." not in prog.kernel_sources[c.kernel]
+    got = compiled(x)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=6, deadline=None)
+@given(data=st.data())
+def test_cblock_matches_reference(width: int, data) -> None:
+    _check(data.draw(cblock_cases(width), label="case"), width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_cblock_ddddocr_shapes(width: int) -> None:
+    """The detector's shapes, shrunk: stride 2 with SiLU, a short row (13 columns at 8 lanes) with SiLU +
+    residual, a deep 1x1 on a short row."""
+    for case in (dict(c=16, m=4 * width, k=3, s=2, h=9, w=26, pads=[1] * 4, act="SiLU", residual=False),
+                 dict(c=15, m=2 * width, k=3, s=1, h=5, w=2 * width - 3, pads=[1] * 4, act="SiLU", residual=True),
+                 dict(c=160, m=128, k=1, s=1, h=3, w=4 * width - 3, pads=[0] * 4, act="SiLU", residual=False)):
+        _check(dict(case, n=1, g=1, d=1, seed=7), width)
+
+
+@pytest.mark.parametrize(("width", "registers"), [(4, 16), (8, 16), (16, 32), (16, 8), (4, 32), (8, 8)])
+def test_tile_fits_the_register_budget(width: int, registers: int) -> None:
+    target = Target(vector_width=width, vector_registers=registers)
+    for ow in (1, 2, 5, 7, 13, 26, 52, 104):
+        mv, np_ = cblock_tile(target, 2 * width, ow)
+        assert mv == 2 and 1 <= np_ <= max(1, ow)
+        assert mv * np_ + mv + 1 <= max(registers, 2 * mv + 1), (ow, mv, np_)  # accumulators, weights, broadcast
+    assert cblock_tile(target, width, 13) is None  # one channel vector: not this kernel's
+    assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 13) == (2, 5)
+    assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 26) == (2, 4)
+
+
+def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
+                              pads=[k // 2] * 4, group=group)]
+    inits = {"w": rng.standard_normal((m, c // group, k, k)).astype(np.float32),
+             "b": rng.standard_normal(m).astype(np.float32)}
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
+
+
+@pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
+                                    Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
+def test_variant_table_choice(target: Target) -> None:
+    """cblock for the detector's stride-2 layers, 13x13 rows and deep 1x1s on short rows; the 52x52 stride-1
+    3x3 layer, 1x1 on long rows, depthwise, too few output or input channels go to the other variants."""
+    w = target.vector_width
+    assert choose(_layer(96, 192, 52, 3, 2), target).name == "cblock"
+    assert choose(_layer(48, 96, 104, 3, 2), target).name == "cblock"
+    assert choose(_layer(192, 192, 13, 3, 1), target).name == "cblock"
+    assert choose(_layer(64, 64, 104, 1, 1), target).name == "simd_pointwise"
+    assert choose(_layer(96, 96, 4 * w + 4, 3, 1), target).name != "cblock"
+    assert choose(_layer(32, 32, 13, 3, 2, group=32), target).name == "simd_depthwise"
+    assert choose(_layer(16, 2 * w, 26, 3, 2), target).name == "cblock"
+    assert choose(_layer(16, w, 26, 3, 2), target).name != "cblock"  # one channel vector
+    assert choose(_layer(3, 32, 64, 3, 2), target).name != "cblock"  # a stem: too shallow a reduction
+    assert choose(_layer(384, 384, 13, 1, 1), target).name == "cblock"
+    assert choose(_layer(64, 384, 13, 1, 1), target).name != "cblock"  # too shallow
+    assert choose(_layer(384, 64, 13, 1, 1), target).name != "cblock"  # too few output channels
+
+
+@pytest.mark.parametrize(("width", "registers"), BUDGETS)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_cblock_tile_per_budget(width: int, registers: int, data) -> None:
+    """At each register budget (AVX-512's 32 registers too, run on the host's), the kernel computes a drawn
+    case with the tile ``cblock_tile`` sizes for that budget: ``NP`` pixel accumulators in its source."""
+    case = data.draw(cblock_cases(width), label="case")
+    case.update(n=1, act=data.draw(st.sampled_from([None, "Relu", "HardSwish"]), label="act"))
+    src = run_budget(case, width, registers, "cblock")
+    ow = (case["w"] + case["pads"][1] + case["pads"][3] - (case["k"] - 1) * case["d"] - 1) // case["s"] + 1
+    _, np_ = cblock_tile(Target(vector_width=width, vector_registers=registers), case["m"] // case["g"], ow)
+    assert f"a{np_ - 1} = b" in src and f"a{np_} = b" not in src
+
+
+def test_every_activation_in_registers(width: int = 16) -> None:
+    """Every activation with a vector form (test_vector_epilogue's list) fused into a cblock layer (stride 2,
+    one branch each) is applied in registers, and the results match onnxruntime. At one width (20 kernels
+    each): the vector math is checked at every width in test_vector_math.py, and test_cblock_matches_reference
+    draws activations for this kernel at every width."""
+    rng = np.random.default_rng(width)
+    c, m = 16, 2 * width
+    x = rng.standard_normal((1, c, 9, 13)).astype(np.float32)
+    nodes, inits, outs = [], {}, []
+    for i, (op, attrs) in enumerate(ACTIVATIONS):
+        inits[f"w{i}"] = (rng.standard_normal((m, c, 3, 3)) * 0.2).astype(np.float32)
+        inits[f"b{i}"] = rng.standard_normal(m).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}", f"b{i}"], [f"p{i}"], kernel_shape=[3, 3],
+                                      pads=[1] * 4, strides=[2, 2]))
+        nodes.append(_act_node(op, attrs, f"p{i}", f"y{i}", inits))
+        outs.append(f"y{i}")
+    model = _ve_model(nodes, x.shape, inits, outs)
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"cblock"}
+    assert_in_registers(compiled, "Conv", width)
+    for got, want in zip(compiled(x), _ort(model, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
