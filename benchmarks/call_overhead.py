@@ -55,6 +55,17 @@ def litert(path: Path, x: np.ndarray):
     return call
 
 
+def raw_call(spec):
+    """The compiled schedule called on its own buffers: a JIT specialisation's program on one of its arenas,
+    or a warm-started native one's entry on one of its work sets (``runtime/native.py``)."""
+    if hasattr(spec, "_acquire"):
+        arena = spec._acquire()
+        args = [arena[n] for n in spec.program.buffer_names]
+        return lambda: spec.program.run(*args)
+    work = spec._work_set()
+    return lambda: spec._fn(*work[2])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3000)
@@ -72,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         x = (rng.standard_normal(shape) if sig.dtype.kind == "f" else rng.integers(-100, 100, shape)).astype(sig.dtype)
         model(x)
         spec = model._last
-        arena = spec._acquire()
-        fns = {"raw": lambda: spec.program.run(*[arena[n] for n in spec.program.buffer_names]),
-               "spec.run": lambda: spec.run({sig.name: x}), "model(x)": lambda: model(x)}
+        fns = {"raw": raw_call(spec), "spec.run": lambda: spec.run({sig.name: x}), "model(x)": lambda: model(x)}
         lite = litert(TINY / "tflite" / tfl, x) if (TINY / "tflite" / tfl).is_file() else None
         if lite is not None:
             fns["litert"] = lite
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         result[label] = st
         rows.append([label, st["raw"], st["spec.run"], st["model(x)"], st["model(x)"] - st["raw"], st.get("litert"),
                      st["model(x)"] / st["litert"] if "litert" in st else None])
-        print(label, {k: round(v, 1) for k, v in st.items()}, flush=True)
+        print(label, type(spec).__name__, {k: round(v, 1) for k, v in st.items()}, flush=True)
     write_json("call_overhead", {"median_us": result, "runs": args.runs}, args.out)
     write_markdown("call_overhead", ["model", "raw us", "spec.run us", "model(x) us", "overhead us", "LiteRT us",
                                      "cnnjit / LiteRT"], rows, title="Per-call overhead, one thread",
