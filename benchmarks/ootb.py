@@ -43,11 +43,12 @@ def ootb_label(spec: str) -> str:
 
 
 def _ootb_model(spec: str):
-    """(model, feeds) for a MODEL_SET name or ``path@name=d0xd1x...[;name2=...]`` (seeded normal inputs)."""
+    """(model, feeds) for a MODEL_SET or corpus name (``benchmarks/corpus.py``) or
+    ``path@name=d0xd1x...[;name2=...]`` (seeded normal inputs)."""
     import numpy as np
     import onnx
 
-    from benchmarks.models import load
+    from benchmarks.corpus import load  # the benchmark set and the real-model corpus
 
     if "@" not in spec:
         return load(spec)
