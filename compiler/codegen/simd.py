@@ -266,6 +266,16 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx), codegen
 
     @intrinsic
+    def vload4e(typingctx, arr, idx):
+        """Every fourth element of ``buf[i:i + 4n]`` (a stride-4 load: the columns of n Winograd tiles)."""
+        def codegen(context, builder, sig, args):
+            v = builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], 4 * n), align=4)
+            return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                            list(range(0, 4 * n, 4))))
+
+        return vt(arr, idx), codegen
+
+    @intrinsic
     def vinsert(typingctx, v, lane, x):
         """``v`` with lane ``lane`` set to ``x``."""
         def codegen(context, builder, sig, args):
@@ -394,7 +404,7 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
-        f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
+        f"vload2e{n}": vload2e, f"vload4e{n}": vload4e, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
     }
@@ -405,5 +415,5 @@ for _n in LANES:
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
+    "vload2e", "vload4e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]

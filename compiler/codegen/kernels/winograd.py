@@ -1,0 +1,234 @@
+"""Winograd F(4x4, 3x3) convolution for stride-1, 3x3, dense float convs (plain NCHW in and out).
+
+A 4x4 block of outputs (a *tile*) of one output channel is ``A^T [sum_c (G g_c G^T) * (B^T d_c B)] A``
+with ``d_c`` the tile's 6x6 input patch of channel ``c``: 36 multiplies per tile and channel pair instead of
+the direct convolution's 144 (4x fewer), plus the transforms, which are per tile and channel only.
+
+The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``):
+
+1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
+   the rows of every tile one after the other, each row four columns longer than the tiles need (one
+   dummy tile per row), so that tile ``t``'s patch column ``j`` is ``pb[.. + 4 t + j]`` for every tile of
+   the band, across tile rows: a vector of ``W`` tiles is one stride-4 load (``vload4e``), whatever the
+   map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
+2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
+3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on the
+   pointwise register tile (``MR`` channels x ``NR`` vectors of tiles, a broadcast weight per FMA; ``U`` the
+   weights transformed and packed at compile time as ``[36][M / MR][C][MR]``), then the output transform
+   ``A^T M A`` with the four columns of each tile interleaved (``vziplo``/``vziphi``) into output rows of
+   an output band ``ob[M][4][tiles * 4]``;
+4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
+   Add) in registers, masked at the row's end.
+
+Error: the transforms' constants (up to 8 in ``A``, 5 in ``B``, 1/24 in ``G``) amplify float32 rounding
+by about two orders of magnitude against the direct sum (``ERROR_BOUND``, tested against a float64
+reference); ``applies`` chooses it per layer from the measured crossover (``winograd_applies``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, flit, note, variant
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands
+from .template import source
+
+#: F(4x4, 3x3) (Lavin & Gray): input transform B^T (6x6), weight transform G (6x3), output transform A^T (4x6)
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
+#: outputs per tile side, patch side
+TM, TP = 4, 6
+#: the error bound, relative to the output scale ``sum_c,taps |w| * max|x|`` of each output: measured at
+#: 2-4e-6 on realistic weights (He-normal, 16-256 channels), against 1e-7 for the direct sum
+ERROR_BOUND = 2e-5
+#: bytes of a band's scratch (padded input, transformed input, GEMM results, output band): within L2
+BAND_BYTES = 256 * 1024
+#: the fewest input channels (and output channels) worth the transforms: measured crossover (see
+#: ``winograd_applies``)
+MIN_CHANNELS = 16
+
+
+def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
+    """``U = G g G^T`` per (output, input) channel pair in float64, packed as ``[36][M / mr][C][mr]``."""
+    M, C = w.shape[:2]
+    u = np.einsum("ki,mcij,lj->klmc", G, w.astype(np.float64), G).reshape(TP * TP, M // mr, mr, C)
+    return np.ascontiguousarray(u.transpose(0, 1, 3, 2), dtype=np.float32).reshape(-1)
+
+
+def _lin(coefs: np.ndarray, names: list[str], w: int) -> str:
+    """The vector expression ``sum_j coefs[j] * names[j]`` (adds and subtracts for +-1, FMAs for the rest)."""
+    expr = None
+    for c, nm in zip(coefs, names):
+        if c == 0:
+            continue
+        if expr is None:
+            expr = nm if c == 1 else f"vmul{w}(vbcast{w}({flit(c)}), {nm})"
+        elif c == 1:
+            expr = f"vadd{w}({expr}, {nm})"
+        elif c == -1:
+            expr = f"vsub{w}({expr}, {nm})"
+        else:
+            expr = f"vfma{w}(vbcast{w}({flit(c)}), {nm}, {expr})"
+    return expr if expr is not None else f"vzero{w}()"
+
+
+def transform_lines(ind: str, left: np.ndarray, src: str, dst: str, w: int) -> list[str]:
+    """Lines computing ``dst = left @ src @ left^T`` on vectors named ``{src}{i}_{j}`` (square ``src``),
+    into ``{dst}{k}_{l}``: first along the rows (``{dst}t{k}_{j}``), then along the columns."""
+    n_out, n_in = left.shape
+    out = [f"{ind}{dst}t{k}_{j} = {_lin(left[k], [f'{src}{i}_{j}' for i in range(n_in)], w)}"
+           for k in range(n_out) for j in range(n_in)]
+    return out + [f"{ind}{dst}{k}_{l} = {_lin(left[l], [f'{dst}t{k}_{j}' for j in range(n_in)], w)}"
+                  for k in range(n_out) for l in range(n_out)]
+
+
+def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
+    """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
+    tiles); the sizes are arguments."""
+    L = nr * w  # tiles per register tile row (one L-lane value, which LLVM splits into nr registers)
+    epi = Epilogue(node, w, True)
+    i20, i24 = " " * 20, " " * 24
+    lines = [
+        "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
+        + epi.signature() + "):",
+        "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
+        "    RL = 4 * TXP",
+        "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
+        "    pb = np.empty(C * 6 * LB, np.float32)",
+        "    vb = np.empty(36 * C * T, np.float32)",
+        f"    mb = np.empty(36 * {mr} * T, np.float32)",
+        "    ob = np.empty(M * 16 * T, np.float32)",
+        "    ncopy = min(Win, RL - pw)",
+        "    for n in range(N):",
+        "        for ty0 in range(0, TY, RB):",
+        "            rb = min(RB, TY - ty0)",
+        "            nt = rb * TXP",
+        f"            ntp = (nt + {L - 1}) // {L} * {L}",
+        # 1. the band's padded input rows
+        "            for c in range(C):",
+        "                xc = xo + (n * C + c) * H * Win",
+        "                for r in range(6):",
+        "                    base = (c * 6 + r) * LB",
+        "                    for tyl in range(rb):",
+        "                        ih = 4 * (ty0 + tyl) - ph + r",
+        "                        ro = base + tyl * RL",
+        "                        if ih < 0 or ih >= H:",
+        f"                            for x0 in range(0, RL, {w}):",
+        f"                                vstoren{w}(pb, ro + x0, vzero{w}(), RL - x0)",
+        "                            continue",
+        "                        for x in range(pw):",
+        "                            pb[U(ro + x)] = np.float32(0.0)",
+        "                        xr = xc + ih * Win",
+        f"                        for i0 in range(0, ncopy, {w}):",
+        f"                            vstoren{w}(pb, ro + pw + i0, vloadn{w}(xb, xr + i0, ncopy - i0), ncopy - i0)",
+        "                        for x in range(pw + ncopy, RL):",
+        "                            pb[U(ro + x)] = np.float32(0.0)",
+        f"                    for x0 in range(nt * 4, LB, {w}):",
+        f"                        vstoren{w}(pb, base + x0, vzero{w}(), LB - x0)",
+        # 2. the input transform, w tiles per vector
+        "            for c in range(C):",
+        f"                for t0 in range(0, ntp, {w}):",
+        "                    pc = c * 6 * LB + 4 * t0",
+        *[f"{i20}d{r}_{j} = vload4e{w}(pb, pc + {r} * LB + {j})" for r in range(TP) for j in range(TP)],
+        *transform_lines(i20, BT, "d", "v", w),
+        *[f"{i20}vstore{w}(vb, ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
+        # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
+        f"            for m in range(0, M, {mr}):",
+        "                for xi in range(36):",
+        "                    uw = uo + (xi * M + m) * C",
+        f"                    for p0 in range(0, ntp, {L}):",
+        *[f"{i24}a{i} = vzero{L}()" for i in range(mr)],
+        "                        vi = xi * C * T + p0",
+        "                        wi = uw",
+        "                        for c in range(C):",
+        f"                            v = vload{L}(vb, vi)",
+        *[f"{i24}    a{i} = vfma{L}(vbcast{L}(ub[U(wi + {i})]), v, a{i})" for i in range(mr)],
+        "                            vi += T",
+        f"                            wi += {mr}",
+        *[f"{i24}vstore{L}(mb, (xi * {mr} + {i}) * T + p0, a{i})" for i in range(mr)],
+        f"                for i in range({mr}):",
+        "                    orow = (m + i) * 16 * T",
+        f"                    for t0 in range(0, ntp, {w}):",
+        *[f"{i24}q{k}_{l} = vload{w}(mb, ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP) for l in range(TP)],
+        *transform_lines(i24, AT, "q", "o", w),
+    ]
+    for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
+        lines += [f"{i24}e0 = vziplo{w}(o{r}_0, o{r}_2)", f"{i24}e1 = vziplo{w}(o{r}_1, o{r}_3)",
+                  f"{i24}e2 = vziphi{w}(o{r}_0, o{r}_2)", f"{i24}e3 = vziphi{w}(o{r}_1, o{r}_3)",
+                  f"{i24}orr = orow + {r} * 4 * T + 4 * t0",
+                  f"{i24}vstore{w}(ob, orr, vziplo{w}(e0, e1))",
+                  f"{i24}vstore{w}(ob, orr + {w}, vziphi{w}(e0, e1))",
+                  f"{i24}vstore{w}(ob, orr + {2 * w}, vziplo{w}(e2, e3))",
+                  f"{i24}vstore{w}(ob, orr + {3 * w}, vziphi{w}(e2, e3))"]
+    # 4. the band's output rows into y: bias and the epilogue in registers
+    idx = "((n * M + m) * OH + oh) * OW + ow0"
+    lines += [
+        "            for m in range(M):",
+        f"                bv = vbcast{w}(bb[bo + m])",
+        "                for tyl in range(rb):",
+        "                    for r in range(4):",
+        "                        oh = 4 * (ty0 + tyl) + r",
+        "                        if oh >= OH:",
+        "                            break",
+        "                        src = (m * 4 + r) * 4 * T + tyl * RL",
+        f"                        for ow0 in range(0, OW, {w}):",
+        f"                            cnt = min({w}, OW - ow0)",
+        f"                            acc = vadd{w}(vloadn{w}(ob, src + ow0, cnt), bv)",
+        *epi.vector(" " * 28, "acc", idx, w, True),
+        f"                            vstoren{w}(yb, yo + {idx}, acc, cnt)",
+        *epi.after(" " * 28, ["for j in range(cnt):"], f"{idx} + j"),
+    ]
+    return source(lines), epi.args
+
+
+def winograd_tile(target: Target, m: int) -> tuple[int, int]:
+    """(MR, NR): output channels (dividing ``m``) x vectors of tiles per GEMM register tile: two vectors
+    and as many channels as fit beside them (the two tile vectors and a broadcast weight), at most 12."""
+    nr = 2
+    cap = max(1, min(12, (target.vector_registers - nr - 2) // nr))
+    return max(r for r in range(1, cap + 1) if m % r == 0), nr
+
+
+def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int, int]:
+    """(RB, T): tile rows per band and the band's tile capacity (a multiple of ``step``, the register tile's
+    tiles): as many rows as keep the scratch within ``BAND_BYTES``, at least one."""
+    per_tile = 4 * (24 * C + 36 * C + 16 * M + 36 * mr)
+    rb = max(1, min(TY, BAND_BYTES // (per_tile * (TX + 1))))
+    return rb, -(-rb * (TX + 1) // step) * step
+
+
+def winograd_applies(node: Node, target: Target) -> bool:
+    """A dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant weights and at least
+    ``MIN_CHANNELS`` input and output channels, on a map of at least 2x2 tiles."""
+    x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    a = node.attrs
+    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
+        return False
+    if tuple(a["kernel_shape"]) != (3, 3) or tuple(a["strides"]) != (1, 1) or tuple(a["dilations"]) != (1, 1):
+        return False
+    if a["group"] != 1:
+        return False
+    return min(wt.shape[0], wt.shape[1]) >= MIN_CHANNELS and min(y.shape[2], y.shape[3]) >= 8
+
+
+@variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
+def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
+    x, wt, bias, y = conv_operands(node)
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    OH, OW = y.shape[2:]
+    w = target.vector_width
+    mr, nr = winograd_tile(target, M)
+    TX, TY = -(-OW // TM), -(-OH // TM)
+    rb, T = band_rows(C, M, mr, TX, TY, nr * w)
+    src, extra = winograd_source(node, w, mr, nr)
+    args = [x, Param(transform_weights(wt.const, mr)), bias, y, N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1],
+            TX, TY, rb, T, *extra]
+    return [KernelCall(src, args, note(node))]
