@@ -49,9 +49,10 @@ TM, TP = 4, 6
 ERROR_BOUND = 2e-5
 #: bytes of a band's scratch (padded input, transformed input, GEMM results, output band): within L2
 BAND_BYTES = 256 * 1024
-#: the fewest input channels (and output channels) worth the transforms: measured crossover (see
-#: ``winograd_applies``)
-MIN_CHANNELS = 16
+#: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
+#: transforms: the measured crossover (see ``winograd_applies``)
+MIN_CHANNELS = 32
+MIN_RATIO = 1.5
 
 
 def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
@@ -203,18 +204,40 @@ def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int
     return rb, -(-rb * (TX + 1) // step) * step
 
 
-def winograd_applies(node: Node, target: Target) -> bool:
-    """A dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant weights and at least
-    ``MIN_CHANNELS`` input and output channels, on a map of at least 2x2 tiles."""
-    x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
+def winograd_ok(node: Node) -> bool:
+    """What the kernel computes: a dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant
+    weights on a 4-D input."""
+    x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
-    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
+    return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
+            and tuple(a["kernel_shape"]) == (3, 3) and tuple(a["strides"]) == (1, 1)
+            and tuple(a["dilations"]) == (1, 1) and a["group"] == 1)
+
+
+def multiply_ratio(node: Node, target: Target) -> float:
+    """The direct convolution's multiplies over the Winograd kernel's (tiles padded to whole bands of
+    register-tile vectors, dummy tiles included): how much less the GEMMs do."""
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    OH, OW = node.outputs[0].shape[2:]
+    mr, nr = winograd_tile(target, M)
+    TX, TY = -(-OW // TM), -(-OH // TM)
+    rb, T = band_rows(C, M, mr, TX, TY, nr * target.vector_width)
+    full, rest = divmod(TY, rb)
+    step = nr * target.vector_width
+    tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
+    return 9 * OH * OW / (TP * TP * tiles)
+
+
+def winograd_applies(node: Node, target: Target) -> bool:
+    """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and ``MIN_RATIO`` fewer
+    multiplies than the direct convolution: the measured crossover (``benchmarks/winograd.py``, AVX2: 96->96
+    at 52x52 2.4x, 48->48 at 104x104 1.6x, 32->32 at 16x16 (ratio 2) 1.45x; 16 channels (16->16 at 32x32,
+    24->24 at 208x208: ratio 3.2) 1.0-1.07x, the transforms as costly as the GEMMs saved; 64->64 at 8x8 and
+    192->192 at 13x13 (ratio 1.0 and 1.3) 1.02-1.04x)."""
+    if not winograd_ok(node):
         return False
-    if tuple(a["kernel_shape"]) != (3, 3) or tuple(a["strides"]) != (1, 1) or tuple(a["dilations"]) != (1, 1):
-        return False
-    if a["group"] != 1:
-        return False
-    return min(wt.shape[0], wt.shape[1]) >= MIN_CHANNELS and min(y.shape[2], y.shape[3]) >= 8
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    return min(C, M) >= MIN_CHANNELS and multiply_ratio(node, target) >= MIN_RATIO
 
 
 @variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
