@@ -198,9 +198,12 @@ def winograd_tile(target: Target, m: int) -> tuple[int, int]:
 
 def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int, int]:
     """(RB, T): tile rows per band and the band's tile capacity (a multiple of ``step``, the register tile's
-    tiles): as many rows as keep the scratch within ``BAND_BYTES``, at least one."""
+    tiles): as many rows as keep the scratch within ``BAND_BYTES``, or within a quarter of the transformed
+    weights when they are larger (every band streams all of them: 192->192 at 13x13 with its 5.3 MB in 4
+    bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at least one row."""
     per_tile = 4 * (24 * C + 36 * C + 16 * M + 36 * mr)
-    rb = max(1, min(TY, BAND_BYTES // (per_tile * (TX + 1))))
+    budget = max(BAND_BYTES, 4 * TP * TP * C * M // 4)
+    rb = max(1, min(TY, budget // (per_tile * (TX + 1))))
     return rb, -(-rb * (TX + 1) // step) * step
 
 
