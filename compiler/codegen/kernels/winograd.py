@@ -62,31 +62,39 @@ def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
     return np.ascontiguousarray(u.transpose(0, 1, 3, 2), dtype=np.float32).reshape(-1)
 
 
-def _lin(coefs: np.ndarray, names: list[str], w: int) -> str:
-    """The vector expression ``sum_j coefs[j] * names[j]`` (adds and subtracts for +-1, FMAs for the rest)."""
-    expr = None
-    for c, nm in zip(coefs, names):
-        if c == 0:
-            continue
-        if expr is None:
-            expr = nm if c == 1 else f"vmul{w}(vbcast{w}({flit(c)}), {nm})"
-        elif c == 1:
-            expr = f"vadd{w}({expr}, {nm})"
-        elif c == -1:
-            expr = f"vsub{w}({expr}, {nm})"
-        else:
-            expr = f"vfma{w}(vbcast{w}({flit(c)}), {nm}, {expr})"
-    return expr if expr is not None else f"vzero{w}()"
+def _bt(ind: str, d: list[str], t: list[str], w: int) -> list[str]:
+    """``t = B^T d`` for 6 vectors, 14 operations (the rows' shared sums; ``BT``'s rows 1-4 pair up)."""
+    def b(v: float) -> str:
+        return f"vbcast{w}({flit(v)})"
+
+    return [f"{ind}{t[0]} = vfma{w}({b(4)}, {d[0]}, vfma{w}({b(-5)}, {d[2]}, {d[4]}))",
+            f"{ind}{t[5]} = vfma{w}({b(4)}, {d[1]}, vfma{w}({b(-5)}, {d[3]}, {d[5]}))",
+            f"{ind}{t[1]} = vfma{w}({b(-4)}, vadd{w}({d[1]}, {d[2]}), vadd{w}({d[3]}, {d[4]}))",
+            f"{ind}{t[2]} = vfma{w}({b(4)}, vsub{w}({d[1]}, {d[2]}), vsub{w}({d[4]}, {d[3]}))",
+            f"{ind}sf = vsub{w}({d[4]}, {d[2]})", f"{ind}sg = vsub{w}({d[3]}, {d[1]})",
+            f"{ind}{t[3]} = vfma{w}({b(2)}, sg, sf)", f"{ind}{t[4]} = vfma{w}({b(-2)}, sg, sf)"]
 
 
-def transform_lines(ind: str, left: np.ndarray, src: str, dst: str, w: int) -> list[str]:
-    """Lines computing ``dst = left @ src @ left^T`` on vectors named ``{src}{i}_{j}`` (square ``src``),
-    into ``{dst}{k}_{l}``: first along the rows (``{dst}t{k}_{j}``), then along the columns."""
-    n_out, n_in = left.shape
-    out = [f"{ind}{dst}t{k}_{j} = {_lin(left[k], [f'{src}{i}_{j}' for i in range(n_in)], w)}"
-           for k in range(n_out) for j in range(n_in)]
-    return out + [f"{ind}{dst}{k}_{l} = {_lin(left[l], [f'{dst}t{k}_{j}' for j in range(n_in)], w)}"
-                  for k in range(n_out) for l in range(n_out)]
+def _at(ind: str, q: list[str], o: list[str], w: int) -> list[str]:
+    """``o = A^T q`` for 6 vectors into 4, 11 operations."""
+    return [f"{ind}sa = vadd{w}({q[1]}, {q[2]})", f"{ind}sb = vadd{w}({q[3]}, {q[4]})",
+            f"{ind}sc = vsub{w}({q[1]}, {q[2]})", f"{ind}sd = vsub{w}({q[3]}, {q[4]})",
+            f"{ind}{o[0]} = vadd{w}(vadd{w}({q[0]}, sa), sb)",
+            f"{ind}{o[1]} = vfma{w}(vbcast{w}(2.0), sd, sc)",
+            f"{ind}{o[2]} = vfma{w}(vbcast{w}(4.0), sb, sa)",
+            f"{ind}{o[3]} = vadd{w}(vfma{w}(vbcast{w}(8.0), sd, sc), {q[5]})"]
+
+
+def transform_lines(ind: str, one_d, n_out: int, src: str, dst: str, w: int) -> list[str]:
+    """Lines computing the 2-D transform ``L src L^T`` of the 6x6 vectors ``{src}{i}_{j}`` into
+    ``{dst}{k}_{l}`` (``n_out`` square), with ``one_d(ind, inputs, outputs, w)`` the 1-D ``L``: along the
+    columns first (into ``{dst}t{k}_{j}``), then along the rows."""
+    out = []
+    for j in range(TP):
+        out += one_d(ind, [f"{src}{i}_{j}" for i in range(TP)], [f"{dst}t{k}_{j}" for k in range(n_out)], w)
+    for k in range(n_out):
+        out += one_d(ind, [f"{dst}t{k}_{j}" for j in range(TP)], [f"{dst}{k}_{l}" for l in range(n_out)], w)
+    return out
 
 
 def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
@@ -120,24 +128,29 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                        ih = 4 * (ty0 + tyl) - ph + r",
         "                        ro = base + tyl * RL",
         "                        if ih < 0 or ih >= H:",
-        f"                            for x0 in range(0, RL, {w}):",
-        f"                                vstoren{w}(pb, ro + x0, vzero{w}(), RL - x0)",
+        "                            for x in range(RL):",
+        "                                pb[U(ro + x)] = np.float32(0.0)",
         "                            continue",
         "                        for x in range(pw):",
         "                            pb[U(ro + x)] = np.float32(0.0)",
         "                        xr = xc + ih * Win",
-        f"                        for i0 in range(0, ncopy, {w}):",
-        f"                            vstoren{w}(pb, ro + pw + i0, vloadn{w}(xb, xr + i0, ncopy - i0), ncopy - i0)",
+        # whole vectors unmasked (masked stores are slow on AMD), the tail by element
+        f"                        for i0 in range(0, ncopy - {w - 1}, {w}):",
+        f"                            vstore{w}(pb, ro + pw + i0, vload{w}(xb, xr + i0))",
+        f"                        for x in range(ncopy // {w} * {w}, ncopy):",
+        "                            pb[U(ro + pw + x)] = xb[U(xr + x)]",
         "                        for x in range(pw + ncopy, RL):",
         "                            pb[U(ro + x)] = np.float32(0.0)",
-        f"                    for x0 in range(nt * 4, LB, {w}):",
-        f"                        vstoren{w}(pb, base + x0, vzero{w}(), LB - x0)",
+        "                    for x in range(nt * 4, LB):",
+        "                        pb[U(base + x)] = np.float32(0.0)",
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
         f"                for t0 in range(0, ntp, {w}):",
         "                    pc = c * 6 * LB + 4 * t0",
-        *[f"{i20}d{r}_{j} = vload4e{w}(pb, pc + {r} * LB + {j})" for r in range(TP) for j in range(TP)],
-        *transform_lines(i20, BT, "d", "v", w),
+        *[ln for r in range(TP) for ln in (
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = vload4t{w}(pb, pc + {r} * LB)",
+            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = vload4t{w}(pb, pc + {r} * LB + 4)")],
+        *transform_lines(i20, _bt, TP, "d", "v", w),
         *[f"{i20}vstore{w}(vb, ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
@@ -157,7 +170,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                    orow = (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
         *[f"{i24}q{k}_{l} = vload{w}(mb, ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP) for l in range(TP)],
-        *transform_lines(i24, AT, "q", "o", w),
+        *transform_lines(i24, _at, TM, "q", "o", w),
     ]
     for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
         lines += [f"{i24}e0 = vziplo{w}(o{r}_0, o{r}_2)", f"{i24}e1 = vziplo{w}(o{r}_1, o{r}_3)",
@@ -178,8 +191,14 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                        if oh >= OH:",
         "                            break",
         "                        src = (m * 4 + r) * 4 * T + tyl * RL",
-        f"                        for ow0 in range(0, OW, {w}):",
-        f"                            cnt = min({w}, OW - ow0)",
+        f"                        for ow0 in range(0, OW - {w - 1}, {w}):",  # whole vectors unmasked
+        f"                            acc = vadd{w}(vload{w}(ob, src + ow0), bv)",
+        *epi.vector(" " * 28, "acc", idx, w, False),
+        f"                            vstore{w}(yb, yo + {idx}, acc)",
+        *epi.after(" " * 28, [f"for j in range({w}):"], f"{idx} + j"),
+        f"                        ow0 = OW // {w} * {w}",
+        "                        if ow0 < OW:",
+        "                            cnt = OW - ow0",
         f"                            acc = vadd{w}(vloadn{w}(ob, src + ow0, cnt), bv)",
         *epi.vector(" " * 28, "acc", idx, w, True),
         f"                            vstoren{w}(yb, yo + {idx}, acc, cnt)",
