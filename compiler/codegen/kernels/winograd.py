@@ -51,8 +51,8 @@ ERROR_BOUND = 2e-5
 BAND_BYTES = 256 * 1024
 #: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
 #: transforms: the measured crossover (see ``winograd_applies``)
-MIN_CHANNELS = 32
-MIN_RATIO = 1.5
+MIN_CHANNELS = 8
+MIN_RATIO = 0.75
 
 
 def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
@@ -251,11 +251,12 @@ def multiply_ratio(node: Node, target: Target) -> float:
 
 
 def winograd_applies(node: Node, target: Target) -> bool:
-    """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and ``MIN_RATIO`` fewer
-    multiplies than the direct convolution: the measured crossover (``benchmarks/winograd.py``, AVX2: 96->96
-    at 52x52 2.4x, 48->48 at 104x104 1.6x, 32->32 at 16x16 (ratio 2) 1.45x; 16 channels (16->16 at 32x32,
-    24->24 at 208x208: ratio 3.2) 1.0-1.07x, the transforms as costly as the GEMMs saved; 64->64 at 8x8 and
-    192->192 at 13x13 (ratio 1.0 and 1.3) 1.02-1.04x)."""
+    """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and at least ``MIN_RATIO``
+    of the direct convolution's multiplies saved (``multiply_ratio``): the measured crossover
+    (``benchmarks/winograd.py``, AVX2, effective GFLOP/s against the variant chosen without it: 96->96 at
+    52x52 2.8x, 48->48 at 104x104 2.0x, 192->192 at 13x13 2.0x, 32->32 at 16x16 1.7x, 16->16 at 32x32 1.4x,
+    12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; at ratio 1.0 (64->64 and 32->32 at 8x8) 1.17x and 1.06x, at
+    0.77 (128->128 at 7x7, 6 tiles padded to 16) 1.10x)."""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
