@@ -109,7 +109,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
         "    RL = 4 * TXP",
         "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
-        "    pb = np.empty(C * 6 * LB, np.float32)",
+        # zeros once: past a band's tiles (the padding tiles, whose outputs are dropped) it keeps finite values
+        "    pb = np.zeros(C * 6 * LB, np.float32)",
         "    vb = np.empty(36 * C * T, np.float32)",
         f"    mb = np.empty(36 * {mr} * T, np.float32)",
         "    ob = np.empty(M * 16 * T, np.float32)",
@@ -141,8 +142,6 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                            pb[U(ro + pw + x)] = xb[U(xr + x)]",
         "                        for x in range(pw + ncopy, RL):",
         "                            pb[U(ro + x)] = np.float32(0.0)",
-        "                    for x in range(nt * 4, LB):",
-        "                        pb[U(base + x)] = np.float32(0.0)",
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
         f"                for t0 in range(0, ntp, {w}):",
