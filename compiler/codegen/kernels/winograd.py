@@ -110,7 +110,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
         "    RL = 4 * TXP",
         "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
-        # zeros once: past a band's tiles (the padding tiles, whose outputs are dropped) it keeps finite values
+        # zeros once: the pad columns left and right of every row stay zero (data is only ever copied between
+        # them), and past a band's tiles (padding tiles, whose outputs are dropped) the values stay finite
         "    pb = np.zeros(C * 6 * LB, np.float32)",
         "    vb = np.empty(36 * C * T, np.float32)",
         f"    mb = np.empty(36 * {mr} * T, np.float32)",
@@ -133,16 +134,12 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                            for x in range(RL):",
         "                                pb[U(ro + x)] = np.float32(0.0)",
         "                            continue",
-        "                        for x in range(pw):",
-        "                            pb[U(ro + x)] = np.float32(0.0)",
         "                        xr = xc + ih * Win",
         # whole vectors unmasked (masked stores are slow on AMD), the tail by element
         f"                        for i0 in range(0, ncopy - {w - 1}, {w}):",
         f"                            vstore{w}(pb, ro + pw + i0, vload{w}(xb, xr + i0))",
         f"                        for x in range(ncopy // {w} * {w}, ncopy):",
         "                            pb[U(ro + pw + x)] = xb[U(xr + x)]",
-        "                        for x in range(pw + ncopy, RL):",
-        "                            pb[U(ro + x)] = np.float32(0.0)",
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
         f"                for t0 in range(0, ntp, {w}):",
