@@ -9,7 +9,7 @@ The kernel works on *bands* of tile rows sized so the band's scratch stays in L2
 1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
    the rows of every tile one after the other, each row four columns longer than the tiles need (one
    dummy tile per row), so that tile ``t``'s patch column ``j`` is ``pb[.. + 4 t + j]`` for every tile of
-   the band, across tile rows: a vector of ``W`` tiles is one stride-4 load (``vload4e``), whatever the
+   the band, across tile rows: a vector of ``W`` tiles is one de-interleaving load (``vload4t``), whatever the
    map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
 2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
 3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on the
