@@ -53,7 +53,7 @@ BAND_BYTES = 256 * 1024
 #: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
 #: transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
-MIN_RATIO = 0.75
+MIN_RATIO = 1.0
 
 
 def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
@@ -204,12 +204,34 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
     return source(lines), epi.args
 
 
-def winograd_tile(target: Target, m: int) -> tuple[int, int]:
-    """(MR, NR): output channels (dividing ``m``) x vectors of tiles per GEMM register tile: two vectors
-    and as many channels as fit beside them (the two tile vectors and a broadcast weight), at most 12."""
-    nr = 2
+def winograd_tile(target: Target, m: int, nr: int) -> int:
+    """MR: output channels (dividing ``m``) per GEMM register tile beside ``nr`` vectors of tiles: as many as
+    fit with the tile vectors and a broadcast weight, at most 12."""
     cap = max(1, min(12, (target.vector_registers - nr - 2) // nr))
-    return max(r for r in range(1, cap + 1) if m % r == 0), nr
+    return max(r for r in range(1, cap + 1) if m % r == 0)
+
+
+def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
+    """(MR, NR, RB, T, tiles): the register tile (channels x vectors of tiles), the band (``band_rows``) and
+    the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles included).
+
+    Two vectors of tiles per register tile, unless one wastes fewer padded tiles: on small maps the
+    padding decides (AVX2, effective GFLOP/s with one against two vectors: 64->64 at 8x8 (6 tiles) 79 against
+    41, 32->32 at 16x16 89 against 65, 192->192 at 13x13 90 against 65; where both pad alike, two: 96->96
+    at 52x52 166 against 154)."""
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    OH, OW = node.outputs[0].shape[2:]
+    TX, TY = -(-OW // TM), -(-OH // TM)
+    best: tuple[int, int, int, int, int] | None = None
+    for nr in (2, 1):
+        mr = winograd_tile(target, M, nr)
+        step = nr * target.vector_width
+        rb, T = band_rows(C, M, mr, TX, TY, step)
+        full, rest = divmod(TY, rb)
+        tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
+        if best is None or tiles < best[4]:
+            best = (mr, nr, rb, T, tiles)
+    return best
 
 
 def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int, int]:
@@ -234,26 +256,19 @@ def winograd_ok(node: Node) -> bool:
 
 
 def multiply_ratio(node: Node, target: Target) -> float:
-    """The direct convolution's multiplies over the Winograd kernel's (tiles padded to whole bands of
-    register-tile vectors, dummy tiles included): how much less the GEMMs do."""
-    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    """The direct convolution's multiplies over the Winograd kernel's (``plan``'s tiles): how much less the
+    GEMMs do."""
     OH, OW = node.outputs[0].shape[2:]
-    mr, nr = winograd_tile(target, M)
-    TX, TY = -(-OW // TM), -(-OH // TM)
-    rb, T = band_rows(C, M, mr, TX, TY, nr * target.vector_width)
-    full, rest = divmod(TY, rb)
-    step = nr * target.vector_width
-    tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
-    return 9 * OH * OW / (TP * TP * tiles)
+    return 9 * OH * OW / (TP * TP * plan(node, target)[4])
 
 
 def winograd_applies(node: Node, target: Target) -> bool:
     """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and at least ``MIN_RATIO``
     of the direct convolution's multiplies saved (``multiply_ratio``): the measured crossover
     (``benchmarks/winograd.py``, AVX2, effective GFLOP/s against the variant chosen without it: 96->96 at
-    52x52 2.8x, 48->48 at 104x104 2.0x, 192->192 at 13x13 2.0x, 32->32 at 16x16 1.7x, 16->16 at 32x32 1.4x,
-    12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; at ratio 1.0 (64->64 and 32->32 at 8x8) 1.17x and 1.06x, at
-    0.77 (128->128 at 7x7, 6 tiles padded to 16) 1.10x)."""
+    52x52 2.9x, 48->48 at 104x104 2.1x, 64->64 at 8x8 2.2x, 32->32 at 16x16 2.6x, 16->16 at 32x32 1.7x,
+    12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; 128->128 at 7x7 (ratio 1.5) 1.8x, 32->32 at 8x8 (2.0) 1.5x,
+    but 96->96 at 5x5 (ratio 0.78: 4 tiles and 2 dummies padded to 8) 0.84x)."""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
@@ -267,11 +282,9 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     N, C, H, Win = x.shape
     M = wt.shape[0]
     OH, OW = y.shape[2:]
-    w = target.vector_width
-    mr, nr = winograd_tile(target, M)
+    mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
-    rb, T = band_rows(C, M, mr, TX, TY, nr * w)
-    src, extra = winograd_source(node, w, mr, nr)
+    src, extra = winograd_source(node, target.vector_width, mr, nr)
     args = [x, Param(transform_weights(wt.const, mr)), bias, y, N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1],
             TX, TY, rb, T, *extra]
     return [KernelCall(src, args, note(node))]
