@@ -41,7 +41,7 @@ CASES = {
     ("Conv", "simd_pointwise"): _conv(8, 16, 9),
     ("Conv", "pointwise"): _conv(8, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 9, k=3, group=8),
-    ("Conv", "cvec"): _conv(8, 32, 6, k=3),
+    ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width
     ("Conv", "simd_conv"): _conv(3, 8, 11, k=3, stride=2),
     ("Conv", "direct"): _conv(4, 6, 7, k=3, group=2),
     ("Conv", "winograd_f4"): _conv(16, 16, 16, k=3),
