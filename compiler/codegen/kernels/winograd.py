@@ -269,8 +269,8 @@ def winograd_applies(node: Node, target: Target) -> bool:
     52x52 2.9x, 48->48 at 104x104 2.1x, 64->64 at 8x8 2.2x, 32->32 at 16x16 2.6x, 16->16 at 32x32 1.7x,
     12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; 128->128 at 7x7 (ratio 1.5) 1.8x, 32->32 at 8x8 (2.0) 1.5x,
     but 96->96 at 5x5 (ratio 0.78: 4 tiles and 2 dummies padded to 8) 0.84x)."""
-    if not winograd_ok(node):
-        return False
+    if not winograd_ok(node) or target.isa != "x86_64":
+        return False  # the aarch64 target compiles kernels without numba's runtime: no scratch allocation
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     return min(C, M) >= MIN_CHANNELS and multiply_ratio(node, target) >= MIN_RATIO
 
