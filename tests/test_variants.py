@@ -41,10 +41,11 @@ CASES = {
     ("Conv", "simd_pointwise"): _conv(8, 16, 9),
     ("Conv", "pointwise"): _conv(8, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 9, k=3, group=8),
-    ("Conv", "cvec"): _conv(8, 32, 6, k=3),
+    ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width
     ("Conv", "simd_conv"): _conv(3, 8, 11, k=3, stride=2),
     ("Conv", "cblock"): _conv(16, 32, 9, k=3, stride=2),
     ("Conv", "direct"): _conv(4, 6, 7, k=3, group=2),
+    ("Conv", "winograd_f4"): _conv(16, 16, 16, k=3),
     ("Gemm", "sparse_gemm"): _model("Gemm", (2, 24), {"b": np.where(np.random.default_rng(1).random((24, 10)) < 0.97,
                                                                     0, 1).astype(np.float32)}),
     ("Gemm", "simd_gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(2).standard_normal((24, 10))

@@ -15,6 +15,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
                            max error (``simd_math``: the functions and their error table)
     vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
     prefetch(buf, i)       a hint: the cache line of buf[i] into L2
+    vload4t16(buf, i)      buf[i:i+64] de-interleaved: 4 vectors, vector k = elements k, k+4, ...
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -267,6 +268,18 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx), codegen
 
     @intrinsic
+    def vload4t(typingctx, arr, idx):
+        """``buf[i:i + 4n]`` de-interleaved into 4 vectors: vector k holds elements k, k + 4, ... (the
+        columns 0-3 of n Winograd tiles side by side; one load, the shuffles shared)."""
+        def codegen(context, builder, sig, args):
+            v = builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], 4 * n), align=4)
+            parts = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                              list(range(k, 4 * n, 4)))) for k in range(4)]
+            return context.make_tuple(builder, sig.return_type, parts)
+
+        return types.UniTuple(vt, 4)(arr, idx), codegen
+
+    @intrinsic
     def vinsert(typingctx, v, lane, x):
         """``v`` with lane ``lane`` set to ``x``."""
         def codegen(context, builder, sig, args):
@@ -395,7 +408,7 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
-        f"vload2e{n}": vload2e, f"vinsert{n}": vinsert,
+        f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
     }
@@ -423,5 +436,6 @@ def prefetch(typingctx, arr, idx):
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather", "vhsum", "vdiv",
+    "vload2e", "vload4t", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
+    "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]

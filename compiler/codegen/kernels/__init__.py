@@ -24,4 +24,5 @@ from . import (  # noqa: F401
     simd_softmax,
     sparse_pointwise,
     spatial,
+    winograd,
 )

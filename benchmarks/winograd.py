@@ -1,0 +1,134 @@
+"""Winograd F(4x4, 3x3) against the direct convolution, per layer: effective GFLOP/s (the direct
+convolution's FLOPs over the time) of one Conv (+ReLU) kernel call with ``winograd_f4`` forced and with the
+variant the table chooses without it, interleaved in one process (best and median of ``--runs``, thread CPU
+time, so that other processes on a shared machine count less).
+
+    python benchmarks/winograd.py                            # the default layers (ResNet-8, ddddocr detector)
+    python benchmarks/winograd.py --layer 96,96,52,52 --runs 30 --width 16
+
+A layer is ``C,M,H,W`` (3x3, stride 1, pads 1). The crossover in ``winograd.winograd_applies`` comes from
+this table.
+
+    python benchmarks/winograd.py --models                   # whole models: with / without it, onnxruntime
+
+``--models``: ResNet-8 (generated), MLPerf Tiny's ResNet and the ddddocr detector, one thread, compiled with
+the variant table as it is and with ``winograd_f4`` never chosen, against onnxruntime (all graph
+optimisations), interleaved (thread CPU time; onnxruntime's one intra-op thread is the caller's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from harness import ort_session, single_thread
+
+single_thread()
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_DIR))
+from conv_tiles import conv_model  # noqa: E402
+
+from benchmarks.corpus import CORPUS, load  # noqa: E402
+from benchmarks.models import resnet8  # noqa: E402
+from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: E402
+from cnnjit.compiler.codegen.kernels import winograd  # noqa: E402
+from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
+
+#: 3x3 stride-1 layers of ResNet-8 (CIFAR, 32x32) and of the ddddocr detector (416x416): C, M, H, W
+LAYERS = [(12, 24, 208, 208), (16, 16, 32, 32), (32, 32, 16, 16), (64, 64, 8, 8), (24, 24, 208, 208),
+          (48, 48, 104, 104), (96, 96, 52, 52), (192, 192, 13, 13)]
+
+
+def build(layer: tuple[int, int, int, int], variant: str | None, width: int | None):
+    """The layer compiled with ``variant`` forced on its Conv (None: the best other variant)."""
+    model, flops = conv_model(*layer, 3, 1)
+    opts = CompileOptions(vector_width=width) if width else CompileOptions()
+    target = opts.host_target()
+    if variant is None:
+        spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=target)
+        node = next(c.node for c in spec.program.calls if c.op == "Conv")
+        variant = next(v.name for v in VARIANTS["Conv"] if v.name != "winograd_f4" and v.applies(node, target))
+    opts = CompileOptions(vector_width=width, variants={"Conv": variant}) if width else \
+        CompileOptions(variants={"Conv": variant})
+    spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=opts.host_target())
+    return spec, flops, variant
+
+
+def model_feeds() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
+    """The whole models of issue 19's targets and a seeded input for each (the ones present)."""
+    rng = np.random.default_rng(0)
+    out = {"resnet8": (resnet8(), {"input": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)})}
+    mlperf = REPO_DIR.parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.tf2onnx.onnx"
+    if mlperf.is_file():
+        out["mlperf_resnet"] = (onnx.load(str(mlperf)),
+                                {"input_1": rng.standard_normal((1, 32, 32, 3)).astype(np.float32)})
+    if CORPUS["ddddocr_det"].available():
+        out["ddddocr_det"] = load("ddddocr_det")
+    return out
+
+
+def time_models(runs: int) -> None:
+    """Whole models with and without ``winograd_f4``, against onnxruntime (see the module docstring)."""
+    print("model | onnxruntime ms | cnnjit without winograd ms (ratio) | cnnjit ms (ratio) | best of runs")
+    for name, (proto, feeds) in model_feeds().items():
+        shapes = {k: v.shape for k, v in feeds.items()}
+        opts = CompileOptions(threads=1)
+        with_w = specialize(proto, shapes, opts, target=opts.host_target())
+        saved, winograd.MIN_RATIO = winograd.MIN_RATIO, float("inf")
+        without = specialize(proto, shapes, opts, target=opts.host_target())
+        winograd.MIN_RATIO = saved
+        sess = ort_session(proto)
+        fns = [lambda: sess.run(None, feeds), lambda: without.run(feeds), lambda: with_w.run(feeds)]
+        times: list[list[float]] = [[] for _ in fns]
+        for fn in fns:
+            fn()
+        for _ in range(runs):
+            for fn, ts in zip(fns, times):
+                t0 = time.thread_time_ns()
+                fn()
+                ts.append((time.thread_time_ns() - t0) * 1e-6)
+        ort_ms, wo_ms, w_ms = (min(ts) for ts in times)
+        n = sum(c.variant == "winograd_f4" for c in with_w.program.calls)
+        print(f"{name} | {ort_ms:.3f} | {wo_ms:.3f} ({wo_ms / ort_ms:.2f}) | {w_ms:.3f} ({w_ms / ort_ms:.2f}) "
+              f"| {n} winograd layers", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layer", action="append", help="C,M,H,W (repeatable)")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--width", type=int, default=None, help="vector width (default: the host's)")
+    ap.add_argument("--models", action="store_true", help="time whole models instead of layers")
+    args = ap.parse_args()
+    if args.models:
+        time_models(args.runs)
+        return
+    # every layer, below the crossover too (it is measured here)
+    winograd.MIN_CHANNELS, winograd.MIN_RATIO = 0, 0.0
+    layers = [tuple(int(v) for v in s.split(",")) for s in args.layer] if args.layer else LAYERS
+    print("layer | direct variant: best (median) GFLOP/s | winograd_f4 | speedup (best)")
+    for layer in layers:
+        specs = [build(layer, None, args.width), build(layer, "winograd_f4", args.width)]
+        feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:])).astype(np.float32)}
+        times: list[list[float]] = [[] for _ in specs]
+        for spec, _, _ in specs:
+            spec.run(feeds)
+        for _ in range(args.runs):
+            for (spec, _, _), ts in zip(specs, times):
+                t0 = time.thread_time_ns()
+                spec.run(feeds)
+                ts.append((time.thread_time_ns() - t0) * 1e-9)
+        cols = [f"{v}: {f / min(ts) / 1e9:5.1f} ({f / statistics.median(ts) / 1e9:5.1f})"
+                for (_, f, v), ts in zip(specs, times)]
+        print(layer, " | ".join(cols), f"| {min(times[0]) / min(times[1]):.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Winograd F(4x4, 3x3) convolution for stride-1, 3x3, dense float convs (plain NCHW in and out).
+
+A 4x4 block of outputs (a *tile*) of one output channel is ``A^T [sum_c (G g_c G^T) * (B^T d_c B)] A``
+with ``d_c`` the tile's 6x6 input patch of channel ``c``: 36 multiplies per tile and channel pair instead of
+the direct convolution's 144 (4x fewer), plus the transforms, which are per tile and channel only.
+
+The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``):
+
+1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
+   the rows of every tile one after the other, each row four columns longer than the tiles need (one
+   dummy tile per row), so that tile ``t``'s patch column ``j`` is ``pb[.. + 4 t + j]`` for every tile of
+   the band, across tile rows: a vector of ``W`` tiles is one de-interleaving load (``vload4t``), whatever the
+   map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
+2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
+3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on the
+   pointwise register tile (``MR`` channels x ``NR`` vectors of tiles, a broadcast weight per FMA; ``U`` the
+   weights transformed and packed at compile time as ``[36][M / MR][C][MR]``), then the output transform
+   ``A^T M A`` with the four columns of each tile interleaved (``vziplo``/``vziphi``) into output rows of
+   an output band ``ob[M][4][tiles * 4]``;
+4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
+   Add) in registers, masked at the row's end.
+
+Error: the transforms' constants (up to 8 in ``A``, 5 in ``B``, 1/24 in ``G``) amplify float32 rounding;
+relative to each output's scale ``sum |w| |x| + |b|`` it measured 1.2-2.0e-6 on He-normal weights at 16-128
+channels, and ``ERROR_BOUND`` (tested against a float64 reference) leaves 10x. ``applies`` chooses the
+kernel per layer from the measured crossover (``winograd_applies``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Target, flit, note, variant
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands
+from .template import source
+
+#: F(4x4, 3x3) (Lavin & Gray): input transform B^T (6x6), weight transform G (6x3), output transform A^T (4x6)
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
+#: outputs per tile side, patch side
+TM, TP = 4, 6
+#: the error bound, relative to each output's scale ``sum_c,taps |w| |x| + |b|``: measured at 1.2-2.0e-6 on
+#: He-normal weights at 16-128 channels (tests/test_winograd.py)
+ERROR_BOUND = 2e-5
+#: bytes of a band's scratch (padded input, transformed input, GEMM results, output band): within L2
+BAND_BYTES = 256 * 1024
+#: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
+#: transforms: the measured crossover (see ``winograd_applies``)
+MIN_CHANNELS = 8
+MIN_RATIO = 1.0
+
+
+def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
+    """``U = G g G^T`` per (output, input) channel pair in float64, packed as ``[36][M / mr][C][mr]``."""
+    M, C = w.shape[:2]
+    u = np.einsum("ki,mcij,lj->klmc", G, w.astype(np.float64), G).reshape(TP * TP, M // mr, mr, C)
+    return np.ascontiguousarray(u.transpose(0, 1, 3, 2), dtype=np.float32).reshape(-1)
+
+
+def _bt(ind: str, d: list[str], t: list[str], w: int) -> list[str]:
+    """``t = B^T d`` for 6 vectors, 14 operations (the rows' shared sums; ``BT``'s rows 1-4 pair up)."""
+    def b(v: float) -> str:
+        return f"vbcast{w}({flit(v)})"
+
+    return [f"{ind}{t[0]} = vfma{w}({b(4)}, {d[0]}, vfma{w}({b(-5)}, {d[2]}, {d[4]}))",
+            f"{ind}{t[5]} = vfma{w}({b(4)}, {d[1]}, vfma{w}({b(-5)}, {d[3]}, {d[5]}))",
+            f"{ind}{t[1]} = vfma{w}({b(-4)}, vadd{w}({d[1]}, {d[2]}), vadd{w}({d[3]}, {d[4]}))",
+            f"{ind}{t[2]} = vfma{w}({b(4)}, vsub{w}({d[1]}, {d[2]}), vsub{w}({d[4]}, {d[3]}))",
+            f"{ind}sf = vsub{w}({d[4]}, {d[2]})", f"{ind}sg = vsub{w}({d[3]}, {d[1]})",
+            f"{ind}{t[3]} = vfma{w}({b(2)}, sg, sf)", f"{ind}{t[4]} = vfma{w}({b(-2)}, sg, sf)"]
+
+
+def _at(ind: str, q: list[str], o: list[str], w: int) -> list[str]:
+    """``o = A^T q`` for 6 vectors into 4, 11 operations."""
+    return [f"{ind}sa = vadd{w}({q[1]}, {q[2]})", f"{ind}sb = vadd{w}({q[3]}, {q[4]})",
+            f"{ind}sc = vsub{w}({q[1]}, {q[2]})", f"{ind}sd = vsub{w}({q[3]}, {q[4]})",
+            f"{ind}{o[0]} = vadd{w}(vadd{w}({q[0]}, sa), sb)",
+            f"{ind}{o[1]} = vfma{w}(vbcast{w}(2.0), sd, sc)",
+            f"{ind}{o[2]} = vfma{w}(vbcast{w}(4.0), sb, sa)",
+            f"{ind}{o[3]} = vadd{w}(vfma{w}(vbcast{w}(8.0), sd, sc), {q[5]})"]
+
+
+def transform_lines(ind: str, one_d, n_out: int, src: str, dst: str, w: int) -> list[str]:
+    """Lines computing the 2-D transform ``L src L^T`` of the 6x6 vectors ``{src}{i}_{j}`` into
+    ``{dst}{k}_{l}`` (``n_out`` square), with ``one_d(ind, inputs, outputs, w)`` the 1-D ``L``: along the
+    columns first (into ``{dst}t{k}_{j}``), then along the rows."""
+    out = []
+    for j in range(TP):
+        out += one_d(ind, [f"{src}{i}_{j}" for i in range(TP)], [f"{dst}t{k}_{j}" for k in range(n_out)], w)
+    for k in range(n_out):
+        out += one_d(ind, [f"{dst}t{k}_{j}" for j in range(TP)], [f"{dst}{k}_{l}" for l in range(n_out)], w)
+    return out
+
+
+def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
+    """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
+    tiles); the sizes are arguments."""
+    L = nr * w  # tiles per register tile row (one L-lane value, which LLVM splits into nr registers)
+    epi = Epilogue(node, w, True)
+    i20, i24 = " " * 20, " " * 24
+    lines = [
+        "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
+        + epi.signature() + "):",
+        "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
+        "    RL = 4 * TXP",
+        "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
+        # zeros once: the pad columns left and right of every row stay zero (data is only ever copied between
+        # them), and past a band's tiles (padding tiles, whose outputs are dropped) the values stay finite
+        "    pb = np.zeros(C * 6 * LB, np.float32)",
+        "    vb = np.empty(36 * C * T, np.float32)",
+        f"    mb = np.empty(36 * {mr} * T, np.float32)",
+        "    ob = np.empty(M * 16 * T, np.float32)",
+        "    ncopy = min(Win, RL - pw)",
+        "    for n in range(N):",
+        "        for ty0 in range(0, TY, RB):",
+        "            rb = min(RB, TY - ty0)",
+        "            nt = rb * TXP",
+        f"            ntp = (nt + {L - 1}) // {L} * {L}",
+        # 1. the band's padded input rows
+        "            for c in range(C):",
+        "                xc = xo + (n * C + c) * H * Win",
+        "                for r in range(6):",
+        "                    base = (c * 6 + r) * LB",
+        "                    for tyl in range(rb):",
+        "                        ih = 4 * (ty0 + tyl) - ph + r",
+        "                        ro = base + tyl * RL",
+        "                        if ih < 0 or ih >= H:",
+        "                            for x in range(RL):",
+        "                                pb[U(ro + x)] = np.float32(0.0)",
+        "                            continue",
+        "                        xr = xc + ih * Win",
+        # whole vectors unmasked (masked stores are slow on AMD), the tail by element
+        f"                        for i0 in range(0, ncopy - {w - 1}, {w}):",
+        f"                            vstore{w}(pb, ro + pw + i0, vload{w}(xb, xr + i0))",
+        f"                        for x in range(ncopy // {w} * {w}, ncopy):",
+        "                            pb[U(ro + pw + x)] = xb[U(xr + x)]",
+        # 2. the input transform, w tiles per vector
+        "            for c in range(C):",
+        f"                for t0 in range(0, ntp, {w}):",
+        "                    pc = c * 6 * LB + 4 * t0",
+        *[ln for r in range(TP) for ln in (
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = vload4t{w}(pb, pc + {r} * LB)",
+            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = vload4t{w}(pb, pc + {r} * LB + 4)")],
+        *transform_lines(i20, _bt, TP, "d", "v", w),
+        *[f"{i20}vstore{w}(vb, ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
+        # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
+        f"            for m in range(0, M, {mr}):",
+        "                for xi in range(36):",
+        "                    uw = uo + (xi * M + m) * C",
+        f"                    for p0 in range(0, ntp, {L}):",
+        *[f"{i24}a{i} = vzero{L}()" for i in range(mr)],
+        "                        vi = xi * C * T + p0",
+        "                        wi = uw",
+        "                        for c in range(C):",
+        f"                            v = vload{L}(vb, vi)",
+        *[f"{i24}    a{i} = vfma{L}(vbcast{L}(ub[U(wi + {i})]), v, a{i})" for i in range(mr)],
+        "                            vi += T",
+        f"                            wi += {mr}",
+        *[f"{i24}vstore{L}(mb, (xi * {mr} + {i}) * T + p0, a{i})" for i in range(mr)],
+        f"                for i in range({mr}):",
+        "                    orow = (m + i) * 16 * T",
+        f"                    for t0 in range(0, ntp, {w}):",
+        *[f"{i24}q{k}_{l} = vload{w}(mb, ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP) for l in range(TP)],
+        *transform_lines(i24, _at, TM, "q", "o", w),
+    ]
+    for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
+        lines += [f"{i24}e0 = vziplo{w}(o{r}_0, o{r}_2)", f"{i24}e1 = vziplo{w}(o{r}_1, o{r}_3)",
+                  f"{i24}e2 = vziphi{w}(o{r}_0, o{r}_2)", f"{i24}e3 = vziphi{w}(o{r}_1, o{r}_3)",
+                  f"{i24}orr = orow + {r} * 4 * T + 4 * t0",
+                  f"{i24}vstore{w}(ob, orr, vziplo{w}(e0, e1))",
+                  f"{i24}vstore{w}(ob, orr + {w}, vziphi{w}(e0, e1))",
+                  f"{i24}vstore{w}(ob, orr + {2 * w}, vziplo{w}(e2, e3))",
+                  f"{i24}vstore{w}(ob, orr + {3 * w}, vziphi{w}(e2, e3))"]
+    # 4. the band's output rows into y: bias and the epilogue in registers
+    idx = "((n * M + m) * OH + oh) * OW + ow0"
+    lines += [
+        "            for m in range(M):",
+        f"                bv = vbcast{w}(bb[bo + m])",
+        "                for tyl in range(rb):",
+        "                    for r in range(4):",
+        "                        oh = 4 * (ty0 + tyl) + r",
+        "                        if oh >= OH:",
+        "                            break",
+        "                        src = (m * 4 + r) * 4 * T + tyl * RL",
+        f"                        for ow0 in range(0, OW - {w - 1}, {w}):",  # whole vectors unmasked
+        f"                            acc = vadd{w}(vload{w}(ob, src + ow0), bv)",
+        *epi.vector(" " * 28, "acc", idx, w, False),
+        f"                            vstore{w}(yb, yo + {idx}, acc)",
+        *epi.after(" " * 28, [f"for j in range({w}):"], f"{idx} + j"),
+        f"                        ow0 = OW // {w} * {w}",
+        "                        if ow0 < OW:",
+        "                            cnt = OW - ow0",
+        f"                            acc = vadd{w}(vloadn{w}(ob, src + ow0, cnt), bv)",
+        *epi.vector(" " * 28, "acc", idx, w, True),
+        f"                            vstoren{w}(yb, yo + {idx}, acc, cnt)",
+        *epi.after(" " * 28, ["for j in range(cnt):"], f"{idx} + j"),
+    ]
+    return source(lines), epi.args
+
+
+def winograd_tile(target: Target, m: int, nr: int) -> int:
+    """MR: output channels (dividing ``m``) per GEMM register tile beside ``nr`` vectors of tiles: as many as
+    fit with the tile vectors and a broadcast weight, at most 12."""
+    cap = max(1, min(12, (target.vector_registers - nr - 2) // nr))
+    return max(r for r in range(1, cap + 1) if m % r == 0)
+
+
+def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
+    """(MR, NR, RB, T, tiles): the register tile (channels x vectors of tiles), the band (``band_rows``) and
+    the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles included).
+
+    Two vectors of tiles per register tile, unless one wastes fewer padded tiles: on small maps the
+    padding decides (AVX2, effective GFLOP/s with one against two vectors: 64->64 at 8x8 (6 tiles) 79 against
+    41, 32->32 at 16x16 89 against 65, 192->192 at 13x13 90 against 65; where both pad alike, two: 96->96
+    at 52x52 166 against 154)."""
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    OH, OW = node.outputs[0].shape[2:]
+    TX, TY = -(-OW // TM), -(-OH // TM)
+    best: tuple[int, int, int, int, int] | None = None
+    for nr in (2, 1):
+        mr = winograd_tile(target, M, nr)
+        step = nr * target.vector_width
+        rb, T = band_rows(C, M, mr, TX, TY, step)
+        full, rest = divmod(TY, rb)
+        tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
+        if best is None or tiles < best[4]:
+            best = (mr, nr, rb, T, tiles)
+    return best
+
+
+def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int, int]:
+    """(RB, T): tile rows per band and the band's tile capacity (a multiple of ``step``, the register tile's
+    tiles): as many rows as keep the scratch within ``BAND_BYTES``, or within a quarter of the transformed
+    weights when they are larger (every band streams all of them: 192->192 at 13x13 with its 5.3 MB in 4
+    bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at least one row."""
+    per_tile = 4 * (24 * C + 36 * C + 16 * M + 36 * mr)
+    budget = max(BAND_BYTES, 4 * TP * TP * C * M // 4)
+    rb = max(1, min(TY, budget // (per_tile * (TX + 1))))
+    return rb, -(-rb * (TX + 1) // step) * step
+
+
+def winograd_ok(node: Node) -> bool:
+    """What the kernel computes: a dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant
+    weights on a 4-D input."""
+    x, wt = node.inputs[0], node.inputs[1]
+    a = node.attrs
+    return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
+            and tuple(a["kernel_shape"]) == (3, 3) and tuple(a["strides"]) == (1, 1)
+            and tuple(a["dilations"]) == (1, 1) and a["group"] == 1)
+
+
+def multiply_ratio(node: Node, target: Target) -> float:
+    """The direct convolution's multiplies over the Winograd kernel's (``plan``'s tiles): how much less the
+    GEMMs do."""
+    OH, OW = node.outputs[0].shape[2:]
+    return 9 * OH * OW / (TP * TP * plan(node, target)[4])
+
+
+def winograd_applies(node: Node, target: Target) -> bool:
+    """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and at least ``MIN_RATIO``
+    of the direct convolution's multiplies saved (``multiply_ratio``): the measured crossover
+    (``benchmarks/winograd.py``, AVX2, effective GFLOP/s against the variant chosen without it: 96->96 at
+    52x52 2.9x, 48->48 at 104x104 2.1x, 64->64 at 8x8 2.2x, 32->32 at 16x16 2.6x, 16->16 at 32x32 1.7x,
+    12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; 128->128 at 7x7 (ratio 1.5) 1.8x, 32->32 at 8x8 (2.0) 1.5x,
+    but 96->96 at 5x5 (ratio 0.78: 4 tiles and 2 dummies padded to 8) 0.84x)."""
+    if not winograd_ok(node) or target.isa != "x86_64":
+        return False  # the aarch64 target compiles kernels without numba's runtime: no scratch allocation
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    return min(C, M) >= MIN_CHANNELS and multiply_ratio(node, target) >= MIN_RATIO
+
+
+@variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
+def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
+    x, wt, bias, y = conv_operands(node)
+    a = node.attrs
+    N, C, H, Win = x.shape
+    M = wt.shape[0]
+    OH, OW = y.shape[2:]
+    mr, nr, rb, T, _ = plan(node, target)
+    TX, TY = -(-OW // TM), -(-OH // TM)
+    src, extra = winograd_source(node, target.vector_width, mr, nr)
+    args = [x, Param(transform_weights(wt.const, mr)), bias, y, N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1],
+            TX, TY, rb, T, *extra]
+    return [KernelCall(src, args, note(node))]

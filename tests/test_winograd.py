@@ -1,0 +1,213 @@
+"""The Winograd F(4x4, 3x3) Conv variant (``winograd_f4``, issue 19).
+
+* every vector width (4, 8, 16) over its parameter space (channels, map sizes that leave partial tiles and
+  bands, asymmetric pads, fused activations and residual Add) against a float64 numpy reference, within
+  ``winograd.ERROR_BOUND`` of each output's scale ``sum |w| |x| + |b|`` (the transforms' constants amplify
+  float32 rounding: the bound is relative to that scale, not to the output, which can cancel to ~0);
+* the same bound on realistic (He-normal) weights at 16-128 channels;
+* the variant table: chosen above the measured crossover, not below it, forced variant asserted to run;
+* whole models (ResNet-8 generated and MLPerf Tiny's trained one, the ddddocr detector) against onnxruntime
+  within the tolerances the model and corpus tests use, with ``winograd_f4`` asserted to run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+import onnx
+import pytest
+import reference_np as ref
+from conftest import REPO_DIR, ort_session
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_cases import property_settings
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.codegen.kernels import winograd
+
+sys.path.insert(0, str(REPO_DIR))
+import benchmarks.corpus as corpus  # noqa: E402
+from benchmarks.models import resnet8  # noqa: E402
+
+WIDTHS = [4, 8, 16]
+MLPERF_RESNET = REPO_DIR.parent / "shared" / "models" / "mlperf-tiny" / "pretrainedResnet.tf2onnx.onnx"
+#: activations and their float64 references: each 1.5-Lipschitz at most, so an input error e moves the
+#: output by at most 1.5 e
+ACTS = {None: lambda v: v, "Relu": ref.relu, "Sigmoid": ref.sigmoid, "Tanh": ref.tanh,
+        "HardSwish": ref.hard_swish}
+
+
+def conv_model(x_shape, wt, b, pads, act=None, residual=None):
+    """One Conv (3x3, stride 1), then optionally a residual Add of a constant and an activation."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=pads)]
+    inits = {"w": wt, "b": b}
+    cur = "c"
+    if residual is not None:
+        inits["r"] = residual
+        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
+        cur = "a"
+    nodes.append(helper.make_node(act or "Identity", [cur], ["y"]))
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def conv_variants(model) -> set[str]:
+    return {c.variant for c in model._default_spec().program.calls if c.op == "Conv"}
+
+
+def check_conv(c, m, h, w, pads, act, residual, seed, width, scale=1.0):
+    """``winograd_f4`` forced at ``width`` against the float64 reference, within the stated bound."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((m, c, 3, 3)) * scale).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    conv = ref.conv(x, wt, b, pads=pads)
+    bound = ref.conv(np.abs(x), np.abs(wt), np.abs(b), pads=pads)  # sum |w| |x| + |b| per output
+    r = rng.standard_normal(conv.shape).astype(np.float32) if residual else None
+    expected = ACTS[act](conv + (r if residual else 0.0))
+    model = cnnjit.compile(conv_model(x.shape, wt, b, pads, act, r), vector_width=width,
+                           variants={"Conv": "winograd_f4"})
+    assert conv_variants(model) == {"winograd_f4"}
+    got = model(x)
+    assert got.shape == expected.shape
+    err = np.abs(got.astype(np.float64) - expected)
+    # 1.5: the activations' Lipschitz bound; 1e-6 absolute: the vector activations' own error
+    limit = 1.5 * winograd.ERROR_BOUND * bound + 1e-6
+    assert np.all(err <= limit), f"max error {err.max():.3g}, {(err / limit).max():.2f} of the bound"
+    return float((err / np.maximum(bound, 1e-30)).max())
+
+
+@st.composite
+def wino_cases(draw):
+    pads = [draw(st.integers(0, 2)) for _ in range(4)]
+    h = draw(st.integers(max(1, 3 - pads[0] - pads[2]), 21))
+    w = draw(st.integers(max(1, 3 - pads[1] - pads[3]), 37))
+    return dict(c=draw(st.integers(1, 20)), m=draw(st.sampled_from([1, 3, 4, 7, 12, 16, 24])), h=h, w=w,
+                pads=pads, act=draw(st.sampled_from(list(ACTS))), residual=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@contextlib.contextmanager
+def any_size() -> Iterator[None]:
+    """The kernel on every size it computes: the crossover thresholds off."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd, "MIN_CHANNELS", 0)
+        mp.setattr(winograd, "MIN_RATIO", 0.0)
+        yield
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=4)
+@given(case=wino_cases())
+def test_winograd_at_width(width, case) -> None:
+    with any_size():
+        check_conv(**case, width=width)
+
+
+@pytest.mark.parametrize("c,m,hw", [(16, 16, 32), (64, 32, 20), (128, 128, 12)])
+def test_error_bound_on_realistic_weights(c, m, hw) -> None:
+    """He-normal weights (std sqrt(2 / fan_in)), standard-normal inputs: the error relative to the output
+    scale stays within the stated bound (without the activation's slack; measured 1.2-2.0e-6)."""
+    with any_size():
+        worst = check_conv(c, m, hw, hw, [1, 1, 1, 1], "Relu", False, c, 8, scale=np.sqrt(2 / (9 * c)))
+    assert worst < winograd.ERROR_BOUND
+
+
+def test_transforms_are_f43() -> None:
+    """A^T [(G g) * (B^T d)] is the 1-D correlation of a 6-sample d with a 3-tap g (float64)."""
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        d, g = rng.standard_normal(6), rng.standard_normal(3)
+        direct = np.array([d[i:i + 3] @ g for i in range(4)])
+        np.testing.assert_allclose(winograd.AT @ ((winograd.G @ g) * (winograd.BT @ d)), direct, atol=1e-12)
+
+
+def _default_variant(c, m, hw, width=8, registers=16):
+    rng = np.random.default_rng(0)
+    model = conv_model((1, c, hw, hw), rng.standard_normal((m, c, 3, 3)).astype(np.float32),
+                       np.zeros(m, np.float32), [1, 1, 1, 1], "Relu")
+    ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
+    node = next(n for n in ir.nodes if n.op == "Conv")
+    return winograd.winograd_applies(node, Target(vector_width=width, vector_registers=registers)), node
+
+
+@pytest.mark.parametrize("c,m,hw,chosen", [(96, 96, 52, True), (48, 48, 104, True), (16, 16, 32, True),
+                                           (64, 64, 8, True), (192, 192, 13, True), (4, 16, 32, False),
+                                           (32, 32, 4, False), (96, 96, 5, False)])
+def test_crossover(c, m, hw, chosen) -> None:
+    """Above the measured crossover the table picks winograd_f4; below it (few channels, few tiles) not."""
+    applies, node = _default_variant(c, m, hw)
+    assert applies == chosen, (c, m, hw, winograd.multiply_ratio(node, Target(vector_width=8,
+                                                                               vector_registers=16)))
+
+
+def test_not_for_other_convs() -> None:
+    """Stride 2, 5x5, dilated and grouped convs never take it (even with the thresholds off)."""
+    rng = np.random.default_rng(0)
+    for attrs, wshape in [(dict(kernel_shape=[3, 3], strides=[2, 2]), (32, 32, 3, 3)),
+                          (dict(kernel_shape=[5, 5]), (32, 32, 5, 5)),
+                          (dict(kernel_shape=[3, 3], dilations=[2, 2]), (32, 32, 3, 3)),
+                          (dict(kernel_shape=[3, 3], group=2), (32, 16, 3, 3))]:
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], **attrs)]
+        g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 24, 24])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.standard_normal(wshape).astype(np.float32), "w")])
+        ir = cnnjit.compile(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8),
+                            entry="lazy").ir
+        node = next(n for n in ir.nodes if n.op == "Conv")
+        assert not winograd.winograd_ok(node), attrs
+
+
+def _model_variants(model) -> list[str]:
+    return [c.variant for c in model._default_spec().program.calls if c.op == "Conv"]
+
+
+def test_resnet8_matches_onnxruntime() -> None:
+    """The generated ResNet-8 (its 3x3 layers above the crossover) against onnxruntime, within the model
+    tests' tolerance (1e-4 of the output scale)."""
+    proto = resnet8()
+    model = cnnjit.compile(proto)
+    assert "winograd_f4" in _model_variants(model)
+    sess = ort_session(proto)
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
+        want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        got = model(x)
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.skipif(not MLPERF_RESNET.is_file(), reason="no MLPerf Tiny models in shared/")
+def test_mlperf_resnet_matches_onnxruntime() -> None:
+    """MLPerf Tiny's trained ResNet-8 against onnxruntime within the MLPerf model test's tolerance."""
+    proto = onnx.load(str(MLPERF_RESNET))
+    sess = ort_session(MLPERF_RESNET)
+    name = sess.get_inputs()[0].name
+    model = cnnjit.compile(proto, input_shapes={name: (1, 32, 32, 3)})
+    assert "winograd_f4" in _model_variants(model)
+    for seed in range(5):
+        x = np.random.default_rng(seed).standard_normal((1, 32, 32, 3)).astype(np.float32)
+        want = sess.run(None, {name: x})[0]
+        got = model.run(None, {name: x})[0]
+        assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.slow
+def test_ddddocr_detector_matches_onnxruntime() -> None:
+    """The ddddocr detector (its 48- and 96-channel layers on Winograd) within the corpus tolerance."""
+    if not corpus.CORPUS["ddddocr_det"].available():
+        pytest.skip(corpus.missing_wheel("ddddocr_det"))
+    proto, feeds = corpus.load("ddddocr_det")
+    model = cnnjit.compile(proto)
+    assert _model_variants(model).count("winograd_f4") >= 10
+    got = model.run(None, feeds)
+    want = corpus.reference_outputs(proto, feeds)[0]
+    for g, r in zip(got, want):
+        scale = max(float(np.abs(r).max()), 1e-30)
+        assert float(np.abs(g.astype(np.float64) - r).max()) / scale <= corpus.tolerance("ddddocr_det")
