@@ -12,7 +12,7 @@ from cnnjit.compiler.stages import input_specs
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
 from .flags import at_least, compile_options, model_argument, runs_option
-from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si, to_ms
+from .output import KEEP, Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si, to_ms
 from .run import _load_input_file
 
 HELP = "time a model (optionally against onnxruntime)"
@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
         footer.append("inputs from files: " + ", ".join(clean(k, 40) for k in given))
     footer += [f"max |cnnjit - {k}| = {v:.3g}" for k, v in diffs.items()]
     if png:
-        footer.append(f"wrote {png}")
+        footer.append(f"wrote{KEEP}{png}")
     cols = ["engine", "median ms", "p90 ms", "p99 ms", "min ms"] + (["ratio"] if vs else []) + ["GFLOP/s", "inf/s"]
     print_table(f"{Path(args.model).name} ({shapes_text(resolved)}), batch {batch}, {threads}"
                 + (" unfused" if args.unfused else ""), cols, rows, right=cols[1:], footer=footer)

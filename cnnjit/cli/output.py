@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         con.print(escape(clean(title)))
         con.print(t)
         for line in footer:
-            con.print(escape(clean(line)))
+            con.print(escape(wrap(clean(line))))
         return
     print(clean(title))
 
@@ -137,7 +138,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for r in cells:
         print(fmt(r))
     for line in footer:
-        print(clean(line))
+        print(wrap(clean(line)))
 
 
 #: the rich bars of the ``Progress`` helpers showing now (``cli.progress`` adds its kernel bar to the last)
@@ -181,6 +182,22 @@ class Progress:
         if phase not in self._tasks:
             self._tasks[phase] = self._p.add_task(phase, total=total)
         self._p.update(self._tasks[phase], completed=done, total=total)
+
+
+#: the widest a line of free text gets (tables may be wider on a wide terminal; text stays readable)
+TEXT_WIDTH = 80
+
+#: a space that ``wrap`` never breaks at (join a label to its value: "Conv\u00a09"); printed as a space
+KEEP = "\u00a0"
+
+
+def wrap(text: str, indent: str = "  ") -> str:
+    """``text`` (one line of free text, already cleaned) wrapped at spaces to the console width, at most
+    ``TEXT_WIDTH`` columns, continuation lines indented by ``indent``; words are never split (a long path
+    stays whole) and ``KEEP`` spaces never break."""
+    width = max(20, min(console_width(), TEXT_WIDTH))
+    return textwrap.fill(text, width=width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False).replace(KEEP, " ")
 
 
 def note(msg: str) -> None:

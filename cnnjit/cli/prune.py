@@ -13,7 +13,7 @@ from cnnjit.pruning import PrunedModel, prune
 
 from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, model_shapes, save_model
 from .flags import at_least, model_argument, output_option, shape_option
-from .output import emit_json, print_table, si, warn
+from .output import KEEP, emit_json, print_table, si, warn, wrap
 
 HELP = "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model"
 EPILOG = """example:
@@ -71,9 +71,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         _print_report(pruned)
         if dev:
-            print(f"deviation vs the original on {dev['samples']} random inputs: max abs diff "
-                  f"{dev['max_abs_diff']:.4g}, cosine {dev['cosine']:.4f}, argmax agreement "
-                  f"{dev['argmax_agreement']:.0%}")
+            print(wrap(f"deviation vs the original on {dev['samples']} random inputs: max{KEEP}abs{KEEP}diff{KEEP}"
+                       f"{dev['max_abs_diff']:.4g}, cosine{KEEP}{dev['cosine']:.4f}, argmax{KEEP}agreement{KEEP}"
+                       f"{dev['argmax_agreement']:.0%}"))
         print(f"wrote {args.output}")
     if dev and dev["argmax_agreement"] < AGREEMENT_WARNING:
         warn(f"the pruned model's top class differs from the original's on {1 - dev['argmax_agreement']:.0%} of "
