@@ -17,10 +17,13 @@ from typing import Any
 
 import numpy as np
 
+#: a space that ``wrap`` never breaks at (join a label to its value: "Conv\u00a09"); printed as a space
+KEEP = "\u00a0"
+
 
 def clean(text: Any, limit: int = 0) -> str:
     """Model-given text made safe for a terminal: control characters (escape sequences) replaced by '?'."""
-    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    s = "".join(ch if ch.isprintable() or ch == KEEP else "?" for ch in str(text))
     if limit and len(s) > limit:
         s = s[: limit - 1] + "\u2026"
     return s
@@ -187,9 +190,6 @@ class Progress:
 #: the widest a line of free text gets (tables may be wider on a wide terminal; text stays readable)
 TEXT_WIDTH = 80
 
-#: a space that ``wrap`` never breaks at (join a label to its value: "Conv\u00a09"); printed as a space
-KEEP = "\u00a0"
-
 
 def wrap(text: str, indent: str = "  ") -> str:
     """``text`` (one line of free text, already cleaned) wrapped at spaces to the console width, at most
@@ -212,7 +212,26 @@ def warn(msg: str) -> None:
 
 def emit_json(doc: Any) -> None:
     """``doc`` as one JSON document on stdout (numpy scalars/arrays, paths and tuples converted)."""
-    print(json.dumps(doc, indent=1, default=_json_default))
+    print(json_text(doc))
+
+
+def json_text(doc: Any) -> str:
+    """``doc`` as the JSON text ``emit_json`` prints (for a file written with ``-o x.json``)."""
+    return json.dumps(doc, indent=1, default=_json_default)
+
+
+def markdown_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = (),
+                   footer: Sequence[str] = ()) -> str:
+    """The table ``print_table`` prints, as Markdown (a report file): the title as a heading, every cell whole
+    (cleaned, '|' escaped), the ``right`` columns right-aligned, the footer lines as a list."""
+
+    def cell(v: Any) -> str:
+        return clean(v).replace("|", "\\|").replace(KEEP, " ")
+
+    lines = [f"### {cell(title)}", "", "| " + " | ".join(map(cell, columns)) + " |",
+             "|" + "|".join("---:" if c in right else "---" for c in columns) + "|",
+             *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]
+    return "\n".join(lines + ([""] + [f"- {cell(f)}" for f in footer] if footer else []))
 
 
 def _json_default(o: Any) -> Any:
