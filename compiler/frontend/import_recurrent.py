@@ -20,14 +20,13 @@ import platform
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from cnnjit.ir import Value
 from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
 from cnnjit.runtime.native import host_machine
 
+from . import onnx_proto as onnx  # onnx's classes and helpers, or the protobuf reader without onnx
 from .registry import VARIANT_CHECKS, ImportContext, Unsupported, importer
 
 _DEFAULT_ACTS = {"LSTMLoop": ("Sigmoid", "Tanh", "Tanh"), "GRULoop": ("Sigmoid", "Tanh"), "RNNLoop": ("Tanh",)}
@@ -59,7 +58,7 @@ def _recurrent_check(node: onnx.NodeProto) -> str:
     a: dict[str, Any] = {}
     for at in node.attribute:
         if at.name in ("activations", "activation_alpha", "activation_beta"):
-            v = helper.get_attribute_value(at)
+            v = onnx.get_attribute_value(at)
             a[at.name] = [s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s for s in v]
     return _refusal(a)
 
