@@ -203,5 +203,5 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CliError("--png needs matplotlib, which is not installed",
+        raise CliError("a .png chart (-o FILE.png, --png) needs matplotlib, which is not installed",
                        "pip install matplotlib  (or: pip install -e \".[bench]\")") from None
