@@ -26,7 +26,7 @@ from cnnjit.ir.errors import ShapeError
 from cnnjit.ir.ops.recurrent import ACTIVATIONS, GATES, NACT, num_directions
 from cnnjit.runtime.native import host_machine
 
-from . import onnx_proto as onnx  # onnx's classes and helpers, or the protobuf reader without onnx
+from . import onnx_proto as onnx
 from .registry import VARIANT_CHECKS, ImportContext, Unsupported, importer
 
 _DEFAULT_ACTS = {"LSTMLoop": ("Sigmoid", "Tanh", "Tanh"), "GRULoop": ("Sigmoid", "Tanh"), "RNNLoop": ("Tanh",)}
