@@ -81,9 +81,9 @@ def log_specialization(model: str, shapes: Mapping[str, Sequence[int]], spec: An
     p = spec.program
     shp = _shapes_text(shapes)
     t = spec.timings
-    logger.info("compiled %r for %s: passes [%s], %d nodes -> %d kernels, arena %d B (intermediates %d B); "
-                "import %.1f ms, passes %.1f ms, codegen %.1f ms", model, shp, ", ".join(passes),
-                len(spec.graph.nodes), len(p.kernel_sources), p.arena_bytes, p.intermediate_bytes,
+    logger.info("compiled %r for %s: passes [%s], %d nodes -> %d kernels (%d calls), arena %d B (intermediates "
+                "%d B); import %.1f ms, passes %.1f ms, codegen %.1f ms", model, shp, ", ".join(passes),
+                len(spec.graph.nodes), len(p.kernel_sources), len(p.calls), p.arena_bytes, p.intermediate_bytes,
                 t.get("import", 0) * 1e3, t.get("passes", 0) * 1e3, t.get("codegen", 0) * 1e3)
     report = p.meta.get("compile_report")
     if report is not None:  # compiled eagerly: the report knows where each kernel came from

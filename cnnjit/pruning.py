@@ -440,16 +440,20 @@ class PrunedModel:
         return "\n".join(lines)
 
     def deviation(self, inputs: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | None = None,
-                  n: int = 4, seed: int = 0) -> dict[str, float]:
+                  n: int = 4, seed: int = 0, threads: int = 1, optimize: bool = True) -> dict[str, float]:
         """Output deviation of the pruned model from the original on sample inputs (onnxruntime).
 
-        ``inputs``: one feed dict or a list of them; default ``n`` seeded standard-normal feeds. Returns max
-        abs diff, min cosine similarity of the first outputs and the argmax agreement (fraction of rows).
+        ``inputs``: one feed dict or a list of them; default ``n`` seeded standard-normal feeds. ``threads``:
+        onnxruntime's intra-op threads; ``optimize=False`` turns its graph optimizations (fusions) off. Returns
+        max abs diff, min cosine similarity of the first outputs and the argmax agreement (fraction of rows),
+        with the threads and optimization level the sessions ran with.
         """
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = threads
+        if not optimize:
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         s0 = ort.InferenceSession(self.original.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         s1 = ort.InferenceSession(self.model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         if inputs is None:
@@ -473,7 +477,10 @@ class PrunedModel:
                 cos = min(cos, float(ra @ rb / den) if den > 0 else float(np.array_equal(ra, rb)))
                 agree += int(np.argmax(ra) == np.argmax(rb))
                 rows += 1
-        return {"max_abs_diff": mx, "cosine": cos, "argmax_agreement": agree / max(1, rows), "samples": len(feeds)}
+        used = s1.get_session_options()
+        return {"max_abs_diff": mx, "cosine": cos, "argmax_agreement": agree / max(1, rows), "samples": len(feeds),
+                "threads": used.intra_op_num_threads,
+                "optimized": used.graph_optimization_level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
 
 
 def prune(model: Any, sparsity: float | None = None, method: str = "magnitude", *, pattern: str | None = None,

@@ -307,7 +307,7 @@ class QuantizedModel:
 def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: Iterable[Any], *,
              per_channel: bool = True, activations: str = "uint8", method: str = "minmax",
              percentile: float = 99.99, bias_correction: bool = True, weight_clip: str = "max",
-             evaluate: bool = True) -> QuantizedModel:
+             evaluate: bool = True, compile_options: Mapping[str, Any] | None = None) -> QuantizedModel:
     """Post-training static quantization of a float ONNX model to a QDQ model (see the module docstring).
 
     ``calibration`` is an iterable of input dicts (name -> array), of tuples/lists in input order, or of
@@ -315,7 +315,8 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
     the float model on the calibration inputs (shown by ``report()``). ``bias_correction`` folds the mean
     output shift that weight rounding causes (``(W_q - W) @ E[x]``, ``E[x]`` per input channel from the
     calibration data) into each layer's bias; ``weight_clip`` is ``"mse"`` (per-channel clipping threshold
-    minimising the weights' squared rounding error) or ``"max"``.
+    minimising the weights' squared rounding error) or ``"max"``. ``compile_options`` (such as ``threads``,
+    ``fuse``) go to each ``cnnjit.compile`` that runs the calibration and the evaluation.
     """
     if activations not in _QTYPES:
         raise ValueError(f"activations must be 'uint8' or 'int8', got {activations!r}")
@@ -339,7 +340,7 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
     batches = [_feeds(b, in_names) for b in calibration]
     if not batches:
         raise ValueError("calibration gave no batches")
-    runner = api.compile(probe)
+    runner = api.compile(probe, **(compile_options or {}))
     names = [o.name for o in probe.graph.output]
     obs = {t: _Observer(method) for t in tensors}
     rng = np.random.default_rng(0)
@@ -456,7 +457,8 @@ def quantize(model: str | os.PathLike | bytes | onnx.ModelProto, calibration: It
                             options={"activations": activations, "per_channel": per_channel, "method": method,
                                      "batches": len(batches)})
     if evaluate:
-        result.deviation = _deviation(api.compile(qm), batches, float_outs, [o.name for o in g.output])
+        result.deviation = _deviation(api.compile(qm, **(compile_options or {})), batches, float_outs,
+                                      [o.name for o in g.output])
     return result
 
 

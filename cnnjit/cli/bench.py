@@ -11,13 +11,27 @@ from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.stages import input_specs
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
-from .flags import at_least, compile_options, model_argument, runs_option
-from .output import Progress, clean, emit_json, ms, nbytes, print_table, shapes_text, si, to_ms
+from .flags import at_least, compile_options, model_argument, output_option, runs_option
+from .output import (
+    KEEP,
+    Progress,
+    clean,
+    emit_json,
+    json_text,
+    markdown_table,
+    ms,
+    nbytes,
+    print_table,
+    shapes_text,
+    si,
+    to_ms,
+)
 from .run import _load_input_file
 
 HELP = "time a model (optionally against onnxruntime)"
 EPILOG = """example:
-  cnnjit bench model.onnx --vs onnxruntime --runs 100 --png bench.png
+  cnnjit bench model.onnx --vs onnxruntime --runs 100 -o bench.png
+  cnnjit bench model.onnx --vs onnxruntime -o bench.md     (.png chart, .json results, .md table)
   cnnjit bench model.onnx --seconds 10 --input input_1=x.npy --json
 
 Compiles, warms up, then times interleaved runs of each engine on the same inputs: .npy files given with
@@ -30,13 +44,19 @@ threads."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), compile_options(), runs_option(50, "timed runs per engine")]
+    return [model_argument(), compile_options(), runs_option(50, "timed runs per engine"),
+            output_option("FILE", "also write the results to FILE, its format from its extension: .png a bar "
+                          "chart (needs matplotlib), .json the --json document, .md a Markdown table")]
+
+
+#: ``-o FILE``'s formats by extension
+OUTPUT_FORMATS = (".png", ".json", ".md")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs", action="append", choices=["onnxruntime"], help="also time this engine")
     p.add_argument("--warmup", type=at_least(0), default=5, help="untimed warm-up runs (default 5)")
-    p.add_argument("--png", metavar="OUT.png", help="draw a bar chart (needs matplotlib)")
+    p.add_argument("--png", dest="output", metavar="OUT.png", help="the same as -o OUT.png")
     p.add_argument("--seed", type=at_least(0), default=0, help="random input seed (default 0)")
     p.add_argument("--seconds", type=float, metavar="S",
                    help="time-bounded: timed rounds until S seconds have passed (replaces --runs)")
@@ -52,7 +72,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--runs and --threads must be >= 1, --warmup >= 0")
     if args.seconds is not None and not args.seconds > 0:
         raise UsageError(f"--seconds must be > 0, got {args.seconds:g}")
-    if args.png:
+    fmt = _output_format(args.output)
+    if fmt == ".png":
         _require_matplotlib()
     shapes = parse_shapes(args.shape)
     given = _input_files(args.model, args.input)
@@ -99,24 +120,21 @@ def main(args: argparse.Namespace) -> int:
     runs = stats["cnnjit"]["runs"]
     threads = f"{args.threads} thread{'s' if args.threads > 1 else ''}"
     png = None
-    if args.png:
+    if fmt == ".png":
         try:
             title = (f"{Path(args.model).name}, input {shapes_text(resolved)}"
                      + (" (unfused)" if args.unfused else "")
                      + f"\n{cpu_name()}, {threads}, {stats['cnnjit']['runs']} runs after {args.warmup} warm-up")
-            png = str(bar_chart(stats, args.png, title))
+            png = str(bar_chart(stats, args.output, title))
         except OSError as e:
-            raise CliError(f"cannot write {args.png!r}: {e.strerror or e}") from None
+            raise CliError(f"cannot write {args.output!r}: {e.strerror or e}") from None
     doc = {"model": args.model, "shapes": resolved, "batch": batch, "notes": notes, "runs": runs,
            "time_limit_ms": args.seconds * 1e3 if args.seconds else None, "warmup": args.warmup,
            "threads": args.threads, "fused": not args.unfused,
            "inputs": {k: "file" if k in given else "random" for k in feeds}, "flops": flops,
            "compile_ms": compile_s * 1e3, "first_run_ms": first_s * 1e3,
            "results": {k: to_ms(v) for k, v in stats.items()}, "memory": memory,
-           "max_abs_diff": diffs, "png": png}
-    if args.json:
-        emit_json(doc)
-        return EXIT_OK
+           "max_abs_diff": diffs, "png": png, "output": args.output}
     vs = len(stats) > 1  # the ratio column only when there is something to compare
     rows = [[name, f"{s['median_ms']:.3f}", f"{s['p90_ms']:.3f}", f"{s['p99_ms']:.3f}", f"{s['min_ms']:.3f}"]
             + ([f"{s['ratio']:.2f}x" if s["ratio"] else "-"] if vs else [])
@@ -134,12 +152,34 @@ def main(args: argparse.Namespace) -> int:
     if given:
         footer.append("inputs from files: " + ", ".join(clean(k, 40) for k in given))
     footer += [f"max |cnnjit - {k}| = {v:.3g}" for k, v in diffs.items()]
-    if png:
-        footer.append(f"wrote {png}")
+    if args.output:
+        footer.append(f"wrote{KEEP}{args.output}")
     cols = ["engine", "median ms", "p90 ms", "p99 ms", "min ms"] + (["ratio"] if vs else []) + ["GFLOP/s", "inf/s"]
-    print_table(f"{Path(args.model).name} ({shapes_text(resolved)}), batch {batch}, {threads}"
-                + (" unfused" if args.unfused else ""), cols, rows, right=cols[1:], footer=footer)
+    title = (f"{Path(args.model).name} ({shapes_text(resolved)}), batch {batch}, {threads}"
+             + (" unfused" if args.unfused else ""))
+    if fmt in (".json", ".md"):
+        text = (json_text(doc) if fmt == ".json"
+                else markdown_table(title, cols, rows, right=cols[1:], footer=footer[:-1]))  # less "wrote"
+        try:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as e:
+            raise CliError(f"cannot write {args.output!r}: {e.strerror or e}") from None
+    if args.json:
+        emit_json(doc)
+        return EXIT_OK
+    print_table(title, cols, rows, right=cols[1:], footer=footer)
     return EXIT_OK
+
+
+def _output_format(output: str | None) -> str | None:
+    """``-o FILE``'s format (its extension, lowercased), checked before any work; None without ``-o``."""
+    if output is None:
+        return None
+    ext = Path(output).suffix.lower()
+    if ext not in OUTPUT_FORMATS:
+        raise UsageError(f"-o {output}: cannot tell the format from the extension {ext or '(none)'!r}",
+                         "name the file .png (bar chart), .json (results) or .md (Markdown table)")
+    return ext
 
 
 def _input_files(model: str, items: list[str] | None) -> dict[str, Any]:
@@ -163,5 +203,5 @@ def _require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CliError("--png needs matplotlib, which is not installed",
+        raise CliError("a .png chart (-o FILE.png, --png) needs matplotlib, which is not installed",
                        "pip install matplotlib  (or: pip install -e \".[bench]\")") from None

@@ -118,8 +118,8 @@ def model_argument(help: str = "an .onnx file") -> argparse.ArgumentParser:
 
 
 def shape_option() -> argparse.ArgumentParser:
-    """``--shape NAME=DIMS`` (repeat: one per input): the input shapes (alone on ``info``, ``prune`` and
-    ``quantize``, which do not compile with threads)."""
+    """``--shape NAME=DIMS`` (repeat: one per input): the input shapes (alone on ``info``, which does
+    not compile)."""
     p = _parent()
     p.add_argument("--shape", action="append", metavar="NAME=DIMS",
                    help="concrete input shape, e.g. input_1=1,3,32,32; repeat for several inputs "

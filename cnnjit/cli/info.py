@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 from collections import Counter
 from typing import Any
 
@@ -25,7 +24,7 @@ from cnnjit.flops import node_flops
 
 from .common import EXIT_OK, check_model_path, parse_shapes
 from .flags import model_argument, shape_option
-from .output import clean, emit_json, note, print_table, shapes_text, si
+from .output import KEEP, clean, emit_json, note, print_table, shapes_text, si, wrap
 
 HELP = "what a model is, without compiling it: inputs, outputs, opsets, ops, parameters, FLOPs, unsupported ops"
 EPILOG = """example:
@@ -175,30 +174,31 @@ def main(args: argparse.Namespace) -> int:
     for n in doc["notes"]:
         note(n)
     producer = " ".join(p for p in (doc["producer"]["name"], doc["producer"]["version"]) if p) or "unknown"
-    print(f"{clean(os.path.basename(args.model), 60)}: graph {clean(doc['name'], 40)!r}, producer "
-          f"{clean(producer, 40)}, ONNX IR {doc['ir_version']}, opsets "
-          + ", ".join(f"{clean(d, 24)} {v}" for d, v in doc["opsets"].items()))
+    print(wrap(f"{clean(os.path.basename(args.model), 60)}: graph {clean(doc['name'], 40)!r}, producer "
+               f"{clean(producer, 40)}, ONNX IR {doc['ir_version']}, opsets "
+               + ", ".join(f"{clean(d, 24)}{KEEP}{v}" for d, v in doc["opsets"].items())))
     at = f"at {shapes_text(doc['shapes'])}" if doc["shapes"] else "at the given shapes"
     rows = [["input", s["name"], s["dtype"], _dims_text(s["shape"]),
              "x".join(map(str, doc["shapes"][s["name"]])) if doc["shapes"] else "?"] for s in doc["inputs"]]
     rows += [["output", s["name"], s["dtype"] or "?", _dims_text(s["shape"]),
               "x".join(map(str, s["shape_at"])) if s["shape_at"] is not None else "?"] for s in doc["outputs"]]
     print_table("inputs and outputs", ["", "name", "dtype", "declared shape", at], rows)
-    ops = ", ".join(f"{clean(op, 32)}\u00a0{n}" for op, n in doc["op_counts"].items())  # no break inside
-    print(textwrap.fill(f"{doc['nodes']} nodes: {ops}", width=80, subsequent_indent="  ").replace("\u00a0", " "))
+    ops = ", ".join(f"{clean(op, 32)}{KEEP}{n}" for op, n in doc["op_counts"].items())  # no break inside
+    print(wrap(f"{doc['nodes']} nodes: {ops}"))
     n_const = doc["op_counts"].get("Constant", 0)
     where = f"elements of {doc['initializers']} initializers"
     if n_const:
         where = (f"{doc['initializer_params']:,} in {doc['initializers']} initializers, {doc['constant_params']:,} "
                  f"in {n_const} Constant nodes")
-    print(f"parameters: {doc['params']:,} ({where})")
+    print(wrap(f"parameters: {doc['params']:,} ({where})"))
     if doc["flops"] is not None:
-        print(f"FLOPs: {si(doc['flops'], 'FLOP')} per run {at} (after cnnjit's passes, as 'cnnjit inspect' "
-              "counts them)")
+        print(wrap(f"FLOPs: {si(doc['flops'], 'FLOP')} per run {at} (after cnnjit's passes, as 'cnnjit inspect' "
+                   "counts them)"))
     else:
-        print(f"FLOPs: not counted: {clean(doc['flops_unavailable'], 300)}")
+        print(wrap(f"FLOPs: not counted: {clean(doc['flops_unavailable'], 300)}"))
     if doc["value_inputs"]:
-        print(f"inputs whose values set shapes or attributes: {', '.join(clean(v, 40) for v in doc['value_inputs'])}")
+        print(wrap("inputs whose values set shapes or attributes: "
+                   + ", ".join(clean(v, 40) for v in doc["value_inputs"])))
     if not doc["unsupported"]:
         print("unsupported ops: none")
         return EXIT_OK

@@ -10,16 +10,20 @@ import json
 import os
 import shutil
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+#: a space that ``wrap`` never breaks at (join a label to its value: "Conv\u00a09"); printed as a space
+KEEP = "\u00a0"
+
 
 def clean(text: Any, limit: int = 0) -> str:
     """Model-given text made safe for a terminal: control characters (escape sequences) replaced by '?'."""
-    s = "".join(ch if ch.isprintable() else "?" for ch in str(text))
+    s = "".join(ch if ch.isprintable() or ch == KEEP else "?" for ch in str(text))
     if limit and len(s) > limit:
         s = s[: limit - 1] + "\u2026"
     return s
@@ -123,7 +127,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         con.print(escape(clean(title)))
         con.print(t)
         for line in footer:
-            con.print(escape(clean(line)))
+            con.print(escape(wrap(clean(line))))
         return
     print(clean(title))
 
@@ -137,7 +141,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for r in cells:
         print(fmt(r))
     for line in footer:
-        print(clean(line))
+        print(wrap(clean(line)))
 
 
 #: the rich bars of the ``Progress`` helpers showing now (``cli.progress`` adds its kernel bar to the last)
@@ -183,6 +187,19 @@ class Progress:
         self._p.update(self._tasks[phase], completed=done, total=total)
 
 
+#: the widest a line of free text gets (tables may be wider on a wide terminal; text stays readable)
+TEXT_WIDTH = 80
+
+
+def wrap(text: str, indent: str = "  ") -> str:
+    """``text`` (one line of free text, already cleaned) wrapped at spaces to the console width, at most
+    ``TEXT_WIDTH`` columns, continuation lines indented by ``indent``; words are never split (a long path
+    stays whole) and ``KEEP`` spaces never break."""
+    width = max(20, min(console_width(), TEXT_WIDTH))
+    return textwrap.fill(text, width=width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False).replace(KEEP, " ")
+
+
 def note(msg: str) -> None:
     """An informational line on stderr (kept off stdout so --json output stays parseable)."""
     print(f"note: {clean(msg)}", file=sys.stderr)
@@ -195,7 +212,26 @@ def warn(msg: str) -> None:
 
 def emit_json(doc: Any) -> None:
     """``doc`` as one JSON document on stdout (numpy scalars/arrays, paths and tuples converted)."""
-    print(json.dumps(doc, indent=1, default=_json_default))
+    print(json_text(doc))
+
+
+def json_text(doc: Any) -> str:
+    """``doc`` as the JSON text ``emit_json`` prints (for a file written with ``-o x.json``)."""
+    return json.dumps(doc, indent=1, default=_json_default)
+
+
+def markdown_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = (),
+                   footer: Sequence[str] = ()) -> str:
+    """The table ``print_table`` prints, as Markdown (a report file): the title as a heading, every cell whole
+    (cleaned, '|' escaped), the ``right`` columns right-aligned, the footer lines as a list."""
+
+    def cell(v: Any) -> str:
+        return clean(v).replace("|", "\\|").replace(KEEP, " ")
+
+    lines = [f"### {cell(title)}", "", "| " + " | ".join(map(cell, columns)) + " |",
+             "|" + "|".join("---:" if c in right else "---" for c in columns) + "|",
+             *("| " + " | ".join(map(cell, r)) + " |" for r in rows)]
+    return "\n".join(lines + ([""] + [f"- {cell(f)}" for f in footer] if footer else []))
 
 
 def _json_default(o: Any) -> Any:

@@ -6,7 +6,7 @@ import argparse
 
 from .common import EXIT_OK, CliError, UsageError, check_model_path, model_shapes
 from .flags import DeprecatedAlias, at_least, compile_options, model_argument, runs_option
-from .output import Progress, clean, emit_json, note, print_table, si
+from .output import KEEP, Progress, clean, emit_json, note, print_table, si
 
 HELP = "time every kernel call of the compiled schedule, slowest first"
 EPILOG = """example:
@@ -94,11 +94,11 @@ def main(args: argparse.Namespace) -> int:
         footer.insert(0, f"({len(rows) - len(shown)} faster calls not shown; --rows 0 shows all)")
     print_table(f"{clean(doc['name'], 40)}: time per kernel call, slowest first",
                 ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak", "bound"], table,
-                right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer)
+                right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer, free=("op", "shapes"))
     print()
     by_op = [[r["op"], str(r["calls"]), f"{r['total_ms']:.4f}", f"{r['percent']:.1f}",
               f"{r['gflops']:.2f}" if r["flops"] else "-"] for r in doc["by_op"]]
-    foot = [f"wrote {args.trace}: run {doc['trace_run'] + 1} of {args.runs} ({doc['trace_run_ms']:.3f} ms, the "
+    foot = [f"wrote{KEEP}{args.trace}: run {doc['trace_run'] + 1} of {args.runs} ({doc['trace_run_ms']:.3f} ms, the "
             "median), one event per call"] if args.trace else []
     print_table("time per op type, slowest first", ["op type", "calls", "total ms", "%", "GFLOP/s"], by_op,
                 right=("calls", "total ms", "%", "GFLOP/s"), footer=foot)

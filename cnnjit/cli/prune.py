@@ -12,8 +12,8 @@ from cnnjit.compiler.stages import resolve_shapes
 from cnnjit.pruning import PrunedModel, prune
 
 from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, model_shapes, save_model
-from .flags import at_least, model_argument, output_option, shape_option
-from .output import emit_json, print_table, si, warn
+from .flags import at_least, compile_options, model_argument, output_option
+from .output import KEEP, emit_json, print_table, si, warn, wrap
 
 HELP = "prune a model's weights (magnitude, channel or N:M) and save the pruned ONNX model"
 EPILOG = """example:
@@ -24,7 +24,9 @@ EPILOG = """example:
 
 Prints per layer sparsity, params and FLOPs, and the output deviation from the original on seeded random
 inputs (onnxruntime) of the --shape given (symbolic dimensions of inputs without one: 1), with a warning when
-the top class changes on most of them.
+the top class changes on most of them. The report runs on onnxruntime (cnnjit does not compile here):
+--threads N gives it N intra-op threads (as 'cnnjit bench' does) and --unfused turns its graph
+optimizations (fusions) off.
 'cnnjit.compile' runs pointwise Conv / Gemm layers whose weights are sparse enough with sparse kernels."""
 
 
@@ -33,7 +35,7 @@ AGREEMENT_WARNING = 0.5
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), shape_option(),
+    return [model_argument(), compile_options(),
             output_option("OUT.onnx", "where to write the pruned model", required=True)]
 
 
@@ -64,16 +66,17 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise UsageError(str(e)) from e
         save_model(pruned, args.output)
-        dev = _deviation(proto, pruned, shapes, args.samples, args.seed) if args.samples > 0 else None
+        dev = (_deviation(proto, pruned, shapes, args.samples, args.seed, args.threads, not args.unfused)
+               if args.samples > 0 else None)
     if args.json:
         emit_json({"model": args.model, "output": args.output, "method": pruned.method,
                    "summary": pruned.summary(), "layers": pruned.layers(), "deviation": dev})
     else:
         _print_report(pruned)
         if dev:
-            print(f"deviation vs the original on {dev['samples']} random inputs: max abs diff "
-                  f"{dev['max_abs_diff']:.4g}, cosine {dev['cosine']:.4f}, argmax agreement "
-                  f"{dev['argmax_agreement']:.0%}")
+            print(wrap(f"deviation vs the original on {dev['samples']} random inputs: max{KEEP}abs{KEEP}diff{KEEP}"
+                       f"{dev['max_abs_diff']:.4g}, cosine{KEEP}{dev['cosine']:.4f}, argmax{KEEP}agreement{KEEP}"
+                       f"{dev['argmax_agreement']:.0%}"))
         print(f"wrote {args.output}")
     if dev and dev["argmax_agreement"] < AGREEMENT_WARNING:
         warn(f"the pruned model's top class differs from the original's on {1 - dev['argmax_agreement']:.0%} of "
@@ -94,10 +97,11 @@ def _check_exclude(proto: Any, exclude: list[str]) -> None:
                          if layers else "the model has no Conv/Gemm/MatMul node to prune")
 
 
-def _deviation(proto: Any, pruned: PrunedModel, given: dict[str, tuple[int, ...]], samples: int, seed: int
-               ) -> dict[str, Any]:
+def _deviation(proto: Any, pruned: PrunedModel, given: dict[str, tuple[int, ...]], samples: int, seed: int,
+               threads: int, fuse: bool) -> dict[str, Any]:
     """``pruned.deviation`` on ``samples`` seeded standard-normal inputs of the shapes ``given`` (symbolic
-    dimensions of the other inputs: 1)."""
+    dimensions of the other inputs: 1), onnxruntime with ``threads`` intra-op threads and its fusions on
+    (``fuse``) or off."""
     import onnxruntime as ort  # optional heavy dependency: only for the deviation report
 
     ort.set_default_logger_severity(4)  # its errors become our one-line error, not a red log line
@@ -105,7 +109,7 @@ def _deviation(proto: Any, pruned: PrunedModel, given: dict[str, tuple[int, ...]
     rng = np.random.default_rng(seed)
     feeds = [{s.name: rng.standard_normal(shapes[s.name]).astype(s.dtype) for s in input_specs(proto)}
              for _ in range(samples)]
-    return pruned.deviation(feeds)
+    return pruned.deviation(feeds, threads=threads, optimize=fuse)
 
 
 def _print_report(pruned: PrunedModel) -> None:

@@ -13,7 +13,7 @@ from cnnjit.compiler.stages import resolve_shapes
 from cnnjit.quantization import quantize
 
 from .common import EXIT_OK, UsageError, check_model_path, did_you_mean, model_shapes, save_model
-from .flags import at_least, model_argument, output_option, shape_option
+from .flags import at_least, compile_options, model_argument, output_option
 from .output import emit_json, print_table
 
 HELP = "post-training int8 quantization: a float model to a QDQ ONNX model"
@@ -25,11 +25,12 @@ EPILOG = """example:
 Writes a standard QDQ model (onnxruntime runs it too; 'cnnjit run' compiles it to integer kernels) and prints
 per-layer scales and the output deviation from the float model on the calibration inputs. --calibration is
 'random' (seeded standard-normal inputs of the --shape given; symbolic dimensions of the others: 1) or a
-folder of .npy (single input) / .npz (by input name) files (each checked against --shape when given)."""
+folder of .npy (single input) / .npz (by input name) files (each checked against --shape when given).
+--threads and --unfused: how cnnjit compiles the float model (calibration) and the QDQ model (evaluation)."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument("an .onnx file (float)"), shape_option(),
+    return [model_argument("an .onnx file (float)"), compile_options(),
             output_option("OUT.onnx", "where to write the QDQ model", required=True)]
 
 
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         batches = _calibration_batches(args.model, args.calibration, args.batches, args.seed, shapes)
         try:
             q = quantize(args.model, batches, per_channel=not args.per_tensor, activations=args.activations,
-                         method=args.method)
+                         method=args.method, compile_options={"threads": args.threads, "fuse": not args.unfused})
         except ValueError as e:
             raise UsageError(str(e)) from e
     save_model(q, args.output)

@@ -23,7 +23,7 @@ from .common import (
     use_threads,
 )
 from .flags import at_least, compile_options, model_argument, output_option, runs_option
-from .output import clean, emit_json, ms, note, to_ms
+from .output import KEEP, clean, emit_json, ms, note, to_ms, wrap
 
 HELP = "run a model on inputs from .npy files or random data"
 EPILOG = """example:
@@ -129,19 +129,22 @@ def main(args: argparse.Namespace) -> int:
         line = f"output {clean(r['name'], 60)!r}: {r['dtype']}[{', '.join(map(str, r['shape']))}]"
         if "min" in r:
             line += f"  min {r['min']:.4g}  max {r['max']:.4g}  mean {r['mean']:.4g}"
-        print(line)
+        print(wrap(line))
         if "top" in r:
             row = " (row 0)" if len(r["shape"]) == 2 and r["shape"][0] > 1 else ""
-            print(f"  top-{len(r['top'])}{row}: " + ", ".join(f"class {i} ({v:.4f})" for i, v in r["top"]))
-    t = (f"time: load {ms(stages['load_s'])} ms, import {ms(stages['import_s'])} ms, compile "
-         f"{ms(stages['compile_s'])} ms ({stages['kernels']}), first call {ms(stages['first_run_s'])} ms")
+            print(wrap(f"  top-{len(r['top'])}{row}: " + ", ".join(f"class{KEEP}{i}{KEEP}({v:.4f})"
+                                                                for i, v in r["top"]), indent="    "))
+    t = (f"time: load{KEEP}{ms(stages['load_s'])}{KEEP}ms, import{KEEP}{ms(stages['import_s'])}{KEEP}ms, "
+         f"compile{KEEP}{ms(stages['compile_s'])}{KEEP}ms ({stages['kernels']}), first{KEEP}call"
+         f"{KEEP}{ms(stages['first_run_s'])}{KEEP}ms")
     if steady is not None:
-        t += f", run {ms(steady)} ms (median of {len(times)})"
-    print(t)
+        t += f", run{KEEP}{ms(steady)}{KEEP}ms (median of {len(times)})"
+    print(wrap(t))
     if args.output:
         names = ("output_0" if len(outs) == 1 else f"output_0..output_{len(outs) - 1}") \
             if args.output.endswith(".npz") else "the output"
-        print(f"wrote {args.output} ({names}: " + ", ".join(repr(clean(n, 40)) for n in model.output_names) + ")")
+        print(wrap(f"wrote{KEEP}{args.output} ({names}: " + ", ".join(repr(clean(n, 40)) for n in model.output_names)
+                   + ")"))
     return EXIT_OK
 
 
