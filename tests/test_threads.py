@@ -22,7 +22,7 @@ import cnnjit
 from cnnjit.cli import build_parser
 from cnnjit.cli.common import UsageError, refuse
 from cnnjit.cli.flags import DefaultThreads
-from cnnjit.compiler.codegen.emit import lower
+from cnnjit.compiler.codegen.emit import call_scratch, lower
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.memory import plan_memory
 from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, estimate_us, plan_steps, terminal_steps
@@ -206,7 +206,7 @@ def test_steps_wait_for_every_conflict(build) -> None:
     graph = cm._default_spec().graph
     target = Target(threads=2)
     lowered, groups = lower(graph, target)
-    plan = plan_memory(graph)
+    plan = plan_memory(graph, call_scratch(graph, lowered))
     steps = plan_steps(lowered, groups, plan)
     assert sum(s.parts for s in steps) == len(lowered) and len(groups) == sum(s.parts > 1 for s in steps) > 0
 

@@ -170,7 +170,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         f"                for i in range({mr}):",
         "                    orow = oo + (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
-        *[f"{i24}q{k}_{l} = vload{w}(zb, mo + ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP) for l in range(TP)],
+        *[f"{i24}q{k}_{l} = vload{w}(zb, mo + ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP)
+          for l in range(TP)],
         *transform_lines(i24, _at, TM, "q", "o", w),
     ]
     for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
