@@ -107,7 +107,7 @@ def test_split_winograd_layer_parts_own_their_scratch(monkeypatch: pytest.Monkey
     lowered, groups = lower(graph, Target(threads=2, vector_width=host_vector_width(),
                                           vector_registers=host_vector_registers()))
     scratch = call_scratch(graph, lowered)
-    plan = plan_memory(graph, scratch)
+    plan = plan_memory(graph, scratch, keep_scratch=True)
     assert groups and all(isinstance(a, Scratch) for _, a in scratch)
     for first, n in groups:
         node = lowered[first][0]

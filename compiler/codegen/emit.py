@@ -182,7 +182,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
                              vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
-    plan = plan_memory(graph, call_scratch(graph, lowered))
+    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups))
     # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
     # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
     # entry 1.5x slower than threads=2 with the numba one)

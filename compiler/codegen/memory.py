@@ -4,7 +4,7 @@ View ops (Reshape) share their input's storage. Slots are reused once a value is
 free list, liveness by node index); offsets are aligned to 64 bytes for the vector kernels to come.
 A kernel call's ``Scratch`` is placed like a value defined and last used by its node: apart from that node's
 inputs and outputs (and from every other scratch of the node: the parts of a split layer run at once),
-reused by later nodes.
+reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
 """
 
 from __future__ import annotations
@@ -86,9 +86,12 @@ class MemoryPlan:
         return self.slots[v.id]
 
 
-def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = ()) -> MemoryPlan:
+def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
-    with the index of the node whose call uses it)."""
+    with the index of the node whose call uses it).
+
+    ``keep_scratch`` (a parallel schedule): a scratch region is never reused after its node, so two layers
+    that may run side by side (independent branches) never share one; serially it is free after its node."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -142,7 +145,8 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = ()) -> Memory
     extra: dict[int, tuple[Scratch, int]] = {}
     for j, (i, sc) in enumerate(scratch):
         extra[-1 - j] = (sc, i)
-        first[-1 - j] = last[-1 - j] = i
+        first[-1 - j] = i
+        last[-1 - j] = end if keep_scratch else i
 
     def kind(rid: int) -> tuple[np.dtype, int]:
         if rid in extra:
