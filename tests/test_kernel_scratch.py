@@ -4,14 +4,15 @@ from a native object (loaded without numba) with the JIT's results bit for bit; 
 threads gives every part its own scratch (bit-identical with one thread); the arena holds the scratch.
 
 The model is tiny (two 32-channel 3x3 convolutions on 16x16, above the measured crossover at every vector
-width); the oracles are the JIT (from the ``ModelProto``, which never takes the warm path), onnxruntime and
-the memory plan's intervals.
+width, NEON included); the oracles are the JIT (from the ``ModelProto``, which never takes the warm path),
+onnxruntime, the memory plan's intervals and, for the aarch64 build, the host JIT.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +27,10 @@ import cnnjit
 import cnnjit.cache
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.emit import call_scratch, lower
-from cnnjit.compiler.codegen.kernel import Scratch, Target
+from cnnjit.compiler.codegen.kernel import Scratch, Target, choose
 from cnnjit.compiler.codegen.memory import plan_memory
 from cnnjit.compiler.codegen.simd import host_vector_registers, host_vector_width
+from cnnjit.compiler.target.aarch64 import compile_for_target, find_tool
 from cnnjit.runtime.native import NativeSpecialization
 
 SHAPE = (1, 32, 16, 16)
@@ -136,3 +138,27 @@ def test_arena_reported_includes_the_scratch(tmp_path: Path) -> None:
     # during the second conv, the model input (the residual), its input and output and its scratch are live
     assert arena == cm._default_spec().program.arena_bytes
     assert arena >= 4 * (biggest + 3 * int(np.prod(SHAPE)))
+
+
+@pytest.mark.skipif(not all(shutil.which(t) for t in ("qemu-aarch64", "aarch64-linux-gnu-gcc")),
+                    reason="qemu-aarch64 / aarch64-linux-gnu-gcc not installed")
+def test_aarch64_build_runs_winograd_under_qemu(tmp_path: Path) -> None:
+    """The kernel needs no runtime, so the aarch64 target takes it too: built, linked and run under qemu, it
+    matches the host's JIT (a different ISA: within float rounding, not bit for bit)."""
+    neon = Target("aarch64", 4, 4, vector_registers=32)
+    graph = cnnjit.compile(_model(), input_shapes={"x": SHAPE}, entry="lazy").ir
+    assert [choose(n, neon).name for n in graph.nodes if n.op == "Conv"] == ["winograd_f4", "winograd_f4"]
+    art = compile_for_target(_model(), target="aarch64-linux-gnu", cpu="cortex-a72", name="wino",
+                             input_shapes={"x": SHAPE})
+    paths = art.save(tmp_path, shared=False)
+    exe = tmp_path / "wino_main"
+    subprocess.run([find_tool("aarch64-linux-gnu-gcc"), "-O2", "-static", "-o", str(exe), str(paths["main"]),
+                    str(paths["object"]), "-lm"], check=True, capture_output=True, timeout=120)
+    x = _x(4)
+    x.tofile(tmp_path / "in0.bin")
+    r = subprocess.run(["qemu-aarch64", "-cpu", "cortex-a72", str(exe), "in0.bin", "-o", "out0.bin"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = np.fromfile(tmp_path / "out0.bin", np.float32).reshape(SHAPE)
+    want = cnnjit.compile(_model(), input_shapes={"x": SHAPE})(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
