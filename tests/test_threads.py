@@ -22,8 +22,8 @@ import cnnjit
 from cnnjit.cli import build_parser
 from cnnjit.cli.common import UsageError, refuse
 from cnnjit.cli.flags import DefaultThreads
-from cnnjit.compiler.codegen.emit import lower
-from cnnjit.compiler.codegen.kernel import Target
+from cnnjit.compiler.codegen.emit import call_scratch, lower
+from cnnjit.compiler.codegen.kernel import Scratch, Target
 from cnnjit.compiler.codegen.memory import plan_memory
 from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, estimate_us, plan_steps, terminal_steps
 from cnnjit.runtime import parallel
@@ -200,13 +200,14 @@ def branchy_model(size: int = 32):
 @pytest.mark.parametrize("build", [block_model, branchy_model])
 def test_steps_wait_for_every_conflict(build) -> None:
     """Brute force over all pairs of steps: when a later step reads what an earlier one writes, or writes
-    what it reads or writes (storage intervals from the memory plan), the earlier one is among the later
-    one's dependencies, transitively; and every listed dependency is such a conflict."""
+    what it reads or writes (storage intervals from the memory plan; a call's kernel scratch is written), the
+    earlier one is among the later one's dependencies, transitively; and every listed dependency is such a
+    conflict."""
     cm = cnnjit.compile(build(), threads=2)
     graph = cm._default_spec().graph
     target = Target(threads=2)
     lowered, groups = lower(graph, target)
-    plan = plan_memory(graph)
+    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups))
     steps = plan_steps(lowered, groups, plan)
     assert sum(s.parts for s in steps) == len(lowered) and len(groups) == sum(s.parts > 1 for s in steps) > 0
 
@@ -221,7 +222,9 @@ def test_steps_wait_for_every_conflict(build) -> None:
     rw = []
     for s in steps:
         node = lowered[s.first][0]
-        rw.append((storage(node.inputs), storage(node.outputs)))
+        scratch = {(plan.scratch[a].dtype, i) for _, kc in lowered[s.first:s.first + s.parts] for a in kc.args
+                   if isinstance(a, Scratch) for i in range(plan.scratch[a].offset, plan.scratch[a].offset + a.elems)}
+        rw.append((storage(node.inputs), storage(node.outputs) | scratch))  # a call's scratch: written
     before: list[set[int]] = []
     for t, s in enumerate(steps):
         anc = set(s.deps)

@@ -20,8 +20,8 @@ from cnnjit.compiler.target import compile_for_target  # noqa: E402
 def build(eager: bool) -> tuple[int, int]:
     orig = emit.plan_memory
 
-    def every_constant(graph):  # the plan before: all graph constants in the pool, read or not
-        plan = orig(graph)
+    def every_constant(graph, *args, **kwargs):  # the plan before: all graph constants in the pool, read or not
+        plan = orig(graph, *args, **kwargs)
         for v in graph.values():
             if v.is_const:
                 plan.slot(v)

@@ -19,7 +19,7 @@ from cnnjit.runtime.program import Arg, Buf, Call, Float, Int, IOBinding, Progra
 
 from . import kernels  # noqa: F401 - registers the generators
 from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
-from .kernel import VARIANTS, At, KernelCall, Param, Target, lower_node
+from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, lower_node
 from .memory import MemoryPlan, plan_memory
 from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
@@ -91,6 +91,12 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
     return out, groups
 
 
+def call_scratch(graph: Graph, lowered: list[tuple[Node, KernelCall]]) -> list[tuple[int, Scratch]]:
+    """Every ``Scratch`` argument of the calls, with the index of its node in ``graph`` (for the memory plan)."""
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    return [(index[id(node)], a) for node, kc in lowered for a in kc.args if isinstance(a, Scratch)]
+
+
 def choose_entry(entry: str, n_calls: int, threads: int) -> str:
     """``entry="auto"`` resolved for a schedule of ``n_calls`` kernel calls (see ``AUTO_NUMBA_CALLS``)."""
     if entry != "auto":
@@ -119,7 +125,7 @@ def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
         sizes: dict[str, set[tuple]] = {}
         for _, c in lowered:
             sizes.setdefault(source_key(c.source), set()).add(
-                tuple(a for a in c.args if not isinstance(a, (Value, At, Param))))
+                tuple(a for a in c.args if not isinstance(a, (Value, At, Param, Scratch))))
         generic = {k for k, v in sizes.items() if len(v) > SPECIALIZE_MAX}
 
     def place(s, shift: int = 0) -> list[Arg]:
@@ -132,6 +138,8 @@ def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
             return place(plan.slot(a.value), a.shift)
         if isinstance(a, Param):
             return place(plan.consts.add(a.array))
+        if isinstance(a, Scratch):
+            return place(plan.scratch[a])
         if isinstance(a, (bool, int, np.integer)):
             return [Int(int(a), int_form)]
         if isinstance(a, (float, np.floating)):
@@ -174,7 +182,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
                              vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
-    plan = plan_memory(graph)
+    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups))
     # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
     # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
     # entry 1.5x slower than threads=2 with the numba one)

@@ -2,6 +2,9 @@
 
 View ops (Reshape) share their input's storage. Slots are reused once a value is dead (first-fit over a
 free list, liveness by node index); offsets are aligned to 64 bytes for the vector kernels to come.
+A kernel call's ``Scratch`` is placed like a value defined and last used by its node: apart from that node's
+inputs and outputs (and from every other scratch of the node: the parts of a split layer run at once),
+reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import numpy as np
 from cnnjit.ir import Graph, Value, get_op
 from cnnjit.ir.types import DTYPES, short_name
 from cnnjit.runtime.program import aligned_zeros
+
+from .kernel import Scratch
 
 ALIGN_BYTES = 64
 
@@ -69,6 +74,8 @@ class MemoryPlan:
     arena_sizes: dict[str, int]
     consts: ConstPool
     total_intermediate_elems: dict[str, int]
+    #: where each kernel call's scratch lives (by identity)
+    scratch: dict[Scratch, Slot] = field(default_factory=dict)
 
     def slot(self, v: Value) -> Slot:
         """Where ``v`` lives; a constant is added to its pool the first time a call (or an output) asks
@@ -79,7 +86,12 @@ class MemoryPlan:
         return self.slots[v.id]
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
+def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False) -> MemoryPlan:
+    """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
+    with the index of the node whose call uses it).
+
+    ``keep_scratch`` (a parallel schedule): a scratch region is never reused after its node, so two layers
+    that may run side by side (independent branches) never share one; serially it is free after its node."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -129,6 +141,18 @@ def plan_memory(graph: Graph) -> MemoryPlan:
             last[find(o)[0].id] = end
     for v in graph.inputs:  # inputs are written before the run starts; keep them apart from each other
         first[v.id] = -1
+    # scratch: pseudo roots with negative keys, live during their node only
+    extra: dict[int, tuple[Scratch, int]] = {}
+    for j, (i, sc) in enumerate(scratch):
+        extra[-1 - j] = (sc, i)
+        first[-1 - j] = i
+        last[-1 - j] = end if keep_scratch else i
+
+    def kind(rid: int) -> tuple[np.dtype, int]:
+        if rid in extra:
+            sc = extra[rid][0]
+            return np.dtype(sc.dtype), int(sc.elems)
+        return vals[rid].dtype, vals[rid].type.size
 
     sizes: dict[str, int] = {}
     totals: dict[str, int] = {}
@@ -136,10 +160,10 @@ def plan_memory(graph: Graph) -> MemoryPlan:
     live: list[tuple[int, int, str, int, int]] = []  # (last, id, dtype, offset, length)
     order = sorted(first, key=lambda k: (first[k], k))
     for rid in order:
-        v = vals[rid]
-        dt = short_name(v.dtype)
-        align = max(1, ALIGN_BYTES // v.dtype.itemsize)
-        need = -(-max(v.type.size, 1) // align) * align
+        dtype, elems = kind(rid)
+        dt = short_name(dtype)
+        align = max(1, ALIGN_BYTES // dtype.itemsize)
+        need = -(-max(elems, 1) // align) * align
         t = first[rid]
         # release everything that died strictly before this definition
         for item in [x for x in live if x[0] < t]:
@@ -170,6 +194,7 @@ def plan_memory(graph: Graph) -> MemoryPlan:
         slots[rid] = Slot("a", dt, offset)
         live.append((last.get(rid, t), rid, dt, offset, need))
 
+    placed = {sc: slots.pop(rid) for rid, (sc, _) in extra.items()}
     for v in graph.values():
         if v.is_const:
             continue  # pooled on first use (MemoryPlan.slot)
@@ -182,4 +207,7 @@ def plan_memory(graph: Graph) -> MemoryPlan:
             dt = short_name(o.dtype)
             align = max(1, ALIGN_BYTES // o.dtype.itemsize)
             totals[dt] = totals.get(dt, 0) + -(-max(o.type.size, 1) // align) * align
-    return MemoryPlan(slots, sizes, consts, totals)
+    for sc, slot in placed.items():
+        align = max(1, ALIGN_BYTES // np.dtype(sc.dtype).itemsize)
+        totals[slot.dtype] = totals.get(slot.dtype, 0) + -(-max(sc.elems, 1) // align) * align
+    return MemoryPlan(slots, sizes, consts, totals, placed)

@@ -35,7 +35,7 @@ from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import PROTOCOL_VERSION, ParallelRun, claim, done, wait
 from cnnjit.runtime.program import Call
 
-from .kernel import At, KernelCall, Param
+from .kernel import At, KernelCall, Param, Scratch
 from .memory import MemoryPlan
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
@@ -215,6 +215,11 @@ def _interval(plan: MemoryPlan, v: Value) -> tuple[str, int, int] | None:
     return f"a_{s.dtype}", s.offset, s.offset + max(v.type.size, 1)
 
 
+def _scratch_interval(plan: MemoryPlan, sc: Scratch) -> tuple[str, int, int]:
+    s = plan.scratch[sc]
+    return f"a_{s.dtype}", s.offset, s.offset + max(int(sc.elems), 1)
+
+
 def _overlap(xs: list[tuple[str, int, int]], ys: list[tuple[str, int, int]]) -> bool:
     return any(b == d and lo < hi2 and lo2 < hi for b, lo, hi in xs for d, lo2, hi2 in ys)
 
@@ -223,8 +228,8 @@ def plan_steps(lowered: list[tuple[Node, KernelCall]], groups: list[tuple[int, i
                ) -> list[Step]:
     """The steps of the schedule ``lowered`` (``groups``: its split layers, ``(first call, parts)``), each
     with the latest earlier steps it must wait for: those writing what it reads, or reading or writing what
-    it writes. A node's inputs are what it reads, its outputs and any other storage its calls are given
-    (scratch) what it writes."""
+    it writes. A node's inputs are what it reads, its outputs, its calls' ``Scratch`` and any other storage
+    its calls are given what it writes."""
     starts = dict(groups)
     spans: list[tuple[int, int]] = []
     i = 0
@@ -244,7 +249,9 @@ def plan_steps(lowered: list[tuple[Node, KernelCall]], groups: list[tuple[int, i
                 if v is not None and not v.is_const and v.id not in ins:
                     outs.setdefault(v.id, v)
         reads.append([iv for v in ins.values() if (iv := _interval(plan, v))])
-        writes.append([iv for v in outs.values() if (iv := _interval(plan, v))])
+        writes.append([iv for v in outs.values() if (iv := _interval(plan, v))]
+                      + [_scratch_interval(plan, a) for _, kc in lowered[first:first + n] for a in kc.args
+                         if isinstance(a, Scratch)])
     steps: list[Step] = []
     ancestors: list[int] = []  # per step, a bit set of itself and every step it waits for (transitively)
     for t, (first, n) in enumerate(spans):

@@ -73,8 +73,6 @@ def build_host_object(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
     triple, cpu, features = host_machine()
     opts = CompileOptions(**{**options.__dict__, "entry": "native", "dump_ir_after": ()})
     prog = specialize(proto, shapes, opts).program
-    if any("np.empty(" in src or "np.zeros(" in src for src in prog.kernel_sources.values()):
-        return None  # a kernel that allocates its scratch (winograd_f4) needs numba's runtime, which an object lacks
     lay = schedule_job(prog, literal=True)
     scratch = lay.pop("scratch_bytes")
     lay.pop("weight_bytes")

@@ -16,7 +16,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops import normalize_axis
 
-from ..kernel import KernelCall, Param, Target, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .elementwise import broadcast_calls
 from .nn_extra import reduce_layout
 from .template import Template, source
@@ -78,34 +78,34 @@ def _around(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
 
 
 ARG_SRC = Template('''
-def kernel(xb, xo, yb, yo, outer, L, inner):
-    best = np.empty(inner, xb.dtype)
+def kernel(xb, xo, yb, yo, sb, so, outer, L, inner):
     for o in range(outer):
         xrow = xo + o * L * inner
         yrow = yo + o * inner
         for t in range(inner):
-            best[t] = xb[U(xrow + t)]
+            sb[U(so + t)] = xb[U(xrow + t)]
             yb[U(yrow + t)] = 0
         for j in range(1, L):
             row = xrow + j * inner
             for t in range(inner):
                 v = xb[U(row + t)]
-                b = best[t]
+                b = sb[U(so + t)]
                 take = v {CMP} b
-                best[t] = v if take else b
+                sb[U(so + t)] = v if take else b
                 yb[U(yrow + t)] = j if take else yb[U(yrow + t)]
 ''', CMP=">")
 
 
 @variant("ArgMax", "ArgMin")
 def gen_argmax(node: Node, target: Target) -> list[KernelCall]:
-    """Row by row along the axis, the best value and index so far kept per inner position, so the inner
-    loops stream and vectorise (select, no branch); ties go to the first index, or the last with
-    ``select_last_index`` (a non-strict comparison)."""
+    """Row by row along the axis, the best value and index so far kept per inner position (the values in a
+    ``Scratch``), so the inner loops stream and vectorise (select, no branch); ties go to the first index, or
+    the last with ``select_last_index`` (a non-strict comparison)."""
     x = node.inputs[0]
     cmp = ">" if node.op == "ArgMax" else "<"
     src = ARG_SRC.fill(CMP=cmp + "=" if node.attrs["select_last_index"] else cmp)
-    return [KernelCall(src, [x, node.outputs[0], *_around(x.shape, node.attrs["axis"])], note(node))]
+    outer, L, inner = _around(x.shape, node.attrs["axis"])
+    return [KernelCall(src, [x, node.outputs[0], Scratch(inner, x.dtype), outer, L, inner], note(node))]
 
 
 TOPK_SRC = Template('''

@@ -32,7 +32,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Target, flit, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, flit, note, variant
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands
 from .template import source
@@ -105,17 +105,21 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
     epi = Epilogue(node, w, True)
     i20, i24 = " " * 20, " " * 24
     lines = [
-        "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
+        "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
         + epi.signature() + "):",
         "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
         "    RL = 4 * TXP",
         "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
+        # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input, transformed input, GEMM
+        # results, output band
+        "    po = zo",
+        "    vo = po + C * 6 * LB",
+        "    mo = vo + 36 * C * T",
+        f"    oo = mo + 36 * {mr} * T",
         # zeros once: the pad columns left and right of every row stay zero (data is only ever copied between
         # them), and past a band's tiles (padding tiles, whose outputs are dropped) the values stay finite
-        "    pb = np.zeros(C * 6 * LB, np.float32)",
-        "    vb = np.empty(36 * C * T, np.float32)",
-        f"    mb = np.empty(36 * {mr} * T, np.float32)",
-        "    ob = np.empty(M * 16 * T, np.float32)",
+        "    for i in range(C * 6 * LB):",
+        "        zb[U(po + i)] = np.float32(0.0)",
         "    ncopy = min(Win, RL - pw)",
         "    for n in range(N):",
         "        for ty0 in range(0, TY, RB):",
@@ -126,57 +130,58 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "            for c in range(C):",
         "                xc = xo + (n * C + c) * H * Win",
         "                for r in range(6):",
-        "                    base = (c * 6 + r) * LB",
+        "                    base = po + (c * 6 + r) * LB",
         "                    for tyl in range(rb):",
         "                        ih = 4 * (ty0 + tyl) - ph + r",
         "                        ro = base + tyl * RL",
         "                        if ih < 0 or ih >= H:",
         "                            for x in range(RL):",
-        "                                pb[U(ro + x)] = np.float32(0.0)",
+        "                                zb[U(ro + x)] = np.float32(0.0)",
         "                            continue",
         "                        xr = xc + ih * Win",
         # whole vectors unmasked (masked stores are slow on AMD), the tail by element
         f"                        for i0 in range(0, ncopy - {w - 1}, {w}):",
-        f"                            vstore{w}(pb, ro + pw + i0, vload{w}(xb, xr + i0))",
+        f"                            vstore{w}(zb, ro + pw + i0, vload{w}(xb, xr + i0))",
         f"                        for x in range(ncopy // {w} * {w}, ncopy):",
-        "                            pb[U(ro + pw + x)] = xb[U(xr + x)]",
+        "                            zb[U(ro + pw + x)] = xb[U(xr + x)]",
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
         f"                for t0 in range(0, ntp, {w}):",
-        "                    pc = c * 6 * LB + 4 * t0",
+        "                    pc = po + c * 6 * LB + 4 * t0",
         *[ln for r in range(TP) for ln in (
-            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = vload4t{w}(pb, pc + {r} * LB)",
-            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = vload4t{w}(pb, pc + {r} * LB + 4)")],
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = vload4t{w}(zb, pc + {r} * LB)",
+            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = vload4t{w}(zb, pc + {r} * LB + 4)")],
         *transform_lines(i20, _bt, TP, "d", "v", w),
-        *[f"{i20}vstore{w}(vb, ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
+        *[f"{i20}vstore{w}(zb, vo + ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
         "                for xi in range(36):",
         "                    uw = uo + (xi * M + m) * C",
         f"                    for p0 in range(0, ntp, {L}):",
         *[f"{i24}a{i} = vzero{L}()" for i in range(mr)],
-        "                        vi = xi * C * T + p0",
+        "                        vi = vo + xi * C * T + p0",
         "                        wi = uw",
         "                        for c in range(C):",
-        f"                            v = vload{L}(vb, vi)",
+        f"                            v = vload{L}(zb, vi)",
         *[f"{i24}    a{i} = vfma{L}(vbcast{L}(ub[U(wi + {i})]), v, a{i})" for i in range(mr)],
         "                            vi += T",
         f"                            wi += {mr}",
-        *[f"{i24}vstore{L}(mb, (xi * {mr} + {i}) * T + p0, a{i})" for i in range(mr)],
+        *[f"{i24}vstore{L}(zb, mo + (xi * {mr} + {i}) * T + p0, a{i})" for i in range(mr)],
         f"                for i in range({mr}):",
-        "                    orow = (m + i) * 16 * T",
+        "                    orow = oo + (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
-        *[f"{i24}q{k}_{l} = vload{w}(mb, ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP) for l in range(TP)],
+        *[f"{i24}q{k}_{l} = vload{w}(zb, mo + ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP)
+          for l in range(TP)],
         *transform_lines(i24, _at, TM, "q", "o", w),
     ]
     for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
         lines += [f"{i24}e0 = vziplo{w}(o{r}_0, o{r}_2)", f"{i24}e1 = vziplo{w}(o{r}_1, o{r}_3)",
                   f"{i24}e2 = vziphi{w}(o{r}_0, o{r}_2)", f"{i24}e3 = vziphi{w}(o{r}_1, o{r}_3)",
                   f"{i24}orr = orow + {r} * 4 * T + 4 * t0",
-                  f"{i24}vstore{w}(ob, orr, vziplo{w}(e0, e1))",
-                  f"{i24}vstore{w}(ob, orr + {w}, vziphi{w}(e0, e1))",
-                  f"{i24}vstore{w}(ob, orr + {2 * w}, vziplo{w}(e2, e3))",
-                  f"{i24}vstore{w}(ob, orr + {3 * w}, vziphi{w}(e2, e3))"]
+                  f"{i24}vstore{w}(zb, orr, vziplo{w}(e0, e1))",
+                  f"{i24}vstore{w}(zb, orr + {w}, vziphi{w}(e0, e1))",
+                  f"{i24}vstore{w}(zb, orr + {2 * w}, vziplo{w}(e2, e3))",
+                  f"{i24}vstore{w}(zb, orr + {3 * w}, vziphi{w}(e2, e3))"]
     # 4. the band's output rows into y: bias and the epilogue in registers
     idx = "((n * M + m) * OH + oh) * OW + ow0"
     lines += [
@@ -187,16 +192,16 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "                        oh = 4 * (ty0 + tyl) + r",
         "                        if oh >= OH:",
         "                            break",
-        "                        src = (m * 4 + r) * 4 * T + tyl * RL",
+        "                        src = oo + (m * 4 + r) * 4 * T + tyl * RL",
         f"                        for ow0 in range(0, OW - {w - 1}, {w}):",  # whole vectors unmasked
-        f"                            acc = vadd{w}(vload{w}(ob, src + ow0), bv)",
+        f"                            acc = vadd{w}(vload{w}(zb, src + ow0), bv)",
         *epi.vector(" " * 28, "acc", idx, w, False),
         f"                            vstore{w}(yb, yo + {idx}, acc)",
         *epi.after(" " * 28, [f"for j in range({w}):"], f"{idx} + j"),
         f"                        ow0 = OW // {w} * {w}",
         "                        if ow0 < OW:",
         "                            cnt = OW - ow0",
-        f"                            acc = vadd{w}(vloadn{w}(ob, src + ow0, cnt), bv)",
+        f"                            acc = vadd{w}(vloadn{w}(zb, src + ow0, cnt), bv)",
         *epi.vector(" " * 28, "acc", idx, w, True),
         f"                            vstoren{w}(yb, yo + {idx}, acc, cnt)",
         *epi.after(" " * 28, ["for j in range(cnt):"], f"{idx} + j"),
@@ -245,6 +250,12 @@ def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int
     return rb, -(-rb * (TX + 1) // step) * step
 
 
+def scratch_elems(C: int, M: int, mr: int, T: int) -> int:
+    """The kernel's scratch in floats for a band of ``T`` tiles: the padded input ``C x 6 x (4 T + 8)``, the
+    transformed input ``36 x C x T``, the GEMM results ``36 x mr x T`` and the output band ``M x 16 x T``."""
+    return C * 6 * (4 * T + 8) + 36 * C * T + 36 * mr * T + M * 16 * T
+
+
 def winograd_ok(node: Node) -> bool:
     """What the kernel computes: a dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant
     weights on a 4-D input."""
@@ -269,8 +280,8 @@ def winograd_applies(node: Node, target: Target) -> bool:
     52x52 2.9x, 48->48 at 104x104 2.1x, 64->64 at 8x8 2.2x, 32->32 at 16x16 2.6x, 16->16 at 32x32 1.7x,
     12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; 128->128 at 7x7 (ratio 1.5) 1.8x, 32->32 at 8x8 (2.0) 1.5x,
     but 96->96 at 5x5 (ratio 0.78: 4 tiles and 2 dummies padded to 8) 0.84x)."""
-    if not winograd_ok(node) or target.isa != "x86_64":
-        return False  # the aarch64 target compiles kernels without numba's runtime: no scratch allocation
+    if not winograd_ok(node):
+        return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     return min(C, M) >= MIN_CHANNELS and multiply_ratio(node, target) >= MIN_RATIO
 
@@ -285,6 +296,6 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
     src, extra = winograd_source(node, target.vector_width, mr, nr)
-    args = [x, Param(transform_weights(wt.const, mr)), bias, y, N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1],
-            TX, TY, rb, T, *extra]
+    args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T)), N, C, H, Win,
+            M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *extra]
     return [KernelCall(src, args, note(node))]
