@@ -122,11 +122,23 @@ def test_cold_parallel_compile_events(tmp_path: Path) -> None:
 
 
 def test_kernel_events_end_after_a_failed_compile() -> None:
+    """A compile that fails after its "begin" still sends the "end" (the display closes its bar); one that
+    fails before it began sends neither: begins and ends pair up."""
     events: list[KernelEvent] = []
-    with pytest.raises(CompileError, match="simd_depthwise"):  # fails in code generation
+    with pytest.raises(CompileError, match="simd_depthwise"):  # fails in code generation, before any kernel
         specialize(many_ops(), {"x": (1, 3, 8, 8)}, CompileOptions(variants=(("Conv", "simd_depthwise"),)),
                    hooks=Hooks(on_kernel=events.append))
-    assert events and events[-1].origin == "end"
+    assert [e.origin for e in events].count("begin") == [e.origin for e in events].count("end")
+
+    def failing(ev: KernelEvent) -> None:
+        events.append(ev)
+        if ev.origin == "begin":
+            raise RuntimeError("the observer fails on begin")
+
+    events.clear()
+    with pytest.raises(RuntimeError, match="observer fails"):
+        specialize(many_ops(), {"x": (1, 3, 8, 8)}, CompileOptions(), hooks=Hooks(on_kernel=failing))
+    assert events[0].origin == "begin" and events[-1].origin == "end"
 
 
 def test_target_compile_streams_its_worker_kernels() -> None:

@@ -12,12 +12,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import reference_np as ref
 from conftest import ops_of, ort_session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
+from cnnjit.compiler.codegen.kernels import winograd
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.passes import PassManager, default_pipeline
 from cnnjit.ir import interpret
@@ -339,8 +341,14 @@ def test_per_channel_prelu_fuses_into_the_conv(width, k, group, monkeypatch) -> 
     assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["PRelu"]
     prog = m._default_spec().program
     assert all("vprelu" in prog.kernel_sources[c.kernel] for c in prog.calls)
-    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)
+    # winograd_f4 (chosen for the 3x3 dense conv at widths 4 and 8) is within its stated bound of each
+    # output's scale sum |w| |x| (PRelu's slopes are at most 1 in size); the direct kernels within 1e-5
+    w = numpy_helper.to_array(inits[0])
+    wino = {c.variant for c in prog.calls} == {"winograd_f4"}
+    bound = ref.conv(np.abs(x), np.abs(w), pads=[k // 2] * 4, group=group)
+    tol = winograd.ERROR_BOUND * bound + 1e-6 if wino else 1e-5 + 1e-5 * np.abs(want)
+    assert np.all(np.abs(m(x) - want) <= tol)
     monkeypatch.setattr("cnnjit.compiler.passes.fuse_epilogue.MAX_SLOPE_BYTES", 8 * 7 * 9 * 4 - 4)
     m = cnnjit.compile(model, vector_width=width)
     assert ops_of(m) == ["Conv", "PRelu"]
-    np.testing.assert_allclose(m(x), want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(m(x) - want) <= tol)

@@ -190,6 +190,9 @@ KernelObserver = Callable[[KernelEvent], None]
 
 #: the observers of the current context (``observe_kernels``); compiles in other threads see their own
 _OBSERVERS: ContextVar[tuple[KernelObserver, ...]] = ContextVar("cnnjit_kernel_observers", default=())
+#: "begin" events not yet closed by an "end" in this context: a specialisation that compiled nothing through
+#: ``precompile`` (a native object's lowering, a lazy entry) sends no "end" either, so begins and ends pair up
+_OPEN: ContextVar[int] = ContextVar("cnnjit_kernel_begins_open", default=0)
 
 
 @contextlib.contextmanager
@@ -235,6 +238,7 @@ class _Notifier:
     def begin(self, done: int, misses: int) -> None:
         """The ``"begin"`` event: ``done`` kernels need nothing, ``misses`` of the others must be compiled."""
         self.done = done
+        _OPEN.set(_OPEN.get() + 1)
         self("begin", misses=misses)
 
     def check(self) -> None:
@@ -244,13 +248,18 @@ class _Notifier:
 
 def notify(ev: KernelEvent) -> None:
     """Send ``ev`` to the current observers (for compiles outside ``precompile``: a target's worker)."""
+    if ev.origin == "begin":
+        _OPEN.set(_OPEN.get() + 1)
     for fn in _OBSERVERS.get():
         fn(ev)
 
 
 def kernels_finished() -> None:
-    """Tell the current observers that a specialisation is finished (``KernelEvent`` origin ``"end"``)."""
-    notify(KernelEvent(0, 0, origin="end"))
+    """Tell the current observers that a specialisation is finished (``KernelEvent`` origin ``"end"``), if
+    its compile began one."""
+    if _OPEN.get() > 0:
+        _OPEN.set(_OPEN.get() - 1)
+        notify(KernelEvent(0, 0, origin="end"))
 
 
 @contextlib.contextmanager
