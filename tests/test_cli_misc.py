@@ -330,6 +330,9 @@ def _readme_outputs() -> dict[str, list[str]]:
 def _shape_of(line: str) -> str:
     """A line with its numbers, plurals of them and runs of spaces made uniform: what stays the same from run
     to run (and machine to machine: the default thread count is the CPUs')."""
+    # sizes: a subprocess's peak RSS includes its parent's (Linux keeps ru_maxrss across exec), so under a
+    # test runner it may print in another unit or with a thousands separator
+    line = re.sub(r"\d[\d,]*(\.\d+)? [KMG]iB", "N iB", line)
     return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]\d+)?", "N", " ".join(line.split())).replace("N threads", "N thread")
 
 
