@@ -9,9 +9,10 @@ numba or compiler import, so a new process reaches its first result in a fractio
 
 An entry is ``<root>/native-<host key>/<entry key>.o`` plus ``<entry key>.json``:
 
-* the host key covers the cnnjit and llvmlite versions, the format of this cache and the version of the
-  step protocol (a parallel object's entry), the host triple, CPU name and features (numba's
-  ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` overrides included);
+* the host key covers the cnnjit and llvmlite versions, a digest of the compiler's and runtime's own source
+  (an edited checkout at the same version never loads an object older code built), the format of this cache
+  and the version of the step protocol (a parallel object's entry), the host triple, CPU name and features
+  (numba's ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` overrides included);
 * the entry key covers the SHA-256 of the model bytes, the compile options and input shapes as given,
   and the environment that changes code generation (``CNNJIT_SPARSE_THRESHOLD``);
 * the metadata records both keys, the model's digest and the object's size and SHA-256; all are checked
@@ -95,11 +96,25 @@ def _host_machine(name_override: str | None, features_override: str | None) -> t
     return ll.get_process_triple(), name_override or name, features_override or features
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """SHA-256 of the Python source of the packages that decide what an object holds and how it is called
+    (``cnnjit.compiler``, ``cnnjit.ir``, ``cnnjit.runtime``): ~1 MB, read once per process (a few ms)."""
+    h = hashlib.sha256()
+    base = Path(__file__).resolve().parent.parent  # the folder holding compiler/, ir/ and runtime/
+    for package in ("compiler", "ir", "runtime"):
+        for path in sorted((base / package).rglob("*.py")):
+            h.update(f"{path.relative_to(base)}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def host_fields() -> dict[str, Any]:
-    """What every entry depends on besides its model and options: versions, format, machine."""
+    """What every entry depends on besides its model and options: versions, the code's digest, format,
+    machine."""
     triple, cpu, features = host_machine()
     return {"format": FORMAT, "protocol": PROTOCOL_VERSION, "cnnjit": _version.__version__,
-            "llvmlite": llvmlite.__version__,
+            "code": code_digest(), "llvmlite": llvmlite.__version__,
             "triple": triple, "cpu": cpu, "features": features}
 
 

@@ -154,7 +154,7 @@ def _edit_meta(entry: Path, **changes: object) -> None:
 
 
 @pytest.mark.parametrize("damage", ["flipped byte", "wrong checksum", "other cpu", "other version",
-                                    "truncated", "garbage metadata"])
+                                    "other code", "truncated", "garbage metadata"])
 def test_damaged_entries_are_refused_and_the_full_path_runs(cache: dict, damage: str):
     for entry in cache["entries"]:
         if damage == "flipped byte":
@@ -165,6 +165,8 @@ def test_damaged_entries_are_refused_and_the_full_path_runs(cache: dict, damage:
             _edit_meta(entry, cpu="some-other-cpu")
         elif damage == "other version":
             _edit_meta(entry, cnnjit="0.0.0")
+        elif damage == "other code":
+            _edit_meta(entry, code="0" * 64)
         elif damage == "truncated":
             obj = entry.with_suffix(".o")
             obj.write_bytes(obj.read_bytes()[:1000])
@@ -183,6 +185,14 @@ def test_changed_model_or_options_miss(cache: dict, tmp_path: Path):
     np.testing.assert_allclose(changed(_x()), _reference(_model(2.0), _x()), rtol=1e-4, atol=1e-5)
     assert not _is_warm(cnnjit.compile(str(cache["path"]), fuse=False))
     assert not _is_warm(cnnjit.compile(str(cache["path"]), input_shapes={"x": (2, 2, 6, 6)}))
+
+
+def test_an_edited_compiler_misses(cache: dict, monkeypatch: pytest.MonkeyPatch):
+    assert _is_warm(cnnjit.compile(str(cache["path"])))
+    monkeypatch.setattr(native, "code_digest", lambda: "f" * 64)  # what editing compiler/ at one version does
+    model = cnnjit.compile(str(cache["path"]))
+    assert not _is_warm(model)
+    np.testing.assert_allclose(model(_x()), _reference(_model(), _x()), rtol=1e-4, atol=1e-5)
 
 
 def test_entry_of_another_user_or_a_link_is_refused(cache: dict):
