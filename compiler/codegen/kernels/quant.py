@@ -220,7 +220,16 @@ def gen_qlinear_matmul(node: Node, target: Target) -> list[KernelCall]:
 
 
 # -- DynamicQuantizeLinear ---------------------------------------------------------------------------------
-DYNAMIC_QUANT_SRC = '''
+def dynamic_qparams(scale: str, zp: str, indent: str) -> str:
+    """Kernel lines setting ``scale`` and ``zp`` (float32, an exact integer in [0, 255]) from the float32
+    locals ``lo`` <= 0 <= ``hi``: onnxruntime's ``GetQuantizationParameter`` for uint8, in float32 like the
+    reference. DynamicQuantizeLinear and the DynamicQuantizeLSTM state quantisation both use it."""
+    return (f"{indent}{scale} = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))\n"
+            f"{indent}{zp} = np.float32(np.rint(min(max(np.float32(np.float32(0.0) - np.float32(lo / {scale})), "
+            f"np.float32(0.0)),\n{indent}    np.float32(255.0))))")
+
+
+DYNAMIC_QUANT_SRC = f'''
 def kernel(xb, xo, yb, yo, sb, so, zb, zo, n):
     lo = np.float32(0.0)
     hi = np.float32(0.0)
@@ -228,9 +237,7 @@ def kernel(xb, xo, yb, yo, sb, so, zb, zo, n):
         v = xb[U(xo + i)]
         lo = min(lo, v)
         hi = max(hi, v)
-    scale = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))
-    zp = np.float32(np.rint(min(max(np.float32(np.float32(0.0) - np.float32(lo / scale)), np.float32(0.0)),
-                                np.float32(255.0))))
+{dynamic_qparams("scale", "zp", "    ")}
     sb[so] = scale
     zb[zo] = np.uint8(zp)
     for i in range(n):

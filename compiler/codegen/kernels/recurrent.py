@@ -29,6 +29,7 @@ from cnnjit.ir import Node
 from cnnjit.ir.ops.recurrent import GATES, NACT, num_directions
 
 from ..kernel import At, KernelCall, Param, Target, flit, note, variant
+from .quant import dynamic_qparams
 from .template import source
 
 #: tanh(x) ~= x * P(x^2) / Q(x^2) for |x| <= TANH_CLAMP (Eigen's float tanh coefficients), saturated beyond
@@ -189,7 +190,7 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
 #: DQLSTMLoop: at each step, every live batch row's ``h_{t-1}`` quantized to uint8 with its own range
 #: (onnxruntime's ``GetQuantizationParameter`` + ``QuantizeLinear``, float32, ties to even) into the scratch
 #: row ``zb[zo + b * (H + 2)]``: ``H`` values ``q`` (exact small integers in float32), ``zp`` and the scale
-QUANT_STEP = """        for b in range(B):
+QUANT_STEP = f"""        for b in range(B):
             n = min(max(np.int64(sb[so + b]), 0), T)
             if s >= n:
                 continue
@@ -206,9 +207,7 @@ QUANT_STEP = """        for b in range(B):
                     v = hsrc[U(hq + k)]
                     lo = min(lo, v)
                     hi = max(hi, v)
-            hsc = np.float32(1.0) if hi == lo else np.float32(np.float32(hi - lo) / np.float32(255.0))
-            zp = np.float32(np.rint(min(max(np.float32(np.float32(0.0) - np.float32(lo / hsc)), np.float32(0.0)),
-                                        np.float32(255.0))))
+{dynamic_qparams("hsc", "zp", "            ")}
             for k in range(H):
                 v = hsrc[U(hq + k)] if live else np.float32(0.0)
                 zb[U(zr + k)] = min(max(np.rint(np.float32(v / hsc)) + zp, np.float32(0.0)), np.float32(255.0))
