@@ -19,7 +19,8 @@ from test_simd_widths import WIDTHS
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target
-from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, gemm_tile, pack_panels, row_tiles
+from cnnjit.compiler.codegen.kernels.packed_gemm import CHAINS, MIN_MACS, gemm_tile, pack_panels, panel_group, row_tiles
+from cnnjit.compiler.codegen.simd import host_vector_registers
 
 
 def _compile(model, op: str, width: int, variant: str | None):
@@ -113,6 +114,33 @@ def test_tile_fits_register_file(registers, width, tile) -> None:
     mr, nr = gemm_tile(Target(vector_width=width, vector_registers=registers))
     assert (mr, nr) == tile
     assert mr * nr + nr + 1 <= registers
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_few_rows_span_panel_groups(width: int, m: int) -> None:
+    """A product of fewer rows than a short tile (a batch-1 classifier) runs ``panel_group`` panels per tile:
+    whole groups, then single panels and the tail columns; checked against numpy in float64."""
+    target = Target(vector_width=width, vector_registers=host_vector_registers(width))  # what compile uses
+    mr, nr = gemm_tile(target)
+    g = panel_group(m, nr, target.vector_registers)
+    assert g == 1 or (m * nr * g <= CHAINS + m * nr and m * nr * g + nr + m <= target.vector_registers)
+    nc = nr * width
+    k = 33
+    n = max(-(-MIN_MACS // (m * k)), (2 * g + 1) * nc + 5)  # two groups, a single panel, tail columns
+    rng = np.random.default_rng(m * width)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32)
+    y = np.maximum(ref.gemm(a, b, c), 0)
+    model = make_model([helper.make_node("Gemm", ["a", "b", "c"], ["g"]), helper.make_node("Relu", ["g"], ["y"])],
+                       {"a": a}, {"y": y.shape}, {"b": b, "c": c})
+    compiled, ran = _compile(model, "Gemm", width, "packed_gemm")
+    assert ran == {"packed_gemm"}
+    np.testing.assert_allclose(compiled(a), y, rtol=1e-4, atol=2e-5 * np.sqrt(k))
+    # 16 registers (AVX2): one row spans 4 panels (8 chains), two rows 2, three rows 1; 32 (AVX-512): 4, 2, 2
+    assert [panel_group(r, 2, 16) for r in (1, 2, 3)] == [4, 2, 1]
+    assert [panel_group(r, 2, 32) for r in (1, 2, 3)] == [4, 2, 2]
 
 
 def test_wide_constant_b_takes_packed_panels() -> None:
