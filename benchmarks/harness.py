@@ -33,8 +33,10 @@ _THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPEN
 # =========================================================================================================
 # single-thread setup
 # =========================================================================================================
-def single_thread(threads: int = 1) -> None:
-    """Pin numba, OpenMP, MKL and OpenBLAS to ``threads`` thread(s).
+def single_thread(threads: int = 1, cnnjit_default: bool = False) -> None:
+    """Pin numba, OpenMP, MKL, OpenBLAS and cnnjit's default (``CNNJIT_NUM_THREADS``: a ``cnnjit.compile``
+    without ``threads=`` would use every usable core) to ``threads`` thread(s); ``cnnjit_default`` leaves
+    cnnjit's default alone (a benchmark of what ``cnnjit.compile(model)`` does out of the box).
 
     The environment variables only take effect for libraries not yet imported: call this at the top of a
     benchmark script, before importing numpy/numba/onnxruntime/cnnjit. If numba is already imported, its
@@ -43,6 +45,8 @@ def single_thread(threads: int = 1) -> None:
     """
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
+    if not cnnjit_default:
+        os.environ["CNNJIT_NUM_THREADS"] = str(threads)
     if "numba" in sys.modules:
         try:
             import numba

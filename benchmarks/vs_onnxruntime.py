@@ -56,7 +56,9 @@ def _argv_threads(argv: list[str]) -> int:
 
 
 THREADS = _argv_threads(sys.argv)
-single_thread(THREADS)  # NUMBA_NUM_THREADS, OMP_NUM_THREADS...: before the libraries start their pools
+# NUMBA_NUM_THREADS, OMP_NUM_THREADS...: before the libraries start their pools (an out-of-the-box worker
+# leaves cnnjit's own default alone)
+single_thread(THREADS, cnnjit_default="--worker-ootb" in sys.argv)
 
 import argparse  # noqa: E402
 import json  # noqa: E402

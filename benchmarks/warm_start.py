@@ -40,7 +40,7 @@ from benchmarks import harness  # noqa: E402
 
 # before numba loads (cnnjit.cache imports it): lowering numba's pool after it started breaks its later
 # compiles ("Cannot set NUMBA_NUM_THREADS..."); cnnjit's own threads follow its default, not this
-harness.single_thread()
+harness.single_thread(cnnjit_default=True)
 
 import cnnjit  # noqa: E402
 import cnnjit.cache  # noqa: E402
