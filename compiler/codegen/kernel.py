@@ -93,6 +93,11 @@ class KernelCall:
     args: list = field(default_factory=list)
     note: str = ""  # a short comment for the printed schedule (our own text: op name and shapes)
     variant: str = ""  # the kernel implementation's name (default: the generator's, without ``gen_``)
+    #: where output 0 may share an input's storage, as ``(input index, lag)`` candidates: the kernel reads
+    #: every element of that input before it writes over it when the output starts ``lag`` elements (of
+    #: their common dtype) before the input (0: in place). The memory plan takes the first candidate whose
+    #: input dies at this node (``memory.plan_memory``); a node with several calls never shares.
+    inplace: tuple[tuple[int, int], ...] = ()
 
 
 Generate = Callable[[Node, Target], list[KernelCall]]

@@ -9,6 +9,7 @@ reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,8 @@ from cnnjit.runtime.program import aligned_zeros
 from .kernel import Scratch
 
 ALIGN_BYTES = 64
+#: ``by_size`` is quadratic in the tensors of an arena: above this many, first fit alone
+BY_SIZE_MAX = 3000
 
 
 @dataclass
@@ -86,12 +89,14 @@ class MemoryPlan:
         return self.slots[v.id]
 
 
-def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False) -> MemoryPlan:
+def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False,
+                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
     with the index of the node whose call uses it).
 
     ``keep_scratch`` (a parallel schedule): a scratch region is never reused after its node, so two layers
-    that may run side by side (independent branches) never share one; serially it is free after its node."""
+    that may run side by side (independent branches) never share one; serially it is free after its node.
+    ``inplace``: node index -> its kernel's ``KernelCall.inplace`` candidates (see ``share_inputs``)."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -117,6 +122,7 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
                 parent[v.id] = (y, start)
                 start += v.shape[ax] * inner
 
+    share_inputs(graph, parent, find, inplace or {})
     # liveness of each storage root: [first def, last use]
     end = len(graph.nodes)
     first: dict[int, int] = {}
@@ -148,16 +154,24 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         first[-1 - j] = i
         last[-1 - j] = end if keep_scratch else i
 
+    # a root's extent: its own elements and those of every value placed at a shift inside (or past) it
+    extent: dict[int, int] = {}
+    for v in graph.values():
+        if not v.is_const:
+            r, s = find(v)
+            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+
     def kind(rid: int) -> tuple[np.dtype, int]:
         if rid in extra:
             sc = extra[rid][0]
             return np.dtype(sc.dtype), int(sc.elems)
-        return vals[rid].dtype, vals[rid].type.size
+        return vals[rid].dtype, extent.get(rid, vals[rid].type.size)
 
     sizes: dict[str, int] = {}
     totals: dict[str, int] = {}
     free: dict[str, list[tuple[int, int]]] = {}  # dtype -> [(offset, length)] sorted
     live: list[tuple[int, int, str, int, int]] = []  # (last, id, dtype, offset, length)
+    every: list[tuple[int, int, int, int, str]] = []  # (length, first, last, id, dtype) of every root
     order = sorted(first, key=lambda k: (first[k], k))
     for rid in order:
         dtype, elems = kind(rid)
@@ -193,6 +207,18 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
             sizes[dt] = offset + need
         slots[rid] = Slot("a", dt, offset)
         live.append((last.get(rid, t), rid, dt, offset, need))
+        every.append((need, t, last.get(rid, t), rid, dt))
+    # TFLM's greedy placement (largest first, lowest free offset over the lifetimes it overlaps) where it
+    # packs an arena tighter than first fit in definition order (a small early tensor, the input, can leave
+    # a hole no later tensor fits)
+    for dt in sizes:
+        items = [x[:4] for x in every if x[4] == dt]
+        if len(items) <= BY_SIZE_MAX:
+            offsets, size = by_size(items)
+            if size < sizes[dt]:
+                sizes[dt] = size
+                for rid, off in offsets.items():
+                    slots[rid] = Slot("a", dt, off)
 
     placed = {sc: slots.pop(rid) for rid, (sc, _) in extra.items()}
     for v in graph.values():
@@ -211,3 +237,62 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         align = max(1, ALIGN_BYTES // np.dtype(sc.dtype).itemsize)
         totals[slot.dtype] = totals.get(slot.dtype, 0) + -(-max(sc.elems, 1) // align) * align
     return MemoryPlan(slots, sizes, consts, totals, placed)
+
+
+def share_inputs(graph: Graph, parent: dict[int, tuple[Value, int]], find: Callable[[Value], tuple[Value, int]],
+                 inplace: dict[int, tuple[tuple[int, int], ...]]) -> None:
+    """Let a node's output share the storage of an input that dies there (``parent``: x lives ``lag``
+    elements into y's storage), as its kernel allows (``KernelCall.inplace``): a residual add written over
+    its operand, a convolution whose output rows trail the input rows it has finished reading. This is
+    what keeps a ResNet block's three activations from being live at once (TFLM and onnxruntime alias the
+    add the same way).
+
+    Only storage roots share (not a view or an in-place Concat part, not a graph input or output), of one
+    dtype, and only when nothing reads the input's storage (its views and parts included) after this node;
+    of several such inputs, the one whose storage (with what already lives inside it) is smallest."""
+    if not inplace:
+        return
+    last: dict[int, int] = {}
+    extent: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            if v is not None and not v.is_const:
+                last[find(v)[0].id] = i
+    for v in graph.values():
+        if not v.is_const:
+            r, s = find(v)
+            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+    for v in graph.outputs:
+        last[find(v)[0].id] = len(graph.nodes)
+    keep = {v.id for v in (*graph.inputs, *graph.outputs)}
+    for i, cands in sorted(inplace.items()):
+        n = graph.nodes[i]
+        y = n.outputs[0]
+        if y.id in parent or y.id in keep:
+            continue
+        ok = [(lag + extent[x.id], x.id, x, lag) for k, lag in cands for x in [n.inputs[k]]
+              if x is not None and not x.is_const and x.id not in parent and x.id not in keep and lag >= 0
+              and x.dtype == y.dtype and last.get(x.id) == i]
+        if ok:
+            ext, _, x, lag = min(ok, key=lambda t: t[:2])
+            parent[x.id] = (y, lag)
+            extent[y.id] = max(extent[y.id], ext)
+
+
+def by_size(items: list[tuple[int, int, int, int]]) -> tuple[dict[int, int], int]:
+    """Offsets for ``(length, first, last, key)`` items (lifetimes ``[first, last]`` in node indices, lengths
+    already aligned), largest first, each at the lowest offset clear of every placed item whose lifetime
+    meets its own; and the arena length they need."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    out: dict[int, int] = {}
+    size = 0
+    for need, a, b, key in sorted(items, key=lambda t: (-t[0], t[1], t[3])):
+        off = 0
+        for o, e, _, _ in sorted(p for p in placed if not (p[3] < a or b < p[2])):
+            if o - off >= need:
+                break
+            off = max(off, e)
+        placed.append((off, off + need, a, b))
+        out[key] = off
+        size = max(size, off + need)
+    return out, size

@@ -440,7 +440,21 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
     args = [x, Param(pack_dense(wq, n)), Param(bias.astype(np.int32)), Param(mult), node.outputs[0], g["N"], H, W,
             g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], MB,
             owlo, owhi, _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
-    return [KernelCall(src, args, note(node))]
+    lag = dense_lag(g["N"], H, W * g["C"], OH, OW * M, g["sh"], g["ph"])
+    return [KernelCall(src, args, note(node), inplace=((0, lag),) if lag < node.outputs[0].type.size else ())]
+
+
+def dense_lag(N: int, H: int, in_row: int, OH: int, out_row: int, sh: int, ph: int) -> int:
+    """How many elements before its input the dense kernel's output may start and still never overwrite an
+    input byte it reads later (``KernelCall.inplace``): the kernel writes output rows in order (``b``, ``oh``;
+    ``in_row`` / ``out_row`` elements each) and from output row ``oh`` on reads only input rows from
+    ``oh * sh - ph`` on, so row ``r``'s end must stay at or before the first input row still to be read."""
+    lag = 0
+    for b in range(N):
+        for oh in range(OH):
+            need = b * H + min(max(oh * sh - ph, 0), H)
+            lag = max(lag, (b * OH + oh + 1) * out_row - need * in_row)
+    return lag
 
 
 def _block_width(C: int, n: int) -> int:
@@ -543,9 +557,11 @@ def kernel(ab, ao, bb, bo, yb, yo, count, ra, rb, fixed, lo, hi):
 def gen_qadd(node: Node, target: Target) -> list[KernelCall]:
     a = node.attrs
     x, y = node.inputs
+    same = x.shape == y.shape == node.outputs[0].shape
+    # element i of the output depends on element i of each input only: either may be written over in place
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
                                   float(np.float32(a["rb"])), float(qadd_fixed(a)), float(a["lo"]), float(a["hi"])],
-                       note(node))]
+                       note(node), inplace=((0, 0), (1, 0)) if same else ())]
 
 
 QAVGPOOL_SRC = '''
