@@ -21,8 +21,10 @@ from cnnjit.runtime.program import aligned_zeros
 from .kernel import Scratch
 
 ALIGN_BYTES = 64
-#: ``by_size`` is quadratic in the tensors of an arena: above this many, first fit alone
-BY_SIZE_MAX = 3000
+#: ``by_size`` is quadratic in the tensors of an arena (1000: 0.3 s): above this many, first fit alone
+BY_SIZE_MAX = 1000
+#: up to this many tensors, ``by_size`` also tries a few shuffled orders
+BY_SIZE_SHUFFLE = 300
 
 
 @dataclass
@@ -210,11 +212,24 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         every.append((need, t, last.get(rid, t), rid, dt))
     # TFLM's greedy placement (largest first, lowest free offset over the lifetimes it overlaps) where it
     # packs an arena tighter than first fit in definition order (a small early tensor, the input, can leave
-    # a hole no later tensor fits)
+    # a hole no later tensor fits). It sees each value of a shared storage with its own lifetime (the part
+    # of a convolution's output region that its input does not use is free while only the input lives)
+    rects: dict[int, list[tuple[int, int, int, int]]] = {}
+    vfirst = {v.id: -1 for v in graph.inputs}
+    vlast: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        vlast.update((v.id, i) for v in n.inputs if v is not None and not v.is_const)
+        vfirst.update((o.id, i) for o in n.outputs)
+    vlast.update((o.id, end) for o in graph.outputs)
+    for v in graph.values():
+        r, sh = find(v)
+        if not v.is_const and v.id in vfirst:
+            a = vfirst[v.id]
+            rects.setdefault(r.id, []).append((sh, v.type.size, a, max(vlast.get(v.id, a), a)))
     for dt in sizes:
-        items = [x[:4] for x in every if x[4] == dt]
+        items = [(need, rects.get(rid) or [(0, need, a, b)], rid) for need, a, b, rid, d in every if d == dt]
         if len(items) <= BY_SIZE_MAX:
-            offsets, size = by_size(items)
+            offsets, size = by_size(items, max(1, ALIGN_BYTES // DTYPES[dt].itemsize))
             if size < sizes[dt]:
                 sizes[dt] = size
                 for rid, off in offsets.items():
@@ -279,20 +294,36 @@ def share_inputs(graph: Graph, parent: dict[int, tuple[Value, int]], find: Calla
             extent[y.id] = max(extent[y.id], ext)
 
 
-def by_size(items: list[tuple[int, int, int, int]]) -> tuple[dict[int, int], int]:
-    """Offsets for ``(length, first, last, key)`` items (lifetimes ``[first, last]`` in node indices, lengths
-    already aligned), largest first, each at the lowest offset clear of every placed item whose lifetime
-    meets its own; and the arena length they need."""
-    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+def by_size(items: list[tuple[int, list[tuple[int, int, int, int]], int]],
+            align: int = 1) -> tuple[dict[int, int], int]:
+    """Offsets (multiples of ``align``) for ``(length, parts, key)`` items: each placed in turn at the lowest
+    offset where none of its ``parts`` (``(shift, length, first, last)``: elements ``shift..shift+length``
+    of the item, live over nodes ``first..last``) meets a part of a placed item whose lifetime meets its
+    own; and the arena length they need. The order: largest first (TFLM's), then a few others (by
+    definition, by end of life, and seeded shuffles for small graphs), keeping the tightest packing."""
+    orders = [sorted(items, key=lambda t: (-t[0], min(p[2] for p in t[1]), t[2])),
+              sorted(items, key=lambda t: (min(p[2] for p in t[1]), -t[0], t[2])),
+              sorted(items, key=lambda t: (-max(p[3] for p in t[1]), -t[0], t[2]))]
+    if len(items) <= BY_SIZE_SHUFFLE:
+        rng = np.random.default_rng(0)
+        orders += [[items[j] for j in rng.permutation(len(items))] for _ in range(8)]
+    return min((pack(order, align) for order in orders), key=lambda r: r[1])
+
+
+def pack(items: list[tuple[int, list[tuple[int, int, int, int]], int]], align: int) -> tuple[dict[int, int], int]:
+    """``by_size``'s placement of ``items`` in the order given."""
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, first, last) of every placed part
     out: dict[int, int] = {}
     size = 0
-    for need, a, b, key in sorted(items, key=lambda t: (-t[0], t[1], t[3])):
+    for need, parts, key in items:
         off = 0
-        for o, e, _, _ in sorted(p for p in placed if not (p[3] < a or b < p[2])):
-            if o - off >= need:
+        while True:
+            hit = [e - sh for sh, ln, a, b in parts for s0, e, c, d in placed
+                   if not (d < a or b < c) and s0 < off + sh + ln and off + sh < e]
+            if not hit:
                 break
-            off = max(off, e)
-        placed.append((off, off + need, a, b))
+            off = -(-max(hit) // align) * align
+        placed.extend((off + sh, off + sh + ln, a, b) for sh, ln, a, b in parts)
         out[key] = off
         size = max(size, off + need)
     return out, size

@@ -440,7 +440,10 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
     args = [x, Param(pack_dense(wq, n)), Param(bias.astype(np.int32)), Param(mult), node.outputs[0], g["N"], H, W,
             g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], MB,
             owlo, owhi, _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
-    lag = dense_lag(g["N"], H, W * g["C"], OH, OW * M, g["sh"], g["ph"])
+    if pointwise and MB == nr:  # one block of channels: pixels in order, each tile stored after its reads
+        lag = max(0, g["N"] * OW * (M - g["C"]))
+    else:
+        lag = dense_lag(g["N"], H, W * g["C"], OH, OW * M, g["sh"], g["ph"])
     return [KernelCall(src, args, note(node), inplace=((0, lag),) if lag < node.outputs[0].type.size else ())]
 
 
@@ -448,7 +451,9 @@ def dense_lag(N: int, H: int, in_row: int, OH: int, out_row: int, sh: int, ph: i
     """How many elements before its input the dense kernel's output may start and still never overwrite an
     input byte it reads later (``KernelCall.inplace``): the kernel writes output rows in order (``b``, ``oh``;
     ``in_row`` / ``out_row`` elements each) and from output row ``oh`` on reads only input rows from
-    ``oh * sh - ph`` on, so row ``r``'s end must stay at or before the first input row still to be read."""
+    ``oh * sh - ph`` on, so row ``r``'s end must stay at or before the first input row still to be read.
+    (A pointwise convolution is one row of pixels; with one block of channels its tiles run in pixel order,
+    each stored after its pixels are read: the output's end may reach the input's end, ``N*P*(M - C)``.)"""
     lag = 0
     for b in range(N):
         for oh in range(OH):
