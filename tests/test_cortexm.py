@@ -1,7 +1,7 @@
-"""The Cortex-M target: an int8 MLPerf Tiny model compiled for a Cortex-M4, linked with the generated bare-metal
-harness and run in ``qemu-system-arm -M mps2-an386``, bit-exact with the host build, within the RAM and flash
-budgets of issue 21 (RAM: arena + measured stack <= 0.8x TensorFlow Lite Micro's arena; flash <= 1.2x the
-weights + 32 KiB).
+"""The Cortex-M target: int8 MLPerf Tiny models compiled for a Cortex-M4 (keyword spotting) and a Cortex-M7
+(ResNet-8), linked with the generated bare-metal harness and run in ``qemu-system-arm -M mps2-an386`` /
+``mps2-an500``, bit-exact with the host build, within the RAM and flash budgets of issue 21 (RAM: arena +
+measured stack <= 0.8x TensorFlow Lite Micro's arena; flash <= 1.2x the weights + 32 KiB).
 
 Needs ``gcc-arm-none-eabi`` and ``qemu-system-arm`` (.ci/run installs them); the run skips without them.
 """
@@ -25,6 +25,8 @@ from cnnjit.compiler.target.cortexm import ALLOWED, parse_m_target
 HAVE_TOOLS = all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc"))
 KWS8 = MLPERF_TINY_DIR / "kws_ref_model.tf2onnx.onnx"
 TFLM_ARENA_KWS = 24272  # TensorFlow Lite Micro's arena for the keyword model (issue 21)
+RESNET8 = MLPERF_TINY_DIR / "pretrainedResnet_quant.tf2onnx.onnx"
+TFLM_ARENA_RESNET = 55984  # and for ResNet-8
 
 
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="qemu-system-arm / arm-none-eabi-gcc not installed "
@@ -79,6 +81,31 @@ def test_extreme_bytes_exact_on_cortex_m4(tmp_path: Path) -> None:
     assert r.returncode == 0 and "status 0" in r.stdout, (r.stdout, r.stderr)
     for i, w in enumerate(want):
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"out{i}.bin", np.int8).reshape(w.shape), w)
+
+
+@needs_tools
+def test_resnet_int8_on_cortex_m7(tmp_path: Path) -> None:
+    """ResNet-8 on a Cortex-M7 (FPv5, qemu mps2-an500): bit-exact, and within issue 21's RAM budget thanks to the
+    memory plan's sharing (the residual Add in place, each convolution's output trailing its dying input)."""
+    if not RESNET8.is_file():
+        pytest.skip(f"{RESNET8} not found (set CNNJIT_SHARED)")
+    art = cnnjit.compile(str(RESNET8), target="thumbv7em-none-eabihf", cpu="cortex-m7")
+    assert "-mfpu=fpv5-d16" in art.gcc_flags and "mps2-an500" in art.qemu_command()
+    art.save(tmp_path)
+    elf = art.link(tmp_path)
+    x = np.random.default_rng(3).integers(-128, 128, art.inputs[0].shape).astype(np.int8)
+    x.tofile(tmp_path / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(tmp_path)), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    m = re.search(r"arena (\d+) stack (\d+) status 0", r.stdout)
+    assert r.returncode == 0 and m, (r.stdout, r.stderr)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "out0.bin", np.int8),
+                                  cnnjit.compile(str(RESNET8))(x).ravel())
+    arena, stack = int(m.group(1)), int(m.group(2))
+    assert arena == art.scratch_bytes and 0 < stack < 16384
+    assert arena + stack <= 0.8 * TFLM_ARENA_RESNET, (arena, stack)
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True).stdout
+    flash = sum(int(v) for k, v in re.findall(r"^(\.text|\.ARM\.exidx|\.data)\s+(\d+)", size, re.M))
+    assert flash <= 1.2 * art.weight_bytes + 32 * 1024, (flash, art.weight_bytes)
 
 
 @pytest.mark.parametrize("target,cpu,word", [("thumbv6m-none-eabi", "cortex-m0", "thumbv7em-none-eabihf"),

@@ -11,8 +11,9 @@ keeps no state between calls (reentrant, one arena per concurrent call). Its und
 EABI run-time helpers (``__aeabi_*``: 64-bit integer and double arithmetic), ``memcpy``/``memset`` and
 ``rintf``/``fminf``/``fmaxf`` (newlib's libm; the requantisation's round-half-to-even).
 
-Verified in ``qemu-system-arm -M mps2-an386`` (Cortex-M4; ``cortex-m7`` and ``cortex-m55`` compile, but their
-qemu boards' memory maps are not in ``link.ld`` and they are not run here): ``<name>_main.c`` + ``startup.c`` +
+Verified in ``qemu-system-arm -M mps2-an386`` (Cortex-M4) and ``-M mps2-an500`` (Cortex-M7, FPv5; the same
+memory map; ``cortex-m55`` compiles, but its board's memory map is not in ``link.ld`` and it is not run
+here): ``<name>_main.c`` + ``startup.c`` +
 ``link.ld`` are a bare-metal program (vector table, reset handler, semihosting file I/O) that reads
 ``in<i>.bin``, runs the model once, writes ``out<i>.bin`` and prints the arena size and the stack high-water
 mark (the stack is painted before the call). Needs the Debian packages ``gcc-arm-none-eabi`` (link) and
