@@ -1,13 +1,14 @@
-"""MLPerf Tiny int8 models on a Cortex-M4 and a Cortex-M7: flash, RAM (arena + measured stack) and
-bit-exactness in qemu.
+"""MLPerf Tiny int8 models on a Cortex-M4, a Cortex-M7 and a Cortex-M55 (MVE): flash, RAM (arena + measured
+stack) and bit-exactness in qemu.
 
     python benchmarks/cortexm/run.py                 # the four models -> benchmarks/results/cortexm.{md,json}
     python benchmarks/cortexm/run.py --models kws --cpus cortex-m4   # one
 
-Each model is compiled with ``cnnjit.compile(M, target="thumbv7em-none-eabihf", cpu=CPU)``, linked with its
-generated bare-metal harness (``arm-none-eabi-gcc``, newlib nano for memcpy/memset and libm's rintf) and run
-once in ``qemu-system-arm`` (``-M mps2-an386`` for the Cortex-M4, ``mps2-an500`` for the Cortex-M7, FPv5) on
-seeded random int8 input; the output must equal the host build's bytes. Flash is the linked program's
+Each model is compiled with ``cnnjit.compile(M, target="thumbv7em-none-eabihf", cpu=CPU)`` (the M55:
+``thumbv8.1m.main-none-eabihf``), linked with its generated bare-metal harness (``arm-none-eabi-gcc``, newlib
+nano for memcpy/memset and libm's rintf) and run once in ``qemu-system-arm`` (``-M mps2-an386`` for the
+Cortex-M4, ``mps2-an500`` for the Cortex-M7, FPv5, ``mps3-an547`` for the Cortex-M55) on seeded random int8
+input; the output must equal the host build's bytes. Flash is the linked program's
 ``.text + .ARM.exidx + .data`` (code, weights, harness, libc parts); RAM is the arena plus the stack high-water
 mark the harness measures (the stack is painted before the run). TensorFlow Lite Micro's arena sizes are the
 ones issue 21 quotes for its host build. Needs ``gcc-arm-none-eabi`` and ``qemu-system-arm``.
@@ -77,7 +78,8 @@ def run_one(short: str, folder: Path, cpu: str = "cortex-m4") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--cpus", nargs="*", default=["cortex-m4", "cortex-m7"], choices=["cortex-m4", "cortex-m7"])
+    cpus = ["cortex-m4", "cortex-m7", "cortex-m55"]
+    ap.add_argument("--cpus", nargs="*", default=cpus, choices=cpus)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = ap.parse_args()
     rows = []
@@ -94,7 +96,7 @@ def main() -> None:
     write_markdown("cortexm", ["model", "cpu (qemu machine)", "weights B", "flash B", "flash budget B", "flash ok",
                                "arena B", "stack B",
                                "RAM B", "TFLM arena B", "RAM budget B", "RAM ok", "bit-exact"], table,
-                   title="MLPerf Tiny int8 on Cortex-M4 and Cortex-M7 (qemu mps2-an386, mps2-an500)",
+                   title="MLPerf Tiny int8 on Cortex-M4, M7 and M55 (qemu mps2-an386, mps2-an500, mps3-an547)",
                    out_dir=args.out,
                    notes=["flash: .text + .ARM.exidx + .data of the linked test program (code, weights, start-up, "
                           "newlib parts); budget 1.2 x weights + 32 KiB",
