@@ -1,7 +1,11 @@
 """Memory planning: every non-constant value gets an element offset in one arena per element type.
 
-View ops (Reshape) share their input's storage. Slots are reused once a value is dead (first-fit over a
-free list, liveness by node index); offsets are aligned to 64 bytes for the vector kernels to come.
+View ops (Reshape) share their input's storage, and so does an output its kernel may write over an input that
+dies at its node (``KernelCall.inplace``, ``share_inputs``: a residual Add in place, a convolution's output
+trailing its input rows). Slots are reused once a value is dead (liveness by node index): first fit over a
+free list in definition order, or, where it packs tighter, ``by_size`` (TFLM's largest-first greedy over the
+lifetimes, which sees each value of a shared storage with its own lifetime); offsets are aligned to 64 bytes
+for the vector kernels.
 A kernel call's ``Scratch`` is placed like a value defined and last used by its node: apart from that node's
 inputs and outputs (and from every other scratch of the node: the parts of a split layer run at once),
 reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
