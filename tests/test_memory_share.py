@@ -5,7 +5,7 @@
   graph output), except the input the node's kernel declared it may share, placed at least the declared lag
   after the output's start. It rejects a plan that aliases a live tensor (``test_check_plan_rejects_live_alias``).
 * A residual block: the first convolution's input is still live (the residual), so it shares nothing; the Add
-  is written over one operand; the next convolution's output trails its dying input by ``dense_lag``.
+  is written over one operand; the next convolution's output trails its dying input by ``row_lag``.
 * Hypothesis over the dense int8 convolution's geometry (kernel, stride, padding, dilation, channels, batch)
   at int widths 4, 8 and 16: with the output written over its input at the declared lag the integers equal
   the IR's numpy reference exactly, and the plan did share (asserted, with the variant that ran).
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnnjit.compiler.codegen.emit import call_inplace, call_scratch, generate, lower
-from cnnjit.compiler.codegen.kernels.qint import dense_lag
+from cnnjit.compiler.codegen.kernel import row_lag
 from cnnjit.compiler.codegen.memory import MemoryPlan, by_size, plan_memory
 from cnnjit.compiler.stages import CompileOptions
 from cnnjit.ir import Graph, Node, TensorType, Value, get_op, interpret
@@ -121,7 +121,7 @@ def test_residual_block_shares_only_dead_inputs() -> None:
     # t is the residual: read again by the add, so the first convolution's output stays clear of it
     assert off["u"] + vals["u"].type.size <= off["t"] or off["t"] + vals["t"].type.size <= off["u"]
     assert off["v"] in (off["t"], off["u"])  # the add written over one operand
-    lag = dense_lag(1, 6, 5 * 8, 6, 5 * 8, 1, 1)
+    lag = row_lag(1, 6, 5 * 8, 6, 5 * 8, 1, 1)
     assert 0 < lag < vals["w"].type.size and off["v"] - off["w"] == lag  # w trails v by the lag
     xv = rng.integers(-128, 128, (1, 6, 5, 8)).astype(np.int8)
     prog = generate(g, target)
@@ -212,3 +212,15 @@ def test_by_size_places_overlapping_lifetimes_apart(items: list[tuple[int, int, 
 
     peak = max(sum(span(ps, t) for _, ps, _ in spec) for t in range(-1, 20))
     assert peak <= size <= sum(n for n, *_ in spec)
+
+
+@settings(deadline=None, max_examples=200)
+@given(n=st.integers(1, 4), h=st.integers(1, 12), in_row=st.integers(1, 50), oh=st.integers(1, 12),
+       out_row=st.integers(1, 50), sh=st.integers(1, 3), ph=st.integers(0, 4))
+def test_row_lag_is_the_largest_row_overlap(n: int, h: int, in_row: int, oh: int, out_row: int, sh: int,
+                                            ph: int) -> None:
+    """``row_lag`` (evaluated at the ends of its linear pieces) equals the maximum over every output row of how
+    far its end reaches past the first input row still to be read."""
+    want = max([0] + [(b * oh + r + 1) * out_row - (b * h + min(max(r * sh - ph, 0), h)) * in_row
+                      for b in range(n) for r in range(oh)])
+    assert row_lag(n, h, in_row, oh, out_row, sh, ph) == want

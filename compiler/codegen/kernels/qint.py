@@ -28,7 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
-from ..kernel import KernelCall, Param, Target, note, variant
+from ..kernel import KernelCall, Param, Target, note, row_lag, variant
 from ..simd_int import has_vnni
 from .template import columns_inside, source
 
@@ -440,26 +440,12 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
     args = [x, Param(pack_dense(wq, n)), Param(bias.astype(np.int32)), Param(mult), node.outputs[0], g["N"], H, W,
             g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], MB,
             owlo, owhi, _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
-    if pointwise and MB == nr:  # one block of channels: pixels in order, each tile stored after its reads
-        lag = max(0, g["N"] * OW * (M - g["C"]))
-    else:
-        lag = dense_lag(g["N"], H, W * g["C"], OH, OW * M, g["sh"], g["ph"])
+    # output rows in order (a pointwise conv is one row: with one block of channels, its pixels in order)
+    one = pointwise and MB == nr
+    lag = row_lag(g["N"] * OW if one else g["N"], 1 if one else H, g["C"] if one else W * g["C"], 1 if one else OH,
+                  M if one else OW * M, 1 if one else g["sh"], 0 if one else g["ph"])
     return [KernelCall(src, args, note(node), inplace=((0, lag),) if lag < node.outputs[0].type.size else ())]
 
-
-def dense_lag(N: int, H: int, in_row: int, OH: int, out_row: int, sh: int, ph: int) -> int:
-    """How many elements before its input the dense kernel's output may start and still never overwrite an
-    input byte it reads later (``KernelCall.inplace``): the kernel writes output rows in order (``b``, ``oh``;
-    ``in_row`` / ``out_row`` elements each) and from output row ``oh`` on reads only input rows from
-    ``oh * sh - ph`` on, so row ``r``'s end must stay at or before the first input row still to be read.
-    (A pointwise convolution is one row of pixels; with one block of channels its tiles run in pixel order,
-    each stored after its pixels are read: the output's end may reach the input's end, ``N*P*(M - C)``.)"""
-    lag = 0
-    for b in range(N):
-        for oh in range(OH):
-            need = b * H + min(max(oh * sh - ph, 0), H)
-            lag = max(lag, (b * OH + oh + 1) * out_row - need * in_row)
-    return lag
 
 
 def _block_width(C: int, n: int) -> int:
