@@ -1,7 +1,8 @@
-"""The Cortex-M target: an int8 MLPerf Tiny model compiled for a Cortex-M4, linked with the generated bare-metal
-harness and run in ``qemu-system-arm -M mps2-an386``, bit-exact with the host build, within the RAM and flash
-budgets of issue 21 (RAM: arena + measured stack <= 0.8x TensorFlow Lite Micro's arena; flash <= 1.2x the
-weights + 32 KiB).
+"""The Cortex-M target: int8 MLPerf Tiny models compiled for a Cortex-M4 (keyword spotting), a Cortex-M7
+(ResNet-8) and a Cortex-M55 with MVE (anomaly detection), linked with the generated bare-metal harness and run
+in ``qemu-system-arm -M mps2-an386`` / ``mps2-an500`` / ``mps3-an547``, bit-exact with the host build, within
+the RAM and flash budgets of issue 21 (RAM: arena + measured stack <= 0.8x TensorFlow Lite Micro's arena; flash
+<= 1.2x the weights + 32 KiB).
 
 Needs ``gcc-arm-none-eabi`` and ``qemu-system-arm`` (.ci/run installs them); the run skips without them.
 """
@@ -25,6 +26,9 @@ from cnnjit.compiler.target.cortexm import ALLOWED, parse_m_target
 HAVE_TOOLS = all(shutil.which(t) for t in ("qemu-system-arm", "arm-none-eabi-gcc"))
 KWS8 = MLPERF_TINY_DIR / "kws_ref_model.tf2onnx.onnx"
 TFLM_ARENA_KWS = 24272  # TensorFlow Lite Micro's arena for the keyword model (issue 21)
+RESNET8 = MLPERF_TINY_DIR / "pretrainedResnet_quant.tf2onnx.onnx"
+TFLM_ARENA_RESNET = 55984  # and for ResNet-8
+AD8 = MLPERF_TINY_DIR / "ad01_int8.tf2onnx.onnx"
 
 
 needs_tools = pytest.mark.skipif(not HAVE_TOOLS, reason="qemu-system-arm / arm-none-eabi-gcc not installed "
@@ -79,6 +83,50 @@ def test_extreme_bytes_exact_on_cortex_m4(tmp_path: Path) -> None:
     assert r.returncode == 0 and "status 0" in r.stdout, (r.stdout, r.stderr)
     for i, w in enumerate(want):
         np.testing.assert_array_equal(np.fromfile(tmp_path / f"out{i}.bin", np.int8).reshape(w.shape), w)
+
+
+def _run_in_qemu(art, folder: Path, x: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """Save, link and run ``art`` on ``x`` in its qemu board: (output bytes, arena, stack, flash bytes)."""
+    art.save(folder)
+    elf = art.link(folder)
+    x.tofile(folder / "in0.bin")
+    r = subprocess.run(art.qemu_command(str(folder)), cwd=folder, capture_output=True, text=True, timeout=300)
+    m = re.search(r"arena (\d+) stack (\d+) status 0", r.stdout)
+    assert r.returncode == 0 and m, (r.stdout, r.stderr)
+    size = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True).stdout
+    flash = sum(int(v) for k, v in re.findall(r"^(\.text|\.ARM\.exidx|\.data)\s+(\d+)", size, re.M))
+    return np.fromfile(folder / "out0.bin", art.outputs[0].dtype), int(m.group(1)), int(m.group(2)), flash
+
+
+@needs_tools
+def test_resnet_int8_on_cortex_m7(tmp_path: Path) -> None:
+    """ResNet-8 on a Cortex-M7 (FPv5, qemu mps2-an500): bit-exact, and within issue 21's RAM budget thanks to the
+    memory plan's sharing (the residual Add in place, each convolution's output trailing its dying input)."""
+    if not RESNET8.is_file():
+        pytest.skip(f"{RESNET8} not found (set CNNJIT_SHARED)")
+    art = cnnjit.compile(str(RESNET8), target="thumbv7em-none-eabihf", cpu="cortex-m7")
+    assert "-mfpu=fpv5-d16" in art.gcc_flags and "mps2-an500" in art.qemu_command()
+    x = np.random.default_rng(3).integers(-128, 128, art.inputs[0].shape).astype(np.int8)
+    got, arena, stack, flash = _run_in_qemu(art, tmp_path, x)
+    np.testing.assert_array_equal(got, cnnjit.compile(str(RESNET8))(x).ravel())
+    assert arena == art.scratch_bytes and 0 < stack < 16384
+    assert arena + stack <= 0.8 * TFLM_ARENA_RESNET, (arena, stack)
+    assert flash <= 1.2 * art.weight_bytes + 32 * 1024, (flash, art.weight_bytes)
+
+
+@needs_tools
+def test_anomaly_int8_on_cortex_m55_mve(tmp_path: Path) -> None:
+    """The anomaly-detection autoencoder on a Cortex-M55 (ARMv8.1-M, qemu mps3-an547): its kernels use MVE's
+    128-bit vectors (q registers), and the output equals the host build's."""
+    if not AD8.is_file():
+        pytest.skip(f"{AD8} not found (set CNNJIT_SHARED)")
+    art = cnnjit.compile(str(AD8), target="thumbv8.1m.main-none-eabihf", cpu="cortex-m55")
+    assert "mps3-an547" in art.qemu_command()
+    assert re.search(r"\tvadd\.i32\tq\d", art.asm) and re.search(r"\tvmul\.f32\tq\d", art.asm)
+    x = np.random.default_rng(4).integers(-128, 128, art.inputs[0].shape).astype(np.int8)
+    got, arena, stack, flash = _run_in_qemu(art, tmp_path, x)
+    np.testing.assert_array_equal(got, cnnjit.compile(str(AD8))(x).ravel())
+    assert arena == art.scratch_bytes and 0 < stack < 16384
 
 
 @pytest.mark.parametrize("target,cpu,word", [("thumbv6m-none-eabi", "cortex-m0", "thumbv7em-none-eabihf"),

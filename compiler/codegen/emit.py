@@ -97,6 +97,15 @@ def call_scratch(graph: Graph, lowered: list[tuple[Node, KernelCall]]) -> list[t
     return [(index[id(node)], a) for node, kc in lowered for a in kc.args if isinstance(a, Scratch)]
 
 
+def call_inplace(graph: Graph, lowered: list[tuple[Node, KernelCall]]) -> dict[int, tuple[tuple[int, int], ...]]:
+    """Node index -> the ``KernelCall.inplace`` candidates of its call, for nodes lowered to one call."""
+    index = {id(n): i for i, n in enumerate(graph.nodes)}
+    calls: dict[int, list[KernelCall]] = {}
+    for node, kc in lowered:
+        calls.setdefault(index[id(node)], []).append(kc)
+    return {i: cs[0].inplace for i, cs in calls.items() if len(cs) == 1 and cs[0].inplace}
+
+
 def choose_entry(entry: str, n_calls: int, threads: int) -> str:
     """``entry="auto"`` resolved for a schedule of ``n_calls`` kernel calls (see ``AUTO_NUMBA_CALLS``)."""
     if entry != "auto":
@@ -182,7 +191,9 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
                              vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
-    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups))
+    # in a parallel schedule the parts of a layer run at once: no output trails its input there
+    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups),
+                       inplace=None if groups else call_inplace(graph, lowered))
     # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
     # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
     # entry 1.5x slower than threads=2 with the numba one)

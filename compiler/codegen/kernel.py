@@ -93,10 +93,29 @@ class KernelCall:
     args: list = field(default_factory=list)
     note: str = ""  # a short comment for the printed schedule (our own text: op name and shapes)
     variant: str = ""  # the kernel implementation's name (default: the generator's, without ``gen_``)
+    #: where output 0 may share an input's storage, as ``(input index, lag)`` candidates: the kernel reads
+    #: every element of that input before it writes over it when the output starts ``lag`` elements (of
+    #: their common dtype) before the input (0: in place). The memory plan takes the first candidate whose
+    #: input dies at this node (``memory.plan_memory``); a node with several calls never shares.
+    inplace: tuple[tuple[int, int], ...] = ()
 
 
 Generate = Callable[[Node, Target], list[KernelCall]]
 Applies = Callable[[Node, Target], bool]
+
+
+def row_lag(N: int, H: int, in_row: int, OH: int, out_row: int, sh: int, ph: int) -> int:
+    """``KernelCall.inplace``'s lag for a kernel that writes its output rows in order (batch ``b``, then row
+    ``oh``; ``out_row`` elements each), storing each row only after reading its input rows, and that from
+    output row ``oh`` on reads only input rows (``in_row`` elements each, ``H`` per image) from
+    ``oh * sh - ph`` on: row ``r``'s end must stay at or before the first input row still to be read. A
+    kernel that visits pixels in order and stores each pixel after reading it is the case of rows of one
+    pixel (``H = OH = sh = 1``, ``ph = 0``, ``N`` the pixel count)."""
+    # linear in b and, between the rows where the clamp to [0, H] starts and stops, in oh: the ends suffice
+    lo, hi = -(-ph // sh), -(-(H + ph) // sh)
+    rows = {r for r in (0, lo - 1, lo, hi - 1, hi, OH - 1) if 0 <= r < OH}
+    return max([0] + [(b * OH + oh + 1) * out_row - (b * H + min(max(oh * sh - ph, 0), H)) * in_row
+                      for b in {0, N - 1} for oh in rows])
 
 
 def always(node: Node, target: Target) -> bool:

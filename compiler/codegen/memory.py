@@ -1,7 +1,11 @@
 """Memory planning: every non-constant value gets an element offset in one arena per element type.
 
-View ops (Reshape) share their input's storage. Slots are reused once a value is dead (first-fit over a
-free list, liveness by node index); offsets are aligned to 64 bytes for the vector kernels to come.
+View ops (Reshape) share their input's storage, and so does an output its kernel may write over an input that
+dies at its node (``KernelCall.inplace``, ``share_inputs``: a residual Add in place, a convolution's output
+trailing its input rows). Slots are reused once a value is dead (liveness by node index): first fit over a
+free list in definition order, or, where it packs tighter, ``by_size`` (TFLM's largest-first greedy over the
+lifetimes, which sees each value of a shared storage with its own lifetime); offsets are aligned to 64 bytes
+for the vector kernels.
 A kernel call's ``Scratch`` is placed like a value defined and last used by its node: apart from that node's
 inputs and outputs (and from every other scratch of the node: the parts of a split layer run at once),
 reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
@@ -9,6 +13,7 @@ reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +25,10 @@ from cnnjit.runtime.program import aligned_zeros
 from .kernel import Scratch
 
 ALIGN_BYTES = 64
+#: ``by_size`` is quadratic in the tensors of an arena (1000: 0.3 s): above this many, first fit alone
+BY_SIZE_MAX = 1000
+#: up to this many tensors, ``by_size`` also tries a few shuffled orders
+BY_SIZE_SHUFFLE = 300
 
 
 @dataclass
@@ -86,12 +95,14 @@ class MemoryPlan:
         return self.slots[v.id]
 
 
-def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False) -> MemoryPlan:
+def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False,
+                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
     with the index of the node whose call uses it).
 
     ``keep_scratch`` (a parallel schedule): a scratch region is never reused after its node, so two layers
-    that may run side by side (independent branches) never share one; serially it is free after its node."""
+    that may run side by side (independent branches) never share one; serially it is free after its node.
+    ``inplace``: node index -> its kernel's ``KernelCall.inplace`` candidates (see ``share_inputs``)."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -117,6 +128,7 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
                 parent[v.id] = (y, start)
                 start += v.shape[ax] * inner
 
+    share_inputs(graph, parent, find, inplace or {})
     # liveness of each storage root: [first def, last use]
     end = len(graph.nodes)
     first: dict[int, int] = {}
@@ -148,16 +160,24 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         first[-1 - j] = i
         last[-1 - j] = end if keep_scratch else i
 
+    # a root's extent: its own elements and those of every value placed at a shift inside (or past) it
+    extent: dict[int, int] = {}
+    for v in graph.values():
+        if not v.is_const:
+            r, s = find(v)
+            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+
     def kind(rid: int) -> tuple[np.dtype, int]:
         if rid in extra:
             sc = extra[rid][0]
             return np.dtype(sc.dtype), int(sc.elems)
-        return vals[rid].dtype, vals[rid].type.size
+        return vals[rid].dtype, extent.get(rid, vals[rid].type.size)
 
     sizes: dict[str, int] = {}
     totals: dict[str, int] = {}
     free: dict[str, list[tuple[int, int]]] = {}  # dtype -> [(offset, length)] sorted
     live: list[tuple[int, int, str, int, int]] = []  # (last, id, dtype, offset, length)
+    every: list[tuple[int, int, int, int, str]] = []  # (length, first, last, id, dtype) of every root
     order = sorted(first, key=lambda k: (first[k], k))
     for rid in order:
         dtype, elems = kind(rid)
@@ -193,6 +213,31 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
             sizes[dt] = offset + need
         slots[rid] = Slot("a", dt, offset)
         live.append((last.get(rid, t), rid, dt, offset, need))
+        every.append((need, t, last.get(rid, t), rid, dt))
+    # TFLM's greedy placement (largest first, lowest free offset over the lifetimes it overlaps) where it
+    # packs an arena tighter than first fit in definition order (a small early tensor, the input, can leave
+    # a hole no later tensor fits). It sees each value of a shared storage with its own lifetime (the part
+    # of a convolution's output region that its input does not use is free while only the input lives)
+    rects: dict[int, list[tuple[int, int, int, int]]] = {}
+    vfirst = {v.id: -1 for v in graph.inputs}
+    vlast: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        vlast.update((v.id, i) for v in n.inputs if v is not None and not v.is_const)
+        vfirst.update((o.id, i) for o in n.outputs)
+    vlast.update((o.id, end) for o in graph.outputs)
+    for v in graph.values():
+        r, sh = find(v)
+        if not v.is_const and v.id in vfirst:
+            a = vfirst[v.id]
+            rects.setdefault(r.id, []).append((sh, v.type.size, a, max(vlast.get(v.id, a), a)))
+    for dt in sizes:
+        items = [(need, rects.get(rid) or [(0, need, a, b)], rid) for need, a, b, rid, d in every if d == dt]
+        if len(items) <= BY_SIZE_MAX:
+            offsets, size = by_size(items, max(1, ALIGN_BYTES // DTYPES[dt].itemsize))
+            if size < sizes[dt]:
+                sizes[dt] = size
+                for rid, off in offsets.items():
+                    slots[rid] = Slot("a", dt, off)
 
     placed = {sc: slots.pop(rid) for rid, (sc, _) in extra.items()}
     for v in graph.values():
@@ -211,3 +256,78 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         align = max(1, ALIGN_BYTES // np.dtype(sc.dtype).itemsize)
         totals[slot.dtype] = totals.get(slot.dtype, 0) + -(-max(sc.elems, 1) // align) * align
     return MemoryPlan(slots, sizes, consts, totals, placed)
+
+
+def share_inputs(graph: Graph, parent: dict[int, tuple[Value, int]], find: Callable[[Value], tuple[Value, int]],
+                 inplace: dict[int, tuple[tuple[int, int], ...]]) -> None:
+    """Let a node's output share the storage of an input that dies there (``parent``: x lives ``lag``
+    elements into y's storage), as its kernel allows (``KernelCall.inplace``): a residual add written over
+    its operand, a convolution whose output rows trail the input rows it has finished reading. This is
+    what keeps a ResNet block's three activations from being live at once (TFLM and onnxruntime alias the
+    add the same way).
+
+    Only storage roots share (not a view or an in-place Concat part, not a graph input or output), of one
+    dtype, and only when nothing reads the input's storage (its views and parts included) after this node;
+    of several such inputs, the one whose storage (with what already lives inside it) is smallest."""
+    if not inplace:
+        return
+    last: dict[int, int] = {}
+    extent: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            if v is not None and not v.is_const:
+                last[find(v)[0].id] = i
+    for v in graph.values():
+        if not v.is_const:
+            r, s = find(v)
+            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+    for v in graph.outputs:
+        last[find(v)[0].id] = len(graph.nodes)
+    keep = {v.id for v in (*graph.inputs, *graph.outputs)}
+    for i, cands in sorted(inplace.items()):
+        n = graph.nodes[i]
+        y = n.outputs[0]
+        if y.id in parent or y.id in keep:
+            continue
+        ok = [(lag + extent[x.id], x.id, x, lag) for k, lag in cands for x in [n.inputs[k]]
+              if x is not None and not x.is_const and x.id not in parent and x.id not in keep and lag >= 0
+              and x.dtype == y.dtype and last.get(x.id) == i]
+        if ok:
+            ext, _, x, lag = min(ok, key=lambda t: t[:2])
+            parent[x.id] = (y, lag)
+            extent[y.id] = max(extent[y.id], ext)
+
+
+def by_size(items: list[tuple[int, list[tuple[int, int, int, int]], int]],
+            align: int = 1) -> tuple[dict[int, int], int]:
+    """Offsets (multiples of ``align``) for ``(length, parts, key)`` items: each placed in turn at the lowest
+    offset where none of its ``parts`` (``(shift, length, first, last)``: elements ``shift..shift+length``
+    of the item, live over nodes ``first..last``) meets a part of a placed item whose lifetime meets its
+    own; and the arena length they need. The order: largest first (TFLM's), then a few others (by
+    definition, by end of life, and seeded shuffles for small graphs), keeping the tightest packing."""
+    orders = [sorted(items, key=lambda t: (-t[0], min(p[2] for p in t[1]), t[2])),
+              sorted(items, key=lambda t: (min(p[2] for p in t[1]), -t[0], t[2])),
+              sorted(items, key=lambda t: (-max(p[3] for p in t[1]), -t[0], t[2]))]
+    if len(items) <= BY_SIZE_SHUFFLE:
+        rng = np.random.default_rng(0)
+        orders += [[items[j] for j in rng.permutation(len(items))] for _ in range(8)]
+    return min((pack(order, align) for order in orders), key=lambda r: r[1])
+
+
+def pack(items: list[tuple[int, list[tuple[int, int, int, int]], int]], align: int) -> tuple[dict[int, int], int]:
+    """``by_size``'s placement of ``items`` in the order given."""
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, first, last) of every placed part
+    out: dict[int, int] = {}
+    size = 0
+    for need, parts, key in items:
+        off = 0
+        while True:
+            hit = [e - sh for sh, ln, a, b in parts for s0, e, c, d in placed
+                   if not (d < a or b < c) and s0 < off + sh + ln and off + sh < e]
+            if not hit:
+                break
+            off = -(-max(hit) // align) * align
+        placed.extend((off + sh, off + sh + ln, a, b) for sh, ln, a, b in parts)
+        out[key] = off
+        size = max(size, off + need)
+    return out, size

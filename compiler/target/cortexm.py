@@ -11,9 +11,10 @@ keeps no state between calls (reentrant, one arena per concurrent call). Its und
 EABI run-time helpers (``__aeabi_*``: 64-bit integer and double arithmetic), ``memcpy``/``memset`` and
 ``rintf``/``fminf``/``fmaxf`` (newlib's libm; the requantisation's round-half-to-even).
 
-Verified in ``qemu-system-arm -M mps2-an386`` (Cortex-M4; ``cortex-m7`` and ``cortex-m55`` compile, but their
-qemu boards' memory maps are not in ``link.ld`` and they are not run here): ``<name>_main.c`` + ``startup.c`` +
-``link.ld`` are a bare-metal program (vector table, reset handler, semihosting file I/O) that reads
+Verified in ``qemu-system-arm -M mps2-an386`` (Cortex-M4), ``-M mps2-an500`` (Cortex-M7, FPv5; the same
+memory map) and ``-M mps3-an547`` (Cortex-M55: ARMv8.1-M with MVE, whose 128-bit integer and float vectors
+the kernels' 4-lane values use; code and weights in its 512 KiB ITCM, RAM in its DTCM): ``<name>_main.c`` +
+``startup.c`` + ``link.ld`` are a bare-metal program (vector table, reset handler, semihosting file I/O) that reads
 ``in<i>.bin``, runs the model once, writes ``out<i>.bin`` and prints the arena size and the stack high-water
 mark (the stack is painted before the call). Needs the Debian packages ``gcc-arm-none-eabi`` (link) and
 ``qemu-system-arm``.
@@ -43,10 +44,12 @@ from .harness_m import link_script, main_source, startup_source
 #: user triple spellings -> LLVM triple (its environment ``eabihf``: floats in VFP registers)
 TRIPLES = {"thumbv7em-none-eabihf": "thumbv7em-none-unknown-eabihf",
            "thumbv8.1m.main-none-eabihf": "thumbv8.1m.main-none-unknown-eabihf"}
-#: cpu -> (triple, gcc -mfpu, qemu machine or "" when not verified)
+#: cpu -> (triple, gcc -mfpu, qemu machine)
 CPUS = {"cortex-m4": ("thumbv7em-none-eabihf", "fpv4-sp-d16", "mps2-an386"),
         "cortex-m7": ("thumbv7em-none-eabihf", "fpv5-d16", "mps2-an500"),
         "cortex-m55": ("thumbv8.1m.main-none-eabihf", "auto", "mps3-an547")}
+#: qemu machine -> (flash at 0x0, RAM at 0x20000000) for the test program's link.ld
+BOARD_MEMORY = {"mps2-an386": ("4M", "4M"), "mps2-an500": ("4M", "4M"), "mps3-an547": ("512K", "512K")}
 EM_ARM = 40
 #: what the object may leave undefined: EABI helpers, memory functions and the float functions of libm
 ALLOWED = re.compile(r"__aeabi_\w+|memcpy|memmove|memset|rintf|fminf|fmaxf|expf|logf|tanhf|sqrtf|floorf|ceilf")
@@ -134,7 +137,8 @@ class CortexMArtifact(TargetArtifact):
         paths["header"].write_text(self.header)
         paths["main"].write_text(self.main_c())
         paths["startup"].write_text(startup_source())
-        paths["link"].write_text(link_script())
+        flash, ram = BOARD_MEMORY[CPUS[self.cpu][2]]
+        paths["link"].write_text(link_script(flash=flash, ram=ram))
         paths["readme"].write_text(self.readme())
         return paths
 

@@ -28,7 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
-from ..kernel import KernelCall, Param, Target, note, variant
+from ..kernel import KernelCall, Param, Target, note, row_lag, variant
 from ..simd_int import has_vnni
 from .template import columns_inside, source
 
@@ -440,7 +440,12 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
     args = [x, Param(pack_dense(wq, n)), Param(bias.astype(np.int32)), Param(mult), node.outputs[0], g["N"], H, W,
             g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], g["ph"], g["pw"], g["dh"], g["dw"], MB,
             owlo, owhi, _i32(xzu * 0x01010101), a["y_zero_point"], a["lo"], a["hi"]]
-    return [KernelCall(src, args, note(node))]
+    # output rows in order (a pointwise conv is one row: with one block of channels, its pixels in order)
+    one = pointwise and MB == nr
+    lag = row_lag(g["N"] * OW if one else g["N"], 1 if one else H, g["C"] if one else W * g["C"], 1 if one else OH,
+                  M if one else OW * M, 1 if one else g["sh"], 0 if one else g["ph"])
+    return [KernelCall(src, args, note(node), inplace=((0, lag),) if lag < node.outputs[0].type.size else ())]
+
 
 
 def _block_width(C: int, n: int) -> int:
@@ -543,9 +548,11 @@ def kernel(ab, ao, bb, bo, yb, yo, count, ra, rb, fixed, lo, hi):
 def gen_qadd(node: Node, target: Target) -> list[KernelCall]:
     a = node.attrs
     x, y = node.inputs
+    same = x.shape == y.shape == node.outputs[0].shape
+    # element i of the output depends on element i of each input only: either may be written over in place
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
                                   float(np.float32(a["rb"])), float(qadd_fixed(a)), float(a["lo"]), float(a["hi"])],
-                       note(node))]
+                       note(node), inplace=((0, 0), (1, 0)) if same else ())]
 
 
 QAVGPOOL_SRC = '''
