@@ -245,7 +245,8 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     for pn, gs in enumerate(passes):
         accs = [f"a_{q}" if not lstm else f"a_{_NAMES[q]}" for q in gs]
         lines += [
-            "        for jb in range(NB):",
+            "        for jj in range(NB):",  # zig-zag: a step starts on the panels the last one left in cache
+            "            jb = NB - 1 - jj if s % 2 else jj",
             f"            j0 = jb * {BW}",
             f"            cnt = min({BW}, H - j0)",
             "            for b in range(B):",
