@@ -55,6 +55,9 @@ BAND_BYTES = 256 * 1024
 #: the larger scratch's L2 misses (AVX2, the CRNNs' layers: 32->64 at 16x64 0.35 -> 0.26 ms, 24->24 at
 #: 32x128 0.52 -> 0.35 ms, 64->256 at 8x32 -9%; 96->96 at 52x52 pads as much either way and keeps its band)
 BAND_MAX_BYTES = 1024 * 1024
+#: ... but takes the smallest scratch among the bands within this factor of the fewest tiles (in the CRNN,
+#: 32->64 at 16x64 in bands of 2 rows (80 tiles, 440 KB) ran faster than in one of 4 (72 tiles, 880 KB))
+BAND_SLACK = 1.125
 #: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
 #: transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
@@ -232,19 +235,19 @@ def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     OH, OW = node.outputs[0].shape[2:]
     TX, TY = -(-OW // TM), -(-OH // TM)
-    best: tuple[int, int, int, int, int] | None = None
+    cands = []
     for nr in (2, 1):
         mr = winograd_tile(target, M, nr)
         step = nr * target.vector_width
         lo = band_rows(C, M, mr, TX, TY, step)[0]
         hi = band_rows(C, M, mr, TX, TY, step, max(BAND_BYTES, BAND_MAX_BYTES))[0]
-        for rb in range(lo, hi + 1):  # the fewest tiles, then the fewest rows
+        for rb in range(lo, hi + 1):
             T = -(-rb * (TX + 1) // step) * step
             full, rest = divmod(TY, rb)
-            tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
-            if best is None or tiles < best[4]:
-                best = (mr, nr, rb, T, tiles)
-    return best
+            cands.append((mr, nr, rb, T, full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)))
+    fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch (first)
+    near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
+    return min(near, key=lambda c: scratch_elems(C, M, c[0], c[3]))
 
 
 def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, limit: int | None = None) -> tuple[int, int]:
