@@ -4,7 +4,8 @@ A 4x4 block of outputs (a *tile*) of one output channel is ``A^T [sum_c (G g_c G
 with ``d_c`` the tile's 6x6 input patch of channel ``c``: 36 multiplies per tile and channel pair instead of
 the direct convolution's 144 (4x fewer), plus the transforms, which are per tile and channel only.
 
-The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``):
+The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``), or
+grown to pad fewer tiles (``plan``):
 
 1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
    the rows of every tile one after the other, each row four columns longer than the tiles need (one
