@@ -91,7 +91,8 @@ def _compile(model, threads: int):
 
     import cnnjit
 
-    if threads > 1 and "threads" in inspect.signature(cnnjit.compile).parameters:
+    # always explicit: the default is every usable core, so a "1 thread" row compiled 2-thread schedules
+    if "threads" in inspect.signature(cnnjit.compile).parameters:
         return cnnjit.compile(model, threads=threads), True
     return cnnjit.compile(model), False
 

@@ -43,7 +43,7 @@ def node_flops(node: Node) -> int:
     elif op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         flops = 2 * ny * (ins[0].shape[-1] if ins[0].shape else 1)
     elif op in ("LSTMLoop", "GRULoop", "RNNLoop", "DQLSTMLoop"):  # the recurrent GEMVs: R @ h per step and batch entry
-        flops = 2 * _prod(ins[0].shape[1:]) * _prod(ins[1].shape)
+        flops = 2 * _prod(ins[0].shape[:2] if node.attrs.get("time_major") else ins[0].shape[1:]) * _prod(ins[1].shape)
     elif op in ("MaxPool", "AveragePool"):
         flops = ny * _prod(node.attrs.get("kernel_shape", ()))
     elif op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean"):
@@ -76,6 +76,7 @@ def node_bytes(node: Node) -> int:
         seen.add(id(v))
         n = _prod(v.shape) * np.dtype(v.dtype).itemsize
         if node.op in _RECURRENT and i == 1:
-            n *= node.inputs[0].shape[1] if len(node.inputs[0].shape) > 1 else 1  # G [gates, T, B]: T steps
+            g = node.inputs[0].shape  # G [gates, T, B] or time-major [T, B, gates]: T steps
+            n *= (g[0] if node.attrs.get("time_major") else g[1]) if len(g) > 1 else 1
         total += n
     return int(total)

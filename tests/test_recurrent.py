@@ -27,6 +27,7 @@ from onnx.reference import ReferenceEvaluator
 
 import cnnjit
 from cnnjit.ir.errors import UnsupportedOpError
+from cnnjit.ir.ops.recurrent import gru_loop_ref
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -145,6 +146,26 @@ def test_zero_initial_states_and_full_lengths_fold_away() -> None:
     (loop,) = [n for n in compiled.ir.nodes if n.op == "LSTMLoop"]
     assert len(loop.inputs) == 2  # gates and R only
     assert_close(compiled.run(None, feeds), run_ort(model, feeds))
+
+
+def test_float_projection_feeds_the_recurrence_time_major() -> None:
+    """The float projection's Gemm output ``[T*B, D*NG*H]`` is the recurrence's ``G`` as it is (``time_major``,
+    no Transpose left), and the op's reference gives the same result for both layouts of ``G``."""
+    model, feeds = recurrent_model("GRU", 4, 2, 3, 5, "bidirectional", h0=True, linear_before_reset=1)
+    compiled = cnnjit.compile(model)
+    (loop,) = [n for n in compiled.ir.nodes if n.op == "GRULoop"]
+    assert loop.attrs["time_major"] == 1 and loop.inputs[0].shape == (4, 2, 2 * 3 * 5)
+    assert not [n for n in compiled.ir.nodes if n.op == "Transpose"]
+    assert_close(compiled.run(None, feeds), run_ort(model, feeds))
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(4, 2, 30)).astype(np.float32)
+    rest = [rng.normal(size=(2, 15, 5)).astype(np.float32), rng.normal(size=(2, 5)).astype(np.float32)]
+    attrs = {"hidden_size": 5, "direction": "bidirectional", "activations": ("Sigmoid", "Tanh") * 2, "clip": 0.0,
+             "linear_before_reset": 1}
+    tm = gru_loop_ref([g, *rest], {**attrs, "time_major": 1})
+    gm = gru_loop_ref([np.ascontiguousarray(g.transpose(2, 0, 1)), *rest], {**attrs, "time_major": 0})
+    for a, b in zip(tm, gm):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_unsupported_activation_is_refused_clearly() -> None:

@@ -111,6 +111,39 @@ def test_winograd_at_width(width, case) -> None:
         check_conv(**case, width=width)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=3)
+@given(case=wino_cases(), limits=st.sampled_from([(1, 1), (1, 24 * 1024), (8 * 1024, 64 * 1024)]))
+def test_winograd_bands_at_width(width, case, limits) -> None:
+    """Small band limits: several bands, a partial last one, bands grown past ``BAND_BYTES`` by ``plan``."""
+    with any_size(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd, "BAND_BYTES", limits[0])
+        mp.setattr(winograd, "BAND_MAX_BYTES", limits[1])
+        check_conv(**case, width=width)
+
+
+def test_plan_grows_a_band_that_pads_fewer_tiles(monkeypatch) -> None:
+    """The CRNN's 32->64 at 16x64 (16 tiles a row): a band of one row computes 24 or 32 tile slots a row;
+    ``plan`` grows the band (fewer tiles, within ``BAND_SLACK`` of the fewest), and keeps 96->96 at 52x52's
+    plan, whose larger bands pad as much."""
+    rng = np.random.default_rng(0)
+
+    def node(c: int, m: int, h: int, w: int):
+        model = conv_model((1, c, h, w), rng.standard_normal((m, c, 3, 3)).astype(np.float32),
+                           np.zeros(m, np.float32), [1, 1, 1, 1], "Relu")
+        return next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
+
+    crnn, big = node(32, 64, 16, 64), node(96, 96, 52, 52)
+    for width, registers in ((8, 16), (16, 32)):
+        t = Target(vector_width=width, vector_registers=registers)
+        grown, grown_big = winograd.plan(crnn, t), winograd.plan(big, t)
+        with monkeypatch.context() as mp:
+            mp.setattr(winograd, "BAND_MAX_BYTES", winograd.BAND_BYTES)
+            one_row, before_big = winograd.plan(crnn, t), winograd.plan(big, t)
+        assert one_row[2] == 1 and grown[2] > 1 and grown[4] * 1.2 <= one_row[4], (grown, one_row)
+        assert grown_big == before_big
+
+
 @pytest.mark.parametrize("c,m,hw", [(16, 16, 32), (64, 32, 20), (128, 128, 12)])
 def test_error_bound_on_realistic_weights(c, m, hw) -> None:
     """He-normal weights (std sqrt(2 / fan_in)), standard-normal inputs: the error relative to the output

@@ -1,13 +1,14 @@
 """Importers for LSTM, GRU, RNN and onnxruntime's DynamicQuantizeLSTM (com.microsoft).
 
 Each layer becomes its input projection for all timesteps and directions at once, a ``Gemm``
-``X [T*B, I] @ W^T + bias`` with the weights of both directions as columns, transposed to ``G`` (gate-major),
-and the recurrence over its result (``LSTMLoop`` / ``GRULoop`` / ``RNNLoop``, see
-``cnnjit.ir.ops.recurrent``). The bias in the projection is ``Wb + Rb`` (GRU: without the ``h`` gate's
-``Rb``, which the recurrence adds itself). Optional inputs that are constant no-ops (zero initial states
-and peepholes, sequence lengths all ``T``) are dropped. ``layout=1`` (batch first) becomes Transposes.
-DynamicQuantizeLSTM is computed as onnxruntime computes it: ``X`` quantized to uint8 over the whole tensor
-(``DynamicQuantizeLinear``), an integer projection (``ConvInteger``) rescaled by ``x_scale * W_scale``, and
+``X [T*B, I] @ W^T + bias`` with the weights of both directions as columns, read by the recurrence as the
+time-major ``G [T, B, D*NG*H]`` (``time_major=1``), and the recurrence over its result (``LSTMLoop`` /
+``GRULoop`` / ``RNNLoop``, see ``cnnjit.ir.ops.recurrent``). The bias in the projection is ``Wb + Rb``
+(GRU: without the ``h`` gate's ``Rb``, which the recurrence adds itself). Optional inputs that are constant
+no-ops (zero initial states and peepholes, sequence lengths all ``T``) are dropped. ``layout=1`` (batch first)
+becomes Transposes. DynamicQuantizeLSTM is computed as onnxruntime computes it: ``X`` quantized to uint8 over
+the whole tensor (``DynamicQuantizeLinear``), an integer projection (``ConvInteger``) rescaled by
+``x_scale * W_scale``, and
 the ``DQLSTMLoop`` recurrence, which quantizes each batch row's ``h`` at every step. onnxruntime's x86 kernels
 without VNNI saturate pairs of u8 x s8 products to int16 (``vpmaddubsw``): the recurrence reproduces that on
 such hosts (``ort_u8s8_saturates``), the projection does not (measured: 2e-3 of an LSTM output's scale on
@@ -124,9 +125,11 @@ def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.
     if op == "GRULoop":
         attrs["linear_before_reset"] = int(a.get("linear_before_reset", 0))
 
-    # the projection for all T*B steps and every direction's gates at once, G [D*NG*H, T*B], gate-major:
-    # float, a Gemm X [T*B, I] @ W^T (constant B: packed column panels, W streamed once) then a Transpose
-    # (measured on the ddddocr CRNN's 32 x 512 -> 4096: the 1x1-conv form read W's rows 2 KB apart, 4 at a time)
+    # the projection for all T*B steps and every direction's gates at once: float, a Gemm X [T*B, I] @ W^T
+    # (constant B: packed column panels, W streamed once; measured on the ddddocr CRNN's 32 x 512 -> 4096: the
+    # 1x1-conv form read W's rows 2 KB apart, 4 at a time) whose G [T, B, D*NG*H] the recurrence reads as it
+    # is (``time_major``: one contiguous load per gate and block, no Transpose); quantized, gate-major
+    # G [D*NG*H, T*B] from a 1x1 ConvInteger
     conv = {"kernel_shape": (1,), "strides": (1,), "pads": (0, 0), "dilations": (1,), "group": 1}
     bias_c = (wb + rb).reshape(-1).astype(np.float32)
     if quant is not None:
@@ -135,8 +138,9 @@ def lower_recurrent(ctx: ImportContext, op: str, x: Value, W: np.ndarray, R: np.
         w2 = np.asarray(W, np.float32).reshape(D * ng * H, I)
         rows = ctx.emit("Reshape", [x], {"shape": (T * Bn, I)})[0]
         gt = ctx.emit("Gemm", [rows, ctx.const(w2), ctx.const(bias_c)], {"transB": 1})[0]
-        gc = ctx.emit("Transpose", [gt], {"perm": (1, 0)})[0]
-    g = ctx.emit("Reshape", [gc], {"shape": (D * ng * H, T, Bn)})[0]
+        attrs["time_major"] = 1
+    g = (ctx.emit("Reshape", [gc], {"shape": (D * ng * H, T, Bn)})[0] if quant is not None
+         else ctx.emit("Reshape", [gt], {"shape": (T, Bn, D * ng * H)})[0])
 
     seq, h0, c0, P = (list(opt) + [None] * 4)[:4]
     if seq is not None and seq.is_const:

@@ -1,9 +1,10 @@
 """Recurrent layers (ONNX LSTM, GRU, RNN) as the recurrence over precomputed input gates.
 
 The frontend splits an ONNX recurrent layer in two: the input projection of every timestep and direction
-at once, ``W @ X^T + biases`` (a Gemm and a Transpose; DynamicQuantizeLSTM: a 1x1 ConvInteger) whose
-result ``G[D * NG * H, T, B]`` holds each direction's
-``NG`` gates in ONNX order (LSTM ``i, o, f, c``; GRU ``z, r, h``; RNN one), and one of the ops here, which
+at once, ``W @ X^T + biases`` (float: a Gemm whose output is the time-major ``G[T, B, D * NG * H]``,
+``time_major=1``; DynamicQuantizeLSTM: a 1x1 ConvInteger, gate-major ``G[D * NG * H, T, B]``), which holds
+each direction's ``NG`` gates in ONNX order (LSTM ``i, o, f, c``; GRU ``z, r, h``; RNN one), and one of the
+ops here, which
 runs the recurrence ``gates_t = G_t + R @ h_{t-1}`` and the cell for each direction:
 
 * ``LSTMLoop(G, R, seq_lens?, h0?, c0?, P?)``: ``i = f(gi + Pi * c), f_ = f(gf + Pf * c)`` (``f_ = 1 - i``
@@ -57,8 +58,10 @@ def _infer(op: str, n_fixed: int):
         if a["direction"] not in DIRECTIONS:
             raise ShapeError(f"{op}: unknown direction {a['direction']!r}")
         D = num_directions(a["direction"])
-        if H < 1 or g.rank != 3 or g.shape[0] != D * ng * H:
-            raise ShapeError(f"{op}: gates {g} must be [{D * ng * H}, T, B] for hidden_size {H}")
+        tm = int(a["time_major"])
+        if H < 1 or g.rank != 3 or g.shape[2 if tm else 0] != D * ng * H:
+            want = f"[T, B, {D * ng * H}]" if tm else f"[{D * ng * H}, T, B]"
+            raise ShapeError(f"{op}: gates {g} must be {want} for hidden_size {H}")
         if r.shape != (D, ng * H, H) or r.dtype != g.dtype or g.dtype != np.float32:
             raise ShapeError(f"{op}: recurrence weights {r} must be float32 [{D}, {ng * H}, {H}]")
         acts = a["activations"]
@@ -66,7 +69,7 @@ def _infer(op: str, n_fixed: int):
             raise ShapeError(f"{op}: activations {list(acts)} must be {NACT[op] * D} of {sorted(ACTIVATIONS)}")
         if float(a["clip"]) < 0:
             raise ShapeError(f"{op}: clip {a['clip']} must be >= 0")
-        T, B = g.shape[1:]
+        T, B = g.shape[:2] if tm else g.shape[1:]
         want = [None] * n_fixed + [(B,), (D, B, H), (D, B, H), (D, 3 * H)]
         for i in range(n_fixed, len(types)):
             t = types[i]
@@ -90,7 +93,8 @@ def _run(op: str, ins: list[np.ndarray | None], a: dict[str, Any], cell) -> list
     """The recurrence shared by the three ops: ``cell(d, acts, gates, h, c) -> (h', c')`` per step."""
     ng = GATES[op]
     nfix = 3 if op == "GRULoop" else 2
-    g = np.asarray(ins[0], np.float64).transpose(1, 2, 0)  # [T, B, D * NG * H]
+    g = np.asarray(ins[0], np.float64)
+    g = g if a["time_major"] else g.transpose(1, 2, 0)  # [T, B, D * NG * H]
     T, B = g.shape[:2]
     H = int(a["hidden_size"])
     D = num_directions(a["direction"])
@@ -120,7 +124,7 @@ def _clip(x: np.ndarray, a: dict[str, Any]) -> np.ndarray:
     return np.clip(x, -c, c) if c > 0 else x
 
 
-_COMMON = {"hidden_size": REQUIRED, "direction": "forward", "activations": REQUIRED, "clip": 0.0}
+_COMMON = {"hidden_size": REQUIRED, "direction": "forward", "activations": REQUIRED, "clip": 0.0, "time_major": 0}
 
 
 @defop("LSTMLoop", inputs=(2, 6), outputs=3, infer=_infer("LSTMLoop", 2),
@@ -219,7 +223,7 @@ def _dq_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorT
         raise ShapeError(f"DQLSTMLoop: recurrence weights {rq} must be int32 and scales {rs} float32 "
                          f"[{D}, {4 * H}]")
     outs = _infer("LSTMLoop", 2)([g, TensorType(np.float32, rq.shape)] + list(types[3:]), a)
-    B = g.shape[2]
+    B = g.shape[1 if a["time_major"] else 2]
     return outs + [TensorType(np.float32, (D, B, H + 2))]
 
 

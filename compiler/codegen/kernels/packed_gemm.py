@@ -38,7 +38,11 @@ NR = 2
 MR_MAX = 8
 #: independent FMA chains that hide the FMA latency on both pipes (4 cycles x 2 pipes)
 CHAINS = 8
-#: prefetch the next panel while computing this one: a B past the last-level cache streams from DRAM
+#: prefetch the next panel while computing this one: a B past the last-level cache streams from DRAM. Each
+#: row tile of a panel prefetches its own share of the next one (tile ``i`` of ``n`` the ``i``-th ``1/n``), so
+#: DRAM is asked for the panel at the rate the FMAs consume it: a first tile prefetching all of it asked for
+#: the whole panel in ``1/n`` of the time, faster than one core's DRAM stream (the CRNN's 33 MB classifier:
+#: 6.9 -> 6.2 ms, 78 -> 87 GFLOP/s)
 PREFETCH = True
 #: below this many multiply-adds the packed panels' setup is not worth a new kernel: the row-major
 #: micro-kernel's block of B stays in L1 anyway
@@ -100,12 +104,16 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
         out += tile_stores(epi, ind, nc, rows * g, lambda i: f"(m + {i // g}) * N + p + {i % g * nc}", False)
         return out + epi.after(ind, [f"for i in range({rows}):", f"for j in range({g * nc}):"], "(m + i) * N + p + j")
 
+    full, tail = row_tiles(rows, mr)
+    ntiles = full + len(tail)
+    npf = -(-nc // (16 * ntiles))  # prefetches per step of k
+
     def tile(rows: int, ind: str) -> list[str]:
         out = [f"{ind}a{nc}_{i} = vload{nc}(cb, co + p)" for i in range(rows)]
-        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}for k in range(K):",
-                f"{ind}    v{nc} = vload{nc}(bb, bi + k * {nc})"]
-        if PREFETCH:  # the next panel, one 64-byte line per step (nc floats are 64 bytes at nc = 16)
-            out.append(f"{ind}    prefetch(bb, bi + (K + k) * {nc})")
+        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}pf = pan + K * {nc} + tn * ((K * {nc}) // {ntiles})",
+                f"{ind}for k in range(K):", f"{ind}    v{nc} = vload{nc}(bb, bi + k * {nc})"]
+        if PREFETCH:  # the next panel's share of this tile, a line (16 floats) at least every 16 floats
+            out += [f"{ind}    prefetch(bb, pf + (k * {nc}) // {ntiles} + {16 * i})" for i in range(npf)]
         out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(ab[U(ai + {i} * K + k)]), v{nc}, a{nc}_{i})"
                 for i in range(rows)]
         out.append(f"{ind}if cnt == {nc}:")
@@ -130,12 +138,13 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
     lines += [f"        p = j * {nc}",
               f"        cnt = min({nc}, N - p)",
               f"        pan = bo + j * K * {nc}",
-              "        m = 0"]
-    full, tail = row_tiles(rows, mr)
+              "        m = 0",
+              "        tn = 0"]
     if full:
-        lines += [f"        for _ in range({full}):", *tile(mr, " " * 12), f"            m += {mr}"]
+        lines += [f"        for _ in range({full}):", *tile(mr, " " * 12), f"            m += {mr}",
+                  "            tn += 1"]
     for t in tail:
-        lines += tile(t, " " * 8) + [f"        m += {t}"]
+        lines += tile(t, " " * 8) + [f"        m += {t}", "        tn += 1"]
     return source(lines), epi.args
 
 

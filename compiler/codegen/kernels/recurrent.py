@@ -2,8 +2,9 @@
 direction, vectorised over hidden units with the gate activations in registers.
 
 The input projection is a separate 1x1 Conv (see ``cnnjit.ir.ops.recurrent``); what is left per step is
-``gates = G_t + R @ h_{t-1}`` and the cell (``G`` is gate-major, so a block's gates at step ``t`` are one
-strided gather each). Hidden units are taken in blocks of ``BW`` lanes (two machine
+``gates = G_t + R @ h_{t-1}`` and the cell (``G`` time-major, as the float projection Gemm writes it: a block's
+gates at step ``t`` are one contiguous load each; gate-major, as DynamicQuantizeLSTM's 1x1 ConvInteger writes
+it: one strided gather each). Hidden units are taken in blocks of ``BW`` lanes (two machine
 vectors, so an LSTM block keeps 4 gates x 2 = 8 FMA chains in flight): for each block, ``R``'s rows for the
 block's gates are packed at compile time into one contiguous panel ``[H, gates, BW]``, so the GEMV streams
 the panel once per step (per batch entry, while it is in L2) with ``h_{t-1}[k]`` broadcast into the FMAs,
@@ -115,15 +116,18 @@ def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[s
     return lines + [f"{ind}    {acc} = vfma{BW}(hv, vload{BW}(rb, ri + {i * BW}), {acc})" for i, acc in enumerate(accs)]
 
 
-def gate_load(ind: str, dst: str, q: int, BW: int) -> list[str]:
-    """Lines loading gate ``q`` of the block's units at step ``t`` from the gate-major ``G`` (one gather
-    with stride ``T*B``; lane by lane for a partial last block, which must not read past the tensor)."""
+def gate_load(ind: str, dst: str, q: int, BW: int, tm: bool) -> list[str]:
+    """Lines loading gate ``q`` of the block's units at step ``t`` from ``G`` at ``gt``: time-major (``tm``,
+    ``G[T, B, D * NG * H]``) one contiguous load; gate-major one gather with stride ``GS = T*B`` (lane by
+    lane for a partial last block, which must not read past the tensor)."""
+    if tm:
+        return [f"{ind}{dst} = vloadn{BW}(gb, gt + {q} * H + j0, cnt)"]
     return [f"{ind}if cnt == {BW}:",
-            f"{ind}    {dst} = vgather{BW}(gb, gt + ({q} * H + j0) * TB, TB)",
+            f"{ind}    {dst} = vgather{BW}(gb, gt + ({q} * H + j0) * GS, GS)",
             f"{ind}else:",
             f"{ind}    {dst} = vzero{BW}()",
             f"{ind}    for ln in range(cnt):",
-            f"{ind}        {dst} = vinsert{BW}({dst}, ln, gb[U(gt + ({q} * H + j0 + ln) * TB)])"]
+            f"{ind}        {dst} = vinsert{BW}({dst}, ln, gb[U(gt + ({q} * H + j0 + ln) * GS)])"]
 
 
 def _clip(ind: str, v: str, BW: int, clip: float) -> list[str]:
@@ -176,7 +180,7 @@ def _cell(node: Node, d: int, BW: int, ind: str, pass_no: int, peep: bool) -> li
         if not a["linear_before_reset"]:  # stash z in Y[t], r * h in Y_h until the second pass
             return out + [f"{ind}vstoren{L}(yb, yt + j0, ez, cnt)",
                           f"{ind}vstoren{L}(hyb, hyo + b * H + j0, vmul{L}(er, hp), cnt)"]
-        out += gate_load(ind, "gh", 2, L)
+        out += gate_load(ind, "gh", 2, L, bool(a["time_major"]))
         out.append(f"{ind}a_2 = vfma{L}(er, vadd{L}(a_2, vloadn{L}(qb, qo + j0, cnt)), gh)")
     else:
         out.append(f"{ind}hp = vloadn{L}(hb, hq + j0, cnt) if live else vzero{L}()")
@@ -223,9 +227,10 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     passes = groups(node)
     quant = op == "DQLSTMLoop"
     lstm = op in ("LSTMLoop", "DQLSTMLoop")
+    tm = bool(node.attrs["time_major"])
     params = ["gb, go, rb, ro, sb, so, hb, ho"] + (["cb, co, pb, po"] if lstm else []) \
         + (["qb, qo"] if op == "GRULoop" else []) + (["zb, zo, msb, mso, csb, cso"] if quant else []) \
-        + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) + ["T, B, H, TB, YS, rev, has_h0, has_c0"]
+        + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) + ["T, B, H, GS, YS, rev, has_h0, has_c0"]
     lines = [f"def kernel({', '.join(params)}):",
              f"    NB = (H + {BW - 1}) // {BW}",
              "    for b in range(B):",  # the states start at h0 / c0; Y is zero past each sequence's end
@@ -244,7 +249,8 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
     for pn, gs in enumerate(passes):
         accs = [f"a_{q}" if not lstm else f"a_{_NAMES[q]}" for q in gs]
         lines += [
-            "        for jb in range(NB):",
+            "        for jj in range(NB):",  # zig-zag: a step starts on the panels the last one left in cache
+            "            jb = NB - 1 - jj if s % 2 else jj",
             f"            j0 = jb * {BW}",
             f"            cnt = min({BW}, H - j0)",
             "            for b in range(B):",
@@ -253,7 +259,7 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
             "                    continue",
             "                t = n - 1 - s if rev else s",
             "                tp = t + 1 if rev else t - 1",
-            "                gt = go + t * B + b",
+            "                gt = go + (t * B + b) * GS" if tm else "                gt = go + t * B + b",
             "                yt = yo + t * YS + b * H",
             "                live = s > 0 or has_h0",  # h_{t-1} is not all zero
             "                hq = yo + tp * YS + b * H if s > 0 else ho + b * H",
@@ -263,9 +269,9 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
             if op == "GRULoop" and q == 2 and len(gs) > 1:  # R_h @ h apart: r multiplies it
                 lines.append(f"{ind}{acc} = vzero{BW}()")
             elif quant:  # the integer GEMV apart: it is scaled before the gates are added
-                lines += gate_load(ind, "g" + acc, q, BW) + [f"{ind}{acc} = vzero{BW}()"]
+                lines += gate_load(ind, "g" + acc, q, BW, tm) + [f"{ind}{acc} = vzero{BW}()"]
             else:
-                lines += gate_load(ind, acc, q, BW)
+                lines += gate_load(ind, acc, q, BW, tm)
         lines.append(f"{ind}if live:")
         pan = f"{roff} + jb * H * {len(gs) * BW}"
         if op == "GRULoop" and pn == 1:  # the h gate's GEMV over r * h, stashed in Y_h by the first pass
@@ -305,7 +311,8 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
     opt = list(node.inputs[nfix:]) + [None] * 4
     seq, h0, c0, P = opt[:4]
     y, yh = node.outputs[0], node.outputs[1]
-    T, B = g.shape[1:]
+    tm = bool(a["time_major"])
+    T, B = g.shape[:2] if tm else g.shape[1:]
     H = int(a["hidden_size"])
     D = num_directions(a["direction"])
     ng = GATES[op]
@@ -317,7 +324,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         state = d * B * H
         r = Param(pack_recurrence(np.asarray(R.const[d], np.float32), H, BW, groups(node)))
         h0a = At(h0, state) if h0 is not None else Param(np.zeros(1, np.float32))
-        args = [At(g, d * ng * H * T * B), r, lens, h0a]
+        args = [At(g, d * ng * H * (1 if tm else T * B)), r, lens, h0a]
         if lstm:
             args += [At(c0, state) if c0 is not None else Param(np.zeros(1, np.float32)),
                      At(P, d * 3 * H) if P is not None else Param(np.zeros(1, np.float32))]
@@ -329,7 +336,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         args += [At(y, state), At(yh, state)]
         if lstm:
             args.append(At(node.outputs[2], state))
-        args += [T, B, H, T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
+        args += [T, B, H, D * ng * H if tm else T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
         src = recurrence_source(node, d, BW, P is not None)
         calls.append(KernelCall(src, args, note(node)))
     return calls

@@ -4,7 +4,8 @@ A 4x4 block of outputs (a *tile*) of one output channel is ``A^T [sum_c (G g_c G
 with ``d_c`` the tile's 6x6 input patch of channel ``c``: 36 multiplies per tile and channel pair instead of
 the direct convolution's 144 (4x fewer), plus the transforms, which are per tile and channel only.
 
-The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``):
+The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``), or
+grown to pad fewer tiles (``plan``):
 
 1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
    the rows of every tile one after the other, each row four columns longer than the tiles need (one
@@ -50,6 +51,14 @@ TM, TP = 4, 6
 ERROR_BOUND = 2e-5
 #: bytes of a band's scratch (padded input, transformed input, GEMM results, output band): within L2
 BAND_BYTES = 256 * 1024
+#: ``plan`` grows a band up to this when that pads fewer tiles: a band of one tile row computes its row's
+#: dummy tile and rounds up to whole register tiles (16 tiles a row: 17 -> 24 or 32), which cost more than
+#: the larger scratch's L2 misses (AVX2, the CRNNs' layers: 32->64 at 16x64 0.35 -> 0.26 ms, 24->24 at
+#: 32x128 0.52 -> 0.35 ms, 64->256 at 8x32 -9%; 96->96 at 52x52 pads as much either way and keeps its band)
+BAND_MAX_BYTES = 1024 * 1024
+#: ... but takes the smallest scratch among the bands within this factor of the fewest tiles (in the CRNN,
+#: 32->64 at 16x64 in bands of 2 rows (80 tiles, 440 KB) ran faster than in one of 4 (72 tiles, 880 KB))
+BAND_SLACK = 1.125
 #: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
 #: transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
@@ -227,25 +236,29 @@ def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     OH, OW = node.outputs[0].shape[2:]
     TX, TY = -(-OW // TM), -(-OH // TM)
-    best: tuple[int, int, int, int, int] | None = None
+    cands = []
     for nr in (2, 1):
         mr = winograd_tile(target, M, nr)
         step = nr * target.vector_width
-        rb, T = band_rows(C, M, mr, TX, TY, step)
-        full, rest = divmod(TY, rb)
-        tiles = full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)
-        if best is None or tiles < best[4]:
-            best = (mr, nr, rb, T, tiles)
-    return best
+        lo = band_rows(C, M, mr, TX, TY, step)[0]
+        hi = band_rows(C, M, mr, TX, TY, step, max(BAND_BYTES, BAND_MAX_BYTES))[0]
+        for rb in range(lo, hi + 1):
+            T = -(-rb * (TX + 1) // step) * step
+            full, rest = divmod(TY, rb)
+            cands.append((mr, nr, rb, T, full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)))
+    fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch (first)
+    near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
+    return min(near, key=lambda c: scratch_elems(C, M, c[0], c[3]))
 
 
-def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int) -> tuple[int, int]:
+def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, limit: int | None = None) -> tuple[int, int]:
     """(RB, T): tile rows per band and the band's tile capacity (a multiple of ``step``, the register tile's
-    tiles): as many rows as keep the scratch within ``BAND_BYTES``, or within a quarter of the transformed
-    weights when they are larger (every band streams all of them: 192->192 at 13x13 with its 5.3 MB in 4
-    bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at least one row."""
+    tiles): as many rows as keep the scratch within ``limit`` bytes (default ``BAND_BYTES``), or within a
+    quarter of the transformed weights when they are larger (every band streams all of them: 192->192 at
+    13x13 with its 5.3 MB in 4 bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at
+    least one row."""
     per_tile = 4 * (24 * C + 36 * C + 16 * M + 36 * mr)
-    budget = max(BAND_BYTES, 4 * TP * TP * C * M // 4)
+    budget = max(BAND_BYTES if limit is None else limit, 4 * TP * TP * C * M // 4)
     rb = max(1, min(TY, budget // (per_tile * (TX + 1))))
     return rb, -(-rb * (TX + 1) // step) * step
 
