@@ -20,9 +20,11 @@ from test_simd_widths import applicable_variants
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     MIN_CHANNELS,
     MIN_ROW_TILES,
+    block_pixels,
     pack_weights,
     packed_pointwise_applies,
     packed_tile,
@@ -47,10 +49,16 @@ def packed_cases(draw, width: int, registers: int):
                 act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
 
 
-def _check(case: dict, width: int) -> None:
+def _check(case: dict, width: int, strips: int | None = None) -> None:
+    """``case`` through ``packed_pointwise`` against the reference; ``strips``: blocks of that many strips
+    (``PANEL_BYTES`` lowered for the compile), so that small maps run several blocks and a short last one."""
     model, x, expected = conv_model(case)
     assert "packed_pointwise" in applicable_variants(model, "Conv", width), case
-    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "packed_pointwise"})
+    with pytest.MonkeyPatch.context() as mp:
+        if strips is not None:
+            strip = packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
+            mp.setattr(packed_pointwise, "PANEL_BYTES", 4 * case["c"] * strip * strips)
+        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "packed_pointwise"})
     prog = compiled._default_spec().program
     calls = [c for c in prog.calls if c.op == "Conv"]
     assert {c.variant for c in calls} == {"packed_pointwise"}
@@ -67,7 +75,8 @@ def _check(case: dict, width: int) -> None:
 @given(data=st.data())
 def test_packed_pointwise_matches_reference(width: int, data) -> None:
     registers = CompileOptions(vector_width=width).host_target().vector_registers
-    _check(data.draw(packed_cases(width, registers), label="case"), width)
+    _check(data.draw(packed_cases(width, registers), label="case"), width,
+           data.draw(st.sampled_from([None, 1, 2, 3]), label="strips per block"))
 
 
 @pytest.mark.parametrize(("width", "registers"), BUDGETS)
@@ -91,6 +100,14 @@ def test_tiles_from_the_register_budget() -> None:
     assert packed_tile(Target(vector_width=16, vector_registers=32)) == (8, 2)  # AVX-512: capped at 16
     assert packed_tile(Target(vector_width=4, vector_registers=32)) == (8, 2)  # NEON
     assert packed_tile(Target(vector_width=16, vector_registers=8)) == (2, 2)
+
+
+def test_block_pixels() -> None:
+    """Whole strips within the panel budget, at least one, at most the map rounded up to whole strips."""
+    for c, p, strip in ((48, 10816, 16), (768, 169, 16), (48, 169, 32), (100000, 50, 8), (1, 7, 8)):
+        pb = block_pixels(c, p, strip)
+        assert pb % strip == 0 and strip <= pb <= -(-p // strip) * strip
+        assert pb == strip or 4 * c * pb <= packed_pointwise.PANEL_BYTES
 
 
 @pytest.mark.parametrize(("m", "mr"), [(12, 6), (14, 6), (5, 8), (9, 2)])

@@ -6,9 +6,10 @@ stride of ``P`` floats), so a deep reduction touches ``C`` lines per vector (two
 a multiple of the line: 26x26, 52x52...) and the prefetchers follow ``C`` streams at once; measured at 40-55
 GFLOP/s on the ddddocr detector's 1x1s (192 -> 48 at 52x52, 384 -> 96 at 26x26), half the FMA peak.
 
-Here the pixels run in strips of ``L = NR * W`` columns. A strip's ``C x L`` inputs are copied once into a
-contiguous scratch panel, and every output-row tile then reads the panel in order (one ``L``-lane load per
-channel) with the weights packed at compile time as ``[M / MR][C][MR]`` (one broadcast per row per channel,
+Here the pixels run in strips of ``L = NR * W`` columns, a block of strips at a time (``block_pixels``). A
+block's inputs are copied once into scratch, each strip's ``C x L`` inputs as one contiguous panel (every
+channel's row of the block read in one run), and every output-row tile then reads its strip's panel in
+order (one ``L``-lane load per channel) with the weights packed at compile time as ``[M / MR][C][MR]`` (one broadcast per row per channel,
 also in order). The tile is ``MR`` rows by ``NR`` vectors with ``MR`` from the register budget of the
 ``Target``: ``MR * NR`` accumulators plus ``NR`` loaded vectors and one broadcast (AVX2, 16 registers: 6 x 2,
 12 accumulators; 32 registers: 8 x 2, kept at 16 accumulators). The fused epilogue (bias, activations with a
@@ -39,6 +40,18 @@ def packed_tile(target: Target) -> tuple[int, int]:
     return max(1, min(MAX_MR, mr)), NR
 
 
+#: bytes of a block's packed input strips: each channel's row of the block is read in one run (48 planes
+#: read a strip at a time were 48 prefetch streams), and the block stays in L2 while its strips are computed
+PANEL_BYTES = 64 * 1024
+
+
+def block_pixels(C: int, P: int, strip: int) -> int:
+    """Pixels per block: whole strips of ``strip`` columns within ``PANEL_BYTES`` (at least one strip), at
+    most all of ``P`` rounded up to whole strips."""
+    most = -(-P // strip) * strip
+    return min(most, max(strip, PANEL_BYTES // (4 * C) // strip * strip))
+
+
 def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
     """``w`` (M x C) as consecutive row tiles of ``mr`` rows (the last one ``M % mr`` rows, when not 0),
     each stored channel-major (``[C][rows]``): the tile starting at row ``m`` begins at ``m * C``."""
@@ -57,7 +70,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> t
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
         ``cnt`` columns (all ``L`` when the strip is whole)."""
         out = [f"{ind}a{L}_{i} = vbcast{L}(bb[U(bo + m + {i})])" for i in range(rows)]
-        out += [f"{ind}si = so", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):",
+        out += [f"{ind}si = ps", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):",
                 f"{ind}    v{L} = vload{L}(sb, si)"]
         out += [f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[U(wi + {i})]), v{L}, a{L}_{i})" for i in range(rows)]
         out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
@@ -73,31 +86,36 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> t
                                "y0 - yo + (m + i) * P + p + j")
 
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB" + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
-        "        p = 0",
-        "        while p < P:",
-        f"            cnt = min({L}, P - p)",
-        "            xi = x0 + p",  # the strip's C x L inputs into the panel (zeros past the last column)
-        "            si = so",
-        f"            if cnt == {L}:",
-        "                for c in range(C):",
+        "        for pb in range(0, P, PB):",
+        "            pe = min(P, pb + PB)",
+        # the block's strips into the scratch, strip k's C x L panel at so + k * C * L (zeros past the
+        # last column): each channel's row of the block is read in order, once
+        "            for c in range(C):",
+        "                xi = x0 + c * P + pb",
+        f"                si = so + c * {L}",
+        "                p = pb",
+        f"                while p + {L} <= pe:",
         f"                    vstore{L}(sb, si, vload{L}(xb, xi))",
-        "                    xi += P",
-        f"                    si += {L}",
-        "            else:",
-        "                for c in range(C):",
-        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, cnt))",
-        "                    xi += P",
-        f"                    si += {L}",
-        "            m = 0",
-        f"            while m + {mr} <= M:",
-        *tile(mr, " " * 16),
-        f"                m += {mr}",
-        *(tile(rem, " " * 12) if rem else []),
-        f"            p += {L}",
+        f"                    xi += {L}",
+        f"                    si += C * {L}",
+        f"                    p += {L}",
+        "                if p < pe:",
+        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
+        "            ps = so",
+        "            p = pb",
+        "            while p < pe:",
+        f"                cnt = min({L}, pe - p)",
+        "                m = 0",
+        f"                while m + {mr} <= M:",
+        *tile(mr, " " * 20),
+        f"                    m += {mr}",
+        *(tile(rem, " " * 16) if rem else []),
+        f"                p += {L}",
+        f"                ps += C * {L}",
     ]
     return source(lines), epi.args
 
@@ -125,7 +143,7 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
 
 @variant("Conv", name="packed_pointwise", priority=24, applies=packed_pointwise_applies)
 def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call for the whole batch; the scratch panel holds one strip (``C x NR * vector_width``)."""
+    """One call for the whole batch; the scratch holds one block of strips (``block_pixels``)."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
@@ -134,4 +152,5 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
     w = target.vector_width
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr)
     packed = pack_weights(wt.const.reshape(M, C), mr)
-    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * nr * w), N, C, M, P, *extra], note(node))]
+    pb = block_pixels(C, P, nr * w)
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *extra], note(node))]
