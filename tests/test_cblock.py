@@ -98,14 +98,16 @@ def cblock_cases(draw, width: int):
                 seed=draw(st.integers(0, 2**16)))
 
 
-def _check(case: dict, width: int) -> None:
+def _check(case: dict, width: int, variant: str = "cblock") -> None:
+    """``case`` through the forced ``variant`` (which must apply) against the reference, asserting it ran
+    with its epilogue in registers and no allocation in the kernel."""
     model, x, expected = conv_model(case)
-    assert "cblock" in applicable_variants(model, "Conv", width), case
-    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "cblock"})
+    assert variant in applicable_variants(model, "Conv", width), case
+    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": variant})
     prog = compiled._default_spec().program
     calls = [c for c in prog.calls if c.op == "Conv"]
-    assert {c.variant for c in calls} == {"cblock"}
-    for c in calls:  # SiLU, HardSwish, ... and the residual before the strided store
+    assert {c.variant for c in calls} == {variant}
+    for c in calls:  # SiLU, HardSwish, ... and the residual before the (strided) store
         assert "v = yb[U(yo + q)]" not in prog.kernel_sources[c.kernel], case["act"]
         # no allocation (np.zeros/np.empty): the ahead-of-time targets compile kernels without numba's runtime
         assert "np." not in prog.kernel_sources[c.kernel]

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from test_cblock import ACTS, _layer, conv_model
+from test_cblock import ACTS, _layer
+from test_cblock import _check as check_variant
 from test_register_tiles import BUDGETS
 from test_register_tiles import _run as run_budget
-from test_simd_widths import applicable_variants
 
-import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.kernels.packed_pointwise import (
@@ -50,24 +49,14 @@ def packed_cases(draw, width: int, registers: int):
 
 
 def _check(case: dict, width: int, strips: int | None = None) -> None:
-    """``case`` through ``packed_pointwise`` against the reference; ``strips``: blocks of that many strips
-    (``PANEL_BYTES`` lowered for the compile), so that small maps run several blocks and a short last one."""
-    model, x, expected = conv_model(case)
-    assert "packed_pointwise" in applicable_variants(model, "Conv", width), case
+    """``case`` through ``packed_pointwise`` against the reference (``test_cblock``'s check); ``strips``:
+    blocks of that many strips (``PANEL_BYTES`` lowered for the compile), so that small maps run several
+    blocks and a short last one."""
     with pytest.MonkeyPatch.context() as mp:
         if strips is not None:
             strip = packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
             mp.setattr(packed_pointwise, "PANEL_BYTES", 4 * case["c"] * strip * strips)
-        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "packed_pointwise"})
-    prog = compiled._default_spec().program
-    calls = [c for c in prog.calls if c.op == "Conv"]
-    assert {c.variant for c in calls} == {"packed_pointwise"}
-    for c in calls:  # SiLU, HardSwish, ... and the residual before the store; no allocation in the kernel
-        assert "v = yb[U(yo + q)]" not in prog.kernel_sources[c.kernel], case["act"]
-        assert "np." not in prog.kernel_sources[c.kernel]
-    got = compiled(x)
-    assert got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+        check_variant(case, width, "packed_pointwise")
 
 
 @pytest.mark.parametrize("width", WIDTHS)

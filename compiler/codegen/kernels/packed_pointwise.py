@@ -9,11 +9,12 @@ GFLOP/s on the ddddocr detector's 1x1s (192 -> 48 at 52x52, 384 -> 96 at 26x26),
 Here the pixels run in strips of ``L = NR * W`` columns, a block of strips at a time (``block_pixels``). A
 block's inputs are copied once into scratch, each strip's ``C x L`` inputs as one contiguous panel (every
 channel's row of the block read in one run), and every output-row tile then reads its strip's panel in
-order (one ``L``-lane load per channel) with the weights packed at compile time as ``[M / MR][C][MR]`` (one broadcast per row per channel,
-also in order). The tile is ``MR`` rows by ``NR`` vectors with ``MR`` from the register budget of the
-``Target``: ``MR * NR`` accumulators plus ``NR`` loaded vectors and one broadcast (AVX2, 16 registers: 6 x 2,
-12 accumulators; 32 registers: 8 x 2, kept at 16 accumulators). The fused epilogue (bias, activations with a
-vector form, residual Add/Mul) runs on the accumulators before the store.
+order (one ``L``-lane load per channel) with the weights packed at compile time as ``[M / MR][C][MR]``
+(one broadcast per row per channel, also in order). The tile is ``MR`` rows by ``NR`` vectors with ``MR``
+from the register budget of the ``Target``: ``MR * NR`` accumulators plus ``NR`` loaded vectors and one
+broadcast (AVX2, 16 registers: 6 x 2, 12 accumulators; 32 registers: 8 x 2, kept at 16 accumulators). The
+fused epilogue (bias, activations with a vector form, residual Add/Mul) runs on the accumulators before
+the store.
 """
 
 from __future__ import annotations
