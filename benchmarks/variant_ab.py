@@ -3,6 +3,7 @@ variant table and again without the named variants (as before they existed), tim
 onnxruntime (``harness.measure``, 1 thread, batch 1) and the outputs checked against each other.
 
     PYTHONPATH=. python benchmarks/variant_ab.py --without Conv:cblock --models ddddocr_det,ppocr_v4_det,resnet8
+    python benchmarks/variant_ab.py --without Conv:packed_pointwise --disable cascade_maxpool --runs 60
 
 Any name of ``corpus.ALL_MODELS`` (the benchmark set and the real-model corpus). Printed per model: median
 ms of each engine, the ratios to onnxruntime, and the speed-up of the default over the table without.
@@ -28,14 +29,14 @@ from benchmarks.harness import measure, ort_session  # noqa: E402
 from cnnjit.compiler.codegen import kernel  # noqa: E402
 
 
-def compile_without(model, shapes: dict, removed: list[tuple[str, str]]):
+def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable: tuple[str, ...] = ()):
     """``model`` compiled (1 thread, for the input ``shapes``: specialised now, not at its first call) with
-    the ``removed`` (op, variant) pairs out of the variant table."""
+    the ``removed`` (op, variant) pairs out of the variant table and the passes named in ``disable`` off."""
     saved = {op: list(kernel.VARIANTS[op]) for op, _ in removed}
     try:
         for op, name in removed:
             kernel.VARIANTS[op] = [v for v in kernel.VARIANTS[op] if v.name != name]
-        return cnnjit.compile(model, threads=1, input_shapes=shapes)
+        return cnnjit.compile(model, threads=1, input_shapes=shapes, disable=list(disable) or None)
     finally:
         kernel.VARIANTS.update(saved)
 
@@ -43,6 +44,7 @@ def compile_without(model, shapes: dict, removed: list[tuple[str, str]]):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--without", required=True, help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table")
+    ap.add_argument("--disable", default="", help="PASS[,PASS...] also off in the 'before' compile")
     ap.add_argument("--models", default="ddddocr_det", help="comma-separated model names")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
@@ -52,7 +54,7 @@ def main() -> None:
         model, feeds = load(name)
         shapes = {k: v.shape for k, v in feeds.items()}
         after = cnnjit.compile(model, threads=1, input_shapes=shapes)
-        before = compile_without(model, shapes, removed)
+        before = compile_without(model, shapes, removed, tuple(p for p in args.disable.split(",") if p))
         ort = ort_session(model, threads=1)
         outs = [after(**feeds), before(**feeds)]
         outs = [o if isinstance(o, (list, tuple)) else [o] for o in outs]

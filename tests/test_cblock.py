@@ -24,6 +24,7 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
+    cblock_applies,
     cblock_tile,
 )
 
@@ -97,14 +98,16 @@ def cblock_cases(draw, width: int):
                 seed=draw(st.integers(0, 2**16)))
 
 
-def _check(case: dict, width: int) -> None:
+def _check(case: dict, width: int, variant: str = "cblock") -> None:
+    """``case`` through the forced ``variant`` (which must apply) against the reference, asserting it ran
+    with its epilogue in registers and no allocation in the kernel."""
     model, x, expected = conv_model(case)
-    assert "cblock" in applicable_variants(model, "Conv", width), case
-    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "cblock"})
+    assert variant in applicable_variants(model, "Conv", width), case
+    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": variant})
     prog = compiled._default_spec().program
     calls = [c for c in prog.calls if c.op == "Conv"]
-    assert {c.variant for c in calls} == {"cblock"}
-    for c in calls:  # SiLU, HardSwish, ... and the residual before the strided store
+    assert {c.variant for c in calls} == {variant}
+    for c in calls:  # SiLU, HardSwish, ... and the residual before the (strided) store
         assert "v = yb[U(yo + q)]" not in prog.kernel_sources[c.kernel], case["act"]
         # no allocation (np.zeros/np.empty): the ahead-of-time targets compile kernels without numba's runtime
         assert "np." not in prog.kernel_sources[c.kernel]
@@ -164,13 +167,16 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(96, 192, 52, 3, 2), target).name == "cblock"
     assert choose(_layer(48, 96, 104, 3, 2), target).name == "cblock"
     assert choose(_layer(192, 192, 13, 3, 1), target).name == "cblock"
-    assert choose(_layer(64, 64, 104, 1, 1), target).name == "simd_pointwise"
+    assert choose(_layer(64, 64, 104, 1, 1), target).name == "packed_pointwise"  # 1x1 on long rows
+    assert not cblock_applies(_layer(64, 64, 104, 1, 1), target)
     assert choose(_layer(96, 96, 4 * w + 4, 3, 1), target).name != "cblock"
     assert choose(_layer(32, 32, 13, 3, 2, group=32), target).name == "simd_depthwise"
     assert choose(_layer(16, 2 * w, 26, 3, 2), target).name == "cblock"
     assert choose(_layer(16, w, 26, 3, 2), target).name != "cblock"  # one channel vector
     assert choose(_layer(3, 32, 64, 3, 2), target).name != "cblock"  # a stem: too shallow a reduction
-    assert choose(_layer(384, 384, 13, 1, 1), target).name == "cblock"
+    # a deep 1x1 on short rows: cblock's, but packed_pointwise (ahead in the table) is faster there
+    assert cblock_applies(_layer(384, 384, 13, 1, 1), target)
+    assert choose(_layer(384, 384, 13, 1, 1), target).name == "packed_pointwise"
     assert choose(_layer(64, 384, 13, 1, 1), target).name != "cblock"  # too shallow
     assert choose(_layer(384, 64, 13, 1, 1), target).name != "cblock"  # too few output channels
 

@@ -39,6 +39,7 @@ CASES = {
     ("Conv", "sparse_pointwise"): _conv(8, 16, 6, zeros=0.9),
     ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
     ("Conv", "simd_pointwise"): _conv(8, 16, 9),
+    ("Conv", "packed_pointwise"): _conv(48, 64, 9),
     ("Conv", "pointwise"): _conv(8, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 9, k=3, group=8),
     ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width

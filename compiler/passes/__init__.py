@@ -1,6 +1,7 @@
 """IR passes (one per file) and the default pipeline."""
 
 from .cancel_transposes import CancelTransposes
+from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
@@ -28,11 +29,13 @@ from .remove_identity import RemoveIdentity
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
-            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), FuseLayerNorm(),
+            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), CascadeMaxPool(),
+            FuseLayerNorm(),
             FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat", "FuseLayerNorm"]
+           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat", "FuseLayerNorm",
+           "CascadeMaxPool"]

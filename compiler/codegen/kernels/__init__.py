@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     nn_extra,
     norm,
     packed_gemm,
+    packed_pointwise,
     qint,
     qlut,
     quant,

@@ -1,0 +1,157 @@
+"""Pointwise convolution on packed input strips: the GEMM micro-kernel with both operands streamed in order.
+
+``Y (M x P) = W (M x C) @ X (C x P) + bias`` per image, in plain NCHW. ``simd_pointwise`` reads its pixel
+vectors straight from the input's channel planes: every channel of a tile's reduction is another plane (a
+stride of ``P`` floats), so a deep reduction touches ``C`` lines per vector (two when the plane width is not
+a multiple of the line: 26x26, 52x52...) and the prefetchers follow ``C`` streams at once; measured at 40-55
+GFLOP/s on the ddddocr detector's 1x1s (192 -> 48 at 52x52, 384 -> 96 at 26x26), half the FMA peak.
+
+Here the pixels run in strips of ``L = NR * W`` columns, a block of strips at a time (``block_pixels``). A
+block's inputs are copied once into scratch, each strip's ``C x L`` inputs as one contiguous panel (every
+channel's row of the block read in one run), and every output-row tile then reads its strip's panel in
+order (one ``L``-lane load per channel) with the weights packed at compile time as ``[M / MR][C][MR]``
+(one broadcast per row per channel, also in order). The tile is ``MR`` rows by ``NR`` vectors with ``MR``
+from the register budget of the ``Target``: ``MR * NR`` accumulators plus ``NR`` loaded vectors and one
+broadcast (AVX2, 16 registers: 6 x 2, 12 accumulators; 32 registers: 8 x 2, kept at 16 accumulators). The
+fused epilogue (bias, activations with a vector form, residual Add/Mul) runs on the accumulators before
+the store.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from .epilogue import Epilogue
+from .simd_pointwise import conv_operands, is_pointwise, tile_stores
+from .template import source
+
+#: pixel vectors per register tile row (a strip is ``NR * vector_width`` columns)
+NR = 2
+#: at most this many output rows per tile: beyond 16 accumulators the tile only adds register pressure
+MAX_MR = 8
+
+
+def packed_tile(target: Target) -> tuple[int, int]:
+    """(MR, NR) of the register tile: as many rows as the register file holds beside ``NR`` loaded vectors
+    and one broadcast weight, at most ``MAX_MR``."""
+    mr = (target.vector_registers - NR - 1) // NR
+    return max(1, min(MAX_MR, mr)), NR
+
+
+#: bytes of a block's packed input strips: each channel's row of the block is read in one run (48 planes
+#: read a strip at a time were 48 prefetch streams), and the block stays in L2 while its strips are computed
+PANEL_BYTES = 64 * 1024
+
+
+def block_pixels(C: int, P: int, strip: int) -> int:
+    """Pixels per block: whole strips of ``strip`` columns within ``PANEL_BYTES`` (at least one strip), at
+    most all of ``P`` rounded up to whole strips."""
+    most = -(-P // strip) * strip
+    return min(most, max(strip, PANEL_BYTES // (4 * C) // strip * strip))
+
+
+def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
+    """``w`` (M x C) as consecutive row tiles of ``mr`` rows (the last one ``M % mr`` rows, when not 0),
+    each stored channel-major (``[C][rows]``): the tile starting at row ``m`` begins at ``m * C``."""
+    M = w.shape[0]
+    parts = [np.ascontiguousarray(w[m:m + mr].T).reshape(-1) for m in range(0, M, mr)]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> tuple[str, list]:
+    """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
+    rows (the output rows left over, 0: none); returns the source and the residual arguments."""
+    L = nr * w
+    epi = Epilogue(node, L, False)
+
+    def tile(rows: int, ind: str) -> list[str]:
+        """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
+        ``cnt`` columns (all ``L`` when the strip is whole)."""
+        out = [f"{ind}a{L}_{i} = vbcast{L}(bb[U(bo + m + {i})])" for i in range(rows)]
+        out += [f"{ind}si = ps", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):",
+                f"{ind}    v{L} = vload{L}(sb, si)"]
+        out += [f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[U(wi + {i})]), v{L}, a{L}_{i})" for i in range(rows)]
+        out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+
+        def idx(i: int) -> str:
+            return f"y0 - yo + (m + {i}) * P + p"
+
+        out.append(f"{ind}if cnt == {L}:")
+        out += tile_stores(epi, ind + "    ", L, rows, idx, False)
+        out.append(f"{ind}else:")
+        out += tile_stores(epi, ind + "    ", L, rows, idx, True)
+        return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"],
+                               "y0 - yo + (m + i) * P + p + j")
+
+    lines = [
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB" + epi.signature() + "):",
+        "    for n in range(N):",
+        "        x0 = xo + n * C * P",
+        "        y0 = yo + n * M * P",
+        "        for pb in range(0, P, PB):",
+        "            pe = min(P, pb + PB)",
+        # the block's strips into the scratch, strip k's C x L panel at so + k * C * L (zeros past the
+        # last column): each channel's row of the block is read in order, once
+        "            for c in range(C):",
+        "                xi = x0 + c * P + pb",
+        f"                si = so + c * {L}",
+        "                p = pb",
+        f"                while p + {L} <= pe:",
+        f"                    vstore{L}(sb, si, vload{L}(xb, xi))",
+        f"                    xi += {L}",
+        f"                    si += C * {L}",
+        f"                    p += {L}",
+        "                if p < pe:",
+        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
+        "            ps = so",
+        "            p = pb",
+        "            while p < pe:",
+        f"                cnt = min({L}, pe - p)",
+        "                m = 0",
+        f"                while m + {mr} <= M:",
+        *tile(mr, " " * 20),
+        f"                    m += {mr}",
+        *(tile(rem, " " * 16) if rem else []),
+        f"                p += {L}",
+        f"                ps += C * {L}",
+    ]
+    return source(lines), epi.args
+
+
+#: the least input channels: below, the strip copy costs about what it saves (AVX2 GFLOP/s against
+#: ``simd_pointwise``, Conv+SiLU: 24 -> 24 at 104x104 0.76x, 32 -> 16 at 112x112 0.71x, 16 -> 96 at 112x112
+#: 1.0x; 48 -> 48 at 104x104 1.07x, 96 -> 96 at 52x52 1.2x, 192-768 channels 1.3-1.6x, also against ``cblock``)
+MIN_CHANNELS = 48
+#: the least row tiles per strip, over which the copy is shared (96 -> 24 at 56x56, 4 tiles: 0.95x; 48 -> 24
+#: at 104x104: 0.83x; 8 tiles and more: 1.07x and up)
+MIN_ROW_TILES = 8
+
+
+def packed_pointwise_applies(node: Node, target: Target) -> bool:
+    """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights, at least ``MIN_CHANNELS``
+    input channels, ``MIN_ROW_TILES`` register tiles of output rows and one whole strip of pixels
+    (``simd_pointwise`` takes the rest, grouped ones included)."""
+    x, wt = node.inputs[0], node.inputs[1]
+    if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const):
+        return False
+    mr, nr = packed_tile(target)
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    return wt.shape[1] >= MIN_CHANNELS and wt.shape[0] >= MIN_ROW_TILES * mr and P >= nr * target.vector_width
+
+
+@variant("Conv", name="packed_pointwise", priority=24, applies=packed_pointwise_applies)
+def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
+    """One call for the whole batch; the scratch holds one block of strips (``block_pixels``)."""
+    x, wt, bias, y = conv_operands(node)
+    N, C = x.shape[:2]
+    M = wt.shape[0]
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    mr, nr = packed_tile(target)
+    w = target.vector_width
+    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr)
+    packed = pack_weights(wt.const.reshape(M, C), mr)
+    pb = block_pixels(C, P, nr * w)
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *extra], note(node))]

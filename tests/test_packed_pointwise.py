@@ -1,0 +1,130 @@
+"""The packed-strip pointwise convolution (``packed_pointwise``, ``kernels/packed_pointwise.py``): hypothesis
+cases over its parameter space (input and output channels around its thresholds with leftover rows, pixel
+counts with strip tails, batch, fused activations with SiLU and a residual Add) at every vector width against
+the plain-numpy reference, each asserting that ``packed_pointwise`` ran with its epilogue in registers; its
+register tile at every register budget; the compile-time weight packing; and where the variant table picks it
+at the AVX2 and AVX-512 budgets."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from test_cblock import ACTS, _layer
+from test_cblock import _check as check_variant
+from test_register_tiles import BUDGETS
+from test_register_tiles import _run as run_budget
+
+from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels import packed_pointwise
+from cnnjit.compiler.codegen.kernels.packed_pointwise import (
+    MIN_CHANNELS,
+    MIN_ROW_TILES,
+    block_pixels,
+    pack_weights,
+    packed_pointwise_applies,
+    packed_tile,
+)
+from cnnjit.compiler.stages import CompileOptions
+
+WIDTHS = [4, 8, 16]
+
+
+@st.composite
+def packed_cases(draw, width: int, registers: int):
+    """Layers the variant applies to at ``width`` with ``registers``: input channels from ``MIN_CHANNELS``,
+    output rows from ``MIN_ROW_TILES`` tiles plus up to a tile and a half (leftover rows), pixels from one
+    strip to a few with a tail."""
+    mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
+    c = draw(st.integers(MIN_CHANNELS, MIN_CHANNELS + 9))
+    m = draw(st.integers(MIN_ROW_TILES * mr, MIN_ROW_TILES * mr + mr + mr // 2))
+    h = draw(st.integers(1, 5))
+    w = draw(st.integers(1, 4 * nr * width + 3))
+    assume(h * w >= nr * width)
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=1, k=1, s=1, d=1, h=h, w=w, pads=[0] * 4,
+                act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+def _check(case: dict, width: int, strips: int | None = None) -> None:
+    """``case`` through ``packed_pointwise`` against the reference (``test_cblock``'s check); ``strips``:
+    blocks of that many strips (``PANEL_BYTES`` lowered for the compile), so that small maps run several
+    blocks and a short last one."""
+    with pytest.MonkeyPatch.context() as mp:
+        if strips is not None:
+            strip = packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
+            mp.setattr(packed_pointwise, "PANEL_BYTES", 4 * case["c"] * strip * strips)
+        check_variant(case, width, "packed_pointwise")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_packed_pointwise_matches_reference(width: int, data) -> None:
+    registers = CompileOptions(vector_width=width).host_target().vector_registers
+    _check(data.draw(packed_cases(width, registers), label="case"), width,
+           data.draw(st.sampled_from([None, 1, 2, 3]), label="strips per block"))
+
+
+@pytest.mark.parametrize(("width", "registers"), BUDGETS)
+@settings(max_examples=2, deadline=None)
+@given(data=st.data())
+def test_packed_tile_per_budget(width: int, registers: int, data) -> None:
+    """At each register budget (AVX-512's 32 registers too, run on the host's), the kernel computes a drawn
+    case with the tile ``packed_tile`` sizes: ``MR`` accumulator rows of ``NR`` vectors in its source, and
+    the tile fits the register file (accumulators, loaded vectors, one broadcast)."""
+    case = data.draw(packed_cases(width, registers), label="case")
+    case.update(act=data.draw(st.sampled_from([None, "Relu", "HardSwish"]), label="act"))
+    src = run_budget(case, width, registers, "packed_pointwise")
+    mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
+    assert mr * nr + nr + 1 <= registers
+    rows = {int(r) for r in re.findall(rf"\ba{nr * width}_(\d+) = vfma", src)}
+    assert max(rows) == mr - 1, (rows, mr)
+
+
+def test_tiles_from_the_register_budget() -> None:
+    assert packed_tile(Target(vector_width=8, vector_registers=16)) == (6, 2)  # AVX2: 12 accumulators
+    assert packed_tile(Target(vector_width=16, vector_registers=32)) == (8, 2)  # AVX-512: capped at 16
+    assert packed_tile(Target(vector_width=4, vector_registers=32)) == (8, 2)  # NEON
+    assert packed_tile(Target(vector_width=16, vector_registers=8)) == (2, 2)
+
+
+def test_block_pixels() -> None:
+    """Whole strips within the panel budget, at least one, at most the map rounded up to whole strips."""
+    for c, p, strip in ((48, 10816, 16), (768, 169, 16), (48, 169, 32), (100000, 50, 8), (1, 7, 8)):
+        pb = block_pixels(c, p, strip)
+        assert pb % strip == 0 and strip <= pb <= -(-p // strip) * strip
+        assert pb == strip or 4 * c * pb <= packed_pointwise.PANEL_BYTES
+
+
+@pytest.mark.parametrize(("m", "mr"), [(12, 6), (14, 6), (5, 8), (9, 2)])
+def test_pack_weights_layout(m: int, mr: int) -> None:
+    """The tile starting at row ``t`` holds ``w[t:t + rows]`` channel-major at ``t * C`` (an independent
+    index formula, not the packing code)."""
+    c = 7
+    w = np.random.default_rng(m).standard_normal((m, c)).astype(np.float32)
+    packed = pack_weights(w, mr)
+    assert packed.shape == (m * c,) and packed.dtype == np.float32
+    for row in range(m):
+        t = row // mr * mr
+        rows = min(mr, m - t)
+        for ch in range(c):
+            assert packed[t * c + ch * rows + (row - t)] == w[row, ch]
+
+
+@pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
+                                    Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
+def test_variant_table_choice(target: Target) -> None:
+    """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows);
+    shallow reductions, few output rows, grouped 1x1s and 3x3s go to the others."""
+    for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
+                  (768, 384, 13), (384, 384, 13), (48, 64, 104)):
+        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    mr = packed_tile(target)[0]
+    assert choose(_layer(24, 24, 104, 1, 1), target).name != "packed_pointwise"
+    assert choose(_layer(32, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
+    assert choose(_layer(96, 8 * mr - 8, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
+    assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
+    assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
