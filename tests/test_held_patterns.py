@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from conftest import assert_outputs_match, ort_session
 from onnx import TensorProto, helper, numpy_helper
 
@@ -40,3 +41,39 @@ def test_clip_bound_computed_at_run_time() -> None:
     for seed in range(3):
         x = (np.random.default_rng(seed).standard_normal((1, 5, 8)) * (seed + 1)).astype(np.float32)
         assert_outputs_match(list(compiled(x)), sess.run(None, {"x": x}), rtol=0, atol=0, what=f"seed {seed}")
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "MatMulInteger"])
+@pytest.mark.parametrize("runtime_bias", [True, False])
+def test_integer_bias_added_before_the_cast_runs_in_float(op: str, runtime_bias: bool) -> None:
+    """ddddocr's older captcha model (``quantize_dynamic`` of its time): ``ConvInteger + int32 bias -> Cast
+    -> Mul(scale)``, the bias rounded from the float one with the run-time input scale. It must leave the
+    integer kernels (30x slower than onnxruntime there) for the float Conv / Gemm."""
+    rng = np.random.default_rng(7)
+    conv = op == "ConvInteger"
+    # 7-bit weights (quantize_dynamic's reduce_range): onnxruntime's u8 x s8 kernels saturate pairs of
+    # products in int16 on AVX2 beyond that, and it is the oracle here
+    wq = rng.integers(-64, 64, (6, 3, 3, 3) if conv else (12, 6)).astype(np.int8)
+    bias_shape = (1, 6, 1, 1) if conv else (6,)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node(op, ["xq", "wq", "xz", "wz"], ["acc"], **({"pads": [1] * 4} if conv else {})),
+             helper.make_node("Mul", ["xs", "ws"], ["s"])]
+    inits = [numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(np.array(3, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "ws")]
+    if runtime_bias:
+        nodes += [helper.make_node("Div", ["bf", "s"], ["bd"]), helper.make_node("Round", ["bd"], ["br"]),
+                  helper.make_node("Cast", ["br"], ["bias"], to=TensorProto.INT32)]
+        inits.append(numpy_helper.from_array(rng.standard_normal(bias_shape).astype(np.float32), "bf"))
+    else:
+        inits.append(numpy_helper.from_array(rng.integers(-500, 500, bias_shape).astype(np.int32), "bias"))
+    nodes += [helper.make_node("Add", ["acc", "bias"], ["accb"]),
+              helper.make_node("Cast", ["accb"], ["accf"], to=F), helper.make_node("Mul", ["accf", "s"], ["y"])]
+    shape = [1, 3, 9, 10] if conv else [5, 12]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, shape)], [helper.make_tensor_value_info("y", F, None)],
+               inits, opset=11)
+    compiled = cnnjit.compile(m)
+    assert not {"ConvInteger", "MatMulInteger"} & {n.op for n in compiled.ir.nodes}
+    x = rng.standard_normal(shape).astype(np.float32)
+    (want,) = ort_session(m).run(None, {"x": x})
+    got = compiled(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
