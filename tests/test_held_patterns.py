@@ -77,3 +77,29 @@ def test_integer_bias_added_before_the_cast_runs_in_float(op: str, runtime_bias:
     (want,) = ort_session(m).run(None, {"x": x})
     got = compiled(x)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("c", "m", "group", "k", "stride", "dilation", "pads"), [
+    (129, 128, 1, 3, 1, 1, (1, 1)),   # silero-vad's encoder
+    (64, 64, 2, 3, 2, 1, (1, 0)),
+    (8, 8, 8, 5, 1, 2, (4, 4)),       # depthwise, dilated
+    (16, 24, 1, 1, 1, 1, (0, 0)),     # pointwise
+])
+def test_conv1d_runs_on_the_2d_simd_kernels(c, m, group, k, stride, dilation, pads) -> None:
+    """A 1-D Conv (audio front ends: silero-vad, openWakeWord) is a 2-D one of height 1, so it runs on the
+    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s)."""
+    rng = np.random.default_rng(k)
+    w = rng.standard_normal((m, c // group, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k], strides=[stride],
+                              dilations=[dilation], pads=list(pads), group=group),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m_ = _model(nodes, [helper.make_tensor_value_info("x", F, [2, c, 11])],
+                [helper.make_tensor_value_info("y", F, None)],
+                [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    compiled = cnnjit.compile(m_)
+    variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"}
+    assert variants and "direct" not in variants, variants
+    x = rng.standard_normal((2, c, 11)).astype(np.float32)
+    (want,) = ort_session(m_).run(None, {"x": x})
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))

@@ -320,7 +320,17 @@ def _conv(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
     kernel = a.get("kernel_shape") or list(w.shape[2:])
     sp = _spatial_attrs(ctx, x, kernel)
-    return ctx.emit("Conv", ins, {**sp, "group": int(a.get("group", 1))})
+    group = int(a.get("group", 1))
+    if len(x.shape) == 3 and w.is_const and x.dtype == np.float32:
+        # a 1-D Conv (audio front ends, TDNNs) as a 2-D one of height 1: the same memory, and the SIMD
+        # variants (pointwise, depthwise, register-tiled) are all written for 2-D
+        k, (s,), (d,), (p0, p1) = sp["kernel_shape"][0], sp["strides"], sp["dilations"], sp["pads"]
+        x2 = _reshape_to(ctx, x, (*x.shape[:2], 1, x.shape[2]))[0]
+        w2 = _reshape_to(ctx, w, (*w.shape[:2], 1, k))[0]
+        y2 = ctx.emit("Conv", [x2, w2, *ins[2:]], {"kernel_shape": (1, k), "strides": (1, s), "pads": (0, p0, 0, p1),
+                                                   "dilations": (1, d), "group": group})[0]
+        return _reshape_to(ctx, y2, (*y2.shape[:2], y2.shape[3]))
+    return ctx.emit("Conv", ins, {**sp, "group": group})
 
 
 @importer("MaxPool", "AveragePool")
