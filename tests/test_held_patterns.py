@@ -103,3 +103,17 @@ def test_conv1d_runs_on_the_2d_simd_kernels(c, m, group, k, stride, dilation, pa
     x = rng.standard_normal((2, c, 11)).astype(np.float32)
     (want,) = ort_session(m_).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("exponent", [np.float32(2.0), np.full((1, 7), 2.0, np.float32), np.float32(3.0),
+                                      np.array([2.0, 0.5, 2.0, 1.0, 2.0, 3.0, 2.0], np.float32)])
+def test_pow_squares(exponent: np.ndarray) -> None:
+    """``Pow(x, 2)`` (an STFT's power spectrum in silero-vad) is ``x * x``: the same value, no ``pow()``
+    call per element (0.14 GFLOP/s); other exponents still take ``pow``."""
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [3, 5, 7])], [helper.make_tensor_value_info("y", F, None)],
+               [numpy_helper.from_array(np.asarray(exponent), "e")])
+    x = np.random.default_rng(2).uniform(0.1, 3.0, (3, 5, 7)).astype(np.float32)
+    x[0, 0, 0] = -1.5
+    want = np.power(x.astype(np.float64), np.asarray(exponent, np.float64))
+    np.testing.assert_allclose(cnnjit.compile(m)(x), want, rtol=1e-6, atol=0)
