@@ -84,23 +84,27 @@ def test_integer_bias_added_before_the_cast_runs_in_float(op: str, runtime_bias:
     (64, 64, 2, 3, 2, 1, (1, 0)),
     (8, 8, 8, 5, 1, 2, (4, 4)),       # depthwise, dilated
     (16, 24, 1, 1, 1, 1, (0, 0)),     # pointwise
+    (1, 20, 1, 16, 8, 1, (0, 0)),     # an STFT: stride 8, kernel 2 strides (silero-vad: 128 and 256)
+    (2, 6, 1, 12, 4, 1, (0, 0)),      # the same over 2 channels, 3 strides a kernel
 ])
 def test_conv1d_runs_on_the_2d_simd_kernels(c, m, group, k, stride, dilation, pads) -> None:
     """A 1-D Conv (audio front ends: silero-vad, openWakeWord) is a 2-D one of height 1, so it runs on the
-    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s)."""
+    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s); a stride above 2 that divides the
+    kernel, as a stride-1 Conv over blocks of the input."""
     rng = np.random.default_rng(k)
+    length = max(11, k + 2 * stride + 3)
     w = rng.standard_normal((m, c // group, k)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k], strides=[stride],
                               dilations=[dilation], pads=list(pads), group=group),
              helper.make_node("Relu", ["c"], ["y"])]
-    m_ = _model(nodes, [helper.make_tensor_value_info("x", F, [2, c, 11])],
+    m_ = _model(nodes, [helper.make_tensor_value_info("x", F, [2, c, length])],
                 [helper.make_tensor_value_info("y", F, None)],
                 [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     compiled = cnnjit.compile(m_)
     variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"}
     assert variants and "direct" not in variants, variants
-    x = rng.standard_normal((2, c, 11)).astype(np.float32)
+    x = rng.standard_normal((2, c, length)).astype(np.float32)
     (want,) = ort_session(m_).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
