@@ -93,32 +93,34 @@ def import_if(ctx: ImportContext, node: onnx.NodeProto, ins: list, env: dict, wa
     return outs
 
 
-def condition_inputs(model: onnx.ModelProto, flag_inputs: set[str]) -> set[str]:
-    """The graph inputs among ``flag_inputs`` (small integer/bool inputs) that an ``If`` condition depends on.
-
-    Walks back from every ``If`` condition (in subgraphs too) through the producers; a condition that also
-    reaches a data input (a float tensor, a large one) is left to ``import_if``'s ``Where``.
-    """
+def inputs_behind(model: onnx.ModelProto, names: list[str]) -> set[str]:
+    """The graph inputs that the values ``names`` depend on, walking back through the producers (those of
+    ``If`` branches too) and stopping at ``Shape`` / ``Size``, which depend only on their input's shape."""
     g = model.graph
-    inits = {t.name for t in g.initializer}
-    graph_inputs = {vi.name for vi in g.input} - inits
-    nodes = list(all_nodes(g))
-    producer = {o: n for n in nodes for o in n.output if o}
+    graph_inputs = {vi.name for vi in g.input} - {t.name for t in g.initializer}
+    producer = {o: n for n in all_nodes(g) for o in n.output if o}
     found: set[str] = set()
-    for n in nodes:
-        if n.op_type != "If" or n.domain not in ("", "ai.onnx") or not n.input:
+    stack, seen = list(names), set()
+    while stack:
+        name = stack.pop()
+        if not name or name in seen:
             continue
-        reached: set[str] = set()
-        stack, seen = [n.input[0]], set()
-        while stack:
-            name = stack.pop()
-            if not name or name in seen:
-                continue
-            seen.add(name)
-            if name in graph_inputs:
-                reached.add(name)
-            elif name in producer and producer[name].op_type not in ("Shape", "Size"):
-                stack.extend(producer[name].input)
-        if reached and reached <= flag_inputs:
-            found |= reached
+        seen.add(name)
+        if name in graph_inputs:
+            found.add(name)
+        elif name in producer and producer[name].op_type not in ("Shape", "Size"):
+            stack.extend(producer[name].input)
+    return found
+
+
+def condition_inputs(model: onnx.ModelProto, flag_inputs: set[str]) -> set[str]:
+    """The graph inputs among ``flag_inputs`` (small integer/bool inputs) that an ``If`` condition depends on;
+    a condition that also reaches a data input (a float tensor, a large one) is left to ``import_if``'s
+    ``Where``."""
+    found: set[str] = set()
+    for n in all_nodes(model.graph):
+        if n.op_type == "If" and n.domain in ("", "ai.onnx") and n.input:
+            reached = inputs_behind(model, [n.input[0]])
+            if reached and reached <= flag_inputs:
+                found |= reached
     return found

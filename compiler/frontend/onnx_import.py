@@ -35,23 +35,9 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
     (stopping at ``Shape``, which depends only on its input's shape). The JIT specialises on the values of
     these inputs, as it does on every input's shape.
     """
-    g = model.graph
-    inits = {t.name for t in g.initializer}
-    graph_inputs = {vi.name for vi in g.input} - inits
-    nodes = list(import_control.all_nodes(g))
-    producer = {o: n for n in nodes for o in n.output if o}
-    found: set[str] = set()
-    seen: set[str] = set()
-    stack = [n.input[i] for n in nodes for i in CONST_OPERANDS.get(n.op_type, ()) if i < len(n.input)]
-    while stack:
-        name = stack.pop()
-        if not name or name in seen:
-            continue
-        seen.add(name)
-        if name in graph_inputs:
-            found.add(name)
-        elif name in producer and producer[name].op_type not in ("Shape", "Size"):
-            stack.extend(producer[name].input)
+    operands = [n.input[i] for n in import_control.all_nodes(model.graph)
+                for i in CONST_OPERANDS.get(n.op_type, ()) if i < len(n.input)]
+    found = import_control.inputs_behind(model, operands)
     flags = {s.name for s in input_specs(model) if s.dims is not None and None not in s.dims
              and s.dtype.kind in "biu" and int(np.prod(s.dims)) <= import_control.MAX_FLAG_ELEMENTS}
     return found | import_control.condition_inputs(model, flags)
