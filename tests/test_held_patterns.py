@@ -86,11 +86,13 @@ def test_integer_bias_added_before_the_cast_runs_in_float(op: str, runtime_bias:
     (16, 24, 1, 1, 1, 1, (0, 0)),     # pointwise
     (1, 20, 1, 16, 8, 1, (0, 0)),     # an STFT: stride 8, kernel 2 strides (silero-vad: 128 and 256)
     (2, 6, 1, 12, 4, 1, (0, 0)),      # the same over 2 channels, 3 strides a kernel
+    (1, 10, 1, 16, 5, 1, (0, 0)),     # a mel front end: a kernel of 3.2 strides (openWakeWord: 512 / 160)
+    (3, 4, 1, 7, 7, 1, (0, 0)),       # kernel == stride
 ])
 def test_conv1d_runs_on_the_2d_simd_kernels(c, m, group, k, stride, dilation, pads) -> None:
     """A 1-D Conv (audio front ends: silero-vad, openWakeWord) is a 2-D one of height 1, so it runs on the
-    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s); a stride above 2 that divides the
-    kernel, as a stride-1 Conv over blocks of the input."""
+    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s); a stride above 2, as a stride-1
+    Conv over blocks of the input."""
     rng = np.random.default_rng(k)
     length = max(11, k + 2 * stride + 3)
     w = rng.standard_normal((m, c // group, k)).astype(np.float32)

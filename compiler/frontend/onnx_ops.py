@@ -315,19 +315,25 @@ def _spatial_attrs(ctx: ImportContext, x: Value, kernel: list | None, ceil: bool
 
 
 def _space_to_depth_1d(ctx: ImportContext, x: Value, w: Value, k: int, s: int) -> tuple[Value, Value, int, int]:
-    """A 1-D Conv of stride ``s`` and kernel ``k = q * s`` (an STFT as a Conv: kernel 256, stride 128) as a
-    stride-1 Conv of kernel ``q`` over ``C * s`` channels: ``x[c, o*s + j*s + r]`` is ``x'[c*s + r, o + j]``
-    with ``x' = x`` cut into blocks of ``s`` and transposed; the weights are regrouped to match. Stride 1
-    is what the SIMD kernels run; the scalar kernel ran such a layer at 6 GFLOP/s."""
+    """A 1-D Conv of stride ``s`` (an STFT as a Conv: kernel 256, stride 128; a mel front end's 512 / 160)
+    as a stride-1 Conv of kernel ``q = ceil(k / s)`` over ``C * s`` channels: ``x[c, o*s + j*s + r]`` is
+    ``x'[c*s + r, o + j]`` with ``x' = x`` cut into blocks of ``s`` (the last one padded with zeros) and
+    transposed; the weights are regrouped to match, padded with zeros to ``q * s`` taps. Stride 1 is what
+    the SIMD kernels run; the scalar kernel ran such a layer at 6 GFLOP/s."""
     N, C, L = x.shape
-    q = k // s
+    M = w.shape[0]
+    q = -(-k // s)
     T = (L - k) // s + q  # input blocks the outputs read
     if T * s < L:
         x = ctx.emit("Slice", [x], {"starts": (0, 0, 0), "ends": (N, C, T * s), "steps": (1, 1, 1)})[0]
+    elif T * s > L:
+        x = ctx.emit("Pad", [x], {"pads": (0, 0, 0, 0, 0, T * s - L), "mode": "constant", "value": 0.0})[0]
     xb = _reshape_to(ctx, x, (N, C, T, s))[0]
     xt = ctx.emit("Transpose", [xb], {"perm": (0, 1, 3, 2)})[0]
-    wt = np.ascontiguousarray(w.const.reshape(w.shape[0], C, q, s).transpose(0, 1, 3, 2))
-    return _reshape_to(ctx, xt, (N, C * s, T))[0], ctx.const(wt.reshape(w.shape[0], C * s, q)), q, 1
+    wk = np.zeros((M, C, q * s), np.float32)
+    wk[:, :, :k] = w.const
+    wt = np.ascontiguousarray(wk.reshape(M, C, q, s).transpose(0, 1, 3, 2)).reshape(M, C * s, q)
+    return _reshape_to(ctx, xt, (N, C * s, T))[0], ctx.const(wt), q, 1
 
 
 @importer("Conv")
@@ -341,7 +347,7 @@ def _conv(ctx: ImportContext, ins: list) -> list:
         # a 1-D Conv (audio front ends, TDNNs) as a 2-D one of height 1: the same memory, and the SIMD
         # variants (pointwise, depthwise, register-tiled) are all written for 2-D
         k, (s,), (d,), (p0, p1) = sp["kernel_shape"][0], sp["strides"], sp["dilations"], sp["pads"]
-        if s > 2 and k % s == 0 and d == 1 and group == 1 and p0 == p1 == 0 and x.shape[2] >= k:
+        if s > 2 and k >= s and d == 1 and group == 1 and p0 == p1 == 0 and x.shape[2] >= k:
             x, w, k, s = _space_to_depth_1d(ctx, x, w, k, s)
         x2 = _reshape_to(ctx, x, (*x.shape[:2], 1, x.shape[2]))[0]
         w2 = _reshape_to(ctx, w, (*w.shape[:2], 1, k))[0]
