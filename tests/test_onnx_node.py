@@ -4,7 +4,8 @@ Which ops are collected and which cases are expected to fail is decided in ``onn
 The oracle is each case's own expected output (``output_*.pb``), compared as onnx's backend runner does:
 same shape and dtype, ``assert_allclose(rtol=1e-3, atol=1e-7)``. Each case's model.onnx is compiled
 unmodified and run on all its inputs, including those that only decide shapes or attributes (a Reshape
-target, Clip bounds, Squeeze axes given as graph inputs): cnnjit specialises on their values.
+target, Squeeze axes given as graph inputs): cnnjit specialises on their values (Clip bounds given as inputs
+run as Max / Min).
 """
 
 from __future__ import annotations

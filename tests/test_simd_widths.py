@@ -143,6 +143,25 @@ def test_conv_kernels_at_width(width, case, data) -> None:
 
 
 @st.composite
+def depthwise_cases(draw):
+    """Depthwise Convs for ``simd_depthwise``'s padded plane: 1..7 taps a side, odd and even output row
+    counts (its two-row sweep and the last row alone), rows shorter and longer than a vector (1x1 layers
+    are the pointwise kernels')."""
+    case = draw(conv_cases())
+    c, k, d = draw(st.integers(2, 6)), draw(st.sampled_from([2, 3, 5, 7])), draw(st.integers(1, 2))
+    span = k + (k - 1) * (d - 1)
+    return {**case, "c": c, "m": c * draw(st.sampled_from([1, 2])), "g": c, "k": k, "d": d,
+            "h": draw(st.integers(span, span + 8)), "w": draw(st.integers(span, span + 30)),
+            "pads": [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=depthwise_cases())
+def test_depthwise_kernel_at_width(width, case) -> None:
+    _run_conv(case, width, expect="simd_depthwise")
+
+
+@st.composite
 def pool_cases(draw):
     k = draw(st.integers(1, 4))
     s = draw(st.integers(1, 2))

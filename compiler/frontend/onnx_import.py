@@ -18,7 +18,7 @@ from cnnjit.ir import errors as limits
 from cnnjit.ir.errors import CnnjitError, ModelError, ResourceLimitError, ShapeError, UnsupportedOpError
 
 # the importer families register themselves into IMPORTERS when imported
-from . import import_misc, import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
+from . import import_control, import_misc, import_nn_extra, import_quant, import_recurrent, import_resample, onnx_ops  # noqa: F401
 from . import onnx_proto as onnx
 from .loader import input_specs, opset_version
 from .onnx_types import elem_dtype
@@ -35,29 +35,18 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
     (stopping at ``Shape``, which depends only on its input's shape). The JIT specialises on the values of
     these inputs, as it does on every input's shape.
     """
-    g = model.graph
-    inits = {t.name for t in g.initializer}
-    graph_inputs = {vi.name for vi in g.input} - inits
-    producer = {o: n for n in g.node for o in n.output if o}
-    found: set[str] = set()
-    seen: set[str] = set()
-    stack = [n.input[i] for n in g.node for i in CONST_OPERANDS.get(n.op_type, ()) if i < len(n.input)]
-    while stack:
-        name = stack.pop()
-        if not name or name in seen:
-            continue
-        seen.add(name)
-        if name in graph_inputs:
-            found.add(name)
-        elif name in producer and producer[name].op_type not in ("Shape", "Size"):
-            stack.extend(producer[name].input)
-    return found
+    operands = [n.input[i] for n in import_control.all_nodes(model.graph)
+                for i in CONST_OPERANDS.get(n.op_type, ()) if i < len(n.input)]
+    found = import_control.inputs_behind(model, operands)
+    flags = {s.name for s in input_specs(model) if s.dims is not None and None not in s.dims
+             and s.dtype.kind in "biu" and int(np.prod(s.dims)) <= import_control.MAX_FLAG_ELEMENTS}
+    return found | import_control.condition_inputs(model, flags)
 
 
 #: what to tell a user whose model uses an op that is not a CNN inference op (op type -> advice)
 _ADVICE = {
-    **dict.fromkeys(("Loop", "If", "Scan"), "control flow is not supported; export a graph without "
-                    "data-dependent control flow (e.g. unroll loops, trace one branch)"),
+    **dict.fromkeys(("Loop", "Scan"), "loops are not supported; export a graph without loops (e.g. unroll "
+                    "them)"),
     **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
     "Attention": "attention blocks are outside the CNN op set",
@@ -85,14 +74,53 @@ def check_supported(model: onnx.ModelProto) -> None:
     """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
     opset = opset_version(model)
     bad = []
-    for n in model.graph.node:
+    for n in import_control.all_nodes(model.graph):
         key = importer_key(_text(n.domain), _text(n.op_type))
-        if key not in IMPORTERS:
+        if key not in IMPORTERS and key != "If":
             bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
         elif key in VARIANT_CHECKS and (why := VARIANT_CHECKS[key](n)):
             bad.append((_text(n.op_type), _text(n.name), opset, why))
     if bad:
         raise UnsupportedOpError(bad)
+
+
+def _import_nodes(ctx: ImportContext, nodes: list, env: dict[str, Value | None]) -> None:
+    """Import ``nodes`` in order into ``ctx.graph``, reading their inputs from and adding their outputs to
+    ``env`` (ONNX name -> value; an ``If`` imports its branches with this function)."""
+    for node in nodes:
+        ctx.node = node
+        ins = []
+        for i, nm in enumerate(node.input):
+            if nm not in env:
+                raise ModelError(f"{ctx.where()}: input {i} {nm!r} is not produced by any earlier node, "
+                                 "initializer or graph input (is the graph out of topological order?)")
+            ins.append(env[nm])
+        try:
+            if importer_key(node.domain, node.op_type) == "If":
+                outs = import_control.import_if(ctx, node, ins, env, _import_nodes)
+                ctx.node = node
+            else:
+                outs = IMPORTERS[importer_key(node.domain, node.op_type)](ctx, ins)
+        except Unsupported as e:
+            raise UnsupportedOpError([(node.op_type, node.name, ctx.opset, str(e))]) from None
+        except CnnjitError:
+            raise
+        except MemoryError:
+            raise ResourceLimitError(f"{ctx.where()}: out of memory while importing the node") from None
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError, AssertionError,
+                RecursionError) as e:
+            raise ModelError(f"{ctx.where()}: invalid node ({type(e).__name__}: {e})") from None
+        for i, nm in enumerate(node.output):
+            if not nm:
+                continue
+            if i >= len(outs) or outs[i] is None:
+                raise UnsupportedOpError([(node.op_type, node.name, ctx.opset,
+                                           f"output {i} ({nm!r}) is not supported")])
+            if nm in env and nm:
+                raise ModelError(f"{ctx.where()}: value {nm!r} is produced twice")
+            if outs[i].producer is not None and not outs[i].name:
+                outs[i].name = nm
+            env[nm] = outs[i]
 
 
 def import_model(
@@ -140,35 +168,7 @@ def import_model(
             raise ResourceLimitError(f"input {name!r} of shape {list(shape)} exceeds the per-tensor limit")
         env[name] = graph.add_input(t, name)
 
-    for node in g.node:
-        ctx.node = node
-        ins = []
-        for i, nm in enumerate(node.input):
-            if nm not in env:
-                raise ModelError(f"{ctx.where()}: input {i} {nm!r} is not produced by any earlier node, "
-                                 "initializer or graph input (is the graph out of topological order?)")
-            ins.append(env[nm])
-        try:
-            outs = IMPORTERS[importer_key(node.domain, node.op_type)](ctx, ins)
-        except Unsupported as e:
-            raise UnsupportedOpError([(node.op_type, node.name, opset, str(e))]) from None
-        except CnnjitError:
-            raise
-        except MemoryError:
-            raise ResourceLimitError(f"{ctx.where()}: out of memory while importing the node") from None
-        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, AttributeError, AssertionError,
-                RecursionError) as e:
-            raise ModelError(f"{ctx.where()}: invalid node ({type(e).__name__}: {e})") from None
-        for i, nm in enumerate(node.output):
-            if not nm:
-                continue
-            if i >= len(outs) or outs[i] is None:
-                raise UnsupportedOpError([(node.op_type, node.name, opset, f"output {i} ({nm!r}) is not supported")])
-            if nm in env and nm:
-                raise ModelError(f"{ctx.where()}: value {nm!r} is produced twice")
-            if outs[i].producer is not None and not outs[i].name:
-                outs[i].name = nm
-            env[nm] = outs[i]
+    _import_nodes(ctx, list(g.node), env)
     ctx.node = None
 
     for vi in g.output:

@@ -71,11 +71,17 @@ def _clip(ctx: ImportContext, ins: list) -> list:
     if ctx.opset < 11:
         lo, hi = a.get("min"), a.get("max")
     else:
-        lo = ctx.const_input(ins[1] if len(ins) > 1 else None, "Clip min")
-        hi = ctx.const_input(ins[2] if len(ins) > 2 else None, "Clip max")
-        lo = None if lo is None else lo.reshape(()).item()
-        hi = None if hi is None else hi.reshape(()).item()
-    return ctx.emit("Clip", ins[:1], {"min": lo, "max": hi})
+        # a bound computed at run time (a log-mel front end's ``max(x) - 80 dB`` floor) is a Max / Min with
+        # the scalar: ``min(max(x, lo), hi)`` is Clip's definition, so the order of the two is kept
+        bounds = [ins[i] if len(ins) > i else None for i in (1, 2)]
+        x = ins[0]
+        lo, hi = (None if b is None or not b.is_const else b.const.reshape(()).item() for b in bounds)
+        if bounds[0] is not None and not bounds[0].is_const:
+            x = ctx.emit("Max", [x, ctx.emit("Reshape", [bounds[0]], {"shape": ()})[0]])[0]
+        if bounds[1] is not None and not bounds[1].is_const:
+            y = ctx.emit("Clip", [x], {"min": lo, "max": None})[0] if lo is not None else x
+            return ctx.emit("Min", [y, ctx.emit("Reshape", [bounds[1]], {"shape": ()})[0]])
+        return ctx.emit("Clip", [x], {"min": lo, "max": hi})
 
 
 @importer("Dropout")
@@ -308,13 +314,47 @@ def _spatial_attrs(ctx: ImportContext, x: Value, kernel: list | None, ceil: bool
             "dilations": tuple(dilations)}
 
 
+def _space_to_depth_1d(ctx: ImportContext, x: Value, w: Value, k: int, s: int) -> tuple[Value, Value, int, int]:
+    """A 1-D Conv of stride ``s`` (an STFT as a Conv: kernel 256, stride 128; a mel front end's 512 / 160)
+    as a stride-1 Conv of kernel ``q = ceil(k / s)`` over ``C * s`` channels: ``x[c, o*s + j*s + r]`` is
+    ``x'[c*s + r, o + j]`` with ``x' = x`` cut into blocks of ``s`` (the last one padded with zeros) and
+    transposed; the weights are regrouped to match, padded with zeros to ``q * s`` taps. Stride 1 is what
+    the SIMD kernels run; the scalar kernel ran such a layer at 6 GFLOP/s."""
+    N, C, L = x.shape
+    M = w.shape[0]
+    q = -(-k // s)
+    T = (L - k) // s + q  # input blocks the outputs read
+    if T * s < L:
+        x = ctx.emit("Slice", [x], {"starts": (0, 0, 0), "ends": (N, C, T * s), "steps": (1, 1, 1)})[0]
+    elif T * s > L:
+        x = ctx.emit("Pad", [x], {"pads": (0, 0, 0, 0, 0, T * s - L), "mode": "constant", "value": 0.0})[0]
+    xb = _reshape_to(ctx, x, (N, C, T, s))[0]
+    xt = ctx.emit("Transpose", [xb], {"perm": (0, 1, 3, 2)})[0]
+    wk = np.zeros((M, C, q * s), np.float32)
+    wk[:, :, :k] = w.const
+    wt = np.ascontiguousarray(wk.reshape(M, C, q, s).transpose(0, 1, 3, 2)).reshape(M, C * s, q)
+    return _reshape_to(ctx, xt, (N, C * s, T))[0], ctx.const(wt), q, 1
+
+
 @importer("Conv")
 def _conv(ctx: ImportContext, ins: list) -> list:
     x, w = ins[0], ins[1]
     a = ctx.attrs()
     kernel = a.get("kernel_shape") or list(w.shape[2:])
     sp = _spatial_attrs(ctx, x, kernel)
-    return ctx.emit("Conv", ins, {**sp, "group": int(a.get("group", 1))})
+    group = int(a.get("group", 1))
+    if len(x.shape) == 3 and w.is_const and x.dtype == np.float32:
+        # a 1-D Conv (audio front ends, TDNNs) as a 2-D one of height 1: the same memory, and the SIMD
+        # variants (pointwise, depthwise, register-tiled) are all written for 2-D
+        k, (s,), (d,), (p0, p1) = sp["kernel_shape"][0], sp["strides"], sp["dilations"], sp["pads"]
+        if s > 2 and k >= s and d == 1 and group == 1 and p0 == p1 == 0 and x.shape[2] >= k:
+            x, w, k, s = _space_to_depth_1d(ctx, x, w, k, s)
+        x2 = _reshape_to(ctx, x, (*x.shape[:2], 1, x.shape[2]))[0]
+        w2 = _reshape_to(ctx, w, (*w.shape[:2], 1, k))[0]
+        y2 = ctx.emit("Conv", [x2, w2, *ins[2:]], {"kernel_shape": (1, k), "strides": (1, s), "pads": (0, p0, 0, p1),
+                                                   "dilations": (1, d), "group": group})[0]
+        return _reshape_to(ctx, y2, (*y2.shape[:2], y2.shape[3]))
+    return ctx.emit("Conv", ins, {**sp, "group": group})
 
 
 @importer("MaxPool", "AveragePool")

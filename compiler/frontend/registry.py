@@ -107,7 +107,6 @@ VARIANT_CHECKS: dict[str, Callable[[onnx.NodeProto], str]] = {}
 #: operands (by input index) that must be known at compile time: shapes, axes, bounds. A graph input that
 #: feeds one of them is specialised on its *value* (see ``onnx_import.value_inputs``).
 CONST_OPERANDS: dict[str, frozenset[int]] = {
-    "Clip": frozenset({1, 2}),
     "Dropout": frozenset({1, 2}),
     "ConstantOfShape": frozenset({0}),
     "Reshape": frozenset({1}),

@@ -31,11 +31,43 @@ def _float_weights(node: Node) -> np.ndarray | None:
     return (wv - z).astype(np.float32)
 
 
+def _cast_before_bias(graph: Graph, add: Node) -> None:
+    """``Cast(f32)(ConvInteger + int32 bias)`` (older ``quantize_dynamic`` exports add the bias, quantized
+    to int32 with the run-time input scale, before the cast) as ``Cast(f32)(ConvInteger) + float(bias)``,
+    the form ``apply`` turns into a float Conv; the same for ``MatMulInteger``. Both sums are of integers
+    in float32: exact below 2**24, else rounded like the cast that followed."""
+    if add.op != "Add" or len(add.inputs) != 2:
+        return
+    acc = next((v for v in add.inputs if v.producer is not None
+                and v.producer.op in ("ConvInteger", "MatMulInteger")), None)
+    bias = next((v for v in add.inputs if v is not acc), None)
+    out = add.outputs[0]
+    if (acc is None or bias is None or bias.dtype.kind not in "iu" or len(acc.users) != 1
+            or out.shape != acc.shape or out in graph.outputs or not out.users
+            or any(u.op != "Cast" or u.outputs[0].dtype != np.float32 for u in out.users)):
+        return
+    f32 = np.dtype(np.float32)
+    accf, y = Value(TensorType(f32, acc.shape)), Value(TensorType(f32, out.shape))
+    graph.insert_before(add, Node("Cast", [acc], [accf], {"to": "f32"}))
+    if bias.is_const:
+        biasf = graph.const(np.asarray(bias.const, f32))
+    else:  # rounded from the float bias with the run-time input scale: an integer, exact in float32
+        biasf = Value(TensorType(f32, bias.shape))
+        graph.insert_before(add, Node("Cast", [bias], [biasf], {"to": "f32"}))
+    graph.insert_before(add, Node("Add", [accf, biasf], [y], {}, add.name))
+    for u in list(out.users):
+        graph.replace_all_uses(u.outputs[0], y)
+        graph.remove_node(u)
+    graph.remove_node(add)
+
+
 class IntegerToFloat(Pass):
     name = "integer_to_float"
     fusion = True
 
     def apply(self, graph: Graph) -> None:
+        for node in list(graph.nodes):
+            _cast_before_bias(graph, node)
         for node in list(graph.nodes):
             if node.op not in ("ConvInteger", "MatMulInteger"):
                 continue

@@ -112,6 +112,9 @@ def combine_expr(node: Node, names: list[str]) -> str:
             return f"({a} // {b}) if ({a} % {b} == 0 or ({a} >= 0) == ({b} >= 0)) else ({a} // {b} + 1)"
         return f"{a} / {b}"
     if op == "Pow":
+        e = node.inputs[1]
+        if e.is_const and not isint and e.const.size and np.all(e.const == 2):  # a squared norm: no pow() call
+            return f"{a} * {a}"
         return f"{a} ** {b}"
     if op == "PRelu":
         return f"{a} if {a} >= 0 else {a} * {b}"

@@ -1,0 +1,125 @@
+"""Patterns from shipped models outside the corpus (issue 17's held-out check), as small generated models
+with onnxruntime as the oracle: the real files are not in the repository (licences)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import assert_outputs_match, ort_session
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+
+F = TensorProto.FLOAT
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: tuple = (), opset: int = 13) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_clip_bound_computed_at_run_time() -> None:
+    """openWakeWord's log-mel front end: ``Clip(db, max(db) - 80, inf)``, plus a runtime upper bound. The
+    input carries data, so it must not be specialised on its value: one compile serves every input."""
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             helper.make_node("Sub", ["m", "range"], ["lo"]),
+             helper.make_node("Clip", ["x", "lo", "big"], ["y"]),
+             helper.make_node("ReduceMin", ["x"], ["n"], keepdims=0),
+             helper.make_node("Add", ["n", "range"], ["hi"]),
+             helper.make_node("Clip", ["x", "floor", "hi"], ["z"]),
+             helper.make_node("Clip", ["x", "", "hi"], ["w"])]
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n)
+             for n, v in (("range", 2.0), ("big", 1e30), ("floor", -1.5))]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 5, 8])],
+               [helper.make_tensor_value_info(n, F, [1, 5, 8]) for n in "yzw"], inits)
+    compiled = cnnjit.compile(m)
+    assert not any(s.by_value for s in compiled.inputs)
+    sess = ort_session(m)
+    for seed in range(3):
+        x = (np.random.default_rng(seed).standard_normal((1, 5, 8)) * (seed + 1)).astype(np.float32)
+        assert_outputs_match(list(compiled(x)), sess.run(None, {"x": x}), rtol=0, atol=0, what=f"seed {seed}")
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "MatMulInteger"])
+@pytest.mark.parametrize("runtime_bias", [True, False])
+def test_integer_bias_added_before_the_cast_runs_in_float(op: str, runtime_bias: bool) -> None:
+    """ddddocr's older captcha model (``quantize_dynamic`` of its time): ``ConvInteger + int32 bias -> Cast
+    -> Mul(scale)``, the bias rounded from the float one with the run-time input scale. It must leave the
+    integer kernels (30x slower than onnxruntime there) for the float Conv / Gemm."""
+    rng = np.random.default_rng(7)
+    conv = op == "ConvInteger"
+    # 7-bit weights (quantize_dynamic's reduce_range): onnxruntime's u8 x s8 kernels saturate pairs of
+    # products in int16 on AVX2 beyond that, and it is the oracle here
+    wq = rng.integers(-64, 64, (6, 3, 3, 3) if conv else (12, 6)).astype(np.int8)
+    bias_shape = (1, 6, 1, 1) if conv else (6,)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             helper.make_node(op, ["xq", "wq", "xz", "wz"], ["acc"], **({"pads": [1] * 4} if conv else {})),
+             helper.make_node("Mul", ["xs", "ws"], ["s"])]
+    inits = [numpy_helper.from_array(wq, "wq"), numpy_helper.from_array(np.array(3, np.int8), "wz"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "ws")]
+    if runtime_bias:
+        nodes += [helper.make_node("Div", ["bf", "s"], ["bd"]), helper.make_node("Round", ["bd"], ["br"]),
+                  helper.make_node("Cast", ["br"], ["bias"], to=TensorProto.INT32)]
+        inits.append(numpy_helper.from_array(rng.standard_normal(bias_shape).astype(np.float32), "bf"))
+    else:
+        inits.append(numpy_helper.from_array(rng.integers(-500, 500, bias_shape).astype(np.int32), "bias"))
+    nodes += [helper.make_node("Add", ["acc", "bias"], ["accb"]),
+              helper.make_node("Cast", ["accb"], ["accf"], to=F), helper.make_node("Mul", ["accf", "s"], ["y"])]
+    shape = [1, 3, 9, 10] if conv else [5, 12]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, shape)], [helper.make_tensor_value_info("y", F, None)],
+               inits, opset=11)
+    compiled = cnnjit.compile(m)
+    assert not {"ConvInteger", "MatMulInteger"} & {n.op for n in compiled.ir.nodes}
+    x = rng.standard_normal(shape).astype(np.float32)
+    (want,) = ort_session(m).run(None, {"x": x})
+    got = compiled(x)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("c", "m", "group", "k", "stride", "dilation", "pads"), [
+    (129, 128, 1, 3, 1, 1, (1, 1)),   # silero-vad's encoder
+    (64, 64, 2, 3, 2, 1, (1, 0)),
+    (8, 8, 8, 5, 1, 2, (4, 4)),       # depthwise, dilated
+    (16, 24, 1, 1, 1, 1, (0, 0)),     # pointwise
+    (1, 20, 1, 16, 8, 1, (0, 0)),     # an STFT: stride 8, kernel 2 strides (silero-vad: 128 and 256)
+    (2, 6, 1, 12, 4, 1, (0, 0)),      # the same over 2 channels, 3 strides a kernel
+    (1, 10, 1, 16, 5, 1, (0, 0)),     # a mel front end: a kernel of 3.2 strides (openWakeWord: 512 / 160)
+    (3, 4, 1, 7, 7, 1, (0, 0)),       # kernel == stride
+])
+def test_conv1d_runs_on_the_2d_simd_kernels(c, m, group, k, stride, dilation, pads) -> None:
+    """A 1-D Conv (audio front ends: silero-vad, openWakeWord) is a 2-D one of height 1, so it runs on the
+    SIMD variants (it ran on the scalar ``direct`` kernel, 7 GFLOP/s); a stride above 2, as a stride-1
+    Conv over blocks of the input."""
+    rng = np.random.default_rng(k)
+    length = max(11, k + 2 * stride + 3)
+    w = rng.standard_normal((m, c // group, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[k], strides=[stride],
+                              dilations=[dilation], pads=list(pads), group=group),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m_ = _model(nodes, [helper.make_tensor_value_info("x", F, [2, c, length])],
+                [helper.make_tensor_value_info("y", F, None)],
+                [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    compiled = cnnjit.compile(m_)
+    variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"}
+    assert variants and "direct" not in variants, variants
+    x = rng.standard_normal((2, c, length)).astype(np.float32)
+    (want,) = ort_session(m_).run(None, {"x": x})
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("exponent", [np.float32(2.0), np.full((1, 7), 2.0, np.float32), np.float32(3.0),
+                                      np.array([2.0, 0.5, 2.0, 1.0, 2.0, 3.0, 2.0], np.float32)])
+def test_pow_squares(exponent: np.ndarray) -> None:
+    """``Pow(x, 2)`` (an STFT's power spectrum in silero-vad) is ``x * x``: the same value, no ``pow()``
+    call per element (0.14 GFLOP/s); other exponents still take ``pow``."""
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    m = _model(nodes, [helper.make_tensor_value_info("x", F, [3, 5, 7])], [helper.make_tensor_value_info("y", F, None)],
+               [numpy_helper.from_array(np.asarray(exponent), "e")])
+    x = np.random.default_rng(2).uniform(0.1, 3.0, (3, 5, 7)).astype(np.float32)
+    x[0, 0, 0] = -1.5
+    want = np.power(x.astype(np.float64), np.asarray(exponent, np.float64))
+    np.testing.assert_allclose(cnnjit.compile(m)(x), want, rtol=1e-6, atol=0)
