@@ -91,7 +91,7 @@ def tile_stores(epi: Epilogue, ind: str, L: int, rows: int, idx: Callable[[int],
 
 
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both",
-                     mr: int = MR, nr: int = NR) -> tuple[str, list]:
+                     mr: int = MR, nr: int = NR, pixel_range: bool = False) -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
     The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
@@ -154,12 +154,14 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         "                m += 1",
     ]
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + (", PS, PE" if pixel_range else "")
+        + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
-        "        for pb in range(0, P, PB):",  # pixel blocks: all output rows of a block while it is in L1
-        "            pe = min(P, pb + PB)",
+        # pixel blocks: all output rows of a block while it is in L1
+        f"        for pb in range({'PS, PE' if pixel_range else '0, P'}, PB):",
+        f"            pe = min({'PE' if pixel_range else 'P'}, pb + PB)",
         "            m = 0",
         *(tiles if rows != "single" else []),
         *(single if rows != "tiles" else []),
@@ -184,7 +186,9 @@ def pixel_block(C: int, P: int, w: int) -> int:
 
 @variant("Conv", name="simd_pointwise", priority=30, applies=lambda n, t: simd_pointwise_applies(n, t))
 def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
+    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs). A node whose
+    ``meta["pixels"]`` is ``(lo, hi)`` (one part of a layer split over threads by pixels, ``threads.py``;
+    ungrouped only) gets one call computing those pixels of every output channel."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
@@ -192,9 +196,12 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
     mr, nr = pointwise_tile(target, M // G, w, 4 * (C // G) * min(P, pixel_block(C // G, P, w)))
-    src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr)
+    pixels = node.meta.get("pixels") if G == 1 else None
+    src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr,
+                                  pixel_range=pixels is not None)
     if G == 1:
-        return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
+        part = list(pixels) if pixels is not None else []
+        return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *part, *extra], note(node))]
     cg, mg = C // G, M // G
     calls = []
     for n in range(N):
