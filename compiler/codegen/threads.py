@@ -43,10 +43,12 @@ from .memory import MemoryPlan
 #: launch (a few microseconds) and the second core's cold caches eat the gain
 MIN_PARALLEL_US = 25.0
 #: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): each run pays
-#: the team's wake-up and a hand-over per step, which a small model does not win back. Measured on the
-#: shared 2-core machine (load average ~12, interleaved): ResNet-8 (295 us of such layers by the estimate)
-#: 0.597 ms with 2 threads vs 0.514 ms with 1; MobileNetV2-224 (11,100 us) 78.9 vs 91.9 ms
-MIN_PARALLEL_TOTAL_US = 400.0
+#: the team's wake-up and a hand-over per step, which a small model does not win back, and on a busy machine
+#: a run waits for a descheduled thread's part. Measured on the shared 2-core machine (interleaved, medians):
+#: ResNet-8 (295 us of such layers by the estimate, load ~12) 0.597 ms with 2 threads vs 0.514 with 1;
+#: ppocr_cls (1,100 us, load ~7) 1.71 vs 0.555 ms, crnn_lstm_gru (550 us) 0.907 vs 0.832 ms;
+#: MobileNetV2-224 (11,100 us) 78.9 vs 91.9 ms (load ~12)
+MIN_PARALLEL_TOTAL_US = 1500.0
 #: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
 #: the hand-over between steps (~1 us) and the second core's cold caches
 MIN_PART_US = 10.0
