@@ -29,7 +29,6 @@ from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, est
 from cnnjit.runtime import parallel
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 
-
 #: the block model's image size: enough work in all for a parallel schedule (``MIN_PARALLEL_TOTAL_US``)
 SIZE = 44
 #: the branchy model's image size, likewise
