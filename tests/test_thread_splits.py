@@ -1,8 +1,8 @@
 """How ``threads.split_node`` splits a layer (issue 18): over output channels in balanced ranges of whole
-vectors, over pixels when the channels do not divide (a pointwise conv's kernel then takes its pixel range as
-arguments, ``simd_pointwise``'s ``pixel_range``), or not at all. Every split must give the one-thread
-result bit for bit and the numpy reference (``reference_np.py``) within float tolerance, at every vector
-width."""
+vectors, along the variant's part space when the channels do not divide (``parts.py``: a pointwise conv's
+pixels, a Winograd conv's bands of tile rows; the kernel takes its range as arguments), or not at all.
+Every split must give the one-thread result bit for bit and the numpy reference (``reference_np.py``)
+within float tolerance, at every vector width."""
 
 from __future__ import annotations
 
@@ -15,18 +15,20 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
+from cnnjit.compiler.codegen.parts import PART_SPACES
 from cnnjit.compiler.codegen.threads import channel_ranges
+from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
 
 
-def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int = 0):
-    """One 1x1 conv ``c -> m`` on a ``hw x hw`` image with bias, an optional fused activation and an
-    optional residual (a second input ``r`` of the output's shape)."""
+def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int = 0, k: int = 1):
+    """One ``k x k`` conv ``c -> m`` (same padding) on a ``hw x hw`` image with bias, an optional fused
+    activation and an optional residual (a second input ``r`` of the output's shape)."""
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array((rng.standard_normal((m, c, 1, 1)) * 0.3).astype(np.float32), "w"),
+    inits = [numpy_helper.from_array((rng.standard_normal((m, c, k, k)) * 0.3).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(m).astype(np.float32), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"])]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[k // 2] * 4)]
     last = "c"
     if residual:
         nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
@@ -57,31 +59,40 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
     return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(width=st.sampled_from(WIDTHS), c=st.integers(1, 12), data=st.data(), hw=st.integers(9, 24),
-       act=st.sampled_from(["none", "Relu", "Sigmoid"]), residual=st.booleans(), threads=st.integers(2, 3))
-def test_pointwise_pixel_split(split_small_layers, width, c, data, hw, act, residual, threads) -> None:
-    """Fewer output channels than two vectors: the layer splits over pixel ranges (one ``simd_pointwise``
-    call per part, with its range), bit-identical to one thread and equal to the numpy reference."""
-    m = data.draw(st.integers(1, 2 * width - 1), label="m")  # too few channels for a channel split
-    model, w, b = pointwise_model(c, m, hw, act, residual)
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(variant=st.sampled_from(sorted(v for _, v in PART_SPACES)), data=st.data(), hw=st.integers(9, 40),
+       act=st.sampled_from(["none", "Relu", "Sigmoid"]),
+       residual=st.booleans(), threads=st.integers(2, 3))
+def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
+    """Fewer output channels than two vectors: the layer splits along its variant's part space (pixels of
+    ``simd_pointwise``, bands of tile rows of ``winograd_f4``: one call per part, with its range as
+    arguments), bit-identical to one thread and equal to the numpy reference."""
+    # (Winograd takes 8 channels or more: at 4 lanes those split by channels)
+    width = data.draw(st.sampled_from(WIDTHS[1:] if variant == "winograd_f4" else WIDTHS), label="width")
+    m = data.draw(st.integers(8 if variant == "winograd_f4" else 1, 2 * width - 1), label="m")  # < 2 vectors
+    # (Winograd: enough input channels for bands of one or two tile rows, so that small images split)
+    c = data.draw(st.integers(40, 64) if variant == "winograd_f4" else st.integers(1, 12), label="c")
+    k = 3 if variant == "winograd_f4" else 1
+    model, w, b = pointwise_model(c, m, hw, act, residual, k=k)
     rng = np.random.default_rng(c * 1000 + m * 10 + hw)
     feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
     if residual:
         feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
-    forced = {"Conv": "simd_pointwise"}
+    forced = {"Conv": variant}
     one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
     many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
     calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
-    assert {cl.variant for cl in calls} == {"simd_pointwise"}
-    pixels = channel_ranges(hw * hw, threads, split.PIXEL_ALIGN * width)
+    assert {cl.variant for cl in calls} == {variant}
+    node = next(n for n in many.ir.nodes if n.op == "Conv")
+    units, align = PART_SPACES[("Conv", variant)](node, CompileOptions(vector_width=width).host_target())
+    pixels = channel_ranges(units, min(threads, units // align), align)
     if split._balanced(pixels) and len(pixels) > 1:
-        assert len(calls) == len(pixels) and all("[pixels " in cl.note for cl in calls), _notes(many)
+        assert len(calls) == len(pixels) and all("[part " in cl.note for cl in calls), _notes(many)
     else:
         assert len(calls) == 1
     got = many.run(None, feeds)[0]
     np.testing.assert_array_equal(got, one.run(None, feeds)[0])
-    want = ref.conv(feeds["x"], w, b)
+    want = ref.conv(feeds["x"], w, b, pads=[k // 2] * 4)
     if residual:
         want = want + feeds["r"]
     acts = {"none": lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}
@@ -108,8 +119,16 @@ def test_pixel_split_of_a_projection(split_small_layers) -> None:
     """A 1x1 conv to 12 channels at 8 lanes (too few for two vectors): two pixel halves of 288."""
     model, _, _ = pointwise_model(32, 12, 24, "none", False)
     cm = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "simd_pointwise"})
-    assert _notes(cm) == [n for n in _notes(cm) if "[pixels " in n] and len(_notes(cm)) == 2
-    assert "[pixels 0:288]" in _notes(cm)[0] and "[pixels 288:576]" in _notes(cm)[1]
+    assert _notes(cm) == [n for n in _notes(cm) if "[part " in n] and len(_notes(cm)) == 2
+    assert "[part 0:288]" in _notes(cm)[0] and "[part 288:576]" in _notes(cm)[1]
+
+
+def test_band_split_of_a_winograd_conv(split_small_layers) -> None:
+    """A 3x3 conv 64 -> 12 channels at 8 lanes on Winograd: its tile rows in two parts of whole bands."""
+    model, _, _ = pointwise_model(64, 12, 32, "none", False, k=3)
+    cm = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "winograd_f4"})
+    assert len(_notes(cm)) == 2 and all("[part " in n for n in _notes(cm)), _notes(cm)
+    assert "[part 0:4]" in _notes(cm)[0] and "[part 4:8]" in _notes(cm)[1]
 
 
 def test_unbalanced_split_is_not_made() -> None:

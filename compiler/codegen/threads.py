@@ -38,6 +38,7 @@ from cnnjit.runtime.program import Call
 
 from .kernel import At, KernelCall, Param, Scratch, Target
 from .memory import MemoryPlan
+from .parts import PART_SPACES
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
@@ -136,8 +137,9 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
 
     ``calls`` is what the generator made for the whole node (a node making several dependent calls is
     never split); ``generate(part_node)`` runs the op's generator on a part. A layer is split over output
-    channels when they divide into balanced ranges of whole vectors (``target.vector_width``), else over
-    pixels when its variant's generator takes a pixel range (``PIXEL_SPLIT``), else kept whole.
+    channels when they divide into balanced ranges of whole vectors (``target.vector_width``), else along
+    its variant's part space when it has one (``parts.py``: pixels, bands of rows) and that divides in
+    balanced parts, else kept whole: a step lasts as long as its largest part.
     """
     kind = _conv_kind(node)
     est = estimate_us(node)
@@ -149,39 +151,34 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     ranges = channel_ranges(m, min(want, m // target.vector_width), target.vector_width)
     if len(ranges) >= 2 and _balanced(ranges):
         return _channel_parts(node, kind, ranges, generate)
-    if kind == "dense" and (node.op, calls[0].variant) in PIXEL_SPLIT:
-        y = node.outputs[0]
-        pixels = channel_ranges(int(np.prod(y.shape[2:])), want, PIXEL_ALIGN * target.vector_width)
-        if len(pixels) >= 2 and _balanced(pixels):
-            return _pixel_parts(node, pixels, generate)
+    space = PART_SPACES.get((node.op, calls[0].variant))
+    units = space(node, target) if space is not None else None
+    if units is not None:
+        ranges = channel_ranges(units[0], min(want, units[0] // units[1]), units[1])
+        if len(ranges) >= 2 and _balanced(ranges):
+            return _ranged_parts(node, calls[0].variant, ranges, generate)
     return None
 
 
-#: (op, variant) whose generator computes a pixel range ``node.meta["pixels"] = (lo, hi)`` of every output
-#: channel in one call (the kernel takes the range as arguments): layers with too few output channels for a
-#: balanced channel split (MobileNetV2's 1x1 projections to 16 and 24 channels) split over pixels instead
-PIXEL_SPLIT = {("Conv", "simd_pointwise")}
-#: pixel ranges are multiples of this many vectors (a register tile's width: no part ends in a partial tile)
-PIXEL_ALIGN = 4
 #: a split whose largest part exceeds the mean part by more than this factor is not made
 MAX_IMBALANCE = 1.15
 
 
-def _pixel_parts(node: Node, ranges: list[tuple[int, int]], generate) -> list[KernelCall] | None:
-    """``node``'s calls for each pixel range (a copy of the node with ``meta["pixels"]``, on the real
-    storage: each part writes its pixels of every channel)."""
+def _ranged_parts(node: Node, variant: str, ranges: list[tuple[int, int]], generate) -> list[KernelCall] | None:
+    """``node``'s calls for each range of its variant's part space (a copy of the node with ``meta["part"]``,
+    on the real storage: each part writes its slices of the output)."""
     parts: list[KernelCall] = []
     for lo, hi in ranges:
         part = copy.copy(node)  # (not Node(...): that would make the part the producer of the real output)
-        part.meta = {**node.meta, "pixels": (lo, hi)}
+        part.meta = {**node.meta, "part": (lo, hi)}
         try:
             got = generate(part)
         except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
             return None
-        if len(got) != 1 or (node.op, got[0].variant) not in PIXEL_SPLIT:
+        if len(got) != 1 or got[0].variant != variant:
             return None
         c = got[0]
-        parts.append(KernelCall(c.source, c.args, f"{c.note} [pixels {lo}:{hi}]", c.variant))
+        parts.append(KernelCall(c.source, c.args, f"{c.note} [part {lo}:{hi}]", c.variant))
     return parts
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from cnnjit.ir import Node, Value
 
 from ..kernel import At, KernelCall, Param, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .template import clipped_loops, source
 
@@ -186,9 +187,9 @@ def pixel_block(C: int, P: int, w: int) -> int:
 
 @variant("Conv", name="simd_pointwise", priority=30, applies=lambda n, t: simd_pointwise_applies(n, t))
 def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs). A node whose
-    ``meta["pixels"]`` is ``(lo, hi)`` (one part of a layer split over threads by pixels, ``threads.py``;
-    ungrouped only) gets one call computing those pixels of every output channel."""
+    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs). A part of a
+    layer split over threads by pixels (``parts.py``: ``meta["part"]``, ungrouped only) is one call
+    computing its pixels of every output channel."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
@@ -196,7 +197,7 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
     mr, nr = pointwise_tile(target, M // G, w, 4 * (C // G) * min(P, pixel_block(C // G, P, w)))
-    pixels = node.meta.get("pixels") if G == 1 else None
+    pixels = node_part(node) if G == 1 else None
     src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr,
                                   pixel_range=pixels is not None)
     if G == 1:
@@ -212,6 +213,19 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
             args = [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, pixel_block(cg, P, w), *res]
             calls.append(KernelCall(src, args, note(node)))
     return calls
+
+
+#: a pixel part is a multiple of this many vectors (a register tile's width at most: no part ends in a partial
+#: tile, so both halves run the fast loop)
+PART_VECTORS = 4
+
+
+@part_space("Conv", "simd_pointwise")
+def pointwise_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Pixels, in runs of ``PART_VECTORS`` vectors (ungrouped layers only)."""
+    if node.attrs.get("group", 1) != 1:
+        return None
+    return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), PART_VECTORS * target.vector_width
 
 
 def row_width(target: Target, columns: int) -> int:
