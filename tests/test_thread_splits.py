@@ -135,3 +135,53 @@ def test_unbalanced_split_is_not_made() -> None:
     assert split._balanced([(0, 72), (72, 144)])
     assert not split._balanced([(0, 16), (16, 24)])  # 1.33x the mean part
     assert not split._balanced([(0, 128), (128, 196)])
+
+
+def gemm_model(k: int, n: int, trans_b: bool, bias: str, relu: bool, seed: int = 0):
+    """``y = x [1, k] @ B + C`` (B given as ``[n, k]`` with ``transB``; C of ``n`` elements, one, or none),
+    optionally followed by Relu."""
+    rng = np.random.default_rng(seed)
+    b = (rng.standard_normal((n, k) if trans_b else (k, n)) * 0.2).astype(np.float32)
+    inits = [numpy_helper.from_array(b, "B")]
+    ins = ["x", "B"]
+    if bias != "none":
+        inits.append(numpy_helper.from_array(rng.standard_normal(n if bias == "vector" else 1).astype(np.float32), "C"))
+        ins.append("C")
+    nodes = [helper.make_node("Gemm", ins, ["g" if relu else "y"], transB=int(trans_b))]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["g"], ["y"]))
+    g = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return model, [numpy_helper.to_array(i) for i in inits]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.sampled_from(WIDTHS), k=st.integers(1, 80), n=st.integers(2, 120), trans_b=st.booleans(),
+       bias=st.sampled_from(["none", "vector", "scalar"]), relu=st.booleans())
+def test_batch1_gemm_splits_over_columns(split_small_layers, width, k, n, trans_b, bias, relu) -> None:
+    """A batch-1 Gemm splits over ranges of output columns (whole vectors, balanced) like a conv over
+    channels: bit-identical to one thread, equal to numpy."""
+    model, inits = gemm_model(k, n, trans_b, bias, relu)
+    x = np.random.default_rng(k * 1000 + n).standard_normal((1, k)).astype(np.float32)
+    one = cnnjit.compile(model, vector_width=width, threads=1)
+    two = cnnjit.compile(model, vector_width=width, threads=2)
+    calls = [c for c in two._default_spec().program.calls if c.op == "Gemm"]
+    ranges = channel_ranges(n, min(2, n // width), width)
+    if len(ranges) == 2 and split._balanced(ranges):
+        assert [c.note.rsplit("[", 1)[1] for c in calls] == [f"channels {lo}:{hi} of {n}]" for lo, hi in ranges]
+    else:
+        assert len(calls) == 1
+    got = two(x)
+    np.testing.assert_array_equal(got, one(x))
+    want = x.astype(np.float64) @ (inits[0].T if trans_b else inits[0]).astype(np.float64)
+    if bias != "none":
+        want = want + inits[1]
+    np.testing.assert_allclose(got, np.maximum(want, 0) if relu else want, rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_gemm_is_split(split_small_layers) -> None:
+    model, _ = gemm_model(64, 96, True, "vector", False)
+    cm = cnnjit.compile(model, vector_width=8, threads=2)
+    notes = [c.note for c in cm._default_spec().program.calls if c.op == "Gemm"]
+    assert len(notes) == 2 and "[channels 0:48 of 96]" in notes[0] and "[channels 48:96 of 96]" in notes[1], notes
