@@ -67,8 +67,8 @@ DEPTHWISE_GFLOPS = 10.0
 #: a batch-1 Gemm streams its weights once (GB/s, one thread): MobileNetV2's 1280 -> 1000 classifier,
 #: 5.1 MB of weights, takes ~270 us
 GEMV_GBS = 20.0
-#: channel ranges are multiples of this (a vector of output channels); a layer with fewer than 2 x ALIGN
-#: channels is not split
+#: ``channel_ranges``' default alignment; ``split_node`` aligns channel ranges to ``target.vector_width`` (a
+#: vector of output channels: a layer with fewer than two vectors of channels is not split by channels)
 ALIGN = 16
 
 
