@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.parts import PART_SPACES
-from cnnjit.compiler.codegen.threads import channel_ranges
+from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
 from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
@@ -85,9 +85,9 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     assert {cl.variant for cl in calls} == {variant}
     node = next(n for n in many.ir.nodes if n.op == "Conv")
     units, align = PART_SPACES[("Conv", variant)](node, CompileOptions(vector_width=width).host_target())
-    pixels = channel_ranges(units, min(threads, units // align), align)
-    if split._balanced(pixels) and len(pixels) > 1:
-        assert len(calls) == len(pixels) and all("[part " in cl.note for cl in calls), _notes(many)
+    pixels = balanced_ranges(units, threads, align)
+    if pixels:
+        assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"part {lo}:{hi}]" for lo, hi in pixels]
     else:
         assert len(calls) == 1
     got = many.run(None, feeds)[0]
@@ -131,6 +131,16 @@ def test_band_split_of_a_winograd_conv(split_small_layers) -> None:
     assert "[part 0:4]" in _notes(cm)[0] and "[part 4:8]" in _notes(cm)[1]
 
 
+def test_fewer_parts_when_more_would_be_unbalanced() -> None:
+    assert balanced_ranges(104, 4, 8) == [(0, 56), (56, 104)]  # not 32, 32, 32, 8 nor 40, 40, 24
+    assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]
+    assert balanced_ranges(24, 2, 8) is None and balanced_ranges(8, 2, 8) is None
+    for n in range(1, 300):
+        for parts in (2, 3, 4):
+            r = balanced_ranges(n, parts, 8)
+            assert r is None or (2 <= len(r) <= parts and r[0][0] == 0 and r[-1][1] == n and split._balanced(r))
+
+
 def test_unbalanced_split_is_not_made() -> None:
     assert split._balanced([(0, 72), (72, 144)])
     assert not split._balanced([(0, 16), (16, 24)])  # 1.33x the mean part
@@ -167,8 +177,8 @@ def test_batch1_gemm_splits_over_columns(split_small_layers, width, k, n, trans_
     one = cnnjit.compile(model, vector_width=width, threads=1)
     two = cnnjit.compile(model, vector_width=width, threads=2)
     calls = [c for c in two._default_spec().program.calls if c.op == "Gemm"]
-    ranges = channel_ranges(n, min(2, n // width), width)
-    if len(ranges) == 2 and split._balanced(ranges):
+    ranges = balanced_ranges(n, 2, width)
+    if ranges:
         assert [c.note.rsplit("[", 1)[1] for c in calls] == [f"channels {lo}:{hi} of {n}]" for lo, hi in ranges]
     else:
         assert len(calls) == 1

@@ -182,16 +182,24 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
         return None
     # at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
     want = min(target.threads, max(2, int(est // MIN_PART_US)))
-    m = node.outputs[0].shape[1]
-    ranges = channel_ranges(m, min(want, m // target.vector_width), target.vector_width)
-    if len(ranges) >= 2 and _balanced(ranges):
+    w = target.vector_width
+    ranges = balanced_ranges(node.outputs[0].shape[1], want, w)
+    if ranges:
         return _channel_parts(node, kind, ranges, generate)
     space = PART_SPACES.get((node.op, calls[0].variant))
     units = space(node, target) if space is not None else None
-    if units is not None:
-        ranges = channel_ranges(units[0], min(want, units[0] // units[1]), units[1])
+    ranges = balanced_ranges(units[0], want, units[1]) if units is not None else None
+    return _ranged_parts(node, calls[0].variant, ranges, generate) if ranges else None
+
+
+def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | None:
+    """The most ranges of ``0..n`` (at most ``parts``, at least 2, multiples of ``align`` but the last) that
+    are balanced (``_balanced``), or None (104 channels in 8-lane vectors: 4 parts would be 32, 32, 32, 8
+    and 3 would be 40, 40, 24; 2 are 56 and 48)."""
+    for k in range(min(parts, n // align), 1, -1):
+        ranges = channel_ranges(n, k, align)
         if len(ranges) >= 2 and _balanced(ranges):
-            return _ranged_parts(node, calls[0].variant, ranges, generate)
+            return ranges
     return None
 
 
@@ -417,4 +425,4 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
 
 __all__ = ["MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "Step", "worth_splitting", "split_node", "plan_steps",
            "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
-           "estimate_us", "channel_ranges"]
+           "estimate_us", "channel_ranges", "balanced_ranges"]
