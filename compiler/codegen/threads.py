@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numba import types
@@ -171,7 +171,8 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     to keep it whole (on one thread).
 
     ``calls`` is what the generator made for the whole node (a node making several dependent calls is
-    never split); ``generate(part_node)`` runs the op's generator on a part. A layer is split over output
+    never split); ``generate(part_node, target)`` runs the op's generator on a part (with the layer's variant
+    forced: a part it does not apply to keeps the layer whole). A layer is split over output
     channels when they divide into balanced ranges of whole vectors (``target.vector_width``), else along
     its variant's part space when it has one (``parts.py``: pixels, bands of rows) and that divides in
     balanced parts, else kept whole: a step lasts as long as its largest part.
@@ -182,14 +183,21 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
         return None
     # at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
     want = min(target.threads, max(2, int(est // MIN_PART_US)))
-    w = target.vector_width
-    ranges = balanced_ranges(node.outputs[0].shape[1], want, w)
-    if ranges:
-        return _channel_parts(node, kind, ranges, generate)
-    space = PART_SPACES.get((node.op, calls[0].variant))
+    variant = calls[0].variant
+    # every part runs the whole layer's variant (another one may sum in another order: not bit-identical)
+    pinned = replace(target, variants=tuple({**target.forced, node.op: variant}.items()))
+
+    def gen(part: Node) -> list[KernelCall]:
+        return generate(part, pinned)
+
+    ranges = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width)
+    got = _channel_parts(node, kind, variant, ranges, gen) if ranges else None
+    if got:
+        return got
+    space = PART_SPACES.get((node.op, variant))
     units = space(node, target) if space is not None else None
     ranges = balanced_ranges(units[0], want, units[1]) if units is not None else None
-    return _ranged_parts(node, calls[0].variant, ranges, generate) if ranges else None
+    return _ranged_parts(node, variant, ranges, gen) if ranges else None
 
 
 def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | None:
@@ -225,7 +233,8 @@ def _ranged_parts(node: Node, variant: str, ranges: list[tuple[int, int]], gener
     return parts
 
 
-def _channel_parts(node: Node, kind: str, ranges: list[tuple[int, int]], generate) -> list[KernelCall] | None:
+def _channel_parts(node: Node, kind: str, variant: str, ranges: list[tuple[int, int]], generate,
+                   ) -> list[KernelCall] | None:
     """``node``'s calls for each output-channel range: each part reads the whole input (a depthwise one its
     channels) and its slice of the weights and bias, and writes its channels of the output."""
     x, w = node.inputs[0], node.inputs[1]
@@ -269,7 +278,7 @@ def _channel_parts(node: Node, kind: str, ranges: list[tuple[int, int]], generat
             got = generate(part)
         except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
             return None
-        if len(got) != 1:
+        if len(got) != 1 or got[0].variant != variant:
             return None
         c = got[0]
         args = []
