@@ -8,7 +8,7 @@ Per model it prints: the summed part times against the whole layers' (splitting 
 parts slower than the layer: a part of another size is a new kernel specialisation, and past
 ``emit.SPECIALIZE_MAX`` a kernel runs unspecialised), the time of layers left on one thread, the *ideal*
 2-thread time (each split step as long as its longest part or half its parts, each unsplit step whole: what
-a perfect team with no hand-over cost reaches) and the ratio of the 1-thread time to it; then the slowest
+a perfect team with no hand-over cost reaches) and the ratio of the parts' sum to it; then the slowest
 steps with their parts. Times are minima over ``--runs`` (low noise on a shared machine). Then the real
 1- and 2-thread runs, interleaved (median and best), with the load average: on a machine whose other
 processes take cores, the real 2-thread time is far from the ideal one.
@@ -71,7 +71,7 @@ def analyse(spec: str, runs: int, rows: int) -> None:
         print(f"\n{ootb_label(spec)}: {len(steps)} steps, {p2.meta.get('parallel_layers')} split; 1-thread "
               f"layers {whole / 1e3:.2f} ms, 2-thread parts {(split + alone) / 1e3:.2f} ms "
               f"(split {split / 1e3:.2f}, on one thread {alone / 1e3:.2f}); ideal 2-thread "
-              f"{ideal / 1e3:.2f} ms: speed-up {whole / ideal:.2f}")
+              f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum")
         for total, op, variant, shape, ts in sorted(table, key=lambda r: -r[0])[:rows]:
             print(f"  {total:8.1f} us  {op:8s} {variant:16s} {shape:16s} parts " + " ".join(f"{t:.1f}" for t in ts))
     timings: dict[int, list[float]] = {1: [], 2: []}
