@@ -215,6 +215,16 @@ def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | N
 MAX_IMBALANCE = 1.15
 
 
+def _one_call(generate, part: Node, variant: str) -> KernelCall | None:
+    """The one call of ``variant`` that ``generate`` makes for ``part``, or None (it raised, made several
+    calls or another variant's: the layer stays whole)."""
+    try:
+        got = generate(part)
+    except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
+        return None
+    return got[0] if len(got) == 1 and got[0].variant == variant else None
+
+
 def _ranged_parts(node: Node, variant: str, ranges: list[tuple[int, int]], generate) -> list[KernelCall] | None:
     """``node``'s calls for each range of its variant's part space (a copy of the node with ``meta["part"]``,
     on the real storage: each part writes its slices of the output)."""
@@ -222,13 +232,9 @@ def _ranged_parts(node: Node, variant: str, ranges: list[tuple[int, int]], gener
     for lo, hi in ranges:
         part = copy.copy(node)  # (not Node(...): that would make the part the producer of the real output)
         part.meta = {**node.meta, "part": (lo, hi)}
-        try:
-            got = generate(part)
-        except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
+        c = _one_call(generate, part, variant)
+        if c is None:
             return None
-        if len(got) != 1 or got[0].variant != variant:
-            return None
-        c = got[0]
         parts.append(KernelCall(c.source, c.args, f"{c.note} [part {lo}:{hi}]", c.variant))
     return parts
 
@@ -274,13 +280,9 @@ def _channel_parts(node: Node, kind: str, variant: str, ranges: list[tuple[int, 
             attrs["group"] = n
         part = Node(node.op, ins, [yp], attrs, node.name)
         part.meta = dict(node.meta)
-        try:
-            got = generate(part)
-        except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
+        c = _one_call(generate, part, variant)
+        if c is None:
             return None
-        if len(got) != 1 or got[0].variant != variant:
-            return None
-        c = got[0]
         args = []
         for a in c.args:
             if isinstance(a, Value):
