@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
-from test_threads import block_model
+from test_threads import SIZE, block_model
 
 import cnnjit
 from cnnjit.compiler.batching import batch_separable
@@ -191,7 +191,7 @@ def test_samples_split_over_threads_give_the_same_bits() -> None:
     for v in [*proto.graph.input, *proto.graph.output]:
         v.type.tensor_type.shape.dim[0].dim_param = "N"
     model = cnnjit.compile(proto, threads=2)
-    x = np.random.default_rng(4).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((5, 3, SIZE, SIZE)).astype(np.float32)
     y, c3 = model(x)
     loop = model._last
     assert isinstance(loop, BatchLoop) and loop.threads == min(2, usable_cpus())

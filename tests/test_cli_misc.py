@@ -48,9 +48,10 @@ def fixed_batch() -> onnx.ModelProto:
 
 
 def splittable_conv() -> onnx.ModelProto:
-    """x [N, 16, 32, 32] -> Conv 3x3 to 128 channels: large enough for threads=2 to split it in two calls."""
-    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((128, 16, 3, 3)).astype(np.float32), "w")
-    return _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], [_float("x", ["N", 16, 32, 32])],
+    """x [N, 64, 32, 32] -> Conv 3x3 to 128 channels: large enough for threads=2 to split it in two calls
+    (threads.MIN_PARALLEL_TOTAL_US)."""
+    w = numpy_helper.from_array(np.random.default_rng(2).standard_normal((128, 64, 3, 3)).astype(np.float32), "w")
+    return _model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], [_float("x", ["N", 64, 32, 32])],
                   [_float("y", ["N", 128, 32, 32])], [w], "big")
 
 
@@ -264,11 +265,11 @@ def test_prune_and_quantize_one_table_style(models: dict, tmp_path: Path) -> Non
 
 
 def test_sizes_in_human_units(models: dict) -> None:
-    """The arena of a 16x16x32x32 input (1 MiB) and its 2 MiB output: shown in MiB, not as thousands of KiB."""
-    doc = _json(run_cli("inspect", models["big"], "--shape", "x=16,16,32,32", "--json"))
+    """The arena of a 16x64x32x32 input (4 MiB) and its 8 MiB output: shown in MiB, not as thousands of KiB."""
+    doc = _json(run_cli("inspect", models["big"], "--shape", "x=16,64,32,32", "--json"))
     arena = doc["totals"]["arena_bytes"]
     assert arena > 2**21
-    r = run_cli("inspect", models["big"], "--shape", "x=16,16,32,32")
+    r = run_cli("inspect", models["big"], "--shape", "x=16,64,32,32")
     assert f"arena {arena / 2**20:.1f} MiB" in r.stdout and "KiB" not in r.stdout
     assert [nbytes(512), nbytes(64 * 1024 + 410), nbytes(196429.4 * 1024), nbytes(3 * 2**30)] == \
         ["512 B", "64.4 KiB", "191.8 MiB", "3.00 GiB"]

@@ -29,9 +29,14 @@ from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, est
 from cnnjit.runtime import parallel
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 
+#: the block model's image size: enough work in all for a parallel schedule (``MIN_PARALLEL_TOTAL_US``)
+SIZE = 44
+#: the branchy model's image size, likewise
+BRANCHY_SIZE = 56
 
-def block_model(size: int = 32, seed: int = 0):
-    """conv 3->32 (small, stays whole), depthwise 3x3 on 32 channels, pointwise 32->64, conv 3x3 64->64
+
+def block_model(size: int = SIZE, seed: int = 0):
+    """conv 1x1 3->32 (small, stays whole), depthwise 3x3 on 32 channels, pointwise 32->64, conv 3x3 64->64
     with a fused residual add and ReLU, then global pooling; batch 1."""
     rng = np.random.default_rng(seed)
     inits = []
@@ -42,7 +47,7 @@ def block_model(size: int = 32, seed: int = 0):
         return name
 
     nodes = [
-        helper.make_node("Conv", ["x", const("w0", (32, 3, 3, 3), 0.3), const("b0", (32,))], ["c0"], pads=[1] * 4),
+        helper.make_node("Conv", ["x", const("w0", (32, 3, 1, 1), 0.3), const("b0", (32,))], ["c0"]),
         helper.make_node("Relu", ["c0"], ["r0"]),
         helper.make_node("Conv", ["r0", const("w1", (32, 1, 3, 3), 0.3), const("b1", (32,))], ["c1"], pads=[1] * 4,
                          group=32),
@@ -88,7 +93,7 @@ def test_bit_identical_to_one_thread(models) -> None:
     _, one, two = models
     rng = np.random.default_rng(1)
     for _ in range(3):
-        x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+        x = rng.standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
         a, b = one(x), two(x)
         for u, v in zip(a, b):
             assert np.array_equal(u, v)
@@ -98,7 +103,7 @@ def test_matches_onnxruntime(models) -> None:
     ort = pytest.importorskip("onnxruntime")
     m, _, two = models
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(2).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     for got, ref in zip(two(x), sess.run(None, {"x": x})):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
 
@@ -106,7 +111,7 @@ def test_matches_onnxruntime(models) -> None:
 def test_concurrent_callers(models) -> None:
     """Several Python threads calling a threaded model (each with its own arenas) get the right answers."""
     _, one, two = models
-    xs = [np.random.default_rng(s).standard_normal((1, 3, 32, 32)).astype(np.float32) for s in range(6)]
+    xs = [np.random.default_rng(s).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32) for s in range(6)]
     got = two.map(xs, threads=3)
     for x, g in zip(xs, got):
         for u, v in zip(one(x), g):
@@ -132,7 +137,7 @@ def test_oversubscribed_team_is_still_exact(models) -> None:
     m, one, _ = models
     five = cnnjit.compile(m, threads=5)
     assert five._default_spec().program.meta["parallel_layers"] == 3  # 64 channels: at most 4 parts of 16
-    x = np.random.default_rng(4).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     for _ in range(3):
         for u, v in zip(one(x), five(x)):
             assert np.array_equal(u, v)
@@ -141,7 +146,7 @@ def test_oversubscribed_team_is_still_exact(models) -> None:
 def test_default_threads(monkeypatch) -> None:
     monkeypatch.setenv("CNNJIT_NUM_THREADS", "2")
     assert parallel.default_threads() == 2
-    cm = cnnjit.compile(block_model(), input_shapes={"x": (1, 3, 32, 32)})
+    cm = cnnjit.compile(block_model(), input_shapes={"x": (1, 3, SIZE, SIZE)})
     assert cm._default_spec().program.meta["threads"] == 2
     assert cm.origin[1]["threads"] is None  # a pickled model takes the cores where it is unpickled
     monkeypatch.delenv("CNNJIT_NUM_THREADS")
@@ -171,7 +176,7 @@ def test_channel_ranges() -> None:
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1)) and len(r) <= parts
 
 
-def branchy_model(size: int = 32):
+def branchy_model(size: int = BRANCHY_SIZE):
     """Two convs from one input (independent: side by side) concatenated, then a third conv reading the
     concatenation, times the first branch again; the planner reuses storage, so write-after-read hazards
     exist too."""
@@ -245,7 +250,7 @@ def test_independent_branches_may_run_side_by_side() -> None:
     cm = cnnjit.compile(branchy_model(), threads=2)
     p = cm._default_spec().program
     assert "# step 1: 2 parts\n" in p.source  # conv b waits for nothing: it may run beside conv a
-    x = np.random.default_rng(6).standard_normal((1, 8, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(6).standard_normal((1, 8, BRANCHY_SIZE, BRANCHY_SIZE)).astype(np.float32)
     ref = cnnjit.compile(branchy_model(), threads=1)(x)
     for _ in range(5):
         assert np.array_equal(cm(x), ref)

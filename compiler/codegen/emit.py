@@ -79,7 +79,7 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
         try:
             node_calls = lower_node(node, target)
             if split:
-                parts = split_node(node, node_calls, target.threads, lambda part: lower_node(part, target))
+                parts = split_node(node, node_calls, target, lower_node)
                 if parts:
                     groups.append((len(out), len(parts)))
                     node_calls = parts

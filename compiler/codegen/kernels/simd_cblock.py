@@ -22,6 +22,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue, has_residual
 from .simd_pointwise import conv_operands
 from .template import source
@@ -43,9 +44,12 @@ def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int,
     return [(s, t, max(k, 1)) for s, t, k in plan]
 
 
-def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -> tuple[str, list]:
+def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], row_range: bool = False,
+                  ) -> tuple[str, list]:
     """``lanes`` output channels (one value) x up to ``np_`` consecutive output pixels of a row per register
     tile, for the ``geometry`` ``(Win, OW, KH, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
+    ``row_range``: the kernel takes ``OH0, OH1`` after ``G`` and computes those output rows only (one
+    thread's part of the layer, ``parts.py``).
 
     The row is planned at compile time (``row_plan``): tiles whose every tap lies inside the input row loop
     with no test; at a border, the taps that fall outside the row are left out of the tile's code, so no
@@ -55,13 +59,13 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...]) -
     epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, dh, G"
-        + epi.signature() + "):",
+        + (", OH0, OH1" if row_range else "") + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    P = OH * OW",
         f"    wsz = cg * {kh_n * kw_n * lanes}",
         "    for n in range(N):",
-        "        for oh in range(OH):",
+        f"        for oh in range({'OH0, OH1' if row_range else 'OH'}):",
         "            ih0 = oh * sh - ph",
         "            khlo = 0 if ih0 >= 0 else (dh - 1 - ih0) // dh",  # kernel rows inside the input
         f"            khhi = min({kh_n}, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
@@ -203,7 +207,14 @@ def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     lanes = mv * target.vector_width
     # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
     packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
-    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]))
+    rows = node_part(node)  # a part of a layer split over threads: its output rows (parts.py)
+    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]), rows is not None)
     args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, a["strides"][0], a["pads"][0],
-            a["dilations"][0], a["group"], *extra]
+            a["dilations"][0], a["group"], *(rows or ()), *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "cblock")
+def cblock_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Output rows (a stride-2 layer whose channels do not split in pairs of vectors: the detector's 48)."""
+    return node.outputs[0].shape[2], 1

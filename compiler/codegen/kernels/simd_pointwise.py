@@ -17,6 +17,7 @@ import numpy as np
 from cnnjit.ir import Node, Value
 
 from ..kernel import At, KernelCall, Param, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .template import clipped_loops, source
 
@@ -91,7 +92,7 @@ def tile_stores(epi: Epilogue, ind: str, L: int, rows: int, idx: Callable[[int],
 
 
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both",
-                     mr: int = MR, nr: int = NR) -> tuple[str, list]:
+                     mr: int = MR, nr: int = NR, pixel_range: bool = False) -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
     The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
@@ -154,12 +155,14 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         "                m += 1",
     ]
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + (", PS, PE" if pixel_range else "")
+        + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
-        "        for pb in range(0, P, PB):",  # pixel blocks: all output rows of a block while it is in L1
-        "            pe = min(P, pb + PB)",
+        # pixel blocks: all output rows of a block while it is in L1
+        f"        for pb in range({'PS, PE' if pixel_range else '0, P'}, PB):",
+        f"            pe = min({'PE' if pixel_range else 'P'}, pb + PB)",
         "            m = 0",
         *(tiles if rows != "single" else []),
         *(single if rows != "tiles" else []),
@@ -184,7 +187,9 @@ def pixel_block(C: int, P: int, w: int) -> int:
 
 @variant("Conv", name="simd_pointwise", priority=30, applies=lambda n, t: simd_pointwise_applies(n, t))
 def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs)."""
+    """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs). A part of a
+    layer split over threads by pixels (``parts.py``: ``meta["part"]``, ungrouped only) is one call
+    computing its pixels of every output channel."""
     x, wt, bias, y = conv_operands(node)
     N, C = x.shape[:2]
     M = wt.shape[0]
@@ -192,9 +197,12 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
     mr, nr = pointwise_tile(target, M // G, w, 4 * (C // G) * min(P, pixel_block(C // G, P, w)))
-    src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr)
+    pixels = node_part(node) if G == 1 else None
+    src, extra = pointwise_source(node, w, rows=row_sections(M // G, mr), mr=mr, nr=nr,
+                                  pixel_range=pixels is not None)
     if G == 1:
-        return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *extra], note(node))]
+        part = list(pixels) if pixels is not None else []
+        return [KernelCall(src, [x, wt, bias, y, N, C, M, P, pixel_block(C, P, w), *part, *extra], note(node))]
     cg, mg = C // G, M // G
     calls = []
     for n in range(N):
@@ -205,6 +213,19 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
             args = [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, pixel_block(cg, P, w), *res]
             calls.append(KernelCall(src, args, note(node)))
     return calls
+
+
+#: a pixel part is a multiple of this many vectors (a register tile's width at most: no part ends in a partial
+#: tile, so both halves run the fast loop)
+PART_VECTORS = 4
+
+
+@part_space("Conv", "simd_pointwise")
+def pointwise_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Pixels, in runs of ``PART_VECTORS`` vectors (ungrouped layers only)."""
+    if node.attrs.get("group", 1) != 1:
+        return None
+    return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), PART_VECTORS * target.vector_width
 
 
 def row_width(target: Target, columns: int) -> int:

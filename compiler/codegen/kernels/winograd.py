@@ -34,6 +34,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, flit, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands
 from .template import source
@@ -107,15 +108,16 @@ def transform_lines(ind: str, one_d, n_out: int, src: str, dst: str, w: int) -> 
     return out
 
 
-def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
+def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = False) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
-    tiles); the sizes are arguments."""
+    tiles); the sizes are arguments. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes
+    the tile rows ``TY0..TY1`` only (one thread's part, ``parts.py``)."""
     L = nr * w  # tiles per register tile row (one L-lane value, which LLVM splits into nr registers)
     epi = Epilogue(node, w, True)
     i20, i24 = " " * 20, " " * 24
     lines = [
         "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
-        + epi.signature() + "):",
+        + (", TY0, TY1" if band_range else "") + epi.signature() + "):",
         "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
         "    RL = 4 * TXP",
         "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
@@ -131,8 +133,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
         "        zb[U(po + i)] = np.float32(0.0)",
         "    ncopy = min(Win, RL - pw)",
         "    for n in range(N):",
-        "        for ty0 in range(0, TY, RB):",
-        "            rb = min(RB, TY - ty0)",
+        f"        for ty0 in range({'TY0, TY1' if band_range else '0, TY'}, RB):",
+        f"            rb = min(RB, {'TY1' if band_range else 'TY'} - ty0)",
         "            nt = rb * TXP",
         f"            ntp = (nt + {L - 1}) // {L} * {L}",
         # 1. the band's padded input rows
@@ -308,7 +310,15 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     OH, OW = y.shape[2:]
     mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
-    src, extra = winograd_source(node, target.vector_width, mr, nr)
+    band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
+    src, extra = winograd_source(node, target.vector_width, mr, nr, band_range=band is not None)
     args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T)), N, C, H, Win,
-            M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *extra]
+            M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "winograd_f4")
+def winograd_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Tile rows (4 output rows each), in whole bands: each part fills and transforms its own bands in its
+    own scratch."""
+    return -(-node.outputs[0].shape[2] // TM), plan(node, target)[2]

@@ -1,0 +1,107 @@
+"""Where a 2-thread schedule's time goes (issue 18), per model: each step's parts timed one after another on
+one thread (``cnnjit.profile``'s timed entry of the ``threads=2`` program: every part of every split layer
+is one call), against the same layers in the ``threads=1`` program.
+
+    PYTHONPATH=. python benchmarks/thread_split.py [MODELS] [--runs 20] [--rows 15]
+
+Per model it prints: the summed part times against the whole layers' (splitting must not make a layer's
+parts slower than the layer: a part of another size is a new kernel specialisation, and past
+``emit.SPECIALIZE_MAX`` a kernel runs unspecialised), the time of layers left on one thread, the *ideal*
+2-thread time (each split step as long as its longest part or half its parts, each unsplit step whole: what
+a perfect team with no hand-over cost reaches) and the ratio of the parts' sum to it; then the slowest
+steps with their parts. Times are minima over ``--runs`` (low noise on a shared machine). Then the real
+1- and 2-thread runs, interleaved (median and best), with the load average: on a machine whose other
+processes take cores, the real 2-thread time is far from the ideal one.
+
+MODELS: comma-separated ``benchmarks.corpus`` names or ``path@input=1x3x416x416`` (default: MobileNetV2-224
+and the ddddocr detector when installed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.ootb import _ootb_model, default_ootb_models, ootb_label  # noqa: E402
+
+
+def step_times(spec, feeds, runs: int) -> list[float]:
+    """Per call of ``spec``'s schedule: the minimum time over ``runs`` profiled runs (microseconds)."""
+    from cnnjit.profile import profile_schedule
+
+    prof = profile_schedule(spec, feeds, repeat=runs)
+    return [c.min_s * 1e6 for c in prof.calls]
+
+
+def analyse(spec: str, runs: int, rows: int) -> None:
+    import cnnjit
+
+    model, feeds = _ootb_model(spec)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    one = cnnjit.compile(model, input_shapes=shapes, threads=1)
+    two = cnnjit.compile(model, input_shapes=shapes, threads=2)
+    p1, p2 = one._default_spec().program, two._default_spec().program
+    t1 = step_times(one._default_spec(), feeds, runs)
+    t2 = step_times(two._default_spec(), feeds, runs)
+    steps = p2.meta.get("step_plan") or []
+    whole = sum(t1)
+    if not steps:
+        print(f"\n{ootb_label(spec)}: threads=2 keeps the serial schedule (1-thread time {whole / 1e3:.2f} ms)")
+    else:
+        ideal = split = alone = 0.0
+        table = []
+        for st in steps:
+            ts = t2[st.first:st.first + st.parts]
+            c = p2.calls[st.first]
+            if st.parts > 1:
+                split += sum(ts)
+                ideal += max(sum(ts) / 2, max(ts))
+            else:
+                alone += ts[0]
+                ideal += ts[0]
+            shape = "x".join(map(str, c.node.outputs[0].shape)) if c.node is not None else ""
+            table.append((sum(ts), c.op, c.variant, shape, ts))
+        print(f"\n{ootb_label(spec)}: {len(steps)} steps, {p2.meta.get('parallel_layers')} split; 1-thread "
+              f"layers {whole / 1e3:.2f} ms, 2-thread parts {(split + alone) / 1e3:.2f} ms "
+              f"(split {split / 1e3:.2f}, on one thread {alone / 1e3:.2f}); ideal 2-thread "
+              f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum")
+        for total, op, variant, shape, ts in sorted(table, key=lambda r: -r[0])[:rows]:
+            print(f"  {total:8.1f} us  {op:8s} {variant:16s} {shape:16s} parts " + " ".join(f"{t:.1f}" for t in ts))
+    timings: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(3):
+        one.run(None, feeds)
+        two.run(None, feeds)
+    for _ in range(runs):
+        for t in random.sample([1, 2], 2):
+            m = one if t == 1 else two
+            t0 = time.perf_counter()
+            m.run(None, feeds)
+            timings[t].append((time.perf_counter() - t0) * 1e3)
+    med = {t: statistics.median(v) for t, v in timings.items()}
+    best = {t: min(v) for t, v in timings.items()}
+    print(f"  real runs (load {os.getloadavg()[0]:.1f}): 1 thread {med[1]:.3f} ms (best {best[1]:.3f}), 2 threads "
+          f"{med[2]:.3f} ms (best {best[2]:.3f}); speed-up {med[1] / med[2]:.2f} (best {best[1] / best[2]:.2f}); "
+          f"{len(p1.calls)} / {len(p2.calls)} calls")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="?", default="")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--rows", type=int, default=15)
+    args = ap.parse_args(argv)
+    specs = [s for s in args.models.split(",") if s] or [s for s in default_ootb_models() if s != "resnet8"]
+    for spec in specs:
+        analyse(spec, args.runs, args.rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

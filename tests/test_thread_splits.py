@@ -1,0 +1,204 @@
+"""How ``threads.split_node`` splits a layer (issue 18): over output channels in balanced ranges of whole
+vectors, along the variant's part space when the channels do not divide (``parts.py``: a pointwise conv's
+pixels, a Winograd conv's bands of tile rows; the kernel takes its range as arguments), or not at all.
+Every split must give the one-thread result bit for bit and the numpy reference (``reference_np.py``)
+within float tolerance, at every vector width."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_np as ref
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.codegen import threads as split
+from cnnjit.compiler.codegen.parts import PART_SPACES
+from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
+from cnnjit.compiler.stages import CompileOptions
+
+WIDTHS = [4, 8, 16]
+
+
+def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int = 0, k: int = 1):
+    """One ``k x k`` conv ``c -> m`` (same padding) on a ``hw x hw`` image with bias, an optional fused
+    activation and an optional residual (a second input ``r`` of the output's shape)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((m, c, k, k)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(m).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[k // 2] * 4)]
+    last = "c"
+    if residual:
+        nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
+        last = "s"
+    if act != "none":
+        nodes.append(helper.make_node(act, [last], ["y"]))
+    else:
+        nodes.append(helper.make_node("Identity", [last], ["y"]))
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])]
+    if residual:
+        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, m, hw, hw]))
+    g = helper.make_graph(nodes, "pw", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, hw, hw])],
+                          inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return model, numpy_helper.to_array(inits[0]), numpy_helper.to_array(inits[1])
+
+
+@pytest.fixture
+def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small test layers count as worth splitting (the thresholds are for real models' sizes; constant for
+    every example of a property test)."""
+    monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
+    monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
+    monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
+
+
+def _notes(cm: cnnjit.CompiledModel) -> list[str]:
+    return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(variant=st.sampled_from(sorted(v for _, v in PART_SPACES)), data=st.data(), hw=st.integers(4, 40),
+       act=st.sampled_from(["none", "Relu", "Sigmoid"]),
+       residual=st.booleans(), threads=st.integers(2, 3))
+def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
+    """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
+    of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``: one call per
+    part, with its range as arguments), bit-identical to one thread and equal to the numpy reference."""
+    # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
+    # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
+    # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows
+    width = data.draw(st.sampled_from(WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]), label="width")
+    if variant == "simd_pointwise":
+        k, m, c = 1, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 12), label="c")
+    elif variant == "winograd_f4":
+        k, m, c = 3, data.draw(st.integers(8, 2 * width - 1), label="m"), data.draw(st.integers(40, 64), label="c")
+        hw = max(hw, 9)  # (Winograd applies from a few tiles on)
+    else:
+        k, m, c = 3, 2 * width, data.draw(st.integers(15, 24), label="c")
+        hw = min(hw, 2 * width - 1)
+    model, w, b = pointwise_model(c, m, hw, act, residual, k=k)
+    rng = np.random.default_rng(c * 1000 + m * 10 + hw)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    if residual:
+        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
+    forced = {"Conv": variant}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
+    calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
+    assert {cl.variant for cl in calls} == {variant}
+    node = next(n for n in many.ir.nodes if n.op == "Conv")
+    units, align = PART_SPACES[("Conv", variant)](node, CompileOptions(vector_width=width).host_target())
+    pixels = balanced_ranges(units, threads, align)
+    if pixels:
+        assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"part {lo}:{hi}]" for lo, hi in pixels]
+    else:
+        assert len(calls) == 1
+    got = many.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, pads=[k // 2] * 4)
+    if residual:
+        want = want + feeds["r"]
+    acts = {"none": lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+    want = acts[act](want)
+    # (the tolerance of tests/test_simd_widths.py: scaled to the output, for Winograd's transforms)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_channel_split_is_balanced_in_whole_vectors(split_small_layers, width) -> None:
+    """Output channels split in equal ranges of whole vectors when they divide (144 = 2 x 72 at width 8:
+    not 80 + 64, as a fixed 16-channel alignment gave)."""
+    m = 18 * width
+    model, _, _ = pointwise_model(8, m, 12, "none", False)
+    cm = cnnjit.compile(model, vector_width=width, threads=2)
+    notes = _notes(cm)
+    assert len(notes) == 2
+    ranges = channel_ranges(m, 2, width)
+    assert all(f"[channels {lo}:{hi} of {m}]" in n for n, (lo, hi) in zip(notes, ranges)), notes
+    assert all((hi - lo) % width == 0 for lo, hi in ranges[:-1])
+    assert max(hi - lo for lo, hi in ranges) * 2 <= split.MAX_IMBALANCE * m
+
+
+def test_pixel_split_of_a_projection(split_small_layers) -> None:
+    """A 1x1 conv to 12 channels at 8 lanes (too few for two vectors): two pixel halves of 288."""
+    model, _, _ = pointwise_model(32, 12, 24, "none", False)
+    cm = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "simd_pointwise"})
+    assert _notes(cm) == [n for n in _notes(cm) if "[part " in n] and len(_notes(cm)) == 2
+    assert "[part 0:288]" in _notes(cm)[0] and "[part 288:576]" in _notes(cm)[1]
+
+
+def test_band_split_of_a_winograd_conv(split_small_layers) -> None:
+    """A 3x3 conv 64 -> 12 channels at 8 lanes on Winograd: its tile rows in two parts of whole bands."""
+    model, _, _ = pointwise_model(64, 12, 32, "none", False, k=3)
+    cm = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "winograd_f4"})
+    assert len(_notes(cm)) == 2 and all("[part " in n for n in _notes(cm)), _notes(cm)
+    assert "[part 0:4]" in _notes(cm)[0] and "[part 4:8]" in _notes(cm)[1]
+
+
+def test_fewer_parts_when_more_would_be_unbalanced() -> None:
+    assert balanced_ranges(104, 4, 8) == [(0, 56), (56, 104)]  # not 32, 32, 32, 8 nor 40, 40, 24
+    assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]
+    assert balanced_ranges(24, 2, 8) is None and balanced_ranges(8, 2, 8) is None
+    for n in range(1, 300):
+        for parts in (2, 3, 4):
+            r = balanced_ranges(n, parts, 8)
+            assert r is None or (2 <= len(r) <= parts and r[0][0] == 0 and r[-1][1] == n and split._balanced(r))
+
+
+def test_unbalanced_split_is_not_made() -> None:
+    assert split._balanced([(0, 72), (72, 144)])
+    assert not split._balanced([(0, 16), (16, 24)])  # 1.33x the mean part
+    assert not split._balanced([(0, 128), (128, 196)])
+
+
+def gemm_model(k: int, n: int, trans_b: bool, bias: str, relu: bool, seed: int = 0):
+    """``y = x [1, k] @ B + C`` (B given as ``[n, k]`` with ``transB``; C of ``n`` elements, one, or none),
+    optionally followed by Relu."""
+    rng = np.random.default_rng(seed)
+    b = (rng.standard_normal((n, k) if trans_b else (k, n)) * 0.2).astype(np.float32)
+    inits = [numpy_helper.from_array(b, "B")]
+    ins = ["x", "B"]
+    if bias != "none":
+        inits.append(numpy_helper.from_array(rng.standard_normal(n if bias == "vector" else 1).astype(np.float32), "C"))
+        ins.append("C")
+    nodes = [helper.make_node("Gemm", ins, ["g" if relu else "y"], transB=int(trans_b))]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["g"], ["y"]))
+    g = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return model, [numpy_helper.to_array(i) for i in inits]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.sampled_from(WIDTHS), k=st.integers(1, 80), n=st.integers(2, 120), trans_b=st.booleans(),
+       bias=st.sampled_from(["none", "vector", "scalar"]), relu=st.booleans())
+def test_batch1_gemm_splits_over_columns(split_small_layers, width, k, n, trans_b, bias, relu) -> None:
+    """A batch-1 Gemm splits over ranges of output columns (whole vectors, balanced) like a conv over
+    channels: bit-identical to one thread, equal to numpy."""
+    model, inits = gemm_model(k, n, trans_b, bias, relu)
+    x = np.random.default_rng(k * 1000 + n).standard_normal((1, k)).astype(np.float32)
+    one = cnnjit.compile(model, vector_width=width, threads=1)
+    two = cnnjit.compile(model, vector_width=width, threads=2)
+    calls = [c for c in two._default_spec().program.calls if c.op == "Gemm"]
+    ranges = balanced_ranges(n, 2, width)
+    if ranges:
+        assert [c.note.rsplit("[", 1)[1] for c in calls] == [f"channels {lo}:{hi} of {n}]" for lo, hi in ranges]
+    else:
+        assert len(calls) == 1
+    got = two(x)
+    np.testing.assert_array_equal(got, one(x))
+    want = x.astype(np.float64) @ (inits[0].T if trans_b else inits[0]).astype(np.float64)
+    if bias != "none":
+        want = want + inits[1]
+    np.testing.assert_allclose(got, np.maximum(want, 0) if relu else want, rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_gemm_is_split(split_small_layers) -> None:
+    model, _ = gemm_model(64, 96, True, "vector", False)
+    cm = cnnjit.compile(model, vector_width=8, threads=2)
+    notes = [c.note for c in cm._default_spec().program.calls if c.op == "Gemm"]
+    assert len(notes) == 2 and "[channels 0:48 of 96]" in notes[0] and "[channels 48:96 of 96]" in notes[1], notes
