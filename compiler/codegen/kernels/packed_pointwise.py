@@ -25,7 +25,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, is_pointwise, tile_stores
+from .simd_pointwise import is_pointwise, pointwise_operands, tile_stores
 from .template import source
 
 #: pixel vectors per register tile row (a strip is ``NR * vector_width`` columns)
@@ -145,10 +145,7 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
 @variant("Conv", name="packed_pointwise", priority=24, applies=packed_pointwise_applies)
 def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """One call for the whole batch; the scratch holds one block of strips (``block_pixels``)."""
-    x, wt, bias, y = conv_operands(node)
-    N, C = x.shape[:2]
-    M = wt.shape[0]
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     mr, nr = packed_tile(target)
     w = target.vector_width
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr)

@@ -190,11 +190,8 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """One call per image and group (a grouped 1x1 conv is ``G`` independent pointwise convs). A part of a
     layer split over threads by pixels (``parts.py``: ``meta["part"]``, ungrouped only) is one call
     computing its pixels of every output channel."""
-    x, wt, bias, y = conv_operands(node)
-    N, C = x.shape[:2]
-    M = wt.shape[0]
+    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     G = node.attrs["group"]
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
     w = target.vector_width
     mr, nr = pointwise_tile(target, M // G, w, 4 * (C // G) * min(P, pixel_block(C // G, P, w)))
     pixels = node_part(node) if G == 1 else None
@@ -246,6 +243,13 @@ def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
     b = node.inputs[2] if len(node.inputs) > 2 else None
     M = node.inputs[1].shape[0]
     return node.inputs[0], node.inputs[1], b if b is not None else Param(np.zeros(M, np.float32)), node.outputs[0]
+
+
+def pointwise_operands(node: Node) -> tuple[Value, Value, Value | Param, Value, int, int, int, int]:
+    """``conv_operands`` of a 1x1 Conv and its sizes: batch ``N``, input channels ``C``, output channels
+    ``M`` and pixels per channel ``P``."""
+    x, wt, bias, y = conv_operands(node)
+    return x, wt, bias, y, x.shape[0], x.shape[1], wt.shape[0], int(np.prod(x.shape[2:], dtype=np.int64))
 
 
 def simd_pointwise_applies(node: Node, target: Target) -> bool:

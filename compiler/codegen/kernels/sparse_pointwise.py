@@ -22,7 +22,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, clamp_code, clamp_lines
-from .simd_pointwise import conv_operands, is_pointwise
+from .simd_pointwise import is_pointwise, pointwise_operands
 from .template import Template, source
 
 NR = 4  # pixel vectors per output-row tile
@@ -144,10 +144,7 @@ def sparse_conv_applies(node: Node, target: Target) -> bool:
 @variant("Conv", name="sparse_pointwise", priority=10, applies=sparse_conv_applies)
 def gen_sparse_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """CSR kernel calls for a sparse float32 group-1 pointwise Conv (see ``sparse_conv_applies``)."""
-    x, wt, bias, y = conv_operands(node)
-    N, C = x.shape[:2]
-    M = wt.shape[0]
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     src, extra = sparse_source(node, target.vector_width, NR)
     rowptr, offs, vals = csr_rows(wt.const.reshape(M, C), P)
     step = NR * target.vector_width
