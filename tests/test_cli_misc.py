@@ -334,6 +334,8 @@ def _shape_of(line: str) -> str:
     # sizes: a subprocess's peak RSS includes its parent's (Linux keeps ru_maxrss across exec), so under a
     # test runner it may print in another unit or with a thousands separator
     line = re.sub(r"\d[\d,]*(\.\d+)? [KMG]iB", "N iB", line)
+    # the kernel cache's folder: under the user's home (or CNNJIT_CACHE_DIR), named by versions and CPU
+    line = re.sub(r"\S*/kernels-\S+", "KERNEL_DIR", line)
     return re.sub(r"[-+]?\d+(\.\d+)?(e[-+]\d+)?", "N", " ".join(line.split())).replace("N threads", "N thread")
 
 

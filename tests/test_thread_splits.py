@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
+from cnnjit.compiler.codegen.kernels import winograd
 from cnnjit.compiler.codegen.parts import PART_SPACES
 from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
 from cnnjit.compiler.stages import CompileOptions
@@ -130,8 +131,10 @@ def test_pixel_split_of_a_projection(split_small_layers) -> None:
     assert "[part 0:288]" in _notes(cm)[0] and "[part 288:576]" in _notes(cm)[1]
 
 
-def test_band_split_of_a_winograd_conv(split_small_layers) -> None:
-    """A 3x3 conv 64 -> 12 channels at 8 lanes on Winograd: its tile rows in two parts of whole bands."""
+def test_band_split_of_a_winograd_conv(split_small_layers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3x3 conv 64 -> 12 channels at 8 lanes on Winograd: its tile rows in two parts of whole bands (bands
+    of the L2 size, not grown by ``winograd.plan`` to pad fewer tiles: its 8 tile rows are then two bands)."""
+    monkeypatch.setattr(winograd, "BAND_MAX_BYTES", winograd.BAND_BYTES)
     model, _, _ = pointwise_model(64, 12, 32, "none", False, k=3)
     cm = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "winograd_f4"})
     assert len(_notes(cm)) == 2 and all("[part " in n for n in _notes(cm)), _notes(cm)

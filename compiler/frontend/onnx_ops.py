@@ -68,20 +68,20 @@ def _prelu(ctx: ImportContext, ins: list) -> list:
 @importer("Clip")
 def _clip(ctx: ImportContext, ins: list) -> list:
     a = ctx.attrs()
+    x = ins[0]
     if ctx.opset < 11:
         lo, hi = a.get("min"), a.get("max")
     else:
         # a bound computed at run time (a log-mel front end's ``max(x) - 80 dB`` floor) is a Max / Min with
         # the scalar: ``min(max(x, lo), hi)`` is Clip's definition, so the order of the two is kept
         bounds = [ins[i] if len(ins) > i else None for i in (1, 2)]
-        x = ins[0]
         lo, hi = (None if b is None or not b.is_const else b.const.reshape(()).item() for b in bounds)
         if bounds[0] is not None and not bounds[0].is_const:
             x = ctx.emit("Max", [x, ctx.emit("Reshape", [bounds[0]], {"shape": ()})[0]])[0]
         if bounds[1] is not None and not bounds[1].is_const:
             y = ctx.emit("Clip", [x], {"min": lo, "max": None})[0] if lo is not None else x
             return ctx.emit("Min", [y, ctx.emit("Reshape", [bounds[1]], {"shape": ()})[0]])
-        return ctx.emit("Clip", [x], {"min": lo, "max": hi})
+    return ctx.emit("Clip", [x], {"min": lo, "max": hi})
 
 
 @importer("Dropout")

@@ -36,6 +36,7 @@ def same_window(node: Node) -> tuple[int, ...] | None:
 
 class CascadeMaxPool(Pass):
     name = "cascade_maxpool"
+    fusion = True  # a structural rewrite, like the other graph rewrites: ``fuse=False`` keeps the graph as imported
 
     def apply(self, graph: Graph) -> None:
         # input value id -> [(window, value holding the max over that window of the input)]
