@@ -13,12 +13,12 @@ counter), runs each and counts it done; a step with nothing left to claim is ski
   microseconds. A fixed assignment of parts to threads with a barrier per layer collapsed under load
   (measured on the shared 2-core machine: 2 threads 3-18x slower than 1 on an elementwise chain).
 
-Counters are tagged with the run's *epoch* (``word = epoch << SHIFT | count``), so they are never reset and
-a worker still catching up from the previous run claims nothing in the next. Waits poll ``SPIN`` times,
-then sleep on a futex that every completion wakes when someone sleeps (``sched_yield`` between polls where
-there is no futex): pure spinning is ~1000x slower when threads outnumber free cores (see
-/work/shared/notes/parallel-schedule.md), and yielding still burns the CPU share of the waiting
-thread's own process. A call that raises on any thread records the epoch in the
+Counters are tagged with the run's *epoch* (``word = epoch << SHIFT | count``), so they are never reset and a
+worker still catching up from the previous run claims nothing in the next. Waits poll ``SPIN`` times (a few
+hundred microseconds; ``runtime/team.py`` says why so long), then sleep on a futex that every completion wakes
+when someone sleeps (``sched_yield`` between polls where there is no futex): pure spinning is ~1000x slower
+when threads outnumber free cores (see /work/shared/notes/parallel-schedule.md), and yielding still burns the
+CPU share of the waiting thread's own process. A call that raises on any thread records the epoch in the
 state's abort word: every wait of that run gives up and the caller raises the error once every worker has
 returned.
 

@@ -21,12 +21,15 @@ import numpy as np
 
 from .cpus import usable_cpus
 
-#: polls of a counter before a wait goes to sleep (several microseconds of spinning: more than a balanced
-#: hand-over needs, far less than a time slice). Sleeping matters on a busy machine: Linux schedules a
-#: session's threads as one group (autogroup), so a thread spinning or yielding there takes CPU time from
-#: the thread it waits for (measured: MobileNetV2 with 2 threads 1.8x slower than 1 at load average 12 on
-#: 2 cores, waiting with sched_yield)
-SPIN = 5000
+#: polls of a counter before a wait goes to sleep: a few hundred microseconds of spinning, longer than a part
+#: of a split layer usually keeps the other thread waiting, far less than a time slice. A wait that slept
+#: paid the futex wake-up at nearly every step (~50 us on a virtual machine: MobileNetV2 2 threads only 1.16x
+#: faster than 1 with 5,000 polls; 1.18x with 30,000, 1.56x with 100,000, 1.64x with 300,000, measured
+#: interleaved at load 1). Sleeping still matters on a busy machine: Linux schedules a session's threads as
+#: one group (autogroup), so a thread spinning or yielding there takes CPU time from the thread it waits for
+#: (measured: MobileNetV2 with 2 threads 1.8x slower than 1 at load average 12 on 2 cores, waiting with
+#: sched_yield and no bound)
+SPIN = 200_000
 #: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
 #: completion that a sleeper may wait for wakes it)
 SLEEP_NS = 1_000_000
@@ -37,7 +40,7 @@ MASK = (1 << SHIFT) - 1
 #: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
 ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
 #: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
 SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), 0) \
     if sys.platform.startswith("linux") else 0
