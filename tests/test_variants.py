@@ -114,3 +114,17 @@ def test_default_choice_is_the_first_that_applies() -> None:
     for (op, name), (model, _) in CASES.items():
         chosen = {c.variant for c in cnnjit.compile(model, entry="lazy")._default_spec().program.calls if c.op == op}
         assert chosen == {applicable_variants(model, op, 16)[0]}, (op, name)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("m", [8, 24, 40])
+def test_squeeze_excite_1x1_on_a_1x1_map_takes_channel_vectors(width: int, m: int) -> None:
+    """A 1x1 conv on a 1x1 map (a squeeze-excite block's squeeze, ``C -> C / 4``) whose channels are not a
+    multiple of two 8-lane vectors runs ``cvec_pointwise`` on 4-lane vectors by default, not the pixel-vector
+    kernel with one live lane."""
+    model, shape = _conv(4 * m, m, 1)
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"cvec_pointwise"}
+    x = np.random.default_rng(m).standard_normal(shape).astype(np.float32)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)

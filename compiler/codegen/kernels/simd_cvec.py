@@ -121,8 +121,11 @@ def cvec_pointwise_width(node: Node, target: Target) -> int | None:
     mg = wt.shape[0] // node.attrs["group"]
     host = target.vector_width
     # at least 2 channel vectors per tile: with one (e.g. ShuffleNet's 136-channel groups at width 8) the
-    # tile has too few FMA chains and loses to the pixel-vector kernel
-    return next((w for w in (host, 8) if w <= host and mg % (2 * w) == 0), None)
+    # tile has too few FMA chains and loses to the pixel-vector kernel. A map of fewer pixels than a vector
+    # (a squeeze-excite 1x1 on a 1x1 map: 96 -> 24 channels) also takes 4-lane vectors: the pixel-vector
+    # kernel runs one live lane there (1 GFLOP/s in MobileNetV3-small's SE blocks)
+    widths = (host, 8, 4) if y.shape[2] * y.shape[3] < host else (host, 8)
+    return next((w for w in widths if w <= host and mg % (2 * w) == 0), None)
 
 
 def cvec_tile(target: Target, mg: int, ow: int, w: int) -> tuple[int, int]:
