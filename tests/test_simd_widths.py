@@ -22,8 +22,8 @@ from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
 #: the Conv variants that apply every fused activation and residual in registers (``epilogue.Epilogue``)
-IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_pointwise", "cvec", "cvec_pointwise", "sparse_pointwise",
-                "cblock", "winograd_f4"}
+IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_depthwise_row", "simd_pointwise", "cvec", "cvec_pointwise",
+                "sparse_pointwise", "cblock", "winograd_f4"}
 
 
 def applicable_variants(model, op: str, width: int) -> list[str]:
@@ -80,7 +80,7 @@ def conv_cases(draw):
                 seed=draw(st.integers(0, 2**16)))
 
 
-def _run_conv(case, width, data=None, expect=None):
+def _run_conv(case, width, data=None, expect=None, force=None):
     rng = np.random.default_rng(case["seed"])
     c, m, g, k = case["c"], case["m"], case["g"], case["k"]
     x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
@@ -123,7 +123,7 @@ def _run_conv(case, width, data=None, expect=None):
         expected = np.where(expected < 0, expected * inits["slope"], expected)
     else:
         nodes.append(helper.make_node("Identity", [cur], ["y"]))
-    model = compile_variant(_model(nodes, list(x.shape), inits), "Conv", width, data, expect)
+    model = compile_variant(_model(nodes, list(x.shape), inits), "Conv", width, data, expect, force)
     if case["act"] == "PRelu":
         (conv,) = [n for n in model.ir.nodes if n.op == "Conv"]
         assert [s.op for s in conv.attrs["post"]][-1] == "PRelu"
@@ -158,7 +158,26 @@ def depthwise_cases(draw):
 @pytest.mark.parametrize("width", WIDTHS)
 @given(case=depthwise_cases())
 def test_depthwise_kernel_at_width(width, case) -> None:
-    _run_conv(case, width, expect="simd_depthwise")
+    _run_conv(case, width, force="simd_depthwise")  # (short stride-1 rows default to simd_depthwise_row)
+
+
+@st.composite
+def short_row_depthwise_cases(draw):
+    """Stride-1 depthwise Convs whose output rows fit in one 4-lane vector (``simd_depthwise_row`` at every
+    width): 1..4 output columns, any taps, dilation and padding."""
+    case = {**draw(depthwise_cases()), "s": 1}
+    span = case["k"] + (case["k"] - 1) * (case["d"] - 1)
+    pl, pr = case["pads"][1], case["pads"][3]
+    ow = draw(st.integers(1, 4))
+    w = span + ow - 1 - pl - pr
+    assume(w >= 1)
+    return {**case, "w": w}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=short_row_depthwise_cases())
+def test_short_row_depthwise_kernel_at_width(width, case) -> None:
+    _run_conv(case, width, expect="simd_depthwise_row")
 
 
 @st.composite

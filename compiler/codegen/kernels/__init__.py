@@ -19,6 +19,7 @@ from . import (  # noqa: F401
     simd_convtranspose,
     simd_cvec,
     simd_depthwise,
+    simd_depthwise_row,
     simd_matmul,
     simd_pointwise,
     simd_pool,
