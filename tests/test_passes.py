@@ -73,7 +73,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
 
 
 LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "concat", "pad_conv",
-          "pool", "shuffle", "transpose_pair", "layernorm"]
+          "pool", "shuffle", "transpose_pair", "layernorm", "spp"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
 
@@ -128,6 +128,10 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
         elif op == "pool" and h >= 3 and w >= 3:
             kind = ["MaxPool", "AveragePool"][arg % 2]
             cur = b.add(kind, [cur], (1, c, h - 1, w - 1), kernel_shape=[2, 2], strides=[1, 1])
+        elif op == "spp":  # YOLO's spatial pyramid: "same" max pools of growing windows on one input, concatenated
+            pools = [b.add("MaxPool", [cur], (1, c, h, w), kernel_shape=[k, k], strides=[1, 1], pads=[k // 2] * 4)
+                     for k in (3, 5, 7)[:1 + arg % 3]]
+            cur = b.add("Concat", [cur, *pools], (1, c * (1 + len(pools)), h, w), axis=1)
         elif op == "shuffle" and c % 2 == 0:
             r1 = b.add("Reshape", [cur, b.const(np.array([1, 2, c // 2, h, w], np.int64))], (1, 2, c // 2, h, w))
             t = b.add("Transpose", [r1], (1, c // 2, 2, h, w), perm=[0, 2, 1, 3, 4])

@@ -198,15 +198,16 @@ _OPEN: ContextVar[int] = ContextVar("cnnjit_kernel_begins_open", default=0)
 @contextlib.contextmanager
 def observe_kernels(fn: KernelObserver | None) -> Iterator[None]:
     """Call ``fn(event)`` for every ``KernelEvent`` of the compiles run inside this block (in this thread or
-    context); ``None`` observes nothing. Observers nest."""
-    if fn is None:
-        yield
-        return
-    token = _OBSERVERS.set((*_OBSERVERS.get(), fn))
+    context); ``None`` observes nothing. Observers nest. The block counts its own open "begin" events, so a
+    compile that failed between its "begin" and its "end" earlier in this context cannot close one here."""
+    opened = _OPEN.set(0)
+    token = _OBSERVERS.set((*_OBSERVERS.get(), fn)) if fn is not None else None
     try:
         yield
     finally:
-        _OBSERVERS.reset(token)
+        if token is not None:
+            _OBSERVERS.reset(token)
+        _OPEN.reset(opened)
 
 
 class _Notifier:
