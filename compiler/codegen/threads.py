@@ -57,6 +57,8 @@ MIN_PARALLEL_US = 25.0
 #: ppocr_cls (1,100 us, load ~7) 1.71 vs 0.555 ms, crnn_lstm_gru (550 us) 0.907 vs 0.832 ms;
 #: MobileNetV2-224 (11,100 us) 78.9 vs 91.9 ms (load ~12)
 MIN_PARALLEL_TOTAL_US = 1500.0
+#: a split whose largest part exceeds the mean part by more than this factor is not made
+MAX_IMBALANCE = 1.15
 #: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
 #: the hand-over between steps (~1 us) and the second core's cold caches
 MIN_PART_US = 10.0
@@ -210,9 +212,6 @@ def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | N
             return ranges
     return None
 
-
-#: a split whose largest part exceeds the mean part by more than this factor is not made
-MAX_IMBALANCE = 1.15
 
 
 def _one_call(generate, part: Node, variant: str) -> KernelCall | None:
