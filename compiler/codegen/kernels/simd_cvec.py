@@ -110,6 +110,8 @@ def cvec_pointwise_width(node: Node, target: Target) -> int | None:
 
     There the pixel-vector micro-kernel runs mostly masked tails; vectors over output channels keep every
     lane busy (measured on MobileNetV2's 7x7 layers: 1.03-1.26x, a 3x3 map 1.4x; 14x14 maps lose).
+    ``packed_pointwise`` comes first where it applies (a whole strip of pixels: 7x7 maps): this kernel reads
+    the weights once per output row, which loses once they outgrow the cache.
     """
     x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
     if x.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
