@@ -1,4 +1,5 @@
-"""Gemm and MatMul with a constant B on packed column panels (``packed_gemm`` / ``packed_matmul``).
+"""Gemm and MatMul with a constant B on packed column panels (``packed_gemm`` / ``packed_matmul``), and a 1x1
+Conv on a 1x1 map as the same GEMV (``packed_fc``).
 
 Oracle: numpy in float64 (``reference_np``). The property tests force the packed variant at every vector
 width over rows (whole register tiles and leftovers), columns (whole panels and tails), transB, alpha,
@@ -15,11 +16,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import make_model, property_settings
 from onnx import helper
+from test_cblock import ACTS, _layer
+from test_cblock import _check as check_variant
 from test_simd_widths import WIDTHS
 
 import cnnjit
-from cnnjit.compiler.codegen.kernel import Target
-from cnnjit.compiler.codegen.kernels.packed_gemm import CHAINS, MIN_MACS, gemm_tile, pack_panels, panel_group, row_tiles
+from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels.packed_gemm import (
+    CHAINS,
+    MIN_MACS,
+    fc_conv_applies,
+    gemm_tile,
+    pack_panels,
+    panel_group,
+    row_tiles,
+)
 from cnnjit.compiler.codegen.simd import host_vector_registers
 
 
@@ -172,3 +183,27 @@ def test_row_tiles_cover_the_rows(rows, mr, tiles) -> None:
     assert (full, tail) == tiles
     assert full * mr + sum(tail) == rows
     assert all(t >= 4 for t in tail) or rows < mr
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(5)
+@given(n=st.sampled_from([1, 1, 2, 5]), c=st.integers(1, 300), m=st.integers(1, 200),
+       act=st.sampled_from(ACTS), residual=st.booleans(), seed=st.integers(0, 2**16))
+def test_packed_fc_matches_reference(width: int, n: int, c: int, m: int, act, residual: bool, seed: int) -> None:
+    """A 1x1 Conv on a 1x1 map (a squeeze-excite FC) through ``packed_fc``, forced at every width: images as
+    rows (one, a register tile's leftovers), channels with panel tails, fused activations and a residual in
+    registers (``test_cblock``'s check: the reference, the variant that ran, no scalar epilogue)."""
+    check_variant(dict(n=n, c=c, m=m, g=1, k=1, s=1, d=1, h=1, w=1, pads=[0] * 4, act=act, residual=residual,
+                       seed=seed), width, "packed_fc")
+
+
+@pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
+                                    Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
+def test_packed_fc_choice(target: Target) -> None:
+    """The squeeze-excite FCs and a Conv classifier head take ``packed_fc`` by default; a 1x1 conv on a map of
+    more than one pixel, or grouped, does not apply."""
+    assert choose(_layer(576, 144, 1, 1, 1), target).name == "packed_fc"
+    assert choose(_layer(24, 96, 1, 1, 1), target).name == "packed_fc"
+    assert choose(_layer(1280, 1000, 1, 1, 1), target).name == "packed_fc"
+    assert not fc_conv_applies(_layer(576, 144, 2, 1, 1), target)
+    assert not fc_conv_applies(_layer(576, 144, 1, 1, 1, group=2), target)

@@ -40,6 +40,7 @@ CASES = {
     ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
     ("Conv", "simd_pointwise"): _conv(8, 16, 9),
     ("Conv", "packed_pointwise"): _conv(48, 64, 9),
+    ("Conv", "packed_fc"): _conv(40, 24, 1),
     ("Conv", "pointwise"): _conv(8, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 17, k=3, group=8),  # rows longer than a vector at every width
     ("Conv", "simd_depthwise_row"): _conv(8, 8, 4, k=3, group=8),
@@ -119,13 +120,14 @@ def test_default_choice_is_the_first_that_applies() -> None:
 
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("m", [8, 24, 40])
-def test_squeeze_excite_1x1_on_a_1x1_map_takes_channel_vectors(width: int, m: int) -> None:
-    """A 1x1 conv on a 1x1 map (a squeeze-excite block's squeeze, ``C -> C / 4``) whose channels are not a
-    multiple of two 8-lane vectors runs ``cvec_pointwise`` on 4-lane vectors by default, not the pixel-vector
-    kernel with one live lane."""
-    model, shape = _conv(4 * m, m, 1)
+@pytest.mark.parametrize(("hw", "variant"), [(1, "packed_fc"), (2, "cvec_pointwise")])
+def test_squeeze_excite_1x1_on_tiny_maps(width: int, m: int, hw: int, variant: str) -> None:
+    """A 1x1 conv on a 1x1 map (a squeeze-excite block's squeeze, ``C -> C / 4``) runs as a GEMV on packed
+    panels (``packed_fc``); on a 2x2 map, whose channels are not a multiple of two 8-lane vectors, it runs
+    ``cvec_pointwise`` on 4-lane vectors, not the pixel-vector kernel with a few live lanes."""
+    model, shape = _conv(4 * m, m, hw)
     compiled = cnnjit.compile(model, vector_width=width)
-    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"cvec_pointwise"}
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {variant}
     x = np.random.default_rng(m).standard_normal(shape).astype(np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
