@@ -124,10 +124,27 @@ def test_default_choice_is_the_first_that_applies() -> None:
 def test_squeeze_excite_1x1_on_tiny_maps(width: int, m: int, hw: int, variant: str) -> None:
     """A 1x1 conv on a 1x1 map (a squeeze-excite block's squeeze, ``C -> C / 4``) runs as a GEMV on packed
     panels (``packed_fc``); on a 2x2 map, whose channels are not a multiple of two 8-lane vectors, it runs
-    ``cvec_pointwise`` on 4-lane vectors, not the pixel-vector kernel with a few live lanes."""
+    ``cvec_pointwise`` on 4-lane vectors, not the pixel-vector kernel with a few live lanes (at width 4 the
+    map's 4 pixels fill one pixel vector: ``simd_pointwise``)."""
+    if hw * hw == width:
+        variant = "simd_pointwise"
     model, shape = _conv(4 * m, m, hw)
     compiled = cnnjit.compile(model, vector_width=width)
     assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {variant}
     x = np.random.default_rng(m).standard_normal(shape).astype(np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_cvec_pointwise_only_where_pixel_vectors_idle(width: int) -> None:
+    """``cvec_pointwise`` takes a 1x1 conv on a small map only where the pixel vectors would leave at least
+    ``MIN_IDLE_LANES`` of their lanes idle: a 3x3 map (9 pixels) yes, an 8x8 map filling whole 8- or 16-lane
+    vectors no (``simd_pointwise``)."""
+    for (c, m, hw), want in [((128, 256, 3), "cvec_pointwise"), ((24, 96, 8), "simd_pointwise")]:
+        model, shape = _conv(c, m, hw)
+        compiled = cnnjit.compile(model, vector_width=width)
+        assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {want}, (hw, width)
+        x = np.random.default_rng(hw).standard_normal(shape).astype(np.float32)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(compiled(x), sess.run(None, {"x": x})[0], rtol=1e-4, atol=1e-4)
