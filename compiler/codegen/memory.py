@@ -95,6 +95,31 @@ class MemoryPlan:
         return self.slots[v.id]
 
 
+def storage_extents(graph: Graph, find: Callable[[Value], tuple[Value, int]]) -> dict[int, int]:
+    """Each storage root's extent in elements: its own and those of every value placed at a shift inside (or
+    past) it (``find``: a value's root and element shift)."""
+    extent: dict[int, int] = {}
+    for v in graph.values():
+        if not v.is_const:
+            r, s = find(v)
+            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+    return extent
+
+
+def storage_last_uses(graph: Graph, find: Callable[[Value], tuple[Value, int]]) -> dict[int, int]:
+    """The index of the last node that reads or writes each storage root; a graph output's root lives to
+    the end (``len(graph.nodes)``)."""
+    last: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in (*n.inputs, *n.outputs):
+            if v is not None and not v.is_const:
+                last[find(v)[0].id] = i
+    for o in graph.outputs:
+        if not o.is_const:
+            last[find(o)[0].id] = len(graph.nodes)
+    return last
+
+
 def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False,
                 inplace: dict[int, tuple[tuple[int, int], ...]] | None = None) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
@@ -129,30 +154,18 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
                 start += v.shape[ax] * inner
 
     share_inputs(graph, parent, find, inplace or {})
-    # liveness of each storage root: [first def, last use]
+    # liveness of each storage root: [first def, last use]; inputs are written before the run starts (-1)
     end = len(graph.nodes)
+    last = {v.id: -1 for v in graph.inputs}
+    last.update(storage_last_uses(graph, find))
     first: dict[int, int] = {}
-    last: dict[int, int] = {}
-    vals: dict[int, Value] = {}
-    for v in graph.inputs:
-        first[v.id] = -1
-        last[v.id] = -1
-        vals[v.id] = v
+    vals: dict[int, Value] = {v.id: v for v in graph.inputs}
     for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            if v is not None and not v.is_const:
-                r = find(v)[0]
-                last[r.id] = max(last.get(r.id, i), i)
         for o in n.outputs:
             r = find(o)[0]
-            first[r.id] = min(first.get(r.id, i), i)
+            first.setdefault(r.id, i)
             vals[r.id] = r
-            last[r.id] = max(last.get(r.id, i), i)
-    for o in graph.outputs:
-        if not o.is_const:
-            last[find(o)[0].id] = end
-    for v in graph.inputs:  # inputs are written before the run starts; keep them apart from each other
-        first[v.id] = -1
+    first.update((v.id, -1) for v in graph.inputs)
     # scratch: pseudo roots with negative keys, live during their node only
     extra: dict[int, tuple[Scratch, int]] = {}
     for j, (i, sc) in enumerate(scratch):
@@ -160,12 +173,7 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         first[-1 - j] = i
         last[-1 - j] = end if keep_scratch else i
 
-    # a root's extent: its own elements and those of every value placed at a shift inside (or past) it
-    extent: dict[int, int] = {}
-    for v in graph.values():
-        if not v.is_const:
-            r, s = find(v)
-            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
+    extent = storage_extents(graph, find)
 
     def kind(rid: int) -> tuple[np.dtype, int]:
         if rid in extra:
@@ -271,18 +279,8 @@ def share_inputs(graph: Graph, parent: dict[int, tuple[Value, int]], find: Calla
     of several such inputs, the one whose storage (with what already lives inside it) is smallest."""
     if not inplace:
         return
-    last: dict[int, int] = {}
-    extent: dict[int, int] = {}
-    for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            if v is not None and not v.is_const:
-                last[find(v)[0].id] = i
-    for v in graph.values():
-        if not v.is_const:
-            r, s = find(v)
-            extent[r.id] = max(extent.get(r.id, 0), s + v.type.size)
-    for v in graph.outputs:
-        last[find(v)[0].id] = len(graph.nodes)
+    last = storage_last_uses(graph, find)
+    extent = storage_extents(graph, find)
     keep = {v.id for v in (*graph.inputs, *graph.outputs)}
     for i, cands in sorted(inplace.items()):
         n = graph.nodes[i]
