@@ -304,7 +304,8 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), intensity (FLOP per
     byte), gbs (bytes per second achieved) and memory_bound (``memory_bound``: intensity below ``balance``)),
     ``bandwidth_gbs`` (``stream_bandwidth_gbs``) and ``balance`` (peak / bandwidth), ``by_op``
-    (``op_summary``), ``run_ms`` (the real entry's median),
+    (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by variant),
+    ``run_ms`` (the real entry's median),
     ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``, ``peak_gflops``,
     ``peak_method``, and ``trace_run``/``trace_run_ms``: the profiled run of median total (``median_run``),
     which ``chrome_trace`` shows. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
@@ -350,7 +351,7 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
             "tick_ns": prof.tick_s * 1e9 if prof.tick_s else None, "flops": int(sum(flops)),
             "peak_gflops": peak_g, "peak_method": peak_method, "bandwidth_gbs": bw, "balance": balance,
             "bandwidth_method": f"streaming read of {STREAM_BYTES >> 20} MB, 1 thread", "calls": rows,
-            "by_op": op_summary(rows),
+            "by_op": op_summary(rows), "above_peak": above_peak(rows),
             "trace_run": traced, "trace_run_ms": sum(r["trace_ms"] for r in rows)}
 
 
@@ -379,6 +380,17 @@ def op_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g["percent"] = 100 * g["total_ms"] / total
         g["gflops"] = g["flops"] / g["total_ms"] / 1e6 if g["total_ms"] and g["flops"] else 0.0
     return sorted(groups.values(), key=lambda g: -g["total_ms"])
+
+
+def above_peak(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Calls whose GFLOP/s exceed the machine's peak, counted by kernel variant: their FLOPs are the direct
+    convolution's (``flops.node_flops``) while the variant computes fewer multiplies (Winograd: 4x fewer in
+    its GEMMs), so their GFLOP/s are *effective* ones (direct-convolution FLOPs / time)."""
+    out: dict[str, int] = {}
+    for r in rows:
+        if r["flops"] and (r["percent_of_peak"] or 0) > 100:
+            out[r["variant"] or r["op"]] = out.get(r["variant"] or r["op"], 0) + 1
+    return out
 
 
 def chrome_trace(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import cnnjit
 from cnnjit.compiler.codegen.cycles import HAVE_TICKS, read_ticks, tick_seconds
 from cnnjit.flops import node_bytes
 from cnnjit.profile import (
+    above_peak,
     fma_peak_gflops,
     memory_bound,
     profile_model,
@@ -109,6 +110,18 @@ def test_calls_mode_and_profile_model(compiled) -> None:
     convs = [r for r in doc["calls"] if r["op"].startswith("Conv")]
     assert len(convs) == 5 and all(r["flops"] > 0 and r["gflops"] > 0 for r in convs)
     assert doc["peak_gflops"] > 0 and abs(sum(r["percent"] for r in doc["calls"]) - 100) < 1e-6
+
+
+def test_above_peak_counts_effective_rates_by_variant() -> None:
+    """Rows over 100% of the peak (a Winograd layer's direct-convolution FLOPs over its time) are counted by
+    variant; rows at or under it, and rows without FLOPs, are not."""
+    def row(variant: str, pct: float | None, flops: int = 10) -> dict:
+        return {"variant": variant, "op": "Conv", "flops": flops, "percent_of_peak": pct}
+
+    rows = [row("winograd_f4", 190.0), row("winograd_f4", 101.0), row("cblock", 100.0), row("cblock", 120.0),
+            row("", 150.0), row("winograd_f4", 300.0, flops=0), row("direct", None)]
+    assert above_peak(rows) == {"winograd_f4": 2, "cblock": 1, "Conv": 1}
+    assert above_peak([row("cblock", 95.0)]) == {}
 
 
 def test_fma_peak_is_positive() -> None:

@@ -207,6 +207,20 @@ def test_cache_key_covers_versions_and_cpu(monkeypatch):
     assert base in build.cache_dir().name
 
 
+def test_cache_key_covers_the_intrinsics_code(tmp_path, monkeypatch):
+    """A kernel's source names its intrinsics (``vsilu8``...) only: an edit to their code changes the key."""
+    base = build.cache_key()
+    for name in build.INTRINSIC_MODULES:
+        copy = tmp_path / name
+        copy.write_bytes(Path(build.__file__).with_name(name).read_bytes())
+    edited = tmp_path / "simd_math.py"
+    edited.write_bytes(edited.read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(build, "__file__", str(tmp_path / "build.py"))
+    assert build.cache_key() != base
+    edited.write_bytes(Path(__file__).parents[1].joinpath("compiler", "codegen", "simd_math.py").read_bytes())
+    assert build.cache_key() == base  # the same code again: the same key
+
+
 def test_cache_dir_is_private(tmp_path, monkeypatch):
     fresh = tmp_path / "fresh" / "cache"
     monkeypatch.setenv("CNNJIT_CACHE_DIR", str(fresh))

@@ -70,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
     for n in doc["notes"]:
         note(n)
     shown = rows[: args.rows] if args.rows else rows
-    table = [[str(r["call"]), r["kernel"], r["op"], clean(r["note"].split(" ", 1)[-1], 48), f"{r['median_ms']:.4f}",
+    table = [[str(r["call"]), r["kernel"], r["variant"], r["op"], clean(r["note"].split(" ", 1)[-1], 48),
+              f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
               f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-",
               f"memory {100 * r['gbs'] / doc['bandwidth_gbs']:.0f}%" if r["memory_bound"] and doc["bandwidth_gbs"]
@@ -90,10 +91,15 @@ def main(args: argparse.Namespace) -> int:
               f"bandwidth {doc['bandwidth_gbs']:.1f} GB/s = {doc['bandwidth_method']}; balance "
               f"{doc['balance']:.1f} FLOP/byte: 'memory' marks calls whose FLOP per byte they must move is below it "
               "(memory-bound; % = their GB/s of that bandwidth)"]
+    if doc["above_peak"]:
+        footer.append(f"above the peak: {sum(doc['above_peak'].values())} calls ("
+                      + ", ".join(f"{n} {v}" for v, n in doc["above_peak"].items())
+                      + "): effective GFLOP/s = the direct convolution's FLOPs / time (these variants "
+                      "compute fewer multiplies)")
     if len(shown) < len(rows):
         footer.insert(0, f"({len(rows) - len(shown)} faster calls not shown; --rows 0 shows all)")
     print_table(f"{clean(doc['name'], 40)}: time per kernel call, slowest first",
-                ["call", "kernel", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak", "bound"], table,
+                ["call", "kernel", "variant", "op", "shapes", "median ms", "%", "GFLOP/s", "% peak", "bound"], table,
                 right=("call", "median ms", "%", "GFLOP/s", "% peak"), footer=footer, free=("op", "shapes"))
     print()
     by_op = [[r["op"], str(r["calls"]), f"{r['total_ms']:.4f}", f"{r['percent']:.1f}",

@@ -78,12 +78,26 @@ def _host_cpu() -> tuple[str, str]:
     return name, features
 
 
+#: the modules whose code a kernel's machine code inlines (its intrinsics) besides its own source
+INTRINSIC_MODULES = ("simd.py", "simd_math.py", "simd_int.py", "pipeline.py")
+
+
+def intrinsics_digest() -> str:
+    """SHA-256 of the intrinsics' source (``INTRINSIC_MODULES``): a kernel's source names them only, so an
+    edited intrinsic (a vector SiLU's arithmetic, say) must not load machine code cached before it."""
+    h = hashlib.sha256()
+    for name in INTRINSIC_MODULES:
+        h.update((Path(__file__).resolve().parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key() -> str:
-    """What every cached artefact depends on besides its own source: versions, Python and the host CPU."""
+    """What every cached artefact depends on besides its own source: versions, Python, the host CPU and the
+    intrinsics' code."""
     cpu, features = _host_cpu()
     parts = [f"cnnjit={_version.__version__}", f"numba={numba.__version__}", f"llvmlite={llvmlite.__version__}",
              f"python={sys.implementation.cache_tag}", f"cpu={cpu}", f"features={features}",
-             f"format={_FORMAT}"]
+             f"format={_FORMAT}", f"intrinsics={intrinsics_digest()}"]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
