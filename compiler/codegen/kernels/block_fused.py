@@ -1,0 +1,213 @@
+"""An inverted-residual block (``InvertedResidual``: 1x1 expand -> depthwise kxk -> 1x1 project [+ x]) as one
+kernel that sweeps the output rows, so the expanded tensor and the depthwise output never reach memory.
+
+Plain NCHW. Three stages per group of ``RB`` output rows:
+
+* **expand**, one input row at a time, as soon as the depthwise conv needs it: ``E x C`` weights times the
+  row's ``C x W`` pixels in register tiles (``pointwise_tile``), activations in registers, stored into a
+  *ring* of ``K`` expanded rows (slot ``ih % K``; each slot holds the row of every channel, ``PW`` floats
+  each with zero columns either side, so every depthwise tap is one unmasked load; an extra slot of zeros
+  stands for the rows above and below the image). Each input row is expanded once (no halo recomputed);
+* **depthwise**, one output row at a time from the ring's ``K`` rows (stride 2: even lanes of a double
+  load), ``K`` independent FMA chains, activations, into a scratch of ``RB`` rows per channel;
+* **project**, the group's ``RB x OW`` pixels (contiguous in the scratch and in the output), in register
+  tiles, pixel tile outermost so its ``E`` vectors stay in L1 for every output-channel tile; the node's
+  epilogue (activations, residual Add) before the store.
+
+Ring and row scratch: ``(K + 1) * E * PW + E * RB * OW`` floats (MobileNetV2's 96-channel 112x112 block:
+about 170 KB, against 4.8 MB for the expanded tensor). A part of a block split over threads is a range
+of output rows (``parts.py``), with its own ring.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node, get_op
+from cnnjit.ir.ops.fused import BLOCK_INPUTS
+
+from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..parts import node_part, part_space
+from .epilogue import Epilogue, vector_expr
+from .simd_pointwise import pointwise_tile
+from .template import source
+
+#: bytes of the depthwise output rows the project reads (E x RB x OW floats): RB grows while they stay in L1
+ROWS_BYTES = 32 * 1024
+#: at most this many output rows per group
+MAX_RB = 8
+
+
+def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
+    """Lines applying activation ``steps`` to vector ``acc`` in registers, or None if one has no vector
+    form."""
+    out = []
+    for s in steps:
+        e = vector_expr(s.op, get_op(s.op).check_attrs(dict(s.attrs)), lanes, acc)
+        if e is None:
+            return None
+        out.append(f"{ind}{acc} = {e}")
+    return out
+
+
+def block_geometry(node: Node, target: Target) -> dict[str, int]:
+    """The sizes the kernel is generated and called with: vector width ``w``, register tile ``MR x NR``,
+    ring row length ``PW`` and rows per group ``RB``."""
+    x, y = node.inputs[0], node.outputs[0]
+    _, C, H, W = x.shape
+    E = node.inputs[1].shape[0]
+    OH, OW = y.shape[2:]
+    K = node.attrs["kernel_shape"][0]
+    S = node.attrs["strides"][0]
+    pw = node.attrs["pads"][1]
+    w = target.vector_width
+    mr, nr = pointwise_tile(target, E, w, 0)
+    owv = -(-OW // w) * w
+    PW = max(pw + W, (owv + K - 1) if S == 1 else (2 * owv + K - 1))
+    PW = -(-PW // w) * w
+    RB = max(1, min(MAX_RB, OH, ROWS_BYTES // max(1, 4 * E * OW)))
+    DP = -(-(RB * OW + w) // w) * w
+    return {"w": w, "MR": mr, "NR": nr, "PW": PW, "RB": RB, "DP": DP, "K": K, "S": S, "C": C, "H": H, "W": W,
+            "E": E, "OH": OH, "OW": OW}
+
+
+def _tile(ind: str, mr: int, L: int, masked: str | None, load: str, wexpr: str, bias: str, red: str,
+          store: list[str] | None = None) -> list[str]:
+    """A register tile: ``mr`` rows (``i``) of ``L`` lanes, ``a{L}_{i} = bias(i) + sum_red w(i) * load``;
+    ``load`` and ``wexpr`` are formats with ``{i}`` for the row (the loop variable is ``red``)."""
+    out = [f"{ind}a{L}_{i} = vbcast{L}({bias.format(i=i)})" for i in range(mr)]
+    out.append(f"{ind}for {red} in range({'C' if red == 'c' else 'E'}):")
+    out.append(f"{ind}    v{L} = {load}")
+    out += [f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}({wexpr.format(i=i)}), v{L}, a{L}_{i})" for i in range(mr)]
+    return out + (store or [])
+
+
+def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
+    """The fused block's kernel source for geometry ``g`` (``block_geometry``) and its residual arguments."""
+    w, mr, nr, K, S = g["w"], g["MR"], g["NR"], g["K"], g["S"]
+    L = nr * w
+    epi = Epilogue(node, w, True)
+    a = node.attrs
+
+    def expand_tile(ind: str, rows: int, masked: bool) -> list[str]:
+        load = f"vloadn{L}(xb, xr + c * HW + c0, cnt)" if masked else f"vload{L}(xb, xr + c * HW + c0)"
+        out = _tile(ind, rows, L, None, load, "web[weo + (e + {i}) * C + c]", "beb[beo + e + {i}]", "c")
+        for i in range(rows):
+            out += act_lines(a["expand_post"], f"a{L}_{i}", L, ind)
+            st = f"gb, gr + (e + {i}) * PW + c0, a{L}_{i}"
+            out.append(f"{ind}vstoren{L}({st}, cnt)" if masked else f"{ind}vstore{L}({st})")
+        return out
+
+    def project_tile(ind: str, rows: int, masked: bool) -> list[str]:
+        out = _tile(ind, rows, L, None, f"vload{L}(sb, so + e * DP + p0)", "wpb[wpo + (m + {i}) * E + e]",
+                    "bpb[bpo + m + {i}]", "e")
+        for i in range(rows):
+            idx = f"yg + (m + {i}) * OHW + p0"
+            out += epi.vector(ind, f"a{L}_{i}", idx, L, masked)
+            out.append(f"{ind}vstoren{L}(yb, yo + {idx}, a{L}_{i}, cnt)" if masked
+                       else f"{ind}vstore{L}(yb, yo + {idx}, a{L}_{i})")
+        return out
+
+    def channel_loops(ind: str, var: str, count: str, tile, masked: bool) -> list[str]:
+        """Tiles of ``mr`` channels, then single channels for the rest (``count`` known at generation)."""
+        out = [f"{ind}{var} = 0", f"{ind}while {var} + {mr} <= {count}:", *tile(ind + "    ", mr, masked),
+               f"{ind}    {var} += {mr}"]
+        return out + [f"{ind}while {var} < {count}:", *tile(ind + "    ", 1, masked), f"{ind}    {var} += 1"]
+
+    def pixel_loops(ind: str, var: str, count: str, var_ch: str, count_ch: str, tile) -> list[str]:
+        return [f"{ind}{var} = 0", f"{ind}while {var} + {L} <= {count}:",
+                *channel_loops(ind + "    ", var_ch, count_ch, tile, False), f"{ind}    {var} += {L}",
+                f"{ind}if {var} < {count}:", f"{ind}    cnt = {count} - {var}",
+                *channel_loops(ind + "    ", var_ch, count_ch, tile, True)]
+
+    # the depthwise row: K chains (one per kernel row), the taps unrolled
+    ind = " " * 16
+    dw = []
+    for t in range(K):  # the ring slot of each kernel row's input row (the zero slot outside the image)
+        dw += [f"{ind}ih = oh * {S} - ph + {t}", f"{ind}o{t} = go + ((ih % {K}) if 0 <= ih < H else {K}) * SL"]
+    dw += [f"{ind}j = (oh - g0) * OW", f"{ind}for e in range(E):", f"{ind}    wk = wdo + e * {K * K}"]
+    dw += [f"{ind}    k{t}_{u} = vbcast{w}(wdb[wk + {t * K + u}])" for t in range(K) for u in range(K)]
+    dw += [f"{ind}    bias = vbcast{w}(bdb[bdo + e])", f"{ind}    for ow0 in range(0, OW, {w}):",
+           f"{ind}        col = e * PW + ow0 * {S}"]
+    for t in range(K):
+        for u in range(K):
+            ld = f"vload{w}(gb, o{t} + col + {u})" if S == 1 else f"vload2e{w}(gb, o{t} + col + {u})"
+            first = f"vmul{w}(k{t}_{u}, {ld})" if u == 0 else None
+            dw.append(f"{ind}        r{t} = {first}" if first else f"{ind}        r{t} = vfma{w}(k{t}_{u}, {ld}, r{t})")
+    total = "bias"
+    for t in range(K):
+        total = f"vadd{w}({total}, r{t})"
+    dw.append(f"{ind}        d = {total}")
+    dw += act_lines(a["dw_post"], "d", w, ind + "        ")
+    dw.append(f"{ind}        vstore{w}(sb, so + e * DP + j + ow0, d)")
+
+    lines = [
+        "def kernel(xb, xo, web, weo, beb, beo, wdb, wdo, bdb, bdo, wpb, wpo, bpb, bpo, yb, yo, gb, go, sb, so, "
+        "N, C, H, W, E, M, OH, OW, ph, pw, PW, RB, DP, RS, RE" + epi.signature() + "):",
+        "    SL = E * PW",
+        "    HW = H * W",
+        "    OHW = OH * OW",
+        # the ring's columns outside the rows, its zero slot and the row scratch start at zero; the expand
+        # writes only inside the rows
+        f"    for s in range({K}):",
+        "        for e in range(E):",
+        "            r0 = go + s * SL + e * PW",
+        "            for c in range(pw):",
+        "                gb[r0 + c] = 0.0",
+        "            for c in range(pw + W, PW):",
+        "                gb[r0 + c] = 0.0",
+        f"    for i in range({K} * SL, {K + 1} * SL):",
+        "        gb[go + i] = 0.0",
+        f"    for i in range(E * DP + {L}):",
+        "        sb[so + i] = 0.0",
+        "    for n in range(N):",
+        "        xn = xo + n * C * HW",
+        "        yn = n * M * OHW",
+        f"        nxt = max(0, RS * {S} - ph)",
+        "        for g0 in range(RS, RE, RB):",
+        "            g1 = min(RE, g0 + RB)",
+        "            for oh in range(g0, g1):",
+        f"                need = min(H, oh * {S} - ph + {K})",
+        "                while nxt < need:",
+        "                    xr = xn + nxt * W",
+        f"                    gr = go + (nxt % {K}) * SL + pw",
+        *pixel_loops(" " * 20, "c0", "W", "e", "E", expand_tile),
+        "                    nxt += 1",
+        *dw,
+        "            P = (g1 - g0) * OW",
+        "            yg = yn + g0 * OW",
+        *pixel_loops(" " * 12, "p0", "P", "m", "M", project_tile),
+    ]
+    return source(lines), epi.args
+
+
+def block_fused_applies(node: Node, target: Target) -> bool:
+    """A float32 block whose activations all have vector forms (the pass fuses only those)."""
+    a = node.attrs
+    w = target.vector_width
+    return (node.inputs[0].dtype == np.float32 and len(node.inputs[0].shape) == 4
+            and act_lines(a["expand_post"], "a", w, "") is not None and act_lines(a["dw_post"], "a", w, "") is not None
+            and Epilogue(node, w, True).in_registers)
+
+
+@variant("InvertedResidual", name="block_fused", priority=10, applies=block_fused_applies)
+def gen_block_fused(node: Node, target: Target) -> list[KernelCall]:
+    """One call for the block (or for a part's range of output rows: ``meta["part"]``)."""
+    g = block_geometry(node, target)
+    src, extra = block_source(node, g)
+    x, y = node.inputs[0], node.outputs[0]
+    rs, re_ = node_part(node) or (0, g["OH"])
+    K, E = g["K"], g["E"]
+    ring = Scratch((K + 1) * E * g["PW"])
+    rows = Scratch(E * g["DP"] + g["NR"] * g["w"])
+    args = [x, *node.inputs[1:BLOCK_INPUTS], y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E,
+            node.inputs[5].shape[0], g["OH"], g["OW"], node.attrs["pads"][0], node.attrs["pads"][1], g["PW"],
+            g["RB"], g["DP"], rs, re_, *extra]
+    return [KernelCall(src, args, note(node))]
+
+
+@part_space("InvertedResidual", "block_fused")
+def block_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Output rows, in whole groups."""
+    g = block_geometry(node, target)
+    return g["OH"], g["RB"]
