@@ -32,8 +32,9 @@ from .epilogue import Epilogue, vector_expr
 from .simd_pointwise import pointwise_tile
 from .template import source
 
-#: bytes of the depthwise output rows the project reads (E x RB x OW floats): RB grows while they stay in L1
-ROWS_BYTES = 32 * 1024
+#: at most this many bytes of depthwise output rows (E x RB x OW floats, in L2): RB is the row count up to
+#: this whose pixels fill the project's register tiles best (the pixel tile's E vectors stay in L1 anyway)
+ROWS_BYTES = 128 * 1024
 #: at most this many output rows per group
 MAX_RB = 8
 
@@ -50,7 +51,7 @@ def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
     return out
 
 
-def block_geometry(node: Node, target: Target) -> dict[str, int]:
+def block_geometry(node: Node, target: Target) -> dict:
     """The sizes the kernel is generated and called with: vector width ``w``, register tile ``MR x NR``,
     ring row length ``PW`` and rows per group ``RB``."""
     x, y = node.inputs[0], node.outputs[0]
@@ -63,11 +64,26 @@ def block_geometry(node: Node, target: Target) -> dict[str, int]:
     w = target.vector_width
     mr, nr = pointwise_tile(target, E, w, 0)
     owv = -(-OW // w) * w
-    PW = max(pw + W, (owv + K - 1) if S == 1 else (2 * owv + K - 1))
-    PW = -(-PW // w) * w
-    RB = max(1, min(MAX_RB, OH, ROWS_BYTES // max(1, 4 * E * OW)))
+    if S == 1:
+        PW = -(-max(pw + W, owv + K - 1) // w) * w
+        parity: list[tuple[int, int, int]] = []
+        SW = 0
+    else:  # each ring row is its even then its odd padded columns (PW // 2 each)
+        half = -(-max(owv + (K - 1) // 2, (pw + W + 1) // 2) // w) * w
+        PW = 2 * half
+        # per parity: the first plane position holding an input column, how many do, and that column
+        parity = []
+        for par in (0, 1):
+            klo = (pw - par + 1) // 2
+            khi = (W - 1 + pw - par) // 2 + 1
+            parity.append((klo, max(0, khi - klo), 2 * klo + par - pw))
+        SW = -(-max(c for _, c, _ in parity) // w) * w  # a staged row of one parity's input columns
+    L = nr * w
+    RB = min(range(1, max(1, min(MAX_RB, OH, ROWS_BYTES // max(1, 4 * E * OW))) + 1),
+             key=lambda r: (-(-r * OW // L) * L / (r * OW), r))
     DP = -(-(RB * OW + w) // w) * w
-    return {"w": w, "MR": mr, "NR": nr, "PW": PW, "RB": RB, "DP": DP, "K": K, "S": S, "C": C, "H": H, "W": W,
+    return {"w": w, "MR": mr, "NR": nr, "PW": PW, "SW": SW, "parity": parity, "RB": RB,
+            "DP": DP, "K": K, "S": S, "C": C, "H": H, "W": W,
             "E": E, "OH": OH, "OW": OW}
 
 
@@ -85,18 +101,23 @@ def _tile(ind: str, mr: int, L: int, masked: str | None, load: str, wexpr: str, 
 def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     """The fused block's kernel source for geometry ``g`` (``block_geometry``) and its residual arguments."""
     w, mr, nr, K, S = g["w"], g["MR"], g["NR"], g["K"], g["S"]
+    half = g["PW"] // 2
     L = nr * w
     epi = Epilogue(node, w, True)
     a = node.attrs
 
-    def expand_tile(ind: str, rows: int, masked: bool) -> list[str]:
-        load = f"vloadn{L}(xb, xr + c * HW + c0, cnt)" if masked else f"vload{L}(xb, xr + c * HW + c0)"
-        out = _tile(ind, rows, L, None, load, "web[weo + (e + {i}) * C + c]", "beb[beo + e + {i}]", "c")
-        for i in range(rows):
-            out += act_lines(a["expand_post"], f"a{L}_{i}", L, ind)
-            st = f"gb, gr + (e + {i}) * PW + c0, a{L}_{i}"
-            out.append(f"{ind}vstoren{L}({st}, cnt)" if masked else f"{ind}vstore{L}({st})")
-        return out
+    def expand_tile(xload: str, dst: str):
+        """The expand's tile reading pixel ``c0`` of channel ``c`` at ``xload`` (a format with ``{v}`` for the
+        load intrinsic's name and ``{n}`` for its count argument) and storing at ``dst`` + channel row."""
+        def tile(ind: str, rows: int, masked: bool) -> list[str]:
+            load = xload.format(v=f"vloadn{L}" if masked else f"vload{L}", n=", cnt" if masked else "")
+            out = _tile(ind, rows, L, None, load, "web[weo + (e + {i}) * C + c]", "beb[beo + e + {i}]", "c")
+            for i in range(rows):
+                out += act_lines(a["expand_post"], f"a{L}_{i}", L, ind)
+                st = f"gb, {dst} + (e + {i}) * PW + c0, a{L}_{i}"
+                out.append(f"{ind}vstoren{L}({st}, cnt)" if masked else f"{ind}vstore{L}({st})")
+            return out
+        return tile
 
     def project_tile(ind: str, rows: int, masked: bool) -> list[str]:
         out = _tile(ind, rows, L, None, f"vload{L}(sb, so + e * DP + p0)", "wpb[wpo + (m + {i}) * E + e]",
@@ -106,6 +127,30 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
             out += epi.vector(ind, f"a{L}_{i}", idx, L, masked)
             out.append(f"{ind}vstoren{L}(yb, yo + {idx}, a{L}_{i}, cnt)" if masked
                        else f"{ind}vstore{L}(yb, yo + {idx}, a{L}_{i})")
+        return out
+
+    def expand_row() -> list[str]:
+        """Input row ``nxt`` expanded into its ring slot (stride 2: its even and its odd padded columns, each
+        expanded from a staged copy of the input row's columns of that parity)."""
+        ind = " " * 20
+        if S == 1:
+            return [f"{ind}gr = go + (nxt % {K}) * SL + pw",
+                    *pixel_loops(ind, "c0", "W", "e", "E", expand_tile("{v}(xb, xr + c * HW + c0{n})", "gr"))]
+        out = []
+        for par, (klo, count, iw0) in enumerate(g["parity"]):
+            if not count:
+                continue
+            stage = f"go + {K + 1} * SL + {par} * C * SW"
+            out += [f"{ind}for c in range(C):", f"{ind}    src = xr + c * HW + {iw0}",
+                    f"{ind}    dst = {stage} + c * SW", f"{ind}    for j0 in range(0, {count}, {w}):",
+                    f"{ind}        if {iw0} + 2 * j0 + {2 * w} <= W:",
+                    f"{ind}            vstore{w}(gb, dst + j0, vload2e{w}(xb, src + 2 * j0))",
+                    f"{ind}        else:",
+                    f"{ind}            vstore{w}(gb, dst + j0, vload2er{w}(xb, src + 2 * j0, 0, "
+                    f"min({2 * w - 1}, W - {iw0} - 2 * j0)))",
+                    f"{ind}gr = go + (nxt % {K}) * SL + {par * half + klo}",
+                    *pixel_loops(ind, "c0", str(count), "e", "E",
+                                 expand_tile(f"{{v}}(gb, {stage} + c * SW + c0{{n}})", "gr"))]
         return out
 
     def channel_loops(ind: str, var: str, count: str, tile, masked: bool) -> list[str]:
@@ -128,10 +173,10 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     dw += [f"{ind}j = (oh - g0) * OW", f"{ind}for e in range(E):", f"{ind}    wk = wdo + e * {K * K}"]
     dw += [f"{ind}    k{t}_{u} = vbcast{w}(wdb[wk + {t * K + u}])" for t in range(K) for u in range(K)]
     dw += [f"{ind}    bias = vbcast{w}(bdb[bdo + e])", f"{ind}    for ow0 in range(0, OW, {w}):",
-           f"{ind}        col = e * PW + ow0 * {S}"]
+           f"{ind}        col = e * PW + ow0"]
     for t in range(K):
         for u in range(K):
-            ld = f"vload{w}(gb, o{t} + col + {u})" if S == 1 else f"vload2e{w}(gb, o{t} + col + {u})"
+            ld = f"vload{w}(gb, o{t} + col + {u})" if S == 1 else f"vload{w}(gb, o{t} + col + {u % 2 * half + u // 2})"
             first = f"vmul{w}(k{t}_{u}, {ld})" if u == 0 else None
             dw.append(f"{ind}        r{t} = {first}" if first else f"{ind}        r{t} = vfma{w}(k{t}_{u}, {ld}, r{t})")
     total = "bias"
@@ -143,19 +188,14 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
 
     lines = [
         "def kernel(xb, xo, web, weo, beb, beo, wdb, wdo, bdb, bdo, wpb, wpo, bpb, bpo, yb, yo, gb, go, sb, so, "
-        "N, C, H, W, E, M, OH, OW, ph, pw, PW, RB, DP, RS, RE" + epi.signature() + "):",
+        "N, C, H, W, E, M, OH, OW, ph, pw, PW, SW, RB, DP, RS, RE" + epi.signature() + "):",
         "    SL = E * PW",
         "    HW = H * W",
         "    OHW = OH * OW",
         # the ring's columns outside the rows, its zero slot and the row scratch start at zero; the expand
         # writes only inside the rows
-        f"    for s in range({K}):",
-        "        for e in range(E):",
-        "            r0 = go + s * SL + e * PW",
-        "            for c in range(pw):",
-        "                gb[r0 + c] = 0.0",
-        "            for c in range(pw + W, PW):",
-        "                gb[r0 + c] = 0.0",
+        f"    for i in range(0, {K} * SL, PW):",  # the ring rows' columns left and right of the input's
+        *[f"        for c in range({lo}, {hi}):\n            gb[go + i + c] = 0.0" for lo, hi in pad_columns(g)],
         f"    for i in range({K} * SL, {K + 1} * SL):",
         "        gb[go + i] = 0.0",
         f"    for i in range(E * DP + {L}):",
@@ -170,8 +210,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         f"                need = min(H, oh * {S} - ph + {K})",
         "                while nxt < need:",
         "                    xr = xn + nxt * W",
-        f"                    gr = go + (nxt % {K}) * SL + pw",
-        *pixel_loops(" " * 20, "c0", "W", "e", "E", expand_tile),
+        *expand_row(),
         "                    nxt += 1",
         *dw,
         "            P = (g1 - g0) * OW",
@@ -179,6 +218,17 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         *pixel_loops(" " * 12, "p0", "P", "m", "M", project_tile),
     ]
     return source(lines), epi.args
+
+
+def pad_columns(g: dict) -> list[tuple[str, str]]:
+    """The column ranges of a ring row that no input column reaches (kept zero), as kernel expressions."""
+    if g["S"] == 1:
+        return [("0", "pw"), ("pw + W", "PW")]
+    half = g["PW"] // 2
+    out = []
+    for par, (klo, count, _) in enumerate(g["parity"]):
+        out += [(str(par * half), str(par * half + klo)), (str(par * half + klo + count), str((par + 1) * half))]
+    return out
 
 
 def block_fused_applies(node: Node, target: Target) -> bool:
@@ -198,11 +248,11 @@ def gen_block_fused(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     rs, re_ = node_part(node) or (0, g["OH"])
     K, E = g["K"], g["E"]
-    ring = Scratch((K + 1) * E * g["PW"])
+    ring = Scratch((K + 1) * E * g["PW"] + 2 * g["C"] * g["SW"])
     rows = Scratch(E * g["DP"] + g["NR"] * g["w"])
     args = [x, *node.inputs[1:BLOCK_INPUTS], y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E,
             node.inputs[5].shape[0], g["OH"], g["OW"], node.attrs["pads"][0], node.attrs["pads"][1], g["PW"],
-            g["RB"], g["DP"], rs, re_, *extra]
+            g["SW"], g["RB"], g["DP"], rs, re_, *extra]
     return [KernelCall(src, args, note(node))]
 
 
