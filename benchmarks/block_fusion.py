@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--blocks", default="", help="comma-separated indices into BLOCKS (default: all)")
     args = ap.parse_args(argv)
     chosen = [int(i) for i in args.blocks.split(",") if i.strip()] or list(range(len(BLOCKS)))
-    fuse_blocks.MIN_EXPANDED_BYTES = 0  # fuse every block; the unfused side disables the pass
+    fuse_blocks.MIN_EXPANDED_BYTES = fuse_blocks.MIN_ROW_PIXELS = 0  # fuse every block; unfused: the pass off
     rows = []
     for i in chosen:
         C, E, M, H, W, k, s, res = BLOCKS[i]

@@ -39,6 +39,7 @@ def fusing_all(**thread_limits: float):
     ``thread_limits``, those ``threads`` module constants too (small layers split)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
         for name, value in thread_limits.items():
             mp.setattr(threads, name, value)
         yield
@@ -175,6 +176,11 @@ def test_cost_rule_leaves_small_blocks_unfused():
     graph, _, _ = _graph(BLOCK)  # 12 x 9 x 10 floats expanded: far below MIN_EXPANDED_BYTES
     PassManager(default_pipeline()).run(graph)
     assert "InvertedResidual" not in {n.op for n in graph.nodes}
+    with pytest.MonkeyPatch.context() as mp:  # large enough, but rows of 10 pixels: below MIN_ROW_PIXELS
+        mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        graph, _, _ = _graph(BLOCK)
+        PassManager(default_pipeline()).run(graph)
+        assert "InvertedResidual" not in {n.op for n in graph.nodes}
     graph, _, _ = _graph(BLOCK)
     PassManager([p if p.name != "fuse_blocks" else FuseBlocks(min_expanded_bytes=4 * 12 * 9 * 10)
                  for p in default_pipeline()]).run(graph)
@@ -208,7 +214,7 @@ def test_mobilenet_v2_with_fused_blocks_matches_onnxruntime():
     model, feeds = load("mobilenet_v2_224")
     compiled = cnnjit.compile(model)
     fused = [c for c in compiled._default_spec().program.calls if c.op == "InvertedResidual"]
-    assert fused and {c.variant for c in fused} == {"block_fused"}
+    assert len(fused) == 2 and {c.variant for c in fused} == {"block_fused"}  # the 112x112 and 56x56 s1 blocks
     want = ort_session(model).run(None, feeds)
     got = compiled.run(None, feeds)
     scale = max(float(np.abs(w).max()) for w in want)

@@ -15,7 +15,9 @@ is fused when:
 * every activation is one of ``ACTIVATIONS`` (each has a vector form: the fused kernel applies them in
   registers);
 * the cost rule: the expanded tensor is at least ``MIN_EXPANDED_BYTES`` (below, it stays in cache between
-  the three kernels anyway, and the three tuned kernels run faster than the fused one's per-row loops).
+  the three kernels anyway, and the three tuned kernels run faster than the fused one's per-row loops), and
+  the kernel's runs of pixels per expanded row (the row, or each parity of it with stride 2) are at least
+  ``MIN_ROW_PIXELS`` long (shorter runs leave its register tiles part empty).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ MAX_K = 7
 #: the cost rule: blocks whose expanded tensor (float32) has fewer bytes run unfused (measured:
 #: ``benchmarks/block_fusion.py``)
 MIN_EXPANDED_BYTES = 1 << 20
+#: the cost rule: the shortest run of pixels per expanded row fused. ``benchmarks/block_fusion.py``, one
+#: thread, AVX2, interleaved medians on a loaded machine: the 56-pixel runs of MobileNetV2's 16->96 (stride
+#: 2, 112x112) and 24->144->24 (56x56) blocks 0.89-1.35x and 1.09-1.13x, the 28-pixel runs of 24->144->32
+#: (stride 2, 56x56) 0.92-0.97x; every block under 1 MiB expanded (28x28 and below) 0.2-1.04x
+MIN_ROW_PIXELS = 48
 
 
 def _acts_only(post: tuple) -> bool:
@@ -89,7 +96,8 @@ class FuseBlocks(Pass):
     fusion = True
 
     def __init__(self, min_expanded_bytes: int | None = None):
-        #: the cost rule's threshold (None: ``MIN_EXPANDED_BYTES`` when the pass runs)
+        #: the cost rule's size threshold (None: the module's rule, ``MIN_EXPANDED_BYTES`` and ``MIN_ROW_PIXELS``,
+        #: when the pass runs; a number: that size alone)
         self.min_expanded_bytes = min_expanded_bytes
 
     def apply(self, graph: Graph) -> None:
@@ -106,6 +114,8 @@ class FuseBlocks(Pass):
             return False
         dw = _single_user(graph, e)
         if dw is None or dw.inputs[0] is not e or not _depthwise(dw):
+            return False
+        if self.min_expanded_bytes is None and e.shape[3] // dw.attrs["strides"][1] < MIN_ROW_PIXELS:
             return False
         project = _single_user(graph, dw.outputs[0])
         if project is None or project.inputs[0] is not dw.outputs[0] or not _pointwise(project):
