@@ -5,6 +5,7 @@ from .ops import (  # noqa: F401 - importing the op families registers their ops
     OpDef,
     all_ops,
     elementwise,
+    fused,
     get_op,
     misc,
     movement,

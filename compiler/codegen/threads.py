@@ -95,6 +95,8 @@ def _conv_kind(node: Node) -> str | None:
     None."""
     if node.op == "Gemm":
         return _gemm_kind(node)
+    if node.op == "InvertedResidual":  # a fused block: split along its variant's part space (rows)
+        return "block" if node.inputs[0].shape[0] == 1 else None
     if node.op != "Conv" or len(node.inputs) < 2:
         return None
     x, w = node.inputs[0], node.inputs[1]
@@ -124,6 +126,10 @@ def estimate_us(node: Node) -> float:
     w, y = node.inputs[1], node.outputs[0]
     if kind == "gemm":
         return max(2.0 * w.type.size / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
+    if kind == "block":  # expand + depthwise + project, in cache
+        x, wd, wp = node.inputs[0], node.inputs[3], node.inputs[5]
+        macs = w.type.size * float(np.prod(x.shape[2:])) + float(np.prod(y.shape[2:])) * (wd.type.size + wp.type.size)
+        return 2.0 * macs / (DENSE_GFLOPS * 1e3)
     flops = 2.0 * float(np.prod(y.shape)) * float(np.prod(w.shape[1:]))
     return flops / ((DENSE_GFLOPS if kind == "dense" else DEPTHWISE_GFLOPS) * 1e3)
 
@@ -192,7 +198,7 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     def gen(part: Node) -> list[KernelCall]:
         return generate(part, pinned)
 
-    ranges = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width)
+    ranges = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width) if kind != "block" else None
     got = _channel_parts(node, kind, variant, ranges, gen) if ranges else None
     if got:
         return got

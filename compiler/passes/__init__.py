@@ -8,6 +8,7 @@ from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
+from .fuse_blocks import FuseBlocks
 from .fuse_epilogue import FuseEpilogue
 from .fuse_layernorm import FuseLayerNorm
 from .integer_to_float import IntegerToFloat
@@ -31,11 +32,11 @@ def default_pipeline() -> list[Pass]:
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), CascadeMaxPool(),
             FuseLayerNorm(),
-            FuseEpilogue(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
+            FuseEpilogue(), FuseBlocks(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
            "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat", "FuseLayerNorm",
-           "CascadeMaxPool"]
+           "CascadeMaxPool", "FuseBlocks"]

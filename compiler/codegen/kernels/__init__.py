@@ -1,6 +1,7 @@
 """Kernel templates, one module per family; importing them registers their variants (``kernel.VARIANTS``)."""
 
 from . import (  # noqa: F401
+    block_fused,
     dense,
     elementwise,
     misc,

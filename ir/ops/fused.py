@@ -1,0 +1,62 @@
+"""Ops that stand for a group of ops computed together by one kernel (made by fusion passes only).
+
+``InvertedResidual`` is MobileNetV2/V3's block: a 1x1 expand Conv and its activations, a depthwise Conv
+and its activations, a 1x1 project Conv and its epilogue (activations, a residual Add), as one node, so
+that the kernel can compute it in bands of rows without the expanded tensors ever reaching memory
+(``compiler/passes/fuse_blocks.py`` makes it). Inputs: ``x, w1, b1, w2, b2, w3, b3`` and the residuals of
+``post`` (the project's epilogue, as on a Conv). Attributes: the depthwise conv's ``kernel_shape``,
+``strides``, ``pads``, ``dilations``; ``expand_post`` and ``dw_post`` (activation steps only) and ``post``.
+The reference is the three Conv references in a row: it shares no code with the kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..types import TensorType
+from . import REQUIRED, defop, get_op, post_infer, post_ref
+
+#: the inputs before the residuals: x, w1, b1, w2, b2, w3, b3
+BLOCK_INPUTS = 7
+
+
+def _dw_attrs(a: dict[str, Any], channels: int) -> dict[str, Any]:
+    return {"kernel_shape": a["kernel_shape"], "strides": a["strides"], "pads": a["pads"],
+            "dilations": a["dilations"], "group": channels, "post": a["dw_post"]}
+
+
+def _pw_attrs(post: Any) -> dict[str, Any]:
+    return {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1,
+            "post": post}
+
+
+def _block_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    x, w1, b1, w2, b2, w3, b3 = types[:BLOCK_INPUTS]
+    if any(t is None for t in (x, w1, b1, w2, b2, w3, b3)) or x.rank != 4:
+        raise ShapeError(f"InvertedResidual needs a 4-D x and every weight and bias, got {types}")
+    conv = get_op("Conv")
+    for steps in (a["expand_post"], a["dw_post"]):
+        if any(s.residual for s in steps):
+            raise ShapeError("InvertedResidual: the expand and depthwise epilogues are activations only")
+    e = conv.infer_types([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
+    if w2.shape[0] != e.shape[1] or w2.shape[1] != 1:
+        raise ShapeError(f"InvertedResidual: depthwise weights {w2} do not match {e.shape[1]} channels")
+    d = conv.infer_types([e, w2, b2], _dw_attrs(a, e.shape[1]))[0]
+    return conv.infer_types([d, w3, b3], _pw_attrs(()))
+
+
+def _block_base(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    conv = get_op("Conv")
+    x, w1, b1, w2, b2, w3, b3 = ins[:BLOCK_INPUTS]
+    e = conv.run([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
+    d = conv.run([e, w2, b2], _dw_attrs(a, e.shape[1]))[0]
+    return conv.run([d, w3, b3], _pw_attrs(()))[0]
+
+
+defop("InvertedResidual", inputs=(BLOCK_INPUTS, BLOCK_INPUTS + 2),
+      attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED,
+             "expand_post": (), "dw_post": (), "post": ()},
+      infer=post_infer(_block_infer, BLOCK_INPUTS))(post_ref(_block_base, BLOCK_INPUTS))

@@ -1,0 +1,222 @@
+"""Inverted-residual block fusion: the ``fuse_blocks`` pass and the ``block_fused`` kernel.
+
+* property test: random blocks (strides 1/2, kernels 3/5, pads, residual or not, ReLU6/ReLU/HardSwish, odd
+  map sizes, channel counts off the register tile) compiled at every vector width, against a numpy
+  reference written apart from the kernel (``reference_np``), asserting the block ran as ``block_fused``;
+* the same blocks split over two threads (parts = groups of output rows) give the one-thread result;
+* the pass: before/after agree in the IR interpreter, its conditions (cost rule, other readers of the
+  expanded tensor, dilated depthwise) and its switches (``disable=``, ``fuse=False``);
+* MobileNetV2-224 as a whole against onnxruntime, with its large blocks fused (slow).
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import reference_np as ref
+from conftest import REPO_DIR, ort_session
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_cases import property_settings
+from onnx import TensorProto, helper, numpy_helper
+
+import cnnjit
+from cnnjit.compiler.codegen import threads
+from cnnjit.compiler.frontend.onnx_import import import_model
+from cnnjit.compiler.passes import FuseBlocks, PassManager, default_pipeline, fuse_blocks
+from cnnjit.ir import interpret
+
+WIDTHS = [4, 8, 16]
+ACTS = ["Relu6", "Relu", "HardSwish"]
+
+
+@contextmanager
+def fusing_all(**thread_limits: float):
+    """The cost rule off: every block the pass can fuse is fused (the test blocks are small); with
+    ``thread_limits``, those ``threads`` module constants too (small layers split)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
+        for name, value in thread_limits.items():
+            mp.setattr(threads, name, value)
+        yield
+
+
+@pytest.fixture
+def fuse_all():
+    with fusing_all():
+        yield
+
+
+def _act(name: str, x: str, y: str) -> list:
+    if name == "Relu6":
+        return [helper.make_node("Clip", [x, "lo", "hi"], [y])]
+    return [helper.make_node(name, [x], [y])]
+
+
+def _act_ref(name: str, v: np.ndarray) -> np.ndarray:
+    return {"Relu6": lambda a: ref.clip(a, 0, 6), "Relu": ref.relu, "HardSwish": ref.hard_swish}[name](v)
+
+
+@st.composite
+def blocks(draw) -> dict:
+    k = draw(st.sampled_from([3, 5]))
+    s = draw(st.sampled_from([1, 2]))
+    c = draw(st.integers(1, 9))
+    residual = s == 1 and draw(st.booleans())  # then "same" pads: the output has the input's shape
+    pads = [k // 2] * 4 if residual else [draw(st.integers(0, k // 2)) for _ in range(4)]
+    return dict(c=c, e=draw(st.integers(2, 21)), m=c if residual else draw(st.integers(1, 11)), k=k, s=s,
+                h=draw(st.integers(k, 19)), w=draw(st.integers(k, 37)), pads=pads, residual=residual,
+                act1=draw(st.sampled_from(ACTS)), act2=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
+
+
+def block_case(b: dict):
+    """The block as an ONNX model, its input and the numpy reference output (float64)."""
+    rng = np.random.default_rng(b["seed"])
+    c, e, m, k = b["c"], b["e"], b["m"], b["k"]
+    inits = {"w1": rng.standard_normal((e, c, 1, 1)) * 0.5, "b1": rng.standard_normal(e) * 0.5,
+             "w2": rng.standard_normal((e, 1, k, k)) * 0.5, "b2": rng.standard_normal(e) * 0.5,
+             "w3": rng.standard_normal((m, e, 1, 1)) * 0.5, "b3": rng.standard_normal(m) * 0.5,
+             "lo": np.float32(0), "hi": np.float32(6)}
+    inits = {n: np.asarray(v, np.float32) for n, v in inits.items()}
+    x = rng.standard_normal((1, c, b["h"], b["w"])).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]), *_act(b["act1"], "e", "ea"),
+             helper.make_node("Conv", ["ea", "w2", "b2"], ["d"], kernel_shape=[k, k], strides=[b["s"]] * 2,
+                              pads=b["pads"], group=e),
+             *_act(b["act2"], "d", "da"), helper.make_node("Conv", ["da", "w3", "b3"], ["p"], kernel_shape=[1, 1])]
+    if b["residual"]:
+        nodes.append(helper.make_node("Add", ["p", "x"], ["y"]))
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y" if b["residual"] else "p", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, n) for n, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    want = _act_ref(b["act1"], ref.conv(x, inits["w1"], inits["b1"]))
+    want = _act_ref(b["act2"], ref.conv(want, inits["w2"], inits["b2"], strides=[b["s"]] * 2, pads=b["pads"],
+                                        group=e))
+    want = ref.conv(want, inits["w3"], inits["b3"])
+    return model, x, want + x if b["residual"] else want
+
+
+def _check(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def _variants(compiled) -> list[str]:
+    return [c.variant for c in compiled._default_spec().program.calls]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(b=blocks())
+@property_settings(4)
+def test_block_fused_matches_numpy(width: int, b: dict):
+    model, x, want = block_case(b)
+    with fusing_all():
+        compiled = cnnjit.compile(model, vector_width=width)
+    assert _variants(compiled) == ["block_fused"]
+    assert [n.op for n in compiled.ir.nodes] == ["InvertedResidual"]
+    _check(compiled(x), want)
+
+
+@given(b=blocks())
+@property_settings(3)
+def test_block_fused_split_over_threads(b: dict):
+    """Two threads: the block is split into groups of output rows (each part its own ring), bit-identical."""
+    model, x, want = block_case(b)
+    with fusing_all(MIN_PARALLEL_TOTAL_US=0.0, MIN_PARALLEL_US=0.0, MIN_PART_US=1e-6):
+        one, two = cnnjit.compile(model, threads=1), cnnjit.compile(model, threads=2)
+    calls = two._default_spec().program.calls
+    assert {c.variant for c in calls} == {"block_fused"}
+    if two._default_spec().graph.nodes[0].outputs[0].shape[2] >= 2 * 8:  # rows for two groups at least
+        assert len(calls) == 2
+    got = two(x)
+    np.testing.assert_array_equal(got, one(x))
+    _check(got, want)
+
+
+def _graph(b: dict):
+    model, x, want = block_case(b)
+    return import_model(model, {"x": x.shape}), x, want
+
+
+BLOCK = dict(c=4, e=12, m=4, k=3, s=1, h=9, w=10, pads=[1, 1, 1, 1], residual=True, act1="Relu6",
+             act2="HardSwish", seed=3)
+
+
+def test_pass_fuses_and_agrees_with_the_unfused_graph(fuse_all):
+    graph, x, want = _graph(BLOCK)
+    before = interpret(graph, [x])[0]
+    PassManager(default_pipeline()).run(graph)
+    assert [n.op for n in graph.nodes] == ["InvertedResidual"]
+    node = graph.nodes[0]
+    assert [s.op for s in node.attrs["expand_post"]] == ["Clip"]
+    assert [s.op for s in node.attrs["dw_post"]] == ["HardSwish"]
+    assert [s.op for s in node.attrs["post"]] == ["Add"] and node.inputs[7] is graph.inputs[0]
+    after = interpret(graph, [x])[0]
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    _check(after, want)
+
+
+def test_pass_result_and_switches(fuse_all):
+    graph, _, _ = _graph(BLOCK)
+    pm = PassManager(default_pipeline())
+    pm.run(graph)
+    (rec,) = [r for r in pm.records if r.name == "fuse_blocks"]
+    assert (rec.result.added, rec.result.removed) == (1, 3)
+    model, x, _ = block_case(BLOCK)
+    for compiled in (cnnjit.compile(model, disable=["fuse_blocks"]), cnnjit.compile(model, fuse=False)):
+        assert "InvertedResidual" not in {n.op for n in compiled.ir.nodes}
+        assert "block_fused" not in _variants(compiled)
+
+
+def test_cost_rule_leaves_small_blocks_unfused():
+    graph, _, _ = _graph(BLOCK)  # 12 x 9 x 10 floats expanded: far below MIN_EXPANDED_BYTES
+    PassManager(default_pipeline()).run(graph)
+    assert "InvertedResidual" not in {n.op for n in graph.nodes}
+    with pytest.MonkeyPatch.context() as mp:  # large enough, but rows of 10 pixels: below MIN_ROW_PIXELS
+        mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        graph, _, _ = _graph(BLOCK)
+        PassManager(default_pipeline()).run(graph)
+        assert "InvertedResidual" not in {n.op for n in graph.nodes}
+    graph, _, _ = _graph(BLOCK)
+    PassManager([p if p.name != "fuse_blocks" else FuseBlocks(min_expanded_bytes=4 * 12 * 9 * 10)
+                 for p in default_pipeline()]).run(graph)
+    assert [n.op for n in graph.nodes] == ["InvertedResidual"]
+
+
+def test_pass_leaves_chains_it_cannot_fuse(fuse_all):
+    # the expanded tensor read twice (also a graph output): not fused
+    graph, _, _ = _graph({**BLOCK, "residual": False})
+    expand = graph.nodes[0]
+    graph.outputs.append(expand.outputs[0])
+    PassManager(default_pipeline()).run(graph)
+    assert "InvertedResidual" not in {n.op for n in graph.nodes}
+    # a dilated depthwise conv (pads 2 keep the shape): not fused
+    model, x, _ = block_case(BLOCK)
+    dw = next(n for n in model.graph.node if n.op_type == "Conv" and any(a.name == "group" for a in n.attribute))
+    for a in dw.attribute:
+        if a.name == "pads":
+            a.ints[:] = [2, 2, 2, 2]
+    dw.attribute.append(helper.make_attribute("dilations", [2, 2]))
+    graph = import_model(model, {"x": x.shape})
+    PassManager(default_pipeline()).run(graph)
+    assert "InvertedResidual" not in {n.op for n in graph.nodes}
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_with_fused_blocks_matches_onnxruntime():
+    sys.path.insert(0, str(REPO_DIR))
+    from benchmarks.models import load
+
+    model, feeds = load("mobilenet_v2_224")
+    compiled = cnnjit.compile(model)
+    fused = [c for c in compiled._default_spec().program.calls if c.op == "InvertedResidual"]
+    assert len(fused) == 2 and {c.variant for c in fused} == {"block_fused"}  # the 112x112 and 56x56 s1 blocks
+    want = ort_session(model).run(None, feeds)
+    got = compiled.run(None, feeds)
+    scale = max(float(np.abs(w).max()) for w in want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * scale)
