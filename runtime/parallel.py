@@ -46,6 +46,8 @@ from .team import (
     ABORT,
     FUTEX_WAIT_PRIVATE,
     FUTEX_WAKE_PRIVATE,
+    IDLE_SLEEPERS,
+    JOBS,
     LINE,
     MASK,
     PROTOCOL_VERSION,
@@ -59,6 +61,7 @@ from .team import (
     Team,
     new_state,
     team,
+    use_idle_wait,
 )
 
 
@@ -201,6 +204,35 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         atomic_add(st, SLEEPERS, -1)
 
 
+@njit(nogil=True, cache=True)
+def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
+    """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
+    polling ``SPIN`` times, then sleeping on its futex (``post`` wakes sleepers)."""
+    polls = 0
+    while atomic_load(w, JOBS) == seen:
+        polls += 1
+        if polls <= SPIN:
+            continue
+        if not SYS_FUTEX:
+            sched_yield()
+            continue
+        atomic_add(w, IDLE_SLEEPERS, 1)
+        if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
+            futex_wait(w, JOBS, seen)
+        atomic_add(w, IDLE_SLEEPERS, -1)
+
+
+@njit(nogil=True, cache=True)
+def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Count one job posted to a team's idle workers and wake those asleep; the new count."""
+    n = atomic_add(w, JOBS, 1) + 1
+    if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
+        futex_wake(w, JOBS)
+    return n
+
+
+use_idle_wait(idle_wait, post)
+
 __all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

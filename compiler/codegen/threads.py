@@ -40,7 +40,7 @@ from numba import types
 from cnnjit.ir import Node, Value
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
-from cnnjit.runtime.parallel import PROTOCOL_VERSION, ParallelRun, claim, done, wait
+from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
 from cnnjit.runtime.program import Call
 
 from .kernel import At, KernelCall, Param, Scratch, Target
@@ -394,10 +394,28 @@ def parallel_run(fn: Callable[..., None], steps: list[Step], threads: int) -> Pa
     return ParallelRun(fn, len(steps), threads)
 
 
-def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> str:
+def trace_words(steps: list[Step]) -> int:
+    """The step state's length for a traced schedule (``render_parallel(trace=True)``): the protocol's words,
+    then per call its start and end ticks and the thread that ran it (1: the caller, 0: a worker)."""
+    return LINE * (len(steps) + 1) + 3 * sum(st.parts for st in steps)
+
+
+def render_parallel(params: list[str], calls: list[Call], steps: list[Step], trace: bool = False) -> str:
     """The parallel schedule's text: ``def run(<params>, _main, _ep, _st)``: at every step, wait for its
     dependencies, then claim and run parts until none is left; the caller (``_main``) returns when the
-    last steps are complete."""
+    last steps are complete.
+
+    ``trace`` (benchmarks/thread_split.py): after the protocol's words, the state (``trace_words`` long) gets
+    per call ``[start tick, end tick, 1 if the caller ran it]`` (``ticks`` from ``codegen/cycles.py`` must be
+    in the namespace); otherwise the same text."""
+    base = LINE * (len(steps) + 1)
+
+    def call(c: Call, k: int, pad: str) -> list[str]:
+        if not trace:
+            return [pad + c.render()]
+        w = base + 3 * k
+        return [f"{pad}    _t0 = ticks()", pad + c.render(),
+                f"{pad}    _st[{w}] = _t0", f"{pad}    _st[{w + 1}] = ticks()", f"{pad}    _st[{w + 2}] = _main"]
 
     def waits(deps: tuple[int, ...], pad: str) -> list[str]:
         if not deps:
@@ -416,7 +434,7 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
             lines.append(f"    # step {i}{after}")
             lines += waits(st.deps, "    ")
             lines.append(f"    if claim(_st, {i}, _ep, 1) == 0:")
-            lines.append("    " + part_calls[0].render())
+            lines += call(part_calls[0], st.first, "    ")
             lines.append(f"        done(_st, {i}, _ep)")
             continue
         lines.append(f"    # step {i}: {st.parts} parts{after}")
@@ -426,7 +444,7 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
         for p, c in enumerate(part_calls):
             kw = "if" if p == 0 else "elif" if p < st.parts - 1 else "else"
             lines.append(f"        {kw} _p == {p}:" if kw != "else" else "        else:")
-            lines.append("        " + c.render())
+            lines += call(c, st.first + p, "        ")
         lines.append(f"        done(_st, {i}, _ep)")
     lines.append("    if _main:")
     lines += [f"        wait(_st, {t}, _ep, {steps[t].parts})" for t in terminal_steps(steps)]
@@ -435,4 +453,4 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
 
 __all__ = ["MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "Step", "worth_splitting", "split_node", "plan_steps",
            "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
-           "estimate_us", "channel_ranges", "balanced_ranges"]
+           "estimate_us", "channel_ranges", "balanced_ranges", "trace_words"]
