@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
+from .adaptive import Chooser
 from .cpus import usable_cpus
 from .program import Program
 
@@ -81,6 +83,16 @@ class Specialization:
         self._pool: list[Arena] = [Arena(program)]
         #: every op keeps samples apart along axis 0 (``compiler.batching``): other batch sizes may loop
         self.batch_separable = False
+        #: the serial schedule of a small parallel one (``runtime/adaptive.py``), and which of them runs
+        self.twin: Specialization | None = None
+        self.chooser: Chooser | None = None
+
+    def with_twin(self, twin: Specialization) -> Specialization:
+        """This parallel specialisation running, call by call, whichever of itself and ``twin`` (its serial
+        schedule, bit-identical results) has been faster lately (``runtime/adaptive.py``); a run by one thread
+        only (``solo``) takes ``twin``."""
+        self.twin, self.chooser = twin, Chooser()
+        return self
 
     def _acquire(self) -> Arena:
         try:
@@ -116,6 +128,18 @@ class Specialization:
         """``run``, writing the outputs into ``outs`` (arrays of the outputs' shapes, e.g. one sample's rows
         of a batch) when given, else into fresh arrays; returns the output arrays. ``solo``: a parallel
         schedule run by the calling thread only (``alone``)."""
+        if self.twin is not None:
+            if solo:
+                return self.twin.run_into(feeds, outs)
+            which = self.chooser.pick()
+            t0 = time.perf_counter()
+            got = self.twin.run_into(feeds, outs) if which else self._run_into(feeds, outs, False)
+            self.chooser.record(which, time.perf_counter() - t0)
+            return got
+        return self._run_into(feeds, outs, solo)
+
+    def _run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
+                  solo: bool) -> list[np.ndarray]:
         run = alone(self.program.run) if solo else self.program.run
         bufs = self._acquire()
         try:
@@ -139,6 +163,20 @@ class Specialization:
         per-call fast path of ``CompiledModel``. It calls a numba schedule's one compiled entry point directly
         (numba's dispatcher resolves the argument types on every call: ~0.5-1 us of the MLPerf Tiny anomaly
         model's ~9 us; the arena's buffers never change type) and builds no dict of feeds."""
+        if self.twin is not None:
+            both, chooser, clock = (self._caller(names), self.twin.caller(names)), self.chooser, time.perf_counter
+
+            def chosen(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+                which = chooser.pick()
+                t0 = clock()
+                got = both[which](arrays)
+                chooser.record(which, clock() - t0)
+                return got
+
+            return chosen
+        return self._caller(names)
+
+    def _caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         index = {n: i for i, n in enumerate(names)}
         pos = tuple(index[b.name] for b in self.program.inputs if b.size)  # (the order of Arena.ins)
         pool, program, entry = self._pool, self.program, self.program.run
