@@ -177,6 +177,18 @@ def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - comp
         futex_wake(st, SEQ)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def keep_polling(polls: int) -> bool:  # pragma: no cover - compiled
+    """Whether a wait at its ``polls``-th poll polls again (the first ``SPIN``; every one, yielding the CPU
+    in between, where there is no futex) rather than going to sleep."""
+    if polls <= SPIN:
+        return True
+    if not SYS_FUTEX:
+        sched_yield()
+        return True
+    return False
+
+
 @njit(nogil=True, cache=True)
 def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no cover - compiled
     """Wait until all ``parts`` of ``step`` are complete in run ``ep``: True, or False if the run was
@@ -191,10 +203,7 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         if atomic_load(st, ABORT) >= ep:
             return False
         polls += 1
-        if polls <= SPIN:
-            continue
-        if not SYS_FUTEX:
-            sched_yield()
+        if keep_polling(polls):
             continue
         seq = atomic_load(st, SEQ)
         atomic_add(st, SLEEPERS, 1)
@@ -211,10 +220,7 @@ def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
     polls = 0
     while atomic_load(w, JOBS) == seen:
         polls += 1
-        if polls <= SPIN:
-            continue
-        if not SYS_FUTEX:
-            sched_yield()
+        if keep_polling(polls):
             continue
         atomic_add(w, IDLE_SLEEPERS, 1)
         if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
