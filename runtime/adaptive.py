@@ -17,9 +17,11 @@ from __future__ import annotations
 #: how many recent run times per schedule the choice compares (their median: one descheduled run does not
 #: decide)
 WINDOW = 9
-#: runs between two tries of the slower schedule, by how much slower it was (ratio of medians): a try costs
-#: (ratio - 1) of a run, so each period keeps that under ~1% of the time
-EXPLORE = ((1.1, 12), (1.5, 48), (3.0, 192), (float("inf"), 768))
+#: runs between two tries of the slower schedule: a try costs (ratio of medians - 1) runs, so the period is
+#: that times EXPLORE_COST (1%: a parallel schedule 18x slower than the serial one, its worker descheduled on
+#: a machine at load 8, is tried once every 1,700 runs), within [EXPLORE_MIN, EXPLORE_MAX]
+EXPLORE_COST = 100
+EXPLORE_MIN, EXPLORE_MAX = 12, 4096
 
 
 class Chooser:
@@ -27,7 +29,7 @@ class Chooser:
 
     ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
     whole call). Until each has ``WINDOW // 2 + 1`` times, the two alternate; then the one with the lower
-    median of its last ``WINDOW`` times runs, and the other once every ``EXPLORE`` period (the shortest after
+    median of its last ``WINDOW`` times runs, and the other once a period (``EXPLORE_COST``; the shortest after
     a try that beat the usual choice's median: the load has changed, look again soon). Not locked: calls
     from several threads may interleave their updates, which only blurs the statistics.
     """
@@ -35,7 +37,7 @@ class Chooser:
     def __init__(self) -> None:
         self.times: tuple[list[float], list[float]] = ([], [])
         self.best = 0
-        self.period = EXPLORE[0][1]
+        self.period = EXPLORE_MIN
         self.recheck = 0  # tries of the other schedule still to make at the shortest period
         self.runs = 0
 
@@ -45,7 +47,7 @@ class Chooser:
         warm = WINDOW // 2 + 1
         if len(a) < warm or len(b) < warm:
             return self.runs & 1
-        period = EXPLORE[0][1] if self.recheck else self.period
+        period = EXPLORE_MIN if self.recheck else self.period
         return 1 - self.best if self.runs % period == 0 else self.best
 
     def record(self, which: int, seconds: float) -> None:
@@ -63,7 +65,7 @@ class Chooser:
                 self.recheck = WINDOW // 2
         self.best = 0 if a <= b else 1
         ratio = max(a, b) / max(min(a, b), 1e-12)
-        self.period = next(p for bound, p in EXPLORE if ratio < bound)
+        self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), EXPLORE_MAX))
 
     @property
     def share(self) -> tuple[int, int]:
@@ -71,4 +73,4 @@ class Chooser:
         return len(self.times[0]), len(self.times[1])
 
 
-__all__ = ["Chooser", "WINDOW", "EXPLORE"]
+__all__ = ["Chooser", "WINDOW", "EXPLORE_COST", "EXPLORE_MIN", "EXPLORE_MAX"]
