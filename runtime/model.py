@@ -113,6 +113,8 @@ class Specialization:
         for bufs in self._pool:  # (called before the specialisation is shared: every set is idle)
             for name in self.program.arena_sizes:
                 bufs[name].fill(0)
+        if self.twin is not None:  # (what a BatchLoop's samples run)
+            self.twin.prefill(n)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
@@ -201,27 +203,7 @@ class Specialization:
                 if len(pool) < self.max_pooled:
                     pool.append(bufs)
 
-        if len(pos) != 1 or len(program.outputs) != 1:
-            return call
-        first = pos[0]
-
-        def call_one(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:  # the same for one input and output
-            try:
-                bufs = pool.pop()
-            except IndexError:
-                bufs = Arena(program)
-            try:
-                bufs.ins[0][1][...] = arrays[first]
-                try:
-                    entry(*bufs.args)
-                except Exception as e:  # noqa: BLE001 - named below
-                    raise _run_error(e)  # noqa: B904 - the cause is set there
-                return [bufs.outs[0].copy()]
-            finally:
-                if len(pool) < self.max_pooled:
-                    pool.append(bufs)
-
-        return call_one
+        return call
 
 
 def _run_error(e: Exception) -> Exception:
