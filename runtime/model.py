@@ -134,6 +134,8 @@ class Specialization:
             if solo:
                 return self.twin.run_into(feeds, outs)
             which = self.chooser.pick()
+            if which:
+                self.program.run.rest()  # (ParallelRun.rest: no idle worker spinning beside the serial run)
             t0 = time.perf_counter()
             got = self.twin.run_into(feeds, outs) if which else self._run_into(feeds, outs, False)
             self.chooser.record(which, time.perf_counter() - t0)
@@ -167,9 +169,12 @@ class Specialization:
         model's ~9 us; the arena's buffers never change type) and builds no dict of feeds."""
         if self.twin is not None:
             both, chooser, clock = (self._caller(names), self.twin.caller(names)), self.chooser, time.perf_counter
+            rest = self.program.run.rest
 
             def chosen(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
                 which = chooser.pick()
+                if which:
+                    rest()
                 t0 = clock()
                 got = both[which](arrays)
                 chooser.record(which, clock() - t0)

@@ -51,6 +51,7 @@ from .team import (
     LINE,
     MASK,
     PROTOCOL_VERSION,
+    REST,
     SEQ,
     SHIFT,
     SLEEP_NS,
@@ -216,11 +217,12 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 @njit(nogil=True, cache=True)
 def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
-    polling ``SPIN`` times, then sleeping on its futex (``post`` wakes sleepers)."""
+    polling ``SPIN`` times (none once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
+    sleepers)."""
     polls = 0
     while atomic_load(w, JOBS) == seen:
         polls += 1
-        if keep_polling(polls):
+        if atomic_load(w, REST) == 0 and keep_polling(polls):
             continue
         atomic_add(w, IDLE_SLEEPERS, 1)
         if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
@@ -231,6 +233,7 @@ def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
 @njit(nogil=True, cache=True)
 def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
     """Count one job posted to a team's idle workers and wake those asleep; the new count."""
+    w[REST] = 0
     n = atomic_add(w, JOBS, 1) + 1
     if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
         futex_wake(w, JOBS)

@@ -47,9 +47,10 @@ SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platfo
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
-#: a team's words (``Team.words``, int64): the number of jobs posted (a futex on its low 32 bits) and how
-#: many idle workers sleep on it
-JOBS, IDLE_SLEEPERS = 0, 1
+#: a team's words (``Team.words``, int64): the number of jobs posted (a futex on its low 32 bits), how
+#: many idle workers sleep on it, and a flag telling idle workers to sleep at once instead of spinning
+#: (``ParallelRun.rest``: the caller will run serial schedules for a while)
+JOBS, IDLE_SLEEPERS, REST = 0, 1, 2
 #: how idle workers wait for the next job: ``(idle_wait(words, seen), post(words) -> jobs)``, compiled (nogil)
 #: by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per worker
 _idle_wait: tuple[Callable[..., None], Callable[..., int]] | None = None
@@ -173,6 +174,14 @@ class ParallelRun:
         self.state = new_state(steps)
         self.epoch = 0
 
+    def rest(self) -> None:
+        """Tell the team's idle workers to stop spinning and sleep until the next job: the caller is about to
+        run serial work (a small model's serial twin, ``runtime/adaptive.py``), and a worker spinning after
+        the last parallel run would take CPU time from it on a busy machine."""
+        t = _teams.get(self.team_size)
+        if t is not None:
+            t.words[REST] = 1
+
     def alone(self) -> Callable[..., None]:
         """This schedule run by the calling thread only, with a fresh step state of its own instead of the
         team's (several threads can each run one sample at once)."""
@@ -194,5 +203,5 @@ class ParallelRun:
 
 
 __all__ = ["SPIN", "SLEEP_NS", "SHIFT", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
-           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "use_idle_wait", "new_state", "Team",
-           "team", "ParallelRun"]
+           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "use_idle_wait", "new_state",
+           "Team", "team", "ParallelRun"]
