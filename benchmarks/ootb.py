@@ -61,14 +61,15 @@ def _ootb_model(spec: str):
     return onnx.load(path), feeds
 
 
-def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
-    """cnnjit's default (``threads=None``) against onnxruntime's default session, and cnnjit compiled with
-    1, 2 and 4 threads, all timed interleaved in this one process."""
+def _engines(spec: str, which: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metadata, {label: zero-argument call}) for ``spec``: onnxruntime's default session (``which`` "ort"
+    or "all") and cnnjit's default and 1, 2, 4 threads ("cnnjit" or "all"), each run once; the cnnjit
+    metadata holds their outputs' error against onnxruntime at 1 thread and whether they agree bit for bit."""
     import numpy as np
     import onnxruntime as ort
 
     import cnnjit
-    from benchmarks.harness import measure, ort_session
+    from benchmarks.harness import ort_session
     from benchmarks.models import output_scale
     from cnnjit.runtime.cpus import default_threads
 
@@ -77,29 +78,151 @@ def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
 
     model, feeds = _ootb_model(spec)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    ref = ort_session(model, threads=1).run(None, feeds)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # its defaults
     out: dict[str, Any] = {"model": ootb_label(spec), "spec": spec, "default_threads": default_threads(),
                            "ort_version": ort.__version__, "compile_s": {}, "parallel_layers": {}}
-    models: dict[str, Any] = {}
-    for t in (None, *OOTB_THREADS):
-        key = "default" if t is None else f"{t}T"
-        t0 = time.perf_counter()
-        models[key] = cnnjit.compile(model, input_shapes=shapes, threads=t)
-        models[key].run(None, feeds)
-        out["compile_s"][key] = round(time.perf_counter() - t0, 2)
-        meta = models[key]._default_spec().program.meta
-        out["parallel_layers"][key] = meta.get("parallel_layers", 0)
-        out.setdefault("entry", {})[key] = meta.get("entry")
-    got = {k: m.run(None, feeds) for k, m in models.items()}
-    out["rel_err"] = max(max_rel_err(g, ref) for g in got.values())
-    out["bit_identical_across_threads"] = all(
-        all(np.array_equal(a, b) for a, b in zip(g, got["1T"])) for g in got.values())
-    fns: dict[str, Any] = {"ORT default": lambda: sess.run(None, feeds)}
-    for k, m in models.items():
-        fns[f"cnnjit {k}"] = (lambda m=m: m.run(None, feeds))
+    fns: dict[str, Any] = {}
+    if which in ("ort", "all"):
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # its defaults
+        fns["ORT default"] = lambda: sess.run(None, feeds)
+    if which in ("cnnjit", "all"):
+        ref = ort_session(model, threads=1).run(None, feeds)
+        models: dict[str, Any] = {}
+        for t in (None, *OOTB_THREADS):
+            key = "default" if t is None else f"{t}T"
+            t0 = time.perf_counter()
+            models[key] = cnnjit.compile(model, input_shapes=shapes, threads=t)
+            models[key].run(None, feeds)
+            out["compile_s"][key] = round(time.perf_counter() - t0, 2)
+            meta = models[key]._default_spec().program.meta
+            out["parallel_layers"][key] = meta.get("parallel_layers", 0)
+            out.setdefault("entry", {})[key] = meta.get("entry")
+        got = {k: m.run(None, feeds) for k, m in models.items()}
+        out["rel_err"] = max(max_rel_err(g, ref) for g in got.values())
+        out["bit_identical_across_threads"] = all(
+            all(np.array_equal(a, b) for a, b in zip(g, got["1T"])) for g in got.values())
+        for k, m in models.items():
+            fns[f"cnnjit {k}"] = (lambda m=m: m.run(None, feeds))
+    return out, fns
+
+
+def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
+    """cnnjit's default (``threads=None``) against onnxruntime's default session, and cnnjit compiled with
+    1, 2 and 4 threads, all timed interleaved in this one process."""
+    from benchmarks.harness import measure
+
+    out, fns = _engines(spec, "all")
     out["timing"] = measure(fns, runs=runs, warmup=warmup)
     return out
+
+
+#: a served engine's lines on stdout start with this (libraries may print there too)
+MARK = "@@ootb "
+
+
+def ootb_serve(spec: str, engine: str, warmup: int) -> int:
+    """A child of ``run_ootb_procs``: one engine's calls (``engine`` "ort" or "cnnjit", see ``_engines``),
+    warmed up, then per line ``N`` read from stdin, N rounds of them (each call once per round, in a seeded
+    random order), their times (ns) written back as one JSON line; ``0`` ends it."""
+    import gc
+    import random
+
+    meta, fns = _engines(spec, engine)
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    print(MARK + json.dumps({"ready": meta}), flush=True)
+    rng = random.Random(0)
+    names = list(fns)
+    for line in sys.stdin:
+        n = int(line)
+        if n <= 0:
+            break
+        times: dict[str, list[int]] = {k: [] for k in names}
+        gc.disable()
+        for _ in range(n):
+            rng.shuffle(names)
+            for k in names:
+                t0 = time.perf_counter_ns()
+                fns[k]()
+                times[k].append(time.perf_counter_ns() - t0)
+        gc.enable()
+        print(MARK + json.dumps(times), flush=True)
+    return 0
+
+
+def _reply(proc: subprocess.Popen) -> dict[str, Any]:
+    """The next line of ours a served engine writes (``MARK``); EOFError when it exits first."""
+    for line in proc.stdout:
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise EOFError(f"engine process exited with {proc.wait()}")
+
+
+def run_ootb_procs(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The out-of-the-box table with each engine in its own process (``ootb_serve``): per model an
+    onnxruntime process and a cnnjit process, started together and told in turn (random order per block)
+    to run a block of ``args.block`` rounds, with ``args.settle`` seconds between blocks, until each has
+    run ``args.runs`` rounds. In one process, onnxruntime's pool spins after each of its runs and takes a core
+    from cnnjit's next run; here only the engine that runs is busy (the idle one waits on its stdin)."""
+    import random
+
+    from benchmarks.harness import summarize
+
+    rows = []
+    rng = random.Random(0)
+    for spec in specs:
+        t0 = time.perf_counter()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        env.pop("CNNJIT_NUM_THREADS", None)  # the default means the default
+        procs: dict[str, subprocess.Popen] = {}
+        with tempfile.TemporaryFile("w+") as errs:
+            try:
+                for eng in ("ort", "cnnjit"):
+                    procs[eng] = subprocess.Popen(
+                        [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec, "--worker-engine", eng,
+                         "--worker-threads", str(len(os.sched_getaffinity(0))), "--warmup", str(args.warmup)],
+                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs, text=True)
+                row = {**_reply(procs["cnnjit"])["ready"], **{"mode": "process per engine"}}
+                _reply(procs["ort"])
+                times: dict[str, list[int]] = {}
+                done = 0
+                while done < args.runs:
+                    n = min(args.block, args.runs - done)
+                    for eng in rng.sample(list(procs), len(procs)):
+                        procs[eng].stdin.write(f"{n}\n")
+                        procs[eng].stdin.flush()
+                        for k, v in _reply(procs[eng]).items():
+                            times.setdefault(k, []).extend(v)
+                        time.sleep(args.settle)
+                    done += n
+                row["timing"] = {k: summarize(v) for k, v in times.items()}
+            except (EOFError, OSError, ValueError) as e:
+                errs.seek(0)
+                tail = errs.read().strip().splitlines()[-3:]
+                rows.append({"model": ootb_label(spec), "error": f"{e}: " + " | ".join(tail)})
+                continue
+            finally:
+                for p in procs.values():
+                    try:
+                        p.stdin.write("0\n")
+                        p.stdin.close()
+                    except OSError:
+                        pass
+                    try:
+                        p.wait(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+        rows.append(row)
+        _progress("OOTB/procs", row, t0)
+    return rows
+
+
+def _progress(tag: str, row: dict[str, Any], t0: float) -> None:
+    t = {k: v["median_ms"] for k, v in row["timing"].items()}
+    print(f"{tag} {row['model']:22s} ORT default {t['ORT default']:8.3f} ms  cnnjit default "
+          f"{t['cnnjit default']:8.3f} ms  1T {t['cnnjit 1T']:8.3f}  2T {t['cnnjit 2T']:8.3f}  "
+          f"4T {t['cnnjit 4T']:8.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
 
 
 def ootb_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
@@ -123,19 +246,25 @@ def ootb_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     return headers, table
 
 
-def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str] | None) -> None:
-    """``<name>_ootb.{json,md}`` and the table on stdout."""
+def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[str] | None,
+               procs: bool = False) -> None:
+    """``<name>_ootb.{json,md}`` (``procs``: ``<name>_ootb_procs``, the table of ``run_ootb_procs``) and the
+    table on stdout."""
     from benchmarks.harness import machine_info, print_table, write_json, write_markdown
 
     headers, table = ootb_table(rows)
     info = machine_info()
-    name = f"{args.name}_ootb"
+    name = f"{args.name}_ootb" + ("_procs" if procs else "")
     command = "PYTHONPATH=. python benchmarks/vs_onnxruntime.py " + " ".join(argv or sys.argv[1:])
     write_json(name, {"benchmark": name, "runs": args.runs, "warmup": args.warmup, "machine": info,
                       "results": rows, "command": command}, args.out)
     load = os.getloadavg()
+    how = (f"Each engine in its own process (`--ootb-procs`): per model an onnxruntime process and a cnnjit process, "
+           f"told in turn (random order) to run blocks of {getattr(args, 'block', 0)} rounds, "
+           f"{getattr(args, 'settle', 0):g} s apart, so onnxruntime's spinning pool never shares the machine with a "
+           "cnnjit run; within the cnnjit process its four configurations interleaved. " if procs else "")
     notes = [
-        f"Batch 1. Each model in its own process: onnxruntime {rows[0].get('ort_version', '') if rows else ''} "
+        how + f"Batch 1. Each model in its own process: onnxruntime {rows[0].get('ort_version', '') if rows else ''} "
         "with its defaults (`InferenceSession(model)`: every core, ORT_ENABLE_ALL), cnnjit with its default "
         "(`cnnjit.compile(model)`: threads = the CPUs this process may use) and compiled with 1, 2 and 4 "
         f"threads; all five timed interleaved in one run ({args.runs} runs after {args.warmup} warm-up "
@@ -148,9 +277,10 @@ def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[
         "2-thread runs (and from ORT's pool) first, so multi-thread timings on a shared machine are pessimistic.",
         f"Command: `{command}`.",
     ]
-    write_markdown(name, headers, table, out_dir=args.out, machine=info, notes=notes,
-                   title="Out of the box: cnnjit default vs onnxruntime default, batch 1")
-    print_table(headers, table, title="out of the box (cnnjit default vs onnxruntime default)")
+    title = "Out of the box: cnnjit default vs onnxruntime default, batch 1" + (
+        " (each engine in its own process)" if procs else "")
+    write_markdown(name, headers, table, out_dir=args.out, machine=info, notes=notes, title=title)
+    print_table(headers, table, title=title)
 
 
 def run_ootb(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -173,8 +303,5 @@ def run_ootb(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]
                 continue
             row = json.loads(res.read_text())
         rows.append(row)
-        t = {k: v["median_ms"] for k, v in row["timing"].items()}
-        print(f"OOTB {row['model']:22s} ORT default {t['ORT default']:8.3f} ms  cnnjit default "
-              f"{t['cnnjit default']:8.3f} ms  1T {t['cnnjit 1T']:8.3f}  2T {t['cnnjit 2T']:8.3f}  "
-              f"4T {t['cnnjit 4T']:8.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+        _progress("OOTB", row, t0)
     return rows

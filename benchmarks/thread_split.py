@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from benchmarks.ootb import _ootb_model, default_ootb_models, ootb_label  # noqa: E402
 
 
@@ -74,6 +76,10 @@ def analyse(spec: str, runs: int, rows: int) -> None:
               f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum")
         for total, op, variant, shape, ts in sorted(table, key=lambda r: -r[0])[:rows]:
             print(f"  {total:8.1f} us  {op:8s} {variant:16s} {shape:16s} parts " + " ".join(f"{t:.1f}" for t in ts))
+        h = handover(two._default_spec(), feeds, runs)
+        print(f"  traced 2-thread runs (medians, us): wall {h['wall']:.1f}, parts' sum {h['busy']:.1f}, worker's "
+              f"first part at {h['wake']:.1f}, hand-over per step {h['step_gap']:.2f} (p90 {h['step_gap_p90']:.2f}) "
+              f"x {h['steps_with_deps']} steps = {h['gap_sum']:.1f} per run, tail {h['tail']:.1f}")
     timings: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(3):
         one.run(None, feeds)
@@ -91,12 +97,87 @@ def analyse(spec: str, runs: int, rows: int) -> None:
           f"{len(p1.calls)} / {len(p2.calls)} calls")
 
 
+def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:
+    """Per run of ``spec``'s parallel schedule, each call's ``[start, end, caller?]`` in ticks relative to the
+    run's start (the traced copy of the schedule, ``render_parallel(trace=True)``, on the same team), plus a
+    last row ``[0, end of run, 1]``."""
+    from cnnjit.compiler.codegen.build import load_entry, source_key
+    from cnnjit.compiler.codegen.cycles import read_ticks, ticks
+    from cnnjit.compiler.codegen.threads import PROTOCOL, render_parallel, trace_words
+    from cnnjit.profile import _namespace, _write_inputs
+    from cnnjit.runtime.parallel import ParallelRun
+
+    p = spec.program
+    steps = p.meta["step_plan"]
+    ns = _namespace(p)
+    kernels = {c.kernel: ns[c.kernel] for c in p.calls}
+    fn = load_entry(render_parallel(p.buffer_names, p.calls, steps, trace=True),
+                    {**kernels, **PROTOCOL, "ticks": ticks}, {n: source_key(s) for n, s in p.kernel_sources.items()})
+    run = ParallelRun(fn, len(steps), p.meta["threads"])
+    run.state = np.zeros(trace_words(steps), np.int64)
+    base = len(run.state) - 3 * len(p.calls)
+    bufs = p.allocate()
+    args = [bufs[n] for n in p.buffer_names]
+    out = []
+    for r in range(runs + 3):
+        _write_inputs(p, bufs, feeds)
+        t0 = read_ticks()
+        run(*args)
+        t1 = read_ticks()
+        tr = run.state[base:].reshape(-1, 3).copy()
+        tr[:, :2] -= t0
+        if r >= 3:
+            out.append(np.vstack([tr, [[0, t1 - t0, 1]]]))
+    return out
+
+
+def handover(spec, feeds, runs: int) -> dict[str, float]:
+    """Where a 2-thread run's time goes, from traced runs (medians over runs, microseconds): ``wall`` (the
+    caller's call), ``busy`` (the parts' summed time), ``wake`` (run start to the worker's first part),
+    ``step_gap`` (per step with dependencies: its first part's start after its last dependency's end, the
+    hand-over, median over steps and runs), ``gap_sum`` (those summed per run: time on the critical path
+    spent handing over) and ``tail`` (the last part's end to the caller's return)."""
+    from cnnjit.compiler.codegen.cycles import tick_seconds
+
+    us = tick_seconds() * 1e6
+    steps = spec.program.meta["step_plan"]
+    rows: dict[str, list[float]] = {k: [] for k in ("wall", "busy", "wake", "gap_sum", "tail")}
+    gaps: list[float] = []
+    for tr in trace_runs(spec, feeds, runs):
+        calls, wall = tr[:-1], tr[-1, 1]
+        rows["wall"].append(wall * us)
+        rows["busy"].append(float(np.sum(calls[:, 1] - calls[:, 0])) * us)
+        worker = calls[calls[:, 2] == 0]
+        rows["wake"].append(float(worker[:, 0].min()) * us if len(worker) else float("nan"))
+        rows["tail"].append(float(wall - calls[:, 1].max()) * us)
+        total = 0.0
+        for st in steps:
+            if not st.deps:
+                continue
+            ready = max(calls[d.first:d.first + d.parts, 1].max() for d in (steps[i] for i in st.deps))
+            g = float(calls[st.first:st.first + st.parts, 0].min() - ready) * us
+            gaps.append(g)
+            total += max(g, 0.0)
+        rows["gap_sum"].append(total)
+    out = {k: statistics.median(v) for k, v in rows.items()}
+    out["step_gap"] = statistics.median(gaps) if gaps else float("nan")
+    out["step_gap_p90"] = float(np.percentile(gaps, 90)) if gaps else float("nan")
+    out["steps_with_deps"] = sum(1 for st in steps if st.deps)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="?", default="")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--rows", type=int, default=15)
+    ap.add_argument("--force", action="store_true",
+                    help="split every layer that can be (thresholds of threads.py at 0): the hand-over on small models")
     args = ap.parse_args(argv)
+    if args.force:
+        from cnnjit.compiler.codegen import threads
+
+        threads.MIN_PARALLEL_TOTAL_US = threads.MIN_PARALLEL_US = 0.0
     specs = [s for s in args.models.split(",") if s] or [s for s in default_ootb_models() if s != "resnet8"]
     for spec in specs:
         analyse(spec, args.runs, args.rows)

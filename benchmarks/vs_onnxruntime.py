@@ -3,6 +3,7 @@
     PYTHONPATH=. python benchmarks/vs_onnxruntime.py [--models lenet5,resnet8] [--runs 50] [--warmup 10]
         [--threads 1,2] [--profile [resnet8,mobilenet_v2_224]] [--peak fma|sgemm]
     PYTHONPATH=. python benchmarks/vs_onnxruntime.py --ootb [MODELS] [--ootb-only]   # out of the box
+    PYTHONPATH=. python benchmarks/vs_onnxruntime.py --ootb [MODELS] --ootb-procs     # + one process per engine
 
 Every measurement runs in a child process (this script again, with ``--worker``) whose numba / OpenMP /
 onnxruntime thread counts are set before anything is imported:
@@ -43,7 +44,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import single_thread  # noqa: E402 - stdlib only
-from benchmarks.ootb import default_ootb_models, ootb_worker, run_ootb, write_ootb  # noqa: E402 - stdlib only
+from benchmarks.ootb import (  # noqa: E402 - stdlib only
+    default_ootb_models,
+    ootb_serve,
+    ootb_worker,
+    run_ootb,
+    run_ootb_procs,
+    write_ootb,
+)
 
 
 def _argv_threads(argv: list[str]) -> int:
@@ -275,6 +283,13 @@ def main(argv: list[str] | None = None) -> int:
                          "(MODEL_SET names or path@input=1x3x416x416; default with no value: mobilenet_v2_224, "
                          "resnet8 and the ddddocr detector if installed)")
     ap.add_argument("--ootb-only", action="store_true", help="only the out-of-the-box table")
+    ap.add_argument("--ootb-procs", action="store_true",
+                    help="with --ootb: also the out-of-the-box table with each engine in its own process "
+                         "(alternating blocks of runs; <name>_ootb_procs.{json,md}), besides the one-process table")
+    ap.add_argument("--block", type=int, default=5, help="--ootb-procs: rounds per block (default 5)")
+    ap.add_argument("--settle", type=float, default=0.05,
+                    help="--ootb-procs: seconds between blocks, for the other engine's pool to go idle")
+    ap.add_argument("--worker-engine", help=argparse.SUPPRESS)
     ap.add_argument("--worker-ootb", help=argparse.SUPPRESS)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker-threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -283,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     ap.add_argument("--worker-profile", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0:
-        ap.error("--runs must be >= 1 and --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.block < 1 or args.settle < 0:
+        ap.error("--runs and --block must be >= 1, --warmup and --settle >= 0")
 
+    if args.worker and args.worker_ootb and args.worker_engine:
+        return ootb_serve(args.worker_ootb, args.worker_engine, args.warmup)
     if args.worker and args.worker_ootb:
         res = ootb_worker(args.worker_ootb, args.runs, args.warmup)
         from benchmarks.harness import write_json
@@ -310,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
                  else [x.strip() for x in args.ootb.split(",") if x.strip()])
         ootb_rows = run_ootb(specs, args)
         write_ootb(ootb_rows, args, argv)
+        if args.ootb_procs:
+            procs_rows = run_ootb_procs(specs, args)
+            write_ootb(procs_rows, args, argv, procs=True)
+            ootb_rows += procs_rows
         if args.ootb_only:
             return 1 if any("error" in r for r in ootb_rows) else 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -25,6 +25,7 @@ from .codegen.kernel import Target
 from .codegen.precompile import KernelObserver, kernels_finished, observe_kernels
 from .codegen.simd import host_vector_registers, host_vector_width
 from .codegen.simd_int import host_int_width
+from .codegen.threads import adaptive
 from .frontend.loader import input_specs, resolve_shapes  # noqa: F401 - re-exported
 from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
 from .passes import Pass, PassManager, default_pipeline, select_passes
@@ -98,9 +99,13 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
         hooks.after_import(graph)
     pm = run_passes(graph, options, hooks)
     t2 = time.perf_counter()
+    target = target or options.host_target()
+    serial = None
     with observe_kernels(hooks.on_kernel if hooks is not None else None):
         try:
-            program = generate(graph, target or options.host_target(), entry=options.entry)
+            program = generate(graph, target, entry=options.entry)
+            if program.meta.get("parallel_layers") and adaptive(graph.nodes):  # (runtime/adaptive.py)
+                serial = generate(graph, replace(target, threads=1), entry=options.entry)
         finally:
             kernels_finished()
     t3 = time.perf_counter()
@@ -109,7 +114,8 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
             f"the model needs a scratch arena of {program.arena_bytes} bytes ({program.arena_bytes / 2**20:.1f} "
             f"MiB) for input shapes { {k: list(v) for k, v in shapes.items()} }, over the limit of "
             f"{options.max_arena_bytes} bytes (max_arena_bytes=)")
-    return Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
+    spec = Specialization(graph, program, {"import": t1 - t0, "passes": t2 - t1, "codegen": t3 - t2}, pm.report())
+    return spec if serial is None else spec.with_twin(Specialization(graph, serial))
 
 
 #: the leading size the batch-separability check imports the model at: not 1, where a Reshape, Flatten or

@@ -46,9 +46,12 @@ from .team import (
     ABORT,
     FUTEX_WAIT_PRIVATE,
     FUTEX_WAKE_PRIVATE,
+    IDLE_SLEEPERS,
+    JOBS,
     LINE,
     MASK,
     PROTOCOL_VERSION,
+    REST,
     SEQ,
     SHIFT,
     SLEEP_NS,
@@ -59,6 +62,7 @@ from .team import (
     Team,
     new_state,
     team,
+    use_idle_wait,
 )
 
 
@@ -174,6 +178,18 @@ def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - comp
         futex_wake(st, SEQ)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def keep_polling(polls: int) -> bool:  # pragma: no cover - compiled
+    """Whether a wait at its ``polls``-th poll polls again (the first ``SPIN``; every one, yielding the CPU
+    in between, where there is no futex) rather than going to sleep."""
+    if polls <= SPIN:
+        return True
+    if not SYS_FUTEX:
+        sched_yield()
+        return True
+    return False
+
+
 @njit(nogil=True, cache=True)
 def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no cover - compiled
     """Wait until all ``parts`` of ``step`` are complete in run ``ep``: True, or False if the run was
@@ -188,10 +204,7 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         if atomic_load(st, ABORT) >= ep:
             return False
         polls += 1
-        if polls <= SPIN:
-            continue
-        if not SYS_FUTEX:
-            sched_yield()
+        if keep_polling(polls):
             continue
         seq = atomic_load(st, SEQ)
         atomic_add(st, SLEEPERS, 1)
@@ -201,6 +214,34 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         atomic_add(st, SLEEPERS, -1)
 
 
+@njit(nogil=True, cache=True)
+def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
+    """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
+    polling ``SPIN`` times (none once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
+    sleepers)."""
+    polls = 0
+    while atomic_load(w, JOBS) == seen:
+        polls += 1
+        if atomic_load(w, REST) == 0 and keep_polling(polls):
+            continue
+        atomic_add(w, IDLE_SLEEPERS, 1)
+        if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
+            futex_wait(w, JOBS, seen)
+        atomic_add(w, IDLE_SLEEPERS, -1)
+
+
+@njit(nogil=True, cache=True)
+def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
+    """Count one job posted to a team's idle workers and wake those asleep; the new count."""
+    w[REST] = 0
+    n = atomic_add(w, JOBS, 1) + 1
+    if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
+        futex_wake(w, JOBS)
+    return n
+
+
+use_idle_wait(idle_wait, post)
+
 __all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

@@ -47,6 +47,28 @@ SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platfo
 FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
+#: a team's words (``Team.words``, int64): the number of jobs posted (a futex on its low 32 bits), how
+#: many idle workers sleep on it, and a flag telling idle workers to sleep at once instead of spinning
+#: (``ParallelRun.rest``: the caller will run serial schedules for a while)
+JOBS, IDLE_SLEEPERS, REST = 0, 1, 2
+#: how idle workers wait for the next job: ``(idle_wait(words, seen), post(words) -> jobs)``, compiled (nogil)
+#: by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per worker
+_idle_wait: tuple[Callable[..., None], Callable[..., int]] | None = None
+
+
+def use_idle_wait(wait: Callable[..., None], post: Callable[..., int]) -> None:
+    """Make teams started from now on wait for jobs with ``wait(words, seen)`` (until ``words[JOBS] != seen``:
+    spin, then sleep) and post them with ``post(words)`` (count one job, wake sleepers; returns the count).
+
+    Waking an idle worker through a semaphore costs a futex wake-up and the GIL (measured on the shared
+    2-core VM, ResNet-8 at 2 threads: the worker's first part began 52 us after the run's start (median), and
+    in half the runs it ran nothing: the 400 us run was over first). A worker that spins (the step waits'
+    ``SPIN`` polls, then sleeps) sees the job at once and needs only the GIL, which the caller gives up
+    inside the compiled schedule."""
+    global _idle_wait
+    _idle_wait = (wait, post)
+
+
 def new_state(steps: int) -> np.ndarray:
     """A fresh step state for a schedule of ``steps`` steps (all counters at epoch 0)."""
     return np.zeros(LINE * (steps + 1), np.int64)
@@ -64,6 +86,8 @@ class Team:
         self._job: tuple | None = None
         self._jobs = 0
         self._go = [threading.Semaphore(0) for _ in range(size - 1)]
+        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS (own cache line)
+        self._idle = _idle_wait
         self._done = [0] * size  # per thread: the last job it returned from
         self._errors: list[BaseException] = []
         self._workers = [threading.Thread(target=self._work, args=(t,), name=f"cnnjit-worker-{t}", daemon=True)
@@ -73,9 +97,14 @@ class Team:
 
     def _work(self, tid: int) -> None:
         go = self._go[tid - 1]
+        seen = 0
         while True:
-            go.acquire()
+            if self._idle is None:
+                go.acquire()
+            else:
+                self._idle[0](self.words, seen)
             job, fn, args, state, ep = self._job  # one read: the job's number with its arguments
+            seen = job
             try:
                 fn(*args, False, ep, state)
             except BaseException as e:  # noqa: BLE001 - raised again by the caller; the team stays usable
@@ -87,8 +116,11 @@ class Team:
         """Run ``fn`` on the whole team as run ``ep`` of ``state`` (the caller holds ``busy``)."""
         self._jobs += 1
         self._job = (self._jobs, fn, args, state, ep)
-        for go in self._go:
-            go.release()
+        if self._idle is None:
+            for go in self._go:
+                go.release()
+        else:
+            self._idle[1](self.words)
         try:
             fn(*args, True, ep, state)
         except BaseException as e:  # noqa: BLE001 - raised below, once the workers have stopped
@@ -142,6 +174,14 @@ class ParallelRun:
         self.state = new_state(steps)
         self.epoch = 0
 
+    def rest(self) -> None:
+        """Tell the team's idle workers to stop spinning and sleep until the next job: the caller is about to
+        run serial work (a small model's serial twin, ``runtime/adaptive.py``), and a worker spinning after
+        the last parallel run would take CPU time from it on a busy machine."""
+        t = _teams.get(self.team_size)
+        if t is not None:
+            t.words[REST] = 1
+
     def alone(self) -> Callable[..., None]:
         """This schedule run by the calling thread only, with a fresh step state of its own instead of the
         team's (several threads can each run one sample at once)."""
@@ -163,4 +203,5 @@ class ParallelRun:
 
 
 __all__ = ["SPIN", "SLEEP_NS", "SHIFT", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
-           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "new_state", "Team", "team", "ParallelRun"]
+           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "use_idle_wait", "new_state",
+           "Team", "team", "ParallelRun"]

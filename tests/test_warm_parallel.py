@@ -59,6 +59,7 @@ def _split_small_layers(mp: pytest.MonkeyPatch) -> None:
     mp.setattr(split, "MIN_PARALLEL_US", 0.0)
     mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
     mp.setattr(split, "MIN_PART_US", 1e-6)
+    mp.setattr(split, "ADAPTIVE_BELOW_US", 0.0)  # no serial twin (an object would take it): the parallel object
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from numba import types
 from cnnjit.ir import Node, Value
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
-from cnnjit.runtime.parallel import PROTOCOL_VERSION, ParallelRun, claim, done, wait
+from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
 from cnnjit.runtime.program import Call
 
 from .kernel import At, KernelCall, Param, Scratch, Target
@@ -50,13 +50,20 @@ from .parts import PART_SPACES
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
 MIN_PARALLEL_US = 25.0
-#: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): each run pays
-#: the team's wake-up and a hand-over per step, which a small model does not win back, and on a busy machine
-#: a run waits for a descheduled thread's part. Measured on the shared 2-core machine (interleaved, medians):
-#: ResNet-8 (295 us of such layers by the estimate, load ~12) 0.597 ms with 2 threads vs 0.514 with 1;
-#: ppocr_cls (1,100 us, load ~7) 1.71 vs 0.555 ms, crnn_lstm_gru (550 us) 0.907 vs 0.832 ms;
-#: MobileNetV2-224 (11,100 us) 78.9 vs 91.9 ms (load ~12)
-MIN_PARALLEL_TOTAL_US = 1500.0
+#: a team's worker starts on a run this long after the caller (microseconds; benchmarks/thread_split.py traces
+#: it: 21-33 us, median 27, on the shared 2-core VM with idle workers spinning, ResNet-8; 52 us when they
+#: slept on a semaphore), and each step whose input the other thread wrote costs a hand-over (median 0.1 us,
+#: but tens of microseconds when the other thread was descheduled)
+WAKE_US = 25.0
+#: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): the split
+#: layers' half must be worth twice the worker's wake-up. It was 1500 us while a small model had no fallback:
+#: ResNet-8 (295 us of such layers by the estimate) ran 0.597 ms with 2 threads vs 0.514 with 1 at load ~12;
+#: a schedule below ``ADAPTIVE_BELOW_US`` now also has its serial twin and runs whichever is faster
+MIN_PARALLEL_TOTAL_US = 4 * WAKE_US
+#: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
+#: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
+#: whether the second thread pays there depends on the machine's load from run to run
+ADAPTIVE_BELOW_US = 1500.0
 #: a split whose largest part exceeds the mean part by more than this factor is not made
 MAX_IMBALANCE = 1.15
 #: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
@@ -162,9 +169,20 @@ def _const(v: Value, lo: int, hi: int, axis: int = 0) -> Value:
     return Value(TensorType(v.dtype, data.shape), "", const=data)
 
 
+def parallel_work_us(nodes: list[Node]) -> float:
+    """The estimated single-thread time of the layers of ``nodes`` large enough to split (microseconds)."""
+    return sum(e for e in map(estimate_us, nodes) if e >= MIN_PARALLEL_US)
+
+
 def worth_splitting(nodes: list[Node]) -> bool:
     """Whether a schedule of ``nodes`` has enough large layers to run on a team (``MIN_PARALLEL_TOTAL_US``)."""
-    return sum(e for e in map(estimate_us, nodes) if e >= MIN_PARALLEL_US) >= MIN_PARALLEL_TOTAL_US
+    return parallel_work_us(nodes) >= MIN_PARALLEL_TOTAL_US
+
+
+def adaptive(nodes: list[Node]) -> bool:
+    """Whether a parallel schedule of ``nodes`` is small enough to be compiled with its serial twin as well,
+    the faster one chosen run by run (``ADAPTIVE_BELOW_US``, ``runtime/adaptive.py``)."""
+    return parallel_work_us(nodes) < ADAPTIVE_BELOW_US
 
 
 def _balanced(ranges: list[tuple[int, int]]) -> bool:
@@ -400,10 +418,28 @@ def parallel_run(fn: Callable[..., None], steps: list[Step], threads: int) -> Pa
     return ParallelRun(fn, len(steps), threads)
 
 
-def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> str:
+def trace_words(steps: list[Step]) -> int:
+    """The step state's length for a traced schedule (``render_parallel(trace=True)``): the protocol's words,
+    then per call its start and end ticks and the thread that ran it (1: the caller, 0: a worker)."""
+    return LINE * (len(steps) + 1) + 3 * sum(st.parts for st in steps)
+
+
+def render_parallel(params: list[str], calls: list[Call], steps: list[Step], trace: bool = False) -> str:
     """The parallel schedule's text: ``def run(<params>, _main, _ep, _st)``: at every step, wait for its
     dependencies, then claim and run parts until none is left; the caller (``_main``) returns when the
-    last steps are complete."""
+    last steps are complete.
+
+    ``trace`` (benchmarks/thread_split.py): after the protocol's words, the state (``trace_words`` long) gets
+    per call ``[start tick, end tick, 1 if the caller ran it]`` (``ticks`` from ``codegen/cycles.py`` must be
+    in the namespace); otherwise the same text."""
+    base = LINE * (len(steps) + 1)
+
+    def call(c: Call, k: int, pad: str) -> list[str]:
+        if not trace:
+            return [pad + c.render()]
+        w = base + 3 * k
+        return [f"{pad}    _t0 = ticks()", pad + c.render(),
+                f"{pad}    _st[{w}] = _t0", f"{pad}    _st[{w + 1}] = ticks()", f"{pad}    _st[{w + 2}] = _main"]
 
     def waits(deps: tuple[int, ...], pad: str) -> list[str]:
         if not deps:
@@ -422,7 +458,7 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
             lines.append(f"    # step {i}{after}")
             lines += waits(st.deps, "    ")
             lines.append(f"    if claim(_st, {i}, _ep, 1) == 0:")
-            lines.append("    " + part_calls[0].render())
+            lines += call(part_calls[0], st.first, "    ")
             lines.append(f"        done(_st, {i}, _ep)")
             continue
         lines.append(f"    # step {i}: {st.parts} parts{after}")
@@ -432,13 +468,14 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step]) -> 
         for p, c in enumerate(part_calls):
             kw = "if" if p == 0 else "elif" if p < st.parts - 1 else "else"
             lines.append(f"        {kw} _p == {p}:" if kw != "else" else "        else:")
-            lines.append("        " + c.render())
+            lines += call(c, st.first + p, "        ")
         lines.append(f"        done(_st, {i}, _ep)")
     lines.append("    if _main:")
     lines += [f"        wait(_st, {t}, _ep, {steps[t].parts})" for t in terminal_steps(steps)]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "Step", "worth_splitting", "split_node", "plan_steps",
+__all__ = ["MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "ADAPTIVE_BELOW_US", "Step", "worth_splitting", "adaptive",
+           "parallel_work_us", "split_node", "plan_steps",
            "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
-           "estimate_us", "channel_ranges", "balanced_ranges"]
+           "estimate_us", "channel_ranges", "balanced_ranges", "trace_words"]

@@ -72,7 +72,9 @@ def build_host_object(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
         return None
     triple, cpu, features = host_machine()
     opts = CompileOptions(**{**options.__dict__, "entry": "native", "dump_ir_after": ()})
-    prog = specialize(proto, shapes, opts).program
+    spec = specialize(proto, shapes, opts)
+    # a small parallel schedule's serial twin (runtime/adaptive.py: an object has no run-by-run choice)
+    prog = (spec.twin or spec).program
     lay = schedule_job(prog, literal=True)
     scratch = lay.pop("scratch_bytes")
     lay.pop("weight_bytes")

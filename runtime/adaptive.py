@@ -1,0 +1,76 @@
+"""Run by run, the faster of a small model's two schedules: split over the team, or serial on the caller.
+
+A model whose layers take 20-300 us each (ResNet-8, the MLPerf Tiny models, a text-direction classifier) wins
+from a second thread only when that thread is there: the team's worker reaches a run some 20-50 us after it
+starts, and on a machine whose other processes hold the other core it does not come at all, so the caller
+runs every part itself, a little slower than the whole layers (measured on the shared 2-core VM, ResNet-8
+with every layer split: 2 threads 0.27 ms at best against 0.33 ms for 1, but 0.48-0.58 ms against 0.31-0.34
+at the median under load 2-6). Such a specialisation is compiled twice (``compiler/stages.py``: the
+parallel program and the serial one, ``compiler/codegen/threads.py: ADAPTIVE_BELOW_US``; both compute the
+same arithmetic, so their results are bit-identical), and a ``Chooser`` times the runs of each and runs the
+faster, trying the other now and then: how often depends on how much slower it was, so exploring costs
+under 1% of the time while following a machine whose load comes and goes.
+"""
+
+from __future__ import annotations
+
+#: how many recent run times per schedule the choice compares (their median: one descheduled run does not
+#: decide)
+WINDOW = 9
+#: runs between two tries of the slower schedule: a try costs (ratio of medians - 1) runs, so the period is
+#: that times EXPLORE_COST (1%: a parallel schedule 18x slower than the serial one, its worker descheduled on
+#: a machine at load 8, is tried once every 1,700 runs), within [EXPLORE_MIN, EXPLORE_MAX]
+EXPLORE_COST = 100
+EXPLORE_MIN, EXPLORE_MAX = 12, 4096
+
+
+class Chooser:
+    """Which of two schedules (0: parallel, 1: serial) to run next, from the times of their recent runs.
+
+    ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
+    whole call). Until each has ``WINDOW // 2 + 1`` times, the two alternate; then the one with the lower
+    median of its last ``WINDOW`` times runs, and the other once a period (``EXPLORE_COST``; the shortest after
+    a try that beat the usual choice's median: the load has changed, look again soon). Not locked: calls
+    from several threads may interleave their updates, which only blurs the statistics.
+    """
+
+    def __init__(self) -> None:
+        self.times: tuple[list[float], list[float]] = ([], [])
+        self.best = 0
+        self.period = EXPLORE_MIN
+        self.recheck = 0  # tries of the other schedule still to make at the shortest period
+        self.runs = 0
+
+    def pick(self) -> int:
+        self.runs += 1
+        a, b = self.times
+        warm = WINDOW // 2 + 1
+        if len(a) < warm or len(b) < warm:
+            return self.runs & 1
+        period = EXPLORE_MIN if self.recheck else self.period
+        return 1 - self.best if self.runs % period == 0 else self.best
+
+    def record(self, which: int, seconds: float) -> None:
+        ts = self.times[which]
+        ts.append(seconds)
+        if len(ts) > WINDOW:
+            del ts[0]
+        a, b = (sorted(t)[len(t) // 2] if t else None for t in self.times)
+        if a is None or b is None:
+            return
+        if which != self.best:
+            if self.recheck:
+                self.recheck -= 1
+            elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
+                self.recheck = WINDOW // 2
+        self.best = 0 if a <= b else 1
+        ratio = max(a, b) / max(min(a, b), 1e-12)
+        self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), EXPLORE_MAX))
+
+    @property
+    def share(self) -> tuple[int, int]:
+        """How many of the recorded times (at most ``WINDOW`` each) each schedule has: for tests."""
+        return len(self.times[0]), len(self.times[1])
+
+
+__all__ = ["Chooser", "WINDOW", "EXPLORE_COST", "EXPLORE_MIN", "EXPLORE_MAX"]

@@ -1,0 +1,63 @@
+"""A small parallel schedule compiled with its serial twin (``runtime/adaptive.py``): each call runs the
+one that has been faster lately. Both must give the threads=1 result bit for bit, both must actually run,
+and the ``Chooser`` must follow the faster one while trying the other only as often as documented."""
+
+from __future__ import annotations
+
+import numpy as np
+from test_threads import block_model
+
+import cnnjit
+from cnnjit.compiler.codegen import threads
+from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WINDOW, Chooser
+
+
+def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
+    picks = []
+    for _ in range(runs):
+        w = ch.pick()
+        ch.record(w, cost[w])
+        picks.append(w)
+    return picks
+
+
+def test_chooser_follows_the_faster_and_explores_rarely() -> None:
+    ch = Chooser()
+    picks = _drive(ch, (1.0, 3.5), 2000)  # the parallel schedule 3.5x faster than the serial one
+    warm = 2 * (WINDOW // 2 + 1)
+    assert set(picks[:warm]) == {0, 1}  # each measured first
+    tail = picks[warm:]
+    assert ch.best == 0
+    # a 3.5x slower one: tried once per 250 runs (its cost, 2.5 runs a try, is 1% of the time)
+    assert tail.count(1) <= len(tail) // int(EXPLORE_COST * 2.5) + 1
+    assert tail.count(1) >= 1  # but tried again
+
+
+def test_chooser_switches_when_the_load_changes() -> None:
+    ch = Chooser()
+    _drive(ch, (1.0, 1.3), 500)
+    assert ch.best == 0
+    picks = _drive(ch, (2.0, 1.3), 2000)  # the other core got busy: the parallel runs now take 2.0
+    assert ch.best == 1
+    assert picks[-500:].count(1) >= 500 - 500 // int(EXPLORE_COST * (2.0 / 1.3 - 1)) - 1  # the parallel one tried
+    # small differences are checked often: a 1.05x slower one every shortest period
+    ch2 = Chooser()
+    picks = _drive(ch2, (1.0, 1.05), 1200)
+    assert abs(picks[100:].count(1) - 1100 / EXPLORE_MIN) <= 3
+
+
+def test_small_parallel_model_runs_both_schedules_bit_identically(monkeypatch) -> None:
+    proto = block_model(16)
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_TOTAL_US", 100.0)  # (the default may change; this model is ~240)
+    one = cnnjit.compile(proto, threads=1)
+    two = cnnjit.compile(proto, threads=2)
+    ref = one.run(None, {"x": x})
+    spec = two._default_spec()
+    assert spec.program.meta["parallel_layers"] > 0 and spec.twin is not None
+    assert spec.twin.program.meta.get("parallel_layers", 0) == 0
+    for i in range(2 * WINDOW + 4):  # the full path and the fast path
+        got = two.run(None, {"x": x}) if i % 2 else two(x)
+        for a, b in zip(got, ref):
+            np.testing.assert_array_equal(a, b)
+    assert min(spec.chooser.share) > 0  # both schedules ran
