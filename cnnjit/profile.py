@@ -34,7 +34,15 @@ from cnnjit.runtime.model import Specialization
 from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
-from .roofline import STREAM_BYTES, level_of, memory_bound, memory_levels, stream_bandwidth_gbs, stream_source
+from .roofline import (
+    STREAM_BYTES,
+    level_of,
+    memory_bound,
+    memory_levels,
+    stream_bandwidth_gbs,
+    stream_source,
+    tree_sum,
+)
 
 
 @dataclass
@@ -435,10 +443,7 @@ def fma_source(width: int, chains: int = _FMA_CHAINS) -> str:
     lines += [f"    a{j} = vbcast{w}(buf[{2 * w + j}])" for j in range(chains)]
     lines.append("    for _ in range(n):")
     lines += [f"        a{j} = vfma{w}(x, y, a{j})" for j in range(chains)]
-    acc = [f"a{j}" for j in range(chains)]
-    while len(acc) > 1:
-        acc = [f"vadd{w}({acc[i]}, {acc[i + 1]})" if i + 1 < len(acc) else acc[i] for i in range(0, len(acc), 2)]
-    lines.append(f"    vstore{w}(buf, 0, {acc[0]})")
+    lines.append(f"    vstore{w}(buf, 0, {tree_sum([f'a{j}' for j in range(chains)], w)})")
     return "\n".join(lines) + "\n"
 
 

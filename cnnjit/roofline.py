@@ -40,11 +40,16 @@ def stream_source(width: int, chains: int = PROBE_CHAINS) -> str:
     lines = ["def kernel(buf, n, reps):", *[f"    a{j} = vzero{w}()" for j in range(c)],
              "    for _ in range(reps):", f"        for i in range(0, n, {c * w}):"]
     lines += [f"            a{j} = vadd{w}(a{j}, vload{w}(buf, i + {j * w}))" for j in range(c)]
-    acc = [f"a{j}" for j in range(c)]
-    while len(acc) > 1:
-        acc = [f"vadd{w}({acc[i]}, {acc[i + 1]})" if i + 1 < len(acc) else acc[i] for i in range(0, len(acc), 2)]
-    lines.append(f"    vstore{w}(buf, 0, {acc[0]})")
+    lines.append(f"    vstore{w}(buf, 0, {tree_sum([f'a{j}' for j in range(c)], w)})")
     return "\n".join(lines) + "\n"
+
+
+def tree_sum(names: list[str], width: int) -> str:
+    """The expression adding vectors ``names`` pairwise (a tree: the probes' accumulators, summed once)."""
+    acc = list(names)
+    while len(acc) > 1:
+        acc = [f"vadd{width}({acc[i]}, {acc[i + 1]})" if i + 1 < len(acc) else acc[i] for i in range(0, len(acc), 2)]
+    return acc[0]
 
 
 _bw_cache: dict[int, float] = {}
@@ -145,5 +150,5 @@ def memory_bound(flops: int, nbytes: int, balance: float) -> bool:
     return nbytes > 0 and flops < balance * nbytes
 
 
-__all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "stream_bandwidth_gbs", "cache_sizes", "Level",
-           "memory_levels", "level_of", "memory_bound"]
+__all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "tree_sum", "stream_bandwidth_gbs", "cache_sizes",
+           "Level", "memory_levels", "level_of", "memory_bound"]
