@@ -1,7 +1,9 @@
 """Depthwise 2-D convolution with explicit SIMD: the kernel's weight vectors stay in registers.
 
-Plain NCHW, one output channel at a time (input channel ``m // multiplier``): the channel's input plane is
-first copied into a zero-padded plane (a ``Scratch``, its borders zeroed once per call) wide enough that
+Plain NCHW, one input channel at a time (and its ``multiplier`` output channels): the channel's input plane
+is first copied into a zero-padded plane (one of two in a ``Scratch``, used in turn so that the sweep of
+channel c runs after the copy of channel c + 1 and never loads what a store just wrote; their borders are
+zeroed once per call) wide enough that
 every tap of every output vector is one unmasked load with no bounds test (stride 2: the plane is split
 into its even and odd columns while it is copied, so a tap is a contiguous load too). Several output rows
 are swept together in vectors of ``W`` columns (``Sweep``, sized from the register file by
@@ -120,7 +122,7 @@ def _rows(w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int, swee
     rows, accs = sweep.rows, sweep.accs
     # the row's last (short) vector first: its store may then run on into the rows after it, whose stores
     # come later (a masked store costs ~10 plain ones on AMD); only the call's very end stays masked
-    L = [f"{ind}for ow0 in range((OW - 1) // {w} * {w}, -1, -{w}):", f"{ind}    base = po + oh * {sh} * PW + ow0"]
+    L = [f"{ind}for ow0 in range((OW - 1) // {w} * {w}, -1, -{w}):", f"{ind}    base = pc + oh * {sh} * PW + ow0"]
     L += [f"{ind}    r{r}_{k} = {'bias' if k == 0 else f'vzero{w}()'}" for r in range(rows) for k in range(accs)]
     ts = sorted({r * sh + i * dh for r in range(rows) for i in range(kh_n)})
     for j in range(kw_n):
@@ -151,23 +153,21 @@ def _rows(w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int, swee
     return L
 
 
-def _copy_row(w: int) -> list[str]:
+def _copy_row(w: int, ind: str) -> list[str]:
     """Kernel lines copying input row ``src`` into the padded plane's row ``ih + ph`` at column ``pw``."""
-    ind = " " * 20
-    return [f"{ind}dst = po + (ih + ph) * PW + pw",
+    return [f"{ind}dst = pn + (ih + ph) * PW + pw",
             f"{ind}for iw in range(0, tail, {w}):",
             f"{ind}    vstore{w}(pb, dst + iw, vload{w}(xb, src + iw))",
             f"{ind}if tail < Win:",  # a whole vector: the lanes past the row are zeros, stored into padding
             f"{ind}    vstore{w}(pb, dst + tail, vloadn{w}(xb, src + tail, Win - tail))"]
 
 
-def _split_row(w: int) -> list[str]:
+def _split_row(w: int, ind: str) -> list[str]:
     """Stride 2: input row ``src`` into the even and the odd plane (padded column ``c`` at ``c // 2`` of
     plane ``c % 2``), a vector of each at a time; vectors past the row's ends read only its elements."""
-    ind = " " * 20
     L = []
     for par in (0, 1):
-        L += [f"{ind}dst = po + {par} * PH * PW + (ih + ph) * PW",
+        L += [f"{ind}dst = pn + {par} * PH * PW + (ih + ph) * PW",
               f"{ind}for k0 in range(0, PW, {w}):",
               f"{ind}    iw = 2 * k0 + {par} - pw",
               f"{ind}    if iw >= 0 and iw + {2 * w} <= Win:",
@@ -185,7 +185,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
     """The kernel: ``sweep`` over the output rows in bands of ``sweep.rows``, then ``last`` over the
     remaining ``OH % sweep.rows`` rows (None when there are none)."""
     epi = Epilogue(node, w, True)
-    resident = [f"            w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw_n + j})])"
+    resident = [f"                w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw_n + j})])"
                 for i in range(kh_n) for j in range(kw_n)]
     rows = sweep.rows
     L = [
@@ -195,26 +195,35 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         "    end = N * M * OH * OW",
         # the borders stay zero: each channel overwrites the interior only (the Scratch is a whole number
         # of vectors long)
-        f"    for i in range(0, {sw} * PH * PW, {w}):",
+        f"    PL = ({sw} * PH * PW + {2 * w - 1}) // {w} * {w}",  # one plane (and a vector of slack)
+        f"    for i in range(0, 2 * PL, {w}):",
         f"        vstore{w}(pb, po + i, vzero{w}())",
         f"    tail = Win - Win % {w}",
         "    for n in range(N):",
-        "        for m in range(M):",
-        "            if m % mult == 0:",
-        "                xc = xo + (n * C + m // mult) * H * Win",
+        # two planes, used in turn: channel c is copied before channel c - 1 is swept, so the sweep never
+        # loads what a store just wrote (a load over part of a recent store waits for it: on 7x7 planes
+        # that stall cost a third of the time)
+        "        for c in range(C + 1):",
+        "            if c < C:",
+        "                pn = po + (c % 2) * PL",
+        "                xc = xo + (n * C + c) * H * Win",
         "                for ih in range(H):",
         "                    src = xc + ih * Win",
-        *(_copy_row(w) if sw == 1 else _split_row(w)),
-        f"            wk = wo + m * {kh_n * kw_n}",
+        *(_copy_row(w, " " * 20) if sw == 1 else _split_row(w, " " * 20)),
+        "            if c == 0:",
+        "                continue",
+        "            pc = po + ((c - 1) % 2) * PL",
+        "            for m in range((c - 1) * mult, c * mult):",
+        f"                wk = wo + m * {kh_n * kw_n}",
         *(resident if sweep.resident or (last is not None and last.resident) else []),
-        f"            bias = vbcast{w}(bb[bo + m])",
-        f"            for ob in range(OH // {rows}):",
-        f"                oh = ob * {rows}",
-        *_rows(w, kh_n, kw_n, sh, sw, dh, dw, sweep, epi, " " * 16),
+        f"                bias = vbcast{w}(bb[bo + m])",
+        f"                for ob in range(OH // {rows}):",
+        f"                    oh = ob * {rows}",
+        *_rows(w, kh_n, kw_n, sh, sw, dh, dw, sweep, epi, " " * 20),
     ]
     if last is not None:
-        L += [f"            if OH % {rows}:", f"                oh = OH - OH % {rows}",
-              *_rows(w, kh_n, kw_n, sh, sw, dh, dw, last, epi, " " * 16)]
+        L += [f"                if OH % {rows}:", f"                    oh = OH - OH % {rows}",
+              *_rows(w, kh_n, kw_n, sh, sw, dh, dw, last, epi, " " * 20)]
     return source(L), epi.args
 
 
@@ -249,6 +258,7 @@ def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w))
     PH, PW = plane_size(node, w)
     planes = a["strides"][1]  # stride 2: the even and the odd columns
-    args = [x, wt, bias, y, Scratch(-(-planes * PH * PW // w) * w + w), N, C, H, Win, M, y.shape[2], OW,
+    plane = (planes * PH * PW + 2 * w - 1) // w * w  # the kernel's PL: + w, a row's last copied vector runs on
+    args = [x, wt, bias, y, Scratch(2 * plane), N, C, H, Win, M, y.shape[2], OW,
             a["pads"][0], a["pads"][1], PH, PW, *extra]
     return [KernelCall(src, args, note(node))]
