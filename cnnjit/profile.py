@@ -34,6 +34,15 @@ from cnnjit.runtime.model import Specialization
 from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
+from .roofline import (
+    STREAM_BYTES,
+    level_of,
+    memory_bound,
+    memory_levels,
+    stream_bandwidth_gbs,
+    stream_source,
+    tree_sum,
+)
 
 
 @dataclass
@@ -302,10 +311,12 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, variant,
     op, name, note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak, trace_ms, its
     time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), intensity (FLOP per
-    byte), gbs (bytes per second achieved) and memory_bound (``memory_bound``: intensity below ``balance``)),
-    ``bandwidth_gbs`` (``stream_bandwidth_gbs``) and ``balance`` (peak / bandwidth), ``by_op``
-    (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by variant),
-    ``run_ms`` (the real entry's median),
+    byte), gbs (bytes per second achieved), level (``roofline.level_of``: the innermost cache its bytes fit
+    in, else DRAM), level_gbs (that level's read bandwidth) and memory_bound (``memory_bound``: intensity
+    below that level's balance)), ``levels`` (``roofline.memory_levels``: each level's size, bandwidth and
+    balance), ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
+    (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by
+    variant), ``run_ms`` (the real entry's median),
     ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``, ``peak_gflops``,
     ``peak_method``, and ``trace_run``/``trace_run_ms``: the profiled run of median total (``median_run``),
     which ``chrome_trace`` shows. ``mode``: see ``profile_schedule``; ``mode="calls"`` with
@@ -320,8 +331,8 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
         feeds = random_feeds(t.program, seed)
     prof = profile_schedule(spec, feeds, repeat=repeat, warmup=warmup, mode=mode)
     peak_g, peak_method = measured_peak(peak)
-    bw = stream_bandwidth_gbs()
-    balance = peak_g / bw if bw else 0.0
+    levels = memory_levels(peak_g)
+    bw, balance = levels[-1].gbs, levels[-1].balance  # DRAM
     flops = call_flops(t) if t.calls else [0] * len(prof.calls)
     nbytes = call_bytes(t) if t.calls else [0] * len(prof.calls)
     nodes = call_nodes(t) if t.calls else [None] * len(prof.calls)
@@ -342,7 +353,9 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                      # the roofline: bytes it must move, FLOP per byte, and whether that is below the balance
                      "bytes": int(nb), "intensity": f / nb if nb else None,
                      "gbs": nb / c.median_s / 1e9 if c.median_s and nb else 0.0,
-                     "memory_bound": memory_bound(f, nb, balance)})
+                     # the level the working set fits in, whose bandwidth and balance judge the call
+                     "level": level_of(nb, levels).name, "level_gbs": level_of(nb, levels).gbs,
+                     "memory_bound": memory_bound(f, nb, level_of(nb, levels).balance)})
     return {"name": t.name, "shapes": {k: list(v) for k, v in t.shapes.items()}, "notes": t.notes,
             "runs": repeat, "mode": prof.mode, "entry": prof.entry, "run_ms": prof.run_s * 1e3,
             "sum_ms": prof.sum_s * 1e3, "timed_run_ms": prof.timed_run_s * 1e3, "discrepancy": prof.discrepancy,
@@ -351,6 +364,7 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
             "tick_ns": prof.tick_s * 1e9 if prof.tick_s else None, "flops": int(sum(flops)),
             "peak_gflops": peak_g, "peak_method": peak_method, "bandwidth_gbs": bw, "balance": balance,
             "bandwidth_method": f"streaming read of {STREAM_BYTES >> 20} MB, 1 thread", "calls": rows,
+            "levels": [lv.as_dict() for lv in levels],
             "by_op": op_summary(rows), "above_peak": above_peak(rows),
             "trace_run": traced, "trace_run_ms": sum(r["trace_ms"] for r in rows)}
 
@@ -441,10 +455,7 @@ def fma_source(width: int, chains: int = _FMA_CHAINS) -> str:
     lines += [f"    a{j} = vbcast{w}(buf[{2 * w + j}])" for j in range(chains)]
     lines.append("    for _ in range(n):")
     lines += [f"        a{j} = vfma{w}(x, y, a{j})" for j in range(chains)]
-    acc = [f"a{j}" for j in range(chains)]
-    while len(acc) > 1:
-        acc = [f"vadd{w}({acc[i]}, {acc[i + 1]})" if i + 1 < len(acc) else acc[i] for i in range(0, len(acc), 2)]
-    lines.append(f"    vstore{w}(buf, 0, {acc[0]})")
+    lines.append(f"    vstore{w}(buf, 0, {tree_sum([f'a{j}' for j in range(chains)], w)})")
     return "\n".join(lines) + "\n"
 
 
@@ -488,52 +499,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
                 best = max(best, threads * flops / (time.perf_counter() - t0) / 1e9)
     _fma_cache[key] = best
     return best
-
-
-# the memory bandwidth: a generated streaming read, and the memory-bound flag per call
-# =========================================================================================================
-#: bytes the bandwidth probe streams: past the last-level cache of the machines we target (32 MB L3 here)
-STREAM_BYTES = 64 << 20
-
-
-def stream_source(width: int) -> str:
-    """A kernel ``kernel(buf, n, reps)`` summing ``buf[:n]`` ``reps`` times with four vector accumulators
-    (``n`` a multiple of ``4 * width``): one load per vector add, so memory, not arithmetic, sets its pace."""
-    w = int(width)
-    lines = ["def kernel(buf, n, reps):", *[f"    a{j} = vzero{w}()" for j in range(4)],
-             "    for _ in range(reps):", f"        for i in range(0, n, {4 * w}):"]
-    lines += [f"            a{j} = vadd{w}(a{j}, vload{w}(buf, i + {j * w}))" for j in range(4)]
-    lines.append(f"    vstore{w}(buf, 0, vadd{w}(vadd{w}(a0, a1), vadd{w}(a2, a3)))")
-    return "\n".join(lines) + "\n"
-
-
-_bw_cache: dict[int, float] = {}
-
-
-def stream_bandwidth_gbs(nbytes: int = STREAM_BYTES, repeat: int = 5) -> float:
-    """Read bandwidth of this machine, measured: GB/s of ``stream_source`` over ``nbytes`` (one thread), best
-    of ``repeat`` passes after one warm pass. Cached per process."""
-    if nbytes in _bw_cache:
-        return _bw_cache[nbytes]
-    w = host_vector_width()
-    n = max(4 * w, nbytes // 4 // (4 * w) * (4 * w))
-    buf = np.zeros(n, np.float32)
-    kern = load_kernel(stream_source(w))
-    kern(buf, n, 1)
-    best = 0.0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        kern(buf, n, 1)
-        best = max(best, 4 * n / (time.perf_counter() - t0) / 1e9)
-    _bw_cache[nbytes] = best
-    return best
-
-
-def memory_bound(flops: int, nbytes: int, balance: float) -> bool:
-    """Whether a call of ``flops`` moving at least ``nbytes`` is bound by memory on a machine whose balance
-    is ``balance`` FLOP per byte (peak FLOP/s over read bandwidth): its arithmetic intensity is below it
-    (the roofline's ridge), so even at full bandwidth it cannot reach the FMA peak."""
-    return nbytes > 0 and flops < balance * nbytes
 
 
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",

@@ -20,6 +20,7 @@ from cnnjit.profile import (
     timed_entry,
     timed_source,
 )
+from cnnjit.roofline import level_of, memory_levels
 from cnnjit.runtime.model import Specialization
 
 
@@ -166,3 +167,25 @@ def test_profile_marks_the_pool_memory_bound_and_the_convs_not() -> None:
     by_op = {r["op"].split("+")[0]: r for r in doc["calls"]}
     assert by_op["GlobalAveragePool"]["memory_bound"] and not by_op["Conv"]["memory_bound"]
     assert all(r["bytes"] > 0 and r["intensity"] == r["flops"] / r["bytes"] for r in doc["calls"])
+
+
+def test_roofline_judges_each_call_by_the_level_its_bytes_fit_in() -> None:
+    """Every cache level's bandwidth is measured (an inner level at least as fast as the next one out), a
+    working set goes to the innermost level that holds it, and each profiled call is judged by that level's
+    balance: the small conv stack fits a cache, so its rows name a cache level, not DRAM."""
+    levels = memory_levels(100.0)
+    assert [lv.name for lv in levels][-1] == "DRAM" and levels[-1].size is None
+    sizes = [lv.size for lv in levels[:-1]]
+    assert sizes == sorted(sizes) and all(s > 0 for s in sizes)
+    assert all(a.gbs >= b.gbs > 0 for a, b in zip(levels, levels[1:]))
+    assert all(lv.balance == pytest.approx(100.0 / lv.gbs) for lv in levels)
+    assert level_of(1, levels) is levels[0]
+    assert level_of(levels[0].size + 1, levels) is levels[1]
+    assert level_of(10 * levels[-2].size, levels) is levels[-1]
+    doc = profile_model(conv_stack(), repeat=3, warmup=1)
+    by_name = {lv["level"]: lv for lv in doc["levels"]}
+    for r in doc["calls"]:
+        lv = by_name[r["level"]]
+        assert lv["bytes"] is not None and r["bytes"] <= lv["bytes"]  # ~10 KB of activations: a cache
+        assert r["level_gbs"] == lv["gbs"]
+        assert r["memory_bound"] == memory_bound(r["flops"], r["bytes"], lv["balance"])

@@ -134,6 +134,7 @@ def _run_conv(case, width, data=None, expect=None, force=None):
     got = model(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    return model
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -163,15 +164,16 @@ def test_depthwise_kernel_at_width(width, case) -> None:
 
 @st.composite
 def short_row_depthwise_cases(draw):
-    """Stride-1 depthwise Convs whose output rows fit in one 4-lane vector (``simd_depthwise_row`` at every
-    width): 1..4 output columns, any taps, dilation and padding."""
-    case = {**draw(depthwise_cases()), "s": 1}
-    span = case["k"] + (case["k"] - 1) * (case["d"] - 1)
-    pl, pr = case["pads"][1], case["pads"][3]
+    """Stride-1 depthwise Convs whose output rows fit in one 4-lane vector and whose window lies mostly in
+    the padding (``simd_depthwise_row`` at every width): 1..k//2 input rows padded by k//2 above and below
+    (so at most half of each window's rows are inside), 1..4 output columns."""
+    case = {**draw(depthwise_cases()), "s": 1, "d": 1}
+    k = draw(st.sampled_from([3, 5, 7]))
+    pl, pr = draw(st.integers(0, k // 2 + 1)), draw(st.integers(0, k // 2 + 1))
     ow = draw(st.integers(1, 4))
-    w = span + ow - 1 - pl - pr
+    w = k + ow - 1 - pl - pr
     assume(w >= 1)
-    return {**case, "w": w}
+    return {**case, "k": k, "h": draw(st.integers(1, k // 2)), "w": w, "pads": [k // 2, pl, k // 2, pr]}
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -14,9 +14,10 @@ EPILOG = """example:
   cnnjit profile model.onnx --trace trace.json     (open it in https://ui.perfetto.dev or chrome://tracing)
 
 Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
-with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread); "memory" in the
-bound column marks calls whose arithmetic intensity (FLOPs per byte they must move) is below the machine
-balance (FMA peak / measured streaming read bandwidth), with their share of that bandwidth. With the numba
+with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread); "memory L2" in the
+bound column marks calls whose arithmetic intensity (FLOPs per byte they must move) is below the balance
+(FMA peak / measured streaming read bandwidth) of the memory level their bytes fit in (L1, L2, L3, else
+DRAM), with their share of that level's bandwidth. With the numba
 entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
 so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
 --uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
               f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
               f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-",
-              f"memory {100 * r['gbs'] / doc['bandwidth_gbs']:.0f}%" if r["memory_bound"] and doc["bandwidth_gbs"]
+              f"memory {r['level']} {100 * r['gbs'] / r['level_gbs']:.0f}%" if r["memory_bound"] and r["level_gbs"]
               else ""]
              for r in shown]
     total = doc["sum_ms"] / 1e3 or 1e-12
@@ -88,9 +89,12 @@ def main(args: argparse.Namespace) -> int:
               f"{si(doc['flops'], 'FLOP')} -> {doc['flops'] / total / 1e9:.2f} GFLOP/s overall",
               how,
               f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}",
-              f"bandwidth {doc['bandwidth_gbs']:.1f} GB/s = {doc['bandwidth_method']}; balance "
-              f"{doc['balance']:.1f} FLOP/byte: 'memory' marks calls whose FLOP per byte they must move is below it "
-              "(memory-bound; % = their GB/s of that bandwidth)"]
+              "read bandwidth (1 thread, a stream over half of each cache; DRAM: "
+              f"{doc['bandwidth_method'].split(' of ')[-1].split(',')[0]}) and balance: "
+              + ", ".join(f"{lv['level']}{'' if lv['bytes'] is None else ' ' + _kib(lv['bytes'])} "
+                          f"{lv['gbs']:.0f} GB/s {lv['balance']:.1f} FLOP/B" for lv in doc["levels"]),
+              "'memory L2 35%' marks a call whose FLOP per byte it must move is below the balance of the level its "
+              "bytes fit in (memory-bound there), and the share of that level's bandwidth it reached"]
     if doc["above_peak"]:
         footer.append(f"above the peak: {sum(doc['above_peak'].values())} calls ("
                       + ", ".join(f"{n} {v}" for v, n in doc["above_peak"].items())
@@ -109,3 +113,8 @@ def main(args: argparse.Namespace) -> int:
     print_table("time per op type, slowest first", ["op type", "calls", "total ms", "%", "GFLOP/s"], by_op,
                 right=("calls", "total ms", "%", "GFLOP/s"), footer=foot)
     return EXIT_OK
+
+
+def _kib(n: int) -> str:
+    """A cache size as people write it: 32 KiB, 512 KiB, 32 MiB."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n >> 10} KiB"
