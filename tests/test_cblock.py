@@ -185,10 +185,22 @@ def test_ragged_channels_choice(target: Target) -> None:
     assert choose(_layer(64, 4 * w - 8, 4 * w + 4, 3, 1), target).name != "cblock"  # long row, 12 | M
 
 
-def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1):
+@pytest.mark.parametrize("width", WIDTHS)
+def test_dilated_long_rows(width: int) -> None:
+    """A dilated stride-1 layer on a long row (PLCMOS: 3x3 dilated (2, 1), 64 -> 128 on 96x16): Winograd
+    takes none, and cblock beat simd_conv there 1.2-9x; checked at every width, residual and activation."""
+    for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
+        w = target.vector_width
+        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=(2, 1)), target).name == "cblock"
+        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1), target).name != "cblock"  # undilated: Winograd's
+    _check(dict(n=1, c=16, m=2 * width, g=1, k=3, s=1, d=2, h=9, w=4 * width + 5, pads=[2, 1, 2, 1],
+                act="LeakyRelu", residual=True, seed=3), width)
+
+
+def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: tuple = (1, 1)):
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
-                              pads=[k // 2] * 4, group=group)]
+                              pads=[k // 2] * 4, group=group, dilations=list(dilations))]
     inits = {"w": rng.standard_normal((m, c // group, k, k)).astype(np.float32),
              "b": rng.standard_normal(m).astype(np.float32)}
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],

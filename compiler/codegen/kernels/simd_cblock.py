@@ -198,6 +198,8 @@ def cblock_applies(node: Node, target: Target) -> bool:
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
     * any row when ``simd_conv``'s tile would hold fewer than ``MIN_SIMD_CONV_CHANNELS`` channels;
+    * any row of a dilated layer (Winograd takes none; PLCMOS's 3x3 dilated (2, 1)): 58-71 against 29-52
+      for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
     * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes) with at least
       ``MIN_CHANNELS_POINTWISE`` output channels and no fused residual: 47-65 against 36-47 for
       ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
@@ -218,7 +220,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
     if depth < MIN_DEPTH:
         return False
     mg = node.inputs[1].shape[0] // a["group"]
-    return (a["strides"][1] == 2 or ow < 2 * w
+    return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
             or conv_tile(target, mg, ow, row_width(target, ow))[0] < MIN_SIMD_CONV_CHANNELS)
 
 
