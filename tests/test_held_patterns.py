@@ -143,3 +143,28 @@ def test_stft_with_odd_bins_runs_channel_blocked(width: int, frames: int) -> Non
     x = rng.standard_normal((1, 1, length)).astype(np.float32)
     (want,) = ort_session(m).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize(("m", "k", "stride", "length"), [
+    (12, 32, 8, 100),    # basic-pitch's CQT: a 1x256 kernel at strides 4-256 over a height-1 plane, shrunk
+    (5, 16, 16, 64),     # kernel == stride
+    (7, 20, 6, 51),      # a kernel of 3.3 strides, the last block padded
+])
+def test_strided_1xk_conv_on_a_height_1_plane(m: int, k: int, stride: int, length: int) -> None:
+    """A 2-D Conv over a height-1 input with a 1 x k kernel at a column stride above 2 (basic-pitch's
+    constant-Q transform, exported as 2-D) is the 1-D case: a stride-1 Conv over blocks of the input, on the
+    SIMD kernels (it ran on the scalar ``direct`` kernel at 0.5-6 GFLOP/s)."""
+    rng = np.random.default_rng(k)
+    w = rng.standard_normal((m, 1, 1, k)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[1, k], strides=[1, stride])]
+    mdl = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 1, 1, length])],
+                 [helper.make_tensor_value_info("y", F, None)],
+                 [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    compiled = cnnjit.compile(mdl)
+    convs = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
+    assert convs and all(c.variant != "direct" for c in convs), [c.variant for c in convs]
+    assert all(n.attrs["strides"] == (1, 1) for n in compiled.ir.nodes if n.op == "Conv")
+    x = rng.standard_normal((1, 1, 1, length)).astype(np.float32)
+    (want,) = ort_session(mdl).run(None, {"x": x})
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
