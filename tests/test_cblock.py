@@ -21,6 +21,7 @@ from test_vector_epilogue import _model as _ve_model
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels.simd_cblock import (
+    MAX_RAGGED,
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
@@ -98,7 +99,7 @@ def cblock_cases(draw, width: int):
                 seed=draw(st.integers(0, 2**16)))
 
 
-def _check(case: dict, width: int, variant: str = "cblock") -> None:
+def _check(case: dict, width: int, variant: str = "cblock"):
     """``case`` through the forced ``variant`` (which must apply) against the reference, asserting it ran
     with its epilogue in registers and no allocation in the kernel."""
     model, x, expected = conv_model(case)
@@ -114,6 +115,7 @@ def _check(case: dict, width: int, variant: str = "cblock") -> None:
     got = compiled(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    return prog
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -145,10 +147,60 @@ def test_tile_fits_the_register_budget(width: int, registers: int) -> None:
     assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 26) == (2, 4)
 
 
-def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1):
+@st.composite
+def ragged_cases(draw, width: int):
+    """``cblock_cases`` with one group whose output channels leave the last tile of two vectors partial
+    (by at most ``MAX_RAGGED`` of the lanes): the zero-padded weights, masked bias, residual and stores."""
+    case = draw(cblock_cases(width))
+    lanes = 2 * width
+    tiles = case["m"] // lanes
+    m = tiles * lanes - draw(st.integers(1, max(1, int(MAX_RAGGED * tiles * lanes))))
+    # one group (a ragged tile would straddle two); a 1x1 at stride 2 (cblock's pointwise rule wants 128)
+    return dict(case, g=1, m=m, s=2 if case["k"] == 1 else case["s"])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_cblock_ragged_channels_match_reference(width: int, data) -> None:
+    """Output channels that do not fill whole tiles (an FFT's 257 bins): ``cblock`` still runs (it used to
+    need two whole vectors per tile) and matches the reference, epilogue and residual included."""
+    prog = _check(data.draw(ragged_cases(width), label="case"), width)
+    assert all(f"vscattern{2 * width}(" in prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv")
+
+
+@pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
+                                    Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
+def test_ragged_channels_choice(target: Target) -> None:
+    """Ragged channel counts: cblock's when whole tiles waste at most ``MAX_RAGGED`` of their lanes and
+    there is one group; on a long stride-1 row too when ``simd_conv``'s tile could hold only a divisor of a
+    prime channel count (257: one channel per tile, a load per FMA)."""
+    w = target.vector_width
+    assert cblock_tile(target, 257, 5) is not None
+    assert cblock_tile(target, 257, 5, group=2) is None  # a ragged tile would straddle two groups
+    assert cblock_tile(target, 2 * w + 1, 5) is None  # nearly a whole tile of padding
+    assert choose(_layer(64, 257, 13, 3, 1), target).name == "cblock"  # short row
+    assert choose(_layer(64, 257, 40, 3, 2), target).name == "cblock"  # stride 2
+    assert choose(_layer(64, 257, 4 * w + 4, 3, 1), target).name == "cblock"  # long row, prime channels
+    assert choose(_layer(64, 4 * w - 8, 4 * w + 4, 3, 1), target).name != "cblock"  # long row, 12 | M
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_dilated_long_rows(width: int) -> None:
+    """A dilated stride-1 layer on a long row (PLCMOS: 3x3 dilated (2, 1), 64 -> 128 on 96x16): Winograd
+    takes none, and cblock beat simd_conv there 1.2-9x; checked at every width, residual and activation."""
+    for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
+        w = target.vector_width
+        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=(2, 1)), target).name == "cblock"
+        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1), target).name != "cblock"  # undilated: Winograd's
+    _check(dict(n=1, c=16, m=2 * width, g=1, k=3, s=1, d=2, h=9, w=4 * width + 5, pads=[2, 1, 2, 1],
+                act="LeakyRelu", residual=True, seed=3), width)
+
+
+def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: tuple = (1, 1)):
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
-                              pads=[k // 2] * 4, group=group)]
+                              pads=[k // 2] * 4, group=group, dilations=list(dilations))]
     inits = {"w": rng.standard_normal((m, c // group, k, k)).astype(np.float32),
              "b": rng.standard_normal(m).astype(np.float32)}
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],

@@ -305,6 +305,27 @@ def test_scale_shift_around_activation_fuses() -> None:
     np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_max_min_with_a_constant_fuse_as_clip(width: int) -> None:
+    """tf2onnx's ``tf.math.maximum(LeakyRelu(conv), c)`` (openWakeWord's embedding model) and a ``Min`` with
+    the constant first: Clip steps after the LeakyRelu, in registers (a separate pass over the output each)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 5, 19)).astype(np.float32)
+    inits = {"w": rng.standard_normal((8, 3, 3, 3)).astype(np.float32)}
+    mk = helper.make_node
+    nodes = [mk("Conv", ["x", "w"], ["c0"], kernel_shape=[3, 3], pads=[1] * 4),
+             mk("LeakyRelu", ["c0"], ["c1"], alpha=0.2), mk("Max", ["c1", _c(inits, "lo", -0.1)], ["c2"]),
+             mk("Min", [_c(inits, "hi", 2.5), "c2"], ["y"])]
+    model = _model(nodes, x.shape, inits, ["y"])
+    compiled = cnnjit.compile(model, vector_width=width)
+    (conv,) = compiled.ir.nodes
+    assert [s.op for s in conv.attrs["post"]] == ["LeakyRelu", "Clip", "Clip"]
+    assert_in_registers(compiled, "Conv", width)
+    want = _ort(model, x)[0]
+    assert (want == np.float32(-0.1)).any() and (want == np.float32(2.5)).any()  # both bounds bite
+    np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5)
+
+
 def test_prelu_with_one_slope_fuses() -> None:
     """A PRelu whose slope is one constant (any sign and size) becomes the conv's LeakyRelu step."""
     rng = np.random.default_rng(4)

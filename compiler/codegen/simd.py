@@ -11,6 +11,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
+    vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
                            max error (``simd_math``: the functions and their error table)
     vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
@@ -337,6 +338,31 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx, stride), codegen
 
     @intrinsic
+    def vscattern(typingctx, arr, idx, stride, v, count):
+        """``vscatter`` of the first ``count`` lanes only (a tile's last, partial channel vector)."""
+        def codegen(context, builder, sig, args):
+            ptrs = _lane_ptrs(context, builder, sig.args[0], args[0], args[1], args[2])
+            mask = _mask(builder, args[4])
+            fty = ir.FunctionType(ir.VoidType(), [lvt, ptrs.type, ir.IntType(32), mask.type])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.scatter.v{n}f32.v{n}p0")
+            builder.call(fn, [args[3], ptrs, ir.Constant(ir.IntType(32), 4), mask])
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, stride, v, count), codegen
+
+    @intrinsic
+    def vgathern(typingctx, arr, idx, stride, count):
+        """``vgather`` of the first ``count`` lanes (the others zero, their addresses never read)."""
+        def codegen(context, builder, sig, args):
+            ptrs = _lane_ptrs(context, builder, sig.args[0], args[0], args[1], args[2])
+            mask = _mask(builder, args[3])
+            fty = ir.FunctionType(lvt, [ptrs.type, ir.IntType(32), mask.type, lvt])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.masked.gather.v{n}f32.v{n}p0")
+            return builder.call(fn, [ptrs, ir.Constant(ir.IntType(32), 4), mask, ir.Constant(lvt, [0.0] * n)])
+
+        return vt(arr, idx, stride, count), codegen
+
+    @intrinsic
     def vziplo(typingctx, a, b):
         """The low halves of ``a`` and ``b`` interleaved: ``a0 b0 a1 b1 ...`` (a stride-2 output row)."""
         def codegen(context, builder, sig, args):
@@ -410,7 +436,8 @@ def _make(n: int) -> dict[str, object]:
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
         f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
-        f"vscatter{n}": vscatter, f"vgather{n}": vgather, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
+        f"vscatter{n}": vscatter, f"vgather{n}": vgather,
+        f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
     }
 
 
@@ -437,5 +464,5 @@ def prefetch(typingctx, arr, idx):
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
-    "vhsum", "vdiv",
+    "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]

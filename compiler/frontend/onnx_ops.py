@@ -354,6 +354,18 @@ def _conv(ctx: ImportContext, ins: list) -> list:
         y2 = ctx.emit("Conv", [x2, w2, *ins[2:]], {"kernel_shape": (1, k), "strides": (1, s), "pads": (0, p0, 0, p1),
                                                    "dilations": (1, d), "group": group})[0]
         return _reshape_to(ctx, y2, (*y2.shape[:2], y2.shape[3]))
+    if (len(x.shape) == 4 and x.shape[2] == 1 and w.is_const and x.dtype == np.float32 and group == 1
+            and kernel[0] == 1 and tuple(sp["strides"][:1]) == (1,) and tuple(sp["dilations"]) == (1, 1)
+            and not any(sp["pads"]) and sp["strides"][1] > 2 and x.shape[3] >= kernel[1] >= sp["strides"][1]):
+        # a 2-D Conv over a height-1 input with a strided 1 x k kernel (basic-pitch's CQT: 1x256 at strides
+        # 4-256) is the 1-D case: blocks of the input as channels, a stride-1 Conv (it ran on ``direct``)
+        k, s = kernel[1], sp["strides"][1]
+        x1 = _reshape_to(ctx, x, (*x.shape[:2], x.shape[3]))[0]
+        x1, w1, k, s = _space_to_depth_1d(ctx, x1, ctx.const(w.const.reshape(*w.shape[:2], k)), k, s)
+        x2 = _reshape_to(ctx, x1, (*x1.shape[:2], 1, x1.shape[2]))[0]
+        w2 = ctx.const(w1.const.reshape(*w1.shape[:2], 1, k))
+        return ctx.emit("Conv", [x2, w2, *ins[2:]], {"kernel_shape": (1, k), "strides": (1, s), "pads": (0, 0, 0, 0),
+                                                    "dilations": (1, 1), "group": group})
     return ctx.emit("Conv", ins, {**sp, "group": group})
 
 

@@ -14,7 +14,8 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
 * ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
   broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
   residual (outputs up to ``MAX_SLOPE_BYTES``);
-* arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step.
+* arithmetic with a one-element constant (``* c``, ``+ c``, ``- c``, ``/ c``) as a ``ScaleShift`` step;
+* ``Max`` / ``Min`` with a one-element constant (tf2onnx's ``tf.math.maximum(x, c)``) as a ``Clip`` step.
 
 MaxPool (without indices), AveragePool and the global pools absorb the activations above that follow them.
 """
@@ -210,7 +211,7 @@ class FuseEpilogue(Pass):
             if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
-        if self._absorb_scale_shift(graph, node, user, post):
+        if self._absorb_scale_shift(graph, node, user, post) or self._absorb_bound(graph, node, user, post):
             return True
         if user.op == "Mul" and len(user.inputs) == 2:
             other = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
@@ -275,6 +276,25 @@ class FuseEpilogue(Pass):
             post = post[:-1]
         step = EpilogueStep("ScaleShift", (("scale", scale), ("shift", shift)))
         graph.set_attrs(node, post=post + (step,))
+        graph.remove_node_keep_output(user, node)
+        graph.note_fused(node, user.op)
+        return True
+
+    @staticmethod
+    def _absorb_bound(graph: Graph, node: Node, user: Node, post: tuple) -> bool:
+        """``Max(y, c)`` / ``Min(y, c)`` (either operand order) with a one-element constant ``c``: a
+        ``Clip`` step bounding below / above (a separate elementwise pass read and wrote the output)."""
+        if user.op not in ("Max", "Min") or len(user.inputs) != 2:
+            return False
+        out = node.outputs[0]
+        c = user.inputs[1] if user.inputs[0] is out else user.inputs[0]
+        if c is out or not c.is_const or c.const.size != 1 or user.outputs[0].shape != out.shape:
+            return False
+        v = float(c.const.reshape(()))
+        if np.isnan(v):  # Max / Min with NaN is NaN everywhere: not a bound
+            return False
+        bounds = (("max", None), ("min", v)) if user.op == "Max" else (("max", v), ("min", None))
+        graph.set_attrs(node, post=post + (EpilogueStep("Clip", bounds),))
         graph.remove_node_keep_output(user, node)
         graph.note_fused(node, user.op)
         return True

@@ -24,7 +24,8 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Target, note, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue, has_residual
-from .simd_pointwise import conv_operands
+from .simd_conv import conv_tile
+from .simd_pointwise import conv_operands, row_width
 from .template import source
 
 
@@ -45,18 +46,22 @@ def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int,
 
 
 def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], row_range: bool = False,
-                  ) -> tuple[str, list]:
+                  ragged: bool = False) -> tuple[str, list]:
     """``lanes`` output channels (one value) x up to ``np_`` consecutive output pixels of a row per register
     tile, for the ``geometry`` ``(Win, OW, KH, KW, sw, dw, pw)`` (built in: each tile's taps unrolled).
     ``row_range``: the kernel takes ``OH0, OH1`` after ``G`` and computes those output rows only (one
-    thread's part of the layer, ``parts.py``).
+    thread's part of the layer, ``parts.py``). ``ragged``: ``M`` (one group) is not a multiple of ``lanes``;
+    the weights are packed with zero channels up to whole tiles, and the bias, a residual and the stores
+    of the last tile take its first ``M - m0`` lanes only (masked loads, gathers and scatters).
 
     The row is planned at compile time (``row_plan``): tiles whose every tap lies inside the input row loop
     with no test; at a border, the taps that fall outside the row are left out of the tile's code, so no
     kernel test, scratch or padding is needed. Kernel rows outside the input are clipped once per output row.
     """
     win, ow, kh_n, kw_n, sw, dw, pw = geometry
-    epi = Epilogue(node, lanes, False, residual_load=lambda k: f"vgather{lanes}(r{k}b, r{k}o + yq, P)")
+    gather = (f"vgathern{lanes}(r{{k}}b, r{{k}}o + yq, P, cnt)" if ragged
+              else f"vgather{lanes}(r{{k}}b, r{{k}}o + yq, P)")
+    epi = Epilogue(node, lanes, False, residual_load=lambda k: gather.format(k=k))
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, sh, ph, dh, G"
         + (", OH0, OH1" if row_range else "") + epi.signature() + "):",
@@ -71,7 +76,9 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
         f"            khhi = min({kh_n}, (H - 1 - ih0) // dh + 1) if ih0 < H else 0",
         f"            for m0 in range(0, M, {lanes}):",
         "                g = m0 // mg",
-        f"                b = vload{lanes}(bb, bo + m0)",
+        *([f"                cnt = min({lanes}, M - m0)",
+           f"                b = vloadn{lanes}(bb, bo + m0, cnt)"] if ragged else
+          [f"                b = vload{lanes}(bb, bo + m0)"]),
         f"                wm = wo + (m0 // {lanes}) * wsz",
         "                xg = xo + (n * C + g * cg) * H * Win",
     ]
@@ -107,8 +114,9 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
         for j in range(t):
             out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
                     *epi.vector(ind, f"a{j}", "", lanes, False),
+                    f"{ind}vscattern{lanes}(yb, yo + yq, P, a{j}, cnt)" if ragged else
                     f"{ind}vscatter{lanes}(yb, yo + yq, P, a{j})",
-                    *epi.after(ind, [f"for i in range({lanes}):"], "yq + i * P")]
+                    *epi.after(ind, [f"for i in range({'cnt' if ragged else lanes}):"], "yq + i * P")]
         return out
 
     # output columns whose every tap is inside [0, Win)
@@ -124,9 +132,10 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
     return source(L), epi.args
 
 
-def cblock_tile(target: Target, mg: int, ow: int) -> tuple[int, int] | None:
+def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, int] | None:
     """(MV, NP): channel vectors x output pixels per register tile, or None when two channel vectors do not
-    divide the group's ``mg`` output channels.
+    divide the group's ``mg`` output channels and either there are several groups or whole tiles would
+    waste more than ``MAX_RAGGED`` of their lanes (an FFT's 257 bins are 17 tiles of 16: 6% more FMAs).
 
     Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
     meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
@@ -136,13 +145,23 @@ def cblock_tile(target: Target, mg: int, ow: int) -> tuple[int, int] | None:
     """
     w = target.vector_width
     mv = 2
-    if mg % (mv * w) != 0:
+    tiles = -(-mg // (mv * w))
+    if mg % (mv * w) != 0 and (group > 1 or tiles * mv * w - mg > MAX_RAGGED * tiles * mv * w):
         return None
     most = max(1, (target.vector_registers - mv - 1) // mv)
     if ow <= most:
         return mv, ow
     fewest = max(1, (2 * most + 2) // 3)
     return mv, min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
+
+
+#: the most a ragged layer's whole tiles may exceed its output channels by (a fraction of the lanes computed)
+MAX_RAGGED = 0.25
+
+
+def ragged(node: Node, lanes: int) -> bool:
+    """Whether ``node``'s output channels leave its last tile of ``lanes`` partial."""
+    return node.inputs[1].shape[0] % lanes != 0
 
 
 def cblock_structural(node: Node, target: Target) -> bool:
@@ -154,9 +173,13 @@ def cblock_structural(node: Node, target: Target) -> bool:
     g = node.attrs["group"]
     if g > 1 and wt.shape[1] == 1:  # depthwise: one input channel per group, simd_depthwise's
         return False
-    return cblock_tile(target, wt.shape[0] // g, node.outputs[0].shape[3]) is not None
+    return cblock_tile(target, wt.shape[0] // g, node.outputs[0].shape[3], g) is not None
 
 
+#: the fewest output channels ``simd_conv``'s register tile must hold (they divide the group's channels) for a
+#: stride-1 layer on a long row to be left to it: with a prime count (an FFT's 257 bins) it holds one, a
+#: load per FMA (a 1-D 640-deep conv over 97 columns: 40 against 80 GFLOP/s here)
+MIN_SIMD_CONV_CHANNELS = 4
 #: the least reduction depth (input channels per group x taps) for which the kernel is chosen: below it the
 #: per-tile epilogue and strided stores cost as much as the FMAs (stems: 3 channels x 9 taps at 10-19 against
 #: 19-24 GFLOP/s for ``simd_conv``; 1x1 stride 2 from 16 or 32 channels: 0.85-1.0x)
@@ -174,6 +197,9 @@ def cblock_applies(node: Node, target: Target) -> bool:
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
+    * any row when ``simd_conv``'s tile would hold fewer than ``MIN_SIMD_CONV_CHANNELS`` channels;
+    * any row of a dilated layer (Winograd takes none; PLCMOS's 3x3 dilated (2, 1)): 58-71 against 29-52
+      for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
     * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes) with at least
       ``MIN_CHANNELS_POINTWISE`` output channels and no fused residual: 47-65 against 36-47 for
       ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
@@ -191,7 +217,11 @@ def cblock_applies(node: Node, target: Target) -> bool:
         # a fused residual gathers per pixel: more than the kernel wins over simd_pointwise's vector loads
         return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
                 and not has_residual(node))
-    return depth >= MIN_DEPTH and (a["strides"][1] == 2 or ow < 2 * w)
+    if depth < MIN_DEPTH:
+        return False
+    mg = node.inputs[1].shape[0] // a["group"]
+    return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
+            or conv_tile(target, mg, ow, row_width(target, ow))[0] < MIN_SIMD_CONV_CHANNELS)
 
 
 @variant("Conv", name="cblock", priority=25, applies=cblock_applies)
@@ -203,12 +233,17 @@ def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     OH, OW = y.shape[2], y.shape[3]
     KH, KW = a["kernel_shape"]
     sw, dw = a["strides"][1], a["dilations"][1]
-    mv, np_ = cblock_tile(target, M // a["group"], OW)
+    mv, np_ = cblock_tile(target, M // a["group"], OW, a["group"])
     lanes = mv * target.vector_width
+    part = ragged(node, lanes)
+    w = wt.const.reshape(M, -1)
+    if part:  # zero channels up to whole tiles (their lanes are never stored)
+        w = np.concatenate([w, np.zeros((-M % lanes, w.shape[1]), w.dtype)])
     # [M / lanes, C / G, KH, KW, lanes]: a tile's channel vector of one tap contiguous
-    packed = np.ascontiguousarray(wt.const.reshape(M // lanes, lanes, -1).transpose(0, 2, 1), dtype=np.float32)
+    packed = np.ascontiguousarray(w.reshape(-1, lanes, w.shape[1]).transpose(0, 2, 1), dtype=np.float32)
     rows = node_part(node)  # a part of a layer split over threads: its output rows (parts.py)
-    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]), rows is not None)
+    src, extra = cblock_source(node, lanes, np_, (Win, OW, KH, KW, sw, dw, a["pads"][1]), rows is not None,
+                               part)
     args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, a["strides"][0], a["pads"][0],
             a["dilations"][0], a["group"], *(rows or ()), *extra]
     return [KernelCall(src, args, note(node))]
