@@ -58,8 +58,10 @@ WAKE_US = 25.0
 #: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): the split
 #: layers' half must be worth twice the worker's wake-up. It was 1500 us while a small model had no fallback:
 #: ResNet-8 (295 us of such layers by the estimate) ran 0.597 ms with 2 threads vs 0.514 with 1 at load ~12;
-#: a schedule below ``ADAPTIVE_BELOW_US`` now also has its serial twin and runs whichever is faster
-MIN_PARALLEL_TOTAL_US = 4 * WAKE_US
+#: a schedule below ``ADAPTIVE_BELOW_US`` now also has its serial twin and runs whichever is faster. Kept at
+#: 1500 us all the same: at 100 us nearly every small model compiled a split schedule and its serial twin
+#: (ResNet-8 cold: 33 -> 44 s; the test suite about 3x slower), for a gain not yet shown on a quiet machine
+MIN_PARALLEL_TOTAL_US = 1500.0
 #: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
 #: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
 #: whether the second thread pays there depends on the machine's load from run to run
