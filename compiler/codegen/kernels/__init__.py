@@ -27,5 +27,6 @@ from . import (  # noqa: F401
     simd_softmax,
     sparse_pointwise,
     spatial,
+    stem_conv,
     winograd,
 )
