@@ -220,18 +220,21 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
     return source(lines), epi.args
 
 
-#: the most output channels per GEMM register tile: 12 (all that fit beside one vector of tiles on AVX2) ran
-#: 1.2-1.6x slower than 8 wherever the channels offered both (AVX2, ``kernel_times`` interleaved: 96->96 at
-#: 26x26 980 -> 615 us, 24->24 at 104x104 940 -> 745, 12->24 at 208x208 2450 -> 1860, 48->48 at 104x104
-#: 3450 -> 2570, 192->192 at 13x13 1710 -> 1310, 24->24 at 32x128 360 -> 294); 16-, 32- and 64-channel
-#: layers had 8 already
+#: the most output channels per GEMM register tile with 16 vector registers (AVX2): 12 (all that fit beside one
+#: vector of tiles) ran 1.2-1.6x slower than 8 wherever the channels offered both (AVX2, per-call times
+#: interleaved: 96->96 at 26x26 980 -> 615 us, 24->24 at 104x104 940 -> 745, 12->24 at 208x208 2450 -> 1860,
+#: 48->48 at 104x104 3450 -> 2570, 192->192 at 13x13 1710 -> 1310, 24->24 at 32x128 360 -> 294; the 16-, 32-
+#: and 64-channel layers had 8 already); with 32 registers (AVX-512) 12 leaves room and stays
 MAX_TILE_CHANNELS = 8
+MAX_TILE_CHANNELS_WIDE = 12
 
 
 def winograd_tile(target: Target, m: int, nr: int) -> int:
     """MR: output channels (dividing ``m``) per GEMM register tile beside ``nr`` vectors of tiles: as many as
-    fit with the tile vectors and a broadcast weight, at most ``MAX_TILE_CHANNELS``."""
-    cap = max(1, min(MAX_TILE_CHANNELS, (target.vector_registers - nr - 2) // nr))
+    fit with the tile vectors and a broadcast weight, at most ``MAX_TILE_CHANNELS`` (``MAX_TILE_CHANNELS_WIDE``
+    with 32 or more registers)."""
+    most = MAX_TILE_CHANNELS_WIDE if target.vector_registers >= 32 else MAX_TILE_CHANNELS
+    cap = max(1, min(most, (target.vector_registers - nr - 2) // nr))
     return max(r for r in range(1, cap + 1) if m % r == 0)
 
 
