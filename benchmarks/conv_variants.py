@@ -33,11 +33,13 @@ from conv_tiles import conv_model  # noqa: E402
 from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
 
-#: C, M, H, W, K, stride: the ddddocr detector's (416x416) dense layers, then ResNet-8 / MLPerf ResNet's
+#: C, M, H, W, K, stride: the ddddocr detector's (416x416) dense layers, ResNet-8 / MLPerf ResNet's, then stems
+#: (``stem_conv``: ResNet-8, PP-OCRv4 det at half size, ddddocr's recognizer, the PP-OCR classifier)
 LAYERS = [(24, 48, 208, 208, 3, 2), (48, 96, 104, 104, 3, 2), (96, 192, 52, 52, 3, 2), (96, 96, 52, 52, 3, 2),
           (192, 384, 26, 26, 3, 2), (192, 192, 26, 26, 3, 2), (192, 192, 13, 13, 3, 1), (96, 96, 13, 13, 3, 1),
           (768, 384, 13, 13, 1, 1), (384, 192, 13, 13, 1, 1), (192, 192, 26, 26, 1, 1),
-          (16, 32, 32, 32, 3, 2), (32, 64, 16, 16, 3, 2), (64, 64, 8, 8, 3, 1), (32, 32, 16, 16, 3, 1)]
+          (16, 32, 32, 32, 3, 2), (32, 64, 16, 16, 3, 2), (64, 64, 8, 8, 3, 1), (32, 32, 16, 16, 3, 1),
+          (3, 16, 32, 32, 3, 1), (3, 16, 320, 320, 3, 2), (1, 24, 64, 256, 3, 2), (3, 8, 48, 192, 3, 2)]
 
 
 def model_layers(name: str) -> list[tuple[int, ...]]:
