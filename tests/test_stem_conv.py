@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_np as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from test_cblock import ACTS, WIDTHS, _check
 from test_simd_widths import applicable_variants
 
+import cnnjit
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.kernels.stem_conv import MAX_CHANNELS, MAX_DEPTH, block_pixels, stem_tile
 
@@ -87,3 +89,27 @@ def test_variant_table_picks_stem_conv_for_stems(width: int) -> None:
         assert applicable_variants(_stem_model(c, 16, k, s), "Conv", width)[0] == "stem_conv", (c, k, s)
     for c, k, s, g in ((5, 3, 2, 1), (3, 5, 1, 1), (4, 3, 3, 1), (4, 3, 1, 2), (3, 1, 1, 1)):
         assert "stem_conv" not in applicable_variants(_stem_model(c, 16, k, s, g), "Conv", width), (c, k, s, g)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("c", "kernel", "strides", "pads"), [
+    (1, (10, 4), (2, 2), [4, 1, 5, 2]),  # MLPerf KWS / DS-CNN's first layer on MFCCs
+    (2, (1, 5), (1, 2), [0, 2, 0, 2]),   # a 1-D front end over two channels
+    (3, (5, 3), (2, 1), [2, 1, 2, 1])])  # rows and columns strided apart
+def test_stem_conv_non_square_kernels(width: int, c: int, kernel: tuple, strides: tuple, pads: list) -> None:
+    """Kernels and strides that differ along rows and columns, against the numpy reference (ReLU fused)."""
+    rng = np.random.default_rng(width + c)
+    x = rng.standard_normal((1, c, 23, 37)).astype(np.float32)
+    wt = rng.standard_normal((24, c, *kernel)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    expected = np.maximum(ref.conv(x, wt, b, strides=list(strides), pads=pads), 0)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(kernel), strides=list(strides),
+                              pads=pads), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    assert applicable_variants(model, "Conv", width)[0] == "stem_conv"
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert {k.variant for k in compiled._default_spec().program.calls if k.op == "Conv"} == {"stem_conv"}
+    np.testing.assert_allclose(compiled(x), expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
