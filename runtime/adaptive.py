@@ -30,7 +30,7 @@ EXPLORE_MIN, EXPLORE_MAX = 12, 4096
 
 
 class Chooser:
-    """Which of two ways to run (0: parallel, 1: serial, or the caller alone) to run next, from the times of their recent runs.
+    """Which of two ways to run (0: parallel; 1: serial, or the caller alone) next, from their recent times.
 
     ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
     whole call). Until each has ``WINDOW // 2 + 1`` times, the two alternate; then the one with the lower
