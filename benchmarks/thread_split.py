@@ -183,7 +183,8 @@ def start_busy(n: int) -> list[subprocess.Popen]:
 def under_load(spec: str, runs: int, busy: int) -> None:
     """``spec`` compiled with 1, 2 and 4 threads, timed interleaved (medians) on the machine as it is, then
     with ``busy`` busy-loop processes pinned to CPUs (``start_busy``): with a core taken, a team must fall
-    back to about the 1-thread time (``ParallelRun``'s chooser runs the caller alone), never stall."""
+    back to about the 1-thread time (``ParallelRun``'s chooser runs the caller alone), never stall. "2T
+    team only" is the 2-thread schedule with its chooser pinned to the team (what the chooser saves)."""
     import cnnjit
     from benchmarks.harness import measure
 
@@ -191,6 +192,11 @@ def under_load(spec: str, runs: int, busy: int) -> None:
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     models = {t: cnnjit.compile(model, input_shapes=shapes, threads=t) for t in (1, 2, 4)}
     fns = {f"{t}T": (lambda m=m: m.run(None, feeds)) for t, m in models.items()}
+    pinned = cnnjit.compile(model, input_shapes=shapes, threads=2)  # its own ParallelRun, always on the team
+    run = pinned._default_spec().program.run
+    if getattr(run, "chooser", None) is not None and run is not models[2]._default_spec().program.run:
+        run.chooser.pick = lambda: 0  # (the instance attribute shadows the method)
+        fns["2T team only"] = lambda: pinned.run(None, feeds)
     for phase in (0, busy):
         procs = start_busy(phase)
         try:
@@ -205,8 +211,9 @@ def under_load(spec: str, runs: int, busy: int) -> None:
             run = models[t]._default_spec().program.run
             chooser = getattr(run, "chooser", None)
             picks.append(f"{t}T: {'serial' if chooser is None else ('team', 'alone')[chooser.best]}")
+        team_only = f", 2T team only {med['2T team only']:.3f}" if "2T team only" in med else ""
         print(f"{ootb_label(spec):18s} {phase} busy (load {os.getloadavg()[0]:.1f}): 1T {med['1T']:.3f} ms, "
-              f"2T {med['2T']:.3f}, 4T {med['4T']:.3f}; 2T/1T {med['2T'] / med['1T']:.2f}, "
+              f"2T {med['2T']:.3f}, 4T {med['4T']:.3f}{team_only}; 2T/1T {med['2T'] / med['1T']:.2f}, "
               f"4T/2T {med['4T'] / med['2T']:.2f} ({', '.join(picks)})")
 
 
