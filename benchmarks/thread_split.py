@@ -3,6 +3,7 @@ one thread (``cnnjit.profile``'s timed entry of the ``threads=2`` program: every
 is one call), against the same layers in the ``threads=1`` program.
 
     PYTHONPATH=. python benchmarks/thread_split.py [MODELS] [--runs 20] [--rows 15]
+    PYTHONPATH=. python benchmarks/thread_split.py [MODELS] --busy 1 [--runs 40]   # under artificial load
 
 Per model it prints: the summed part times against the whole layers' (splitting must not make a layer's
 parts slower than the layer: a part of another size is a new kernel specialisation, and past
@@ -23,6 +24,7 @@ import argparse
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -166,6 +168,55 @@ def handover(spec, feeds, runs: int) -> dict[str, float]:
     return out
 
 
+#: a busy-loop process on one CPU (``--busy``), in a session of its own: another user's process, which Linux
+#: schedules as a group of its own (autogroup), not as one more thread of ours
+BUSY_LOOP = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+def start_busy(n: int) -> list[subprocess.Popen]:
+    """``n`` busy-loop processes, the i-th pinned to the i-th usable CPU (round robin)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(cpus[i % len(cpus)])], start_new_session=True)
+            for i in range(n)]
+
+
+def under_load(spec: str, runs: int, busy: int) -> None:
+    """``spec`` compiled with 1, 2 and 4 threads, timed interleaved (medians) on the machine as it is, then
+    with ``busy`` busy-loop processes pinned to CPUs (``start_busy``): with a core taken, a team must fall
+    back to about the 1-thread time (``ParallelRun``'s chooser runs the caller alone), never stall. "2T
+    team only" is the 2-thread schedule with its chooser pinned to the team (what the chooser saves)."""
+    import cnnjit
+    from benchmarks.harness import measure
+
+    model, feeds = _ootb_model(spec)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    models = {t: cnnjit.compile(model, input_shapes=shapes, threads=t) for t in (1, 2, 4)}
+    fns = {f"{t}T": (lambda m=m: m.run(None, feeds)) for t, m in models.items()}
+    pinned = cnnjit.compile(model, input_shapes=shapes, threads=2)  # its own ParallelRun, always on the team
+    run = pinned._default_spec().program.run
+    if getattr(run, "chooser", None) is not None and run is not models[2]._default_spec().program.run:
+        run.chooser.pick = lambda: 0  # (the instance attribute shadows the method)
+        fns["2T team only"] = lambda: pinned.run(None, feeds)
+    for phase in (0, busy):
+        procs = start_busy(phase)
+        try:
+            got = measure(fns, runs=runs, warmup=5)
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+        med = {k: v["median_ms"] for k, v in got.items()}
+        picks = []
+        for t in (2, 4):
+            run = models[t]._default_spec().program.run
+            chooser = getattr(run, "chooser", None)
+            picks.append(f"{t}T: {'serial' if chooser is None else ('team', 'alone')[chooser.best]}")
+        team_only = f", 2T team only {med['2T team only']:.3f}" if "2T team only" in med else ""
+        print(f"{ootb_label(spec):18s} {phase} busy (load {os.getloadavg()[0]:.1f}): 1T {med['1T']:.3f} ms, "
+              f"2T {med['2T']:.3f}, 4T {med['4T']:.3f}{team_only}; 2T/1T {med['2T'] / med['1T']:.2f}, "
+              f"4T/2T {med['4T'] / med['2T']:.2f} ({', '.join(picks)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="?", default="")
@@ -173,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=15)
     ap.add_argument("--force", action="store_true",
                     help="split every layer that can be (thresholds of threads.py at 0): the hand-over on small models")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="instead of the analysis: 1/2/4-thread medians as the machine is, then with this many "
+                         "busy-loop processes pinned to CPUs (a shared machine's load)")
     args = ap.parse_args(argv)
     if args.force:
         from cnnjit.compiler.codegen import threads
@@ -180,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         threads.MIN_PARALLEL_TOTAL_US = threads.MIN_PARALLEL_US = 0.0
     specs = [s for s in args.models.split(",") if s] or [s for s in default_ootb_models() if s != "resnet8"]
     for spec in specs:
-        analyse(spec, args.runs, args.rows)
+        if args.busy:
+            under_load(spec, args.runs, args.busy)
+        else:
+            analyse(spec, args.runs, args.rows)
     return 0
 
 

@@ -10,6 +10,11 @@ parallel program and the serial one, ``compiler/codegen/threads.py: ADAPTIVE_BEL
 same arithmetic, so their results are bit-identical), and a ``Chooser`` times the runs of each and runs the
 faster, trying the other now and then: how often depends on how much slower it was, so exploring costs
 under 1% of the time while following a machine whose load comes and goes.
+
+Every parallel schedule also chooses, run by run, between the team and the calling thread alone running the
+same parts one after another (``runtime/team.py: ParallelRun``; no second compile, the same bits): a large
+model on a machine whose other processes hold the cores runs at about its serial time instead of stalling at
+every step a descheduled worker holds.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ EXPLORE_MIN, EXPLORE_MAX = 12, 4096
 
 
 class Chooser:
-    """Which of two schedules (0: parallel, 1: serial) to run next, from the times of their recent runs.
+    """Which of two ways to run (0: parallel; 1: serial, or the caller alone) next, from their recent times.
 
     ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
     whole call). Until each has ``WINDOW // 2 + 1`` times, the two alternate; then the one with the lower

@@ -14,17 +14,18 @@ counter), runs each and counts it done; a step with nothing left to claim is ski
   (measured on the shared 2-core machine: 2 threads 3-18x slower than 1 on an elementwise chain).
 
 Counters are tagged with the run's *epoch* (``word = epoch << SHIFT | count``), so they are never reset and a
-worker still catching up from the previous run claims nothing in the next. Waits poll ``SPIN`` times (a few
-hundred microseconds; ``runtime/team.py`` says why so long), then sleep on a futex that every completion wakes
+worker still catching up from the previous run claims nothing in the next. Waits spin ``SPIN_NS`` (100 us on the
+monotonic clock; ``runtime/team.py`` says why so long), then sleep on a futex that every completion wakes
 when someone sleeps (``sched_yield`` between polls where there is no futex): pure spinning is ~1000x slower
 when threads outnumber free cores (see /work/shared/notes/parallel-schedule.md), and yielding still burns the
 CPU share of the waiting thread's own process. A call that raises on any thread records the epoch in the
 state's abort word: every wait of that run gives up and the caller raises the error once every worker has
 returned.
 
-Teams are process-wide and started once (``team(T)``, in ``runtime/team.py`` with the protocol's constants:
-no numba there, so the compiled-program cache's native parallel programs run on the same teams): ``T - 1``
-daemon threads that wait on a semaphore for a job, run it and wait again. A caller that finds the team busy
+The team is process-wide, one for every schedule, started once and grown to the largest thread count asked
+(``team(T)``, in ``runtime/team.py`` with the protocol's constants: no numba there, so the compiled-program
+cache's native parallel programs run on the same team): daemon threads that wait for a job (``idle_wait``),
+run it if it wants that many threads, and wait again. A caller that finds the team busy
 (another Python thread is running a model on it) runs the schedule alone instead of queueing, so concurrent
 callers add one thread each, not a team.
 """
@@ -57,6 +58,8 @@ from .team import (
     SLEEP_NS,
     SLEEPERS,
     SPIN,
+    SPIN_CHECK,
+    SPIN_NS,
     SYS_FUTEX,
     ParallelRun,
     Team,
@@ -77,7 +80,9 @@ def _register_libc(*names: str) -> None:
         llvm_binding.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
 
 
-_register_libc("sched_yield", "syscall")
+_register_libc("sched_yield", "syscall", "clock_gettime")
+#: ``clock_gettime``'s monotonic clock (Linux; only read where there is a futex, see ``spin_clock``)
+CLOCK_MONOTONIC = 1
 
 
 def _word_pointer(context, builder, aryty, ary, idx):
@@ -178,16 +183,41 @@ def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - comp
         futex_wake(st, SEQ)
 
 
+@intrinsic
+def monotonic_ns(typingctx):
+    """``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds (Linux: the vDSO, ~20 ns, no system call)."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        spec_t = ir.LiteralStructType([i64, i64])  # struct timespec on 64-bit Linux
+        spec = cgutils.alloca_once(builder, spec_t)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, spec_t.as_pointer()]),
+                                            "clock_gettime")
+        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), spec])
+        zero = ir.Constant(i32, 0)
+        sec = builder.load(builder.gep(spec, [zero, zero]))
+        nsec = builder.load(builder.gep(spec, [zero, ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 10**9)), nsec)
+
+    return sig, codegen
+
+
 @njit(nogil=True, cache=True, inline="always")
-def keep_polling(polls: int) -> bool:  # pragma: no cover - compiled
-    """Whether a wait at its ``polls``-th poll polls again (the first ``SPIN``; every one, yielding the CPU
-    in between, where there is no futex) rather than going to sleep."""
-    if polls <= SPIN:
-        return True
+def spin_clock(polls: int, start: int) -> int:  # pragma: no cover - compiled
+    """A spinning wait's clock after its ``polls``-th poll: ``start`` is when it began spinning (0 before the
+    first clock read), the result the same, or -1 once it has spun ``SPIN_NS``: sleep. Where there is no futex
+    it never sleeps: after ``SPIN`` polls every poll yields the CPU."""
     if not SYS_FUTEX:
-        sched_yield()
-        return True
-    return False
+        if polls > SPIN:
+            sched_yield()
+        return start
+    if start < 0 or polls % SPIN_CHECK != 0:
+        return start
+    now = monotonic_ns()
+    if start == 0:
+        return now
+    return start if now - start < SPIN_NS else -1
 
 
 @njit(nogil=True, cache=True)
@@ -196,7 +226,7 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
     aborted (the caller then stops)."""
     i = LINE * (step + 1) + 1
     want = (ep << SHIFT) | parts
-    polls = 0
+    polls = start = 0
     while True:
         c = atomic_load(st, i)
         if c == want or (c >> SHIFT) > ep:
@@ -204,7 +234,8 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
         if atomic_load(st, ABORT) >= ep:
             return False
         polls += 1
-        if keep_polling(polls):
+        start = spin_clock(polls, start)
+        if start >= 0:
             continue
         seq = atomic_load(st, SEQ)
         atomic_add(st, SLEEPERS, 1)
@@ -217,13 +248,15 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 @njit(nogil=True, cache=True)
 def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
-    polling ``SPIN`` times (none once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
+    spinning ``SPIN_NS`` (not at all once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
     sleepers)."""
-    polls = 0
+    polls = start = 0
     while atomic_load(w, JOBS) == seen:
         polls += 1
-        if atomic_load(w, REST) == 0 and keep_polling(polls):
-            continue
+        if atomic_load(w, REST) == 0:
+            start = spin_clock(polls, start)
+            if start >= 0:
+                continue
         atomic_add(w, IDLE_SLEEPERS, 1)
         if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
             futex_wait(w, JOBS, seen)
@@ -242,6 +275,7 @@ def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
 
 use_idle_wait(idle_wait, post)
 
-__all__ = ["SPIN", "PROTOCOL_VERSION", "claim", "done", "wait", "atomic_load", "atomic_add", "compare_swap",
+__all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim", "done", "wait", "atomic_load",
+           "atomic_add", "compare_swap",
            "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

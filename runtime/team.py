@@ -19,16 +19,24 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .adaptive import Chooser
 from .cpus import usable_cpus
 
-#: polls of a counter before a wait goes to sleep: a few hundred microseconds of spinning, longer than a part
-#: of a split layer usually keeps the other thread waiting, far less than a time slice. A wait that slept
-#: paid the futex wake-up at nearly every step (~50 us on a virtual machine: MobileNetV2 2 threads only 1.16x
-#: faster than 1 with 5,000 polls; 1.18x with 30,000, 1.56x with 100,000, 1.64x with 300,000, measured
-#: interleaved at load 1). Sleeping still matters on a busy machine: Linux schedules a session's threads as
-#: one group (autogroup), so a thread spinning or yielding there takes CPU time from the thread it waits for
-#: (measured: MobileNetV2 with 2 threads 1.8x slower than 1 at load average 12 on 2 cores, waiting with
-#: sched_yield and no bound)
+#: how long a wait spins before it goes to sleep (nanoseconds, the monotonic clock): longer than a part of a
+#: split layer usually keeps the other thread waiting, far less than a time slice. A wait that slept paid the
+#: futex wake-up at nearly every step (~50 us on a virtual machine: MobileNetV2 2 threads only 1.16x faster
+#: than 1 spinning 5,000 polls; 1.18x with 30,000, 1.56x with 100,000, 1.64x with 300,000, measured
+#: interleaved at load 1; a poll of the step wait takes ~0.5 ns on this Zen 3, so 200,000 polls are ~100 us).
+#: Measured in time, not polls: a poll's cost differs from machine to machine several-fold. Sleeping still
+#: matters on a busy machine: Linux schedules a session's threads as one group (autogroup), so a thread
+#: spinning or yielding there takes CPU time from the thread it waits for (measured: MobileNetV2 with 2
+#: threads 1.8x slower than 1 at load average 12 on 2 cores, waiting with sched_yield and no bound)
+SPIN_NS = 100_000
+#: a spinning wait reads the clock once every this many polls (a power of two; a clock read is ~20 ns)
+SPIN_CHECK = 64
+#: the native protocol's spin (``compiler/target/steps_ir.py``, no clock there): polls before a wait sleeps
+#: (~``SPIN_NS`` on the machine it was measured on), and where there is no futex, polls before every further
+#: poll yields the CPU
 SPIN = 200_000
 #: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
 #: completion that a sleeper may wait for wakes it)
@@ -40,7 +48,7 @@ MASK = (1 << SHIFT) - 1
 #: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
 ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
 #: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 #: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
 SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), 0) \
     if sys.platform.startswith("linux") else 0
@@ -62,8 +70,8 @@ def use_idle_wait(wait: Callable[..., None], post: Callable[..., int]) -> None:
 
     Waking an idle worker through a semaphore costs a futex wake-up and the GIL (measured on the shared
     2-core VM, ResNet-8 at 2 threads: the worker's first part began 52 us after the run's start (median), and
-    in half the runs it ran nothing: the 400 us run was over first). A worker that spins (the step waits'
-    ``SPIN`` polls, then sleeps) sees the job at once and needs only the GIL, which the caller gives up
+    in half the runs it ran nothing: the 400 us run was over first). A worker that spins (``SPIN_NS``, as the step
+    waits, then sleeps) sees the job at once and needs only the GIL, which the caller gives up
     inside the compiled schedule."""
     global _idle_wait
     _idle_wait = (wait, post)
@@ -75,47 +83,59 @@ def new_state(steps: int) -> np.ndarray:
 
 
 class Team:
-    """``size - 1`` persistent worker threads. ``run(fn, args, state, ep)`` calls ``fn(*args, main, ep,
-    state)`` on every thread, the caller's with ``main`` True: the caller's call waits for every step to
-    complete, so when it returns the run's results are written (workers may still be catching up: they
-    claim nothing more)."""
+    """Persistent worker threads (``size - 1``; ``grow`` adds more). ``run(fn, args, state, ep, threads)``
+    calls ``fn(*args, main, ep, state)`` on the caller's thread (``main`` True) and on workers 1 ..
+    ``threads - 1``: the caller's call waits for every step to complete, so when it returns the run's results
+    are written (workers may still be catching up: they claim nothing more). Every worker sees every job
+    (one futex word); those beyond the job's ``threads`` skip it."""
 
     def __init__(self, size: int):
-        self.size = size
+        self.size = 1
         self.busy = threading.Lock()
         self._job: tuple | None = None
         self._jobs = 0
-        self._go = [threading.Semaphore(0) for _ in range(size - 1)]
-        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS (own cache line)
+        self._go: list[threading.Semaphore] = []
+        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST (own cache line)
         self._idle = _idle_wait
-        self._done = [0] * size  # per thread: the last job it returned from
+        self._done = [0]  # per thread: the last job it returned from
         self._errors: list[BaseException] = []
-        self._workers = [threading.Thread(target=self._work, args=(t,), name=f"cnnjit-worker-{t}", daemon=True)
-                         for t in range(1, size)]
-        for w in self._workers:
+        self._workers: list[threading.Thread] = []
+        self.grow(size)
+
+    def grow(self, size: int) -> None:
+        """Start workers until the team has ``size`` threads (the caller holds ``busy``, or no run has begun)."""
+        while self.size < size:
+            tid = self.size
+            self._go.append(threading.Semaphore(0))
+            self._done.append(self._jobs)
+            w = threading.Thread(target=self._work, args=(tid, self._jobs), name=f"cnnjit-worker-{tid}", daemon=True)
+            self._workers.append(w)
+            self.size += 1
             w.start()
 
-    def _work(self, tid: int) -> None:
+    def _work(self, tid: int, seen: int) -> None:
         go = self._go[tid - 1]
-        seen = 0
         while True:
             if self._idle is None:
                 go.acquire()
             else:
                 self._idle[0](self.words, seen)
-            job, fn, args, state, ep = self._job  # one read: the job's number with its arguments
+            job, threads, fn, args, state, ep = self._job  # one read: the job's number with its arguments
             seen = job
-            try:
-                fn(*args, False, ep, state)
-            except BaseException as e:  # noqa: BLE001 - raised again by the caller; the team stays usable
-                state[ABORT] = ep
-                self._errors.append(e)
+            if tid < threads:
+                try:
+                    fn(*args, False, ep, state)
+                except BaseException as e:  # noqa: BLE001 - raised again by the caller; the team stays usable
+                    state[ABORT] = ep
+                    self._errors.append(e)
             self._done[tid] = job
 
-    def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int) -> None:
-        """Run ``fn`` on the whole team as run ``ep`` of ``state`` (the caller holds ``busy``)."""
+    def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int,
+            threads: int | None = None) -> None:
+        """Run ``fn`` as run ``ep`` of ``state`` on ``threads`` threads of the team (default: all; the
+        caller holds ``busy``)."""
         self._jobs += 1
-        self._job = (self._jobs, fn, args, state, ep)
+        self._job = (self._jobs, self.size if threads is None else threads, fn, args, state, ep)
         if self._idle is None:
             for go in self._go:
                 go.release()
@@ -133,23 +153,30 @@ class Team:
             raise err
 
 
-_teams: dict[int, Team] = {}
-_teams_lock = threading.Lock()
+_team: list[Team] = []  # the process's one team, once started
+_team_lock = threading.Lock()
 
 
 def team(size: int) -> Team:
-    """The process-wide team of ``size`` threads (started at first use)."""
-    t = _teams.get(size)
-    if t is None:
-        with _teams_lock:
-            t = _teams.get(size)
-            if t is None:
-                t = _teams[size] = Team(size)
+    """The process-wide team, started at first use and grown to at least ``size`` threads.
+
+    One team for every schedule, each run on as many of its threads as it was split for (pthreadpool's and
+    onnxruntime's global pool): a team per thread count would leave one team's workers spinning after its
+    run while the next model's team runs beside them, on the same cores."""
+    t = _team[0] if _team else None
+    if t is None or t.size < size:
+        with _team_lock:
+            if not _team:
+                _team.append(Team(size))
+            t = _team[0]
+            if t.size < size:
+                with t.busy:  # (no run in flight: a new worker starts at the current job count)
+                    t.grow(size)
     return t
 
 
 def _forget_teams() -> None:
-    _teams.clear()  # a forked child has none of its parent's threads
+    _team.clear()  # a forked child has none of its parent's threads
 
 
 os.register_at_fork(after_in_child=_forget_teams)
@@ -159,10 +186,16 @@ class ParallelRun:
     """A parallel schedule as a callable on the schedule's buffers, like a serial one: ``run(*buffers)``.
 
     ``fn(*buffers, _main, _ep, _st)`` is the compiled schedule of ``steps`` steps (its layers split for
-    ``threads`` threads), run on the process-wide team of ``team_size`` threads when it is free, else by the
+    ``threads`` threads), run on ``team_size`` threads of the process-wide team when it is free, else by the
     calling thread alone (on a fresh state). ``team_size`` is ``threads``, at most the CPUs this process may
     use: a thread beyond them can only be descheduled while it holds a part the others wait for (measured on
     the shared 2-core machine, ResNet-8: 4 threads 5x slower than 2), so its parts go to the others.
+
+    Run by run, a ``Chooser`` (``runtime/adaptive.py``) picks the team or the caller alone (the same parts
+    one after another: the same results bit for bit, about the serial time): whichever has been faster
+    lately. On a machine whose other processes take the cores, a worker descheduled while it holds a part
+    stalls every step after it (measured at load 10 on 2 cores: a recurrent model 3.9x slower with 2 threads
+    than with 1); the chooser then runs the caller alone, trying the team now and then.
     """
 
     def __init__(self, fn: Callable[..., None], steps: int, threads: int):
@@ -173,14 +206,14 @@ class ParallelRun:
         self.team_size = max(1, min(threads, usable_cpus()))
         self.state = new_state(steps)
         self.epoch = 0
+        self.chooser = Chooser()
 
     def rest(self) -> None:
         """Tell the team's idle workers to stop spinning and sleep until the next job: the caller is about to
         run serial work (a small model's serial twin, ``runtime/adaptive.py``), and a worker spinning after
         the last parallel run would take CPU time from it on a busy machine."""
-        t = _teams.get(self.team_size)
-        if t is not None:
-            t.words[REST] = 1
+        if _team:
+            _team[0].words[REST] = 1
 
     def alone(self) -> Callable[..., None]:
         """This schedule run by the calling thread only, with a fresh step state of its own instead of the
@@ -192,16 +225,25 @@ class ParallelRun:
             self.fn(*buffers, True, 1, new_state(self.steps))
             return
         t = team(self.team_size)
-        if t.busy.acquire(blocking=False):
+        which = self.chooser.pick()
+        if which == 0 and t.busy.acquire(blocking=False):
             try:
                 self.epoch += 1
-                t.run(self.fn, buffers, self.state, self.epoch)
+                t0 = time.perf_counter()
+                t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
+                self.chooser.record(0, time.perf_counter() - t0)
             finally:
                 t.busy.release()
-        else:
-            self.fn(*buffers, True, 1, new_state(self.steps))
+            return
+        if which:
+            self.rest()
+        t0 = time.perf_counter()
+        self.fn(*buffers, True, 1, new_state(self.steps))
+        if which:  # (not a run that found the team busy: it tells nothing of the team's speed)
+            self.chooser.record(1, time.perf_counter() - t0)
 
 
-__all__ = ["SPIN", "SLEEP_NS", "SHIFT", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
+__all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",
+           "SLEEP_NS", "SHIFT", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
            "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

@@ -27,6 +27,7 @@ from cnnjit.compiler.codegen.kernel import Scratch, Target
 from cnnjit.compiler.codegen.memory import plan_memory
 from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, estimate_us, plan_steps, terminal_steps
 from cnnjit.runtime import parallel
+from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 
 #: the block model's image size: enough work in all for a parallel schedule (``MIN_PARALLEL_TOTAL_US``)
@@ -379,3 +380,37 @@ def test_profile_of_a_threaded_model(models) -> None:
     prof = profile_schedule(two._default_spec(), repeat=3, warmup=1)
     # the parts are timed one by one (serially, in schedule order)
     assert len(prof.calls) == 10 and sum("[channels" in c.note for c in prof.calls) == 6
+
+
+def test_one_team_runs_each_job_on_its_thread_count() -> None:
+    """The process has one team, grown to the largest size asked; a job runs on as many of its threads as
+    it names (the others skip it)."""
+    team = parallel.team(3)
+    assert parallel.team(2) is team and team.size >= 3
+    seen: set[int] = set()
+
+    def job(_main, _ep, _st) -> None:
+        seen.add(threading.get_ident())
+
+    with team.busy:
+        team.run(job, (), parallel.new_state(1), 1, 2)
+        for _ in range(10_000):  # the workers return from (or skip) the job soon after the caller
+            if all(d == team._jobs for d in team._done[1:]):
+                break
+            threading.Event().wait(1e-3)
+    assert len(seen) == 2 and threading.get_ident() in seen
+
+
+def test_team_and_caller_alone_give_the_same_bits(models) -> None:
+    """Run by run, a parallel schedule runs on the team or on the caller alone (``ParallelRun``'s chooser);
+    both are tried early on, and both give the 1-thread output bit for bit."""
+    _, one, two = models
+    run = two._default_spec().program.run
+    x = np.random.default_rng(3).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    ref = one(x)
+    for _ in range(400):
+        for u, v in zip(two(x), ref):
+            assert np.array_equal(u, v)
+        if min(run.chooser.share) >= WINDOW // 2 + 1:
+            break
+    assert min(run.chooser.share) >= WINDOW // 2 + 1

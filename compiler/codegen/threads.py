@@ -38,6 +38,7 @@ import numpy as np
 from numba import types
 
 from cnnjit.ir import Node, Value
+from cnnjit.ir.errors import CompileError
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
@@ -241,11 +242,12 @@ def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | N
 
 
 def _one_call(generate, part: Node, variant: str) -> KernelCall | None:
-    """The one call of ``variant`` that ``generate`` makes for ``part``, or None (it raised, made several
-    calls or another variant's: the layer stays whole)."""
+    """The one call of ``variant`` that ``generate`` makes for ``part``, or None (the variant does not apply
+    to the part, or it made several calls or another variant's: the layer stays whole). Any other error
+    of a generator is a bug, and raised."""
     try:
         got = generate(part)
-    except Exception:  # noqa: BLE001 - a part the generators do not take: keep the layer whole
+    except CompileError:  # (kernel.choose: the forced variant does not apply to the part's shapes)
         return None
     return got[0] if len(got) == 1 and got[0].variant == variant else None
 
