@@ -23,6 +23,7 @@ from cnnjit.compiler.codegen.kernels.channel_pointwise import (
     SMALL_PIXELS,
     channel_applies,
     lane_share,
+    panel_width,
 )
 from cnnjit.compiler.codegen.kernels.packed_gemm import gemm_tile, row_tiles
 from cnnjit.compiler.stages import CompileOptions
@@ -34,12 +35,12 @@ WIDTHS = [4, 8, 16]
 def channel_cases(draw, width: int, registers: int):
     """Layers the variant applies to at ``width`` with ``registers``: maps of ``MIN_PIXELS`` to
     ``SMALL_PIXELS`` pixels (a tail of pixel tiles), output channels from one panel's worth minus a few to
-    three panels (a partial last panel), any depth."""
+    three panels (a partial last panel), or a few (narrower panels, ``panel_width``), any depth."""
     _, nr = gemm_tile(Target(vector_width=width, vector_registers=registers))
     h = draw(st.integers(1, 6))
     w = draw(st.integers(1, 6))
     assume(MIN_PIXELS <= h * w <= SMALL_PIXELS)
-    m = draw(st.integers(max(1, nr * width - 5), 3 * nr * width))
+    m = draw(st.one_of(st.integers(1, 12), st.integers(max(1, nr * width - 5), 3 * nr * width)))
     return dict(n=draw(st.sampled_from([1, 1, 2])), c=draw(st.integers(1, 40)), m=m, g=1, k=1, s=1, d=1, h=h, w=w,
                 pads=[0] * 4, act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
@@ -73,15 +74,24 @@ def test_channel_tile_per_budget(width: int, registers: int, data) -> None:
     case = data.draw(channel_cases(width, registers), label="case")
     case.update(n=1, act=data.draw(st.sampled_from([None, "Relu", "HardSwish"]), label="act"))
     src = run_budget(case, width, registers, "channel_pointwise")
-    mr, nr = gemm_tile(Target(vector_width=width, vector_registers=registers))
+    target = Target(vector_width=width, vector_registers=registers)
+    mr, nr = gemm_tile(target)
     assert mr * nr + nr + 1 <= registers
-    rows = {int(r) for r in re.findall(rf"\ba{nr * width}_(\d+) = vfma", src)}
+    rows = {int(r) for r in re.findall(rf"\ba{nr * panel_width(case['m'], target)}_(\d+) = vfma", src)}
     full, tail = row_tiles(case["h"] * case["w"], mr)
     assert max(rows) + 1 == (mr if full else max(tail)), (rows, mr)
 
 
 def test_lane_share() -> None:
     assert lane_share(4, 16) == 0.25 and lane_share(49, 16) == 49 / 64 and lane_share(96, 16) == 1.0
+
+
+def test_panel_width() -> None:
+    """The target's width where its panels are mostly busy, else 8, else 4."""
+    avx2, avx512 = Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)
+    assert [panel_width(m, avx2) for m in (96, 40, 12, 8, 5)] == [8, 8, 8, 4, 4]
+    assert [panel_width(m, avx512) for m in (96, 24, 40, 16, 8, 3)] == [16, 16, 8, 8, 4, 4]
+    assert panel_width(8, Target(vector_width=4, vector_registers=32)) == 4
 
 
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),

@@ -99,6 +99,20 @@ def lane_share(n: int, lanes: int) -> float:
     return n / (-(-n // lanes) * lanes)
 
 
+#: the least share of busy lanes in the output-channel panels at a vector width: narrower vectors below it
+#: (a squeeze-excite 1x1 of 8 output channels on a 2x2 map runs 4-lane panels of 8 rather than 16-lane
+#: vectors of 32 with 24 idle)
+PANEL_SHARE = 0.75
+
+
+def panel_width(M: int, target: Target) -> int:
+    """The vector width of the panels for ``M`` output channels: the widest of the target's, 8 and 4 whose
+    panels of ``nr`` vectors keep ``PANEL_SHARE`` of their lanes busy (4 if none does)."""
+    _, nr = gemm_tile(target)
+    host = target.vector_width
+    return next((w for w in (host, 8) if w <= host and lane_share(M, nr * w) >= PANEL_SHARE), min(4, host))
+
+
 def channel_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights (and bias) on a map of
     ``MIN_PIXELS`` to ``SMALL_PIXELS`` pixels, or up to ``MAX_PIXELS`` where ``packed_pointwise`` does not apply
@@ -118,14 +132,15 @@ def channel_applies(node: Node, target: Target) -> bool:
 
 @variant("Conv", name="channel_pointwise", priority=17, applies=channel_applies)
 def gen_channel_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call for the whole batch, ``W^T`` packed into panels of ``nr * w`` output channels (zeros past
-    ``M``), the bias padded alike."""
+    """One call for the whole batch, ``W^T`` packed into panels of ``nr * w`` output channels (``w`` from
+    ``panel_width``; zeros past ``M``), the bias padded alike."""
     x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     mr, nr = gemm_tile(target)
-    nc = nr * target.vector_width
+    w = panel_width(M, target)
+    nc = nr * w
     panels = pack_panels(np.ascontiguousarray(wt.const.reshape(M, C).T, dtype=np.float32), nc)
     cb = np.zeros(-(-M // nc) * nc, np.float32)
     cb[:M] = bias.array if isinstance(bias, Param) else bias.const.reshape(M)
-    src, extra = channel_source(node, target.vector_width, mr, nr, P)
+    src, extra = channel_source(node, w, mr, nr, P)
     return [KernelCall(src, [x, Param(panels), Param(cb), y, N, C, M, P, *extra], note(node))]
 
