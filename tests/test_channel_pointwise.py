@@ -97,13 +97,14 @@ def test_panel_width() -> None:
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
-    """channel_pointwise for MobileNetV3's 1x1s on 2x2 and 4x4 maps, and on 7x7 and 10x10 maps too shallow for
-    ``packed_pointwise``; not on 1x1 maps (``packed_fc``), not where ``packed_pointwise`` applies beyond 6x6
-    (MobileNetV2's 7x7 layers), not on larger maps."""
-    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (64, 64, 6), (40, 40, 7), (96, 24, 10)):
+    """channel_pointwise for MobileNetV3's 1x1s on 2x2 and 4x4 maps, and on maps up to 10x10 that
+    ``packed_pointwise`` does not take (fewer channels, or pixels, than it needs); not on 1x1 maps
+    (``packed_fc``), not where ``packed_pointwise`` applies (MobileNetV2's 7x7 layers), not on larger maps."""
+    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (40, 240, 4), (24, 72, 6), (40, 40, 7), (96, 24, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "channel_pointwise", layer
     assert choose(_layer(96, 576, 1, 1, 1), target).name == "packed_fc"
-    assert choose(_layer(40, 240, 4, 1, 1), target).name == "channel_pointwise"  # too shallow to pack
+    assert choose(_layer(96, 576, 6, 1, 1), target).name == "packed_pointwise"  # its strips: vector stores
+    assert choose(_layer(64, 64, 6, 1, 1), target).name == "packed_pointwise"
     assert choose(_layer(320, 1280, 7, 1, 1), target).name == "packed_pointwise"
     assert not channel_applies(_layer(32, 32, 14, 1, 1), target)
     assert choose(_layer(64, 64, 8, 1, 1), target).name == "packed_pointwise"

@@ -31,15 +31,17 @@ from .template import source
 
 #: the fewest pixels: with fewer than 4 rows a tile has too few FMA chains (a 1x1 map is ``packed_fc``'s)
 MIN_PIXELS = 4
-#: up to this many pixels (6x6) this kernel is taken whatever the other variants (AVX2, Conv+HardSwish, in
-#: the schedule, best of 3 x 300 runs, GFLOP/s against the default): 2x2 maps 576 -> 96 76 vs 19
-#: (``cvec_pointwise``), 96 -> 576 61 vs 18; 3x3 96 -> 576 67 vs 30; 4x4 40 -> 240 42 vs 13
-#: (``simd_pointwise``), 240 -> 40 57 vs 16; 5x5 and 6x6 64 -> 64 46 and 51 vs ``packed_pointwise``'s 44 and
-#: 49. At 7x7 ``packed_pointwise`` is as fast or faster (320 -> 1280 75 vs 68, 160 -> 960 73 vs 67, 960 -> 160
-#: 72 vs 74), at 8x8 and 10x10 faster (76 vs 55, 80 vs 74): its stores are whole vectors, these are strided
+#: up to this many pixels (6x6) it is taken where ``packed_pointwise`` does not apply (too few channels, or
+#: fewer pixels than one of its strips), whatever the other variants (AVX2, Conv+HardSwish, in the schedule,
+#: best of 3 x 300 runs, GFLOP/s against the default): 2x2 maps 576 -> 96 76 vs 19 (``cvec_pointwise``),
+#: 96 -> 576 61 vs 18; 3x3 96 -> 576 67 vs 30; 4x4 40 -> 240 42 vs 13 (``simd_pointwise``), 240 -> 40 57 vs 16,
+#: 16 -> 96 18 vs 12 (``cvec``); 6x6 24 -> 72 27 vs 17. Where ``packed_pointwise`` applies it is as fast or
+#: faster from 4x4 on (its stores are whole vectors, these strided; its tail pixels also run on channel
+#: vectors): 4x4 96 -> 576 91 vs 66, 576 -> 96 89 vs 88; 5x5 64 -> 64 44 vs 45, 160 -> 960 75 vs 75; 6x6
+#: 64 -> 64 48 vs 48
 SMALL_PIXELS = 36
-#: up to this many pixels (10x10) it is taken where ``packed_pointwise`` does not apply (too few channels) and
-#: the map does not fill ``simd_pointwise``'s rows of 4 vectors: 7x7 40 -> 40 33 vs 25 (``simd_pointwise``),
+#: up to this many pixels (10x10) it is taken where ``packed_pointwise`` does not apply and the map does not
+#: fill ``simd_pointwise``'s rows of 4 vectors: 7x7 40 -> 40 33 vs 25 (``simd_pointwise``), 16 -> 64 22 vs 19;
 #: 10x10 96 -> 24 49 vs 42; beyond, the shallow layers lose (14x14 32 -> 32 39 vs 46, 12x12 16 -> 96 25 vs 39)
 MAX_PIXELS = 100
 
@@ -114,20 +116,18 @@ def panel_width(M: int, target: Target) -> int:
 
 
 def channel_applies(node: Node, target: Target) -> bool:
-    """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights (and bias) on a map of
-    ``MIN_PIXELS`` to ``SMALL_PIXELS`` pixels, or up to ``MAX_PIXELS`` where ``packed_pointwise`` does not apply
-    and the pixels do not fill ``simd_pointwise``'s rows of ``4 * w`` columns."""
+    """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights (and bias) that
+    ``packed_pointwise`` does not take, on a map of ``MIN_PIXELS`` to ``SMALL_PIXELS`` pixels, or up to
+    ``MAX_PIXELS`` whose pixels do not fill ``simd_pointwise``'s rows of ``4 * w`` columns."""
     x, wt = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const
             and (b is None or b.is_const) and len(x.shape) == 4):
         return False
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    if P < MIN_PIXELS or P > MAX_PIXELS:
+    if P < MIN_PIXELS or P > MAX_PIXELS or packed_pointwise_applies(node, target):
         return False
-    if P <= SMALL_PIXELS:
-        return True
-    return not packed_pointwise_applies(node, target) and lane_share(P, 4 * target.vector_width) < 1.0
+    return P <= SMALL_PIXELS or lane_share(P, 4 * target.vector_width) < 1.0
 
 
 @variant("Conv", name="channel_pointwise", priority=17, applies=channel_applies)

@@ -61,11 +61,77 @@ def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> tuple[str, list]:
+def tail_lanes(mr: int) -> int:
+    """Lanes of the output-channel vectors of the tail pixels: one row tile's ``mr`` rows (8 or 4 lanes)."""
+    return 4 if mr <= 4 else 8
+
+
+def channel_tail(tail: int, mr: int, nr: int) -> bool:
+    """Whether the last ``tail`` pixels of a map (fewer than a strip) run on output-channel vectors of a row
+    tile's ``mr`` rows rather than as a part-filled strip: a strip costs ``nr`` FMAs per output row and
+    channel whatever its fill, a pixel on channel vectors ``1 / mr`` of one, so below ``nr * mr`` pixels (a 7x7
+    map's last pixel at 16 lanes: 1 of the 4 strips' 8 FMAs per row and channel becomes 1/6)."""
+    return 0 < tail < nr * mr
+
+
+def tail_tile(tail: int, registers: int) -> tuple[int, int]:
+    """(TP, G): tail pixels per chunk (at most 4) and row tiles per group, ``G * TP`` accumulators (about 12,
+    at least 8 FMA chains where the registers allow) beside ``G`` weight vectors and one broadcast."""
+    tp = min(tail, 4)
+    return tp, max(1, min(12 // tp, (registers - 1) // (tp + 1)))
+
+
+def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, ind: str) -> list[str]:
+    """Lines computing the map's last ``tail`` pixels (the first ``tail`` columns of the strip at ``ps``) on
+    vectors of a row tile's output channels: each step over the channels loads ``G`` row tiles' packed
+    weights (``[C][mr]`` per tile, one vector each, lanes past ``mr`` read the next tile's: never stored) and
+    broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane)."""
+    tl = tail_lanes(mr)
+    tp, G = tail_tile(tail, registers)
+    full, rem = divmod(M, mr)
+    epi = {r: Epilogue(node, tl, False, residual_load=lambda k, r=r: f"vgathern{tl}(r{k}b, r{k}o + yq, P, {r})")
+           for r in {mr, rem} - {0}}
+
+    def group(g: int, rows: int, ind: str) -> list[str]:
+        """``g`` row tiles of ``rows`` rows from row ``m`` x every tail pixel, ``tp`` pixels at a time."""
+        out = []
+        for j0 in range(0, tail, tp):
+            n = min(tp, tail - j0)
+            out += [f"{ind}t{tl}_{h}_{j} = vloadn{tl}(bb, bo + m + {h * mr}, {rows})" for h in range(g)
+                    for j in range(n)]
+            out += [f"{ind}si = ps + {j0}", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):"]
+            out += [f"{ind}    u{tl}_{h} = vload{tl}(wb, wi + {h * mr} * C)" for h in range(g)]
+            for j in range(n):
+                out.append(f"{ind}    x{tl} = vbcast{tl}(sb[U(si + {j})])")
+                out += [f"{ind}    t{tl}_{h}_{j} = vfma{tl}(x{tl}, u{tl}_{h}, t{tl}_{h}_{j})" for h in range(g)]
+            out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+            for h in range(g):
+                for j in range(n):
+                    acc = f"t{tl}_{h}_{j}"
+                    out.append(f"{ind}yq = y0 - yo + (m + {h * mr}) * P + p + {j0 + j}")
+                    out += epi[rows].vector(ind, acc, "", tl, False)
+                    out.append(f"{ind}vscattern{tl}(yb, yo + yq, P, {acc}, {rows})")
+                    out += epi[rows].after(ind, [f"for i in range({rows}):"], "yq + i * P")
+        return out
+
+    lines = [f"{ind}m = 0"]
+    if full >= G:
+        lines += [f"{ind}for _ in range({full // G}):", *group(G, mr, ind + "    "), f"{ind}    m += {G * mr}"]
+    if full % G:
+        lines += [f"{ind}for _ in range({full % G}):", *group(1, mr, ind + "    "), f"{ind}    m += {mr}"]
+    return lines + (group(1, rem, ind) if rem else [])
+
+
+def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
+                            registers: int = 16) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
-    rows (the output rows left over, 0: none); returns the source and the residual arguments."""
+    rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
+    (the map's pixels past its last whole strip) below ``channel_tail``'s bound, those pixels run on
+    output-channel vectors (``tail_source``) instead of a part-filled strip."""
     L = nr * w
     epi = Epilogue(node, L, False)
+    by_channels = channel_tail(tail, mr, nr)
+    M = node.inputs[1].shape[0]
 
     def tile(rows: int, ind: str) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
@@ -108,7 +174,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> t
         f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
         "            ps = so",
         "            p = pb",
-        "            while p < pe:",
+        f"            while {'p + ' + str(L) + ' <= pe' if by_channels else 'p < pe'}:",
         f"                cnt = min({L}, pe - p)",
         "                m = 0",
         f"                while m + {mr} <= M:",
@@ -118,6 +184,8 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int) -> t
         f"                p += {L}",
         f"                ps += C * {L}",
     ]
+    if by_channels:
+        lines += ["            if p < pe:", *tail_source(node, L, mr, M, tail, registers, " " * 16)]
     return source(lines), epi.args
 
 
@@ -153,7 +221,8 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     mr, nr = packed_tile(target)
     w = target.vector_width
-    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr)
-    packed = pack_weights(wt.const.reshape(M, C), mr)
+    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers)
+    # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
+    packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     pb = block_pixels(C, P, nr * w)
     return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *extra], note(node))]
