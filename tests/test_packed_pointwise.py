@@ -30,6 +30,7 @@ from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     packed_tile,
     tail_lanes,
     tail_tile,
+    tail_vectors,
 )
 from cnnjit.compiler.stages import CompileOptions
 
@@ -134,18 +135,20 @@ def test_variant_table_choice(target: Target) -> None:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize(("m", "hw", "residual"), [(99, (7, 7), True), (64, (3, 13), False)])
+@pytest.mark.parametrize(("m", "hw", "residual"), [(99, (7, 7), True), (64, (3, 13), False), (53, (5, 8), True)])
 def test_tail_pixels_on_channel_vectors(width: int, m: int, hw: tuple, residual: bool) -> None:
-    """A map whose last strip holds fewer than ``nr * mr`` pixels (7x7: one past three 16-lane strips) runs
-    them on output-channel vectors (strided stores, ``vscattern``), leftover row tile and a gathered residual
-    included, and matches the reference; a map of whole strips keeps vector stores only."""
+    """A map whose last strip holds few pixels (7x7: one past three 16-lane strips) runs them on
+    output-channel vectors (strided stores, ``vscattern``), after whole vectors where ``tail_vectors`` splits
+    them (5x8 at 8 lanes: 8 pixels past two strips), leftover row tile and a gathered residual included, and
+    matches the reference; a map of whole strips keeps vector stores only."""
     case = dict(n=2, c=50, m=m, g=1, k=1, s=1, d=1, h=hw[0], w=hw[1], pads=[0] * 4, act="HardSwish",
                 residual=residual, seed=m)
     mr, nr = packed_tile(CompileOptions(vector_width=width).host_target())
     tail = hw[0] * hw[1] % (nr * width)
     prog = check_variant(case, width, "packed_pointwise")
     src = next(prog.kernel_sources[c.kernel] for c in prog.calls if c.op.startswith("Conv"))
-    assert ("vscattern" in src) == channel_tail(tail, mr, nr), (tail, mr, nr)
+    split = tail_vectors(tail, width, mr, nr)
+    assert ("vscattern" in src) == (split is not None and tail > split * width), (tail, mr, nr)
     whole = dict(case, h=2, w=nr * width, residual=False)
     prog = check_variant(whole, width, "packed_pointwise")
     assert "vscattern" not in next(prog.kernel_sources[c.kernel] for c in prog.calls if c.op.startswith("Conv"))
@@ -161,3 +164,15 @@ def test_channel_tail_bound_and_tile() -> None:
             tp, g = tail_tile(tail, registers)
             assert 1 <= tp <= 4 and g >= 1 and (g * tp + g + 1 <= registers or g == 1)
     assert tail_lanes(6) == 8 and tail_lanes(8) == 8 and tail_lanes(2) == 4
+
+
+def test_tail_vectors() -> None:
+    """AVX2 (8 lanes, 6 x 2 tiles): up to 7 pixels on channel vectors, 8-11 as one vector and the rest on
+    channel vectors, 12-15 as the part-filled strip; AVX-512 (16 lanes, 8 x 2): up to 15, then 16-20 as one
+    vector + the rest (its 7x7 maps: 17 pixels), beyond the strip; every split costs less than the strip."""
+    assert [tail_vectors(t, 8, 6, 2) for t in range(16)] == [None, *[0] * 7, *[1] * 4, *[None] * 4]
+    assert [tail_vectors(t, 16, 8, 2) for t in range(32)] == [None, *[0] * 15, *[1] * 5, *[None] * 11]
+    for w, mr in ((8, 6), (16, 8), (4, 8)):
+        for t in range(1, 2 * w):
+            k = tail_vectors(t, w, mr, 2)
+            assert k is None or k + (t - k * w) / mr < 2

@@ -20,7 +20,10 @@ A map whose pixels are not whole strips ends in a part-filled one, which costs a
 strips of 16 pixels and one of 1 (AVX2), a quarter of the time for 2% of the work. Those last pixels (fewer
 than ``nr * mr``, ``channel_tail``) run on vectors of one row tile's output channels instead, read straight
 from the packed weights (``[C][mr]`` per tile: one load per channel), each pixel broadcast from the strip
-(``tail_source``): MobileNetV2's 7x7 1x1s 72-75 -> 85-93 GFLOP/s, its 14x14 ones (a 4-pixel tail) 1.05x.
+(``tail_source``), after whole vectors as a narrower strip tile where that is cheaper (``tail_vectors``: 8-11
+pixels at 8 lanes, AVX-512's 7x7 maps' 17 at 16). AVX2, in the schedule: MobileNetV2's 7x7 1x1s 72-75 ->
+85-93 GFLOP/s, its 14x14 ones (a 4-pixel tail) 1.05x, 5x8 192 -> 192 (8 pixels past two strips) 77 -> 88,
+the ddddocr detector's 13x13 ones (9 pixels: 8 + 1) 1.01-1.04x.
 """
 
 
@@ -81,6 +84,27 @@ def channel_tail(tail: int, mr: int, nr: int) -> bool:
     return 0 < tail < nr * mr
 
 
+def tail_vectors(tail: int, w: int, mr: int, nr: int) -> int | None:
+    """How the last ``tail`` pixels of a map (fewer than a strip of ``nr`` vectors of ``w``) run: ``k`` whole
+    vectors as a narrower strip tile (``k`` FMAs per output row and channel), the rest on output-channel
+    vectors (``1 / mr`` each); None: as a part-filled strip (``nr``). The cheapest, a split only where it costs
+    at most ``SPLIT_SHARE`` of the strip (its strided stores and shorter loops cost extra): AVX-512's 7x7 maps
+    (a 32-lane strip and 17 pixels) run 16 + 1 pixels, 1.125 against 2; AVX2's 7x7 (1 pixel), 14x14 (4) and
+    13x13 (9 pixels: 8 + 1) maps likewise."""
+    if tail <= 0:
+        return None
+    k = tail // w
+    costs = {0: tail / mr} if channel_tail(tail, mr, nr) else {}
+    if k:
+        costs[k] = k + (tail - k * w) / mr
+    best = min(costs, key=lambda v: (costs[v], v), default=None)
+    return best if best is not None and (best == 0 or costs[best] <= SPLIT_SHARE * nr) else None
+
+
+#: the most a split tail (whole vectors + channel vectors) may cost against the part-filled strip
+SPLIT_SHARE = 0.75
+
+
 def tail_tile(tail: int, registers: int) -> tuple[int, int]:
     """(TP, G): tail pixels per chunk (at most 4) and row tiles per group, ``G * TP`` accumulators (about 12,
     at least 8 FMA chains where the registers allow) beside ``G`` weight vectors and one broadcast."""
@@ -88,11 +112,13 @@ def tail_tile(tail: int, registers: int) -> tuple[int, int]:
     return tp, max(1, min(12 // tp, (registers - 1) // (tp + 1)))
 
 
-def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, ind: str) -> list[str]:
+def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, ind: str,
+                first: int = 0) -> list[str]:
     """Lines computing the map's last ``tail`` pixels (the first ``tail`` columns of the strip at ``ps``) on
     vectors of a row tile's output channels: each step over the channels loads ``G`` row tiles' packed
     weights (``[C][mr]`` per tile, one vector each, lanes past ``mr`` read the next tile's: never stored) and
-    broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane)."""
+    broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane). ``first``: the
+    strip's column of the first of these pixels."""
     tl = tail_lanes(mr)
     tp, G = tail_tile(tail, registers)
     full, rem = divmod(M, mr)
@@ -106,7 +132,7 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
             n = min(tp, tail - j0)
             out += [f"{ind}t{tl}_{h}_{j} = vloadn{tl}(bb, bo + m + {h * mr}, {rows})" for h in range(g)
                     for j in range(n)]
-            out += [f"{ind}si = ps + {j0}", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):"]
+            out += [f"{ind}si = ps + {first + j0}", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):"]
             out += [f"{ind}    u{tl}_{h} = vload{tl}(wb, wi + {h * mr} * C)" for h in range(g)]
             for j in range(n):
                 out.append(f"{ind}    x{tl} = vbcast{tl}(sb[U(si + {j})])")
@@ -115,7 +141,7 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
             for h in range(g):
                 for j in range(n):
                     acc = f"t{tl}_{h}_{j}"
-                    out.append(f"{ind}yq = y0 - yo + (m + {h * mr}) * P + p + {j0 + j}")
+                    out.append(f"{ind}yq = y0 - yo + (m + {h * mr}) * P + p + {first + j0 + j}")
                     out += epi[rows].vector(ind, acc, "", tl, False)
                     out.append(f"{ind}vscattern{tl}(yb, yo + yq, P, {acc}, {rows})")
                     out += epi[rows].after(ind, [f"for i in range({rows}):"], "yq + i * P")
@@ -133,25 +159,30 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                             registers: int = 16) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
-    (the map's pixels past its last whole strip) below ``channel_tail``'s bound, those pixels run on
-    output-channel vectors (``tail_source``) instead of a part-filled strip."""
+    (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
+    vectors and on output-channel vectors (``tail_source``) instead of a part-filled strip."""
     L = nr * w
     epi = Epilogue(node, L, False)
-    by_channels = channel_tail(tail, mr, nr)
+    split = tail_vectors(tail, w, mr, nr)
     M = node.inputs[1].shape[0]
 
-    def tile(rows: int, ind: str) -> list[str]:
+    def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
-        ``cnt`` columns (all ``L`` when the strip is whole)."""
-        out = [f"{ind}a{L}_{i} = vbcast{L}(bb[U(bo + m + {i})])" for i in range(rows)]
+        ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns."""
+        out = [f"{ind}a{lanes}_{i} = vbcast{lanes}(bb[U(bo + m + {i})])" for i in range(rows)]
         out += [f"{ind}si = ps", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):",
-                f"{ind}    v{L} = vload{L}(sb, si)"]
-        out += [f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[U(wi + {i})]), v{L}, a{L}_{i})" for i in range(rows)]
+                f"{ind}    v{lanes} = vload{lanes}(sb, si)"]
+        out += [f"{ind}    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {i})]), v{lanes}, a{lanes}_{i})"
+                for i in range(rows)]
         out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
 
         def idx(i: int) -> str:
             return f"y0 - yo + (m + {i}) * P + p"
 
+        if lanes < L:
+            out += tile_stores(epi, ind, lanes, rows, idx, False)
+            return out + epi.after(ind, [f"for i in range({rows}):", f"for j in range({lanes}):"],
+                                   "y0 - yo + (m + i) * P + p + j")
         out.append(f"{ind}if cnt == {L}:")
         out += tile_stores(epi, ind + "    ", L, rows, idx, False)
         out.append(f"{ind}else:")
@@ -181,7 +212,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
         "            ps = so",
         "            p = pb",
-        f"            while {'p + ' + str(L) + ' <= pe' if by_channels else 'p < pe'}:",
+        f"            while {'p < pe' if split is None else 'p + ' + str(L) + ' <= pe'}:",
         f"                cnt = min({L}, pe - p)",
         "                m = 0",
         f"                while m + {mr} <= M:",
@@ -191,8 +222,13 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                p += {L}",
         f"                ps += C * {L}",
     ]
-    if by_channels:
-        lines += ["            if p < pe:", *tail_source(node, L, mr, M, tail, registers, " " * 16)]
+    if split is not None:
+        lines.append("            if p < pe:")
+        if split:
+            lines += ["                m = 0", f"                while m + {mr} <= M:", *tile(mr, " " * 20, split * w),
+                      f"                    m += {mr}", *(tile(rem, " " * 16, split * w) if rem else [])]
+        if tail > split * w:
+            lines += tail_source(node, L, mr, M, tail - split * w, registers, " " * 16, split * w)
     return source(lines), epi.args
 
 
