@@ -24,9 +24,13 @@ from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     MIN_CHANNELS,
     MIN_ROW_TILES,
     block_pixels,
+    channel_tail,
     pack_weights,
     packed_pointwise_applies,
     packed_tile,
+    tail_lanes,
+    tail_tile,
+    tail_vectors,
 )
 from cnnjit.compiler.stages import CompileOptions
 
@@ -128,3 +132,47 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(96, 8 * mr - 8, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("m", "hw", "residual"), [(99, (7, 7), True), (64, (3, 13), False), (53, (5, 8), True)])
+def test_tail_pixels_on_channel_vectors(width: int, m: int, hw: tuple, residual: bool) -> None:
+    """A map whose last strip holds few pixels (7x7: one past three 16-lane strips) runs them on
+    output-channel vectors (strided stores, ``vscattern``), after whole vectors where ``tail_vectors`` splits
+    them (5x8 at 8 lanes: 8 pixels past two strips), leftover row tile and a gathered residual included, and
+    matches the reference; a map of whole strips keeps vector stores only."""
+    case = dict(n=2, c=50, m=m, g=1, k=1, s=1, d=1, h=hw[0], w=hw[1], pads=[0] * 4, act="HardSwish",
+                residual=residual, seed=m)
+    mr, nr = packed_tile(CompileOptions(vector_width=width).host_target())
+    tail = hw[0] * hw[1] % (nr * width)
+    prog = check_variant(case, width, "packed_pointwise")
+    src = next(prog.kernel_sources[c.kernel] for c in prog.calls if c.op.startswith("Conv"))
+    split = tail_vectors(tail, width, mr, nr)
+    assert ("vscattern" in src) == (split is not None and tail > split * width), (tail, mr, nr)
+    whole = dict(case, h=2, w=nr * width, residual=False)
+    prog = check_variant(whole, width, "packed_pointwise")
+    assert "vscattern" not in next(prog.kernel_sources[c.kernel] for c in prog.calls if c.op.startswith("Conv"))
+
+
+def test_channel_tail_bound_and_tile() -> None:
+    """Tail pixels go to channel vectors below ``nr * mr`` (a strip's FMAs per row against ``1 / mr`` per
+    pixel); the tail tile fits the register file."""
+    assert channel_tail(1, 6, 2) and channel_tail(11, 6, 2) and not channel_tail(12, 6, 2)
+    assert not channel_tail(0, 6, 2) and channel_tail(15, 8, 2) and not channel_tail(17, 8, 2)
+    for tail in range(1, 32):
+        for registers in (8, 16, 32):
+            tp, g = tail_tile(tail, registers)
+            assert 1 <= tp <= 4 and g >= 1 and (g * tp + g + 1 <= registers or g == 1)
+    assert tail_lanes(6) == 8 and tail_lanes(8) == 8 and tail_lanes(2) == 4
+
+
+def test_tail_vectors() -> None:
+    """AVX2 (8 lanes, 6 x 2 tiles): up to 7 pixels on channel vectors, 8-11 as one vector and the rest on
+    channel vectors, 12-15 as the part-filled strip; AVX-512 (16 lanes, 8 x 2): up to 15, then 16-20 as one
+    vector + the rest (its 7x7 maps: 17 pixels), beyond the strip; every split costs less than the strip."""
+    assert [tail_vectors(t, 8, 6, 2) for t in range(16)] == [None, *[0] * 7, *[1] * 4, *[None] * 4]
+    assert [tail_vectors(t, 16, 8, 2) for t in range(32)] == [None, *[0] * 15, *[1] * 5, *[None] * 11]
+    for w, mr in ((8, 6), (16, 8), (4, 8)):
+        for t in range(1, 2 * w):
+            k = tail_vectors(t, w, mr, 2)
+            assert k is None or k + (t - k * w) / mr < 2

@@ -23,7 +23,8 @@ from cnnjit.compiler.stages import CompileOptions
 WIDTHS = [4, 8, 16]
 #: the Conv variants that apply every fused activation and residual in registers (``epilogue.Epilogue``)
 IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_depthwise_row", "simd_pointwise", "cvec", "cvec_pointwise",
-                "sparse_pointwise", "cblock", "winograd_f4", "stem_conv"}
+                "sparse_pointwise", "cblock", "winograd_f4", "channel_pointwise",
+                "stem_conv"}
 
 
 def applicable_variants(model, op: str, width: int) -> list[str]:

@@ -38,6 +38,7 @@ def _conv(c: int, m: int, hw: int, k: int = 1, group: int = 1, stride: int = 1, 
 CASES = {
     ("Conv", "sparse_pointwise"): _conv(8, 16, 6, zeros=0.9),
     ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
+    ("Conv", "channel_pointwise"): _conv(8, 20, 5),
     ("Conv", "simd_pointwise"): _conv(8, 16, 9),
     ("Conv", "packed_pointwise"): _conv(48, 64, 9),
     ("Conv", "packed_fc"): _conv(40, 24, 1),
@@ -121,14 +122,12 @@ def test_default_choice_is_the_first_that_applies() -> None:
 
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("m", [8, 24, 40])
-@pytest.mark.parametrize(("hw", "variant"), [(1, "packed_fc"), (2, "cvec_pointwise")])
+@pytest.mark.parametrize(("hw", "variant"), [(1, "packed_fc"), (2, "channel_pointwise")])
 def test_squeeze_excite_1x1_on_tiny_maps(width: int, m: int, hw: int, variant: str) -> None:
     """A 1x1 conv on a 1x1 map (a squeeze-excite block's squeeze, ``C -> C / 4``) runs as a GEMV on packed
-    panels (``packed_fc``); on a 2x2 map, whose channels are not a multiple of two 8-lane vectors, it runs
-    ``cvec_pointwise`` on 4-lane vectors, not the pixel-vector kernel with a few live lanes (at width 4 the
-    map's 4 pixels fill one pixel vector: ``simd_pointwise``)."""
-    if hw * hw == width:
-        variant = "simd_pointwise"
+    panels (``packed_fc``); on a 2x2 map it runs ``channel_pointwise`` (the map's 4 pixels as a tile's rows,
+    output channels as lanes, on panels narrowed to keep their lanes busy), not the pixel-vector kernel with
+    a few live lanes."""
     model, shape = _conv(4 * m, m, hw)
     compiled = cnnjit.compile(model, vector_width=width)
     assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {variant}
@@ -138,11 +137,11 @@ def test_squeeze_excite_1x1_on_tiny_maps(width: int, m: int, hw: int, variant: s
 
 
 @pytest.mark.parametrize("width", [8, 16])
-def test_cvec_pointwise_only_where_pixel_vectors_idle(width: int) -> None:
-    """``cvec_pointwise`` takes a 1x1 conv on a small map only where the pixel vectors would leave at least
-    ``MIN_IDLE_LANES`` of their lanes idle: a 3x3 map (9 pixels) yes, an 8x8 map filling whole 8- or 16-lane
-    vectors no (``simd_pointwise``)."""
-    for (c, m, hw), want in [((128, 256, 3), "cvec_pointwise"), ((24, 96, 8), "simd_pointwise")]:
+def test_channel_vectors_only_where_pixel_vectors_idle(width: int) -> None:
+    """A 1x1 conv on a small map runs on output-channel vectors (``channel_pointwise``) where the pixel vectors
+    would idle lanes: a 3x3 map (9 pixels) yes, an 8x8 map of a layer too shallow for ``packed_pointwise``
+    filling whole rows of 4 8- or 16-lane vectors no (``simd_pointwise``)."""
+    for (c, m, hw), want in [((128, 256, 3), "channel_pointwise"), ((24, 96, 8), "simd_pointwise")]:
         model, shape = _conv(c, m, hw)
         compiled = cnnjit.compile(model, vector_width=width)
         assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {want}, (hw, width)

@@ -2,6 +2,7 @@
 
 from . import (  # noqa: F401
     block_fused,
+    channel_pointwise,
     dense,
     elementwise,
     misc,
