@@ -42,6 +42,8 @@ from . import api
 
 _PREFIX = "kernels-"
 _NATIVE_PREFIX = "native-"
+#: the compiled-program cache's remembered source digests (``native.tree_digest``)
+_DIGESTS = "code-digest"
 log = logging.getLogger("cnnjit")
 
 
@@ -82,8 +84,8 @@ def info() -> dict[str, Any]:
 
 
 def clear() -> dict[str, Any]:
-    """Delete every ``kernels-*`` and ``native-*`` folder under the cache root (this and other versions);
-    returns what went.
+    """Delete every ``kernels-*`` and ``native-*`` folder and the remembered source digests under the cache
+    root (this and other versions); returns what went.
 
     Only our own folders are touched (the root itself and anything else in it stay). Kernels already
     loaded in this process keep working; the next compile recreates the folder.
@@ -93,7 +95,7 @@ def clear() -> dict[str, Any]:
     freed = 0
     errors: list[str] = []
     if root.is_dir():
-        for p in sorted([*root.glob(_PREFIX + "*"), *root.glob(_NATIVE_PREFIX + "*")]):
+        for p in sorted([*root.glob(_PREFIX + "*"), *root.glob(_NATIVE_PREFIX + "*"), *root.glob(_DIGESTS)]):
             if p.is_symlink() or not p.is_dir():
                 continue
             if hasattr(os, "getuid") and p.lstat().st_uid != os.getuid():

@@ -26,7 +26,7 @@ from cnnjit.compiler.passes import Pass
 from cnnjit.compiler.stages import CompileOptions, Hooks, resolve_shapes, specialize
 from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import InputError
-from cnnjit.ir.ops.fused import BLOCK_INPUTS
+from cnnjit.ir.ops.fused import BLOCK_INPUTS, block_input
 from cnnjit.runtime.program import Program
 
 from .flops import node_bytes, node_flops
@@ -350,7 +350,7 @@ def _after_boxes(t: Trace, prefix: str, collapse: bool) -> tuple[list[str], list
         order.append(name)
         kern = _kernels(t, members)
         if collapse and n.op == "InvertedResidual":  # a block fused into one node (``fuse_blocks``)
-            x, w1, w3 = n.inputs[0], n.inputs[1], n.inputs[5]
+            x, w1, w3 = (block_input(n, name) for name in ("x", "w1", "w3"))
             k = "x".join(map(str, n.attrs["kernel_shape"]))
             lines = ["inverted residual" + (" +res" if len(n.inputs) > BLOCK_INPUTS else ""),
                      f"{x.shape[1]}\u2192{w1.shape[0]}\u2192{w3.shape[0]} ch, dw {k}/{max(n.attrs['strides'])}"]

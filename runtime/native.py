@@ -34,6 +34,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -96,17 +97,91 @@ def _host_machine(name_override: str | None, features_override: str | None) -> t
     return ll.get_process_triple(), name_override or name, features_override or features
 
 
+#: the packages whose source decides what an object holds and how it is called (``code_digest``)
+CODE_PACKAGES = ("compiler", "ir", "runtime")
+#: a digest taken less than this long after one of its files last changed is not remembered: a write in
+#: the same file-system timestamp tick could leave the file's stats as they were ("racy" stats, as git
+#: calls them), so only stats older than this vouch for the content
+RACY_STATS_S = 2.0
+#: the folder under the cache root that remembers ``code_digest`` by the files' stats
+_DIGESTS = "code-digest"
+#: remembered digests kept (one per installed or edited source tree sharing the cache root)
+MAX_DIGESTS = 32
+
+
+def _code_stats(base: Path) -> list[tuple[str, os.stat_result]]:
+    """(path relative to ``base``, stats) of every ``.py`` file of ``CODE_PACKAGES``, sorted by path."""
+    found: list[tuple[str, os.stat_result]] = []
+    for package in CODE_PACKAGES:
+        todo = [base / package]
+        while todo:
+            with os.scandir(todo.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        todo.append(Path(e.path))
+                    elif e.name.endswith(".py"):
+                        found.append((Path(e.path).relative_to(base).as_posix(), e.stat()))
+    return sorted(found, key=lambda f: f[0])
+
+
+def _read_digest(base: Path, files: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for rel in files:
+        h.update(f"{Path(rel)}\0".encode())
+        h.update((base / rel).read_bytes())
+    return h.hexdigest()
+
+
 @functools.lru_cache(maxsize=1)
 def code_digest() -> str:
     """SHA-256 of the Python source of the packages that decide what an object holds and how it is called
-    (``cnnjit.compiler``, ``cnnjit.ir``, ``cnnjit.runtime``): ~1 MB, read once per process (a few ms)."""
-    h = hashlib.sha256()
-    base = Path(__file__).resolve().parent.parent  # the folder holding compiler/, ir/ and runtime/
-    for package in ("compiler", "ir", "runtime"):
-        for path in sorted((base / package).rglob("*.py")):
-            h.update(f"{path.relative_to(base)}\0".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
+    (``CODE_PACKAGES``: ``cnnjit.compiler``, ``cnnjit.ir``, ``cnnjit.runtime``, ~1 MB), once per process;
+    remembered across processes by ``tree_digest``."""
+    # the folder holding compiler/, ir/ and runtime/
+    return tree_digest(Path(__file__).resolve().parent.parent, cache_root() / _DIGESTS)
+
+
+def tree_digest(base: Path, memo_dir: Path) -> str:
+    """SHA-256 of the ``.py`` files of ``CODE_PACKAGES`` under ``base`` (each file's relative path and bytes,
+    sorted by path), remembered in ``memo_dir`` under a key of every file's path, size, modification and
+    change time, inode and device, so that a warm start stats ~110 files instead of reading them.
+
+    Editing, adding, removing or replacing a file changes the key (its change time at least, which no
+    process can set back), so the content is read and hashed again; a digest is remembered only when every
+    file's stats are older than ``RACY_STATS_S``, in a folder that is ours; a memo file that is not ours or
+    not a digest is ignored."""
+    found = _code_stats(base)
+    key = hashlib.sha256("\n".join(
+        f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
+        for rel, st in found).encode()).hexdigest()[:32]
+    try:
+        text = _read_ours(memo_dir / key, 64).decode("ascii")
+        if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+            return text
+    except (Miss, OSError, UnicodeDecodeError):
+        pass
+    digest = _read_digest(base, [rel for rel, _ in found])
+    newest = max((max(st.st_mtime, st.st_ctime) for _, st in found), default=0.0)
+    if time.time() - newest > RACY_STATS_S:
+        try:
+            _private_dir(memo_dir.parent)
+            _write_atomic(_private_dir(memo_dir) / key, digest.encode("ascii"))
+            _prune(memo_dir, MAX_DIGESTS)
+        except OSError as e:  # a read-only cache: the digest is read every time
+            log.debug("compiled-program cache: cannot remember the code digest: %s", e)
+    return digest
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest files of ``folder`` (digests of checkouts edited since)."""
+    with os.scandir(folder) as it:
+        files = sorted((e.stat(follow_symlinks=False).st_mtime, e.path) for e in it
+                       if e.is_file(follow_symlinks=False))
+    for _, path in files[:max(0, len(files) - keep)]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def host_fields() -> dict[str, Any]:

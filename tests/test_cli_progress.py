@@ -256,9 +256,27 @@ def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> No
 
 
 #: every command that compiles a model, with what it needs besides MODEL ("{d}": a scratch folder)
-COMPILING = {"run": ["--random", "--runs", "0"], "inspect": [], "graph": ["-o", "{d}/g.dot"],
+COMPILING = {"run": ["--random", "--runs", "0"],
              "bench": ["--runs", "1", "--warmup", "0"], "profile": ["--runs", "1"], "warm": [],
              "quantize": ["--calibration", "random", "--batches", "1", "-o", "{d}/q.onnx"]}
+#: the commands that show a model's schedule without running it: its kernels are bound, never compiled
+SCHEDULE_ONLY = {"inspect": [], "graph": ["-o", "{d}/g.dot"]}
+
+
+@pytest.mark.parametrize("cmd", list(SCHEDULE_ONLY))
+def test_inspect_and_graph_compile_no_kernel(cmd: str, model_path: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``inspect`` and ``graph`` on an empty cache: no kernel event (so no bar) and no machine code in the
+    cache, while ``run`` under the same observer sends its compile's events (the observer really listens)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CNNJIT_CACHE_DIR", str(cache))
+    events: list[KernelEvent] = []
+    with observe_kernels(events.append):
+        assert cli_main([cmd, str(model_path), *(a.format(d=tmp_path) for a in SCHEDULE_ONLY[cmd])]) == 0
+        assert not events and not list(cache.rglob("*.nbi"))
+        assert cli_main(["run", str(model_path), *COMPILING["run"]]) == 0
+    kinds = [e.origin for e in events]
+    assert kinds and kinds[0] == "begin" and kinds[-1] == "end" and events[0].total > 0, events
 
 
 @pytest.mark.parametrize("cmd", list(COMPILING))

@@ -255,10 +255,12 @@ def test_cli_cache_info_warm_clear(tmp_path):
     again = json.loads(p.stdout)
     assert again["compiled"] == 0 and again["cache_hits"] == len(again["kernels"])
     (cache / "keep.txt").write_text("not ours")
+    digests = (cache / "code-digest").is_dir()  # remembered unless a source file changed in the last seconds
     p = _cli(cache, "cache", "clear")
     assert p.returncode == 0, p.stderr
-    assert "removed 2 cache folder" in p.stdout  # the kernels' and the compiled programs'
+    assert f"removed {2 + digests} cache folder" in p.stdout  # the kernels', the compiled programs', digests
     assert not list(cache.glob("kernels-*")) and not list(cache.glob("native-*")) and (cache / "keep.txt").exists()
+    assert not (cache / "code-digest").exists()
     p = _cli(cache, "cache", "info")  # the table
     assert p.returncode == 0 and "kernels" in p.stdout and "0 hits" in p.stdout
     # usage errors and help

@@ -30,6 +30,21 @@ def test_template_slots_are_checked_and_parsed() -> None:
     assert "{P}" in t.fill(BODY="s = '{P}'")
 
 
+def test_a_text_is_parsed_once_and_errors_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed: list[str] = []
+    real = template.ast.parse
+    monkeypatch.setattr(template, "_PARSED", set())
+    monkeypatch.setattr(template.ast, "parse", lambda text: parsed.append(text) or real(text))
+    t = Template(SRC, P="")
+    good = t.fill(BODY="return 4711")
+    assert t.fill(BODY="return 4711") == good and template.source(good.splitlines()) == good
+    assert parsed.count(good) == 1  # the same text again: from the memo
+    for _ in range(2):  # a text that does not parse is never remembered
+        with pytest.raises(CompileError, match="not valid Python"):
+            t.fill(BODY="return (4711")
+    assert len(parsed) == 3
+
+
 def test_bind_orders_by_parameter_name() -> None:
     src = Template(SRC, P=", r3b, r3o", BODY="pass").fill()
     assert bind(src, alpha=2.0, n=5, x="X", of="OF", r3="R") == ["X", "OF", 5, 2.0, "R"]

@@ -148,7 +148,7 @@ def test_oversubscribed_team_is_still_exact(models) -> None:
 def test_default_threads(monkeypatch) -> None:
     monkeypatch.setenv("CNNJIT_NUM_THREADS", "2")
     assert parallel.default_threads() == 2
-    cm = cnnjit.compile(block_model(), input_shapes={"x": (1, 3, SIZE, SIZE)})
+    cm = cnnjit.compile(block_model(), input_shapes={"x": (1, 3, SIZE, SIZE)}, entry="lazy")  # builds no kernel
     assert cm._default_spec().program.meta["threads"] == 2
     assert cm.origin[1]["threads"] is None  # a pickled model takes the cores where it is unpickled
     monkeypatch.delenv("CNNJIT_NUM_THREADS")
@@ -210,7 +210,7 @@ def test_steps_wait_for_every_conflict(build) -> None:
     what it reads or writes (storage intervals from the memory plan; a call's kernel scratch is written), the
     earlier one is among the later one's dependencies, transitively; and every listed dependency is such a
     conflict."""
-    cm = cnnjit.compile(build(), threads=2)
+    cm = cnnjit.compile(build(), threads=2, entry="lazy")  # the graph only: no kernel built
     graph = cm._default_spec().graph
     target = Target(threads=2)
     lowered, groups = lower(graph, target)

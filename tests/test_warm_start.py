@@ -8,6 +8,7 @@ same model (compiled from its ``ModelProto``, which never takes the warm path) a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -193,6 +194,62 @@ def test_an_edited_compiler_misses(cache: dict, monkeypatch: pytest.MonkeyPatch)
     model = cnnjit.compile(str(cache["path"]))
     assert not _is_warm(model)
     np.testing.assert_allclose(model(_x()), _reference(_model(), _x()), rtol=1e-4, atol=1e-5)
+
+
+def _tree(base: Path) -> None:
+    for rel, text in (("compiler/a.py", "A = 1\n"), ("compiler/sub/b.py", "B = 2\n"), ("ir/c.py", "C = 3\n"),
+                      ("runtime/d.py", "D = 4\n"), ("runtime/notes.txt", "not source\n")):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_text(text)
+
+
+def _read_tree_digest(base: Path) -> str:
+    """The digest from the files' bytes, written apart from ``native``'s stats and memo."""
+    h = hashlib.sha256()
+    for package in ("compiler", "ir", "runtime"):
+        for path in sorted((base / package).rglob("*.py")):
+            h.update(f"{path.relative_to(base)}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def test_code_digest_is_the_sources_digest():
+    base = Path(native.__file__).resolve().parent.parent
+    native.code_digest.cache_clear()
+    try:
+        assert native.code_digest() == _read_tree_digest(base)
+    finally:
+        native.code_digest.cache_clear()
+
+
+def test_code_digest_memo_never_outlives_an_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    base, memo = tmp_path / "src", tmp_path / "root" / "code-digest"
+    _tree(base)
+    # files that changed within RACY_STATS_S: the digest is right and not remembered
+    assert native.tree_digest(base, memo) == _read_tree_digest(base)
+    assert not memo.exists()
+    # later: remembered, and a warm start reads the memo instead of the files
+    later = native.time.time() + 2 * native.RACY_STATS_S
+    monkeypatch.setattr(native.time, "time", lambda: later)
+    first = native.tree_digest(base, memo)
+    assert first == _read_tree_digest(base) and len(list(memo.iterdir())) == 1
+    with monkeypatch.context() as m:
+        m.setattr(native, "_read_digest", lambda *a: pytest.fail("the memo was not used"))
+        assert native.tree_digest(base, memo) == first
+    # an edit that keeps the size and modification time still changes the change time: read again
+    f = base / "ir" / "c.py"
+    st = f.stat()
+    f.write_text("C = 9\n")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = native.tree_digest(base, memo)
+    assert edited == _read_tree_digest(base) != first
+    # a file added or removed, and a memo that is not a digest: read again
+    (base / "runtime" / "e.py").write_text("E = 5\n")
+    assert native.tree_digest(base, memo) == _read_tree_digest(base) != edited
+    (base / "runtime" / "e.py").unlink()
+    for p in memo.iterdir():
+        p.write_text("0" * 63 + "g")
+    assert native.tree_digest(base, memo) == edited
 
 
 def test_entry_of_another_user_or_a_link_is_refused(cache: dict):

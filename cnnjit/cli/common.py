@@ -331,11 +331,13 @@ def save_model(model: Any, path: str) -> None:
 
 def trace_model(args: argparse.Namespace) -> Any:
     """``cnnjit.inspect_model.trace`` of ``args.model`` with ``--shape``/``--unfused``/``--threads`` (notes on
-    stderr)."""
+    stderr). ``inspect`` and ``graph`` show the schedule (kernels, variants, calls, arena), never run it: the
+    kernels are bound but not compiled (``entry="lazy"``; a cold ``inspect`` of the PP-OCRv4 recognizer
+    compiled ~40 kernels for a table)."""
     from cnnjit.inspect_model import trace
 
     with model_shapes(args) as shapes:
-        t = trace(args.model, shapes, fuse=not args.unfused, threads=args.threads)
+        t = trace(args.model, shapes, entry="lazy", fuse=not args.unfused, threads=args.threads)
     if not args.json:
         for n in t.notes:
             note(n)

@@ -19,8 +19,16 @@ from ..errors import ShapeError
 from ..types import TensorType
 from . import REQUIRED, defop, get_op, post_infer, post_ref
 
-#: the inputs before the residuals: x, w1, b1, w2, b2, w3, b3
-BLOCK_INPUTS = 7
+#: the inputs before the residuals, by name: the block's input, then the expand, depthwise and project
+#: convs' weights and biases
+BLOCK_INPUT_NAMES = ("x", "w1", "b1", "w2", "b2", "w3", "b3")
+BLOCK_INPUTS = len(BLOCK_INPUT_NAMES)
+
+
+def block_input(node: Any, name: str) -> Any:
+    """The input ``name`` (one of ``BLOCK_INPUT_NAMES``) of an ``InvertedResidual`` node, so that readers name
+    the weights they mean rather than their positions."""
+    return node.inputs[BLOCK_INPUT_NAMES.index(name)]
 
 
 def _dw_attrs(a: dict[str, Any], channels: int) -> dict[str, Any]:
