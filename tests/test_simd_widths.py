@@ -213,29 +213,6 @@ def test_pool_kernels_at_width(width, case, data) -> None:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@given(op=st.sampled_from(["MaxPool", "AveragePool"]), kh=st.integers(1, 3), kw=st.integers(1, 8),
-       sh=st.integers(1, 2), sw=st.integers(3, 8), ph=st.integers(0, 1), h=st.integers(3, 9),
-       ow=st.integers(1, 40), extra=st.integers(0, 7), cip=st.integers(0, 1), seed=st.integers(0, 2**16))
-def test_wide_stride_pool_kernel_at_width(width, op, kh, kw, sh, sw, ph, h, ow, extra, cip, seed) -> None:
-    """Column strides above 2 (the (1, 4) frequency pooling of audio models) on ``simd_pool``'s strided
-    gathers: no column pads, ``ow`` output columns over a row with ``extra`` columns past the last window."""
-    assume(ph < kh <= h + 2 * ph)
-    win = (ow - 1) * sw + kw + extra
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((1, 3, h, win)).astype(np.float32)
-    pads = [ph, 0, ph, 0]
-    attrs = dict(kernel_shape=[kh, kw], strides=[sh, sw], pads=pads)
-    if op == "MaxPool":
-        expected = ref.max_pool(x, [kh, kw], strides=[sh, sw], pads=pads)
-    else:
-        attrs["count_include_pad"] = cip
-        expected = ref.avg_pool(x, [kh, kw], strides=[sh, sw], pads=pads, count_include_pad=cip)
-    model = compile_variant(_model([helper.make_node(op, ["x"], ["y"], **attrs)], list(x.shape), {}), op, width,
-                            force="simd_pool")
-    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("width", WIDTHS)
 @given(m=st.integers(1, 5), k=st.integers(1, 40), n=st.integers(1, 70), trans_b=st.integers(0, 1),
        bias=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
 def test_gemm_kernel_at_width(width, m, k, n, trans_b, bias, seed, data) -> None:

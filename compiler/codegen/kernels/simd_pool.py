@@ -1,12 +1,10 @@
 """2-D max and average pooling with explicit SIMD over output columns (plain NCHW).
 
 Each (image, channel) plane is processed row by row in vectors of ``W`` output columns. Stride 1 loads
-contiguously, stride 2 keeps the even lanes of a double load, larger strides gather (windows inside the
-row only, ``_gather_ok``: the (1, 4) frequency pooling of audio models ran on the scalar ``pool``); lanes
-outside the input are masked (never read) and hold -inf for max pooling or 0 for averaging. Average pooling
-divides by a constant when every window holds kh*kw counted cells; with pads not counted
-(``count_include_pad=0``) it counts each window's cells inside the input by running the same masked loads
-over a row of ones. Fused activations (the
+contiguously, stride 2 keeps the even lanes of a double load; lanes outside the input are masked (never
+read) and hold -inf for max pooling or 0 for averaging. Average pooling divides by a constant when every
+window holds kh*kw counted cells; with pads not counted (``count_include_pad=0``) it counts each window's
+cells inside the input by running the same masked loads over a row of ones. Fused activations (the
 ``post`` steps ``fuse_epilogue`` gives a pool) run on each output vector before its store.
 """
 
@@ -29,11 +27,7 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False, node: Node
     without a vector form)."""
     fill = "-math.inf" if is_max else "0.0"
     comb = f"vmax{w}" if is_max else f"vadd{w}"
-    if sw > 2:  # every stored lane's tap is inside the row (``_gather_ok``): lanes past cnt read nothing
-        fast, fast_ok, edge = (f"vgather{w}(xb, xrow + iw0, {sw})", f"iw0 + {(w - 1) * sw} < Win",
-                               f"vgathern{w}(xb, xrow + iw0, {sw}, cnt)")
-    else:
-        fast, fast_ok, edge = row_load(w, sw, fill=fill)
+    fast, fast_ok, edge = row_load(w, sw, fill=fill)
     init = f"vbcast{w}(-math.inf)" if is_max else f"vzero{w}()"
     lines = [
         "def kernel(xb, xo, yb, yo, NC, H, Win, OH, OW, KH, KW, sh, ph, pw, dh, dw, scale"
@@ -81,22 +75,10 @@ def _uniform_divisor(node: Node) -> bool:
     return inside and bool(a["count_include_pad"] or not any(p))
 
 
-def _gather_ok(node: Node) -> bool:
-    """A column stride above 2 (audio models pool 4 or 8 frequency bins into one): strided gathers, when no
-    window reaches past the row's ends (no column pads, no ceil-mode overhang), so a lane is read only for a
-    stored output column."""
-    a = node.attrs
-    Win, OW = node.inputs[0].shape[3], node.outputs[0].shape[3]
-    return (not a["pads"][1] and not a["pads"][3]
-            and (OW - 1) * a["strides"][1] + (a["kernel_shape"][1] - 1) * a["dilations"][1] < Win)
-
-
 def simd_pool_applies(node: Node, target: Target) -> bool:
     x = node.inputs[0]
     a = node.attrs
-    if x.dtype != np.float32 or len(x.shape) != 4 or a.get("indices"):
-        return False
-    if a["strides"][1] > 2 and not _gather_ok(node):
+    if x.dtype != np.float32 or len(x.shape) != 4 or a["strides"][1] not in (1, 2) or a.get("indices"):
         return False
     # average pooling: a uniform divisor, or pads not counted (the divisor is counted per window)
     return node.op != "AveragePool" or _uniform_divisor(node) or not a["count_include_pad"]
