@@ -10,7 +10,6 @@ from conftest import assert_outputs_match, ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
-from benchmarks.corpus import load
 
 F = TensorProto.FLOAT
 
@@ -170,14 +169,3 @@ def test_strided_1xk_conv_on_a_height_1_plane(m: int, k: int, stride: int, lengt
     (want,) = ort_session(mdl).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
-
-def test_frequency_maxpool_runs_on_simd_pool() -> None:
-    """PLCMOS (speechmos) pools 4 frequency bins into one (MaxPool (1, 4), column stride 4), which ran on the
-    scalar ``pool`` kernel; the corpus model ``audio_pool_gru`` has the pattern: its pools run on
-    ``simd_pool``'s strided gathers and the model matches onnxruntime."""
-    model, feeds = load("audio_pool_gru")
-    compiled = cnnjit.compile(model)
-    pools = [c.variant for c in compiled._default_spec().program.calls if c.op == "MaxPool"]
-    assert pools == ["simd_pool", "simd_pool"], pools
-    (want,) = ort_session(model).run(None, feeds)
-    np.testing.assert_allclose(compiled.run(None, feeds)[0], want, rtol=0, atol=1e-5 * float(np.abs(want).max()))
