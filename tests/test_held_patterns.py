@@ -168,4 +168,3 @@ def test_strided_1xk_conv_on_a_height_1_plane(m: int, k: int, stride: int, lengt
     x = rng.standard_normal((1, 1, 1, length)).astype(np.float32)
     (want,) = ort_session(mdl).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
-
