@@ -19,6 +19,8 @@ Generated models (``onnx.helper``, opset 17, seeded random weights of realistic 
 * ``svtr_block``          two SVTR attention blocks: LayerNormalization (op and decomposed), q/k/v MatMuls with
                           Softmax, GELU written with Erf
 * ``crnn_lstm_gru``       conv stack -> bidirectional LSTM -> GRU -> CTC Softmax
+* ``audio_pool_gru``      a speech-quality scorer (PLCMOS-style) on a spectrogram: 3x3 conv + LeakyRelu, MaxPool
+                          (1, 4) over frequency bins (column stride 4), a bidirectional GRU, a pooled score
 * ``*_qdynamic``, ``*_qstatic``  onnxruntime's ``quantize_dynamic`` / ``quantize_static`` output with their
                           default options (static: QDQ, int8, MinMax over a small seeded calibration reader)
 
@@ -380,6 +382,29 @@ def crnn_lstm_gru(height: int = 32, width: int = 128, hidden: int = 64, classes:
     return b.finish(x, y)
 
 
+def audio_pool_gru(frames: int = 48, bins: int = 65, hidden: int = 32, seed: int = 15) -> onnx.ModelProto:
+    """A speech-quality scorer on a 1x1xFRAMESxBINS spectrogram, as speechmos's PLCMOS exports it: two 3x3
+    conv + LeakyRelu layers, each followed by a (1, 4) MaxPool over the frequency bins (a column stride of 4;
+    ``bins`` not a multiple of it, so each row has columns past the last window), then frames as time steps
+    (T, 1, C * bins') through a bidirectional GRU, a per-step linear score, Sigmoid, mean over time."""
+    b = _Net(f"audio_pool_gru_{frames}x{bins}", seed)
+    x = b.input((1, 1, frames, bins))
+    y = x
+    for cout in (16, 32):
+        y = b.conv(y, cout, 3, pads=[1] * 4)
+        y = b.node("LeakyRelu", [y], b.shapes[y], alpha=0.2)
+        n, c, h, w = b.shapes[y]
+        y = b.node("MaxPool", [y], (n, c, h, (w - 4) // 4 + 1), kernel_shape=[1, 4], strides=[1, 4])
+    n, c, h, w = b.shapes[y]
+    y = b.reshape(b.transpose(y, [2, 0, 1, 3]), [h, 1, c * w], (h, 1, c * w))  # (T, 1, C * bins')
+    gru = b.node("GRU", [y, *_rnn_weights(b, "gru", 2, 3, c * w, hidden)], (h, 2, 1, hidden),
+                 hidden_size=hidden, direction="bidirectional", linear_before_reset=1)
+    y = b.reshape(b.transpose(gru, [0, 2, 1, 3]), [0, 0, -1], (h, 1, 2 * hidden))
+    y = b.node("Sigmoid", [b.matmul(y, 1, gain=16.0)], (h, 1, 1))
+    y = b.node("ReduceMean", [y], (1, 1, 1), axes=[0], keepdims=1)
+    return b.finish(x, y)
+
+
 # =========================================================================================================
 # onnxruntime's quantization tool, default options
 # =========================================================================================================
@@ -431,6 +456,7 @@ CORPUS.update({
     "yolov8_head": ModelEntry(yolov8_head, (1, 3, 64, 64), source="corpus"),
     "svtr_block": ModelEntry(svtr_block, (1, 3, 32, 128), source="corpus"),
     "crnn_lstm_gru": ModelEntry(crnn_lstm_gru, (1, 1, 32, 128), source="corpus"),
+    "audio_pool_gru": ModelEntry(audio_pool_gru, (1, 1, 48, 65), source="corpus"),
 })
 for _base, _how in (("mobilenet_v3_small", "dynamic"), ("crnn_lstm_gru", "dynamic"),
                     ("mobilenet_v3_small", "static"), ("yolov8_head", "static")):

@@ -98,6 +98,7 @@ def test_generated_corpus_model_is_valid_and_deterministic(name: str) -> None:
             "yolov8_head": {"Shape", "Range", "Expand", "Softmax", "Split", "Sigmoid", "Resize"},
             "svtr_block": {"LayerNormalization", "ReduceMean", "Sqrt", "MatMul", "Softmax", "Erf"},
             "crnn_lstm_gru": {"LSTM", "GRU"},
+            "audio_pool_gru": {"LeakyRelu", "MaxPool", "GRU"},
             "mobilenet_v3_small_qdynamic": {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"},
             "crnn_lstm_gru_qdynamic": {"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "MatMulInteger"},
             "mobilenet_v3_small_qstatic": {"QuantizeLinear", "DequantizeLinear", "Conv"},

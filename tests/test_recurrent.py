@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numba
 import numpy as np
 import onnx
 import pytest
@@ -26,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import cnnjit
+from cnnjit.compiler.codegen import simd
 from cnnjit.ir.errors import UnsupportedOpError
 from cnnjit.ir.ops.recurrent import gru_loop_ref
 
@@ -220,7 +222,7 @@ def _quantized(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
 
 
 def dq_lstm_model(T: int, B: int, I: int, H: int, direction: str, *, h0: bool = False, c0: bool = False,
-                  seq: bool = False, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+                  seq: bool = False, seed: int = 0, rz: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """A one-node DynamicQuantizeLSTM with random int8 weights: ``R`` over the full range (so onnxruntime's
     non-VNNI int16 saturation happens), ``|W| <= 63`` (no saturation in the input GEMM, which cnnjit computes
     exactly). With ``seq``, one sequence has the full length (onnxruntime quantizes ``X`` over the first
@@ -231,7 +233,7 @@ def dq_lstm_model(T: int, B: int, I: int, H: int, direction: str, *, h0: bool = 
              "R": rng.integers(-127, 128, (D, H, 4 * H)).astype(np.int8),
              "B": rng.normal(0, 0.5, (D, 8 * H)).astype(np.float32),
              "Ws": rng.uniform(0.005, 0.02, D).astype(np.float32), "Wz": np.zeros(D, np.int8),
-             "Rs": rng.uniform(0.01, 0.04, D).astype(np.float32), "Rz": np.zeros(D, np.int8)}
+             "Rs": rng.uniform(0.01, 0.04, D).astype(np.float32), "Rz": np.full(D, rz, np.int8)}
     feeds = {"X": rng.normal(size=(T, B, I)).astype(np.float32)}
     if seq:
         feeds["seq"] = rng.integers(1, T + 1, B).astype(np.int32)
@@ -300,7 +302,7 @@ def _dq_oracle(model: onnx.ModelProto, feeds: dict[str, np.ndarray], saturate: b
     qx, zx, sx = quant(x)
     g = ((qx - zx) @ w["W"][0].astype(np.int64)).astype(np.float32) * (sx * w["Ws"][0])
     bias = w["B"][0, :4 * H] + w["B"][0, 4 * H:]
-    R = w["R"][0].astype(np.int64)
+    R = w["R"][0].astype(np.int64) - int(w["Rz"][0])
     h, c = np.zeros(H, np.float32), np.zeros(H, np.float32)
     ys = []
     for t in range(len(x)):
@@ -380,3 +382,36 @@ def test_ddddocr_crnn_matches_onnxruntime(quantized: bool, tol: float, tmp_path:
         (got,) = compiled.run(None, {"input1": x})
         assert np.abs(got - want).max() <= tol * np.abs(want).max()
         assert _decode(got) == _decode(want)
+
+
+@pytest.mark.parametrize("rz,int8", [(0, True), (3, False)])
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_dynamic_quantize_lstm_int8_panels(rz: int, int8: bool, width: int, monkeypatch) -> None:
+    """``R`` less its zero point within int8 (zero point 0): the recurrence's panels are stored as bytes and
+    widened in the GEMV (``vloadi8``); a zero point of 3 takes ``R - 3`` below -128, so they stay float32.
+    Both against the numpy oracle (exact integer products)."""
+    import cnnjit.compiler.frontend.import_recurrent as imp
+
+    monkeypatch.setattr(imp, "ort_u8s8_saturates", lambda: False)
+    model, feeds = dq_lstm_model(4, 1, 5, 11, "forward", seed=7, rz=rz)
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert ("vloadi8" in compiled.source()) == int8
+    assert_close(compiled.run(None, feeds), _dq_oracle(model, feeds, False), tol=1e-5)
+
+
+@property_settings(10)
+@given(data=st.data(), n=st.sampled_from([4, 8, 16, 32]))
+def test_vloadi8_widens_int8_lanes(data, n: int) -> None:
+    """``vloadi8{n}(buf, i)``: the int8 bytes ``buf[i:i + n]`` as float32 lanes, exactly, at any offset."""
+    load, store = getattr(simd, f"vloadi8{n}"), getattr(simd, f"vstore{n}")
+
+    @numba.njit
+    def widen(b, i, out):
+        store(out, 0, load(b, i))
+
+    size = data.draw(st.integers(n, 3 * n))
+    buf = np.array(data.draw(st.lists(st.integers(-128, 127), min_size=size, max_size=size)), np.int8)
+    i = data.draw(st.integers(0, size - n))
+    out = np.full(n, np.nan, np.float32)
+    widen(buf, i, out)
+    assert np.array_equal(out, buf[i:i + n].astype(np.float32))

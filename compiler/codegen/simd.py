@@ -6,6 +6,7 @@ of operations a convolution needs, for widths 4 (NEON, SSE), 8 (AVX2) and 16 (AV
 and 128 lanes (register tile rows; LLVM splits them into machine vectors):
 
     vload16(buf, i)        buf[i:i+16] as a vector (unaligned)
+    vloadi816(buf, i)      int8 buf[i:i+16] as float32 lanes (small-integer weights, a quarter of the bytes)
     vstore16(buf, i, v)    write it back
     vbcast16(x)            x in every lane
     vfma16(a, b, c)        a * b + c, fused
@@ -141,6 +142,18 @@ def _make(n: int) -> dict[str, object]:
             return context.get_dummy_value()
 
         return types.void(arr, idx, v, count), codegen
+
+    @intrinsic
+    def vloadi8(typingctx, arr, idx):
+        """``arr[idx:idx + n]`` of an int8 array as float32 lanes (sign-extended and converted: x86
+        ``vpmovsxbd`` + ``vcvtdq2ps``): a quarter of the float stream's bytes for weights that are small
+        integers (a quantized recurrence's ``R``)."""
+        def codegen(context, builder, sig, args):
+            ptr = builder.gep(_data(context, builder, sig.args[0], args[0]), [args[1]])
+            bv = builder.load(builder.bitcast(ptr, ir.PointerType(ir.VectorType(ir.IntType(8), n))), align=1)
+            return builder.sitofp(bv, lvt)
+
+        return vt(arr, idx), codegen
 
     @intrinsic
     def vbcast(typingctx, x):
@@ -438,6 +451,7 @@ def _make(n: int) -> dict[str, object]:
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
+        f"vloadi8{n}": vloadi8,
     }
 
 
@@ -465,4 +479,4 @@ __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
-    "vhmax", "vsub", "vprelu", "vziplo", "vziphi", *FUNCTIONS)]
+    "vhmax", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]

@@ -74,9 +74,11 @@ def block_lanes(node: Node, target: Target) -> int:
     return w * (8 if node.op == "RNNLoop" else 2)
 
 
-def pack_recurrence(R: np.ndarray, H: int, BW: int, gates_by_pass: list[tuple[int, ...]]) -> np.ndarray:
+def pack_recurrence(R: np.ndarray, H: int, BW: int, gates_by_pass: list[tuple[int, ...]],
+                    dtype: type = np.float32) -> np.ndarray:
     """One direction's ``R [NG*H, H]`` as the kernel reads it: per pass, per block of ``BW`` units, a panel
-    ``[H (k), gates, BW]`` holding ``R[q*H + j, k]`` (zero past unit ``H``); the passes one after another."""
+    ``[H (k), gates, BW]`` holding ``R[q*H + j, k]`` (zero past unit ``H``); the passes one after another,
+    as ``dtype`` (int8 for a quantized ``R`` that fits: ``int8_recurrence``)."""
     nblk = -(-H // BW)
     parts = []
     for gs in gates_by_pass:
@@ -86,21 +88,31 @@ def pack_recurrence(R: np.ndarray, H: int, BW: int, gates_by_pass: list[tuple[in
             rows[:H] = R[q * H:(q + 1) * H]
             p[:, :, qi, :] = rows.reshape(nblk, BW, H).transpose(0, 2, 1)
         parts.append(p.reshape(-1))
-    return np.concatenate(parts)
+    return np.concatenate(parts).astype(dtype)
+
+
+def int8_recurrence(R: np.ndarray) -> bool:
+    """Whether a quantized ``R`` (integers: the int8 weights less their zero point) fits int8, so its panels
+    are stored as bytes and widened in the GEMV (``vloadi8``): the recurrence streams all of ``R`` at every
+    step (the ddddocr CRNN: 4 MB per direction as float32, from L3), a quarter of that as int8."""
+    return bool(R.size) and float(R.min()) >= -128 and float(R.max()) <= 127 and bool(np.all(R == np.rint(R)))
 
 
 _NAMES = ("i", "o", "f", "c")
 
 
-def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str) -> list[str]:
-    """A block's GEMV: ``acc_q += R_q[block] @ h`` for the pass's gates, ``h[k]`` being ``hexpr``."""
+def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str,
+          load: str = "vload") -> list[str]:
+    """A block's GEMV: ``acc_q += R_q[block] @ h`` for the pass's gates, ``h[k]`` being ``hexpr``; ``load``
+    reads the panel (``vloadi8``: int8 panels)."""
     n = len(gates)
     lines = [f"{ind}ri = {roff}", f"{ind}for k in range(H):", f"{ind}    hv = vbcast{BW}({hexpr})"]
-    lines += [f"{ind}    {acc} = vfma{BW}(hv, vload{BW}(rb, ri + {i * BW}), {acc})" for i, acc in enumerate(accs)]
+    lines += [f"{ind}    {acc} = vfma{BW}(hv, {load}{BW}(rb, ri + {i * BW}), {acc})" for i, acc in enumerate(accs)]
     return lines + [f"{ind}    ri += {n * BW}"]
 
 
-def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str) -> list[str]:
+def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str,
+              load: str = "vload") -> list[str]:
     """``_gemv`` as onnxruntime's x86 u8s8 kernels without VNNI compute it (``u8s8_dot``): the products of
     ``k = 2i, 2i + 1`` (exact in float32) summed, clamped to int16, then accumulated."""
     n = len(gates)
@@ -109,11 +121,12 @@ def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[s
     lines = [f"{ind}ri = {roff}", f"{ind}for k in range(0, H - 1, 2):",
              f"{ind}    hv = vbcast{BW}({hexpr})", f"{ind}    hw = vbcast{BW}({h1})"]
     for i, acc in enumerate(accs):
-        pr = f"vfma{BW}(hw, vload{BW}(rb, ri + {(n + i) * BW}), vmul{BW}(hv, vload{BW}(rb, ri + {i * BW})))"
+        pr = f"vfma{BW}(hw, {load}{BW}(rb, ri + {(n + i) * BW}), vmul{BW}(hv, {load}{BW}(rb, ri + {i * BW})))"
         lines.append(f"{ind}    {acc} = vadd{BW}({acc}, vmin{BW}(vmax{BW}({pr}, {lo}), {hi}))")
     lines += [f"{ind}    ri += {2 * n * BW}", f"{ind}if H % 2:", f"{ind}    k = H - 1",
               f"{ind}    hv = vbcast{BW}({hexpr})"]  # one product: |q * r| <= 255 * 128 < 2^15
-    return lines + [f"{ind}    {acc} = vfma{BW}(hv, vload{BW}(rb, ri + {i * BW}), {acc})" for i, acc in enumerate(accs)]
+    return lines + [f"{ind}    {acc} = vfma{BW}(hv, {load}{BW}(rb, ri + {i * BW}), {acc})"
+                    for i, acc in enumerate(accs)]
 
 
 def gate_load(ind: str, dst: str, q: int, BW: int, tm: bool) -> list[str]:
@@ -219,10 +232,11 @@ QUANT_STEP = f"""        for b in range(B):
             zb[U(zr + H + 1)] = hsc"""
 
 
-def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
+def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: bool = False) -> str:
     """The kernel running direction ``d`` of ``node`` (``peep``: an LSTM with peepholes). ``DQLSTMLoop``:
-    the GEMV runs over the quantized state (``QUANT_STEP``) and integer-valued ``R``; its result is scaled
-    by ``h_scale * R_scale`` (per gate row, ``msb``) before the gates are added."""
+    the GEMV runs over the quantized state (``QUANT_STEP``) and integer-valued ``R`` (``int8``: its panels
+    stored as int8); its result is scaled by ``h_scale * R_scale`` (per gate row, ``msb``) before the gates
+    are added."""
     op = node.op
     passes = groups(node)
     quant = op == "DQLSTMLoop"
@@ -278,7 +292,8 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False) -> str:
             lines += _gemv(ind + "    ", BW, gs, pan, accs, "hyb[U(hyo + b * H + k)]")
         elif quant:
             gemv = _gemv_sat if node.attrs["saturate"] else _gemv
-            lines += gemv(ind + "    ", BW, gs, pan, accs, "zb[U(zo + b * (H + 2) + k)]")
+            load = "vloadi8" if int8 else "vload"
+            lines += gemv(ind + "    ", BW, gs, pan, accs, "zb[U(zo + b * (H + 2) + k)]", load)
             lines += [f"{ind}hzv = vbcast{BW}(np.float32(-zb[U(zo + b * (H + 2) + H)]))",
                       f"{ind}hsv = vbcast{BW}(zb[U(zo + b * (H + 2) + H + 1)])"]
             for q, acc in zip(gs, accs):  # - zp * sum_k R, then the scales, then the input gates
@@ -322,7 +337,9 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
     for d in range(D):
         rev = int(a["direction"] == "reverse" or d == 1)
         state = d * B * H
-        r = Param(pack_recurrence(np.asarray(R.const[d], np.float32), H, BW, groups(node)))
+        rd = np.asarray(R.const[d], np.float32)
+        int8 = op == "DQLSTMLoop" and int8_recurrence(rd)
+        r = Param(pack_recurrence(rd, H, BW, groups(node), np.int8 if int8 else np.float32))
         h0a = At(h0, state) if h0 is not None else Param(np.zeros(1, np.float32))
         args = [At(g, d * ng * H * (1 if tm else T * B)), r, lens, h0a]
         if lstm:
@@ -337,7 +354,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         if lstm:
             args.append(At(node.outputs[2], state))
         args += [T, B, H, D * ng * H if tm else T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
-        src = recurrence_source(node, d, BW, P is not None)
+        src = recurrence_source(node, d, BW, P is not None, int8)
         calls.append(KernelCall(src, args, note(node)))
     return calls
 
