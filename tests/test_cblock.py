@@ -25,9 +25,11 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
+    MIN_WINOGRAD_RATIO,
     cblock_applies,
     cblock_tile,
 )
+from cnnjit.compiler.codegen.kernels.winograd import multiply_ratio
 
 WIDTHS = [4, 8, 16]
 ACTS = [None, "Relu", "SiLU", "HardSwish", "LeakyRelu", "Tanh"]
@@ -181,7 +183,10 @@ def test_ragged_channels_choice(target: Target) -> None:
     assert cblock_tile(target, 2 * w + 1, 5) is None  # nearly a whole tile of padding
     assert choose(_layer(64, 257, 13, 3, 1), target).name == "cblock"  # short row
     assert choose(_layer(64, 257, 40, 3, 2), target).name == "cblock"  # stride 2
-    assert choose(_layer(64, 257, 4 * w + 4, 3, 1), target).name == "cblock"  # long row, prime channels
+    assert choose(_layer(64, 257, 4 * w + 4, 5, 1), target).name == "cblock"  # long row, prime channels
+    # ... a 3x3 too, unless Winograd saves MIN_WINOGRAD_RATIO of its multiplies (3.4 at 8 lanes, 2.1 at 16)
+    n3 = _layer(64, 257, 4 * w + 4, 3, 1)
+    assert choose(n3, target).name == ("winograd_f4" if multiply_ratio(n3, target) >= MIN_WINOGRAD_RATIO else "cblock")
     assert choose(_layer(64, 4 * w - 8, 4 * w + 4, 3, 1), target).name != "cblock"  # long row, 12 | M
 
 
@@ -214,11 +219,16 @@ def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: t
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
     """cblock for the detector's stride-2 layers, 13x13 rows and deep 1x1s on short rows; the 52x52 stride-1
-    3x3 layer, 1x1 on long rows, depthwise, too few output or input channels go to the other variants."""
+    3x3 layer, a short-row 3x3 that Winograd tiles well, 1x1 on long rows, depthwise, too few output or input
+    channels go to the other variants."""
     w = target.vector_width
     assert choose(_layer(96, 192, 52, 3, 2), target).name == "cblock"
     assert choose(_layer(48, 96, 104, 3, 2), target).name == "cblock"
     assert choose(_layer(192, 192, 13, 3, 1), target).name == "cblock"
+    # short rows Winograd tiles well (multiply ratio 2.25 >= MIN_WINOGRAD_RATIO) go to it; mostly padding (2.04
+    # at 8 lanes, 1.53 at 16) stay
+    assert choose(_layer(64, 64, 12, 3, 1), target).name == "winograd_f4"
+    assert choose(_layer(96, 96, 14, 3, 1), target).name == "cblock"
     assert choose(_layer(64, 64, 104, 1, 1), target).name == "packed_pointwise"  # 1x1 on long rows
     assert not cblock_applies(_layer(64, 64, 104, 1, 1), target)
     assert choose(_layer(96, 96, 4 * w + 4, 3, 1), target).name != "cblock"

@@ -27,6 +27,7 @@ from .epilogue import Epilogue, has_residual
 from .simd_conv import conv_tile
 from .simd_pointwise import conv_operands, row_width
 from .template import source
+from .winograd import multiply_ratio, winograd_applies
 
 
 def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int, int]]:
@@ -189,6 +190,14 @@ MIN_DEPTH_POINTWISE = 160
 #: and its least output channels per group (to 32 or 64: 0.8-1.0x, 160-384: 1.1-1.8x; MobileNetV2's 14x14 and
 #: 28x28 1x1s lost 8% of the model's time)
 MIN_CHANNELS_POINTWISE = 128
+#: a stride-1 3x3 layer that Winograd takes with at least this ``multiply_ratio`` is left to it, short rows
+#: included (ms per call, cblock against winograd_f4, AVX2, interleaved: 64->128 at 396x14 (ratio 2.62)
+#: 9.8 / 6.0, 64->64 at 28x12 (2.62) 0.57 / 0.21, 24->24 at 104x14 (2.53) 0.24 / 0.20, 48->48 at 32x14
+#: (2.8) 0.22 / 0.16, 32->64 at 100x10 (2.4) 0.42 / 0.40, 64->64 at 12x12 (2.25) 0.26 / 0.15; kept where
+#: the tiles are mostly padding: 96->96 at 14x14 (2.04) 0.39 / 0.49, 64->64 at 8x8 (2.0) 0.052 / 0.064,
+#: 128->128 at 10x10 (1.56) 0.31 / 0.46, 256->256 at 7x7 (1.53) 0.66 / 1.0; 48->48 at 38x10 (2.38) 0.18 /
+#: 0.19 is the one loss above it)
+MIN_WINOGRAD_RATIO = 2.2
 
 
 def cblock_applies(node: Node, target: Target) -> bool:
@@ -205,7 +214,8 @@ def cblock_applies(node: Node, target: Target) -> bool:
       ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);
 
     each with a reduction depth of at least ``MIN_DEPTH`` (``MIN_DEPTH_POINTWISE``). Stride-1 3x3 layers on
-    longer rows are left to the other variants (and Winograd).
+    longer rows are left to the other variants (and Winograd), and so are those Winograd takes with at least
+    ``MIN_WINOGRAD_RATIO`` of its multiply saving, short rows included.
     """
     if not cblock_structural(node, target):
         return False
@@ -217,7 +227,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
         # a fused residual gathers per pixel: more than the kernel wins over simd_pointwise's vector loads
         return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
                 and not has_residual(node))
-    if depth < MIN_DEPTH:
+    if depth < MIN_DEPTH or (winograd_applies(node, target) and multiply_ratio(node, target) >= MIN_WINOGRAD_RATIO):
         return False
     mg = node.inputs[1].shape[0] // a["group"]
     return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
