@@ -25,7 +25,7 @@ from ..kernel import KernelCall, Param, Target, note, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue, has_residual
 from .simd_conv import conv_tile
-from .simd_pointwise import conv_operands, row_width
+from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
 from .winograd import multiply_ratio, winograd_applies
 
@@ -238,9 +238,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
 def gen_cblock(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
-    OH, OW = y.shape[2], y.shape[3]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     KH, KW = a["kernel_shape"]
     sw, dw = a["strides"][1], a["dilations"][1]
     mv, np_ = cblock_tile(target, M // a["group"], OW, a["group"])

@@ -21,7 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_lanes, row_load, row_width
+from .simd_pointwise import conv_operands, conv_sizes, row_lanes, row_load, row_width
 from .template import clipped_loops, source
 
 #: the widest tile row (lanes) a stride-2 kernel may load: its double-width loads must be a vector length
@@ -146,15 +146,13 @@ def simd_conv_applies(node: Node, target: Target) -> bool:
 def gen_simd_conv(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     mg = M // a["group"]
-    OW = y.shape[3]
     w = row_width(target, OW)
     mr, nr = conv_tile(target, mg, OW, w)
     # [M / mr, C / G, KH, KW, mr]: the tile's mr weights of one tap side by side
     packed = np.ascontiguousarray(wt.const.reshape(M // mr, mr, -1).transpose(0, 2, 1), dtype=np.float32)
     src, extra = conv_source(node, w, mr, a["strides"][1], nr)
-    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, y.shape[2], OW, *a["kernel_shape"],
+    args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, *a["kernel_shape"],
             a["strides"][0], a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
     return [KernelCall(src, args, note(node))]

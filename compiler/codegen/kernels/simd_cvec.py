@@ -19,7 +19,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, has_residual
-from .simd_pointwise import conv_operands, is_pointwise
+from .simd_pointwise import conv_operands, conv_sizes, is_pointwise
 from .template import source
 
 
@@ -152,12 +152,11 @@ def cvec_tile(target: Target, mg: int, ow: int, w: int) -> tuple[int, int]:
 def gen_simd_cvec(node: Node, target: Target, w: int) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     wT = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)  # [cg*KH*KW, M]
-    mv, np_ = cvec_tile(target, M // a["group"], y.shape[3], w)
+    mv, np_ = cvec_tile(target, M // a["group"], OW, w)
     src, extra = cvec_source(node, w, mv, np_)
-    args = [x, Param(wT), bias, y, N, C, H, Win, M, y.shape[2], y.shape[3], *a["kernel_shape"], *a["strides"],
+    args = [x, Param(wT), bias, y, N, C, H, Win, M, OH, OW, *a["kernel_shape"], *a["strides"],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
     return [KernelCall(src, args, note(node))]
 

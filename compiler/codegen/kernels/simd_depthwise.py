@@ -29,7 +29,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_width
+from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
 
 MAX_TAPS = 49  # up to 7x7 unrolled
@@ -250,15 +250,13 @@ def simd_depthwise_applies(node: Node, target: Target) -> bool:
 def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
-    OW = y.shape[3]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     w = row_width(target, OW)
     kh, kw = a["kernel_shape"]
     src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w))
     PH, PW = plane_size(node, w)
     planes = a["strides"][1]  # stride 2: the even and the odd columns
     plane = (planes * PH * PW + 2 * w - 1) // w * w  # the kernel's PL: + w, a row's last copied vector runs on
-    args = [x, wt, bias, y, Scratch(2 * plane), N, C, H, Win, M, y.shape[2], OW,
+    args = [x, wt, bias, y, Scratch(2 * plane), N, C, H, Win, M, OH, OW,
             a["pads"][0], a["pads"][1], PH, PW, *extra]
     return [KernelCall(src, args, note(node))]

@@ -16,7 +16,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Target, note, variant
 from .epilogue import Epilogue
 from .simd_depthwise import simd_depthwise_applies
-from .simd_pointwise import conv_operands, row_lanes, row_load, row_width
+from .simd_pointwise import conv_operands, conv_sizes, row_lanes, row_load, row_width
 from .template import source
 
 
@@ -107,11 +107,10 @@ def simd_depthwise_row_applies(node: Node, target: Target) -> bool:
 def gen_simd_depthwise_row(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    OW = y.shape[3]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     w = row_width(target, OW)
     kh, kw = a["kernel_shape"]
     src, extra = row_depthwise_source(node, w, kh, kw, a["strides"][1])
-    args = [x, wt, bias, y, N, C, H, Win, wt.shape[0], y.shape[2], OW, a["strides"][0], a["pads"][0], a["pads"][1],
+    args = [x, wt, bias, y, N, C, H, Win, M, OH, OW, a["strides"][0], a["pads"][0], a["pads"][1],
             *a["dilations"], *extra]
     return [KernelCall(src, args, note(node))]

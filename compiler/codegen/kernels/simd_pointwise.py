@@ -11,6 +11,7 @@ while it is still in L1.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -243,6 +244,25 @@ def conv_operands(node: Node) -> tuple[Value, Value, Value | Param, Value]:
     b = node.inputs[2] if len(node.inputs) > 2 else None
     M = node.inputs[1].shape[0]
     return node.inputs[0], node.inputs[1], b if b is not None else Param(np.zeros(M, np.float32)), node.outputs[0]
+
+
+class ConvSizes(NamedTuple):
+    """A 2-D Conv's sizes: batch ``N``, input channels ``C``, input rows ``H`` and columns ``W``, output
+    channels ``M``, output rows ``OH`` and columns ``OW``."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    M: int
+    OH: int
+    OW: int
+
+
+def conv_sizes(node: Node) -> ConvSizes:
+    """The sizes every Conv generator passes its kernel (``conv_operands``' shapes, unpacked once)."""
+    (N, C, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    return ConvSizes(N, C, H, W, node.inputs[1].shape[0], OH, OW)
 
 
 def pointwise_operands(node: Node) -> tuple[Value, Value, Value | Param, Value, int, int, int, int]:

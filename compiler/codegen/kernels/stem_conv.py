@@ -21,7 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands, row_load
+from .simd_pointwise import conv_operands, conv_sizes, row_load
 from .template import source
 
 #: the most input channels and taps (input channels x kernel taps) a stem layer reduces over
@@ -154,9 +154,7 @@ def stem_applies(node: Node, target: Target) -> bool:
 def gen_stem_conv(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
-    OH, OW = y.shape[2], y.shape[3]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     w = target.vector_width
     mr, nr = stem_tile(target, M, OW)
     depth = C * a["kernel_shape"][0] * a["kernel_shape"][1]

@@ -36,7 +36,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Scratch, Target, flit, note, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue
-from .simd_pointwise import conv_operands
+from .simd_pointwise import conv_operands, conv_sizes
 from .template import source
 
 #: F(4x4, 3x3) (Lavin & Gray): input transform B^T (6x6), weight transform G (6x3), output transform A^T (4x6)
@@ -316,9 +316,7 @@ def winograd_applies(node: Node, target: Target) -> bool:
 def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
-    N, C, H, Win = x.shape
-    M = wt.shape[0]
-    OH, OW = y.shape[2:]
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
     mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
     band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
