@@ -23,7 +23,7 @@ from cnnjit.compiler.codegen.kernels.stem_conv import MAX_CHANNELS, MAX_DEPTH, b
 @st.composite
 def stem_cases(draw, width: int):
     """Layers ``stem_conv`` applies to: 1-4 input channels, a square kernel within ``MAX_DEPTH`` taps, any
-    output channel count (odd ones leave one-channel tiles), rows up to past two blocks."""
+    output channel count (odd ones leave one-channel tiles), rows from one vector to past two blocks."""
     c = draw(st.integers(1, MAX_CHANNELS))
     k = draw(st.sampled_from([k for k in (2, 3, 5, 7) if c * k * k <= MAX_DEPTH]))
     s = draw(st.sampled_from([1, 2]))
@@ -32,7 +32,7 @@ def stem_cases(draw, width: int):
     pads = [draw(st.integers(0, k // 2 + 1)) for _ in range(4)]
     hlo = max(1, span - pads[0] - pads[2])
     h = draw(st.integers(hlo, hlo + 5))
-    lo = max(1, span - pads[1] - pads[3])
+    lo = max(1, (width - 1) * s + span - pads[1] - pads[3])  # output rows of at least one vector
     blk = block_pixels(c * k * k, stem_tile(Target(vector_width=width), 8, 1000)[1] * width)
     w = draw(st.integers(lo, max(lo, min(2 * blk + 9, 300) * s)))  # past two blocks at times
     return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=draw(st.sampled_from([1, 3, 8, 12, 16, 24])), g=1,
@@ -70,12 +70,12 @@ def test_stem_tile_fits_the_register_budget(width: int, registers: int) -> None:
     assert stem_tile(Target(vector_width=16, vector_registers=32), 16, 320) == (8, 3)
 
 
-def _stem_model(c: int, m: int, k: int, s: int, group: int = 1):
+def _stem_model(c: int, m: int, k: int, s: int, group: int = 1, hw: int = 40):
     rng = np.random.default_rng(0)
     wt = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[k, k], strides=[s, s], pads=[k // 2] * 4,
                             group=group)
-    graph = helper.make_graph([node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 40, 40])],
+    graph = helper.make_graph([node], "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(wt, "w")])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
@@ -84,11 +84,14 @@ def _stem_model(c: int, m: int, k: int, s: int, group: int = 1):
 @pytest.mark.parametrize("width", WIDTHS)
 def test_variant_table_picks_stem_conv_for_stems(width: int) -> None:
     """Stems (1-4 channels, 3x3, stride 1 or 2) go to ``stem_conv`` (measured 1.1-1.8x over ``simd_conv``
-    on the real models' stems); more channels, taps, groups or stride 3 do not apply."""
+    on the real models' stems); more channels, taps, groups, stride 3 or rows shorter than a vector do not
+    apply."""
     for c, k, s in ((3, 3, 2), (1, 3, 2), (3, 3, 1), (4, 3, 1), (1, 7, 2)):
         assert applicable_variants(_stem_model(c, 16, k, s), "Conv", width)[0] == "stem_conv", (c, k, s)
     for c, k, s, g in ((5, 3, 2, 1), (3, 5, 1, 1), (4, 3, 3, 1), (4, 3, 1, 2), (3, 1, 1, 1)):
         assert "stem_conv" not in applicable_variants(_stem_model(c, 16, k, s, g), "Conv", width), (c, k, s, g)
+    # output rows shorter than a vector (the keyword model's 5 columns): most lanes would idle
+    assert "stem_conv" not in applicable_variants(_stem_model(1, 16, 3, 2, hw=2 * width - 4), "Conv", width)
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -133,21 +133,24 @@ def stem_source(node: Node, w: int, mr: int, nr: int, cb: int) -> tuple[str, lis
 
 def stem_applies(node: Node, target: Target) -> bool:
     """A dense (group 1) 2-D float32 Conv with constant weights, at most ``MAX_CHANNELS`` input channels
-    and ``MAX_DEPTH`` taps, a kernel wider or taller than 1 and a column stride of 1 or 2.
+    and ``MAX_DEPTH`` taps, a kernel wider or taller than 1, a column stride of 1 or 2, and output rows of at
+    least one pixel vector.
 
     Measured against ``simd_conv`` (AVX2, per-call times interleaved, best of 20-30): ResNet-8's 3->16 at
     32x32 11.7 against 16.9 us, ddddocr's 1->24 stride 2 at 64x256 24.7 against 44.9, the PP-OCR classifier's
     3->8 stride 2 at 48x192 15.1 against 19.3, PP-OCRv4 rec's 3->16 stride 2 at 48x320 51.3 against 61.1, its
     detector's at 640x640 1.57-1.65 against 1.70-1.75 ms; LeNet's 1->6 5x5 at 28x28 even. With 16 or 32 input
     channels (ResNet's stride-2 16->32 and 32->64) it lost to ``cblock`` (38.8 against 38.0 us, 29.7 against
-    26.6): hence ``MAX_CHANNELS``."""
+    26.6): hence ``MAX_CHANNELS``. On rows shorter than a vector most lanes idle: the MLPerf keyword model's
+    1->64 10x4 stride 2 stem (5 output columns) ran the whole model in 96 us against 89 with ``cvec``
+    (interleaved, 400 runs)."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
         return False
     C, (KH, KW) = x.shape[1], a["kernel_shape"]
     return (a["group"] == 1 and C <= MAX_CHANNELS and C * KH * KW <= MAX_DEPTH and KH * KW > 1
-            and a["strides"][1] in (1, 2))
+            and a["strides"][1] in (1, 2) and node.outputs[0].shape[3] >= target.vector_width)
 
 
 @variant("Conv", name="stem_conv", priority=58, applies=stem_applies)
