@@ -138,7 +138,7 @@ def sparse_conv_applies(node: Node, target: Target) -> bool:
     thr = sparse_threshold(target.sparse_threshold)
     if thr > 1.0 or zero_fraction(wt.const) < thr - 5e-3:  # a layer pruned to exactly thr counts
         return False
-    return sparse_source(node, target.vector_width, NR) is not None
+    return Epilogue(node, target.vector_width, False).in_registers  # what sparse_source needs, without its text
 
 
 @variant("Conv", name="sparse_pointwise", priority=10, applies=sparse_conv_applies)
