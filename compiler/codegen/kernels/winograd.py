@@ -13,9 +13,10 @@ grown to pad fewer tiles (``plan``):
    the band, across tile rows: a vector of ``W`` tiles is one de-interleaving load (``vload4t``), whatever the
    map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
 2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
-3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on the
-   pointwise register tile (``MR`` channels x ``NR`` vectors of tiles, a broadcast weight per FMA; ``U`` the
-   weights transformed and packed at compile time as ``[36][M / MR][C][MR]``), then the output transform
+3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on a
+   register tile of ``MR`` channels x ``NR`` vectors of tiles (a broadcast weight per FMA; the tile from the
+   register budget and the tiles it pads to, ``plan``; ``U`` the weights transformed and packed at compile
+   time as ``[36][M / MR][C][MR]``), then the output transform
    ``A^T M A`` with the four columns of each tile interleaved (``vziplo``/``vziphi``) into output rows of
    an output band ``ob[M][4][tiles * 4]``;
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
