@@ -246,13 +246,15 @@ def gemm_tiles(target: Target, m: int) -> list[tuple[int, int]]:
 
 
 def issue_cost(mr: int, nr: int) -> float:
-    """Instructions per multiply-add of an ``mr x nr`` register tile: each channel step issues ``mr * nr``
-    FMAs, ``mr`` weight broadcasts and ``nr`` tile-vector loads, so ``(mr nr + mr + nr) / (mr nr)``. With the
-    tiles a tile shape pads to, it ranks the tiles as measured (AVX2, per call in a model, one thread):
-    ResNet-8's 16->16 at 32x32 4x3 41 us, 4x2 43-46, 8x1 52-54; 32->32 at 16x16 4x3 35-36, 8x1 50-52, 4x2
-    60-62 (32 tiles against 24); 96->96 at 52x52 6x2 2.55 ms, 4x2 2.67, 8x1 4.4, 4x3 3.8 (14 tiles a row
-    pad to 24); 24->24 at 104x104 6x2 and 4x2 0.84-0.88 ms, 8x1 1.07, 4x3 1.07."""
-    return (mr * nr + mr + nr) / (mr * nr)
+    """Issue slots per multiply-add of an ``mr x nr`` register tile: each channel step issues ``mr * nr`` FMAs,
+    ``mr`` weight broadcasts (the layer's transformed weights for ``mr`` channels: L1) and ``nr`` tile-vector
+    loads, counted twice (they stream the band's transformed input, ``36 x C x T``, from L2, once per ``mr``
+    channels): ``(mr nr + mr + 2 nr) / (mr nr)``. With the tiles a tile shape pads to, it ranks the tiles as
+    measured (AVX2, per call in a model, one thread, interleaved): ResNet-8's 16->16 at 32x32 4x3 41 us, 4x2
+    43-46, 8x1 52-54, 2x4 77; 32->32 at 16x16 4x3 35-36, 8x1 50-52, 4x2 60-62 (32 tiles against 24); the
+    detector's 96->96 at 52x52 6x2 2.55 ms, 4x2 2.67, 4x3 3.8 (14 tiles a row pad to 24); 24->24 at 104x104 6x2
+    and 4x2 0.84-0.88 ms, 8x1 1.07, 4x3 1.07; 64->64 at 20x20 4x2 196 us, 2x4 and 8x1 210-220, 4x3 276."""
+    return (mr * nr + mr + 2 * nr) / (mr * nr)
 
 
 def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
