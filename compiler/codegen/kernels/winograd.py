@@ -13,9 +13,10 @@ grown to pad fewer tiles (``plan``):
    the band, across tile rows: a vector of ``W`` tiles is one de-interleaving load (``vload4t``), whatever the
    map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
 2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
-3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on the
-   pointwise register tile (``MR`` channels x ``NR`` vectors of tiles, a broadcast weight per FMA; ``U`` the
-   weights transformed and packed at compile time as ``[36][M / MR][C][MR]``), then the output transform
+3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on a
+   register tile of ``MR`` channels x ``NR`` vectors of tiles (a broadcast weight per FMA; the tile from the
+   register budget and the tiles it pads to, ``plan``; ``U`` the weights transformed and packed at compile
+   time as ``[36][M / MR][C][MR]``), then the output transform
    ``A^T M A`` with the four columns of each tile interleaved (``vziplo``/``vziphi``) into output rows of
    an output band ``ob[M][4][tiles * 4]``;
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
@@ -112,9 +113,9 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
     tiles); the sizes are arguments. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes
     the tile rows ``TY0..TY1`` only (one thread's part, ``parts.py``)."""
-    L = nr * w  # tiles per register tile row (one L-lane value, which LLVM splits into nr registers)
+    L = nr * w  # tiles per register tile row (nr vectors)
     epi = Epilogue(node, w, True)
-    i20, i24 = " " * 20, " " * 24
+    i20, i24, i28 = " " * 20, " " * 24, " " * 28
     lines = [
         "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
         + (", TY0, TY1" if band_range else "") + epi.signature() + "):",
@@ -169,15 +170,17 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
         "                for xi in range(36):",
         "                    uw = uo + (xi * M + m) * C",
         f"                    for p0 in range(0, ntp, {L}):",
-        *[f"{i24}a{i} = vzero{L}()" for i in range(mr)],
+        *[f"{i24}a{i}_{j} = vzero{w}()" for i in range(mr) for j in range(nr)],
         "                        vi = vo + xi * C * T + p0",
         "                        wi = uw",
         "                        for c in range(C):",
-        f"                            v = vload{L}(zb, vi)",
-        *[f"{i24}    a{i} = vfma{L}(vbcast{L}(ub[U(wi + {i})]), v, a{i})" for i in range(mr)],
+        *[f"{i28}v{j} = vload{w}(zb, vi + {j * w})" for j in range(nr)],
+        *[ln for i in range(mr) for ln in (f"{i28}b = vbcast{w}(ub[U(wi + {i})])",
+                                           *[f"{i28}a{i}_{j} = vfma{w}(b, v{j}, a{i}_{j})" for j in range(nr)])],
         "                            vi += T",
         f"                            wi += {mr}",
-        *[f"{i24}vstore{L}(zb, mo + (xi * {mr} + {i}) * T + p0, a{i})" for i in range(mr)],
+        *[f"{i24}vstore{w}(zb, mo + (xi * {mr} + {i}) * T + p0 + {j * w}, a{i}_{j})" for i in range(mr)
+          for j in range(nr)],
         f"                for i in range({mr}):",
         "                    orow = oo + (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
@@ -227,41 +230,62 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
 #: and 64-channel layers had 8 already); with 32 registers (AVX-512) 12 leaves room and stays
 MAX_TILE_CHANNELS = 8
 MAX_TILE_CHANNELS_WIDE = 12
+#: the most vectors of tiles per GEMM register tile
+MAX_TILE_VECTORS = 4
 
 
-def winograd_tile(target: Target, m: int, nr: int) -> int:
-    """MR: output channels (dividing ``m``) per GEMM register tile beside ``nr`` vectors of tiles: as many as
-    fit with the tile vectors and a broadcast weight, at most ``MAX_TILE_CHANNELS`` (``MAX_TILE_CHANNELS_WIDE``
-    with 32 or more registers)."""
+def gemm_tiles(target: Target, m: int) -> list[tuple[int, int]]:
+    """The GEMM register tiles ``(MR, NR)`` that fit: ``MR`` output channels dividing ``m`` (at most
+    ``MAX_TILE_CHANNELS``, ``MAX_TILE_CHANNELS_WIDE`` with 32 or more registers) by ``NR`` vectors of tiles
+    (at most ``MAX_TILE_VECTORS``), the ``MR x NR`` accumulators, the ``NR`` tile vectors and one broadcast
+    weight within ``Target.vector_registers``."""
     most = MAX_TILE_CHANNELS_WIDE if target.vector_registers >= 32 else MAX_TILE_CHANNELS
-    cap = max(1, min(most, (target.vector_registers - nr - 2) // nr))
-    return max(r for r in range(1, cap + 1) if m % r == 0)
+    out = [(mr, nr) for nr in range(1, MAX_TILE_VECTORS + 1) for mr in range(1, most + 1)
+           if m % mr == 0 and mr * nr + nr + 1 <= target.vector_registers]
+    return out or [(1, 1)]
+
+
+def issue_cost(mr: int, nr: int) -> float:
+    """Issue slots per multiply-add of an ``mr x nr`` register tile: each channel step issues ``mr * nr`` FMAs,
+    ``mr`` weight broadcasts (the layer's transformed weights for ``mr`` channels: L1) and ``nr`` tile-vector
+    loads, counted twice (they stream the band's transformed input, ``36 x C x T``, from L2, once per ``mr``
+    channels): ``(mr nr + mr + 2 nr) / (mr nr)``. With the tiles a tile shape pads to, it ranks the tiles as
+    measured (AVX2, per call in a model, one thread, interleaved): ResNet-8's 16->16 at 32x32 4x3 41 us, 4x2
+    43-46, 8x1 52-54, 2x4 77; 32->32 at 16x16 4x3 35-36, 8x1 50-52, 4x2 60-62 (32 tiles against 24); the
+    detector's 96->96 at 52x52 6x2 2.55 ms, 4x2 2.67, 4x3 3.8 (14 tiles a row pad to 24); 24->24 at 104x104 6x2
+    and 4x2 0.84-0.88 ms, 8x1 1.07, 4x3 1.07; 64->64 at 20x20 4x2 196 us, 2x4 and 8x1 210-220, 4x3 276."""
+    return (mr * nr + mr + 2 * nr) / (mr * nr)
 
 
 def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
     """(MR, NR, RB, T, tiles): the register tile (channels x vectors of tiles), the band (``band_rows``) and
     the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles included).
 
-    Two vectors of tiles per register tile, unless one wastes fewer padded tiles: on small maps the
-    padding decides (AVX2, effective GFLOP/s with one against two vectors: 64->64 at 8x8 (6 tiles) 79 against
-    41, 32->32 at 16x16 89 against 65, 192->192 at 13x13 90 against 65; where both pad alike, two: 96->96
-    at 52x52 166 against 154)."""
+    Per register tile (``gemm_tiles``), its band: among the bands within ``BAND_SLACK`` of its fewest tiles,
+    the smallest scratch. Then the tile whose padded tiles cost the fewest instructions (``issue_cost``):
+    wider tiles issue fewer loads per FMA but pad a small map more (AVX2, effective GFLOP/s with one against
+    two vectors: 64->64 at 8x8 (6 tiles) 79 against 41, 32->32 at 16x16 89 against 65, 192->192 at 13x13 90
+    against 65)."""
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     OH, OW = node.outputs[0].shape[2:]
     TX, TY = -(-OW // TM), -(-OH // TM)
-    cands = []
-    for nr in (2, 1):
-        mr = winograd_tile(target, M, nr)
+    best = None
+    for mr, nr in gemm_tiles(target, M):
         step = nr * target.vector_width
         lo = band_rows(C, M, mr, TX, TY, step)[0]
         hi = band_rows(C, M, mr, TX, TY, step, max(BAND_BYTES, BAND_MAX_BYTES))[0]
+        cands = []
         for rb in range(lo, hi + 1):
             T = -(-rb * (TX + 1) // step) * step
             full, rest = divmod(TY, rb)
             cands.append((mr, nr, rb, T, full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)))
-    fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch (first)
-    near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
-    return min(near, key=lambda c: scratch_elems(C, M, c[0], c[3]))
+        fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch (first)
+        near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
+        pick = min(near, key=lambda c: scratch_elems(C, M, c[0], c[3]))
+        key = (pick[4] * issue_cost(mr, nr), scratch_elems(C, M, mr, pick[3]))
+        if best is None or key < best[0]:
+            best = (key, pick)
+    return best[1]
 
 
 def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, limit: int | None = None) -> tuple[int, int]:
