@@ -56,6 +56,7 @@ def test_small_parallel_model_runs_both_schedules_bit_identically(monkeypatch) -
     spec = two._default_spec()
     assert spec.program.meta["parallel_layers"] > 0 and spec.twin is not None
     assert spec.twin.program.meta.get("parallel_layers", 0) == 0
+    assert spec.program.run.chooser is None  # one choice (team or serial twin), not the team's own as well
     for i in range(2 * WINDOW + 4):  # the full path and the fast path
         got = two.run(None, {"x": x}) if i % 2 else two(x)
         for a, b in zip(got, ref):
