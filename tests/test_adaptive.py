@@ -9,7 +9,7 @@ from test_threads import block_model
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
-from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WINDOW, Chooser
+from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WARM_PERIOD, WINDOW, Chooser
 
 
 def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
@@ -24,8 +24,9 @@ def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
 def test_chooser_follows_the_faster_and_explores_rarely() -> None:
     ch = Chooser()
     picks = _drive(ch, (1.0, 3.5), 2000)  # the parallel schedule 3.5x faster than the serial one
-    warm = 2 * (WINDOW // 2 + 1)
-    assert set(picks[:warm]) == {0, 1}  # each measured first
+    warm = WARM_PERIOD * (WINDOW // 2 + 1)
+    # each measured first: the serial one every WARM_PERIOD-th run, the parallel one otherwise
+    assert picks[:warm] == [int((i + 1) % WARM_PERIOD == 0) for i in range(warm)]
     tail = picks[warm:]
     assert ch.best == 0
     # a 3.5x slower one: tried once per 250 runs (its cost, 2.5 runs a try, is 1% of the time)
