@@ -44,9 +44,9 @@ from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
 from cnnjit.runtime.program import Call
 
-from .kernel import At, KernelCall, Param, Scratch, Target
+from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target
 from .memory import MemoryPlan
-from .parts import PART_SPACES
+from .parts import ANY_CHANNEL_PARTS, PART_SPACES
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
@@ -219,8 +219,17 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     def gen(part: Node) -> list[KernelCall]:
         return generate(part, pinned)
 
+    def gen_channels(part: Node) -> list[KernelCall]:
+        try:
+            return generate(part, pinned)
+        except CompileError:
+            if (node.op, variant) not in ANY_CHANNEL_PARTS:  # (parts.py: its applies refuses for speed only)
+                raise
+            v = next(v for v in VARIANTS[node.op] if v.name == variant)
+            return [replace(c, variant=c.variant or v.name) for c in v.generate(part, pinned)]
+
     ranges = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width) if kind != "block" else None
-    got = _channel_parts(node, kind, variant, ranges, gen) if ranges else None
+    got = _channel_parts(node, kind, variant, ranges, gen_channels) if ranges else None
     if got:
         return got
     space = PART_SPACES.get((node.op, variant))
