@@ -177,6 +177,27 @@ def test_band_split_of_a_winograd_conv(split_small_layers, monkeypatch: pytest.M
     assert "[part 0:4]" in _notes(cm)[0] and "[part 4:8]" in _notes(cm)[1]
 
 
+@pytest.mark.parametrize("edge", [0.0, 1.1])
+def test_winograd_prefers_bands_to_channels(split_small_layers, monkeypatch: pytest.MonkeyPatch, edge) -> None:
+    """A Winograd conv whose output channels split evenly (16 at 8 lanes) splits along its bands of tile rows
+    instead (``parts.PREFER_PART_SPACE``: a channel part transforms the whole input again) when the bands'
+    largest part is within ``PART_SPACE_EDGE`` of the channels' (8 tile rows: 4 + 4); else over channels.
+    Either way bit-identical to one thread."""
+    monkeypatch.setattr(winograd, "BAND_MAX_BYTES", winograd.BAND_BYTES)
+    monkeypatch.setattr(split, "PART_SPACE_EDGE", edge)
+    model, _, _ = pointwise_model(64, 16, 32, "Relu", False, k=3)
+    forced = {"Conv": "winograd_f4"}
+    cm = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
+    notes = _notes(cm)
+    if edge:
+        assert len(notes) == 2 and "[part 0:4]" in notes[0] and "[part 4:8]" in notes[1], notes
+    else:
+        assert len(notes) == 2 and "[channels 0:8 of 16]" in notes[0], notes
+    x = np.random.default_rng(5).standard_normal((1, 64, 32, 32)).astype(np.float32)
+    one = cnnjit.compile(model, vector_width=8, threads=1, variants=forced)
+    np.testing.assert_array_equal(cm.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
+
+
 def test_fewer_parts_when_more_would_be_unbalanced() -> None:
     assert balanced_ranges(104, 4, 8) == [(0, 56), (56, 104)]  # not 32, 32, 32, 8 nor 40, 40, 24
     assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]

@@ -30,6 +30,11 @@ PART_SPACES: dict[tuple[str, str], Callable[[Node, Target], tuple[int, int] | No
 ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise")}
 
 
+#: (op, variant name) of variants split along their part space before their output channels: a channel part
+#: repeats work the whole layer does once (``winograd_f4``: every part transforms the whole input)
+PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
+
+
 def part_space(op: str, name: str) -> Callable[[Callable], Callable]:
     """Register ``space(node, target) -> (units, align) | None`` (None: this node cannot be split) as the
     part space of variant ``name`` of ``op``."""
@@ -46,4 +51,4 @@ def node_part(node: Node) -> tuple[int, int] | None:
     return node.meta.get("part")
 
 
-__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "part_space", "node_part"]
+__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "part_space", "node_part"]
