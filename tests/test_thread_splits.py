@@ -198,6 +198,26 @@ def test_winograd_prefers_bands_to_channels(split_small_layers, monkeypatch: pyt
     np.testing.assert_array_equal(cm.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
 
 
+def test_thin_cblock_channel_parts_give_way_to_rows(split_small_layers) -> None:
+    """A stride-2 cblock conv 24 -> 48 at 8 lanes: channel halves of 3 vectors are below
+    ``parts.MIN_CHANNEL_VECTORS`` (short channel blocks), so it splits its 16 output rows 8 + 8; 96 output
+    channels split in halves of 6 vectors. Bit-identical to one thread either way."""
+    rng = np.random.default_rng(2)
+    for m, want in ((48, ["[part 0:8]", "[part 8:16]"]), (96, ["[channels 0:48 of 96]", "[channels 48:96 of 96]"])):
+        inits = [numpy_helper.from_array((rng.standard_normal((m, 24, 3, 3)) * 0.2).astype(np.float32), "w")]
+        g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4, strides=[2, 2])], "s2",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 32, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, 16, 16])], inits)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+        forced = {"Conv": "cblock"}
+        two = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
+        notes = _notes(two)
+        assert len(notes) == 2 and all(w in n for w, n in zip(want, notes)), notes
+        x = rng.standard_normal((1, 24, 32, 32)).astype(np.float32)
+        one = cnnjit.compile(model, vector_width=8, threads=1, variants=forced)
+        np.testing.assert_array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
+
+
 def test_fewer_parts_when_more_would_be_unbalanced() -> None:
     assert balanced_ranges(104, 4, 8) == [(0, 56), (56, 104)]  # not 32, 32, 32, 8 nor 40, 40, 24
     assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]

@@ -35,6 +35,14 @@ ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise")}
 PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
 
 
+#: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part
+#: space is taken when it balances about as well. ``cblock`` blocks output channels in its register tile: a
+#: thin part runs short blocks (ddddocr detector's 24 -> 48 stride-2 conv to 104x104 at AVX2: channel halves
+#: of 3 vectors 1.28x the whole layer, halves of the rows 0.93x; 96 -> 192 to 26x26, halves of 12 vectors,
+#: the same as the rows, and on 13x13 maps 1.4x faster than them)
+MIN_CHANNEL_VECTORS: dict[tuple[str, str], int] = {("Conv", "cblock"): 4}
+
+
 def part_space(op: str, name: str) -> Callable[[Callable], Callable]:
     """Register ``space(node, target) -> (units, align) | None`` (None: this node cannot be split) as the
     part space of variant ``name`` of ``op``."""
@@ -51,4 +59,4 @@ def node_part(node: Node) -> tuple[int, int] | None:
     return node.meta.get("part")
 
 
-__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "part_space", "node_part"]
+__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "MIN_CHANNEL_VECTORS", "part_space", "node_part"]
