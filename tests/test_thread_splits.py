@@ -218,6 +218,23 @@ def test_thin_cblock_channel_parts_give_way_to_rows(split_small_layers) -> None:
         np.testing.assert_array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
 
 
+def test_thin_pointwise_channel_parts_give_way_to_pixels(split_small_layers) -> None:
+    """A 1x1 conv 8 -> 16 at 8 lanes on ``simd_pointwise``: channel halves of one vector are below
+    ``parts.MIN_CHANNEL_VECTORS``, so its 256 pixels split 128 + 128; 48 channels split in halves of three
+    vectors. Bit-identical to one thread either way."""
+    for m, want in ((16, ["[part 0:128]", "[part 128:256]"]), (48, ["[channels 0:24 of 48]", "[channels 24:48"])):
+        model, _, _ = pointwise_model(8, m, 16, "Relu", True)
+        forced = {"Conv": "simd_pointwise"}
+        two = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
+        notes = _notes(two)
+        assert len(notes) == 2 and all(w in n for w, n in zip(want, notes)), notes
+        rng = np.random.default_rng(m)
+        feeds = {"x": rng.standard_normal((1, 8, 16, 16)).astype(np.float32),
+                 "r": rng.standard_normal((1, m, 16, 16)).astype(np.float32)}
+        one = cnnjit.compile(model, vector_width=8, threads=1, variants=forced)
+        np.testing.assert_array_equal(two.run(None, feeds)[0], one.run(None, feeds)[0])
+
+
 def test_fewer_parts_when_more_would_be_unbalanced() -> None:
     assert balanced_ranges(104, 4, 8) == [(0, 56), (56, 104)]  # not 32, 32, 32, 8 nor 40, 40, 24
     assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]
