@@ -36,13 +36,13 @@ PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
 
 
 #: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part
-#: space is taken when it balances about as well. ``cblock`` blocks output channels in its register tile: a
-#: thin part runs short blocks (ddddocr detector's 24 -> 48 stride-2 conv to 104x104 at AVX2: channel halves
-#: of 3 vectors 1.28x the whole layer, halves of the rows 0.93x; 96 -> 192 to 26x26, halves of 12 vectors,
-#: the same as the rows, and on 13x13 maps 1.4x faster than them). ``simd_pointwise``: a pixel half runs
-#: whole vectors of pixels over every output channel, a channel half of one or two vectors a short tile
-#: (AVX2, parts timed one by one: 32 -> 16 at 112x112 channel halves 1.08x the layer, pixel halves 0.99x;
-#: 96 -> 32 at 56x56 1.04x against 0.98x; 192 -> 32 at 28x28 the largest parts alike)
+#: space is taken when its largest part is no larger a share of the layer. ``cblock`` blocks output
+#: channels in its register tile: a thin part runs short blocks (ddddocr detector's 24 -> 48 stride-2 conv
+#: to 104x104 at AVX2: channel halves of 3 vectors 1.28x the whole layer, halves of the rows 0.93x; 96 -> 192
+#: to 26x26, halves of 12 vectors, the same as the rows, and on 13x13 maps 1.4x faster than them).
+#: ``simd_pointwise``: a pixel half runs whole vectors of pixels over every output channel, a channel half
+#: of one or two vectors a short tile (AVX2, parts timed one by one: 32 -> 16 at 112x112 channel halves
+#: 1.08x the layer, pixel halves 0.99x; 96 -> 32 at 56x56 1.04x against 0.98x)
 MIN_CHANNEL_VECTORS: dict[tuple[str, str], int] = {("Conv", "cblock"): 4, ("Conv", "simd_pointwise"): 3}
 
 
