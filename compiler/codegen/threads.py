@@ -210,10 +210,12 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
 
     ``calls`` is what the generator made for the whole node (a node making several dependent calls is
     never split); ``generate(part_node, target)`` runs the op's generator on a part (with the layer's variant
-    forced: a part it does not apply to keeps the layer whole). A layer is split over output
-    channels when they divide into balanced ranges of whole vectors (``target.vector_width``), else along
-    its variant's part space when it has one (``parts.py``: pixels, bands of rows) and that divides in
-    balanced parts, else kept whole: a step lasts as long as its largest part.
+    forced: a part it does not apply to keeps the layer whole, unless ``parts.ANY_CHANNEL_PARTS`` says its
+    refusal is a speed rule only). A layer is split over output channels when they divide into balanced
+    ranges of whole vectors (``target.vector_width``), else along its variant's part space when it has one
+    (``parts.py``: pixels, bands of rows) and that divides in balanced parts, else kept whole: a step lasts
+    as long as its largest part. The part space comes first for a variant whose channel parts repeat work
+    (``parts.PREFER_PART_SPACE``) or would be thin (``parts.MIN_CHANNEL_VECTORS``) when it balances well.
     """
     kind = _conv_kind(node)
     est = estimate_us(node)
