@@ -116,6 +116,7 @@ def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:
     fn = load_entry(render_parallel(p.buffer_names, p.calls, steps, trace=True),
                     {**kernels, **PROTOCOL, "ticks": ticks}, {n: source_key(s) for n, s in p.kernel_sources.items()})
     run = ParallelRun(fn, len(steps), p.meta["threads"])
+    run.chooser = None  # always the team (a run by the caller alone traces nothing of the hand-over)
     run.state = np.zeros(trace_words(steps), np.int64)
     base = len(run.state) - 3 * len(p.calls)
     bufs = p.allocate()
@@ -187,15 +188,19 @@ def under_load(spec: str, runs: int, busy: int) -> None:
     team only" is the 2-thread schedule with its chooser pinned to the team (what the chooser saves)."""
     import cnnjit
     from benchmarks.harness import measure
+    from cnnjit.runtime.parallel import ParallelRun
 
     model, feeds = _ootb_model(spec)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     models = {t: cnnjit.compile(model, input_shapes=shapes, threads=t) for t in (1, 2, 4)}
     fns = {f"{t}T": (lambda m=m: m.run(None, feeds)) for t, m in models.items()}
     pinned = cnnjit.compile(model, input_shapes=shapes, threads=2)  # its own ParallelRun, always on the team
-    run = pinned._default_spec().program.run
-    if getattr(run, "chooser", None) is not None and run is not models[2]._default_spec().program.run:
-        run.chooser.pick = lambda: 0  # (the instance attribute shadows the method)
+    ps = pinned._default_spec()
+    run = ps.program.run
+    if isinstance(run, ParallelRun) and run is not models[2]._default_spec().program.run:
+        run.chooser = None
+        if ps.chooser is not None:
+            ps.chooser.pick = lambda: 0  # (the instance attribute shadows the method)
         fns["2T team only"] = lambda: pinned.run(None, feeds)
     for phase in (0, busy):
         procs = start_busy(phase)
@@ -208,8 +213,11 @@ def under_load(spec: str, runs: int, busy: int) -> None:
         med = {k: v["median_ms"] for k, v in got.items()}
         picks = []
         for t in (2, 4):
-            run = models[t]._default_spec().program.run
-            chooser = getattr(run, "chooser", None)
+            sp = models[t]._default_spec()
+            if sp.chooser is not None:  # (a small model: its parallel schedule or its serial twin)
+                picks.append(f"{t}T: {('team', 'serial twin')[sp.chooser.best]}")
+                continue
+            chooser = getattr(sp.program.run, "chooser", None)
             picks.append(f"{t}T: {'serial' if chooser is None else ('team', 'alone')[chooser.best]}")
         team_only = f", 2T team only {med['2T team only']:.3f}" if "2T team only" in med else ""
         print(f"{ootb_label(spec):18s} {phase} busy (load {os.getloadavg()[0]:.1f}): 1T {med['1T']:.3f} ms, "

@@ -27,13 +27,19 @@ WINDOW = 9
 #: a machine at load 8, is tried once every 1,700 runs), within [EXPLORE_MIN, EXPLORE_MAX]
 EXPLORE_COST = 100
 EXPLORE_MIN, EXPLORE_MAX = 12, 4096
+#: until the other way (1) has its first ``WINDOW // 2 + 1`` times, it runs once every this many runs, the
+#: parallel one (0, the expected faster) otherwise. Alternating them from the first run made a benchmark's
+#: first rounds half serial, and decided on five noisy times each: MobileNetV2 at 2 threads measured 6.3,
+#: 8.8 and 6.6 ms (median of 20 runs after 3) in three processes, the 8.8 being the caller alone's time
+WARM_PERIOD = 3
 
 
 class Chooser:
     """Which of two ways to run (0: parallel; 1: serial, or the caller alone) next, from their recent times.
 
     ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
-    whole call). Until each has ``WINDOW // 2 + 1`` times, the two alternate; then the one with the lower
+    whole call). Until the other (1) has ``WINDOW // 2 + 1`` times it runs every ``WARM_PERIOD``-th time, the
+    parallel one (0) otherwise; then the one with the lower
     median of its last ``WINDOW`` times runs, and the other once a period (``EXPLORE_COST``; the shortest after
     a try that beat the usual choice's median: the load has changed, look again soon). Not locked: calls
     from several threads may interleave their updates, which only blurs the statistics.
@@ -50,8 +56,10 @@ class Chooser:
         self.runs += 1
         a, b = self.times
         warm = WINDOW // 2 + 1
-        if len(a) < warm or len(b) < warm:
-            return self.runs & 1
+        if len(b) < warm:
+            return 1 if self.runs % WARM_PERIOD == 0 else 0
+        if len(a) < warm:  # (the team was busy, or the other was decided at once)
+            return 0
         period = EXPLORE_MIN if self.recheck else self.period
         return 1 - self.best if self.runs % period == 0 else self.best
 
@@ -78,4 +86,4 @@ class Chooser:
         return len(self.times[0]), len(self.times[1])
 
 
-__all__ = ["Chooser", "WINDOW", "EXPLORE_COST", "EXPLORE_MIN", "EXPLORE_MAX"]
+__all__ = ["Chooser", "WINDOW", "EXPLORE_COST", "EXPLORE_MIN", "EXPLORE_MAX", "WARM_PERIOD"]

@@ -92,6 +92,8 @@ class Specialization:
         schedule, bit-identical results) has been faster lately (``runtime/adaptive.py``); a run by one thread
         only (``solo``) takes ``twin``."""
         self.twin, self.chooser = twin, Chooser()
+        if getattr(self.program.run, "chooser", None) is not None:
+            self.program.run.chooser = None  # (a ParallelRun: this is its one choice, team or serial twin)
         return self
 
     def _acquire(self) -> Arena:
@@ -306,7 +308,7 @@ def _sample_pool(size: int) -> ThreadPoolExecutor:
 
 
 def alone(run: Callable[..., None]) -> Callable[..., None]:
-    """The schedule callable run by the calling thread only: a parallel schedule (``ParallelRun``) with a fresh
+    """The schedule callable run by the calling thread only: a parallel schedule (``ParallelRun``) on a step
     state of its own instead of the team (so several threads can each run a sample), a serial one as it is."""
     solo = getattr(run, "alone", None)  # a ParallelRun (runtime/parallel.py, which loads numba) has one
     return run if solo is None else solo()

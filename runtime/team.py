@@ -187,15 +187,16 @@ class ParallelRun:
 
     ``fn(*buffers, _main, _ep, _st)`` is the compiled schedule of ``steps`` steps (its layers split for
     ``threads`` threads), run on ``team_size`` threads of the process-wide team when it is free, else by the
-    calling thread alone (on a fresh state). ``team_size`` is ``threads``, at most the CPUs this process may
-    use: a thread beyond them can only be descheduled while it holds a part the others wait for (measured on
-    the shared 2-core machine, ResNet-8: 4 threads 5x slower than 2), so its parts go to the others.
+    calling thread alone (``run_alone``, on a step state of its own). ``team_size`` is ``threads``, at most the
+    CPUs this process may use: a thread beyond them can only be descheduled while it holds a part the others
+    wait for (measured on the shared 2-core machine, ResNet-8: 4 threads 5x slower than 2), so its parts go to
+    the others.
 
-    Run by run, a ``Chooser`` (``runtime/adaptive.py``) picks the team or the caller alone (the same parts
-    one after another: the same results bit for bit, about the serial time): whichever has been faster
-    lately. On a machine whose other processes take the cores, a worker descheduled while it holds a part
-    stalls every step after it (measured at load 10 on 2 cores: a recurrent model 3.9x slower with 2 threads
-    than with 1); the chooser then runs the caller alone, trying the team now and then.
+    Run by run, a ``Chooser`` (``runtime/adaptive.py``; unless ``chooser`` is None) picks the team or the
+    caller alone (the same parts one after another: the same results bit for bit, about the serial time):
+    whichever has been faster lately. On a machine whose other processes take the cores, a worker descheduled
+    while it holds a part stalls every step after it (measured at load 10 on 2 cores: a recurrent model 3.9x
+    slower with 2 threads than with 1); the chooser then runs the caller alone, trying the team now and then.
     """
 
     def __init__(self, fn: Callable[..., None], steps: int, threads: int):
@@ -206,7 +207,12 @@ class ParallelRun:
         self.team_size = max(1, min(threads, usable_cpus()))
         self.state = new_state(steps)
         self.epoch = 0
-        self.chooser = Chooser()
+        #: team or caller alone, run by run; None: always the team when it is free (a small model's
+        #: specialisation chooses between this schedule and its serial twin instead: one choice, not two)
+        self.chooser: Chooser | None = Chooser()
+        #: idle step states for runs by one calling thread, with the last epoch each ran (popped and pushed
+        #: back like the arena sets: several threads may each run one alone at once)
+        self._solo: list[tuple[np.ndarray, int]] = []
 
     def rest(self) -> None:
         """Tell the team's idle workers to stop spinning and sleep until the next job: the caller is about to
@@ -215,32 +221,54 @@ class ParallelRun:
         if _team:
             _team[0].words[REST] = 1
 
+    def run_alone(self, *buffers: object) -> None:
+        """This schedule run by the calling thread only, on an idle step state of its own (reused: its next
+        epoch, so no counter needs resetting) instead of the team's: several threads can each run one sample
+        at once."""
+        try:
+            st, ep = self._solo.pop()  # (list.pop / append are atomic: no lock on the per-call path)
+        except IndexError:
+            st, ep = np.zeros_like(self.state), 0  # (the team state's length: a traced schedule's is longer)
+        try:
+            self.fn(*buffers, True, ep + 1, st)
+        finally:
+            self._solo.append((st, ep + 1))
+
     def alone(self) -> Callable[..., None]:
-        """This schedule run by the calling thread only, with a fresh step state of its own instead of the
-        team's (several threads can each run one sample at once)."""
-        return lambda *buffers: self.fn(*buffers, True, 1, new_state(self.steps))
+        """``run_alone`` as a callable on the buffers."""
+        return self.run_alone
+
+    def on_team(self, *buffers: object) -> bool:
+        """Run on the team if it is free: True; False if another thread holds it (nothing ran)."""
+        t = team(self.team_size)
+        if not t.busy.acquire(blocking=False):
+            return False
+        try:
+            self.epoch += 1
+            t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
+        finally:
+            t.busy.release()
+        return True
 
     def __call__(self, *buffers: object) -> None:
         if self.team_size == 1:
-            self.fn(*buffers, True, 1, new_state(self.steps))
+            self.run_alone(*buffers)
             return
-        t = team(self.team_size)
-        which = self.chooser.pick()
-        if which == 0 and t.busy.acquire(blocking=False):
-            try:
-                self.epoch += 1
-                t0 = time.perf_counter()
-                t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
-                self.chooser.record(0, time.perf_counter() - t0)
-            finally:
-                t.busy.release()
+        chooser = self.chooser
+        if chooser is None:  # (the choice is made outside: Specialization.with_twin)
+            if not self.on_team(*buffers):
+                self.run_alone(*buffers)
+            return
+        which = chooser.pick()
+        t0 = time.perf_counter()
+        if which == 0 and self.on_team(*buffers):
+            chooser.record(0, time.perf_counter() - t0)
             return
         if which:
             self.rest()
-        t0 = time.perf_counter()
-        self.fn(*buffers, True, 1, new_state(self.steps))
+        self.run_alone(*buffers)
         if which:  # (not a run that found the team busy: it tells nothing of the team's speed)
-            self.chooser.record(1, time.perf_counter() - t0)
+            chooser.record(1, time.perf_counter() - t0)
 
 
 __all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",

@@ -9,7 +9,7 @@ from test_threads import block_model
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
-from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WINDOW, Chooser
+from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WARM_PERIOD, WINDOW, Chooser
 
 
 def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
@@ -24,8 +24,9 @@ def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
 def test_chooser_follows_the_faster_and_explores_rarely() -> None:
     ch = Chooser()
     picks = _drive(ch, (1.0, 3.5), 2000)  # the parallel schedule 3.5x faster than the serial one
-    warm = 2 * (WINDOW // 2 + 1)
-    assert set(picks[:warm]) == {0, 1}  # each measured first
+    warm = WARM_PERIOD * (WINDOW // 2 + 1)
+    # each measured first: the serial one every WARM_PERIOD-th run, the parallel one otherwise
+    assert picks[:warm] == [int((i + 1) % WARM_PERIOD == 0) for i in range(warm)]
     tail = picks[warm:]
     assert ch.best == 0
     # a 3.5x slower one: tried once per 250 runs (its cost, 2.5 runs a try, is 1% of the time)
@@ -56,6 +57,7 @@ def test_small_parallel_model_runs_both_schedules_bit_identically(monkeypatch) -
     spec = two._default_spec()
     assert spec.program.meta["parallel_layers"] > 0 and spec.twin is not None
     assert spec.twin.program.meta.get("parallel_layers", 0) == 0
+    assert spec.program.run.chooser is None  # one choice (team or serial twin), not the team's own as well
     for i in range(2 * WINDOW + 4):  # the full path and the fast path
         got = two.run(None, {"x": x}) if i % 2 else two(x)
         for a, b in zip(got, ref):

@@ -373,13 +373,37 @@ def test_a_busy_team_runs_the_caller_alone() -> None:
     assert not t.is_alive() and (log[0, :3, 2] == 1).all() and log[1, 0, 2] == 1
 
 
+def test_the_caller_alone_reuses_its_step_state() -> None:
+    """Runs by one calling thread take an idle step state and run it at its next epoch (no fresh state per
+    call); every part still runs once per run, and callers at once each get a state of their own."""
+    parts = np.array([3, 1], np.int64)
+    ptr = np.array([0, 0, 1], np.int64)
+    flat = np.array([0], np.int64)
+    run = ParallelRun(_interpret, 2, 2)
+    log = np.zeros((2, 4, 3), np.int64)
+    for i in range(1, 4):
+        run.run_alone(parts, ptr, flat, np.array([1], np.int64), log, np.zeros(1, np.int64), -1)
+        assert (log[0, :3, 2] == i).all() and log[1, 0, 2] == i and log[0, 3, 2] == 0
+    assert len(run._solo) == 1 and run._solo[0][1] == 3  # one state, at its third epoch
+    logs = [np.zeros((2, 4, 3), np.int64) for _ in range(4)]
+    ts = [threading.Thread(target=run.alone(), args=(parts, ptr, flat, np.array([1], np.int64), lg,
+                                                     np.zeros(1, np.int64), -1)) for lg in logs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout=60)
+    assert all((lg[0, :3, 2] == 1).all() and lg[1, 0, 2] == 1 for lg in logs)
+    assert 1 <= len(run._solo) <= 4
+
+
 def test_profile_of_a_threaded_model(models) -> None:
     from cnnjit.profile import profile_schedule
 
     _, _, two = models
     prof = profile_schedule(two._default_spec(), repeat=3, warmup=1)
     # the parts are timed one by one (serially, in schedule order)
-    assert len(prof.calls) == 10 and sum("[channels" in c.note for c in prof.calls) == 6
+    # (channel parts, and the Winograd conv's bands of tile rows: parts.PREFER_PART_SPACE)
+    assert len(prof.calls) == 10 and sum("[channels" in c.note or "[part " in c.note for c in prof.calls) == 6
 
 
 def test_one_team_runs_each_job_on_its_thread_count() -> None:
