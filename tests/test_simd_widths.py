@@ -213,6 +213,43 @@ def test_pool_kernels_at_width(width, case, data) -> None:
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
 
 
+@st.composite
+def strided_pool_cases(draw):
+    """Pools whose column stride is 3-5 (``simd_pool`` gathers): rectangular windows, dilations (MaxPool),
+    pads, ceil mode; AveragePool with a divisor that pads do not change."""
+    op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(3, 5))
+    dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if op == "MaxPool" else (1, 1)
+    pads = [draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)), draw(st.integers(0, kh - 1)),
+            draw(st.integers(0, kw - 1))]
+    h, w = draw(st.integers(dh * (kh - 1) + 1, 12)), draw(st.integers(dw * (kw - 1) + 1, 90))
+    return dict(op=op, k=[kh, kw], s=[sh, sw], d=[dh, dw], pads=pads, h=h, w=w, ceil=draw(st.integers(0, 1)),
+                c=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=strided_pool_cases())
+def test_strided_pool_kernel_at_width(width, case) -> None:
+    """``simd_pool`` at column strides above 2 (a spectrogram's 1x4 stride-4 MaxPool): one gather per tap,
+    the border lanes inserted one by one."""
+    x = np.random.default_rng(case["seed"]).standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
+    k, s, pads = case["k"], case["s"], case["pads"]
+    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=case["ceil"])
+    if case["op"] == "MaxPool":
+        attrs["dilations"] = case["d"]
+        expected = ref.max_pool(x, k, strides=s, pads=pads, dilations=case["d"], ceil_mode=case["ceil"])
+    else:
+        attrs["count_include_pad"] = 1
+        expected = ref.avg_pool(x, k, strides=s, pads=pads, ceil_mode=case["ceil"], count_include_pad=1)
+    assume(np.all(np.isfinite(expected)))
+    model = _model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {})
+    if case["op"] == "AveragePool":
+        assume("simd_pool" in applicable_variants(model, "AveragePool", width))  # a uniform divisor
+    model = compile_variant(model, case["op"], width, force="simd_pool")
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @given(m=st.integers(1, 5), k=st.integers(1, 40), n=st.integers(1, 70), trans_b=st.integers(0, 1),
        bias=st.booleans(), seed=st.integers(0, 2**16), data=st.data())
