@@ -1,12 +1,12 @@
 """2-D max and average pooling with explicit SIMD over output columns (plain NCHW).
 
 Each (image, channel) plane is processed row by row in vectors of ``W`` output columns. Stride 1 loads
-contiguously, stride 2 keeps the even lanes of a double load, a larger stride gathers (the 1x4 stride-4
-pools of a spectrogram's frequency axis); lanes outside the input are masked (never read) and hold -inf for
-max pooling or 0 for averaging. Average pooling divides by a constant when every
-window holds kh*kw counted cells; with pads not counted (``count_include_pad=0``) it counts each window's
-cells inside the input by running the same masked loads over a row of ones. Fused activations (the
-``post`` steps ``fuse_epilogue`` gives a pool) run on each output vector before its store.
+contiguously, stride 2 keeps the even lanes of a double load, stride 4 one lane in four of a de-interleaving
+load (the 1x4 stride-4 pools of a spectrogram's frequency axis), other strides gather; lanes outside the
+input are masked (never read) and hold -inf for max pooling or 0 for averaging. Average pooling divides by a
+constant when every window holds kh*kw counted cells; with pads not counted (``count_include_pad=0``) it
+counts each window's cells inside the input by running the same masked loads over a row of ones. Fused
+activations (the ``post`` steps ``fuse_epilogue`` gives a pool) run on each output vector before its store.
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False, node: Node
     if sw <= 2:
         fast, fast_ok, edge = row_load(w, sw, fill=fill)
         edge_lines = [f"v = {edge}"]
-    else:  # a lane per window ``sw`` columns apart: a strided gather, the border lanes inserted one by one
+    else:  # a lane per window ``sw`` columns apart (stride 4: one de-interleaving load, else a gather), the
+        # border lanes inserted one by one
         fast, fast_ok = f"vgather{w}(xb, xrow + iw0, {sw})", f"iw0 >= 0 and iw0 + {(w - 1) * sw} < Win"
+        if sw == 4:
+            fast, fast_ok = f"vload4t{w}(xb, xrow + iw0)[0]", f"iw0 >= 0 and iw0 + {4 * w} <= Win"
         edge_lines = [f"v = vbcast{w}({fill})",
                       f"for i in range(max(0, ({sw - 1} - iw0) // {sw}), min(cnt, (Win - iw0 + {sw - 1}) // {sw})):",
                       f"    v = vinsert{w}(v, i, xb[U(xrow + iw0 + i * {sw})])"]
