@@ -14,6 +14,7 @@ import pytest
 import reference_np as ref
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from kernel_cases import property_settings
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -84,10 +85,11 @@ def conv_cases(draw):
 def _run_conv(case, width, data=None, expect=None, force=None):
     rng = np.random.default_rng(case["seed"])
     c, m, g, k = case["c"], case["m"], case["g"], case["k"]
+    kh, kw = case.get("kshape", (k, k))  # a non-square kernel (kernel rows, columns)
     x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
-    wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32)
+    wt = rng.standard_normal((m, c // g, kh, kw)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    conv_attrs = dict(kernel_shape=[k, k], strides=[case["s"]] * 2, dilations=[case["d"]] * 2,
+    conv_attrs = dict(kernel_shape=[kh, kw], strides=[case["s"]] * 2, dilations=[case["d"]] * 2,
                       pads=case["pads"], group=g)
     expected = ref.conv(x, wt, b, strides=[case["s"]] * 2, pads=case["pads"], dilations=[case["d"]] * 2,
                         group=g)
@@ -142,6 +144,32 @@ def _run_conv(case, width, data=None, expect=None, force=None):
 @given(case=conv_cases(), data=st.data())
 def test_conv_kernels_at_width(width, case, data) -> None:
     _run_conv(case, width, data)
+
+
+@st.composite
+def thin_conv_cases(draw, width: int):
+    """1xK and Kx1 stride-1 Convs (K 2-5, dilated or not) on output rows of exactly two ``width``-lane
+    vectors, whose output channels fill whole tiles of two vectors, with a reduction depth from 64 (the
+    wake-word embedding's 1x3 / 3x1 layers): ``cblock``'s by default at every width."""
+    case = draw(conv_cases())
+    k, d = draw(st.integers(2, 5)), draw(st.integers(1, 2))
+    row = draw(st.booleans())  # 1xK (along the row) or Kx1
+    kshape = (1, k) if row else (k, 1)
+    c = draw(st.integers(-(-64 // k), -(-64 // k) + 6))
+    pl, pr = (draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2))) if row else (0, 0)
+    pt, pb = (0, 0) if row else (draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2)))
+    span = d * (k - 1) + 1
+    w = 2 * width - pl - pr + (span - 1 if row else 0)
+    h = draw(st.integers(span if not row else 1, span + 2 if not row else 3))
+    return {**case, "c": c, "m": 2 * width * draw(st.integers(1, 2)), "g": 1, "k": k, "kshape": kshape,
+            "s": 1, "d": d, "h": h, "w": w, "pads": [pt, pl, pb, pr], "residual": False}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(4)
+@given(data=st.data())
+def test_thin_conv_kernel_at_width(width, data) -> None:
+    _run_conv(data.draw(thin_conv_cases(width)), width, expect="cblock")
 
 
 @st.composite
