@@ -140,22 +140,28 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
 
     Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
     meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
-    accumulators, two weight vectors and the broadcast in ``vector_registers`` (AVX2: 6, AVX-512: 14). Among
-    the counts in the budget's upper third, the one that wastes the fewest recomputed pixels on a row of
-    ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 26 (73 against 59 GFLOP/s for 2 x 3 on 96->96 3x3).
+    accumulators, two weight vectors and the broadcast in ``vector_registers`` less ``SPARE_REGISTERS`` (AVX2:
+    5, AVX-512: 13). Among the counts in the budget's upper third, the one that wastes the fewest recomputed
+    pixels on a row of ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 12 and 26 (73 against 59 GFLOP/s
+    for 2 x 3 on 96->96 3x3).
     """
     w = target.vector_width
     mv = 2
     tiles = -(-mg // (mv * w))
     if mg % (mv * w) != 0 and (group > 1 or tiles * mv * w - mg > MAX_RAGGED * tiles * mv * w):
         return None
-    most = max(1, (target.vector_registers - mv - 1) // mv)
+    most = max(1, (target.vector_registers - mv - 1 - SPARE_REGISTERS) // mv)
     if ow <= most:
         return mv, ow
     fewest = max(1, (2 * most + 2) // 3)
     return mv, min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
 
 
+#: vector registers the tile leaves free (LLVM's broadcasts loaded ahead): on AVX2 a 2 x 6 tile (15 of 16
+#: registers) spilled, GFLOP/s 2 x 6 / 2 x 5 / 2 x 4 on 3x3 layers: 96->96 at 12x12 44 / 84 / 90, 128->128 at
+#: 12x12 43 / 80 / 84, 96->192 stride 2 at 24x24 56 / 53 / 79, 256->256 at 6x6 69 / 73 / 75, 32->64 dilated
+#: (2, 1) at 100x64 35 / 61 / 56; 2 x 5 (13 registers) is the best tile of 13-column rows (82 against 72)
+SPARE_REGISTERS = 2
 #: the most a ragged layer's whole tiles may exceed its output channels by (a fraction of the lanes computed)
 MAX_RAGGED = 0.25
 
