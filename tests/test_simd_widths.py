@@ -173,6 +173,27 @@ def test_thin_conv_kernel_at_width(width, data) -> None:
 
 
 @st.composite
+def column_kernel_cases(draw):
+    """Dense and grouped Kx1 Convs (K 2-9): ``simd_conv`` unrolls the kernel rows of the output rows whose
+    window lies inside the input and loops over the others' (pads above and below)."""
+    case = draw(conv_cases())
+    assume(case["g"] == 1 or case["c"] != case["g"])  # not depthwise
+    k, d = draw(st.integers(2, 9)), draw(st.integers(1, 2))
+    span = d * (k - 1) + 1
+    pads = [draw(st.integers(0, k // 2 + 1)), draw(st.integers(0, 1)), draw(st.integers(0, k // 2 + 1)),
+            draw(st.integers(0, 1))]
+    h = draw(st.integers(max(1, span - pads[0] - pads[2]), span + 6))
+    return {**case, "k": k, "kshape": (k, 1), "d": d, "h": h, "pads": pads}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(6)
+@given(case=column_kernel_cases())
+def test_column_kernel_simd_conv_at_width(width, case) -> None:
+    _run_conv(case, width, force="simd_conv")
+
+
+@st.composite
 def depthwise_cases(draw):
     """Depthwise Convs for ``simd_depthwise``'s padded plane: 1..7 taps a side, odd and even output row
     counts (its two-row sweep and the last row alone), rows shorter and longer than a vector (1x1 layers
