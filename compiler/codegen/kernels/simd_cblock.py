@@ -191,11 +191,12 @@ MIN_SIMD_CONV_CHANNELS = 4
 #: per-tile epilogue and strided stores cost as much as the FMAs (stems: 3 channels x 9 taps at 10-19 against
 #: 19-24 GFLOP/s for ``simd_conv``; 1x1 stride 2 from 16 or 32 channels: 0.85-1.0x)
 MIN_DEPTH = 128
-#: the least reduction depth for a stride-1 layer (not Winograd's) on rows of exactly two vectors whose
-#: group's channels fill whole tiles: there ``simd_conv``'s row is one interior vector and one border tile
-#: (or two border tiles when padded) and ``cvec`` tests every tap; AVX2, LeakyReLU, GFLOP/s cblock /
-#: simd_conv / cvec at 16 columns: 1x3 48->48 68 / 53 / 29, 3x1 48->48 67 / 65 / 25, 1x3 24->48 (depth
-#: 72) 56 / 46 / 26
+#: the least reduction depth for a stride-1 layer (not Winograd's) of several kernel columns on rows of
+#: exactly two vectors whose group's channels fill whole tiles: there ``simd_conv``'s row is one interior
+#: vector and one border tile (or two border tiles when padded) and ``cvec`` tests every tap; AVX2,
+#: LeakyReLU, GFLOP/s cblock / simd_conv / cvec at 16 columns: 1x3 48->48 67-68 / 51-53 / 28-29, 1x3 24->48
+#: (depth 72) 46-56 / 42-46 / 25-26 (a Kx1 kernel has no border tile: 3x1 48->48 64 / 65 / 25, 8x1 64->128
+#: 53 / 59 / 24, left to ``simd_conv``)
 MIN_DEPTH_TWO_VECTORS = 64
 #: the same for a 1x1 stride-1 layer, against ``simd_pointwise`` (64 and 144 channels: 0.8x, 160-768: 1.1-1.8x)
 MIN_DEPTH_POINTWISE = 160
@@ -218,8 +219,9 @@ def cblock_applies(node: Node, target: Target) -> bool:
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
-      rows of two vectors in whole channel tiles that Winograd does not take (1xK and Kx1 kernels, 16 columns
-      at 8 lanes), from a depth of ``MIN_DEPTH_TWO_VECTORS``: 56-68 against 46-65 and 25-29;
+      rows of two vectors in whole channel tiles that Winograd does not take, of kernels several columns
+      wide (1xK, 16 columns at 8 lanes), from a depth of ``MIN_DEPTH_TWO_VECTORS``: 46-68 against 42-53
+      and 25-29;
     * any row when ``simd_conv``'s tile would hold fewer than ``MIN_SIMD_CONV_CHANNELS`` channels;
     * any row of a dilated layer (Winograd takes none; PLCMOS's 3x3 dilated (2, 1)): 58-71 against 29-52
       for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
@@ -243,7 +245,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
                 and not has_residual(node))
     mg = node.inputs[1].shape[0] // a["group"]
     if (ow == 2 * w and depth >= MIN_DEPTH_TWO_VECTORS and mg % (2 * w) == 0 and a["strides"][1] == 1
-            and not winograd_applies(node, target)):
+            and a["kernel_shape"][1] > 1 and not winograd_applies(node, target)):
         return True
     if depth < MIN_DEPTH or (winograd_applies(node, target) and multiply_ratio(node, target) >= MIN_WINOGRAD_RATIO):
         return False
