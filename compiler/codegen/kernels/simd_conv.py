@@ -102,8 +102,8 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
         f"    ohi = (Win - {span} - (KW - 1) * dw + pw) // {sw}",
         "    for n in range(N):",
         "        for oh in range(OH):",  # every channel tile of one output row while its input rows are in cache
-        "            ihf = oh * sh - ph",
-        f"            full = ihf >= 0 and ihf + {kh_n - 1} * dh < H",
+        *(["            ihf = oh * sh - ph", f"            full = ihf >= 0 and ihf + {kh_n - 1} * dh < H"]
+          if unrolled_rows(node) else []),
         f"            for m in range(0, M, {mr}):",
         "                g = m // mg",
         "                wm = wo + m * cg * ksz",
