@@ -14,6 +14,7 @@ import pytest
 import reference_np as ref
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from kernel_cases import property_settings
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -84,10 +85,11 @@ def conv_cases(draw):
 def _run_conv(case, width, data=None, expect=None, force=None):
     rng = np.random.default_rng(case["seed"])
     c, m, g, k = case["c"], case["m"], case["g"], case["k"]
+    kh, kw = case.get("kshape", (k, k))  # a non-square kernel (kernel rows, columns)
     x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
-    wt = rng.standard_normal((m, c // g, k, k)).astype(np.float32)
+    wt = rng.standard_normal((m, c // g, kh, kw)).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    conv_attrs = dict(kernel_shape=[k, k], strides=[case["s"]] * 2, dilations=[case["d"]] * 2,
+    conv_attrs = dict(kernel_shape=[kh, kw], strides=[case["s"]] * 2, dilations=[case["d"]] * 2,
                       pads=case["pads"], group=g)
     expected = ref.conv(x, wt, b, strides=[case["s"]] * 2, pads=case["pads"], dilations=[case["d"]] * 2,
                         group=g)
@@ -142,6 +144,55 @@ def _run_conv(case, width, data=None, expect=None, force=None):
 @given(case=conv_cases(), data=st.data())
 def test_conv_kernels_at_width(width, case, data) -> None:
     _run_conv(case, width, data)
+
+
+@st.composite
+def thin_conv_cases(draw, width: int):
+    """1xK and Kx1 stride-1 Convs (K 2-5, dilated or not) on output rows of exactly two ``width``-lane
+    vectors, whose output channels fill whole tiles of two vectors, with a reduction depth from 64 (the
+    wake-word embedding's 1x3 / 3x1 layers): by default ``cblock``'s (1xK) and ``simd_conv``'s (Kx1, whose
+    rows it unrolls; not ``cvec``'s) at every width."""
+    case = draw(conv_cases())
+    k, d = draw(st.integers(2, 5)), draw(st.integers(1, 2))
+    row = draw(st.booleans())  # 1xK (along the row) or Kx1
+    kshape = (1, k) if row else (k, 1)
+    c = draw(st.integers(-(-64 // k), -(-64 // k) + 6))
+    pl, pr = (draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2))) if row else (0, 0)
+    pt, pb = (0, 0) if row else (draw(st.integers(0, k // 2)), draw(st.integers(0, k // 2)))
+    span = d * (k - 1) + 1
+    w = 2 * width - pl - pr + (span - 1 if row else 0)
+    h = draw(st.integers(span if not row else 1, span + 2 if not row else 3))
+    return {**case, "c": c, "m": 2 * width * draw(st.integers(1, 2)), "g": 1, "k": k, "kshape": kshape,
+            "s": 1, "d": d, "h": h, "w": w, "pads": [pt, pl, pb, pr], "residual": False}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(4)
+@given(data=st.data())
+def test_thin_conv_kernel_at_width(width, data) -> None:
+    case = data.draw(thin_conv_cases(width))
+    _run_conv(case, width, expect="cblock" if case["kshape"][0] == 1 else "simd_conv")
+
+
+@st.composite
+def column_kernel_cases(draw):
+    """Dense and grouped Kx1 Convs (K 2-9): ``simd_conv`` unrolls the kernel rows of the output rows whose
+    window lies inside the input and loops over the others' (pads above and below)."""
+    case = draw(conv_cases())
+    assume(case["g"] == 1 or case["c"] != case["g"])  # not depthwise
+    k, d = draw(st.integers(2, 9)), draw(st.integers(1, 2))
+    span = d * (k - 1) + 1
+    pads = [draw(st.integers(0, k // 2 + 1)), draw(st.integers(0, 1)), draw(st.integers(0, k // 2 + 1)),
+            draw(st.integers(0, 1))]
+    h = draw(st.integers(max(1, span - pads[0] - pads[2]), span + 6))
+    return {**case, "k": k, "kshape": (k, 1), "d": d, "h": h, "pads": pads}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(6)
+@given(case=column_kernel_cases())
+def test_column_kernel_simd_conv_at_width(width, case) -> None:
+    _run_conv(case, width, force="simd_conv")
 
 
 @st.composite
@@ -210,6 +261,43 @@ def test_pool_kernels_at_width(width, case, data) -> None:
     assume(np.all(np.isfinite(expected)))  # a window entirely in padding has no defined value (reference_np)
     model = compile_variant(_model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {}),
                             case["op"], width, data)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@st.composite
+def strided_pool_cases(draw):
+    """Pools whose column stride is 3-5 (``simd_pool`` gathers): rectangular windows, dilations (MaxPool),
+    pads, ceil mode; AveragePool with a divisor that pads do not change."""
+    op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 6))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(3, 5))
+    dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if op == "MaxPool" else (1, 1)
+    pads = [draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)), draw(st.integers(0, kh - 1)),
+            draw(st.integers(0, kw - 1))]
+    h, w = draw(st.integers(dh * (kh - 1) + 1, 12)), draw(st.integers(dw * (kw - 1) + 1, 90))
+    return dict(op=op, k=[kh, kw], s=[sh, sw], d=[dh, dw], pads=pads, h=h, w=w, ceil=draw(st.integers(0, 1)),
+                c=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(case=strided_pool_cases())
+def test_strided_pool_kernel_at_width(width, case) -> None:
+    """``simd_pool`` at column strides above 2 (a spectrogram's 1x4 stride-4 MaxPool): one gather per tap,
+    the border lanes inserted one by one."""
+    x = np.random.default_rng(case["seed"]).standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
+    k, s, pads = case["k"], case["s"], case["pads"]
+    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=case["ceil"])
+    if case["op"] == "MaxPool":
+        attrs["dilations"] = case["d"]
+        expected = ref.max_pool(x, k, strides=s, pads=pads, dilations=case["d"], ceil_mode=case["ceil"])
+    else:
+        attrs["count_include_pad"] = 1
+        expected = ref.avg_pool(x, k, strides=s, pads=pads, ceil_mode=case["ceil"], count_include_pad=1)
+    assume(np.all(np.isfinite(expected)))
+    model = _model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {})
+    if case["op"] == "AveragePool":
+        assume("simd_pool" in applicable_variants(model, "AveragePool", width))  # a uniform divisor
+    model = compile_variant(model, case["op"], width, force="simd_pool")
     np.testing.assert_allclose(model(x), expected, rtol=1e-5, atol=1e-5)
 
 

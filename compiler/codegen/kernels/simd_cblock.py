@@ -140,22 +140,28 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
 
     Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
     meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
-    accumulators, two weight vectors and the broadcast in ``vector_registers`` (AVX2: 6, AVX-512: 14). Among
-    the counts in the budget's upper third, the one that wastes the fewest recomputed pixels on a row of
-    ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 26 (73 against 59 GFLOP/s for 2 x 3 on 96->96 3x3).
+    accumulators, two weight vectors and the broadcast in ``vector_registers`` less ``SPARE_REGISTERS`` (AVX2:
+    5, AVX-512: 13). Among the counts in the budget's upper third, the one that wastes the fewest recomputed
+    pixels on a row of ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 12 and 26 (73 against 59 GFLOP/s
+    for 2 x 3 on 96->96 3x3).
     """
     w = target.vector_width
     mv = 2
     tiles = -(-mg // (mv * w))
     if mg % (mv * w) != 0 and (group > 1 or tiles * mv * w - mg > MAX_RAGGED * tiles * mv * w):
         return None
-    most = max(1, (target.vector_registers - mv - 1) // mv)
+    most = max(1, (target.vector_registers - mv - 1 - SPARE_REGISTERS) // mv)
     if ow <= most:
         return mv, ow
     fewest = max(1, (2 * most + 2) // 3)
     return mv, min(range(most, fewest - 1, -1), key=lambda t: -(-ow // t) * t - ow)
 
 
+#: vector registers the tile leaves free (LLVM's broadcasts loaded ahead): on AVX2 a 2 x 6 tile (15 of 16
+#: registers) spilled, GFLOP/s 2 x 6 / 2 x 5 / 2 x 4 on 3x3 layers: 96->96 at 12x12 44 / 84 / 90, 128->128 at
+#: 12x12 43 / 80 / 84, 96->192 stride 2 at 24x24 56 / 53 / 79, 256->256 at 6x6 69 / 73 / 75, 32->64 dilated
+#: (2, 1) at 100x64 35 / 61 / 56; 2 x 5 (13 registers) is the best tile of 13-column rows (82 against 72)
+SPARE_REGISTERS = 2
 #: the most a ragged layer's whole tiles may exceed its output channels by (a fraction of the lanes computed)
 MAX_RAGGED = 0.25
 
@@ -185,6 +191,13 @@ MIN_SIMD_CONV_CHANNELS = 4
 #: per-tile epilogue and strided stores cost as much as the FMAs (stems: 3 channels x 9 taps at 10-19 against
 #: 19-24 GFLOP/s for ``simd_conv``; 1x1 stride 2 from 16 or 32 channels: 0.85-1.0x)
 MIN_DEPTH = 128
+#: the least reduction depth for a stride-1 layer (not Winograd's) of several kernel columns on rows of
+#: exactly two vectors whose group's channels fill whole tiles: there ``simd_conv``'s row is one interior
+#: vector and one border tile (or two border tiles when padded) and ``cvec`` tests every tap; AVX2,
+#: LeakyReLU, GFLOP/s cblock / simd_conv / cvec at 16 columns: 1x3 48->48 67-68 / 51-53 / 28-29, 1x3 24->48
+#: (depth 72) 46-56 / 42-46 / 25-26 (a Kx1 kernel has no border tile: 3x1 48->48 64 / 65 / 25, 8x1 64->128
+#: 53 / 59 / 24, left to ``simd_conv``)
+MIN_DEPTH_TWO_VECTORS = 64
 #: the same for a 1x1 stride-1 layer, against ``simd_pointwise`` (64 and 144 channels: 0.8x, 160-768: 1.1-1.8x)
 MIN_DEPTH_POINTWISE = 160
 #: and its least output channels per group (to 32 or 64: 0.8-1.0x, 160-384: 1.1-1.8x; MobileNetV2's 14x14 and
@@ -206,6 +219,9 @@ def cblock_applies(node: Node, target: Target) -> bool:
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
+      rows of two vectors in whole channel tiles that Winograd does not take, of kernels several columns
+      wide (1xK, 16 columns at 8 lanes), from a depth of ``MIN_DEPTH_TWO_VECTORS``: 46-68 against 42-53
+      and 25-29;
     * any row when ``simd_conv``'s tile would hold fewer than ``MIN_SIMD_CONV_CHANNELS`` channels;
     * any row of a dilated layer (Winograd takes none; PLCMOS's 3x3 dilated (2, 1)): 58-71 against 29-52
       for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
@@ -227,9 +243,12 @@ def cblock_applies(node: Node, target: Target) -> bool:
         # a fused residual gathers per pixel: more than the kernel wins over simd_pointwise's vector loads
         return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
                 and not has_residual(node))
+    mg = node.inputs[1].shape[0] // a["group"]
+    if (ow == 2 * w and depth >= MIN_DEPTH_TWO_VECTORS and mg % (2 * w) == 0 and a["strides"][1] == 1
+            and a["kernel_shape"][1] > 1 and not winograd_applies(node, target)):
+        return True
     if depth < MIN_DEPTH or (winograd_applies(node, target) and multiply_ratio(node, target) >= MIN_WINOGRAD_RATIO):
         return False
-    mg = node.inputs[1].shape[0] // a["group"]
     return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
             or conv_tile(target, mg, ow, row_width(target, ow))[0] < MIN_SIMD_CONV_CHANNELS)
 

@@ -19,6 +19,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, has_residual
+from .simd_conv import unrolled_rows
 from .simd_pointwise import conv_operands, conv_sizes, is_pointwise
 from .template import source
 
@@ -99,8 +100,9 @@ def cvec_width(node: Node, target: Target) -> int | None:
     # rows of up to 16 columns with >= 2 channel vectors per group: 8-16 FMA chains beat the
     # column-vector kernel's 4 (measured on ResNet-8's 16x16 layers: 1.05x stride 1, 1.2x stride 2)
     # (not with a fused residual: its per-pixel gathers cost more than the extra chains win here)
+    # (nor a Kx1 kernel, whose rows simd_conv unrolls: 3x1 48->48 at 16 columns 25 against 65 GFLOP/s)
     residual = has_residual(node)
-    if mg % (2 * host) == 0 and y.shape[3] <= 16 and not residual:
+    if mg % (2 * host) == 0 and y.shape[3] <= 16 and not residual and not unrolled_rows(node):
         return host
     return None
 
