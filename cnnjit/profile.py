@@ -314,7 +314,8 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     op, name, note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak, trace_ms, its
     time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), of them
     written_bytes (its outputs) and read_bytes (the rest), intensity (FLOP per byte), gbs (bytes per second
-    achieved), level (``roofline.level_of``: the innermost cache its bytes fit in, else DRAM), level_gbs and
+    achieved), level (``roofline.level_of``: the innermost cache its distinct bytes, ``footprint_bytes``, fit
+    in, else DRAM), level_gbs and
     level_write_gbs (that level's read and write bandwidths), memory_ms (``roofline.memory_seconds``: the
     least time those bandwidths allow), memory_share (memory_ms / median_ms) and memory_bound
     (``memory_bound``: FLOPs over ``effective_bytes`` below that level's balance, i.e. memory_ms more than
@@ -346,8 +347,11 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     traced = median_run(prof.calls)
     for c, f, n, nb in zip(prof.calls, flops, nodes, nbytes):
         g = f / c.median_s / 1e9 if c.median_s and f else 0.0
-        lv = level_of(nb, levels)
-        wb = min(nb, written_bytes(n) // (len(t.calls.get(n.id, ())) or 1)) if n is not None and t.calls else 0
+        share = (len(t.calls.get(n.id, ())) or 1) if n is not None and t.calls else 1
+        # the level holding its data: by the distinct bytes it touches (a recurrence's R read once per step
+        # is one R in the cache), the time by every byte it moves
+        lv = level_of(min(nb, footprint_bytes(n) // share) if n is not None else nb, levels)
+        wb = min(nb, written_bytes(n) // share) if n is not None else 0
         mem_s = memory_seconds(nb - wb, wb, lv)
         out_elems = int(np.prod(n.outputs[0].shape)) if n is not None and n.outputs and n.outputs[0].shape else 0
         rows.append({"call": c.index, "kernel": c.kernel, "variant": c.variant,
@@ -382,8 +386,19 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
 def written_bytes(node: Any) -> int:
     """Bytes an IR node writes: each of its outputs once (the written part of ``flops.node_bytes``)."""
     ins = {id(v) for v in node.inputs if v is not None}
-    outs = {id(v): v for v in node.outputs if v is not None and id(v) not in ins}
-    return int(sum(int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize for v in outs.values()))
+    return _value_bytes([v for v in node.outputs if v is not None and id(v) not in ins])
+
+
+def _value_bytes(values: list[Any]) -> int:
+    """Bytes of ``values``, each distinct one once."""
+    vals = {id(v): v for v in values}
+    return int(sum(int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize for v in vals.values()))
+
+
+def footprint_bytes(node: Any) -> int:
+    """Bytes of the distinct values an IR node touches, each once: ``flops.node_bytes`` without counting a
+    recurrence's weights once per step (they are the same bytes, which stay in the cache that holds them)."""
+    return _value_bytes([v for v in [*node.inputs, *node.outputs] if v is not None])
 
 
 def median_run(calls: list[CallTiming]) -> int:
@@ -521,5 +536,5 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
            "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
            "stream_source", "stream_bandwidth_gbs", "memory_bound",
-           "profile_model", "written_bytes",
+           "profile_model", "written_bytes", "footprint_bytes",
            "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]

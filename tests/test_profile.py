@@ -137,13 +137,8 @@ def test_fma_peak_is_positive() -> None:
     assert fma_peak_gflops(width=4, seconds=0.002, repeat=2) > 0.5
 
 
-def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
-    """The bytes a node must move, worked out by hand: a Conv reads x and w and writes y; a recurrence reads
-    R once per step (T = 7 here)."""
-    ir = cnnjit.compile(conv_stack(channels=4, size=8, layers=1), entry="lazy").ir
-    conv = next(n for n in ir.nodes if n.op == "Conv")
-    assert node_bytes(conv) == 4 * (3 * 64 + 4 * 3 * 9 + 4 * 64 + (4 if len(conv.inputs) > 2 else 0))
-    T, I, H = 7, 3, 5
+def lstm_model(T: int, I: int, H: int):  # noqa: E741 - ONNX's names
+    """One forward LSTM over ``T`` steps of ``I`` inputs, hidden size ``H``."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("W", (1, 4 * H, I)), ("R", (1, 4 * H, H)))]
@@ -152,7 +147,29 @@ def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     m.ir_version = 8
-    loop = next(n for n in cnnjit.compile(m, entry="lazy").ir.nodes if n.op == "LSTMLoop")
+    return m
+
+
+def test_a_recurrence_is_judged_by_the_cache_its_weights_stay_in() -> None:
+    """An LSTM reads its recurrent weights R once per step (``node_bytes`` counts them T times: 1 MB here), but
+    they are the same 16 KB each step: the level that serves them is the one its distinct bytes fit in."""
+    doc = profile_model(lstm_model(64, 8, 32), repeat=2, warmup=1)
+    levels = {lv["level"]: lv for lv in doc["levels"]}
+    row = next(r for r in doc["calls"] if r["op"].startswith("LSTM"))
+    assert row["bytes"] > 64 * 4 * 32 * 32 * 4  # R once per step
+    footprint = (4 * 32 * 8 + 4 * 32 * 32) * 4 + 64 * 8 * 4  # W, R, x (and the outputs, small)
+    size = levels[row["level"]]["bytes"]
+    assert size is not None and footprint <= size < row["bytes"], (row["level"], size, row["bytes"])
+
+
+def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
+    """The bytes a node must move, worked out by hand: a Conv reads x and w and writes y; a recurrence reads
+    R once per step (T = 7 here)."""
+    ir = cnnjit.compile(conv_stack(channels=4, size=8, layers=1), entry="lazy").ir
+    conv = next(n for n in ir.nodes if n.op == "Conv")
+    assert node_bytes(conv) == 4 * (3 * 64 + 4 * 3 * 9 + 4 * 64 + (4 if len(conv.inputs) > 2 else 0))
+    T, I, H = 7, 3, 5
+    loop = next(n for n in cnnjit.compile(lstm_model(T, I, H), entry="lazy").ir.nodes if n.op == "LSTMLoop")
     others = sum(int(np.prod(v.shape)) * v.dtype.itemsize for i, v in enumerate([*loop.inputs, *loop.outputs])
                  if v is not None and i != 1)
     assert node_bytes(loop) == others + T * 4 * (4 * H * H)
