@@ -232,13 +232,22 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     return source(lines), epi.args
 
 
-#: the least input channels: below, the strip copy costs about what it saves (AVX2 GFLOP/s against
-#: ``simd_pointwise``, Conv+SiLU: 24 -> 24 at 104x104 0.76x, 32 -> 16 at 112x112 0.71x, 16 -> 96 at 112x112
-#: 1.0x; 48 -> 48 at 104x104 1.07x, 96 -> 96 at 52x52 1.2x, 192-768 channels 1.3-1.6x, also against ``cblock``)
-MIN_CHANNELS = 48
-#: the least row tiles per strip, over which the copy is shared (96 -> 24 at 56x56, 4 tiles: 0.95x; 48 -> 24
-#: at 104x104: 0.83x; 8 tiles and more: 1.07x and up)
-MIN_ROW_TILES = 8
+#: the least input channels. It was 48 ("below, the strip copy costs about what it saves": 24 -> 24 at 104x104
+#: 0.76x, 32 -> 16 at 112x112 0.71x), but those layers have too few output rows for ``MIN_ROW_TILES`` anyway;
+#: with enough rows the shallow layers gain too (AVX2, per call in the schedule, interleaved, best of 3 x 50
+#: runs, against the variant taken at 48: Conv+Relu 32 -> 48 at 160x160 1.77x, 12 -> 96 at 160x160 1.59x,
+#: 24 -> 96 at 56x56 1.56x, 16 -> 64 at 56x56 1.44x, 8 -> 48 at 80x80 1.31x, 16 -> 96 at 112x112 1.14x,
+#: 24 -> 48 at 104x104 1.07x; Conv+SiLU 32 -> 48 at 160x160 1.56x, 16 -> 96 at 112x112 1.16x, 24 -> 48 at
+#: 104x104 1.15x; small maps against ``simd_pointwise``/``channel_pointwise``: 40 -> 120 at 28x28 1.60x,
+#: 16 -> 96 at 28x28 1.53x, 24 -> 72 at 14x14 1.52x, 16 -> 64 at 10x10 2.1x, 40 -> 120 at 4x4 1.44x, 16 -> 96
+#: at 4x4 1.56x, 8 -> 48 at 4x4 1.32x; 32 -> 64 at 16x16 1.05x)
+MIN_CHANNELS = 8
+#: the least row tiles per strip, over which the copy is shared. It was 8 (96 -> 24 at 56x56, 4 tiles: 0.95x;
+#: 48 -> 24 at 104x104: 0.83x); re-measured as ``MIN_CHANNELS``, 4 tiles and fewer gain (16 -> 32 at 320x320
+#: 1.62x, 24 -> 40 at 28x28 1.46x, 24 -> 24 at 104x104 1.18x (SiLU), 48 -> 24 at 104x104 1.15x (SiLU),
+#: 1.06x (Relu), 96 -> 24 at 56x56 1.04x; 3 tiles: 96 -> 18 at 80x80 1.26x); 2 tiles won on 48 -> 12 at
+#: 160x160 (1.53x) but lost on 32 -> 16 at 112x112 (0.93x: 2 tiles and a remainder)
+MIN_ROW_TILES = 3
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
