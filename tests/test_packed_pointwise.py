@@ -121,15 +121,16 @@ def test_pack_weights_layout(m: int, mr: int) -> None:
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
-    """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows);
-    shallow reductions, few output rows, grouped 1x1s and 3x3s go to the others."""
-    for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
-                  (768, 384, 13), (384, 384, 13), (48, 64, 104)):
-        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    """packed_pointwise for the detector's 1x1s and the shallow ones from ``MIN_CHANNELS`` (8) input channels
+    and ``MIN_ROW_TILES`` (3) row tiles (ahead of cblock on deep ones on short rows); shallower reductions,
+    fewer output rows, grouped 1x1s and 3x3s go to the others."""
     mr = packed_tile(target)[0]
-    assert choose(_layer(24, 24, 104, 1, 1), target).name != "packed_pointwise"
-    assert choose(_layer(32, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
-    assert choose(_layer(96, 8 * mr - 8, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
+    for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
+                  (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
+                  (16, 32 if target.vector_registers == 16 else 48, 320)):
+        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
+    assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 
