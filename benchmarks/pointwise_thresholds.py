@@ -1,8 +1,10 @@
-"""``packed_pointwise``'s thresholds (``MIN_CHANNELS``, ``MIN_ROW_TILES``) before and after, interleaved in one
-process: single 1x1 Conv layers timed inside their compiled schedule (``cnnjit.profile.profile_model``, best
-of ``--rounds`` x ``--runs``), and whole corpus models (the same inputs, each table's compile timed in turn).
+"""``packed_pointwise`` on shallow layers (``SHALLOW_CHANNELS``, ``SHALLOW_ROW_TILES``) against the table
+without that rule ("old": ``MIN_CHANNELS`` and ``MIN_ROW_TILES`` only), interleaved in one process: single
+1x1 Conv layers timed inside their compiled schedule (``cnnjit.profile.profile_model``, best of
+``--rounds`` x ``--runs``), and whole corpus models (the same inputs, each table's compile timed in turn).
+``--always`` times the shallow rule on every layer it could take (no map-size condition) as "new".
 
-    PYTHONPATH=. python benchmarks/pointwise_thresholds.py [--old 48,8] [--rounds 3] [--runs 50]
+    PYTHONPATH=. python benchmarks/pointwise_thresholds.py [--always] [--rounds 3] [--runs 50]
         [--layers 16x32x320,32x48x160:silu] [--models ppocr_v4_det,ddddocr_det] [--model-runs 20]
 
 A layer is ``CxMxHW`` (``C`` -> ``M`` channels on an ``HW`` x ``HW`` map) with an optional ``:relu`` or
@@ -52,11 +54,12 @@ def layer_model(c: int, m: int, hw: int, act: str):
     return model
 
 
-def set_table(values: tuple[int, int]) -> None:
-    packed_pointwise.MIN_CHANNELS, packed_pointwise.MIN_ROW_TILES = values
+def set_table(values: dict[str, int]) -> None:
+    for name, value in values.items():
+        setattr(packed_pointwise, name, value)
 
 
-def time_layers(specs: list[str], tables: dict[str, tuple[int, int]], rounds: int, runs: int) -> None:
+def time_layers(specs: list[str], tables: dict[str, dict[str, int]], rounds: int, runs: int) -> None:
     for spec in specs:
         dims, _, act = spec.partition(":")
         c, m, hw = (int(v) for v in dims.split("x"))
@@ -75,7 +78,7 @@ def time_layers(specs: list[str], tables: dict[str, tuple[int, int]], rounds: in
         print(f"{spec}: " + " | ".join(cells) + f" | old/new {best['old'][0] / best['new'][0]:.2f}x", flush=True)
 
 
-def time_models(names: list[str], tables: dict[str, tuple[int, int]], runs: int) -> None:
+def time_models(names: list[str], tables: dict[str, dict[str, int]], runs: int) -> None:
     for name in names:
         model, feeds = load(name)
         compiled = {}
@@ -100,15 +103,16 @@ def time_models(names: list[str], tables: dict[str, tuple[int, int]], runs: int)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--old", default="48,8", help="MIN_CHANNELS,MIN_ROW_TILES before (default 48,8)")
+    ap.add_argument("--always", action="store_true", help="new: the shallow rule on every map size")
     ap.add_argument("--layers", default=LAYERS)
     ap.add_argument("--models", default="", help="corpus models (benchmarks/corpus.py names)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--model-runs", type=int, default=20)
     args = ap.parse_args()
-    old = tuple(int(v) for v in args.old.split(","))
-    tables = {"old": (old[0], old[1]), "new": (packed_pointwise.MIN_CHANNELS, packed_pointwise.MIN_ROW_TILES)}
+    keep = {n: getattr(packed_pointwise, n) for n in ("SHALLOW_CHANNELS", "STREAM_BYTES", "SMALL_MAP")}
+    new = dict(keep, STREAM_BYTES=0) if args.always else keep
+    tables = {"old": dict(keep, SHALLOW_CHANNELS=1 << 30), "new": new}
     if args.layers:
         time_layers(args.layers.split(","), tables, args.rounds, args.runs)
     if args.models:

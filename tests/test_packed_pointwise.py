@@ -121,16 +121,19 @@ def test_pack_weights_layout(m: int, mr: int) -> None:
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
-    """packed_pointwise for the detector's 1x1s and the shallow ones from ``MIN_CHANNELS`` (8) input channels
-    and ``MIN_ROW_TILES`` (3) row tiles (ahead of cblock on deep ones on short rows); shallower reductions,
-    fewer output rows, grouped 1x1s and 3x3s go to the others."""
+    """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows),
+    and for shallow ones (from 8 channels and 3 row tiles) on maps that stream past L2 or part-fill
+    ``simd_pointwise``'s rows; shallower reductions, fewer output rows, shallow layers on mid-sized maps,
+    grouped 1x1s and 3x3s go to the others."""
     mr = packed_tile(target)[0]
     for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
                   (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
-                  (16, 32 if target.vector_registers == 16 else 48, 320)):
+                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10), (40, 120, 7)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
     assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
+    assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
+    assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 

@@ -232,27 +232,34 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     return source(lines), epi.args
 
 
-#: the least input channels. It was 48 ("below, the strip copy costs about what it saves": 24 -> 24 at 104x104
-#: 0.76x, 32 -> 16 at 112x112 0.71x), but those layers have too few output rows for ``MIN_ROW_TILES`` anyway;
-#: with enough rows the shallow layers gain too (AVX2, per call in the schedule, interleaved, best of 3 x 50
-#: runs, against the variant taken at 48: Conv+Relu 32 -> 48 at 160x160 1.77x, 12 -> 96 at 160x160 1.59x,
-#: 24 -> 96 at 56x56 1.56x, 16 -> 64 at 56x56 1.44x, 8 -> 48 at 80x80 1.31x, 16 -> 96 at 112x112 1.14x,
-#: 24 -> 48 at 104x104 1.07x; Conv+SiLU 32 -> 48 at 160x160 1.56x, 16 -> 96 at 112x112 1.16x, 24 -> 48 at
-#: 104x104 1.15x; small maps against ``simd_pointwise``/``channel_pointwise``: 40 -> 120 at 28x28 1.60x,
-#: 16 -> 96 at 28x28 1.53x, 24 -> 72 at 14x14 1.52x, 16 -> 64 at 10x10 2.1x, 40 -> 120 at 4x4 1.44x, 16 -> 96
-#: at 4x4 1.56x, 8 -> 48 at 4x4 1.32x; 32 -> 64 at 16x16 1.05x)
-MIN_CHANNELS = 8
-#: the least row tiles per strip, over which the copy is shared. It was 8 (96 -> 24 at 56x56, 4 tiles: 0.95x;
-#: 48 -> 24 at 104x104: 0.83x); re-measured as ``MIN_CHANNELS``, 4 tiles and fewer gain (16 -> 32 at 320x320
-#: 1.62x, 24 -> 40 at 28x28 1.46x, 24 -> 24 at 104x104 1.18x (SiLU), 48 -> 24 at 104x104 1.15x (SiLU),
-#: 1.06x (Relu), 96 -> 24 at 56x56 1.04x; 3 tiles: 96 -> 18 at 80x80 1.26x); 2 tiles won on 48 -> 12 at
-#: 160x160 (1.53x) but lost on 32 -> 16 at 112x112 (0.93x: 2 tiles and a remainder)
-MIN_ROW_TILES = 3
+#: the least input channels: below, the strip copy costs about what it saves (AVX2 GFLOP/s against
+#: ``simd_pointwise``, Conv+SiLU: 24 -> 24 at 104x104 0.76x, 32 -> 16 at 112x112 0.71x, 16 -> 96 at 112x112
+#: 1.0x; 48 -> 48 at 104x104 1.07x, 96 -> 96 at 52x52 1.2x, 192-768 channels 1.3-1.6x, also against ``cblock``)
+MIN_CHANNELS = 48
+#: the least row tiles per strip, over which the copy is shared (96 -> 24 at 56x56, 4 tiles: 0.95x; 48 -> 24
+#: at 104x104: 0.83x; 8 tiles and more: 1.07x and up)
+MIN_ROW_TILES = 8
+#: shallower and narrower layers (from ``SHALLOW_CHANNELS`` input channels and ``SHALLOW_ROW_TILES`` row tiles)
+#: where the alternatives are slow: a layer whose input and output exceed ``STREAM_BYTES`` (L2: they stream
+#: from L3 or memory, and ``simd_pointwise``'s many row streams stall), or a map of at most ``SMALL_MAP``
+#: pixels that ``simd_pointwise``'s rows of 4 vectors would part-fill (``channel_pointwise`` otherwise: strided
+#: stores). Re-measured (AVX2, per call in the schedule, interleaved, best of 3 x 40-100 runs,
+#: ``benchmarks/pointwise_thresholds.py`` and the corpus models' profiles): 16 -> 32 at 320x320 1.76x, 32 -> 48
+#: at 160x160 1.74x, 12 -> 96 at 160x160 1.47x, 96 -> 18 at 80x80 1.24x, 16 -> 96 at 112x112 (SiLU) 1.22x,
+#: 24 -> 24 and 48 -> 24 at 104x104 (SiLU) 1.17x, 1.15x, 24 -> 96 at 56x56 1.58x; MobileNetV3's 4x4 maps
+#: 96 -> 40, 40 -> 240, 240 -> 40, 40 -> 120 1.47-1.96x, 16 -> 64 at 10x10 1.83x. Smaller maps that fill the
+#: rows lost (MobileNetV3's 8x8 and 16x16 1x1s with HardSwish 0.88-0.94x, the PP-OCR classifier's 8 -> 24 at
+#: 12x96 0.84x, 104 -> 32 at 2x96 0.83x), and 2 row tiles lost on 32 -> 16 at 112x112 (0.93x)
+SHALLOW_CHANNELS = 8
+SHALLOW_ROW_TILES = 3
+STREAM_BYTES = 512 * 1024
+SMALL_MAP = 100
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights, at least ``MIN_CHANNELS``
-    input channels, ``MIN_ROW_TILES`` register tiles of output rows and one whole strip of pixels
+    input channels, ``MIN_ROW_TILES`` register tiles of output rows (or ``SHALLOW_CHANNELS`` and
+    ``SHALLOW_ROW_TILES`` on large and on small maps: see there) and one whole strip of pixels
     (``simd_pointwise`` takes the rest, grouped ones included).
 
     It comes before ``cvec_pointwise`` in the table: on the 6x6 and 7x7 maps both take, ``cvec_pointwise``
@@ -263,8 +270,14 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
     if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const):
         return False
     mr, nr = packed_tile(target)
+    (M, C), w = wt.shape[:2], target.vector_width
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    return wt.shape[1] >= MIN_CHANNELS and wt.shape[0] >= MIN_ROW_TILES * mr and P >= nr * target.vector_width
+    if P < nr * w:
+        return False
+    if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
+        return True
+    slow_others = 4 * (C + M) * P > STREAM_BYTES or (P <= SMALL_MAP and P % (4 * w) != 0)
+    return C >= SHALLOW_CHANNELS and M >= SHALLOW_ROW_TILES * mr and slow_others
 
 
 @variant("Conv", name="packed_pointwise", priority=19, applies=packed_pointwise_applies)
