@@ -18,6 +18,7 @@ from test_register_tiles import BUDGETS
 from test_register_tiles import _run as run_budget
 
 from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels import packed_pointwise as pp
 from cnnjit.compiler.codegen.kernels.channel_pointwise import (
     MIN_PIXELS,
     SMALL_PIXELS,
@@ -26,15 +27,6 @@ from cnnjit.compiler.codegen.kernels.channel_pointwise import (
     panel_width,
 )
 from cnnjit.compiler.codegen.kernels.packed_gemm import gemm_tile, row_tiles
-from cnnjit.compiler.codegen.kernels.packed_pointwise import (
-    MIN_CHANNELS,
-    MIN_ROW_TILES,
-    SHALLOW_CHANNELS,
-    SHALLOW_ROW_TILES,
-    SMALL_MAP,
-    STREAM_BYTES,
-    packed_tile,
-)
 from cnnjit.compiler.stages import CompileOptions
 
 WIDTHS = [4, 8, 16]
@@ -52,12 +44,13 @@ def channel_cases(draw, width: int, registers: int):
     w = draw(st.integers(1, 6))
     assume(MIN_PIXELS <= h * w <= SMALL_PIXELS)
     m = draw(st.one_of(st.integers(1, 12), st.integers(max(1, nr * width - 5), 3 * nr * width)))
-    pmr, pnr = packed_tile(target)
+    pmr, pnr = pp.packed_tile(target)
     c, p = draw(st.integers(1, 40)), h * w
-    small = p <= SMALL_MAP and p % (4 * width) != 0
-    if p >= pnr * width and ((c >= MIN_CHANNELS and m >= MIN_ROW_TILES * pmr) or (
-            c >= SHALLOW_CHANNELS and m >= SHALLOW_ROW_TILES * pmr and (4 * (c + m) * p > STREAM_BYTES or small))):
-        c = draw(st.integers(1, SHALLOW_CHANNELS - 1))  # packed_pointwise's layer: a shallower one
+    small = p <= pp.SMALL_MAP and p % (4 * width) != 0
+    if p >= pnr * width and ((c >= pp.MIN_CHANNELS and m >= pp.MIN_ROW_TILES * pmr) or (
+            c >= pp.SHALLOW_CHANNELS and m >= pp.SHALLOW_ROW_TILES * pmr
+            and (4 * (c + m) * p > pp.STREAM_BYTES or small))):
+        c = draw(st.integers(1, pp.SHALLOW_CHANNELS - 1))  # packed_pointwise's layer: a shallower one
     return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=1, k=1, s=1, d=1, h=h, w=w,
                 pads=[0] * 4, act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
@@ -77,7 +70,7 @@ def test_channel_pointwise_shallow_mid_maps(width: int) -> None:
     """Beyond ``SMALL_PIXELS``, on a map too shallow for ``packed_pointwise`` whose pixels leave
     ``simd_pointwise``'s rows part-filled: 9x11 (99 pixels: tail tiles at every register budget),
     with a residual and HardSwish, batch 2."""
-    case = dict(n=2, c=SHALLOW_CHANNELS - 1, m=2 * width + 3, g=1, k=1, s=1, d=1, h=9, w=11, pads=[0] * 4,
+    case = dict(n=2, c=pp.SHALLOW_CHANNELS - 1, m=2 * width + 3, g=1, k=1, s=1, d=1, h=9, w=11, pads=[0] * 4,
                 act="HardSwish", residual=True, seed=3)
     check_variant(case, width, "channel_pointwise")
 
@@ -119,7 +112,7 @@ def test_variant_table_choice(target: Target) -> None:
     less than one strip of two 16-lane vectors); not on 1x1 maps (``packed_fc``), not where
     ``packed_pointwise`` applies (MobileNetV2's 7x7 layers, MobileNetV3's 4x4 ones at 8 lanes), not on larger
     maps."""
-    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (SHALLOW_CHANNELS - 1, 72, 6), (96, 12, 10)):
+    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (pp.SHALLOW_CHANNELS - 1, 72, 6), (96, 12, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "channel_pointwise", layer
     wide = "channel_pointwise" if target.vector_width == 16 else "packed_pointwise"
     assert choose(_layer(40, 240, 4, 1, 1), target).name == wide
