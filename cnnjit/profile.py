@@ -35,10 +35,12 @@ from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
 from .roofline import (
-    STREAM_BYTES,
+    dram_stream_bytes,
+    effective_bytes,
     level_of,
     memory_bound,
     memory_levels,
+    memory_seconds,
     stream_bandwidth_gbs,
     stream_source,
     tree_sum,
@@ -310,11 +312,15 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
 
     Returns a JSON-able dict: ``calls`` (one row per kernel call in schedule order: call, kernel, variant,
     op, name, note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak, trace_ms, its
-    time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), intensity (FLOP per
-    byte), gbs (bytes per second achieved), level (``roofline.level_of``: the innermost cache its bytes fit
-    in, else DRAM), level_gbs (that level's read bandwidth) and memory_bound (``memory_bound``: intensity
-    below that level's balance)), ``levels`` (``roofline.memory_levels``: each level's size, bandwidth and
-    balance), ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
+    time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), of them
+    written_bytes (its outputs) and read_bytes (the rest), intensity (FLOP per byte), gbs (bytes per second
+    achieved), level (``roofline.level_of``: the innermost cache its distinct bytes, ``footprint_bytes``, fit
+    in, else DRAM), level_gbs and
+    level_write_gbs (that level's read and write bandwidths), memory_ms (``roofline.memory_seconds``: the
+    least time those bandwidths allow), memory_share (memory_ms / median_ms) and memory_bound
+    (``memory_bound``: FLOPs over ``effective_bytes`` below that level's balance, i.e. memory_ms more than
+    the FLOPs take at the peak)), ``levels`` (``roofline.memory_levels``: each level's size, read and write
+    bandwidths and balance), ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
     (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by
     variant), ``run_ms`` (the real entry's median),
     ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``, ``peak_gflops``,
@@ -341,6 +347,12 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     traced = median_run(prof.calls)
     for c, f, n, nb in zip(prof.calls, flops, nodes, nbytes):
         g = f / c.median_s / 1e9 if c.median_s and f else 0.0
+        share = (len(t.calls.get(n.id, ())) or 1) if n is not None and t.calls else 1
+        # the level holding its data: by the distinct bytes it touches (a recurrence's R read once per step
+        # is one R in the cache), the time by every byte it moves
+        lv = level_of(min(nb, footprint_bytes(n) // share) if n is not None else nb, levels)
+        wb = min(nb, written_bytes(n) // share) if n is not None else 0
+        mem_s = memory_seconds(nb - wb, wb, lv)
         out_elems = int(np.prod(n.outputs[0].shape)) if n is not None and n.outputs and n.outputs[0].shape else 0
         rows.append({"call": c.index, "kernel": c.kernel, "variant": c.variant,
                      "op": op_label(n) if n is not None else c.op,
@@ -353,9 +365,11 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                      # the roofline: bytes it must move, FLOP per byte, and whether that is below the balance
                      "bytes": int(nb), "intensity": f / nb if nb else None,
                      "gbs": nb / c.median_s / 1e9 if c.median_s and nb else 0.0,
-                     # the level the working set fits in, whose bandwidth and balance judge the call
-                     "level": level_of(nb, levels).name, "level_gbs": level_of(nb, levels).gbs,
-                     "memory_bound": memory_bound(f, nb, level_of(nb, levels).balance)})
+                     "read_bytes": int(nb - wb), "written_bytes": int(wb),
+                     # the level the working set fits in, whose bandwidths and balance judge the call
+                     "level": lv.name, "level_gbs": lv.gbs, "level_write_gbs": lv.write_gbs,
+                     "memory_ms": mem_s * 1e3, "memory_share": mem_s / c.median_s if c.median_s else 0.0,
+                     "memory_bound": memory_bound(f, effective_bytes(nb - wb, wb, lv), lv.balance)})
     return {"name": t.name, "shapes": {k: list(v) for k, v in t.shapes.items()}, "notes": t.notes,
             "runs": repeat, "mode": prof.mode, "entry": prof.entry, "run_ms": prof.run_s * 1e3,
             "sum_ms": prof.sum_s * 1e3, "timed_run_ms": prof.timed_run_s * 1e3, "discrepancy": prof.discrepancy,
@@ -363,10 +377,28 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
             "sum_min_ms": sum(c.min_s for c in prof.calls) * 1e3,
             "tick_ns": prof.tick_s * 1e9 if prof.tick_s else None, "flops": int(sum(flops)),
             "peak_gflops": peak_g, "peak_method": peak_method, "bandwidth_gbs": bw, "balance": balance,
-            "bandwidth_method": f"streaming read of {STREAM_BYTES >> 20} MB, 1 thread", "calls": rows,
+            "bandwidth_method": f"streaming read of {dram_stream_bytes() >> 20} MB, 1 thread", "calls": rows,
             "levels": [lv.as_dict() for lv in levels],
             "by_op": op_summary(rows), "above_peak": above_peak(rows),
             "trace_run": traced, "trace_run_ms": sum(r["trace_ms"] for r in rows)}
+
+
+def written_bytes(node: Any) -> int:
+    """Bytes an IR node writes: each of its outputs once (the written part of ``flops.node_bytes``)."""
+    ins = {id(v) for v in node.inputs if v is not None}
+    return _value_bytes([v for v in node.outputs if v is not None and id(v) not in ins])
+
+
+def _value_bytes(values: list[Any]) -> int:
+    """Bytes of ``values``, each distinct one once."""
+    vals = {id(v): v for v in values}
+    return int(sum(int(np.prod(v.shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize for v in vals.values()))
+
+
+def footprint_bytes(node: Any) -> int:
+    """Bytes of the distinct values an IR node touches, each once: ``flops.node_bytes`` without counting a
+    recurrence's weights once per step (they are the same bytes, which stay in the cache that holds them)."""
+    return _value_bytes([v for v in [*node.inputs, *node.outputs] if v is not None])
 
 
 def median_run(calls: list[CallTiming]) -> int:
@@ -504,5 +536,5 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
            "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
            "stream_source", "stream_bandwidth_gbs", "memory_bound",
-           "profile_model",
+           "profile_model", "written_bytes", "footprint_bytes",
            "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]

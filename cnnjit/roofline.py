@@ -1,14 +1,26 @@
-"""The roofline per memory level: which level a kernel call's data lives in, that level's measured read
-bandwidth, and whether the call is bound by it.
+"""The roofline per memory level: which level a kernel call's data lives in, that level's measured read and
+write bandwidths, and whether the call is bound by them.
 
 A call whose working set (``flops.node_bytes``: every operand read once, every result written once) fits
 in a cache is fed from that cache, not from DRAM: a 40 KB squeeze-excite GEMV is served by L2 at several
 times the DRAM bandwidth. So each call is judged against the level its bytes fit in (L1, L2, L3 by their
-sizes, read from the OS, else DRAM): memory-bound when its arithmetic intensity (FLOP per byte) is below
-that level's balance (FMA peak / the level's read bandwidth), and the profile reports the level and the
-share of its bandwidth the call reached. Assuming the data is already in the level it fits is the
-optimistic side for the kernel (its highest bandwidth), so a slow call is not excused as memory-bound
-unless even that level could not feed it faster.
+sizes, read from the OS, else DRAM).
+
+Reads and writes cost differently: a store to a line not in L1 first reads it (write-allocate), then writes
+it back when it is evicted, so a stream of stores moves each byte twice and runs at about half the read
+bandwidth or less (measured here: 15-24 against 32 GB/s over 16 MB, 7 against 11 GB/s from DRAM). Each
+level therefore has a measured read bandwidth (``stream_source``: one load per vector add) and a measured
+write bandwidth (``store_source``: plain vector stores, as the kernels do; no streaming stores), and a call
+needs at least ``memory_seconds``: its bytes read at the one plus its bytes written at the other. It is
+memory-bound when that is more than its FLOPs take at the FMA peak; equivalently, when its intensity over
+``effective_bytes`` (written bytes weighted by read / write bandwidth) is below the level's balance (peak /
+read bandwidth). The profile reports the level and the share of that time the call reached. Assuming the
+data is already in the level it fits is the optimistic side for the kernel (its highest bandwidths), so a
+slow call is not excused as memory-bound unless even that level could not feed it faster.
+
+The probes stream over buffers filled with data: a buffer of ``np.zeros`` is mapped lazily to the kernel's
+one shared zero page, so a read stream over it never leaves the caches (it measured 69 GB/s for "DRAM",
+three to six times the real figure).
 """
 
 from __future__ import annotations
@@ -23,8 +35,9 @@ from cnnjit.compiler.codegen.build import load_kernel
 from cnnjit.compiler.codegen.simd import host_vector_width
 
 #: bytes the DRAM bandwidth probe streams at least: past the last-level cache of the machines we target (32 MB
-#: L3 here); twice the L3 where that is larger
-STREAM_BYTES = 64 << 20
+#: L3 here); four times the L3 where that is larger (at twice the L3, part of the stream still hits: 23 GB/s
+#: over 64 MB against 11 over 256 MB here)
+STREAM_BYTES = 128 << 20
 #: per-core data cache sizes assumed where the OS does not tell (bytes): L1, L2, L3
 DEFAULT_CACHES = (("L1", 32 << 10), ("L2", 512 << 10), ("L3", 32 << 20))
 #: vector accumulators of the probe: enough independent adds that L1's two loads per cycle, not the add
@@ -44,6 +57,19 @@ def stream_source(width: int, chains: int = PROBE_CHAINS) -> str:
     return "\n".join(lines) + "\n"
 
 
+def store_source(width: int, chains: int = PROBE_CHAINS) -> str:
+    """A kernel ``kernel(buf, n, reps)`` storing ``chains`` vectors over ``buf[:n]`` ``reps`` times (``n`` a
+    multiple of ``chains * width``): plain vector stores, as the kernels' epilogues do, so each line is read
+    (write-allocate) and written back. The vectors come from the buffer and change every pass, so the compiler
+    cannot turn the loop into a ``memset`` (which may use streaming stores)."""
+    w, c = int(width), int(chains)
+    lines = ["def kernel(buf, n, reps):", *[f"    a{j} = vload{w}(buf, {j * w})" for j in range(c)],
+             "    for _ in range(reps):", f"        for i in range(0, n, {c * w}):"]
+    lines += [f"            vstore{w}(buf, i + {j * w}, a{j})" for j in range(c)]
+    lines += [f"        a{j} = vadd{w}(a{j}, a{(j + 1) % c})" for j in range(c)]
+    return "\n".join(lines) + "\n"
+
+
 def tree_sum(names: list[str], width: int) -> str:
     """The expression adding vectors ``names`` pairwise (a tree: the probes' accumulators, summed once)."""
     acc = list(names)
@@ -52,20 +78,24 @@ def tree_sum(names: list[str], width: int) -> str:
     return acc[0]
 
 
-_bw_cache: dict[int, float] = {}
+_bw_cache: dict[tuple[int, bool], float] = {}
 
 
-def stream_bandwidth_gbs(nbytes: int = STREAM_BYTES, repeat: int = 5, seconds: float = 0.002) -> float:
+def stream_bandwidth_gbs(nbytes: int = STREAM_BYTES, repeat: int = 5, seconds: float = 0.002,
+                         write: bool = False) -> float:
     """Read bandwidth of this machine over a buffer of ``nbytes``, measured: GB/s of ``stream_source`` (one
     thread), best of ``repeat`` timings of whole passes repeated to about ``seconds`` (at least one pass), after
-    a warm pass. A buffer that fits a cache measures that cache. Cached per process."""
-    if nbytes in _bw_cache:
-        return _bw_cache[nbytes]
+    a warm pass; ``write``: the write bandwidth, of ``store_source``. A buffer that fits a cache measures that
+    cache. The buffer holds data (not ``np.zeros``' lazily mapped zero page, which a read stream finds in
+    cache whatever its size). Cached per process."""
+    key = (int(nbytes), bool(write))
+    if key in _bw_cache:
+        return _bw_cache[key]
     w = host_vector_width()
     step = PROBE_CHAINS * w
     n = max(step, nbytes // 4 // step * step)
-    buf = np.zeros(n, np.float32)
-    kern = load_kernel(stream_source(w))
+    buf = np.full(n, 1e-3, np.float32)  # every page written: real memory, not the shared zero page
+    kern = load_kernel(store_source(w) if write else stream_source(w))
     kern(buf, n, 1)  # compiles or loads the kernel, and warms the buffer
     reps = 1
     while True:  # passes per timing: about ``seconds``
@@ -81,7 +111,7 @@ def stream_bandwidth_gbs(nbytes: int = STREAM_BYTES, repeat: int = 5, seconds: f
         t0 = time.perf_counter()
         kern(buf, n, reps)
         best = max(best, 4 * n * reps / (time.perf_counter() - t0) / 1e9)
-    _bw_cache[nbytes] = best
+    _bw_cache[key] = best
     return best
 
 
@@ -112,30 +142,46 @@ def cache_sizes() -> list[tuple[str, int]]:
     return [(f"L{k}", v) for k, v in sorted(found.items())]
 
 
+def dram_stream_bytes() -> int:
+    """Bytes the DRAM probes stream: ``STREAM_BYTES``, or four times the largest cache where that is more."""
+    return max(STREAM_BYTES, 4 * max((s for _, s in cache_sizes()), default=0))
+
+
 @dataclass(frozen=True)
 class Level:
     """One level of the memory hierarchy: its name, the working sets it holds (bytes; None for DRAM), its
-    measured read bandwidth (GB/s) and balance (peak FLOP/s over that bandwidth, FLOP per byte)."""
+    measured read bandwidth (GB/s), balance (peak FLOP/s over that bandwidth, FLOP per byte) and measured
+    write bandwidth (GB/s; 0: not measured, writes then count at the read bandwidth)."""
 
     name: str
     size: int | None
     gbs: float
     balance: float
+    write_gbs: float = 0.0
 
     def as_dict(self) -> dict:
-        return {"level": self.name, "bytes": self.size, "gbs": self.gbs, "balance": self.balance}
+        return {"level": self.name, "bytes": self.size, "gbs": self.gbs, "balance": self.balance,
+                "write_gbs": self.write_gbs}
+
+
+def _monotone(gbs: list[float]) -> list[float]:
+    """Bandwidths innermost first, each raised to at least the next one out's (an inner level serves at least
+    as fast; a lower figure is noise)."""
+    out = list(gbs)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = max(out[i], out[i + 1])
+    return out
 
 
 def memory_levels(peak_gflops: float) -> list[Level]:
-    """The caches (``cache_sizes``) and DRAM, each with the bandwidth of a stream over half its size (DRAM:
-    ``STREAM_BYTES`` or twice the largest cache) and its balance for ``peak_gflops``."""
-    caches = cache_sizes()
-    sizes: list[tuple[str, int | None]] = [*caches, ("DRAM", None)]
-    dram = max(STREAM_BYTES, 2 * max((s for _, s in caches), default=0))
-    gbs = [stream_bandwidth_gbs(dram if size is None else size // 2) for _, size in sizes]
-    for i in range(len(gbs) - 2, -1, -1):  # an inner level serves at least as fast as the next one out (noise)
-        gbs[i] = max(gbs[i], gbs[i + 1])
-    return [Level(name, size, g, peak_gflops / g if g else 0.0) for (name, size), g in zip(sizes, gbs)]
+    """The caches (``cache_sizes``) and DRAM, each with the read and the write bandwidth of a stream over half
+    its size (DRAM: ``STREAM_BYTES`` or four times the largest cache) and its balance for ``peak_gflops``."""
+    sizes: list[tuple[str, int | None]] = [*cache_sizes(), ("DRAM", None)]
+    probe = [dram_stream_bytes() if size is None else size // 2 for _, size in sizes]
+    gbs = _monotone([stream_bandwidth_gbs(n) for n in probe])
+    wgbs = _monotone([stream_bandwidth_gbs(n, write=True) for n in probe])
+    return [Level(name, size, g, peak_gflops / g if g else 0.0, wg)
+            for (name, size), g, wg in zip(sizes, gbs, wgbs)]
 
 
 def level_of(nbytes: int, levels: list[Level]) -> Level:
@@ -143,12 +189,28 @@ def level_of(nbytes: int, levels: list[Level]) -> Level:
     return next((lv for lv in levels if lv.size is not None and nbytes <= lv.size), levels[-1])
 
 
-def memory_bound(flops: int, nbytes: int, balance: float) -> bool:
+def effective_bytes(read_bytes: int, written_bytes: int, level: Level) -> float:
+    """Bytes a call moves counted at ``level``'s read bandwidth: its reads, plus its writes weighted by how much
+    slower the level writes than it reads (read / write bandwidth; 1 when the write bandwidth is unknown).
+    Over the read bandwidth this is ``memory_seconds``."""
+    scale = level.gbs / level.write_gbs if level.write_gbs else 1.0
+    return read_bytes + written_bytes * scale
+
+
+def memory_seconds(read_bytes: int, written_bytes: int, level: Level) -> float:
+    """The least time a call reading ``read_bytes`` and writing ``written_bytes`` needs at ``level``'s measured
+    bandwidths (reads and writes share the one path to the core, so their times add)."""
+    return effective_bytes(read_bytes, written_bytes, level) / (level.gbs * 1e9) if level.gbs else 0.0
+
+
+def memory_bound(flops: int, nbytes: float, balance: float) -> bool:
     """Whether a call of ``flops`` moving at least ``nbytes`` is bound by memory on a machine (level) whose
     balance is ``balance`` FLOP per byte (peak FLOP/s over read bandwidth): its arithmetic intensity is below
-    it (the roofline's ridge), so even at full bandwidth it cannot reach the FMA peak."""
+    it (the roofline's ridge), so even at full bandwidth it cannot reach the FMA peak. With writes, ``nbytes``
+    is ``effective_bytes`` (writes at the write bandwidth)."""
     return nbytes > 0 and flops < balance * nbytes
 
 
-__all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "tree_sum", "stream_bandwidth_gbs", "cache_sizes",
-           "Level", "memory_levels", "level_of", "memory_bound"]
+__all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "store_source", "tree_sum", "stream_bandwidth_gbs",
+           "cache_sizes", "dram_stream_bytes", "Level", "memory_levels", "level_of", "effective_bytes",
+           "memory_seconds", "memory_bound"]

@@ -18,6 +18,7 @@ from test_register_tiles import BUDGETS
 from test_register_tiles import _run as run_budget
 
 from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels import packed_pointwise as pp
 from cnnjit.compiler.codegen.kernels.channel_pointwise import (
     MIN_PIXELS,
     SMALL_PIXELS,
@@ -35,13 +36,22 @@ WIDTHS = [4, 8, 16]
 def channel_cases(draw, width: int, registers: int):
     """Layers the variant applies to at ``width`` with ``registers``: maps of ``MIN_PIXELS`` to
     ``SMALL_PIXELS`` pixels (a tail of pixel tiles), output channels from one panel's worth minus a few to
-    three panels (a partial last panel), or a few (narrower panels, ``panel_width``), any depth."""
-    _, nr = gemm_tile(Target(vector_width=width, vector_registers=registers))
+    three panels (a partial last panel), or a few (narrower panels, ``panel_width``), any depth that
+    ``packed_pointwise`` leaves (too few channels, rows or pixels for it)."""
+    target = Target(vector_width=width, vector_registers=registers)
+    _, nr = gemm_tile(target)
     h = draw(st.integers(1, 6))
     w = draw(st.integers(1, 6))
     assume(MIN_PIXELS <= h * w <= SMALL_PIXELS)
     m = draw(st.one_of(st.integers(1, 12), st.integers(max(1, nr * width - 5), 3 * nr * width)))
-    return dict(n=draw(st.sampled_from([1, 1, 2])), c=draw(st.integers(1, 40)), m=m, g=1, k=1, s=1, d=1, h=h, w=w,
+    pmr, pnr = pp.packed_tile(target)
+    c, p = draw(st.integers(1, 40)), h * w
+    small = p <= pp.SMALL_MAP and p % (4 * width) != 0
+    if p >= pnr * width and ((c >= pp.MIN_CHANNELS and m >= pp.MIN_ROW_TILES * pmr) or (
+            c >= pp.SHALLOW_CHANNELS and m >= pp.SHALLOW_ROW_TILES * pmr
+            and (4 * (c + m) * p > pp.STREAM_BYTES or small))):
+        c = draw(st.integers(1, pp.SHALLOW_CHANNELS - 1))  # packed_pointwise's layer: a shallower one
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=1, k=1, s=1, d=1, h=h, w=w,
                 pads=[0] * 4, act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
 
@@ -60,8 +70,8 @@ def test_channel_pointwise_shallow_mid_maps(width: int) -> None:
     """Beyond ``SMALL_PIXELS``, on a map too shallow for ``packed_pointwise`` whose pixels leave
     ``simd_pointwise``'s rows part-filled: 9x11 (99 pixels: tail tiles at every register budget),
     with a residual and HardSwish, batch 2."""
-    case = dict(n=2, c=20, m=2 * width + 3, g=1, k=1, s=1, d=1, h=9, w=11, pads=[0] * 4, act="HardSwish",
-                residual=True, seed=3)
+    case = dict(n=2, c=pp.SHALLOW_CHANNELS - 1, m=2 * width + 3, g=1, k=1, s=1, d=1, h=9, w=11, pads=[0] * 4,
+                act="HardSwish", residual=True, seed=3)
     check_variant(case, width, "channel_pointwise")
 
 
@@ -97,11 +107,17 @@ def test_panel_width() -> None:
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
-    """channel_pointwise for MobileNetV3's 1x1s on 2x2 and 4x4 maps, and on maps up to 10x10 that
-    ``packed_pointwise`` does not take (fewer channels, or pixels, than it needs); not on 1x1 maps
-    (``packed_fc``), not where ``packed_pointwise`` applies (MobileNetV2's 7x7 layers), not on larger maps."""
-    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (40, 240, 4), (24, 72, 6), (40, 40, 7), (96, 24, 10)):
+    """channel_pointwise for MobileNetV3's 1x1s on 2x2 and 3x3 maps, and on maps up to 10x10 that
+    ``packed_pointwise`` does not take (fewer channels, output rows or pixels than it needs: a 4x4 map is
+    less than one strip of two 16-lane vectors); not on 1x1 maps (``packed_fc``), not where
+    ``packed_pointwise`` applies (MobileNetV2's 7x7 layers, MobileNetV3's 4x4 ones at 8 lanes), not on larger
+    maps."""
+    for layer in ((576, 96, 2), (96, 576, 2), (96, 576, 3), (pp.SHALLOW_CHANNELS - 1, 72, 6), (96, 12, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "channel_pointwise", layer
+    wide = "channel_pointwise" if target.vector_width == 16 else "packed_pointwise"
+    assert choose(_layer(40, 240, 4, 1, 1), target).name == wide
+    for layer in ((24, 72, 6), (40, 40, 7), (96, 24, 10)):
+        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
     assert choose(_layer(96, 576, 1, 1, 1), target).name == "packed_fc"
     assert choose(_layer(96, 576, 6, 1, 1), target).name == "packed_pointwise"  # its strips: vector stores
     assert choose(_layer(64, 64, 6, 1, 1), target).name == "packed_pointwise"

@@ -23,6 +23,10 @@ from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     MIN_CHANNELS,
     MIN_ROW_TILES,
+    SHALLOW_CHANNELS,
+    SHALLOW_ROW_TILES,
+    SMALL_MAP,
+    STREAM_BYTES,
     block_pixels,
     channel_tail,
     pack_weights,
@@ -70,6 +74,39 @@ def test_packed_pointwise_matches_reference(width: int, data) -> None:
     registers = CompileOptions(vector_width=width).host_target().vector_registers
     _check(data.draw(packed_cases(width, registers), label="case"), width,
            data.draw(st.sampled_from([None, 1, 2, 3]), label="strips per block"))
+
+
+@st.composite
+def shallow_cases(draw, width: int, registers: int):
+    """Layers the shallow rule gives the variant at ``width``: ``SHALLOW_CHANNELS`` to ``MIN_CHANNELS - 1``
+    input channels, ``SHALLOW_ROW_TILES`` row tiles plus up to a tile and a half, on a map of one strip to
+    ``SMALL_MAP`` pixels that part-fills rows of 4 vectors."""
+    mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
+    c = draw(st.integers(SHALLOW_CHANNELS, MIN_CHANNELS - 1))
+    m = draw(st.integers(SHALLOW_ROW_TILES * mr, SHALLOW_ROW_TILES * mr + mr + mr // 2))
+    h, w = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+    assume(nr * width <= h * w <= SMALL_MAP and h * w % (4 * width) != 0)
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=m, g=1, k=1, s=1, d=1, h=h, w=w, pads=[0] * 4,
+                act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_shallow_layers_on_small_maps(width: int, data) -> None:
+    registers = CompileOptions(vector_width=width).host_target().vector_registers
+    _check(data.draw(shallow_cases(width, registers), label="case"), width)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_shallow_layer_past_l2(width: int) -> None:
+    """The shallowest layer the rule takes on a map whose input and output exceed ``STREAM_BYTES``: 8 input
+    channels, 3 row tiles, 96 x 101 pixels (a tail strip), SiLU."""
+    mr = packed_tile(CompileOptions(vector_width=width).host_target())[0]
+    case = dict(n=1, c=SHALLOW_CHANNELS, m=SHALLOW_ROW_TILES * mr, g=1, k=1, s=1, d=1, h=96, w=101, pads=[0] * 4,
+                act="SiLU", residual=False, seed=5)
+    assert 4 * (case["c"] + case["m"]) * 96 * 101 > STREAM_BYTES
+    _check(case, width)
 
 
 @pytest.mark.parametrize(("width", "registers"), BUDGETS)
@@ -121,15 +158,19 @@ def test_pack_weights_layout(m: int, mr: int) -> None:
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
                                     Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
 def test_variant_table_choice(target: Target) -> None:
-    """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows);
-    shallow reductions, few output rows, grouped 1x1s and 3x3s go to the others."""
-    for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
-                  (768, 384, 13), (384, 384, 13), (48, 64, 104)):
-        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows),
+    and for shallow ones (from 8 channels and 3 row tiles) on maps that stream past L2 or part-fill
+    ``simd_pointwise``'s rows; shallower reductions, fewer output rows, shallow layers on mid-sized maps,
+    grouped 1x1s and 3x3s go to the others."""
     mr = packed_tile(target)[0]
-    assert choose(_layer(24, 24, 104, 1, 1), target).name != "packed_pointwise"
-    assert choose(_layer(32, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
-    assert choose(_layer(96, 8 * mr - 8, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
+    for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
+                  (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
+                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10), (40, 120, 7)):
+        assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
+    assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
+    assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
+    assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 

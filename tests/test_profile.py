@@ -20,7 +20,15 @@ from cnnjit.profile import (
     timed_entry,
     timed_source,
 )
-from cnnjit.roofline import level_of, memory_levels
+from cnnjit.roofline import (
+    Level,
+    effective_bytes,
+    level_of,
+    memory_levels,
+    memory_seconds,
+    store_source,
+    stream_source,
+)
 from cnnjit.runtime.model import Specialization
 
 
@@ -129,13 +137,8 @@ def test_fma_peak_is_positive() -> None:
     assert fma_peak_gflops(width=4, seconds=0.002, repeat=2) > 0.5
 
 
-def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
-    """The bytes a node must move, worked out by hand: a Conv reads x and w and writes y; a recurrence reads
-    R once per step (T = 7 here)."""
-    ir = cnnjit.compile(conv_stack(channels=4, size=8, layers=1), entry="lazy").ir
-    conv = next(n for n in ir.nodes if n.op == "Conv")
-    assert node_bytes(conv) == 4 * (3 * 64 + 4 * 3 * 9 + 4 * 64 + (4 if len(conv.inputs) > 2 else 0))
-    T, I, H = 7, 3, 5
+def lstm_model(T: int, I: int, H: int):  # noqa: E741 - ONNX's names
+    """One forward LSTM over ``T`` steps of ``I`` inputs, hidden size ``H``."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
              for n, s in (("W", (1, 4 * H, I)), ("R", (1, 4 * H, H)))]
@@ -144,7 +147,29 @@ def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
     m.ir_version = 8
-    loop = next(n for n in cnnjit.compile(m, entry="lazy").ir.nodes if n.op == "LSTMLoop")
+    return m
+
+
+def test_a_recurrence_is_judged_by_the_cache_its_weights_stay_in() -> None:
+    """An LSTM reads its recurrent weights R once per step (``node_bytes`` counts them T times: 1 MB here), but
+    they are the same 16 KB each step: the level that serves them is the one its distinct bytes fit in."""
+    doc = profile_model(lstm_model(64, 8, 32), repeat=2, warmup=1)
+    levels = {lv["level"]: lv for lv in doc["levels"]}
+    row = next(r for r in doc["calls"] if r["op"].startswith("LSTM"))
+    assert row["bytes"] > 64 * 4 * 32 * 32 * 4  # R once per step
+    footprint = (4 * 32 * 8 + 4 * 32 * 32) * 4 + 64 * 8 * 4  # W, R, x (and the outputs, small)
+    size = levels[row["level"]]["bytes"]
+    assert size is not None and footprint <= size < row["bytes"], (row["level"], size, row["bytes"])
+
+
+def test_node_bytes_counts_operands_once_and_r_per_step() -> None:
+    """The bytes a node must move, worked out by hand: a Conv reads x and w and writes y; a recurrence reads
+    R once per step (T = 7 here)."""
+    ir = cnnjit.compile(conv_stack(channels=4, size=8, layers=1), entry="lazy").ir
+    conv = next(n for n in ir.nodes if n.op == "Conv")
+    assert node_bytes(conv) == 4 * (3 * 64 + 4 * 3 * 9 + 4 * 64 + (4 if len(conv.inputs) > 2 else 0))
+    T, I, H = 7, 3, 5
+    loop = next(n for n in cnnjit.compile(lstm_model(T, I, H), entry="lazy").ir.nodes if n.op == "LSTMLoop")
     others = sum(int(np.prod(v.shape)) * v.dtype.itemsize for i, v in enumerate([*loop.inputs, *loop.outputs])
                  if v is not None and i != 1)
     assert node_bytes(loop) == others + T * 4 * (4 * H * H)
@@ -178,6 +203,7 @@ def test_roofline_judges_each_call_by_the_level_its_bytes_fit_in() -> None:
     sizes = [lv.size for lv in levels[:-1]]
     assert sizes == sorted(sizes) and all(s > 0 for s in sizes)
     assert all(a.gbs >= b.gbs > 0 for a, b in zip(levels, levels[1:]))
+    assert all(a.write_gbs >= b.write_gbs > 0 for a, b in zip(levels, levels[1:]))
     assert all(lv.balance == pytest.approx(100.0 / lv.gbs) for lv in levels)
     assert level_of(1, levels) is levels[0]
     assert level_of(levels[0].size + 1, levels) is levels[1]
@@ -187,5 +213,46 @@ def test_roofline_judges_each_call_by_the_level_its_bytes_fit_in() -> None:
     for r in doc["calls"]:
         lv = by_name[r["level"]]
         assert lv["bytes"] is not None and r["bytes"] <= lv["bytes"]  # ~10 KB of activations: a cache
-        assert r["level_gbs"] == lv["gbs"]
-        assert r["memory_bound"] == memory_bound(r["flops"], r["bytes"], lv["balance"])
+        assert r["level_gbs"] == lv["gbs"] and r["level_write_gbs"] == lv["write_gbs"]
+        # reads at the read bandwidth and writes at the write bandwidth, against the FLOPs at the peak
+        need_s = r["read_bytes"] / (lv["gbs"] * 1e9) + r["written_bytes"] / (lv["write_gbs"] * 1e9)
+        assert r["memory_ms"] == pytest.approx(need_s * 1e3)
+        assert r["memory_bound"] == (need_s > r["flops"] / (doc["peak_gflops"] * 1e9))
+        assert r["memory_share"] == pytest.approx(r["memory_ms"] / r["median_ms"])
+
+
+def test_profile_splits_each_calls_bytes_into_reads_and_writes() -> None:
+    """A call writes its outputs (each conv layer here: 16 channels of 16x16 floats) and reads the rest of the
+    bytes it moves (input, weights, bias)."""
+    doc = profile_model(conv_stack(), repeat=2, warmup=1)
+    for r in doc["calls"]:
+        assert r["read_bytes"] + r["written_bytes"] == r["bytes"]
+    convs = [r for r in doc["calls"] if r["op"].startswith("Conv")]
+    assert convs and all(r["written_bytes"] == 16 * 16 * 16 * 4 for r in convs)
+    pool = next(r for r in doc["calls"] if r["op"].startswith("GlobalAveragePool"))
+    assert pool["written_bytes"] == 16 * 4 and pool["read_bytes"] == 16 * 16 * 16 * 4
+
+
+def test_writes_count_at_the_write_bandwidth() -> None:
+    """A level that writes at half its read bandwidth makes a written byte cost two read bytes: a call that
+    only reads is memory-bound later than one moving the same bytes as writes."""
+    lv = Level("L9", 1 << 20, gbs=100.0, balance=1.0, write_gbs=50.0)
+    assert effective_bytes(1000, 0, lv) == 1000 and effective_bytes(0, 1000, lv) == 2000
+    assert memory_seconds(1000, 1000, lv) == pytest.approx(3000 / 100e9)
+    assert not memory_bound(1500, effective_bytes(1000, 0, lv), lv.balance)
+    assert memory_bound(1500, effective_bytes(0, 1000, lv), lv.balance)
+    unknown = Level("L9", 1 << 20, gbs=100.0, balance=1.0)  # no write bandwidth: writes at the read one
+    assert effective_bytes(0, 1000, unknown) == 1000
+
+
+def test_bandwidth_probes_stream_real_memory() -> None:
+    """The store probe stores (no loads in its loop: a write stream), the read probe loads, and both measure
+    a positive bandwidth; the read probe's buffer holds data, so a stream four times the last cache is slower
+    than one inside L1 (over ``np.zeros`` every page is the one shared zero page, always cached)."""
+    src = store_source(8)
+    loop = src.split("for i in range", 1)[1]
+    assert "vstore8(buf, i + 0, a0)" in loop and "vload" not in loop.split("\n        a0 =")[0]
+    assert "vload8(buf, i + 0)" in stream_source(8)
+    assert stream_bandwidth_gbs(nbytes=1 << 20, repeat=2, write=True) > 0.1
+    levels = memory_levels(100.0)
+    assert levels[-1].gbs < levels[0].gbs / 2, [lv.gbs for lv in levels]

@@ -339,6 +339,6 @@ def test_global_average_at_width(width, c, h, w, whole_window, seed) -> None:
 @pytest.mark.parametrize("m, act, residual", [(6, "Relu", True), (16, None, False)])
 def test_pointwise_pixel_blocks_at_width(width, m, act, residual) -> None:
     """A 1x1 conv whose input exceeds L2 runs in pixel blocks (tails at block and plane ends, leftover
-    output rows when M % 4 != 0)."""
+    output rows when M % 4 != 0) in ``simd_pointwise`` (forced: at 16 lanes ``packed_pointwise`` takes it)."""
     case = dict(c=40, m=m, g=1, k=1, s=1, d=1, h=61, w=59, pads=[0] * 4, act=act, residual=residual, seed=m)
-    _run_conv(case, width, expect="simd_pointwise")
+    _run_conv(case, width, force="simd_pointwise")

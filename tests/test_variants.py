@@ -38,11 +38,11 @@ def _conv(c: int, m: int, hw: int, k: int = 1, group: int = 1, stride: int = 1, 
 CASES = {
     ("Conv", "sparse_pointwise"): _conv(8, 16, 6, zeros=0.9),
     ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
-    ("Conv", "channel_pointwise"): _conv(8, 20, 5),
-    ("Conv", "simd_pointwise"): _conv(8, 16, 9),
+    ("Conv", "channel_pointwise"): _conv(4, 20, 5),
+    ("Conv", "simd_pointwise"): _conv(4, 16, 9),
     ("Conv", "packed_pointwise"): _conv(48, 64, 9),
     ("Conv", "packed_fc"): _conv(40, 24, 1),
-    ("Conv", "pointwise"): _conv(8, 16, 9),
+    ("Conv", "pointwise"): _conv(4, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 17, k=3, group=8),  # rows longer than a vector at every width
     ("Conv", "simd_depthwise_row"): _conv(8, 8, 2, k=5, group=8),  # 2x2 planes: most of the window is padding
     ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width
@@ -140,8 +140,8 @@ def test_squeeze_excite_1x1_on_tiny_maps(width: int, m: int, hw: int, variant: s
 def test_channel_vectors_only_where_pixel_vectors_idle(width: int) -> None:
     """A 1x1 conv on a small map runs on output-channel vectors (``channel_pointwise``) where the pixel vectors
     would idle lanes: a 3x3 map (9 pixels) yes, an 8x8 map of a layer too shallow for ``packed_pointwise``
-    filling whole rows of 4 8- or 16-lane vectors no (``simd_pointwise``)."""
-    for (c, m, hw), want in [((128, 256, 3), "channel_pointwise"), ((24, 96, 8), "simd_pointwise")]:
+    (7 input channels) filling whole rows of 4 8- or 16-lane vectors no (``simd_pointwise``)."""
+    for (c, m, hw), want in [((128, 256, 3), "channel_pointwise"), ((7, 96, 8), "simd_pointwise")]:
         model, shape = _conv(c, m, hw)
         compiled = cnnjit.compile(model, vector_width=width)
         assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {want}, (hw, width)

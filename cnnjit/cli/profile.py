@@ -15,9 +15,10 @@ EPILOG = """example:
 
 Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
 with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread); "memory L2" in the
-bound column marks calls whose arithmetic intensity (FLOPs per byte they must move) is below the balance
-(FMA peak / measured streaming read bandwidth) of the memory level their bytes fit in (L1, L2, L3, else
-DRAM), with their share of that level's bandwidth. With the numba
+bound column marks calls bound by the memory level their bytes fit in (L1, L2, L3, else DRAM): reading
+their inputs and writing their outputs at that level's measured read and write bandwidths (a store reads
+its line first) takes longer than their FLOPs at the peak; the percentage is that least time over the
+call's time (100%: at the level's bandwidth). With the numba
 entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
 so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
 --uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
@@ -75,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
               f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
               f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-",
-              f"memory {r['level']} {100 * r['gbs'] / r['level_gbs']:.0f}%" if r["memory_bound"] and r["level_gbs"]
-              else ""]
+              f"memory {r['level']} {100 * r['memory_share']:.0f}%" if r["memory_bound"] and r["level_gbs"] else ""]
              for r in shown]
     total = doc["sum_ms"] / 1e3 or 1e-12
     how = ("timed inside the compiled schedule (numba entry, kernels inlined; cycle counter between calls)"
@@ -89,12 +89,14 @@ def main(args: argparse.Namespace) -> int:
               f"{si(doc['flops'], 'FLOP')} -> {doc['flops'] / total / 1e9:.2f} GFLOP/s overall",
               how,
               f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}",
-              "read bandwidth (1 thread, a stream over half of each cache; DRAM: "
-              f"{doc['bandwidth_method'].split(' of ')[-1].split(',')[0]}) and balance: "
+              "read/write bandwidth (1 thread, streams over half of each cache; DRAM: "
+              f"{doc['bandwidth_method'].split(' of ')[-1].split(',')[0]}) and read balance: "
               + ", ".join(f"{lv['level']}{'' if lv['bytes'] is None else ' ' + _kib(lv['bytes'])} "
-                          f"{lv['gbs']:.0f} GB/s {lv['balance']:.1f} FLOP/B" for lv in doc["levels"]),
-              "'memory L2 35%' marks a call whose FLOP per byte it must move is below the balance of the level its "
-              "bytes fit in (memory-bound there), and the share of that level's bandwidth it reached"]
+                          f"{lv['gbs']:.0f}/{lv.get('write_gbs', 0):.0f} GB/s {lv['balance']:.1f} FLOP/B"
+                          for lv in doc["levels"]),
+              "'memory L2 85%' marks a call whose reads and writes at the bandwidths of the level its bytes fit "
+              "in take longer than its FLOPs at the peak (memory-bound there), and the share of its time they "
+              "take at those bandwidths (100%: at full bandwidth)"]
     if doc["above_peak"]:
         footer.append(f"above the peak: {sum(doc['above_peak'].values())} calls ("
                       + ", ".join(f"{n} {v}" for v, n in doc["above_peak"].items())

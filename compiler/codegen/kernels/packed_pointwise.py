@@ -239,11 +239,27 @@ MIN_CHANNELS = 48
 #: the least row tiles per strip, over which the copy is shared (96 -> 24 at 56x56, 4 tiles: 0.95x; 48 -> 24
 #: at 104x104: 0.83x; 8 tiles and more: 1.07x and up)
 MIN_ROW_TILES = 8
+#: shallower and narrower layers (from ``SHALLOW_CHANNELS`` input channels and ``SHALLOW_ROW_TILES`` row tiles)
+#: where the alternatives are slow: a layer whose input and output exceed ``STREAM_BYTES`` (L2: they stream
+#: from L3 or memory, and ``simd_pointwise``'s many row streams stall), or a map of at most ``SMALL_MAP``
+#: pixels that ``simd_pointwise``'s rows of 4 vectors would part-fill (``channel_pointwise`` otherwise: strided
+#: stores). Re-measured (AVX2, per call in the schedule, interleaved, best of 3 x 40-100 runs,
+#: ``benchmarks/pointwise_thresholds.py`` and the corpus models' profiles): 16 -> 32 at 320x320 1.76x, 32 -> 48
+#: at 160x160 1.74x, 12 -> 96 at 160x160 1.47x, 96 -> 18 at 80x80 1.24x, 16 -> 96 at 112x112 (SiLU) 1.22x,
+#: 24 -> 24 and 48 -> 24 at 104x104 (SiLU) 1.17x, 1.15x, 24 -> 96 at 56x56 1.58x; MobileNetV3's 4x4 maps
+#: 96 -> 40, 40 -> 240, 240 -> 40, 40 -> 120 1.47-1.96x, 16 -> 64 at 10x10 1.83x. Smaller maps that fill the
+#: rows lost (MobileNetV3's 8x8 and 16x16 1x1s with HardSwish 0.88-0.94x, the PP-OCR classifier's 8 -> 24 at
+#: 12x96 0.84x, 104 -> 32 at 2x96 0.83x), and 2 row tiles lost on 32 -> 16 at 112x112 (0.93x)
+SHALLOW_CHANNELS = 8
+SHALLOW_ROW_TILES = 3
+STREAM_BYTES = 512 * 1024
+SMALL_MAP = 100
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights, at least ``MIN_CHANNELS``
-    input channels, ``MIN_ROW_TILES`` register tiles of output rows and one whole strip of pixels
+    input channels, ``MIN_ROW_TILES`` register tiles of output rows (or ``SHALLOW_CHANNELS`` and
+    ``SHALLOW_ROW_TILES`` on large and on small maps: see there) and one whole strip of pixels
     (``simd_pointwise`` takes the rest, grouped ones included).
 
     It comes before ``cvec_pointwise`` in the table: on the 6x6 and 7x7 maps both take, ``cvec_pointwise``
@@ -254,8 +270,14 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
     if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const):
         return False
     mr, nr = packed_tile(target)
+    (M, C), w = wt.shape[:2], target.vector_width
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    return wt.shape[1] >= MIN_CHANNELS and wt.shape[0] >= MIN_ROW_TILES * mr and P >= nr * target.vector_width
+    if P < nr * w:
+        return False
+    if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
+        return True
+    slow_others = 4 * (C + M) * P > STREAM_BYTES or (P <= SMALL_MAP and P % (4 * w) != 0)
+    return C >= SHALLOW_CHANNELS and M >= SHALLOW_ROW_TILES * mr and slow_others
 
 
 @variant("Conv", name="packed_pointwise", priority=19, applies=packed_pointwise_applies)
