@@ -7,6 +7,7 @@ u8 x s8 dot product and the requantising store.
     ivbcast4x16(buf, i)                 the same with every byte's top bit flipped (int8 + 128 as uint8)
     ivload8_16(buf, i, cnt)             buf[i : i + cnt] (u8 zero-, i8 sign-extended) as i32 lanes, others 0
     ivdot16(acc, a, b)                  acc + per lane sum_k u8(a.byte[4l + k]) * s8(b.byte[4l + k])
+    ivmaddw16(acc, a, b)                acc + per lane sum_k a.i16[2l + k] * b.i16[2l + k] (k < 2)
     ivadd16 / ivmul16 / ivxor16
     ivrqstore16(yb, i, acc, mb, mi, yz, lo, hi, cnt)
         y = clip(round_half_even(float32(acc) * mb[mi:mi + n]) + yz, lo, hi) stored as bytes to
@@ -259,6 +260,35 @@ def _make(n: int) -> dict[str, object]:
         return vt(acc, a, b), codegen
 
     @intrinsic
+    def ivmaddw(typingctx, acc, a, b):
+        """``acc`` + per lane ``a.i16[2l] * b.i16[2l] + a.i16[2l + 1] * b.i16[2l + 1]`` (exact: two products of
+        16-bit values never overflow the i32 pair sum except for -32768 * -32768 twice, which the int16 GEMM
+        never forms). x86: ``vpdpwssd`` with AVX512-VNNI, else ``vpmaddwd`` + ``vpaddd``; elsewhere the
+        widening form (sext, multiply, add even and odd lanes), which LLVM lowers to the target's pair
+        multiply-adds."""
+        def codegen(context, builder, sig, args):
+            arch, _ = _machine(context, builder)
+            w16 = ir.VectorType(ir.IntType(16), 2 * n)
+            x86 = arch in ("x86_64", "i386", "i686")
+            if vnni and x86:
+                name = f"llvm.x86.avx512.vpdpwssd.{32 * n}"
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3), name)
+                return builder.call(fn, list(args))
+            ua, ub = builder.bitcast(args[1], w16), builder.bitcast(args[2], w16)
+            pmadd = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}.get(n)
+            feats = _features()
+            if x86 and pmadd and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), pmadd)
+                return builder.add(args[0], builder.call(fn, [ua, ub]))
+            wide = ir.VectorType(_I32, 2 * n)
+            p = builder.mul(builder.sext(ua, wide), builder.sext(ub, wide))
+            even = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(0, 2 * n, 2))))
+            odd = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(1, 2 * n, 2))))
+            return builder.add(args[0], builder.add(even, odd))
+
+        return vt(acc, a, b), codegen
+
+    @intrinsic
     def ivrqstore(typingctx, yarr, yidx, acc, marr, midx, yz, lo, hi, count):
         def codegen(context, builder, sig, args):
             ft = ir.VectorType(ir.FloatType(), n)
@@ -396,7 +426,8 @@ def _make(n: int) -> dict[str, object]:
         f"ivstore{n}": ivstore,
         f"ivzero{n}": ivzero, f"ivset{n}": ivset, f"ivload{n}": ivload, f"ivbcast4_{n}": ivbcast4,
         f"ivbcast4x{n}": ivbcast4x,
-        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
+        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivmaddw{n}": ivmaddw,
+        f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
         f"ivxor{n}": _binop("xor"), f"ivrqstore{n}": ivrqstore,
     }
 
@@ -405,5 +436,6 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["IVec", "WIDTHS", "host_int_width", "has_vnni"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore",
+    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivmaddw", "ivadd", "ivmul", "ivxor",
+    "ivrqstore",
     "ivrq", "ivpack4_", "ivloadb", "ivstoreb", "ivstore", "ivtr0_", "ivtr1_", "ivtr2_", "ivtr3_", "ivpackq")]

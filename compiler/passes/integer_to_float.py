@@ -18,6 +18,10 @@ from cnnjit.ir import Graph, Node, TensorType, Value
 
 from .manager import Pass
 
+#: below this many multiply-adds a MatMulInteger runs as a float GEMM (the int16 kernel's widening of A
+#: and its packing are not worth it)
+MIN_INT16_MACS = 32 * 1024
+
 
 def _float_weights(node: Node) -> np.ndarray | None:
     """``float32(w - w_zero_point)`` when both are constants (per-tensor, per output channel or column)."""
@@ -61,6 +65,29 @@ def _cast_before_bias(graph: Graph, add: Node) -> None:
     graph.remove_node(add)
 
 
+def int16_matmul_fits(node: Node) -> bool:
+    """A 2-D MatMulInteger of 8-bit A by a constant 8-bit B with one A zero point and a constant B zero
+    point (per tensor or per column): what the int16 kernel (``packed_matmul_i16``) computes. Target-free:
+    this pass keeps such nodes integer (from ``MIN_INT16_MACS`` multiply-adds)."""
+    if node.op != "MatMulInteger" or len(node.inputs) < 3:
+        return False
+    A, B, az = node.inputs[:3]
+    bz = node.inputs[3] if len(node.inputs) > 3 else None
+    if len(A.shape) != 2 or len(B.shape) != 2 or not B.is_const or az.type.size != 1:
+        return False
+    if A.dtype not in (np.uint8, np.int8) or B.dtype not in (np.uint8, np.int8):
+        return False
+    return bz is None or (bz.is_const and bz.type.size in (1, B.shape[1]))
+
+
+def _keep_integer(node: Node) -> bool:
+    """A MatMulInteger the int16 kernel takes, large enough for it to beat the float GEMM."""
+    if not int16_matmul_fits(node):
+        return False
+    A, B = node.inputs[0], node.inputs[1]
+    return int(A.shape[0]) * int(A.shape[1]) * int(B.shape[1]) >= MIN_INT16_MACS
+
+
 class IntegerToFloat(Pass):
     name = "integer_to_float"
     fusion = True
@@ -75,6 +102,8 @@ class IntegerToFloat(Pass):
             users = list(out.users)
             if not users or out in graph.outputs or any(
                     u.op != "Cast" or u.outputs[0].dtype != np.float32 for u in users):
+                continue
+            if _keep_integer(node):  # exact and faster as int16 pairs, weights half the bytes
                 continue
             wf = _float_weights(node)
             x, xz = node.inputs[0], node.inputs[2]

@@ -1,0 +1,96 @@
+"""MatMulInteger with a constant B on packed 16-bit column panels (``packed_matmul_i16``).
+
+``Y (M x N, int32) = (A - a_zero_point) @ (B - b_zero_point)`` for 8-bit A and a constant 8-bit B: what
+onnxruntime's ``quantize_dynamic`` writes for a classifier (``DynamicQuantizeLinear -> MatMulInteger -> Cast
+-> Mul(scale) -> Add(bias)``, the CRNN's 1024 x 8210 head). Both operands minus their zero points fit 16 bits
+([-255, 255]), so the products meet in pairs of k in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd`` on AVX2, one
+``vpdpwssd`` with AVX512-VNNI) exactly: every pair sum is below 2 * 255 * 255 and the int32 accumulator wraps
+like ONNX's int32 arithmetic.
+
+Why: run as a float GEMM (``integer_to_float``) the weights take 4 bytes each (the CRNN head's 33 MB miss the
+last-level cache, and each run streams them from DRAM); as ``int16`` pairs they take half of that, and a
+``vpmaddwd`` does 16 multiply-adds where an FMA does 8. B is packed at compile time as ``ceil(N / NC)`` panels
+of ``NC = nr * n`` columns, ``[K / 2][NC][2]`` each (zero pads past ``K`` and ``N``); A's rows minus its zero
+point are widened once per call into a 16-bit scratch row block. A register tile is ``mr`` rows by ``nr``
+vectors; each step over a pair of k loads ``nr`` panel vectors (one sequential stream) and broadcasts the
+pair of each row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ...passes.integer_to_float import int16_matmul_fits
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from .template import source
+
+#: vectors per tile row (two chains per row at least; the rows add the rest)
+NR = 2
+#: at most this many rows per tile
+MR_MAX = 8
+def tile(M: int, registers: int) -> tuple[int, int]:
+    """``(mr, nr)``: ``mr * nr`` accumulators + ``nr`` panel vectors + one broadcast within ``registers``;
+    among the row counts that fit, the one that wastes fewest rows of ``M`` (ties: the larger)."""
+    top = max(1, min(MR_MAX, (registers - NR - 1) // NR, M))
+    mr = min(range(1, top + 1), key=lambda r: (-(-M // r) * r - M, -r))
+    return mr, NR
+
+
+def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
+    """``(b - zb)`` ``[K, N]`` as int16 panels ``[N / nc][K / 2][nc][2]`` (zeros past ``K`` and ``N``), flat."""
+    K, N = b.shape
+    K2, npan = -(-K // 2), -(-N // nc)
+    d = np.zeros((2 * K2, npan * nc), np.int16)
+    d[:K, :N] = b.astype(np.int16) - np.broadcast_to(zb.astype(np.int16).reshape(1, -1), (1, N))
+    return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
+
+
+def i16_source(n: int, mr: int, nr: int) -> str:
+    """The kernel for vector width ``n`` and a tile of ``mr`` rows by ``nr`` vectors."""
+    nc = nr * n
+    lines = ["def kernel(ab, ao, azb, azo, bb, bo, yb, yo, M, K, N, K2, sb, so):",
+             "    za = np.int32(azb[azo])",
+             "    for m in range(M):",
+             "        r = m * 2 * K2",
+             "        for k in range(K):",
+             "            sb[so + r + k] = np.int16(np.int32(ab[U(ao + m * K + k)]) - za)",
+             "        for k in range(K, 2 * K2):",
+             "            sb[so + r + k] = np.int16(0)",
+             f"    for j in range((N + {nc - 1}) // {nc}):",
+             f"        p = j * {nc}",
+             f"        pan = bo + j * K2 * {2 * nc}",
+             f"        for m in range(0, M, {mr}):"]
+    ind = " " * 12
+    lines += [f"{ind}r{i} = so + min(m + {i}, M - 1) * 2 * K2" for i in range(mr)]
+    lines += [f"{ind}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
+    lines += [f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
+    lines += [f"{ind}    b{h} = ivload{n}(bb, bi + {2 * n * h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}    x = ivbcast4_{n}(sb, r{i} + 2 * k)")
+        lines += [f"{ind}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, b{h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}if m + {i} < M:")
+        for h in range(nr):
+            at = f"yo + (m + {i}) * N + p + {h * n}"
+            lines += [f"{ind}    if N - p >= {(h + 1) * n}:", f"{ind}        ivstore{n}(yb, {at}, c{i}_{h})",
+                      f"{ind}    elif N - p > {h * n}:",
+                      f"{ind}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * (N - p - {h * n}))"]
+    return source(lines)
+
+
+@variant("MatMulInteger", name="packed_matmul_i16", priority=10, applies=lambda node, t: int16_matmul_fits(node))
+def gen_packed_matmul_i16(node: Node, target: Target) -> list[KernelCall]:
+    """The packed int16 panels and one call over all rows of A."""
+    A, B, az = node.inputs[:3]
+    bz = node.inputs[3] if len(node.inputs) > 3 else None
+    M, K = (int(d) for d in A.shape)
+    N = int(B.shape[1])
+    n = target.int_width
+    mr, nr = tile(M, target.vector_registers)
+    zb = np.zeros(1, np.int16) if bz is None else np.asarray(bz.const).reshape(-1)
+    K2 = -(-K // 2)
+    packed = pack_i16(np.asarray(B.const), zb, nr * n)
+    args = [A, az, Param(packed), node.outputs[0], M, K, N, K2, Scratch(M * 2 * K2, np.dtype(np.int16))]
+    return [KernelCall(i16_source(n, mr, nr), args, note(node))]

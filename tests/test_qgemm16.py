@@ -1,0 +1,136 @@
+"""The int16-pair MatMulInteger kernel (``packed_matmul_i16``) and the intrinsic under it (``ivmaddw``).
+
+Hypothesis draws the shape (odd K and N past a panel's edge included), the operands' signedness, the zero
+points (per tensor or per column of B, absent) and the vector width (4, 8, 16: the host runs all three as
+LLVM vectors; 8 is AVX2's ``vpmaddwd``, 16 AVX-512's); each example forces the variant, asserts it ran, and
+compares with a numpy int64 reference written apart from the kernel. The whole quantize_dynamic chain of a
+classifier head is compared with onnxruntime, where the integer path is kept (``integer_to_float``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_cases import property_settings
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import cnnjit
+from cnnjit.compiler.codegen.emit import generate
+from cnnjit.compiler.codegen.kernels.qgemm16 import pack_i16, tile
+from cnnjit.compiler.stages import CompileOptions
+from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.runtime.model import Specialization
+
+
+def _const(a: np.ndarray) -> Value:
+    a = np.ascontiguousarray(a)
+    return Value(TensorType(a.dtype, a.shape), "", const=a)
+
+
+def _reference(a: np.ndarray, b: np.ndarray, za: int, zb: np.ndarray) -> np.ndarray:
+    """``(a - za) @ (b - zb)`` in int64, wrapped to int32 (ONNX's MatMulInteger)."""
+    acc = (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb.astype(np.int64).reshape(1, -1))
+    return acc.astype(np.int32)
+
+
+@property_settings(25)
+@given(seed=st.integers(0, 2**31 - 1), M=st.integers(1, 13), K=st.integers(1, 41), N=st.integers(1, 70),
+       sa=st.booleans(), sb=st.booleans(), zkind=st.sampled_from(["tensor", "column", "none"]),
+       width=st.sampled_from([4, 8, 16]))
+def test_packed_matmul_i16_exact(seed: int, M: int, K: int, N: int, sa: bool, sb: bool, zkind: str,
+                                 width: int) -> None:
+    rng = np.random.default_rng(seed)
+    adt, bdt = (np.int8 if sa else np.uint8), (np.int8 if sb else np.uint8)
+    ai, bi = np.iinfo(adt), np.iinfo(bdt)
+    a = rng.integers(ai.min, ai.max + 1, (M, K)).astype(adt)
+    b = rng.integers(bi.min, bi.max + 1, (K, N)).astype(bdt)
+    if rng.random() < 0.2:  # the extremes: every product at +-255 * 255
+        a[:] = ai.min if sa else ai.max
+        b[:] = bi.max
+    za = np.array(rng.integers(ai.min, ai.max + 1), adt)
+    zb = rng.integers(bi.min, bi.max + 1, (N,) if zkind == "column" else ()).astype(bdt)
+    g = Graph("t")
+    x = g.add_input(TensorType(adt, (M, K)), "x")
+    ins = [x, _const(b), _const(za)] + ([] if zkind == "none" else [_const(zb)])
+    y = Value(TensorType(np.dtype(np.int32), (M, N)), "y")
+    g.add_node(Node("MatMulInteger", ins, [y], {}))
+    g.outputs = [y]
+    host = CompileOptions().host_target()
+    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
+                     variants=(("MatMulInteger", "packed_matmul_i16"),))
+    prog = generate(g, target)
+    assert {c.variant for c in prog.calls if c.op == "MatMulInteger"} == {"packed_matmul_i16"}
+    got = Specialization(g, prog).run({"x": a})[0]
+    want = _reference(a, b, int(za), np.zeros(1, bdt) if zkind == "none" else zb.reshape(-1))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_pack_i16_layout() -> None:
+    """Panel ``j``, pair ``k2``, column ``c``, half ``t`` holds ``b[2 k2 + t, j nc + c] - zb``; pads are 0."""
+    rng = np.random.default_rng(1)
+    b = rng.integers(0, 256, (5, 7)).astype(np.uint8)
+    zb = rng.integers(0, 256, 7).astype(np.uint8)
+    p = pack_i16(b, zb, 4).reshape(2, 3, 4, 2)
+    d = b.astype(np.int64) - zb.astype(np.int64)
+    for j in range(2):
+        for k in range(6):
+            for c in range(4):
+                col = 4 * j + c
+                want = d[k, col] if k < 5 and col < 7 else 0
+                assert p[j, k // 2, c, k % 2] == want
+
+
+def test_tile_fits_registers() -> None:
+    """The tile keeps accumulators, panel vectors and a broadcast in the register file, and wastes few rows."""
+    for regs in (16, 32):
+        for M in range(1, 40):
+            mr, nr = tile(M, regs)
+            assert mr * nr + nr + 1 <= regs and 1 <= mr <= M
+    assert tile(32, 16)[0] in (4, 8) and -(-32 // tile(32, 16)[0]) * tile(32, 16)[0] == 32
+
+
+def _head_model(M: int, K: int, N: int, wdt) -> tuple:
+    """``quantize_dynamic``'s classifier head: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul -> Add."""
+    rng = np.random.default_rng(0)
+    info = np.iinfo(wdt)
+    w = rng.integers(info.min, info.max + 1, (K, N)).astype(wdt)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             helper.make_node("MatMulInteger", ["q", "w", "z", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["s", "ws"], ["sc"]),
+             helper.make_node("Mul", ["accf", "sc"], ["y0"]),
+             helper.make_node("Add", ["y0", "b"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(info.max // 2 + 3, wdt), "wz"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
+             numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "b")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    return model, rng.standard_normal((M, K)).astype(np.float32)
+
+
+@pytest.mark.parametrize("wdt", [np.uint8, np.int8])
+def test_dynamic_head_matches_onnxruntime(wdt) -> None:
+    """uint8 weights against onnxruntime (its u8 x u8 GEMM is exact); int8 weights against ``onnx.reference``:
+    onnxruntime's AVX2 u8 x s8 GEMM (``vpmaddubsw``) saturates pair sums past 32767, which these draws
+    reach, so on this host it is not an exact oracle for them."""
+    ort = pytest.importorskip("onnxruntime")
+    model, x = _head_model(12, 100, 70, wdt)
+    if wdt == np.uint8:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+            None, {"x": x})[0]
+    else:
+        want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    compiled = cnnjit.compile(model)
+    calls = compiled._default_spec().program.calls
+    assert [c.variant for c in calls if c.op == "MatMulInteger"] == ["packed_matmul_i16"]
+    got = compiled.run(None, {"x": x})[0]
+    # the int32 sums are exact; the rest is onnxruntime's float32 Cast -> Mul -> Add
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5 * float(np.abs(want).max()))
