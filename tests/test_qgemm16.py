@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given
@@ -18,8 +19,11 @@ from hypothesis import strategies as st
 from kernel_cases import property_settings
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from test_recurrent import _dq_oracle, dq_lstm_model
 
 import cnnjit
+import cnnjit.compiler.frontend.import_recurrent as imp
+from cnnjit.compiler.codegen import simd, simd_int
 from cnnjit.compiler.codegen.emit import generate
 from cnnjit.compiler.codegen.kernels.qgemm16 import pack_i16, tile
 from cnnjit.compiler.stages import CompileOptions
@@ -134,3 +138,69 @@ def test_dynamic_head_matches_onnxruntime(wdt) -> None:
     got = compiled.run(None, {"x": x})[0]
     # the int32 sums are exact; the rest is onnxruntime's float32 Cast -> Mul -> Add
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-5 * float(np.abs(want).max()))
+
+
+# -- the integer intrinsics under these kernels, at every width -----------------------------------------------
+def _pairs(x: np.ndarray, n: int, width: int) -> np.ndarray:
+    """Sum of ``width`` consecutive entries of ``x`` (int64) per lane: ``n`` lanes."""
+    return x.astype(np.int64).reshape(n, width).sum(1)
+
+
+@property_settings(10)
+@given(data=st.data(), n=st.sampled_from([4, 8, 16]), kind=st.sampled_from(["maddw", "dotsat", "dot"]))
+def test_integer_dot_intrinsics_exact(data, n: int, kind: str) -> None:
+    """``ivmaddw`` (int16 pairs), ``ivdotsat`` (byte pairs saturated to int16, then summed) and ``ivdot``
+    against numpy: one call on drawn operands and accumulator, read back through ``ivtof2`` too."""
+    fn = getattr(simd_int, {"maddw": "ivmaddw", "dotsat": "ivdotsat", "dot": "ivdot"}[kind] + str(n))
+    load, store, tof = getattr(simd_int, f"ivload{n}"), getattr(simd_int, f"ivstore{n}"), getattr(
+        simd_int, f"ivtof2_{n}")
+    vstore = getattr(simd, f"vstore{2 * n}")
+
+    @numba.njit
+    def run(acc, a, b, out, outf):
+        r = fn(load(acc, 0), load(a, 0), load(b, 0))
+        store(out, 0, r)
+        vstore(outf, 0, tof(r, load(acc, 0)))
+
+    acc = np.array(data.draw(st.lists(st.integers(-2**28, 2**28), min_size=n, max_size=n)), np.int32)
+    if kind == "maddw":
+        a = np.array(data.draw(st.lists(st.integers(-255, 255), min_size=2 * n, max_size=2 * n)), np.int16)
+        b = np.array(data.draw(st.lists(st.integers(-255, 255), min_size=2 * n, max_size=2 * n)), np.int16)
+        want = acc + _pairs(a.astype(np.int64) * b, n, 2)
+    else:
+        extreme = data.draw(st.booleans())  # every pair at the saturation edge: 255 * 127 * 2 > 32767
+        a = np.array(data.draw(st.lists(st.integers(200 if extreme else 0, 255), min_size=4 * n, max_size=4 * n)),
+                     np.uint8)
+        b = np.array(data.draw(st.lists(st.integers(-128, 127), min_size=4 * n, max_size=4 * n)), np.int8)
+        if extreme:
+            b = np.where(np.arange(4 * n) % 3 == 0, b, np.int8(127)).astype(np.int8)
+        prod = a.astype(np.int64) * b
+        pair = _pairs(prod, 2 * n, 2)
+        if kind == "dotsat":
+            pair = np.clip(pair, -32768, 32767)
+        want = acc + _pairs(pair, n, 2)
+    out, outf = np.zeros(n, np.int32), np.zeros(2 * n, np.float32)
+    run(acc, a, b, out, outf)
+    np.testing.assert_array_equal(out, want.astype(np.int32))
+    np.testing.assert_array_equal(outf, np.concatenate([want, acc]).astype(np.int32).astype(np.float32))
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_dqlstm_integer_gemv_every_width(saturate: bool, width: int, monkeypatch) -> None:
+    """DynamicQuantizeLSTM's recurrence on the integer GEMV (``ivdot`` / ``ivdotsat``) at every integer width
+    (forced through the target: blocks of two integer vectors), against the numpy oracle of onnxruntime's
+    algorithm (exact products, or pairs saturated to int16); the two oracles differ on this case."""
+    monkeypatch.setattr(imp, "ort_u8s8_saturates", lambda: saturate)
+    model, feeds = dq_lstm_model(6, 1, 5, 19, "forward", seed=11)
+    ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
+    host = CompileOptions(vector_width=width).host_target()
+    prog = generate(ir, replace(host, int_width=width, vector_registers=32 if width == 16 else 16))
+    assert {c.variant for c in prog.calls if c.op == "DQLSTMLoop"} == {"simd_recurrence"}
+    text = "\n".join(prog.kernel_sources.values())
+    assert f"{'ivdotsat' if saturate else 'ivdot'}{width}(" in text and "vloadi8" not in text
+    got = Specialization(ir, prog).run(feeds)
+    want = _dq_oracle(model, feeds, saturate)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * float(np.abs(w).max()))
+    assert np.abs(_dq_oracle(model, feeds, not saturate)[0] - want[0]).max() > 1e-3
