@@ -204,3 +204,21 @@ def test_dqlstm_integer_gemv_every_width(saturate: bool, width: int, monkeypatch
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * float(np.abs(w).max()))
     assert np.abs(_dq_oracle(model, feeds, not saturate)[0] - want[0]).max() > 1e-3
+
+
+@property_settings(10)
+@given(T=st.integers(1, 5), I=st.integers(1, 6), H=st.integers(1, 24), seed=st.integers(0, 2**16),
+       width=st.sampled_from([4, 8, 16]), saturate=st.booleans())
+def test_dqlstm_integer_gemv_property(T: int, I: int, H: int, seed: int, width: int, saturate: bool) -> None:
+    """The integer GEMV over drawn sizes (``H`` past a block and not a multiple of 4: the state's zero bytes
+    and the panels' zero rows) at every integer width, against the numpy oracle."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(imp, "ort_u8s8_saturates", lambda: saturate)
+        model, feeds = dq_lstm_model(T, 1, I, H, "forward", seed=seed)
+        ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
+    host = CompileOptions(vector_width=width).host_target()
+    prog = generate(ir, replace(host, int_width=width, vector_registers=32 if width == 16 else 16))
+    assert f"{'ivdotsat' if saturate else 'ivdot'}{width}(" in "\n".join(prog.kernel_sources.values())
+    want = _dq_oracle(model, feeds, saturate)
+    for g, w in zip(Specialization(ir, prog).run(feeds), want):
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * max(float(np.abs(w).max()), 1e-6))
