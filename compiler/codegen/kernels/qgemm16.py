@@ -30,6 +30,9 @@ from .template import source
 NR = 2
 #: at most this many rows per tile
 MR_MAX = 8
+#: prefetch the next panel while computing this one, each row tile its share (as ``packed_gemm``: a B past
+#: the last-level cache streams from DRAM at the rate the multiply-adds consume it)
+PREFETCH = True
 def tile(M: int, registers: int) -> tuple[int, int]:
     """``(mr, nr)``: ``mr * nr`` accumulators + ``nr`` panel vectors + one broadcast within ``registers``;
     among the row counts that fit, the one that wastes fewest rows of ``M`` (ties: the larger)."""
@@ -58,6 +61,7 @@ def i16_source(n: int, mr: int, nr: int) -> str:
              "            sb[so + r + k] = np.int16(np.int32(ab[U(ao + m * K + k)]) - za)",
              "        for k in range(K, 2 * K2):",
              "            sb[so + r + k] = np.int16(0)",
+             f"    NT = (M + {mr - 1}) // {mr}",
              f"    for j in range((N + {nc - 1}) // {nc}):",
              f"        p = j * {nc}",
              f"        pan = bo + j * K2 * {2 * nc}",
@@ -65,7 +69,10 @@ def i16_source(n: int, mr: int, nr: int) -> str:
     ind = " " * 12
     lines += [f"{ind}r{i} = so + min(m + {i}, M - 1) * 2 * K2" for i in range(mr)]
     lines += [f"{ind}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
-    lines += [f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
+    lines += [f"{ind}pf = pan + K2 * {2 * nc} + (m // {mr}) * ((K2 * {2 * nc}) // NT)",
+              f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
+    if PREFETCH:  # this row tile's share of the next panel (32 int16 = one cache line)
+        lines += [f"{ind}    prefetch(bb, pf + (k * {2 * nc}) // NT + {32 * i})" for i in range(-(-2 * nc // 32))]
     lines += [f"{ind}    b{h} = ivload{n}(bb, bi + {2 * n * h})" for h in range(nr)]
     for i in range(mr):
         lines.append(f"{ind}    x = ivbcast4_{n}(sb, r{i} + 2 * k)")
