@@ -26,6 +26,7 @@ import cnnjit.compiler.frontend.import_recurrent as imp
 from cnnjit.compiler.codegen import simd, simd_int
 from cnnjit.compiler.codegen.emit import generate
 from cnnjit.compiler.codegen.kernels.qgemm16 import pack_i16, tile
+from cnnjit.compiler.passes.integer_to_float import MIN_INT16_MACS
 from cnnjit.compiler.stages import CompileOptions
 from cnnjit.ir import Graph, Node, TensorType, Value
 from cnnjit.runtime.model import Specialization
@@ -222,3 +223,12 @@ def test_dqlstm_integer_gemv_property(T: int, I: int, H: int, seed: int, width: 
     want = _dq_oracle(model, feeds, saturate)
     for g, w in zip(Specialization(ir, prog).run(feeds), want):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-5 * max(float(np.abs(w).max()), 1e-6))
+
+
+def test_small_matmul_integer_runs_as_float_gemm() -> None:
+    """Below ``MIN_INT16_MACS`` multiply-adds ``integer_to_float`` still turns the chain into a float GEMM
+    (the widening and packing would cost more than they save); from it on the integer node stays."""
+    small, _ = _head_model(2, 40, 30, np.uint8)
+    ops = {c.op for c in cnnjit.compile(small)._default_spec().program.calls}
+    assert "MatMulInteger" not in ops and ops & {"Gemm", "MatMul"}
+    assert 2 * 40 * 30 < MIN_INT16_MACS <= 12 * 100 * 70  # the head test above is past it
