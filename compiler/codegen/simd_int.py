@@ -148,6 +148,57 @@ def _i32(context, builder, val, ty):
     return context.cast(builder, val, ty, types.int32)
 
 
+def maddw_ir(builder, acc, a, b, n: int, x86: bool, feats: dict):
+    """``acc`` + per i32 lane ``a.i16[2l] * b.i16[2l] + a.i16[2l + 1] * b.i16[2l + 1]`` (exact: two products of
+    16-bit values never overflow the i32 pair sum except for -32768 * -32768 twice, which the int16 GEMM
+    never forms). x86: ``vpdpwssd`` with AVX512-VNNI (``feats["vnni"]``), else ``vpmaddwd`` + ``vpaddd``
+    (AVX2 at width 8, AVX-512BW at 16); elsewhere the widening form (sext, multiply, add even and odd
+    lanes), which LLVM lowers to the target's pair multiply-adds. ``feats``: CPU feature flags."""
+    lvt = ir.VectorType(_I32, n)
+    w16 = ir.VectorType(ir.IntType(16), 2 * n)
+    if x86 and feats.get("vnni") and n in (8, 16):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3),
+                                            f"llvm.x86.avx512.vpdpwssd.{32 * n}")
+        return builder.call(fn, [acc, a, b])
+    ua, ub = builder.bitcast(a, w16), builder.bitcast(b, w16)
+    pmadd = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}.get(n)
+    if x86 and pmadd and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), pmadd)
+        return builder.add(acc, builder.call(fn, [ua, ub]))
+    wide = ir.VectorType(_I32, 2 * n)
+    p = builder.mul(builder.sext(ua, wide), builder.sext(ub, wide))
+    even = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(0, 2 * n, 2))))
+    odd = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(1, 2 * n, 2))))
+    return builder.add(acc, builder.add(even, odd))
+
+
+def dotsat_ir(builder, acc, a, b, n: int, x86: bool, feats: dict):
+    """``ivdot`` as x86's ``vpmaddubsw`` + ``vpmaddwd`` without VNNI compute it (onnxruntime's AVX2 u8 x s8
+    kernels): per i32 lane, the products of bytes (0, 1) and of (2, 3) summed in pairs, each pair sum
+    saturated to int16, then the two added to ``acc``. Native on x86 AVX2 (width 8) and AVX-512BW (16);
+    elsewhere the widening form with the clamp."""
+    lvt = ir.VectorType(_I32, n)
+    b8, w16 = ir.VectorType(_I8, 4 * n), ir.VectorType(ir.IntType(16), 2 * n)
+    names = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+             16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}.get(n)
+    ua, sb = builder.bitcast(a, b8), builder.bitcast(b, b8)
+    if x86 and names and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
+        ubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(w16, [b8, b8]), names[0])
+        wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), names[1])
+        return builder.add(acc, builder.call(wd, [builder.call(ubs, [ua, sb]), ir.Constant(w16, [1] * (2 * n))]))
+    wide = ir.VectorType(_I32, 4 * n)
+    p = builder.mul(builder.zext(ua, wide), builder.sext(sb, wide))
+    half = ir.VectorType(_I32, 2 * n)
+    pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(half, list(range(0, 4 * n, 2)))),
+                       builder.shuffle_vector(p, p, ir.Constant(half, list(range(1, 4 * n, 2)))))
+    lo, hi = ir.Constant(half, [-32768] * (2 * n)), ir.Constant(half, [32767] * (2 * n))
+    pair = builder.select(builder.icmp_signed("<", pair, lo), lo, pair)
+    pair = builder.select(builder.icmp_signed(">", pair, hi), hi, pair)
+    s = builder.add(builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(0, 2 * n, 2)))),
+                    builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(1, 2 * n, 2)))))
+    return builder.add(acc, s)
+
+
 def _make(n: int) -> dict[str, object]:
     vt = IVec(n)
     lvt = ir.VectorType(_I32, n)
@@ -263,63 +314,19 @@ def _make(n: int) -> dict[str, object]:
 
     @intrinsic
     def ivmaddw(typingctx, acc, a, b):
-        """``acc`` + per lane ``a.i16[2l] * b.i16[2l] + a.i16[2l + 1] * b.i16[2l + 1]`` (exact: two products of
-        16-bit values never overflow the i32 pair sum except for -32768 * -32768 twice, which the int16 GEMM
-        never forms). x86: ``vpdpwssd`` with AVX512-VNNI, else ``vpmaddwd`` + ``vpaddd``; elsewhere the
-        widening form (sext, multiply, add even and odd lanes), which LLVM lowers to the target's pair
-        multiply-adds."""
+        """``maddw_ir``: ``acc`` + per lane the two 16-bit products of ``a`` and ``b`` summed."""
         def codegen(context, builder, sig, args):
-            arch, _ = _machine(context, builder)
-            w16 = ir.VectorType(ir.IntType(16), 2 * n)
-            x86 = arch in ("x86_64", "i386", "i686")
-            if vnni and x86:
-                name = f"llvm.x86.avx512.vpdpwssd.{32 * n}"
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3), name)
-                return builder.call(fn, list(args))
-            ua, ub = builder.bitcast(args[1], w16), builder.bitcast(args[2], w16)
-            pmadd = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}.get(n)
-            feats = _features()
-            if x86 and pmadd and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
-                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), pmadd)
-                return builder.add(args[0], builder.call(fn, [ua, ub]))
-            wide = ir.VectorType(_I32, 2 * n)
-            p = builder.mul(builder.sext(ua, wide), builder.sext(ub, wide))
-            even = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(0, 2 * n, 2))))
-            odd = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(1, 2 * n, 2))))
-            return builder.add(args[0], builder.add(even, odd))
+            x86 = _machine(context, builder)[0] in ("x86_64", "i386", "i686")
+            return maddw_ir(builder, *args, n, x86, {**_features(), "vnni": vnni})
 
         return vt(acc, a, b), codegen
 
     @intrinsic
     def ivdotsat(typingctx, acc, a, b):
-        """``ivdot`` as x86's ``vpmaddubsw`` + ``vpmaddwd`` without VNNI compute it (onnxruntime's AVX2 u8 x s8
-        kernels): per i32 lane, the products of bytes (0, 1) and of (2, 3) summed in pairs, each pair sum
-        saturated to int16, then the two added to ``acc``. Native on x86 AVX2 (width 8) and AVX-512BW (16);
-        elsewhere the widening form with the clamp."""
+        """``dotsat_ir``: ``ivdot`` with each pair of byte products saturated to int16."""
         def codegen(context, builder, sig, args):
-            arch, _ = _machine(context, builder)
-            feats = _features()
-            b8, w16 = ir.VectorType(_I8, 4 * n), ir.VectorType(ir.IntType(16), 2 * n)
-            names = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
-                     16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}.get(n)
-            ua, sb = builder.bitcast(args[1], b8), builder.bitcast(args[2], b8)
-            if (arch in ("x86_64", "i386", "i686") and names and feats.get("avx2")
-                    and (n == 8 or feats.get("avx512bw"))):
-                ubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(w16, [b8, b8]), names[0])
-                wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), names[1])
-                pair = builder.call(ubs, [ua, sb])
-                return builder.add(args[0], builder.call(wd, [pair, ir.Constant(w16, [1] * (2 * n))]))
-            wide = ir.VectorType(_I32, 4 * n)
-            p = builder.mul(builder.zext(ua, wide), builder.sext(sb, wide))
-            half = ir.VectorType(_I32, 2 * n)
-            pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(half, list(range(0, 4 * n, 2)))),
-                               builder.shuffle_vector(p, p, ir.Constant(half, list(range(1, 4 * n, 2)))))
-            lo, hi = ir.Constant(half, [-32768] * (2 * n)), ir.Constant(half, [32767] * (2 * n))
-            pair = builder.select(builder.icmp_signed("<", pair, lo), lo, pair)
-            pair = builder.select(builder.icmp_signed(">", pair, hi), hi, pair)
-            s = builder.add(builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(0, 2 * n, 2)))),
-                            builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(1, 2 * n, 2)))))
-            return builder.add(args[0], s)
+            x86 = _machine(context, builder)[0] in ("x86_64", "i386", "i686")
+            return dotsat_ir(builder, *args, n, x86, _features())
 
         return vt(acc, a, b), codegen
 
