@@ -267,3 +267,37 @@ def test_int16_and_saturating_dots_lower_to_the_targets_instructions(n, feats, c
     assert want[0] in madd and reg in madd
     sat = _x86_asm(simd_int.dotsat_ir, n, feats, cpu, attrs)
     assert want[1] in sat and ("vpmaddwd" in sat or "vpdpwssd" in sat) and reg in sat  # VNNI fuses the add
+
+
+@property_settings(25)
+@given(seed=st.integers(0, 2**31 - 1), NB=st.integers(1, 2), C=st.integers(1, 21), M=st.integers(1, 20),
+       spatial=st.sampled_from([(7,), (1,), (3, 5), (4, 9), (1, 1)]), sx=st.booleans(), sw=st.booleans(),
+       per_channel=st.booleans(), width=st.sampled_from([4, 8, 16]))
+def test_pointwise_i16_exact(seed: int, NB: int, C: int, M: int, spatial: tuple, sx: bool, sw: bool,
+                             per_channel: bool, width: int) -> None:
+    """A 1x1 ConvInteger (1-D and 2-D maps, odd channel counts, pixels past a tile) on ``pointwise_i16`` at
+    every width, forced and asserted, against a numpy int64 reference."""
+    rng = np.random.default_rng(seed)
+    xdt, wdt = (np.int8 if sx else np.uint8), (np.int8 if sw else np.uint8)
+    xi, wi = np.iinfo(xdt), np.iinfo(wdt)
+    x = rng.integers(xi.min, xi.max + 1, (NB, C) + spatial).astype(xdt)
+    w = rng.integers(wi.min, wi.max + 1, (M, C) + (1,) * len(spatial)).astype(wdt)
+    xz = np.array(rng.integers(xi.min, xi.max + 1), xdt)
+    wz = rng.integers(wi.min, wi.max + 1, (M,) if per_channel else ()).astype(wdt)
+    g = Graph("t")
+    xv = g.add_input(TensorType(xdt, x.shape), "x")
+    y = Value(TensorType(np.dtype(np.int32), (NB, M) + spatial), "y")
+    k = len(spatial)
+    g.add_node(Node("ConvInteger", [xv, _const(w), _const(xz), _const(wz)], [y],
+                    {"kernel_shape": [1] * k, "strides": [1] * k, "pads": [0] * (2 * k), "dilations": [1] * k,
+                     "group": 1}))
+    g.outputs = [y]
+    host = CompileOptions().host_target()
+    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
+                     variants=(("ConvInteger", "pointwise_i16"),))
+    prog = generate(g, target)
+    assert {c.variant for c in prog.calls if c.op == "ConvInteger"} == {"pointwise_i16"}
+    got = Specialization(g, prog).run({"x": x})[0]
+    wm = w.reshape(M, C).astype(np.int64) - wz.astype(np.int64).reshape(-1, 1)
+    want = np.einsum("mc,bcp->bmp", wm, x.reshape(NB, C, -1).astype(np.int64) - int(xz)).reshape(y.shape)
+    np.testing.assert_array_equal(got, want.astype(np.int32))

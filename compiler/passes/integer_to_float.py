@@ -21,6 +21,8 @@ from .manager import Pass
 #: below this many multiply-adds a MatMulInteger runs as a float GEMM (the int16 kernel's widening of A
 #: and its packing are not worth it)
 MIN_INT16_MACS = 32 * 1024
+#: 1x1 ConvIntegers stay integer too (``pointwise_i16``); False: float Conv (A/B measurements)
+POINTWISE = True
 
 
 def _float_weights(node: Node) -> np.ndarray | None:
@@ -80,12 +82,29 @@ def int16_matmul_fits(node: Node) -> bool:
     return bz is None or (bz.is_const and bz.type.size in (1, B.shape[1]))
 
 
-def _keep_integer(node: Node) -> bool:
-    """A MatMulInteger the int16 kernel takes, large enough for it to beat the float GEMM."""
-    if not int16_matmul_fits(node):
+def int16_pointwise_fits(node: Node) -> bool:
+    """A group-1 1x1 ConvInteger (stride 1, no padding, any number of spatial axes) of 8-bit x with constant
+    8-bit weights, one x zero point and a constant weight zero point (per tensor or per output channel):
+    what ``pointwise_i16`` computes."""
+    if node.op != "ConvInteger":
         return False
-    A, B = node.inputs[0], node.inputs[1]
-    return int(A.shape[0]) * int(A.shape[1]) * int(B.shape[1]) >= MIN_INT16_MACS
+    x, w, xz, wz = node.inputs
+    a = node.attrs
+    return (len(x.shape) >= 3 and w.is_const and wz.is_const and xz.type.size == 1 and a["group"] == 1
+            and all(k == 1 for k in w.shape[2:]) and all(v == 1 for v in a["strides"])
+            and not any(a["pads"]) and x.dtype in (np.uint8, np.int8) and w.dtype in (np.uint8, np.int8)
+            and wz.type.size in (1, w.shape[0]))
+
+
+def _keep_integer(node: Node) -> bool:
+    """A MatMulInteger / 1x1 ConvInteger the int16 kernels take, large enough for them to beat the float
+    GEMM."""
+    if int16_matmul_fits(node):
+        A, B = node.inputs[0], node.inputs[1]
+        return int(A.shape[0]) * int(A.shape[1]) * int(B.shape[1]) >= MIN_INT16_MACS
+    if POINTWISE and int16_pointwise_fits(node):
+        return int(np.prod(node.outputs[0].shape, dtype=np.int64)) * int(node.inputs[1].shape[1]) >= MIN_INT16_MACS
+    return False
 
 
 class IntegerToFloat(Pass):

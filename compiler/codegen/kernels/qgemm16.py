@@ -22,7 +22,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ...passes.integer_to_float import int16_matmul_fits
+from ...passes.integer_to_float import int16_matmul_fits, int16_pointwise_fits
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .template import source
 
@@ -101,3 +101,70 @@ def gen_packed_matmul_i16(node: Node, target: Target) -> list[KernelCall]:
     packed = pack_i16(np.asarray(B.const), zb, nr * n)
     args = [A, az, Param(packed), node.outputs[0], M, K, N, K2, Scratch(M * 2 * K2, np.dtype(np.int16))]
     return [KernelCall(i16_source(n, mr, nr), args, note(node))]
+
+
+# -- 1x1 ConvInteger: the constant weights on the left ---------------------------------------------------------
+def pack_w16(w: np.ndarray, wz: np.ndarray) -> np.ndarray:
+    """``(w - wz)`` ``[M, C]`` as int16 ``[M][C / 2][2]`` (a zero past ``C``), flat: one i32 broadcast per
+    output channel and pair of input channels."""
+    M, C = w.shape
+    d = np.zeros((M, 2 * -(-C // 2)), np.int16)
+    d[:, :C] = w.astype(np.int16) - wz.astype(np.int16).reshape(-1, 1)
+    return d.reshape(-1)
+
+
+def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
+    """``Y[b, m, p] = sum_c (W[m, c] - wz[m]) (X[b, c, p] - xz)``: per image, X less its zero point is
+    repacked once into channel pairs ``[C / 2][PP][2]`` int16 (pixels padded to whole tiles with zeros), then a
+    tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels broadcasts each channel's weight pair
+    against the pixel vectors' pairs (``ivmaddw``)."""
+    pt = nr * n
+    lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, yb, yo, NB, C, P, M, C2, PP, sb, so):",
+             "    za = np.int32(xzb[xzo])",
+             "    for bi in range(NB):",
+             "        x0 = xo + bi * C * P",
+             "        for c2 in range(C2):",
+             "            r = so + c2 * PP * 2",
+             "            for p in range(P):",
+             "                sb[r + 2 * p] = np.int16(np.int32(xb[U(x0 + 2 * c2 * P + p)]) - za)",
+             "                sb[r + 2 * p + 1] = np.int16(np.int32(xb[U(x0 + (2 * c2 + 1) * P + p)]) - za) "
+             "if 2 * c2 + 1 < C else np.int16(0)",
+             "            for p in range(P, PP):",
+             "                sb[r + 2 * p] = np.int16(0)",
+             "                sb[r + 2 * p + 1] = np.int16(0)",
+             f"        for m in range(0, M, {mr}):"]
+    ind = " " * 12
+    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * 2 * C2" for i in range(mr)]
+    lines += [f"{ind}for p0 in range(0, P, {pt}):"]
+    ind2 = ind + "    "
+    lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
+    lines += [f"{ind2}for c2 in range(C2):", f"{ind2}    xi = so + (c2 * PP + p0) * 2"]
+    lines += [f"{ind2}    x{h} = ivload{n}(sb, xi + {2 * n * h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind2}    wv = ivbcast4_{n}(wb, w{i} + 2 * c2)")
+        lines += [f"{ind2}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, wv, x{h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind2}if m + {i} < M:")
+        for h in range(nr):
+            at = f"yo + (bi * M + m + {i}) * P + p0 + {h * n}"
+            lines += [f"{ind2}    if P - p0 >= {(h + 1) * n}:", f"{ind2}        ivstore{n}(yb, {at}, c{i}_{h})",
+                      f"{ind2}    elif P - p0 > {h * n}:",
+                      f"{ind2}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * (P - p0 - {h * n}))"]
+    return source(lines)
+
+
+@variant("ConvInteger", name="pointwise_i16", priority=10, applies=lambda node, t: int16_pointwise_fits(node))
+def gen_pointwise_i16(node: Node, target: Target) -> list[KernelCall]:
+    """The packed int16 weights and one call over every image."""
+    x, w, xz, wz = node.inputs
+    NB, C = int(x.shape[0]), int(x.shape[1])
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    M = int(w.shape[0])
+    n = target.int_width
+    mr, nr = tile(M, target.vector_registers)
+    pt = nr * n
+    PP, C2 = -(-P // pt) * pt, -(-C // 2)
+    wq = np.asarray(w.const).reshape(M, C)
+    args = [x, xz, Param(pack_w16(wq, np.broadcast_to(np.asarray(wz.const).reshape(-1), (M,)))), node.outputs[0],
+            NB, C, P, M, C2, PP, Scratch(C2 * PP * 2, np.dtype(np.int16))]
+    return [KernelCall(pointwise_i16_source(n, mr, nr), args, note(node))]
