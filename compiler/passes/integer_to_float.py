@@ -8,6 +8,11 @@ Every operand is a small integer, so every product is exact in float32; the sums
 below 2**24 and otherwise rounded like the int32 -> float32 cast that followed (a relative difference of a few
 float32 ulps, far below the quantization step). Zero padding stays zero after the zero point is subtracted,
 as ConvInteger defines it. A fusion pass (``fuse=False`` keeps the exact integer kernels).
+
+Not converted: a 2-D MatMulInteger with constant B and a group-1 1x1 ConvInteger with constant weights of
+at least ``MIN_INT16_MACS`` multiply-adds. Their int16 kernels (``kernels/qgemm16.py``) are exact and faster
+than the float GEMM (16 multiply-adds per ``vpmaddwd``, 32 per ``vpdpwssd``, against 8 / 16 per FMA), with
+the weights in half the bytes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""MatMulInteger with a constant B on packed 16-bit column panels (``packed_matmul_i16``).
+"""MatMulInteger with a constant B on packed 16-bit column panels (``packed_matmul_i16``), and the 1x1
+ConvInteger with its constant weights on the left (``pointwise_i16``, at the end of this file).
 
 ``Y (M x N, int32) = (A - a_zero_point) @ (B - b_zero_point)`` for 8-bit A and a constant 8-bit B: what
 onnxruntime's ``quantize_dynamic`` writes for a classifier (``DynamicQuantizeLinear -> MatMulInteger -> Cast
