@@ -3,7 +3,7 @@
 
     python benchmarks/qdynamic_matmul.py [--sizes 32x1024x8210,1x1024x1000] [--runs 50] [--warmup 5]
 
-The chain is ``DynamicQuantizeLinear -> MatMulInteger (uint8 weights, zero point 131) -> Cast -> Mul(scale)
+The chain is ``DynamicQuantizeLinear -> MatMulInteger (uint8 weights, zero point 130) -> Cast -> Mul(scale)
 -> Add(bias)`` on an ``M x K`` input and a ``K x N`` weight (32 x 1024 x 8210: the ddddocr CRNN's classifier).
 The float GEMM is the same compile with the pass's threshold (``MIN_INT16_MACS``) out of reach.
 """
@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import single_thread  # noqa: E402
 
-single_thread()  # before numpy / numba / onnxruntime start their thread pools
+if __name__ == "__main__":  # (tests import ``head_model`` without touching their thread settings)
+    single_thread()  # before numpy / numba / onnxruntime start their thread pools
 
 import argparse  # noqa: E402
 
@@ -29,17 +30,19 @@ import cnnjit.compiler.passes.integer_to_float as i2f  # noqa: E402
 from benchmarks.harness import measure, ort_session, print_table  # noqa: E402
 
 
-def head_model(M: int, K: int, N: int):
-    """The quantized head and a seeded input."""
+def head_model(M: int, K: int, N: int, wdt: type = np.uint8) -> tuple:
+    """The quantized head (``wdt`` weights over their whole range, zero point a little above the middle) and a
+    seeded input."""
     rng = np.random.default_rng(0)
+    info = np.iinfo(wdt)
+    w = rng.integers(info.min, info.max + 1, (K, N)).astype(wdt)
     nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
              helper.make_node("MatMulInteger", ["q", "w", "z", "wz"], ["acc"]),
              helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
              helper.make_node("Mul", ["s", "ws"], ["sc"]),
              helper.make_node("Mul", ["accf", "sc"], ["y0"]),
              helper.make_node("Add", ["y0", "b"], ["y"])]
-    inits = [numpy_helper.from_array(rng.integers(0, 256, (K, N)).astype(np.uint8), "w"),
-             numpy_helper.from_array(np.array(131, np.uint8), "wz"),
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(info.max // 2 + 3, wdt), "wz"),
              numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
              numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "b")]
     g = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],

@@ -19,12 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
 from llvmlite import ir as llir
-from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from test_recurrent import _dq_oracle, dq_lstm_model
 
 import cnnjit
 import cnnjit.compiler.frontend.import_recurrent as imp
+from benchmarks.qdynamic_matmul import head_model
 from cnnjit.compiler.codegen import simd, simd_int
 from cnnjit.compiler.codegen.emit import generate
 from cnnjit.compiler.codegen.kernels.qgemm16 import pack_i16, tile
@@ -101,33 +101,13 @@ def test_tile_fits_registers() -> None:
     assert tile(32, 16)[0] in (4, 8) and -(-32 // tile(32, 16)[0]) * tile(32, 16)[0] == 32
 
 
-def _head_model(M: int, K: int, N: int, wdt) -> tuple:
-    """``quantize_dynamic``'s classifier head: DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul -> Add."""
-    rng = np.random.default_rng(0)
-    info = np.iinfo(wdt)
-    w = rng.integers(info.min, info.max + 1, (K, N)).astype(wdt)
-    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
-             helper.make_node("MatMulInteger", ["q", "w", "z", "wz"], ["acc"]),
-             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
-             helper.make_node("Mul", ["s", "ws"], ["sc"]),
-             helper.make_node("Mul", ["accf", "sc"], ["y0"]),
-             helper.make_node("Add", ["y0", "b"], ["y"])]
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(info.max // 2 + 3, wdt), "wz"),
-             numpy_helper.from_array(np.array(0.01, np.float32), "ws"),
-             numpy_helper.from_array(rng.standard_normal(N).astype(np.float32), "b")]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return model, rng.standard_normal((M, K)).astype(np.float32)
-
-
 @pytest.mark.parametrize("wdt", [np.uint8, np.int8])
 def test_dynamic_head_matches_onnxruntime(wdt) -> None:
     """uint8 weights against onnxruntime (its u8 x u8 GEMM is exact); int8 weights against ``onnx.reference``:
     onnxruntime's AVX2 u8 x s8 GEMM (``vpmaddubsw``) saturates pair sums past 32767, which these draws
     reach, so on this host it is not an exact oracle for them."""
     ort = pytest.importorskip("onnxruntime")
-    model, x = _head_model(12, 100, 70, wdt)
+    model, x = head_model(12, 100, 70, wdt)
     if wdt == np.uint8:
         so = ort.SessionOptions()
         so.intra_op_num_threads = 1
@@ -230,7 +210,7 @@ def test_dqlstm_integer_gemv_property(T: int, I: int, H: int, seed: int, width: 
 def test_small_matmul_integer_runs_as_float_gemm() -> None:
     """Below ``MIN_INT16_MACS`` multiply-adds ``integer_to_float`` still turns the chain into a float GEMM
     (the widening and packing would cost more than they save); from it on the integer node stays."""
-    small, _ = _head_model(2, 40, 30, np.uint8)
+    small, _ = head_model(2, 40, 30, np.uint8)
     ops = {c.op for c in cnnjit.compile(small)._default_spec().program.calls}
     assert "MatMulInteger" not in ops and ops & {"Gemm", "MatMul"}
     assert 2 * 40 * 30 < MIN_INT16_MACS <= 12 * 100 * 70  # the head test above is past it

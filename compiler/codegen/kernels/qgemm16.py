@@ -51,6 +51,26 @@ def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
     return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
 
 
+def _tile(ind: str, n: int, mr: int, nr: int, vec: tuple[str, str], pair: tuple[str, str], row: str,
+          left: str) -> list[str]:
+    """The body of a step over one pair of k (inside its loop, at ``ind`` + 4) and the tile's stores (at
+    ``ind``): ``nr`` vectors from ``vec`` = (buffer, offset), for each of the ``mr`` rows the i32 pair from
+    ``pair`` (offset with ``{i}`` for the row) broadcast into ``ivmaddw``; row ``i`` is stored at ``row`` (with
+    ``{i}``) if ``m + i < M``, whole vectors while ``left`` columns remain, the last one masked."""
+    lines = [f"{ind}    v{h} = ivload{n}({vec[0]}, {vec[1]} + {2 * n * h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}    x = ivbcast4_{n}({pair[0]}, {pair[1].format(i=i)})")
+        lines += [f"{ind}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}if m + {i} < M:")
+        for h in range(nr):
+            at = f"{row.format(i=i)} + {h * n}"
+            lines += [f"{ind}    if {left} >= {(h + 1) * n}:", f"{ind}        ivstore{n}(yb, {at}, c{i}_{h})",
+                      f"{ind}    elif {left} > {h * n}:",
+                      f"{ind}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * ({left} - {h * n}))"]
+    return lines
+
+
 def i16_source(n: int, mr: int, nr: int) -> str:
     """The kernel for vector width ``n`` and a tile of ``mr`` rows by ``nr`` vectors."""
     nc = nr * n
@@ -74,17 +94,7 @@ def i16_source(n: int, mr: int, nr: int) -> str:
               f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
     if PREFETCH:  # this row tile's share of the next panel (32 int16 = one cache line)
         lines += [f"{ind}    prefetch(bb, pf + (k * {2 * nc}) // NT + {32 * i})" for i in range(-(-2 * nc // 32))]
-    lines += [f"{ind}    b{h} = ivload{n}(bb, bi + {2 * n * h})" for h in range(nr)]
-    for i in range(mr):
-        lines.append(f"{ind}    x = ivbcast4_{n}(sb, r{i} + 2 * k)")
-        lines += [f"{ind}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, b{h})" for h in range(nr)]
-    for i in range(mr):
-        lines.append(f"{ind}if m + {i} < M:")
-        for h in range(nr):
-            at = f"yo + (m + {i}) * N + p + {h * n}"
-            lines += [f"{ind}    if N - p >= {(h + 1) * n}:", f"{ind}        ivstore{n}(yb, {at}, c{i}_{h})",
-                      f"{ind}    elif N - p > {h * n}:",
-                      f"{ind}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * (N - p - {h * n}))"]
+    lines += _tile(ind, n, mr, nr, ("bb", "bi"), ("sb", "r{i} + 2 * k"), "yo + (m + {i}) * N + p", "N - p")
     return source(lines)
 
 
@@ -140,17 +150,8 @@ def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
     ind2 = ind + "    "
     lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
     lines += [f"{ind2}for c2 in range(C2):", f"{ind2}    xi = so + (c2 * PP + p0) * 2"]
-    lines += [f"{ind2}    x{h} = ivload{n}(sb, xi + {2 * n * h})" for h in range(nr)]
-    for i in range(mr):
-        lines.append(f"{ind2}    wv = ivbcast4_{n}(wb, w{i} + 2 * c2)")
-        lines += [f"{ind2}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, wv, x{h})" for h in range(nr)]
-    for i in range(mr):
-        lines.append(f"{ind2}if m + {i} < M:")
-        for h in range(nr):
-            at = f"yo + (bi * M + m + {i}) * P + p0 + {h * n}"
-            lines += [f"{ind2}    if P - p0 >= {(h + 1) * n}:", f"{ind2}        ivstore{n}(yb, {at}, c{i}_{h})",
-                      f"{ind2}    elif P - p0 > {h * n}:",
-                      f"{ind2}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * (P - p0 - {h * n}))"]
+    lines += _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", "w{i} + 2 * c2"), "yo + (bi * M + m + {i}) * P + p0",
+                   "P - p0")
     return source(lines)
 
 
