@@ -29,9 +29,12 @@ MIN_INT16_MACS = 32 * 1024
 #: 1x1 ConvIntegers stay integer too (``pointwise_i16``); False: float Conv (A/B measurements)
 POINTWISE = True
 #: ... on maps of at least this many pixels (its tiles are rows of pixel vectors: on smaller maps they idle
-#: lanes, where the float kernels put channels in the lanes; measured: MobileNetV3-small's 4x4 .. 16x16 1x1s
-#: and a CRNN's 32-step LSTM projection were 4-9% slower as a whole model) and this many multiply-adds
-POINTWISE_MIN_PIXELS = 256
+#: lanes, where the float kernels put channels in the lanes: MobileNetV3-small's 4x4 .. 16x16 1x1s), with at
+#: least this many output channels (X's repack into channel pairs, a scalar pass over the input, is shared by
+#: them: the ddddocr CRNN's 512 -> 4096 LSTM projection over 32 steps ran 1.27 ms against 1.56 as a float
+#: Conv, its 192 -> 48 1x1s at 16x64 no faster than float) and this many multiply-adds
+POINTWISE_MIN_PIXELS = 32
+POINTWISE_MIN_CHANNELS = 256
 POINTWISE_MIN_MACS = 1 << 20
 
 
@@ -115,7 +118,7 @@ def _keep_integer(node: Node) -> bool:
     if POINTWISE and int16_pointwise_fits(node):
         y = node.outputs[0]
         pixels = int(np.prod(y.shape[2:], dtype=np.int64))
-        return (pixels >= POINTWISE_MIN_PIXELS
+        return (pixels >= POINTWISE_MIN_PIXELS and int(y.shape[1]) >= POINTWISE_MIN_CHANNELS
                 and int(np.prod(y.shape, dtype=np.int64)) * int(node.inputs[1].shape[1]) >= POINTWISE_MIN_MACS)
     return False
 
