@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
 from llvmlite import ir as llir
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from test_recurrent import _dq_oracle, dq_lstm_model
 
@@ -281,3 +282,34 @@ def test_pointwise_i16_exact(seed: int, NB: int, C: int, M: int, spatial: tuple,
     wm = w.reshape(M, C).astype(np.int64) - wz.astype(np.int64).reshape(-1, 1)
     want = np.einsum("mc,bcp->bmp", wm, x.reshape(NB, C, -1).astype(np.int64) - int(xz)).reshape(y.shape)
     np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+@pytest.mark.parametrize("M,integer", [(256, True), (48, False)])
+def test_pointwise_conv_integer_chain_matches_onnxruntime(M: int, integer: bool) -> None:
+    """``DynamicQuantizeLinear -> ConvInteger 1x1 (uint8 weights) -> Cast -> Mul``: with many output channels
+    the node stays integer (``pointwise_i16``), with few it becomes a float Conv; both match onnxruntime (its
+    u8 x u8 kernels are exact)."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(3)
+    C, H, W = 64, 8, 72
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             helper.make_node("ConvInteger", ["q", "w", "z", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["s", "ws"], ["sc"]),
+             helper.make_node("Mul", ["accf", "sc"], ["y"])]
+    inits = [numpy_helper.from_array(rng.integers(0, 256, (M, C, 1, 1)).astype(np.uint8), "w"),
+             numpy_helper.from_array(np.array(120, np.uint8), "wz"),
+             numpy_helper.from_array(np.array(0.003, np.float32), "ws")]
+    g = helper.make_graph(nodes, "pw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, H, W])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    compiled = cnnjit.compile(model)
+    variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "ConvInteger"}
+    assert variants == ({"pointwise_i16"} if integer else set())
+    np.testing.assert_allclose(compiled.run(None, {"x": x})[0], want, rtol=1e-6,
+                               atol=1e-5 * float(np.abs(want).max()))
