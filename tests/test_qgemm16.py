@@ -40,6 +40,17 @@ def _const(a: np.ndarray) -> Value:
     return Value(TensorType(a.dtype, a.shape), "", const=a)
 
 
+def _run_forced(g: Graph, op: str, name: str, width: int, x: np.ndarray) -> np.ndarray:
+    """``g`` generated at ``width`` (integer and float lanes, the register file of that width) with ``op`` on
+    the variant ``name``, asserted to have run, on the input ``x``."""
+    host = CompileOptions().host_target()
+    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
+                     variants=((op, name),))
+    prog = generate(g, target)
+    assert {c.variant for c in prog.calls if c.op == op} == {name}
+    return Specialization(g, prog).run({"x": x})[0]
+
+
 def _reference(a: np.ndarray, b: np.ndarray, za: int, zb: np.ndarray) -> np.ndarray:
     """``(a - za) @ (b - zb)`` in int64, wrapped to int32 (ONNX's MatMulInteger)."""
     acc = (a.astype(np.int64) - za) @ (b.astype(np.int64) - zb.astype(np.int64).reshape(1, -1))
@@ -68,12 +79,7 @@ def test_packed_matmul_i16_exact(seed: int, M: int, K: int, N: int, sa: bool, sb
     y = Value(TensorType(np.dtype(np.int32), (M, N)), "y")
     g.add_node(Node("MatMulInteger", ins, [y], {}))
     g.outputs = [y]
-    host = CompileOptions().host_target()
-    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
-                     variants=(("MatMulInteger", "packed_matmul_i16"),))
-    prog = generate(g, target)
-    assert {c.variant for c in prog.calls if c.op == "MatMulInteger"} == {"packed_matmul_i16"}
-    got = Specialization(g, prog).run({"x": a})[0]
+    got = _run_forced(g, "MatMulInteger", "packed_matmul_i16", width, a)
     want = _reference(a, b, int(za), np.zeros(1, bdt) if zkind == "none" else zb.reshape(-1))
     np.testing.assert_array_equal(got, want)
 
@@ -273,12 +279,7 @@ def test_pointwise_i16_exact(seed: int, NB: int, C: int, M: int, spatial: tuple,
                     {"kernel_shape": [1] * k, "strides": [1] * k, "pads": [0] * (2 * k), "dilations": [1] * k,
                      "group": 1}))
     g.outputs = [y]
-    host = CompileOptions().host_target()
-    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
-                     variants=(("ConvInteger", "pointwise_i16"),))
-    prog = generate(g, target)
-    assert {c.variant for c in prog.calls if c.op == "ConvInteger"} == {"pointwise_i16"}
-    got = Specialization(g, prog).run({"x": x})[0]
+    got = _run_forced(g, "ConvInteger", "pointwise_i16", width, x)
     wm = w.reshape(M, C).astype(np.int64) - wz.astype(np.int64).reshape(-1, 1)
     want = np.einsum("mc,bcp->bmp", wm, x.reshape(NB, C, -1).astype(np.int64) - int(xz)).reshape(y.shape)
     np.testing.assert_array_equal(got, want.astype(np.int32))
