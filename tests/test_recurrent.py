@@ -28,6 +28,7 @@ from onnx.reference import ReferenceEvaluator
 
 import cnnjit
 from cnnjit.compiler.codegen import simd
+from cnnjit.compiler.codegen.simd_int import host_int_width
 from cnnjit.ir.errors import UnsupportedOpError
 from cnnjit.ir.ops.recurrent import gru_loop_ref
 
@@ -388,14 +389,17 @@ def test_ddddocr_crnn_matches_onnxruntime(quantized: bool, tol: float, tmp_path:
 @pytest.mark.parametrize("width", [4, 8, 16])
 def test_dynamic_quantize_lstm_int8_panels(rz: int, int8: bool, width: int, monkeypatch) -> None:
     """``R`` less its zero point within int8 (zero point 0): the recurrence's panels are stored as bytes and
-    widened in the GEMV (``vloadi8``); a zero point of 3 takes ``R - 3`` below -128, so they stay float32.
-    Both against the numpy oracle (exact integer products)."""
+    widened in the GEMV (``vloadi8``), or, where a block is two integer vectors (the host's width), meet the
+    state's bytes in the integer GEMV (``ivdot``); a zero point of 3 takes ``R - 3`` below -128, so they stay
+    float32. Both against the numpy oracle (exact integer products)."""
     import cnnjit.compiler.frontend.import_recurrent as imp
 
     monkeypatch.setattr(imp, "ort_u8s8_saturates", lambda: False)
     model, feeds = dq_lstm_model(4, 1, 5, 11, "forward", seed=7, rz=rz)
     compiled = cnnjit.compile(model, vector_width=width)
-    assert ("vloadi8" in compiled.source()) == int8
+    dot = int8 and width == host_int_width()
+    assert ("ivdot" in compiled.source()) == dot
+    assert ("vloadi8" in compiled.source()) == (int8 and not dot)
     assert_close(compiled.run(None, feeds), _dq_oracle(model, feeds, False), tol=1e-5)
 
 

@@ -7,6 +7,9 @@ u8 x s8 dot product and the requantising store.
     ivbcast4x16(buf, i)                 the same with every byte's top bit flipped (int8 + 128 as uint8)
     ivload8_16(buf, i, cnt)             buf[i : i + cnt] (u8 zero-, i8 sign-extended) as i32 lanes, others 0
     ivdot16(acc, a, b)                  acc + per lane sum_k u8(a.byte[4l + k]) * s8(b.byte[4l + k])
+    ivmaddw16(acc, a, b)                acc + per lane sum_k a.i16[2l + k] * b.i16[2l + k] (k < 2)
+    ivdotsat16(acc, a, b)               ivdot with each pair of byte products saturated to int16 (AVX2's vpmaddubsw)
+    ivtof2_16(lo, hi)                   two <n x i32> as one <2n x float>
     ivadd16 / ivmul16 / ivxor16
     ivrqstore16(yb, i, acc, mb, mi, yz, lo, hi, cnt)
         y = clip(round_half_even(float32(acc) * mb[mi:mi + n]) + yz, lo, hi) stored as bytes to
@@ -37,7 +40,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from .simd import _data
+from .simd import Vec, _data
 
 WIDTHS = (4, 8, 16)
 _I32 = ir.IntType(32)
@@ -143,6 +146,57 @@ def _lane_mask(builder, count, n):
 
 def _i32(context, builder, val, ty):
     return context.cast(builder, val, ty, types.int32)
+
+
+def maddw_ir(builder, acc, a, b, n: int, x86: bool, feats: dict):
+    """``acc`` + per i32 lane ``a.i16[2l] * b.i16[2l] + a.i16[2l + 1] * b.i16[2l + 1]`` (exact: two products of
+    16-bit values never overflow the i32 pair sum except for -32768 * -32768 twice, which the int16 GEMM
+    never forms). x86: ``vpdpwssd`` with AVX512-VNNI (``feats["vnni"]``), else ``vpmaddwd`` + ``vpaddd``
+    (AVX2 at width 8, AVX-512BW at 16); elsewhere the widening form (sext, multiply, add even and odd
+    lanes), which LLVM lowers to the target's pair multiply-adds. ``feats``: CPU feature flags."""
+    lvt = ir.VectorType(_I32, n)
+    w16 = ir.VectorType(ir.IntType(16), 2 * n)
+    if x86 and feats.get("vnni") and n in (8, 16):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [lvt] * 3),
+                                            f"llvm.x86.avx512.vpdpwssd.{32 * n}")
+        return builder.call(fn, [acc, a, b])
+    ua, ub = builder.bitcast(a, w16), builder.bitcast(b, w16)
+    pmadd = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}.get(n)
+    if x86 and pmadd and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), pmadd)
+        return builder.add(acc, builder.call(fn, [ua, ub]))
+    wide = ir.VectorType(_I32, 2 * n)
+    p = builder.mul(builder.sext(ua, wide), builder.sext(ub, wide))
+    even = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(0, 2 * n, 2))))
+    odd = builder.shuffle_vector(p, p, ir.Constant(lvt, list(range(1, 2 * n, 2))))
+    return builder.add(acc, builder.add(even, odd))
+
+
+def dotsat_ir(builder, acc, a, b, n: int, x86: bool, feats: dict):
+    """``ivdot`` as x86's ``vpmaddubsw`` + ``vpmaddwd`` without VNNI compute it (onnxruntime's AVX2 u8 x s8
+    kernels): per i32 lane, the products of bytes (0, 1) and of (2, 3) summed in pairs, each pair sum
+    saturated to int16, then the two added to ``acc``. Native on x86 AVX2 (width 8) and AVX-512BW (16);
+    elsewhere the widening form with the clamp."""
+    lvt = ir.VectorType(_I32, n)
+    b8, w16 = ir.VectorType(_I8, 4 * n), ir.VectorType(ir.IntType(16), 2 * n)
+    names = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+             16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512")}.get(n)
+    ua, sb = builder.bitcast(a, b8), builder.bitcast(b, b8)
+    if x86 and names and feats.get("avx2") and (n == 8 or feats.get("avx512bw")):
+        ubs = cgutils.get_or_insert_function(builder.module, ir.FunctionType(w16, [b8, b8]), names[0])
+        wd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(lvt, [w16, w16]), names[1])
+        return builder.add(acc, builder.call(wd, [builder.call(ubs, [ua, sb]), ir.Constant(w16, [1] * (2 * n))]))
+    wide = ir.VectorType(_I32, 4 * n)
+    p = builder.mul(builder.zext(ua, wide), builder.sext(sb, wide))
+    half = ir.VectorType(_I32, 2 * n)
+    pair = builder.add(builder.shuffle_vector(p, p, ir.Constant(half, list(range(0, 4 * n, 2)))),
+                       builder.shuffle_vector(p, p, ir.Constant(half, list(range(1, 4 * n, 2)))))
+    lo, hi = ir.Constant(half, [-32768] * (2 * n)), ir.Constant(half, [32767] * (2 * n))
+    pair = builder.select(builder.icmp_signed("<", pair, lo), lo, pair)
+    pair = builder.select(builder.icmp_signed(">", pair, hi), hi, pair)
+    s = builder.add(builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(0, 2 * n, 2)))),
+                    builder.shuffle_vector(pair, pair, ir.Constant(lvt, list(range(1, 2 * n, 2)))))
+    return builder.add(acc, s)
 
 
 def _make(n: int) -> dict[str, object]:
@@ -257,6 +311,35 @@ def _make(n: int) -> dict[str, object]:
             return s
 
         return vt(acc, a, b), codegen
+
+    @intrinsic
+    def ivmaddw(typingctx, acc, a, b):
+        """``maddw_ir``: ``acc`` + per lane the two 16-bit products of ``a`` and ``b`` summed."""
+        def codegen(context, builder, sig, args):
+            x86 = _machine(context, builder)[0] in ("x86_64", "i386", "i686")
+            return maddw_ir(builder, *args, n, x86, {**_features(), "vnni": vnni})
+
+        return vt(acc, a, b), codegen
+
+    @intrinsic
+    def ivdotsat(typingctx, acc, a, b):
+        """``dotsat_ir``: ``ivdot`` with each pair of byte products saturated to int16."""
+        def codegen(context, builder, sig, args):
+            x86 = _machine(context, builder)[0] in ("x86_64", "i386", "i686")
+            return dotsat_ir(builder, *args, n, x86, _features())
+
+        return vt(acc, a, b), codegen
+
+    @intrinsic
+    def ivtof2(typingctx, lo, hi):
+        """Two ``<n x i32>`` as one ``<2n x float>`` (``lo``'s lanes first): an integer GEMV's sums handed to
+        float code whose vectors are two machine vectors wide."""
+        def codegen(context, builder, sig, args):
+            both = builder.shuffle_vector(args[0], args[1], ir.Constant(ir.VectorType(_I32, 2 * n),
+                                                                        list(range(2 * n))))
+            return builder.sitofp(both, ir.VectorType(ir.FloatType(), 2 * n))
+
+        return Vec(2 * n)(lo, hi), codegen
 
     @intrinsic
     def ivrqstore(typingctx, yarr, yidx, acc, marr, midx, yz, lo, hi, count):
@@ -396,7 +479,9 @@ def _make(n: int) -> dict[str, object]:
         f"ivstore{n}": ivstore,
         f"ivzero{n}": ivzero, f"ivset{n}": ivset, f"ivload{n}": ivload, f"ivbcast4_{n}": ivbcast4,
         f"ivbcast4x{n}": ivbcast4x,
-        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
+        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivmaddw{n}": ivmaddw,
+        f"ivdotsat{n}": ivdotsat, f"ivtof2_{n}": ivtof2,
+        f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
         f"ivxor{n}": _binop("xor"), f"ivrqstore{n}": ivrqstore,
     }
 
@@ -405,5 +490,6 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["IVec", "WIDTHS", "host_int_width", "has_vnni"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivadd", "ivmul", "ivxor", "ivrqstore",
+    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivmaddw", "ivdotsat", "ivtof2_",
+    "ivadd", "ivmul", "ivxor", "ivrqstore",
     "ivrq", "ivpack4_", "ivloadb", "ivstoreb", "ivstore", "ivtr0_", "ivtr1_", "ivtr2_", "ivtr3_", "ivpackq")]

@@ -8,6 +8,11 @@ Every operand is a small integer, so every product is exact in float32; the sums
 below 2**24 and otherwise rounded like the int32 -> float32 cast that followed (a relative difference of a few
 float32 ulps, far below the quantization step). Zero padding stays zero after the zero point is subtracted,
 as ConvInteger defines it. A fusion pass (``fuse=False`` keeps the exact integer kernels).
+
+Not converted: a 2-D MatMulInteger with constant B and a group-1 1x1 ConvInteger with constant weights of
+at least ``MIN_INT16_MACS`` multiply-adds. Their int16 kernels (``kernels/qgemm16.py``) are exact and faster
+than the float GEMM (16 multiply-adds per ``vpmaddwd``, 32 per ``vpdpwssd``, against 8 / 16 per FMA), with
+the weights in half the bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,20 @@ import numpy as np
 from cnnjit.ir import Graph, Node, TensorType, Value
 
 from .manager import Pass
+
+#: below this many multiply-adds a MatMulInteger runs as a float GEMM (the int16 kernel's widening of A
+#: and its packing are not worth it)
+MIN_INT16_MACS = 32 * 1024
+#: 1x1 ConvIntegers stay integer too (``pointwise_i16``); False: float Conv (A/B measurements)
+POINTWISE = True
+#: ... on maps of at least this many pixels (its tiles are rows of pixel vectors: on smaller maps they idle
+#: lanes, where the float kernels put channels in the lanes: MobileNetV3-small's 4x4 .. 16x16 1x1s), with at
+#: least this many output channels (X's repack into channel pairs, a scalar pass over the input, is shared by
+#: them: the ddddocr CRNN's 512 -> 4096 LSTM projection over 32 steps ran 1.27 ms against 1.56 as a float
+#: Conv, its 192 -> 48 1x1s at 16x64 no faster than float) and this many multiply-adds
+POINTWISE_MIN_PIXELS = 32
+POINTWISE_MIN_CHANNELS = 256
+POINTWISE_MIN_MACS = 1 << 20
 
 
 def _float_weights(node: Node) -> np.ndarray | None:
@@ -61,6 +80,49 @@ def _cast_before_bias(graph: Graph, add: Node) -> None:
     graph.remove_node(add)
 
 
+def int16_matmul_fits(node: Node) -> bool:
+    """A 2-D MatMulInteger of 8-bit A by a constant 8-bit B with one A zero point and a constant B zero
+    point (per tensor or per column): what the int16 kernel (``packed_matmul_i16``) computes. Target-free:
+    this pass keeps such nodes integer (from ``MIN_INT16_MACS`` multiply-adds)."""
+    if node.op != "MatMulInteger" or len(node.inputs) < 3:
+        return False
+    A, B, az = node.inputs[:3]
+    bz = node.inputs[3] if len(node.inputs) > 3 else None
+    if len(A.shape) != 2 or len(B.shape) != 2 or not B.is_const or az.type.size != 1:
+        return False
+    if A.dtype not in (np.uint8, np.int8) or B.dtype not in (np.uint8, np.int8):
+        return False
+    return bz is None or (bz.is_const and bz.type.size in (1, B.shape[1]))
+
+
+def int16_pointwise_fits(node: Node) -> bool:
+    """A group-1 1x1 ConvInteger (stride 1, no padding, any number of spatial axes) of 8-bit x with constant
+    8-bit weights, one x zero point and a constant weight zero point (per tensor or per output channel):
+    what ``pointwise_i16`` computes."""
+    if node.op != "ConvInteger":
+        return False
+    x, w, xz, wz = node.inputs
+    a = node.attrs
+    return (len(x.shape) >= 3 and w.is_const and wz.is_const and xz.type.size == 1 and a["group"] == 1
+            and all(k == 1 for k in w.shape[2:]) and all(v == 1 for v in a["strides"])
+            and not any(a["pads"]) and x.dtype in (np.uint8, np.int8) and w.dtype in (np.uint8, np.int8)
+            and wz.type.size in (1, w.shape[0]))
+
+
+def _keep_integer(node: Node) -> bool:
+    """A MatMulInteger / 1x1 ConvInteger the int16 kernels take, large enough for them to beat the float
+    GEMM."""
+    if int16_matmul_fits(node):
+        A, B = node.inputs[0], node.inputs[1]
+        return int(A.shape[0]) * int(A.shape[1]) * int(B.shape[1]) >= MIN_INT16_MACS
+    if POINTWISE and int16_pointwise_fits(node):
+        y = node.outputs[0]
+        pixels = int(np.prod(y.shape[2:], dtype=np.int64))
+        return (pixels >= POINTWISE_MIN_PIXELS and int(y.shape[1]) >= POINTWISE_MIN_CHANNELS
+                and int(np.prod(y.shape, dtype=np.int64)) * int(node.inputs[1].shape[1]) >= POINTWISE_MIN_MACS)
+    return False
+
+
 class IntegerToFloat(Pass):
     name = "integer_to_float"
     fusion = True
@@ -75,6 +137,8 @@ class IntegerToFloat(Pass):
             users = list(out.users)
             if not users or out in graph.outputs or any(
                     u.op != "Cast" or u.outputs[0].dtype != np.float32 for u in users):
+                continue
+            if _keep_integer(node):  # exact and faster as int16 pairs, weights half the bytes
                 continue
             wf = _float_weights(node)
             x, xz = node.inputs[0], node.inputs[2]

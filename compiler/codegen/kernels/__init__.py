@@ -11,6 +11,7 @@ from . import (  # noqa: F401
     norm,
     packed_gemm,
     packed_pointwise,
+    qgemm16,
     qint,
     qlut,
     quant,

@@ -29,7 +29,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.recurrent import GATES, NACT, num_directions
 
-from ..kernel import At, KernelCall, Param, Target, flit, note, variant
+from ..kernel import At, KernelCall, Param, Scratch, Target, flit, note, variant
 from .quant import dynamic_qparams
 from .template import source
 
@@ -91,6 +91,19 @@ def pack_recurrence(R: np.ndarray, H: int, BW: int, gates_by_pass: list[tuple[in
     return np.concatenate(parts).astype(dtype)
 
 
+def pack_recurrence_dot(R: np.ndarray, H: int, BW: int, gates: tuple[int, ...]) -> np.ndarray:
+    """One direction's integer ``R [NG*H, H]`` (int8 values) for the integer GEMV (``ivdot``): per block of
+    ``BW`` units, per group of 4 ``k``, per gate, ``BW`` units' 4 bytes ``R[q*H + j, 4*k4 : 4*k4 + 4]`` (zero
+    past unit ``H`` and past ``k = H``), flat int8."""
+    nblk, K4 = -(-H // BW), -(-H // 4)
+    p = np.zeros((nblk, K4, len(gates), BW, 4), np.int8)
+    for qi, q in enumerate(gates):
+        rows = np.zeros((nblk * BW, K4 * 4), np.int8)
+        rows[:H, :H] = R[q * H:(q + 1) * H]
+        p[:, :, qi] = rows.reshape(nblk, BW, K4, 4).transpose(0, 2, 1, 3)
+    return p.reshape(-1)
+
+
 def int8_recurrence(R: np.ndarray) -> bool:
     """Whether a quantized ``R`` (integers: the int8 weights less their zero point) fits int8, so its panels
     are stored as bytes and widened in the GEMV (``vloadi8``): the recurrence streams all of ``R`` at every
@@ -99,6 +112,9 @@ def int8_recurrence(R: np.ndarray) -> bool:
 
 
 _NAMES = ("i", "o", "f", "c")
+#: a quantized recurrence whose ``R`` fits int8 runs its GEMV on integers (``_gemv_dot``); False: the float
+#: GEMV of widened bytes (A/B measurements)
+INT_DOT = True
 
 
 def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str,
@@ -127,6 +143,23 @@ def _gemv_sat(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[s
               f"{ind}    hv = vbcast{BW}({hexpr})"]  # one product: |q * r| <= 255 * 128 < 2^15
     return lines + [f"{ind}    {acc} = vfma{BW}(hv, {load}{BW}(rb, ri + {i * BW}), {acc})"
                     for i, acc in enumerate(accs)]
+
+
+def _gemv_dot(ind: str, n: int, gates: tuple[int, ...], roff: str, accs: list[str], sat: bool) -> list[str]:
+    """A quantized block's GEMV on integers: the state's bytes (``qhb``, 4 ``k`` per i32) meet the int8
+    panels (``pack_recurrence_dot``) in ``ivdot`` (``sat``: ``ivdotsat``, onnxruntime's AVX2 rounding of
+    pair sums to int16) over two ``n``-lane accumulators per gate, converted to float at the end: exact
+    integer sums, as ``_gemv`` / ``_gemv_sat`` compute them in float32, at 32 multiply-adds per 2-4
+    instructions."""
+    dot = "ivdotsat" if sat else "ivdot"
+    BW = 2 * n
+    lines = [f"{ind}ri = {roff}", f"{ind}hq4 = qho + b * HB"]
+    lines += [f"{ind}c{i}_{v} = ivzero{n}()" for i in range(len(gates)) for v in (0, 1)]
+    lines += [f"{ind}for k4 in range(HB // 4):", f"{ind}    hv = ivbcast4_{n}(qhb, hq4 + 4 * k4)"]
+    lines += [f"{ind}    c{i}_{v} = {dot}{n}(c{i}_{v}, hv, ivload{n}(rb, ri + {(i * BW + v * n) * 4}))"
+              for i in range(len(gates)) for v in (0, 1)]
+    lines.append(f"{ind}    ri += {len(gates) * BW * 4}")
+    return lines + [f"{ind}{acc} = ivtof2_{n}(c{i}_0, c{i}_1)" for i, acc in enumerate(accs)]
 
 
 def gate_load(ind: str, dst: str, q: int, BW: int, tm: bool) -> list[str]:
@@ -232,11 +265,12 @@ QUANT_STEP = f"""        for b in range(B):
             zb[U(zr + H + 1)] = hsc"""
 
 
-def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: bool = False) -> str:
+def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: bool = False, dot: int = 0) -> str:
     """The kernel running direction ``d`` of ``node`` (``peep``: an LSTM with peepholes). ``DQLSTMLoop``:
     the GEMV runs over the quantized state (``QUANT_STEP``) and integer-valued ``R`` (``int8``: its panels
-    stored as int8); its result is scaled by ``h_scale * R_scale`` (per gate row, ``msb``) before the gates
-    are added."""
+    stored as int8; ``dot``: the integer GEMV ``_gemv_dot`` at ``dot`` i32 lanes, ``BW == 2 * dot``, over
+    the state's bytes in the scratch ``qhb``); its result is scaled by ``h_scale * R_scale`` (per gate row,
+    ``msb``) before the gates are added."""
     op = node.op
     passes = groups(node)
     quant = op == "DQLSTMLoop"
@@ -244,6 +278,7 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: boo
     tm = bool(node.attrs["time_major"])
     params = ["gb, go, rb, ro, sb, so, hb, ho"] + (["cb, co, pb, po"] if lstm else []) \
         + (["qb, qo"] if op == "GRULoop" else []) + (["zb, zo, msb, mso, csb, cso"] if quant else []) \
+        + (["qhb, qho"] if dot else []) \
         + ["yb, yo, hyb, hyo"] + (["cyb, cyo"] if lstm else []) + ["T, B, H, GS, YS, rev, has_h0, has_c0"]
     lines = [f"def kernel({', '.join(params)}):",
              f"    NB = (H + {BW - 1}) // {BW}",
@@ -257,8 +292,15 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: boo
               "            for j in range(H):",
               "                yb[U(yo + t * YS + b * H + j)] = np.float32(0.0)",
               "    for s in range(T):"]
+    if dot:  # the state's bytes past H stay 0 (they meet the panels' zero rows)
+        lines[-1:-1] = ["    HB = ((H + 3) // 4) * 4", "    for i in range(B * HB):",
+                        "        qhb[U(qho + i)] = np.uint8(0)"]
     if quant:
-        lines += QUANT_STEP.split("\n")
+        step = QUANT_STEP.split("\n")
+        if dot:
+            at = next(i for i, ln in enumerate(step) if ln.strip().startswith("zb[U(zr + k)]"))
+            step.insert(at + 1, "                qhb[U(qho + b * HB + k)] = np.uint8(zb[U(zr + k)])")
+        lines += step
     roff = "ro"
     for pn, gs in enumerate(passes):
         accs = [f"a_{q}" if not lstm else f"a_{_NAMES[q]}" for q in gs]
@@ -287,13 +329,16 @@ def recurrence_source(node: Node, d: int, BW: int, peep: bool = False, int8: boo
             else:
                 lines += gate_load(ind, acc, q, BW, tm)
         lines.append(f"{ind}if live:")
-        pan = f"{roff} + jb * H * {len(gs) * BW}"
+        pan = f"{roff} + jb * {'HB' if dot else 'H'} * {len(gs) * BW}"
         if op == "GRULoop" and pn == 1:  # the h gate's GEMV over r * h, stashed in Y_h by the first pass
             lines += _gemv(ind + "    ", BW, gs, pan, accs, "hyb[U(hyo + b * H + k)]")
         elif quant:
-            gemv = _gemv_sat if node.attrs["saturate"] else _gemv
-            load = "vloadi8" if int8 else "vload"
-            lines += gemv(ind + "    ", BW, gs, pan, accs, "zb[U(zo + b * (H + 2) + k)]", load)
+            if dot:
+                lines += _gemv_dot(ind + "    ", dot, gs, pan, accs, bool(node.attrs["saturate"]))
+            else:
+                gemv = _gemv_sat if node.attrs["saturate"] else _gemv
+                load = "vloadi8" if int8 else "vload"
+                lines += gemv(ind + "    ", BW, gs, pan, accs, "zb[U(zo + b * (H + 2) + k)]", load)
             lines += [f"{ind}hzv = vbcast{BW}(np.float32(-zb[U(zo + b * (H + 2) + H)]))",
                       f"{ind}hsv = vbcast{BW}(zb[U(zo + b * (H + 2) + H + 1)])"]
             for q, acc in zip(gs, accs):  # - zp * sum_k R, then the scales, then the input gates
@@ -339,7 +384,11 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         state = d * B * H
         rd = np.asarray(R.const[d], np.float32)
         int8 = op == "DQLSTMLoop" and int8_recurrence(rd)
-        r = Param(pack_recurrence(rd, H, BW, groups(node), np.int8 if int8 else np.float32))
+        dot = target.int_width if INT_DOT and int8 and BW == 2 * target.int_width and len(groups(node)) == 1 else 0
+        if dot:
+            r = Param(pack_recurrence_dot(rd.astype(np.int8), H, BW, groups(node)[0]))
+        else:
+            r = Param(pack_recurrence(rd, H, BW, groups(node), np.int8 if int8 else np.float32))
         h0a = At(h0, state) if h0 is not None else Param(np.zeros(1, np.float32))
         args = [At(g, d * ng * H * (1 if tm else T * B)), r, lens, h0a]
         if lstm:
@@ -350,11 +399,13 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         if op == "DQLSTMLoop":
             rsum = np.asarray(R.const[d], np.float32).sum(1)
             args += [At(node.outputs[3], d * B * (H + 2)), At(node.inputs[2], d * 4 * H), Param(rsum)]
+            if dot:  # the quantized state as bytes, 4 k per i32 lane
+                args.append(Scratch(B * -(-H // 4) * 4, np.dtype(np.uint8)))
         args += [At(y, state), At(yh, state)]
         if lstm:
             args.append(At(node.outputs[2], state))
         args += [T, B, H, D * ng * H if tm else T * B, D * B * H, rev, int(h0 is not None), int(c0 is not None)]
-        src = recurrence_source(node, d, BW, P is not None, int8)
+        src = recurrence_source(node, d, BW, P is not None, int8, dot)
         calls.append(KernelCall(src, args, note(node)))
     return calls
 

@@ -1,0 +1,172 @@
+"""MatMulInteger with a constant B on packed 16-bit column panels (``packed_matmul_i16``), and the 1x1
+ConvInteger with its constant weights on the left (``pointwise_i16``, at the end of this file).
+
+``Y (M x N, int32) = (A - a_zero_point) @ (B - b_zero_point)`` for 8-bit A and a constant 8-bit B: what
+onnxruntime's ``quantize_dynamic`` writes for a classifier (``DynamicQuantizeLinear -> MatMulInteger -> Cast
+-> Mul(scale) -> Add(bias)``, the CRNN's 1024 x 8210 head). Both operands minus their zero points fit 16 bits
+([-255, 255]), so the products meet in pairs of k in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd`` on AVX2, one
+``vpdpwssd`` with AVX512-VNNI) exactly: every pair sum is below 2 * 255 * 255 and the int32 accumulator wraps
+like ONNX's int32 arithmetic.
+
+Why: run as a float GEMM (``integer_to_float``) the weights take 4 bytes each (the CRNN head's 33 MB miss the
+last-level cache, and each run streams them from DRAM); as ``int16`` pairs they take half of that, and a
+``vpmaddwd`` does 16 multiply-adds where an FMA does 8. B is packed at compile time as ``ceil(N / NC)`` panels
+of ``NC = nr * n`` columns, ``[K / 2][NC][2]`` each (zero pads past ``K`` and ``N``); A's rows minus its zero
+point are widened once per call into a 16-bit scratch row block. A register tile is ``mr`` rows by ``nr``
+vectors; each step over a pair of k loads ``nr`` panel vectors (one sequential stream) and broadcasts the
+pair of each row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ...passes.integer_to_float import int16_matmul_fits, int16_pointwise_fits
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from .template import source
+
+#: vectors per tile row (two chains per row at least; the rows add the rest)
+NR = 2
+#: at most this many rows per tile
+MR_MAX = 8
+#: prefetch the next panel while computing this one, each row tile its share (as ``packed_gemm``: a B past
+#: the last-level cache streams from DRAM at the rate the multiply-adds consume it)
+PREFETCH = True
+def tile(M: int, registers: int) -> tuple[int, int]:
+    """``(mr, nr)``: ``mr * nr`` accumulators + ``nr`` panel vectors + one broadcast within ``registers``;
+    among the row counts that fit, the one that wastes fewest rows of ``M`` (ties: the larger)."""
+    top = max(1, min(MR_MAX, (registers - NR - 1) // NR, M))
+    mr = min(range(1, top + 1), key=lambda r: (-(-M // r) * r - M, -r))
+    return mr, NR
+
+
+def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
+    """``(b - zb)`` ``[K, N]`` as int16 panels ``[N / nc][K / 2][nc][2]`` (zeros past ``K`` and ``N``), flat."""
+    K, N = b.shape
+    K2, npan = -(-K // 2), -(-N // nc)
+    d = np.zeros((2 * K2, npan * nc), np.int16)
+    d[:K, :N] = b.astype(np.int16) - np.broadcast_to(zb.astype(np.int16).reshape(1, -1), (1, N))
+    return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
+
+
+def _tile(ind: str, n: int, mr: int, nr: int, vec: tuple[str, str], pair: tuple[str, str], row: str,
+          left: str) -> list[str]:
+    """The body of a step over one pair of k (inside its loop, at ``ind`` + 4) and the tile's stores (at
+    ``ind``): ``nr`` vectors from ``vec`` = (buffer, offset), for each of the ``mr`` rows the i32 pair from
+    ``pair`` (offset with ``{i}`` for the row) broadcast into ``ivmaddw``; row ``i`` is stored at ``row`` (with
+    ``{i}``) if ``m + i < M``, whole vectors while ``left`` columns remain, the last one masked."""
+    lines = [f"{ind}    v{h} = ivload{n}({vec[0]}, {vec[1]} + {2 * n * h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}    x = ivbcast4_{n}({pair[0]}, {pair[1].format(i=i)})")
+        lines += [f"{ind}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}if m + {i} < M:")
+        for h in range(nr):
+            at = f"{row.format(i=i)} + {h * n}"
+            lines += [f"{ind}    if {left} >= {(h + 1) * n}:", f"{ind}        ivstore{n}(yb, {at}, c{i}_{h})",
+                      f"{ind}    elif {left} > {h * n}:",
+                      f"{ind}        ivstoreb{n}(yb, {at}, c{i}_{h}, 4 * ({left} - {h * n}))"]
+    return lines
+
+
+def i16_source(n: int, mr: int, nr: int) -> str:
+    """The kernel for vector width ``n`` and a tile of ``mr`` rows by ``nr`` vectors."""
+    nc = nr * n
+    lines = ["def kernel(ab, ao, azb, azo, bb, bo, yb, yo, M, K, N, K2, sb, so):",
+             "    za = np.int32(azb[azo])",
+             "    for m in range(M):",
+             "        r = m * 2 * K2",
+             "        for k in range(K):",
+             "            sb[so + r + k] = np.int16(np.int32(ab[U(ao + m * K + k)]) - za)",
+             "        for k in range(K, 2 * K2):",
+             "            sb[so + r + k] = np.int16(0)",
+             f"    NT = (M + {mr - 1}) // {mr}",
+             f"    for j in range((N + {nc - 1}) // {nc}):",
+             f"        p = j * {nc}",
+             f"        pan = bo + j * K2 * {2 * nc}",
+             f"        for m in range(0, M, {mr}):"]
+    ind = " " * 12
+    lines += [f"{ind}r{i} = so + min(m + {i}, M - 1) * 2 * K2" for i in range(mr)]
+    lines += [f"{ind}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
+    lines += [f"{ind}pf = pan + K2 * {2 * nc} + (m // {mr}) * ((K2 * {2 * nc}) // NT)",
+              f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
+    if PREFETCH:  # this row tile's share of the next panel (32 int16 = one cache line)
+        lines += [f"{ind}    prefetch(bb, pf + (k * {2 * nc}) // NT + {32 * i})" for i in range(-(-2 * nc // 32))]
+    lines += _tile(ind, n, mr, nr, ("bb", "bi"), ("sb", "r{i} + 2 * k"), "yo + (m + {i}) * N + p", "N - p")
+    return source(lines)
+
+
+@variant("MatMulInteger", name="packed_matmul_i16", priority=10, applies=lambda node, t: int16_matmul_fits(node))
+def gen_packed_matmul_i16(node: Node, target: Target) -> list[KernelCall]:
+    """The packed int16 panels and one call over all rows of A."""
+    A, B, az = node.inputs[:3]
+    bz = node.inputs[3] if len(node.inputs) > 3 else None
+    M, K = (int(d) for d in A.shape)
+    N = int(B.shape[1])
+    n = target.int_width
+    mr, nr = tile(M, target.vector_registers)
+    zb = np.zeros(1, np.int16) if bz is None else np.asarray(bz.const).reshape(-1)
+    K2 = -(-K // 2)
+    packed = pack_i16(np.asarray(B.const), zb, nr * n)
+    args = [A, az, Param(packed), node.outputs[0], M, K, N, K2, Scratch(M * 2 * K2, np.dtype(np.int16))]
+    return [KernelCall(i16_source(n, mr, nr), args, note(node))]
+
+
+# -- 1x1 ConvInteger: the constant weights on the left ---------------------------------------------------------
+def pack_w16(w: np.ndarray, wz: np.ndarray) -> np.ndarray:
+    """``(w - wz)`` ``[M, C]`` as int16 ``[M][C / 2][2]`` (a zero past ``C``), flat: one i32 broadcast per
+    output channel and pair of input channels."""
+    M, C = w.shape
+    d = np.zeros((M, 2 * -(-C // 2)), np.int16)
+    d[:, :C] = w.astype(np.int16) - wz.astype(np.int16).reshape(-1, 1)
+    return d.reshape(-1)
+
+
+def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
+    """``Y[b, m, p] = sum_c (W[m, c] - wz[m]) (X[b, c, p] - xz)``: per image, X less its zero point is
+    repacked once into channel pairs ``[C / 2][PP][2]`` int16 (pixels padded to whole tiles with zeros), then a
+    tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels broadcasts each channel's weight pair
+    against the pixel vectors' pairs (``ivmaddw``)."""
+    pt = nr * n
+    lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, yb, yo, NB, C, P, M, C2, PP, sb, so):",
+             "    za = np.int32(xzb[xzo])",
+             "    for bi in range(NB):",
+             "        x0 = xo + bi * C * P",
+             "        for c2 in range(C2):",
+             "            r = so + c2 * PP * 2",
+             "            for p in range(P):",
+             "                sb[r + 2 * p] = np.int16(np.int32(xb[U(x0 + 2 * c2 * P + p)]) - za)",
+             "                sb[r + 2 * p + 1] = np.int16(np.int32(xb[U(x0 + (2 * c2 + 1) * P + p)]) - za) "
+             "if 2 * c2 + 1 < C else np.int16(0)",
+             "            for p in range(P, PP):",
+             "                sb[r + 2 * p] = np.int16(0)",
+             "                sb[r + 2 * p + 1] = np.int16(0)",
+             f"        for m in range(0, M, {mr}):"]
+    ind = " " * 12
+    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * 2 * C2" for i in range(mr)]
+    lines += [f"{ind}for p0 in range(0, P, {pt}):"]
+    ind2 = ind + "    "
+    lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
+    lines += [f"{ind2}for c2 in range(C2):", f"{ind2}    xi = so + (c2 * PP + p0) * 2"]
+    lines += _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", "w{i} + 2 * c2"), "yo + (bi * M + m + {i}) * P + p0",
+                   "P - p0")
+    return source(lines)
+
+
+@variant("ConvInteger", name="pointwise_i16", priority=10, applies=lambda node, t: int16_pointwise_fits(node))
+def gen_pointwise_i16(node: Node, target: Target) -> list[KernelCall]:
+    """The packed int16 weights and one call over every image."""
+    x, w, xz, wz = node.inputs
+    NB, C = int(x.shape[0]), int(x.shape[1])
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    M = int(w.shape[0])
+    n = target.int_width
+    mr, nr = tile(M, target.vector_registers)
+    pt = nr * n
+    PP, C2 = -(-P // pt) * pt, -(-C // 2)
+    wq = np.asarray(w.const).reshape(M, C)
+    args = [x, xz, Param(pack_w16(wq, np.broadcast_to(np.asarray(wz.const).reshape(-1), (M,)))), node.outputs[0],
+            NB, C, P, M, C2, PP, Scratch(C2 * PP * 2, np.dtype(np.int16))]
+    return [KernelCall(pointwise_i16_source(n, mr, nr), args, note(node))]
