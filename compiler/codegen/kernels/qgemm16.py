@@ -34,6 +34,8 @@ MR_MAX = 8
 #: prefetch the next panel while computing this one, each row tile its share (as ``packed_gemm``: a B past
 #: the last-level cache streams from DRAM at the rate the multiply-adds consume it)
 PREFETCH = True
+
+
 def tile(M: int, registers: int) -> tuple[int, int]:
     """``(mr, nr)``: ``mr * nr`` accumulators + ``nr`` panel vectors + one broadcast within ``registers``;
     among the row counts that fit, the one that wastes fewest rows of ``M`` (ties: the larger)."""
