@@ -18,7 +18,7 @@ from conftest import REPO_DIR, ort_session
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
-from onnx import TensorProto, helper, numpy_helper
+from test_winograd import conv_model
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
@@ -27,23 +27,6 @@ sys.path.insert(0, str(REPO_DIR))
 from benchmarks.models import resnet8  # noqa: E402
 
 WIDTHS = [4, 8, 16]
-
-
-def conv1x1_model(x_shape, wt, b, strides, pads=(0, 0, 0, 0), group=1, act=None, residual=None):
-    """One 1x1 Conv, then optionally a residual Add of a constant and an activation."""
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1], strides=list(strides),
-                              pads=list(pads), group=group)]
-    inits = {"w": wt, "b": b}
-    cur = "c"
-    if residual is not None:
-        inits["r"] = residual
-        nodes.append(helper.make_node("Add", [cur, "r"], ["a"]))
-        cur = "a"
-    nodes.append(helper.make_node(act or "Identity", [cur], ["y"]))
-    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def conv_variants(model) -> set[str]:
@@ -75,7 +58,8 @@ def test_strided_pointwise_at_width(width: int, case: dict) -> None:
     expected = conv + (r if r is not None else 0.0)
     if case["act"] == "Relu":
         expected = np.maximum(expected, 0.0)
-    model = cnnjit.compile(conv1x1_model(x.shape, wt, b, strides, act=case["act"], residual=r), vector_width=width)
+    model = cnnjit.compile(conv_model(x.shape, wt, b, (0, 0, 0, 0), case["act"], r, strides=list(strides)),
+                           vector_width=width)
     assert conv_variants(model) == {"strided_pointwise"}
     got = model(x)
     assert got.shape == expected.shape
@@ -89,7 +73,7 @@ def test_strided_pointwise_at_width(width: int, case: dict) -> None:
 def test_strided_pointwise_applicability(strides, pads, group, applies) -> None:
     """Column stride 2, unpadded, ungrouped only (the gather keeps the even lanes of two loads)."""
     wt = np.ones((8, 8 // group, 1, 1), np.float32)
-    model = conv1x1_model((1, 8, 12, 12), wt, np.zeros(8, np.float32), strides, pads, group)
+    model = conv_model((1, 8, 12, 12), wt, np.zeros(8, np.float32), pads, strides=list(strides), group=group)
     node = next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
     assert (choose(node, Target(vector_width=8, vector_registers=16)).name == "strided_pointwise") == applies
 

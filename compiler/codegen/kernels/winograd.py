@@ -354,7 +354,7 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
     band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
-    src, extra = winograd_source(node, target.vector_width, mr, nr, T, band_range=band is not None)
+    src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None)
     args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T)), N, C, H, Win,
             M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
     return [KernelCall(src, args, note(node))]
