@@ -122,3 +122,29 @@ def _wide(lanes: int):
 
 
 _WIDE = {n: _wide(n) for n in LANES if n > 16}
+
+
+def _quads(lanes: int):
+    return _kernel(
+        "def f(x, y, i):\n"
+        f"    o = vtrq{lanes}(" + ", ".join(f"vload{lanes}(x, i + {j * lanes})" for j in range(4)) + ")\n"
+        + "".join(f"    vstore{lanes}(y, {k * lanes}, o[{k}])\n" for k in range(4)))
+
+
+_QUADS = {n: _quads(n) for n in LANES}
+
+
+@settings(max_examples=10, deadline=None)
+@given(lanes=st.sampled_from(LANES), shift=st.integers(0, 5), seed=st.integers(0, 2**16))
+def test_quad_transpose_matches_numpy(lanes: int, shift: int, seed: int) -> None:
+    """``vtrq``: output ``k`` lane ``4 q + j`` is input ``j`` lane ``4 q + k`` at every width (4x4 blocks
+    within each 128-bit group, as the Winograd kernel's tiles use it), and applied twice it is the identity."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(4 * lanes + shift).astype(np.float32)
+    y = np.zeros(4 * lanes, np.float32)
+    _QUADS[lanes](x, y, shift)
+    blocks = x[shift:].reshape(4, lanes // 4, 4)  # [input j, group q, lane k in the group]
+    np.testing.assert_array_equal(y, blocks.transpose(2, 1, 0).reshape(-1))
+    back = np.zeros_like(y)
+    _QUADS[lanes](y, back, 0)
+    np.testing.assert_array_equal(back, x[shift:])

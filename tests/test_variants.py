@@ -40,6 +40,7 @@ CASES = {
     ("Conv", "cvec_pointwise"): _conv(8, 32, 3),
     ("Conv", "channel_pointwise"): _conv(4, 20, 5),
     ("Conv", "simd_pointwise"): _conv(4, 16, 9),
+    ("Conv", "strided_pointwise"): _conv(12, 20, 11, stride=2),  # an odd map: the row's last column by element
     ("Conv", "packed_pointwise"): _conv(48, 64, 9),
     ("Conv", "packed_fc"): _conv(40, 24, 1),
     ("Conv", "pointwise"): _conv(4, 16, 9),

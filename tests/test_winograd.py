@@ -43,9 +43,11 @@ ACTS = {None: lambda v: v, "Relu": ref.relu, "Sigmoid": ref.sigmoid, "Tanh": ref
         "HardSwish": ref.hard_swish}
 
 
-def conv_model(x_shape, wt, b, pads, act=None, residual=None):
-    """One Conv (3x3, stride 1), then optionally a residual Add of a constant and an activation."""
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3], pads=pads)]
+def conv_model(x_shape, wt, b, pads, act=None, residual=None, **attrs):
+    """One Conv (the weights' kernel size; ``attrs``: other Conv attributes, default stride 1), then optionally
+    a residual Add of a constant and an activation."""
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=list(wt.shape[2:]), pads=list(pads),
+                              **attrs)]
     inits = {"w": wt, "b": b}
     cur = "c"
     if residual is not None:

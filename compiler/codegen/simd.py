@@ -18,6 +18,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
     prefetch(buf, i)       a hint: the cache line of buf[i] into L2
     vload4t16(buf, i)      buf[i:i+64] de-interleaved: 4 vectors, vector k = elements k, k+4, ...
+    vtrq16(a, b, c, d)     4x4 transposes within each 128-bit group of lanes (4 vectors in, 4 out)
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -294,6 +295,29 @@ def _make(n: int) -> dict[str, object]:
         return types.UniTuple(vt, 4)(arr, idx), codegen
 
     @intrinsic
+    def vtrq(typingctx, a, b, c, d):
+        """``(a, b, c, d)`` transposed as 4x4 blocks within each 128-bit group of lanes: out ``k`` lane
+        ``4 q + j`` = input ``j`` lane ``4 q + k``. Four vectors of ``n / 4`` Winograd tiles of 4 columns in a
+        row become the tiles' columns (tile ``(n / 4) j + q`` in lane ``4 q + j``), and back: it is its own
+        inverse. Eight in-group unpacks (x86 ``unpck{l,h}ps``/``unpck{l,h}pd``, NEON ``zip``), where a
+        stride-4 de-interleave (``vload4t``) crosses the groups (AVX2: ``vpermps`` and blends)."""
+        def codegen(context, builder, sig, args):
+            def shuf(x, y, pick):
+                return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                                [i for q in range(0, n, 4) for i in pick(q)]))
+
+            a_, b_, c_, d_ = args
+            lo0 = shuf(a_, b_, lambda q: (q, n + q, q + 1, n + q + 1))  # a0 b0 a1 b1
+            hi0 = shuf(a_, b_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # a2 b2 a3 b3
+            lo1 = shuf(c_, d_, lambda q: (q, n + q, q + 1, n + q + 1))  # c0 d0 c1 d1
+            hi1 = shuf(c_, d_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # c2 d2 c3 d3
+            parts = [shuf(x, y, lambda q: (q + h, q + h + 1, n + q + h, n + q + h + 1))
+                     for x, y in ((lo0, lo1), (hi0, hi1)) for h in (0, 2)]
+            return context.make_tuple(builder, sig.return_type, parts)
+
+        return types.UniTuple(vt, 4)(a, b, c, d), codegen
+
+    @intrinsic
     def vinsert(typingctx, v, lane, x):
         """``v`` with lane ``lane`` set to ``x``."""
         def codegen(context, builder, sig, args):
@@ -447,7 +471,7 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
-        f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vinsert{n}": vinsert,
+        f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
@@ -477,6 +501,6 @@ def prefetch(typingctx, arr, idx):
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vload4t", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
+    "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]

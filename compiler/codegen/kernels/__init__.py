@@ -30,5 +30,6 @@ from . import (  # noqa: F401
     sparse_pointwise,
     spatial,
     stem_conv,
+    strided_pointwise,
     winograd,
 )

@@ -93,13 +93,18 @@ def tile_stores(epi: Epilogue, ind: str, L: int, rows: int, idx: Callable[[int],
 
 
 def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str = "both",
-                     mr: int = MR, nr: int = NR, pixel_range: bool = False) -> tuple[str, list]:
+                     mr: int = MR, nr: int = NR, pixel_range: bool = False,
+                     gather: tuple[str, list[str]] | None = None) -> tuple[str, list]:
     """The kernel source for ``node``'s epilogue at vector width ``w``, and the extra (residual) args.
 
     The bias is per output row (a conv's channels) or, with ``bias_along_p``, per column (a Gemm's C).
     ``rows`` (see ``row_sections`` with the same ``mr``) says which row loops to emit: the kernel is only
     correct for row counts of that kind. ``mr`` x ``nr``: the register tile (rows x vectors, ``pointwise_tile``).
+    ``gather``: (extra parameters, lines) that copy image ``n``'s ``C x P`` input pixels from ``xb`` into the
+    scratch ``zb`` from ``zo`` before its tiles, which then read them there (a strided 1x1 conv's subsampled
+    input, ``strided_pointwise``).
     """
+    src_buf = "zb" if gather else "xb"
     epi = Epilogue(node, w, False)
 
     def tile(mr: int, nr: int, masked: bool, ind: str) -> list[str]:
@@ -120,7 +125,8 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
         out.append(f"{ind}xi = x0 + p")
         out.append(f"{ind}wi = wo + m * C")
         out.append(f"{ind}for c in range(C):")
-        out.append(f"{ind}    v{L} = vloadn{L}(xb, xi, cnt)" if masked else f"{ind}    v{L} = vload{L}(xb, xi)")
+        out.append(f"{ind}    v{L} = vloadn{L}({src_buf}, xi, cnt)" if masked
+                   else f"{ind}    v{L} = vload{L}({src_buf}, xi)")
         for i in range(mr):
             out.append(f"{ind}    a{L}_{i} = vfma{L}(vbcast{L}(wb[wi + {i} * C]), v{L}, a{L}_{i})")
         out.append(f"{ind}    xi += P")
@@ -157,9 +163,9 @@ def pointwise_source(node: Node, w: int, bias_along_p: bool = False, rows: str =
     ]
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, P, PB" + (", PS, PE" if pixel_range else "")
-        + epi.signature() + "):",
+        + (gather[0] if gather else "") + epi.signature() + "):",
         "    for n in range(N):",
-        "        x0 = xo + n * C * P",
+        *(gather[1] if gather else ["        x0 = xo + n * C * P"]),
         "        y0 = yo + n * M * P",
         # pixel blocks: all output rows of a block while it is in L1
         f"        for pb in range({'PS, PE' if pixel_range else '0, P'}, PB):",

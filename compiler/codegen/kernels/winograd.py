@@ -10,14 +10,17 @@ grown to pad fewer tiles (``plan``):
 1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
    the rows of every tile one after the other, each row four columns longer than the tiles need (one
    dummy tile per row), so that tile ``t``'s patch column ``j`` is ``pb[.. + 4 t + j]`` for every tile of
-   the band, across tile rows: a vector of ``W`` tiles is one de-interleaving load (``vload4t``), whatever the
-   map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector);
-2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous);
+   the band, across tile rows: a vector of ``W`` tiles is four plain loads and in-lane 4x4 transposes
+   (``quads``: the tiles in a fixed order within the vector), whatever the map's width (a 8x8 map's 2 tiles per
+   row would otherwise waste 3/4 of an AVX2 vector);
+2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous; the
+   sizes are literals in the kernel, so that the 36 planes are constant offsets from one pointer: with the
+   sizes as arguments, 36 pointers were kept, spilled, and took as long as the arithmetic);
 3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on a
    register tile of ``MR`` channels x ``NR`` vectors of tiles (a broadcast weight per FMA; the tile from the
    register budget and the tiles it pads to, ``plan``; ``U`` the weights transformed and packed at compile
    time as ``[36][M / MR][C][MR]``), then the output transform
-   ``A^T M A`` with the four columns of each tile interleaved (``vziplo``/``vziphi``) into output rows of
+   ``A^T M A`` with the four columns of each tile transposed back (``vtrq``) into output rows of
    an output band ``ob[M][4][tiles * 4]``;
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
    Add) in registers, masked at the row's end.
@@ -109,10 +112,20 @@ def transform_lines(ind: str, one_d, n_out: int, src: str, dst: str, w: int) -> 
     return out
 
 
-def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = False) -> tuple[str, list]:
+def quads(w: int, at: str) -> str:
+    """The columns 0-3 of the ``w`` tiles whose patch rows start 4 apart from ``zb[at]``: four plain loads
+    and ``vtrq`` (in-lane 4x4 transposes). Tile ``t0 + (w / 4) j + q`` lands in lane ``4 q + j``: every
+    stage keeps that order within a vector of tiles (the GEMMs are lane-wise) and the output transform's
+    ``vtrq`` undoes it."""
+    return f"vtrq{w}(" + ", ".join(f"vload{w}(zb, {at} + {j * w})" for j in range(4)) + ")"
+
+
+def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
-    tiles); the sizes are arguments. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes
-    the tile rows ``TY0..TY1`` only (one thread's part, ``parts.py``)."""
+    tiles) and bands of ``T`` tiles (``plan``); the sizes are arguments, and the input channels and ``T``
+    literals too in the offsets of the transforms' 36 planes. ``band_range``: the kernel takes ``TY0, TY1``
+    after ``T`` and computes the tile rows ``TY0..TY1`` only (one thread's part, ``parts.py``)."""
+    C = node.inputs[0].shape[1]
     L = nr * w  # tiles per register tile row (nr vectors)
     epi = Epilogue(node, w, True)
     i20, i24, i28 = " " * 20, " " * 24, " " * 28
@@ -161,10 +174,11 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
         f"                for t0 in range(0, ntp, {w}):",
         "                    pc = po + c * 6 * LB + 4 * t0",
         *[ln for r in range(TP) for ln in (
-            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = vload4t{w}(zb, pc + {r} * LB)",
-            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = vload4t{w}(zb, pc + {r} * LB + 4)")],
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(w, f'pc + {r} * LB')}",
+            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = {quads(w, f'pc + {r} * LB + 4')}")],
         *transform_lines(i20, _bt, TP, "d", "v", w),
-        *[f"{i20}vstore{w}(zb, vo + ({k * TP + l} * C + c) * T + t0, v{k}_{l})" for k in range(TP) for l in range(TP)],
+        f"{i20}vq = vo + c * T + t0",  # the 36 planes at constant offsets from one pointer
+        *[f"{i20}vstore{w}(zb, vq + {(k * TP + l) * C * T}, v{k}_{l})" for k in range(TP) for l in range(TP)],
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
         "                for xi in range(36):",
@@ -184,18 +198,14 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, band_range: bool = Fal
         f"                for i in range({mr}):",
         "                    orow = oo + (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
-        *[f"{i24}q{k}_{l} = vload{w}(zb, mo + ({(k * TP + l) * mr} + i) * T + t0)" for k in range(TP)
-          for l in range(TP)],
+        f"{i24}mq = mo + i * T + t0",
+        *[f"{i24}q{k}_{l} = vload{w}(zb, mq + {(k * TP + l) * mr * T})" for k in range(TP) for l in range(TP)],
         *transform_lines(i24, _at, TM, "q", "o", w),
     ]
-    for r in range(TM):  # the tiles' four columns interleaved: 4 w-lane vectors of one output row
-        lines += [f"{i24}e0 = vziplo{w}(o{r}_0, o{r}_2)", f"{i24}e1 = vziplo{w}(o{r}_1, o{r}_3)",
-                  f"{i24}e2 = vziphi{w}(o{r}_0, o{r}_2)", f"{i24}e3 = vziphi{w}(o{r}_1, o{r}_3)",
+    for r in range(TM):  # the tiles' four columns back into 4 w-lane vectors of one output row (``vtrq``)
+        lines += [f"{i24}e0, e1, e2, e3 = vtrq{w}(o{r}_0, o{r}_1, o{r}_2, o{r}_3)",
                   f"{i24}orr = orow + {r} * 4 * T + 4 * t0",
-                  f"{i24}vstore{w}(zb, orr, vziplo{w}(e0, e1))",
-                  f"{i24}vstore{w}(zb, orr + {w}, vziphi{w}(e0, e1))",
-                  f"{i24}vstore{w}(zb, orr + {2 * w}, vziplo{w}(e2, e3))",
-                  f"{i24}vstore{w}(zb, orr + {3 * w}, vziphi{w}(e2, e3))"]
+                  *[f"{i24}vstore{w}(zb, orr + {j * w}, e{j})" for j in range(4)]]
     # 4. the band's output rows into y: bias and the epilogue in registers
     idx = "((n * M + m) * OH + oh) * OW + ow0"
     lines += [
@@ -344,7 +354,7 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     mr, nr, rb, T, _ = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
     band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
-    src, extra = winograd_source(node, target.vector_width, mr, nr, band_range=band is not None)
+    src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None)
     args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T)), N, C, H, Win,
             M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
     return [KernelCall(src, args, note(node))]

@@ -1,0 +1,59 @@
+"""A 1x1 convolution of column stride 2 (a ResNet's downsampling shortcut) as a subsample and a pointwise GEMM.
+
+The direct kernels compute such a layer pixel by pixel (``cvec``: a broadcast per input pixel and channel
+and strided stores of every output pixel) at a quarter of the FMA peak. Here each image's input pixels at the
+output positions (row stride ``SH``, column stride 2: the even lanes of two vector loads, ``vload2e``) are
+copied into a contiguous ``C x OH * OW`` scratch, and ``simd_pointwise``'s register-tiled micro-kernel
+(``pointwise_source``) computes the 1x1 conv on it, epilogue included: the copy moves a quarter of the input
+once, the GEMM runs at the pointwise kernel's rate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Scratch, Target, note, variant
+from .simd_pointwise import pixel_block, pointwise_operands, pointwise_source, pointwise_tile, row_sections
+
+
+def strided_pointwise_applies(node: Node, target: Target) -> bool:
+    """An unpadded, ungrouped 1x1 float32 Conv with constant weights on a 4-D input, column stride 2."""
+    x, wt = node.inputs[0], node.inputs[1]
+    a = node.attrs
+    return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
+            and all(k == 1 for k in a["kernel_shape"]) and not any(a["pads"]) and a["group"] == 1
+            and a["strides"][1] == 2)
+
+
+def gather_lines(w: int) -> tuple[str, list[str]]:
+    """The extra kernel parameters and the lines (inside the loop over images ``n``) that copy image ``n``'s
+    input at the output positions into the scratch ``zb[zo + c * P + oh * OW + ow]``: whole vectors while both
+    of their loads stay inside the row, the rest of the row by element."""
+    return ", zb, zo, H, Win, OH, OW, SH", [
+        "        x0 = zo",
+        f"        VW = min(OW, Win // 2) // {w} * {w}",
+        "        for c in range(C):",
+        "            for oh in range(OH):",
+        "                xr = xo + ((n * C + c) * H + oh * SH) * Win",
+        "                zr = zo + c * P + oh * OW",
+        f"                for ow0 in range(0, VW, {w}):",
+        f"                    vstore{w}(zb, zr + ow0, vload2e{w}(xb, xr + 2 * ow0))",
+        "                for ow in range(VW, OW):",
+        "                    zb[U(zr + ow)] = xb[U(xr + 2 * ow)]",
+    ]
+
+
+@variant("Conv", name="strided_pointwise", priority=24, applies=strided_pointwise_applies)
+def gen_strided_pointwise(node: Node, target: Target) -> list[KernelCall]:
+    """One call: per image, the subsample into the scratch, then the pointwise GEMM on it."""
+    x, wt, bias, y, N, C, M, _ = pointwise_operands(node)
+    H, Win = x.shape[2:]
+    OH, OW = node.outputs[0].shape[2:]
+    P, w = OH * OW, target.vector_width
+    pb = pixel_block(C, P, w)
+    mr, nr = pointwise_tile(target, M, w, 4 * C * min(P, pb))
+    src, extra = pointwise_source(node, w, rows=row_sections(M, mr), mr=mr, nr=nr, gather=gather_lines(w))
+    args = [x, wt, bias, y, N, C, M, P, pb, Scratch(C * P), H, Win, OH, OW, node.attrs["strides"][0], *extra]
+    return [KernelCall(src, args, note(node))]

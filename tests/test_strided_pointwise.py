@@ -1,0 +1,90 @@
+"""The strided 1x1 Conv variant (``strided_pointwise``: subsample into scratch, then the pointwise GEMM).
+
+* every vector width (4, 8, 16) over its parameter space (batch, channels, odd and even maps whose last
+  column has no full vector pair, row strides 1-3, fused activation and residual Add) against a float64
+  numpy reference, with the variant asserted;
+* the variant table: it takes the stride-2 shortcuts of ResNet-8 and no padded, grouped or stride-1 1x1;
+* ResNet-8 against onnxruntime with the variant asserted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import reference_np as ref
+from conftest import REPO_DIR, ort_session
+from hypothesis import given
+from hypothesis import strategies as st
+from kernel_cases import property_settings
+from test_winograd import conv_model
+
+import cnnjit
+from cnnjit.compiler.codegen.kernel import Target, choose
+
+sys.path.insert(0, str(REPO_DIR))
+from benchmarks.models import resnet8  # noqa: E402
+
+WIDTHS = [4, 8, 16]
+
+
+def conv_variants(model) -> set[str]:
+    return {c.variant for c in model._default_spec().program.calls if c.op == "Conv"}
+
+
+@st.composite
+def cases(draw):
+    return dict(n=draw(st.integers(1, 2)), c=draw(st.integers(1, 40)), m=draw(st.integers(1, 40)),
+                h=draw(st.integers(1, 20)), w=draw(st.integers(1, 41)), sh=draw(st.integers(1, 3)),
+                act=draw(st.sampled_from([None, "Relu"])), residual=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=8)
+@given(case=cases())
+def test_strided_pointwise_at_width(width: int, case: dict) -> None:
+    """Chosen by default (asserted) and within float32 rounding of the float64 reference, relative to each
+    output's scale ``sum |w| |x| + |b|``."""
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(np.float32)
+    wt = rng.standard_normal((case["m"], case["c"], 1, 1)).astype(np.float32)
+    b = rng.standard_normal(case["m"]).astype(np.float32)
+    strides = (case["sh"], 2)
+    conv = ref.conv(x, wt, b, strides=strides)
+    scale = ref.conv(np.abs(x), np.abs(wt), np.abs(b), strides=strides)
+    r = rng.standard_normal(conv.shape).astype(np.float32) if case["residual"] else None
+    expected = conv + (r if r is not None else 0.0)
+    if case["act"] == "Relu":
+        expected = np.maximum(expected, 0.0)
+    model = cnnjit.compile(conv_model(x.shape, wt, b, (0, 0, 0, 0), case["act"], r, strides=list(strides)),
+                           vector_width=width)
+    assert conv_variants(model) == {"strided_pointwise"}
+    got = model(x)
+    assert got.shape == expected.shape
+    err = np.abs(got.astype(np.float64) - expected)
+    assert np.all(err <= 1e-5 * (scale + np.abs(r if r is not None else 0.0)) + 1e-6), err.max()
+
+
+@pytest.mark.parametrize(("strides", "pads", "group", "applies"), [
+    ((2, 2), (0, 0, 0, 0), 1, True), ((1, 2), (0, 0, 0, 0), 1, True), ((2, 1), (0, 0, 0, 0), 1, False),
+    ((1, 1), (0, 0, 0, 0), 1, False), ((2, 2), (1, 1, 1, 1), 1, False), ((2, 2), (0, 0, 0, 0), 2, False)])
+def test_strided_pointwise_applicability(strides, pads, group, applies) -> None:
+    """Column stride 2, unpadded, ungrouped only (the gather keeps the even lanes of two loads)."""
+    wt = np.ones((8, 8 // group, 1, 1), np.float32)
+    model = conv_model((1, 8, 12, 12), wt, np.zeros(8, np.float32), pads, strides=list(strides), group=group)
+    node = next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
+    assert (choose(node, Target(vector_width=8, vector_registers=16)).name == "strided_pointwise") == applies
+
+
+def test_resnet8_shortcuts_against_onnxruntime() -> None:
+    """ResNet-8's two stride-2 shortcuts run ``strided_pointwise``; the model agrees with onnxruntime."""
+    m = resnet8()
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    model = cnnjit.compile(m, threads=1)
+    calls = [c for c in model._default_spec().program.calls if c.op == "Conv"]
+    assert sum(c.variant == "strided_pointwise" for c in calls) == 2
+    sess = ort_session(m)
+    want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-5)
