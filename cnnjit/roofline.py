@@ -239,8 +239,8 @@ def bound_label(r: Mapping[str, Any]) -> str:
 
 
 def slow_summary(rows: list[Mapping[str, Any]], sum_ms: float) -> list[str]:
-    """The footer lines: what "slow (memory ...)" means, and the count of the slow calls: over the ridge under half the peak, or under it far from the
-    bandwidths (``roofline.SLOW_VERDICTS``)."""
+    """The footer lines: what "slow (memory ...)" means, and the count of the slow calls (``SLOW_VERDICTS``:
+    over the ridge under half the peak, or under it far from the bandwidths)."""
     slow = [r for r in rows if r["verdict"] in SLOW_VERDICTS]
     mem = sum(r["verdict"] == "slow memory" for r in rows)
     ms = sum(r["median_ms"] for r in slow)
