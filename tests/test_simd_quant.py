@@ -10,8 +10,6 @@ is below 2**30 (it wraps larger ones, infinities and NaN through an integer cast
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from kernel_cases import property_settings
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
+from test_qgemm16 import _const, _run_forced
 
 from cnnjit.compiler.codegen.emit import generate
 from cnnjit.compiler.stages import CompileOptions
@@ -32,11 +31,6 @@ _ONNX = {np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.I
          np.dtype(np.float32): TensorProto.FLOAT}
 
 
-def _const(a: np.ndarray) -> Value:
-    a = np.ascontiguousarray(a)
-    return Value(TensorType(a.dtype, a.shape), "", const=a)
-
-
 def _run(op: str, x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int, out_dtype: np.dtype,
          width: int, variant: str) -> np.ndarray:
     """One ``op`` node generated at ``width`` on the forced ``variant``, asserted to have run."""
@@ -48,12 +42,7 @@ def _run(op: str, x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int, o
         attrs.update(dtype=_SHORT[np.dtype(out_dtype)], precision=None)
     g.add_node(Node(op, [xv, _const(scale), _const(zp)], [y], attrs))
     g.outputs = [y]
-    host = CompileOptions().host_target()
-    target = replace(host, vector_width=width, int_width=width, vector_registers=32 if width == 16 else 16,
-                     variants=((op, variant),))
-    prog = generate(g, target)
-    assert {c.variant for c in prog.calls if c.op == op} == {variant}
-    return Specialization(g, prog).run({"x": x})[0]
+    return _run_forced(g, op, variant, width, x)
 
 
 def _oracles(op: str, x: np.ndarray, scale: np.ndarray, zp: np.ndarray, axis: int,

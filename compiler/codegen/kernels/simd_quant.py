@@ -69,28 +69,29 @@ def _loop(width: int, full: str, tail: str) -> str:
     ])
 
 
-def _call(node: Node, target: Target, src: str, zp_dtype: np.dtype) -> list[KernelCall]:
+#: per op: the loop's whole-vector and tail statements at width ``{w}`` (the intrinsics of ``simd_quant``), and
+#: whether the absent zero point takes the output's type (QuantizeLinear) or the input's
+_FORMS = {
+    "QuantizeLinear": ("ivq{w}(yb, yo + j, vload{w}(xb, xo + j), s, z, lo, hi)",
+                       "ivqn{w}(yb, yo + j, vloadn{w}(xb, xo + j, r), s, z, lo, hi, r)", True),
+    "DequantizeLinear": ("vstore{w}(yb, yo + j, ivdq{w}(xb, xo + j, z, s))",
+                         "vstoren{w}(yb, yo + j, ivdqn{w}(xb, xo + j, z, s, r), r)", False),
+}
+
+
+def gen_simd_quant(node: Node, target: Target) -> list[KernelCall]:
+    """A vector at a time: QuantizeLinear loads floats and ``ivq`` divides, clamps, rounds, narrows and stores
+    bytes; DequantizeLinear's ``ivdq`` loads bytes, widens, subtracts the zero point and scales."""
+    w = target.vector_width
+    full, tail, zp_is_output = _FORMS[node.op]
+    src = _loop(w, full.format(w=w), tail.format(w=w))
     x, scale = node.inputs[0], node.inputs[1]
     zp = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] is not None else None
     if zp is None:
-        zp = Param(np.zeros(scale.type.size, zp_dtype))
+        zp = Param(np.zeros(scale.type.size, node.outputs[0].dtype if zp_is_output else x.dtype))
     lo, hi = QUANT_RANGES[node.attrs["dtype"]] if node.op == "QuantizeLinear" else (0, 0)
     return [KernelCall(src, [x, scale, zp, node.outputs[0], *_runs(node, target), lo, hi], note(node))]
 
 
-@variant("QuantizeLinear", name="simd_quantize", priority=10, applies=_quantize_applies)
-def gen_simd_quantize(node: Node, target: Target) -> list[KernelCall]:
-    """float32 -> u8/i8 a vector at a time: ``vload`` then ``ivq`` (divide, clamp, round, narrow, store)."""
-    w = target.vector_width
-    src = _loop(w, f"ivq{w}(yb, yo + j, vload{w}(xb, xo + j), s, z, lo, hi)",
-                f"ivqn{w}(yb, yo + j, vloadn{w}(xb, xo + j, r), s, z, lo, hi, r)")
-    return _call(node, target, src, node.outputs[0].dtype)
-
-
-@variant("DequantizeLinear", name="simd_dequantize", priority=10, applies=_dequantize_applies)
-def gen_simd_dequantize(node: Node, target: Target) -> list[KernelCall]:
-    """u8/i8 -> float32 a vector at a time: ``ivdq`` (load, widen, less the zero point, times the scale)."""
-    w = target.vector_width
-    src = _loop(w, f"vstore{w}(yb, yo + j, ivdq{w}(xb, xo + j, z, s))",
-                f"vstoren{w}(yb, yo + j, ivdqn{w}(xb, xo + j, z, s, r), r)")
-    return _call(node, target, src, node.inputs[0].dtype)
+variant("QuantizeLinear", name="simd_quantize", priority=10, applies=_quantize_applies)(gen_simd_quant)
+variant("DequantizeLinear", name="simd_dequantize", priority=10, applies=_dequantize_applies)(gen_simd_quant)
