@@ -7,6 +7,13 @@ along the channel axis (1), the whole chain maps each input byte to an output by
 evaluates it with the ops' own references (``cnnjit.ir``) on all 256 input bytes, so the table reproduces
 the float path exactly, rounding included.
 
+``f`` need not be a chain: any subgraph of such ops that reads one quantized tensor ``x`` (through one or
+more DequantizeLinear nodes, along several paths) is a function of ``x``'s byte alone, inner ``Q -> DQ``
+pairs included. onnxruntime's QDQ SiLU, ``DQ(x) * DQ(Q(Sigmoid(DQ(x))))``, is one table (a YOLOv8 head has
+29: each was DQ, Sigmoid, Q, DQ, Mul, Q and two Transposes, now one ``QLut`` that composes into the one
+before it). Q nodes are matched last first, so such a cone is taken whole before its inner Q would be
+matched alone; an inner quantized value that is also read outside the cone is not traced through.
+
 Then, so that integer convolutions (channels-last, see ``qdq_to_integer``) meet without layout round trips:
 
 * a ``QLut`` that reads a ``Transpose`` is moved in front of it (a table lookup commutes with any
@@ -65,10 +72,6 @@ def _link(node: Node, x: Value) -> bool | None:
             return None
         return _channel_const(other, shape)
     return None
-
-
-def _data_input(node: Node) -> Value:
-    return next(v for v in node.inputs if v is not None and not v.is_const)
 
 
 class _Cone:
