@@ -35,15 +35,18 @@ from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
 from .roofline import (
+    bound_label,
     dram_stream_bytes,
     effective_bytes,
     level_of,
     memory_bound,
     memory_levels,
     memory_seconds,
+    slow_summary,
     stream_bandwidth_gbs,
     stream_source,
     tree_sum,
+    verdict,
 )
 
 
@@ -319,8 +322,10 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     level_write_gbs (that level's read and write bandwidths), memory_ms (``roofline.memory_seconds``: the
     least time those bandwidths allow), memory_share (memory_ms / median_ms) and memory_bound
     (``memory_bound``: FLOPs over ``effective_bytes`` below that level's balance, i.e. memory_ms more than
-    the FLOPs take at the peak)), ``levels`` (``roofline.memory_levels``: each level's size, read and write
-    bandwidths and balance), ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
+    the FLOPs take at the peak) and verdict (``roofline.verdict``: ``memory`` only near the level's bandwidths,
+    ``slow memory`` under the ridge but far from them, ``slow`` under half the peak, else ``compute``)),
+    ``levels`` (``roofline.memory_levels``: each level's size, read and write bandwidths and balance),
+    ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
     (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by
     variant), ``run_ms`` (the real entry's median),
     ``sum_ms``, ``timed_run_ms``, ``discrepancy`` (sum / run - 1), ``mode``, ``entry``, ``peak_gflops``,
@@ -369,7 +374,10 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                      # the level the working set fits in, whose bandwidths and balance judge the call
                      "level": lv.name, "level_gbs": lv.gbs, "level_write_gbs": lv.write_gbs,
                      "memory_ms": mem_s * 1e3, "memory_share": mem_s / c.median_s if c.median_s else 0.0,
-                     "memory_bound": memory_bound(f, effective_bytes(nb - wb, wb, lv), lv.balance)})
+                     "memory_bound": (under := memory_bound(f, effective_bytes(nb - wb, wb, lv), lv.balance)),
+                     # memory / slow memory (under the ridge, near / far from the bandwidth), slow, compute
+                     "verdict": verdict(under, mem_s / c.median_s if c.median_s else 0.0,
+                                        g / peak_g if peak_g and f else None)})
     return {"name": t.name, "shapes": {k: list(v) for k, v in t.shapes.items()}, "notes": t.notes,
             "runs": repeat, "mode": prof.mode, "entry": prof.entry, "run_ms": prof.run_s * 1e3,
             "sum_ms": prof.sum_s * 1e3, "timed_run_ms": prof.timed_run_s * 1e3, "discrepancy": prof.discrepancy,
@@ -537,4 +545,4 @@ __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule",
            "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
            "stream_source", "stream_bandwidth_gbs", "memory_bound",
            "profile_model", "written_bytes", "footprint_bytes",
-           "median_run", "op_summary", "chrome_trace", "write_chrome_trace"]
+           "median_run", "op_summary", "chrome_trace", "write_chrome_trace", "bound_label", "slow_summary"]

@@ -18,6 +18,13 @@ read bandwidth). The profile reports the level and the share of that time the ca
 data is already in the level it fits is the optimistic side for the kernel (its highest bandwidths), so a
 slow call is not excused as memory-bound unless even that level could not feed it faster.
 
+Under the ridge is not enough to be called memory-bound either: a call that moves its bytes at a small share
+of the level's bandwidth (a scalar quantisation loop at 4% of L2's) is slow, not bound by memory. ``verdict``
+names a call ``memory`` only when it reaches ``MEMORY_BOUND_SHARE`` (25%) of its level's bandwidths, ``slow
+memory`` when it is under the ridge but below that, ``slow`` over the ridge below ``SLOW_PEAK_SHARE`` (50%) of
+the FMA peak, else ``compute``. 25% is the cut because the kernels that stream well (copies, vector
+elementwise ops) reach 30-100% of L1/L2 here, and a loop below a quarter has more than 4x to gain by itself.
+
 The probes stream over buffers filled with data: a buffer of ``np.zeros`` is mapped lazily to the kernel's
 one shared zero page, so a read stream over it never leaves the caches (it measured 69 GB/s for "DRAM",
 three to six times the real figure).
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -203,6 +212,45 @@ def memory_seconds(read_bytes: int, written_bytes: int, level: Level) -> float:
     return effective_bytes(read_bytes, written_bytes, level) / (level.gbs * 1e9) if level.gbs else 0.0
 
 
+#: the share of its level's bandwidths a call under the ridge must reach to count as memory-bound
+MEMORY_BOUND_SHARE = 0.25
+#: the share of the FMA peak under which a call over the ridge counts as slow (a "sub-50%" call)
+SLOW_PEAK_SHARE = 0.5
+#: ``verdict``'s answers that count among the slow ("sub-50%") calls
+SLOW_VERDICTS = ("slow", "slow memory")
+
+
+def verdict(under_ridge: bool, memory_share: float, peak_share: float | None) -> str:
+    """``memory``: under the ridge (``memory_bound``) and at ``MEMORY_BOUND_SHARE`` or more of its level's
+    bandwidths (``memory_share``); ``slow memory``: under the ridge but below that; ``slow``: over the ridge
+    at less than ``SLOW_PEAK_SHARE`` of the peak (``peak_share``; None: no FLOPs to judge); else ``compute``."""
+    if under_ridge:
+        return "memory" if memory_share >= MEMORY_BOUND_SHARE else "slow memory"
+    return "slow" if peak_share is not None and peak_share < SLOW_PEAK_SHARE else "compute"
+
+
+def bound_label(r: Mapping[str, Any]) -> str:
+    """The bound column of a profile row: ``memory L2 85%`` for a memory-bound call (near its level's
+    bandwidths), ``slow (memory L2 2%)`` for one under the ridge far from them (``roofline.verdict``)."""
+    if not r["memory_bound"] or not r["level_gbs"]:
+        return ""
+    mem = f"memory {r['level']} {100 * r['memory_share']:.0f}%"
+    return mem if r["verdict"] == "memory" else f"slow ({mem})"
+
+
+def slow_summary(rows: list[Mapping[str, Any]], sum_ms: float) -> list[str]:
+    """The footer lines: what "slow (memory ...)" means, and the count of the slow calls (``SLOW_VERDICTS``:
+    over the ridge under half the peak, or under it far from the bandwidths)."""
+    slow = [r for r in rows if r["verdict"] in SLOW_VERDICTS]
+    mem = sum(r["verdict"] == "slow memory" for r in rows)
+    ms = sum(r["median_ms"] for r in slow)
+    return [f"'slow (memory L2 4%)': under the ridge but at less than {100 * MEMORY_BOUND_SHARE:.0f}% of the "
+            "level's bandwidths, so not memory-bound",
+            f"sub-50% calls: {len(slow)} of {len(rows)}, {ms:.3f} ms ({100 * ms / (sum_ms or 1e-12):.0f}% of the "
+            f"sum): {len(slow) - mem} under {100 * SLOW_PEAK_SHARE:.0f}% of the peak, {mem} under the ridge at "
+            f"less than {100 * MEMORY_BOUND_SHARE:.0f}% of their level's bandwidth"]
+
+
 def memory_bound(flops: int, nbytes: float, balance: float) -> bool:
     """Whether a call of ``flops`` moving at least ``nbytes`` is bound by memory on a machine (level) whose
     balance is ``balance`` FLOP per byte (peak FLOP/s over read bandwidth): its arithmetic intensity is below
@@ -213,4 +261,5 @@ def memory_bound(flops: int, nbytes: float, balance: float) -> bool:
 
 __all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "store_source", "tree_sum", "stream_bandwidth_gbs",
            "cache_sizes", "dram_stream_bytes", "Level", "memory_levels", "level_of", "effective_bytes",
-           "memory_seconds", "memory_bound"]
+           "memory_seconds", "memory_bound", "MEMORY_BOUND_SHARE", "SLOW_PEAK_SHARE", "SLOW_VERDICTS", "verdict",
+           "bound_label", "slow_summary"]

@@ -12,15 +12,20 @@ from cnnjit.compiler.codegen.cycles import HAVE_TICKS, read_ticks, tick_seconds
 from cnnjit.flops import node_bytes
 from cnnjit.profile import (
     above_peak,
+    bound_label,
     fma_peak_gflops,
     memory_bound,
     profile_model,
     profile_schedule,
+    slow_summary,
     stream_bandwidth_gbs,
     timed_entry,
     timed_source,
 )
 from cnnjit.roofline import (
+    MEMORY_BOUND_SHARE,
+    SLOW_PEAK_SHARE,
+    SLOW_VERDICTS,
     Level,
     effective_bytes,
     level_of,
@@ -28,6 +33,7 @@ from cnnjit.roofline import (
     memory_seconds,
     store_source,
     stream_source,
+    verdict,
 )
 from cnnjit.runtime.model import Specialization
 
@@ -256,3 +262,36 @@ def test_bandwidth_probes_stream_real_memory() -> None:
     assert stream_bandwidth_gbs(nbytes=1 << 20, repeat=2, write=True) > 0.1
     levels = memory_levels(100.0)
     assert levels[-1].gbs < levels[0].gbs / 2, [lv.gbs for lv in levels]
+
+
+def test_verdict_cuts() -> None:
+    """Under the ridge a call is memory-bound only from 25% of its level's bandwidths; over it, a call under
+    half the peak is slow; both kinds are counted among the slow calls."""
+    assert MEMORY_BOUND_SHARE == 0.25 and SLOW_PEAK_SHARE == 0.5
+    assert verdict(True, 0.85, None) == "memory" and verdict(True, 0.25, 0.01) == "memory"
+    assert verdict(True, 0.02, None) == "slow memory" and verdict(True, 0.249, 0.9) == "slow memory"
+    assert verdict(False, 0.02, 0.3) == "slow" and verdict(False, 3.0, 0.6) == "compute"
+    assert verdict(False, 0.0, None) == "compute"  # no FLOPs and no bytes: nothing to judge
+    assert set(SLOW_VERDICTS) == {"slow", "slow memory"}
+
+
+@pytest.mark.parametrize("gbs, want", [(1e6, "slow memory"), (1e-3, "memory")])
+def test_labels_with_a_fake_roofline(monkeypatch, gbs: float, want: str) -> None:
+    """With a fake machine whose peak puts every call under the ridge, levels that could move the bytes a
+    million times faster than the calls do label every call ``slow (memory L1 0%)`` and count it among the
+    sub-50% calls; levels a million times slower label it ``memory L1 ...%`` and count none."""
+    import cnnjit.profile as prof
+
+    fake = [Level("L1", 1 << 40, gbs=gbs, balance=1e9 / gbs, write_gbs=gbs), Level("DRAM", None, gbs, 1e9 / gbs, gbs)]
+    monkeypatch.setattr(prof, "memory_levels", lambda peak: fake)
+    monkeypatch.setattr(prof, "measured_peak", lambda kind: (1e9, "fake"))
+    doc = profile_model(conv_stack(layers=2), repeat=2, warmup=1)
+    assert doc["calls"] and all(r["memory_bound"] and r["verdict"] == want for r in doc["calls"])
+    labels = [bound_label(r) for r in doc["calls"]]
+    summary = slow_summary(doc["calls"], doc["sum_ms"])[-1]
+    if want == "memory":
+        assert all(lb.startswith("memory L1 ") for lb in labels) and summary.startswith("sub-50% calls: 0 of")
+    else:
+        assert all(lb == "slow (memory L1 0%)" for lb in labels)
+        n = len(doc["calls"])
+        assert summary.startswith(f"sub-50% calls: {n} of {n}") and f"{n} under the ridge" in summary

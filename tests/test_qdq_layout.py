@@ -13,6 +13,8 @@
 * Squeeze-excite's gate ``Q(DQ(x) * DQ(s))`` (``s`` per image and channel, either operand order) becomes
   ``QChannelMulNHWC``, bit-exact against the IR reference of the graph without the pass and onnxruntime.
 * ``QLut``'s reference and kernel at every vector width, and its shape errors.
+* A float subgraph that reads one quantized tensor along two paths (onnxruntime's QDQ SiLU, ``v * DQ(Q(
+  Sigmoid(v)))``) becomes one ``QLut`` too, bit-exact against the graph without the pass.
 """
 
 from __future__ import annotations
@@ -234,3 +236,59 @@ def test_qlut_shape_errors() -> None:
     t = TensorType(np.float32, (256,))
     with pytest.raises(ShapeError):  # the gate must be [N, 1, 1, C]
         cm([TensorType(np.uint8, (1, 2, 2, 3)), TensorType(np.uint8, (1, 2, 1, 3)), t, t], {"dtype": "u8"})
+
+
+def _silu_model(rng: np.random.Generator, shape: tuple[int, ...], signed: bool, combine: str,
+                leak: bool) -> onnx.ModelProto:
+    """``Q -> DQ -> v``, then ``combine(v, DQ(Q(Sigmoid(v))))`` -> Q -> DQ: onnxruntime's QDQ SiLU, whose float
+    subgraph reads one quantized tensor twice; ``leak`` also outputs the inner quantized sigmoid."""
+    zdt = np.int8 if signed else np.uint8
+    lo, hi = (-128, 127) if signed else (0, 255)
+    inits = {}
+    for tag in ("in", "sig", "out"):
+        inits[f"s_{tag}"] = np.array(rng.uniform(0.005, 0.05), np.float32)
+        inits[f"z_{tag}"] = np.array(rng.integers(lo // 2, hi // 2 + 1), zdt)
+    p = {tag: [f"s_{tag}", f"z_{tag}"] for tag in ("in", "sig", "out")}
+    nodes = [helper.make_node("QuantizeLinear", ["x", *p["in"]], ["q0"]),
+             helper.make_node("DequantizeLinear", ["q0", *p["in"]], ["v"]),
+             helper.make_node("Sigmoid", ["v"], ["sg"]),
+             helper.make_node("QuantizeLinear", ["sg", *p["sig"]], ["sq"]),
+             helper.make_node("DequantizeLinear", ["sq", *p["sig"]], ["s"]),
+             helper.make_node(combine, ["v", "s"], ["m"]),
+             helper.make_node("QuantizeLinear", ["m", *p["out"]], ["q1"]),
+             helper.make_node("DequantizeLinear", ["q1", *p["out"]], ["y"])]
+    outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))]
+    if leak:
+        outs.append(helper.make_tensor_value_info("sq", TensorProto.INT8 if signed else TensorProto.UINT8,
+                                                  list(shape)))
+    g = helper.make_graph(nodes, "silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))], outs,
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@_SETTINGS
+@given(seed=st.integers(0, 2**31 - 1), shape=st.sampled_from([(1, 5, 3, 4), (2, 3, 6), (3, 4)]),
+       signed=st.booleans(), combine=st.sampled_from(["Mul", "Sub"]), leak=st.booleans())
+def test_two_path_cone_becomes_one_table(seed: int, shape: tuple[int, ...], signed: bool, combine: str,
+                                         leak: bool) -> None:
+    """The whole SiLU (both paths from the one DequantizeLinear, the inner Q -> DQ pair included) becomes one
+    ``QLut``, bit-exact against the IR reference of the graph without the pass and within one output step of
+    onnxruntime. When the inner quantized value is also a graph output it is kept: the Sigmoid chain becomes
+    a table and the combining op stays float, with the same bits. (``Add`` is left out: ``qdq_to_integer``
+    makes ``DQ + DQ -> Add -> Q`` a ``QAdd`` first.)"""
+    rng = np.random.default_rng(seed)
+    model = _silu_model(rng, shape, signed, combine, leak)
+    x = (rng.standard_normal(shape) * 2).astype(np.float32)
+    compiled = cnnjit.compile(model)
+    ops = [n.op for n in compiled.ir.nodes]
+    if leak:
+        assert combine in ops and "Sigmoid" not in ops
+    else:
+        assert sorted(ops) == ["DequantizeLinear", "QLut", "QuantizeLinear"], ops
+    before = cnnjit.compile(model, disable=["qdq_lut"], entry="lazy").ir
+    got = compiled.run(None, {"x": x})
+    want = interpret(before, [x])
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    step = float(numpy_helper.to_array(next(i for i in model.graph.initializer if i.name == "s_out")))
+    np.testing.assert_allclose(got[0], _ort_disable_all(model, x), rtol=0, atol=step * 1.01)

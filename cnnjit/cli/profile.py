@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.profile import profile_model, write_chrome_trace
+    from cnnjit.profile import bound_label, profile_model, slow_summary, write_chrome_trace
 
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")
@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
               f"{r['median_ms']:.4f}",
               f"{r['percent']:.1f}", f"{r['gflops']:.2f}" if r["flops"] else "-",
               f"{r['percent_of_peak']:.1f}" if r["flops"] and r["percent_of_peak"] is not None else "-",
-              f"memory {r['level']} {100 * r['memory_share']:.0f}%" if r["memory_bound"] and r["level_gbs"] else ""]
+              bound_label(r)]
              for r in shown]
     total = doc["sum_ms"] / 1e3 or 1e-12
     how = ("timed inside the compiled schedule (numba entry, kernels inlined; cycle counter between calls)"
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
                           for lv in doc["levels"]),
               "'memory L2 85%' marks a call whose reads and writes at the bandwidths of the level its bytes fit "
               "in take longer than its FLOPs at the peak (memory-bound there), and the share of its time they "
-              "take at those bandwidths (100%: at full bandwidth)"]
+              "take at those bandwidths (100%: at full bandwidth)", *slow_summary(doc["calls"], doc["sum_ms"])]
     if doc["above_peak"]:
         footer.append(f"above the peak: {sum(doc['above_peak'].values())} calls ("
                       + ", ".join(f"{n} {v}" for v, n in doc["above_peak"].items())

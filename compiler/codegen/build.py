@@ -46,6 +46,7 @@ from numba import njit
 
 from cnnjit.compiler.codegen.simd import *  # noqa: F403 - vector intrinsics for the SIMD kernels
 from cnnjit.compiler.codegen.simd_int import *  # noqa: F403 - integer intrinsics (int8 kernels)
+from cnnjit.compiler.codegen.simd_quant import *  # noqa: F403 - Quantize/DequantizeLinear intrinsics
 from cnnjit.compiler.codegen.pipeline import KernelPipeline  # numba's pipeline minus what kernels never need
 
 # Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
@@ -75,7 +76,7 @@ def _host_cpu() -> tuple[str, str]:
 
 
 #: the modules whose code a kernel's machine code inlines (its intrinsics) besides its own source
-INTRINSIC_MODULES = ("simd.py", "simd_math.py", "simd_int.py", "pipeline.py")
+INTRINSIC_MODULES = ("simd.py", "simd_math.py", "simd_int.py", "simd_quant.py", "pipeline.py")
 
 
 def intrinsics_digest() -> str:

@@ -7,6 +7,13 @@ along the channel axis (1), the whole chain maps each input byte to an output by
 evaluates it with the ops' own references (``cnnjit.ir``) on all 256 input bytes, so the table reproduces
 the float path exactly, rounding included.
 
+``f`` need not be a chain: any subgraph of such ops that reads one quantized tensor ``x`` (through one or
+more DequantizeLinear nodes, along several paths) is a function of ``x``'s byte alone, inner ``Q -> DQ``
+pairs included. onnxruntime's QDQ SiLU, ``DQ(x) * DQ(Q(Sigmoid(DQ(x))))``, is one table (a YOLOv8 head has
+29: each was DQ, Sigmoid, Q, DQ, Mul, Q and two Transposes, now one ``QLut`` that composes into the one
+before it). Q nodes are matched last first, so such a cone is taken whole before its inner Q would be
+matched alone; an inner quantized value that is also read outside the cone is not traced through.
+
 Then, so that integer convolutions (channels-last, see ``qdq_to_integer``) meet without layout round trips:
 
 * a ``QLut`` that reads a ``Transpose`` is moved in front of it (a table lookup commutes with any
@@ -67,15 +74,90 @@ def _link(node: Node, x: Value) -> bool | None:
     return None
 
 
-def _data_input(node: Node) -> Value:
-    return next(v for v in node.inputs if v is not None and not v.is_const)
+class _Cone:
+    """The float subgraph under a QuantizeLinear that depends on one quantized tensor ``x`` alone, elementwise:
+    ``nodes`` (elementwise ops, inner ``Q -> DQ`` pairs, the root Q) and the ``leaves`` (DequantizeLinear
+    nodes of ``x``). SiLU in QDQ form (``DQ(x)`` read by both ``Sigmoid -> Q -> DQ`` and ``Mul``) is one."""
+
+    def __init__(self, q: Node, stop: frozenset[int] = frozenset()):
+        self.stop = stop  # ids of quantized values not to trace through (read from outside the cone)
+        self.nodes: dict[int, Node] = {q.id: q}
+        self.leaves: dict[int, Node] = {}
+        self.x: Value | None = None
+        self.per_channel = False
+
+    def visit(self, v: Value) -> bool:
+        """Add ``v``'s producer (and what it reads) to the cone; False if it is not tabulable."""
+        p = v.producer
+        if p is None or p.id in self.nodes or p.id in self.leaves:
+            return p is not None
+        if p.op == "DequantizeLinear":
+            return self._dequantize(p)
+        if any(i is not None and not i.is_const and i.shape != v.shape for i in p.inputs):
+            return False
+        data = [i for i in p.inputs if i is not None and not i.is_const]
+        link = _link(p, data[0]) if len(data) == 1 else _pair(p, data)
+        if link is None:
+            return False
+        self.per_channel |= link
+        self.nodes[p.id] = p
+        return all(self.visit(i) for i in data)
+
+    def _dequantize(self, dq: Node) -> bool:
+        u = dq.inputs[0]
+        if _scalar_qparams(dq) is None or u.dtype not in _QINT or dq.outputs[0].dtype != np.float32:
+            return False
+        q = u.producer  # an inner Q -> DQ pair (a quantized activation inside the cone) is traced through
+        if (q is not None and q.op == "QuantizeLinear" and id(u) not in self.stop and _scalar_qparams(q) is not None
+                and q.inputs[0].dtype == np.float32 and q.id not in self.nodes):
+            saved = (dict(self.nodes), dict(self.leaves), self.x, self.per_channel)
+            self.nodes.update({dq.id: dq, q.id: q})
+            if self.visit(q.inputs[0]):
+                return True
+            self.nodes, self.leaves, self.x, self.per_channel = saved
+        if self.x is not None and u is not self.x:
+            return False
+        self.x = u
+        self.leaves[dq.id] = dq
+        return True
+
+    def leaks(self, graph: Graph, root: Node) -> list[Value]:
+        """The values the cone's nodes make (but the root's) that are read outside the cone."""
+        inside = set(self.nodes) | set(self.leaves)
+        return [o for n in self.nodes.values() if n is not root for o in n.outputs
+                if o in graph.outputs or any(u.id not in inside for u in o.users)]
 
 
-def tabulate(dq: Node, chain: list[Node], q: Node, per_channel: bool) -> np.ndarray:
-    """The ``[rows, 256]`` table of ``q(chain(dq(byte)))``, evaluated with the ops' references: the 256 input
-    bytes run along axis 0 (the batch, which every op of the chain treats independently) and the channels
-    along axis 1."""
-    x = dq.inputs[0]
+def _cone(graph: Graph, q: Node) -> _Cone | None:
+    """The largest closed cone under ``q``: an inner quantized value that is also read elsewhere becomes a
+    leaf (then the cone must have no other input to be tabulable)."""
+    stop: frozenset[int] = frozenset()
+    for _ in range(8):
+        cone = _Cone(q, stop)
+        if not cone.visit(q.inputs[0]) or cone.x is None:
+            return None
+        leaks = cone.leaks(graph, q)
+        if not leaks:
+            return cone
+        quantized = [v for v in leaks if v.producer is not None and v.producer.op == "QuantizeLinear"]
+        if not quantized:
+            return None
+        stop |= {id(v) for v in quantized}
+    return None
+
+
+def _pair(node: Node, data: list[Value]) -> bool | None:
+    """A binary elementwise op of two cone values of one shape: per tensor (False), else None."""
+    if node.op in _BINARY and len(node.inputs) == 2 and node.outputs[0].shape == data[0].shape \
+            and node.outputs[0].dtype == data[0].dtype:
+        return False
+    return None
+
+
+def tabulate(x: Value, nodes: list[Node], per_channel: bool) -> np.ndarray:
+    """The ``[rows, 256]`` table of the cone ``nodes`` (in graph order, the root Q last) on ``x``, evaluated
+    with the ops' references: the 256 input bytes run along axis 0 (the batch, which every op treats
+    independently) and the channels along axis 1."""
     rank = len(x.shape)
     C = x.shape[1] if per_channel else 1
     if rank == 0:
@@ -83,12 +165,11 @@ def tabulate(dq: Node, chain: list[Node], q: Node, per_channel: bool) -> np.ndar
     else:
         shape = (256, C) + (1,) * (rank - 2) if rank >= 2 else (256,)
     b = np.arange(256, dtype=np.uint8).view(x.dtype)
-    cur = np.ascontiguousarray(np.broadcast_to(b.reshape((256,) + (1,) * (len(shape) - 1)), shape))
-    for n in [dq, *chain, q]:
-        data = _data_input(n) if n is not dq else x
-        ins = [cur if v is data else (None if v is None else v.const) for v in n.inputs]
-        cur = np.asarray(get_op(n.op).run(ins, n.attrs)[0])
-    cur = cur.astype(q.outputs[0].dtype).reshape(256, -1)
+    env = {id(x): np.ascontiguousarray(np.broadcast_to(b.reshape((256,) + (1,) * (len(shape) - 1)), shape))}
+    for n in nodes:
+        ins = [None if v is None else env[id(v)] if id(v) in env else v.const for v in n.inputs]
+        env[id(n.outputs[0])] = np.asarray(get_op(n.op).run(ins, n.attrs)[0])
+    cur = env[id(nodes[-1].outputs[0])].astype(nodes[-1].outputs[0].dtype).reshape(256, -1)
     return np.ascontiguousarray(cur.T)
 
 
@@ -105,7 +186,7 @@ class QDQToLut(Pass):
     fusion = True  # a DQ -> elementwise chain -> Q becomes one table lookup
 
     def apply(self, graph: Graph) -> None:
-        for node in list(graph.nodes):
+        for node in reversed(list(graph.nodes)):  # the last Q first: its cone may hold earlier Q -> DQ pairs
             if node.op == "QuantizeLinear" and node in graph.nodes:
                 self._match(graph, node) or self._match_channel_mul(graph, node)
         changed = True
@@ -116,35 +197,21 @@ class QDQToLut(Pass):
                     changed |= self._compose(graph, node) or self._hoist(graph, node)
 
     def _match(self, graph: Graph, q: Node) -> bool:
-        if _scalar_qparams(q) is None or q.outputs[0].dtype not in _QINT:
+        if _scalar_qparams(q) is None or q.outputs[0].dtype not in _QINT or q.inputs[0].dtype != np.float32:
             return False
-        chain: list[Node] = []
-        v = q.inputs[0]
-        user = q
-        per_channel = False
-        while True:
-            p = v.producer
-            if p is None or not _only_user(graph, v, user):
-                return False
-            if p.op == "DequantizeLinear":
-                break
-            link = _link(p, _data_input(p)) if any(not i.is_const for i in p.inputs if i is not None) else None
-            if link is None:
-                return False
-            per_channel |= link
-            chain.insert(0, p)
-            user, v = p, _data_input(p)
-        dq = p
-        x = dq.inputs[0]
-        if _scalar_qparams(dq) is None or x.dtype not in _QINT or (per_channel and len(x.shape) < 2):
+        cone = _cone(graph, q)
+        if cone is None:
             return False
-        table = tabulate(dq, chain, q, per_channel)
-        graph.insert_before(q, Node("QLut", [x, graph.const(table)], [q.outputs[0]], {"axis": 1 if per_channel
-                                                                                       else 0}))
-        for n in [q, *reversed(chain)]:
-            graph.remove_node(n)
-        if not dq.outputs[0].users and dq.outputs[0] not in graph.outputs:
-            graph.remove_node(dq)
+        x = cone.x
+        if cone.per_channel and len(x.shape) < 2:
+            return False
+        order = [n for n in graph.nodes if n.id in cone.nodes or n.id in cone.leaves]
+        table = tabulate(x, order, cone.per_channel)
+        graph.insert_before(q, Node("QLut", [x, graph.const(table)], [q.outputs[0]],
+                                    {"axis": 1 if cone.per_channel else 0}))
+        graph.remove_nodes(list(cone.nodes.values()))
+        graph.remove_nodes([d for d in cone.leaves.values() if not d.outputs[0].users
+                            and d.outputs[0] not in graph.outputs])
         return True
 
     @staticmethod

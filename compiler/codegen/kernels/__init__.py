@@ -26,6 +26,7 @@ from . import (  # noqa: F401
     simd_matmul,
     simd_pointwise,
     simd_pool,
+    simd_quant,
     simd_softmax,
     sparse_pointwise,
     spatial,
