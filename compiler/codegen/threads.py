@@ -491,13 +491,13 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step], tra
         if st.parts == 1:
             lines.append(f"    # step {i}{after}")
             lines += waits(st.deps, "    ")
-            lines.append(f"    if claim(_st, {i}, _ep, 1) == 0:")
+            lines.append(f"    if claim(_st, {i}, _ep, 1, _main) == 0:")
             lines += call(part_calls[0], st.first, "    ")
             lines.append(f"        done(_st, {i}, _ep)")
             continue
         lines.append(f"    # step {i}: {st.parts} parts{after}")
         lines += waits(st.deps, "    ")
-        lines += ["    while True:", f"        _p = claim(_st, {i}, _ep, {st.parts})", "        if _p < 0:",
+        lines += ["    while True:", f"        _p = claim(_st, {i}, _ep, {st.parts}, _main)", "        if _p < 0:",
                   "            break"]
         for p, c in enumerate(part_calls):
             kw = "if" if p == 0 else "elif" if p < st.parts - 1 else "else"
