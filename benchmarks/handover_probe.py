@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
-from cnnjit.compiler.codegen.cycles import read_ticks, ticks, tick_seconds  # noqa: E402
+from cnnjit.compiler.codegen.cycles import read_ticks, tick_seconds, ticks  # noqa: E402
 from cnnjit.runtime.parallel import atomic_add, atomic_load  # noqa: E402
 
 
