@@ -17,7 +17,7 @@ import cnnjit
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernels import packed_pointwise, winograd
 from cnnjit.compiler.codegen.kernels.simd_cblock import cblock_applies
-from cnnjit.compiler.codegen.parts import PART_SPACES
+from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
 from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
 from cnnjit.compiler.stages import CompileOptions
 
@@ -62,14 +62,16 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(variant=st.sampled_from(sorted(v for op, v in PART_SPACES if op == "Conv")), data=st.data(),
+@given(variant=st.sampled_from(sorted(v for op, v in PART_SPACES if op == "Conv" and (op, v) not in SPATIAL_PARTS)),
+       data=st.data(),
        hw=st.integers(4, 40), act=st.sampled_from(["none", "Relu", "Sigmoid"]),
        residual=st.booleans(), threads=st.integers(2, 3))
 def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
     """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
     of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``: one call per
     part, with its range as arguments), bit-identical to one thread and equal to the numpy reference. (The
-    fused block's part space, ``InvertedResidual: block_fused``, is checked in ``test_block_fusion.py``.)"""
+    fused block's part space, ``InvertedResidual: block_fused``, is checked in ``test_block_fusion.py``, the
+    spatial ones, ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
     # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows

@@ -28,6 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
@@ -145,7 +146,7 @@ def _rows(w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int, swee
         L.append(f"{ind}        vstore{w}(yb, yo + {idx}, a)")
         L.append(f"{ind}    else:")
         L += epi.vector(ind + "        ", "a", idx, w, True)
-        L.append(f"{ind}        if {idx} + {w} <= end:")
+        L.append(f"{ind}        if {idx} + {w} <= lim:")
         L.append(f"{ind}            vstore{w}(yb, yo + {idx}, a)")
         L.append(f"{ind}        else:")
         L.append(f"{ind}            vstoren{w}(yb, yo + {idx}, a, cnt)")
@@ -181,16 +182,20 @@ def _split_row(w: int, ind: str) -> list[str]:
 
 
 def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int,
-                     sweep: Sweep, last: Sweep | None = None) -> tuple[str, list]:
+                     sweep: Sweep, last: Sweep | None = None, row_range: bool = False) -> tuple[str, list]:
     """The kernel: ``sweep`` over the output rows in bands of ``sweep.rows``, then ``last`` over the
-    remaining ``OH % sweep.rows`` rows (None when there are none)."""
+    remaining ``OH % sweep.rows`` rows (None when there are none). ``row_range``: only output rows ``OS ..
+    OE`` (two more arguments; ``OS`` a multiple of ``sweep.rows``, so every row is in the whole layer's band
+    and sums in the same order) from the input rows they read, and no store runs on past row ``OE - 1`` of a
+    channel (the rows after it are another part's)."""
     epi = Epilogue(node, w, True)
     resident = [f"                w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw_n + j})])"
                 for i in range(kh_n) for j in range(kw_n)]
     rows = sweep.rows
+    bands = f"OS // {rows}, min(OE, OH - OH % {rows})" if row_range else "OH"  # (whole bands: the last sweep after)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, pb, po, N, C, H, Win, M, OH, OW, ph, pw, PH, PW"
-        + epi.signature() + "):",
+        + (", OS, OE" if row_range else "") + epi.signature() + "):",
         "    mult = M // C",
         "    end = N * M * OH * OW",
         # the borders stay zero: each channel overwrites the interior only (the Scratch is a whole number
@@ -199,6 +204,9 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         f"    for i in range(0, 2 * PL, {w}):",
         f"        vstore{w}(pb, po + i, vzero{w}())",
         f"    tail = Win - Win % {w}",
+        # the input rows the output rows read (the padded plane's other rows are not read)
+        *([f"    ih0 = max(0, OS * {sh} - ph)", f"    ih1 = min(H, (OE - 1) * {sh} + {(kh_n - 1) * dh + 1} - ph)"]
+          if row_range else ["    ih0 = 0", "    ih1 = H"]),
         "    for n in range(N):",
         # two planes, used in turn: channel c is copied before channel c - 1 is swept, so the sweep never
         # loads what a store just wrote (a load over part of a recent store waits for it: on 7x7 planes
@@ -207,7 +215,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         "            if c < C:",
         "                pn = po + (c % 2) * PL",
         "                xc = xo + (n * C + c) * H * Win",
-        "                for ih in range(H):",
+        "                for ih in range(ih0, ih1):",
         "                    src = xc + ih * Win",
         *(_copy_row(w, " " * 20) if sw == 1 else _split_row(w, " " * 20)),
         "            if c == 0:",
@@ -217,12 +225,14 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         f"                wk = wo + m * {kh_n * kw_n}",
         *(resident if sweep.resident or (last is not None and last.resident) else []),
         f"                bias = vbcast{w}(bb[bo + m])",
-        f"                for ob in range(OH // {rows}):",
+        "                lim = ((n * M + m) * OH + OE) * OW" if row_range else "                lim = end",
+        f"                for ob in range({bands} // {rows}):",
         f"                    oh = ob * {rows}",
         *_rows(w, kh_n, kw_n, sh, sw, dh, dw, sweep, epi, " " * 20),
     ]
     if last is not None:
-        L += [f"                if OH % {rows}:", f"                    oh = OH - OH % {rows}",
+        L += [f"                if {'OE > OH - OH % ' + str(rows) if row_range else 'OH % ' + str(rows)}:",
+              f"                    oh = OH - OH % {rows}",
               *_rows(w, kh_n, kw_n, sh, sw, dh, dw, last, epi, " " * 20)]
     return source(L), epi.args
 
@@ -253,10 +263,18 @@ def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     N, C, H, Win, M, OH, OW = conv_sizes(node)
     w = row_width(target, OW)
     kh, kw = a["kernel_shape"]
-    src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w))
+    rows = node_part(node)
+    src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w),
+                                  row_range=rows is not None)
     PH, PW = plane_size(node, w)
     planes = a["strides"][1]  # stride 2: the even and the odd columns
     plane = (planes * PH * PW + 2 * w - 1) // w * w  # the kernel's PL: + w, a row's last copied vector runs on
     args = [x, wt, bias, y, Scratch(2 * plane), N, C, H, Win, M, OH, OW,
-            a["pads"][0], a["pads"][1], PH, PW, *extra]
+            a["pads"][0], a["pads"][1], PH, PW, *(rows or ()), *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "simd_depthwise")
+def depthwise_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Output rows, in whole bands of the main sweep (``sweeps``): a part sums each row as the layer does."""
+    return node.outputs[0].shape[2], sweeps(node, target, row_width(target, node.outputs[0].shape[3]))[0].rows
