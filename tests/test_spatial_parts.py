@@ -92,8 +92,8 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
     assert {cl.variant for cl in calls} == {variant}
     node = next(n for n in many.ir.nodes if n.op == "Conv")
-    units, align = PART_SPACES[("Conv", variant)](node, target)
-    spans = balanced_ranges(units, threads, align)
+    space = PART_SPACES[("Conv", variant)](node, target)  # (None: this layer has no part space)
+    spans = balanced_ranges(space[0], threads, space[1]) if space else None
     channels = balanced_ranges(m, threads, width)
     notes = [cl.note.rsplit("[", 1)[-1] for cl in calls]
     if spans and (channels is None or _largest_share(spans) <= split.SPATIAL_EDGE * _largest_share(channels)):
