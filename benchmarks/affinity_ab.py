@@ -1,7 +1,9 @@
-"""Spatial affinity of the 2-thread schedule (issue 18): 1 thread, 2 threads as built (the caller claims each
-split layer's parts from the front, workers from the back: each thread keeps its band of every layer), and
-2 threads with the old first-come claims (every thread from the front: which thread runs which band changes
-from layer to layer and run to run), timed interleaved in one process over several windows.
+"""Spatial affinity of the 2-thread schedule (issue 18): 1 thread, 2 threads as built (layers split in bands
+of rows or pixels where they balance, ``parts.SPATIAL_PARTS``; the caller claims each split layer's parts
+from the front, workers from the back: each thread keeps its band of every layer), the same split with the
+old first-come claims (every thread from the front: which thread runs which band changes from layer to layer
+and run to run), and the old split (channels first) with first-come claims, timed interleaved in one
+process over several windows.
 
     PYTHONPATH=. python benchmarks/affinity_ab.py [MODELS] [--runs 60] [--windows 5]
 
@@ -59,6 +61,19 @@ def team_run(program, protocol: dict[str, object] | None = None):
     return run
 
 
+def old_split(model, shapes):
+    """The 2-thread program as before spatial parts: layers split over output channels first
+    (``parts.SPATIAL_PARTS`` empty while it compiles; a benchmark's A/B, not a compiler switch)."""
+    import cnnjit
+    from cnnjit.compiler.codegen import threads
+
+    spatial, threads.SPATIAL_PARTS = threads.SPATIAL_PARTS, set()
+    try:
+        return cnnjit.compile(model, input_shapes=shapes, threads=2)._default_spec().program
+    finally:
+        threads.SPATIAL_PARTS = spatial
+
+
 def runner(program, run: Callable[..., None], feeds) -> tuple[Callable[[], float], Callable[[], list[np.ndarray]]]:
     """(one timed run in ms on fresh inputs, the outputs of the last run) for ``run`` on ``program``'s
     buffers."""
@@ -89,8 +104,12 @@ def compare(spec: str, runs: int, windows: int) -> None:
     if not p2.meta.get("step_plan"):
         print(f"{ootb_label(spec)}: threads=2 keeps the serial schedule")
         return
+    p0 = old_split(model, shapes)
+    channel_parts = [sum("[channels" in c.note for c in p.calls) for p in (p0, p2)]
+    print(f"{ootb_label(spec)}: channel parts, old split {channel_parts[0]}, spatial {channel_parts[1]}")
     forms = {"1T": runner(p1, p1.run, feeds), "2T affine": runner(p2, team_run(p2), feeds),
-             "2T first-come": runner(p2, team_run(p2, {"claim": first_come_claim}), feeds)}
+             "2T first-come": runner(p2, team_run(p2, {"claim": first_come_claim}), feeds),
+             "2T old split": runner(p0, team_run(p0, {"claim": first_come_claim}), feeds)}
     for once, _ in forms.values():
         for _ in range(3):
             once()
