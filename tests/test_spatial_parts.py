@@ -12,6 +12,7 @@ import reference_np as ref
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+from test_thread_splits import compile_forced
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
@@ -86,12 +87,7 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     oh = (hw + 2 * (k // 2) - k) // stride + 1
     if residual:
         feeds["r"] = rng.standard_normal((1, m, oh, oh)).astype(np.float32)
-    forced = {"Conv": variant}
-    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
-    many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
-    calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
-    assert {cl.variant for cl in calls} == {variant}
-    node = next(n for n in many.ir.nodes if n.op == "Conv")
+    one, many, calls, node = compile_forced(model, width, threads, variant)
     space = PART_SPACES[("Conv", variant)](node, target)  # (None: this layer has no part space)
     spans = balanced_ranges(space[0], threads, space[1]) if space else None
     channels = balanced_ranges(m, threads, width)

@@ -57,6 +57,17 @@ def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
 
 
+def compile_forced(model, width: int, threads: int, variant: str):
+    """``model`` compiled with its Conv's ``variant`` forced at 1 and at ``threads`` threads: (one, many, the
+    latter's Conv calls, its Conv node); every call is the variant's."""
+    forced = {"Conv": variant}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
+    calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
+    assert {cl.variant for cl in calls} == {variant}
+    return one, many, calls, next(n for n in many.ir.nodes if n.op == "Conv")
+
+
 def _notes(cm: cnnjit.CompiledModel) -> list[str]:
     return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
 
@@ -92,12 +103,7 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
     if residual:
         feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
-    forced = {"Conv": variant}
-    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
-    many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
-    calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
-    assert {cl.variant for cl in calls} == {variant}
-    node = next(n for n in many.ir.nodes if n.op == "Conv")
+    one, many, calls, node = compile_forced(model, width, threads, variant)
     units, align = PART_SPACES[("Conv", variant)](node, CompileOptions(vector_width=width).host_target())
     pixels = balanced_ranges(units, threads, align)
     if pixels:
