@@ -46,6 +46,7 @@ from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
     ABORT,
+    BACK,
     FUTEX_WAIT_PRIVATE,
     FUTEX_WAKE_PRIVATE,
     IDLE_SLEEPERS,
@@ -154,9 +155,12 @@ def sched_yield(typingctx):
 
 
 @njit(nogil=True, cache=True)
-def claim(st: np.ndarray, step: int, ep: int, parts: int) -> int:  # pragma: no cover - compiled
+def claim(st: np.ndarray, step: int, ep: int, parts: int, front: bool) -> int:  # pragma: no cover - compiled
     """The index of a part of ``step`` this thread now owns in run ``ep``, or -1 if none is left (or the
-    run was aborted)."""
+    run was aborted). The caller (``front``) takes parts from the first up, the workers from the last down
+    (``BACK``): with 2 threads each runs the same part of every step, so a band of rows a layer writes is
+    read by the next layer on the thread that wrote it, from its own cache (spatial affinity), unless one
+    thread came late and the other took its part."""
     i = LINE * (step + 1)
     while True:
         c = atomic_load(st, i)
@@ -164,10 +168,11 @@ def claim(st: np.ndarray, step: int, ep: int, parts: int) -> int:  # pragma: no 
         if e > ep or atomic_load(st, ABORT) >= ep:
             return -1
         k = (c & MASK) if e == ep else 0
-        if k >= parts:
+        lo, hi = k & (BACK - 1), k // BACK  # parts taken from the front, from the back
+        if lo + hi >= parts:
             return -1
-        if compare_swap(st, i, c, (ep << SHIFT) | (k + 1)):
-            return k
+        if compare_swap(st, i, c, (ep << SHIFT) | (k + (1 if front else BACK))):
+            return lo if front else parts - 1 - hi
 
 
 @njit(nogil=True, cache=True)

@@ -43,12 +43,15 @@ SPIN = 200_000
 SLEEP_NS = 1_000_000
 #: a counter word is ``epoch << SHIFT | count``
 SHIFT = 24
+#: a claim counter's count is ``parts taken from the back * BACK + parts taken from the front``
+#: (``runtime/parallel.claim``: the caller claims from the front, workers from the back)
+BACK = 1 << 12
 MASK = (1 << SHIFT) - 1
 #: state layout (int64 words): the abort word, the sleepers' wake-up sequence (a futex on its low 32 bits)
 #: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
 ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
 #: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 #: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
 SYS_FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}.get(platform.machine().lower(), 0) \
     if sys.platform.startswith("linux") else 0
@@ -272,6 +275,6 @@ class ParallelRun:
 
 
 __all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",
-           "SLEEP_NS", "SHIFT", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
+           "SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
            "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

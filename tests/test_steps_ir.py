@@ -148,3 +148,17 @@ def test_a_failing_kernel_aborts_the_run_and_the_team_recovers(threads) -> None:
     _check(steps, words)
     # the parallel entry refuses a null scratch block or state (status 2)
     assert fn(None, state.ctypes.data, 1, 3) == 2 and fn(words.ctypes.data, None, 1, 3) == 2
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 5])
+def test_the_caller_claims_from_the_front_workers_from_the_back(parts) -> None:
+    """A thread alone runs a step's parts in order, first to last as the caller (``main``), last to first as a
+    worker (spatial affinity: with 2 threads each keeps its own end of every split layer)."""
+    steps = [(0, parts, [])]
+    engine, fn = _build(steps, teams.SYS_FUTEX)
+    for main, order in ((1, list(range(parts))), (0, list(range(parts))[::-1])):
+        words = np.zeros(STAMPS + 3 * parts, np.int64)
+        assert fn(words.ctypes.data, teams.new_state(1).ctypes.data, main, 1) == 0
+        _check(steps, words)
+        starts = words[STAMPS:].reshape(-1, 3)[:, 0]
+        assert np.argsort(starts).tolist() == order

@@ -289,7 +289,7 @@ def _interpret(parts, dep_ptr, deps, ends, log, clock, fail_step, _main, _ep, _s
             if not wait(_st, deps[j], _ep, parts[deps[j]]):
                 return
         while True:
-            p = claim(_st, s, _ep, parts[s])
+            p = claim(_st, s, _ep, parts[s], _main)
             if p < 0:
                 break
             if s == fail_step:
@@ -309,6 +309,17 @@ def step_graphs(draw):
     parts = [draw(st.integers(1, 4)) for _ in range(n)]
     deps = [sorted(draw(st.sets(st.integers(0, t - 1), max_size=3))) if t else [] for t in range(n)]
     return parts, deps
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 6])
+def test_claim_takes_the_front_for_the_caller_and_the_back_for_workers(parts) -> None:
+    """Claims alternating between the caller and a worker: the caller's parts come from the first up, the
+    worker's from the last down, every part once; the next epoch starts afresh."""
+    state = parallel.new_state(1)
+    for ep in (1, 2):
+        got = [claim(state, 0, ep, parts, k % 2 == 0) for k in range(parts + 2)]
+        want = [k // 2 if k % 2 == 0 else parts - 1 - k // 2 for k in range(parts)] + [-1, -1]
+        assert got == want
 
 
 @settings(max_examples=15, deadline=None)

@@ -35,6 +35,16 @@ ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise")}
 PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
 
 
+#: (op, variant name) of variants whose part space is spatial (pixels, bands of output rows): split along it
+#: rather than over output channels when it balances as well. A channel part reads the whole input, half of
+#: it written by the other thread; a band reads its own rows (and a kernel's halo), which the same thread
+#: wrote when the layer before was split in bands too (the caller takes the first parts, workers the last:
+#: ``runtime/parallel.claim``): data stays in the core's cache from layer to layer (the fused block,
+#: ``block_fused``, has rows only).
+SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "simd_depthwise"),
+                                       ("Conv", "simd_pointwise")}
+
+
 #: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part
 #: space is taken when its largest part is no larger a share of the layer. ``cblock`` blocks output
 #: channels in its register tile: a thin part runs short blocks (ddddocr detector's 24 -> 48 stride-2 conv
@@ -62,4 +72,5 @@ def node_part(node: Node) -> tuple[int, int] | None:
     return node.meta.get("part")
 
 
-__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "MIN_CHANNEL_VECTORS", "part_space", "node_part"]
+__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "SPATIAL_PARTS", "MIN_CHANNEL_VECTORS",
+           "part_space", "node_part"]

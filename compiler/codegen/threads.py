@@ -49,7 +49,7 @@ from cnnjit.runtime.program import Call
 
 from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target
 from .memory import MemoryPlan
-from .parts import ANY_CHANNEL_PARTS, MIN_CHANNEL_VECTORS, PART_SPACES, PREFER_PART_SPACE
+from .parts import ANY_CHANNEL_PARTS, MIN_CHANNEL_VECTORS, PART_SPACES, PREFER_PART_SPACE, SPATIAL_PARTS
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
@@ -78,6 +78,11 @@ MAX_IMBALANCE = 1.15
 #: halves 1.20x the whole layer, bands of 7 + 6 tile rows 1.06x, largest part 1290 against 1340 us; at
 #: 26x26, bands of 4 + 3 tile rows, largest part 470 against 454 us: the channels)
 PART_SPACE_EDGE = 1.1
+#: a variant of ``parts.SPATIAL_PARTS`` splits along its part space (pixels, rows) when the largest part there
+#: is at most this factor larger than the largest channel part: a channel part reads all its input, half of
+#: it from the other core's cache (benchmarks/handover_probe.py: 1.7x a same-core read of 64 KB in good
+#: windows, 4.7x in bad ones), a band mostly its own rows (784 pixels in vectors of 32 split 384 + 400: 1.02)
+SPATIAL_EDGE = 1.05
 #: a part gets at least this much estimated work (microseconds): a thread's share of a step must dwarf
 #: the hand-over between steps (~1 us) and the second core's cold caches
 MIN_PART_US = 10.0
@@ -247,7 +252,9 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
         MIN_CHANNEL_VECTORS.get((node.op, variant), 0) * target.vector_width
     # (the part space first: PREFER_PART_SPACE within PART_SPACE_EDGE, thin channel parts when it balances
     # as well: 784 pixels of 28x28 in 416 + 368 ran 73 us against 69 for the 16 + 16 channels)
-    edge = PART_SPACE_EDGE if (node.op, variant) in PREFER_PART_SPACE else 1.0 if thin else 0.0
+    # spatial part spaces within SPATIAL_EDGE (SPATIAL_PARTS: the next layer reads what this thread wrote)
+    edge = PART_SPACE_EDGE if (node.op, variant) in PREFER_PART_SPACE else \
+        SPATIAL_EDGE if (node.op, variant) in SPATIAL_PARTS else 1.0 if thin else 0.0
     if spans and channels and _largest_share(spans) <= edge * _largest_share(channels):
         channels = None
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
@@ -264,10 +271,18 @@ def balanced_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]] | N
     are balanced (``_balanced``), or None (104 channels in 8-lane vectors: 4 parts would be 32, 32, 32, 8
     and 3 would be 40, 40, 24; 2 are 56 and 48)."""
     for k in range(min(parts, n // align), 1, -1):
-        ranges = channel_ranges(n, k, align)
+        ranges = min(channel_ranges(n, k, align), nearest_ranges(n, k, align), key=_largest_share)
         if len(ranges) >= 2 and _balanced(ranges):
             return ranges
     return None
+
+
+def nearest_ranges(n: int, parts: int, align: int) -> list[tuple[int, int]]:
+    """``parts`` ranges of ``0..n`` whose bounds are the even split's rounded to the nearest multiple of
+    ``align`` (fewer if some would be empty): 196 pixels in strips of 16 as 96 + 100, where rounding the
+    part size up (``channel_ranges``) gives 112 + 84."""
+    bounds = sorted({0, n, *(min(n, round(i * n / parts / align) * align) for i in range(1, parts))})
+    return list(zip(bounds, bounds[1:]))
 
 
 
@@ -491,13 +506,13 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step], tra
         if st.parts == 1:
             lines.append(f"    # step {i}{after}")
             lines += waits(st.deps, "    ")
-            lines.append(f"    if claim(_st, {i}, _ep, 1) == 0:")
+            lines.append(f"    if claim(_st, {i}, _ep, 1, _main) == 0:")
             lines += call(part_calls[0], st.first, "    ")
             lines.append(f"        done(_st, {i}, _ep)")
             continue
         lines.append(f"    # step {i}: {st.parts} parts{after}")
         lines += waits(st.deps, "    ")
-        lines += ["    while True:", f"        _p = claim(_st, {i}, _ep, {st.parts})", "        if _p < 0:",
+        lines += ["    while True:", f"        _p = claim(_st, {i}, _ep, {st.parts}, _main)", "        if _p < 0:",
                   "            break"]
         for p, c in enumerate(part_calls):
             kw = "if" if p == 0 else "elif" if p < st.parts - 1 else "else"
@@ -509,7 +524,7 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step], tra
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["PART_SPACE_EDGE", "MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "ADAPTIVE_BELOW_US", "Step",
+__all__ = ["PART_SPACE_EDGE", "SPATIAL_EDGE", "MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "ADAPTIVE_BELOW_US", "Step",
            "worth_splitting", "adaptive", "parallel_work_us", "split_node", "plan_steps",
            "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
            "estimate_us", "channel_ranges", "balanced_ranges", "trace_words"]

@@ -23,6 +23,7 @@ from llvmlite import ir
 
 from cnnjit.runtime.team import (
     ABORT,
+    BACK,
     FUTEX_WAIT_PRIVATE,
     FUTEX_WAKE_PRIVATE,
     LINE,
@@ -72,33 +73,35 @@ def _futex(b: ir.IRBuilder, syscall: ir.Function, st: ir.Value, op: int, val: ir
 
 def protocol(mod: ir.Module, prefix: str, sys_futex: int) -> tuple[ir.Function, ir.Function, ir.Function]:
     """``claim``, ``done`` and ``wait`` in ``mod`` (internal functions named ``<prefix>_claim``...), the IR
-    twins of ``runtime.parallel``'s: ``claim(st, step, ep, parts) -> i64`` (a part index or -1),
+    twins of ``runtime.parallel``'s: ``claim(st, step, ep, parts, front) -> i64`` (a part index or -1),
     ``done(st, step, ep)``, ``wait(st, step, ep, parts) -> i1`` (False: the run was aborted).
     ``sys_futex``: the futex system call number, 0 to yield the CPU between polls instead of sleeping."""
     syscall = ir.Function(mod, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
     yield_fn = ir.Function(mod, ir.FunctionType(I32, []), "sched_yield")
 
-    # claim
-    claim = _function(mod, f"{prefix}_claim", I64, [P64, I64, I64, I64])
-    st, step, ep, parts = claim.args
+    # claim (the caller, ``front`` != 0, from the first part up; workers from the last down: parallel.claim)
+    claim = _function(mod, f"{prefix}_claim", I64, [P64, I64, I64, I64, I64])
+    st, step, ep, parts, front = claim.args
     b = ir.IRBuilder(claim.append_basic_block("entry"))
     loop, give_up, try_it, got = (claim.append_basic_block(n) for n in ("loop", "none", "try", "got"))
     idx = b.mul(b.add(step, _c(1)), _c(LINE))
+    is_front = b.icmp_signed("!=", front, _c(0))
     b.branch(loop)
     b.position_at_end(loop)
     c = _load(b, st, idx)
     e = b.ashr(c, _c(SHIFT))
     late = b.or_(b.icmp_signed(">", e, ep), b.icmp_signed(">=", _load(b, st, ABORT), ep))
     k = b.select(b.icmp_signed("==", e, ep), b.and_(c, _c(MASK)), _c(0))
-    b.cbranch(b.or_(late, b.icmp_signed(">=", k, parts)), give_up, try_it)
+    lo, hi = b.and_(k, _c(BACK - 1)), b.lshr(k, _c(BACK.bit_length() - 1))
+    b.cbranch(b.or_(late, b.icmp_signed(">=", b.add(lo, hi), parts)), give_up, try_it)
     b.position_at_end(give_up)
     b.ret(_c(-1))
     b.position_at_end(try_it)
-    new = b.or_(b.shl(ep, _c(SHIFT)), b.add(k, _c(1)))
+    new = b.or_(b.shl(ep, _c(SHIFT)), b.add(k, b.select(is_front, _c(1), _c(BACK))))
     ok = b.extract_value(b.cmpxchg(_word(b, st, idx), c, new, "seq_cst", "seq_cst"), 1)
     b.cbranch(ok, got, loop)
     b.position_at_end(got)
-    b.ret(k)
+    b.ret(b.select(is_front, lo, b.sub(b.sub(parts, _c(1)), hi)))
 
     # done
     done = _function(mod, f"{prefix}_done", ir.VoidType(), [P64, I64, I64])
@@ -217,7 +220,7 @@ def parallel_entry(mod: ir.Module, name: str, steps: Sequence[tuple[int, int, Se
         following = fn.append_basic_block(f"s{i}_end")
         if parts == 1:
             run = fn.append_basic_block(f"s{i}_run")
-            b.cbranch(b.icmp_signed("==", b.call(claim, [st, _c(i), ep, _c(1)]), _c(0)), run, following)
+            b.cbranch(b.icmp_signed("==", b.call(claim, [st, _c(i), ep, _c(1), main]), _c(0)), run, following)
             b.position_at_end(run)
             emit_call(b, bases, first, failed)
             b.call(done, [st, _c(i), ep])
@@ -226,7 +229,7 @@ def parallel_entry(mod: ir.Module, name: str, steps: Sequence[tuple[int, int, Se
             loop, dispatch, count = (fn.append_basic_block(f"s{i}_{n}") for n in ("claim", "dispatch", "done"))
             b.branch(loop)
             b.position_at_end(loop)
-            p = b.call(claim, [st, _c(i), ep, _c(parts)])
+            p = b.call(claim, [st, _c(i), ep, _c(parts), main])
             b.cbranch(b.icmp_signed("<", p, _c(0)), following, dispatch)
             b.position_at_end(dispatch)
             blocks = [fn.append_basic_block(f"s{i}_p{j}") for j in range(parts)]

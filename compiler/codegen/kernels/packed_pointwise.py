@@ -34,6 +34,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_pointwise import is_pointwise, pointwise_operands, tile_stores
 from .template import source
@@ -156,11 +157,13 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
 
 
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
-                            registers: int = 16) -> tuple[str, list]:
+                            registers: int = 16, pixel_range: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
-    vectors and on output-channel vectors (``tail_source``) instead of a part-filled strip."""
+    vectors and on output-channel vectors (``tail_source``) instead of a part-filled strip. ``pixel_range``:
+    the kernel computes only pixels ``P0 .. P1`` (two more arguments; ``P0`` a multiple of the strip, so
+    every strip and the tail are the whole layer's: the same sums, bit for bit)."""
     L = nr * w
     epi = Epilogue(node, L, False)
     split = tail_vectors(tail, w, mr, nr)
@@ -191,12 +194,13 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                                "y0 - yo + (m + i) * P + p + j")
 
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB"
+        + (", P0, P1" if pixel_range else "") + epi.signature() + "):",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
-        "        for pb in range(0, P, PB):",
-        "            pe = min(P, pb + PB)",
+        f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
+        f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
         # the block's strips into the scratch, strip k's C x L panel at so + k * C * L (zeros past the
         # last column): each channel's row of the block is read in order, once
         "            for c in range(C):",
@@ -282,12 +286,22 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
 
 @variant("Conv", name="packed_pointwise", priority=19, applies=packed_pointwise_applies)
 def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call for the whole batch; the scratch holds one block of strips (``block_pixels``)."""
+    """One call for the whole batch (or a part's pixels: ``meta["part"]``); the scratch holds one block of
+    strips (``block_pixels``)."""
     x, wt, bias, y, N, C, M, P = pointwise_operands(node)
     mr, nr = packed_tile(target)
     w = target.vector_width
-    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers)
+    pixels = node_part(node)
+    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
+                                         pixels is not None)
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     pb = block_pixels(C, P, nr * w)
-    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *extra], note(node))]
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *(pixels or ()), *extra],
+                       note(node))]
+
+
+@part_space("Conv", "packed_pointwise")
+def packed_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Pixels, in whole strips (``NR`` vectors): a part's strips and tail are the whole layer's."""
+    return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), packed_tile(target)[1] * target.vector_width

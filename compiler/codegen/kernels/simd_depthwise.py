@@ -28,6 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
@@ -145,7 +146,7 @@ def _rows(w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int, swee
         L.append(f"{ind}        vstore{w}(yb, yo + {idx}, a)")
         L.append(f"{ind}    else:")
         L += epi.vector(ind + "        ", "a", idx, w, True)
-        L.append(f"{ind}        if {idx} + {w} <= end:")
+        L.append(f"{ind}        if {idx} + {w} <= lim:")
         L.append(f"{ind}            vstore{w}(yb, yo + {idx}, a)")
         L.append(f"{ind}        else:")
         L.append(f"{ind}            vstoren{w}(yb, yo + {idx}, a, cnt)")
@@ -181,16 +182,24 @@ def _split_row(w: int, ind: str) -> list[str]:
 
 
 def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int,
-                     sweep: Sweep, last: Sweep | None = None) -> tuple[str, list]:
+                     sweep: Sweep, last: Sweep | None = None, part: tuple[int, int] | None = None,
+                     ) -> tuple[str, list]:
     """The kernel: ``sweep`` over the output rows in bands of ``sweep.rows``, then ``last`` over the
-    remaining ``OH % sweep.rows`` rows (None when there are none)."""
+    remaining ``OH % sweep.rows`` rows (None when there are none).
+
+    ``part``: only output rows ``OS .. OE`` (these two more arguments), in bands of ``sweep.rows`` from
+    ``OS`` and one of the rows left, from the input rows they read; no store runs on past row ``OE - 1`` of
+    a channel (the rows after it are another part's). Only for sweeps of one accumulator per row
+    (``row_parts``): a row then sums its taps in the same order in any band, bit for bit."""
     epi = Epilogue(node, w, True)
     resident = [f"                w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw_n + j})])"
                 for i in range(kh_n) for j in range(kw_n)]
     rows = sweep.rows
+    if part is not None:  # (the rows left after the part's bands: a sweep of one accumulator too)
+        last = Sweep((part[1] - part[0]) % rows, 1, sweep.resident) if (part[1] - part[0]) % rows else None
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, pb, po, N, C, H, Win, M, OH, OW, ph, pw, PH, PW"
-        + epi.signature() + "):",
+        + (", OS, OE" if part else "") + epi.signature() + "):",
         "    mult = M // C",
         "    end = N * M * OH * OW",
         # the borders stay zero: each channel overwrites the interior only (the Scratch is a whole number
@@ -199,6 +208,9 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         f"    for i in range(0, 2 * PL, {w}):",
         f"        vstore{w}(pb, po + i, vzero{w}())",
         f"    tail = Win - Win % {w}",
+        # the input rows the output rows read (the padded plane's other rows are not read)
+        *([f"    ih0 = max(0, OS * {sh} - ph)", f"    ih1 = min(H, (OE - 1) * {sh} + {(kh_n - 1) * dh + 1} - ph)"]
+          if part else ["    ih0 = 0", "    ih1 = H"]),
         "    for n in range(N):",
         # two planes, used in turn: channel c is copied before channel c - 1 is swept, so the sweep never
         # loads what a store just wrote (a load over part of a recent store waits for it: on 7x7 planes
@@ -207,7 +219,7 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         "            if c < C:",
         "                pn = po + (c % 2) * PL",
         "                xc = xo + (n * C + c) * H * Win",
-        "                for ih in range(H):",
+        "                for ih in range(ih0, ih1):",
         "                    src = xc + ih * Win",
         *(_copy_row(w, " " * 20) if sw == 1 else _split_row(w, " " * 20)),
         "            if c == 0:",
@@ -217,14 +229,21 @@ def depthwise_source(node: Node, w: int, kh_n: int, kw_n: int, sh: int, sw: int,
         f"                wk = wo + m * {kh_n * kw_n}",
         *(resident if sweep.resident or (last is not None and last.resident) else []),
         f"                bias = vbcast{w}(bb[bo + m])",
-        f"                for ob in range(OH // {rows}):",
-        f"                    oh = ob * {rows}",
+        "                lim = ((n * M + m) * OH + OE) * OW" if part else "                lim = end",
+        f"                for ob in range({'(OE - OS)' if part else 'OH'} // {rows}):",
+        f"                    oh = {'OS + ' if part else ''}ob * {rows}",
         *_rows(w, kh_n, kw_n, sh, sw, dh, dw, sweep, epi, " " * 20),
     ]
     if last is not None:
-        L += [f"                if OH % {rows}:", f"                    oh = OH - OH % {rows}",
-              *_rows(w, kh_n, kw_n, sh, sw, dh, dw, last, epi, " " * 20)]
+        L += [f"                oh = {'OE' if part else 'OH'} - {last.rows}",
+              *_rows(w, kh_n, kw_n, sh, sw, dh, dw, last, epi, " " * 16)]
     return source(L), epi.args
+
+
+def row_parts(main: Sweep, last: Sweep | None) -> bool:
+    """Whether a layer with these sweeps can be split into any ranges of output rows, bit for bit: every
+    row's sweep has one accumulator (its taps summed in one chain, in the same order in any band)."""
+    return main.accs == 1 and (last is None or last.accs == 1)
 
 
 def sweeps(node: Node, target: Target, w: int) -> tuple[Sweep, Sweep | None]:
@@ -253,10 +272,19 @@ def gen_simd_depthwise(node: Node, target: Target) -> list[KernelCall]:
     N, C, H, Win, M, OH, OW = conv_sizes(node)
     w = row_width(target, OW)
     kh, kw = a["kernel_shape"]
-    src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w))
+    rows = node_part(node)
+    src, extra = depthwise_source(node, w, kh, kw, *a["strides"], *a["dilations"], *sweeps(node, target, w),
+                                  part=rows)
     PH, PW = plane_size(node, w)
     planes = a["strides"][1]  # stride 2: the even and the odd columns
     plane = (planes * PH * PW + 2 * w - 1) // w * w  # the kernel's PL: + w, a row's last copied vector runs on
     args = [x, wt, bias, y, Scratch(2 * plane), N, C, H, Win, M, OH, OW,
-            a["pads"][0], a["pads"][1], PH, PW, *extra]
+            a["pads"][0], a["pads"][1], PH, PW, *(rows or ()), *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "simd_depthwise")
+def depthwise_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Output rows, any range where every row's sweep has one accumulator (``row_parts``), else none."""
+    OH, OW = node.outputs[0].shape[2:]
+    return (OH, 1) if row_parts(*sweeps(node, target, row_width(target, OW))) else None

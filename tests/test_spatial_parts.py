@@ -1,0 +1,126 @@
+"""Spatial parts of split layers (issue 18, ``parts.SPATIAL_PARTS``): ``packed_pointwise`` over whole strips
+of pixels and ``simd_depthwise`` over whole bands of output rows, taken before output channels when they
+balance as well, so that consecutive layers keep each thread on its own band of the map. Every split must
+give the one-thread result bit for bit and the numpy reference (``reference_np.py``) within float tolerance,
+at every vector width and part count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_np as ref
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import TensorProto, helper, numpy_helper
+from test_thread_splits import compile_forced
+
+import cnnjit
+from cnnjit.compiler.codegen import threads as split
+from cnnjit.compiler.codegen.kernels import packed_pointwise
+from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
+from cnnjit.compiler.codegen.threads import _largest_share, balanced_ranges, nearest_ranges
+from cnnjit.compiler.stages import CompileOptions
+
+WIDTHS = [4, 8, 16]
+
+
+@pytest.fixture
+def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small test layers count as worth splitting (the thresholds are for real models' sizes)."""
+    monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
+    monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
+    monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
+
+
+def conv_model(c: int, m: int, hw: int, k: int, stride: int, group: int, act: str, residual: bool, seed: int = 0):
+    """One ``k x k`` conv ``c -> m`` (``group`` groups, same padding, ``stride``) with bias on a ``hw x hw``
+    image, an optional activation and an optional residual input ``r``; (model, weights, bias)."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((m, c // group, k, k)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    oh = (hw + 2 * (k // 2) - k) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[k // 2] * 4, strides=[stride] * 2, group=group)]
+    last = "c"
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])]
+    if residual:
+        nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
+        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, m, oh, oh]))
+        last = "s"
+    nodes.append(helper.make_node(act if act != "none" else "Identity", [last], ["y"]))
+    g = helper.make_graph(nodes, "conv", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, oh, oh])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), w, b
+
+
+def test_nearest_ranges() -> None:
+    assert nearest_ranges(196, 2, 16) == [(0, 96), (96, 196)]
+    assert balanced_ranges(196, 2, 16) == [(0, 96), (96, 196)]  # (not 112 + 84)
+    assert nearest_ranges(10, 3, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert balanced_ranges(144, 2, 8) == [(0, 72), (72, 144)]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(variant=st.sampled_from(sorted(v for op, v in SPATIAL_PARTS if op == "Conv")), width=st.sampled_from(WIDTHS),
+       data=st.data(), act=st.sampled_from(["none", "Relu", "Sigmoid"]), residual=st.booleans(),
+       threads=st.integers(2, 4))
+def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, width, data, act, residual,
+                                                 threads) -> None:
+    """The layer splits along its spatial part space when that balances about as well as its channels
+    (``SPATIAL_EDGE``; else over channels): one call per part, each with its range, bit-identical to one
+    thread and equal to the numpy reference."""
+    target = CompileOptions(vector_width=width).host_target()
+    if variant == "packed_pointwise":  # (it applies from MIN_CHANNELS inputs and MIN_ROW_TILES row tiles)
+        mr, _ = packed_pointwise.packed_tile(target)
+        m = data.draw(st.integers(packed_pointwise.MIN_ROW_TILES * mr, packed_pointwise.MIN_ROW_TILES * mr + 9), "m")
+        c = data.draw(st.integers(packed_pointwise.MIN_CHANNELS, packed_pointwise.MIN_CHANNELS + 8), "c")
+        k, stride, group, hw = 1, 1, 1, data.draw(st.integers(6, 24), "hw")
+    elif variant == "simd_pointwise":
+        c, m = data.draw(st.integers(1, 12), "c"), data.draw(st.integers(1, 3 * width + 1), "m")
+        k, stride, group, hw = 1, 1, 1, data.draw(st.integers(4, 30), "hw")
+    else:
+        c = m = group = data.draw(st.integers(2, 3 * width + 1), "c")
+        k, stride, hw = data.draw(st.sampled_from([3, 5]), "k"), data.draw(st.sampled_from([1, 2]), "s"), \
+            data.draw(st.integers(5, 40), "hw")
+    model, w, b = conv_model(c, m, hw, k, stride, group, act, residual)
+    rng = np.random.default_rng(c * 1000 + m * 10 + hw)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    oh = (hw + 2 * (k // 2) - k) // stride + 1
+    if residual:
+        feeds["r"] = rng.standard_normal((1, m, oh, oh)).astype(np.float32)
+    one, many, calls, node = compile_forced(model, width, threads, variant)
+    space = PART_SPACES[("Conv", variant)](node, target)  # (None: this layer has no part space)
+    spans = balanced_ranges(space[0], threads, space[1]) if space else None
+    channels = balanced_ranges(m, threads, width)
+    notes = [cl.note.rsplit("[", 1)[-1] for cl in calls]
+    if spans and (channels is None or _largest_share(spans) <= split.SPATIAL_EDGE * _largest_share(channels)):
+        assert notes == [f"part {lo}:{hi}]" for lo, hi in spans]
+    elif channels is None:
+        assert len(calls) == 1
+    got = many.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, pads=[k // 2] * 4, strides=[stride] * 2, group=group)
+    if residual:
+        want = want + feeds["r"]
+    acts = {"none": lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}
+    np.testing.assert_allclose(got, acts[act](want), rtol=1e-4, atol=1e-4)
+
+
+def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
+    """An inverted-residual chain (1x1 expand, 3x3 depthwise, 1x1 project) at 2 threads: every layer split
+    along rows or pixels, none over channels, and the result bit-identical to one thread."""
+    rng = np.random.default_rng(3)
+    c, e, hw = 16, 96, 28
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (e, c, 1, 1)), ("w2", (e, 1, 3, 3)), ("w3", (c, e, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["d"], pads=[1] * 4, group=e),
+             helper.make_node("Relu", ["d"], ["f"]), helper.make_node("Conv", ["f", "w3"], ["y"])]
+    g = helper.make_graph(nodes, "ir", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    many = cnnjit.compile(model, threads=2, vector_width=8)
+    calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
+    assert calls and not any("[channels" in cl.note for cl in calls), [cl.note for cl in calls]
+    one = cnnjit.compile(model, threads=1, vector_width=8)
+    np.testing.assert_array_equal(many.run(None, feeds)[0], one.run(None, feeds)[0])
