@@ -8,6 +8,7 @@
   epilogue step, and the fused model matches the unfused one and onnxruntime.
 * Standalone activations and Softmax/LogSoftmax over any axis run on their vector variants
   (``simd_unary``, ``simd_softmax``) and match onnxruntime.
+* A ScaleShift's constants are kernel arguments: same-shape layers with other constants share a kernel.
 """
 
 from __future__ import annotations

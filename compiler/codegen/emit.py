@@ -125,8 +125,7 @@ def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
     kernel once per distinct tuple of them, with the values as constants: the entry's speed. Sizes should
     be constants, buffer offsets need not be: written ``O(n)`` (an int64, see build.HEADER), so that one
     kernel specialisation serves every call of the same sizes, whatever its buffers' offsets. A kernel
-    called with more than SPECIALIZE_MAX distinct sizes (its int arguments: a float argument is a float64 to
-    numba, never a constant) gets all its ints as ``O(n)`` instead: one compile
+    called with more than SPECIALIZE_MAX distinct sizes gets all its ints as ``O(n)`` instead: one compile
     for all its calls, which LLVM inlines into the entry (build.mark_inline) and specialises there.
     """
     off_form = "O" if entry in ("numba", "native") else "lit"
@@ -135,7 +134,7 @@ def bind(lowered: list[tuple[Node, KernelCall]], plan: MemoryPlan, entry: str,
         sizes: dict[str, set[tuple]] = {}
         for _, c in lowered:
             sizes.setdefault(source_key(c.source), set()).add(
-                tuple(a for a in c.args if not isinstance(a, (Value, At, Param, Scratch, float, np.floating))))
+                tuple(a for a in c.args if not isinstance(a, (Value, At, Param, Scratch))))
         generic = {k for k, v in sizes.items() if len(v) > SPECIALIZE_MAX}
 
     def place(s, shift: int = 0) -> list[Arg]:
