@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cost_log import pytest_runtest_protocol  # noqa: F401 - CNNJIT_TEST_COST_LOG: per-test CPU and compiles
 from hypothesis import HealthCheck, settings
 from onnx import numpy_helper
 from scheduling import pytest_collection_modifyitems  # noqa: F401 - the test order for xdist (see there)

@@ -66,14 +66,18 @@ def test_kernel_pipeline_falls_back_to_numba_full_pipeline() -> None:
 def test_fast_typing_restores_numba_even_after_an_error() -> None:
     original = numba_functions.BaseFunction.get_call_type
     colors = numba_errors._termcolor_inst
+    module_colors = [m._termcolor for m in pipeline._COLOR_MODULES]
+    assert numba_functions in pipeline._COLOR_MODULES  # where failed templates' messages are built
     with pytest.raises(RuntimeError):
         with pipeline.fast_typing():
             with pipeline.fast_typing():  # re-entrant: the inner exit keeps the outer's patch
                 pass
             assert numba_functions.BaseFunction.get_call_type is not original
+            assert all(isinstance(m._termcolor, pipeline._PlainColors) for m in pipeline._COLOR_MODULES)
             raise RuntimeError("boom")
     assert numba_functions.BaseFunction.get_call_type is original
     assert numba_errors._termcolor_inst is colors
+    assert [m._termcolor for m in pipeline._COLOR_MODULES] == module_colors
 
 
 def test_memoised_typing_gives_numbas_types() -> None:

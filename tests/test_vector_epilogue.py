@@ -8,6 +8,7 @@
   epilogue step, and the fused model matches the unfused one and onnxruntime.
 * Standalone activations and Softmax/LogSoftmax over any axis run on their vector variants
   (``simd_unary``, ``simd_softmax``) and match onnxruntime.
+* A ScaleShift's constants are kernel arguments: same-shape layers with other constants share a kernel.
 """
 
 from __future__ import annotations
@@ -339,3 +340,42 @@ def test_prelu_with_one_slope_fuses() -> None:
     assert [s.op for s in conv.attrs["post"]] == ["LeakyRelu"]
     assert_in_registers(compiled, "Conv", 4)
     np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def _affine_branches(kind: str, rng, n: int = 3) -> tuple:
+    """``n`` producers of one shape reading x, each with its own learnable affine block around a HardSwish
+    (``* s + b``, HardSwish, ``* s2 + b2``, as PP-LCNetV3): (model, x, producer op, the constants)."""
+    model, x, op = _branches(kind, rng)
+    nodes, inits = list(model.graph.node), {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    mk = helper.make_node
+    keep = [nd for nd in nodes if not nd.output[0].startswith("y")][: (n + 1 if kind == "gemm" else n)]
+    consts, outs = [], []
+    for i in range(n):
+        s1, b1, s2, b2 = (float(v) for v in rng.uniform(0.5, 2.0, 4) * rng.choice([-1, 1], 4))
+        consts += [s1, b1, s2, b2]
+        keep += [mk("Mul", [f"p{i}", _c(inits, f"s1_{i}", s1)], [f"m{i}"]),
+                 mk("Add", [f"m{i}", _c(inits, f"b1_{i}", b1)], [f"a{i}"]),
+                 mk("HardSwish", [f"a{i}"], [f"h{i}"]),
+                 mk("Mul", [f"h{i}", _c(inits, f"s2_{i}", s2)], [f"n{i}"]),
+                 mk("Add", [f"n{i}", _c(inits, f"b2_{i}", b2)], [f"y{i}"])]
+        outs.append(f"y{i}")
+    used = {name for nd in keep for name in nd.input}
+    return _model(keep, x.shape, {k: v for k, v in inits.items() if k in used}, outs), x, op, consts
+
+
+@pytest.mark.parametrize("kind, width", FAMILY_WIDTHS)
+def test_scale_shift_constants_are_kernel_arguments(kind: str, width: int) -> None:
+    """Layers of one shape whose learnable affine blocks differ share one kernel (one cold compile, not one
+    each): the ScaleShift constants are arguments, not literals of the source; each layer gets its own."""
+    model, x, op, consts = _affine_branches(kind, np.random.default_rng(100 + width))
+    compiled = cnnjit.compile(model, vector_width=width)
+    prog = compiled._default_spec().program
+    calls = [c for c in prog.calls if c.op == op]
+    assert len(calls) == 3 and all([s.op for s in c.node.attrs["post"]] == ["ScaleShift", "HardSwish", "ScaleShift"]
+                                   for c in calls)
+    assert len({c.kernel for c in calls}) == 1, [c.variant for c in calls]
+    assert_in_registers(compiled, op, width)
+    src = prog.kernel_sources[calls[0].kernel]
+    assert not any(repr(float(np.float32(v))) in src or repr(v) in src for v in consts)
+    for got, ref in zip(compiled(x), _ort(model, x)):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(ref).max())))

@@ -16,7 +16,9 @@ expressions, or variables that change type between assignments. So:
   MobileNet. A resolved signature depends only on the function type and the argument types, and the
   template's implementation key is kept on the function type by numba itself, so a hit returns exactly
   what resolving again would. Only successes are stored. It also turns off numba's error-message
-  highlighting (colorama markup built for each failed template; nothing is printed) while we compile.
+  highlighting (colorama markup built for each failed template; nothing is printed) while we compile, in
+  the modules that took numba's colour scheme at import too (``_COLOR_MODULES``: the failed templates'
+  messages are built in ``types.functions``): kws cold compile 5.00 -> 4.81 CPU s (median of 6, A/B).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from numba.core import compiler_machinery as _cm
 from numba.core import errors as _errors
+from numba.core import ir as _ir
+from numba.core import typeinfer as _typeinfer
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, PassManager, register_pass
 from numba.core.typed_passes import (
@@ -39,6 +44,7 @@ from numba.core.typed_passes import (
     NopythonTypeInference,
 )
 from numba.core.types import functions as _functions
+from numba.core.typing import typeof as _typeof
 from numba.core.untyped_passes import FixupArgs, IRProcessing, TranslateByteCode
 
 #: kernels that needed numba's full pipeline in this process (see ``KernelPipeline``)
@@ -101,6 +107,9 @@ _memo: dict[tuple, Any] = {}
 _depth = 0
 _state_lock = threading.Lock()
 _saved_colors: Any = None
+#: numba modules that keep the colour scheme of their import in a global ``_termcolor``
+_COLOR_MODULES = tuple(m for m in (_functions, _typeinfer, _ir, _cm, _typeof) if hasattr(m, "_termcolor"))
+_saved_module_colors: list[Any] = []
 
 
 def _memo_get_call_type(self: Any, context: Any, args: Any, kws: Any) -> Any:
@@ -135,7 +144,10 @@ def fast_typing() -> Iterator[None]:
         if _depth == 1:
             _functions.BaseFunction.get_call_type = _memo_get_call_type
             _saved_colors = _errors._termcolor_inst
-            _errors._termcolor_inst = _PlainColors()
+            _errors._termcolor_inst = plain = _PlainColors()
+            _saved_module_colors[:] = [m._termcolor for m in _COLOR_MODULES]
+            for m in _COLOR_MODULES:
+                m._termcolor = plain
     try:
         yield
     finally:
@@ -144,3 +156,5 @@ def fast_typing() -> Iterator[None]:
             if _depth == 0:
                 _functions.BaseFunction.get_call_type = _ORIGINAL
                 _errors._termcolor_inst = _saved_colors
+                for m, colors in zip(_COLOR_MODULES, _saved_module_colors, strict=True):
+                    m._termcolor = colors

@@ -14,7 +14,7 @@ integer kernels' output stage (int32 store, requantisation).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -168,11 +168,28 @@ _VEC_CALLS = {"Sigmoid": "vsigmoid", "Tanh": "vtanh", "SiLU": "vsilu", "Softplus
               "Exp": "vexp", "Erf": "verf"}
 
 
+#: epilogue steps whose float attributes a SIMD kernel takes as arguments rather than as literals in its
+#: source: PP-LCNetV3's learnable affine blocks put a ScaleShift with other constants around every activation,
+#: which made each layer's kernel a source of its own (one cold compile each) where layers of one shape now
+#: share one. Their vector form only (``vector_lines``); a scalar fallback keeps the literals.
+RUNTIME_ATTRS: dict[str, tuple[str, ...]] = {"ScaleShift": ("scale", "shift")}
+
+
+class _Param(str):
+    """A kernel parameter's name standing for an attribute's value in ``vector_expr``."""
+
+
+def attr_params(node: Node) -> dict[int, dict[str, str]]:
+    """Per step index of ``node``'s epilogue, the parameter name of each of its ``RUNTIME_ATTRS``."""
+    return {i: {k: f"e{i}_{k}" for k in RUNTIME_ATTRS[op]} for i, (op, _, res) in enumerate(_steps(node))
+            if res is None and op in RUNTIME_ATTRS}
+
+
 def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
     """The vector expression of activation ``op`` (attributes ``a``, complete) on the ``w``-lane vector
     ``x`` (a name: it may appear more than once), from the ``simd`` intrinsics; None if it has none."""
     def b(v: float) -> str:
-        return f"vbcast{w}({flit(v)})"
+        return f"vbcast{w}({v if isinstance(v, _Param) else flit(v)})"
 
     if op in _VEC_CALLS:
         return f"{_VEC_CALLS[op]}{w}({x})"
@@ -213,12 +230,14 @@ _VEC_RESIDUAL = {"Add": "vadd", "Mul": "vmul", "PRelu": "vprelu"}
 
 
 def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str = "cnt",
-                 residual_load: Callable[[int], str] | None = None) -> tuple[list[str], bool]:
+                 residual_load: Callable[[int], str] | None = None,
+                 params: Mapping[int, Mapping[str, str]] | None = None) -> tuple[list[str], bool]:
     """Lines applying the steps to vector ``acc`` (element index ``idx``; with ``masked``, only the first
     ``cnt`` lanes are live); False if not all steps fit in registers. ``residual_load(k)`` is the source
-    loading residual input ``k`` (default: contiguous lanes at ``idx``)."""
+    loading residual input ``k`` (default: contiguous lanes at ``idx``); ``params`` (``attr_params``) names
+    the kernel parameters that stand for attributes."""
     lines = []
-    for op, a, k in _steps(node):
+    for i, (op, a, k) in enumerate(_steps(node)):
         if k is not None:
             if residual_load is not None:
                 load = residual_load(k)
@@ -228,7 +247,9 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
                 load = f"vload{w}(r{k}b, r{k}o + {idx})"
             lines.append(f"{acc} = {_VEC_RESIDUAL[op]}{w}({acc}, {load})")
             continue
-        e = vector_expr(op, get_op(op).check_attrs(dict(a)), w, acc)
+        attrs = get_op(op).check_attrs(dict(a))
+        attrs.update({name: _Param(p) for name, p in (params or {}).get(i, {}).items()})
+        e = vector_expr(op, attrs, w, acc)
         if e is None:
             return [], False
         lines.append(f"{acc} = {e}")
@@ -244,25 +265,35 @@ def store_loop(ind: str, q: str, lines: list[str]) -> list[str]:
 
 class Epilogue:
     """A node's steps for one SIMD kernel: in registers before the store when they all have a vector
-    form, else over the stored elements (``after``)."""
+    form, else over the stored elements (``after``). In registers, the ``RUNTIME_ATTRS`` are kernel
+    arguments (``params`` / ``args`` after the residual ones) unless ``attr_args`` is False (a kernel whose
+    caller passes no epilogue arguments)."""
 
     def __init__(self, node: Node, w: int, masked: bool,
-                 residual_load: Callable[[int], str] | None = None):
+                 residual_load: Callable[[int], str] | None = None, attr_args: bool = True):
         self.node, self.residual_load = node, residual_load
         self.params, self.args = residual_operands(node)
-        self.in_registers = vector_lines(node, "a", "0", w, masked, residual_load=residual_load)[1]
+        self.attr_params = attr_params(node) if attr_args else {}
+        self.in_registers = vector_lines(node, "a", "0", w, masked, residual_load=residual_load,
+                                         params=self.attr_params)[1]
+        if not self.in_registers:
+            self.attr_params = {}
+        steps = _steps(node)
+        for i, names in self.attr_params.items():
+            self.params += names.values()
+            self.args += [float(steps[i][1][k]) for k in names]
         self.scalar, _, _ = scalar_lines(node, "q", "")
 
     def signature(self) -> str:
-        """The residual parameters, to append to the kernel's parameter list."""
+        """The residual (and attribute) parameters, to append to the kernel's parameter list."""
         return "".join(", " + p for p in self.params)
 
     def vector(self, ind: str, acc: str, idx: str, w: int, masked: bool) -> list[str]:
         """The in-register lines for accumulator ``acc`` (none when the steps run after the store)."""
         if not self.in_registers:
             return []
-        return [ind + ln for ln in vector_lines(self.node, acc, idx, w, masked,
-                                                residual_load=self.residual_load)[0]]
+        return [ind + ln for ln in vector_lines(self.node, acc, idx, w, masked, residual_load=self.residual_load,
+                                                params=self.attr_params)[0]]
 
     def after(self, ind: str, loops: list[str], q: str) -> list[str]:
         """When the steps do not fit in registers: ``loops`` (header lines, each indented one level more

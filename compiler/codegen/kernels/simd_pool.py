@@ -63,7 +63,7 @@ def pool_source(w: int, sw: int, is_max: bool, counted: bool = False, node: Node
         lines.append(f"                acc = vdiv{w}(acc, vmax{w}(num, vbcast{w}(1.0)))")
     elif not is_max:
         lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
-    epi = Epilogue(node, w, True) if node is not None else None
+    epi = Epilogue(node, w, True, attr_args=False) if node is not None else None  # no epilogue arguments
     if epi is not None:
         lines += epi.vector(" " * 16, "acc", "yc - yo + oh * OW + ow0", w, True)
     lines.append(f"                vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)")

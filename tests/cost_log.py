@@ -1,0 +1,83 @@
+"""Per-test cost log for ranking the suite by CPU time and kernel compiles (off unless asked for).
+
+Set ``CNNJIT_TEST_COST_LOG=<prefix>`` and each test process (each xdist worker) appends one JSON line per test
+to ``<prefix>.<worker>.jsonl``: the node id, wall seconds, the CPU seconds of the test process and of the
+child processes it waited for (CLI tests, compile workers), and the kernels it compiled or loaded
+(``cnnjit.compiler.codegen.precompile.STATS`` deltas: ``compiled``, ``compiled by worker``, ``disk cache``,
+``memory``). On a machine shared with other work, wall time says little; CPU time and compile counts compare
+runs. ``python tests/cost_log.py <prefix>`` prints the ranking and the totals.
+
+Why CPU time: the suite is nearly all numba compiling, and a compile's CPU time barely depends on the load,
+while its wall time grows with every other process on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ENV = "CNNJIT_TEST_COST_LOG"
+
+
+def _cpu() -> tuple[float, float]:
+    """(this process, its waited-for children): user + system CPU seconds."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
+
+
+def _kernel_stats() -> dict[str, float]:
+    from cnnjit.compiler.codegen.precompile import STATS
+
+    return dict(STATS)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Around set-up, call and tear-down of ``item``: append its costs to the log when ``ENV`` is set."""
+    prefix = os.environ.get(ENV)
+    if not prefix:
+        yield
+        return
+    (s0, c0), k0, t0 = _cpu(), _kernel_stats(), time.time()
+    yield
+    (s1, c1), k1, t1 = _cpu(), _kernel_stats(), time.time()
+    row = {"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "start": round(t0, 3),
+           "wall": round(t1 - t0, 3), "cpu": round(s1 - s0, 3), "child_cpu": round(c1 - c0, 3),
+           "kernels": {k: round(v - k0.get(k, 0), 3) for k, v in k1.items() if v != k0.get(k, 0)},
+           "load": round(os.getloadavg()[0], 2)}
+    with open(f"{prefix}.{row['worker']}.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read(prefix: str) -> list[dict]:
+    """Every row the workers of one run wrote under ``prefix``."""
+    p = Path(prefix)
+    return [json.loads(line) for f in sorted(p.parent.glob(p.name + ".*.jsonl")) for line in f.open()]
+
+
+def main(argv: list[str]) -> int:
+    """Print the ``top`` (default 30) tests by CPU seconds and the run's totals."""
+    rows = read(argv[0])
+    top = int(argv[1]) if len(argv) > 1 else 30
+    for r in rows:
+        r["total"] = r["cpu"] + r["child_cpu"]
+    rows.sort(key=lambda r: -r["total"])
+    compiled = sum(r["kernels"].get("compiled", 0) + r["kernels"].get("compiled by worker", 0) for r in rows)
+    print(f"{len(rows)} tests, CPU {sum(r['total'] for r in rows):.0f} s, {compiled:.0f} kernels compiled")
+    print(f"{'cpu s':>8} {'child s':>8} {'wall s':>8} {'compiled':>8}  test")
+    for r in rows[:top]:
+        k = r["kernels"]
+        print(f"{r['cpu']:8.1f} {r['child_cpu']:8.1f} {r['wall']:8.1f} "
+              f"{k.get('compiled', 0) + k.get('compiled by worker', 0):8.0f}  {r['id']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""The per-test cost log (``cost_log.py``): off by default, one row per test when asked, and its ranking."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cost_log
+import pytest
+
+
+class FakeItem:
+    nodeid = "t.py::compiles"
+
+
+def run_hook(monkeypatch: pytest.MonkeyPatch, prefix: str | None) -> None:
+    if prefix is None:
+        monkeypatch.delenv(cost_log.ENV, raising=False)
+    else:
+        monkeypatch.setenv(cost_log.ENV, prefix)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
+    gen = cost_log.pytest_runtest_protocol(FakeItem(), None)
+    next(gen)
+    from cnnjit.compiler.codegen.precompile import STATS
+
+    monkeypatch.setitem(STATS, "compiled", STATS["compiled"] + 3)  # as if the test compiled three kernels
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_off_without_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_hook(monkeypatch, None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_row_per_test_and_the_ranking(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    prefix = str(tmp_path / "run")
+    run_hook(monkeypatch, prefix)
+    (row,) = [json.loads(line) for line in (tmp_path / "run.gw7.jsonl").open()]
+    assert row["id"] == "t.py::compiles" and row["worker"] == "gw7"
+    assert row["kernels"] == {"compiled": 3}
+    assert row["cpu"] >= 0 and row["child_cpu"] >= 0 and row["wall"] >= 0
+    (tmp_path / "run.gw8.jsonl").write_text(json.dumps(
+        {"id": "t.py::long", "worker": "gw8", "start": 0, "wall": 9.0, "cpu": 5.0, "child_cpu": 2.0,
+         "kernels": {"compiled by worker": 4}, "load": 1.0}) + "\n")
+    assert cost_log.main([prefix]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 tests,") and out[0].endswith("7 kernels compiled")
+    assert out[2].endswith("t.py::long") and out[3].endswith("t.py::compiles")  # by CPU seconds
