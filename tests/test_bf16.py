@@ -1,0 +1,140 @@
+"""bf16 intrinsics (``compiler/codegen/simd_bf16.py``): the portable forms against numpy references written
+apart (bf16 rounding from float64 distances, the dot product as Intel's pseudo-code in float32 steps), at
+every width; the native forms by their assembly for LLVM target machines with ``+avx512bf16`` and aarch64
+``+bf16`` (this host has neither, so nothing native runs here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from cnnjit.compiler.codegen import simd, simd_bf16
+from cnnjit.compiler.codegen.simd_int import _features
+
+WIDTHS = simd_bf16.WIDTHS
+
+
+def bf16_round_ref(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bits (uint16) by round to nearest, ties to even, from the float64 distances to the two
+    neighbouring bf16 values (finite inputs below 2^127 in magnitude; NaN -> 0x7FC0)."""
+    x = np.asarray(x, np.float32)
+    bits = x.view(np.uint32).astype(np.uint64)
+    down = bits & 0xFFFF0000
+    up = down + 0x10000
+    lo = down.astype(np.uint32).view(np.float32).astype(np.float64)
+    hi = up.astype(np.uint32).view(np.float32).astype(np.float64)
+    d_lo, d_hi = np.abs(x.astype(np.float64) - lo), np.abs(hi - x.astype(np.float64))
+    even_up = ((down >> 16) & 1) == 1  # on a tie, the neighbour whose last bit is 0
+    pick_up = (d_hi < d_lo) | ((d_hi == d_lo) & even_up & (d_lo > 0))
+    out = np.where(pick_up, up, down) >> 16
+    return np.where(np.isnan(x), 0x7FC0, out).astype(np.uint16)
+
+
+def bf16_value(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(np.float32)
+
+
+def dot_ref(acc: np.ndarray, a_lo, a_hi, b_lo, b_hi) -> np.ndarray:
+    """Intel's VDPBF16PS pseudo-code without DAZ/FTZ: ``acc += a.hi * b.hi`` then ``acc += a.lo * b.lo``, each
+    in float32 (the products of bf16 values are exact in float32)."""
+    t = (acc.astype(np.float32) + bf16_value(a_hi) * bf16_value(b_hi)).astype(np.float32)
+    return (t + bf16_value(a_lo) * bf16_value(b_lo)).astype(np.float32)
+
+
+def _kernels(n: int):
+    load, store = getattr(simd, f"vload{n}"), getattr(simd, f"vstore{n}")
+    pair, ld = getattr(simd_bf16, f"vbf16pair{n}"), getattr(simd_bf16, f"vbf16load{n}")
+    st32, dot = getattr(simd_bf16, f"vbf16store{n}"), getattr(simd_bf16, f"vdotbf16_{n}")
+    bcast = getattr(simd_bf16, f"vbf16bcast{n}")
+
+    @njit
+    def pack(x, out):
+        st32(out, 0, pair(load(x, 0), load(x, n)))
+
+    @njit
+    def dotk(acc, a, b, out):
+        store(out, 0, dot(load(acc, 0), ld(a, 0), ld(b, 0)))
+
+    @njit
+    def dotb(acc, a, b, i, out):
+        store(out, 0, dot(load(acc, 0), ld(a, 0), bcast(b, i)))
+
+    return pack, dotk, dotb
+
+
+KERNELS = {n: _kernels(n) for n in WIDTHS}
+finite = st.floats(-2.0 ** 120, 2.0 ** 120, width=32, allow_subnormal=True)
+
+
+def test_host_form_is_portable() -> None:
+    """This host has no AVX512_BF16: every width runs the portable form (the arithmetic tests below test it)."""
+    if _features().get("avx512bf16"):
+        pytest.skip("host has avx512bf16")
+    for n in WIDTHS:
+        assert simd_bf16.dot_form("x86_64", frozenset({"avx2", "fma"}), n).name == "portable"
+        _, dotk, _ = KERNELS[n]
+        z = np.zeros(n, np.float32)
+        dotk(z, z.view(np.int32), z.view(np.int32), z)
+        llvm_ir = "".join(dotk.inspect_llvm().values())
+        assert "dpbf16ps" not in llvm_ir and "llvm.fma" in llvm_ir
+
+
+@pytest.mark.parametrize("n", WIDTHS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_pair_rounding(n: int, data) -> None:
+    x = np.array(data.draw(st.lists(finite, min_size=2 * n, max_size=2 * n)), np.float32)
+    out = np.zeros(n, np.uint32)
+    KERNELS[n][0](x, out)
+    ref = bf16_round_ref(x)
+    np.testing.assert_array_equal(out & 0xFFFF, ref[:n])
+    np.testing.assert_array_equal(out >> 16, ref[n:])
+
+
+@pytest.mark.parametrize("n", WIDTHS)
+def test_pair_rounding_edges(n: int) -> None:
+    """Ties (to even both ways), the largest finite float32 (overflows to inf, as RNE does), inf, NaN, -0."""
+    special = np.array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), np.finfo(np.float32).max, np.inf,
+                        -np.inf, np.nan, -0.0, 2 ** -130, 1.0], np.float32)
+    x = np.resize(special, 2 * n).astype(np.float32)
+    out = np.zeros(n, np.uint32)
+    KERNELS[n][0](x, out)
+    got = np.concatenate([out & 0xFFFF, out >> 16]).astype(np.uint16)
+    want = {1 + 2 ** -8: 0x3F80, 1 + 3 * 2 ** -8: 0x3F82, -(1 + 2 ** -8): 0xBF80, np.inf: 0x7F80, -np.inf: 0xFF80,
+            -0.0: 0x8000, 1.0: 0x3F80}
+    for i, v in enumerate(x):
+        if np.isnan(v):
+            assert got[i] == 0x7FC0
+        elif v == np.finfo(np.float32).max:
+            assert got[i] == 0x7F80
+        elif float(v) in want and not (v == 0 and not np.signbit(v)):
+            assert got[i] == want[float(v)], (v, hex(got[i]))
+        else:
+            assert got[i] == bf16_round_ref(np.array([v]))[0]
+
+
+@pytest.mark.parametrize("n", WIDTHS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_dot_portable(n: int, data) -> None:
+    """The portable form equals Intel's pseudo-code bit for bit (no denormals drawn: VDPBF16PS would flush
+    them, the portable form keeps them; see the module docstring), with a per-lane and a broadcast operand."""
+    normal = st.floats(-2.0 ** 60, 2.0 ** 60, width=32).filter(lambda v: v == 0 or abs(v) >= 2.0 ** -60)
+    acc = np.array(data.draw(st.lists(normal, min_size=n, max_size=n)), np.float32)
+    a = np.array(data.draw(st.lists(normal, min_size=2 * n, max_size=2 * n)), np.float32)
+    b = np.array(data.draw(st.lists(normal, min_size=2 * n, max_size=2 * n)), np.float32)
+    ra, rb = bf16_round_ref(a), bf16_round_ref(b)
+    pa = (ra[:n].astype(np.uint32) | (ra[n:].astype(np.uint32) << 16)).view(np.int32)
+    pb = (rb[:n].astype(np.uint32) | (rb[n:].astype(np.uint32) << 16)).view(np.int32)
+    _, dotk, dotb = KERNELS[n]
+    out = np.zeros(n, np.float32)
+    dotk(acc, pa, pb, out)
+    want = dot_ref(acc, ra[:n], ra[n:], rb[:n], rb[n:])
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
+    i = data.draw(st.integers(0, n - 1))
+    dotb(acc, pa, pb, i, out)
+    want = dot_ref(acc, ra[:n], ra[n:], np.full(n, rb[i]), np.full(n, rb[n + i]))
+    np.testing.assert_array_equal(out.view(np.uint32), want.view(np.uint32))
