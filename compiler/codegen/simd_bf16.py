@@ -31,10 +31,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+from cnnjit.ir.errors import CompileError
 
 from .simd import Vec, _data
 from .simd_int import IVec, _features, _machine, _splat
@@ -63,6 +66,14 @@ BFloatType._create_instance()
 def has_bf16() -> bool:
     """Whether this host runs ``vdpbf16ps`` (AVX512_BF16): what ``precision="bf16"`` needs."""
     return bool(_features().get("avx512bf16"))
+
+
+def require_bf16() -> None:
+    """Refuse ``precision="bf16"`` on a host without AVX512_BF16, naming the feature and the way out."""
+    if not has_bf16():
+        raise CompileError("precision='bf16' needs the CPU feature avx512_bf16 (the vdpbf16ps instruction), which "
+                           "this host lacks; precision='bf16-emulated' computes the same bf16 arithmetic with "
+                           "fp32 FMAs (slower than fp32: for accuracy checks)")
 
 
 def _chunks(builder, vals: list, width: int, n: int, emit: Callable) -> ir.Value:
@@ -153,6 +164,18 @@ def round_pair_ir(builder, lo, hi, n: int):
     return builder.or_(builder.lshr(rne(lo), ir.Constant(vt, [16] * n)), rne(hi))
 
 
+def bf16_pairs(w: np.ndarray) -> np.ndarray:
+    """A float matrix (rows x K) as bf16 pairs of consecutive columns (rounded as ``round_pair_ir`` does;
+    a zero column past an odd ``K``): uint32, rows x ceil(K / 2), column ``2k`` in the low half."""
+    w = np.asarray(w, np.float32)
+    if w.shape[1] % 2:
+        w = np.concatenate([w, np.zeros((w.shape[0], 1), np.float32)], axis=1)
+    bits = w.view(np.uint32).astype(np.uint64)
+    r = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+    r = np.where(np.isnan(w), 0x7FC0, r).astype(np.uint32)
+    return r[:, 0::2] | (r[:, 1::2] << 16)
+
+
 def _ptr(context, builder, arrty, arr, idx, n: int):
     return builder.bitcast(builder.gep(_data(context, builder, arrty, arr), [idx]),
                            ir.PointerType(ir.VectorType(_I32, n)))
@@ -207,5 +230,5 @@ def _make(n: int) -> dict[str, object]:
 for _n in WIDTHS:
     globals().update(_make(_n))
 
-__all__ = ["WIDTHS", "FORMS", "dot_form", "has_bf16"] + [
+__all__ = ["WIDTHS", "FORMS", "dot_form", "has_bf16", "require_bf16", "bf16_pairs"] + [
     f"{op}{n}" for n in WIDTHS for op in ("vbf16pair", "vbf16load", "vbf16store", "vbf16bcast", "vdotbf16_")]
