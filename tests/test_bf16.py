@@ -213,3 +213,40 @@ def test_bf16_needs_the_cpu_feature() -> None:
     with pytest.raises(cnnjit.CompileError, match="avx512_bf16"):
         cnnjit.compile(model, precision="bf16")
     assert cnnjit.compile(model, precision="bf16-emulated") is not None
+
+
+#: (target, the instruction its bf16 dot must be) for the assembly checks: x86 AVX-512 at 16 and 8 float lanes,
+#: aarch64 NEON with FEAT_BF16; none of them runs here
+NATIVE = [("x86_64", 16, 32, "sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512bf16,+avx2,+fma", "vdpbf16ps"),
+          ("x86_64", 8, 16, "sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+avx512bf16,+avx2,+fma", "vdpbf16ps"),
+          ("aarch64", 4, 32, "neoverse-n2", "+neon,+bf16", "bfdot")]
+
+
+@pytest.mark.parametrize(("isa", "width", "registers", "cpu", "features", "insn"), NATIVE,
+                         ids=["avx512bf16-16", "avx512bf16-8", "aarch64-bf16"])
+def test_native_dot_in_assembly(isa: str, width: int, registers: int, cpu: str, features: str, insn: str) -> None:
+    """A bf16 pointwise model lowered for a target machine with the bf16 dot instruction: the kernel's
+    assembly has it (and no portable shift-and-FMA form: ``vfmadd`` / ``fmla`` stay out of the dot loop's
+    kernel), as the VNNI tests check ``vpdpbusd``."""
+    from cnnjit.compiler.codegen.kernel import Target
+    from cnnjit.compiler.target.aarch64 import TargetArtifact, lower_for_target
+
+    triple = f"{isa}-unknown-linux-gnu"
+    gen = Target(isa, width, width, triple=triple, cpu=cpu, features=features, precision="bf16",
+                 vector_registers=registers)
+    model = pointwise_model(1, 24, 40, 4, 12, "Relu", False, 0)[0]
+    art, _ = lower_for_target(model, TargetArtifact, gen, "bf16", fp_contract=True, keep_ir=False, options={})
+    assert f"\t{insn}\t" in art.asm
+    assert "vfmadd" not in art.asm and "\tfmla\t" not in art.asm
+
+
+def test_aarch64_bf16_needs_the_feature() -> None:
+    """precision="bf16" for aarch64 without +bf16 is a TargetError naming the feature; Cortex-M refuses bf16."""
+    import cnnjit
+    from cnnjit.compiler.target import TargetError
+
+    model = pointwise_model(1, 8, 8, 2, 9, None, False, 0)[0]
+    with pytest.raises(TargetError, match="bf16"):
+        cnnjit.compile(model, target="aarch64-linux-gnu", cpu="cortex-a76", precision="bf16")
+    with pytest.raises(TargetError, match="fp32"):
+        cnnjit.compile(model, target="thumbv7em-none-eabihf", cpu="cortex-m4", precision="bf16-emulated")
