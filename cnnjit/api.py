@@ -110,9 +110,10 @@ def compile(  # noqa: A001 - the public name users expect
 
     ``precision``: ``"fp32"`` (default), or ``"bf16"``: the 1x1 Convs (pointwise layers) keep their weights as
     bf16 (half the bytes), round their inputs to bf16 as they load them and accumulate in fp32 with the
-    AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without AVX512_BF16 refuses it
-    (``CompileError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes the same bf16 arithmetic with fp32
-    FMAs on any host (for accuracy checks: slower than fp32). See ``compiler/codegen/simd_bf16.py``.
+    AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without AVX512_BF16 refuses
+    it (``UnsupportedHardwareError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes the same bf16
+    arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
+    See ``compiler/codegen/simd_bf16.py``.
 
     Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same
     options (and input shapes) on this machine is loaded from the compiled-program cache as one native

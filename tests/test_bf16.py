@@ -201,8 +201,8 @@ def test_packed_pointwise_bf16_matches_reference(width: int, n, c, m, h, w, act,
 
 
 def test_bf16_needs_the_cpu_feature() -> None:
-    """precision="bf16" on a host without AVX512_BF16 is a CompileError naming the feature; unknown precisions
-    are an InputError; "bf16-emulated" compiles."""
+    """precision="bf16" on a host without AVX512_BF16 is an UnsupportedHardwareError naming the feature;
+    unknown precisions are an InputError; "bf16-emulated" compiles."""
     import cnnjit
 
     model = pointwise_model(1, 8, 8, 2, 9, None, False, 0)[0]
@@ -210,7 +210,7 @@ def test_bf16_needs_the_cpu_feature() -> None:
         cnnjit.compile(model, precision="fp16")
     if simd_bf16.has_bf16():
         pytest.skip("host has avx512bf16")
-    with pytest.raises(cnnjit.CompileError, match="avx512_bf16"):
+    with pytest.raises(cnnjit.UnsupportedHardwareError, match="avx512_bf16"):
         cnnjit.compile(model, precision="bf16")
     assert cnnjit.compile(model, precision="bf16-emulated") is not None
 
@@ -250,3 +250,19 @@ def test_aarch64_bf16_needs_the_feature() -> None:
         cnnjit.compile(model, target="aarch64-linux-gnu", cpu="cortex-a76", precision="bf16")
     with pytest.raises(TargetError, match="fp32"):
         cnnjit.compile(model, target="thumbv7em-none-eabihf", cpu="cortex-m4", precision="bf16-emulated")
+
+
+def test_cli_precision(tmp_path, capsys) -> None:
+    """``cnnjit run --precision``: bf16-emulated runs; bf16 on a host without avx512_bf16 fails naming it."""
+    import onnx
+
+    from cnnjit.cli import main
+
+    path = tmp_path / "pw.onnx"
+    onnx.save(pointwise_model(1, 16, 24, 3, 7, "Relu", False, 0)[0], str(path))
+    assert main(["run", str(path), "--random", "--precision", "bf16-emulated", "--runs", "1"]) == 0
+    if simd_bf16.has_bf16():
+        return
+    capsys.readouterr()
+    assert main(["run", str(path), "--random", "--precision", "bf16"]) == 1
+    assert "avx512_bf16" in capsys.readouterr().err

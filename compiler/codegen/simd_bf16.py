@@ -37,7 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from cnnjit.ir.errors import CompileError
+from cnnjit.ir.errors import UnsupportedHardwareError
 
 from .simd import Vec, _data
 from .simd_int import IVec, _features, _machine, _splat
@@ -71,9 +71,10 @@ def has_bf16() -> bool:
 def require_bf16() -> None:
     """Refuse ``precision="bf16"`` on a host without AVX512_BF16, naming the feature and the way out."""
     if not has_bf16():
-        raise CompileError("precision='bf16' needs the CPU feature avx512_bf16 (the vdpbf16ps instruction), which "
-                           "this host lacks; precision='bf16-emulated' computes the same bf16 arithmetic with "
-                           "fp32 FMAs (slower than fp32: for accuracy checks)")
+        raise UnsupportedHardwareError(
+            "precision='bf16' needs the CPU feature avx512_bf16 (the vdpbf16ps instruction), which this host "
+            "lacks; precision='bf16-emulated' computes the same bf16 arithmetic with fp32 FMAs (slower than fp32: "
+            "for accuracy checks)")
 
 
 def _chunks(builder, vals: list, width: int, n: int, emit: Callable) -> ir.Value:
