@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                                    f"argmax agree, gap >= {TIE_GAP} (inputs)"], acc_rows,
                           title="bf16 accuracy against cnnjit fp32", out_dir=args.out_dir, machine=info, notes=notes)
     with path.open("a") as f:  # the time table (one thread, interleaved in one process)
-        f.write("\n".join(["## Time (1 thread, interleaved, batch 1)", "",
+        f.write("\n".join(["", "## Time (1 thread, interleaved, batch 1)", "",
                            markdown_table(["model", "engine", "median ms", "min ms", "/ cnnjit fp32",
                                            "/ onnxruntime fp32"], time_rows), ""]))
     for row in acc_rows:

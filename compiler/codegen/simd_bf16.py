@@ -6,6 +6,7 @@
     vbf16load{n}(buf, i)            ``n`` 32-bit lanes (bf16 pairs) at element ``i`` of a 4-byte buffer
     vbf16store{n}(buf, i, v)        the ``n`` lanes of ``v`` to element ``i`` of a 4-byte buffer
     vbf16bcast{n}(buf, i)           the 32-bit element ``buf[i]`` (one bf16 pair) in every lane
+    vbf16bcast2_{n}(lo, hi)         two float scalars rounded to one bf16 pair (as ``vbf16pair``), in every lane
     vdotbf16_{n}(acc, a, b)         ``acc`` + per fp32 lane ``a.hi * b.hi`` + ``a.lo * b.lo`` (a Vec(n))
 
 ``vdotbf16`` is chosen per machine (``FORMS``, the first that applies to the LLVM module's triple and the
@@ -217,6 +218,15 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx), codegen
 
     @intrinsic
+    def vbf16bcast2(typingctx, lo, hi):
+        def codegen(context, builder, sig, args):
+            one = [_splat(builder, context.cast(builder, v, t, types.float32), 1) for v, t in zip(args, sig.args)]
+            pair = builder.extract_element(round_pair_ir(builder, *one, 1), ir.Constant(_I32, 0))
+            return _splat(builder, pair, n)
+
+        return vt(lo, hi), codegen
+
+    @intrinsic
     def vdotbf16(typingctx, acc, a, b):
         def codegen(context, builder, sig, args):
             arch, feats = _machine(context, builder)
@@ -225,11 +235,12 @@ def _make(n: int) -> dict[str, object]:
         return ft(acc, a, b), codegen
 
     return {f"vbf16pair{n}": vbf16pair, f"vbf16load{n}": vbf16load, f"vbf16store{n}": vbf16store,
-            f"vbf16bcast{n}": vbf16bcast, f"vdotbf16_{n}": vdotbf16}
+            f"vbf16bcast{n}": vbf16bcast, f"vbf16bcast2_{n}": vbf16bcast2, f"vdotbf16_{n}": vdotbf16}
 
 
 for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["WIDTHS", "FORMS", "dot_form", "has_bf16", "require_bf16", "bf16_pairs"] + [
-    f"{op}{n}" for n in WIDTHS for op in ("vbf16pair", "vbf16load", "vbf16store", "vbf16bcast", "vdotbf16_")]
+    f"{op}{n}" for n in WIDTHS
+    for op in ("vbf16pair", "vbf16load", "vbf16store", "vbf16bcast", "vbf16bcast2_", "vdotbf16_")]
