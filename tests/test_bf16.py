@@ -187,13 +187,15 @@ def pointwise_model(n: int, c: int, m: int, h: int, w: int, act: str | None, res
 def test_packed_pointwise_bf16_matches_reference(width: int, n, c, m, h, w, act, residual, seed) -> None:
     """Odd and even channel counts (a zero high half past an odd C), leftover rows, part-filled strips,
     several images: the kernel equals the float64 product of the bf16-rounded input and weights within fp32
-    accumulation error (the fp32 kernel would be ~1e-3 away), and ``packed_pointwise_bf16`` ran."""
+    accumulation error (the fp32 kernel would be ~1e-3 away), and ``packed_pointwise_bf16`` ran (on a 1x1
+    map, ``packed_fc_bf16``)."""
     import cnnjit
 
     model, x, want, bound = pointwise_model(n, c, m, h, w, act, residual, seed)
     cm = cnnjit.compile(model, vector_width=width, precision="bf16-emulated")
     prog = cm._default_spec().program
-    assert {c.variant for c in prog.calls if c.op == "Conv"} == {"packed_pointwise_bf16"}
+    want_variant = "packed_fc_bf16" if h * w == 1 else "packed_pointwise_bf16"  # a 1x1 map is a GEMV
+    assert {c.variant for c in prog.calls if c.op == "Conv"} == {want_variant}
     got = cm(x)
     assert got.shape == want.shape
     err = np.abs(got.astype(np.float64) - want)
@@ -266,19 +268,33 @@ NATIVE = [("x86_64", 16, 32, "sapphirerapids", "+avx512f,+avx512bw,+avx512vl,+av
           ("aarch64", 4, 32, "neoverse-n2", "+neon,+bf16", "bfdot")]
 
 
+def gemm_model(k: int = 40, n: int = 1000):
+    """A one-row Gemm (a classifier head: the panel-group GEMV) with an even K, ``k * n`` >= MIN_MACS."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    graph = helper.make_graph([helper.make_node("Gemm", ["a", "b"], ["y"])], "g",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@pytest.mark.parametrize("kind", ["pointwise", "gemm"])
 @pytest.mark.parametrize(("isa", "width", "registers", "cpu", "features", "insn"), NATIVE,
                          ids=["avx512bf16-16", "avx512bf16-8", "aarch64-bf16"])
-def test_native_dot_in_assembly(isa: str, width: int, registers: int, cpu: str, features: str, insn: str) -> None:
-    """A bf16 pointwise model lowered for a target machine with the bf16 dot instruction: the kernel's
-    assembly has it (and no portable shift-and-FMA form: ``vfmadd`` / ``fmla`` stay out of the dot loop's
-    kernel), as the VNNI tests check ``vpdpbusd``."""
+def test_native_dot_in_assembly(isa: str, width: int, registers: int, cpu: str, features: str, insn: str,
+                                kind: str) -> None:
+    """A bf16 pointwise / Gemm model lowered for a target machine with the bf16 dot instruction: the kernel's
+    assembly has it (and no portable shift-and-FMA form: ``vfmadd`` / ``fmla`` stay out of the program), as the
+    VNNI tests check ``vpdpbusd``."""
     from cnnjit.compiler.codegen.kernel import Target
     from cnnjit.compiler.target.aarch64 import TargetArtifact, lower_for_target
 
     triple = f"{isa}-unknown-linux-gnu"
     gen = Target(isa, width, width, triple=triple, cpu=cpu, features=features, precision="bf16",
                  vector_registers=registers)
-    model = pointwise_model(1, 24, 40, 4, 12, "Relu", False, 0)[0]
+    model = pointwise_model(1, 24, 40, 4, 12, "Relu", False, 0)[0] if kind == "pointwise" else gemm_model()
     art, _ = lower_for_target(model, TargetArtifact, gen, "bf16", fp_contract=True, keep_ir=False, options={})
     assert f"\t{insn}\t" in art.asm
     assert "vfmadd" not in art.asm and "\tfmla\t" not in art.asm

@@ -40,7 +40,7 @@ from numba.extending import intrinsic
 
 from cnnjit.ir.errors import UnsupportedHardwareError
 
-from .simd import Vec, _data
+from .simd import Vec, _data, load_store
 from .simd_int import IVec, _features, _machine, _splat
 
 #: vector lengths the bf16 intrinsics exist for (32: a register tile row of two AVX-512 / four AVX2 vectors)
@@ -178,11 +178,6 @@ def bf16_pairs(w: np.ndarray) -> np.ndarray:
     return r[:, 0::2] | (r[:, 1::2] << 16)
 
 
-def _ptr(context, builder, arrty, arr, idx, n: int):
-    return builder.bitcast(builder.gep(_data(context, builder, arrty, arr), [idx]),
-                           ir.PointerType(ir.VectorType(_I32, n)))
-
-
 def _make(n: int) -> dict[str, object]:
     vt, ft = IVec(n), Vec(n)
 
@@ -193,20 +188,7 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(lo, hi), codegen
 
-    @intrinsic
-    def vbf16load(typingctx, arr, idx):
-        def codegen(context, builder, sig, args):
-            return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], n), align=4)
-
-        return vt(arr, idx), codegen
-
-    @intrinsic
-    def vbf16store(typingctx, arr, idx, v):
-        def codegen(context, builder, sig, args):
-            builder.store(args[2], _ptr(context, builder, sig.args[0], args[0], args[1], n), align=4)
-            return context.get_dummy_value()
-
-        return types.void(arr, idx, v), codegen
+    vbf16load, vbf16store = load_store(vt, ir.VectorType(_I32, n))
 
     @intrinsic
     def vbf16bcast(typingctx, arr, idx):
