@@ -249,8 +249,6 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         "        y0 = yo + n * M * P",
         "        for pb in range(0, P, PB):",
         "            pe = min(P, pb + PB)",
-        # the block's strips into the scratch, strip k's C x L panel at so + k * C * L (zeros past the
-        # last column): each channel's row of the block is read in order, once
         *(strip_copy_bf16(L) if bf16 else strip_copy(L)),
         "            ps = so",
         "            p = pb",
