@@ -108,11 +108,11 @@ def compile(  # noqa: A001 - the public name users expect
     experiments: a forced variant that cannot compute a node is a ``CompileError``. ``vector_width`` (4, 8
     or 16 float32 lanes; default the host's widest) generates the SIMD kernels at another width.
 
-    ``precision``: ``"fp32"`` (default), or ``"bf16"``: the 1x1 Convs (pointwise layers) keep their weights as
-    bf16 (half the bytes), round their inputs to bf16 as they load them and accumulate in fp32 with the
-    AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without AVX512_BF16 refuses
-    it (``UnsupportedHardwareError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes the same bf16
-    arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
+    ``precision``: ``"fp32"`` (default), or ``"bf16"``: the 1x1 Convs and the Gemm / MatMul with a constant B
+    keep their weights as bf16 (half the bytes), round their inputs to bf16 as they load them and accumulate
+    in fp32 with the AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without
+    AVX512_BF16 refuses it (``UnsupportedHardwareError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes
+    the same bf16 arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
     See ``compiler/codegen/simd_bf16.py``.
 
     Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same

@@ -50,7 +50,8 @@ class CompileOptions:
     sparse_threshold: float | None = None
     variants: tuple[tuple[str, str], ...] = ()
     vector_width: int | None = None
-    #: the kernels' arithmetic: "fp32", or "bf16" (the 1x1 Convs on bf16 pairs, see ``cnnjit.compile``)
+    #: the kernels' arithmetic: "fp32", or "bf16" (1x1 Convs, constant-B Gemm / MatMul on bf16 pairs: see
+    #: ``cnnjit.compile``)
     precision: str = "fp32"
 
     def pipeline(self) -> list[Pass]:
