@@ -95,10 +95,10 @@ def run_model(name: str, inputs: int, runs: int) -> dict[str, Any]:
     if ov is not None:
         rows[f"openvino bf16 hint (reports {ov[1]})"] = outs(lambda x: ov[0]({0: x})[0])
     prog = bf16._default_spec().program
-    convs = [c for c in prog.calls if c.op == "Conv"]
+    dense = [c for c in prog.calls if c.op in ("Conv", "Gemm", "MatMul")]
     res: dict[str, Any] = {"model": name, "shape": shape, "inputs": inputs, "native_bf16": native,
-                           "bf16_convs": sum(c.variant == "packed_pointwise_bf16" for c in convs),
-                           "convs": len(convs), "accuracy": {r: agreement(ref, v) for r, v in rows.items()}}
+                           "bf16_calls": sum(c.variant.endswith("_bf16") for c in dense),
+                           "dense_calls": len(dense), "accuracy": {r: agreement(ref, v) for r, v in rows.items()}}
     x = {k: xs[0]}
     fns = {"cnnjit fp32": lambda: fp32.run(None, x), "cnnjit bf16": lambda: bf16.run(None, x),
            "onnxruntime fp32": lambda: ort.run(None, x)}
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             time_rows.append([r["model"], "cnnjit bf16 (native)", "not measurable, no avx512bf16", "", "", ""])
     info = machine_info()
     write_json("bf16", {"machine": info, "args": vars(args), "results": results}, args.out_dir)
-    notes = [f"{r['model']}: {r['bf16_convs']} of {r['convs']} Convs in bf16 (1x1s), {r['inputs']} inputs"
+    notes = [f"{r['model']}: {r['bf16_calls']} of {r['dense_calls']} Conv / Gemm / MatMul calls in bf16 (1x1 Convs "
+             f"and constant-B Gemms; the rest, KxK / depthwise Convs and fused blocks, fp32), {r['inputs']} inputs"
              for r in results]
     path = write_markdown("bf16", ["model", "engine vs cnnjit fp32", "cosine min", "cosine mean", "max abs err",
                                    "max err / max |y|", "argmax agree",
