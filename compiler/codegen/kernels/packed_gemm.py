@@ -208,8 +208,8 @@ def _fp32(applies):
 
 
 def _bf16(applies):
+    """``applies`` for the ``_bf16`` form of a packed variant: only under ``precision="bf16"``."""
     return lambda node, target: target.precision == "bf16" and applies(node, target)
-
 
 
 def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int) -> list[KernelCall]:
@@ -275,7 +275,7 @@ def gen_packed_fc(node: Node, target: Target) -> list[KernelCall]:
 
 #: the bf16 forms (``precision="bf16"``): the same generators (``_call`` reads the target's precision), named
 #: apart so a program says which ran, ahead of every fp32 variant (``packed_fc_bf16`` before the pointwise one)
-for _op, _gen, _applies, _prio in (("Gemm", gen_packed_gemm, packed_gemm_applies, 1),
-                                   ("MatMul", gen_packed_matmul, packed_matmul_applies, 1),
-                                   ("Conv", gen_packed_fc, fc_conv_applies, 1)):
-    variant(_op, name=_gen.__name__.removeprefix("gen_") + "_bf16", priority=_prio, applies=_bf16(_applies))(_gen)
+for _op, _gen, _applies in (("Gemm", gen_packed_gemm, packed_gemm_applies),
+                            ("MatMul", gen_packed_matmul, packed_matmul_applies),
+                            ("Conv", gen_packed_fc, fc_conv_applies)):
+    variant(_op, name=_gen.__name__.removeprefix("gen_") + "_bf16", priority=1, applies=_bf16(_applies))(_gen)
