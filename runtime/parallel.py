@@ -40,11 +40,10 @@ from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.core.caching import FunctionCache
-from numba.core.runtime import rtsys
 from numba.extending import intrinsic
 
 from .cpus import default_threads, usable_cpus
+from .numba_cache import LoadWithoutRefresh
 from .team import (
     ABORT,
     FUTEX_WAIT_PRIVATE,
@@ -275,21 +274,9 @@ def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
     return n
 
 
-class _LoadWithoutRefresh(FunctionCache):
-    """numba's disk cache for the team's own functions, loading an entry without first refreshing numba's
-    target context (every registry numba has, and scipy.linalg: 0.8-1.4 s measured on this machine): a
-    process whose kernels came from cnnjit's cache (``compiler/codegen/build.py``, which skips it the same
-    way) paid it at its first run on the team. Loading needs only the runtime's symbols."""
-
-    def load_overload(self, sig, target_context):  # noqa: ANN001, ANN201 - numba's signature
-        rtsys.initialize(target_context)
-        with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
-
-
 for _fn in (idle_wait, post):
     try:
-        _fn._cache = _LoadWithoutRefresh(_fn.py_func)
+        _fn._cache = LoadWithoutRefresh(_fn.py_func)  # its first team run loads fast
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
         pass
 

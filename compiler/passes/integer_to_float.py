@@ -26,13 +26,12 @@ from .manager import Pass
 #: below this many multiply-adds a MatMulInteger runs as a float GEMM (the int16 kernel's widening of A
 #: and its packing are not worth it)
 MIN_INT16_MACS = 32 * 1024
-#: 1x1 ConvIntegers stay integer too (``pointwise_i16``); False: float Conv (A/B measurements)
-POINTWISE = True
-#: ... on maps of at least this many pixels (its tiles are rows of pixel vectors: on smaller maps they idle
-#: lanes, where the float kernels put channels in the lanes: MobileNetV3-small's 4x4 .. 16x16 1x1s), with at
-#: least this many output channels (X's repack into channel pairs, a scalar pass over the input, is shared by
-#: them: the ddddocr CRNN's 512 -> 4096 LSTM projection over 32 steps ran 1.27 ms against 1.56 as a float
-#: Conv, its 192 -> 48 1x1s at 16x64 no faster than float) and this many multiply-adds
+#: 1x1 ConvIntegers stay integer too (``pointwise_i16``) on maps of at least this many pixels (its tiles are
+#: rows of pixel vectors: on smaller maps they idle lanes, where the float kernels put channels in the lanes:
+#: MobileNetV3-small's 4x4 .. 16x16 1x1s), with at least this many output channels (X's repack into channel
+#: pairs, a scalar pass over the input, is shared by them: the ddddocr CRNN's 512 -> 4096 LSTM projection over
+#: 32 steps ran 1.27 ms against 1.56 as a float Conv, its 192 -> 48 1x1s at 16x64 no faster than float) and
+#: this many multiply-adds
 POINTWISE_MIN_PIXELS = 32
 POINTWISE_MIN_CHANNELS = 256
 POINTWISE_MIN_MACS = 1 << 20
@@ -115,7 +114,7 @@ def _keep_integer(node: Node) -> bool:
     if int16_matmul_fits(node):
         A, B = node.inputs[0], node.inputs[1]
         return int(A.shape[0]) * int(A.shape[1]) * int(B.shape[1]) >= MIN_INT16_MACS
-    if POINTWISE and int16_pointwise_fits(node):
+    if int16_pointwise_fits(node):
         y = node.outputs[0]
         pixels = int(np.prod(y.shape[2:], dtype=np.int64))
         return (pixels >= POINTWISE_MIN_PIXELS and int(y.shape[1]) >= POINTWISE_MIN_CHANNELS

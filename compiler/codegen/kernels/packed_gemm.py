@@ -39,12 +39,11 @@ NR = 2
 MR_MAX = 8
 #: independent FMA chains that hide the FMA latency on both pipes (4 cycles x 2 pipes)
 CHAINS = 8
-#: prefetch the next panel while computing this one: a B past the last-level cache streams from DRAM. Each
+#: The next panel is prefetched while this one is computed: a B past the last-level cache streams from DRAM. Each
 #: row tile of a panel prefetches its own share of the next one (tile ``i`` of ``n`` the ``i``-th ``1/n``), so
 #: DRAM is asked for the panel at the rate the FMAs consume it: a first tile prefetching all of it asked for
 #: the whole panel in ``1/n`` of the time, faster than one core's DRAM stream (the CRNN's 33 MB classifier:
 #: 6.9 -> 6.2 ms, 78 -> 87 GFLOP/s)
-PREFETCH = True
 #: below this many multiply-adds the packed panels' setup is not worth a new kernel: the row-major
 #: micro-kernel's block of B stays in L1 anyway
 MIN_MACS = 32 * 1024
@@ -144,8 +143,8 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
         out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan",
                 f"{ind}pf = pan + KP * {nc} + tn * ((KP * {nc}) // {ntiles})"]
         steps = _steps(rows, 1, nc, bf16, ind)
-        if PREFETCH:  # the next panel's share of this tile, a line (16 floats) at least every 16 floats
-            steps[1:1] = [f"{ind}    prefetch(bb, pf + (k * {nc}) // {ntiles} + {16 * i})" for i in range(npf)]
+        # the next panel's share of this tile, a line (16 floats) at least every 16 floats
+        steps[1:1] = [f"{ind}    prefetch(bb, pf + (k * {nc}) // {ntiles} + {16 * i})" for i in range(npf)]
         out += steps
         out.append(f"{ind}if cnt == {nc}:")
         out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", False)

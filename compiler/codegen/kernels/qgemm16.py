@@ -31,9 +31,6 @@ from .template import source
 NR = 2
 #: at most this many rows per tile
 MR_MAX = 8
-#: prefetch the next panel while computing this one, each row tile its share (as ``packed_gemm``: a B past
-#: the last-level cache streams from DRAM at the rate the multiply-adds consume it)
-PREFETCH = True
 
 
 def tile(M: int, registers: int) -> tuple[int, int]:
@@ -94,8 +91,9 @@ def i16_source(n: int, mr: int, nr: int) -> str:
     lines += [f"{ind}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
     lines += [f"{ind}pf = pan + K2 * {2 * nc} + (m // {mr}) * ((K2 * {2 * nc}) // NT)",
               f"{ind}for k in range(K2):", f"{ind}    bi = pan + k * {2 * nc}"]
-    if PREFETCH:  # this row tile's share of the next panel (32 int16 = one cache line)
-        lines += [f"{ind}    prefetch(bb, pf + (k * {2 * nc}) // NT + {32 * i})" for i in range(-(-2 * nc // 32))]
+    # this row tile's share of the next panel (32 int16 = one cache line), prefetched while this one runs (as
+    # ``packed_gemm``: a B past the last-level cache streams from DRAM at the rate the multiply-adds use it)
+    lines += [f"{ind}    prefetch(bb, pf + (k * {2 * nc}) // NT + {32 * i})" for i in range(-(-2 * nc // 32))]
     lines += _tile(ind, n, mr, nr, ("bb", "bi"), ("sb", "r{i} + 2 * k"), "yo + (m + {i}) * N + p", "N - p")
     return source(lines)
 

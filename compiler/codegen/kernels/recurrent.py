@@ -112,9 +112,6 @@ def int8_recurrence(R: np.ndarray) -> bool:
 
 
 _NAMES = ("i", "o", "f", "c")
-#: a quantized recurrence whose ``R`` fits int8 runs its GEMV on integers (``_gemv_dot``); False: the float
-#: GEMV of widened bytes (A/B measurements)
-INT_DOT = True
 
 
 def _gemv(ind: str, BW: int, gates: tuple[int, ...], roff: str, accs: list[str], hexpr: str,
@@ -384,7 +381,7 @@ def gen_recurrence(node: Node, target: Target) -> list[KernelCall]:
         state = d * B * H
         rd = np.asarray(R.const[d], np.float32)
         int8 = op == "DQLSTMLoop" and int8_recurrence(rd)
-        dot = target.int_width if INT_DOT and int8 and BW == 2 * target.int_width and len(groups(node)) == 1 else 0
+        dot = target.int_width if int8 and BW == 2 * target.int_width and len(groups(node)) == 1 else 0
         if dot:
             r = Param(pack_recurrence_dot(rd.astype(np.int8), H, BW, groups(node)[0]))
         else:
