@@ -27,6 +27,10 @@ if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full co
     from .pruning import PrunedModel
 
 
+#: ``cnnjit.compile``'s precisions -> the kernels' arithmetic (``Target.precision``)
+PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "bf16-emulated": "bf16"}
+
+
 def _load_compiler() -> None:
     """Import the compiler (onnx, numba, the frontend, codegen) and bind the names ``compile`` uses into this
     module, once: ``import cnnjit`` and a warm start from the compiled-program cache never pay for them."""
@@ -67,6 +71,7 @@ def compile(  # noqa: A001 - the public name users expect
     threads: int | None = None,
     variants: Mapping[str, str] | None = None,
     vector_width: int | None = None,
+    precision: str = "fp32",
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -103,11 +108,21 @@ def compile(  # noqa: A001 - the public name users expect
     experiments: a forced variant that cannot compute a node is a ``CompileError``. ``vector_width`` (4, 8
     or 16 float32 lanes; default the host's widest) generates the SIMD kernels at another width.
 
+    ``precision``: ``"fp32"`` (default), or ``"bf16"``: the 1x1 Convs and the Gemm / MatMul with a constant B
+    keep their weights as bf16 (half the bytes), round their inputs to bf16 as they load them and accumulate
+    in fp32 with the AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without
+    AVX512_BF16 refuses it (``UnsupportedHardwareError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes
+    the same bf16 arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
+    See ``compiler/codegen/simd_bf16.py``.
+
     Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same
     options (and input shapes) on this machine is loaded from the compiled-program cache as one native
     object, without importing the compiler (see ``cnnjit.runtime.native``); anything else compiles here.
     """
-    if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active \
+            and precision == "fp32":
         warm = native.load(model, {**warm_options(input_shapes, fuse, passes, disable, max_tensor_bytes, entry,
                                                   max_arena_bytes, sparse_threshold, threads, variants,
                                                   vector_width), "verify": verify}, _rebuild, _compile_full)
@@ -119,7 +134,11 @@ def compile(  # noqa: A001 - the public name users expect
     if target is not None:
         return compile_for_target(model, target=target, cpu=cpu, features=features, input_shapes=input_shapes,
                                   fuse=fuse, passes=passes, disable=disable, verify=verify,
-                                  max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes)
+                                  max_tensor_bytes=max_tensor_bytes, max_arena_bytes=max_arena_bytes,
+                                  precision=precision)
+    if precision == "bf16":
+        from cnnjit.compiler.codegen.simd_bf16 import require_bf16
+        require_bf16()
     if cpu is not None or features is not None:
         raise InputError("cpu= and features= apply to a cross-compilation target: pass target= too")
     if entry not in ("auto", "python", "numba", "lazy"):
@@ -151,7 +170,8 @@ def compile(  # noqa: A001 - the public name users expect
                              dump_ir_after=tuple(dump_ir_after), max_tensor_bytes=max_tensor_bytes,
                              max_arena_bytes=max_arena_bytes, entry=entry, threads=threads,
                              sparse_threshold=sparse_threshold,
-                             variants=tuple(sorted((variants or {}).items())), vector_width=vector_width)
+                             variants=tuple(sorted((variants or {}).items())), vector_width=vector_width,
+                             precision=PRECISIONS[precision])
     pipeline_names = [p.name for p in options.pipeline()]
     batch_symbolic = all(s.dims and s.dims[0] is None and not s.by_value for s in sigs)
 
@@ -193,7 +213,8 @@ def compile(  # noqa: A001 - the public name users expect
         "disable": None if disable is None else list(disable), "verify": verify,
         "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
         "sparse_threshold": sparse_threshold, "threads": threads_given,
-        "variants": None if variants is None else dict(variants), "vector_width": vector_width})
+        "variants": None if variants is None else dict(variants), "vector_width": vector_width,
+        "precision": precision})
     return cm
 
 

@@ -50,6 +50,9 @@ class CompileOptions:
     sparse_threshold: float | None = None
     variants: tuple[tuple[str, str], ...] = ()
     vector_width: int | None = None
+    #: the kernels' arithmetic: "fp32", or "bf16" (1x1 Convs, constant-B Gemm / MatMul on bf16 pairs: see
+    #: ``cnnjit.compile``)
+    precision: str = "fp32"
 
     def pipeline(self) -> list[Pass]:
         """The passes these options select, in pipeline order (unknown names raise)."""
@@ -60,7 +63,7 @@ class CompileOptions:
         width = self.vector_width or host_vector_width()
         return Target(vector_width=width, int_width=host_int_width(), threads=self.threads,
                       sparse_threshold=self.sparse_threshold, variants=self.variants,
-                      vector_registers=host_vector_registers(width))
+                      vector_registers=host_vector_registers(width), precision=self.precision)
 
 
 @dataclass

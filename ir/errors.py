@@ -53,6 +53,11 @@ class CompileError(CnnjitError):
     """Code generation or kernel compilation failed (a compiler bug; please report it with the model)."""
 
 
+class UnsupportedHardwareError(CnnjitError):
+    """The CPU lacks an instruction-set feature the requested compilation needs (``precision="bf16"`` without
+    avx512_bf16); the message names the feature and the alternative."""
+
+
 class ResourceLimitError(ModelError):
     """The model would need more memory than the configured limit."""
 
@@ -64,4 +69,4 @@ DEFAULT_MAX_ARENA_BYTES = 4 << 30
 
 
 __all__ = ["CnnjitError", "ModelError", "UnsupportedOpError", "ShapeError", "IRError", "InputError", "CompileError",
-           "ResourceLimitError"]
+           "ResourceLimitError", "UnsupportedHardwareError"]

@@ -85,9 +85,35 @@ CASES = {
 }
 
 
+#: the ``precision="bf16"`` variants: (op, variant) -> a model they apply to under bf16 at every vector width
+BF16_CASES = {
+    ("Conv", "packed_pointwise_bf16"): CASES[("Conv", "packed_pointwise")],
+    ("Conv", "packed_fc_bf16"): CASES[("Conv", "packed_fc")],
+    ("Gemm", "packed_gemm_bf16"): CASES[("Gemm", "packed_gemm")],
+    ("MatMul", "packed_matmul_bf16"): CASES[("MatMul", "packed_matmul")],
+}
+
+
 def test_every_multi_variant_family_has_a_case_per_variant() -> None:
     for op in ("Conv", "Gemm", "MaxPool", "AveragePool", "MatMul", "ConvTranspose", "Resize"):
-        assert {name for o, name in CASES if o == op} == {v.name for v in VARIANTS[op]}, op
+        assert {name for o, name in {**CASES, **BF16_CASES} if o == op} == {v.name for v in VARIANTS[op]}, op
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("key", list(BF16_CASES), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_bf16_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> None:
+    """Each bf16 variant, forced under ``precision="bf16-emulated"``, ran and is within bf16 error of
+    onnxruntime's fp32 (inputs and weights rounded to 8 significant bits: 3 * 2^-7 of the output scale; the
+    exact bf16 arithmetic is ``test_bf16.py``'s)."""
+    op, name = key
+    model, shape = BF16_CASES[key]
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: name}, precision="bf16-emulated")
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == op} == {name}
+    x = np.random.default_rng(width).standard_normal(shape).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = compiled(x)
+    assert not np.array_equal(got, want)
+    np.testing.assert_allclose(got, want, rtol=0, atol=3 * 2 ** -7 * float(np.abs(want).max()))
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -118,6 +118,7 @@ _HINTS = {
     "ShapeError": "the model's shapes are inconsistent; check it with onnx.checker.check_model(model, full_check=True)",
     "ModelError": "is it an ONNX model? check it with: python -c \"import onnx; onnx.checker.check_model('MODEL')\"",
     "ResourceLimitError": "the model is larger than cnnjit's limits for tiny CNNs",
+    "UnsupportedHardwareError": "this CPU cannot run that precision: 'cnnjit run --help' lists the others",
     "CompileError": "rerun with --debug for the traceback, and report it with the model",
     "IRError": "this is a compiler bug: rerun with --debug for the traceback, and report it with the model",
 }

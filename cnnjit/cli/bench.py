@@ -11,7 +11,7 @@ from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.stages import input_specs
 
 from .common import EXIT_OK, CliError, UsageError, compile_model, parse_shapes, random_inputs
-from .flags import at_least, compile_options, model_argument, output_option, runs_option
+from .flags import at_least, compile_options, model_argument, output_option, precision_option, runs_option
 from .output import (
     KEEP,
     Progress,
@@ -44,7 +44,7 @@ threads."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), compile_options(), runs_option(50, "timed runs per engine"),
+    return [model_argument(), compile_options(), precision_option(), runs_option(50, "timed runs per engine"),
             output_option("FILE", "also write the results to FILE, its format from its extension: .png a bar "
                           "chart (needs matplotlib), .json the --json document, .md a Markdown table")]
 
@@ -85,7 +85,8 @@ def main(args: argparse.Namespace) -> int:
     with Progress(enabled=not args.json) as prog:
         prog.update("compiling", 0, 1)
         model, resolved, notes, compile_s = compile_model(args.model, shapes, fuse=not args.unfused,
-                                                          threads=args.threads, quiet=args.json)
+                                                          threads=args.threads, quiet=args.json,
+                                                          precision=args.precision)
         feeds = {**random_inputs(model, {k: v for k, v in resolved.items() if k not in given}, args.seed), **given}
         feeds = {s.name: feeds[s.name] for s in model.inputs}
         spec = model.specialization(resolved)

@@ -296,7 +296,7 @@ def use_threads(n: int) -> None:
 
 
 def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, fuse: bool = True,
-                  threads: int = 1, quiet: bool = False
+                  threads: int = 1, quiet: bool = False, precision: str = "fp32"
                   ) -> tuple[Any, dict[str, tuple[int, ...]], list[str], float]:
     """Compile ``path`` for concrete input shapes (symbolic dims -> 1, noted); returns (model, shapes, notes, s)."""
     from cnnjit.compiler.frontend.loader import input_specs, load_model, resolve_shapes
@@ -317,7 +317,7 @@ def compile_model(path: str, shapes: dict[str, tuple[int, ...]] | None = None, f
         for n in notes:
             note(n)
     with blame_defaults(specs, shapes or {}):
-        model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads)
+        model = cnnjit.compile(proto, input_shapes=resolved, fuse=fuse, threads=threads, precision=precision)
     return model, resolved, notes, time.perf_counter() - t0
 
 

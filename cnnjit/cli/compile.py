@@ -6,7 +6,7 @@ import argparse
 import time
 
 from .common import EXIT_OK, CliError, UsageError, check_model_path, checked_shapes, refuse
-from .flags import compile_options, model_argument, output_option
+from .flags import compile_options, model_argument, output_option, precision_option
 from .output import emit_json, nbytes, note, print_table
 
 HELP = "compile a model ahead of time for another machine (aarch64 Linux, Cortex-M)"
@@ -28,8 +28,8 @@ arena."""
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), compile_options(), output_option("DIR", "output folder (created if needed)",
-                                                               required=True)]
+    return [model_argument(), compile_options(), precision_option(),
+            output_option("DIR", "output folder (created if needed)", required=True)]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> int:
             find_tool("aarch64-linux-gnu-gcc")  # before the compile, not after it
         art = compile_for_target(args.model, target=args.target, cpu=args.cpu, features=args.features,
                                  name=args.name, input_shapes=checked_shapes(args) or None,
-                                 fuse=not args.unfused, ram=args.ram)
+                                 fuse=not args.unfused, ram=args.ram, precision=args.precision)
         paths = art.save(args.output, shared=not args.no_shared and not micro)
     except TargetError as e:
         raise (UsageError if e.kind == "usage" else CliError)(e.message, e.hint) from e

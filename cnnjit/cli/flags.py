@@ -137,6 +137,17 @@ def compile_options() -> argparse.ArgumentParser:
     return p
 
 
+def precision_option() -> argparse.ArgumentParser:
+    """``--precision fp32|bf16|bf16-emulated``: ``cnnjit.compile(precision=...)`` (the commands that run or
+    build the model: run, bench, compile)."""
+    p = _parent()
+    p.add_argument("--precision", choices=["fp32", "bf16", "bf16-emulated"], default="fp32",
+                   help="kernel arithmetic: fp32 (default); bf16 (1x1 convs on bf16 weights and inputs, fp32 "
+                        "accumulation; needs avx512_bf16, or +bf16 on aarch64); bf16-emulated (the same "
+                        "arithmetic with fp32 instructions, any CPU: accuracy checks)")
+    return p
+
+
 def runs_option(default: int, what: str = "timed runs", minimum: int = 1) -> argparse.ArgumentParser:
     """``--runs N`` (``N >= minimum``), the repetition count, with ``--repeat`` as its hidden deprecated alias."""
     p = _parent()

@@ -22,7 +22,7 @@ from .common import (
     random_inputs,
     use_threads,
 )
-from .flags import at_least, compile_options, model_argument, output_option, runs_option
+from .flags import at_least, compile_options, model_argument, output_option, precision_option, runs_option
 from .output import KEEP, clean, emit_json, ms, note, to_ms, wrap
 
 HELP = "run a model on inputs from .npy files or random data"
@@ -40,7 +40,8 @@ dimensions set to 1. Prints each output's shape, the top-5 classes of a classifi
 
 
 def parents() -> list[argparse.ArgumentParser]:
-    return [model_argument(), compile_options(), runs_option(10, "timed runs after the first", minimum=0),
+    return [model_argument(), compile_options(), precision_option(),
+            runs_option(10, "timed runs after the first", minimum=0),
             output_option("OUT.npy|OUT.npz", "save the output (.npy) or all outputs (.npz: output_0, output_1, ...)")]
 
 
@@ -64,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     check_model_path(args.model)
     use_threads(args.threads)
     t0 = time.perf_counter()
-    model = cnnjit.compile(args.model, fuse=not args.unfused, threads=args.threads)
+    model = cnnjit.compile(args.model, fuse=not args.unfused, threads=args.threads, precision=args.precision)
     if args.output and not args.output.endswith(".npz") and len(model.output_names) > 1:
         raise UsageError(f"the model has {len(model.output_names)} outputs: -o {args.output!r} can hold one",
                          "name an .npz file (-o outputs.npz) to save them all")

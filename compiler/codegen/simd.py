@@ -90,29 +90,41 @@ def _data(context, builder, arrty, arr):
     return context.make_array(arrty)(context, builder, arr).data
 
 
+def _vptr(context, builder, arrty, arr, idx, lvt):
+    """The address of element ``idx`` of a 1-D array (or raw pointer) argument as a pointer to ``lvt``."""
+    return builder.bitcast(builder.gep(_data(context, builder, arrty, arr), [idx]), ir.PointerType(lvt))
+
+
 def _ptr(context, builder, arrty, arr, idx, n):
-    ptr = builder.gep(_data(context, builder, arrty, arr), [idx])
-    return builder.bitcast(ptr, ir.PointerType(ir.VectorType(ir.FloatType(), n)))
+    return _vptr(context, builder, arrty, arr, idx, ir.VectorType(ir.FloatType(), n))
+
+
+def load_store(vt: types.Type, lvt: ir.VectorType) -> tuple:
+    """``load(buf, i)`` / ``store(buf, i, v)`` intrinsics of the numba vector type ``vt`` (LLVM ``lvt``) at
+    element ``i`` of a buffer of 4-byte elements (4-byte aligned): ``vload`` / ``vstore`` and the bf16
+    pair forms (``simd_bf16``)."""
+    @intrinsic
+    def load(typingctx, arr, idx):
+        def codegen(context, builder, sig, args):
+            return builder.load(_vptr(context, builder, sig.args[0], args[0], args[1], lvt), align=4)
+
+        return vt(arr, idx), codegen
+
+    @intrinsic
+    def store(typingctx, arr, idx, v):
+        def codegen(context, builder, sig, args):
+            builder.store(args[2], _vptr(context, builder, sig.args[0], args[0], args[1], lvt), align=4)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, v), codegen
+
+    return load, store
 
 
 def _make(n: int) -> dict[str, object]:
     vt = Vec(n)
     lvt = ir.VectorType(ir.FloatType(), n)
-
-    @intrinsic
-    def vload(typingctx, arr, idx):
-        def codegen(context, builder, sig, args):
-            return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1], n), align=4)
-
-        return vt(arr, idx), codegen
-
-    @intrinsic
-    def vstore(typingctx, arr, idx, v):
-        def codegen(context, builder, sig, args):
-            builder.store(args[2], _ptr(context, builder, sig.args[0], args[0], args[1], n), align=4)
-            return context.get_dummy_value()
-
-        return types.void(arr, idx, v), codegen
+    vload, vstore = load_store(vt, lvt)
 
     def _mask(builder, count):
         lanes = ir.Constant(ir.VectorType(ir.IntType(64), n), list(range(n)))

@@ -426,8 +426,12 @@ def compile_for_target(model: Any, *, target: str, cpu: str | None = None, featu
     cpu, feats = resolve_features(cpu, features)
     _check_numba()
     check_target_machine(triple, cpu, feats)  # fail fast, before the model is compiled
+    precision = options.pop("precision", "fp32")
+    if precision == "bf16" and "+bf16" not in feats.split(","):
+        raise TargetError(f"precision='bf16' needs the aarch64 feature bf16 (BFDOT), not in {feats!r}",
+                          "add features='+bf16' (a CPU with FEAT_BF16), or precision='bf16-emulated'")
     gen = Target("aarch64", NEON_WIDTH, NEON_WIDTH, triple=triple, cpu=cpu, features=feats,
-                 vector_registers=NEON_REGISTERS)
+                 vector_registers=NEON_REGISTERS, precision="fp32" if precision == "fp32" else "bf16")
     art, res = lower_for_target(model, TargetArtifact, gen, name, fp_contract=fp_contract, keep_ir=keep_ir,
                                 options=options)
     art.checks = check_artifact(art, res["x86_intrinsics"])

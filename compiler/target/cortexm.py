@@ -170,6 +170,8 @@ def compile_for_cortex_m(model: Any, *, target: str, cpu: str | None = None, fea
         raise TargetError(f"malformed features {features!r}", "features look like +dsp (a + or - then the name)")
     _check_numba()
     check_target_machine(triple, cpu, feats)
+    if options.pop("precision", "fp32") != "fp32":
+        raise TargetError("Cortex-M targets compute in fp32 only (precision='fp32')", "drop precision=")
     if int(options.get("threads") or 1) != 1:
         raise TargetError("a Cortex-M build is single-threaded", "drop threads=")
     gen = Target("arm", 4, 4, triple=triple, cpu=cpu, features=feats, vector_registers=M_REGISTERS)

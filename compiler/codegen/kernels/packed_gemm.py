@@ -26,6 +26,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
+from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_matmul import matmul_layout, simd_matmul_applies
 from .simd_pointwise import gemm_simd_applies, is_pointwise, tile_stores
@@ -84,9 +85,43 @@ def panel_group(rows: int, nr: int, registers: int) -> int:
     return max(1, min(want, (registers - nr - rows) // (rows * nr)))
 
 
-def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: int = 16) -> tuple[str, list]:
+def pack_panels_bf16(b: np.ndarray, nc: int) -> np.ndarray:
+    """``pack_panels`` of ``b [K, N]``'s bf16 row pairs (rows ``2k`` and ``2k + 1`` in one 32-bit lane,
+    ``bf16_pairs``; a zero row past an odd ``K``): panels ``[ceil(K / 2), nc]``, half the bytes; int32."""
+    return pack_panels(bf16_pairs(np.asarray(b, np.float32).T).T.view(np.float32), nc).view(np.int32)
+
+
+def _steps(rows: int, g: int, nc: int, bf16: bool, ind: str) -> list[str]:
+    """The body of one step of the reduction (``k``) of ``rows`` rows x ``g`` panels: fp32, each row's
+    ``A[m + r, k]`` broadcast into FMAs; bf16, step ``k`` is the pair ``A[m + r, 2k : 2k + 2]`` rounded into one
+    broadcast bf16 pair (``vbf16bcast2``) against the panels' pair rows, and after the loop an odd ``K``'s last
+    column pairs with a zero."""
+    def body(hi: str | None) -> list[str]:
+        if bf16:
+            out = [f"{ind}    x{r} = vbf16bcast2_{nc}(ab[U(ai + {r} * K + 2 * k)], "
+                   + (f"ab[U(ai + {r} * K + 2 * k + 1)])" if hi is None else f"{hi})") for r in range(rows)]
+        else:
+            out = [f"{ind}    x{r} = vbcast{nc}(ab[U(ai + {r} * K + k)])" for r in range(rows)]
+        for h in range(g):
+            out.append(f"{ind}    v{nc} = {'vbf16load' if bf16 else 'vload'}{nc}(bb, bi + {h} * KP * {nc} + k * {nc})")
+            for r in range(rows):
+                acc = f"a{nc}_{r * g + h}"
+                step = f"vdotbf16_{nc}({acc}, v{nc}, x{r})" if bf16 else f"vfma{nc}(x{r}, v{nc}, {acc})"
+                out.append(f"{ind}    {acc} = {step}")
+        return out
+
+    out = [f"{ind}for k in range({'K // 2' if bf16 else 'K'}):", *body(None)]
+    if bf16:
+        out += [f"{ind}if K % 2 == 1:", f"{ind}    k = K // 2", *body("0.0")]
+    return out
+
+
+def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: int = 16,
+                  bf16: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue over ``rows`` rows of A, tiled by ``row_tiles``; fewer rows than
-    a short tile take ``panel_group`` panels at once (``registers``: the target's vector register file)."""
+    a short tile take ``panel_group`` panels at once (``registers``: the target's vector register file).
+    ``bf16``: B packed as bf16 row pairs (``pack_panels_bf16``), A's pairs rounded as they are broadcast,
+    ``vdotbf16`` into fp32 accumulators (``_steps``)."""
     nc = nr * w
     epi = Epilogue(node, nc, False)
 
@@ -95,11 +130,7 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
         prefetch: ``g`` sequential streams are what the hardware prefetcher follows (measured: prefetching
         the next group, or 8 or 32 rows ahead, was 3-20% slower at 640x128, 1280x1000 and 4096x4096)."""
         out = [f"{ind}a{nc}_{r * g + h} = vload{nc}(cb, co + p + {h * nc})" for r in range(rows) for h in range(g)]
-        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}for k in range(K):"]
-        out += [f"{ind}    x{r} = vbcast{nc}(ab[U(ai + {r} * K + k)])" for r in range(rows)]
-        for h in range(g):
-            out.append(f"{ind}    v{nc} = vload{nc}(bb, bi + {h} * K * {nc} + k * {nc})")
-            out += [f"{ind}    a{nc}_{r * g + h} = vfma{nc}(x{r}, v{nc}, a{nc}_{r * g + h})" for r in range(rows)]
+        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", *_steps(rows, g, nc, bf16, ind)]
         out += tile_stores(epi, ind, nc, rows * g, lambda i: f"(m + {i // g}) * N + p + {i % g * nc}", False)
         return out + epi.after(ind, [f"for i in range({rows}):", f"for j in range({g * nc}):"], "(m + i) * N + p + j")
 
@@ -109,25 +140,26 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
 
     def tile(rows: int, ind: str) -> list[str]:
         out = [f"{ind}a{nc}_{i} = vload{nc}(cb, co + p)" for i in range(rows)]
-        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan", f"{ind}pf = pan + K * {nc} + tn * ((K * {nc}) // {ntiles})",
-                f"{ind}for k in range(K):", f"{ind}    v{nc} = vload{nc}(bb, bi + k * {nc})"]
+        out += [f"{ind}ai = ao + m * K", f"{ind}bi = pan",
+                f"{ind}pf = pan + KP * {nc} + tn * ((KP * {nc}) // {ntiles})"]
+        steps = _steps(rows, 1, nc, bf16, ind)
         # the next panel's share of this tile, a line (16 floats) at least every 16 floats
-        out += [f"{ind}    prefetch(bb, pf + (k * {nc}) // {ntiles} + {16 * i})" for i in range(npf)]
-        out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(ab[U(ai + {i} * K + k)]), v{nc}, a{nc}_{i})"
-                for i in range(rows)]
+        steps[1:1] = [f"{ind}    prefetch(bb, pf + (k * {nc}) // {ntiles} + {16 * i})" for i in range(npf)]
+        out += steps
         out.append(f"{ind}if cnt == {nc}:")
         out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", False)
         out.append(f"{ind}else:")
         out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", True)
         return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"], "(m + i) * N + p + j")
 
-    lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + epi.signature() + "):"]
+    lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + epi.signature() + "):",
+             f"    KP = {'(K + 1) // 2' if bf16 else 'K'}"]  # rows of a packed panel
     g = panel_group(rows, nr, registers) if rows < 4 else 1
     if g > 1:  # whole groups of whole panels first; the rest (and the tail columns) one panel at a time
         lines += ["    j = 0",
                   f"    while j + {g} <= N // {nc}:",
                   f"        p = j * {nc}",
-                  f"        pan = bo + j * K * {nc}",
+                  f"        pan = bo + j * KP * {nc}",
                   "        m = 0",
                   *group(rows, g, " " * 8),
                   f"        j += {g}",
@@ -136,7 +168,7 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
         lines.append(f"    for j in range((N + {nc - 1}) // {nc}):")
     lines += [f"        p = j * {nc}",
               f"        cnt = min({nc}, N - p)",
-              f"        pan = bo + j * K * {nc}",
+              f"        pan = bo + j * KP * {nc}",
               "        m = 0",
               "        tn = 0"]
     if full:
@@ -169,6 +201,16 @@ def packed_matmul_applies(node: Node, target: Target) -> bool:
             and _macs(node) >= MIN_MACS)
 
 
+def _fp32(applies):
+    """``applies`` for the fp32 form of a packed variant: not under ``precision="bf16"`` (the ``_bf16`` one)."""
+    return lambda node, target: target.precision != "bf16" and applies(node, target)
+
+
+def _bf16(applies):
+    """``applies`` for the ``_bf16`` form of a packed variant: only under ``precision="bf16"``."""
+    return lambda node, target: target.precision == "bf16" and applies(node, target)
+
+
 def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int) -> list[KernelCall]:
     """One call over ``rows`` rows of A against the packed ``b [K, N]`` and the per-column ``bias``."""
     K, N = b.shape
@@ -177,12 +219,14 @@ def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int
     npan = -(-N // nc)
     cb = np.zeros(npan * nc, np.float32)
     cb[:N] = bias
-    src, extra = packed_source(node, target.vector_width, mr, nr, rows, target.vector_registers)
-    return [KernelCall(src, [node.inputs[0], Param(pack_panels(b, nc)), Param(cb), node.outputs[0], rows, K, N,
-                             *extra], note(node))]
+    bf16 = target.precision == "bf16"
+    src, extra = packed_source(node, target.vector_width, mr, nr, rows, target.vector_registers, bf16)
+    packed = pack_panels_bf16(b, nc) if bf16 else pack_panels(b, nc)
+    return [KernelCall(src, [node.inputs[0], Param(packed), Param(cb), node.outputs[0], rows, K, N, *extra],
+                       note(node))]
 
 
-@variant("Gemm", name="packed_gemm", priority=15, applies=packed_gemm_applies)
+@variant("Gemm", name="packed_gemm", priority=15, applies=_fp32(packed_gemm_applies))
 def gen_packed_gemm(node: Node, target: Target) -> list[KernelCall]:
     """``alpha * A @ B + beta * C`` with ``alpha * B`` (transposed first if ``transB``) packed."""
     B = node.inputs[1]
@@ -197,7 +241,7 @@ def gen_packed_gemm(node: Node, target: Target) -> list[KernelCall]:
     return _call(node, target, b, bias, M)
 
 
-@variant("MatMul", name="packed_matmul", priority=15, applies=packed_matmul_applies)
+@variant("MatMul", name="packed_matmul", priority=15, applies=_fp32(packed_matmul_applies))
 def gen_packed_matmul(node: Node, target: Target) -> list[KernelCall]:
     """A's batch axes folded into its rows, against the one packed B."""
     batch, _, _, M, K, N = matmul_layout(node)
@@ -216,7 +260,7 @@ def fc_conv_applies(node: Node, target: Target) -> bool:
             and y.shape == (x.shape[0], wt.shape[0], 1, 1))
 
 
-@variant("Conv", name="packed_fc", priority=18, applies=fc_conv_applies)
+@variant("Conv", name="packed_fc", priority=18, applies=_fp32(fc_conv_applies))
 def gen_packed_fc(node: Node, target: Target) -> list[KernelCall]:
     """A 1x1 Conv on a 1x1 map as the GEMV it is: ``y[n] = W x[n] + b`` on packed panels of ``W^T``, where
     the channel-vector kernel (``cvec_pointwise``) spent 11-12 us on MobileNetV3's 576 <-> 144 squeeze-excite
@@ -226,3 +270,11 @@ def gen_packed_fc(node: Node, target: Target) -> list[KernelCall]:
     b = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)
     bias = np.zeros(M, np.float32) if len(node.inputs) < 3 else node.inputs[2].const.reshape(M).astype(np.float32)
     return _call(node, target, b, bias, node.inputs[0].shape[0])
+
+
+#: the bf16 forms (``precision="bf16"``): the same generators (``_call`` reads the target's precision), named
+#: apart so a program says which ran, ahead of every fp32 variant (``packed_fc_bf16`` before the pointwise one)
+for _op, _gen, _applies in (("Gemm", gen_packed_gemm, packed_gemm_applies),
+                            ("MatMul", gen_packed_matmul, packed_matmul_applies),
+                            ("Conv", gen_packed_fc, fc_conv_applies)):
+    variant(_op, name=_gen.__name__.removeprefix("gen_") + "_bf16", priority=1, applies=_bf16(_applies))(_gen)

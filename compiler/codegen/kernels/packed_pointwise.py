@@ -35,6 +35,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from ..parts import node_part, part_space
+from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_pointwise import is_pointwise, pointwise_operands, tile_stores
 from .template import source
@@ -70,6 +71,13 @@ def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
     M = w.shape[0]
     parts = [np.ascontiguousarray(w[m:m + mr].T).reshape(-1) for m in range(0, M, mr)]
     return np.concatenate(parts).astype(np.float32)
+
+
+def pack_weights_bf16(w: np.ndarray, mr: int) -> np.ndarray:
+    """``pack_weights`` of the bf16 channel pairs of ``w`` (M x C; ``bf16_pairs``): row tiles of ``[K][rows]``
+    32-bit pairs (``K = (C + 1) // 2``, half the bytes of the float32 weights), the tile at row ``m`` from
+    ``m * K``; int32."""
+    return pack_weights(bf16_pairs(w).view(np.float32), mr).view(np.int32)
 
 
 def tail_lanes(mr: int) -> int:
@@ -156,27 +164,71 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
     return lines + (group(1, rem, ind) if rem else [])
 
 
+def strip_copy(L: int) -> list[str]:
+    """The block's strips into the scratch, strip k's ``C x L`` panel at ``so + k * C * L`` (zeros past the
+    last column): each channel's row of the block is read in order, once."""
+    return [
+        "            for c in range(C):",
+        "                xi = x0 + c * P + pb",
+        f"                si = so + c * {L}",
+        "                p = pb",
+        f"                while p + {L} <= pe:",
+        f"                    vstore{L}(sb, si, vload{L}(xb, xi))",
+        f"                    xi += {L}",
+        f"                    si += C * {L}",
+        f"                    p += {L}",
+        "                if p < pe:",
+        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
+    ]
+
+
+def strip_copy_bf16(L: int) -> list[str]:
+    """``strip_copy`` of channel pairs rounded to bf16: strip k's ``K x L`` panel of 32-bit pairs (channel
+    ``2c`` low, ``2c + 1`` high; a zero high channel past an odd ``C``) at ``so + k * K * L``."""
+    return [
+        "            for c in range(K):",
+        "                xi = x0 + 2 * c * P + pb",
+        "                hs = P if 2 * c + 1 < C else 0",  # an odd C's last pair: its high half is masked to 0
+        f"                si = so + c * {L}",
+        "                p = pb",
+        "                while p < pe:",
+        f"                    k = min({L}, pe - p)",
+        f"                    lo = vloadn{L}(xb, xi, k)",
+        f"                    vbf16store{L}(sb, si, vbf16pair{L}(lo, vloadn{L}(xb, xi + hs, k if hs else 0)))",
+        f"                    xi += {L}",
+        f"                    si += K * {L}",
+        f"                    p += {L}",
+    ]
+
+
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
-                            registers: int = 16, pixel_range: bool = False) -> tuple[str, list]:
+                            registers: int = 16, pixel_range: bool = False, bf16: bool = False
+                            ) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
     vectors and on output-channel vectors (``tail_source``) instead of a part-filled strip. ``pixel_range``:
     the kernel computes only pixels ``P0 .. P1`` (two more arguments; ``P0`` a multiple of the strip, so
-    every strip and the tail are the whole layer's: the same sums, bit for bit)."""
+    every strip and the tail are the whole layer's: the same sums, bit for bit).
+
+    ``bf16``: the reduction runs over channel pairs (``K = (C + 1) // 2``): the strip copy rounds the
+    inputs to bf16 and stores channels ``2k`` and ``2k + 1`` as one 32-bit pair per pixel (``vbf16pair``, a
+    zero channel past an odd ``C``), the weights are bf16 pairs (``pack_weights_bf16``) and every step is one
+    ``vdotbf16`` per accumulator (fp32); no split tail (its channel vectors are fp32)."""
     L = nr * w
     epi = Epilogue(node, L, False)
-    split = tail_vectors(tail, w, mr, nr)
+    split = None if bf16 else tail_vectors(tail, w, mr, nr)
     M = node.inputs[1].shape[0]
+    step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {i}))"
+            if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {i})]), v{lanes}, a{lanes}_{i})")
 
     def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
         ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns."""
         out = [f"{ind}a{lanes}_{i} = vbcast{lanes}(bb[U(bo + m + {i})])" for i in range(rows)]
-        out += [f"{ind}si = ps", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):",
-                f"{ind}    v{lanes} = vload{lanes}(sb, si)"]
-        out += [f"{ind}    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {i})]), v{lanes}, a{lanes}_{i})"
-                for i in range(rows)]
+        out += [f"{ind}si = ps", f"{ind}wi = wo + m * K", f"{ind}for c in range(K):",
+                f"{ind}    v{lanes} = {'vbf16load' if bf16 else 'vload'}{lanes}(sb, si)"]
+        out += [ind + step.format(lanes=lanes, i=i) for i in range(rows)]
         out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
 
         def idx(i: int) -> str:
@@ -196,24 +248,13 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB"
         + (", P0, P1" if pixel_range else "") + epi.signature() + "):",
+        f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
         "        x0 = xo + n * C * P",
         "        y0 = yo + n * M * P",
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
-        # the block's strips into the scratch, strip k's C x L panel at so + k * C * L (zeros past the
-        # last column): each channel's row of the block is read in order, once
-        "            for c in range(C):",
-        "                xi = x0 + c * P + pb",
-        f"                si = so + c * {L}",
-        "                p = pb",
-        f"                while p + {L} <= pe:",
-        f"                    vstore{L}(sb, si, vload{L}(xb, xi))",
-        f"                    xi += {L}",
-        f"                    si += C * {L}",
-        f"                    p += {L}",
-        "                if p < pe:",
-        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
+        *(strip_copy_bf16(L) if bf16 else strip_copy(L)),
         "            ps = so",
         "            p = pb",
         f"            while {'p < pe' if split is None else 'p + ' + str(L) + ' <= pe'}:",
@@ -224,7 +265,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                    m += {mr}",
         *(tile(rem, " " * 16) if rem else []),
         f"                p += {L}",
-        f"                ps += C * {L}",
+        f"                ps += K * {L}",
     ]
     if split is not None:
         lines.append("            if p < pe:")
@@ -305,3 +346,23 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
 def packed_part_space(node: Node, target: Target) -> tuple[int, int]:
     """Pixels, in whole strips (``NR`` vectors): a part's strips and tail are the whole layer's."""
     return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), packed_tile(target)[1] * target.vector_width
+
+
+def packed_pointwise_bf16_applies(node: Node, target: Target) -> bool:
+    """``precision="bf16"``: every group-1 1x1, stride-1, unpadded float32 Conv with constant weights."""
+    x, wt = node.inputs[0], node.inputs[1]
+    return (target.precision == "bf16" and is_pointwise(node) and x.dtype == np.float32
+            and wt.dtype == np.float32 and wt.is_const)
+
+
+@variant("Conv", name="packed_pointwise_bf16", priority=2, applies=packed_pointwise_bf16_applies)
+def gen_packed_pointwise_bf16(node: Node, target: Target) -> list[KernelCall]:
+    """``gen_packed_pointwise`` on bf16 pairs: weights rounded at compile time, inputs in the strip copy."""
+    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
+    mr, nr = packed_tile(target)
+    w = target.vector_width
+    src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, bf16=True)
+    packed = pack_weights_bf16(wt.const.reshape(M, C), mr)
+    K = (C + 1) // 2
+    pb = block_pixels(K, P, nr * w)
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(K * pb), N, C, M, P, pb, *extra], note(node))]
