@@ -51,20 +51,19 @@ def _rows_body(v: int, log: bool, rows: int, ind: str) -> list[str]:
               f"    s{r} = vadd{v}(s{r}, e{r})"]
         if not log:
             L.append(f"    vstoren{v}(yb, yr{r} + tail, e{r}, L - tail)")
-    if not log:
-        L += [f"k{r} = vbcast{v}(1.0 / vhsum{v}(s{r}))" for r in R]
-        L += [f"for j in range(0, tail, {v}):"]
-        L += [f"    vstore{v}(yb, yr{r} + j, vmul{v}(vload{v}(yb, yr{r} + j), k{r}))" for r in R]
-        L += ["if tail < L:"]
-        L += [f"    vstoren{v}(yb, yr{r} + tail, vmul{v}(vloadn{v}(yb, yr{r} + tail, L - tail), k{r}), L - tail)"
-              for r in R]
-    else:
+    # the last pass: Softmax scales the stored exponentials by 1 / sum, LogSoftmax subtracts max + log(sum)
+    # from the input
+    if log:
         L += [f"k{r} = vadd{v}(mx{r}, vbcast{v}(math.log(vhsum{v}(s{r}))))" for r in R]
-        L += [f"for j in range(0, tail, {v}):"]
-        L += [f"    vstore{v}(yb, yr{r} + j, vsub{v}(vload{v}(xb, xr{r} + j), k{r}))" for r in R]
-        L += ["if tail < L:"]
-        L += [f"    vstoren{v}(yb, yr{r} + tail, vsub{v}(vloadn{v}(xb, xr{r} + tail, L - tail), k{r}), L - tail)"
-              for r in R]
+        op, b, at = "vsub", "xb", "xr"
+    else:
+        L += [f"k{r} = vbcast{v}(1.0 / vhsum{v}(s{r}))" for r in R]
+        op, b, at = "vmul", "yb", "yr"
+    L += [f"for j in range(0, tail, {v}):"]
+    L += [f"    vstore{v}(yb, yr{r} + j, {op}{v}(vload{v}({b}, {at}{r} + j), k{r}))" for r in R]
+    L += ["if tail < L:"]
+    L += [f"    vstoren{v}(yb, yr{r} + tail, {op}{v}(vloadn{v}({b}, {at}{r} + tail, L - tail), k{r}), L - tail)"
+          for r in R]
     return [ind + ln for ln in L]
 
 
