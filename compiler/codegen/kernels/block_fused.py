@@ -116,7 +116,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         load intrinsic's name and ``{n}`` for its count argument) and storing at ``dst`` + channel row."""
         def tile(ind: str, rows: int, masked: bool) -> list[str]:
             load = xload.format(v=f"vloadn{L}" if masked else f"vload{L}", n=", cnt" if masked else "")
-            out = _tile(ind, rows, L, None, load, "web[weo + (e + {i}) * C + c]", "beb[beo + e + {i}]", "c")
+            out = _tile(ind, rows, L, None, load, "web[U(weo + (e + {i}) * C + c)]", "beb[U(beo + e + {i})]", "c")
             for i in range(rows):
                 out += act_lines(a["expand_post"], f"a{L}_{i}", L, ind)
                 st = f"gb, {dst} + (e + {i}) * PW + c0, a{L}_{i}"
@@ -125,8 +125,8 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         return tile
 
     def project_tile(ind: str, rows: int, masked: bool) -> list[str]:
-        out = _tile(ind, rows, LP, None, f"vload{LP}(sb, so + e * DP + p0)", "wpb[wpo + (m + {i}) * E + e]",
-                    "bpb[bpo + m + {i}]", "e")
+        out = _tile(ind, rows, LP, None, f"vload{LP}(sb, so + e * DP + p0)", "wpb[U(wpo + (m + {i}) * E + e)]",
+                    "bpb[U(bpo + m + {i})]", "e")
         for i in range(rows):
             idx = f"yg + (m + {i}) * OHW + p0"
             out += epi.vector(ind, f"a{LP}_{i}", idx, LP, masked)
@@ -178,8 +178,8 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     for t in range(K):  # the ring slot of each kernel row's input row (the zero slot outside the image)
         dw += [f"{ind}ih = oh * {S} - ph + {t}", f"{ind}o{t} = go + ((ih % {K}) if 0 <= ih < H else {K}) * SL"]
     dw += [f"{ind}j = (oh - g0) * OW", f"{ind}for e in range(E):", f"{ind}    wk = wdo + e * {K * K}"]
-    dw += [f"{ind}    k{t}_{u} = vbcast{w}(wdb[wk + {t * K + u}])" for t in range(K) for u in range(K)]
-    dw += [f"{ind}    bias = vbcast{w}(bdb[bdo + e])", f"{ind}    for ow0 in range(0, OW, {w}):",
+    dw += [f"{ind}    k{t}_{u} = vbcast{w}(wdb[U(wk + {t * K + u})])" for t in range(K) for u in range(K)]
+    dw += [f"{ind}    bias = vbcast{w}(bdb[U(bdo + e)])", f"{ind}    for ow0 in range(0, OW, {w}):",
            f"{ind}        col = e * PW + ow0"]
     for t in range(K):
         for u in range(K):
