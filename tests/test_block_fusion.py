@@ -28,6 +28,7 @@ from cnnjit.compiler.codegen import threads
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.passes import FuseBlocks, PassManager, default_pipeline, fuse_blocks
 from cnnjit.ir import interpret
+from cnnjit.runtime.program import Program
 
 WIDTHS = [4, 8, 16]
 ACTS = ["Relu6", "Relu", "HardSwish"]
@@ -119,6 +120,31 @@ def test_block_fused_matches_numpy(width: int, b: dict):
     assert _variants(compiled) == ["block_fused"]
     assert [n.op for n in compiled.ir.nodes] == ["InvertedResidual"]
     _check(compiled(x), want)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(b=blocks())
+@property_settings(3)
+def test_block_fused_on_an_arena_of_nans(width: int, b: dict):
+    """Every scratch and arena float starts as NaN: the ring's zero columns, the stage's tail past the
+    staged columns and the part-filled tiles' lanes past the row (stored whole, ``vkeep``) must not leak
+    into the output."""
+    model, x, want = block_case(b)
+    allocate = Program.allocate
+
+    def poisoned(program: Program) -> dict:
+        bufs = allocate(program)
+        for name, buf in bufs.items():
+            if name not in program.const_buffers and buf.dtype == np.float32:
+                buf.fill(np.nan)
+        return bufs
+
+    with fusing_all(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Program, "allocate", poisoned)
+        compiled = cnnjit.compile(model, vector_width=width)
+        got = compiled(x)
+    assert _variants(compiled) == ["block_fused"]
+    _check(got, want)
 
 
 @given(b=blocks())

@@ -152,3 +152,29 @@ def test_quad_transpose_matches_numpy(lanes: int, shift: int, seed: int) -> None
     back = np.zeros_like(y)
     _QUADS[lanes](y, back, 0)
     np.testing.assert_array_equal(back, x[shift:])
+
+
+def _keep(lanes: int):
+    return _kernel(
+        "def f(x, y, n):\n"
+        f"    vstore{lanes}(y, 0, vkeep{lanes}(vload{lanes}(x, 0), n))\n")
+
+
+_KEEP = {n: _keep(n) for n in LANES}
+
+
+@settings(max_examples=15, deadline=None)
+@given(lanes=st.sampled_from(LANES), n=st.integers(-2, 130), nans=st.booleans(), seed=st.integers(0, 2**16))
+def test_vkeep_zeroes_the_lanes_past_count(lanes: int, n: int, nans: bool, seed: int) -> None:
+    """``vkeep``: lanes below ``n`` as loaded, the rest exactly 0.0 even where they held NaN or inf (a
+    select, not a multiply), at every width; the whole vector is stored over what ``y`` held."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(lanes).astype(np.float32)
+    if nans:
+        x[::3] = np.nan
+        x[1::3] = np.inf
+    y = np.full(lanes, 7.0, np.float32)
+    _KEEP[lanes](x, y, n)
+    want = np.where(np.arange(lanes) < n, x, np.float32(0.0))
+    np.testing.assert_array_equal(y, want)
+    assert not np.signbit(y[np.arange(lanes) >= n]).any()

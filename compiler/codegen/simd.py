@@ -169,6 +169,16 @@ def _make(n: int) -> dict[str, object]:
         return vt(arr, idx), codegen
 
     @intrinsic
+    def vkeep(typingctx, v, count):
+        """``v`` with lanes ``count`` and beyond set to 0.0 (a select, so whatever they held, NaN included, is
+        gone): a part-filled tile stored whole over columns that must stay zero, where ``vstoren``'s masked
+        store (``vmaskmovps``) would cost several times a plain one (AMD)."""
+        def codegen(context, builder, sig, args):
+            return builder.select(_mask(builder, args[1]), args[0], ir.Constant(lvt, [0.0] * n))
+
+        return vt(v, count), codegen
+
+    @intrinsic
     def vbcast(typingctx, x):
         def codegen(context, builder, sig, args):
             v = context.cast(builder, args[0], sig.args[0], types.float32)
@@ -480,6 +490,7 @@ def _make(n: int) -> dict[str, object]:
     return {
         **math_ops, f"vprelu{n}": vprelu, f"vhmax{n}": vhmax, f"vsub{n}": _arith("fsub"),
         f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
+        f"vkeep{n}": vkeep,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
@@ -512,7 +523,7 @@ def prefetch(typingctx, arr, idx):
 
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
-    "vload", "vstore", "vloadn", "vstoren", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
+    "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]

@@ -65,20 +65,25 @@ def block_geometry(node: Node, target: Target) -> dict:
     w = target.vector_width
     mr, nr = pointwise_tile(target, E, w, 0)
     owv = -(-OW // w) * w
+    L = nr * w
+
+    def tiles(n: int) -> int:  # the columns ``n`` pixels' expand tiles store: whole tiles (see ``vkeep``)
+        return -(-n // L) * L
+
     if S == 1:
-        PW = -(-max(pw + W, owv + K - 1) // w) * w
+        PW = -(-max(pw + tiles(W), owv + K - 1) // w) * w
         parity: list[tuple[int, int, int]] = []
         SW = 0
     else:  # each ring row is its even then its odd padded columns (PW // 2 each)
-        half = -(-max(owv + (K - 1) // 2, (pw + W + 1) // 2) // w) * w
-        PW = 2 * half
         # per parity: the first plane position holding an input column, how many do, and that column
         parity = []
         for par in (0, 1):
             klo = (pw - par + 1) // 2
             khi = (W - 1 + pw - par) // 2 + 1
             parity.append((klo, max(0, khi - klo), 2 * klo + par - pw))
-        SW = -(-max(c for _, c, _ in parity) // w) * w  # a staged row of one parity's input columns
+        half = -(-max(owv + (K - 1) // 2, (pw + W + 1) // 2, *(klo + tiles(c) for klo, c, _ in parity)) // w) * w
+        PW = 2 * half
+        SW = tiles(max(c for _, c, _ in parity))  # a staged row of one parity's input columns, whole tiles
     # the project: 4 output channels x 2 vectors (its E-vector pixel tile is in L1 for every channel tile;
     # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others)
     pmr, pnr = MR, NR
@@ -111,16 +116,20 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     epi = Epilogue(node, w, True)
     a = node.attrs
 
-    def expand_tile(xload: str, dst: str):
+    def expand_tile(xload: str, dst: str, staged: bool = False):
         """The expand's tile reading pixel ``c0`` of channel ``c`` at ``xload`` (a format with ``{v}`` for the
-        load intrinsic's name and ``{n}`` for its count argument) and storing at ``dst`` + channel row."""
+        load intrinsic's name and ``{n}`` for its count argument) and storing at ``dst`` + channel row. The
+        last, part-filled tile stores whole tiles with its lanes past the row zeroed (the ring rows have
+        room: ``block_geometry``); it reads whole tiles too from a ``staged`` row (stride 2: the stage has
+        room), only the row's pixels from the input."""
         def tile(ind: str, rows: int, masked: bool) -> list[str]:
-            load = xload.format(v=f"vloadn{L}" if masked else f"vload{L}", n=", cnt" if masked else "")
+            ld = f"vloadn{L}" if masked and not staged else f"vload{L}"
+            load = xload.format(v=ld, n=", cnt" if ld.startswith("vloadn") else "")
             out = _tile(ind, rows, L, None, load, "web[U(weo + (e + {i}) * C + c)]", "beb[U(beo + e + {i})]", "c")
             for i in range(rows):
                 out += act_lines(a["expand_post"], f"a{L}_{i}", L, ind)
-                st = f"gb, {dst} + (e + {i}) * PW + c0, a{L}_{i}"
-                out.append(f"{ind}vstoren{L}({st}, cnt)" if masked else f"{ind}vstore{L}({st})")
+                v = f"vkeep{L}(a{L}_{i}, cnt)" if masked else f"a{L}_{i}"
+                out.append(f"{ind}vstore{L}(gb, {dst} + (e + {i}) * PW + c0, {v})")
             return out
         return tile
 
@@ -155,7 +164,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
                     f"min({2 * w - 1}, W - {iw0} - 2 * j0)))",
                     f"{ind}gr = go + (nxt % {K}) * SL + {par * half + klo}",
                     *pixel_loops(ind, "c0", str(count), "e", "E",
-                                 expand_tile(f"{{v}}(gb, {stage} + c * SW + c0{{n}})", "gr"))]
+                                 expand_tile(f"{{v}}(gb, {stage} + c * SW + c0{{n}})", "gr", True))]
         return out
 
     def channel_loops(ind: str, var: str, count: str, tile, masked: bool, mr: int) -> list[str]:
@@ -203,7 +212,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         # writes only inside the rows
         f"    for i in range(0, {K} * SL, PW):",  # the ring rows' columns left and right of the input's
         *[f"        for c in range({lo}, {hi}):\n            gb[go + i + c] = 0.0" for lo, hi in pad_columns(g)],
-        f"    for i in range({K} * SL, {K + 1} * SL):",
+        f"    for i in range({K} * SL, {K + 1} * SL{' + 2 * C * SW' if S == 2 else ''}):",  # and the stage
         "        gb[go + i] = 0.0",
         f"    for i in range(E * DP + {max(L, LP)}):",
         "        sb[so + i] = 0.0",
