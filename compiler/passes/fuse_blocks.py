@@ -39,7 +39,9 @@ MIN_EXPANDED_BYTES = 1 << 20
 #: the cost rule: the shortest run of pixels per expanded row fused. ``benchmarks/block_fusion.py``, one
 #: thread, AVX2, interleaved medians on a loaded machine: the 56-pixel runs of MobileNetV2's 16->96 (stride
 #: 2, 112x112) and 24->144->24 (56x56) blocks 0.89-1.35x and 1.09-1.13x, the 28-pixel runs of 24->144->32
-#: (stride 2, 56x56) 0.92-0.97x; every block under 1 MiB expanded (28x28 and below) 0.2-1.04x
+#: (stride 2, 56x56) 0.92-0.97x; every block under 1 MiB expanded (28x28 and below) 0.2-1.04x. Re-measured
+#: after the kernel's unchecked weight indexes and whole-tile expand stores (load 7-10): blocks 0/1 1.27x /
+#: 1.04x, 24->144->32 1.03x alone but the whole model 0.95-0.97x with it fused (48 kept), 28x28 0.98x / 0.54x
 MIN_ROW_PIXELS = 48
 
 
