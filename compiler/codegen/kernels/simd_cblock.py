@@ -209,7 +209,9 @@ MIN_CHANNELS_POINTWISE = 128
 #: (2.8) 0.22 / 0.16, 32->64 at 100x10 (2.4) 0.42 / 0.40, 64->64 at 12x12 (2.25) 0.26 / 0.15; kept where
 #: the tiles are mostly padding: 96->96 at 14x14 (2.04) 0.39 / 0.49, 64->64 at 8x8 (2.0) 0.052 / 0.064,
 #: 128->128 at 10x10 (1.56) 0.31 / 0.46, 256->256 at 7x7 (1.53) 0.66 / 1.0; 48->48 at 38x10 (2.38) 0.18 /
-#: 0.19 is the one loss above it)
+#: 0.19 is the one loss above it). Since Winograd copies the padded input twice where that drops the dummy tile
+#: per row (``winograd.COPY_SAVING``), 96->96 at 14x14 (3.06) and 192->192 at 13x13 (2.64) are above it: 0.60
+#: and 0.75 of cblock's time (AVX2, interleaved, load ~6)
 MIN_WINOGRAD_RATIO = 2.2
 
 
