@@ -25,7 +25,7 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
-    MIN_WINOGRAD_RATIO,
+    MIN_WINOGRAD_RATIO_ONE_CHANNEL,
     SPARE_REGISTERS,
     cblock_applies,
     cblock_tile,
@@ -184,12 +184,16 @@ def test_ragged_channels_choice(target: Target) -> None:
     assert cblock_tile(target, 257, 5) is not None
     assert cblock_tile(target, 257, 5, group=2) is None  # a ragged tile would straddle two groups
     assert cblock_tile(target, 2 * w + 1, 5) is None  # nearly a whole tile of padding
-    assert choose(_layer(64, 257, 13, 3, 1), target).name == "cblock"  # short row
+    # short row: Winograd's one-channel GEMM tile saves 2.64x the multiplies at 8 lanes, under
+    # MIN_WINOGRAD_RATIO_ONE_CHANNEL
+    assert choose(_layer(64, 257, 13, 3, 1), target).name == "cblock"
     assert choose(_layer(64, 257, 40, 3, 2), target).name == "cblock"  # stride 2
     assert choose(_layer(64, 257, 4 * w + 4, 5, 1), target).name == "cblock"  # long row, prime channels
-    # ... a 3x3 too, unless Winograd saves MIN_WINOGRAD_RATIO of its multiplies (3.4 at 8 lanes, 2.1 at 16)
+    # ... a 3x3 too, unless Winograd saves MIN_WINOGRAD_RATIO_ONE_CHANNEL of its multiplies (one channel per
+    # GEMM tile: 3.4 at 8 lanes, 2.1 at 16)
     n3 = _layer(64, 257, 4 * w + 4, 3, 1)
-    assert choose(n3, target).name == ("winograd_f4" if multiply_ratio(n3, target) >= MIN_WINOGRAD_RATIO else "cblock")
+    assert choose(n3, target).name == ("winograd_f4" if w == 8 else "cblock")
+    assert (multiply_ratio(n3, target) >= MIN_WINOGRAD_RATIO_ONE_CHANNEL) == (w == 8)
     assert choose(_layer(64, 4 * w - 8, 4 * w + 4, 3, 1), target).name != "cblock"  # long row, 12 | M
 
 

@@ -27,7 +27,7 @@ from .epilogue import Epilogue, has_residual
 from .simd_conv import conv_tile
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
-from .winograd import multiply_ratio, winograd_applies
+from .winograd import multiply_ratio, plan, winograd_applies
 
 
 def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int, int]]:
@@ -213,6 +213,18 @@ MIN_CHANNELS_POINTWISE = 128
 #: per row (``winograd.COPY_SAVING``), 96->96 at 14x14 (3.06) and 192->192 at 13x13 (2.64) are above it: 0.60
 #: and 0.75 of cblock's time (AVX2, interleaved, load ~6)
 MIN_WINOGRAD_RATIO = 2.2
+#: ... and with a GEMM register tile of one output channel (a prime count), whose weight broadcast per FMA row
+#: costs ~1.8x the issue slots per multiply: 64->257 at 13x13 (ratio 2.64) 1.05-1.07x cblock's time, at 36x36
+#: (3.4) 0.64-0.85x (AVX2, interleaved, load ~9)
+MIN_WINOGRAD_RATIO_ONE_CHANNEL = 3.0
+
+
+def winograd_takes(node: Node, target: Target) -> bool:
+    """Whether Winograd saves enough multiplies to take a layer cblock computes (``MIN_WINOGRAD_RATIO``)."""
+    if not winograd_applies(node, target):
+        return False
+    least = MIN_WINOGRAD_RATIO if plan(node, target)[0] > 1 else MIN_WINOGRAD_RATIO_ONE_CHANNEL
+    return multiply_ratio(node, target) >= least
 
 
 def cblock_applies(node: Node, target: Target) -> bool:
@@ -249,7 +261,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
     if (ow == 2 * w and depth >= MIN_DEPTH_TWO_VECTORS and mg % (2 * w) == 0 and a["strides"][1] == 1
             and a["kernel_shape"][1] > 1 and not winograd_applies(node, target)):
         return True
-    if depth < MIN_DEPTH or (winograd_applies(node, target) and multiply_ratio(node, target) >= MIN_WINOGRAD_RATIO):
+    if depth < MIN_DEPTH or winograd_takes(node, target):
         return False
     return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
             or conv_tile(target, mg, ow, row_width(target, ow))[0] < MIN_SIMD_CONV_CHANNELS)
