@@ -12,9 +12,9 @@ grown to pad fewer tiles (``plan``):
    and from its column 4, so that tile ``t``'s patch column ``j`` is ``pb[..][0][4 t + j]`` (``j < 4``) or
    ``pb[..][1][4 t + j - 4]`` for every tile of the band, across tile rows: a vector of ``W`` tiles is four
    plain loads and in-lane 4x4 transposes (``quads``: the tiles in a fixed order within the vector), whatever
-   the map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector). (One copy with
-   a dummy tile per row, whose columns 4-5 are the next tile's 0-1, computed 1/8 more tiles at 32 columns and
-   1/4 more at 16);
+   the map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector). Where the second
+   copy saves less than ``COPY_SAVING``, one copy ``pb[C][6][tiles * 4]`` with a dummy tile per row (whose
+   columns 4-5 are the next tile's 0-1): 1/8 more tiles at 32 columns, 1/4 more at 16;
 2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous; the
    sizes are literals in the kernel, so that the 36 planes are constant offsets from one pointer: with the
    sizes as arguments, 36 pointers were kept, spilled, and took as long as the arithmetic);
@@ -152,8 +152,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         + (", TY0, TY1" if band_range else "") + epi.signature() + "):",
         f"    RL = 4 * (TX + {2 - copies})",  # a tile row's columns in the band (one copy: a dummy tile)
         "    LB = 4 * T + 8",  # one (channel, patch row, copy) of the band, with slack for the last strided loads
-        # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input (two copies), transformed
-        # input, GEMM results, output band
+        # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input (one or two copies),
+        # transformed input, GEMM results, output band
         "    po = zo",
         f"    vo = po + C * {6 * copies} * LB",
         "    mo = vo + 36 * C * T",
@@ -166,8 +166,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         # 4-5 at the offsets of their columns 0-1): where (d0, d4) and from which input column (s0, s4), how many
         "    d0, s0 = pw, 0",
         "    n0 = min(Win, RL - pw)",
-        "    d4, s4 = max(0, pw - 4), max(0, 4 - pw)",
-        "    n4 = min(Win - s4, RL - d4)",
+        *(["    d4, s4 = max(0, pw - 4), max(0, 4 - pw)", "    n4 = min(Win - s4, RL - d4)"] if copies == 2 else []),
         "    for n in range(N):",
         f"        for ty0 in range({'TY0, TY1' if band_range else '0, TY'}, RB):",
         f"            rb = min(RB, {'TY1' if band_range else 'TY'} - ty0)",
@@ -327,10 +326,9 @@ def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, copies: int 
               limit: int | None = None) -> tuple[int, int]:
     """(RB, T): tile rows per band (of ``TX`` tiles each) and the band's tile capacity (a multiple of
     ``step``, the register tile's tiles), with ``copies`` of the padded input: as many rows as keep the
-    scratch within ``limit`` bytes (default ``BAND_BYTES``), or within a
-    quarter of the transformed weights when they are larger (every band streams all of them: 192->192 at
-    13x13 with its 5.3 MB in 4 bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at
-    least one row."""
+    scratch within ``limit`` bytes (default ``BAND_BYTES``), or within a quarter of the transformed weights
+    when they are larger (every band streams all of them: 192->192 at 13x13 with its 5.3 MB in 4 bands of one
+    tile row ran at 36 effective GFLOP/s, in one band at 61), at least one row."""
     per_tile = 4 * (24 * copies * C + 36 * C + 16 * M + 36 * mr)
     budget = max(BAND_BYTES if limit is None else limit, 4 * TP * TP * C * M // 4)
     rb = max(1, min(TY, budget // (per_tile * TX)))
