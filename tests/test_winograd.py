@@ -106,20 +106,40 @@ def any_size() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def forced_copies(copies: int) -> Iterator[None]:
+    """``plan`` made to choose ``copies`` of the padded input (1: a dummy tile per row; 2: a copy from column
+    4), and asserted to have generated that layout for every kernel."""
+    made = []
+    source = winograd.winograd_source
+
+    def recorded(*args, **kw):
+        made.append(kw["copies"])
+        return source(*args, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd, "COPY_SAVING", 1.0 if copies == 1 else -np.inf)
+        mp.setattr(winograd, "winograd_source", recorded)
+        yield
+    assert made and set(made) == {copies}
+
+
+@pytest.mark.parametrize("copies", [1, 2])
 @pytest.mark.parametrize("width", WIDTHS)
 @property_settings(max_examples=4)
 @given(case=wino_cases())
-def test_winograd_at_width(width, case) -> None:
-    with any_size():
+def test_winograd_at_width(width, copies, case) -> None:
+    with any_size(), forced_copies(copies):
         check_conv(**case, width=width)
 
 
+@pytest.mark.parametrize("copies", [1, 2])
 @pytest.mark.parametrize("width", WIDTHS)
 @property_settings(max_examples=3)
 @given(case=wino_cases(), limits=st.sampled_from([(1, 1), (1, 24 * 1024), (8 * 1024, 64 * 1024)]))
-def test_winograd_bands_at_width(width, case, limits) -> None:
+def test_winograd_bands_at_width(width, copies, case, limits) -> None:
     """Small band limits: several bands, a partial last one, bands grown past ``BAND_BYTES`` by ``plan``."""
-    with any_size(), pytest.MonkeyPatch.context() as mp:
+    with any_size(), forced_copies(copies), pytest.MonkeyPatch.context() as mp:
         mp.setattr(winograd, "BAND_BYTES", limits[0])
         mp.setattr(winograd, "BAND_MAX_BYTES", limits[1])
         check_conv(**case, width=width)
@@ -144,17 +164,19 @@ def test_gemm_tiles_within_the_budget_and_cap(width: int, registers: int) -> Non
     assert (12, 2) in winograd.gemm_tiles(Target(vector_width=16, vector_registers=32), 96)
 
 
-@pytest.mark.parametrize(("layer", "tile"), [((16, 16, 32), (4, 3)), ((32, 32, 16), (4, 3)), ((64, 64, 8), (8, 1)),
-                                             ((96, 96, 52), (6, 2)), ((24, 24, 104), (6, 2)),
-                                             ((64, 64, 20), (4, 2))])
-def test_plan_tile_by_issue_cost(layer: tuple[int, int, int], tile: tuple[int, int]) -> None:
-    """AVX2's measured choices (``issue_cost``): ResNet-8's 16- and 32-channel maps on 4 channels x 3 vectors
+@pytest.mark.parametrize(("layer", "tile", "copies"), [
+    ((16, 16, 32), (4, 3), 1), ((32, 32, 16), (4, 2), 2), ((64, 64, 8), (8, 1), 1), ((96, 96, 52), (6, 2), 1),
+    ((24, 24, 104), (6, 2), 1), ((64, 64, 20), (4, 2), 1), ((192, 192, 13), (6, 2), 2), ((96, 96, 14), (6, 2), 2)])
+def test_plan_tile_by_issue_cost(layer: tuple[int, int, int], tile: tuple[int, int], copies: int) -> None:
+    """AVX2's measured choices (``issue_cost``): ResNet-8's 16-channel 32x32 on 4 channels x 3 vectors
     (12 accumulators, 7 loads per 12 FMAs), a 2x2-tile map on one vector, the detector's 14 tiles a row on 2
-    vectors (3 would pad them to 24), YOLOv8n's 64-channel 20x20 on 4 channels x 2 vectors rather than 2 x 4."""
+    vectors (3 would pad them to 24), YOLOv8n's 64-channel 20x20 on 4 channels x 2 vectors rather than 2 x 4;
+    two copies of the padded input (no dummy tile) where that saves ``COPY_SAVING`` of the cost: 16 tiles
+    instead of 20 padded to 24 on 16x16, 13x13 and 14x14 maps, not 64 instead of 72 on 32x32."""
     c, m, hw = layer
     node = _default_variant(c, m, hw)[1]
     t = Target(vector_width=8, vector_registers=16)
-    assert winograd.plan(node, t)[:2] == tile
+    assert winograd.plan(node, t)[:2] == tile and winograd.plan(node, t)[5] == copies
     cost = winograd.issue_cost
     assert cost(4, 3) <= cost(6, 2) < cost(4, 2) < cost(8, 1) < cost(4, 1) and cost(4, 2) < cost(2, 4)
 
@@ -196,6 +218,7 @@ def test_plan_grows_a_band_that_pads_fewer_tiles(monkeypatch) -> None:
         return next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
 
     crnn, big = node(32, 64, 16, 64), node(96, 96, 52, 52)
+    monkeypatch.setattr(winograd, "COPY_SAVING", 1.0)  # one copy: a band of one row computes the dummy tiles
     for width, registers in ((8, 16), (16, 32)):
         t = Target(vector_width=width, vector_registers=registers)
         grown = winograd.plan(crnn, t)
@@ -236,7 +259,8 @@ def _default_variant(c, m, hw, width=8, registers=16):
 
 
 @pytest.mark.parametrize("c,m,hw,chosen", [(96, 96, 52, True), (48, 48, 104, True), (16, 16, 32, True),
-                                           (64, 64, 8, True), (192, 192, 13, True), (4, 16, 32, False),
+                                           (64, 64, 8, True), (192, 192, 13, True), (96, 96, 14, True),
+                                           (4, 16, 32, False),
                                            (32, 32, 4, False), (96, 96, 5, False)])
 def test_crossover(c, m, hw, chosen) -> None:
     """Above the measured crossover the table picks winograd_f4; below it (few channels, few tiles) not."""

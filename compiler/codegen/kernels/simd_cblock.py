@@ -27,7 +27,7 @@ from .epilogue import Epilogue, has_residual
 from .simd_conv import conv_tile
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
-from .winograd import multiply_ratio, winograd_applies
+from .winograd import multiply_ratio, plan, winograd_applies
 
 
 def row_plan(ow: int, np_: int, inside: tuple[int, int]) -> list[tuple[int, int, int]]:
@@ -209,8 +209,22 @@ MIN_CHANNELS_POINTWISE = 128
 #: (2.8) 0.22 / 0.16, 32->64 at 100x10 (2.4) 0.42 / 0.40, 64->64 at 12x12 (2.25) 0.26 / 0.15; kept where
 #: the tiles are mostly padding: 96->96 at 14x14 (2.04) 0.39 / 0.49, 64->64 at 8x8 (2.0) 0.052 / 0.064,
 #: 128->128 at 10x10 (1.56) 0.31 / 0.46, 256->256 at 7x7 (1.53) 0.66 / 1.0; 48->48 at 38x10 (2.38) 0.18 /
-#: 0.19 is the one loss above it)
+#: 0.19 is the one loss above it). Since Winograd copies the padded input twice where that drops the dummy tile
+#: per row (``winograd.COPY_SAVING``), 96->96 at 14x14 (3.06) and 192->192 at 13x13 (2.64) are above it: 0.60
+#: and 0.75 of cblock's time (AVX2, interleaved, load ~6)
 MIN_WINOGRAD_RATIO = 2.2
+#: ... and with a GEMM register tile of one output channel (a prime count), whose weight broadcast per FMA row
+#: costs ~1.8x the issue slots per multiply: 64->257 at 13x13 (ratio 2.64) 1.05-1.07x cblock's time, at 36x36
+#: (3.4) 0.64-0.85x (AVX2, interleaved, load ~9)
+MIN_WINOGRAD_RATIO_ONE_CHANNEL = 3.0
+
+
+def winograd_takes(node: Node, target: Target) -> bool:
+    """Whether Winograd saves enough multiplies to take a layer cblock computes (``MIN_WINOGRAD_RATIO``)."""
+    if not winograd_applies(node, target):
+        return False
+    least = MIN_WINOGRAD_RATIO if plan(node, target)[0] > 1 else MIN_WINOGRAD_RATIO_ONE_CHANNEL
+    return multiply_ratio(node, target) >= least
 
 
 def cblock_applies(node: Node, target: Target) -> bool:
@@ -247,7 +261,7 @@ def cblock_applies(node: Node, target: Target) -> bool:
     if (ow == 2 * w and depth >= MIN_DEPTH_TWO_VECTORS and mg % (2 * w) == 0 and a["strides"][1] == 1
             and a["kernel_shape"][1] > 1 and not winograd_applies(node, target)):
         return True
-    if depth < MIN_DEPTH or (winograd_applies(node, target) and multiply_ratio(node, target) >= MIN_WINOGRAD_RATIO):
+    if depth < MIN_DEPTH or winograd_takes(node, target):
         return False
     return (a["strides"][1] == 2 or ow < 2 * w or max(a["dilations"]) > 1
             or conv_tile(target, mg, ow, row_width(target, ow))[0] < MIN_SIMD_CONV_CHANNELS)

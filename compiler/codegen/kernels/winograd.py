@@ -7,12 +7,14 @@ the direct convolution's 144 (4x fewer), plus the transforms, which are per tile
 The kernel works on *bands* of tile rows sized so the band's scratch stays in L2 (``band_rows``), or
 grown to pad fewer tiles (``plan``):
 
-1. the band's input rows are copied into a padded scratch ``pb[C][6][tiles * 4]``: for patch row ``r``,
-   the rows of every tile one after the other, each row four columns longer than the tiles need (one
-   dummy tile per row), so that tile ``t``'s patch column ``j`` is ``pb[.. + 4 t + j]`` for every tile of
-   the band, across tile rows: a vector of ``W`` tiles is four plain loads and in-lane 4x4 transposes
-   (``quads``: the tiles in a fixed order within the vector), whatever the map's width (a 8x8 map's 2 tiles per
-   row would otherwise waste 3/4 of an AVX2 vector);
+1. the band's input rows are copied into a padded scratch ``pb[C][6][2][tiles * 4]``: for patch row ``r``,
+   the rows of every tile one after the other, ``4 TX`` columns each, twice: from the padded row's column 0
+   and from its column 4, so that tile ``t``'s patch column ``j`` is ``pb[..][0][4 t + j]`` (``j < 4``) or
+   ``pb[..][1][4 t + j - 4]`` for every tile of the band, across tile rows: a vector of ``W`` tiles is four
+   plain loads and in-lane 4x4 transposes (``quads``: the tiles in a fixed order within the vector), whatever
+   the map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector). Where the second
+   copy saves less than ``COPY_SAVING``, one copy ``pb[C][6][tiles * 4]`` with a dummy tile per row (whose
+   columns 4-5 are the next tile's 0-1): 1/8 more tiles at 32 columns, 1/4 more at 16;
 2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous; the
    sizes are literals in the kernel, so that the 36 planes are constant offsets from one pointer: with the
    sizes as arguments, 36 pointers were kept, spilled, and took as long as the arithmetic);
@@ -64,6 +66,11 @@ BAND_MAX_BYTES = 1024 * 1024
 #: ... but takes the smallest scratch among the bands within this factor of the fewest tiles (in the CRNN,
 #: 32->64 at 16x64 in bands of 2 rows (80 tiles, 440 KB) ran faster than in one of 4 (72 tiles, 880 KB))
 BAND_SLACK = 1.125
+#: ``plan`` copies each band row twice (no dummy tile per row: the copy from column 4 gives the tiles' columns
+#: 4-5) when that lowers the GEMMs' issue cost by at least this fraction: the second copy and its zeroing cost
+#: the small layers as much as 1/8 of the tiles (AVX2, per call against one copy: 16->16 at 32x32 (72 -> 64
+#: tiles, 3% of the cost) 1.05-1.2x slower; 32->32 at 16x16 (24 -> 16 tiles, 27%) ~0.85x)
+COPY_SAVING = 0.2
 #: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
 #: transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
@@ -120,11 +127,22 @@ def quads(w: int, at: str) -> str:
     return f"vtrq{w}(" + ", ".join(f"vload{w}(zb, {at} + {j * w})" for j in range(4)) + ")"
 
 
-def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False) -> tuple[str, list]:
+def _row_copy(ind: str, dst: str, src: str, n: str, w: int) -> list[str]:
+    """Lines copying ``n`` input floats from ``xb[src]`` to ``zb[dst]``: whole vectors unmasked (masked stores
+    are slow on AMD), the tail by element."""
+    return [f"{ind}for i0 in range(0, {n} - {w - 1}, {w}):",
+            f"{ind}    vstore{w}(zb, {dst} + i0, vload{w}(xb, {src} + i0))",
+            f"{ind}for x in range({n} // {w} * {w}, {n}):",
+            f"{ind}    zb[U({dst} + x)] = xb[U({src} + x)]"]
+
+
+def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False,
+                    copies: int = 1) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
-    tiles) and bands of ``T`` tiles (``plan``); the sizes are arguments, and the input channels and ``T``
-    literals too in the offsets of the transforms' 36 planes. ``band_range``: the kernel takes ``TY0, TY1``
-    after ``T`` and computes the tile rows ``TY0..TY1`` only (one thread's part, ``parts.py``)."""
+    tiles), bands of ``T`` tiles and ``copies`` of the padded input (1: a dummy tile per row; ``plan``); the
+    sizes are arguments, and the input channels and ``T`` literals too in the offsets of the transforms' 36
+    planes. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes the tile rows ``TY0..TY1``
+    only (one thread's part, ``parts.py``)."""
     C = node.inputs[0].shape[1]
     L = nr * w  # tiles per register tile row (nr vectors)
     epi = Epilogue(node, w, True)
@@ -132,50 +150,52 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
     lines = [
         "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
         + (", TY0, TY1" if band_range else "") + epi.signature() + "):",
-        "    TXP = TX + 1",  # tiles per padded row: one dummy tile keeps every patch column a stride-4 load
-        "    RL = 4 * TXP",
-        "    LB = 4 * T + 8",  # one (channel, patch row) of the band, with slack for the last strided loads
-        # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input, transformed input, GEMM
-        # results, output band
+        f"    RL = 4 * (TX + {2 - copies})",  # a tile row's columns in the band (one copy: a dummy tile)
+        "    LB = 4 * T + 8",  # one (channel, patch row, copy) of the band, with slack for the last strided loads
+        # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input (one or two copies),
+        # transformed input, GEMM results, output band
         "    po = zo",
-        "    vo = po + C * 6 * LB",
+        f"    vo = po + C * {6 * copies} * LB",
         "    mo = vo + 36 * C * T",
         f"    oo = mo + 36 * {mr} * T",
         # zeros once: the pad columns left and right of every row stay zero (data is only ever copied between
         # them), and past a band's tiles (padding tiles, whose outputs are dropped) the values stay finite
-        "    for i in range(C * 6 * LB):",
+        f"    for i in range(C * {6 * copies} * LB):",
         "        zb[U(po + i)] = np.float32(0.0)",
-        "    ncopy = min(Win, RL - pw)",
+        # each band row from the padded row's column 0 and (two copies) from its column 4 (the tiles' columns
+        # 4-5 at the offsets of their columns 0-1): where (d0, d4) and from which input column (s0, s4), how many
+        "    d0, s0 = pw, 0",
+        "    n0 = min(Win, RL - pw)",
+        *(["    d4, s4 = max(0, pw - 4), max(0, 4 - pw)", "    n4 = min(Win - s4, RL - d4)"] if copies == 2 else []),
         "    for n in range(N):",
         f"        for ty0 in range({'TY0, TY1' if band_range else '0, TY'}, RB):",
         f"            rb = min(RB, {'TY1' if band_range else 'TY'} - ty0)",
-        "            nt = rb * TXP",
+        f"            nt = rb * (TX + {2 - copies})",
         f"            ntp = (nt + {L - 1}) // {L} * {L}",
         # 1. the band's padded input rows
         "            for c in range(C):",
         "                xc = xo + (n * C + c) * H * Win",
         "                for r in range(6):",
-        "                    base = po + (c * 6 + r) * LB",
+        f"                    base = po + (c * 6 + r) * {copies} * LB",
         "                    for tyl in range(rb):",
         "                        ih = 4 * (ty0 + tyl) - ph + r",
         "                        ro = base + tyl * RL",
         "                        if ih < 0 or ih >= H:",
         "                            for x in range(RL):",
         "                                zb[U(ro + x)] = np.float32(0.0)",
+        *(["                                zb[U(ro + LB + x)] = np.float32(0.0)"] if copies == 2 else []),
         "                            continue",
         "                        xr = xc + ih * Win",
-        # whole vectors unmasked (masked stores are slow on AMD), the tail by element
-        f"                        for i0 in range(0, ncopy - {w - 1}, {w}):",
-        f"                            vstore{w}(zb, ro + pw + i0, vload{w}(xb, xr + i0))",
-        f"                        for x in range(ncopy // {w} * {w}, ncopy):",
-        "                            zb[U(ro + pw + x)] = xb[U(xr + x)]",
+        *_row_copy(" " * 24, "ro + d0", "xr + s0", "n0", w),
+        *(_row_copy(" " * 24, "ro + LB + d4", "xr + s4", "n4", w) if copies == 2 else []),
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
         f"                for t0 in range(0, ntp, {w}):",
-        "                    pc = po + c * 6 * LB + 4 * t0",
+        f"                    pc = po + c * {6 * copies} * LB + 4 * t0",
         *[ln for r in range(TP) for ln in (
-            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(w, f'pc + {r} * LB')}",
-            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = {quads(w, f'pc + {r} * LB + 4')}")],
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(w, f'pc + {copies * r} * LB')}",
+            f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = "
+            + quads(w, f"pc + {2 * r + 1} * LB" if copies == 2 else f"pc + {r} * LB + 4"))],
         *transform_lines(i20, _bt, TP, "d", "v", w),
         f"{i20}vq = vo + c * T + t0",  # the 36 planes at constant offsets from one pointer
         *[f"{i20}vstore{w}(zb, vq + {(k * TP + l) * C * T}, v{k}_{l})" for k in range(TP) for l in range(TP)],
@@ -267,9 +287,10 @@ def issue_cost(mr: int, nr: int) -> float:
     return (mr * nr + mr + 2 * nr) / (mr * nr)
 
 
-def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
-    """(MR, NR, RB, T, tiles): the register tile (channels x vectors of tiles), the band (``band_rows``) and
-    the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles included).
+def plan(node: Node, target: Target) -> tuple[int, int, int, int, int, int]:
+    """(MR, NR, RB, T, tiles, copies): the register tile (channels x vectors of tiles), the band
+    (``band_rows``), the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles
+    included) and the copies of the padded input (``COPY_SAVING``).
 
     Per register tile (``gemm_tiles``), its band: among the bands within ``BAND_SLACK`` of its fewest tiles,
     the smallest scratch. Then the tile whose padded tiles cost the fewest instructions (``issue_cost``):
@@ -279,41 +300,45 @@ def plan(node: Node, target: Target) -> tuple[int, int, int, int, int]:
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     OH, OW = node.outputs[0].shape[2:]
     TX, TY = -(-OW // TM), -(-OH // TM)
-    best = None
-    for mr, nr in gemm_tiles(target, M):
-        step = nr * target.vector_width
-        lo = band_rows(C, M, mr, TX, TY, step)[0]
-        hi = band_rows(C, M, mr, TX, TY, step, max(BAND_BYTES, BAND_MAX_BYTES))[0]
-        cands = []
-        for rb in range(lo, hi + 1):
-            T = -(-rb * (TX + 1) // step) * step
-            full, rest = divmod(TY, rb)
-            cands.append((mr, nr, rb, T, full * T + (-(-rest * (TX + 1) // step) * step if rest else 0)))
-        fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch (first)
-        near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
-        pick = min(near, key=lambda c: scratch_elems(C, M, c[0], c[3]))
-        key = (pick[4] * issue_cost(mr, nr), scratch_elems(C, M, mr, pick[3]))
-        if best is None or key < best[0]:
-            best = (key, pick)
-    return best[1]
+    best = {}
+    for copies in (1, 2):
+        row = TX + 2 - copies  # tiles a band row computes
+        for mr, nr in gemm_tiles(target, M):
+            step = nr * target.vector_width
+            lo = band_rows(C, M, mr, row, TY, step, copies)[0]
+            hi = band_rows(C, M, mr, row, TY, step, copies, max(BAND_BYTES, BAND_MAX_BYTES))[0]
+            cands = []
+            for rb in range(lo, hi + 1):
+                T = -(-rb * row // step) * step
+                full, rest = divmod(TY, rb)
+                cands.append((mr, nr, rb, T, full * T + (-(-rest * row // step) * step if rest else 0), copies))
+            fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch
+            near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
+            pick = min(near, key=lambda c: scratch_elems(C, M, c[0], c[3], copies))
+            key = (pick[4] * issue_cost(mr, nr), scratch_elems(C, M, mr, pick[3], copies))
+            if copies not in best or key < best[copies][0]:
+                best[copies] = (key, pick)
+    two = best[2][0][0] <= (1 - COPY_SAVING) * best[1][0][0]
+    return best[2 if two else 1][1]
 
 
-def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, limit: int | None = None) -> tuple[int, int]:
-    """(RB, T): tile rows per band and the band's tile capacity (a multiple of ``step``, the register tile's
-    tiles): as many rows as keep the scratch within ``limit`` bytes (default ``BAND_BYTES``), or within a
-    quarter of the transformed weights when they are larger (every band streams all of them: 192->192 at
-    13x13 with its 5.3 MB in 4 bands of one tile row ran at 36 effective GFLOP/s, in one band at 61), at
-    least one row."""
-    per_tile = 4 * (24 * C + 36 * C + 16 * M + 36 * mr)
+def band_rows(C: int, M: int, mr: int, TX: int, TY: int, step: int, copies: int = 1,
+              limit: int | None = None) -> tuple[int, int]:
+    """(RB, T): tile rows per band (of ``TX`` tiles each) and the band's tile capacity (a multiple of
+    ``step``, the register tile's tiles), with ``copies`` of the padded input: as many rows as keep the
+    scratch within ``limit`` bytes (default ``BAND_BYTES``), or within a quarter of the transformed weights
+    when they are larger (every band streams all of them: 192->192 at 13x13 with its 5.3 MB in 4 bands of one
+    tile row ran at 36 effective GFLOP/s, in one band at 61), at least one row."""
+    per_tile = 4 * (24 * copies * C + 36 * C + 16 * M + 36 * mr)
     budget = max(BAND_BYTES if limit is None else limit, 4 * TP * TP * C * M // 4)
-    rb = max(1, min(TY, budget // (per_tile * (TX + 1))))
-    return rb, -(-rb * (TX + 1) // step) * step
+    rb = max(1, min(TY, budget // (per_tile * TX)))
+    return rb, -(-rb * TX // step) * step
 
 
-def scratch_elems(C: int, M: int, mr: int, T: int) -> int:
-    """The kernel's scratch in floats for a band of ``T`` tiles: the padded input ``C x 6 x (4 T + 8)``, the
+def scratch_elems(C: int, M: int, mr: int, T: int, copies: int = 1) -> int:
+    """The kernel's scratch in floats for a band of ``T`` tiles: the padded input ``C x 6 x copies x (4 T + 8)``, the
     transformed input ``36 x C x T``, the GEMM results ``36 x mr x T`` and the output band ``M x 16 x T``."""
-    return C * 6 * (4 * T + 8) + 36 * C * T + 36 * mr * T + M * 16 * T
+    return C * 6 * copies * (4 * T + 8) + 36 * C * T + 36 * mr * T + M * 16 * T
 
 
 def winograd_ok(node: Node) -> bool:
@@ -351,12 +376,13 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win, M, OH, OW = conv_sizes(node)
-    mr, nr, rb, T, _ = plan(node, target)
+    mr, nr, rb, T, _, copies = plan(node, target)
     TX, TY = -(-OW // TM), -(-OH // TM)
     band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
-    src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None)
-    args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T)), N, C, H, Win,
-            M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
+    src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None,
+                                 copies=copies)
+    args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T, copies)), N, C,
+            H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
     return [KernelCall(src, args, note(node))]
 
 
