@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,6 @@ if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full co
     from cnnjit.compiler.target import TargetArtifact, compile_for_target
 
     from .log import loaded_kernels, log_specialization, specializing
-    from .pruning import PrunedModel
 
 
 #: ``cnnjit.compile``'s precisions -> the kernels' arithmetic (``Target.precision``)
@@ -32,12 +32,12 @@ PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "bf16-emulated": "bf16"}
 
 
 def _load_compiler() -> None:
-    """Import the compiler (onnx, numba, the frontend, codegen) and bind the names ``compile`` uses into this
-    module, once: ``import cnnjit`` and a warm start from the compiled-program cache never pay for them."""
+    """Import the compiler (numba, the frontend, codegen) and bind the names ``compile`` uses into this
+    module, once: ``import cnnjit`` and a warm start from the compiled-program cache never pay for them. Not
+    the onnx package (about a second of CPU per process): the frontend reads models with its own
+    ``frontend/onnx_proto.py``."""
     if "stages" in globals():
         return
-    import onnx  # noqa: F401
-
     from cnnjit.compiler import stages  # noqa: F401
     from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
     from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
@@ -47,9 +47,15 @@ def _load_compiler() -> None:
     from cnnjit.compiler.target import TargetArtifact, compile_for_target  # noqa: F401
 
     from .log import loaded_kernels, log_specialization, specializing  # noqa: F401
-    from .pruning import PrunedModel  # noqa: F401
 
     globals().update(locals())
+
+
+def _is_pruned(model: Any) -> bool:
+    """A ``cnnjit.prune`` result? (Asked without importing ``cnnjit.pruning``, which imports onnx: until it
+    is imported there is no ``PrunedModel`` to be one.)"""
+    pruning = sys.modules.get(f"{__package__}.pruning")
+    return pruning is not None and isinstance(model, pruning.PrunedModel)
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -129,7 +135,7 @@ def compile(  # noqa: A001 - the public name users expect
         if warm is not None:
             return warm
     _load_compiler()
-    if isinstance(model, PrunedModel):
+    if _is_pruned(model):
         model = model.model
     if target is not None:
         return compile_for_target(model, target=target, cpu=cpu, features=features, input_shapes=input_shapes,

@@ -16,9 +16,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import onnx
+from typing import TYPE_CHECKING, Any
 
 from cnnjit.compiler.frontend.loader import load_model
 from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
@@ -30,6 +28,9 @@ from cnnjit.ir.ops.fused import BLOCK_INPUTS, block_input
 from cnnjit.runtime.program import Program
 
 from .flops import node_bytes, node_flops
+
+if TYPE_CHECKING:  # a type in signatures only: inspect, graph and profile never import the onnx package
+    import onnx
 
 
 @dataclass

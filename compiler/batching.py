@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import onnx
-from onnx import numpy_helper
-
 from cnnjit.ir import Graph, Node
 from cnnjit.ir.ops import get_op
+
+from .frontend import onnx_proto as onnx  # the message classes and to_array, without the onnx package
 
 #: ops that compute each sample from that sample only, given their first input batched and every other
 #: input either a parameter (weights, scales) or batched with the output's shape (a fused residual)
@@ -158,7 +157,7 @@ def _literal_reshape(proto: onnx.ModelProto) -> bool:
             consts[n.output[0]] = n.attribute[0].t
     for n in proto.graph.node:
         if n.op_type == "Reshape" and len(n.input) > 1 and n.input[1] in consts:
-            shape = numpy_helper.to_array(consts[n.input[1]]).reshape(-1)
+            shape = onnx.to_array(consts[n.input[1]]).reshape(-1)
             if shape.size and int(shape[0]) > 0:
                 return True
     return False

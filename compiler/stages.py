@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import onnx
 
 from cnnjit.ir import Graph
 from cnnjit.ir import errors as limits
@@ -26,6 +25,7 @@ from .codegen.precompile import KernelObserver, kernels_finished, observe_kernel
 from .codegen.simd import host_vector_registers, host_vector_width
 from .codegen.simd_int import host_int_width
 from .codegen.threads import adaptive
+from .frontend import onnx_proto as onnx  # the ModelProto class, without the onnx package
 from .frontend.loader import input_specs, resolve_shapes  # noqa: F401 - re-exported
 from .frontend.onnx_import import DEFAULT_MAX_TENSOR_BYTES, import_model
 from .passes import Pass, PassManager, default_pipeline, select_passes

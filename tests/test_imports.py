@@ -12,6 +12,7 @@ read from ``pyproject.toml``.
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ OPTIONAL_HEAVY = {
 #: start from the compiled-program cache) never pays for it: their imports are not counted. Each one binds
 #: what it imports once; everything else still imports at module level. (file, function) -> why
 LAZY_LOADERS = {
-    ("cnnjit/api.py", "_load_compiler"): "the compiler (onnx, numba), on the first full compile",
+    ("cnnjit/api.py", "_load_compiler"): "the compiler (numba), on the first full compile",
     ("runtime/native.py", "_binding"): "llvmlite.binding, on the first warm start",
     ("cnnjit/cli/__init__.py", "command_module"): "one command's module (and what it imports), when it runs",
     ("compiler/frontend/onnx_proto.py", "_onnx"): "onnx, for the element types its own readers leave to onnx",
@@ -293,6 +294,19 @@ def test_import_cnnjit_leaves_the_optional_dependencies_out():
     out = subprocess.run([sys.executable, "-c", code % sorted(OPTIONAL_HEAVY)], capture_output=True, text=True,
                          check=True, cwd=REPO_DIR).stdout.split()
     assert out == [], f"import cnnjit loads {out}"
+
+
+def test_compile_and_run_leave_onnx_out(tmp_path):
+    """A cold compile and a run of a model file (the command line's path) read it with the frontend's own
+    ``onnx_proto``: the onnx package (about a second of CPU, mostly ``ml_dtypes``) is never imported."""
+    code = ("import sys, numpy as np, cnnjit\n"
+            "m = cnnjit.compile(cnnjit.example_model(), input_shapes={'input_1': (1, 49, 10, 1)})\n"
+            "m(np.zeros((1, 49, 10, 1), np.float32))\n"
+            "print(m.compile_report().compiled, sorted(n for n in sys.modules if n.partition('.')[0] == 'onnx'))")
+    env = {**os.environ, "CNNJIT_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_DIR,
+                         env=env).stdout.strip().split(maxsplit=1)
+    assert int(out[0]) > 0 and out[1] == "[]", out  # (kernels compiled here, not loaded from a cache)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ since protobuf builds one class per descriptor of its default pool), and impleme
 the plain numpy element types; anything else (bfloat16, float8, 4-bit, strings, big-endian hosts) is handed
 to onnx's own helpers, importing onnx then.
 
-If onnx is already imported when this module is (the compiler's other stages import it), or onnx's file
-cannot be loaded, the classes and helpers are onnx's own: ``BACKEND`` says which. The frontend imports this
-module as ``onnx`` (``from . import onnx_proto as onnx``), so its code reads as before.
+If onnx is already imported when this module is (by the caller, ``cnnjit.quantize`` or ``cnnjit.prune``),
+or onnx's file cannot be loaded, the classes and helpers are onnx's own: ``BACKEND`` says which. The
+frontend imports this module as ``onnx`` (``from . import onnx_proto as onnx``), so its code reads as
+before; so do ``stages``, ``batching`` and ``target/host``, which need only the message classes.
 """
 
 from __future__ import annotations

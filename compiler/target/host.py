@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import onnx
 
 from cnnjit.compiler.codegen.build import HEADER
 from cnnjit.compiler.codegen.threads import terminal_steps
+from cnnjit.compiler.frontend import onnx_proto as onnx  # the message classes, without the onnx package
 from cnnjit.compiler.frontend.onnx_import import value_inputs
 from cnnjit.compiler.stages import CompileOptions, specialize
 from cnnjit.runtime.native import host_machine
