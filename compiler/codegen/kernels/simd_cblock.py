@@ -205,7 +205,8 @@ MIN_DEPTH_POINTWISE = 160
 MIN_CHANNELS_POINTWISE = 128
 #: the most kernel taps (KH x KW) of a layer of column stride above 2 that the kernel takes at any reduction
 #: depth: no other SIMD variant takes such a layer but ``simd_conv``'s one-row kernels, so the alternative is
-#: ``direct`` (basic-pitch's 8->32 5x5 and 1->32 7x7 of column stride 3 at 172x88: 2.5 GFLOP/s there); the
+#: ``direct`` (basic-pitch's 8->32 5x5 and 1->32 7x7 of column stride 3 at 172x88: 2.2 GFLOP/s there, 58 and
+#: 35 with this kernel, thread CPU time, ``conv_variants.py``); the
 #: bound keeps the unrolled tile code (taps x pixels) small enough to compile quickly
 MAX_WIDE_STRIDE_TAPS = 49
 #: a stride-1 3x3 layer that Winograd takes with at least this ``multiply_ratio`` is left to it, short rows
