@@ -22,6 +22,7 @@ import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels.simd_cblock import (
     MAX_RAGGED,
+    MAX_WIDE_STRIDE_TAPS,
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
@@ -77,11 +78,11 @@ def conv_model(case: dict) -> tuple:
 @st.composite
 def cblock_cases(draw, width: int):
     """Layers ``cblock`` applies to at ``width``: output channels per group a multiple of two vectors, input
-    channels per group for the least reduction depth (and a few more), and a stride-2 layer, a row shorter
-    than two vectors, or a 1x1 on a row shorter than four."""
+    channels per group for the least reduction depth (and a few more), and a stride-2 or -3 layer, a row
+    shorter than two vectors, or a 1x1 on a row shorter than four."""
     g = draw(st.sampled_from([1, 1, 2]))
     k = draw(st.sampled_from([1, 3, 5]))
-    s = draw(st.sampled_from([1, 2]))
+    s = draw(st.sampled_from([1, 2, 3]))
     pointwise = k == 1 and s == 1
     least_m = -(-MIN_CHANNELS_POINTWISE // (2 * width)) if pointwise else 1  # in two-vector tiles
     m = g * 2 * width * draw(st.integers(least_m, least_m + 1))
@@ -209,9 +210,28 @@ def test_dilated_long_rows(width: int) -> None:
                 act="LeakyRelu", residual=True, seed=3), width)
 
 
-def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: tuple = (1, 1)):
+@pytest.mark.parametrize("width", WIDTHS)
+def test_wide_column_stride(width: int) -> None:
+    """Column strides above 2 (basic-pitch's 5x5 and 7x7 of stride (1, 3)) at any reduction depth, one input
+    channel included: cblock where the other variants leave them to ``direct``, up to MAX_WIDE_STRIDE_TAPS
+    taps; checked against the reference at every width."""
+    for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
+        w = target.vector_width
+        for c, k in ((1, 7), (4, 5), (3, 3)):
+            node = _layer(c, 2 * w, 6 * w, k, 1, strides=(1, 3))
+            assert c * k * k < MIN_DEPTH and choose(node, target).name == "cblock"
+        assert choose(_layer(1, 2 * w, 6 * w, 3, 1, strides=(4, 4)), target).name == "cblock"
+        assert 7 * 7 <= MAX_WIDE_STRIDE_TAPS < 8 * 8  # an 8x8 has too many taps
+        assert not cblock_applies(_layer(1, 2 * w, 6 * w, 8, 1, strides=(1, 3)), target)
+    for c, k, s, act in ((1, 7, 3, "Relu"), (8, 5, 3, "Tanh"), (2, 3, 4, None)):
+        _check(dict(n=1, c=c, m=2 * width, g=1, k=k, s=s, d=1, h=k + 4, w=5 * width + 3,
+                    pads=[k // 2, k // 2 - 1, k // 2, k // 2], act=act, residual=False, seed=k), width)
+
+
+def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: tuple = (1, 1),
+           strides: tuple | None = None):
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[s, s],
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=list(strides or (s, s)),
                               pads=[k // 2] * 4, group=group, dilations=list(dilations))]
     inits = {"w": rng.standard_normal((m, c // group, k, k)).astype(np.float32),
              "b": rng.standard_normal(m).astype(np.float32)}

@@ -203,6 +203,12 @@ MIN_DEPTH_POINTWISE = 160
 #: and its least output channels per group (to 32 or 64: 0.8-1.0x, 160-384: 1.1-1.8x; MobileNetV2's 14x14 and
 #: 28x28 1x1s lost 8% of the model's time)
 MIN_CHANNELS_POINTWISE = 128
+#: the most kernel taps (KH x KW) of a layer of column stride above 2 that the kernel takes at any reduction
+#: depth: no other SIMD variant takes such a layer but ``simd_conv``'s one-row kernels, so the alternative is
+#: ``direct`` (basic-pitch's 8->32 5x5 and 1->32 7x7 of column stride 3 at 172x88: 2.2 GFLOP/s there, 58 and
+#: 35 with this kernel, thread CPU time, ``conv_variants.py``); the
+#: bound keeps the unrolled tile code (taps x pixels) small enough to compile quickly
+MAX_WIDE_STRIDE_TAPS = 49
 #: a stride-1 3x3 layer that Winograd takes with at least this ``multiply_ratio`` is left to it, short rows
 #: included (ms per call, cblock against winograd_f4, AVX2, interleaved: 64->128 at 396x14 (ratio 2.62)
 #: 9.8 / 6.0, 64->64 at 28x12 (2.62) 0.57 / 0.21, 24->24 at 104x14 (2.53) 0.24 / 0.20, 48->48 at 32x14
@@ -230,6 +236,7 @@ def winograd_takes(node: Node, target: Target) -> bool:
 def cblock_applies(node: Node, target: Target) -> bool:
     """Where the channel-blocked kernel beats the others (``benchmarks/conv_variants.py``, AVX2 GFLOP/s):
 
+    * column stride above 2 with at most ``MAX_WIDE_STRIDE_TAPS`` taps, at any depth (else ``direct``);
     * stride 2: 50-72 against 36-40 for ``simd_conv`` (it keeps the even lanes of two loads per tap) and
       32 for ``cvec`` on the ddddocr detector's layers;
     * rows shorter than two vectors (13x13 at 8 lanes): 68-72 against 48 (``simd_conv``) and 35 (``cvec``);
@@ -258,6 +265,8 @@ def cblock_applies(node: Node, target: Target) -> bool:
         return (depth >= MIN_DEPTH_POINTWISE and mg >= MIN_CHANNELS_POINTWISE and ow < 4 * w
                 and not has_residual(node))
     mg = node.inputs[1].shape[0] // a["group"]
+    if a["strides"][1] > 2 and a["kernel_shape"][0] * a["kernel_shape"][1] <= MAX_WIDE_STRIDE_TAPS:
+        return True
     if (ow == 2 * w and depth >= MIN_DEPTH_TWO_VECTORS and mg % (2 * w) == 0 and a["strides"][1] == 1
             and a["kernel_shape"][1] > 1 and not winograd_applies(node, target)):
         return True
