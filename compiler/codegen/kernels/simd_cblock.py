@@ -229,7 +229,7 @@ def winograd_takes(node: Node, target: Target) -> bool:
     """Whether Winograd saves enough multiplies to take a layer cblock computes (``MIN_WINOGRAD_RATIO``)."""
     if not winograd_applies(node, target):
         return False
-    least = MIN_WINOGRAD_RATIO if plan(node, target)[0] > 1 else MIN_WINOGRAD_RATIO_ONE_CHANNEL
+    least = MIN_WINOGRAD_RATIO if plan(node, target).mr > 1 else MIN_WINOGRAD_RATIO_ONE_CHANNEL
     return multiply_ratio(node, target) >= least
 
 

@@ -35,6 +35,8 @@ kernel per layer from the measured crossover (``winograd_applies``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from cnnjit.ir import Node
@@ -287,7 +289,18 @@ def issue_cost(mr: int, nr: int) -> float:
     return (mr * nr + mr + 2 * nr) / (mr * nr)
 
 
-def plan(node: Node, target: Target) -> tuple[int, int, int, int, int, int]:
+class Plan(NamedTuple):
+    """``plan``'s choice for a layer (see there)."""
+
+    mr: int
+    nr: int
+    rb: int
+    T: int
+    tiles: int
+    copies: int
+
+
+def plan(node: Node, target: Target) -> Plan:
     """(MR, NR, RB, T, tiles, copies): the register tile (channels x vectors of tiles), the band
     (``band_rows``), the tiles the GEMMs compute (padded to whole register tiles per band, dummy tiles
     included) and the copies of the padded input (``COPY_SAVING``).
@@ -311,11 +324,11 @@ def plan(node: Node, target: Target) -> tuple[int, int, int, int, int, int]:
             for rb in range(lo, hi + 1):
                 T = -(-rb * row // step) * step
                 full, rest = divmod(TY, rb)
-                cands.append((mr, nr, rb, T, full * T + (-(-rest * row // step) * step if rest else 0), copies))
-            fewest = min(c[4] for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch
-            near = [c for c in cands if c[4] <= fewest * BAND_SLACK]
-            pick = min(near, key=lambda c: scratch_elems(C, M, c[0], c[3], copies))
-            key = (pick[4] * issue_cost(mr, nr), scratch_elems(C, M, mr, pick[3], copies))
+                cands.append(Plan(mr, nr, rb, T, full * T + (-(-rest * row // step) * step if rest else 0), copies))
+            fewest = min(c.tiles for c in cands)  # within BAND_SLACK of the fewest tiles, the smallest scratch
+            near = [c for c in cands if c.tiles <= fewest * BAND_SLACK]
+            pick = min(near, key=lambda c: scratch_elems(C, M, c.mr, c.T, copies))
+            key = (pick.tiles * issue_cost(mr, nr), scratch_elems(C, M, mr, pick.T, copies))
             if copies not in best or key < best[copies][0]:
                 best[copies] = (key, pick)
     two = best[2][0][0] <= (1 - COPY_SAVING) * best[1][0][0]
@@ -355,7 +368,7 @@ def multiply_ratio(node: Node, target: Target) -> float:
     """The direct convolution's multiplies over the Winograd kernel's (``plan``'s tiles): how much less the
     GEMMs do."""
     OH, OW = node.outputs[0].shape[2:]
-    return 9 * OH * OW / (TP * TP * plan(node, target)[4])
+    return 9 * OH * OW / (TP * TP * plan(node, target).tiles)
 
 
 def winograd_applies(node: Node, target: Target) -> bool:
@@ -390,4 +403,4 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
 def winograd_part_space(node: Node, target: Target) -> tuple[int, int]:
     """Tile rows (4 output rows each), in whole bands: each part fills and transforms its own bands in its
     own scratch."""
-    return -(-node.outputs[0].shape[2] // TM), plan(node, target)[2]
+    return -(-node.outputs[0].shape[2] // TM), plan(node, target).rb
