@@ -1,8 +1,8 @@
-"""Spatial parts of split layers (issue 18, ``parts.SPATIAL_PARTS``): ``packed_pointwise`` over whole strips
-of pixels and ``simd_depthwise`` over whole bands of output rows, taken before output channels when they
-balance as well, so that consecutive layers keep each thread on its own band of the map. Every split must
-give the one-thread result bit for bit and the numpy reference (``reference_np.py``) within float tolerance,
-at every vector width and part count."""
+"""Spatial parts of split layers (issue 18, ``parts.SPATIAL_PARTS``): ``packed_pointwise``, ``simd_pointwise``
+and ``strided_pointwise`` over whole strips of pixels and ``simd_depthwise`` over whole bands of output rows,
+taken before output channels when they balance as well, so that consecutive layers keep each thread on its
+own band of the map. Every split must give the one-thread result bit for bit and the numpy reference
+(``reference_np.py``) within float tolerance, at every vector width and part count."""
 
 from __future__ import annotations
 
@@ -77,6 +77,9 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     elif variant == "simd_pointwise":
         c, m = data.draw(st.integers(1, 12), "c"), data.draw(st.integers(1, 3 * width + 1), "m")
         k, stride, group, hw = 1, 1, 1, data.draw(st.integers(4, 30), "hw")
+    elif variant == "strided_pointwise":  # (a 1x1 of stride 2: each part gathers its own output rows)
+        c, m = data.draw(st.integers(1, 12), "c"), data.draw(st.integers(1, 3 * width + 1), "m")
+        k, stride, group, hw = 1, 2, 1, data.draw(st.integers(4, 60), "hw")
     else:
         c = m = group = data.draw(st.integers(2, 3 * width + 1), "c")
         k, stride, hw = data.draw(st.sampled_from([3, 5]), "k"), data.draw(st.sampled_from([1, 2]), "s"), \

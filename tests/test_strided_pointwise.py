@@ -3,6 +3,8 @@
 * every vector width (4, 8, 16) over its parameter space (batch, channels, odd and even maps whose last
   column has no full vector pair, row strides 1-3, fused activation and residual Add) against a float64
   numpy reference, with the variant asserted;
+* split over threads along output pixels (its part space: each part gathers its own output rows), at every
+  vector width and 2-4 threads, bit-identical to one thread and against the reference;
 * the variant table: it takes the stride-2 shortcuts of ResNet-8 and no padded, grouped or stride-1 1x1;
 * ResNet-8 against onnxruntime with the variant asserted.
 """
@@ -15,13 +17,16 @@ import numpy as np
 import pytest
 import reference_np as ref
 from conftest import REPO_DIR, ort_session
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
+from onnx import TensorProto, helper
 from test_winograd import conv_model
 
 import cnnjit
+from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels.simd_pointwise import PART_VECTORS
 
 sys.path.insert(0, str(REPO_DIR))
 from benchmarks.models import resnet8  # noqa: E402
@@ -65,6 +70,51 @@ def test_strided_pointwise_at_width(width: int, case: dict) -> None:
     assert got.shape == expected.shape
     err = np.abs(got.astype(np.float64) - expected)
     assert np.all(err <= 1e-5 * (scale + np.abs(r if r is not None else 0.0)) + 1e-6), err.max()
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=8)
+@given(c=st.integers(1, 24), m=st.integers(1, 40), h=st.integers(1, 30), w=st.integers(2, 70),
+       sh=st.integers(1, 3), act=st.sampled_from([None, "Relu"]), residual=st.booleans(),
+       threads=st.integers(2, 4), seed=st.integers(0, 2**16))
+@example(c=5, m=3, h=16, w=48, sh=1, act="Relu", residual=True, threads=2, seed=1)  # (384 pixels: 192 + 192)
+def test_strided_pointwise_pixel_parts(width: int, c: int, m: int, h: int, w: int, sh: int, act, residual: bool,
+                                       threads: int, seed: int) -> None:
+    """Split over threads, a layer with too few output channels for a balanced channel split takes its pixel
+    part space (ranges of ``PART_VECTORS`` vectors; each part gathers the output rows its pixels lie in, rows
+    shared by two parts included): one ``strided_pointwise`` call per part with its range, bit-identical to
+    one thread and within float32 rounding of the float64 reference."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((m, c, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    strides = (sh, 2)
+    conv = ref.conv(x, wt, b, strides=strides)
+    r = rng.standard_normal(conv.shape).astype(np.float32) if residual else None
+    expected = np.maximum(conv + (r if r is not None else 0.0), 0.0 if act else -np.inf)
+    scale = ref.conv(np.abs(x), np.abs(wt), np.abs(b), strides=strides) + np.abs(r if r is not None else 0.0)
+    # (the residual a second input: a split layer's residual is not a constant)
+    model = conv_model(x.shape, wt, b, (0, 0, 0, 0), act, strides=list(strides))
+    if residual:
+        model.graph.input.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, list(conv.shape)))
+        model.graph.node.insert(1, helper.make_node("Add", ["c", "r"], ["c2"]))
+        model.graph.node[2].input[0] = "c2"
+    feeds = {"x": x, **({"r": r} if residual else {})}
+    with pytest.MonkeyPatch.context() as mp:  # (small layers count as worth splitting)
+        mp.setattr(split, "MIN_PARALLEL_US", 0.0)
+        mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
+        mp.setattr(split, "MIN_PART_US", 1e-6)
+        many = cnnjit.compile(model, vector_width=width, threads=threads)
+        calls = [cl for cl in many._default_spec().program.calls if cl.op == "Conv"]
+    one = cnnjit.compile(model, vector_width=width, threads=1)
+    assert {cl.variant for cl in calls} == {"strided_pointwise"}
+    pixels = split.balanced_ranges(conv.shape[2] * conv.shape[3], threads, PART_VECTORS * width)
+    if split.balanced_ranges(m, threads, width) is None:  # (else its channels may split)
+        notes = [cl.note.rsplit(" [", 1)[1] if "[part" in cl.note else "whole" for cl in calls]
+        assert notes == ([f"part {lo}:{hi}]" for lo, hi in pixels] if pixels else ["whole"])
+    got = many.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    assert np.all(np.abs(got.astype(np.float64) - expected) <= 1e-5 * scale + 1e-6)
 
 
 @pytest.mark.parametrize(("strides", "pads", "group", "applies"), [

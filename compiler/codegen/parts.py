@@ -40,9 +40,10 @@ PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
 #: it written by the other thread; a band reads its own rows (and a kernel's halo), which the same thread
 #: wrote when the layer before was split in bands too (the caller takes the first parts, workers the last:
 #: ``runtime/parallel.claim``): data stays in the core's cache from layer to layer (the fused block,
-#: ``block_fused``, has rows only).
+#: ``block_fused``, has rows only). ``strided_pointwise``: a channel part also gathers the whole subsampled
+#: input again, a pixel part only its own output rows.
 SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "simd_depthwise"),
-                                       ("Conv", "simd_pointwise")}
+                                       ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise")}
 
 
 #: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part

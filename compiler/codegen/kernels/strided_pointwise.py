@@ -6,6 +6,11 @@ output positions (row stride ``SH``, column stride 2: the even lanes of two vect
 copied into a contiguous ``C x OH * OW`` scratch, and ``simd_pointwise``'s register-tiled micro-kernel
 (``pointwise_source``) computes the 1x1 conv on it, epilogue included: the copy moves a quarter of the input
 once, the GEMM runs at the pointwise kernel's rate.
+
+Split over threads (``compiler/codegen/parts.py``), a part is a range of output pixels: it gathers only the
+output rows its range touches into a scratch of its own and runs the GEMM on its pixels (the same tiles and
+sums per output element as the whole layer: bit-identical), where a channel part would gather the whole input
+again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
-from .simd_pointwise import pixel_block, pointwise_operands, pointwise_source, pointwise_tile, row_sections
+from ..parts import node_part, part_space
+from .simd_pointwise import (
+    PART_VECTORS,
+    pixel_block,
+    pointwise_operands,
+    pointwise_source,
+    pointwise_tile,
+    row_sections,
+)
 
 
 def strided_pointwise_applies(node: Node, target: Target) -> bool:
@@ -27,15 +40,17 @@ def strided_pointwise_applies(node: Node, target: Target) -> bool:
             and a["strides"][1] == 2)
 
 
-def gather_lines(w: int) -> tuple[str, list[str]]:
+def gather_lines(w: int, pixel_range: bool = False) -> tuple[str, list[str]]:
     """The extra kernel parameters and the lines (inside the loop over images ``n``) that copy image ``n``'s
     input at the output positions into the scratch ``zb[zo + c * P + oh * OW + ow]``: whole vectors while both
-    of their loads stay inside the row, the rest of the row by element."""
+    of their loads stay inside the row, the rest of the row by element. ``pixel_range``: only the output rows
+    that output pixels ``PS:PE`` (kernel parameters) lie in."""
+    rows = "PS // OW, (PE + OW - 1) // OW" if pixel_range else "OH"
     return ", zb, zo, H, Win, OH, OW, SH", [
         "        x0 = zo",
         f"        VW = min(OW, Win // 2) // {w} * {w}",
         "        for c in range(C):",
-        "            for oh in range(OH):",
+        f"            for oh in range({rows}):",
         "                xr = xo + ((n * C + c) * H + oh * SH) * Win",
         "                zr = zo + c * P + oh * OW",
         f"                for ow0 in range(0, VW, {w}):",
@@ -47,13 +62,24 @@ def gather_lines(w: int) -> tuple[str, list[str]]:
 
 @variant("Conv", name="strided_pointwise", priority=24, applies=strided_pointwise_applies)
 def gen_strided_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call: per image, the subsample into the scratch, then the pointwise GEMM on it."""
+    """One call: per image, the subsample into the scratch, then the pointwise GEMM on it (a part: on its
+    range of output pixels)."""
     x, wt, bias, y, N, C, M, _ = pointwise_operands(node)
+    pixels = node_part(node)
     H, Win = x.shape[2:]
     OH, OW = node.outputs[0].shape[2:]
     P, w = OH * OW, target.vector_width
     pb = pixel_block(C, P, w)
     mr, nr = pointwise_tile(target, M, w, 4 * C * min(P, pb))
-    src, extra = pointwise_source(node, w, rows=row_sections(M, mr), mr=mr, nr=nr, gather=gather_lines(w))
-    args = [x, wt, bias, y, N, C, M, P, pb, Scratch(C * P), H, Win, OH, OW, node.attrs["strides"][0], *extra]
+    src, extra = pointwise_source(node, w, rows=row_sections(M, mr), mr=mr, nr=nr, pixel_range=pixels is not None,
+                                  gather=gather_lines(w, pixels is not None))
+    args = [x, wt, bias, y, N, C, M, P, pb, *(pixels or ()), Scratch(C * P), H, Win, OH, OW, node.attrs["strides"][0],
+            *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "strided_pointwise")
+def strided_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Output pixels in runs of ``PART_VECTORS`` vectors (``simd_pointwise``'s: no part ends in a partial
+    tile)."""
+    return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), PART_VECTORS * target.vector_width
