@@ -62,16 +62,14 @@ def team_run(program, protocol: dict[str, object] | None = None):
 
 
 def old_split(model, shapes):
-    """The 2-thread program as before spatial parts: layers split over output channels first
-    (``parts.SPATIAL_PARTS`` empty while it compiles; a benchmark's A/B, not a compiler switch)."""
-    import cnnjit
-    from cnnjit.compiler.codegen import threads
+    """The 2-thread program as before spatial parts: layers split over output channels first (the target's
+    ``spatial_parts`` off)."""
+    from dataclasses import replace
 
-    spatial, threads.SPATIAL_PARTS = threads.SPATIAL_PARTS, set()
-    try:
-        return cnnjit.compile(model, input_shapes=shapes, threads=2)._default_spec().program
-    finally:
-        threads.SPATIAL_PARTS = spatial
+    from cnnjit.compiler.stages import CompileOptions, specialize
+
+    options = CompileOptions(threads=2)
+    return specialize(model, shapes, options, target=replace(options.host_target(), spatial_parts=False)).program
 
 
 def runner(program, run: Callable[..., None], feeds) -> tuple[Callable[[], float], Callable[[], list[np.ndarray]]]:

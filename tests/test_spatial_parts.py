@@ -6,6 +6,8 @@ own band of the map. Every split must give the one-thread result bit for bit and
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import reference_np as ref
@@ -19,7 +21,7 @@ from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
 from cnnjit.compiler.codegen.threads import _largest_share, balanced_ranges, nearest_ranges
-from cnnjit.compiler.stages import CompileOptions
+from cnnjit.compiler.stages import CompileOptions, specialize
 
 WIDTHS = [4, 8, 16]
 
@@ -110,7 +112,8 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
 
 def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
     """An inverted-residual chain (1x1 expand, 3x3 depthwise, 1x1 project) at 2 threads: every layer split
-    along rows or pixels, none over channels, and the result bit-identical to one thread."""
+    along rows or pixels, none over channels, and the result bit-identical to one thread; with the target's
+    ``spatial_parts`` off, channel parts, the same result."""
     rng = np.random.default_rng(3)
     c, e, hw = 16, 96, 28
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
@@ -127,3 +130,8 @@ def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
     assert calls and not any("[channels" in cl.note for cl in calls), [cl.note for cl in calls]
     one = cnnjit.compile(model, threads=1, vector_width=8)
     np.testing.assert_array_equal(many.run(None, feeds)[0], one.run(None, feeds)[0])
+    # the target's spatial_parts off (benchmarks/affinity_ab.py's old split): channels first, the same bits
+    options = CompileOptions(threads=2, vector_width=8)
+    old = specialize(model, {"x": (1, c, hw, hw)}, options, target=replace(options.host_target(), spatial_parts=False))
+    assert any("[channels" in cl.note for cl in old.program.calls if cl.op == "Conv")
+    np.testing.assert_array_equal(old.run(feeds)[0], one.run(None, feeds)[0])

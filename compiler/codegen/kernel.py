@@ -41,7 +41,9 @@ class Target:
     ``variants`` forced kernel variants by op (``(("Conv", "direct"),)``: tests and experiments; a forced
     variant must apply to the node), ``vector_registers`` how many ``vector_width``-lane values the register
     file holds (16 on x86 without AVX-512, 32 with AVX-512 and on aarch64): the SIMD kernels size their
-    register tiles (accumulators + operands) from it.
+    register tiles (accumulators + operands) from it. ``spatial_parts``: a split layer of a
+    ``parts.SPATIAL_PARTS`` variant may take its spatial part space before its output channels (False: the
+    channel split first, as before spatial affinity; ``benchmarks/affinity_ab.py``'s A/B).
     """
 
     isa: str = "x86_64"
@@ -55,6 +57,7 @@ class Target:
     features: str = ""
     variants: tuple[tuple[str, str], ...] = ()
     vector_registers: int = 32
+    spatial_parts: bool = True
 
     @property
     def forced(self) -> dict[str, str]:

@@ -254,7 +254,7 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     # as well: 784 pixels of 28x28 in 416 + 368 ran 73 us against 69 for the 16 + 16 channels)
     # spatial part spaces within SPATIAL_EDGE (SPATIAL_PARTS: the next layer reads what this thread wrote)
     edge = PART_SPACE_EDGE if (node.op, variant) in PREFER_PART_SPACE else \
-        SPATIAL_EDGE if (node.op, variant) in SPATIAL_PARTS else 1.0 if thin else 0.0
+        SPATIAL_EDGE if (node.op, variant) in SPATIAL_PARTS and target.spatial_parts else 1.0 if thin else 0.0
     if spans and channels and _largest_share(spans) <= edge * _largest_share(channels):
         channels = None
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
