@@ -9,6 +9,7 @@ specialisation, without compiling; any other new shape is specialised (compiled)
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -257,18 +258,22 @@ class BatchLoop:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         n = self.threads if self.batch >= self.threads else 1
+        # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
+        # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
+        # the batch up by its fixed share
+        order = itertools.count()
 
-        def samples(first: int) -> None:
-            for i in range(first, self.batch, n):
+        def samples() -> None:
+            while (i := next(order)) < self.batch:
                 self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], n > 1)
 
         if n == 1:
-            samples(0)
+            samples()
             return outs
         pool = _sample_pool(n - 1)
-        others = [pool.submit(samples, t) for t in range(1, n)]
+        others = [pool.submit(samples) for _ in range(1, n)]
         try:
-            samples(0)
+            samples()
         finally:
             for f in others:
                 f.result()  # wait for every thread (re-raising its error) before the outputs are returned
