@@ -68,8 +68,8 @@ def test_nearest_ranges() -> None:
 def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, width, data, act, residual,
                                                  threads) -> None:
     """The layer splits along its spatial part space when that balances about as well as its channels
-    (``SPATIAL_EDGE``; else over channels): one call per part, each with its range, bit-identical to one
-    thread and equal to the numpy reference."""
+    (``SPATIAL_EDGE``) in parts large enough (``MIN_SPATIAL_UNITS``), else over channels: one call per part,
+    each with its range, bit-identical to one thread and equal to the numpy reference."""
     target = CompileOptions(vector_width=width).host_target()
     if variant == "packed_pointwise":  # (it applies from MIN_CHANNELS inputs and MIN_ROW_TILES row tiles)
         mr, _ = packed_pointwise.packed_tile(target)
@@ -97,7 +97,8 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     spans = balanced_ranges(space[0], threads, space[1]) if space else None
     channels = balanced_ranges(m, threads, width)
     notes = [cl.note.rsplit("[", 1)[-1] for cl in calls]
-    if spans and (channels is None or _largest_share(spans) <= split.SPATIAL_EDGE * _largest_share(channels)):
+    first = split.spatial_first("Conv", variant, spans, target)  # (its smallest part: MIN_SPATIAL_UNITS)
+    if spans and (channels is None or first and _largest_share(spans) <= split.SPATIAL_EDGE * _largest_share(channels)):
         assert notes == [f"part {lo}:{hi}]" for lo, hi in spans]
     elif channels is None:
         assert len(calls) == 1
@@ -108,6 +109,21 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
         want = want + feeds["r"]
     acts = {"none": lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}
     np.testing.assert_allclose(got, acts[act](want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("hw", "want"), [(14, "[channels 0:192 of 384]"), (28, "[part 0:14]")])
+def test_short_depthwise_bands_give_way_to_channels(split_small_layers, hw: int, want: str) -> None:
+    """A 3x3 depthwise conv of 384 channels at 2 threads: 28 rows split in bands of 14, but 14 rows would be
+    bands of 7, under ``parts.MIN_SPATIAL_UNITS`` (each band copies its halo per channel: 1.3-1.5x the layer
+    in all): channel halves instead. Bit-identical to one thread either way."""
+    model, _, _ = conv_model(384, 384, hw, 3, 1, 384, "Relu", False)
+    forced = {"Conv": "simd_depthwise"}
+    two = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
+    notes = [cl.note for cl in two._default_spec().program.calls if cl.op == "Conv"]
+    assert len(notes) == 2 and want in notes[0], notes
+    x = np.random.default_rng(hw).standard_normal((1, 384, hw, hw)).astype(np.float32)
+    one = cnnjit.compile(model, vector_width=8, threads=1, variants=forced)
+    np.testing.assert_array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
 
 
 def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:

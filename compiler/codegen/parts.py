@@ -46,6 +46,15 @@ SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "s
                                        ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise")}
 
 
+#: (op, variant name) of ``SPATIAL_PARTS`` -> the fewest units (rows, pixels) its smallest part must have for
+#: the part space to come before a balanced channel split. ``simd_depthwise``: a band copies its rows and their
+#: halo per channel; bands of 7 output rows cost 1.3-1.5x the whole layer in all (MobileNetV2's 14x14
+#: depthwise layers at AVX2, parts timed one by one: 384 channels 31.5-32.8 us against 24 whole, 576
+#: channels 49.1 against 37.0), bands of 14 rows 0.9-1.0x (192 channels at 28x28: 57-58 against 64-67 us), and
+#: channel halves 0.98-1.04x at 14x14
+MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8}
+
+
 #: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part
 #: space is taken when its largest part is no larger a share of the layer. ``cblock`` blocks output
 #: channels in its register tile: a thin part runs short blocks (ddddocr detector's 24 -> 48 stride-2 conv
@@ -73,5 +82,6 @@ def node_part(node: Node) -> tuple[int, int] | None:
     return node.meta.get("part")
 
 
-__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "SPATIAL_PARTS", "MIN_CHANNEL_VECTORS",
+__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "SPATIAL_PARTS", "MIN_SPATIAL_UNITS",
+           "MIN_CHANNEL_VECTORS",
            "part_space", "node_part"]

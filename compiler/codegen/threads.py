@@ -49,7 +49,14 @@ from cnnjit.runtime.program import Call
 
 from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target
 from .memory import MemoryPlan
-from .parts import ANY_CHANNEL_PARTS, MIN_CHANNEL_VECTORS, PART_SPACES, PREFER_PART_SPACE, SPATIAL_PARTS
+from .parts import (
+    ANY_CHANNEL_PARTS,
+    MIN_CHANNEL_VECTORS,
+    MIN_SPATIAL_UNITS,
+    PART_SPACES,
+    PREFER_PART_SPACE,
+    SPATIAL_PARTS,
+)
 
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
@@ -254,11 +261,18 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     # as well: 784 pixels of 28x28 in 416 + 368 ran 73 us against 69 for the 16 + 16 channels)
     # spatial part spaces within SPATIAL_EDGE (SPATIAL_PARTS: the next layer reads what this thread wrote)
     edge = PART_SPACE_EDGE if (node.op, variant) in PREFER_PART_SPACE else \
-        SPATIAL_EDGE if (node.op, variant) in SPATIAL_PARTS and target.spatial_parts else 1.0 if thin else 0.0
+        SPATIAL_EDGE if spatial_first(node.op, variant, spans, target) else 1.0 if thin else 0.0
     if spans and channels and _largest_share(spans) <= edge * _largest_share(channels):
         channels = None
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
     return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
+
+
+def spatial_first(op: str, variant: str, spans: list[tuple[int, int]] | None, target: Target) -> bool:
+    """Whether ``variant``'s spatial part ranges ``spans`` may come before its output channels
+    (``parts.SPATIAL_PARTS``, the target's ``spatial_parts``, each part at least ``parts.MIN_SPATIAL_UNITS``)."""
+    return (spans is not None and (op, variant) in SPATIAL_PARTS and target.spatial_parts
+            and min(hi - lo for lo, hi in spans) >= MIN_SPATIAL_UNITS.get((op, variant), 0))
 
 
 def _largest_share(ranges: list[tuple[int, int]]) -> float:
