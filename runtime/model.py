@@ -246,6 +246,10 @@ class BatchLoop:
         #: split the samples over this many threads, each running the schedule alone (``alone``), when the
         #: batch has at least as many samples; 1: one sample after another, each on the whole team
         self.threads = max(1, min(threads, usable_cpus()))
+        #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
+        #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
+        #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
+        self.chooser: Chooser | None = Chooser() if self.threads > 1 and batch >= self.threads else None
         self.timings: dict[str, float] = {}
         self.batch_separable = True
         self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
@@ -263,20 +267,26 @@ class BatchLoop:
         # the batch up by its fixed share
         order = itertools.count()
 
-        def samples() -> None:
+        def samples(solo: bool) -> None:
             while (i := next(order)) < self.batch:
-                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], n > 1)
+                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], solo)
 
-        if n == 1:
-            samples()
+        if self.chooser is None:  # (one thread, or fewer samples than threads)
+            samples(False)
             return outs
-        pool = _sample_pool(n - 1)
-        others = [pool.submit(samples) for _ in range(1, n)]
-        try:
-            samples()
-        finally:
-            for f in others:
-                f.result()  # wait for every thread (re-raising its error) before the outputs are returned
+        which = self.chooser.pick()
+        t0 = time.perf_counter()
+        if which:
+            samples(True)  # every sample alone, on this thread
+        else:
+            pool = _sample_pool(n - 1)
+            others = [pool.submit(samples, True) for _ in range(1, n)]
+            try:
+                samples(True)
+            finally:
+                for f in others:
+                    f.result()  # wait for every thread (re-raising its error) before the outputs are returned
+        self.chooser.record(which, time.perf_counter() - t0)
         return outs
 
 

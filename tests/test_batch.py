@@ -21,6 +21,7 @@ from cnnjit.compiler.batching import batch_separable
 from cnnjit.compiler.codegen.precompile import observe_kernels
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.stages import PROBE_BATCH, CompileOptions, separable_batch
+from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.model import BatchLoop, Specialization
 from cnnjit.runtime.parallel import ParallelRun, usable_cpus
 
@@ -200,3 +201,21 @@ def test_samples_split_over_threads_give_the_same_bits() -> None:
     np.testing.assert_array_equal(y, np.concatenate([model(x[i:i + 1])[0] for i in range(5)]))
     for got, want in zip((y, c3), ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+def test_split_batches_also_try_the_caller_alone() -> None:
+    """With threads=2 a batch runs split over the sample threads or all on the caller, whichever has been
+    faster lately (``BatchLoop.chooser``: on a machine whose other processes hold the cores, the split
+    stalls): both ways are tried, and every run gives the same bits."""
+    proto = block_model()
+    for v in [*proto.graph.input, *proto.graph.output]:
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(5).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1])[1] for i in range(4)])
+    for _ in range(3 * WINDOW):
+        np.testing.assert_array_equal(model(x)[1], want)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and all(n > 0 for n in loop.chooser.share)
+    assert BatchLoop(loop.base, 4, 1).chooser is None and BatchLoop(loop.base, 1, 2).chooser is None
