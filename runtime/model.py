@@ -25,6 +25,7 @@ from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 from .adaptive import Chooser
 from .cpus import usable_cpus
 from .program import Program
+from .team import ABORT, new_state, team
 
 if TYPE_CHECKING:
     from cnnjit.ir import Graph
@@ -250,6 +251,7 @@ class BatchLoop:
         #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
         #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
         self.chooser: Chooser | None = Chooser() if self.threads > 1 and batch >= self.threads else None
+        self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
         self.timings: dict[str, float] = {}
         self.batch_separable = True
         self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
@@ -267,59 +269,63 @@ class BatchLoop:
         # the batch up by its fixed share
         order = itertools.count()
 
+        done: list[int] = []
+        finished = threading.Event()
+
         def samples(solo: bool) -> None:
             while (i := next(order)) < self.batch:
                 self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], solo)
+                done.append(i)  # (atomic under the GIL)
+                if len(done) == self.batch:
+                    finished.set()
 
         if self.chooser is None:  # (one thread, or fewer samples than threads)
             samples(False)
             return outs
         which = self.chooser.pick()
         t0 = time.perf_counter()
-        if which:
+        if which or not self._on_team(n, samples, finished):
             samples(True)  # every sample alone, on this thread
-        else:
-            pool = _sample_pool(n - 1)
-            others = [pool.submit(samples, True) for _ in range(1, n)]
-            try:
-                samples(True)
-            finally:
-                for f in others:
-                    f.result()  # wait for every thread (re-raising its error) before the outputs are returned
         self.chooser.record(which, time.perf_counter() - t0)
         return outs
 
+    def _on_team(self, n: int, samples: Callable[[bool], None], finished: threading.Event) -> bool:
+        """``samples`` on ``n`` threads of the process's team (``runtime/team.py``: its idle workers spin a
+        while after a job, so a batch that follows another starts on both threads at once; a thread pool's
+        sleeping thread took 40-80 us to start), returning when every sample is done: True; False if another
+        thread holds the team (nothing ran). A sample's error is raised here once every worker has stopped."""
+        t = team(n)
+        if not t.busy.acquire(blocking=False):
+            return False
+        try:
+            self._epoch += 1
+            t.run(_sample_job, (samples, finished), self._state, self._epoch, n)
+        finally:
+            t.busy.release()
+        return True
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+
+def _sample_job(samples: Callable[[bool], None], finished: threading.Event, main: bool, ep: int,
+                state: np.ndarray) -> None:
+    """A ``BatchLoop`` run on a team thread (``Team.run``'s job): claim and run samples; the caller (``main``)
+    then waits until every sample is done, or a worker's error aborted the run."""
+    samples(True)
+    if main:
+        while not finished.wait(1e-3):
+            if state[ABORT] >= ep:
+                return
 
 
 def ready_for_batches(spec: Any, threads: int) -> None:
     """Make a batch-separable batch-1 specialisation's first ``BatchLoop`` as cheap as its next ones: start
-    the sample pool's threads and give the specialisation a work set per thread now, its pages mapped (the
+    the team's threads and give the specialisation a work set per thread now, its pages mapped (the
     first new batch size's call cost that much more than its next calls: MobileNetV2 +16 ms of CPU, and
     the new threads' start, which a busy machine may delay by tens of ms)."""
     n = max(1, min(threads, usable_cpus()))
     if n < 2 or not getattr(spec, "batch_separable", False):
         return
-    _sample_pool(n - 1)
+    team(n)
     spec.prefill(n)
-
-
-def _sample_pool(size: int) -> ThreadPoolExecutor:
-    """A process-wide pool of ``size`` threads for ``BatchLoop``'s samples, every thread started when the pool
-    is made (a pool starts a thread per task only while none is idle: each first task holds a barrier)."""
-    pool = _pools.get(size)
-    if pool is None:
-        with _pools_lock:
-            pool = _pools.get(size)
-            if pool is None:
-                pool = ThreadPoolExecutor(size, thread_name_prefix="cnnjit-samples")
-                gate = threading.Barrier(size)
-                for _ in range(size):
-                    pool.submit(gate.wait, 5.0)
-                _pools[size] = pool
-    return pool
 
 
 def alone(run: Callable[..., None]) -> Callable[..., None]:
@@ -600,5 +606,3 @@ class CompiledModel:
             raise TypeError("this CompiledModel cannot be pickled: it was not made by cnnjit.compile")
         return self._origin[0], o
 
-
-os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of its parent's threads
