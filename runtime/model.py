@@ -263,12 +263,10 @@ class BatchLoop:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
-        n = self.threads if self.batch >= self.threads else 1
         # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
         # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
         # the batch up by its fixed share
         order = itertools.count()
-
         done: list[int] = []
         finished = threading.Event()
 
@@ -284,22 +282,22 @@ class BatchLoop:
             return outs
         which = self.chooser.pick()
         t0 = time.perf_counter()
-        if which or not self._on_team(n, samples, finished):
+        if which or not self._on_team(samples, finished):
             samples(True)  # every sample alone, on this thread
         self.chooser.record(which, time.perf_counter() - t0)
         return outs
 
-    def _on_team(self, n: int, samples: Callable[[bool], None], finished: threading.Event) -> bool:
-        """``samples`` on ``n`` threads of the process's team (``runtime/team.py``: its idle workers spin a
+    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event) -> bool:
+        """``samples`` on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
         while after a job, so a batch that follows another starts on both threads at once; a thread pool's
         sleeping thread took 40-80 us to start), returning when every sample is done: True; False if another
         thread holds the team (nothing ran). A sample's error is raised here once every worker has stopped."""
-        t = team(n)
+        t = team(self.threads)
         if not t.busy.acquire(blocking=False):
             return False
         try:
             self._epoch += 1
-            t.run(_sample_job, (samples, finished), self._state, self._epoch, n)
+            t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
         finally:
             t.busy.release()
         return True

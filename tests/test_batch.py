@@ -219,3 +219,30 @@ def test_split_batches_also_try_the_caller_alone() -> None:
     loop = model._last
     assert isinstance(loop, BatchLoop) and all(n > 0 for n in loop.chooser.share)
     assert BatchLoop(loop.base, 4, 1).chooser is None and BatchLoop(loop.base, 1, 2).chooser is None
+
+
+def test_a_failing_sample_raises_and_the_batch_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample that raises on either thread of a split batch raises from the call once every thread has
+    stopped; the next call runs (the team stays usable) and gives the right bits."""
+    proto = block_model()
+    for v in [*proto.graph.input, *proto.graph.output]:
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(6).standard_normal((4, 3, SIZE, SIZE)).astype(np.float32)
+    want = model(x)[1]
+    loop = model._last
+    if loop.chooser is None:
+        pytest.skip("one usable CPU: a batch never splits")
+    monkeypatch.setattr(loop.chooser, "pick", lambda: 0)  # (always the split)
+    run_into, calls = loop.base.run_into, []
+
+    def failing(feeds, outs, solo=False):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("sample failed")
+        return run_into(feeds, outs, solo)
+
+    monkeypatch.setattr(loop.base, "run_into", failing)
+    with pytest.raises(RuntimeError, match="sample failed"):
+        model(x)
+    np.testing.assert_array_equal(model(x)[1], want)
