@@ -51,11 +51,13 @@ SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "s
 #: halo per channel; bands of 7 output rows cost 1.3-1.5x the whole layer in all (MobileNetV2's 14x14
 #: depthwise layers at AVX2, parts timed one by one: 384 channels 31.5-32.8 us against 24 whole, 576
 #: channels 49.1 against 37.0), bands of 14 rows 0.9-1.0x (192 channels at 28x28: 57-58 against 64-67 us), and
-#: channel halves 0.98-1.04x at 14x14. ``strided_pointwise``: the part holding the map's partial pixel run
-#: pays for a whole masked run (AVX2, one thread, parts timed one by one: 128 -> 256 to 14x14, pixels 96 + 100
-#: ran 115 + 145 us, channel halves 138 + 138; 64 -> 128 to 28x28, pixels 384 + 400 ran 121 + 127 us, channel
-#: halves 131 + 135)
-MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8, ("Conv", "strided_pointwise"): 128}
+#: channel halves 0.98-1.04x at 14x14. ``simd_pointwise`` and ``strided_pointwise`` (its micro-kernel): the
+#: part holding the map's partial pixel run pays for a whole masked run (AVX2, one thread, parts timed one by
+#: one: 256 -> 128 at 14x14, pixels 96 + 100 ran 110 + 138 us, channel halves 129 + 127; 128 -> 96, 41 + 52
+#: against 48 + 47; strided 128 -> 256 to 14x14, 115 + 145 against 138 + 138; at 28x28, 384 + 400 pixels,
+#: 43 + 44 against 44 + 44, strided 64 -> 128: 121 + 127 against 131 + 135)
+MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8, ("Conv", "simd_pointwise"): 128,
+                                                 ("Conv", "strided_pointwise"): 128}
 
 
 #: (op, variant name) -> the fewest vectors of output channels a channel part should have: below, the part
