@@ -3,8 +3,10 @@ as one ``InvertedResidual`` node (``ir/ops/fused.py``), computed by one kernel i
 (``compiler/codegen/kernels/block_fused.py``): the expanded tensor and the depthwise output never go to
 memory, only a few rows of each live in a scratch that stays in cache.
 
-Runs after ``fuse_epilogue`` (each Conv carries its activations, the project its residual Add). The chain
-is fused when:
+Runs after ``fuse_epilogue`` (each Conv carries its activations, the project its residual Add). A
+``depthwise -> project`` pair without an expand (MobileNetV2's first block, the blocks that begin MobileNetV3
+and PP-LCNet) is fused the same way, as a block whose depthwise conv reads the block's input (no ``w1``);
+its depthwise output then never reaches memory. The chain is fused when:
 
 * the expand is a 1x1, stride-1, unpadded, ungrouped float32 Conv with constant weights and bias, whose
   epilogue is activations only and whose output is read by the depthwise conv alone;
@@ -14,10 +16,11 @@ is fused when:
 * the project is a 1x1 ungrouped conv like the expand, its epilogue anything a Conv may carry;
 * every activation is one of ``ACTIVATIONS`` (each has a vector form: the fused kernel applies them in
   registers);
-* the cost rule: the expanded tensor is at least ``MIN_EXPANDED_BYTES`` (below, it stays in cache between
-  the three kernels anyway, and the three tuned kernels run faster than the fused one's per-row loops), and
-  the kernel's runs of pixels per expanded row (the row, or each parity of it with stride 2) are at least
-  ``MIN_ROW_PIXELS`` long (shorter runs leave its register tiles part empty).
+* the cost rule: the expanded tensor (without an expand: the depthwise conv's input) is at least
+  ``MIN_EXPANDED_BYTES`` (below, it stays in cache between the three kernels anyway, and the three tuned
+  kernels run faster than the fused one's per-row loops), and the kernel's runs of pixels per expanded row
+  (the row, or each parity of it with stride 2) are at least ``MIN_ROW_PIXELS`` long (shorter runs leave its
+  register tiles part empty).
 """
 
 from __future__ import annotations
@@ -107,15 +110,20 @@ class FuseBlocks(Pass):
             if node in graph.nodes:
                 self._fuse(graph, node)
 
-    def _fuse(self, graph: Graph, expand: Node) -> bool:
-        if not _pointwise(expand) or len(expand.inputs) > 3 or not _acts_only(expand.attrs.get("post", ())):
+    def _fuse(self, graph: Graph, first: Node) -> bool:
+        """Fuse the block that ``first`` begins: an expand (then its depthwise conv and project), or a depthwise
+        conv whose input no fusable expand makes (then its project: a block without an expand)."""
+        if _depthwise(first):
+            expand, dw = None, first
+        elif _pointwise(first) and len(first.inputs) <= 3 and _acts_only(first.attrs.get("post", ())):
+            expand, dw = first, _single_user(graph, first.outputs[0])
+            if dw is None or dw.inputs[0] is not first.outputs[0] or not _depthwise(dw):
+                return False
+        else:
             return False
-        e = expand.outputs[0]
+        e = dw.inputs[0]  # the depthwise conv's input: the expanded tensor, or the block's input
         least = MIN_EXPANDED_BYTES if self.min_expanded_bytes is None else self.min_expanded_bytes
         if 4 * int(np.prod(e.shape[1:])) < least:
-            return False
-        dw = _single_user(graph, e)
-        if dw is None or dw.inputs[0] is not e or not _depthwise(dw):
             return False
         if self.min_expanded_bytes is None and e.shape[3] // dw.attrs["strides"][1] < MIN_ROW_PIXELS:
             return False
@@ -127,15 +135,16 @@ class FuseBlocks(Pass):
             return False
         residuals = [v for v in project.inputs[3:] if v is not None]
         a = dw.attrs
-        ins = [expand.inputs[0], expand.inputs[1], _bias(graph, expand), dw.inputs[1], _bias(graph, dw),
-               project.inputs[1], _bias(graph, project), *residuals]
+        head = [e, None, None] if expand is None else [expand.inputs[0], expand.inputs[1], _bias(graph, expand)]
+        ins = [*head, dw.inputs[1], _bias(graph, dw), project.inputs[1], _bias(graph, project), *residuals]
         attrs = {"kernel_shape": list(a["kernel_shape"]), "strides": list(a["strides"]), "pads": list(a["pads"]),
-                 "dilations": list(a["dilations"]), "expand_post": tuple(expand.attrs.get("post", ())),
+                 "dilations": list(a["dilations"]),
+                 "expand_post": () if expand is None else tuple(expand.attrs.get("post", ())),
                  "dw_post": tuple(a.get("post", ())), "post": post}
         block = Node("InvertedResidual", ins, [project.outputs[0]], attrs)
         graph.insert_before(project, block)
-        graph.remove_nodes([expand, dw, project])
-        graph.note_fused(block, "expand+dw+project")
+        graph.remove_nodes([n for n in (expand, dw, project) if n is not None])
+        graph.note_fused(block, "dw+project" if expand is None else "expand+dw+project")
         return True
 
     def ensures(self, graph: Graph) -> None:
