@@ -42,6 +42,7 @@ def fusing_all(**thread_limits: float):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
         mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
+        mp.setattr(fuse_blocks, "MAX_WIDENING", float("inf"))
         for name, value in thread_limits.items():
             mp.setattr(threads, name, value)
         yield
@@ -233,6 +234,16 @@ def test_cost_rule_leaves_small_blocks_unfused():
     PassManager([p if p.name != "fuse_blocks" else FuseBlocks(min_expanded_bytes=4 * 12 * 9 * 10)
                  for p in default_pipeline()]).run(graph)
     assert [n.op for n in graph.nodes] == ["InvertedResidual"]
+
+
+def test_cost_rule_without_expand_fuses_only_narrowing_projects():
+    with pytest.MonkeyPatch.context() as mp:  # sizes off, the widening rule on
+        mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
+        for m, fused in ((4, True), (3, True), (5, False)):
+            graph, _, _ = _graph({**BLOCK, "expand": False, "e": 4, "m": m, "residual": False})
+            PassManager(default_pipeline()).run(graph)
+            assert ("InvertedResidual" in {n.op for n in graph.nodes}) == fused, m
 
 
 def test_pass_leaves_chains_it_cannot_fuse(fuse_all):

@@ -20,7 +20,9 @@ its depthwise output then never reaches memory. The chain is fused when:
   ``MIN_EXPANDED_BYTES`` (below, it stays in cache between the three kernels anyway, and the three tuned
   kernels run faster than the fused one's per-row loops), and the kernel's runs of pixels per expanded row
   (the row, or each parity of it with stride 2) are at least ``MIN_ROW_PIXELS`` long (shorter runs leave its
-  register tiles part empty).
+  register tiles part empty); without an expand, the project does not widen (the fused kernel's project tiles
+  are slower than the tuned 1x1 kernels, so a widening project costs what the depthwise output's trip to
+  memory saved).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ MIN_EXPANDED_BYTES = 1 << 20
 #: after the kernel's unchecked weight indexes and whole-tile expand stores (load 7-10): blocks 0/1 1.27x /
 #: 1.04x, 24->144->32 1.03x alone but the whole model 0.95-0.97x with it fused (48 kept), 28x28 0.98x / 0.54x
 MIN_ROW_PIXELS = 48
+#: without an expand (depthwise -> project), ``benchmarks/block_fusion.py`` blocks 11-14, one thread, AVX2,
+#: interleaved medians of 600 runs at load ~5: 32 -> dw -> 16 and 16 -> dw -> 16 (+x) at 112x112 1.05x and
+#: 1.09x; the widening 16 -> dw -> 32 (s1) and 32 -> dw -> 64 (s2) 0.99x and 0.975x: fused when the project
+#: has at most ``MAX_WIDENING`` times as many output channels as the depthwise conv
+MAX_WIDENING = 1.0
 
 
 def _acts_only(post: tuple) -> bool:
@@ -129,6 +136,9 @@ class FuseBlocks(Pass):
             return False
         project = _single_user(graph, dw.outputs[0])
         if project is None or project.inputs[0] is not dw.outputs[0] or not _pointwise(project):
+            return False
+        widening = project.inputs[1].shape[0] / e.shape[1]
+        if expand is None and self.min_expanded_bytes is None and widening > MAX_WIDENING:
             return False
         post = tuple(project.attrs.get("post", ()))
         if any(not s.residual and s.op not in ACTIVATIONS for s in post):
