@@ -7,7 +7,7 @@ Plain NCHW. Three stages per group of ``RB`` output rows:
   row's ``C x W`` pixels in register tiles (``pointwise_tile``), activations in registers, stored into a
   *ring* of ``K`` expanded rows (slot ``ih % K``; each slot holds the row of every channel, ``PW`` floats
   each with zero columns either side, so every depthwise tap is one unmasked load; an extra slot of zeros
-  stands for the rows above and below the image). Each input row is expanded once (no halo recomputed);
+  stands for the rows above and below the image). Each input row is expanded once (no halo recomputed).
   A block without an expand (``has_expand``) copies the input row into the ring instead (stride 2: its
   even and odd columns), so the depthwise conv reads zero-padded rows the same way;
 * **depthwise**, one output row at a time from the ring's ``K`` rows (stride 2: even lanes of a double
@@ -148,8 +148,8 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         return out
 
     def copy_columns(ind: str, iw0: int, count: int | str, dst: str, step: int) -> list[str]:
-        """Each channel's ``count`` input columns ``iw0, iw0 + step, ...`` of row ``xr`` stored from ``dst`` +
-        channel * ``stride`` (a format), in whole vectors whose lanes past the row are zero."""
+        """Each channel ``c``'s ``count`` input columns ``iw0, iw0 + step, ...`` (step 1 or 2) of row ``xr``
+        stored from ``dst`` (an expression of ``c``), in whole vectors whose lanes past the row are zero."""
         if step == 1:
             load, fits = f"vload{w}(xb, src + j0)", f"j0 + {w} <= {count}"
             tail = f"vloadn{w}(xb, src + j0, {count} - j0)"
