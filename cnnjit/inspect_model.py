@@ -354,7 +354,8 @@ def _after_boxes(t: Trace, prefix: str, collapse: bool) -> tuple[list[str], list
             x, w2, w3 = (block_input(n, name) for name in ("x", "w2", "w3"))
             k = "x".join(map(str, n.attrs["kernel_shape"]))
             chans = [x.shape[1], *([w2.shape[0]] if has_expand(n) else []), w3.shape[0]]
-            lines = ["inverted residual" + (" +res" if len(n.inputs) > BLOCK_INPUTS else ""),
+            what = "inverted residual" if has_expand(n) else "depthwise separable"  # as the unfused pair's box
+            lines = [what + (" +res" if len(n.inputs) > BLOCK_INPUTS else ""),
                      "\u2192".join(map(str, chans)) + f" ch, dw {k}/{max(n.attrs['strides'])}"]
             fill = "#c7d2fe"
         elif len(members) > 1:
