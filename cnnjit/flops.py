@@ -57,9 +57,10 @@ def node_flops(node: Node) -> int:
     elif op in _ELEMENTWISE_1:
         flops = ny
     elif op == "InvertedResidual":  # expand, depthwise and project convs, their activations
-        e = _prod(ins[1].shape[:1]) * _prod(ins[0].shape[2:])  # the expanded tensor's elements
+        e = _prod(ins[3].shape[:1]) * _prod(ins[0].shape[2:])  # the expanded tensor's elements
         d = _prod(ins[3].shape[:1]) * _prod(y[2:])  # the depthwise output's
-        flops = 2 * e * _prod(ins[1].shape[1:]) + 2 * d * _prod(ins[3].shape[1:]) + 2 * ny * _prod(ins[5].shape[1:])
+        flops = 2 * d * _prod(ins[3].shape[1:]) + 2 * ny * _prod(ins[5].shape[1:])
+        flops += 2 * e * _prod(ins[1].shape[1:]) if ins[1] is not None else 0  # no expand: x is depthwise's input
         flops += e * len(node.attrs["expand_post"]) + d * len(node.attrs["dw_post"])
     flops += ny * len(node.attrs.get("post", ()) or ())
     return int(flops)

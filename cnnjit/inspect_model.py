@@ -24,7 +24,7 @@ from cnnjit.compiler.passes import Pass
 from cnnjit.compiler.stages import CompileOptions, Hooks, resolve_shapes, specialize
 from cnnjit.ir import Graph, Node, Value, get_op
 from cnnjit.ir.errors import InputError
-from cnnjit.ir.ops.fused import BLOCK_INPUTS, block_input
+from cnnjit.ir.ops.fused import BLOCK_INPUTS, block_input, has_expand
 from cnnjit.runtime.program import Program
 
 from .flops import node_bytes, node_flops
@@ -351,10 +351,12 @@ def _after_boxes(t: Trace, prefix: str, collapse: bool) -> tuple[list[str], list
         order.append(name)
         kern = _kernels(t, members)
         if collapse and n.op == "InvertedResidual":  # a block fused into one node (``fuse_blocks``)
-            x, w1, w3 = (block_input(n, name) for name in ("x", "w1", "w3"))
+            x, w2, w3 = (block_input(n, name) for name in ("x", "w2", "w3"))
             k = "x".join(map(str, n.attrs["kernel_shape"]))
-            lines = ["inverted residual" + (" +res" if len(n.inputs) > BLOCK_INPUTS else ""),
-                     f"{x.shape[1]}\u2192{w1.shape[0]}\u2192{w3.shape[0]} ch, dw {k}/{max(n.attrs['strides'])}"]
+            chans = [x.shape[1], *([w2.shape[0]] if has_expand(n) else []), w3.shape[0]]
+            what = "inverted residual" if has_expand(n) else "depthwise separable"  # as the unfused pair's box
+            lines = [what + (" +res" if len(n.inputs) > BLOCK_INPUTS else ""),
+                     "\u2192".join(map(str, chans)) + f" ch, dw {k}/{max(n.attrs['strides'])}"]
             fill = "#c7d2fe"
         elif len(members) > 1:
             chans = "\u2192".join([str(members[0].inputs[0].shape[1])]

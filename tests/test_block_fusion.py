@@ -1,7 +1,8 @@
 """Inverted-residual block fusion: the ``fuse_blocks`` pass and the ``block_fused`` kernel.
 
 * property test: random blocks (strides 1/2, kernels 3/5, pads, residual or not, ReLU6/ReLU/HardSwish, odd
-  map sizes, channel counts off the register tile) compiled at every vector width, against a numpy
+  map sizes, channel counts off the register tile, with or without the expand: depthwise -> project)
+  compiled at every vector width, against a numpy
   reference written apart from the kernel (``reference_np``), asserting the block ran as ``block_fused``;
 * the same blocks split over two threads (parts = groups of output rows) give the one-thread result;
 * the pass: before/after agree in the IR interpreter, its conditions (cost rule, other readers of the
@@ -41,6 +42,7 @@ def fusing_all(**thread_limits: float):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
         mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
+        mp.setattr(fuse_blocks, "MAX_WIDENING", float("inf"))
         for name, value in thread_limits.items():
             mp.setattr(threads, name, value)
         yield
@@ -63,13 +65,15 @@ def _act_ref(name: str, v: np.ndarray) -> np.ndarray:
 
 
 @st.composite
-def blocks(draw) -> dict:
+def blocks(draw, expand: bool | None = None) -> dict:
     k = draw(st.sampled_from([3, 5]))
     s = draw(st.sampled_from([1, 2]))
     c = draw(st.integers(1, 9))
     residual = s == 1 and draw(st.booleans())  # then "same" pads: the output has the input's shape
     pads = [k // 2] * 4 if residual else [draw(st.integers(0, k // 2)) for _ in range(4)]
-    return dict(c=c, e=draw(st.integers(2, 21)), m=c if residual else draw(st.integers(1, 11)), k=k, s=s,
+    expand = draw(st.booleans()) if expand is None else expand  # without: the depthwise conv reads x
+    return dict(c=c, e=draw(st.integers(2, 21)) if expand else c, expand=expand,
+                m=c if residual else draw(st.integers(1, 11)), k=k, s=s,
                 h=draw(st.integers(k, 19)), w=draw(st.integers(k, 37)), pads=pads, residual=residual,
                 act1=draw(st.sampled_from(ACTS)), act2=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
 
@@ -84,9 +88,13 @@ def block_case(b: dict):
              "lo": np.float32(0), "hi": np.float32(6)}
     inits = {n: np.asarray(v, np.float32) for n, v in inits.items()}
     x = rng.standard_normal((1, c, b["h"], b["w"])).astype(np.float32)
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]), *_act(b["act1"], "e", "ea"),
-             helper.make_node("Conv", ["ea", "w2", "b2"], ["d"], kernel_shape=[k, k], strides=[b["s"]] * 2,
-                              pads=b["pads"], group=e),
+    expand = b.get("expand", True)
+    if not expand:
+        del inits["w1"], inits["b1"]
+    head = [helper.make_node("Conv", ["x", "w1", "b1"], ["e"], kernel_shape=[1, 1]), *_act(b["act1"], "e", "ea")]
+    nodes = [*(head if expand else []),
+             helper.make_node("Conv", ["ea" if expand else "x", "w2", "b2"], ["d"], kernel_shape=[k, k],
+                              strides=[b["s"]] * 2, pads=b["pads"], group=e),
              *_act(b["act2"], "d", "da"), helper.make_node("Conv", ["da", "w3", "b3"], ["p"], kernel_shape=[1, 1])]
     if b["residual"]:
         nodes.append(helper.make_node("Add", ["p", "x"], ["y"]))
@@ -94,7 +102,7 @@ def block_case(b: dict):
                               [helper.make_tensor_value_info("y" if b["residual"] else "p", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v, n) for n, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    want = _act_ref(b["act1"], ref.conv(x, inits["w1"], inits["b1"]))
+    want = _act_ref(b["act1"], ref.conv(x, inits["w1"], inits["b1"])) if expand else x
     want = _act_ref(b["act2"], ref.conv(want, inits["w2"], inits["b2"], strides=[b["s"]] * 2, pads=b["pads"],
                                         group=e))
     want = ref.conv(want, inits["w3"], inits["b3"])
@@ -119,6 +127,21 @@ def test_block_fused_matches_numpy(width: int, b: dict):
         compiled = cnnjit.compile(model, vector_width=width)
     assert _variants(compiled) == ["block_fused"]
     assert [n.op for n in compiled.ir.nodes] == ["InvertedResidual"]
+    _check(compiled(x), want)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@given(b=blocks(expand=False))
+@property_settings(4)
+def test_block_fused_without_expand_matches_numpy(width: int, b: dict):
+    """depthwise -> project (MobileNetV2's first block, MobileNetV3's): one block with no ``w1``, its input
+    rows copied into the ring."""
+    model, x, want = block_case(b)
+    with fusing_all():
+        compiled = cnnjit.compile(model, vector_width=width)
+    assert _variants(compiled) == ["block_fused"]
+    (node,) = compiled.ir.nodes
+    assert node.op == "InvertedResidual" and node.inputs[1] is None and node.inputs[2] is None
     _check(compiled(x), want)
 
 
@@ -213,13 +236,28 @@ def test_cost_rule_leaves_small_blocks_unfused():
     assert [n.op for n in graph.nodes] == ["InvertedResidual"]
 
 
+def test_cost_rule_without_expand_fuses_only_narrowing_projects():
+    with pytest.MonkeyPatch.context() as mp:  # sizes off, the widening rule on
+        mp.setattr(fuse_blocks, "MIN_EXPANDED_BYTES", 0)
+        mp.setattr(fuse_blocks, "MIN_ROW_PIXELS", 0)
+        for m, fused in ((4, True), (3, True), (5, False)):
+            graph, _, _ = _graph({**BLOCK, "expand": False, "e": 4, "m": m, "residual": False})
+            PassManager(default_pipeline()).run(graph)
+            assert ("InvertedResidual" in {n.op for n in graph.nodes}) == fused, m
+
+
 def test_pass_leaves_chains_it_cannot_fuse(fuse_all):
-    # the expanded tensor read twice (also a graph output): not fused
-    graph, _, _ = _graph({**BLOCK, "residual": False})
+    # the expanded tensor read twice (also a graph output): the expand stays, depthwise -> project is fused
+    # without it (reading the expanded tensor from memory)
+    graph, x, _ = _graph({**BLOCK, "residual": False})
+    before = interpret(graph, [x])
     expand = graph.nodes[0]
     graph.outputs.append(expand.outputs[0])
     PassManager(default_pipeline()).run(graph)
-    assert "InvertedResidual" not in {n.op for n in graph.nodes}
+    assert [n.op for n in graph.nodes] == ["Conv", "Clip", "InvertedResidual"]  # the expand's output is read
+    block = graph.nodes[2]
+    assert block.inputs[0] is graph.nodes[1].outputs[0] and block.inputs[1] is None
+    np.testing.assert_allclose(interpret(graph, [x])[0], before[0], rtol=1e-5, atol=1e-5)
     # a dilated depthwise conv (pads 2 keep the shape): not fused
     model, x, _ = block_case(BLOCK)
     dw = next(n for n in model.graph.node if n.op_type == "Conv" and any(a.name == "group" for a in n.attribute))
@@ -240,7 +278,8 @@ def test_mobilenet_v2_with_fused_blocks_matches_onnxruntime():
     model, feeds = load("mobilenet_v2_224")
     compiled = cnnjit.compile(model)
     fused = [c for c in compiled._default_spec().program.calls if c.op == "InvertedResidual"]
-    assert len(fused) == 2 and {c.variant for c in fused} == {"block_fused"}  # the 112x112 and 56x56 s1 blocks
+    # the 112x112 blocks (the first without an expand) and the 56x56 stride-1 one
+    assert len(fused) == 3 and {c.variant for c in fused} == {"block_fused"}
     want = ort_session(model).run(None, feeds)
     got = compiled.run(None, feeds)
     scale = max(float(np.abs(w).max()) for w in want)

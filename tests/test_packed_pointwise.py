@@ -217,3 +217,25 @@ def test_tail_vectors() -> None:
         for t in range(1, 2 * w):
             k = tail_vectors(t, w, mr, 2)
             assert k is None or k + (t - k * w) / mr < 2
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data())
+def test_row_groups_over_a_whole_map_block(width: int, data) -> None:
+    """Weights past ``WEIGHT_STREAM_BYTES`` (lowered to 0 here): the whole map is one block and the output
+    rows run in groups (``ROW_GROUP_BYTES`` lowered to one or two units of rows: several groups, the last
+    one short with the leftover rows), each over every strip and the tail; the call's ``RG`` is asserted."""
+    registers = CompileOptions(vector_width=width).host_target().vector_registers
+    case = data.draw(packed_cases(width, registers), label="case")
+    mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
+    units = data.draw(st.integers(1, 2), label="row tiles per group")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(packed_pointwise, "WEIGHT_STREAM_BYTES", 0)
+        mp.setattr(packed_pointwise, "ROW_GROUP_BYTES", 4 * case["c"] * mr * units)
+        prog = check_variant(case, width, "packed_pointwise")
+    P, strip = case["h"] * case["w"], nr * width
+    (call,) = [c for c in prog.calls if c.op == "Conv"]
+    args = [a.value for a in call.args if type(a).__name__ == "Int"]
+    i = next(k for k in range(3, len(args)) if args[k - 3:k + 1] == [case["n"], case["c"], case["m"], P])  # PB, RG
+    assert args[i + 1] == -(-P // strip) * strip and mr <= args[i + 2] < case["m"] and args[i + 2] % mr == 0

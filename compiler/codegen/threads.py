@@ -159,7 +159,8 @@ def estimate_us(node: Node) -> float:
         return max(2.0 * w.type.size / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
     if kind == "block":  # expand + depthwise + project, in cache
         x, wd, wp = node.inputs[0], node.inputs[3], node.inputs[5]
-        macs = w.type.size * float(np.prod(x.shape[2:])) + float(np.prod(y.shape[2:])) * (wd.type.size + wp.type.size)
+        macs = float(np.prod(y.shape[2:])) * (wd.type.size + wp.type.size)
+        macs += w.type.size * float(np.prod(x.shape[2:])) if w is not None else 0.0  # no expand: no w1
         return 2.0 * macs / (DENSE_GFLOPS * 1e3)
     flops = 2.0 * float(np.prod(y.shape)) * float(np.prod(w.shape[1:]))
     return flops / ((DENSE_GFLOPS if kind == "dense" else DEPTHWISE_GFLOPS) * 1e3)

@@ -3,8 +3,10 @@ as one ``InvertedResidual`` node (``ir/ops/fused.py``), computed by one kernel i
 (``compiler/codegen/kernels/block_fused.py``): the expanded tensor and the depthwise output never go to
 memory, only a few rows of each live in a scratch that stays in cache.
 
-Runs after ``fuse_epilogue`` (each Conv carries its activations, the project its residual Add). The chain
-is fused when:
+Runs after ``fuse_epilogue`` (each Conv carries its activations, the project its residual Add). A
+``depthwise -> project`` pair without an expand (MobileNetV2's first block, the blocks that begin MobileNetV3
+and PP-LCNet) is fused the same way, as a block whose depthwise conv reads the block's input (no ``w1``);
+its depthwise output then never reaches memory. The chain is fused when:
 
 * the expand is a 1x1, stride-1, unpadded, ungrouped float32 Conv with constant weights and bias, whose
   epilogue is activations only and whose output is read by the depthwise conv alone;
@@ -14,10 +16,13 @@ is fused when:
 * the project is a 1x1 ungrouped conv like the expand, its epilogue anything a Conv may carry;
 * every activation is one of ``ACTIVATIONS`` (each has a vector form: the fused kernel applies them in
   registers);
-* the cost rule: the expanded tensor is at least ``MIN_EXPANDED_BYTES`` (below, it stays in cache between
-  the three kernels anyway, and the three tuned kernels run faster than the fused one's per-row loops), and
-  the kernel's runs of pixels per expanded row (the row, or each parity of it with stride 2) are at least
-  ``MIN_ROW_PIXELS`` long (shorter runs leave its register tiles part empty).
+* the cost rule: the expanded tensor (without an expand: the depthwise conv's input) is at least
+  ``MIN_EXPANDED_BYTES`` (below, it stays in cache between the three kernels anyway, and the three tuned
+  kernels run faster than the fused one's per-row loops), and the kernel's runs of pixels per expanded row
+  (the row, or each parity of it with stride 2) are at least ``MIN_ROW_PIXELS`` long (shorter runs leave its
+  register tiles part empty); without an expand, the project does not widen (the fused kernel's project tiles
+  are slower than the tuned 1x1 kernels, so a widening project costs what the depthwise output's trip to
+  memory saved).
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ MIN_EXPANDED_BYTES = 1 << 20
 #: after the kernel's unchecked weight indexes and whole-tile expand stores (load 7-10): blocks 0/1 1.27x /
 #: 1.04x, 24->144->32 1.03x alone but the whole model 0.95-0.97x with it fused (48 kept), 28x28 0.98x / 0.54x
 MIN_ROW_PIXELS = 48
+#: without an expand (depthwise -> project), ``benchmarks/block_fusion.py`` blocks 11-14, one thread, AVX2,
+#: interleaved medians of 600 runs at load ~5: 32 -> dw -> 16 and 16 -> dw -> 16 (+x) at 112x112 1.05x and
+#: 1.09x; the widening 16 -> dw -> 32 (s1) and 32 -> dw -> 64 (s2) 0.99x and 0.975x: fused when the project
+#: has at most ``MAX_WIDENING`` times as many output channels as the depthwise conv
+MAX_WIDENING = 1.0
 
 
 def _acts_only(post: tuple) -> bool:
@@ -107,35 +117,44 @@ class FuseBlocks(Pass):
             if node in graph.nodes:
                 self._fuse(graph, node)
 
-    def _fuse(self, graph: Graph, expand: Node) -> bool:
-        if not _pointwise(expand) or len(expand.inputs) > 3 or not _acts_only(expand.attrs.get("post", ())):
+    def _fuse(self, graph: Graph, first: Node) -> bool:
+        """Fuse the block that ``first`` begins: an expand (then its depthwise conv and project), or a depthwise
+        conv whose input no fusable expand makes (then its project: a block without an expand)."""
+        if _depthwise(first):
+            expand, dw = None, first
+        elif _pointwise(first) and len(first.inputs) <= 3 and _acts_only(first.attrs.get("post", ())):
+            expand, dw = first, _single_user(graph, first.outputs[0])
+            if dw is None or dw.inputs[0] is not first.outputs[0] or not _depthwise(dw):
+                return False
+        else:
             return False
-        e = expand.outputs[0]
+        e = dw.inputs[0]  # the depthwise conv's input: the expanded tensor, or the block's input
         least = MIN_EXPANDED_BYTES if self.min_expanded_bytes is None else self.min_expanded_bytes
         if 4 * int(np.prod(e.shape[1:])) < least:
-            return False
-        dw = _single_user(graph, e)
-        if dw is None or dw.inputs[0] is not e or not _depthwise(dw):
             return False
         if self.min_expanded_bytes is None and e.shape[3] // dw.attrs["strides"][1] < MIN_ROW_PIXELS:
             return False
         project = _single_user(graph, dw.outputs[0])
         if project is None or project.inputs[0] is not dw.outputs[0] or not _pointwise(project):
             return False
+        widening = project.inputs[1].shape[0] / e.shape[1]
+        if expand is None and self.min_expanded_bytes is None and widening > MAX_WIDENING:
+            return False
         post = tuple(project.attrs.get("post", ()))
         if any(not s.residual and s.op not in ACTIVATIONS for s in post):
             return False
         residuals = [v for v in project.inputs[3:] if v is not None]
         a = dw.attrs
-        ins = [expand.inputs[0], expand.inputs[1], _bias(graph, expand), dw.inputs[1], _bias(graph, dw),
-               project.inputs[1], _bias(graph, project), *residuals]
+        head = [e, None, None] if expand is None else [expand.inputs[0], expand.inputs[1], _bias(graph, expand)]
+        ins = [*head, dw.inputs[1], _bias(graph, dw), project.inputs[1], _bias(graph, project), *residuals]
         attrs = {"kernel_shape": list(a["kernel_shape"]), "strides": list(a["strides"]), "pads": list(a["pads"]),
-                 "dilations": list(a["dilations"]), "expand_post": tuple(expand.attrs.get("post", ())),
+                 "dilations": list(a["dilations"]),
+                 "expand_post": () if expand is None else tuple(expand.attrs.get("post", ())),
                  "dw_post": tuple(a.get("post", ())), "post": post}
         block = Node("InvertedResidual", ins, [project.outputs[0]], attrs)
         graph.insert_before(project, block)
-        graph.remove_nodes([expand, dw, project])
-        graph.note_fused(block, "expand+dw+project")
+        graph.remove_nodes([n for n in (expand, dw, project) if n is not None])
+        graph.note_fused(block, "dw+project" if expand is None else "expand+dw+project")
         return True
 
     def ensures(self, graph: Graph) -> None:

@@ -6,6 +6,8 @@ that the kernel can compute it in bands of rows without the expanded tensors eve
 (``compiler/passes/fuse_blocks.py`` makes it). Inputs: ``x, w1, b1, w2, b2, w3, b3`` and the residuals of
 ``post`` (the project's epilogue, as on a Conv). Attributes: the depthwise conv's ``kernel_shape``,
 ``strides``, ``pads``, ``dilations``; ``expand_post`` and ``dw_post`` (activation steps only) and ``post``.
+A block without an expand (MobileNetV2's first, MobileNetV3 / PP-LCNet's depthwise -> project) has no ``w1``
+and ``b1`` (both inputs ``None``, ``expand_post`` empty): the depthwise conv reads ``x`` itself.
 The reference is the three Conv references in a row: it shares no code with the kernel.
 """
 
@@ -41,15 +43,22 @@ def _pw_attrs(post: Any) -> dict[str, Any]:
             "post": post}
 
 
+def has_expand(node: Any) -> bool:
+    """Whether an ``InvertedResidual`` node has its 1x1 expand (``w1``), or its depthwise conv reads ``x``."""
+    return block_input(node, "w1") is not None
+
+
 def _block_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
     x, w1, b1, w2, b2, w3, b3 = types[:BLOCK_INPUTS]
-    if any(t is None for t in (x, w1, b1, w2, b2, w3, b3)) or x.rank != 4:
-        raise ShapeError(f"InvertedResidual needs a 4-D x and every weight and bias, got {types}")
+    if (any(t is None for t in (x, w2, b2, w3, b3)) or x.rank != 4 or (w1 is None) != (b1 is None)
+            or (w1 is None and a["expand_post"])):
+        raise ShapeError(f"InvertedResidual needs a 4-D x and every weight and bias (w1 and b1 both or neither, "
+                         f"no expand epilogue without them), got {types}")
     conv = get_op("Conv")
     for steps in (a["expand_post"], a["dw_post"]):
         if any(s.residual for s in steps):
             raise ShapeError("InvertedResidual: the expand and depthwise epilogues are activations only")
-    e = conv.infer_types([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
+    e = x if w1 is None else conv.infer_types([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
     if w2.shape[0] != e.shape[1] or w2.shape[1] != 1:
         raise ShapeError(f"InvertedResidual: depthwise weights {w2} do not match {e.shape[1]} channels")
     d = conv.infer_types([e, w2, b2], _dw_attrs(a, e.shape[1]))[0]
@@ -59,7 +68,7 @@ def _block_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[Tens
 def _block_base(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     conv = get_op("Conv")
     x, w1, b1, w2, b2, w3, b3 = ins[:BLOCK_INPUTS]
-    e = conv.run([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
+    e = x if w1 is None else conv.run([x, w1, b1], _pw_attrs(a["expand_post"]))[0]
     d = conv.run([e, w2, b2], _dw_attrs(a, e.shape[1]))[0]
     return conv.run([d, w3, b3], _pw_attrs(()))[0]
 

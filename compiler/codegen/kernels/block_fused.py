@@ -7,7 +7,9 @@ Plain NCHW. Three stages per group of ``RB`` output rows:
   row's ``C x W`` pixels in register tiles (``pointwise_tile``), activations in registers, stored into a
   *ring* of ``K`` expanded rows (slot ``ih % K``; each slot holds the row of every channel, ``PW`` floats
   each with zero columns either side, so every depthwise tap is one unmasked load; an extra slot of zeros
-  stands for the rows above and below the image). Each input row is expanded once (no halo recomputed);
+  stands for the rows above and below the image). Each input row is expanded once (no halo recomputed).
+  A block without an expand (``has_expand``) copies the input row into the ring instead (stride 2: its
+  even and odd columns), so the depthwise conv reads zero-padded rows the same way;
 * **depthwise**, one output row at a time from the ring's ``K`` rows (stride 2: even lanes of a double
   load), ``K`` independent FMA chains, activations, into a scratch of ``RB`` rows per channel;
 * **project**, the group's ``RB x OW`` pixels (contiguous in the scratch and in the output), in register
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnjit.ir import Node, get_op
-from cnnjit.ir.ops.fused import BLOCK_INPUTS
+from cnnjit.ir.ops.fused import BLOCK_INPUTS, has_expand
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from ..parts import node_part, part_space
@@ -57,7 +59,7 @@ def block_geometry(node: Node, target: Target) -> dict:
     2), rows per group ``RB`` and the row scratch's channel stride ``DP``."""
     x, y = node.inputs[0], node.outputs[0]
     _, C, H, W = x.shape
-    E = node.inputs[1].shape[0]
+    E = node.inputs[3].shape[0]  # the depthwise conv's channels (without an expand, C)
     OH, OW = y.shape[2:]
     K = node.attrs["kernel_shape"][0]
     S = node.attrs["strides"][0]
@@ -83,7 +85,8 @@ def block_geometry(node: Node, target: Target) -> dict:
             parity.append((klo, max(0, khi - klo), 2 * klo + par - pw))
         half = -(-max(owv + (K - 1) // 2, (pw + W + 1) // 2, *(klo + tiles(c) for klo, c, _ in parity)) // w) * w
         PW = 2 * half
-        SW = tiles(max(c for _, c, _ in parity))  # a staged row of one parity's input columns, whole tiles
+        # a staged row of one parity's input columns, whole tiles (without an expand: copied to the ring)
+        SW = tiles(max(c for _, c, _ in parity)) if has_expand(node) else 0
     # the project: 4 output channels x 2 vectors (its E-vector pixel tile is in L1 for every channel tile;
     # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others)
     pmr, pnr = MR, NR
@@ -115,6 +118,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     L = nr * w
     epi = Epilogue(node, w, True)
     a = node.attrs
+    expand = has_expand(node)
 
     def expand_tile(xload: str, dst: str, staged: bool = False):
         """The expand's tile reading pixel ``c0`` of channel ``c`` at ``xload`` (a format with ``{v}`` for the
@@ -143,26 +147,41 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
                        else f"{ind}vstore{LP}(yb, yo + {idx}, a{LP}_{i})")
         return out
 
+    def copy_columns(ind: str, iw0: int, count: int | str, dst: str, step: int) -> list[str]:
+        """Each channel ``c``'s ``count`` input columns ``iw0, iw0 + step, ...`` (step 1 or 2) of row ``xr``
+        stored from ``dst`` (an expression of ``c``), in whole vectors whose lanes past the row are zero."""
+        if step == 1:
+            load, fits = f"vload{w}(xb, src + j0)", f"j0 + {w} <= {count}"
+            tail = f"vloadn{w}(xb, src + j0, {count} - j0)"
+        else:
+            load, fits = f"vload2e{w}(xb, src + 2 * j0)", f"{iw0} + 2 * j0 + {2 * w} <= W"
+            tail = f"vload2er{w}(xb, src + 2 * j0, 0, min({2 * w - 1}, W - {iw0} - 2 * j0))"
+        return [f"{ind}for c in range(C):", f"{ind}    src = xr + c * HW + {iw0}",
+                f"{ind}    dst = {dst}", f"{ind}    for j0 in range(0, {count}, {w}):",
+                f"{ind}        if {fits}:", f"{ind}            vstore{w}(gb, dst + j0, {load})",
+                f"{ind}        else:", f"{ind}            vstore{w}(gb, dst + j0, {tail})"]
+
     def expand_row() -> list[str]:
         """Input row ``nxt`` expanded into its ring slot (stride 2: its even and its odd padded columns, each
-        expanded from a staged copy of the input row's columns of that parity)."""
+        expanded from a staged copy of the input row's columns of that parity); without an expand, the row's
+        columns copied there."""
         ind = " " * 20
+        slot = f"go + (nxt % {K}) * SL"
         if S == 1:
-            return [f"{ind}gr = go + (nxt % {K}) * SL + pw",
+            if not expand:
+                return copy_columns(ind, 0, "W", f"{slot} + pw + c * PW", 1)
+            return [f"{ind}gr = {slot} + pw",
                     *pixel_loops(ind, "c0", "W", "e", "E", expand_tile("{v}(xb, xr + c * HW + c0{n})", "gr"))]
         out = []
         for par, (klo, count, iw0) in enumerate(g["parity"]):
             if not count:
                 continue
+            if not expand:
+                out += copy_columns(ind, iw0, count, f"{slot} + {par * half + klo} + c * PW", 2)
+                continue
             stage = f"go + {K + 1} * SL + {par} * C * SW"
-            out += [f"{ind}for c in range(C):", f"{ind}    src = xr + c * HW + {iw0}",
-                    f"{ind}    dst = {stage} + c * SW", f"{ind}    for j0 in range(0, {count}, {w}):",
-                    f"{ind}        if {iw0} + 2 * j0 + {2 * w} <= W:",
-                    f"{ind}            vstore{w}(gb, dst + j0, vload2e{w}(xb, src + 2 * j0))",
-                    f"{ind}        else:",
-                    f"{ind}            vstore{w}(gb, dst + j0, vload2er{w}(xb, src + 2 * j0, 0, "
-                    f"min({2 * w - 1}, W - {iw0} - 2 * j0)))",
-                    f"{ind}gr = go + (nxt % {K}) * SL + {par * half + klo}",
+            out += [*copy_columns(ind, iw0, count, f"{stage} + c * SW", 2),
+                    f"{ind}gr = {slot} + {par * half + klo}",
                     *pixel_loops(ind, "c0", str(count), "e", "E",
                                  expand_tile(f"{{v}}(gb, {stage} + c * SW + c0{{n}})", "gr", True))]
         return out
@@ -203,7 +222,8 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
     dw.append(f"{ind}        vstore{w}(sb, so + e * DP + j + ow0, d)")
 
     lines = [
-        "def kernel(xb, xo, web, weo, beb, beo, wdb, wdo, bdb, bdo, wpb, wpo, bpb, bpo, yb, yo, gb, go, sb, so, "
+        f"def kernel(xb, xo, {'web, weo, beb, beo, ' if expand else ''}wdb, wdo, bdb, bdo, wpb, wpo, bpb, bpo, "
+        "yb, yo, gb, go, sb, so, "
         "N, C, H, W, E, M, OH, OW, ph, pw, PW, SW, RB, DP, RS, RE" + epi.signature() + "):",
         "    SL = E * PW",
         "    HW = H * W",
@@ -266,9 +286,10 @@ def gen_block_fused(node: Node, target: Target) -> list[KernelCall]:
     K, E = g["K"], g["E"]
     ring = Scratch((K + 1) * E * g["PW"] + 2 * g["C"] * g["SW"])
     rows = Scratch(E * g["DP"] + max(g["NR"], g["PNR"]) * g["w"])
-    args = [x, *node.inputs[1:BLOCK_INPUTS], y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E,
-            node.inputs[5].shape[0], g["OH"], g["OW"], node.attrs["pads"][0], node.attrs["pads"][1], g["PW"],
-            g["SW"], g["RB"], g["DP"], rs, re_, *extra]
+    weights = [v for v in node.inputs[1:BLOCK_INPUTS] if v is not None]  # no w1, b1 without an expand
+    args = [x, *weights, y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E, node.inputs[5].shape[0], g["OH"],
+            g["OW"], node.attrs["pads"][0], node.attrs["pads"][1], g["PW"], g["SW"], g["RB"], g["DP"], rs, re_,
+            *extra]
     return [KernelCall(src, args, note(node))]
 
 

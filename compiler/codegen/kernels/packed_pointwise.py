@@ -65,6 +65,25 @@ def block_pixels(C: int, P: int, strip: int) -> int:
     return min(most, max(strip, PANEL_BYTES // (4 * C) // strip * strip))
 
 
+#: weights of more bytes than this (half of L2) stream from L3 or memory. Then a map whose strips all fit in
+#: ``MAP_PANEL_BYTES`` is one block, and its output rows run in groups of about ``ROW_GROUP_BYTES`` of weights,
+#: each group over every strip and the tail before the next: each weight comes from L3 once, not once per
+#: strip (MobileNetV2's 7x7 1x1s, 0.4-1.6 MB of weights, 3 strips and a tail pixel: 4 trips)
+WEIGHT_STREAM_BYTES = 256 * 1024
+MAP_PANEL_BYTES = 256 * 1024
+ROW_GROUP_BYTES = 64 * 1024
+
+
+def blocking(C: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int]:
+    """(PB, RG): pixels per block (``block_pixels``, or the whole map: see ``WEIGHT_STREAM_BYTES``) and
+    output rows per row group (all ``M``, or a multiple of ``unit`` rows: the register tile's rows times
+    the row tiles the tail computes together)."""
+    whole = -(-P // strip) * strip
+    if 4 * M * C <= WEIGHT_STREAM_BYTES or 4 * C * whole > MAP_PANEL_BYTES:
+        return block_pixels(C, P, strip), M
+    return whole, min(M, max(1, ROW_GROUP_BYTES // (4 * C * unit)) * unit)
+
+
 def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
     """``w`` (M x C) as consecutive row tiles of ``mr`` rows (the last one ``M % mr`` rows, when not 0),
     each stored channel-major (``[C][rows]``): the tile starting at row ``m`` begins at ``m * C``."""
@@ -124,10 +143,11 @@ def tail_tile(tail: int, registers: int) -> tuple[int, int]:
 def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, ind: str,
                 first: int = 0) -> list[str]:
     """Lines computing the map's last ``tail`` pixels (the first ``tail`` columns of the strip at ``ps``) on
-    vectors of a row tile's output channels: each step over the channels loads ``G`` row tiles' packed
-    weights (``[C][mr]`` per tile, one vector each, lanes past ``mr`` read the next tile's: never stored) and
-    broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane). ``first``: the
-    strip's column of the first of these pixels."""
+    vectors of a row tile's output channels, for the output rows of the row group ``mg .. mge`` (whole row
+    tiles, the last group also the ``M % mr`` rows left): each step over the channels loads ``G`` row
+    tiles' packed weights (``[C][mr]`` per tile, one vector each, lanes past ``mr`` read the next tile's:
+    never stored) and broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane).
+    ``first``: the strip's column of the first of these pixels."""
     tl = tail_lanes(mr)
     tp, G = tail_tile(tail, registers)
     full, rem = divmod(M, mr)
@@ -156,12 +176,12 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
                     out += epi[rows].after(ind, [f"for i in range({rows}):"], "yq + i * P")
         return out
 
-    lines = [f"{ind}m = 0"]
+    lines = [f"{ind}m = mg"]
     if full >= G:
-        lines += [f"{ind}for _ in range({full // G}):", *group(G, mr, ind + "    "), f"{ind}    m += {G * mr}"]
+        lines += [f"{ind}while m + {G * mr} <= mge:", *group(G, mr, ind + "    "), f"{ind}    m += {G * mr}"]
     if full % G:
-        lines += [f"{ind}for _ in range({full % G}):", *group(1, mr, ind + "    "), f"{ind}    m += {mr}"]
-    return lines + (group(1, rem, ind) if rem else [])
+        lines += [f"{ind}while m + {mr} <= mge:", *group(1, mr, ind + "    "), f"{ind}    m += {mr}"]
+    return lines + ([f"{ind}if m < mge:", *group(1, rem, ind + "    ")] if rem else [])
 
 
 def strip_copy(L: int) -> list[str]:
@@ -245,8 +265,14 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"],
                                "y0 - yo + (m + i) * P + p + j")
 
+    def row_tiles(ind: str, lanes: int) -> list[str]:
+        """The row group's tiles (``mg .. mge``: whole row tiles, the last group also the ``rem`` rows left)
+        over the strip at ``ps``."""
+        return [f"{ind}m = mg", f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes), f"{ind}    m += {mr}",
+                *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
+
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB"
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG"
         + (", P0, P1" if pixel_range else "") + epi.signature() + "):",
         f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
@@ -255,25 +281,22 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
         *(strip_copy_bf16(L) if bf16 else strip_copy(L)),
-        "            ps = so",
-        "            p = pb",
-        f"            while {'p < pe' if split is None else 'p + ' + str(L) + ' <= pe'}:",
-        f"                cnt = min({L}, pe - p)",
-        "                m = 0",
-        f"                while m + {mr} <= M:",
-        *tile(mr, " " * 20),
-        f"                    m += {mr}",
-        *(tile(rem, " " * 16) if rem else []),
-        f"                p += {L}",
-        f"                ps += K * {L}",
+        "            for mg in range(0, M, RG):",
+        "                mge = min(M, mg + RG)",
+        "                ps = so",
+        "                p = pb",
+        f"                while {'p < pe' if split is None else 'p + ' + str(L) + ' <= pe'}:",
+        f"                    cnt = min({L}, pe - p)",
+        *row_tiles(" " * 20, L),
+        f"                    p += {L}",
+        f"                    ps += K * {L}",
     ]
     if split is not None:
-        lines.append("            if p < pe:")
+        lines.append("                if p < pe:")
         if split:
-            lines += ["                m = 0", f"                while m + {mr} <= M:", *tile(mr, " " * 20, split * w),
-                      f"                    m += {mr}", *(tile(rem, " " * 16, split * w) if rem else [])]
+            lines += row_tiles(" " * 20, split * w)
         if tail > split * w:
-            lines += tail_source(node, L, mr, M, tail - split * w, registers, " " * 16, split * w)
+            lines += tail_source(node, L, mr, M, tail - split * w, registers, " " * 20, split * w)
     return source(lines), epi.args
 
 
@@ -337,9 +360,12 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
                                          pixels is not None)
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
-    pb = block_pixels(C, P, nr * w)
-    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, *(pixels or ()), *extra],
-                       note(node))]
+    tail = P % (nr * w)
+    split = tail_vectors(tail, w, mr, nr)
+    chan = 0 if split is None else tail - split * w  # the tail's pixels on output-channel vectors
+    pb, rg = blocking(C, M, P, nr * w, mr * (tail_tile(chan, target.vector_registers)[1] if chan else 1))
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, rg, *(pixels or ()),
+                             *extra], note(node))]
 
 
 @part_space("Conv", "packed_pointwise")
@@ -365,4 +391,4 @@ def gen_packed_pointwise_bf16(node: Node, target: Target) -> list[KernelCall]:
     packed = pack_weights_bf16(wt.const.reshape(M, C), mr)
     K = (C + 1) // 2
     pb = block_pixels(K, P, nr * w)
-    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(K * pb), N, C, M, P, pb, *extra], note(node))]
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(K * pb), N, C, M, P, pb, M, *extra], note(node))]
