@@ -20,8 +20,11 @@ from test_vector_epilogue import _model as _ve_model
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels import simd_cblock
 from cnnjit.compiler.codegen.kernels.simd_cblock import (
+    LOOPED_ROW_TILES,
     MAX_RAGGED,
+    MAX_UNROLLED_FMAS,
     MAX_WIDE_STRIDE_TAPS,
     MIN_CHANNELS_POINTWISE,
     MIN_DEPTH,
@@ -30,8 +33,10 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     SPARE_REGISTERS,
     cblock_applies,
     cblock_tile,
+    unroll_rows,
 )
 from cnnjit.compiler.codegen.kernels.winograd import multiply_ratio
+from cnnjit.compiler.codegen.simd import host_vector_registers
 
 WIDTHS = [4, 8, 16]
 ACTS = [None, "Relu", "SiLU", "HardSwish", "LeakyRelu", "Tanh"]
@@ -307,3 +312,32 @@ def test_every_activation_in_registers(width: int = 16) -> None:
     assert_in_registers(compiled, "Conv", width)
     for got, want in zip(compiled(x), _ort(model, x)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_large_tiles_loop_over_their_kernel_rows(width: int) -> None:
+    """A tile of many FMAs on a long row (the Inception stem's 7x7 of stride 2) runs its kernel rows inside
+    the input as a loop of constant trip count instead of an unrolled copy (``unroll_rows``); short rows,
+    5x5 and 3x3 tiles stay unrolled: checked in the source (as the tile the width's register budget gives
+    says) and, with a residual, against the reference at every width, and the looped rows once more at
+    every width whatever the tile."""
+    assert unroll_rows(3, 3, 8, 20) and unroll_rows(1, 9, 8, 20) and unroll_rows(5, 5, 5, 20)
+    assert not unroll_rows(7, 7, 3, LOOPED_ROW_TILES) and unroll_rows(7, 7, 5, LOOPED_ROW_TILES - 1)
+    assert 5 * 5 * 5 <= MAX_UNROLLED_FMAS < 7 * 7 * 3
+    target = Target(vector_width=width, vector_registers=host_vector_registers(width))
+    for k, s, c, w, act, residual in ((7, 2, 3, 200, "Relu", False), (7, 1, 8, 2 * width - 2, "SiLU", True),
+                                      (5, 2, 8, 4 * width + 5, "SiLU", True), (3, 2, 16, 200, None, True)):
+        prog = _check(dict(n=1, c=c, m=2 * width, g=1, k=k, s=s, d=1, h=k + 3, w=w, pads=[k // 2] * 4, act=act,
+                           residual=residual, seed=k), width)
+        ow = prog.calls[0].node.outputs[0].shape[3]
+        np_ = cblock_tile(target, 2 * width, ow)[1]
+        srcs = [prog.kernel_sources[call.kernel] for call in prog.calls if call.op == "Conv"]
+        assert srcs and all("if khlo == 0 and khhi" in src for src in srcs)
+        looped = not unroll_rows(k, k, np_, -(-ow // np_))
+        assert all((f"for kh in range({k}):" in src) == looped for src in srcs), (k, np_, ow)
+    with pytest.MonkeyPatch.context() as mp:  # the looped rows at every width, whatever the tile
+        mp.setattr(simd_cblock, "MAX_UNROLLED_FMAS", 0)
+        mp.setattr(simd_cblock, "LOOPED_ROW_TILES", 1)
+        prog = _check(dict(n=2, c=16, m=2 * width, g=1, k=3, s=2, d=1, h=7, w=4 * width + 5, pads=[1, 0, 1, 2],
+                           act="HardSwish", residual=True, seed=5), width)
+        assert all("for kh in range(3):" in prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv")

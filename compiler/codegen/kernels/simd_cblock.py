@@ -98,20 +98,26 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
     def tile(ind: str, start: str, first: int, t: int, checked: bool) -> list[str]:
         """A tile of ``t`` pixels from ``start`` (the first one's index ``first`` when ``checked``: its taps
         outside the row are left out). Rows with every kernel row inside the input unroll the kernel rows
-        (a loop of one kernel row per input channel cost a 1x1 layer 40%); the others loop over theirs."""
+        (a loop of one kernel row per input channel cost a 1x1 layer 40%), or for a large tile loop over
+        them with a constant trip count (``unroll_rows``); the other rows loop over theirs (the same FMAs in
+        the same order either way: bit-identical)."""
         out = [f"{ind}a{j} = b" for j in range(t)]
-        out += [f"{ind}if khlo == 0 and khhi == {kh_n}:",
-                f"{ind}    for c in range(cg):",
-                f"{ind}        xr = xg + c * H * Win + ih0 * Win + {start} * {sw} - {pw}",
-                f"{ind}        wr = wm + c * {kh_n * kw_n * lanes}"]
-        for kh in range(kh_n):
-            out += taps(ind + " " * 8, first, t, checked, f"xr + {kh} * dh * Win", f"wr + {kh * kw_n * lanes}")
-        out += [f"{ind}else:",
-                f"{ind}    for c in range(cg):",
+        loop = [f"{ind}    for c in range(cg):",
                 f"{ind}        for kh in range(khlo, khhi):",
                 f"{ind}            xr = xg + c * H * Win + (ih0 + kh * dh) * Win + {start} * {sw} - {pw}",
                 f"{ind}            wr = wm + (c * {kh_n} + kh) * {kw_n * lanes}",
                 *taps(ind + " " * 12, first, t, checked, "xr", "wr")]
+        out += [f"{ind}if khlo == 0 and khhi == {kh_n}:",
+                f"{ind}    for c in range(cg):",
+                f"{ind}        xr = xg + c * H * Win + ih0 * Win + {start} * {sw} - {pw}",
+                f"{ind}        wr = wm + c * {kh_n * kw_n * lanes}"]
+        if unroll_rows(kh_n, kw_n, t, -(-ow // np_)):
+            for kh in range(kh_n):
+                out += taps(ind + " " * 8, first, t, checked, f"xr + {kh} * dh * Win", f"wr + {kh * kw_n * lanes}")
+        else:
+            out += [f"{ind}        for kh in range({kh_n}):",
+                    *taps(ind + " " * 12, first, t, checked, "xr + kh * dh * Win", f"wr + kh * {kw_n * lanes}")]
+        out += [f"{ind}else:", *loop]
         for j in range(t):
             out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
                     *epi.vector(ind, f"a{j}", "", lanes, False),
@@ -131,6 +137,23 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
         else:
             L += tile(ind, str(s), s, t, not interior)
     return source(L), epi.args
+
+
+#: the most FMAs (kernel taps x tile pixels) a tile unrolls over all its kernel rows on a row of at least
+#: ``LOOPED_ROW_TILES`` tiles: above (7x7 kernels on 3-pixel tiles and up), a loop of constant trip count
+#: over the rows runs as fast, and the unrolled copy (245 FMAs per tile of the Inception stem, a third of
+#: its source) costs compile time only (that kernel: 8.8 -> 2.3 CPU s). AVX2, per call, interleaved, looped /
+#: unrolled, median (min): the Inception stem 3->64 7x7 stride 2 at 224x224 0.90-1.01 (0.88-1.04), 32->64 7x7
+#: stride 2 at 56x56 0.97 (0.98); on rows of 3 tiles looping cost 6-7% (32->64 and 64->64 7x7 at 14x14) and 13%
+#: (5x5 at 13x13 and 14x14): there they stay unrolled, as do 5x5 tiles (125 FMAs) and 3x3 ones
+MAX_UNROLLED_FMAS = 128
+LOOPED_ROW_TILES = 8
+
+
+def unroll_rows(kh: int, kw: int, pixels: int, row_tiles: int) -> bool:
+    """Whether a tile of ``pixels`` of a ``kh`` x ``kw`` kernel, on a row of ``row_tiles`` tiles, unrolls its
+    kernel rows where they are all inside the input (``MAX_UNROLLED_FMAS``; always one kernel row)."""
+    return kh == 1 or kh * kw * pixels <= MAX_UNROLLED_FMAS or row_tiles < LOOPED_ROW_TILES
 
 
 def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, int] | None:
