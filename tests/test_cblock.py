@@ -324,6 +324,7 @@ def test_large_tiles_loop_over_their_kernel_rows(width: int) -> None:
     assert unroll_rows(3, 3, 8, 20) and unroll_rows(1, 9, 8, 20) and unroll_rows(5, 5, 5, 20)
     assert not unroll_rows(7, 7, 3, LOOPED_ROW_TILES) and unroll_rows(7, 7, 5, LOOPED_ROW_TILES - 1)
     assert 5 * 5 * 5 <= MAX_UNROLLED_FMAS < 7 * 7 * 3
+    assert unroll_rows(5, 5, 8, 20) and not unroll_rows(6, 6, 4, 20)  # a 5x5 never loops (AVX-512's 8 pixels)
     target = Target(vector_width=width, vector_registers=host_vector_registers(width))
     for k, s, c, w, act, residual in ((7, 2, 3, 200, "Relu", False), (7, 1, 8, 2 * width - 2, "SiLU", True),
                                       (5, 2, 8, 4 * width + 5, "SiLU", True), (3, 2, 16, 200, None, True)):
@@ -338,6 +339,7 @@ def test_large_tiles_loop_over_their_kernel_rows(width: int) -> None:
     with pytest.MonkeyPatch.context() as mp:  # the looped rows at every width, whatever the tile
         mp.setattr(simd_cblock, "MAX_UNROLLED_FMAS", 0)
         mp.setattr(simd_cblock, "LOOPED_ROW_TILES", 1)
+        mp.setattr(simd_cblock, "MIN_LOOPED_TAPS", 0)
         prog = _check(dict(n=2, c=16, m=2 * width, g=1, k=3, s=2, d=1, h=7, w=4 * width + 5, pads=[1, 0, 1, 2],
                            act="HardSwish", residual=True, seed=5), width)
         assert all("for kh in range(3):" in prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv")

@@ -145,15 +145,18 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
 #: its source) costs compile time only (that kernel: 8.8 -> 2.3 CPU s). AVX2, per call, interleaved, looped /
 #: unrolled, median (min): the Inception stem 3->64 7x7 stride 2 at 224x224 0.90-1.01 (0.88-1.04), 32->64 7x7
 #: stride 2 at 56x56 0.97 (0.98); on rows of 3 tiles looping cost 6-7% (32->64 and 64->64 7x7 at 14x14) and 13%
-#: (5x5 at 13x13 and 14x14): there they stay unrolled, as do 5x5 tiles (125 FMAs) and 3x3 ones
+#: (5x5 at 13x13 and 14x14): there they stay unrolled, as do 5x5 tiles (125 FMAs) and 3x3 ones; kernels of
+#: fewer than ``MIN_LOOPED_TAPS`` taps always unroll (AVX-512's wider 5x5 tiles pass 128 FMAs: not measured)
 MAX_UNROLLED_FMAS = 128
 LOOPED_ROW_TILES = 8
+MIN_LOOPED_TAPS = 36
 
 
 def unroll_rows(kh: int, kw: int, pixels: int, row_tiles: int) -> bool:
     """Whether a tile of ``pixels`` of a ``kh`` x ``kw`` kernel, on a row of ``row_tiles`` tiles, unrolls its
     kernel rows where they are all inside the input (``MAX_UNROLLED_FMAS``; always one kernel row)."""
-    return kh == 1 or kh * kw * pixels <= MAX_UNROLLED_FMAS or row_tiles < LOOPED_ROW_TILES
+    return (kh == 1 or kh * kw < MIN_LOOPED_TAPS or kh * kw * pixels <= MAX_UNROLLED_FMAS
+            or row_tiles < LOOPED_ROW_TILES)
 
 
 def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, int] | None:
