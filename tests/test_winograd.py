@@ -183,7 +183,8 @@ def test_vertical_dilation_takes_winograd() -> None:
         node = _default_variant(c, m, (h, w), dilations=list(dil))[1]
         assert winograd.winograd_applies(node, Target(vector_width=8, vector_registers=16)) == chosen, dil
         oh, d = node.outputs[0].shape[2], dil[0]
-        typ = -(-(-(-oh // d)) // 4)  # each phase's ceil(oh / d) rows in tiles of 4
+        typ = (oh + d - 1) // d  # the longest phase's rows...
+        typ = (typ + 3) // 4  # ... in tiles of 4
         assert winograd.tile_rows(node) == (typ, d * typ)
 
 

@@ -147,7 +147,8 @@ def tile_rows(node: Node) -> tuple[int, int]:
     """``(TYP, TY)``: tile rows per row phase and in all (``d`` phases of ``TYP`` for a vertical dilation
     ``d``; one phase of ``ceil(OH / 4)`` undilated). A phase's last tile row may end past ``OH`` (dropped)."""
     d, oh = node.attrs["dilations"][0], node.outputs[0].shape[2]
-    typ = -(-(-(-oh // d)) // TM)
+    rows = -(-oh // d)  # output rows of the longest phase (phase 0)
+    typ = -(-rows // TM)
     return typ, d * typ
 
 
@@ -424,6 +425,6 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
 
 @part_space("Conv", "winograd_f4")
 def winograd_part_space(node: Node, target: Target) -> tuple[int, int]:
-    """Tile rows (4 output rows each, of every row phase: ``tile_rows``), in whole bands: each part fills and transforms its own bands in its
-    own scratch."""
+    """Tile rows (4 output rows each, of every row phase: ``tile_rows``), in whole bands: each part fills and
+    transforms its own bands in its own scratch."""
     return tile_rows(node)[1], plan(node, target).rb
