@@ -18,6 +18,7 @@ import heapq
 import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.ir.errors import IRError
 
 from .manager import Pass
 
@@ -76,7 +77,8 @@ def topological(nodes: list[Node]) -> list[Node]:
             need[u.id].discard(i)
             if not need[u.id]:
                 heapq.heappush(ready, (pos[u.id], u.id))
-    assert len(order) == len(nodes), "the graph has a cycle"
+    if len(order) != len(nodes):
+        raise IRError("batch_gemms: the reordered graph has a cycle")
     return order
 
 
