@@ -205,12 +205,15 @@ def test_ragged_channels_choice(target: Target) -> None:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_dilated_long_rows(width: int) -> None:
-    """A dilated stride-1 layer on a long row (PLCMOS: 3x3 dilated (2, 1), 64 -> 128 on 96x16): Winograd
-    takes none, and cblock beat simd_conv there 1.2-9x; checked at every width, residual and activation."""
+    """A horizontally dilated stride-1 layer on a long row: cblock (it beat simd_conv 1.2-9x on dilated
+    layers); a vertically dilated 3x3 (PLCMOS: (2, 1), 64 -> 128 on 96x16) is Winograd's, like an undilated
+    one (its row phases, ``winograd.tile_rows``); checked at every width, residual and activation."""
     for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
         w = target.vector_width
-        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=(2, 1)), target).name == "cblock"
-        assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1), target).name != "cblock"  # undilated: Winograd's
+        for dilations in ((1, 2), (2, 2), (3, 2)):
+            assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations), target).name == "cblock"
+        for dilations in ((1, 1), (2, 1)):
+            assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations), target).name == "winograd_f4"
     _check(dict(n=1, c=16, m=2 * width, g=1, k=3, s=1, d=2, h=9, w=4 * width + 5, pads=[2, 1, 2, 1],
                 act="LeakyRelu", residual=True, seed=3), width)
 

@@ -31,6 +31,8 @@ FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not i
 # fuse_blocks fuses only blocks whose expanded tensor is large (its cost rule): never on these small random
 # graphs; tests/test_block_fusion.py checks it (before/after, property tests against numpy)
 FUSION_PASSES.remove("fuse_blocks")
+# batch_gemms needs Gemms sharing a B of at least 512 KiB (none here): tests/test_batch_gemms.py checks it
+FUSION_PASSES.remove("batch_gemms")
 
 
 class Builder:
@@ -75,7 +77,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
     return b.add("Conv", ins, (1, m, oh, ow), kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, group=group)
 
 
-LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "concat", "pad_conv",
+LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "scale", "concat", "pad_conv",
           "pool", "shuffle", "transpose_pair", "layernorm", "spp"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
@@ -119,6 +121,11 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
                             (1, c, h, w))
         elif op == "bias":
             cur = b.add("Add", [cur, b.const(rng.standard_normal((c, 1, 1)).astype(np.float32))], (1, c, h, w))
+        elif op == "scale":  # a frozen BN's scale as exporters write it: per channel or one value, Mul or Div
+            shape = [(c, 1, 1), (1, c, 1, 1), (), (1, 1, w)][arg % 4]
+            k = b.const(rng.uniform(0.5, 2.0, shape).astype(np.float32))
+            cur = b.add("Div" if arg % 5 == 4 else "Mul", [cur, k] if arg % 2 or arg % 5 == 4 else [k, cur],
+                        (1, c, h, w))
         elif op == "concat":
             same = [t for t in history if b.shapes[t][2:] == (h, w) and t != cur]
             if same:
@@ -257,6 +264,27 @@ def test_bias_add_folds_into_conv_bias() -> None:
     model, x = build([("pw", 1), ("bias", 0)], 4)
     m = check(model, x)
     assert ops_of(m) == ["Conv"] and fused_of(m)[0] == ["Add(bias)"]
+
+
+@pytest.mark.parametrize(("arg", "fused"), [(0, ["Mul", "Add(bias)"]), (1, ["Mul", "Add(bias)"]),
+                                           (2, ["Mul", "Add(bias)"]), (4, ["Div", "Add(bias)"]),
+                                           (3, [])])
+def test_scale_then_shift_folds_into_conv(arg: int, fused: list[str]) -> None:
+    """A frozen BN written as ``Conv -> Mul(scale) -> Add(shift)`` (per channel or one value; ``Div`` by
+    one) is one Conv with scaled weights and bias; a scale that varies along the width (``arg`` 3) is
+    not folded (it stays a Mul node), and onnxruntime agrees with the folded model."""
+    model, x = build([("conv", 1), ("scale", arg), ("bias", 0), ("act", 0)], 7)
+    m = check(model, x)
+    assert fused_of(m)[0][:2] == fused
+    assert (ops_of(m) == ["Conv"]) == (arg != 3) and ("Mul" in ops_of(m)) == (arg == 3)
+    np.testing.assert_allclose(m(x), ort_session(model).run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_no_scale_fold_when_conv_feeds_two_nodes() -> None:
+    """A scale whose conv output is also a graph output stays a node (the output must be unscaled)."""
+    model, x = build([("conv", 6), ("scale", 0)], 8)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv", "Mul"]
 
 
 def test_no_fusion_when_conv_output_has_second_consumer() -> None:

@@ -28,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target
-from cnnjit.compiler.codegen.kernels import winograd
+from cnnjit.compiler.codegen.kernels import simd_cblock, winograd
 from cnnjit.compiler.codegen.simd import host_vector_registers
 
 sys.path.insert(0, str(REPO_DIR))
@@ -65,19 +65,20 @@ def conv_variants(model) -> set[str]:
     return {c.variant for c in model._default_spec().program.calls if c.op == "Conv"}
 
 
-def check_conv(c, m, h, w, pads, act, residual, seed, width, scale=1.0):
-    """``winograd_f4`` forced at ``width`` against the float64 reference, within the stated bound."""
+def check_conv(c, m, h, w, pads, act, residual, seed, width, scale=1.0, dilations=(1, 1), variant="winograd_f4"):
+    """``variant`` (``winograd_f4``) forced at ``width`` against the float64 reference, within the stated
+    bound."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
     wt = (rng.standard_normal((m, c, 3, 3)) * scale).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    conv = ref.conv(x, wt, b, pads=pads)
-    bound = ref.conv(np.abs(x), np.abs(wt), np.abs(b), pads=pads)  # sum |w| |x| + |b| per output
+    conv = ref.conv(x, wt, b, pads=pads, dilations=dilations)
+    bound = ref.conv(np.abs(x), np.abs(wt), np.abs(b), pads=pads, dilations=dilations)  # sum |w| |x| + |b|
     r = rng.standard_normal(conv.shape).astype(np.float32) if residual else None
     expected = ACTS[act](conv + (r if residual else 0.0))
-    model = cnnjit.compile(conv_model(x.shape, wt, b, pads, act, r), vector_width=width,
-                           variants={"Conv": "winograd_f4"})
-    assert conv_variants(model) == {"winograd_f4"}
+    model = cnnjit.compile(conv_model(x.shape, wt, b, pads, act, r, dilations=list(dilations)),
+                           vector_width=width, variants={"Conv": variant})
+    assert conv_variants(model) == {variant}
     got = model(x)
     assert got.shape == expected.shape
     err = np.abs(got.astype(np.float64) - expected)
@@ -143,6 +144,48 @@ def test_winograd_bands_at_width(width, copies, case, limits) -> None:
         mp.setattr(winograd, "BAND_BYTES", limits[0])
         mp.setattr(winograd, "BAND_MAX_BYTES", limits[1])
         check_conv(**case, width=width)
+
+
+@st.composite
+def dilated_cases(draw):
+    """``wino_cases`` with dilations 1-3 in each axis, the map at least the dilated kernel's extent."""
+    case = draw(wino_cases())
+    dh, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    p = case["pads"]
+    case["h"] = max(case["h"], 2 * dh + 1 - p[0] - p[2])
+    case["w"] = max(case["w"], 2 * dw + 1 - p[1] - p[3])
+    return case | {"dilations": (dh, dw)}
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=4)
+@given(case=dilated_cases(), limits=st.sampled_from([(1, 1), (8 * 1024, 64 * 1024), (256 * 1024, 1024 * 1024)]))
+def test_dilated_at_width(width, copies, case, limits) -> None:
+    """Dilations 1-3 in each axis: a vertical one on ``winograd_f4`` (its row phases, in bands that mix
+    them), a horizontal one on ``cblock`` (which plans its rows per dilation); variant asserted."""
+    if case["dilations"][1] > 1:  # cblock tiles two channel vectors: output channels to match
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(simd_cblock, "MIN_DEPTH", 0)
+            check_conv(**case | {"m": 2 * width * (1 + case["m"] % 2)}, width=width, variant="cblock")
+        return
+    with any_size(), forced_copies(copies), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(winograd, "BAND_BYTES", limits[0])
+        mp.setattr(winograd, "BAND_MAX_BYTES", limits[1])
+        check_conv(**case, width=width)
+
+
+def test_vertical_dilation_takes_winograd() -> None:
+    """PLCMOS's 3x3 dilated (2, 1) layers (32->64 at 198x64, 64->128 at 196x16) run on ``winograd_f4`` by
+    default; a horizontal dilation does not."""
+    for (c, m, h, w), dil, chosen in [((32, 64, 198, 64), (2, 1), True), ((64, 128, 196, 16), (2, 1), True),
+                                      ((64, 128, 196, 16), (1, 2), False)]:
+        node = _default_variant(c, m, (h, w), dilations=list(dil))[1]
+        assert winograd.winograd_applies(node, Target(vector_width=8, vector_registers=16)) == chosen, dil
+        oh, d = node.outputs[0].shape[2], dil[0]
+        typ = (oh + d - 1) // d  # the longest phase's rows...
+        typ = (typ + 3) // 4  # ... in tiles of 4
+        assert winograd.tile_rows(node) == (typ, d * typ)
 
 
 @pytest.mark.parametrize(("width", "registers"), [(4, 16), (8, 16), (16, 32), (16, 8)])
@@ -249,10 +292,12 @@ def test_transforms_are_f43() -> None:
         np.testing.assert_allclose(winograd.AT @ ((winograd.G @ g) * (winograd.BT @ d)), direct, atol=1e-12)
 
 
-def _default_variant(c, m, hw, width=8, registers=16):
+def _default_variant(c, m, hw, width=8, registers=16, **attrs):
+    """(winograd applies, the Conv node) for a 3x3 ``c -> m`` layer on an ``hw`` (or ``(h, w)``) map."""
     rng = np.random.default_rng(0)
-    model = conv_model((1, c, hw, hw), rng.standard_normal((m, c, 3, 3)).astype(np.float32),
-                       np.zeros(m, np.float32), [1, 1, 1, 1], "Relu")
+    h, w = hw if isinstance(hw, tuple) else (hw, hw)
+    model = conv_model((1, c, h, w), rng.standard_normal((m, c, 3, 3)).astype(np.float32),
+                       np.zeros(m, np.float32), [1, 1, 1, 1], "Relu", **attrs)
     ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
     node = next(n for n in ir.nodes if n.op == "Conv")
     return winograd.winograd_applies(node, Target(vector_width=width, vector_registers=registers)), node
@@ -270,11 +315,12 @@ def test_crossover(c, m, hw, chosen) -> None:
 
 
 def test_not_for_other_convs() -> None:
-    """Stride 2, 5x5, dilated and grouped convs never take it (even with the thresholds off)."""
+    """Stride 2, 5x5, horizontally dilated and grouped convs never take it (even with the thresholds off)."""
     rng = np.random.default_rng(0)
     for attrs, wshape in [(dict(kernel_shape=[3, 3], strides=[2, 2]), (32, 32, 3, 3)),
                           (dict(kernel_shape=[5, 5]), (32, 32, 5, 5)),
                           (dict(kernel_shape=[3, 3], dilations=[2, 2]), (32, 32, 3, 3)),
+                          (dict(kernel_shape=[3, 3], dilations=[1, 2]), (32, 32, 3, 3)),
                           (dict(kernel_shape=[3, 3], group=2), (32, 16, 3, 3))]:
         nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], **attrs)]
         g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 24, 24])],

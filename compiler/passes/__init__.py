@@ -1,5 +1,6 @@
 """IR passes (one per file) and the default pipeline."""
 
+from .batch_gemms import BatchGemms
 from .cancel_transposes import CancelTransposes
 from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
@@ -30,13 +31,13 @@ from .remove_identity import RemoveIdentity
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
-            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), FoldPad(), CascadeMaxPool(),
-            FuseLayerNorm(),
+            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
+            CascadeMaxPool(), FuseLayerNorm(),
             FuseEpilogue(), FuseBlocks(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
-           "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes", "ConcatInPlace",
-           "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat", "FuseLayerNorm",
-           "CascadeMaxPool", "FuseBlocks"]
+           "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
+           "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
+           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks"]

@@ -2,6 +2,11 @@
 
 Fires when the BN's parameters and the producer's weights (and bias) are constants, the producer's output
 feeds only the BN, and the producer has no epilogue yet. A BN that stays alone runs as a scale-shift.
+
+The scale of a BN that an exporter wrote as arithmetic (``Conv -> Mul(scale) -> Add(shift)``: a PyTorch
+model with its BNs frozen, onnxruntime's ConvMulFusion) folds the same way: a Mul of a Conv's output by a
+constant that varies along the channels only (or not at all), or a Div by one (the constant second),
+scales the weights and bias; the shift that follows is ``fuse_epilogue``'s bias Add.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node
 
+from .fuse_epilogue import channel_vector
 from .manager import Pass
+
+#: the scalings folded into a Conv's weights (``FoldBatchNorm._fold_scale``)
+SCALES = ("Mul", "Div")
 
 
 class FoldBatchNorm(Pass):
@@ -19,6 +28,9 @@ class FoldBatchNorm(Pass):
 
     def apply(self, graph: Graph) -> None:
         for bn in list(graph.nodes):
+            if bn.op in SCALES:
+                self._fold_scale(graph, bn)
+                continue
             if bn.op != "BatchNormalization" or not all(v.is_const for v in bn.inputs[1:5]):
                 continue
             src = bn.inputs[0].producer
@@ -31,6 +43,35 @@ class FoldBatchNorm(Pass):
             if src.op == "Gemm" and not self._gemm_ok(src):
                 continue
             self._fold(graph, src, bn)
+
+    @staticmethod
+    def _fold_scale(graph: Graph, node: Node) -> None:
+        """``node`` (a ``SCALES`` op) folded into the Conv that produces its other operand, when its constant
+        operand is per output channel (``channel_vector``)."""
+        i = next((k for k, v in enumerate(node.inputs) if v.is_const), None)
+        if i is None or len(node.inputs) != 2 or (i == 0 and node.op == "Div"):
+            return
+        x = node.inputs[1 - i]
+        src = x.producer
+        if (src is None or src.op != "Conv" or src.attrs.get("post") or len(x.users) != 1 or x in graph.outputs
+                or node.outputs[0].shape != x.shape or src.inputs[1].dtype.kind != "f"
+                or not all(v is None or v.is_const for v in src.inputs[1:3])):
+            return
+        c = channel_vector(src, node.inputs[i])
+        if c is None or (node.op == "Div" and not np.all(c)):
+            return
+        c = c.astype(np.float64)
+        w = src.inputs[1].const.astype(np.float64)
+        m = w.shape[0]
+        b = src.inputs[2].const.astype(np.float64) if len(src.inputs) > 2 and src.inputs[2] is not None \
+            else np.zeros(m)
+        s = c if node.op == "Mul" else 1.0 / c
+        w, b = w * s.reshape((m,) + (1,) * (w.ndim - 1)), b * s
+        dt = src.inputs[1].dtype
+        graph.set_input(src, 1, graph.const(w.astype(dt)))
+        graph.set_input(src, 2, graph.const(b.astype(dt)))
+        graph.note_fused(src, node.op)
+        graph.remove_node_keep_output(node, src)
 
     @staticmethod
     def _gemm_ok(g: Node) -> bool:

@@ -45,7 +45,7 @@ def _single_user(graph: Graph, v: Value) -> Node | None:
     return v.users[0]
 
 
-def _channel_vector(node: Node, c: Value) -> np.ndarray | None:
+def channel_vector(node: Node, c: Value) -> np.ndarray | None:
     """The per-output-channel vector of a constant Add operand, if it is one."""
     y = node.outputs[0].shape
     if node.op in ("Conv", "ConvTranspose"):
@@ -301,7 +301,7 @@ class FuseEpilogue(Pass):
 
     @staticmethod
     def _fold_bias(graph: Graph, node: Node, c: Value) -> bool:
-        vec = _channel_vector(node, c)
+        vec = channel_vector(node, c)
         if vec is None:
             return False
         if node.op == "MatMul":

@@ -270,8 +270,9 @@ def cblock_applies(node: Node, target: Target) -> bool:
       wide (1xK, 16 columns at 8 lanes), from a depth of ``MIN_DEPTH_TWO_VECTORS``: 46-68 against 42-53
       and 25-29;
     * any row when ``simd_conv``'s tile would hold fewer than ``MIN_SIMD_CONV_CHANNELS`` channels;
-    * any row of a dilated layer (Winograd takes none; PLCMOS's 3x3 dilated (2, 1)): 58-71 against 29-52
-      for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
+    * any row of a dilated layer that Winograd does not take (it takes vertical dilations, ``tile_rows``:
+      PLCMOS's 3x3 dilated (2, 1) 64->128 at 196x16 at 180 effective GFLOP/s against ~40 here, load ~5):
+      58-71 against 29-52 for ``simd_conv`` with 16-96 channels, 36-62 against 7 with 128 on 20x20;
     * 1x1 on rows shorter than four vectors (13x13 to 26x26 at 8 lanes) with at least
       ``MIN_CHANNELS_POINTWISE`` output channels and no fused residual: 47-65 against 36-47 for
       ``simd_pointwise``, whose pixel vectors run mostly tails there (28x28 and 52x52 were left to it);

@@ -27,6 +27,11 @@ grown to pad fewer tiles (``plan``):
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
    Add) in registers, masked at the row's end.
 
+A layer dilated vertically (``dilations = (d, 1)``, an audio model's time axis) is ``d`` undilated layers over
+the input rows of each residue mod ``d``: output row ``p + d i`` reads input rows ``p - ph + d (i + ky)``. Its
+tile rows are ``d`` phases of ``TYP`` each (``tile_rows``); the band copy reads a phase's rows ``d`` apart and
+the output copy writes them ``d`` apart (the same kernel otherwise: no copy of the input, no other code).
+
 Error: the transforms' constants (up to 8 in ``A``, 5 in ``B``, 1/24 in ``G``) amplify float32 rounding;
 relative to each output's scale ``sum |w| |x| + |b|`` it measured 1.2-2.0e-6 on He-normal weights at 16-128
 channels, and ``ERROR_BOUND`` (tested against a float64 reference) leaves 10x. ``applies`` chooses the
@@ -138,20 +143,39 @@ def _row_copy(ind: str, dst: str, src: str, n: str, w: int) -> list[str]:
             f"{ind}    zb[U({dst} + x)] = xb[U({src} + x)]"]
 
 
+def tile_rows(node: Node) -> tuple[int, int]:
+    """``(TYP, TY)``: tile rows per row phase and in all (``d`` phases of ``TYP`` for a vertical dilation
+    ``d``; one phase of ``ceil(OH / 4)`` undilated). A phase's last tile row may end past ``OH`` (dropped)."""
+    d, oh = node.attrs["dilations"][0], node.outputs[0].shape[2]
+    rows = -(-oh // d)  # output rows of the longest phase (phase 0)
+    typ = -(-rows // TM)
+    return typ, d * typ
+
+
+def _row_of(r: int | str, dilated: bool) -> str:
+    """The band's tile row ``ty0 + tyl``'s ``r``-th row (patch or output) before the pad: ``4 ty + r``, or with a
+    vertical dilation ``DH`` the phase's ``p + DH (4 t + r)`` (``p, t = divmod(ty, TYP)``)."""
+    if not dilated:
+        return f"4 * (ty0 + tyl) + {r}"
+    return f"(ty0 + tyl) // TYP + DH * (4 * ((ty0 + tyl) % TYP) + {r})"
+
+
 def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False,
                     copies: int = 1) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
     tiles), bands of ``T`` tiles and ``copies`` of the padded input (1: a dummy tile per row; ``plan``); the
     sizes are arguments, and the input channels and ``T`` literals too in the offsets of the transforms' 36
     planes. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes the tile rows ``TY0..TY1``
-    only (one thread's part, ``parts.py``)."""
+    only (one thread's part, ``parts.py``). A vertically dilated layer's kernel takes ``DH, TYP`` last
+    (``tile_rows``)."""
     C = node.inputs[0].shape[1]
+    dilated = node.attrs["dilations"][0] > 1
     L = nr * w  # tiles per register tile row (nr vectors)
     epi = Epilogue(node, w, True)
     i20, i24, i28 = " " * 20, " " * 24, " " * 28
     lines = [
         "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
-        + (", TY0, TY1" if band_range else "") + epi.signature() + "):",
+        + (", TY0, TY1" if band_range else "") + epi.signature() + (", DH, TYP" if dilated else "") + "):",
         f"    RL = 4 * (TX + {2 - copies})",  # a tile row's columns in the band (one copy: a dummy tile)
         "    LB = 4 * T + 8",  # one (channel, patch row, copy) of the band, with slack for the last strided loads
         # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input (one or two copies),
@@ -180,7 +204,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         "                for r in range(6):",
         f"                    base = po + (c * 6 + r) * {copies} * LB",
         "                    for tyl in range(rb):",
-        "                        ih = 4 * (ty0 + tyl) - ph + r",
+        f"                        ih = {_row_of('r', dilated)} - ph",
         "                        ro = base + tyl * RL",
         "                        if ih < 0 or ih >= H:",
         "                            for x in range(RL):",
@@ -235,7 +259,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         f"                bv = vbcast{w}(bb[bo + m])",
         "                for tyl in range(rb):",
         "                    for r in range(4):",
-        "                        oh = 4 * (ty0 + tyl) + r",
+        f"                        oh = {_row_of('r', dilated)}",
         "                        if oh >= OH:",
         "                            break",
         "                        src = oo + (m * 4 + r) * 4 * T + tyl * RL",
@@ -311,8 +335,7 @@ def plan(node: Node, target: Target) -> Plan:
     two vectors: 64->64 at 8x8 (6 tiles) 79 against 41, 32->32 at 16x16 89 against 65, 192->192 at 13x13 90
     against 65)."""
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
-    OH, OW = node.outputs[0].shape[2:]
-    TX, TY = -(-OW // TM), -(-OH // TM)
+    TX, TY = -(-node.outputs[0].shape[3] // TM), tile_rows(node)[1]
     best = {}
     for copies in (1, 2):
         row = TX + 2 - copies  # tiles a band row computes
@@ -355,13 +378,13 @@ def scratch_elems(C: int, M: int, mr: int, T: int, copies: int = 1) -> int:
 
 
 def winograd_ok(node: Node) -> bool:
-    """What the kernel computes: a dense (group 1) 3x3, stride-1, dilation-1 float32 Conv with constant
-    weights on a 4-D input."""
+    """What the kernel computes: a dense (group 1) 3x3, stride-1 float32 Conv with constant weights on a 4-D
+    input, undilated or dilated vertically only (``tile_rows``)."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     return (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
             and tuple(a["kernel_shape"]) == (3, 3) and tuple(a["strides"]) == (1, 1)
-            and tuple(a["dilations"]) == (1, 1) and a["group"] == 1)
+            and a["dilations"][1] == 1 and a["group"] == 1)
 
 
 def multiply_ratio(node: Node, target: Target) -> float:
@@ -390,17 +413,18 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
     a = node.attrs
     N, C, H, Win, M, OH, OW = conv_sizes(node)
     mr, nr, rb, T, _, copies = plan(node, target)
-    TX, TY = -(-OW // TM), -(-OH // TM)
+    (TYP, TY), TX = tile_rows(node), -(-OW // TM)
     band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
     src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None,
                                  copies=copies)
     args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T, copies)), N, C,
-            H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra]
+            H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra,
+            *((a["dilations"][0], TYP) if a["dilations"][0] > 1 else ())]
     return [KernelCall(src, args, note(node))]
 
 
 @part_space("Conv", "winograd_f4")
 def winograd_part_space(node: Node, target: Target) -> tuple[int, int]:
-    """Tile rows (4 output rows each), in whole bands: each part fills and transforms its own bands in its
-    own scratch."""
-    return -(-node.outputs[0].shape[2] // TM), plan(node, target).rb
+    """Tile rows (4 output rows each, of every row phase: ``tile_rows``), in whole bands: each part fills and
+    transforms its own bands in its own scratch."""
+    return tile_rows(node)[1], plan(node, target).rb
