@@ -290,21 +290,26 @@ def test_nary_vector_variant_cases(op: str, a: tuple, b: tuple) -> None:
 
 def test_scale_shift_around_activation_fuses() -> None:
     """PP-LCNetV3's learnable affine block: conv, ``* s + b``, an exported HardSwish, ``* s2 + b2`` (and a
-    ``c - y`` / ``y / c``): one conv with ScaleShift, HardSwish, ScaleShift in registers."""
+    ``c - y`` / ``y / c``). Straight after the conv, ``* s`` folds into its weights and ``+ b`` into its bias
+    (``fold_batchnorm``): one conv with HardSwish, ScaleShift in registers. After an epilogue the conv already
+    has (a Relu), the weights cannot take it: Relu, ScaleShift, HardSwish, ScaleShift in registers."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 4, 6, 10)).astype(np.float32)
-    inits = {"w": rng.standard_normal((8, 4, 1, 1)).astype(np.float32)}
     mk = helper.make_node
-    nodes = [mk("Conv", ["x", "w"], ["c0"], kernel_shape=[1, 1]),
-             mk("Mul", [_c(inits, "s1", 1.7), "c0"], ["c1"]), mk("Add", ["c1", _c(inits, "b1", -0.3)], ["p"])]
-    nodes += _composite("hardswish_clip", inits)
-    nodes += [mk("Sub", [_c(inits, "s2", 0.5), "y"], ["z1"]), mk("Div", ["z1", _c(inits, "d", 3.0)], ["z"])]
-    model = _model(nodes, x.shape, inits, ["z"])
-    compiled = cnnjit.compile(model, vector_width=8)
-    (conv,) = compiled.ir.nodes
-    assert [s.op for s in conv.attrs["post"]] == ["ScaleShift", "HardSwish", "ScaleShift"]
-    assert_in_registers(compiled, "Conv", 8)
-    np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
+    for lead, want in (([], ["HardSwish", "ScaleShift"]), ([mk("Relu", ["c0"], ["r0"])],
+                                                           ["Relu", "ScaleShift", "HardSwish", "ScaleShift"])):
+        inits = {"w": rng.standard_normal((8, 4, 1, 1)).astype(np.float32)}
+        nodes = [mk("Conv", ["x", "w"], ["c0"], kernel_shape=[1, 1]), *lead,
+                 mk("Mul", [_c(inits, "s1", 1.7), "r0" if lead else "c0"], ["c1"]),
+                 mk("Add", ["c1", _c(inits, "b1", -0.3)], ["p"])]
+        nodes += _composite("hardswish_clip", inits)
+        nodes += [mk("Sub", [_c(inits, "s2", 0.5), "y"], ["z1"]), mk("Div", ["z1", _c(inits, "d", 3.0)], ["z"])]
+        model = _model(nodes, x.shape, inits, ["z"])
+        compiled = cnnjit.compile(model, vector_width=8)
+        (conv,) = compiled.ir.nodes
+        assert [s.op for s in conv.attrs["post"]] == want
+        assert_in_registers(compiled, "Conv", 8)
+        np.testing.assert_allclose(compiled(x), _ort(model, x)[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])
@@ -344,7 +349,8 @@ def test_prelu_with_one_slope_fuses() -> None:
 
 def _affine_branches(kind: str, rng, n: int = 3) -> tuple:
     """``n`` producers of one shape reading x, each with its own learnable affine block around a HardSwish
-    (``* s + b``, HardSwish, ``* s2 + b2``, as PP-LCNetV3): (model, x, producer op, the constants)."""
+    (``* s + b``, HardSwish, ``* s2 + b2``, as PP-LCNetV3): (model, x, producer op, the constants). A Conv's
+    block starts after a Relu (a ``* s`` straight after a Conv folds into its weights: ``fold_batchnorm``)."""
     model, x, op = _branches(kind, rng)
     nodes, inits = list(model.graph.node), {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     mk = helper.make_node
@@ -353,7 +359,9 @@ def _affine_branches(kind: str, rng, n: int = 3) -> tuple:
     for i in range(n):
         s1, b1, s2, b2 = (float(v) for v in rng.uniform(0.5, 2.0, 4) * rng.choice([-1, 1], 4))
         consts += [s1, b1, s2, b2]
-        keep += [mk("Mul", [f"p{i}", _c(inits, f"s1_{i}", s1)], [f"m{i}"]),
+        if kind != "gemm":
+            keep.append(mk("Relu", [f"p{i}"], [f"r{i}"]))
+        keep += [mk("Mul", [f"r{i}" if kind != "gemm" else f"p{i}", _c(inits, f"s1_{i}", s1)], [f"m{i}"]),
                  mk("Add", [f"m{i}", _c(inits, f"b1_{i}", b1)], [f"a{i}"]),
                  mk("HardSwish", [f"a{i}"], [f"h{i}"]),
                  mk("Mul", [f"h{i}", _c(inits, f"s2_{i}", s2)], [f"n{i}"]),
@@ -371,8 +379,8 @@ def test_scale_shift_constants_are_kernel_arguments(kind: str, width: int) -> No
     compiled = cnnjit.compile(model, vector_width=width)
     prog = compiled._default_spec().program
     calls = [c for c in prog.calls if c.op == op]
-    assert len(calls) == 3 and all([s.op for s in c.node.attrs["post"]] == ["ScaleShift", "HardSwish", "ScaleShift"]
-                                   for c in calls)
+    want = ["Relu"] * (op == "Conv") + ["ScaleShift", "HardSwish", "ScaleShift"]
+    assert len(calls) == 3 and all([s.op for s in c.node.attrs["post"]] == want for c in calls)
     assert len({c.kernel for c in calls}) == 1, [c.variant for c in calls]
     assert_in_registers(compiled, op, width)
     src = prog.kernel_sources[calls[0].kernel]
