@@ -18,6 +18,7 @@ from test_simd_widths import applicable_variants
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.kernels.stem_conv import MAX_CHANNELS, MAX_DEPTH, block_pixels, stem_tile
+from cnnjit.compiler.stages import CompileOptions
 
 
 @st.composite
@@ -56,6 +57,20 @@ def test_stem_conv_model_stems(width: int) -> None:
                  dict(c=1, m=24, k=3, s=2, h=6, w=50, pads=[1] * 4, act="SiLU", residual=False),
                  dict(c=3, m=16, k=3, s=1, h=5, w=32, pads=[1] * 4, act="Relu", residual=True)):
         _check(dict(case, n=1, g=1, d=1, seed=5), width, "stem_conv")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_stem_conv_rows_ending_in_every_rest(width: int) -> None:
+    """Rows of whole tiles and then 0 .. nr - 1 whole vectors (each rest one narrower tile) and a masked
+    part vector (MobileNetV2's 112-pixel rows: four 4 x 3 tiles and a 2-vector tile at 8 lanes)."""
+    nr = stem_tile(CompileOptions(vector_width=width).host_target(), 16, 1000)[1]
+    for rest in range(nr):
+        ow = (nr + rest) * width + 3
+        prog = _check(dict(n=1, c=3, m=16, g=1, k=3, s=1, d=1, h=4, w=ow, pads=[1] * 4, act="Relu",
+                           residual=False, seed=rest), width, "stem_conv")
+        if rest > 1:
+            (src,) = {prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv"}
+            assert f"if ow0 + {rest * width} <= be:" in src
 
 
 @pytest.mark.parametrize(("width", "registers"), [(4, 16), (8, 16), (16, 32), (16, 8), (4, 32), (8, 8)])
