@@ -82,8 +82,8 @@ class At:
 
 def shifted(args: list, shift: int) -> list:
     """A fused epilogue's call arguments for a call whose output starts ``shift`` elements in: each residual
-    tensor seen at the same place (``At``), attribute scalars (a LeakyRelu's alpha, a Clip's bounds, passed
-    as kernel arguments) as they are."""
+    tensor seen at the same place (``At``), the float attributes passed as kernel arguments (a ScaleShift's
+    scale and shift: ``epilogue.RUNTIME_ATTRS``) as they are."""
     return [At(a, shift) if isinstance(a, Value) else a for a in args]
 
 
