@@ -80,6 +80,13 @@ class At:
     shift: int
 
 
+def shifted(args: list, shift: int) -> list:
+    """A fused epilogue's call arguments for a call whose output starts ``shift`` elements in: each residual
+    tensor seen at the same place (``At``), the float attributes passed as kernel arguments (a ScaleShift's
+    scale and shift: ``epilogue.RUNTIME_ATTRS``) as they are."""
+    return [At(a, shift) if isinstance(a, Value) else a for a in args]
+
+
 @dataclass(frozen=True, eq=False)
 class Scratch:
     """Working memory for one kernel call: ``elems`` elements of ``dtype`` in the arena, live during its

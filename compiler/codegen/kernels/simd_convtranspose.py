@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import At, KernelCall, Param, Target, note, variant
+from ..kernel import At, KernelCall, Param, Target, note, shifted, variant
 from .epilogue import Epilogue
 from .simd_pointwise import BLOCK_BYTES, NR
 from .template import source
@@ -199,6 +199,6 @@ def gen_simd_convtranspose(node: Node, target: Target) -> list[KernelCall]:
         for n in range(N):
             ys = (n * M + gi * mg) * osp
             args = [At(x, (n * C + gi * cg) * isp), gemm, bias, At(y, ys), 1, cg, mg, H, W, jb, js,
-                    *[At(r, ys) for r in extra]]
+                    *shifted(extra, ys)]
             calls.append(KernelCall(src, args, note(node)))
     return calls

@@ -18,7 +18,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import At, KernelCall, Param, Target, note, variant
+from ..kernel import At, KernelCall, Param, Target, note, shifted, variant
 from .simd_pointwise import pixel_block, pointwise_source, row_sections
 
 
@@ -62,5 +62,5 @@ def gen_simd_matmul(node: Node, target: Target) -> list[KernelCall]:
     for t in range(len(ia)):
         ys = t * M * N
         calls.append(KernelCall(src, [At(B, int(ib[t]) * K * N), At(A, int(ia[t]) * M * K), bias, At(y, ys), 1, K,
-                                      M, N, pb, *[At(r, ys) for r in extra]], note(node)))
+                                      M, N, pb, *shifted(extra, ys)], note(node)))
     return calls

@@ -17,7 +17,7 @@ import numpy as np
 
 from cnnjit.ir import Node, Value
 
-from ..kernel import At, KernelCall, Param, Target, note, variant
+from ..kernel import At, KernelCall, Param, Target, note, shifted, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .template import clipped_loops, source
@@ -212,7 +212,7 @@ def gen_simd_pointwise(node: Node, target: Target) -> list[KernelCall]:
     for n in range(N):
         for g in range(G):
             xs, ys = (n * C + g * cg) * P, (n * M + g * mg) * P
-            res = [At(r, ys) for r in extra]
+            res = shifted(extra, ys)
             b_at = At(bias, g * mg) if not isinstance(bias, Param) else Param(bias.array[g * mg:(g + 1) * mg])
             args = [At(x, xs), At(wt, g * mg * cg), b_at, At(y, ys), 1, cg, mg, P, pixel_block(cg, P, w), *res]
             calls.append(KernelCall(src, args, note(node)))
