@@ -120,14 +120,21 @@ MARK = "@@ootb "
 
 
 def ootb_serve(spec: str, engine: str, warmup: int) -> int:
-    """A child of ``run_ootb_procs``: one engine's calls (``engine`` "ort" or "cnnjit", see ``_engines``),
-    warmed up, then per JSON line read from stdin one request, its times (ns) written back as one JSON line:
-    ``{"rounds": N}`` runs N rounds of single calls (each call once per round, in a seeded random order);
-    ``{"block": NAME, "calls": K}`` one untimed call of NAME, then K timed calls of it (a turn); ``{}`` ends."""
+    """A child of ``run_ootb_procs``: one engine's calls (``engine`` "ort" or "cnnjit", see ``_engines``)
+    served to ``alternate``."""
+    meta, fns = _engines(spec, engine)
+    return serve(meta, fns, warmup)
+
+
+def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
+    """A served engine process: ``fns`` (label -> zero-argument call) warmed up, ``{"ready": meta, "names":
+    labels}`` written, then per JSON line read from stdin one request, its times (ns) written back as one
+    JSON line: ``{"rounds": N}`` runs N rounds of single calls (each call once per round, in a seeded random
+    order); ``{"block": NAME, "calls": K}`` one untimed call of NAME, then K timed calls of it (a turn);
+    ``{}`` ends."""
     import gc
     import random
 
-    meta, fns = _engines(spec, engine)
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -176,72 +183,90 @@ def _ask(proc: subprocess.Popen, req: dict[str, Any], into: dict[str, list[int]]
         into.setdefault(k, []).extend(v)
 
 
+def served(cmds: dict[str, list[str]], errs: Any) -> dict[str, subprocess.Popen]:
+    """Start one served engine process (``serve``) per command, with this checkout on PYTHONPATH and no
+    ``CNNJIT_NUM_THREADS`` (the default means the default); their stderr to ``errs``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env.pop("CNNJIT_NUM_THREADS", None)
+    return {eng: subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs,
+                                  text=True) for eng, cmd in cmds.items()}
+
+
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    """End served engine processes (``{}`` on stdin; killed after 60 s)."""
+    for p in procs.values():
+        try:
+            p.stdin.write("{}\n")
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng: Any) -> dict[str, Any]:
+    """Time served engine processes against each other; returns their ready metadata (``ready``: engine ->
+    meta) and two timings (``timing``, ``timing_single``: label -> ``summarize``), both kept:
+
+    * blocks (``timing``): each round, every label of every process gets a turn in a random order, one
+      untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns; so a call
+      never follows the other process's call (whose thread pool spins after it returns) nor another
+      label's team, except for the untimed call;
+    * single calls (``timing_single``: ``args.block`` rounds per process turn, the labels of a process
+      interleaved call by call): what alternating calls cost, the other label's spinning threads included.
+
+    Until each has ``args.runs`` rounds. Only the process that runs is busy (the idle one waits on stdin)."""
+    from benchmarks.harness import summarize
+
+    ready = {eng: _reply(p) for eng, p in procs.items()}
+    turns = [(eng, name) for eng in procs for name in ready[eng]["names"]]
+    single: dict[str, list[int]] = {}
+    block: dict[str, list[int]] = {}
+    done = 0
+    while done < args.runs:
+        n = min(args.block, args.runs - done)
+        for eng in rng.sample(list(procs), len(procs)):
+            _ask(procs[eng], {"rounds": n}, single)
+            time.sleep(args.settle)
+        for _ in range(n):
+            for eng, name in rng.sample(turns, len(turns)):
+                _ask(procs[eng], {"block": name, "calls": args.block_calls}, block)
+                time.sleep(args.settle)
+        done += n
+    return {"ready": {eng: r["ready"] for eng, r in ready.items()},
+            "timing": {k: summarize(v) for k, v in block.items()},
+            "timing_single": {k: summarize(v) for k, v in single.items()}}
+
+
 def run_ootb_procs(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The out-of-the-box table with each engine in its own process (``ootb_serve``): per model an
-    onnxruntime process and a cnnjit process, started together. Two timings, both kept:
-
-    * blocks (the table's main columns): each round, every configuration of either process gets a turn in
-      a random order, one untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds
-      between turns; so a call never follows the other process's call (whose thread pool spins after
-      it returns) nor, within cnnjit, another configuration's team, except for the untimed call;
-    * single calls (``args.block`` rounds per process turn, the configurations of a process interleaved
-      call by call): what alternating calls cost, the other configuration's spinning threads included.
-
-    Until each has ``args.runs`` rounds. Only the engine that runs is busy (the idle one waits on stdin)."""
+    onnxruntime process and a cnnjit process, started together and timed by ``alternate`` (blocks of calls
+    per turn, and single calls)."""
     import random
-
-    from benchmarks.harness import summarize
 
     rows = []
     rng = random.Random(0)
     for spec in specs:
         t0 = time.perf_counter()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-        env.pop("CNNJIT_NUM_THREADS", None)  # the default means the default
-        procs: dict[str, subprocess.Popen] = {}
         with tempfile.TemporaryFile("w+") as errs:
+            procs: dict[str, subprocess.Popen] = {}
             try:
-                for eng in ("ort", "cnnjit"):
-                    procs[eng] = subprocess.Popen(
-                        [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec, "--worker-engine", eng,
-                         "--worker-threads", str(len(os.sched_getaffinity(0))), "--warmup", str(args.warmup)],
-                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs, text=True)
-                ready = {eng: _reply(p) for eng, p in procs.items()}
-                row = {**ready["cnnjit"]["ready"], **{"mode": "process per engine"}}
-                turns = [(eng, name) for eng in procs for name in ready[eng]["names"]]
-                single: dict[str, list[int]] = {}
-                block: dict[str, list[int]] = {}
-                done = 0
-                while done < args.runs:
-                    n = min(args.block, args.runs - done)
-                    for eng in rng.sample(list(procs), len(procs)):
-                        _ask(procs[eng], {"rounds": n}, single)
-                        time.sleep(args.settle)
-                    for _ in range(n):
-                        for eng, name in rng.sample(turns, len(turns)):
-                            _ask(procs[eng], {"block": name, "calls": args.block_calls}, block)
-                            time.sleep(args.settle)
-                    done += n
-                row["timing"] = {k: summarize(v) for k, v in block.items()}
-                row["timing_single"] = {k: summarize(v) for k, v in single.items()}
-                row["block_calls"] = args.block_calls
+                procs = served({eng: [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec,
+                                      "--worker-engine", eng, "--worker-threads", str(len(os.sched_getaffinity(0))),
+                                      "--warmup", str(args.warmup)] for eng in ("ort", "cnnjit")}, errs)
+                res = alternate(procs, args, rng)
+                row = {**res["ready"]["cnnjit"], "mode": "process per engine", "timing": res["timing"],
+                       "timing_single": res["timing_single"], "block_calls": args.block_calls}
             except (EOFError, OSError, ValueError) as e:
                 errs.seek(0)
                 tail = errs.read().strip().splitlines()[-3:]
                 rows.append({"model": ootb_label(spec), "error": f"{e}: " + " | ".join(tail)})
                 continue
             finally:
-                for p in procs.values():
-                    try:
-                        p.stdin.write("{}\n")
-                        p.stdin.close()
-                    except OSError:
-                        pass
-                    try:
-                        p.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop(procs)
         rows.append(row)
         _progress("OOTB/procs", row, t0)
     return rows
