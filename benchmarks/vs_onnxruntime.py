@@ -24,7 +24,10 @@ the share of peak reached on the compute-bound conv layers.
 
 ``--ootb`` adds the out-of-the-box table: per model one process timing, interleaved, onnxruntime's default
 session against ``cnnjit.compile(model)``'s default (every usable core) and cnnjit compiled with 1, 2 and 4
-threads (``vs_onnxruntime_ootb.{json,md}``).
+threads (``vs_onnxruntime_ootb.{json,md}``). ``--ootb-procs`` adds the same table with each engine in its
+own process (``benchmarks/ootb.py: alternate``): its main columns from turns of one untimed call then
+``--block-calls`` timed calls of one configuration (so no timed call follows another configuration's call
+while its threads still spin), its last two columns from single calls interleaved call by call (both kept).
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
 
