@@ -141,6 +141,7 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
         for x in xs.values():
             np.testing.assert_allclose(model.run(None, {feed: x})[0], ref.run(None, {feed: x})[0], rtol=1e-3,
                                        atol=1e-4)
+        del ref  # (no onnxruntime session left in cnnjit's process while it is timed)
         meta["threads"] = model.options["threads"]
         fns = {f"cnnjit b{b}": (lambda x=x: model.run(None, {feed: x})) for b, x in xs.items()}
     else:

@@ -289,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ootb-procs", action="store_true",
                     help="with --ootb: also the out-of-the-box table with each engine in its own process "
                          "(alternating blocks of runs; <name>_ootb_procs.{json,md}), besides the one-process table")
-    ap.add_argument("--block", type=int, default=5, help="--ootb-procs: rounds per block (default 5)")
+    ap.add_argument("--block", type=int, default=5,
+                    help="--ootb-procs: rounds of single calls per process turn (the single-call columns; default 5)")
     ap.add_argument("--block-calls", type=int, default=5,
                     help="--ootb-procs: timed calls per turn, after one untimed call (default 5)")
     ap.add_argument("--settle", type=float, default=0.05,
