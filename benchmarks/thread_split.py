@@ -94,8 +94,8 @@ def analyse(spec: str, runs: int, rows: int) -> None:
         print(f"  traced 2-thread runs (medians, us): wall {h['wall']:.1f}, parts' sum {h['busy']:.1f}, worker's "
               f"first part at {h['wake']:.1f}, hand-over per step {h['step_gap']:.2f} (p90 {h['step_gap_p90']:.2f}) "
               f"x {h['steps_with_deps']} steps = {h['gap_sum']:.1f} per run, tail {h['tail']:.1f}")
-        print(f"  where each thread waits (traced, median us per run): caller {h['idle_caller']:.1f}, worker "
-              f"{h['idle_worker']:.1f}; steps the worker waits longest before:")
+        print(f"  where each thread waits (traced, us per run): caller {h['idle_caller']:.1f}, worker "
+              f"{h['idle_worker']:.1f} (medians); steps the worker waits longest before (means):")
         for si, cw, ww in h["idle_steps"][:rows]:
             c = p2.calls[steps[si].first] if si >= 0 else None
             what = "after its last part (tail)" if c is None else f"step {si} {c.op} {c.variant}"
@@ -160,7 +160,7 @@ def handover(spec, feeds, runs: int) -> dict[str, Any]:
     spent handing over) and ``tail`` (the last part's end to the caller's return); ``idle_caller`` and
     ``idle_worker`` (each thread's time not in a part, run start to the caller's return) and ``idle_steps``
     (``(step, caller us, worker us)`` per step: each thread's wait before its first part of that step, after
-    its previous part; step -1: after its last part; medians, largest worker wait first)."""
+    its previous part; step -1: after its last part; means over the runs, largest worker wait first)."""
     from cnnjit.compiler.codegen.cycles import tick_seconds
 
     us = tick_seconds() * 1e6
@@ -196,8 +196,8 @@ def handover(spec, feeds, runs: int) -> dict[str, Any]:
             total += max(g, 0.0)
         rows["gap_sum"].append(total)
     out: dict[str, Any] = {k: statistics.median(v) for k, v in rows.items()}
-    med = np.median(waits, axis=2)
-    out["idle_steps"] = sorted(((i if i < len(steps) else -1, float(med[1, i]), float(med[0, i]))
+    mean = np.mean(waits, axis=2)  # (means: a stall that moves from step to step still shows where it falls)
+    out["idle_steps"] = sorted(((i if i < len(steps) else -1, float(mean[1, i]), float(mean[0, i]))
                                 for i in range(len(steps) + 1)), key=lambda t: -t[2])
     out["step_gap"] = statistics.median(gaps) if gaps else float("nan")
     out["step_gap_p90"] = float(np.percentile(gaps, 90)) if gaps else float("nan")
