@@ -1,6 +1,7 @@
 """Batch throughput and the first-call cost of a new batch size (issue 18), both libraries with defaults.
 
     python benchmarks/batch.py [--models mobilenet_v2_224,vww_96_float] [--batches 1,8,32] [--runs 15]
+    python benchmarks/batch.py --procs [--runs 40]   # + throughput with each library in its own process
 
 Per model: ``cnnjit.compile(model)`` (default threads: the usable cores) against onnxruntime's default
 session, the batch made symbolic where the model declares a fixed one. Two tables:
@@ -8,7 +9,9 @@ session, the batch made symbolic where the model declares a fixed one. Two table
 * first call of a new batch size: the model has run at batch 1 (its one compile); each new batch size's
   first call against the median of its next calls, and whether it ran as a loop over the batch-1 program
   (``BatchLoop``: no import, passes or kernel compile, whatever the disk cache holds);
-* throughput: images/s at each batch size, cnnjit and onnxruntime timed interleaved in one process.
+* throughput: images/s at each batch size, cnnjit and onnxruntime timed interleaved in one process;
+* with ``--procs``, also throughput with each library in its own process (``benchmarks/ootb.py``'s served
+  processes: turns of blocks of calls in random order, and single calls), ``batch_procs.{json,md}``.
 
 Results: ``benchmarks/results/batch.json`` and ``batch.md``.
 """
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cnnjit  # noqa: E402
 from benchmarks.harness import markdown_table, write_json, write_markdown  # noqa: E402
 from benchmarks.models import mobilenet_v2  # noqa: E402
+from benchmarks.ootb import alternate, served, stop  # noqa: E402
 from cnnjit.runtime.model import BatchLoop  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
@@ -119,6 +123,99 @@ def throughput(model: cnnjit.CompiledModel, sess, feed: str, sample: tuple[int, 
     return rows
 
 
+def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int:
+    """A served process of ``--procs`` (``benchmarks/ootb.serve``): ``engine`` ("cnnjit" or "onnxruntime",
+    its default) on model ``name`` at each batch size; cnnjit's outputs checked against onnxruntime first."""
+    from benchmarks.harness import ort_session
+    from benchmarks.ootb import serve
+
+    proto, sample = models([name])[name]
+    feed = proto.graph.input[0].name
+    rng = np.random.default_rng(2)
+    xs = {b: rng.standard_normal((b, *sample)).astype(np.float32) for b in batches}
+    meta: dict = {"model": name, "engine": engine}
+    if engine == "cnnjit":
+        model = cnnjit.compile(proto)
+        model.run(None, {feed: xs[1] if 1 in xs else xs[batches[0]][:1]})  # its one compile, at batch 1
+        ref = ort_session(proto, threads=1)
+        for x in xs.values():
+            np.testing.assert_allclose(model.run(None, {feed: x})[0], ref.run(None, {feed: x})[0], rtol=1e-3,
+                                       atol=1e-4)
+        del ref  # (no onnxruntime session left in cnnjit's process while it is timed)
+        meta["threads"] = model.options["threads"]
+        fns = {f"cnnjit b{b}": (lambda x=x: model.run(None, {feed: x})) for b, x in xs.items()}
+    else:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        fns = {f"onnxruntime b{b}": (lambda x=x: sess.run(None, {feed: x})) for b, x in xs.items()}
+    return serve(meta, fns, warmup)
+
+
+def throughput_procs(names: list[str], batches: list[int], args: argparse.Namespace) -> list[dict]:
+    """Per model and batch size, images/s with cnnjit and onnxruntime each in its own process
+    (``ootb.alternate``: blocks of calls per turn, and single calls interleaved)."""
+    import random
+    import tempfile
+
+    rows = []
+    rng = random.Random(0)
+    for name in names:
+        with tempfile.TemporaryFile("w+") as errs:
+            procs = {}
+            try:
+                procs = served({eng: [sys.executable, str(Path(__file__).resolve()), "--serve", eng, "--models", name,
+                                      "--batches", ",".join(map(str, batches)), "--warmup", str(args.warmup)]
+                                for eng in ("cnnjit", "onnxruntime")}, errs)
+                res = alternate(procs, args, rng)
+            except (EOFError, OSError, ValueError) as e:
+                errs.seek(0)
+                raise SystemExit(f"{name}: {e}: " + " | ".join(errs.read().strip().splitlines()[-3:])) from e
+            finally:
+                stop(procs)
+        for b in batches:
+            med = {how: {eng: res[how][f"{eng} b{b}"]["median_ms"] for eng in ("cnnjit", "onnxruntime")}
+                   for how in ("timing", "timing_single")}
+            best = {eng: res["timing"][f"{eng} b{b}"]["min_ms"] for eng in ("cnnjit", "onnxruntime")}
+            rows.append({"model": name, "batch": b, "threads": res["ready"]["cnnjit"]["threads"],
+                         "cnnjit_img_s": b / med["timing"]["cnnjit"] * 1e3,
+                         "onnxruntime_img_s": b / med["timing"]["onnxruntime"] * 1e3,
+                         "ratio": med["timing"]["onnxruntime"] / med["timing"]["cnnjit"],
+                         "ratio_best": best["onnxruntime"] / best["cnnjit"],
+                         "ratio_single": med["timing_single"]["onnxruntime"] / med["timing_single"]["cnnjit"],
+                         "timing": {k: v for k, v in res["timing"].items() if k.endswith(f" b{b}")},
+                         "timing_single": {k: v for k, v in res["timing_single"].items() if k.endswith(f" b{b}")}})
+            r = rows[-1]
+            print(f"{name} batch {b} (own processes): cnnjit {r['cnnjit_img_s']:.0f} img/s, onnxruntime "
+                  f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f} (best {r['ratio_best']:.2f}, "
+                  f"single calls {r['ratio_single']:.2f})", flush=True)
+    return rows
+
+
+def write_procs(rows: list[dict], args: argparse.Namespace) -> None:
+    """``batch_procs.{json,md}``: the table of ``throughput_procs``."""
+    import os
+
+    write_json("batch_procs", {"runs": args.runs, "block_calls": args.block_calls, "rows": rows}, args.out)
+    load = os.getloadavg()
+    notes = [f"Each library in its own process (`--procs`), its defaults (cnnjit threads={rows[0]['threads']}). "
+             f"Main columns: {args.runs} rounds, each giving every (library, batch size) a turn in random order "
+             f"of one untimed call then {args.block_calls} timed calls, {args.settle:g} s between turns, so no "
+             "timed call follows the other library's call while its threads still spin; images/s from the "
+             "medians, 'best' from the minima. 'single calls': the same processes told in turn to run "
+             f"{args.block} rounds of every batch size call by call (a call may follow its own process's "
+             "other batch size). ratio = cnnjit / onnxruntime images/s (target at batch 8: "
+             f">= {TARGET_BATCH8}).",
+             f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
+             "Command: python benchmarks/batch.py --procs " + " ".join(
+                 f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("runs", "block", "block_calls", "settle"))]
+    write_markdown("batch_procs", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima",
+                                   "ratio, single calls"],
+                   [[r["model"], r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"],
+                     r["ratio_single"]] for r in rows],
+                   title="Batch throughput, both defaults, each in its own process", notes=notes, out_dir=args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="mobilenet_v2_224,vww_96_float")
@@ -126,10 +223,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-batches", default="2,3,4,7,8,32")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--procs", action="store_true",
+                    help="also the throughput table with each library in its own process (batch_procs.*)")
+    ap.add_argument("--procs-only", action="store_true", help="only that table")
+    ap.add_argument("--block", type=int, default=5, help="--procs: single-call rounds per turn (default 5)")
+    ap.add_argument("--block-calls", type=int, default=3,
+                    help="--procs: timed calls per turn, after one untimed call (default 3)")
+    ap.add_argument("--settle", type=float, default=0.05, help="--procs: seconds between turns")
+    ap.add_argument("--warmup", type=int, default=5, help="--procs: warm-up rounds per served process")
+    ap.add_argument("--serve", choices=["cnnjit", "onnxruntime"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.serve:
+        return serve_engine(args.serve, args.models, [int(b) for b in args.batches.split(",")], args.warmup)
     import onnxruntime as ort
 
     batches = [int(b) for b in args.batches.split(",") if b]  # --batches "": the first-call table only
+    if args.procs or args.procs_only:
+        write_procs(throughput_procs(args.models.split(","), batches, args), args)
+        if args.procs_only:
+            return 0
     new = [int(b) for b in args.new_batches.split(",")]
     result: dict = {"models": {}, "threads": None}
     first_rows, tp_rows = [], []

@@ -120,31 +120,48 @@ MARK = "@@ootb "
 
 
 def ootb_serve(spec: str, engine: str, warmup: int) -> int:
-    """A child of ``run_ootb_procs``: one engine's calls (``engine`` "ort" or "cnnjit", see ``_engines``),
-    warmed up, then per line ``N`` read from stdin, N rounds of them (each call once per round, in a seeded
-    random order), their times (ns) written back as one JSON line; ``0`` ends it."""
+    """A child of ``run_ootb_procs``: one engine's calls (``engine`` "ort" or "cnnjit", see ``_engines``)
+    served to ``alternate``."""
+    meta, fns = _engines(spec, engine)
+    return serve(meta, fns, warmup)
+
+
+def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
+    """A served engine process: ``fns`` (label -> zero-argument call) warmed up, ``{"ready": meta, "names":
+    labels}`` written, then per JSON line read from stdin one request, its times (ns) written back as one
+    JSON line: ``{"rounds": N}`` runs N rounds of single calls (each call once per round, in a seeded random
+    order); ``{"block": NAME, "calls": K}`` one untimed call of NAME, then K timed calls of it (a turn);
+    ``{}`` ends."""
     import gc
     import random
 
-    meta, fns = _engines(spec, engine)
     for _ in range(warmup):
         for f in fns.values():
             f()
-    print(MARK + json.dumps({"ready": meta}), flush=True)
+    print(MARK + json.dumps({"ready": meta, "names": list(fns)}), flush=True)
     rng = random.Random(0)
     names = list(fns)
     for line in sys.stdin:
-        n = int(line)
-        if n <= 0:
+        req = json.loads(line)
+        if not req:
             break
-        times: dict[str, list[int]] = {k: [] for k in names}
         gc.disable()
-        for _ in range(n):
-            rng.shuffle(names)
-            for k in names:
+        if "block" in req:
+            f = fns[req["block"]]
+            f()  # untimed: the previous turn's spinning threads (another process's, or this team) settle
+            times: dict[str, list[int]] = {req["block"]: []}
+            for _ in range(int(req["calls"])):
                 t0 = time.perf_counter_ns()
-                fns[k]()
-                times[k].append(time.perf_counter_ns() - t0)
+                f()
+                times[req["block"]].append(time.perf_counter_ns() - t0)
+        else:
+            times = {k: [] for k in names}
+            for _ in range(int(req["rounds"])):
+                rng.shuffle(names)
+                for k in names:
+                    t0 = time.perf_counter_ns()
+                    fns[k]()
+                    times[k].append(time.perf_counter_ns() - t0)
         gc.enable()
         print(MARK + json.dumps(times), flush=True)
     return 0
@@ -158,61 +175,98 @@ def _reply(proc: subprocess.Popen) -> dict[str, Any]:
     raise EOFError(f"engine process exited with {proc.wait()}")
 
 
+def _ask(proc: subprocess.Popen, req: dict[str, Any], into: dict[str, list[int]]) -> None:
+    """Send one request to a served engine and add the times it replies to ``into``."""
+    proc.stdin.write(json.dumps(req) + "\n")
+    proc.stdin.flush()
+    for k, v in _reply(proc).items():
+        into.setdefault(k, []).extend(v)
+
+
+def served(cmds: dict[str, list[str]], errs: Any) -> dict[str, subprocess.Popen]:
+    """Start one served engine process (``serve``) per command, with this checkout on PYTHONPATH and no
+    ``CNNJIT_NUM_THREADS`` (the default means the default); their stderr to ``errs``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    env.pop("CNNJIT_NUM_THREADS", None)
+    return {eng: subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs,
+                                  text=True) for eng, cmd in cmds.items()}
+
+
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    """End served engine processes (``{}`` on stdin; killed after 60 s)."""
+    for p in procs.values():
+        try:
+            p.stdin.write("{}\n")
+            p.stdin.close()
+        except OSError:
+            pass
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng: Any) -> dict[str, Any]:
+    """Time served engine processes against each other; returns their ready metadata (``ready``: engine ->
+    meta) and two timings (``timing``, ``timing_single``: label -> ``summarize``), both kept:
+
+    * blocks (``timing``): each round, every label of every process gets a turn in a random order, one
+      untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns; so a call
+      never follows the other process's call (whose thread pool spins after it returns) nor another
+      label's team, except for the untimed call;
+    * single calls (``timing_single``: ``args.block`` rounds per process turn, the labels of a process
+      interleaved call by call): what alternating calls cost, the other label's spinning threads included.
+
+    Until each has ``args.runs`` rounds. Only the process that runs is busy (the idle one waits on stdin)."""
+    from benchmarks.harness import summarize
+
+    ready = {eng: _reply(p) for eng, p in procs.items()}
+    turns = [(eng, name) for eng in procs for name in ready[eng]["names"]]
+    single: dict[str, list[int]] = {}
+    block: dict[str, list[int]] = {}
+    done = 0
+    while done < args.runs:
+        n = min(args.block, args.runs - done)
+        for eng in rng.sample(list(procs), len(procs)):
+            _ask(procs[eng], {"rounds": n}, single)
+            time.sleep(args.settle)
+        for _ in range(n):
+            for eng, name in rng.sample(turns, len(turns)):
+                _ask(procs[eng], {"block": name, "calls": args.block_calls}, block)
+                time.sleep(args.settle)
+        done += n
+    return {"ready": {eng: r["ready"] for eng, r in ready.items()},
+            "timing": {k: summarize(v) for k, v in block.items()},
+            "timing_single": {k: summarize(v) for k, v in single.items()}}
+
+
 def run_ootb_procs(specs: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
     """The out-of-the-box table with each engine in its own process (``ootb_serve``): per model an
-    onnxruntime process and a cnnjit process, started together and told in turn (random order per block)
-    to run a block of ``args.block`` rounds, with ``args.settle`` seconds between blocks, until each has
-    run ``args.runs`` rounds. In one process, onnxruntime's pool spins after each of its runs and takes a core
-    from cnnjit's next run; here only the engine that runs is busy (the idle one waits on its stdin)."""
+    onnxruntime process and a cnnjit process, started together and timed by ``alternate`` (blocks of calls
+    per turn, and single calls)."""
     import random
-
-    from benchmarks.harness import summarize
 
     rows = []
     rng = random.Random(0)
     for spec in specs:
         t0 = time.perf_counter()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
-        env.pop("CNNJIT_NUM_THREADS", None)  # the default means the default
-        procs: dict[str, subprocess.Popen] = {}
         with tempfile.TemporaryFile("w+") as errs:
+            procs: dict[str, subprocess.Popen] = {}
             try:
-                for eng in ("ort", "cnnjit"):
-                    procs[eng] = subprocess.Popen(
-                        [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec, "--worker-engine", eng,
-                         "--worker-threads", str(len(os.sched_getaffinity(0))), "--warmup", str(args.warmup)],
-                        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errs, text=True)
-                row = {**_reply(procs["cnnjit"])["ready"], **{"mode": "process per engine"}}
-                _reply(procs["ort"])
-                times: dict[str, list[int]] = {}
-                done = 0
-                while done < args.runs:
-                    n = min(args.block, args.runs - done)
-                    for eng in rng.sample(list(procs), len(procs)):
-                        procs[eng].stdin.write(f"{n}\n")
-                        procs[eng].stdin.flush()
-                        for k, v in _reply(procs[eng]).items():
-                            times.setdefault(k, []).extend(v)
-                        time.sleep(args.settle)
-                    done += n
-                row["timing"] = {k: summarize(v) for k, v in times.items()}
+                procs = served({eng: [sys.executable, str(SCRIPT), "--worker", "--worker-ootb", spec,
+                                      "--worker-engine", eng, "--worker-threads", str(len(os.sched_getaffinity(0))),
+                                      "--warmup", str(args.warmup)] for eng in ("ort", "cnnjit")}, errs)
+                res = alternate(procs, args, rng)
+                row = {**res["ready"]["cnnjit"], "mode": "process per engine", "timing": res["timing"],
+                       "timing_single": res["timing_single"], "block_calls": args.block_calls}
             except (EOFError, OSError, ValueError) as e:
                 errs.seek(0)
                 tail = errs.read().strip().splitlines()[-3:]
                 rows.append({"model": ootb_label(spec), "error": f"{e}: " + " | ".join(tail)})
                 continue
             finally:
-                for p in procs.values():
-                    try:
-                        p.stdin.write("0\n")
-                        p.stdin.close()
-                    except OSError:
-                        pass
-                    try:
-                        p.wait(timeout=60)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                stop(procs)
         rows.append(row)
         _progress("OOTB/procs", row, t0)
     return rows
@@ -225,10 +279,13 @@ def _progress(tag: str, row: dict[str, Any], t0: float) -> None:
           f"4T {t['cnnjit 4T']:8.3f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
 
 
-def ootb_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """The out-of-the-box table: default/default ratio against its target, and the thread scaling."""
+def ootb_table(rows: list[dict[str, Any]], procs: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """The out-of-the-box table: default/default ratio against its target, and the thread scaling
+    (``procs``: from blocks of calls, with the single-call ratios as two more columns)."""
     headers = ["model", "threads", "ORT default ms", "cnnjit default ms", "default ratio", "target",
                "1T ms", "2T ms", "2T/1T", "speed-up 1T/2T", "4T/2T", "bit-identical", "rel err"]
+    if procs:
+        headers += ["default ratio, single calls", "speed-up 1T/2T, single calls"]
     table = []
     for r in rows:
         if "error" in r:
@@ -243,6 +300,9 @@ def ootb_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
                       t["cnnjit 2T"] / t["cnnjit 1T"], t["cnnjit 1T"] / t["cnnjit 2T"],
                       t["cnnjit 4T"] / t["cnnjit 2T"], "yes" if r["bit_identical_across_threads"] else "NO",
                       r["rel_err"]])
+        if procs:
+            s = {k: v["median_ms"] for k, v in r["timing_single"].items()}
+            table[-1] += [s["cnnjit default"] / s["ORT default"], s["cnnjit 1T"] / s["cnnjit 2T"]]
     return headers, table
 
 
@@ -252,17 +312,21 @@ def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[
     table on stdout."""
     from benchmarks.harness import machine_info, print_table, write_json, write_markdown
 
-    headers, table = ootb_table(rows)
+    headers, table = ootb_table(rows, procs)
     info = machine_info()
     name = f"{args.name}_ootb" + ("_procs" if procs else "")
     command = "PYTHONPATH=. python benchmarks/vs_onnxruntime.py " + " ".join(argv or sys.argv[1:])
     write_json(name, {"benchmark": name, "runs": args.runs, "warmup": args.warmup, "machine": info,
                       "results": rows, "command": command}, args.out)
     load = os.getloadavg()
-    how = (f"Each engine in its own process (`--ootb-procs`): per model an onnxruntime process and a cnnjit process, "
-           f"told in turn (random order) to run blocks of {getattr(args, 'block', 0)} rounds, "
-           f"{getattr(args, 'settle', 0):g} s apart, so onnxruntime's spinning pool never shares the machine with a "
-           "cnnjit run; within the cnnjit process its four configurations interleaved. " if procs else "")
+    how = (f"Each engine in its own process (`--ootb-procs`): per model an onnxruntime process and a cnnjit process. "
+           f"Main columns: blocks; each round every configuration of either process has a turn, in random order, "
+           f"of one untimed call then {getattr(args, 'block_calls', 0)} timed calls, "
+           f"{getattr(args, 'settle', 0):g} s between turns, so no timed call follows another configuration's "
+           "call while its threads (onnxruntime's pool, or cnnjit's team) still spin. The two 'single calls' "
+           f"columns: the processes told in turn to run {getattr(args, 'block', 0)} rounds, a process's "
+           "configurations interleaved call by call, so a cnnjit call can follow another configuration's "
+           "spinning team; both from the same run, medians over every timed call. " if procs else "")
     notes = [
         how + f"Batch 1. Each model in its own process: onnxruntime {rows[0].get('ort_version', '') if rows else ''} "
         "with its defaults (`InferenceSession(model)`: every core, ORT_ENABLE_ALL), cnnjit with its default "

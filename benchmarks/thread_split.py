@@ -10,7 +10,10 @@ parts slower than the layer: a part of another size is a new kernel specialisati
 ``emit.SPECIALIZE_MAX`` a kernel runs unspecialised), the time of layers left on one thread, the *ideal*
 2-thread time (each split step as long as its longest part or half its parts, each unsplit step whole: what
 a perfect team with no hand-over cost reaches) and the ratio of the parts' sum to it; then the slowest
-steps with their parts. Times are minima over ``--runs`` (low noise on a shared machine). Then the real
+steps with their parts, each against the same layer whole in the 1-thread program (what the split adds:
+a band's halo, a channel part's second copy of its input strips). Times are minima over ``--runs`` (low
+noise on a shared machine). Then traced 2-thread runs: the worker's start, the hand-over per step, and where
+each thread waits (per step, before its first part there: the steps the second core idles before). Then the real
 1- and 2-thread runs, interleaved (median and best), with the load average: on a machine whose other
 processes take cores, the real 2-thread time is far from the ideal one.
 
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -61,6 +65,10 @@ def analyse(spec: str, runs: int, rows: int) -> None:
     else:
         ideal = split = alone = 0.0
         table = []
+        whole_us: dict[str, float] = {}  # output name -> the layer's time in the 1-thread program
+        for c, t in zip(p1.calls, t1):
+            if c.node is not None:
+                whole_us[c.node.outputs[0].name] = whole_us.get(c.node.outputs[0].name, 0.0) + t
         for st in steps:
             ts = t2[st.first:st.first + st.parts]
             c = p2.calls[st.first]
@@ -71,17 +79,27 @@ def analyse(spec: str, runs: int, rows: int) -> None:
                 alone += ts[0]
                 ideal += ts[0]
             shape = "x".join(map(str, c.node.outputs[0].shape)) if c.node is not None else ""
-            table.append((sum(ts), c.op, c.variant, shape, ts))
+            table.append((sum(ts), c.op, c.variant, shape, ts,
+                          whole_us.get(c.node.outputs[0].name) if c.node is not None else None))
         print(f"\n{ootb_label(spec)}: {len(steps)} steps, {p2.meta.get('parallel_layers')} split; 1-thread "
               f"layers {whole / 1e3:.2f} ms, 2-thread parts {(split + alone) / 1e3:.2f} ms "
               f"(split {split / 1e3:.2f}, on one thread {alone / 1e3:.2f}); ideal 2-thread "
               f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum")
-        for total, op, variant, shape, ts in sorted(table, key=lambda r: -r[0])[:rows]:
-            print(f"  {total:8.1f} us  {op:8s} {variant:16s} {shape:16s} parts " + " ".join(f"{t:.1f}" for t in ts))
+        print("  slowest steps (parts' sum; 'whole': the same layer in the 1-thread program, where its output "
+              "matches one)")
+        for total, op, variant, shape, ts, one_us in sorted(table, key=lambda r: -r[0])[:rows]:
+            print(f"  {total:8.1f} us  {op:8s} {variant:16s} {shape:16s} parts " + " ".join(f"{t:.1f}" for t in ts)
+                  + (f"  whole {one_us:.1f} ({total / one_us:.2f}x)" if one_us else ""))
         h = handover(two._default_spec(), feeds, runs)
         print(f"  traced 2-thread runs (medians, us): wall {h['wall']:.1f}, parts' sum {h['busy']:.1f}, worker's "
               f"first part at {h['wake']:.1f}, hand-over per step {h['step_gap']:.2f} (p90 {h['step_gap_p90']:.2f}) "
               f"x {h['steps_with_deps']} steps = {h['gap_sum']:.1f} per run, tail {h['tail']:.1f}")
+        print(f"  where each thread waits (traced, us per run): caller {h['idle_caller']:.1f}, worker "
+              f"{h['idle_worker']:.1f} (medians); steps the worker waits longest before (means):")
+        for si, cw, ww in h["idle_steps"][:rows]:
+            c = p2.calls[steps[si].first] if si >= 0 else None
+            what = "after its last part (tail)" if c is None else f"step {si} {c.op} {c.variant}"
+            print(f"    {what:44s} caller {cw:7.1f}  worker {ww:7.1f}")
     timings: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(3):
         one.run(None, feeds)
@@ -134,20 +152,35 @@ def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:
     return out
 
 
-def handover(spec, feeds, runs: int) -> dict[str, float]:
+def handover(spec, feeds, runs: int) -> dict[str, Any]:
     """Where a 2-thread run's time goes, from traced runs (medians over runs, microseconds): ``wall`` (the
     caller's call), ``busy`` (the parts' summed time), ``wake`` (run start to the worker's first part),
     ``step_gap`` (per step with dependencies: its first part's start after its last dependency's end, the
     hand-over, median over steps and runs), ``gap_sum`` (those summed per run: time on the critical path
-    spent handing over) and ``tail`` (the last part's end to the caller's return)."""
+    spent handing over) and ``tail`` (the last part's end to the caller's return); ``idle_caller`` and
+    ``idle_worker`` (each thread's time not in a part, run start to the caller's return) and ``idle_steps``
+    (``(step, caller us, worker us)`` per step: each thread's wait before its first part of that step, after
+    its previous part; step -1: after its last part; means over the runs, largest worker wait first)."""
     from cnnjit.compiler.codegen.cycles import tick_seconds
 
     us = tick_seconds() * 1e6
     steps = spec.program.meta["step_plan"]
-    rows: dict[str, list[float]] = {k: [] for k in ("wall", "busy", "wake", "gap_sum", "tail")}
+    step_of = np.zeros(sum(st.parts for st in steps), np.int64)
+    for i, st in enumerate(steps):
+        step_of[st.first:st.first + st.parts] = i
+    rows: dict[str, list[float]] = {k: [] for k in ("wall", "busy", "wake", "gap_sum", "tail", "idle_caller",
+                                                     "idle_worker")}
+    waits = np.zeros((2, len(steps) + 1, runs))  # [worker, caller][step, or -1 after the last part][run]
     gaps: list[float] = []
-    for tr in trace_runs(spec, feeds, runs):
+    for r, tr in enumerate(trace_runs(spec, feeds, runs)):
         calls, wall = tr[:-1], tr[-1, 1]
+        for who in (0, 1):
+            mine = np.flatnonzero(calls[:, 2] == who)
+            mine = mine[np.argsort(calls[mine, 0])]
+            ends = np.concatenate([[0], calls[mine, 1]])
+            np.add.at(waits[who, :, r], step_of[mine], np.maximum(calls[mine, 0] - ends[:-1], 0) * us)
+            waits[who, -1, r] = (wall - ends[-1]) * us
+            rows["idle_worker" if who == 0 else "idle_caller"].append(float(waits[who, :, r].sum()))
         rows["wall"].append(wall * us)
         rows["busy"].append(float(np.sum(calls[:, 1] - calls[:, 0])) * us)
         worker = calls[calls[:, 2] == 0]
@@ -162,7 +195,10 @@ def handover(spec, feeds, runs: int) -> dict[str, float]:
             gaps.append(g)
             total += max(g, 0.0)
         rows["gap_sum"].append(total)
-    out = {k: statistics.median(v) for k, v in rows.items()}
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in rows.items()}
+    mean = np.mean(waits, axis=2)  # (means: a stall that moves from step to step still shows where it falls)
+    out["idle_steps"] = sorted(((i if i < len(steps) else -1, float(mean[1, i]), float(mean[0, i]))
+                                for i in range(len(steps) + 1)), key=lambda t: -t[2])
     out["step_gap"] = statistics.median(gaps) if gaps else float("nan")
     out["step_gap_p90"] = float(np.percentile(gaps, 90)) if gaps else float("nan")
     out["steps_with_deps"] = sum(1 for st in steps if st.deps)

@@ -24,7 +24,10 @@ the share of peak reached on the compute-bound conv layers.
 
 ``--ootb`` adds the out-of-the-box table: per model one process timing, interleaved, onnxruntime's default
 session against ``cnnjit.compile(model)``'s default (every usable core) and cnnjit compiled with 1, 2 and 4
-threads (``vs_onnxruntime_ootb.{json,md}``).
+threads (``vs_onnxruntime_ootb.{json,md}``). ``--ootb-procs`` adds the same table with each engine in its
+own process (``benchmarks/ootb.py: alternate``): its main columns from turns of one untimed call then
+``--block-calls`` timed calls of one configuration (so no timed call follows another configuration's call
+while its threads still spin), its last two columns from single calls interleaved call by call (both kept).
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
 
@@ -286,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ootb-procs", action="store_true",
                     help="with --ootb: also the out-of-the-box table with each engine in its own process "
                          "(alternating blocks of runs; <name>_ootb_procs.{json,md}), besides the one-process table")
-    ap.add_argument("--block", type=int, default=5, help="--ootb-procs: rounds per block (default 5)")
+    ap.add_argument("--block", type=int, default=5,
+                    help="--ootb-procs: rounds of single calls per process turn (the single-call columns; default 5)")
+    ap.add_argument("--block-calls", type=int, default=5,
+                    help="--ootb-procs: timed calls per turn, after one untimed call (default 5)")
     ap.add_argument("--settle", type=float, default=0.05,
                     help="--ootb-procs: seconds between blocks, for the other engine's pool to go idle")
     ap.add_argument("--worker-engine", help=argparse.SUPPRESS)
@@ -298,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-out", help=argparse.SUPPRESS)
     ap.add_argument("--worker-profile", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.runs < 1 or args.warmup < 0 or args.block < 1 or args.settle < 0:
-        ap.error("--runs and --block must be >= 1, --warmup and --settle >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.block < 1 or args.block_calls < 1 or args.settle < 0:
+        ap.error("--runs, --block and --block-calls must be >= 1, --warmup and --settle >= 0")
 
     if args.worker and args.worker_ootb and args.worker_engine:
         return ootb_serve(args.worker_ootb, args.worker_engine, args.warmup)

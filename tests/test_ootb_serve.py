@@ -1,0 +1,62 @@
+"""The served-process timing of ``benchmarks/ootb.py`` (``--ootb-procs``, ``batch.py --procs``): the request
+protocol of ``serve`` and the turns ``alternate`` gives, on stand-in engines (no model, no timing asserted)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+from benchmarks import ootb
+
+
+def _serve(monkeypatch, capsys, requests: list[dict], fns: dict) -> list[dict]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in requests)))
+    assert ootb.serve({"model": "m"}, fns, warmup=2) == 0
+    return [json.loads(line[len(ootb.MARK):]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith(ootb.MARK)]
+
+
+def test_serve_block_runs_one_untimed_call_then_k_timed(monkeypatch, capsys) -> None:
+    calls = {"a": 0, "b": 0}
+    fns = {k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls}
+    out = _serve(monkeypatch, capsys, [{"block": "a", "calls": 4}, {}, {"block": "b", "calls": 9}], fns)
+    assert out[0] == {"ready": {"model": "m"}, "names": ["a", "b"]}
+    assert list(out[1]) == ["a"] and len(out[1]["a"]) == 4
+    assert len(out) == 2  # ``{}`` ended it: the request after it never ran
+    assert calls == {"a": 2 + 1 + 4, "b": 2}  # warm-up, the untimed call, the timed ones
+
+
+def test_serve_rounds_time_every_call_once_per_round(monkeypatch, capsys) -> None:
+    calls = {"a": 0, "b": 0, "c": 0}
+    fns = {k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls}
+    out = _serve(monkeypatch, capsys, [{"rounds": 3}, {}], fns)
+    assert {k: len(v) for k, v in out[1].items()} == {"a": 3, "b": 3, "c": 3}
+    assert calls == {"a": 5, "b": 5, "c": 5}
+
+
+#: a stand-in served engine: names from argv, each call sleeps a little
+_CHILD = ("import sys, time\nsys.path.insert(0, {root!r})\nfrom benchmarks import ootb\n"
+          "names = sys.argv[1].split(',')\n"
+          "fns = {{n: (lambda: time.sleep(1e-4)) for n in names}}\n"
+          "raise SystemExit(ootb.serve({{'engine': sys.argv[2]}}, fns, 1))")
+
+
+def test_alternate_gives_every_label_its_turns_and_single_calls(tmp_path) -> None:
+    root = str(Path(ootb.__file__).resolve().parents[1])
+    code = _CHILD.format(root=root)
+    with open(tmp_path / "errs", "w+") as errs:
+        procs = ootb.served({"x": [sys.executable, "-c", code, "x1,x2", "x"],
+                             "y": [sys.executable, "-c", code, "y1", "y"]}, errs)
+        try:
+            args = argparse.Namespace(runs=5, block=2, block_calls=3, settle=0.0)
+            res = ootb.alternate(procs, args, random.Random(0))
+        finally:
+            ootb.stop(procs)
+    assert res["ready"] == {"x": {"engine": "x"}, "y": {"engine": "y"}}
+    assert {k: v["runs"] for k, v in res["timing"].items()} == {"x1": 15, "x2": 15, "y1": 15}  # 5 turns of 3
+    assert {k: v["runs"] for k, v in res["timing_single"].items()} == {"x1": 5, "x2": 5, "y1": 5}
+    assert all(p.returncode == 0 for p in procs.values())  # (stop ended both)
