@@ -15,14 +15,15 @@ grown to pad fewer tiles (``plan``):
    the map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector). Where the second
    copy saves less than ``COPY_SAVING``, one copy ``pb[C][6][tiles * 4]`` with a dummy tile per row (whose
    columns 4-5 are the next tile's 0-1): 1/8 more tiles at 32 columns, 1/4 more at 16;
-2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous; the
-   sizes are literals in the kernel, so that the 36 planes are constant offsets from one pointer: with the
-   sizes as arguments, 36 pointers were kept, spilled, and took as long as the arithmetic);
+2. the input transform ``B^T d B`` (one ``vwbts`` call, ``simd_winograd``), ``W`` tiles per vector, into
+   ``vb[36][C][T]`` (tiles contiguous; the sizes are literals in the kernel, so that the 36 planes are constant
+   offsets from one pointer: with the sizes as arguments, 36 pointers were kept, spilled, and took as long as the
+   arithmetic);
 3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on a
    register tile of ``MR`` channels x ``NR`` vectors of tiles (a broadcast weight per FMA; the tile from the
    register budget and the tiles it pads to, ``plan``; ``U`` the weights transformed and packed at compile
    time as ``[36][M / MR][C][MR]``), then the output transform
-   ``A^T M A`` with the four columns of each tile transposed back (``vtrq``) into output rows of
+   ``A^T M A`` (one ``vwatl`` call) with the four columns of each tile transposed back (``vtrq``) into output rows of
    an output band ``ob[M][4][tiles * 4]``;
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
    Add) in registers, masked at the row's end.
