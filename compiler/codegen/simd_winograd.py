@@ -72,7 +72,6 @@ def transform(o: _Ops, one_d, m: list) -> list:
 
 def _make(n: int) -> dict[str, object]:
     vt = Vec(n)
-    lvt = ir.VectorType(ir.FloatType(), n)
 
     def _at_elem(context, builder, arrty, arr, i, s, e):
         """A ``<n x float>`` pointer to element ``i + e s`` of ``arr``."""
@@ -82,13 +81,11 @@ def _make(n: int) -> dict[str, object]:
     @intrinsic
     def vwbts(typingctx, arr, idx, stride, d):
         def codegen(context, builder, sig, args):
-            arrty, (_, it, st, _) = sig.args[0], sig.args
-            i = context.cast(builder, args[1], it, types.int64)
-            s = context.cast(builder, args[2], st, types.int64)
+            i = context.cast(builder, args[1], sig.args[1], types.int64)
+            s = context.cast(builder, args[2], sig.args[2], types.int64)
             d_ = [builder.extract_value(args[3], k) for k in range(TP * TP)]
-            v = transform(_Ops(builder, n), _bt, d_)
-            for e, x in enumerate(v):
-                builder.store(x, _at_elem(context, builder, arrty, args[0], i, s, e), align=4)
+            for e, x in enumerate(transform(_Ops(builder, n), _bt, d_)):
+                builder.store(x, _at_elem(context, builder, sig.args[0], args[0], i, s, e), align=4)
             return context.get_dummy_value()
 
         return types.void(arr, idx, stride, types.UniTuple(vt, TP * TP)), codegen
@@ -96,17 +93,15 @@ def _make(n: int) -> dict[str, object]:
     @intrinsic
     def vwatl(typingctx, arr, idx, stride):
         def codegen(context, builder, sig, args):
-            arrty, (_, it, st) = sig.args[0], sig.args
-            i = context.cast(builder, args[1], it, types.int64)
-            s = context.cast(builder, args[2], st, types.int64)
-            q = [builder.load(_at_elem(context, builder, arrty, args[0], i, s, e), align=4)
+            i = context.cast(builder, args[1], sig.args[1], types.int64)
+            s = context.cast(builder, args[2], sig.args[2], types.int64)
+            q = [builder.load(_at_elem(context, builder, sig.args[0], args[0], i, s, e), align=4)
                  for e in range(TP * TP)]
             out = transform(_Ops(builder, n), _at, q)
             return context.make_tuple(builder, sig.return_type, out)
 
         return types.UniTuple(vt, TM * TM)(arr, idx, stride), codegen
 
-    assert lvt.count == n
     return {f"vwbts{n}": vwbts, f"vwatl{n}": vwatl}
 
 

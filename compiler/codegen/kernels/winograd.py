@@ -49,6 +49,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from ..parts import node_part, part_space
+from ..simd_winograd import TM, TP  # outputs per tile side, patch side
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes
 from .template import source
@@ -59,8 +60,6 @@ BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
-#: outputs per tile side, patch side
-TM, TP = 4, 6
 #: the error bound, relative to each output's scale ``sum_c,taps |w| |x| + |b|``: measured at 1.2-2.0e-6 on
 #: He-normal weights at 16-128 channels (tests/test_winograd.py)
 ERROR_BOUND = 2e-5
