@@ -346,3 +346,32 @@ def test_large_tiles_loop_over_their_kernel_rows(width: int) -> None:
         prog = _check(dict(n=2, c=16, m=2 * width, g=1, k=3, s=2, d=1, h=7, w=4 * width + 5, pads=[1, 0, 1, 2],
                            act="HardSwish", residual=True, seed=5), width)
         assert all("for kh in range(3):" in prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv")
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16, 32])
+def test_vtaps_is_a_row_of_broadcast_fmas(lanes: int) -> None:
+    """``vtaps`` (the unrolled taps' one call, ``simd_taps``) at the machine widths and a tile row of two
+    AVX-512 vectors: ``acc[k] + x[i + offs[k]] * w`` per accumulator, fused (one rounding: float64 reference
+    rounded once), the accumulators it is not given left alone."""
+    from numba import njit
+
+    from cnnjit.compiler.codegen import simd, simd_taps
+    load, store, taps = getattr(simd, f"vload{lanes}"), getattr(simd, f"vstore{lanes}"), \
+        getattr(simd_taps, f"vtaps{lanes}")
+
+    @njit
+    def run(x, i, w, acc):
+        a0, a1, a2 = load(acc, 0), load(acc, lanes), load(acc, 2 * lanes)
+        a0, a2, = taps((a0, a2, ), x, i, load(w, 0), (0, 7, ))
+        store(acc, 0, a0)
+        store(acc, lanes, a1)
+        store(acc, 2 * lanes, a2)
+
+    rng = np.random.default_rng(lanes)
+    x, w = rng.standard_normal(20).astype(np.float32), rng.standard_normal(lanes).astype(np.float32)
+    acc = rng.standard_normal(3 * lanes).astype(np.float32)
+    want = acc.astype(np.float64).reshape(3, lanes)
+    want[0] += np.float64(x[5]) * w
+    want[2] += np.float64(x[12]) * w
+    run(x, 5, w, acc)
+    np.testing.assert_array_equal(acc.reshape(3, lanes), want.astype(np.float32))

@@ -292,6 +292,51 @@ def test_transforms_are_f43() -> None:
         np.testing.assert_allclose(winograd.AT @ ((winograd.G @ g) * (winograd.BT @ d)), direct, atol=1e-12)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_transform_intrinsics_match_the_matrices(width: int) -> None:
+    """``vwbts`` is ``B^T d B`` and ``vwatl`` is ``A^T m A`` (``winograd.BT``, ``AT``, float64) lane by lane, with
+    the planes at the stride given, within float32 rounding of the transforms' constants."""
+    from numba import njit
+
+    from cnnjit.compiler.codegen import simd, simd_winograd
+    load, bts, atl = getattr(simd, f"vload{width}"), getattr(simd_winograd, f"vwbts{width}"), \
+        getattr(simd_winograd, f"vwatl{width}")
+    store = getattr(simd, f"vstore{width}")
+
+    @njit
+    def run(d, v, o, s):
+        bts(v, 3, s, (load(d, 0 * width), load(d, 1 * width), load(d, 2 * width), load(d, 3 * width),
+                      load(d, 4 * width), load(d, 5 * width), load(d, 6 * width), load(d, 7 * width),
+                      load(d, 8 * width), load(d, 9 * width), load(d, 10 * width), load(d, 11 * width),
+                      load(d, 12 * width), load(d, 13 * width), load(d, 14 * width), load(d, 15 * width),
+                      load(d, 16 * width), load(d, 17 * width), load(d, 18 * width), load(d, 19 * width),
+                      load(d, 20 * width), load(d, 21 * width), load(d, 22 * width), load(d, 23 * width),
+                      load(d, 24 * width), load(d, 25 * width), load(d, 26 * width), load(d, 27 * width),
+                      load(d, 28 * width), load(d, 29 * width), load(d, 30 * width), load(d, 31 * width),
+                      load(d, 32 * width), load(d, 33 * width), load(d, 34 * width), load(d, 35 * width)))
+        out = atl(v, 3, s)
+        for k in range(16):
+            store(o, k * width, out[k])
+
+    rng = np.random.default_rng(width)
+    d = rng.standard_normal((36, width)).astype(np.float32)
+    s = width + 5  # a plane stride that is not the vector width
+    v, o = np.full(3 + 36 * s, np.nan, np.float32), np.zeros(16 * width, np.float32)
+    run(d.reshape(-1), v, o, s)
+    planes = v[3:].reshape(36, s)[:, :width].reshape(6, 6, width)
+
+    def two_d(mat: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return np.einsum("ki,ijn,lj->kln", mat, x, mat)
+
+    # float32 rounding of a few operations, relative to each output's scale |L| |x| |L|^T
+    d64 = d.astype(np.float64).reshape(6, 6, width)
+    err = np.abs(planes - two_d(winograd.BT, d64))
+    assert np.all(err <= 1e-6 * two_d(np.abs(winograd.BT), np.abs(d64))), err.max()
+    m64 = planes.astype(np.float64)
+    err = np.abs(o.reshape(4, 4, width) - two_d(winograd.AT, m64))
+    assert np.all(err <= 1e-6 * two_d(np.abs(winograd.AT), np.abs(m64))), err.max()
+
+
 def _default_variant(c, m, hw, width=8, registers=16, **attrs):
     """(winograd applies, the Conv node) for a 3x3 ``c -> m`` layer on an ``hw`` (or ``(h, w)``) map."""
     rng = np.random.default_rng(0)

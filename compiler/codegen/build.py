@@ -48,6 +48,8 @@ from cnnjit.compiler.codegen.simd import *  # noqa: F403 - vector intrinsics for
 from cnnjit.compiler.codegen.simd_int import *  # noqa: F403 - integer intrinsics (int8 kernels)
 from cnnjit.compiler.codegen.simd_quant import *  # noqa: F403 - Quantize/DequantizeLinear intrinsics
 from cnnjit.compiler.codegen.simd_bf16 import *  # noqa: F403 - bf16 pair intrinsics (precision="bf16")
+from cnnjit.compiler.codegen.simd_winograd import *  # noqa: F403 - Winograd transform intrinsics
+from cnnjit.compiler.codegen.simd_taps import *  # noqa: F403 - a register tile row's broadcast FMAs
 from cnnjit.compiler.codegen.pipeline import KernelPipeline  # numba's pipeline minus what kernels never need
 
 # Indexing with an unsigned integer spares numba's negative-index wraparound check, which otherwise
@@ -77,7 +79,8 @@ def _host_cpu() -> tuple[str, str]:
 
 
 #: the modules whose code a kernel's machine code inlines (its intrinsics) besides its own source
-INTRINSIC_MODULES = ("simd.py", "simd_math.py", "simd_int.py", "simd_quant.py", "simd_bf16.py", "pipeline.py")
+INTRINSIC_MODULES = ("simd.py", "simd_math.py", "simd_int.py", "simd_quant.py", "simd_bf16.py", "simd_winograd.py",
+                     "simd_taps.py", "pipeline.py")
 
 
 def intrinsics_digest() -> str:

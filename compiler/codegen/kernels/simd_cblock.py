@@ -91,8 +91,9 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
             js = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
             if js:
                 out.append(f"{ind}wv = vload{lanes}(wb, {wr} + {kw * lanes})")
-                out += [f"{ind}a{j} = vfma{lanes}(vbcast{lanes}(xb[U({xr} + {j * sw + kw * dw})]), wv, a{j})"
-                        for j in js]
+                acc = "".join(f"a{j}, " for j in js)  # one call: the FMAs of these pixels (simd_taps)
+                out.append(f"{ind}{acc}= vtaps{lanes}(({acc}), xb, {xr}, wv, ("
+                           + "".join(f"{j * sw + kw * dw}, " for j in js) + "))")
         return out
 
     def tile(ind: str, start: str, first: int, t: int, checked: bool) -> list[str]:

@@ -15,14 +15,15 @@ grown to pad fewer tiles (``plan``):
    the map's width (a 8x8 map's 2 tiles per row would otherwise waste 3/4 of an AVX2 vector). Where the second
    copy saves less than ``COPY_SAVING``, one copy ``pb[C][6][tiles * 4]`` with a dummy tile per row (whose
    columns 4-5 are the next tile's 0-1): 1/8 more tiles at 32 columns, 1/4 more at 16;
-2. the input transform ``B^T d B``, ``W`` tiles per vector, into ``vb[36][C][T]`` (tiles contiguous; the
-   sizes are literals in the kernel, so that the 36 planes are constant offsets from one pointer: with the
-   sizes as arguments, 36 pointers were kept, spilled, and took as long as the arithmetic);
+2. the input transform ``B^T d B`` (one ``vwbts`` call, ``simd_winograd``), ``W`` tiles per vector, into
+   ``vb[36][C][T]`` (tiles contiguous; the sizes are literals in the kernel, so that the 36 planes are constant
+   offsets from one pointer: with the sizes as arguments, 36 pointers were kept, spilled, and took as long as the
+   arithmetic);
 3. per ``MR`` output channels: 36 small GEMMs ``M[xi] (MR x T) = U[xi] (MR x C) @ V[xi] (C x T)`` on a
    register tile of ``MR`` channels x ``NR`` vectors of tiles (a broadcast weight per FMA; the tile from the
    register budget and the tiles it pads to, ``plan``; ``U`` the weights transformed and packed at compile
    time as ``[36][M / MR][C][MR]``), then the output transform
-   ``A^T M A`` with the four columns of each tile transposed back (``vtrq``) into output rows of
+   ``A^T M A`` (one ``vwatl`` call) with the four columns of each tile transposed back (``vtrq``) into output rows of
    an output band ``ob[M][4][tiles * 4]``;
 4. the band's output rows are copied into ``y`` with the bias and the fused epilogue (activations, residual
    Add) in registers, masked at the row's end.
@@ -46,8 +47,9 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Scratch, Target, flit, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from ..parts import node_part, part_space
+from ..simd_winograd import TM, TP  # outputs per tile side, patch side
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes
 from .template import source
@@ -58,8 +60,6 @@ BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
 G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64)
 AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64)
-#: outputs per tile side, patch side
-TM, TP = 4, 6
 #: the error bound, relative to each output's scale ``sum_c,taps |w| |x| + |b|``: measured at 1.2-2.0e-6 on
 #: He-normal weights at 16-128 channels (tests/test_winograd.py)
 ERROR_BOUND = 2e-5
@@ -89,41 +89,6 @@ def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
     M, C = w.shape[:2]
     u = np.einsum("ki,mcij,lj->klmc", G, w.astype(np.float64), G).reshape(TP * TP, M // mr, mr, C)
     return np.ascontiguousarray(u.transpose(0, 1, 3, 2), dtype=np.float32).reshape(-1)
-
-
-def _bt(ind: str, d: list[str], t: list[str], w: int) -> list[str]:
-    """``t = B^T d`` for 6 vectors, 14 operations (the rows' shared sums; ``BT``'s rows 1-4 pair up)."""
-    def b(v: float) -> str:
-        return f"vbcast{w}({flit(v)})"
-
-    return [f"{ind}{t[0]} = vfma{w}({b(4)}, {d[0]}, vfma{w}({b(-5)}, {d[2]}, {d[4]}))",
-            f"{ind}{t[5]} = vfma{w}({b(4)}, {d[1]}, vfma{w}({b(-5)}, {d[3]}, {d[5]}))",
-            f"{ind}{t[1]} = vfma{w}({b(-4)}, vadd{w}({d[1]}, {d[2]}), vadd{w}({d[3]}, {d[4]}))",
-            f"{ind}{t[2]} = vfma{w}({b(4)}, vsub{w}({d[1]}, {d[2]}), vsub{w}({d[4]}, {d[3]}))",
-            f"{ind}sf = vsub{w}({d[4]}, {d[2]})", f"{ind}sg = vsub{w}({d[3]}, {d[1]})",
-            f"{ind}{t[3]} = vfma{w}({b(2)}, sg, sf)", f"{ind}{t[4]} = vfma{w}({b(-2)}, sg, sf)"]
-
-
-def _at(ind: str, q: list[str], o: list[str], w: int) -> list[str]:
-    """``o = A^T q`` for 6 vectors into 4, 11 operations."""
-    return [f"{ind}sa = vadd{w}({q[1]}, {q[2]})", f"{ind}sb = vadd{w}({q[3]}, {q[4]})",
-            f"{ind}sc = vsub{w}({q[1]}, {q[2]})", f"{ind}sd = vsub{w}({q[3]}, {q[4]})",
-            f"{ind}{o[0]} = vadd{w}(vadd{w}({q[0]}, sa), sb)",
-            f"{ind}{o[1]} = vfma{w}(vbcast{w}(2.0), sd, sc)",
-            f"{ind}{o[2]} = vfma{w}(vbcast{w}(4.0), sb, sa)",
-            f"{ind}{o[3]} = vadd{w}(vfma{w}(vbcast{w}(8.0), sd, sc), {q[5]})"]
-
-
-def transform_lines(ind: str, one_d, n_out: int, src: str, dst: str, w: int) -> list[str]:
-    """Lines computing the 2-D transform ``L src L^T`` of the 6x6 vectors ``{src}{i}_{j}`` into
-    ``{dst}{k}_{l}`` (``n_out`` square), with ``one_d(ind, inputs, outputs, w)`` the 1-D ``L``: along the
-    columns first (into ``{dst}t{k}_{j}``), then along the rows."""
-    out = []
-    for j in range(TP):
-        out += one_d(ind, [f"{src}{i}_{j}" for i in range(TP)], [f"{dst}t{k}_{j}" for k in range(n_out)], w)
-    for k in range(n_out):
-        out += one_d(ind, [f"{dst}t{k}_{j}" for j in range(TP)], [f"{dst}{k}_{l}" for l in range(n_out)], w)
-    return out
 
 
 def quads(w: int, at: str) -> str:
@@ -222,9 +187,9 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
             f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(w, f'pc + {copies * r} * LB')}",
             f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = "
             + quads(w, f"pc + {2 * r + 1} * LB" if copies == 2 else f"pc + {r} * LB + 4"))],
-        *transform_lines(i20, _bt, TP, "d", "v", w),
-        f"{i20}vq = vo + c * T + t0",  # the 36 planes at constant offsets from one pointer
-        *[f"{i20}vstore{w}(zb, vq + {(k * TP + l) * C * T}, v{k}_{l})" for k in range(TP) for l in range(TP)],
+        # B^T d B into the 36 planes, at constant offsets from one pointer (simd_winograd)
+        f"{i20}vwbts{w}(zb, vo + c * T + t0, {C * T}, ("
+        + ", ".join(f"d{r}_{j}" for r in range(TP) for j in range(TP)) + "))",
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
         "                for xi in range(36):",
@@ -245,8 +210,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         "                    orow = oo + (m + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {w}):",
         f"{i24}mq = mo + i * T + t0",
-        *[f"{i24}q{k}_{l} = vload{w}(zb, mq + {(k * TP + l) * mr * T})" for k in range(TP) for l in range(TP)],
-        *transform_lines(i24, _at, TM, "q", "o", w),
+        # A^T m A of the 36 planes (simd_winograd)
+        f"{i24}" + ", ".join(f"o{k}_{l}" for k in range(TM) for l in range(TM)) + f" = vwatl{w}(zb, mq, {mr * T})",
     ]
     for r in range(TM):  # the tiles' four columns back into 4 w-lane vectors of one output row (``vtrq``)
         lines += [f"{i24}e0, e1, e2, e3 = vtrq{w}(o{r}_0, o{r}_1, o{r}_2, o{r}_3)",
