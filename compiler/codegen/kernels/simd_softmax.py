@@ -36,28 +36,28 @@ def _rows_body(v: int, log: bool, rows: int, ind: str) -> list[str]:
     R = range(rows)
     L = [f"xr{r} = xo + (o + {r}) * L" for r in R] + [f"yr{r} = yo + (o + {r}) * L" for r in R]
     L += [f"m{r} = vbcast{v}(-math.inf)" for r in R]
-    L += [f"for j in range(0, tail, {v}):"] + [f"    m{r} = vmax{v}(m{r}, vload{v}(xb, xr{r} + j))" for r in R]
+    L += [f"for j in range(0, tail, {v}):"] + [f"    m{r} = vmaxf{v}(m{r}, vload{v}(xb, xr{r} + j))" for r in R]
     L += ["if tail < L:"]
-    L += [f"    m{r} = vmax{v}(m{r}, vloadrf{v}(xb, xr{r} + tail, 0, L - tail, -math.inf))" for r in R]
-    L += [f"mx{r} = vbcast{v}(vhmax{v}(m{r}))" for r in R] + [f"s{r} = vzero{v}()" for r in R]
+    L += [f"    m{r} = vmaxf{v}(m{r}, vloadrf{v}(xb, xr{r} + tail, 0, L - tail, -math.inf))" for r in R]
+    L += [f"mx{r} = vbcast{v}(vhmaxt{v}(m{r}))" for r in R] + [f"s{r} = vzero{v}()" for r in R]
     L += [f"for j in range(0, tail, {v}):"]
     for r in R:
-        L += [f"    e{r} = vexp{v}(vsub{v}(vload{v}(xb, xr{r} + j), mx{r}))", f"    s{r} = vadd{v}(s{r}, e{r})"]
+        L += [f"    e{r} = vexpneg{v}(vsub{v}(vload{v}(xb, xr{r} + j), mx{r}))", f"    s{r} = vadd{v}(s{r}, e{r})"]
         if not log:
             L.append(f"    vstore{v}(yb, yr{r} + j, e{r})")
     L += ["if tail < L:"]
     for r in R:
-        L += [f"    e{r} = vexp{v}(vsub{v}(vloadrf{v}(xb, xr{r} + tail, 0, L - tail, -math.inf), mx{r}))",
+        L += [f"    e{r} = vexpneg{v}(vsub{v}(vloadrf{v}(xb, xr{r} + tail, 0, L - tail, -math.inf), mx{r}))",
               f"    s{r} = vadd{v}(s{r}, e{r})"]
         if not log:
             L.append(f"    vstoren{v}(yb, yr{r} + tail, e{r}, L - tail)")
     # the last pass: Softmax scales the stored exponentials by 1 / sum, LogSoftmax subtracts max + log(sum)
     # from the input
     if log:
-        L += [f"k{r} = vadd{v}(mx{r}, vbcast{v}(math.log(vhsum{v}(s{r}))))" for r in R]
+        L += [f"k{r} = vadd{v}(mx{r}, vbcast{v}(math.log(vhsumt{v}(s{r}))))" for r in R]
         op, b, at = "vsub", "xb", "xr"
     else:
-        L += [f"k{r} = vbcast{v}(1.0 / vhsum{v}(s{r}))" for r in R]
+        L += [f"k{r} = vbcast{v}(1.0 / vhsumt{v}(s{r}))" for r in R]
         op, b, at = "vmul", "yb", "yr"
     L += [f"for j in range(0, tail, {v}):"]
     L += [f"    vstore{v}(yb, yr{r} + j, {op}{v}(vload{v}({b}, {at}{r} + j), k{r}))" for r in R]
