@@ -4,6 +4,8 @@ GELU after a MatMul with a bias that cannot fold (a 3-D MatMul's) fused into tha
 * ``simd_softmax`` (rows of 1 to 1000 elements, any axis, -inf and NaN entries) at every vector width
   against a float64 numpy softmax; its exp is ``vexpneg`` (2 ulp, ``tests/test_vector_math.py``), its
   reductions trees, so the bound is the float32 sum's: ``rtol`` 1e-5.
+* ``simd_transpose`` (a transpose whose last axis is a contiguous run of at least a vector, copied in
+  vectors) at every width against numpy's transpose, the variant asserted from the shape.
 * A 3-D ``MatMul`` + constant ``Add`` + the erf / tanh GELU spellings becomes one ``MatMul`` with an ``Add``
   residual step and a ``Gelu`` step, against onnxruntime; a GELU-like group with another constant stays
   apart (and still matches).
@@ -88,3 +90,27 @@ def test_gelu_with_another_constant_stays_apart() -> None:
     ops = [n.op for n in m.ir.nodes]
     assert "Erf" in ops and "Gelu" not in [s.op for n in m.ir.nodes for s in n.attrs.get("post", ())]
     np.testing.assert_allclose(m(x), _ort(model, x)[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=10, deadline=None)
+@given(shape=st.lists(st.integers(1, 20), min_size=2, max_size=5), data=st.data())
+def test_transpose_runs_in_vectors(width: int, shape: list[int], data: st.DataObject) -> None:
+    """A permutation keeping a last axis of at least a vector runs on ``simd_transpose`` (contiguous runs
+    copied in vectors, a masked tail), any other on the element copy; both equal numpy's transpose."""
+    perm = data.draw(st.permutations(range(len(shape))))
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    model = _model([helper.make_node("Transpose", ["x"], ["y"], perm=list(perm))], x.shape, {}, ["y"])
+    compiled = cnnjit.compile(model, vector_width=width)
+    want = np.transpose(x, perm)
+    # the last output axis merged with the ones before it that are contiguous in the input
+    run = 1
+    for p in reversed(perm):
+        if x.shape[p] == 1:
+            continue
+        if int(np.prod(x.shape[p + 1:])) != run:
+            break
+        run *= x.shape[p]
+    variants = {c.variant for c in compiled._default_spec().program.calls}  # none: a view (unit axes moved)
+    assert variants <= {"simd_transpose" if run >= width else "transpose"}, (variants, run)
+    np.testing.assert_array_equal(compiled(x), want)
