@@ -11,6 +11,8 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vbcast16(x)            x in every lane
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
+    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86)
+    vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
