@@ -10,9 +10,9 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
-  activation follows it; a constant ``Add`` that is not a foldable bias (a 3-D MatMul's, which would
-  otherwise keep a transformer's GELU apart from its MatMul) expanded to the output's shape (up to
-  ``MAX_SLOPE_BYTES``) as such a residual;
+  activation follows it; a 3-D MatMul's per-column constant bias (which would otherwise keep a
+  transformer's GELU apart from its MatMul) expanded to the output's shape (up to ``MAX_SLOPE_BYTES``) as
+  such a residual;
 * ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
   broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
   residual (outputs up to ``MAX_SLOPE_BYTES``);
@@ -222,8 +222,9 @@ class FuseEpilogue(Pass):
                     graph.remove_node_keep_output(user, node)
                     graph.note_fused(node, "Add(bias)")
                     return True
-            if other.is_const and other.shape != out.shape and (full := _expanded(graph, other, out)) is not None:
-                other = full  # a bias the producer cannot fold (a 3-D MatMul's): read like a residual
+            if (node.op == "MatMul" and not post and other.is_const and other.shape != out.shape
+                    and channel_vector(node, other) is not None and (full := _expanded(graph, other, out)) is not None):
+                other = full  # a bias a 3-D MatMul cannot fold: read like a residual (not a Conv's after a scale)
             if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
