@@ -40,6 +40,7 @@ def _gelu_tanh(x):
 #: intrinsic -> float64 reference, and the extra source arguments after the vector
 REFERENCES = {
     "vexp": (np.exp, ""),
+    "vexpneg": (lambda x: np.exp(np.minimum(x, 0.0)), ""),  # Softmax's exp of x - max (never positive)
     "vexpm1": (np.expm1, ""),
     "vlog": (np.log, ""),
     "vtanh": (np.tanh, ""),

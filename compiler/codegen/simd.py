@@ -11,6 +11,8 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vbcast16(x)            x in every lane
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
+    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86)
+    vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
@@ -470,6 +472,29 @@ def _make(n: int) -> dict[str, object]:
 
         return types.float32(a), codegen
 
+    def _reduce(name: str, flags: tuple[str, ...], doc: str):
+        """A lane reduction as a tree (``flags``: reassociation / no NaN allowed), not ``vhsum``'s lane-order
+        chain of dependent adds: a short row's sum or max in ~3 steps instead of ``n``."""
+        def codegen(context, builder, sig, args):
+            f32 = ir.FloatType()
+            start = [ir.Constant(f32, 0.0)] if name == "fadd" else []
+            fty = ir.FunctionType(f32, [f32] * len(start) + [lvt])
+            fn = cgutils.get_or_insert_function(builder.module, fty, f"llvm.vector.reduce.{name}.v{n}f32")
+            return builder.call(fn, [*start, args[0]], fastmath=flags)
+
+        @intrinsic
+        def red(typingctx, a):
+            return types.float32(a), codegen
+
+        red.__doc__ = doc
+        return red
+
+    def _maxf_codegen(context, builder, sig, args):
+        """``a > b ? a : b`` lane-wise: one ``maxps`` on x86 (``vmax`` is ``maxnum``: three); a NaN ``b``
+        is taken, a NaN ``a`` is not."""
+        a, b = args
+        return builder.select(builder.fcmp_ordered(">", a, b), a, b)
+
     def _math(fn, nparams: int):
         """A ``simd_math`` function as an intrinsic: the vector, then ``nparams`` float scalars."""
         def codegen(context, builder, sig, args):
@@ -489,7 +514,10 @@ def _make(n: int) -> dict[str, object]:
     math_ops = {f"{name}{n}": _math(fn, k) for name, (fn, k) in FUNCTIONS.items()}
     return {
         **math_ops, f"vprelu{n}": vprelu, f"vhmax{n}": vhmax, f"vsub{n}": _arith("fsub"),
-        f"vhsum{n}": vhsum, f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
+        f"vhsum{n}": vhsum, f"vhsumt{n}": _reduce("fadd", ("reassoc",), "The sum of the lanes, as a tree."),
+        f"vhmaxt{n}": _reduce("fmax", ("nnan",), "The largest lane (NaN lanes: any result), as a tree."),
+        f"vmaxf{n}": _with_arity(_maxf_codegen, 2),
+        f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vkeep{n}": vkeep,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
@@ -526,4 +554,4 @@ __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
-    "vhmax", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]
+    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]

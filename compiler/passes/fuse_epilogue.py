@@ -10,7 +10,9 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
-  activation follows it;
+  activation follows it; a 3-D MatMul's per-column constant bias (which would otherwise keep a
+  transformer's GELU apart from its MatMul) expanded to the output's shape (up to ``MAX_SLOPE_BYTES``) as
+  such a residual;
 * ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
   broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
   residual (outputs up to ``MAX_SLOPE_BYTES``);
@@ -43,6 +45,18 @@ def _single_user(graph: Graph, v: Value) -> Node | None:
     if len(v.users) != 1 or v in graph.outputs:
         return None
     return v.users[0]
+
+
+def _expanded(graph: Graph, c: Value, out: Value) -> Value | None:
+    """Constant ``c`` broadcast to ``out``'s type, when it broadcasts and the result is at most
+    ``MAX_SLOPE_BYTES``: per-channel PRelu slopes, or a bias the producer cannot fold, become a residual
+    input (one read in the producer's store instead of a separate pass reading and writing the output)."""
+    if out.type.size * out.dtype.itemsize > MAX_SLOPE_BYTES:
+        return None
+    try:
+        return graph.const(np.ascontiguousarray(np.broadcast_to(c.const.astype(out.dtype), out.shape)))
+    except ValueError:
+        return None
 
 
 def channel_vector(node: Node, c: Value) -> np.ndarray | None:
@@ -208,6 +222,9 @@ class FuseEpilogue(Pass):
                     graph.remove_node_keep_output(user, node)
                     graph.note_fused(node, "Add(bias)")
                     return True
+            if (node.op == "MatMul" and not post and other.is_const and other.shape != out.shape
+                    and channel_vector(node, other) is not None and (full := _expanded(graph, other, out)) is not None):
+                other = full  # a bias a 3-D MatMul cannot fold: read like a residual (not a Conv's after a scale)
             if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
@@ -224,13 +241,9 @@ class FuseEpilogue(Pass):
             graph.remove_node_keep_output(user, node)
             graph.note_fused(node, "PRelu")
             return True
-        if slope is not None and slope.is_const and out.type.size * out.dtype.itemsize <= MAX_SLOPE_BYTES:
+        if slope is not None and slope.is_const and (full := _expanded(graph, slope, out)) is not None:
             # per-channel (any broadcast) slopes: expanded to the output's shape, read like a residual
-            try:
-                full = np.ascontiguousarray(np.broadcast_to(slope.const.astype(out.dtype), out.shape))
-            except ValueError:
-                return False
-            return self._absorb_residual(graph, node, user, graph.const(full), "PRelu", post)
+            return self._absorb_residual(graph, node, user, full, "PRelu", post)
         if user.op in ACTIVATIONS and len(user.inputs) == 1:
             attrs = get_op(user.op).check_attrs(dict(user.attrs))
             graph.set_attrs(node, post=post + (EpilogueStep(user.op, tuple(sorted(attrs.items()))),))

@@ -11,31 +11,40 @@ from .quant import QPARAM_LOOP, qparam_layout
 from .template import source
 
 
-def transpose_source(rank: int) -> str:
+def transpose_source(rank: int, w: int = 0) -> str:
+    """The strided copy over ``rank`` merged output axes: element by element, or (``w``) the last axis, a
+    contiguous run of the input, copied in vectors of ``w`` lanes with a masked tail."""
     params = ["xb, xo, yb, yo"] + [f"n{d}" for d in range(rank)] + [f"s{d}" for d in range(rank)]
     lines = [f"def kernel({', '.join(params)}):", "    y = yo", "    p0 = xo"]
     indent = "    "
-    for d in range(rank):
+    last = rank - 1
+    for d in range(last if w else rank):
         lines.append(f"{indent}for i{d} in range(n{d}):")
         indent += "    "
         if d + 1 < rank:
             lines.append(f"{indent}p{d + 1} = p{d} + i{d} * s{d}")
-    lines.append(f"{indent}yb[U(y)] = xb[U(p{rank - 1} + i{rank - 1} * s{rank - 1})]")
-    lines.append(f"{indent}y += 1")
+    if w:
+        lines += [f"{indent}for j in range(0, n{last} - n{last} % {w}, {w}):",
+                  f"{indent}    vstore{w}(yb, y + j, vload{w}(xb, p{last} + j))",
+                  f"{indent}if n{last} % {w}:",
+                  f"{indent}    t = n{last} - n{last} % {w}",
+                  f"{indent}    vstoren{w}(yb, y + t, vloadn{w}(xb, p{last} + t, n{last} - t), n{last} - t)",
+                  f"{indent}y += n{last}"]
+    else:
+        lines.append(f"{indent}yb[U(y)] = xb[U(p{last} + i{last} * s{last})]")
+        lines.append(f"{indent}y += 1")
     return source(lines)
 
 
-@variant("Transpose")
-def gen_transpose(node: Node, target: Target) -> list[KernelCall]:
-    x, y = node.inputs[0], node.outputs[0]
+def _transpose_axes(node: Node) -> tuple[list[int], list[int]]:
+    """The output's axes (sizes, input strides), merging axes adjacent and contiguous in the input and
+    dropping unit axes."""
+    x = node.inputs[0]
     perm = list(node.attrs["perm"])
     in_strides = [int(np.prod(x.shape[i + 1:], dtype=np.int64)) for i in range(len(x.shape))]
-    dims = [x.shape[p] for p in perm]
-    strides = [in_strides[p] for p in perm]
-    # merge output axes that are also adjacent and contiguous in the input; drop unit axes
     md: list[int] = []
     ms: list[int] = []
-    for d, s in zip(dims, strides):
+    for d, s in zip([x.shape[p] for p in perm], [in_strides[p] for p in perm]):
         if d == 1:
             continue
         if md and ms[-1] == s * d:
@@ -44,9 +53,27 @@ def gen_transpose(node: Node, target: Target) -> list[KernelCall]:
         else:
             md.append(d)
             ms.append(s)
-    if not md:
-        md, ms = [1], [0]
-    return [KernelCall(transpose_source(len(md)), [x, y, *md, *ms], note(node))]
+    return (md, ms) if md else ([1], [0])
+
+
+def simd_transpose_applies(node: Node, target: Target) -> bool:
+    """The last merged axis is a contiguous input run of at least a vector (an attention head's
+    ``1x4x64x16 -> 1x64x4x16``: runs of 16), float32."""
+    md, ms = _transpose_axes(node)
+    return node.inputs[0].dtype == np.float32 and ms[-1] == 1 and md[-1] >= target.vector_width
+
+
+@variant("Transpose", name="simd_transpose", priority=10, applies=simd_transpose_applies)
+def gen_simd_transpose(node: Node, target: Target) -> list[KernelCall]:
+    md, ms = _transpose_axes(node)
+    return [KernelCall(transpose_source(len(md), target.vector_width), [node.inputs[0], node.outputs[0], *md, *ms],
+                       note(node))]
+
+
+@variant("Transpose")
+def gen_transpose(node: Node, target: Target) -> list[KernelCall]:
+    md, ms = _transpose_axes(node)
+    return [KernelCall(transpose_source(len(md)), [node.inputs[0], node.outputs[0], *md, *ms], note(node))]
 
 
 COPY2D_SRC = '''
