@@ -133,6 +133,18 @@ class VecMath:
         y = self.mul(self.mul(p, self.pow2i(k1)), self.pow2i(self.b.sub(ki, k1)))
         return self.sel(self.isnan(x0), x0, y)
 
+    def _exp_low(self, t, ok):
+        """``e^t`` for ``t`` in ``[SILU_LOW, 0]`` (SiLU's and Softmax's exp): ``2^k`` added into the exponent
+        field of ``e^r`` (``EXP5``), ``k`` from the shifter's mantissa bits (above ``SILU_LOW`` it never leaves
+        the normal range); 0 where ``ok`` is false."""
+        b = self.b
+        f = self.fma(t, self.c(LOG2E), self.c(EXP_SHIFTER))  # 1.5 * 2^23 + k, k = rint(t log2 e)
+        k = self.sub(f, self.c(EXP_SHIFTER))
+        r = self.fma(k, self.c(-LN2_LO), self.fma(k, self.c(-LN2_HI), t))
+        scale = b.shl(b.bitcast(f, self.it), self.ic(23))  # k << 23: the shifter's own bits shift out
+        e = b.add(b.bitcast(self.poly(r, EXP5), self.it), scale)
+        return b.bitcast(b.and_(e, b.sext(ok, self.it)), self.vt)
+
     def exp_neg(self, x):
         """``exp(min(x, 0))``, for arguments that are never positive (Softmax's ``x - max``): the SiLU exp
         (``EXP5``, ``2^k`` added into the exponent field) with compare-selects in place of ``maxnum`` /
@@ -141,13 +153,7 @@ class VecMath:
         b = self.b
         t = self.sel(self.lt(x, self.c(0.0)), x, self.c(0.0))  # NaN and +inf become 0 (NaN restored below)
         ok = b.fcmp_ordered(">", t, self.c(SILU_LOW))
-        t = self.sel(ok, t, self.c(SILU_LOW))
-        f = self.fma(t, self.c(LOG2E), self.c(EXP_SHIFTER))  # 1.5 * 2^23 + k, k = rint(t log2 e)
-        k = self.sub(f, self.c(EXP_SHIFTER))
-        r = self.fma(k, self.c(-LN2_LO), self.fma(k, self.c(-LN2_HI), t))
-        e = b.add(b.bitcast(self.poly(r, EXP5), self.it), b.shl(b.bitcast(f, self.it), self.ic(23)))
-        e = b.bitcast(b.and_(e, b.sext(ok, self.it)), self.vt)
-        return self.sel(self.isnan(x), x, e)
+        return self.sel(self.isnan(x), x, self._exp_low(self.sel(ok, t, self.c(SILU_LOW)), ok))
 
     def expm1(self, x):
         """``exp(x) - 1`` without the cancellation near 0 (a Taylor polynomial for |x| < 0.5)."""
@@ -212,14 +218,7 @@ class VecMath:
         b = self.b
         t = b.bitcast(b.or_(b.bitcast(x, self.it), self.ic(-0x80000000)), self.vt)  # -|x|
         ok = b.fcmp_ordered(">", t, self.c(SILU_LOW))  # false for NaN too: e = 0, and x * 1 / 1 is NaN
-        t = self.call("maxnum", t, self.c(SILU_LOW))
-        f = self.fma(t, self.c(LOG2E), self.c(EXP_SHIFTER))  # 1.5 * 2^23 + k, k = rint(t log2 e)
-        k = self.sub(f, self.c(EXP_SHIFTER))
-        r = self.fma(k, self.c(-LN2_HI), t)
-        r = self.fma(k, self.c(-LN2_LO), r)
-        scale = b.shl(b.bitcast(f, self.it), self.ic(23))  # k << 23: the shifter's own bits shift out
-        e = b.add(b.bitcast(self.poly(r, EXP5), self.it), scale)
-        e = b.bitcast(b.and_(e, b.sext(ok, self.it)), self.vt)
+        e = self._exp_low(self.call("maxnum", t, self.c(SILU_LOW)), ok)
         num = self.sel(b.fcmp_ordered("<", x, self.c(0.0)), e, self.c(1.0))
         return self.div(self.mul(x, num), self.add(e, self.c(1.0)))
 
