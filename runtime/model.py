@@ -147,6 +147,8 @@ class Specialization:
     def _run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
                   solo: bool) -> list[np.ndarray]:
         run = alone(self.program.run) if solo else self.program.run
+        if not solo and hasattr(run, "rouse"):
+            run.rouse()  # (a ParallelRun: its sleeping workers wake while the inputs are copied)
         bufs = self._acquire()
         try:
             for name, view in bufs.ins:
@@ -217,12 +219,15 @@ class Specialization:
         index = {n: i for i, n in enumerate(names)}
         pos = tuple(index[b.name] for b in self.program.inputs if b.size)  # (the order of Arena.ins)
         pool, program, entry = self._pool, self.program, entry_point(self.program.run)
+        rouse = getattr(entry, "rouse", None)  # (a ParallelRun: see _run_into)
 
         def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
             try:
                 bufs = pool.pop()  # (see _acquire)
             except IndexError:
                 bufs = Arena(program)
+            if rouse is not None:
+                rouse()
             try:
                 for (_, view), i in zip(bufs.ins, pos):
                     view[...] = arrays[i]

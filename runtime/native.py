@@ -445,6 +445,8 @@ class NativeSpecialization:
         except IndexError:
             ins, outv, args, raw = work = self._work_set()
         try:
+            if self.parallel is not None and not solo:
+                self.parallel.rouse()  # (its sleeping workers wake while the inputs are copied)
             for (name, dtype, shape), view in zip(self.inputs, ins):
                 x = feeds[name]
                 if x.dtype != dtype or x.shape != shape:
