@@ -30,7 +30,7 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cnnjit  # noqa: E402
-from benchmarks.harness import markdown_table, write_json, write_markdown  # noqa: E402
+from benchmarks.harness import markdown_table, quiesce, write_json, write_markdown  # noqa: E402
 from benchmarks.models import mobilenet_v2  # noqa: E402
 from benchmarks.ootb import alternate, served, stop  # noqa: E402
 from cnnjit.runtime.model import BatchLoop  # noqa: E402
@@ -92,12 +92,15 @@ def first_calls(model: cnnjit.CompiledModel, feed: str, sample: tuple[int, ...],
 
 def blocks(fns: dict, runs: int, block: int = 3) -> dict[str, float]:
     """Median ms per call: ``runs`` rounds, each running every candidate's block of ``block`` timed calls after
-    one untimed call, candidates in turn. Blocks, not single interleaved calls: onnxruntime's default
-    thread pool keeps spinning for a while after a call returns, which took a core from the next call of
-    the other library (measured: cnnjit's VWW batch 8 at 10.9 ms interleaved call by call, 2.8 ms alone)."""
+    one untimed call, candidates in turn, each turn once the process is quiet (``harness.quiesce``). Blocks,
+    not single interleaved calls, and the wait: onnxruntime's default thread pool keeps spinning for tens of
+    ms after a call returns, which took a core from the other library's calls (measured: cnnjit's VWW batch 8
+    at 10.9 ms interleaved call by call, 2.8 ms alone; with blocks but no wait, its split ran no faster than
+    one thread)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(runs):
         for name in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
+            quiesce()
             fns[name]()
             t0 = time.perf_counter()
             for _ in range(block):
@@ -267,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f}", flush=True)
     write_json("batch", result, args.out)
     notes = [f"cnnjit threads={result['threads']} (default: the usable cores); onnxruntime's default session; "
-             f"medians of {args.runs} alternating blocks of 3 calls (after one untimed call each); "
+             f"medians of {args.runs} alternating blocks of 3 calls (after one untimed call each, once the "
+             "process's threads are idle: onnxruntime's spin for tens of ms after a call); "
              f"ratio = cnnjit / onnxruntime images/s (target at batch 8: >= {TARGET_BATCH8}).",
              "First call: the model ran at batch 1 first (its one compile); 'extra' is the first call of the new "
              f"size minus its steady call (target <= {TARGET_FIRST_MS:.0f} ms); the CPU columns are the process's "

@@ -103,6 +103,44 @@ def summarize(times_ns: Sequence[int]) -> dict[str, Any]:
     }
 
 
+def cpu_ns(pids: Sequence[int]) -> int:
+    """Nanoseconds on a CPU so far of every thread of the processes ``pids`` (Linux
+    ``/proc/<pid>/task/<tid>/schedstat``; 0 where that is not readable)."""
+    total = 0
+    for pid in pids:
+        tasks = Path(f"/proc/{pid}/task")
+        try:
+            tids = list(tasks.iterdir())
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                total += int((t / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass  # (the thread ended meanwhile)
+    return total
+
+
+def quiesce(pids: Sequence[int] | None = None, share: float = 0.05, window_s: float = 0.005,
+            max_s: float = 0.5) -> float:
+    """Wait until the processes ``pids`` (default: this one) use less than ``share`` of a CPU over
+    ``window_s``, at most ``max_s``; returns the seconds waited.
+
+    Between two libraries' turns: onnxruntime's default thread pool keeps spinning for tens of ms after a
+    call returns (measured on the 2-core VM, VWW batch 8: its worker held ~30% of a core for ~110 ms at load
+    5, on the core the next library's second thread needs), longer than a fixed settle of 50 ms; a turn
+    that starts before it stops times the other library on one core. Waiting for quiet is the same for
+    both libraries (cnnjit's team sleeps ~0.1 ms after a run)."""
+    pids = [os.getpid()] if pids is None else list(pids)
+    t_start = time.perf_counter()
+    while True:
+        c0, t0 = cpu_ns(pids), time.perf_counter()
+        time.sleep(window_s)
+        c1, t1 = cpu_ns(pids), time.perf_counter()
+        if (c1 - c0) / 1e9 < share * (t1 - t0) or t1 - t_start >= max_s:
+            return t1 - t_start
+
+
 def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 5, *,
             disable_gc: bool = True, min_time_s: float = 0.0) -> dict[str, dict[str, Any]]:
     """Time each zero-argument callable ``runs`` times, interleaved.

@@ -212,14 +212,19 @@ def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng:
     meta) and two timings (``timing``, ``timing_single``: label -> ``summarize``), both kept:
 
     * blocks (``timing``): each round, every label of every process gets a turn in a random order, one
-      untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns; so a call
+      untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns and then
+      until both processes are idle (``harness.quiesce``); so a call
       never follows the other process's call (whose thread pool spins after it returns) nor another
       label's team, except for the untimed call;
     * single calls (``timing_single``: ``args.block`` rounds per process turn, the labels of a process
       interleaved call by call): what alternating calls cost, the other label's spinning threads included.
 
     Until each has ``args.runs`` rounds. Only the process that runs is busy (the idle one waits on stdin)."""
-    from benchmarks.harness import summarize
+    from benchmarks.harness import quiesce, summarize
+
+    def settle() -> None:  # (onnxruntime's pool spins for tens of ms after a call: longer than a fixed settle)
+        time.sleep(args.settle)
+        quiesce([p.pid for p in procs.values()])
 
     ready = {eng: _reply(p) for eng, p in procs.items()}
     turns = [(eng, name) for eng in procs for name in ready[eng]["names"]]
@@ -230,11 +235,11 @@ def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng:
         n = min(args.block, args.runs - done)
         for eng in rng.sample(list(procs), len(procs)):
             _ask(procs[eng], {"rounds": n}, single)
-            time.sleep(args.settle)
+            settle()
         for _ in range(n):
             for eng, name in rng.sample(turns, len(turns)):
                 _ask(procs[eng], {"block": name, "calls": args.block_calls}, block)
-                time.sleep(args.settle)
+                settle()
         done += n
     return {"ready": {eng: r["ready"] for eng, r in ready.items()},
             "timing": {k: summarize(v) for k, v in block.items()},

@@ -9,11 +9,10 @@ specialisation, without compiling; any other new shape is specialised (compiled)
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,9 +22,8 @@ import numpy as np
 from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 
 from .adaptive import Chooser
-from .cpus import usable_cpus
+from .batchloop import BatchLoop, on_places, ready_for_batches, run_rows
 from .program import Program
-from .team import ABORT, new_state, team
 
 if TYPE_CHECKING:
     from cnnjit.ir import Graph
@@ -149,6 +147,8 @@ class Specialization:
     def _run_into(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray] | None,
                   solo: bool) -> list[np.ndarray]:
         run = alone(self.program.run) if solo else self.program.run
+        if not solo and hasattr(run, "rouse"):
+            run.rouse()  # (a ParallelRun: its sleeping workers wake while the inputs are copied)
         bufs = self._acquire()
         try:
             for name, view in bufs.ins:
@@ -165,6 +165,34 @@ class Specialization:
         finally:
             self._release(bufs)
 
+    def run_samples(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray], order: Iterator[int],
+                    batch: int, solo: bool) -> int:
+        """Samples ``next(order)``, ... of the batched ``feeds`` (while below ``batch``) into their rows of
+        ``outs``, one after another on one arena set; returns how many ran (a ``BatchLoop`` thread's share).
+
+        One arena set, its schedule's entry and the inputs' places resolved once per thread per batch, not
+        per sample: what remains per sample is the copy in, the call and the copy out (VWW: ~18 us of
+        Python per 0.21 ms sample through ``run_into``, held under the GIL the other sample thread needs)."""
+        if self.twin is not None:  # (a small parallel schedule: its serial twin runs a thread's samples)
+            if solo:
+                return self.twin.run_samples(feeds, outs, order, batch, solo)
+            return run_rows(lambda i: self.run_into({k: x[i:i + 1] for k, x in feeds.items()},
+                                                    [o[i:i + 1] for o in outs]), order, batch)
+        entry = entry_point(alone(self.program.run) if solo else self.program.run)
+        bufs = self._acquire()
+        try:
+            args = bufs.args
+
+            def call() -> None:
+                try:
+                    entry(*args)
+                except Exception as e:  # noqa: BLE001 - named below
+                    raise _run_error(e)  # noqa: B904 - the cause is set there
+
+            sample = on_places([(feeds[name], view) for name, view in bufs.ins], call, list(zip(bufs.outs, outs)))
+            return run_rows(sample, order, batch)
+        finally:
+            self._release(bufs)
 
     def caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         """``run`` as a function of validated arrays in the order of ``names`` (the model's inputs): the
@@ -190,16 +218,16 @@ class Specialization:
     def _caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         index = {n: i for i, n in enumerate(names)}
         pos = tuple(index[b.name] for b in self.program.inputs if b.size)  # (the order of Arena.ins)
-        pool, program, entry = self._pool, self.program, self.program.run
-        overloads = getattr(entry, "overloads", None)  # a numba schedule compiled for its one signature
-        if overloads is not None and len(overloads) == 1:
-            entry = next(iter(overloads.values())).entry_point
+        pool, program, entry = self._pool, self.program, entry_point(self.program.run)
+        rouse = getattr(entry, "rouse", None)  # (a ParallelRun: see _run_into)
 
         def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
             try:
                 bufs = pool.pop()  # (see _acquire)
             except IndexError:
                 bufs = Arena(program)
+            if rouse is not None:
+                rouse()
             try:
                 for (_, view), i in zip(bufs.ins, pos):
                     view[...] = arrays[i]
@@ -231,99 +259,14 @@ def _run_error(e: Exception) -> Exception:
     return err
 
 
-class BatchLoop:
-    """A batch of ``batch`` samples run one by one through a compiled batch-1 specialisation.
-
-    Used for a batch-separable model (``batch_separable`` of its batch-1 ``Specialization``, or of a warm
-    start's ``NativeSpecialization``) called with a new batch size: no import, passes or numba compile, only
-    a loop over samples that slices the inputs along axis 0 and writes each sample's outputs into its rows of
-    the batched outputs. ``graph``, ``program`` and the reports are the batch-1 specialisation's (made by
-    the full compiler on first use for a native one).
-    """
-
-    def __init__(self, base: Any, batch: int, threads: int = 1):
-        self.base = base
-        self.batch = batch
-        #: split the samples over this many threads, each running the schedule alone (``alone``), when the
-        #: batch has at least as many samples; 1: one sample after another, each on the whole team
-        self.threads = max(1, min(threads, usable_cpus()))
-        #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
-        #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
-        #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
-        self.chooser: Chooser | None = Chooser() if self.threads > 1 and batch >= self.threads else None
-        self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
-        self.timings: dict[str, float] = {}
-        self.batch_separable = True
-        self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
-
-    graph = property(lambda self: self.base.graph)
-    program = property(lambda self: self.base.program)
-    pass_report = property(lambda self: self.base.pass_report)
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-        """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
-        outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
-        # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
-        # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
-        # the batch up by its fixed share
-        order = itertools.count()
-        done: list[int] = []
-        finished = threading.Event()
-
-        def samples(solo: bool) -> None:
-            while (i := next(order)) < self.batch:
-                self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs], solo)
-                done.append(i)  # (atomic under the GIL)
-                if len(done) == self.batch:
-                    finished.set()
-
-        if self.chooser is None:  # (one thread, or fewer samples than threads)
-            samples(False)
-            return outs
-        which = self.chooser.pick()
-        t0 = time.perf_counter()
-        if which or not self._on_team(samples, finished):
-            samples(True)  # every sample alone, on this thread
-        self.chooser.record(which, time.perf_counter() - t0)
-        return outs
-
-    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event) -> bool:
-        """``samples`` on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
-        while after a job, so a batch that follows another starts on both threads at once; a thread pool's
-        sleeping thread took 40-80 us to start), returning when every sample is done: True; False if another
-        thread holds the team (nothing ran). A sample's error is raised here once every worker has stopped."""
-        t = team(self.threads)
-        if not t.busy.acquire(blocking=False):
-            return False
-        try:
-            self._epoch += 1
-            t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
-        finally:
-            t.busy.release()
-        return True
-
-
-def _sample_job(samples: Callable[[bool], None], finished: threading.Event, main: bool, ep: int,
-                state: np.ndarray) -> None:
-    """A ``BatchLoop`` run on a team thread (``Team.run``'s job): claim and run samples; the caller (``main``)
-    then waits until every sample is done, or a worker's error aborted the run."""
-    samples(True)
-    if main:
-        while not finished.wait(1e-3):
-            if state[ABORT] >= ep:
-                return
-
-
-def ready_for_batches(spec: Any, threads: int) -> None:
-    """Make a batch-separable batch-1 specialisation's first ``BatchLoop`` as cheap as its next ones: start
-    the team's threads and give the specialisation a work set per thread now, its pages mapped (the
-    first new batch size's call cost that much more than its next calls: MobileNetV2 +16 ms of CPU, and
-    the new threads' start, which a busy machine may delay by tens of ms)."""
-    n = max(1, min(threads, usable_cpus()))
-    if n < 2 or not getattr(spec, "batch_separable", False):
-        return
-    team(n)
-    spec.prefill(n)
+def entry_point(run: Callable[..., None]) -> Callable[..., None]:
+    """``run``, or where it is a numba schedule compiled for its one signature, that compiled entry point:
+    called without the dispatcher, which resolves the argument types on every call (~0.5-1 us of the MLPerf
+    Tiny anomaly model's ~9 us; a schedule's arena buffers never change type)."""
+    overloads = getattr(run, "overloads", None)
+    if overloads is not None and len(overloads) == 1:
+        return next(iter(overloads.values())).entry_point
+    return run
 
 
 def alone(run: Callable[..., None]) -> Callable[..., None]:

@@ -35,7 +35,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ import numpy as np
 from cnnjit import _version
 from cnnjit.ir.errors import CnnjitError, InputError
 
-from .model import CompiledModel, InputSignature, Specialization, ready_for_batches
+from .batchloop import on_places, ready_for_batches, run_rows
+from .model import CompiledModel, InputSignature, Specialization
 from .team import PROTOCOL_VERSION, ParallelRun
 
 #: bump when the object's calling convention or the metadata change
@@ -444,6 +445,8 @@ class NativeSpecialization:
         except IndexError:
             ins, outv, args, raw = work = self._work_set()
         try:
+            if self.parallel is not None and not solo:
+                self.parallel.rouse()  # (its sleeping workers wake while the inputs are copied)
             for (name, dtype, shape), view in zip(self.inputs, ins):
                 x = feeds[name]
                 if x.dtype != dtype or x.shape != shape:
@@ -462,6 +465,35 @@ class NativeSpecialization:
             for view, o in zip(outv, outs):
                 np.copyto(o, view)
             return list(outs)
+        finally:
+            if len(self._pool) < 8:
+                self._pool.append(work)
+
+    def run_samples(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray], order: Iterator[int],
+                    batch: int, solo: bool) -> int:
+        """A ``BatchLoop`` thread's share of a batch on one work set (``Specialization.run_samples``)."""
+        try:
+            ins, outv, args, raw = work = self._pool.pop()
+        except IndexError:
+            ins, outv, args, raw = work = self._work_set()
+        try:
+            xs = []
+            for (name, dtype, shape), view in zip(self.inputs, ins):
+                x = feeds[name]
+                if x.dtype != dtype or x.shape[1:] != shape[1:]:
+                    raise InputError(f"input {name!r} has {x.dtype}{list(x.shape)}, expected {dtype}{list(shape)}")
+                xs.append((x, view))
+            if self.parallel is None:
+                fn = self._fn
+
+                def call() -> None:
+                    status = fn(*args)
+                    if status != 0:
+                        raise _failed(status)
+            else:
+                call = functools.partial(self.parallel.alone() if solo else self.parallel, *args)
+            sample = on_places(xs, call, list(zip(outv, outs)))
+            return run_rows(sample, order, batch)
         finally:
             if len(self._pool) < 8:
                 self._pool.append(work)

@@ -255,7 +255,7 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
     spinning ``SPIN_NS`` (not at all once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
-    sleepers)."""
+    sleepers; ``rouse`` too, and they spin ``SPIN_NS`` again)."""
     polls = start = 0
     while atomic_load(w, JOBS) == seen:
         polls += 1
@@ -265,7 +265,8 @@ def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
                 continue
         atomic_add(w, IDLE_SLEEPERS, 1)
         if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
-            futex_wait(w, JOBS, seen)
+            if futex_wait(w, JOBS, seen) == 0:  # woken, not timed out: by post(), or rouse() (spin again)
+                polls = start = 0
         atomic_add(w, IDLE_SLEEPERS, -1)
 
 
@@ -279,15 +280,24 @@ def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
     return n
 
 
-for _fn in (idle_wait, post):
+@njit(nogil=True, cache=True)
+def rouse(w: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Wake a team's sleeping idle workers without a job: they spin ``SPIN_NS`` again, so the job posted
+    within that time starts on them at once instead of after a futex wake-up (~25-50 us on a VM)."""
+    w[REST] = 0
+    if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
+        futex_wake(w, JOBS)
+
+
+for _fn in (idle_wait, post, rouse):
     try:
         _fn._cache = LoadWithoutRefresh(_fn.py_func)  # its first team run loads fast
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
         pass
 
-use_idle_wait(idle_wait, post)
+use_idle_wait(idle_wait, post, rouse)
 
 __all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim", "done", "wait", "atomic_load",
            "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

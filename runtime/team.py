@@ -62,14 +62,15 @@ FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 #: many idle workers sleep on it, and a flag telling idle workers to sleep at once instead of spinning
 #: (``ParallelRun.rest``: the caller will run serial schedules for a while)
 JOBS, IDLE_SLEEPERS, REST = 0, 1, 2
-#: how idle workers wait for the next job: ``(idle_wait(words, seen), post(words) -> jobs)``, compiled (nogil)
-#: by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per worker
-_idle_wait: tuple[Callable[..., None], Callable[..., int]] | None = None
+#: how idle workers wait for the next job: ``(idle_wait(words, seen), post(words) -> jobs, rouse(words))``,
+#: compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per worker
+_idle_wait: tuple[Callable[..., None], Callable[..., int], Callable[..., None]] | None = None
 
 
-def use_idle_wait(wait: Callable[..., None], post: Callable[..., int]) -> None:
+def use_idle_wait(wait: Callable[..., None], post: Callable[..., int], rouse: Callable[..., None]) -> None:
     """Make teams started from now on wait for jobs with ``wait(words, seen)`` (until ``words[JOBS] != seen``:
-    spin, then sleep) and post them with ``post(words)`` (count one job, wake sleepers; returns the count).
+    spin, then sleep) and post them with ``post(words)`` (count one job, wake sleepers; returns the count);
+    ``rouse(words)`` wakes sleepers to spin again without a job (``Team.rouse``).
 
     Waking an idle worker through a semaphore costs a futex wake-up and the GIL (measured on the shared
     2-core VM, ResNet-8 at 2 threads: the worker's first part began 52 us after the run's start (median), and
@@ -77,7 +78,7 @@ def use_idle_wait(wait: Callable[..., None], post: Callable[..., int]) -> None:
     waits, then sleeps) sees the job at once and needs only the GIL, which the caller gives up
     inside the compiled schedule."""
     global _idle_wait
-    _idle_wait = (wait, post)
+    _idle_wait = (wait, post, rouse)
 
 
 def new_state(steps: int) -> np.ndarray:
@@ -132,6 +133,14 @@ class Team:
                     state[ABORT] = ep
                     self._errors.append(e)
             self._done[tid] = job
+
+    def rouse(self) -> None:
+        """Wake the idle workers that sleep so they spin for a job about to be posted (``SPIN_NS``): called
+        before a run's inputs are copied in, their futex wake-up overlaps the copy instead of delaying the
+        run's first steps (the worker sleeps once ``SPIN_NS`` has passed since its last job: a model
+        called now and then, or beside other work)."""
+        if self._idle is not None and self.words[IDLE_SLEEPERS] > 0:
+            self._idle[2](self.words)
 
     def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int,
             threads: int | None = None) -> None:
@@ -223,6 +232,12 @@ class ParallelRun:
         the last parallel run would take CPU time from it on a busy machine."""
         if _team:
             _team[0].words[REST] = 1
+
+    def rouse(self) -> None:
+        """Before a call's inputs are copied in: wake the team's sleeping workers if this schedule will
+        likely run on the team (``Team.rouse``)."""
+        if _team and self.team_size > 1 and (self.chooser is None or self.chooser.best == 0):
+            _team[0].rouse()
 
     def run_alone(self, *buffers: object) -> None:
         """This schedule run by the calling thread only, on an idle step state of its own (reused: its next

@@ -7,6 +7,8 @@ Oracles: onnxruntime on the same ONNX model, and the model run sample by sample.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,7 +25,7 @@ from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.stages import PROBE_BATCH, CompileOptions, separable_batch
 from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.model import BatchLoop, Specialization
-from cnnjit.runtime.parallel import ParallelRun, usable_cpus
+from cnnjit.runtime.parallel import ParallelRun, team, usable_cpus
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -234,15 +236,45 @@ def test_a_failing_sample_raises_and_the_batch_runs_again(monkeypatch: pytest.Mo
     if loop.chooser is None:
         pytest.skip("one usable CPU: a batch never splits")
     monkeypatch.setattr(loop.chooser, "pick", lambda: 0)  # (always the split)
-    run_into, calls = loop.base.run_into, []
+    run_samples, calls = loop.base.run_samples, []
 
-    def failing(feeds, outs, solo=False):
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("sample failed")
-        return run_into(feeds, outs, solo)
+    def failing(feeds, outs, order, batch, solo):
+        def claims():  # (the second sample claimed, on whichever thread, fails)
+            for i in order:
+                calls.append(i)
+                if len(calls) == 2:
+                    raise RuntimeError("sample failed")
+                yield i
 
-    monkeypatch.setattr(loop.base, "run_into", failing)
+        return run_samples(feeds, outs, claims(), batch, solo)
+
+    monkeypatch.setattr(loop.base, "run_samples", failing)
     with pytest.raises(RuntimeError, match="sample failed"):
         model(x)
     np.testing.assert_array_equal(model(x)[1], want)
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+@pytest.mark.parametrize("batch", [2, 8, 33])
+def test_a_split_batch_hands_each_thread_its_share_once(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """A split batch gives each thread one work set for all its samples (``run_samples``: one hand-over per
+    thread per batch, not one arena and dispatch per sample), every sample runs exactly once, and the rows
+    are bit-identical to the samples run one at a time."""
+    model = cnnjit.compile(_cnn(), threads=2)
+    x = np.random.default_rng(7).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(batch)])
+    model(x)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and loop.chooser is not None
+    base = loop.base.twin or loop.base  # (a small model: its serial twin runs a thread's samples)
+    acquired: list[int] = []
+    acquire = base._acquire
+    monkeypatch.setattr(base, "_acquire", lambda: acquired.append(1) or acquire())
+    for which in (0, 1):  # the split, then the caller alone
+        monkeypatch.setattr(loop.chooser, "pick", lambda w=which: w)
+        acquired.clear()
+        np.testing.assert_array_equal(model(x), want)
+        t = team(2)
+        while any(d != t._jobs for d in t._done[1:]):  # (a worker that came late takes its set after the call)
+            time.sleep(1e-4)
+        assert sum(loop.ran) == batch and len(acquired) <= (2 if which == 0 else 1), (which, loop.ran, acquired)

@@ -6,11 +6,17 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import sys
+import threading
+import time
 from pathlib import Path
 
+import pytest
+
 from benchmarks import ootb
+from benchmarks.harness import quiesce
 
 
 def _serve(monkeypatch, capsys, requests: list[dict], fns: dict) -> list[dict]:
@@ -60,3 +66,21 @@ def test_alternate_gives_every_label_its_turns_and_single_calls(tmp_path) -> Non
     assert {k: v["runs"] for k, v in res["timing"].items()} == {"x1": 15, "x2": 15, "y1": 15}  # 5 turns of 3
     assert {k: v["runs"] for k, v in res["timing_single"].items()} == {"x1": 5, "x2": 5, "y1": 5}
     assert all(p.returncode == 0 for p in procs.values())  # (stop ended both)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="no per-thread CPU time to watch")
+def test_quiesce_waits_until_a_spinning_thread_stops() -> None:
+    """``harness.quiesce`` (between two libraries' turns) returns once this process's threads are idle: not
+    while a thread spins (as onnxruntime's pool does for tens of ms after a call), soon when none does."""
+    stop = time.perf_counter() + 0.15
+
+    def spin() -> None:
+        while time.perf_counter() < stop:
+            pass
+
+    t = threading.Thread(target=spin)
+    t.start()
+    waited = quiesce(max_s=2.0)
+    t.join()
+    assert time.perf_counter() >= stop and waited >= 0.1
+    assert quiesce(max_s=2.0) < 1.0

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 import cnnjit
 import cnnjit.cache
 from cnnjit.compiler.codegen import threads as split
-from cnnjit.runtime import model as model_runtime
+from cnnjit.runtime import team as team_runtime
 from cnnjit.runtime.cpus import usable_cpus
 from cnnjit.runtime.model import BatchLoop
 from cnnjit.runtime.native import NativeSpecialization
@@ -125,7 +125,7 @@ def test_new_batch_size_loops_over_the_object(cache: dict):
     n = min(2, usable_cpus())
     assert _warm_spec(warm).batch_separable and len(_warm_spec(warm)._pool) >= n
     if n > 1:
-        assert model_runtime.team(1).size >= n
+        assert team_runtime.team(1).size >= n
     for n in (3, 1, 4):
         x = _x(20 + n, n)
         got = warm(x)

@@ -1,0 +1,146 @@
+"""A new batch size of a batch-separable model without compiling: a loop over its batch-1 specialisation.
+
+``CompiledModel`` (``runtime/model.py``) runs a batch of a model whose ops keep samples apart
+(``compiler/batching.py``) as a ``BatchLoop`` over the batch-1 ``Specialization`` (or a warm start's
+``NativeSpecialization``): the samples split over the threads of the process's team, each thread running
+its share one after another on one work set of its own (``run_samples``), or all on the caller, whichever
+has been faster lately (``runtime/adaptive.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .adaptive import Chooser
+from .cpus import usable_cpus
+from .team import ABORT, new_state, team
+
+
+def run_rows(sample: Callable[[int], None], order: Iterator[int], batch: int) -> int:
+    """``sample(i)`` for ``i = next(order)``, ... while ``i < batch``; how many ran (``run_samples``)."""
+    n = 0
+    while (i := next(order)) < batch:
+        sample(i)
+        n += 1
+    return n
+
+
+def on_places(ins: Sequence[tuple[np.ndarray, np.ndarray]], call: Callable[[], None],
+              outs: Sequence[tuple[np.ndarray, np.ndarray]]) -> Callable[[int], None]:
+    """Sample ``i`` of a batch run through one work set: ``ins`` pairs each batched input with its place in
+    the work set (a batch-1 view), ``call()`` runs the batch-1 program there, ``outs`` pairs each output's
+    place with the batched output it is copied into (row ``i``)."""
+
+    def sample(i: int) -> None:
+        for x, place in ins:
+            place[...] = x[i:i + 1]
+        call()
+        for place, y in outs:
+            y[i:i + 1] = place
+
+    return sample
+
+
+class BatchLoop:
+    """A batch of ``batch`` samples run one by one through a compiled batch-1 specialisation.
+
+    Used for a batch-separable model (``batch_separable`` of its batch-1 ``Specialization``, or of a warm
+    start's ``NativeSpecialization``) called with a new batch size: no import, passes or numba compile, only
+    a loop over samples that slices the inputs along axis 0 and writes each sample's outputs into its rows of
+    the batched outputs. ``graph``, ``program`` and the reports are the batch-1 specialisation's (made by
+    the full compiler on first use for a native one).
+    """
+
+    def __init__(self, base: Any, batch: int, threads: int = 1):
+        self.base = base
+        self.batch = batch
+        #: split the samples over this many threads, each running the schedule alone (``alone``), when the
+        #: batch has at least as many samples; 1: one sample after another, each on the whole team
+        self.threads = max(1, min(threads, usable_cpus()))
+        #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
+        #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
+        #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
+        self.chooser: Chooser | None = Chooser() if self.threads > 1 and batch >= self.threads else None
+        self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
+        self.timings: dict[str, float] = {}
+        self.batch_separable = True
+        self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
+        #: how many samples each thread ran in the last call, in the order they finished (diagnostics)
+        self.ran: list[int] = []
+
+    graph = property(lambda self: self.base.graph)
+    program = property(lambda self: self.base.program)
+    pass_report = property(lambda self: self.base.pass_report)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
+        outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
+        # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
+        # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
+        # the batch up by its fixed share
+        order = itertools.count()
+        ran: list[int] = []
+        self.ran = ran
+        finished = threading.Event()
+
+        def samples(solo: bool) -> None:
+            ran.append(self.base.run_samples(feeds, outs, order, self.batch, solo))  # (atomic under the GIL)
+            if sum(ran) == self.batch:  # (the last thread to finish sees every count)
+                finished.set()
+
+        if self.chooser is None:  # (one thread, or fewer samples than threads)
+            samples(False)
+            return outs
+        which = self.chooser.pick()
+        t0 = time.perf_counter()
+        if which or not self._on_team(samples, finished):
+            samples(True)  # every sample alone, on this thread
+        self.chooser.record(which, time.perf_counter() - t0)
+        return outs
+
+    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event) -> bool:
+        """``samples`` on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
+        while after a job, so a batch that follows another starts on both threads at once; a thread pool's
+        sleeping thread took 40-80 us to start), returning when every sample is done: True; False if another
+        thread holds the team (nothing ran). A sample's error is raised here once every worker has stopped."""
+        t = team(self.threads)
+        if not t.busy.acquire(blocking=False):
+            return False
+        try:
+            self._epoch += 1
+            t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
+        finally:
+            t.busy.release()
+        return True
+
+
+def _sample_job(samples: Callable[[bool], None], finished: threading.Event, main: bool, ep: int,
+                state: np.ndarray) -> None:
+    """A ``BatchLoop`` run on a team thread (``Team.run``'s job): claim and run samples; the caller (``main``)
+    then waits until every sample is done, or a worker's error aborted the run."""
+    samples(True)
+    if main:
+        while not finished.wait(1e-3):
+            if state[ABORT] >= ep:
+                return
+
+
+def ready_for_batches(spec: Any, threads: int) -> None:
+    """Make a batch-separable batch-1 specialisation's first ``BatchLoop`` as cheap as its next ones: start
+    the team's threads and give the specialisation a work set per thread now, its pages mapped (the
+    first new batch size's call cost that much more than its next calls: MobileNetV2 +16 ms of CPU, and
+    the new threads' start, which a busy machine may delay by tens of ms)."""
+    n = max(1, min(threads, usable_cpus()))
+    if n < 2 or not getattr(spec, "batch_separable", False):
+        return
+    team(n)
+    spec.prefill(n)
+
+
+__all__ = ["BatchLoop", "run_rows", "on_places", "ready_for_batches"]
