@@ -146,17 +146,18 @@ def test_block_fused_without_expand_matches_numpy(width: int, b: dict):
     _check(compiled(x), want)
 
 
-@pytest.mark.parametrize("pair", [True, False])
+@pytest.mark.parametrize(("pair", "chains"), [(True, 1), (True, 2), (False, 1)])
 @pytest.mark.parametrize("width", WIDTHS)
 @given(b=blocks())
 @property_settings(3)
-def test_block_fused_depthwise_rows_paired_or_single(width: int, pair: bool, b: dict):
+def test_block_fused_depthwise_rows_paired_or_single(width: int, pair: bool, chains: int, b: dict):
     """The depthwise stage's two forms forced (``pair_rows``: two output rows per sweep from a ring of
-    ``K + S`` rows, or one from ``K``), each against the numpy reference; the form that ran is asserted from
-    the kernel source."""
+    ``K + S`` rows, with one or two FMA chains per row, or one row from ``K``), each against the numpy
+    reference; the form that ran is asserted from the kernel source."""
     model, x, want = block_case(b)
     with fusing_all(), pytest.MonkeyPatch.context() as mp:
         mp.setattr(block_fused, "pair_rows", lambda k, target: pair)
+        mp.setattr(block_fused, "PAIR_CHAINS", chains)
         compiled = cnnjit.compile(model, vector_width=width)
         got = compiled(x)
     assert _variants(compiled) == ["block_fused"]

@@ -25,6 +25,8 @@ a block split over threads is a range of output rows (``parts.py``), with its ow
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from cnnjit.ir import Node, get_op
@@ -260,14 +262,13 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
             for row, kt in ((0, t), (1, t - S)):
                 if 0 <= kt < K:
                     acc = f"p{row}_{(kt * K + u) % PAIR_CHAINS}"
-                    start = "bias" if acc.endswith("_0") else None
-                    pair.append(f"{body}{acc} = vfma{w}(k{kt}_{u}, v, {acc if acc in used else start})"
-                                if acc in used or start else f"{body}{acc} = vmul{w}(k{kt}_{u}, v)")
+                    prev = acc if acc in used else "bias" if acc.endswith("_0") else None
+                    pair.append(f"{body}{acc} = " + (f"vfma{w}(k{kt}_{u}, v, {prev})" if prev
+                                                     else f"vmul{w}(k{kt}_{u}, v)"))
                     used.add(acc)
     for row in (0, 1):
-        total = f"p{row}_0"
-        for c in range(1, PAIR_CHAINS):
-            total = f"vadd{w}({total}, p{row}_{c})" if f"p{row}_{c}" in used else total
+        chains = [c for c in (f"p{row}_{i}" for i in range(PAIR_CHAINS)) if c in used]
+        total = functools.reduce(lambda acc, c: f"vadd{w}({acc}, {c})", chains[1:], chains[0])
         pair += [f"{body}d = {total}", *act_lines(a["dw_post"], "d", w, body)]
         at = f"so + e * DP + j + {row} * OW + ow0"
         if row == 0:  # a whole vector past the row would overwrite row 1's first columns, stored already
