@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
+from cnnjit.compiler.codegen.kernels import block_fused
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.passes import FuseBlocks, PassManager, default_pipeline, fuse_blocks
 from cnnjit.ir import interpret
@@ -143,6 +144,26 @@ def test_block_fused_without_expand_matches_numpy(width: int, b: dict):
     (node,) = compiled.ir.nodes
     assert node.op == "InvertedResidual" and node.inputs[1] is None and node.inputs[2] is None
     _check(compiled(x), want)
+
+
+@pytest.mark.parametrize(("pair", "chains"), [(True, 1), (True, 2), (False, 1)])
+@pytest.mark.parametrize("width", WIDTHS)
+@given(b=blocks())
+@property_settings(3)
+def test_block_fused_depthwise_rows_paired_or_single(width: int, pair: bool, chains: int, b: dict):
+    """The depthwise stage's two forms forced (``pair_rows``: two output rows per sweep from a ring of
+    ``K + S`` rows, with one or two FMA chains per row, or one row from ``K``), each against the numpy
+    reference; the form that ran is asserted from the kernel source."""
+    model, x, want = block_case(b)
+    with fusing_all(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(block_fused, "pair_rows", lambda k, target: pair)
+        mp.setattr(block_fused, "PAIR_CHAINS", chains)
+        compiled = cnnjit.compile(model, vector_width=width)
+        got = compiled(x)
+    assert _variants(compiled) == ["block_fused"]
+    (src,) = compiled._default_spec().program.kernel_sources.values()
+    assert ("two = oh + 1 < g1" in src) == pair
+    _check(got, want)
 
 
 @pytest.mark.parametrize("width", WIDTHS)

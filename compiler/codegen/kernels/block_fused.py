@@ -11,17 +11,21 @@ Plain NCHW. Three stages per group of ``RB`` output rows:
   A block without an expand (``has_expand``) copies the input row into the ring instead (stride 2: its
   even and odd columns), so the depthwise conv reads zero-padded rows the same way;
 * **depthwise**, one output row at a time from the ring's ``K`` rows (stride 2: even lanes of a double
-  load), ``K`` independent FMA chains, activations, into a scratch of ``RB`` rows per channel;
+  load), ``K`` independent FMA chains, activations, into a scratch of ``RB`` rows per channel; or, where
+  the weights stay in registers (``pair_rows``: 3x3 on AVX2), two output rows at a time from a ring of
+  ``K + S`` rows, each input vector loaded once for both rows;
 * **project**, the group's ``RB x OW`` pixels (contiguous in the scratch and in the output), in register
   tiles, pixel tile outermost so its ``E`` vectors stay in L1 for every output-channel tile; the node's
   epilogue (activations, residual Add) before the store.
 
-Ring and row scratch: ``(K + 1) * E * PW + E * RB * OW`` floats (MobileNetV2's 96-channel 112x112 block:
-about 170 KB, against 4.8 MB for the expanded tensor). A part of a block split over threads is a range
-of output rows (``parts.py``), with its own ring.
+Ring and row scratch: ``(R + 1) * E * PW + E * RB * OW`` floats, ``R`` = ``K`` or ``K + S`` ring rows
+(MobileNetV2's 96-channel 112x112 block: 380 KB with paired rows, against 4.8 MB expanded). A part of
+a block split over threads is a range of output rows (``parts.py``), with its own ring.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -39,6 +43,11 @@ from .template import source
 ROWS_BYTES = 128 * 1024
 #: at most this many output rows per group
 MAX_RB = 8
+#: FMA chains per output row in the depthwise stage's paired rows (``pair_rows``); the out-of-order core
+#: overlaps consecutive vectors' chains. ``benchmarks/block_fusion.py`` blocks, one thread, AVX2, interleaved
+#: (load 8-9): one chain 1.00-1.06x the single rows (medians; minima 0.99-1.09x), two 0.97-1.09x, three
+#: 0.95-0.98x (spills)
+PAIR_CHAINS = 1
 
 
 def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
@@ -53,10 +62,19 @@ def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
     return out
 
 
+def pair_rows(K: int, target: Target) -> bool:
+    """Whether the depthwise stage computes two output rows per sweep of a channel: the ``K + S`` input rows
+    they read are loaded once for both (3x3, stride 1: 12 loads for 18 FMAs, not 18), which needs the
+    ``K * K`` weights, ``PAIR_CHAINS`` accumulators per row, the bias and a loaded vector in registers."""
+    return K * K + 2 * PAIR_CHAINS + 2 <= target.vector_registers
+
+
 def block_geometry(node: Node, target: Target) -> dict:
     """The sizes the kernel is generated and called with: vector width ``w``, the expand's register tile
     ``MR x NR`` and the project's ``PMR x PNR``, ring row length ``PW`` (``SW``: a staged input row's, stride
-    2), rows per group ``RB`` and the row scratch's channel stride ``DP``."""
+    2), rows per group ``RB`` and the row scratch's channel stride ``DP``; ``PAIR``: the depthwise conv
+    computes output rows two at a time (``pair_rows``), from a ring of ``R`` rows (``K``, or ``K + S`` for
+    the two rows' inputs)."""
     x, y = node.inputs[0], node.outputs[0]
     _, C, H, W = x.shape
     E = node.inputs[3].shape[0]  # the depthwise conv's channels (without an expand, C)
@@ -91,11 +109,13 @@ def block_geometry(node: Node, target: Target) -> dict:
     # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others)
     pmr, pnr = MR, NR
     L = pnr * w
+    pair = pair_rows(K, target)
+    # among the row counts that fill the project's tiles best, an even one when rows run in pairs
     RB = min(range(1, max(1, min(MAX_RB, OH, ROWS_BYTES // max(1, 4 * E * OW))) + 1),
-             key=lambda r: (-(-r * OW // L) * L / (r * OW), r))
+             key=lambda r: (-(-r * OW // L) * L / (r * OW), pair and r % 2, r))
     DP = -(-(RB * OW + w) // w) * w
     return {"w": w, "MR": mr, "NR": nr, "PMR": pmr, "PNR": pnr, "PW": PW, "SW": SW, "parity": parity, "RB": RB,
-            "DP": DP, "K": K, "S": S, "C": C, "H": H, "W": W,
+            "DP": DP, "K": K, "S": S, "PAIR": pair, "R": K + S if pair else K, "C": C, "H": H, "W": W,
             "E": E, "OH": OH, "OW": OW}
 
 
@@ -166,7 +186,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         expanded from a staged copy of the input row's columns of that parity); without an expand, the row's
         columns copied there."""
         ind = " " * 20
-        slot = f"go + (nxt % {K}) * SL"
+        slot = f"go + (nxt % {g['R']}) * SL"
         if S == 1:
             if not expand:
                 return copy_columns(ind, 0, "W", f"{slot} + pw + c * PW", 1)
@@ -179,7 +199,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
             if not expand:
                 out += copy_columns(ind, iw0, count, f"{slot} + {par * half + klo} + c * PW", 2)
                 continue
-            stage = f"go + {K + 1} * SL + {par} * C * SW"
+            stage = f"go + {g['R'] + 1} * SL + {par} * C * SW"
             out += [*copy_columns(ind, iw0, count, f"{stage} + c * SW", 2),
                     f"{ind}gr = {slot} + {par * half + klo}",
                     *pixel_loops(ind, "c0", str(count), "e", "E",
@@ -200,26 +220,74 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
                 f"{ind}if {var} < {count}:", f"{ind}    cnt = {count} - {var}",
                 *channel_loops(ind + "    ", var_ch, count_ch, tile, True, mr)]
 
-    # the depthwise row: K chains (one per kernel row), the taps unrolled
+    R = g["R"]
     ind = " " * 16
-    dw = []
-    for t in range(K):  # the ring slot of each kernel row's input row (the zero slot outside the image)
-        dw += [f"{ind}ih = oh * {S} - ph + {t}", f"{ind}o{t} = go + ((ih % {K}) if 0 <= ih < H else {K}) * SL"]
-    dw += [f"{ind}j = (oh - g0) * OW", f"{ind}for e in range(E):", f"{ind}    wk = wdo + e * {K * K}"]
-    dw += [f"{ind}    k{t}_{u} = vbcast{w}(wdb[U(wk + {t * K + u})])" for t in range(K) for u in range(K)]
-    dw += [f"{ind}    bias = vbcast{w}(bdb[U(bdo + e)])", f"{ind}    for ow0 in range(0, OW, {w}):",
-           f"{ind}        col = e * PW + ow0"]
+
+    def slots(rows: int) -> list[str]:
+        """``o{t}``: the ring slot of input row ``oh * S - ph + t`` for ``t < rows`` (the zero slot outside the
+        image)."""
+        return [line for t in range(rows) for line in
+                (f"{ind}ih = oh * {S} - ph + {t}", f"{ind}o{t} = go + ((ih % {R}) if 0 <= ih < H else {R}) * SL")]
+
+    def tap(t: int, u: int) -> str:
+        """The load of tap ``(t, u)``'s input vector from slot ``o{t}`` (stride 2: even or odd columns)."""
+        return f"vload{w}(gb, o{t} + col + {u if S == 1 else u % 2 * half + u // 2})"
+
+    # the depthwise weights of channel e in registers, then its output row(s) a vector at a time
+    head = [f"{ind}j = (oh - g0) * OW", f"{ind}for e in range(E):", f"{ind}    wk = wdo + e * {K * K}",
+            *[f"{ind}    k{t}_{u} = vbcast{w}(wdb[U(wk + {t * K + u})])" for t in range(K) for u in range(K)],
+            f"{ind}    bias = vbcast{w}(bdb[U(bdo + e)])", f"{ind}    for ow0 in range(0, OW, {w}):",
+            f"{ind}        col = e * PW + ow0"]
+    body = ind + "        "
+
+    # one output row: K chains (one per kernel row), the taps unrolled
+    dw = slots(K) + head
     for t in range(K):
         for u in range(K):
-            ld = f"vload{w}(gb, o{t} + col + {u})" if S == 1 else f"vload{w}(gb, o{t} + col + {u % 2 * half + u // 2})"
-            first = f"vmul{w}(k{t}_{u}, {ld})" if u == 0 else None
-            dw.append(f"{ind}        r{t} = {first}" if first else f"{ind}        r{t} = vfma{w}(k{t}_{u}, {ld}, r{t})")
+            dw.append(f"{body}r{t} = vmul{w}(k{t}_{u}, {tap(t, u)})" if u == 0
+                      else f"{body}r{t} = vfma{w}(k{t}_{u}, {tap(t, u)}, r{t})")
     total = "bias"
     for t in range(K):
         total = f"vadd{w}({total}, r{t})"
-    dw.append(f"{ind}        d = {total}")
-    dw += act_lines(a["dw_post"], "d", w, ind + "        ")
-    dw.append(f"{ind}        vstore{w}(sb, so + e * DP + j + ow0, d)")
+    dw += [f"{body}d = {total}", *act_lines(a["dw_post"], "d", w, body),
+           f"{body}vstore{w}(sb, so + e * DP + j + ow0, d)"]
+
+    # two output rows (``pair_rows``): each of their K + S input rows' taps loaded once, into row 0 (input
+    # rows 0 .. K-1) and row 1 (S .. K+S-1), PAIR_CHAINS chains each (the bias starts chain 0)
+    pair = slots(K + S) + head
+    used: set[str] = set()
+    for t in range(K + S):
+        for u in range(K):
+            pair.append(f"{body}v = {tap(t, u)}")
+            for row, kt in ((0, t), (1, t - S)):
+                if 0 <= kt < K:
+                    acc = f"p{row}_{(kt * K + u) % PAIR_CHAINS}"
+                    prev = acc if acc in used else "bias" if acc.endswith("_0") else None
+                    pair.append(f"{body}{acc} = " + (f"vfma{w}(k{kt}_{u}, v, {prev})" if prev
+                                                     else f"vmul{w}(k{kt}_{u}, v)"))
+                    used.add(acc)
+    for row in (0, 1):
+        chains = [c for c in (f"p{row}_{i}" for i in range(PAIR_CHAINS)) if c in used]
+        total = functools.reduce(lambda acc, c: f"vadd{w}({acc}, {c})", chains[1:], chains[0])
+        pair += [f"{body}d = {total}", *act_lines(a["dw_post"], "d", w, body)]
+        at = f"so + e * DP + j + {row} * OW + ow0"
+        if row == 0:  # a whole vector past the row would overwrite row 1's first columns, stored already
+            pair += [f"{body}if ow0 + {w} <= OW:", f"{body}    vstore{w}(sb, {at}, d)", f"{body}else:",
+                     f"{body}    vstoren{w}(sb, {at}, d, OW - ow0)"]
+        else:
+            pair.append(f"{body}vstore{w}(sb, {at}, d)")
+
+    def rows_loop() -> list[str]:
+        """The group's output rows, each (pair) after expanding the input rows it needs that are not yet in the
+        ring."""
+        def expand_to(last: str) -> list[str]:
+            return [f"                need = min(H, {last} * {S} - ph + {K})", "                while nxt < need:",
+                    "                    xr = xn + nxt * W", *expand_row(), "                    nxt += 1"]
+        if not g["PAIR"]:
+            return ["            for oh in range(g0, g1):", *expand_to("oh"), *dw]
+        return ["            oh = g0", "            while oh < g1:", "                two = oh + 1 < g1",
+                *expand_to("(oh + 1 if two else oh)"), "                if two:", *[" " * 4 + x for x in pair],
+                "                    oh += 2", "                    continue", *dw, "                oh += 1"]
 
     lines = [
         f"def kernel(xb, xo, {'web, weo, beb, beo, ' if expand else ''}wdb, wdo, bdb, bdo, wpb, wpo, bpb, bpo, "
@@ -230,9 +298,9 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         "    OHW = OH * OW",
         # the ring's columns outside the rows, its zero slot and the row scratch start at zero; the expand
         # writes only inside the rows
-        f"    for i in range(0, {K} * SL, PW):",  # the ring rows' columns left and right of the input's
+        f"    for i in range(0, {R} * SL, PW):",  # the ring rows' columns left and right of the input's
         *[f"        for c in range({lo}, {hi}):\n            gb[go + i + c] = 0.0" for lo, hi in pad_columns(g)],
-        f"    for i in range({K} * SL, {K + 1} * SL{' + 2 * C * SW' if S == 2 else ''}):",  # and the stage
+        f"    for i in range({R} * SL, {R + 1} * SL{' + 2 * C * SW' if S == 2 else ''}):",  # and the stage
         "        gb[go + i] = 0.0",
         f"    for i in range(E * DP + {max(L, LP)}):",
         "        sb[so + i] = 0.0",
@@ -242,13 +310,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         f"        nxt = max(0, RS * {S} - ph)",
         "        for g0 in range(RS, RE, RB):",
         "            g1 = min(RE, g0 + RB)",
-        "            for oh in range(g0, g1):",
-        f"                need = min(H, oh * {S} - ph + {K})",
-        "                while nxt < need:",
-        "                    xr = xn + nxt * W",
-        *expand_row(),
-        "                    nxt += 1",
-        *dw,
+        *rows_loop(),
         "            P = (g1 - g0) * OW",
         "            yg = yn + g0 * OW",
         *pixel_loops(" " * 12, "p0", "P", "m", "M", project_tile, LP, pmr),
@@ -283,8 +345,8 @@ def gen_block_fused(node: Node, target: Target) -> list[KernelCall]:
     src, extra = block_source(node, g)
     x, y = node.inputs[0], node.outputs[0]
     rs, re_ = node_part(node) or (0, g["OH"])
-    K, E = g["K"], g["E"]
-    ring = Scratch((K + 1) * E * g["PW"] + 2 * g["C"] * g["SW"])
+    E = g["E"]
+    ring = Scratch((g["R"] + 1) * E * g["PW"] + 2 * g["C"] * g["SW"])
     rows = Scratch(E * g["DP"] + max(g["NR"], g["PNR"]) * g["w"])
     weights = [v for v in node.inputs[1:BLOCK_INPUTS] if v is not None]  # no w1, b1 without an expand
     args = [x, *weights, y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E, node.inputs[5].shape[0], g["OH"],
