@@ -43,7 +43,7 @@ from numba.core import types
 
 from cnnjit.runtime.program import Arg, Buf, Int
 
-from .build import load_kernel, source_key
+from .build import compile_lock, load_kernel, source_key
 from .pipeline import fast_typing
 
 #: start worker processes only when at least this many kernels must be compiled. Measured on 2 CPUs
@@ -331,7 +331,8 @@ def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
     a kernel's compile (unboxing code for every argument)."""
     h0, m0 = sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
     t = time.perf_counter()
-    with fast_typing():
+    todo = any(tuple(s) not in disp.overloads for s in sigs)
+    with fast_typing(), compile_lock(disp) if todo else contextlib.nullcontext():
         for sig in sigs:
             literal = any(isinstance(a, types.Literal) for a in sig)
             with _native_only(disp) if literal else contextlib.nullcontext():
