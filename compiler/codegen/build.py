@@ -14,7 +14,9 @@ Integrity and safety of the cache:
   (corrupt, truncated, tampered); the module is executed from the verified text, never re-read.
 * numba's cache files carry a SHA-256 digest and the cache key they were written for: a corrupt,
   truncated or mismatched entry is deleted and the kernel recompiled. Writes are atomic
-  (temp file + rename), so processes compiling the same kernels at once do not corrupt each other.
+  (temp file + rename), so processes compiling the same kernels at once do not corrupt each other; and a
+  compile holds its kernel's lock (``compile_lock``), so such processes compile it once: the others wait,
+  then load it.
 """
 
 from __future__ import annotations
