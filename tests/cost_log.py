@@ -4,8 +4,9 @@ Set ``CNNJIT_TEST_COST_LOG=<prefix>`` and each test process (each xdist worker) 
 to ``<prefix>.<worker>.jsonl``: the node id, wall seconds, the CPU seconds of the test process and of the
 child processes it waited for (CLI tests, compile workers), and the kernels it compiled or loaded
 (``cnnjit.compiler.codegen.precompile.STATS`` deltas: ``compiled``, ``compiled by worker``, ``disk cache``,
-``memory``). On a machine shared with other work, wall time says little; CPU time and compile counts compare
-runs. ``python tests/cost_log.py <prefix>`` prints the ranking and the totals.
+``memory``) with the kernel and signature keys it compiled (``compiled_keys``: the ranking counts the compiles
+two workers both did). On a machine shared with other work, wall time says little; CPU time and compile counts
+compare runs. ``python tests/cost_log.py <prefix>`` prints the ranking and the totals.
 
 Why CPU time: the suite is nearly all numba compiling, and a compile's CPU time barely depends on the load,
 while its wall time grows with every other process on the machine.
@@ -32,10 +33,17 @@ def _cpu() -> tuple[float, float]:
     return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
 
 
-def _kernel_stats() -> dict[str, float]:
-    from cnnjit.compiler.codegen.precompile import STATS
+def _kernel_stats() -> tuple[dict[str, float], int]:
+    """This process's kernel counters and how many compiles ``COMPILED`` lists so far."""
+    from cnnjit.compiler.codegen.precompile import COMPILED, STATS
 
-    return dict(STATS)
+    return dict(STATS), len(COMPILED)
+
+
+def _compiled_since(n: int) -> list[str]:
+    from cnnjit.compiler.codegen.precompile import COMPILED
+
+    return COMPILED[n:]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -45,13 +53,13 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if not prefix:
         yield
         return
-    (s0, c0), k0, t0 = _cpu(), _kernel_stats(), time.time()
+    (s0, c0), (k0, n0), t0 = _cpu(), _kernel_stats(), time.time()
     yield
-    (s1, c1), k1, t1 = _cpu(), _kernel_stats(), time.time()
+    (s1, c1), (k1, _), t1 = _cpu(), _kernel_stats(), time.time()
     row = {"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "start": round(t0, 3),
            "wall": round(t1 - t0, 3), "cpu": round(s1 - s0, 3), "child_cpu": round(c1 - c0, 3),
            "kernels": {k: round(v - k0.get(k, 0), 3) for k, v in k1.items() if v != k0.get(k, 0)},
-           "load": round(os.getloadavg()[0], 2)}
+           "load": round(os.getloadavg()[0], 2), "compiled_keys": _compiled_since(n0)}
     with open(f"{prefix}.{row['worker']}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -71,6 +79,12 @@ def main(argv: list[str]) -> int:
     rows.sort(key=lambda r: -r["total"])
     compiled = sum(r["kernels"].get("compiled", 0) + r["kernels"].get("compiled by worker", 0) for r in rows)
     print(f"{len(rows)} tests, CPU {sum(r['total'] for r in rows):.0f} s, {compiled:.0f} kernels compiled")
+    if any("compiled_keys" in r for r in rows):  # (not in older logs)
+        by_worker: dict[str, set[str]] = {}
+        for r in rows:
+            by_worker.setdefault(r["worker"], set()).update(r.get("compiled_keys", ()))
+        seen = [k for keys in by_worker.values() for k in keys]
+        print(f"compiled by more than one worker (same kernel and signatures): {len(seen) - len(set(seen))}")
     print(f"{'cpu s':>8} {'child s':>8} {'wall s':>8} {'compiled':>8}  test")
     for r in rows[:top]:
         k = r["kernels"]

@@ -235,9 +235,21 @@ def test_run_reports_each_stage_truthfully(model_path: Path, tmp_path: Path) -> 
     assert "first call" in line and "loads kernels" not in line
 
 
+def compiled_kernels(cache: Path) -> int:
+    """Kernels with machine code in the cache ``cache`` (numba writes a kernel's index as its compile ends)."""
+    return len(list(cache.rglob("k_*.nbi")))
+
+
 def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> None:
+    """Ctrl-C mid-compile ends the command (130, "interrupted") and its compile workers with it, and no kernel
+    compile starts after it: at most the two in flight (one per stream) finish.
+
+    Judged by what the processes did, not by a wall-clock bound: the parent sees SIGINT only when the LLVM
+    call it is in returns, which took 7 s on a loaded machine (a 2 s bound failed while passing alone)."""
+    env = cold_env(tmp_path, CNNJIT_COMPILE_JOBS="2")
+    cache = Path(env["CNNJIT_CACHE_DIR"])
     proc = subprocess.Popen([CNNJIT, "warm", str(model_path), "--unfused"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=cold_env(tmp_path, CNNJIT_COMPILE_JOBS="2"))
+                            stderr=subprocess.PIPE, text=True, env=env)
     parent = psutil.Process(proc.pid)
     workers: list[psutil.Process] = []
     deadline = time.monotonic() + 120
@@ -247,12 +259,13 @@ def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> No
         time.sleep(0.05)
     assert workers, "no compile worker started"
     time.sleep(0.5)  # mid-compile
+    done = compiled_kernels(cache)
     proc.send_signal(signal.SIGINT)
-    t = time.monotonic()
-    _, err = proc.communicate(timeout=30)  # (timing out here fails the test too)
-    gone, alive = psutil.wait_procs(workers, timeout=max(0.0, 2.0 - (time.monotonic() - t)))
-    assert time.monotonic() - t < 2.0 and not alive, (alive, err)  # parent and workers gone within 2 s
-    assert proc.returncode == 130 and "interrupted" in err
+    _, err = proc.communicate(timeout=120)  # (timing out here fails the test too)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, (alive, err)  # the parent ended its workers before it exited
+    assert compiled_kernels(cache) <= done + 2 < 12, (done, compiled_kernels(cache))  # 12 kernels: cut short
 
 
 #: every command that compiles a model, with what it needs besides MODEL ("{d}": a scratch folder)

@@ -14,18 +14,22 @@ Integrity and safety of the cache:
   (corrupt, truncated, tampered); the module is executed from the verified text, never re-read.
 * numba's cache files carry a SHA-256 digest and the cache key they were written for: a corrupt,
   truncated or mismatched entry is deleted and the kernel recompiled. Writes are atomic
-  (temp file + rename), so processes compiling the same kernels at once do not corrupt each other.
+  (temp file + rename), so processes compiling the same kernels at once do not corrupt each other; and a
+  compile holds its kernel's lock (``compile_lock``), so such processes compile it once: the others wait,
+  then load it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import pickle
 import stat
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -318,6 +322,25 @@ def exec_module(path: Path, text: str, namespace: dict[str, object], what: str) 
         sys.modules.pop(modname, None)
         raise CompileError(f"{what} module {path.name} failed to load: {type(e).__name__}: {e}") from e
     return mod
+
+
+@contextlib.contextmanager
+def compile_lock(dispatcher: object) -> Iterator[None]:
+    """Hold an exclusive lock on ``dispatcher``'s kernel (``k_<key>.lock`` beside its module) across a compile
+    and the save into the disk cache: a second process (the other test worker, a compile worker) that wants
+    the same kernel meanwhile waits, then loads it from the cache instead of compiling it again. The lock is
+    the kernel's own (never two at once, so no deadlock) and ends with its process (``flock``)."""
+    try:
+        path = Path(dispatcher.py_func.__code__.co_filename).with_suffix(".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except (AttributeError, OSError):  # not one of our modules, or a read-only cache: compile unlocked
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def load_kernel(source: str):

@@ -43,7 +43,7 @@ from numba.core import types
 
 from cnnjit.runtime.program import Arg, Buf, Int
 
-from .build import load_kernel, source_key
+from .build import compile_lock, load_kernel, source_key
 from .pipeline import fast_typing
 
 #: start worker processes only when at least this many kernels must be compiled. Measured on 2 CPUs
@@ -54,6 +54,9 @@ MIN_PARALLEL_MISSES = 8
 #: kernels compiled/loaded by this process (for ``cnnjit cache info``): origin -> count, plus seconds
 STATS: dict[str, float] = {"memory": 0, "disk cache": 0, "compiled": 0, "compiled by worker": 0,
                            "compile_s": 0.0, "load_s": 0.0}
+#: what this process compiled (here or in its workers), in order: ``<kernel key>/<signatures digest>``, so that
+#: a test run's cost log can count the compiles two processes both did (``tests/cost_log.py``)
+COMPILED: list[str] = []
 _stats_lock = threading.Lock()
 
 
@@ -331,7 +334,8 @@ def _compile_sigs(disp: Any, sigs: Sequence[tuple]) -> tuple[float, int, int]:
     a kernel's compile (unboxing code for every argument)."""
     h0, m0 = sum(disp.stats.cache_hits.values()), sum(disp.stats.cache_misses.values())
     t = time.perf_counter()
-    with fast_typing():
+    todo = any(tuple(s) not in disp.overloads for s in sigs)
+    with fast_typing(), compile_lock(disp) if todo else contextlib.nullcontext():
         for sig in sigs:
             literal = any(isinstance(a, types.Literal) for a in sig)
             with _native_only(disp) if literal else contextlib.nullcontext():
@@ -387,6 +391,7 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
             STATS[r.origin] = STATS.get(r.origin, 0) + 1
             if r.origin.startswith("compiled"):
                 STATS["compile_s"] += r.compile_s
+                COMPILED.append(f"{r.key}/{source_key(repr(signatures[r.name]))[:8]}")
             elif r.origin == "disk cache":
                 STATS["load_s"] += r.seconds
     return CompileReport(list(rows.values()), workers_used, time.perf_counter() - t_start)
