@@ -71,11 +71,12 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     (``SPATIAL_EDGE``) in parts large enough (``MIN_SPATIAL_UNITS``), else over channels: one call per part,
     each with its range, bit-identical to one thread and equal to the numpy reference."""
     target = CompileOptions(vector_width=width).host_target()
-    if variant == "packed_pointwise":  # (it applies from MIN_CHANNELS inputs and MIN_ROW_TILES row tiles)
+    if variant in ("packed_pointwise", "strided_packed"):  # (from MIN_CHANNELS inputs and MIN_ROW_TILES row tiles)
         mr, _ = packed_pointwise.packed_tile(target)
         m = data.draw(st.integers(packed_pointwise.MIN_ROW_TILES * mr, packed_pointwise.MIN_ROW_TILES * mr + 9), "m")
         c = data.draw(st.integers(packed_pointwise.MIN_CHANNELS, packed_pointwise.MIN_CHANNELS + 8), "c")
-        k, stride, group, hw = 1, 1, 1, data.draw(st.integers(6, 24), "hw")
+        stride = 1 if variant == "packed_pointwise" else 2  # (strided: at least a strip of 32 output pixels)
+        k, group, hw = 1, 1, data.draw(st.integers(6 if stride == 1 else 12, 24 * stride), "hw")
     elif variant == "simd_pointwise":
         c, m = data.draw(st.integers(1, 12), "c"), data.draw(st.integers(1, 3 * width + 1), "m")
         k, stride, group, hw = 1, 1, 1, data.draw(st.integers(4, 30), "hw")

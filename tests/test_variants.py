@@ -42,6 +42,7 @@ CASES = {
     ("Conv", "simd_pointwise"): _conv(4, 16, 9),
     ("Conv", "strided_pointwise"): _conv(12, 20, 11, stride=2),  # an odd map: the row's last column by element
     ("Conv", "packed_pointwise"): _conv(48, 64, 9),
+    ("Conv", "strided_packed"): _conv(48, 64, 17, stride=2),  # 9x9 outputs: two strips and a tail at 16 lanes
     ("Conv", "packed_fc"): _conv(40, 24, 1),
     ("Conv", "pointwise"): _conv(4, 16, 9),
     ("Conv", "simd_depthwise"): _conv(8, 8, 17, k=3, group=8),  # rows longer than a vector at every width

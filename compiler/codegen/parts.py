@@ -41,9 +41,11 @@ PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4")}
 #: wrote when the layer before was split in bands too (the caller takes the first parts, workers the last:
 #: ``runtime/parallel.claim``): data stays in the core's cache from layer to layer (the fused block,
 #: ``block_fused``, has rows only). ``strided_pointwise``: a channel part also gathers the whole subsampled
-#: input again, a pixel part only its own output rows.
+#: input again, a pixel part only its own output rows (and ``strided_packed``, its gather before the packed
+#: strips).
 SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "simd_depthwise"),
-                                       ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise")}
+                                       ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise"),
+                                       ("Conv", "strided_packed")}
 
 
 #: (op, variant name) of ``SPATIAL_PARTS`` -> the fewest units (rows, pixels) its smallest part must have for

@@ -4,6 +4,7 @@ from .batch_gemms import BatchGemms
 from .cancel_transposes import CancelTransposes
 from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
+from .conv_columns import ConvColumns
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_shuffle import FoldChannelShuffle
@@ -33,11 +34,11 @@ def default_pipeline() -> list[Pass]:
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
             CascadeMaxPool(), FuseLayerNorm(),
-            FuseEpilogue(), FuseBlocks(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
+            FuseEpilogue(), ConvColumns(), FuseBlocks(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode",
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
-           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks"]
+           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns"]

@@ -184,21 +184,21 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
     return lines + ([f"{ind}if m < mge:", *group(1, rem, ind + "    ")] if rem else [])
 
 
-def strip_copy(L: int) -> list[str]:
+def strip_copy(L: int, src: str = "xb") -> list[str]:
     """The block's strips into the scratch, strip k's ``C x L`` panel at ``so + k * C * L`` (zeros past the
-    last column): each channel's row of the block is read in order, once."""
+    last column): each channel's row of the block (in ``src`` from ``x0``) is read in order, once."""
     return [
         "            for c in range(C):",
         "                xi = x0 + c * P + pb",
         f"                si = so + c * {L}",
         "                p = pb",
         f"                while p + {L} <= pe:",
-        f"                    vstore{L}(sb, si, vload{L}(xb, xi))",
+        f"                    vstore{L}(sb, si, vload{L}({src}, xi))",
         f"                    xi += {L}",
         f"                    si += C * {L}",
         f"                    p += {L}",
         "                if p < pe:",
-        f"                    vstore{L}(sb, si, vloadn{L}(xb, xi, pe - p))",
+        f"                    vstore{L}(sb, si, vloadn{L}({src}, xi, pe - p))",
     ]
 
 
@@ -222,8 +222,8 @@ def strip_copy_bf16(L: int) -> list[str]:
 
 
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
-                            registers: int = 16, pixel_range: bool = False, bf16: bool = False
-                            ) -> tuple[str, list]:
+                            registers: int = 16, pixel_range: bool = False, bf16: bool = False,
+                            gather: tuple[str, list[str]] | None = None) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -234,7 +234,12 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     ``bf16``: the reduction runs over channel pairs (``K = (C + 1) // 2``): the strip copy rounds the
     inputs to bf16 and stores channels ``2k`` and ``2k + 1`` as one 32-bit pair per pixel (``vbf16pair``, a
     zero channel past an odd ``C``), the weights are bf16 pairs (``pack_weights_bf16``) and every step is one
-    ``vdotbf16`` per accumulator (fp32); no split tail (its channel vectors are fp32)."""
+    ``vdotbf16`` per accumulator (fp32); no split tail (its channel vectors are fp32).
+
+    ``gather``: (extra parameters, lines) that copy image ``n``'s ``C x P`` input pixels from ``xb`` into the
+    scratch ``zb`` and set ``x0`` there, the strips then copied from it (a strided 1x1 conv's subsampled input,
+    ``strided_pointwise.gather_lines``); float32 only."""
+    assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
     L = nr * w
     epi = Epilogue(node, L, False)
     split = None if bf16 else tail_vectors(tail, w, mr, nr)
@@ -273,14 +278,14 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG"
-        + (", P0, P1" if pixel_range else "") + epi.signature() + "):",
+        + (", P0, P1" if pixel_range else "") + (gather[0] if gather else "") + epi.signature() + "):",
         f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
-        "        x0 = xo + n * C * P",
+        *(gather[1] if gather else ["        x0 = xo + n * C * P"]),
         "        y0 = yo + n * M * P",
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
-        *(strip_copy_bf16(L) if bf16 else strip_copy(L)),
+        *(strip_copy_bf16(L) if bf16 else strip_copy(L, "zb" if gather else "xb")),
         "            for mg in range(0, M, RG):",
         "                mge = min(M, mg + RG)",
         "                ps = so",
@@ -337,9 +342,13 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
     x, wt = node.inputs[0], node.inputs[1]
     if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const):
         return False
+    return packed_fits(wt.shape[1], wt.shape[0], int(np.prod(x.shape[2:], dtype=np.int64)), target)
+
+
+def packed_fits(C: int, M: int, P: int, target: Target) -> bool:
+    """Whether a ``C -> M`` 1x1 on ``P`` pixels is worth the strips' copy (see ``packed_pointwise_applies``)."""
     mr, nr = packed_tile(target)
-    (M, C), w = wt.shape[:2], target.vector_width
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    w = target.vector_width
     if P < nr * w:
         return False
     if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
@@ -352,12 +361,20 @@ def packed_pointwise_applies(node: Node, target: Target) -> bool:
 def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
     """One call for the whole batch (or a part's pixels: ``meta["part"]``); the scratch holds one block of
     strips (``block_pixels``)."""
-    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
+    return packed_call(node, target)
+
+
+def packed_call(node: Node, target: Target, gather: tuple[str, list[str]] | None = None,
+                gather_args: tuple = ()) -> list[KernelCall]:
+    """``gen_packed_pointwise``'s call on the output's ``P`` pixels; ``gather`` (``packed_pointwise_source``)
+    with its arguments ``gather_args`` (after the part's range) for an input that is not ``C x P``."""
+    x, wt, bias, y, N, C, M, _ = pointwise_operands(node)
+    P = int(np.prod(node.outputs[0].shape[2:], dtype=np.int64))
     mr, nr = packed_tile(target)
     w = target.vector_width
     pixels = node_part(node)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
-                                         pixels is not None)
+                                         pixels is not None, gather=gather)
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     tail = P % (nr * w)
@@ -365,7 +382,7 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
     chan = 0 if split is None else tail - split * w  # the tail's pixels on output-channel vectors
     pb, rg = blocking(C, M, P, nr * w, mr * (tail_tile(chan, target.vector_registers)[1] if chan else 1))
     return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, rg, *(pixels or ()),
-                             *extra], note(node))]
+                             *gather_args, *extra], note(node))]
 
 
 @part_space("Conv", "packed_pointwise")

@@ -21,6 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from ..parts import node_part, part_space
+from .packed_pointwise import packed_call, packed_fits, packed_tile
 from .simd_pointwise import (
     PART_VECTORS,
     pixel_block,
@@ -40,12 +41,13 @@ def strided_pointwise_applies(node: Node, target: Target) -> bool:
             and a["strides"][1] == 2)
 
 
-def gather_lines(w: int, pixel_range: bool = False) -> tuple[str, list[str]]:
+def gather_lines(w: int, pixel_range: bool = False, bounds: tuple[str, str] = ("PS", "PE")) -> tuple[str, list[str]]:
     """The extra kernel parameters and the lines (inside the loop over images ``n``) that copy image ``n``'s
     input at the output positions into the scratch ``zb[zo + c * P + oh * OW + ow]``: whole vectors while both
     of their loads stay inside the row, the rest of the row by element. ``pixel_range``: only the output rows
-    that output pixels ``PS:PE`` (kernel parameters) lie in."""
-    rows = "PS // OW, (PE + OW - 1) // OW" if pixel_range else "OH"
+    that output pixels ``bounds`` (the kernel's parameters of the part's range) lie in."""
+    lo, hi = bounds
+    rows = f"{lo} // OW, ({hi} + OW - 1) // OW" if pixel_range else "OH"
     return ", zb, zo, H, Win, OH, OW, SH", [
         "        x0 = zo",
         f"        VW = min(OW, Win // 2) // {w} * {w}",
@@ -83,3 +85,29 @@ def strided_part_space(node: Node, target: Target) -> tuple[int, int]:
     """Output pixels in runs of ``PART_VECTORS`` vectors (``simd_pointwise``'s: no part ends in a partial
     tile)."""
     return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), PART_VECTORS * target.vector_width
+
+
+def strided_packed_applies(node: Node, target: Target) -> bool:
+    """``strided_pointwise``'s layers that ``packed_pointwise`` would take at stride 1 (``packed_fits`` on the
+    output's pixels): deep enough to share the strips' copy over ``MIN_ROW_TILES`` register tiles."""
+    return strided_pointwise_applies(node, target) and packed_fits(
+        node.inputs[1].shape[1], node.inputs[1].shape[0],
+        int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), target)
+
+
+@variant("Conv", name="strided_packed", priority=23, applies=strided_packed_applies)
+def gen_strided_packed(node: Node, target: Target) -> list[KernelCall]:
+    """Per image, the subsample into a ``C x OH * OW`` scratch (``gather_lines``), then ``packed_pointwise``'s
+    kernel on it: its strips are copied from the scratch (a part: its own output rows and pixels)."""
+    x = node.inputs[0]
+    OH, OW = node.outputs[0].shape[2:]
+    pixels = node_part(node)
+    gather = gather_lines(target.vector_width, pixels is not None, ("P0", "P1"))
+    return packed_call(node, target, gather, (Scratch(x.shape[1] * OH * OW), *x.shape[2:], OH, OW,
+                                              node.attrs["strides"][0]))
+
+
+@part_space("Conv", "strided_packed")
+def strided_packed_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Output pixels in whole strips (``packed_pointwise``'s): each part gathers its own output rows."""
+    return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), packed_tile(target)[1] * target.vector_width
