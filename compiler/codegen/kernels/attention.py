@@ -46,7 +46,8 @@ def _pv(vl: int, masked: bool, ind: str) -> list[str]:
             f"    acc0 = vfma{vl}(vbcast{vl}(zb[so + n]), {ld('v0 + n * DV + c0')}, acc0)", "    n += 1"]
     tot = f"vadd{vl}(vadd{vl}(acc0, acc1), vadd{vl}(acc2, acc3))"
     val = f"vmul{vl}({tot}, vbcast{vl}(inv))"
-    out.append(f"vstoren{vl}(yb, y0 + m * DV + c0, {val}, cnt)" if masked else f"vstore{vl}(yb, y0 + m * DV + c0, {val})")
+    at = "y0 + m * DV + c0"
+    out.append(f"vstoren{vl}(yb, {at}, {val}, cnt)" if masked else f"vstore{vl}(yb, {at}, {val})")
     return [ind + s for s in out]
 
 
