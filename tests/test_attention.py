@@ -18,9 +18,9 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import REPO_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from conftest import REPO_DIR
 from onnx import helper
 from test_vector_epilogue import WIDTHS, _model, _ort
 
