@@ -1,14 +1,14 @@
 """``Attention`` (``fuse_attention``): ``Softmax(scale * q @ k^T) @ v`` one row of scores at a time.
 
 Per matrix (batch entry): ``k [S, D]`` is transposed once into scratch as ``k^T [D, SP]`` (``SP``: ``S``
-rounded up to a step of ``4 * W`` lanes, the pad zero), then for each query row ``m``:
+rounded up to a step of ``VECTORS * W`` lanes, the pad zero), then ``ROWS`` query rows at a time:
 
-1. the scores ``q[m] @ k^T`` in steps of ``4 * W`` lanes (four FMA chains), times ``scale``, into a row
-   of scratch (``SP`` floats, in L1);
-2. the row's max (a masked tail filled with -inf), ``exp(s - max)`` with ``vexpneg`` (2 ulp) stored back
-   and summed, as ``simd_softmax`` does a short row;
-3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``2 * W`` lanes of ``DV`` (a masked last chunk),
-   four accumulators over ``n`` (independent FMA chains), normalised once at the end.
+1. the scores ``q[m] @ k^T`` in steps of ``VECTORS * W`` lanes, each load of ``k^T`` feeding every row's
+   FMA, times ``scale``, into a row of scratch per query row (``SP`` floats each, in L1);
+2. each row's max (a masked tail filled with -inf), ``exp(s - max)`` with ``vexpneg`` (2 ulp) stored back
+   and summed, the rows interleaved as ``simd_softmax`` does short rows;
+3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk),
+   each load of ``v`` feeding every row's FMA, normalised once at the end.
 
 So there is no transpose call, no scores tensor and no softmax pass: the scores are written and read in
 L1 only. A row of NaN scores gives NaN outputs, a row of -inf NaN (as the op's reference).
@@ -23,42 +23,62 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from .template import source
 
-#: vectors per step of the scores (independent FMA chains over ``D``)
-SCORE_VECTORS = 4
-#: vectors per chunk of an output row (``DV`` lanes): four accumulators of this many lanes each over ``n``
-OUT_VECTORS = 2
-#: accumulators over the keys in the ``@ v`` step
-PV_CHAINS = 4
+#: query rows computed together: they share each load of ``k^T`` and ``v`` (a quarter of the loads per FMA),
+#: and their softmax reductions (dependent chains and horizontal reductions) hide each other's latency, as
+#: ``simd_softmax`` does with short rows; the rows left over run one at a time
+ROWS = 4
+#: vectors per step of the scores and per chunk of an output row: ``ROWS`` x this many accumulators (8 of
+#: AVX2's 16 registers), the loaded vector and the broadcast
+VECTORS = 2
 
 
-def _pv(vl: int, masked: bool, ind: str) -> list[str]:
-    """``y[m, c0 : c0 + vl] = (sum_n e[n] * v[n, c0 : ...]) * inv``: ``PV_CHAINS`` accumulators over the
-    keys; ``masked``: only the first ``cnt`` lanes (the row's last chunk)."""
-    def ld(at: str) -> str:
-        return f"vloadn{vl}(vb, {at}, cnt)" if masked else f"vload{vl}(vb, {at})"
+def _rows(w: int, rows: int, ind: str) -> list[str]:
+    """Query rows ``m .. m + rows - 1`` of matrix ``t``: scores, softmax, ``@ v`` (see the module doc)."""
+    L = VECTORS * w
+    R = range(rows)
+    out = [f"qi{r} = q0 + (m + {r}) * D" for r in R] + [f"sr{r} = so + {r} * SP" for r in R]
+    out += [f"for p in range(0, SP, {L}):"]
+    out += [f"    a{r} = vzero{L}()" for r in R]
+    out += ["    for d in range(D):", f"        kv = vload{L}(zb, zo + d * SP + p)"]
+    out += [f"        a{r} = vfma{L}(vbcast{L}(qb[U(qi{r} + d)]), kv, a{r})" for r in R]
+    out += [f"    vstore{L}(zb, sr{r} + p, vmul{L}(a{r}, vbcast{L}(scale)))" for r in R]
+    # softmax of each row: max (the tail filled with -inf), exp(s - max) stored and summed
+    out += [f"mx{r} = vbcast{w}(-math.inf)" for r in R] + [f"for j in range(0, tail, {w}):"]
+    out += [f"    mx{r} = vmaxf{w}(mx{r}, vload{w}(zb, sr{r} + j))" for r in R] + ["if tail < S:"]
+    out += [f"    mx{r} = vmaxf{w}(mx{r}, vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf))" for r in R]
+    out += [f"mb{r} = vbcast{w}(vhmaxt{w}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
+    out += [f"for j in range(0, tail, {w}):"]
+    for r in R:
+        out += [f"    e{r} = vexpneg{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
+                f"    vstore{w}(zb, sr{r} + j, e{r})"]
+    out += ["if tail < S:"]
+    for r in R:
+        out += [f"    e{r} = vexpneg{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
+                f"    s{r} = vadd{w}(s{r}, e{r})", f"    vstoren{w}(zb, sr{r} + tail, e{r}, S - tail)"]
+    out += [f"inv{r} = vbcast{L}(1.0 / vhsumt{w}(s{r}))" for r in R]
 
-    R = range(PV_CHAINS)
-    out = [f"acc{r} = vzero{vl}()" for r in R]
-    out += ["n = 0", f"while n + {PV_CHAINS} <= S:"]
-    out += [f"    acc{r} = vfma{vl}(vbcast{vl}(zb[so + n + {r}]), {ld(f'v0 + (n + {r}) * DV + c0')}, acc{r})"
-            for r in R]
-    out += [f"    n += {PV_CHAINS}", "while n < S:",
-            f"    acc0 = vfma{vl}(vbcast{vl}(zb[so + n]), {ld('v0 + n * DV + c0')}, acc0)", "    n += 1"]
-    tot = f"vadd{vl}(vadd{vl}(acc0, acc1), vadd{vl}(acc2, acc3))"
-    val = f"vmul{vl}({tot}, vbcast{vl}(inv))"
-    at = "y0 + m * DV + c0"
-    out.append(f"vstoren{vl}(yb, {at}, {val}, cnt)" if masked else f"vstore{vl}(yb, {at}, {val})")
-    return [ind + s for s in out]
+    def pv(masked: bool) -> list[str]:
+        """``y[m + r, c0 : c0 + L] = (sum_n e_r[n] * v[n, c0 : ...]) * inv_r``; ``masked``: ``cnt`` lanes."""
+        ld = f"vloadn{L}(vb, v0 + n * DV + c0, cnt)" if masked else f"vload{L}(vb, v0 + n * DV + c0)"
+        body = [f"o{r} = vzero{L}()" for r in R] + ["for n in range(S):", f"    vv = {ld}"]
+        body += [f"    o{r} = vfma{L}(vbcast{L}(zb[U(sr{r} + n)]), vv, o{r})" for r in R]
+        for r in R:
+            at, val = f"y0 + (m + {r}) * DV + c0", f"vmul{L}(o{r}, inv{r})"
+            body.append(f"vstoren{L}(yb, {at}, {val}, cnt)" if masked else f"vstore{L}(yb, {at}, {val})")
+        return body
+
+    out += [f"for c0 in range(0, dvf, {L}):", *["    " + x for x in pv(False)]]
+    out += ["if dvf < DV:", "    c0 = dvf", "    cnt = DV - dvf", *["    " + x for x in pv(True)]]
+    return [ind + x for x in out]
 
 
 def attention_source(w: int) -> str:
     """The kernel at vector width ``w`` (see the module doc); sizes are arguments."""
-    L, vl = SCORE_VECTORS * w, OUT_VECTORS * w
     lines = [
         "def kernel(qb, qo, kb, ko, vb, vo, yb, yo, zb, zo, NB, T, S, D, DV, SP, scale):",
         "    so = zo + D * SP",
         f"    tail = S - S % {w}",
-        f"    dvf = DV - DV % {vl}",
+        f"    dvf = DV - DV % {VECTORS * w}",
         "    for t in range(NB):",
         "        q0 = qo + t * T * D",
         "        k0 = ko + t * S * D",
@@ -66,38 +86,16 @@ def attention_source(w: int) -> str:
         "        y0 = yo + t * T * DV",
         "        for d in range(D):",
         "            for n in range(S):",
-        "                zb[zo + d * SP + n] = kb[k0 + n * D + d]",
+        "                zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]",
         "            for n in range(S, SP):",
-        "                zb[zo + d * SP + n] = 0.0",
-        "        for m in range(T):",
-        "            qi = q0 + m * D",
-        f"            for p in range(0, SP, {L}):",
-        f"                a = vzero{L}()",
-        "                for d in range(D):",
-        f"                    a = vfma{L}(vbcast{L}(qb[qi + d]), vload{L}(zb, zo + d * SP + p), a)",
-        f"                vstore{L}(zb, so + p, vmul{L}(a, vbcast{L}(scale)))",
-        f"            mx = vbcast{w}(-math.inf)",
-        f"            for j in range(0, tail, {w}):",
-        f"                mx = vmaxf{w}(mx, vload{w}(zb, so + j))",
-        "            if tail < S:",
-        f"                mx = vmaxf{w}(mx, vloadrf{w}(zb, so + tail, 0, S - tail, -math.inf))",
-        f"            mb = vbcast{w}(vhmaxt{w}(mx))",
-        f"            s = vzero{w}()",
-        f"            for j in range(0, tail, {w}):",
-        f"                e = vexpneg{w}(vsub{w}(vload{w}(zb, so + j), mb))",
-        f"                s = vadd{w}(s, e)",
-        f"                vstore{w}(zb, so + j, e)",
-        "            if tail < S:",
-        f"                e = vexpneg{w}(vsub{w}(vloadrf{w}(zb, so + tail, 0, S - tail, -math.inf), mb))",
-        f"                s = vadd{w}(s, e)",
-        f"                vstoren{w}(zb, so + tail, e, S - tail)",
-        f"            inv = 1.0 / vhsumt{w}(s)",
-        f"            for c0 in range(0, dvf, {vl}):",
-        *_pv(vl, False, " " * 16),
-        "            if dvf < DV:",
-        "                c0 = dvf",
-        "                cnt = DV - dvf",
-        *_pv(vl, True, " " * 16),
+        "                zb[U(zo + d * SP + n)] = 0.0",
+        "        m = 0",
+        f"        while m + {ROWS} <= T:",
+        *_rows(w, ROWS, " " * 12),
+        f"            m += {ROWS}",
+        "        while m < T:",
+        *_rows(w, 1, " " * 12),
+        "            m += 1",
     ]
     return source(lines)
 
@@ -113,8 +111,8 @@ def gen_simd_attention(node: Node, target: Target) -> list[KernelCall]:
     T, D = q.shape[-2:]
     S, DV = v.shape[-2:]
     nb = int(np.prod(q.shape[:-2], dtype=np.int64))
-    L = SCORE_VECTORS * target.vector_width
+    L = VECTORS * target.vector_width
     SP = -(-S // L) * L
     return [KernelCall(attention_source(target.vector_width),
-                       [q, k, v, node.outputs[0], Scratch(D * SP + SP), nb, T, S, D, DV, SP,
+                       [q, k, v, node.outputs[0], Scratch((D + ROWS) * SP), nb, T, S, D, DV, SP,
                         float(node.attrs["scale"])], note(node))]
