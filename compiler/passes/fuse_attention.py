@@ -16,18 +16,12 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node, Value
 
+from .fuse_layernorm import only_user
 from .manager import Pass
 
 #: the most keys (scores per row) the fused kernel takes: its scratch holds ``k^T`` (``D x S``) and a row of
 #: scores, which should stay in L1/L2 while a head's rows are computed
 MAX_KEYS = 4096
-
-
-def _only_user(graph: Graph, v: Value, op: str) -> Node | None:
-    """The single user of ``v`` if it applies ``op`` (and ``v`` is not a graph output)."""
-    if len(v.users) != 1 or v in graph.outputs or v.users[0].op != op:
-        return None
-    return v.users[0]
 
 
 def _scaled(node: Node | None, v: Value) -> tuple[Value, float] | None:
@@ -79,15 +73,15 @@ class FuseAttention(Pass):
             return False
         q, kt = mm.inputs
         tr = kt.producer
-        if not _swaps_last_two(tr) or _only_user(graph, kt, "MatMul") is None:
+        if not _swaps_last_two(tr) or only_user(graph, kt, "MatMul") is None:
             return False
         k = tr.inputs[0]
         group += [mm, tr]
-        if (s := _scaled(q.producer, q)) is not None and _only_user(graph, q, "MatMul") is not None:
+        if (s := _scaled(q.producer, q)) is not None and only_user(graph, q, "MatMul") is not None:
             group.append(q.producer)
             q, c = s
             scale *= c
-        pv = _only_user(graph, sm.outputs[0], "MatMul")
+        pv = only_user(graph, sm.outputs[0], "MatMul")
         if pv is None or pv.inputs[0] is not sm.outputs[0] or len(pv.inputs) != 2 or pv.attrs.get("post"):
             return False
         v = pv.inputs[1]
