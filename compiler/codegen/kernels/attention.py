@@ -5,8 +5,8 @@ rounded up to a step of ``VECTORS * W`` lanes, the pad zero), then ``ROWS`` quer
 
 1. the scores ``q[m] @ k^T`` in steps of ``VECTORS * W`` lanes, each load of ``k^T`` feeding every row's
    FMA, times ``scale``, into a row of scratch per query row (``SP`` floats each, in L1);
-2. each row's max (a masked tail filled with -inf), ``exp(s - max)`` with ``vexpneg`` (2 ulp) stored back
-   and summed, the rows interleaved as ``simd_softmax`` does short rows;
+2. each row's max (kept as its scores are made; lanes past ``S`` read back as -inf), then ``exp(s - max)``
+   with ``vexpneg`` (2 ulp) stored back and summed, the rows interleaved as ``simd_softmax`` does short rows;
 3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk),
    each load of ``v`` feeding every row's FMA, normalised once at the end.
 
@@ -37,16 +37,17 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     L = VECTORS * w
     R = range(rows)
     out = [f"qi{r} = q0 + (m + {r}) * D" for r in R] + [f"sr{r} = so + {r} * SP" for r in R]
-    out += [f"for p in range(0, SP, {L}):"]
+    out += [f"mx{r} = vbcast{L}(-math.inf)" for r in R] + [f"for p in range(0, SP, {L}):"]
     out += [f"    a{r} = vzero{L}()" for r in R]
     out += ["    for d in range(D):", f"        kv = vload{L}(zb, zo + d * SP + p)"]
     out += [f"        a{r} = vfma{L}(vbcast{L}(qb[U(qi{r} + d)]), kv, a{r})" for r in R]
-    out += [f"    vstore{L}(zb, sr{r} + p, vmul{L}(a{r}, vbcast{L}(scale)))" for r in R]
-    # softmax of each row: max (the tail filled with -inf), exp(s - max) stored and summed
-    out += [f"mx{r} = vbcast{w}(-math.inf)" for r in R] + [f"for j in range(0, tail, {w}):"]
-    out += [f"    mx{r} = vmaxf{w}(mx{r}, vload{w}(zb, sr{r} + j))" for r in R] + ["if tail < S:"]
-    out += [f"    mx{r} = vmaxf{w}(mx{r}, vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf))" for r in R]
-    out += [f"mb{r} = vbcast{w}(vhmaxt{w}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
+    out += [f"    a{r} = vmul{L}(a{r}, vbcast{L}(scale))" for r in R]
+    out += [f"    vstore{L}(zb, sr{r} + p, a{r})" for r in R]
+    # each row's max as its scores are made (the last step's lanes past S read back with -inf), then
+    # exp(s - max) stored and summed
+    out += [f"    if p + {L} <= S:"] + [f"        mx{r} = vmaxf{L}(mx{r}, a{r})" for r in R] + ["    else:"]
+    out += [f"        mx{r} = vmaxf{L}(mx{r}, vloadrf{L}(zb, sr{r} + p, 0, S - p, -math.inf))" for r in R]
+    out += [f"mb{r} = vbcast{w}(vhmaxt{L}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
     out += [f"for j in range(0, tail, {w}):"]
     for r in R:
         out += [f"    e{r} = vexpneg{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
