@@ -52,6 +52,9 @@ def node_flops(node: Node) -> int:
         flops = 2 * ny
     elif op in ("Softmax", "LogSoftmax"):
         flops = 3 * ny
+    elif op == "Attention":  # q @ k^T, the scores' softmax, @ v
+        scores = _prod(ins[0].shape[:-1]) * ins[1].shape[-2]
+        flops = 2 * scores * ins[0].shape[-1] + 3 * scores + 2 * scores * ins[2].shape[-1]
     elif op == "LRN":
         flops = ny * (int(node.attrs.get("size", 1)) + 3)
     elif op in _ELEMENTWISE_1:

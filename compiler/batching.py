@@ -101,6 +101,7 @@ _RULES: dict[str, Callable[[Node, list[bool]], bool]] = {
     "Gemm": _gemm, "MatMul": _matmul, "MatMulInteger": _matmul, "QLinearMatMul": lambda n, b: (
         b[0] and not any(b[1:])),
     "Softmax": _not_axis0, "LogSoftmax": _not_axis0, "TopK": _not_axis0,
+    "Attention": lambda n, b: all(b[:3]),  # q, k, v share their batch axes: sample i attends within sample i
     "Reshape": _reshape, "Transpose": _transpose, "Concat": _concat, "Pad": _pad, "Slice": _slice,
     "Split": _split, "ReduceMean": _reduce, "Gather": _gather,
     "QuantizeLinear": _quant, "DequantizeLinear": _quant, "LayerNormalization": _layernorm,

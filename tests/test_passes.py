@@ -78,7 +78,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
 
 
 LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "scale", "concat", "pad_conv",
-          "pool", "shuffle", "transpose_pair", "layernorm", "spp"]
+          "pool", "shuffle", "transpose_pair", "layernorm", "spp", "attention"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
 
@@ -160,6 +160,13 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             if arg % 3:
                 g = b.add("Mul", [cur, b.const(rng.uniform(0.5, 1.5, w).astype(np.float32))], (1, c, h, w))
                 cur = b.add("Add", [g, b.const(rng.standard_normal(w).astype(np.float32))], (1, c, h, w))
+        elif op == "attention":  # self-attention over each channel's rows: softmax(s * x x^T, last axis) @ x
+            t = b.add("Transpose", [cur], (1, c, w, h), perm=[0, 1, 3, 2])
+            sc = b.add("MatMul", [cur, t], (1, c, h, h))
+            if arg % 2:
+                sc = b.add("Mul", [sc, b.const(np.float32(0.5))], (1, c, h, h))
+            p = b.add("Softmax", [sc], (1, c, h, h), axis=-1 if arg % 3 else 2)  # axis 2: not fused
+            cur = b.add("MatMul", [p, cur], (1, c, h, w))
         history.append(cur)
         if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)

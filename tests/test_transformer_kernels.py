@@ -1,14 +1,17 @@
-"""The transformer block's kernels (SVTR, PP-OCRv4's recognizer head): Softmax rows of any length, and the
-GELU after a MatMul with a bias that cannot fold (a 3-D MatMul's) fused into that MatMul.
+"""The transformer block's kernels (SVTR, PP-OCRv4's recognizer head): Softmax rows of any length, and a
+3-D MatMul's per-column bias and the activation after it fused into that MatMul.
 
 * ``simd_softmax`` (rows of 1 to 1000 elements, any axis, -inf and NaN entries) at every vector width
   against a float64 numpy softmax; its exp is ``vexpneg`` (2 ulp, ``tests/test_vector_math.py``), its
   reductions trees, so the bound is the float32 sum's: ``rtol`` 1e-5.
 * ``simd_transpose`` (a transpose whose last axis is a contiguous run of at least a vector, copied in
   vectors) at every width against numpy's transpose, the variant asserted from the shape.
-* A 3-D ``MatMul`` + constant ``Add`` + the erf / tanh GELU spellings becomes one ``MatMul`` with an ``Add``
-  residual step and a ``Gelu`` step, against onnxruntime; a GELU-like group with another constant stays
-  apart (and still matches).
+* A 3-D ``MatMul`` + constant per-column ``Add`` + the erf / tanh GELU spellings (or any activation) becomes
+  one ``MatMul`` with the bias as its third input (a ``[N]`` vector: no constant of the output's shape) and
+  a ``Gelu`` step, against onnxruntime; a GELU-like group with another constant stays apart (and still
+  matches); a constant that is not per column (per row) is no bias and stays an ``Add``.
+* The bias on every MatMul variant (``packed_matmul``, ``simd_matmul`` folded or per matrix, the scalar
+  ``matmul``) at every vector width against a float64 numpy ``x @ w + b`` then the activation.
 """
 
 from __future__ import annotations
@@ -73,23 +76,70 @@ def test_gelu_after_3d_matmul_fuses(kind: str, swap: bool) -> None:
     model = _model(nodes, x.shape, inits, ["y"])
     m = cnnjit.compile(model, vector_width=8)
     assert [n.op for n in m.ir.nodes] == ["MatMul"]
-    post = m.ir.nodes[0].attrs["post"]
-    assert [s.op for s in post] == ["Add", "Gelu"]
-    assert dict(post[1].attrs).get("approximate", "none") == ("tanh" if kind == "gelu_tanh" else "none")
+    node = m.ir.nodes[0]
+    post = node.attrs["post"]
+    assert [s.op for s in post] == ["Gelu"]
+    assert len(node.inputs) == 3 and node.inputs[2].shape == (24,)  # the bias vector, not expanded
+    np.testing.assert_array_equal(node.inputs[2].const, inits["b"])
+    assert dict(post[0].attrs).get("approximate", "none") == ("tanh" if kind == "gelu_tanh" else "none")
     np.testing.assert_allclose(m(x), _ort(model, x)[0], rtol=1e-4, atol=1e-5)
 
 
-def test_gelu_with_another_constant_stays_apart() -> None:
-    """``x * 0.5 * (1 + erf(x / 1.5))`` is not a GELU: the bias still joins the MatMul, the rest stays."""
-    rng = np.random.default_rng(3)
-    nodes, inits = _matmul_bias("gelu_div", False, rng)
-    inits["sqrt2"] = np.float32(1.5)
+def test_per_row_constant_is_no_bias() -> None:
+    """A constant ``[M, 1]`` added to a 3-D MatMul (along the rows) is not a per-column bias: the Add stays
+    (nothing expanded), and the model still matches onnxruntime."""
+    rng = np.random.default_rng(5)
+    inits = {"w": rng.standard_normal((16, 24)).astype(np.float32),
+             "r": rng.standard_normal((12, 1)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "r"], ["p"]),
+             helper.make_node("Relu", ["p"], ["y"])]
     x = rng.standard_normal((1, 12, 16)).astype(np.float32)
     model = _model(nodes, x.shape, inits, ["y"])
     m = cnnjit.compile(model, vector_width=8)
-    ops = [n.op for n in m.ir.nodes]
-    assert "Erf" in ops and "Gelu" not in [s.op for n in m.ir.nodes for s in n.attrs.get("post", ())]
+    assert [n.op for n in m.ir.nodes] == ["MatMul", "Add", "Relu"]
+    assert len(m.ir.nodes[0].inputs) == 2  # no bias, no constant of the output's shape
+    assert all(not v.is_const or v.shape != (1, 12, 24) for n in m.ir.nodes for v in n.inputs)
     np.testing.assert_allclose(m(x), _ort(model, x)[0], rtol=1e-4, atol=1e-5)
+
+
+#: (variant, A's shape, B's shape or None for ``A^T`` (an activation, one matrix per batch entry))
+_BIAS_CASES = [("packed_matmul", (2, 13, 40), (40, 37)),
+               ("simd_matmul", (1, 3, 5, 9), (9, 21)),
+               ("simd_matmul", (2, 7, 9), None),
+               ("matmul", (3, 6, 5), (5, 11))]
+_ACTS = {"Relu": lambda v: np.maximum(v, 0.0), "Sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+         "Tanh": np.tanh, "none": lambda v: v}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("case", range(len(_BIAS_CASES)))
+@settings(max_examples=4, deadline=None)
+@given(act=st.sampled_from(sorted(_ACTS)), swap=st.booleans(), lead=st.integers(0, 2), seed=st.integers(0, 2 ** 16))
+def test_matmul_bias_on_every_variant(width: int, case: int, act: str, swap: bool, lead: int, seed: int) -> None:
+    variant, a_shape, b_shape = _BIAS_CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(a_shape).astype(np.float32)
+    if b_shape is None:  # x @ x^T: B is an activation
+        w = np.swapaxes(x, -1, -2)
+        nodes, inits = [helper.make_node("Transpose", ["x"], ["w"], perm=[0, 2, 1])], {}
+    else:
+        w = rng.standard_normal(b_shape).astype(np.float32)
+        nodes, inits = [], {"w": w}
+    n = w.shape[-1]
+    b = rng.standard_normal(n).astype(np.float32).reshape((1,) * lead + (n,))
+    inits["b"] = b
+    out = "p" if act != "none" else "y"
+    nodes += [helper.make_node("MatMul", ["x", "w"], ["mm"]),
+              helper.make_node("Add", ["b", "mm"] if swap else ["mm", "b"], [out])]
+    if act != "none":
+        nodes.append(helper.make_node(act, ["p"], ["y"]))
+    model = _model(nodes, x.shape, inits, ["y"])
+    m = cnnjit.compile(model, vector_width=width, variants={"MatMul": variant})
+    assert {c.variant for c in m._default_spec().program.calls if c.op == "MatMul"} == {variant}
+    (node,) = [n for n in m.ir.nodes if n.op == "MatMul"]
+    assert len(node.inputs) == 3 and node.inputs[2].shape == (n,)
+    want = _ACTS[act](np.matmul(x.astype(np.float64), w.astype(np.float64)) + b.astype(np.float64))
+    np.testing.assert_allclose(m(x), want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(want).max())))
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -10,6 +10,7 @@ from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_shuffle import FoldChannelShuffle
 from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
+from .fuse_attention import FuseAttention
 from .fuse_blocks import FuseBlocks
 from .fuse_epilogue import FuseEpilogue
 from .fuse_layernorm import FuseLayerNorm
@@ -33,12 +34,12 @@ def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
-            CascadeMaxPool(), FuseLayerNorm(),
-            FuseEpilogue(), ConvColumns(), FuseBlocks(), FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
+            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), ConvColumns(), FuseBlocks(),
+            FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
-           "pass_names", "default_pipeline", "DeadCode",
+           "pass_names", "default_pipeline", "DeadCode", "FuseAttention",
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
            "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns"]

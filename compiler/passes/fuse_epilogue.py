@@ -2,7 +2,9 @@
 
 Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single consumer:
 * a constant per-output-channel ``Add`` into the bias (before any other epilogue step);
-* ``MatMul`` (2-D) + a constant bias ``Add`` becomes a ``Gemm`` with ``C``;
+* ``MatMul`` (2-D) + a constant bias ``Add`` becomes a ``Gemm`` with ``C``; at any other rank the per-column
+  bias becomes the MatMul's own third input (the GEMM kernels' per-column bias vector), so the activation
+  after it (a transformer's GELU) fuses too;
 * elementwise activations (Relu, Clip/ReLU6, LeakyRelu, HardSwish, HardSigmoid, Sigmoid, Tanh, Elu,
   Selu, Softplus, Gelu, Mish);
 * activations exported as several elementwise nodes on the output: ``x * Sigmoid(x)`` (SiLU, either
@@ -10,9 +12,7 @@ Conv / ConvTranspose / Gemm / MatMul absorb, while their output has a single con
   the group is recognised by evaluating it on sample points against each candidate's reference, so any
   arrangement of the constants (``Div`` by sqrt 2 or ``Mul`` by its inverse, the 0.5 first or last) fuses;
 * an ``Add`` or a ``Mul`` of another tensor of the output's shape (a residual, a gate), and whatever
-  activation follows it; a 3-D MatMul's per-column constant bias (which would otherwise keep a
-  transformer's GELU apart from its MatMul) expanded to the output's shape (up to ``MAX_SLOPE_BYTES``) as
-  such a residual;
+  activation follows it;
 * ``PRelu`` with one constant slope (as a LeakyRelu), or constant slopes per channel (any shape that
   broadcasts to the output): a ``PRelu`` step reading the slopes expanded to the output's shape, like a
   residual (outputs up to ``MAX_SLOPE_BYTES``);
@@ -49,8 +49,8 @@ def _single_user(graph: Graph, v: Value) -> Node | None:
 
 def _expanded(graph: Graph, c: Value, out: Value) -> Value | None:
     """Constant ``c`` broadcast to ``out``'s type, when it broadcasts and the result is at most
-    ``MAX_SLOPE_BYTES``: per-channel PRelu slopes, or a bias the producer cannot fold, become a residual
-    input (one read in the producer's store instead of a separate pass reading and writing the output)."""
+    ``MAX_SLOPE_BYTES``: per-channel PRelu slopes become a residual input (one read in the producer's store
+    instead of a separate pass reading and writing the output)."""
     if out.type.size * out.dtype.itemsize > MAX_SLOPE_BYTES:
         return None
     try:
@@ -222,9 +222,6 @@ class FuseEpilogue(Pass):
                     graph.remove_node_keep_output(user, node)
                     graph.note_fused(node, "Add(bias)")
                     return True
-            if (node.op == "MatMul" and not post and other.is_const and other.shape != out.shape
-                    and channel_vector(node, other) is not None and (full := _expanded(graph, other, out)) is not None):
-                other = full  # a bias a 3-D MatMul cannot fold: read like a residual (not a Conv's after a scale)
             if self._absorb_residual(graph, node, user, other, "Add", post):
                 return True
             return self._absorb_scale_shift(graph, node, user, post)
@@ -259,7 +256,7 @@ class FuseEpilogue(Pass):
         out = node.outputs[0]
         if other.shape != out.shape or other.dtype != out.dtype:
             return False
-        k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm") else len(node.inputs)
+        k = max(len(node.inputs), 3) if node.op in ("Conv", "ConvTranspose", "Gemm", "MatMul") else len(node.inputs)
         graph.set_input(node, k, other)
         graph.set_attrs(node, post=post + (EpilogueStep(op, value=other),))
         graph.remove_node_keep_output(user, node)
@@ -317,12 +314,12 @@ class FuseEpilogue(Pass):
         vec = channel_vector(node, c)
         if vec is None:
             return False
-        if node.op == "MatMul":
-            if len(node.inputs[0].shape) != 2 or len(node.inputs[1].shape) != 2:
-                return False
+        if node.op == "MatMul" and len(node.inputs[0].shape) == 2 and len(node.inputs[1].shape) == 2:
             graph.replace_op(node, "Gemm", {"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "post": ()})
             graph.set_input(node, 2, graph.const(vec.astype(node.outputs[0].dtype)))
             return True
+        if node.op == "MatMul" and min(len(node.inputs[0].shape), len(node.inputs[1].shape)) < 2:
+            return False  # a vector operand: no matrix of columns
         b = node.inputs[2] if len(node.inputs) > 2 else None
         if b is not None and not b.is_const:
             return False

@@ -18,7 +18,7 @@ from cnnjit.ir import Graph, Node, Value
 from .manager import Pass
 
 
-def _only_user(graph: Graph, v: Value, op: str) -> Node | None:
+def only_user(graph: Graph, v: Value, op: str) -> Node | None:
     """The single user of ``v`` if it applies ``op`` (and ``v`` is not a graph output)."""
     if len(v.users) != 1 or v in graph.outputs or v.users[0].op != op:
         return None
@@ -72,7 +72,7 @@ class FuseLayerNorm(Pass):
         if (x.dtype.kind != "f" or not mean.attrs["keepdims"] or not axes
                 or axes != tuple(range(r - len(axes), r))):
             return False
-        sub = _only_user(graph, mean.outputs[0], "Sub")
+        sub = only_user(graph, mean.outputs[0], "Sub")
         if sub is None or sub.inputs[0] is not x or sub.inputs[1] is not mean.outputs[0]:
             return False
         d = sub.outputs[0]
@@ -83,12 +83,12 @@ class FuseLayerNorm(Pass):
         div = next((u for u in d.users if u.op == "Div" and u.inputs[0] is d), None)
         if sq is None or div is None:
             return False
-        var = _only_user(graph, sq.outputs[0], "ReduceMean")
+        var = only_user(graph, sq.outputs[0], "ReduceMean")
         if var is None or tuple(var.attrs["axes"]) != axes or not var.attrs["keepdims"]:
             return False
-        add = _only_user(graph, var.outputs[0], "Add")
+        add = only_user(graph, var.outputs[0], "Add")
         eps = _scalar(_other(add, var.outputs[0])) if add is not None else None
-        sqrt = _only_user(graph, add.outputs[0], "Sqrt") if eps is not None else None
+        sqrt = only_user(graph, add.outputs[0], "Sqrt") if eps is not None else None
         if sqrt is None or div.inputs[1] is not sqrt.outputs[0] or len(sqrt.outputs[0].users) != 1:
             return False
         chain = [mean, sub, sq, var, add, sqrt, div]
@@ -96,11 +96,11 @@ class FuseLayerNorm(Pass):
         scale = np.ones(x.shape[axis:], x.dtype)
         bias = None
         out = div.outputs[0]
-        mul = _only_user(graph, out, "Mul")
+        mul = only_user(graph, out, "Mul")
         if mul is not None and (s := _row_const(_other(mul, out), x, axis)) is not None:
             scale, out = s, mul.outputs[0]
             chain.append(mul)
-        badd = _only_user(graph, out, "Add")
+        badd = only_user(graph, out, "Add")
         if badd is not None and (b := _row_const(_other(badd, out), x, axis)) is not None:
             bias, out = b, badd.outputs[0]
             chain.append(badd)

@@ -1,5 +1,9 @@
 """Ops that stand for a group of ops computed together by one kernel (made by fusion passes only).
 
+``Attention`` is ``Softmax(scale * q @ k^T) @ v`` over the last axis (``compiler/passes/fuse_attention.py``):
+one kernel per row block, so the scores never reach memory; inputs ``q, k, v`` (k not transposed), attribute
+``scale``.
+
 ``InvertedResidual`` is MobileNetV2/V3's block: a 1x1 expand Conv and its activations, a depthwise Conv
 and its activations, a 1x1 project Conv and its epilogue (activations, a residual Add), as one node, so
 that the kernel can compute it in bands of rows without the expanded tensors ever reaching memory
@@ -77,3 +81,23 @@ defop("InvertedResidual", inputs=(BLOCK_INPUTS, BLOCK_INPUTS + 2),
       attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED,
              "expand_post": (), "dw_post": (), "post": ()},
       infer=post_infer(_block_infer, BLOCK_INPUTS))(post_ref(_block_base, BLOCK_INPUTS))
+
+
+# -- Attention ------------------------------------------------------------------------------------------------
+def _attention_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    """``q [..., T, D]``, ``k [..., S, D]``, ``v [..., S, DV]`` with one batch shape: ``[..., T, DV]``."""
+    q, k, v = types[:3]
+    if (q.rank < 2 or k.rank != q.rank or v.rank != q.rank or q.shape[:-2] != k.shape[:-2]
+            or q.shape[:-2] != v.shape[:-2] or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]):
+        raise ShapeError(f"Attention: q {q}, k {k}, v {v} are not [..., T, D], [..., S, D], [..., S, DV]")
+    return [TensorType(q.dtype, q.shape[:-1] + v.shape[-1:])]
+
+
+@defop("Attention", inputs=(3, 3), attrs={"scale": REQUIRED}, infer=_attention_infer)
+def attention_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    """``Softmax(scale * q @ k^T, last axis) @ v`` (``fuse_attention``'s group), in float64."""
+    q, k, v = (x.astype(np.float64) for x in ins[:3])
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) * float(a["scale"])
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - s.max(-1, keepdims=True))
+        return np.matmul(e / e.sum(-1, keepdims=True), v).astype(ins[0].dtype)

@@ -293,7 +293,20 @@ def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def matmul_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
-    return np.matmul(ins[0].astype(np.float64), ins[1].astype(np.float64)).astype(ins[0].dtype)
+    y = np.matmul(ins[0].astype(np.float64), ins[1].astype(np.float64))
+    if len(ins) > 2 and ins[2] is not None:  # the fused per-column bias (``fuse_epilogue``)
+        y = y + ins[2].astype(np.float64)
+    return y.astype(ins[0].dtype)
+
+
+def _matmul_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    """ONNX's two inputs, and an optional third: a per-column bias of the output's last axis (``[N]``), added
+    before the epilogue steps like a Gemm's C (``fuse_epilogue`` puts it there; residuals come after it)."""
+    out = TensorType(types[0].dtype, matmul_shape(types[0].shape, types[1].shape))
+    bias = types[2] if len(types) > 2 else None
+    if bias is not None and (bias.shape != out.shape[-1:] or bias.dtype != out.dtype):
+        raise ShapeError(f"MatMul: bias {bias} must be a vector of the output's last axis ({out})")
+    return [out]
 
 
 # -- registration, with fusable epilogues (see ``post_infer``) ----------------------------------------------
@@ -302,8 +315,7 @@ defop("Conv", inputs=(2, 8), attrs={**_SPATIAL, "group": 1, **_POST}, infer=post
     post_ref(conv_ref, 3))
 defop("Gemm", inputs=(2, 8), attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, **_POST},
       infer=post_infer(_gemm_infer, 3))(post_ref(gemm_ref, 3))
-defop("MatMul", inputs=(2, 8), attrs=dict(_POST), infer=post_infer(
-    lambda t, a: [TensorType(t[0].dtype, matmul_shape(t[0].shape, t[1].shape))], 2))(post_ref(matmul_ref, 2))
+defop("MatMul", inputs=(2, 8), attrs=dict(_POST), infer=post_infer(_matmul_infer, 3))(post_ref(matmul_ref, 3))
 # pools: activations only (no residual), the fuse_epilogue pass puts them there
 defop("MaxPool", attrs={**_SPATIAL, "ceil_mode": 0, "indices": 0, "storage_order": 0, **_POST}, outputs=2,
       infer=post_infer(_maxpool_infer, 1))(post_ref(maxpool_ref, 1))

@@ -1,6 +1,7 @@
 """Kernel templates, one module per family; importing them registers their variants (``kernel.VARIANTS``)."""
 
 from . import (  # noqa: F401
+    attention,
     block_fused,
     channel_pointwise,
     dense,

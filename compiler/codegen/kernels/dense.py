@@ -9,6 +9,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Target, note, variant
 from .elementwise import broadcast_strides
 from .epilogue import with_epilogue
+from .simd_matmul import matmul_bias
 from .template import Template, bind
 
 MATMUL_SRC = Template('''
@@ -63,7 +64,8 @@ def gen_gemm(node: Node, target: Target) -> list[KernelCall]:
 
 @variant("MatMul")
 def gen_matmul(node: Node, target: Target) -> list[KernelCall]:
-    A, B = node.inputs[:2]  # more inputs: fused residuals
+    A, B = node.inputs[:2]  # more inputs: the fused bias (or None), fused residuals
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
     a_shape = (1,) + A.shape if len(A.shape) == 1 else A.shape
     b_shape = B.shape + (1,) if len(B.shape) == 1 else B.shape
@@ -78,8 +80,10 @@ def gen_matmul(node: Node, target: Target) -> list[KernelCall]:
     offs[:, 0] = np.broadcast_to(ia, batch).reshape(-1) * (M * K)
     offs[:, 1] = np.broadcast_to(ib, batch).reshape(-1) * (K * N)
     src, res = with_epilogue(MATMUL_SRC, node, "yr - yo + i", " " * 12, "N", "yr + i")
-    args = bind(src, a=A, b=B, c=Param(np.zeros(1, y.dtype)), y=y, of=Param(offs.reshape(-1)), nbatch=nb, M=M,
-                N=N, K=K, sam=K, sak=1, sbk=N, sbn=1, scm=0, scn=0, alpha=1.0, beta=0.0, has_c=0, **res)
+    c = Param(np.zeros(1, y.dtype)) if bias is None else Param(matmul_bias(node))
+    args = bind(src, a=A, b=B, c=c, y=y, of=Param(offs.reshape(-1)), nbatch=nb, M=M, N=N, K=K, sam=K, sak=1,
+                sbk=N, sbn=1, scm=0, scn=int(bias is not None), alpha=1.0, beta=1.0, has_c=int(bias is not None),
+                **res)
     return [KernelCall(src, args, note(node))]
 
 

@@ -28,7 +28,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Target, note, variant
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
-from .simd_matmul import matmul_layout, simd_matmul_applies
+from .simd_matmul import matmul_bias, matmul_layout, simd_matmul_applies
 from .simd_pointwise import gemm_simd_applies, is_pointwise, tile_stores
 from .template import source
 
@@ -243,11 +243,11 @@ def gen_packed_gemm(node: Node, target: Target) -> list[KernelCall]:
 
 @variant("MatMul", name="packed_matmul", priority=15, applies=_fp32(packed_matmul_applies))
 def gen_packed_matmul(node: Node, target: Target) -> list[KernelCall]:
-    """A's batch axes folded into its rows, against the one packed B."""
+    """A's batch axes folded into its rows, against the one packed B; the fused bias per column."""
     batch, _, _, M, K, N = matmul_layout(node)
     rows = int(np.prod(batch, dtype=np.int64)) * M
     b = np.asarray(node.inputs[1].const, np.float32).reshape(K, N)
-    return _call(node, target, b, np.zeros(N, np.float32), rows)
+    return _call(node, target, b, matmul_bias(node), rows)
 
 
 def fc_conv_applies(node: Node, target: Target) -> bool:

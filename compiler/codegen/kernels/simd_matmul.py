@@ -9,7 +9,8 @@ vector (pixel) axis, whatever A and B are (constants or activations: both are ro
 * Otherwise (attention ``Q @ K^T``, ``softmax @ V``, broadcast batch axes): one call per output matrix,
   each at its operands' offsets (a broadcast batch axis reads the same matrix again).
 
-A fused epilogue (activations, a residual of the output's shape) is applied by the micro-kernel itself.
+A fused per-column bias (the MatMul's third input) is the micro-kernel's bias along the columns; a fused
+epilogue (activations, a residual of the output's shape) is applied by the micro-kernel itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def matmul_layout(node: Node) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, 
     return batch, np.broadcast_to(ia, batch).reshape(-1), np.broadcast_to(ib, batch).reshape(-1), M, K, N
 
 
+def matmul_bias(node: Node) -> np.ndarray:
+    """The per-column bias ``[N]`` a MatMul adds before its epilogue (its third input, ``fuse_epilogue``), or
+    zeros: the GEMM kernels' bias vector along the columns."""
+    b = node.inputs[2] if len(node.inputs) > 2 else None
+    N = node.outputs[0].shape[-1]
+    return np.zeros(N, np.float32) if b is None else np.asarray(b.const, np.float32).reshape(N)
+
+
 def simd_matmul_applies(node: Node, target: Target) -> bool:
     """Float32 MatMul with both operands of rank >= 2 and a non-empty output (1-D operands, a matrix-vector
     product, stay with the scalar kernel)."""
@@ -51,7 +60,7 @@ def gen_simd_matmul(node: Node, target: Target) -> list[KernelCall]:
     y = node.outputs[0]
     batch, ia, ib, M, K, N = matmul_layout(node)
     w = target.vector_width
-    bias = Param(np.zeros(N, np.float32))
+    bias = Param(matmul_bias(node))
     pb = pixel_block(K, N, w)
     if int(np.prod(B.shape[:-2], dtype=np.int64)) == 1 and (ia == np.arange(len(ia))).all():
         rows = len(ia) * M  # A's matrices are consecutive: one (batch * M) x K matrix
