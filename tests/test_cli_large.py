@@ -76,8 +76,9 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     r = run_cli("inspect", model, "--shape", "x=1,3,48,320", "--json", timeout=600)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    # 379 calls before the fusions of issue 17 (ScaleShift, LayerNormalization, composite HardSwish), 128 now
-    assert len(doc["calls"]) == doc["totals"]["kernel_calls"] > 100
+    # 379 calls before the fusions of issue 17 (ScaleShift, LayerNormalization, composite HardSwish), then 128,
+    # 73 with its attention fused (session 13): still a long schedule
+    assert len(doc["calls"]) == doc["totals"]["kernel_calls"] > 60
     assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
     assert sum(c["flops"] for c in doc["calls"]) == doc["totals"]["flops"] > 1e9
     # profile and graph: the same FLOPs per call, a GFLOP/s and % of peak for each, a kernel on every box
