@@ -48,4 +48,17 @@ def test_one_row_per_test_and_the_ranking(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert cost_log.main([prefix]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("2 tests,") and out[0].endswith("7 kernels compiled")
-    assert out[2].endswith("t.py::long") and out[3].endswith("t.py::compiles")  # by CPU seconds
+    assert out[1] == "compiled by more than one worker (same kernel and signatures): 0"  # (no key compiled twice)
+    assert out[3].endswith("t.py::long") and out[4].endswith("t.py::compiles")  # by CPU seconds
+
+
+def test_compiles_done_by_two_workers_are_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kernel compiled with the same signatures by two workers counts once as done twice; twice by one
+    worker (a second test of the same worker: not possible through its memory cache) does not."""
+    rows = {"gw0": [("t.py::a", ["k1/s1", "k2/s1"]), ("t.py::b", ["k3/s1"])], "gw1": [("t.py::c", ["k1/s1", "k3/s2"])]}
+    for worker, tests in rows.items():
+        (tmp_path / f"run.{worker}.jsonl").write_text("".join(json.dumps(
+            {"id": t, "worker": worker, "start": 0, "wall": 1.0, "cpu": 1.0, "child_cpu": 0.0,
+             "kernels": {"compiled": len(keys)}, "load": 1.0, "compiled_keys": keys}) + "\n" for t, keys in tests))
+    assert cost_log.main([str(tmp_path / "run")]) == 0
+    assert "compiled by more than one worker (same kernel and signatures): 1" in capsys.readouterr().out

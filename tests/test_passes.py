@@ -78,7 +78,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
 
 
 LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "scale", "concat", "pad_conv",
-          "pool", "shuffle", "transpose_pair", "layernorm", "spp", "attention"]
+          "pool", "shuffle", "transpose_pair", "layernorm", "spp", "attention", "column"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
 
@@ -167,6 +167,14 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
                 sc = b.add("Mul", [sc, b.const(np.float32(0.5))], (1, c, h, h))
             p = b.add("Softmax", [sc], (1, c, h, h), axis=-1 if arg % 3 else 2)  # axis 2: not fused
             cur = b.add("MatMul", [p, cur], (1, c, h, w))
+        elif op == "column":  # a Conv1D as tf2onnx writes it: a Kx1 Conv on a one-column plane (conv_columns)
+            col = b.add("ReduceMean", [cur], (1, c, h, 1), axes=[3]) if w > 1 else cur
+            k, m = 2 + arg % 3, [4, 8][arg % 2]
+            top = (k - 1) // 2 if arg % 3 else 0
+            wt = b.const((rng.standard_normal((m, c, k, 1)) / np.sqrt(c * k)).astype(np.float32))
+            cur = b.add("Conv", [col, wt, b.const(rng.standard_normal(m).astype(np.float32))],
+                        (1, m, h - k + 1 + (k - 1 if arg % 3 else 0), 1), kernel_shape=[k, 1],
+                        pads=[top, 0, k - 1 - top if arg % 3 else 0, 0]) if h >= k else col
         history.append(cur)
         if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)
