@@ -86,6 +86,11 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
 
     def taps(ind: str, first: int, t: int, checked: bool, xr: str, wr: str) -> list[str]:
         """One kernel row's FMAs (input row at ``xr``, its weights at ``wr``), taps outside the row left out."""
+        if not checked and kw_n > MAX_UNROLLED_TAPS:  # a long row: one loop of constant trip count, same FMAs
+            acc = "".join(f"a{j}, " for j in range(t))
+            return [f"{ind}for kw in range({kw_n}):", f"{ind}    wv = vload{lanes}(wb, {wr} + kw * {lanes})",
+                    f"{ind}    {acc}= vtaps{lanes}(({acc}), xb, {xr} + kw * {dw}, wv, ("
+                    + "".join(f"{j * sw}, " for j in range(t)) + "))"]
         out = []
         for kw in range(kw_n):
             js = [j for j in range(t) if not checked or 0 <= (first + j) * sw + kw * dw - pw < win]
@@ -149,6 +154,9 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
 #: (5x5 at 13x13 and 14x14): there they stay unrolled, as do 5x5 tiles (125 FMAs) and 3x3 ones; kernels of
 #: fewer than ``MIN_LOOPED_TAPS`` taps always unroll (AVX-512's wider 5x5 tiles pass 128 FMAs: not measured)
 MAX_UNROLLED_FMAS = 128
+#: the most taps of one kernel row an interior tile unrolls; a wider row (a 1-D filter bank's 256 taps: ~1000
+#: lines per copy, minutes of numba compile time) loops over its taps (border tiles keep theirs unrolled)
+MAX_UNROLLED_TAPS = 16
 LOOPED_ROW_TILES = 8
 MIN_LOOPED_TAPS = 36
 

@@ -68,8 +68,12 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
     ind = " " * 28
     inner = [*clipped_loops(" " * 24, ("kh", "KH", "ih", "oh * sh + kh * dh - ph", "H")).split("\n"),
              f"{ind}xrow = xc + ih * Win + ow0 * {sw} - pw", f"{ind}wk = wc + kh * KW * {mr}"]
-    for j in range(kw_n):  # the kernel row's taps unrolled: no loop or checks between the FMAs
-        inner += [f"{ind}xv{lanes} = {load}{lanes}(xb, xrow + {j} * dw)", *fmas(ind, lanes, f"wk + {j * mr}")]
+    if kw_n <= MAX_UNROLLED_TAPS:  # the kernel row's taps unrolled: no loop or checks between the FMAs
+        for j in range(kw_n):
+            inner += [f"{ind}xv{lanes} = {load}{lanes}(xb, xrow + {j} * dw)", *fmas(ind, lanes, f"wk + {j * mr}")]
+    else:  # a long row (a 1-D filter bank's 256 taps): a loop of constant trip count, same FMAs, same order
+        inner += [f"{ind}for j in range({kw_n}):", f"{ind}    xv{lanes} = {load}{lanes}(xb, xrow + j * dw)",
+                  *fmas(ind + "    ", lanes, f"wk + j * {mr}")]
     if unrolled_rows(node):  # output rows whose every kernel row is inside the input: the kernel rows unrolled
         full = [f"{ind}xrow = xc + ihf * Win + ow0 * {sw} - pw"]
         for kh in range(kh_n):
@@ -123,6 +127,10 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
     return source(L), epi.args
 
 
+#: the most taps of a kernel row ``conv_source`` unrolls in a row's interior tiles; wider rows loop over their
+#: taps (basic-pitch's constant-Q filter bank, 1x256 kernels: each unrolled copy is ~3000 statements of numba
+#: compile time for the same FMAs)
+MAX_UNROLLED_TAPS = 16
 #: the most kernel rows ``conv_source`` unrolls for a one-column kernel
 MAX_UNROLLED_ROWS = 9
 
