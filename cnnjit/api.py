@@ -16,9 +16,10 @@ from cnnjit.runtime.model import CompiledModel, InputSignature, Specialization
 if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full compile
     import onnx
 
-    from cnnjit.compiler import stages
+    from cnnjit.compiler import control_flow, stages
     from cnnjit.compiler.codegen.kernel import VARIANTS
     from cnnjit.compiler.codegen.simd import WIDTHS
+    from cnnjit.compiler.control_flow import has_loops
     from cnnjit.compiler.frontend.loader import input_specs, load_model
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
     from cnnjit.compiler.stages import CompileOptions
@@ -38,9 +39,10 @@ def _load_compiler() -> None:
     ``frontend/onnx_proto.py``."""
     if "stages" in globals():
         return
-    from cnnjit.compiler import stages  # noqa: F401
+    from cnnjit.compiler import control_flow, stages  # noqa: F401
     from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
     from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
+    from cnnjit.compiler.control_flow import has_loops  # noqa: F401
     from cnnjit.compiler.frontend.loader import input_specs, load_model  # noqa: F401
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs  # noqa: F401
     from cnnjit.compiler.stages import CompileOptions  # noqa: F401
@@ -167,9 +169,10 @@ def compile(  # noqa: A001 - the public name users expect
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
     proto = load_model(model)
-    check_supported(proto)
+    loops = has_loops(proto.graph)
+    check_supported(proto, loops)
     specs = input_specs(proto)
-    by_value = value_inputs(proto)
+    by_value = set() if loops else value_inputs(proto)  # a model in steps: each segment decides its own
     sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names, s.name in by_value) for s in specs]
     options = CompileOptions(fuse=fuse, passes=None if passes is None else tuple(passes),
                              disable=None if disable is None else tuple(disable), verify=verify,
@@ -193,6 +196,15 @@ def compile(  # noqa: A001 - the public name users expect
     if not proto.graph.output:
         raise ModelError("the model declares no graph outputs")
     name = proto.graph.name or "model"
+    if loops:  # segments and loop bodies compiled by this function with these options, per shape
+        sub = {"fuse": fuse, "passes": passes, "disable": disable, "verify": verify,
+               "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
+               "sparse_threshold": sparse_threshold, "threads": threads_given, "variants": variants,
+               "vector_width": vector_width, "precision": precision}
+        steps = control_flow.plan(proto, lambda m: control_flow.runner(compile(m, **sub)))
+
+        def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:  # noqa: F811
+            return steps
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
                        {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry, "threads": threads})
     if input_shapes is not None:

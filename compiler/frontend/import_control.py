@@ -48,6 +48,19 @@ def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from all_nodes(g)
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node holds as attributes (a ``Loop``'s body, an ``If``'s branches)."""
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def every_node(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of every subgraph in it (``Loop`` / ``Scan`` bodies too), depth first."""
+    for n in graph.node:
+        yield n
+        for g in subgraphs(n):
+            yield from every_node(g)
+
+
 def _import_branch(ctx: ImportContext, g: onnx.GraphProto, env: dict, walk: NodeWalker) -> list[Value]:
     """Import subgraph ``g`` against a copy of ``env``; its outputs' values."""
     scope = dict(env)

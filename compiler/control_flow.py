@@ -1,0 +1,248 @@
+"""Models with ONNX control flow (``Loop``, ``Scan``): the graph cut into compiled segments and loop steps.
+
+A ``Loop`` (an autoregressive decoder, a ``Range`` written by an old exporter) or a ``Scan`` runs its body
+a number of times known only at run time, so its body cannot be inlined into one static schedule. The graph
+is cut at each such node: every run of ordinary nodes between them becomes a ``runtime.control.Segment``,
+an ONNX model of its own compiled by the same ``cnnjit.compile`` (frontend, passes, kernels shared through
+the cache) at the shapes its inputs arrive with; each control-flow node becomes a ``LoopStep`` /
+``ScanStep`` whose body is cut the same way (nested loops work), and an ``If`` whose branches hold loops an
+``IfStep``. Other ``If`` nodes stay inside their segment, where the importer folds a constant condition
+away or computes both branches and a ``Where``.
+
+Constants (initializers, ``Constant`` nodes) are copied into every segment that reads them, so weights
+stay compile-time constants of the kernels that use them (packed GEMM panels); a loop-carried value that
+the body passes through unchanged and that starts as a constant (the decoder weights a PaddlePaddle export
+threads through its loop) becomes a constant of the body too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from cnnjit.ir.errors import ModelError, UnsupportedOpError
+from cnnjit.runtime.control import Block, ControlRun, IfStep, LoopStep, Runner, ScanStep, Segment, Step
+
+from .frontend import onnx_proto as onnx
+from .frontend.import_control import every_node, subgraphs
+from .frontend.loader import opset_version
+
+#: ops cut out of the graph as steps (``If`` only when a branch holds one of these)
+LOOP_OPS = ("Loop", "Scan")
+
+#: numpy dtype -> ONNX element type, for the declared inputs of a segment
+_ELEM = {np.dtype(t): e for t, e in (("float32", 1), ("uint8", 2), ("int8", 3), ("uint16", 4), ("int16", 5),
+                                     ("int32", 6), ("int64", 7), ("bool", 9), ("float16", 10), ("float64", 11),
+                                     ("uint32", 12), ("uint64", 13))}
+
+#: compiles one segment's ONNX model into a runner (``cnnjit.compile`` with the outer call's options)
+CompileSub = Callable[[onnx.ModelProto], Runner]
+
+
+def _standard(node: onnx.NodeProto) -> bool:
+    return node.domain in ("", "ai.onnx")
+
+
+def has_loops(graph: onnx.GraphProto) -> bool:
+    """Whether ``graph`` holds a ``Loop`` or ``Scan`` at any depth."""
+    return any(n.op_type in LOOP_OPS and _standard(n) for n in every_node(graph))
+
+
+def free_names(graph: onnx.GraphProto) -> set[str]:
+    """The names ``graph``'s nodes read from the scopes around it (its implicit inputs)."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    read: set[str] = set()
+    for n in graph.node:
+        read |= reads(n) - defined
+        defined |= set(n.output)
+    return read
+
+
+def reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads: its inputs and its subgraphs' implicit inputs."""
+    out = {i for i in node.input if i}
+    for g in subgraphs(node):
+        out |= free_names(g)
+    return out
+
+
+def _constant_node(name: str, tensor: onnx.TensorProto) -> onnx.NodeProto:
+    """A ``Constant`` node giving ``tensor`` under ``name``."""
+    node = onnx.NodeProto(op_type="Constant", output=[name])
+    a = node.attribute.add()
+    a.name, a.type = "value", onnx.AttributeProto.TENSOR
+    a.t.CopyFrom(tensor)
+    a.t.name = name
+    return node
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """A ``Constant`` node's value, or None for the forms a segment should import itself (sparse, strings)."""
+    if len(node.attribute) != 1:
+        return None
+    a = node.attribute[0]
+    if a.name == "value":
+        arr = onnx.to_array(a.t)
+        return arr if arr.dtype.kind in "biuf" else None
+    kinds = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
+    return np.array(onnx.attribute_value(a), kinds[a.name]) if a.name in kinds else None
+
+
+class Planner:
+    """Cuts a model's graph into a ``Block`` of steps (see the module docstring)."""
+
+    def __init__(self, model: onnx.ModelProto, compile_sub: CompileSub):
+        self.model = model
+        self.compile_sub = compile_sub
+        self.arrays: dict[str, np.ndarray] = {}  # every constant a step may read from its environment
+        self.count = 0
+
+    def plan(self) -> ControlRun:
+        g = self.model.graph
+        consts = {}
+        for t in g.initializer:
+            consts[t.name] = _constant_node(t.name, t)
+            self.arrays[t.name] = onnx.to_array(t)
+        block = self.block(g.node, consts, [o.name for o in g.output], "the graph")
+        return ControlRun(block, self.arrays, [o.name for o in g.output])
+
+    def block(self, nodes: Iterable[onnx.NodeProto], consts: dict[str, onnx.NodeProto], needed: list[str],
+              what: str) -> Block:
+        """The steps computing ``needed`` from ``nodes`` (in order), constants ``consts`` and an environment."""
+        consts = dict(consts)
+        groups: list[list[onnx.NodeProto] | onnx.NodeProto] = []
+        for n in nodes:
+            value = _constant_value(n) if n.op_type == "Constant" and _standard(n) else None
+            if value is not None:
+                consts[n.output[0]] = n
+                self.arrays[n.output[0]] = value
+            elif _standard(n) and (n.op_type in LOOP_OPS or n.op_type == "If" and any(map(has_loops, subgraphs(n)))):
+                groups.append(n)
+            elif groups and isinstance(groups[-1], list):
+                groups[-1].append(n)
+            else:
+                groups.append([n])
+        want = set(needed)
+        steps: list[Step] = []
+        for group in reversed(groups):
+            if isinstance(group, list):
+                produced = [o for n in group for o in n.output if o]
+                read = [r for n in group for r in sorted(reads(n))]
+                inside = set(produced)
+                outs = [o for o in produced if o in want]
+                if outs:
+                    ins = list(dict.fromkeys(r for r in read if r not in inside and r not in consts))
+                    used = [consts[r] for r in dict.fromkeys(read) if r in consts and r not in inside]
+                    steps.append(self.segment(group, ins, outs, used, what))
+                    want = (want - inside) | set(ins)
+            else:
+                steps.append(self.control(group, consts))
+                want = (want - set(group.output)) | reads(group)
+        return Block(steps[::-1])
+
+    def segment(self, nodes: list[onnx.NodeProto], ins: list[str], outs: list[str],
+                consts: list[onnx.NodeProto], what: str) -> Segment:
+        """A run of ordinary nodes as a model of its own, compiled per tuple of input signatures."""
+        self.count += 1
+        label = f"segment {self.count} of {what} ({len(nodes)} nodes)"
+        base = self.model
+
+        def build(key: tuple[tuple[str, tuple[int, ...]], ...]) -> Runner:
+            m = onnx.ModelProto(ir_version=base.ir_version)
+            m.opset_import.extend(base.opset_import)
+            g = m.graph
+            g.name = f"segment{self.count}"
+            g.node.extend([*consts, *nodes])
+            for name, (dt, shape) in zip(ins, key):
+                elem = _ELEM.get(np.dtype(dt))
+                if elem is None:
+                    raise ModelError(f"{label}: input {name!r} of type {np.dtype(dt)} cannot cross a loop boundary")
+                vi = g.input.add()
+                vi.name = name
+                vi.type.tensor_type.elem_type = elem
+                vi.type.tensor_type.shape.SetInParent()
+                for d in shape:
+                    vi.type.tensor_type.shape.dim.add().dim_value = d
+            for name in outs:
+                g.output.add().name = name
+            return self.compile_sub(m)
+
+        return Segment(ins, outs, build, label)
+
+    def control(self, node: onnx.NodeProto, consts: dict[str, onnx.NodeProto]) -> Step:
+        """The step of a ``Loop``, ``Scan`` or ``If`` node; its body planned as a block."""
+        ins = list(node.input)
+        what = f"{node.op_type} node {node.name!r}"
+        graphs = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+        ints = {a.name: list(a.ints) if a.ints else a.i for a in node.attribute
+                if a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS)}
+        if node.op_type == "If":
+            then, other = graphs["then_branch"], graphs["else_branch"]
+            return IfStep(ins[0], self.body(then, consts, [o.name for o in then.output], what),
+                          [o.name for o in then.output],
+                          self.body(other, consts, [o.name for o in other.output], what),
+                          [o.name for o in other.output], list(node.output), what)
+        body = graphs["body"]
+        b_in, b_out = [i.name for i in body.input], [o.name for o in body.output]
+        if node.op_type == "Loop":
+            ins += [""] * (2 - len(ins))
+            initial = ins[2:]
+            n = len(initial)
+            carried_in, carried_out = b_in[2:2 + n], b_out[1:1 + n]
+            fixed = {k for k in range(n) if carried_in[k] == carried_out[k] and initial[k] in self.arrays
+                     and initial[k] in consts}
+            inner = dict(consts)
+            for k in fixed:
+                inner[carried_in[k]] = _renamed(consts[initial[k]], carried_in[k])
+                self.arrays[carried_in[k]] = self.arrays[initial[k]]
+            return LoopStep(ins[0], ins[1], initial, b_in[0], b_in[1], carried_in, b_out[0], carried_out,
+                            b_out[1 + n:], list(node.output), self.body(body, inner, b_out, what),
+                            frozenset(fixed), what)
+        if opset_version(self.model) < 9:
+            raise UnsupportedOpError([("Scan", node.name, opset_version(self.model),
+                                       "opset 8's Scan (batched, with sequence_lens) is not supported")])
+        m = int(ints["num_scan_inputs"])
+        n = len(ins) - m
+        k = len(b_out) - n
+
+        def per(name: str, count: int) -> list[int]:
+            got = ints.get(name)
+            return [int(v) for v in got] if isinstance(got, list) else [0] * count
+
+        return ScanStep(ins[:n], ins[n:], b_in[:n], b_in[n:], b_out[:n], b_out[n:],
+                        per("scan_input_axes", m), [bool(v) for v in per("scan_input_directions", m)],
+                        per("scan_output_axes", k), [bool(v) for v in per("scan_output_directions", k)],
+                        list(node.output), self.body(body, consts, b_out, what), what)
+
+    def body(self, graph: onnx.GraphProto, consts: dict[str, onnx.NodeProto], needed: list[str],
+             what: str) -> Block:
+        inner = dict(consts)
+        for t in graph.initializer:
+            inner[t.name] = _constant_node(t.name, t)
+            self.arrays[t.name] = onnx.to_array(t)
+        return self.block(graph.node, inner, needed, f"the body of {what}")
+
+
+def _renamed(node: onnx.NodeProto, name: str) -> onnx.NodeProto:
+    """A copy of a ``Constant`` node giving its value under ``name``."""
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    del out.output[:]
+    out.output.append(name)
+    out.name = ""
+    return out
+
+
+def plan(model: onnx.ModelProto, compile_sub: CompileSub) -> ControlRun:
+    """The steps of ``model`` (which holds a ``Loop`` or ``Scan``), segments compiled by ``compile_sub``."""
+    return Planner(model, compile_sub).plan()
+
+
+def runner(compiled: Any) -> Runner:
+    """A compiled model's ``run(None, feeds)``."""
+    return lambda feeds: compiled.run(None, feeds)
+
+
+__all__ = ["LOOP_OPS", "Planner", "free_names", "has_loops", "plan", "runner"]
