@@ -178,8 +178,13 @@ class Planner:
         graphs = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
         ints = {a.name: list(a.ints) if a.ints else a.i for a in node.attribute
                 if a.type in (onnx.AttributeProto.INT, onnx.AttributeProto.INTS)}
+        need = {"If": {"then_branch", "else_branch"}, "Loop": {"body"}, "Scan": {"body"}}[node.op_type]
+        if set(graphs) != need:
+            raise ModelError(f"{what}: needs the graph attribute(s) {sorted(need)}, has {sorted(graphs)}")
         if node.op_type == "If":
             then, other = graphs["then_branch"], graphs["else_branch"]
+            if len(ins) != 1 or not len(then.output) == len(other.output) == len(node.output):
+                raise ModelError(f"{what}: needs one condition and branches with one output per output")
             return IfStep(ins[0], self.body(then, consts, [o.name for o in then.output], what),
                           [o.name for o in then.output],
                           self.body(other, consts, [o.name for o in other.output], what),
@@ -190,6 +195,10 @@ class Planner:
             ins += [""] * (2 - len(ins))
             initial = ins[2:]
             n = len(initial)
+            if len(b_in) != 2 + n or len(b_out) < 1 + n or len(node.output) != len(b_out) - 1:
+                raise ModelError(f"{what}: {n} carried values need a body of {2 + n} inputs and at least "
+                                 f"{1 + n} outputs, one more than the node's; it has {len(b_in)}, {len(b_out)} "
+                                 f"and {len(node.output)}")
             carried_in, carried_out = b_in[2:2 + n], b_out[1:1 + n]
             fixed = {k for k in range(n) if carried_in[k] == carried_out[k] and initial[k] in self.arrays
                      and initial[k] in consts}
@@ -199,13 +208,17 @@ class Planner:
                 self.arrays[carried_in[k]] = self.arrays[initial[k]]
             return LoopStep(ins[0], ins[1], initial, b_in[0], b_in[1], carried_in, b_out[0], carried_out,
                             b_out[1 + n:], list(node.output), self.body(body, inner, b_out, what),
-                            frozenset(fixed), what)
+                            frozenset(fixed), [_empty(vi) for vi in body.output[1 + n:]], what)
         if opset_version(self.model) < 9:
             raise UnsupportedOpError([("Scan", node.name, opset_version(self.model),
                                        "opset 8's Scan (batched, with sequence_lens) is not supported")])
-        m = int(ints["num_scan_inputs"])
-        n = len(ins) - m
+        m = ints.get("num_scan_inputs")
+        n = len(ins) - m if isinstance(m, int) else -1
         k = len(b_out) - n
+        if not (isinstance(m, int) and 1 <= m <= len(ins) and len(b_in) == len(ins) and k >= 0
+                and len(node.output) == len(b_out)):
+            raise ModelError(f"{what}: num_scan_inputs {m} of {len(ins)} inputs does not fit a body of "
+                             f"{len(b_in)} inputs and {len(b_out)} outputs for {len(node.output)} outputs")
 
         def per(name: str, count: int) -> list[int]:
             got = ints.get(name)
@@ -223,6 +236,17 @@ class Planner:
             inner[t.name] = _constant_node(t.name, t)
             self.arrays[t.name] = onnx.to_array(t)
         return self.block(graph.node, inner, needed, f"the body of {what}")
+
+
+def _empty(vi: onnx.ValueInfoProto) -> np.ndarray | None:
+    """A loop's scan output after no iterations, from the body's declaration: ``(0, *shape)`` of its type
+    where both are declared, else None."""
+    tt = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    dtype = onnx.plain_dtype(tt.elem_type) if tt.elem_type else None
+    if dtype is None or not tt.HasField("shape") or None in dims:
+        return None
+    return np.zeros((0, *dims), dtype)
 
 
 def _renamed(node: onnx.NodeProto, name: str) -> onnx.NodeProto:

@@ -88,10 +88,11 @@ def _flag(x: np.ndarray, what: str) -> bool:
     return bool(a.reshape(-1)[0])
 
 
-def _stack(parts: list[np.ndarray], axis: int, what: str) -> np.ndarray:
-    """Per-iteration scan outputs stacked along ``axis`` (the shapes must agree, as onnxruntime requires)."""
+def _stack(parts: list[np.ndarray], axis: int, what: str, empty: np.ndarray | None = None) -> np.ndarray:
+    """Per-iteration scan outputs stacked along ``axis`` (the shapes must agree, as onnxruntime requires);
+    ``empty`` (or a float32 ``(0,)``) when there were no iterations."""
     if not parts:
-        return np.zeros((0,), np.float32)
+        return np.zeros((0,), np.float32) if empty is None else empty.copy()
     if any(p.shape != parts[0].shape for p in parts):
         raise ModelError(f"{what}: a scan output changes shape between iterations "
                          f"({parts[0].shape} and then {next(p.shape for p in parts if p.shape != parts[0].shape)})")
@@ -119,6 +120,8 @@ class LoopStep:
     outputs: list[str]
     body: Block
     fixed: frozenset[int] = frozenset()
+    #: each scan output after no iterations: ``(0, *declared shape)`` of its declared type, as onnxruntime
+    empty: list[np.ndarray | None] = field(default_factory=list)
     what: str = "Loop"
 
     def run(self, env: Env) -> None:
@@ -141,7 +144,8 @@ class LoopStep:
                 acc.append(scope[n])
             i += 1
         results = [env[self.initial[k]] if k in self.fixed else v for k, v in enumerate(carried)]
-        results += [_stack(acc, 0, self.what) for acc in scans]
+        empty = self.empty or [None] * len(scans)
+        results += [_stack(acc, 0, self.what, e) for acc, e in zip(scans, empty)]
         for n, v in zip(self.outputs, results):
             if n:
                 env[n] = v
@@ -182,7 +186,7 @@ class ScanStep:
             scope = dict(env)
             scope.update(zip(self.state_in, state))
             for n, x, a, rev in zip(self.slice_in, xs, axes, self.in_reverse):
-                scope[n] = np.ascontiguousarray(np.take(x, steps - 1 - t if rev else t, axis=a))
+                scope[n] = np.take(x, steps - 1 - t if rev else t, axis=a)  # a contiguous copy (0-d stays 0-d)
             self.body.run(scope)
             state = [scope[n] for n in self.state_out]
             for acc, n in zip(scans, self.scan_out):
@@ -230,7 +234,10 @@ class ControlRun:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         env: Env = {**self.constants, **feeds}
-        self.block.run(env)
+        try:
+            self.block.run(env)
+        except KeyError as e:  # a body reading a name no scope around it gives
+            raise ModelError(f"the value {e} is read by a loop body or branch but produced nowhere") from None
         return [np.array(env[n], copy=True) if n in feeds or n in self.constants else env[n]
                 for n in self.outputs]
 
