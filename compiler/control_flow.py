@@ -28,6 +28,7 @@ from cnnjit.runtime.control import Block, ControlRun, IfStep, LoopStep, Runner, 
 from .frontend import onnx_proto as onnx
 from .frontend.import_control import every_node, subgraphs
 from .frontend.loader import opset_version
+from .frontend.onnx_import import CONST_OPERANDS
 
 #: ops cut out of the graph as steps (``If`` only when a branch holds one of these)
 LOOP_OPS = ("Loop", "Scan")
@@ -109,8 +110,10 @@ class Planner:
         return ControlRun(block, self.arrays, [o.name for o in g.output])
 
     def block(self, nodes: Iterable[onnx.NodeProto], consts: dict[str, onnx.NodeProto], needed: list[str],
-              what: str) -> Block:
-        """The steps computing ``needed`` from ``nodes`` (in order), constants ``consts`` and an environment."""
+              what: str, body: bool = False) -> Block:
+        """The steps computing ``needed`` from ``nodes`` (in order), constants ``consts`` and an environment;
+        in a loop ``body``, nodes whose constant operands change every iteration run on their own (see
+        ``by_value_runs``)."""
         consts = dict(consts)
         groups: list[list[onnx.NodeProto] | onnx.NodeProto] = []
         for n in nodes:
@@ -124,9 +127,15 @@ class Planner:
                 groups[-1].append(n)
             else:
                 groups.append([n])
+        if body:
+            groups = [part for g in groups for part in (by_value_runs(g, consts) if isinstance(g, list) else [g])]
         want = set(needed)
         steps: list[Step] = []
         for group in reversed(groups):
+            if isinstance(group, tuple):  # nodes whose constant operands change every iteration
+                group, host = list(group), True
+            else:
+                host = False
             if isinstance(group, list):
                 produced = [o for n in group for o in n.output if o]
                 read = [r for n in group for r in sorted(reads(n))]
@@ -135,7 +144,7 @@ class Planner:
                 if outs:
                     ins = list(dict.fromkeys(r for r in read if r not in inside and r not in consts))
                     used = [consts[r] for r in dict.fromkeys(read) if r in consts and r not in inside]
-                    steps.append(self.segment(group, ins, outs, used, what))
+                    steps.append(self.segment(group, ins, outs, used, what, host))
                     want = (want - inside) | set(ins)
             else:
                 steps.append(self.control(group, consts))
@@ -143,10 +152,13 @@ class Planner:
         return Block(steps[::-1])
 
     def segment(self, nodes: list[onnx.NodeProto], ins: list[str], outs: list[str],
-                consts: list[onnx.NodeProto], what: str) -> Segment:
-        """A run of ordinary nodes as a model of its own, compiled per tuple of input signatures."""
+                consts: list[onnx.NodeProto], what: str, host: bool = False) -> Segment:
+        """A run of ordinary nodes as a model of its own, compiled per tuple of input signatures; ``host``:
+        evaluated by onnx's reference evaluator instead (index arithmetic whose values change every
+        iteration: compiling it would specialise it once per iteration)."""
         self.count += 1
-        label = f"segment {self.count} of {what} ({len(nodes)} nodes)"
+        label = f"segment {self.count} of {what} ({len(nodes)} nodes{', evaluated in numpy' if host else ''})"
+        compile_sub = _reference if host else self.compile_sub
         base = self.model
 
         def build(key: tuple[tuple[str, tuple[int, ...]], ...]) -> Runner:
@@ -167,7 +179,7 @@ class Planner:
                     vi.type.tensor_type.shape.dim.add().dim_value = d
             for name in outs:
                 g.output.add().name = name
-            return self.compile_sub(m)
+            return compile_sub(m)
 
         return Segment(ins, outs, build, label)
 
@@ -235,7 +247,44 @@ class Planner:
         for t in graph.initializer:
             inner[t.name] = _constant_node(t.name, t)
             self.arrays[t.name] = onnx.to_array(t)
-        return self.block(graph.node, inner, needed, f"the body of {what}")
+        return self.block(graph.node, inner, needed, f"the body of {what}", body=True)
+
+
+def by_value_runs(nodes: list[onnx.NodeProto], consts: dict[str, Any]) -> list[list | tuple]:
+    """``nodes`` (a run of a loop body) cut so that the nodes with a constant operand (a ``Slice`` start, a
+    ``Range`` bound) computed from the iteration's values form runs of their own, as tuples: compiled, such a
+    run would be specialised on those values once per iteration (a decoder writing row ``i`` of its output);
+    the rest (lists) compile once per shape. Each node goes to the earliest run of its kind after the runs
+    of its inputs, so the runs stay in dependency order."""
+    varying: set[str] = set()  # values that change between iterations (not through Shape / Size)
+    rank: dict[str, int] = {}
+    ranked: list[tuple[int, onnx.NodeProto]] = []
+    for n in nodes:
+        ins = [i for i in n.input if i]
+        pinned = any(n.input[k] in varying or n.input[k] not in consts and n.input[k] not in rank
+                     for k in CONST_OPERANDS.get(n.op_type, ()) if k < len(n.input) and n.input[k])
+        r = max((rank.get(i, 0) for i in ins), default=0)
+        r += (r % 2 == 0) if pinned else r % 2  # odd ranks: by-value runs
+        for o in n.output:
+            rank[o] = r
+        if n.op_type not in ("Shape", "Size") and any(i not in consts for i in reads(n)):
+            varying |= set(n.output)
+        ranked.append((r, n))
+    if not any(r % 2 for r, _ in ranked):
+        return [nodes]
+    runs: list[list | tuple] = []
+    for r in sorted({r for r, _ in ranked}):
+        run = [n for q, n in ranked if q == r]
+        runs.append(tuple(run) if r % 2 else run)
+    return runs
+
+
+def _reference(model: onnx.ModelProto) -> Runner:
+    """A runner evaluating ``model`` with onnx's reference evaluator (numpy)."""
+    from onnx.reference import ReferenceEvaluator
+
+    ev = ReferenceEvaluator(model)
+    return lambda feeds: ev.run(None, dict(feeds))
 
 
 def _empty(vi: onnx.ValueInfoProto) -> np.ndarray | None:

@@ -276,3 +276,37 @@ def test_slanet_table() -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 488, 488)).astype(np.float32)
     got = cnnjit.compile(SLANET, threads=1)(x)
     assert_outputs_match(got, ort_session(SLANET).run(None, {"x": x}), 1e-3, 1e-4, "slanet_table")
+
+
+def test_row_writes_are_not_specialised_per_iteration() -> None:
+    """A decoder writing step ``i``'s row into a carried buffer (``Slice(buf, i, i + 1)``, ``ScatterElements``
+    at indices from ``Range(i, i + 1)``, as slanet_table does): the index arithmetic runs in numpy, the rest
+    compiles once for all iterations (not once per value of ``i``)."""
+    c = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in
+         (("one", [1]), ("ax1", [1]), ("one_s", 1), ("shape_r", [1, 1, 1]), ("rep", [1, 1, 4]))]
+    body = helper.make_graph([
+        helper.make_node("Add", ["i1", "one"], ["e"]),
+        helper.make_node("Slice", ["buf", "i1", "e", "ax1"], ["row"]),                       # [1, 1, 4]
+        helper.make_node("Tanh", ["row"], ["row2"]), helper.make_node("Add", ["row2", "h"], ["upd"]),
+        helper.make_node("Squeeze", ["i1"], ["i0"]), helper.make_node("Squeeze", ["e"], ["e0"]),
+        helper.make_node("Range", ["i0", "e0", "one_s"], ["r"]),
+        helper.make_node("Reshape", ["r", "shape_r"], ["r3"]), helper.make_node("Tile", ["r3", "rep"], ["idx"]),
+        helper.make_node("ScatterElements", ["buf", "idx", "upd"], ["buf2"], axis=1),
+        helper.make_node("Sigmoid", ["h"], ["h2"]),
+        helper.make_node("Identity", ["cond"], ["go"]), helper.make_node("Identity", ["e"], ["i2"])],
+        "body", [_vi("i", I64, []), _vi("cond", B, []), _vi("i1", I64, [1]), _vi("h", F, [1, 1, 4]),
+                 _vi("buf", F, [1, 5, 4])],
+        [_vi("go", B, []), _vi("i2", I64, [1]), _vi("h2", F, [1, 1, 4]), _vi("buf2", F, [1, 5, 4])], c)
+    model = _model([helper.make_node("Loop", ["n", "", "i_0", "h0", "b0"], ["i_n", "h_n", "b_n"], body=body)],
+                   [_vi("n", I64, []), _vi("i_0", I64, [1]), _vi("h0", F, [1, 1, 4]), _vi("b0", F, [1, 5, 4])],
+                   [_vi("i_n", I64, None), _vi("h_n", F, None), _vi("b_n", F, None)])
+    rng = np.random.default_rng(3)
+    compiled = _check(model, {"n": np.array(5, np.int64), "i_0": np.array([0], np.int64),
+                              "h0": rng.standard_normal((1, 1, 4)).astype(np.float32),
+                              "b0": rng.standard_normal((1, 5, 4)).astype(np.float32)})
+    segs = compiled._last.block.steps[0].body.steps
+    assert any("numpy" in s.what for s in segs), [s.what for s in segs]
+    for s in segs:
+        (runner,) = s._compiled.values()
+        if "numpy" not in s.what:
+            assert len(runner.__closure__[0].cell_contents._specs) == 1, f"{s.what}: compiled per iteration"
