@@ -17,7 +17,7 @@ threads through its loop) becomes a constant of the body too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -279,8 +279,68 @@ def by_value_runs(nodes: list[onnx.NodeProto], consts: dict[str, Any]) -> list[l
     return runs
 
 
+def _axes(node: onnx.NodeProto, args: list) -> list[int]:
+    """Squeeze / Unsqueeze axes: the second input (opset 13+) or the ``axes`` attribute."""
+    if len(args) > 1 and args[1] is not None:
+        return [int(a) for a in np.asarray(args[1]).reshape(-1)]
+    return [int(a) for a in next((list(a.ints) for a in node.attribute if a.name == "axes"), [])]
+
+
+def _slice(node: onnx.NodeProto, args: list) -> np.ndarray:
+    x, starts, ends = args[0], *(np.asarray(a).reshape(-1) for a in args[1:3])
+    axes = np.asarray(args[3]).reshape(-1) if len(args) > 3 and args[3] is not None else range(len(starts))
+    steps = np.asarray(args[4]).reshape(-1) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * x.ndim
+    for a, b, e, st in zip(axes, starts, ends, steps):
+        index[int(a)] = slice(int(b), int(e), int(st))  # Python's clamping is ONNX's
+    return x[tuple(index)].copy()
+
+
+def _reshape(node: onnx.NodeProto, args: list) -> np.ndarray:
+    x, shape = args[0], [int(d) for d in np.asarray(args[1]).reshape(-1)]
+    keep_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
+    return x.reshape([x.shape[k] if d == 0 and not keep_zero else d for k, d in enumerate(shape)]).copy()
+
+
+def _unsqueeze(node: onnx.NodeProto, args: list) -> np.ndarray:
+    rank = args[0].ndim + len(_axes(node, args))
+    return np.expand_dims(args[0], tuple(sorted(a % rank for a in _axes(node, args)))).copy()
+
+
+def _constant_of_shape(node: onnx.NodeProto, args: list) -> np.ndarray:
+    value = next((onnx.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
+    return np.full([int(d) for d in np.asarray(args[0]).reshape(-1)], value.reshape(-1)[0], value.dtype)
+
+
+#: the index and shape ops a by-value run holds, evaluated with numpy (their ONNX semantics; any other op
+#: sends the run to onnx's reference evaluator, ~150 us a call)
+NUMPY_OPS: dict[str, Callable[[onnx.NodeProto, list], np.ndarray]] = {
+    "Slice": _slice,
+    "Range": lambda n, a: np.arange(a[0], a[1], a[2], dtype=np.asarray(a[0]).dtype),
+    "Squeeze": lambda n, a: (np.squeeze(a[0], tuple(_axes(n, a))) if _axes(n, a) else np.squeeze(a[0])).copy(),
+    "Unsqueeze": _unsqueeze,
+    "Reshape": _reshape,
+    "Expand": lambda n, a: np.broadcast_to(a[0], np.broadcast_shapes(a[0].shape, tuple(
+        int(d) for d in np.asarray(a[1]).reshape(-1)))).copy(),
+    "Tile": lambda n, a: np.tile(a[0], [int(r) for r in np.asarray(a[1]).reshape(-1)]),
+    "ConstantOfShape": _constant_of_shape,
+}
+
+
 def _reference(model: onnx.ModelProto) -> Runner:
-    """A runner evaluating ``model`` with onnx's reference evaluator (numpy)."""
+    """A runner evaluating ``model`` in numpy: ``NUMPY_OPS`` where they cover its nodes, else onnx's
+    reference evaluator."""
+    g = model.graph
+    consts = {n.output[0]: v for n in g.node if n.op_type == "Constant" and (v := _constant_value(n)) is not None}
+    nodes = [n for n in g.node if n.output[0] not in consts]
+    outs = [o.name for o in g.output]
+    if all(n.op_type in NUMPY_OPS and _standard(n) and len(n.output) == 1 for n in nodes):
+        def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+            env = {**consts, **feeds}
+            for n in nodes:
+                env[n.output[0]] = NUMPY_OPS[n.op_type](n, [env[i] if i else None for i in n.input])
+            return [env[o] for o in outs]
+        return run
     from onnx.reference import ReferenceEvaluator
 
     ev = ReferenceEvaluator(model)

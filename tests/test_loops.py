@@ -310,3 +310,50 @@ def test_row_writes_are_not_specialised_per_iteration() -> None:
         (runner,) = s._compiled.values()
         if "numpy" not in s.what:
             assert len(runner.__closure__[0].cell_contents._specs) == 1, f"{s.what}: compiled per iteration"
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_numpy_index_ops_match_the_reference(data) -> None:
+    """The by-value runs' numpy ops (``control_flow.NUMPY_OPS``) against onnx's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    from cnnjit.compiler.control_flow import _reference
+
+    shape = data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    x = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    op = data.draw(st.sampled_from(["Slice", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Tile", "Range"]))
+    ints = st.integers(-6, 6)
+    if op == "Slice":
+        axes = data.draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=len(shape),
+                                  unique_by=lambda a: a % len(shape)))
+        args = [np.array(data.draw(st.lists(ints, min_size=len(axes), max_size=len(axes))), np.int64)
+                for _ in range(2)]
+        steps = data.draw(st.lists(st.sampled_from([-2, -1, 1, 2]), min_size=len(axes), max_size=len(axes)))
+        args += [np.array(axes, np.int64), np.array(steps, np.int64)]
+    elif op == "Reshape":
+        keep = data.draw(st.integers(0, len(shape)))
+        args = [np.array([0] * keep + [-1], np.int64)]
+    elif op == "Unsqueeze":
+        args = [np.array([data.draw(st.integers(-len(shape) - 1, len(shape)))], np.int64)]
+    elif op == "Squeeze":
+        x = x.reshape([1, *shape])
+        args = [np.array([data.draw(st.sampled_from([0, -x.ndim]))], np.int64)]
+    elif op == "Expand":
+        args = [np.array([data.draw(st.integers(1, 3)), *[data.draw(st.sampled_from([1, d])) for d in shape]],
+                         np.int64)]
+    elif op == "Tile":
+        args = [np.array(data.draw(st.lists(st.integers(1, 3), min_size=len(shape), max_size=len(shape))),
+                         np.int64)]
+    else:
+        x = np.array(data.draw(ints), np.int64)
+        args = [np.array(data.draw(ints), np.int64), np.array(data.draw(st.sampled_from([-2, -1, 1, 3])), np.int64)]
+    names = [f"a{k}" for k in range(len(args))]
+    model = _model([helper.make_node(op, ["x", *names], ["y"])],
+                   [helper.make_tensor_value_info("x", helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))]
+                   + [_vi(n, I64, list(a.shape)) for n, a in zip(names, args)], [_vi("y", TensorProto.UNDEFINED)])
+    feeds = {"x": x, **dict(zip(names, args))}
+    (got,) = _reference(model)(feeds)
+    (want,) = ReferenceEvaluator(model).run(None, feeds)
+    assert got.dtype == want.dtype and got.shape == want.shape, (op, got.shape, want.shape)
+    np.testing.assert_array_equal(got, want)
