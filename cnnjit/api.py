@@ -19,7 +19,6 @@ if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full co
     from cnnjit.compiler import control_flow, stages
     from cnnjit.compiler.codegen.kernel import VARIANTS
     from cnnjit.compiler.codegen.simd import WIDTHS
-    from cnnjit.compiler.control_flow import has_loops
     from cnnjit.compiler.frontend.loader import input_specs, load_model
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
     from cnnjit.compiler.stages import CompileOptions
@@ -42,7 +41,6 @@ def _load_compiler() -> None:
     from cnnjit.compiler import control_flow, stages  # noqa: F401
     from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
     from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
-    from cnnjit.compiler.control_flow import has_loops  # noqa: F401
     from cnnjit.compiler.frontend.loader import input_specs, load_model  # noqa: F401
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs  # noqa: F401
     from cnnjit.compiler.stages import CompileOptions  # noqa: F401
@@ -169,7 +167,7 @@ def compile(  # noqa: A001 - the public name users expect
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
     proto = load_model(model)
-    loops = has_loops(proto.graph)
+    loops = control_flow.has_loops(proto.graph)
     check_supported(proto, loops)
     specs = input_specs(proto)
     by_value = set() if loops else value_inputs(proto)  # a model in steps: each segment decides its own
@@ -196,15 +194,19 @@ def compile(  # noqa: A001 - the public name users expect
     if not proto.graph.output:
         raise ModelError("the model declares no graph outputs")
     name = proto.graph.name or "model"
-    if loops:  # segments and loop bodies compiled by this function with these options, per shape
-        sub = {"fuse": fuse, "passes": passes, "disable": disable, "verify": verify,
-               "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-               "sparse_threshold": sparse_threshold, "threads": threads_given, "variants": variants,
-               "vector_width": vector_width, "precision": precision}
-        steps = control_flow.plan(proto, lambda m: control_flow.runner(compile(m, **sub)))
-
-        def specialize(shapes: dict[str, tuple[int, ...]], values: dict) -> Specialization:  # noqa: F811
-            return steps
+    # how this compile was asked for: pickling re-compiles from the model bytes and these options (kernels
+    # from the on-disk cache); a model with loops compiles its segments and bodies with them, per shape
+    asked = {"input_shapes": None if input_shapes is None
+             else {k: [int(d) for d in v] for k, v in input_shapes.items()},
+             "fuse": fuse, "passes": None if passes is None else list(passes),
+             "disable": None if disable is None else list(disable), "verify": verify,
+             "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
+             "sparse_threshold": sparse_threshold, "threads": threads_given,
+             "variants": None if variants is None else dict(variants), "vector_width": vector_width,
+             "precision": precision}
+    if loops:
+        steps = control_flow.plan(proto, lambda m: control_flow.runner(compile(m, **{**asked, "input_shapes": None})))
+        specialize = lambda shapes, values: steps  # noqa: E731 - one plan for every shape: segments specialise
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
                        {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry, "threads": threads})
     if input_shapes is not None:
@@ -224,15 +226,7 @@ def compile(  # noqa: A001 - the public name users expect
             cm.specialization(shapes)
     elif all(s.static and not s.by_value for s in sigs):
         cm.specialization({s.name: tuple(s.dims) for s in sigs})  # static shapes: compile now
-    # pickling re-compiles from the model bytes and these options (kernels come from the on-disk cache)
-    cm.set_origin(_rebuild, proto.SerializeToString, {
-        "input_shapes": None if input_shapes is None else {k: [int(d) for d in v] for k, v in input_shapes.items()},
-        "fuse": fuse, "passes": None if passes is None else list(passes),
-        "disable": None if disable is None else list(disable), "verify": verify,
-        "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-        "sparse_threshold": sparse_threshold, "threads": threads_given,
-        "variants": None if variants is None else dict(variants), "vector_width": vector_width,
-        "precision": precision})
+    cm.set_origin(_rebuild, proto.SerializeToString, asked)
     return cm
 
 

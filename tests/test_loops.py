@@ -11,6 +11,7 @@ once.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,8 @@ def test_decoder_loop() -> None:
     body = [s for s in loop.body.steps if isinstance(s, control.Segment)]
     assert len(body) == 1 and len(body[0]._compiled) == 1, "one body shape: compiled once"
     assert "enc" in body[0].inputs, "the implicit input reaches the body"
+    again = pickle.loads(pickle.dumps(compiled))  # re-compiled from the model bytes: the same steps
+    np.testing.assert_array_equal(again.run(None, feeds)[2], compiled.run(None, feeds)[2])
 
 
 # -- generated loops against onnxruntime -------------------------------------------------------------------
