@@ -238,8 +238,10 @@ class ControlRun:
             self.block.run(env)
         except KeyError as e:  # a body reading a name no scope around it gives
             raise ModelError(f"the value {e} is read by a loop body or branch but produced nowhere") from None
-        return [np.array(env[n], copy=True) if n in feeds or n in self.constants else env[n]
-                for n in self.outputs]
+        given = {id(a) for a in feeds.values()} | {id(a) for a in self.constants.values()}
+        # fresh arrays, as every cnnjit model returns: a value passed through (a graph input, a constant, a
+        # loop that ran no iteration) is copied
+        return [np.array(env[n], copy=True) if id(env[n]) in given else env[n] for n in self.outputs]
 
     def __getattr__(self, name: str) -> Any:
         if name in ("graph", "program"):

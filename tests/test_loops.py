@@ -360,3 +360,33 @@ def test_numpy_index_ops_match_the_reference(data) -> None:
     (want,) = ReferenceEvaluator(model).run(None, feeds)
     assert got.dtype == want.dtype and got.shape == want.shape, (op, got.shape, want.shape)
     np.testing.assert_array_equal(got, want)
+
+
+def test_nested_loops_and_pass_through_outputs() -> None:
+    """A Loop in a Loop's body whose body reads the outer body's value (an implicit input two scopes out),
+    a Scan beside it, and an output that is a graph input passed through (returned as a fresh array)."""
+    inner = helper.make_graph([helper.make_node("Add", ["w", "u"], ["w2"]),
+                               helper.make_node("Identity", ["c2"], ["g2"])],
+                              "inner", [_vi("j", I64, []), _vi("c2", B, []), _vi("w", F, [3])],
+                              [_vi("g2", B, []), _vi("w2", F, [3])])
+    scan_body = helper.make_graph([helper.make_node("Mul", ["s", "sl"], ["s2"]),
+                                   helper.make_node("Identity", ["s2"], ["so"])],
+                                  "sb", [_vi("s", F, []), _vi("sl", F, [])], [_vi("s2", F, []), _vi("so", F, [])])
+    outer = helper.make_graph([
+        helper.make_node("Tanh", ["v"], ["u"]),
+        helper.make_node("Loop", ["two", "", "v"], ["v2"], body=inner),
+        helper.make_node("Scan", ["one_f", "v2"], ["prod", "prods"], body=scan_body, num_scan_inputs=1),
+        helper.make_node("Identity", ["c"], ["g"])],
+        "outer", [_vi("i", I64, []), _vi("c", B, []), _vi("v", F, [3])],
+        [_vi("g", B, []), _vi("v2", F, [3]), _vi("prod", F, [])])
+    model = _model([helper.make_node("Loop", ["n", "", "x"], ["y", "p"], body=outer),
+                    helper.make_node("Identity", ["x"], ["x_out"])],
+                   [_vi("n", I64, []), _vi("x", F, [3])],
+                   [_vi("y", F, None), _vi("p", F, None), _vi("x_out", F, None)],
+                   [numpy_helper.from_array(np.array(2, np.int64), "two"),
+                    numpy_helper.from_array(np.array(1, np.float32), "one_f")])
+    x = np.array([0.5, -1, 2], np.float32)
+    compiled = _check(model, {"n": np.array(3, np.int64), "x": x})
+    y, p, x_out = compiled.run(None, {"n": np.array(0, np.int64), "x": x})
+    np.testing.assert_array_equal(y, x)
+    assert y is not x and x_out is not x and p.shape == (0,)
