@@ -243,11 +243,20 @@ class ControlRun:
         # loop that ran no iteration) is copied
         return [np.array(env[n], copy=True) if id(env[n]) in given else env[n] for n in self.outputs]
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("graph", "program"):
-            raise InputError("a model with control flow (Loop/Scan) is several compiled programs, one per "
-                             "segment and loop body: it has no single IR or source to show")
-        raise AttributeError(name)
+    #: compile stage times: none here, the segments compile on the first call
+    timings: dict[str, float] = {}
+
+    @property
+    def graph(self) -> Any:
+        raise InputError(_SEVERAL)
+
+    @property
+    def program(self) -> Any:
+        raise InputError(_SEVERAL)
+
+
+_SEVERAL = ("a model with control flow (Loop/Scan) is several compiled programs, one per segment and loop body "
+            "(compiled at the first call): it has no single IR or source to show")
 
 
 __all__ = ["Block", "ControlRun", "IfStep", "LoopStep", "MAX_SHAPES", "ScanStep", "Segment"]

@@ -390,3 +390,20 @@ def test_nested_loops_and_pass_through_outputs() -> None:
     y, p, x_out = compiled.run(None, {"n": np.array(0, np.int64), "x": x})
     np.testing.assert_array_equal(y, x)
     assert y is not x and x_out is not x and p.shape == (0,)
+
+
+def test_cli_runs_a_loop_model(tmp_path: Path) -> None:
+    """``cnnjit run`` on a model with a Loop: outputs and times (its segments compile in the first call)."""
+    import shutil
+    import subprocess
+    import sys
+
+    path = tmp_path / "decoder.onnx"
+    onnx.save(decoder_model(), str(path))
+    np.save(tmp_path / "enc.npy", np.random.default_rng(1).standard_normal((T, H)).astype(np.float32))
+    np.save(tmp_path / "n.npy", np.array(5, np.int64))
+    exe = shutil.which("cnnjit") or str(Path(sys.executable).parent / "cnnjit")
+    r = subprocess.run([exe, "run", str(path), "--input", f"enc_in={tmp_path / 'enc.npy'}",
+                        "--input", f"max_steps={tmp_path / 'n.npy'}"], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert "output 'probs'" in r.stdout and "compiled in the first call" in r.stdout
