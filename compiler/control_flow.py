@@ -218,9 +218,22 @@ class Planner:
             for k in fixed:
                 inner[carried_in[k]] = _renamed(consts[initial[k]], carried_in[k])
                 self.arrays[carried_in[k]] = self.arrays[initial[k]]
+            for t in body.initializer:
+                inner[t.name] = _constant_node(t.name, t)
+                self.arrays[t.name] = onnx.to_array(t)
+            producers = {o: nd for nd in body.node for o in nd.output}
+            steady = [k for k in range(n) if k not in fixed
+                      and _same_value(carried_out[k], carried_in[k], producers, self.arrays)]
+            hoisted, rest = _invariant_nodes(body, {carried_in[k] for k in steady} | set(inner), self.arrays)
+            label = f"the body of {what}"
+            pre = None
+            if hoisted:
+                later = {r for nd in rest for r in reads(nd)} | set(b_out)
+                pre = self.block(hoisted, inner, [o for nd in hoisted for o in nd.output if o in later],
+                                 f"the loop-invariant part of {what}", body=True)
             return LoopStep(ins[0], ins[1], initial, b_in[0], b_in[1], carried_in, b_out[0], carried_out,
-                            b_out[1 + n:], list(node.output), self.body(body, inner, b_out, what),
-                            frozenset(fixed), [_empty(vi) for vi in body.output[1 + n:]], what)
+                            b_out[1 + n:], list(node.output), self.block(rest, inner, b_out, label, body=True),
+                            frozenset(fixed), [_empty(vi) for vi in body.output[1 + n:]], what, pre, steady)
         if opset_version(self.model) < 9:
             raise UnsupportedOpError([("Scan", node.name, opset_version(self.model),
                                        "opset 8's Scan (batched, with sequence_lens) is not supported")])
@@ -345,6 +358,59 @@ def _reference(model: onnx.ModelProto) -> Runner:
 
     ev = ReferenceEvaluator(model)
     return lambda feeds: ev.run(None, dict(feeds))
+
+
+#: ops that give their first input's value back when their other operand is this constant (an exporter's
+#: no-op around a loop-carried value: PaddlePaddle's ``Squeeze(Add(Unsqueeze(x), 0))``)
+_NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1}
+
+
+def _same_value(out: str, src: str, producers: dict[str, onnx.NodeProto], arrays: dict[str, np.ndarray]) -> bool:
+    """Whether body value ``out`` is body input ``src`` through no-ops only (``Identity``, ``+ 0``, ``* 1``,
+    ``Squeeze`` of an ``Unsqueeze`` on the same axes): a carried value that never changes."""
+    for _ in range(16):
+        if out == src:
+            return True
+        node = producers.get(out)
+        if node is None or not _standard(node):
+            return False
+        ins = list(node.input)
+        if node.op_type == "Identity":
+            out = ins[0]
+        elif node.op_type in _NEUTRAL and len(ins) == 2 and ins[1] in arrays and arrays[ins[1]].size == 1 \
+                and arrays[ins[1]].reshape(-1)[0] == _NEUTRAL[node.op_type]:
+            out = ins[0]
+        elif node.op_type == "Squeeze" and len(ins) == 2 and ins[1] in arrays:
+            inner = producers.get(ins[0])
+            if inner is None or inner.op_type != "Unsqueeze" or len(inner.input) != 2 or inner.input[1] not in arrays \
+                    or list(arrays[inner.input[1]].reshape(-1)) != list(arrays[ins[1]].reshape(-1)):
+                return False
+            out = inner.input[0]
+        else:
+            return False
+    return False
+
+
+def _invariant_nodes(body: onnx.GraphProto, known: set[str], arrays: dict[str, np.ndarray]
+                     ) -> tuple[list[onnx.NodeProto], list[onnx.NodeProto]]:
+    """A loop body's nodes split into those computed from loop-invariant values only (``known``: constants and
+    carried values that never change; the outer scope's values), which run once before the first iteration,
+    and the rest (``Constant`` nodes go to both)."""
+    known = known | free_names(body)
+    hoisted, rest = [], []
+    for nd in body.node:
+        if nd.op_type == "Constant" and _standard(nd) and _constant_value(nd) is not None:
+            hoisted.append(nd)
+            rest.append(nd)
+            known |= set(nd.output)
+        elif not subgraphs(nd) and _standard(nd) and (r := reads(nd)) and r <= known:
+            hoisted.append(nd)
+            known |= set(nd.output)
+        else:
+            rest.append(nd)
+    if all(nd.op_type == "Constant" for nd in hoisted):
+        return [], list(body.node)
+    return hoisted, rest
 
 
 def _empty(vi: onnx.ValueInfoProto) -> np.ndarray | None:

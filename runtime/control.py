@@ -123,6 +123,10 @@ class LoopStep:
     #: each scan output after no iterations: ``(0, *declared shape)`` of its declared type, as onnxruntime
     empty: list[np.ndarray | None] = field(default_factory=list)
     what: str = "Loop"
+    #: the body's loop-invariant nodes, run once before the first iteration with the ``steady`` carried
+    #: values (those the body passes through unchanged) bound to their initial values
+    hoisted: Block | None = None
+    steady: list[int] = field(default_factory=list)
 
     def run(self, env: Env) -> None:
         trip = int(np.asarray(env[self.trip]).reshape(-1)[0]) if self.trip else None
@@ -130,8 +134,13 @@ class LoopStep:
         carried = [None if k in self.fixed else env[n] for k, n in enumerate(self.initial)]
         scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
         i = 0
+        base = env
         while go and (trip is None or i < trip):
-            scope = dict(env)
+            if i == 0 and self.hoisted is not None:
+                base = dict(env)
+                base.update((self.carried_in[k], carried[k]) for k in self.steady)
+                self.hoisted.run(base)
+            scope = dict(base)
             scope[self.iter_name] = np.array(i, np.int64)
             scope[self.cond_name] = np.array(go, np.bool_)
             for k, (n, v) in enumerate(zip(self.carried_in, carried)):

@@ -140,6 +140,7 @@ def test_decoder_loop() -> None:
     body = [s for s in loop.body.steps if isinstance(s, control.Segment)]
     assert len(body) == 1 and len(body[0]._compiled) == 1, "one body shape: compiled once"
     assert "enc" in body[0].inputs, "the implicit input reaches the body"
+    assert loop.hoisted is not None and "encT" in loop.hoisted.steps[0].outputs, "Transpose(enc) runs once"
     again = pickle.loads(pickle.dumps(compiled))  # re-compiled from the model bytes: the same steps
     np.testing.assert_array_equal(again.run(None, feeds)[2], compiled.run(None, feeds)[2])
 
@@ -407,3 +408,26 @@ def test_cli_runs_a_loop_model(tmp_path: Path) -> None:
                         "--input", f"max_steps={tmp_path / 'n.npy'}"], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr
     assert "output 'probs'" in r.stdout and "compiled in the first call" in r.stdout
+
+
+def test_invariant_work_runs_once() -> None:
+    """A carried value the body passes on through no-ops (``Squeeze(Add(Unsqueeze(f), 0))``, as PaddlePaddle
+    writes it) is loop-invariant: the projection computed from it alone runs before the first iteration."""
+    c = [numpy_helper.from_array(np.array([0], np.int64), "ax0"), numpy_helper.from_array(np.float32(0), "zero"),
+         numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")]
+    body = helper.make_graph([
+        helper.make_node("MatMul", ["f", "w"], ["proj"]),                 # invariant: hoisted
+        helper.make_node("Add", ["proj", "h"], ["s"]), helper.make_node("Tanh", ["s"], ["h2"]),
+        helper.make_node("Unsqueeze", ["f", "ax0"], ["fu"]), helper.make_node("Add", ["fu", "zero"], ["fa"]),
+        helper.make_node("Squeeze", ["fa", "ax0"], ["f2"]), helper.make_node("Identity", ["cond"], ["go"])],
+        "body", [_vi("i", I64, []), _vi("cond", B, []), _vi("h", F, [3, 4]), _vi("f", F, [3, 4])],
+        [_vi("go", B, []), _vi("h2", F, [3, 4]), _vi("f2", F, [3, 4])], c)
+    model = _model([helper.make_node("Loop", ["n", "", "h0", "x"], ["h_n", "f_n"], body=body)],
+                   [_vi("n", I64, []), _vi("h0", F, [3, 4]), _vi("x", F, [3, 4])],
+                   [_vi("h_n", F, None), _vi("f_n", F, None)])
+    rng = np.random.default_rng(4)
+    compiled = _check(model, {"n": np.array(4, np.int64), "h0": rng.standard_normal((3, 4)).astype(np.float32),
+                              "x": rng.standard_normal((3, 4)).astype(np.float32)})
+    loop = compiled._last.block.steps[0]
+    assert loop.steady == [1] and loop.hoisted is not None
+    assert [s.outputs for s in loop.hoisted.steps] == [["proj"]]
