@@ -367,25 +367,24 @@ _NEUTRAL = {"Add": 0, "Sub": 0, "Mul": 1, "Div": 1}
 
 def _same_value(out: str, src: str, producers: dict[str, onnx.NodeProto], arrays: dict[str, np.ndarray]) -> bool:
     """Whether body value ``out`` is body input ``src`` through no-ops only (``Identity``, ``+ 0``, ``* 1``,
-    ``Squeeze`` of an ``Unsqueeze`` on the same axes): a carried value that never changes."""
+    a ``Squeeze`` undoing an ``Unsqueeze`` on the same axes): a carried value that never changes."""
+    squeezed: list | None = None  # the axes of a Squeeze met on the way back, until its Unsqueeze
     for _ in range(16):
         if out == src:
-            return True
+            return squeezed is None
         node = producers.get(out)
         if node is None or not _standard(node):
             return False
         ins = list(node.input)
+        axes = list(arrays[ins[1]].reshape(-1)) if len(ins) == 2 and ins[1] in arrays else None
         if node.op_type == "Identity":
             out = ins[0]
-        elif node.op_type in _NEUTRAL and len(ins) == 2 and ins[1] in arrays and arrays[ins[1]].size == 1 \
-                and arrays[ins[1]].reshape(-1)[0] == _NEUTRAL[node.op_type]:
+        elif node.op_type in _NEUTRAL and axes is not None and len(axes) == 1 and axes[0] == _NEUTRAL[node.op_type]:
             out = ins[0]
-        elif node.op_type == "Squeeze" and len(ins) == 2 and ins[1] in arrays:
-            inner = producers.get(ins[0])
-            if inner is None or inner.op_type != "Unsqueeze" or len(inner.input) != 2 or inner.input[1] not in arrays \
-                    or list(arrays[inner.input[1]].reshape(-1)) != list(arrays[ins[1]].reshape(-1)):
-                return False
-            out = inner.input[0]
+        elif node.op_type == "Squeeze" and squeezed is None and axes is not None:
+            squeezed, out = axes, ins[0]
+        elif node.op_type == "Unsqueeze" and squeezed is not None and axes == squeezed:
+            squeezed, out = None, ins[0]
         else:
             return False
     return False

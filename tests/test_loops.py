@@ -430,4 +430,4 @@ def test_invariant_work_runs_once() -> None:
                               "x": rng.standard_normal((3, 4)).astype(np.float32)})
     loop = compiled._last.block.steps[0]
     assert loop.steady == [1] and loop.hoisted is not None
-    assert [s.outputs for s in loop.hoisted.steps] == [["proj"]]
+    assert [s.outputs for s in loop.hoisted.steps] == [["proj", "f2"]]  # f2 is f: invariant too
