@@ -221,6 +221,9 @@ class Planner:
             for t in body.initializer:
                 inner[t.name] = _constant_node(t.name, t)
                 self.arrays[t.name] = onnx.to_array(t)
+            for nd in body.node:  # the body's Constant nodes, for _same_value (block() registers them too)
+                if nd.op_type == "Constant" and _standard(nd) and (v := _constant_value(nd)) is not None:
+                    self.arrays[nd.output[0]] = v
             producers = {o: nd for nd in body.node for o in nd.output}
             steady = [k for k in range(n) if k not in fixed
                       and _same_value(carried_out[k], carried_in[k], producers, self.arrays)]

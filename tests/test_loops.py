@@ -413,9 +413,10 @@ def test_cli_runs_a_loop_model(tmp_path: Path) -> None:
 def test_invariant_work_runs_once() -> None:
     """A carried value the body passes on through no-ops (``Squeeze(Add(Unsqueeze(f), 0))``, as PaddlePaddle
     writes it) is loop-invariant: the projection computed from it alone runs before the first iteration."""
-    c = [numpy_helper.from_array(np.array([0], np.int64), "ax0"), numpy_helper.from_array(np.float32(0), "zero"),
+    c = [numpy_helper.from_array(np.array([0], np.int64), "ax0"),
          numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32), "w")]
     body = helper.make_graph([
+        helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array([0], np.float32))),
         helper.make_node("MatMul", ["f", "w"], ["proj"]),                 # invariant: hoisted
         helper.make_node("Add", ["proj", "h"], ["s"]), helper.make_node("Tanh", ["s"], ["h2"]),
         helper.make_node("Unsqueeze", ["f", "ax0"], ["fu"]), helper.make_node("Add", ["fu", "zero"], ["fa"]),
