@@ -40,7 +40,8 @@ def branches(node: onnx.NodeProto) -> dict[str, onnx.GraphProto]:
 
 def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` and of its ``If`` nodes' branches (recursively), depth first: the nodes
-    cnnjit imports (``Loop`` / ``Scan`` bodies are not: those ops are refused whole)."""
+    cnnjit imports (``Loop`` / ``Scan`` bodies are not: a model with loops is cut into compiled steps around
+    them, ``compiler/control_flow.py``, whose segments hold no loops)."""
     for n in graph.node:
         yield n
         if n.op_type == "If" and n.domain in ("", "ai.onnx"):
