@@ -16,7 +16,7 @@ from cnnjit.runtime.model import CompiledModel, InputSignature, Specialization
 if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full compile
     import onnx
 
-    from cnnjit.compiler import stages
+    from cnnjit.compiler import control_flow, stages
     from cnnjit.compiler.codegen.kernel import VARIANTS
     from cnnjit.compiler.codegen.simd import WIDTHS
     from cnnjit.compiler.frontend.loader import input_specs, load_model
@@ -38,7 +38,7 @@ def _load_compiler() -> None:
     ``frontend/onnx_proto.py``."""
     if "stages" in globals():
         return
-    from cnnjit.compiler import stages  # noqa: F401
+    from cnnjit.compiler import control_flow, stages  # noqa: F401
     from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
     from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
     from cnnjit.compiler.frontend.loader import input_specs, load_model  # noqa: F401
@@ -167,9 +167,10 @@ def compile(  # noqa: A001 - the public name users expect
     if hasattr(model, "to_onnx"):  # a cnnjit.quantize() result
         model = model.to_onnx()
     proto = load_model(model)
-    check_supported(proto)
+    loops = control_flow.has_loops(proto.graph)
+    check_supported(proto, loops)
     specs = input_specs(proto)
-    by_value = value_inputs(proto)
+    by_value = set() if loops else value_inputs(proto)  # a model in steps: each segment decides its own
     sigs = [InputSignature(s.name, s.dtype, s.dims, s.dim_names, s.name in by_value) for s in specs]
     options = CompileOptions(fuse=fuse, passes=None if passes is None else tuple(passes),
                              disable=None if disable is None else tuple(disable), verify=verify,
@@ -193,6 +194,19 @@ def compile(  # noqa: A001 - the public name users expect
     if not proto.graph.output:
         raise ModelError("the model declares no graph outputs")
     name = proto.graph.name or "model"
+    # how this compile was asked for: pickling re-compiles from the model bytes and these options (kernels
+    # from the on-disk cache); a model with loops compiles its segments and bodies with them, per shape
+    asked = {"input_shapes": None if input_shapes is None
+             else {k: [int(d) for d in v] for k, v in input_shapes.items()},
+             "fuse": fuse, "passes": None if passes is None else list(passes),
+             "disable": None if disable is None else list(disable), "verify": verify,
+             "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
+             "sparse_threshold": sparse_threshold, "threads": threads_given,
+             "variants": None if variants is None else dict(variants), "vector_width": vector_width,
+             "precision": precision}
+    if loops:
+        steps = control_flow.plan(proto, lambda m: control_flow.runner(compile(m, **{**asked, "input_shapes": None})))
+        specialize = lambda shapes, values: steps  # noqa: E731 - one plan for every shape: segments specialise
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
                        {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry, "threads": threads})
     if input_shapes is not None:
@@ -212,15 +226,7 @@ def compile(  # noqa: A001 - the public name users expect
             cm.specialization(shapes)
     elif all(s.static and not s.by_value for s in sigs):
         cm.specialization({s.name: tuple(s.dims) for s in sigs})  # static shapes: compile now
-    # pickling re-compiles from the model bytes and these options (kernels come from the on-disk cache)
-    cm.set_origin(_rebuild, proto.SerializeToString, {
-        "input_shapes": None if input_shapes is None else {k: [int(d) for d in v] for k, v in input_shapes.items()},
-        "fuse": fuse, "passes": None if passes is None else list(passes),
-        "disable": None if disable is None else list(disable), "verify": verify,
-        "max_tensor_bytes": max_tensor_bytes, "entry": entry, "max_arena_bytes": max_arena_bytes,
-        "sparse_threshold": sparse_threshold, "threads": threads_given,
-        "variants": None if variants is None else dict(variants), "vector_width": vector_width,
-        "precision": precision})
+    cm.set_origin(_rebuild, proto.SerializeToString, asked)
     return cm
 
 

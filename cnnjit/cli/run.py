@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 import cnnjit
+from cnnjit.runtime.control import ControlRun
 
 from .common import (
     EXIT_OK,
@@ -155,6 +156,9 @@ def _stage_times(before_first: float, first: float, spec: Any) -> dict[str, Any]
     and code generation, with the kernels' compile or cache loads: ``kernels`` says which), and
     ``first_run_s``, the first call alone."""
     t = spec.timings
+    if isinstance(spec, ControlRun):  # a model with loops: its segments compile at the first call
+        return {"load_s": before_first, "import_s": 0.0, "compile_s": 0.0,
+                "kernels": "segments and loop bodies compiled in the first call", "first_run_s": first}
     report = spec.program.meta.get("compile_report")
     kernels = f"{len(spec.program.kernel_sources)} kernels"
     if report is not None:

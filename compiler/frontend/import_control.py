@@ -40,12 +40,26 @@ def branches(node: onnx.NodeProto) -> dict[str, onnx.GraphProto]:
 
 def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` and of its ``If`` nodes' branches (recursively), depth first: the nodes
-    cnnjit imports (``Loop`` / ``Scan`` bodies are not: those ops are refused whole)."""
+    cnnjit imports (``Loop`` / ``Scan`` bodies are not: a model with loops is cut into compiled steps around
+    them, ``compiler/control_flow.py``, whose segments hold no loops)."""
     for n in graph.node:
         yield n
         if n.op_type == "If" and n.domain in ("", "ai.onnx"):
             for g in branches(n).values():
                 yield from all_nodes(g)
+
+
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The graphs a node holds as attributes (a ``Loop``'s body, an ``If``'s branches)."""
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def every_node(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of every subgraph in it (``Loop`` / ``Scan`` bodies too), depth first."""
+    for n in graph.node:
+        yield n
+        for g in subgraphs(n):
+            yield from every_node(g)
 
 
 def _import_branch(ctx: ImportContext, g: onnx.GraphProto, env: dict, walk: NodeWalker) -> list[Value]:

@@ -45,12 +45,16 @@ def value_inputs(model: onnx.ModelProto) -> set[str]:
 
 #: what to tell a user whose model uses an op that is not a CNN inference op (op type -> advice)
 _ADVICE = {
-    **dict.fromkeys(("Loop", "Scan"), "loops are not supported; export a graph without loops (e.g. unroll "
-                    "them)"),
+    **dict.fromkeys(("Loop", "Scan"), "loops run through cnnjit.compile only (in compiled steps around them); "
+                    "this entry point takes graphs without loops"),
     **dict.fromkeys(("NonMaxSuppression", "RoiAlign", "NonZero"),
                     "detection post-processing is not supported; run it after cnnjit, in numpy"),
     "Attention": "attention blocks are outside the CNN op set",
 }
+
+
+#: the control-flow ops ``cnnjit.compile`` runs as steps of their own (``compiler/control_flow.py``)
+CONTROL_KEYS = ("If", "Loop", "Scan")
 
 
 def _text(s: str | bytes) -> str:
@@ -70,13 +74,17 @@ def _advice(node: onnx.NodeProto) -> str:
     return _ADVICE.get(op_type, "not implemented")
 
 
-def check_supported(model: onnx.ModelProto) -> None:
-    """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import."""
+def check_supported(model: onnx.ModelProto, loops: bool = False) -> None:
+    """Raise one ``UnsupportedOpError`` listing every node whose op cnnjit cannot import.
+
+    ``loops``: the model is compiled in steps around its ``Loop`` / ``Scan`` nodes
+    (``compiler/control_flow.py``): their bodies are checked too, and the nodes themselves accepted."""
     opset = opset_version(model)
     bad = []
-    for n in import_control.all_nodes(model.graph):
+    nodes = import_control.every_node(model.graph) if loops else import_control.all_nodes(model.graph)
+    for n in nodes:
         key = importer_key(_text(n.domain), _text(n.op_type))
-        if key not in IMPORTERS and key != "If":
+        if key not in IMPORTERS and key not in (CONTROL_KEYS if loops else ("If",)):
             bad.append((_text(n.op_type), _text(n.name), opset, _advice(n)))
         elif key in VARIANT_CHECKS and (why := VARIANT_CHECKS[key](n)):
             bad.append((_text(n.op_type), _text(n.name), opset, why))

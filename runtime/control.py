@@ -1,0 +1,271 @@
+"""Running a model with ONNX control flow (``Loop``, ``Scan``, an ``If`` around them): a list of steps.
+
+The compiler (``compiler/control_flow.py``) cuts the graph at its control-flow nodes. Each run of ordinary
+nodes between them is a ``Segment``: its own compiled model, specialised on the shapes its inputs arrive with
+(a loop body whose values keep their shapes compiles once; a growing one compiles once per shape, up to
+``MAX_SHAPES``). A ``LoopStep`` / ``ScanStep`` / ``IfStep`` runs its body's steps (a ``Block``) once per
+iteration, or the taken branch's once. Values travel between steps by ONNX name in one environment per
+scope (a body reads the values of the scopes around it, its implicit inputs, from a copy of the outer one).
+The steps are data built by the compiler; no name from the model becomes code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from cnnjit.ir.errors import InputError, ModelError
+
+#: the most shapes one segment compiles for (a body whose values grow every iteration compiles per shape);
+#: past it the model is refused rather than compiling on every iteration
+MAX_SHAPES = 64
+
+#: a value environment: ONNX name -> array
+Env = dict[str, np.ndarray]
+
+#: a compiled model's ``run(None, feeds)``, as built for one tuple of input signatures
+Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+
+
+class Step(Protocol):
+    """One step of a block: reads its inputs from ``env`` and writes its outputs into it."""
+
+    def run(self, env: Env) -> None: ...
+
+
+@dataclass
+class Segment:
+    """A run of ordinary nodes compiled as one model, per tuple of input (dtype, shape)s.
+
+    ``build(signatures)`` compiles it for those input signatures (the compiler's callback); ``inputs`` are
+    the names it reads from the environment, ``outputs`` the names it writes.
+    """
+
+    inputs: list[str]
+    outputs: list[str]
+    build: Callable[[tuple[tuple[str, tuple[int, ...]], ...]], Runner]
+    what: str = "segment"
+    _compiled: dict[tuple, Runner] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, env: Env) -> None:
+        arrays = [env[n] for n in self.inputs]
+        key = tuple((a.dtype.str, a.shape) for a in arrays)
+        runner = self._compiled.get(key)
+        if runner is None:
+            with self._lock:
+                runner = self._compiled.get(key)
+                if runner is None:
+                    if len(self._compiled) >= MAX_SHAPES:
+                        raise ModelError(
+                            f"{self.what}: its inputs arrived in more than {MAX_SHAPES} different shapes "
+                            "(a loop whose values grow every iteration); cnnjit compiles a loop body per "
+                            "shape and stops there")
+                    runner = self._compiled[key] = self.build(key)
+        env.update(zip(self.outputs, runner(dict(zip(self.inputs, arrays)))))
+
+
+@dataclass
+class Block:
+    """Steps run in order over one environment (a graph, or a control-flow node's body)."""
+
+    steps: list[Step]
+
+    def run(self, env: Env) -> None:
+        for s in self.steps:
+            s.run(env)
+
+
+def _flag(x: np.ndarray, what: str) -> bool:
+    """A condition value as a Python bool (ONNX writes it as a bool tensor of one element)."""
+    a = np.asarray(x)
+    if a.size != 1:
+        raise InputError(f"{what}: a condition of {a.size} elements (one is needed)")
+    return bool(a.reshape(-1)[0])
+
+
+def _stack(parts: list[np.ndarray], axis: int, what: str, empty: np.ndarray | None = None) -> np.ndarray:
+    """Per-iteration scan outputs stacked along ``axis`` (the shapes must agree, as onnxruntime requires);
+    ``empty`` (or a float32 ``(0,)``) when there were no iterations."""
+    if not parts:
+        return np.zeros((0,), np.float32) if empty is None else empty.copy()
+    if any(p.shape != parts[0].shape for p in parts):
+        raise ModelError(f"{what}: a scan output changes shape between iterations "
+                         f"({parts[0].shape} and then {next(p.shape for p in parts if p.shape != parts[0].shape)})")
+    return np.stack(parts, axis=axis)
+
+
+@dataclass
+class LoopStep:
+    """ONNX ``Loop``: ``body`` runs while ``i < trip`` (if given) and the condition holds (if given).
+
+    Body inputs: ``iter_name`` (int64 scalar), ``cond_name`` (bool scalar), ``carried_in``; body outputs:
+    ``cond_out``, ``carried_out``, ``scan_out`` (stacked along a new axis 0). ``fixed``: carried values the
+    body passes through unchanged and the compiler made constants of the body (not bound per iteration).
+    """
+
+    trip: str
+    cond: str
+    initial: list[str]
+    iter_name: str
+    cond_name: str
+    carried_in: list[str]
+    cond_out: str
+    carried_out: list[str]
+    scan_out: list[str]
+    outputs: list[str]
+    body: Block
+    fixed: frozenset[int] = frozenset()
+    #: each scan output after no iterations: ``(0, *declared shape)`` of its declared type, as onnxruntime
+    empty: list[np.ndarray | None] = field(default_factory=list)
+    what: str = "Loop"
+    #: the body's loop-invariant nodes, run once before the first iteration with the ``steady`` carried
+    #: values (those the body passes through unchanged) bound to their initial values
+    hoisted: Block | None = None
+    steady: list[int] = field(default_factory=list)
+
+    def run(self, env: Env) -> None:
+        trip = int(np.asarray(env[self.trip]).reshape(-1)[0]) if self.trip else None
+        go = _flag(env[self.cond], self.what) if self.cond else True
+        carried = [None if k in self.fixed else env[n] for k, n in enumerate(self.initial)]
+        scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
+        i = 0
+        base = env
+        while go and (trip is None or i < trip):
+            if i == 0 and self.hoisted is not None:
+                base = dict(env)
+                base.update((self.carried_in[k], carried[k]) for k in self.steady)
+                self.hoisted.run(base)
+            scope = dict(base)
+            scope[self.iter_name] = np.array(i, np.int64)
+            scope[self.cond_name] = np.array(go, np.bool_)
+            for k, (n, v) in enumerate(zip(self.carried_in, carried)):
+                if k not in self.fixed:
+                    scope[n] = v
+            self.body.run(scope)
+            go = _flag(scope[self.cond_out], self.what)
+            carried = [None if k in self.fixed else scope[n] for k, n in enumerate(self.carried_out)]
+            for acc, n in zip(scans, self.scan_out):
+                acc.append(scope[n])
+            i += 1
+        results = [env[self.initial[k]] if k in self.fixed else v for k, v in enumerate(carried)]
+        empty = self.empty or [None] * len(scans)
+        results += [_stack(acc, 0, self.what, e) for acc, e in zip(scans, empty)]
+        for n, v in zip(self.outputs, results):
+            if n:
+                env[n] = v
+
+
+@dataclass
+class ScanStep:
+    """ONNX ``Scan`` (opset 9+): ``body`` runs once per slice of the scan inputs along their axes.
+
+    Body inputs: ``state_in`` then ``slice_in``; body outputs: ``state_out`` then ``scan_out``; ``in_axes`` /
+    ``in_reverse`` per scan input, ``out_axes`` / ``out_reverse`` per scan output.
+    """
+
+    initial: list[str]
+    scanned: list[str]
+    state_in: list[str]
+    slice_in: list[str]
+    state_out: list[str]
+    scan_out: list[str]
+    in_axes: list[int]
+    in_reverse: list[bool]
+    out_axes: list[int]
+    out_reverse: list[bool]
+    outputs: list[str]
+    body: Block
+    what: str = "Scan"
+
+    def run(self, env: Env) -> None:
+        xs = [env[n] for n in self.scanned]
+        axes = [a % max(x.ndim, 1) for a, x in zip(self.in_axes, xs)]
+        lengths = {x.shape[a] for x, a in zip(xs, axes)}
+        if len(lengths) != 1:
+            raise InputError(f"{self.what}: the scan inputs have different lengths {sorted(lengths)}")
+        steps = lengths.pop()
+        state = [env[n] for n in self.initial]
+        scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
+        for t in range(steps):
+            scope = dict(env)
+            scope.update(zip(self.state_in, state))
+            for n, x, a, rev in zip(self.slice_in, xs, axes, self.in_reverse):
+                scope[n] = np.take(x, steps - 1 - t if rev else t, axis=a)  # a contiguous copy (0-d stays 0-d)
+            self.body.run(scope)
+            state = [scope[n] for n in self.state_out]
+            for acc, n in zip(scans, self.scan_out):
+                acc.append(scope[n])
+        results = list(state)
+        for acc, a, rev in zip(scans, self.out_axes, self.out_reverse):
+            parts = acc[::-1] if rev else acc
+            ndim = parts[0].ndim + 1 if parts else 1
+            results.append(_stack(parts, a % ndim, self.what))
+        for n, v in zip(self.outputs, results):
+            if n:
+                env[n] = v
+
+
+@dataclass
+class IfStep:
+    """ONNX ``If`` decided at run time whose branches hold loops (other ``If``s are imported inline)."""
+
+    cond: str
+    then: Block
+    then_out: list[str]
+    other: Block
+    other_out: list[str]
+    outputs: list[str]
+    what: str = "If"
+
+    def run(self, env: Env) -> None:
+        taken = _flag(env[self.cond], self.what)
+        scope = dict(env)
+        (self.then if taken else self.other).run(scope)
+        for n, src in zip(self.outputs, self.then_out if taken else self.other_out):
+            if n:
+                env[n] = scope[src]
+
+
+class ControlRun:
+    """A specialisation of a model with control flow: ``run(feeds)`` like ``Specialization.run``."""
+
+    batch_separable = False
+
+    def __init__(self, block: Block, constants: Mapping[str, np.ndarray], outputs: Sequence[str]):
+        self.block = block
+        self.constants = dict(constants)
+        self.outputs = list(outputs)
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        env: Env = {**self.constants, **feeds}
+        try:
+            self.block.run(env)
+        except KeyError as e:  # a body reading a name no scope around it gives
+            raise ModelError(f"the value {e} is read by a loop body or branch but produced nowhere") from None
+        given = {id(a) for a in feeds.values()} | {id(a) for a in self.constants.values()}
+        # fresh arrays, as every cnnjit model returns: a value passed through (a graph input, a constant, a
+        # loop that ran no iteration) is copied
+        return [np.array(env[n], copy=True) if id(env[n]) in given else env[n] for n in self.outputs]
+
+    #: compile stage times: none here, the segments compile on the first call
+    timings: dict[str, float] = {}
+
+    @property
+    def graph(self) -> Any:
+        raise InputError(_SEVERAL)
+
+    @property
+    def program(self) -> Any:
+        raise InputError(_SEVERAL)
+
+
+_SEVERAL = ("a model with control flow (Loop/Scan) is several compiled programs, one per segment and loop body "
+            "(compiled at the first call): it has no single IR or source to show")
+
+
+__all__ = ["Block", "ControlRun", "IfStep", "LoopStep", "MAX_SHAPES", "ScanStep", "Segment"]
