@@ -128,9 +128,11 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
 
 
 #: the most taps of a kernel row ``conv_source`` unrolls in a row's interior tiles; wider rows loop over their
-#: taps (basic-pitch's constant-Q filter bank, 1x256 kernels: each unrolled copy is ~3000 statements of numba
-#: compile time for the same FMAs)
-MAX_UNROLLED_TAPS = 16
+#: taps (basic-pitch's constant-Q filter bank, 1x256 kernels: an unrolled copy was 3458 lines, minutes of numba
+#: compile time for the same FMAs). Looped / unrolled, AVX2, 36 channels, run time (compile s): 1x8 1.03 (1.2
+#: against 2.5 s), 1x12 1.00 (1.3 / 2.4), 1x24 0.97 (1.2 / 4.9), 1x32 0.98 (1.3 / 7.8); the model's cold
+#: compile 533 -> 151 s with this and cblock's loop (load ~12)
+MAX_UNROLLED_TAPS = 8
 #: the most kernel rows ``conv_source`` unrolls for a one-column kernel
 MAX_UNROLLED_ROWS = 9
 
