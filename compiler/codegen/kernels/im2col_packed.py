@@ -20,12 +20,21 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..kernel import KernelCall, Scratch, Target, variant
 from .packed_pointwise import MIN_CHANNELS, MIN_ROW_TILES, packed_call, packed_tile
 
 #: the most output pixels: above, ``winograd_f4`` and ``cblock`` fill their tiles and the im2col copy grows
-#: with the map (measured crossover: see ``im2col_packed_applies``)
+#: with the map (AVX2 GFLOP/s, ``benchmarks/conv_variants.py``, weights hot: 3x3 stride 1 at 10x10 and 14x14
+#: ``winograd_f4`` 90-162 effective against 66-70 here; 512 -> 512 at 7x7 64-68 against ``cblock`` 53-59 and
+#: ``winograd_f4`` 60-63; 256 -> 256 at 8x8 70-74 against 75-79 and 67)
 MAX_PIXELS = 64
+#: the fewest bytes of weights: ``cblock`` re-reads all of them once per output row, which costs little while
+#: they stay in the cache a core can count on and everything once they do not. Measured in model context (a
+#: chain of same-shape 3x3 layers whose weights together pass L3, so each comes cold; AVX2, 2-core VM, load
+#: 9-12, ``/work/exp/s14/deep/chain_ab.py``), this variant against the table without it: 128-256 channels at
+#: 7x7 and 4x4 (0.56-2.25 MB) 0.81-0.96x, 320 at 7x7 (3.5 MB) 1.01x, 384 at 7x7 and 4x4 (5.1 MB) 1.08x and
+#: 1.31x; a siamese VGG's 256 -> 512 and 512 -> 512 at 7x7 (4.7 and 9.4 MB) 10-20 ms -> 1.6-10 ms a call
+WEIGHT_BYTES = 4 * 1024 * 1024
 
 
 def im2col_lines() -> tuple[str, list[str]]:
@@ -59,9 +68,9 @@ def im2col_lines() -> tuple[str, list[str]]:
 
 
 def im2col_packed_applies(node: Node, target: Target) -> bool:
-    """A group-1 float32 2-D Conv with constant weights and a kernel larger than 1x1, on a map of at most
-    ``MAX_PIXELS`` output pixels, deep enough for the packed micro-kernel (``MIN_CHANNELS`` taps and
-    ``MIN_ROW_TILES`` register tiles of output channels)."""
+    """A group-1 float32 2-D Conv with constant weights of at least ``WEIGHT_BYTES`` and a kernel larger than
+    1x1, on a map of at most ``MAX_PIXELS`` output pixels (forced: any depth of ``MIN_CHANNELS`` taps and
+    ``MIN_ROW_TILES`` register tiles of output channels, the packed micro-kernel's)."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
@@ -69,7 +78,8 @@ def im2col_packed_applies(node: Node, target: Target) -> bool:
         return False
     P = int(np.prod(node.outputs[0].shape[2:], dtype=np.int64))
     depth = int(np.prod(wt.shape[1:]))
-    return P <= MAX_PIXELS and depth >= MIN_CHANNELS and wt.shape[0] >= MIN_ROW_TILES * packed_tile(target)[0]
+    fits = depth >= MIN_CHANNELS and wt.shape[0] >= MIN_ROW_TILES * packed_tile(target)[0] and P <= MAX_PIXELS
+    return fits and (target.forced.get("Conv") == "im2col_packed" or 4 * wt.type.size >= WEIGHT_BYTES)
 
 
 @variant("Conv", name="im2col_packed", priority=22, applies=im2col_packed_applies)
