@@ -75,7 +75,7 @@ def fits(case: dict) -> bool:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@property_settings(max_examples=6)
+@property_settings(max_examples=4)  # each example compiles a kernel
 @given(case=cases().filter(fits))
 def test_im2col_packed_at_width(width: int, case: dict) -> None:
     """Forced (asserted) and within float32 rounding of the float64 reference; ``chunk``: chunk panels of
