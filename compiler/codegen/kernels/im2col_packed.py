@@ -29,11 +29,12 @@ from .packed_pointwise import MIN_CHANNELS, MIN_ROW_TILES, packed_call, packed_t
 #: ``winograd_f4`` 60-63; 256 -> 256 at 8x8 70-74 against 75-79 and 67)
 MAX_PIXELS = 64
 #: the fewest bytes of weights: ``cblock`` re-reads all of them once per output row, which costs little while
-#: they stay in the cache a core can count on and everything once they do not. Measured in model context (a
-#: chain of same-shape 3x3 layers whose weights together pass L3, so each comes cold; AVX2, 2-core VM, load
-#: 9-12, ``/work/exp/s14/deep/chain_ab.py``), this variant against the table without it: 128-256 channels at
-#: 7x7 and 4x4 (0.56-2.25 MB) 0.81-0.96x, 320 at 7x7 (3.5 MB) 1.01x, 384 at 7x7 and 4x4 (5.1 MB) 1.08x and
-#: 1.31x; a siamese VGG's 256 -> 512 and 512 -> 512 at 7x7 (4.7 and 9.4 MB) 10-20 ms -> 1.6-10 ms a call
+#: they stay in the cache a core can count on and everything once they do not. Measured in model context
+#: (``benchmarks/cold_weights.py --force im2col_packed``: chains of same-shape 3x3 layers whose weights together
+#: pass L3, so each comes cold; AVX2, 2-core VM, load 9-15), this variant against the table without it:
+#: 128-256 channels at 7x7 and 4x4 (0.56-2.25 MB) 0.81-0.96x, 320 at 7x7 (3.5 MB) 1.01x, 384 at 7x7 and 4x4
+#: (5.1 MB) 1.08x and 1.31x, 512 at 7x7 (9.4 MB) 1.15x; a siamese VGG's 256 -> 512 and 512 -> 512 at 7x7 (4.7
+#: and 9.4 MB) 10-32 ms -> 1.6-10 ms a call in its profile
 WEIGHT_BYTES = 4 * 1024 * 1024
 
 
