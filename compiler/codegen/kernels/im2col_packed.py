@@ -7,8 +7,10 @@ the direct kernels (``cblock``: a tile of output-channel vectors over a row of p
 scratch (im2col: row ``(c * KH + i) * KW + j`` holds tap ``(i, j)`` of channel ``c`` at every output pixel,
 zero where the tap lies in the padding), and ``packed_pointwise``'s kernel computes the 1x1 conv of that
 matrix with the OIHW weights read as ``M x (C * KH * KW)`` (packed at compile time): its strips, register
-tiles, whole-map row groups and channel-vector tail, epilogue included. The copy is ``KH * KW`` times the
-input (a 512-channel 7x7 map: 0.9 MB), small against the layer's weights.
+tiles and channel-vector tail, epilogue included, with the reduction in chunks whose panel over the whole map
+stays in L2 (``chunked_blocking``): each weight is read once. The copy is ``KH * KW`` times the input (a
+512-channel 7x7 map: 0.9 MB), small against the layer's weights. The table takes it from ``WEIGHT_BYTES``
+of weights, where ``cblock``'s re-reads leave the cache; below, ``cblock`` is faster (``MAX_PIXELS``).
 
 Split over threads, a layer splits over output channels (no part space): each part unrolls the input again,
 a small cost on these maps, and reads only its share of the weights.
