@@ -10,7 +10,8 @@ matrix with the OIHW weights read as ``M x (C * KH * KW)`` (packed at compile ti
 tiles and channel-vector tail, epilogue included, with the reduction in chunks whose panel over the whole map
 stays in L2 (``chunked_blocking``): each weight is read once. The copy is ``KH * KW`` times the input (a
 512-channel 7x7 map: 0.9 MB), small against the layer's weights. The table takes it from ``WEIGHT_BYTES``
-of weights, where ``cblock``'s re-reads leave the cache; below, ``cblock`` is faster (``MAX_PIXELS``).
+of weights, where ``cblock``'s re-reads leave the cache: with fewer, ``cblock`` is faster, and on maps of
+more than ``MAX_PIXELS`` output pixels ``winograd_f4``.
 
 Split over threads, a layer splits over output channels (no part space): each part unrolls the input again,
 a small cost on these maps, and reads only its share of the weights.
