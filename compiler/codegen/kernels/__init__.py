@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     channel_pointwise,
     dense,
     elementwise,
+    im2col_packed,
     misc,
     movement,
     nn_extra,

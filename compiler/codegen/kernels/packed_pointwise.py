@@ -84,6 +84,21 @@ def blocking(C: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int]:
     return whole, min(M, max(1, ROW_GROUP_BYTES // (4 * C * unit)) * unit)
 
 
+#: bytes of one reduction chunk's panel over the whole map (``kchunk``): it stays in L2 while every row group
+#: runs over it
+CHUNK_PANEL_BYTES = 128 * 1024
+
+
+def chunked_blocking(C: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int, int]:
+    """(PB, RG, KC) of a chunked reduction (``packed_pointwise_source``'s ``kchunk``): the whole map one block,
+    chunks of ``KC`` channels whose panel over it fits ``CHUNK_PANEL_BYTES``, and row groups of about
+    ``ROW_GROUP_BYTES`` of a chunk's weights (a multiple of ``unit`` rows), each reused from L1/L2 over
+    every strip: each weight is read once."""
+    whole = -(-P // strip) * strip
+    kc = min(C, max(1, CHUNK_PANEL_BYTES // (4 * whole)))
+    return whole, min(M, max(1, ROW_GROUP_BYTES // (4 * kc * unit)) * unit), kc
+
+
 def pack_weights(w: np.ndarray, mr: int) -> np.ndarray:
     """``w`` (M x C) as consecutive row tiles of ``mr`` rows (the last one ``M % mr`` rows, when not 0),
     each stored channel-major (``[C][rows]``): the tile starting at row ``m`` begins at ``m * C``."""
@@ -141,13 +156,14 @@ def tail_tile(tail: int, registers: int) -> tuple[int, int]:
 
 
 def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, ind: str,
-                first: int = 0) -> list[str]:
+                first: int = 0, kchunk: bool = False) -> list[str]:
     """Lines computing the map's last ``tail`` pixels (the first ``tail`` columns of the strip at ``ps``) on
     vectors of a row tile's output channels, for the output rows of the row group ``mg .. mge`` (whole row
     tiles, the last group also the ``M % mr`` rows left): each step over the channels loads ``G`` row
     tiles' packed weights (``[C][mr]`` per tile, one vector each, lanes past ``mr`` read the next tile's:
     never stored) and broadcasts ``TP`` pixels; the tile's stores are strided (one channel plane per lane).
-    ``first``: the strip's column of the first of these pixels."""
+    ``first``: the strip's column of the first of these pixels. ``kchunk``: channels ``kc .. kce`` only
+    (``packed_pointwise_source``), from and to the partial sums in the output."""
     tl = tail_lanes(mr)
     tp, G = tail_tile(tail, registers)
     full, rem = divmod(M, mr)
@@ -159,21 +175,33 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
         out = []
         for j0 in range(0, tail, tp):
             n = min(tp, tail - j0)
-            out += [f"{ind}t{tl}_{h}_{j} = vloadn{tl}(bb, bo + m + {h * mr}, {rows})" for h in range(g)
-                    for j in range(n)]
-            out += [f"{ind}si = ps + {first + j0}", f"{ind}wi = wo + m * C", f"{ind}for c in range(C):"]
+            init = [f"t{tl}_{h}_{j} = vloadn{tl}(bb, bo + m + {h * mr}, {rows})" for h in range(g) for j in range(n)]
+            if kchunk:  # a later chunk starts from the partial sums
+                part = [f"t{tl}_{h}_{j} = vgathern{tl}(yb, y0 + (m + {h * mr}) * P + p + {first + j0 + j}, P, {rows})"
+                        for h in range(g) for j in range(n)]
+                out += [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init], f"{ind}else:",
+                        *[f"{ind}    {ln}" for ln in part]]
+            else:
+                out += [ind + ln for ln in init]
+            out += [f"{ind}si = ps + {first + j0}{' + kc * ' + str(L) if kchunk else ''}",
+                    f"{ind}wi = wo + m * C{' + kc * ' + str(rows) if kchunk else ''}",
+                    f"{ind}for c in range({'kc, kce' if kchunk else 'C'}):"]
             out += [f"{ind}    u{tl}_{h} = vload{tl}(wb, wi + {h * mr} * C)" for h in range(g)]
             for j in range(n):
                 out.append(f"{ind}    x{tl} = vbcast{tl}(sb[U(si + {j})])")
                 out += [f"{ind}    t{tl}_{h}_{j} = vfma{tl}(x{tl}, u{tl}_{h}, t{tl}_{h}_{j})" for h in range(g)]
             out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+            sind = ind + "    " if kchunk else ind
+            raw, last = [], []
             for h in range(g):
                 for j in range(n):
                     acc = f"t{tl}_{h}_{j}"
-                    out.append(f"{ind}yq = y0 - yo + (m + {h * mr}) * P + p + {first + j0 + j}")
-                    out += epi[rows].vector(ind, acc, "", tl, False)
-                    out.append(f"{ind}vscattern{tl}(yb, yo + yq, P, {acc}, {rows})")
-                    out += epi[rows].after(ind, [f"for i in range({rows}):"], "yq + i * P")
+                    yq = f"{sind}yq = y0 - yo + (m + {h * mr}) * P + p + {first + j0 + j}"
+                    scatter = f"{sind}vscattern{tl}(yb, yo + yq, P, {acc}, {rows})"
+                    raw += [yq, scatter]
+                    last += [yq, *epi[rows].vector(sind, acc, "", tl, False), scatter,
+                             *epi[rows].after(sind, [f"for i in range({rows}):"], "yq + i * P")]
+            out += [f"{ind}if kce < C:", *raw, f"{ind}else:", *last] if kchunk else last
         return out
 
     lines = [f"{ind}m = mg"]
@@ -223,7 +251,7 @@ def strip_copy_bf16(L: int) -> list[str]:
 
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
                             registers: int = 16, pixel_range: bool = False, bf16: bool = False,
-                            gather: tuple[str, list[str]] | None = None) -> tuple[str, list]:
+                            gather: tuple[str, list[str]] | None = None, kchunk: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -238,7 +266,14 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     ``gather``: (extra parameters, lines) that copy image ``n``'s ``C x P`` input pixels from ``xb`` into the
     scratch ``zb`` and set ``x0`` there, the strips then copied from it (a strided 1x1 conv's subsampled input,
-    ``strided_pointwise.gather_lines``); float32 only."""
+    ``strided_pointwise.gather_lines``; a KxK conv's im2col rows, ``im2col_packed.im2col_lines``); float32
+    only.
+
+    ``kchunk``: the reduction runs in chunks of ``KC`` channels (one more argument), each over every row group
+    and strip of the block before the next, the partial sums kept in the output (the same sums in the same
+    order: bit for bit the unchunked kernel's). A deep reduction on a small map (``chunked_blocking``): the
+    chunk's panel stays in L2 for all the output rows, so each weight is read once per block, not once per
+    strip."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
     L = nr * w
     epi = Epilogue(node, L, False)
@@ -249,15 +284,30 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
-        ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns."""
-        out = [f"{ind}a{lanes}_{i} = vbcast{lanes}(bb[U(bo + m + {i})])" for i in range(rows)]
-        out += [f"{ind}si = ps", f"{ind}wi = wo + m * K", f"{ind}for c in range(K):",
-                f"{ind}    v{lanes} = {'vbf16load' if bf16 else 'vload'}{lanes}(sb, si)"]
-        out += [ind + step.format(lanes=lanes, i=i) for i in range(rows)]
-        out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+        ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns.
+        ``kchunk``: over channels ``kc .. kce``, a later chunk from the partial sums in the output, the last
+        one through the epilogue."""
 
         def idx(i: int) -> str:
             return f"y0 - yo + (m + {i}) * P + p"
+
+        init = [f"a{lanes}_{i} = vbcast{lanes}(bb[U(bo + m + {i})])" for i in range(rows)]
+        count = "cnt" if lanes == L else str(lanes)
+        out = [ind + ln for ln in init]
+        if kchunk:
+            out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init], f"{ind}else:",
+                   *[f"{ind}    a{lanes}_{i} = vloadn{lanes}(yb, yo + {idx(i)}, {count})" for i in range(rows)]]
+        out += [f"{ind}si = ps{' + kc * ' + str(L) if kchunk else ''}",
+                f"{ind}wi = wo + m * K{' + kc * ' + str(rows) if kchunk else ''}",
+                f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):",
+                f"{ind}    v{lanes} = {'vbf16load' if bf16 else 'vload'}{lanes}(sb, si)"]
+        out += [ind + step.format(lanes=lanes, i=i) for i in range(rows)]
+        out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+        if kchunk:  # an earlier chunk stores its partial sums as they are
+            out += [f"{ind}if kce < K:",
+                    *[f"{ind}    vstoren{lanes}(yb, yo + {idx(i)}, a{lanes}_{i}, {count})" for i in range(rows)],
+                    f"{ind}else:"]
+            ind += "    "
 
         if lanes < L:
             out += tile_stores(epi, ind, lanes, rows, idx, False)
@@ -277,7 +327,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                 *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
 
     lines = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG"
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
         + (", P0, P1" if pixel_range else "") + (gather[0] if gather else "") + epi.signature() + "):",
         f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
@@ -286,6 +336,8 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
         *(strip_copy_bf16(L) if bf16 else strip_copy(L, "zb" if gather else "xb")),
+    ]
+    body = [
         "            for mg in range(0, M, RG):",
         "                mge = min(M, mg + RG)",
         "                ps = so",
@@ -297,12 +349,15 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                    ps += K * {L}",
     ]
     if split is not None:
-        lines.append("                if p < pe:")
+        body.append("                if p < pe:")
         if split:
-            lines += row_tiles(" " * 20, split * w)
+            body += row_tiles(" " * 20, split * w)
         if tail > split * w:
-            lines += tail_source(node, L, mr, M, tail - split * w, registers, " " * 20, split * w)
-    return source(lines), epi.args
+            body += tail_source(node, L, mr, M, tail - split * w, registers, " " * 20, split * w, kchunk)
+    if kchunk:
+        body = ["            for kc in range(0, K, KC):", "                kce = min(K, kc + KC)",
+                *["    " + ln for ln in body]]
+    return source(lines + body), epi.args
 
 
 #: the least input channels: below, the strip copy costs about what it saves (AVX2 GFLOP/s against
@@ -365,23 +420,26 @@ def gen_packed_pointwise(node: Node, target: Target) -> list[KernelCall]:
 
 
 def packed_call(node: Node, target: Target, gather: tuple[str, list[str]] | None = None,
-                gather_args: tuple = ()) -> list[KernelCall]:
+                gather_args: tuple = (), kchunk: bool = False) -> list[KernelCall]:
     """``gen_packed_pointwise``'s call on the output's ``P`` pixels; ``gather`` (``packed_pointwise_source``)
-    with its arguments ``gather_args`` (after the part's range) for an input that is not ``C x P``."""
-    x, wt, bias, y, N, C, M, _ = pointwise_operands(node)
+    with its arguments ``gather_args`` (after the part's range) for an input that is not ``C x P``;
+    ``kchunk``: the reduction in chunks (``chunked_blocking``)."""
+    x, wt, bias, y, N, _, M, _ = pointwise_operands(node)
+    C = int(np.prod(wt.shape[1:]))  # the reduction: input channels x taps (an im2col'd Conv's rows)
     P = int(np.prod(node.outputs[0].shape[2:], dtype=np.int64))
     mr, nr = packed_tile(target)
     w = target.vector_width
     pixels = node_part(node)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
-                                         pixels is not None, gather=gather)
+                                         pixels is not None, gather=gather, kchunk=kchunk)
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     tail = P % (nr * w)
     split = tail_vectors(tail, w, mr, nr)
     chan = 0 if split is None else tail - split * w  # the tail's pixels on output-channel vectors
-    pb, rg = blocking(C, M, P, nr * w, mr * (tail_tile(chan, target.vector_registers)[1] if chan else 1))
-    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, rg, *(pixels or ()),
+    unit = mr * (tail_tile(chan, target.vector_registers)[1] if chan else 1)
+    pb, rg, *kc = chunked_blocking(C, M, P, nr * w, unit) if kchunk else blocking(C, M, P, nr * w, unit)
+    return [KernelCall(src, [x, Param(packed), bias, y, Scratch(C * pb), N, C, M, P, pb, rg, *kc, *(pixels or ()),
                              *gather_args, *extra], note(node))]
 
 
