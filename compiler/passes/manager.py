@@ -171,12 +171,14 @@ def select_passes(available: Iterable[Pass], passes: Sequence[str] | None, disab
 
 
 def pass_names() -> list[str]:
-    """The name of every pass class (every subclass of ``Pass``), sorted: what a dump request may name."""
+    """The name of every pass class (every subclass of ``Pass`` that sets its own ``name``: not a shared base
+    such as ``RootedFusion``), sorted: what a dump request may name."""
     names: set[str] = set()
     todo = list(Pass.__subclasses__())
     while todo:
         cls = todo.pop()
-        names.add(cls.name)
+        if "name" in vars(cls):
+            names.add(cls.name)
         todo.extend(cls.__subclasses__())
     return sorted(names)
 
