@@ -4,8 +4,9 @@ Set ``CNNJIT_TEST_COST_LOG=<prefix>`` and each test process (each xdist worker) 
 to ``<prefix>.<worker>.jsonl``: the node id, wall seconds, the CPU seconds of the test process and of the
 child processes it waited for (CLI tests, compile workers), and the kernels it compiled or loaded
 (``cnnjit.compiler.codegen.precompile.STATS`` deltas: ``compiled``, ``compiled by worker``, ``disk cache``,
-``memory``) with the kernel and signature keys it compiled (``compiled_keys``: the ranking counts the compiles
-two workers both did). On a machine shared with other work, wall time says little; CPU time and compile counts
+``memory``) with the kernel and signature keys it compiled (``compiled_keys``, from the library's
+``precompile.ON_COMPILED`` hook, set only while the log is on: the ranking counts the compiles two workers both
+did). On a machine shared with other work, wall time says little; CPU time and compile counts
 compare runs. ``python tests/cost_log.py <prefix>`` prints the ranking and the totals.
 
 Why CPU time: the suite is nearly all numba compiling, and a compile's CPU time barely depends on the load,
@@ -33,17 +34,17 @@ def _cpu() -> tuple[float, float]:
     return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
 
 
+#: what this process compiled, in order (``precompile.ON_COMPILED`` appends to it while the log is on)
+_COMPILED: list[str] = []
+
+
 def _kernel_stats() -> tuple[dict[str, float], int]:
-    """This process's kernel counters and how many compiles ``COMPILED`` lists so far."""
-    from cnnjit.compiler.codegen.precompile import COMPILED, STATS
+    """This process's kernel counters and how many compiles ``_COMPILED`` lists so far; the first call
+    installs the library's compile hook."""
+    from cnnjit.compiler.codegen import precompile
 
-    return dict(STATS), len(COMPILED)
-
-
-def _compiled_since(n: int) -> list[str]:
-    from cnnjit.compiler.codegen.precompile import COMPILED
-
-    return COMPILED[n:]
+    precompile.ON_COMPILED = _COMPILED.append
+    return dict(precompile.STATS), len(_COMPILED)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -59,7 +60,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     row = {"id": item.nodeid, "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "start": round(t0, 3),
            "wall": round(t1 - t0, 3), "cpu": round(s1 - s0, 3), "child_cpu": round(c1 - c0, 3),
            "kernels": {k: round(v - k0.get(k, 0), 3) for k, v in k1.items() if v != k0.get(k, 0)},
-           "load": round(os.getloadavg()[0], 2), "compiled_keys": _compiled_since(n0)}
+           "load": round(os.getloadavg()[0], 2), "compiled_keys": _COMPILED[n0:]}
     with open(f"{prefix}.{row['worker']}.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 

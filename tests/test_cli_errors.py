@@ -1,6 +1,8 @@
-"""The ``cnnjit`` command line's argument errors and checks (issue 22, items 7 and 9), through the real console
-script: every error is one line plus a hint (JSON under ``--json``), names the command's own ``--help`` and
-suggests close matches; values are checked before any work; ``conformance`` says why a case fails."""
+"""The ``cnnjit`` command line's argument errors and checks (issue 22, items 7 and 9): every error is one line
+plus a hint (JSON under ``--json``), names the command's own ``--help`` and suggests close matches; values are
+checked before any work; ``conformance`` says why a case fails. In this process (``test_cli.run_cli_here``: what
+is checked is what ``cnnjit.cli.main`` prints and answers; ``test_cli.py`` runs the console script itself, error
+paths included)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import assert_one_line_error, run_cli, small_cnn
+from test_cli import assert_one_line_error, small_cnn
+from test_cli import run_cli_here as run_cli
 
 from cnnjit.conformance import mismatch
 

@@ -1,4 +1,5 @@
-"""The last gaps of issue 22, through the real console script: ``bench -o/--output`` writing exactly the named
+"""The last gaps of issue 22, through the real console script (or ``cnnjit.cli.main`` in this process,
+``run_cli_here``, where only the output is checked): ``bench -o/--output`` writing exactly the named
 file in the format its extension names (item 8), ``--threads``/``--unfused`` on ``prune`` and ``quantize``
 (item 8), free-text lines within 80 columns (item 11), ``compile --target aarch64`` feeding the live display
 (item 1)."""
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from test_cli import assert_one_line_error, run_cli, small_cnn
+from test_cli import assert_one_line_error, run_cli, run_cli_here, small_cnn
 from test_cli_misc import splittable_conv
 from test_cli_progress import cold_env, many_ops, run_on_pty
 
@@ -78,8 +79,8 @@ def test_quantize_threads_and_unfused_reach_its_compiles(models: dict, tmp_path:
     splits the large Conv of the float model into two calls; --unfused leaves out the fusion passes."""
     logs = {}
     for flags in (("--threads", "1"), ("--threads", "2", "--unfused")):
-        r = run_cli("-v", "quantize", models["big"], "--calibration", "random", "--batches", "1",
-                    "-o", tmp_path / "q.onnx", *flags)
+        r = run_cli_here("-v", "quantize", models["big"], "--calibration", "random", "--batches", "1",
+                         "-o", tmp_path / "q.onnx", *flags)
         assert r.returncode == 0, r.stderr
         logs[flags] = _COMPILED.findall(r.stderr)
         assert len(logs[flags]) == 2, r.stderr  # calibration + evaluation
@@ -117,7 +118,7 @@ def test_every_line_fits_80_columns(models: dict, tmp_path: Path) -> None:
     indented), and what the long lines said is all still there."""
     out = {}
     for cmd, extra in TEXT_COMMANDS.items():
-        r = run_cli(cmd, *(a.format(small=models["small"]) for a in extra), cwd=tmp_path, env={"COLUMNS": "80"})
+        r = run_cli_here(cmd, *(a.format(small=models["small"]) for a in extra), cwd=tmp_path, env={"COLUMNS": "80"})
         assert r.returncode == 0, r.stderr
         wide = [ln for ln in (r.stdout + r.stderr).splitlines() if len(ln) > 80]
         assert not wide, (cmd, wide)

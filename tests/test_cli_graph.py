@@ -1,4 +1,5 @@
-"""``cnnjit graph`` pictures a person can read, and the ``cnnjit bench --png`` chart, through the console script.
+"""``cnnjit graph`` pictures a person can read, and the ``cnnjit bench --png`` chart, from ``cnnjit.cli.main`` in
+this process (``test_cli.run_cli_here``: the pictures and messages are checked, not the console script).
 
 MobileNetV2-224 (``benchmarks/models.py``) is the done-when model: its after-only picture must be no taller
 than 4x its width; the unwrapped strip of the same graph must not be (so the check can fail).
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import onnx
 import pytest
-from test_cli import EVIL, assert_one_line_error, run_cli, small_cnn
+from test_cli import EVIL, assert_one_line_error, small_cnn
+from test_cli import run_cli_here as run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

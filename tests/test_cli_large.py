@@ -1,7 +1,9 @@
 """Right figures for models of any size (issue 22 item 4): kernel, variant and FLOPs in ``inspect``, ``profile``
 and ``graph`` for a graph where Concat runs in place (no kernel call of its own: the old text-matching call
 map went blank on such models), and on the PP-OCRv4 recognizer (379 kernel calls) when its wheel is
-installed (``pip install --no-deps rapidocr-onnxruntime==1.4.4``; .ci/run installs it)."""
+installed (``pip install --no-deps rapidocr-onnxruntime==1.4.4``; .ci/run installs it). The figures come from
+``cnnjit.cli.main`` in this process (``test_cli.run_cli_here``: one import, the kernels compiled once for all five
+commands); the onnx-free ``info`` starts the console script, whose imports it checks."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import run_cli
+from test_cli import run_cli, run_cli_here
 
 
 def _concat_model(path: Path) -> Path:
@@ -36,7 +38,7 @@ def _concat_model(path: Path) -> Path:
 
 def test_in_place_concat_keeps_kernels_and_flops(tmp_path: Path) -> None:
     model = _concat_model(tmp_path / "cat.onnx")
-    r = run_cli("inspect", model, "--json")
+    r = run_cli_here("inspect", model, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     layers = {row["op"]: row for row in doc["layers"]}
@@ -46,12 +48,12 @@ def test_in_place_concat_keeps_kernels_and_flops(tmp_path: Path) -> None:
     assert sorted(row["flops"] for row in convs) == [2 * 256 * 8 * 3, 2 * 256 * 8 * 27]
     assert all(row["kernel"].startswith("k") and row["variant"] for row in convs)
     assert doc["totals"]["kernel_calls"] == len(doc["calls"]) == 3
-    r = run_cli("profile", model, "--json", "--runs", "3")
+    r = run_cli_here("profile", model, "--json", "--runs", "3")
     assert r.returncode == 0, r.stderr
     calls = json.loads(r.stdout)["calls"]
     assert sorted(c["flops"] for c in calls if c["op"].startswith("Conv")) == [2 * 256 * 8 * 3, 2 * 256 * 8 * 27]
     assert all(c["gflops"] > 0 for c in calls if c["flops"])
-    r = run_cli("graph", model, "-o", str(tmp_path / "g.dot"))
+    r = run_cli_here("graph", model, "-o", str(tmp_path / "g.dot"))
     assert r.returncode == 0, r.stderr
     dot = (tmp_path / "g.dot").read_text()
     assert dot.count("kernel k") >= 3, dot
@@ -73,7 +75,7 @@ def _wheel_model(package: str, rel: str) -> Path:
 @pytest.mark.slow
 def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -> None:
     model = _wheel_model(*REC)
-    r = run_cli("inspect", model, "--shape", "x=1,3,48,320", "--json", timeout=600)
+    r = run_cli_here("inspect", model, "--shape", "x=1,3,48,320", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     # 379 calls before the fusions of issue 17 (ScaleShift, LayerNormalization, composite HardSwish), then 128,
@@ -82,25 +84,25 @@ def test_ppocr_recognizer_runs_and_lists_every_call_with_flops(tmp_path: Path) -
     assert all(c["kernel"] and c["variant"] and c["layer"] is not None for c in doc["calls"])
     assert sum(c["flops"] for c in doc["calls"]) == doc["totals"]["flops"] > 1e9
     # profile and graph: the same FLOPs per call, a GFLOP/s and % of peak for each, a kernel on every box
-    r = run_cli("profile", model, "--shape", "x=1,3,48,320", "--runs", "2", "--json", timeout=600)
+    r = run_cli_here("profile", model, "--shape", "x=1,3,48,320", "--runs", "2", "--json")
     assert r.returncode == 0, r.stderr
     prof = json.loads(r.stdout)
     assert prof["flops"] == sum(c["flops"] for c in prof["calls"]) == doc["totals"]["flops"]
     assert sorted(c["flops"] for c in prof["calls"]) == sorted(c["flops"] for c in doc["calls"])
     assert all(c["gflops"] > 0 and c["percent_of_peak"] > 0 for c in prof["calls"] if c["flops"])
-    r = run_cli("graph", model, "--shape", "x=1,3,48,320", "-o", tmp_path / "rec.dot", timeout=600)
+    r = run_cli_here("graph", model, "--shape", "x=1,3,48,320", "-o", tmp_path / "rec.dot")
     assert r.returncode == 0, r.stderr
     kernels = {c["kernel"] for c in doc["calls"]}
     labels = re.findall(r"kernel (k\d+(?:,k\d+)*)", (tmp_path / "rec.dot").read_text())
     assert kernels == {k for lbl in labels for k in lbl.split(",")}, (kernels, labels)
     # the done-when command line: random input at the real shape, the result printed
-    r = run_cli("run", model, "--shape", "x=1,3,48,320", "--random", "--runs", "1", timeout=600)
+    r = run_cli_here("run", model, "--shape", "x=1,3,48,320", "--random", "--runs", "1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("output 'softmax_11.tmp_0': float32[1, 40, 6625]  min ") and " max " in r.stdout
     assert "symbolic dimension" not in r.stderr  # --shape chose every dimension
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 48, 320)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    r = run_cli("run", model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npy"), timeout=600)
+    r = run_cli_here("run", model, "--input", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "y.npy")
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -1,7 +1,8 @@
-"""The ``cnnjit`` command line, issue 22 items 3, 6, 8 and 11 (tables), through the real console script:
-``--shape`` checked against the model on every command, shape errors at symbolic dimensions the tool set to 1
-blamed on the tool, ``warm --threads``, ``prune --seed/--shape``, one time unit in JSON, tables that fit 80
-columns in one style with human size units, the prune agreement warning."""
+"""The ``cnnjit`` command line, issue 22 items 3, 6, 8 and 11 (tables), through the real console script (or
+``cnnjit.cli.main`` in this process, ``run_cli_here``, where only the output is checked): ``--shape`` checked
+against the model on every command, shape errors at symbolic dimensions the tool set to 1 blamed on the tool,
+``warm --threads``, ``prune --seed/--shape``, one time unit in JSON, tables that fit 80 columns in one style with
+human size units, the prune agreement warning."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import assert_one_line_error, run_cli, small_cnn
+from test_cli import assert_one_line_error, run_cli, run_cli_here, small_cnn
 
 from cnnjit.cli.output import nbytes
 
@@ -97,20 +98,20 @@ def test_defaulted_symbolic_dims_blame_the_tool(cmd: str, extra: list, models: d
 
 
 def test_shape_makes_symbolic_hw_work(models: dict, tmp_path: Path) -> None:
-    doc = _json(run_cli("inspect", models["symhw"], "--shape", "x=1,3,10,12", "--json"))
+    doc = _json(run_cli_here("inspect", models["symhw"], "--shape", "x=1,3,10,12", "--json"))
     assert doc["shapes"] == {"x": [1, 3, 10, 12]}
     assert doc["layers"][-1]["outputs"] == ["1x4x8x10"]  # 3x3 window, no pads: 10x12 -> 8x10
     # prune: the deviation report runs the original and the pruned model at the --shape given
     out = tmp_path / "p.onnx"
-    doc = _json(run_cli("prune", models["symhw"], "--sparsity", "0.5", "--prune-first-last", "--shape",
-                        "x=1,3,10,12", "--samples", "1", "-o", out, "--json"))
+    doc = _json(run_cli_here("prune", models["symhw"], "--sparsity", "0.5", "--prune-first-last", "--shape",
+                             "x=1,3,10,12", "--samples", "1", "-o", out, "--json"))
     assert doc["deviation"]["samples"] == 1 and out.is_file()
     # quantize: random calibration (--seed 0) at the --shape; on its first batch, the QDQ model stays close
     # to the float one (onnxruntime without graph optimizations: the plain Q/DQ semantics; its fused
     # QLinearAveragePool differs by up to 1.7 here)
     q = tmp_path / "q.onnx"
-    doc = _json(run_cli("quantize", models["symhw"], "--calibration", "random", "--batches", "2", "--shape",
-                        "x=1,3,10,12", "-o", q, "--json"))
+    doc = _json(run_cli_here("quantize", models["symhw"], "--calibration", "random", "--batches", "2", "--shape",
+                             "x=1,3,10,12", "-o", q, "--json"))
     x = np.random.default_rng(0).standard_normal((1, 3, 10, 12)).astype(np.float32)  # calibration batch 0
     ref = ort.InferenceSession(str(models["symhw"]), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     plain = ort.SessionOptions()
@@ -131,26 +132,26 @@ def test_shape_checked_up_front_with_one_error(models: dict, tmp_path: Path) -> 
     before compiling or writing anything."""
     errors = {}
     for cmd, extra in COMMANDS.items():
-        r = run_cli(cmd, models["fixed"], "--shape", "x=2,3,8,8", *extra, cwd=tmp_path)
+        r = run_cli_here(cmd, models["fixed"], "--shape", "x=2,3,8,8", *extra, cwd=tmp_path)
         errors[cmd] = assert_one_line_error(r, 2).split(": error: ", 1)[1]
     assert set(errors.values()) == {"--shape x=2,3,8,8: dimension 0 is fixed at 1 by the model: "
                                     "x: float32[1, 3, 8, 8]"}, errors
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written
-    line = assert_one_line_error(run_cli("warm", models["fixed"], "--shape", "x=1,3,8"), 2)
+    line = assert_one_line_error(run_cli_here("warm", models["fixed"], "--shape", "x=1,3,8"), 2)
     assert "rank 3" in line and "rank 4" in line
-    line = assert_one_line_error(run_cli("prune", models["fixed"], "--shape", "y=1,3,8,8", "--sparsity", "0.5",
-                                         "-o", tmp_path / "p.onnx"), 2)
+    line = assert_one_line_error(run_cli_here("prune", models["fixed"], "--shape", "y=1,3,8,8", "--sparsity", "0.5",
+                                              "-o", tmp_path / "p.onnx"), 2)
     assert "unknown input" in line and "'y'" in line
 
 
 def test_warm_threads_reaches_the_compile(models: dict) -> None:
     """--threads 2 splits the large Conv into two parts (two calls of its kernel), as inspect shows too."""
-    one = _json(run_cli("warm", models["big"], "--json"))
-    two = _json(run_cli("warm", models["big"], "--threads", "2", "--json"))
+    one = _json(run_cli_here("warm", models["big"], "--json"))
+    two = _json(run_cli_here("warm", models["big"], "--threads", "2", "--json"))
     assert (one["threads"], two["threads"]) == (1, 2)
     assert sum(k["calls"] for k in one["kernels"]) == 1
     assert sum(k["calls"] for k in two["kernels"]) == 2
-    calls = _json(run_cli("inspect", models["big"], "--threads", "2", "--json"))["calls"]
+    calls = _json(run_cli_here("inspect", models["big"], "--threads", "2", "--json"))["calls"]
     assert [c["parts"] for c in calls] == [2, 2]  # the layer's two part calls
 
 
@@ -246,17 +247,17 @@ def test_every_table_fits_80_columns(models: dict, tmp_path: Path) -> None:
     the width of the header rule, and no cell wraps), cache info's too."""
     for cmd, extra in [*TABLE_COMMANDS.items(), ("cache", None)]:
         argv = ["cache", "info"] if extra is None else [cmd, models["small"], *extra]
-        r = run_cli(*argv, cwd=tmp_path, env={"COLUMNS": "80"})
+        r = run_cli_here(*argv, cwd=tmp_path, env={"COLUMNS": "80"})
         assert r.returncode == 0, r.stderr
         rules = [ln for ln in r.stdout.splitlines() if ln and set(ln.strip()) == {"─"}]
         assert rules and all(len(ln) <= 80 for ln in rules), (cmd, r.stdout)
 
 
 def test_prune_and_quantize_one_table_style(models: dict, tmp_path: Path) -> None:
-    outs = [run_cli("prune", models["small"], "--sparsity", "0.5", "-o", tmp_path / "p.onnx"),
-            run_cli("quantize", models["small"], "--calibration", "random", "--batches", "2",
-                    "-o", tmp_path / "q.onnx"),
-            run_cli("inspect", models["small"])]
+    outs = [run_cli_here("prune", models["small"], "--sparsity", "0.5", "-o", tmp_path / "p.onnx"),
+            run_cli_here("quantize", models["small"], "--calibration", "random", "--batches", "2",
+                         "-o", tmp_path / "q.onnx"),
+            run_cli_here("inspect", models["small"])]
     for r in outs:
         assert r.returncode == 0, r.stderr
         assert any(ln and set(ln.strip()) == {"─"} for ln in r.stdout.splitlines()), r.stdout  # header rule

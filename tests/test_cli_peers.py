@@ -1,6 +1,7 @@
-"""What the peers' command lines have, through the real console script: the per-op-type summary and Chrome
-trace of ``cnnjit profile``, time-bounded runs, percentiles, throughput, memory and input files in ``cnnjit
-bench``, and fill modes in ``cnnjit run``. Structure and invariants only: no performance figure is asserted."""
+"""What the peers' command lines have, from ``cnnjit.cli.main`` in this process (``test_cli.run_cli_here``): the
+per-op-type summary and Chrome trace of ``cnnjit profile``, time-bounded runs, percentiles, throughput, memory and
+input files in ``cnnjit bench``, and fill modes in ``cnnjit run``. Structure and invariants only: no performance
+figure is asserted."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from test_cli import assert_one_line_error, run_cli
+from test_cli import assert_one_line_error
+from test_cli import run_cli_here as run_cli
 
 import cnnjit
 from cnnjit.bench import measure, percentile

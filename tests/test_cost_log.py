@@ -19,11 +19,15 @@ def run_hook(monkeypatch: pytest.MonkeyPatch, prefix: str | None) -> None:
     else:
         monkeypatch.setenv(cost_log.ENV, prefix)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw7")
+    from cnnjit.compiler.codegen import precompile
+
+    monkeypatch.setattr(precompile, "ON_COMPILED", precompile.ON_COMPILED)  # (restored afterwards)
     gen = cost_log.pytest_runtest_protocol(FakeItem(), None)
     next(gen)
-    from cnnjit.compiler.codegen.precompile import STATS
-
-    monkeypatch.setitem(STATS, "compiled", STATS["compiled"] + 3)  # as if the test compiled three kernels
+    monkeypatch.setitem(precompile.STATS, "compiled", precompile.STATS["compiled"] + 3)  # as if it compiled three
+    if precompile.ON_COMPILED is not None:  # (the log installs the library's hook; off, nothing is kept)
+        for key in ("k1/s1", "k2/s1", "k3/s1"):
+            precompile.ON_COMPILED(key)
     with pytest.raises(StopIteration):
         next(gen)
 
@@ -40,7 +44,7 @@ def test_one_row_per_test_and_the_ranking(monkeypatch: pytest.MonkeyPatch, tmp_p
     run_hook(monkeypatch, prefix)
     (row,) = [json.loads(line) for line in (tmp_path / "run.gw7.jsonl").open()]
     assert row["id"] == "t.py::compiles" and row["worker"] == "gw7"
-    assert row["kernels"] == {"compiled": 3}
+    assert row["kernels"] == {"compiled": 3} and row["compiled_keys"] == ["k1/s1", "k2/s1", "k3/s1"]
     assert row["cpu"] >= 0 and row["child_cpu"] >= 0 and row["wall"] >= 0
     (tmp_path / "run.gw8.jsonl").write_text(json.dumps(
         {"id": "t.py::long", "worker": "gw8", "start": 0, "wall": 9.0, "cpu": 5.0, "child_cpu": 2.0,

@@ -54,9 +54,10 @@ MIN_PARALLEL_MISSES = 8
 #: kernels compiled/loaded by this process (for ``cnnjit cache info``): origin -> count, plus seconds
 STATS: dict[str, float] = {"memory": 0, "disk cache": 0, "compiled": 0, "compiled by worker": 0,
                            "compile_s": 0.0, "load_s": 0.0}
-#: what this process compiled (here or in its workers), in order: ``<kernel key>/<signatures digest>``, so that
-#: a test run's cost log can count the compiles two processes both did (``tests/cost_log.py``)
-COMPILED: list[str] = []
+#: when set, called with ``<kernel key>/<signatures digest>`` for each kernel this process compiles (here or
+#: in its workers): the test suite's cost log sets it to count the compiles two processes both did
+#: (``tests/cost_log.py``); unset, nothing is kept
+ON_COMPILED: Callable[[str], None] | None = None
 _stats_lock = threading.Lock()
 
 
@@ -391,7 +392,8 @@ def precompile(dispatchers: Mapping[str, Any], sources: Mapping[str, str], signa
             STATS[r.origin] = STATS.get(r.origin, 0) + 1
             if r.origin.startswith("compiled"):
                 STATS["compile_s"] += r.compile_s
-                COMPILED.append(f"{r.key}/{source_key(repr(signatures[r.name]))[:8]}")
+                if ON_COMPILED is not None:
+                    ON_COMPILED(f"{r.key}/{source_key(repr(signatures[r.name]))[:8]}")
             elif r.origin == "disk cache":
                 STATS["load_s"] += r.seconds
     return CompileReport(list(rows.values()), workers_used, time.perf_counter() - t_start)

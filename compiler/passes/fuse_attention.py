@@ -17,7 +17,7 @@ import numpy as np
 from cnnjit.ir import Graph, Node, Value
 
 from .fuse_layernorm import only_user
-from .manager import Pass
+from .manager import RootedFusion
 
 #: the most keys (scores per row) the fused kernel takes: its scratch holds ``k^T`` (``D x S``) and a row of
 #: scores, which should stay in L1/L2 while a head's rows are computed
@@ -47,14 +47,9 @@ def _swaps_last_two(node: Node | None) -> bool:
     return n >= 2 and perm == list(range(n - 2)) + [n - 1, n - 2]
 
 
-class FuseAttention(Pass):
+class FuseAttention(RootedFusion):
     name = "fuse_attention"
-    fusion = True
-
-    def apply(self, graph: Graph) -> None:
-        for node in list(graph.nodes):
-            if node.op == "Softmax" and node in graph.nodes:
-                self._fuse(graph, node)
+    root = "Softmax"
 
     @staticmethod
     def _fuse(graph: Graph, sm: Node) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node, Value
 
-from .manager import Pass
+from .manager import RootedFusion
 
 
 def only_user(graph: Graph, v: Value, op: str) -> Node | None:
@@ -56,14 +56,9 @@ def _row_const(v: Value | None, x: Value, axis: int) -> np.ndarray | None:
     return np.ascontiguousarray(np.broadcast_to(v.const.reshape(tail), norm))
 
 
-class FuseLayerNorm(Pass):
+class FuseLayerNorm(RootedFusion):
     name = "fuse_layernorm"
-    fusion = True
-
-    def apply(self, graph: Graph) -> None:
-        for node in list(graph.nodes):
-            if node.op == "ReduceMean" and node in graph.nodes:
-                self._fuse(graph, node)
+    root = "ReduceMean"
 
     def _fuse(self, graph: Graph, mean: Node) -> bool:
         x = mean.inputs[0]

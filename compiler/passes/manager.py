@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
-from cnnjit.ir import Edits, Graph
+from cnnjit.ir import Edits, Graph, Node
 from cnnjit.ir.errors import InputError, IRError
 
 
@@ -60,6 +60,23 @@ class Pass:
         graph.take_edits()  # start counting here
         self.apply(graph)
         return PassResult.of(graph.take_edits())
+
+
+class RootedFusion(Pass):
+    """A fusion matched from one op, ``root`` (a Softmax for attention, a ReduceMean for layer norm):
+    ``apply`` offers ``_fuse(graph, node)`` each node of that op still in the graph, in order (a match
+    removes nodes, possibly later roots). ``_fuse`` answers whether it rewrote."""
+
+    fusion = True
+    root: ClassVar[str] = ""
+
+    def apply(self, graph: Graph) -> None:
+        for node in list(graph.nodes):
+            if node.op == self.root and node in graph.nodes:
+                self._fuse(graph, node)
+
+    def _fuse(self, graph: Graph, node: Node) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 @dataclass
@@ -154,12 +171,14 @@ def select_passes(available: Iterable[Pass], passes: Sequence[str] | None, disab
 
 
 def pass_names() -> list[str]:
-    """The name of every pass class (every subclass of ``Pass``), sorted: what a dump request may name."""
+    """The name of every pass class (every subclass of ``Pass`` that sets its own ``name``: not a shared base
+    such as ``RootedFusion``), sorted: what a dump request may name."""
     names: set[str] = set()
     todo = list(Pass.__subclasses__())
     while todo:
         cls = todo.pop()
-        names.add(cls.name)
+        if "name" in vars(cls):
+            names.add(cls.name)
         todo.extend(cls.__subclasses__())
     return sorted(names)
 
