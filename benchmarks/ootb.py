@@ -117,6 +117,8 @@ def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
 
 #: a served engine's lines on stdout start with this (libraries may print there too)
 MARK = "@@ootb "
+#: a block's first call (after the pause between turns) is reported under its label with this suffix
+FIRST = " @first"
 
 
 def ootb_serve(spec: str, engine: str, warmup: int) -> int:
@@ -130,7 +132,8 @@ def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
     """A served engine process: ``fns`` (label -> zero-argument call) warmed up, ``{"ready": meta, "names":
     labels}`` written, then per JSON line read from stdin one request, its times (ns) written back as one
     JSON line: ``{"rounds": N}`` runs N rounds of single calls (each call once per round, in a seeded random
-    order); ``{"block": NAME, "calls": K}`` one untimed call of NAME, then K timed calls of it (a turn);
+    order); ``{"block": NAME, "calls": K}`` one call of NAME, then K timed calls of it (a turn; the first
+    call's time is reported apart, as ``NAME + FIRST``: what a caller that runs the model now and then sees);
     ``{}`` ends."""
     import gc
     import random
@@ -148,8 +151,9 @@ def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
         gc.disable()
         if "block" in req:
             f = fns[req["block"]]
-            f()  # untimed: the previous turn's spinning threads (another process's, or this team) settle
-            times: dict[str, list[int]] = {req["block"]: []}
+            t0 = time.perf_counter_ns()
+            f()  # apart: the previous turn's spinning threads (another process's, or this team) settle
+            times: dict[str, list[int]] = {req["block"] + FIRST: [time.perf_counter_ns() - t0], req["block"]: []}
             for _ in range(int(req["calls"])):
                 t0 = time.perf_counter_ns()
                 f()
@@ -209,13 +213,15 @@ def stop(procs: dict[str, subprocess.Popen]) -> None:
 
 def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng: Any) -> dict[str, Any]:
     """Time served engine processes against each other; returns their ready metadata (``ready``: engine ->
-    meta) and two timings (``timing``, ``timing_single``: label -> ``summarize``), both kept:
+    meta) and three timings (``timing``, ``timing_first``, ``timing_single``: label -> ``summarize``):
 
     * blocks (``timing``): each round, every label of every process gets a turn in a random order, one
-      untimed call then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns and then
+      call apart then ``args.block_calls`` timed calls, ``args.settle`` seconds between turns and then
       until both processes are idle (``harness.quiesce``); so a call
       never follows the other process's call (whose thread pool spins after it returns) nor another
-      label's team, except for the untimed call;
+      label's team, except for the call apart;
+    * first calls (``timing_first``): that call apart, the first after the pause (caches, predictors and
+      sleeping threads cold: what a caller sees that runs the model now and then);
     * single calls (``timing_single``: ``args.block`` rounds per process turn, the labels of a process
       interleaved call by call): what alternating calls cost, the other label's spinning threads included.
 
@@ -242,7 +248,8 @@ def alternate(procs: dict[str, subprocess.Popen], args: argparse.Namespace, rng:
                 settle()
         done += n
     return {"ready": {eng: r["ready"] for eng, r in ready.items()},
-            "timing": {k: summarize(v) for k, v in block.items()},
+            "timing": {k: summarize(v) for k, v in block.items() if not k.endswith(FIRST)},
+            "timing_first": {k[:-len(FIRST)]: summarize(v) for k, v in block.items() if k.endswith(FIRST)},
             "timing_single": {k: summarize(v) for k, v in single.items()}}
 
 
@@ -264,7 +271,8 @@ def run_ootb_procs(specs: list[str], args: argparse.Namespace) -> list[dict[str,
                                       "--warmup", str(args.warmup)] for eng in ("ort", "cnnjit")}, errs)
                 res = alternate(procs, args, rng)
                 row = {**res["ready"]["cnnjit"], "mode": "process per engine", "timing": res["timing"],
-                       "timing_single": res["timing_single"], "block_calls": args.block_calls}
+                       "timing_first": res["timing_first"], "timing_single": res["timing_single"],
+                       "block_calls": args.block_calls}
             except (EOFError, OSError, ValueError) as e:
                 errs.seek(0)
                 tail = errs.read().strip().splitlines()[-3:]
@@ -290,7 +298,7 @@ def ootb_table(rows: list[dict[str, Any]], procs: bool = False) -> tuple[list[st
     headers = ["model", "threads", "ORT default ms", "cnnjit default ms", "default ratio", "target",
                "1T ms", "2T ms", "2T/1T", "speed-up 1T/2T", "4T/2T", "bit-identical", "rel err"]
     if procs:
-        headers += ["default ratio, single calls", "speed-up 1T/2T, single calls"]
+        headers += ["default ratio, single calls", "speed-up 1T/2T, single calls", "default ratio, first call"]
     table = []
     for r in rows:
         if "error" in r:
@@ -307,7 +315,9 @@ def ootb_table(rows: list[dict[str, Any]], procs: bool = False) -> tuple[list[st
                       r["rel_err"]])
         if procs:
             s = {k: v["median_ms"] for k, v in r["timing_single"].items()}
-            table[-1] += [s["cnnjit default"] / s["ORT default"], s["cnnjit 1T"] / s["cnnjit 2T"]]
+            f = {k: v["median_ms"] for k, v in r.get("timing_first", {}).items()}
+            table[-1] += [s["cnnjit default"] / s["ORT default"], s["cnnjit 1T"] / s["cnnjit 2T"],
+                          f["cnnjit default"] / f["ORT default"] if f else None]
     return headers, table
 
 
@@ -326,9 +336,11 @@ def write_ootb(rows: list[dict[str, Any]], args: argparse.Namespace, argv: list[
     load = os.getloadavg()
     how = (f"Each engine in its own process (`--ootb-procs`): per model an onnxruntime process and a cnnjit process. "
            f"Main columns: blocks; each round every configuration of either process has a turn, in random order, "
-           f"of one untimed call then {getattr(args, 'block_calls', 0)} timed calls, "
+           f"of one call apart then {getattr(args, 'block_calls', 0)} timed calls, "
            f"{getattr(args, 'settle', 0):g} s between turns, so no timed call follows another configuration's "
-           "call while its threads (onnxruntime's pool, or cnnjit's team) still spin. The two 'single calls' "
+           "call while its threads (onnxruntime's pool, or cnnjit's team) still spin; 'first call': that call "
+           "apart, the first after the pause (what a caller sees that runs the model now and then). The two "
+           "'single calls' "
            f"columns: the processes told in turn to run {getattr(args, 'block', 0)} rounds, a process's "
            "configurations interleaved call by call, so a cnnjit call can follow another configuration's "
            "spinning team; both from the same run, medians over every timed call. " if procs else "")

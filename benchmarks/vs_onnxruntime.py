@@ -25,9 +25,11 @@ the share of peak reached on the compute-bound conv layers.
 ``--ootb`` adds the out-of-the-box table: per model one process timing, interleaved, onnxruntime's default
 session against ``cnnjit.compile(model)``'s default (every usable core) and cnnjit compiled with 1, 2 and 4
 threads (``vs_onnxruntime_ootb.{json,md}``). ``--ootb-procs`` adds the same table with each engine in its
-own process (``benchmarks/ootb.py: alternate``): its main columns from turns of one untimed call then
+own process (``benchmarks/ootb.py: alternate``): its main columns from turns of one call apart then
 ``--block-calls`` timed calls of one configuration (so no timed call follows another configuration's call
-while its threads still spin), its last two columns from single calls interleaved call by call (both kept).
+while its threads still spin), two more from single calls interleaved call by call, and the default ratio
+of the call apart (the first after the pause between turns: what a caller sees that runs a model now and
+then).
 
 Writes ``benchmarks/results/vs_onnxruntime.{json,md,png}`` (and ``vs_onnxruntime_profile.md``).
 
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block", type=int, default=5,
                     help="--ootb-procs: rounds of single calls per process turn (the single-call columns; default 5)")
     ap.add_argument("--block-calls", type=int, default=5,
-                    help="--ootb-procs: timed calls per turn, after one untimed call (default 5)")
+                    help="--ootb-procs: timed calls per turn, after one call timed apart (default 5)")
     ap.add_argument("--settle", type=float, default=0.05,
                     help="--ootb-procs: seconds between blocks, for the other engine's pool to go idle")
     ap.add_argument("--worker-engine", help=argparse.SUPPRESS)

@@ -26,12 +26,13 @@ def _serve(monkeypatch, capsys, requests: list[dict], fns: dict) -> list[dict]:
             if line.startswith(ootb.MARK)]
 
 
-def test_serve_block_runs_one_untimed_call_then_k_timed(monkeypatch, capsys) -> None:
+def test_serve_block_times_the_first_call_apart_then_k_calls(monkeypatch, capsys) -> None:
     calls = {"a": 0, "b": 0}
     fns = {k: (lambda k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls}
     out = _serve(monkeypatch, capsys, [{"block": "a", "calls": 4}, {}, {"block": "b", "calls": 9}], fns)
     assert out[0] == {"ready": {"model": "m"}, "names": ["a", "b"]}
-    assert list(out[1]) == ["a"] and len(out[1]["a"]) == 4
+    assert sorted(out[1]) == ["a", "a" + ootb.FIRST] and len(out[1]["a"]) == 4  # the first call apart
+    assert len(out[1]["a" + ootb.FIRST]) == 1
     assert len(out) == 2  # ``{}`` ended it: the request after it never ran
     assert calls == {"a": 2 + 1 + 4, "b": 2}  # warm-up, the untimed call, the timed ones
 
@@ -64,6 +65,7 @@ def test_alternate_gives_every_label_its_turns_and_single_calls(tmp_path) -> Non
             ootb.stop(procs)
     assert res["ready"] == {"x": {"engine": "x"}, "y": {"engine": "y"}}
     assert {k: v["runs"] for k, v in res["timing"].items()} == {"x1": 15, "x2": 15, "y1": 15}  # 5 turns of 3
+    assert {k: v["runs"] for k, v in res["timing_first"].items()} == {"x1": 5, "x2": 5, "y1": 5}  # one a turn
     assert {k: v["runs"] for k, v in res["timing_single"].items()} == {"x1": 5, "x2": 5, "y1": 5}
     assert all(p.returncode == 0 for p in procs.values())  # (stop ended both)
 
