@@ -108,7 +108,7 @@ def _phases_fire(case: dict) -> bool:
             and all(case["pads"][i] < case["k"][i] and case["pads"][n + i] < case["k"][i] for i in range(n)))
 
 
-def _check(case: dict, width: int, data=None, expect: str | None = None, phases: bool = False) -> None:
+def _check(case: dict, width: int, data=None, expect: str | None = None, phases: bool = False):
     rng = np.random.default_rng(case["seed"])
     g = case["group"]
     x = rng.standard_normal((case["N"], case["C"], *case["size"])).astype(np.float32)
@@ -123,7 +123,9 @@ def _check(case: dict, width: int, data=None, expect: str | None = None, phases:
         model = cnnjit.compile(proto, vector_width=width)
         ir_ops = [n.op for n in model.ir.nodes]
         if _phases_fire(case):
-            assert ir_ops.count("Conv") == 1 and set(ir_ops) <= {"Conv", "Reshape", "Transpose", "Slice"}, ir_ops
+            assert ir_ops.count("Conv") == 1 and set(ir_ops) <= {"Conv", "Reshape", "Transpose", "Slice", "Pad",
+                                                                 "Concat"}, ir_ops
+            return model
     else:
         model = compile_variant(proto, "ConvTranspose", width, data, expect, disable=KERNELS_ONLY)
         ir_ops = [n.op for n in model.ir.nodes]
@@ -188,6 +190,16 @@ def test_convtranspose_at_width(width, case, data) -> None:
 @given(case=general_cases())
 def test_phases_at_width(width, case) -> None:
     _check(case, width, phases=True)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_phases_im2col(width) -> None:
+    """A decoder's 4x4 stride-2 upsampler (pads 1, BN, Relu) with 8 * 2 * 2 phase channels: its 2x2 phase taps
+    folded into a 1x1 Conv's input channels (a Pad, four window Slices, a Concat)."""
+    case = dict(N=1, C=5, M=8, group=1, size=[6, 9], k=[4, 4], s=[2, 2], pads=[1, 1, 1, 1], d=[1, 1], op=[0, 0],
+                bias=True, seed=5, bn=True, residual=False, act="Relu")
+    ops = [n.op for n in _check(case, width, phases=True).ir.nodes]
+    assert ops.count("Slice") == 5 and "Concat" in ops, ops
 
 
 def test_applicability() -> None:
