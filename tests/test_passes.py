@@ -148,6 +148,11 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             cur = b.add("Reshape", [t, b.const(np.array([1, c, h, w], np.int64))], (1, c, h, w))
         elif op == "transpose_pair":
             t = b.add("Transpose", [cur], (1, h, w, c), perm=[0, 2, 3, 1])
+            if arg % 2:  # a PyTorch export of a TF model: bias, a no-op Cast, a scale and Relu in NHWC between
+                t = b.add("Add", [t, b.const(rng.standard_normal((1, 1, 1, c)).astype(np.float32))], (1, h, w, c))
+                t = b.add("Cast", [t], (1, h, w, c), to=TensorProto.FLOAT)
+                t = b.add("Mul", [t, b.const(np.float32(0.5))], (1, h, w, c))
+                t = b.add("Relu", [t], (1, h, w, c))
             cur = b.add("Transpose", [t], (1, c, h, w), perm=[0, 3, 1, 2])
         elif op == "layernorm":  # the decomposed layer norm exporters write, over the last axis
             m = b.add("ReduceMean", [cur], (1, c, h, 1), axes=[3])
@@ -330,6 +335,14 @@ def test_transpose_pair_cancels() -> None:
     model, x = build([("conv", 1), ("transpose_pair", 0), ("act", 0)], 8)
     m = check(model, x)
     assert "Transpose" not in ops_of(m)
+
+
+def test_transpose_pair_cancels_through_an_elementwise_chain() -> None:
+    """Conv, then NHWC: bias Add, float -> float Cast, Mul, Relu, then back: the Cast goes, the Transposes
+    meet and cancel, and the chain fuses into the Conv."""
+    model, x = build([("conv", 1), ("transpose_pair", 1)], 12)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"], ops_of(m)
 
 
 def test_concat_is_in_place() -> None:
