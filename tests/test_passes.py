@@ -345,6 +345,26 @@ def test_transpose_pair_cancels_through_an_elementwise_chain() -> None:
     assert ops_of(m) == ["Conv"], ops_of(m)
 
 
+def test_nhwc_branches_and_arithmetic_bn_fold_into_the_convs() -> None:
+    """Two Conv branches, each transposed to NHWC with a bias Add and one with a BN written as Sub(mean),
+    Mul(scale), Add(beta), joined by a residual Add and a Relu, then transposed back (a PyTorch export of a
+    TF ResNet): the Transposes sink and merge into one that cancels its inverse, the arithmetic BN folds into
+    its Conv, and the Add and Relu fuse: two Conv kernels."""
+    rng = np.random.default_rng(13)
+    b = Builder(rng, 4, 9, 8)
+    branches = []
+    for bn in (True, False):
+        t = b.add("Transpose", [conv(b, "x", 8, 3, 1, 1, True, False)], (1, 9, 8, 8), perm=[0, 2, 3, 1])
+        for op in ("Add", "Sub", "Mul", "Add")[: 4 if bn else 1]:
+            k = rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
+            t = b.add(op, [t, b.const(k)], (1, 9, 8, 8))
+        branches.append(t)
+    r = b.add("Relu", [b.add("Add", branches, (1, 9, 8, 8))], (1, 9, 8, 8))
+    model = b.model([b.add("Transpose", [r], (1, 8, 9, 8), perm=[0, 3, 1, 2])])
+    m = check(model, rng.standard_normal((1, 4, 9, 8)).astype(np.float32))
+    assert ops_of(m) == ["Conv", "Conv"], ops_of(m)
+
+
 def test_concat_is_in_place() -> None:
     model, x = build([("pw", 1), ("pw", 0), ("concat", 1)], 9)
     m = check(model, x)

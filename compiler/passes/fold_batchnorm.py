@@ -81,7 +81,7 @@ class FoldBatchNorm(Pass):
         src, c = found
         b = _bias(src) + c if node.op == "Add" else _bias(src) - c
         graph.set_input(src, 2, graph.const(b.astype(src.inputs[1].dtype)))
-        graph.note_fused(src, node.op)
+        graph.note_fused(src, f"{node.op}(bias)")  # as fuse_epilogue names a bias Add
         graph.remove_node_keep_output(node, src)
 
     def _fold_scale(self, graph: Graph, node: Node) -> None:
