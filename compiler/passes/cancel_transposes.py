@@ -32,17 +32,18 @@ def _inverse(p: tuple[int, ...], q: tuple[int, ...]) -> bool:
 
 
 def _sink(graph: Graph, node: Node) -> bool:
-    """Transpose ``node`` moved below its only user when that is elementwise (its shape kept) and its other
-    operands are constants of at most its rank (permuted back) or Transposes of the same permutation that
-    feed nothing else (those go too: one Transpose after the op instead of one per operand). Cost-neutral
-    or better; it brings inverse pairs together (a chain of bias, BN and Relu in NHWC between them, or two
-    such branches joined by a residual Add). Whether it moved."""
+    """Transpose ``node`` moved below its only user when that is elementwise (its shape kept, its elements no
+    wider) and its other operands are constants of at most its rank (permuted back) or Transposes of the same
+    permutation that feed nothing else (those go too: one Transpose after the op instead of one per operand).
+    Cost-neutral or better; it brings inverse pairs together (a chain of bias, BN and Relu in NHWC between
+    them, or two such branches joined by a residual Add). Whether it moved."""
     v, p = node.outputs[0], tuple(node.attrs["perm"])
     if len(v.users) != 1 or v in graph.outputs:
         return False
     user = v.users[0]
     od = get_op(user.op)
-    if od is None or not od.elementwise or len(user.outputs) != 1 or user.outputs[0].shape != v.shape:
+    if (od is None or not od.elementwise or len(user.outputs) != 1 or user.outputs[0].shape != v.shape
+            or user.outputs[0].dtype.itemsize > v.dtype.itemsize):  # not below a widening Cast: more bytes to move
         return False
     back = tuple(int(i) for i in np.argsort(p))
     ins, peers = [], []
