@@ -9,6 +9,11 @@ at the end), with each group's weights transposed (in <-> out channels) and flip
   covers, groups, 1-D and 2-D, batches, planes that take the packed-input path; asserts ``simd_shuffle`` ran.
 * ``test_convtranspose_at_width``: any kernel / stride / pads / output_padding / group / dilation through a
   variant drawn from those that apply (asserted to be the one that ran).
+* ``test_phases_at_width``: the same cases through the default passes: ``convtranspose_phases`` rewrites
+  every strided ConvTranspose without dilation, residual or a crop past ``k - 1`` (asserted) into a Conv of
+  its output phases and a pixel shuffle, its epilogue fused into the Conv. (The kernel tests above run
+  without that pass, so the ConvTranspose node reaches codegen; ``test_quant_property`` checks the default
+  path against onnxruntime.)
 * ``test_upsampler_vs_onnxruntime``: a small two-upsampler decoder against onnxruntime.
 * Resize, the FPN's other upsampler: ``simd_nearest`` (whole factors) against ``np.repeat``, and any nearest
   Resize through a drawn variant against onnx's reference evaluator.
@@ -90,7 +95,20 @@ def _epilogue(case: dict, rng, expected):
     return nodes, extra, expected
 
 
-def _check(case: dict, width: int, data=None, expect: str | None = None) -> None:
+#: the kernel tests compile without the pass that rewrites most ConvTransposes into Convs
+KERNELS_ONLY = ("convtranspose_phases",)
+
+
+def _phases_fire(case: dict) -> bool:
+    """Whether ``convtranspose_phases`` must rewrite ``case``: no dilation or residual, not the upsampler
+    kernel's kernel == stride without pads, no pad larger than ``k - 1``."""
+    n = len(case["k"])
+    upsampler = case["k"] == case["s"] and not any(case["pads"]) and not any(case["op"])
+    return (not upsampler and not case["residual"] and all(d == 1 for d in case["d"])
+            and all(case["pads"][i] < case["k"][i] and case["pads"][n + i] < case["k"][i] for i in range(n)))
+
+
+def _check(case: dict, width: int, data=None, expect: str | None = None, phases: bool = False):
     rng = np.random.default_rng(case["seed"])
     g = case["group"]
     x = rng.standard_normal((case["N"], case["C"], *case["size"])).astype(np.float32)
@@ -100,9 +118,18 @@ def _check(case: dict, width: int, data=None, expect: str | None = None) -> None
                  output_padding=case["op"], group=g)
     expected = convtranspose_np(x, w, b, case["s"], case["pads"], case["d"], case["op"], g)
     after, extra, expected = _epilogue(case, rng, expected)
-    model = compile_variant(_model(x.shape, w, b, attrs, after, extra), "ConvTranspose", width, data, expect)
-    ir_ops = [n.op for n in model.ir.nodes]
-    assert ir_ops == ["ConvTranspose"] or not after, f"the epilogue was not fused: {ir_ops}"
+    proto = _model(x.shape, w, b, attrs, after, extra)
+    if phases:
+        model = cnnjit.compile(proto, vector_width=width)
+        ir_ops = [n.op for n in model.ir.nodes]
+        if _phases_fire(case):
+            assert ir_ops.count("Conv") == 1 and set(ir_ops) <= {"Conv", "Reshape", "Transpose", "Slice", "Pad",
+                                                                 "Concat"}, ir_ops
+            return model
+    else:
+        model = compile_variant(proto, "ConvTranspose", width, data, expect, disable=KERNELS_ONLY)
+        ir_ops = [n.op for n in model.ir.nodes]
+        assert ir_ops == ["ConvTranspose"] or not after, f"the epilogue was not fused: {ir_ops}"
     got = model(x)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
@@ -158,6 +185,23 @@ def test_convtranspose_at_width(width, case, data) -> None:
     _check(case, width, data)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(8)
+@given(case=general_cases())
+def test_phases_at_width(width, case) -> None:
+    _check(case, width, phases=True)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_phases_im2col(width) -> None:
+    """A decoder's 4x4 stride-2 upsampler (pads 1, BN, Relu) with 8 * 2 * 2 phase channels: its 2x2 phase taps
+    folded into a 1x1 Conv's input channels (a Pad, four window Slices, a Concat)."""
+    case = dict(N=1, C=5, M=8, group=1, size=[6, 9], k=[4, 4], s=[2, 2], pads=[1, 1, 1, 1], d=[1, 1], op=[0, 0],
+                bias=True, seed=5, bn=True, residual=False, act="Relu")
+    ops = [n.op for n in _check(case, width, phases=True).ir.nodes]
+    assert ops.count("Slice") == 5 and "Concat" in ops, ops
+
+
 def test_applicability() -> None:
     """simd_shuffle takes exactly the non-overlapping, uncropped kernel == stride layers it can store."""
     def applies(k, s, **kw):
@@ -165,7 +209,7 @@ def test_applicability() -> None:
         attrs = dict(kernel_shape=k, strides=s, pads=[0] * (2 * n), dilations=[1] * n, output_padding=[0] * n)
         attrs.update(kw)
         w = np.ones((4, 4, *k), np.float32)
-        names = applicable_variants(_model((1, 4, *[5] * n), w, None, attrs), "ConvTranspose", 8)
+        names = applicable_variants(_model((1, 4, *[5] * n), w, None, attrs), "ConvTranspose", 8, KERNELS_ONLY)
         return "simd_shuffle" in names
 
     assert applies([2, 2], [2, 2]) and applies([4], [4]) and applies([3, 2], [3, 2])

@@ -148,6 +148,11 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             cur = b.add("Reshape", [t, b.const(np.array([1, c, h, w], np.int64))], (1, c, h, w))
         elif op == "transpose_pair":
             t = b.add("Transpose", [cur], (1, h, w, c), perm=[0, 2, 3, 1])
+            if arg % 2:  # a PyTorch export of a TF model: bias, a no-op Cast, a scale and Relu in NHWC between
+                t = b.add("Add", [t, b.const(rng.standard_normal((1, 1, 1, c)).astype(np.float32))], (1, h, w, c))
+                t = b.add("Cast", [t], (1, h, w, c), to=TensorProto.FLOAT)
+                t = b.add("Mul", [t, b.const(np.float32(0.5))], (1, h, w, c))
+                t = b.add("Relu", [t], (1, h, w, c))
             cur = b.add("Transpose", [t], (1, c, h, w), perm=[0, 3, 1, 2])
         elif op == "layernorm":  # the decomposed layer norm exporters write, over the last axis
             m = b.add("ReduceMean", [cur], (1, c, h, 1), axes=[3])
@@ -330,6 +335,34 @@ def test_transpose_pair_cancels() -> None:
     model, x = build([("conv", 1), ("transpose_pair", 0), ("act", 0)], 8)
     m = check(model, x)
     assert "Transpose" not in ops_of(m)
+
+
+def test_transpose_pair_cancels_through_an_elementwise_chain() -> None:
+    """Conv, then NHWC: bias Add, float -> float Cast, Mul, Relu, then back: the Cast goes, the Transposes
+    meet and cancel, and the chain fuses into the Conv."""
+    model, x = build([("conv", 1), ("transpose_pair", 1)], 12)
+    m = check(model, x)
+    assert ops_of(m) == ["Conv"], ops_of(m)
+
+
+def test_nhwc_branches_and_arithmetic_bn_fold_into_the_convs() -> None:
+    """Two Conv branches, each transposed to NHWC with a bias Add and one with a BN written as Sub(mean),
+    Mul(scale), Add(beta), joined by a residual Add and a Relu, then transposed back (a PyTorch export of a
+    TF ResNet): the Transposes sink and merge into one that cancels its inverse, the arithmetic BN folds into
+    its Conv, and the Add and Relu fuse: two Conv kernels."""
+    rng = np.random.default_rng(13)
+    b = Builder(rng, 4, 9, 8)
+    branches = []
+    for bn in (True, False):
+        t = b.add("Transpose", [conv(b, "x", 8, 3, 1, 1, True, False)], (1, 9, 8, 8), perm=[0, 2, 3, 1])
+        for op in ("Add", "Sub", "Mul", "Add")[: 4 if bn else 1]:
+            k = rng.uniform(0.5, 1.5, (1, 1, 1, 8)).astype(np.float32)
+            t = b.add(op, [t, b.const(k)], (1, 9, 8, 8))
+        branches.append(t)
+    r = b.add("Relu", [b.add("Add", branches, (1, 9, 8, 8))], (1, 9, 8, 8))
+    model = b.model([b.add("Transpose", [r], (1, 8, 9, 8), perm=[0, 3, 1, 2])])
+    m = check(model, rng.standard_normal((1, 4, 9, 8)).astype(np.float32))
+    assert ops_of(m) == ["Conv", "Conv"], ops_of(m)
 
 
 def test_concat_is_in_place() -> None:

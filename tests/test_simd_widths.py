@@ -28,25 +28,26 @@ IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_depthwise_row", "simd_point
                 "stem_conv"}
 
 
-def applicable_variants(model, op: str, width: int) -> list[str]:
+def applicable_variants(model, op: str, width: int, disable: tuple[str, ...] = ()) -> list[str]:
     """The variants of ``op`` that apply to the (first) ``op`` node of ``model`` at ``width`` (the IR after
-    the passes, from a compile that builds no kernel)."""
-    ir = cnnjit.compile(model, vector_width=width, entry="lazy").ir
+    the passes but ``disable``, from a compile that builds no kernel)."""
+    ir = cnnjit.compile(model, vector_width=width, entry="lazy", disable=disable).ir
     node = next(n for n in ir.nodes if n.op == op)
     target = CompileOptions(vector_width=width).host_target()
     return [v.name for v in VARIANTS[op] if v.applies(node, target)]
 
 
-def compile_variant(model, op: str, width: int, data=None, expect: str | None = None, force: str | None = None):
-    """``model`` compiled at ``width`` with its ``op`` node on a variant drawn from those that apply (the
-    default choice when ``data`` is None; ``force``: that one, which must apply), asserting that variant is
-    the one in the schedule."""
-    names = applicable_variants(model, op, width)
+def compile_variant(model, op: str, width: int, data=None, expect: str | None = None, force: str | None = None,
+                    disable: tuple[str, ...] = ()):
+    """``model`` compiled at ``width`` (without the passes ``disable``) with its ``op`` node on a variant drawn
+    from those that apply (the default choice when ``data`` is None; ``force``: that one, which must apply),
+    asserting that variant is the one in the schedule."""
+    names = applicable_variants(model, op, width, disable)
     assert force is None or force in names, f"{op}: {force} does not apply (applicable: {names})"
     name = force or (data.draw(st.sampled_from(names), label="variant") if data is not None else names[0])
     if expect is not None:
         assert name == expect, f"{op} at width {width} chose {name}, expected {expect} (applicable: {names})"
-    compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: name}, disable=disable)
     ran = {c.variant for c in compiled._default_spec().program.calls if c.op == op}
     assert ran == {name}, f"forced {name}, the schedule ran {ran}"
     return compiled

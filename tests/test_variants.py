@@ -73,9 +73,10 @@ CASES = {
     ("ConvTranspose", "simd_shuffle"): _model("ConvTranspose", (1, 4, 5, 7), {
         "w": np.random.default_rng(4).standard_normal((4, 6, 2, 2)).astype(np.float32),
         "b": np.random.default_rng(5).standard_normal(6).astype(np.float32)}, kernel_shape=[2, 2], strides=[2, 2]),
+    # dilated: the scatter kernel's own case (convtranspose_phases makes the undilated ones Convs)
     ("ConvTranspose", "conv_transpose"): _model("ConvTranspose", (1, 4, 5, 7), {
         "w": np.random.default_rng(6).standard_normal((4, 6, 3, 3)).astype(np.float32)}, kernel_shape=[3, 3],
-        strides=[2, 2], pads=[1, 1, 1, 1]),
+        strides=[2, 2], pads=[1, 1, 1, 1], dilations=[2, 2]),
     ("Resize", "simd_nearest"): _model("Resize", (1, 3, 5, 7), {"roi": np.zeros(0, np.float32),
                                                                 "s": np.array([1, 1, 2, 2], np.float32)}),
     ("Resize", "resize"): _model("Resize", (1, 3, 5, 7), {"roi": np.zeros(0, np.float32),

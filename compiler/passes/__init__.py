@@ -5,6 +5,7 @@ from .cancel_transposes import CancelTransposes
 from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
 from .conv_columns import ConvColumns
+from .convtranspose_phases import ConvTransposePhases
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_shuffle import FoldChannelShuffle
@@ -34,7 +35,8 @@ def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
-            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), ConvColumns(), FuseBlocks(),
+            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), ConvTransposePhases(),
+            ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
@@ -42,4 +44,4 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "pass_names", "default_pipeline", "DeadCode", "FuseAttention",
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
-           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns"]
+           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases"]

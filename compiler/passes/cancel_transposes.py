@@ -2,12 +2,17 @@
 
 Models converted from TFLite carry NHWC↔NCHW Transpose pairs around blocks; after this pass a pair that
 undoes itself costs nothing (also when the first Transpose has other users: the second one's users then
-read the first one's input).
+read the first one's input). A Transpose sinks below elementwise ops (constants permuted; Transposes of the
+same permutation on the other operands merged into one) until it meets its inverse or an op of another kind:
+a PyTorch export of a TF model wraps every Conv's bias, BN, residual Add and Relu in NHWC between such pairs
+(108 Transposes, 28% of its time).
 """
 
 from __future__ import annotations
 
-from cnnjit.ir import Graph, Node
+import numpy as np
+
+from cnnjit.ir import Graph, Node, TensorType, Value, get_op
 from cnnjit.ir.errors import IRError
 
 from .manager import Pass
@@ -26,11 +31,56 @@ def _inverse(p: tuple[int, ...], q: tuple[int, ...]) -> bool:
     return tuple(p[i] for i in q) == tuple(range(len(q)))
 
 
+def _sink(graph: Graph, node: Node) -> bool:
+    """Transpose ``node`` moved below its only user when that is elementwise (its shape kept, its elements no
+    wider) and its other operands are constants of at most its rank (permuted back) or Transposes of the same
+    permutation that feed nothing else (those go too: one Transpose after the op instead of one per operand).
+    Cost-neutral or better; it brings inverse pairs together (a chain of bias, BN and Relu in NHWC between
+    them, or two such branches joined by a residual Add). Whether it moved."""
+    v, p = node.outputs[0], tuple(node.attrs["perm"])
+    if len(v.users) != 1 or v in graph.outputs:
+        return False
+    user = v.users[0]
+    od = get_op(user.op)
+    if (od is None or not od.elementwise or len(user.outputs) != 1 or user.outputs[0].shape != v.shape
+            or user.outputs[0].dtype.itemsize > v.dtype.itemsize):  # not below a widening Cast: more bytes to move
+        return False
+    back = tuple(int(i) for i in np.argsort(p))
+    ins, peers = [], []
+    for i in user.inputs:
+        src = None if i is None else i.producer
+        if i is None or i is v:
+            ins.append(i if i is None else node.inputs[0])
+        elif i.is_const and len(i.shape) <= len(p):
+            c = i.const.reshape((1,) * (len(p) - i.const.ndim) + i.const.shape)
+            ins.append(graph.const(np.ascontiguousarray(c.transpose(back))))
+        elif (src is not None and src.op == "Transpose" and tuple(src.attrs["perm"]) == p and i.shape == v.shape
+              and all(u is user for u in i.users) and i not in graph.outputs):
+            ins.append(src.inputs[0])
+            peers.append(src)
+        else:
+            return False
+    pre = Value(TensorType(user.outputs[0].dtype, tuple(node.inputs[0].shape)))
+    graph.insert_before(user, Node(user.op, ins, [pre], dict(user.attrs), user.name))
+    out = Value(user.outputs[0].type, user.outputs[0].name)
+    graph.insert_before(user, Node("Transpose", [pre], [out], {"perm": p}))
+    graph.replace_all_uses(user.outputs[0], out)
+    graph.remove_node(user)
+    for t in dict.fromkeys([node, *peers]):
+        graph.remove_node(t)
+    return True
+
+
 class CancelTransposes(Pass):
     name = "cancel_transposes"
     fusion = True
 
     def apply(self, graph: Graph) -> None:
+        while self._sweep(graph):  # a Transpose moved below an op: another sweep may cancel or move it again
+            pass
+
+    def _sweep(self, graph: Graph) -> bool:
+        moved = False
         for node in list(graph.nodes):
             if node.op != "Transpose" or node not in graph.nodes:
                 continue
@@ -51,6 +101,9 @@ class CancelTransposes(Pass):
             if _dispensable(graph, node):
                 graph.replace_all_uses(node.outputs[0], node.inputs[0])
                 graph.remove_node(node)
+            elif _sink(graph, node):
+                moved = True
+        return moved
 
     def ensures(self, graph: Graph) -> None:
         left = next((n for n in graph.nodes if n.op == "Transpose" and _dispensable(graph, n)), None)

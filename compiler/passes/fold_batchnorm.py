@@ -6,7 +6,9 @@ feeds only the BN, and the producer has no epilogue yet. A BN that stays alone r
 The scale of a BN that an exporter wrote as arithmetic (``Conv -> Mul(scale) -> Add(shift)``: a PyTorch
 model with its BNs frozen, onnxruntime's ConvMulFusion) folds the same way: a Mul of a Conv's output by a
 constant that varies along the channels only (or not at all), or a Div by one (the constant second),
-scales the weights and bias; the shift that follows is ``fuse_epilogue``'s bias Add.
+scales the weights and bias; the shift that follows is ``fuse_epilogue``'s bias Add. A per-channel Add or
+Sub (the constant second) of a Conv's output, a BN's mean subtracted before its scale, shifts the bias here,
+so the scale after it reaches the Conv too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ from .manager import Pass
 
 #: the scalings folded into a Conv's weights (``FoldBatchNorm._fold_scale``)
 SCALES = ("Mul", "Div")
+#: the per-channel shifts folded into a Conv's bias (``FoldBatchNorm._fold_shift``)
+SHIFTS = ("Add", "Sub")
+
+
+def _bias(conv: Node) -> np.ndarray:
+    """``conv``'s constant bias in float64 (zeros when it has none)."""
+    b = conv.inputs[2] if len(conv.inputs) > 2 else None
+    return np.zeros(conv.inputs[1].shape[0]) if b is None else b.const.astype(np.float64)
 
 
 class FoldBatchNorm(Pass):
@@ -28,8 +38,8 @@ class FoldBatchNorm(Pass):
 
     def apply(self, graph: Graph) -> None:
         for bn in list(graph.nodes):
-            if bn.op in SCALES:
-                self._fold_scale(graph, bn)
+            if bn.op in SCALES or bn.op in SHIFTS:
+                (self._fold_scale if bn.op in SCALES else self._fold_shift)(graph, bn)
                 continue
             if bn.op != "BatchNormalization" or not all(v.is_const for v in bn.inputs[1:5]):
                 continue
@@ -45,26 +55,48 @@ class FoldBatchNorm(Pass):
             self._fold(graph, src, bn)
 
     @staticmethod
-    def _fold_scale(graph: Graph, node: Node) -> None:
-        """``node`` (a ``SCALES`` op) folded into the Conv that produces its other operand, when its constant
-        operand is per output channel (``channel_vector``)."""
+    def _conv_operand(graph: Graph, node: Node) -> tuple[Node, np.ndarray] | None:
+        """The Conv (constant float weights and bias, no epilogue, no other user) that produces one operand of
+        binary ``node``, and ``node``'s other operand as a per-output-channel vector (``channel_vector``);
+        None when there are no such (a Sub or Div must have the constant second)."""
         i = next((k for k, v in enumerate(node.inputs) if v.is_const), None)
-        if i is None or len(node.inputs) != 2 or (i == 0 and node.op == "Div"):
-            return
+        if i is None or len(node.inputs) != 2 or (i == 0 and node.op in ("Div", "Sub")):
+            return None
         x = node.inputs[1 - i]
         src = x.producer
         if (src is None or src.op != "Conv" or src.attrs.get("post") or len(x.users) != 1 or x in graph.outputs
                 or node.outputs[0].shape != x.shape or src.inputs[1].dtype.kind != "f"
                 or not all(v is None or v.is_const for v in src.inputs[1:3])):
-            return
+            return None
         c = channel_vector(src, node.inputs[i])
-        if c is None or (node.op == "Div" and not np.all(c)):
+        return None if c is None else (src, c)
+
+    def _fold_shift(self, graph: Graph, node: Node) -> None:
+        """``node`` (a ``SHIFTS`` op) of a per-output-channel constant folded into the bias of the Conv that
+        produces its other operand: a BN written as ``Sub(mean) -> Mul(scale) -> Add(beta)`` after the Conv
+        (a PyTorch export of a TF model), so its scale then folds into the weights too."""
+        found = self._conv_operand(graph, node)
+        if found is None:
+            return
+        src, c = found
+        b = _bias(src) + c if node.op == "Add" else _bias(src) - c
+        graph.set_input(src, 2, graph.const(b.astype(src.inputs[1].dtype)))
+        graph.note_fused(src, f"{node.op}(bias)")  # as fuse_epilogue names a bias Add
+        graph.remove_node_keep_output(node, src)
+
+    def _fold_scale(self, graph: Graph, node: Node) -> None:
+        """``node`` (a ``SCALES`` op) folded into the Conv that produces its other operand, when its constant
+        operand is per output channel (``channel_vector``)."""
+        found = self._conv_operand(graph, node)
+        if found is None:
+            return
+        src, c = found
+        if node.op == "Div" and not np.all(c):
             return
         c = c.astype(np.float64)
         w = src.inputs[1].const.astype(np.float64)
         m = w.shape[0]
-        b = src.inputs[2].const.astype(np.float64) if len(src.inputs) > 2 and src.inputs[2] is not None \
-            else np.zeros(m)
+        b = _bias(src)
         s = c if node.op == "Mul" else 1.0 / c
         w, b = w * s.reshape((m,) + (1,) * (w.ndim - 1)), b * s
         dt = src.inputs[1].dtype
