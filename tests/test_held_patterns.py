@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import assert_outputs_match, ort_session
+from conftest import assert_outputs_match, ops_of, ort_session
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -168,3 +168,66 @@ def test_strided_1xk_conv_on_a_height_1_plane(m: int, k: int, stride: int, lengt
     x = rng.standard_normal((1, 1, 1, length)).astype(np.float32)
     (want,) = ort_session(mdl).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
+
+
+def _conv1d_gelu(bias_shape: tuple, reverse: bool = False) -> tuple[onnx.ModelProto, np.ndarray]:
+    """tf2onnx's Keras Conv1D + tanh GELU (magika): a whole-tensor strided Slice, a 5x1 Conv on ``L x 1``, a
+    whole-tensor Slice, a Squeeze to ``N x C x L``, the bias Add and GELU written as 9 elementwise ops."""
+    rng = np.random.default_rng(0)
+    c, m, length = 8, 16, 40
+    wt = (0.3 * rng.standard_normal((m, c, 5, 1))).astype(np.float32)
+    step = -1 if reverse else 1
+    inits = [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(rng.standard_normal(bias_shape).astype(
+        np.float32), "b"), numpy_helper.from_array(np.array([0, 0, 0, 0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([2**30] * 4, np.int64), "s1"),
+        numpy_helper.from_array(np.array([0, 1, 2, 3], np.int64), "ax"),
+        numpy_helper.from_array(np.array([1, 1, 1, 1], np.int64), "st"),
+        numpy_helper.from_array(np.array([0, -1, 0, 0], np.int64), "r0"),
+        numpy_helper.from_array(np.array([2**30, -2**30, 2**30, 2**30], np.int64), "r1"),
+        numpy_helper.from_array(np.array([1, step, 1, 1], np.int64), "rs"),
+        numpy_helper.from_array(np.array([3], np.int64), "sq")] + [
+        numpy_helper.from_array(np.array(v, np.float32), k) for k, v in
+        (("half", 0.5), ("one", 1.0), ("k1", 0.044715), ("k2", np.sqrt(2 / np.pi)))]
+    nodes = [helper.make_node("Slice", ["x", "s0", "s1", "ax", "st"], ["xs"]),
+             helper.make_node("Conv", ["xs", "w"], ["y4"], kernel_shape=[5, 1]),
+             helper.make_node("Slice", ["y4", "r0" if reverse else "s0", "r1" if reverse else "s1", "ax", "rs"],
+                              ["y4s"]),
+             helper.make_node("Squeeze", ["y4s", "sq"], ["y"]),
+             helper.make_node("Add", ["y", "b"], ["a"]),
+             helper.make_node("Mul", ["k1", "a"], ["a1"]),
+             helper.make_node("Mul", ["a", "a1"], ["a2"]),
+             helper.make_node("Mul", ["a", "a2"], ["a3"]),
+             helper.make_node("Add", ["a", "a3"], ["a4"]),
+             helper.make_node("Mul", ["k2", "a4"], ["a5"]),
+             helper.make_node("Tanh", ["a5"], ["a6"]),
+             helper.make_node("Add", ["one", "a6"], ["a7"]),
+             helper.make_node("Mul", ["half", "a7"], ["a8"]),
+             helper.make_node("Mul", ["a", "a8"], ["out"])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", F, [1, c, length, 1])],
+                   [helper.make_tensor_value_info("out", F, None)], inits)
+    return model, rng.standard_normal((1, c, length, 1)).astype(np.float32)
+
+
+def test_conv1d_squeeze_bias_gelu_fuse_into_the_conv() -> None:
+    """The whole-tensor Slices go (``remove_identity``), the Squeeze sinks below the bias Add and the GELU
+    chain (``sink_reshapes``), and all of it fuses into the Conv: one Conv and its views (``conv_columns``'s and
+    the Squeeze), against onnxruntime."""
+    model, x = _conv1d_gelu((1, 16, 1))
+    compiled = cnnjit.compile(model, threads=1)
+    assert [op for op in ops_of(compiled) if op != "Reshape"] == ["Conv"]
+    conv = next(n for n in compiled.ir.nodes if n.op == "Conv")
+    assert [s.op for s in conv.attrs["post"]] == ["Gelu"] and conv.inputs[2].const.shape == (16,)
+    assert_outputs_match([compiled.run(None, {"x": x})[0]], ort_session(model).run(None, {"x": x}),
+                         rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("bias_shape", "reverse"), [((1, 16, 36), False), ((16, 1), True)])
+def test_slices_and_squeezes_left_where_they_move_data(bias_shape: tuple, reverse: bool) -> None:
+    """A bias over the whole map still sinks (a constant of the Conv's rank); a Slice reversing the channels
+    is not an identity and stays, and the Squeeze above it does not sink (its source is no Conv)."""
+    model, x = _conv1d_gelu(bias_shape, reverse)
+    compiled = cnnjit.compile(model, entry="lazy")
+    ops = ops_of(compiled)
+    assert ("Slice" in ops) == reverse and ("Tanh" in ops) == reverse
+    assert_outputs_match([compiled.run(None, {"x": x})[0]], ort_session(model).run(None, {"x": x}),
+                         rtol=1e-4, atol=1e-5)

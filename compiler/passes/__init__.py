@@ -29,13 +29,14 @@ from .manager import (
 from .qdq_lut import QDQToLut
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
+from .sink_reshapes import SinkReshapes
 
 
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
-            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), ConvTransposePhases(),
+            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), ConvTransposePhases(),
             ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
@@ -44,4 +45,4 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "pass_names", "default_pipeline", "DeadCode", "FuseAttention",
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
-           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases"]
+           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes"]

@@ -1,6 +1,7 @@
-"""Identity removal: ``Identity`` nodes (and what Dropout became) and Casts to the type their input already has
-forward their input (a PyTorch export of a converted TF model carries ~300 float -> float Casts, one kernel
-call each: 9% of its time)."""
+"""Identity removal: ``Identity`` nodes (and what Dropout became), Casts to the type their input already has and
+Slices that keep every element in order forward their input (a PyTorch export of a converted TF model carries
+~300 float -> float Casts, one kernel call each: 9% of its time; tf2onnx writes whole-tensor strided slices
+around a Conv, magika's between the Conv and its bias and GELU: a copy, and the epilogue left unfused)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from .manager import Pass
 
 
 def _identity(node: Node) -> bool:
-    """An Identity, or a Cast whose output has its input's type."""
+    """An Identity, a Cast whose output has its input's type, or a Slice of unit steps whose output has its
+    input's type (with unit steps an output as long as the input on an axis starts at 0 and ends at its end)."""
+    if node.op == "Slice":
+        return all(s == 1 for s in node.attrs["steps"]) and node.outputs[0].type == node.inputs[0].type
     return node.op == "Identity" or node.op == "Cast" and node.outputs[0].type == node.inputs[0].type
 
 
