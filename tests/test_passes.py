@@ -180,6 +180,12 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
             cur = b.add("Conv", [col, wt, b.const(rng.standard_normal(m).astype(np.float32))],
                         (1, m, h - k + 1 + (k - 1 if arg % 3 else 0), 1), kernel_shape=[k, 1],
                         pads=[top, 0, k - 1 - top if arg % 3 else 0, 0]) if h >= k else col
+            if arg % 4 == 3 and cur is not col:  # Keras' Conv1D: squeezed, bias and act on N x C x L (sink_reshapes)
+                oh = b.shapes[cur][2]
+                sq = b.add("Reshape", [cur, b.const(np.array([1, m, oh], np.int64))], (1, m, oh))
+                sq = b.add("Add", [sq, b.const(rng.standard_normal((m, 1)).astype(np.float32))], (1, m, oh))
+                sq = b.add("Relu", [sq], (1, m, oh))
+                cur = b.add("Reshape", [sq, b.const(np.array([1, m, oh, 1], np.int64))], (1, m, oh, 1))
         history.append(cur)
         if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)
