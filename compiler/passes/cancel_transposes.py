@@ -31,6 +31,18 @@ def _inverse(p: tuple[int, ...], q: tuple[int, ...]) -> bool:
     return tuple(p[i] for i in q) == tuple(range(len(q)))
 
 
+def move_below(graph: Graph, user: Node, ins: list[Value | None], shape: tuple, op: str, attrs: dict) -> Value:
+    """Elementwise ``user`` replaced by the same op on ``ins`` (giving ``shape``) followed by the layout op
+    ``op(attrs)`` back to its own output's type; the new op's output (a layout op sunk below ``user``)."""
+    pre = Value(TensorType(user.outputs[0].dtype, shape))
+    graph.insert_before(user, Node(user.op, ins, [pre], dict(user.attrs), user.name))
+    out = Value(user.outputs[0].type, user.outputs[0].name)
+    graph.insert_before(user, Node(op, [pre], [out], attrs))
+    graph.replace_all_uses(user.outputs[0], out)
+    graph.remove_node(user)
+    return pre
+
+
 def _sink(graph: Graph, node: Node) -> bool:
     """Transpose ``node`` moved below its only user when that is elementwise (its shape kept, its elements no
     wider) and its other operands are constants of at most its rank (permuted back) or Transposes of the same
@@ -60,12 +72,7 @@ def _sink(graph: Graph, node: Node) -> bool:
             peers.append(src)
         else:
             return False
-    pre = Value(TensorType(user.outputs[0].dtype, tuple(node.inputs[0].shape)))
-    graph.insert_before(user, Node(user.op, ins, [pre], dict(user.attrs), user.name))
-    out = Value(user.outputs[0].type, user.outputs[0].name)
-    graph.insert_before(user, Node("Transpose", [pre], [out], {"perm": p}))
-    graph.replace_all_uses(user.outputs[0], out)
-    graph.remove_node(user)
+    move_below(graph, user, ins, tuple(node.inputs[0].shape), "Transpose", {"perm": p})
     for t in dict.fromkeys([node, *peers]):
         graph.remove_node(t)
     return True

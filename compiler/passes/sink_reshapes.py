@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnjit.ir import Graph, Node, TensorType, Value, get_op
+from cnnjit.ir import Graph, Node, Value, get_op
 
+from .cancel_transposes import move_below
 from .manager import Pass
 
 
@@ -68,13 +69,7 @@ def _sink(graph: Graph, user: Node, sunk: set[Value]) -> bool:
         if c is None:
             return False
         ins.append(graph.const(np.ascontiguousarray(c)))
-    pre = Value(TensorType(user.outputs[0].dtype, tuple(src)))
-    graph.insert_before(user, Node(user.op, ins, [pre], dict(user.attrs), user.name))
-    sunk.add(pre)
-    new = Value(user.outputs[0].type, user.outputs[0].name)
-    graph.insert_before(user, Node("Reshape", [pre], [new], {"shape": tuple(out)}))
-    graph.replace_all_uses(user.outputs[0], new)
-    graph.remove_node(user)
+    sunk.add(move_below(graph, user, ins, tuple(src), "Reshape", {"shape": tuple(out)}))
     return True
 
 
