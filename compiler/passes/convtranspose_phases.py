@@ -93,6 +93,7 @@ def phase_weights(w: np.ndarray, group: int, strides: tuple[int, int], taps: tup
 
 class ConvTransposePhases(Pass):
     name = "convtranspose_phases"
+    fusion = True  # a structural rewrite: ``fuse=False`` keeps the ConvTranspose as imported
 
     def apply(self, graph: Graph) -> None:
         for node in [n for n in graph.nodes if _applies(n)]:
