@@ -26,7 +26,7 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
 
-from .manager import Pass
+from .manager import Pass, insert_op
 
 #: outputs per Winograd F(4x4, 3x3) tile side, inputs per patch side (``codegen/kernels/winograd.py``)
 TILE, PATCH = 4, 6
@@ -79,27 +79,20 @@ class ConvColumnPhases(Pass):
             self._rewrite(graph, node)
 
     @staticmethod
-    def _value(graph: Graph, anchor: Node, op: str, src: Value, shape: tuple[int, ...], **attrs) -> Value:
-        """``op`` of ``src`` (its output of ``shape``) before ``anchor``; a Reshape's ``shape`` is its own."""
-        shape = tuple(int(s) for s in shape)
-        out = Value(TensorType(src.dtype, shape))
-        graph.insert_before(anchor, Node(op, [src], [out], {"shape": shape} if op == "Reshape" else attrs))
-        return out
-
-    def _swap(self, graph: Graph, anchor: Node, v: Value, outer: int, inner: int) -> Value:
+    def _swap(graph: Graph, anchor: Node, v: Value, outer: int, inner: int) -> Value:
         """``v`` (``[N, C, H, outer inner]``) with column ``inner i + j`` moved to ``outer j + i``."""
         n, c, h = v.shape[:3]
-        v = self._value(graph, anchor, "Reshape", v, (n, c, h, outer, inner))
-        v = self._value(graph, anchor, "Transpose", v, (n, c, h, inner, outer), perm=(0, 1, 2, 4, 3))
-        return self._value(graph, anchor, "Reshape", v, (n, c, h, outer * inner))
+        v = insert_op(graph, anchor, "Reshape", v, (n, c, h, outer, inner))
+        v = insert_op(graph, anchor, "Transpose", v, (n, c, h, inner, outer), perm=(0, 1, 2, 4, 3))
+        return insert_op(graph, anchor, "Reshape", v, (n, c, h, outer * inner))
 
     def _rewrite(self, graph: Graph, node: Node) -> None:
         a, x, y = node.attrs, node.inputs[0], node.outputs[0]
         d, pads = int(a["dilations"][1]), tuple(int(p) for p in a["pads"])
         cols, _ = _geometry(node)
         n, c, h, w = x.shape
-        xp = self._value(graph, node, "Pad", x, (n, c, h, d * cols), mode="constant", value=0.0,
-                         pads=(0, 0, 0, pads[1], 0, 0, 0, d * cols - w - pads[1]))
+        xp = insert_op(graph, node, "Pad", x, (n, c, h, d * cols), mode="constant", value=0.0,
+                       pads=(0, 0, 0, pads[1], 0, 0, 0, d * cols - w - pads[1]))
         ph = self._swap(graph, node, xp, cols, d)  # column d k + p to phase-major L p + k
         m, oh, ow = y.shape[1:]
         out_ph = Value(TensorType(y.dtype, (n, m, oh, d * cols)))
