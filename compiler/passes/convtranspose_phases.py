@@ -105,10 +105,10 @@ class ConvTransposePhases(Pass):
         n, c, h, w = x.shape
         if any(pads):
             x = insert_op(graph, anchor, "Pad", x, (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]),
-                            pads=(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]), mode="constant", value=0.0)
+                          pads=(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]), mode="constant", value=0.0)
         qh, qw = out
         wins = [insert_op(graph, anchor, "Slice", x, (n, c, qh, qw), starts=(0, 0, u, v),
-                            ends=(n, c, u + qh, v + qw), steps=(1, 1, 1, 1))
+                          ends=(n, c, u + qh, v + qw), steps=(1, 1, 1, 1))
                 for u in range(taps[0]) for v in range(taps[1])]
         cat = Value(TensorType(x.dtype, (n, c * len(wins), qh, qw)))
         graph.insert_before(anchor, Node("Concat", wins, [cat], {"axis": 1}))
@@ -145,7 +145,7 @@ class ConvTransposePhases(Pass):
         rows, cols = (1, y.shape[2]) if one_d else y.shape[2:]
         if (oh, ow, rows, cols) != (0, 0, qh * sh, qw * sw):
             cur = insert_op(graph, node, "Slice", cur, (n, m, rows, cols), starts=(0, 0, oh, ow),
-                              ends=(n, m, oh + rows, ow + cols), steps=(1, 1, 1, 1))
+                            ends=(n, m, oh + rows, ow + cols), steps=(1, 1, 1, 1))
         out = Value(y.type, y.name)
         graph.insert_before(node, Node("Reshape", [cur], [out], {"shape": tuple(y.shape)}))
         graph.replace_all_uses(y, out)
