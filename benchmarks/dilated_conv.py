@@ -2,7 +2,7 @@
 pass (column phases on ``winograd_f4``, where its gate takes the layer) against the pass disabled (``cblock``
 on the dilated layer) and onnxruntime, Conv+ReLU, one thread, interleaved in one process.
 
-    python -m benchmarks.dilated_conv [--runs 10] [--layer 64,128,160,160,3,1,1,6]
+    python benchmarks/dilated_conv.py [--runs 10] [--layer 64,128,160,160,3,1,1,6]
 
 Layers use ``conv_variants``' syntax (``C,M,H,W,K,stride[,group[,dilation[,pads]]]``). Printed and written
 (``results/dilated_conv.json`` / ``.md``): per layer, the variants each way, ms and effective GFLOP/s (the
@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.harness import single_thread
+from harness import single_thread  # run as a script, like conv_variants
 
 single_thread()
 
 import numpy as np  # noqa: E402
+from conv_variants import layer_model, parse_layer  # noqa: E402
+from harness import measure, ort_session, print_table, write_json, write_markdown  # noqa: E402
 
 import cnnjit  # noqa: E402
-from benchmarks.conv_variants import layer_model, parse_layer  # noqa: E402
-from benchmarks.harness import measure, ort_session, print_table, write_json, write_markdown  # noqa: E402
 
 #: CRAFT's refiner (64 -> 128 at 160x160, rates 6/12/18/24), DeepLab v3's ASPP at output stride 16 (33x33,
 #: rates 6/12/18) and 8 (65x65, rate 12 / 2), a dilated audio layer (1x4 along time)
