@@ -205,13 +205,19 @@ def test_ragged_channels_choice(target: Target) -> None:
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_dilated_long_rows(width: int) -> None:
-    """A horizontally dilated stride-1 layer on a long row: cblock (it beat simd_conv 1.2-9x on dilated
-    layers); a vertically dilated 3x3 (PLCMOS: (2, 1), 64 -> 128 on 96x16) is Winograd's, like an undilated
-    one (its row phases, ``winograd.tile_rows``); checked at every width, residual and activation."""
+    """A horizontally dilated stride-1 layer on a long row that reaches codegen dilated (the
+    ``conv_column_phases`` pass off): cblock (it beat simd_conv 1.2-9x on dilated layers); with the pass, these
+    become column phases dilated vertically only. A vertically dilated 3x3 (PLCMOS: (2, 1), 64 -> 128 on 96x16)
+    is Winograd's, like an undilated one (its row phases, ``winograd.tile_rows``); checked at every width,
+    residual and activation."""
     for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
         w = target.vector_width
         for dilations in ((1, 2), (2, 2), (3, 2)):
-            assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations), target).name == "cblock"
+            node = _layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations, disable=["conv_column_phases"])
+            assert choose(node, target).name == "cblock"
+            node = _layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations)
+            assert tuple(node.attrs["dilations"]) == (dilations[0], 1)
+            assert choose(node, target).name == "winograd_f4"
         for dilations in ((1, 1), (2, 1)):
             assert choose(_layer(32, 2 * w, 4 * w + 4, 3, 1, dilations=dilations), target).name == "winograd_f4"
     _check(dict(n=1, c=16, m=2 * width, g=1, k=3, s=1, d=2, h=9, w=4 * width + 5, pads=[2, 1, 2, 1],
@@ -237,7 +243,7 @@ def test_wide_column_stride(width: int) -> None:
 
 
 def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: tuple = (1, 1),
-           strides: tuple | None = None):
+           strides: tuple | None = None, **options):
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=list(strides or (s, s)),
                               pads=[k // 2] * 4, group=group, dilations=list(dilations))]
@@ -247,7 +253,7 @@ def _layer(c: int, m: int, hw: int, k: int, s: int, group: int = 1, dilations: t
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    return next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
+    return next(n for n in cnnjit.compile(model, entry="lazy", **options).ir.nodes if n.op == "Conv")
 
 
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),

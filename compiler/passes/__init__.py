@@ -4,6 +4,7 @@ from .batch_gemms import BatchGemms
 from .cancel_transposes import CancelTransposes
 from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
+from .conv_column_phases import ConvColumnPhases
 from .conv_columns import ConvColumns
 from .convtranspose_phases import ConvTransposePhases
 from .dead_code import DeadCode
@@ -37,7 +38,7 @@ def default_pipeline() -> list[Pass]:
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
             CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), ConvTransposePhases(),
-            ConvColumns(), FuseBlocks(),
+            ConvColumnPhases(), ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
 
@@ -45,4 +46,5 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "pass_names", "default_pipeline", "DeadCode", "FuseAttention",
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
-           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes"]
+           "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes",
+           "ConvColumnPhases"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
 
-from .manager import Pass
+from .manager import Pass, insert_op
 
 #: the fewest phase-Conv output channels (``M * s_h * s_w``) whose taps are folded into a 1x1 Conv's channels
 IM2COL_ROWS = 32
@@ -99,25 +99,17 @@ class ConvTransposePhases(Pass):
         for node in [n for n in graph.nodes if _applies(n)]:
             self._rewrite(graph, node)
 
-    @staticmethod
-    def _value(graph: Graph, anchor: Node, op: str, src: Value, shape: tuple[int, ...], **attrs) -> Value:
-        """``op`` of ``src`` (its output of ``shape``) before ``anchor``; a Reshape's ``shape`` is its own."""
-        shape = tuple(int(d) for d in shape)
-        out = Value(TensorType(src.dtype, shape))
-        graph.insert_before(anchor, Node(op, [src], [out], {"shape": shape} if op == "Reshape" else attrs))
-        return out
-
     def _windows(self, graph: Graph, anchor: Node, x: Value, taps: tuple[int, int], pads: tuple[int, ...],
                  out: tuple[int, int]) -> Value:
         """The ``taps`` shifted ``out``-sized windows of ``x`` zero-padded by ``pads``, concatenated along the
         channels (tap ``(u, v)``'s block of channels at ``u * T_w + v``): the 1x1 Conv's input."""
         n, c, h, w = x.shape
         if any(pads):
-            x = self._value(graph, anchor, "Pad", x, (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]),
-                            pads=(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]), mode="constant", value=0.0)
+            x = insert_op(graph, anchor, "Pad", x, (n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]),
+                          pads=(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]), mode="constant", value=0.0)
         qh, qw = out
-        wins = [self._value(graph, anchor, "Slice", x, (n, c, qh, qw), starts=(0, 0, u, v),
-                            ends=(n, c, u + qh, v + qw), steps=(1, 1, 1, 1))
+        wins = [insert_op(graph, anchor, "Slice", x, (n, c, qh, qw), starts=(0, 0, u, v),
+                          ends=(n, c, u + qh, v + qw), steps=(1, 1, 1, 1))
                 for u in range(taps[0]) for v in range(taps[1])]
         cat = Value(TensorType(x.dtype, (n, c * len(wins), qh, qw)))
         graph.insert_before(anchor, Node("Concat", wins, [cat], {"axis": 1}))
@@ -131,7 +123,7 @@ class ConvTransposePhases(Pass):
         w = node.inputs[1].const
         if one_d:
             w = w.reshape(w.shape[0], w.shape[1], 1, w.shape[2])
-            x = self._value(graph, node, "Reshape", x, (*x.shape[:2], 1, x.shape[2]))
+            x = insert_op(graph, node, "Reshape", x, (*x.shape[:2], 1, x.shape[2]))
         n, m = y.shape[0], y.shape[1]
         ins = [x, graph.const(phase_weights(w, int(a["group"]), (sh, sw), (th, tw)))]
         if len(node.inputs) > 2 and node.inputs[2] is not None:
@@ -148,13 +140,13 @@ class ConvTransposePhases(Pass):
         conv.meta.update(node.meta)
         cur = phases
         if sh * sw > 1:  # DepthToSpace, CRD
-            cur = self._value(graph, node, "Reshape", cur, (n, m, sh, sw, qh, qw))
-            cur = self._value(graph, node, "Transpose", cur, (n, m, qh, sh, qw, sw), perm=(0, 1, 4, 2, 5, 3))
-            cur = self._value(graph, node, "Reshape", cur, (n, m, qh * sh, qw * sw))
+            cur = insert_op(graph, node, "Reshape", cur, (n, m, sh, sw, qh, qw))
+            cur = insert_op(graph, node, "Transpose", cur, (n, m, qh, sh, qw, sw), perm=(0, 1, 4, 2, 5, 3))
+            cur = insert_op(graph, node, "Reshape", cur, (n, m, qh * sh, qw * sw))
         rows, cols = (1, y.shape[2]) if one_d else y.shape[2:]
         if (oh, ow, rows, cols) != (0, 0, qh * sh, qw * sw):
-            cur = self._value(graph, node, "Slice", cur, (n, m, rows, cols), starts=(0, 0, oh, ow),
-                              ends=(n, m, oh + rows, ow + cols), steps=(1, 1, 1, 1))
+            cur = insert_op(graph, node, "Slice", cur, (n, m, rows, cols), starts=(0, 0, oh, ow),
+                            ends=(n, m, oh + rows, ow + cols), steps=(1, 1, 1, 1))
         out = Value(y.type, y.name)
         graph.insert_before(node, Node("Reshape", [cur], [out], {"shape": tuple(y.shape)}))
         graph.replace_all_uses(y, out)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, TextIO
 
-from cnnjit.ir import Edits, Graph, Node
+from cnnjit.ir import Edits, Graph, Node, TensorType, Value
 from cnnjit.ir.errors import InputError, IRError
 
 
@@ -60,6 +60,15 @@ class Pass:
         graph.take_edits()  # start counting here
         self.apply(graph)
         return PassResult.of(graph.take_edits())
+
+
+def insert_op(graph: Graph, anchor: Node, op: str, src: Value, shape: tuple[int, ...], **attrs) -> Value:
+    """A new ``op`` node of ``src`` (its output of ``shape``) before ``anchor``, for passes that rewrite one
+    node as several: its output. A Reshape's attribute is ``shape`` itself."""
+    shape = tuple(int(d) for d in shape)
+    out = Value(TensorType(src.dtype, shape))
+    graph.insert_before(anchor, Node(op, [src], [out], {"shape": shape} if op == "Reshape" else attrs))
+    return out
 
 
 class RootedFusion(Pass):
