@@ -33,10 +33,6 @@ from .frontend.onnx_import import CONST_OPERANDS
 #: ops cut out of the graph as steps (``If`` only when a branch holds one of these)
 LOOP_OPS = ("Loop", "Scan")
 
-#: numpy dtype -> ONNX element type, for the declared inputs of a segment
-_ELEM = {np.dtype(t): e for t, e in (("float32", 1), ("uint8", 2), ("int8", 3), ("uint16", 4), ("int16", 5),
-                                     ("int32", 6), ("int64", 7), ("bool", 9), ("float16", 10), ("float64", 11),
-                                     ("uint32", 12), ("uint64", 13))}
 
 #: compiles one segment's ONNX model into a runner (``cnnjit.compile`` with the outer call's options)
 CompileSub = Callable[[onnx.ModelProto], Runner]
@@ -168,7 +164,7 @@ class Planner:
             g.name = f"segment{self.count}"
             g.node.extend([*consts, *nodes])
             for name, (dt, shape) in zip(ins, key):
-                elem = _ELEM.get(np.dtype(dt))
+                elem = onnx.elem_type_of(dt)
                 if elem is None:
                     raise ModelError(f"{label}: input {name!r} of type {np.dtype(dt)} cannot cross a loop boundary")
                 vi = g.input.add()

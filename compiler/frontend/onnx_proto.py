@@ -84,12 +84,18 @@ _PLAIN: dict[int, tuple[np.dtype, str, np.dtype]] = {
 _BITS16 = {int(TensorProto.FLOAT16), int(TensorProto.INT16), int(TensorProto.UINT16)}
 _LITTLE = sys.byteorder == "little"
 _DATA_TYPES = frozenset(TensorProto.DataType.values())
+_ELEM_TYPES = {dt: elem for elem, (dt, _, _) in _PLAIN.items()}
 
 
 def tensor_dtype_to_np_dtype(elem_type: int) -> np.dtype:
     """The numpy dtype of ONNX element type ``elem_type``, as ``onnx.helper.tensor_dtype_to_np_dtype``."""
     dtype = plain_dtype(elem_type) if BACKEND == "protobuf" else None
     return dtype if dtype is not None else _onnx().helper.tensor_dtype_to_np_dtype(elem_type)
+
+
+def elem_type_of(dtype: np.dtype) -> int | None:
+    """The ONNX element type of numpy ``dtype`` (the inverse of ``plain_dtype``), or None for one it lacks."""
+    return _ELEM_TYPES.get(np.dtype(dtype))
 
 
 def plain_dtype(elem_type: int) -> np.dtype | None:
