@@ -11,6 +11,7 @@ full compile, and a model found in the compiled-program cache (``cnnjit.cache.wa
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,9 @@ from ._version import __version__
 from .api import compile
 from .errors import *  # noqa: F403 - the exception classes
 from .ir import lazy_names
+
+# a library logs through "cnnjit" and stays silent unless the application configures logging (cnnjit/log.py)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from .pruning import PrunedModel, prune

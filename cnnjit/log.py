@@ -20,8 +20,7 @@ from typing import Any
 from cnnjit.compiler.codegen import build
 from cnnjit.compiler.codegen.precompile import KernelEvent, observe_kernels
 
-logger = logging.getLogger("cnnjit")
-logger.addHandler(logging.NullHandler())
+logger = logging.getLogger("cnnjit")  # its NullHandler is added by ``import cnnjit``
 
 
 def loaded_kernels() -> set[str]:

@@ -6,6 +6,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import pickle
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -140,6 +141,14 @@ def test_map_dicts_and_tuples() -> None:
 
 
 # ---- logging ---------------------------------------------------------------------------------------------
+def test_import_alone_silences_the_logger() -> None:
+    """``import cnnjit`` (not a later import of the compiler) adds the NullHandler: code that snapshots and restores
+    the logger's handlers around a first compile (tests/test_cli.run_cli_here) must not drop it."""
+    code = "import logging, cnnjit; print([type(h).__name__ for h in logging.getLogger('cnnjit').handlers])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "['NullHandler']"
+
+
 def test_logging_quiet_by_default_and_informative_when_enabled(caplog: pytest.LogCaptureFixture) -> None:
     log = logging.getLogger("cnnjit")
     assert any(isinstance(h, logging.NullHandler) for h in log.handlers)
