@@ -33,10 +33,9 @@ FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not i
 FUSION_PASSES.remove("fuse_blocks")
 # batch_gemms needs Gemms sharing a B of at least 512 KiB (none here): tests/test_batch_gemms.py checks it
 FUSION_PASSES.remove("batch_gemms")
-# the structural rewrites of layers these graphs do not hold (a strided ConvTranspose with overlapping taps; a
-# horizontally dilated 3x3 whose Winograd saving passes its gate): tests/test_convtranspose.py and
-# tests/test_conv_column_phases.py check each against a float64 numpy reference at every vector width
-FUSION_PASSES.remove("convtranspose_phases")
+# a horizontally dilated 3x3 passes its Winograd gate only on maps far larger than these graphs' ("dilated"
+# layers here stay direct convs): tests/test_conv_column_phases.py checks it against a float64 numpy reference at
+# every vector width
 FUSION_PASSES.remove("conv_column_phases")
 
 
@@ -83,7 +82,7 @@ def conv(b: Builder, x: str, m: int, k: int, s: int, group: int, pad: bool, bias
 
 
 LAYERS = ["conv", "dw", "pw", "group", "bn", "act", "silu", "residual", "bias", "scale", "concat", "pad_conv",
-          "pool", "shuffle", "transpose_pair", "layernorm", "spp", "attention", "column"]
+          "pool", "shuffle", "transpose_pair", "layernorm", "spp", "attention", "column", "upconv", "dilated"]
 ACTS = [("Relu", {}), ("LeakyRelu", {"alpha": 0.1}), ("HardSwish", {}), ("Sigmoid", {}), ("Tanh", {}),
         ("HardSigmoid", {}), ("Clip", "relu6")]
 
@@ -191,6 +190,17 @@ def build(draw_ops: list[tuple[str, int]], seed: int) -> tuple[onnx.ModelProto, 
                 sq = b.add("Add", [sq, b.const(rng.standard_normal((m, 1)).astype(np.float32))], (1, m, oh))
                 sq = b.add("Relu", [sq], (1, m, oh))
                 cur = b.add("Reshape", [sq, b.const(np.array([1, m, oh, 1], np.int64))], (1, m, oh, 1))
+        elif op == "upconv" and h * w <= 160:  # a decoder's strided ConvTranspose, overlapping taps (its phases)
+            k, p, m = 3 + arg % 2, arg // 2 % 2, [4, 8][arg % 2]  # 8 outputs x 2x2 phases: the 1x1-folded form
+            wt = b.const((rng.standard_normal((c, m, k, k)) / np.sqrt(c * k * k / 4)).astype(np.float32))
+            ins = [cur, wt] + ([b.const(rng.standard_normal(m).astype(np.float32))] if arg % 3 else [])
+            cur = b.add("ConvTranspose", ins, (1, m, 2 * h - 1 - 2 * p + k - 1, 2 * w - 1 - 2 * p + k - 1),
+                        kernel_shape=[k, k], strides=[2, 2], pads=[p] * 4)
+        elif op == "dilated" and h >= 5 and w >= 5:  # DeepLab / CRAFT style: a dilated 3x3, "same" pads
+            d = (1 + arg % 2, 2)
+            wt = b.const((rng.standard_normal((c, c, 3, 3)) / np.sqrt(c * 9)).astype(np.float32))
+            cur = b.add("Conv", [cur, wt], (1, c, h, w), kernel_shape=[3, 3], dilations=list(d),
+                        pads=[d[0], d[1], d[0], d[1]])
         history.append(cur)
         if arg % 7 == 6 and cur not in outs:  # sometimes an intermediate is also an output (once): fusion must keep it
             outs.append(cur)
