@@ -206,32 +206,36 @@ class LoopStep:
     def run(self, env: Env) -> None:
         trip = int(np.asarray(env[self.trip]).reshape(-1)[0]) if self.trip else None
         go = _flag(env[self.cond], self.what) if self.cond else True
-        carried = [None if k in self.fixed else env[n] for k, n in enumerate(self.initial)]
+        live = [k for k in range(len(self.initial)) if k not in self.fixed]  # the carried values bound per iteration
+        names_in, names_out = [self.carried_in[k] for k in live], [self.carried_out[k] for k in live]
+        carried = [env[self.initial[k]] for k in live]
         scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
         i = 0
-        base = env
         body = self.body.session()
         try:
-            while go and (trip is None or i < trip):
-                if i == 0 and self.hoisted is not None:
+            if go and (trip is None or trip > 0):
+                base = env
+                if self.hoisted is not None:
                     base = dict(env)
-                    base.update((self.carried_in[k], carried[k]) for k in self.steady)
+                    base.update((self.carried_in[k], env[self.initial[k]]) for k in self.steady)
                     self.hoisted.run(base)
+                # one scope for every iteration: each iteration writes every value of the body before reading
+                # it (nodes in order), so what an earlier iteration left is never read
                 scope = dict(base)
+            while go and (trip is None or i < trip):
                 scope[self.iter_name] = np.array(i, np.int64)
                 scope[self.cond_name] = np.array(go, np.bool_)
-                for k, (n, v) in enumerate(zip(self.carried_in, carried)):
-                    if k not in self.fixed:
-                        scope[n] = v
+                scope.update(zip(names_in, carried))
                 body.run(scope)
                 go = _flag(scope[self.cond_out], self.what)
-                carried = [None if k in self.fixed else scope[n] for k, n in enumerate(self.carried_out)]
+                carried = [scope[n] for n in names_out]
                 for acc, n in zip(scans, self.scan_out):
                     acc.append(scope[n])
                 i += 1
         finally:
             body.close()
-        results = [env[self.initial[k]] if k in self.fixed else v for k, v in enumerate(carried)]
+        by_index = dict(zip(live, carried))
+        results = [by_index[k] if k in by_index else env[self.initial[k]] for k in range(len(self.initial))]
         empty = self.empty or [None] * len(scans)
         results += [_stack(acc, 0, self.what, e) for acc, e in zip(scans, empty)]
         for n, v in zip(self.outputs, results):
@@ -271,9 +275,9 @@ class ScanStep:
         state = [env[n] for n in self.initial]
         scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
         body = self.body.session()
+        scope = dict(env)  # one for every iteration, as LoopStep's
         try:
             for t in range(steps):
-                scope = dict(env)
                 scope.update(zip(self.state_in, state))
                 for n, x, a, rev in zip(self.slice_in, xs, axes, self.in_reverse):
                     scope[n] = np.take(x, steps - 1 - t if rev else t, axis=a)  # a contiguous copy (0-d stays 0-d)

@@ -157,3 +157,30 @@ def test_bound_loop_body_matches_onnxruntime() -> None:
     bindings = {b.name: b for b in next(iter(first._compiled.values())).spec.program.inputs}
     assert bindings["buf"].read is False  # read for its shape only: not copied in
     assert all(b.read for n, b in bindings.items() if n != "buf")
+
+
+def test_bound_parallel_schedule_and_its_twin(monkeypatch) -> None:
+    """A small parallel schedule with its serial twin binds both (``ChosenBound``): each call as the chooser
+    picks, bit-identical to threads=1, both run, both arena sets go back to their pools."""
+    from test_threads import block_model
+
+    from cnnjit.compiler.codegen import threads
+    from cnnjit.runtime.adaptive import WINDOW
+    from cnnjit.runtime.model import ChosenBound
+
+    proto = block_model(16)
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    monkeypatch.setattr(threads, "MIN_PARALLEL_TOTAL_US", 100.0)  # (as test_adaptive: this model is ~240)
+    ref = cnnjit.compile(proto, threads=1).run(None, {"x": x})
+    spec = cnnjit.compile(proto, threads=2, keep_inputs=True)._default_spec()
+    assert spec.twin is not None and spec.program.meta["inputs_kept"] and spec.twin.program.meta["inputs_kept"]
+    bound = spec.bind(["x"])
+    assert isinstance(bound, ChosenBound)
+    try:
+        for _ in range(2 * WINDOW + 4):
+            for a, b in zip(bound([x]), ref):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        bound.close()
+    assert min(spec.chooser.share) > 0  # both schedules ran
+    assert bound.both[0].bufs in spec._pool and bound.both[1].bufs in spec.twin._pool
