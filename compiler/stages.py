@@ -53,6 +53,8 @@ class CompileOptions:
     #: the kernels' arithmetic: "fp32", or "bf16" (1x1 Convs, constant-B Gemm / MatMul on bf16 pairs: see
     #: ``cnnjit.compile``)
     precision: str = "fp32"
+    #: no value reuses an input's place in the arena (``codegen.memory.plan_memory``): a loop body's segments
+    keep_inputs: bool = False
 
     def pipeline(self) -> list[Pass]:
         """The passes these options select, in pipeline order (unknown names raise)."""
@@ -106,9 +108,10 @@ def specialize(proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]], opti
     serial = None
     with observe_kernels(hooks.on_kernel if hooks is not None else None):
         try:
-            program = generate(graph, target, entry=options.entry)
+            program = generate(graph, target, entry=options.entry, keep_inputs=options.keep_inputs)
             if program.meta.get("parallel_layers") and adaptive(graph.nodes):  # (runtime/adaptive.py)
-                serial = generate(graph, replace(target, threads=1), entry=options.entry)
+                serial = generate(graph, replace(target, threads=1), entry=options.entry,
+                                  keep_inputs=options.keep_inputs)
         finally:
             kernels_finished()
     t3 = time.perf_counter()

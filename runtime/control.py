@@ -27,8 +27,10 @@ MAX_SHAPES = 64
 #: a value environment: ONNX name -> array
 Env = dict[str, np.ndarray]
 
-#: a compiled model's ``run(None, feeds)``, as built for one tuple of input signatures
-Runner = Callable[[Mapping[str, np.ndarray]], list[np.ndarray]]
+#: a segment as built for one tuple of input signatures: its input arrays (in ``Segment.inputs`` order) ->
+#: its outputs. One may also offer ``bind()``: the same callable on resources held for a run of calls until
+#: its ``close()`` (``runtime.model.BoundCaller``: a loop's invariant inputs copied in once per loop run)
+Runner = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
 class Step(Protocol):
@@ -51,10 +53,18 @@ class Segment:
     what: str = "segment"
     _compiled: dict[tuple, Runner] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the runners by (dtype object, shape) per input: the per-call lookup, without making dtype text
+    _by_dtype: dict[tuple, Runner] = field(default_factory=dict)
 
-    def run(self, env: Env) -> None:
-        arrays = [env[n] for n in self.inputs]
-        key = tuple((a.dtype.str, a.shape) for a in arrays)
+    def runner_of(self, key: tuple[tuple[np.dtype, tuple[int, ...]], ...]) -> Runner:
+        """The runner for the arrays' (dtype, shape)s ``key``."""
+        runner = self._by_dtype.get(key)
+        if runner is None:
+            runner = self._by_dtype[key] = self.runner(tuple((dt.str, shape) for dt, shape in key))
+        return runner
+
+    def runner(self, key: tuple[tuple[str, tuple[int, ...]], ...]) -> Runner:
+        """The runner for input signatures ``key`` ((dtype text, shape) per input), built on first use."""
         runner = self._compiled.get(key)
         if runner is None:
             with self._lock:
@@ -66,7 +76,52 @@ class Segment:
                             "(a loop whose values grow every iteration); cnnjit compiles a loop body per "
                             "shape and stops there")
                     runner = self._compiled[key] = self.build(key)
-        env.update(zip(self.outputs, runner(dict(zip(self.inputs, arrays)))))
+        return runner
+
+    def run(self, env: Env) -> None:
+        arrays = [env[n] for n in self.inputs]
+        env.update(zip(self.outputs, self.runner_of(tuple([(a.dtype, a.shape) for a in arrays]))(arrays)))
+
+    def session(self) -> SegmentSession:
+        """This segment for a run of calls (a loop's iterations), see ``SegmentSession``."""
+        return SegmentSession(self)
+
+
+class SegmentSession:
+    """A segment run many times in a row (one run of the loop around it): the runner of the arrays' signature
+    is kept between calls (looked up by dtype object and shape, no dtype text), bound (``Runner``'s
+    ``bind()``, where it has one) to an arena set held until ``close()``, so the values that stay the same
+    array from call to call (the loop's invariant ones) are copied into the segment once per loop run.
+    It binds at the second call of one signature (a loop that runs once pays nothing for it); one binding at
+    a time: a segment whose shapes change releases the previous one."""
+
+    def __init__(self, segment: Segment):
+        self.segment = segment
+        self.inputs, self.outputs = segment.inputs, segment.outputs
+        self.key: tuple | None = None
+        self.call: Callable[[Sequence[np.ndarray]], list[np.ndarray]] | None = None
+        self.bound = False
+
+    def run(self, env: Env) -> None:
+        arrays = [env[n] for n in self.inputs]
+        key = tuple([(a.dtype, a.shape) for a in arrays])
+        if key != self.key:
+            self.close()
+            self.call, self.key = self.segment.runner_of(key), key
+        elif not self.bound:
+            bind = getattr(self.call, "bind", None)
+            self.bound = True
+            if bind is not None:
+                self.call = bind()
+        env.update(zip(self.outputs, self.call(arrays)))
+
+    def close(self) -> None:
+        """Release the binding (its arena set goes back to the pool)."""
+        close = getattr(self.call, "close", None) if self.bound else None
+        self.call = self.key = None
+        self.bound = False
+        if close is not None:
+            close()
 
 
 @dataclass
@@ -78,6 +133,26 @@ class Block:
     def run(self, env: Env) -> None:
         for s in self.steps:
             s.run(env)
+
+    def session(self) -> BlockSession:
+        """These steps for a run of calls (a loop's iterations): segments as ``SegmentSession``s."""
+        return BlockSession([s.session() if isinstance(s, Segment) else s for s in self.steps])
+
+
+@dataclass
+class BlockSession:
+    """A block's steps over a run of calls (``Block.session``); ``close()`` when the run ends."""
+
+    steps: list[Step | SegmentSession]
+
+    def run(self, env: Env) -> None:
+        for s in self.steps:
+            s.run(env)
+
+    def close(self) -> None:
+        for s in self.steps:
+            if isinstance(s, SegmentSession):
+                s.close()
 
 
 def _flag(x: np.ndarray, what: str) -> bool:
@@ -131,28 +206,36 @@ class LoopStep:
     def run(self, env: Env) -> None:
         trip = int(np.asarray(env[self.trip]).reshape(-1)[0]) if self.trip else None
         go = _flag(env[self.cond], self.what) if self.cond else True
-        carried = [None if k in self.fixed else env[n] for k, n in enumerate(self.initial)]
+        live = [k for k in range(len(self.initial)) if k not in self.fixed]  # the carried values bound per iteration
+        names_in, names_out = [self.carried_in[k] for k in live], [self.carried_out[k] for k in live]
+        carried = [env[self.initial[k]] for k in live]
         scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
         i = 0
-        base = env
-        while go and (trip is None or i < trip):
-            if i == 0 and self.hoisted is not None:
-                base = dict(env)
-                base.update((self.carried_in[k], carried[k]) for k in self.steady)
-                self.hoisted.run(base)
-            scope = dict(base)
-            scope[self.iter_name] = np.array(i, np.int64)
-            scope[self.cond_name] = np.array(go, np.bool_)
-            for k, (n, v) in enumerate(zip(self.carried_in, carried)):
-                if k not in self.fixed:
-                    scope[n] = v
-            self.body.run(scope)
-            go = _flag(scope[self.cond_out], self.what)
-            carried = [None if k in self.fixed else scope[n] for k, n in enumerate(self.carried_out)]
-            for acc, n in zip(scans, self.scan_out):
-                acc.append(scope[n])
-            i += 1
-        results = [env[self.initial[k]] if k in self.fixed else v for k, v in enumerate(carried)]
+        body = self.body.session()
+        try:
+            if go and (trip is None or trip > 0):
+                base = env
+                if self.hoisted is not None:
+                    base = dict(env)
+                    base.update((self.carried_in[k], env[self.initial[k]]) for k in self.steady)
+                    self.hoisted.run(base)
+                # one scope for every iteration: each iteration writes every value of the body before reading
+                # it (nodes in order), so what an earlier iteration left is never read
+                scope = dict(base)
+            while go and (trip is None or i < trip):
+                scope[self.iter_name] = np.array(i, np.int64)
+                scope[self.cond_name] = np.array(go, np.bool_)
+                scope.update(zip(names_in, carried))
+                body.run(scope)
+                go = _flag(scope[self.cond_out], self.what)
+                carried = [scope[n] for n in names_out]
+                for acc, n in zip(scans, self.scan_out):
+                    acc.append(scope[n])
+                i += 1
+        finally:
+            body.close()
+        by_index = dict(zip(live, carried))
+        results = [by_index[k] if k in by_index else env[self.initial[k]] for k in range(len(self.initial))]
         empty = self.empty or [None] * len(scans)
         results += [_stack(acc, 0, self.what, e) for acc, e in zip(scans, empty)]
         for n, v in zip(self.outputs, results):
@@ -191,15 +274,19 @@ class ScanStep:
         steps = lengths.pop()
         state = [env[n] for n in self.initial]
         scans: list[list[np.ndarray]] = [[] for _ in self.scan_out]
-        for t in range(steps):
-            scope = dict(env)
-            scope.update(zip(self.state_in, state))
-            for n, x, a, rev in zip(self.slice_in, xs, axes, self.in_reverse):
-                scope[n] = np.take(x, steps - 1 - t if rev else t, axis=a)  # a contiguous copy (0-d stays 0-d)
-            self.body.run(scope)
-            state = [scope[n] for n in self.state_out]
-            for acc, n in zip(scans, self.scan_out):
-                acc.append(scope[n])
+        body = self.body.session()
+        scope = dict(env)  # one for every iteration, as LoopStep's
+        try:
+            for t in range(steps):
+                scope.update(zip(self.state_in, state))
+                for n, x, a, rev in zip(self.slice_in, xs, axes, self.in_reverse):
+                    scope[n] = np.take(x, steps - 1 - t if rev else t, axis=a)  # a contiguous copy (0-d stays 0-d)
+                body.run(scope)
+                state = [scope[n] for n in self.state_out]
+                for acc, n in zip(scans, self.scan_out):
+                    acc.append(scope[n])
+        finally:
+            body.close()
         results = list(state)
         for acc, a, rev in zip(scans, self.out_axes, self.out_reverse):
             parts = acc[::-1] if rev else acc
@@ -268,4 +355,5 @@ _SEVERAL = ("a model with control flow (Loop/Scan) is several compiled programs,
             "(compiled at the first call): it has no single IR or source to show")
 
 
-__all__ = ["Block", "ControlRun", "IfStep", "LoopStep", "MAX_SHAPES", "ScanStep", "Segment"]
+__all__ = ["Block", "BlockSession", "ControlRun", "IfStep", "LoopStep", "MAX_SHAPES", "ScanStep", "Segment",
+           "SegmentSession"]

@@ -61,7 +61,7 @@ class Arena(dict):
         super().__init__(program.allocate())
         self.args = tuple(self[n] for n in program.buffer_names)
         self.ins = [(b.name, self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape))
-                    for b in program.inputs if b.size]
+                    for b in program.inputs if b.size and b.read]
         self.outs = [self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape) for b in program.outputs]
 
 
@@ -86,6 +86,8 @@ class Specialization:
         #: the serial schedule of a small parallel one (``runtime/adaptive.py``), and which of them runs
         self.twin: Specialization | None = None
         self.chooser: Chooser | None = None
+        #: ``BoundCaller``'s per-names set-up (entry point, its ``rouse``, input positions), made once
+        self._bindings: dict[tuple[str, ...], tuple] = {}
 
     def with_twin(self, twin: Specialization) -> Specialization:
         """This parallel specialisation running, call by call, whichever of itself and ``twin`` (its serial
@@ -215,9 +217,17 @@ class Specialization:
             return chosen
         return self._caller(names)
 
+    def bind(self, names: Sequence[str]) -> BoundCaller | ChosenBound:
+        """``caller(names)`` on arena sets held until its ``close()``, for a run of calls (a loop's
+        iterations): see ``BoundCaller``; a small parallel schedule binds itself and its serial twin."""
+        if self.twin is not None:
+            return ChosenBound(BoundCaller(self, names), BoundCaller(self.twin, names), self.chooser,
+                               self.program.run.rest)
+        return BoundCaller(self, names)
+
     def _caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         index = {n: i for i, n in enumerate(names)}
-        pos = tuple(index[b.name] for b in self.program.inputs if b.size)  # (the order of Arena.ins)
+        pos = tuple(index[b.name] for b in self.program.inputs if b.size and b.read)  # (the order of Arena.ins)
         pool, program, entry = self._pool, self.program, entry_point(self.program.run)
         rouse = getattr(entry, "rouse", None)  # (a ParallelRun: see _run_into)
 
@@ -241,6 +251,72 @@ class Specialization:
                     pool.append(bufs)
 
         return call
+
+
+class BoundCaller:
+    """``Specialization.caller``'s call on one arena set held until ``close()`` (a loop body's segment over
+    one run of the loop). Where the program keeps its inputs' places for the whole call
+    (``Program.meta["inputs_kept"]``: compiled with ``keep_inputs``), an input passed as the very array it
+    was at the previous call is not copied in again: its place still holds it (a loop's invariant values,
+    e.g. an encoder's features, then cross into the body once per loop run, not once per iteration).
+    Arrays handed to it must not be written in place between calls (a loop's values never are)."""
+
+    def __init__(self, spec: Specialization, names: Sequence[str]):
+        names = tuple(names)
+        setup = spec._bindings.get(names)
+        if setup is None:  # (once per specialisation: numba's entry point lookup hashes types, ~10 us)
+            index = {n: i for i, n in enumerate(names)}
+            entry = entry_point(spec.program.run)
+            setup = spec._bindings[names] = (entry, getattr(entry, "rouse", None),  # (ParallelRun: _run_into)
+                                             [index[b.name] for b in spec.program.inputs if b.size and b.read],
+                                             bool(spec.program.meta.get("inputs_kept")))
+        self.entry, self.rouse, pos, self.kept = setup
+        self.spec = spec
+        self.bufs = spec._acquire()
+        self.ins = [(view, i) for (_, view), i in zip(self.bufs.ins, pos)]
+        self.last: list[np.ndarray | None] = [None] * len(self.ins)  # what each input's place holds
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.rouse is not None:
+            self.rouse()
+        last, kept = self.last, self.kept
+        for j, (view, i) in enumerate(self.ins):
+            a = arrays[i]
+            if last[j] is not a:
+                view[...] = a
+                if kept:
+                    last[j] = a
+        try:
+            self.entry(*self.bufs.args)
+        except Exception as e:  # noqa: BLE001 - named below
+            raise _run_error(e)  # noqa: B904 - the cause is set there
+        return [view.copy() for view in self.bufs.outs]
+
+    def close(self) -> None:
+        """Give the arena set back to the specialisation's pool."""
+        self.last = [None] * len(self.ins)
+        self.spec._release(self.bufs)
+
+
+class ChosenBound:
+    """Two ``BoundCaller``s of one small parallel schedule and its serial twin, called as the chooser picks
+    (``Specialization.caller`` with a twin)."""
+
+    def __init__(self, team: BoundCaller, serial: BoundCaller, chooser: Chooser, rest: Callable[[], None]):
+        self.both, self.chooser, self.rest = (team, serial), chooser, rest
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        which = self.chooser.pick()
+        if which:
+            self.rest()
+        t0 = time.perf_counter()
+        got = self.both[which](arrays)
+        self.chooser.record(which, time.perf_counter() - t0)
+        return got
+
+    def close(self) -> None:
+        for b in self.both:
+            b.close()
 
 
 def _run_error(e: Exception) -> Exception:

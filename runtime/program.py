@@ -138,6 +138,9 @@ class IOBinding:
     shape: tuple[int, ...]
     buffer: str
     offset: int
+    #: an input some kernel reads (False: only its shape mattered, e.g. a ``Shape`` folded at compile time;
+    #: a call does not copy it in)
+    read: bool = True
 
     @cached_property
     def size(self) -> int:

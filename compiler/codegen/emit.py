@@ -175,7 +175,7 @@ def buffer_types(params: list[str], const_bufs: dict[str, np.ndarray]) -> dict[s
             for p in params}
 
 
-def generate(graph: Graph, target: Target | None = None, entry: str = "python") -> Program:
+def generate(graph: Graph, target: Target | None = None, entry: str = "python", keep_inputs: bool = False) -> Program:
     """Generate and compile-load every kernel of ``graph``; return the runnable ``Program``.
 
     ``entry="python"`` runs the schedule as a Python function (no compile cost beyond the kernels);
@@ -184,7 +184,8 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     ``target`` says what to generate for (default: the host, one thread); with ``target.threads > 1``
     large layers split into independent calls and the schedule becomes one parallel region that every
     thread of a team runs (see ``threads.py``). The schedule is data (``Program.calls``); its Python text is
-    rendered from that list last.
+    rendered from that list last. ``keep_inputs``: no value reuses an input's place in the arena
+    (``plan_memory``; ``Program.meta["inputs_kept"]``).
     """
     if entry not in ("python", "numba", "auto", "lazy", "native"):
         raise ValueError(f"entry must be 'auto', 'python' or 'numba', got {entry!r}")
@@ -193,7 +194,7 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
     lowered, groups = lower(graph, target)
     # in a parallel schedule the parts of a layer run at once: no output trails its input there
     plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups),
-                       inplace=None if groups else call_inplace(graph, lowered))
+                       inplace=None if groups else call_inplace(graph, lowered), keep_inputs=keep_inputs)
     # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
     # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
     # entry 1.5x slower than threads=2 with the numba one)
@@ -214,16 +215,19 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python") 
             c.parts = count  # a part of a layer split in ``count`` calls
     src = render_schedule(params, calls) if steps is None else render_parallel(params, calls, steps)
     meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
-                  "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic)}
+                  "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic),
+                  "inputs_kept": keep_inputs}
     if steps:
         meta["step_plan"] = steps  # the parallel steps (threads.Step), for the host object (target/host.py)
     protocol = PROTOCOL if steps else {}  # what a parallel schedule calls besides kernels
     namespace: dict[str, object] = {**dispatchers, **protocol}
     exec(compile(src, "<cnnjit schedule>", "exec"), namespace)  # noqa: S102 - rendered from our own calls
 
+    read = {v.id for n in graph.nodes for v in n.inputs if v is not None} | {v.id for v in graph.outputs}
+
     def binding(v: Value, name: str) -> IOBinding:
         s = plan.slot(v)
-        return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset)
+        return IOBinding(name, v.dtype, v.shape, f"{s.kind}_{s.dtype}", s.offset, v.id in read)
 
     run = namespace["run"]
     sig = tuple(btypes[p] for p in params) + (PARALLEL_SIG if steps else ())

@@ -121,13 +121,17 @@ def storage_last_uses(graph: Graph, find: Callable[[Value], tuple[Value, int]]) 
 
 
 def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False,
-                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None) -> MemoryPlan:
+                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None, keep_inputs: bool = False
+                ) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
     with the index of the node whose call uses it).
 
     ``keep_scratch`` (a parallel schedule): a scratch region is never reused after its node, so two layers
     that may run side by side (independent branches) never share one; serially it is free after its node.
-    ``inplace``: node index -> its kernel's ``KernelCall.inplace`` candidates (see ``share_inputs``)."""
+    ``inplace``: node index -> its kernel's ``KernelCall.inplace`` candidates (see ``share_inputs``).
+    ``keep_inputs``: the graph inputs' storage lives to the end, as the outputs' does (no later value reuses
+    it), so an input left in place holds the same value at the next call (a loop body's segment: its
+    loop-invariant inputs are copied in once per loop run, ``runtime.model.BoundCaller``)."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -158,6 +162,8 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
     end = len(graph.nodes)
     last = {v.id: -1 for v in graph.inputs}
     last.update(storage_last_uses(graph, find))
+    kept = list(graph.inputs) if keep_inputs else []
+    last.update((find(v)[0].id, end) for v in kept)
     first: dict[int, int] = {}
     vals: dict[int, Value] = {v.id: v for v in graph.inputs}
     for i, n in enumerate(graph.nodes):
@@ -232,7 +238,7 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
     for i, n in enumerate(graph.nodes):
         vlast.update((v.id, i) for v in n.inputs if v is not None and not v.is_const)
         vfirst.update((o.id, i) for o in n.outputs)
-    vlast.update((o.id, end) for o in graph.outputs)
+    vlast.update((o.id, end) for o in (*graph.outputs, *kept))
     for v in graph.values():
         r, sh = find(v)
         if not v.is_const and v.id in vfirst:
