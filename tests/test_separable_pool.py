@@ -16,7 +16,7 @@ import pytest
 import reference_np as ref
 from hypothesis import given
 from hypothesis import strategies as st
-from kernel_cases import make_model, property_settings
+from kernel_cases import make_model, pool_attrs_and_reference, property_settings
 from onnx import helper
 
 import cnnjit
@@ -45,14 +45,7 @@ def cases(draw):
 
 
 def _model_and_reference(case: dict, x: np.ndarray):
-    k, s, pads = case["k"], case["s"], case["pads"]
-    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=case["ceil"])
-    if case["op"] == "MaxPool":
-        attrs["dilations"] = case["d"]
-        y = ref.max_pool(x, k, strides=s, pads=pads, dilations=case["d"], ceil_mode=case["ceil"])
-    else:
-        attrs["count_include_pad"] = 1  # the divisor is the window's size: the variant's average
-        y = ref.avg_pool(x, k, strides=s, pads=pads, count_include_pad=1)
+    attrs, y = pool_attrs_and_reference(case, x)  # an average's divisor: the window's size, the variant's
     nodes = [helper.make_node(case["op"], ["x"], ["p" if case["act"] else "y"], **attrs)]
     if case["act"]:
         nodes.append(helper.make_node(case["act"], ["p"], ["y"]))

@@ -104,16 +104,20 @@ def simd_pool_applies(node: Node, target: Target) -> bool:
             or (not a["count_include_pad"] and a["strides"][1] in (1, 2)))
 
 
+def pool_width(target: Target, columns: int) -> int:
+    """Lanes per output vector of a pooled row of ``columns``: no wider than the row's power-of-two cover (at
+    least 4 lanes): a 4-column row in 8 lanes ran every vector as a masked tail (wake-word embedding's 2x2
+    pools on 8- and 4-column maps: 35 and 19 us against 18 and 13 in 4 lanes)."""
+    return min(row_width(target, columns), max(4, 1 << (columns - 1).bit_length()))
+
+
 @variant("MaxPool", "AveragePool", name="simd_pool", priority=20, applies=simd_pool_applies)
 def gen_simd_pool(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     a = node.attrs
     N, C, H, Win = x.shape
     OH, OW = y.shape[2:]
-    # no wider than the row's power-of-two cover (at least 4 lanes): a 4-column row in 8 lanes ran every
-    # vector as a masked tail (wake-word embedding's 2x2 pools on 8- and 4-column maps: 35 and 19 us against
-    # 18 and 13 in 4 lanes)
-    w = min(row_width(target, OW), max(4, 1 << (OW - 1).bit_length()))
+    w = pool_width(target, OW)
     is_max = node.op == "MaxPool"
     kh, kw = a["kernel_shape"]
     counted = not is_max and not _uniform_divisor(node)
@@ -189,11 +193,9 @@ def separable_pool_applies(node: Node, target: Target) -> bool:
 
 @variant("MaxPool", "AveragePool", name="separable_pool", priority=15, applies=separable_pool_applies)
 def gen_separable_pool(node: Node, target: Target) -> list[KernelCall]:
-    x, y = node.inputs[0], node.outputs[0]
-    a = node.attrs
-    N, C, H, Win = x.shape
-    OH, OW = y.shape[2:]
-    w = min(row_width(target, OW), max(4, 1 << (OW - 1).bit_length()))
+    x, y, a = node.inputs[0], node.outputs[0], node.attrs
+    (N, C, H, Win), (OH, OW) = x.shape, y.shape[2:]
+    w = pool_width(target, OW)
     kh, kw = a["kernel_shape"]
     (sh, _), (dh, dw) = a["strides"], a["dilations"]
     owv = -(-OW // w) * w
