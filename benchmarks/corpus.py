@@ -28,6 +28,8 @@ Generated models (``onnx.helper``, opset 17, seeded random weights of realistic 
 ``load(name)`` gives ``(model, {input: seeded input})`` for any of them.
 
     python benchmarks/corpus.py [--models a,b] [--save DIR]    # build, run on onnxruntime and cnnjit, compare
+    python benchmarks/corpus.py --layers [--models a,b] [--runs 30]   # per model: calls below 50% of peak,
+                                                  # of them memory-bound (cnnjit profile, 1 thread; results/)
 """
 
 from __future__ import annotations
@@ -494,5 +496,67 @@ def load(name: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarra
     return load_entry(name, seed, ALL_MODELS)
 
 
+def layer_counts(doc: dict, key: str = "median_ms") -> dict[str, float]:
+    """Of a ``cnnjit.profile.profile_model`` result: calls, the calls below half the FMA peak (data movement,
+    no FLOPs, among them), of those the memory-bound ones (``roofline.verdict``), and the time of the rest,
+    each call judged on its ``key`` time (``median_ms``, as ``cnnjit profile`` prints, or ``min_ms``: the
+    fastest of the runs, on a busy machine the one least interrupted)."""
+    from cnnjit.roofline import SLOW_PEAK_SHARE, verdict
+
+    peak = doc["peak_gflops"]
+    n = m = 0
+    rest_ms = 0.0
+    for r in doc["calls"]:
+        t = r[key]
+        share = r["flops"] / t / 1e6 / peak if t and r["flops"] else 0.0
+        if r["flops"] and share >= SLOW_PEAK_SHARE:
+            continue
+        n += 1
+        if verdict(r["memory_bound"], r["memory_ms"] / t if t else 0.0, share if r["flops"] else None) == "memory":
+            m += 1
+        else:
+            rest_ms += t
+    return {"calls": len(doc["calls"]), "below_peak": n, "memory_bound": m, "not_memory_ms": rest_ms,
+            "sum_ms": sum(r[key] for r in doc["calls"])}
+
+
+def layers_main(argv: Sequence[str]) -> int:
+    """``--layers``: profile each corpus model (1 thread) and print, per model, "calls below 50% of peak: n, of
+    which memory-bound m", judged on the per-call medians and minima; writes ``results/corpus_layers``."""
+    import argparse
+
+    from benchmarks.harness import write_json, write_markdown
+    from cnnjit.profile import profile_model
+
+    ap = argparse.ArgumentParser(description=layers_main.__doc__.splitlines()[0])
+    ap.add_argument("--layers", action="store_true")
+    ap.add_argument("--models", default="", help="comma-separated names (default: every available corpus model)")
+    ap.add_argument("--runs", type=int, default=30)
+    args = ap.parse_args(argv)
+    names = [s for s in args.models.split(",") if s] or [n for n in CORPUS if CORPUS[n].available()]
+    rows, payload = [], {"runs": args.runs, "models": {}}
+    for name in names:
+        model, feeds = load(name)
+        doc = profile_model(model, {k: v.shape for k, v in feeds.items()}, feeds, repeat=args.runs, threads=1)
+        med, mn = layer_counts(doc), layer_counts(doc, "min_ms")
+        payload["models"][name] = {"median": med, "min": mn}
+        print(f"{name}: calls below 50% of peak: {med['below_peak']}, of which memory-bound {med['memory_bound']} "
+              f"(on minima: {mn['below_peak']}, {mn['memory_bound']}) of {med['calls']} calls", flush=True)
+        rows.append([name, med["calls"], med["below_peak"], med["memory_bound"], med["not_memory_ms"], med["sum_ms"],
+                     mn["below_peak"], mn["memory_bound"], mn["not_memory_ms"], mn["sum_ms"]])
+    write_json("corpus_layers", payload)
+    write_markdown("corpus_layers", ["model", "calls", "below 50% of peak", "of which memory-bound",
+                                     "ms of the others", "sum ms", "below 50% (min)", "memory-bound (min)",
+                                     "ms of the others (min)", "sum ms (min)"], rows,
+                   title="Corpus: calls below 50% of the FMA peak, and how many are memory-bound",
+                   notes=[f"`python benchmarks/corpus.py --layers --runs {args.runs}`: cnnjit profile, 1 thread; each "
+                          "call judged on its median time, then on its fastest run (min)"])
+    return 0
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--layers" in sys.argv[1:]:
+        raise SystemExit(layers_main(sys.argv[1:]))
     raise SystemExit(models_main(None, ALL_MODELS, list(CORPUS), reference_outputs, tolerance))

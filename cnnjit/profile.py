@@ -35,13 +35,15 @@ from cnnjit.runtime.program import Call, Program, render_schedule
 
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
 from .roofline import (
+    below_peak,
     bound_label,
+    call_memory_seconds,
     dram_stream_bytes,
-    effective_bytes,
     level_of,
     memory_bound,
+    memory_bound_seconds,
     memory_levels,
-    memory_seconds,
+    reuse_distances,
     slow_summary,
     stream_bandwidth_gbs,
     stream_source,
@@ -317,14 +319,17 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     op, name, note, median_ms, min_ms, percent of the sum, flops, gflops, percent_of_peak, trace_ms, its
     time in the one run ``trace_run``, and the roofline: bytes (``flops.node_bytes``), of them
     written_bytes (its outputs) and read_bytes (the rest), intensity (FLOP per byte), gbs (bytes per second
-    achieved), level (``roofline.level_of``: the innermost cache its distinct bytes, ``footprint_bytes``, fit
-    in, else DRAM), level_gbs and
-    level_write_gbs (that level's read and write bandwidths), memory_ms (``roofline.memory_seconds``: the
-    least time those bandwidths allow), memory_share (memory_ms / median_ms) and memory_bound
-    (``memory_bound``: FLOPs over ``effective_bytes`` below that level's balance, i.e. memory_ms more than
-    the FLOPs take at the peak) and verdict (``roofline.verdict``: ``memory`` only near the level's bandwidths,
-    ``slow memory`` under the ridge but far from them, ``slow`` under half the peak, else ``compute``)),
-    ``levels`` (``roofline.memory_levels``: each level's size, read and write bandwidths and balance),
+    achieved), read_levels (bytes read from each level: every operand from the level its reuse distance fits
+    in, ``operand_distances`` / ``read_levels``: a weight from the level holding a whole run, an activation
+    written just before from the one holding the two calls' bytes), write_level (the innermost level its
+    distinct bytes, ``footprint_bytes``, fit in, else DRAM: where it writes), level (the farthest of those),
+    level_gbs and level_write_gbs (that level's read and write bandwidths), memory_ms
+    (``roofline.call_memory_seconds``: the least time those bandwidths and the farthest level's load latency
+    allow), memory_share (memory_ms / median_ms) and memory_bound (``memory_bound_seconds``: memory_ms more
+    than the FLOPs take at the peak) and verdict (``roofline.verdict``: ``memory`` only near the levels'
+    bandwidths, ``slow memory`` under the ridge but far from them, ``slow`` under half the peak, else
+    ``compute``)), ``below_peak`` (``roofline.below_peak``: calls under half the peak, of them memory-bound),
+    ``levels`` (``roofline.memory_levels``: each level's size, read and write bandwidths, balance, latency),
     ``bandwidth_gbs`` (DRAM's, ``stream_bandwidth_gbs``) and ``balance`` (peak / it), ``by_op``
     (``op_summary``), ``above_peak`` (``above_peak``: calls at effective GFLOP/s above the peak by
     variant), ``run_ms`` (the real entry's median),
@@ -350,14 +355,17 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
     total = prof.sum_s or 1e-12
     rows = []
     traced = median_run(prof.calls)
-    for c, f, n, nb in zip(prof.calls, flops, nodes, nbytes):
+    dists = operand_distances(nodes, t.program)
+    for c, f, n, nb, dist in zip(prof.calls, flops, nodes, nbytes, dists):
         g = f / c.median_s / 1e9 if c.median_s and f else 0.0
         share = (len(t.calls.get(n.id, ())) or 1) if n is not None and t.calls else 1
-        # the level holding its data: by the distinct bytes it touches (a recurrence's R read once per step
-        # is one R in the cache), the time by every byte it moves
-        lv = level_of(min(nb, footprint_bytes(n) // share) if n is not None else nb, levels)
+        # the writes go to the level holding the distinct bytes it touches (a recurrence's R read once per
+        # step is one R in the cache); each read operand comes from the level its reuse distance fits in
+        own = level_of(min(nb, footprint_bytes(n) // share) if n is not None else nb, levels)
         wb = min(nb, written_bytes(n) // share) if n is not None else 0
-        mem_s = memory_seconds(nb - wb, wb, lv)
+        reads = read_levels(n, share, nb - wb, dist, own, levels) if n is not None else [(nb - wb, own)]
+        mem_s = call_memory_seconds(reads, wb, own)
+        lv = max([own, *(rl for b, rl in reads if b)], key=levels.index)  # the farthest level it touches
         out_elems = int(np.prod(n.outputs[0].shape)) if n is not None and n.outputs and n.outputs[0].shape else 0
         rows.append({"call": c.index, "kernel": c.kernel, "variant": c.variant,
                      "op": op_label(n) if n is not None else c.op,
@@ -374,7 +382,10 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                      # the level the working set fits in, whose bandwidths and balance judge the call
                      "level": lv.name, "level_gbs": lv.gbs, "level_write_gbs": lv.write_gbs,
                      "memory_ms": mem_s * 1e3, "memory_share": mem_s / c.median_s if c.median_s else 0.0,
-                     "memory_bound": (under := memory_bound(f, effective_bytes(nb - wb, wb, lv), lv.balance)),
+                     # bytes read from each level (by reuse distance), the level written to
+                     "read_levels": {rl.name: sum(b for b, x in reads if x is rl) for _, rl in reads if _},
+                     "write_level": own.name,
+                     "memory_bound": (under := memory_bound_seconds(f, mem_s, peak_g)),
                      # memory / slow memory (under the ridge, near / far from the bandwidth), slow, compute
                      "verdict": verdict(under, mem_s / c.median_s if c.median_s else 0.0,
                                         g / peak_g if peak_g and f else None)})
@@ -388,6 +399,7 @@ def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
             "bandwidth_method": f"streaming read of {dram_stream_bytes() >> 20} MB, 1 thread", "calls": rows,
             "levels": [lv.as_dict() for lv in levels],
             "by_op": op_summary(rows), "above_peak": above_peak(rows),
+            "below_peak": dict(zip(("calls", "memory"), below_peak(rows))),
             "trace_run": traced, "trace_run_ms": sum(r["trace_ms"] for r in rows)}
 
 
@@ -407,6 +419,29 @@ def footprint_bytes(node: Any) -> int:
     """Bytes of the distinct values an IR node touches, each once: ``flops.node_bytes`` without counting a
     recurrence's weights once per step (they are the same bytes, which stay in the cache that holds them)."""
     return _value_bytes([v for v in [*node.inputs, *node.outputs] if v is not None])
+
+
+def operand_distances(nodes: list[Any], program: Program) -> list[dict[int, int]]:
+    """``roofline.reuse_distances`` of every call's operands (keyed by IR value id): the model's inputs are
+    written just before the run, and no distance exceeds the bytes a run touches (its arenas and constants)."""
+    touches = [[(id(v), _value_bytes([v])) for v in [*n.inputs, *n.outputs] if v is not None] if n is not None
+               else [] for n in nodes]
+    fresh = {id(v) for n in nodes if n is not None for v in n.inputs
+             if v is not None and v.producer is None and not v.is_const}
+    cap = program.arena_bytes + sum(int(b.nbytes) for b in program.const_buffers.values())
+    return reuse_distances(touches, fresh, cap)
+
+
+def read_levels(node: Any, share: int, read: int, dist: Mapping[int, int], own: Any, levels: list[Any]
+                ) -> list[tuple[int, Any]]:
+    """(bytes, level) of each operand ``node`` reads (a ``share``-th of it per call of a split node): each from
+    the level its reuse distance (``dist``) fits in; the bytes ``read`` counts beyond one read of each (a
+    recurrence's R once per step) from ``own``, the level holding the call's distinct bytes."""
+    outs = {id(v) for v in node.outputs if v is not None}
+    vals = {id(v): v for v in node.inputs if v is not None and id(v) not in outs}
+    out = [(_value_bytes([v]) // share, level_of(dist.get(k, 0), levels)) for k, v in vals.items()]
+    rest = read - sum(b for b, _ in out)
+    return out + [(rest, own)] if rest > 0 else out
 
 
 def median_run(calls: list[CallTiming]) -> int:
@@ -544,5 +579,6 @@ def fma_peak_gflops(threads: int = 1, width: int | None = None, seconds: float =
 __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule", "timed_source",
            "timed_entry", "random_feeds", "peak_gflops", "fma_chains", "fma_peak_gflops", "measured_peak",
            "stream_source", "stream_bandwidth_gbs", "memory_bound",
-           "profile_model", "written_bytes", "footprint_bytes",
-           "median_run", "op_summary", "chrome_trace", "write_chrome_trace", "bound_label", "slow_summary"]
+           "profile_model", "written_bytes", "footprint_bytes", "operand_distances", "read_levels",
+           "median_run", "op_summary", "below_peak", "chrome_trace", "write_chrome_trace", "bound_label",
+           "slow_summary"]

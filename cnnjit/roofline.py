@@ -18,6 +18,15 @@ read bandwidth). The profile reports the level and the share of that time the ca
 data is already in the level it fits is the optimistic side for the kernel (its highest bandwidths), so a
 slow call is not excused as memory-bound unless even that level could not feed it faster.
 
+Each operand is fed from the level its *reuse distance* fits in (the LRU stack distance: the distinct bytes
+touched since the operand was last touched, ``reuse_distances``), not all from the level of the call's own
+bytes: a weight is last read one whole run ago, so between two reads of it every other byte of the run
+passed through the caches, and it comes from the level that holds the run (a 150 KB squeeze-excite weight
+of a 60 MB detector comes from L3 or DRAM, not from the L2 the call's 150 KB would fit in); an activation
+written by the call just before comes from the level holding the two calls' bytes. And every call waits
+at least one load latency of the farthest level it reads from (``chase_source``: a dependent-load chain over
+that level): a 2 x 8 GEMV of 100 bytes needs tens of nanoseconds whatever its bandwidth.
+
 Under the ridge is not enough to be called memory-bound either: a call that moves its bytes at a small share
 of the level's bandwidth (a scalar quantisation loop at 4% of L2's) is slow, not bound by memory. ``verdict``
 names a call ``memory`` only when it reaches ``MEMORY_BOUND_SHARE`` (25%) of its level's bandwidths, ``slow
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,18 +168,20 @@ def dram_stream_bytes() -> int:
 @dataclass(frozen=True)
 class Level:
     """One level of the memory hierarchy: its name, the working sets it holds (bytes; None for DRAM), its
-    measured read bandwidth (GB/s), balance (peak FLOP/s over that bandwidth, FLOP per byte) and measured
-    write bandwidth (GB/s; 0: not measured, writes then count at the read bandwidth)."""
+    measured read bandwidth (GB/s), balance (peak FLOP/s over that bandwidth, FLOP per byte), measured
+    write bandwidth (GB/s; 0: not measured, writes then count at the read bandwidth) and load latency (ns)."""
 
     name: str
     size: int | None
     gbs: float
     balance: float
     write_gbs: float = 0.0
+    #: measured latency of one load served by this level (ns; ``load_latency_ns``); 0: not measured
+    latency_ns: float = 0.0
 
     def as_dict(self) -> dict:
         return {"level": self.name, "bytes": self.size, "gbs": self.gbs, "balance": self.balance,
-                "write_gbs": self.write_gbs}
+                "write_gbs": self.write_gbs, "latency_ns": self.latency_ns}
 
 
 def _monotone(gbs: list[float]) -> list[float]:
@@ -184,13 +195,15 @@ def _monotone(gbs: list[float]) -> list[float]:
 
 def memory_levels(peak_gflops: float) -> list[Level]:
     """The caches (``cache_sizes``) and DRAM, each with the read and the write bandwidth of a stream over half
-    its size (DRAM: ``STREAM_BYTES`` or four times the largest cache) and its balance for ``peak_gflops``."""
+    its size (DRAM: ``STREAM_BYTES`` or four times the largest cache), its balance for ``peak_gflops`` and
+    its load latency (``load_latency_ns`` over the same bytes; each level at most the next one out's)."""
     sizes: list[tuple[str, int | None]] = [*cache_sizes(), ("DRAM", None)]
     probe = [dram_stream_bytes() if size is None else size // 2 for _, size in sizes]
     gbs = _monotone([stream_bandwidth_gbs(n) for n in probe])
     wgbs = _monotone([stream_bandwidth_gbs(n, write=True) for n in probe])
-    return [Level(name, size, g, peak_gflops / g if g else 0.0, wg)
-            for (name, size), g, wg in zip(sizes, gbs, wgbs)]
+    lat = [-x for x in _monotone([-load_latency_ns(n) for n in probe])]
+    return [Level(name, size, g, peak_gflops / g if g else 0.0, wg, ns)
+            for (name, size), g, wg, ns in zip(sizes, gbs, wgbs, lat)]
 
 
 def level_of(nbytes: int, levels: list[Level]) -> Level:
@@ -210,6 +223,120 @@ def memory_seconds(read_bytes: int, written_bytes: int, level: Level) -> float:
     """The least time a call reading ``read_bytes`` and writing ``written_bytes`` needs at ``level``'s measured
     bandwidths (reads and writes share the one path to the core, so their times add)."""
     return effective_bytes(read_bytes, written_bytes, level) / (level.gbs * 1e9) if level.gbs else 0.0
+
+
+def chase_source() -> str:
+    """A kernel ``kernel(nxt, start, steps)`` following ``steps`` links of the chain ``i = nxt[i]``
+    (``nxt`` int64; ``load_latency_ns`` lays it out): each load's address is the one before's result, so it
+    runs at one load latency per step. Returns the last index (so the chain is not optimised away)."""
+    return ("def kernel(nxt, start, steps):\n    i = start\n    for _ in range(steps):\n        i = nxt[i]\n"
+            "    return i\n")
+
+
+#: bytes between two links of the latency chain: one cache line each (64 B on every x86 and ARM core we target)
+CHASE_STRIDE = 64
+#: the chain visits every line of one page of this many bytes before the next page
+CHASE_PAGE = 4096
+#: links followed per timing of the latency probe
+CHASE_STEPS = 1 << 16
+
+_lat_cache: dict[int, float] = {}
+
+
+def chase_chain(nbytes: int, seed: int = 0) -> tuple[np.ndarray, int]:
+    """``(nxt, start)``: the chain ``load_latency_ns`` follows over ``nbytes``: an int64 array whose slot at the
+    start of each ``CHASE_STRIDE`` line holds the index of the next line's slot, all lines in one cycle."""
+    per, page = CHASE_STRIDE // 8, CHASE_PAGE // CHASE_STRIDE  # int64 slots per line, lines per page
+    lines = max(2, int(nbytes) // CHASE_STRIDE)
+    rng = np.random.default_rng(seed)
+    pages = -(-lines // page)
+    # pages in a random order, each page's lines in a random order before the next page: no prefetcher can
+    # guess the next line, and one TLB miss is shared by a page's lines (random lines over the whole buffer
+    # measure page walks: 430 ns for "L3" in a VM)
+    order = np.concatenate([p * page + rng.permutation(min(page, lines - p * page)) for p in rng.permutation(pages)])
+    nxt = np.zeros(lines * per, np.int64)  # every page written: real memory
+    nxt[order * per] = np.roll(order, -1) * per  # line order[j] links to order[j + 1], a single cycle
+    return nxt, int(order[0]) * per
+
+
+def load_latency_ns(nbytes: int, repeat: int = 5, seed: int = 0) -> float:
+    """Latency of a load from a buffer of ``nbytes`` (ns), measured: a chain of dependent loads (``chase_source``)
+    one cache line apart in a random cyclic order over the whole buffer, page by page (``chase_chain``),
+    ``CHASE_STEPS`` links per timing (the chain cycles), best of ``repeat`` after a warm pass over every link.
+    A buffer that fits a cache measures that cache. Cached per process."""
+    key = int(nbytes)
+    if key in _lat_cache:
+        return _lat_cache[key]
+    nxt, start = chase_chain(nbytes, seed)
+    lines = len(nxt) // (CHASE_STRIDE // 8)
+    kern = load_kernel(chase_source())
+    kern(nxt, start, lines)  # compiles or loads the kernel, and brings the buffer into the level it fits
+    steps = CHASE_STEPS
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        start = int(kern(nxt, start, steps))
+        best = min(best, (time.perf_counter() - t0) / steps * 1e9)
+    _lat_cache[key] = best
+    return best
+
+
+def reuse_distances(touches: list[list[tuple[Hashable, int]]], fresh: frozenset | set = frozenset(),
+                    cap: int | None = None) -> list[dict[Hashable, int]]:
+    """For every call ``i`` and every key it touches (``touches[i]``: (key, bytes) of each value it reads or
+    writes), the bytes of the distinct values touched from the last call before ``i`` that touched that key
+    through call ``i``, both included (the LRU stack distance, plus the call's own bytes): where a value last
+    touched there still is when call ``i`` reads it. The schedule repeats (one run after another), so a key
+    no earlier call touched was last touched in the previous run (a weight: the whole run's distinct bytes);
+    keys in ``fresh`` (the model's inputs, written just before the run) count as touched just before call 0.
+    ``cap``: the bytes a whole run really touches (values sharing memory, as a schedule's arena slots do,
+    are the same cache lines): no distance exceeds it."""
+    sizes: dict[Hashable, int] = {}
+    users: dict[Hashable, int] = {}
+    for t in touches:
+        sizes.update(t)
+        for k in {k for k, _ in t}:
+            users[k] = users.get(k, 0) + 1
+    n = len(touches)
+    keys = [{k for k, _ in t} for t in touches]
+    run_bytes = sum(sizes.values()) if cap is None else min(cap, sum(sizes.values()))
+    out: list[dict[Hashable, int]] = []
+    for i in range(n):
+        dist: dict[Hashable, int] = {}
+        for k in keys[i]:
+            if users[k] == 1 and k not in fresh:  # a weight read by this call alone: a whole run ago
+                dist[k] = run_bytes
+                continue
+            seen, d = set(keys[i]), None
+            for j in range(i - 1, i - n, -1):  # back through this run, then the previous one's tail
+                if j < 0 and k in fresh:  # the copy-in wrote it just before call 0
+                    break
+                seen |= keys[j % n]
+                if k in keys[j % n]:
+                    d = sum(sizes[s] for s in seen)
+                    break
+            if d is None:
+                d = sum(sizes[s] for s in seen | {k}) if k in fresh else run_bytes
+            dist[k] = min(d, run_bytes)
+        out.append(dist)
+    return out
+
+
+def call_memory_seconds(reads: list[tuple[int, Level]], written_bytes: int, write_level: Level) -> float:
+    """The least time a call needs from memory: each read operand's bytes at the read bandwidth of the level it
+    comes from (``reads``: (bytes, level) pairs), its writes at ``write_level``'s write bandwidth (its read
+    one when unmeasured), and one load latency of the farthest level it reads from (the first loads wait for
+    it; the rest stream behind them)."""
+    t = sum(b / (lv.gbs * 1e9) for b, lv in reads if lv.gbs)
+    wg = write_level.write_gbs or write_level.gbs
+    t += written_bytes / (wg * 1e9) if wg else 0.0
+    return t + max((lv.latency_ns for b, lv in reads if b), default=0.0) * 1e-9
+
+
+def memory_bound_seconds(flops: int, memory_s: float, peak_gflops: float) -> bool:
+    """Whether a call of ``flops`` whose memory needs at least ``memory_s`` seconds (``call_memory_seconds``) is
+    bound by memory: that time exceeds its FLOPs at the peak (the roofline's ridge, per operand level)."""
+    return memory_s > 0 and flops < memory_s * peak_gflops * 1e9
 
 
 #: the share of its level's bandwidths a call under the ridge must reach to count as memory-bound
@@ -238,13 +365,23 @@ def bound_label(r: Mapping[str, Any]) -> str:
     return mem if r["verdict"] == "memory" else f"slow ({mem})"
 
 
+def below_peak(rows: list[Mapping[str, Any]]) -> tuple[int, int]:
+    """``(n, m)``: the calls below ``SLOW_PEAK_SHARE`` of the peak (a call of no FLOPs, data movement, is at
+    none of it), and of them the ones the roofline calls memory-bound (``verdict`` ``memory``)."""
+    low = [r for r in rows if not r["flops"] or (r["percent_of_peak"] or 0.0) < 100 * SLOW_PEAK_SHARE]
+    return len(low), sum(r["verdict"] == "memory" for r in low)
+
+
 def slow_summary(rows: list[Mapping[str, Any]], sum_ms: float) -> list[str]:
-    """The footer lines: what "slow (memory ...)" means, and the count of the slow calls (``SLOW_VERDICTS``:
+    """The footer lines: the calls below half the peak and how many of them are memory-bound (``below_peak``),
+    what "slow (memory ...)" means, and the count of the slow calls (``SLOW_VERDICTS``:
     over the ridge under half the peak, or under it far from the bandwidths)."""
     slow = [r for r in rows if r["verdict"] in SLOW_VERDICTS]
     mem = sum(r["verdict"] == "slow memory" for r in rows)
     ms = sum(r["median_ms"] for r in slow)
-    return [f"'slow (memory L2 4%)': under the ridge but at less than {100 * MEMORY_BOUND_SHARE:.0f}% of the "
+    n, m = below_peak(rows)
+    return [f"calls below {100 * SLOW_PEAK_SHARE:.0f}% of peak: {n}, of which memory-bound {m}",
+            f"'slow (memory L2 4%)': under the ridge but at less than {100 * MEMORY_BOUND_SHARE:.0f}% of the "
             "level's bandwidths, so not memory-bound",
             f"sub-50% calls: {len(slow)} of {len(rows)}, {ms:.3f} ms ({100 * ms / (sum_ms or 1e-12):.0f}% of the "
             f"sum): {len(slow) - mem} under {100 * SLOW_PEAK_SHARE:.0f}% of the peak, {mem} under the ridge at "
@@ -261,5 +398,7 @@ def memory_bound(flops: int, nbytes: float, balance: float) -> bool:
 
 __all__ = ["STREAM_BYTES", "DEFAULT_CACHES", "stream_source", "store_source", "tree_sum", "stream_bandwidth_gbs",
            "cache_sizes", "dram_stream_bytes", "Level", "memory_levels", "level_of", "effective_bytes",
-           "memory_seconds", "memory_bound", "MEMORY_BOUND_SHARE", "SLOW_PEAK_SHARE", "SLOW_VERDICTS", "verdict",
-           "bound_label", "slow_summary"]
+           "memory_seconds", "memory_bound", "chase_source", "chase_chain", "load_latency_ns", "reuse_distances",
+           "call_memory_seconds", "memory_bound_seconds", "CHASE_STRIDE", "CHASE_PAGE", "CHASE_STEPS",
+           "MEMORY_BOUND_SHARE", "SLOW_PEAK_SHARE", "SLOW_VERDICTS", "verdict", "bound_label", "below_peak",
+           "slow_summary"]

@@ -164,3 +164,18 @@ def reference_test(families: dict[str, st.SearchStrategy[Case]]) -> Callable[[st
         check_reference(data.draw(families[family], label="case"))
 
     return test
+
+
+def pool_attrs_and_reference(case: dict, x: np.ndarray) -> tuple[dict, np.ndarray]:
+    """A pool case's ONNX attributes and its float64 numpy reference (``reference_np``): ``case`` has op
+    (MaxPool: with dilations ``d``; AveragePool: pads counted in the divisor), kernel ``k``, strides ``s``,
+    ``pads`` and ``ceil`` mode."""
+    import reference_np as ref
+
+    k, s, pads = case["k"], case["s"], case["pads"]
+    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=case["ceil"])
+    if case["op"] == "MaxPool":
+        attrs["dilations"] = case["d"]
+        return attrs, ref.max_pool(x, k, strides=s, pads=pads, dilations=case["d"], ceil_mode=case["ceil"])
+    attrs["count_include_pad"] = 1
+    return attrs, ref.avg_pool(x, k, strides=s, pads=pads, ceil_mode=case["ceil"], count_include_pad=1)

@@ -27,10 +27,16 @@ from cnnjit.roofline import (
     SLOW_PEAK_SHARE,
     SLOW_VERDICTS,
     Level,
+    below_peak,
+    call_memory_seconds,
+    chase_chain,
     effective_bytes,
     level_of,
+    load_latency_ns,
+    memory_bound_seconds,
     memory_levels,
     memory_seconds,
+    reuse_distances,
     store_source,
     stream_source,
     verdict,
@@ -218,10 +224,17 @@ def test_roofline_judges_each_call_by_the_level_its_bytes_fit_in() -> None:
     by_name = {lv["level"]: lv for lv in doc["levels"]}
     for r in doc["calls"]:
         lv = by_name[r["level"]]
-        assert lv["bytes"] is not None and r["bytes"] <= lv["bytes"]  # ~10 KB of activations: a cache
+        assert lv["bytes"] is not None and r["bytes"] <= lv["bytes"]  # ~100 KB in a whole run: a cache
         assert r["level_gbs"] == lv["gbs"] and r["level_write_gbs"] == lv["write_gbs"]
-        # reads at the read bandwidth and writes at the write bandwidth, against the FLOPs at the peak
-        need_s = r["read_bytes"] / (lv["gbs"] * 1e9) + r["written_bytes"] / (lv["write_gbs"] * 1e9)
+        # the level named is the farthest one the call reads from or writes to
+        order = [x["level"] for x in doc["levels"]]
+        assert r["level"] == max([r["write_level"], *r["read_levels"]], key=order.index)
+        # each operand at the read bandwidth of the level it comes from, the writes at the write bandwidth of
+        # the level the call's bytes fit in, one load latency of the farthest level read; against the peak
+        assert sum(r["read_levels"].values()) == r["read_bytes"]
+        need_s = sum(b / (by_name[n]["gbs"] * 1e9) for n, b in r["read_levels"].items())
+        need_s += r["written_bytes"] / (by_name[r["write_level"]]["write_gbs"] * 1e9)
+        need_s += max(by_name[n]["latency_ns"] for n in r["read_levels"]) * 1e-9
         assert r["memory_ms"] == pytest.approx(need_s * 1e3)
         assert r["memory_bound"] == (need_s > r["flops"] / (doc["peak_gflops"] * 1e9))
         assert r["memory_share"] == pytest.approx(r["memory_ms"] / r["median_ms"])
@@ -295,3 +308,84 @@ def test_labels_with_a_fake_roofline(monkeypatch, gbs: float, want: str) -> None
         assert all(lb == "slow (memory L1 0%)" for lb in labels)
         n = len(doc["calls"])
         assert summary.startswith(f"sub-50% calls: {n} of {n}") and f"{n} under the ridge" in summary
+
+
+def test_reuse_distances_by_hand() -> None:
+    """LRU stack distances over a schedule that repeats: x (the model's input) -> c0 -> a; a -> c1 -> b;
+    a, b -> c2 -> y, weights w0, w1 read once a run. Sizes in bytes: x 1, w0 10, a 100, w1 1000, b 10000,
+    y 100000."""
+    touches = [[("x", 1), ("w0", 10), ("a", 100)], [("a", 100), ("w1", 1000), ("b", 10000)],
+               [("a", 100), ("b", 10000), ("y", 100000)]]
+    d = reuse_distances(touches, fresh={"x"})
+    run = 111111
+    # x: written just before the run; w0: a run ago; a: last read by c2 of the run before
+    assert d[0] == {"x": 111, "w0": run, "a": 110111}
+    # a: written by c0 just before; b: last read by c2 of the run before, every value between
+    assert d[1] == {"a": 11111, "w1": run, "b": run}
+    assert d[2] == {"a": 111100, "b": 111100, "y": run}  # a and b: touched by c1 just before; y: a run ago
+    assert reuse_distances(touches, fresh={"x"}, cap=5000)[0] == {"x": 111, "w0": 5000, "a": 5000}
+
+
+def test_call_memory_seconds_by_hand() -> None:
+    """Each read at its level's read bandwidth, the writes at the write bandwidth, one latency of the farthest
+    level read (not of the write level: stores do not wait); memory-bound when that exceeds the FLOPs at
+    the peak."""
+    near = Level("L1", 1 << 15, gbs=100.0, balance=1.0, write_gbs=50.0, latency_ns=1.0)
+    far = Level("DRAM", None, gbs=10.0, balance=10.0, write_gbs=5.0, latency_ns=100.0)
+    t = call_memory_seconds([(1000, near), (1000, far)], 500, near)
+    assert t == pytest.approx(1000 / 100e9 + 1000 / 10e9 + 500 / 50e9 + 100e-9)
+    assert call_memory_seconds([(1000, near)], 0, far) == pytest.approx(1000 / 100e9 + 1e-9)
+    assert memory_bound_seconds(100, t, 1.0) and not memory_bound_seconds(10 ** 6, t, 1.0)
+    assert not memory_bound_seconds(100, 0.0, 1.0)
+
+
+def test_latency_chain_is_one_cycle_and_memory_is_slower_than_l1() -> None:
+    """The latency probe's chain visits every line of its buffer once per cycle (one line apart), and a load
+    from a buffer four times the last cache waits longer than one from 16 KB."""
+    nxt, start = chase_chain(64 << 10, seed=3)
+    i, seen = start, set()
+    for _ in range(len(nxt) // 8):
+        seen.add(i)
+        i = int(nxt[i])
+    assert i == start and seen == set(range(0, len(nxt), 8))
+    assert 0 < load_latency_ns(16 << 10) < load_latency_ns(64 << 20) / 2
+
+
+def test_weights_come_from_the_level_holding_a_run(monkeypatch) -> None:
+    """With a fake L1 that holds every activation's reuse distance but not a whole run, each conv's
+    activation input is read from L1 and its weights, last read a run ago, from DRAM."""
+    import cnnjit.profile as prof
+    from cnnjit.inspect_model import call_nodes, trace
+
+    t = trace(conv_stack(layers=3), entry="numba")
+    nodes = call_nodes(t)
+    dist = prof.operand_distances(nodes, t.program)
+    convs = [(n, d) for n, d in zip(nodes, dist) if n is not None and n.op == "Conv"]
+    values = {id(v): v for n in nodes if n is not None for v in [*n.inputs, *n.outputs] if v is not None}
+    run = min(t.program.arena_bytes + sum(int(b.nbytes) for b in t.program.const_buffers.values()),
+              sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in values.values()))
+    assert convs and all(d[id(n.inputs[1])] == run for n, d in convs)  # a weight: a whole run ago
+    near = max(d[id(n.inputs[0])] for n, d in convs)
+    assert near < run
+    fake = [Level("L1", near, gbs=100.0, balance=1.0, write_gbs=100.0, latency_ns=1.0),
+            Level("DRAM", None, gbs=1.0, balance=100.0, write_gbs=1.0, latency_ns=100.0)]
+    monkeypatch.setattr(prof, "memory_levels", lambda peak: fake)
+    doc = profile_model(conv_stack(layers=3), repeat=2, warmup=1)
+    for r in doc["calls"]:
+        if r["op"].startswith("Conv"):
+            assert r["read_levels"]["DRAM"] >= 16 * 3 * 9 * 4 and r["read_levels"]["L1"] >= 3 * 16 * 16 * 4, r
+            assert r["level"] == "DRAM"
+
+
+def test_below_peak_counts_the_slow_calls_and_the_memory_bound_ones() -> None:
+    """``below_peak``: calls under half the peak (data movement, no FLOPs, among them), and of those the ones
+    judged memory-bound; the profile's footer opens with that count."""
+    rows = [{"flops": 10, "percent_of_peak": 80.0, "verdict": "compute"},
+            {"flops": 10, "percent_of_peak": 20.0, "verdict": "slow"},
+            {"flops": 10, "percent_of_peak": 5.0, "verdict": "memory"},
+            {"flops": 0, "percent_of_peak": None, "verdict": "memory"},
+            {"flops": 0, "percent_of_peak": None, "verdict": "slow memory"}]
+    assert below_peak(rows) == (4, 2)
+    for r in rows:
+        r["median_ms"] = 1.0
+    assert slow_summary(rows, 5.0)[0] == "calls below 50% of peak: 4, of which memory-bound 2"

@@ -14,7 +14,7 @@ import pytest
 import reference_np as ref
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from kernel_cases import property_settings
+from kernel_cases import pool_attrs_and_reference, property_settings
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -286,14 +286,7 @@ def test_strided_pool_kernel_at_width(width, case) -> None:
     """``simd_pool`` at column strides above 2 (a spectrogram's 1x4 stride-4 MaxPool): one gather per tap,
     the border lanes inserted one by one."""
     x = np.random.default_rng(case["seed"]).standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
-    k, s, pads = case["k"], case["s"], case["pads"]
-    attrs = dict(kernel_shape=k, strides=s, pads=pads, ceil_mode=case["ceil"])
-    if case["op"] == "MaxPool":
-        attrs["dilations"] = case["d"]
-        expected = ref.max_pool(x, k, strides=s, pads=pads, dilations=case["d"], ceil_mode=case["ceil"])
-    else:
-        attrs["count_include_pad"] = 1
-        expected = ref.avg_pool(x, k, strides=s, pads=pads, ceil_mode=case["ceil"], count_include_pad=1)
+    attrs, expected = pool_attrs_and_reference(case, x)
     assume(np.all(np.isfinite(expected)))
     model = _model([helper.make_node(case["op"], ["x"], ["y"], **attrs)], list(x.shape), {})
     if case["op"] == "AveragePool":

@@ -60,9 +60,12 @@ CASES = {
                                                      .astype(np.float32)}),
     ("Gemm", "gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(3).standard_normal((24, 10))
                                                 .astype(np.float32)}, transA=0, alpha=0.5),
+    ("MaxPool", "separable_pool"): _model("MaxPool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
     ("MaxPool", "simd_pool"): _model("MaxPool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[2, 2]),
     ("MaxPool", "pool"): _model("MaxPool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[3, 3]),
     ("AveragePool", "global_pool"): _model("AveragePool", (1, 3, 5, 7), {}, kernel_shape=[5, 7]),
+    ("AveragePool", "separable_pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[3, 3],
+                                              pads=[1, 1, 1, 1], count_include_pad=1),
     ("AveragePool", "simd_pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[2, 2], pads=[1, 1, 1, 1]),
     ("AveragePool", "pool"): _model("AveragePool", (1, 3, 9, 9), {}, kernel_shape=[3, 3], strides=[3, 3],
                                     pads=[1, 1, 1, 1], count_include_pad=1),

@@ -15,10 +15,11 @@ EPILOG = """example:
 
 Times every kernel call of the compiled schedule as it really runs and lists the calls slowest first,
 with their share of the total, GFLOP/s and % of the machine's measured peak (1 thread); "memory L2" in the
-bound column marks calls bound by the memory level their bytes fit in (L1, L2, L3, else DRAM): reading
-their inputs and writing their outputs at that level's measured read and write bandwidths (a store reads
-its line first) takes longer than their FLOPs at the peak; the percentage is that least time over the
-call's time (100%: at the level's bandwidth). With the numba
+bound column marks calls bound by memory: reading each input from the level its reuse distance fits in (L1,
+L2, L3, else DRAM; a weight was last read a whole run ago), writing the outputs at the write bandwidth of the
+level the call's bytes fit in (a store reads its line first) and one load latency take longer than their
+FLOPs at the peak; the level named is the farthest one read, the percentage that least time over the call's
+time (100%: at the bandwidths). With the numba
 entry (models of 4-80 calls) the schedule is compiled once more with a cycle-counter read between calls,
 so kernels stay inlined as in a normal run; the footer compares the sum of the calls with a whole run.
 --uninlined calls each kernel from Python instead (the Python entry). --peak sgemm uses numpy's matmul
@@ -92,11 +93,14 @@ def main(args: argparse.Namespace) -> int:
               "read/write bandwidth (1 thread, streams over half of each cache; DRAM: "
               f"{doc['bandwidth_method'].split(' of ')[-1].split(',')[0]}) and read balance: "
               + ", ".join(f"{lv['level']}{'' if lv['bytes'] is None else ' ' + _kib(lv['bytes'])} "
-                          f"{lv['gbs']:.0f}/{lv.get('write_gbs', 0):.0f} GB/s {lv['balance']:.1f} FLOP/B"
+                          f"{lv['gbs']:.0f}/{lv.get('write_gbs', 0):.0f} GB/s {lv.get('latency_ns', 0):.0f} ns "
+                          f"{lv['balance']:.1f} FLOP/B"
                           for lv in doc["levels"]),
-              "'memory L2 85%' marks a call whose reads and writes at the bandwidths of the level its bytes fit "
-              "in take longer than its FLOPs at the peak (memory-bound there), and the share of its time they "
-              "take at those bandwidths (100%: at full bandwidth)", *slow_summary(doc["calls"], doc["sum_ms"])]
+              "'memory L2 85%' marks a call whose reads (each operand at the bandwidth of the level its reuse "
+              "distance fits in: a weight, last read a run ago, from the level holding the whole run) and writes "
+              "(at the level its bytes fit in), plus one load latency, take longer than its FLOPs at the peak "
+              "(memory-bound; L2: the farthest level it reads), and the share of its time they take (100%: at "
+              "full bandwidth)", *slow_summary(doc["calls"], doc["sum_ms"])]
     if doc["above_peak"]:
         footer.append(f"above the peak: {sum(doc['above_peak'].values())} calls ("
                       + ", ".join(f"{n} {v}" for v, n in doc["above_peak"].items())
