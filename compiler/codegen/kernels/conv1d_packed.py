@@ -3,10 +3,11 @@
 A Conv1D of an audio, text or byte model (``conv_columns`` turns tf2onnx's ``Kx1`` on ``N x C x L x 1`` into
 ``1 x K`` on a one-row view) is a GEMM of the ``M x (C * KW)`` weights and the im2col of the row, whose
 row ``(c, t)`` is input row ``c`` shifted by ``t * DW``: no copy is needed for it. ``simd_conv`` reads those
-shifted rows straight from the input, but its channel rows are ``Win`` floats apart: at a power-of-two
-length (Magika's 512) the ``C`` rows of one register tile's reduction map to a few cache sets and come from
-L2, and its tile's weights (8 rows x ``C * KW``) do not fit L1 either (Magika's 256 -> 512, kernel 5:
-55-60 GFLOP/s alone, about 35 in the model).
+shifted rows straight from the input, in a register tile of ``MR`` output channels (a divisor of them, at most
+12) by one vector of columns: one load per ``MR`` broadcasts and FMAs, and the tile's ``MR x C * KW`` weights
+(40 KB for Magika's 8 x 256 x 5) re-read from L2 for every vector of columns. Magika's 256 -> 512, kernel 5
+(AVX2, alone): 57 GFLOP/s, its 512 channels in tiles of 8 (8 accumulators: just the FMA latency times its two
+pipes); 504 channels, tiles of 12: 70; the row length does not matter (500-1040 columns: 57).
 
 Here the output columns run in ``packed_pointwise`` strips of ``L = 2 * W`` (its 6 x 2 register tile at
 AVX2): each strip's inputs are copied once into a contiguous panel, every channel's window of ``L + (KW - 1)
