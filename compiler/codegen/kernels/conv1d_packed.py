@@ -49,9 +49,9 @@ GROUP_WEIGHT_BYTES = 96 * 1024
 #: the fewest taps of the reduction (input channels x kernel width) and of register tiles of output channels
 #: (``benchmarks/conv1d.py --relax --crossover``, AVX2, one Conv + ReLU per call at 1000 columns, GFLOP/s against
 #: the variant chosen without this one): 8 -> 64 kernel 3 (24 taps) 58.7 against 45.5 (``simd_conv``), 6 -> 64
-#: kernel 3 49.7 against 40.0, 4 -> 64 kernel 3 44.3 against 46.1 and 3 -> 64 kernel 9 61.4 against 61.2
-#: (``stem_conv``, left to it under 16 taps); 64 -> 12 (2 row tiles of 6) 61.2 against 56.9, 64 -> 8 (1 tile and
-#: 2 rows) 42.4 against 46.4, 64 -> 6 41.9 against 51.9
+#: kernel 3 49.7 against 40.0; against ``stem_conv`` 4 -> 64 kernel 3 (12 taps: left to it) 44.3 against 46.1,
+#: 3 -> 64 kernel 9 (27 taps) 61.4 against 61.2; 64 -> 12 (2 row tiles of 6) 61.2 against 56.9, 64 -> 8 (1 tile
+#: and 2 rows) 42.4 against 46.4, 64 -> 6 41.9 against 51.9
 MIN_DEPTH = 16
 MIN_ROW_TILES = 2
 
