@@ -142,12 +142,15 @@ def quiesce(pids: Sequence[int] | None = None, share: float = 0.05, window_s: fl
 
 
 def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 5, *,
-            disable_gc: bool = True, min_time_s: float = 0.0) -> dict[str, dict[str, Any]]:
+            disable_gc: bool = True, min_time_s: float = 0.0,
+            clock: Callable[[], int] = time.perf_counter_ns) -> dict[str, dict[str, Any]]:
     """Time each zero-argument callable ``runs`` times, interleaved.
 
     Every run calls each candidate once, in a fresh seeded random order, so every candidate follows every
     other equally often on average (with a fixed rotation of three candidates, one of them followed the
-    cache-polluting third in 2 of 3 rounds, the other in 1); each call is timed with ``time.perf_counter_ns``.
+    cache-polluting third in 2 of 3 rounds, the other in 1); each call is timed with ``clock`` (nanoseconds:
+    ``time.perf_counter_ns``, or ``time.thread_time_ns`` on a loaded machine, for 1-thread runs: time this
+    thread was not running does not count).
     ``warmup`` untimed rounds come first. ``min_time_s`` keeps adding rounds beyond ``runs`` until that
     much wall time has passed (0: exactly ``runs``). Returns ``{name: summarize(times)}``.
     """
@@ -165,7 +168,6 @@ def measure(fns: Mapping[str, Callable[[], Any]], runs: int = 50, warmup: int = 
     if disable_gc:
         gc.collect()
         gc.disable()
-    clock = time.perf_counter_ns
     try:
         t_start = time.perf_counter()
         r = 0

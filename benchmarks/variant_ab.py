@@ -5,8 +5,12 @@ onnxruntime (``harness.measure``, 1 thread, batch 1) and the outputs checked aga
     PYTHONPATH=. python benchmarks/variant_ab.py --without Conv:cblock --models ddddocr_det,ppocr_v4_det,resnet8
     python benchmarks/variant_ab.py --without Conv:packed_pointwise --disable cascade_maxpool --runs 60
 
-Any name of ``corpus.ALL_MODELS`` (the benchmark set and the real-model corpus). Printed per model: median
-ms of each engine, the ratios to onnxruntime, and the speed-up of the default over the table without.
+Any name of ``corpus.ALL_MODELS`` (the benchmark set and the real-model corpus), or ONNX files (``--onnx``:
+held-out models, not copied into the repo; symbolic dims 1, seeded inputs: standard normal floats, integers in
+0..255). Printed per model: median ms of each engine, the ratios to onnxruntime, and the speed-up of the
+default over the table without. ``--cpu`` times thread CPU time instead of wall time (a loaded machine).
+
+    python benchmarks/variant_ab.py --without Conv:conv1d_packed --onnx /work/heldout/magika.onnx --cpu --runs 40
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from benchmarks.harness import single_thread  # noqa: E402 - stdlib only
 
 single_thread()
 
+import time  # noqa: E402
+
 import numpy as np  # noqa: E402
+import onnx  # noqa: E402
 
 import cnnjit  # noqa: E402
 from benchmarks.corpus import load  # noqa: E402
 from benchmarks.harness import measure, ort_session  # noqa: E402
+from benchmarks.models import graph_inputs  # noqa: E402
 from cnnjit.compiler.codegen import kernel  # noqa: E402
 
 
@@ -41,17 +49,36 @@ def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable
         kernel.VARIANTS.update(saved)
 
 
+def file_model(path: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(model, {input: seeded input}) of an ONNX file: symbolic dims 1, standard normal floats, integers (token
+    ids, byte values) in 0..255, random booleans."""
+    model = onnx.load(path)
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for i in graph_inputs(model):
+        t = i.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+        dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
+        feeds[i.name] = (rng.standard_normal(shape) if dt.kind == "f" else rng.integers(0, 2, shape) if dt.kind == "b"
+                         else rng.integers(0, 256, shape)).astype(dt)
+    return model, feeds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--without", required=True, help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table")
     ap.add_argument("--disable", default="", help="PASS[,PASS...] also off in the 'before' compile")
-    ap.add_argument("--models", default="ddddocr_det", help="comma-separated model names")
+    ap.add_argument("--models", default="ddddocr_det", help="comma-separated model names (ignored with --onnx)")
+    ap.add_argument("--onnx", action="append", default=[], help="an ONNX file (repeatable)")
+    ap.add_argument("--cpu", action="store_true", help="time thread CPU time, not wall time")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
     removed = [tuple(s.split(":", 1)) for s in args.without.split(",")]
-    for name in args.models.split(","):
-        model, feeds = load(name)
+    entries = [(n, lambda n=n: load(n)) for n in args.models.split(",") if not args.onnx]
+    entries += [(Path(p).stem, lambda p=p: file_model(p)) for p in args.onnx]
+    for name, get in entries:
+        model, feeds = get()
         shapes = {k: v.shape for k, v in feeds.items()}
         after = cnnjit.compile(model, threads=1, input_shapes=shapes)
         before = compile_without(model, shapes, removed, tuple(p for p in args.disable.split(",") if p))
@@ -60,7 +87,8 @@ def main() -> None:
         outs = [o if isinstance(o, (list, tuple)) else [o] for o in outs]
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(*outs))
         t = measure({"after": lambda: after(**feeds), "before": lambda: before(**feeds),
-                     "onnxruntime": lambda: ort.run(None, feeds)}, runs=args.runs, warmup=args.warmup)
+                     "onnxruntime": lambda: ort.run(None, feeds)}, runs=args.runs, warmup=args.warmup,
+                    clock=time.thread_time_ns if args.cpu else time.perf_counter_ns)
         ms = {k: v["median_ms"] for k, v in t.items()}
         best = {k: v["min_ms"] for k, v in t.items()}
         print(f"{name}: after {ms['after']:.2f} ms, before {ms['before']:.2f} ms, onnxruntime "

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
-    "ceil_div", "same_pads", "resolve_pads", "conv_output_shape", "conv",
+    "ceil_div", "same_pads", "resolve_pads", "conv_output_shape", "conv", "conv_layer",
     "pool_output_shape", "max_pool", "avg_pool", "global_avg_pool", "global_max_pool",
     "gemm", "matmul", "softmax", "softmax_v11",
     "BINARY_OPS", "VARIADIC_OPS", "binary", "variadic",
@@ -127,6 +127,19 @@ def conv(x, w, b=None, *, strides=None, pads=None, dilations=None, group: int = 
     if b is not None:
         y += _f64(b).reshape((1, m_out) + (1,) * nd)
     return y
+
+
+def conv_layer(rng: np.random.Generator, x, w, b, act: str | None = None, residual: bool = False,
+               **geo) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A Conv layer with a fused epilogue: (the float64 output ``conv(x, w, b, **geo)`` plus a standard normal
+    float32 residual drawn from ``rng`` when ``residual``, then ReLU when ``act`` is "Relu"; the scale of its
+    float32 rounding, ``conv(|x|, |w|, |b|) + |r|``; the residual or None)."""
+    y = conv(x, w, b, **geo)
+    scale = conv(np.abs(x), np.abs(w), np.abs(b), **geo)
+    r = rng.standard_normal(y.shape).astype(np.float32) if residual else None
+    if r is not None:
+        y, scale = y + r, scale + np.abs(r)
+    return (np.maximum(y, 0.0) if act == "Relu" else y), scale, r
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,14 +89,14 @@ def test_left_alone(x_shape, k, pads) -> None:
     assert row_convs(cnnjit.compile(model, entry="lazy")) == [(x_shape, k)]
 
 
-def test_magika_shape_on_simd_conv() -> None:
-    """256 -> 512, 5x1 on 512x1 (Magika's Conv1D, unpadded): ``simd_conv`` on the 1x512 view, against the
-    reference."""
+def test_magika_shape_on_conv1d_packed() -> None:
+    """256 -> 512, 5x1 on 512x1 (Magika's Conv1D, unpadded): ``conv1d_packed`` on the 1x512 view (it was
+    ``simd_conv`` before that variant), against the reference."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 256, 512, 1)).astype(np.float32)
     wt = (0.05 * rng.standard_normal((512, 256, 5, 1))).astype(np.float32)
     b = rng.standard_normal(512).astype(np.float32)
     compiled = cnnjit.compile(conv_model(x.shape, wt, b, (0, 0, 0, 0), "Relu"), threads=1)
-    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"simd_conv"}
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"conv1d_packed"}
     expected = np.maximum(ref.conv(x, wt, b), 0.0)
     np.testing.assert_allclose(compiled(x), expected, rtol=1e-4, atol=1e-4)

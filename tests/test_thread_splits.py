@@ -24,13 +24,16 @@ from cnnjit.compiler.stages import CompileOptions
 WIDTHS = [4, 8, 16]
 
 
-def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int = 0, k: int = 1):
+def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int = 0, k: int = 1,
+                    row: int = 0):
     """One ``k x k`` conv ``c -> m`` (same padding) on a ``hw x hw`` image with bias, an optional fused
-    activation and an optional residual (a second input ``r`` of the output's shape)."""
+    activation and an optional residual (a second input ``r`` of the output's shape); ``row``: a ``1 x k``
+    conv on one row of ``row`` columns instead (a Conv1D)."""
     rng = np.random.default_rng(seed)
-    inits = [numpy_helper.from_array((rng.standard_normal((m, c, k, k)) * 0.3).astype(np.float32), "w"),
+    kernel, pads, (h, w) = ((1, k), [0, k // 2] * 2, (1, row)) if row else ((k, k), [k // 2] * 4, (hw, hw))
+    inits = [numpy_helper.from_array((rng.standard_normal((m, c, *kernel)) * 0.3).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(m).astype(np.float32), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[k // 2] * 4)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=pads)]
     last = "c"
     if residual:
         nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
@@ -39,10 +42,10 @@ def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int
         nodes.append(helper.make_node(act, [last], ["y"]))
     else:
         nodes.append(helper.make_node("Identity", [last], ["y"]))
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])]
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])]
     if residual:
-        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, m, hw, hw]))
-    g = helper.make_graph(nodes, "pw", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, hw, hw])],
+        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, m, h, w]))
+    g = helper.make_graph(nodes, "pw", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, h, w])],
                           inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     return model, numpy_helper.to_array(inits[0]), numpy_helper.to_array(inits[1])
@@ -79,15 +82,20 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
        residual=st.booleans(), threads=st.integers(2, 3))
 def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
     """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
-    of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``: one call per
-    part, with its range as arguments), bit-identical to one thread and equal to the numpy reference. (The
-    fused block's part space, ``InvertedResidual: block_fused``, is checked in ``test_block_fusion.py``, the
-    spatial ones, ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
+    of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``, output columns of
+    ``conv1d_packed``: one call per part, with its range as arguments), bit-identical to one thread and equal
+    to the numpy reference. (The fused block's part space, ``InvertedResidual: block_fused``, is checked in
+    ``test_block_fusion.py``, the spatial ones, ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
     # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows
     width = data.draw(st.sampled_from(WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]), label="width")
-    if variant == "simd_pointwise":
+    row = 0
+    if variant == "conv1d_packed":  # a Conv1D of 12 or more channels (2 row tiles at 8 lanes), 2 strips or more
+        k, m, c = 3, data.draw(st.integers(12, 2 * width - 1), label="m"), data.draw(st.integers(6, 24), label="c")
+        assume(balanced_ranges(m, threads, width) is None)
+        row = data.draw(st.integers(4 * width, 12 * width), label="row")
+    elif variant == "simd_pointwise":
         k, m, c = 1, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 12), label="c")
     elif variant == "winograd_f4":
         k, m, c = 3, data.draw(st.integers(8, 2 * width - 1), label="m"), data.draw(st.integers(40, 64), label="c")
@@ -95,14 +103,15 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     else:
         k, m, c = 3, 2 * width, data.draw(st.integers(15, 24), label="c")
         hw = min(hw, 2 * width - 1)
-    model, w, b = pointwise_model(c, m, hw, act, residual, k=k)
+    model, w, b = pointwise_model(c, m, hw, act, residual, k=k, row=row)
     if variant == "cblock":  # (a short row that Winograd tiles well is Winograd's: MIN_WINOGRAD_RATIO)
         conv = next(n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv")
         assume(cblock_applies(conv, CompileOptions(vector_width=width).host_target()))
     rng = np.random.default_rng(c * 1000 + m * 10 + hw)
-    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    h, w_ = (1, row) if row else (hw, hw)
+    feeds = {"x": rng.standard_normal((1, c, h, w_)).astype(np.float32)}
     if residual:
-        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
+        feeds["r"] = rng.standard_normal((1, m, h, w_)).astype(np.float32)
     one, many, calls, node = compile_forced(model, width, threads, variant)
     units, align = PART_SPACES[("Conv", variant)](node, CompileOptions(vector_width=width).host_target())
     pixels = balanced_ranges(units, threads, align)
@@ -112,7 +121,7 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
         assert len(calls) == 1
     got = many.run(None, feeds)[0]
     np.testing.assert_array_equal(got, one.run(None, feeds)[0])
-    want = ref.conv(feeds["x"], w, b, pads=[k // 2] * 4)
+    want = ref.conv(feeds["x"], w, b, pads=[0, k // 2] * 2 if row else [k // 2] * 4)
     if residual:
         want = want + feeds["r"]
     acts = {"none": lambda v: v, "Relu": lambda v: np.maximum(v, 0), "Sigmoid": lambda v: 1 / (1 + np.exp(-v))}

@@ -3,10 +3,11 @@
 Exporters write a 1-D convolution over time as a 2-D one on ``N x C x L x 1`` (tf2onnx: Keras' Conv1D). Every
 SIMD Conv kernel vectorises along a row; a row of one pixel leaves all lanes but one idle (Magika's 256 -> 512
 5x1 at 512x1: 5.4 GFLOP/s in its schedule on ``cblock``, 21 alone; as 1x5 at 1x512 ``simd_conv`` runs 55,
-AVX2). With a width of 1, ``N x C x L x 1`` and ``N x C x 1 x L`` are the same bytes, so the Conv is rewritten
-on Reshape views (``view`` ops: no data moves) of its input, residual inputs and output, with its kernel,
-strides, dilations and pads moved from the height to the width (the frontend's own 1-D Conv already has
-height 1). Runs after epilogue fusion: the fused activations and residuals go along.
+``conv1d_packed``, which takes such Conv1D layers now, 91-94; AVX2). With a width of 1, ``N x C x L x 1`` and
+``N x C x 1 x L`` are the same bytes, so the Conv is rewritten on Reshape views (``view`` ops: no data moves) of
+its input, residual inputs and output, with its kernel, strides, dilations and pads moved from the height to
+the width (the frontend's own 1-D Conv already has height 1). Runs after epilogue fusion: the fused activations
+and residuals go along.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     attention,
     block_fused,
     channel_pointwise,
+    conv1d_packed,
     dense,
     elementwise,
     im2col_packed,

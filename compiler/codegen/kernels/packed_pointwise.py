@@ -249,9 +249,41 @@ def strip_copy_bf16(L: int) -> list[str]:
     ]
 
 
+def tap_strip_copy(L: int, SL: int, w: int) -> list[str]:
+    """``strip_copy`` of a one-row input for ``taps`` (``packed_pointwise_source``): strip k's ``C x SL`` panel at
+    ``so + k * C * SL``, channel c's row holding input columns ``p - PW .. p - PW + SL`` of the strip's first
+    output column ``p`` (zeros outside the input row), so tap ``t``'s inputs to the strip are the shifted window
+    ``t * DW .. t * DW + L`` of it (no ``KW``-fold im2col copy). A window inside the row is copied ``w`` lanes at
+    a time, one at an edge column by column."""
+    return [
+        "            for c in range(C):",
+        "                xr = x0 + c * Win",
+        f"                si = so + c * {SL}",
+        "                p = pb",
+        "                while p < pe:",
+        "                    i0 = p - PW",
+        f"                    if i0 >= 0 and i0 + {SL} <= Win:",
+        f"                        for j in range(0, {SL}, {w}):",
+        f"                            vstore{w}(sb, si + j, vload{w}(xb, xr + i0 + j))",
+        "                    else:",
+        f"                        for j in range({SL}):",
+        "                            q = i0 + j",
+        "                            sb[U(si + j)] = xb[U(xr + q)] if q >= 0 and q < Win else np.float32(0.0)",
+        f"                    si += C * {SL}",
+        f"                    p += {L}",
+    ]
+
+
+def tap_row(L: int, kw: int, dw: int, w: int) -> int:
+    """Floats per channel row of a ``taps`` strip's panel: the ``L`` outputs' window widened by the taps'
+    span, whole vectors of ``w`` lanes."""
+    return -(-(L + (kw - 1) * dw) // w) * w
+
+
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
                             registers: int = 16, pixel_range: bool = False, bf16: bool = False,
-                            gather: tuple[str, list[str]] | None = None, kchunk: bool = False) -> tuple[str, list]:
+                            gather: tuple[str, list[str]] | None = None, kchunk: bool = False,
+                            taps: tuple[int, int] | None = None) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -273,14 +305,23 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     and strip of the block before the next, the partial sums kept in the output (the same sums in the same
     order: bit for bit the unchunked kernel's). A deep reduction on a small map (``chunked_blocking``): the
     chunk's panel stays in L2 for all the output rows, so each weight is read once per block, not once per
-    strip."""
+    strip.
+
+    ``taps``: ``(KW, DW)`` of a stride-1 ``1 x KW`` Conv (dilation ``DW``) on a one-row input of ``Win`` columns,
+    left pad ``PW`` (two more arguments): each strip's panel holds every channel's input window
+    (``tap_strip_copy``) and a channel's step is ``KW`` shifted loads of it, each meeting that tap's ``mr``
+    weights (``pack_weights`` of the ``M x (C * KW)`` weights: ``[C][KW][mr]`` per row tile); ``C`` is the
+    input channels, ``P`` the output columns. float32, no split tail (a part-filled strip)."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
+    assert not (taps and (bf16 or gather)), "taps read the one-row input itself"
     L = nr * w
     epi = Epilogue(node, L, False)
-    split = None if bf16 else tail_vectors(tail, w, mr, nr)
+    split = None if bf16 or taps else tail_vectors(tail, w, mr, nr)
     M = node.inputs[1].shape[0]
-    step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {i}))"
-            if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {i})]), v{lanes}, a{lanes}_{i})")
+    kw, dw = taps or (1, 1)
+    SL = tap_row(L, kw, dw, w) if taps else L  # floats per channel of a strip's panel
+    step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
+            if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, a{lanes}_{i})")
 
     def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
@@ -297,12 +338,14 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         if kchunk:
             out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init], f"{ind}else:",
                    *[f"{ind}    a{lanes}_{i} = vloadn{lanes}(yb, yo + {idx(i)}, {count})" for i in range(rows)]]
-        out += [f"{ind}si = ps{' + kc * ' + str(L) if kchunk else ''}",
-                f"{ind}wi = wo + m * K{' + kc * ' + str(rows) if kchunk else ''}",
-                f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):",
-                f"{ind}    v{lanes} = {'vbf16load' if bf16 else 'vload'}{lanes}(sb, si)"]
-        out += [ind + step.format(lanes=lanes, i=i) for i in range(rows)]
-        out += [f"{ind}    si += {L}", f"{ind}    wi += {rows}"]
+        out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk else ''}",
+                f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}",
+                f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
+        load = "vbf16load" if bf16 else "vload"
+        for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
+            out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * dw}' if t else ''})")
+            out += [ind + step.format(lanes=lanes, i=i, o=f"{t * rows + i}") for i in range(rows)]
+        out += [f"{ind}    si += {SL}", f"{ind}    wi += {rows * kw}"]
         if kchunk:  # an earlier chunk stores its partial sums as they are
             out += [f"{ind}if kce < K:",
                     *[f"{ind}    vstoren{lanes}(yb, yo + {idx(i)}, a{lanes}_{i}, {count})" for i in range(rows)],
@@ -328,14 +371,16 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
-        + (", P0, P1" if pixel_range else "") + (gather[0] if gather else "") + epi.signature() + "):",
+        + (", P0, P1" if pixel_range else "") + (gather[0] if gather else "") + (", Win, PW" if taps else "")
+        + epi.signature() + "):",
         f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
-        *(gather[1] if gather else ["        x0 = xo + n * C * P"]),
+        *(gather[1] if gather else [f"        x0 = xo + n * C * {'Win' if taps else 'P'}"]),
         "        y0 = yo + n * M * P",
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
-        *(strip_copy_bf16(L) if bf16 else strip_copy(L, "zb" if gather else "xb")),
+        *(strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w) if taps
+          else strip_copy(L, "zb" if gather else "xb")),
     ]
     body = [
         "            for mg in range(0, M, RG):",
@@ -346,7 +391,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                    cnt = min({L}, pe - p)",
         *row_tiles(" " * 20, L),
         f"                    p += {L}",
-        f"                    ps += K * {L}",
+        f"                    ps += K * {SL}",
     ]
     if split is not None:
         body.append("                if p < pe:")
