@@ -51,8 +51,9 @@ VAR = 5 * LINE
 #: the flag of a stopped claim counter (no claim succeeds once it is set; the count below it is the number
 #: of samples claimed before): batches must be smaller
 STOPPED = 1 << 22
-#: the most buffers a schedule may take here (one call site each in ``call_raw``); more run from Python
-MAX_BUFFERS = 12
+#: the most buffers a schedule may take here (two call sites each in ``call_raw``, compiled once: 12 took
+#: 6.4 s to compile cold at load 6, 8 took 4.6 s; VWW and MobileNetV2 have 2); more run from Python
+MAX_BUFFERS = 8
 
 
 @intrinsic
@@ -204,19 +205,25 @@ def _all_finished(d, ep, batch):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _nap(d, ep, batch):  # pragma: no cover - compiled
+    """Sleep on the futex until a finisher wakes us (``_finish``; or ``SLEEP_NS``), unless all is finished
+    once we are counted among the sleepers (a finisher wakes only sleepers it sees counted)."""
+    seq = atomic_load(d, SEQ)
+    atomic_add(d, SLEEPERS, 1)
+    if not _all_finished(d, ep, batch):
+        futex_wait(d, SEQ, seq)
+    atomic_add(d, SLEEPERS, -1)
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _wait_all(d, ep, batch):  # pragma: no cover - compiled
-    """Until ``_all_finished``: spin ``SPIN_NS``, then sleep on the futex (``_finish`` wakes it)."""
+    """Until ``_all_finished``: spin ``SPIN_NS``, then sleep (``_nap``) until it is."""
     polls = start = 0
     while not _all_finished(d, ep, batch):
         polls += 1
         start = spin_clock(polls, start)
-        if start >= 0:
-            continue
-        seq = atomic_load(d, SEQ)
-        atomic_add(d, SLEEPERS, 1)
-        if not _all_finished(d, ep, batch):  # (a finisher wakes only sleepers it sees counted)
-            futex_wait(d, SEQ, seq)
-        atomic_add(d, SLEEPERS, -1)
+        if start < 0:
+            _nap(d, ep, batch)
 
 
 @njit(nogil=True, cache=True)
