@@ -217,6 +217,9 @@ class Specialization:
         from .batchrows import Desc, batch_rows, stopped_at
         from .parallel import run_batch
 
+        if team is None and not solo and not batch_rows.overloads:
+            return None  # (a threads=1 model: not prepared with it, ready_for_batches; a cold compile takes seconds)
+
         threads = threads if team is not None else 1
         if team is not None:
             d, ep = team.desc, team.desc_epoch + 1

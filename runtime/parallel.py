@@ -191,10 +191,12 @@ def run_batch(w: np.ndarray, d: np.ndarray, job: int) -> int:  # pragma: no cove
 
 def prepare_batches() -> None:
     """Compile (or load from the disk cache) the native batch loop now (``run_batch``, ``batch_rows``), not at
-    the first batch: on a description of an empty batch and words of no team."""
+    the first batch: on a description of an empty batch and words of no team. A threads=1 model's batches
+    run natively only once this has run in the process (``Specialization.batch_native``)."""
     d = np.zeros(VAR, np.int64)
     d[EPOCH] = d[THREADS] = 1  # (one thread, no sample)
     run_batch(np.zeros(LINE, np.int64), d, 1)
+    batch_rows(d, 0, True)  # (its own entry: what a batch on the caller alone calls)
 
 
 for _fn in (idle_wait, post, rouse, run_batch):

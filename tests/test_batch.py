@@ -394,7 +394,11 @@ def test_a_failing_sample_in_a_native_batch_raises(monkeypatch: pytest.MonkeyPat
 
 
 def test_one_thread_batches_of_a_serial_schedule_run_natively() -> None:
-    """threads=1: a serial numba schedule's batch runs as one native call on the caller."""
+    """threads=1: a serial numba schedule's batch runs as one native call on the caller, once the native loop
+    is compiled in the process (a threads=1 model does not compile it: the first batch would wait seconds)."""
+    from cnnjit.runtime.parallel import prepare_batches
+
+    prepare_batches()
     model = cnnjit.compile(_cnn(), threads=1, entry="numba")
     x = np.random.default_rng(12).standard_normal((4, 3, 8, 8)).astype(np.float32)
     want = np.concatenate([model(x[i:i + 1]) for i in range(4)])
