@@ -76,7 +76,9 @@ def first_calls(model: cnnjit.CompiledModel, feed: str, sample: tuple[int, ...],
         c0, t0 = time.process_time(), time.perf_counter()
         model.run(None, {feed: x})
         first, cpu_first = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
-        ran = "loop over batch 1" if isinstance(model._last, BatchLoop) else "specialised"
+        loop = model._last
+        ran = ("loop over batch 1" + (", native job" if loop.native else "")) if isinstance(loop, BatchLoop) \
+            else "specialised"
         steady, cpu = [], []
         for _ in range(5):
             c0, t0 = time.process_time(), time.perf_counter()

@@ -3,8 +3,10 @@
 ``CompiledModel`` (``runtime/model.py``) runs a batch of a model whose ops keep samples apart
 (``compiler/batching.py``) as a ``BatchLoop`` over the batch-1 ``Specialization`` (or a warm start's
 ``NativeSpecialization``): the samples split over the threads of the process's team, each thread running
-its share one after another on one work set of its own (``run_samples``), or all on the caller, whichever
-has been faster lately (``runtime/adaptive.py``).
+the samples it claims one after another on one work set of its own, or all on the caller, whichever has been
+faster lately (``runtime/adaptive.py``). A numba schedule's batch is a native job (``batch_native``,
+``runtime/batchrows.py``): no Python and no GIL between samples, none at all on the workers; otherwise each
+thread runs its share from Python (``run_samples``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class BatchLoop:
         self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
         #: how many samples each thread ran in the last call, in the order they finished (diagnostics)
         self.ran: list[int] = []
+        #: whether the last call ran as a native job (``batch_native``), not from Python (diagnostics)
+        self.native = False
 
     graph = property(lambda self: self.base.graph)
     program = property(lambda self: self.base.program)
@@ -81,12 +85,15 @@ class BatchLoop:
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
+        native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
+        if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
+            feeds = {k: np.ascontiguousarray(x) for k, x in feeds.items()}
         # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
         # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
         # the batch up by its fixed share
         order = itertools.count()
         ran: list[int] = []
-        self.ran = ran
+        self.ran, self.native = ran, False
         finished = threading.Event()
 
         def samples(solo: bool) -> None:
@@ -94,25 +101,43 @@ class BatchLoop:
             if sum(ran) == self.batch:  # (the last thread to finish sees every count)
                 finished.set()
 
+        def alone(solo: bool) -> None:  # (every sample on this thread)
+            n = None if native is None else native(feeds, outs, None, solo)
+            if n is None:
+                samples(solo)
+            else:
+                ran.append(n)
+                self.native = True
+
         if self.chooser is None:  # (one thread, or fewer samples than threads)
-            samples(False)
+            alone(False)
             return outs
         which = self.chooser.pick()
         t0 = time.perf_counter()
-        if which or not self._on_team(samples, finished):
-            samples(True)  # every sample alone, on this thread
+        if which or not self._on_team(samples, finished, native, feeds, outs):
+            alone(True)
         self.chooser.record(which, time.perf_counter() - t0)
         return outs
 
-    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event) -> bool:
-        """``samples`` on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
+    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event,
+                 native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
+                 outs: list[np.ndarray]) -> bool:
+        """The batch on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
         while after a job, so a batch that follows another starts on both threads at once; a thread pool's
-        sleeping thread took 40-80 us to start), returning when every sample is done: True; False if another
-        thread holds the team (nothing ran). A sample's error is raised here once every worker has stopped."""
+        sleeping thread took 40-80 us to start): a native job when the specialisation and the team run one
+        (``native``), else ``samples`` on every thread; returns when every sample is done: True; False if
+        another thread holds the team (nothing ran). A sample's error is raised here once every thread has
+        stopped."""
         t = team(self.threads)
         if not t.busy.acquire(blocking=False):
             return False
         try:
+            if native is not None and t.native_jobs:
+                n = native(feeds, outs, t, True, self.threads)
+                if n is not None:
+                    self.ran[:] = [n, self.batch - n]  # (the caller's count, the workers')
+                    self.native = True
+                    return True
             self._epoch += 1
             t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
         finally:
@@ -139,8 +164,8 @@ def ready_for_batches(spec: Any, threads: int) -> None:
     n = max(1, min(threads, usable_cpus()))
     if n < 2 or not getattr(spec, "batch_separable", False):
         return
+    spec.prefill(n)  # (first: a numba specialisation loads the team's native idle wait before the team starts)
     team(n)
-    spec.prefill(n)
 
 
 __all__ = ["BatchLoop", "run_rows", "on_places", "ready_for_batches"]

@@ -88,6 +88,9 @@ class Specialization:
         self.chooser: Chooser | None = None
         #: ``BoundCaller``'s per-names set-up (entry point, its ``rouse``, input positions), made once
         self._bindings: dict[tuple[str, ...], tuple] = {}
+        #: how a batch of this specialisation runs as a native job (``_batch_desc``): None until looked up,
+        #: False where it cannot (samples run from Python)
+        self._desc: Any = None
 
     def with_twin(self, twin: Specialization) -> Specialization:
         """This parallel specialisation running, call by call, whichever of itself and ``twin`` (its serial
@@ -119,6 +122,10 @@ class Specialization:
                 bufs[name].fill(0)
         if self.twin is not None:  # (what a BatchLoop's samples run)
             self.twin.prefill(n)
+        elif self._batch_desc(True) is not None:
+            from .parallel import prepare_batches  # (numba: loaded already by a numba schedule)
+
+            prepare_batches()  # (compiled or loaded now, not in the first batch)
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays (by input name, right dtype and shape); outputs are fresh arrays."""
@@ -195,6 +202,86 @@ class Specialization:
             return run_rows(sample, order, batch)
         finally:
             self._release(bufs)
+
+    def batch_native(self, feeds: Mapping[str, np.ndarray], outs: Sequence[np.ndarray], team: Any, solo: bool,
+                     threads: int = 1) -> int | None:
+        """A ``BatchLoop``'s batch of the C-contiguous ``feeds`` into ``outs`` as one native job
+        (``runtime/batchrows.py``): on ``threads`` threads of ``team`` (a ``Team`` whose busy lock the caller
+        holds), or on the calling thread alone (``team`` None); ``solo``: a parallel schedule runs alone on
+        each thread (else only a serial schedule can). How many samples the calling thread ran; None if this
+        batch cannot run so (nothing ran): the caller runs it from Python. A sample's error is raised once
+        every thread has stopped."""
+        if self.twin is not None:  # (a small parallel schedule: its serial twin runs a thread's samples)
+            return self.twin.batch_native(feeds, outs, team, True, threads) if solo else None
+        desc = self._batch_desc(solo)
+        if desc is None:
+            return None
+        from .batchrows import Desc, batch_rows, stopped_at
+        from .parallel import run_batch
+
+        if team is None and not solo and not batch_rows.overloads:
+            return None  # (a threads=1 model: not prepared with it, ready_for_batches; a cold compile takes seconds)
+
+        threads = threads if team is not None else 1
+        if team is not None:
+            d, ep = team.desc, team.desc_epoch + 1
+        else:
+            d, ep = np.zeros(desc.words(1), np.int64), 1
+        batch = len(outs[0]) if outs else len(next(iter(feeds.values())))
+        if desc.words(threads) > len(d) or batch >= desc.max_batch:
+            return None
+        arenas = [self._acquire() for _ in range(threads)]
+        solo_states = getattr(self.program.run, "_solo", None) if desc.stn else None
+        states: list = [None] * threads
+        epbase = 0
+        if solo_states is not None:  # (a ParallelRun run alone: a step state of each thread's own)
+            for t in range(threads):
+                try:
+                    st, e = solo_states.pop()
+                except IndexError:
+                    st, e = np.zeros_like(self.program.run.state), 0
+                states[t], epbase = st, max(epbase, e)
+        try:
+            blocks = []
+            for a in arenas:
+                if getattr(a, "block", None) is None:
+                    a.block = Desc.thread_block(a.args, [v for _, v in a.ins], a.outs)
+                blocks.append(a.block)
+            desc.fill(d, ep, batch, [feeds[name] for name, _ in arenas[0].ins], outs, blocks, states, epbase)
+            if team is not None:
+                team.desc_epoch = ep
+                n = run_batch(team.words, d, team.native_job())
+            else:
+                n = batch_rows(d, 0, True)
+            failed = stopped_at(d)
+        finally:
+            for a in arenas:
+                self._release(a)
+            if solo_states is not None:
+                solo_states.extend((st, epbase + batch) for st in states)
+        if failed is not None:  # run it again from Python: the error its kernel raised
+            self.run_into({name: feeds[name][failed:failed + 1] for name, _ in arenas[0].ins},
+                          [o[failed:failed + 1] for o in outs], solo=True)
+            raise CompileError(f"sample {failed} of a batch failed in its native job but not when run alone (a "
+                               "compiler bug; please report it with the model)")
+        return n
+
+    def _batch_desc(self, solo: bool) -> Any:
+        """The ``batchrows.Desc`` of this specialisation's batches as native jobs: a numba schedule (its
+        native functions on at most ``MAX_BUFFERS`` buffers) run by each thread alone (a serial one, or a
+        parallel one ``solo``); None otherwise."""
+        run = self.program.run
+        parallel = getattr(run, "alone", None) is not None  # (a ParallelRun)
+        if parallel and not solo:
+            return None  # (each sample on the whole team: from Python)
+        if self._desc is None:
+            from .batchrows import MAX_BUFFERS, Desc, native_functions  # (numba: loaded already)
+
+            fns = native_functions(run.fn if parallel else run)
+            ok = fns and len(self.program.buffer_names) <= MAX_BUFFERS
+            self._desc = Desc(fns, len(self.program.buffer_names), sum(1 for b in self.program.inputs if b.size),
+                              len(self.program.outputs), len(run.state) if parallel else 0) if ok else False
+        return self._desc or None
 
     def caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         """``run`` as a function of validated arrays in the order of ``names`` (the model's inputs): the

@@ -32,35 +32,35 @@ callers add one thread each, not a team.
 
 from __future__ import annotations
 
-import ctypes
-from collections.abc import Callable
-
 import numpy as np
-from llvmlite import binding as llvm_binding
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
+from .atomics import (
+    atomic_add,
+    atomic_load,
+    compare_swap,
+    futex_wait,
+    futex_wake,
+    monotonic_ns,
+    sched_yield,
+    spin_clock,
+)
+from .batchrows import EPOCH, THREADS, VAR, batch_rows
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
     ABORT,
     BACK,
-    FUTEX_WAIT_PRIVATE,
-    FUTEX_WAKE_PRIVATE,
     IDLE_SLEEPERS,
     JOBS,
     LINE,
     MASK,
+    NATIVE,
     PROTOCOL_VERSION,
     REST,
     SEQ,
     SHIFT,
-    SLEEP_NS,
     SLEEPERS,
-    SPIN,
-    SPIN_CHECK,
     SPIN_NS,
     SYS_FUTEX,
     ParallelRun,
@@ -69,89 +69,6 @@ from .team import (
     team,
     use_idle_wait,
 )
-
-
-def _register_libc(*names: str) -> None:
-    """Make libc functions resolvable by name in JIT-compiled (and disk-cached) code: the intrinsics below
-    declare the symbols, so cached machine code holds no process-specific address."""
-    for name in names:
-        try:
-            fn = getattr(ctypes.CDLL(None), name)
-        except (OSError, AttributeError):  # pragma: no cover - not a POSIX libc: LLVM resolves it or fails loudly
-            continue
-        llvm_binding.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
-
-
-_register_libc("sched_yield", "syscall", "clock_gettime")
-#: ``clock_gettime``'s monotonic clock (Linux; only read where there is a futex, see ``spin_clock``)
-CLOCK_MONOTONIC = 1
-
-
-def _word_pointer(context, builder, aryty, ary, idx):
-    arr = context.make_array(aryty)(context, builder, ary)
-    return cgutils.get_item_pointer(context, builder, aryty, arr, [idx])
-
-
-def _on_word(result: types.Type, nargs: int, emit: Callable[..., ir.Value]) -> Callable[..., object]:
-    """An intrinsic ``f(arr, idx, *ints)`` on the int64 word ``arr[idx]`` (``arr`` an int64 array, ``nargs``
-    int64 operands, at most 2) returning ``result``: its code is ``emit(builder, word pointer, operands)``."""
-
-    def codegen(context, builder, sig, args):
-        return emit(builder, _word_pointer(context, builder, sig.args[0], args[0], args[1]), args[2:])
-
-    def typed(arr):
-        if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-            return None
-        return result(arr, types.intp, *[types.int64] * nargs), codegen
-
-    # numba's intrinsics take fixed parameters (no *args)
-    typers = [lambda typingctx, arr, idx: typed(arr), lambda typingctx, arr, idx, a: typed(arr),
-              lambda typingctx, arr, idx, a, b: typed(arr)]
-    return intrinsic(typers[nargs])
-
-
-#: ``atomic_load(arr, idx)``: ``arr[idx]`` read with acquire ordering (a poll no compiler hoists from a loop)
-atomic_load = _on_word(types.int64, 0, lambda b, ptr, ops: b.load_atomic(ptr, "acquire", 8))
-#: ``atomic_add(arr, idx, v)``: ``arr[idx] += v`` as one sequentially consistent operation; the old value
-atomic_add = _on_word(types.int64, 1, lambda b, ptr, ops: b.atomic_rmw("add", ptr, ops[0], "seq_cst"))
-#: ``compare_swap(arr, idx, old, new)``: atomically ``arr[idx] = new`` if it holds ``old``; True if it did
-compare_swap = _on_word(types.boolean, 2, lambda b, ptr, ops: b.extract_value(
-    b.cmpxchg(ptr, ops[0], ops[1], "seq_cst", "seq_cst"), 1))
-
-
-def _futex(builder, ptr, op: int, val: ir.Value, timeout_ns: int) -> ir.Value:
-    """``syscall(SYS_futex, low 32 bits of *ptr, op, val, timeout)``."""
-    i64, i32 = ir.IntType(64), ir.IntType(32)
-    word = builder.bitcast(ptr, i32.as_pointer())  # little-endian: the low half (both platforms of SYS_FUTEX)
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64], var_arg=True), "syscall")
-    tp: ir.Value = ir.Constant(i64, 0)
-    if timeout_ns:
-        spec_t = ir.LiteralStructType([i64, i64])
-        spec = cgutils.alloca_once(builder, spec_t)
-        builder.store(ir.Constant(spec_t, [timeout_ns // 10**9, timeout_ns % 10**9]), spec)
-        tp = builder.ptrtoint(spec, i64)
-    return builder.call(fn, [ir.Constant(i64, SYS_FUTEX), builder.ptrtoint(word, i64), ir.Constant(i64, op),
-                             builder.zext(builder.trunc(val, i32), i64), tp])
-
-
-#: ``futex_wait(arr, idx, expected)``: sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected``
-#: (until woken, or ``SLEEP_NS``); returns at once if they differ
-futex_wait = _on_word(types.int64, 1, lambda b, ptr, ops: _futex(b, ptr, FUTEX_WAIT_PRIVATE, ops[0], SLEEP_NS))
-#: ``futex_wake(arr, idx)``: wake every thread sleeping in ``futex_wait`` on ``arr[idx]``
-futex_wake = _on_word(types.int64, 0, lambda b, ptr, ops: _futex(
-    b, ptr, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0))
-
-
-@intrinsic
-def sched_yield(typingctx):
-    """The ``sched_yield`` system call: give the CPU to another runnable thread."""
-    sig = types.int32()
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-        return builder.call(fn, [])
-
-    return sig, codegen
 
 
 @njit(nogil=True, cache=True)
@@ -189,43 +106,6 @@ def done(st: np.ndarray, step: int, ep: int) -> None:  # pragma: no cover - comp
         futex_wake(st, SEQ)
 
 
-@intrinsic
-def monotonic_ns(typingctx):
-    """``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds (Linux: the vDSO, ~20 ns, no system call)."""
-    sig = types.int64()
-
-    def codegen(context, builder, sig, args):
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        spec_t = ir.LiteralStructType([i64, i64])  # struct timespec on 64-bit Linux
-        spec = cgutils.alloca_once(builder, spec_t)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, spec_t.as_pointer()]),
-                                            "clock_gettime")
-        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), spec])
-        zero = ir.Constant(i32, 0)
-        sec = builder.load(builder.gep(spec, [zero, zero]))
-        nsec = builder.load(builder.gep(spec, [zero, ir.Constant(i32, 1)]))
-        return builder.add(builder.mul(sec, ir.Constant(i64, 10**9)), nsec)
-
-    return sig, codegen
-
-
-@njit(nogil=True, cache=True, inline="always")
-def spin_clock(polls: int, start: int) -> int:  # pragma: no cover - compiled
-    """A spinning wait's clock after its ``polls``-th poll: ``start`` is when it began spinning (0 before the
-    first clock read), the result the same, or -1 once it has spun ``SPIN_NS``: sleep. Where there is no futex
-    it never sleeps: after ``SPIN`` polls every poll yields the CPU."""
-    if not SYS_FUTEX:
-        if polls > SPIN:
-            sched_yield()
-        return start
-    if start < 0 or polls % SPIN_CHECK != 0:
-        return start
-    now = monotonic_ns()
-    if start == 0:
-        return now
-    return start if now - start < SPIN_NS else -1
-
-
 @njit(nogil=True, cache=True)
 def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no cover - compiled
     """Wait until all ``parts`` of ``step`` are complete in run ``ep``: True, or False if the run was
@@ -252,12 +132,22 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 
 
 @njit(nogil=True, cache=True)
-def idle_wait(w: np.ndarray, seen: int) -> None:  # pragma: no cover - compiled
+def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
     spinning ``SPIN_NS`` (not at all once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
-    sleepers; ``rouse`` too, and they spin ``SPIN_NS`` again)."""
+    sleepers; ``rouse`` too, and they spin ``SPIN_NS`` again). A native job (``w[NATIVE]``: a batch's
+    samples, ``runtime/batchrows.py``) it runs here, as thread ``tid`` of the job described in ``d``, and
+    waits on: it never returns to Python (nor takes the GIL) for one."""
     polls = start = 0
-    while atomic_load(w, JOBS) == seen:
+    while True:
+        job = atomic_load(w, JOBS)
+        if job != seen:
+            if atomic_load(w, NATIVE) != job:
+                return
+            seen = job
+            batch_rows(d, tid, False)
+            polls = start = 0  # (spin again: the next batch may follow at once)
+            continue
         polls += 1
         if atomic_load(w, REST) == 0:
             start = spin_clock(polls, start)
@@ -289,7 +179,27 @@ def rouse(w: np.ndarray) -> None:  # pragma: no cover - compiled
         futex_wake(w, JOBS)
 
 
-for _fn in (idle_wait, post, rouse):
+@njit(nogil=True, cache=True)
+def run_batch(w: np.ndarray, d: np.ndarray, job: int) -> int:  # pragma: no cover - compiled
+    """Post native job ``job`` (``Team.native_job``; a batch described in ``d``) to the team's idle workers
+    and run the caller's part (thread 0): claim and run samples, then wait until every sample is finished
+    (``batchrows.batch_rows``). How many samples the caller ran."""
+    w[NATIVE] = job  # (before the job count: a worker that sees the count sees the job native)
+    post(w)
+    return batch_rows(d, 0, True)
+
+
+def prepare_batches() -> None:
+    """Compile (or load from the disk cache) the native batch loop now (``run_batch``, ``batch_rows``), not at
+    the first batch: on a description of an empty batch and words of no team. A threads=1 model's batches
+    run natively only once this has run in the process (``Specialization.batch_native``)."""
+    d = np.zeros(VAR, np.int64)
+    d[EPOCH] = d[THREADS] = 1  # (one thread, no sample)
+    run_batch(np.zeros(LINE, np.int64), d, 1)
+    batch_rows(d, 0, True)  # (its own entry: what a batch on the caller alone calls)
+
+
+for _fn in (idle_wait, post, rouse, run_batch):
     try:
         _fn._cache = LoadWithoutRefresh(_fn.py_func)  # its first team run loads fast
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
@@ -299,5 +209,5 @@ use_idle_wait(idle_wait, post, rouse)
 
 __all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim", "done", "wait", "atomic_load",
            "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

@@ -59,18 +59,23 @@ FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 
 #: a team's words (``Team.words``, int64): the number of jobs posted (a futex on its low 32 bits), how
-#: many idle workers sleep on it, and a flag telling idle workers to sleep at once instead of spinning
-#: (``ParallelRun.rest``: the caller will run serial schedules for a while)
-JOBS, IDLE_SLEEPERS, REST = 0, 1, 2
-#: how idle workers wait for the next job: ``(idle_wait(words, seen), post(words) -> jobs, rouse(words))``,
-#: compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per worker
+#: many idle workers sleep on it, a flag telling idle workers to sleep at once instead of spinning
+#: (``ParallelRun.rest``: the caller will run serial schedules for a while), and the number of the last
+#: native job (``Team.native_job``: workers run it inside their idle wait, described in ``Team.desc``)
+JOBS, IDLE_SLEEPERS, REST, NATIVE = 0, 1, 2, 3
+#: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
+DESC_WORDS = 4096
+#: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
+#: rouse(words))``, compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per
+#: worker (and no native jobs)
 _idle_wait: tuple[Callable[..., None], Callable[..., int], Callable[..., None]] | None = None
 
 
 def use_idle_wait(wait: Callable[..., None], post: Callable[..., int], rouse: Callable[..., None]) -> None:
-    """Make teams started from now on wait for jobs with ``wait(words, seen)`` (until ``words[JOBS] != seen``:
-    spin, then sleep) and post them with ``post(words)`` (count one job, wake sleepers; returns the count);
-    ``rouse(words)`` wakes sleepers to spin again without a job (``Team.rouse``).
+    """Make teams started from now on wait for jobs with ``wait(words, seen, tid, desc)`` (until
+    ``words[JOBS] != seen`` for a job that is not native: spin, then sleep; worker ``tid`` runs a native job
+    described in ``desc`` there, ``Team.native_job``) and post them with ``post(words)`` (count one job, wake
+    sleepers; returns the count); ``rouse(words)`` wakes sleepers to spin again without a job (``Team.rouse``).
 
     Waking an idle worker through a semaphore costs a futex wake-up and the GIL (measured on the shared
     2-core VM, ResNet-8 at 2 threads: the worker's first part began 52 us after the run's start (median), and
@@ -101,7 +106,11 @@ class Team:
         self._go: list[threading.Semaphore] = []
         self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST (own cache line)
         self._idle = _idle_wait
-        self._done = [0]  # per thread: the last job it returned from
+        #: a native job's description (``runtime/batchrows.py``), read by the workers in their idle wait, and
+        #: the epoch of the last one (its counters are tagged with it)
+        self.desc = np.zeros(DESC_WORDS, np.int64)
+        self.desc_epoch = 0
+        self._done = [0]  # per thread: the last job it returned from (a Python job: native ones never return)
         self._errors: list[BaseException] = []
         self._workers: list[threading.Thread] = []
         self.grow(size)
@@ -123,7 +132,7 @@ class Team:
             if self._idle is None:
                 go.acquire()
             else:
-                self._idle[0](self.words, seen)
+                self._idle[0](self.words, seen, tid, self.desc)
             job, threads, fn, args, state, ep = self._job  # one read: the job's number with its arguments
             seen = job
             if tid < threads:
@@ -141,6 +150,20 @@ class Team:
         called now and then, or beside other work)."""
         if self._idle is not None and self.words[IDLE_SLEEPERS] > 0:
             self._idle[2](self.words)
+
+    @property
+    def native_jobs(self) -> bool:
+        """Whether the workers run native jobs in their idle wait (``native_job``): numba was loaded when the
+        team started."""
+        return self._idle is not None
+
+    def native_job(self) -> int:
+        """Count a native job (the caller holds ``busy``, has described it in ``desc`` and posts it with
+        ``parallel.run_batch``): its number. Workers run it in their idle wait, never returning to Python for
+        it; one that does return sees a job for no thread."""
+        self._jobs += 1
+        self._job = (self._jobs, 0, None, (), None, 0)
+        return self._jobs
 
     def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int,
             threads: int | None = None) -> None:
@@ -291,5 +314,6 @@ class ParallelRun:
 
 __all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",
            "SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
-           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "use_idle_wait", "new_state",
+           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "DESC_WORDS",
+           "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

@@ -236,6 +236,9 @@ def test_a_failing_sample_raises_and_the_batch_runs_again(monkeypatch: pytest.Mo
     if loop.chooser is None:
         pytest.skip("one usable CPU: a batch never splits")
     monkeypatch.setattr(loop.chooser, "pick", lambda: 0)  # (always the split)
+    # (samples run from Python, where this test makes one fail; a native job's failing sample:
+    # test_a_failing_sample_in_a_native_batch_raises)
+    monkeypatch.setattr(loop.base.twin or loop.base, "_desc", False)
     run_samples, calls = loop.base.run_samples, []
 
     def failing(feeds, outs, order, batch, solo):
@@ -275,6 +278,130 @@ def test_a_split_batch_hands_each_thread_its_share_once(monkeypatch: pytest.Monk
         acquired.clear()
         np.testing.assert_array_equal(model(x), want)
         t = team(2)
-        while any(d != t._jobs for d in t._done[1:]):  # (a worker that came late takes its set after the call)
+        # (from Python, a worker that came late takes its set after the call; a native job's caller takes every
+        # thread's set, and its workers never return to Python for it)
+        while not loop.native and any(d != t._jobs for d in t._done[1:]):
             time.sleep(1e-4)
         assert sum(loop.ran) == batch and len(acquired) <= (2 if which == 0 else 1), (which, loop.ran, acquired)
+
+
+def _gather(batch: str | int = "N") -> onnx.ModelProto:
+    """y = Relu(Gather(table, i)) on int64 indices [batch, 3]: an out-of-range index makes a kernel raise."""
+    table = np.arange(40, dtype=np.float32).reshape(10, 4) - 20
+    nodes = [helper.make_node("Gather", ["t", "i"], ["g"], axis=0), helper.make_node("Relu", ["g"], ["y"])]
+    graph = helper.make_graph(nodes, "gather", [helper.make_tensor_value_info("i", TensorProto.INT64, [batch, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3, 4])],
+                              [numpy_helper.from_array(table, "t")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def _runs_native(model: cnnjit.CompiledModel, x: np.ndarray, which: int, monkeypatch: pytest.MonkeyPatch):
+    """``model(x)`` with its BatchLoop held on the split (0) or the caller alone (1); the loop."""
+    model(x)
+    loop = model._last
+    assert isinstance(loop, BatchLoop)
+    if loop.chooser is not None:
+        monkeypatch.setattr(loop.chooser, "pick", lambda: which)
+    return loop
+
+
+@pytest.mark.parametrize("batch", [2, 8, 33])
+def test_a_numba_schedule_runs_a_batch_as_one_native_job(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """A numba schedule's batch runs as a native job (``runtime/batchrows.py``), split over the team and on the
+    caller alone: the rows are bit-identical to the samples run one at a time and match onnxruntime, and the
+    job's one compiled loop serves every batch size (no compile)."""
+    from cnnjit.runtime.batchrows import batch_rows
+
+    proto = _cnn()
+    model = cnnjit.compile(proto, threads=2, entry="numba")
+    x = np.random.default_rng(8).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(batch)])
+    np.testing.assert_allclose(want, ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x})[0],
+                               rtol=RTOL, atol=ATOL)
+    compiled = len(batch_rows.overloads)
+    for which in (0, 1):
+        loop = _runs_native(model, x, which, monkeypatch)
+        for _ in range(3):
+            epoch = team(2).desc_epoch
+            np.testing.assert_array_equal(model(x), want)
+            assert loop.native and sum(loop.ran) == batch, (which, loop.ran)
+            if loop.chooser is not None and which == 0:
+                assert team(2).desc_epoch == epoch + 1  # (a native job of the team, not the caller alone)
+    assert len(batch_rows.overloads) == compiled  # (prepared with the model: nothing compiled for this batch)
+
+
+def test_a_parallel_schedule_runs_alone_in_a_native_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parallel schedule without a serial twin runs each sample alone (its own step state, a new epoch per
+    sample) inside the native job: bit-identical to one sample at a time, batch after batch."""
+    from cnnjit.compiler import stages
+
+    monkeypatch.setattr(stages, "adaptive", lambda nodes: False)  # (no serial twin: the parallel schedule runs)
+    proto = block_model()
+    for v in [*proto.graph.input, *proto.graph.output]:
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(9).standard_normal((5, 3, SIZE, SIZE)).astype(np.float32)
+    want = [np.concatenate(r) for r in zip(*[model(x[i:i + 1]) for i in range(5)])]
+    for which in (0, 1):
+        loop = _runs_native(model, x, which, monkeypatch)
+        assert loop.base.twin is None and isinstance(loop.program.run, ParallelRun)
+        for _ in range(3):
+            for got, w in zip(model(x), want):
+                np.testing.assert_array_equal(got, w)
+            assert loop.native and sum(loop.ran) == 5
+
+
+def test_a_segmented_schedule_runs_its_segments_in_a_native_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A numba schedule compiled in segments (``emit.SEGMENT_CALLS``) runs them in turn for every sample."""
+    from cnnjit.compiler.codegen import emit
+
+    monkeypatch.setattr(emit, "SEGMENT_CALLS", 1)
+    model = cnnjit.compile(_gather(), threads=2, entry="numba")
+    i = np.random.default_rng(10).integers(0, 10, (6, 3))
+    model(i[:1])
+    assert model._last.program.meta["segments"] == 2
+    table = np.arange(40, dtype=np.float32).reshape(10, 4) - 20
+    for which in (0, 1):
+        loop = _runs_native(model, i, which, monkeypatch)
+        np.testing.assert_array_equal(model(i), np.maximum(table[i], 0))
+        assert loop.native
+
+
+@pytest.mark.parametrize("bad", [0, 3, 7])
+def test_a_failing_sample_in_a_native_batch_raises(monkeypatch: pytest.MonkeyPatch, bad: int) -> None:
+    """An out-of-range index in one sample of a native batch (whichever thread claims it) raises the kernel's
+    error as an InputError once every thread has stopped; the next batch runs and gives the right rows, and a
+    thread that comes late to a finished batch claims nothing."""
+    from cnnjit.runtime.batchrows import batch_rows
+
+    model = cnnjit.compile(_gather(), threads=2, entry="numba")
+    table = np.arange(40, dtype=np.float32).reshape(10, 4) - 20
+    i = np.random.default_rng(11).integers(0, 10, (8, 3))
+    for which in (0, 1):
+        loop = _runs_native(model, i, which, monkeypatch)
+        bad_i = i.copy()
+        bad_i[bad, 1] = 10
+        with pytest.raises(cnnjit.InputError, match="out-of-range index"):
+            model(bad_i)
+        y = model(i)
+        np.testing.assert_array_equal(y, np.maximum(table[i], 0))
+        assert loop.native
+        t = team(2)
+        if which == 0 and loop.chooser is not None:
+            with t.busy:  # a worker late for the batch just run claims nothing, writes nothing
+                assert batch_rows(t.desc, 1, False) == 0
+            np.testing.assert_array_equal(y, np.maximum(table[i], 0))
+
+
+def test_one_thread_batches_of_a_serial_schedule_run_natively() -> None:
+    """threads=1: a serial numba schedule's batch runs as one native call on the caller, once the native loop
+    is compiled in the process (a threads=1 model does not compile it: the first batch would wait seconds)."""
+    from cnnjit.runtime.parallel import prepare_batches
+
+    prepare_batches()
+    model = cnnjit.compile(_cnn(), threads=1, entry="numba")
+    x = np.random.default_rng(12).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(4)])
+    np.testing.assert_array_equal(model(x), want)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and loop.chooser is None and loop.native and loop.ran == [4]

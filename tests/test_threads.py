@@ -32,6 +32,7 @@ from cnnjit.compiler.codegen.threads import MIN_PARALLEL_US, channel_ranges, est
 from cnnjit.runtime import parallel
 from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
+from cnnjit.runtime.team import DESC_WORDS
 
 #: the block model's image size: enough work in all for a parallel schedule (``MIN_PARALLEL_TOTAL_US``)
 SIZE = 44
@@ -480,7 +481,8 @@ def test_rouse_wakes_a_sleeping_idle_worker_to_spin_and_it_sleeps_again() -> Non
     ends its wait. Seen in the worker thread's CPU time (a spin uses CPU, a sleep only its 1 ms timeouts):
     over the same wall time, far more with a rouse every 2 ms than with none."""
     words = np.zeros(parallel.LINE, np.int64)
-    t = threading.Thread(target=parallel.idle_wait, args=(words, 0), daemon=True)
+    # (as worker 1 of a team, with a native job description it never reads: no job is posted)
+    t = threading.Thread(target=parallel.idle_wait, args=(words, 0, 1, np.zeros(DESC_WORDS, np.int64)), daemon=True)
     t.start()
     stat = f"/proc/self/task/{t.native_id}/schedstat"
 

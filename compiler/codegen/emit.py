@@ -312,7 +312,9 @@ def _numba_entry(texts: list[str], params: list[str], sig: tuple, dispatchers: d
     text = f"def run({', '.join(params)}):\n" + "".join(f"    {n}({', '.join(params)})\n" for n in names)
     outer: dict[str, object] = {**dispatchers, **names}
     exec(compile(text, "<cnnjit segments>", "exec"), outer)  # noqa: S102 - our own names only
-    return outer["run"]
+    run = outer["run"]
+    run.segments = fns  # (what a batch's native sample loop calls in turn: runtime/batchrows.py)
+    return run
 
 
 def _signatures(calls: list[Call], plan: MemoryPlan, const_bufs: dict, literal: bool) -> dict[str, list[tuple]]:

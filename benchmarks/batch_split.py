@@ -1,0 +1,159 @@
+"""Where a split batch's time goes (issue 18): CPU time per image on each thread, samples per thread, time
+off the CPU, for a batch's samples run from Python (one GIL hand-over or more per sample) and in one native
+call per thread (``runtime/batchrows.py``), against the same samples on one thread.
+
+    python benchmarks/batch_split.py [--models vww_96_float,mobilenet_v2_224] [--batch 8] [--runs 60]
+
+Wall-clock speed-ups need a quiet machine; what this script reports holds on a busy one too:
+
+* ``CPU us/img``: the CPU time (``time.thread_time``) the threads spent inside their share of the batch
+  (``run_samples``: claims, copies, the schedule, and the caller's wait for the last sample), per image;
+* ``worker share``: the share of the samples the team's worker ran (a split that runs every sample on one
+  thread while the other waits for the GIL has 0 or 1 here, ~0.5 when both run);
+* ``both busy``: of the batch's wall time, the share during which both threads were inside their share and
+  on a CPU at once, estimated per thread as (its CPU time there) / (the batch's wall time), the smaller of
+  the two (0: the samples ran one thread at a time);
+* ``off-CPU ms``: wall time inside ``run_samples`` minus CPU time there, summed over the threads: waiting
+  for the GIL or for the other thread, or descheduled by other processes;
+* ``proc CPU us/img``: the process's CPU time per image from the call's start to 3 ms after it returned
+  (everything: Python around the call, the worker's spin after its job);
+* wall ms per batch (median and minimum), and the split's speed-up over the one-thread loop of the same
+  kind in the same process (``speed-up``: medians; ``best``: minima).
+
+Modes, interleaved in random order in one process: ``1 thread, python`` / ``1 thread, native`` (the batch's
+samples on the calling thread, from Python or in one native call), ``split, python`` / ``split, native``
+(``BatchLoop`` on two threads of the team, its chooser held on the split). Results:
+``benchmarks/results/batch_split.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cnnjit  # noqa: E402
+from benchmarks.batch import models  # noqa: E402
+from benchmarks.harness import write_json, write_markdown  # noqa: E402
+from cnnjit.runtime.batchloop import BatchLoop  # noqa: E402
+from cnnjit.runtime.team import team  # noqa: E402
+
+MODES = ("1 thread, python", "1 thread, native", "split, python", "split, native")
+
+
+def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
+    """Per mode, the medians (and wall minimum) of ``runs`` batches of model ``name``."""
+    proto, sample = models([name])[name]
+    feed = proto.graph.input[0].name
+    model = cnnjit.compile(proto)
+    model.run(None, {feed: np.zeros((1, *sample), np.float32)})
+    x = np.random.default_rng(0).standard_normal((batch, *sample)).astype(np.float32)
+    want = np.concatenate([model.run(None, {feed: x[i:i + 1]})[0] for i in range(batch)])
+    model.run(None, {feed: x})
+    loop = model._last
+    if not isinstance(loop, BatchLoop) or loop.chooser is None:
+        raise SystemExit(f"{name}: batch {batch} does not split (threads={model.options.get('threads')})")
+    loop.chooser.pick = lambda: 0  # (the split every time)
+    runner = loop.base.twin or loop.base  # (what a thread's samples run on)
+    native = runner._batch_desc(True)
+    if native is None:
+        raise SystemExit(f"{name}: no native batch job for this schedule")
+    worker = team(2)._workers[0]
+    clock = time.pthread_getcpuclockid(worker.ident)
+    outs = [np.empty((batch, *s), dt) for dt, s in loop._outputs]
+
+    def once(mode: str) -> dict:
+        runner._desc = native if mode.endswith("native") else False
+        split = mode.startswith("split")
+        if split:
+            def go() -> np.ndarray:
+                return loop.run({feed: x})[0]
+        elif mode.endswith("native"):
+            def go() -> np.ndarray:
+                loop.ran[:] = [runner.batch_native({feed: x}, outs, None, True), 0]
+                return outs[0]
+        else:
+            def go() -> np.ndarray:
+                loop.ran[:] = [runner.run_samples({feed: x}, outs, itertools.count(), batch, True), 0]
+                return outs[0]
+        go()  # (untimed: the worker is spinning when the timed call starts, as in a stream of batches)
+        c0, m0, w0, t0 = time.process_time(), time.thread_time(), time.clock_gettime(clock), time.perf_counter()
+        y = go()
+        t1, m1, w1 = time.perf_counter(), time.thread_time(), time.clock_gettime(clock)
+        time.sleep(0.003)
+        cpu = time.process_time() - c0
+        assert np.array_equal(y, want), mode  # bit-identical to one sample at a time
+        wall = t1 - t0
+        main_cpu, worker_cpu = m1 - m0, (w1 - w0 if split else 0.0)
+        ran = loop.ran if split else [batch, 0]
+        return {"wall_ms": wall * 1e3, "cpu_us_img": (main_cpu + worker_cpu) / batch * 1e6,
+                "worker_share": (batch - ran[0]) / batch if split else 0.0,
+                "both_busy": min(main_cpu, worker_cpu) / wall if split else float("nan"),
+                "off_cpu_ms": ((wall - main_cpu) + (wall - worker_cpu if split else 0.0)) * 1e3,
+                "proc_cpu_us_img": cpu / batch * 1e6}
+
+    got: dict[str, list[dict]] = {m: [] for m in MODES}
+    for _ in range(runs):
+        for mode in rng.sample(MODES, len(MODES)):
+            got[mode].append(once(mode))
+    runner._desc = native
+    rows = []
+    for mode, rs in got.items():
+        row = {"model": name, "batch": batch, "mode": mode, "runs": len(rs)}
+        for k in rs[0]:
+            row[k] = statistics.median(r[k] for r in rs)
+        row["wall_min_ms"] = min(r["wall_ms"] for r in rs)
+        rows.append(row)
+    by = {r["mode"]: r for r in rows}
+    for kind in ("python", "native"):
+        s, one = by[f"split, {kind}"], by[f"1 thread, {kind}"]
+        s["speedup"], s["speedup_best"] = one["wall_ms"] / s["wall_ms"], one["wall_min_ms"] / s["wall_min_ms"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="vww_96_float,mobilenet_v2_224")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    rng = random.Random(0)
+    load0 = os.getloadavg()
+    rows = []
+    for name in args.models.split(","):
+        rows += probe(name, args.batch, args.runs, rng)
+        for r in rows[-len(MODES):]:
+            print(f"{name} b{args.batch} {r['mode']:18s} wall {r['wall_ms']:.3f} ms (min {r['wall_min_ms']:.3f}) "
+                  f"CPU {r['cpu_us_img']:.0f} us/img, proc {r['proc_cpu_us_img']:.0f} us/img, worker share "
+                  f"{r['worker_share']:.2f}, both busy {r['both_busy']:.2f}, off-CPU {r['off_cpu_ms']:.3f} ms"
+                  + (f", speed-up {r['speedup']:.2f} (best {r['speedup_best']:.2f})" if "speedup" in r else ""),
+                  flush=True)
+    load1 = os.getloadavg()
+    write_json("batch_split", {"batch": args.batch, "runs": args.runs, "load_before": load0, "load_after": load1,
+                               "rows": rows}, args.out)
+    cols = ["wall_ms", "wall_min_ms", "cpu_us_img", "proc_cpu_us_img", "worker_share", "both_busy", "off_cpu_ms"]
+    write_markdown("batch_split", ["model", "mode", "wall ms", "wall min ms", "CPU us/img", "proc CPU us/img",
+                                   "worker share", "both busy", "off-CPU ms", "speed-up", "speed-up of minima"],
+                   [[r["model"], r["mode"], *[r[c] for c in cols], r.get("speedup", ""), r.get("speedup_best", "")]
+                    for r in rows],
+                   title=f"Split batch {args.batch}: CPU time per image, samples per thread, time off the CPU",
+                   notes=[f"Medians of {args.runs} batches per mode, the modes interleaved in random order in one "
+                          "process (see the script's docstring for each column). Load average "
+                          f"{load0[0]:.1f} before, {load1[0]:.1f} after.",
+                          "Command: python benchmarks/batch_split.py " + " ".join(argv or sys.argv[1:])],
+                   out_dir=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

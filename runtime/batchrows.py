@@ -1,0 +1,359 @@
+"""A batch's samples run natively on every thread: no Python, and no GIL, between them or on the workers.
+
+A ``BatchLoop`` (``runtime/batchloop.py``) splits a batch's samples over the team's threads. Run from Python,
+each sample re-took the GIL (the copy in, the schedule's call and return, the copy out), and every worker took
+it to start its share and to return; a thread waiting for the GIL wakes only some tens of microseconds after
+the holder lets go (milliseconds on a busy machine), by which time the holder has taken it again. Measured on
+the shared 2-core VM (MLPerf VWW, batch 8, 0.2 ms a sample): in most batches one thread ran all eight samples
+while the other waited for the GIL, and the split ran no faster than one thread, often slower.
+
+Here a batch is a *native job*: its description (``Desc``: the schedule's native functions, the threads' work
+sets, the batched inputs and outputs, all as addresses) is written into an int64 array, and ``batch_rows`` runs
+it on every thread: it claims the next sample (an epoch-tagged counter, so a late thread takes fewer and one
+from an earlier batch takes none), copies its input rows into the thread's work set, calls the compiled
+schedule's native functions (by address, with numba's calling convention: compiled once, not per model or
+batch size, and cached on disk), copies the output rows out and counts the sample finished. The team's
+workers run it inside their idle wait (``parallel.idle_wait``) without returning to Python; the caller runs it
+through ``parallel.run_batch`` (post the job, run a share, wait until every sample is finished: spinning
+``SPIN_NS``, then on a futex). A sample whose schedule fails stops the batch: no sample is claimed after it,
+the caller waits for those in flight and the Python side runs the failed sample again through the schedule's
+Python entry, which raises the error the kernel raised (``Specialization.batch_native``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wake, spin_clock
+from .numba_cache import LoadWithoutRefresh
+from .team import DESC_WORDS, LINE, MASK, SHIFT, SYS_FUTEX
+
+#: a description's words (``Desc``). Line 0: the batch's epoch (every counter below is tagged with it), how
+#: many threads take part, the batch size, the schedule's buffers, native functions, inputs and outputs, and
+#: the epoch base of the threads' step states (sample ``i`` runs a parallel schedule alone at epoch
+#: ``EPBASE + 1 + i``); line 1: a step state's length, where the per-thread blocks start and their length
+EPOCH, THREADS, BATCH, NBUF, NFN, NIN, NOUT, EPBASE = range(8)
+STN, PT, PTSIZE = LINE, LINE + 1, LINE + 2
+#: the claim counter (``epoch << SHIFT | samples claimed``, ``STOPPED`` set once a sample failed), the
+#: finished counter (each on a cache line of its own: every thread writes them), then the failed sample
+#: (``epoch << SHIFT | index``), the futex sequence the caller sleeps on and how many sleep there
+NEXT, FINISHED, FAILED, SEQ, SLEEPERS = 2 * LINE, 3 * LINE, 4 * LINE, 4 * LINE + 1, 4 * LINE + 2
+#: where the variable part starts: the native functions' addresses; per input (batched array's address, bytes
+#: per sample); per output the same; then per thread: per buffer (address, items, item size), its inputs' and
+#: outputs' places (addresses) in that thread's work set, and the address of its step state (0: serial)
+VAR = 5 * LINE
+#: the flag of a stopped claim counter (no claim succeeds once it is set; the count below it is the number
+#: of samples claimed before): batches must be smaller
+STOPPED = 1 << 22
+#: the most buffers a schedule may take here (two call sites each in ``call_raw``, compiled once: 12 took
+#: 6.4 s to compile cold at load 6, 8 took 4.6 s; VWW and MobileNetV2 have 2); more run from Python
+MAX_BUFFERS = 8
+
+
+@intrinsic
+def copy_bytes(typingctx, dst, src, n):
+    """``memcpy(dst, src, n)`` on addresses (int64)."""
+    if not all(isinstance(t, types.Integer) for t in (dst, src, n)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        d, s = (builder.inttoptr(a, cgutils.voidptr_t) for a in args[:2])
+        cgutils.raw_memcpy(builder, d, s, args[2], 1)
+        return context.get_dummy_value()
+
+    return types.none(dst, src, n), codegen
+
+
+_U8 = types.Array(types.uint8, 1, "C")
+_I64 = types.Array(types.int64, 1, "C")
+
+
+def _raw_array(context, builder, aryty, addr, items, itemsize):
+    """A numba array value of type ``aryty`` (1-D, C) over ``items`` items of ``itemsize`` bytes at address
+    ``addr``, owned by nobody (no meminfo: the callee's reference counting of it does nothing)."""
+    ary = context.make_array(aryty)(context, builder)
+    ary.meminfo = cgutils.get_null_value(ary.meminfo.type)
+    ary.parent = cgutils.get_null_value(ary.parent.type)
+    ary.nitems = items
+    ary.itemsize = itemsize
+    ary.data = builder.inttoptr(addr, ary.data.type)
+    ary.shape = cgutils.pack_array(builder, [items])
+    ary.strides = cgutils.pack_array(builder, [itemsize])
+    return ary._getvalue()
+
+
+@intrinsic
+def call_raw(typingctx, fn, d, at, nbuf, st, ep):
+    """Call the compiled schedule whose native function (numba's calling convention, returning None) is at
+    address ``fn`` on ``nbuf`` 1-D buffers described at ``d[at:at + 3 * nbuf]`` (address, items, item size
+    each), followed, when ``st`` (an address) is not 0, by ``(True, ep, <step state at st, d[STN] items>)``:
+    a parallel schedule run by this thread alone. 1 if it raised, else 0.
+
+    Every buffer is passed as a uint8 array with the real item count and size: the arguments' machine
+    representation is the callee's (only the data pointer's static type differs, which the call does not
+    see). One call site per buffer count up to ``MAX_BUFFERS``."""
+    if not isinstance(d, types.Array) or d.dtype != types.int64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn_v, d_v, at_v, nbuf_v, st_v, ep_v = args
+        i64 = ir.IntType(64)
+        words = context.make_array(sig.args[1])(context, builder, d_v).data
+
+        def word(k):
+            return builder.load(builder.gep(words, [k]))
+
+        failed = cgutils.alloca_once_value(builder, ir.Constant(i64, 0))
+        conv = context.call_conv
+        end = builder.append_basic_block("call_raw.end")
+        switch = builder.switch(nbuf_v, end)
+        for n in range(1, MAX_BUFFERS + 1):
+            case = builder.append_basic_block(f"call_raw.{n}")
+            switch.add_case(ir.Constant(i64, n), case)
+            builder.position_at_end(case)
+            bufs = []
+            for k in range(n):
+                base = builder.add(at_v, ir.Constant(i64, 3 * k))
+                bufs.append(_raw_array(context, builder, _U8, word(base),
+                                       word(builder.add(base, ir.Constant(i64, 1))),
+                                       word(builder.add(base, ir.Constant(i64, 2)))))
+            serial = cgutils.is_null(builder, st_v)
+            with builder.if_else(serial) as (then, otherwise):
+                with then:
+                    status, _ = conv.call_function(
+                        builder, builder.inttoptr(fn_v, conv.get_function_type(types.none, [_U8] * n).as_pointer()),
+                        types.none, [_U8] * n, bufs)
+                    builder.store(builder.zext(status.is_error, i64), failed)
+                with otherwise:
+                    argtys = [_U8] * n + [types.boolean, types.int64, _I64]
+                    state = _raw_array(context, builder, _I64, st_v, word(ir.Constant(i64, STN)), ir.Constant(i64, 8))
+                    status, _ = conv.call_function(
+                        builder, builder.inttoptr(fn_v, conv.get_function_type(types.none, argtys).as_pointer()),
+                        types.none, argtys, [*bufs, context.get_constant(types.boolean, True), ep_v, state])
+                    builder.store(builder.zext(status.is_error, i64), failed)
+            builder.branch(end)
+        builder.position_at_end(end)
+        return builder.load(failed)
+
+    return types.int64(types.int64, d, types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _count(d, at, ep):  # pragma: no cover - compiled
+    """The count of the epoch-tagged word ``d[at]`` in batch ``ep`` (0 while it holds an earlier batch's)."""
+    c = atomic_load(d, at)
+    return (c & MASK) if (c >> SHIFT) == ep else 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _claim(d, ep, batch):  # pragma: no cover - compiled
+    """The next sample of batch ``ep`` this thread now owns, or -1 (all claimed, stopped, or a later batch)."""
+    while True:
+        c = atomic_load(d, NEXT)
+        e = c >> SHIFT
+        if e > ep:
+            return -1
+        k = (c & MASK) if e == ep else 0
+        if k >= batch:  # (STOPPED is larger than any batch)
+            return -1
+        if compare_swap(d, NEXT, c, (ep << SHIFT) | (k + 1)):
+            return k
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _wake(d):  # pragma: no cover - compiled
+    """Wake the caller sleeping in ``_wait_all`` (after what it waits for has changed)."""
+    if SYS_FUTEX and atomic_load(d, SLEEPERS) > 0:
+        atomic_add(d, SEQ, 1)
+        futex_wake(d, SEQ)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _stop(d, ep):  # pragma: no cover - compiled
+    """Claim nothing more in batch ``ep``: set ``STOPPED`` on the claim counter, keeping the count claimed."""
+    while True:
+        c = atomic_load(d, NEXT)
+        if (c >> SHIFT) != ep or (c & STOPPED):
+            return
+        if compare_swap(d, NEXT, c, c | STOPPED):
+            return
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _finish(d, ep):  # pragma: no cover - compiled
+    """Count one claimed sample of batch ``ep`` finished (after its rows are written, or it failed)."""
+    while True:
+        c = atomic_load(d, FINISHED)
+        n = (c & MASK) + 1 if (c >> SHIFT) == ep else 1
+        if compare_swap(d, FINISHED, c, (ep << SHIFT) | n):
+            break
+    _wake(d)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _all_finished(d, ep, batch):  # pragma: no cover - compiled
+    """Every sample of batch ``ep`` finished, or once it stopped, every sample claimed before."""
+    k = _count(d, NEXT, ep)
+    target = (k & (STOPPED - 1)) if k & STOPPED else batch
+    return _count(d, FINISHED, ep) >= target
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _nap(d, ep, batch):  # pragma: no cover - compiled
+    """Sleep on the futex until a finisher wakes us (``_finish``; or ``SLEEP_NS``), unless all is finished
+    once we are counted among the sleepers (a finisher wakes only sleepers it sees counted)."""
+    seq = atomic_load(d, SEQ)
+    atomic_add(d, SLEEPERS, 1)
+    if not _all_finished(d, ep, batch):
+        futex_wait(d, SEQ, seq)
+    atomic_add(d, SLEEPERS, -1)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _wait_all(d, ep, batch):  # pragma: no cover - compiled
+    """Until ``_all_finished``: spin ``SPIN_NS``, then sleep (``_nap``) until it is."""
+    polls = start = 0
+    while not _all_finished(d, ep, batch):
+        polls += 1
+        start = spin_clock(polls, start)
+        if start < 0:
+            _nap(d, ep, batch)
+
+
+@njit(nogil=True, cache=True)
+def batch_rows(d, tid, wait):  # pragma: no cover - compiled
+    """Thread ``tid``'s part of the batch described by ``d`` (see the module's docstring and ``Desc``):
+    claim samples and run each, until none is left; ``wait`` (the caller): then wait until every sample is
+    finished. How many samples this thread ran (one that failed not counted)."""
+    ep = atomic_load(d, EPOCH)
+    n = 0
+    if tid >= d[THREADS]:
+        return 0
+    while True:
+        batch = d[BATCH]
+        i = _claim(d, ep, batch)
+        if i < 0:
+            break
+        # (a sample claimed in batch ``ep``: the batch is not over, so ``d`` still describes it)
+        nbuf, nfn, nin, nout = d[NBUF], d[NFN], d[NIN], d[NOUT]
+        io = VAR + nfn
+        mine = d[PT] + tid * d[PTSIZE]
+        places = mine + 3 * nbuf
+        for k in range(nin):
+            size = d[io + 2 * k + 1]
+            copy_bytes(d[places + k], d[io + 2 * k] + i * size, size)
+        st = d[places + nin + nout]
+        failed = 0
+        for f in range(nfn):
+            failed = call_raw(d[VAR + f], d, mine, nbuf, st, d[EPBASE] + 1 + i)
+            if failed:
+                break
+        if failed:
+            d[FAILED] = (ep << SHIFT) | i
+            _stop(d, ep)
+        else:
+            outs = io + 2 * nin
+            for k in range(nout):
+                size = d[outs + 2 * k + 1]
+                copy_bytes(d[outs + 2 * k] + i * size, d[places + nin + k], size)
+            n += 1
+        _finish(d, ep)
+        if failed:
+            break
+    if wait:
+        _wait_all(d, ep, d[BATCH])
+    return n
+
+
+try:
+    batch_rows._cache = LoadWithoutRefresh(batch_rows.py_func)  # (its first batch loads fast)
+except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
+    pass
+
+
+def stopped_at(d: np.ndarray) -> int | None:
+    """The sample whose failure stopped the batch last described by ``d``, or None if it did not stop."""
+    ep = int(d[EPOCH])
+    c, f = int(d[NEXT]), int(d[FAILED])
+    if c >> SHIFT != ep or not c & STOPPED or f >> SHIFT != ep:
+        return None
+    return f & MASK
+
+
+def native_functions(run: Callable[..., None]) -> list[int] | None:
+    """The addresses of the native functions of a numba schedule ``run`` (one compiled signature each, on
+    1-D C buffers, returning None), in the order a call runs them: the schedule, or its segments
+    (``segments``, ``compiler/codegen/emit.py``); None when it is not compiled that way (a Python or lazily
+    compiled schedule: samples run from Python)."""
+    parts = getattr(run, "segments", None) or [run]
+    found = []
+    for part in parts:
+        overloads = getattr(part, "overloads", None)
+        if overloads is None or len(overloads) != 1:
+            return None
+        cres = next(iter(overloads.values()))
+        if cres.signature.return_type != types.none:
+            return None
+        try:
+            found.append(int(cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)))
+        except Exception:  # noqa: BLE001 - a numba without this layout: samples run from Python
+            return None
+        if not found[-1]:
+            return None
+    return found
+
+
+class Desc:
+    """Writes batch descriptions for one schedule: its native functions ``fns``, buffer count and (for a
+    parallel schedule run alone) step state length ``stn`` (0: serial)."""
+
+    #: batches this large or larger run from Python (their counts would reach ``STOPPED``)
+    max_batch = STOPPED
+
+    def __init__(self, fns: Sequence[int], nbuf: int, nin: int, nout: int, stn: int):
+        self.fns = np.asarray(fns, np.int64)
+        self.nbuf, self.nin, self.nout, self.stn = nbuf, nin, nout, stn
+        self.ptsize = 3 * nbuf + nin + nout + 1
+        self.pt = VAR + len(fns) + 2 * (nin + nout)
+
+    def words(self, threads: int) -> int:
+        """The length of a description for ``threads`` threads."""
+        return self.pt + threads * self.ptsize
+
+    @staticmethod
+    def thread_block(bufs: Sequence[np.ndarray], ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]) -> np.ndarray:
+        """A thread's block for one work set: its buffers, its inputs' and outputs' places (the state's address,
+        the block's last word, is filled per batch)."""
+        words = [w for b in bufs for w in (b.ctypes.data, b.size, b.itemsize)]
+        words += [v.ctypes.data for v in [*ins, *outs]]
+        return np.array([*words, 0], np.int64)
+
+    def fill(self, d: np.ndarray, ep: int, batch: int, rows_in: Sequence[np.ndarray], rows_out: Sequence[np.ndarray],
+             blocks: Sequence[np.ndarray], states: Sequence[np.ndarray | None], epbase: int) -> None:
+        """Describe batch ``ep`` in ``d`` (its header last: a late thread of an earlier batch reads the
+        epoch first). ``rows_in``/``rows_out``: the batched arrays (C-contiguous, ``batch`` rows); ``blocks``
+        and ``states``: per thread, its work set's ``thread_block`` and its step state (or None)."""
+        nfn, nin, nout = len(self.fns), self.nin, self.nout
+        d[VAR:VAR + nfn] = self.fns
+        io = VAR + nfn
+        for k, x in enumerate([*rows_in, *rows_out]):
+            d[io + 2 * k] = x.ctypes.data
+            d[io + 2 * k + 1] = x.nbytes // batch
+        for t, (block, st) in enumerate(zip(blocks, states)):
+            at = self.pt + t * self.ptsize
+            d[at:at + self.ptsize] = block
+            d[at + self.ptsize - 1] = 0 if st is None else st.ctypes.data
+        d[STN], d[PT], d[PTSIZE] = self.stn, self.pt, self.ptsize
+        d[THREADS], d[BATCH], d[NBUF], d[NFN], d[NIN], d[NOUT], d[EPBASE] = (
+            len(blocks), batch, self.nbuf, nfn, nin, nout, epbase)
+        d[EPOCH] = ep
+
+
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "copy_bytes", "call_raw", "batch_rows", "stopped_at",
+           "native_functions", "Desc"]
