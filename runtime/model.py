@@ -279,8 +279,9 @@ class Specialization:
 
             fns = native_functions(run.fn if parallel else run)
             ok = fns and len(self.program.buffer_names) <= MAX_BUFFERS
-            self._desc = Desc(fns, len(self.program.buffer_names), sum(1 for b in self.program.inputs if b.size),
-                              len(self.program.outputs), len(run.state) if parallel else 0) if ok else False
+            nin = sum(1 for b in self.program.inputs if b.size and b.read)  # (the inputs of Arena.ins)
+            self._desc = Desc(fns, len(self.program.buffer_names), nin, len(self.program.outputs),
+                              len(run.state) if parallel else 0) if ok else False
         return self._desc or None
 
     def caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
