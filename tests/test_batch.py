@@ -405,3 +405,32 @@ def test_one_thread_batches_of_a_serial_schedule_run_natively() -> None:
     np.testing.assert_array_equal(model(x), want)
     loop = model._last
     assert isinstance(loop, BatchLoop) and loop.chooser is None and loop.native and loop.ran == [4]
+
+
+def test_a_native_batch_skips_an_input_read_only_for_its_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """y = Relu(x) * float(Shape(z)[1]): ``z`` is read for its shape only (no kernel reads it, a call does not
+    copy it in), so a native batch describes one input: split and on the caller alone, the rows match the
+    samples run one at a time and onnxruntime."""
+    nodes = [helper.make_node("Shape", ["z"], ["s"]),
+             helper.make_node("Gather", ["s", "one"], ["w"], axis=0),
+             helper.make_node("Cast", ["w"], ["k"], to=TensorProto.FLOAT),
+             helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Mul", ["r", "k"], ["y"])]
+    graph = helper.make_graph(nodes, "shape_only", [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 6])
+                                                    for n in "xz"],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])],
+                              [numpy_helper.from_array(np.array(1, np.int64), "one")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    model = cnnjit.compile(proto, threads=2, entry="numba")
+    rng = np.random.default_rng(13)
+    x, z = (rng.standard_normal((8, 6)).astype(np.float32) for _ in range(2))
+    want = np.concatenate([model(x[i:i + 1], z[i:i + 1]) for i in range(8)])
+    np.testing.assert_allclose(want, ort.InferenceSession(proto.SerializeToString()).run(None, {"x": x, "z": z})[0],
+                               rtol=RTOL, atol=ATOL)
+    model(x, z)
+    loop = model._last
+    assert isinstance(loop, BatchLoop)
+    for which in (0, 1):
+        if loop.chooser is not None:
+            monkeypatch.setattr(loop.chooser, "pick", lambda which=which: which)
+        np.testing.assert_array_equal(model(x, z), want)
+        assert loop.native and sum(loop.ran) == 8, (which, loop.ran)
