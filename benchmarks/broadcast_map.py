@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from benchmarks.harness import single_thread  # noqa: E402
 
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 from llvmlite import ir  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from test_broadcast_map import chain_model  # noqa: E402
 
 import cnnjit  # noqa: E402
 from benchmarks.harness import fmt, measure, ort_session, print_table, write_json, write_markdown  # noqa: E402
@@ -101,15 +102,7 @@ def tanh_ab(runs: int) -> tuple[list, dict]:
 
 
 def _model(act: str, a_shape: tuple, b_shape: tuple, op: str = "Add", b_const: np.ndarray | None = None):
-    nodes = [helper.make_node(op, ["a", "b"], ["s"]), helper.make_node(act, ["s"], ["y"])]
-    ins = [helper.make_tensor_value_info("a", TensorProto.FLOAT, list(a_shape))]
-    inits = []
-    if b_const is None:
-        ins.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, list(b_shape)))
-    else:
-        inits.append(numpy_helper.from_array(b_const, "b"))
-    g = helper.make_graph(nodes, "m", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    return chain_model(op, (act,), a_shape, b_shape, b_const)
 
 
 def cases(rng) -> dict:
@@ -131,8 +124,8 @@ def cases(rng) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--cases", default="")
+    ap.add_argument("--cases", default="", help="comma-separated case names (default: all)")
+    ap.add_argument("--runs", type=int, default=50, help="timed runs per arm")
     args = ap.parse_args()
     trows, payload = tanh_ab(args.runs)
     theaders = ["kernel", "before ms", "after ms", "speed-up", "before ns/elem", "after ns/elem",
