@@ -6,7 +6,11 @@ wheel is unpacked (``--slanet PATH``). Per model: cold compile plus first call (
 body compile on the first call, kernels from the on-disk cache when warm), then the median and minimum
 latency of both runtimes, and the share of one cnnjit run spent in each step (segment / numpy run).
 
-    python benchmarks/control_flow.py --runs 20 [--slanet PATH]
+    python benchmarks/control_flow.py --runs 20 [--slanet PATH] [--ab-disable PASS,...]
+
+``--ab-disable``: also time, interleaved in the same runs, the model compiled without those passes (e.g.
+``fuse_broadcast_map``): an in-process A/B of a pass on the whole model (column ``A/B``: cnnjit without the
+passes over cnnjit with them, medians).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--slanet", type=Path, default=SLANET)
+    ap.add_argument("--ab-disable", default="", help="passes to leave out of a second, A/B-timed compile")
     args = ap.parse_args()
     from test_loops import T, decoder_model
 
@@ -75,18 +80,24 @@ def main() -> None:
         sess = ort_session(model)
         got, want = compiled.run(None, feeds), sess.run(None, feeds)
         err = max(float(np.max(np.abs(g.astype(np.float64) - w))) for g, w in zip(got, want))
-        res = measure({"cnnjit": lambda: compiled.run(None, feeds), "ort": lambda: sess.run(None, feeds)},
-                      runs=args.runs, warmup=2)
+        arms = {"cnnjit": lambda: compiled.run(None, feeds), "ort": lambda: sess.run(None, feeds)}
+        if args.ab_disable:
+            without = cnnjit.compile(model, threads=1, disable=args.ab_disable.split(","))
+            without.run(None, feeds)
+            arms["without"] = lambda: without.run(None, feeds)
+        res = measure(arms, runs=args.runs, warmup=2)
         c, o = res["cnnjit"], res["ort"]
         shares = step_shares(compiled, feeds)
         rows.append([name, first, c["median_ms"], c["min_ms"], o["median_ms"], o["min_ms"],
-                     c["median_ms"] / o["median_ms"], c["min_ms"] / o["min_ms"], err])
+                     c["median_ms"] / o["median_ms"], c["min_ms"] / o["min_ms"], err]
+                    + ([res["without"]["median_ms"] / c["median_ms"]] if args.ab_disable else []))
         payload[name] = {"compile_and_first_call_s": first, "cnnjit": c, "ort": o, "max_abs_diff": err,
-                         "step_ms": shares}
+                         "step_ms": shares, **({"without": res["without"], "disabled": args.ab_disable}
+                                              if args.ab_disable else {})}
         for step, ms in sorted(shares.items(), key=lambda kv: -kv[1]):
             print(f"  {name}: {step}: {ms:.1f} ms/run")
     headers = ["model", "compile+first call s", "cnnjit med ms", "cnnjit min ms", "ort med ms", "ort min ms",
-               "ratio med", "ratio min", "max |diff|"]
+               "ratio med", "ratio min", "max |diff|"] + (["A/B"] if args.ab_disable else [])
     print_table(headers, rows, "Loop models, 1 thread")
     write_json("control_flow", payload)
     write_markdown("control_flow", headers, rows, title="Loop models vs onnxruntime, 1 thread",

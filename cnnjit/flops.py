@@ -12,7 +12,7 @@ from cnnjit.ir import Node
 _ELEMENTWISE_1 = {"Abs", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Relu", "LeakyRelu", "PRelu", "Clip",
                   "Sign", "Shrink", "Sqrt", "Pow", "Sum", "Mean", "QuantizeLinear", "DequantizeLinear",
                   "HardSigmoid", "HardSwish", "Elu", "Selu", "Sigmoid", "Tanh", "Exp", "Erf", "Gelu", "SiLU",
-                  "Mish", "Softplus", "Cast"}
+                  "Mish", "Softplus", "Cast", "BroadcastMap"}
 
 
 def _prod(shape: Sequence[int]) -> int:

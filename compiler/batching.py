@@ -117,7 +117,7 @@ def _node_ok(node: Node, batched: list[bool], batch: int) -> bool:
             return False
     out_rank = len(node.outputs[0].shape)
     opdef = get_op(node.op)
-    if opdef is not None and opdef.elementwise or node.op in ("Where", "Mod", "PRelu"):
+    if opdef is not None and opdef.elementwise or node.op in ("Where", "Mod", "PRelu", "BroadcastMap"):
         # broadcasting: batched inputs have the output's rank; parameters broadcast from size 1 on axis 0
         return all((len(v.shape) == out_rank) if b else (len(v.shape) < out_rank or v.shape[0] == 1)
                    for v, b in zip(node.inputs, batched) if v is not None)

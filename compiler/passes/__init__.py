@@ -14,6 +14,7 @@ from .fold_constants import FoldConstants
 from .fold_pad import FoldPad
 from .fuse_attention import FuseAttention
 from .fuse_blocks import FuseBlocks
+from .fuse_broadcast_map import FuseBroadcastMap
 from .fuse_epilogue import FuseEpilogue
 from .fuse_layernorm import FuseLayerNorm
 from .integer_to_float import IntegerToFloat
@@ -37,7 +38,8 @@ def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
             IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
-            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), ConvTransposePhases(),
+            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), FuseBroadcastMap(),
+            ConvTransposePhases(),
             ConvColumnPhases(), ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
 
@@ -47,4 +49,4 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
            "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes",
-           "ConvColumnPhases"]
+           "ConvColumnPhases", "FuseBroadcastMap"]

@@ -4,6 +4,12 @@
 one kernel per row block, so the scores never reach memory; inputs ``q, k, v`` (k not transposed), attribute
 ``scale``.
 
+``BroadcastMap`` is a binary arithmetic op (``op``: Add, Sub, Mul, Div, Max, Min) of two tensors with numpy
+broadcasting, followed by activation steps (``post``, as on a Conv, activations only): additive attention's
+``Tanh(q[:, :, None] + k[:, None, :])``, a gate's ``Sigmoid(x + b)`` (``compiler/passes/fuse_broadcast_map.py``
+makes it), so that one kernel computes the chain in vectors without the sum reaching memory. The reference is
+the binary op's reference, then each step's.
+
 ``InvertedResidual`` is MobileNetV2/V3's block: a 1x1 expand Conv and its activations, a depthwise Conv
 and its activations, a 1x1 project Conv and its epilogue (activations, a residual Add), as one node, so
 that the kernel can compute it in bands of rows without the expanded tensors ever reaching memory
@@ -23,7 +29,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from . import REQUIRED, defop, get_op, post_infer, post_ref
+from . import REQUIRED, broadcast_infer, defop, get_op, post_infer, post_ref
 
 #: the inputs before the residuals, by name: the block's input, then the expand, depthwise and project
 #: convs' weights and biases
@@ -81,6 +87,27 @@ defop("InvertedResidual", inputs=(BLOCK_INPUTS, BLOCK_INPUTS + 2),
       attrs={"kernel_shape": REQUIRED, "strides": REQUIRED, "pads": REQUIRED, "dilations": REQUIRED,
              "expand_post": (), "dw_post": (), "post": ()},
       infer=post_infer(_block_infer, BLOCK_INPUTS))(post_ref(_block_base, BLOCK_INPUTS))
+
+
+# -- BroadcastMap ---------------------------------------------------------------------------------------------
+#: the binary ops a ``BroadcastMap`` combines its operands with
+BROADCAST_MAP_OPS = ("Add", "Sub", "Mul", "Div", "Max", "Min")
+
+
+def _map_infer(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    if a["op"] not in BROADCAST_MAP_OPS:
+        raise ShapeError(f"BroadcastMap: op {a['op']!r} is not one of {BROADCAST_MAP_OPS}")
+    if any(s.residual for s in a["post"]):
+        raise ShapeError("BroadcastMap: its epilogue is activations only")
+    return broadcast_infer(types, a)
+
+
+def _map_base(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
+    return get_op(a["op"]).run(ins[:2], {})[0]
+
+
+defop("BroadcastMap", inputs=(2, 2), attrs={"op": REQUIRED, "post": ()}, infer=post_infer(_map_infer, 2))(
+    post_ref(_map_base, 2))
 
 
 # -- Attention ------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from cnnjit.ir import Node, Value, get_op
 from cnnjit.ir.errors import CompileError
 
 from ..kernel import KernelCall, Target, note, variant
-from .epilogue import unary_expr, vector_expr
+from .epilogue import scalar_lines, unary_expr, vector_expr, vector_lines
 from .template import source
 
 UNARY_OPS = ("Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Identity", "Exp", "Abs",
@@ -97,8 +97,9 @@ def collapse(out: tuple[int, ...], strides: list[list[int]]) -> tuple[list[int],
     return dims, st
 
 
-def combine_expr(node: Node, names: list[str]) -> str:
-    op = node.op
+def combine_expr(node: Node, names: list[str], op: str | None = None) -> str:
+    """The scalar expression combining the loaded operands ``names`` for n-ary ``op`` (default: the node's)."""
+    op = op or node.op
     isint = np.issubdtype(node.outputs[0].dtype, np.integer)
     a, b = (names + [None])[:2]
     if op == "Add":
@@ -165,9 +166,9 @@ def gen_nary(node: Node, target: Target) -> list[KernelCall]:
     return broadcast_calls(node, lambda names: combine_expr(node, names))
 
 
-def broadcast_calls(node: Node, expr: Callable[[list[str]], str]) -> list[KernelCall]:
+def broadcast_calls(node: Node, expr: Callable[[list[str]], str], post: bool = False) -> list[KernelCall]:
     """One kernel applying ``expr(names)`` (a scalar expression in the names of the loaded inputs) over the
-    node's broadcast output."""
+    node's broadcast output; with ``post``, then the node's epilogue steps (``scalar_lines``)."""
     ins, dims, strides, _, lines, indent = _nary_head(node)
     k, r = len(ins), len(dims)
     lines.append(f"{indent}for i{r - 1} in range(n{r - 1}):")
@@ -176,7 +177,12 @@ def broadcast_calls(node: Node, expr: Callable[[list[str]], str]) -> list[Kernel
     names = [f"v{j}" for j in range(k)]
     for j in range(k):
         lines.append(f"{indent}v{j} = {loads[j]}")
-    lines.append(f"{indent}yb[U(y)] = {expr(names)}")
+    if post:
+        lines.append(f"{indent}v = {expr(names)}")
+        lines += scalar_lines(node, "y", indent)[0]
+        lines.append(f"{indent}yb[U(y)] = v")
+    else:
+        lines.append(f"{indent}yb[U(y)] = {expr(names)}")
     lines.append(f"{indent}y += 1")
     return [_nary_call(node, source(lines), ins, dims, strides)]
 
@@ -199,13 +205,13 @@ def vector_combine(op: str, names: list[str], w: int) -> str | None:
     return None
 
 
-def simd_nary_applies(node: Node, target: Target) -> bool:
+def simd_nary_applies(node: Node, target: Target, op: str | None = None) -> bool:
     """float32 operands whose last collapsed axis (of at least 4 elements) each walks contiguously or
-    broadcasts, and an op with a vector form."""
+    broadcasts, and an op (default: the node's) with a vector form."""
     ins = [v for v in node.inputs if v is not None]
     if any(v.dtype != np.float32 for v in ins) or node.outputs[0].dtype != np.float32:
         return False
-    if vector_combine(node.op, [f"v{j}" for j in range(len(ins))], 8) is None:
+    if vector_combine(op or node.op, [f"v{j}" for j in range(len(ins))], 8) is None:
         return False
     out = node.outputs[0].shape
     dims, strides = collapse(out, [broadcast_strides(v.shape, out) for v in ins])
@@ -217,6 +223,12 @@ def simd_nary_applies(node: Node, target: Target) -> bool:
 def gen_simd_nary(node: Node, target: Target) -> list[KernelCall]:
     """The last collapsed axis in vectors of two machine vectors: contiguous operands loaded, broadcast
     ones (stride 0 there, e.g. a per-channel scale) splat once per row; a masked tail."""
+    return _simd_broadcast(node, target, node.op, [])
+
+
+def _simd_broadcast(node: Node, target: Target, op: str, steps: list[str]) -> list[KernelCall]:
+    """``gen_simd_nary``'s kernel combining with ``op``, then ``steps`` (lines on the vector ``x``) before
+    the store."""
     ins, dims, strides, _, lines, ind = _nary_head(node)
     k, r, v = len(ins), len(dims), unary_lanes(target)
     last = f"n{r - 1}"
@@ -224,13 +236,43 @@ def gen_simd_nary(node: Node, target: Target) -> list[KernelCall]:
     for j in range(k):
         if strides[j][-1] == 0:
             lines.append(f"{ind}v{j} = vbcast{v}(b{j}[U(p{j}_{r - 1})])")
-    e = vector_combine(node.op, names, v)
+    e = vector_combine(op, names, v)
+    if steps:
+        e, steps = "x", [f"x = {e}", *steps]
     body = [(f"vload{v}(b{j}, p{j}_{r - 1} + i)", f"vloadn{v}(b{j}, p{j}_{r - 1} + i, {last} - i)")
             for j in range(k)]
     lines.append(f"{ind}for i in range(0, {last} - {v - 1}, {v}):")
     lines += [f"{ind}    v{j} = {body[j][0]}" for j in range(k) if strides[j][-1] == 1]
+    lines += [f"{ind}    {t}" for t in steps]
     lines.append(f"{ind}    vstore{v}(yb, y + i, {e})")
     lines += [f"{ind}i = {last} - {last} % {v}", f"{ind}if i < {last}:"]
     lines += [f"{ind}    v{j} = {body[j][1]}" for j in range(k) if strides[j][-1] == 1]
+    lines += [f"{ind}    {t}" for t in steps]
     lines += [f"{ind}    vstoren{v}(yb, y + i, {e}, {last} - i)", f"{ind}y += {last}"]
     return [_nary_call(node, source(lines), ins, dims, strides)]
+
+
+# -- a binary op and its activations (``BroadcastMap``, ``fuse_broadcast_map``) --------------------------
+def _map_steps(node: Node, w: int) -> list[str] | None:
+    """The node's activation steps as lines on the ``w``-lane vector ``x``, or None if one has no vector form."""
+    lines, ok = vector_lines(node, "x", "i", w, False)
+    return lines if ok else None
+
+
+def simd_broadcast_map_applies(node: Node, target: Target) -> bool:
+    """``simd_nary``'s layouts (the contiguous output axis in vectors, each operand loaded or splat there)
+    and every activation step with a vector form."""
+    return simd_nary_applies(node, target, node.attrs["op"]) and _map_steps(node, unary_lanes(target)) is not None
+
+
+@variant("BroadcastMap", name="simd_broadcast_map", priority=10, applies=simd_broadcast_map_applies)
+def gen_simd_broadcast_map(node: Node, target: Target) -> list[KernelCall]:
+    """The binary op and its activations in one pass over the output, in vectors of two machine vectors
+    along its contiguous axis (``simd_nary``'s loads and splats), the activations in registers."""
+    return _simd_broadcast(node, target, node.attrs["op"], _map_steps(node, unary_lanes(target)))
+
+
+@variant("BroadcastMap")
+def gen_broadcast_map(node: Node, target: Target) -> list[KernelCall]:
+    """Scalar: any layout and dtype (``broadcast_calls`` with the activations after the op)."""
+    return broadcast_calls(node, lambda names: combine_expr(node, names, node.attrs["op"]), post=True)

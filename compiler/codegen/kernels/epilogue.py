@@ -199,6 +199,8 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
         return x
     if op == "Neg":
         return f"vsub{w}(vzero{w}(), {x})"
+    if op == "Abs":
+        return f"vmax{w}({x}, vsub{w}(vzero{w}(), {x}))"
     if op == "Clip":
         e = x
         if a.get("min") is not None:
