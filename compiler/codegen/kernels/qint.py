@@ -28,7 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
-from ..kernel import KernelCall, Param, Target, note, row_lag, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, row_lag, variant
 from ..simd_int import has_vnni
 from .template import columns_inside, source
 
@@ -448,6 +448,118 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
 
 
 
+# -- dense convolution on 16-bit pairs (x86 without VNNI) ------------------------------------------------------
+#: (vector registers -> output-channel vectors per tile); the tile's pixels fill the rest of the register file
+_I16_NR = {16: 2, 32: 4}
+
+
+def dense_i16_source(n: int, mr: int, nr: int) -> str:
+    """``qconv_dense_i16``: the input less its zero point is widened once per call into a zero-padded int16
+    scratch ``[N][Hp][Wp][2 * C2]`` (so a padding tap is a zero and every tap is inside), then a tile of ``mr``
+    output pixels (consecutive in the whole output plane, across rows) by ``nr`` vectors of ``n`` output
+    channels meets, per kernel tap and pair of input channels, each pixel's broadcast int16 pair and ``nr``
+    packed weight vectors in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd``: 16 exact multiply-adds per 256-bit
+    instruction, where the exact byte ``ivdot`` without VNNI takes two ``vpmaddubsw`` for 32)."""
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw,"
+        " Hp, Wp, C2, MBP, xz, yz, lo, hi, sb, so):",
+        "    CC = 2 * C2",
+        "    for b in range(N):",
+        "        for h in range(Hp):",
+        "            ih = h - ph",
+        "            for w in range(Wp):",
+        "                iw = w - pw",
+        "                d = so + ((b * Hp + h) * Wp + w) * CC",
+        "                if ih >= 0 and ih < H and iw >= 0 and iw < W:",
+        "                    s = xo + ((b * H + ih) * W + iw) * C",
+        "                    for c in range(C):",
+        "                        sb[U(d + c)] = np.int16(np.int32(xb[U(s + c)]) - xz)",
+        "                    for c in range(C, CC):",
+        "                        sb[U(d + c)] = np.int16(0)",
+        "                else:",
+        "                    for c in range(CC):",
+        "                        sb[U(d + c)] = np.int16(0)",
+        f"    BS = KH * KW * C2 * {2 * n}",
+        "    P = OH * OW",
+        "    for b in range(N):",
+        "        pb = so + b * Hp * Wp * CC",
+        "        yb0 = yo + b * P * M",
+        f"        for jb in range(0, MBP, {nr}):",
+        "            wj = wo + jb * BS",
+        f"            for p in range(0, P, {mr}):",
+    ]
+    ind = " " * 16
+    for i in range(mr):
+        L += [f"{ind}q = min(p + {i}, P - 1)", f"{ind}r = q // OW",
+              f"{ind}x{i} = pb + ((r * sh) * Wp + (q - r * OW) * sw) * CC"]
+    L += [f"{ind}a{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
+    L += [f"{ind}for kh in range(KH):",
+          f"{ind}    for kw in range(KW):",
+          f"{ind}        t = (kh * dh * Wp + kw * dw) * CC",
+          f"{ind}        wk = wj + (kh * KW + kw) * C2 * {2 * n}",
+          f"{ind}        for g in range(C2):"]
+    body = ind + " " * 12
+    L += [f"{body}w{j} = ivload{n}(wb, wk + g * {2 * n} + {j} * BS)" for j in range(nr)]
+    for i in range(mr):
+        L.append(f"{body}v = ivbcast4_{n}(sb, x{i} + t + 2 * g)")
+        L += [f"{body}a{i}_{j} = ivmaddw{n}(a{i}_{j}, v, w{j})" for j in range(nr)]
+    for i in range(mr):
+        L.append(f"{ind}if p + {i} < P:")
+        for j in range(nr):
+            L += [f"{ind}    if (jb + {j}) * {n} < M:",
+                  f"{ind}        ivrqstore{n}(yb, yb0 + (p + {i}) * M + (jb + {j}) * {n}, a{i}_{j}, mb, "
+                  f"mo + (jb + {j}) * {n}, yz, lo, hi, M - (jb + {j}) * {n})"]
+    return source(L)
+
+
+def pack_dense_i16(w: np.ndarray, n: int, blocks: int) -> np.ndarray:
+    """``[M, KH, KW, C]`` int8 weights as int16 ``[blocks][KH*KW][ceil(C/2)][n][2]`` (zero padded), flat."""
+    M, KH, KW, C = w.shape
+    C2 = -(-C // 2)
+    p = np.zeros((blocks * n, KH * KW, 2 * C2), np.int16)
+    p[:M, :, :C] = w.reshape(M, KH * KW, C)
+    return np.ascontiguousarray(p.reshape(blocks, n, KH * KW, C2, 2).transpose(0, 2, 3, 1, 4)).reshape(-1)
+
+
+def _i16_preferred(node: Node, target: Target) -> bool:
+    """x86 without a byte dot product instruction (``has_vnni``): 16-bit pairs do twice the exact
+    multiply-adds per multiply instruction of the byte form; with VNNI (and on aarch64) the byte form wins."""
+    return target.isa == "x86_64" and not target.triple and not has_vnni(target.int_width)
+
+
+@variant("QConvNHWC", name="qconv_dense_i16", priority=5,
+         applies=lambda n, t: _fast(n) and n.attrs["group"] == 1
+         and (t.forced.get("QConvNHWC") == "qconv_dense_i16" or _i16_preferred(n, t)))
+def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
+    n = target.int_width
+    x, w, b, m = node.inputs
+    a = node.attrs
+    g = _geometry(node)
+    M = g["M"]
+    MB = -(-M // n)
+    nr = min(_I16_NR.get(target.vector_registers, 2), MB)
+    mr = (target.vector_registers - nr - 1) // nr
+    MBP = -(-MB // nr) * nr
+    bias = np.zeros(MBP * n, np.int32)
+    bias[:M] = b.const
+    mult = np.zeros(MBP * n, np.float32)
+    mult[:M] = m.const
+    H, W, OH, OW = g["H"], g["W"], g["OH"], g["OW"]
+    pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
+    if pointwise:  # the plane is one long row of pixels
+        H, W, OH, OW = 1, H * W, 1, OH * OW
+    ph, pw = (0, 0) if pointwise else (g["ph"], g["pw"])
+    # rows / columns of the padded scratch: every tap of every output pixel inside
+    Hp = max(ph + H, (OH - 1) * g["sh"] + (g["KH"] - 1) * g["dh"] + 1)
+    Wp = max(pw + W, (OW - 1) * g["sw"] + (g["KW"] - 1) * g["dw"] + 1)
+    C2 = -(-g["C"] // 2)
+    args = [x, Param(pack_dense_i16(w.const, n, MBP)), Param(bias), Param(mult), node.outputs[0], g["N"], H, W,
+            g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, C2, MBP,
+            a["x_zero_point"], a["y_zero_point"], a["lo"], a["hi"],
+            Scratch(g["N"] * Hp * Wp * 2 * C2, np.dtype(np.int16))]
+    return [KernelCall(dense_i16_source(n, mr, nr), args, note(node))]
+
+
 def _block_width(C: int, n: int) -> int:
     """Vector width for blocks of ``4n`` channels: 8 instead of 16 when C <= 32 (one block either way; a
     256-bit ``vpdpbusd`` costs half a 512-bit one on cores that split 512-bit operations, Zen 4). With more
@@ -553,6 +665,42 @@ def gen_qadd(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
                                   float(np.float32(a["rb"])), float(qadd_fixed(a)), float(a["lo"]), float(a["hi"])],
                        note(node), inplace=((0, 0), (1, 0)) if same else ())]
+
+
+
+def simd_qadd_source(n: int) -> str:
+    """``QADD_SRC`` a vector of ``n`` elements at a time: ``ivdq`` with zero point 0 and scale 1 widens the
+    bytes to float32 exactly, the products and the sum round to float32 one step at a time as the scalar
+    kernel does (``vmul`` / ``vadd``: no fused multiply-add), and ``ivq`` with scale 1 and zero point 0 clamps
+    to ``[lo, hi]`` and rounds half to even (clamping before rounding equals it after: integer bounds)."""
+    def step(tail: bool) -> list[str]:
+        d, q, r = ("ivdqn", "ivqn", ", r") if tail else ("ivdq", "ivq", "")
+        return [f"v = vadd{n}(vadd{n}(fx, vmul{n}({d}{n}(ab, ao + j, 0, one{r}), ra32)),"
+                f" vmul{n}({d}{n}(bb, bo + j, 0, one{r}), rb32))",
+                f"{q}{n}(yb, yo + j, v, one, 0, lo, hi{r})"]
+
+    return source([
+        "def kernel(ab, ao, bb, bo, yb, yo, count, ra, rb, fixed, lo, hi):",
+        "    one = np.float32(1.0)",
+        f"    ra32 = vbcast{n}(np.float32(ra))",
+        f"    rb32 = vbcast{n}(np.float32(rb))",
+        f"    fx = vbcast{n}(np.float32(fixed))",
+        f"    nv = count - count % {n}",
+        f"    for j in range(0, nv, {n}):",
+        *["        " + t for t in step(False)],
+        "    r = count - nv",
+        "    if r > 0:",
+        "        j = nv",
+        *["        " + t for t in step(True)],
+    ])
+
+
+@variant("QAdd", name="simd_qadd", priority=10,
+         applies=lambda node, t: node.inputs[0].type.size == node.inputs[1].type.size == node.outputs[0].type.size)
+def gen_simd_qadd(node: Node, target: Target) -> list[KernelCall]:
+    """``gen_qadd``'s call on the vector kernel (the same arguments, bit for bit the same bytes)."""
+    (call,) = gen_qadd(node, target)
+    return [KernelCall(simd_qadd_source(target.vector_width), call.args, call.note, inplace=call.inplace)]
 
 
 QAVGPOOL_SRC = '''
