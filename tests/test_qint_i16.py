@@ -2,8 +2,9 @@
 
 * ``qconv_dense_i16`` at every integer vector width (4, 8, 16 lanes) and both register-file sizes (16, 32),
   forced, equals the numpy integer reference of the IR (``cnnjit.ir.interpret``, written apart from the
-  kernels) exactly: strides, pads, dilations, C odd (a zero-padded channel pair), M not a multiple of the
-  tile, batch 2, int8 and uint8 activations, extreme bytes (pair sums that would saturate ``vpmaddubsw``).
+  kernels) exactly: strides, pads, dilations (the per-tap channel pairs) and undilated rows (pairs over a
+  kernel row's whole run, odd runs included), C odd, M not a multiple of the tile, batch 2, int8 and uint8
+  activations, extreme bytes (pair sums that would saturate ``vpmaddubsw``).
 * ``simd_qadd`` at widths 4 / 8 / 16 equals the reference bit for bit, tails included.
 * It is the default dense variant on an x86 host without a byte dot product (``has_vnni``), and its kernel's
   assembly has ``vpmaddwd`` on an AVX2 host; a QDQ convolution with int8 activations (what onnxruntime's
@@ -139,9 +140,9 @@ def test_dense_i16_uses_vpmaddwd() -> None:
     mlt = np.ones(16, np.float32)
     y = np.zeros(16 * 4, np.uint8)
     sb = np.zeros(64, np.int16)
-    # N H W C OH OW M KH KW sh sw ph pw dh dw Hp Wp C2 MBP xz yz lo hi
-    kern(x, 0, w, 0, b, 0, mlt, 0, y, 0, 1, 2, 2, 4, 2, 2, 16, 1, 1, 1, 1, 0, 0, 1, 1, 2, 2, 2, 2, 0, 0, 0, 255,
-         sb, 0)
+    # N H W C OH OW M KH KW sh sw ph pw dh dw Hp Wp CC KWL G2 MBP xz yz lo hi
+    kern(x, 0, w, 0, b, 0, mlt, 0, y, 0, 1, 2, 2, 4, 2, 2, 16, 1, 1, 1, 1, 0, 0, 1, 1, 2, 2, 4, 1, 2, 2, 0, 0, 0,
+         255, sb, 0)
     assert "vpmaddwd" in kern.inspect_asm(kern.signatures[0])
 
 

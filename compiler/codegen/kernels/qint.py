@@ -455,15 +455,19 @@ _I16_NR = {16: 2, 32: 4}
 
 def dense_i16_source(n: int, mr: int, nr: int) -> str:
     """``qconv_dense_i16``: the input less its zero point is widened once per call into a zero-padded int16
-    scratch ``[N][Hp][Wp][2 * C2]`` (so a padding tap is a zero and every tap is inside), then a tile of ``mr``
+    scratch ``[N][Hp][Wp][CC]`` (so a padding tap is a zero and every tap is inside), then a tile of ``mr``
     output pixels (consecutive in the whole output plane, across rows) by ``nr`` vectors of ``n`` output
-    channels meets, per kernel tap and pair of input channels, each pixel's broadcast int16 pair and ``nr``
-    packed weight vectors in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd``: 16 exact multiply-adds per 256-bit
-    instruction, where the exact byte ``ivdot`` without VNNI takes two ``vpmaddubsw`` for 32)."""
+    channels meets, per pair of the window's values, each pixel's broadcast int16 pair and ``nr`` packed
+    weight vectors in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd``: 16 exact multiply-adds per 256-bit
+    instruction, where the exact byte ``ivdot`` without VNNI takes two ``vpmaddubsw`` for 32).
+
+    The pairs run over ``G2`` pairs of ``KWL`` runs per kernel row: undilated columns (``KWL = 1``, ``CC = C``)
+    make a kernel row's ``KW * C`` values one contiguous run of the scratch, paired whole (a 7x7 stem on one
+    channel: 4 pairs per row, not 7 half-empty ones; an odd run's last pair reads one value more, which meets
+    a zero weight); dilated columns pair the channels of each tap (``KWL = KW``, ``CC = 2 * ceil(C / 2)``)."""
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw,"
-        " Hp, Wp, C2, MBP, xz, yz, lo, hi, sb, so):",
-        "    CC = 2 * C2",
+        " Hp, Wp, CC, KWL, G2, MBP, xz, yz, lo, hi, sb, so):",
         "    for b in range(N):",
         "        for h in range(Hp):",
         "            ih = h - ph",
@@ -479,7 +483,7 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
         "                else:",
         "                    for c in range(CC):",
         "                        sb[U(d + c)] = np.int16(0)",
-        f"    BS = KH * KW * C2 * {2 * n}",
+        f"    BS = KH * KWL * G2 * {2 * n}",
         "    P = OH * OW",
         "    for b in range(N):",
         "        pb = so + b * Hp * Wp * CC",
@@ -494,10 +498,10 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
               f"{ind}x{i} = pb + ((r * sh) * Wp + (q - r * OW) * sw) * CC"]
     L += [f"{ind}a{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
     L += [f"{ind}for kh in range(KH):",
-          f"{ind}    for kw in range(KW):",
+          f"{ind}    for kw in range(KWL):",
           f"{ind}        t = (kh * dh * Wp + kw * dw) * CC",
-          f"{ind}        wk = wj + (kh * KW + kw) * C2 * {2 * n}",
-          f"{ind}        for g in range(C2):"]
+          f"{ind}        wk = wj + (kh * KWL + kw) * G2 * {2 * n}",
+          f"{ind}        for g in range(G2):"]
     body = ind + " " * 12
     L += [f"{body}w{j} = ivload{n}(wb, wk + g * {2 * n} + {j} * BS)" for j in range(nr)]
     for i in range(mr):
@@ -512,13 +516,15 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
     return source(L)
 
 
-def pack_dense_i16(w: np.ndarray, n: int, blocks: int) -> np.ndarray:
-    """``[M, KH, KW, C]`` int8 weights as int16 ``[blocks][KH*KW][ceil(C/2)][n][2]`` (zero padded), flat."""
+def pack_dense_i16(w: np.ndarray, n: int, blocks: int, kwl: int) -> np.ndarray:
+    """``[M, KH, KW, C]`` int8 weights as int16 ``[blocks][KH * kwl][G2][n][2]``: per kernel row ``kwl`` runs of
+    ``KW / kwl`` taps' channels, each zero padded to ``2 * G2`` values, flat."""
     M, KH, KW, C = w.shape
-    C2 = -(-C // 2)
-    p = np.zeros((blocks * n, KH * KW, 2 * C2), np.int16)
-    p[:M, :, :C] = w.reshape(M, KH * KW, C)
-    return np.ascontiguousarray(p.reshape(blocks, n, KH * KW, C2, 2).transpose(0, 2, 3, 1, 4)).reshape(-1)
+    run = KW // kwl * C
+    G2 = -(-run // 2)
+    p = np.zeros((blocks * n, KH * kwl, 2 * G2), np.int16)
+    p[:M, :, :run] = w.reshape(M, KH * kwl, run)
+    return np.ascontiguousarray(p.reshape(blocks, n, KH * kwl, G2, 2).transpose(0, 2, 3, 1, 4)).reshape(-1)
 
 
 def _i16_preferred(node: Node, target: Target) -> bool:
@@ -552,11 +558,14 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     # rows / columns of the padded scratch: every tap of every output pixel inside
     Hp = max(ph + H, (OH - 1) * g["sh"] + (g["KH"] - 1) * g["dh"] + 1)
     Wp = max(pw + W, (OW - 1) * g["sw"] + (g["KW"] - 1) * g["dw"] + 1)
-    C2 = -(-g["C"] // 2)
-    args = [x, Param(pack_dense_i16(w.const, n, MBP)), Param(bias), Param(mult), node.outputs[0], g["N"], H, W,
-            g["C"], OH, OW, M, g["KH"], g["KW"], g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, C2, MBP,
+    C, KW = g["C"], g["KW"]
+    kwl = KW if g["dw"] > 1 else 1  # undilated: a kernel row's taps are one contiguous run of the scratch
+    CC = 2 * -(-C // 2) if kwl > 1 else C
+    G2 = -(-(KW // kwl * C) // 2)
+    args = [x, Param(pack_dense_i16(w.const, n, MBP, kwl)), Param(bias), Param(mult), node.outputs[0], g["N"], H,
+            W, C, OH, OW, M, g["KH"], KW, g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, CC, kwl, G2, MBP,
             a["x_zero_point"], a["y_zero_point"], a["lo"], a["hi"],
-            Scratch(g["N"] * Hp * Wp * 2 * C2, np.dtype(np.int16))]
+            Scratch(g["N"] * Hp * Wp * CC + 2, np.dtype(np.int16))]  # + the odd run's last read
     return [KernelCall(dense_i16_source(n, mr, nr), args, note(node))]
 
 
