@@ -30,6 +30,7 @@ from cnnjit.ir.ops.qint import qadd_fixed
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, row_lag, variant
 from ..simd_int import has_vnni
+from .qgemm16 import madd_step
 from .template import columns_inside, source
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
@@ -496,22 +497,19 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
     for i in range(mr):
         L += [f"{ind}q = min(p + {i}, P - 1)", f"{ind}r = q // OW",
               f"{ind}x{i} = pb + ((r * sh) * Wp + (q - r * OW) * sw) * CC"]
-    L += [f"{ind}a{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
+    L += [f"{ind}c{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
     L += [f"{ind}for kh in range(KH):",
           f"{ind}    for kw in range(KWL):",
           f"{ind}        t = (kh * dh * Wp + kw * dw) * CC",
           f"{ind}        wk = wj + (kh * KWL + kw) * G2 * {2 * n}",
           f"{ind}        for g in range(G2):"]
-    body = ind + " " * 12
-    L += [f"{body}w{j} = ivload{n}(wb, wk + g * {2 * n} + {j} * BS)" for j in range(nr)]
-    for i in range(mr):
-        L.append(f"{body}v = ivbcast4_{n}(sb, x{i} + t + 2 * g)")
-        L += [f"{body}a{i}_{j} = ivmaddw{n}(a{i}_{j}, v, w{j})" for j in range(nr)]
+    L += madd_step(ind + " " * 12, n, mr, nr, lambda j: f"wb, wk + g * {2 * n} + {j} * BS",
+                   lambda i: f"sb, x{i} + t + 2 * g")
     for i in range(mr):
         L.append(f"{ind}if p + {i} < P:")
         for j in range(nr):
             L += [f"{ind}    if (jb + {j}) * {n} < M:",
-                  f"{ind}        ivrqstore{n}(yb, yb0 + (p + {i}) * M + (jb + {j}) * {n}, a{i}_{j}, mb, "
+                  f"{ind}        ivrqstore{n}(yb, yb0 + (p + {i}) * M + (jb + {j}) * {n}, c{i}_{j}, mb, "
                   f"mo + (jb + {j}) * {n}, yz, lo, hi, M - (jb + {j}) * {n})"]
     return source(L)
 
@@ -537,10 +535,8 @@ def _i16_preferred(node: Node, target: Target) -> bool:
          applies=lambda n, t: _fast(n) and n.attrs["group"] == 1
          and (t.forced.get("QConvNHWC") == "qconv_dense_i16" or _i16_preferred(n, t)))
 def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
-    n = target.int_width
+    g, a, n = _geometry(node), node.attrs, target.int_width
     x, w, b, m = node.inputs
-    a = node.attrs
-    g = _geometry(node)
     M = g["M"]
     MB = -(-M // n)
     nr = min(_I16_NR.get(target.vector_registers, 2), MB)
