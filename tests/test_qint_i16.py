@@ -44,13 +44,15 @@ def _run(g: Graph, x: np.ndarray, op: str, name: str, width: int, registers: int
     return Specialization(g, prog).run({"x": x})[0]
 
 
-@property_settings(max_examples=24)
-@given(seed=st.integers(0, 2**31 - 1), width=st.sampled_from(WIDTHS), registers=st.sampled_from([16, 32]),
-       xs=st.booleans(), ys=st.booleans(), k=st.sampled_from([1, 2, 3, 5, 7]), s=st.sampled_from([1, 2]),
-       dil=st.sampled_from([1, 2]), c=st.integers(1, 13), m=st.integers(1, 70), hw=st.integers(1, 11),
-       batch=st.integers(1, 2))
-def test_dense_i16_exact(seed: int, width: int, registers: int, xs: bool, ys: bool, k: int, s: int, dil: int, c: int,
-                         m: int, hw: int, batch: int) -> None:
+@property_settings(max_examples=14)
+@given(seed=st.integers(0, 2**31 - 1), width=st.sampled_from(WIDTHS), xs=st.booleans(),
+       k=st.sampled_from([1, 2, 3, 5, 7]), s=st.sampled_from([1, 2]), dil=st.sampled_from([1, 2]),
+       c=st.integers(1, 13), m=st.integers(1, 70), hw=st.integers(1, 11), batch=st.integers(1, 2))
+def test_dense_i16_exact(seed: int, width: int, xs: bool, k: int, s: int, dil: int, c: int, m: int, hw: int,
+                         batch: int) -> None:
+    # the register file of the width's machine (AVX-512: 32 vectors, 4 channel vectors per tile); int8 in and
+    # out or uint8 in and out (each pair of byte types is another numba specialisation: a cold compile)
+    registers, ys = (32 if width == 16 else 16), xs
     rng = np.random.default_rng(seed)
     pad = int(rng.integers(0, k)) if k > 1 else 0
     dil = dil if k > 1 else 1
@@ -62,7 +64,7 @@ def test_dense_i16_exact(seed: int, width: int, registers: int, xs: bool, ys: bo
                                   interpret(g, [xv])[0])
 
 
-@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("width", [8, 16])
 @pytest.mark.parametrize("xs", [False, True])
 def test_dense_i16_extreme_bytes(width: int, xs: bool) -> None:
     """Activations and weights at the ends of their ranges (|x - x_zp| up to 255 times -128)."""
@@ -101,7 +103,7 @@ def _qadd_graph(dt, n: int, rng: np.random.Generator) -> Graph:
     return g
 
 
-@property_settings(max_examples=20)
+@property_settings(max_examples=12)
 @given(seed=st.integers(0, 2**31 - 1), width=st.sampled_from(WIDTHS), signed=st.booleans(), n=st.integers(1, 300))
 def test_simd_qadd_exact(seed: int, width: int, signed: bool, n: int) -> None:
     rng = np.random.default_rng(seed)
@@ -146,7 +148,7 @@ def test_dense_i16_uses_vpmaddwd() -> None:
     assert "vpmaddwd" in kern.inspect_asm(kern.signatures[0])
 
 
-@pytest.mark.parametrize("k,s", [(3, 1), (1, 1), (3, 2)])
+@pytest.mark.parametrize("k,s", [(3, 2), (1, 1)])
 def test_qdq_conv_int8_activations_vs_onnxruntime(k: int, s: int) -> None:
     """DQ(int8) -> Conv -> Relu -> Q(int8) compiled from ONNX, against onnxruntime's float QDQ path (a float
     Conv between DQ and Q): equal but where float32 rounding meets a .5 tie (<= 1 LSB; over several layers

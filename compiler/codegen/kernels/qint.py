@@ -540,7 +540,7 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     M = g["M"]
     MB = -(-M // n)
     nr = min(_I16_NR.get(target.vector_registers, 2), MB)
-    mr = (target.vector_registers - nr - 1) // nr
+    mr = min(8, (target.vector_registers - nr - 1) // nr)  # (a taller tile of one vector adds code, no reuse)
     MBP = -(-MB // nr) * nr
     bias = np.zeros(MBP * n, np.int32)
     bias[:M] = b.const
