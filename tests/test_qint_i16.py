@@ -144,7 +144,7 @@ def test_dense_i16_uses_vpmaddwd() -> None:
     sb = np.zeros(64, np.int16)
     # N H W C OH OW M KH KW sh sw ph pw dh dw Hp Wp CC KWL G2 MBP xz yz lo hi
     kern(x, 0, w, 0, b, 0, mlt, 0, y, 0, 1, 2, 2, 4, 2, 2, 16, 1, 1, 1, 1, 0, 0, 1, 1, 2, 2, 4, 1, 2, 2, 0, 0, 0,
-         255, sb, 0)
+         255, sb, 0, np.zeros(4, np.int64), 0)
     assert "vpmaddwd" in kern.inspect_asm(kern.signatures[0])
 
 

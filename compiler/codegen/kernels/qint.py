@@ -468,7 +468,7 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
     a zero weight); dilated columns pair the channels of each tap (``KWL = KW``, ``CC = 2 * ceil(C / 2)``)."""
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw,"
-        " Hp, Wp, CC, KWL, G2, MBP, xz, yz, lo, hi, sb, so):",
+        " Hp, Wp, CC, KWL, G2, MBP, xz, yz, lo, hi, sb, so, pxb, pxo):",
         "    for b in range(N):",
         "        for h in range(Hp):",
         "            ih = h - ph",
@@ -486,6 +486,9 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
         "                        sb[U(d + c)] = np.int16(0)",
         f"    BS = KH * KWL * G2 * {2 * n}",
         "    P = OH * OW",
+        "    for q in range(P):  # each output pixel's first input value in an image's scratch (no division per tile)",
+        "        r = q // OW",
+        "        pxb[U(pxo + q)] = ((r * sh) * Wp + (q - r * OW) * sw) * CC",
         "    for b in range(N):",
         "        pb = so + b * Hp * Wp * CC",
         "        yb0 = yo + b * P * M",
@@ -495,8 +498,7 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
     ]
     ind = " " * 16
     for i in range(mr):
-        L += [f"{ind}q = min(p + {i}, P - 1)", f"{ind}r = q // OW",
-              f"{ind}x{i} = pb + ((r * sh) * Wp + (q - r * OW) * sw) * CC"]
+        L.append(f"{ind}x{i} = pb + pxb[U(pxo + min(p + {i}, P - 1))]")
     L += [f"{ind}c{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
     L += [f"{ind}for kh in range(KH):",
           f"{ind}    for kw in range(KWL):",
@@ -525,10 +527,19 @@ def pack_dense_i16(w: np.ndarray, n: int, blocks: int, kwl: int) -> np.ndarray:
     return np.ascontiguousarray(p.reshape(blocks, n, KH * kwl, G2, 2).transpose(0, 2, 3, 1, 4)).reshape(-1)
 
 
+#: output pixels (all images) from which ``qconv_dense_i16`` is preferred: below, the layer is a GEMV-like
+#: read of its weights (a squeeze-excite 1x1 or a classifier on one pixel), where the byte form's half-size
+#: weights beat the int16 pairs (mobilenet_v3_small_qstatic's 1-pixel layers: 1.1-1.7 us vs 0.9-1.2 us, its
+#: 1024-wide head 31.5 vs 21.1 us; its layers over planes 2.2-5.8 us vs 3.1-7.8 us)
+I16_MIN_PIXELS = 4
+
+
 def _i16_preferred(node: Node, target: Target) -> bool:
     """x86 without a byte dot product instruction (``has_vnni``): 16-bit pairs do twice the exact
     multiply-adds per multiply instruction of the byte form; with VNNI (and on aarch64) the byte form wins."""
-    return target.isa == "x86_64" and not target.triple and not has_vnni(target.int_width)
+    N, OH, OW, _ = node.outputs[0].shape
+    return (target.isa == "x86_64" and not target.triple and not has_vnni(target.int_width)
+            and N * OH * OW >= I16_MIN_PIXELS)
 
 
 @variant("QConvNHWC", name="qconv_dense_i16", priority=5,
@@ -547,9 +558,11 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     mult = np.zeros(MBP * n, np.float32)
     mult[:M] = m.const
     H, W, OH, OW = g["H"], g["W"], g["OH"], g["OW"]
+    NB = g["N"]
     pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
-    if pointwise:  # the plane is one long row of pixels
-        H, W, OH, OW = 1, H * W, 1, OH * OW
+    if pointwise:  # every image's plane is one long row of pixels (a Gemm's rows too)
+        NB, H, W, OH, OW = 1, 1, NB * H * W, 1, NB * OH * OW
+    mr = min(mr, OH * OW)  # no tile taller than the plane (a GEMV: one pixel)
     ph, pw = (0, 0) if pointwise else (g["ph"], g["pw"])
     # rows / columns of the padded scratch: every tap of every output pixel inside
     Hp = max(ph + H, (OH - 1) * g["sh"] + (g["KH"] - 1) * g["dh"] + 1)
@@ -558,10 +571,11 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     kwl = KW if g["dw"] > 1 else 1  # undilated: a kernel row's taps are one contiguous run of the scratch
     CC = 2 * -(-C // 2) if kwl > 1 else C
     G2 = -(-(KW // kwl * C) // 2)
-    args = [x, Param(pack_dense_i16(w.const, n, MBP, kwl)), Param(bias), Param(mult), node.outputs[0], g["N"], H,
+    args = [x, Param(pack_dense_i16(w.const, n, MBP, kwl)), Param(bias), Param(mult), node.outputs[0], NB, H,
             W, C, OH, OW, M, g["KH"], KW, g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, CC, kwl, G2, MBP,
             a["x_zero_point"], a["y_zero_point"], a["lo"], a["hi"],
-            Scratch(g["N"] * Hp * Wp * CC + 2, np.dtype(np.int16))]  # + the odd run's last read
+            Scratch(NB * Hp * Wp * CC + 2, np.dtype(np.int16)),  # + the odd run's last read
+            Scratch(OH * OW, np.dtype(np.int64))]
     return [KernelCall(dense_i16_source(n, mr, nr), args, note(node))]
 
 
