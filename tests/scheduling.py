@@ -32,6 +32,7 @@ LONG: dict[str, float] = {
     "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ddddocr_det]": 54,
     "tests/test_recurrent.py::test_dynamic_quantize_lstm_matches_onnxruntime": 37,
     "tests/test_int8.py::test_qconv_kernels_exact": 30,
+    "tests/test_qint_i16.py::test_dense_i16_exact": 25,
     "tests/test_corpus.py::test_corpus_model_matches_onnxruntime[ppocr_v4_rec]": 51,
     "tests/test_models.py::test_light_model[light_inception_v1]": 87,
     "tests/test_arm.py::test_model_matches_host[resnet]": 46,

@@ -50,16 +50,25 @@ def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
     return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
 
 
+def madd_step(ind: str, n: int, mr: int, nr: int, vec, pair) -> list[str]:
+    """One step over a pair of k of an ``mr`` x ``nr`` tile of i32 accumulators ``c{i}_{h}``: the ``nr``
+    vectors ``v{h}`` loaded from ``vec(h)`` (``"buffer, index"``), each row's i32 pair broadcast from
+    ``pair(i)`` into ``ivmaddw`` with every vector."""
+    lines = [f"{ind}v{h} = ivload{n}({vec(h)})" for h in range(nr)]
+    for i in range(mr):
+        lines.append(f"{ind}x = ivbcast4_{n}({pair(i)})")
+        lines += [f"{ind}c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
+    return lines
+
+
 def _tile(ind: str, n: int, mr: int, nr: int, vec: tuple[str, str], pair: tuple[str, str], row: str,
           left: str) -> list[str]:
     """The body of a step over one pair of k (inside its loop, at ``ind`` + 4) and the tile's stores (at
     ``ind``): ``nr`` vectors from ``vec`` = (buffer, offset), for each of the ``mr`` rows the i32 pair from
     ``pair`` (offset with ``{i}`` for the row) broadcast into ``ivmaddw``; row ``i`` is stored at ``row`` (with
     ``{i}``) if ``m + i < M``, whole vectors while ``left`` columns remain, the last one masked."""
-    lines = [f"{ind}    v{h} = ivload{n}({vec[0]}, {vec[1]} + {2 * n * h})" for h in range(nr)]
-    for i in range(mr):
-        lines.append(f"{ind}    x = ivbcast4_{n}({pair[0]}, {pair[1].format(i=i)})")
-        lines += [f"{ind}    c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
+    lines = madd_step(ind + "    ", n, mr, nr, lambda h: f"{vec[0]}, {vec[1]} + {2 * n * h}",
+                      lambda i: f"{pair[0]}, {pair[1].format(i=i)}")
     for i in range(mr):
         lines.append(f"{ind}if m + {i} < M:")
         for h in range(nr):

@@ -28,8 +28,9 @@ import numpy as np
 from cnnjit.ir import Node
 from cnnjit.ir.ops.qint import qadd_fixed
 
-from ..kernel import KernelCall, Param, Target, note, row_lag, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, row_lag, variant
 from ..simd_int import has_vnni
+from .qgemm16 import madd_step
 from .template import columns_inside, source
 
 #: output pixels per tile for a tile of NR channel vectors, by register-file size (32 or 16 vectors)
@@ -448,6 +449,136 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
 
 
 
+# -- dense convolution on 16-bit pairs (x86 without VNNI) ------------------------------------------------------
+#: (vector registers -> output-channel vectors per tile); the tile's pixels fill the rest of the register file
+_I16_NR = {16: 2, 32: 4}
+
+
+def dense_i16_source(n: int, mr: int, nr: int) -> str:
+    """``qconv_dense_i16``: the input less its zero point is widened once per call into a zero-padded int16
+    scratch ``[N][Hp][Wp][CC]`` (so a padding tap is a zero and every tap is inside), then a tile of ``mr``
+    output pixels (consecutive in the whole output plane, across rows) by ``nr`` vectors of ``n`` output
+    channels meets, per pair of the window's values, each pixel's broadcast int16 pair and ``nr`` packed
+    weight vectors in one ``ivmaddw`` (``vpmaddwd`` + ``vpaddd``: 16 exact multiply-adds per 256-bit
+    instruction, where the exact byte ``ivdot`` without VNNI takes two ``vpmaddubsw`` for 32).
+
+    The pairs run over ``G2`` pairs of ``KWL`` runs per kernel row: undilated columns (``KWL = 1``, ``CC = C``)
+    make a kernel row's ``KW * C`` values one contiguous run of the scratch, paired whole (a 7x7 stem on one
+    channel: 4 pairs per row, not 7 half-empty ones; an odd run's last pair reads one value more, which meets
+    a zero weight); dilated columns pair the channels of each tap (``KWL = KW``, ``CC = 2 * ceil(C / 2)``)."""
+    L = [
+        "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw,"
+        " Hp, Wp, CC, KWL, G2, MBP, xz, yz, lo, hi, sb, so, pxb, pxo):",
+        "    for b in range(N):",
+        "        for h in range(Hp):",
+        "            ih = h - ph",
+        "            for w in range(Wp):",
+        "                iw = w - pw",
+        "                d = so + ((b * Hp + h) * Wp + w) * CC",
+        "                if ih >= 0 and ih < H and iw >= 0 and iw < W:",
+        "                    s = xo + ((b * H + ih) * W + iw) * C",
+        "                    for c in range(C):",
+        "                        sb[U(d + c)] = np.int16(np.int32(xb[U(s + c)]) - xz)",
+        "                    for c in range(C, CC):",
+        "                        sb[U(d + c)] = np.int16(0)",
+        "                else:",
+        "                    for c in range(CC):",
+        "                        sb[U(d + c)] = np.int16(0)",
+        f"    BS = KH * KWL * G2 * {2 * n}",
+        "    P = OH * OW",
+        "    for q in range(P):  # each output pixel's first input value in an image's scratch (no division per tile)",
+        "        r = q // OW",
+        "        pxb[U(pxo + q)] = ((r * sh) * Wp + (q - r * OW) * sw) * CC",
+        "    for b in range(N):",
+        "        pb = so + b * Hp * Wp * CC",
+        "        yb0 = yo + b * P * M",
+        f"        for jb in range(0, MBP, {nr}):",
+        "            wj = wo + jb * BS",
+        f"            for p in range(0, P, {mr}):",
+    ]
+    ind = " " * 16
+    for i in range(mr):
+        L.append(f"{ind}x{i} = pb + pxb[U(pxo + min(p + {i}, P - 1))]")
+    L += [f"{ind}c{i}_{j} = ivload{n}(bb, bo + (jb + {j}) * {n})" for i in range(mr) for j in range(nr)]
+    L += [f"{ind}for kh in range(KH):",
+          f"{ind}    for kw in range(KWL):",
+          f"{ind}        t = (kh * dh * Wp + kw * dw) * CC",
+          f"{ind}        wk = wj + (kh * KWL + kw) * G2 * {2 * n}",
+          f"{ind}        for g in range(G2):"]
+    L += madd_step(ind + " " * 12, n, mr, nr, lambda j: f"wb, wk + g * {2 * n} + {j} * BS",
+                   lambda i: f"sb, x{i} + t + 2 * g")
+    for i in range(mr):
+        L.append(f"{ind}if p + {i} < P:")
+        for j in range(nr):
+            L += [f"{ind}    if (jb + {j}) * {n} < M:",
+                  f"{ind}        ivrqstore{n}(yb, yb0 + (p + {i}) * M + (jb + {j}) * {n}, c{i}_{j}, mb, "
+                  f"mo + (jb + {j}) * {n}, yz, lo, hi, M - (jb + {j}) * {n})"]
+    return source(L)
+
+
+def pack_dense_i16(w: np.ndarray, n: int, blocks: int, kwl: int) -> np.ndarray:
+    """``[M, KH, KW, C]`` int8 weights as int16 ``[blocks][KH * kwl][G2][n][2]``: per kernel row ``kwl`` runs of
+    ``KW / kwl`` taps' channels, each zero padded to ``2 * G2`` values, flat."""
+    M, KH, KW, C = w.shape
+    run = KW // kwl * C
+    G2 = -(-run // 2)
+    p = np.zeros((blocks * n, KH * kwl, 2 * G2), np.int16)
+    p[:M, :, :run] = w.reshape(M, KH * kwl, run)
+    return np.ascontiguousarray(p.reshape(blocks, n, KH * kwl, G2, 2).transpose(0, 2, 3, 1, 4)).reshape(-1)
+
+
+#: output pixels (all images) from which ``qconv_dense_i16`` is preferred: below, the layer is a GEMV-like
+#: read of its weights (a squeeze-excite 1x1 or a classifier on one pixel), where the byte form's half-size
+#: weights beat the int16 pairs (mobilenet_v3_small_qstatic's 1-pixel layers: 1.1-1.7 us vs 0.9-1.2 us, its
+#: 1024-wide head 31.5 vs 21.1 us; its layers over planes 2.2-5.8 us vs 3.1-7.8 us)
+I16_MIN_PIXELS = 4
+
+
+def _i16_preferred(node: Node, target: Target) -> bool:
+    """x86 without a byte dot product instruction (``has_vnni``): 16-bit pairs do twice the exact
+    multiply-adds per multiply instruction of the byte form; with VNNI (and on aarch64) the byte form wins."""
+    N, OH, OW, _ = node.outputs[0].shape
+    return (target.isa == "x86_64" and not target.triple and not has_vnni(target.int_width)
+            and N * OH * OW >= I16_MIN_PIXELS)
+
+
+@variant("QConvNHWC", name="qconv_dense_i16", priority=5,
+         applies=lambda n, t: _fast(n) and n.attrs["group"] == 1
+         and (t.forced.get("QConvNHWC") == "qconv_dense_i16" or _i16_preferred(n, t)))
+def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
+    g, a, n = _geometry(node), node.attrs, target.int_width
+    x, w, b, m = node.inputs
+    M = g["M"]
+    MB = -(-M // n)
+    nr = min(_I16_NR.get(target.vector_registers, 2), MB)
+    mr = min(8, (target.vector_registers - nr - 1) // nr)  # (a taller tile of one vector adds code, no reuse)
+    MBP = -(-MB // nr) * nr
+    bias = np.zeros(MBP * n, np.int32)
+    bias[:M] = b.const
+    mult = np.zeros(MBP * n, np.float32)
+    mult[:M] = m.const
+    H, W, OH, OW = g["H"], g["W"], g["OH"], g["OW"]
+    NB = g["N"]
+    pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
+    if pointwise:  # every image's plane is one long row of pixels (a Gemm's rows too)
+        NB, H, W, OH, OW = 1, 1, NB * H * W, 1, NB * OH * OW
+    mr = min(mr, OH * OW)  # no tile taller than the plane (a GEMV: one pixel)
+    ph, pw = (0, 0) if pointwise else (g["ph"], g["pw"])
+    # rows / columns of the padded scratch: every tap of every output pixel inside
+    Hp = max(ph + H, (OH - 1) * g["sh"] + (g["KH"] - 1) * g["dh"] + 1)
+    Wp = max(pw + W, (OW - 1) * g["sw"] + (g["KW"] - 1) * g["dw"] + 1)
+    C, KW = g["C"], g["KW"]
+    kwl = KW if g["dw"] > 1 else 1  # undilated: a kernel row's taps are one contiguous run of the scratch
+    CC = 2 * -(-C // 2) if kwl > 1 else C
+    G2 = -(-(KW // kwl * C) // 2)
+    args = [x, Param(pack_dense_i16(w.const, n, MBP, kwl)), Param(bias), Param(mult), node.outputs[0], NB, H,
+            W, C, OH, OW, M, g["KH"], KW, g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, CC, kwl, G2, MBP,
+            a["x_zero_point"], a["y_zero_point"], a["lo"], a["hi"],
+            Scratch(NB * Hp * Wp * CC + 2, np.dtype(np.int16)),  # + the odd run's last read
+            Scratch(OH * OW, np.dtype(np.int64))]
+    return [KernelCall(dense_i16_source(n, mr, nr), args, note(node))]
+
+
 def _block_width(C: int, n: int) -> int:
     """Vector width for blocks of ``4n`` channels: 8 instead of 16 when C <= 32 (one block either way; a
     256-bit ``vpdpbusd`` costs half a 512-bit one on cores that split 512-bit operations, Zen 4). With more
@@ -553,6 +684,42 @@ def gen_qadd(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(QADD_SRC, [x, y, node.outputs[0], x.type.size, float(np.float32(a["ra"])),
                                   float(np.float32(a["rb"])), float(qadd_fixed(a)), float(a["lo"]), float(a["hi"])],
                        note(node), inplace=((0, 0), (1, 0)) if same else ())]
+
+
+
+def simd_qadd_source(n: int) -> str:
+    """``QADD_SRC`` a vector of ``n`` elements at a time: ``ivdq`` with zero point 0 and scale 1 widens the
+    bytes to float32 exactly, the products and the sum round to float32 one step at a time as the scalar
+    kernel does (``vmul`` / ``vadd``: no fused multiply-add), and ``ivq`` with scale 1 and zero point 0 clamps
+    to ``[lo, hi]`` and rounds half to even (clamping before rounding equals it after: integer bounds)."""
+    def step(tail: bool) -> list[str]:
+        d, q, r = ("ivdqn", "ivqn", ", r") if tail else ("ivdq", "ivq", "")
+        return [f"v = vadd{n}(vadd{n}(fx, vmul{n}({d}{n}(ab, ao + j, 0, one{r}), ra32)),"
+                f" vmul{n}({d}{n}(bb, bo + j, 0, one{r}), rb32))",
+                f"{q}{n}(yb, yo + j, v, one, 0, lo, hi{r})"]
+
+    return source([
+        "def kernel(ab, ao, bb, bo, yb, yo, count, ra, rb, fixed, lo, hi):",
+        "    one = np.float32(1.0)",
+        f"    ra32 = vbcast{n}(np.float32(ra))",
+        f"    rb32 = vbcast{n}(np.float32(rb))",
+        f"    fx = vbcast{n}(np.float32(fixed))",
+        f"    nv = count - count % {n}",
+        f"    for j in range(0, nv, {n}):",
+        *["        " + t for t in step(False)],
+        "    r = count - nv",
+        "    if r > 0:",
+        "        j = nv",
+        *["        " + t for t in step(True)],
+    ])
+
+
+@variant("QAdd", name="simd_qadd", priority=10,
+         applies=lambda node, t: node.inputs[0].type.size == node.inputs[1].type.size == node.outputs[0].type.size)
+def gen_simd_qadd(node: Node, target: Target) -> list[KernelCall]:
+    """``gen_qadd``'s call on the vector kernel (the same arguments, bit for bit the same bytes)."""
+    (call,) = gen_qadd(node, target)
+    return [KernelCall(simd_qadd_source(target.vector_width), call.args, call.note, inplace=call.inplace)]
 
 
 QAVGPOOL_SRC = '''
