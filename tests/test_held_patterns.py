@@ -139,7 +139,9 @@ def test_stft_with_odd_bins_runs_channel_blocked(width: int, frames: int) -> Non
     m = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 1, length])],
                [helper.make_tensor_value_info("y", F, None)], [numpy_helper.from_array(w, "w")])
     compiled = cnnjit.compile(m, vector_width=width)
-    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {"cblock"}
+    # (37 frames: more than one strip of output columns, conv1d_packed's GEMM over shifted windows)
+    want = "conv1d_packed" if frames > 16 else "cblock"
+    assert {c.variant for c in compiled._default_spec().program.calls if c.op == "Conv"} == {want}
     x = rng.standard_normal((1, 1, length)).astype(np.float32)
     (want,) = ort_session(m).run(None, {"x": x})
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
@@ -227,4 +229,5 @@ def test_slices_and_squeezes_left_where_they_move_data(bias_shape: tuple, revers
     is not an identity and stays, and the Squeeze above it does not sink (its source is no Conv). The IR only
     (no kernel built): the fused case above runs against onnxruntime."""
     ops = ops_of(cnnjit.compile(_conv1d_gelu(bias_shape, reverse)[0], entry="lazy"))
-    assert ("Slice" in ops) == reverse and ("Tanh" in ops) == reverse
+    # (left unfused, the GELU's Tanh runs after its Mul in one BroadcastMap: fuse_broadcast_map)
+    assert ("Slice" in ops) == reverse and ("Tanh" in ops or "BroadcastMap" in ops) == reverse

@@ -96,7 +96,10 @@ def test_per_row_constant_is_no_bias() -> None:
     x = rng.standard_normal((1, 12, 16)).astype(np.float32)
     model = _model(nodes, x.shape, inits, ["y"])
     m = cnnjit.compile(model, vector_width=8)
-    assert [n.op for n in m.ir.nodes] == ["MatMul", "Add", "Relu"]
+    # (the Add and its Relu run as one BroadcastMap: fuse_broadcast_map)
+    assert [n.op for n in m.ir.nodes] == ["MatMul", "BroadcastMap"]
+    bmap = m.ir.nodes[1]
+    assert bmap.attrs["op"] == "Add" and [st.op for st in bmap.attrs["post"]] == ["Relu"]
     assert len(m.ir.nodes[0].inputs) == 2  # no bias, no constant of the output's shape
     assert all(not v.is_const or v.shape != (1, 12, 24) for n in m.ir.nodes for v in n.inputs)
     np.testing.assert_allclose(m(x), _ort(model, x)[0], rtol=1e-4, atol=1e-5)

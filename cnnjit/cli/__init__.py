@@ -135,7 +135,7 @@ def one_line(message: str) -> tuple[str, str]:
     if bullets:
         first = first.rstrip(":") + ": " + "; ".join(bullets[:3]) + (f"; and {len(bullets) - 3} more"
                                                                       if len(bullets) > 3 else "")
-    return clean(first, 400), clean(" ".join(rest), 300)
+    return clean(first, 800), clean(" ".join(rest), 300)  # (800: an unknown pass lists all 25+)
 
 
 def _report(cmd: str, kind: str, message: str, hint: str, code: int, as_json: bool) -> int:
