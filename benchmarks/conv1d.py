@@ -30,9 +30,8 @@ single_thread()
 
 import numpy as np  # noqa: E402
 from conv_variants import Layer, layer_model  # noqa: E402
-from harness import machine_info, ort_session, write_json, write_markdown  # noqa: E402
+from harness import machine_info, ort_session, variants_without, write_json, write_markdown  # noqa: E402
 
-from cnnjit.compiler.codegen import kernel  # noqa: E402
 from cnnjit.compiler.codegen.kernels import conv1d_packed  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
 
@@ -51,18 +50,6 @@ def parse(text: str | tuple[int, ...]) -> Layer:
     """A ``conv_variants.Layer`` (one row, ``1 x K``) from ``C,M,L,K[,pad]``."""
     c, m, length, k, *pad = (int(v) for v in (text.split(",") if isinstance(text, str) else text))
     return Layer(c, m, 1, length, 1, k, ph=0, pw=pad[0] if pad else k // 2)
-
-
-def without(removed: str):
-    """The variant table of Conv without ``removed``, restored when the context ends."""
-    class _Ctx:
-        def __enter__(self) -> None:
-            self.saved = list(kernel.VARIANTS["Conv"])
-            kernel.VARIANTS["Conv"] = [v for v in self.saved if v.name != removed]
-
-        def __exit__(self, *exc: object) -> None:
-            kernel.VARIANTS["Conv"] = self.saved
-    return _Ctx()
 
 
 def main() -> None:
@@ -85,7 +72,7 @@ def main() -> None:
         shape = {"x": (1, ly.c, 1, ly.w)}
         x = np.random.default_rng(1).standard_normal(shape["x"]).astype(np.float32)
         after = specialize(model, shape, opts, target=target)
-        with without("conv1d_packed"):
+        with variants_without([("Conv", "conv1d_packed")]):
             before = specialize(model, shape, opts, target=target)
         names = {k: [c.variant for c in s.program.calls if c.op == "Conv"][0] for k, s in
                  (("after", after), ("before", before))}

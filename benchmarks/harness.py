@@ -11,6 +11,7 @@ chart drawn with matplotlib's Agg backend; ``pip install -e ".[bench]"``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -400,3 +401,18 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: st
         t.add_row(*(fmt(c) for c in row))
     console = Console() if sys.stdout.isatty() else Console(width=240)
     console.print(t)
+
+
+@contextlib.contextmanager
+def variants_without(removed: list[tuple[str, str]]):
+    """The kernel variant tables without the ``removed`` (op, variant) pairs, restored when the context ends (an
+    A/B of a variant against the table's next choice)."""
+    from cnnjit.compiler.codegen import kernel
+
+    saved = {op: list(kernel.VARIANTS[op]) for op, _ in removed}
+    try:
+        for op, name in removed:
+            kernel.VARIANTS[op] = [v for v in kernel.VARIANTS[op] if v.name != name]
+        yield
+    finally:
+        kernel.VARIANTS.update(saved)

@@ -32,21 +32,15 @@ import onnx  # noqa: E402
 
 import cnnjit  # noqa: E402
 from benchmarks.corpus import load  # noqa: E402
-from benchmarks.harness import measure, ort_session  # noqa: E402
+from benchmarks.harness import measure, ort_session, variants_without  # noqa: E402
 from benchmarks.models import graph_inputs  # noqa: E402
-from cnnjit.compiler.codegen import kernel  # noqa: E402
 
 
 def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable: tuple[str, ...] = ()):
     """``model`` compiled (1 thread, for the input ``shapes``: specialised now, not at its first call) with
     the ``removed`` (op, variant) pairs out of the variant table and the passes named in ``disable`` off."""
-    saved = {op: list(kernel.VARIANTS[op]) for op, _ in removed}
-    try:
-        for op, name in removed:
-            kernel.VARIANTS[op] = [v for v in kernel.VARIANTS[op] if v.name != name]
+    with variants_without(removed):
         return cnnjit.compile(model, threads=1, input_shapes=shapes, disable=list(disable) or None)
-    finally:
-        kernel.VARIANTS.update(saved)
 
 
 def file_model(path: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
