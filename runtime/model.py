@@ -284,113 +284,106 @@ class Specialization:
                               len(run.state) if parallel else 0) if ok else False
         return self._desc or None
 
-    def caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    def caller(self, names: Sequence[str], hold: bool = False) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         """``run`` as a function of validated arrays in the order of ``names`` (the model's inputs): the
-        per-call fast path of ``CompiledModel``. It calls a numba schedule's one compiled entry point directly
-        (numba's dispatcher resolves the argument types on every call: ~0.5-1 us of the MLPerf Tiny anomaly
-        model's ~9 us; the arena's buffers never change type) and builds no dict of feeds."""
+        per-call fast path of ``CompiledModel`` (``_calls``). ``hold``: on one arena set held until the
+        callable's ``close()``, for a run of calls (``BoundCaller``: a loop's iterations). A small parallel
+        schedule calls itself or its serial twin, as its chooser picks (``Chosen``)."""
+        one = BoundCaller if hold else _calls
         if self.twin is not None:
-            both, chooser, clock = (self._caller(names), self.twin.caller(names)), self.chooser, time.perf_counter
-            rest = self.program.run.rest
+            return Chosen(one(self, names), one(self.twin, names), self.chooser, self.program.run.rest)
+        return one(self, names)
 
-            def chosen(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-                which = chooser.pick()
-                if which:
-                    rest()
-                t0 = clock()
-                got = both[which](arrays)
-                chooser.record(which, clock() - t0)
-                return got
+    def bind(self, names: Sequence[str]) -> BoundCaller | Chosen:
+        """``caller(names)`` on arena sets held until its ``close()`` (a loop body's segment over one run of
+        the loop)."""
+        return self.caller(names, hold=True)
 
-            return chosen
-        return self._caller(names)
+    def _binding(self, names: Sequence[str]) -> tuple:
+        """What a call by ``names`` needs, found once per specialisation (numba's entry point lookup hashes
+        types, ~10 us): the entry point, its ``rouse`` (a ParallelRun: see ``_run_into``), each arena input's
+        position in ``names`` (the order of ``Arena.ins``), and whether the program keeps its inputs' places."""
+        names = tuple(names)
+        setup = self._bindings.get(names)
+        if setup is None:
+            index = {n: i for i, n in enumerate(names)}
+            entry = entry_point(self.program.run)
+            setup = self._bindings[names] = (entry, getattr(entry, "rouse", None),
+                                             tuple(index[b.name] for b in self.program.inputs if b.size and b.read),
+                                             bool(self.program.meta.get("inputs_kept")))
+        return setup
 
-    def bind(self, names: Sequence[str]) -> BoundCaller | ChosenBound:
-        """``caller(names)`` on arena sets held until its ``close()``, for a run of calls (a loop's
-        iterations): see ``BoundCaller``; a small parallel schedule binds itself and its serial twin."""
-        if self.twin is not None:
-            return ChosenBound(BoundCaller(self, names), BoundCaller(self.twin, names), self.chooser,
-                               self.program.run.rest)
-        return BoundCaller(self, names)
 
-    def _caller(self, names: Sequence[str]) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
-        index = {n: i for i, n in enumerate(names)}
-        pos = tuple(index[b.name] for b in self.program.inputs if b.size and b.read)  # (the order of Arena.ins)
-        pool, program, entry = self._pool, self.program, entry_point(self.program.run)
-        rouse = getattr(entry, "rouse", None)  # (a ParallelRun: see _run_into)
+def _calls(spec: Specialization, names: Sequence[str], held: Arena | None = None,
+           last: list[np.ndarray | None] | None = None) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    """``spec``'s schedule as a function of validated arrays: copy the inputs into an arena set, run the
+    compiled entry point directly (numba's dispatcher resolves the argument types on every call: ~0.5-1 us of
+    the MLPerf Tiny anomaly model's ~9 us; the arena's buffers never change type), copy the outputs out. Each
+    call takes a set from the pool, or uses ``held``; ``last`` (a held set of a program that keeps its inputs'
+    places) is what each input's place holds: an input passed as that very array is not copied again. A
+    closure over locals: the per-call path of the smallest models (see ``benchmarks/call_overhead.py``)."""
+    entry, rouse, pos, _ = spec._binding(names)
+    pool, program, max_pooled = spec._pool, spec.program, spec.max_pooled
 
-        def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        bufs = held
+        if bufs is None:
             try:
                 bufs = pool.pop()  # (see _acquire)
             except IndexError:
                 bufs = Arena(program)
-            if rouse is not None:
-                rouse()
-            try:
+        if rouse is not None:
+            rouse()
+        try:
+            if last is None:
                 for (_, view), i in zip(bufs.ins, pos):
                     view[...] = arrays[i]
-                try:
-                    entry(*bufs.args)
-                except Exception as e:  # noqa: BLE001 - named below
-                    raise _run_error(e)  # noqa: B904 - the cause is set there
-                return [view.copy() for view in bufs.outs]
-            finally:
-                if len(pool) < self.max_pooled:
-                    pool.append(bufs)
+            else:
+                for j, ((_, view), i) in enumerate(zip(bufs.ins, pos)):
+                    a = arrays[i]
+                    if last[j] is not a:
+                        view[...] = last[j] = a
+            try:
+                entry(*bufs.args)
+            except Exception as e:  # noqa: BLE001 - named below
+                raise _run_error(e)  # noqa: B904 - the cause is set there
+            return [view.copy() for view in bufs.outs]
+        finally:
+            if held is None and len(pool) < max_pooled:
+                pool.append(bufs)
 
-        return call
+    return call
 
 
 class BoundCaller:
-    """``Specialization.caller``'s call on one arena set held until ``close()`` (a loop body's segment over
-    one run of the loop). Where the program keeps its inputs' places for the whole call
-    (``Program.meta["inputs_kept"]``: compiled with ``keep_inputs``), an input passed as the very array it
-    was at the previous call is not copied in again: its place still holds it (a loop's invariant values,
-    e.g. an encoder's features, then cross into the body once per loop run, not once per iteration).
-    Arrays handed to it must not be written in place between calls (a loop's values never are)."""
+    """``Specialization.caller`` on one arena set held until ``close()`` (a loop body's segment over one run
+    of the loop). Where the program keeps its inputs' places for the whole call (``Program.meta
+    ["inputs_kept"]``: compiled with ``keep_inputs``), an input passed as the very array it was at the previous
+    call is not copied in again: its place still holds it (a loop's invariant values, e.g. an encoder's
+    features, then cross into the body once per loop run, not once per iteration). Arrays handed to it must
+    not be written in place between calls (a loop's values never are)."""
 
     def __init__(self, spec: Specialization, names: Sequence[str]):
-        names = tuple(names)
-        setup = spec._bindings.get(names)
-        if setup is None:  # (once per specialisation: numba's entry point lookup hashes types, ~10 us)
-            index = {n: i for i, n in enumerate(names)}
-            entry = entry_point(spec.program.run)
-            setup = spec._bindings[names] = (entry, getattr(entry, "rouse", None),  # (ParallelRun: _run_into)
-                                             [index[b.name] for b in spec.program.inputs if b.size and b.read],
-                                             bool(spec.program.meta.get("inputs_kept")))
-        self.entry, self.rouse, pos, self.kept = setup
-        self.spec = spec
-        self.bufs = spec._acquire()
-        self.ins = [(view, i) for (_, view), i in zip(self.bufs.ins, pos)]
-        self.last: list[np.ndarray | None] = [None] * len(self.ins)  # what each input's place holds
+        self.spec, self.bufs = spec, spec._acquire()
+        kept = spec._binding(names)[3]
+        self.call: Callable[[Sequence[np.ndarray]], list[np.ndarray]] | None = _calls(
+            spec, names, self.bufs, [None] * len(self.bufs.ins) if kept else None)
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        if self.rouse is not None:
-            self.rouse()
-        last, kept = self.last, self.kept
-        for j, (view, i) in enumerate(self.ins):
-            a = arrays[i]
-            if last[j] is not a:
-                view[...] = a
-                if kept:
-                    last[j] = a
-        try:
-            self.entry(*self.bufs.args)
-        except Exception as e:  # noqa: BLE001 - named below
-            raise _run_error(e)  # noqa: B904 - the cause is set there
-        return [view.copy() for view in self.bufs.outs]
+        return self.call(arrays)
 
     def close(self) -> None:
-        """Give the arena set back to the specialisation's pool."""
-        self.last = [None] * len(self.ins)
-        self.spec._release(self.bufs)
+        """Give the arena set back to the specialisation's pool (the caller is spent)."""
+        if self.call is not None:
+            self.call = None
+            self.spec._release(self.bufs)
 
 
-class ChosenBound:
-    """Two ``BoundCaller``s of one small parallel schedule and its serial twin, called as the chooser picks
-    (``Specialization.caller`` with a twin)."""
+class Chosen:
+    """Two callers (``_calls`` or ``BoundCaller``) of one small parallel schedule and its serial twin, called
+    as the chooser picks (``Specialization.caller`` with a twin)."""
 
-    def __init__(self, team: BoundCaller, serial: BoundCaller, chooser: Chooser, rest: Callable[[], None]):
+    def __init__(self, team: Callable, serial: Callable, chooser: Chooser, rest: Callable[[], None]):
         self.both, self.chooser, self.rest = (team, serial), chooser, rest
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -136,12 +136,12 @@ def _decoder() -> onnx.ModelProto:
 def test_bound_loop_body_matches_onnxruntime(monkeypatch) -> None:
     from cnnjit.runtime.model import BoundCaller
 
-    bound: list[BoundCaller] = []
+    bound: list[tuple[BoundCaller, object]] = []  # each held caller and the arena set it held
     plain_init = BoundCaller.__init__
 
     def init(self, spec, names) -> None:  # noqa: ANN001 - BoundCaller's own
         plain_init(self, spec, names)
-        bound.append(self)
+        bound.append((self, self.bufs))
 
     monkeypatch.setattr(BoundCaller, "__init__", init)
     model = _decoder()
@@ -164,8 +164,8 @@ def test_bound_loop_body_matches_onnxruntime(monkeypatch) -> None:
         ((_, runner),) = s._compiled.items()
         assert runner.spec is not None and runner.spec.program.meta["inputs_kept"], s.what
         # each loop run bound each compiled body segment (from its second iteration on)
-        assert sum(b.spec is runner.spec for b in bound) == 3, s.what
-    assert all(any(p is b.bufs for p in b.spec._pool) for b in bound)  # and released it at the loop's end
+        assert sum(b.spec is runner.spec for b, _ in bound) == 3, s.what
+    assert all(b.call is None and any(p is held for p in b.spec._pool) for b, held in bound)  # released at the end
     first = next(s for s in compiled_segs if "enc" in s.inputs)  # the loop-invariant value reaches the body
     bindings = {b.name: b for b in next(iter(first._compiled.values())).spec.program.inputs}
     assert bindings["buf"].read is False  # read for its shape only: not copied in
@@ -173,13 +173,13 @@ def test_bound_loop_body_matches_onnxruntime(monkeypatch) -> None:
 
 
 def test_bound_parallel_schedule_and_its_twin(monkeypatch) -> None:
-    """A small parallel schedule with its serial twin binds both (``ChosenBound``): each call as the chooser
+    """A small parallel schedule with its serial twin binds both (``Chosen``): each call as the chooser
     picks, bit-identical to threads=1, both run, both arena sets go back to their pools."""
     from test_threads import block_model
 
     from cnnjit.compiler.codegen import threads
     from cnnjit.runtime.adaptive import WINDOW
-    from cnnjit.runtime.model import ChosenBound
+    from cnnjit.runtime.model import Chosen
 
     proto = block_model(16)
     x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
@@ -188,7 +188,8 @@ def test_bound_parallel_schedule_and_its_twin(monkeypatch) -> None:
     spec = cnnjit.compile(proto, threads=2, keep_inputs=True)._default_spec()
     assert spec.twin is not None and spec.program.meta["inputs_kept"] and spec.twin.program.meta["inputs_kept"]
     bound = spec.bind(["x"])
-    assert isinstance(bound, ChosenBound)
+    assert isinstance(bound, Chosen)
+    held = [b.bufs for b in bound.both]
     try:
         for _ in range(2 * WINDOW + 4):
             for a, b in zip(bound([x]), ref):
@@ -196,5 +197,5 @@ def test_bound_parallel_schedule_and_its_twin(monkeypatch) -> None:
     finally:
         bound.close()
     assert min(spec.chooser.share) > 0  # both schedules ran
-    assert any(p is bound.both[0].bufs for p in spec._pool)
-    assert any(p is bound.both[1].bufs for p in spec.twin._pool)
+    assert any(p is held[0] for p in spec._pool)
+    assert any(p is held[1] for p in spec.twin._pool)
