@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import IRError
 from .op_families import get_op
+from .ops import residual_positions, retarget_residuals
 from .types import TensorType
 
 _ids = itertools.count()
@@ -256,11 +257,13 @@ class Graph:
         self.edits.rewrite(node)
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Make every user (and graph output) of ``old`` use ``new`` instead."""
+        """Make every user (and graph output) of ``old`` use ``new`` instead, including a fused epilogue's
+        residual steps (which name the input they combine)."""
         for user in list(old.users):
             for i, v in enumerate(user.inputs):
                 if v is old:
                     self.set_input(user, i, new)
+            retarget_residuals(user, old, new)
         self.outputs = [new if o is old else o for o in self.outputs]
 
     def set_attrs(self, node: Node, **attrs: Any) -> None:
@@ -370,6 +373,12 @@ class Graph:
                 if o.is_const:
                     raise IRError(f"{n.describe()}: output {o.ref()} is marked constant")
                 defined.add(o.id)
+            post = n.attrs.get("post", ())
+            ks = iter(residual_positions(n.inputs, post))
+            for step in post:
+                if step.residual and n.inputs[k := next(ks)] is not step.value:
+                    raise IRError(f"{n.describe()}: its epilogue's {step.op} step combines "
+                                  f"{'nothing' if step.value is None else step.value.ref()}, not its input {k}")
             try:
                 expected = opdef.infer_types(n.inputs, n.attrs)
             except Exception as e:  # noqa: BLE001 - re-raised with the node named

@@ -96,6 +96,29 @@ def test_rewiring_keeps_users_consistent_and_lint_catches_a_stale_one() -> None:
         g.lint()
 
 
+def test_replacing_a_value_retargets_fused_residuals_and_lint_checks_them() -> None:
+    """A Conv whose fused residual ``Add`` reads a value: ``replace_all_uses`` moves the input and the step
+    together (``conv_columns`` replaced a column Conv's output under a later Conv's residual and left the step
+    naming the old value: a ``CompileError`` at code generation), and ``lint`` names a step that disagrees."""
+    from cnnjit.ir.ops import EpilogueStep
+
+    g, conv, relu = _conv_relu_graph()
+    x, y, z = conv.inputs[0], conv.outputs[0], relu.outputs[0]
+    out = Value(TensorType(np.float32, (1, 3, 4, 4)))
+    w = g.const(np.ones((3, 3, 1, 1), np.float32))
+    second = g.add_node(Node("Conv", [z, w, None, z], [out], {**conv.attrs, "post": (EpilogueStep("Add", (), z),)}))
+    g.outputs = [out]
+    g.lint()
+    moved = Value(TensorType(np.float32, (1, 3, 4, 4)))
+    g.insert_before(second, Node("Sigmoid", [y], [moved]))
+    g.replace_all_uses(z, moved)
+    g.lint()
+    assert second.inputs[0] is second.inputs[3] is second.attrs["post"][0].value is moved
+    second.attrs["post"] = (EpilogueStep("Add", (), x),)
+    with pytest.raises(IRError, match="Add step combines .* not its input 3"):
+        g.lint()
+
+
 def test_remove_node_refuses_a_used_output() -> None:
     g, conv, _ = _conv_relu_graph()
     with pytest.raises(IRError, match="still used"):

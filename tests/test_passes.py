@@ -243,6 +243,16 @@ def test_each_pass_alone_matches_unfused_interpreter(pass_name, ops, seed) -> No
     check(model, x, passes=basics + [pass_name])
 
 
+def test_column_conv_under_a_later_residual() -> None:
+    """A column Conv (``conv_columns``: its output becomes a view) whose output a later Conv both reads and
+    adds as its fused residual: the residual step follows the view (a random graph found it failing with
+    "the epilogue's residual is not its input 3")."""
+    ops = [("shuffle", 1), ("dilated", 11), ("column", 5), ("residual", 18), ("group", 1), ("residual", 14),
+           ("pw", 18)]
+    got = check(*build(ops, 3), entry="python")
+    assert any("column view" in f for f in fused_of(got))
+
+
 def fired_passes(model: onnx.ModelProto, x: np.ndarray) -> set[str]:
     """The names of the default pipeline's passes that changed the imported graph of ``model``."""
     pm = PassManager(default_pipeline())
