@@ -127,3 +127,20 @@ def test_math_on_grid_and_specials(lanes: int) -> None:
 def test_math_on_random_bit_patterns(lanes: int, bits: list[int], slope: float) -> None:
     x = np.array(bits, np.uint32).view(np.float32)
     _run_all(lanes, x, np.full(x.size, slope, np.float32))
+
+
+def test_flop_counts_are_the_functions_arithmetic() -> None:
+    """``cnnjit.flops`` charges each transcendental op the float arithmetic of the vector-math function that
+    computes it (FMA 2, add / sub / mul / div 1), recounted here from the functions' LLVM IR: the profile's
+    "% of peak" of a Tanh or a Softmax stays consistent with the code that runs."""
+    from cnnjit import flops
+    from cnnjit.compiler.codegen.simd_math import arithmetic_flops
+    from cnnjit.compiler.codegen.kernels.epilogue import _VEC_CALLS
+
+    calls = {**_VEC_CALLS, "Gelu": "vgelu", "Elu": "velu", "Selu": "vselu"}
+    assert set(flops.TRANSCENDENTAL_FLOPS) <= set(calls)
+    for op, n in flops.TRANSCENDENTAL_FLOPS.items():
+        assert arithmetic_flops(calls[op]) == n, op
+    assert arithmetic_flops("vgelut") == flops.GELU_TANH_FLOPS == flops.step_flops("Gelu", {"approximate": "tanh"})
+    assert arithmetic_flops("vexpneg") == flops.EXP_NEG_FLOPS
+    assert flops.step_flops("Relu") == 1 and flops.step_flops("Tanh") == 33

@@ -11,7 +11,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vbcast16(x)            x in every lane
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
-    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86)
+    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86); vminf16: a < b ? a : b
     vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
@@ -495,6 +495,11 @@ def _make(n: int) -> dict[str, object]:
         a, b = args
         return builder.select(builder.fcmp_ordered(">", a, b), a, b)
 
+    def _minf_codegen(context, builder, sig, args):
+        """``a < b ? a : b`` lane-wise: one ``minps`` on x86 (``vmin`` is ``minnum``: three)."""
+        a, b = args
+        return builder.select(builder.fcmp_ordered("<", a, b), a, b)
+
     def _math(fn, nparams: int):
         """A ``simd_math`` function as an intrinsic: the vector, then ``nparams`` float scalars."""
         def codegen(context, builder, sig, args):
@@ -516,7 +521,7 @@ def _make(n: int) -> dict[str, object]:
         **math_ops, f"vprelu{n}": vprelu, f"vhmax{n}": vhmax, f"vsub{n}": _arith("fsub"),
         f"vhsum{n}": vhsum, f"vhsumt{n}": _reduce("fadd", ("reassoc",), "The sum of the lanes, as a tree."),
         f"vhmaxt{n}": _reduce("fmax", ("nnan",), "The largest lane (NaN lanes: any result), as a tree."),
-        f"vmaxf{n}": _with_arity(_maxf_codegen, 2),
+        f"vmaxf{n}": _with_arity(_maxf_codegen, 2), f"vminf{n}": _with_arity(_minf_codegen, 2),
         f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vkeep{n}": vkeep,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
@@ -554,4 +559,4 @@ __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
-    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]
+    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]

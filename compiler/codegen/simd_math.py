@@ -294,3 +294,26 @@ FUNCTIONS: dict[str, tuple[Callable, int]] = {
     "vsoftplus": (VecMath.softplus, 0), "vmish": (VecMath.mish, 0), "velu": (VecMath.elu, 1),
     "vselu": (VecMath.selu, 2),
 }
+
+
+#: the float arithmetic ``arithmetic_flops`` counts, and what each instruction counts for (the FMA peak's count)
+_FLOP_WEIGHTS = {"fadd": 1, "fsub": 1, "fmul": 1, "fdiv": 1, "fma": 2}
+
+
+def arithmetic_flops(name: str) -> int:
+    """FLOPs per element of vector-math function ``name`` (a key of ``FUNCTIONS``), counted on its LLVM IR
+    as the FMA peak counts them: an FMA 2, an add, subtract, multiply or divide 1; clamps (``minnum`` /
+    ``maxnum``), compares, selects, rounding and integer bit operations 0. What ``cnnjit.flops`` charges an
+    element of the ops computed with it (``TRANSCENDENTAL_FLOPS``)."""
+    fn, nparams = FUNCTIONS[name]
+    module = ir.Module()
+    vt = ir.VectorType(F32, 8)
+    func = ir.Function(module, ir.FunctionType(vt, [vt] + [F32] * nparams), "f")
+    block = func.append_basic_block()
+    builder = ir.IRBuilder(block)
+    builder.ret(fn(VecMath(builder, 8), *func.args))
+    total = 0
+    for ins in block.instructions:
+        op = ins.callee.name.split(".")[1] if ins.opname == "call" else ins.opname
+        total += _FLOP_WEIGHTS.get(op, 0)
+    return total

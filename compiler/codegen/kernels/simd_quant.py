@@ -98,8 +98,8 @@ variant("DequantizeLinear", name="simd_dequantize", priority=10, applies=_dequan
 
 
 # -- DynamicQuantizeLinear -----------------------------------------------------------------------------------
-#: vectors per step of the range pass: independent min and max chains (``minnum`` / ``maxnum`` are three
-#: instructions each on x86 with a loop-carried latency; four chains keep the loads, not the chain, the pace)
+#: vectors per step of the range pass: independent min and max chains (``vminf`` / ``vmaxf``: one ``minps`` /
+#: ``maxps`` each, where ``minnum`` / ``maxnum`` are three on x86)
 DQL_CHAINS = 4
 
 
@@ -116,12 +116,12 @@ def dynamic_quant_source(w: int) -> str:
         f"    nl = n - n % {L}",
         f"    for i in range(0, nl, {L}):",
         f"        v = vload{L}(xb, xo + i)",
-        f"        lov = vmin{L}(lov, v)",
-        f"        hiv = vmax{L}(hiv, v)",
+        f"        lov = vminf{L}(lov, v)",
+        f"        hiv = vmaxf{L}(hiv, v)",
         "    if nl < n:",
         f"        v = vloadn{L}(xb, xo + nl, n - nl)",
-        f"        lov = vmin{L}(lov, v)",
-        f"        hiv = vmax{L}(hiv, v)",
+        f"        lov = vminf{L}(lov, v)",
+        f"        hiv = vmaxf{L}(hiv, v)",
         f"    lo = np.float32(0.0) - vhmaxt{L}(vsub{L}(vzero{L}(), lov))",
         f"    hi = vhmaxt{L}(hiv)",
         dynamic_qparams("scale", "zp", "    "),
