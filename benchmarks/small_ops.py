@@ -13,6 +13,8 @@ and the roofline verdict (``roofline.verdict`` on the call's bytes at the level 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import random
 import statistics
 import sys
@@ -42,6 +44,24 @@ BEFORE: dict[str, list[tuple[str, str]]] = {
     "attention": [("Attention", "attention_small_heads")],
     "tanh": [("BroadcastMap", "simd_broadcast_map"), ("Tanh", "simd_unary")],
 }
+#: module settings the "before" compile restores, per benchmark: (module, attribute, old value)
+BEFORE_SETTINGS: dict[str, list[tuple[str, str, object]]] = {
+    "softmax": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg")],
+    "attention": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg")],
+}
+
+
+@contextlib.contextmanager
+def settings(changes: list[tuple[str, str, object]]):
+    """Module attributes set to the given values, restored when the context ends."""
+    saved = [(importlib.import_module(m), a, getattr(importlib.import_module(m), a)) for m, a, _ in changes]
+    try:
+        for (mod, a, _), (_, _, v) in zip(saved, changes):
+            setattr(mod, a, v)
+        yield
+    finally:
+        for mod, a, v in saved:
+            setattr(mod, a, v)
 
 
 def _model(nodes: list, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, int]]) -> onnx.ModelProto:
@@ -106,20 +126,19 @@ def _feeds(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.nd
     return {k: (rng.standard_normal(s) * 2).astype(np.float32) for k, s in shapes.items()}
 
 
-def _compile(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]] | None):
+def _compile(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]] | None = None,
+             changes: list[tuple[str, str, object]] | None = None):
     opts = CompileOptions(threads=1, entry="numba")
-    if removed:
-        with variants_without(removed):
-            return specialize(model, shapes, opts)
-    return specialize(model, shapes, opts)
+    with variants_without(removed or []), settings(changes or []):
+        return specialize(model, shapes, opts)
 
 
-def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]], rounds: int,
-             runs: int) -> dict:
+def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]],
+             changes: list[tuple[str, str, object]], rounds: int, runs: int) -> dict:
     """Both compiles timed in ``rounds`` interleaved rounds of ``runs`` schedule runs each (random order per
     round); per variant: every kernel call's times summed per run, median and min over all runs."""
     feeds = _feeds(shapes)
-    specs = {"after": _compile(model, shapes, None), "before": _compile(model, shapes, removed)}
+    specs = {"after": _compile(model, shapes), "before": _compile(model, shapes, removed, changes)}
     outs = {k: s.run(feeds) for k, s in specs.items()}
     diff = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
                for a, b in zip(outs["after"], outs["before"]))
@@ -156,7 +175,7 @@ def main() -> int:
     for op in [o for o in args.ops.split(",") if o]:
         for name, build in CASES[op]:
             model, shapes = build()
-            r = run_case(model, shapes, BEFORE[op], args.rounds, args.runs)
+            r = run_case(model, shapes, BEFORE[op], BEFORE_SETTINGS.get(op, []), args.rounds, args.runs)
             t = r["after"]["median_us"] * 1e-6
             gflops = r["flops"] / t / 1e9 if t else 0.0
             lv = level_of(r["bytes"], levels)
@@ -181,7 +200,8 @@ def main() -> int:
                    title="Small non-conv calls: before / after per shape (1 thread, in-schedule cycle counter)",
                    notes=[f"`python benchmarks/small_ops.py --rounds {args.rounds} --runs {args.runs}`: one-node "
                           "models, the default table (after) and the table without the new variants (before), "
-                          "interleaved rounds in random order, one process",
+                          "interleaved rounds in random order, one process; before = the variants this "
+                          "benchmark adds left out, and Softmax's exp the previous `vexpneg`",
                           f"peak {peak:.1f} GFLOP/s (float32 FMA); FLOPs as `cnnjit.flops` counts them (an exp "
                           "17-21, a tanh 33: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
                           "element; DynamicQuantizeLinear 3)"])

@@ -41,6 +41,7 @@ def _gelu_tanh(x):
 REFERENCES = {
     "vexp": (np.exp, ""),
     "vexpneg": (lambda x: np.exp(np.minimum(x, 0.0)), ""),  # Softmax's exp of x - max (never positive)
+    "vexpsm": (lambda x: np.exp(np.clip(x, -87.0, 0.0)), ""),  # the same, clamped at SILU_LOW
     "vexpm1": (np.expm1, ""),
     "vlog": (np.log, ""),
     "vtanh": (np.tanh, ""),
@@ -142,5 +143,5 @@ def test_flop_counts_are_the_functions_arithmetic() -> None:
     for op, n in flops.TRANSCENDENTAL_FLOPS.items():
         assert arithmetic_flops(calls[op]) == n, op
     assert arithmetic_flops("vgelut") == flops.GELU_TANH_FLOPS == flops.step_flops("Gelu", {"approximate": "tanh"})
-    assert arithmetic_flops("vexpneg") == flops.EXP_NEG_FLOPS
+    assert arithmetic_flops("vexpneg") == arithmetic_flops("vexpsm") == flops.EXP_NEG_FLOPS
     assert flops.step_flops("Relu") == 1 and flops.step_flops("Tanh") == 33

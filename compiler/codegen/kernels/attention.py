@@ -6,7 +6,7 @@ rounded up to a step of ``VECTORS * W`` lanes, the pad zero), then ``ROWS`` quer
 1. the scores ``q[m] @ k^T`` in steps of ``VECTORS * W`` lanes, each load of ``k^T`` feeding every row's
    FMA, times ``scale``, into a row of scratch per query row (``SP`` floats each, in L1);
 2. each row's max (kept as its scores are made; lanes past ``S`` read back as -inf), then ``exp(s - max)``
-   with ``vexpneg`` (2 ulp) stored back and summed, the rows interleaved as ``simd_softmax`` does short rows;
+   with ``simd_softmax.EXP`` (``vexpsm``, 2 ulp) stored back and summed, the rows interleaved as ``simd_softmax`` does short rows;
 3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk),
    each load of ``v`` feeding every row's FMA, normalised once at the end.
 
@@ -21,6 +21,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
+from . import simd_softmax as softmax
 from .template import source
 
 #: query rows computed together: they share each load of ``k^T`` and ``v`` (a quarter of the loads per FMA),
@@ -50,11 +51,11 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     out += [f"mb{r} = vbcast{w}(vhmaxt{L}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
     out += [f"for j in range(0, tail, {w}):"]
     for r in R:
-        out += [f"    e{r} = vexpneg{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
+        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
                 f"    vstore{w}(zb, sr{r} + j, e{r})"]
     out += ["if tail < S:"]
     for r in R:
-        out += [f"    e{r} = vexpneg{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
+        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
                 f"    s{r} = vadd{w}(s{r}, e{r})", f"    vstoren{w}(zb, sr{r} + tail, e{r}, S - tail)"]
     out += [f"inv{r} = vbcast{L}(1.0 / vhsumt{w}(s{r}))" for r in R]
 
