@@ -41,13 +41,15 @@ from cnnjit.roofline import level_of, memory_levels, memory_seconds, verdict  # 
 BEFORE: dict[str, list[tuple[str, str]]] = {
     "softmax": [("Softmax", "softmax_across_rows")],
     "dql": [("DynamicQuantizeLinear", "simd_dynamic_quantize")],
-    "attention": [("Attention", "attention_small_heads")],
+    "attention": [],
     "tanh": [("BroadcastMap", "simd_broadcast_map"), ("Tanh", "simd_unary")],
 }
 #: module settings the "before" compile restores, per benchmark: (module, attribute, old value)
 BEFORE_SETTINGS: dict[str, list[tuple[str, str, object]]] = {
     "softmax": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg")],
-    "attention": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg")],
+    "attention": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg"),
+                  ("cnnjit.compiler.codegen.kernels.attention", "VECTOR_TRANSPOSE", False),
+                  ("cnnjit.compiler.codegen.kernels.attention", "NARROW_ROWS", False)],
 }
 
 
@@ -201,7 +203,8 @@ def main() -> int:
                    notes=[f"`python benchmarks/small_ops.py --rounds {args.rounds} --runs {args.runs}`: one-node "
                           "models, the default table (after) and the table without the new variants (before), "
                           "interleaved rounds in random order, one process; before = the variants this "
-                          "benchmark adds left out, and Softmax's exp the previous `vexpneg`",
+                          "benchmark adds left out, Softmax's (and Attention's) exp the previous `vexpneg`, "
+                          "Attention's k^T copied element by element and its output rows in 2-vector chunks",
                           f"peak {peak:.1f} GFLOP/s (float32 FMA); FLOPs as `cnnjit.flops` counts them (an exp "
                           "17-21, a tanh 33: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
                           "element; DynamicQuantizeLinear 3)"])

@@ -33,7 +33,7 @@ ROWS = 4
 VECTORS = 2
 
 
-def _rows(w: int, rows: int, ind: str) -> list[str]:
+def _rows(w: int, rows: int, ind: str, lv: int) -> list[str]:
     """Query rows ``m .. m + rows - 1`` of matrix ``t``: scores, softmax, ``@ v`` (see the module doc)."""
     L = VECTORS * w
     R = range(rows)
@@ -57,7 +57,8 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     for r in R:
         out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
                 f"    s{r} = vadd{w}(s{r}, e{r})", f"    vstoren{w}(zb, sr{r} + tail, e{r}, S - tail)"]
-    out += [f"inv{r} = vbcast{L}(1.0 / vhsumt{w}(s{r}))" for r in R]
+    out += [f"inv{r} = vbcast{lv}(1.0 / vhsumt{w}(s{r}))" for r in R]
+    L = lv  # the chunk of an output row: ``pv_lanes``
 
     def pv(masked: bool) -> list[str]:
         """``y[m + r, c0 : c0 + L] = (sum_n e_r[n] * v[n, c0 : ...]) * inv_r``; ``masked``: ``cnt`` lanes."""
@@ -74,29 +75,60 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     return [ind + x for x in out]
 
 
-def attention_source(w: int) -> str:
-    """The kernel at vector width ``w`` (see the module doc); sizes are arguments."""
+#: ``k^T`` made with ``W x W`` transposes in registers (``vloadtr``) where ``D >= W``: a 40 x 15 head's copy
+#: was 600 scalar loads and stores, as many instructions as its ``q @ k^T`` (a benchmark's "before" sets False)
+VECTOR_TRANSPOSE = True
+
+
+def _transpose_k(w: int) -> list[str]:
+    """Kernel lines writing ``k^T [D, SP]`` of matrix ``t`` into scratch (the pad columns ``S..SP`` zero): blocks
+    of ``w`` keys by ``w`` dimensions transposed in registers, the last ``w`` dimensions overlapping the block
+    before when ``w`` does not divide ``D``; keys past the last whole block, and every key when ``D < w``
+    (or ``VECTOR_TRANSPOSE`` is off), one element at a time."""
+    scalar = ["for d in range(D):", "    for n in range(n0, S):", "        zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]",
+              "    for n in range(S, SP):", "        zb[U(zo + d * SP + n)] = 0.0"]
+    if not VECTOR_TRANSPOSE:
+        return ["        n0 = 0", *["        " + ln for ln in scalar]]
+    cols = ", ".join(f"c{j}" for j in range(w))
+    block = [f"{cols} = vloadtr{w}(kb, k0 + n * D + d, D)",
+             *[f"vstore{w}(zb, zo + (d + {j}) * SP + n, c{j})" for j in range(w)]]
+    lines = ["n0 = 0", f"if D >= {w}:", f"    n0 = S - S % {w}", f"    for n in range(0, n0, {w}):",
+             f"        for d in range(0, D - D % {w}, {w}):", *["            " + ln for ln in block],
+             f"        if D % {w}:", f"            d = D - {w}", *["            " + ln for ln in block], *scalar]
+    return ["        " + ln for ln in lines]
+
+
+#: output rows of at most one vector in one-vector chunks (``pv_lanes``; a benchmark's "before" sets False)
+NARROW_ROWS = True
+
+
+def pv_lanes(w: int, dv: int) -> int:
+    """Lanes of a chunk of an output row: ``VECTORS * w``, or one vector when ``v``'s rows fit in one (a
+    small head's 8: no masked chunk twice as wide as the row)."""
+    return w if dv <= w and NARROW_ROWS else VECTORS * w
+
+
+def attention_source(w: int, lv: int | None = None) -> str:
+    """The kernel at vector width ``w`` (see the module doc), output rows in chunks of ``lv`` lanes (default
+    ``VECTORS * w``); sizes are arguments."""
+    lv = lv or VECTORS * w
     lines = [
         "def kernel(qb, qo, kb, ko, vb, vo, yb, yo, zb, zo, NB, T, S, D, DV, SP, scale):",
         "    so = zo + D * SP",
         f"    tail = S - S % {w}",
-        f"    dvf = DV - DV % {VECTORS * w}",
+        f"    dvf = DV - DV % {lv}",
         "    for t in range(NB):",
         "        q0 = qo + t * T * D",
         "        k0 = ko + t * S * D",
         "        v0 = vo + t * S * DV",
         "        y0 = yo + t * T * DV",
-        "        for d in range(D):",
-        "            for n in range(S):",
-        "                zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]",
-        "            for n in range(S, SP):",
-        "                zb[U(zo + d * SP + n)] = 0.0",
+        *_transpose_k(w),
         "        m = 0",
         f"        while m + {ROWS} <= T:",
-        *_rows(w, ROWS, " " * 12),
+        *_rows(w, ROWS, " " * 12, lv),
         f"            m += {ROWS}",
         "        while m < T:",
-        *_rows(w, 1, " " * 12),
+        *_rows(w, 1, " " * 12, lv),
         "            m += 1",
     ]
     return source(lines)
@@ -115,6 +147,6 @@ def gen_simd_attention(node: Node, target: Target) -> list[KernelCall]:
     nb = int(np.prod(q.shape[:-2], dtype=np.int64))
     L = VECTORS * target.vector_width
     SP = -(-S // L) * L
-    return [KernelCall(attention_source(target.vector_width),
+    return [KernelCall(attention_source(target.vector_width, pv_lanes(target.vector_width, DV)),
                        [q, k, v, node.outputs[0], Scratch((D + ROWS) * SP), nb, T, S, D, DV, SP,
                         float(node.attrs["scale"])], note(node))]
