@@ -8,6 +8,8 @@ after (FLOPs as ``cnnjit.flops`` counts them: an exp or tanh at the arithmetic o
 and the roofline verdict (``roofline.verdict`` on the call's bytes at the level they fit in).
 
     python benchmarks/small_ops.py [--ops softmax,dql,attention,tanh] [--rounds 15] [--runs 20]
+    python benchmarks/small_ops.py --models yolov8_head,svtr_block,ppocr_v4_rec --runs 30   # whole models
+    python benchmarks/small_ops.py --models /work/heldout/slanet_table.onnx@x=1x3x488x488 --runs 10
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ BEFORE: dict[str, list[tuple[str, str]]] = {
     "softmax": [("Softmax", "softmax_across_rows")],
     "dql": [("DynamicQuantizeLinear", "simd_dynamic_quantize")],
     "attention": [],
-    "tanh": [("BroadcastMap", "simd_broadcast_map"), ("Tanh", "simd_unary")],
+    "tanh": [],
 }
 #: module settings the "before" compile restores, per benchmark: (module, attribute, old value)
 BEFORE_SETTINGS: dict[str, list[tuple[str, str, object]]] = {
@@ -50,6 +52,7 @@ BEFORE_SETTINGS: dict[str, list[tuple[str, str, object]]] = {
     "attention": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg"),
                   ("cnnjit.compiler.codegen.kernels.attention", "VECTOR_TRANSPOSE", False),
                   ("cnnjit.compiler.codegen.kernels.attention", "NARROW_ROWS", False)],
+    "tanh": [("cnnjit.compiler.codegen.kernels.epilogue", "TANH", "vtanh")],
 }
 
 
@@ -164,13 +167,66 @@ def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]
     return res
 
 
+def models_main(names: list[str], runs: int, out: str) -> int:
+    """Whole models (``corpus.ALL_MODELS`` names or ONNX files), 1 thread: the default compile (after) against
+    one with every "before" of this benchmark at once (the variants left out, the settings restored) and
+    onnxruntime, interleaved (``harness.measure``, thread CPU time: the machine is shared)."""
+    import time
+
+    import cnnjit
+    from benchmarks.corpus import load
+    from benchmarks.harness import measure, ort_session
+    from benchmarks.variant_ab import file_model
+
+    removed = [p for v in BEFORE.values() for p in v]
+    changes = list({(m, a): (m, a, v) for c in BEFORE_SETTINGS.values() for m, a, v in c}.values())
+    rows, payload = [], {"runs": runs, "models": {}}
+    for name in names:
+        path, _, dims = name.partition("@")  # a file's input shape: model.onnx@x=1,3,488,488
+        model, feeds = file_model(path) if path.endswith(".onnx") else load(path)
+        if dims:
+            k, _, d = dims.partition("=")
+            feeds[k] = np.random.default_rng(0).standard_normal(tuple(int(v) for v in d.split("x"))).astype(np.float32)
+        shapes = {k: v.shape for k, v in feeds.items()}
+        after = cnnjit.compile(model, threads=1, input_shapes=shapes)
+        with variants_without(removed), settings(changes):
+            before = cnnjit.compile(model, threads=1, input_shapes=shapes)
+        ort = ort_session(model, threads=1)
+        outs = [o if isinstance(o, (list, tuple)) else [o] for o in (after(**feeds), before(**feeds))]
+        diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                   for a, b in zip(*outs))
+        t = measure({"after": lambda: after(**feeds), "before": lambda: before(**feeds),
+                     "onnxruntime": lambda: ort.run(None, feeds)}, runs=runs, warmup=3, clock=time.thread_time_ns)
+        ms = {k: v["median_ms"] for k, v in t.items()}
+        mn = {k: v["min_ms"] for k, v in t.items()}
+        label = Path(path).stem
+        payload["models"][label] = {"median_ms": ms, "min_ms": mn, "max_abs_diff": diff}
+        print(f"{label}: before {ms['before']:.3f} ms, after {ms['after']:.3f} ms ({ms['before'] / ms['after']:.3f}x, "
+              f"min {mn['before'] / mn['after']:.3f}x), onnxruntime {ms['onnxruntime']:.3f} ms: ratio after "
+              f"{ms['after'] / ms['onnxruntime']:.3f}, before {ms['before'] / ms['onnxruntime']:.3f}; "
+              f"max |after - before| {diff:.1e}", flush=True)
+        rows.append([label, ms["before"], ms["after"], ms["before"] / ms["after"], mn["before"] / mn["after"],
+                     ms["onnxruntime"], ms["after"] / ms["onnxruntime"], ms["before"] / ms["onnxruntime"], diff])
+    write_json(out, payload)
+    write_markdown(out, ["model", "before ms", "after ms", "speed-up", "speed-up (min)", "onnxruntime ms",
+                         "after / ort", "before / ort", "max abs diff"], rows,
+                   title="Small non-conv calls: whole-model effect (1 thread)",
+                   notes=[f"`python benchmarks/small_ops.py --models ... --runs {runs}`: thread CPU time, median of "
+                          "interleaved runs in one process; before = every variant and setting of this benchmark's "
+                          "'before' at once"])
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="", help="comma-separated corpus names or .onnx files: whole-model A/B")
     ap.add_argument("--ops", default=",".join(CASES))
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--out", default="small_ops")
     args = ap.parse_args()
+    if args.models:
+        return models_main([m for m in args.models.split(",") if m], args.runs, args.out + "_models")
     peak, _ = measured_peak("fma", threads=1)
     levels = memory_levels(peak)
     rows, payload = [], {"peak_gflops": peak, "rounds": args.rounds, "runs": args.runs, "cases": {}}
@@ -204,9 +260,10 @@ def main() -> int:
                           "models, the default table (after) and the table without the new variants (before), "
                           "interleaved rounds in random order, one process; before = the variants this "
                           "benchmark adds left out, Softmax's (and Attention's) exp the previous `vexpneg`, "
-                          "Attention's k^T copied element by element and its output rows in 2-vector chunks",
+                          "Attention's k^T copied element by element and its output rows in 2-vector chunks, Tanh's "
+                          "vector form `vtanh` (the exp form)",
                           f"peak {peak:.1f} GFLOP/s (float32 FMA); FLOPs as `cnnjit.flops` counts them (an exp "
-                          "17-21, a tanh 33: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
+                          "17-21, a tanh 23: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
                           "element; DynamicQuantizeLinear 3)"])
     return 0
 

@@ -1,13 +1,16 @@
 """``Attention`` (``fuse_attention``): ``Softmax(scale * q @ k^T) @ v`` one row of scores at a time.
 
 Per matrix (batch entry): ``k [S, D]`` is transposed once into scratch as ``k^T [D, SP]`` (``SP``: ``S``
-rounded up to a step of ``VECTORS * W`` lanes, the pad zero), then ``ROWS`` query rows at a time:
+rounded up to a step of ``VECTORS * W`` lanes, the pad zero; ``W x W`` blocks transposed in registers where
+``D >= W``), then ``ROWS`` query rows at a time:
 
 1. the scores ``q[m] @ k^T`` in steps of ``VECTORS * W`` lanes, each load of ``k^T`` feeding every row's
    FMA, times ``scale``, into a row of scratch per query row (``SP`` floats each, in L1);
 2. each row's max (kept as its scores are made; lanes past ``S`` read back as -inf), then ``exp(s - max)``
-   with ``simd_softmax.EXP`` (``vexpsm``, 2 ulp) stored back and summed, the rows interleaved as ``simd_softmax`` does short rows;
-3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk),
+   with ``simd_softmax.EXP`` (``vexpsm``, 2 ulp) stored back and summed, the rows interleaved as
+   ``simd_softmax`` does short rows;
+3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk;
+   one vector when ``DV <= W``),
    each load of ``v`` feeding every row's FMA, normalised once at the end.
 
 So there is no transpose call, no scores tensor and no softmax pass: the scores are written and read in
@@ -51,7 +54,8 @@ def _rows(w: int, rows: int, ind: str, lv: int) -> list[str]:
     out += [f"mb{r} = vbcast{w}(vhmaxt{L}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
     out += [f"for j in range(0, tail, {w}):"]
     for r in R:
-        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
+        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))",
+                f"    s{r} = vadd{w}(s{r}, e{r})",
                 f"    vstore{w}(zb, sr{r} + j, e{r})"]
     out += ["if tail < S:"]
     for r in R:
@@ -85,8 +89,9 @@ def _transpose_k(w: int) -> list[str]:
     of ``w`` keys by ``w`` dimensions transposed in registers, the last ``w`` dimensions overlapping the block
     before when ``w`` does not divide ``D``; keys past the last whole block, and every key when ``D < w``
     (or ``VECTOR_TRANSPOSE`` is off), one element at a time."""
-    scalar = ["for d in range(D):", "    for n in range(n0, S):", "        zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]",
-              "    for n in range(S, SP):", "        zb[U(zo + d * SP + n)] = 0.0"]
+    scalar = ["for d in range(D):", "    for n in range(n0, S):",
+              "        zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]", "    for n in range(S, SP):",
+              "        zb[U(zo + d * SP + n)] = 0.0"]
     if not VECTOR_TRANSPOSE:
         return ["        n0 = 0", *["        " + ln for ln in scalar]]
     cols = ", ".join(f"c{j}" for j in range(w))
