@@ -263,7 +263,7 @@ def main() -> int:
                           "Attention's k^T copied element by element and its output rows in 2-vector chunks, Tanh's "
                           "vector form `vtanh` (the exp form)",
                           f"peak {peak:.1f} GFLOP/s (float32 FMA); FLOPs as `cnnjit.flops` counts them (an exp "
-                          "17-21, a tanh 23: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
+                          "17-21, a tanh 21: the arithmetic of the vector-math function, FMA = 2; Softmax 21 per "
                           "element; DynamicQuantizeLinear 3)"])
     return 0
 

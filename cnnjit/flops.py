@@ -21,7 +21,7 @@ _ELEMENTWISE_1 = {"Abs", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Relu"
 #: peak" compares the work its kernel really does with the FMA peak rather than calling it one FLOP.
 #: ``tests/test_vector_math.py`` recounts them from the functions' LLVM IR (``simd_math.arithmetic_flops``).
 #: ``Gelu`` is the erf form (the tanh form: ``GELU_TANH_FLOPS``).
-TRANSCENDENTAL_FLOPS = {"Exp": 21, "Tanh": 23, "Sigmoid": 23, "Erf": 23, "Gelu": 27, "SiLU": 20, "Mish": 26,
+TRANSCENDENTAL_FLOPS = {"Exp": 21, "Tanh": 21, "Sigmoid": 23, "Erf": 23, "Gelu": 27, "SiLU": 20, "Mish": 26,
                         "Softplus": 55, "Elu": 40, "Selu": 41}
 GELU_TANH_FLOPS = 29
 #: FLOPs of ``vexpneg`` (Softmax's exp of ``x - max``, never positive) per element
@@ -41,7 +41,7 @@ def node_flops(node: Node) -> int:
     2 x multiply-accumulates for Conv / ConvTranspose / Gemm / MatMul and their quantized forms; window
     size per output for pooling; one per output element for elementwise ops (and per fused epilogue step),
     except the transcendental ones (``TRANSCENDENTAL_FLOPS``: the arithmetic of their vector-math function,
-    e.g. 23 for a Tanh); ``SOFTMAX_FLOPS`` (21) per element of a Softmax and per score of an Attention;
+    e.g. 21 for a Tanh); ``SOFTMAX_FLOPS`` (21) per element of a Softmax and per score of an Attention;
     three per element of a DynamicQuantizeLinear (its min, max and quantisation); a few per element for
     normalisations; 0 for data movement.
     """
