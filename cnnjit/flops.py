@@ -3,7 +3,8 @@ node must move (``profile``'s memory-bound flag). IR only: no compiler import, s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +15,21 @@ _ELEMENTWISE_1 = {"Abs", "Add", "Sub", "Mul", "Div", "Max", "Min", "Neg", "Relu"
                   "HardSigmoid", "HardSwish", "Elu", "Selu", "Sigmoid", "Tanh", "Exp", "Erf", "Gelu", "SiLU",
                   "Mish", "Softplus", "Cast", "BroadcastMap"}
 
+#: FLOPs per element of the ops cnnjit computes with a vector-math function (``compiler/codegen/simd_math.py``):
+#: that function's float arithmetic counted as the FMA peak counts it (an FMA 2, an add, subtract, multiply or
+#: divide 1; range clamps, compares, selects, rounding and integer bit operations 0), so that a Tanh's "% of
+#: peak" compares the work its kernel really does with the FMA peak rather than calling it one FLOP.
+#: ``tests/test_vector_math.py`` recounts them from the functions' LLVM IR (``simd_math.arithmetic_flops``).
+#: ``Gelu`` is the erf form (the tanh form: ``GELU_TANH_FLOPS``).
+TRANSCENDENTAL_FLOPS = {"Exp": 21, "Tanh": 21, "Sigmoid": 23, "Erf": 23, "Gelu": 27, "SiLU": 20, "Mish": 26,
+                        "Softplus": 55, "Elu": 40, "Selu": 41}
+GELU_TANH_FLOPS = 29
+#: FLOPs of ``vexpneg`` (Softmax's exp of ``x - max``, never positive) per element
+EXP_NEG_FLOPS = 17
+#: FLOPs per score of a Softmax / LogSoftmax: the max (1, as pooling counts a max), ``x - max``, the exp
+#: (``EXP_NEG_FLOPS``), the sum and the scaling by ``1 / sum`` (LogSoftmax: the subtraction of ``max + log sum``)
+SOFTMAX_FLOPS = 4 + EXP_NEG_FLOPS
+
 
 def _prod(shape: Sequence[int]) -> int:
     return int(np.prod(shape, dtype=np.int64)) if len(shape) else 1
@@ -23,8 +39,11 @@ def node_flops(node: Node) -> int:
     """Approximate floating-point (or integer) operations of one IR node, fused epilogue included.
 
     2 x multiply-accumulates for Conv / ConvTranspose / Gemm / MatMul and their quantized forms; window
-    size per output for pooling; one per output element for elementwise ops (and per fused epilogue step);
-    a few per element for normalisations and softmax; 0 for data movement.
+    size per output for pooling; one per output element for elementwise ops (and per fused epilogue step),
+    except the transcendental ones (``TRANSCENDENTAL_FLOPS``: the arithmetic of their vector-math function,
+    e.g. 21 for a Tanh); ``SOFTMAX_FLOPS`` (21) per element of a Softmax and per score of an Attention;
+    three per element of a DynamicQuantizeLinear (its min, max and quantisation); a few per element for
+    normalisations; 0 for data movement.
     """
     op = node.op
     ins = node.inputs
@@ -51,22 +70,37 @@ def node_flops(node: Node) -> int:
     elif op in ("BatchNormalization", "InstanceNormalization"):
         flops = 2 * ny
     elif op in ("Softmax", "LogSoftmax"):
-        flops = 3 * ny
-    elif op == "Attention":  # q @ k^T, the scores' softmax, @ v
+        flops = SOFTMAX_FLOPS * ny
+    elif op == "Attention":  # q @ k^T, the scale, the scores' softmax, @ v
         scores = _prod(ins[0].shape[:-1]) * ins[1].shape[-2]
-        flops = 2 * scores * ins[0].shape[-1] + 3 * scores + 2 * scores * ins[2].shape[-1]
+        flops = 2 * scores * ins[0].shape[-1] + (1 + SOFTMAX_FLOPS) * scores + 2 * scores * ins[2].shape[-1]
+    elif op == "DynamicQuantizeLinear":
+        flops = 3 * _prod(ins[0].shape)
     elif op == "LRN":
         flops = ny * (int(node.attrs.get("size", 1)) + 3)
     elif op in _ELEMENTWISE_1:
-        flops = ny
+        flops = ny * step_flops(op, node.attrs)
     elif op == "InvertedResidual":  # expand, depthwise and project convs, their activations
         e = _prod(ins[3].shape[:1]) * _prod(ins[0].shape[2:])  # the expanded tensor's elements
         d = _prod(ins[3].shape[:1]) * _prod(y[2:])  # the depthwise output's
         flops = 2 * d * _prod(ins[3].shape[1:]) + 2 * ny * _prod(ins[5].shape[1:])
         flops += 2 * e * _prod(ins[1].shape[1:]) if ins[1] is not None else 0  # no expand: x is depthwise's input
-        flops += e * len(node.attrs["expand_post"]) + d * len(node.attrs["dw_post"])
-    flops += ny * len(node.attrs.get("post", ()) or ())
+        flops += e * _steps_flops(node.attrs["expand_post"]) + d * _steps_flops(node.attrs["dw_post"])
+    flops += ny * _steps_flops(node.attrs.get("post", ()) or ())
     return int(flops)
+
+
+def _steps_flops(steps: Sequence[Any]) -> int:
+    """FLOPs per element of a sequence of epilogue steps (``EpilogueStep``s)."""
+    return sum(step_flops(st.op, dict(st.attrs)) for st in steps)
+
+
+def step_flops(op: str, attrs: Mapping[str, Any] | None = None) -> int:
+    """FLOPs per element of elementwise ``op`` (alone or as a fused epilogue step): ``TRANSCENDENTAL_FLOPS``
+    for those computed with a vector-math function, else 1."""
+    if op == "Gelu" and (attrs or {}).get("approximate") == "tanh":
+        return GELU_TANH_FLOPS
+    return TRANSCENDENTAL_FLOPS.get(op, 1)
 
 
 _RECURRENT = ("LSTMLoop", "GRULoop", "RNNLoop", "DQLSTMLoop")

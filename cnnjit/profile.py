@@ -33,6 +33,7 @@ from cnnjit.compiler.codegen.simd import host_vector_registers, host_vector_widt
 from cnnjit.runtime.model import Specialization
 from cnnjit.runtime.program import Call, Program, render_schedule
 
+from .flops import SOFTMAX_FLOPS, TRANSCENDENTAL_FLOPS
 from .inspect_model import call_bytes, call_flops, call_nodes, node_flops, op_label, trace
 from .roofline import (
     below_peak,
@@ -309,6 +310,13 @@ def measured_peak(kind: str = "fma", threads: int = 1) -> tuple[float, str]:
     raise ValueError(f"peak must be 'fma' or 'sgemm', got {kind!r}")
 
 
+def flops_note() -> str:
+    """The profile's line saying how FLOPs are counted (``cnnjit.flops``), transcendental ops included."""
+    return ("FLOPs: 2 x multiply-adds of Conv/Gemm/MatMul; an element of a transcendental op at the arithmetic "
+            f"of its vector-math function, FMA = 2 (Tanh {TRANSCENDENTAL_FLOPS['Tanh']}, exp "
+            f"{TRANSCENDENTAL_FLOPS['Exp']}, Softmax {SOFTMAX_FLOPS}: cnnjit.flops)")
+
+
 def profile_model(model: Any, input_shapes: Mapping[str, Any] | None = None,
                   feeds: Mapping[str, np.ndarray] | None = None, *, repeat: int = 50, warmup: int = 3,
                   mode: str = "auto", entry: str = "auto", peak: str = "fma", seed: int = 0,
@@ -581,4 +589,4 @@ __all__ = ["CallTiming", "ScheduleProfile", "profile_calls", "profile_schedule",
            "stream_source", "stream_bandwidth_gbs", "memory_bound",
            "profile_model", "written_bytes", "footprint_bytes", "operand_distances", "read_levels",
            "median_run", "op_summary", "below_peak", "chrome_trace", "write_chrome_trace", "bound_label",
-           "slow_summary"]
+           "slow_summary", "flops_note"]

@@ -9,6 +9,7 @@ quantized model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,10 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import cnnjit
+from cnnjit.compiler.codegen.emit import generate
+from cnnjit.compiler.stages import CompileOptions
+from cnnjit.ir import Graph, Node, TensorType, Value
+from cnnjit.runtime.model import Specialization
 
 ort = pytest.importorskip("onnxruntime")
 quantization = pytest.importorskip("onnxruntime.quantization")
@@ -44,15 +49,17 @@ def dql_model(shape: tuple[int, ...]) -> onnx.ModelProto:
 
 @property_settings(20)
 @given(shape=st.lists(st.integers(1, 9), min_size=1, max_size=3).map(tuple),
-       kind=st.sampled_from(["mixed", "positive", "negative", "zero", "wide"]), seed=st.integers(0, 2**16))
-def test_dynamic_quantize_linear_matches_onnxruntime_exactly(shape: tuple[int, ...], kind: str, seed: int) -> None:
+       kind=st.sampled_from(["mixed", "positive", "negative", "zero", "wide"]), seed=st.integers(0, 2**16),
+       name=st.sampled_from(["simd_dynamic_quantize", "dynamic_quantize"]))
+def test_dynamic_quantize_linear_matches_onnxruntime_exactly(shape: tuple[int, ...], kind: str, seed: int,
+                                                             name: str) -> None:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=shape).astype(np.float32)
     x = {"mixed": x, "positive": np.abs(x) + 0.5, "negative": -np.abs(x) * 3, "zero": x * 0,
          "wide": x * 1e4 - 17.0}[kind].astype(np.float32)
     model = dql_model(shape)
-    compiled = cnnjit.compile(model)
-    assert {c.variant for c in compiled._default_spec().program.calls} == {"dynamic_quantize"}
+    compiled = cnnjit.compile(model, variants={"DynamicQuantizeLinear": name})
+    assert {c.variant for c in compiled._default_spec().program.calls} == {name}
     got = compiled.run(None, {"x": x})
     ref = ReferenceEvaluator(model).run(None, {"x": x})
     if kind == "zero":  # an empty range: onnxruntime's scale is 1, onnx.reference's 1/255 (the data is all 0)
@@ -62,6 +69,48 @@ def test_dynamic_quantize_linear_matches_onnxruntime_exactly(shape: tuple[int, .
             assert g.dtype == w.dtype and g.shape == np.shape(w)
             np.testing.assert_array_equal(g, w)
 
+
+
+def _dql_numpy(x: np.ndarray) -> tuple[np.ndarray, np.float32, np.uint8]:
+    """DynamicQuantizeLinear written from the ONNX text (apart from the kernels and ``ir/ops``): the range
+    ``[min(x, 0), max(x, 0)]``, scale = range / 255 (1 for an empty range, as onnxruntime), zero point and
+    data rounded half to even, all in float32."""
+    lo, hi = np.float32(min(0.0, float(x.min()))), np.float32(max(0.0, float(x.max())))
+    scale = np.float32(1.0) if hi == lo else np.float32(hi - lo) / np.float32(255.0)
+    zp = np.float32(np.round(np.clip(np.float32(0.0) - lo / scale, 0, 255)))
+    return np.clip(np.round(x / scale) + zp, 0, 255).astype(np.uint8), scale, np.uint8(zp)
+
+
+@property_settings(30)
+@given(n=st.integers(1, 300), width=st.sampled_from([4, 8, 16]), seed=st.integers(0, 2**31 - 1),
+       kind=st.sampled_from(["normal", "positive", "negative", "levels"]))
+def test_simd_dynamic_quantize_every_width(n: int, width: int, seed: int, kind: str) -> None:
+    """The vector kernel at 4, 8 and 16 lanes (tails of every length), asserted to have run, against the
+    numpy reference and onnxruntime exactly (bytes, scale, zero point)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 3, n).astype(np.float32)
+    x = {"normal": x, "positive": np.abs(x) + 0.25, "negative": -np.abs(x),
+         "levels": np.round(x * 4) / 4}[kind].astype(np.float32)  # repeated values, many exact ties
+    g = Graph("t")
+    xv = g.add_input(TensorType(x.dtype, x.shape), "x")
+    outs = [Value(TensorType(np.dtype(np.uint8), x.shape), "y"), Value(TensorType(np.dtype(np.float32), ()), "s"),
+            Value(TensorType(np.dtype(np.uint8), ()), "z")]
+    g.add_node(Node("DynamicQuantizeLinear", [xv], outs, {}))
+    g.outputs = outs
+    target = replace(CompileOptions().host_target(), vector_width=width, int_width=width,
+                     vector_registers=32 if width == 16 else 16,
+                     variants=(("DynamicQuantizeLinear", "simd_dynamic_quantize"),))
+    prog = generate(g, target)
+    assert [c.variant for c in prog.calls] == ["simd_dynamic_quantize"]
+    got = Specialization(g, prog).run({"x": x})
+    for want in (_dql_numpy(x), _session(dql_model((n,))).run(None, {"x": x})):
+        for a, b in zip(got, want):
+            np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_dynamic_quantize_default_is_the_vector_kernel() -> None:
+    compiled = cnnjit.compile(dql_model((3, 40)))
+    assert [c.variant for c in compiled._default_spec().program.calls] == ["simd_dynamic_quantize"]
 
 def _float_model() -> onnx.ModelProto:
     """Conv 3x3 -> Relu -> Conv 1x1 (+ residual Add) -> Reshape -> MatMul: the ops quantize_dynamic rewrites."""

@@ -2,8 +2,9 @@
 3-D MatMul's per-column bias and the activation after it fused into that MatMul.
 
 * ``simd_softmax`` (rows of 1 to 1000 elements, any axis, -inf and NaN entries) at every vector width
-  against a float64 numpy softmax; its exp is ``vexpneg`` (2 ulp, ``tests/test_vector_math.py``), its
-  reductions trees, so the bound is the float32 sum's: ``rtol`` 1e-5.
+  against a float64 numpy softmax; its exp is ``vexpsm`` (2 ulp, ``tests/test_vector_math.py``), its
+  reductions trees, so the bound is the float32 sum's: ``rtol`` 1e-5. ``softmax_across_rows`` (rows of one
+  to two vectors, one row per lane) the same way, chosen by the table where it applies.
 * ``simd_transpose`` (a transpose whose last axis is a contiguous run of at least a vector, copied in
   vectors) at every width against numpy's transpose, the variant asserted from the shape.
 * A 3-D ``MatMul`` + constant per-column ``Add`` + the erf / tanh GELU spellings (or any activation) becomes
@@ -48,7 +49,8 @@ def test_softmax_rows_of_any_length(width: int, rows: int, length: int, inner: i
         x[0, rng.integers(0, length), 0] = -np.inf if special == "-inf" else np.nan
     op = "LogSoftmax" if log else "Softmax"
     model = _model([helper.make_node(op, ["x"], ["y"], axis=1)], x.shape, {}, ["y"])
-    compiled = cnnjit.compile(model, vector_width=width)
+    # forced: rows of one to two vectors are softmax_across_rows' by default (tested below)
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: "simd_softmax"})
     assert {c.variant for c in compiled._default_spec().program.calls} == {"simd_softmax"}
     want = _softmax64(x, 1, log)
     got = compiled(x)
@@ -56,6 +58,31 @@ def test_softmax_rows_of_any_length(width: int, rows: int, length: int, inner: i
     ok = ~np.isnan(want)
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(want[ok]).max())))
 
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=8, deadline=None)
+@given(data=st.data(), lead=st.sampled_from([(), (2,), (1, 3)]), scale=st.sampled_from([1.0, 30.0]),
+       special=st.sampled_from(["none", "-inf", "nan"]), seed=st.integers(0, 2 ** 16))
+def test_softmax_across_rows(width: int, data: st.DataObject, lead: tuple, scale: float, special: str,
+                             seed: int) -> None:
+    """Rows of ``width`` to ``2 * width - 1`` elements (an overlapping last chunk unless a whole vector),
+    blocks of ``width`` rows and the rows left over (row form), -inf and NaN entries: the default table picks
+    ``softmax_across_rows``; against a float64 numpy softmax."""
+    length = data.draw(st.integers(width, 2 * width - 1))
+    rows = data.draw(st.integers(width, 3 * width + 2))
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((*lead, rows, length)) * scale).astype(np.float32)
+    if special != "none":
+        x.reshape(-1, length)[rng.integers(0, rows), rng.integers(0, length)] = (-np.inf if special == "-inf"
+                                                                                  else np.nan)
+    model = _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], x.shape, {}, ["y"])
+    compiled = cnnjit.compile(model, vector_width=width)
+    assert {c.variant for c in compiled._default_spec().program.calls} == {"softmax_across_rows"}
+    want = _softmax64(x, -1, False)
+    got = compiled(x)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-5, atol=1e-6)
 
 def _matmul_bias(kind: str, swap: bool, rng: np.random.Generator) -> tuple:
     """x (1x12x16) @ w (16x24) + b, then the composite ``kind`` into ``y``; the Add's operands swapped if

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cnnjit.profile import bound_label, profile_model, slow_summary, write_chrome_trace
+    from cnnjit.profile import bound_label, flops_note, profile_model, slow_summary, write_chrome_trace
 
     if args.runs < 1:
         raise UsageError("--runs must be >= 1")
@@ -90,6 +90,7 @@ def main(args: argparse.Namespace) -> int:
               f"{si(doc['flops'], 'FLOP')} -> {doc['flops'] / total / 1e9:.2f} GFLOP/s overall",
               how,
               f"peak {doc['peak_gflops']:.1f} GFLOP/s = {doc['peak_method']}",
+              flops_note(),
               "read/write bandwidth (1 thread, streams over half of each cache; DRAM: "
               f"{doc['bandwidth_method'].split(' of ')[-1].split(',')[0]}) and read balance: "
               + ", ".join(f"{lv['level']}{'' if lv['bytes'] is None else ' ' + _kib(lv['bytes'])} "

@@ -11,7 +11,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vbcast16(x)            x in every lane
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
-    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86)
+    vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86); vminf16: a < b ? a : b
     vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
@@ -21,6 +21,9 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     prefetch(buf, i)       a hint: the cache line of buf[i] into L2
     vload4t16(buf, i)      buf[i:i+64] de-interleaved: 4 vectors, vector k = elements k, k+4, ...
     vtrq16(a, b, c, d)     4x4 transposes within each 128-bit group of lanes (4 vectors in, 4 out)
+    vloadtr8(buf, i, s)    the 8x8 block of rows buf[i + k * s : + 8] transposed: a tuple of 8 column vectors
+    vstoretr8(buf, i, s, t)  the tuple of 8 column vectors t transposed and stored as rows at buf[i + k * s]
+                           (vloadtr / vstoretr at the machine widths 4, 8, 16 only)
 
 ``buf`` is a 1-D C-contiguous float32 array; indices are element offsets. The kernels compile for the
 host with numba and, because the operations are plain LLVM IR (``llvm.fma``, vector load/store,
@@ -99,6 +102,63 @@ def _vptr(context, builder, arrty, arr, idx, lvt):
 
 def _ptr(context, builder, arrty, arr, idx, n):
     return _vptr(context, builder, arrty, arr, idx, ir.VectorType(ir.FloatType(), n))
+
+
+def transpose_vectors(builder: ir.IRBuilder, vecs: list) -> list:
+    """The ``n x n`` block of ``n`` vectors of ``n`` lanes transposed (``n`` a power of two): ``log2 n`` stages
+    of ``n`` two-input shuffles, each swapping the off-diagonal ``b x b`` blocks of every ``2b x 2b`` block
+    (AVX2 at 8: ``vperm2f128``, ``shufps`` / ``unpck``, 24 shuffles for 64 elements)."""
+    n = len(vecs)
+    b = n // 2
+    while b >= 1:
+        out = list(vecs)
+        for i in range(n):
+            if i & b:
+                continue
+            lo = [lane if not lane & b else n + lane - b for lane in range(n)]
+            hi = [lane + b if not lane & b else n + lane for lane in range(n)]
+            for k, mask in ((i, lo), (i + b, hi)):
+                out[k] = builder.shuffle_vector(vecs[i], vecs[i + b],
+                                                ir.Constant(ir.VectorType(ir.IntType(32), n), mask))
+        vecs = out
+        b //= 2
+    return vecs
+
+
+def _row_index(context, builder, sig, args, k: int):
+    """Element offset ``idx + k * stride`` of row ``k`` (``args[1]``, ``args[2]``), as an intp."""
+    idx = context.cast(builder, args[1], sig.args[1], types.intp)
+    stride = context.cast(builder, args[2], sig.args[2], types.intp)
+    return builder.add(idx, builder.mul(stride, ir.Constant(stride.type, k)))
+
+
+def transposed_load_store(vt: types.Type, lvt: ir.VectorType, n: int) -> tuple:
+    """``vloadtr(buf, i, s)`` / ``vstoretr(buf, i, s, t)``: the ``n x n`` block of rows ``buf[i + k * s : +
+    n]`` as a tuple of its ``n`` columns (each a vector: lane ``k`` from row ``k``), and back (``simd_softmax``
+    across rows: one row per lane, no horizontal reductions)."""
+    tup = types.UniTuple(vt, n)
+
+    @intrinsic
+    def vloadtr(typingctx, arr, idx, stride):
+        def codegen(context, builder, sig, args):
+            rows = [builder.load(_vptr(context, builder, sig.args[0], args[0],
+                                       _row_index(context, builder, sig, args, k), lvt), align=4) for k in range(n)]
+            return context.make_tuple(builder, tup, transpose_vectors(builder, rows))
+
+        return tup(arr, idx, stride), codegen
+
+    @intrinsic
+    def vstoretr(typingctx, arr, idx, stride, t):
+        def codegen(context, builder, sig, args):
+            cols = [builder.extract_value(args[3], k) for k in range(n)]
+            for k, row in enumerate(transpose_vectors(builder, cols)):
+                builder.store(row, _vptr(context, builder, sig.args[0], args[0],
+                                         _row_index(context, builder, sig, args, k), lvt), align=4)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, stride, t), codegen
+
+    return vloadtr, vstoretr
 
 
 def load_store(vt: types.Type, lvt: ir.VectorType) -> tuple:
@@ -495,6 +555,11 @@ def _make(n: int) -> dict[str, object]:
         a, b = args
         return builder.select(builder.fcmp_ordered(">", a, b), a, b)
 
+    def _minf_codegen(context, builder, sig, args):
+        """``a < b ? a : b`` lane-wise: one ``minps`` on x86 (``vmin`` is ``minnum``: three)."""
+        a, b = args
+        return builder.select(builder.fcmp_ordered("<", a, b), a, b)
+
     def _math(fn, nparams: int):
         """A ``simd_math`` function as an intrinsic: the vector, then ``nparams`` float scalars."""
         def codegen(context, builder, sig, args):
@@ -512,11 +577,12 @@ def _make(n: int) -> dict[str, object]:
         return vt(x, slope), codegen
 
     math_ops = {f"{name}{n}": _math(fn, k) for name, (fn, k) in FUNCTIONS.items()}
+    tr = transposed_load_store(vt, lvt, n) if n in WIDTHS else None
     return {
         **math_ops, f"vprelu{n}": vprelu, f"vhmax{n}": vhmax, f"vsub{n}": _arith("fsub"),
         f"vhsum{n}": vhsum, f"vhsumt{n}": _reduce("fadd", ("reassoc",), "The sum of the lanes, as a tree."),
         f"vhmaxt{n}": _reduce("fmax", ("nnan",), "The largest lane (NaN lanes: any result), as a tree."),
-        f"vmaxf{n}": _with_arity(_maxf_codegen, 2),
+        f"vmaxf{n}": _with_arity(_maxf_codegen, 2), f"vminf{n}": _with_arity(_minf_codegen, 2),
         f"vload{n}": vload, f"vstore{n}": vstore, f"vloadn{n}": vloadn, f"vstoren{n}": vstoren,
         f"vkeep{n}": vkeep,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
@@ -527,6 +593,7 @@ def _make(n: int) -> dict[str, object]:
         f"vscatter{n}": vscatter, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
         f"vloadi8{n}": vloadi8,
+        **({f"vloadtr{n}": tr[0], f"vstoretr{n}": tr[1]} if tr else {}),
     }
 
 
@@ -554,4 +621,5 @@ __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscattern", "vgathern", "vhsum", "vdiv",
-    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)]
+    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)] + [
+    f"{op}{n}" for n in WIDTHS for op in ("vloadtr", "vstoretr")]

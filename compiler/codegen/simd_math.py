@@ -33,6 +33,13 @@ EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 
 LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
             -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1)
 TANH_POLY = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1)
+# tanh(x) = x * P(x^2) / Q(x^2) on [-TANH_RANGE, TANH_RANGE] (the rational fit of Eigen's ``ptanh_float`` and
+# onnxruntime's MLAS tanh, clamped where Eigen clamps it: MLAS's 9 leaves it 2.7 ulp off near 8.5; tanh is 1 in
+# float32 to within an ulp beyond)
+TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+          1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03)
+TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)
+TANH_RANGE = 7.90531110763549805
 # erf(x) = x * P(x^2) / Q(x^2) on [-4, 4] (a minimax rational fit; erf is +-1 in float32 beyond 4)
 ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
@@ -154,6 +161,22 @@ class VecMath:
         ok = b.fcmp_ordered(">", t, self.c(SILU_LOW))
         return self.sel(self.isnan(x), x, self._exp_low(self.sel(ok, t, self.c(SILU_LOW)), ok))
 
+    def exp_softmax(self, t):
+        """``exp(t)`` for Softmax's ``t = x - max`` (never positive, or NaN): ``t`` clamped to
+        ``[SILU_LOW, 0]`` with one ``maxps`` and one ``minps`` (``-inf`` becomes ``SILU_LOW``), the SiLU exp
+        (``EXP5``, ``2^k`` added into the exponent field) with no range mask, NaN restored by one select.
+        16 instructions against ``exp_neg``'s 22 (its two compare-selects and the mask); within 2 ulp of
+        ``exp(clip(t, SILU_LOW, 0))``: below ``SILU_LOW`` it gives ``exp(SILU_LOW)`` (< 2^-125) where the exact
+        value is smaller still."""
+        b = self.b
+        c = b.select(b.fcmp_ordered(">", self.c(SILU_LOW), t), self.c(SILU_LOW), t)  # NaN kept, -inf -> LOW
+        c = b.select(b.fcmp_ordered("<", c, self.c(0.0)), c, self.c(0.0))  # NaN -> 0 (restored below)
+        f = self.fma(c, self.c(LOG2E), self.c(EXP_SHIFTER))
+        k = self.sub(f, self.c(EXP_SHIFTER))
+        r = self.fma(k, self.c(-LN2_LO), self.fma(k, self.c(-LN2_HI), c))
+        e = b.add(b.bitcast(self.poly(r, EXP5), self.it), b.shl(b.bitcast(f, self.it), self.ic(23)))
+        return self.sel(self.isnan(t), t, b.bitcast(e, self.vt))
+
     def expm1(self, x):
         """``exp(x) - 1`` without the cancellation near 0 (a Taylor polynomial for |x| < 0.5)."""
         inv = [1.0 / math.factorial(i) for i in range(9, 0, -1)]  # 1/9! ... 1/1!
@@ -206,6 +229,18 @@ class VecMath:
         e = self._exp_low(self.sel(ok, t, self.c(SILU_LOW)), ok)
         big = self.div(self.sub(self.c(1.0), e), self.add(self.c(1.0), e))
         y = self.sel(self.lt(a, self.c(0.625)), small, self.call("copysign", big, x))
+        return self.sel(self.isnan(x), x, y)
+
+    def tanh_rational(self, x):
+        """``x P(x^2) / Q(x^2)`` on ``x`` clamped to ``[-TANH_RANGE, TANH_RANGE]`` (``TANH_P`` / ``TANH_Q``: the
+        rational fit onnxruntime's MLAS and Eigen use), NaN kept: 9 FMAs, 2 multiplies, the divide, a clamp
+        and a select, no exp and no branch to blend, where ``tanh`` computes both its polynomial and its exp
+        side. Within 3 ulp (2.18 measured; vtanh: 1.68)."""
+        b = self.b
+        c = b.select(b.fcmp_ordered(">", x, self.c(-TANH_RANGE)), x, self.c(-TANH_RANGE))  # NaN -> bound
+        c = b.select(b.fcmp_ordered("<", c, self.c(TANH_RANGE)), c, self.c(TANH_RANGE))
+        z = self.mul(c, c)
+        y = self.div(self.mul(c, self.poly(z, TANH_P)), self.poly(z, TANH_Q))
         return self.sel(self.isnan(x), x, y)
 
     def sigmoid(self, x):
@@ -278,8 +313,8 @@ class VecMath:
 TINY = 2.0 ** -126
 #: intrinsic name -> (ulps, atol, atol_x): the stated error bound (module docstring)
 ERROR_BOUNDS: dict[str, tuple[float, float, float]] = {
-    "vexp": (2, TINY, 0), "vexpneg": (2, 2.0 ** -125, 0), "vexpm1": (2, TINY, 0), "vlog": (2, TINY, 0),
-    "vtanh": (2, TINY, 0),
+    "vexp": (2, TINY, 0), "vexpneg": (2, 2.0 ** -125, 0), "vexpsm": (2, TINY, 0), "vexpm1": (2, TINY, 0),
+    "vlog": (2, TINY, 0), "vtanh": (2, TINY, 0), "vtanhr": (3, TINY, 0),
     "vsigmoid": (2, TINY, 0), "verf": (4, TINY, 0), "vsilu": (3, 2.0 ** -119, 0), "vgelu": (4, TINY, 2.0 ** -22),
     "vgelut": (4, TINY, 2.0 ** -22), "vsoftplus": (3, TINY, 0), "vmish": (4, TINY, 0), "velu": (3, TINY, 0),
     "vselu": (3, TINY, 0),
@@ -288,9 +323,33 @@ ERROR_BOUNDS: dict[str, tuple[float, float, float]] = {
 #: intrinsic name -> (VecMath method, number of float32 scalar parameters after the vector); ``vprelu``
 #: takes a second vector and is made apart
 FUNCTIONS: dict[str, tuple[Callable, int]] = {
-    "vexp": (VecMath.exp, 0), "vexpneg": (VecMath.exp_neg, 0), "vexpm1": (VecMath.expm1, 0), "vlog": (VecMath.log, 0),
-    "vtanh": (VecMath.tanh, 0), "vsigmoid": (VecMath.sigmoid, 0), "verf": (VecMath.erf, 0),
+    "vexp": (VecMath.exp, 0), "vexpneg": (VecMath.exp_neg, 0), "vexpsm": (VecMath.exp_softmax, 0),
+    "vexpm1": (VecMath.expm1, 0), "vlog": (VecMath.log, 0), "vtanh": (VecMath.tanh, 0),
+    "vtanhr": (VecMath.tanh_rational, 0), "vsigmoid": (VecMath.sigmoid, 0), "verf": (VecMath.erf, 0),
     "vsilu": (VecMath.silu, 0), "vgelu": (VecMath.gelu, 0), "vgelut": (VecMath.gelu_tanh, 0),
     "vsoftplus": (VecMath.softplus, 0), "vmish": (VecMath.mish, 0), "velu": (VecMath.elu, 1),
     "vselu": (VecMath.selu, 2),
 }
+
+
+#: the float arithmetic ``arithmetic_flops`` counts, and what each instruction counts for (the FMA peak's count)
+_FLOP_WEIGHTS = {"fadd": 1, "fsub": 1, "fmul": 1, "fdiv": 1, "fma": 2}
+
+
+def arithmetic_flops(name: str) -> int:
+    """FLOPs per element of vector-math function ``name`` (a key of ``FUNCTIONS``), counted on its LLVM IR
+    as the FMA peak counts them: an FMA 2, an add, subtract, multiply or divide 1; clamps (``minnum`` /
+    ``maxnum``), compares, selects, rounding and integer bit operations 0. What ``cnnjit.flops`` charges an
+    element of the ops computed with it (``TRANSCENDENTAL_FLOPS``)."""
+    fn, nparams = FUNCTIONS[name]
+    module = ir.Module()
+    vt = ir.VectorType(F32, 8)
+    func = ir.Function(module, ir.FunctionType(vt, [vt] + [F32] * nparams), "f")
+    block = func.append_basic_block()
+    builder = ir.IRBuilder(block)
+    builder.ret(fn(VecMath(builder, 8), *func.args))
+    total = 0
+    for ins in block.instructions:
+        op = ins.callee.name.split(".")[1] if ins.opname == "call" else ins.opname
+        total += _FLOP_WEIGHTS.get(op, 0)
+    return total

@@ -1,13 +1,16 @@
 """``Attention`` (``fuse_attention``): ``Softmax(scale * q @ k^T) @ v`` one row of scores at a time.
 
 Per matrix (batch entry): ``k [S, D]`` is transposed once into scratch as ``k^T [D, SP]`` (``SP``: ``S``
-rounded up to a step of ``VECTORS * W`` lanes, the pad zero), then ``ROWS`` query rows at a time:
+rounded up to a step of ``VECTORS * W`` lanes, the pad zero; ``W x W`` blocks transposed in registers where
+``D >= W``), then ``ROWS`` query rows at a time:
 
 1. the scores ``q[m] @ k^T`` in steps of ``VECTORS * W`` lanes, each load of ``k^T`` feeding every row's
    FMA, times ``scale``, into a row of scratch per query row (``SP`` floats each, in L1);
 2. each row's max (kept as its scores are made; lanes past ``S`` read back as -inf), then ``exp(s - max)``
-   with ``vexpneg`` (2 ulp) stored back and summed, the rows interleaved as ``simd_softmax`` does short rows;
-3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk),
+   with ``simd_softmax.EXP`` (``vexpsm``, 2 ulp) stored back and summed, the rows interleaved as
+   ``simd_softmax`` does short rows;
+3. ``y[m] = (sum_n e[n] * v[n]) / sum`` in chunks of ``VECTORS * W`` lanes of ``DV`` (a masked last chunk;
+   one vector when ``DV <= W``),
    each load of ``v`` feeding every row's FMA, normalised once at the end.
 
 So there is no transpose call, no scores tensor and no softmax pass: the scores are written and read in
@@ -21,6 +24,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
+from . import simd_softmax as softmax
 from .template import source
 
 #: query rows computed together: they share each load of ``k^T`` and ``v`` (a quarter of the loads per FMA),
@@ -32,7 +36,7 @@ ROWS = 4
 VECTORS = 2
 
 
-def _rows(w: int, rows: int, ind: str) -> list[str]:
+def _rows(w: int, rows: int, ind: str, lv: int) -> list[str]:
     """Query rows ``m .. m + rows - 1`` of matrix ``t``: scores, softmax, ``@ v`` (see the module doc)."""
     L = VECTORS * w
     R = range(rows)
@@ -50,13 +54,15 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     out += [f"mb{r} = vbcast{w}(vhmaxt{L}(mx{r}))" for r in R] + [f"s{r} = vzero{w}()" for r in R]
     out += [f"for j in range(0, tail, {w}):"]
     for r in R:
-        out += [f"    e{r} = vexpneg{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))", f"    s{r} = vadd{w}(s{r}, e{r})",
+        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vload{w}(zb, sr{r} + j), mb{r}))",
+                f"    s{r} = vadd{w}(s{r}, e{r})",
                 f"    vstore{w}(zb, sr{r} + j, e{r})"]
     out += ["if tail < S:"]
     for r in R:
-        out += [f"    e{r} = vexpneg{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
+        out += [f"    e{r} = {softmax.EXP}{w}(vsub{w}(vloadrf{w}(zb, sr{r} + tail, 0, S - tail, -math.inf), mb{r}))",
                 f"    s{r} = vadd{w}(s{r}, e{r})", f"    vstoren{w}(zb, sr{r} + tail, e{r}, S - tail)"]
-    out += [f"inv{r} = vbcast{L}(1.0 / vhsumt{w}(s{r}))" for r in R]
+    out += [f"inv{r} = vbcast{lv}(1.0 / vhsumt{w}(s{r}))" for r in R]
+    L = lv  # the chunk of an output row: ``pv_lanes``
 
     def pv(masked: bool) -> list[str]:
         """``y[m + r, c0 : c0 + L] = (sum_n e_r[n] * v[n, c0 : ...]) * inv_r``; ``masked``: ``cnt`` lanes."""
@@ -73,29 +79,61 @@ def _rows(w: int, rows: int, ind: str) -> list[str]:
     return [ind + x for x in out]
 
 
-def attention_source(w: int) -> str:
-    """The kernel at vector width ``w`` (see the module doc); sizes are arguments."""
+#: ``k^T`` made with ``W x W`` transposes in registers (``vloadtr``) where ``D >= W``: a 40 x 15 head's copy
+#: was 600 scalar loads and stores, as many instructions as its ``q @ k^T`` (a benchmark's "before" sets False)
+VECTOR_TRANSPOSE = True
+
+
+def _transpose_k(w: int) -> list[str]:
+    """Kernel lines writing ``k^T [D, SP]`` of matrix ``t`` into scratch (the pad columns ``S..SP`` zero): blocks
+    of ``w`` keys by ``w`` dimensions transposed in registers, the last ``w`` dimensions overlapping the block
+    before when ``w`` does not divide ``D``; keys past the last whole block, and every key when ``D < w``
+    (or ``VECTOR_TRANSPOSE`` is off), one element at a time."""
+    scalar = ["for d in range(D):", "    for n in range(n0, S):",
+              "        zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]", "    for n in range(S, SP):",
+              "        zb[U(zo + d * SP + n)] = 0.0"]
+    if not VECTOR_TRANSPOSE:
+        return ["        n0 = 0", *["        " + ln for ln in scalar]]
+    cols = ", ".join(f"c{j}" for j in range(w))
+    block = [f"{cols} = vloadtr{w}(kb, k0 + n * D + d, D)",
+             *[f"vstore{w}(zb, zo + (d + {j}) * SP + n, c{j})" for j in range(w)]]
+    lines = ["n0 = 0", f"if D >= {w}:", f"    n0 = S - S % {w}", f"    for n in range(0, n0, {w}):",
+             f"        for d in range(0, D - D % {w}, {w}):", *["            " + ln for ln in block],
+             f"        if D % {w}:", f"            d = D - {w}", *["            " + ln for ln in block], *scalar]
+    return ["        " + ln for ln in lines]
+
+
+#: output rows of at most one vector in one-vector chunks (``pv_lanes``; a benchmark's "before" sets False)
+NARROW_ROWS = True
+
+
+def pv_lanes(w: int, dv: int) -> int:
+    """Lanes of a chunk of an output row: ``VECTORS * w``, or one vector when ``v``'s rows fit in one (a
+    small head's 8: no masked chunk twice as wide as the row)."""
+    return w if dv <= w and NARROW_ROWS else VECTORS * w
+
+
+def attention_source(w: int, lv: int | None = None) -> str:
+    """The kernel at vector width ``w`` (see the module doc), output rows in chunks of ``lv`` lanes (default
+    ``VECTORS * w``); sizes are arguments."""
+    lv = lv or VECTORS * w
     lines = [
         "def kernel(qb, qo, kb, ko, vb, vo, yb, yo, zb, zo, NB, T, S, D, DV, SP, scale):",
         "    so = zo + D * SP",
         f"    tail = S - S % {w}",
-        f"    dvf = DV - DV % {VECTORS * w}",
+        f"    dvf = DV - DV % {lv}",
         "    for t in range(NB):",
         "        q0 = qo + t * T * D",
         "        k0 = ko + t * S * D",
         "        v0 = vo + t * S * DV",
         "        y0 = yo + t * T * DV",
-        "        for d in range(D):",
-        "            for n in range(S):",
-        "                zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]",
-        "            for n in range(S, SP):",
-        "                zb[U(zo + d * SP + n)] = 0.0",
+        *_transpose_k(w),
         "        m = 0",
         f"        while m + {ROWS} <= T:",
-        *_rows(w, ROWS, " " * 12),
+        *_rows(w, ROWS, " " * 12, lv),
         f"            m += {ROWS}",
         "        while m < T:",
-        *_rows(w, 1, " " * 12),
+        *_rows(w, 1, " " * 12, lv),
         "            m += 1",
     ]
     return source(lines)
@@ -114,6 +152,6 @@ def gen_simd_attention(node: Node, target: Target) -> list[KernelCall]:
     nb = int(np.prod(q.shape[:-2], dtype=np.int64))
     L = VECTORS * target.vector_width
     SP = -(-S // L) * L
-    return [KernelCall(attention_source(target.vector_width),
+    return [KernelCall(attention_source(target.vector_width, pv_lanes(target.vector_width, DV)),
                        [q, k, v, node.outputs[0], Scratch((D + ROWS) * SP), nb, T, S, D, DV, SP,
                         float(node.attrs["scale"])], note(node))]

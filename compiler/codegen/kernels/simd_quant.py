@@ -17,7 +17,7 @@ from cnnjit.ir import Node
 from cnnjit.ir.ops.quant import QUANT_RANGES
 
 from ..kernel import KernelCall, Param, Target, note, variant
-from .quant import qparam_layout
+from .quant import dynamic_qparams, qparam_layout
 from .template import source
 
 _BYTES = (np.dtype(np.uint8), np.dtype(np.int8))
@@ -95,3 +95,55 @@ def gen_simd_quant(node: Node, target: Target) -> list[KernelCall]:
 
 variant("QuantizeLinear", name="simd_quantize", priority=10, applies=_quantize_applies)(gen_simd_quant)
 variant("DequantizeLinear", name="simd_dequantize", priority=10, applies=_dequantize_applies)(gen_simd_quant)
+
+
+# -- DynamicQuantizeLinear -----------------------------------------------------------------------------------
+#: vectors per step of the range pass: independent min and max chains (``vminf`` / ``vmaxf``: one ``minps`` /
+#: ``maxps`` each, where ``minnum`` / ``maxnum`` are three on x86)
+DQL_CHAINS = 4
+
+
+def dynamic_quant_source(w: int) -> str:
+    """``kernel(xb, xo, yb, yo, sb, so, zb, zo, n)`` at ``w`` lanes: the range ``[min(x, 0), max(x, 0)]`` in
+    ``DQL_CHAINS * w``-lane vectors (zero-filled tail lanes cannot move a range that holds 0), onnxruntime's
+    parameters from it in float32 (``quant.dynamic_qparams``, as the scalar kernel), then ``ivq`` a vector at a
+    time (divide, clamp, round half to even, add the zero point: the scalar kernel's bytes)."""
+    L = DQL_CHAINS * w
+    return source([
+        "def kernel(xb, xo, yb, yo, sb, so, zb, zo, n):",
+        f"    lov = vzero{L}()",
+        f"    hiv = vzero{L}()",
+        f"    nl = n - n % {L}",
+        f"    for i in range(0, nl, {L}):",
+        f"        v = vload{L}(xb, xo + i)",
+        f"        lov = vminf{L}(lov, v)",
+        f"        hiv = vmaxf{L}(hiv, v)",
+        "    if nl < n:",
+        f"        v = vloadn{L}(xb, xo + nl, n - nl)",
+        f"        lov = vminf{L}(lov, v)",
+        f"        hiv = vmaxf{L}(hiv, v)",
+        f"    lo = np.float32(0.0) - vhmaxt{L}(vsub{L}(vzero{L}(), lov))",
+        f"    hi = vhmaxt{L}(hiv)",
+        dynamic_qparams("scale", "zp", "    "),
+        "    sb[so] = scale",
+        "    zb[zo] = np.uint8(zp)",
+        "    z = np.int32(zp)",
+        f"    nv = n - n % {w}",
+        f"    for j in range(0, nv, {w}):",
+        f"        ivq{w}(yb, yo + j, vload{w}(xb, xo + j), scale, z, 0, 255)",
+        "    if nv < n:",
+        f"        ivqn{w}(yb, yo + nv, vloadn{w}(xb, xo + nv, n - nv), scale, z, 0, 255, n - nv)",
+    ])
+
+
+def _dynamic_quant_applies(node: Node, target: Target) -> bool:
+    return node.inputs[0].dtype == np.float32 and node.inputs[0].type.size > 0
+
+
+@variant("DynamicQuantizeLinear", name="simd_dynamic_quantize", priority=10, applies=_dynamic_quant_applies)
+def gen_simd_dynamic_quantize(node: Node, target: Target) -> list[KernelCall]:
+    """The range and the quantisation in vectors (``dynamic_quant_source``); finite inputs give the scalar
+    ``dynamic_quantize`` kernel's (and onnxruntime's) bytes, scale and zero point exactly."""
+    x = node.inputs[0]
+    y, s, z = node.outputs
+    return [KernelCall(dynamic_quant_source(target.vector_width), [x, y, s, z, x.type.size], note(node))]
