@@ -164,3 +164,15 @@ def test_row_tail_stores_stay_inside_the_output(shape) -> None:
     kernel(x.reshape(-1), 0, wt.reshape(-1), 0, b, 0, y, 0, scratch, 0, *call.args[5:])
     np.testing.assert_allclose(y[:n].reshape(want.shape), want, rtol=1e-5, atol=1e-5)
     assert (y[n:] == 7.5).all()
+
+
+def test_threaded_channel_parts_match_the_reference() -> None:
+    """Split over two threads (by channels: the variant has no row part space), each part's short row tails
+    end at its own channels while the other part writes the rows after them."""
+    model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
+                                         seed=2))
+    compiled = cnnjit.compile(model, threads=2, vector_width=8)
+    calls = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
+    assert len(calls) == 2 and {c.variant for c in calls} == {"simd_depthwise_static"}
+    for _ in range(3):
+        np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5)

@@ -19,6 +19,16 @@ channel and per tap moved out of the inner loop, by generating the kernel for th
 Left and right padding stay in the plane (zero margins written once per call), so the inner loop has no
 bounds test. Stores are whole vectors, a row's short last vector first (its run-on into the next row is
 overwritten later), only the call's last vectors masked.
+
+Per output vector of a band of ``R`` rows (AVX2, 16 registers: the weights are broadcast per kernel column,
+``kh`` at a time, in a loop over the columns): ``kh * kw`` FMAs, ``((R - 1) * sh + kh) * kw / R`` input loads
+and ``kh * kw / R`` weight broadcasts (5x5, R = 7: 25 FMAs, 11.4 loads; 3x3, R = 8: 9 FMAs, 4.9 loads), one
+store, the epilogue (HardSwish: one FMA, a max, a min, a mul, each with a constant operand: one instruction
+each, checked in the assembly; PP-LCNetV3's ScaleShift after it one FMA more) and the copy (stride 1: a load
+and a store per input vector). Zen 3 issues 2 loads and 2 FMAs a cycle, so the loads (under half an FMA's
+worth) do not bound the sweep; what is left is the epilogue and the copy beside the FMAs (5x5 with
+HardSwish + ScaleShift: 25 FMAs and 5 other vector ops). The inner loop (40x40, 5x5, 8 rows, one column):
+40 FMAs, 12 loads, 5 broadcasts, no spill.
 """
 
 from __future__ import annotations
