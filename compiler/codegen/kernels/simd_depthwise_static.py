@@ -41,7 +41,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from .epilogue import Epilogue
-from .simd_depthwise import MAX_TAPS, Sweep, choose_sweep
+from .simd_depthwise import MAX_TAPS, Sweep, choose_sweep, store_row
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
 
@@ -187,25 +187,7 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
                   *column(j, f"q + {g.tap(p)}", "q", ind + "        ")]
     L.append(f"{ind}    cnt = min({w}, {OW} - ow0)")
     for r in range(rows):
-        total = f"r{r}_0"
-        for k in range(1, accs):
-            total = f"vadd{w}({total}, r{r}_{k})"
-        idx = f"ybase + {r * OW}"
-        L.append(f"{ind}    a = {total}")
-        if OW % w == 0:  # whole vectors only
-            L += epi.vector(ind + "    ", "a", idx, w, False)
-            L.append(f"{ind}    vstore{w}(yb, yo + {idx}, a)")
-        else:
-            L.append(f"{ind}    if cnt == {w}:")
-            L += epi.vector(ind + "        ", "a", idx, w, False)
-            L.append(f"{ind}        vstore{w}(yb, yo + {idx}, a)")
-            L.append(f"{ind}    else:")
-            L += epi.vector(ind + "        ", "a", idx, w, True)
-            L.append(f"{ind}        if {idx} + {w} <= lim:")
-            L.append(f"{ind}            vstore{w}(yb, yo + {idx}, a)")
-            L.append(f"{ind}        else:")
-            L.append(f"{ind}            vstoren{w}(yb, yo + {idx}, a, cnt)")
-        L += epi.after(ind + "    ", ["for j in range(cnt):"], f"{idx} + j")
+        L += store_row(epi, ind + "    ", f"ybase + {r * OW}", w, r, accs, whole=OW % w == 0)
     return L
 
 
