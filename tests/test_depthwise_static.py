@@ -25,7 +25,11 @@ from test_simd_widths import _model, compile_variant
 import cnnjit
 from cnnjit.compiler.codegen.build import load_kernel
 from cnnjit.compiler.codegen.kernel import Target, choose
-from cnnjit.compiler.codegen.kernels.simd_depthwise_static import gen_simd_depthwise_static, geometry
+from cnnjit.compiler.codegen.kernels.simd_depthwise_static import (
+    gen_simd_depthwise_static,
+    geometry,
+    static_part_space,
+)
 
 WIDTHS = (4, 8, 16)
 ACTS = [None, "Relu", "Clip", "HardSwish", "HardSigmoid", "SiLU", "Add"]
@@ -166,13 +170,49 @@ def test_row_tail_stores_stay_inside_the_output(shape) -> None:
     assert (y[n:] == 7.5).all()
 
 
-def test_threaded_channel_parts_match_the_reference() -> None:
-    """Split over two threads (by channels: the variant has no row part space), each part's short row tails
-    end at its own channels while the other part writes the rows after them."""
+def test_threaded_parts_match_the_reference() -> None:
+    """Split over two threads (in bands of rows), each part's short row tails end at its own rows while the
+    other part writes the rows after them; bit for bit the one-thread result."""
     model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
                                          seed=2))
     compiled = cnnjit.compile(model, threads=2, vector_width=8)
     calls = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
     assert len(calls) == 2 and {c.variant for c in calls} == {"simd_depthwise_static"}
+    one = cnnjit.compile(model, threads=1, vector_width=8)
     for _ in range(3):
-        np.testing.assert_allclose(compiled(x), want, rtol=1e-5, atol=1e-5)
+        got = compiled(x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got, one(x))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 13, 5, (1, 1), 4), (2, 17, 21, 3, (2, 2), 3), (3, 20, 11, 7, (2, 1), 7)])
+def test_row_part_writes_its_rows_only(shape) -> None:
+    """A part of output rows ``OS .. OE`` (threads' bands, ``static_part_space``): its rows bit for bit the whole
+    layer's, every other element of the output untouched (no run-on store into the next part's rows)."""
+    c, h, w, k, s, cut = shape
+    model, x, want, inits = _case_model(dict(c=c, m=c, kh=k, kw=k, s=list(s), pads=[k // 2] * 4, h=h, w=w, act=None,
+                                             seed=5))
+    (node,) = [n for n in cnnjit.compile(model, vector_width=8, entry="lazy").ir.nodes if n.op == "Conv"]
+    target = Target(vector_width=8, vector_registers=16)
+    OH = want.shape[2]
+    assert static_part_space(node, target) == (OH, 1)
+    whole = None
+    for part in (None, (0, cut), (cut, OH)):
+        node.meta.pop("part", None)
+        if part is not None:
+            node.meta["part"] = part
+        (call,) = gen_simd_depthwise_static(node, target)
+        y = np.full(want.size + 16, 7.5, np.float32)
+        scratch = np.full(call.args[4].elems, np.nan, np.float32)
+        load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, scratch, 0,
+                                 *call.args[5:])
+        got = y[:want.size].reshape(want.shape)
+        if part is None:
+            whole = got
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+            continue
+        rows = np.zeros(OH, bool)
+        rows[part[0]:part[1]] = True
+        np.testing.assert_array_equal(got[:, :, rows], whole[:, :, rows])
+        assert (got[:, :, ~rows] == 7.5).all() and (y[want.size:] == 7.5).all()
+    node.meta.pop("part", None)

@@ -17,7 +17,9 @@ channel and per tap moved out of the inner loop, by generating the kernel for th
   two thirds of a stride-2 layer's time).
 
 Left and right padding stay in the plane (zero margins written once per call), so the inner loop has no
-bounds test. Stores are whole vectors, a row's short last vector first (its run-on into the next row is
+bounds test. A layer split over threads in bands of output rows (``static_part_space``, where every band
+has one accumulator per row) gets a kernel per band, from the input rows it reads, bit for bit the
+one-thread result. Stores are whole vectors, a row's short last vector first (its run-on into the next row is
 overwritten later), only the call's last vectors masked.
 
 Per output vector of a band of ``R`` rows (AVX2, 16 registers: the weights are broadcast per kernel column,
@@ -40,6 +42,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_depthwise import MAX_TAPS, Sweep, choose_sweep, store_row
 from .simd_pointwise import conv_operands, conv_sizes, row_width
@@ -174,8 +177,8 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
                     for r in range(rows) for i in range(kh) if r * sh + i == t]
         return out
 
-    if sweep.resident:
-        for j in range(kw):
+    if sweep.resident:  # (stride 2: the even columns first, as the loops below: the same sums in any band)
+        for j in (range(kw) if g.sw == 1 else [*range(0, kw, 2), *range(1, kw, 2)]):
             L += column(j, g.tap(j), str(j), ind + "    ")
     else:
         # the kernel columns as a loop (its count an argument, so not unrolled): one column's broadcasts, loads
@@ -191,29 +194,47 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
     return L
 
 
-def bands(g: Geometry, main: Sweep, registers: int) -> list[tuple[int, Sweep, bool]]:
+def bands(g: Geometry, main: Sweep, registers: int, part: tuple[int, int] | None = None
+          ) -> list[tuple[int, Sweep, bool]]:
     """The output bands as ``(first row, sweep, inside)``: ``OH // main.rows`` bands of the main sweep, then
     one of the rows left (its own ``choose_sweep``); ``inside`` when every input row a band reads is in the
-    input (those bands run in one loop, the others are generated one by one)."""
+    input (those bands run in one loop, the others are generated one by one). ``part``: output rows ``OS ..
+    OE`` only, the rows left in a sweep of one accumulator (``row_parts``: the same sums as the whole layer's)."""
     out = []
     R = main.rows
-    for b in range(g.OH // R):
-        oh0 = b * R
+    OS, OE = part or (0, g.OH)
+    for b in range((OE - OS) // R):
+        oh0 = OS + b * R
         first = oh0 * g.sh - g.pt + g.top
         out.append((oh0, main, first >= 0 and first + (R - 1) * g.sh + g.kh <= g.rows))
-    rest = g.OH % R
+    rest = (OE - OS) % R
     if rest:
-        out.append((g.OH - rest, choose_sweep(rest, g.kh, g.kw, g.sh, 1, registers), False))
+        out.append((OE - rest, Sweep(rest, 1, main.resident) if part else
+                    choose_sweep(rest, g.kh, g.kw, g.sh, 1, registers), False))
     return out
 
 
-def static_source(node: Node, g: Geometry, registers: int) -> tuple[str, list]:
-    """The kernel for depthwise Conv ``node`` at geometry ``g`` (see the module docstring)."""
+def whole_sweeps(node: Node, target: Target) -> list[Sweep]:
+    """The sweeps of the whole layer's bands."""
+    a = node.attrs
+    OH = node.outputs[0].shape[2]
+    (kh, kw), sh, regs = a["kernel_shape"], a["strides"][0], target.vector_registers
+    main = choose_sweep(OH, kh, kw, sh, 1, regs)
+    return [main] + ([choose_sweep(OH % main.rows, kh, kw, sh, 1, regs)] if OH % main.rows else [])
+
+
+def static_source(node: Node, g: Geometry, registers: int, part: tuple[int, int] | None = None
+                  ) -> tuple[str, list]:
+    """The kernel for depthwise Conv ``node`` at geometry ``g`` (see the module docstring); ``part``: output
+    rows ``OS .. OE`` only (a layer split over threads in bands), from the input rows they read, no store
+    running on past row ``OE - 1`` of a channel (the rows after it are another part's)."""
     w = g.w
     epi = Epilogue(node, w, True)
     main = choose_sweep(g.OH, g.kh, g.kw, g.sh, 1, registers)
-    plan = bands(g, main, registers)
+    plan = bands(g, main, registers, part)
     resident = any(s.resident for _, s, _ in plan)
+    OS, OE = part or (0, g.OH)
+    ih0, ih1 = max(0, OS * g.sh - g.pt), min(g.H, (OE - 1) * g.sh - g.pt + g.kh)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, pb, po, N, C, M, OWL, J0, J1" + epi.signature() + "):",
         "    mult = M // C",
@@ -228,7 +249,7 @@ def static_source(node: Node, g: Geometry, registers: int) -> tuple[str, list]:
         "            if c < C:",
         f"                pn = pa + (c % 2) * {_up(g.plane, w)}",
         f"                xc = xo + (n * C + c) * {g.H * g.W}",
-        f"                for ih in range({g.H}):",
+        f"                for ih in range({ih0}, {ih1}):",
         f"                    src = xc + ih * {g.W}",
         *_copy_lines(g, " " * 20),
         "            if c == 0:",
@@ -239,6 +260,7 @@ def static_source(node: Node, g: Geometry, registers: int) -> tuple[str, list]:
         *([f"                w{i}_{j} = vbcast{w}(wb[U(wk + {i * g.kw + j})])"
            for i in range(g.kh) for j in range(g.kw)] if resident else []),
         f"                bias = vbcast{w}(bb[bo + m])",
+        *([f"                lim = ((n * M + m) * {g.OH} + {OE}) * {g.OW}"] if part else []),
     ]
     k = 0
     while k < len(plan):
@@ -286,7 +308,14 @@ def gen_simd_depthwise_static(node: Node, target: Target) -> list[KernelCall]:
     x, wt, bias, y = conv_operands(node)
     N, C, _, _, M, _, OW = conv_sizes(node)
     g = geometry(node, row_width(target, OW), padded=padded_rows(node, target))
-    src, extra = static_source(node, g, target.vector_registers)
+    src, extra = static_source(node, g, target.vector_registers, node_part(node))
     args = [x, wt, bias, y, Scratch(2 * _up(g.plane, g.w) + g.w), N, C, M, (OW - 1) // g.w * g.w,
             (g.kw + 1) // 2 if g.sw == 2 else g.kw, g.kw // 2 if g.sw == 2 else 0, *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "simd_depthwise_static")
+def static_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Output rows, any range, where every band of the whole layer has one accumulator per row (a row's taps
+    then add up in the same order in any band: bit for bit the one-thread result), else none."""
+    return (node.outputs[0].shape[2], 1) if all(s.accs == 1 for s in whole_sweeps(node, target)) else None
