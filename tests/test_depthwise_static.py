@@ -85,7 +85,7 @@ def _case_model(case: dict) -> tuple:
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@property_settings(4)
+@property_settings(3)
 @given(case=static_cases())
 def test_static_depthwise_at_width(width: int, case: dict) -> None:
     model, x, want, _ = _case_model(case)
