@@ -274,7 +274,7 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(64, 64, 104, 1, 1), target).name == "packed_pointwise"  # 1x1 on long rows
     assert not cblock_applies(_layer(64, 64, 104, 1, 1), target)
     assert choose(_layer(96, 96, 4 * w + 4, 3, 1), target).name != "cblock"
-    assert choose(_layer(32, 32, 13, 3, 2, group=32), target).name == "simd_depthwise"
+    assert choose(_layer(32, 32, 13, 3, 2, group=32), target).name == "simd_depthwise_static"
     assert choose(_layer(16, 2 * w, 26, 3, 2), target).name == "cblock"
     assert choose(_layer(16, w, 26, 3, 2), target).name != "cblock"  # one channel vector
     assert choose(_layer(3, 32, 64, 3, 2), target).name != "cblock"  # a stem: too shallow a reduction

@@ -105,7 +105,7 @@ def test_threaded_parts_match_the_reference() -> None:
     """A depthwise layer split over two threads by channel ranges: each part's row tails end at its own
     channels (whole-vector stores would otherwise run into the other part's rows while it writes them)."""
     model, wt, b, attrs = _depthwise_model(64, 124, 125, 3, 1)  # above the threads' minimum total work
-    compiled = cnnjit.compile(model, threads=2, vector_width=8)
+    compiled = cnnjit.compile(model, threads=2, vector_width=8, variants={"Conv": "simd_depthwise"})
     calls = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
     assert len(calls) == 2 and {c.variant for c in calls} == {"simd_depthwise"}
     x = np.random.default_rng(1).standard_normal((1, 64, 124, 125)).astype(np.float32)

@@ -26,6 +26,7 @@ from . import (  # noqa: F401
     simd_cvec,
     simd_depthwise,
     simd_depthwise_row,
+    simd_depthwise_static,
     simd_matmul,
     simd_pointwise,
     simd_pool,

@@ -136,22 +136,33 @@ def _rows(w: int, kh_n: int, kw_n: int, sh: int, sw: int, dh: int, dw: int, swee
                   for r in range(rows) for i in range(kh_n) if r * sh + i * dh == t]
     L.append(f"{ind}    cnt = min({w}, OW - ow0)")
     for r in range(rows):
-        total = f"r{r}_0"
-        for k in range(1, accs):
-            total = f"vadd{w}({total}, r{r}_{k})"
-        idx = f"((n * M + m) * OH + oh + {r}) * OW + ow0"
-        L.append(f"{ind}    a = {total}")
-        L.append(f"{ind}    if cnt == {w}:")
-        L += epi.vector(ind + "        ", "a", idx, w, False)
+        L += store_row(epi, ind + "    ", f"((n * M + m) * OH + oh + {r}) * OW + ow0", w, r, accs)
+    return L
+
+
+def store_row(epi: Epilogue, ind: str, idx: str, w: int, r: int, accs: int, whole: bool = False) -> list[str]:
+    """Kernel lines summing output row ``r``'s ``accs`` accumulators (``r<r>_<k>``) into ``a``, applying the
+    epilogue and storing it at output element ``idx``: a whole vector as it is; a short one (``cnt`` lanes)
+    whole while it ends before ``lim`` (it runs on into rows stored after it), else masked. ``whole``: every
+    vector is whole."""
+    total = f"r{r}_0"
+    for k in range(1, accs):
+        total = f"vadd{w}({total}, r{r}_{k})"
+    L = [f"{ind}a = {total}"]
+    if whole:
+        L += epi.vector(ind, "a", idx, w, False)
+        L.append(f"{ind}vstore{w}(yb, yo + {idx}, a)")
+    else:
+        L.append(f"{ind}if cnt == {w}:")
+        L += epi.vector(ind + "    ", "a", idx, w, False)
+        L.append(f"{ind}    vstore{w}(yb, yo + {idx}, a)")
+        L.append(f"{ind}else:")
+        L += epi.vector(ind + "    ", "a", idx, w, True)
+        L.append(f"{ind}    if {idx} + {w} <= lim:")
         L.append(f"{ind}        vstore{w}(yb, yo + {idx}, a)")
         L.append(f"{ind}    else:")
-        L += epi.vector(ind + "        ", "a", idx, w, True)
-        L.append(f"{ind}        if {idx} + {w} <= lim:")
-        L.append(f"{ind}            vstore{w}(yb, yo + {idx}, a)")
-        L.append(f"{ind}        else:")
-        L.append(f"{ind}            vstoren{w}(yb, yo + {idx}, a, cnt)")
-        L += epi.after(ind + "    ", ["for j in range(cnt):"], f"{idx} + j")
-    return L
+        L.append(f"{ind}        vstoren{w}(yb, yo + {idx}, a, cnt)")
+    return L + epi.after(ind, ["for j in range(cnt):"], f"{idx} + j")
 
 
 def _copy_row(w: int, ind: str) -> list[str]:
