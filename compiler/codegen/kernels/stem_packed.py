@@ -30,6 +30,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes
+from .stem_conv import stem_layer
 from .template import source
 
 #: the most input channels and taps (input channels x kernel taps): a ResNet-50 stem's 3 x 7 x 7 = 147
@@ -208,29 +209,20 @@ def stem_packed_applies(node: Node, target: Target) -> bool:
     """A dense (group 1) 2-D float32 Conv with constant weights, at most ``MAX_CHANNELS`` input channels and
     ``MAX_DEPTH`` taps, a kernel wider or taller than 1, row and column strides of 1 or 2 and output rows of
     at least one pixel vector (shorter rows would idle most lanes: ``cvec``)."""
-    x, wt = node.inputs[0], node.inputs[1]
-    a = node.attrs
-    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
-        return False
-    C, (KH, KW) = x.shape[1], a["kernel_shape"]
-    return (a["group"] == 1 and C <= MAX_CHANNELS and C * KH * KW <= MAX_DEPTH and KH * KW > 1
-            and all(s in (1, 2) for s in a["strides"]) and node.outputs[0].shape[3] >= target.vector_width)
+    return stem_layer(node, target, MAX_CHANNELS, MAX_DEPTH) and all(s in (1, 2) for s in node.attrs["strides"])
 
 
 @variant("Conv", name="stem_packed", priority=24, applies=stem_packed_applies)
 def gen_stem_packed(node: Node, target: Target) -> list[KernelCall]:
+    """One call for the batch: each band's phase planes in scratch, then its rows' register tiles."""
     x, wt, bias, y = conv_operands(node)
-    a = node.attrs
-    N, C, H, Win, M, OH, OW = conv_sizes(node)
-    w = target.vector_width
-    mr, nr = stem_packed_tile(target, M, OW)
-    g = geometry(node, w)
-    depth = C * a["kernel_shape"][0] * a["kernel_shape"][1]
+    n = conv_sizes(node)
+    mr, nr = stem_packed_tile(target, n.M, n.OW)
+    g = geometry(node, target.vector_width)
     # [tile][c][kh][kw][rows]: a tile's weights of one tap side by side (the last tile M % mr rows)
-    w2 = wt.const.reshape(M, depth).astype(np.float32)
-    blocks = [w2[m:m + mr].T.reshape(-1) for m in range(0, M, mr)]
-    packed = np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
-    src, extra = stem_packed_source(node, w, mr, nr)
-    args = [x, Param(packed), bias, y, Scratch(C * g["SH"] * g["SW"] * g["RH"] * g["WH"]), N, H, Win, M, OH, OW,
-            g["PH"], g["PW"], *extra]
+    w2 = wt.const.reshape(n.M, -1).astype(np.float32)
+    packed = np.ascontiguousarray(np.concatenate([w2[m:m + mr].T.reshape(-1) for m in range(0, n.M, mr)]))
+    src, extra = stem_packed_source(node, target.vector_width, mr, nr)
+    args = [x, Param(packed), bias, y, Scratch(n.C * g["SH"] * g["SW"] * g["RH"] * g["WH"]), n.N, n.H, n.W, n.M,
+            n.OH, n.OW, g["PH"], g["PW"], *extra]
     return [KernelCall(src, args, note(node))]
