@@ -22,11 +22,13 @@ from cnnjit.compiler.stages import CompileOptions
 
 
 @st.composite
-def stem_cases(draw, width: int):
-    """Layers ``stem_conv`` applies to: 1-4 input channels, a square kernel within ``MAX_DEPTH`` taps, any
-    output channel count (odd ones leave one-channel tiles), rows from one vector to past two blocks."""
+def stem_cases(draw, width: int, depth: int = MAX_DEPTH, ms: tuple[int, ...] = (1, 3, 8, 12, 16, 24),
+               vectors: int = 0):
+    """Layers ``stem_conv`` applies to: 1-4 input channels, a square kernel within ``depth`` taps, any
+    output channel count of ``ms`` (odd ones leave one-channel tiles), rows from one vector to past two blocks
+    (``vectors``: to that many vectors past the first)."""
     c = draw(st.integers(1, MAX_CHANNELS))
-    k = draw(st.sampled_from([k for k in (2, 3, 5, 7) if c * k * k <= MAX_DEPTH]))
+    k = draw(st.sampled_from([k for k in (2, 3, 5, 7) if c * k * k <= depth]))
     s = draw(st.sampled_from([1, 2]))
     d = draw(st.sampled_from([1, 1, 2]))
     span = (k - 1) * d + 1
@@ -34,9 +36,12 @@ def stem_cases(draw, width: int):
     hlo = max(1, span - pads[0] - pads[2])
     h = draw(st.integers(hlo, hlo + 5))
     lo = max(1, (width - 1) * s + span - pads[1] - pads[3])  # output rows of at least one vector
-    blk = block_pixels(c * k * k, stem_tile(Target(vector_width=width), 8, 1000)[1] * width)
-    w = draw(st.integers(lo, max(lo, min(2 * blk + 9, 300) * s)))  # past two blocks at times
-    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=draw(st.sampled_from([1, 3, 8, 12, 16, 24])), g=1,
+    if vectors:
+        w = draw(st.integers(lo, lo + vectors * width * s))
+    else:
+        blk = block_pixels(c * k * k, stem_tile(Target(vector_width=width), 8, 1000)[1] * width)
+        w = draw(st.integers(lo, max(lo, min(2 * blk + 9, 300) * s)))  # past two blocks at times
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, m=draw(st.sampled_from(ms)), g=1,
                 k=k, s=s, d=d, h=h, w=w, pads=pads, act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()),
                 seed=draw(st.integers(0, 2**16)))
 
