@@ -11,6 +11,7 @@ held-out models, not copied into the repo; symbolic dims 1, seeded inputs: stand
 default over the table without. ``--cpu`` times thread CPU time instead of wall time (a loaded machine).
 
     python benchmarks/variant_ab.py --without Conv:conv1d_packed --onnx /work/heldout/magika.onnx --cpu --runs 40
+    python benchmarks/variant_ab.py --without Conv:stem_packed --onnx pnet.onnx --shape input_1=1,240,320,3
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable
         return cnnjit.compile(model, threads=1, input_shapes=shapes, disable=list(disable) or None)
 
 
-def file_model(path: str, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """(model, {input: seeded input}) of an ONNX file: symbolic dims 1, standard normal floats, integers (token
-    ids, byte values) in 0..255, random booleans."""
+def file_model(path: str, seed: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
+               ) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """(model, {input: seeded input}) of an ONNX file: the input ``shapes`` given, else symbolic dims 1;
+    standard normal floats, integers (token ids, byte values) in 0..255, random booleans."""
     model = onnx.load(path)
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in graph_inputs(model):
         t = i.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") else 1 for d in t.shape.dim)
+        shape = (shapes or {}).get(i.name) or tuple(d.dim_value if d.HasField("dim_value") else 1
+                                                    for d in t.shape.dim)
         dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
         feeds[i.name] = (rng.standard_normal(shape) if dt.kind == "f" else rng.integers(0, 2, shape) if dt.kind == "b"
                          else rng.integers(0, 256, shape)).astype(dt)
@@ -64,13 +67,16 @@ def main() -> None:
     ap.add_argument("--disable", default="", help="PASS[,PASS...] also off in the 'before' compile")
     ap.add_argument("--models", default="ddddocr_det", help="comma-separated model names (ignored with --onnx)")
     ap.add_argument("--onnx", action="append", default=[], help="an ONNX file (repeatable)")
+    ap.add_argument("--shape", action="append", default=[],
+                    help="NAME=d0,d1,... an --onnx input's shape (repeatable; default: symbolic dims 1)")
     ap.add_argument("--cpu", action="store_true", help="time thread CPU time, not wall time")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
     removed = [tuple(s.split(":", 1)) for s in args.without.split(",")]
     entries = [(n, lambda n=n: load(n)) for n in args.models.split(",") if not args.onnx]
-    entries += [(Path(p).stem, lambda p=p: file_model(p)) for p in args.onnx]
+    given = {k: tuple(int(v) for v in d.split(",")) for k, _, d in (s.partition("=") for s in args.shape)}
+    entries += [(Path(p).stem, lambda p=p: file_model(p, shapes=given)) for p in args.onnx]
     for name, get in entries:
         model, feeds = get()
         shapes = {k: v.shape for k, v in feeds.items()}

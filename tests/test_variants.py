@@ -58,6 +58,7 @@ CASES = {
     ("Conv", "direct"): _conv(4, 6, 7, k=3, group=2),
     ("Conv", "winograd_f4"): _conv(16, 16, 16, k=3),
     ("Conv", "stem_conv"): _conv(3, 16, 33, k=3, stride=2),
+    ("Conv", "stem_packed"): _conv(3, 16, 33, k=3, stride=2),
     ("Gemm", "sparse_gemm"): _model("Gemm", (2, 24), {"b": np.where(np.random.default_rng(1).random((24, 10)) < 0.97,
                                                                     0, 1).astype(np.float32)}),
     ("Gemm", "simd_gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(2).standard_normal((24, 10))

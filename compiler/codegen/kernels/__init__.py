@@ -35,6 +35,7 @@ from . import (  # noqa: F401
     sparse_pointwise,
     spatial,
     stem_conv,
+    stem_packed,
     strided_pointwise,
     winograd,
 )

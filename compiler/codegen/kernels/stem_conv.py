@@ -133,6 +133,18 @@ def stem_source(node: Node, w: int, mr: int, nr: int, cb: int) -> tuple[str, lis
     return source(L), epi.args
 
 
+def stem_layer(node: Node, target: Target, channels: int, depth: int) -> bool:
+    """A dense (group 1) 2-D float32 Conv with constant weights, at most ``channels`` input channels and
+    ``depth`` taps, a kernel wider or taller than 1 and output rows of at least one pixel vector."""
+    x, wt = node.inputs[0], node.inputs[1]
+    a = node.attrs
+    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
+        return False
+    C, (KH, KW) = x.shape[1], a["kernel_shape"]
+    return (a["group"] == 1 and C <= channels and C * KH * KW <= depth and KH * KW > 1
+            and node.outputs[0].shape[3] >= target.vector_width)
+
+
 def stem_applies(node: Node, target: Target) -> bool:
     """A dense (group 1) 2-D float32 Conv with constant weights, at most ``MAX_CHANNELS`` input channels
     and ``MAX_DEPTH`` taps, a kernel wider or taller than 1, a column stride of 1 or 2, and output rows of at
@@ -146,13 +158,7 @@ def stem_applies(node: Node, target: Target) -> bool:
     26.6): hence ``MAX_CHANNELS``. On rows shorter than a vector most lanes idle: the MLPerf keyword model's
     1->64 10x4 stride 2 stem (5 output columns) ran the whole model in 96 us against 89 with ``cvec``
     (interleaved, 400 runs)."""
-    x, wt = node.inputs[0], node.inputs[1]
-    a = node.attrs
-    if x.dtype != np.float32 or wt.dtype != np.float32 or not wt.is_const or len(x.shape) != 4:
-        return False
-    C, (KH, KW) = x.shape[1], a["kernel_shape"]
-    return (a["group"] == 1 and C <= MAX_CHANNELS and C * KH * KW <= MAX_DEPTH and KH * KW > 1
-            and a["strides"][1] in (1, 2) and node.outputs[0].shape[3] >= target.vector_width)
+    return stem_layer(node, target, MAX_CHANNELS, MAX_DEPTH) and node.attrs["strides"][1] in (1, 2)
 
 
 @variant("Conv", name="stem_conv", priority=58, applies=stem_applies)
