@@ -73,6 +73,7 @@ def first_calls(model: cnnjit.CompiledModel, feed: str, sample: tuple[int, ...],
     rows = []
     for b in batches:
         x = rng.standard_normal((b, *sample)).astype(np.float32)
+        quiesce()
         c0, t0 = time.process_time(), time.perf_counter()
         model.run(None, {feed: x})
         first, cpu_first = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
@@ -257,8 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model.run(None, {feed: np.zeros((1, *sample), np.float32)})
         compile_s = time.perf_counter() - t0
-        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        # (the session after the first calls: its default pool spins for a while once created, on the core a
+        # first call's second thread needs, measured: VWW batch 8's steady call 2.16 ms wall and 4.88 ms of CPU)
         fc = first_calls(model, feed, sample, new)
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         tp = throughput(model, sess, feed, sample, batches, args.runs)
         result["models"][name] = {"batch1_compile_s": compile_s, "first_calls": fc, "throughput": tp}
         first_rows += [[name, r["batch"], r["first_ms"], r["steady_ms"], r["extra_ms"], r["cpu_first_ms"],
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
              f"medians of {args.runs} alternating blocks of 3 calls (after one untimed call each, once the "
              "process's threads are idle: onnxruntime's spin for tens of ms after a call); "
              f"ratio = cnnjit / onnxruntime images/s (target at batch 8: >= {TARGET_BATCH8}).",
-             "First call: the model ran at batch 1 first (its one compile); 'extra' is the first call of the new "
+             "First call: the model ran at batch 1 first (its one compile), and no onnxruntime session exists yet "
+             "(its pool spins once created); 'extra' is the first call of the new "
              f"size minus its steady call (target <= {TARGET_FIRST_MS:.0f} ms); the CPU columns are the process's "
              "CPU time (all threads), which a busy machine inflates far less than wall time. A loop over batch 1 "
              "compiles "
