@@ -248,7 +248,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     n = 0
     if tid >= d[THREADS]:
         return 0
-    tr = d[TRACE]
+    tr = d[TRACE] if tid < TRACE_THREADS else 0
     if tr:  # (thread: when it began, ran out of samples, stopped waiting, its CPU time in the batch)
         d[tr + TRACE_ROW * tid] = monotonic_ns()
         d[tr + TRACE_ROW * tid + 3] = -thread_cpu_ns()
@@ -257,8 +257,10 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         i = _claim(d, ep, batch)
         if i < 0:
             break
-        if tr:  # (sample: which thread ran it, when it began and ended, its CPU time)
-            at = tr + TRACE_ROW * (TRACE_THREADS + i)
+        at = tr + TRACE_ROW * (TRACE_THREADS + i) if tr else 0
+        if at + TRACE_ROW > len(d):  # (a sample beyond the trace's room)
+            at = 0
+        if at:  # (sample: which thread ran it, when it began and ended, its CPU time)
             d[at], d[at + 1], d[at + 3] = tid, monotonic_ns(), -thread_cpu_ns()
         # (a sample claimed in batch ``ep``: the batch is not over, so ``d`` still describes it)
         nbuf, nfn, nin, nout = d[NBUF], d[NFN], d[NIN], d[NOUT]
@@ -283,7 +285,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
                 size = d[outs + 2 * k + 1]
                 copy_bytes(d[outs + 2 * k] + i * size, d[places + nin + k], size)
             n += 1
-        if tr:
+        if at:
             d[at + 2] = monotonic_ns()
             d[at + 3] += thread_cpu_ns()
         _finish(d, ep)
@@ -312,6 +314,23 @@ def stopped_at(d: np.ndarray) -> int | None:
     if c >> SHIFT != ep or not c & STOPPED or f >> SHIFT != ep:
         return None
     return f & MASK
+
+
+def start_trace(d: np.ndarray, at: int = DESC_WORDS // 4) -> None:
+    """Make the batches described in ``d`` (a team's ``desc``) write their trace from word ``at`` on (see
+    ``TRACE``): for diagnostics (``read_trace``); ``at`` 0 stops it."""
+    if at and at < VAR or at + TRACE_ROW * TRACE_THREADS > len(d):
+        raise ValueError(f"a trace cannot start at word {at} of a {len(d)}-word description")
+    d[TRACE] = at
+
+
+def read_trace(d: np.ndarray, threads: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The trace of the last batch described in ``d`` (``start_trace``): per thread (when it began, ran out of
+    samples and stopped waiting, monotonic ns, 0 if it took no part; its CPU ns in the batch) and per sample
+    (the thread that ran it, when it began and ended, its CPU ns), as two int64 arrays of 4 columns."""
+    at = int(d[TRACE])
+    rows = d[at:at + TRACE_ROW * (TRACE_THREADS + batch)].reshape(-1, TRACE_ROW).copy()
+    return rows[:threads], rows[TRACE_THREADS:TRACE_THREADS + batch]
 
 
 def native_functions(run: Callable[..., None]) -> list[int] | None:
@@ -403,5 +422,5 @@ class Desc:
         d[EPOCH] = ep
 
 
-__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "copy_bytes", "call_raw", "batch_rows", "stopped_at",
-           "native_functions", "Desc"]
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "copy_bytes", "call_raw", "batch_rows", "stopped_at",
+           "start_trace", "read_trace", "native_functions", "Desc"]
