@@ -30,16 +30,9 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .atomics import (
-    atomic_add,
-    atomic_load,
-    compare_swap,
-    futex_wait,
-    futex_wake,
-    monotonic_ns,
-    spin_clock,
-    thread_cpu_ns,
-)
+from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wake, spin_clock
+from .atomics import monotonic_ns as clock_ns
+from .atomics import thread_cpu_ns as cpu_ns
 from .numba_cache import LoadWithoutRefresh
 from .team import DESC_WORDS, LINE, MASK, SHIFT, SYS_FUTEX
 
@@ -250,8 +243,8 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         return 0
     tr = d[TRACE] if tid < TRACE_THREADS else 0
     if tr:  # (thread: when it began, ran out of samples, stopped waiting, its CPU time in the batch)
-        d[tr + TRACE_ROW * tid] = monotonic_ns()
-        d[tr + TRACE_ROW * tid + 3] = -thread_cpu_ns()
+        d[tr + TRACE_ROW * tid] = clock_ns()
+        d[tr + TRACE_ROW * tid + 3] = -cpu_ns()
     while True:
         batch = d[BATCH]
         i = _claim(d, ep, batch)
@@ -261,7 +254,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         if at + TRACE_ROW > len(d):  # (a sample beyond the trace's room)
             at = 0
         if at:  # (sample: which thread ran it, when it began and ended, its CPU time)
-            d[at], d[at + 1], d[at + 3] = tid, monotonic_ns(), -thread_cpu_ns()
+            d[at], d[at + 1], d[at + 3] = tid, clock_ns(), -cpu_ns()
         # (a sample claimed in batch ``ep``: the batch is not over, so ``d`` still describes it)
         nbuf, nfn, nin, nout = d[NBUF], d[NFN], d[NIN], d[NOUT]
         io = VAR + nfn
@@ -286,18 +279,18 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
                 copy_bytes(d[outs + 2 * k] + i * size, d[places + nin + k], size)
             n += 1
         if at:
-            d[at + 2] = monotonic_ns()
-            d[at + 3] += thread_cpu_ns()
+            d[at + 2] = clock_ns()
+            d[at + 3] += cpu_ns()
         _finish(d, ep)
         if failed:
             break
     if tr:
-        d[tr + TRACE_ROW * tid + 1] = monotonic_ns()
+        d[tr + TRACE_ROW * tid + 1] = clock_ns()
     if wait:
         _wait_all(d, ep, d[BATCH])
     if tr:
-        d[tr + TRACE_ROW * tid + 2] = monotonic_ns()
-        d[tr + TRACE_ROW * tid + 3] += thread_cpu_ns()
+        d[tr + TRACE_ROW * tid + 2] = clock_ns()
+        d[tr + TRACE_ROW * tid + 3] += cpu_ns()
     return n
 
 
