@@ -412,6 +412,8 @@ class Desc:
             made[io + 2 * k + 1] = x.nbytes // batch
         d[VAR:len(made)] = made[VAR:]
         d[THREADS:PTSIZE + 1] = made[THREADS:PTSIZE + 1]  # (the header but its epoch, and line 1)
+        if d[TRACE]:  # (a trace of this batch only: a thread that takes no part leaves its row 0)
+            d[d[TRACE]:d[TRACE] + TRACE_ROW * (TRACE_THREADS + batch)] = 0
         d[EPOCH] = ep
 
 
