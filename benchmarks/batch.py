@@ -19,6 +19,7 @@ Results: ``benchmarks/results/batch.json`` and ``batch.md``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -73,6 +74,7 @@ def first_calls(model: cnnjit.CompiledModel, feed: str, sample: tuple[int, ...],
     rows = []
     for b in batches:
         x = rng.standard_normal((b, *sample)).astype(np.float32)
+        quiesce()
         c0, t0 = time.process_time(), time.perf_counter()
         model.run(None, {feed: x})
         first, cpu_first = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
@@ -92,9 +94,9 @@ def first_calls(model: cnnjit.CompiledModel, feed: str, sample: tuple[int, ...],
     return rows
 
 
-def blocks(fns: dict, runs: int, block: int = 3) -> dict[str, float]:
-    """Median ms per call: ``runs`` rounds, each running every candidate's block of ``block`` timed calls after
-    one untimed call, candidates in turn, each turn once the process is quiet (``harness.quiesce``). Blocks,
+def blocks(fns: dict, runs: int, block: int = 3) -> dict[str, tuple[float, float]]:
+    """(median, minimum) ms per call: ``runs`` rounds, each running every candidate's block of ``block`` timed
+    calls after one untimed call, candidates in turn, each turn once the process is quiet (``harness.quiesce``). Blocks,
     not single interleaved calls, and the wait: onnxruntime's default thread pool keeps spinning for tens of
     ms after a call returns, which took a core from the other library's calls (measured: cnnjit's VWW batch 8
     at 10.9 ms interleaved call by call, 2.8 ms alone; with blocks but no wait, its split ran no faster than
@@ -108,7 +110,7 @@ def blocks(fns: dict, runs: int, block: int = 3) -> dict[str, float]:
             for _ in range(block):
                 fns[name]()
             times[name].append((time.perf_counter() - t0) * 1e3 / block)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: (statistics.median(v), min(v)) for k, v in times.items()}
 
 
 def throughput(model: cnnjit.CompiledModel, sess, feed: str, sample: tuple[int, ...], batches: list[int],
@@ -122,9 +124,11 @@ def throughput(model: cnnjit.CompiledModel, sess, feed: str, sample: tuple[int, 
                                    atol=1e-4)
         st = blocks({"cnnjit": lambda: model.run(None, {feed: x}), "onnxruntime": lambda: sess.run(None, {feed: x})},
                     runs)
-        cj, ox = b / st["cnnjit"] * 1e3, b / st["onnxruntime"] * 1e3
+        (cj_ms, cj_min), (ox_ms, ox_min) = st["cnnjit"], st["onnxruntime"]
+        cj, ox = b / cj_ms * 1e3, b / ox_ms * 1e3
         rows.append({"batch": b, "cnnjit_img_s": cj, "onnxruntime_img_s": ox, "ratio": cj / ox,
-                     "cnnjit_ms": st["cnnjit"], "onnxruntime_ms": st["onnxruntime"]})
+                     "cnnjit_ms": cj_ms, "onnxruntime_ms": ox_ms, "cnnjit_min_ms": cj_min,
+                     "onnxruntime_min_ms": ox_min, "ratio_best": ox_min / cj_min})
     return rows
 
 
@@ -199,8 +203,6 @@ def throughput_procs(names: list[str], batches: list[int], args: argparse.Namesp
 
 def write_procs(rows: list[dict], args: argparse.Namespace) -> None:
     """``batch_procs.{json,md}``: the table of ``throughput_procs``."""
-    import os
-
     write_json("batch_procs", {"runs": args.runs, "block_calls": args.block_calls, "rows": rows}, args.out)
     load = os.getloadavg()
     notes = [f"Each library in its own process (`--procs`), its defaults (cnnjit threads={rows[0]['threads']}). "
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.procs_only:
             return 0
     new = [int(b) for b in args.new_batches.split(",")]
-    result: dict = {"models": {}, "threads": None}
+    load0 = os.getloadavg()
+    result: dict = {"models": {}, "threads": None, "load_before": load0}
     first_rows, tp_rows = [], []
     for name, (proto, sample) in models(args.models.split(",")).items():
         feed = proto.graph.input[0].name
@@ -257,32 +260,39 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         model.run(None, {feed: np.zeros((1, *sample), np.float32)})
         compile_s = time.perf_counter() - t0
-        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        # (the session after the first calls: its default pool spins for a while once created, on the core a
+        # first call's second thread needs, measured: VWW batch 8's steady call 2.16 ms wall and 4.88 ms of CPU)
         fc = first_calls(model, feed, sample, new)
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         tp = throughput(model, sess, feed, sample, batches, args.runs)
         result["models"][name] = {"batch1_compile_s": compile_s, "first_calls": fc, "throughput": tp}
         first_rows += [[name, r["batch"], r["first_ms"], r["steady_ms"], r["extra_ms"], r["cpu_first_ms"],
                         r["cpu_steady_ms"], r["cpu_extra_ms"], r["ran_as"]] for r in fc]
-        tp_rows += [[name, r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"]] for r in tp]
+        tp_rows += [[name, r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"]]
+                    for r in tp]
         for r in fc:
             print(f"{name} new batch {r['batch']}: first {r['first_ms']:.1f} ms, steady {r['steady_ms']:.1f} ms "
                   f"({r['ran_as']})", flush=True)
         for r in tp:
             print(f"{name} batch {r['batch']}: cnnjit {r['cnnjit_img_s']:.0f} img/s, onnxruntime "
-                  f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f}", flush=True)
+                  f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f} (of minima {r['ratio_best']:.2f})",
+                  flush=True)
     write_json("batch", result, args.out)
     notes = [f"cnnjit threads={result['threads']} (default: the usable cores); onnxruntime's default session; "
              f"medians of {args.runs} alternating blocks of 3 calls (after one untimed call each, once the "
              "process's threads are idle: onnxruntime's spin for tens of ms after a call); "
-             f"ratio = cnnjit / onnxruntime images/s (target at batch 8: >= {TARGET_BATCH8}).",
-             "First call: the model ran at batch 1 first (its one compile); 'extra' is the first call of the new "
+             f"ratio = cnnjit / onnxruntime images/s (target at batch 8: >= {TARGET_BATCH8}); 'of minima': "
+             "the same from each library's fastest block (what a busy machine distorts least). Load average "
+             f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after.",
+             "First call: the model ran at batch 1 first (its one compile), and no onnxruntime session exists yet "
+             "(its pool spins once created); 'extra' is the first call of the new "
              f"size minus its steady call (target <= {TARGET_FIRST_MS:.0f} ms); the CPU columns are the process's "
              "CPU time (all threads), which a busy machine inflates far less than wall time. A loop over batch 1 "
              "compiles "
              "nothing (tests/test_batch.py asserts it), so a cold disk cache changes nothing.",
              "Command: python benchmarks/batch.py"]
-    write_markdown("batch", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio"], tp_rows,
-                   title="Batch throughput, both defaults", notes=notes, out_dir=args.out)
+    write_markdown("batch", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima"],
+                   tp_rows, title="Batch throughput, both defaults", notes=notes, out_dir=args.out)
     md = Path(args.out or Path(__file__).resolve().parent / "results") / "batch.md"
     text = md.read_text()
     md.write_text(text + "\n## First call of a new batch size\n\n" + markdown_table(

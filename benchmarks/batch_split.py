@@ -18,7 +18,12 @@ Wall-clock speed-ups need a quiet machine; what this script reports holds on a b
 * ``proc CPU us/img``: the process's CPU time per image from the call's start to 3 ms after it returned
   (everything: Python around the call, the worker's spin after its job);
 * wall ms per batch (median and minimum), and the split's speed-up over the one-thread loop of the same
-  kind in the same process (``speed-up``: medians; ``best``: minima).
+  kind in the same process (``speed-up``: medians; ``best``: minima);
+* for ``split, native``, from the batch's trace (``batchrows.start_trace``: per thread and per sample, which
+  thread ran what and when; a few clock reads per sample): ``sample us alone`` / ``side by side`` (the
+  median wall time of a sample while the other thread ran none / one: equal when the threads' work sets do
+  not contend, no false sharing or shared bandwidth), ``worker late us`` (the worker's start after the
+  caller's) and ``caller waits us`` (the caller's wait for the worker's last sample).
 
 Modes, interleaved in random order in one process: ``1 thread, python`` / ``1 thread, native`` (the batch's
 samples on the calling thread, from Python or in one native call), ``split, python`` / ``split, native``
@@ -45,6 +50,7 @@ import cnnjit  # noqa: E402
 from benchmarks.batch import models  # noqa: E402
 from benchmarks.harness import write_json, write_markdown  # noqa: E402
 from cnnjit.runtime.batchloop import BatchLoop  # noqa: E402
+from cnnjit.runtime.batchrows import read_trace, start_trace  # noqa: E402
 from cnnjit.runtime.team import team  # noqa: E402
 
 MODES = ("1 thread, python", "1 thread, native", "split, python", "split, native")
@@ -71,6 +77,9 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
     clock = time.pthread_getcpuclockid(worker.ident)
     outs = [np.empty((batch, *s), dt) for dt, s in loop._outputs]
 
+    desc = team(2).desc
+    start_trace(desc)
+
     def once(mode: str) -> dict:
         runner._desc = native if mode.endswith("native") else False
         split = mode.startswith("split")
@@ -89,6 +98,7 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         c0, m0, w0, t0 = time.process_time(), time.thread_time(), time.clock_gettime(clock), time.perf_counter()
         y = go()
         t1, m1, w1 = time.perf_counter(), time.thread_time(), time.clock_gettime(clock)
+        traced = trace(batch) if mode == "split, native" else {}
         time.sleep(0.003)
         cpu = time.process_time() - c0
         assert np.array_equal(y, want), mode  # bit-identical to one sample at a time
@@ -99,18 +109,25 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
                 "worker_share": (batch - ran[0]) / batch if split else 0.0,
                 "both_busy": min(main_cpu, worker_cpu) / wall if split else float("nan"),
                 "off_cpu_ms": ((wall - main_cpu) + (wall - worker_cpu if split else 0.0)) * 1e3,
-                "proc_cpu_us_img": cpu / batch * 1e6}
+                "proc_cpu_us_img": cpu / batch * 1e6, **traced}
 
     got: dict[str, list[dict]] = {m: [] for m in MODES}
-    for _ in range(runs):
-        for mode in rng.sample(MODES, len(MODES)):
-            got[mode].append(once(mode))
+    try:
+        for _ in range(runs):
+            for mode in rng.sample(MODES, len(MODES)):
+                got[mode].append(once(mode))
+    finally:
+        start_trace(desc, 0)
     runner._desc = native
     rows = []
     for mode, rs in got.items():
         row = {"model": name, "batch": batch, "mode": mode, "runs": len(rs)}
         for k in rs[0]:
-            row[k] = statistics.median(r[k] for r in rs)
+            if k in TRACED:  # (lists per batch: the median over every batch's samples)
+                pooled = [v for r in rs for v in r[k]]
+                row[k] = statistics.median(pooled) if pooled else float("nan")
+            else:
+                row[k] = statistics.median(r[k] for r in rs)
         row["wall_min_ms"] = min(r["wall_ms"] for r in rs)
         rows.append(row)
     by = {r["mode"]: r for r in rows}
@@ -118,6 +135,22 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         s, one = by[f"split, {kind}"], by[f"1 thread, {kind}"]
         s["speedup"], s["speedup_best"] = one["wall_ms"] / s["wall_ms"], one["wall_min_ms"] / s["wall_min_ms"]
     return rows
+
+
+#: the columns ``trace`` gives (per batch, lists of values)
+TRACED = ("sample_us_alone", "sample_us_side_by_side", "worker_late_us", "caller_waits_us")
+
+
+def trace(batch: int) -> dict[str, list[float]]:
+    """The last split native batch's trace (``read_trace`` of the team's description) as ``TRACED`` values."""
+    threads, samples = read_trace(team(2).desc, 2, batch)
+    alone, both = [], []
+    for tid, begin, end, _ in samples.tolist():
+        other = any(o[0] != tid and o[1] < end and o[2] > begin for o in samples.tolist())
+        (both if other else alone).append((end - begin) / 1e3)
+    late = [(threads[1, 0] - threads[0, 0]) / 1e3] if threads[1, 0] else []
+    return {"sample_us_alone": alone, "sample_us_side_by_side": both, "worker_late_us": late,
+            "caller_waits_us": [(threads[0, 2] - threads[0, 1]) / 1e3]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,16 +169,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} b{args.batch} {r['mode']:18s} wall {r['wall_ms']:.3f} ms (min {r['wall_min_ms']:.3f}) "
                   f"CPU {r['cpu_us_img']:.0f} us/img, proc {r['proc_cpu_us_img']:.0f} us/img, worker share "
                   f"{r['worker_share']:.2f}, both busy {r['both_busy']:.2f}, off-CPU {r['off_cpu_ms']:.3f} ms"
-                  + (f", speed-up {r['speedup']:.2f} (best {r['speedup_best']:.2f})" if "speedup" in r else ""),
+                  + (f", speed-up {r['speedup']:.2f} (best {r['speedup_best']:.2f})" if "speedup" in r else "")
+                  + ("".join(f", {c} {r[c]:.0f}" for c in TRACED) if TRACED[0] in r else ""),
                   flush=True)
     load1 = os.getloadavg()
     write_json("batch_split", {"batch": args.batch, "runs": args.runs, "load_before": load0, "load_after": load1,
                                "rows": rows}, args.out)
     cols = ["wall_ms", "wall_min_ms", "cpu_us_img", "proc_cpu_us_img", "worker_share", "both_busy", "off_cpu_ms"]
     write_markdown("batch_split", ["model", "mode", "wall ms", "wall min ms", "CPU us/img", "proc CPU us/img",
-                                   "worker share", "both busy", "off-CPU ms", "speed-up", "speed-up of minima"],
-                   [[r["model"], r["mode"], *[r[c] for c in cols], r.get("speedup", ""), r.get("speedup_best", "")]
-                    for r in rows],
+                                   "worker share", "both busy", "off-CPU ms", "speed-up", "speed-up of minima",
+                                   "sample us alone", "sample us side by side", "worker late us", "caller waits us"],
+                   [[r["model"], r["mode"], *[r[c] for c in cols], r.get("speedup", ""), r.get("speedup_best", ""),
+                     *[r.get(c, "") for c in TRACED]] for r in rows],
                    title=f"Split batch {args.batch}: CPU time per image, samples per thread, time off the CPU",
                    notes=[f"Medians of {args.runs} batches per mode, the modes interleaved in random order in one "
                           "process (see the script's docstring for each column). Load average "

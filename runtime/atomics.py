@@ -35,6 +35,8 @@ def _register_libc(*names: str) -> None:
 _register_libc("sched_yield", "syscall", "clock_gettime")
 #: ``clock_gettime``'s monotonic clock (Linux; only read where there is a futex, see ``spin_clock``)
 CLOCK_MONOTONIC = 1
+#: ``clock_gettime``'s clock of the calling thread's CPU time (Linux)
+CLOCK_THREAD_CPUTIME_ID = 3
 
 
 def _word_pointer(context, builder, aryty, ary, idx):
@@ -104,10 +106,8 @@ def sched_yield(typingctx):
     return sig, codegen
 
 
-@intrinsic
-def monotonic_ns(typingctx):
-    """``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds (Linux: the vDSO, ~20 ns, no system call)."""
-    sig = types.int64()
+def _clock_ns(clock: int, doc: str) -> Callable[..., object]:
+    """An intrinsic ``f()``: ``clock_gettime(clock)`` in nanoseconds."""
 
     def codegen(context, builder, sig, args):
         i64, i32 = ir.IntType(64), ir.IntType(32)
@@ -115,13 +115,23 @@ def monotonic_ns(typingctx):
         spec = cgutils.alloca_once(builder, spec_t)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, spec_t.as_pointer()]),
                                             "clock_gettime")
-        builder.call(fn, [ir.Constant(i32, CLOCK_MONOTONIC), spec])
+        builder.call(fn, [ir.Constant(i32, clock), spec])
         zero = ir.Constant(i32, 0)
         sec = builder.load(builder.gep(spec, [zero, zero]))
         nsec = builder.load(builder.gep(spec, [zero, ir.Constant(i32, 1)]))
         return builder.add(builder.mul(sec, ir.Constant(i64, 10**9)), nsec)
 
-    return sig, codegen
+    def clock_ns(typingctx):
+        return types.int64(), codegen
+
+    clock_ns.__doc__ = doc
+    return intrinsic(clock_ns)
+
+
+#: ``monotonic_ns()``: ``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds (Linux: the vDSO, ~20 ns, no system call)
+monotonic_ns = _clock_ns(CLOCK_MONOTONIC, "clock_gettime(CLOCK_MONOTONIC) in nanoseconds")
+#: ``thread_cpu_ns()``: the calling thread's CPU time in nanoseconds (a system call: diagnostics only)
+thread_cpu_ns = _clock_ns(CLOCK_THREAD_CPUTIME_ID, "the calling thread's CPU time in nanoseconds")
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -142,4 +152,4 @@ def spin_clock(polls: int, start: int) -> int:  # pragma: no cover - compiled
 
 
 __all__ = ["CLOCK_MONOTONIC", "atomic_load", "atomic_add", "compare_swap", "futex_wait", "futex_wake", "sched_yield",
-           "monotonic_ns", "spin_clock"]
+           "monotonic_ns", "thread_cpu_ns", "spin_clock"]

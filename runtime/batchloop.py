@@ -73,8 +73,15 @@ class BatchLoop:
         self.timings: dict[str, float] = {}
         self.batch_separable = True
         self._outputs = [(dt, tuple(shape[1:])) for dt, shape in base.output_specs]
-        #: how many samples each thread ran in the last call, in the order they finished (diagnostics)
+        #: the last samples of a split batch (``batch % threads``, when the batch-1 schedule itself splits over
+        #: the team) each run split over the team layer by layer, not one per thread with the others idle:
+        #: batch 7 on 2 threads takes 3 rounds of 2 samples and one sample at the 2-thread schedule's speed,
+        #: not 4 rounds
+        self.tail = batch % self.threads if self.chooser is not None and _splits_a_sample(base) else 0
+        #: how many samples each thread ran in the last call, in the order they finished, and how many ran
+        #: split layer by layer after them (the tail; diagnostics)
         self.ran: list[int] = []
+        self.tail_ran = 0
         #: whether the last call ran as a native job (``batch_native``), not from Python (diagnostics)
         self.native = False
 
@@ -84,65 +91,92 @@ class BatchLoop:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run on validated arrays whose leading size is ``batch``; outputs are fresh batched arrays."""
+        chooser = self.chooser
+        which = 1 if chooser is None else chooser.pick()
+        t0 = time.perf_counter()
+        if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
+            team(self.threads).rouse()
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
             feeds = {k: np.ascontiguousarray(x) for k, x in feeds.items()}
+        self.native, self.tail_ran = False, 0
+        if chooser is None:  # (one thread, or fewer samples than threads)
+            self._alone(native, feeds, outs, False)
+            return outs
+        if which or not self._on_team(native, feeds, outs):
+            self._alone(native, feeds, outs, True)
+        chooser.record(which, time.perf_counter() - t0)
+        return outs
+
+    def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
+               outs: list[np.ndarray], solo: bool) -> None:
+        """Every sample on the calling thread: one native call, else from Python."""
+        n = None if native is None else native(feeds, outs, None, solo)
+        if n is None:
+            self._from_python(feeds, outs, solo, None)
+        else:
+            self.ran, self.native = [n], True
+
+    def _from_python(self, feeds: Mapping[str, np.ndarray], outs: list[np.ndarray], solo: bool,
+                     t: Any) -> None:
+        """The samples (rows) of ``feeds`` run from Python (``run_samples``) into ``outs``: on the calling
+        thread, or on every thread of team ``t`` (whose busy lock the caller holds)."""
+        batch = len(outs[0]) if outs else self.batch
         # each thread takes the next sample not yet taken (``next`` on a count is atomic under the GIL): a
         # thread that starts late or is descheduled (a busy machine) runs fewer samples instead of holding
         # the batch up by its fixed share
         order = itertools.count()
         ran: list[int] = []
-        self.ran, self.native = ran, False
+        self.ran = ran
         finished = threading.Event()
 
         def samples(solo: bool) -> None:
-            ran.append(self.base.run_samples(feeds, outs, order, self.batch, solo))  # (atomic under the GIL)
-            if sum(ran) == self.batch:  # (the last thread to finish sees every count)
+            ran.append(self.base.run_samples(feeds, outs, order, batch, solo))  # (atomic under the GIL)
+            if sum(ran) == batch:  # (the last thread to finish sees every count)
                 finished.set()
 
-        def alone(solo: bool) -> None:  # (every sample on this thread)
-            n = None if native is None else native(feeds, outs, None, solo)
-            if n is None:
-                samples(solo)
-            else:
-                ran.append(n)
-                self.native = True
+        if t is None:
+            samples(solo)
+            return
+        self._epoch += 1
+        t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
 
-        if self.chooser is None:  # (one thread, or fewer samples than threads)
-            alone(False)
-            return outs
-        which = self.chooser.pick()
-        t0 = time.perf_counter()
-        if which or not self._on_team(samples, finished, native, feeds, outs):
-            alone(True)
-        self.chooser.record(which, time.perf_counter() - t0)
-        return outs
-
-    def _on_team(self, samples: Callable[[bool], None], finished: threading.Event,
-                 native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
+    def _on_team(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
                  outs: list[np.ndarray]) -> bool:
         """The batch on ``threads`` threads of the process's team (``runtime/team.py``: its idle workers spin a
         while after a job, so a batch that follows another starts on both threads at once; a thread pool's
         sleeping thread took 40-80 us to start): a native job when the specialisation and the team run one
-        (``native``), else ``samples`` on every thread; returns when every sample is done: True; False if
-        another thread holds the team (nothing ran). A sample's error is raised here once every thread has
-        stopped."""
+        (``native``), else the samples from Python on every thread; returns when every sample is done: True;
+        False if another thread holds the team (nothing ran). A sample's error is raised here once every
+        thread has stopped. The ``tail`` then runs sample by sample, each split over the team."""
         t = team(self.threads)
         if not t.busy.acquire(blocking=False):
             return False
+        head = self.batch - self.tail
         try:
-            if native is not None and t.native_jobs:
-                n = native(feeds, outs, t, True, self.threads)
-                if n is not None:
-                    self.ran[:] = [n, self.batch - n]  # (the caller's count, the workers')
-                    self.native = True
-                    return True
-            self._epoch += 1
-            t.run(_sample_job, (samples, finished), self._state, self._epoch, self.threads)
+            rows, places = (feeds, outs) if not self.tail else (
+                {k: x[:head] for k, x in feeds.items()}, [o[:head] for o in outs])
+            n = native(rows, places, t, True, self.threads) if native is not None and t.native_jobs else None
+            if n is None:
+                self._from_python(rows, places, True, t)
+            else:
+                self.ran, self.native = [n, head - n], True  # (the caller's count, the workers')
         finally:
             t.busy.release()
+        for i in range(head, self.batch):  # (the batch-1 schedule on the team, or its serial twin if faster lately)
+            self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
+        self.tail_ran = self.tail
         return True
+
+
+def _splits_a_sample(base: Any) -> bool:
+    """Whether the batch-1 specialisation ``base`` runs a sample split over the team (a parallel schedule: a
+    ``Specialization``'s program or a ``NativeSpecialization``'s object; read without making a native one's
+    full specialisation)."""
+    own = vars(base)
+    run = own["program"].run if "program" in own else own.get("parallel")
+    return getattr(run, "alone", None) is not None and getattr(run, "team_size", 1) > 1
 
 
 def _sample_job(samples: Callable[[bool], None], finished: threading.Event, main: bool, ep: int,

@@ -216,8 +216,7 @@ class Specialization:
         desc = self._batch_desc(solo)
         if desc is None:
             return None
-        from .batchrows import Desc, batch_rows, stopped_at
-        from .parallel import run_batch
+        Desc, batch_rows, stopped_at, run_batch = _native_batches()
 
         if team is None and not solo and not batch_rows.overloads:
             return None  # (a threads=1 model: not prepared with it, ready_for_batches; a cold compile takes seconds)
@@ -398,6 +397,20 @@ class Chosen:
     def close(self) -> None:
         for b in self.both:
             b.close()
+
+
+_batches: list[tuple] = []  # (the native batch loop's functions, imported once: numba)
+
+
+def _native_batches() -> tuple:
+    """``(batchrows.Desc, batchrows.batch_rows, batchrows.stopped_at, parallel.run_batch)``, imported at first
+    use (they load numba; ~5 us per call as import statements)."""
+    if not _batches:
+        from .batchrows import Desc, batch_rows, stopped_at
+        from .parallel import run_batch
+
+        _batches.append((Desc, batch_rows, stopped_at, run_batch))
+    return _batches[0]
 
 
 def _run_error(e: Exception) -> Exception:

@@ -197,6 +197,7 @@ def prepare_batches() -> None:
     d[EPOCH] = d[THREADS] = 1  # (one thread, no sample)
     run_batch(np.zeros(LINE, np.int64), d, 1)
     batch_rows(d, 0, True)  # (its own entry: what a batch on the caller alone calls)
+    rouse(np.zeros(LINE, np.int64))  # (a split batch rouses the team first: loaded now, not in the first batch)
 
 
 for _fn in (idle_wait, post, rouse, run_batch):

@@ -206,6 +206,39 @@ def test_samples_split_over_threads_give_the_same_bits() -> None:
 
 
 @pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+@pytest.mark.parametrize("batch", [3, 5, 6])
+def test_the_tail_of_a_split_batch_runs_split_layer_by_layer(monkeypatch: pytest.MonkeyPatch, batch: int) -> None:
+    """A split batch of a model whose batch-1 schedule splits over the team runs ``batch % 2`` last samples
+    each on the team layer by layer (the rest one sample per thread): bit-identical rows to the samples run
+    one at a time, and an even batch has no tail; the caller alone runs every sample itself."""
+    proto = block_model()  # (three layers split for 2 threads: a parallel batch-1 schedule)
+    for v in [*proto.graph.input, *proto.graph.output]:
+        v.type.tensor_type.shape.dim[0].dim_param = "N"
+    model = cnnjit.compile(proto, threads=2)
+    x = np.random.default_rng(13).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    want = [np.concatenate(r) for r in zip(*[model(x[i:i + 1]) for i in range(batch)])]
+    model(x)
+    loop = model._last
+    assert isinstance(loop, BatchLoop) and loop.tail == batch % 2
+    for which in (0, 1):
+        monkeypatch.setattr(loop.chooser, "pick", lambda w=which: w)
+        for got, w in zip(model(x), want):
+            np.testing.assert_array_equal(got, w)
+        assert loop.tail_ran == (batch % 2 if which == 0 else 0), (which, loop.tail_ran)
+        assert sum(loop.ran) + loop.tail_ran == batch, (which, loop.ran)
+
+
+def test_a_serial_batch1_schedule_has_no_tail() -> None:
+    """A model too small to split a layer (a serial batch-1 schedule) runs every sample of a split batch one
+    per thread: no tail."""
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    x = np.random.default_rng(14).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(5)])
+    np.testing.assert_array_equal(model(x), want)
+    assert isinstance(model._last, BatchLoop) and model._last.tail == 0
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
 def test_split_batches_also_try_the_caller_alone() -> None:
     """With threads=2 a batch runs split over the sample threads or all on the caller, whichever has been
     faster lately (``BatchLoop.chooser``: on a machine whose other processes hold the cores, the split
@@ -348,7 +381,9 @@ def test_a_parallel_schedule_runs_alone_in_a_native_batch(monkeypatch: pytest.Mo
         for _ in range(3):
             for got, w in zip(model(x), want):
                 np.testing.assert_array_equal(got, w)
-            assert loop.native and sum(loop.ran) == 5
+            # (split: the fifth sample is the batch's tail, run on the team layer by layer after the native job)
+            assert loop.native and sum(loop.ran) == 5 - loop.tail_ran
+            assert loop.tail_ran == (1 if which == 0 and loop.chooser is not None else 0)
 
 
 def test_a_segmented_schedule_runs_its_segments_in_a_native_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -391,6 +426,41 @@ def test_a_failing_sample_in_a_native_batch_raises(monkeypatch: pytest.MonkeyPat
             with t.busy:  # a worker late for the batch just run claims nothing, writes nothing
                 assert batch_rows(t.desc, 1, False) == 0
             np.testing.assert_array_equal(y, np.maximum(table[i], 0))
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+def test_a_native_batch_traces_which_thread_ran_each_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a trace started on the team's description (``batchrows.start_trace``), a split native batch
+    records per sample the thread that ran it and when (``read_trace``): the counts per thread are the
+    loop's, every sample began before it ended and within its thread's part of the batch; without a trace
+    nothing is written there."""
+    from cnnjit.runtime.batchrows import read_trace, start_trace
+
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    x = np.random.default_rng(15).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(6)])
+    loop = _runs_native(model, x, 0, monkeypatch)
+    d = team(2).desc
+    with pytest.raises(ValueError, match="cannot start"):
+        start_trace(d, 8)
+    start_trace(d)
+    try:
+        np.testing.assert_array_equal(model(x), want)
+        threads, samples = read_trace(d, 2, 6)
+    finally:
+        start_trace(d, 0)
+    assert loop.native and sum(loop.ran) == 6
+    assert sorted(samples[:, 0].tolist()) == [0] * loop.ran[0] + [1] * loop.ran[1]
+    assert (samples[:, 1] > 0).all() and (samples[:, 2] >= samples[:, 1]).all()
+    for tid in (0, 1):
+        begin, out, end = threads[tid, :3]
+        mine = samples[samples[:, 0] == tid]
+        if len(mine):
+            assert begin <= mine[:, 1].min() and mine[:, 2].max() <= out <= end
+    at = d.size // 4
+    d[at:at + 4 * 22] = 0
+    np.testing.assert_array_equal(model(x), want)
+    assert not d[at:at + 4 * 22].any()
 
 
 def test_one_thread_batches_of_a_serial_schedule_run_natively() -> None:
