@@ -10,7 +10,8 @@ hands each worker one test (or one ``xdist_group``) at a time, in collection ord
   an unlisted ``slow``-marked test counts as ``SLOW_DEFAULT_S``; a stale entry only moves a test.
 * Shared builds: tests in one group of ``GROUPS`` run on the same worker one after the other, so the second
   finds the model's kernels in the process (or the disk cache) instead of compiling them again at the same
-  time on the other worker (test_arm's cross builds are cached per process only).
+  time on the other worker (test_arm's cross builds are cached per process only); the tests of a file in
+  ``MODULE_GROUPS`` likewise, so its module fixture is built once, not once per worker.
 """
 
 from __future__ import annotations
@@ -106,6 +107,20 @@ GROUPS: dict[str, tuple[str, ...]] = {
                   "tests/test_bf16.py::test_bf16_accuracy_on_real_models[ppocr_cls]"),
 }
 _GROUP_OF = {nodeid: name for name, ids in GROUPS.items() for nodeid in ids}
+#: test files whose module-scoped fixture compiles into a cache folder of its own (a cold compile and a native
+#: object each time it runs): all their tests in one group (named after the file), so the fixture runs on one
+#: worker; spread over both, each worker would build it cold
+MODULE_GROUPS = ("tests/test_warm_parallel.py", "tests/test_warm_start.py")
+
+
+def group_of(nodeid: str) -> str | None:
+    """The ``xdist_group`` of the test ``nodeid``: its entry in ``GROUPS``, else its file's in
+    ``MODULE_GROUPS``, else none."""
+    group = _GROUP_OF.get(nodeid)
+    if group is None:
+        path = nodeid.split("::", 1)[0]
+        group = path if path in MODULE_GROUPS else None
+    return group
 
 
 def expected_seconds(item: pytest.Item) -> float:
@@ -124,7 +139,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the place of its longest one, each marked with its ``xdist_group``."""
     units: dict[str, tuple[float, int]] = {}  # group -> (its longest test's seconds, its first position)
     for i, item in enumerate(items):
-        group = _GROUP_OF.get(item.nodeid)
+        group = group_of(item.nodeid)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
             s, first = units.get(group, (0.0, i))
@@ -133,7 +148,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     def key(item: pytest.Item) -> tuple[float, int, int]:
         i = position[id(item)]
-        group = _GROUP_OF.get(item.nodeid)
+        group = group_of(item.nodeid)
         s, first = units[group] if group is not None else (expected_seconds(item), i)
         return -s, first, i
 
