@@ -26,10 +26,8 @@ from cnnjit.ir import interpret
 
 #: the fusion passes of float graphs (the random graphs below are float; QDQ -> integer fusion has its own
 #: tests in test_int8.py, test_ir_ownership.py and test_qdq_layout.py, integer -> float in test_dynamic_quant.py)
-# (each name once: the pipeline runs cancel_transposes twice, and a test of ``passes=basics + [name]`` is the same
-# test for either place, so a second parameter would only repeat the first's compiles)
-FUSION_PASSES = list(dict.fromkeys(p.name for p in default_pipeline() if p.fusion and p.name not in (
-    "qdq_to_integer", "qdq_lut", "integer_to_float")))
+FUSION_PASSES = [p.name for p in default_pipeline() if p.fusion and p.name not in ("qdq_to_integer", "qdq_lut",
+                                                                                   "integer_to_float")]
 # fuse_blocks fuses only blocks whose expanded tensor is large (its cost rule): never on these small random
 # graphs; tests/test_block_fusion.py checks it (before/after, property tests against numpy)
 FUSION_PASSES.remove("fuse_blocks")
