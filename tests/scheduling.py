@@ -47,12 +47,11 @@ LONG: dict[str, float] = {
     "tests/test_models.py::test_light_model[light_shufflenet]": 25,
     "tests/test_vector_epilogue.py::test_every_activation_in_registers[dense-8]": 35,
     "tests/test_int8.py::test_ptq_methods_and_int8_activations": 49,
-    "tests/test_compile_cache.py::test_cli_cache_info_warm_clear": 21,  # before 6 of its 10 commands ran in process
+    "tests/test_compile_cache.py::test_cli_cache_info_warm_clear": 12,  # 21 before 6 of its 10 commands ran in process
     "tests/test_int8.py::test_qdepthwise_wide_exact": 27,
     "tests/test_passes.py::test_numba_entry_matches_unfused_interpreter": 11,  # 19 before, likewise
     "tests/test_cli_misc.py::test_shape_checked_up_front_with_one_error": 25,
     "tests/test_convtranspose.py::test_simd_shuffle_at_width[16]": 19,
-    "tests/test_cli_info.py::test_info_symbolic_input_with_and_without_shape": 12,
     "tests/test_cli_graph.py::test_format_from_file_name": 14,
     "tests/test_cli_peers.py::test_run_fill_modes_match_onnxruntime": 16,
     # first seen in the s6 stop's cold log (2 cores shared with other work: its figures run high)
