@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import MLPERF_TINY_DIR, REPO_DIR
+from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.target import TargetError, compile_for_target
@@ -349,19 +351,29 @@ def test_cli_compile(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
                  "--json"]) == 2
 
 
+def _conv_pool_model() -> onnx.ModelProto:
+    """Conv + Relu + MaxPool (two kernels): a model for command-line checks that need any aarch64 build (a whole
+    network's cross compile is checked against the host by ``test_model_matches_host``)."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "conv_pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
 def test_cli_compile_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import json
 
-    import onnx
-
     from cnnjit.cli import main
 
-    path = tmp_path / "mnv2.onnx"
-    onnx.save(_mnv2(), str(path))
+    path = tmp_path / "conv_pool.onnx"
+    onnx.save(_conv_pool_model(), str(path))
     assert main(["compile", str(path), "--target", "aarch64-linux-gnu", "-o", str(tmp_path / "b"), "--json",
                  "--no-shared"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["name"] == "mnv2" and doc["checks"]["elf_machine"] == "aarch64"
+    assert doc["name"] == "conv_pool" and doc["checks"]["elf_machine"] == "aarch64"
     assert doc["files"]["object"]["bytes"] > 0
 
 

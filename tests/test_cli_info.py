@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from test_cli import assert_one_line_error, run_cli
+from test_cli import assert_one_line_error, run_cli, run_cli_here
 
 import cnnjit
 import cnnjit.compiler.codegen.emit
@@ -28,13 +28,15 @@ def _declared(vi: onnx.ValueInfoProto) -> list:
 
 
 def _info(*args: str) -> dict:
-    r = run_cli("info", *args, "--json")
+    """``info --json``'s document, from ``cnnjit.cli.main`` in this process (the documents do not depend on
+    the process; the console script's own runs are the tests' ``run_cli`` calls)."""
+    r = run_cli_here("info", *args, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
 
 def _inspect_flops(*args: str) -> int:
-    r = run_cli("inspect", *args, "--json")
+    r = run_cli_here("inspect", *args, "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["totals"]["flops"]
 

@@ -234,11 +234,19 @@ def _cli(cache: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def _cli_here(cache: Path, *args: str) -> subprocess.CompletedProcess:
+    """``_cli`` in this process (``test_cli.run_cli_here``): for the commands whose output does not depend on
+    the process (``cache info``'s table counts this process's hits and ``warm`` its compiles: those start one)."""
+    from test_cli import run_cli_here
+
+    return run_cli_here(*args, env={"CNNJIT_CACHE_DIR": str(cache)})
+
+
 def test_cli_cache_info_warm_clear(tmp_path):
     cache = tmp_path / "cache"
     model = tmp_path / "m.onnx"
     onnx.save(tiny(seed=7), str(model))
-    p = _cli(cache, "cache", "info", "--json")
+    p = _cli_here(cache, "cache", "info", "--json")
     assert p.returncode == 0, p.stderr
     empty = json.loads(p.stdout)
     assert empty["kernels"] == 0 and empty["root"] == str(cache)
@@ -247,7 +255,7 @@ def test_cli_cache_info_warm_clear(tmp_path):
     warm = json.loads(p.stdout)
     assert warm["compiled"] == len(warm["kernels"]) > 0
     assert Path(warm["program"]).is_file() and Path(warm["program"]).parent.name.startswith("native-")
-    p = _cli(cache, "cache", "info", "--json")
+    p = _cli_here(cache, "cache", "info", "--json")
     full = json.loads(p.stdout)
     assert full["kernels"] == len(warm["kernels"]) and full["bytes"] > 0
     assert full["compiled_kernels"] == full["kernels"] and full["dir"].startswith(str(cache))
@@ -256,7 +264,7 @@ def test_cli_cache_info_warm_clear(tmp_path):
     assert again["compiled"] == 0 and again["cache_hits"] == len(again["kernels"])
     (cache / "keep.txt").write_text("not ours")
     digests = (cache / "code-digest").is_dir()  # remembered unless a source file changed in the last seconds
-    p = _cli(cache, "cache", "clear")
+    p = _cli_here(cache, "cache", "clear")
     assert p.returncode == 0, p.stderr
     assert f"removed {2 + digests} cache folder" in p.stdout  # the kernels', the compiled programs', digests
     assert not list(cache.glob("kernels-*")) and not list(cache.glob("native-*")) and (cache / "keep.txt").exists()
@@ -264,10 +272,10 @@ def test_cli_cache_info_warm_clear(tmp_path):
     p = _cli(cache, "cache", "info")  # the table
     assert p.returncode == 0 and "kernels" in p.stdout and "0 hits" in p.stdout
     # usage errors and help
-    assert _cli(cache, "cache", "bogus").returncode == 2
-    h = _cli(cache, "cache", "--help")
+    assert _cli_here(cache, "cache", "bogus").returncode == 2
+    h = _cli_here(cache, "cache", "--help")
     assert h.returncode == 0 and "example" in h.stdout
-    assert _cli(cache, "warm", str(tmp_path / "missing.onnx")).returncode == 1
+    assert _cli_here(cache, "warm", str(tmp_path / "missing.onnx")).returncode == 1
 
 
 def test_schedule_recompiles_over_cached_wrapperless_kernels(tmp_path):

@@ -40,6 +40,29 @@ def test_long_first_groups_together_nothing_lost(monkeypatch: pytest.MonkeyPatch
     assert all(not g for n, g in groups.items() if not n.startswith("t.py::grouped"))
 
 
+def test_module_groups_keep_a_file_on_one_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test of a ``MODULE_GROUPS`` file gets that file's group (its module fixture is built once) and
+    moves to the place of its longest test; a listed ``GROUPS`` entry wins; other files are untouched."""
+    monkeypatch.setattr(scheduling, "LONG", {"m.py::slow": 9.0})
+    monkeypatch.setattr(scheduling, "_GROUP_OF", {"m.py::own": "g"})
+    monkeypatch.setattr(scheduling, "MODULE_GROUPS", ("m.py",))
+    names = ["t.py::a", "m.py::fast", "t.py::b", "m.py::slow", "m.py::own", "m.py::p[1]"]
+    items = [FakeItem(n) for n in names]
+    scheduling.pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == ["m.py::fast", "m.py::slow", "m.py::p[1]",  # the file's group at 9 s
+                                         "t.py::a", "t.py::b", "m.py::own"]
+    groups = {i.nodeid: [m.args[0] for m in i.markers if m.name == "xdist_group"] for i in items}
+    assert groups == {"m.py::fast": ["m.py"], "m.py::slow": ["m.py"], "m.py::p[1]": ["m.py"], "m.py::own": ["g"],
+                      "t.py::a": [], "t.py::b": []}
+
+
+def test_module_groups_name_real_files() -> None:
+    """A renamed file would silently lose its group."""
+    from conftest import REPO_DIR
+
+    assert all((REPO_DIR / f).is_file() for f in scheduling.MODULE_GROUPS)
+
+
 def test_function_entries_cover_every_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scheduling, "LONG", {"t.py::f": 7.0})
     assert scheduling.expected_seconds(FakeItem("t.py::f[x-1]")) == 7.0
