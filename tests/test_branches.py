@@ -124,3 +124,18 @@ def test_pair_branches_order(split_small_layers) -> None:
     for n in order:  # topological: every producer first
         assert all(v.producer is None or pos[v.producer.id] < pos[n.id] for v in n.inputs if v is not None)
     assert PAIR_BALANCE >= 1.0
+
+
+def test_simulated_protocol() -> None:
+    """``benchmarks/thread_split.simulate``, the step protocol on given part times: two side-by-side whole
+    steps take the longer one's time, a split step its longer part, a dependent step waits."""
+    from benchmarks.thread_split import simulate
+    from cnnjit.compiler.codegen.threads import Step
+
+    side = [Step(0, 1, ()), Step(1, 1, ()), Step(2, 1, (0,)), Step(3, 1, (1,))]  # a1, b1, a2, b2
+    total, busy = simulate(side, [10.0, 12.0, 10.0, 12.0])
+    assert total == 24.0 and sorted(busy) == [20.0, 24.0]
+    split_steps = [Step(0, 2, ()), Step(2, 2, (0,))]
+    total, busy = simulate(split_steps, [5.0, 7.0, 6.0, 6.0])
+    assert total == 13.0 and busy == [11.0, 13.0]
+    assert simulate(side, [10.0, 12.0, 10.0, 12.0], threads=1)[0] == 44.0
