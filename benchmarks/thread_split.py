@@ -8,8 +8,9 @@ is one call), against the same layers in the ``threads=1`` program.
 Per model it prints: the summed part times against the whole layers' (splitting must not make a layer's
 parts slower than the layer: a part of another size is a new kernel specialisation, and past
 ``emit.SPECIALIZE_MAX`` a kernel runs unspecialised), the time of layers left on one thread, the *ideal*
-2-thread time (each split step as long as its longest part or half its parts, each unsplit step whole: what
-a perfect team with no hand-over cost reaches) and the ratio of the parts' sum to it; then the slowest
+2-thread time (each split step as long as its longest part or half its parts, each unsplit step whole) and the
+ratio of the parts' sum to it, and the step protocol simulated on the parts' times (``simulate``: what a
+perfect team with no hand-over cost reaches, layers side by side included); then the slowest
 steps with their parts, each against the same layer whole in the 1-thread program (what the split adds:
 a band's halo, a channel part's second copy of its input strips). Times are minima over ``--runs`` (low
 noise on a shared machine). Then traced 2-thread runs: the worker's start, the hand-over per step, and where
@@ -81,10 +82,13 @@ def analyse(spec: str, runs: int, rows: int) -> None:
             shape = "x".join(map(str, c.node.outputs[0].shape)) if c.node is not None else ""
             table.append((sum(ts), c.op, c.variant, shape, ts,
                           whole_us.get(c.node.outputs[0].name) if c.node is not None else None))
+        sim, busy = simulate(steps, t2)
         print(f"\n{ootb_label(spec)}: {len(steps)} steps, {p2.meta.get('parallel_layers')} split; 1-thread "
               f"layers {whole / 1e3:.2f} ms, 2-thread parts {(split + alone) / 1e3:.2f} ms "
               f"(split {split / 1e3:.2f}, on one thread {alone / 1e3:.2f}); ideal 2-thread "
-              f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum")
+              f"{ideal / 1e3:.2f} ms: {(split + alone) / ideal:.2f}x the parts' sum; the step protocol "
+              f"simulated on these times {sim / 1e3:.2f} ms (speed-up {whole / sim:.2f}; threads busy "
+              f"{busy[0] / 1e3:.2f} / {busy[1] / 1e3:.2f} ms)")
         print("  slowest steps (parts' sum; 'whole': the same layer in the 1-thread program, where its output "
               "matches one)")
         for total, op, variant, shape, ts, one_us in sorted(table, key=lambda r: -r[0])[:rows]:
@@ -115,6 +119,37 @@ def analyse(spec: str, runs: int, rows: int) -> None:
     print(f"  real runs (load {os.getloadavg()[0]:.1f}): 1 thread {med[1]:.3f} ms (best {best[1]:.3f}), 2 threads "
           f"{med[2]:.3f} ms (best {best[2]:.3f}); speed-up {med[1] / med[2]:.2f} (best {best[1] / best[2]:.2f}); "
           f"{len(p1.calls)} / {len(p2.calls)} calls")
+
+
+def simulate(steps, times: list[float], threads: int = 2) -> tuple[float, list[float]]:
+    """The step protocol (``runtime/parallel.py``) run on ``threads`` threads with each call taking ``times``
+    (per call, e.g. its minimum alone) and no hand-over cost: (the run's time, each thread's busy time). Each
+    thread walks the steps in order, waits for a step's dependencies, then claims its parts (the caller from
+    the first, the others from the last) until none is left; the thread whose next action comes first acts
+    first. Unlike the per-step ideal, layers run side by side (independent steps, ``branches.py``) count once."""
+    front, back = [0] * len(steps), [0] * len(steps)
+    end: list[list[float]] = [[0.0] * st.parts for st in steps]
+    pos, clock, busy = [0] * threads, [0.0] * threads, [0.0] * threads
+
+    def ready(t: int) -> float:
+        return max([clock[t], *(max(end[d]) for d in steps[pos[t]].deps)])
+
+    while True:
+        waiting = [(ready(t), t) for t in range(threads) if pos[t] < len(steps)]
+        if not waiting:
+            return max(max(e) for e in end), busy
+        at, t = min(waiting)
+        s, st = pos[t], steps[pos[t]]
+        clock[t] = at
+        if front[s] + back[s] >= st.parts:  # nothing left to claim: the next step
+            pos[t] += 1
+            continue
+        if t == 0:
+            p, front[s] = front[s], front[s] + 1
+        else:
+            p, back[s] = st.parts - 1 - back[s], back[s] + 1
+        end[s][p] = clock[t] = at + times[st.first + p]
+        busy[t] += times[st.first + p]
 
 
 def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:

@@ -152,3 +152,46 @@ def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
     old = specialize(model, {"x": (1, c, hw, hw)}, options, target=replace(options.host_target(), spatial_parts=False))
     assert any("[channels" in cl.note for cl in old.program.calls if cl.op == "Conv")
     np.testing.assert_array_equal(old.run(feeds)[0], one.run(None, feeds)[0])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_stem_splits_in_rows_not_channels(split_small_layers, width: int) -> None:
+    """A stem (3 -> 32, 3x3, stride 2: MobileNetV2's, smaller) whose 32 channels split evenly at every width
+    still splits in bands of output rows (``parts.PREFER_PART_SPACE``: a channel part builds every block's
+    patch matrix again), bit-identical to one thread and equal to the numpy reference."""
+    model, w, b = conv_model(3, 32, 40, 3, 2, 1, "Relu", False)
+    one, two, calls, _ = compile_forced(model, width, 2, "stem_conv")
+    assert [cl.note.rsplit("[", 1)[-1] for cl in calls] == ["part 0:10]", "part 10:20]"]
+    x = np.random.default_rng(width).standard_normal((1, 3, 40, 40)).astype(np.float32)
+    got = two.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, one.run(None, {"x": x})[0])
+    want = np.maximum(ref.conv(x, w, b, pads=[1] * 4, strides=[2, 2]), 0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_expansion_takes_its_depthwise_readers_channel_ranges(split_small_layers, monkeypatch, aligned: bool) -> None:
+    """A 1x1 expansion (48 -> 192) read only by a depthwise conv that splits over channels (14 rows: bands of
+    7 are under ``MIN_SPATIAL_UNITS``) splits over the same channel ranges (``threads.aligned_consumer``), not
+    along its pixels: each thread's depthwise part reads what the same thread wrote. Without the rule, the
+    pixels (``SPATIAL_EDGE``). Bit-identical to one thread either way."""
+    if not aligned:
+        monkeypatch.setattr(split, "aligned_consumer", lambda *a: False)
+    rng = np.random.default_rng(4)
+    c, e, hw = 48, 192, 14
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in (("w1", (e, c, 1, 1)), ("w2", (e, 1, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1] * 4, group=e)]
+    g = helper.make_graph(nodes, "ed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, e, hw, hw])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    two = cnnjit.compile(model, threads=2, vector_width=8)
+    calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
+    expand = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "packed_pointwise"]
+    depthwise = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "simd_depthwise"]
+    assert depthwise == ["channels 0:96 of 192]", "channels 96:192 of 192]"]
+    assert expand == (depthwise if aligned else ["part 0:96]", "part 96:196]"]), expand
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    one = cnnjit.compile(model, threads=1, vector_width=8)
+    np.testing.assert_array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])

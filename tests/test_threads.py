@@ -274,7 +274,9 @@ def test_steps_wait_for_every_conflict(build) -> None:
 def test_independent_branches_may_run_side_by_side() -> None:
     cm = cnnjit.compile(branchy_model(), threads=2)
     p = cm._default_spec().program
-    assert "# step 1: 2 parts\n" in p.source  # conv b waits for nothing: it may run beside conv a
+    # conv b waits for nothing: it runs beside conv a, each whole on one thread (branches.py: two independent
+    # convs of the same size), then conv c in 2 parts
+    assert "# step 0\n" in p.source and "# step 1\n" in p.source and "# step 2: 2 parts after 0, 1\n" in p.source
     x = np.random.default_rng(6).standard_normal((1, 8, BRANCHY_SIZE, BRANCHY_SIZE)).astype(np.float32)
     ref = cnnjit.compile(branchy_model(), threads=1)(x)
     for _ in range(5):

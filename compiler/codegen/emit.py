@@ -18,6 +18,7 @@ from cnnjit.ir.types import DTYPES, short_name
 from cnnjit.runtime.program import Arg, Buf, Call, Float, Int, IOBinding, Program, render_schedule
 
 from . import kernels  # noqa: F401 - registers the generators
+from .branches import BESIDE, pair_branches
 from .build import HEADER, load_entry, load_kernel, mark_inline, source_key
 from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, lower_node
 from .memory import MemoryPlan, plan_memory
@@ -25,7 +26,16 @@ from .pipeline import fast_typing
 from .precompile import call_signatures, load_entry_only, precompile, schedule_progress
 from .simd import host_vector_registers, host_vector_width
 from .simd_int import host_int_width
-from .threads import PARALLEL_SIG, PROTOCOL, parallel_run, plan_steps, render_parallel, split_node, worth_splitting
+from .threads import (
+    PAIRED,
+    PARALLEL_SIG,
+    PROTOCOL,
+    parallel_run,
+    plan_steps,
+    render_parallel,
+    split_node,
+    worth_splitting,
+)
 
 
 def unsupported_nodes(graph: Graph) -> list[str]:
@@ -73,6 +83,15 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
     out: list[tuple[Node, KernelCall]] = []
     groups: list[tuple[int, int]] = []
     split = target.threads > 1 and worth_splitting(graph.nodes)
+    for node in graph.nodes:
+        node.meta.pop(BESIDE, None)
+        node.meta.pop(PAIRED, None)
+    if split:  # independent layers side by side, each whole on a thread (branches.py): adjacent in the order
+        views = {n.id for n in graph.nodes if get_op(n.op).view or n.meta.get("inplace")}
+        graph.nodes, pairs = pair_branches(graph.nodes, views)
+        for a, b in pairs:
+            a.meta[BESIDE] = True
+            a.meta[PAIRED] = b.meta[PAIRED] = True
     for node in graph.nodes:
         if get_op(node.op).view or node.meta.get("inplace"):
             continue  # no data moves: the output shares storage (see memory.plan_memory)
@@ -192,9 +211,14 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python", 
     target = target or Target(vector_width=host_vector_width(), int_width=host_int_width(),
                              vector_registers=host_vector_registers())
     lowered, groups = lower(graph, target)
+    # paired layers run side by side (branches.py): a parallel schedule even if no layer was split
+    beside = [i for i, n in enumerate(graph.nodes) if n.meta.get(BESIDE)]
+    paired = sum(1 for n, _ in lowered if n.meta.get(PAIRED))
+    parallel = bool(groups) or bool(beside)
     # in a parallel schedule the parts of a layer run at once: no output trails its input there
-    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=bool(groups),
-                       inplace=None if groups else call_inplace(graph, lowered), keep_inputs=keep_inputs)
+    plan = plan_memory(graph, call_scratch(graph, lowered), keep_scratch=parallel,
+                       inplace=None if parallel else call_inplace(graph, lowered), keep_inputs=keep_inputs,
+                       beside=beside)
     # a split layer counts once: its parts are calls of one kernel, and a Python entry would make every
     # thread take the GIL for every call (measured: the ddddocr detector, threads=4 on 2 cores, Python
     # entry 1.5x slower than threads=2 with the numba one)
@@ -209,12 +233,12 @@ def generate(graph: Graph, target: Target | None = None, entry: str = "python", 
     dispatchers = {name: load_kernel(s) for name, s in sources.items()}
     btypes = buffer_types(params, const_bufs)
     # threads > 1 and a layer was split: one parallel region (threads.py), else the serial schedule
-    steps = plan_steps(lowered, groups, plan) if groups else None
+    steps = plan_steps(lowered, groups, plan) if parallel else None
     for first, count in groups:
         for c in calls[first:first + count]:
             c.parts = count  # a part of a layer split in ``count`` calls
     src = render_schedule(params, calls) if steps is None else render_parallel(params, calls, steps)
-    meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups),
+    meta: dict = {"entry": entry, "threads": target.threads, "parallel_layers": len(groups) + paired,
                   "steps": len(steps) if steps else len(calls), "generic_kernels": sorted(generic),
                   "inputs_kept": keep_inputs}
     if steps:

@@ -13,7 +13,7 @@ reused by later nodes (in a parallel schedule, not: see ``plan_memory``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,8 +121,8 @@ def storage_last_uses(graph: Graph, find: Callable[[Value], tuple[Value, int]]) 
 
 
 def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scratch: bool = False,
-                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None, keep_inputs: bool = False
-                ) -> MemoryPlan:
+                inplace: dict[int, tuple[tuple[int, int], ...]] | None = None, keep_inputs: bool = False,
+                beside: Sequence[int] = ()) -> MemoryPlan:
     """Arena offsets for every non-constant value of ``graph`` and every ``Scratch`` in ``scratch`` (each
     with the index of the node whose call uses it).
 
@@ -131,7 +131,10 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
     ``inplace``: node index -> its kernel's ``KernelCall.inplace`` candidates (see ``share_inputs``).
     ``keep_inputs``: the graph inputs' storage lives to the end, as the outputs' does (no later value reuses
     it), so an input left in place holds the same value at the next call (a loop body's segment: its
-    loop-invariant inputs are copied in once per loop run, ``runtime.model.BoundCaller``)."""
+    loop-invariant inputs are copied in once per loop run, ``runtime.model.BoundCaller``). ``beside``: indices
+    ``i`` of nodes that run at once with node ``i + 1`` (``branches.py``): storage either of them uses last
+    lives through node ``i + 3``: neither the other one's output nor the next pair's (which may start while
+    this pair's longer half still runs) takes its place, which would make them wait (a false dependency)."""
     consts = ConstPool()
     slots: dict[int, Slot] = {}
     # storage aliases: a view's output lives in its input's storage; an in-place Concat's inputs live in
@@ -164,6 +167,8 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
     last.update(storage_last_uses(graph, find))
     kept = list(graph.inputs) if keep_inputs else []
     last.update((find(v)[0].id, end) for v in kept)
+    reach = {j: i + 3 for i in beside for j in (i, i + 1)}
+    last.update((r, max(i, reach[i])) for r, i in list(last.items()) if i in reach)
     first: dict[int, int] = {}
     vals: dict[int, Value] = {v.id: v for v in graph.inputs}
     for i, n in enumerate(graph.nodes):
@@ -239,6 +244,7 @@ def plan_memory(graph: Graph, scratch: list[tuple[int, Scratch]] = (), keep_scra
         vlast.update((v.id, i) for v in n.inputs if v is not None and not v.is_const)
         vfirst.update((o.id, i) for o in n.outputs)
     vlast.update((o.id, end) for o in (*graph.outputs, *kept))
+    vlast.update((k, max(i, reach[i])) for k, i in list(vlast.items()) if i in reach)
     for v in graph.values():
         r, sh = find(v)
         if not v.is_const and v.id in vfirst:

@@ -47,7 +47,7 @@ from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
 from cnnjit.runtime.program import Call
 
-from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target
+from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose
 from .memory import MemoryPlan
 from .parts import (
     ANY_CHANNEL_PARTS,
@@ -100,6 +100,9 @@ DEPTHWISE_GFLOPS = 10.0
 #: a batch-1 Gemm streams its weights once (GB/s, one thread): MobileNetV2's 1280 -> 1000 classifier,
 #: 5.1 MB of weights, takes ~270 us
 GEMV_GBS = 20.0
+#: the ``Node.meta`` mark of a layer that runs beside an independent one (``branches.py``): it gets half the
+#: threads (with two, none: it stays whole on one thread)
+PAIRED = "paired"
 #: ``channel_ranges``' default alignment; ``split_node`` aligns channel ranges to ``target.vector_width`` (a
 #: vector of output channels: a layer with fewer than two vectors of channels is not split by channels)
 ALIGN = 16
@@ -231,12 +234,13 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     (``parts.PREFER_PART_SPACE``) or would be thin (``parts.MIN_CHANNEL_VECTORS``) when it balances well.
     """
     kind = _conv_kind(node)
-    est = estimate_us(node)
-    if target.threads < 2 or kind is None or len(calls) != 1 or est < MIN_PARALLEL_US:
+    if target.threads < 2 or kind is None or len(calls) != 1:
         return None
-    # at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
-    want = min(target.threads, max(2, int(est // MIN_PART_US)))
     variant = calls[0].variant
+    plan = split_plan(node, variant, target)
+    if plan is None:
+        return None
+    channels, spans = plan
     # every part runs the whole layer's variant (another one may sum in another order: not bit-identical)
     pinned = replace(target, variants=tuple({**target.forced, node.op: variant}.items()))
 
@@ -252,21 +256,64 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
             v = next(v for v in VARIANTS[node.op] if v.name == variant)
             return [replace(c, variant=c.variant or v.name) for c in v.generate(part, pinned)]
 
+    got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
+    return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
+
+
+def split_plan(node: Node, variant: str, target: Target, consumer: bool = True,
+               ) -> tuple[list[tuple[int, int]] | None, list[tuple[int, int]] | None] | None:
+    """How ``split_node`` splits ``node`` computed by ``variant``: ``(channel ranges, part-space ranges)``, the
+    first tried first (None where that axis does not divide in balanced parts, or gives way to the other), or
+    None to keep the layer whole (too little work, or nothing to split it by).
+
+    The part space comes first for ``parts.PREFER_PART_SPACE`` within ``PART_SPACE_EDGE``, for thin channel
+    parts when it balances as well (784 pixels of 28x28 in 416 + 368 ran 73 us against 69 for the 16 + 16
+    channels), and for spatial part spaces within ``SPATIAL_EDGE`` (``parts.SPATIAL_PARTS``: the next layer
+    reads what this thread wrote) -- unless (``consumer``) the one layer reading the output is a depthwise
+    conv split over the same channel ranges (``aligned_consumer``): then the channels, so that each thread's
+    depthwise part reads what the same thread wrote."""
+    kind = _conv_kind(node)
+    est = estimate_us(node)
+    if target.threads < 2 or kind is None or est < MIN_PARALLEL_US:
+        return None
+    # at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
+    want = min(target.threads, max(2, int(est // MIN_PART_US)))
+    if node.meta.get(PAIRED):  # (beside an independent layer: half the threads)
+        want = min(want, target.threads // 2)
+        if want < 2:
+            return None
     channels = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width) if kind != "block" else None
     space = PART_SPACES.get((node.op, variant))
     units = space(node, target) if space is not None else None
     spans = balanced_ranges(units[0], want, units[1]) if units is not None else None
+    if not channels and not spans:
+        return None
     thin = channels is not None and min(hi - lo for lo, hi in channels) < \
         MIN_CHANNEL_VECTORS.get((node.op, variant), 0) * target.vector_width
-    # (the part space first: PREFER_PART_SPACE within PART_SPACE_EDGE, thin channel parts when it balances
-    # as well: 784 pixels of 28x28 in 416 + 368 ran 73 us against 69 for the 16 + 16 channels)
-    # spatial part spaces within SPATIAL_EDGE (SPATIAL_PARTS: the next layer reads what this thread wrote)
     edge = PART_SPACE_EDGE if (node.op, variant) in PREFER_PART_SPACE else \
         SPATIAL_EDGE if spatial_first(node.op, variant, spans, target) else 1.0 if thin else 0.0
-    if spans and channels and _largest_share(spans) <= edge * _largest_share(channels):
-        channels = None
-    got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
-    return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
+    if spans and channels and _largest_share(spans) <= edge * _largest_share(channels) \
+            and not (consumer and aligned_consumer(node, channels, target)):
+        return None, spans
+    return channels, spans
+
+
+def aligned_consumer(node: Node, channels: list[tuple[int, int]], target: Target) -> bool:
+    """Whether the only reader of ``node``'s output is a depthwise conv that ``split_plan`` splits over the
+    channel ranges ``channels``: a depthwise channel part reads exactly its channels of the input, so when the
+    layer before writes the same ranges on the same threads (the caller claims the first part of each step,
+    the workers the last: ``runtime/parallel.claim``), no input crosses between cores. Split along pixels, each
+    thread's half of the depthwise input would come from the other core's cache (MobileNetV2's 14x14 blocks:
+    a 384- or 576-channel map, 150-225 KB crossing per layer, traced 2-thread parts 2-3x their time alone)."""
+    users = node.outputs[0].users
+    if len(users) != 1 or _conv_kind(users[0]) != "depthwise" or users[0].inputs[0] is not node.outputs[0]:
+        return False
+    try:
+        variant = choose(users[0], target).name
+    except CompileError:
+        return False
+    plan = split_plan(users[0], variant, target, consumer=False)
+    return plan is not None and plan[0] == channels
 
 
 def spatial_first(op: str, variant: str, spans: list[tuple[int, int]] | None, target: Target) -> bool:
