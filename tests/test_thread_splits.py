@@ -82,9 +82,9 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
        residual=st.booleans(), threads=st.integers(2, 3))
 def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
     """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
-    of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock`` and ``stem_conv``,
-    output columns of ``conv1d_packed``: one call per part, with its range as arguments), bit-identical to one
-    thread and equal to the numpy reference. (The fused block's part space, ``InvertedResidual: block_fused``,
+    of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``, ``stem_conv``
+    and ``stem_packed``, output columns of ``conv1d_packed``: one call per part, with its range as arguments),
+    bit-identical to one thread and equal to the numpy reference. (The fused block's part space, ``InvertedResidual: block_fused``,
     is checked in ``test_block_fusion.py``, the spatial ones, ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
@@ -97,7 +97,7 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
         row = data.draw(st.integers(4 * width, 12 * width), label="row")
     elif variant == "simd_pointwise":
         k, m, c = 1, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 12), label="c")
-    elif variant == "stem_conv":  # (a stem: 1-4 input channels, rows of at least a vector)
+    elif variant in ("stem_conv", "stem_packed"):  # (a stem: 1-4 input channels, rows of at least a vector)
         k, m, c = 3, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 4), label="c")
         hw = max(hw, width)
     elif variant == "winograd_f4":

@@ -28,6 +28,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes
 from .stem_conv import stem_layer
@@ -93,7 +94,7 @@ def geometry(node: Node, w: int) -> dict[str, int]:
                 RH=RB + EXH, OW=OW, V=vectors)
 
 
-def stem_packed_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]:
+def stem_packed_source(node: Node, w: int, mr: int, nr: int, part: bool = False) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes: ``mr`` channels (the rest one narrower tile) x ``nr`` vectors
     per register tile; specialised to the layer's channels, kernel, strides, dilations, pads and widths."""
     g = geometry(node, w)
@@ -167,11 +168,12 @@ def stem_packed_source(node: Node, w: int, mr: int, nr: int) -> tuple[str, list]
 
     i12, i16, i20, i24 = " " * 12, " " * 16, " " * 20, " " * 24
     L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, zb, zo, N, H, Win, M, OH, OW, PH, PW" + epi.signature() + "):",
+        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, zb, zo, N, H, Win, M, OH, OW, PH, PW"
+        + (", r0, r1" if part else "") + epi.signature() + "):",
         f"    cnt = {last}",
         "    for n in range(N):",
-        f"        for oh0 in range(0, OH, {RB}):",
-        f"            nb = min({RB}, OH - oh0)",
+        f"        for oh0 in range({'r0, r1' if part else '0, OH'}, {RB}):",
+        f"            nb = min({RB}, {'r1' if part else 'OH'} - oh0)",
         # 1. the band's phase planes: plane (c, py, px) row r = input row (oh0 + r) * SH + py - PH, column q =
         # input column q * SW + px - PW, zero outside the input
         f"{i12}for c in range({C}):",
@@ -222,7 +224,15 @@ def gen_stem_packed(node: Node, target: Target) -> list[KernelCall]:
     # [tile][c][kh][kw][rows]: a tile's weights of one tap side by side (the last tile M % mr rows)
     w2 = wt.const.reshape(n.M, -1).astype(np.float32)
     packed = np.ascontiguousarray(np.concatenate([w2[m:m + mr].T.reshape(-1) for m in range(0, n.M, mr)]))
-    src, extra = stem_packed_source(node, target.vector_width, mr, nr)
+    rows = node_part(node)
+    src, extra = stem_packed_source(node, target.vector_width, mr, nr, part=rows is not None)
     args = [x, Param(packed), bias, y, Scratch(n.C * g["SH"] * g["SW"] * g["RH"] * g["WH"]), n.N, n.H, n.W, n.M,
-            n.OH, n.OW, g["PH"], g["PW"], *extra]
+            n.OH, n.OW, g["PH"], g["PW"], *(rows or ()), *extra]
     return [KernelCall(src, args, note(node))]
+
+
+@part_space("Conv", "stem_packed")
+def stem_packed_part_space(node: Node, target: Target) -> tuple[int, int]:
+    """Output rows, as ``stem_conv``'s: a band of rows fills only its own phase planes (an output-channel part
+    would fill every band's planes again)."""
+    return node.outputs[0].shape[2], 1
