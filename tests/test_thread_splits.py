@@ -84,8 +84,9 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
     of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``, ``stem_conv``
     and ``stem_packed``, output columns of ``conv1d_packed``: one call per part, with its range as arguments),
-    bit-identical to one thread and equal to the numpy reference. (The fused block's part space, ``InvertedResidual: block_fused``,
-    is checked in ``test_block_fusion.py``, the spatial ones, ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
+    bit-identical to one thread and equal to the numpy reference. (The fused block's part space,
+    ``InvertedResidual: block_fused``, is checked in ``test_block_fusion.py``, the spatial ones,
+    ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
     # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows
