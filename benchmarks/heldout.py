@@ -17,8 +17,9 @@ outputs in LSB; onnxruntime's own spread (all optimisations against none) is rec
 engines are timed interleaved in random order in that process (``harness.measure``: warm-up rounds, then
 ``--runs`` rounds, fewer when a round is slow so a model takes about ``--budget-s``), medians and minima,
 with the load average before and after. Writes ``OUT/heldout.json``, ``OUT/heldout.md`` and
-``OUT/heldout.png`` (cnnjit / onnxruntime time per model, median bars, minimum marks, the 0.9 line), and a
-rich table; a model that fails prints one line with the error class and message and goes on.
+``OUT/heldout.png`` (cnnjit / onnxruntime time per model, median bars, minimum marks, the 0.9 line) after
+every model (``--resume`` keeps those rows and runs the rest), and a rich table; a model that fails prints
+one line with the error class and message and goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import single_thread  # noqa: E402
 
-single_thread()  # before numpy / numba / onnxruntime start their thread pools (the children inherit it)
+if __name__ == "__main__":  # (not when a test imports it: its process has numba's threads running already)
+    single_thread()  # before numpy / numba / onnxruntime start their thread pools (the children inherit it)
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -422,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=20.0, help="about this many seconds of timing per model")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model (compile included)")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of OUT/heldout.json, run the rest")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--entry", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -442,7 +445,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.harness import print_table
 
     console = Console(stderr=True)
-    rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/heldout.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows: list[dict[str, Any]] = []
+    done = out / "heldout.json"
+    if args.resume and done.is_file():  # the rows of an earlier run into the same folder, kept
+        rows = [r for r in json.loads(done.read_text())["rows"] if r["model"] in names]
+        names = [n for n in names if n not in {r["model"] for r in rows}]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task("held-out", total=len(names))
@@ -456,9 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 prog.console.print(f"[red]FAIL {name}: {row['error_class']}: {row['error']}[/red]")
             prog.advance(task)
-    command = "python benchmarks/heldout.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+            write(rows, out, command)  # after every model: a sweep stopped part-way keeps what it measured
     write(rows, out, command)
     print_table(HEADERS, table_rows(rows), title=f"held-out models (results in {out}/heldout.*)")
     return 0
