@@ -146,7 +146,6 @@ def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
     repacked once into channel pairs ``[C / 2][PP][2]`` int16 (pixels padded to whole tiles with zeros), then a
     tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels broadcasts each channel's weight pair
     against the pixel vectors' pairs (``ivmaddw``)."""
-    pt = nr * n
     lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, yb, yo, NB, C, P, M, C2, PP, sb, so):",
              "    za = np.int32(xzb[xzo])",
              "    for bi in range(NB):",
@@ -159,30 +158,40 @@ def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
              "if 2 * c2 + 1 < C else np.int16(0)",
              "            for p in range(P, PP):",
              "                sb[r + 2 * p] = np.int16(0)",
-             "                sb[r + 2 * p + 1] = np.int16(0)",
-             f"        for m in range(0, M, {mr}):"]
+             "                sb[r + 2 * p + 1] = np.int16(0)"]
+    return source(lines + _pointwise_tiles(n, mr, nr, 2))
+
+
+def _pointwise_tiles(n: int, mr: int, nr: int, g: int, fix: str = "") -> list[str]:
+    """The pointwise kernels' loops over tiles of ``mr`` output channels by ``nr`` vectors of ``n`` pixels,
+    reading the repacked input ``[C / g][PP][g]`` (``g`` = 2: int16 pairs into ``ivmaddw``; 4: bytes into
+    ``ivdotsat``) and the weights ``[M][C / g][g]``; ``fix`` as ``_tile``'s."""
+    lines = [f"        for m in range(0, M, {mr}):"]
     ind = " " * 12
-    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * 2 * C2" for i in range(mr)]
-    lines += [f"{ind}for p0 in range(0, P, {pt}):"]
+    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * {g} * C{g}" for i in range(mr)]
+    lines += [f"{ind}for p0 in range(0, P, {nr * n}):"]
     ind2 = ind + "    "
     lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
-    lines += [f"{ind2}for c2 in range(C2):", f"{ind2}    xi = so + (c2 * PP + p0) * 2"]
-    lines += _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", "w{i} + 2 * c2"), "yo + (bi * M + m + {i}) * P + p0",
-                   "P - p0")
-    return source(lines)
+    lines += [f"{ind2}for c{g} in range(C{g}):", f"{ind2}    xi = so + (c{g} * PP + p0) * {g}"]
+    return lines + _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", f"w{{i}} + {g} * c{g}"),
+                         "yo + (bi * M + m + {i}) * P + p0", "P - p0", dot=g == 4, fix=fix)
+
+
+def _pointwise_sizes(node: Node, pt: int, g: int) -> tuple[int, ...]:
+    """A 1x1 ConvInteger's images, channels, pixels, output channels, pixels padded to whole tiles of ``pt``
+    and channel groups of ``g``."""
+    x, w = node.inputs[:2]
+    C, P = int(x.shape[1]), int(np.prod(x.shape[2:], dtype=np.int64))
+    return int(x.shape[0]), C, P, int(w.shape[0]), -(-P // pt) * pt, -(-C // g)
 
 
 @variant("ConvInteger", name="pointwise_i16", priority=10, applies=lambda node, t: int16_pointwise_fits(node))
 def gen_pointwise_i16(node: Node, target: Target) -> list[KernelCall]:
     """The packed int16 weights and one call over every image."""
     x, w, xz, wz = node.inputs
-    NB, C = int(x.shape[0]), int(x.shape[1])
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
-    M = int(w.shape[0])
     n = target.int_width
-    mr, nr = tile(M, target.vector_registers)
-    pt = nr * n
-    PP, C2 = -(-P // pt) * pt, -(-C // 2)
+    mr, nr = tile(int(w.shape[0]), target.vector_registers)
+    NB, C, P, M, PP, C2 = _pointwise_sizes(node, nr * n, 2)
     wq = np.asarray(w.const).reshape(M, C)
     args = [x, xz, Param(pack_w16(wq, np.broadcast_to(np.asarray(wz.const).reshape(-1), (M,)))), node.outputs[0],
             NB, C, P, M, C2, PP, Scratch(C2 * PP * 2, np.dtype(np.int16))]
@@ -206,7 +215,6 @@ def pointwise_u8s8_source(n: int, mr: int, nr: int) -> str:
     a tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels meets each channel's four weight bytes,
     broadcast, in ``ivdotsat`` (x86 AVX2: ``vpmaddubsw`` + ``vpmaddwd``, 32 multiply-adds in three
     instructions where the exact int16 pairs of ``pointwise_i16`` take four); ``cb`` holds ``sum_c W``."""
-    pt = nr * n
     lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, cb, co, yb, yo, NB, C, P, M, C4, PP, sb, so):",
              "    za = np.int32(xzb[xzo])",
              "    for bi in range(NB):",
@@ -218,17 +226,8 @@ def pointwise_u8s8_source(n: int, mr: int, nr: int) -> str:
              "                for p in range(P):",
              "                    sb[r + 4 * p + j] = xb[U(x0 + c * P + p)] if c < C else np.uint8(0)",
              "                for p in range(P, PP):",
-             "                    sb[r + 4 * p + j] = np.uint8(0)",
-             f"        for m in range(0, M, {mr}):"]
-    ind = " " * 12
-    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * 4 * C4" for i in range(mr)]
-    lines += [f"{ind}for p0 in range(0, P, {pt}):"]
-    ind2 = ind + "    "
-    lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
-    lines += [f"{ind2}for c4 in range(C4):", f"{ind2}    xi = so + (c4 * PP + p0) * 4"]
-    lines += _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", "w{i} + 4 * c4"), "yo + (bi * M + m + {i}) * P + p0",
-                   "P - p0", dot=True, fix="-za * np.int32(cb[co + min(m + {i}, M - 1)])")
-    return source(lines)
+             "                    sb[r + 4 * p + j] = np.uint8(0)"]
+    return source(lines + _pointwise_tiles(n, mr, nr, 4, "-za * np.int32(cb[co + min(m + {i}, M - 1)])"))
 
 
 def saturating_pointwise_fits(node: Node) -> bool:
@@ -250,12 +249,9 @@ U8S8_MR = 4
 def gen_pointwise_u8s8(node: Node, target: Target) -> list[KernelCall]:
     """The packed int8 weights, their row sums and one call over every image."""
     x, w, xz, _ = node.inputs
-    NB, C = int(x.shape[0]), int(x.shape[1])
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
-    M = int(w.shape[0])
     n = target.int_width
-    mr, nr = min(U8S8_MR, M), NR
-    PP, C4 = -(-P // (nr * n)) * nr * n, -(-C // 4)
+    mr, nr = min(U8S8_MR, int(w.shape[0])), NR
+    NB, C, P, M, PP, C4 = _pointwise_sizes(node, nr * n, 4)
     wq = np.asarray(w.const).reshape(M, C)
     args = [x, xz, Param(pack_w8(wq)), Param(wq.astype(np.int32).sum(1).astype(np.int32)), node.outputs[0],
             NB, C, P, M, C4, PP, Scratch(C4 * PP * 4, np.dtype(np.uint8))]
