@@ -18,7 +18,7 @@ engines are timed interleaved in random order in that process (``harness.measure
 ``--runs`` rounds, fewer when a round is slow so a model takes about ``--budget-s``), medians and minima,
 with the load average before and after. Writes ``OUT/heldout.json``, ``OUT/heldout.md`` and
 ``OUT/heldout.png`` (cnnjit / onnxruntime time per model, median bars, minimum marks, the 0.9 line) after
-every model (``--resume`` keeps those rows and runs the rest), and a rich table; a model that fails prints
+every model (``--resume`` keeps the rows that ran and runs the rest), and a rich table; a model that fails prints
 one line with the error class and message and goes on.
 """
 
@@ -279,7 +279,10 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
     cm = cnnjit.compile(model, threads=1, input_shapes={k: v.shape for k, v in feeds.items()})
     got = cm.run(None, feeds)
     row["compile_s"] = round(time.perf_counter() - t0, 2)
-    row["kernel_calls"] = kernel_calls(cm._default_spec().program)
+    try:
+        row["kernel_calls"] = kernel_calls(cm._default_spec().program)
+    except cnnjit.InputError:  # control flow: one program per segment and loop body, no single schedule
+        row["kernel_calls"] = None
     errs = output_errors(out_names, got, ref)
     row["errors"] = errs
     float_errs = {n: e for n, e in errs.items() if np.asarray(ref[out_names.index(n)]).dtype.kind == "f"}
@@ -424,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=20.0, help="about this many seconds of timing per model")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model (compile included)")
-    ap.add_argument("--resume", action="store_true", help="keep the rows of OUT/heldout.json, run the rest")
+    ap.add_argument("--resume", action="store_true", help="keep the rows of OUT/heldout.json that ran, run the rest")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--entry", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -451,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     done = out / "heldout.json"
     if args.resume and done.is_file():  # the rows of an earlier run into the same folder, kept
-        rows = [r for r in json.loads(done.read_text())["rows"] if r["model"] in names]
+        rows = [r for r in json.loads(done.read_text())["rows"] if r["model"] in names and r.get("ok")]
         names = [n for n in names if n not in {r["model"] for r in rows}]
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as prog:

@@ -62,7 +62,7 @@ def test_sweep_writes_rows_and_reports_failures(tmp_path, capsys):
     assert (out / "heldout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     err = capsys.readouterr().err
     assert "FAIL no_spec: SpecError:" in err and "FAIL bad_op:" in err
-    # --resume keeps the rows already written and runs nothing more
+    # --resume keeps the rows that ran (and runs the failed one again)
     assert heldout.main(["--dir", str(d), "--out", str(out), "--resume", "--only", "static_ok,bad_op"]) == 0
     again = json.loads((out / "heldout.json").read_text())["rows"]
     assert sorted(r["model"] for r in again) == ["bad_op", "static_ok"]
