@@ -314,3 +314,85 @@ def test_pointwise_conv_integer_chain_matches_onnxruntime(M: int, integer: bool)
     assert variants == ({"pointwise_i16"} if integer else set())
     np.testing.assert_allclose(compiled.run(None, {"x": x})[0], want, rtol=1e-6,
                                atol=1e-5 * float(np.abs(want).max()))
+
+
+#: whether this host's onnxruntime saturates u8 x s8 pairs (read before any test patches it)
+_HOST_SATURATES = imp.ort_u8s8_saturates()
+
+
+def _saturating_oracle(x: np.ndarray, w: np.ndarray, xz: int) -> np.ndarray:
+    """Written apart from ``ir.ops.quant.saturating_pointwise``: per output element, the raw byte products of
+    channels ``2i, 2i + 1`` summed, clamped to int16, accumulated; then ``xz * sum_c w``."""
+    NB, C = x.shape[:2]
+    M = w.shape[0]
+    X = x.reshape(NB, C, -1).astype(np.int64)
+    W = w.reshape(M, C).astype(np.int64)
+    out = np.zeros((NB, M, X.shape[2]), np.int64)
+    for b in range(NB):
+        for m in range(M):
+            prod = W[m][:, None] * X[b]                                   # [C, P]
+            if C % 2:
+                prod = np.concatenate([prod, np.zeros((1, prod.shape[1]), np.int64)])
+            out[b, m] = np.clip(prod[0::2] + prod[1::2], -32768, 32767).sum(0) - xz * W[m].sum()
+    return out.reshape((NB, M) + x.shape[2:]).astype(np.int32)
+
+
+@property_settings(25)
+@given(seed=st.integers(0, 2**31 - 1), NB=st.integers(1, 2), C=st.integers(1, 23), M=st.integers(1, 13),
+       spatial=st.sampled_from([(7,), (1,), (3, 5), (4, 9), (37,)]), extreme=st.booleans(),
+       width=st.sampled_from([4, 8, 16]))
+def test_pointwise_u8s8_saturates_as_onnxruntime(seed: int, NB: int, C: int, M: int, spatial: tuple, extreme: bool,
+                                                 width: int) -> None:
+    """A ``saturate`` 1x1 ConvInteger (DynamicQuantizeLSTM's projection) on ``pointwise_u8s8`` at every width,
+    forced and asserted, against a numpy oracle and the IR's reference; ``extreme`` draws inputs near 255 and
+    weights near +-127, where most pairs saturate."""
+    from cnnjit.ir.ops.quant import saturating_pointwise
+
+    rng = np.random.default_rng(seed)
+    lo = 200 if extreme else 0
+    x = rng.integers(lo, 256, (NB, C) + spatial).astype(np.uint8)
+    w = (rng.integers(100, 128, (M, C)) * rng.choice([-1, 1], (M, C)) if extreme
+         else rng.integers(-128, 128, (M, C))).astype(np.int8).reshape((M, C) + (1,) * len(spatial))
+    xz = np.array(rng.integers(0, 256), np.uint8)
+    g = Graph("t")
+    xv = g.add_input(TensorType(np.dtype(np.uint8), x.shape), "x")
+    y = Value(TensorType(np.dtype(np.int32), (NB, M) + spatial), "y")
+    k = len(spatial)
+    g.add_node(Node("ConvInteger", [xv, _const(w), _const(xz), _const(np.array(0, np.int8))], [y],
+                    {"kernel_shape": [1] * k, "strides": [1] * k, "pads": [0] * (2 * k), "dilations": [1] * k,
+                     "group": 1, "saturate": 1}))
+    g.outputs = [y]
+    got = _run_forced(g, "ConvInteger", "pointwise_u8s8", width, x)
+    want = _saturating_oracle(x, w, int(xz))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(saturating_pointwise(x, w, xz).astype(np.int32), want)
+
+
+@pytest.mark.parametrize("saturate", [False, True])
+def test_dqlstm_projection_saturates_where_onnxruntime_does(saturate: bool, monkeypatch) -> None:
+    """DynamicQuantizeLSTM with input weights near +-127 against inputs that quantize near 255: the projection
+    saturates on hosts whose onnxruntime does (``pointwise_u8s8``, as onnxruntime's x86 kernels without
+    VNNI), exact elsewhere (here a float Conv: 4 steps are too few pixels for ``pointwise_i16``); both
+    against the numpy oracle with the matching GEMMs, which differ here; and against onnxruntime on this
+    host."""
+    ort = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(imp, "ort_u8s8_saturates", lambda: saturate)
+    model, feeds = dq_lstm_model(T=4, B=1, I=300, H=64, direction="forward", seed=5)
+    rng = np.random.default_rng(5)
+    for t in model.graph.initializer:
+        if t.name == "W":
+            wv = rng.integers(100, 128, (1, 300, 256)) * rng.choice([-1, 1], (1, 300, 256))
+            t.CopyFrom(numpy_helper.from_array(wv.astype(np.int8), "W"))
+        if t.name == "Ws":
+            t.CopyFrom(numpy_helper.from_array(np.array([2e-5], np.float32), "Ws"))
+    feeds = {"X": rng.uniform(0.8, 1.0, feeds["X"].shape).astype(np.float32)}
+    compiled = cnnjit.compile(model)
+    variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "ConvInteger"}
+    assert variants == {"pointwise_u8s8"} if saturate else "pointwise_u8s8" not in variants  # (a float Conv)
+    got = compiled.run(None, feeds)
+    want = _dq_oracle(model, feeds, saturate, saturate)
+    np.testing.assert_allclose(got[0], want[0], atol=2e-5)
+    assert np.abs(_dq_oracle(model, feeds, saturate, not saturate)[0] - want[0]).max() > 1e-3
+    ort_want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    if saturate == _HOST_SATURATES:
+        np.testing.assert_allclose(got[0], ort_want[0], atol=2e-5)

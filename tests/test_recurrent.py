@@ -225,9 +225,9 @@ def _quantized(model: onnx.ModelProto, tmp_path: Path) -> onnx.ModelProto:
 def dq_lstm_model(T: int, B: int, I: int, H: int, direction: str, *, h0: bool = False, c0: bool = False,
                   seq: bool = False, seed: int = 0, rz: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """A one-node DynamicQuantizeLSTM with random int8 weights: ``R`` over the full range (so onnxruntime's
-    non-VNNI int16 saturation happens), ``|W| <= 63`` (no saturation in the input GEMM, which cnnjit computes
-    exactly). With ``seq``, one sequence has the full length (onnxruntime quantizes ``X`` over the first
-    ``max(seq)`` steps, cnnjit over all of ``X``)."""
+    non-VNNI int16 saturation happens), ``|W| <= 63`` (no saturation in the input GEMM: exact products).
+    With ``seq``, one sequence has the full length (onnxruntime quantizes ``X`` over the first ``max(seq)``
+    steps, cnnjit over all of ``X``)."""
     rng = np.random.default_rng(seed)
     D = 2 if direction == "bidirectional" else 1
     inits = {"W": rng.integers(-63, 64, (D, I, 4 * H)).astype(np.int8),
@@ -286,10 +286,20 @@ def test_dynamic_quantize_lstm_matches_onnxruntime(case: dict, width: int) -> No
     assert_close(run_dq_cnnjit(model, feeds, width), want, tol=1e-5)
 
 
-def _dq_oracle(model: onnx.ModelProto, feeds: dict[str, np.ndarray], saturate: bool) -> list[np.ndarray]:
+def _pairs_clamped(q: np.ndarray, zp: int, R: np.ndarray) -> np.ndarray:
+    """``(q - zp) @ R`` for uint8 ``q [K]`` as onnxruntime's x86 kernels without VNNI: raw products of
+    ``k = 2i, 2i+1`` summed and clamped to int16, the zero point's term apart."""
+    p = q[:, None] * R
+    p = np.concatenate([p, np.zeros((len(p) % 2, R.shape[1]), np.int64)])
+    return np.clip(p[0::2] + p[1::2], -32768, 32767).sum(0) - zp * R.sum(0)
+
+
+def _dq_oracle(model: onnx.ModelProto, feeds: dict[str, np.ndarray], saturate: bool,
+               project_saturate: bool = False) -> list[np.ndarray]:
     """A plain numpy DynamicQuantizeLSTM (forward, batch 1, no initial states) after onnxruntime's
     algorithm: uint8 quantization of X and of h per step, integer GEMMs (``saturate``: products of
-    ``k = 2i, 2i+1`` of the recurrent GEMM summed and clamped to int16), float32 rescaling."""
+    ``k = 2i, 2i+1`` of the recurrent GEMM summed and clamped to int16; ``project_saturate``: the same for
+    the input projection), float32 rescaling."""
     w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
 
     def quant(v: np.ndarray) -> tuple[np.ndarray, int, np.float32]:
@@ -301,7 +311,9 @@ def _dq_oracle(model: onnx.ModelProto, feeds: dict[str, np.ndarray], saturate: b
     x = feeds["X"][:, 0]
     H = w["R"].shape[1]
     qx, zx, sx = quant(x)
-    g = ((qx - zx) @ w["W"][0].astype(np.int64)).astype(np.float32) * (sx * w["Ws"][0])
+    W0 = w["W"][0].astype(np.int64)
+    g = (np.stack([_pairs_clamped(r, zx, W0) for r in qx]) if project_saturate
+         else (qx - zx) @ W0).astype(np.float32) * (sx * w["Ws"][0])
     bias = w["B"][0, :4 * H] + w["B"][0, 4 * H:]
     R = w["R"][0].astype(np.int64) - int(w["Rz"][0])
     h, c = np.zeros(H, np.float32), np.zeros(H, np.float32)
@@ -309,9 +321,7 @@ def _dq_oracle(model: onnx.ModelProto, feeds: dict[str, np.ndarray], saturate: b
     for t in range(len(x)):
         qh, zh, sh = quant(h)
         if saturate:
-            p = qh[:, None] * R
-            p = np.concatenate([p, np.zeros((len(p) % 2, 4 * H), np.int64)])
-            acc = np.clip(p[0::2] + p[1::2], -32768, 32767).sum(0) - zh * R.sum(0)
+            acc = _pairs_clamped(qh, zh, R)
         else:
             acc = (qh - zh) @ R
         pre = (g[t] + acc.astype(np.float32) * (sh * w["Rs"][0]) + bias).astype(np.float64).reshape(4, H)

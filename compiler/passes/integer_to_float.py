@@ -96,13 +96,14 @@ def int16_matmul_fits(node: Node) -> bool:
 
 def int16_pointwise_fits(node: Node) -> bool:
     """A group-1 1x1 ConvInteger (stride 1, no padding, any number of spatial axes) of 8-bit x with constant
-    8-bit weights, one x zero point and a constant weight zero point (per tensor or per output channel):
-    what ``pointwise_i16`` computes."""
+    8-bit weights, one x zero point and a constant weight zero point (per tensor or per output channel),
+    exact (not ``saturate``): what ``pointwise_i16`` computes."""
     if node.op != "ConvInteger":
         return False
     x, w, xz, wz = node.inputs
     a = node.attrs
     return (len(x.shape) >= 3 and w.is_const and wz.is_const and xz.type.size == 1 and a["group"] == 1
+            and not a.get("saturate")
             and all(k == 1 for k in w.shape[2:]) and all(v == 1 for v in a["strides"])
             and not any(a["pads"]) and x.dtype in (np.uint8, np.int8) and w.dtype in (np.uint8, np.int8)
             and wz.type.size in (1, w.shape[0]))
@@ -138,6 +139,8 @@ class IntegerToFloat(Pass):
                     u.op != "Cast" or u.outputs[0].dtype != np.float32 for u in users):
                 continue
             if _keep_integer(node):  # exact and faster as int16 pairs, weights half the bytes
+                continue
+            if node.attrs.get("saturate"):  # onnxruntime's int16 saturation, which a float Conv would not do
                 continue
             wf = _float_weights(node)
             x, xz = node.inputs[0], node.inputs[2]

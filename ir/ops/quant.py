@@ -133,9 +133,43 @@ def _conv_integer_infer(types: list[TensorType | None], a: dict[str, Any]) -> li
     return [TensorType(np.int32, y.shape)]
 
 
-@defop("ConvInteger", inputs=(4, 4), attrs={**_SPATIAL, "group": 1}, infer=_conv_integer_infer)
+def saturating_pointwise(x: np.ndarray, w: np.ndarray, xz: np.ndarray) -> np.ndarray:
+    """A 1x1 ConvInteger of uint8 ``x [N, C, ...]`` by int8 ``w [M, C, 1...]`` (zero point 0) as onnxruntime's
+    x86 u8 x s8 kernels without VNNI compute it (``vpmaddubsw``): the raw bytes' products of channels ``2i``
+    and ``2i + 1`` summed and saturated to int16, those sums accumulated, then ``xz * sum_c w`` subtracted
+    (exact), as int64."""
+    N, C = x.shape[:2]
+    M = w.shape[0]
+    X = np.asarray(x, np.int64).reshape(N, C, -1)
+    W = np.asarray(w, np.int64).reshape(M, C)
+    acc = np.zeros((N, M, X.shape[2]), np.int64)
+    for c in range(0, C, 2):
+        p = W[None, :, c, None] * X[:, None, c, :]
+        if c + 1 < C:
+            p = p + W[None, :, c + 1, None] * X[:, None, c + 1, :]
+        acc += np.clip(p, -32768, 32767)
+    acc -= np.int64(np.asarray(xz).reshape(())) * W.sum(1)[None, :, None]
+    return acc.reshape((N, M) + x.shape[2:])
+
+
+def _conv_integer_checked(types: list[TensorType | None], a: dict[str, Any]) -> list[TensorType]:
+    out = _conv_integer_infer(types, a)
+    if a.get("saturate"):  # only the form DynamicQuantizeLSTM's projection takes (``saturating_pointwise``)
+        x, w = types[0], types[1]
+        if (x.dtype != np.uint8 or w.dtype != np.int8 or a["group"] != 1 or any(k != 1 for k in w.shape[2:])
+                or any(v != 1 for v in a["strides"]) or any(a["pads"])):
+            raise ShapeError(f"ConvInteger(saturate=1): needs a 1x1 group-1 uint8 x int8 convolution, got "
+                             f"x {x}, w {w}")
+    return out
+
+
+#: ``saturate`` (not in ONNX; 0 there): the products summed as onnxruntime's x86 kernels without VNNI do
+#: (``saturating_pointwise``), set only by the DynamicQuantizeLSTM importer, which reproduces onnxruntime
+@defop("ConvInteger", inputs=(4, 4), attrs={**_SPATIAL, "group": 1, "saturate": 0}, infer=_conv_integer_checked)
 def conv_integer_ref(ins: list[np.ndarray | None], a: dict[str, Any]) -> np.ndarray:
     x, w, xz, wz = ins
+    if a.get("saturate"):
+        return _wrap32(saturating_pointwise(x, w, xz))
     return _wrap32(_int_conv(x, w, xz, wz, a))
 
 

@@ -50,25 +50,33 @@ def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
     return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
 
 
-def madd_step(ind: str, n: int, mr: int, nr: int, vec, pair) -> list[str]:
+def madd_step(ind: str, n: int, mr: int, nr: int, vec, pair, dot: bool = False) -> list[str]:
     """One step over a pair of k of an ``mr`` x ``nr`` tile of i32 accumulators ``c{i}_{h}``: the ``nr``
     vectors ``v{h}`` loaded from ``vec(h)`` (``"buffer, index"``), each row's i32 pair broadcast from
-    ``pair(i)`` into ``ivmaddw`` with every vector."""
+    ``pair(i)`` into ``ivmaddw`` with every vector (``dot``: four k of uint8 vectors by int8 broadcasts into
+    ``ivdotsat``)."""
     lines = [f"{ind}v{h} = ivload{n}({vec(h)})" for h in range(nr)]
     for i in range(mr):
         lines.append(f"{ind}x = ivbcast4_{n}({pair(i)})")
-        lines += [f"{ind}c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
+        lines += [f"{ind}c{i}_{h} = ivdotsat{n}(c{i}_{h}, v{h}, x)" if dot else
+                  f"{ind}c{i}_{h} = ivmaddw{n}(c{i}_{h}, x, v{h})" for h in range(nr)]
     return lines
 
 
 def _tile(ind: str, n: int, mr: int, nr: int, vec: tuple[str, str], pair: tuple[str, str], row: str,
-          left: str) -> list[str]:
+          left: str, dot: bool = False, fix: str = "") -> list[str]:
     """The body of a step over one pair of k (inside its loop, at ``ind`` + 4) and the tile's stores (at
     ``ind``): ``nr`` vectors from ``vec`` = (buffer, offset), for each of the ``mr`` rows the i32 pair from
-    ``pair`` (offset with ``{i}`` for the row) broadcast into ``ivmaddw``; row ``i`` is stored at ``row`` (with
-    ``{i}``) if ``m + i < M``, whole vectors while ``left`` columns remain, the last one masked."""
-    lines = madd_step(ind + "    ", n, mr, nr, lambda h: f"{vec[0]}, {vec[1]} + {2 * n * h}",
-                      lambda i: f"{pair[0]}, {pair[1].format(i=i)}")
+    ``pair`` (offset with ``{i}`` for the row) broadcast into ``ivmaddw`` (``dot``: ``madd_step``'s four bytes
+    of k into ``ivdotsat``); ``fix`` (with ``{i}``), an i32 added to every lane of row ``i`` before it is
+    stored; row ``i`` is stored at ``row`` (with ``{i}``) if ``m + i < M``, whole vectors while ``left``
+    columns remain, the last one masked."""
+    lines = madd_step(ind + "    ", n, mr, nr, lambda h: f"{vec[0]}, {vec[1]} + {(4 if dot else 2) * n * h}",
+                      lambda i: f"{pair[0]}, {pair[1].format(i=i)}", dot)
+    if fix:
+        for i in range(mr):
+            lines.append(f"{ind}zc = ivset{n}({fix.format(i=i)})")
+            lines += [f"{ind}c{i}_{h} = ivadd{n}(c{i}_{h}, zc)" for h in range(nr)]
     for i in range(mr):
         lines.append(f"{ind}if m + {i} < M:")
         for h in range(nr):
@@ -138,7 +146,6 @@ def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
     repacked once into channel pairs ``[C / 2][PP][2]`` int16 (pixels padded to whole tiles with zeros), then a
     tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels broadcasts each channel's weight pair
     against the pixel vectors' pairs (``ivmaddw``)."""
-    pt = nr * n
     lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, yb, yo, NB, C, P, M, C2, PP, sb, so):",
              "    za = np.int32(xzb[xzo])",
              "    for bi in range(NB):",
@@ -151,31 +158,101 @@ def pointwise_i16_source(n: int, mr: int, nr: int) -> str:
              "if 2 * c2 + 1 < C else np.int16(0)",
              "            for p in range(P, PP):",
              "                sb[r + 2 * p] = np.int16(0)",
-             "                sb[r + 2 * p + 1] = np.int16(0)",
-             f"        for m in range(0, M, {mr}):"]
+             "                sb[r + 2 * p + 1] = np.int16(0)"]
+    return source(lines + _pointwise_tiles(n, mr, nr, 2))
+
+
+def _pointwise_tiles(n: int, mr: int, nr: int, g: int, fix: str = "") -> list[str]:
+    """The pointwise kernels' loops over tiles of ``mr`` output channels by ``nr`` vectors of ``n`` pixels,
+    reading the repacked input ``[C / g][PP][g]`` (``g`` = 2: int16 pairs into ``ivmaddw``; 4: bytes into
+    ``ivdotsat``) and the weights ``[M][C / g][g]``; ``fix`` as ``_tile``'s."""
+    lines = [f"        for m in range(0, M, {mr}):"]
     ind = " " * 12
-    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * 2 * C2" for i in range(mr)]
-    lines += [f"{ind}for p0 in range(0, P, {pt}):"]
+    lines += [f"{ind}w{i} = wo + min(m + {i}, M - 1) * {g} * C{g}" for i in range(mr)]
+    lines += [f"{ind}for p0 in range(0, P, {nr * n}):"]
     ind2 = ind + "    "
     lines += [f"{ind2}c{i}_{h} = ivzero{n}()" for i in range(mr) for h in range(nr)]
-    lines += [f"{ind2}for c2 in range(C2):", f"{ind2}    xi = so + (c2 * PP + p0) * 2"]
-    lines += _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", "w{i} + 2 * c2"), "yo + (bi * M + m + {i}) * P + p0",
-                   "P - p0")
-    return source(lines)
+    lines += [f"{ind2}for c{g} in range(C{g}):", f"{ind2}    xi = so + (c{g} * PP + p0) * {g}"]
+    return lines + _tile(ind2, n, mr, nr, ("sb", "xi"), ("wb", f"w{{i}} + {g} * c{g}"),
+                         "yo + (bi * M + m + {i}) * P + p0", "P - p0", dot=g == 4, fix=fix)
+
+
+def _pointwise_sizes(node: Node, pt: int, g: int) -> tuple[int, ...]:
+    """A 1x1 ConvInteger's images, channels, pixels, output channels, pixels padded to whole tiles of ``pt``
+    and channel groups of ``g``."""
+    x, w = node.inputs[:2]
+    C, P = int(x.shape[1]), int(np.prod(x.shape[2:], dtype=np.int64))
+    return int(x.shape[0]), C, P, int(w.shape[0]), -(-P // pt) * pt, -(-C // g)
 
 
 @variant("ConvInteger", name="pointwise_i16", priority=10, applies=lambda node, t: int16_pointwise_fits(node))
 def gen_pointwise_i16(node: Node, target: Target) -> list[KernelCall]:
     """The packed int16 weights and one call over every image."""
     x, w, xz, wz = node.inputs
-    NB, C = int(x.shape[0]), int(x.shape[1])
-    P = int(np.prod(x.shape[2:], dtype=np.int64))
-    M = int(w.shape[0])
     n = target.int_width
-    mr, nr = tile(M, target.vector_registers)
-    pt = nr * n
-    PP, C2 = -(-P // pt) * pt, -(-C // 2)
+    mr, nr = tile(int(w.shape[0]), target.vector_registers)
+    NB, C, P, M, PP, C2 = _pointwise_sizes(node, nr * n, 2)
     wq = np.asarray(w.const).reshape(M, C)
     args = [x, xz, Param(pack_w16(wq, np.broadcast_to(np.asarray(wz.const).reshape(-1), (M,)))), node.outputs[0],
             NB, C, P, M, C2, PP, Scratch(C2 * PP * 2, np.dtype(np.int16))]
     return [KernelCall(pointwise_i16_source(n, mr, nr), args, note(node))]
+
+
+# -- 1x1 ConvInteger as onnxruntime computes it on x86 without VNNI (DynamicQuantizeLSTM's projection) -------
+def pack_w8(w: np.ndarray) -> np.ndarray:
+    """int8 ``w [M, C]`` as ``[M][C / 4][4]`` (zeros past ``C``), flat: one i32 broadcast per output channel
+    and group of four input channels."""
+    M, C = w.shape
+    d = np.zeros((M, 4 * -(-C // 4)), np.int8)
+    d[:, :C] = w
+    return d.reshape(-1)
+
+
+def pointwise_u8s8_source(n: int, mr: int, nr: int) -> str:
+    """``Y[b, m, p] = sum_i sat16(X[2i] W[m, 2i] + X[2i+1] W[m, 2i+1]) - xz * sum_c W[m, c]`` over the raw
+    uint8 ``X[b, :, p]`` (``ir.ops.quant.saturating_pointwise``): per image, X is repacked once into groups of
+    four channels ``[C / 4][PP][4]`` bytes (pixels padded to whole tiles, channels past ``C`` with zeros), then
+    a tile of ``mr`` output channels by ``nr`` vectors of ``n`` pixels meets each channel's four weight bytes,
+    broadcast, in ``ivdotsat`` (x86 AVX2: ``vpmaddubsw`` + ``vpmaddwd``, 32 multiply-adds in three
+    instructions where the exact int16 pairs of ``pointwise_i16`` take four); ``cb`` holds ``sum_c W``."""
+    lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, cb, co, yb, yo, NB, C, P, M, C4, PP, sb, so):",
+             "    za = np.int32(xzb[xzo])",
+             "    for bi in range(NB):",
+             "        x0 = xo + bi * C * P",
+             "        for c4 in range(C4):",
+             "            r = so + c4 * PP * 4",
+             "            for j in range(4):",
+             "                c = 4 * c4 + j",
+             "                for p in range(P):",
+             "                    sb[r + 4 * p + j] = xb[U(x0 + c * P + p)] if c < C else np.uint8(0)",
+             "                for p in range(P, PP):",
+             "                    sb[r + 4 * p + j] = np.uint8(0)"]
+    return source(lines + _pointwise_tiles(n, mr, nr, 4, "-za * np.int32(cb[co + min(m + {i}, M - 1)])"))
+
+
+def saturating_pointwise_fits(node: Node) -> bool:
+    """A ``saturate`` 1x1 ConvInteger (uint8 x, int8 weights with a zero point of 0, constant, one x zero
+    point): what ``pointwise_u8s8`` computes (the IR checks the rest)."""
+    if node.op != "ConvInteger" or not node.attrs.get("saturate"):
+        return False
+    x, w, xz, wz = node.inputs
+    return (w.is_const and wz.is_const and not np.any(np.asarray(wz.const)) and xz.type.size == 1
+            and x.dtype == np.uint8 and w.dtype == np.int8)
+
+
+#: three accumulator rows: a ``vpmaddubsw`` and a ``vpmaddwd`` result and the constant ones of the pair sum
+#: need registers too (``tile``'s rows for the int16 pairs spilled here)
+U8S8_MR = 4
+
+
+@variant("ConvInteger", name="pointwise_u8s8", priority=5, applies=lambda node, t: saturating_pointwise_fits(node))
+def gen_pointwise_u8s8(node: Node, target: Target) -> list[KernelCall]:
+    """The packed int8 weights, their row sums and one call over every image."""
+    x, w, xz, _ = node.inputs
+    n = target.int_width
+    mr, nr = min(U8S8_MR, int(w.shape[0])), NR
+    NB, C, P, M, PP, C4 = _pointwise_sizes(node, nr * n, 4)
+    wq = np.asarray(w.const).reshape(M, C)
+    args = [x, xz, Param(pack_w8(wq)), Param(wq.astype(np.int32).sum(1).astype(np.int32)), node.outputs[0],
+            NB, C, P, M, C4, PP, Scratch(C4 * PP * 4, np.dtype(np.uint8))]
+    return [KernelCall(pointwise_u8s8_source(n, mr, nr), args, note(node))]

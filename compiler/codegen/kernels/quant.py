@@ -120,7 +120,7 @@ def _conv_args(node: Node, x: Value, w: Value, xz: Value, wz: Value) -> dict:
                 G=int(node.attrs["group"]), swz=1 if wz.type.size > 1 else 0, **window3d(node))
 
 
-@variant("ConvInteger")
+@variant("ConvInteger", applies=lambda node, t: not node.attrs.get("saturate"))
 def gen_conv_integer(node: Node, target: Target) -> list[KernelCall]:
     x, w, xz, wz = node.inputs
     return [KernelCall(CONV_INTEGER_SRC, bind(CONV_INTEGER_SRC, **_conv_args(node, x, w, xz, wz)), note(node))]

@@ -15,11 +15,13 @@ Bias, the in-register epilogue (ReLU, Clip, LeakyReLU, residual Add) and the sto
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Target, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes, row_lanes, row_load, row_width
 from .template import clipped_loops, source
@@ -28,14 +30,16 @@ from .template import clipped_loops, source
 MAX_ROW_LANES = 64
 
 
-def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str, list]:
+def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1, padded: bool = False) -> tuple[str, list]:
     """The kernel for ``node``: ``mr`` channels x ``nr`` vectors of ``w`` columns per register tile, input
     column stride ``sw``; weights laid out as ``[M / mr, C / G, KH, KW, mr]``; the kernel is specialised to
     the node's kernel width (its taps unrolled).
 
     Each output row is swept in two parts: the interior, whose tiles load every tap's inputs unmasked and
     unchecked (worked out once per row), and the columns left and right of it, in one-vector tiles whose
-    taps at the border load masked.
+    taps at the border load masked. ``padded`` (``padded_rows``): each image is first copied into the scratch
+    ``sb`` with its rows widened by the column padding (zeros), and the kernel runs on that copy without
+    column padding, so a short row's border tiles (half of a 32-column row's, at 8 lanes) become interior.
     """
     lanes = nr * w
     kh_n, kw_n = node.attrs["kernel_shape"]
@@ -94,9 +98,22 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
               f"{bind}    xrow = xc + ih * Win", f"{bind}    if f0:", f"{bind}        xv{w} = {fast}",
               f"{bind}    else:", f"{bind}        xv{w} = {edge}", f"{bind}    wk = wc + (kh * KW + kw) * {mr}",
               *fmas(bind + "    ", w, "wk")]
+    head = ["def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
+            + (", sb, so" if padded else "") + epi.signature() + "):"]
+    if padded:  # the body reads the copy: xq / xoq / Wq / pq for xb / xo / Win / pw
+        head += ["    Wq = Win + 2 * pw", "    pq = 0", "    xq = sb"]
+    else:
+        head += ["    Wq = Win", "    pq = pw", "    xq = xb", "    xoq = xo"]
+    copy = ["        xoq = so - n * C * H * Wq",
+            "        for r in range(C * H):",
+            "            xs = xo + (n * C * H + r) * Win",
+            "            xd = so + r * Wq",
+            "            for j in range(pw):",
+            "                sb[U(xd + j)] = np.float32(0.0)",
+            "                sb[U(xd + pw + Win + j)] = np.float32(0.0)",
+            "            for j in range(Win):",  # unsigned indices: LLVM turns it into vector copies
+            "                sb[U(xd + pw + j)] = xb[U(xs + j)]"] if padded else []
     L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, H, Win, M, OH, OW, KH, KW, sh, ph, pw, dh, dw, G"
-        + epi.signature() + "):",
         "    cg = C // G",
         "    mg = M // G",
         "    ksz = KH * KW",
@@ -105,6 +122,7 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
         f"    olo = ((pw + {sw - 1}) // {sw} + {w - 1}) // {w} * {w}",
         f"    ohi = (Win - {span} - (KW - 1) * dw + pw) // {sw}",
         "    for n in range(N):",
+        "COPY",
         "        for oh in range(OH):",  # every channel tile of one output row while its input rows are in cache
         *(["            ihf = oh * sh - ph", f"            full = ihf >= 0 and ihf + {kh_n - 1} * dh < H"]
           if unrolled_rows(node) else []),
@@ -124,7 +142,10 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
         *tile(" " * 24, w, border, True, outer),
         f"                        ow0 += {w}",
     ]
-    return source(L), epi.args
+    ren = {"xb": "xq", "xo": "xoq", "Win": "Wq", "pw": "pq"}
+    body = [re.sub(r"\b(xb|xo|Win|pw)\b", lambda mt: ren[mt.group(1)], ln) for ln in L]
+    at = body.index("COPY")
+    return source(head + body[:at] + copy + body[at + 1:]), epi.args
 
 
 #: the most taps of a kernel row ``conv_source`` unrolls in a row's interior tiles; wider rows loop over their
@@ -135,6 +156,22 @@ def conv_source(node: Node, w: int, mr: int, sw: int, nr: int = 1) -> tuple[str,
 MAX_UNROLLED_TAPS = 8
 #: the most kernel rows ``conv_source`` unrolls for a one-column kernel
 MAX_UNROLLED_ROWS = 9
+
+
+#: rows of at most this many vectors are copied with their column padding (``padded_rows``)
+MAX_PADDED_ROW_VECTORS = 8
+
+
+def padded_rows(node: Node, target: Target) -> bool:
+    """Whether ``conv_source`` copies each image with its rows widened by the column padding: a padded layer
+    (left and right alike) whose output rows span at most ``MAX_PADDED_ROW_VECTORS`` vectors, where the
+    border tiles (one vector each side, masked, each tap tested) are a large share of the row and a copy
+    of the input a small cost against the kernel's taps."""
+    a = node.attrs
+    pads = a["pads"]
+    ow = node.outputs[0].shape[3]
+    return (pads[1] > 0 and pads[1] == pads[3] and a["kernel_shape"][1] > 1
+            and ow <= MAX_PADDED_ROW_VECTORS * target.vector_width)
 
 
 def unrolled_rows(node: Node) -> bool:
@@ -184,7 +221,11 @@ def gen_simd_conv(node: Node, target: Target) -> list[KernelCall]:
     mr, nr = conv_tile(target, mg, OW, w)
     # [M / mr, C / G, KH, KW, mr]: the tile's mr weights of one tap side by side
     packed = np.ascontiguousarray(wt.const.reshape(M // mr, mr, -1).transpose(0, 2, 1), dtype=np.float32)
-    src, extra = conv_source(node, w, mr, a["strides"][1], nr)
+    padded = padded_rows(node, target)
+    src, extra = conv_source(node, w, mr, a["strides"][1], nr, padded)
     args = [x, Param(packed.reshape(-1)), bias, y, N, C, H, Win, M, OH, OW, *a["kernel_shape"],
-            a["strides"][0], a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
+            a["strides"][0], a["pads"][0], a["pads"][1], *a["dilations"], a["group"]]
+    if padded:
+        args.append(Scratch(C * H * (Win + 2 * a["pads"][1])))
+    args += extra
     return [KernelCall(src, args, note(node))]
