@@ -191,7 +191,7 @@ def test_expansion_takes_its_depthwise_readers_channel_ranges(split_small_layers
     two = cnnjit.compile(model, threads=2, vector_width=8)
     calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
     expand = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "packed_pointwise"]
-    depthwise = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "simd_depthwise"]
+    depthwise = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "simd_depthwise_static"]  # (the default)
     assert depthwise == ["channels 0:96 of 192]", "channels 96:192 of 192]"]
     assert expand == (depthwise if aligned else ["part 0:96]", "part 96:196]"]), expand
     x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
