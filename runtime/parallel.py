@@ -33,7 +33,7 @@ callers add one thread each, not a team.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from .atomics import (
     atomic_add,
@@ -189,6 +189,22 @@ def run_batch(w: np.ndarray, d: np.ndarray, job: int) -> int:  # pragma: no cove
     return batch_rows(d, 0, True)
 
 
+#: the argument types a team worker calls ``idle_wait`` with (``Team._work``: words, seen, tid, desc)
+IDLE_WAIT_TYPES = (types.Array(types.int64, 1, "C"), types.int64, types.int64, types.Array(types.int64, 1, "C"))
+
+
+def ready() -> None:
+    """Compile ``idle_wait`` for a team worker's arguments (``IDLE_WAIT_TYPES``) on the calling thread, or load it
+    from the disk cache (~0.02-0.06 s), before a team's first worker starts (``Team.grow``).
+
+    Left to the worker's first call, a cold cache (a fresh install or clone, or ``runtime/__pycache__`` cleared)
+    compiled it there, 2-7 s at load 1-6, while the worker ran no job: every batch ran on the caller alone
+    (measured: VWW batch 8 on 2 threads, the worker's count 0 in 40 of 40 batches) and parallel schedules had
+    no second thread, while the compile took the GIL from the caller's Python; and it reached the disk cache
+    only if the process lived that long (a few seconds' script compiled it again in every run)."""
+    idle_wait.compile(IDLE_WAIT_TYPES)
+
+
 def prepare_batches() -> None:
     """Compile (or load from the disk cache) the native batch loop now (``run_batch``, ``batch_rows``), not at
     the first batch: on a description of an empty batch and words of no team. A threads=1 model's batches
@@ -206,9 +222,10 @@ for _fn in (idle_wait, post, rouse, run_batch):
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
         pass
 
-use_idle_wait(idle_wait, post, rouse)
+use_idle_wait(idle_wait, post, rouse, ready)
 
 __all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim", "done", "wait", "atomic_load",
            "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches", "ready",
+           "IDLE_WAIT_TYPES",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]

@@ -66,16 +66,18 @@ JOBS, IDLE_SLEEPERS, REST, NATIVE = 0, 1, 2, 3
 #: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
 DESC_WORDS = 4096
 #: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
-#: rouse(words))``, compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a semaphore per
-#: worker (and no native jobs)
-_idle_wait: tuple[Callable[..., None], Callable[..., int], Callable[..., None]] | None = None
+#: rouse(words), ready())``, compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a
+#: semaphore per worker (and no native jobs)
+_idle_wait: tuple[Callable[..., None], Callable[..., int], Callable[..., None], Callable[[], None]] | None = None
 
 
-def use_idle_wait(wait: Callable[..., None], post: Callable[..., int], rouse: Callable[..., None]) -> None:
+def use_idle_wait(wait: Callable[..., None], post: Callable[..., int], rouse: Callable[..., None],
+                  ready: Callable[[], None] = lambda: None) -> None:
     """Make teams started from now on wait for jobs with ``wait(words, seen, tid, desc)`` (until
     ``words[JOBS] != seen`` for a job that is not native: spin, then sleep; worker ``tid`` runs a native job
     described in ``desc`` there, ``Team.native_job``) and post them with ``post(words)`` (count one job, wake
-    sleepers; returns the count); ``rouse(words)`` wakes sleepers to spin again without a job (``Team.rouse``).
+    sleepers; returns the count); ``rouse(words)`` wakes sleepers to spin again without a job (``Team.rouse``);
+    ``ready()`` makes ``wait`` callable without compiling (on the thread that starts a worker, before it starts).
 
     Waking an idle worker through a semaphore costs a futex wake-up and the GIL (measured on the shared
     2-core VM, ResNet-8 at 2 threads: the worker's first part began 52 us after the run's start (median), and
@@ -83,7 +85,7 @@ def use_idle_wait(wait: Callable[..., None], post: Callable[..., int], rouse: Ca
     waits, then sleeps) sees the job at once and needs only the GIL, which the caller gives up
     inside the compiled schedule."""
     global _idle_wait
-    _idle_wait = (wait, post, rouse)
+    _idle_wait = (wait, post, rouse, ready)
 
 
 def new_state(steps: int) -> np.ndarray:
@@ -117,6 +119,8 @@ class Team:
 
     def grow(self, size: int) -> None:
         """Start workers until the team has ``size`` threads (the caller holds ``busy``, or no run has begun)."""
+        if self._idle is not None and self.size < size:
+            self._idle[3]()  # (the idle wait compiled or loaded here, not by each new worker: see parallel.ready)
         while self.size < size:
             tid = self.size
             self._go.append(threading.Semaphore(0))

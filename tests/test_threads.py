@@ -18,7 +18,7 @@ import pytest
 from conftest import MLPERF_TINY_DIR, REPO_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import njit
+from numba import njit, typeof
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -474,6 +474,19 @@ def test_team_and_caller_alone_give_the_same_bits(models) -> None:
         if min(run.chooser.share) >= WINDOW // 2 + 1:
             break
     assert min(run.chooser.share) >= WINDOW // 2 + 1
+
+
+def test_a_new_team_worker_finds_its_idle_wait_compiled() -> None:
+    """``parallel.ready`` (run by ``Team.grow`` before a worker starts) compiles ``idle_wait`` for exactly the
+    argument types a worker calls it with, so no worker compiles it (on a cold cache that took seconds in
+    the worker, which meanwhile ran no job), and starting a team compiles no other signature."""
+    parallel.ready()
+    words, desc = np.zeros(parallel.LINE, np.int64), np.zeros(DESC_WORDS, np.int64)
+    called = tuple(typeof(a) for a in (words, 0, 1, desc))  # (Team._work's call: words, seen, tid, desc)
+    assert called == parallel.IDLE_WAIT_TYPES
+    assert called in parallel.idle_wait.overloads
+    parallel.team(2)
+    assert list(parallel.idle_wait.overloads) == [called]
 
 
 @pytest.mark.skipif(not parallel.SYS_FUTEX or not os.path.exists("/proc/self/task"),
