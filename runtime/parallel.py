@@ -226,6 +226,6 @@ use_idle_wait(idle_wait, post, rouse, ready)
 
 __all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim", "done", "wait", "atomic_load",
            "atomic_add", "compare_swap",
-           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches", "ready",
-           "IDLE_WAIT_TYPES",
+           "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches",
+           "ready", "IDLE_WAIT_TYPES",
            "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]
