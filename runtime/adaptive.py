@@ -45,10 +45,16 @@ class Chooser:
     from several threads may interleave their updates, which only blurs the statistics.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, explore_max: int = EXPLORE_MAX, recheck_period: int = EXPLORE_MIN, margin: float = 0.0):
         self.times: tuple[list[float], list[float]] = ([], [])
+        #: the longest period between two tries of the slower way, and the period of the tries after one
+        #: that beat the usual choice
+        self.explore_max, self.recheck_period = explore_max, recheck_period
+        #: the other way (1) is the usual choice only while its median is below (1 - margin) times the
+        #: parallel one's (0, the expected faster): noise between two near-equal ways keeps the parallel one
+        self.margin = margin
         self.best = 0
-        self.period = EXPLORE_MIN
+        self.period = min(EXPLORE_MIN, explore_max)
         self.recheck = 0  # tries of the other schedule still to make at the shortest period
         self.runs = 0
 
@@ -60,7 +66,7 @@ class Chooser:
             return 1 if self.runs % WARM_PERIOD == 0 else 0
         if len(a) < warm:  # (the team was busy, or the other was decided at once)
             return 0
-        period = EXPLORE_MIN if self.recheck else self.period
+        period = self.recheck_period if self.recheck else self.period
         return 1 - self.best if self.runs % period == 0 else self.best
 
     def record(self, which: int, seconds: float) -> None:
@@ -76,9 +82,9 @@ class Chooser:
                 self.recheck -= 1
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
                 self.recheck = WINDOW // 2
-        self.best = 0 if a <= b else 1
+        self.best = 0 if b >= a * (1.0 - self.margin) else 1
         ratio = max(a, b) / max(min(a, b), 1e-12)
-        self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), EXPLORE_MAX))
+        self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
 
     @property
     def share(self) -> tuple[int, int]:

@@ -23,6 +23,16 @@ from .adaptive import Chooser
 from .cpus import usable_cpus
 from .team import ABORT, new_state, team
 
+#: a batch's chooser (split over the team, or every sample on the caller: ``Chooser``'s arguments): the
+#: slower way tried at least every ``BATCH_EXPLORE_MAX`` batches, every ``BATCH_RECHECK`` batches after a try
+#: that beat the usual choice, and the caller alone chosen only when its median is ``BATCH_MARGIN`` below the
+#: split's. The defaults (up to 4,096 batches between tries, 12 between rechecks, no margin) kept a split that
+#: had looked slow for a while (a burst of load, a worker still starting) off for 130-150 batches after it won
+#: again (simulated: split 4.0 vs alone 1.8 for the first 20-40 batches, then 1.0 vs 1.8), longer than a
+#: benchmark's 60 calls; with these, 7-40 batches, for ~2% more time than the defaults under a load that makes
+#: the split 1.6x slower at the median (``tests/test_batch.py``)
+BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN = 48, 3, 0.1
+
 
 def run_rows(sample: Callable[[int], None], order: Iterator[int], batch: int) -> int:
     """``sample(i)`` for ``i = next(order)``, ... while ``i < batch``; how many ran (``run_samples``)."""
@@ -68,7 +78,8 @@ class BatchLoop:
         #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
         #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
         #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
-        self.chooser: Chooser | None = Chooser() if self.threads > 1 and batch >= self.threads else None
+        self.chooser: Chooser | None = Chooser(BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN) \
+            if self.threads > 1 and batch >= self.threads else None
         self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
         self.timings: dict[str, float] = {}
         self.batch_separable = True
@@ -82,8 +93,9 @@ class BatchLoop:
         #: split layer by layer after them (the tail; diagnostics)
         self.ran: list[int] = []
         self.tail_ran = 0
-        #: whether the last call ran as a native job (``batch_native``), not from Python (diagnostics)
-        self.native = False
+        #: whether the last call ran as a native job (``batch_native``), not from Python, and whether it ran
+        #: split over the team (diagnostics)
+        self.native = self.split = False
 
     graph = property(lambda self: self.base.graph)
     program = property(lambda self: self.base.program)
@@ -100,13 +112,15 @@ class BatchLoop:
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
             feeds = {k: np.ascontiguousarray(x) for k, x in feeds.items()}
-        self.native, self.tail_ran = False, 0
+        self.native, self.split, self.tail_ran = False, False, 0
         if chooser is None:  # (one thread, or fewer samples than threads)
             self._alone(native, feeds, outs, False)
             return outs
-        if which or not self._on_team(native, feeds, outs):
+        self.split = not which and self._on_team(native, feeds, outs)
+        if not self.split:
             self._alone(native, feeds, outs, True)
-        chooser.record(which, time.perf_counter() - t0)
+        if self.split or which:  # (not a batch that found the team busy: it tells nothing of the split's speed)
+            chooser.record(which, time.perf_counter() - t0)
         return outs
 
     def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
@@ -202,4 +216,5 @@ def ready_for_batches(spec: Any, threads: int) -> None:
     team(n)
 
 
-__all__ = ["BatchLoop", "run_rows", "on_places", "ready_for_batches"]
+__all__ = ["BatchLoop", "run_rows", "on_places", "ready_for_batches", "BATCH_EXPLORE_MAX", "BATCH_RECHECK",
+           "BATCH_MARGIN"]

@@ -9,7 +9,8 @@ from test_threads import block_model
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
-from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MIN, WARM_PERIOD, WINDOW, Chooser
+from cnnjit.runtime.adaptive import EXPLORE_COST, EXPLORE_MAX, EXPLORE_MIN, WARM_PERIOD, WINDOW, Chooser
+from cnnjit.runtime.batchloop import BATCH_EXPLORE_MAX, BATCH_MARGIN, BATCH_RECHECK
 
 
 def _drive(ch: Chooser, cost: tuple[float, float], runs: int) -> list[int]:
@@ -63,3 +64,31 @@ def test_small_parallel_model_runs_both_schedules_bit_identically(monkeypatch) -
         for a, b in zip(got, ref):
             np.testing.assert_array_equal(a, b)
     assert min(spec.chooser.share) > 0  # both schedules ran
+
+
+def _back_on_the_parallel(ch: Chooser, burst: int) -> int:
+    """Runs after a burst of ``burst`` runs in which the parallel way took 4.0 against 1.8 (then 1.0 against
+    1.8) until it runs 20 times in a row."""
+    picks = []
+    for i in range(burst + 400):
+        w = ch.pick()
+        ch.record(w, ((4.0, 1.8) if i < burst else (1.0, 1.8))[w])
+        picks.append(w)
+    after = picks[burst:]
+    return next(i for i in range(len(after)) if after[i:i + 20] == [0] * 20)
+
+
+def test_a_batch_chooser_returns_to_the_split_soon_after_a_burst() -> None:
+    """``BatchLoop``'s chooser (``BATCH_EXPLORE_MAX``, ``BATCH_RECHECK``): a split that looked slow during a
+    burst of load is back within ~50 batches of the burst's end, where the defaults took 100+ (longer than a
+    benchmark's calls); a noise-sized advantage of the caller alone (< ``BATCH_MARGIN``) keeps the split."""
+    batch = (BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN)
+    for burst in (10, 20, 40):
+        assert _back_on_the_parallel(Chooser(*batch), burst) <= BATCH_EXPLORE_MAX + 4 * BATCH_RECHECK, burst
+    assert max(_back_on_the_parallel(Chooser(), burst) for burst in (20, 40)) > 100  # (why the batch's own)
+    ch = Chooser(*batch)
+    _drive(ch, (1.0, 0.95), 300)  # (the caller alone 5% faster: within the margin)
+    assert ch.best == 0
+    _drive(ch, (1.0, 0.8), 300)  # (20% faster: taken)
+    assert ch.best == 1
+    assert Chooser().margin == 0.0 and Chooser().explore_max == EXPLORE_MAX  # (the other choosers unchanged)

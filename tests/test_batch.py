@@ -256,6 +256,26 @@ def test_split_batches_also_try_the_caller_alone() -> None:
     assert BatchLoop(loop.base, 4, 1).chooser is None and BatchLoop(loop.base, 1, 2).chooser is None
 
 
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+def test_a_batch_that_finds_the_team_busy_runs_alone_and_is_not_timed_as_split() -> None:
+    """A batch whose chooser picks the split but finds the team held by another caller runs every sample on
+    the calling thread (right rows, ``split`` False) and records no time: it says nothing of the split's speed
+    (it was recorded as a split, and a busy team made the split look as slow as the caller alone)."""
+    model = cnnjit.compile(_cnn(), threads=2)
+    x = np.random.default_rng(9).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(4)])
+    model(x)
+    loop = model._last
+    loop.chooser.pick = lambda: 0
+    np.testing.assert_array_equal(model(x), want)
+    assert loop.split and loop.native
+    share = loop.chooser.share
+    t = team(2)
+    with t.busy:
+        np.testing.assert_array_equal(model(x), want)
+    assert not loop.split and loop.chooser.share == share
+
+
 def test_a_failing_sample_raises_and_the_batch_runs_again(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sample that raises on either thread of a split batch raises from the call once every thread has
     stopped; the next call runs (the team stays usable) and gives the right bits."""
