@@ -1,7 +1,8 @@
 """Batch throughput and the first-call cost of a new batch size (issue 18), both libraries with defaults.
 
     python benchmarks/batch.py [--models mobilenet_v2_224,vww_96_float] [--batches 1,8,32] [--runs 15]
-    python benchmarks/batch.py --procs [--runs 40]   # + throughput with each library in its own process
+    python benchmarks/batch.py --procs-only [--runs 40]   # only the table with each library in its own process
+    python benchmarks/batch.py --no-procs                 # only the tables in one process
 
 Per model: ``cnnjit.compile(model)`` (default threads: the usable cores) against onnxruntime's default
 session, the batch made symbolic where the model declares a fixed one. Two tables:
@@ -9,11 +10,16 @@ session, the batch made symbolic where the model declares a fixed one. Two table
 * first call of a new batch size: the model has run at batch 1 (its one compile); each new batch size's
   first call against the median of its next calls, and whether it ran as a loop over the batch-1 program
   (``BatchLoop``: no import, passes or kernel compile, whatever the disk cache holds);
-* throughput: images/s at each batch size, cnnjit and onnxruntime timed interleaved in one process;
-* with ``--procs``, also throughput with each library in its own process (``benchmarks/ootb.py``'s served
-  processes: turns of blocks of calls in random order, and single calls), ``batch_procs.{json,md}``.
+* throughput with each library in its own process (``benchmarks/ootb.py``'s served processes, as
+  ``vs_onnxruntime.py --ootb-procs``: turns of blocks of calls in random order with a pause between turns,
+  and single calls): the fair comparison, as users run them; neither library's threads spin beside the
+  other's calls (onnxruntime's default pool spins for tens of ms after a call, on the core cnnjit's split
+  batch needs). ``batch_procs.{json,md}``, and the first table of ``batch.md``;
+* throughput with both libraries timed interleaved in one process (blocks of calls, each turn once the
+  process is idle): ``batch.md``'s second table.
 
-Results: ``benchmarks/results/batch.json`` and ``batch.md``.
+For cnnjit both say how often a batch ran split over the team (``BatchLoop.split``; the rest ran on the
+caller alone, as its chooser picked). Results: ``benchmarks/results/batch.json`` and ``batch.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cnnjit  # noqa: E402
 from benchmarks.harness import markdown_table, quiesce, write_json, write_markdown  # noqa: E402
 from benchmarks.models import mobilenet_v2  # noqa: E402
-from benchmarks.ootb import alternate, served, stop  # noqa: E402
+from benchmarks.ootb import alternate, ask_stats, served, stop  # noqa: E402
 from cnnjit.runtime.model import BatchLoop  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
@@ -122,13 +128,19 @@ def throughput(model: cnnjit.CompiledModel, sess, feed: str, sample: tuple[int, 
         x = rng.standard_normal((b, *sample)).astype(np.float32)
         np.testing.assert_allclose(model.run(None, {feed: x})[0], sess.run(None, {feed: x})[0], rtol=1e-3,
                                    atol=1e-4)
-        st = blocks({"cnnjit": lambda: model.run(None, {feed: x}), "onnxruntime": lambda: sess.run(None, {feed: x})},
-                    runs)
+        seen = [0, 0]  # (batches that ran split over the team, batches)
+
+        def cj() -> None:
+            model.run(None, {feed: x})
+            seen[0] += bool(getattr(model._last, "split", False))
+            seen[1] += 1
+
+        st = blocks({"cnnjit": cj, "onnxruntime": lambda: sess.run(None, {feed: x})}, runs)
         (cj_ms, cj_min), (ox_ms, ox_min) = st["cnnjit"], st["onnxruntime"]
         cj, ox = b / cj_ms * 1e3, b / ox_ms * 1e3
         rows.append({"batch": b, "cnnjit_img_s": cj, "onnxruntime_img_s": ox, "ratio": cj / ox,
                      "cnnjit_ms": cj_ms, "onnxruntime_ms": ox_ms, "cnnjit_min_ms": cj_min,
-                     "onnxruntime_min_ms": ox_min, "ratio_best": ox_min / cj_min})
+                     "onnxruntime_min_ms": ox_min, "ratio_best": ox_min / cj_min, "split_share": seen[0] / seen[1]})
     return rows
 
 
@@ -152,7 +164,15 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
                                        atol=1e-4)
         del ref  # (no onnxruntime session left in cnnjit's process while it is timed)
         meta["threads"] = model.options["threads"]
-        fns = {f"cnnjit b{b}": (lambda x=x: model.run(None, {feed: x})) for b, x in xs.items()}
+        seen = {f"cnnjit b{b}": [0, 0] for b in xs}  # (batches that ran split over the team, batches)
+
+        def call(label: str, x: np.ndarray) -> None:
+            model.run(None, {feed: x})
+            seen[label][0] += bool(getattr(model._last, "split", False))
+            seen[label][1] += 1
+
+        fns = {label: (lambda label=label, x=x: call(label, x)) for label, x in zip(seen, xs.values())}
+        return serve(meta, fns, warmup, lambda: {k: v[0] / max(v[1], 1) for k, v in seen.items()})
     else:
         import onnxruntime as ort
 
@@ -177,6 +197,7 @@ def throughput_procs(names: list[str], batches: list[int], args: argparse.Namesp
                                       "--batches", ",".join(map(str, batches)), "--warmup", str(args.warmup)]
                                 for eng in ("cnnjit", "onnxruntime")}, errs)
                 res = alternate(procs, args, rng)
+                split = ask_stats(procs["cnnjit"])
             except (EOFError, OSError, ValueError) as e:
                 errs.seek(0)
                 raise SystemExit(f"{name}: {e}: " + " | ".join(errs.read().strip().splitlines()[-3:])) from e
@@ -192,17 +213,28 @@ def throughput_procs(names: list[str], batches: list[int], args: argparse.Namesp
                          "ratio": med["timing"]["onnxruntime"] / med["timing"]["cnnjit"],
                          "ratio_best": best["onnxruntime"] / best["cnnjit"],
                          "ratio_single": med["timing_single"]["onnxruntime"] / med["timing_single"]["cnnjit"],
+                         "split_share": split.get(f"cnnjit b{b}", 0.0),
                          "timing": {k: v for k, v in res["timing"].items() if k.endswith(f" b{b}")},
                          "timing_single": {k: v for k, v in res["timing_single"].items() if k.endswith(f" b{b}")}})
             r = rows[-1]
             print(f"{name} batch {b} (own processes): cnnjit {r['cnnjit_img_s']:.0f} img/s, onnxruntime "
                   f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f} (best {r['ratio_best']:.2f}, "
-                  f"single calls {r['ratio_single']:.2f})", flush=True)
+                  f"single calls {r['ratio_single']:.2f}; split {r['split_share']:.0%})", flush=True)
     return rows
 
 
-def write_procs(rows: list[dict], args: argparse.Namespace) -> None:
-    """``batch_procs.{json,md}``: the table of ``throughput_procs``."""
+PROCS_HEADER = ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima",
+                "ratio, single calls", "cnnjit split"]
+
+
+def procs_table(rows: list[dict]) -> list[list]:
+    """The rows of the per-process table (``PROCS_HEADER``)."""
+    return [[r["model"], r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"],
+             r["ratio_single"], f"{r['split_share']:.0%}"] for r in rows]
+
+
+def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
+    """``batch_procs.{json,md}``: the table of ``throughput_procs``; returns its notes."""
     write_json("batch_procs", {"runs": args.runs, "block_calls": args.block_calls, "rows": rows}, args.out)
     load = os.getloadavg()
     notes = [f"Each library in its own process (`--procs`), its defaults (cnnjit threads={rows[0]['threads']}). "
@@ -212,15 +244,14 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> None:
              "medians, 'best' from the minima. 'single calls': the same processes told in turn to run "
              f"{args.block} rounds of every batch size call by call (a call may follow its own process's "
              "other batch size). ratio = cnnjit / onnxruntime images/s (target at batch 8: "
-             f">= {TARGET_BATCH8}).",
+             f">= {TARGET_BATCH8}). 'cnnjit split': the share of the served process's batches (warm-up "
+             "included) that ran split over the team (`BatchLoop.split`), the rest on the caller alone.",
              f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
              "Command: python benchmarks/batch.py --procs " + " ".join(
                  f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("runs", "block", "block_calls", "settle"))]
-    write_markdown("batch_procs", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima",
-                                   "ratio, single calls"],
-                   [[r["model"], r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"],
-                     r["ratio_single"]] for r in rows],
+    write_markdown("batch_procs", PROCS_HEADER, procs_table(rows),
                    title="Batch throughput, both defaults, each in its own process", notes=notes, out_dir=args.out)
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-batches", default="2,3,4,7,8,32")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
-    ap.add_argument("--procs", action="store_true",
-                    help="also the throughput table with each library in its own process (batch_procs.*)")
+    ap.add_argument("--procs", action="store_true", help=argparse.SUPPRESS)  # (the default now; kept for old commands)
+    ap.add_argument("--no-procs", action="store_true",
+                    help="skip the throughput table with each library in its own process (batch_procs.*)")
     ap.add_argument("--procs-only", action="store_true", help="only that table")
     ap.add_argument("--block", type=int, default=5, help="--procs: single-call rounds per turn (default 5)")
     ap.add_argument("--block-calls", type=int, default=3,
@@ -245,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     batches = [int(b) for b in args.batches.split(",") if b]  # --batches "": the first-call table only
-    if args.procs or args.procs_only:
-        write_procs(throughput_procs(args.models.split(","), batches, args), args)
+    procs_rows, procs_notes = [], []
+    if not args.no_procs or args.procs_only:
+        procs_rows = throughput_procs(args.models.split(","), batches, args)
+        procs_notes = write_procs(procs_rows, args)
         if args.procs_only:
             return 0
     new = [int(b) for b in args.new_batches.split(",")]
@@ -268,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         result["models"][name] = {"batch1_compile_s": compile_s, "first_calls": fc, "throughput": tp}
         first_rows += [[name, r["batch"], r["first_ms"], r["steady_ms"], r["extra_ms"], r["cpu_first_ms"],
                         r["cpu_steady_ms"], r["cpu_extra_ms"], r["ran_as"]] for r in fc]
-        tp_rows += [[name, r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"]]
-                    for r in tp]
+        tp_rows += [[name, r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"],
+                     f"{r['split_share']:.0%}"] for r in tp]
         for r in fc:
             print(f"{name} new batch {r['batch']}: first {r['first_ms']:.1f} ms, steady {r['steady_ms']:.1f} ms "
                   f"({r['ran_as']})", flush=True)
@@ -277,12 +311,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} batch {r['batch']}: cnnjit {r['cnnjit_img_s']:.0f} img/s, onnxruntime "
                   f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f} (of minima {r['ratio_best']:.2f})",
                   flush=True)
+    result["procs"] = procs_rows
     write_json("batch", result, args.out)
-    notes = [f"cnnjit threads={result['threads']} (default: the usable cores); onnxruntime's default session; "
+    notes = ["**In one process** (this table): both libraries timed interleaved in the same process. "
+             "Each engine in its own process (the fair comparison): the table below.",
+             f"cnnjit threads={result['threads']} (default: the usable cores); onnxruntime's default session; "
              f"medians of {args.runs} alternating blocks of 3 calls (after one untimed call each, once the "
              "process's threads are idle: onnxruntime's spin for tens of ms after a call); "
              f"ratio = cnnjit / onnxruntime images/s (target at batch 8: >= {TARGET_BATCH8}); 'of minima': "
-             "the same from each library's fastest block (what a busy machine distorts least). Load average "
+             "the same from each library's fastest block (what a busy machine distorts least); 'cnnjit split': "
+             "the share of cnnjit's timed batches that ran split over the team (the rest on the caller alone, as "
+             "`BatchLoop`'s chooser picked). Load average "
              f"{load0[0]:.1f} before, {os.getloadavg()[0]:.1f} after.",
              "First call: the model ran at batch 1 first (its one compile), and no onnxruntime session exists yet "
              "(its pool spins once created); 'extra' is the first call of the new "
@@ -290,11 +329,16 @@ def main(argv: list[str] | None = None) -> int:
              "CPU time (all threads), which a busy machine inflates far less than wall time. A loop over batch 1 "
              "compiles "
              "nothing (tests/test_batch.py asserts it), so a cold disk cache changes nothing.",
-             "Command: python benchmarks/batch.py"]
-    write_markdown("batch", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima"],
-                   tp_rows, title="Batch throughput, both defaults", notes=notes, out_dir=args.out)
+             "Command: python benchmarks/batch.py " + " ".join(argv if argv is not None else sys.argv[1:])]
+    write_markdown("batch", ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", "ratio of minima",
+                             "cnnjit split"],
+                   tp_rows, title="Batch throughput, both defaults: in one process", notes=notes, out_dir=args.out)
     md = Path(args.out or Path(__file__).resolve().parent / "results") / "batch.md"
     text = md.read_text()
+    if procs_rows:
+        text += ("\n## Each engine in its own process (the fair comparison; also `batch_procs.md`)\n\n"
+                 + markdown_table(PROCS_HEADER, procs_table(procs_rows)) + "\n"
+                 + "".join(f"\n* {n}" for n in procs_notes) + "\n")
     md.write_text(text + "\n## First call of a new batch size\n\n" + markdown_table(
         ["model", "batch", "first ms", "steady ms", "extra ms", "first CPU ms", "steady CPU ms", "extra CPU ms",
          "ran as"], first_rows) + "\n")

@@ -128,13 +128,13 @@ def ootb_serve(spec: str, engine: str, warmup: int) -> int:
     return serve(meta, fns, warmup)
 
 
-def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
+def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int, stats: Any = None) -> int:
     """A served engine process: ``fns`` (label -> zero-argument call) warmed up, ``{"ready": meta, "names":
     labels}`` written, then per JSON line read from stdin one request, its times (ns) written back as one
     JSON line: ``{"rounds": N}`` runs N rounds of single calls (each call once per round, in a seeded random
     order); ``{"block": NAME, "calls": K}`` one call of NAME, then K timed calls of it (a turn; the first
     call's time is reported apart, as ``NAME + FIRST``: what a caller that runs the model now and then sees);
-    ``{}`` ends."""
+    ``{"stats": 1}`` writes ``stats()`` (a JSON-able dict, ``{}`` without it; see ``ask_stats``); ``{}`` ends."""
     import gc
     import random
 
@@ -148,6 +148,9 @@ def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int) -> int:
         req = json.loads(line)
         if not req:
             break
+        if "stats" in req:
+            print(MARK + json.dumps(stats() if stats is not None else {}), flush=True)
+            continue
         gc.disable()
         if "block" in req:
             f = fns[req["block"]]
@@ -185,6 +188,13 @@ def _ask(proc: subprocess.Popen, req: dict[str, Any], into: dict[str, list[int]]
     proc.stdin.flush()
     for k, v in _reply(proc).items():
         into.setdefault(k, []).extend(v)
+
+
+def ask_stats(proc: subprocess.Popen) -> dict[str, Any]:
+    """A served engine's ``stats()`` (``serve``): what it counted about its own calls."""
+    proc.stdin.write(json.dumps({"stats": 1}) + "\n")
+    proc.stdin.flush()
+    return _reply(proc)
 
 
 def served(cmds: dict[str, list[str]], errs: Any) -> dict[str, subprocess.Popen]:

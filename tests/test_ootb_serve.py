@@ -43,6 +43,20 @@ def test_serve_rounds_time_every_call_once_per_round(monkeypatch, capsys) -> Non
     assert calls == {"a": 5, "b": 5, "c": 5}
 
 
+def test_serve_stats_replies_what_the_engine_counted_without_timing(monkeypatch, capsys) -> None:
+    """``{"stats": 1}`` (``ask_stats``: ``batch.py`` asks how many of cnnjit's batches ran split) writes the
+    engine's ``stats()`` as one line, between other requests, and ``{}`` without a ``stats``."""
+    calls = {"a": 0}
+    fns = {"a": lambda: calls.__setitem__("a", calls["a"] + 1)}
+    reqs = [{"stats": 1}, {"block": "a", "calls": 2}, {"stats": 1}, {}]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(json.dumps(r) + "\n" for r in reqs)))
+    assert ootb.serve({"model": "m"}, fns, warmup=1, stats=lambda: {"a": calls["a"]}) == 0
+    out = [json.loads(line[len(ootb.MARK):]) for line in capsys.readouterr().out.splitlines()
+           if line.startswith(ootb.MARK)]
+    assert out[1] == {"a": 1} and sorted(out[2]) == ["a", "a" + ootb.FIRST] and out[3] == {"a": 4}
+    assert _serve(monkeypatch, capsys, [{"stats": 1}, {}], fns)[1] == {}
+
+
 #: a stand-in served engine: names from argv, each call sleeps a little
 _CHILD = ("import sys, time\nsys.path.insert(0, {root!r})\nfrom benchmarks import ootb\n"
           "names = sys.argv[1].split(',')\n"
