@@ -247,8 +247,9 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
              f">= {TARGET_BATCH8}). 'cnnjit split': the share of the served process's batches (warm-up "
              "included) that ran split over the team (`BatchLoop.split`), the rest on the caller alone.",
              f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
-             "Command: python benchmarks/batch.py --procs " + " ".join(
-                 f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("runs", "block", "block_calls", "settle"))]
+             "Command: python benchmarks/batch.py --procs-only " + " ".join(
+                 f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("models", "batches", "runs", "block",
+                                                                         "block_calls", "settle"))]
     write_markdown("batch_procs", PROCS_HEADER, procs_table(rows),
                    title="Batch throughput, both defaults, each in its own process", notes=notes, out_dir=args.out)
     return notes
