@@ -237,7 +237,8 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
     """``batch_procs.{json,md}``: the table of ``throughput_procs``; returns its notes."""
     write_json("batch_procs", {"runs": args.runs, "block_calls": args.block_calls, "rows": rows}, args.out)
     load = os.getloadavg()
-    notes = [f"Each library in its own process (`--procs`), its defaults (cnnjit threads={rows[0]['threads']}). "
+    notes = ["Each library in its own process (`batch.py`'s default; `--procs-only`: this table alone), its "
+             f"defaults (cnnjit threads={rows[0]['threads']}). "
              f"Main columns: {args.runs} rounds, each giving every (library, batch size) a turn in random order "
              f"of one untimed call then {args.block_calls} timed calls, {args.settle:g} s between turns, so no "
              "timed call follows the other library's call while its threads still spin; images/s from the "
