@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnjit.ir import Graph, Node
+from cnnjit.ir.errors import IRError
 
 from ..codegen.kernel import KEEP_FP32 as MARK
 from .manager import Pass
@@ -76,8 +77,6 @@ class MixedPrecision(Pass):
                 node.meta[MARK] = rule
 
     def ensures(self, graph: Graph) -> None:
-        from cnnjit.ir.errors import IRError
-
         for node in graph.nodes:
             rule = kept_rule(node)
             if rule is not None and node.meta.get(MARK) != rule:
