@@ -404,12 +404,16 @@ def test_cli_precision(tmp_path, capsys) -> None:
 #: random-noise inputs put the 2-class PP-OCR classifier near 0.5 / 0.5 (gaps down to 6e-5), where agreement is
 #: chance for any bf16 policy
 TIE_GAP = 0.02
+#: the cosine the mixed-precision policy keeps on these models (50 inputs: min 0.99988 on ppocr_cls, 0.99998 on
+#: MobileNetV2; every layer in bf16: 0.99962 and 0.99998, ``benchmarks/bf16.py``)
+POLICY_COSINE = 0.9998
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2_224", "ppocr_cls"])
 def test_bf16_accuracy_on_real_models(name: str) -> None:
     """The issue's bound: on MobileNetV2-224 and the PP-OCR classifier, bf16 (emulated here: the same roundings)
-    against fp32 over 20 seeded inputs has cosine >= 0.999 on every input and the same argmax on every input
+    against fp32 over 20 seeded inputs has cosine >= 0.999 on every input (>= ``POLICY_COSINE`` with the
+    mixed-precision policy: every layer in bf16 reaches 0.99962 on ppocr_cls) and the same argmax on every input
     whose fp32 top-2 gap is at least ``TIE_GAP`` (most of them: asserted); the spatial 1x1 Convs ran in bf16,
     the layers the mixed-precision policy keeps (the head, squeeze-and-excitation FCs) in fp32
     (``benchmarks/bf16.py`` reports the 50-input table, near-ties included)."""
@@ -439,7 +443,7 @@ def test_bf16_accuracy_on_real_models(name: str) -> None:
         a = fp32.run(None, {k: x})[0].astype(np.float64).ravel()
         b = bf16.run(None, {k: x})[0].astype(np.float64).ravel()
         assert not np.array_equal(a, b)  # the bf16 path really ran
-        assert (a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) >= 0.999, i
+        assert (a @ b) / (np.linalg.norm(a) * np.linalg.norm(b)) >= max(0.999, POLICY_COSINE), i
         top2 = np.sort(a)[-2:]
         if top2[1] - top2[0] >= TIE_GAP:
             decided += 1
