@@ -120,7 +120,9 @@ def compile(  # noqa: A001 - the public name users expect
     in fp32 with the AVX512_BF16 dot product (``vdpbf16ps``); every other op stays fp32. A host without
     AVX512_BF16 refuses it (``UnsupportedHardwareError`` naming ``avx512_bf16``); ``"bf16-emulated"`` computes
     the same bf16 arithmetic with fp32 FMAs on any host (for accuracy checks: slower than fp32).
-    See ``compiler/codegen/simd_bf16.py``.
+    Mixed precision: the layers on pooled features (a Conv on a 1x1 map, a Gemm, a one-row MatMul: classifier
+    heads, squeeze-and-excitation FCs) stay fp32 (``compiler/passes/mixed_precision.py``'s rule table;
+    ``disable=["mixed_precision"]`` puts them in bf16 too). See ``compiler/codegen/simd_bf16.py``.
 
     ``keep_inputs``: no value reuses an input's place in the scratch arena, so a caller that holds one arena
     for a run of calls (``Specialization.bind``) copies an input passed again unchanged only once; a model

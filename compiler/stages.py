@@ -50,8 +50,8 @@ class CompileOptions:
     sparse_threshold: float | None = None
     variants: tuple[tuple[str, str], ...] = ()
     vector_width: int | None = None
-    #: the kernels' arithmetic: "fp32", or "bf16" (1x1 Convs, constant-B Gemm / MatMul on bf16 pairs: see
-    #: ``cnnjit.compile``)
+    #: the kernels' arithmetic: "fp32", or "bf16" (1x1 Convs, constant-B Gemm / MatMul on bf16 pairs but those
+    #: the ``mixed_precision`` pass keeps fp32: see ``cnnjit.compile``)
     precision: str = "fp32"
     #: no value reuses an input's place in the arena (``codegen.memory.plan_memory``): a loop body's segments
     keep_inputs: bool = False

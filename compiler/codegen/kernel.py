@@ -65,6 +65,16 @@ class Target:
         return dict(self.variants)
 
 
+#: ``node.meta`` key of a layer the mixed-precision policy keeps in fp32 under ``precision="bf16"`` (its value:
+#: the rule's name; ``codegen/mixed_precision.py``)
+KEEP_FP32 = "keep_fp32"
+
+
+def runs_bf16(node: Node, target: Target) -> bool:
+    """Whether ``node`` computes in bf16: the target's precision is bf16 and the policy did not keep it fp32."""
+    return target.precision == "bf16" and KEEP_FP32 not in node.meta
+
+
 @dataclass(frozen=True)
 class Param:
     """A compiler-made constant array passed to a kernel (stored in the constant buffer of its dtype)."""

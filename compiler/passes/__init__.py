@@ -28,6 +28,7 @@ from .manager import (
     pass_names,
     select_passes,
 )
+from .mixed_precision import MixedPrecision
 from .qdq_lut import QDQToLut
 from .qdq_to_integer import QDQToInteger
 from .remove_identity import RemoveIdentity
@@ -41,7 +42,7 @@ def default_pipeline() -> list[Pass]:
             CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), FuseBroadcastMap(),
             ConvTransposePhases(),
             ConvColumnPhases(), ConvColumns(), FuseBlocks(),
-            FoldChannelShuffle(), ConcatInPlace(), DeadCode()]
+            FoldChannelShuffle(), ConcatInPlace(), DeadCode(), MixedPrecision()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
@@ -49,4 +50,4 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
            "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes",
-           "ConvColumnPhases", "FuseBroadcastMap"]
+           "ConvColumnPhases", "FuseBroadcastMap", "MixedPrecision"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Target, note, variant
+from ..kernel import KernelCall, Param, Target, note, runs_bf16, variant
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_matmul import matmul_bias, matmul_layout, simd_matmul_applies
@@ -203,12 +203,12 @@ def packed_matmul_applies(node: Node, target: Target) -> bool:
 
 def _fp32(applies):
     """``applies`` for the fp32 form of a packed variant: not under ``precision="bf16"`` (the ``_bf16`` one)."""
-    return lambda node, target: target.precision != "bf16" and applies(node, target)
+    return lambda node, target: not runs_bf16(node, target) and applies(node, target)
 
 
 def _bf16(applies):
     """``applies`` for the ``_bf16`` form of a packed variant: only under ``precision="bf16"``."""
-    return lambda node, target: target.precision == "bf16" and applies(node, target)
+    return lambda node, target: runs_bf16(node, target) and applies(node, target)
 
 
 def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int) -> list[KernelCall]:
@@ -219,7 +219,7 @@ def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int
     npan = -(-N // nc)
     cb = np.zeros(npan * nc, np.float32)
     cb[:N] = bias
-    bf16 = target.precision == "bf16"
+    bf16 = runs_bf16(node, target)
     src, extra = packed_source(node, target.vector_width, mr, nr, rows, target.vector_registers, bf16)
     packed = pack_panels_bf16(b, nc) if bf16 else pack_panels(b, nc)
     return [KernelCall(src, [node.inputs[0], Param(packed), Param(cb), node.outputs[0], rows, K, N, *extra],

@@ -33,7 +33,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, note, runs_bf16, variant
 from ..parts import node_part, part_space
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
@@ -497,7 +497,7 @@ def packed_part_space(node: Node, target: Target) -> tuple[int, int]:
 def packed_pointwise_bf16_applies(node: Node, target: Target) -> bool:
     """``precision="bf16"``: every group-1 1x1, stride-1, unpadded float32 Conv with constant weights."""
     x, wt = node.inputs[0], node.inputs[1]
-    return (target.precision == "bf16" and is_pointwise(node) and x.dtype == np.float32
+    return (runs_bf16(node, target) and is_pointwise(node) and x.dtype == np.float32
             and wt.dtype == np.float32 and wt.is_const)
 
 
