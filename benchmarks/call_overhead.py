@@ -8,6 +8,12 @@ call: lookup of the compiled shape, then the same) and, when ``ai-edge-litert`` 
 Python interpreter on the ``.tflite`` original (``set_tensor``, ``invoke``, ``get_tensor``; XNNPACK is its
 default CPU delegate). ``overhead`` = ``model(x)`` - ``raw`` (medians). Results:
 ``benchmarks/results/call_overhead.json`` and ``.md``.
+
+    python benchmarks/call_overhead.py --baseline ../main [--runs 1500]
+
+``--baseline DIR``: also ``model(x)`` through the ``CompiledModel`` class of another checkout's
+``runtime/model.py`` (an in-process A/B of the call path on the very same compiled specialisation; its
+kernels are this checkout's), as ``baseline`` in the tables.
 """
 
 from __future__ import annotations
@@ -58,6 +64,33 @@ def litert(path: Path, x: np.ndarray):
     return call
 
 
+def baseline_class(checkout: str):
+    """The ``CompiledModel`` class of ``checkout``'s ``runtime/model.py``, loaded beside this one (its
+    ``Specialization`` name bound to this checkout's, whose objects it is handed)."""
+    import importlib.util
+
+    import cnnjit.runtime.model as here
+
+    spec = importlib.util.spec_from_file_location("cnnjit.runtime._baseline_model",
+                                                  Path(checkout) / "runtime" / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    mod.Specialization = here.Specialization
+    return mod.CompiledModel
+
+
+def on_baseline(cls, model):
+    """``model``'s state (compiled specialisations included) in an instance of ``cls``, with no per-shape
+    callers yet (made by its own path at its first calls)."""
+    old = object.__new__(cls)
+    old.__dict__.update(model.__dict__)
+    for k in ("_callers", "_ones"):
+        if k in old.__dict__:
+            old.__dict__[k] = {}
+    return old
+
+
 def raw_call(spec):
     """The compiled schedule called on its own buffers: a JIT specialisation's program on one of its arenas,
     or a warm-started native one's entry on one of its work sets (``runtime/native.py``)."""
@@ -90,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3000)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--baseline", default=None, help="a checkout whose CompiledModel call path to time beside")
     args = ap.parse_args(argv)
+    base = baseline_class(args.baseline) if args.baseline else None
     rows, result = [], {}
     for label, (onnx_file, tfl) in MODELS.items():
         if not (TINY / onnx_file).is_file():
@@ -104,6 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         model(x)
         spec = model._last
         fns = {"raw": raw_call(spec), "spec.run": lambda: spec.run({sig.name: x}), "model(x)": lambda: model(x)}
+        if base is not None:
+            old = on_baseline(base, model)
+            old(x)
+            np.testing.assert_array_equal(old(x), model(x))
+            fns["baseline"] = lambda old=old: old(x)
         lite = litert(TINY / "tflite" / tfl, x) if (TINY / "tflite" / tfl).is_file() else None
         if lite is not None:
             fns["litert"] = lite
@@ -112,11 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         result[label] = {**st, **{f"{k} cpu": v for k, v in cpu.items()}}
         rows.append([label, st["raw"], st["spec.run"], st["model(x)"], st["model(x)"] - st["raw"], st.get("litert"),
                      st["model(x)"] / st["litert"] if "litert" in st else None, cpu["model(x)"], cpu.get("litert"),
-                     cpu["model(x)"] / cpu["litert"] if "litert" in cpu else None])
+                     cpu["model(x)"] / cpu["litert"] if "litert" in cpu else None]
+                    + ([cpu["baseline"], cpu["model(x)"] / cpu["baseline"]] if base is not None else []))
         print(label, type(spec).__name__, {k: round(v, 1) for k, v in result[label].items()}, flush=True)
     write_json("call_overhead", {"median_us": result, "runs": args.runs}, args.out)
     write_markdown("call_overhead", ["model", "raw us", "spec.run us", "model(x) us", "overhead us", "LiteRT us",
-                                     "cnnjit / LiteRT", "model(x) CPU us", "LiteRT CPU us", "CPU cnnjit / LiteRT"],
+                                     "cnnjit / LiteRT", "model(x) CPU us", "LiteRT CPU us", "CPU cnnjit / LiteRT"]
+                   + (["baseline model(x) CPU us", "CPU model(x) / baseline"] if base is not None else []),
                    rows, title="Per-call overhead, one thread",
                    notes=[f"medians of {args.runs} interleaved runs; raw = the compiled schedule on its own "
                           "buffers; overhead = model(x) - raw; LiteRT = ai-edge-litert's Interpreter "
@@ -124,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                           "CPU us: this thread's CPU time per call (thread_time_ns), the least mean over 100 "
                           "interleaved blocks of 50 calls: what the call costs when the machine's other "
                           f"processes take time slices (load average {os.getloadavg()[0]:.1f} when written)",
-                          "Command: python benchmarks/call_overhead.py"], out_dir=args.out)
+                          "Command: python benchmarks/call_overhead.py"
+                          + (f" --baseline {args.baseline} (the call path of that checkout's runtime/model.py on "
+                             "the same compiled schedule)" if base is not None else "")], out_dir=args.out)
     return 0
 
 

@@ -71,3 +71,32 @@ def test_fast_path_names_an_out_of_range_index() -> None:
     for _ in range(2):
         with pytest.raises(InputError, match="out-of-range"):
             m(np.array([9, 0], np.int64))
+
+
+def test_one_input_call_takes_its_closure_any_strides_fresh_unaliased_results() -> None:
+    """A one-input model's ``model(x)`` runs ``call_one``'s closure (``CompiledModel._ones``): an input of
+    any strides (sliced, Fortran order, read-only) gives the reference's result, every result is a fresh
+    array of its own (not the input, not an arena, not the next call's result)."""
+    proto = _conv_model()
+    m = cnnjit.compile(proto, threads=1)
+    ref = ReferenceEvaluator(proto)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    m(x)
+    first = m(x)  # (the first call compiles; the second makes the per-shape callers)
+    spec, one = m._ones[x.shape]
+    assert spec is m._last and one.__name__ == "one"  # the closure of a serial schedule, one in, one out
+    wide = rng.standard_normal((2, 3, 6, 12)).astype(np.float32)
+    ro = x.copy()
+    ro.flags.writeable = False
+    for a in (x, wide[1:, :, :, ::2], np.asfortranarray(x), ro):
+        got = m(a)
+        assert m._last is spec and not np.shares_memory(got, a)
+        np.testing.assert_allclose(got, ref.run(None, {"X": np.ascontiguousarray(a)})[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(m(x), first)
+    before = first.copy()
+    second = m(wide[:1, :, :, :6].copy())
+    assert not np.shares_memory(first, second)
+    np.testing.assert_array_equal(first, before)  # the next call leaves an earlier result alone
+    with pytest.raises(InputError, match="dtype"):
+        m(x.astype(np.float64))  # same shape, other dtype: the full path's clear error, not the closure

@@ -64,24 +64,31 @@ def test_dense_i16_exact(seed: int, width: int, xs: bool, k: int, s: int, dil: i
                                   interpret(g, [xv])[0])
 
 
-@pytest.mark.parametrize("width", [8, 16])
-@pytest.mark.parametrize("xs", [False, True])
-def test_dense_i16_extreme_bytes(width: int, xs: bool) -> None:
-    """Activations and weights at the ends of their ranges (|x - x_zp| up to 255 times -128)."""
-    rng = np.random.default_rng(5 + xs)
+def extreme_case(rng: np.random.Generator, xs: bool, batch: int, hw: int, c: int, m: int, k: int, pad: int,
+                 mult: float) -> tuple[Graph, np.ndarray, np.ndarray]:
+    """(graph, input, reference output) of a QConvNHWC (``k`` x ``k``, ``batch`` x ``hw`` x ``hw`` x ``c`` ->
+    ``m``) whose activations and weights sit at the ends of their ranges (|x - x_zp| up to 255 times -128),
+    int8 (``xs``) or uint8 activations, int8 outputs; ``mult`` keeps a third of them unclipped."""
     xdt = np.int8 if xs else np.uint8
-    c, m = 9, 20
-    g, _ = _qconv_case(rng, xdt, np.int8, 1, 6, 6, c, m, 3, 1, 1, 1, 1)
+    g, _ = _qconv_case(rng, xdt, np.int8, batch, hw, hw, c, m, k, 1, pad, 1, 1)
     node = next(n for n in g.nodes if n.op == "QConvNHWC")
     info = np.iinfo(xdt)
     node.inputs[1] = _const(rng.choice(np.array([-128, 127], np.int8), size=node.inputs[1].shape))
     node.inputs[2] = _const(np.zeros(m, np.int32))
-    node.inputs[3] = _const(np.full(m, 1e-4, np.float32))
+    node.inputs[3] = _const(np.full(m, mult, np.float32))
     node.attrs.update(x_zero_point=int(info.max) if xs else int(info.min), y_zero_point=0, lo=-128, hi=127)
-    xv = rng.choice(np.array([info.min, info.max], xdt), size=(1, 6, 6, c))
+    xv = rng.choice(np.array([info.min, info.max], xdt), size=(batch, hw, hw, c))
     ref = interpret(g, [xv])[0]
     inside = np.abs(ref.astype(np.int32)) < 127
     assert inside.mean() > 0.3 and np.abs(ref[inside].astype(np.int32)).max() > 10
+    return g, xv, ref
+
+
+@pytest.mark.parametrize("width", [8, 16])
+@pytest.mark.parametrize("xs", [False, True])
+def test_dense_i16_extreme_bytes(width: int, xs: bool) -> None:
+    """Activations and weights at the ends of their ranges (|x - x_zp| up to 255 times -128)."""
+    g, xv, ref = extreme_case(np.random.default_rng(5 + xs), xs, 1, 6, 9, 20, 3, 1, 1e-4)
     np.testing.assert_array_equal(_run(g, xv, "QConvNHWC", "qconv_dense_i16", width), ref)
 
 

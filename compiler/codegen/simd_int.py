@@ -8,6 +8,8 @@ u8 x s8 dot product and the requantising store.
     ivload8_16(buf, i, cnt)             buf[i : i + cnt] (u8 zero-, i8 sign-extended) as i32 lanes, others 0
     ivdot16(acc, a, b)                  acc + per lane sum_k u8(a.byte[4l + k]) * s8(b.byte[4l + k])
     ivmaddw16(acc, a, b)                acc + per lane sum_k a.i16[2l + k] * b.i16[2l + k] (k < 2)
+    ivloadsx16(buf, i)                  the 2n int8 at buf[i] sign-extended to int16 pairs, as <n x i32>
+                                        (an ivmaddw operand kept as bytes in memory: x86 vpmovsxbw)
     ivdotsat16(acc, a, b)               ivdot with each pair of byte products saturated to int16 (AVX2's vpmaddubsw)
     ivtof2_16(lo, hi)                   two <n x i32> as one <2n x float>
     ivadd16 / ivmul16 / ivxor16
@@ -224,6 +226,15 @@ def _make(n: int) -> dict[str, object]:
     def ivload(typingctx, arr, idx):
         def codegen(context, builder, sig, args):
             return builder.load(_addr(context, builder, sig.args[0], args[0], args[1], lvt), align=1)
+
+        return vt(arr, idx), codegen
+
+    @intrinsic
+    def ivloadsx(typingctx, arr, idx):
+        def codegen(context, builder, sig, args):
+            b = builder.load(_addr(context, builder, sig.args[0], args[0], args[1], ir.VectorType(_I8, 2 * n)),
+                             align=1)
+            return builder.bitcast(builder.sext(b, ir.VectorType(ir.IntType(16), 2 * n)), lvt)
 
         return vt(arr, idx), codegen
 
@@ -479,7 +490,7 @@ def _make(n: int) -> dict[str, object]:
         f"ivstore{n}": ivstore,
         f"ivzero{n}": ivzero, f"ivset{n}": ivset, f"ivload{n}": ivload, f"ivbcast4_{n}": ivbcast4,
         f"ivbcast4x{n}": ivbcast4x,
-        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivmaddw{n}": ivmaddw,
+        f"ivload8_{n}": ivload8, f"ivdot{n}": ivdot, f"ivmaddw{n}": ivmaddw, f"ivloadsx{n}": ivloadsx,
         f"ivdotsat{n}": ivdotsat, f"ivtof2_{n}": ivtof2,
         f"ivadd{n}": _binop("add"), f"ivmul{n}": _binop("mul"),
         f"ivxor{n}": _binop("xor"), f"ivrqstore{n}": ivrqstore,
@@ -490,6 +501,6 @@ for _n in WIDTHS:
     globals().update(_make(_n))
 
 __all__ = ["IVec", "WIDTHS", "host_int_width", "has_vnni"] + [f"{op}{n}" for n in WIDTHS for op in (
-    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivmaddw", "ivdotsat", "ivtof2_",
-    "ivadd", "ivmul", "ivxor", "ivrqstore",
+    "ivzero", "ivset", "ivload", "ivbcast4_", "ivbcast4x", "ivload8_", "ivdot", "ivmaddw", "ivloadsx", "ivdotsat",
+    "ivtof2_", "ivadd", "ivmul", "ivxor", "ivrqstore",
     "ivrq", "ivpack4_", "ivloadb", "ivstoreb", "ivstore", "ivtr0_", "ivtr1_", "ivtr2_", "ivtr3_", "ivpackq")]

@@ -50,12 +50,12 @@ def pack_i16(b: np.ndarray, zb: np.ndarray, nc: int) -> np.ndarray:
     return np.ascontiguousarray(d.reshape(K2, 2, npan, nc).transpose(2, 0, 3, 1)).reshape(-1)
 
 
-def madd_step(ind: str, n: int, mr: int, nr: int, vec, pair, dot: bool = False) -> list[str]:
+def madd_step(ind: str, n: int, mr: int, nr: int, vec, pair, dot: bool = False, load: str = "ivload") -> list[str]:
     """One step over a pair of k of an ``mr`` x ``nr`` tile of i32 accumulators ``c{i}_{h}``: the ``nr``
-    vectors ``v{h}`` loaded from ``vec(h)`` (``"buffer, index"``), each row's i32 pair broadcast from
-    ``pair(i)`` into ``ivmaddw`` with every vector (``dot``: four k of uint8 vectors by int8 broadcasts into
-    ``ivdotsat``)."""
-    lines = [f"{ind}v{h} = ivload{n}({vec(h)})" for h in range(nr)]
+    vectors ``v{h}`` loaded from ``vec(h)`` (``"buffer, index"``) by ``load`` (``ivloadsx``: int8 widened to
+    the int16 pairs), each row's i32 pair broadcast from ``pair(i)`` into ``ivmaddw`` with every vector
+    (``dot``: four k of uint8 vectors by int8 broadcasts into ``ivdotsat``)."""
+    lines = [f"{ind}v{h} = {load}{n}({vec(h)})" for h in range(nr)]
     for i in range(mr):
         lines.append(f"{ind}x = ivbcast4_{n}({pair(i)})")
         lines += [f"{ind}c{i}_{h} = ivdotsat{n}(c{i}_{h}, v{h}, x)" if dot else

@@ -454,7 +454,7 @@ def gen_dense(node: Node, target: Target) -> list[KernelCall]:
 _I16_NR = {16: 2, 32: 4}
 
 
-def dense_i16_source(n: int, mr: int, nr: int) -> str:
+def dense_i16_source(n: int, mr: int, nr: int, byte_weights: bool = False) -> str:
     """``qconv_dense_i16``: the input less its zero point is widened once per call into a zero-padded int16
     scratch ``[N][Hp][Wp][CC]`` (so a padding tap is a zero and every tap is inside), then a tile of ``mr``
     output pixels (consecutive in the whole output plane, across rows) by ``nr`` vectors of ``n`` output
@@ -465,7 +465,9 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
     The pairs run over ``G2`` pairs of ``KWL`` runs per kernel row: undilated columns (``KWL = 1``, ``CC = C``)
     make a kernel row's ``KW * C`` values one contiguous run of the scratch, paired whole (a 7x7 stem on one
     channel: 4 pairs per row, not 7 half-empty ones; an odd run's last pair reads one value more, which meets
-    a zero weight); dilated columns pair the channels of each tap (``KWL = KW``, ``CC = 2 * ceil(C / 2)``)."""
+    a zero weight); dilated columns pair the channels of each tap (``KWL = KW``, ``CC = 2 * ceil(C / 2)``).
+    ``byte_weights``: the packed weights are int8 (same layout), widened to the pairs as they are loaded
+    (``ivloadsx``: ``vpmovsxbw``), half the bytes to read (``qconv_gemv_i16``)."""
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, mb, mo, yb, yo, N, H, W, C, OH, OW, M, KH, KW, sh, sw, ph, pw, dh, dw,"
         " Hp, Wp, CC, KWL, G2, MBP, xz, yz, lo, hi, sb, so, pxb, pxo):",
@@ -506,7 +508,7 @@ def dense_i16_source(n: int, mr: int, nr: int) -> str:
           f"{ind}        wk = wj + (kh * KWL + kw) * G2 * {2 * n}",
           f"{ind}        for g in range(G2):"]
     L += madd_step(ind + " " * 12, n, mr, nr, lambda j: f"wb, wk + g * {2 * n} + {j} * BS",
-                   lambda i: f"sb, x{i} + t + 2 * g")
+                   lambda i: f"sb, x{i} + t + 2 * g", load="ivloadsx" if byte_weights else "ivload")
     for i in range(mr):
         L.append(f"{ind}if p + {i} < P:")
         for j in range(nr):
@@ -542,16 +544,41 @@ def _i16_preferred(node: Node, target: Target) -> bool:
             and N * OH * OW >= I16_MIN_PIXELS)
 
 
+def _gemv_i16_preferred(node: Node, target: Target) -> bool:
+    """x86 without a byte dot product instruction, a layer of fewer than ``I16_MIN_PIXELS`` output pixels
+    (a GEMV-like read of its weights: an MLP's fully connected layers, a classifier, a squeeze-excite 1x1)
+    of at least ``GEMV_MIN_MACS`` multiply-adds per pixel."""
+    N, OH, OW, M = node.outputs[0].shape
+    return (target.isa == "x86_64" and not target.triple and not has_vnni(target.int_width)
+            and N * OH * OW < I16_MIN_PIXELS and M * node.inputs[1].const[0].size >= GEMV_MIN_MACS)
+
+
+#: at most this many channel vectors per tile of ``qconv_gemv_i16`` (one pixel: the register file holds the
+#: accumulators; anomaly int8, whole schedule: 2 -> 6.5 us, 4 -> 6.2, 8 -> 5.9; qconv_dense 8.3)
+GEMV_NR = 8
+#: multiply-adds per output pixel from which ``qconv_gemv_i16`` is preferred to ``qconv_dense``: below, its
+#: fixed costs (the input widened into its scratch, one more tile of bias loads) outweigh the faster loop
+#: (``benchmarks/qgemv.py``: 100->37 and smaller 0.69-0.93x of qconv_dense's speed, 128->128 1.05x,
+#: 576->144 1.33x, 1024->1000 1.82x)
+GEMV_MIN_MACS = 8192
+
+
 @variant("QConvNHWC", name="qconv_dense_i16", priority=5,
          applies=lambda n, t: _fast(n) and n.attrs["group"] == 1
          and (t.forced.get("QConvNHWC") == "qconv_dense_i16" or _i16_preferred(n, t)))
-def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
+def gen_dense_i16(node: Node, target: Target, byte_weights: bool = False) -> list[KernelCall]:
     g, a, n = _geometry(node), node.attrs, target.int_width
     x, w, b, m = node.inputs
     M = g["M"]
     MB = -(-M // n)
-    nr = min(_I16_NR.get(target.vector_registers, 2), MB)
-    mr = min(8, (target.vector_registers - nr - 1) // nr)  # (a taller tile of one vector adds code, no reuse)
+    pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
+    if byte_weights:  # every pixel of the (1-3 pixel) plane in the tile, GEMV_NR accumulators at most, the
+        # widest tile of as many channel vectors, fewest padded vectors first
+        mr = min(3, g["OH"] * g["OW"] * (g["N"] if pointwise else 1))
+        nr = min(range(1, min(max(1, GEMV_NR // mr), MB) + 1), key=lambda d: (-(-MB // d) * d, -d))
+    else:
+        nr = min(_I16_NR.get(target.vector_registers, 2), MB)
+        mr = min(8, (target.vector_registers - nr - 1) // nr)  # (a taller tile of one vector adds code, no reuse)
     MBP = -(-MB // nr) * nr
     bias = np.zeros(MBP * n, np.int32)
     bias[:M] = b.const
@@ -559,7 +586,6 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     mult[:M] = m.const
     H, W, OH, OW = g["H"], g["W"], g["OH"], g["OW"]
     NB = g["N"]
-    pointwise = g["KH"] == g["KW"] == 1 and g["sh"] == g["sw"] == 1 and not any(a["pads"])
     if pointwise:  # every image's plane is one long row of pixels (a Gemm's rows too)
         NB, H, W, OH, OW = 1, 1, NB * H * W, 1, NB * OH * OW
     mr = min(mr, OH * OW)  # no tile taller than the plane (a GEMV: one pixel)
@@ -571,12 +597,25 @@ def gen_dense_i16(node: Node, target: Target) -> list[KernelCall]:
     kwl = KW if g["dw"] > 1 else 1  # undilated: a kernel row's taps are one contiguous run of the scratch
     CC = 2 * -(-C // 2) if kwl > 1 else C
     G2 = -(-(KW // kwl * C) // 2)
-    args = [x, Param(pack_dense_i16(w.const, n, MBP, kwl)), Param(bias), Param(mult), node.outputs[0], NB, H,
+    wp = pack_dense_i16(w.const, n, MBP, kwl)
+    args = [x, Param(wp.astype(np.int8) if byte_weights else wp), Param(bias), Param(mult), node.outputs[0], NB, H,
             W, C, OH, OW, M, g["KH"], KW, g["sh"], g["sw"], ph, pw, g["dh"], g["dw"], Hp, Wp, CC, kwl, G2, MBP,
             a["x_zero_point"], a["y_zero_point"], a["lo"], a["hi"],
             Scratch(NB * Hp * Wp * CC + 2, np.dtype(np.int16)),  # + the odd run's last read
             Scratch(OH * OW, np.dtype(np.int64))]
-    return [KernelCall(dense_i16_source(n, mr, nr), args, note(node))]
+    return [KernelCall(dense_i16_source(n, mr, nr, byte_weights), args, note(node))]
+
+
+@variant("QConvNHWC", name="qconv_gemv_i16", priority=7,
+         applies=lambda n, t: _fast(n) and n.attrs["group"] == 1
+         and (t.forced.get("QConvNHWC") == "qconv_gemv_i16" or _gemv_i16_preferred(n, t)))
+def gen_gemv_i16(node: Node, target: Target) -> list[KernelCall]:
+    """``qconv_dense_i16`` on int8 weights widened as they are loaded (``dense_i16_source``'s
+    ``byte_weights``), ``GEMV_NR`` channel vectors per tile: on a layer of a few pixels each weight is read
+    once per call, so the int8 weights keep the byte form's read (half the int16 pairs') while each 16 exact
+    multiply-adds take one ``vpmaddwd`` (the byte form without VNNI: two ``vpmaddubsw`` and two ``vpmaddwd``
+    per 32)."""
+    return gen_dense_i16(node, target, byte_weights=True)
 
 
 def _block_width(C: int, n: int) -> int:
