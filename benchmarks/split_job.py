@@ -46,7 +46,7 @@ def worker_share(run: Any) -> float:
     return mine / max(total, 1)
 
 
-def measure_model(name: str, runs: int, warmup: int) -> dict[str, Any]:
+def measure_model(name: str, runs: int, warmup: int) -> dict[str, Any] | None:
     import numpy as np
 
     import cnnjit
@@ -64,6 +64,9 @@ def measure_model(name: str, runs: int, warmup: int) -> dict[str, Any]:
     finally:
         threads.MIN_PARALLEL_TOTAL_US, threads.ADAPTIVE_BELOW_US = saved
     runs_of = {k: m._default_spec().program.run for k, m in forms.items()}
+    if not hasattr(runs_of[FORMS[2]], "steps"):
+        print(f"{name}: no layer large enough to split (threads.MIN_PARALLEL_US): skipped")
+        return None
     for k in FORMS[1:]:
         runs_of[k].chooser = None  # always the team
     runs_of[FORMS[1]]._split_desc = lambda buffers: None  # the worker returns to Python for every run
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in [s for s in args.models.split(",") if s]:
         row = measure_model(name, args.runs, args.warmup)
+        if row is None:
+            continue
         rows.append(row)
         print(f"{name} ({row['steps']} steps, load {row['load'][0]:.1f}):")
         for k in FORMS:
