@@ -1,8 +1,9 @@
 """Run by run, the faster of a small model's two schedules: split over the team, or serial on the caller.
 
 A model whose layers take 20-300 us each (ResNet-8, the MLPerf Tiny models, a text-direction classifier) wins
-from a second thread only when that thread is there: the team's worker reaches a run some 20-50 us after it
-starts, and on a machine whose other processes hold the other core it does not come at all, so the caller
+from a second thread only when that thread is there: a worker asleep reaches a run some 20-50 us after it
+starts (one spinning, at once: ``Team.run_split``), and on a machine whose other processes hold the other
+core it does not come at all, so the caller
 runs every part itself, a little slower than the whole layers (measured on the shared 2-core VM, ResNet-8
 with every layer split: 2 threads 0.27 ms at best against 0.33 ms for 1, but 0.48-0.58 ms against 0.31-0.34
 at the median under load 2-6). Such a specialisation is compiled twice (``compiler/stages.py``: the

@@ -34,7 +34,7 @@ from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wa
 from .atomics import monotonic_ns as clock_ns
 from .atomics import thread_cpu_ns as cpu_ns
 from .numba_cache import LoadWithoutRefresh
-from .team import DESC_WORDS, LINE, MASK, SHIFT, SYS_FUTEX
+from .team import ABORT, DESC_WORDS, LINE, MASK, S_INFLIGHT, SHIFT, SYS_FUTEX
 
 #: a description's words (``Desc``). Line 0: the batch's epoch (every counter below is tagged with it), how
 #: many threads take part, the batch size, the schedule's buffers, native functions, inputs and outputs, and
@@ -95,11 +95,12 @@ def _raw_array(context, builder, aryty, addr, items, itemsize):
 
 
 @intrinsic
-def call_raw(typingctx, fn, d, at, nbuf, st, ep):
+def call_raw(typingctx, fn, d, at, nbuf, st, ep, main):
     """Call the compiled schedule whose native function (numba's calling convention, returning None) is at
     address ``fn`` on ``nbuf`` 1-D buffers described at ``d[at:at + 3 * nbuf]`` (address, items, item size
-    each), followed, when ``st`` (an address) is not 0, by ``(True, ep, <step state at st, d[STN] items>)``:
-    a parallel schedule run by this thread alone. 1 if it raised, else 0.
+    each), followed, when ``st`` (an address) is not 0, by ``(main != 0, ep, <step state at st, d[STN]
+    items>)``: a parallel schedule run by this thread alone (``main`` 1), or as a worker of a team's run
+    (``main`` 0, ``split_job``). 1 if it raised, else 0.
 
     Every buffer is passed as a uint8 array with the real item count and size: the arguments' machine
     representation is the callee's (only the data pointer's static type differs, which the call does not
@@ -108,7 +109,7 @@ def call_raw(typingctx, fn, d, at, nbuf, st, ep):
         return None
 
     def codegen(context, builder, sig, args):
-        fn_v, d_v, at_v, nbuf_v, st_v, ep_v = args
+        fn_v, d_v, at_v, nbuf_v, st_v, ep_v, main_v = args
         i64 = ir.IntType(64)
         words = context.make_array(sig.args[1])(context, builder, d_v).data
 
@@ -141,13 +142,14 @@ def call_raw(typingctx, fn, d, at, nbuf, st, ep):
                     state = _raw_array(context, builder, _I64, st_v, word(ir.Constant(i64, STN)), ir.Constant(i64, 8))
                     status, _ = conv.call_function(
                         builder, builder.inttoptr(fn_v, conv.get_function_type(types.none, argtys).as_pointer()),
-                        types.none, argtys, [*bufs, context.get_constant(types.boolean, True), ep_v, state])
+                        types.none, argtys,
+                        [*bufs, builder.icmp_unsigned("!=", main_v, ir.Constant(i64, 0)), ep_v, state])
                     builder.store(builder.zext(status.is_error, i64), failed)
             builder.branch(end)
         builder.position_at_end(end)
         return builder.load(failed)
 
-    return types.int64(types.int64, d, types.int64, types.int64, types.int64, types.int64), codegen
+    return types.int64(types.int64, d, types.int64, types.int64, types.int64, types.int64, types.int64), codegen
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -266,7 +268,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         st = d[places + nin + nout]
         failed = 0
         for f in range(nfn):
-            failed = call_raw(d[VAR + f], d, mine, nbuf, st, d[EPBASE] + 1 + i)
+            failed = call_raw(d[VAR + f], d, mine, nbuf, st, d[EPBASE] + 1 + i, 1)
             if failed:
                 break
         if failed:
@@ -294,10 +296,67 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     return n
 
 
-try:
-    batch_rows._cache = LoadWithoutRefresh(batch_rows.py_func)  # (its first batch loads fast)
-except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
-    pass
+@intrinsic
+def words_at(typingctx, addr, n):
+    """The ``n`` int64 words at address ``addr`` as a 1-D array owned by nobody (a split job's description,
+    or a step state, known by address only)."""
+    if not all(isinstance(t, types.Integer) for t in (addr, n)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _raw_array(context, builder, _I64, args[0], args[1], ir.Constant(ir.IntType(64), 8))
+
+    return _I64(addr, n), codegen
+
+
+#: a split job's description (``split_desc``: one per parallel schedule and set of buffers, rewritten only
+#: in its epoch word): the run's epoch, the schedule's native function, its buffer count, its step state's
+#: address, how many threads take part; the state's length (at ``STN``, where ``call_raw`` reads it); the
+#: workers running it now (own line: only an aborted run's caller reads it); the buffers (``call_raw``)
+S_EP, S_FN, S_NBUF, S_ST, S_THREADS = range(5)
+S_BUF = 3 * LINE  # (S_INFLIGHT, 2 * LINE: in team.py, which reads it without numba)
+SPLIT_WORDS = S_BUF + 3 * MAX_BUFFERS
+
+
+def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, threads: int) -> np.ndarray | None:
+    """The description of a parallel schedule's runs on ``threads`` threads of a team as a *split job*
+    (``split_job``): its native function at address ``fn`` (``native_functions``), called on ``buffers``
+    (1-D, C-contiguous, at most ``MAX_BUFFERS``) with the step state ``state``; None if they do not fit. The
+    caller keeps ``buffers`` and ``state`` alive as long as the description may be run."""
+    if len(buffers) > MAX_BUFFERS or not all(
+            isinstance(b, np.ndarray) and b.ndim == 1 and b.flags.c_contiguous for b in buffers):
+        return None
+    s = np.zeros(SPLIT_WORDS, np.int64)
+    s[S_FN], s[S_NBUF], s[S_ST], s[S_THREADS], s[STN] = fn, len(buffers), state.ctypes.data, threads, len(state)
+    for k, b in enumerate(buffers):
+        s[S_BUF + 3 * k:S_BUF + 3 * k + 3] = b.ctypes.data, b.size, b.itemsize
+    return s
+
+
+@njit(nogil=True, cache=True)
+def split_job(addr, tid):  # pragma: no cover - compiled
+    """Team worker ``tid``'s share of a parallel schedule's run described at address ``addr``
+    (``split_desc``), run inside its idle wait (``parallel.idle_wait``): the schedule as a worker (claiming
+    parts from the back, waiting only for its steps' dependencies), with no Python, GIL or dispatcher between
+    the posted job and its first part. The description is the schedule's own and changes only in its epoch,
+    so a worker that reads it late runs a later run of the same schedule (the epoch-tagged counters make it
+    claim nothing of a finished one). A part that raises aborts the run (the state's abort word)."""
+    s = words_at(addr, SPLIT_WORDS)
+    if tid >= s[S_THREADS]:
+        return
+    atomic_add(s, S_INFLIGHT, 1)
+    ep = atomic_load(s, S_EP)
+    if call_raw(s[S_FN], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
+        st = words_at(s[S_ST], ABORT + 1)
+        st[ABORT] = ep  # (every wait of the run gives up)
+    atomic_add(s, S_INFLIGHT, -1)
+
+
+for _fn in (batch_rows, split_job):
+    try:
+        _fn._cache = LoadWithoutRefresh(_fn.py_func)  # (its first job loads fast)
+    except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
+        pass
 
 
 def stopped_at(d: np.ndarray) -> int | None:
@@ -417,5 +476,6 @@ class Desc:
         d[EPOCH] = ep
 
 
-__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "copy_bytes", "call_raw", "batch_rows", "stopped_at",
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
+           "batch_rows", "words_at", "split_desc", "split_job", "stopped_at",
            "start_trace", "read_trace", "native_functions", "Desc"]

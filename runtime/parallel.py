@@ -45,7 +45,7 @@ from .atomics import (
     sched_yield,
     spin_clock,
 )
-from .batchrows import EPOCH, THREADS, VAR, batch_rows
+from .batchrows import EPOCH, THREADS, VAR, batch_rows, split_job
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
@@ -62,6 +62,8 @@ from .team import (
     SHIFT,
     SLEEPERS,
     SPIN_NS,
+    SPLIT,
+    SPLIT_DESC,
     SYS_FUTEX,
     ParallelRun,
     Team,
@@ -137,16 +139,20 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
     spinning ``SPIN_NS`` (not at all once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
     sleepers; ``rouse`` too, and they spin ``SPIN_NS`` again). A native job (``w[NATIVE]``: a batch's
     samples, ``runtime/batchrows.py``) it runs here, as thread ``tid`` of the job described in ``d``, and
-    waits on: it never returns to Python (nor takes the GIL) for one."""
+    waits on, and a split job (``w[SPLIT]``: a parallel schedule's run, described at ``w[SPLIT_DESC]``,
+    ``batchrows.split_job``) too: it never returns to Python (nor takes the GIL) for one."""
     polls = start = 0
     while True:
         job = atomic_load(w, JOBS)
         if job != seen:
-            if atomic_load(w, NATIVE) != job:
+            if atomic_load(w, NATIVE) == job:
+                batch_rows(d, tid, False)
+            elif atomic_load(w, SPLIT) == job:
+                split_job(atomic_load(w, SPLIT_DESC), tid)
+            else:
                 return
             seen = job
-            batch_rows(d, tid, False)
-            polls = start = 0  # (spin again: the next batch may follow at once)
+            polls = start = 0  # (spin again: the next job may follow at once)
             continue
         polls += 1
         if atomic_load(w, REST) == 0:

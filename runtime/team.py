@@ -50,6 +50,8 @@ MASK = (1 << SHIFT) - 1
 #: state layout (int64 words): the abort word, the sleepers' wake-up sequence (a futex on its low 32 bits)
 #: and how many threads sleep; then per step a claim and a done counter, each step on its own cache line
 ABORT, SEQ, SLEEPERS, LINE = 0, 1, 2, 8
+#: the word of a split job's description (``batchrows.split_desc``) counting the workers inside the job
+S_INFLIGHT = 2 * LINE
 #: the version of the step protocol below, in every parallel schedule's text (part of its disk-cache key)
 PROTOCOL_VERSION = 5
 #: the futex system call number (Linux), or 0 where waits yield the CPU instead of sleeping
@@ -60,9 +62,11 @@ FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 
 #: a team's words (``Team.words``, int64): the number of jobs posted (a futex on its low 32 bits), how
 #: many idle workers sleep on it, a flag telling idle workers to sleep at once instead of spinning
-#: (``ParallelRun.rest``: the caller will run serial schedules for a while), and the number of the last
-#: native job (``Team.native_job``: workers run it inside their idle wait, described in ``Team.desc``)
-JOBS, IDLE_SLEEPERS, REST, NATIVE = 0, 1, 2, 3
+#: (``ParallelRun.rest``: the caller will run serial schedules for a while), the number of the last
+#: native job (``Team.native_job``: workers run it inside their idle wait, described in ``Team.desc``), and
+#: the number of the last split job with its description's address (``Team.run_split``: a parallel schedule's
+#: run, which the workers also run inside their idle wait)
+JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC = 0, 1, 2, 3, 4, 5
 #: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
 DESC_WORDS = 4096
 #: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
@@ -169,6 +173,35 @@ class Team:
         self._job = (self._jobs, 0, None, (), None, 0)
         return self._jobs
 
+    def run_split(self, entry: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int,
+                  desc: np.ndarray, inflight: int) -> bool:
+        """Run ``entry`` (a compiled parallel schedule) on ``args`` as run ``ep`` of ``state`` on the team,
+        the workers' share as a *split job* (``runtime/batchrows.py: split_job``, described by ``desc``, the
+        schedule's ``split_desc``, whose word ``inflight`` counts the workers inside it): they run it in their
+        idle wait, without the GIL or numba's dispatcher, so a worker spinning there starts on the run's
+        parts at once (returning to Python first cost ~25 us a run: ResNet-8's whole run is ~250 us). The
+        caller holds ``busy``. False if a worker's part raised (the run was aborted and no worker is inside it
+        any more: the caller finds the error by running it alone), True otherwise."""
+        self._jobs += 1
+        self._job = (self._jobs, 0, None, (), None, 0)  # (a worker that returns to Python runs nothing)
+        desc[0] = ep  # (batchrows.S_EP; a worker that reads the description late runs this run)
+        w = self.words
+        w[SPLIT_DESC] = desc.ctypes.data
+        w[SPLIT] = self._jobs  # (before the job count: a worker that sees the count sees the job split)
+        self._idle[1](w)
+        try:
+            entry(*args, True, ep, state)
+        except BaseException:
+            state[ABORT] = ep
+            while desc[inflight]:
+                time.sleep(1e-4)  # (a worker may still be running a part it claimed: it writes our buffers)
+            raise
+        if state[ABORT] < ep:
+            return True
+        while desc[inflight]:
+            time.sleep(1e-4)
+        return False
+
     def run(self, fn: Callable[..., None], args: Sequence[object], state: np.ndarray, ep: int,
             threads: int | None = None) -> None:
         """Run ``fn`` as run ``ep`` of ``state`` on ``threads`` threads of the team (default: all; the
@@ -252,6 +285,10 @@ class ParallelRun:
         #: idle step states for runs by one calling thread, with the last epoch each ran (popped and pushed
         #: back like the arena sets: several threads may each run one alone at once)
         self._solo: list[tuple[np.ndarray, int]] = []
+        #: per step state and set of buffers (their ids), the team runs' split-job description (``split_job``)
+        #: with the arrays it points into (kept alive with it), or None: runs from Python
+        self._split: dict[tuple[int, ...], tuple[np.ndarray, Sequence[object]] | None] = {}
+        self._entry: Callable[..., None] | None = None
 
     def rest(self) -> None:
         """Tell the team's idle workers to stop spinning and sleep until the next job: the caller is about to
@@ -283,14 +320,44 @@ class ParallelRun:
         """``run_alone`` as a callable on the buffers."""
         return self.run_alone
 
+    def _split_desc(self, buffers: Sequence[object]) -> np.ndarray | None:
+        """The split-job description of team runs on ``buffers`` (``Team.run_split``), made at the first such
+        run once the schedule is compiled (one native function), or None: the schedule is not compiled so
+        (a native program's, or not yet), or its buffers do not fit a description."""
+        key = (id(self.state), *map(id, buffers))
+        got = self._split.get(key, False)
+        if got is False:
+            overloads = getattr(self.fn, "overloads", None)
+            if not overloads:
+                return None  # (not compiled yet: look again at the next run)
+            from .batchrows import native_functions, split_desc  # (numba: loaded, as the team's native jobs)
+
+            fns = native_functions(self.fn)
+            desc = split_desc(fns[0], buffers, self.state, self.team_size) if fns and len(fns) == 1 else None
+            got = None if desc is None else (desc, (self.state, *buffers))
+            if len(self._split) >= 16:  # (arena sets come and go: keep the recent ones)
+                self._split.clear()
+            self._split[key] = got
+            self._entry = next(iter(overloads.values())).entry_point
+        return None if got is None else got[0]
+
     def on_team(self, *buffers: object) -> bool:
-        """Run on the team if it is free: True; False if another thread holds it (nothing ran)."""
+        """Run on the team if it is free: True; False if another thread holds it (nothing ran). A compiled
+        schedule runs as a split job (``Team.run_split``) on a team whose workers run native jobs."""
         t = team(self.team_size)
         if not t.busy.acquire(blocking=False):
             return False
         try:
             self.epoch += 1
-            t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
+            desc = self._split_desc(buffers) if t.native_jobs else None
+            if desc is None:
+                t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
+            elif not t.run_split(self._entry, buffers, self.state, self.epoch, desc, S_INFLIGHT):
+                self.run_alone(*buffers)  # (a worker's part raised: the error, raised on this thread)
+                from cnnjit.ir.errors import CompileError
+
+                raise CompileError("a worker's part of a parallel run failed but not when the run was repeated on "
+                                   "one thread (a compiler bug; please report it with the model)")
         finally:
             t.busy.release()
         return True
@@ -317,7 +384,9 @@ class ParallelRun:
 
 
 __all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",
-           "SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "PROTOCOL_VERSION", "SYS_FUTEX",
-           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "DESC_WORDS",
+           "SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "S_INFLIGHT",
+           "PROTOCOL_VERSION", "SYS_FUTEX",
+           "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "SPLIT", "SPLIT_DESC",
+           "DESC_WORDS",
            "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

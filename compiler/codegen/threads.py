@@ -61,18 +61,22 @@ from .parts import (
 #: split a layer whose estimated single-thread time is above this (microseconds): below, the parallel
 #: launch (a few microseconds) and the second core's cold caches eat the gain
 MIN_PARALLEL_US = 25.0
-#: a team's worker starts on a run this long after the caller (microseconds; benchmarks/thread_split.py traces
-#: it: 21-33 us, median 27, on the shared 2-core VM with idle workers spinning, ResNet-8; 52 us when they
-#: slept on a semaphore), and each step whose input the other thread wrote costs a hand-over (median 0.1 us,
-#: but tens of microseconds when the other thread was descheduled)
+#: a team's worker starts on a run this long after the caller when it sleeps (microseconds: a futex wake-up
+#: on a VM; benchmarks/thread_split.py traced 21-33 us, median 27, with idle workers spinning while they
+#: returned to Python for every run, 52 us when they slept on a semaphore; a spinning worker now starts at
+#: once, ``runtime/team.py: Team.run_split``), and each step whose input the other thread wrote costs a
+#: hand-over (median 0.1-0.3 us, but tens of microseconds when the other thread was descheduled)
 WAKE_US = 25.0
 #: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): the split
-#: layers' half must be worth twice the worker's wake-up. It was 1500 us while a small model had no fallback:
-#: ResNet-8 (295 us of such layers by the estimate) ran 0.597 ms with 2 threads vs 0.514 with 1 at load ~12;
-#: a schedule below ``ADAPTIVE_BELOW_US`` now also has its serial twin and runs whichever is faster. Kept at
-#: 1500 us all the same: at 100 us nearly every small model compiled a split schedule and its serial twin
-#: (ResNet-8 cold: 33 -> 44 s; the test suite about 3x slower), for a gain not yet shown on a quiet machine
-MIN_PARALLEL_TOTAL_US = 1500.0
+#: layers' half must be worth a few times the worker's wake-up. It was 1500 us while a team's worker took
+#: ~25 us to reach every run (it returned to Python and took the GIL; ResNet-8, 295 us of such layers by the
+#: estimate, ran 0.597 ms with 2 threads vs 0.514 with 1 at load ~12). A worker now runs its share inside its
+#: idle wait (a split job, ``runtime/team.py: Team.run_split``), starting as soon as the run is posted when
+#: it spins, and a schedule below ``ADAPTIVE_BELOW_US`` also has its serial twin, run whenever it has been
+#: faster lately (a busy machine): so small models split too. The cost is compile time (the split schedule and
+#: its twin: ResNet-8 cold ~33 -> ~44 s), at ``threads > 1`` only (the test suite compiles with one thread
+#: unless a test asks for more)
+MIN_PARALLEL_TOTAL_US = 4 * WAKE_US
 #: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
 #: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
 #: whether the second thread pays there depends on the machine's load from run to run
