@@ -14,7 +14,9 @@ perfect team with no hand-over cost reaches, layers side by side included); then
 steps with their parts, each against the same layer whole in the 1-thread program (what the split adds:
 a band's halo, a channel part's second copy of its input strips). Times are minima over ``--runs`` (low
 noise on a shared machine). Then traced 2-thread runs: the worker's start, the hand-over per step, and where
-each thread waits (per step, before its first part there: the steps the second core idles before). Then the real
+each thread waits (per step, before its first part there: the steps the second core idles before), and the split
+steps run concurrently (``concurrent_spans``: each part's minimum over traced runs where the other thread ran the
+same step at the same time) against their parts alone: what running both cores at once costs. Then the real
 1- and 2-thread runs, interleaved (median and best), with the load average: on a machine whose other
 processes take cores, the real 2-thread time is far from the ideal one.
 
@@ -104,6 +106,18 @@ def analyse(spec: str, runs: int, rows: int) -> None:
             c = p2.calls[steps[si].first] if si >= 0 else None
             what = "after its last part (tail)" if c is None else f"step {si} {c.op} {c.variant}"
             print(f"    {what:44s} caller {cw:7.1f}  worker {ww:7.1f}")
+        spans = concurrent_spans({"2T": (tracer(two._default_spec(), feeds), steps)}, 15 * runs)["2T"]
+        alone_us = {i: max(t2[st.first:st.first + st.parts]) for i, st in enumerate(steps)}
+        if spans:
+            a, b = sum(alone_us[i] for i in spans), sum(spans.values())
+            print(f"  split steps run concurrently (each part's minimum over {15 * runs} traced runs where the other "
+                  f"thread ran the step for {OVERLAP} of it; the longest part) against their longest part alone: "
+                  f"{len(spans)} steps, {b / 1e3:.2f} vs {a / 1e3:.2f} ms ({b / a:.2f}x); the steps that lose most:")
+            for i in sorted(spans, key=lambda i: alone_us[i] - spans[i])[:rows]:
+                c = p2.calls[steps[i].first]
+                shape = "x".join(map(str, c.node.outputs[0].shape)) if c.node is not None else ""
+                print(f"    step {i:3d} {c.op:8s} {c.variant:22s} {shape:16s} concurrent {spans[i]:7.1f} us, alone "
+                      f"{alone_us[i]:7.1f} ({spans[i] / alone_us[i]:.2f}x)")
     timings: dict[int, list[float]] = {1: [], 2: []}
     for _ in range(3):
         one.run(None, feeds)
@@ -156,6 +170,15 @@ def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:
     """Per run of ``spec``'s parallel schedule, each call's ``[start, end, caller?]`` in ticks relative to the
     run's start (the traced copy of the schedule, ``render_parallel(trace=True)``, on the same team), plus a
     last row ``[0, end of run, 1]``."""
+    once = tracer(spec, feeds)
+    for _ in range(3):
+        once()
+    return [once() for _ in range(runs)]
+
+
+def tracer(spec, feeds):
+    """A function running ``spec``'s parallel schedule once, traced, always on the team, and returning that
+    run's trace (``trace_runs``' rows)."""
     from cnnjit.compiler.codegen.build import load_entry, source_key
     from cnnjit.compiler.codegen.cycles import read_ticks, ticks
     from cnnjit.compiler.codegen.threads import PROTOCOL, render_parallel, trace_words
@@ -174,16 +197,57 @@ def trace_runs(spec, feeds, runs: int) -> list[np.ndarray]:
     base = len(run.state) - 3 * len(p.calls)
     bufs = p.allocate()
     args = [bufs[n] for n in p.buffer_names]
-    out = []
-    for r in range(runs + 3):
+
+    def once() -> np.ndarray:
         _write_inputs(p, bufs, feeds)
         t0 = read_ticks()
         run(*args)
         t1 = read_ticks()
         tr = run.state[base:].reshape(-1, 3).copy()
         tr[:, :2] -= t0
-        if r >= 3:
-            out.append(np.vstack([tr, [[0, t1 - t0, 1]]]))
+        return np.vstack([tr, [[0, t1 - t0, 1]]])
+
+    return once
+
+
+#: a part's traced time counts as concurrent when the other thread ran parts of the same step for at least this
+#: share of it (both cores busy on the step: what the simulation's per-part times leave out)
+OVERLAP = 0.9
+
+
+def concurrent_spans(tracers: dict[str, Any], runs: int, seed: int = 0) -> dict[str, dict[int, float]]:
+    """Per program (``tracers``: name -> (``tracer``'s function, its steps)), traced ``runs`` times each in a
+    seeded random order: per step split in parts, its longest part's minimum time over the runs where the
+    other thread ran parts of that step for ``OVERLAP`` of it (microseconds; steps with such a time for every
+    part only). A loaded machine leaves few such runs per step: many runs, minima."""
+    import random
+
+    from cnnjit.compiler.codegen.cycles import tick_seconds
+
+    us = tick_seconds() * 1e6
+    best: dict[str, dict[tuple[int, int], float]] = {k: {} for k in tracers}
+    names = list(tracers)
+    rng = random.Random(seed)
+    for k in names:  # warm-up
+        tracers[k][0]()
+    for _ in range(runs):
+        rng.shuffle(names)
+        for k in names:
+            once, steps = tracers[k]
+            tr = once()[:-1]
+            for i, st in enumerate(steps):
+                c = tr[st.first:st.first + st.parts]
+                for p in range(st.parts if st.parts > 1 else 0):
+                    lo, hi, who = (int(x) for x in c[p])
+                    other = c[c[:, 2] != who]
+                    shared = np.clip(np.minimum(other[:, 1], hi) - np.maximum(other[:, 0], lo), 0, None).sum()
+                    if hi > lo and shared >= OVERLAP * (hi - lo):
+                        t = (hi - lo) * us
+                        best[k][i, p] = min(best[k].get((i, p), t), t)
+    out: dict[str, dict[int, float]] = {}
+    for k, (_, steps) in tracers.items():
+        out[k] = {i: max(best[k][i, p] for p in range(st.parts)) for i, st in enumerate(steps)
+                  if st.parts > 1 and all((i, p) in best[k] for p in range(st.parts))}
     return out
 
 

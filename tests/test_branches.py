@@ -139,3 +139,25 @@ def test_simulated_protocol() -> None:
     total, busy = simulate(split_steps, [5.0, 7.0, 6.0, 6.0])
     assert total == 13.0 and busy == [11.0, 13.0]
     assert simulate(side, [10.0, 12.0, 10.0, 12.0], threads=1)[0] == 44.0
+
+
+def test_concurrent_spans_counts_only_parts_run_beside_the_other_thread() -> None:
+    """``benchmarks/thread_split.concurrent_spans`` on made-up traces (``[start, end, caller?]`` per call, then
+    the run's row): a step counts when each of its parts ran while the other thread was in that step for
+    ``OVERLAP`` of it, with its longest part's minimum over such runs; a step whose parts ran one after the
+    other, or on one thread, does not count."""
+    from benchmarks.thread_split import OVERLAP, concurrent_spans
+    from cnnjit.compiler.codegen.cycles import tick_seconds
+    from cnnjit.compiler.codegen.threads import Step
+
+    steps = [Step(0, 2, ()), Step(2, 1, (0,)), Step(3, 2, (1,)), Step(5, 2, (2,))]
+    runs = [
+        # step 0 side by side (100 and 90 ticks); step 2 one part after the other; step 3 both on the caller
+        [[0, 100, 1], [5, 95, 0], [100, 150, 1], [150, 250, 1], [250, 350, 0], [350, 400, 1], [400, 450, 1]],
+        # step 0 again side by side, shorter (80); step 2 overlapping for less than OVERLAP of a part
+        [[0, 80, 1], [0, 80, 0], [80, 120, 1], [120, 220, 1], [200, 300, 0], [300, 350, 1], [350, 400, 1]],
+    ]
+    it = iter(np.array([*r, [0, r[-1][1], 1]], np.int64) for r in [runs[0], *runs])  # (the first: a warm-up)
+    got = concurrent_spans({"p": (lambda: next(it), steps)}, runs=2)["p"]
+    assert OVERLAP > 0.2 and set(got) == {0}
+    assert got[0] == pytest.approx(80 * tick_seconds() * 1e6)
