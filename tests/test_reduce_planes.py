@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
-from test_reduce_rows import reduce_model, variants
+from test_reduce_rows import reduce_model, run_drawn, variants
 
 import cnnjit
 
@@ -30,11 +30,7 @@ def cases(draw, width: int):
 @property_settings(max_examples=10)
 @given(data=st.data())
 def test_reduce_planes_matches_numpy(width: int, data) -> None:
-    op, shape, axes, keepdims, seed = data.draw(cases(width))
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    compiled = cnnjit.compile(reduce_model(op, shape, axes, keepdims), vector_width=width, threads=1)
-    assert variants(compiled) == {"reduce_planes"}
-    got = compiled.run(None, {"x": x})[0]
+    op, shape, axes, keepdims, x, _, got = run_drawn(data, cases, width, "reduce_planes")
     ref = x.astype(np.float64).sum(axis=tuple(axes), keepdims=bool(keepdims))
     count = int(np.prod([shape[a] for a in axes]))
     if op == "ReduceMean":
