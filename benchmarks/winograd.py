@@ -5,6 +5,7 @@ time, so that other processes on a shared machine count less).
 
     python benchmarks/winograd.py                            # the default layers (ResNet-8, ddddocr detector)
     python benchmarks/winograd.py --layer 96,96,52,52 --runs 30 --width 16
+    python benchmarks/winograd.py --short --runs 15         # the crossover's layers: short, narrow, deep maps
 
 A layer is ``C,M,H,W`` (3x3, stride 1, pads 1). The crossover in ``winograd.winograd_applies`` comes from
 this table.
@@ -19,12 +20,14 @@ optimisations), interleaved (thread CPU time; onnxruntime's one intra-op thread 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from harness import ort_session, single_thread
+from harness import ort_session, single_thread, write_json, write_markdown
 
 single_thread()
 
@@ -44,6 +47,13 @@ from cnnjit.compiler.stages import CompileOptions, specialize  # noqa: E402
 #: 3x3 stride-1 layers of ResNet-8 (CIFAR, 32x32) and of the ddddocr detector (416x416): C, M, H, W
 LAYERS = [(12, 24, 208, 208), (16, 16, 32, 32), (32, 32, 16, 16), (64, 64, 8, 8), (24, 24, 208, 208),
           (48, 48, 104, 104), (96, 96, 52, 52), (192, 192, 13, 13)]
+#: the layers of ``winograd.winograd_applies``'s crossover (``slot_ratio``): maps of 2-4 rows (text recognizers'
+#: 3x3s at 2x40 .. 4x40), small squares (7x7 .. 16x16), and larger ones above it
+SHORT = [(480, 60, 2, 40), (128, 128, 2, 40), (256, 256, 2, 20), (64, 64, 2, 80), (128, 128, 3, 40),
+         (96, 96, 3, 80), (480, 60, 4, 40), (32, 32, 8, 8), (64, 64, 8, 8), (128, 128, 7, 7), (256, 256, 7, 7),
+         (512, 512, 7, 7), (96, 96, 14, 14), (128, 128, 14, 14), (192, 192, 13, 13), (64, 64, 16, 16),
+         (16, 16, 32, 32), (8, 8, 32, 32), (48, 48, 12, 80), (96, 96, 52, 52), (61, 61, 38, 16), (122, 122, 19, 8),
+         (64, 257, 13, 13), (64, 257, 36, 36)]
 
 
 def build(layer: tuple[int, int, int, int], variant: str | None, width: int | None):
@@ -51,13 +61,20 @@ def build(layer: tuple[int, int, int, int], variant: str | None, width: int | No
     model, flops = conv_model(*layer, 3, 1)
     opts = CompileOptions(vector_width=width) if width else CompileOptions()
     target = opts.host_target()
-    if variant is None:
-        spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=target)
-        node = next(c.node for c in spec.program.calls if c.op == "Conv")
-        variant = next(v.name for v in VARIANTS["Conv"] if v.name != "winograd_f4" and v.applies(node, target))
-    opts = CompileOptions(vector_width=width, variants={"Conv": variant}) if width else \
-        CompileOptions(variants={"Conv": variant})
-    spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=opts.host_target())
+    saved = winograd.MIN_CHANNELS, winograd.MIN_RATIO
+    try:
+        if variant is None:  # the table's choice where winograd_f4 does not apply (cblock defers to it)
+            winograd.MIN_RATIO = float("inf")
+            spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=target)
+            node = next(c.node for c in spec.program.calls if c.op == "Conv")
+            variant = next(v.name for v in VARIANTS["Conv"] if v.applies(node, target))
+        else:  # forced, below the crossover too (it is measured here)
+            winograd.MIN_CHANNELS, winograd.MIN_RATIO = 0, 0.0
+        opts = CompileOptions(vector_width=width, variants={"Conv": variant}) if width else \
+            CompileOptions(variants={"Conv": variant})
+        spec = specialize(model, {"x": (1, layer[0], *layer[2:])}, opts, target=opts.host_target())
+    finally:
+        winograd.MIN_CHANNELS, winograd.MIN_RATIO = saved
     return spec, flops, variant
 
 
@@ -106,29 +123,51 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--width", type=int, default=None, help="vector width (default: the host's)")
     ap.add_argument("--models", action="store_true", help="time whole models instead of layers")
+    ap.add_argument("--short", action="store_true", help="the crossover's layers (SHORT), JSON + md written")
+    ap.add_argument("--out", default=None, help="results folder for --short (default benchmarks/results)")
     args = ap.parse_args()
     if args.models:
         time_models(args.runs)
         return
-    # every layer, below the crossover too (it is measured here)
-    winograd.MIN_CHANNELS, winograd.MIN_RATIO = 0, 0.0
-    layers = [tuple(int(v) for v in s.split(",")) for s in args.layer] if args.layer else LAYERS
-    print("layer | direct variant: best (median) GFLOP/s | winograd_f4 | speedup (best)")
+    layers = [tuple(int(v) for v in s.split(",")) for s in args.layer] if args.layer else \
+        SHORT if args.short else LAYERS
+    target = (CompileOptions(vector_width=args.width) if args.width else CompileOptions()).host_target()
+    print("layer | direct variant: best (median) GFLOP/s | winograd_f4 | speedup (best) | slot ratio")
+    rows, payload = [], []
     for layer in layers:
         specs = [build(layer, None, args.width), build(layer, "winograd_f4", args.width)]
+        node = next(c.node for c in specs[1][0].program.calls if c.op == "Conv")
         feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:])).astype(np.float32)}
         times: list[list[float]] = [[] for _ in specs]
         for spec, _, _ in specs:
             spec.run(feeds)
         for _ in range(args.runs):
-            for (spec, _, _), ts in zip(specs, times):
+            for i in random.sample(range(len(specs)), len(specs)):  # interleaved, random order
                 t0 = time.thread_time_ns()
-                spec.run(feeds)
-                ts.append((time.thread_time_ns() - t0) * 1e-9)
+                specs[i][0].run(feeds)
+                times[i].append((time.thread_time_ns() - t0) * 1e-9)
         cols = [f"{v}: {f / min(ts) / 1e9:5.1f} ({f / statistics.median(ts) / 1e9:5.1f})"
                 for (_, f, v), ts in zip(specs, times)]
-        print(layer, " | ".join(cols), f"| {min(times[0]) / min(times[1]):.2f}x", flush=True)
-
+        ratio = winograd.slot_ratio(node, target)
+        print(layer, " | ".join(cols), f"| {min(times[0]) / min(times[1]):.2f}x | {ratio:.2f}", flush=True)
+        rows.append(["x".join(map(str, layer)), specs[0][2], min(times[0]) * 1e6, statistics.median(times[0]) * 1e6,
+                     min(times[1]) * 1e6, statistics.median(times[1]) * 1e6, min(times[0]) / min(times[1]),
+                     statistics.median(times[0]) / statistics.median(times[1]),
+                     round(winograd.multiply_ratio(node, target), 3), round(ratio, 3)])
+        payload.append(dict(zip(["layer", "direct", "direct_min_us", "direct_med_us", "winograd_min_us",
+                                 "winograd_med_us", "speedup_min", "speedup_med", "multiply_ratio", "slot_ratio"],
+                                rows[-1])))
+    if args.short:
+        load = os.getloadavg()[0]
+        write_json("winograd_crossover", {"runs": args.runs, "load": load, "rows": payload}, args.out)
+        write_markdown("winograd_crossover", ["C x M x H x W", "direct variant", "direct min us", "med us",
+                                              "winograd_f4 min us", "med us", "speed-up min", "speed-up med",
+                                              "multiply ratio", "slot ratio"], rows,
+                       title="Winograd F(4x4, 3x3) against the direct variant, per layer, 1 thread",
+                       notes=[f"`python benchmarks/winograd.py --short --runs {args.runs}`: one Conv+Relu per "
+                              "call, thread CPU time, interleaved in random order, load average "
+                              f"{load:.1f}; winograd_f4 applies where the slot ratio is >= "
+                              f"{winograd.MIN_RATIO} (``winograd.slot_ratio``)"], out_dir=args.out)
 
 if __name__ == "__main__":
     main()

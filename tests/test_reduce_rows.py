@@ -29,6 +29,17 @@ def variants(compiled) -> set[str]:
     return {c.variant for c in compiled._default_spec().program.calls if c.op.startswith("Reduce")}
 
 
+def run_drawn(data, strategy, width: int, variant: str):
+    """A case drawn from ``strategy(width)`` (op, shape, axes, keepdims, seed), compiled at ``width`` lanes and
+    run on seeded standard normal input, ``variant`` asserted: (op, shape, axes, keepdims, x, model, output)."""
+    op, shape, axes, keepdims, seed = data.draw(strategy(width))
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    model = reduce_model(op, shape, axes, keepdims)
+    compiled = cnnjit.compile(model, vector_width=width, threads=1)
+    assert variants(compiled) == {variant}
+    return op, shape, axes, keepdims, x, model, compiled.run(None, {"x": x})[0]
+
+
 @st.composite
 def cases(draw, width: int):
     """(N, C, H, W) reduced over C, or over (N, C) with N = 1, or a rank-3 (A, R, L) over R: rows of at
@@ -49,20 +60,18 @@ def cases(draw, width: int):
 @property_settings(max_examples=12)
 @given(data=st.data())
 def test_reduce_rows_matches_onnxruntime(width: int, data) -> None:
-    op, shape, axes, keepdims, seed = data.draw(cases(width))
-    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
-    model = reduce_model(op, shape, axes, keepdims)
-    compiled = cnnjit.compile(model, vector_width=width, threads=1)
-    assert variants(compiled) == {"reduce_rows"}
-    got = compiled.run(None, {"x": x})[0]
+    op, shape, axes, keepdims, x, model, got = run_drawn(data, cases, width, "reduce_rows")
     ref = ort_session(model).run(None, {"x": x})[0]
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * shape[1])
 
 
-@pytest.mark.parametrize(("shape", "axes"), [((1, 16, 7), [1]), ((1, 16, 32), [2]), ((2, 16, 32), [0, 2])])
-def test_generic_kernel_elsewhere(shape: tuple[int, ...], axes: list[int]) -> None:
-    """Rows shorter than a vector (7 < 8 lanes) and reductions over the contiguous axis keep the generic
-    kernel."""
+@pytest.mark.parametrize(("shape", "axes", "variant"), [((1, 16, 7), [1], "reduce_mean"),
+                                                        ((1, 16, 32), [2], "reduce_planes"),
+                                                        ((2, 16, 32), [0, 2], "reduce_mean")])
+def test_generic_kernel_elsewhere(shape: tuple[int, ...], axes: list[int], variant: str) -> None:
+    """Rows shorter than a vector (7 < 8 lanes) and reductions over the contiguous axis do not take
+    ``reduce_rows``: the generic kernel, or ``reduce_planes`` for one trailing reduced run
+    (tests/test_reduce_planes.py)."""
     compiled = cnnjit.compile(reduce_model("ReduceSum", shape, axes, 1), vector_width=8, entry="lazy")
-    assert variants(compiled) == {"reduce_mean"}
+    assert variants(compiled) == {variant}

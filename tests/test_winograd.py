@@ -354,14 +354,31 @@ def _default_variant(c, m, hw, width=8, registers=16, **attrs):
 
 
 @pytest.mark.parametrize("c,m,hw,chosen", [(96, 96, 52, True), (48, 48, 104, True), (16, 16, 32, True),
-                                           (64, 64, 8, True), (192, 192, 13, True), (96, 96, 14, True),
-                                           (4, 16, 32, False),
+                                           (192, 192, 13, True), (96, 96, 14, True), (96, 96, (3, 80), True),
+                                           (480, 60, (4, 40), True), (8, 8, 32, True),
+                                           (4, 16, 32, False), (64, 64, 8, False), (32, 32, 8, False),
+                                           (480, 60, (2, 40), False), (128, 128, (2, 40), False),
+                                           (256, 256, (2, 20), False), (128, 128, 7, False),
                                            (32, 32, 4, False), (96, 96, 5, False)])
 def test_crossover(c, m, hw, chosen) -> None:
-    """Above the measured crossover the table picks winograd_f4; below it (few channels, few tiles) not."""
+    """Above the measured crossover (``benchmarks/winograd.py --short``) the table picks winograd_f4; below it
+    (few channels; few tiles, as on maps of 2 rows or 7x7 and 8x8 squares, where the GEMM's narrow register
+    tile issues a weight broadcast and a tile load per 8-16 FMAs) not."""
     applies, node = _default_variant(c, m, hw)
-    assert applies == chosen, (c, m, hw, winograd.multiply_ratio(node, Target(vector_width=8,
-                                                                               vector_registers=16)))
+    assert applies == chosen, (c, m, hw, winograd.slot_ratio(node, Target(vector_width=8, vector_registers=16)))
+
+
+def test_slot_ratio_counts_the_register_tile() -> None:
+    """``slot_ratio`` is the multiply ratio over the plan's register tile's issue cost: 480->60 at 2x40 saves
+    1.25x the multiplies but its 16 tiles (half of each 4-row tile padding) run on a 6x2 tile (22 slots per
+    12 FMAs), under the crossover; at 4x40 the same tiles save twice as much, above it."""
+    t = Target(vector_width=8, vector_registers=16)
+    for h, ratio, chosen in ((2, 1.25, False), (4, 2.5, True)):
+        applies, node = _default_variant(480, 60, (h, 40))
+        p = winograd.plan(node, t)
+        assert winograd.multiply_ratio(node, t) == pytest.approx(ratio)
+        assert winograd.slot_ratio(node, t) == pytest.approx(ratio / winograd.issue_cost(p.mr, p.nr))
+        assert applies == chosen
 
 
 def test_not_for_other_convs() -> None:

@@ -191,8 +191,9 @@ def kernel(xb, xo, yb, yo, NC, S, is_max):
 '''
 
 
-def global_avg_source(w: int) -> str:
-    """Mean of each plane with 4 vector accumulators (a scalar float sum is one long dependency chain)."""
+def global_avg_source(w: int, mean: bool = True) -> str:
+    """Mean (``mean``, else sum) of each plane with 4 vector accumulators (a scalar float sum is one long
+    dependency chain)."""
     return f'''
 def kernel(xb, xo, yb, yo, NC, S):
     for nc in range(NC):
@@ -211,8 +212,14 @@ def kernel(xb, xo, yb, yo, NC, S):
         while i < S:
             a0 = vadd{w}(a0, vloadn{w}(xb, base + i, S - i))
             i += {w}
-        yb[yo + nc] = vhsum{w}(vadd{w}(vadd{w}(a0, a1), vadd{w}(a2, a3))) / S
+        yb[yo + nc] = vhsum{w}(vadd{w}(vadd{w}(a0, a1), vadd{w}(a2, a3))){' / S' if mean else ''}
 '''
+
+
+def plane_width(S: int, target: Target) -> int:
+    """The vector width for sums over planes of ``S`` elements: narrower vectors for short planes (fewer dead
+    lanes)."""
+    return min(8 if S < 32 else 16, target.vector_width)
 
 
 def _covers_input(node: Node, target: Target) -> bool:
@@ -229,7 +236,7 @@ def gen_global_pool(node: Node, target: Target) -> list[KernelCall]:
     x = node.inputs[0]
     S = int(np.prod(x.shape[2:], dtype=np.int64))
     if node.op != "GlobalMaxPool" and x.dtype == np.float32:
-        w = min(8 if S < 32 else 16, target.vector_width)  # short planes: narrower vectors, fewer dead lanes
+        w = plane_width(S, target)
         return [KernelCall(after_kernel(global_avg_source(w), node, "NC"),
                            [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
     return [KernelCall(after_kernel(GLOBAL_SRC, node, "NC"), [x, node.outputs[0], x.shape[0] * x.shape[1], S,

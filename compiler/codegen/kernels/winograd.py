@@ -78,10 +78,10 @@ BAND_SLACK = 1.125
 #: the small layers as much as 1/8 of the tiles (AVX2, per call against one copy: 16->16 at 32x32 (72 -> 64
 #: tiles, 3% of the cost) 1.05-1.2x slower; 32->32 at 16x16 (24 -> 16 tiles, 27%) ~0.85x)
 COPY_SAVING = 0.2
-#: the fewest input (and output) channels, and the least multiply ratio (``multiply_ratio``) worth the
-#: transforms: the measured crossover (see ``winograd_applies``)
+#: the fewest input (and output) channels, and the least ratio of GEMM instructions saved (``slot_ratio``)
+#: worth the transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
-MIN_RATIO = 1.0
+MIN_RATIO = 0.9
 
 
 def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
@@ -359,17 +359,32 @@ def multiply_ratio(node: Node, target: Target) -> float:
     return 9 * OH * OW / (TP * TP * plan(node, target).tiles)
 
 
+def slot_ratio(node: Node, target: Target) -> float:
+    """``multiply_ratio`` over the issue slots per multiply-add of ``plan``'s register tile (``issue_cost``):
+    the GEMMs' instructions saved against a direct kernel that issues about one per multiply-add. On a short
+    or narrow map the tiles are few (2x40: 4-row tiles half padding, 16 tiles padded to whole register tiles),
+    so the register tile is narrow and each FMA also pays for a weight broadcast and a tile load."""
+    p = plan(node, target)
+    return multiply_ratio(node, target) / issue_cost(p.mr, p.nr)
+
+
 def winograd_applies(node: Node, target: Target) -> bool:
     """``winograd_ok``, with at least ``MIN_CHANNELS`` input and output channels and at least ``MIN_RATIO``
-    of the direct convolution's multiplies saved (``multiply_ratio``): the measured crossover
-    (``benchmarks/winograd.py``, AVX2, effective GFLOP/s against the variant chosen without it: 96->96 at
-    52x52 2.9x, 48->48 at 104x104 2.1x, 64->64 at 8x8 2.2x, 32->32 at 16x16 2.6x, 16->16 at 32x32 1.7x,
-    12->24 at 208x208 1.3x, 8->8 at 32x32 1.1x; 128->128 at 7x7 (ratio 1.5) 1.8x, 32->32 at 8x8 (2.0) 1.5x,
-    but 96->96 at 5x5 (ratio 0.78: 4 tiles and 2 dummies padded to 8) 0.84x)."""
+    of the GEMM instructions saved (``slot_ratio``): the measured crossover (``benchmarks/winograd.py
+    --short``, AVX2, time of the variant the table chooses without it over winograd_f4's, best of 15-21
+    interleaved, load 6-13; slot ratio in brackets). Below it: 480->60 at 2x40 (0.68) 0.67-0.68x,
+    128->128 at 2x40 (0.63) 0.66-0.75x, 256->256 at 2x20 (0.56) 0.75-0.87x, 128->128 and 256->256 at 7x7
+    (0.68) 0.79-0.81x, 512->512 at 7x7 (0.68) 0.93x, 32->32 at 8x8 (0.89) 0.77-0.86x, 64->64 at 8x8 (0.89)
+    0.95-1.06x. Around it a wash: 64->64 at 2x80 (0.91) 1.10-1.14x, 128->128 at 3x40 (0.94) 0.97x, the
+    pruned ResNet's 61->61 at 38x16 (0.95, one channel per register tile) 0.80x and 122->122 at 19x8 (0.95)
+    1.19x. Above: 64->257 at 36x36 (1.04) 1.24x, 480->60 at 4x40 and 96->96 at 3x80 (1.36) 1.7x, 192->192 at
+    13x13 (1.44) 3.3x, 96->96 at 52x52 (1.77) 2.9x, 8->8 and 16->16 at 32x32 (1.94) 1.2x and 1.6x. (The
+    multiply ratio alone, the rule before, was 1.25-2.0 for the losses above: their alternatives, ``cblock``
+    and the padded-row ``simd_conv``, run at 65-110 GFLOP/s where ``cvec`` ran at 35-40.)"""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
-    return min(C, M) >= MIN_CHANNELS and multiply_ratio(node, target) >= MIN_RATIO
+    return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= MIN_RATIO
 
 
 @variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
