@@ -407,6 +407,31 @@ def test_nhwc_pairs_cancel_through_unit_reshapes(squeeze: str) -> None:
     np.testing.assert_allclose(m(x), ort_session(model).run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cancels", [True, False])
+def test_nhwc_map_read_by_heads_through_unit_reshapes(cancels: bool) -> None:
+    """One NHWC map (a Conv's output transposed, batch squeezed) read by two heads, each through an Unsqueeze
+    and a Transpose back to NCHW into a Conv (madmom's notes CNN): the Transpose moves below both Reshapes and
+    every pair cancels (no Transpose left). When one head's Transpose does not undo it, nothing moves (one
+    Transpose per head would copy more)."""
+    rng = np.random.default_rng(23)
+    b = Builder(rng, 3, 8, 6)
+    c = conv(b, "x", 5, 3, 1, 1, True, True)
+    t = b.add("Transpose", [c], (1, 8, 6, 5), perm=[0, 2, 3, 1])
+    s = b.add("Squeeze", [t, b.const(np.array([0], np.int64))], (8, 6, 5))
+    outs = []
+    for head in range(2):
+        u = b.add("Unsqueeze", [s, b.const(np.array([0], np.int64))], (1, 8, 6, 5))
+        back = [0, 3, 1, 2] if cancels or head == 0 else [0, 3, 2, 1]
+        shape = (1, 5, 8, 6) if back == [0, 3, 1, 2] else (1, 5, 6, 8)
+        outs.append(conv(b, b.add("Transpose", [u], shape, perm=back), 4, 3, 1, 1, True, True))
+    model = b.model(outs)
+    x = rng.standard_normal((1, 3, 8, 6)).astype(np.float32)
+    m = check(model, x)
+    assert ops_of(m).count("Transpose") == (0 if cancels else 3), ops_of(m)
+    for got, want in zip(m.run(None, {"x": x}), ort_session(model).run(None, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_transpose_moving_unit_axes_is_a_view() -> None:
     """A Transpose that moves only unit axes (``1 x C x H x 1 -> 1 x 1 x C x H``) becomes a Reshape."""
     rng = np.random.default_rng(22)

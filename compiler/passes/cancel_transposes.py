@@ -147,7 +147,7 @@ class CancelTransposes(Pass):
             if _dispensable(graph, node):
                 graph.replace_all_uses(node.outputs[0], node.inputs[0])
                 graph.remove_node(node)
-            elif _order_kept(node) and node.outputs[0] not in graph.outputs:
+            elif _order_kept(node) and not (node.outputs[0] in graph.outputs and node.inputs[0] in graph.inputs):
                 out = node.outputs[0]
                 graph.insert_before(node, Node("Reshape", [node.inputs[0]], [out2 := Value(out.type, out.name)],
                                                {"shape": tuple(out.shape)}))
@@ -162,20 +162,33 @@ class CancelTransposes(Pass):
 
     @staticmethod
     def _below_reshape(graph: Graph, node: Node) -> bool:
-        """Transpose ``node`` moved below its only user when that is a unit Reshape (``below_unit_reshape``).
-        Whether it moved."""
+        """Transpose ``node`` moved below its users when they are unit Reshapes (``below_unit_reshape``): its
+        only user, or several whose each feeds only a Transpose that the moved one then cancels into a view
+        (madmom's notes CNN reads one NHWC map in three heads, each through Reshape -> Transpose back: three
+        copies; one Transpose per head would be more copies where they do not cancel). Whether it moved."""
         v = node.outputs[0]
-        if len(v.users) != 1 or v in graph.outputs or not _unit_reshape(r := v.users[0]) \
+        users = list(dict.fromkeys(v.users))
+        if not users or v in graph.outputs or not all(_unit_reshape(r) and r.outputs[0] not in graph.outputs
+                                                      for r in users) \
                 or not all(isinstance(d, int) for d in node.inputs[0].shape):
             return False
-        z = tuple(r.outputs[0].shape)
-        xs, q = below_unit_reshape(node, z)
-        view = Value(TensorType(v.dtype, xs))
-        graph.insert_before(r, Node("Reshape", [node.inputs[0]], [view], {"shape": xs}))
-        out = Value(r.outputs[0].type, r.outputs[0].name)
-        graph.insert_before(r, Node("Transpose", [view], [out], {"perm": q}))
-        graph.replace_all_uses(r.outputs[0], out)
-        graph.remove_node(r)
+        moves = [(r, *below_unit_reshape(node, tuple(r.outputs[0].shape))) for r in users]
+        if len(users) > 1:
+            for r, xs, q in moves:
+                nxt = r.outputs[0].users
+                if len(nxt) != 1 or nxt[0].op != "Transpose":
+                    return False
+                c = [q[i] for i in nxt[0].attrs["perm"]]
+                kept = [a for a in c if xs[a] != 1]
+                if kept != sorted(kept):
+                    return False
+        for r, xs, q in moves:
+            view = Value(TensorType(v.dtype, xs))
+            graph.insert_before(r, Node("Reshape", [node.inputs[0]], [view], {"shape": xs}))
+            out = Value(r.outputs[0].type, r.outputs[0].name)
+            graph.insert_before(r, Node("Transpose", [view], [out], {"perm": q}))
+            graph.replace_all_uses(r.outputs[0], out)
+            graph.remove_node(r)
         graph.remove_node(node)
         return True
 
