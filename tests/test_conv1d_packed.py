@@ -109,6 +109,12 @@ def small_blocks(mp: pytest.MonkeyPatch) -> None:
 def test_conv1d_packed_at_width(width: int, case: dict) -> None:
     """Forced (asserted) and within float32 rounding of the float64 reference; ``small``: several chunks,
     blocks and row groups (``small_blocks``)."""
+    check_forced(case, width)
+
+
+def check_forced(case: dict, width: int) -> None:
+    """``case`` compiled at ``width`` with ``conv1d_packed`` forced (asserted), in small blocks if ``small``;
+    within float32 rounding of the float64 reference."""
     model, x, expected, scale = layer(case)
     with pytest.MonkeyPatch.context() as mp:
         if case["small"]:
@@ -143,15 +149,7 @@ def test_conv1d_packed_wide_dilation(width: int, data) -> None:
     """Dilations from one vector to three strips: forced (asserted), within float32 rounding of the float64
     reference, and the taps' windows stored ``tap_stride`` apart (the panel ``KW * L`` wide past ``L``)."""
     case = data.draw(wide_dilations(width))
-    model, x, expected, scale = layer(case)
-    with pytest.MonkeyPatch.context() as mp:
-        if case["small"]:
-            small_blocks(mp)
-        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "conv1d_packed"})
-    assert conv_variants(compiled) == {"conv1d_packed"}
-    got = compiled(x)
-    err = np.abs(got.astype(np.float64) - expected)
-    assert np.all(err <= 1e-5 * scale + 1e-6), err.max()
+    check_forced(case, width)
     L = 2 * width
     assert packed_pointwise.tap_row(L, case["k"], case["dilation"], width) == (
         case["k"] * L if case["dilation"] >= L else -(-(L + (case["k"] - 1) * case["dilation"]) // width) * width)
