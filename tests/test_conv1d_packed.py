@@ -6,6 +6,8 @@ one-row input, ``taps``).
   ``N x C x L``; kernel widths 2-9, dilations, asymmetric pads, rows that end in a part-filled strip, fused
   activation and residual Add, the reduction in one chunk and in several, several pixel blocks and row
   groups) against a float64 numpy reference, with the variant asserted;
+* dilations past a strip's ``L = 2 * W`` columns (``tap_stride``: each tap's window stored alone), at every
+  width, with pads that put whole vectors and vectors across an edge into the padding;
 * split over 2 threads, over output channels and along its part space (output columns): bit-identical to one
   thread;
 * the variant table: it takes Conv1D layers (Magika's 256 -> 512 kernel 5 among them) and leaves 2-D maps,
@@ -26,7 +28,7 @@ from test_thread_splits import compile_forced
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
-from cnnjit.compiler.codegen.kernels import conv1d_packed
+from cnnjit.compiler.codegen.kernels import conv1d_packed, packed_pointwise
 
 WIDTHS = [4, 8, 16]
 FORMS = ["row", "column", "1d"]
@@ -107,6 +109,12 @@ def small_blocks(mp: pytest.MonkeyPatch) -> None:
 def test_conv1d_packed_at_width(width: int, case: dict) -> None:
     """Forced (asserted) and within float32 rounding of the float64 reference; ``small``: several chunks,
     blocks and row groups (``small_blocks``)."""
+    check_forced(case, width)
+
+
+def check_forced(case: dict, width: int) -> None:
+    """``case`` compiled at ``width`` with ``conv1d_packed`` forced (asserted), in small blocks if ``small``;
+    within float32 rounding of the float64 reference."""
     model, x, expected, scale = layer(case)
     with pytest.MonkeyPatch.context() as mp:
         if case["small"]:
@@ -117,6 +125,34 @@ def test_conv1d_packed_at_width(width: int, case: dict) -> None:
     assert got.shape == expected.shape
     err = np.abs(got.astype(np.float64) - expected)
     assert np.all(err <= 1e-5 * scale + 1e-6), err.max()
+
+
+@st.composite
+def wide_dilations(draw, width: int):
+    """Layers whose dilation is near or past the strip of ``2 * width`` columns (a TCN's 16 -> 16 kernel 5 at
+    dilations 16-1024), pads under the output length (every tap meets the input: ``conv_dead_taps`` keeps the
+    kernel whole)."""
+    k = draw(st.integers(2, 5))
+    d = draw(st.integers(width, 6 * width))
+    ol = draw(st.integers(33, 70))
+    pads = (draw(st.integers(0, min(d * (k - 1), ol - 1))), draw(st.integers(0, min(d * (k - 1), ol - 1))))
+    return dict(form=draw(st.sampled_from(["row", "column"])), n=1, c=draw(st.integers(-(-16 // k), 20)),
+                m=draw(st.integers(16, 24)), k=k, dilation=d, pads=pads, length=ol - sum(pads) + d * (k - 1),
+                act=draw(st.sampled_from([None, "Relu"])), residual=False, small=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=3)  # each example compiles a kernel
+@given(data=st.data())
+def test_conv1d_packed_wide_dilation(width: int, data) -> None:
+    """Dilations from one vector to three strips: forced (asserted), within float32 rounding of the float64
+    reference, and the taps' windows stored ``tap_stride`` apart (the panel ``KW * L`` wide past ``L``)."""
+    case = data.draw(wide_dilations(width))
+    check_forced(case, width)
+    L = 2 * width
+    assert packed_pointwise.tap_row(L, case["k"], case["dilation"], width) == (
+        case["k"] * L if case["dilation"] >= L else -(-(L + (case["k"] - 1) * case["dilation"]) // width) * width)
 
 
 @pytest.mark.parametrize(("m", "notes"), [(64, "channels"), (12, "part")])

@@ -379,6 +379,68 @@ def test_transpose_pair_cancels_through_an_elementwise_chain() -> None:
     assert ops_of(m) == ["Conv"], ops_of(m)
 
 
+@pytest.mark.parametrize("squeeze", ["Squeeze", "Reshape"])
+def test_nhwc_pairs_cancel_through_unit_reshapes(squeeze: str) -> None:
+    """Keras-converted layers (madmom): each Conv between Transposes to and from NHWC with the batch axis
+    squeezed out between them, the BN as Mul and Add and a Relu on ``H x W x C``, then unsqueezed (or the same
+    with Reshapes): the Transposes move below the unit Reshapes, meet their inverses and go; the BN folds
+    and the Relu fuses: two Conv kernels and views, matching onnxruntime."""
+    rng = np.random.default_rng(21)
+    b = Builder(rng, 3, 10, 7)
+    cur = "x"
+    for m in (6, 5):
+        c = conv(b, cur, m, 3, 1, 1, False, True)
+        _, _, h, w = b.shapes[c]
+        t = b.add("Transpose", [c], (1, h, w, m), perm=[0, 2, 3, 1])
+        s = (b.add("Squeeze", [t, b.const(np.array([0], np.int64))], (h, w, m)) if squeeze == "Squeeze"
+             else b.add("Reshape", [t, b.const(np.array([h, w, m], np.int64))], (h, w, m)))
+        s = b.add("Mul", [s, b.const(rng.uniform(0.5, 1.5, m).astype(np.float32))], (h, w, m))
+        s = b.add("Relu", [b.add("Add", [s, b.const(rng.uniform(-1, 1, m).astype(np.float32))], (h, w, m))],
+                  (h, w, m))
+        u = (b.add("Unsqueeze", [s, b.const(np.array([0], np.int64))], (1, h, w, m)) if squeeze == "Squeeze"
+             else b.add("Reshape", [s, b.const(np.array([1, h, w, m], np.int64))], (1, h, w, m)))
+        cur = b.add("Transpose", [u], (1, m, h, w), perm=[0, 3, 1, 2])
+    model = b.model([cur])
+    x = rng.standard_normal((1, 3, 10, 7)).astype(np.float32)
+    m = check(model, x)
+    assert [op for op in ops_of(m) if op != "Reshape"] == ["Conv", "Conv"], ops_of(m)
+    np.testing.assert_allclose(m(x), ort_session(model).run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cancels", [True, False])
+def test_nhwc_map_read_by_heads_through_unit_reshapes(cancels: bool) -> None:
+    """One NHWC map (a Conv's output transposed, batch squeezed) read by two heads, each through an Unsqueeze
+    and a Transpose back to NCHW into a Conv (madmom's notes CNN): the Transpose moves below both Reshapes and
+    every pair cancels (no Transpose left). When one head's Transpose does not undo it, nothing moves (one
+    Transpose per head would copy more)."""
+    rng = np.random.default_rng(23)
+    b = Builder(rng, 3, 8, 6)
+    c = conv(b, "x", 5, 3, 1, 1, True, True)
+    t = b.add("Transpose", [c], (1, 8, 6, 5), perm=[0, 2, 3, 1])
+    s = b.add("Squeeze", [t, b.const(np.array([0], np.int64))], (8, 6, 5))
+    outs = []
+    for head in range(2):
+        u = b.add("Unsqueeze", [s, b.const(np.array([0], np.int64))], (1, 8, 6, 5))
+        back = [0, 3, 1, 2] if cancels or head == 0 else [0, 3, 2, 1]
+        shape = (1, 5, 8, 6) if back == [0, 3, 1, 2] else (1, 5, 6, 8)
+        outs.append(conv(b, b.add("Transpose", [u], shape, perm=back), 4, 3, 1, 1, True, True))
+    model = b.model(outs)
+    x = rng.standard_normal((1, 3, 8, 6)).astype(np.float32)
+    m = check(model, x)
+    assert ops_of(m).count("Transpose") == (0 if cancels else 3), ops_of(m)
+    for got, want in zip(m.run(None, {"x": x}), ort_session(model).run(None, {"x": x})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_transpose_moving_unit_axes_is_a_view() -> None:
+    """A Transpose that moves only unit axes (``1 x C x H x 1 -> 1 x 1 x C x H``) becomes a Reshape."""
+    rng = np.random.default_rng(22)
+    b = Builder(rng, 4, 6, 1)
+    model = b.model([b.add("Relu", [b.add("Transpose", ["x"], (1, 1, 4, 6), perm=[0, 3, 1, 2])], (1, 1, 4, 6))])
+    m = check(model, rng.standard_normal((1, 4, 6, 1)).astype(np.float32))
+    assert "Transpose" not in ops_of(m), ops_of(m)
+
+
 def test_nhwc_branches_and_arithmetic_bn_fold_into_the_convs() -> None:
     """Two Conv branches, each transposed to NHWC with a bias Add and one with a BN written as Sub(mean),
     Mul(scale), Add(beta), joined by a residual Add and a Relu, then transposed back (a PyTorch export of a

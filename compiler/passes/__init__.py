@@ -6,6 +6,7 @@ from .cascade_maxpool import CascadeMaxPool
 from .concat_inplace import ConcatInPlace
 from .conv_column_phases import ConvColumnPhases
 from .conv_columns import ConvColumns
+from .conv_dead_taps import ConvDeadTaps
 from .convtranspose_phases import ConvTransposePhases
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
@@ -38,16 +39,17 @@ from .sink_reshapes import SinkReshapes
 def default_pipeline() -> list[Pass]:
     """The standard pass order; later issues add fusion, layout, pruning and quantization passes here."""
     return [RemoveIdentity(), FoldConstants(), DeadCode(), CancelTransposes(), QDQToInteger(), QDQToLut(),
-            IntegerToFloat(), DeadCode(), CancelTransposes(), FoldBatchNorm(), BatchGemms(), FoldPad(),
-            CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), SinkReshapes(), FuseEpilogue(), FuseBroadcastMap(),
+            IntegerToFloat(), DeadCode(), CancelTransposes(), SinkReshapes(), FoldBatchNorm(), BatchGemms(),
+            FoldPad(), CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), FuseBroadcastMap(),
             ConvTransposePhases(),
-            ConvColumnPhases(), ConvColumns(), FuseBlocks(),
+            ConvDeadTaps(), ConvColumnPhases(), ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode(), MixedPrecision()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "check_pass_names", "parse_dump_ir",
            "pass_names", "default_pipeline", "DeadCode", "FuseAttention",
-           "BatchGemms", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity", "CancelTransposes",
+           "BatchGemms", "ConvDeadTaps", "FoldBatchNorm", "FoldConstants", "FuseEpilogue", "RemoveIdentity",
+           "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
            "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes",
            "ConvColumnPhases", "FuseBroadcastMap", "MixedPrecision"]

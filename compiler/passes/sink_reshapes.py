@@ -6,7 +6,8 @@ Reshape between them keeps ``fuse_epilogue`` from seeing the chain, so each op i
 (10 memory-bound calls, ~0.9 ms of magika's ~12). The bytes are the same in both shapes, so each
 elementwise op whose non-constant operands are all such Reshapes of same-shaped values runs on the Conv's
 shape instead (constants given the Conv's rank) and one Reshape (a view: no data moves) follows it; the
-chain then reaches ``fuse_epilogue`` whole. Runs just before it.
+chain then reaches ``fuse_epilogue`` whole. Runs after ``cancel_transposes`` (which leaves such Reshapes where
+an NHWC pair cancelled) and before ``fold_batchnorm``, so a scale in that chain folds into the Conv too.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ pipes); 504 channels, tiles of 12: 70; the row length does not matter (500-1040 
 
 Here the output columns run in ``packed_pointwise`` strips of ``L = 2 * W`` (its 6 x 2 register tile at
 AVX2): each strip's inputs are copied once into a contiguous panel, every channel's window of ``L + (KW - 1)
-* DW`` columns (``tap_strip_copy``: 1.5x the input at ``KW`` 5, against ``KW`` x for an im2col), and a
+* DW`` columns (``tap_strip_copy``: 1.5x the input at ``KW`` 5, against ``KW`` x for an im2col; past a
+dilation of ``L``, each tap's ``L`` columns alone, ``packed_pointwise.tap_stride``), and a
 channel's step of the micro-kernel is ``KW`` shifted loads of its window, each meeting one tap's ``MR``
 broadcast weights (packed at compile time as ``[C][KW][MR]`` per row tile). The reduction runs in chunks of
 channels (``tap_blocking``), a block of strips at a time whose chunk panel stays in L2, over row groups whose

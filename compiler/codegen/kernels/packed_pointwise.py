@@ -249,12 +249,48 @@ def strip_copy_bf16(L: int) -> list[str]:
     ]
 
 
-def tap_strip_copy(L: int, SL: int, w: int) -> list[str]:
+def _window_copy(ind: str, src: str, dst: str, n: int, w: int) -> list[str]:
+    """Lines copying input columns ``src .. src + n`` of row ``xr`` (``Win`` long; zeros outside it) to
+    ``sb[dst ..]``, ``w`` lanes at a time: a vector inside the row is one load, one wholly outside it zeros,
+    one across an edge column by column (``n`` a multiple of ``w``)."""
+    return [
+        f"{ind}for j in range(0, {n}, {w}):",
+        f"{ind}    q = {src} + j",
+        f"{ind}    if q >= 0 and q + {w} <= Win:",
+        f"{ind}        vstore{w}(sb, {dst} + j, vload{w}(xb, xr + q))",
+        f"{ind}    elif q + {w} <= 0 or q >= Win:",
+        f"{ind}        vstore{w}(sb, {dst} + j, vbcast{w}(np.float32(0.0)))",
+        f"{ind}    else:",
+        f"{ind}        for i in range({w}):",
+        f"{ind}            sb[U({dst} + j + i)] = xb[U(xr + q + i)] if q + i >= 0 and q + i < Win "
+        "else np.float32(0.0)",
+    ]
+
+
+def tap_stride(L: int, dw: int) -> int:
+    """Floats between consecutive taps' windows in a ``taps`` strip's panel: ``DW`` (the windows overlap: one
+    window of the row holds them all) up to ``L``; a wider dilation stores each tap's ``L`` columns alone
+    (``KW * L`` floats, not ``L + (KW - 1) * DW``: madmom's TCN, dilations to 1024 on 996 columns, copied
+    up to 129x the columns it used, and its reduction ran in 4-channel chunks for a panel that big)."""
+    return min(dw, L)
+
+
+def tap_strip_copy(L: int, SL: int, w: int, kw: int = 1, dw: int = 1) -> list[str]:
     """``strip_copy`` of a one-row input for ``taps`` (``packed_pointwise_source``): strip k's ``C x SL`` panel at
     ``so + k * C * SL``, channel c's row holding input columns ``p - PW .. p - PW + SL`` of the strip's first
     output column ``p`` (zeros outside the input row), so tap ``t``'s inputs to the strip are the shifted window
-    ``t * DW .. t * DW + L`` of it (no ``KW``-fold im2col copy). A window inside the row is copied ``w`` lanes at
-    a time, one at an edge column by column."""
+    ``t * DW .. t * DW + L`` of it (no ``KW``-fold im2col copy); with a dilation past ``L`` (``tap_stride``),
+    tap ``t``'s ``L`` columns from ``p - PW + t * DW`` at ``t * L``. A window inside the row is copied ``w``
+    lanes at a time, one at an edge vector by vector (``_window_copy``)."""
+    ind = " " * 24
+    if tap_stride(L, dw) == dw:
+        copy = [f"                    if i0 >= 0 and i0 + {SL} <= Win:",
+                f"                        for j in range(0, {SL}, {w}):",
+                f"                            vstore{w}(sb, si + j, vload{w}(xb, xr + i0 + j))",
+                "                    else:",
+                *_window_copy(ind, "i0", "si", SL, w)]
+    else:
+        copy = [ln for t in range(kw) for ln in _window_copy(ind[:-4], f"i0 + {t * dw}", f"si + {t * L}", L, w)]
     return [
         "            for c in range(C):",
         "                xr = x0 + c * Win",
@@ -262,13 +298,7 @@ def tap_strip_copy(L: int, SL: int, w: int) -> list[str]:
         "                p = pb",
         "                while p < pe:",
         "                    i0 = p - PW",
-        f"                    if i0 >= 0 and i0 + {SL} <= Win:",
-        f"                        for j in range(0, {SL}, {w}):",
-        f"                            vstore{w}(sb, si + j, vload{w}(xb, xr + i0 + j))",
-        "                    else:",
-        f"                        for j in range({SL}):",
-        "                            q = i0 + j",
-        "                            sb[U(si + j)] = xb[U(xr + q)] if q >= 0 and q < Win else np.float32(0.0)",
+        *copy,
         f"                    si += C * {SL}",
         f"                    p += {L}",
     ]
@@ -276,8 +306,8 @@ def tap_strip_copy(L: int, SL: int, w: int) -> list[str]:
 
 def tap_row(L: int, kw: int, dw: int, w: int) -> int:
     """Floats per channel row of a ``taps`` strip's panel: the ``L`` outputs' window widened by the taps'
-    span, whole vectors of ``w`` lanes."""
-    return -(-(L + (kw - 1) * dw) // w) * w
+    span (``tap_stride`` apart), whole vectors of ``w`` lanes."""
+    return -(-(L + (kw - 1) * tap_stride(L, dw)) // w) * w
 
 
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
@@ -320,6 +350,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     M = node.inputs[1].shape[0]
     kw, dw = taps or (1, 1)
     SL = tap_row(L, kw, dw, w) if taps else L  # floats per channel of a strip's panel
+    ts = tap_stride(L, dw)  # floats between taps' windows in it
     step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
             if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, a{lanes}_{i})")
 
@@ -343,7 +374,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                 f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
         load = "vbf16load" if bf16 else "vload"
         for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
-            out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * dw}' if t else ''})")
+            out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
             out += [ind + step.format(lanes=lanes, i=i, o=f"{t * rows + i}") for i in range(rows)]
         out += [f"{ind}    si += {SL}", f"{ind}    wi += {rows * kw}"]
         if kchunk:  # an earlier chunk stores its partial sums as they are
@@ -379,7 +410,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         "        y0 = yo + n * M * P",
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
-        *(strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w) if taps
+        *(strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w, kw, dw) if taps
           else strip_copy(L, "zb" if gather else "xb")),
     ]
     body = [
