@@ -1,0 +1,159 @@
+"""Depthwise 2-D convolution on small maps with the channels as the vector lanes (``depthwise_lanes``).
+
+On maps whose rows are at most half a vector (the 4x4 and 2x2 maps of MobileNetV3 at small inputs, the
+stride-2 5x5 layer that makes them), vectors over output columns leave most lanes idle: a 4-column row on
+AVX2 fills 4 of 8, a 2-column row 2. This kernel puts ``w`` consecutive channels in the lanes instead
+(depthwise: lane ``k`` only ever meets channel ``k``'s input and weights, so every lane is useful):
+
+* each group of ``w`` channels is transposed into a pixel-major scratch (``vloadtr``: ``w`` pixels of ``w``
+  channels per ``w x w`` block, the tails element by element), one vector per input pixel;
+* the weights are re-laid at compile time as ``[channel group][tap][lane]`` (zeros past the last channel),
+  so a tap's weights are one aligned load;
+* the layer's sizes are literals of the kernel text: every output pixel's taps inside the input are listed
+  (the taps in the padding are left out, not computed on zeros), in tiles of ``TILE`` output pixels, one
+  accumulator each, the tap loop outermost (a tap's weight vector is loaded once per tile and feeds every
+  pixel of the tile that uses it: ``1 + 1 / (pixels per tap)`` loads per FMA);
+* the epilogue runs on the accumulators (the same steps on every lane: per-channel values are folded into
+  the weights and bias before this point), then the results go back through the scratch and a transpose
+  into the NCHW rows.
+
+Applies to float32 depthwise Convs (constant weights and bias, channel multiplier 1, any stride, undilated,
+at most ``MAX_TAPS`` taps) with rows of at most half a row vector (``row_width``: 8 lanes on AVX-512 too, the
+width of this kernel's vectors there), at most ``MAX_PIXELS`` output pixels, at least a vector of channels and
+an epilogue without a residual input (its tensor would need the transpose too).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from .epilogue import Epilogue, has_residual
+from .simd_depthwise import MAX_TAPS
+from .simd_pointwise import row_width
+from .template import source
+
+#: output pixels of a channel at most (the kernel text lists every pixel's taps)
+MAX_PIXELS = 64
+#: output pixels per register tile (one accumulator each; with the weight and the input vector 10 of AVX2's 16)
+TILE = 8
+
+
+def _up(v: int, w: int) -> int:
+    return -(-v // w) * w
+
+
+def depthwise_lanes_applies(node: Node, target: Target) -> bool:
+    """A float32 depthwise Conv (multiplier 1, constant weights and bias, undilated, at most ``MAX_TAPS``
+    taps) whose output rows fill at most half a row vector, with at most ``MAX_PIXELS`` output pixels, at
+    least a vector of channels and an epilogue in registers without a residual."""
+    x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    a = node.attrs
+    if not (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
+            and wt.shape[0] == x.shape[1] and wt.shape[1] == 1 and tuple(a["dilations"]) == (1, 1)
+            and (len(node.inputs) < 3 or node.inputs[2].is_const)):
+        return False
+    (kh, kw), (OH, OW) = a["kernel_shape"], y.shape[2:]
+    w = row_width(target, OW)
+    return (2 * OW <= w and OH * OW <= MAX_PIXELS and kh * kw <= MAX_TAPS
+            and x.shape[1] >= w and not has_residual(node) and Epilogue(node, w, False).in_registers)
+
+
+def packed_weights(node: Node, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The weights as ``[channel group][tap][lane]`` and the bias as ``[channel]``, zeros past the last
+    channel (whole groups of ``w``)."""
+    wt = node.inputs[1].const.astype(np.float32)
+    C, taps = wt.shape[0], wt.shape[2] * wt.shape[3]
+    CP = _up(C, w)
+    packed = np.zeros((CP, taps), np.float32)
+    packed[:C] = wt.reshape(C, taps)
+    bias = np.zeros(CP, np.float32)
+    if len(node.inputs) > 2:
+        bias[:C] = node.inputs[2].const.astype(np.float32)
+    return np.ascontiguousarray(packed.reshape(CP // w, w, taps).transpose(0, 2, 1)).reshape(-1), bias
+
+
+def _taps(node: Node) -> list[list[tuple[int, int]]]:
+    """Per output pixel (row-major), its ``(tap, input pixel)`` pairs inside the input."""
+    a = node.attrs
+    (_, _, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    (kh, kw), (sh, sw), (pt, pl) = a["kernel_shape"], a["strides"], a["pads"][:2]
+    out = []
+    for oh in range(OH):
+        for ow in range(OW):
+            out.append([(i * kw + j, (oh * sh - pt + i) * W + ow * sw - pl + j) for i in range(kh) for j in range(kw)
+                        if 0 <= oh * sh - pt + i < H and 0 <= ow * sw - pl + j < W])
+    return out
+
+
+def _transpose_in(w: int, C: int, P: int, src: str, sbuf: str, soff: str, dst: str, ind: str) -> list[str]:
+    """Channels ``g .. g + w - 1`` (rows of ``P`` elements of ``src`` from element ``base``) into
+    ``sbuf[soff + p * w + k]`` (pixel ``p``, lane ``k``), by ``w x w`` transposes, the pixels past the last
+    whole block and a last group's missing channels (zeros) element by element. ``dst``: "x" (input into
+    the scratch) or "y" (the scratch into output rows)."""
+    full = P // w * w
+    L = [f"{ind}if g + {w} <= {C}:"]
+    if dst == "x":
+        for p in range(0, full, w):
+            L.append(f"{ind}    t = vloadtr{w}({src}, base + {p}, {P})")
+            L += [f"{ind}    vstore{w}({sbuf}, {soff} + {(p + k) * w}, t[{k}])" for k in range(w)]
+        if full < P:
+            L += [f"{ind}    for p in range({full}, {P}):", f"{ind}        for k in range({w}):",
+                  f"{ind}            {sbuf}[{soff} + p * {w} + k] = {src}[base + k * {P} + p]"]
+        L += [f"{ind}else:", f"{ind}    for p in range({P}):", f"{ind}        for k in range({w}):",
+              f"{ind}            {sbuf}[{soff} + p * {w} + k] = {src}[base + k * {P} + p] if g + k < {C} else 0.0"]
+        return L
+    for p in range(0, full, w):
+        L.append(f"{ind}    t = vloadtr{w}({sbuf}, {soff} + {p * w}, {w})")
+        L += [f"{ind}    vstore{w}({src}, base + {k * P + p}, t[{k}])" for k in range(w)]
+    if full < P:
+        L += [f"{ind}    for k in range({w}):", f"{ind}        for p in range({full}, {P}):",
+              f"{ind}            {src}[base + k * {P} + p] = {sbuf}[{soff} + p * {w} + k]"]
+    L += [f"{ind}else:", f"{ind}    for k in range({C} - g):", f"{ind}        for p in range({P}):",
+          f"{ind}            {src}[base + k * {P} + p] = {sbuf}[{soff} + p * {w} + k]"]
+    return L
+
+
+def lanes_source(node: Node, w: int) -> tuple[str, list]:
+    """The kernel for depthwise Conv ``node`` with ``w`` channels per vector (module docstring)."""
+    (_, C, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    kh, kw = node.attrs["kernel_shape"]
+    taps, P, OP = kh * kw, H * W, OH * OW
+    epi = Epilogue(node, w, False)
+    ys = _up(P, w) * w  # the output's scratch after the input's
+    L = ["def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N" + epi.signature() + "):",
+         "    for n in range(N):",
+         f"        for g in range(0, {C}, {w}):",
+         f"            base = xo + (n * {C} + g) * {P}",
+         *_transpose_in(w, C, P, "xb", "sb", "so", "x", " " * 12),
+         f"            wg = wo + g * {taps}",
+         f"            bias = vload{w}(bb, bo + g)"]
+    pixels = _taps(node)
+    for t0 in range(0, OP, TILE):
+        tile = range(t0, min(OP, t0 + TILE))
+        L += [f"            a{p - t0} = bias" for p in tile]
+        for tap in range(taps):
+            users = [(p, q) for p in tile for t, q in pixels[p] if t == tap]
+            if not users:
+                continue
+            L.append(f"            wv = vload{w}(wb, wg + {tap * w})")
+            L += [f"            a{p - t0} = vfma{w}(wv, vload{w}(sb, so + {q * w}), a{p - t0})" for p, q in users]
+        for p in tile:
+            L += epi.vector(" " * 12, f"a{p - t0}", "0", w, False)
+            L.append(f"            vstore{w}(sb, so + {ys + p * w}, a{p - t0})")
+    L += [f"            base = yo + (n * {C} + g) * {OP}",
+          *_transpose_in(w, C, OP, "yb", "sb", f"so + {ys}", "y", " " * 12)]
+    return source(L), epi.args
+
+
+@variant("Conv", name="depthwise_lanes", priority=46, applies=depthwise_lanes_applies)
+def gen_depthwise_lanes(node: Node, target: Target) -> list[KernelCall]:
+    x, y = node.inputs[0], node.outputs[0]
+    w = row_width(target, y.shape[3])  # (8 lanes on AVX-512 too: a 16-lane group would idle lanes of thin layers)
+    wts, bias = packed_weights(node, w)
+    src, extra = lanes_source(node, w)
+    (_, _, H, W), (OH, OW) = x.shape, y.shape[2:]
+    scratch = Scratch((_up(H * W, w) + _up(OH * OW, w)) * w)
+    return [KernelCall(src, [x, Param(wts), Param(bias), y, scratch, x.shape[0], *extra], note(node))]
