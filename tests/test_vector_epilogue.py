@@ -93,8 +93,10 @@ def assert_in_registers(compiled, op: str, width: int) -> None:
         steps = call.node.attrs.get("post", ())
         assert steps, f"{call.node.describe()}: nothing fused"
         assert SCALAR_EPILOGUE not in src, f"{call.variant}: scalar epilogue for {[s.op for s in steps]}"
-        for s in steps:
+        for i, s in enumerate(steps):
             fn = re.match(r"[a-z]+", vector_expr(s.op, dict(s.attrs), width, "ACC")).group()
+            if s.op == "HardSwish" and steps[i + 1:i + 2] and steps[i + 1].op == "ScaleShift":
+                fn = "vminf"  # folded with the ScaleShift after it (``epilogue.hardswish_scaleshift``)
             assert re.search(fn + r"\d+\(", src), f"{call.variant}: {s.op}'s vector form {fn} is not in the kernel"
 
 
