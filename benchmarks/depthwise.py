@@ -74,9 +74,12 @@ SHAPES = {
     "odd channels 27x33x45 7x7": (27, 33, 45, 7, 1, 1, "relu"),
 }
 
-#: small maps (MobileNetV3-small at 64x64, the 7x7 / 4x4 / 2x2 maps of 224 inputs' last stages): rows of at most
-#: half a vector, where ``depthwise_lanes`` puts channels in the lanes
+#: small maps (MobileNetV3 at 224 and at 64x64: 7x7, 4x4 and 2x2 maps): rows narrower than a vector, where
+#: ``depthwise_lanes`` puts channels in the lanes when its FMA estimate is the lower
 SMALL_SHAPES = {
+    "mobilenet_v3 576x7x7 5x5": (576, 7, 7, 5, 1, 1, "hswish"),
+    "mobilenet_v3 96x14x14 5x5 s2": (96, 14, 14, 5, 2, 2, "hswish"),
+    "mobilenet_v2 960x7x7 3x3 (stays)": (960, 7, 7, 3, 1, 1, "relu"),
     "mobilenet_v3 96x8x8 5x5 s2": (96, 8, 8, 5, 2, 2, "hswish"),
     "mobilenet_v3 240x4x4 5x5": (240, 4, 4, 5, 1, 1, "hswish"),
     "mobilenet_v3 120x4x4 5x5": (120, 4, 4, 5, 1, 1, "hswish"),

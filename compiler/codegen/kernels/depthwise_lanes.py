@@ -1,8 +1,9 @@
 """Depthwise 2-D convolution on small maps with the channels as the vector lanes (``depthwise_lanes``).
 
-On maps whose rows are at most half a vector (the 4x4 and 2x2 maps of MobileNetV3 at small inputs, the
-stride-2 5x5 layer that makes them), vectors over output columns leave most lanes idle: a 4-column row on
-AVX2 fills 4 of 8, a 2-column row 2. This kernel puts ``w`` consecutive channels in the lanes instead
+On maps whose rows are narrower than a vector (the 7x7, 4x4 and 2x2 maps of MobileNetV3's last stages, the
+stride-2 5x5 layers that make them), vectors over output columns leave lanes idle (a 4-column row on AVX2
+fills 4 of 8, a 2-column row 2) and compute every kernel column's taps, those in the padding too (a 5x5
+window on a 7x7 map: 29 of 49 taps per row inside). This kernel puts ``w`` consecutive channels in the lanes instead
 (depthwise: lane ``k`` only ever meets channel ``k``'s input and weights, so every lane is useful):
 
 * each group of ``w`` channels is transposed into a pixel-major scratch (``vloadtr``: ``w`` pixels of ``w``
@@ -18,9 +19,10 @@ AVX2 fills 4 of 8, a 2-column row 2. This kernel puts ``w`` consecutive channels
   into the NCHW rows.
 
 Applies to float32 depthwise Convs (constant weights and bias, channel multiplier 1, any stride, undilated,
-at most ``MAX_TAPS`` taps) with rows of at most half a row vector (``row_width``: 8 lanes on AVX-512 too, the
-width of this kernel's vectors there), at most ``MAX_PIXELS`` output pixels, at least a vector of channels and
-an epilogue without a residual input (its tensor would need the transpose too).
+at most ``MAX_TAPS`` taps) with rows narrower than a row vector (``row_width``: 8 lanes on AVX-512 too, the
+width of this kernel's vectors there), at most ``MAX_PIXELS`` output pixels, at least a vector of channels, an
+epilogue without a residual input (its tensor would need the transpose too), where it needs fewer FMAs than
+the row kernel by ``lanes_cost`` / ``rows_cost``.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ def _up(v: int, w: int) -> int:
 
 def depthwise_lanes_applies(node: Node, target: Target) -> bool:
     """A float32 depthwise Conv (multiplier 1, constant weights and bias, undilated, at most ``MAX_TAPS``
-    taps) whose output rows fill at most half a row vector, with at most ``MAX_PIXELS`` output pixels, at
-    least a vector of channels and an epilogue in registers without a residual."""
+    taps) whose output rows are narrower than a row vector, with at most ``MAX_PIXELS`` output pixels, at
+    least a vector of channels, an epilogue in registers without a residual, and fewer FMAs by the estimate
+    (``lanes_cost`` against ``rows_cost``: the taps in the padding and the idle lanes the row kernel computes
+    against the transposes)."""
     x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
@@ -57,8 +61,39 @@ def depthwise_lanes_applies(node: Node, target: Target) -> bool:
         return False
     (kh, kw), (OH, OW) = a["kernel_shape"], y.shape[2:]
     w = row_width(target, OW)
-    return (2 * OW <= w and OH * OW <= MAX_PIXELS and kh * kw <= MAX_TAPS
-            and x.shape[1] >= w and not has_residual(node) and Epilogue(node, w, False).in_registers)
+    return (OW < w and OH * OW <= MAX_PIXELS and kh * kw <= MAX_TAPS and x.shape[1] >= w
+            and lanes_cost(node, w) < rows_cost(node, w)
+            and not has_residual(node) and Epilogue(node, w, False).in_registers)
+
+
+#: the transposes' cost per input and per output pixel of a channel group, in FMAs: 2 fits the A/B against
+#: ``simd_depthwise_static`` (5x5 on 7x7 1.13-1.22x faster as predicted, 3x3 on 7x7 a tie, 3x3 on 6x6 0.94x:
+#: refused)
+TRANSPOSE_FMAS = 2.0
+
+
+def _valid(o: int, k: int, s: int, p: int, n: int) -> int:
+    """Taps of a ``k`` window at output position ``o`` (stride ``s``, padding ``p``) inside ``n`` inputs."""
+    return sum(0 <= o * s - p + i < n for i in range(k))
+
+
+def rows_cost(node: Node, w: int) -> float:
+    """Vector FMAs per channel of the row-vector kernel (``simd_depthwise_static``): every output row's taps
+    in the input rows, each kernel column, each row vector (padded columns included)."""
+    a = node.attrs
+    (_, _, H, _), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    (kh, kw), sh, pt = a["kernel_shape"], a["strides"][0], a["pads"][0]
+    return sum(_valid(oh, kh, sh, pt, H) for oh in range(OH)) * kw * -(-OW // w)
+
+
+def lanes_cost(node: Node, w: int) -> float:
+    """Vector FMAs per channel of this kernel: every output pixel's taps inside the input, and the transposes
+    (``TRANSPOSE_FMAS`` per input and output pixel), over ``w`` channels."""
+    a = node.attrs
+    (_, _, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    (kh, kw), (sh, sw), (pt, pl) = a["kernel_shape"], a["strides"], a["pads"][:2]
+    taps = sum(_valid(oh, kh, sh, pt, H) for oh in range(OH)) * sum(_valid(ow, kw, sw, pl, W) for ow in range(OW))
+    return (taps + TRANSPOSE_FMAS * (H * W + OH * OW)) / w
 
 
 def packed_weights(node: Node, w: int) -> tuple[np.ndarray, np.ndarray]:
