@@ -76,19 +76,10 @@ SHAPES = {
 
 #: small maps (MobileNetV3 at 224 and at 64x64: 7x7, 4x4 and 2x2 maps): rows narrower than a vector, where
 #: ``depthwise_lanes`` puts channels in the lanes when its FMA estimate is the lower
-SMALL_SHAPES = {
-    "mobilenet_v3 576x7x7 5x5": (576, 7, 7, 5, 1, 1, "hswish"),
-    "mobilenet_v3 96x14x14 5x5 s2": (96, 14, 14, 5, 2, 2, "hswish"),
-    "mobilenet_v2 960x7x7 3x3 (stays)": (960, 7, 7, 3, 1, 1, "relu"),
-    "mobilenet_v3 96x8x8 5x5 s2": (96, 8, 8, 5, 2, 2, "hswish"),
-    "mobilenet_v3 240x4x4 5x5": (240, 4, 4, 5, 1, 1, "hswish"),
-    "mobilenet_v3 120x4x4 5x5": (120, 4, 4, 5, 1, 1, "hswish"),
-    "mobilenet_v3 288x4x4 5x5 s2": (288, 4, 4, 5, 2, 2, "hswish"),
-    "mobilenet_v3 576x2x2 5x5": (576, 2, 2, 5, 1, 1, "hswish"),
-    "efficientnet-style 1152x4x4 3x3 silu": (1152, 4, 4, 3, 1, 1, "silu"),
-    "mobilenet_v2-style 960x3x3 3x3 relu": (960, 3, 3, 3, 1, 1, "relu"),
-    "odd channels 27x7x4 3x3": (27, 7, 4, 3, 1, 1, "relu"),
-}
+SMALL_SHAPES = {f"{c}x{h}x{h} {k}x{k}{' s2' if s == 2 else ''} {epi}": (c, h, h, k, s, s, epi) for c, h, k, s, epi in (
+    (576, 7, 5, 1, "hswish"), (96, 14, 5, 2, "hswish"), (960, 7, 3, 1, "relu"), (96, 8, 5, 2, "hswish"),
+    (240, 4, 5, 1, "hswish"), (120, 4, 5, 1, "hswish"), (288, 4, 5, 2, "hswish"), (576, 2, 5, 1, "hswish"),
+    (1152, 4, 3, 1, "silu"), (960, 3, 3, 1, "relu"))} | {"odd channels 27x7x4 3x3": (27, 7, 4, 3, 1, 1, "relu")}
 
 BEFORE, AFTER = "simd_depthwise", "default"
 

@@ -70,6 +70,9 @@ def depthwise_lanes_applies(node: Node, target: Target) -> bool:
 #: ``simd_depthwise_static`` (5x5 on 7x7 1.13-1.22x faster as predicted, 3x3 on 7x7 a tie, 3x3 on 6x6 0.94x:
 #: refused)
 TRANSPOSE_FMAS = 2.0
+#: an element moved one by one (the pixels past the last whole ``w x w`` block, a last partial channel group),
+#: in FMAs (27 channels on a 7x4 map, 3 groups and a tail of 3: 0.94x, refused)
+SCALAR_FMAS = 1.0
 
 
 def _valid(o: int, k: int, s: int, p: int, n: int) -> int:
@@ -87,13 +90,16 @@ def rows_cost(node: Node, w: int) -> float:
 
 
 def lanes_cost(node: Node, w: int) -> float:
-    """Vector FMAs per channel of this kernel: every output pixel's taps inside the input, and the transposes
-    (``TRANSPOSE_FMAS`` per input and output pixel), over ``w`` channels."""
+    """Vector FMAs per channel of this kernel: every output pixel's taps inside the input and the transposes
+    (``TRANSPOSE_FMAS`` per input and output pixel), over ``w`` channels, and the elements moved one by one
+    (``SCALAR_FMAS`` each)."""
     a = node.attrs
     (_, _, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
     (kh, kw), (sh, sw), (pt, pl) = a["kernel_shape"], a["strides"], a["pads"][:2]
+    C, P, OP = node.inputs[0].shape[1], H * W, OH * OW
     taps = sum(_valid(oh, kh, sh, pt, H) for oh in range(OH)) * sum(_valid(ow, kw, sw, pl, W) for ow in range(OW))
-    return (taps + TRANSPOSE_FMAS * (H * W + OH * OW)) / w
+    scalar = P % w + OP % w + ((P + OP) * w / C if C % w else 0.0)  # elements moved one by one, per channel
+    return (taps + TRANSPOSE_FMAS * (P + OP)) / w + SCALAR_FMAS * scalar
 
 
 def packed_weights(node: Node, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,31 +129,30 @@ def _taps(node: Node) -> list[list[tuple[int, int]]]:
     return out
 
 
-def _transpose_in(w: int, C: int, P: int, src: str, sbuf: str, soff: str, dst: str, ind: str) -> list[str]:
-    """Channels ``g .. g + w - 1`` (rows of ``P`` elements of ``src`` from element ``base``) into
-    ``sbuf[soff + p * w + k]`` (pixel ``p``, lane ``k``), by ``w x w`` transposes, the pixels past the last
-    whole block and a last group's missing channels (zeros) element by element. ``dst``: "x" (input into
-    the scratch) or "y" (the scratch into output rows)."""
+def _transpose(w: int, C: int, P: int, chan: tuple[str, str], pix: tuple[str, str], to_pixels: bool,
+               ind: str) -> list[str]:
+    """Channels ``g .. g + w - 1`` between channel-major rows (``chan``: buffer and first element, rows of
+    ``P`` pixels) and the pixel-major scratch (``pix``: pixel ``p``'s lane ``k`` at ``p * w + k``), into the
+    scratch (``to_pixels``) or out of it: ``w x w`` transposes (``vloadtr``), the pixels past the last whole
+    block and a last group's missing channels (zeros in the scratch) element by element."""
+    (cb, co), (pb, po) = chan, pix
     full = P // w * w
+    ch, px = f"{cb}[{co} + k * {P} + p]", f"{pb}[{po} + p * {w} + k]"
+    dst, src = (px, ch) if to_pixels else (ch, px)
     L = [f"{ind}if g + {w} <= {C}:"]
-    if dst == "x":
-        for p in range(0, full, w):
-            L.append(f"{ind}    t = vloadtr{w}({src}, base + {p}, {P})")
-            L += [f"{ind}    vstore{w}({sbuf}, {soff} + {(p + k) * w}, t[{k}])" for k in range(w)]
-        if full < P:
-            L += [f"{ind}    for p in range({full}, {P}):", f"{ind}        for k in range({w}):",
-                  f"{ind}            {sbuf}[{soff} + p * {w} + k] = {src}[base + k * {P} + p]"]
-        L += [f"{ind}else:", f"{ind}    for p in range({P}):", f"{ind}        for k in range({w}):",
-              f"{ind}            {sbuf}[{soff} + p * {w} + k] = {src}[base + k * {P} + p] if g + k < {C} else 0.0"]
-        return L
     for p in range(0, full, w):
-        L.append(f"{ind}    t = vloadtr{w}({sbuf}, {soff} + {p * w}, {w})")
-        L += [f"{ind}    vstore{w}({src}, base + {k * P + p}, t[{k}])" for k in range(w)]
+        if to_pixels:  # rows: channels from pixel p; columns: pixels
+            L.append(f"{ind}    t = vloadtr{w}({cb}, {co} + {p}, {P})")
+            L += [f"{ind}    vstore{w}({pb}, {po} + {(p + j) * w}, t[{j}])" for j in range(w)]
+        else:  # rows: pixels p ..; columns: channels
+            L.append(f"{ind}    t = vloadtr{w}({pb}, {po} + {p * w}, {w})")
+            L += [f"{ind}    vstore{w}({cb}, {co} + {j * P + p}, t[{j}])" for j in range(w)]
     if full < P:
-        L += [f"{ind}    for k in range({w}):", f"{ind}        for p in range({full}, {P}):",
-              f"{ind}            {src}[base + k * {P} + p] = {sbuf}[{soff} + p * {w} + k]"]
-    L += [f"{ind}else:", f"{ind}    for k in range({C} - g):", f"{ind}        for p in range({P}):",
-          f"{ind}            {src}[base + k * {P} + p] = {sbuf}[{soff} + p * {w} + k]"]
+        L += [f"{ind}    for p in range({full}, {P}):", f"{ind}        for k in range({w}):",
+              f"{ind}            {dst} = {src}"]
+    lanes = w if to_pixels else f"{C} - g"  # (into the scratch: zeros past the last channel)
+    L += [f"{ind}else:", f"{ind}    for p in range({P}):", f"{ind}        for k in range({lanes}):",
+          f"{ind}            {dst} = {src}" + (f" if g + k < {C} else 0.0" if to_pixels else "")]
     return L
 
 
@@ -162,7 +167,7 @@ def lanes_source(node: Node, w: int) -> tuple[str, list]:
          "    for n in range(N):",
          f"        for g in range(0, {C}, {w}):",
          f"            base = xo + (n * {C} + g) * {P}",
-         *_transpose_in(w, C, P, "xb", "sb", "so", "x", " " * 12),
+         *_transpose(w, C, P, ("xb", "base"), ("sb", "so"), True, " " * 12),
          f"            wg = wo + g * {taps}",
          f"            bias = vload{w}(bb, bo + g)"]
     pixels = _taps(node)
@@ -179,7 +184,7 @@ def lanes_source(node: Node, w: int) -> tuple[str, list]:
             L += epi.vector(" " * 12, f"a{p - t0}", "0", w, False)
             L.append(f"            vstore{w}(sb, so + {ys + p * w}, a{p - t0})")
     L += [f"            base = yo + (n * {C} + g) * {OP}",
-          *_transpose_in(w, C, OP, "yb", "sb", f"so + {ys}", "y", " " * 12)]
+          *_transpose(w, C, OP, ("yb", "base"), ("sb", f"so + {ys}"), False, " " * 12)]
     return source(L), epi.args
 
 
