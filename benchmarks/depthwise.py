@@ -6,6 +6,8 @@ interleaved order (thread CPU time: other processes on a shared machine count le
 
     python benchmarks/depthwise.py                 # every shape, 40 runs, results/depthwise.{json,md}
     python benchmarks/depthwise.py --runs 80 --shapes rec_240x12x80_k5,cls_200x2x96_k5
+    python benchmarks/depthwise.py --before simd_depthwise_static --small --name depthwise_lanes
+        # the small maps (rows of at most half a vector) against simd_depthwise_static: depthwise_lanes
 
 Only the Conv's kernel call is timed (its call from Python on the schedule's buffers, as ``cnnjit profile
 --uninlined``); FLOPs are ``2 * C * kh * kw * OH * OW`` (taps in the padding included, as the profile counts).
@@ -72,6 +74,13 @@ SHAPES = {
     "odd channels 27x33x45 7x7": (27, 33, 45, 7, 1, 1, "relu"),
 }
 
+#: small maps (MobileNetV3 at 224 and at 64x64: 7x7, 4x4 and 2x2 maps): rows narrower than a vector, where
+#: ``depthwise_lanes`` puts channels in the lanes when its FMA estimate is the lower
+SMALL_SHAPES = {f"{c}x{h}x{h} {k}x{k}{' s2' if s == 2 else ''} {epi}": (c, h, h, k, s, s, epi) for c, h, k, s, epi in (
+    (576, 7, 5, 1, "hswish"), (96, 14, 5, 2, "hswish"), (960, 7, 3, 1, "relu"), (96, 8, 5, 2, "hswish"),
+    (240, 4, 5, 1, "hswish"), (120, 4, 5, 1, "hswish"), (288, 4, 5, 2, "hswish"), (576, 2, 5, 1, "hswish"),
+    (1152, 4, 3, 1, "silu"), (960, 3, 3, 1, "relu"))} | {"odd channels 27x7x4 3x3": (27, 7, 4, 3, 1, 1, "relu")}
+
 BEFORE, AFTER = "simd_depthwise", "default"
 
 
@@ -116,22 +125,27 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--shapes", default="", help="comma-separated names of SHAPES (default: all)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    ap.add_argument("--before", default=BEFORE, help="the Conv variant forced for the table before")
+    ap.add_argument("--small", action="store_true", help="the small-map shapes (SMALL_SHAPES)")
+    ap.add_argument("--name", default="depthwise", help="results file name")
     args = ap.parse_args()
-    names = [s for s in args.shapes.split(",") if s] or list(SHAPES)
+    before = args.before
+    table = {**SHAPES, **SMALL_SHAPES}
+    names = [s for s in args.shapes.split(",") if s] or list(SMALL_SHAPES if args.small else SHAPES)
     opts = CompileOptions()
     target = dataclasses.replace(opts.host_target(), threads=1)
     peak, peak_how = measured_peak("fma")
     rows, out = [], []
     for name in names:
-        c, h, w, k, sh, sw, epi = SHAPES[name]
+        c, h, w, k, sh, sw, epi = table[name]
         model, flops = layer_model(c, h, w, k, sh, sw, epi)
         calls = {}
-        for label, t in ((BEFORE, dataclasses.replace(target, variants=(("Conv", BEFORE),))), (AFTER, target)):
+        for label, t in ((before, dataclasses.replace(target, variants=(("Conv", before),))), (AFTER, target)):
             calls[label] = conv_call(specialize(model, {"x": (1, c, h, w)}, opts, target=t))
         for run, _, _ in calls.values():
             run()
             run()
-        diff = float(np.max(np.abs(calls[BEFORE][1]() - calls[AFTER][1]())))
+        diff = float(np.max(np.abs(calls[before][1]() - calls[AFTER][1]())))
         times: dict[str, list[int]] = {k: [] for k in calls}
         order = list(calls)
         rng = random.Random(0)
@@ -148,7 +162,7 @@ def main() -> None:
                           "gflops_median": flops / med / 1e9, "gflops_min": flops / best / 1e9,
                           "peak_pct_median": 100 * flops / med / 1e9 / peak,
                           "peak_pct_min": 100 * flops / best / 1e9 / peak}
-        b, a = res[BEFORE], res[AFTER]
+        b, a = res[before], res[AFTER]
         out.append({"shape": name, "c": c, "h": h, "w": w, "k": k, "strides": [sh, sw], "epilogue": epi,
                     "flops": flops, "max_abs_diff": diff, "before": b, "after": a})
         rows.append([name, epi, a["variant"], b["gflops_median"], a["gflops_median"], b["peak_pct_median"],
@@ -157,13 +171,13 @@ def main() -> None:
               f"{a['gflops_median']:5.1f} ({a['peak_pct_median']:4.1f}%)  best-of {b['gflops_min']:5.1f} -> "
               f"{a['gflops_min']:5.1f}  x{b['median_us'] / a['median_us']:.2f}  max|diff| {diff:.1e}", flush=True)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    write_json("depthwise", {"runs": args.runs, "peak_gflops": peak, "peak": peak_how, "loadavg": load,
-                             "before": BEFORE, "after": "default table", "shapes": out}, args.out)
-    write_markdown("depthwise", ["shape", "epilogue", "after: variant", "before GFLOP/s", "after GFLOP/s",
+    write_json(args.name, {"runs": args.runs, "peak_gflops": peak, "peak": peak_how, "loadavg": load,
+                           "before": before, "after": "default table", "shapes": out}, args.out)
+    write_markdown(args.name, ["shape", "epilogue", "after: variant", "before GFLOP/s", "after GFLOP/s",
                                  "before % peak", "after % peak", "before (min)", "after (min)", "speed-up",
                                  "max abs diff"], rows,
-                   title="Depthwise Conv kernels: simd_depthwise (before) vs the default table (after)",
-                   notes=[f"`python benchmarks/depthwise.py --runs {args.runs}`: one Conv kernel call, 1 thread, "
+                   title=f"Depthwise Conv kernels: {before} (before) vs the default table (after)",
+                   notes=[f"`python {' '.join(sys.argv)}`: one Conv kernel call, 1 thread, "
                           "thread CPU time, before/after interleaved in random order in one process; medians, "
                           "(min) = best run",
                           f"peak {peak:.1f} GFLOP/s ({peak_how}); load average at the end {' '.join(load)}"],

@@ -483,7 +483,8 @@ def above_peak(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Calls whose GFLOP/s exceed the machine's peak, counted by kernel variant: their FLOPs are the direct
     convolution's (``flops.node_flops``) while the variant computes fewer multiplies (Winograd: 4x fewer in
     its GEMMs; ``simd_depthwise_static`` leaves out the taps in the top and bottom padding of short maps, 40-60%
-    of a 5x5 window on 2-3 rows), so their GFLOP/s are *effective* ones (direct-convolution FLOPs / time)."""
+    of a 5x5 window on 2-3 rows; ``depthwise_lanes`` every tap in the padding, half of a 5x5 window on a 4x4
+    map), so their GFLOP/s are *effective* ones (direct-convolution FLOPs / time)."""
     out: dict[str, int] = {}
     for r in rows:
         if r["flops"] and (r["percent_of_peak"] or 0) > 100:

@@ -93,8 +93,10 @@ def assert_in_registers(compiled, op: str, width: int) -> None:
         steps = call.node.attrs.get("post", ())
         assert steps, f"{call.node.describe()}: nothing fused"
         assert SCALAR_EPILOGUE not in src, f"{call.variant}: scalar epilogue for {[s.op for s in steps]}"
-        for s in steps:
+        for i, s in enumerate(steps):
             fn = re.match(r"[a-z]+", vector_expr(s.op, dict(s.attrs), width, "ACC")).group()
+            if s.op == "HardSwish" and steps[i + 1:i + 2] and steps[i + 1].op == "ScaleShift":
+                fn = "vminf"  # folded with the ScaleShift after it (``epilogue.hardswish_scaleshift``)
             assert re.search(fn + r"\d+\(", src), f"{call.variant}: {s.op}'s vector form {fn} is not in the kernel"
 
 
@@ -109,7 +111,7 @@ def test_every_activation_in_registers(kind: str, width: int) -> None:
     compiled = cnnjit.compile(model, vector_width=width)
     variants = {c.variant for c in compiled._default_spec().program.calls if c.op == op}
     want = {"pointwise": {"simd_pointwise", "cvec_pointwise", "channel_pointwise"},
-            "depthwise": {"simd_depthwise", "simd_depthwise_row", "simd_depthwise_static"},
+            "depthwise": {"simd_depthwise", "simd_depthwise_row", "simd_depthwise_static", "depthwise_lanes"},
             "dense": {"simd_conv", "cvec", "winograd_f4"}, "gemm": {"simd_gemm"}}[kind]
     assert variants <= want, variants
     assert_in_registers(compiled, op, width)

@@ -232,6 +232,30 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
     return None
 
 
+#: ``scale * HardSwish(x) + shift`` as one step of four operations (``hardswish_scaleshift``); a benchmark's
+#: "before" sets it False
+FOLD_HARDSWISH_SCALE = True
+
+
+def hardswish_scaleshift(scale: float | str, shift: float | str, w: int, x: str) -> str:
+    """``scale * HardSwish(x) + shift`` (PP-LCNetV3's learnable affine after every HardSwish) in four vector
+    operations instead of five: ``fma(x, clamp(fma(x, scale / 6, scale / 2), min(scale, 0), max(scale, 0)),
+    shift)``, the scale taken into the clamp (``scale * clamp(u, 0, 1) = clamp(scale * u, ..)`` with the
+    bounds swapped for a negative scale). The clamps are compare-selects (one ``maxps`` / ``minps`` each: a
+    NaN ``x`` gives a bound there, and NaN from the last FMA, as HardSwish's ``x * ...`` does). ``scale``,
+    ``shift``: numbers, or the names of kernel parameters (``RUNTIME_ATTRS``)."""
+    def b(e: str) -> str:
+        return f"vbcast{w}({e})"
+
+    if isinstance(scale, _Param):
+        s6, s2, lo, hi = f"{scale} * {flit(1.0 / 6.0)}", f"{scale} * 0.5", f"min({scale}, 0.0)", f"max({scale}, 0.0)"
+    else:
+        s6, s2, lo, hi = (flit(v) for v in (scale / 6.0, scale * 0.5, min(scale, 0.0), max(scale, 0.0)))
+    t = shift if isinstance(shift, _Param) else flit(shift)
+    u = f"vfma{w}({x}, {b(s6)}, {b(s2)})"
+    return f"vfma{w}({x}, vminf{w}(vmaxf{w}({u}, {b(lo)}), {b(hi)}), {b(t)})"
+
+
 _VEC_RESIDUAL = {"Add": "vadd", "Mul": "vmul", "PRelu": "vprelu"}
 
 
@@ -243,7 +267,19 @@ def vector_lines(node: Node, acc: str, idx: str, w: int, masked: bool, cnt: str 
     loading residual input ``k`` (default: contiguous lanes at ``idx``); ``params`` (``attr_params``) names
     the kernel parameters that stand for attributes."""
     lines = []
-    for i, (op, a, k) in enumerate(_steps(node)):
+    steps = _steps(node)
+    skip = False
+    for i, (op, a, k) in enumerate(steps):
+        if skip:
+            skip = False
+            continue
+        if (FOLD_HARDSWISH_SCALE and op == "HardSwish" and i + 1 < len(steps) and steps[i + 1][0] == "ScaleShift"
+                and steps[i + 1][2] is None):
+            nxt = get_op("ScaleShift").check_attrs(dict(steps[i + 1][1]))
+            nxt.update({name: _Param(p) for name, p in (params or {}).get(i + 1, {}).items()})
+            lines.append(f"{acc} = {hardswish_scaleshift(nxt['scale'], nxt['shift'], w, acc)}")
+            skip = True
+            continue
         if k is not None:
             if residual_load is not None:
                 load = residual_load(k)

@@ -26,7 +26,8 @@ Per output vector of a band of ``R`` rows (AVX2, 16 registers: the weights are b
 ``kh`` at a time, in a loop over the columns): ``kh * kw`` FMAs, ``((R - 1) * sh + kh) * kw / R`` input loads
 and ``kh * kw / R`` weight broadcasts (5x5, R = 7: 25 FMAs, 11.4 loads; 3x3, R = 8: 9 FMAs, 4.9 loads), one
 store, the epilogue (HardSwish: one FMA, a max, a min, a mul, each with a constant operand: one instruction
-each, checked in the assembly; PP-LCNetV3's ScaleShift after it one FMA more) and the copy (stride 1: a load
+each, checked in the assembly; with PP-LCNetV3's ScaleShift after it, folded, two FMAs, a max and a min:
+``epilogue.hardswish_scaleshift``) and the copy (stride 1: a load
 and a store per input vector). Zen 3 issues 2 loads and 2 FMAs a cycle, so the loads (under half an FMA's
 worth) do not bound the sweep; what is left is the epilogue and the copy beside the FMAs (5x5 with
 HardSwish + ScaleShift: 25 FMAs and 5 other vector ops). The inner loop (40x40, 5x5, 8 rows, one column):
