@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
+from . import team as _team
 from .atomics import (
     atomic_add,
     atomic_load,
@@ -45,7 +46,7 @@ from .atomics import (
     sched_yield,
     spin_clock,
 )
-from .batchrows import EPOCH, THREADS, VAR, batch_rows, split_job
+from .batchrows import EPOCH, THREADS, VAR, batch_rows, native_functions, split_desc, split_job
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
@@ -71,6 +72,8 @@ from .team import (
     team,
     use_idle_wait,
 )
+
+_team.SPLIT_TOOLS = (native_functions, split_desc)  # (team.py reaches them without importing numba code)
 
 
 @njit(nogil=True, cache=True)

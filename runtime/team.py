@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cnnjit.ir.errors import CompileError
+
 from .adaptive import Chooser
 from .cpus import usable_cpus
 
@@ -41,6 +43,9 @@ SPIN = 200_000
 #: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
 #: completion that a sleeper may wait for wakes it)
 SLEEP_NS = 1_000_000
+#: ``(native_functions, split_desc)`` of ``runtime.batchrows``, set by ``runtime.parallel`` when it loads: a
+#: team runs split jobs only once parallel's idle wait runs its workers, and team.py stays free of numba
+SPLIT_TOOLS: tuple[Callable, Callable] | None = None
 #: a counter word is ``epoch << SHIFT | count``
 SHIFT = 24
 #: a claim counter's count is ``parts taken from the back * BACK + parts taken from the front``
@@ -330,8 +335,9 @@ class ParallelRun:
             overloads = getattr(self.fn, "overloads", None)
             if not overloads:
                 return None  # (not compiled yet: look again at the next run)
-            from .batchrows import native_functions, split_desc  # (numba: loaded, as the team's native jobs)
-
+            if SPLIT_TOOLS is None:
+                return None
+            native_functions, split_desc = SPLIT_TOOLS
             fns = native_functions(self.fn)
             desc = split_desc(fns[0], buffers, self.state, self.team_size) if fns and len(fns) == 1 else None
             got = None if desc is None else (desc, (self.state, *buffers))
@@ -354,8 +360,6 @@ class ParallelRun:
                 t.run(self.fn, buffers, self.state, self.epoch, self.team_size)
             elif not t.run_split(self._entry, buffers, self.state, self.epoch, desc, S_INFLIGHT):
                 self.run_alone(*buffers)  # (a worker's part raised: the error, raised on this thread)
-                from cnnjit.ir.errors import CompileError
-
                 raise CompileError("a worker's part of a parallel run failed but not when the run was repeated on "
                                    "one thread (a compiler bug; please report it with the model)")
         finally:

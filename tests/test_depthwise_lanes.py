@@ -22,7 +22,7 @@ from test_simd_widths import applicable_variants, compile_variant
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
-from cnnjit.compiler.codegen.kernels.depthwise_lanes import depthwise_lanes_applies
+from cnnjit.compiler.codegen.kernels.depthwise_lanes import depthwise_lanes_applies, lanes_cost, rows_cost
 
 WIDTHS = (4, 8, 16)
 ACTS = [None, "Relu", "Clip", "HardSwish", "HardSigmoid", "SiLU"]
@@ -82,11 +82,15 @@ def test_default_for_small_maps() -> None:
     """MobileNetV3's depthwise layers on 7x7, 4x4 and 2x2 maps (and the stride-2 5x5 into 4x4) run with
     channels in the lanes at AVX2 and AVX-512 (row vectors of 8 lanes: 4 columns fill half; a 5x5 window on 7
     columns computes 20 taps in the padding per row)."""
-    for shape in [(240, 4, 4, 5, 1), (576, 2, 2, 5, 1), (96, 8, 8, 5, 2), (288, 4, 4, 5, 2), (20, 3, 3, 3, 1),
-                  (576, 7, 7, 5, 1)]:
+    for shape in [(240, 4, 4, 5, 1), (96, 8, 8, 5, 2), (288, 4, 4, 5, 2), (20, 3, 3, 3, 1), (576, 7, 7, 5, 1)]:
         node = _node(*shape)
         for target in (AVX2, AVX512):
             assert choose(node, target).name == "depthwise_lanes", (shape, target.vector_width)
+    # a 5x5 on a 2x2 map: ``conv_dead_taps`` drops the taps that read only padding (a 3x3, pads 1), where the
+    # estimates tie (12 FMAs per channel each) and the row kernel, first by priority, is kept
+    node = _node(576, 2, 2, 5, 1)
+    assert node.attrs["kernel_shape"] == [3, 3] and lanes_cost(node, 8) == rows_cost(node, 8)
+    assert choose(node, AVX2).name == "simd_depthwise_static"
 
 
 def test_not_for_wide_rows_residuals_multipliers_few_channels_or_more_fmas() -> None:

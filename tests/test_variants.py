@@ -136,8 +136,9 @@ def test_bf16_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> N
 def test_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> None:
     op, name = key
     model, shape = CASES[key]
-    assert name in applicable_variants(model, op, width)
-    compiled = cnnjit.compile(model, vector_width=width, variants={op: name})
+    keep = ("conv_dead_taps",)  # (each case's kernel as written: the pass would drop taps that read only padding)
+    assert name in applicable_variants(model, op, width, disable=keep)
+    compiled = cnnjit.compile(model, vector_width=width, variants={op: name}, disable=keep)
     assert {c.variant for c in compiled._default_spec().program.calls if c.op == op} == {name}
     x = np.random.default_rng(width).standard_normal(shape).astype(np.float32)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])

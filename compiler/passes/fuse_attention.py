@@ -40,6 +40,12 @@ def _scaled(node: Node | None, v: Value) -> tuple[Value, float] | None:
 
 
 def _swaps_last_two(node: Node | None) -> bool:
+    """``node`` gives its input with the last two axes swapped: that Transpose, or the Reshape
+    ``cancel_transposes`` made of it where one of the two axes has size 1 (the same bytes)."""
+    if node is not None and node.op == "Reshape" and len(node.inputs) == 1:
+        src, out = tuple(node.inputs[0].shape), tuple(node.outputs[0].shape)
+        return (len(src) >= 2 and 1 in src[-2:] and all(isinstance(d, int) for d in src)
+                and out == src[:-2] + (src[-1], src[-2]))
     if node is None or node.op != "Transpose":
         return False
     perm = list(node.attrs.get("perm", ()))

@@ -57,7 +57,7 @@ def depthwise_lanes_applies(node: Node, target: Target) -> bool:
     a = node.attrs
     if not (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
             and wt.shape[0] == x.shape[1] and wt.shape[1] == 1 and tuple(a["dilations"]) == (1, 1)
-            and (len(node.inputs) < 3 or node.inputs[2].is_const)):
+            and (len(node.inputs) < 3 or node.inputs[2] is None or node.inputs[2].is_const)):
         return False
     (kh, kw), (OH, OW) = a["kernel_shape"], y.shape[2:]
     w = row_width(target, OW)
