@@ -68,15 +68,13 @@ MIN_PARALLEL_US = 25.0
 #: hand-over (median 0.1-0.3 us, but tens of microseconds when the other thread was descheduled)
 WAKE_US = 25.0
 #: split nothing unless the layers above MIN_PARALLEL_US add up to this much (microseconds): the split
-#: layers' half must be worth a few times the worker's wake-up. It was 1500 us while a team's worker took
-#: ~25 us to reach every run (it returned to Python and took the GIL; ResNet-8, 295 us of such layers by the
-#: estimate, ran 0.597 ms with 2 threads vs 0.514 with 1 at load ~12). A worker now runs its share inside its
-#: idle wait (a split job, ``runtime/team.py: Team.run_split``), starting as soon as the run is posted when
-#: it spins, and a schedule below ``ADAPTIVE_BELOW_US`` also has its serial twin, run whenever it has been
-#: faster lately (a busy machine): so small models split too. The cost is compile time (the split schedule and
-#: its twin: ResNet-8 cold ~33 -> ~44 s), at ``threads > 1`` only (the test suite compiles with one thread
-#: unless a test asks for more)
-MIN_PARALLEL_TOTAL_US = 4 * WAKE_US
+#: layers' half must be worth a few times the worker's wake-up. Tried at 4 x WAKE_US (session 17: a worker now
+#: runs its share inside its idle wait, ``Team.run_split``, and small schedules have a serial twin): ResNet-8
+#: on the team every run was 1.23x faster at 2 threads (``benchmarks/split_job.py``, load 0.8), but its
+#: default as users run it was not (each engine in its own process, 2 threads 0.324 vs 1 thread 0.295 ms; in
+#: one process 0.275 vs 0.255: the chooser's tries and the worker's wake-ups between calls), and its cold
+#: compile doubled (~16 -> ~34 s): kept at 1500 us, where a small model's 2-thread program is its 1-thread one
+MIN_PARALLEL_TOTAL_US = 1500.0
 #: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
 #: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
 #: whether the second thread pays there depends on the machine's load from run to run
