@@ -381,3 +381,39 @@ def test_vtaps_is_a_row_of_broadcast_fmas(lanes: int) -> None:
     want[2] += np.float64(x[12]) * w
     run(x, 5, w, acc)
     np.testing.assert_array_equal(acc.reshape(3, lanes), want.astype(np.float32))
+
+
+@pytest.mark.parametrize("lanes", [4, 8, 16, 32])
+def test_vscatter4t_stores_four_pixels_as_rows(lanes: int) -> None:
+    """``vscatter4t`` (the tile's stores, ``epilogue.channel_stores``): lane ``j`` of the four pixel vectors
+    lands at ``buf[i + j * s + 0..3]``, at the machine widths and a tile row of two AVX-512 vectors, nothing
+    else written (the gaps between the planes keep their NaNs)."""
+    from numba import njit
+
+    from cnnjit.compiler.codegen import simd
+    load, scatter4 = getattr(simd, f"vload{lanes}"), getattr(simd, f"vscatter4t{lanes}")
+
+    @njit
+    def run(src, out, i, s):
+        scatter4(out, i, s, load(src, 0), load(src, lanes), load(src, 2 * lanes), load(src, 3 * lanes))
+
+    src = np.random.default_rng(lanes).standard_normal(4 * lanes).astype(np.float32)
+    s, i = 7, 3  # planes 7 apart (not a vector width), from element 3
+    out = np.full(i + lanes * s + 4, np.nan, np.float32)
+    run(src, out, i, s)
+    want = np.full_like(out, np.nan)
+    for j in range(lanes):
+        want[i + j * s: i + j * s + 4] = src.reshape(4, lanes)[:, j]
+    np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_whole_tiles_store_quads_of_pixels(width: int) -> None:
+    """A row of 8 output pixels in tiles of 4 (ResNet-8's 32 -> 64 stride-2 layer) stores each tile as rows of
+    four pixels per channel (``vscatter4t``), and matches the reference; where the register budget allows
+    fewer than 4 pixels per tile (16 lanes on a 16-register host), each pixel is one strided store."""
+    prog = _check(dict(n=1, c=32, m=4 * width, g=1, k=3, s=2, d=1, h=16, w=16, pads=[1, 1, 1, 1],
+                       act="Relu", residual=False, seed=3), width)
+    _, pixels = cblock_tile(Target(vector_width=width, vector_registers=host_vector_registers(width)), 4 * width, 8)
+    sources = [prog.kernel_sources[c.kernel] for c in prog.calls if c.op == "Conv"]
+    assert all((f"vscatter4t{2 * width}(" in src) == (pixels >= 4) for src in sources), pixels

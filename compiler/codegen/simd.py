@@ -15,6 +15,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
+    vscatter4t16(buf, i, s, a, b, c, d)   lane j of a, b, c, d at buf[i + j * s + 0..3] (a 16 x 4 tile as rows)
     vexp16 / vlog16 / vtanh16 / vsigmoid16 / verf16 / vsilu16 / vgelu16 ...   float32 math with a stated
                            max error (``simd_math``: the functions and their error table)
     vziplo16(a, b) / vziphi16(a, b)    the low / high halves of a and b interleaved (a0 b0 a1 b1 ...)
@@ -386,20 +387,41 @@ def _make(n: int) -> dict[str, object]:
         inverse. Eight in-group unpacks (x86 ``unpck{l,h}ps``/``unpck{l,h}pd``, NEON ``zip``), where a
         stride-4 de-interleave (``vload4t``) crosses the groups (AVX2: ``vpermps`` and blends)."""
         def codegen(context, builder, sig, args):
-            def shuf(x, y, pick):
-                return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n),
-                                                                [i for q in range(0, n, 4) for i in pick(q)]))
-
-            a_, b_, c_, d_ = args
-            lo0 = shuf(a_, b_, lambda q: (q, n + q, q + 1, n + q + 1))  # a0 b0 a1 b1
-            hi0 = shuf(a_, b_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # a2 b2 a3 b3
-            lo1 = shuf(c_, d_, lambda q: (q, n + q, q + 1, n + q + 1))  # c0 d0 c1 d1
-            hi1 = shuf(c_, d_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # c2 d2 c3 d3
-            parts = [shuf(x, y, lambda q: (q + h, q + h + 1, n + q + h, n + q + h + 1))
-                     for x, y in ((lo0, lo1), (hi0, hi1)) for h in (0, 2)]
-            return context.make_tuple(builder, sig.return_type, parts)
+            return context.make_tuple(builder, sig.return_type, _trq(builder, args))
 
         return types.UniTuple(vt, 4)(a, b, c, d), codegen
+
+    def _trq(builder, vecs) -> list:
+        """``vtrq``'s shuffles: four vectors' 4x4 blocks of each 128-bit group transposed."""
+        def shuf(x, y, pick):
+            return builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                            [i for q in range(0, n, 4) for i in pick(q)]))
+
+        a_, b_, c_, d_ = vecs
+        lo0 = shuf(a_, b_, lambda q: (q, n + q, q + 1, n + q + 1))  # a0 b0 a1 b1
+        hi0 = shuf(a_, b_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # a2 b2 a3 b3
+        lo1 = shuf(c_, d_, lambda q: (q, n + q, q + 1, n + q + 1))  # c0 d0 c1 d1
+        hi1 = shuf(c_, d_, lambda q: (q + 2, n + q + 2, q + 3, n + q + 3))  # c2 d2 c3 d3
+        return [shuf(x, y, lambda q: (q + h, q + h + 1, n + q + h, n + q + h + 1))
+                for x, y in ((lo0, lo1), (hi0, hi1)) for h in (0, 2)]
+
+    @intrinsic
+    def vscatter4t(typingctx, arr, idx, stride, a, b, c, d):
+        """Lane ``j`` of ``a, b, c, d`` (four consecutive pixels of ``n`` channels) at ``buf[i + j * stride
+        + 0..3]``: the register tile's ``n x 4`` block stored as 4-element rows of ``n`` channel planes.
+        ``vtrq``'s in-group transposes, then one 128-bit store per lane (``vscatter``: one store and one lane
+        extract per element, AVX2 having no scatter)."""
+        def codegen(context, builder, sig, args):
+            quad = ir.VectorType(ir.FloatType(), 4)
+            for k, part in enumerate(_trq(builder, args[3:])):
+                for q in range(0, n, 4):  # lanes 4q..4q+3 of part k: channel q + k's four pixels
+                    row = builder.shuffle_vector(part, part, ir.Constant(ir.VectorType(ir.IntType(32), 4),
+                                                                         list(range(q, q + 4))))
+                    builder.store(row, _vptr(context, builder, sig.args[0], args[0],
+                                             _row_index(context, builder, sig, args, q + k), quad), align=4)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, stride, a, b, c, d), codegen
 
     @intrinsic
     def vinsert(typingctx, v, lane, x):
@@ -590,7 +612,7 @@ def _make(n: int) -> dict[str, object]:
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
         f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
-        f"vscatter{n}": vscatter, f"vgather{n}": vgather,
+        f"vscatter{n}": vscatter, f"vscatter4t{n}": vscatter4t, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
         f"vloadi8{n}": vloadi8,
         **({f"vloadtr{n}": tr[0], f"vstoretr{n}": tr[1]} if tr else {}),
@@ -620,6 +642,6 @@ def prefetch(typingctx, arr, idx):
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
-    "vscattern", "vgathern", "vhsum", "vdiv",
+    "vscatter4t", "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)] + [
     f"{op}{n}" for n in WIDTHS for op in ("vloadtr", "vstoretr")]

@@ -23,7 +23,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
-from .epilogue import Epilogue
+from .epilogue import Epilogue, channel_stores
 from .packed_gemm import gemm_tile, pack_panels, row_tiles
 from .packed_pointwise import packed_pointwise_applies
 from .simd_pointwise import is_pointwise, pointwise_operands
@@ -60,9 +60,11 @@ def channel_source(node: Node, w: int, mr: int, nr: int, pixels: int) -> tuple[s
         for i in range(rows):
             out.append(f"{ind}yq = y0 + q0 * P + m + {i}")
             out += epi.vector(ind, f"a{nc}_{i}", "", nc, False)
-            out.append(f"{ind}vscattern{nc}(yb, yo + yq, P, a{nc}_{i}, cnt)" if masked
-                       else f"{ind}vscatter{nc}(yb, yo + yq, P, a{nc}_{i})")
-        return out
+            if masked:
+                out.append(f"{ind}vscattern{nc}(yb, yo + yq, P, a{nc}_{i}, cnt)")
+        if masked:
+            return out
+        return out + channel_stores(ind, [f"a{nc}_{i}" for i in range(rows)], "y0 + q0 * P + m", nc)
 
     def tile(rows: int, ind: str) -> list[str]:
         """``rows`` pixels from pixel ``m`` x the panel of output channels from ``q0``."""

@@ -23,7 +23,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from ..parts import node_part, part_space
-from .epilogue import Epilogue, has_residual
+from .epilogue import Epilogue, channel_stores, has_residual
 from .simd_conv import conv_tile
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
@@ -126,10 +126,14 @@ def cblock_source(node: Node, lanes: int, np_: int, geometry: tuple[int, ...], r
         out += [f"{ind}else:", *loop]
         for j in range(t):
             out += [f"{ind}yq = (n * M + m0) * P + oh * OW + {start} + {j}",
-                    *epi.vector(ind, f"a{j}", "", lanes, False),
-                    f"{ind}vscattern{lanes}(yb, yo + yq, P, a{j}, cnt)" if ragged else
-                    f"{ind}vscatter{lanes}(yb, yo + yq, P, a{j})",
-                    *epi.after(ind, [f"for i in range({'cnt' if ragged else lanes}):"], "yq + i * P")]
+                    *epi.vector(ind, f"a{j}", "", lanes, False)]
+            if ragged:
+                out.append(f"{ind}vscattern{lanes}(yb, yo + yq, P, a{j}, cnt)")
+        first = f"(n * M + m0) * P + oh * OW + {start}"
+        if not ragged:
+            out += channel_stores(ind, [f"a{j}" for j in range(t)], first, lanes)
+        for j in range(t):
+            out += epi.after(ind, [f"for i in range({'cnt' if ragged else lanes}):"], f"{first} + {j} + i * P")
         return out
 
     # output columns whose every tap is inside [0, Win)
