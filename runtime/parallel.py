@@ -40,13 +40,14 @@ from .atomics import (
     atomic_add,
     atomic_load,
     compare_swap,
+    current_cpu,
     futex_wait,
     futex_wake,
     monotonic_ns,
     sched_yield,
     spin_clock,
 )
-from .batchrows import EPOCH, THREADS, VAR, batch_rows, native_functions, split_desc, split_job
+from .batchrows import CALLER_CPU, EPOCH, THREADS, VAR, batch_rows, native_functions, split_desc, split_job
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
@@ -193,6 +194,7 @@ def run_batch(w: np.ndarray, d: np.ndarray, job: int) -> int:  # pragma: no cove
     """Post native job ``job`` (``Team.native_job``; a batch described in ``d``) to the team's idle workers
     and run the caller's part (thread 0): claim and run samples, then wait until every sample is finished
     (``batchrows.batch_rows``). How many samples the caller ran."""
+    d[CALLER_CPU] = current_cpu()  # (a worker woken onto this CPU moves off it: batchrows._off_callers_cpu)
     w[NATIVE] = job  # (before the job count: a worker that sees the count sees the job native)
     post(w)
     return batch_rows(d, 0, True)
