@@ -258,22 +258,23 @@ def _wait_all(d, ep, batch):  # pragma: no cover - compiled
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _off_callers_cpu(d):  # pragma: no cover - compiled
-    """If this worker runs on the CPU the caller of the batch described by ``d`` runs on (``CALLER_CPU``), let
-    it run only on the process's other CPUs (``CPUS``): the kernel moves it there at once, and it stays
-    off that CPU until a later batch finds it on the caller's again.
+def _off_callers_cpu(d, caller, cpus):  # pragma: no cover - compiled
+    """If this worker runs on the CPU the caller of the job described by ``d`` runs on (``d[caller]``: a
+    batch's ``CALLER_CPU``, a split job's ``S_CALLER``), let it run only on the process's other CPUs (the
+    ``CPU_WORDS`` words from ``d[cpus]``): the kernel moves it there at once, and it stays off that CPU until
+    a later job finds it on the caller's again.
 
     A sleeping worker woken by the caller is often placed on the caller's own CPU when no CPU is idle
     (wake-affine: another process busy on the other core): the two threads then take turns on one CPU,
     the worker preempting the caller right after the post, and a split batch costs more than the caller
     alone (measured, VWW batch 8 on 2 threads: 2.0 ms against 1.7 ms alone and 0.9 ms on two CPUs)."""
     here = current_cpu()
-    if here < 0 or here >= 64 * CPU_WORDS or here != atomic_load(d, CALLER_CPU):
+    if here < 0 or here >= 64 * CPU_WORDS or here != atomic_load(d, caller):
         return
     mask = np.empty(CPU_WORDS, np.int64)
     rest = 0
     for k in range(CPU_WORDS):
-        mask[k] = d[CPUS + k]
+        mask[k] = d[cpus + k]
         if k == here // 64:
             mask[k] &= ~(np.int64(1) << (here % 64))
         rest |= mask[k]
@@ -302,7 +303,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         if i < 0:
             break
         if tid:  # (a worker with a sample to run)
-            _off_callers_cpu(d)
+            _off_callers_cpu(d, CALLER_CPU, CPUS)
         at = tr + TRACE_ROW * (TRACE_THREADS + i) if tr else 0
         if at + TRACE_ROW > len(d):  # (a sample beyond the trace's room)
             at = 0
@@ -365,8 +366,13 @@ def words_at(typingctx, addr, n):
 #: address, how many threads take part; the state's length (at ``STN``, where ``call_raw`` reads it); the
 #: workers running it now (own line: only an aborted run's caller reads it); the buffers (``call_raw``)
 S_EP, S_FN, S_NBUF, S_ST, S_THREADS = range(5)
+#: the CPU the caller posted the last run from (``parallel.post``), and where the process's CPUs are written
+#: (``cpu_set_words``; zeros: workers stay where they are): a worker on the caller's CPU moves off it
+#: (``_off_callers_cpu``) before it joins the run
+S_CALLER = 5
 S_BUF = 3 * LINE  # (S_INFLIGHT, 2 * LINE: in team.py, which reads it without numba)
-SPLIT_WORDS = S_BUF + 3 * MAX_BUFFERS
+S_CPUS = S_BUF + 3 * MAX_BUFFERS
+SPLIT_WORDS = S_CPUS + CPU_WORDS
 
 
 def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, threads: int) -> np.ndarray | None:
@@ -379,6 +385,9 @@ def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, thread
         return None
     s = np.zeros(SPLIT_WORDS, np.int64)
     s[S_FN], s[S_NBUF], s[S_ST], s[S_THREADS], s[STN] = fn, len(buffers), state.ctypes.data, threads, len(state)
+    s[S_CALLER] = -1
+    if KEEP_OFF_CALLER:
+        s[S_CPUS:S_CPUS + CPU_WORDS] = cpu_set_words()
     for k, b in enumerate(buffers):
         s[S_BUF + 3 * k:S_BUF + 3 * k + 3] = b.ctypes.data, b.size, b.itemsize
     return s
@@ -395,6 +404,7 @@ def split_job(addr, tid):  # pragma: no cover - compiled
     s = words_at(addr, SPLIT_WORDS)
     if tid >= s[S_THREADS]:
         return
+    _off_callers_cpu(s, S_CALLER, S_CPUS)
     atomic_add(s, S_INFLIGHT, 1)
     ep = atomic_load(s, S_EP)
     if call_raw(s[S_FN], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
@@ -552,6 +562,6 @@ class Desc:
 
 
 __all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
-           "cpu_set_words", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
+           "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
            "batch_rows", "words_at", "split_desc", "split_job", "stopped_at",
            "start_trace", "read_trace", "native_functions", "Desc"]

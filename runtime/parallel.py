@@ -47,7 +47,19 @@ from .atomics import (
     sched_yield,
     spin_clock,
 )
-from .batchrows import CALLER_CPU, EPOCH, THREADS, VAR, batch_rows, native_functions, split_desc, split_job
+from .batchrows import (
+    CALLER_CPU,
+    EPOCH,
+    S_CALLER,
+    SPLIT_WORDS,
+    THREADS,
+    VAR,
+    batch_rows,
+    native_functions,
+    split_desc,
+    split_job,
+    words_at,
+)
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
@@ -172,8 +184,12 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
 
 @njit(nogil=True, cache=True)
 def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Count one job posted to a team's idle workers and wake those asleep; the new count."""
+    """Count one job posted to a team's idle workers and wake those asleep; the new count. A split job's
+    description (the job about to be counted) gets the caller's CPU (``batchrows.S_CALLER``: a worker woken
+    onto it moves off it, ``batchrows._off_callers_cpu``)."""
     w[REST] = 0
+    if atomic_load(w, SPLIT) == w[JOBS] + 1:  # (Team.run_split: its description is alive and current)
+        words_at(w[SPLIT_DESC], SPLIT_WORDS)[S_CALLER] = current_cpu()
     n = atomic_add(w, JOBS, 1) + 1
     if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
         futex_wake(w, JOBS)
