@@ -33,16 +33,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .atomics import (
-    atomic_add,
-    atomic_load,
-    compare_swap,
-    current_cpu,
-    futex_wait,
-    futex_wake,
-    set_thread_affinity,
-    spin_clock,
-)
+from . import atomics as _at
+from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wake, spin_clock
 from .atomics import monotonic_ns as clock_ns
 from .atomics import thread_cpu_ns as cpu_ns
 from .numba_cache import LoadWithoutRefresh
@@ -268,7 +260,7 @@ def _off_callers_cpu(d, caller, cpus):  # pragma: no cover - compiled
     (wake-affine: another process busy on the other core): the two threads then take turns on one CPU,
     the worker preempting the caller right after the post, and a split batch costs more than the caller
     alone (measured, VWW batch 8 on 2 threads: 2.0 ms against 1.7 ms alone and 0.9 ms on two CPUs)."""
-    here = current_cpu()
+    here = _at.current_cpu()
     if here < 0 or here >= 64 * CPU_WORDS or here != atomic_load(d, caller):
         return
     mask = np.empty(CPU_WORDS, np.int64)
@@ -279,7 +271,7 @@ def _off_callers_cpu(d, caller, cpus):  # pragma: no cover - compiled
             mask[k] &= ~(np.int64(1) << (here % 64))
         rest |= mask[k]
     if rest != 0:  # (another CPU to go to; a refusal leaves the worker where it is)
-        set_thread_affinity(mask)
+        _at.set_thread_affinity(mask)
 
 
 @njit(nogil=True, cache=True)
@@ -297,7 +289,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         d[tr + TRACE_ROW * tid + 3] = -cpu_ns()
     while True:
         if tid == 0:  # (where the caller is now: a worker on its CPU would take turns with it)
-            d[CALLER_CPU] = current_cpu()
+            d[CALLER_CPU] = _at.current_cpu()
         batch = d[BATCH]
         i = _claim(d, ep, batch)
         if i < 0:
@@ -308,7 +300,7 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         if at + TRACE_ROW > len(d):  # (a sample beyond the trace's room)
             at = 0
         if at:  # (sample: which thread ran it and on which CPU, when it began and ended, its CPU time)
-            d[at], d[at + 1], d[at + 3] = tid + TRACE_CPU * (current_cpu() + 1), clock_ns(), -cpu_ns()
+            d[at], d[at + 1], d[at + 3] = tid + TRACE_CPU * (_at.current_cpu() + 1), clock_ns(), -cpu_ns()
         # (a sample claimed in batch ``ep``: the batch is not over, so ``d`` still describes it)
         nbuf, nfn, nin, nout = d[NBUF], d[NFN], d[NIN], d[NOUT]
         io = VAR + nfn
