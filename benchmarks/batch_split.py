@@ -8,6 +8,8 @@ Wall-clock speed-ups need a quiet machine; what this script reports holds on a b
 
 * ``CPU us/img``: the CPU time (``time.thread_time``) the threads spent inside their share of the batch
   (``run_samples``: claims, copies, the schedule, and the caller's wait for the last sample), per image;
+  ``caller CPU ms`` / ``worker CPU ms``: the same per thread and batch (the work's balance: on a quiet
+  machine the batch's wall time is about the larger of the two);
 * ``worker share``: the share of the samples the team's worker ran (a split that runs every sample on one
   thread while the other waits for the GIL has 0 or 1 here, ~0.5 when both run);
 * ``both busy``: of the batch's wall time, the share during which both threads were inside their share and
@@ -23,12 +25,19 @@ Wall-clock speed-ups need a quiet machine; what this script reports holds on a b
   thread ran what and when; a few clock reads per sample): ``sample us alone`` / ``side by side`` (the
   median wall time of a sample while the other thread ran none / one: equal when the threads' work sets do
   not contend, no false sharing or shared bandwidth), ``worker late us`` (the worker's start after the
-  caller's) and ``caller waits us`` (the caller's wait for the worker's last sample).
+  caller's), ``caller waits us`` (the caller's wait for the worker's last sample) and ``worker on the
+  caller's CPU`` (the share of the worker's samples that began on a CPU the caller ran a sample of the same
+  batch on: the two threads took turns on one CPU).
 
 Modes, interleaved in random order in one process: ``1 thread, python`` / ``1 thread, native`` (the batch's
 samples on the calling thread, from Python or in one native call), ``split, python`` / ``split, native``
-(``BatchLoop`` on two threads of the team, its chooser held on the split). Results:
-``benchmarks/results/batch_split.{json,md}``.
+(``BatchLoop`` on two threads of the team, its chooser held on the split), ``split, native, stay`` (the
+native split with the worker left wherever the kernel wakes it, the caller's CPU included: the behaviour
+before ``batchrows._off_callers_cpu``). Results: ``benchmarks/results/batch_split.{json,md}``.
+
+On a busy machine the kernel often wakes the worker on the caller's CPU; to see the split as on a quiet
+machine without one, run the script in a session of its own whose autogroup outweighs the others
+(``setsid sh -c 'echo -20 > /proc/self/autogroup; exec python benchmarks/batch_split.py ...'``, as root).
 """
 
 from __future__ import annotations
@@ -53,7 +62,11 @@ from cnnjit.runtime.batchloop import BatchLoop  # noqa: E402
 from cnnjit.runtime.batchrows import read_trace, start_trace  # noqa: E402
 from cnnjit.runtime.team import team  # noqa: E402
 
-MODES = ("1 thread, python", "1 thread, native", "split, python", "split, native")
+#: ``split, native, stay``: the same native split, but the team's worker stays on whatever CPU the kernel puts
+#: it, the caller's included (``batchrows.Desc.cpus`` zeroed, the worker's affinity reset to every CPU before
+#: each batch: the behaviour before workers moved off the caller's CPU); ``split, native`` keeps the worker's
+#: affinity from its previous batch of that mode, as a stream of batches does
+MODES = ("1 thread, python", "1 thread, native", "split, python", "split, native", "split, native, stay")
 
 
 def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
@@ -75,18 +88,24 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         raise SystemExit(f"{name}: no native batch job for this schedule")
     worker = team(2)._workers[0]
     clock = time.pthread_getcpuclockid(worker.ident)
+    every = os.sched_getaffinity(0)
+    cpus = native.cpus.copy()
+    kept = [every]  # (the worker's affinity as the last "split, native" batch left it)
     outs = [np.empty((batch, *s), dt) for dt, s in loop._outputs]
 
     desc = team(2).desc
     start_trace(desc)
 
     def once(mode: str) -> dict:
-        runner._desc = native if mode.endswith("native") else False
+        runner._desc = native if "native" in mode else False
         split = mode.startswith("split")
+        native.cpus[:] = 0 if mode.endswith("stay") else cpus
+        if split and "native" in mode:
+            os.sched_setaffinity(worker.native_id, every if mode.endswith("stay") else kept[0])
         if split:
             def go() -> np.ndarray:
                 return loop.run({feed: x})[0]
-        elif mode.endswith("native"):
+        elif "native" in mode:
             def go() -> np.ndarray:
                 loop.ran[:] = [runner.batch_native({feed: x}, outs, None, True), 0]
                 return outs[0]
@@ -98,7 +117,9 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         c0, m0, w0, t0 = time.process_time(), time.thread_time(), time.clock_gettime(clock), time.perf_counter()
         y = go()
         t1, m1, w1 = time.perf_counter(), time.thread_time(), time.clock_gettime(clock)
-        traced = trace(batch) if mode == "split, native" else {}
+        traced = trace(batch) if mode.startswith("split, native") else {}
+        if mode == "split, native":
+            kept[0] = os.sched_getaffinity(worker.native_id)
         time.sleep(0.003)
         cpu = time.process_time() - c0
         assert np.array_equal(y, want), mode  # bit-identical to one sample at a time
@@ -106,6 +127,7 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         main_cpu, worker_cpu = m1 - m0, (w1 - w0 if split else 0.0)
         ran = loop.ran if split else [batch, 0]
         return {"wall_ms": wall * 1e3, "cpu_us_img": (main_cpu + worker_cpu) / batch * 1e6,
+                "caller_cpu_ms": main_cpu * 1e3, "worker_cpu_ms": worker_cpu * 1e3,
                 "worker_share": (batch - ran[0]) / batch if split else 0.0,
                 "both_busy": min(main_cpu, worker_cpu) / wall if split else float("nan"),
                 "off_cpu_ms": ((wall - main_cpu) + (wall - worker_cpu if split else 0.0)) * 1e3,
@@ -118,6 +140,7 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
                 got[mode].append(once(mode))
     finally:
         start_trace(desc, 0)
+        native.cpus[:] = cpus
     runner._desc = native
     rows = []
     for mode, rs in got.items():
@@ -125,32 +148,47 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
         for k in rs[0]:
             if k in TRACED:  # (lists per batch: the median over every batch's samples)
                 pooled = [v for r in rs for v in r[k]]
-                row[k] = statistics.median(pooled) if pooled else float("nan")
+                stat = statistics.mean if k == "same_cpu" else statistics.median  # (a share)
+                row[k] = stat(pooled) if pooled else float("nan")
             else:
                 row[k] = statistics.median(r[k] for r in rs)
         row["wall_min_ms"] = min(r["wall_ms"] for r in rs)
         rows.append(row)
     by = {r["mode"]: r for r in rows}
-    for kind in ("python", "native"):
-        s, one = by[f"split, {kind}"], by[f"1 thread, {kind}"]
+    for kind, split in (("python", "python"), ("native", "native"), ("native", "native, stay")):
+        s, one = by[f"split, {split}"], by[f"1 thread, {kind}"]
         s["speedup"], s["speedup_best"] = one["wall_ms"] / s["wall_ms"], one["wall_min_ms"] / s["wall_min_ms"]
     return rows
 
 
 #: the columns ``trace`` gives (per batch, lists of values)
-TRACED = ("sample_us_alone", "sample_us_side_by_side", "worker_late_us", "caller_waits_us")
+TRACED = ("sample_us_alone", "sample_us_side_by_side", "worker_late_us", "caller_waits_us", "same_cpu")
 
 
 def trace(batch: int) -> dict[str, list[float]]:
-    """The last split native batch's trace (``read_trace`` of the team's description) as ``TRACED`` values."""
-    threads, samples = read_trace(team(2).desc, 2, batch)
+    """The last split native batch's trace (``read_trace`` of the team's description) as ``TRACED`` values;
+    ``same_cpu``: per sample the worker ran, 1 if it began on a CPU the caller ran one of its samples on in
+    that batch (the two threads taking turns on one CPU), else 0."""
+    threads, samples = read_trace(team(2).desc, 2, batch, cpus=True)
     alone, both = [], []
-    for tid, begin, end, _ in samples.tolist():
-        other = any(o[0] != tid and o[1] < end and o[2] > begin for o in samples.tolist())
+    rows = samples.tolist()
+    for tid, begin, end, _, _ in rows:
+        other = any(o[0] != tid and o[1] < end and o[2] > begin for o in rows)
         (both if other else alone).append((end - begin) / 1e3)
     late = [(threads[1, 0] - threads[0, 0]) / 1e3] if threads[1, 0] else []
+    callers = {r[4] for r in rows if r[0] == 0}
     return {"sample_us_alone": alone, "sample_us_side_by_side": both, "worker_late_us": late,
-            "caller_waits_us": [(threads[0, 2] - threads[0, 1]) / 1e3]}
+            "caller_waits_us": [(threads[0, 2] - threads[0, 1]) / 1e3],
+            "same_cpu": [float(r[4] in callers) for r in rows if r[0] != 0]}
+
+
+def autogroup() -> str:
+    """This process's scheduler autogroup and its nice (Linux, ``/proc/self/autogroup``): "nice -20" when run
+    as the module's docstring says to see the split as on a quiet machine."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,21 +208,24 @@ def main(argv: list[str] | None = None) -> int:
                   f"CPU {r['cpu_us_img']:.0f} us/img, proc {r['proc_cpu_us_img']:.0f} us/img, worker share "
                   f"{r['worker_share']:.2f}, both busy {r['both_busy']:.2f}, off-CPU {r['off_cpu_ms']:.3f} ms"
                   + (f", speed-up {r['speedup']:.2f} (best {r['speedup_best']:.2f})" if "speedup" in r else "")
-                  + ("".join(f", {c} {r[c]:.0f}" for c in TRACED) if TRACED[0] in r else ""),
+                  + f", caller/worker CPU {r['caller_cpu_ms']:.2f}/{r['worker_cpu_ms']:.2f} ms"
+                  + ("".join(f", {c} {r[c]:.2f}" for c in TRACED) if TRACED[0] in r else ""),
                   flush=True)
     load1 = os.getloadavg()
     write_json("batch_split", {"batch": args.batch, "runs": args.runs, "load_before": load0, "load_after": load1,
                                "rows": rows}, args.out)
-    cols = ["wall_ms", "wall_min_ms", "cpu_us_img", "proc_cpu_us_img", "worker_share", "both_busy", "off_cpu_ms"]
+    cols = ["wall_ms", "wall_min_ms", "cpu_us_img", "proc_cpu_us_img", "caller_cpu_ms", "worker_cpu_ms",
+            "worker_share", "both_busy", "off_cpu_ms"]
     write_markdown("batch_split", ["model", "mode", "wall ms", "wall min ms", "CPU us/img", "proc CPU us/img",
-                                   "worker share", "both busy", "off-CPU ms", "speed-up", "speed-up of minima",
-                                   "sample us alone", "sample us side by side", "worker late us", "caller waits us"],
+                                   "caller CPU ms", "worker CPU ms", "worker share", "both busy", "off-CPU ms",
+                                   "speed-up", "speed-up of minima", "sample us alone", "sample us side by side",
+                                   "worker late us", "caller waits us", "worker on the caller's CPU"],
                    [[r["model"], r["mode"], *[r[c] for c in cols], r.get("speedup", ""), r.get("speedup_best", ""),
                      *[r.get(c, "") for c in TRACED]] for r in rows],
                    title=f"Split batch {args.batch}: CPU time per image, samples per thread, time off the CPU",
                    notes=[f"Medians of {args.runs} batches per mode, the modes interleaved in random order in one "
                           "process (see the script's docstring for each column). Load average "
-                          f"{load0[0]:.1f} before, {load1[0]:.1f} after.",
+                          f"{load0[0]:.1f} before, {load1[0]:.1f} after; this process's autogroup: {autogroup()}.",
                           "Command: python benchmarks/batch_split.py " + " ".join(argv or sys.argv[1:])],
                    out_dir=args.out)
     return 0

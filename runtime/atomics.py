@@ -32,7 +32,7 @@ def _register_libc(*names: str) -> None:
         llvm_binding.add_symbol(name, ctypes.cast(fn, ctypes.c_void_p).value)
 
 
-_register_libc("sched_yield", "syscall", "clock_gettime")
+_register_libc("sched_yield", "syscall", "clock_gettime", "sched_getcpu", "sched_setaffinity")
 #: ``clock_gettime``'s monotonic clock (Linux; only read where there is a futex, see ``spin_clock``)
 CLOCK_MONOTONIC = 1
 #: ``clock_gettime``'s clock of the calling thread's CPU time (Linux)
@@ -106,6 +106,40 @@ def sched_yield(typingctx):
     return sig, codegen
 
 
+@intrinsic
+def current_cpu(typingctx):
+    """``sched_getcpu()``: the CPU the calling thread runs on now, or -1 (Linux: the vDSO or rseq, no system
+    call)."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_getcpu")
+        return builder.sext(builder.call(fn, []), ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def set_thread_affinity(typingctx, mask):
+    """``sched_setaffinity(0, ...)``: let the calling thread run only on the CPUs whose bits are set in
+    ``mask`` (a 1-D int64 array: a ``cpu_set_t``, CPU ``c`` is bit ``c % 64`` of word ``c // 64``); the
+    kernel moves the thread before the call returns. 0, or -1 if refused (no allowed CPU in the set)."""
+    if not (isinstance(mask, types.Array) and mask.dtype == types.int64 and mask.ndim == 1):
+        return None
+    sig = types.int64(mask)
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        nbytes = builder.mul(builder.extract_value(arr.shape, 0), ir.Constant(i64, 8))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [i32, i64, cgutils.voidptr_t]),
+                                            "sched_setaffinity")
+        got = builder.call(fn, [ir.Constant(i32, 0), nbytes, builder.bitcast(arr.data, cgutils.voidptr_t)])
+        return builder.sext(got, i64)
+
+    return sig, codegen
+
+
 def _clock_ns(clock: int, doc: str) -> Callable[..., object]:
     """An intrinsic ``f()``: ``clock_gettime(clock)`` in nanoseconds."""
 
@@ -151,5 +185,6 @@ def spin_clock(polls: int, start: int) -> int:  # pragma: no cover - compiled
     return start if now - start < SPIN_NS else -1
 
 
-__all__ = ["CLOCK_MONOTONIC", "atomic_load", "atomic_add", "compare_swap", "futex_wait", "futex_wake", "sched_yield",
+__all__ = ["CLOCK_MONOTONIC", "current_cpu", "set_thread_affinity",
+           "atomic_load", "atomic_add", "compare_swap", "futex_wait", "futex_wake", "sched_yield",
            "monotonic_ns", "thread_cpu_ns", "spin_clock"]

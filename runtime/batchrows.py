@@ -17,11 +17,14 @@ workers run it inside their idle wait (``parallel.idle_wait``) without returning
 through ``parallel.run_batch`` (post the job, run a share, wait until every sample is finished: spinning
 ``SPIN_NS``, then on a futex). A sample whose schedule fails stops the batch: no sample is claimed after it,
 the caller waits for those in flight and the Python side runs the failed sample again through the schedule's
-Python entry, which raises the error the kernel raised (``Specialization.batch_native``).
+Python entry, which raises the error the kernel raised (``Specialization.batch_native``). A worker that finds
+itself on the caller's CPU (``CALLER_CPU``, written by the caller) moves to the process's other CPUs before it
+runs a sample it claimed (``_off_callers_cpu``): two threads taking turns on one CPU are slower than the caller alone.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,6 +33,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import atomics as _at
 from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wake, spin_clock
 from .atomics import monotonic_ns as clock_ns
 from .atomics import thread_cpu_ns as cpu_ns
@@ -50,10 +54,21 @@ NEXT, FINISHED, FAILED, SEQ, SLEEPERS = 2 * LINE, 3 * LINE, 4 * LINE, 4 * LINE +
 #: ``TRACE_THREADS``) ``TRACE_ROW`` words from that offset, then per sample ``TRACE_ROW`` words (see ``batch_rows``)
 TRACE = 4 * LINE + 3
 TRACE_ROW, TRACE_THREADS = 4, 16
+#: a traced sample's first word is its thread + ``TRACE_CPU`` * (its CPU + 1)
+TRACE_CPU = 1 << 16
+#: line 5: the CPU the caller runs on (written as it posts the batch and before each sample it claims,
+#: ``run_batch``, ``batch_rows``); lines 6-7: the CPUs the process may use (a ``cpu_set_t`` of ``CPU_WORDS``
+#: words, ``cpu_set_words``; all 0: unknown, workers stay where they are). A worker that finds itself on the
+#: caller's CPU moves off it (``_off_callers_cpu``)
+CALLER_CPU = 5 * LINE
+CPUS, CPU_WORDS = 6 * LINE, 2 * LINE
 #: where the variable part starts: the native functions' addresses; per input (batched array's address, bytes
 #: per sample); per output the same; then per thread: per buffer (address, items, item size), its inputs' and
 #: outputs' places (addresses) in that thread's work set, and the address of its step state (0: serial)
-VAR = 5 * LINE
+VAR = 8 * LINE
+#: ``Desc``'s default for ``keep_off_caller``: write the process's CPUs into each description, so workers move
+#: off the caller's CPU (0 words: they never move; ``benchmarks/batch_split.py`` times both)
+KEEP_OFF_CALLER = True
 #: the flag of a stopped claim counter (no claim succeeds once it is set; the count below it is the number
 #: of samples claimed before): batches must be smaller
 STOPPED = 1 << 22
@@ -234,6 +249,31 @@ def _wait_all(d, ep, batch):  # pragma: no cover - compiled
             _nap(d, ep, batch)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _off_callers_cpu(d, caller, cpus):  # pragma: no cover - compiled
+    """If this worker runs on the CPU the caller of the job described by ``d`` runs on (``d[caller]``: a
+    batch's ``CALLER_CPU``, a split job's ``S_CALLER``), let it run only on the process's other CPUs (the
+    ``CPU_WORDS`` words from ``d[cpus]``): the kernel moves it there at once, and it stays off that CPU until
+    a later job finds it on the caller's again.
+
+    A sleeping worker woken by the caller is often placed on the caller's own CPU when no CPU is idle
+    (wake-affine: another process busy on the other core): the two threads then take turns on one CPU,
+    the worker preempting the caller right after the post, and a split batch costs more than the caller
+    alone (measured, VWW batch 8 on 2 threads: 2.0 ms against 1.7 ms alone and 0.9 ms on two CPUs)."""
+    here = _at.current_cpu()
+    if here < 0 or here >= 64 * CPU_WORDS or here != atomic_load(d, caller):
+        return
+    mask = np.empty(CPU_WORDS, np.int64)
+    rest = 0
+    for k in range(CPU_WORDS):
+        mask[k] = d[cpus + k]
+        if k == here // 64:
+            mask[k] &= ~(np.int64(1) << (here % 64))
+        rest |= mask[k]
+    if rest != 0:  # (another CPU to go to; a refusal leaves the worker where it is)
+        _at.set_thread_affinity(mask)
+
+
 @njit(nogil=True, cache=True)
 def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     """Thread ``tid``'s part of the batch described by ``d`` (see the module's docstring and ``Desc``):
@@ -248,15 +288,19 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
         d[tr + TRACE_ROW * tid] = clock_ns()
         d[tr + TRACE_ROW * tid + 3] = -cpu_ns()
     while True:
+        if tid == 0:  # (where the caller is now: a worker on its CPU would take turns with it)
+            d[CALLER_CPU] = _at.current_cpu()
         batch = d[BATCH]
         i = _claim(d, ep, batch)
         if i < 0:
             break
+        if tid:  # (a worker with a sample to run)
+            _off_callers_cpu(d, CALLER_CPU, CPUS)
         at = tr + TRACE_ROW * (TRACE_THREADS + i) if tr else 0
         if at + TRACE_ROW > len(d):  # (a sample beyond the trace's room)
             at = 0
-        if at:  # (sample: which thread ran it, when it began and ended, its CPU time)
-            d[at], d[at + 1], d[at + 3] = tid, clock_ns(), -cpu_ns()
+        if at:  # (sample: which thread ran it and on which CPU, when it began and ended, its CPU time)
+            d[at], d[at + 1], d[at + 3] = tid + TRACE_CPU * (_at.current_cpu() + 1), clock_ns(), -cpu_ns()
         # (a sample claimed in batch ``ep``: the batch is not over, so ``d`` still describes it)
         nbuf, nfn, nin, nout = d[NBUF], d[NFN], d[NIN], d[NOUT]
         io = VAR + nfn
@@ -314,8 +358,13 @@ def words_at(typingctx, addr, n):
 #: address, how many threads take part; the state's length (at ``STN``, where ``call_raw`` reads it); the
 #: workers running it now (own line: only an aborted run's caller reads it); the buffers (``call_raw``)
 S_EP, S_FN, S_NBUF, S_ST, S_THREADS = range(5)
+#: the CPU the caller posted the last run from (``parallel.post``), and where the process's CPUs are written
+#: (``cpu_set_words``; zeros: workers stay where they are): a worker on the caller's CPU moves off it
+#: (``_off_callers_cpu``) before it joins the run
+S_CALLER = 5
 S_BUF = 3 * LINE  # (S_INFLIGHT, 2 * LINE: in team.py, which reads it without numba)
-SPLIT_WORDS = S_BUF + 3 * MAX_BUFFERS
+S_CPUS = S_BUF + 3 * MAX_BUFFERS
+SPLIT_WORDS = S_CPUS + CPU_WORDS
 
 
 def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, threads: int) -> np.ndarray | None:
@@ -328,6 +377,9 @@ def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, thread
         return None
     s = np.zeros(SPLIT_WORDS, np.int64)
     s[S_FN], s[S_NBUF], s[S_ST], s[S_THREADS], s[STN] = fn, len(buffers), state.ctypes.data, threads, len(state)
+    s[S_CALLER] = -1
+    if KEEP_OFF_CALLER:
+        s[S_CPUS:S_CPUS + CPU_WORDS] = cpu_set_words()
     for k, b in enumerate(buffers):
         s[S_BUF + 3 * k:S_BUF + 3 * k + 3] = b.ctypes.data, b.size, b.itemsize
     return s
@@ -344,6 +396,7 @@ def split_job(addr, tid):  # pragma: no cover - compiled
     s = words_at(addr, SPLIT_WORDS)
     if tid >= s[S_THREADS]:
         return
+    _off_callers_cpu(s, S_CALLER, S_CPUS)
     atomic_add(s, S_INFLIGHT, 1)
     ep = atomic_load(s, S_EP)
     if call_raw(s[S_FN], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
@@ -376,13 +429,17 @@ def start_trace(d: np.ndarray, at: int = DESC_WORDS // 4) -> None:
     d[TRACE] = at
 
 
-def read_trace(d: np.ndarray, threads: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def read_trace(d: np.ndarray, threads: int, batch: int, cpus: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The trace of the last batch described in ``d`` (``start_trace``): per thread (when it began, ran out of
     samples and stopped waiting, monotonic ns, 0 if it took no part; its CPU ns in the batch) and per sample
-    (the thread that ran it, when it began and ended, its CPU ns), as two int64 arrays of 4 columns."""
+    (the thread that ran it, when it began and ended, its CPU ns), as two int64 arrays of 4 columns; ``cpus``:
+    the samples' have a fifth, the CPU the sample began on (-1: unknown)."""
     at = int(d[TRACE])
     rows = d[at:at + TRACE_ROW * (TRACE_THREADS + batch)].reshape(-1, TRACE_ROW).copy()
-    return rows[:threads], rows[TRACE_THREADS:TRACE_THREADS + batch]
+    samples = rows[TRACE_THREADS:TRACE_THREADS + batch]
+    cpu = samples[:, :1] // TRACE_CPU - 1
+    samples[:, 0] %= TRACE_CPU
+    return rows[:threads], np.hstack([samples, cpu]) if cpus else samples
 
 
 def native_functions(run: Callable[..., None]) -> list[int] | None:
@@ -408,6 +465,20 @@ def native_functions(run: Callable[..., None]) -> list[int] | None:
     return found
 
 
+def cpu_set_words() -> np.ndarray:
+    """The CPUs this process may run on (``os.sched_getaffinity``) as the ``CPUS`` words of a description
+    (bit ``c % 64`` of word ``c // 64``; CPUs beyond ``64 * CPU_WORDS`` left out); zeros where unknown."""
+    words = np.zeros(CPU_WORDS, np.int64)
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # (not Linux: workers never move)
+        return words
+    for c in cpus:
+        if c < 64 * CPU_WORDS:
+            words[c // 64] |= np.int64(1 << (c % 64)) if c % 64 < 63 else np.int64(-1 << 63)
+    return words
+
+
 class Desc:
     """Writes batch descriptions for one schedule: its native functions ``fns``, buffer count and (for a
     parallel schedule run alone) step state length ``stn`` (0: serial)."""
@@ -415,8 +486,13 @@ class Desc:
     #: batches this large or larger run from Python (their counts would reach ``STOPPED``)
     max_batch = STOPPED
 
-    def __init__(self, fns: Sequence[int], nbuf: int, nin: int, nout: int, stn: int):
+    def __init__(self, fns: Sequence[int], nbuf: int, nin: int, nout: int, stn: int,
+                 keep_off_caller: bool | None = None):
         self.fns = np.asarray(fns, np.int64)
+        #: the ``CPUS`` words of its descriptions: the process's CPUs (workers move off the caller's CPU), or
+        #: zeros (they stay where the kernel puts them)
+        self.cpus = cpu_set_words() if (KEEP_OFF_CALLER if keep_off_caller is None else keep_off_caller) \
+            else np.zeros(CPU_WORDS, np.int64)
         self.nbuf, self.nin, self.nout, self.stn = nbuf, nin, nout, stn
         self.ptsize = 3 * nbuf + nin + nout + 1
         self.pt = VAR + len(fns) + 2 * (nin + nout)
@@ -471,11 +547,13 @@ class Desc:
             made[io + 2 * k + 1] = x.nbytes // batch
         d[VAR:len(made)] = made[VAR:]
         d[THREADS:PTSIZE + 1] = made[THREADS:PTSIZE + 1]  # (the header but its epoch, and line 1)
+        d[CPUS:CPUS + CPU_WORDS] = self.cpus
         if d[TRACE]:  # (a trace of this batch only: a thread that takes no part leaves its row 0)
             d[d[TRACE]:d[TRACE] + TRACE_ROW * (TRACE_THREADS + batch)] = 0
         d[EPOCH] = ep
 
 
-__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
+           "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
            "batch_rows", "words_at", "split_desc", "split_job", "stopped_at",
            "start_trace", "read_trace", "native_functions", "Desc"]

@@ -40,13 +40,26 @@ from .atomics import (
     atomic_add,
     atomic_load,
     compare_swap,
+    current_cpu,
     futex_wait,
     futex_wake,
     monotonic_ns,
     sched_yield,
     spin_clock,
 )
-from .batchrows import EPOCH, THREADS, VAR, batch_rows, native_functions, split_desc, split_job
+from .batchrows import (
+    CALLER_CPU,
+    EPOCH,
+    S_CALLER,
+    SPLIT_WORDS,
+    THREADS,
+    VAR,
+    batch_rows,
+    native_functions,
+    split_desc,
+    split_job,
+    words_at,
+)
 from .cpus import default_threads, usable_cpus
 from .numba_cache import LoadWithoutRefresh
 from .team import (
@@ -171,8 +184,12 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
 
 @njit(nogil=True, cache=True)
 def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
-    """Count one job posted to a team's idle workers and wake those asleep; the new count."""
+    """Count one job posted to a team's idle workers and wake those asleep; the new count. A split job's
+    description (the job about to be counted) gets the caller's CPU (``batchrows.S_CALLER``: a worker woken
+    onto it moves off it, ``batchrows._off_callers_cpu``)."""
     w[REST] = 0
+    if atomic_load(w, SPLIT) == w[JOBS] + 1:  # (Team.run_split: its description is alive and current)
+        words_at(w[SPLIT_DESC], SPLIT_WORDS)[S_CALLER] = current_cpu()
     n = atomic_add(w, JOBS, 1) + 1
     if SYS_FUTEX and atomic_load(w, IDLE_SLEEPERS) > 0:
         futex_wake(w, JOBS)
@@ -193,6 +210,7 @@ def run_batch(w: np.ndarray, d: np.ndarray, job: int) -> int:  # pragma: no cove
     """Post native job ``job`` (``Team.native_job``; a batch described in ``d``) to the team's idle workers
     and run the caller's part (thread 0): claim and run samples, then wait until every sample is finished
     (``batchrows.batch_rows``). How many samples the caller ran."""
+    d[CALLER_CPU] = current_cpu()  # (a worker woken onto this CPU moves off it: batchrows._off_callers_cpu)
     w[NATIVE] = job  # (before the job count: a worker that sees the count sees the job native)
     post(w)
     return batch_rows(d, 0, True)

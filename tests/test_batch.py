@@ -7,6 +7,7 @@ Oracles: onnxruntime on the same ONNX model, and the model run sample by sample.
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -524,3 +525,52 @@ def test_a_native_batch_skips_an_input_read_only_for_its_shape(monkeypatch: pyte
             monkeypatch.setattr(loop.chooser, "pick", lambda which=which: which)
         np.testing.assert_array_equal(model(x, z), want)
         assert loop.native and sum(loop.ran) == 8, (which, loop.ran)
+
+
+@pytest.mark.skipif(usable_cpus() < 2 or not hasattr(os, "sched_setaffinity"),
+                    reason="one usable CPU, or no affinity: a worker has nowhere to move")
+@pytest.mark.parametrize("keep_off", [True, False])
+def test_a_worker_on_the_callers_cpu_moves_off_it(monkeypatch: pytest.MonkeyPatch, keep_off: bool) -> None:
+    """A split native batch whose worker runs samples on the caller's CPU (both pinned to one CPU here, as the
+    kernel places a worker woken while no CPU is idle) moves the worker to the process's other CPUs before
+    its first sample (``batchrows._off_callers_cpu``: its affinity no longer holds the caller's CPU and holds
+    every other usable one, and its traced samples began elsewhere); with ``Desc.cpus`` zeroed
+    (``keep_off_caller=False``) it stays. Either way the rows are bit-identical to the samples run one at a
+    time. (Batches of 2048 small samples, ~10 ms: long enough for the pinned worker to get a turn.)"""
+    from cnnjit.runtime.batchrows import cpu_set_words, read_trace, start_trace
+
+    every = os.sched_getaffinity(0)
+    words = cpu_set_words()
+    assert {c for c in range(64 * len(words)) if int(words[c // 64]) >> (c % 64) & 1} == every
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    batch = 2048
+    x = np.random.default_rng(16).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 256]) for i in range(0, batch, 256)])  # (in batches of 256)
+    loop = _runs_native(model, x, 0, monkeypatch)  # (its description made while the caller may use every CPU)
+    desc = loop.base._batch_desc(True)
+    if not keep_off:
+        monkeypatch.setattr(desc, "cpus", np.zeros_like(desc.cpus))
+    worker = team(2)._workers[0].native_id
+    here = min(every)
+    d = team(2).desc
+    start_trace(d)
+    try:
+        os.sched_setaffinity(0, {here})  # (this thread only)
+        for _ in range(5):
+            os.sched_setaffinity(worker, {here})
+            np.testing.assert_array_equal(model(x), want)
+            assert loop.split and loop.native
+            if loop.ran[1]:  # (the worker ran samples: a batch the kernel gave it a turn in)
+                break
+        _, samples = read_trace(d, 2, batch, cpus=True)
+        moved = os.sched_getaffinity(worker)
+    finally:
+        start_trace(d, 0)
+        os.sched_setaffinity(0, every)
+        os.sched_setaffinity(worker, every)
+    if not loop.ran[1]:
+        pytest.skip("the worker pinned beside the caller got no turn in 5 batches (a busy machine)")
+    worker_cpus = set(samples[(samples[:, 0] == 1) & (samples[:, 1] > 0), 4].tolist())
+    assert moved == (every - {here} if keep_off else {here})
+    assert worker_cpus <= (every - {here} if keep_off else {here})
+    np.testing.assert_array_equal(model(x), want)

@@ -2,9 +2,13 @@
 team's workers run their share inside their idle wait, with no Python, GIL or dispatcher between the posted
 run and their first part. The results must be the threads=1 results bit for bit whoever runs which part; a
 worker alone (``split_job`` on this thread) must be able to run every part; a worker beyond the job's
-threads must run nothing; and an error on the caller must abort the run and reach the caller."""
+threads must run nothing; an error on the caller must abort the run and reach the caller; and a worker that
+wakes on the caller's CPU must move off it."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +17,8 @@ from test_threads import block_model
 import cnnjit
 from cnnjit.compiler.codegen import threads
 from cnnjit.runtime import team as team_mod
-from cnnjit.runtime.batchrows import S_EP, native_functions, split_desc, split_job
+from cnnjit.runtime.batchrows import S_CALLER, S_EP, native_functions, split_desc, split_job
+from cnnjit.runtime.cpus import usable_cpus
 from cnnjit.runtime.team import BACK, LINE, MASK, SHIFT, SPLIT, SPLIT_DESC, new_state
 
 SIZE = 16  # (block_model's ~240 us of splittable work at 16x16: split when the thresholds are 0)
@@ -93,3 +98,35 @@ def test_a_failing_caller_aborts_the_split_run() -> None:
     with t.busy, pytest.raises(ValueError, match="kernel failed"):
         t.run_split(entry, (), state, 7, desc, team_mod.S_INFLIGHT)
     assert state[team_mod.ABORT] == 7
+
+
+@pytest.mark.skipif(usable_cpus() < 2 or not hasattr(os, "sched_setaffinity"),
+                    reason="one usable CPU, or no affinity: a worker has nowhere to move")
+def test_a_worker_on_the_callers_cpu_leaves_it_before_a_split_run(models) -> None:
+    """A split job's worker that wakes on the caller's CPU (both pinned to one CPU here) moves to the process's
+    other CPUs before it joins the run (``parallel.post`` writes the caller's CPU into the description,
+    ``batchrows._off_callers_cpu``), and the results stay the threads=1 results bit for bit."""
+    two, x, ref = models
+    run = two._default_spec().program.run
+    run.chooser = None  # always the team when it is free
+    two(x)
+    t = team_mod.team(2)
+    assert t.native_jobs
+    desc = next(d for d, _ in (v for v in run._split.values() if v is not None))
+    assert desc[S_CALLER] >= 0  # (written by the last post)
+    every = os.sched_getaffinity(0)
+    worker, here = t._workers[0].native_id, min(every)
+    try:
+        os.sched_setaffinity(0, {here})
+        os.sched_setaffinity(worker, {here})
+        for _ in range(50):  # (until the pinned worker gets a turn and looks at a run)
+            for a, b in zip(two.run(None, {"x": x}), ref):
+                np.testing.assert_array_equal(a, b)
+            if os.sched_getaffinity(worker) != {here}:
+                break
+            time.sleep(2e-3)
+        moved = os.sched_getaffinity(worker)
+    finally:
+        os.sched_setaffinity(0, every)
+        os.sched_setaffinity(worker, every)
+    assert moved == every - {here}
