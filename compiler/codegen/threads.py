@@ -44,7 +44,7 @@ from cnnjit.ir import Node, Value
 from cnnjit.ir.errors import CompileError
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
-from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
+from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, split_run_desc, wait
 from cnnjit.runtime.program import Call
 
 from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose
@@ -528,7 +528,7 @@ PARALLEL_SIG = (types.boolean, types.int64, types.Array(types.int64, 1, "C"))
 
 def parallel_run(fn: Callable[..., None], steps: list[Step], threads: int) -> ParallelRun:
     """The compiled parallel schedule ``fn`` as the program's ``run(*buffers)`` on ``threads`` threads."""
-    return ParallelRun(fn, len(steps), threads)
+    return ParallelRun(fn, len(steps), threads, split_run_desc)
 
 
 def trace_words(steps: list[Step]) -> int:
