@@ -47,7 +47,7 @@ from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, split_run_desc, wait
 from cnnjit.runtime.program import Call
 
-from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose
+from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose, generate_with
 from .memory import MemoryPlan
 from .parts import (
     ANY_CHANNEL_PARTS,
@@ -255,8 +255,7 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
         except CompileError:
             if (node.op, variant) not in ANY_CHANNEL_PARTS:  # (parts.py: its applies refuses for speed only)
                 raise
-            v = next(v for v in VARIANTS[node.op] if v.name == variant)
-            return [replace(c, variant=c.variant or v.name) for c in v.generate(part, pinned)]
+            return generate_with(next(v for v in VARIANTS[node.op] if v.name == variant), part, pinned)
 
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
     return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
