@@ -333,9 +333,9 @@ def _calls(spec: Specialization, names: Sequence[str], held: Arena | None = None
     ``single``: return what ``model(...)`` returns, the array of a one-output program (else the list).
 
     One program input at position 0 and, with ``single``, one output: the copies go straight to and from the
-    arena's ``in1`` / ``out1`` (no loop, no list: ~0.5 us of Python less on a ~9 us call; measured with
-    ``benchmarks/call_overhead.py --baseline``). A closure over locals: the per-call path of the smallest
-    models."""
+    arena's ``in1`` / ``out1``: the loop and the list comprehension cost ~0.6 us more per call (timed alone on
+    this Zen 3 under load; the anomaly int8 model's call is ~8 us), the flags that choose ~60 ns. A closure
+    over locals: the per-call path of the smallest models (``benchmarks/call_overhead.py``)."""
     entry, rouse, pos, _ = spec._binding(names)
     pool, program, max_pooled = spec._pool, spec.program, spec.max_pooled
     one_in = pos == (0,) and last is None  # (Arena.in1)
