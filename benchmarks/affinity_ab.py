@@ -48,7 +48,7 @@ def team_run(program, protocol: dict[str, object] | None = None):
     from cnnjit.compiler.codegen.build import load_entry, source_key
     from cnnjit.compiler.codegen.threads import PROTOCOL, render_parallel
     from cnnjit.profile import _namespace
-    from cnnjit.runtime.parallel import ParallelRun
+    from cnnjit.runtime.parallel import ParallelRun, split_run_desc
 
     steps = program.meta["step_plan"]
     ns = _namespace(program)
@@ -56,7 +56,7 @@ def team_run(program, protocol: dict[str, object] | None = None):
     fn = load_entry(render_parallel(program.buffer_names, program.calls, steps),
                     {**kernels, **PROTOCOL, **(protocol or {})},
                     {n: source_key(s) for n, s in program.kernel_sources.items()})
-    run = ParallelRun(fn, len(steps), program.meta["threads"])
+    run = ParallelRun(fn, len(steps), program.meta["threads"], split_run_desc)
     run.chooser = None
     return run
 

@@ -15,8 +15,6 @@ and the roofline verdict (``roofline.verdict`` on the call's bytes at the level 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import random
 import statistics
 import sys
@@ -46,27 +44,12 @@ BEFORE: dict[str, list[tuple[str, str]]] = {
     "attention": [],
     "tanh": [],
 }
-#: module settings the "before" compile restores, per benchmark: (module, attribute, old value)
-BEFORE_SETTINGS: dict[str, list[tuple[str, str, object]]] = {
-    "softmax": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg")],
-    "attention": [("cnnjit.compiler.codegen.kernels.simd_softmax", "EXP", "vexpneg"),
-                  ("cnnjit.compiler.codegen.kernels.attention", "VECTOR_TRANSPOSE", False),
-                  ("cnnjit.compiler.codegen.kernels.attention", "NARROW_ROWS", False)],
-    "tanh": [("cnnjit.compiler.codegen.kernels.epilogue", "TANH", "vtanh")],
+#: earlier forms of kernel code the "before" compile asks for, per benchmark (``codegen.kernel.FORMS``)
+BEFORE_FORMS: dict[str, list[str]] = {
+    "softmax": ["softmax_vexpneg"],
+    "attention": ["softmax_vexpneg", "attention_scalar_kt", "attention_wide_rows"],
+    "tanh": ["tanh_vtanh"],
 }
-
-
-@contextlib.contextmanager
-def settings(changes: list[tuple[str, str, object]]):
-    """Module attributes set to the given values, restored when the context ends."""
-    saved = [(importlib.import_module(m), a, getattr(importlib.import_module(m), a)) for m, a, _ in changes]
-    try:
-        for (mod, a, _), (_, _, v) in zip(saved, changes):
-            setattr(mod, a, v)
-        yield
-    finally:
-        for mod, a, v in saved:
-            setattr(mod, a, v)
 
 
 def _model(nodes: list, inputs: dict[str, tuple[int, ...]], outputs: dict[str, tuple[int, int]]) -> onnx.ModelProto:
@@ -132,18 +115,18 @@ def _feeds(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.nd
 
 
 def _compile(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]] | None = None,
-             changes: list[tuple[str, str, object]] | None = None):
-    opts = CompileOptions(threads=1, entry="numba")
-    with variants_without(removed or []), settings(changes or []):
+             forms: list[str] | None = None):
+    opts = CompileOptions(threads=1, entry="numba", forms=tuple(forms or ()))
+    with variants_without(removed or []):
         return specialize(model, shapes, opts)
 
 
-def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]],
-             changes: list[tuple[str, str, object]], rounds: int, runs: int) -> dict:
+def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]], forms: list[str], rounds: int,
+             runs: int) -> dict:
     """Both compiles timed in ``rounds`` interleaved rounds of ``runs`` schedule runs each (random order per
     round); per variant: every kernel call's times summed per run, median and min over all runs."""
     feeds = _feeds(shapes)
-    specs = {"after": _compile(model, shapes), "before": _compile(model, shapes, removed, changes)}
+    specs = {"after": _compile(model, shapes), "before": _compile(model, shapes, removed, forms)}
     outs = {k: s.run(feeds) for k, s in specs.items()}
     diff = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
                for a, b in zip(outs["after"], outs["before"]))
@@ -169,7 +152,7 @@ def run_case(model: onnx.ModelProto, shapes: dict, removed: list[tuple[str, str]
 
 def models_main(names: list[str], runs: int, out: str) -> int:
     """Whole models (``corpus.ALL_MODELS`` names or ONNX files), 1 thread: the default compile (after) against
-    one with every "before" of this benchmark at once (the variants left out, the settings restored) and
+    one with every "before" of this benchmark at once (the variants left out, the earlier forms) and
     onnxruntime, interleaved (``harness.measure``, thread CPU time: the machine is shared)."""
     import time
 
@@ -179,7 +162,7 @@ def models_main(names: list[str], runs: int, out: str) -> int:
     from benchmarks.variant_ab import file_model
 
     removed = [p for v in BEFORE.values() for p in v]
-    changes = list({(m, a): (m, a, v) for c in BEFORE_SETTINGS.values() for m, a, v in c}.values())
+    forms = sorted({f for fs in BEFORE_FORMS.values() for f in fs})
     rows, payload = [], {"runs": runs, "models": {}}
     for name in names:
         path, _, dims = name.partition("@")  # a file's input shape: model.onnx@x=1,3,488,488
@@ -189,8 +172,8 @@ def models_main(names: list[str], runs: int, out: str) -> int:
             feeds[k] = np.random.default_rng(0).standard_normal(tuple(int(v) for v in d.split("x"))).astype(np.float32)
         shapes = {k: v.shape for k, v in feeds.items()}
         after = cnnjit.compile(model, threads=1, input_shapes=shapes)
-        with variants_without(removed), settings(changes):
-            before = cnnjit.compile(model, threads=1, input_shapes=shapes)
+        with variants_without(removed):
+            before = cnnjit.compile(model, threads=1, input_shapes=shapes, forms=forms)
             before(**feeds)  # a Loop model's segments compile at its first call: inside the "before" context
         ort = ort_session(model, threads=1)
         outs = [o if isinstance(o, (list, tuple)) else [o] for o in (after(**feeds), before(**feeds))]
@@ -234,7 +217,7 @@ def main() -> int:
     for op in [o for o in args.ops.split(",") if o]:
         for name, build in CASES[op]:
             model, shapes = build()
-            r = run_case(model, shapes, BEFORE[op], BEFORE_SETTINGS.get(op, []), args.rounds, args.runs)
+            r = run_case(model, shapes, BEFORE[op], BEFORE_FORMS.get(op, []), args.rounds, args.runs)
             t = r["after"]["median_us"] * 1e-6
             gflops = r["flops"] / t / 1e9 if t else 0.0
             lv = level_of(r["bytes"], levels)

@@ -183,7 +183,7 @@ def tracer(spec, feeds):
     from cnnjit.compiler.codegen.cycles import read_ticks, ticks
     from cnnjit.compiler.codegen.threads import PROTOCOL, render_parallel, trace_words
     from cnnjit.profile import _namespace, _write_inputs
-    from cnnjit.runtime.parallel import ParallelRun
+    from cnnjit.runtime.parallel import ParallelRun, split_run_desc
 
     p = spec.program
     steps = p.meta["step_plan"]
@@ -191,7 +191,7 @@ def tracer(spec, feeds):
     kernels = {c.kernel: ns[c.kernel] for c in p.calls}
     fn = load_entry(render_parallel(p.buffer_names, p.calls, steps, trace=True),
                     {**kernels, **PROTOCOL, "ticks": ticks}, {n: source_key(s) for n, s in p.kernel_sources.items()})
-    run = ParallelRun(fn, len(steps), p.meta["threads"])
+    run = ParallelRun(fn, len(steps), p.meta["threads"], split_run_desc)
     run.chooser = None  # always the team (a run by the caller alone traces nothing of the hand-over)
     run.state = np.zeros(trace_words(steps), np.int64)
     base = len(run.state) - 3 * len(p.calls)

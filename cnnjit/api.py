@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # bound at run time by _load_compiler(), on the first full co
     import onnx
 
     from cnnjit.compiler import control_flow, stages
-    from cnnjit.compiler.codegen.kernel import VARIANTS
+    from cnnjit.compiler.codegen.kernel import FORMS, VARIANTS
     from cnnjit.compiler.codegen.simd import WIDTHS
     from cnnjit.compiler.frontend.loader import input_specs, load_model
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs
@@ -39,7 +39,7 @@ def _load_compiler() -> None:
     if "stages" in globals():
         return
     from cnnjit.compiler import control_flow, stages  # noqa: F401
-    from cnnjit.compiler.codegen.kernel import VARIANTS  # noqa: F401
+    from cnnjit.compiler.codegen.kernel import FORMS, VARIANTS  # noqa: F401
     from cnnjit.compiler.codegen.simd import WIDTHS  # noqa: F401
     from cnnjit.compiler.frontend.loader import input_specs, load_model  # noqa: F401
     from cnnjit.compiler.frontend.onnx_import import check_supported, value_inputs  # noqa: F401
@@ -79,6 +79,7 @@ def compile(  # noqa: A001 - the public name users expect
     vector_width: int | None = None,
     precision: str = "fp32",
     keep_inputs: bool = False,
+    forms: Sequence[str] = (),
 ) -> CompiledModel | TargetArtifact:
     """Compile an ONNX model (path, bytes or ``ModelProto``) into a callable on numpy arrays.
 
@@ -127,6 +128,11 @@ def compile(  # noqa: A001 - the public name users expect
     ``keep_inputs``: no value reuses an input's place in the scratch arena, so a caller that holds one arena
     for a run of calls (``Specialization.bind``) copies an input passed again unchanged only once; a model
     with loops compiles its loop bodies' segments so (their loop-invariant inputs cross in once per loop run).
+    For the compiler's own use: ``model(x)`` copies every input at every call either way, so there it only
+    costs arena memory.
+
+    ``forms``: earlier forms of kernel code by name (``cnnjit.compiler.codegen.kernel.FORMS``, e.g.
+    ``["tanh_vtanh"]``), for benchmarks that time a change inside a kernel against its "before".
 
     Warm start: a model file or bytes that ``cnnjit.cache.warm`` (``cnnjit warm``) compiled with the same
     options (and input shapes) on this machine is loaded from the compiled-program cache as one native
@@ -135,7 +141,7 @@ def compile(  # noqa: A001 - the public name users expect
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     if target is None and cpu is None and features is None and not dump_ir_after and not _full_only.active \
-            and precision == "fp32" and not keep_inputs:
+            and precision == "fp32" and not keep_inputs and not forms:
         warm = native.load(model, {**warm_options(input_shapes, fuse, passes, disable, max_tensor_bytes, entry,
                                                   max_arena_bytes, sparse_threshold, threads, variants,
                                                   vector_width), "verify": verify}, _rebuild, _compile_full)
@@ -166,6 +172,10 @@ def compile(  # noqa: A001 - the public name users expect
         raise InputError(f"threads must be an integer >= 1 or None, got {threads!r}")
     if vector_width is not None and vector_width not in WIDTHS:
         raise InputError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
+    unknown_forms = sorted(set(forms) - set(FORMS))
+    if unknown_forms:
+        raise InputError(f"forms: no kernel form named {', '.join(map(repr, unknown_forms))}; the forms are "
+                         + ", ".join(sorted(FORMS)))
     for op, name in (variants or {}).items():
         known = [v.name for v in VARIANTS.get(op, [])]
         if name not in known:
@@ -185,7 +195,7 @@ def compile(  # noqa: A001 - the public name users expect
                              max_arena_bytes=max_arena_bytes, entry=entry, threads=threads,
                              sparse_threshold=sparse_threshold,
                              variants=tuple(sorted((variants or {}).items())), vector_width=vector_width,
-                             precision=PRECISIONS[precision], keep_inputs=keep_inputs)
+                             precision=PRECISIONS[precision], keep_inputs=keep_inputs, forms=tuple(forms))
     pipeline_names = [p.name for p in options.pipeline()]
     batch_symbolic = all(s.dims and s.dims[0] is None and not s.by_value for s in sigs)
 
@@ -213,6 +223,8 @@ def compile(  # noqa: A001 - the public name users expect
              "precision": precision}
     if keep_inputs:
         asked["keep_inputs"] = True
+    if forms:
+        asked["forms"] = list(forms)
     if loops:
         steps = control_flow.plan(proto, lambda m, keep: control_flow.runner(
             compile(m, **{**asked, "input_shapes": None, "keep_inputs": keep})))

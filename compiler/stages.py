@@ -55,6 +55,8 @@ class CompileOptions:
     precision: str = "fp32"
     #: no value reuses an input's place in the arena (``codegen.memory.plan_memory``): a loop body's segments
     keep_inputs: bool = False
+    #: earlier forms of kernel code by name (``codegen.kernel.FORMS``: a benchmark's "before")
+    forms: tuple[str, ...] = ()
 
     def pipeline(self) -> list[Pass]:
         """The passes these options select, in pipeline order (unknown names raise)."""
@@ -65,7 +67,8 @@ class CompileOptions:
         width = self.vector_width or host_vector_width()
         return Target(vector_width=width, int_width=host_int_width(), threads=self.threads,
                       sparse_threshold=self.sparse_threshold, variants=self.variants,
-                      vector_registers=host_vector_registers(width), precision=self.precision)
+                      vector_registers=host_vector_registers(width), precision=self.precision,
+                      forms=self.forms)
 
 
 @dataclass

@@ -31,6 +31,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
+from numba.core.registry import cpu_target
 from numba.extending import intrinsic
 
 from . import atomics as _at
@@ -93,6 +94,38 @@ def copy_bytes(typingctx, dst, src, n):
 
 _U8 = types.Array(types.uint8, 1, "C")
 _I64 = types.Array(types.int64, 1, "C")
+#: what ``call_raw`` passes a parallel schedule after its buffers: the caller flag, the epoch, the step state
+#: (``compiler/codegen/threads.PARALLEL_SIG``, the schedule's own parameters)
+_PARALLEL_TAIL = (types.boolean, types.int64, _I64)
+
+
+def _flat_llvm(ty: types.Type) -> list[str]:
+    """numba's LLVM argument types of ``ty`` in its calling convention, flattened, every pointer as ``ptr``
+    (their machine representation is one: only the static pointee type differs)."""
+    out: list[str] = []
+
+    def walk(t: object) -> None:
+        if isinstance(t, tuple):
+            for x in t:
+                walk(x)
+        else:
+            out.append("ptr" if isinstance(t, ir.PointerType) else str(t))
+
+    walk(cpu_target.target_context.data_model_manager[ty].get_argument_type())
+    return out
+
+
+def raw_callable(signature: object) -> bool:
+    """Whether ``call_raw`` can call a compiled function of this numba ``signature`` by address: it returns
+    None and takes buffers (1-D C-contiguous arrays, passed as uint8 arrays: numba's calling convention
+    gives them the same arguments but for the data pointer's static type), then, for a parallel schedule,
+    the ``_PARALLEL_TAIL``. Every assumption ``call_raw`` makes about the callee, in one place."""
+    args = tuple(signature.args)
+    if args[-3:] == _PARALLEL_TAIL:
+        args = args[:-3]
+    return signature.return_type == types.none and len(args) > 0 and all(
+        isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and _flat_llvm(a) == _flat_llvm(_U8)
+        for a in args)
 
 
 def _raw_array(context, builder, aryty, addr, items, itemsize):
@@ -153,7 +186,7 @@ def call_raw(typingctx, fn, d, at, nbuf, st, ep, main):
                         types.none, [_U8] * n, bufs)
                     builder.store(builder.zext(status.is_error, i64), failed)
                 with otherwise:
-                    argtys = [_U8] * n + [types.boolean, types.int64, _I64]
+                    argtys = [_U8] * n + list(_PARALLEL_TAIL)
                     state = _raw_array(context, builder, _I64, st_v, word(ir.Constant(i64, STN)), ir.Constant(i64, 8))
                     status, _ = conv.call_function(
                         builder, builder.inttoptr(fn_v, conv.get_function_type(types.none, argtys).as_pointer()),
@@ -385,6 +418,14 @@ def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, thread
     return s
 
 
+def split_run_desc(fn: Callable[..., None], buffers: Sequence[np.ndarray], state: np.ndarray,
+                   threads: int) -> np.ndarray | None:
+    """``split_desc`` of the compiled parallel schedule ``fn`` (a numba dispatcher compiled for one signature:
+    ``native_functions``), or None where it is not compiled so: ``ParallelRun``'s ``split``."""
+    fns = native_functions(fn)
+    return split_desc(fns[0], buffers, state, threads) if fns and len(fns) == 1 else None
+
+
 @njit(nogil=True, cache=True)
 def split_job(addr, tid):  # pragma: no cover - compiled
     """Team worker ``tid``'s share of a parallel schedule's run described at address ``addr``
@@ -446,7 +487,7 @@ def native_functions(run: Callable[..., None]) -> list[int] | None:
     """The addresses of the native functions of a numba schedule ``run`` (one compiled signature each, on
     1-D C buffers, returning None), in the order a call runs them: the schedule, or its segments
     (``segments``, ``compiler/codegen/emit.py``); None when it is not compiled that way (a Python or lazily
-    compiled schedule: samples run from Python)."""
+    compiled schedule: samples run from Python) or ``call_raw`` cannot call it (``raw_callable``)."""
     parts = getattr(run, "segments", None) or [run]
     found = []
     for part in parts:
@@ -454,7 +495,7 @@ def native_functions(run: Callable[..., None]) -> list[int] | None:
         if overloads is None or len(overloads) != 1:
             return None
         cres = next(iter(overloads.values()))
-        if cres.signature.return_type != types.none:
+        if not raw_callable(cres.signature):
             return None
         try:
             found.append(int(cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)))
@@ -555,5 +596,5 @@ class Desc:
 
 __all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
            "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
-           "batch_rows", "words_at", "split_desc", "split_job", "stopped_at",
+           "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "stopped_at",
            "start_trace", "read_trace", "native_functions", "Desc"]

@@ -63,7 +63,7 @@ class Arena(dict):
         self.ins = [(b.name, self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape))
                     for b in program.inputs if b.size and b.read]
         self.outs = [self[b.buffer][b.offset:b.offset + b.size].reshape(b.shape) for b in program.outputs]
-        #: the place of a one-input, one-output program's input and output (``call_one``)
+        #: the place of a one-input program's input, of a one-output program's output (``_calls``)
         self.in1 = self.ins[0][1] if len(self.ins) == 1 else None
         self.out1 = self.outs[0] if len(self.outs) == 1 else None
 
@@ -286,15 +286,19 @@ class Specialization:
                               len(run.state) if parallel else 0) if ok else False
         return self._desc or None
 
-    def caller(self, names: Sequence[str], hold: bool = False) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
+    def caller(self, names: Sequence[str], hold: bool = False, single: bool = False
+               ) -> Callable[[Sequence[np.ndarray]], Any]:
         """``run`` as a function of validated arrays in the order of ``names`` (the model's inputs): the
-        per-call fast path of ``CompiledModel`` (``_calls``). ``hold``: on one arena set held until the
-        callable's ``close()``, for a run of calls (``BoundCaller``: a loop's iterations). A small parallel
-        schedule calls itself or its serial twin, as its chooser picks (``Chosen``)."""
-        one = BoundCaller if hold else _calls
+        per-call fast path of ``CompiledModel`` (``_calls``), returning the list of outputs, or with ``single``
+        (not with ``hold``) what ``model(...)`` returns (a one-output model's array). ``hold``: on one arena
+        set held until the callable's ``close()``, for a run of calls (``BoundCaller``: a loop's iterations).
+        A small parallel schedule calls itself or its serial twin, as its chooser picks (``Chosen``)."""
+        def on(spec: Specialization) -> Callable[[Sequence[np.ndarray]], Any]:
+            return BoundCaller(spec, names) if hold else _calls(spec, names, single=single)
+
         if self.twin is not None:
-            return Chosen(one(self, names), one(self.twin, names), self.chooser, self.program.run.rest)
-        return one(self, names)
+            return Chosen(on(self), on(self.twin), self.chooser, self.program.run.rest)
+        return on(self)
 
     def bind(self, names: Sequence[str]) -> BoundCaller | Chosen:
         """``caller(names)`` on arena sets held until its ``close()`` (a loop body's segment over one run of
@@ -317,27 +321,39 @@ class Specialization:
 
 
 def _calls(spec: Specialization, names: Sequence[str], held: Arena | None = None,
-           last: list[np.ndarray | None] | None = None) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
-    """``spec``'s schedule as a function of validated arrays: copy the inputs into an arena set, run the
-    compiled entry point directly (numba's dispatcher resolves the argument types on every call: ~0.5-1 us of
-    the MLPerf Tiny anomaly model's ~9 us; the arena's buffers never change type), copy the outputs out. Each
-    call takes a set from the pool, or uses ``held``; ``last`` (a held set of a program that keeps its inputs'
-    places) is what each input's place holds: an input passed as that very array is not copied again. A
-    closure over locals: the per-call path of the smallest models (see ``benchmarks/call_overhead.py``)."""
+           last: list[np.ndarray | None] | None = None, single: bool = False) -> Callable[[Sequence[np.ndarray]], Any]:
+    """``spec``'s schedule as a function of validated arrays (in the order of ``names``): the one per-call path
+    of ``CompiledModel`` (``_fast``, ``model(x)``) and of a loop body's segments (``BoundCaller``).
+
+    A call takes an arena set from the pool (or uses ``held``), copies the inputs into their places (any
+    strides), runs the compiled entry point directly (numba's dispatcher resolves the argument types on every
+    call: ~0.5-1 us of the MLPerf Tiny anomaly model's ~9 us; the arena's buffers never change type), returns
+    fresh copies of the outputs and gives the set back. ``last`` (a held set of a program that keeps its
+    inputs' places) is what each input's place holds: an input passed as that very array is not copied again.
+    ``single``: return what ``model(...)`` returns, the array of a one-output program (else the list).
+
+    One program input at position 0 and, with ``single``, one output: the copies go straight to and from the
+    arena's ``in1`` / ``out1``: the loop and the list comprehension cost ~0.6 us more per call (timed alone on
+    this Zen 3 under load; the anomaly int8 model's call is ~8 us), the flags that choose ~60 ns. A closure
+    over locals: the per-call path of the smallest models (``benchmarks/call_overhead.py``)."""
     entry, rouse, pos, _ = spec._binding(names)
     pool, program, max_pooled = spec._pool, spec.program, spec.max_pooled
+    one_in = pos == (0,) and last is None  # (Arena.in1)
+    one_out = single and len(program.outputs) == 1  # (Arena.out1)
 
-    def call(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def call(arrays: Sequence[np.ndarray]) -> Any:
         bufs = held
         if bufs is None:
             try:
-                bufs = pool.pop()  # (see _acquire)
+                bufs = pool.pop()  # (list.pop / append are atomic: no lock; see Specialization._acquire)
             except IndexError:
                 bufs = Arena(program)
         if rouse is not None:
-            rouse()
+            rouse()  # (a ParallelRun: its sleeping workers wake while the inputs are copied)
         try:
-            if last is None:
+            if one_in:
+                bufs.in1[...] = arrays[0]
+            elif last is None:
                 for (_, view), i in zip(bufs.ins, pos):
                     view[...] = arrays[i]
             else:
@@ -345,52 +361,17 @@ def _calls(spec: Specialization, names: Sequence[str], held: Arena | None = None
                     a = arrays[i]
                     if last[j] is not a:
                         view[...] = last[j] = a
-            try:
-                entry(*bufs.args)
-            except Exception as e:  # noqa: BLE001 - named below
-                raise _run_error(e)  # noqa: B904 - the cause is set there
+            entry(*bufs.args)
+            if one_out:
+                return bufs.out1.copy()
             return [view.copy() for view in bufs.outs]
+        except Exception as e:  # noqa: BLE001 - named below
+            raise _run_error(e)  # noqa: B904 - the cause is set there
         finally:
             if held is None and len(pool) < max_pooled:
                 pool.append(bufs)
 
     return call
-
-
-def call_one(spec: Any, names: Sequence[str], call: Callable[[Sequence[np.ndarray]], list[np.ndarray]]
-             ) -> Callable[[np.ndarray], np.ndarray | list[np.ndarray]]:
-    """A one-input model's ``model(x)`` on ``spec`` (``x`` of the input's dtype and compiled shape, any
-    strides): what the call returns (the array of a one-output model, else the list). ``call`` is ``spec``'s
-    ``CompiledModel._fast`` caller; a serial numba schedule with one arena input and one output gets a
-    closure of its own instead: an arena set from the pool, the input copied into its place, the compiled
-    entry point, a fresh copy of the output (~1 us of Python less than through ``call``, on a ~10 us model)."""
-    def through(x: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        outs = call((x,))
-        return outs[0] if len(outs) == 1 else outs
-
-    if not isinstance(spec, Specialization) or spec.twin is not None or len(spec.program.outputs) != 1:
-        return through
-    entry, rouse, pos, _ = spec._binding(names)
-    pool, program, max_pooled = spec._pool, spec.program, spec.max_pooled
-    if rouse is not None or len(pos) != 1:  # (a parallel schedule, or an input the program never reads)
-        return through
-
-    def one(x: np.ndarray) -> np.ndarray:
-        try:
-            bufs = pool.pop()  # (see Specialization._acquire)
-        except IndexError:
-            bufs = Arena(program)
-        try:
-            bufs.in1[...] = x
-            entry(*bufs.args)
-            return bufs.out1.copy()
-        except Exception as e:  # noqa: BLE001 - named below
-            raise _run_error(e)  # noqa: B904 - the cause is set there
-        finally:
-            if len(pool) < max_pooled:
-                pool.append(bufs)
-
-    return one
 
 
 class BoundCaller:
@@ -507,8 +488,8 @@ class CompiledModel:
         self._names = tuple(s.name for s in self.inputs)  # for the per-call fast path
         self._dtypes = tuple(np.dtype(s.dtype) for s in self.inputs)
         self._callers: dict[tuple, tuple[Any, Callable[[Sequence[np.ndarray]], list[np.ndarray]]]] = {}
-        #: a one-input model's ``model(x)`` by ``x.shape``: (specialisation, x -> what the call returns)
-        self._ones: dict[tuple[int, ...], tuple[Any, Callable[[np.ndarray], Any]]] = {}
+        #: a one-input model's ``model(x)`` by ``x.shape``: (specialisation, (x,) -> what the call returns)
+        self._ones: dict[tuple[int, ...], tuple[Specialization, Callable[[Sequence[np.ndarray]], Any]]] = {}
 
     @property
     def input_names(self) -> list[str]:
@@ -679,11 +660,12 @@ class CompiledModel:
             if spec is None:
                 return None
             names = self._names
-            call = spec.caller(names) if isinstance(spec, Specialization) else (
-                lambda xs, spec=spec: spec.run(dict(zip(names, xs))))
-            got = self._callers[key] = (spec, call)
-            if len(names) == 1:
-                self._ones[key[0]] = (spec, call_one(spec, names, call))
+            if isinstance(spec, Specialization):
+                got = self._callers[key] = (spec, spec.caller(names))
+                if len(names) == 1:  # (``__call__``: a one-input model's calls skip this method)
+                    self._ones[key[0]] = (spec, spec.caller(names, single=True))
+            else:  # (a BatchLoop)
+                got = self._callers[key] = (spec, lambda xs, spec=spec: spec.run(dict(zip(names, xs))))
         self._last = got[0]
         return got[1](arrays)
 
@@ -694,7 +676,7 @@ class CompiledModel:
                 got = self._ones.get(a.shape)
                 if got is not None:
                     self._last = got[0]
-                    return got[1](a)
+                    return got[1](args)
         if not kwargs and len(args) == len(self._names):
             outs = self._fast(args)
             if outs is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
-from . import team as _team
 from .atomics import (
     atomic_add,
     atomic_load,
@@ -55,9 +54,8 @@ from .batchrows import (
     THREADS,
     VAR,
     batch_rows,
-    native_functions,
-    split_desc,
     split_job,
+    split_run_desc,
     words_at,
 )
 from .cpus import default_threads, usable_cpus
@@ -85,8 +83,6 @@ from .team import (
     team,
     use_idle_wait,
 )
-
-_team.SPLIT_TOOLS = (native_functions, split_desc)  # (team.py reaches them without importing numba code)
 
 
 @njit(nogil=True, cache=True)
@@ -255,4 +251,4 @@ __all__ = ["SPIN_NS", "PROTOCOL_VERSION", "monotonic_ns", "spin_clock", "claim",
            "atomic_add", "compare_swap",
            "sched_yield", "futex_wait", "futex_wake", "idle_wait", "post", "rouse", "run_batch", "prepare_batches",
            "ready", "IDLE_WAIT_TYPES",
-           "new_state", "Team", "team", "ParallelRun", "default_threads", "usable_cpus"]
+           "new_state", "Team", "team", "ParallelRun", "split_run_desc", "default_threads", "usable_cpus"]

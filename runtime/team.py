@@ -43,9 +43,6 @@ SPIN = 200_000
 #: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
 #: completion that a sleeper may wait for wakes it)
 SLEEP_NS = 1_000_000
-#: ``(native_functions, split_desc)`` of ``runtime.batchrows``, set by ``runtime.parallel`` when it loads: a
-#: team runs split jobs only once parallel's idle wait runs its workers, and team.py stays free of numba
-SPLIT_TOOLS: tuple[Callable, Callable] | None = None
 #: a counter word is ``epoch << SHIFT | count``
 SHIFT = 24
 #: a claim counter's count is ``parts taken from the back * BACK + parts taken from the front``
@@ -274,10 +271,16 @@ class ParallelRun:
     whichever has been faster lately. On a machine whose other processes take the cores, a worker descheduled
     while it holds a part stalls every step after it (measured at load 10 on 2 cores: a recurrent model 3.9x
     slower with 2 threads than with 1); the chooser then runs the caller alone, trying the team now and then.
+
+    ``split(fn, buffers, state, threads)``: the description of a team run of ``fn`` as a split job, or None
+    (``batchrows.split_run_desc``, passed by the numba side: this module stays free of numba); None: team runs
+    from Python.
     """
 
-    def __init__(self, fn: Callable[..., None], steps: int, threads: int):
+    def __init__(self, fn: Callable[..., None], steps: int, threads: int,
+                 split: Callable[..., np.ndarray | None] | None = None):
         self.fn = fn
+        self.split = split
         self.py_func = getattr(fn, "py_func", fn)  # what profilers read the kernels' namespace from
         self.steps = steps
         self.threads = threads
@@ -335,11 +338,7 @@ class ParallelRun:
             overloads = getattr(self.fn, "overloads", None)
             if not overloads:
                 return None  # (not compiled yet: look again at the next run)
-            if SPLIT_TOOLS is None:
-                return None
-            native_functions, split_desc = SPLIT_TOOLS
-            fns = native_functions(self.fn)
-            desc = split_desc(fns[0], buffers, self.state, self.team_size) if fns and len(fns) == 1 else None
+            desc = None if self.split is None else self.split(self.fn, buffers, self.state, self.team_size)
             got = None if desc is None else (desc, (self.state, *buffers))
             if len(self._split) >= 16:  # (arena sets come and go: keep the recent ones)
                 self._split.clear()

@@ -5,6 +5,8 @@ every call, and the same errors."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -74,7 +76,8 @@ def test_fast_path_names_an_out_of_range_index() -> None:
 
 
 def test_one_input_call_takes_its_closure_any_strides_fresh_unaliased_results() -> None:
-    """A one-input model's ``model(x)`` runs ``call_one``'s closure (``CompiledModel._ones``): an input of
+    """A one-input model's ``model(x)`` runs its ``_calls`` closure (``CompiledModel._ones``) with the direct
+    copies to and from the arena's one input and output place (``Arena.in1`` / ``out1``): an input of
     any strides (sliced, Fortran order, read-only) gives the reference's result, every result is a fresh
     array of its own (not the input, not an arena, not the next call's result)."""
     proto = _conv_model()
@@ -85,7 +88,9 @@ def test_one_input_call_takes_its_closure_any_strides_fresh_unaliased_results() 
     m(x)
     first = m(x)  # (the first call compiles; the second makes the per-shape callers)
     spec, one = m._ones[x.shape]
-    assert spec is m._last and one.__name__ == "one"  # the closure of a serial schedule, one in, one out
+    assert spec is m._last and one.__qualname__ == "_calls.<locals>.call"
+    assert {k: v for k, v in inspect.getclosurevars(one).nonlocals.items() if k in ("one_in", "one_out")} == {
+        "one_in": True, "one_out": True}  # the serial schedule's one input and one output: copied directly
     wide = rng.standard_normal((2, 3, 6, 12)).astype(np.float32)
     ro = x.copy()
     ro.flags.writeable = False

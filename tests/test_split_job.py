@@ -12,10 +12,12 @@ import time
 
 import numpy as np
 import pytest
+from numba import njit, types
 from test_threads import block_model
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
+from cnnjit.runtime import batchrows
 from cnnjit.runtime import team as team_mod
 from cnnjit.runtime.batchrows import S_CALLER, S_EP, native_functions, split_desc, split_job
 from cnnjit.runtime.cpus import usable_cpus
@@ -130,3 +132,27 @@ def test_a_worker_on_the_callers_cpu_leaves_it_before_a_split_run(models) -> Non
         os.sched_setaffinity(0, every)
         os.sched_setaffinity(worker, every)
     assert moved == every - {here}
+
+
+def test_call_raw_assumptions_hold_for_compiled_schedules(models) -> None:
+    """``call_raw`` calls a schedule by address in numba's calling convention, built by hand: its assumptions
+    (``batchrows.raw_callable``) hold for a compiled parallel and serial schedule; the parallel tail it passes
+    is the schedule's own parameters (``threads.PARALLEL_SIG``); a buffer of any dtype has uint8's arguments
+    but the data pointer's static type; a function outside them is refused (its samples run from Python)."""
+    two, _, _ = models
+    serial = cnnjit.compile(block_model(SIZE), threads=1, entry="numba")._default_spec().program.run
+    assert batchrows._PARALLEL_TAIL == tuple(threads.PARALLEL_SIG)
+    for fn in (two._default_spec().program.run.fn, serial):
+        for part in getattr(fn, "segments", None) or [fn]:
+            assert len(part.overloads) == 1 and batchrows.raw_callable(next(iter(part.overloads.values())).signature)
+        assert native_functions(fn)
+    for dt in (types.float32, types.float64, types.int8, types.int16, types.int32, types.int64, types.boolean):
+        assert batchrows._flat_llvm(types.Array(dt, 1, "C")) == batchrows._flat_llvm(batchrows._U8)
+
+    @njit
+    def other(a, b):  # pragma: no cover - compiled
+        a[0] = b[0, 0]
+
+    other(np.zeros(2, np.float32), np.ones((2, 2), np.float32))  # (a 2-D buffer: not a schedule's)
+    assert not batchrows.raw_callable(next(iter(other.overloads.values())).signature)
+    assert native_functions(other) is None

@@ -20,6 +20,7 @@ many layers and models.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +44,8 @@ class Target:
     file holds (16 on x86 without AVX-512, 32 with AVX-512 and on aarch64): the SIMD kernels size their
     register tiles (accumulators + operands) from it. ``spatial_parts``: a split layer of a
     ``parts.SPATIAL_PARTS`` variant may take its spatial part space before its output channels (False: the
-    channel split first, as before spatial affinity; ``benchmarks/affinity_ab.py``'s A/B).
+    channel split first, as before spatial affinity; ``benchmarks/affinity_ab.py``'s A/B). ``forms``: earlier
+    forms of kernel code to generate instead of the current ones, by name (``FORMS``: a benchmark's "before").
     """
 
     isa: str = "x86_64"
@@ -58,11 +60,16 @@ class Target:
     variants: tuple[tuple[str, str], ...] = ()
     vector_registers: int = 32
     spatial_parts: bool = True
+    forms: tuple[str, ...] = ()
 
     @property
     def forced(self) -> dict[str, str]:
         """Forced variant name by op."""
         return dict(self.variants)
+
+    def uses(self, form: str) -> bool:
+        """Whether the kernels generate the earlier form ``form`` (a ``FORMS`` name) of their code."""
+        return form in self.forms
 
 
 #: ``node.meta`` key of a layer the mixed-precision policy keeps in fp32 under ``precision="bf16"`` (its value:
@@ -160,6 +167,42 @@ class Variant:
 VARIANTS: dict[str, list[Variant]] = {}
 
 
+@dataclass(frozen=True)
+class Form:
+    """An earlier form of generated kernel code that a compile may still ask for by name (``Target.forms``,
+    ``cnnjit.compile(forms=...)``): the "before" of a change inside a kernel, compiled beside the current form
+    in one process (``benchmarks/small_ops.py``), as a removed variant is (``harness.variants_without``).
+    Read by the generator that owns it (``Target.uses``), or, with ``swap``, applied to every kernel's source
+    (``lower_node``): one vector-math function called in place of another of the same arguments."""
+
+    name: str
+    doc: str
+    swap: tuple[str, str] | None = None
+
+
+#: the earlier forms by name (``form``)
+FORMS: dict[str, Form] = {}
+
+
+def form(name: str, doc: str, swap: tuple[str, str] | None = None) -> str:
+    """Register an earlier form of kernel code (``Form``); returns ``name``."""
+    if name in FORMS:
+        raise ValueError(f"a kernel form named {name!r} exists")
+    FORMS[name] = Form(name, doc, swap)
+    return name
+
+
+def swap_functions(source: str, forms: tuple[str, ...]) -> str:
+    """``source`` with the vector-math function swaps of ``forms`` made (``vexpsm8(`` -> ``vexpneg8(``)."""
+    for f in forms:
+        known = FORMS.get(f)
+        if known is None:
+            raise CompileError(f"no kernel form named {f!r}; the forms are {', '.join(sorted(FORMS))}")
+        if known.swap is not None:
+            source = re.sub(rf"\b{known.swap[0]}(\d+)\(", rf"{known.swap[1]}\1(", source)
+    return source
+
+
 def variant(*ops: str, name: str | None = None, priority: int = 100,
             applies: Applies = always) -> Callable[[Generate], Generate]:
     """Register the decorated ``generate(node, target)`` as a variant of each op in ``ops``, named
@@ -199,10 +242,16 @@ def choose(node: Node, target: Target) -> Variant:
 
 def lower_node(node: Node, target: Target) -> list[KernelCall]:
     """The kernel calls of ``node`` from its chosen variant, each naming the variant."""
-    v = choose(node, target)
+    return generate_with(choose(node, target), node, target)
+
+
+def generate_with(v: Variant, node: Node, target: Target) -> list[KernelCall]:
+    """Variant ``v``'s kernel calls of ``node``, each naming the variant, in ``target``'s forms."""
     calls = v.generate(node, target)
     for c in calls:
         c.variant = c.variant or v.name
+        if target.forms:
+            c.source = swap_functions(c.source, target.forms)
     return calls
 
 

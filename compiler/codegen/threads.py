@@ -44,10 +44,10 @@ from cnnjit.ir import Node, Value
 from cnnjit.ir.errors import CompileError
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
-from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, wait
+from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, split_run_desc, wait
 from cnnjit.runtime.program import Call
 
-from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose
+from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose, generate_with
 from .memory import MemoryPlan
 from .parts import (
     ANY_CHANNEL_PARTS,
@@ -255,8 +255,7 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
         except CompileError:
             if (node.op, variant) not in ANY_CHANNEL_PARTS:  # (parts.py: its applies refuses for speed only)
                 raise
-            v = next(v for v in VARIANTS[node.op] if v.name == variant)
-            return [replace(c, variant=c.variant or v.name) for c in v.generate(part, pinned)]
+            return generate_with(next(v for v in VARIANTS[node.op] if v.name == variant), part, pinned)
 
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
     return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
@@ -528,7 +527,7 @@ PARALLEL_SIG = (types.boolean, types.int64, types.Array(types.int64, 1, "C"))
 
 def parallel_run(fn: Callable[..., None], steps: list[Step], threads: int) -> ParallelRun:
     """The compiled parallel schedule ``fn`` as the program's ``run(*buffers)`` on ``threads`` threads."""
-    return ParallelRun(fn, len(steps), threads)
+    return ParallelRun(fn, len(steps), threads, split_run_desc)
 
 
 def trace_words(steps: list[Step]) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..kernel import KernelCall, Scratch, Target, form, note, variant
 from . import simd_softmax as softmax
 from .template import source
 
@@ -79,20 +79,21 @@ def _rows(w: int, rows: int, ind: str, lv: int) -> list[str]:
     return [ind + x for x in out]
 
 
-#: ``k^T`` made with ``W x W`` transposes in registers (``vloadtr``) where ``D >= W``: a 40 x 15 head's copy
-#: was 600 scalar loads and stores, as many instructions as its ``q @ k^T`` (a benchmark's "before" sets False)
-VECTOR_TRANSPOSE = True
+#: ``k^T`` is made with ``W x W`` transposes in registers (``vloadtr``) where ``D >= W``: a 40 x 15 head's copy
+#: was 600 scalar loads and stores, as many instructions as its ``q @ k^T``; the form ``SCALAR_KT`` copies it
+#: element by element, as before (``benchmarks/small_ops.py``'s "before")
+SCALAR_KT = form("attention_scalar_kt", "Attention's k^T copied element by element, not in W x W register blocks")
 
 
-def _transpose_k(w: int) -> list[str]:
+def _transpose_k(w: int, blocks: bool = True) -> list[str]:
     """Kernel lines writing ``k^T [D, SP]`` of matrix ``t`` into scratch (the pad columns ``S..SP`` zero): blocks
     of ``w`` keys by ``w`` dimensions transposed in registers, the last ``w`` dimensions overlapping the block
     before when ``w`` does not divide ``D``; keys past the last whole block, and every key when ``D < w``
-    (or ``VECTOR_TRANSPOSE`` is off), one element at a time."""
+    (or not ``blocks``: ``SCALAR_KT``), one element at a time."""
     scalar = ["for d in range(D):", "    for n in range(n0, S):",
               "        zb[U(zo + d * SP + n)] = kb[U(k0 + n * D + d)]", "    for n in range(S, SP):",
               "        zb[U(zo + d * SP + n)] = 0.0"]
-    if not VECTOR_TRANSPOSE:
+    if not blocks:
         return ["        n0 = 0", *["        " + ln for ln in scalar]]
     cols = ", ".join(f"c{j}" for j in range(w))
     block = [f"{cols} = vloadtr{w}(kb, k0 + n * D + d, D)",
@@ -103,19 +104,20 @@ def _transpose_k(w: int) -> list[str]:
     return ["        " + ln for ln in lines]
 
 
-#: output rows of at most one vector in one-vector chunks (``pv_lanes``; a benchmark's "before" sets False)
-NARROW_ROWS = True
+#: output rows of at most one vector go in one-vector chunks (``pv_lanes``); the form ``WIDE_ROWS`` keeps
+#: ``VECTORS`` vectors, as before (``benchmarks/small_ops.py``'s "before")
+WIDE_ROWS = form("attention_wide_rows", "Attention's output rows in chunks of 2 vectors even where a row fits in one")
 
 
-def pv_lanes(w: int, dv: int) -> int:
+def pv_lanes(w: int, dv: int, narrow: bool = True) -> int:
     """Lanes of a chunk of an output row: ``VECTORS * w``, or one vector when ``v``'s rows fit in one (a
-    small head's 8: no masked chunk twice as wide as the row)."""
-    return w if dv <= w and NARROW_ROWS else VECTORS * w
+    small head's 8: no masked chunk twice as wide as the row) and ``narrow``."""
+    return w if dv <= w and narrow else VECTORS * w
 
 
-def attention_source(w: int, lv: int | None = None) -> str:
+def attention_source(w: int, lv: int | None = None, kt_blocks: bool = True) -> str:
     """The kernel at vector width ``w`` (see the module doc), output rows in chunks of ``lv`` lanes (default
-    ``VECTORS * w``); sizes are arguments."""
+    ``VECTORS * w``), ``k^T`` in register blocks where it can (``kt_blocks``); sizes are arguments."""
     lv = lv or VECTORS * w
     lines = [
         "def kernel(qb, qo, kb, ko, vb, vo, yb, yo, zb, zo, NB, T, S, D, DV, SP, scale):",
@@ -127,7 +129,7 @@ def attention_source(w: int, lv: int | None = None) -> str:
         "        k0 = ko + t * S * D",
         "        v0 = vo + t * S * DV",
         "        y0 = yo + t * T * DV",
-        *_transpose_k(w),
+        *_transpose_k(w, kt_blocks),
         "        m = 0",
         f"        while m + {ROWS} <= T:",
         *_rows(w, ROWS, " " * 12, lv),
@@ -150,8 +152,9 @@ def gen_simd_attention(node: Node, target: Target) -> list[KernelCall]:
     T, D = q.shape[-2:]
     S, DV = v.shape[-2:]
     nb = int(np.prod(q.shape[:-2], dtype=np.int64))
-    L = VECTORS * target.vector_width
-    SP = -(-S // L) * L
-    return [KernelCall(attention_source(target.vector_width, pv_lanes(target.vector_width, DV)),
+    w = target.vector_width
+    SP = -(-S // (VECTORS * w)) * VECTORS * w
+    src = attention_source(w, pv_lanes(w, DV, not target.uses(WIDE_ROWS)), not target.uses(SCALAR_KT))
+    return [KernelCall(src,
                        [q, k, v, node.outputs[0], Scratch((D + ROWS) * SP), nb, T, S, D, DV, SP,
                         float(node.attrs["scale"])], note(node))]

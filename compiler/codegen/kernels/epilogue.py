@@ -22,7 +22,7 @@ from cnnjit.ir import Node, Value, get_op
 from cnnjit.ir.errors import CompileError
 from cnnjit.ir.ops import residual_positions
 
-from ..kernel import flit, ilit
+from ..kernel import flit, form, ilit
 from .template import Template
 
 
@@ -165,9 +165,11 @@ def scalar_lines(node: Node, index: str, indent: str) -> tuple[list[str], list[s
 
 
 #: Tanh's vector form: ``vtanhr``, the rational fit onnxruntime's MLAS, Eigen and cnnjit's recurrent kernels
-#: use (3 ulp; AVX2 alone in a loop 0.97 -> 0.39 ns per element against ``vtanh``'s exp form, 2 ulp); a
-#: benchmark's "before" sets ``vtanh``
+#: use (3 ulp; AVX2 alone in a loop 0.97 -> 0.39 ns per element against ``vtanh``'s exp form, 2 ulp); the form
+#: ``TANH_BEFORE`` calls the earlier ``vtanh`` instead (``benchmarks/small_ops.py``'s "before")
 TANH = "vtanhr"
+TANH_BEFORE = form("tanh_vtanh", "Tanh's vector form vtanh (the exp form), not the rational vtanhr",
+                   swap=(TANH, "vtanh"))
 _VEC_CALLS = {"Sigmoid": "vsigmoid", "Tanh": TANH, "SiLU": "vsilu", "Softplus": "vsoftplus", "Mish": "vmish",
               "Exp": "vexp", "Erf": "verf"}
 
@@ -196,7 +198,7 @@ def vector_expr(op: str, a: dict, w: int, x: str) -> str | None:
         return f"vbcast{w}({v if isinstance(v, _Param) else flit(v)})"
 
     if op in _VEC_CALLS:
-        return f"{TANH if op == 'Tanh' else _VEC_CALLS[op]}{w}({x})"
+        return f"{_VEC_CALLS[op]}{w}({x})"
     if op == "Relu":
         return f"vmax{w}({x}, vzero{w}())"
     if op == "Identity":

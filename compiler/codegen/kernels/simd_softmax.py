@@ -23,13 +23,15 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..kernel import KernelCall, Scratch, Target, form, note, variant
 from .template import source
 
 #: the exp of ``x - max`` (an intrinsic family name): ``vexpsm`` (``simd_math.VecMath.exp_softmax``, 16
-#: instructions: 0.49 -> 0.43 ns per element in a softmax loop at AVX2 against ``vexpneg``'s 22; a benchmark's
-#: "before" sets ``vexpneg``)
+#: instructions: 0.49 -> 0.43 ns per element in a softmax loop at AVX2 against ``vexpneg``'s 22); the form
+#: ``EXP_BEFORE`` calls the earlier ``vexpneg`` instead (``benchmarks/small_ops.py``'s "before")
 EXP = "vexpsm"
+EXP_BEFORE = form("softmax_vexpneg", "Softmax's and Attention's exp(x - max) as vexpneg, not vexpsm",
+                  swap=(EXP, "vexpneg"))
 #: rows of at most this many elements are computed ``ROWS_AT_ONCE`` at a time: each row's max and sum are
 #: chains of dependent vector operations and two horizontal reductions, which a short row (an attention
 #: head's 64 scores) cannot hide; independent rows interleaved in one loop can
