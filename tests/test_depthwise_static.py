@@ -175,10 +175,11 @@ def test_threaded_parts_match_the_reference() -> None:
     other part writes the rows after them; bit for bit the one-thread result."""
     model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
                                          seed=2))
-    compiled = cnnjit.compile(model, threads=2, vector_width=8)
+    forced = {"Conv": "simd_depthwise_static"}  # (the default for this map is depthwise_direct's)
+    compiled = cnnjit.compile(model, threads=2, vector_width=8, variants=forced)
     calls = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
     assert len(calls) == 2 and {c.variant for c in calls} == {"simd_depthwise_static"}
-    one = cnnjit.compile(model, threads=1, vector_width=8)
+    one = cnnjit.compile(model, threads=1, vector_width=8, variants=forced)
     for _ in range(3):
         got = compiled(x)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
