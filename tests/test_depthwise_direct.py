@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
-from test_depthwise_static import _case_model
+from test_depthwise_static import _case_model, check_row_parts
 from test_simd_widths import compile_variant
 
 import cnnjit
@@ -135,25 +135,9 @@ def test_row_part_writes_its_rows_only() -> None:
     model, x, want, inits = _case_model(dict(c=3, m=3, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=20, w=35, act=None,
                                              seed=5))
     (node,) = [n for n in cnnjit.compile(model, vector_width=8, entry="lazy").ir.nodes if n.op == "Conv"]
-    OH, cut = want.shape[2], 7
-    assert direct_part_space(node, AVX2) == (OH, 1)
-    whole = None
-    for part in (None, (0, cut), (cut, OH)):
-        node.meta.pop("part", None)
-        if part is not None:
-            node.meta["part"] = part
-        (call,) = gen_depthwise_direct(node, AVX2)
-        y = _run(call, x, inits, want.size)
-        got = y[:want.size].reshape(want.shape)
-        if part is None:
-            whole = got
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-            continue
-        rows = np.zeros(OH, bool)
-        rows[part[0]:part[1]] = True
-        np.testing.assert_array_equal(got[:, :, rows], whole[:, :, rows])
-        assert (got[:, :, ~rows] == 7.5).all() and (y[want.size:] == 7.5).all()
-    node.meta.pop("part", None)
+    assert direct_part_space(node, AVX2) == (want.shape[2], 1)
+    check_row_parts(node, want, 7, lambda: gen_depthwise_direct(node, AVX2)[0],
+                    lambda call: _run(call, x, inits, want.size))
 
 
 def test_threaded_parts_match_the_reference() -> None:

@@ -197,16 +197,28 @@ def test_row_part_writes_its_rows_only(shape) -> None:
     target = Target(vector_width=8, vector_registers=16)
     OH = want.shape[2]
     assert static_part_space(node, target) == (OH, 1)
+
+    def run(call) -> np.ndarray:
+        y = np.full(want.size + 16, 7.5, np.float32)
+        scratch = np.full(call.args[4].elems, np.nan, np.float32)
+        load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, scratch, 0,
+                                 *call.args[5:])
+        return y
+
+    check_row_parts(node, want, cut, lambda: gen_simd_depthwise_static(node, target)[0], run)
+
+
+def check_row_parts(node, want: np.ndarray, cut: int, generate, run) -> None:
+    """The layer's kernel (``generate()``, run by ``run(call)`` into a sentinel-filled output with 16 elements
+    of slack) whole, then as the parts of rows ``0 .. cut`` and ``cut .. OH``: each part's rows bit for bit the
+    whole layer's, every other element untouched."""
+    OH = want.shape[2]
     whole = None
     for part in (None, (0, cut), (cut, OH)):
         node.meta.pop("part", None)
         if part is not None:
             node.meta["part"] = part
-        (call,) = gen_simd_depthwise_static(node, target)
-        y = np.full(want.size + 16, 7.5, np.float32)
-        scratch = np.full(call.args[4].elems, np.nan, np.float32)
-        load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, scratch, 0,
-                                 *call.args[5:])
+        y = run(generate())
         got = y[:want.size].reshape(want.shape)
         if part is None:
             whole = got

@@ -40,7 +40,16 @@ from ..kernel import KernelCall, Target, note, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue
 from .simd_depthwise import MAX_TAPS, Sweep, choose_sweep, store_row
-from .simd_depthwise_static import Geometry, bands, geometry, whole_sweeps
+from .simd_depthwise_static import (
+    Geometry,
+    band_window,
+    bands,
+    channel_head,
+    geometry,
+    plan_lines,
+    whole_sweeps,
+    yrow_line,
+)
 from .simd_pointwise import conv_operands, conv_sizes, row_width
 from .template import source
 
@@ -103,14 +112,9 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
     the output vectors at the row's ends (one body, its column masks computed), then the ones inside."""
     w, kh, kw, sh, W, OW = g.w, g.kh, g.kw, g.sh, g.W, g.OW
     rows, accs = sweep.rows, sweep.accs
-    if oh0 is None:
-        first, inside = 0, range(rows * sh + kh)
-        L = [f"{ind}xrow = xc + (oh * {sh} - {g.pt}) * {W} - {g.pl}",
-             f"{ind}yrow = ((n * M + m) * {g.OH} + oh) * {OW}"]
-    else:
-        first = oh0 * sh - g.pt  # the input row of the band's first window row
-        inside = range(max(0, -first), min(rows * sh + kh, g.H - first))
-        L = [f"{ind}xrow = xc + {first * W - g.pl}", f"{ind}yrow = ((n * M + m) * {g.OH} + {oh0}) * {OW}"]
+    first, inside = band_window(g, rows, oh0, 0, g.H)  # (the input row of the band's first window row)
+    L = [f"{ind}xrow = xc + (oh * {sh} - {g.pt}) * {W} - {g.pl}" if oh0 is None else
+         f"{ind}xrow = xc + {first * W - g.pl}", yrow_line(g, oh0, ind)]
     ts = sorted({r * sh + i for r in range(rows) for i in range(kh)} & set(inside))
     used = sorted({t - r * sh for t in ts for r in range(rows) if 0 <= t - r * sh < kh})
 
@@ -163,12 +167,10 @@ def direct_source(node: Node, g: Geometry, registers: int, part: tuple[int, int]
     """The kernel for depthwise Conv ``node`` at geometry ``g`` (a plane-less one: ``top`` 0, ``rows`` the
     input's); ``part``: output rows ``OS .. OE`` only (a layer split over threads in bands), no store running
     on past row ``OE - 1`` of a channel."""
-    w = g.w
-    epi = Epilogue(node, w, True)
+    epi = Epilogue(node, g.w, True)
     main = choose_sweep(g.OH, g.kh, g.kw, g.sh, 1, registers)
     plan = bands(g, main, registers, part)
     resident = any(s.resident for _, s, _ in plan)
-    OS, OE = part or (0, g.OH)
     L = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, OWB, OWA, J" + epi.signature() + "):",
         "    mult = M // C",
@@ -176,25 +178,9 @@ def direct_source(node: Node, g: Geometry, registers: int, part: tuple[int, int]
         "    for n in range(N):",
         "        for m in range(M):",
         f"            xc = xo + (n * C + m // mult) * {g.H * g.W}",
-        f"            wk = wo + m * {g.kh * g.kw}",
-        *([f"            w{i}_{j} = vbcast{w}(wb[U(wk + {i * g.kw + j})])"
-           for i in range(g.kh) for j in range(g.kw)] if resident else []),
-        f"            bias = vbcast{w}(bb[bo + m])",
-        *([f"            lim = ((n * M + m) * {g.OH} + {OE}) * {g.OW}"] if part else []),
+        *channel_head(g, resident, part[1] if part else None, " " * 12),
     ]
-    k = 0
-    while k < len(plan):
-        oh0, sweep, inside = plan[k]
-        if not inside:
-            L += _band(g, sweep, oh0, epi, " " * 12)
-            k += 1
-            continue
-        n = 1
-        while k + n < len(plan) and plan[k + n][2] and plan[k + n][1] == sweep:
-            n += 1
-        L += [f"            for ob in range({n}):", f"                oh = {oh0} + ob * {sweep.rows}",
-              *_band(g, sweep, None, epi, " " * 16)]
-        k += n
+    L += plan_lines(plan, lambda sweep, oh0, ind: _band(g, sweep, oh0, epi, ind), " " * 12)
     return source(L), epi.args
 
 
