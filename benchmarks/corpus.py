@@ -28,7 +28,7 @@ Generated models (``onnx.helper``, opset 17, seeded random weights of realistic 
 ``load(name)`` gives ``(model, {input: seeded input})`` for any of them.
 
     python benchmarks/corpus.py [--models a,b] [--save DIR]    # build, run on onnxruntime and cnnjit, compare
-    python benchmarks/corpus.py --layers [--models a,b] [--runs 30]   # per model: calls below 50% of peak,
+    python benchmarks/corpus.py --layers [--models a,b] [--runs 30] [--list]   # per model: calls below 50% of peak,
                                                   # of them memory-bound (cnnjit profile, 1 thread; results/)
 """
 
@@ -520,6 +520,23 @@ def layer_counts(doc: dict, key: str = "median_ms") -> dict[str, float]:
             "sum_ms": sum(r[key] for r in doc["calls"])}
 
 
+def slow_calls(doc: dict) -> list[str]:
+    """Lines of a ``cnnjit.profile.profile_model`` result's calls below half the FMA peak on their fastest run:
+    call, variant, shapes, time, % of peak (minimum, median), roofline verdict (on the median, as ``cnnjit
+    profile``), the level it is judged against and its FLOP per byte."""
+    from cnnjit.roofline import SLOW_PEAK_SHARE
+
+    out = []
+    for r in doc["calls"]:
+        share = r["flops"] / (r["min_ms"] * 1e6) / doc["peak_gflops"] if r["flops"] and r["min_ms"] else None
+        if share is None or share >= SLOW_PEAK_SHARE:
+            continue
+        out.append(f"  #{r['call']:<4d}{r['variant'] or r['op']:22s} {r['note'][:70]:70s} {1e3 * r['min_ms']:9.1f} us "
+                   f"{100 * share:5.1f}% (median {r['percent_of_peak'] or 0:5.1f}%) {r['verdict']:11s} {r['level']:4s} "
+                   f"{r['intensity'] or 0:.2f} FLOP/B")
+    return out
+
+
 def layers_main(argv: Sequence[str]) -> int:
     """``--layers``: profile each corpus model (1 thread) and print, per model, "calls below 50% of peak: n, of
     which memory-bound m", judged on the per-call medians and minima; writes ``results/corpus_layers``."""
@@ -532,6 +549,8 @@ def layers_main(argv: Sequence[str]) -> int:
     ap.add_argument("--layers", action="store_true")
     ap.add_argument("--models", default="", help="comma-separated names (default: every available corpus model)")
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--list", action="store_true",
+                    help="also print every call below half the peak (on its minimum) with its verdict and FLOP/byte")
     args = ap.parse_args(argv)
     names = [s for s in args.models.split(",") if s] or [n for n in CORPUS if CORPUS[n].available()]
     rows, payload = [], {"runs": args.runs, "models": {}}
@@ -542,6 +561,8 @@ def layers_main(argv: Sequence[str]) -> int:
         payload["models"][name] = {"median": med, "min": mn}
         print(f"{name}: calls below 50% of peak: {med['below_peak']}, of which memory-bound {med['memory_bound']} "
               f"(on minima: {mn['below_peak']}, {mn['memory_bound']}) of {med['calls']} calls", flush=True)
+        if args.list:
+            print("\n".join(slow_calls(doc)), flush=True)
         rows.append([name, med["calls"], med["below_peak"], med["memory_bound"], med["not_memory_ms"], med["sum_ms"],
                      mn["below_peak"], mn["memory_bound"], mn["not_memory_ms"], mn["sum_ms"]])
     write_json("corpus_layers", payload)

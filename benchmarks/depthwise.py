@@ -8,6 +8,8 @@ interleaved order (thread CPU time: other processes on a shared machine count le
     python benchmarks/depthwise.py --runs 80 --shapes rec_240x12x80_k5,cls_200x2x96_k5
     python benchmarks/depthwise.py --before simd_depthwise_static --small --name depthwise_lanes
         # the small maps (rows of at most half a vector) against simd_depthwise_static: depthwise_lanes
+    python benchmarks/depthwise.py --before simd_depthwise_static --name depthwise_direct --shapes ...
+        # the 3x3 shapes against simd_depthwise_static: depthwise_direct (no plane copy)
 
 Only the Conv's kernel call is timed (its call from Python on the schedule's buffers, as ``cnnjit profile
 --uninlined``); FLOPs are ``2 * C * kh * kw * OH * OW`` (taps in the padding included, as the profile counts).
@@ -56,6 +58,8 @@ SHAPES = {
     "ppocr_v4_rec 480x6x80 5x5": (480, 6, 80, 5, 1, 1, "lab_hswish"),
     "ppocr_v4_rec 480x3x80 5x5": (480, 3, 80, 5, 1, 1, "lab_hswish"),
     "ppocr_v4_rec 480x6x80 5x5 s2x1": (480, 6, 80, 5, 2, 1, "lab_hswish"),
+    "ppocr_v4_rec 16x24x160 3x3": (16, 24, 160, 3, 1, 1, "lab_hswish"),
+    "ppocr_v4_rec 32x24x160 3x3": (32, 24, 160, 3, 1, 1, "lab_hswish"),
     "ppocr_v4_rec 128x12x160 3x3": (128, 12, 160, 3, 1, 1, "lab_hswish"),
     "ppocr_v4_rec 64x24x160 3x3 s2x1": (64, 24, 160, 3, 2, 1, "lab_hswish"),
     "ppocr_v4_det 192x40x40 5x5": (192, 40, 40, 5, 1, 1, "lab_hswish"),
@@ -63,6 +67,9 @@ SHAPES = {
     "ppocr_v4_det 96x80x80 3x3": (96, 80, 80, 3, 1, 1, "lab_hswish"),
     "ppocr_v4_det 96x80x80 3x3 s2": (96, 80, 80, 3, 2, 2, "none"),
     "ppocr_v4_det 48x160x160 3x3": (48, 160, 160, 3, 1, 1, "lab_hswish"),
+    "ppocr_v4_det 16x320x320 3x3": (16, 320, 320, 3, 1, 1, "lab_hswish"),
+    "mobilenet_v2 32x112x112 3x3": (32, 112, 112, 3, 1, 1, "relu"),
+    "mobilenet_v2 144x56x56 3x3": (144, 56, 56, 3, 1, 1, "relu"),
     "ppocr_cls 200x2x96 5x5": (200, 2, 96, 5, 1, 1, "hswish"),
     "ppocr_cls 88x3x96 5x5": (88, 3, 96, 5, 1, 1, "hswish"),
     "ppocr_cls 32x6x96 3x3": (32, 6, 96, 3, 1, 1, "relu"),

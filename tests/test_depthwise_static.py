@@ -175,10 +175,11 @@ def test_threaded_parts_match_the_reference() -> None:
     other part writes the rows after them; bit for bit the one-thread result."""
     model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
                                          seed=2))
-    compiled = cnnjit.compile(model, threads=2, vector_width=8)
+    forced = {"Conv": "simd_depthwise_static"}  # (the default for this map is depthwise_direct's)
+    compiled = cnnjit.compile(model, threads=2, vector_width=8, variants=forced)
     calls = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
     assert len(calls) == 2 and {c.variant for c in calls} == {"simd_depthwise_static"}
-    one = cnnjit.compile(model, threads=1, vector_width=8)
+    one = cnnjit.compile(model, threads=1, vector_width=8, variants=forced)
     for _ in range(3):
         got = compiled(x)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -196,16 +197,28 @@ def test_row_part_writes_its_rows_only(shape) -> None:
     target = Target(vector_width=8, vector_registers=16)
     OH = want.shape[2]
     assert static_part_space(node, target) == (OH, 1)
+
+    def run(call) -> np.ndarray:
+        y = np.full(want.size + 16, 7.5, np.float32)
+        scratch = np.full(call.args[4].elems, np.nan, np.float32)
+        load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, scratch, 0,
+                                 *call.args[5:])
+        return y
+
+    check_row_parts(node, want, cut, lambda: gen_simd_depthwise_static(node, target)[0], run)
+
+
+def check_row_parts(node, want: np.ndarray, cut: int, generate, run) -> None:
+    """The layer's kernel (``generate()``, run by ``run(call)`` into a sentinel-filled output with 16 elements
+    of slack) whole, then as the parts of rows ``0 .. cut`` and ``cut .. OH``: each part's rows bit for bit the
+    whole layer's, every other element untouched."""
+    OH = want.shape[2]
     whole = None
     for part in (None, (0, cut), (cut, OH)):
         node.meta.pop("part", None)
         if part is not None:
             node.meta["part"] = part
-        (call,) = gen_simd_depthwise_static(node, target)
-        y = np.full(want.size + 16, 7.5, np.float32)
-        scratch = np.full(call.args[4].elems, np.nan, np.float32)
-        load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, scratch, 0,
-                                 *call.args[5:])
+        y = run(generate())
         got = y[:want.size].reshape(want.shape)
         if part is None:
             whole = got

@@ -50,7 +50,8 @@ def test_folded_epilogue_matches_reference(width: int, kind: str) -> None:
         x = (np.random.default_rng(width).standard_normal((1, 12, 6, 21)) * 2.0).astype(np.float32)
         compiled = cnnjit.compile(model, vector_width=width)
         (conv,) = [c for c in compiled._default_spec().program.calls if c.op == "Conv"]
-        assert conv.variant in ("simd_depthwise_static", "simd_pointwise", "cvec_pointwise", "channel_pointwise")
+        assert conv.variant in ("simd_depthwise_static", "depthwise_direct", "simd_pointwise", "cvec_pointwise",
+                                "channel_pointwise")
         ref_t = _conv_ref(x, wt, b, kind)
         assert (ref_t < -3).any() and (ref_t > 3).any() and (np.abs(ref_t) < 3).any()  # every part of the clamp
         want = _reference(ref_t, scale, shift)

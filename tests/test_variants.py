@@ -53,6 +53,7 @@ CASES = {
     ("Conv", "simd_depthwise_row"): _conv(8, 8, 2, k=5, group=8),  # 2x2 planes: most of the window is padding
     ("Conv", "simd_depthwise_static"): _conv(8, 8, 19, k=5, group=8, stride=2),  # 10x10 from 19x19, 5x5
     ("Conv", "depthwise_lanes"): _conv(16, 16, 3, k=5, group=16),  # 3x3 maps, 5x5: channels in the lanes
+    ("Conv", "depthwise_direct"): _conv(8, 8, 64, k=3, group=8),  # rows of 4 vectors at every width: no plane
     ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width
     ("Conv", "simd_conv"): _conv(3, 8, 11, k=3, stride=2),
     ("Conv", "cblock"): _conv(16, 32, 9, k=3, stride=2),

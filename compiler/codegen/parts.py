@@ -46,7 +46,7 @@ PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4"), ("Conv", "st
 #: input again, a pixel part only its own output rows (and ``strided_packed``, its gather before the packed
 #: strips).
 SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "simd_depthwise"),
-                                       ("Conv", "simd_depthwise_static"),
+                                       ("Conv", "simd_depthwise_static"), ("Conv", "depthwise_direct"),
                                        ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise"),
                                        ("Conv", "strided_packed")}
 
@@ -62,6 +62,7 @@ SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "s
 #: against 48 + 47; strided 128 -> 256 to 14x14, 115 + 145 against 138 + 138; at 28x28, 384 + 400 pixels,
 #: 43 + 44 against 44 + 44, strided 64 -> 128: 121 + 127 against 131 + 135)
 MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8, ("Conv", "simd_depthwise_static"): 8,
+                                                 ("Conv", "depthwise_direct"): 8,
                                                  ("Conv", "simd_pointwise"): 128,
                                                  ("Conv", "strided_pointwise"): 128}
 

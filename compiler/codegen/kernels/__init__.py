@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     channel_pointwise,
     conv1d_packed,
     dense,
+    depthwise_direct,
     depthwise_lanes,
     elementwise,
     im2col_packed,

@@ -144,20 +144,30 @@ def _copy_lines(g: Geometry, ind: str) -> list[str]:
     return L
 
 
+def band_window(g: Geometry, rows: int, oh0: int | None, top: int, height: int) -> tuple[int, range]:
+    """``(first, inside)`` of a band of ``rows`` output rows from row ``oh0`` (None: a band inside the input,
+    ``first`` 0): the row of its first window row in rows of ``height`` holding input row 0 at ``top``, and
+    its window's rows (relative) that lie in those rows."""
+    if oh0 is None:
+        return 0, range(rows * g.sh + g.kh)
+    first = oh0 * g.sh - g.pt + top
+    return first, range(max(0, -first), min(rows * g.sh + g.kh, height - first))
+
+
+def yrow_line(g: Geometry, oh0: int | None, ind: str) -> str:
+    """The kernel line setting ``yrow``, the output offset of the band's first row (``oh0``, else ``oh``)."""
+    return f"{ind}yrow = ((n * M + m) * {g.OH} + {'oh' if oh0 is None else oh0}) * {g.OW}"
+
+
 def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -> list[str]:
     """One band of ``sweep.rows`` output rows from row ``oh0`` (a number: a band generated on its own, its
     taps in the padding left out) or from the kernel variable ``oh`` (None: a band inside the input, every
     tap)."""
     w, kh, kw, sh, PW, OW = g.w, g.kh, g.kw, g.sh, g.PW, g.OW
     rows, accs = sweep.rows, sweep.accs
-    if oh0 is None:
-        first, inside = 0, range(rows * sh + kh)
-        L = [f"{ind}prow = pc + (oh * {sh} + {g.top - g.pt}) * {PW}",
-             f"{ind}yrow = ((n * M + m) * {g.OH} + oh) * {OW}"]
-    else:
-        first = oh0 * sh - g.pt + g.top  # the plane row of the band's first input row
-        inside = range(max(0, -first), min(rows * sh + kh, g.rows - first))
-        L = [f"{ind}prow = pc", f"{ind}yrow = ((n * M + m) * {g.OH} + {oh0}) * {OW}"]
+    first, inside = band_window(g, rows, oh0, g.top, g.rows)  # (the plane row of the band's first input row)
+    L = [f"{ind}prow = pc + (oh * {sh} + {g.top - g.pt}) * {PW}" if oh0 is None else f"{ind}prow = pc",
+         yrow_line(g, oh0, ind)]
     rel = first if oh0 is not None else 0  # the plane row of relative input row t is rel + t
     # (the last vector's column is an argument: a loop LLVM cannot unroll, whose weight broadcasts it cannot
     # hoist all at once: with one vector per row, unrolled, their live ranges spilled 290 vectors)
@@ -257,26 +267,42 @@ def static_source(node: Node, g: Geometry, registers: int, part: tuple[int, int]
         "                continue",
         f"            pc = pa + ((c - 1) % 2) * {_up(g.plane, w)}",
         "            for m in range((c - 1) * mult, c * mult):",
-        f"                wk = wo + m * {g.kh * g.kw}",
-        *([f"                w{i}_{j} = vbcast{w}(wb[U(wk + {i * g.kw + j})])"
-           for i in range(g.kh) for j in range(g.kw)] if resident else []),
-        f"                bias = vbcast{w}(bb[bo + m])",
-        *([f"                lim = ((n * M + m) * {g.OH} + {OE}) * {g.OW}"] if part else []),
+        *channel_head(g, resident, OE if part else None, " " * 16),
     ]
+    L += plan_lines(plan, lambda sweep, oh0, ind: _band(g, sweep, oh0, epi, ind), " " * 16)
+    return source(L), epi.args
+
+
+def channel_head(g: Geometry, resident: bool, OE: int | None, ind: str) -> list[str]:
+    """Kernel lines before output channel ``m``'s bands: its weights' offset (and the weight vectors when
+    ``resident``), its bias vector, and with ``OE`` (a part of rows) the end of its part's output."""
+    w = g.w
+    return [f"{ind}wk = wo + m * {g.kh * g.kw}",
+            *([f"{ind}w{i}_{j} = vbcast{w}(wb[U(wk + {i * g.kw + j})])"
+               for i in range(g.kh) for j in range(g.kw)] if resident else []),
+            f"{ind}bias = vbcast{w}(bb[bo + m])",
+            *([f"{ind}lim = ((n * M + m) * {g.OH} + {OE}) * {g.OW}"] if OE is not None else [])]
+
+
+def plan_lines(plan: list[tuple[int, Sweep, bool]], band, ind: str) -> list[str]:
+    """Kernel lines of a channel's bands (``bands``): a band reaching into the padding rows on its own
+    (``band(sweep, first row, ind)``), consecutive inside bands of one sweep in a loop over ``oh``
+    (``band(sweep, None, ind)``)."""
+    L: list[str] = []
     k = 0
     while k < len(plan):
         oh0, sweep, inside = plan[k]
         if not inside:
-            L += _band(g, sweep, oh0, epi, " " * 16)
+            L += band(sweep, oh0, ind)
             k += 1
             continue
         n = 1
         while k + n < len(plan) and plan[k + n][2] and plan[k + n][1] == sweep:
             n += 1
-        L += [f"                for ob in range({n}):", f"                    oh = {oh0} + ob * {sweep.rows}",
-              *_band(g, sweep, None, epi, " " * 20)]
+        L += [f"{ind}for ob in range({n}):", f"{ind}    oh = {oh0} + ob * {sweep.rows}",
+              *band(sweep, None, ind + "    ")]
         k += n
-    return source(L), epi.args
+    return L
 
 
 #: from this many bands of the main sweep on, the plane has the padding rows (all bands in one loop; the
