@@ -167,13 +167,12 @@ def main(argv: list[str] | None = None) -> int:
               pct(r, "worker_asleep"), pct(r, "worker_joined"), pct(r, "worker_found_spinning"),
               fmt(r["worker_lag_us"], 1) if r.get("worker_lag_us") is not None else "", f"{r['load']:.1f}"]
              for r in rows]
-    write_markdown("idle_spin", headers, table, title="An idle team worker's spin window, calls back to back",
-                   notes=[f"Command: `PYTHONPATH=. python benchmarks/idle_spin.py {' '.join(sys.argv[1:])}`.",
-                          "Interleaved in one process, random order per round; a block = one call after a 20 ms "
-                          "pause, then the timed calls with the gap's busy Python before each; CPU per call = "
-                          "process CPU (all threads) over the timed calls, the gap subtracted; load = 1-minute "
-                          "load average on 2 CPUs after the gap's rounds."],
-                   out_dir=args.out, machine=info)
+    how = ("Interleaved in one process, random order per round; a block = one call after a 20 ms pause, then the "
+           "timed calls with the gap's busy Python before each; CPU per call = process CPU (all threads) over the "
+           "timed calls, the gap subtracted; load = 1-minute load average on 2 CPUs after the gap's rounds.")
+    command = f"Command: `PYTHONPATH=. python benchmarks/idle_spin.py {' '.join(sys.argv[1:])}`."
+    write_markdown("idle_spin", headers, table, notes=[command, how], out_dir=args.out, machine=info,
+                   title="An idle team worker's spin window, calls back to back")
     return 0
 
 
