@@ -23,9 +23,12 @@ from __future__ import annotations
 #: how many recent run times per schedule the choice compares (their median: one descheduled run does not
 #: decide)
 WINDOW = 9
-#: runs between two tries of the slower schedule: a try costs (ratio of medians - 1) runs, so the period is
-#: that times EXPLORE_COST (1%: a parallel schedule 18x slower than the serial one, its worker descheduled on
-#: a machine at load 8, is tried once every 1,700 runs), within [EXPLORE_MIN, EXPLORE_MAX]
+#: runs between two tries of the slower schedule: a try costs (its mean time over the usual one's median - 1)
+#: runs, so the period is that times EXPLORE_COST (1%: a parallel schedule 18x slower than the serial one, its
+#: worker descheduled on a machine at load 8, is tried once every 1,700 runs), within [EXPLORE_MIN,
+#: EXPLORE_MAX]. The mean, not the median: on a loaded machine a try of the team is usually a little slower
+#: but now and then milliseconds slower (a worker descheduled holding a part; ResNet-8 at load 12: the worker
+#: began a median 0.9-3.9 ms after the call, ``benchmarks/idle_spin.py``), and those tries are what they cost
 EXPLORE_COST = 100
 EXPLORE_MIN, EXPLORE_MAX = 12, 4096
 #: until the other way (1) has its first ``WINDOW // 2 + 1`` times, it runs once every this many runs, the
@@ -41,7 +44,8 @@ class Chooser:
     ``pick()`` says which; ``record(which, seconds)`` reports how long it took (the caller's wall time of the
     whole call). Until the other (1) has ``WINDOW // 2 + 1`` times it runs every ``WARM_PERIOD``-th time, the
     parallel one (0) otherwise; then the one with the lower
-    median of its last ``WINDOW`` times runs, and the other once a period (``EXPLORE_COST``; the shortest after
+    median of its last ``WINDOW`` times runs, and the other once a period (``EXPLORE_COST``: from the other's
+    mean time, what its tries cost; the shortest after
     a try that beat the usual choice's median: the load has changed, look again soon). Not locked: calls
     from several threads may interleave their updates, which only blurs the statistics.
     """
@@ -84,7 +88,8 @@ class Chooser:
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
                 self.recheck = WINDOW // 2
         self.best = 0 if b >= a * (1.0 - self.margin) else 1
-        ratio = max(a, b) / max(min(a, b), 1e-12)
+        other = self.times[1 - self.best]
+        ratio = max(a, b, sum(other) / len(other)) / max(min(a, b), 1e-12)  # (a try's cost: see EXPLORE_COST)
         self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
 
     @property

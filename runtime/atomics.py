@@ -10,6 +10,7 @@ address in cached machine code).
 from __future__ import annotations
 
 import ctypes
+import platform
 from collections.abc import Callable
 
 from llvmlite import binding as llvm_binding
@@ -18,7 +19,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .team import FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE, SLEEP_NS, SPIN, SPIN_CHECK, SPIN_NS, SYS_FUTEX
+from .team import FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE, IDLE_SLEEP_NS, SLEEP_NS, SPIN, SPIN_CHECK, SPIN_NS, SYS_FUTEX
 
 
 def _register_libc(*names: str) -> None:
@@ -33,6 +34,7 @@ def _register_libc(*names: str) -> None:
 
 
 _register_libc("sched_yield", "syscall", "clock_gettime", "sched_getcpu", "sched_setaffinity")
+llvm_binding.initialize_native_asmparser()  # (``cpu_pause``'s inline assembly; numba initialises the printer only)
 #: ``clock_gettime``'s monotonic clock (Linux; only read where there is a futex, see ``spin_clock``)
 CLOCK_MONOTONIC = 1
 #: ``clock_gettime``'s clock of the calling thread's CPU time (Linux)
@@ -89,6 +91,9 @@ def _futex(builder, ptr, op: int, val: ir.Value, timeout_ns: int) -> ir.Value:
 #: ``futex_wait(arr, idx, expected)``: sleep while the low 32 bits of ``arr[idx]`` equal those of ``expected``
 #: (until woken, or ``SLEEP_NS``); returns at once if they differ
 futex_wait = _on_word(types.int64, 1, lambda b, ptr, ops: _futex(b, ptr, FUTEX_WAIT_PRIVATE, ops[0], SLEEP_NS))
+#: ``futex_wait_idle(arr, idx, expected)``: ``futex_wait`` until woken, or ``IDLE_SLEEP_NS`` (an idle worker)
+futex_wait_idle = _on_word(types.int64, 1, lambda b, ptr, ops: _futex(b, ptr, FUTEX_WAIT_PRIVATE, ops[0],
+                                                                      IDLE_SLEEP_NS))
 #: ``futex_wake(arr, idx)``: wake every thread sleeping in ``futex_wait`` on ``arr[idx]``
 futex_wake = _on_word(types.int64, 0, lambda b, ptr, ops: _futex(
     b, ptr, FUTEX_WAKE_PRIVATE, ir.Constant(ir.IntType(64), 2**31 - 1), 0))
@@ -140,6 +145,25 @@ def set_thread_affinity(typingctx, mask):
     return sig, codegen
 
 
+#: the spin-wait hint of this machine's CPU (inline assembly), or "" where none is known
+PAUSE_ASM = {"x86_64": "pause", "amd64": "pause", "aarch64": "yield", "arm64": "yield"}.get(
+    platform.machine().lower(), "")
+
+
+@intrinsic
+def cpu_pause(typingctx):
+    """A spin-wait hint (x86 ``pause``, Arm ``yield``): a poll loop issues fewer loads and leaves the core's
+    other hardware thread (a VM's other vCPU may be it) its issue slots; nothing where none is known."""
+    sig = types.none()
+
+    def codegen(context, builder, sig, args):
+        if PAUSE_ASM:
+            builder.asm(ir.FunctionType(ir.VoidType(), []), PAUSE_ASM, "~{memory}", [], side_effect=True)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 def _clock_ns(clock: int, doc: str) -> Callable[..., object]:
     """An intrinsic ``f()``: ``clock_gettime(clock)`` in nanoseconds."""
 
@@ -185,6 +209,6 @@ def spin_clock(polls: int, start: int) -> int:  # pragma: no cover - compiled
     return start if now - start < SPIN_NS else -1
 
 
-__all__ = ["CLOCK_MONOTONIC", "current_cpu", "set_thread_affinity",
-           "atomic_load", "atomic_add", "compare_swap", "futex_wait", "futex_wake", "sched_yield",
+__all__ = ["CLOCK_MONOTONIC", "PAUSE_ASM", "cpu_pause", "current_cpu", "set_thread_affinity",
+           "atomic_load", "atomic_add", "compare_swap", "futex_wait", "futex_wait_idle", "futex_wake", "sched_yield",
            "monotonic_ns", "thread_cpu_ns", "spin_clock"]

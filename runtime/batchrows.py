@@ -398,6 +398,11 @@ S_CALLER = 5
 S_BUF = 3 * LINE  # (S_INFLIGHT, 2 * LINE: in team.py, which reads it without numba)
 S_CPUS = S_BUF + 3 * MAX_BUFFERS
 SPLIT_WORDS = S_CPUS + CPU_WORDS
+#: a split job's trace (``trace_split``; line 1, after ``STN``): non-zero to write it, then the last worker run's
+#: epoch, start and end (monotonic ns), its CPU ns, and when that worker had gone to sleep in its idle wait
+#: before the job (monotonic ns; 0: it was spinning when the job came)
+S_TRACE = STN + 1
+S_TRACE_WORDS = 6
 
 
 def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, threads: int) -> np.ndarray | None:
@@ -427,22 +432,30 @@ def split_run_desc(fn: Callable[..., None], buffers: Sequence[np.ndarray], state
 
 
 @njit(nogil=True, cache=True)
-def split_job(addr, tid):  # pragma: no cover - compiled
+def split_job(addr, tid, slept_at):  # pragma: no cover - compiled
     """Team worker ``tid``'s share of a parallel schedule's run described at address ``addr``
     (``split_desc``), run inside its idle wait (``parallel.idle_wait``): the schedule as a worker (claiming
     parts from the back, waiting only for its steps' dependencies), with no Python, GIL or dispatcher between
     the posted job and its first part. The description is the schedule's own and changes only in its epoch,
     so a worker that reads it late runs a later run of the same schedule (the epoch-tagged counters make it
-    claim nothing of a finished one). A part that raises aborts the run (the state's abort word)."""
+    claim nothing of a finished one). A part that raises aborts the run (the state's abort word). ``slept_at``:
+    when the worker went to sleep before this job (0: it was spinning), for the trace (``S_TRACE``)."""
     s = words_at(addr, SPLIT_WORDS)
     if tid >= s[S_THREADS]:
         return
     _off_callers_cpu(s, S_CALLER, S_CPUS)
     atomic_add(s, S_INFLIGHT, 1)
     ep = atomic_load(s, S_EP)
+    traced = s[S_TRACE] != 0
+    t0 = c0 = 0
+    if traced:
+        t0, c0 = clock_ns(), cpu_ns()
     if call_raw(s[S_FN], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
         st = words_at(s[S_ST], ABORT + 1)
         st[ABORT] = ep  # (every wait of the run gives up)
+    if traced:
+        s[S_TRACE + 2], s[S_TRACE + 3], s[S_TRACE + 4], s[S_TRACE + 5] = t0, clock_ns(), cpu_ns() - c0, slept_at
+        s[S_TRACE + 1] = ep
     atomic_add(s, S_INFLIGHT, -1)
 
 
@@ -451,6 +464,21 @@ for _fn in (batch_rows, split_job):
         _fn._cache = LoadWithoutRefresh(_fn.py_func)  # (its first job loads fast)
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
         pass
+
+
+def trace_split(desc: np.ndarray, on: bool = True) -> None:
+    """Make the worker runs of the split job described by ``desc`` (``split_desc``) write their trace
+    (``S_TRACE``; ``on`` False stops it): for diagnostics (``read_split_trace``)."""
+    desc[S_TRACE:S_TRACE + S_TRACE_WORDS] = 0
+    desc[S_TRACE] = int(on)
+
+
+def read_split_trace(desc: np.ndarray) -> tuple[int, int, int, int, int]:
+    """The trace of the last worker run of the split job described by ``desc`` (``trace_split``): its epoch (0
+    if no worker ran it since tracing began), start and end (monotonic ns), its thread CPU ns, and when that
+    worker had gone to sleep before it (0: it was spinning)."""
+    ep, t0, t1, cpu, slept = (int(v) for v in desc[S_TRACE + 1:S_TRACE + S_TRACE_WORDS])
+    return ep, t0, t1, cpu, slept
 
 
 def stopped_at(d: np.ndarray) -> int | None:
@@ -595,6 +623,7 @@ class Desc:
 
 
 __all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
-           "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "copy_bytes", "call_raw",
-           "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "stopped_at",
+           "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "S_TRACE", "copy_bytes", "call_raw",
+           "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "trace_split", "read_split_trace",
+           "stopped_at",
            "start_trace", "read_trace", "native_functions", "Desc"]

@@ -39,8 +39,10 @@ from .atomics import (
     atomic_add,
     atomic_load,
     compare_swap,
+    cpu_pause,
     current_cpu,
     futex_wait,
+    futex_wait_idle,
     futex_wake,
     monotonic_ns,
     sched_yield,
@@ -64,6 +66,7 @@ from .team import (
     ABORT,
     BACK,
     IDLE_SLEEPERS,
+    IDLE_SPIN,
     JOBS,
     LINE,
     MASK,
@@ -73,6 +76,8 @@ from .team import (
     SEQ,
     SHIFT,
     SLEEPERS,
+    SPIN,
+    SPIN_CHECK,
     SPIN_NS,
     SPLIT,
     SPLIT_DESC,
@@ -148,32 +153,45 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 @njit(nogil=True, cache=True)
 def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
-    spinning ``SPIN_NS`` (not at all once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes
-    sleepers; ``rouse`` too, and they spin ``SPIN_NS`` again). A native job (``w[NATIVE]``: a batch's
-    samples, ``runtime/batchrows.py``) it runs here, as thread ``tid`` of the job described in ``d``, and
-    waits on, and a split job (``w[SPLIT]``: a parallel schedule's run, described at ``w[SPLIT_DESC]``,
-    ``batchrows.split_job``) too: it never returns to Python (nor takes the GIL) for one."""
-    polls = start = 0
+    spinning ``w[IDLE_SPIN]`` ns after its last job (``team.IDLE_SPIN_NS``, with the pause hint; not at all
+    once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes sleepers; ``rouse`` too, and they spin
+    again). A native job (``w[NATIVE]``: a batch's samples, ``runtime/batchrows.py``) it runs here, as thread
+    ``tid`` of the job described in ``d``, and waits on, and a split job (``w[SPLIT]``: a parallel schedule's
+    run, described at ``w[SPLIT_DESC]``, ``batchrows.split_job``) too: it never returns to Python (nor takes the
+    GIL) for one. Where there is no futex it polls, yielding the CPU between polls after ``SPIN`` of them."""
+    polls = start = slept_at = 0
     while True:
         job = atomic_load(w, JOBS)
         if job != seen:
             if atomic_load(w, NATIVE) == job:
                 batch_rows(d, tid, False)
             elif atomic_load(w, SPLIT) == job:
-                split_job(atomic_load(w, SPLIT_DESC), tid)
+                split_job(atomic_load(w, SPLIT_DESC), tid, slept_at)
             else:
                 return
             seen = job
-            polls = start = 0  # (spin again: the next job may follow at once)
+            polls = start = slept_at = 0  # (spin again: the next job may follow at once)
             continue
         polls += 1
-        if atomic_load(w, REST) == 0:
-            start = spin_clock(polls, start)
-            if start >= 0:
+        if not SYS_FUTEX:
+            if polls > SPIN:
+                sched_yield()
+            continue
+        if atomic_load(w, REST) == 0 and start >= 0:
+            cpu_pause()
+            if polls % SPIN_CHECK:
                 continue
+            now = monotonic_ns()
+            if start == 0:
+                start = now
+            if now - start < atomic_load(w, IDLE_SPIN):
+                continue
+            start = -1  # (spun long enough: sleep until woken)
         atomic_add(w, IDLE_SLEEPERS, 1)
         if atomic_load(w, JOBS) == seen:  # (post() wakes only sleepers it sees)
-            if futex_wait(w, JOBS, seen) == 0:  # woken, not timed out: by post(), or rouse() (spin again)
+            if slept_at == 0:
+                slept_at = monotonic_ns()  # (the split job's trace: it found this worker asleep)
+            if futex_wait_idle(w, JOBS, seen) == 0:  # woken, not timed out: by post(), or rouse() (spin again)
                 polls = start = 0
         atomic_add(w, IDLE_SLEEPERS, -1)
 

@@ -34,6 +34,12 @@ from .cpus import usable_cpus
 #: spinning or yielding there takes CPU time from the thread it waits for (measured: MobileNetV2 with 2
 #: threads 1.8x slower than 1 at load average 12 on 2 cores, waiting with sched_yield and no bound)
 SPIN_NS = 100_000
+#: how long an idle team worker keeps spinning (with the CPU's pause hint) after its last job before it sleeps
+#: (nanoseconds; ``Team.words[IDLE_SPIN]``): a model called back to back (a loop, Python between the calls)
+#: finds its worker awake, where a sleeping one starts on a run a futex wake-up late (~25-50 us on a VM, a
+#: tenth of ResNet-8's run). Bounded: a team with no work burns at most this much CPU per worker after each
+#: run (onnxruntime's pool spins for tens of milliseconds)
+IDLE_SPIN_NS = 100_000
 #: a spinning wait reads the clock once every this many polls (a power of two; a clock read is ~20 ns)
 SPIN_CHECK = 64
 #: the native protocol's spin (``compiler/target/steps_ir.py``, no clock there): polls before a wait sleeps
@@ -43,6 +49,9 @@ SPIN = 200_000
 #: a sleeping wait wakes up after this long at the latest (nanoseconds) to look again (a safety net: every
 #: completion that a sleeper may wait for wakes it)
 SLEEP_NS = 1_000_000
+#: the same for an idle team worker (``parallel.idle_wait``): every job and ``rouse`` wakes it, so this is only
+#: the net; at ``SLEEP_NS`` an idle worker woke 1000 times a second (measured: ~8-9 ms of CPU a second)
+IDLE_SLEEP_NS = 1_000_000_000
 #: a counter word is ``epoch << SHIFT | count``
 SHIFT = 24
 #: a claim counter's count is ``parts taken from the back * BACK + parts taken from the front``
@@ -67,8 +76,9 @@ FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 #: (``ParallelRun.rest``: the caller will run serial schedules for a while), the number of the last
 #: native job (``Team.native_job``: workers run it inside their idle wait, described in ``Team.desc``), and
 #: the number of the last split job with its description's address (``Team.run_split``: a parallel schedule's
-#: run, which the workers also run inside their idle wait)
-JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC = 0, 1, 2, 3, 4, 5
+#: run, which the workers also run inside their idle wait), and how long an idle worker spins after a job
+#: before it sleeps (``IDLE_SPIN_NS``, nanoseconds; a word so a benchmark or test can change it at run time)
+JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC, IDLE_SPIN = 0, 1, 2, 3, 4, 5, 6
 #: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
 DESC_WORDS = 4096
 #: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
@@ -112,7 +122,8 @@ class Team:
         self._job: tuple | None = None
         self._jobs = 0
         self._go: list[threading.Semaphore] = []
-        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST (own cache line)
+        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST, ... (own cache line)
+        self.words[IDLE_SPIN] = IDLE_SPIN_NS
         self._idle = _idle_wait
         #: a native job's description (``runtime/batchrows.py``), read by the workers in their idle wait, and
         #: the epoch of the last one (its counters are tagged with it)
@@ -386,10 +397,11 @@ class ParallelRun:
             chooser.record(1, time.perf_counter() - t0)
 
 
-__all__ = ["SPIN_NS", "SPIN_CHECK", "SPIN",
-           "SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "S_INFLIGHT",
+__all__ = ["SPIN_NS", "IDLE_SPIN_NS", "SPIN_CHECK", "SPIN",
+           "SLEEP_NS", "IDLE_SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "S_INFLIGHT",
            "PROTOCOL_VERSION", "SYS_FUTEX",
            "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "SPLIT", "SPLIT_DESC",
+           "IDLE_SPIN",
            "DESC_WORDS",
            "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

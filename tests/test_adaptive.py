@@ -48,6 +48,33 @@ def test_chooser_switches_when_the_load_changes() -> None:
     assert abs(picks[100:].count(1) - 1100 / EXPLORE_MIN) <= 3
 
 
+def test_tries_that_stall_now_and_then_are_made_rarer() -> None:
+    """The period between tries of the slower way follows its mean time, not only its median: on a loaded
+    machine a try of the team is a little slower most times and milliseconds slower now and then (a worker
+    descheduled holding a part), and the tries must stay ~1/EXPLORE_COST of the time."""
+
+    def tries(team_times: list[float], runs: int = 6000) -> int:
+        ch, k, picks = Chooser(), 0, []
+        for _ in range(runs):
+            w = ch.pick()
+            if w == 0:
+                t, k = team_times[k % len(team_times)], k + 1
+            else:
+                t = 1.0
+            ch.record(w, t)
+            picks.append(w)
+        assert ch.best == 1
+        return picks[500:].count(0)
+
+    steady = tries([1.3])
+    stalls = [1.3, 1.3, 1.3, 1.3, 10.0]  # (the same median; one try in five stalls: mean 3.04)
+    rare = tries(stalls)
+    assert rare < steady / 3, (rare, steady)
+    # what the tries cost: ~1% of the serial time (each costs its time - 1 run)
+    cost = rare * (sum(stalls) / len(stalls) - 1.0)
+    assert cost <= 5500 / EXPLORE_COST * 1.5, cost
+
+
 def test_small_parallel_model_runs_both_schedules_bit_identically(monkeypatch) -> None:
     proto = block_model(16)
     x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)

@@ -19,7 +19,15 @@ import cnnjit
 from cnnjit.compiler.codegen import threads
 from cnnjit.runtime import batchrows
 from cnnjit.runtime import team as team_mod
-from cnnjit.runtime.batchrows import S_CALLER, S_EP, native_functions, split_desc, split_job
+from cnnjit.runtime.batchrows import (
+    S_CALLER,
+    S_EP,
+    native_functions,
+    read_split_trace,
+    split_desc,
+    split_job,
+    trace_split,
+)
 from cnnjit.runtime.cpus import usable_cpus
 from cnnjit.runtime.team import BACK, LINE, MASK, SHIFT, SPLIT, SPLIT_DESC, new_state
 
@@ -76,9 +84,12 @@ def test_a_worker_alone_runs_every_part(models) -> None:
         desc = split_desc(fns[0], bufs.args, state, 2)
         assert desc is not None
         desc[S_EP] = 1
-        split_job(desc.ctypes.data, 2)  # a thread beyond the job's two: runs nothing
-        assert not state[LINE:].any()
-        split_job(desc.ctypes.data, 1)  # worker 1 with nobody else: claims every part, from the back
+        trace_split(desc)
+        split_job(desc.ctypes.data, 2, 0)  # a thread beyond the job's two: runs nothing
+        assert not state[LINE:].any() and read_split_trace(desc)[0] == 0
+        split_job(desc.ctypes.data, 1, 123)  # worker 1 with nobody else: claims every part, from the back
+        ep, t0, t1, cpu, slept = read_split_trace(desc)  # (its trace: the run, when, its CPU time, asleep since)
+        assert ep == 1 and 0 < t0 <= t1 and cpu > 0 and slept == 123
         for view, want in zip(bufs.outs, ref):
             np.testing.assert_array_equal(view, want.reshape(view.shape))
         counts = [(int(state[LINE * (s + 1)]) & MASK) for s in range(run.steps)]

@@ -41,7 +41,7 @@ from cnnjit.compiler.codegen.threads import (
 from cnnjit.runtime import parallel
 from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
-from cnnjit.runtime.team import DESC_WORDS
+from cnnjit.runtime.team import DESC_WORDS, IDLE_SPIN, IDLE_SPIN_NS
 
 #: the block model's image size: enough work in all for a parallel schedule (``MIN_PARALLEL_TOTAL_US``)
 SIZE = 44
@@ -566,10 +566,11 @@ def test_a_new_team_worker_finds_its_idle_wait_compiled() -> None:
                     reason="no futex (idle workers yield instead of sleeping), or no per-thread CPU time")
 def test_rouse_wakes_a_sleeping_idle_worker_to_spin_and_it_sleeps_again() -> None:
     """``rouse`` (before a call's inputs are copied in) wakes an idle worker asleep on its futex without a job:
-    it spins again for ``SPIN_NS`` (0.1 ms) and sleeps again (no runaway spinning); a job posted later still
-    ends its wait. Seen in the worker thread's CPU time (a spin uses CPU, a sleep only its 1 ms timeouts):
+    it spins again for ``IDLE_SPIN_NS`` (0.1 ms) and sleeps again (no runaway spinning); a job posted later still
+    ends its wait. Seen in the worker thread's CPU time (a spin uses CPU, a sleep only its rare timeouts):
     over the same wall time, far more with a rouse every 2 ms than with none."""
     words = np.zeros(parallel.LINE, np.int64)
+    words[IDLE_SPIN] = IDLE_SPIN_NS  # (as a Team sets it: the spin after a job or a rouse)
     # (as worker 1 of a team, with a native job description it never reads: no job is posted)
     t = threading.Thread(target=parallel.idle_wait, args=(words, 0, 1, np.zeros(DESC_WORDS, np.int64)), daemon=True)
     t.start()

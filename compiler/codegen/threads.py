@@ -73,7 +73,13 @@ WAKE_US = 25.0
 #: on the team every run was 1.23x faster at 2 threads (``benchmarks/split_job.py``, load 0.8), but its
 #: default as users run it was not (each engine in its own process, 2 threads 0.324 vs 1 thread 0.295 ms; in
 #: one process 0.275 vs 0.255: the chooser's tries and the worker's wake-ups between calls), and its cold
-#: compile doubled (~16 -> ~34 s): kept at 1500 us, where a small model's 2-thread program is its 1-thread one
+#: compile doubled (~16 -> ~34 s): kept at 1500 us, where a small model's 2-thread program is its 1-thread one.
+#: Tried again in session 18 at 100 us (load 10-13, the only load of that window): the worker began a median
+#: 0.5-2.8 ms after the call (descheduled; 14-37 us at best), joined half the runs, and the default with its
+#: serial twin ran 1.05-1.10x the 1-thread time in its own process (``vs_onnxruntime.py --ootb resnet8
+#: --ootb-procs``, three runs each way; 1.015-1.02x in two more at load 4.5, and 0.99-1.06x onnxruntime's
+#: default where 1500 us gave 0.77-1.07), 1.02-1.05x in one (``benchmarks/idle_spin.py``); the cold compile
+#: took 26.3 s of CPU against 13.2-14.1 (1.9x; 16.8-21.0 without the twin). Not lowered
 MIN_PARALLEL_TOTAL_US = 1500.0
 #: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
 #: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
