@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     dense,
     depthwise_lanes,
     elementwise,
+    im2col_bands,
     im2col_packed,
     misc,
     movement,
