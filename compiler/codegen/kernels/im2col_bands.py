@@ -53,9 +53,11 @@ MIN_INPUT_CHANNELS = 5
 
 
 def band_blocking(K: int, kw: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int, int, int]:
-    """(PB, ZS, RG, KC): pixels per block (whole strips), floats per tap row of a chunk panel (``PB`` in whole
-    cache lines, an odd number of them: a strip's taps, read one per row, then fall in every L1 set; at an
-    even count of lines they share a few sets (256 pixels: 4 of 64) and a chunk's strip misses L1), output rows per row group (a multiple of ``unit``) and taps per chunk (whole kernel rows of ``kw``)."""
+    """(PB, ZS, RG, KC): pixels per block (whole strips); floats per tap row of a chunk panel (``PB`` plus a
+    strip, since a copy's last vector may write past the block's pixels, in an odd number of cache lines: a
+    strip's taps, read one per row, then fall in every L1 set, where at an even count they share a few (256
+    pixels: 4 of 64) and a chunk's strip misses L1); output rows per row group (a multiple of ``unit``); taps
+    per chunk (whole kernel rows of ``kw``)."""
     whole = -(-P // strip) * strip
     pb = min(whole, BLOCK_PIXELS // strip * strip or strip)
     lines = -(-(pb + strip) // LINE_FLOATS)
@@ -124,11 +126,11 @@ def band_lines(geometry: tuple[int, ...], w: int) -> tuple[str, list[str]]:
 
 def im2col_bands_applies(node: Node, target: Target) -> bool:
     """A group-1 float32 2-D Conv with constant weights on more than one strip of output pixels (forced: that
-    is all), with a kernel of at least ``MIN_TAPS`` taps, a reduction of ``MIN_CHANNELS`` taps and ``MIN_ROW_TILES`` register tiles of output channels
-    (the packed micro-kernel's), ``MIN_INPUT_CHANNELS`` input channels, column stride 1 (the copy's vectors;
-    ``cblock`` keeps strided rows: 32 -> 64 9x9 stride 2 ran 0.77x here) and more than one strip of output
-    pixels. In the table after ``conv1d_packed`` (one-row maps: its shifted windows need no copy) and
-    ``im2col_packed`` (small maps, the whole im2col at once), before ``cblock``."""
+    is all), with a kernel of at least ``MIN_TAPS`` taps, a reduction of ``MIN_CHANNELS`` taps,
+    ``MIN_ROW_TILES`` register tiles of output channels, ``MIN_INPUT_CHANNELS`` input channels and column
+    stride 1 (the copy's vectors; ``cblock`` keeps strided rows: 32 -> 64 9x9 stride 2 ran 0.77x here). In
+    the table after ``conv1d_packed`` (one-row maps: its shifted windows need no copy) and ``im2col_packed``
+    (small maps, the whole im2col at once), before ``stem_packed`` and ``cblock``."""
     x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const and len(x.shape) == 4
