@@ -49,19 +49,22 @@ LAYERS = [
     ("5x5 64 -> 64, 40x40 (below MIN_TAPS)", "64,64,40,40,5,1"),
 ]
 
+#: the command line
+OPTIONS = {"--layer": {"action": "append", "help": "C,M,H,W,KHxKW,stride[,...] (repeatable; default: LAYERS)"},
+           "--runs": {"type": int, "default": 30}, "--warmup": {"type": int, "default": 3},
+           "--no-write": {"action": "store_true", "help": "print only"}}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layer", action="append", help="C,M,H,W,K,stride[,...] (repeatable; default: LAYERS)")
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    for flag, options in OPTIONS.items():
+        ap.add_argument(flag, **options)
     args = ap.parse_args()
     from cnnjit.compiler.codegen.kernel import Target, choose
     from cnnjit.profile import measured_peak
 
-    peak, how = measured_peak("fma")
     layers = [("(given)", s) for s in args.layer] if args.layer else LAYERS
+    peak, how = measured_peak("fma")
     rows, doc = [], []
     for where, spec in layers:
         ly = parse_layer(spec)

@@ -19,19 +19,16 @@ import reference_np as ref
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
+from test_conv1d_packed import check_forced
+from test_im2col_packed import check_two_parts
 from test_winograd import conv_model
 
 import cnnjit
-from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import im2col_bands
 
 WIDTHS = [4, 8, 16]
 KERNELS = [(1, 1), (3, 3), (2, 7), (5, 1), (9, 12), (1, 35)]
-
-
-def conv_variants(model) -> set[str]:
-    return {c.variant for c in model._default_spec().program.calls if c.op == "Conv"}
 
 
 def out_size(n: int, k: int, s: int, d: int, p: int) -> int:
@@ -87,16 +84,7 @@ def small_blocks(mp: pytest.MonkeyPatch) -> None:
 def test_im2col_bands_at_width(width: int, case: dict) -> None:
     """Forced (asserted) and within float32 rounding of the float64 reference, with the default blocking and
     with ``small_blocks``."""
-    model, x, expected, scale = layer(case)
-    with pytest.MonkeyPatch.context() as mp:
-        if case["small"]:
-            small_blocks(mp)
-        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "im2col_bands"})
-    assert conv_variants(compiled) == {"im2col_bands"}
-    got = compiled(x)
-    assert got.shape == expected.shape
-    err = np.abs(got.astype(np.float64) - expected)
-    assert np.all(err <= 1e-5 * scale + 1e-6), err.max()
+    check_forced(case, width, "im2col_bands", layer, small_blocks)
 
 
 def test_im2col_bands_pixel_parts(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,18 +93,7 @@ def test_im2col_bands_pixel_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     case = dict(n=1, c=5, m=40, h=12, w=30, k=(3, 7), strides=(1, 1), dilations=(1, 1), pads=(1, 3, 1, 3),
                 act="Relu", residual=False, small=True, seed=5)
     small_blocks(monkeypatch)
-    model, x, expected, scale = layer(case)
-    one = cnnjit.compile(model, vector_width=8, threads=1, variants={"Conv": "im2col_bands"})
-    with monkeypatch.context() as mp:
-        mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
-        mp.setattr(split, "MIN_PARALLEL_US", 0.0)
-        mp.setattr(split, "MIN_PART_US", 1e-6)
-        two = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "im2col_bands"})
-    calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
-    assert len(calls) == 2 and {cl.variant for cl in calls} == {"im2col_bands"}
-    got = two(x)
-    np.testing.assert_array_equal(got, one(x))
-    assert np.all(np.abs(got.astype(np.float64) - expected) <= 1e-5 * scale + 1e-6)
+    check_two_parts(layer(case), "im2col_bands", monkeypatch)
 
 
 @pytest.mark.parametrize(("c", "m", "hw", "k", "stride", "chosen"), [
