@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference_np as ref
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
 from test_conv1d_packed import check_forced
-from test_im2col_packed import check_two_parts
+from test_im2col_packed import check_two_parts, layer
 from test_winograd import conv_model
 
 import cnnjit
@@ -48,19 +47,6 @@ def cases(draw):
                 k=(kh, kw), strides=(sh, sw), dilations=(dh, dw), pads=(ph, pw, ph, pw),
                 act=draw(st.sampled_from([None, "Relu"])), residual=draw(st.booleans()),
                 small=draw(st.booleans()), seed=draw(st.integers(0, 2**16)))
-
-
-def layer(case: dict):
-    """(model, input, float64 expected output, its scale ``sum |w| |x| + |b| + |r|``) of ``case``."""
-    rng = np.random.default_rng(case["seed"])
-    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(np.float32)
-    wt = rng.standard_normal((case["m"], case["c"], *case["k"])).astype(np.float32)
-    b = rng.standard_normal(case["m"]).astype(np.float32)
-    expected, scale, r = ref.conv_layer(rng, x, wt, b, case["act"], case["residual"], strides=case["strides"],
-                                        pads=case["pads"], dilations=case["dilations"])
-    model = conv_model(x.shape, wt, b, case["pads"], case["act"], r, strides=list(case["strides"]),
-                       dilations=list(case["dilations"]))
-    return model, x, expected, scale
 
 
 def fits(case: dict) -> bool:

@@ -10,12 +10,11 @@ its depth axis dropped from the kernel, strides, dilations and pads; every 2-D v
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
 
+from .conv_columns import conv_on_views
 from .manager import Pass
 
 
@@ -40,38 +39,20 @@ class ConvUnitDepth(Pass):
 
     def apply(self, graph: Graph) -> None:
         for node in [n for n in graph.nodes if _frame_conv(n)]:
-            self._flatten(graph, node)
+            a = node.attrs
+            p = a["pads"]
+            attrs = dict(a, kernel_shape=tuple(a["kernel_shape"][1:]), strides=tuple(a["strides"][1:]),
+                         dilations=tuple(a["dilations"][1:]), pads=(p[1], p[2], p[4], p[5]))
+            conv_on_views(graph, node, lambda v, node=node: _view(graph, node, v),
+                          graph.const(np.ascontiguousarray(node.inputs[1].const[:, :, 0])), attrs,
+                          _frame(node.outputs[0]), "frame view")
 
-    @staticmethod
-    def _view(graph: Graph, anchor: Node, v: Value) -> Value:
-        """``v`` without its depth axis: a constant reshaped, else a Reshape before ``anchor``."""
-        shape = _frame(v)
-        if v.is_const:
-            return graph.const(np.ascontiguousarray(v.const.reshape(shape)))
-        out = Value(TensorType(v.dtype, shape))
-        graph.insert_before(anchor, Node("Reshape", [v], [out], {"shape": shape}))
-        return out
 
-    def _flatten(self, graph: Graph, node: Node) -> None:
-        """``node`` as a 2-D Conv on the views, its output reshaped back into a value that replaces ``node``'s."""
-        a, x, wt, y = node.attrs, node.inputs[0], node.inputs[1], node.outputs[0]
-        inputs = [self._view(graph, node, x), graph.const(np.ascontiguousarray(wt.const[:, :, 0]))]
-        views: dict[int, Value] = {}
-        for v in node.inputs[2:]:  # the bias, then the residuals (of the output's shape)
-            if v is not None and v.shape == y.shape:
-                views[v.id] = self._view(graph, node, v)
-            inputs.append(views.get(v.id, v) if v is not None else v)
-        post = tuple(dataclasses.replace(s, value=views[s.value.id]) if s.residual else s
-                     for s in a.get("post", ()))
-        p = a["pads"]
-        attrs = dict(a, kernel_shape=tuple(a["kernel_shape"][1:]), strides=tuple(a["strides"][1:]),
-                     dilations=tuple(a["dilations"][1:]), pads=(p[1], p[2], p[4], p[5]),
-                     **({"post": post} if post else {}))
-        flat = Value(TensorType(y.dtype, _frame(y)))
-        conv = graph.insert_before(node, Node("Conv", inputs, [flat], attrs, node.name))
-        conv.meta.update(node.meta)
-        out = Value(y.type, y.name)
-        graph.insert_before(node, Node("Reshape", [flat], [out], {"shape": tuple(y.shape)}))
-        graph.replace_all_uses(y, out)
-        graph.remove_node(node)
-        graph.note_fused(conv, "frame view")
+def _view(graph: Graph, anchor: Node, v: Value) -> Value:
+    """``v`` without its depth axis: a constant reshaped, else a Reshape before ``anchor``."""
+    shape = _frame(v)
+    if v.is_const:
+        return graph.const(np.ascontiguousarray(v.const.reshape(shape)))
+    out = Value(TensorType(v.dtype, shape))
+    graph.insert_before(anchor, Node("Reshape", [v], [out], {"shape": shape}))
+    return out
