@@ -295,7 +295,7 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
     spread = output_errors(out_names, ort_session(model, threads=1, optimize=False).run(None, feeds), ref)
     row["ort_spread"] = max(spread.values(), default=0.0)
     rng = np.random.default_rng(0)
-    nudged = {k: (v * (1 + PERTURB * rng.standard_normal(v.shape))).astype(v.dtype) if v.dtype.kind == "f" else v
+    nudged = {k: np.asarray(v * (1 + PERTURB * rng.standard_normal(v.shape)), v.dtype) if v.dtype.kind == "f" else v
               for k, v in feeds.items()}
     row["ort_perturbed"] = max(output_errors(out_names, sess.run(None, nudged), ref).values(), default=0.0)
     t0 = time.perf_counter()
