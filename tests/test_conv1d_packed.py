@@ -112,15 +112,16 @@ def test_conv1d_packed_at_width(width: int, case: dict) -> None:
     check_forced(case, width)
 
 
-def check_forced(case: dict, width: int) -> None:
-    """``case`` compiled at ``width`` with ``conv1d_packed`` forced (asserted), in small blocks if ``small``;
-    within float32 rounding of the float64 reference."""
-    model, x, expected, scale = layer(case)
+def check_forced(case: dict, width: int, variant: str = "conv1d_packed", build=None, small=None) -> None:
+    """``case`` compiled at ``width`` with ``variant`` forced (asserted), in small blocks if ``small`` (the
+    blocking patch: ``small_blocks``); within float32 rounding of the float64 reference. ``build``: the
+    case's (model, input, expected, scale), ``layer`` by default."""
+    model, x, expected, scale = (build or layer)(case)
     with pytest.MonkeyPatch.context() as mp:
         if case["small"]:
-            small_blocks(mp)
-        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "conv1d_packed"})
-    assert conv_variants(compiled) == {"conv1d_packed"}
+            (small or small_blocks)(mp)
+        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": variant})
+    assert conv_variants(compiled) == {variant}
     got = compiled(x)
     assert got.shape == expected.shape
     err = np.abs(got.astype(np.float64) - expected)

@@ -103,7 +103,8 @@ def _phases_fire(case: dict) -> bool:
     """Whether ``convtranspose_phases`` must rewrite ``case``: no dilation or residual, not the upsampler
     kernel's kernel == stride without pads, no pad larger than ``k - 1``."""
     n = len(case["k"])
-    upsampler = case["k"] == case["s"] and not any(case["pads"]) and not any(case["op"])
+    upsampler = (case["k"] == case["s"] and not any(case["pads"]) and not any(case["op"])
+                 and case["s"][-1] in (1, 2, 4) and case["s"][0] <= 4)
     return (not upsampler and not case["residual"] and all(d == 1 for d in case["d"])
             and all(case["pads"][i] < case["k"][i] and case["pads"][n + i] < case["k"][i] for i in range(n)))
 
@@ -200,6 +201,19 @@ def test_phases_im2col(width) -> None:
                 bias=True, seed=5, bn=True, residual=False, act="Relu")
     ops = [n.op for n in _check(case, width, phases=True).ir.nodes]
     assert ops.count("Slice") == 5 and "Concat" in ops, ops
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize(("k", "size"), [([5], [30]), ([3], [17]), ([2, 5], [3, 7]), ([5, 2], [4, 6])])
+def test_phases_take_strides_the_upsampler_cannot(width, k, size) -> None:
+    """kernel == stride with a column stride the upsampler cannot interleave (3, 5: an EEG U-Net's 1-D stride-5
+    upsamplers) or a row stride past ``SH_MAX``: ``convtranspose_phases`` rewrites it into a Conv (asserted in
+    ``_check``), against the numpy reference, GELU-like epilogues aside (Relu)."""
+    n = len(k)
+    case = dict(N=1, C=6, M=8, group=1, size=size, k=k, s=k, pads=[0] * (2 * n), d=[1] * n, op=[0] * n,
+                bias=True, seed=7, bn=False, residual=False, act="Relu")
+    assert _phases_fire(case)
+    _check(case, width, phases=True)
 
 
 def test_applicability() -> None:

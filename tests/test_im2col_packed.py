@@ -94,15 +94,22 @@ def test_im2col_packed_channel_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     case = dict(n=1, c=20, m=128, h=7, w=7, k=(3, 3), strides=(1, 1), dilations=(1, 1), pads=(1, 1, 1, 1),
                 act="Relu", residual=False, chunk=2048, seed=3)  # (a constant residual keeps a layer whole)
     monkeypatch.setattr(packed_pointwise, "CHUNK_PANEL_BYTES", 2048)
-    model, x, expected, scale = layer(case)
-    one = cnnjit.compile(model, vector_width=8, threads=1, variants={"Conv": "im2col_packed"})
+    check_two_parts(layer(case), "im2col_packed", monkeypatch)
+
+
+def check_two_parts(built: tuple, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``built`` (``layer``'s model, input, float64 expected output and scale) with ``variant`` forced, split in two
+    parts on 2 threads (the split thresholds at 0): both parts run ``variant``, the output is bit-identical to
+    one thread's and within float32 rounding of the reference."""
+    model, x, expected, scale = built
+    one = cnnjit.compile(model, vector_width=8, threads=1, variants={"Conv": variant})
     with monkeypatch.context() as mp:
         mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
         mp.setattr(split, "MIN_PARALLEL_US", 0.0)
         mp.setattr(split, "MIN_PART_US", 1e-6)
-        two = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": "im2col_packed"})
+        two = cnnjit.compile(model, vector_width=8, threads=2, variants={"Conv": variant})
     calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
-    assert len(calls) == 2 and {cl.variant for cl in calls} == {"im2col_packed"}
+    assert len(calls) == 2 and {cl.variant for cl in calls} == {variant}
     got = two(x)
     np.testing.assert_array_equal(got, one(x))
     assert np.all(np.abs(got.astype(np.float64) - expected) <= 1e-5 * scale + 1e-6)

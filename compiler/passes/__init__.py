@@ -7,6 +7,7 @@ from .concat_inplace import ConcatInPlace
 from .conv_column_phases import ConvColumnPhases
 from .conv_columns import ConvColumns
 from .conv_dead_taps import ConvDeadTaps
+from .conv_unit_depth import ConvUnitDepth
 from .convtranspose_phases import ConvTransposePhases
 from .dead_code import DeadCode
 from .fold_batchnorm import FoldBatchNorm
@@ -42,7 +43,7 @@ def default_pipeline() -> list[Pass]:
             IntegerToFloat(), DeadCode(), CancelTransposes(), SinkReshapes(), FoldBatchNorm(), BatchGemms(),
             FoldPad(), CascadeMaxPool(), FuseLayerNorm(), FuseAttention(), FuseEpilogue(), FuseBroadcastMap(),
             ConvTransposePhases(),
-            ConvDeadTaps(), ConvColumnPhases(), ConvColumns(), FuseBlocks(),
+            ConvUnitDepth(), ConvDeadTaps(), ConvColumnPhases(), ConvColumns(), FuseBlocks(),
             FoldChannelShuffle(), ConcatInPlace(), DeadCode(), MixedPrecision()]
 
 
@@ -52,4 +53,4 @@ __all__ = ["Pass", "PassManager", "PassRecord", "PassResult", "select_passes", "
            "CancelTransposes",
            "ConcatInPlace", "FoldPad", "FoldChannelShuffle", "QDQToInteger", "QDQToLut", "IntegerToFloat",
            "FuseLayerNorm", "CascadeMaxPool", "FuseBlocks", "ConvColumns", "ConvTransposePhases", "SinkReshapes",
-           "ConvColumnPhases", "FuseBroadcastMap", "MixedPrecision"]
+           "ConvColumnPhases", "ConvUnitDepth", "FuseBroadcastMap", "MixedPrecision"]

@@ -56,25 +56,36 @@ class ConvColumns(Pass):
 
     def _transpose(self, graph: Graph, node: Node) -> None:
         """``node`` as a new Conv on the views, its output reshaped back into a value that replaces ``node``'s."""
-        a, x, wt, y = node.attrs, node.inputs[0], node.inputs[1], node.outputs[0]
+        a, wt, y = node.attrs, node.inputs[1], node.outputs[0]
         m, cg, kh, _ = wt.shape
-        inputs = [self._view(graph, node, x), graph.const(np.ascontiguousarray(wt.const.reshape(m, cg, 1, kh)))]
-        views: dict[int, Value] = {}
-        for v in node.inputs[2:]:  # the bias, then the residuals (of the output's shape)
-            if v is not None and v.shape == y.shape:
-                views[v.id] = self._view(graph, node, v)
-            inputs.append(views.get(v.id, v) if v is not None else v)
-        post = tuple(dataclasses.replace(s, value=views[s.value.id]) if s.residual else s
-                     for s in a.get("post", ()))
         pads = a["pads"]
         attrs = dict(a, kernel_shape=(1, kh), strides=_swap(a["strides"]), dilations=_swap(a["dilations"]),
-                     pads=(0, int(pads[0]), 0, int(pads[2])), **({"post": post} if post else {}))
+                     pads=(0, int(pads[0]), 0, int(pads[2])))
         n, mo, oh, _ = y.shape
-        row = Value(TensorType(y.dtype, (n, mo, 1, oh)))
-        conv = graph.insert_before(node, Node("Conv", inputs, [row], attrs, node.name))
-        conv.meta.update(node.meta)
-        out = Value(y.type, y.name)
-        graph.insert_before(node, Node("Reshape", [row], [out], {"shape": tuple(y.shape)}))
-        graph.replace_all_uses(y, out)
-        graph.remove_node(node)
-        graph.note_fused(conv, "column view")
+        conv_on_views(graph, node, lambda v: self._view(graph, node, v),
+                      graph.const(np.ascontiguousarray(wt.const.reshape(m, cg, 1, kh))), attrs, (n, mo, 1, oh),
+                      "column view")
+
+
+def conv_on_views(graph: Graph, node: Node, view, weights: Value, attrs: dict, shape: tuple[int, ...],
+                  why: str) -> None:
+    """Replace the Conv ``node`` by a Conv of ``attrs`` and ``weights`` on ``view(v)`` of its input and of its
+    residual inputs (the values of its output's shape; its fused residual steps follow them), whose output of
+    ``shape`` is reshaped back into a value that replaces ``node``'s; noted as fused ``why``."""
+    a, y = node.attrs, node.outputs[0]
+    inputs = [view(node.inputs[0]), weights]
+    views: dict[int, Value] = {}
+    for v in node.inputs[2:]:  # the bias, then the residuals (of the output's shape)
+        if v is not None and v.shape == y.shape:
+            views[v.id] = view(v)
+        inputs.append(views.get(v.id, v) if v is not None else v)
+    post = tuple(dataclasses.replace(s, value=views[s.value.id]) if s.residual else s for s in a.get("post", ()))
+    attrs = {**attrs, **({"post": post} if post else {})}
+    flat = Value(TensorType(y.dtype, shape))
+    conv = graph.insert_before(node, Node("Conv", inputs, [flat], attrs, node.name))
+    conv.meta.update(node.meta)
+    out = Value(y.type, y.name)
+    graph.insert_before(node, Node("Reshape", [flat], [out], {"shape": tuple(y.shape)}))
+    graph.replace_all_uses(y, out)
+    graph.remove_node(node)
+    graph.note_fused(conv, why)

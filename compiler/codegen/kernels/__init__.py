@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     depthwise_direct,
     depthwise_lanes,
     elementwise,
+    im2col_bands,
     im2col_packed,
     misc,
     movement,

@@ -211,7 +211,8 @@ def _planes_layout(node: Node) -> tuple[int, int] | None:
 
 
 def reduce_planes_applies(node: Node, target: Target) -> bool:
-    """A float32 ReduceSum / ReduceMean over the trailing contiguous axes (PP-OCR's squeeze-excite means over
+    """A float32 ReduceSum / ReduceMean (ReduceMax / ReduceMin: ``reduce_planes_max``) over the trailing
+    contiguous axes (PP-OCR's squeeze-excite means over
     H, W) of at least a vector: the generic kernel adds one element at a time into one scalar, a dependency
     chain of one add latency per element (48 x 12 x 80 in 41 us, AVX2); ``global_avg_source`` keeps 4 vector
     accumulators."""
@@ -224,4 +225,49 @@ def gen_reduce_planes(node: Node, target: Target) -> list[KernelCall]:
     """Each plane's sum (or mean) in vector accumulators (``global_avg_source``)."""
     P, S = _planes_layout(node)
     src = global_avg_source(plane_width(S, target), mean=node.op == "ReduceMean")
+    return [KernelCall(src, [node.inputs[0], node.outputs[0], P, S], note(node))]
+
+
+def plane_extreme_source(w: int, smallest: bool) -> str:
+    """The largest element of each plane of ``S >= w`` elements (``smallest``: the smallest, as minus the largest
+    of the negated elements) in 4 vector accumulators of ``maxnum`` (NaN elements ignored, as ``vhmax``); the
+    plane's last vector is loaded ending at its end, so no masked tail (elements seen twice do not change a
+    maximum)."""
+    def load(at: str) -> str:
+        v = f"vload{w}(xb, {at})"
+        return f"vsub{w}(z, {v})" if smallest else v
+
+    return f'''
+def kernel(xb, xo, yb, yo, NC, S):
+    z = vzero{w}()
+    for nc in range(NC):
+        base = xo + nc * S
+        a0 = {load("base")}
+        a1 = a0
+        a2 = a0
+        a3 = a0
+        i = {w}
+        while i + {4 * w} <= S:
+            a0 = vmax{w}(a0, {load("base + i")})
+            a1 = vmax{w}(a1, {load(f"base + i + {w}")})
+            a2 = vmax{w}(a2, {load(f"base + i + {2 * w}")})
+            a3 = vmax{w}(a3, {load(f"base + i + {3 * w}")})
+            i += {4 * w}
+        while i + {w} <= S:
+            a0 = vmax{w}(a0, {load("base + i")})
+            i += {w}
+        if i < S:
+            a0 = vmax{w}(a0, {load(f"base + S - {w}")})
+        m = vhmax{w}(vmax{w}(vmax{w}(a0, a1), vmax{w}(a2, a3)))
+        yb[yo + nc] = {"-m" if smallest else "m"}
+'''
+
+
+@variant("ReduceMax", "ReduceMin", name="reduce_planes_max", priority=90, applies=reduce_planes_applies)
+def gen_reduce_planes_max(node: Node, target: Target) -> list[KernelCall]:
+    """Each plane's largest (smallest) element in vector accumulators (``plane_extreme_source``): the generic
+    kernel compares one element at a time into one scalar (a dependency chain of one compare and select per
+    element)."""
+    P, S = _planes_layout(node)
+    src = plane_extreme_source(plane_width(S, target), smallest=node.op == "ReduceMin")
     return [KernelCall(src, [node.inputs[0], node.outputs[0], P, S], note(node))]

@@ -313,7 +313,8 @@ def tap_row(L: int, kw: int, dw: int, w: int) -> int:
 def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail: int = 0,
                             registers: int = 16, pixel_range: bool = False, bf16: bool = False,
                             gather: tuple[str, list[str]] | None = None, kchunk: bool = False,
-                            taps: tuple[int, int] | None = None) -> tuple[str, list]:
+                            taps: tuple[int, int] | None = None,
+                            band: tuple[str, list[str]] | None = None) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -341,12 +342,18 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     left pad ``PW`` (two more arguments): each strip's panel holds every channel's input window
     (``tap_strip_copy``) and a channel's step is ``KW`` shifted loads of it, each meeting that tap's ``mr``
     weights (``pack_weights`` of the ``M x (C * KW)`` weights: ``[C][KW][mr]`` per row tile); ``C`` is the
-    input channels, ``P`` the output columns. float32, no split tail (a part-filled strip)."""
+    input channels, ``P`` the output columns. float32, no split tail (a part-filled strip).
+
+    ``band``: (extra parameters, lines) that write each reduction chunk's rows ``kc .. kce`` of a block's
+    im2col straight into the scratch (row ``c`` at ``so + (c - kc) * ZS``, pixel ``p`` at column ``p - pb``;
+    ``im2col_bands.band_lines``), run inside the chunk loop: no whole-map copy and no strip copy, so a conv of
+    any map size runs on chunk panels that stay in L2. Needs ``kchunk``; no split tail."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
+    assert not (band and (bf16 or gather or taps or not kchunk)), "a band is its own chunked float32 copy"
     assert not (taps and (bf16 or gather)), "taps read the one-row input itself"
     L = nr * w
     epi = Epilogue(node, L, False)
-    split = None if bf16 or taps else tail_vectors(tail, w, mr, nr)
+    split = None if bf16 or taps or band else tail_vectors(tail, w, mr, nr)
     M = node.inputs[1].shape[0]
     kw, dw = taps or (1, 1)
     SL = tap_row(L, kw, dw, w) if taps else L  # floats per channel of a strip's panel
@@ -366,21 +373,28 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         init = [f"a{lanes}_{i} = vbcast{lanes}(bb[U(bo + m + {i})])" for i in range(rows)]
         count = "cnt" if lanes == L else str(lanes)
         out = [ind + ln for ln in init]
+        # a later chunk's partial sums: whole vectors where the strip is whole (a masked store costs ~10x a
+        # plain one on Zen 3, and a chunk's tile stores one per accumulator)
+        whole = [f"a{lanes}_{i} = vload{lanes}(yb, yo + {idx(i)})" for i in range(rows)]
+        masked = [f"a{lanes}_{i} = vloadn{lanes}(yb, yo + {idx(i)}, {count})" for i in range(rows)]
         if kchunk:
-            out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init], f"{ind}else:",
-                   *[f"{ind}    a{lanes}_{i} = vloadn{lanes}(yb, yo + {idx(i)}, {count})" for i in range(rows)]]
-        out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk else ''}",
+            out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init],
+                   *([f"{ind}elif cnt == {L}:", *[f"{ind}    {ln}" for ln in whole]] if lanes == L else []),
+                   f"{ind}else:", *[f"{ind}    {ln}" for ln in (masked if lanes == L else whole)]]
+        out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk and not band else ''}",
                 f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}",
                 f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
         load = "vbf16load" if bf16 else "vload"
         for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
             out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
             out += [ind + step.format(lanes=lanes, i=i, o=f"{t * rows + i}") for i in range(rows)]
-        out += [f"{ind}    si += {SL}", f"{ind}    wi += {rows * kw}"]
+        out += [f"{ind}    si += {'ZS' if band else SL}", f"{ind}    wi += {rows * kw}"]
         if kchunk:  # an earlier chunk stores its partial sums as they are
-            out += [f"{ind}if kce < K:",
-                    *[f"{ind}    vstoren{lanes}(yb, yo + {idx(i)}, a{lanes}_{i}, {count})" for i in range(rows)],
-                    f"{ind}else:"]
+            plain = [f"vstore{lanes}(yb, yo + {idx(i)}, a{lanes}_{i})" for i in range(rows)]
+            part = ([f"if cnt == {L}:", *[f"    {ln}" for ln in plain], "else:",
+                     *[f"    vstoren{lanes}(yb, yo + {idx(i)}, a{lanes}_{i}, {count})" for i in range(rows)]]
+                    if lanes == L else plain)
+            out += [f"{ind}if kce < K:", *[f"{ind}    {ln}" for ln in part], f"{ind}else:"]
             ind += "    "
 
         if lanes < L:
@@ -403,6 +417,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
         + (", P0, P1" if pixel_range else "") + (gather[0] if gather else "") + (", Win, PW" if taps else "")
+        + (band[0] if band else "")
         + epi.signature() + "):",
         f"    K = {'(C + 1) // 2' if bf16 else 'C'}",
         "    for n in range(N):",
@@ -410,7 +425,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         "        y0 = yo + n * M * P",
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
-        *(strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w, kw, dw) if taps
+        *([] if band else strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w, kw, dw) if taps
           else strip_copy(L, "zb" if gather else "xb")),
     ]
     body = [
@@ -422,7 +437,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"                    cnt = min({L}, pe - p)",
         *row_tiles(" " * 20, L),
         f"                    p += {L}",
-        f"                    ps += K * {SL}",
+        f"                    ps += {L if band else f'K * {SL}'}",
     ]
     if split is not None:
         body.append("                if p < pe:")
@@ -432,7 +447,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
             body += tail_source(node, L, mr, M, tail - split * w, registers, " " * 20, split * w, kchunk)
     if kchunk:
         body = ["            for kc in range(0, K, KC):", "                kce = min(K, kc + KC)",
-                *["    " + ln for ln in body]]
+                *(band[1] if band else []), *["    " + ln for ln in body]]
     return source(lines + body), epi.args
 
 
