@@ -73,8 +73,10 @@ def depthwise_direct_applies(node: Node, target: Target) -> bool:
     of at least ``MIN_ROW_VECTORS`` vectors."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
+    if len(x.shape) != 4:  # (a 1-D or 3-D Conv)
+        return False
     (kh, kw), (OH, OW) = a["kernel_shape"], node.outputs[0].shape[2:]
-    return (x.dtype == np.float32 and wt.is_const and len(x.shape) == 4 and a["group"] == x.shape[1] > 1
+    return (x.dtype == np.float32 and wt.is_const and a["group"] == x.shape[1] > 1
             and wt.shape[1] == 1 and a["strides"][0] in (1, 2) and a["strides"][1] == 1
             and tuple(a["dilations"]) == (1, 1) and kw <= MAX_KW and kh * kw <= MAX_TAPS
             and OH >= MIN_ROWS and OW >= MIN_ROW_VECTORS * row_width(target, OW))
