@@ -83,7 +83,8 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
 def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, residual, threads) -> None:
     """Too few output channels for a channel split: the layer splits along its variant's part space (pixels
     of ``simd_pointwise``, bands of tile rows of ``winograd_f4``, output rows of ``cblock``, ``stem_conv``
-    and ``stem_packed``, output columns of ``conv1d_packed``: one call per part, with its range as arguments),
+    and ``stem_packed``, output columns of ``conv1d_packed``, strips of pixels of ``im2col_bands``: one call per
+    part, with its range as arguments),
     bit-identical to one thread and equal to the numpy reference. (The fused block's part space,
     ``InvertedResidual: block_fused``, is checked in ``test_block_fusion.py``, the spatial ones,
     ``parts.SPATIAL_PARTS``, in ``test_spatial_parts.py``.)"""
@@ -101,16 +102,21 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     elif variant in ("stem_conv", "stem_packed"):  # (a stem: 1-4 input channels, rows of at least a vector)
         k, m, c = 3, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 4), label="c")
         hw = max(hw, width)
+    elif variant == "im2col_bands":  # (forced: any 2-D dense Conv of more than one strip of pixels)
+        k, m, c = 3, data.draw(st.integers(1, 2 * width - 1), label="m"), data.draw(st.integers(1, 12), label="c")
+        hw = max(hw, 2 * width)
     elif variant == "winograd_f4":
         k, m, c = 3, data.draw(st.integers(8, 2 * width - 1), label="m"), data.draw(st.integers(40, 64), label="c")
-        hw = max(hw, 9)  # (Winograd applies from a few tiles on)
+        hw = max(hw, 16)  # (Winograd applies from a few tiles on, where it saves enough: asserted below)
     else:
         k, m, c = 3, 2 * width, data.draw(st.integers(15, 24), label="c")
         hw = min(hw, 2 * width - 1)
     model, w, b = pointwise_model(c, m, hw, act, residual, k=k, row=row)
-    if variant == "cblock":  # (a short row that Winograd tiles well is Winograd's: MIN_WINOGRAD_RATIO)
+    if variant in ("cblock", "winograd_f4"):  # (a short row that Winograd tiles well is Winograd's:
+        # MIN_WINOGRAD_RATIO; Winograd only where it saves enough, slot_ratio's crossover)
         conv = next(n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv")
-        assume(cblock_applies(conv, CompileOptions(vector_width=width).host_target()))
+        applies = cblock_applies if variant == "cblock" else winograd.winograd_applies
+        assume(applies(conv, CompileOptions(vector_width=width).host_target()))
     rng = np.random.default_rng(c * 1000 + m * 10 + hw)
     h, w_ = (1, row) if row else (hw, hw)
     feeds = {"x": rng.standard_normal((1, c, h, w_)).astype(np.float32)}
