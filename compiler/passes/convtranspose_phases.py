@@ -29,8 +29,13 @@ import numpy as np
 
 from cnnjit.ir import Graph, Node, TensorType, Value
 
-from ..codegen.kernels.simd_convtranspose import SH_MAX, SW_FAST
 from .manager import Pass, insert_op
+
+#: the upsampler kernel's (``codegen.kernels.simd_convtranspose``) output-column interleaves (1: none; 2: one
+#: zip; 4: two zip levels) and its largest row stride (rows only multiply the GEMM rows, but keep the weight
+#: matrix small); here so that this pass, which reads them, does not import the kernels (numba)
+SW_FAST = (1, 2, 4)
+SH_MAX = 4
 
 #: the fewest phase-Conv output channels (``M * s_h * s_w``) whose taps are folded into a 1x1 Conv's channels
 IM2COL_ROWS = 32

@@ -18,15 +18,14 @@ import numpy as np
 
 from cnnjit.ir import Node
 
+from ...passes.convtranspose_phases import SH_MAX, SW_FAST
 from ..kernel import At, KernelCall, Param, Target, note, shifted, variant
 from .epilogue import Epilogue
 from .simd_pointwise import BLOCK_BYTES, NR
 from .template import source
 
-#: output-column interleaves the store knows (1: none; 2: one zip; 4: two zip levels)
-SW_FAST = (1, 2, 4)
-#: the largest row stride: rows only multiply the GEMM rows, but keep the weight matrix small
-SH_MAX = 4
+# SW_FAST (the output-column interleaves the store knows) and SH_MAX (the largest row stride) live with the pass
+# that reads them without importing the kernels (``compiler.passes.convtranspose_phases``: no numba for it)
 
 
 def interleave(vs: list[str], L: int, tag: str) -> tuple[list[str], list[str]]:
