@@ -172,6 +172,8 @@ def compile(  # noqa: A001 - the public name users expect
         raise InputError(f"threads must be an integer >= 1 or None, got {threads!r}")
     if vector_width is not None and vector_width not in WIDTHS:
         raise InputError(f"vector_width must be one of {WIDTHS}, got {vector_width!r}")
+    if isinstance(forms, str) or not all(isinstance(f, str) for f in _iterable(forms)):
+        raise InputError(f"forms must be a list of form names, got {forms!r}")
     unknown_forms = sorted(set(forms) - set(FORMS))
     if unknown_forms:
         raise InputError(f"forms: no kernel form named {', '.join(map(repr, unknown_forms))}; the forms are "
@@ -298,3 +300,11 @@ def _compile_full(model: bytes, options: Mapping) -> CompiledModel:
 def _rebuild(model: bytes, options: Mapping) -> CompiledModel:
     """Unpickling a ``CompiledModel``: compile the model again with the options it was compiled with."""
     return compile(model, **options)
+
+
+def _iterable(x: object) -> list:
+    """``x`` as a list if it is iterable, else a one-element list (so the caller's type test fails it)."""
+    try:
+        return list(x)  # type: ignore[call-overload]
+    except TypeError:
+        return [x]

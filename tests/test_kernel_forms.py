@@ -71,3 +71,6 @@ def test_an_unknown_form_is_refused_by_name() -> None:
     proto = _model([helper.make_node("Relu", ["x"], ["y"])], (1, 4), {}, ["y"])
     with pytest.raises(InputError, match="no kernel form named 'vexp_fast'.*softmax_vexpneg"):
         cnnjit.compile(proto, forms=["vexp_fast"])
+    for bad in (3, "tanh_vtanh", [1]):  # not a list of names: one clear error, not a TypeError
+        with pytest.raises(InputError, match="forms must be a list of form names"):
+            cnnjit.compile(proto, forms=bad)
