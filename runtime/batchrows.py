@@ -638,4 +638,4 @@ __all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS"
            "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "S_TRACE", "copy_bytes", "call_raw",
            "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "trace_split", "read_split_trace",
            "stopped_at",
-           "start_trace", "read_trace", "native_functions", "Desc"]
+           "start_trace", "read_trace", "native_functions", "address", "Desc"]
