@@ -110,15 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         group = Path("/proc/self/autogroup").read_text().strip()
     except OSError:
         group = "unknown"
+    command = "python benchmarks/batch_prefix.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    notes = ["Microseconds from the call's start, median (minimum), the two ways alternating batch by batch in one "
+             f"process; load average {load[0]:.1f} / {load[1]:.1f}; this process's autogroup: {group}.",
+             f"Command: {command}"]
     write_json("batch_prefix", {"model": args.model, "batch": args.batch, "runs": args.runs, "ways": out,
-                                "load": load}, args.out)
+                                "load": load, "command": command}, args.out)
     write_markdown("batch_prefix", ["rows' addresses", "batches", *[f"{p} us" for p in PHASES]], rows,
-                   title=f"{args.model} batch {args.batch}, split: the Python before the first sample",
-                   notes=["Microseconds from the call's start, median (minimum), the two ways alternating batch by "
-                          f"batch in one process; load average {load[0]:.1f} / {load[1]:.1f}; this process's "
-                          f"autogroup: {group}.",
-                          "Command: python benchmarks/batch_prefix.py " + " ".join(
-                              argv if argv is not None else sys.argv[1:])], out_dir=args.out)
+                   title=f"{args.model} batch {args.batch}, split: the Python before the first sample", notes=notes,
+                   out_dir=args.out)
     return 0
 
 
