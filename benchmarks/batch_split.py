@@ -27,7 +27,10 @@ Wall-clock speed-ups need a quiet machine; what this script reports holds on a b
   not contend, no false sharing or shared bandwidth), ``worker late us`` (the worker's start after the
   caller's), ``caller waits us`` (the caller's wait for the worker's last sample) and ``worker on the
   caller's CPU`` (the share of the worker's samples that began on a CPU the caller ran a sample of the same
-  batch on: the two threads took turns on one CPU).
+  batch on: the two threads took turns on one CPU); where the rest of a split batch's wall time goes:
+  ``Python before us`` (the call's start to the caller's first claim: ``BatchLoop.run``, the description,
+  the post), ``Python after us`` (the caller's end of waiting to the call's return) and ``end gap us`` (how
+  long the thread that ran out of samples first waited for the other's last: a sample's granularity).
 
 Modes, interleaved in random order in one process: ``1 thread, python`` / ``1 thread, native`` (the batch's
 samples on the calling thread, from Python or in one native call), ``split, python`` / ``split, native``
@@ -115,9 +118,11 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
                 return outs[0]
         go()  # (untimed: the worker is spinning when the timed call starts, as in a stream of batches)
         c0, m0, w0, t0 = time.process_time(), time.thread_time(), time.clock_gettime(clock), time.perf_counter()
+        n0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # (the trace's clock)
         y = go()
+        n1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         t1, m1, w1 = time.perf_counter(), time.thread_time(), time.clock_gettime(clock)
-        traced = trace(batch) if mode.startswith("split, native") else {}
+        traced = trace(batch, n0, n1) if mode.startswith("split, native") else {}
         if mode == "split, native":
             kept[0] = os.sched_getaffinity(worker.native_id)
         time.sleep(0.003)
@@ -162,13 +167,17 @@ def probe(name: str, batch: int, runs: int, rng: random.Random) -> list[dict]:
 
 
 #: the columns ``trace`` gives (per batch, lists of values)
-TRACED = ("sample_us_alone", "sample_us_side_by_side", "worker_late_us", "caller_waits_us", "same_cpu")
+TRACED = ("sample_us_alone", "sample_us_side_by_side", "worker_late_us", "caller_waits_us", "same_cpu",
+          "before_us", "after_us", "end_gap_us")
 
 
-def trace(batch: int) -> dict[str, list[float]]:
+def trace(batch: int, n0: int = 0, n1: int = 0) -> dict[str, list[float]]:
     """The last split native batch's trace (``read_trace`` of the team's description) as ``TRACED`` values;
     ``same_cpu``: per sample the worker ran, 1 if it began on a CPU the caller ran one of its samples on in
-    that batch (the two threads taking turns on one CPU), else 0."""
+    that batch (the two threads taking turns on one CPU), else 0. With the call's start and end ``n0``, ``n1``
+    (monotonic ns): ``before_us``, the Python from the call's start to the caller's first claim (``BatchLoop.run``
+    to ``batch_rows``), ``after_us``, from the caller's end of waiting to the call's return, and ``end_gap_us``,
+    how long the thread that ran out of samples first waited for the other's last one (both took part)."""
     threads, samples = read_trace(team(2).desc, 2, batch, cpus=True)
     alone, both = [], []
     rows = samples.tolist()
@@ -179,7 +188,10 @@ def trace(batch: int) -> dict[str, list[float]]:
     callers = {r[4] for r in rows if r[0] == 0}
     return {"sample_us_alone": alone, "sample_us_side_by_side": both, "worker_late_us": late,
             "caller_waits_us": [(threads[0, 2] - threads[0, 1]) / 1e3],
-            "same_cpu": [float(r[4] in callers) for r in rows if r[0] != 0]}
+            "same_cpu": [float(r[4] in callers) for r in rows if r[0] != 0],
+            "before_us": [(threads[0, 0] - n0) / 1e3] if n0 else [],
+            "after_us": [(n1 - threads[0, 2]) / 1e3] if n1 else [],
+            "end_gap_us": [abs(int(threads[1, 1]) - int(threads[0, 1])) / 1e3] if threads[1, 0] else []}
 
 
 def autogroup() -> str:
@@ -219,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown("batch_split", ["model", "mode", "wall ms", "wall min ms", "CPU us/img", "proc CPU us/img",
                                    "caller CPU ms", "worker CPU ms", "worker share", "both busy", "off-CPU ms",
                                    "speed-up", "speed-up of minima", "sample us alone", "sample us side by side",
-                                   "worker late us", "caller waits us", "worker on the caller's CPU"],
+                                   "worker late us", "caller waits us", "worker on the caller's CPU",
+                                   "Python before us", "Python after us", "end gap us"],
                    [[r["model"], r["mode"], *[r[c] for c in cols], r.get("speedup", ""), r.get("speedup_best", ""),
                      *[r.get(c, "") for c in TRACED]] for r in rows],
                    title=f"Split batch {args.batch}: CPU time per image, samples per thread, time off the CPU",

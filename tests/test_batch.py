@@ -384,6 +384,27 @@ def test_a_numba_schedule_runs_a_batch_as_one_native_job(monkeypatch: pytest.Mon
     assert len(batch_rows.overloads) == compiled  # (prepared with the model: nothing compiled for this batch)
 
 
+def test_a_native_batch_reads_the_rows_of_a_read_only_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows' addresses (``batchrows.address``: ctypes' buffer protocol, else ``ndarray.ctypes``) are the
+    arrays' first bytes whether the array is writable, read-only or empty; a read-only batched input runs as a
+    native job, split and alone, bit-identical to its samples run one at a time."""
+    from cnnjit.runtime.batchrows import address
+
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    ro = base.copy()
+    ro.flags.writeable = False
+    for a in (base, base[1:], ro, np.empty((0, 3), np.float32), np.empty(5, np.uint8)):
+        assert address(a) == a.ctypes.data
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    x = np.random.default_rng(9).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(len(x))])
+    x.flags.writeable = False
+    for which in (0, 1):
+        loop = _runs_native(model, x, which, monkeypatch)
+        np.testing.assert_array_equal(model(x), want)
+        assert loop.native and sum(loop.ran) == len(x), (which, loop.ran)
+
+
 def test_a_parallel_schedule_runs_alone_in_a_native_batch(monkeypatch: pytest.MonkeyPatch) -> None:
     """A parallel schedule without a serial twin runs each sample alone (its own step state, a new epoch per
     sample) inside the native job: bit-identical to one sample at a time, batch after batch."""
