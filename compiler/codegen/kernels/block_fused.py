@@ -32,7 +32,7 @@ import numpy as np
 from cnnjit.ir import Node, get_op
 from cnnjit.ir.ops.fused import BLOCK_INPUTS, has_expand
 
-from ..kernel import KernelCall, Scratch, Target, note, variant
+from ..kernel import KernelCall, Scratch, Target, form, note, variant
 from ..parts import node_part, part_space
 from .epilogue import Epilogue, vector_expr
 from .simd_pointwise import MR, NR, pointwise_tile
@@ -48,6 +48,10 @@ MAX_RB = 8
 #: (load 8-9): one chain 1.00-1.06x the single rows (medians; minima 0.99-1.09x), two 0.97-1.09x, three
 #: 0.95-0.98x (spills)
 PAIR_CHAINS = 1
+#: addresses this many bytes apart share an L1 set (32 KiB, 8 ways: x86 and Arm cores alike)
+ALIAS_BYTES = 4096
+#: the earlier form: a stride-1 block's expand reads the input planes (``stage_rows``)
+UNSTAGED = form("block_unstaged_rows", "block_fused: a stride-1 expand reads the input planes, not a staged row")
 
 
 def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
@@ -60,6 +64,21 @@ def act_lines(steps: tuple, acc: str, lanes: int, ind: str) -> list[str] | None:
             return None
         out.append(f"{ind}{acc} = {e}")
     return out
+
+
+def stage_rows(target: Target) -> bool:
+    """Whether a stride-1 block's expand reads each input row from a staged copy of its channels' columns
+    (``STAGE_ROWS``), not from the input planes: a tile's ``C`` loads per pixel vector come from ``C`` planes
+    ``H * W`` floats apart, which on a map of a multiple of 1024 pixels (64x64, 96x96, 192x192, 48x320) all
+    fall in one L1 set (4 KiB apart), so past its 8 ways every channel tile re-reads them from L2; the staged
+    rows are ``stage_stride`` apart. The earlier form (``UNSTAGED``) reads the planes."""
+    return not target.uses(UNSTAGED)
+
+
+def stage_stride(n: int, w: int) -> int:
+    """A staged row's length for ``n`` columns: ``n``, one vector more when its bytes are a multiple of
+    ``ALIAS_BYTES`` / 2 (the rows of every channel, or of every other, would share L1 sets)."""
+    return n + w if (4 * n) % (ALIAS_BYTES // 2) == 0 else n
 
 
 def pair_rows(K: int, target: Target) -> bool:
@@ -93,7 +112,8 @@ def block_geometry(node: Node, target: Target) -> dict:
     if S == 1:
         PW = -(-max(pw + tiles(W), owv + K - 1) // w) * w
         parity: list[tuple[int, int, int]] = []
-        SW = 0
+        # a staged input row (``stage_rows``): each channel's columns, whole tiles
+        SW = stage_stride(tiles(W), w) if has_expand(node) and stage_rows(target) else 0
     else:  # each ring row is its even then its odd padded columns (PW // 2 each)
         # per parity: the first plane position holding an input column, how many do, and that column
         parity = []
@@ -104,7 +124,7 @@ def block_geometry(node: Node, target: Target) -> dict:
         half = -(-max(owv + (K - 1) // 2, (pw + W + 1) // 2, *(klo + tiles(c) for klo, c, _ in parity)) // w) * w
         PW = 2 * half
         # a staged row of one parity's input columns, whole tiles (without an expand: copied to the ring)
-        SW = tiles(max(c for _, c, _ in parity)) if has_expand(node) else 0
+        SW = stage_stride(tiles(max(c for _, c, _ in parity)), w) if has_expand(node) else 0
     # the project: 4 output channels x 2 vectors (its E-vector pixel tile is in L1 for every channel tile;
     # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others)
     pmr, pnr = MR, NR
@@ -190,8 +210,13 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         if S == 1:
             if not expand:
                 return copy_columns(ind, 0, "W", f"{slot} + pw + c * PW", 1)
-            return [f"{ind}gr = {slot} + pw",
-                    *pixel_loops(ind, "c0", "W", "e", "E", expand_tile("{v}(xb, xr + c * HW + c0{n})", "gr"))]
+            if not g["SW"]:  # the expand's tiles read the input planes
+                return [f"{ind}gr = {slot} + pw",
+                        *pixel_loops(ind, "c0", "W", "e", "E", expand_tile("{v}(xb, xr + c * HW + c0{n})", "gr"))]
+            stage = f"go + {g['R'] + 1} * SL"
+            return [*copy_columns(ind, 0, "W", f"{stage} + c * SW", 1), f"{ind}gr = {slot} + pw",
+                    *pixel_loops(ind, "c0", "W", "e", "E",
+                                 expand_tile(f"{{v}}(gb, {stage} + c * SW + c0{{n}})", "gr", True))]
         out = []
         for par, (klo, count, iw0) in enumerate(g["parity"]):
             if not count:
@@ -300,7 +325,7 @@ def block_source(node: Node, g: dict[str, int]) -> tuple[str, list]:
         # writes only inside the rows
         f"    for i in range(0, {R} * SL, PW):",  # the ring rows' columns left and right of the input's
         *[f"        for c in range({lo}, {hi}):\n            gb[go + i + c] = 0.0" for lo, hi in pad_columns(g)],
-        f"    for i in range({R} * SL, {R + 1} * SL{' + 2 * C * SW' if S == 2 else ''}):",  # and the stage
+        f"    for i in range({R} * SL, {R + 1} * SL{f' + {S} * C * SW' if g['SW'] else ''}):",  # and the stage
         "        gb[go + i] = 0.0",
         f"    for i in range(E * DP + {max(L, LP)}):",
         "        sb[so + i] = 0.0",
@@ -346,7 +371,7 @@ def gen_block_fused(node: Node, target: Target) -> list[KernelCall]:
     x, y = node.inputs[0], node.outputs[0]
     rs, re_ = node_part(node) or (0, g["OH"])
     E = g["E"]
-    ring = Scratch((g["R"] + 1) * E * g["PW"] + 2 * g["C"] * g["SW"])
+    ring = Scratch((g["R"] + 1) * E * g["PW"] + g["S"] * g["C"] * g["SW"])
     rows = Scratch(E * g["DP"] + max(g["NR"], g["PNR"]) * g["w"])
     weights = [v for v in node.inputs[1:BLOCK_INPUTS] if v is not None]  # no w1, b1 without an expand
     args = [x, *weights, y, ring, rows, x.shape[0], g["C"], g["H"], g["W"], E, node.inputs[5].shape[0], g["OH"],
