@@ -228,8 +228,9 @@ def main() -> None:
                                  "max abs diff"], rows,
                    title=f"Depthwise Conv kernels: {before} (before) vs the default table (after)",
                    notes=[f"`python {' '.join(sys.argv)}`: one Conv kernel call, 1 thread, "
-                          "thread CPU time, before/after interleaved in random order in one process; medians, "
-                          "(min) = best run",
+                          + ("inside its compiled schedule (cycle counter), " if args.in_schedule else
+                             "thread CPU time, ")
+                          + "before/after interleaved in random order in one process; medians, (min) = best run",
                           f"peak {peak:.1f} GFLOP/s ({peak_how}); load average at the end {' '.join(load)}"],
                    out_dir=args.out)
 
