@@ -28,19 +28,11 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Target, note, variant
 from ..parts import node_part, part_space
+from .depthwise_direct import direct_source
 from .epilogue import Epilogue
 from .simd_depthwise import MAX_TAPS, Sweep, choose_sweep, store_row
-from .simd_depthwise_static import (
-    Geometry,
-    band_window,
-    bands,
-    channel_head,
-    geometry,
-    plan_lines,
-    yrow_line,
-)
+from .simd_depthwise_static import Geometry, band_window, geometry, yrow_line
 from .simd_pointwise import conv_operands, conv_sizes, row_width
-from .template import source
 
 #: kernel columns at most: a 5x5 window's three pairs per input row (six loads, five shuffles) cost more than
 #: the static kernel's plane copy, whose loads serve five columns (``python benchmarks/depthwise.py --strided
@@ -177,22 +169,9 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
 def direct_s2_source(node: Node, g: Geometry, registers: int, part: tuple[int, int] | None = None
                      ) -> tuple[str, list]:
     """The kernel for depthwise Conv ``node`` at geometry ``g``; ``part``: output rows ``OS .. OE`` only (a
-    layer split over threads in bands), no store running on past row ``OE - 1`` of a channel."""
-    epi = Epilogue(node, g.w, True)
-    main = choose_sweep(g.OH, g.kh, g.kw, g.sh, 1, registers)
-    plan = bands(g, main, registers, part)
-    resident = any(s.resident for _, s, _ in plan)
-    L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, OWA, OWB, JP" + epi.signature() + "):",
-        "    mult = M // C",
-        f"    lim = N * M * {g.OH * g.OW}",
-        "    for n in range(N):",
-        "        for m in range(M):",
-        f"            xc = xo + (n * C + m // mult) * {g.H * g.W}",
-        *channel_head(g, resident, part[1] if part else None, " " * 12),
-    ]
-    L += plan_lines(plan, lambda sweep, oh0, ind: _band(g, sweep, oh0, epi, ind), " " * 12)
-    return source(L), epi.args
+    layer split over threads in bands), no store running on past row ``OE - 1`` of a channel
+    (``depthwise_direct``'s kernel with this one's bands)."""
+    return direct_source(node, g, registers, part, band=_band, arguments="OWA, OWB, JP")
 
 
 def sweep_registers(node: Node, target: Target) -> int:
