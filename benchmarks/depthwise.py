@@ -94,6 +94,8 @@ STRIDED_SHAPES = {
     "mobilenet_v2 576x14x14 3x3 s2": (576, 14, 14, 3, 2, 2, "relu6"),
     "mobilenet_v3 72x56x56 3x3 s2": (72, 56, 56, 3, 2, 2, "relu"),
     "mobilenet_v3 96x28x28 5x5 s2 hswish": (96, 28, 28, 5, 2, 2, "hswish"),
+    "ppocr_v4_det 32x320x320 3x3 s2": (32, 320, 320, 3, 2, 2, "none"),
+    "ppocr_v4_det 48x160x160 3x3 s2": (48, 160, 160, 3, 2, 2, "none"),
     "ppocr_v4_det 96x80x80 3x3 s2": (96, 80, 80, 3, 2, 2, "none"),
     "ppocr_v4_det 192x40x40 5x5 s2": (192, 40, 40, 5, 2, 2, "lab_hswish"),
     "ppocr_v4_rec 480x6x80 5x5 s2x1": (480, 6, 80, 5, 2, 1, "lab_hswish"),
