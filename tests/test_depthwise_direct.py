@@ -41,17 +41,22 @@ AVX512 = Target(vector_width=16, vector_registers=32)
 
 
 @st.composite
-def direct_cases(draw, width: int):
-    kh, kw = draw(st.sampled_from([(3, 3), (3, 3), (5, 3), (2, 2), (3, 1)]))
+def direct_cases(draw, width: int, sw: int = 1, kernels: tuple = ((3, 3), (3, 3), (5, 3), (2, 2), (3, 1)),
+                 rows: tuple[int, int] = (MIN_ROWS, 12),
+                 vectors: tuple[int, int] = (MIN_ROW_VECTORS, MIN_ROW_VECTORS + 2),
+                 acts: list | None = None):
+    """A depthwise case of column stride ``sw``: a window of ``kernels``, ``rows`` output rows, output rows of
+    ``vectors`` vectors (a short last vector where not a multiple), an epilogue of ``acts`` (default ``ACTS``)."""
+    kh, kw = draw(st.sampled_from(kernels))
     pads = [draw(st.integers(0, k // 2 + 1)) for k in (kh, kw, kh, kw)]
     sh = draw(st.integers(1, 2))
-    oh = draw(st.integers(MIN_ROWS, 12))
+    oh = draw(st.integers(*rows))
     h = max(1, (oh - 1) * sh + kh - pads[0] - pads[2])
-    ow = MIN_ROW_VECTORS * width + draw(st.integers(0, 2 * width))  # a short last vector where not a multiple
-    w = max(1, ow - 1 + kw - pads[1] - pads[3])
+    ow = vectors[0] * width + draw(st.integers(0, (vectors[1] - vectors[0]) * width))
+    w = max(1, sw * (ow - 1) + kw - pads[1] - pads[3])
     c = draw(st.integers(2, 5))
-    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[sh, 1], pads=pads, h=h, w=w,
-                act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
+    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[sh, sw], pads=pads, h=h, w=w,
+                act=draw(st.sampled_from(acts or ACTS)), seed=draw(st.integers(0, 2**16)))
 
 
 @pytest.mark.parametrize("width", WIDTHS)

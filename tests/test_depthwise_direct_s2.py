@@ -4,9 +4,10 @@ vectors split into its even and odd columns in registers (``vload2p``, lanes in 
 
 * ``vload2p`` / ``vload2pr`` / ``vunpair`` at every width against numpy slicing (masked elements read as zero).
 * Property test at every vector width (4, 8, 16) against the numpy reference (``reference_np.conv``): windows
-  of 1-3 columns and 1-5 rows, row strides 1 and 2, asymmetric padding up to ``k // 2 + 1``, rows of one
-  to four vectors and a short one, channel counts that are no multiple of the width, channel multiplier 1 and
-  2, and the fused epilogues (Relu, Clip as ReLU6, HardSwish, SiLU, a residual Add); asserts the variant ran.
+  of 1-3 columns and 1-5 rows, row strides 1 and 2, asymmetric padding up to ``k // 2 + 1``, 1-11 rows of one
+  to four vectors and a short one (``test_depthwise_direct.direct_cases``), channel counts that are no
+  multiple of the width, channel multiplier 1 and 2, and the fused epilogues (Relu, Clip as ReLU6, HardSwish,
+  SiLU, a residual Add); asserts the variant ran.
 * The default choice for the 3x3 stride-2 layers of MobileNetV2 / V3 and PP-OCR, the static kernel kept for
   5x5 windows.
 * Short row tails never write past the call's output; a part of rows (a thread's band) writes its rows only,
@@ -21,12 +22,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
+from test_depthwise_direct import _layer, _run, direct_cases
 from test_depthwise_static import _case_model, check_row_parts
 from test_simd_widths import compile_variant
 
 import cnnjit
 from cnnjit.compiler.codegen import simd
-from cnnjit.compiler.codegen.build import load_kernel
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels.depthwise_direct_s2 import (
     column_vectors,
@@ -66,35 +67,15 @@ def test_pair_loads(width: int) -> None:
         np.testing.assert_array_equal(y, np.concatenate([seg[0::2], seg[1::2], masked[0::2], masked[1::2]]))
 
 
-@st.composite
-def s2_cases(draw, width: int):
-    kh, kw = draw(st.sampled_from([(3, 3), (3, 3), (5, 3), (2, 2), (3, 1), (1, 3), (3, 2)]))
-    pads = [draw(st.integers(0, k // 2 + 1)) for k in (kh, kw, kh, kw)]
-    sh = draw(st.integers(1, 2))
-    oh = draw(st.integers(1, 11))
-    h = max(1, (oh - 1) * sh + kh - pads[0] - pads[2])
-    ow = draw(st.integers(width, 4 * width + 3))  # (at least a whole vector: MIN_ROW_VECTORS)
-    w = max(1, 2 * (ow - 1) + kw - pads[1] - pads[3])
-    c = draw(st.integers(2, 5))
-    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[sh, 2], pads=pads, h=h, w=w,
-                act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
-
-
 @pytest.mark.parametrize("width", WIDTHS)
 @property_settings(4)
 @given(data=st.data())
 def test_direct_s2_at_width(width: int, data) -> None:
-    case = data.draw(s2_cases(width))
+    kernels = ((3, 3), (3, 3), (5, 3), (2, 2), (3, 1), (1, 3), (3, 2))
+    case = data.draw(direct_cases(width, 2, kernels, rows=(1, 11), vectors=(1, 4), acts=ACTS))
     model, x, want, _ = _case_model(case)
     compiled = compile_variant(model, "Conv", width, force="depthwise_direct_s2")
     np.testing.assert_allclose(compiled(x), want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
-
-
-def _layer(c: int, h: int, w: int, k: int, s: tuple[int, int], width: int = 8):
-    model, _, _, _ = _case_model(dict(c=c, m=c, kh=k, kw=k, s=list(s), pads=[k // 2] * 4, h=h, w=w, act="Clip",
-                                      seed=0))
-    (node,) = [n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv"]
-    return node
 
 
 @pytest.mark.parametrize("shape", [(144, 56, 56, 3, (2, 2)), (192, 28, 28, 3, (2, 2)), (96, 112, 112, 3, (2, 2)),
@@ -127,12 +108,6 @@ def test_column_vectors() -> None:
                 for s in starts:
                     inside = all(0 <= 2 * s - pl + p and 2 * s - pl + p + 2 * width <= W for p in range(0, k, 2))
                     assert inside == (s in inner), (width, k, pl, W, s)
-
-
-def _run(call, x, inits, n: int) -> np.ndarray:
-    y = np.full(n + 16, 7.5, np.float32)
-    load_kernel(call.source)(x.reshape(-1), 0, inits["w"].reshape(-1), 0, inits["b"], 0, y, 0, *call.args[4:])
-    return y
 
 
 def test_row_tail_stores_stay_inside_the_output() -> None:

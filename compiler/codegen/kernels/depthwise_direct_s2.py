@@ -137,7 +137,7 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
                 if not sweep.resident:
                     out += [f"{ind2}w{i}_{j} = vbcast{w}(wb[U(wk + {i * kw + int(j)})])" for j in cols for i in used]
                 out += pair(p, cols, ow0, ind2)
-        else:
+        elif ts:  # (none: every row of the band's windows is in the padding, the output is the bias)
             # the whole pairs as a loop (its count an argument, so not unrolled: one pair's broadcasts, loads
             # and FMAs live at a time), then an odd window's last column alone
             ind3 = ind2 + "    "
