@@ -99,20 +99,27 @@ def test_static_kernel_kept(shape, target, kept) -> None:
     assert choose(node, target).name == kept
 
 
-def test_column_vectors() -> None:
-    """The vectors at a row's ends are those with a tap outside the row; the rest form one range."""
+def check_column_vectors(column_vectors, stride: int, sizes, inside) -> None:
+    """``column_vectors(g)`` of 3xk windows (pads ``pl`` left, ``k - 1 - pl`` right, column stride ``stride``)
+    on rows of ``sizes(width)`` columns at every width: every output vector once, ``inner`` exactly those
+    for which ``inside(s, k, pl, W, width)``."""
     for width in WIDTHS:
         for k, pl in ((3, 1), (3, 0), (3, 2), (2, 1), (1, 0)):
-            for W in (4 * width, 4 * width + 3, 6 * width - 1):
-                node = _layer(3, 6, W, 3, (1, 1), width)
+            for W in sizes(width):
+                node = _layer(3, 6, W, 3, (stride, stride), width)
                 node.attrs["kernel_shape"], node.attrs["pads"] = [3, k], [1, pl, 1, k - 1 - pl]
                 g = geometry(node, width)
                 right, inner, left = column_vectors(g)
                 starts = sorted([*right, *inner, *left])
                 assert starts == list(range(0, g.OW, width))
                 for s in starts:
-                    inside = s - pl >= 0 and s - pl + k - 1 + width <= W
-                    assert inside == (s in inner), (width, k, pl, W, s)
+                    assert inside(s, k, pl, W, width) == (s in inner), (width, k, pl, W, s)
+
+
+def test_column_vectors() -> None:
+    """The vectors at a row's ends are those with a tap outside the row; the rest form one range."""
+    check_column_vectors(column_vectors, 1, lambda width: (4 * width, 4 * width + 3, 6 * width - 1),
+                         lambda s, k, pl, W, width: s - pl >= 0 and s - pl + k - 1 + width <= W)
 
 
 def _run(call, x, inits, n: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
-from test_depthwise_direct import _layer, _run, direct_cases
+from test_depthwise_direct import _layer, _run, check_column_vectors, direct_cases
 from test_depthwise_static import _case_model, check_row_parts
 from test_simd_widths import compile_variant
 
@@ -35,7 +35,6 @@ from cnnjit.compiler.codegen.kernels.depthwise_direct_s2 import (
     direct_s2_part_space,
     gen_depthwise_direct_s2,
 )
-from cnnjit.compiler.codegen.kernels.simd_depthwise_static import geometry
 
 WIDTHS = (4, 8, 16)
 ACTS = [None, "Relu", "Clip", "HardSwish", "SiLU", "Add"]
@@ -96,18 +95,9 @@ def test_static_kernel_kept_for_wide_windows(shape) -> None:
 def test_column_vectors() -> None:
     """The inner vectors are exactly those whose every pair (``2w`` columns from ``2 * ow0 - pl + p``) lies in
     the row; the rest are end vectors."""
-    for width in WIDTHS:
-        for k, pl in ((3, 1), (3, 0), (3, 2), (2, 1), (1, 0)):
-            for W in (4 * width, 8 * width + 3, 12 * width - 1):
-                node = _layer(3, 6, W, 3, (2, 2), width)
-                node.attrs["kernel_shape"], node.attrs["pads"] = [3, k], [1, pl, 1, k - 1 - pl]
-                g = geometry(node, width)
-                right, inner, left = column_vectors(g)
-                starts = sorted([*right, *inner, *left])
-                assert starts == list(range(0, g.OW, width))
-                for s in starts:
-                    inside = all(0 <= 2 * s - pl + p and 2 * s - pl + p + 2 * width <= W for p in range(0, k, 2))
-                    assert inside == (s in inner), (width, k, pl, W, s)
+    check_column_vectors(column_vectors, 2, lambda width: (4 * width, 8 * width + 3, 12 * width - 1),
+                         lambda s, k, pl, W, width: all(0 <= 2 * s - pl + p and 2 * s - pl + p + 2 * width <= W
+                                                        for p in range(0, k, 2)))
 
 
 def test_row_tail_stores_stay_inside_the_output() -> None:
