@@ -41,17 +41,22 @@ AVX512 = Target(vector_width=16, vector_registers=32)
 
 
 @st.composite
-def direct_cases(draw, width: int):
-    kh, kw = draw(st.sampled_from([(3, 3), (3, 3), (5, 3), (2, 2), (3, 1)]))
+def direct_cases(draw, width: int, sw: int = 1, kernels: tuple = ((3, 3), (3, 3), (5, 3), (2, 2), (3, 1)),
+                 rows: tuple[int, int] = (MIN_ROWS, 12),
+                 vectors: tuple[int, int] = (MIN_ROW_VECTORS, MIN_ROW_VECTORS + 2),
+                 acts: list | None = None):
+    """A depthwise case of column stride ``sw``: a window of ``kernels``, ``rows`` output rows, output rows of
+    ``vectors`` vectors (a short last vector where not a multiple), an epilogue of ``acts`` (default ``ACTS``)."""
+    kh, kw = draw(st.sampled_from(kernels))
     pads = [draw(st.integers(0, k // 2 + 1)) for k in (kh, kw, kh, kw)]
     sh = draw(st.integers(1, 2))
-    oh = draw(st.integers(MIN_ROWS, 12))
+    oh = draw(st.integers(*rows))
     h = max(1, (oh - 1) * sh + kh - pads[0] - pads[2])
-    ow = MIN_ROW_VECTORS * width + draw(st.integers(0, 2 * width))  # a short last vector where not a multiple
-    w = max(1, ow - 1 + kw - pads[1] - pads[3])
+    ow = vectors[0] * width + draw(st.integers(0, (vectors[1] - vectors[0]) * width))
+    w = max(1, sw * (ow - 1) + kw - pads[1] - pads[3])
     c = draw(st.integers(2, 5))
-    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[sh, 1], pads=pads, h=h, w=w,
-                act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
+    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[sh, sw], pads=pads, h=h, w=w,
+                act=draw(st.sampled_from(acts or ACTS)), seed=draw(st.integers(0, 2**16)))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -79,34 +84,42 @@ def test_default_for_model_shapes(shape) -> None:
     assert choose(_layer(*shape), AVX2).name == "depthwise_direct"
 
 
-@pytest.mark.parametrize("shape, target", [
-    ((240, 12, 80, 5, (1, 1)), AVX2),  # a 5x5 window: two masked taps at each end of a row
-    ((96, 80, 80, 3, (2, 2)), AVX2),  # stride-2 columns: the static kernel's copy splits them
-    ((72, 1, 40, 3, (1, 1)), AVX2),  # a text line of one row
-    ((192, 28, 28, 3, (1, 1)), AVX2),  # 28 columns: under 4 vectors
-    ((72, 1, 40, 3, (1, 1)), AVX512),
-    ((32, 24, 40, 3, (1, 1)), AVX512),  # 40 columns: under 4 vectors of 16
+@pytest.mark.parametrize("shape, target, kept", [
+    ((240, 12, 80, 5, (1, 1)), AVX2, "simd_depthwise_static"),  # a 5x5 window: two masked taps at each end of a row
+    # stride-2 columns: their own kernel (``depthwise_direct_s2``: the pairs split in registers)
+    ((96, 80, 80, 3, (2, 2)), AVX2, "depthwise_direct_s2"),
+    ((72, 1, 40, 3, (1, 1)), AVX2, "simd_depthwise_static"),  # a text line of one row
+    ((192, 28, 28, 3, (1, 1)), AVX2, "simd_depthwise_static"),  # 28 columns: under 4 vectors
+    ((72, 1, 40, 3, (1, 1)), AVX512, "simd_depthwise_static"),
+    ((32, 24, 40, 3, (1, 1)), AVX512, "simd_depthwise_static"),  # 40 columns: under 4 vectors of 16
 ])
-def test_static_kernel_kept(shape, target) -> None:
+def test_static_kernel_kept(shape, target, kept) -> None:
     node = _layer(*shape, width=target.vector_width)
     assert not depthwise_direct_applies(node, target)
-    assert choose(node, target).name == "simd_depthwise_static"
+    assert choose(node, target).name == kept
 
 
-def test_column_vectors() -> None:
-    """The vectors at a row's ends are those with a tap outside the row; the rest form one range."""
+def check_column_vectors(column_vectors, stride: int, sizes, inside) -> None:
+    """``column_vectors(g)`` of 3xk windows (pads ``pl`` left, ``k - 1 - pl`` right, column stride ``stride``)
+    on rows of ``sizes(width)`` columns at every width: every output vector once, ``inner`` exactly those
+    for which ``inside(s, k, pl, W, width)``."""
     for width in WIDTHS:
         for k, pl in ((3, 1), (3, 0), (3, 2), (2, 1), (1, 0)):
-            for W in (4 * width, 4 * width + 3, 6 * width - 1):
-                node = _layer(3, 6, W, 3, (1, 1), width)
+            for W in sizes(width):
+                node = _layer(3, 6, W, 3, (stride, stride), width)
                 node.attrs["kernel_shape"], node.attrs["pads"] = [3, k], [1, pl, 1, k - 1 - pl]
                 g = geometry(node, width)
                 right, inner, left = column_vectors(g)
                 starts = sorted([*right, *inner, *left])
                 assert starts == list(range(0, g.OW, width))
                 for s in starts:
-                    inside = s - pl >= 0 and s - pl + k - 1 + width <= W
-                    assert inside == (s in inner), (width, k, pl, W, s)
+                    assert inside(s, k, pl, W, width) == (s in inner), (width, k, pl, W, s)
+
+
+def test_column_vectors() -> None:
+    """The vectors at a row's ends are those with a tap outside the row; the rest form one range."""
+    check_column_vectors(column_vectors, 1, lambda width: (4 * width, 4 * width + 3, 6 * width - 1),
+                         lambda s, k, pl, W, width: s - pl >= 0 and s - pl + k - 1 + width <= W)
 
 
 def _run(call, x, inits, n: int) -> np.ndarray:

@@ -55,6 +55,7 @@ CASES = {
     ("Conv", "simd_depthwise_static"): _conv(8, 8, 19, k=5, group=8, stride=2),  # 10x10 from 19x19, 5x5
     ("Conv", "depthwise_lanes"): _conv(16, 16, 3, k=5, group=16),  # 3x3 maps, 5x5: channels in the lanes
     ("Conv", "depthwise_direct"): _conv(8, 8, 64, k=3, group=8),  # rows of 4 vectors at every width: no plane
+    ("Conv", "depthwise_direct_s2"): _conv(8, 8, 40, k=3, group=8, stride=2),  # 20x20 from 40x40: pairs split
     ("Conv", "cvec"): _conv(4, 32, 6, k=3),  # 4 input channels: below winograd_f4 at every width
     ("Conv", "simd_conv"): _conv(3, 8, 11, k=3, stride=2),
     ("Conv", "cblock"): _conv(16, 32, 9, k=3, stride=2),

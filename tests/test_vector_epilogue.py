@@ -112,7 +112,7 @@ def test_every_activation_in_registers(kind: str, width: int) -> None:
     variants = {c.variant for c in compiled._default_spec().program.calls if c.op == op}
     want = {"pointwise": {"simd_pointwise", "cvec_pointwise", "channel_pointwise"},
             "depthwise": {"simd_depthwise", "simd_depthwise_row", "simd_depthwise_static", "depthwise_lanes",
-                          "depthwise_direct"},
+                          "depthwise_direct", "depthwise_direct_s2"},
             "dense": {"simd_conv", "cvec", "winograd_f4"}, "gemm": {"simd_gemm"}}[kind]
     assert variants <= want, variants
     assert_in_registers(compiled, op, width)

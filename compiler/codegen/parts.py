@@ -47,8 +47,8 @@ PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4"), ("Conv", "st
 #: strips).
 SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "simd_depthwise"),
                                        ("Conv", "simd_depthwise_static"), ("Conv", "depthwise_direct"),
-                                       ("Conv", "simd_pointwise"), ("Conv", "strided_pointwise"),
-                                       ("Conv", "strided_packed")}
+                                       ("Conv", "depthwise_direct_s2"), ("Conv", "simd_pointwise"),
+                                       ("Conv", "strided_pointwise"), ("Conv", "strided_packed")}
 
 
 #: (op, variant name) of ``SPATIAL_PARTS`` -> the fewest units (rows, pixels) its smallest part must have for
@@ -63,6 +63,7 @@ SPATIAL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "s
 #: 43 + 44 against 44 + 44, strided 64 -> 128: 121 + 127 against 131 + 135)
 MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8, ("Conv", "simd_depthwise_static"): 8,
                                                  ("Conv", "depthwise_direct"): 8,
+                                                 ("Conv", "depthwise_direct_s2"): 8,
                                                  ("Conv", "simd_pointwise"): 128,
                                                  ("Conv", "strided_pointwise"): 128}
 

@@ -367,6 +367,52 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(arr, idx), codegen
 
+    # stride-2 column pairs in each 128-bit lane's order (``vload2p``): lane 4k + e of the evens holds element
+    # 4k + 2e of the first vector (e < 2) or 4k + 2(e - 2) of the second, one in-lane shuffle (``shufps``)
+    # instead of an in-lane and a cross-lane one; ``vunpair`` restores the column order once per output vector
+    pair_e = [(4 * (i // 4) + 2 * (i % 2)) + (n if i % 4 >= 2 else 0) for i in range(n)]
+    pair_inv = [4 * ((c % (n // 2)) // 2) + c % 2 + (2 if c >= n // 2 else 0) for c in range(n)]
+
+    def _pairs(context, builder, sig, lo, hi):
+        """``(evens, odds)`` of the ``2n`` elements in ``lo`` and ``hi``, each in ``vload2p``'s lane order."""
+        vecs = [builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(ir.IntType(32), n), [m + p for m in pair_e]))
+                for p in (0, 1)]
+        return context.make_tuple(builder, sig.return_type, vecs)
+
+    @intrinsic
+    def vload2p(typingctx, arr, idx):
+        """``buf[i:i + 2n]`` as ``(evens, odds)`` with one in-lane shuffle each: the columns of an output
+        vector of a stride-2 row in a lane order of their own (``vunpair`` puts a result back in order)."""
+        def codegen(context, builder, sig, args):
+            p0 = _ptr(context, builder, sig.args[0], args[0], args[1], n)
+            data = _data(context, builder, sig.args[0], args[0])
+            p1 = builder.bitcast(builder.gep(data, [builder.add(args[1], ir.Constant(args[1].type, n))]),
+                                 p0.type)
+            return _pairs(context, builder, sig, builder.load(p0, align=4), builder.load(p1, align=4))
+
+        return types.UniTuple(vt, 2)(arr, idx), codegen
+
+    @intrinsic
+    def vload2pr(typingctx, arr, idx, lo, hi):
+        """``vload2p`` of the elements at positions ``lo <= e < hi`` of ``buf[i:i + 2n]``, zeros elsewhere
+        (masked-off elements are never read)."""
+        def codegen(context, builder, sig, args):
+            wide = _ptr(context, builder, sig.args[0], args[0], args[1], 2 * n)
+            v = _masked_load(builder, wide, _range_mask(builder, args[2], args[3], 2 * n), 2 * n)
+            halves = [builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), n),
+                                                               list(range(h * n, h * n + n)))) for h in (0, 1)]
+            return _pairs(context, builder, sig, *halves)
+
+        return types.UniTuple(vt, 2)(arr, idx, lo, hi), codegen
+
+    @intrinsic
+    def vunpair(typingctx, v):
+        """A vector in ``vload2p``'s lane order put back in column order (``vpermpd`` on AVX2)."""
+        def codegen(context, builder, sig, args):
+            return builder.shuffle_vector(args[0], args[0], ir.Constant(ir.VectorType(ir.IntType(32), n), pair_inv))
+
+        return vt(v), codegen
+
     @intrinsic
     def vload4t(typingctx, arr, idx):
         """``buf[i:i + 4n]`` de-interleaved into 4 vectors: vector k holds elements k, k + 4, ... (the
@@ -610,7 +656,8 @@ def _make(n: int) -> dict[str, object]:
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
-        f"vload2e{n}": vload2e, f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
+        f"vload2e{n}": vload2e, f"vload2p{n}": vload2p, f"vload2pr{n}": vload2pr, f"vunpair{n}": vunpair,
+        f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
         f"vscatter{n}": vscatter, f"vscatter4t{n}": vscatter4t, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
@@ -641,7 +688,8 @@ def prefetch(typingctx, arr, idx):
 
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
-    "vload2e", "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
+    "vload2e", "vload2p", "vload2pr", "vunpair",
+    "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscatter4t", "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)] + [
     f"{op}{n}" for n in WIDTHS for op in ("vloadtr", "vstoretr")]

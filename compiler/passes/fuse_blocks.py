@@ -46,7 +46,9 @@ MIN_EXPANDED_BYTES = 1 << 20
 #: 2, 112x112) and 24->144->24 (56x56) blocks 0.89-1.35x and 1.09-1.13x, the 28-pixel runs of 24->144->32
 #: (stride 2, 56x56) 0.92-0.97x; every block under 1 MiB expanded (28x28 and below) 0.2-1.04x. Re-measured
 #: after the kernel's unchecked weight indexes and whole-tile expand stores (load 7-10): blocks 0/1 1.27x /
-#: 1.04x, 24->144->32 1.03x alone but the whole model 0.95-0.97x with it fused (48 kept), 28x28 0.98x / 0.54x
+#: 1.04x, 24->144->32 1.03x alone but the whole model 0.95-0.97x with it fused (48 kept), 28x28 0.98x / 0.54x.
+#: Session 19, with the unfused stride-2 depthwise on ``depthwise_direct_s2`` (load ~11, 300 runs): 16->96->24
+#: s2 fused 1.35x (kept), 24->144->32 s2 1.01x (a tie: left unfused), 32->192->64 s2 0.53x
 MIN_ROW_PIXELS = 48
 #: without an expand (depthwise -> project), ``benchmarks/block_fusion.py`` blocks 11-14, one thread, AVX2,
 #: interleaved medians of 600 runs at load ~5: 32 -> dw -> 16 and 16 -> dw -> 16 (+x) at 112x112 1.05x and

@@ -7,6 +7,7 @@ from . import (  # noqa: F401
     conv1d_packed,
     dense,
     depthwise_direct,
+    depthwise_direct_s2,
     depthwise_lanes,
     elementwise,
     im2col_bands,

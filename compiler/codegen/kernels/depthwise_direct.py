@@ -164,17 +164,19 @@ def _band(g: Geometry, sweep: Sweep, oh0: int | None, epi: Epilogue, ind: str) -
     return L
 
 
-def direct_source(node: Node, g: Geometry, registers: int, part: tuple[int, int] | None = None
-                  ) -> tuple[str, list]:
+def direct_source(node: Node, g: Geometry, registers: int, part: tuple[int, int] | None = None,
+                  band=None, arguments: str = "OWB, OWA, J") -> tuple[str, list]:
     """The kernel for depthwise Conv ``node`` at geometry ``g`` (a plane-less one: ``top`` 0, ``rows`` the
     input's); ``part``: output rows ``OS .. OE`` only (a layer split over threads in bands), no store running
-    on past row ``OE - 1`` of a channel."""
+    on past row ``OE - 1`` of a channel. ``band(g, sweep, oh0, epi, ind)`` gives a band's lines (default this
+    kernel's, ``depthwise_direct_s2`` passes its own), ``arguments`` the kernel's arguments after ``M``."""
+    band = band or _band
     epi = Epilogue(node, g.w, True)
     main = choose_sweep(g.OH, g.kh, g.kw, g.sh, 1, registers)
     plan = bands(g, main, registers, part)
     resident = any(s.resident for _, s, _ in plan)
     L = [
-        "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, OWB, OWA, J" + epi.signature() + "):",
+        f"def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, M, {arguments}" + epi.signature() + "):",
         "    mult = M // C",
         f"    lim = N * M * {g.OH * g.OW}",
         "    for n in range(N):",
@@ -182,7 +184,7 @@ def direct_source(node: Node, g: Geometry, registers: int, part: tuple[int, int]
         f"            xc = xo + (n * C + m // mult) * {g.H * g.W}",
         *channel_head(g, resident, part[1] if part else None, " " * 12),
     ]
-    L += plan_lines(plan, lambda sweep, oh0, ind: _band(g, sweep, oh0, epi, ind), " " * 12)
+    L += plan_lines(plan, lambda sweep, oh0, ind: band(g, sweep, oh0, epi, ind), " " * 12)
     return source(L), epi.args
 
 
