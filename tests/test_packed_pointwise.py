@@ -174,7 +174,8 @@ def test_pack_weights_layout(m: int, mr: int) -> None:
 def test_variant_table_choice(target: Target) -> None:
     """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows),
     and for shallow ones (from 8 channels and 3 row tiles) on maps that stream past L2 or part-fill
-    ``simd_pointwise``'s rows (2 row tiles on wide streaming maps); shallower reductions, fewer output rows, shallow layers on mid-sized maps,
+    ``simd_pointwise``'s rows (2 row tiles on wide streaming maps);
+    shallower reductions, fewer output rows, shallow layers on mid-sized maps,
     grouped 1x1s and 3x3s go to the others."""
     mr = packed_tile(target)[0]
     for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
