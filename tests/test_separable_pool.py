@@ -35,15 +35,23 @@ def pool_variants(model, op: str) -> set[str]:
 
 
 @st.composite
-def cases(draw):
+def cases(draw, flat: bool = False):
+    """A pool case; ``flat``: stride 1 both ways on maps from 1x1 (pads only around one cell) to 2.5 vectors of
+    16 lanes wide, else row strides 1-2 on maps at least a window wide."""
     op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
     kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (2, 5), (5, 2), (3, 4)]))
     dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if op == "MaxPool" else (1, 1)
     pads = [draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)), draw(st.integers(0, kh // 2)),
             draw(st.integers(0, kw // 2))]
-    h = draw(st.integers(dh * (kh - 1) + 1, 14))
-    w = draw(st.integers(dw * (kw - 1) + 1, 37))
-    return dict(op=op, k=[kh, kw], d=[dh, dw], s=[draw(st.integers(1, 2)), 1], pads=pads, h=h, w=w,
+    if flat:
+        h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 13))
+        w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[1] - pads[3]), 40))
+        stride = [1, 1]
+    else:
+        h = draw(st.integers(dh * (kh - 1) + 1, 14))
+        w = draw(st.integers(dw * (kw - 1) + 1, 37))
+        stride = [draw(st.integers(1, 2)), 1]
+    return dict(op=op, k=[kh, kw], d=[dh, dw], s=stride, pads=pads, h=h, w=w,
                 ceil=draw(st.integers(0, 1)) if op == "MaxPool" else 0, c=draw(st.integers(1, 3)),
                 act=draw(st.sampled_from(sorted(ACTS, key=str))), seed=draw(st.integers(0, 2**16)))
 
@@ -61,37 +69,23 @@ def _model_and_reference(case: dict, x: np.ndarray):
 @property_settings(12)
 @given(case=cases())
 def test_separable_pool_at_width(width: int, case: dict) -> None:
+    _check_forced(case, width, "separable_pool")
+
+
+def _check_forced(case: dict, width: int, variant: str) -> None:
+    """``case`` compiled at ``width`` with ``variant`` forced: it ran, and matches the reference."""
     x = np.random.default_rng(case["seed"]).standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
     model, y = _model_and_reference(case, x)
-    compiled = cnnjit.compile(model, vector_width=width, variants={case["op"]: "separable_pool"})
-    assert pool_variants(compiled, case["op"]) == {"separable_pool"}
+    compiled = cnnjit.compile(model, vector_width=width, variants={case["op"]: variant})
+    assert pool_variants(compiled, case["op"]) == {variant}
     np.testing.assert_allclose(compiled(x), y, rtol=1e-5, atol=1e-5)
-
-
-@st.composite
-def flat_cases(draw):
-    """Stride 1 both ways; maps from 1x1 (pads only around one cell) to 2.5 vectors of 16 lanes wide."""
-    op = draw(st.sampled_from(["MaxPool", "AveragePool"]))
-    kh, kw = draw(st.sampled_from([(3, 3), (5, 5), (2, 5), (5, 2), (3, 4)]))
-    dh, dw = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if op == "MaxPool" else (1, 1)
-    pads = [draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2)), draw(st.integers(0, kh // 2)),
-            draw(st.integers(0, kw // 2))]
-    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 13))
-    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pads[1] - pads[3]), 40))
-    return dict(op=op, k=[kh, kw], d=[dh, dw], s=[1, 1], pads=pads, h=h, w=w,
-                ceil=draw(st.integers(0, 1)) if op == "MaxPool" else 0, c=draw(st.integers(1, 3)),
-                act=draw(st.sampled_from(sorted(ACTS, key=str))), seed=draw(st.integers(0, 2**16)))
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 @property_settings(12)
-@given(case=flat_cases())
+@given(case=cases(flat=True))
 def test_flat_pool_at_width(width: int, case: dict) -> None:
-    x = np.random.default_rng(case["seed"]).standard_normal((1, case["c"], case["h"], case["w"])).astype(np.float32)
-    model, y = _model_and_reference(case, x)
-    compiled = cnnjit.compile(model, vector_width=width, variants={case["op"]: "flat_pool"})
-    assert pool_variants(compiled, case["op"]) == {"flat_pool"}
-    np.testing.assert_allclose(compiled(x), y, rtol=1e-5, atol=1e-5)
+    _check_forced(case, width, "flat_pool")
 
 
 def test_split_over_threads_is_bit_identical() -> None:

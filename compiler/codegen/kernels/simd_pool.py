@@ -173,18 +173,24 @@ def separable_source(w: int, is_max: bool, window: tuple[int, int, int, int], no
         f"                cnt = min({w}, OW - ow0)",
         f"                acc = vload{w}(zb, src + ow0)",
         *[f"                acc = {comb}(acc, vload{w}(zb, src + {k * dh} * OWV + ow0))" for k in range(1, KH)],
+        *output_store(" " * 16, w, is_max, node, "oh * OW + ow0"),
     ]
-    if not is_max:
-        lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
+    return source(lines)
+
+
+def output_store(ind: str, w: int, is_max: bool, node: Node | None, at: str) -> list[str]:
+    """Lines finishing the output vector ``acc`` (``cnt`` live lanes) at element ``yc + at``: an average's
+    divisor, the fused steps, the store. A masked store is microcoded on AMD (about 10x a plain one): only for
+    a partial vector."""
+    lines = [] if is_max else [f"{ind}acc = vmul{w}(acc, vbcast{w}(scale))"]
     epi = Epilogue(node, w, True, attr_args=False) if node is not None else None
     if epi is not None:
-        lines += epi.vector(" " * 16, "acc", "yc - yo + oh * OW + ow0", w, True)
-    # a masked store is microcoded on AMD (about 10x a plain one): only for the row's last, partial vector
-    lines += [f"                if cnt == {w}:", f"                    vstore{w}(yb, yc + oh * OW + ow0, acc)",
-              "                else:", f"                    vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)"]
+        lines += epi.vector(ind, "acc", f"yc - yo + {at}", w, True)
+    lines += [f"{ind}if cnt == {w}:", f"{ind}    vstore{w}(yb, yc + {at}, acc)",
+              f"{ind}else:", f"{ind}    vstoren{w}(yb, yc + {at}, acc, cnt)"]
     if epi is not None:
-        lines += epi.after(" " * 16, ["for j in range(cnt):"], "yc - yo + oh * OW + ow0 + j")
-    return source(lines)
+        lines += epi.after(ind, ["for j in range(cnt):"], f"yc - yo + {at} + j")
+    return lines
 
 
 def separable_pool_applies(node: Node, target: Target) -> bool:
@@ -257,16 +263,8 @@ def flat_source(w: int, wr: int, is_max: bool, window: tuple[int, int, int, int]
         f"            cnt = min({w}, L - i0)",
         f"            acc = vload{w}(zb, hz + i0)",
         *[f"            acc = {comb}(acc, vload{w}(zb, hz + i0 + {k * dh} * OW))" for k in range(1, KH)],
+        *output_store(" " * 12, w, is_max, node, "i0"),
     ]
-    if not is_max:
-        lines.append(f"            acc = vmul{w}(acc, vbcast{w}(scale))")
-    epi = Epilogue(node, w, True, attr_args=False) if node is not None else None
-    if epi is not None:
-        lines += epi.vector(" " * 12, "acc", "yc - yo + i0", w, True)
-    lines += [f"            if cnt == {w}:", f"                vstore{w}(yb, yc + i0, acc)",
-              "            else:", f"                vstoren{w}(yb, yc + i0, acc, cnt)"]
-    if epi is not None:
-        lines += epi.after(" " * 12, ["for j in range(cnt):"], "yc - yo + i0 + j")
     return source(lines)
 
 
