@@ -27,6 +27,8 @@ from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     SHALLOW_ROW_TILES,
     SMALL_MAP,
     STREAM_BYTES,
+    WIDE_MAP,
+    WIDE_ROW_TILES,
     block_pixels,
     channel_tail,
     pack_weights,
@@ -109,6 +111,18 @@ def test_shallow_layer_past_l2(width: int) -> None:
     _check(case, width)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_two_row_tiles_on_a_wide_streaming_map(width: int) -> None:
+    """``WIDE_ROW_TILES`` row tiles (a detector head's 48 -> 12 at 160x160) on the narrowest map the rule
+    takes past ``WIDE_MAP`` pixels with a tail strip: 24 input channels, 83 x 81 pixels, SiLU."""
+    mr = packed_tile(CompileOptions(vector_width=width).host_target())[0]
+    case = dict(n=1, c=24, m=WIDE_ROW_TILES * mr, g=1, k=1, s=1, d=1, h=83, w=81, pads=[0] * 4,
+                act="SiLU", residual=True, seed=7)
+    assert 83 * 81 >= WIDE_MAP and 4 * (case["c"] + case["m"]) * 83 * 81 > STREAM_BYTES
+    assert WIDE_ROW_TILES < SHALLOW_ROW_TILES
+    _check(case, width)
+
+
 @pytest.mark.parametrize(("width", "registers"), BUDGETS)
 @settings(max_examples=2, deadline=None)
 @given(data=st.data())
@@ -160,7 +174,8 @@ def test_pack_weights_layout(m: int, mr: int) -> None:
 def test_variant_table_choice(target: Target) -> None:
     """packed_pointwise for the detector's 1x1s from 48 channels (ahead of cblock on deep ones on short rows),
     and for shallow ones (from 8 channels and 3 row tiles) on maps that stream past L2 or part-fill
-    ``simd_pointwise``'s rows; shallower reductions, fewer output rows, shallow layers on mid-sized maps,
+    ``simd_pointwise``'s rows (2 row tiles on wide streaming maps);
+    shallower reductions, fewer output rows, shallow layers on mid-sized maps,
     grouped 1x1s and 3x3s go to the others."""
     mr = packed_tile(target)[0]
     for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
@@ -171,6 +186,9 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
     assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
     assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
+    assert choose(_layer(48, 2 * mr, 160, 1, 1), target).name == "packed_pointwise"  # 2 tiles, wide streaming map
+    assert choose(_layer(128, 2 * mr, 40, 1, 1), target).name != "packed_pointwise"  # 2 tiles below WIDE_MAP
+    assert choose(_layer(96, 2 * mr - 1, 160, 1, 1), target).name != "packed_pointwise"  # under 2 tiles
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 

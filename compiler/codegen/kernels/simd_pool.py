@@ -14,6 +14,12 @@ average whose divisor counts them), every padded row reduced over ``KW`` columns
 each output vector reduced over ``KH`` of those: ``KH + KW`` vector operations per output vector instead of
 ``KH * KW``, and no masked loads at the borders (which are most of the taps on a small map: YOLOX's SPP
 cascade, 5x5 stride-1 MaxPools with 2 pads on 13x13, ran at 5 GFLOP/s in ``simd_pool``).
+
+``flat_pool`` (stride 1 along both axes) reduces the rows into a scratch plane of ``OW``-wide rows (no
+per-row vector padding), so the column step is one run of contiguous vectors over the whole plane
+(``OH * OW`` outputs, a masked store only for the plane's last vector), and only the input's rows are copied
+and reduced (the pad rows stay filled): the 13-column rows of the SPP cascade cost ``separable_pool`` a
+masked store and 5 scalar copies each.
 """
 
 from __future__ import annotations
@@ -167,18 +173,24 @@ def separable_source(w: int, is_max: bool, window: tuple[int, int, int, int], no
         f"                cnt = min({w}, OW - ow0)",
         f"                acc = vload{w}(zb, src + ow0)",
         *[f"                acc = {comb}(acc, vload{w}(zb, src + {k * dh} * OWV + ow0))" for k in range(1, KH)],
+        *output_store(" " * 16, w, is_max, node, "oh * OW + ow0"),
     ]
-    if not is_max:
-        lines.append(f"                acc = vmul{w}(acc, vbcast{w}(scale))")
+    return source(lines)
+
+
+def output_store(ind: str, w: int, is_max: bool, node: Node | None, at: str) -> list[str]:
+    """Lines finishing the output vector ``acc`` (``cnt`` live lanes) at element ``yc + at``: an average's
+    divisor, the fused steps, the store. A masked store is microcoded on AMD (about 10x a plain one): only for
+    a partial vector."""
+    lines = [] if is_max else [f"{ind}acc = vmul{w}(acc, vbcast{w}(scale))"]
     epi = Epilogue(node, w, True, attr_args=False) if node is not None else None
     if epi is not None:
-        lines += epi.vector(" " * 16, "acc", "yc - yo + oh * OW + ow0", w, True)
-    # a masked store is microcoded on AMD (about 10x a plain one): only for the row's last, partial vector
-    lines += [f"                if cnt == {w}:", f"                    vstore{w}(yb, yc + oh * OW + ow0, acc)",
-              "                else:", f"                    vstoren{w}(yb, yc + oh * OW + ow0, acc, cnt)"]
+        lines += epi.vector(ind, "acc", f"yc - yo + {at}", w, True)
+    lines += [f"{ind}if cnt == {w}:", f"{ind}    vstore{w}(yb, yc + {at}, acc)",
+              f"{ind}else:", f"{ind}    vstoren{w}(yb, yc + {at}, acc, cnt)"]
     if epi is not None:
-        lines += epi.after(" " * 16, ["for j in range(cnt):"], "yc - yo + oh * OW + ow0 + j")
-    return source(lines)
+        lines += epi.after(ind, ["for j in range(cnt):"], f"yc - yo + {at} + j")
+    return lines
 
 
 def separable_pool_applies(node: Node, target: Target) -> bool:
@@ -203,4 +215,76 @@ def gen_separable_pool(node: Node, target: Target) -> list[KernelCall]:
     src = separable_source(w, node.op == "MaxPool", (kh, kw, dh, dw), node)
     args = [x, y, Scratch(hp * pw_ + hp * owv), N * C, H, Win, OH, OW, sh, a["pads"][0], a["pads"][1],
             1.0 / (kh * kw), hp, pw_, owv]
+    return [KernelCall(src, args, note(node))]
+
+
+def flat_source(w: int, wr: int, is_max: bool, window: tuple[int, int, int, int], node: Node | None = None) -> str:
+    """``flat_pool``'s kernel: per plane, copy the input's ``rows`` rows into ``zb[zo:]`` (``rows`` rows of
+    ``PW``, the column pads filled once per call), reduce each over ``KW`` columns in ``wr``-lane vectors into
+    row ``ph + r`` of ``zb[hz:]`` (``HP`` rows of ``OW``: a vector past a row's end spills into the next row,
+    which is written after it; the spill of the last row into the pad rows is refilled), then every output
+    vector of the plane over ``KH`` rows ``dh * OW`` elements apart (``w`` lanes, contiguous: stride 1).
+    Each scratch part has ``w`` elements of slack for the spills."""
+    KH, KW, dh, dw = window
+    fill = "-math.inf" if is_max else "0.0"
+    comb = f"vmax{w}" if is_max else f"vadd{w}"
+    rcomb = f"vmax{wr}" if is_max else f"vadd{wr}"
+    lines = [
+        "def kernel(xb, xo, yb, yo, zb, zo, NC, H, Win, OH, OW, ph, pw, scale, HP, PW, rows, cols):",
+        f"    hz = zo + rows * PW + {w}",
+        f"    for i in range(rows * PW + {w} + HP * OW + {w}):",
+        f"        zb[U(zo + i)] = {fill}",
+        f"    spill = (-OW) % {wr}",
+        "    L = OH * OW",
+        "    for nc in range(NC):",
+        "        xc = xo + nc * H * Win",
+        "        yc = yo + nc * L",
+        "        for ih in range(rows):",
+        "            src = xc + ih * Win",
+        "            dst = zo + ih * PW + pw",
+        f"            for j in range(0, cols - {wr - 1}, {wr}):",
+        f"                vstore{wr}(zb, dst + j, vload{wr}(xb, src + j))",
+        f"            if cols % {wr} != 0:",
+        f"                if cols >= {wr}:",  # the last vector overlaps the one before it: no masked move
+        f"                    vstore{wr}(zb, dst + cols - {wr}, vload{wr}(xb, src + cols - {wr}))",
+        "                else:",
+        "                    for j in range(cols):",
+        "                        zb[U(dst + j)] = xb[U(src + j)]",
+        "        for r in range(rows):",
+        "            src = zo + r * PW",
+        "            dst = hz + (r + ph) * OW",
+        f"            for ow0 in range(0, OW, {wr}):",
+        f"                acc = vload{wr}(zb, src + ow0)",
+        *[f"                acc = {rcomb}(acc, vload{wr}(zb, src + ow0 + {k * dw}))" for k in range(1, KW)],
+        f"                vstore{wr}(zb, dst + ow0, acc)",
+        "        for i in range(spill):",
+        f"            zb[U(hz + (rows + ph) * OW + i)] = {fill}",
+        f"        for i0 in range(0, L, {w}):",
+        f"            cnt = min({w}, L - i0)",
+        f"            acc = vload{w}(zb, hz + i0)",
+        *[f"            acc = {comb}(acc, vload{w}(zb, hz + i0 + {k * dh} * OW))" for k in range(1, KH)],
+        *output_store(" " * 12, w, is_max, node, "i0"),
+    ]
+    return source(lines)
+
+
+def flat_pool_applies(node: Node, target: Target) -> bool:
+    """``separable_pool``'s windows at stride 1 along both axes (the output's rows are then the row
+    reductions' rows: one contiguous column step over the plane)."""
+    return separable_pool_applies(node, target) and node.attrs["strides"][0] == 1
+
+
+@variant("MaxPool", "AveragePool", name="flat_pool", priority=14, applies=flat_pool_applies)
+def gen_flat_pool(node: Node, target: Target) -> list[KernelCall]:
+    x, y, a = node.inputs[0], node.outputs[0], node.attrs
+    (N, C, H, Win), (OH, OW) = x.shape, y.shape[2:]
+    w, wr = target.vector_width, pool_width(target, OW)
+    kh, kw = a["kernel_shape"]
+    dh, dw = a["dilations"]
+    ph, pw = a["pads"][0], a["pads"][1]
+    hp, pw_ = OH + (kh - 1) * dh, OW + (kw - 1) * dw
+    rows, cols = max(0, min(H, hp - ph)), max(0, min(Win, pw_ - pw))
+    src = flat_source(w, wr, node.op == "MaxPool", (kh, kw, dh, dw), node)
+    args = [x, y, Scratch(rows * pw_ + w + hp * OW + w), N * C, H, Win, OH, OW, ph, pw, 1.0 / (kh * kw), hp, pw_,
+            rows, cols]
     return [KernelCall(src, args, note(node))]
