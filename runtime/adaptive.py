@@ -65,14 +65,23 @@ class Chooser:
 
     def pick(self) -> int:
         self.runs += 1
+        return self._choice(self.runs)
+
+    def upcoming(self) -> int:
+        """What the next ``pick()`` will return unless a ``record`` changes the choice meanwhile (not counted as
+        a pick): a caller about to run the serial way can wake the team's worker for a try of the parallel one
+        that comes next (``runtime/model.py: Chosen``)."""
+        return self._choice(self.runs + 1)
+
+    def _choice(self, runs: int) -> int:
         a, b = self.times
         warm = WINDOW // 2 + 1
         if len(b) < warm:
-            return 1 if self.runs % WARM_PERIOD == 0 else 0
+            return 1 if runs % WARM_PERIOD == 0 else 0
         if len(a) < warm:  # (the team was busy, or the other was decided at once)
             return 0
         period = self.recheck_period if self.recheck else self.period
-        return 1 - self.best if self.runs % period == 0 else self.best
+        return 1 - self.best if runs % period == 0 else self.best
 
     def record(self, which: int, seconds: float) -> None:
         ts = self.times[which]
@@ -91,6 +100,11 @@ class Chooser:
         other = self.times[1 - self.best]
         ratio = max(a, b, sum(other) / len(other)) / max(min(a, b), 1e-12)  # (a try's cost: see EXPLORE_COST)
         self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
+
+    def median(self, which: int) -> float | None:
+        """The median of the recent times of way ``which`` (seconds), None before its first."""
+        ts = self.times[which]
+        return sorted(ts)[len(ts) // 2] if ts else None
 
     @property
     def share(self) -> tuple[int, int]:

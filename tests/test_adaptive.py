@@ -119,3 +119,55 @@ def test_a_batch_chooser_returns_to_the_split_soon_after_a_burst() -> None:
     _drive(ch, (1.0, 0.8), 300)  # (20% faster: taken)
     assert ch.best == 1
     assert Chooser().margin == 0.0 and Chooser().explore_max == EXPLORE_MAX  # (the other choosers unchanged)
+
+
+def test_upcoming_is_the_next_pick_and_counts_nothing() -> None:
+    """``Chooser.upcoming`` says what the next ``pick`` returns (a caller wakes the team's worker one call
+    before a try of the team) and leaves the choice where it was: the picks are the same with and without it."""
+    costs = [(1.0, 1.3)] * 300 + [(2.0, 1.3)] * 600 + [(1.0, 1.05)] * 300  # (warm-up, switch, near-equal)
+    plain, asked = Chooser(), Chooser()
+    for c in costs:
+        nxt = asked.upcoming()
+        assert asked.upcoming() == nxt  # (asking again changes nothing)
+        w, w0 = asked.pick(), plain.pick()
+        assert w == nxt == w0
+        asked.record(w, c[w])
+        plain.record(w0, c[w0])
+    assert asked.median(1) == 1.05 and Chooser().median(0) is None
+
+
+class _Run:
+    """A stand-in for a small model's ``ParallelRun``: what ``before_serial`` asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def rest(self) -> None:
+        self.calls.append(("rest", 0))
+
+    def rouse(self, hold_ns: int = 0) -> None:
+        self.calls.append(("rouse", hold_ns))
+
+
+def test_the_serial_call_before_a_try_of_the_team_keeps_its_worker_awake() -> None:
+    """Before a serial call (``model.before_serial``) the team's idle worker is sent to sleep (``rest``), unless
+    the next call tries the team: then it is woken and held spinning through this call
+    (``HOLD_SERIAL_CALLS`` times the serial way's median), so the try does not begin a futex wake-up late."""
+    from cnnjit.runtime.model import HOLD_SERIAL_CALLS, before_serial
+    from cnnjit.runtime.team import IDLE_HOLD_MAX_NS
+
+    ch, run = Chooser(), _Run()
+    for _ in range(3000):
+        w = ch.pick()
+        if w:
+            nxt = ch.upcoming()
+            run.calls.clear()
+            before_serial(ch, run)
+            if nxt == 0:
+                assert run.calls[0][0] == "rouse" and len(run.calls) == 1
+                serial = ch.median(1)
+                assert run.calls[0][1] == (int(HOLD_SERIAL_CALLS * serial * 1e9) if serial else IDLE_HOLD_MAX_NS)
+            else:
+                assert run.calls == [("rest", 0)]
+        ch.record(w, (1.3e-4, 1.0e-4)[w])  # (the serial way faster: the team tried now and then)
+    assert ch.best == 1

@@ -85,3 +85,44 @@ def test_rest_sends_a_spinning_worker_to_sleep(idle_team) -> None:
         assert _asleep_within(t, 5.0)
     finally:
         t.words[REST] = 0
+
+
+def test_a_hold_keeps_the_worker_spinning_past_its_window_then_it_sleeps(idle_team) -> None:
+    """``HOLD`` (``Team.rouse(hold_ns)``, ``post``'s call rate): the worker spins until then whatever its own
+    window, and sleeps after it."""
+    t = idle_team
+    t.words[IDLE_SPIN] = 0  # (its own window: none)
+    _job(t)
+    assert _asleep_within(t, 5.0)
+    t.rouse(400_000_000)  # (held 0.4 s from now: woken, and spinning)
+    time.sleep(0.1)
+    c0 = _worker_cpu_ns(t)
+    time.sleep(0.1)
+    assert t.words[IDLE_SLEEPERS] == 0, "the worker slept within its hold"
+    assert _worker_cpu_ns(t) - c0 > 1_000_000, "the worker did not spin (no CPU time in 0.1 s)"
+    assert _asleep_within(t, 5.0), "the worker kept spinning past its hold"
+
+
+def test_post_holds_idle_workers_for_twice_the_call_interval() -> None:
+    """``post`` (every job's) sets ``HOLD`` to ``HOLD_CALLS`` times the interval since the previous post, when
+    that is at most ``IDLE_HOLD_MAX_NS``: a model called at a steady rate finds its worker awake; one called
+    rarely leaves it to sleep after its own window. On words with no room for it (``POSTED``) it holds nothing."""
+    import numpy as np
+
+    from cnnjit.runtime.team import HOLD, HOLD_CALLS, IDLE_HOLD_MAX_NS, LINE, POSTED
+
+    w = np.zeros(2 * LINE, np.int64)  # (no worker sleeps on these words: post wakes nobody)
+    parallel.post(w)
+    first = int(w[POSTED])
+    assert first > 0 and w[HOLD] == 0  # (the first post: no interval yet)
+    w[POSTED] -= 300_000  # (as if posted 0.3 ms before)
+    parallel.post(w)
+    gap = int(w[POSTED]) - (first - 300_000)
+    assert gap >= 300_000 and w[HOLD] == w[POSTED] + HOLD_CALLS * gap
+    held = int(w[HOLD])
+    w[POSTED] -= IDLE_HOLD_MAX_NS  # (the next post comes later than the cap allows to hold for)
+    parallel.post(w)
+    assert w[HOLD] == held
+    short = np.zeros(LINE, np.int64)
+    parallel.post(short)
+    assert short[HOLD] == 0 and short[0] == 1
