@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     table = [[r["model"], r["form"], fmt(r["median_ms"], 4), fmt(r["mean_ms"], 4), fmt(r["min_ms"], 4),
               fmt(r["over_1t"], 3), "" if r["chooser_best"] is None else ("team", "serial")[r["chooser_best"]],
               fmt(r["threshold_us"], 0), "yes" if r["realtime"] else "no", f"{r['load']:.1f}"] for r in rows]
-    how = ("One process, forms interleaved in a random order per round; a turn = one call apart, then the timed calls "
-           "back to back; load = 1-minute load average on 2 CPUs (other processes) after the model's rounds.")
-    command = f"Command: `PYTHONPATH=. python benchmarks/small_threads.py {' '.join(sys.argv[1:])}`."
-    write_markdown("small_threads", headers, table, notes=[command, how], out_dir=args.out, machine=info,
+    notes = [f"Command: `PYTHONPATH=. python benchmarks/small_threads.py {' '.join(sys.argv[1:])}`.",
+             "One process, forms interleaved in a random order per round; a turn = one call apart, then the timed "
+             "calls back to back; load = 1-minute load average on 2 CPUs (other processes) after the model's rounds."]
+    write_markdown("small_threads", headers, table, notes=notes, out_dir=args.out, machine=info,
                    title="Small models at 2 threads by default: split with serial twin against 1 thread")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

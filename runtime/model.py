@@ -100,7 +100,7 @@ class Specialization:
         """This parallel specialisation running, call by call, whichever of itself and ``twin`` (its serial
         schedule, bit-identical results) has been faster lately (``runtime/adaptive.py``); a run by one thread
         only (``solo``) takes ``twin``."""
-        self.twin, self.chooser = twin, Chooser()
+        self.twin, self.chooser = twin, Chooser(margin=-TWIN_MARGIN, paired=True)  # (two programs: see TWIN_MARGIN)
         if getattr(self.program.run, "chooser", None) is not None:
             self.program.run.chooser = None  # (a ParallelRun: this is its one choice, team or serial twin)
         return self
@@ -399,6 +399,13 @@ class BoundCaller:
             self.spec._release(self.bufs)
 
 
+#: a small model's split schedule is the usual choice over its serial twin only while its median time is at
+#: least this share below the twin's (``Chooser``'s margin, negative: favouring the serial one). Switching
+#: between the two programs costs the first calls after it (caches: ResNet-8's serial twin 0.295, 0.257,
+#: 0.248, 0.243 ms after 20 team calls, steady ~0.22), so a try measures the way not in use slower than it
+#: runs: in windows where the team gained ~5% or nothing (the host's vCPUs far apart), the chooser kept it at
+#: 1.05-1.08x the 1-thread time (real-time priority, load 10); where it gains it gains 20-30%
+TWIN_MARGIN = 0.1
 #: before the serial call that precedes a try of the team, its idle workers are held spinning this many times
 #: the serial way's median time (``before_serial``)
 HOLD_SERIAL_CALLS = 2

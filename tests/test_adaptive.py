@@ -4,6 +4,8 @@ and the ``Chooser`` must follow the faster one while trying the other only as of
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from test_threads import block_model
 
@@ -171,3 +173,43 @@ def test_the_serial_call_before_a_try_of_the_team_keeps_its_worker_awake() -> No
                 assert run.calls == [("rest", 0)]
         ch.record(w, (1.3e-4, 1.0e-4)[w])  # (the serial way faster: the team tried now and then)
     assert ch.best == 1
+
+
+def _drive_cold(ch: Chooser, cost: tuple[float, float], runs: int, cold: float = 1.5) -> list[int]:
+    """``_drive`` where the first call after a switch of ways costs ``cold`` times more (two programs: the
+    way not in use has its code and data out of the caches)."""
+    picks: list[int] = []
+    for _ in range(runs):
+        w = ch.pick()
+        ch.record(w, cost[w] * (cold if picks and picks[-1] != w else 1.0))
+        picks.append(w)
+    return picks
+
+
+def test_paired_tries_count_only_their_second_call() -> None:
+    """Tries of one call after the other way's runs measure a cold program: the chooser keeps whichever it
+    has. Paired (``Chooser(paired=True)``, a small model's split schedule and serial twin) a try runs two
+    calls and counts the second, at half the rate: the same share of calls, and the faster way wins."""
+    cost = (1.0, 0.9)  # the serial way 10% faster, a cold first call 1.5x
+    single, paired = Chooser(), Chooser(paired=True)
+    _drive_cold(single, (0.9, 1.0), 300)  # (the team faster first: both start on it)
+    picks = _drive_cold(paired, (0.9, 1.0), 300)
+    assert single.best == paired.best == 0
+    _drive_cold(single, cost, 3000)
+    picks = _drive_cold(paired, cost, 3000)
+    assert single.best == 0, "(the bias this guards against: one cold call per try keeps the slower way)"
+    assert paired.best == 1
+    runs = [len(list(g)) for k, g in itertools.groupby(picks[1000:]) if k == 0]
+    assert runs and all(r == 2 for r in runs)  # (the team's tries: two calls each)
+    assert sum(runs) <= 2 * len(picks[1000:]) / (2 * EXPLORE_MIN) + 2
+
+
+def test_a_negative_margin_keeps_the_serial_way_unless_the_team_is_clearly_faster() -> None:
+    """``TWIN_MARGIN`` (a small model's chooser): the split schedule is the usual choice only while it is
+    that share faster than its serial twin."""
+    from cnnjit.runtime.model import TWIN_MARGIN
+
+    for team, best in ((1.0 - TWIN_MARGIN / 2, 1), (1.0 - 2 * TWIN_MARGIN, 0)):
+        ch = Chooser(margin=-TWIN_MARGIN, paired=True)
+        _drive(ch, (team, 1.0), 1000)
+        assert ch.best == best, (team, ch.best)
