@@ -75,6 +75,9 @@ class Chooser:
         #: a paired try's second call: its way (-1: none pending), and whether the next ``record`` is the
         #: first call's (not counted)
         self._second, self._skip = -1, False
+        #: per way, the median and the sum of its recent times (None, 0 before its first)
+        self._med: list[float | None] = [None, None]
+        self._sum = [0.0, 0.0]
 
     def pick(self) -> int:
         self.runs += 1
@@ -110,7 +113,9 @@ class Chooser:
         ts.append(seconds)
         if len(ts) > WINDOW:
             del ts[0]
-        a, b = (sorted(t)[len(t) // 2] if t else None for t in self.times)
+        # (only this way's median and sum change: the other's are kept; per call of a small model, ~2x faster)
+        self._med[which], self._sum[which] = sorted(ts)[len(ts) // 2], sum(ts)
+        a, b = self._med
         if a is None or b is None:
             return
         if which != self.best:
@@ -119,8 +124,8 @@ class Chooser:
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
                 self.recheck = WINDOW // 2
         self.best = 0 if b >= a * (1.0 - self.margin) else 1
-        other = self.times[1 - self.best]
-        ratio = max(a, b, sum(other) / len(other)) / max(min(a, b), 1e-12)  # (a try's cost: see EXPLORE_COST)
+        other = 1 - self.best
+        ratio = max(a, b, self._sum[other] / len(self.times[other])) / max(min(a, b), 1e-12)  # (see EXPLORE_COST)
         self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
 
     def median(self, which: int) -> float | None:
