@@ -172,6 +172,8 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
                 batch_rows(d, tid, False)
             elif atomic_load(w, SPLIT) == job:
                 split_job(atomic_load(w, SPLIT_DESC), tid, slept_at)
+            elif atomic_load(w, SPLIT) > job or atomic_load(w, NATIVE) > job:
+                continue  # (job missed, over: the next is described and about to be posted; not a Python job)
             else:
                 return
             seen = job

@@ -94,12 +94,12 @@ def test_a_hold_keeps_the_worker_spinning_past_its_window_then_it_sleeps(idle_te
     t.words[IDLE_SPIN] = 0  # (its own window: none)
     _job(t)
     assert _asleep_within(t, 5.0)
-    t.rouse(400_000_000)  # (held 0.4 s from now: woken, and spinning)
+    t.rouse(1_000_000_000)  # (held 1 s from now: woken, and spinning)
     time.sleep(0.1)
     c0 = _worker_cpu_ns(t)
-    time.sleep(0.1)
+    time.sleep(0.3)
     assert t.words[IDLE_SLEEPERS] == 0, "the worker slept within its hold"
-    assert _worker_cpu_ns(t) - c0 > 1_000_000, "the worker did not spin (no CPU time in 0.1 s)"
+    assert _worker_cpu_ns(t) - c0 > 1_000_000, "the worker did not spin (no CPU time in 0.3 s)"
     assert _asleep_within(t, 5.0), "the worker kept spinning past its hold"
 
 
@@ -126,3 +126,27 @@ def test_post_holds_idle_workers_for_twice_the_call_interval() -> None:
     short = np.zeros(LINE, np.int64)
     parallel.post(short)
     assert short[HOLD] == 0 and short[0] == 1
+
+
+def test_a_worker_that_missed_a_job_waits_for_the_next_described_one() -> None:
+    """A worker that sees job ``k`` posted when split (or native) job ``k + 1`` is already described (it was
+    descheduled while the caller ran ``k`` alone and began ``k + 1``: ``Team.run_split`` describes a job before
+    it posts it) waits for that post instead of returning to Python for ``k`` (a GIL round trip, and it missed
+    ``k + 1``'s start: seen once a worker spun through the gaps between calls at load 5); a job that is neither
+    split nor native still returns."""
+    import threading
+
+    import numpy as np
+
+    from cnnjit.runtime.team import DESC_WORDS, JOBS, LINE, SPLIT
+
+    w = np.zeros(2 * LINE, np.int64)
+    w[IDLE_SPIN], w[JOBS], w[SPLIT] = IDLE_SPIN_NS, 5, 6
+    t = threading.Thread(target=parallel.idle_wait, args=(w, 4, 1, np.zeros(DESC_WORDS, np.int64)), daemon=True)
+    t.start()
+    t.join(timeout=0.3)
+    assert t.is_alive(), "the worker returned for a job it had missed"
+    w[JOBS] = 7  # (a job from Python: neither split nor native)
+    parallel.rouse(w)
+    t.join(timeout=10)
+    assert not t.is_alive()
