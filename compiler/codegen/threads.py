@@ -89,8 +89,10 @@ WAKE_US = 25.0
 #: (real-time priority), 1.00-1.03x in slow ones (ResNet-8, yolov8_head 0.89-1.00, ppocr_cls 1.005-1.02,
 #: crnn_lstm_gru 1.03); but calls of several models interleaved one by one 1.05-1.08x (the twin's Python
 #: bookkeeping, ~15-20 us a call at load 10, and every call a switch of programs) and the OOTB table's single
-#: calls 1.20x (each engine in its own process, load 12). Kept at 1500 until the chooser's per-call cost is
-#: a small share of a 0.2 ms call: threads=2 must never be slower than threads=1 by more than 3%
+#: calls 1.20x (each engine in its own process, load 12). In a quiet window (load 0.5, ``vs_onnxruntime.py
+#: --ootb resnet8 --ootb-only --ootb-procs``) 250 gave default/onnxruntime 0.910, 2T/1T 0.878, single calls
+#: 0.813, against 0.951, 0.971, 0.988 at 1500. Kept at 1500 until the chooser's per-call cost is a small share
+#: of a 0.2 ms call at load too: threads=2 must never be slower than threads=1 by more than 3%
 MIN_PARALLEL_TOTAL_US = 1500.0
 #: a parallel schedule whose split layers add up to less than this (the estimate, microseconds) is compiled
 #: with its serial twin too, and each call runs the one that has been faster lately (``runtime/adaptive.py``):
