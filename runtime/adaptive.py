@@ -48,9 +48,18 @@ class Chooser:
     mean time, what its tries cost; the shortest after
     a try that beat the usual choice's median: the load has changed, look again soon). Not locked: calls
     from several threads may interleave their updates, which only blurs the statistics.
+
+    ``paired``: a try of the other way (after the warm-up) runs two calls, and only the second's time counts,
+    once per twice the period (the same share of calls). For two different programs (a small model's split
+    schedule and its serial twin): the first call after the other program's runs finds its code, weights
+    and scratch out of the core's caches (and the team's worker asleep). Measured on ResNet-8 at real-time
+    priority, load 10: the serial twin's first call after 20 team calls 0.295 ms, then 0.257, 0.248, 0.243
+    (steady ~0.22): tries of one call made the way not in use look 1.4-1.6x slower than it runs, so the
+    chooser kept whichever it had (the team at 1.05x the serial time in one run).
     """
 
-    def __init__(self, explore_max: int = EXPLORE_MAX, recheck_period: int = EXPLORE_MIN, margin: float = 0.0):
+    def __init__(self, explore_max: int = EXPLORE_MAX, recheck_period: int = EXPLORE_MIN, margin: float = 0.0,
+                 paired: bool = False):
         self.times: tuple[list[float], list[float]] = ([], [])
         #: the longest period between two tries of the slower way, and the period of the tries after one
         #: that beat the usual choice
@@ -62,24 +71,51 @@ class Chooser:
         self.period = min(EXPLORE_MIN, explore_max)
         self.recheck = 0  # tries of the other schedule still to make at the shortest period
         self.runs = 0
+        self.paired = paired
+        #: a paired try's second call: its way (-1: none pending), and whether the next ``record`` is the
+        #: first call's (not counted)
+        self._second, self._skip = -1, False
+        #: per way, the median and the sum of its recent times (None, 0 before its first)
+        self._med: list[float | None] = [None, None]
+        self._sum = [0.0, 0.0]
 
     def pick(self) -> int:
         self.runs += 1
+        if self._second >= 0:
+            w, self._second = self._second, -1
+            return w
+        w = self._choice(self.runs)
+        if self.paired and w != self.best and min(map(len, self.times)) > WINDOW // 2:
+            self._second, self._skip = w, True
+        return w
+
+    def upcoming(self) -> int:
+        """What the next ``pick()`` will return unless a ``record`` changes the choice meanwhile (not counted as
+        a pick): a caller about to run the serial way can wake the team's worker for a try of the parallel one
+        that comes next (``runtime/model.py: Chosen``)."""
+        return self._second if self._second >= 0 else self._choice(self.runs + 1)
+
+    def _choice(self, runs: int) -> int:
         a, b = self.times
         warm = WINDOW // 2 + 1
         if len(b) < warm:
-            return 1 if self.runs % WARM_PERIOD == 0 else 0
+            return 1 if runs % WARM_PERIOD == 0 else 0
         if len(a) < warm:  # (the team was busy, or the other was decided at once)
             return 0
-        period = self.recheck_period if self.recheck else self.period
-        return 1 - self.best if self.runs % period == 0 else self.best
+        period = (self.recheck_period if self.recheck else self.period) * (2 if self.paired else 1)
+        return 1 - self.best if runs % period == 0 else self.best
 
     def record(self, which: int, seconds: float) -> None:
+        if self._skip:  # (a paired try's first call)
+            self._skip = False
+            return
         ts = self.times[which]
         ts.append(seconds)
         if len(ts) > WINDOW:
             del ts[0]
-        a, b = (sorted(t)[len(t) // 2] if t else None for t in self.times)
+        # (only this way's median and sum change: the other's are kept; per call of a small model, ~2x faster)
+        self._med[which], self._sum[which] = sorted(ts)[len(ts) // 2], sum(ts)
+        a, b = self._med
         if a is None or b is None:
             return
         if which != self.best:
@@ -88,9 +124,14 @@ class Chooser:
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
                 self.recheck = WINDOW // 2
         self.best = 0 if b >= a * (1.0 - self.margin) else 1
-        other = self.times[1 - self.best]
-        ratio = max(a, b, sum(other) / len(other)) / max(min(a, b), 1e-12)  # (a try's cost: see EXPLORE_COST)
+        other = 1 - self.best
+        ratio = max(a, b, self._sum[other] / len(self.times[other])) / max(min(a, b), 1e-12)  # (see EXPLORE_COST)
         self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
+
+    def median(self, which: int) -> float | None:
+        """The median of the recent times of way ``which`` (seconds), None before its first."""
+        ts = self.times[which]
+        return sorted(ts)[len(ts) // 2] if ts else None
 
     @property
     def share(self) -> tuple[int, int]:

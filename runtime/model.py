@@ -24,6 +24,7 @@ from cnnjit.ir.errors import CnnjitError, CompileError, InputError
 from .adaptive import Chooser
 from .batchloop import BatchLoop, on_places, ready_for_batches, run_rows
 from .program import Program
+from .team import IDLE_HOLD_MAX_NS
 
 if TYPE_CHECKING:
     from cnnjit.ir import Graph
@@ -99,7 +100,7 @@ class Specialization:
         """This parallel specialisation running, call by call, whichever of itself and ``twin`` (its serial
         schedule, bit-identical results) has been faster lately (``runtime/adaptive.py``); a run by one thread
         only (``solo``) takes ``twin``."""
-        self.twin, self.chooser = twin, Chooser()
+        self.twin, self.chooser = twin, Chooser(margin=-TWIN_MARGIN, paired=True)  # (two programs: see TWIN_MARGIN)
         if getattr(self.program.run, "chooser", None) is not None:
             self.program.run.chooser = None  # (a ParallelRun: this is its one choice, team or serial twin)
         return self
@@ -149,7 +150,7 @@ class Specialization:
                 return self.twin.run_into(feeds, outs)
             which = self.chooser.pick()
             if which:
-                self.program.run.rest()  # (ParallelRun.rest: no idle worker spinning beside the serial run)
+                before_serial(self.chooser, self.program.run)
             t0 = time.perf_counter()
             got = self.twin.run_into(feeds, outs) if which else self._run_into(feeds, outs, False)
             self.chooser.record(which, time.perf_counter() - t0)
@@ -297,7 +298,7 @@ class Specialization:
             return BoundCaller(spec, names) if hold else _calls(spec, names, single=single)
 
         if self.twin is not None:
-            return Chosen(on(self), on(self.twin), self.chooser, self.program.run.rest)
+            return Chosen(on(self), on(self.twin), self.chooser, self.program.run)
         return on(self)
 
     def bind(self, names: Sequence[str]) -> BoundCaller | Chosen:
@@ -398,17 +399,45 @@ class BoundCaller:
             self.spec._release(self.bufs)
 
 
+#: a small model's split schedule is the usual choice over its serial twin only while its median time is at
+#: least this share below the twin's (``Chooser``'s margin, negative: favouring the serial one). Switching
+#: between the two programs costs the first calls after it (caches: ResNet-8's serial twin 0.295, 0.257,
+#: 0.248, 0.243 ms after 20 team calls, steady ~0.22), so a try measures the way not in use slower than it
+#: runs: in windows where the team gained ~5% or nothing (the host's vCPUs far apart), the chooser kept it at
+#: 1.05-1.08x the 1-thread time (real-time priority, load 10); where it gains it gains 20-30%
+TWIN_MARGIN = 0.1
+#: before the serial call that precedes a try of the team, its idle workers are held spinning this many times
+#: the serial way's median time (``before_serial``)
+HOLD_SERIAL_CALLS = 2
+
+
+def before_serial(chooser: Chooser, run: Any) -> None:
+    """Before a small model's serial call (``chooser`` picked its serial twin; ``run``: the parallel schedule's
+    ``ParallelRun``): send the team's idle workers to sleep (``rest``: no spinning beside the serial run), unless
+    the next call tries the team: then wake them and keep them spinning through this call
+    (``ParallelRun.rouse``, ``HOLD_SERIAL_CALLS``). A try that found its worker asleep began a futex wake-up
+    late (on this VM the other vCPU halts: ~15-40 us quiet, ~0.1-0.3 ms at load, of a ~0.17 ms 2-thread
+    ResNet-8 run; measured at real-time priority, load 5: the tries ran at 0.30 ms median against 0.23 ms for
+    the team called back to back), so the chooser measured the team slower than it runs."""
+    if chooser.upcoming() != 0:
+        run.rest()
+        return
+    serial = chooser.median(1) or 0.0
+    run.rouse(int(HOLD_SERIAL_CALLS * serial * 1e9) or IDLE_HOLD_MAX_NS)
+
+
 class Chosen:
     """Two callers (``_calls`` or ``BoundCaller``) of one small parallel schedule and its serial twin, called
-    as the chooser picks (``Specialization.caller`` with a twin)."""
+    as the chooser picks (``Specialization.caller`` with a twin; ``run``: the parallel schedule's
+    ``ParallelRun``, see ``before_serial``)."""
 
-    def __init__(self, team: Callable, serial: Callable, chooser: Chooser, rest: Callable[[], None]):
-        self.both, self.chooser, self.rest = (team, serial), chooser, rest
+    def __init__(self, team: Callable, serial: Callable, chooser: Chooser, run: Any):
+        self.both, self.chooser, self.run = (team, serial), chooser, run
 
     def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         which = self.chooser.pick()
         if which:
-            self.rest()
+            before_serial(self.chooser, self.run)
         t0 = time.perf_counter()
         got = self.both[which](arrays)
         self.chooser.record(which, time.perf_counter() - t0)

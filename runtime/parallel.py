@@ -65,12 +65,16 @@ from .numba_cache import LoadWithoutRefresh
 from .team import (
     ABORT,
     BACK,
+    HOLD,
+    HOLD_CALLS,
+    IDLE_HOLD_MAX_NS,
     IDLE_SLEEPERS,
     IDLE_SPIN,
     JOBS,
     LINE,
     MASK,
     NATIVE,
+    POSTED,
     PROTOCOL_VERSION,
     REST,
     SEQ,
@@ -153,10 +157,11 @@ def wait(st: np.ndarray, step: int, ep: int, parts: int) -> bool:  # pragma: no 
 @njit(nogil=True, cache=True)
 def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pragma: no cover - compiled
     """An idle team worker's wait for the next job (``team.Team``): until ``w[JOBS]`` differs from ``seen``,
-    spinning ``w[IDLE_SPIN]`` ns after its last job (``team.IDLE_SPIN_NS``, with the pause hint; not at all
-    once ``w[REST]`` is set), then sleeping on its futex (``post`` wakes sleepers; ``rouse`` too, and they spin
-    again). A native job (``w[NATIVE]``: a batch's samples, ``runtime/batchrows.py``) it runs here, as thread
-    ``tid`` of the job described in ``d``, and waits on, and a split job (``w[SPLIT]``: a parallel schedule's
+    spinning ``w[IDLE_SPIN]`` ns after its last job (``team.IDLE_SPIN_NS``, with the pause hint) and in any
+    case until ``w[HOLD]`` (``team.HOLD_CALLS``; not at all once ``w[REST]`` is set), then sleeping on its
+    futex (``post`` wakes sleepers; ``rouse`` too, and they spin again). A native job (``w[NATIVE]``: a
+    batch's samples, ``runtime/batchrows.py``) it runs here, as thread ``tid`` of the job described in ``d``,
+    and waits on, and a split job (``w[SPLIT]``: a parallel schedule's
     run, described at ``w[SPLIT_DESC]``, ``batchrows.split_job``) too: it never returns to Python (nor takes the
     GIL) for one. Where there is no futex it polls, yielding the CPU between polls after ``SPIN`` of them."""
     polls = start = slept_at = 0
@@ -167,6 +172,8 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
                 batch_rows(d, tid, False)
             elif atomic_load(w, SPLIT) == job:
                 split_job(atomic_load(w, SPLIT_DESC), tid, slept_at)
+            elif atomic_load(w, SPLIT) > job or atomic_load(w, NATIVE) > job:
+                continue  # (job missed, over: the next is described and about to be posted; not a Python job)
             else:
                 return
             seen = job
@@ -184,7 +191,7 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
             now = monotonic_ns()
             if start == 0:
                 start = now
-            if now - start < atomic_load(w, IDLE_SPIN):
+            if now - start < atomic_load(w, IDLE_SPIN) or now < atomic_load(w, HOLD):
                 continue
             start = -1  # (spun long enough: sleep until woken)
         atomic_add(w, IDLE_SLEEPERS, 1)
@@ -200,8 +207,15 @@ def idle_wait(w: np.ndarray, seen: int, tid: int, d: np.ndarray) -> None:  # pra
 def post(w: np.ndarray) -> int:  # pragma: no cover - compiled
     """Count one job posted to a team's idle workers and wake those asleep; the new count. A split job's
     description (the job about to be counted) gets the caller's CPU (``batchrows.S_CALLER``: a worker woken
-    onto it moves off it, ``batchrows._off_callers_cpu``)."""
+    onto it moves off it, ``batchrows._off_callers_cpu``). Jobs posted at most ``IDLE_HOLD_MAX_NS /
+    HOLD_CALLS`` apart keep the idle workers spinning ``HOLD_CALLS`` times that interval (``w[HOLD]``)."""
     w[REST] = 0
+    if len(w) > POSTED:  # (a team's words: ``Team.words``)
+        now = monotonic_ns()
+        gap = now - w[POSTED]
+        w[POSTED] = now
+        if HOLD_CALLS * gap <= IDLE_HOLD_MAX_NS and now + HOLD_CALLS * gap > w[HOLD]:
+            w[HOLD] = now + HOLD_CALLS * gap
     if atomic_load(w, SPLIT) == w[JOBS] + 1:  # (Team.run_split: its description is alive and current)
         words_at(w[SPLIT_DESC], SPLIT_WORDS)[S_CALLER] = current_cpu()
     n = atomic_add(w, JOBS, 1) + 1
@@ -252,9 +266,9 @@ def prepare_batches() -> None:
     run natively only once this has run in the process (``Specialization.batch_native``)."""
     d = np.zeros(VAR, np.int64)
     d[EPOCH] = d[THREADS] = 1  # (one thread, no sample)
-    run_batch(np.zeros(LINE, np.int64), d, 1)
+    run_batch(np.zeros(2 * LINE, np.int64), d, 1)
     batch_rows(d, 0, True)  # (its own entry: what a batch on the caller alone calls)
-    rouse(np.zeros(LINE, np.int64))  # (a split batch rouses the team first: loaded now, not in the first batch)
+    rouse(np.zeros(2 * LINE, np.int64))  # (a split batch rouses the team first: loaded now, not in the first batch)
 
 
 for _fn in (idle_wait, post, rouse, run_batch):

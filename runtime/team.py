@@ -40,6 +40,14 @@ SPIN_NS = 100_000
 #: tenth of ResNet-8's run). Bounded: a team with no work burns at most this much CPU per worker after each
 #: run (onnxruntime's pool spins for tens of milliseconds)
 IDLE_SPIN_NS = 100_000
+#: an idle worker also keeps spinning while the team's ``HOLD`` word (monotonic ns) is ahead: ``post`` sets it
+#: to ``HOLD_CALLS`` times the time since the previous post (the call rate: a model called every 0.3 ms finds
+#: its worker awake even with Python between the calls), unless that is over ``IDLE_HOLD_MAX_NS``; and
+#: ``Team.rouse(hold_ns)`` for a caller about to run on the team (``runtime/model.py: Chosen``). A sleeping
+#: worker starts on a job a futex wake-up late: 15-40 us on this VM when the other vCPU is idle (it halts, and
+#: the wake-up is an interrupt to it), ~0.1-0.3 ms under load (ResNet-8's whole 2-thread run is ~0.17 ms)
+HOLD_CALLS = 2
+IDLE_HOLD_MAX_NS = 2_000_000
 #: a spinning wait reads the clock once every this many polls (a power of two; a clock read is ~20 ns)
 SPIN_CHECK = 64
 #: the native protocol's spin (``compiler/target/steps_ir.py``, no clock there): polls before a wait sleeps
@@ -77,8 +85,11 @@ FUTEX_WAIT_PRIVATE, FUTEX_WAKE_PRIVATE = 128, 129
 #: native job (``Team.native_job``: workers run it inside their idle wait, described in ``Team.desc``), and
 #: the number of the last split job with its description's address (``Team.run_split``: a parallel schedule's
 #: run, which the workers also run inside their idle wait), and how long an idle worker spins after a job
-#: before it sleeps (``IDLE_SPIN_NS``, nanoseconds; a word so a benchmark or test can change it at run time)
-JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC, IDLE_SPIN = 0, 1, 2, 3, 4, 5, 6
+#: before it sleeps (``IDLE_SPIN_NS``, nanoseconds; a word so a benchmark or test can change it at run time),
+#: until when idle workers spin in any case (``HOLD``, monotonic ns, see ``HOLD_CALLS``) and when the last job
+#: was posted (``POSTED``, monotonic ns; on the second cache line of the words: the caller's, each post)
+JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC, IDLE_SPIN, HOLD = 0, 1, 2, 3, 4, 5, 6, 7
+POSTED = LINE
 #: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
 DESC_WORDS = 4096
 #: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
@@ -122,7 +133,7 @@ class Team:
         self._job: tuple | None = None
         self._jobs = 0
         self._go: list[threading.Semaphore] = []
-        self.words = np.zeros(LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST, ... (own cache line)
+        self.words = np.zeros(2 * LINE, np.int64)  # JOBS, IDLE_SLEEPERS, REST, ... (own cache lines)
         self.words[IDLE_SPIN] = IDLE_SPIN_NS
         self._idle = _idle_wait
         #: a native job's description (``runtime/batchrows.py``), read by the workers in their idle wait, and
@@ -164,12 +175,18 @@ class Team:
                     self._errors.append(e)
             self._done[tid] = job
 
-    def rouse(self) -> None:
+    def rouse(self, hold_ns: int = 0) -> None:
         """Wake the idle workers that sleep so they spin for a job about to be posted (``SPIN_NS``): called
         before a run's inputs are copied in, their futex wake-up overlaps the copy instead of delaying the
         run's first steps (the worker sleeps once ``SPIN_NS`` has passed since its last job: a model
-        called now and then, or beside other work)."""
-        if self._idle is not None and self.words[IDLE_SLEEPERS] > 0:
+        called now and then, or beside other work). ``hold_ns``: keep them spinning at least that long from
+        now (``HOLD``; a job expected after work of that length on the caller)."""
+        if self._idle is None:
+            return
+        if hold_ns > 0:
+            self.words[HOLD] = max(int(self.words[HOLD]), time.monotonic_ns() + hold_ns)
+            self.words[REST] = 0
+        if self.words[IDLE_SLEEPERS] > 0:
             self._idle[2](self.words)
 
     @property
@@ -316,11 +333,11 @@ class ParallelRun:
         if _team:
             _team[0].words[REST] = 1
 
-    def rouse(self) -> None:
+    def rouse(self, hold_ns: int = 0) -> None:
         """Before a call's inputs are copied in: wake the team's sleeping workers if this schedule will
-        likely run on the team (``Team.rouse``)."""
+        likely run on the team (``Team.rouse``; ``hold_ns``: spinning at least that long)."""
         if _team and self.team_size > 1 and (self.chooser is None or self.chooser.best == 0):
-            _team[0].rouse()
+            _team[0].rouse(hold_ns)
 
     def run_alone(self, *buffers: object) -> None:
         """This schedule run by the calling thread only, on an idle step state of its own (reused: its next
@@ -397,11 +414,11 @@ class ParallelRun:
             chooser.record(1, time.perf_counter() - t0)
 
 
-__all__ = ["SPIN_NS", "IDLE_SPIN_NS", "SPIN_CHECK", "SPIN",
+__all__ = ["SPIN_NS", "IDLE_SPIN_NS", "HOLD_CALLS", "IDLE_HOLD_MAX_NS", "SPIN_CHECK", "SPIN",
            "SLEEP_NS", "IDLE_SLEEP_NS", "SHIFT", "BACK", "MASK", "ABORT", "SEQ", "SLEEPERS", "LINE", "S_INFLIGHT",
            "PROTOCOL_VERSION", "SYS_FUTEX",
            "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "SPLIT", "SPLIT_DESC",
-           "IDLE_SPIN",
+           "IDLE_SPIN", "HOLD", "POSTED",
            "DESC_WORDS",
            "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

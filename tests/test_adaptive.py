@@ -4,6 +4,8 @@ and the ``Chooser`` must follow the faster one while trying the other only as of
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from test_threads import block_model
 
@@ -119,3 +121,95 @@ def test_a_batch_chooser_returns_to_the_split_soon_after_a_burst() -> None:
     _drive(ch, (1.0, 0.8), 300)  # (20% faster: taken)
     assert ch.best == 1
     assert Chooser().margin == 0.0 and Chooser().explore_max == EXPLORE_MAX  # (the other choosers unchanged)
+
+
+def test_upcoming_is_the_next_pick_and_counts_nothing() -> None:
+    """``Chooser.upcoming`` says what the next ``pick`` returns (a caller wakes the team's worker one call
+    before a try of the team) and leaves the choice where it was: the picks are the same with and without it."""
+    costs = [(1.0, 1.3)] * 300 + [(2.0, 1.3)] * 600 + [(1.0, 1.05)] * 300  # (warm-up, switch, near-equal)
+    plain, asked = Chooser(), Chooser()
+    for c in costs:
+        nxt = asked.upcoming()
+        assert asked.upcoming() == nxt  # (asking again changes nothing)
+        w, w0 = asked.pick(), plain.pick()
+        assert w == nxt == w0
+        asked.record(w, c[w])
+        plain.record(w0, c[w0])
+    assert asked.median(1) == 1.05 and Chooser().median(0) is None
+
+
+class _Run:
+    """A stand-in for a small model's ``ParallelRun``: what ``before_serial`` asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def rest(self) -> None:
+        self.calls.append(("rest", 0))
+
+    def rouse(self, hold_ns: int = 0) -> None:
+        self.calls.append(("rouse", hold_ns))
+
+
+def test_the_serial_call_before_a_try_of_the_team_keeps_its_worker_awake() -> None:
+    """Before a serial call (``model.before_serial``) the team's idle worker is sent to sleep (``rest``), unless
+    the next call tries the team: then it is woken and held spinning through this call
+    (``HOLD_SERIAL_CALLS`` times the serial way's median), so the try does not begin a futex wake-up late."""
+    from cnnjit.runtime.model import HOLD_SERIAL_CALLS, before_serial
+    from cnnjit.runtime.team import IDLE_HOLD_MAX_NS
+
+    ch, run = Chooser(), _Run()
+    for _ in range(3000):
+        w = ch.pick()
+        if w:
+            nxt = ch.upcoming()
+            run.calls.clear()
+            before_serial(ch, run)
+            if nxt == 0:
+                assert run.calls[0][0] == "rouse" and len(run.calls) == 1
+                serial = ch.median(1)
+                assert run.calls[0][1] == (int(HOLD_SERIAL_CALLS * serial * 1e9) if serial else IDLE_HOLD_MAX_NS)
+            else:
+                assert run.calls == [("rest", 0)]
+        ch.record(w, (1.3e-4, 1.0e-4)[w])  # (the serial way faster: the team tried now and then)
+    assert ch.best == 1
+
+
+def _drive_cold(ch: Chooser, cost: tuple[float, float], runs: int, cold: float = 1.5) -> list[int]:
+    """``_drive`` where the first call after a switch of ways costs ``cold`` times more (two programs: the
+    way not in use has its code and data out of the caches)."""
+    picks: list[int] = []
+    for _ in range(runs):
+        w = ch.pick()
+        ch.record(w, cost[w] * (cold if picks and picks[-1] != w else 1.0))
+        picks.append(w)
+    return picks
+
+
+def test_paired_tries_count_only_their_second_call() -> None:
+    """Tries of one call after the other way's runs measure a cold program: the chooser keeps whichever it
+    has. Paired (``Chooser(paired=True)``, a small model's split schedule and serial twin) a try runs two
+    calls and counts the second, at half the rate: the same share of calls, and the faster way wins."""
+    cost = (1.0, 0.9)  # the serial way 10% faster, a cold first call 1.5x
+    single, paired = Chooser(), Chooser(paired=True)
+    _drive_cold(single, (0.9, 1.0), 300)  # (the team faster first: both start on it)
+    picks = _drive_cold(paired, (0.9, 1.0), 300)
+    assert single.best == paired.best == 0
+    _drive_cold(single, cost, 3000)
+    picks = _drive_cold(paired, cost, 3000)
+    assert single.best == 0, "(the bias this guards against: one cold call per try keeps the slower way)"
+    assert paired.best == 1
+    runs = [len(list(g)) for k, g in itertools.groupby(picks[1000:]) if k == 0]
+    assert runs and all(r == 2 for r in runs)  # (the team's tries: two calls each)
+    assert sum(runs) <= 2 * len(picks[1000:]) / (2 * EXPLORE_MIN) + 2
+
+
+def test_a_negative_margin_keeps_the_serial_way_unless_the_team_is_clearly_faster() -> None:
+    """``TWIN_MARGIN`` (a small model's chooser): the split schedule is the usual choice only while it is
+    that share faster than its serial twin."""
+    from cnnjit.runtime.model import TWIN_MARGIN
+
+    for team, best in ((1.0 - TWIN_MARGIN / 2, 1), (1.0 - 2 * TWIN_MARGIN, 0)):
+        ch = Chooser(margin=-TWIN_MARGIN, paired=True)
+        _drive(ch, (team, 1.0), 1000)
+        assert ch.best == best, (team, ch.best)
