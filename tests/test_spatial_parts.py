@@ -86,6 +86,9 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     elif variant == "depthwise_direct":  # (3x3, column stride 1, rows of at least MIN_ROW_VECTORS vectors)
         c = m = group = data.draw(st.integers(2, 3 * width + 1), "c")
         k, stride, hw = 3, 1, data.draw(st.integers(4 * width, 4 * width + 12), "hw")
+    elif variant == "depthwise_direct_s2":  # (3x3, stride 2, output rows of at least a vector)
+        c = m = group = data.draw(st.integers(2, 3 * width + 1), "c")
+        k, stride, hw = 3, 2, data.draw(st.integers(2 * width, 2 * width + 24), "hw")
     else:
         c = m = group = data.draw(st.integers(2, 3 * width + 1), "c")
         k, stride, hw = data.draw(st.sampled_from([3, 5]), "k"), data.draw(st.sampled_from([1, 2]), "s"), \
