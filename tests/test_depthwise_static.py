@@ -139,15 +139,18 @@ def _layer(c: int, h: int, w: int, k: int, s: tuple[int, int]):
     return node
 
 
-@pytest.mark.parametrize("shape", [(240, 12, 80, 5, (1, 1)), (480, 6, 80, 5, (2, 1)), (200, 2, 96, 5, (1, 1)),
-                                   (96, 80, 80, 3, (2, 2)), (960, 7, 7, 3, (1, 1)), (72, 1, 40, 3, (1, 1))])
-def test_default_for_model_shapes(shape) -> None:
+@pytest.mark.parametrize("shape,variant", [
+    ((240, 12, 80, 5, (1, 1)), "simd_depthwise_static"), ((480, 6, 80, 5, (2, 1)), "simd_depthwise_static"),
+    ((200, 2, 96, 5, (1, 1)), "simd_depthwise_static"), ((96, 80, 80, 3, (2, 2)), "depthwise_direct_s2"),
+    ((960, 7, 7, 3, (1, 1)), "simd_depthwise_static"), ((72, 1, 40, 3, (1, 1)), "simd_depthwise_static")])
+def test_default_for_model_shapes(shape, variant) -> None:
     """PP-OCR's recognizer / classifier / detector and MobileNetV3's depthwise layers (text lines of 1-3 rows
-    included) and MobileNetV2's 3x3 on 7x7 run on ``simd_depthwise_static`` at AVX2 and AVX-512 (MobileNetV3's
+    included) and MobileNetV2's 3x3 on 7x7 run on ``simd_depthwise_static`` at AVX2 and AVX-512, the detector's
+    3x3 stride-2 layer on ``depthwise_direct_s2`` (1.30x there, ``results/depthwise_direct_s2.md``; MobileNetV3's
     5x5 on 7x7, 4x4 and 2x2 maps on ``depthwise_lanes``: ``test_depthwise_lanes.py``)."""
     node = _layer(*shape)
     for target in (Target(vector_width=8, vector_registers=16), Target(vector_width=16, vector_registers=32)):
-        assert choose(node, target).name == "simd_depthwise_static"
+        assert choose(node, target).name == variant
 
 
 @pytest.mark.parametrize("shape", [(3, 5, 13, 3, (1, 1)), (2, 7, 7, 5, (1, 1)), (4, 9, 20, 3, (2, 2)),
