@@ -130,8 +130,7 @@ class Chooser:
 
     def median(self, which: int) -> float | None:
         """The median of the recent times of way ``which`` (seconds), None before its first."""
-        ts = self.times[which]
-        return sorted(ts)[len(ts) // 2] if ts else None
+        return self._med[which]
 
     @property
     def share(self) -> tuple[int, int]:
