@@ -59,7 +59,7 @@ class Chooser:
     """
 
     def __init__(self, explore_max: int = EXPLORE_MAX, recheck_period: int = EXPLORE_MIN, margin: float = 0.0,
-                 paired: bool = False):
+                 paired: bool = False, estimated: bool = False):
         self.times: tuple[list[float], list[float]] = ([], [])
         #: the longest period between two tries of the slower way, and the period of the tries after one
         #: that beat the usual choice
@@ -72,6 +72,10 @@ class Chooser:
         self.recheck = 0  # tries of the other schedule still to make at the shortest period
         self.runs = 0
         self.paired = paired
+        #: the other way's (1) times are also recorded as estimates from the parallel one's runs (a split batch
+        #: says what the caller alone would have taken: ``BatchLoop``): it is never run as a try while the
+        #: parallel one is the choice, and those estimates start no rechecks
+        self.estimated = estimated
         #: a paired try's second call: its way (-1: none pending), and whether the next ``record`` is the
         #: first call's (not counted)
         self._second, self._skip = -1, False
@@ -96,6 +100,8 @@ class Chooser:
         return self._second if self._second >= 0 else self._choice(self.runs + 1)
 
     def _choice(self, runs: int) -> int:
+        if self.estimated and self.best == 0:
+            return 0
         a, b = self.times
         warm = WINDOW // 2 + 1
         if len(b) < warm:
@@ -118,7 +124,7 @@ class Chooser:
         a, b = self._med
         if a is None or b is None:
             return
-        if which != self.best:
+        if which != self.best and not (self.estimated and which == 1):
             if self.recheck:
                 self.recheck -= 1
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?

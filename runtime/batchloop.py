@@ -21,7 +21,7 @@ import numpy as np
 
 from .adaptive import Chooser
 from .cpus import usable_cpus
-from .team import ABORT, new_state, team
+from .team import ABORT, C_BEGIN, C_DONE, HOLD, HOLD_CALLS, IDLE_HOLD_MAX_NS, new_state, team
 
 #: a batch's chooser (split over the team, or every sample on the caller: ``Chooser``'s arguments): the
 #: slower way tried at least every ``BATCH_EXPLORE_MAX`` batches, every ``BATCH_RECHECK`` batches after a try
@@ -32,6 +32,24 @@ from .team import ABORT, new_state, team
 #: benchmark's 60 calls; with these, 7-40 batches, for ~2% more time than the defaults under a load that makes
 #: the split 1.6x slower at the median (``tests/test_batch.py``)
 BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN = 48, 3, 0.1
+#: a split native batch also says what the caller alone would have taken (``_alone_estimate``: its Python
+#: around the samples, and the batch at the caller's own rate per sample, from its clock words in the
+#: description, ``batchrows.C_BEGIN``), recorded as the caller alone's time: the chooser then never runs a
+#: whole batch on the caller alone as a try while the split is faster (``Chooser(estimated=True)``). Measured
+#: (VWW batch 8, served as ``benchmarks/batch.py --procs`` runs it, load ~1): the tries and the warm-up's every
+#: third batch alone were 10-22% of the batches at 1.7 ms against 0.9-1.0 ms split. False: the tries as before
+ESTIMATE_ALONE = True
+#: after a split batch whose loop has been called back to back (the median of its last ``GAPS`` gaps between
+#: one call's end and the next one's start at most ``team.IDLE_HOLD_MAX_NS / HOLD_CALLS``), the team's idle
+#: workers keep spinning ``BATCH_HOLD_NS`` plus ``HOLD_CALLS`` times that gap (``team.HOLD``), so the next batch
+#: finds them awake: the worker's idle time between two batches is the caller's Python after the last sample,
+#: the caller's gap and its Python before the post (~0.1-0.2 ms, more than the worker's own ``IDLE_SPIN_NS``),
+#: and ``post``'s own hold (twice the interval between posts, only up to 1 ms) never covers a batch of 1 ms or
+#: more. A sleeping worker cost a batch ~80 us even when roused as the call starts (VWW batch 8 on a quiet
+#: machine: 0.98 against 0.90 ms; with another process busy on the other core it often came a whole batch
+#: late). 0: no hold
+BATCH_HOLD_NS = 200_000
+GAPS = 8
 
 
 def run_rows(sample: Callable[[int], None], order: Iterator[int], batch: int) -> int:
@@ -78,8 +96,15 @@ class BatchLoop:
         #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
         #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
         #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
-        self.chooser: Chooser | None = Chooser(BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN) \
+        self.chooser: Chooser | None = Chooser(BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN,
+                                               estimated=ESTIMATE_ALONE) \
             if self.threads > 1 and batch >= self.threads else None
+        #: the recent gaps between one call's end and the next one's start (seconds; ``BATCH_HOLD_NS``), and
+        #: when the last call ended (``time.perf_counter``)
+        self._gaps: list[float] = []
+        self._ended = 0.0
+        #: the last split native batch's estimate of the caller alone's time (seconds; None: none)
+        self._estimate: float | None = None
         self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
         self.timings: dict[str, float] = {}
         self.batch_separable = True
@@ -108,6 +133,10 @@ class BatchLoop:
         t0 = time.perf_counter()
         if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
             team(self.threads).rouse()
+        gaps = self._gaps
+        gaps.append(t0 - self._ended)
+        if len(gaps) > GAPS:
+            del gaps[0]
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
@@ -116,12 +145,29 @@ class BatchLoop:
         if chooser is None:  # (one thread, or fewer samples than threads)
             self._alone(native, feeds, outs, False)
             return outs
+        self._estimate = None
         self.split = not which and self._on_team(native, feeds, outs)
         if not self.split:
             self._alone(native, feeds, outs, True)
-        if self.split or which:  # (not a batch that found the team busy: it tells nothing of the split's speed)
-            chooser.record(which, time.perf_counter() - t0)
+        if (self.split or which) and self._ended:  # (not a batch that found the team busy: it tells nothing of
+            # the split's speed; nor the loop's first, which pays for the work sets' and the team's first use)
+            wall = time.perf_counter() - t0
+            chooser.record(which, wall)
+            chooser.estimated = ESTIMATE_ALONE and self.native  # (estimates come from native batches only)
+            if self._estimate is not None and chooser.estimated:
+                chooser.record(1, wall + self._estimate)
+        if self.split and BATCH_HOLD_NS:
+            self._hold()
+        self._ended = time.perf_counter()
         return outs
+
+    def _hold(self) -> None:
+        """After a split batch: keep the team's idle workers spinning for the next batch if this loop's batches
+        have come back to back lately (``BATCH_HOLD_NS``)."""
+        gap = sorted(self._gaps)[len(self._gaps) // 4]
+        if HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS:
+            words = team(self.threads).words
+            words[HOLD] = max(int(words[HOLD]), time.monotonic_ns() + BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9))
 
     def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
                outs: list[np.ndarray], solo: bool) -> None:
@@ -176,10 +222,16 @@ class BatchLoop:
                 self._from_python(rows, places, True, t)
             else:
                 self.ran, self.native = [n, head - n], True  # (the caller's count, the workers')
+                begin, out, done = (int(v) for v in t.desc[C_BEGIN:C_DONE + 1])
+                if n > 0 and begin <= out <= done:  # (the caller alone: its Python, and every sample at its rate)
+                    self._estimate = ((out - begin) * self.batch / n - (done - begin)) * 1e-9
         finally:
             t.busy.release()
+        t0 = time.perf_counter()
         for i in range(head, self.batch):  # (the batch-1 schedule on the team, or its serial twin if faster lately)
             self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
+        if self.tail and self._estimate is not None:  # (the tail's time is in the call's, not in the estimate's)
+            self._estimate -= time.perf_counter() - t0
         self.tail_ran = self.tail
         return True
 

@@ -40,7 +40,7 @@ from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wa
 from .atomics import monotonic_ns as clock_ns
 from .atomics import thread_cpu_ns as cpu_ns
 from .numba_cache import LoadWithoutRefresh
-from .team import ABORT, DESC_WORDS, LINE, MASK, S_INFLIGHT, SHIFT, SYS_FUTEX
+from .team import ABORT, C_BEGIN, C_DONE, C_OUT, DESC_WORDS, LINE, MASK, S_INFLIGHT, SHIFT, SYS_FUTEX
 
 #: a description's words (``Desc``). Line 0: the batch's epoch (every counter below is tagged with it), how
 #: many threads take part, the batch size, the schedule's buffers, native functions, inputs and outputs, and
@@ -63,6 +63,10 @@ TRACE_CPU = 1 << 16
 #: words, ``cpu_set_words``; all 0: unknown, workers stay where they are). A worker that finds itself on the
 #: caller's CPU moves off it (``_off_callers_cpu``)
 CALLER_CPU = 5 * LINE
+#: then the caller's clock (``team.C_BEGIN``, monotonic ns, three clock reads by the caller's ``batch_rows`` in
+#: every batch): when it began, ran out of samples to claim, and saw every sample finished. With its count they
+#: give what the batch would have cost on the caller alone (``BatchLoop``: no tries of it while the split wins)
+assert (C_BEGIN, C_OUT, C_DONE) == (CALLER_CPU + 1, CALLER_CPU + 2, CALLER_CPU + 3)  # (team.py's, read there)
 CPUS, CPU_WORDS = 6 * LINE, 2 * LINE
 #: where the variable part starts: the native functions' addresses; per input (batched array's address, bytes
 #: per sample); per output the same; then per thread: per buffer (address, items, item size), its inputs' and
@@ -318,6 +322,8 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     if tid >= d[THREADS]:
         return 0
     tr = d[TRACE] if tid < TRACE_THREADS else 0
+    if wait:
+        d[C_BEGIN] = clock_ns()
     if tr:  # (thread: when it began, ran out of samples, stopped waiting, its CPU time in the batch)
         d[tr + TRACE_ROW * tid] = clock_ns()
         d[tr + TRACE_ROW * tid + 3] = -cpu_ns()
@@ -367,7 +373,9 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     if tr:
         d[tr + TRACE_ROW * tid + 1] = clock_ns()
     if wait:
+        d[C_OUT] = clock_ns()
         _wait_all(d, ep, d[BATCH])
+        d[C_DONE] = clock_ns()
     if tr:
         d[tr + TRACE_ROW * tid + 2] = clock_ns()
         d[tr + TRACE_ROW * tid + 3] += cpu_ns()
@@ -634,7 +642,8 @@ class Desc:
         d[EPOCH] = ep
 
 
-__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "C_BEGIN", "C_OUT", "C_DONE",
+           "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
            "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "S_TRACE", "copy_bytes", "call_raw",
            "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "trace_split", "read_split_trace",
            "stopped_at",
