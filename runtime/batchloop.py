@@ -152,21 +152,16 @@ class BatchLoop:
         if (self.split or which) and self._ended:  # (not a batch that found the team busy: it tells nothing of
             # the split's speed; nor the loop's first, which pays for the work sets' and the team's first use)
             wall = time.perf_counter() - t0
-            chooser.record(which, wall)
-            chooser.estimated = ESTIMATE_ALONE and self.native  # (estimates come from native batches only)
-            if self._estimate is not None and chooser.estimated:
-                chooser.record(1, wall + self._estimate)
-        if self.split and BATCH_HOLD_NS:
-            self._hold()
+            chooser.estimated = estimated = ESTIMATE_ALONE and self.native  # (from native batches only)
+            chooser.record(which, wall, wall + self._estimate if estimated and self._estimate is not None else None)
         self._ended = time.perf_counter()
         return outs
 
-    def _hold(self) -> None:
-        """After a split batch: keep the team's idle workers spinning for the next batch if this loop's batches
-        have come back to back lately (``BATCH_HOLD_NS``)."""
+    def _hold(self, words: np.ndarray) -> None:
+        """After a split batch: keep the idle workers of the team whose ``words`` these are spinning for the next
+        batch if this loop's batches have come back to back lately (``BATCH_HOLD_NS``)."""
         gap = sorted(self._gaps)[len(self._gaps) // 4]
         if HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS:
-            words = team(self.threads).words
             words[HOLD] = max(int(words[HOLD]), time.monotonic_ns() + BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9))
 
     def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
@@ -222,11 +217,13 @@ class BatchLoop:
                 self._from_python(rows, places, True, t)
             else:
                 self.ran, self.native = [n, head - n], True  # (the caller's count, the workers')
-                begin, out, done = (int(v) for v in t.desc[C_BEGIN:C_DONE + 1])
+                begin, out, done = t.desc[C_BEGIN:C_DONE + 1].tolist()
                 if n > 0 and begin <= out <= done:  # (the caller alone: its Python, and every sample at its rate)
                     self._estimate = ((out - begin) * self.batch / n - (done - begin)) * 1e-9
         finally:
             t.busy.release()
+        if BATCH_HOLD_NS:
+            self._hold(t.words)
         t0 = time.perf_counter()
         for i in range(head, self.batch):  # (the batch-1 schedule on the team, or its serial twin if faster lately)
             self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])

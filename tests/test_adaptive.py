@@ -221,9 +221,7 @@ def _drive_estimated(ch: Chooser, cost: tuple[float, float], runs: int) -> list[
     picks = []
     for _ in range(runs):
         w = ch.pick()
-        ch.record(w, cost[w])
-        if w == 0:
-            ch.record(1, cost[1])
+        ch.record(w, cost[w], cost[1] if w == 0 else None)
         picks.append(w)
     return picks
 
