@@ -39,15 +39,16 @@ BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN = 48, 3, 0.1
 #: (VWW batch 8, served as ``benchmarks/batch.py --procs`` runs it, load ~1): the tries and the warm-up's every
 #: third batch alone were 10-22% of the batches at 1.7 ms against 0.9-1.0 ms split. False: the tries as before
 ESTIMATE_ALONE = True
-#: after a split batch whose loop has been called back to back (the median of its last ``GAPS`` gaps between
+#: after a split batch whose loop has been called back to back (a quarter of its last ``GAPS`` gaps between
 #: one call's end and the next one's start at most ``team.IDLE_HOLD_MAX_NS / HOLD_CALLS``), the team's idle
-#: workers keep spinning ``BATCH_HOLD_NS`` plus ``HOLD_CALLS`` times that gap (``team.HOLD``), so the next batch
-#: finds them awake: the worker's idle time between two batches is the caller's Python after the last sample,
-#: the caller's gap and its Python before the post (~0.1-0.2 ms, more than the worker's own ``IDLE_SPIN_NS``),
-#: and ``post``'s own hold (twice the interval between posts, only up to 1 ms) never covers a batch of 1 ms or
-#: more. A sleeping worker cost a batch ~80 us even when roused as the call starts (VWW batch 8 on a quiet
-#: machine: 0.98 against 0.90 ms; with another process busy on the other core it often came a whole batch
-#: late). 0: no hold
+#: workers keep spinning ``BATCH_HOLD_NS`` plus ``HOLD_CALLS`` times that gap (``team.HOLD``: set as the batch
+#: starts, with its median length ahead, so a worker that ran out of samples first spins through the end gap,
+#: and again at its end), so the next batch finds them awake. The worker's idle time between two batches is the
+#: caller's Python after the last sample, its gap and its Python before the post (~0.1-0.2 ms, more than the
+#: worker's own ``IDLE_SPIN_NS``), and ``post``'s own hold (twice the interval between posts, up to 1 ms) never
+#: covers a batch of 1 ms or more. A sleeping worker cost a batch ~80 us even when roused as the call starts
+#: (VWW batch 8 on a quiet machine: 0.98 against 0.90 ms; with another process busy on the other core it often
+#: came a whole batch late). 0: no hold
 BATCH_HOLD_NS = 200_000
 GAPS = 8
 
@@ -103,6 +104,7 @@ class BatchLoop:
         #: when the last call ended (``time.perf_counter``)
         self._gaps: list[float] = []
         self._ended = 0.0
+        self._hold_ns = 0  # (this split batch's hold, ns; 0: none)
         #: the last split native batch's estimate of the caller alone's time (seconds; None: none)
         self._estimate: float | None = None
         self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
@@ -131,12 +133,15 @@ class BatchLoop:
         chooser = self.chooser
         which = 1 if chooser is None else chooser.pick()
         t0 = time.perf_counter()
-        if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
-            team(self.threads).rouse()
         gaps = self._gaps
         gaps.append(t0 - self._ended)
         if len(gaps) > GAPS:
             del gaps[0]
+        if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
+            gap = sorted(gaps)[len(gaps) // 4]  # (held through the batch and after it: ``BATCH_HOLD_NS``)
+            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) \
+                if BATCH_HOLD_NS and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
+            team(self.threads).rouse(self._hold_ns and self._hold_ns + int((chooser.median(0) or 0.0) * 1e9))
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
@@ -156,13 +161,6 @@ class BatchLoop:
             chooser.record(which, wall, wall + self._estimate if estimated and self._estimate is not None else None)
         self._ended = time.perf_counter()
         return outs
-
-    def _hold(self, words: np.ndarray) -> None:
-        """After a split batch: keep the idle workers of the team whose ``words`` these are spinning for the next
-        batch if this loop's batches have come back to back lately (``BATCH_HOLD_NS``)."""
-        gap = sorted(self._gaps)[len(self._gaps) // 4]
-        if HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS:
-            words[HOLD] = max(int(words[HOLD]), time.monotonic_ns() + BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9))
 
     def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
                outs: list[np.ndarray], solo: bool) -> None:
@@ -222,8 +220,8 @@ class BatchLoop:
                     self._estimate = ((out - begin) * self.batch / n - (done - begin)) * 1e-9
         finally:
             t.busy.release()
-        if BATCH_HOLD_NS:
-            self._hold(t.words)
+        if self._hold_ns:  # (from the batch's end; set from its start as it was posted, its median length ahead)
+            t.words[HOLD] = max(int(t.words[HOLD]), time.monotonic_ns() + self._hold_ns)
         t0 = time.perf_counter()
         for i in range(head, self.batch):  # (the batch-1 schedule on the team, or its serial twin if faster lately)
             self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
