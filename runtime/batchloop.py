@@ -158,7 +158,10 @@ class BatchLoop:
             # the split's speed; nor the loop's first, which pays for the work sets' and the team's first use)
             wall = time.perf_counter() - t0
             chooser.estimated = estimated = ESTIMATE_ALONE and self.native  # (from native batches only)
-            chooser.record(which, wall, wall + self._estimate if estimated and self._estimate is not None else None)
+            # (while the split is the choice: once the caller alone is, its own runs time it, and the split's
+            # tries are weighed against them as before)
+            est = wall + self._estimate if estimated and self._estimate is not None and chooser.best == 0 else None
+            chooser.record(which, wall, est)
         self._ended = time.perf_counter()
         return outs
 
