@@ -32,12 +32,13 @@ from .team import ABORT, C_BEGIN, C_DONE, HOLD, HOLD_CALLS, IDLE_HOLD_MAX_NS, ne
 #: benchmark's 60 calls; with these, 7-40 batches, for ~2% more time than the defaults under a load that makes
 #: the split 1.6x slower at the median (``tests/test_batch.py``)
 BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN = 48, 3, 0.1
-#: a split native batch also says what the caller alone would have taken (``_alone_estimate``: its Python
-#: around the samples, and the batch at the caller's own rate per sample, from its clock words in the
-#: description, ``batchrows.C_BEGIN``), recorded as the caller alone's time: the chooser then never runs a
-#: whole batch on the caller alone as a try while the split is faster (``Chooser(estimated=True)``). Measured
-#: (VWW batch 8, served as ``benchmarks/batch.py --procs`` runs it, load ~1): the tries and the warm-up's every
-#: third batch alone were 10-22% of the batches at 1.7 ms against 0.9-1.0 ms split. False: the tries as before
+#: a split native batch also says what the caller alone would have taken (``_on_team``: its Python around the
+#: samples, and the batch at the caller's own rate per sample, from its clock words in the description,
+#: ``team.C_BEGIN``), recorded as the caller alone's time while the split is the choice: the chooser then never
+#: runs a whole batch on the caller alone as a try while the split is faster (``Chooser(estimated=True)``).
+#: Before, the tries and the warm-up's every third batch were 3-9% of a served process's VWW batch-8 calls
+#: (``benchmarks/batch.py --procs``, quiet or one busy thread beside it; 22% in a run at load 1) at 1.6-1.9 ms
+#: against 0.9-1.1 ms split. False: the tries as before
 ESTIMATE_ALONE = True
 #: after a split batch whose loop has been called back to back (a quarter of its last ``GAPS`` gaps between
 #: one call's end and the next one's start at most ``team.IDLE_HOLD_MAX_NS / HOLD_CALLS``), the team's idle
@@ -141,7 +142,8 @@ class BatchLoop:
             gap = sorted(gaps)[len(gaps) // 4]  # (held through the batch and after it: ``BATCH_HOLD_NS``)
             self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) \
                 if BATCH_HOLD_NS and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
-            team(self.threads).rouse(self._hold_ns and self._hold_ns + int((chooser.median(0) or 0.0) * 1e9))
+            ahead = int((chooser.median(0) or 0.0) * 1e9)  # (the batch's usual length, if short: a spin bounded)
+            team(self.threads).rouse(self._hold_ns and self._hold_ns + (ahead if ahead <= IDLE_HOLD_MAX_NS else 0))
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
