@@ -379,6 +379,16 @@ def procs_table(rows: list[dict]) -> list[list]:
                if "before_img_s" in r else [])] for r in rows]
 
 
+def autogroup() -> str:
+    """This process's scheduler autogroup and its nice (Linux, ``/proc/self/autogroup``; the served processes
+    share it): "nice -20" when run in a session of its own at that priority (as root: ``setsid sh -c 'echo -20 >
+    /proc/self/autogroup; exec python benchmarks/batch.py ...'``), a quiet machine's timings on a busy one."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
 def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
     """``batch_procs.{json,md}``: the table of ``throughput_procs``; returns its notes."""
     write_json("batch_procs", {"runs": args.runs, "block_calls": args.block_calls, "rows": rows}, args.out)
@@ -393,7 +403,8 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
              "other batch size). ratio = cnnjit / onnxruntime images/s (target at batch 8: "
              f">= {TARGET_BATCH8}). 'cnnjit split': the share of the served process's batches (warm-up "
              "included) that ran split over the team (`BatchLoop.split`), the rest on the caller alone.",
-             f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
+             f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; this process's scheduler "
+             f"autogroup: {autogroup()} (nice -20: its processes had the CPUs nearly to themselves).",
              "Command: python benchmarks/batch.py --procs-only " + " ".join(
                  f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("models", "batches", "runs", "block",
                                                                          "block_calls", "settle"))
