@@ -404,11 +404,12 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
              f">= {TARGET_BATCH8}). 'cnnjit split': the share of the served process's batches (warm-up "
              "included) that ran split over the team (`BatchLoop.split`), the rest on the caller alone.",
              f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; this process's scheduler "
-             f"autogroup: {autogroup()} (nice -20: its processes had the CPUs nearly to themselves).",
+             f"autogroup: {autogroup()}" + (" (its processes had the CPUs nearly to themselves: a quiet machine's "
+                                            "timings on a busy one)." if "nice -20" in autogroup() else "."),
              "Command: python benchmarks/batch.py --procs-only " + " ".join(
                  f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("models", "batches", "runs", "block",
                                                                          "block_calls", "settle"))
-             + (" --before" if args.before else "")]
+             + (" --before" if args.before else "") + (" --trace-calls PATH" if args.trace_calls else "")]
     if args.before:
         notes.insert(1, "'before:' columns: a third served process, cnnjit with the batch path before session 20 "
                      "(`--before`: `batch.old_batch_path`), timed in the same rounds; its ratio is to the same "
