@@ -52,6 +52,14 @@ ESTIMATE_ALONE = True
 #: came a whole batch late). 0: no hold
 BATCH_HOLD_NS = 200_000
 GAPS = 8
+#: ... and only after this many split batches in a row that found the worker's CPU its own (the worker ran a
+#: sample, and the caller, out of samples, waited less than one of its samples for the worker's last): a worker
+#: held spinning on a CPU another process wants spends its time slice there and is preempted in the middle of a
+#: later batch, holding a sample the caller then waits milliseconds for. Measured with one busy thread beside
+#: the benchmark (VWW batch 8, ``benchmarks/batch.py --procs --before`` in an autogroup at nice -20 beside a
+#: busy loop in its own): held always, the median 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80
+#: against 1.26-1.44 (a tenth of the batches 4-5 ms)
+CALM_BATCHES = 8
 
 
 def run_rows(sample: Callable[[int], None], order: Iterator[int], batch: int) -> int:
@@ -106,6 +114,7 @@ class BatchLoop:
         self._gaps: list[float] = []
         self._ended = 0.0
         self._hold_ns = 0  # (this split batch's hold, ns; 0: none)
+        self._calm = 0  # (split batches in a row that found the worker's CPU its own: ``CALM_BATCHES``)
         #: the last split native batch's estimate of the caller alone's time (seconds; None: none)
         self._estimate: float | None = None
         self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
@@ -140,8 +149,8 @@ class BatchLoop:
             del gaps[0]
         if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
             gap = sorted(gaps)[len(gaps) // 4]  # (held through the batch and after it: ``BATCH_HOLD_NS``)
-            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) \
-                if BATCH_HOLD_NS and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
+            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) if BATCH_HOLD_NS and \
+                self._calm >= CALM_BATCHES and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
             ahead = int((chooser.median(0) or 0.0) * 1e9)  # (the batch's usual length, if short: a spin bounded)
             team(self.threads).rouse(self._hold_ns and self._hold_ns + (ahead if ahead <= IDLE_HOLD_MAX_NS else 0))
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
@@ -223,6 +232,8 @@ class BatchLoop:
                 begin, out, done = t.desc[C_BEGIN:C_DONE + 1].tolist()
                 if n > 0 and begin <= out <= done:  # (the caller alone: its Python, and every sample at its rate)
                     self._estimate = ((out - begin) * self.batch / n - (done - begin)) * 1e-9
+                    calm = n < head and (done - out) * n < out - begin  # (the worker ran, and came in time)
+                    self._calm = self._calm + 1 if calm else 0
         finally:
             t.busy.release()
         if self._hold_ns:  # (from the batch's end; set from its start as it was posted, its median length ahead)
