@@ -52,13 +52,15 @@ ESTIMATE_ALONE = True
 #: came a whole batch late). 0: no hold
 BATCH_HOLD_NS = 200_000
 GAPS = 8
-#: ... and only after this many split batches in a row that found the worker's CPU its own (the worker ran a
-#: sample, and the caller, out of samples, waited less than one of its samples for the worker's last): a worker
-#: held spinning on a CPU another process wants spends its time slice there and is preempted in the middle of a
-#: later batch, holding a sample the caller then waits milliseconds for. Measured with one busy thread beside
-#: the benchmark (VWW batch 8, ``benchmarks/batch.py --procs --before`` in an autogroup at nice -20 beside a
-#: busy loop in its own): held always, the median 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80
-#: against 1.26-1.44 (a tenth of the batches 4-5 ms)
+#: only batches whose usual length (the split's median) is under ``IDLE_HOLD_MAX_NS`` are held (a sleeping worker
+#: costs a batch ~0.1 ms whatever its length, and the risk below is the same: VWW batch 32, 3.4 ms, held gained
+#: nothing quiet, 0.98-1.02x, and measured 0.72-0.93x at load 5; unheld 1.00x), and only after ``CALM_BATCHES`` split batches in a row that
+#: found the worker's CPU its own (the worker ran a sample, and the caller, out of samples, waited less than one
+#: of its samples for the worker's last): a worker held spinning on a CPU another process wants spends its time
+#: slice there and is preempted in the middle of a later batch, holding a sample the caller then waits
+#: milliseconds for. Measured with one busy thread beside the benchmark (VWW batch 8, ``benchmarks/batch.py
+#: --procs --before`` in an autogroup at nice -20 beside a busy loop in its own): held always, the median
+#: 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80 against 1.26-1.44 (a tenth of the batches 4-5 ms)
 CALM_BATCHES = 8
 
 
@@ -149,10 +151,11 @@ class BatchLoop:
             del gaps[0]
         if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
             gap = sorted(gaps)[len(gaps) // 4]  # (held through the batch and after it: ``BATCH_HOLD_NS``)
-            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) if BATCH_HOLD_NS and \
-                self._calm >= CALM_BATCHES and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
-            ahead = int((chooser.median(0) or 0.0) * 1e9)  # (the batch's usual length, if short: a spin bounded)
-            team(self.threads).rouse(self._hold_ns and self._hold_ns + (ahead if ahead <= IDLE_HOLD_MAX_NS else 0))
+            med = chooser.median(0)  # (the batch's usual length: only short ones are held)
+            ahead = IDLE_HOLD_MAX_NS if med is None else int(med * 1e9)
+            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) if BATCH_HOLD_NS and ahead < IDLE_HOLD_MAX_NS \
+                and self._calm >= CALM_BATCHES and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
+            team(self.threads).rouse(self._hold_ns and self._hold_ns + ahead)
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
