@@ -54,13 +54,14 @@ BATCH_HOLD_NS = 200_000
 GAPS = 8
 #: only batches whose usual length (the split's median) is under ``IDLE_HOLD_MAX_NS`` are held (a sleeping worker
 #: costs a batch ~0.1 ms whatever its length, and the risk below is the same: VWW batch 32, 3.4 ms, held gained
-#: nothing quiet, 0.98-1.02x, and measured 0.72-0.93x at load 5; unheld 1.00x), and only after ``CALM_BATCHES`` split batches in a row that
-#: found the worker's CPU its own (the worker ran a sample, and the caller, out of samples, waited less than one
-#: of its samples for the worker's last): a worker held spinning on a CPU another process wants spends its time
-#: slice there and is preempted in the middle of a later batch, holding a sample the caller then waits
-#: milliseconds for. Measured with one busy thread beside the benchmark (VWW batch 8, ``benchmarks/batch.py
-#: --procs --before`` in an autogroup at nice -20 beside a busy loop in its own): held always, the median
-#: 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80 against 1.26-1.44 (a tenth of the batches 4-5 ms)
+#: nothing quiet, 0.98-1.02x, and measured 0.72-0.93x at load 5; unheld 1.00x), and only after ``CALM_BATCHES``
+#: split batches in a row that found the worker's CPU its own (the worker ran a sample, and the caller, out of
+#: samples, waited less than one of its samples for the worker's last): a worker held spinning on a CPU another
+#: process wants spends its time slice there and is preempted in the middle of a later batch, holding a sample
+#: the caller then waits milliseconds for. Measured with one busy thread beside the benchmark (VWW batch 8,
+#: ``benchmarks/batch.py --procs --before`` in an autogroup at nice -20 beside a busy loop in its own): held
+#: always, the median 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80 against 1.26-1.44 (a tenth
+#: of the batches 4-5 ms)
 CALM_BATCHES = 8
 
 
