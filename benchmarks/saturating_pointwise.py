@@ -30,11 +30,9 @@ from dataclasses import replace  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.call_overhead import cpu_times  # noqa: E402
-from benchmarks.harness import write_json, write_markdown  # noqa: E402
-from cnnjit.compiler.codegen.emit import generate  # noqa: E402
+from benchmarks.harness import schedule_call, write_json, write_markdown  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions  # noqa: E402
 from cnnjit.ir import Graph, Node, TensorType, Value  # noqa: E402
-from cnnjit.runtime.model import Specialization, entry_point  # noqa: E402
 
 #: (label, C, M, pixels): vfl_embedder's three LSTM projections (80 steps), ddddocr's CRNN LSTM and
 #: vfl_filter's (one step each), a 4-step and a 12-step projection
@@ -78,16 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         g, x = layer(C, M, P)
         fns, outs, chosen = {}, {}, ""
         for col, forced in WAYS:
-            prog = generate(g, replace(host, variants=(("ConvInteger", forced),) if forced else ()), entry="numba")
-            (variant,) = {c.variant for c in prog.calls}
+            fns[col], outs[col], ran = schedule_call(
+                g, replace(host, variants=(("ConvInteger", forced),) if forced else ()), x)
+            (variant,) = ran
             assert forced is None or variant == forced
             chosen = chosen or variant
-            spec = Specialization(g, prog)
-            outs[col] = spec.run({"x": x})[0]
-            bufs = spec._acquire()
-            bufs.ins[0][1][...] = x
-            entry, a = entry_point(prog.run), bufs.args
-            fns[col] = lambda entry=entry, a=a: entry(*a)
         np.testing.assert_array_equal(outs["pointwise_u8s8"], outs["default"])
         us = cpu_times(fns, args.runs, args.block)
         gops = {k: 2 * C * M * P / v / 1e3 for k, v in us.items()}
