@@ -60,7 +60,7 @@ CHANNELS = [(16, 16, 8, 8), (32, 32, 8, 8), (64, 64, 8, 8), (128, 128, 8, 8), (6
             (64, 64, 12, 12), (32, 32, 16, 16), (32, 64, 16, 16), (16, 16, 32, 32)]
 #: the thresholds of both Winograd variants, off for a forced one (measured below the crossover too)
 THRESHOLDS = {"MIN_CHANNELS": 0, "MIN_RATIO": 0.0, "MIN_CHANNEL_INPUTS": 0, "MIN_CHANNEL_RATIO": 0.0,
-              "MAX_CHANNEL_TILE_SHARE": {w: float("inf") for w in (4, 8, 16)},
+              "MAX_CHANNEL_TILE_SHARE": {(0, 0): float("inf")},
               "MAX_CHANNEL_WEIGHT_BYTES": float("inf")}
 
 

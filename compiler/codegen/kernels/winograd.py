@@ -469,11 +469,12 @@ MIN_CHANNEL_INPUTS = 32
 #: to 4 per band: 64->64 at 4x4 (1 tile, 1.0) 30 us against cblock's 16.5; at 7x7 (3.06) 41 against 48, at 12x12
 #: (3.0) 91 against 129 and winograd_f4's 128),
 MIN_CHANNEL_RATIO = 3.0
-#: at most this share of ``winograd_f4``'s tiles, per vector width (its vectors of ``w`` tiles pad a map of few
-#: tiles: 8 lanes for 8x8's 4; at 8 lanes 32->32 at 16x16, 16 tiles either way, 49 us against its 46; at 4
-#: lanes, where neither pads 8x8, it ran 1.20x winograd_f4's speed at 64->64 on 8x8, 1.19x at 32->32, 1.05x on
-#: 12x12, 1.01x at 32->32 on 16x16; 16 lanes (not measured natively) as 8),
-MAX_CHANNEL_TILE_SHARE = {4: 1.0, 8: 0.75, 16: 0.75}
+#: at most this share of ``winograd_f4``'s tiles, per (vector width, vector registers) (its vectors of ``w``
+#: tiles pad a map of few tiles: 8 lanes for 8x8's 4; AVX2, 32->32 at 16x16, 16 tiles either way, 49 us against
+#: its 46; 4 lanes of 16 registers (x86), where neither pads 8x8, 1.20x winograd_f4's speed at 64->64 on 8x8,
+#: 1.19x at 32->32, 1.05x on 12x12, 1.01x at 32->32 on 16x16); other targets (NEON's 32 registers, AVX-512: not
+#: measured) the least of these,
+MAX_CHANNEL_TILE_SHARE = {(8, 16): 0.75, (4, 16): 1.0}
 #: and at most these bytes of transformed weights (``36 C M`` floats, 4x the direct kernel's, read once per
 #: band: 128->128 at 8x8 (2.4 MB) 109 us against cblock's 208; larger ones not measured)
 MAX_CHANNEL_WEIGHT_BYTES = 4 * 1024 * 1024
@@ -503,8 +504,8 @@ def plan_channels(node: Node, target: Target) -> Plan:
 def channels_applies(node: Node, target: Target) -> bool:
     """``winograd_ok`` with output channels in whole vectors, at least ``MIN_CHANNEL_INPUTS`` input channels,
     transformed weights within ``MAX_CHANNEL_WEIGHT_BYTES``, at least ``MIN_CHANNEL_RATIO`` of the multiplies
-    saved, on at most ``MAX_CHANNEL_TILE_SHARE`` of ``winograd_f4``'s tiles (at the width): small maps of a few
-    tiles."""
+    saved, on at most ``MAX_CHANNEL_TILE_SHARE`` of ``winograd_f4``'s tiles (for the target): small maps of a
+    few tiles."""
     if not winograd_ok(node):
         return False
     C, M, w = node.inputs[0].shape[1], node.inputs[1].shape[0], target.vector_width
@@ -512,7 +513,7 @@ def channels_applies(node: Node, target: Target) -> bool:
         return False
     OH, OW = node.outputs[0].shape[2:]
     tiles = plan_channels(node, target).tiles
-    share = MAX_CHANNEL_TILE_SHARE.get(w, min(MAX_CHANNEL_TILE_SHARE.values()))
+    share = MAX_CHANNEL_TILE_SHARE.get((w, target.vector_registers), min(MAX_CHANNEL_TILE_SHARE.values()))
     return 9 * OH * OW / (TP * TP * tiles) >= MIN_CHANNEL_RATIO and tiles <= share * plan(node, target).tiles
 
 
