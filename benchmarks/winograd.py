@@ -128,6 +128,21 @@ def time_models(runs: int) -> None:
               f"| {n} winograd layers", flush=True)
 
 
+def time_specs(specs: list, layer: tuple[int, int, int, int], runs: int) -> list[list[float]]:
+    """Seconds of thread CPU time per call of each compiled layer on one seeded input, ``runs`` rounds
+    interleaved in random order (after one warm-up call each)."""
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:])).astype(np.float32)}
+    times: list[list[float]] = [[] for _ in specs]
+    for spec in specs:
+        spec.run(feeds)
+    for _ in range(runs):
+        for i in random.sample(range(len(specs)), len(specs)):
+            t0 = time.thread_time_ns()
+            specs[i].run(feeds)
+            times[i].append((time.thread_time_ns() - t0) * 1e-9)
+    return times
+
+
 def time_channels(args: argparse.Namespace) -> None:
     """``--channels``: per layer, the table's variant without either Winograd kernel, ``winograd_f4`` and
     ``winograd_f4_channels`` forced, interleaved in random order (thread CPU time); whether the table takes
@@ -140,15 +155,7 @@ def time_channels(args: argparse.Namespace) -> None:
         specs = [build(layer, None, args.width), build(layer, "winograd_f4", args.width),
                  build(layer, "winograd_f4_channels", args.width)]
         node = next(c.node for c in specs[2][0].program.calls if c.op == "Conv")
-        feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:])).astype(np.float32)}
-        times: list[list[float]] = [[] for _ in specs]
-        for spec, _, _ in specs:
-            spec.run(feeds)
-        for _ in range(args.runs):
-            for i in random.sample(range(len(specs)), len(specs)):
-                t0 = time.thread_time_ns()
-                specs[i][0].run(feeds)
-                times[i].append((time.thread_time_ns() - t0) * 1e-3)
+        times = [[t * 1e6 for t in ts] for ts in time_specs([s for s, _, _ in specs], layer, args.runs)]
         meds = [statistics.median(ts) for ts in times]
         rows.append(["x".join(map(str, layer)), specs[0][2],
                      *(f"{m:.1f} ({min(ts):.1f})" for m, ts in zip(meds, times)),
@@ -191,15 +198,7 @@ def main() -> None:
     for layer in layers:
         specs = [build(layer, None, args.width), build(layer, "winograd_f4", args.width)]
         node = next(c.node for c in specs[1][0].program.calls if c.op == "Conv")
-        feeds = {"x": np.random.default_rng(1).standard_normal((1, layer[0], *layer[2:])).astype(np.float32)}
-        times: list[list[float]] = [[] for _ in specs]
-        for spec, _, _ in specs:
-            spec.run(feeds)
-        for _ in range(args.runs):
-            for i in random.sample(range(len(specs)), len(specs)):  # interleaved, random order
-                t0 = time.thread_time_ns()
-                specs[i][0].run(feeds)
-                times[i].append((time.thread_time_ns() - t0) * 1e-9)
+        times = time_specs([s for s, _, _ in specs], layer, args.runs)
         cols = [f"{v}: {f / min(ts) / 1e9:5.1f} ({f / statistics.median(ts) / 1e9:5.1f})"
                 for (_, f, v), ts in zip(specs, times)]
         ratio = winograd.slot_ratio(node, target)
