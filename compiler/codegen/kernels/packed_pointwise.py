@@ -33,11 +33,12 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Scratch, Target, note, runs_bf16, variant
+from ..kernel import KernelCall, Param, Scratch, Target, form, note, runs_bf16, variant
 from ..parts import node_part, part_space
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_pointwise import is_pointwise, pointwise_operands, tile_stores
+from .stem_packed import FMA_LATENCY, FMA_PIPES
 from .template import source
 
 #: pixel vectors per register tile row (a strip is ``NR * vector_width`` columns)
@@ -82,6 +83,28 @@ def blocking(C: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int]:
     if 4 * M * C <= WEIGHT_STREAM_BYTES or 4 * C * whole > MAP_PANEL_BYTES:
         return block_pixels(C, P, strip), M
     return whole, min(M, max(1, ROW_GROUP_BYTES // (4 * C * unit)) * unit)
+
+
+#: the largest channel plane (bytes) whose strips the first row tile copies as it reads them (``fills``)
+FILL_PLANE_BYTES = 48 * 1024
+#: the earlier forms: every block's strips copied before its tiles run; tiles of few accumulators on one chain
+#: set each
+BLOCK_COPY = form("packed_block_copy", "packed_pointwise: every block's strips copied to the panel before its "
+                  "row tiles, not by the first row tile as it reads them")
+SERIAL_ROWS = form("packed_serial_rows", "packed_pointwise: a row tile of fewer accumulators than CHAINS on one "
+                   "accumulator set, not channels round-robin over several")
+
+
+def fills(P: int, target: Target) -> bool:
+    """Whether the first row tile of each whole strip reads it from the input and stores it to the panel
+    (``packed_pointwise_source``'s ``fill``) instead of a copy of the block's strips before its tiles: the
+    copy runs with the FMA pipes idle (10-16% of a 1x1 project layer's time: 192 -> 32 at 28x28, 576 -> 96
+    at 14x14), the fill's loads and stores go to ports the tile leaves free. On channel planes of at most
+    ``FILL_PLANE_BYTES``; on larger ones (maps from 112x112, megabytes of input streamed from L3 or memory)
+    the copy's long runs per channel are what the prefetchers follow and the fill's one line per channel and
+    strip lost (AVX2, per call, best of 40: 96 -> 24 at 160x160 0.74x, 24 -> 24 at 208x208 0.77x, 128 -> 32
+    at 112x112 0.92x, 32 -> 96 at 112x112 0.97x; 104x104 and smaller 1.01-1.16x)."""
+    return 4 * P <= FILL_PLANE_BYTES and not target.uses(BLOCK_COPY)
 
 
 #: bytes of one reduction chunk's panel over the whole map (``kchunk``): it stays in L2 while every row group
@@ -212,6 +235,21 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
     return lines + ([f"{ind}if m < mge:", *group(1, rem, ind + "    ")] if rem else [])
 
 
+#: independent accumulator chains that keep the FMA pipes busy (``FMA_PIPES`` x ``FMA_LATENCY``)
+CHAINS = FMA_PIPES * FMA_LATENCY
+
+
+def chain_sets(rows: int, vectors: int, registers: int) -> int:
+    """Accumulator sets of a register tile of ``rows`` x ``vectors`` accumulators: enough for ``CHAINS``
+    independent chains where the register file holds them beside the ``vectors`` loaded and one broadcast
+    (a 6-row tile: 1; the 2 rows of 32 output channels left after 6-row tiles: 2, 8 chains instead of 4, each
+    step half the FMA latency it was), at least 1."""
+    sets = -(-CHAINS // (rows * vectors))
+    while sets > 1 and rows * vectors * sets + vectors + 1 > registers:
+        sets -= 1
+    return sets
+
+
 def strip_copy(L: int, src: str = "xb") -> list[str]:
     """The block's strips into the scratch, strip k's ``C x L`` panel at ``so + k * C * L`` (zeros past the
     last column): each channel's row of the block (in ``src`` from ``x0``) is read in order, once."""
@@ -227,6 +265,18 @@ def strip_copy(L: int, src: str = "xb") -> list[str]:
         f"                    p += {L}",
         "                if p < pe:",
         f"                    vstore{L}(sb, si, vloadn{L}({src}, xi, pe - p))",
+    ]
+
+
+def tail_copy(L: int) -> list[str]:
+    """``strip_copy`` of the block's part-filled last strip only (``fill``: the first row tile copies each whole
+    strip as it reads it)."""
+    return [
+        f"            pt = pb + (pe - pb) // {L} * {L}",
+        "            if pt < pe:",
+        f"                st = so + (pt - pb) // {L} * C * {L}",
+        "                for c in range(C):",
+        f"                    vstore{L}(sb, st + c * {L}, vloadn{L}(xb, x0 + c * P + pt, pe - pt))",
     ]
 
 
@@ -314,7 +364,8 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                             registers: int = 16, pixel_range: bool = False, bf16: bool = False,
                             gather: tuple[str, list[str]] | None = None, kchunk: bool = False,
                             taps: tuple[int, int] | None = None,
-                            band: tuple[str, list[str]] | None = None) -> tuple[str, list]:
+                            band: tuple[str, list[str]] | None = None, fill: bool = False,
+                            serial_rem: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -347,10 +398,20 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     ``band``: (extra parameters, lines) that write each reduction chunk's rows ``kc .. kce`` of a block's
     im2col straight into the scratch (row ``c`` at ``so + (c - kc) * ZS``, pixel ``p`` at column ``p - pb``;
     ``im2col_bands.band_lines``), run inside the chunk loop: no whole-map copy and no strip copy, so a conv of
-    any map size runs on chunk panels that stay in L2. Needs ``kchunk``; no split tail."""
+    any map size runs on chunk panels that stay in L2. Needs ``kchunk``; no split tail.
+
+    ``fill`` (a plain ``C x P`` float32 input, no ``kchunk``; ``fills``): the block copies only its part-filled
+    last strip (``tail_copy``); the first row group's first tile of each whole strip loads the strip's channel
+    rows from the input (one ``L``-lane load per channel, as from the panel) and stores them to the panel,
+    where the other tiles read them.
+
+    A tile of fewer accumulators than ``CHAINS`` (the rows left after whole tiles: 2 of 32 output channels)
+    runs its channels round-robin over ``chain_sets`` sets of accumulators, added up before the epilogue
+    (``serial_rem``: on one set, the earlier form)."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
     assert not (band and (bf16 or gather or taps or not kchunk)), "a band is its own chunked float32 copy"
     assert not (taps and (bf16 or gather)), "taps read the one-row input itself"
+    assert not (fill and (bf16 or gather or taps or band or kchunk)), "a fill reads a plain C x P input"
     L = nr * w
     epi = Epilogue(node, L, False)
     split = None if bf16 or taps or band else tail_vectors(tail, w, mr, nr)
@@ -358,14 +419,16 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     kw, dw = taps or (1, 1)
     SL = tap_row(L, kw, dw, w) if taps else L  # floats per channel of a strip's panel
     ts = tap_stride(L, dw)  # floats between taps' windows in it
-    step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
-            if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, a{lanes}_{i})")
+    step = ("    {a} = vdotbf16_{lanes}({a}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
+            if bf16 else "    {a} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, {a})")
 
-    def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
+    def tile(rows: int, ind: str, lanes: int = L, fills: bool = False) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
         ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns.
         ``kchunk``: over channels ``kc .. kce``, a later chunk from the partial sums in the output, the last
-        one through the epilogue."""
+        one through the epilogue. ``fills``: the tile reads the strip from the input and stores it to the
+        panel (``fill``). A tile of fewer accumulators than ``chain_sets`` asks for runs its channels
+        round-robin over that many sets of them, added up at the end."""
 
         def idx(i: int) -> str:
             return f"y0 - yo + (m + {i}) * P + p"
@@ -381,14 +444,35 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
             out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init],
                    *([f"{ind}elif cnt == {L}:", *[f"{ind}    {ln}" for ln in whole]] if lanes == L else []),
                    f"{ind}else:", *[f"{ind}    {ln}" for ln in (masked if lanes == L else whole)]]
+        if fills:
+            out.append(f"{ind}xi = x0 + p")
+        sets = 1 if serial_rem else chain_sets(rows, lanes // w, registers)
+        acc = [[f"a{lanes}_{i}" if j == 0 else f"a{lanes}_{i}_{j}" for i in range(rows)] for j in range(sets)]
+        out += [f"{ind}{a} = vzero{lanes}()" for accs in acc[1:] for a in accs]
+        lo, hi = ("kc", "kce") if kchunk else ("0", "K")
         out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk and not band else ''}",
-                f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}",
-                f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
+                f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}"]
         load = "vbf16load" if bf16 else "vload"
-        for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
-            out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
-            out += [ind + step.format(lanes=lanes, i=i, o=f"{t * rows + i}") for i in range(rows)]
-        out += [f"{ind}    si += {'ZS' if band else SL}", f"{ind}    wi += {rows * kw}"]
+
+        def channel(accs: list[str]) -> list[str]:
+            """One channel's steps into the accumulators ``accs``."""
+            body = []
+            for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
+                if fills:  # (1x1 only) the input's strip, stored to the panel for the other row tiles
+                    body += [f"v{lanes} = vload{lanes}(xb, xi)", f"vstore{lanes}(sb, si, v{lanes})", "xi += P"]
+                else:
+                    body.append(f"v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
+                body += [step.format(lanes=lanes, a=a, o=f"{t * rows + i}").strip() for i, a in enumerate(accs)]
+            return body + [f"si += {'ZS' if band else SL}", f"wi += {rows * kw}"]
+
+        if sets > 1:  # whole rounds of ``sets`` channels, then the channels left into the first set
+            out += [f"{ind}for c in range({lo}, {hi} - {sets - 1}, {sets}):",
+                    *[f"{ind}    {ln}" for accs in acc for ln in channel(accs)],
+                    f"{ind}for c in range({hi} - ({hi} - {lo}) % {sets}, {hi}):",
+                    *[f"{ind}    {ln}" for ln in channel(acc[0])]]
+            out += [f"{ind}{a} = vadd{lanes}({a}, {acc[j][i]})" for j in range(1, sets) for i, a in enumerate(acc[0])]
+        else:
+            out += [f"{ind}for c in range({lo}, {hi}):", *[f"{ind}    {ln}" for ln in channel(acc[0])]]
         if kchunk:  # an earlier chunk stores its partial sums as they are
             plain = [f"vstore{lanes}(yb, yo + {idx(i)}, a{lanes}_{i})" for i in range(rows)]
             part = ([f"if cnt == {L}:", *[f"    {ln}" for ln in plain], "else:",
@@ -410,9 +494,16 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     def row_tiles(ind: str, lanes: int) -> list[str]:
         """The row group's tiles (``mg .. mge``: whole row tiles, the last group also the ``rem`` rows left)
-        over the strip at ``ps``."""
-        return [f"{ind}m = mg", f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes), f"{ind}    m += {mr}",
-                *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
+        over the strip at ``ps``; with ``fill``, the first row group's first tile of a whole strip fills its
+        panel."""
+        first = []
+        if fill and lanes == L:
+            first = [f"{ind}if mg == 0 and cnt == {L}:", f"{ind}    if mge >= {mr}:",
+                     *tile(mr, ind + " " * 8, L, True), f"{ind}        m += {mr}"]
+            if rem:
+                first += [f"{ind}    else:", *tile(rem, ind + " " * 8, L, True), f"{ind}        m += {rem}"]
+        return [f"{ind}m = mg", *first, f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes),
+                f"{ind}    m += {mr}", *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
 
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
@@ -426,7 +517,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
         *([] if band else strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w, kw, dw) if taps
-          else strip_copy(L, "zb" if gather else "xb")),
+          else tail_copy(L) if fill else strip_copy(L, "zb" if gather else "xb")),
     ]
     body = [
         "            for mg in range(0, M, RG):",
@@ -533,8 +624,10 @@ def packed_call(node: Node, target: Target, gather: tuple[str, list[str]] | None
     mr, nr = packed_tile(target)
     w = target.vector_width
     pixels = node_part(node)
+    fill = gather is None and not kchunk and fills(P, target)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
-                                         pixels is not None, gather=gather, kchunk=kchunk)
+                                         pixels is not None, gather=gather, kchunk=kchunk, fill=fill,
+                                         serial_rem=target.uses(SERIAL_ROWS))
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     tail = P % (nr * w)
