@@ -95,7 +95,7 @@ SERIAL_ROWS = form("packed_serial_rows", "packed_pointwise: a row tile of fewer 
                    "accumulator set, not channels round-robin over several")
 
 
-def fills(P: int, target: Target) -> bool:
+def fills(C: int, M: int, P: int, target: Target) -> bool:
     """Whether the first row tile of each whole strip reads it from the input and stores it to the panel
     (``packed_pointwise_source``'s ``fill``) instead of a copy of the block's strips before its tiles: the
     copy runs with the FMA pipes idle (10-16% of a 1x1 project layer's time: 192 -> 32 at 28x28, 576 -> 96
@@ -103,8 +103,10 @@ def fills(P: int, target: Target) -> bool:
     ``FILL_PLANE_BYTES``; on larger ones (maps from 112x112, megabytes of input streamed from L3 or memory)
     the copy's long runs per channel are what the prefetchers follow and the fill's one line per channel and
     strip lost (AVX2, per call, best of 40: 96 -> 24 at 160x160 0.74x, 24 -> 24 at 208x208 0.77x, 128 -> 32
-    at 112x112 0.92x, 32 -> 96 at 112x112 0.97x; 104x104 and smaller 1.01-1.16x)."""
-    return 4 * P <= FILL_PLANE_BYTES and not target.uses(BLOCK_COPY)
+    at 112x112 0.92x, 32 -> 96 at 112x112 0.97x; 104x104 and smaller 1.01-1.16x). Not where the weights
+    stream (``WEIGHT_STREAM_BYTES``: MobileNetV2's 7x7 1x1s, whose copy is a few percent of their time: 0.91-1.0x
+    in the schedule)."""
+    return 4 * P <= FILL_PLANE_BYTES and 4 * M * C <= WEIGHT_STREAM_BYTES and not target.uses(BLOCK_COPY)
 
 
 #: bytes of one reduction chunk's panel over the whole map (``kchunk``): it stays in L2 while every row group
@@ -624,7 +626,7 @@ def packed_call(node: Node, target: Target, gather: tuple[str, list[str]] | None
     mr, nr = packed_tile(target)
     w = target.vector_width
     pixels = node_part(node)
-    fill = gather is None and not kchunk and fills(P, target)
+    fill = gather is None and not kchunk and fills(C, M, P, target)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
                                          pixels is not None, gather=gather, kchunk=kchunk, fill=fill,
                                          serial_rem=target.uses(SERIAL_ROWS))

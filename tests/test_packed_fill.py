@@ -1,0 +1,121 @@
+"""``packed_pointwise``'s strip fill and accumulator sets (``kernels/packed_pointwise.py``): the first row tile of
+each whole strip reads it from the input and stores it to the panel (``fills``) instead of a block copy before
+the tiles, and a row tile of fewer accumulators than ``CHAINS`` (the rows left after whole tiles: 2 of 32 output
+channels at AVX2's 6-row tiles) runs its channels round-robin over ``chain_sets`` accumulator sets. Hypothesis
+cases at every vector width against the plain-numpy reference, each asserting that ``packed_pointwise`` ran and
+that its source fills and splits exactly where the rules say; the earlier forms (``packed_block_copy``,
+``packed_serial_rows``) compute the same; the rules' choices on MobileNet-style shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_cblock import ACTS, _layer, conv_model
+from test_cblock import _check as check_variant
+
+import cnnjit
+from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernels.packed_pointwise import (
+    BLOCK_COPY,
+    CHAINS,
+    FILL_PLANE_BYTES,
+    MIN_CHANNELS,
+    MIN_ROW_TILES,
+    SERIAL_ROWS,
+    WEIGHT_STREAM_BYTES,
+    chain_sets,
+    fills,
+    packed_tile,
+)
+from cnnjit.compiler.stages import CompileOptions
+
+WIDTHS = [4, 8, 16]
+
+
+def _conv_source(prog) -> str:
+    return next(prog.kernel_sources[c.kernel] for c in prog.calls if c.op.startswith("Conv"))
+
+
+def _markers(width: int) -> tuple[str, str]:
+    """(fill, second accumulator set of the leftover-rows tile) as they appear in a source at ``width``."""
+    strip = packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
+    return f"vstore{strip}(sb, si, v{strip})", f"a{strip}_0_1 = vzero{strip}()"
+
+
+@st.composite
+def fill_cases(draw, width: int):
+    """Layers of ``MIN_ROW_TILES`` whole row tiles and 0 to ``mr - 1`` rows left, on small maps (the fill's
+    planes) from one strip to a few with a part-filled one, batch 1 or 2."""
+    mr, nr = packed_tile(CompileOptions(vector_width=width).host_target())
+    m = MIN_ROW_TILES * mr + draw(st.integers(0, mr - 1))
+    h, w = draw(st.integers(1, 4)), draw(st.integers(1, 3 * nr * width + 5))
+    if h * w < nr * width:
+        w = nr * width
+    return dict(n=draw(st.sampled_from([1, 2])), c=draw(st.integers(MIN_CHANNELS, MIN_CHANNELS + 11)), m=m, g=1,
+                k=1, s=1, d=1, h=h, w=w, pads=[0] * 4, act=draw(st.sampled_from(ACTS)), residual=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_fill_and_accumulator_sets_match_reference(width: int, data) -> None:
+    case = data.draw(fill_cases(width), label="case")
+    target = CompileOptions(vector_width=width).host_target()
+    mr, nr = packed_tile(target)
+    src = _conv_source(check_variant(case, width, "packed_pointwise"))
+    fill, sets = _markers(width)
+    rem = case["m"] % mr
+    assert (fill in src) == fills(case["c"], case["m"], case["h"] * case["w"], target)
+    assert fill in src  # (small planes, weights in L2)
+    assert (sets in src) == (rem > 0 and chain_sets(rem, nr, target.vector_registers) > 1), rem
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_earlier_forms_compute_the_same(width: int) -> None:
+    """32 output channels (AVX2: 5 tiles of 6 and 2 rows left) on a 5x9 map with a residual Add: the current
+    form fills and splits the 2-row tile (at 8 lanes), the earlier forms do neither; both match the reference."""
+    case = dict(n=1, c=50, m=32, g=1, k=1, s=1, d=1, h=5, w=9, pads=[0] * 4, act="Relu", residual=True, seed=3)
+    model, x, expected = conv_model(case)
+    fill, sets = _markers(width)
+    before = cnnjit.compile(model, vector_width=width, forms=[BLOCK_COPY, SERIAL_ROWS])
+    prog = before._default_spec().program
+    assert {c.variant for c in prog.calls if c.op.startswith("Conv")} == {"packed_pointwise"}
+    src = _conv_source(prog)
+    assert fill not in src and "_0_1 = vzero" not in src
+    np.testing.assert_allclose(before(x), expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+    now = _conv_source(check_variant(case, width, "packed_pointwise"))
+    assert fill in now
+    if width == 8:  # AVX2's 6 x 2 tiles: 2 rows left, 4 accumulators -> 2 sets
+        assert sets in now
+
+
+def test_chain_sets() -> None:
+    """Enough sets for ``CHAINS`` chains where the registers hold them (AVX2: 16 registers, 2 vectors a row)."""
+    assert CHAINS == 8
+    assert [chain_sets(r, 2, 16) for r in range(1, 7)] == [4, 2, 2, 1, 1, 1]
+    assert chain_sets(1, 2, 8) == 2 and chain_sets(2, 2, 8) == 1  # 8 registers: what fits
+    assert chain_sets(1, 1, 16) == 8 and chain_sets(8, 2, 32) == 1
+    for rows in range(1, 9):
+        for vectors in (1, 2, 4):
+            for registers in (8, 16, 32):
+                s = chain_sets(rows, vectors, registers)
+                assert s >= 1 and (s == 1 or rows * vectors * s + vectors + 1 <= registers)
+
+
+@pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),
+                                    Target(vector_width=16, vector_registers=32)], ids=["avx2", "avx512"])
+def test_fill_rule_on_inverted_residual_shapes(target: Target) -> None:
+    """MobileNetV2 / V3 / PP-LCNet project and expand 1x1s on 56x56 to 14x14 maps fill (still on
+    ``packed_pointwise``); maps from 112x112 (planes past ``FILL_PLANE_BYTES``), weights past
+    ``WEIGHT_STREAM_BYTES`` (7x7 heads) and the ``packed_block_copy`` form copy the block."""
+    for c, m, hw in ((144, 32, 28), (192, 32, 28), (384, 64, 14), (576, 96, 14), (24, 144, 56), (96, 576, 14),
+                     (240, 40, 28), (72, 24, 56), (480, 112, 14)):
+        assert fills(c, m, hw * hw, target), (c, m, hw)
+        assert choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise", (c, m, hw)
+    assert 4 * 104 * 104 <= FILL_PLANE_BYTES < 4 * 112 * 112
+    assert not fills(32, 96, 112 * 112, target) and not fills(96, 24, 160 * 160, target)
+    assert 4 * 960 * 160 > WEIGHT_STREAM_BYTES and not fills(960, 160, 49, target)
+    assert not fills(192, 32, 28 * 28, Target(vector_width=8, vector_registers=16, forms=(BLOCK_COPY,)))
