@@ -1,15 +1,17 @@
 """``packed_pointwise``'s strip fill and accumulator sets (``kernels/packed_pointwise.py``): the first row tile of
 each whole strip reads it from the input and stores it to the panel (``fills``) instead of a block copy before
-the tiles, and a row tile of fewer accumulators than ``CHAINS`` (the rows left after whole tiles: 2 of 32 output
-channels at AVX2's 6-row tiles) runs its channels round-robin over ``chain_sets`` accumulator sets. Hypothesis
-cases at every vector width against the plain-numpy reference, each asserting that ``packed_pointwise`` ran and
-that its source fills and splits exactly where the rules say; the earlier forms (``packed_block_copy``,
-``packed_serial_rows``) compute the same; the rules' choices on MobileNet-style shapes."""
+the tiles, and the rows left after whole tiles (2 of 32 output channels at AVX2's 6-row tiles: 4 accumulators)
+run over two strips at once (``pairs``). Hypothesis cases at every vector width against the plain-numpy
+reference, each asserting that ``packed_pointwise`` ran and that its source fills and pairs exactly where the
+rules say; the earlier forms (``packed_block_copy``, ``packed_serial_rows``) compute the same; a layer split over
+two threads by output channels (parts leaving other rows over) is bit-identical to one thread; the rules'
+choices on MobileNet-style shapes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import reference_np as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cblock import ACTS, _layer, conv_model
@@ -25,9 +27,9 @@ from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     MIN_ROW_TILES,
     SERIAL_ROWS,
     WEIGHT_STREAM_BYTES,
-    chain_sets,
     fills,
     packed_tile,
+    pairs,
 )
 from cnnjit.compiler.stages import CompileOptions
 
@@ -39,9 +41,9 @@ def _conv_source(prog) -> str:
 
 
 def _markers(width: int) -> tuple[str, str]:
-    """(fill, second accumulator set of the leftover-rows tile) as they appear in a source at ``width``."""
+    """(fill, the paired tile's load of the strip before) as they appear in a source at ``width``."""
     strip = packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
-    return f"vstore{strip}(sb, si, v{strip})", f"a{strip}_0_1 = vzero{strip}()"
+    return f"vstore{strip}(sb, si, v{strip})", f"u{strip} = vload{strip}(sb, si - K * {strip})"
 
 
 @st.composite
@@ -70,13 +72,13 @@ def test_fill_and_accumulator_sets_match_reference(width: int, data) -> None:
     rem = case["m"] % mr
     assert (fill in src) == fills(case["c"], case["m"], case["h"] * case["w"], target)
     assert fill in src  # (small planes, weights in L2)
-    assert (sets in src) == (rem > 0 and chain_sets(rem, nr, target.vector_registers) > 1), rem
+    assert (sets in src) == (rem > 0 and pairs(rem, nr, target.vector_registers)), rem
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_earlier_forms_compute_the_same(width: int) -> None:
     """32 output channels (AVX2: 5 tiles of 6 and 2 rows left) on a 5x9 map with a residual Add: the current
-    form fills and splits the 2-row tile (at 8 lanes), the earlier forms do neither; both match the reference."""
+    form fills and pairs the 2-row tile (at 8 lanes), the earlier forms do neither; both match the reference."""
     case = dict(n=1, c=50, m=32, g=1, k=1, s=1, d=1, h=5, w=9, pads=[0] * 4, act="Relu", residual=True, seed=3)
     model, x, expected = conv_model(case)
     fill, sets = _markers(width)
@@ -84,25 +86,53 @@ def test_earlier_forms_compute_the_same(width: int) -> None:
     prog = before._default_spec().program
     assert {c.variant for c in prog.calls if c.op.startswith("Conv")} == {"packed_pointwise"}
     src = _conv_source(prog)
-    assert fill not in src and "_0_1 = vzero" not in src
+    assert fill not in src and sets not in src
     np.testing.assert_allclose(before(x), expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
     now = _conv_source(check_variant(case, width, "packed_pointwise"))
     assert fill in now
-    if width == 8:  # AVX2's 6 x 2 tiles: 2 rows left, 4 accumulators -> 2 sets
+    if width == 8:  # AVX2's 6 x 2 tiles: 2 rows left, 4 accumulators -> 8 on two strips
         assert sets in now
 
 
-def test_chain_sets() -> None:
-    """Enough sets for ``CHAINS`` chains where the registers hold them (AVX2: 16 registers, 2 vectors a row)."""
+def test_pairs() -> None:
+    """Pairs where a tile has fewer than ``CHAINS`` accumulators and twice them fit (AVX2: 16 registers, 2
+    vectors a row: 1 or 2 rows)."""
     assert CHAINS == 8
-    assert [chain_sets(r, 2, 16) for r in range(1, 7)] == [4, 2, 2, 1, 1, 1]
-    assert chain_sets(1, 2, 8) == 2 and chain_sets(2, 2, 8) == 1  # 8 registers: what fits
-    assert chain_sets(1, 1, 16) == 8 and chain_sets(8, 2, 32) == 1
+    assert [pairs(r, 2, 16) for r in range(1, 7)] == [True, True, False, False, False, False]  # 3 rows: 17 registers
+    assert not pairs(1, 2, 8) and not pairs(8, 2, 32) and pairs(3, 2, 32)  # (8 registers: 9 needed)
     for rows in range(1, 9):
-        for vectors in (1, 2, 4):
-            for registers in (8, 16, 32):
-                s = chain_sets(rows, vectors, registers)
-                assert s >= 1 and (s == 1 or rows * vectors * s + vectors + 1 <= registers)
+        for registers in (8, 16, 32):
+            if pairs(rows, 2, registers):
+                assert rows * 2 < CHAINS and 4 * rows + 5 <= registers
+
+
+@pytest.mark.parametrize("width", [4, 8])
+def test_channel_parts_are_bit_identical(monkeypatch: pytest.MonkeyPatch, width: int) -> None:
+    """96 -> 64 on an 8x8 map with a residual Add, split over 2 threads by output channels (pixel parts left out,
+    as ``test_thread_splits`` does): each 32-channel part leaves 2 rows over (paired), the whole layer 4 (6-row
+    tiles); the output is bit-identical to one thread and within rounding of the reference."""
+    from test_thread_splits import pointwise_model
+
+    from cnnjit.compiler.codegen import threads as split
+
+    for name, least in (("MIN_PARALLEL_TOTAL_US", 0.0), ("MIN_PARALLEL_US", 0.0), ("MIN_PART_US", 1e-6)):
+        monkeypatch.setattr(split, name, least)  # (every layer worth splitting)
+    monkeypatch.setattr(split, "SPATIAL_PARTS", set())
+    assert pairs(2, 2, CompileOptions(vector_width=width).host_target().vector_registers)
+    model, w, b = pointwise_model(96, 64, 8, "none", True, seed=11)
+    forced = {"Conv": "packed_pointwise"}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    two = cnnjit.compile(model, vector_width=width, threads=2, variants=forced)
+    calls = [c for c in two._default_spec().program.calls if c.op.startswith("Conv")]
+    assert {c.variant for c in calls} == {"packed_pointwise"}
+    assert [c.note.rsplit("[", 1)[1] for c in calls] == ["channels 0:32 of 64]", "channels 32:64 of 64]"]
+    rng = np.random.default_rng(5)
+    feeds = {"x": rng.standard_normal((1, 96, 8, 8)).astype(np.float32),
+             "r": rng.standard_normal((1, 64, 8, 8)).astype(np.float32)}
+    got = two.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, pads=[0] * 4) + feeds["r"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
 @pytest.mark.parametrize("target", [Target(vector_width=8, vector_registers=16),

@@ -91,8 +91,8 @@ FILL_PLANE_BYTES = 48 * 1024
 #: set each
 BLOCK_COPY = form("packed_block_copy", "packed_pointwise: every block's strips copied to the panel before its "
                   "row tiles, not by the first row tile as it reads them")
-SERIAL_ROWS = form("packed_serial_rows", "packed_pointwise: a row tile of fewer accumulators than CHAINS on one "
-                   "accumulator set, not channels round-robin over several")
+SERIAL_ROWS = form("packed_serial_rows", "packed_pointwise: the rows left after whole tiles on one strip at a time, "
+                   "not on two strips at once")
 
 
 def fills(C: int, M: int, P: int, target: Target) -> bool:
@@ -241,15 +241,13 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
 CHAINS = FMA_PIPES * FMA_LATENCY
 
 
-def chain_sets(rows: int, vectors: int, registers: int) -> int:
-    """Accumulator sets of a register tile of ``rows`` x ``vectors`` accumulators: enough for ``CHAINS``
-    independent chains where the register file holds them beside the ``vectors`` loaded and one broadcast
-    (a 6-row tile: 1; the 2 rows of 32 output channels left after 6-row tiles: 2, 8 chains instead of 4, each
-    step half the FMA latency it was), at least 1."""
-    sets = -(-CHAINS // (rows * vectors))
-    while sets > 1 and rows * vectors * sets + vectors + 1 > registers:
-        sets -= 1
-    return sets
+def pairs(rows: int, nr: int, registers: int) -> bool:
+    """Whether a tile of the ``rows`` output rows left after whole tiles runs over two strips at once: it has
+    fewer than ``CHAINS`` accumulators (the 2 rows of 32 output channels after 6-row tiles: 4 chains, each
+    step a full FMA latency for 4 FMAs) and the register file holds twice them beside both strips' loaded
+    vectors and one broadcast. Each row's sums stay the unpaired tile's (channel order): a layer split over
+    threads by output channels, whose parts leave other rows over, computes the same bits."""
+    return rows * nr < CHAINS and 2 * rows * nr + 2 * nr + 1 <= registers
 
 
 def strip_copy(L: int, src: str = "xb") -> list[str]:
@@ -407,9 +405,8 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     rows from the input (one ``L``-lane load per channel, as from the panel) and stores them to the panel,
     where the other tiles read them.
 
-    A tile of fewer accumulators than ``CHAINS`` (the rows left after whole tiles: 2 of 32 output channels)
-    runs its channels round-robin over ``chain_sets`` sets of accumulators, added up before the epilogue
-    (``serial_rem``: on one set, the earlier form)."""
+    The ``rem`` rows left after whole tiles run over two whole strips at once where ``pairs`` says (a plain
+    float32 ``C x P`` input, no ``kchunk``; ``serial_rem``: one strip at a time, the earlier form)."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
     assert not (band and (bf16 or gather or taps or not kchunk)), "a band is its own chunked float32 copy"
     assert not (taps and (bf16 or gather)), "taps read the one-row input itself"
@@ -423,14 +420,16 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     ts = tap_stride(L, dw)  # floats between taps' windows in it
     step = ("    {a} = vdotbf16_{lanes}({a}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
             if bf16 else "    {a} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, {a})")
+    pair = rem > 0 and not (serial_rem or kchunk or bf16 or taps or band or gather) and pairs(rem, nr, registers)
 
-    def tile(rows: int, ind: str, lanes: int = L, fills: bool = False) -> list[str]:
+    def tile(rows: int, ind: str, lanes: int = L, fills: bool = False, paired: bool = False) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
         ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns.
         ``kchunk``: over channels ``kc .. kce``, a later chunk from the partial sums in the output, the last
         one through the epilogue. ``fills``: the tile reads the strip from the input and stores it to the
-        panel (``fill``). A tile of fewer accumulators than ``chain_sets`` asks for runs its channels
-        round-robin over that many sets of them, added up at the end."""
+        panel (``fill``). ``paired``: the tile also runs over the strip before (whole, its panel ``K * SL``
+        before), twice the accumulators on one broadcast per row and channel (``pairs``); each row's sums
+        are the unpaired tile's, bit for bit."""
 
         def idx(i: int) -> str:
             return f"y0 - yo + (m + {i}) * P + p"
@@ -448,33 +447,32 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                    f"{ind}else:", *[f"{ind}    {ln}" for ln in (masked if lanes == L else whole)]]
         if fills:
             out.append(f"{ind}xi = x0 + p")
-        sets = 1 if serial_rem else chain_sets(rows, lanes // w, registers)
-        acc = [[f"a{lanes}_{i}" if j == 0 else f"a{lanes}_{i}_{j}" for i in range(rows)] for j in range(sets)]
-        out += [f"{ind}{a} = vzero{lanes}()" for accs in acc[1:] for a in accs]
-        lo, hi = ("kc", "kce") if kchunk else ("0", "K")
+        if paired:
+            out += [f"{ind}b{lanes}_{i} = a{lanes}_{i}" for i in range(rows)]
         out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk and not band else ''}",
-                f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}"]
+                f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}",
+                f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
         load = "vbf16load" if bf16 else "vload"
-
-        def channel(accs: list[str]) -> list[str]:
-            """One channel's steps into the accumulators ``accs``."""
-            body = []
-            for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
-                if fills:  # (1x1 only) the input's strip, stored to the panel for the other row tiles
-                    body += [f"v{lanes} = vload{lanes}(xb, xi)", f"vstore{lanes}(sb, si, v{lanes})", "xi += P"]
-                else:
-                    body.append(f"v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
-                body += [step.format(lanes=lanes, a=a, o=f"{t * rows + i}").strip() for i, a in enumerate(accs)]
-            return body + [f"si += {'ZS' if band else SL}", f"wi += {rows * kw}"]
-
-        if sets > 1:  # whole rounds of ``sets`` channels, then the channels left into the first set
-            out += [f"{ind}for c in range({lo}, {hi} - {sets - 1}, {sets}):",
-                    *[f"{ind}    {ln}" for accs in acc for ln in channel(accs)],
-                    f"{ind}for c in range({hi} - ({hi} - {lo}) % {sets}, {hi}):",
-                    *[f"{ind}    {ln}" for ln in channel(acc[0])]]
-            out += [f"{ind}{a} = vadd{lanes}({a}, {acc[j][i]})" for j in range(1, sets) for i, a in enumerate(acc[0])]
-        else:
-            out += [f"{ind}for c in range({lo}, {hi}):", *[f"{ind}    {ln}" for ln in channel(acc[0])]]
+        for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
+            if fills:  # (1x1 only) the input's strip, stored to the panel for the other row tiles
+                out += [f"{ind}    v{lanes} = vload{lanes}(xb, xi)", f"{ind}    vstore{lanes}(sb, si, v{lanes})",
+                        f"{ind}    xi += P"]
+            else:
+                out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
+            if paired:  # (1x1 only) the strip before's inputs, the same broadcast weight
+                out.append(f"{ind}    u{lanes} = vload{lanes}(sb, si - K * {SL})")
+                for i in range(rows):
+                    out += [f"{ind}    bw{lanes} = vbcast{lanes}(wb[U(wi + {i})])",
+                            f"{ind}    a{lanes}_{i} = vfma{lanes}(bw{lanes}, v{lanes}, a{lanes}_{i})",
+                            f"{ind}    b{lanes}_{i} = vfma{lanes}(bw{lanes}, u{lanes}, b{lanes}_{i})"]
+            else:
+                out += [ind + step.format(lanes=lanes, a=f"a{lanes}_{i}", o=f"{t * rows + i}") for i in range(rows)]
+        out += [f"{ind}    si += {'ZS' if band else SL}", f"{ind}    wi += {rows * kw}"]
+        if paired:  # the strip before (whole), then this one below (whole too)
+            swap = [f"{ind}a{lanes}_{i}, b{lanes}_{i} = b{lanes}_{i}, a{lanes}_{i}" for i in range(rows)]
+            out += [*swap, *tile_stores(epi, ind, L, rows, lambda i: f"{idx(i)} - {L}", False),
+                    *epi.after(ind, [f"for i in range({rows}):", f"for j in range({L}):"],
+                               f"y0 - yo + (m + i) * P + p - {L} + j"), *swap]
         if kchunk:  # an earlier chunk stores its partial sums as they are
             plain = [f"vstore{lanes}(yb, yo + {idx(i)}, a{lanes}_{i})" for i in range(rows)]
             part = ([f"if cnt == {L}:", *[f"    {ln}" for ln in plain], "else:",
@@ -497,15 +495,21 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     def row_tiles(ind: str, lanes: int) -> list[str]:
         """The row group's tiles (``mg .. mge``: whole row tiles, the last group also the ``rem`` rows left)
         over the strip at ``ps``; with ``fill``, the first row group's first tile of a whole strip fills its
-        panel."""
+        panel; with ``pair``, the ``rem`` rows of an even strip of the block wait for the next one when it is
+        whole, and run over both there."""
         first = []
         if fill and lanes == L:
             first = [f"{ind}if mg == 0 and cnt == {L}:", f"{ind}    if mge >= {mr}:",
                      *tile(mr, ind + " " * 8, L, True), f"{ind}        m += {mr}"]
             if rem:
                 first += [f"{ind}    else:", *tile(rem, ind + " " * 8, L, True), f"{ind}        m += {rem}"]
+        last = [f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else []
+        if pair and lanes == L:
+            last = [f"{ind}if m < mge:", f"{ind}    if cnt == {L} and (p - pb) // {L} % 2 == 1:",
+                    *tile(rem, ind + " " * 8, L, paired=True),
+                    f"{ind}    elif cnt < {L} or p + {2 * L} > pe:", *tile(rem, ind + " " * 8, L)]
         return [f"{ind}m = mg", *first, f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes),
-                f"{ind}    m += {mr}", *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
+                f"{ind}    m += {mr}", *last]
 
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
