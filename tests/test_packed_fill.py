@@ -22,7 +22,10 @@ from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     BLOCK_COPY,
     CHAINS,
+    FILL_CHANNELS,
+    FILL_PIXELS,
     FILL_PLANE_BYTES,
+    FILL_ROW_TILES,
     MIN_CHANNELS,
     MIN_ROW_TILES,
     SERIAL_ROWS,
@@ -149,3 +152,23 @@ def test_fill_rule_on_inverted_residual_shapes(target: Target) -> None:
     assert not fills(32, 96, 112 * 112, target) and not fills(96, 24, 160 * 160, target)
     assert 4 * 960 * 160 > WEIGHT_STREAM_BYTES and not fills(960, 160, 49, target)
     assert not fills(192, 32, 28 * 28, Target(vector_width=8, vector_registers=16, forms=(BLOCK_COPY,)))
+    # below MIN_CHANNELS / MIN_ROW_TILES: packed_pointwise where it fills (FILL_*), simd_pointwise elsewhere
+    mr = packed_tile(target)[0]
+    for c, m, hw in ((120, 4 * mr + 4, 28), (FILL_CHANNELS, FILL_ROW_TILES * mr, 14), (200, 5 * mr, 14)):
+        assert choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise", (c, m, hw)
+    assert 13 * 13 < FILL_PIXELS <= 14 * 14
+    for c, m, hw in ((FILL_CHANNELS - 1, 5 * mr, 28), (96, FILL_ROW_TILES * mr - 1, 28), (96, 5 * mr, 13)):
+        assert choose(_layer(c, m, hw, 1, 1), target).name != "packed_pointwise", (c, m, hw)
+    forms = Target(vector_width=target.vector_width, vector_registers=target.vector_registers, forms=(BLOCK_COPY,))
+    assert choose(_layer(120, 4 * mr + 4, 28, 1, 1), forms).name != "packed_pointwise"  # (the copy's thresholds)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_fill_thresholds_layer_matches_reference(width: int) -> None:
+    """The least layer the fill's thresholds take (``FILL_CHANNELS`` inputs, ``FILL_ROW_TILES`` row tiles, 14x14
+    pixels, a residual Add and HardSwish) runs on ``packed_pointwise`` with the fill and matches the reference."""
+    mr = packed_tile(CompileOptions(vector_width=width).host_target())[0]
+    case = dict(n=1, c=FILL_CHANNELS, m=FILL_ROW_TILES * mr + 1, g=1, k=1, s=1, d=1, h=14, w=14, pads=[0] * 4,
+                act="HardSwish", residual=True, seed=9)
+    assert FILL_ROW_TILES * mr + 1 < MIN_ROW_TILES * mr and FILL_CHANNELS < MIN_CHANNELS
+    assert _markers(width)[0] in _conv_source(check_variant(case, width, "packed_pointwise"))
