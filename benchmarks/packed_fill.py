@@ -37,10 +37,11 @@ from cnnjit.inspect_model import trace  # noqa: E402
 from cnnjit.profile import profile_schedule  # noqa: E402
 from cnnjit.runtime.model import Specialization  # noqa: E402
 
-#: MobileNetV2-224's project (+ Add) and expand 1x1s, MobileNetV3 / PP-LCNet shapes, then maps past the fill
+#: MobileNetV2-224's project (+ Add) and expand 1x1s, MobileNetV3 / PP-LCNet shapes (some below MIN_ROW_TILES or
+#: MIN_CHANNELS: ``simd_pointwise`` before, ``FILL_*`` now), then maps past the fill
 LAYERS = ("144x32x28,192x32x28:add,192x64x14,384x64x14:add,384x96x14,576x96x14:add,24x144x56:clip,"
           "32x192x28:clip,96x576x14:clip,960x160x7:add,72x24x56,120x40x28:add,240x40x28,480x112x14,"
-          "96x24x160,24x24x208")
+          "200x40x14,40x120x28:clip,48x24x40,96x24x160,24x24x208")
 FORMS = (BLOCK_COPY, SERIAL_ROWS)
 
 
@@ -97,6 +98,8 @@ def main() -> None:
     rows, payload = [], {"rounds": args.rounds, "runs": args.runs, "layers": {}}
     for spec in args.layers.split(","):
         _, _, variant, flops, fill = built[(spec, "now")]
+        was = built[(spec, "before")][2]
+        variant = variant if was == variant else f"{was} -> {variant}"
         now, before = times[(spec, "now")], times[(spec, "before")]
         r = {"variant": variant, "fills": fill, "now_min_us": min(now) / 1e3,
              "now_median_us": statistics.median(now) / 1e3,
@@ -105,7 +108,7 @@ def main() -> None:
         payload["layers"][spec] = r
         rows.append([spec, variant, "yes" if fill else "no", r["before_min_us"], r["now_min_us"], r["before_gflops"],
                      r["now_gflops"], r["speedup"], r["before_median_us"], r["now_median_us"]])
-        print(f"{spec:18s} {variant:18s} fill {'yes' if fill else 'no ':3s} before {r['before_min_us']:8.1f} us "
+        print(f"{spec:18s} {variant:34s} fill {'yes' if fill else 'no ':3s} before {r['before_min_us']:8.1f} us "
               f"({r['before_gflops']:5.1f} GFLOP/s)  now {r['now_min_us']:8.1f} us ({r['now_gflops']:5.1f})  "
               f"speed-up {r['speedup']:.3f}x", flush=True)
     load_avg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
