@@ -33,7 +33,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from ..parts import node_part, part_space
-from .packed_pointwise import SERIAL_ROWS, pack_weights, packed_pointwise_source, packed_tile, tap_row
+from .packed_pointwise import pack_weights, packed_pointwise_source, packed_tile, tap_row
 from .simd_pointwise import conv_operands
 
 #: bytes of one strip's panel of a reduction chunk, read in order by each of a row group's tiles. Fewer chunks
@@ -104,8 +104,7 @@ def gen_conv1d_packed(node: Node, target: Target) -> list[KernelCall]:
     SL = tap_row(L, kw, dw, w)
     pixels = node_part(node)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, registers=target.vector_registers,
-                                         pixel_range=pixels is not None, kchunk=True, taps=(kw, dw),
-                                         serial_rem=target.uses(SERIAL_ROWS))
+                                         pixel_range=pixels is not None, kchunk=True, taps=(kw, dw))
     packed = pack_weights(wt.const.reshape(M, C * kw), mr)
     pb, rg, kc = tap_blocking(C, kw, M, P, L, SL, mr)
     scratch = Scratch(C * (pb // L) * SL)

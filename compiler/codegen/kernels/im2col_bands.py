@@ -29,7 +29,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, note, variant
 from ..parts import node_part, part_space
-from .packed_pointwise import MIN_CHANNELS, SERIAL_ROWS, pack_weights, packed_pointwise_source, packed_tile
+from .packed_pointwise import MIN_CHANNELS, pack_weights, packed_pointwise_source, packed_tile
 from .simd_pointwise import conv_operands
 
 #: output pixels per block (whole strips): a block's weights pass (all ``M x K`` of them, from L3 for large
@@ -160,7 +160,7 @@ def gen_im2col_bands(node: Node, target: Target) -> list[KernelCall]:
     pixels = node_part(node)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, registers=target.vector_registers,
                                          pixel_range=pixels is not None, kchunk=True,
-                                         band=band_lines(geometry, w), serial_rem=target.uses(SERIAL_ROWS))
+                                         band=band_lines(geometry, w))
     packed = pack_weights(wt.const.reshape(M, K), mr)
     pb, zs, rg, kc = band_blocking(K, kw, M, OH * OW, nr * w, mr)
     return [KernelCall(src, [x, Param(packed), bias, y, Scratch(kc * zs), N, K, M, OH * OW, pb, rg, kc,
