@@ -144,9 +144,24 @@ def throughput(model: cnnjit.CompiledModel, sess, feed: str, sample: tuple[int, 
     return rows
 
 
-def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int:
+#: ``--before``: a third served process, cnnjit with the batch path as it was before session 20 (``old_batch_path``)
+BEFORE = "cnnjit-before"
+
+
+def old_batch_path() -> None:
+    """Switch this process's ``BatchLoop`` to its path before session 20: whole batches on the caller alone as
+    the chooser's tries (no estimate of them from split batches), and no hold of the idle workers between
+    batches called back to back (``batchloop.ESTIMATE_ALONE``, ``batchloop.BATCH_HOLD_NS``). Not switched: a
+    loop's first batch is not timed by its chooser, and the caller's three clock reads per batch."""
+    from cnnjit.runtime import batchloop
+
+    batchloop.ESTIMATE_ALONE, batchloop.BATCH_HOLD_NS = False, 0
+
+
+def serve_engine(engine: str, name: str, batches: list[int], warmup: int, trace_to: str = "") -> int:
     """A served process of ``--procs`` (``benchmarks/ootb.serve``): ``engine`` ("cnnjit" or "onnxruntime",
-    its default) on model ``name`` at each batch size; cnnjit's outputs checked against onnxruntime first."""
+    its default) on model ``name`` at each batch size; cnnjit's outputs checked against onnxruntime first.
+    ``trace_to``: cnnjit's calls log themselves there (``traced_calls``)."""
     from benchmarks.harness import ort_session
     from benchmarks.ootb import serve
 
@@ -155,7 +170,9 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
     rng = np.random.default_rng(2)
     xs = {b: rng.standard_normal((b, *sample)).astype(np.float32) for b in batches}
     meta: dict = {"model": name, "engine": engine}
-    if engine == "cnnjit":
+    if engine.startswith("cnnjit"):
+        if engine == BEFORE:
+            old_batch_path()
         model = cnnjit.compile(proto)
         model.run(None, {feed: xs[1] if 1 in xs else xs[batches[0]][:1]})  # its one compile, at batch 1
         ref = ort_session(proto, threads=1)
@@ -164,7 +181,7 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
                                        atol=1e-4)
         del ref  # (no onnxruntime session left in cnnjit's process while it is timed)
         meta["threads"] = model.options["threads"]
-        seen = {f"cnnjit b{b}": [0, 0] for b in xs}  # (batches that ran split over the team, batches)
+        seen = {f"{engine} b{b}": [0, 0] for b in xs}  # (batches that ran split over the team, batches)
 
         def call(label: str, x: np.ndarray) -> None:
             model.run(None, {feed: x})
@@ -172,6 +189,8 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
             seen[label][1] += 1
 
         fns = {label: (lambda label=label, x=x: call(label, x)) for label, x in zip(seen, xs.values())}
+        if trace_to:
+            fns = traced_calls(model, fns, trace_to)
         return serve(meta, fns, warmup, lambda: {k: v[0] / max(v[1], 1) for k, v in seen.items()})
     else:
         import onnxruntime as ort
@@ -179,6 +198,111 @@ def serve_engine(engine: str, name: str, batches: list[int], warmup: int) -> int
         sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
         fns = {f"onnxruntime b{b}": (lambda x=x: sess.run(None, {feed: x})) for b, x in xs.items()}
     return serve(meta, fns, warmup)
+
+
+def traced_calls(model: cnnjit.CompiledModel, fns: dict, path: str) -> dict:
+    """``fns`` (label -> call of ``model``) made to log every call, written to ``path`` (JSON) as the served
+    process exits: its phase (``ootb.PHASE``: warm-up, a turn's first or timed call, single calls), the time
+    since the previous call ended, whether the team's idle worker slept as it began, its wall time, whether
+    it ran split and each thread's sample count; for a split native batch its trace (``batchrows.start_trace``:
+    per thread when it began, ran out of samples and stopped waiting, per sample its thread, CPU, begin and
+    end; microseconds from the call's start). For ``--trace-calls``: where a timed batch's time goes."""
+    import atexit
+    import json
+
+    from benchmarks.ootb import PHASE
+    from cnnjit.runtime.batchrows import read_trace, start_trace
+    from cnnjit.runtime.team import IDLE_SLEEPERS, team
+
+    t = team(max(1, int(model.options.get("threads") or 1)))
+    start_trace(t.desc)
+    log: list[dict] = []
+    last = [time.monotonic_ns()]
+
+    def us(v: int, n0: int) -> float | None:
+        return (int(v) - n0) / 1e3 if v else None
+
+    def wrap(label: str, f):
+        def call() -> None:
+            asleep = int(t.words[IDLE_SLEEPERS])
+            n0 = time.monotonic_ns()
+            f()
+            n1 = time.monotonic_ns()
+            loop = model._last  # (the trace is read as the process ends: little Python between the calls)
+            raw = read_trace(t.desc, loop.threads, loop.batch, cpus=True) if isinstance(loop, BatchLoop) \
+                and loop.split and loop.native else None
+            ch = getattr(loop, "chooser", None)
+            log.append((label, PHASE["kind"], n0 - last[0], asleep, n0, n1, loop, bool(getattr(loop, "split", 0)),
+                        list(getattr(loop, "ran", ())), raw,
+                        None if ch is None else (ch.median(0), ch.median(1), getattr(loop, "_estimate", None))))
+            last[0] = time.monotonic_ns()
+
+        return call
+
+    def record(label, phase, gap, asleep, n0, n1, loop, split, ran, raw, chosen) -> dict:
+        rec = {"label": label, "phase": phase, "gap_us": gap / 1e3, "asleep": asleep, "wall_us": (n1 - n0) / 1e3}
+        if isinstance(loop, BatchLoop):  # (and the chooser's medians after the call, the estimate's delta; s)
+            rec.update(split=split, ran=ran, chooser=chosen)
+            if raw is not None:
+                threads, samples = raw
+                rec["threads"] = [[us(a, n0), us(b, n0), us(c, n0), int(cpu) / 1e3] for a, b, c, cpu in threads]
+                rec["samples"] = [[int(tid), int(cpu_id), us(b, n0), us(e, n0), int(c) / 1e3]
+                                  for tid, b, e, c, cpu_id in samples]
+        return rec
+
+    def dump() -> None:
+        Path(path).write_text(json.dumps([record(*r) for r in log]))
+
+    atexit.register(dump)
+    return {label: wrap(label, f) for label, f in fns.items()}
+
+
+def trace_summary(path: str) -> list[str]:
+    """Lines summarising ``traced_calls``' log: per label of a batch and phase, how many calls, the share split,
+    the median wall time split and alone, and for split calls the medians of where the time went: Python
+    before the caller's first sample, the worker's start after the caller's, each thread's first sample and
+    the others, the end gap (the first thread out of samples waiting for the other's last), the caller's
+    wait and the Python after it."""
+    import json
+
+    log = json.loads(Path(path).read_text())
+    out = []
+
+    def med(v: list) -> str:
+        v = [x for x in v if x is not None]
+        return f"{statistics.median(v):7.1f}" if v else "      -"
+
+    def sub(a: float | None, b: float | None) -> float | None:  # (a worker's row may be written after the call)
+        return None if a is None or b is None else a - b
+
+    for label in sorted({r["label"] for r in log if "split" in r}):
+        for phase in ("warmup", "single", "first", "block"):
+            rs = [r for r in log if r["label"] == label and r["phase"] == phase]
+            if not rs:
+                continue
+            sp = [r for r in rs if r["split"]]
+            al = [r for r in rs if not r["split"]]
+            tr = [r for r in sp if "threads" in r]
+            first = {0: [], 1: []}
+            rest = {0: [], 1: []}
+            for r in tr:
+                for tid in (0, 1):
+                    mine = sorted((s for s in r["samples"] if s[0] == tid and s[2] is not None), key=lambda s: s[2])
+                    if mine:
+                        first[tid].append(mine[0][3] - mine[0][2])
+                        rest[tid] += [s[3] - s[2] for s in mine[1:]]
+            both = [r for r in tr if len(r["threads"]) > 1 and r["threads"][1][0] is not None]
+            out.append(
+                f"{label:10s} {phase:6s} calls {len(rs):3d} split {len(sp) / len(rs):4.0%} asleep "
+                f"{sum(r['asleep'] > 0 for r in rs) / len(rs):4.0%} | wall split {med([r['wall_us'] for r in sp])} "
+                f"alone {med([r['wall_us'] for r in al])} | before {med([r['threads'][0][0] for r in tr])} "
+                f"worker late {med([sub(r['threads'][1][0], r['threads'][0][0]) for r in both])} (absent "
+                f"{len(tr) - len(both)}) worker share {med([r['ran'][1] for r in sp])} | 1st sample caller "
+                f"{med(first[0])} worker {med(first[1])} others {med(rest[0] + rest[1])} | end gap "
+                f"{med([abs(sub(r['threads'][1][1], r['threads'][0][1]) or 0) for r in both])} caller waits "
+                f"{med([sub(r['threads'][0][2], r['threads'][0][1]) for r in tr])} after "
+                f"{med([sub(r['wall_us'], r['threads'][0][2]) for r in tr])}")
+    return out
 
 
 def throughput_procs(names: list[str], batches: list[int], args: argparse.Namespace) -> list[dict]:
@@ -189,20 +313,28 @@ def throughput_procs(names: list[str], batches: list[int], args: argparse.Namesp
 
     rows = []
     rng = random.Random(0)
+    engines = ("cnnjit", "onnxruntime", *([BEFORE] if args.before else []))
     for name in names:
         with tempfile.TemporaryFile("w+") as errs:
             procs = {}
             try:
                 procs = served({eng: [sys.executable, str(Path(__file__).resolve()), "--serve", eng, "--models", name,
-                                      "--batches", ",".join(map(str, batches)), "--warmup", str(args.warmup)]
-                                for eng in ("cnnjit", "onnxruntime")}, errs)
+                                      "--batches", ",".join(map(str, batches)), "--warmup", str(args.warmup),
+                                      *(["--trace-calls", f"{args.trace_calls}.{name}.{eng}"]
+                                        if args.trace_calls and eng != "onnxruntime" else [])]
+                                for eng in engines}, errs)
                 res = alternate(procs, args, rng)
                 split = ask_stats(procs["cnnjit"])
+                if args.before:
+                    split.update(ask_stats(procs[BEFORE]))
             except (EOFError, OSError, ValueError) as e:
                 errs.seek(0)
                 raise SystemExit(f"{name}: {e}: " + " | ".join(errs.read().strip().splitlines()[-3:])) from e
             finally:
                 stop(procs)
+        for eng in engines[::2] if args.trace_calls else ():
+            print("\n".join([f"{name}, {eng}: per-call trace ({args.trace_calls}.{name}.{eng}; us, medians)",
+                              *trace_summary(f"{args.trace_calls}.{name}.{eng}")]), flush=True)
         for b in batches:
             med = {how: {eng: res[how][f"{eng} b{b}"]["median_ms"] for eng in ("cnnjit", "onnxruntime")}
                    for how in ("timing", "timing_single")}
@@ -217,9 +349,17 @@ def throughput_procs(names: list[str], batches: list[int], args: argparse.Namesp
                          "timing": {k: v for k, v in res["timing"].items() if k.endswith(f" b{b}")},
                          "timing_single": {k: v for k, v in res["timing_single"].items() if k.endswith(f" b{b}")}})
             r = rows[-1]
+            if args.before:
+                old = res["timing"][f"{BEFORE} b{b}"]
+                r.update(before_img_s=b / old["median_ms"] * 1e3, before_ratio=med["timing"]["onnxruntime"]
+                         / old["median_ms"], before_ratio_best=best["onnxruntime"] / old["min_ms"],
+                         before_split_share=split.get(f"{BEFORE} b{b}", 0.0))
             print(f"{name} batch {b} (own processes): cnnjit {r['cnnjit_img_s']:.0f} img/s, onnxruntime "
                   f"{r['onnxruntime_img_s']:.0f} img/s, ratio {r['ratio']:.2f} (best {r['ratio_best']:.2f}, "
-                  f"single calls {r['ratio_single']:.2f}; split {r['split_share']:.0%})", flush=True)
+                  f"single calls {r['ratio_single']:.2f}; split {r['split_share']:.0%})"
+                  + (f"; before: {r['before_img_s']:.0f} img/s, ratio {r['before_ratio']:.2f} (best "
+                     f"{r['before_ratio_best']:.2f}; split {r['before_split_share']:.0%})" if args.before else ""),
+                  flush=True)
     return rows
 
 
@@ -227,10 +367,26 @@ PROCS_HEADER = ["model", "batch", "cnnjit img/s", "onnxruntime img/s", "ratio", 
                 "ratio, single calls", "cnnjit split"]
 
 
+#: and with ``--before``
+BEFORE_HEADER = ["before: cnnjit img/s", "before: ratio", "before: ratio of minima", "before: split"]
+
+
 def procs_table(rows: list[dict]) -> list[list]:
-    """The rows of the per-process table (``PROCS_HEADER``)."""
+    """The rows of the per-process table (``PROCS_HEADER``, then ``BEFORE_HEADER``'s with ``--before``)."""
     return [[r["model"], r["batch"], r["cnnjit_img_s"], r["onnxruntime_img_s"], r["ratio"], r["ratio_best"],
-             r["ratio_single"], f"{r['split_share']:.0%}"] for r in rows]
+             r["ratio_single"], f"{r['split_share']:.0%}",
+             *([r["before_img_s"], r["before_ratio"], r["before_ratio_best"], f"{r['before_split_share']:.0%}"]
+               if "before_img_s" in r else [])] for r in rows]
+
+
+def autogroup() -> str:
+    """This process's scheduler autogroup and its nice (Linux, ``/proc/self/autogroup``; the served processes
+    share it): "nice -20" when run in a session of its own at that priority (as root: ``setsid sh -c 'echo -20 >
+    /proc/self/autogroup; exec python benchmarks/batch.py ...'``), a quiet machine's timings on a busy one."""
+    try:
+        return Path("/proc/self/autogroup").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
@@ -247,11 +403,18 @@ def write_procs(rows: list[dict], args: argparse.Namespace) -> list[str]:
              "other batch size). ratio = cnnjit / onnxruntime images/s (target at batch 8: "
              f">= {TARGET_BATCH8}). 'cnnjit split': the share of the served process's batches (warm-up "
              "included) that ran split over the team (`BatchLoop.split`), the rest on the caller alone.",
-             f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}.",
+             f"Load average when written: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}; this process's scheduler "
+             f"autogroup: {autogroup()}" + (" (its processes had the CPUs nearly to themselves: a quiet machine's "
+                                            "timings on a busy one)." if "nice -20" in autogroup() else "."),
              "Command: python benchmarks/batch.py --procs-only " + " ".join(
                  f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("models", "batches", "runs", "block",
-                                                                         "block_calls", "settle"))]
-    write_markdown("batch_procs", PROCS_HEADER, procs_table(rows),
+                                                                         "block_calls", "settle"))
+             + (" --before" if args.before else "") + (" --trace-calls PATH" if args.trace_calls else "")]
+    if args.before:
+        notes.insert(1, "'before:' columns: a third served process, cnnjit with the batch path before session 20 "
+                     "(`--before`: `batch.old_batch_path`), timed in the same rounds; its ratio is to the same "
+                     "onnxruntime times.")
+    write_markdown("batch_procs", PROCS_HEADER + (BEFORE_HEADER if args.before else []), procs_table(rows),
                    title="Batch throughput, both defaults, each in its own process", notes=notes, out_dir=args.out)
     return notes
 
@@ -272,10 +435,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="--procs: timed calls per turn, after one untimed call (default 3)")
     ap.add_argument("--settle", type=float, default=0.05, help="--procs: seconds between turns")
     ap.add_argument("--warmup", type=int, default=5, help="--procs: warm-up rounds per served process")
-    ap.add_argument("--serve", choices=["cnnjit", "onnxruntime"], help=argparse.SUPPRESS)
+    ap.add_argument("--before", action="store_true",
+                    help="--procs: also time cnnjit with the batch path before session 20 (old_batch_path) in a "
+                         "third process, in the same rounds")
+    ap.add_argument("--serve", choices=["cnnjit", "onnxruntime", BEFORE], help=argparse.SUPPRESS)
+    ap.add_argument("--trace-calls", default="", metavar="PATH",
+                    help="--procs: cnnjit's served processes log every call to PATH.MODEL.ENGINE (traced_calls) and a "
+                         "summary of where its batches' time went is printed")
     args = ap.parse_args(argv)
     if args.serve:
-        return serve_engine(args.serve, args.models, [int(b) for b in args.batches.split(",")], args.warmup)
+        return serve_engine(args.serve, args.models, [int(b) for b in args.batches.split(",")], args.warmup,
+                            args.trace_calls)
     import onnxruntime as ort
 
     batches = [int(b) for b in args.batches.split(",") if b]  # --batches "": the first-call table only
@@ -339,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
     text = md.read_text()
     if procs_rows:
         text += ("\n## Each engine in its own process (the fair comparison; also `batch_procs.md`)\n\n"
-                 + markdown_table(PROCS_HEADER, procs_table(procs_rows)) + "\n"
+                 + markdown_table(PROCS_HEADER + (BEFORE_HEADER if args.before else []), procs_table(procs_rows))
+                 + "\n"
                  + "".join(f"\n* {n}" for n in procs_notes) + "\n")
     md.write_text(text + "\n## First call of a new batch size\n\n" + markdown_table(
         ["model", "batch", "first ms", "steady ms", "extra ms", "first CPU ms", "steady CPU ms", "extra CPU ms",

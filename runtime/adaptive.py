@@ -56,10 +56,14 @@ class Chooser:
     priority, load 10: the serial twin's first call after 20 team calls 0.295 ms, then 0.257, 0.248, 0.243
     (steady ~0.22): tries of one call made the way not in use look 1.4-1.6x slower than it runs, so the
     chooser kept whichever it had (the team at 1.05x the serial time in one run).
+
+    ``estimated``: a run of way 0 also says what way 1 would have taken (``record(0, seconds, estimate)``: a
+    split batch, the caller alone at its own rate per sample, ``runtime/batchloop.py``), so way 1 never runs as
+    a try (nor in the warm-up) while way 0 is the choice; once way 1 is, way 0 is tried as usual.
     """
 
     def __init__(self, explore_max: int = EXPLORE_MAX, recheck_period: int = EXPLORE_MIN, margin: float = 0.0,
-                 paired: bool = False):
+                 paired: bool = False, estimated: bool = False):
         self.times: tuple[list[float], list[float]] = ([], [])
         #: the longest period between two tries of the slower way, and the period of the tries after one
         #: that beat the usual choice
@@ -72,6 +76,10 @@ class Chooser:
         self.recheck = 0  # tries of the other schedule still to make at the shortest period
         self.runs = 0
         self.paired = paired
+        #: the other way's (1) times are also recorded as estimates from the parallel one's runs (a split batch
+        #: says what the caller alone would have taken: ``BatchLoop``): it is never run as a try while the
+        #: parallel one is the choice, and those estimates start no rechecks
+        self.estimated = estimated
         #: a paired try's second call: its way (-1: none pending), and whether the next ``record`` is the
         #: first call's (not counted)
         self._second, self._skip = -1, False
@@ -96,6 +104,8 @@ class Chooser:
         return self._second if self._second >= 0 else self._choice(self.runs + 1)
 
     def _choice(self, runs: int) -> int:
+        if self.estimated and self.best == 0:
+            return 0
         a, b = self.times
         warm = WINDOW // 2 + 1
         if len(b) < warm:
@@ -105,20 +115,19 @@ class Chooser:
         period = (self.recheck_period if self.recheck else self.period) * (2 if self.paired else 1)
         return 1 - self.best if runs % period == 0 else self.best
 
-    def record(self, which: int, seconds: float) -> None:
+    def record(self, which: int, seconds: float, estimate: float | None = None) -> None:
+        """Way ``which`` took ``seconds``; ``estimate`` (an ``estimated`` chooser's run of way 0): what way 1
+        would have taken, recorded as its time in the same call."""
         if self._skip:  # (a paired try's first call)
             self._skip = False
             return
-        ts = self.times[which]
-        ts.append(seconds)
-        if len(ts) > WINDOW:
-            del ts[0]
-        # (only this way's median and sum change: the other's are kept; per call of a small model, ~2x faster)
-        self._med[which], self._sum[which] = sorted(ts)[len(ts) // 2], sum(ts)
+        self._add(which, seconds)
+        if estimate is not None:
+            self._add(1, estimate)
         a, b = self._med
         if a is None or b is None:
             return
-        if which != self.best:
+        if which != self.best and not (self.estimated and which == 1):
             if self.recheck:
                 self.recheck -= 1
             elif seconds < (b if self.best else a):  # a try beat the usual choice: the load has changed?
@@ -127,6 +136,14 @@ class Chooser:
         other = 1 - self.best
         ratio = max(a, b, self._sum[other] / len(self.times[other])) / max(min(a, b), 1e-12)  # (see EXPLORE_COST)
         self.period = int(min(max(EXPLORE_COST * (ratio - 1.0), EXPLORE_MIN), self.explore_max))
+
+    def _add(self, which: int, seconds: float) -> None:
+        ts = self.times[which]
+        ts.append(seconds)
+        if len(ts) > WINDOW:
+            del ts[0]
+        # (only this way's median and sum change: the other's are kept; per call of a small model, ~2x faster)
+        self._med[which], self._sum[which] = sorted(ts)[len(ts) // 2], sum(ts)
 
     def median(self, which: int) -> float | None:
         """The median of the recent times of way ``which`` (seconds), None before its first."""

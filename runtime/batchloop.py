@@ -21,7 +21,7 @@ import numpy as np
 
 from .adaptive import Chooser
 from .cpus import usable_cpus
-from .team import ABORT, new_state, team
+from .team import ABORT, C_BEGIN, C_DONE, HOLD, HOLD_CALLS, IDLE_HOLD_MAX_NS, new_state, team
 
 #: a batch's chooser (split over the team, or every sample on the caller: ``Chooser``'s arguments): the
 #: slower way tried at least every ``BATCH_EXPLORE_MAX`` batches, every ``BATCH_RECHECK`` batches after a try
@@ -32,6 +32,37 @@ from .team import ABORT, new_state, team
 #: benchmark's 60 calls; with these, 7-40 batches, for ~2% more time than the defaults under a load that makes
 #: the split 1.6x slower at the median (``tests/test_batch.py``)
 BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN = 48, 3, 0.1
+#: a split native batch also says what the caller alone would have taken (``_on_team``: its Python around the
+#: samples, and the batch at the caller's own rate per sample, from its clock words in the description,
+#: ``team.C_BEGIN``), recorded as the caller alone's time while the split is the choice: the chooser then never
+#: runs a whole batch on the caller alone as a try while the split is faster (``Chooser(estimated=True)``).
+#: Before, the tries and the warm-up's every third batch were 3-9% of a served process's VWW batch-8 calls
+#: (``benchmarks/batch.py --procs``, quiet or one busy thread beside it; 22% in a run at load 1) at 1.6-1.9 ms
+#: against 0.9-1.1 ms split. False: the tries as before
+ESTIMATE_ALONE = True
+#: after a split batch whose loop has been called back to back (a quarter of its last ``GAPS`` gaps between
+#: one call's end and the next one's start at most ``team.IDLE_HOLD_MAX_NS / HOLD_CALLS``), the team's idle
+#: workers keep spinning ``BATCH_HOLD_NS`` plus ``HOLD_CALLS`` times that gap (``team.HOLD``: set as the batch
+#: starts, with its median length ahead, so a worker that ran out of samples first spins through the end gap,
+#: and again at its end), so the next batch finds them awake. The worker's idle time between two batches is the
+#: caller's Python after the last sample, its gap and its Python before the post (~0.1-0.2 ms, more than the
+#: worker's own ``IDLE_SPIN_NS``), and ``post``'s own hold (twice the interval between posts, up to 1 ms) never
+#: covers a batch of 1 ms or more. A sleeping worker cost a batch ~80 us even when roused as the call starts
+#: (VWW batch 8 on a quiet machine: 0.98 against 0.90 ms; with another process busy on the other core it often
+#: came a whole batch late). 0: no hold
+BATCH_HOLD_NS = 200_000
+GAPS = 8
+#: only batches whose usual length (the split's median) is under ``IDLE_HOLD_MAX_NS`` are held (a sleeping worker
+#: costs a batch ~0.1 ms whatever its length, and the risk below is the same: VWW batch 32, 3.4 ms, held gained
+#: nothing quiet, 0.98-1.02x, and measured 0.72-0.93x at load 5; unheld 1.00x), and only after ``CALM_BATCHES``
+#: split batches in a row that found the worker's CPU its own (the worker ran a sample, and the caller, out of
+#: samples, waited less than one of its samples for the worker's last): a worker held spinning on a CPU another
+#: process wants spends its time slice there and is preempted in the middle of a later batch, holding a sample
+#: the caller then waits milliseconds for. Measured with one busy thread beside the benchmark (VWW batch 8,
+#: ``benchmarks/batch.py --procs --before`` in an autogroup at nice -20 beside a busy loop in its own): held
+#: always, the median 0.96-1.40 ms against 1.07-1.63 unheld, but the mean 1.47-1.80 against 1.26-1.44 (a tenth
+#: of the batches 4-5 ms)
+CALM_BATCHES = 8
 
 
 def run_rows(sample: Callable[[int], None], order: Iterator[int], batch: int) -> int:
@@ -78,8 +109,17 @@ class BatchLoop:
         #: run by run, the samples split over the threads (0) or all run by the caller alone (1), whichever
         #: has been faster lately (``runtime/adaptive.py``): on a machine whose other processes hold the cores,
         #: a descheduled sample thread (holding the GIL, or the batch's last sample) stalls the split
-        self.chooser: Chooser | None = Chooser(BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN) \
+        self.chooser: Chooser | None = Chooser(BATCH_EXPLORE_MAX, BATCH_RECHECK, BATCH_MARGIN,
+                                               estimated=ESTIMATE_ALONE) \
             if self.threads > 1 and batch >= self.threads else None
+        #: the recent gaps between one call's end and the next one's start (seconds; ``BATCH_HOLD_NS``), and
+        #: when the last call ended (``time.perf_counter``)
+        self._gaps: list[float] = []
+        self._ended = 0.0
+        self._hold_ns = 0  # (this split batch's hold, ns; 0: none)
+        self._calm = 0  # (split batches in a row that found the worker's CPU its own: ``CALM_BATCHES``)
+        #: the last split native batch's estimate of the caller alone's time (seconds; None: none)
+        self._estimate: float | None = None
         self._state, self._epoch = new_state(0), 0  # (the team run's abort word)
         self.timings: dict[str, float] = {}
         self.batch_separable = True
@@ -106,8 +146,17 @@ class BatchLoop:
         chooser = self.chooser
         which = 1 if chooser is None else chooser.pick()
         t0 = time.perf_counter()
+        gaps = self._gaps
+        gaps.append(t0 - self._ended)
+        if len(gaps) > GAPS:
+            del gaps[0]
         if which == 0:  # (the team's sleeping workers wake while the call is prepared, not after it is posted)
-            team(self.threads).rouse()
+            gap = sorted(gaps)[len(gaps) // 4]  # (held through the batch and after it: ``BATCH_HOLD_NS``)
+            med = chooser.median(0)  # (the batch's usual length: only short ones are held)
+            ahead = IDLE_HOLD_MAX_NS if med is None else int(med * 1e9)
+            self._hold_ns = BATCH_HOLD_NS + int(HOLD_CALLS * gap * 1e9) if BATCH_HOLD_NS and ahead < IDLE_HOLD_MAX_NS \
+                and self._calm >= CALM_BATCHES and HOLD_CALLS * gap * 1e9 <= IDLE_HOLD_MAX_NS else 0
+            team(self.threads).rouse(self._hold_ns and self._hold_ns + ahead)
         outs = [np.empty((self.batch, *shape), dt) for dt, shape in self._outputs]
         native = getattr(self.base, "batch_native", None)  # (a numba schedule's specialisation)
         if native is not None:  # C-contiguous rows, which its native job copies from (no-op for the usual array)
@@ -116,11 +165,19 @@ class BatchLoop:
         if chooser is None:  # (one thread, or fewer samples than threads)
             self._alone(native, feeds, outs, False)
             return outs
+        self._estimate = None
         self.split = not which and self._on_team(native, feeds, outs)
         if not self.split:
             self._alone(native, feeds, outs, True)
-        if self.split or which:  # (not a batch that found the team busy: it tells nothing of the split's speed)
-            chooser.record(which, time.perf_counter() - t0)
+        if (self.split or which) and self._ended:  # (not a batch that found the team busy: it tells nothing of
+            # the split's speed; nor the loop's first, which pays for the work sets' and the team's first use)
+            wall = time.perf_counter() - t0
+            chooser.estimated = estimated = ESTIMATE_ALONE and self.native  # (from native batches only)
+            # (while the split is the choice: once the caller alone is, its own runs time it, and the split's
+            # tries are weighed against them as before)
+            est = wall + self._estimate if estimated and self._estimate is not None and chooser.best == 0 else None
+            chooser.record(which, wall, est)
+        self._ended = time.perf_counter()
         return outs
 
     def _alone(self, native: Callable[..., int | None] | None, feeds: Mapping[str, np.ndarray],
@@ -176,10 +233,20 @@ class BatchLoop:
                 self._from_python(rows, places, True, t)
             else:
                 self.ran, self.native = [n, head - n], True  # (the caller's count, the workers')
+                begin, out, done = t.desc[C_BEGIN:C_DONE + 1].tolist()
+                if n > 0 and begin <= out <= done:  # (the caller alone: its Python, and every sample at its rate)
+                    self._estimate = ((out - begin) * self.batch / n - (done - begin)) * 1e-9
+                    calm = n < head and (done - out) * n < out - begin  # (the worker ran, and came in time)
+                    self._calm = self._calm + 1 if calm else 0
         finally:
             t.busy.release()
+        if self._hold_ns:  # (from the batch's end; set from its start as it was posted, its median length ahead)
+            t.words[HOLD] = max(int(t.words[HOLD]), time.monotonic_ns() + self._hold_ns)
+        t0 = time.perf_counter()
         for i in range(head, self.batch):  # (the batch-1 schedule on the team, or its serial twin if faster lately)
             self.base.run_into({k: x[i:i + 1] for k, x in feeds.items()}, [o[i:i + 1] for o in outs])
+        if self.tail and self._estimate is not None:  # (the tail's time is in the call's, not in the estimate's)
+            self._estimate -= time.perf_counter() - t0
         self.tail_ran = self.tail
         return True
 

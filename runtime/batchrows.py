@@ -40,7 +40,7 @@ from .atomics import atomic_add, atomic_load, compare_swap, futex_wait, futex_wa
 from .atomics import monotonic_ns as clock_ns
 from .atomics import thread_cpu_ns as cpu_ns
 from .numba_cache import LoadWithoutRefresh
-from .team import ABORT, DESC_WORDS, LINE, MASK, S_INFLIGHT, SHIFT, SYS_FUTEX
+from .team import ABORT, C_BEGIN, C_DONE, C_OUT, DESC_WORDS, LINE, MASK, S_INFLIGHT, SHIFT, SYS_FUTEX
 
 #: a description's words (``Desc``). Line 0: the batch's epoch (every counter below is tagged with it), how
 #: many threads take part, the batch size, the schedule's buffers, native functions, inputs and outputs, and
@@ -63,6 +63,10 @@ TRACE_CPU = 1 << 16
 #: words, ``cpu_set_words``; all 0: unknown, workers stay where they are). A worker that finds itself on the
 #: caller's CPU moves off it (``_off_callers_cpu``)
 CALLER_CPU = 5 * LINE
+#: then the caller's clock (``team.C_BEGIN``, monotonic ns, three clock reads by the caller's ``batch_rows`` in
+#: every batch): when it began, ran out of samples to claim, and saw every sample finished. With its count they
+#: give what the batch would have cost on the caller alone (``BatchLoop``: no tries of it while the split wins)
+assert (C_BEGIN, C_OUT, C_DONE) == (CALLER_CPU + 1, CALLER_CPU + 2, CALLER_CPU + 3)  # (team.py's, read there)
 CPUS, CPU_WORDS = 6 * LINE, 2 * LINE
 #: where the variable part starts: the native functions' addresses; per input (batched array's address, bytes
 #: per sample); per output the same; then per thread: per buffer (address, items, item size), its inputs' and
@@ -318,6 +322,8 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     if tid >= d[THREADS]:
         return 0
     tr = d[TRACE] if tid < TRACE_THREADS else 0
+    if wait:
+        d[C_BEGIN] = clock_ns()
     if tr:  # (thread: when it began, ran out of samples, stopped waiting, its CPU time in the batch)
         d[tr + TRACE_ROW * tid] = clock_ns()
         d[tr + TRACE_ROW * tid + 3] = -cpu_ns()
@@ -367,11 +373,37 @@ def batch_rows(d, tid, wait):  # pragma: no cover - compiled
     if tr:
         d[tr + TRACE_ROW * tid + 1] = clock_ns()
     if wait:
+        d[C_OUT] = clock_ns()
         _wait_all(d, ep, d[BATCH])
+        d[C_DONE] = clock_ns()
     if tr:
         d[tr + TRACE_ROW * tid + 2] = clock_ns()
         d[tr + TRACE_ROW * tid + 3] += cpu_ns()
     return n
+
+
+@njit(nogil=True, cache=True)
+def describe(d, made, cpus, ep, batch, epbase):  # pragma: no cover - compiled
+    """Batch ``ep`` of ``batch`` samples described in ``d`` from ``made`` (``Desc._made_for``: the native
+    functions, the header and the threads' blocks) and the process's CPUs ``cpus``, its step states' epoch
+    base ``epbase``; the rows' words (``Desc.fill``) written already. A traced batch's rows are cleared (a
+    thread that takes no part leaves its row 0). The epoch last: a late thread of an earlier batch reads it
+    first. One native call, not ten numpy slice copies (~10-18 us of Python in a split batch's set-up)."""
+    io = VAR + made[NFN]
+    for k in range(VAR, io):
+        d[k] = made[k]
+    for k in range(io + 2 * (made[NIN] + made[NOUT]), len(made)):
+        d[k] = made[k]
+    for k in range(THREADS, PTSIZE + 1):
+        d[k] = made[k]
+    d[BATCH], d[EPBASE] = batch, epbase
+    for k in range(CPU_WORDS):
+        d[CPUS + k] = cpus[k]
+    tr = d[TRACE]
+    if tr:
+        for k in range(tr, min(tr + TRACE_ROW * (TRACE_THREADS + batch), len(d))):
+            d[k] = 0
+    d[EPOCH] = ep
 
 
 @intrinsic
@@ -460,7 +492,7 @@ def split_job(addr, tid, slept_at):  # pragma: no cover - compiled
     atomic_add(s, S_INFLIGHT, -1)
 
 
-for _fn in (batch_rows, split_job):
+for _fn in (batch_rows, split_job, describe):
     try:
         _fn._cache = LoadWithoutRefresh(_fn.py_func)  # (its first job loads fast)
     except Exception:  # noqa: BLE001 - a numba without this internal layout: its own cache stays  # pragma: no cover
@@ -621,21 +653,19 @@ class Desc:
         epoch first). ``rows_in``/``rows_out``: the batched arrays (C-contiguous, ``batch`` rows); ``blocks``
         and ``states``: per thread, its work set's ``thread_block`` and its step state (or None)."""
         made = self._made_for(blocks, states)
-        made[BATCH], made[EPBASE] = batch, epbase
         io = VAR + len(self.fns)
-        for k, x in enumerate([*rows_in, *rows_out]):
-            made[io + 2 * k] = address(x)
-            made[io + 2 * k + 1] = x.nbytes // batch
-        d[VAR:len(made)] = made[VAR:]
-        d[THREADS:PTSIZE + 1] = made[THREADS:PTSIZE + 1]  # (the header but its epoch, and line 1)
-        d[CPUS:CPUS + CPU_WORDS] = self.cpus
-        if d[TRACE]:  # (a trace of this batch only: a thread that takes no part leaves its row 0)
-            d[d[TRACE]:d[TRACE] + TRACE_ROW * (TRACE_THREADS + batch)] = 0
-        d[EPOCH] = ep
+        for x in rows_in:
+            d[io], d[io + 1] = address(x), x.nbytes // batch
+            io += 2
+        for x in rows_out:
+            d[io], d[io + 1] = address(x), x.nbytes // batch
+            io += 2
+        describe(d, made, self.cpus, ep, batch, epbase)
 
 
-__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
+__all__ = ["STOPPED", "MAX_BUFFERS", "DESC_WORDS", "TRACE", "CALLER_CPU", "C_BEGIN", "C_OUT", "C_DONE",
+           "CPUS", "CPU_WORDS", "KEEP_OFF_CALLER",
            "S_CALLER", "S_CPUS", "cpu_set_words", "SPLIT_WORDS", "S_EP", "S_TRACE", "copy_bytes", "call_raw",
-           "batch_rows", "words_at", "split_desc", "split_run_desc", "split_job", "trace_split", "read_split_trace",
-           "stopped_at",
+           "batch_rows", "describe", "words_at", "split_desc", "split_run_desc", "split_job", "trace_split",
+           "read_split_trace", "stopped_at",
            "start_trace", "read_trace", "native_functions", "address", "Desc"]

@@ -50,12 +50,14 @@ from .atomics import (
 )
 from .batchrows import (
     CALLER_CPU,
+    CPU_WORDS,
     EPOCH,
     S_CALLER,
     SPLIT_WORDS,
     THREADS,
     VAR,
     batch_rows,
+    describe,
     split_job,
     split_run_desc,
     words_at,
@@ -261,11 +263,13 @@ def ready() -> None:
 
 
 def prepare_batches() -> None:
-    """Compile (or load from the disk cache) the native batch loop now (``run_batch``, ``batch_rows``), not at
+    """Compile (or load from the disk cache) the native batch loop now (``run_batch``, ``batch_rows``,
+    ``describe``), not at
     the first batch: on a description of an empty batch and words of no team. A threads=1 model's batches
     run natively only once this has run in the process (``Specialization.batch_native``)."""
     d = np.zeros(VAR, np.int64)
     d[EPOCH] = d[THREADS] = 1  # (one thread, no sample)
+    describe(np.zeros(VAR, np.int64), d, np.zeros(CPU_WORDS, np.int64), 1, 0, 0)  # (Desc.fill's)
     run_batch(np.zeros(2 * LINE, np.int64), d, 1)
     batch_rows(d, 0, True)  # (its own entry: what a batch on the caller alone calls)
     rouse(np.zeros(2 * LINE, np.int64))  # (a split batch rouses the team first: loaded now, not in the first batch)

@@ -92,6 +92,9 @@ JOBS, IDLE_SLEEPERS, REST, NATIVE, SPLIT, SPLIT_DESC, IDLE_SPIN, HOLD = 0, 1, 2,
 POSTED = LINE
 #: the words of a team's native job description (``Team.desc``, ``runtime/batchrows.py``)
 DESC_WORDS = 4096
+#: where a batch's description keeps the caller's clock (``batchrows.C_BEGIN``: its line 5, after the CPU the
+#: caller runs on): when the caller began, ran out of samples and saw every sample finished (monotonic ns)
+C_BEGIN, C_OUT, C_DONE = 5 * LINE + 1, 5 * LINE + 2, 5 * LINE + 3
 #: how idle workers wait for the next job: ``(idle_wait(words, seen, tid, desc), post(words) -> jobs,
 #: rouse(words), ready())``, compiled (nogil) by ``runtime/parallel.py`` when numba is loaded; None: a
 #: semaphore per worker (and no native jobs)
@@ -419,6 +422,6 @@ __all__ = ["SPIN_NS", "IDLE_SPIN_NS", "HOLD_CALLS", "IDLE_HOLD_MAX_NS", "SPIN_CH
            "PROTOCOL_VERSION", "SYS_FUTEX",
            "FUTEX_WAIT_PRIVATE", "FUTEX_WAKE_PRIVATE", "JOBS", "IDLE_SLEEPERS", "REST", "NATIVE", "SPLIT", "SPLIT_DESC",
            "IDLE_SPIN", "HOLD", "POSTED",
-           "DESC_WORDS",
+           "DESC_WORDS", "C_BEGIN", "C_OUT", "C_DONE",
            "use_idle_wait", "new_state",
            "Team", "team", "ParallelRun"]

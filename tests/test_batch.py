@@ -505,6 +505,79 @@ def test_a_native_batch_traces_which_thread_ran_each_sample(monkeypatch: pytest.
     assert not d[at:at + 4 * 22].any()
 
 
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+def test_a_split_native_batch_estimates_the_caller_alone_without_running_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A split native batch writes the caller's clock into its description (``team.C_BEGIN``: began, ran out of
+    samples, saw them all finished) and the loop records from it what the caller alone would have taken as
+    way 1's time (``batchloop.ESTIMATE_ALONE``): the chooser has both ways' times though no batch ran on the
+    caller alone; the loop's first batch is not timed. Without the switch nothing is estimated."""
+    from cnnjit.runtime import batchloop
+    from cnnjit.runtime.team import C_BEGIN, C_DONE, C_OUT
+
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    x = np.random.default_rng(16).standard_normal((6, 3, 8, 8)).astype(np.float32)
+    want = np.concatenate([model(x[i:i + 1]) for i in range(6)])
+    loop = _runs_native(model, x, 0, monkeypatch)
+    assert loop.chooser.estimated and loop.chooser.share == (0, 0)  # (the first batch: not timed)
+    loop.chooser.margin = 1.0  # (the split stays the choice however fast the estimates: they are recorded while it is)
+    estimated = 0
+    for k in range(1, 5):
+        np.testing.assert_array_equal(model(x), want)
+        estimated += loop.ran[0] > 0  # (a batch whose every sample the worker took says nothing of the caller)
+        assert loop.split and loop.native and loop.chooser.share == (k, estimated)
+        begin, out, done = (int(v) for v in team(2).desc[C_BEGIN:C_DONE + 1])
+        assert 0 < begin <= out <= done and team(2).desc[C_OUT] == out
+        assert (loop._estimate is not None) == (loop.ran[0] > 0)
+    assert estimated and loop.chooser.median(1) > 0
+    monkeypatch.setattr(batchloop, "ESTIMATE_ALONE", False)
+    model(x)
+    assert not loop.chooser.estimated and loop.chooser.share == (5, estimated)
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one usable CPU: a batch never splits")
+def test_batches_called_back_to_back_hold_the_idle_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a split batch of a loop called back to back (most recent gaps short, ``batchloop.BATCH_HOLD_NS``)
+    the team's idle workers are held spinning past the batch's end (``team.HOLD``), so the next batch finds
+    them awake; batches called further apart than ``IDLE_HOLD_MAX_NS / HOLD_CALLS`` hold nothing (the worker
+    sleeps after its own ``IDLE_SPIN_NS``), nor does a switched-off hold, nor a loop whose recent batches found
+    the worker's CPU contended (``CALM_BATCHES``: a batch the worker took no sample of breaks the calm)."""
+    import time
+
+    from cnnjit.runtime import batchloop
+    from cnnjit.runtime.team import HOLD, HOLD_CALLS, IDLE_HOLD_MAX_NS
+
+    model = cnnjit.compile(_cnn(), threads=2, entry="numba")
+    x = np.random.default_rng(17).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    loop = _runs_native(model, x, 0, monkeypatch)
+    words = team(2).words
+    for _ in range(batchloop.GAPS):
+        model(x)
+        if loop.ran[1] == 0:  # (the worker took no sample: not calm)
+            assert loop._calm == 0
+    monkeypatch.setattr(batchloop, "BATCH_HOLD_NS", 50_000_000)  # (far beyond post's own hold, <= 2 ms)
+    monkeypatch.setattr(batchloop, "CALM_BATCHES", 10**9)  # (never calm enough)
+    t0 = time.monotonic_ns()
+    model(x)
+    assert int(words[HOLD]) < t0 + batchloop.BATCH_HOLD_NS
+    monkeypatch.setattr(batchloop, "CALM_BATCHES", 0)
+    for _ in range(batchloop.GAPS):
+        t0 = time.monotonic_ns()
+        model(x)
+    assert loop.split and int(words[HOLD]) >= t0 + batchloop.BATCH_HOLD_NS  # (from the batch's end)
+    monkeypatch.setattr(batchloop, "BATCH_HOLD_NS", 200_000)
+    words[HOLD] = 0  # (the worker sleeps again after its own spin)
+    apart = 2 * IDLE_HOLD_MAX_NS / HOLD_CALLS / 1e9
+    for _ in range(batchloop.GAPS):
+        time.sleep(apart)
+        model(x)
+    assert int(words[HOLD]) < time.monotonic_ns()
+    monkeypatch.setattr(batchloop, "BATCH_HOLD_NS", 0)
+    for _ in range(batchloop.GAPS):
+        model(x)
+    time.sleep(apart)
+    assert int(words[HOLD]) < time.monotonic_ns()
+
+
 def test_one_thread_batches_of_a_serial_schedule_run_natively() -> None:
     """threads=1: a serial numba schedule's batch runs as one native call on the caller, once the native loop
     is compiled in the process (a threads=1 model does not compile it: the first batch would wait seconds)."""

@@ -34,6 +34,7 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     cblock_applies,
     cblock_tile,
     unroll_rows,
+    winograd_takes,
 )
 from cnnjit.compiler.codegen.kernels.winograd import multiply_ratio
 from cnnjit.compiler.codegen.simd import host_vector_registers
@@ -266,11 +267,16 @@ def test_variant_table_choice(target: Target) -> None:
     assert choose(_layer(96, 192, 52, 3, 2), target).name == "cblock"
     assert choose(_layer(48, 96, 104, 3, 2), target).name == "cblock"
     # short rows Winograd tiles well (multiply ratio 2.25 >= MIN_WINOGRAD_RATIO; 13x13 and 14x14 at 2.64 and
-    # 3.06 with two copies of the padded input, no dummy tile) go to it; mostly padding (2.0 on 8x8) stays
-    assert choose(_layer(64, 64, 12, 3, 1), target).name == "winograd_f4"
+    # 3.06 with two copies of the padded input, no dummy tile) go to it; mostly padding (2.0 on 8x8) stays,
+    # unless winograd_f4_channels takes it (its GEMMs vectorise channels: 12x12 and 8x8 from 32 input channels
+    # in 12 and 4 tiles, test_winograd_channels.py); with 16 input channels 8x8 stays off it
+    assert winograd_takes(_layer(64, 64, 12, 3, 1), target)
+    assert choose(_layer(64, 64, 12, 3, 1), target).name == "winograd_f4_channels"
     assert choose(_layer(192, 192, 13, 3, 1), target).name == "winograd_f4"
     assert choose(_layer(96, 96, 14, 3, 1), target).name == "winograd_f4"
-    assert choose(_layer(64, 64, 8, 3, 1), target).name == "cblock"
+    assert cblock_applies(_layer(64, 64, 8, 3, 1), target)
+    assert choose(_layer(64, 64, 8, 3, 1), target).name == "winograd_f4_channels"
+    assert choose(_layer(16, 16, 8, 3, 1), target).name != "winograd_f4_channels"
     assert choose(_layer(64, 64, 104, 1, 1), target).name == "packed_pointwise"  # 1x1 on long rows
     assert not cblock_applies(_layer(64, 64, 104, 1, 1), target)
     assert choose(_layer(96, 96, 4 * w + 4, 3, 1), target).name != "cblock"

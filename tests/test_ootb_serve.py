@@ -57,6 +57,15 @@ def test_serve_stats_replies_what_the_engine_counted_without_timing(monkeypatch,
     assert _serve(monkeypatch, capsys, [{"stats": 1}, {}], fns)[1] == {}
 
 
+def test_serve_tells_its_calls_which_phase_they_run_in(monkeypatch, capsys) -> None:
+    """``ootb.PHASE`` (read by ``batch.py --trace-calls``' logging calls): warm-up, a turn's untimed first call,
+    its timed calls, rounds of single calls."""
+    seen: list[str] = []
+    _serve(monkeypatch, capsys, [{"block": "a", "calls": 2}, {"rounds": 1}, {}],
+           {"a": lambda: seen.append(ootb.PHASE["kind"])})
+    assert seen == ["warmup", "warmup", "first", "block", "block", "single"]
+
+
 #: a stand-in served engine: names from argv, each call sleeps a little
 _CHILD = ("import sys, time\nsys.path.insert(0, {root!r})\nfrom benchmarks import ootb\n"
           "names = sys.argv[1].split(',')\n"

@@ -15,7 +15,7 @@ import llvmlite.binding as llvm
 import numba
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
 from llvmlite import ir as llir
@@ -28,7 +28,7 @@ import cnnjit.compiler.frontend.import_recurrent as imp
 from benchmarks.qdynamic_matmul import head_model
 from cnnjit.compiler.codegen import simd, simd_int
 from cnnjit.compiler.codegen.emit import generate
-from cnnjit.compiler.codegen.kernels.qgemm16 import pack_i16, tile
+from cnnjit.compiler.codegen.kernels.qgemm16 import channel_lanes_fit, pack_i16, tile
 from cnnjit.compiler.passes.integer_to_float import MIN_INT16_MACS
 from cnnjit.compiler.stages import CompileOptions
 from cnnjit.ir import Graph, Node, TensorType, Value
@@ -348,6 +348,43 @@ def test_pointwise_u8s8_saturates_as_onnxruntime(seed: int, NB: int, C: int, M: 
     weights near +-127, where most pairs saturate."""
     from cnnjit.ir.ops.quant import saturating_pointwise
 
+    g, x, w, xz = _saturating_layer(seed, NB, C, M, spatial, extreme)
+    got = _run_forced(g, "ConvInteger", "pointwise_u8s8", width, x)
+    want = _saturating_oracle(x, w, int(xz))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(saturating_pointwise(x, w, xz).astype(np.int32), want)
+
+
+@property_settings(15)
+@given(seed=st.integers(0, 2**31 - 1), NB=st.integers(1, 2), C=st.integers(1, 70), M=st.integers(9, 40),
+       spatial=st.sampled_from([(1,), (3,), (1, 1), (2, 3), (5,)]), extreme=st.booleans(),
+       width=st.sampled_from([4, 8, 16]))
+def test_channel_u8s8_saturates_as_onnxruntime(seed: int, NB: int, C: int, M: int, spatial: tuple, extreme: bool,
+                                               width: int) -> None:
+    """The same layer on a few pixels with output channels as the lanes (``channel_u8s8``: partial channel
+    blocks, pixel tiles past the last pixel, several images, strided stores of multi-pixel maps) at every
+    width where it applies, forced and asserted, against the numpy oracle."""
+    g, x, w, xz = _saturating_layer(seed, NB, C, M, spatial, extreme)
+    assume(channel_lanes_fit(g.nodes[0], replace(CompileOptions().host_target(), int_width=width)))
+    got = _run_forced(g, "ConvInteger", "channel_u8s8", width, x)
+    np.testing.assert_array_equal(got, _saturating_oracle(x, w, int(xz)))
+
+
+@pytest.mark.parametrize("C,M,P,want", [(512, 2048, 1, "channel_u8s8"), (768, 3072, 80, "pointwise_u8s8"),
+                                        (64, 256, 3, "channel_u8s8"), (64, 256, 16, "pointwise_u8s8"),
+                                        (64, 5, 12, "pointwise_u8s8"), (64, 5, 1, "channel_u8s8")])
+def test_saturating_pointwise_variant_by_lane_fill(C: int, M: int, P: int, want: str) -> None:
+    """The default table: channels as lanes on maps of a few pixels (a streaming LSTM's one step), pixels on
+    whole pixel tiles or when a few output channels would leave most channel lanes idle (AVX2 widths)."""
+    g, _, _, _ = _saturating_layer(0, 1, C, M, (P,), False)
+    host = replace(CompileOptions().host_target(), vector_width=8, int_width=8, vector_registers=16)
+    assert {c.variant for c in generate(g, host).calls} == {want}
+
+
+def _saturating_layer(seed: int, NB: int, C: int, M: int, spatial: tuple, extreme: bool
+                      ) -> tuple[Graph, np.ndarray, np.ndarray, np.ndarray]:
+    """A ``saturate`` 1x1 ConvInteger graph on uint8 ``x [NB, C, *spatial]``, int8 weights (``extreme``:
+    inputs near 255 and weights near +-127, where most pairs saturate): ``(graph, x, w, x zero point)``."""
     rng = np.random.default_rng(seed)
     lo = 200 if extreme else 0
     x = rng.integers(lo, 256, (NB, C) + spatial).astype(np.uint8)
@@ -362,16 +399,13 @@ def test_pointwise_u8s8_saturates_as_onnxruntime(seed: int, NB: int, C: int, M: 
                     {"kernel_shape": [1] * k, "strides": [1] * k, "pads": [0] * (2 * k), "dilations": [1] * k,
                      "group": 1, "saturate": 1}))
     g.outputs = [y]
-    got = _run_forced(g, "ConvInteger", "pointwise_u8s8", width, x)
-    want = _saturating_oracle(x, w, int(xz))
-    np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(saturating_pointwise(x, w, xz).astype(np.int32), want)
+    return g, x, w, xz
 
 
 @pytest.mark.parametrize("saturate", [False, True])
 def test_dqlstm_projection_saturates_where_onnxruntime_does(saturate: bool, monkeypatch) -> None:
     """DynamicQuantizeLSTM with input weights near +-127 against inputs that quantize near 255: the projection
-    saturates on hosts whose onnxruntime does (``pointwise_u8s8``, as onnxruntime's x86 kernels without
+    saturates on hosts whose onnxruntime does (``channel_u8s8``, as onnxruntime's x86 kernels without
     VNNI), exact elsewhere (here a float Conv: 4 steps are too few pixels for ``pointwise_i16``); both
     against the numpy oracle with the matching GEMMs, which differ here; and against onnxruntime on this
     host."""
@@ -388,7 +422,8 @@ def test_dqlstm_projection_saturates_where_onnxruntime_does(saturate: bool, monk
     feeds = {"X": rng.uniform(0.8, 1.0, feeds["X"].shape).astype(np.float32)}
     compiled = cnnjit.compile(model)
     variants = {c.variant for c in compiled._default_spec().program.calls if c.op == "ConvInteger"}
-    assert variants == {"pointwise_u8s8"} if saturate else "pointwise_u8s8" not in variants  # (a float Conv)
+    # 4 steps: output channels as the lanes (``channel_u8s8``, the same saturating sums as ``pointwise_u8s8``)
+    assert variants == {"channel_u8s8"} if saturate else not variants & {"pointwise_u8s8", "channel_u8s8"}
     got = compiled.run(None, feeds)
     want = _dq_oracle(model, feeds, saturate, saturate)
     np.testing.assert_allclose(got[0], want[0], atol=2e-5)

@@ -25,7 +25,7 @@ WIDTHS = [4, 8, 16]
 #: the Conv variants that apply every fused activation and residual in registers (``epilogue.Epilogue``)
 IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_depthwise_row", "simd_depthwise_static", "simd_pointwise", "cvec",
                 "cvec_pointwise",
-                "sparse_pointwise", "cblock", "winograd_f4", "channel_pointwise",
+                "sparse_pointwise", "cblock", "winograd_f4", "winograd_f4_channels", "channel_pointwise",
                 "stem_conv", "stem_packed", "depthwise_lanes", "depthwise_direct", "depthwise_direct_s2"}
 
 

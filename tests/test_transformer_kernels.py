@@ -192,5 +192,40 @@ def test_transpose_runs_in_vectors(width: int, shape: list[int], data: st.DataOb
             break
         run *= x.shape[p]
     variants = {c.variant for c in compiled._default_spec().program.calls}  # none: a view (unit axes moved)
-    assert variants <= {"simd_transpose" if run >= width else "transpose"}, (variants, run)
+    expected = "simd_transpose" if run >= width else "deinterleave_transpose" if _interleaved(x.shape, perm) \
+        else "transpose"
+    assert variants <= {expected}, (variants, run)
     np.testing.assert_array_equal(compiled(x), want)
+
+
+def _interleaved(shape: list[int], perm: list[int]) -> bool:
+    """Whether the output's last two axes (unit axes dropped, axes contiguous in the input merged) are 2-8
+    channels contiguous in the input and a last axis stepping over them (NHWC -> NCHW's ``(C, H W)``)."""
+    axes: list[list[int]] = []  # [size, input stride]
+    for p in perm:
+        size, stride = shape[p], int(np.prod(shape[p + 1:]))
+        if size == 1:
+            continue
+        if axes and axes[-1][1] == size * stride:
+            axes[-1] = [axes[-1][0] * size, stride]
+        else:
+            axes.append([size, stride])
+    return len(axes) >= 2 and axes[-2][1] == 1 and axes[-1][1] == axes[-2][0] and 2 <= axes[-2][0] <= 8
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=6, deadline=None)
+@given(outer=st.lists(st.integers(1, 4), max_size=2), pixels=st.lists(st.integers(1, 30), min_size=1, max_size=2),
+       channels=st.integers(2, 8))
+def test_channels_last_to_planes(width: int, outer: list[int], pixels: list[int], channels: int) -> None:
+    """An interleaved block turned planar (NHWC -> NCHW, 2-8 channels, leading axes kept) runs on
+    ``deinterleave_transpose`` at every width and equals numpy's transpose."""
+    shape = [*outer, *pixels, channels]
+    k = len(outer)
+    perm = [*range(k), len(shape) - 1, *range(k, len(shape) - 1)]
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    model = _model([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], x.shape, {}, ["y"])
+    compiled = cnnjit.compile(model, vector_width=width)
+    if int(np.prod(pixels)) > 1:
+        assert {c.variant for c in compiled._default_spec().program.calls} == {"deinterleave_transpose"}
+    np.testing.assert_array_equal(compiled(x), np.transpose(x, perm))

@@ -26,9 +26,10 @@ def _model(op: str, x_shape: tuple[int, ...], inits: dict[str, np.ndarray], **at
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), x_shape
 
 
-def _conv(c: int, m: int, hw: int, k: int = 1, group: int = 1, stride: int = 1, zeros: float = 0.0) -> tuple:
+def _conv(c: int, m: int, hw: int, k: int = 1, group: int = 1, stride: int = 1, zeros: float = 0.0,
+          scale: float = 1.0) -> tuple:
     rng = np.random.default_rng(c * 100 + m + k)
-    w = rng.standard_normal((m, c // group, k, k)).astype(np.float32)
+    w = (rng.standard_normal((m, c // group, k, k)) * scale).astype(np.float32)
     w[rng.random(w.shape) < zeros] = 0.0
     return _model("Conv", (1, c, hw, hw), {"w": w, "b": rng.standard_normal(m).astype(np.float32)},
                   kernel_shape=[k, k], pads=[k // 2] * 4, group=group, strides=[stride, stride])
@@ -61,6 +62,9 @@ CASES = {
     ("Conv", "cblock"): _conv(16, 32, 9, k=3, stride=2),
     ("Conv", "direct"): _conv(4, 6, 7, k=3, group=2),
     ("Conv", "winograd_f4"): _conv(16, 16, 16, k=3),
+    # 2x2 tiles, channels in whole vectors at 16 lanes; He-normal weights (a Winograd kernel's error scales with
+    # sum |w| |x|: 288 standard-normal products would put it at the tolerance, test_winograd_channels.py bounds it)
+    ("Conv", "winograd_f4_channels"): _conv(32, 32, 8, k=3, scale=float(np.sqrt(2 / 288))),
     ("Conv", "stem_conv"): _conv(3, 16, 33, k=3, stride=2),
     ("Conv", "stem_packed"): _conv(3, 16, 33, k=3, stride=2),
     ("Gemm", "sparse_gemm"): _model("Gemm", (2, 24), {"b": np.where(np.random.default_rng(1).random((24, 10)) < 0.97,

@@ -411,6 +411,7 @@ def test_resnet8_matches_onnxruntime() -> None:
     proto = resnet8()
     model = cnnjit.compile(proto)
     assert "winograd_f4" in _model_variants(model)
+    assert "winograd_f4_channels" in _model_variants(model)  # its 64->64 at 8x8
     sess = ort_session(proto)
     for seed in range(3):
         x = np.random.default_rng(seed).standard_normal((1, 3, 32, 32)).astype(np.float32)
@@ -427,6 +428,7 @@ def test_mlperf_resnet_matches_onnxruntime() -> None:
     name = sess.get_inputs()[0].name
     model = cnnjit.compile(proto, input_shapes={name: (1, 32, 32, 3)})
     assert "winograd_f4" in _model_variants(model)
+    assert "winograd_f4_channels" in _model_variants(model)  # its 64->64 at 8x8
     for seed in range(5):
         x = np.random.default_rng(seed).standard_normal((1, 32, 32, 3)).astype(np.float32)
         want = sess.run(None, {name: x})[0]

@@ -70,6 +70,46 @@ def gen_simd_transpose(node: Node, target: Target) -> list[KernelCall]:
                        note(node))]
 
 
+#: the most channels ``deinterleave_transpose`` unrolls (an image's 3 or 4 interleaved channels)
+MAX_INTERLEAVED = 8
+
+
+def interleaved_axes(node: Node) -> tuple[list[int], list[int]] | None:
+    """``_transpose_axes`` when the last two output axes are an interleaved block turned planar: the one before
+    the last (``C``, at most ``MAX_INTERLEAVED``) contiguous in the input, the last stepping over a whole run of
+    it (an NHWC image to NCHW: ``(C, H W)`` from input strides ``(1, C)``), float32; else None."""
+    md, ms = _transpose_axes(node)
+    ok = (node.inputs[0].dtype == np.float32 and len(md) >= 2 and ms[-2] == 1 and ms[-1] == md[-2]
+          and 2 <= md[-2] <= MAX_INTERLEAVED)
+    return (md, ms) if ok else None
+
+
+def deinterleave_source(rank: int, channels: int) -> str:
+    """The strided copy of ``transpose_source`` with its last two axes swapped in the loop: per pixel of the last
+    axis, its ``channels`` consecutive input elements (unrolled) into the ``channels`` output planes: contiguous
+    reads and ``channels`` write streams, which LLVM vectorises as an interleaved group (3 channels of 96x96:
+    3.5 against 5.9 us for the channel-major loop of strided reads)."""
+    params = ["xb, xo, yb, yo"] + [f"n{d}" for d in range(rank)] + [f"s{d}" for d in range(rank)]
+    lines = [f"def kernel({', '.join(params)}):", "    y = yo", "    p0 = xo"]
+    indent = "    "
+    for d in range(rank - 2):
+        lines += [f"{indent}for i{d} in range(n{d}):", f"{indent}    p{d + 1} = p{d} + i{d} * s{d}"]
+        indent += "    "
+    last = rank - 1
+    lines += [f"{indent}for j in range(n{last}):",
+              f"{indent}    xp = p{last - 1} + j * {channels}",
+              *[f"{indent}    yb[U(y + {c} * n{last} + j)] = xb[U(xp + {c})]" for c in range(channels)],
+              f"{indent}y += {channels} * n{last}"]
+    return source(lines)
+
+
+@variant("Transpose", name="deinterleave_transpose", priority=5, applies=lambda n, t: interleaved_axes(n) is not None)
+def gen_deinterleave_transpose(node: Node, target: Target) -> list[KernelCall]:
+    md, ms = interleaved_axes(node)
+    return [KernelCall(deinterleave_source(len(md), md[-2]), [node.inputs[0], node.outputs[0], *md, *ms],
+                       note(node))]
+
+
 @variant("Transpose")
 def gen_transpose(node: Node, target: Target) -> list[KernelCall]:
     md, ms = _transpose_axes(node)

@@ -256,3 +256,97 @@ def gen_pointwise_u8s8(node: Node, target: Target) -> list[KernelCall]:
     args = [x, xz, Param(pack_w8(wq)), Param(wq.astype(np.int32).sum(1).astype(np.int32)), node.outputs[0],
             NB, C, P, M, C4, PP, Scratch(C4 * PP * 4, np.dtype(np.uint8))]
     return [KernelCall(pointwise_u8s8_source(n, mr, nr), args, note(node))]
+
+
+# -- the same 1x1 on a few pixels: output channels as the lanes (a recurrent layer's projection at one step) --
+#: pixels per register tile of ``channel_u8s8`` (two accumulator vectors each: 8 + the two weight vectors, the
+#: broadcast and ``ivdotsat``'s temporaries within AVX2's 16 registers)
+CHANNEL_U8S8_PR = 4
+
+
+def pixel_lane_fill(P: int, pt: int) -> float:
+    """The share of useful lanes of ``pointwise_u8s8``'s pixel vectors on ``P`` pixels in tiles of ``pt``."""
+    return P / (-(-P // pt) * pt)
+
+
+def channel_lanes_fit(node: Node, target: Target) -> bool:
+    """``channel_u8s8`` applies: what ``pointwise_u8s8`` takes, on maps where output channels fill the
+    vector lanes better than pixels do (a streaming LSTM's projection at one step: 1 pixel, 1/16 of each
+    pixel vector used) and that are at most ``CHANNEL_U8S8_PR`` register tiles of pixels (each tile streams
+    all the weights once)."""
+    if not saturating_pointwise_fits(node):
+        return False
+    x, w = node.inputs[:2]
+    P = int(np.prod(x.shape[2:], dtype=np.int64))
+    bw = NR * target.int_width
+    M = int(w.shape[0])
+    return (P * int(x.shape[0]) <= CHANNEL_U8S8_PR * CHANNEL_U8S8_PR
+            and M / (-(-M // bw) * bw) > pixel_lane_fill(P, bw))
+
+
+def pack_w8_lanes(w: np.ndarray, bw: int) -> np.ndarray:
+    """int8 ``w [M, C]`` as ``[M / bw][C / 4][bw][4]`` (zeros past ``M`` and ``C``), flat: per block of ``bw``
+    output channels and group of four input channels, one run of ``bw`` channels' four bytes."""
+    M, C = w.shape
+    nb, C4 = -(-M // bw), -(-C // 4)
+    d = np.zeros((nb * bw, C4 * 4), np.int8)
+    d[:M, :C] = w
+    return np.ascontiguousarray(d.reshape(nb, bw, C4, 4).transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def channel_u8s8_source(n: int, pr: int) -> str:
+    """``pointwise_u8s8``'s sums with output channels as the lanes: X repacked pixel-major (``[NB * P][C / 4]
+    [4]`` bytes), then per block of ``2n`` output channels and tile of ``pr`` pixels, each step over four
+    input channels loads the block's two weight vectors (``pack_w8_lanes``: one sequential stream) and
+    broadcasts each pixel's four bytes into ``ivdotsat`` (the same pair sums, saturated the same way); the
+    block's ``-xz * sum_c W`` is added as one vector; a one-pixel map stores the lanes as a run, others
+    through ``tb`` (lane ``m`` is output element ``m * P``)."""
+    bw = 2 * n
+    lines = ["def kernel(xb, xo, xzb, xzo, wb, wo, cb, co, yb, yo, NB, C, P, M, C4, sb, so, tb, to):",
+             "    za = np.int32(xzb[xzo])",
+             "    NP = NB * P",
+             "    for bi in range(NB):",
+             "        for c in range(C4 * 4):",
+             "            for p in range(P):",
+             "                sb[so + (bi * P + p) * C4 * 4 + c] = xb[U(xo + (bi * C + c) * P + p)] if c < C "
+             "else np.uint8(0)",
+             f"    for m0 in range(0, M, {bw}):",
+             f"        cnt = min({bw}, M - m0)",
+             "        wp = wo + m0 * C4 * 4",
+             f"        zf0 = ivmul{n}(ivset{n}(-za), ivload{n}(cb, co + m0))",
+             f"        zf1 = ivmul{n}(ivset{n}(-za), ivload{n}(cb, co + m0 + {n}))",
+             f"        for q0 in range(0, NP, {pr}):"]
+    ind = " " * 12
+    lines += [f"{ind}c{i}_{v} = ivzero{n}()" for i in range(pr) for v in (0, 1)]
+    lines += [f"{ind}x{i} = so + min(q0 + {i}, NP - 1) * C4 * 4" for i in range(pr)]
+    lines += [f"{ind}for c4 in range(C4):", f"{ind}    wi = wp + c4 * {4 * bw}",
+              f"{ind}    v0 = ivload{n}(wb, wi)", f"{ind}    v1 = ivload{n}(wb, wi + {4 * n})"]
+    for i in range(pr):
+        lines += [f"{ind}    x = ivbcast4_{n}(sb, x{i} + 4 * c4)",
+                  f"{ind}    c{i}_0 = ivdotsat{n}(c{i}_0, x, v0)", f"{ind}    c{i}_1 = ivdotsat{n}(c{i}_1, x, v1)"]
+    for i in range(pr):
+        lines += [f"{ind}if q0 + {i} < NP:",
+                  f"{ind}    c{i}_0 = ivadd{n}(c{i}_0, zf0)", f"{ind}    c{i}_1 = ivadd{n}(c{i}_1, zf1)",
+                  f"{ind}    bq = (q0 + {i}) // P",
+                  f"{ind}    at = yo + (bq * M + m0) * P + (q0 + {i}) - bq * P",
+                  f"{ind}    if P == 1 and cnt == {bw}:",
+                  f"{ind}        ivstore{n}(yb, at, c{i}_0)", f"{ind}        ivstore{n}(yb, at + {n}, c{i}_1)",
+                  f"{ind}    else:",
+                  f"{ind}        ivstore{n}(tb, to, c{i}_0)", f"{ind}        ivstore{n}(tb, to + {n}, c{i}_1)",
+                  f"{ind}        for ln in range(cnt):", f"{ind}            yb[U(at + ln * P)] = tb[to + ln]"]
+    return source(lines)
+
+
+@variant("ConvInteger", name="channel_u8s8", priority=4, applies=channel_lanes_fit)
+def gen_channel_u8s8(node: Node, target: Target) -> list[KernelCall]:
+    """The int8 weights packed by blocks of output channels, their row sums (zero past ``M``) and one call."""
+    x, w, xz, _ = node.inputs
+    n = target.int_width
+    bw = NR * n
+    NB, C, P, M, _, C4 = _pointwise_sizes(node, 1, 4)
+    wq = np.asarray(w.const).reshape(M, C)
+    rows = np.zeros(-(-M // bw) * bw, np.int32)
+    rows[:M] = wq.astype(np.int32).sum(1)
+    args = [x, xz, Param(pack_w8_lanes(wq, bw)), Param(rows), node.outputs[0], NB, C, P, M, C4,
+            Scratch(NB * P * C4 * 4, np.dtype(np.uint8)), Scratch(bw, np.dtype(np.int32))]
+    return [KernelCall(channel_u8s8_source(n, min(CHANNEL_U8S8_PR, NB * P)), args, note(node))]

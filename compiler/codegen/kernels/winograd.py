@@ -84,11 +84,12 @@ MIN_CHANNELS = 8
 MIN_RATIO = 0.9
 
 
-def transform_weights(w: np.ndarray, mr: int) -> np.ndarray:
-    """``U = G g G^T`` per (output, input) channel pair in float64, packed as ``[36][M / mr][C][mr]``."""
+def transform_weights(w: np.ndarray, mr: int, blocks_first: bool = False) -> np.ndarray:
+    """``U = G g G^T`` per (output, input) channel pair in float64, packed as ``[36][M / mr][C][mr]``
+    (``blocks_first``: ``[M / mr][36][C][mr]``, each block's weights one stream)."""
     M, C = w.shape[:2]
     u = np.einsum("ki,mcij,lj->klmc", G, w.astype(np.float64), G).reshape(TP * TP, M // mr, mr, C)
-    return np.ascontiguousarray(u.transpose(0, 1, 3, 2), dtype=np.float32).reshape(-1)
+    return np.ascontiguousarray(u.transpose(*((1, 0) if blocks_first else (0, 1)), 3, 2), dtype=np.float32).reshape(-1)
 
 
 def quads(w: int, at: str) -> str:
@@ -106,6 +107,18 @@ def _row_copy(ind: str, dst: str, src: str, n: str, w: int) -> list[str]:
             f"{ind}    vstore{w}(zb, {dst} + i0, vload{w}(xb, {src} + i0))",
             f"{ind}for x in range({n} // {w} * {w}, {n}):",
             f"{ind}    zb[U({dst} + x)] = xb[U({src} + x)]"]
+
+
+def _row_copy_short(ind: str, dst: str, src: str, n: str) -> list[str]:
+    """``_row_copy`` for the short rows of a small map (``winograd_f4_channels``): 4-float vectors, the last one
+    ending at the row's end (overlapping the one before), elements only when the row is shorter than 4."""
+    return [f"{ind}if {n} >= 4:",
+            f"{ind}    for i0 in range(0, {n} - 4, 4):",
+            f"{ind}        vstore4(zb, {dst} + i0, vload4(xb, {src} + i0))",
+            f"{ind}    vstore4(zb, {dst} + {n} - 4, vload4(xb, {src} + {n} - 4))",
+            f"{ind}else:",
+            f"{ind}    for x in range({n}):",
+            f"{ind}        zb[U({dst} + x)] = xb[U({src} + x)]"]
 
 
 def tile_rows(node: Node) -> tuple[int, int]:
@@ -126,16 +139,19 @@ def _row_of(r: int | str, dilated: bool) -> str:
 
 
 def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False,
-                    copies: int = 1) -> tuple[str, list]:
+                    copies: int = 1, lanes_channels: bool = False) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
     tiles), bands of ``T`` tiles and ``copies`` of the padded input (1: a dummy tile per row; ``plan``); the
     sizes are arguments, and the input channels and ``T`` literals too in the offsets of the transforms' 36
     planes. ``band_range``: the kernel takes ``TY0, TY1`` after ``T`` and computes the tile rows ``TY0..TY1``
     only (one thread's part, ``parts.py``). A vertically dilated layer's kernel takes ``DH, TYP`` last
-    (``tile_rows``)."""
+    (``tile_rows``). ``lanes_channels``: the GEMMs' vectors hold ``w`` output channels (``mr = nr w``: ``nr``
+    channel vectors) by 4 tiles, each tile's transformed input broadcast, the results stored as the tiles' rows
+    (``vscatter4t``): ``winograd_f4_channels``, for maps of a few tiles (``plan_channels``)."""
     C = node.inputs[0].shape[1]
     dilated = node.attrs["dilations"][0] > 1
-    L = nr * w  # tiles per register tile row (nr vectors)
+    L = 4 if lanes_channels else nr * w  # tiles per register tile row (nr vectors)
+    tw = 4 if lanes_channels else w  # tiles per vector of the transforms (4: in order, ``quads``)
     epi = Epilogue(node, w, True)
     i20, i24, i28 = " " * 20, " " * 24, " " * 28
     lines = [
@@ -177,46 +193,50 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         *(["                                zb[U(ro + LB + x)] = np.float32(0.0)"] if copies == 2 else []),
         "                            continue",
         "                        xr = xc + ih * Win",
-        *_row_copy(" " * 24, "ro + d0", "xr + s0", "n0", w),
-        *(_row_copy(" " * 24, "ro + LB + d4", "xr + s4", "n4", w) if copies == 2 else []),
+        *(_row_copy_short(" " * 24, "ro + d0", "xr + s0", "n0") if lanes_channels else
+          _row_copy(" " * 24, "ro + d0", "xr + s0", "n0", w)),
+        *((_row_copy_short(" " * 24, "ro + LB + d4", "xr + s4", "n4") if lanes_channels else
+           _row_copy(" " * 24, "ro + LB + d4", "xr + s4", "n4", w)) if copies == 2 else []),
         # 2. the input transform, w tiles per vector
         "            for c in range(C):",
-        f"                for t0 in range(0, ntp, {w}):",
+        f"                for t0 in range(0, ntp, {tw}):",
         f"                    pc = po + c * {6 * copies} * LB + 4 * t0",
         *[ln for r in range(TP) for ln in (
-            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(w, f'pc + {copies * r} * LB')}",
+            f"{i20}d{r}_0, d{r}_1, d{r}_2, d{r}_3 = {quads(tw, f'pc + {copies * r} * LB')}",
             f"{i20}d{r}_4, d{r}_5, dx{r}_2, dx{r}_3 = "
-            + quads(w, f"pc + {2 * r + 1} * LB" if copies == 2 else f"pc + {r} * LB + 4"))],
+            + quads(tw, f"pc + {2 * r + 1} * LB" if copies == 2 else f"pc + {r} * LB + 4"))],
         # B^T d B into the 36 planes, at constant offsets from one pointer (simd_winograd)
-        f"{i20}vwbts{w}(zb, vo + c * T + t0, {C * T}, ("
+        f"{i20}vwbts{tw}(zb, vo + c * T + t0, {C * T}, ("
         + ", ".join(f"d{r}_{j}" for r in range(TP) for j in range(TP)) + "))",
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
         "                for xi in range(36):",
+        f"                    uw = uo + (m * 36 + xi * {mr}) * C" if lanes_channels else
         "                    uw = uo + (xi * M + m) * C",
-        f"                    for p0 in range(0, ntp, {L}):",
-        *[f"{i24}a{i}_{j} = vzero{w}()" for i in range(mr) for j in range(nr)],
-        "                        vi = vo + xi * C * T + p0",
-        "                        wi = uw",
-        "                        for c in range(C):",
-        *[f"{i28}v{j} = vload{w}(zb, vi + {j * w})" for j in range(nr)],
-        *[ln for i in range(mr) for ln in (f"{i28}b = vbcast{w}(ub[U(wi + {i})])",
-                                           *[f"{i28}a{i}_{j} = vfma{w}(b, v{j}, a{i}_{j})" for j in range(nr)])],
-        "                            vi += T",
-        f"                            wi += {mr}",
-        *[f"{i24}vstore{w}(zb, mo + (xi * {mr} + {i}) * T + p0 + {j * w}, a{i}_{j})" for i in range(mr)
-          for j in range(nr)],
+        *(_gemm_channels(w, mr // w) if lanes_channels else [
+            f"                    for p0 in range(0, ntp, {L}):",
+            *[f"{i24}a{i}_{j} = vzero{w}()" for i in range(mr) for j in range(nr)],
+            "                        vi = vo + xi * C * T + p0",
+            "                        wi = uw",
+            "                        for c in range(C):",
+            *[f"{i28}v{j} = vload{w}(zb, vi + {j * w})" for j in range(nr)],
+            *[ln for i in range(mr) for ln in (f"{i28}b = vbcast{w}(ub[U(wi + {i})])",
+                                               *[f"{i28}a{i}_{j} = vfma{w}(b, v{j}, a{i}_{j})" for j in range(nr)])],
+            "                            vi += T",
+            f"                            wi += {mr}",
+            *[f"{i24}vstore{w}(zb, mo + (xi * {mr} + {i}) * T + p0 + {j * w}, a{i}_{j})" for i in range(mr)
+              for j in range(nr)]]),
         f"                for i in range({mr}):",
         "                    orow = oo + (m + i) * 16 * T",
-        f"                    for t0 in range(0, ntp, {w}):",
+        f"                    for t0 in range(0, ntp, {tw}):",
         f"{i24}mq = mo + i * T + t0",
         # A^T m A of the 36 planes (simd_winograd)
-        f"{i24}" + ", ".join(f"o{k}_{l}" for k in range(TM) for l in range(TM)) + f" = vwatl{w}(zb, mq, {mr * T})",
+        f"{i24}" + ", ".join(f"o{k}_{l}" for k in range(TM) for l in range(TM)) + f" = vwatl{tw}(zb, mq, {mr * T})",
     ]
     for r in range(TM):  # the tiles' four columns back into 4 w-lane vectors of one output row (``vtrq``)
-        lines += [f"{i24}e0, e1, e2, e3 = vtrq{w}(o{r}_0, o{r}_1, o{r}_2, o{r}_3)",
+        lines += [f"{i24}e0, e1, e2, e3 = vtrq{tw}(o{r}_0, o{r}_1, o{r}_2, o{r}_3)",
                   f"{i24}orr = orow + {r} * 4 * T + 4 * t0",
-                  *[f"{i24}vstore{w}(zb, orr + {j * w}, e{j})" for j in range(4)]]
+                  *[f"{i24}vstore{tw}(zb, orr + {j * tw}, e{j})" for j in range(4)]]
     # 4. the band's output rows into y: bias and the epilogue in registers
     idx = "((n * M + m) * OH + oh) * OW + ow0"
     lines += [
@@ -242,6 +262,28 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         *epi.after(" " * 28, ["for j in range(cnt):"], f"{idx} + j"),
     ]
     return source(lines), epi.args
+
+
+def _gemm_channels(w: int, mv: int) -> list[str]:
+    """``winograd_f4_channels``' GEMM of one Winograd plane ``xi`` for ``mv w`` output channels from ``m``: per 4
+    tiles (in order: its transforms run on vectors of 4 tiles),
+    ``mv`` channel vectors of transformed weights by each tile's input broadcast, ``4 mv`` accumulators; each
+    channel vector's four tiles stored as rows of the results' channel planes (``vscatter4t``), the layout
+    the output transform reads."""
+    i24, i28 = " " * 24, " " * 28
+    return [
+        "                    for p0 in range(0, ntp, 4):",
+        *[f"{i24}a{i}_{t} = vzero{w}()" for i in range(mv) for t in range(4)],
+        "                        vi = vo + xi * C * T + p0",
+        "                        wi = uw",
+        "                        for c in range(C):",
+        *[f"{i28}u{i} = vload{w}(ub, wi + {i * w})" for i in range(mv)],
+        *[ln for t in range(4) for ln in (f"{i28}b = vbcast{w}(zb[U(vi + {t})])",
+                                          *[f"{i28}a{i}_{t} = vfma{w}(u{i}, b, a{i}_{t})" for i in range(mv)])],
+        "                            vi += T",
+        f"                            wi += {mv * w}",
+        *[f"{i24}vscatter4t{w}(zb, mo + (xi * {mv * w} + {i * w}) * T + p0, T, "
+          + ", ".join(f"a{i}_{t}" for t in range(4)) + ")" for i in range(mv)]]
 
 
 #: the most output channels per GEMM register tile with 16 vector registers (AVX2): 12 (all that fit beside one
@@ -389,16 +431,22 @@ def winograd_applies(node: Node, target: Target) -> bool:
 
 @variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
 def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
+    band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
+    return _kernel_call(node, target, plan(node, target), band)
+
+
+def _kernel_call(node: Node, target: Target, p: Plan, band: tuple[int, int] | None,
+                 lanes_channels: bool = False) -> list[KernelCall]:
+    """The kernel call of ``node`` on plan ``p`` (``band``: a thread's tile rows; see ``winograd_source``)."""
     x, wt, bias, y = conv_operands(node)
     a = node.attrs
     N, C, H, Win, M, OH, OW = conv_sizes(node)
-    mr, nr, rb, T, _, copies = plan(node, target)
     (TYP, TY), TX = tile_rows(node), -(-OW // TM)
-    band = node_part(node)  # a part of a layer split over threads: its bands of tile rows (parts.py)
-    src, extra = winograd_source(node, target.vector_width, mr, nr, T=T, band_range=band is not None,
-                                 copies=copies)
-    args = [x, Param(transform_weights(wt.const, mr)), bias, y, Scratch(scratch_elems(C, M, mr, T, copies)), N, C,
-            H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *(band or ()), *extra,
+    src, extra = winograd_source(node, target.vector_width, p.mr, p.nr, T=p.T, band_range=band is not None,
+                                 copies=p.copies, lanes_channels=lanes_channels)
+    u = transform_weights(wt.const, p.mr, lanes_channels)
+    args = [x, Param(u), bias, y, Scratch(scratch_elems(C, M, p.mr, p.T, p.copies)),
+            N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, p.rb, p.T, *(band or ()), *extra,
             *((a["dilations"][0], TYP) if a["dilations"][0] > 1 else ())]
     return [KernelCall(src, args, note(node))]
 
@@ -408,3 +456,69 @@ def winograd_part_space(node: Node, target: Target) -> tuple[int, int]:
     """Tile rows (4 output rows each, of every row phase: ``tile_rows``), in whole bands: each part fills and
     transforms its own bands in its own scratch."""
     return tile_rows(node)[1], plan(node, target).rb
+
+
+#: ``winograd_f4_channels``: the most channel vectors per GEMM register tile (4 tiles each: ``4 mv``
+#: accumulators, ``mv`` weight vectors and a broadcast within the registers)
+MAX_CHANNEL_VECTORS = 3
+#: where it applies (``channels_applies``), from the measured crossover (AVX2, one layer with residual Add and
+#: Relu per call, ``benchmarks/winograd.py --channels``): at least this many input channels (16->16 at 8x8:
+#: 8.6 us against cblock's 7.3; 32->32 at 8x8 15.9 against 17.4, 64->64 36 against 54),
+MIN_CHANNEL_INPUTS = 32
+#: at least this multiply saving over the direct convolution (``9 OH OW / (36 x tiles)``, the tiles rounded up
+#: to 4 per band: 64->64 at 4x4 (1 tile, 1.0) 30 us against cblock's 16.5; at 7x7 (3.06) 41 against 48, at 12x12
+#: (3.0) 91 against 129 and winograd_f4's 128),
+MIN_CHANNEL_RATIO = 3.0
+#: at most this share of ``winograd_f4``'s tiles, per (vector width, vector registers) (its vectors of ``w``
+#: tiles pad a map of few tiles: 8 lanes for 8x8's 4; AVX2, 32->32 at 16x16, 16 tiles either way, 49 us against
+#: its 46; 4 lanes of 16 registers (x86), where neither pads 8x8, 1.20x winograd_f4's speed at 64->64 on 8x8,
+#: 1.19x at 32->32, 1.05x on 12x12, 1.01x at 32->32 on 16x16); other targets (NEON's 32 registers, AVX-512: not
+#: measured) the least of these,
+MAX_CHANNEL_TILE_SHARE = {(8, 16): 0.75, (4, 16): 1.0}
+#: and at most these bytes of transformed weights (``36 C M`` floats, 4x the direct kernel's, read once per
+#: band: 128->128 at 8x8 (2.4 MB) 109 us against cblock's 208; larger ones not measured)
+MAX_CHANNEL_WEIGHT_BYTES = 4 * 1024 * 1024
+
+
+def plan_channels(node: Node, target: Target) -> Plan:
+    """``winograd_f4_channels``' plan: ``mr = nr w`` output channels (``nr`` channel vectors, the most that
+    divide the layer's channels within ``MAX_CHANNEL_VECTORS`` and the registers), bands within
+    ``BAND_BYTES`` (``band_rows``), ``T`` the band's tiles rounded up to 4 (the transforms' vectors), and
+    the copies of the padded input that give the fewest GEMM tiles (one copy on a tie); ``tiles``: the
+    GEMMs' tiles over all bands."""
+    C, M, w = node.inputs[0].shape[1], node.inputs[1].shape[0], target.vector_width
+    TX, TY = -(-node.outputs[0].shape[3] // TM), tile_rows(node)[1]
+    mv = max([v for v in range(1, MAX_CHANNEL_VECTORS + 1)
+              if M % (v * w) == 0 and 5 * v + 1 <= target.vector_registers] or [1])
+    best = None
+    for copies in (1, 2):
+        row = TX + 2 - copies
+        rb, T = band_rows(C, M, mv * w, row, TY, 4, copies)
+        full, rest = divmod(TY, rb)
+        tiles = full * T + (-(-rest * row // 4) * 4 if rest else 0)
+        if best is None or tiles < best.tiles:
+            best = Plan(mv * w, mv, rb, T, tiles, copies)
+    return best
+
+
+def channels_applies(node: Node, target: Target) -> bool:
+    """``winograd_ok`` with output channels in whole vectors, at least ``MIN_CHANNEL_INPUTS`` input channels,
+    transformed weights within ``MAX_CHANNEL_WEIGHT_BYTES``, at least ``MIN_CHANNEL_RATIO`` of the multiplies
+    saved, on at most ``MAX_CHANNEL_TILE_SHARE`` of ``winograd_f4``'s tiles (for the target): small maps of a
+    few tiles."""
+    if not winograd_ok(node):
+        return False
+    C, M, w = node.inputs[0].shape[1], node.inputs[1].shape[0], target.vector_width
+    if M % w or C < MIN_CHANNEL_INPUTS or 4 * TP * TP * C * M > MAX_CHANNEL_WEIGHT_BYTES:
+        return False
+    OH, OW = node.outputs[0].shape[2:]
+    tiles = plan_channels(node, target).tiles
+    share = MAX_CHANNEL_TILE_SHARE.get((w, target.vector_registers), min(MAX_CHANNEL_TILE_SHARE.values()))
+    return 9 * OH * OW / (TP * TP * tiles) >= MIN_CHANNEL_RATIO and tiles <= share * plan(node, target).tiles
+
+
+@variant("Conv", name="winograd_f4_channels", priority=21, applies=channels_applies)
+def gen_winograd_channels(node: Node, target: Target) -> list[KernelCall]:
+    """Winograd F(4x4, 3x3) whose GEMMs vectorise output channels (4 tiles per register tile): a small map's
+    few tiles fill the registers, where ``winograd_f4`` pads them to ``w`` tile lanes (see ``winograd_source``)."""
+    return _kernel_call(node, target, plan_channels(node, target), None, lanes_channels=True)
