@@ -8,8 +8,13 @@ graph to cnnjit's call, a fused ``InvertedResidual`` call to its two or three Co
     python benchmarks/layer_kinds.py --models mobilenet_v2_224 --rounds 6 --runs 10
 
 Printed and written (results/layer_kinds.{json,md}): per kind the summed minima and medians of both engines and
-their ratio, per layer the same. onnxruntime's profiler adds a little to each node's time; the per-kind ratio is
-what to read, not the sum against a real run.
+their ratio, per layer the same. ``--before FORM[,FORM...]`` also times cnnjit compiled with those earlier kernel
+forms (``kernel.FORMS``) in the same rounds: per kind its minima, its ratio to onnxruntime and the speed-up.
+
+    python benchmarks/layer_kinds.py --models mobilenet_v2_224 --before packed_block_copy,packed_serial_rows
+
+onnxruntime's profiler adds a little to each node's time; the per-kind ratio is what to read, not the sum against
+a real run.
 """
 
 from __future__ import annotations
@@ -127,22 +132,29 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6, help="rounds of (cnnjit, onnxruntime) in random order")
     ap.add_argument("--runs", type=int, default=10, help="runs per engine per round")
     ap.add_argument("--name", default="layer_kinds", help="results file name")
+    ap.add_argument("--before", default="", help="FORM[,FORM...]: also time cnnjit with these earlier kernel forms")
     args = ap.parse_args()
     payload: dict = {"rounds": args.rounds, "runs": args.runs, "models": {}}
     md_rows = []
     for name in args.models.split(","):
         model, feeds = load(name)
-        t = trace(model, {k: v.shape for k, v in feeds.items()}, entry="numba", threads=1)
-        spec = Specialization(t.graph, t.program)
-        ours: list[list[int]] = []
+        shapes = {k: v.shape for k, v in feeds.items()}
+        t = trace(model, shapes, entry="numba", threads=1)
+        specs = {"cnnjit": Specialization(t.graph, t.program)}
+        forms = tuple(f for f in args.before.split(",") if f)
+        if forms:
+            tb = trace(model, shapes, entry="numba", threads=1, forms=forms)
+            assert len(tb.program.calls) == len(t.program.calls), "the forms changed the schedule"
+            specs["before"] = Specialization(tb.graph, tb.program)
+        times: dict[str, list[list[int]]] = {}
         theirs: list[dict] = []
         rng = random.Random(0)
         for _ in range(args.rounds):
-            for engine in rng.sample(["cnnjit", "ort"], 2):
-                if engine == "cnnjit":
-                    prof = profile_schedule(spec, feeds, repeat=args.runs, warmup=1, mode="timed")
-                    ours = ours or [[] for _ in prof.calls]
-                    for acc, c in zip(ours, prof.calls):
+            for engine in rng.sample([*specs, "ort"], len(specs) + 1):
+                if engine in specs:
+                    prof = profile_schedule(specs[engine], feeds, repeat=args.runs, warmup=1, mode="timed")
+                    acc_calls = times.setdefault(engine, [[] for _ in prof.calls])
+                    for acc, c in zip(acc_calls, prof.calls):
                         acc.extend(c.times_ns)
                 else:
                     got = ort_nodes(model, feeds, args.runs + 1)
@@ -150,15 +162,17 @@ def main() -> None:
                         theirs = [dict(n, times=[]) for n in got]
                     for acc, n in zip(theirs, got):
                         acc["times"].extend(n["times"][1:])
+        ours = times["cnnjit"]
+        old = times.get("before", [[0] for _ in ours])
         calls = []
-        for c, ts in zip(t.program.calls, ours):
+        for c, ts, bs in zip(t.program.calls, ours, old):
             node = c.node
             op = c.op
             if op == "InvertedResidual":  # (the two or three Convs it stands for)
                 op = "InvertedResidual+expand+dw+project" if has_expand(node) else "InvertedResidual+dw+project"
             stride = node.attrs.get("strides", [1])[-1] if node is not None else 1
             calls.append({"op": op, "variant": c.variant, "stride": stride, "min_us": min(ts) / 1e3,
-                          "median_us": float(np.median(ts)) / 1e3})
+                          "median_us": float(np.median(ts)) / 1e3, "before_min_us": min(bs) / 1e3})
         conv_ids = [i for i, n in enumerate(theirs) if n["op"] == "Conv"]
         conv_index = {i: k for k, i in enumerate(conv_ids)}
         rows = group(calls, theirs)
@@ -169,8 +183,9 @@ def main() -> None:
             o_min = sum(min(theirs[i]["times"]) for i in r["nodes"])
             o_med = sum(float(np.median(theirs[i]["times"])) for i in r["nodes"])
             k = kinds.setdefault(kind, {"calls": 0, "cnnjit_min_us": 0.0, "ort_min_us": 0.0, "cnnjit_median_us": 0.0,
-                                        "ort_median_us": 0.0})
+                                        "ort_median_us": 0.0, "before_min_us": 0.0})
             k["calls"] += 1
+            k["before_min_us"] += r["call"]["before_min_us"]
             k["cnnjit_min_us"] += r["call"]["min_us"]
             k["cnnjit_median_us"] += r["call"]["median_us"]
             k["ort_min_us"] += o_min
@@ -179,22 +194,28 @@ def main() -> None:
                            "ort_nodes": [theirs[i]["name"] for i in r["nodes"]],
                            "ort_inputs": [theirs[i]["inputs"][:2] for i in r["nodes"]],
                            "cnnjit_min_us": r["call"]["min_us"], "ort_min_us": o_min,
-                           "cnnjit_median_us": r["call"]["median_us"], "ort_median_us": o_med})
-        total = {e: sum(k[f"{e}_min_us"] for k in kinds.values()) for e in ("cnnjit", "ort")}
-        print(f"== {name}: sum of minima cnnjit {total['cnnjit'] / 1e3:.3f} ms, "
-              f"onnxruntime {total['ort'] / 1e3:.3f} ms")
+                           "cnnjit_median_us": r["call"]["median_us"], "ort_median_us": o_med,
+                           "before_min_us": r["call"]["before_min_us"]})
+        total = {e: sum(k[f"{e}_min_us"] for k in kinds.values()) for e in ("cnnjit", "ort", "before")}
+        print(f"== {name}: sum of minima cnnjit {total['cnnjit'] / 1e3:.3f} ms, onnxruntime "
+              f"{total['ort'] / 1e3:.3f} ms" + (f", before {total['before'] / 1e3:.3f} ms" if forms else ""))
         for kind, k in sorted(kinds.items(), key=lambda kv: -kv[1]["cnnjit_min_us"]):
             ratio = k["cnnjit_min_us"] / k["ort_min_us"] if k["ort_min_us"] else float("nan")
+            was = k["before_min_us"] / k["ort_min_us"] if k["ort_min_us"] else float("nan")
             print(f"  {kind:26s} {k['calls']:3d} calls  cnnjit {k['cnnjit_min_us']:8.1f} us  onnxruntime "
-                  f"{k['ort_min_us']:8.1f} us  ratio {ratio:.3f}")
+                  f"{k['ort_min_us']:8.1f} us  ratio {ratio:.3f}"
+                  + (f"  before {k['before_min_us']:8.1f} us (ratio {was:.3f}, speed-up "
+                     f"{k['before_min_us'] / k['cnnjit_min_us']:.3f}x)" if forms else ""))
             md_rows.append([name, kind, k["calls"], k["cnnjit_min_us"], k["ort_min_us"], ratio,
-                            k["cnnjit_median_us"], k["ort_median_us"]])
+                            k["cnnjit_median_us"], k["ort_median_us"],
+                            *([k["before_min_us"], was] if forms else [])])
         payload["models"][name] = {"kinds": kinds, "layers": layers, "sum_min_us": total}
     load_avg = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
     payload["loadavg"] = load_avg
     write_json(args.name, payload)
     write_markdown(args.name, ["model", "kind", "calls", "cnnjit us (min)", "onnxruntime us (min)", "ratio",
-                               "cnnjit us (median)", "onnxruntime us (median)"], md_rows,
+                               "cnnjit us (median)", "onnxruntime us (median)",
+                               *(["before us (min)", "before ratio"] if args.before else [])], md_rows,
                    title="Single-thread time per layer kind: cnnjit's calls against onnxruntime's nodes",
                    notes=[f"`python {' '.join(sys.argv)}`: 1 thread each, {args.rounds} interleaved rounds of "
                           f"{args.runs} runs in one process; cnnjit timed inside its schedule, onnxruntime by its "

@@ -12,6 +12,11 @@ default over the table without. ``--cpu`` times thread CPU time instead of wall 
 
     python benchmarks/variant_ab.py --without Conv:conv1d_packed --onnx /work/heldout/magika.onnx --cpu --runs 40
     python benchmarks/variant_ab.py --without Conv:stem_packed --onnx pnet.onnx --shape input_1=1,240,320,3
+
+``--forms`` compiles "before" with earlier forms of kernel code (``kernel.FORMS``) instead of, or beside, removed
+variants:
+
+    python benchmarks/variant_ab.py --forms packed_block_copy,packed_serial_rows --models mobilenet_v2_224 --cpu
 """
 
 from __future__ import annotations
@@ -37,11 +42,14 @@ from benchmarks.harness import measure, ort_session, variants_without  # noqa: E
 from benchmarks.models import graph_inputs  # noqa: E402
 
 
-def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable: tuple[str, ...] = ()):
+def compile_without(model, shapes: dict, removed: list[tuple[str, str]], disable: tuple[str, ...] = (),
+                    forms: tuple[str, ...] = ()):
     """``model`` compiled (1 thread, for the input ``shapes``: specialised now, not at its first call) with
-    the ``removed`` (op, variant) pairs out of the variant table and the passes named in ``disable`` off."""
+    the ``removed`` (op, variant) pairs out of the variant table, the passes named in ``disable`` off and the
+    earlier kernel ``forms``."""
     with variants_without(removed):
-        return cnnjit.compile(model, threads=1, input_shapes=shapes, disable=list(disable) or None)
+        return cnnjit.compile(model, threads=1, input_shapes=shapes, disable=list(disable) or None,
+                              forms=list(forms))
 
 
 def file_model(path: str, seed: int = 0, shapes: dict[str, tuple[int, ...]] | None = None
@@ -63,7 +71,8 @@ def file_model(path: str, seed: int = 0, shapes: dict[str, tuple[int, ...]] | No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--without", required=True, help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table")
+    ap.add_argument("--without", default="", help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table")
+    ap.add_argument("--forms", default="", help="FORM[,FORM...] earlier kernel forms of the 'before' compile")
     ap.add_argument("--disable", default="", help="PASS[,PASS...] also off in the 'before' compile")
     ap.add_argument("--models", default="ddddocr_det", help="comma-separated model names (ignored with --onnx)")
     ap.add_argument("--onnx", action="append", default=[], help="an ONNX file (repeatable)")
@@ -73,7 +82,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
-    removed = [tuple(s.split(":", 1)) for s in args.without.split(",")]
+    removed = [tuple(s.split(":", 1)) for s in args.without.split(",") if s]
+    forms = tuple(f for f in args.forms.split(",") if f)
+    if not removed and not forms:
+        ap.error("give --without and/or --forms: the 'before' must differ from the default")
     entries = [(n, lambda n=n: load(n)) for n in args.models.split(",") if not args.onnx]
     given = {k: tuple(int(v) for v in d.split(",")) for k, _, d in (s.partition("=") for s in args.shape)}
     entries += [(Path(p).stem, lambda p=p: file_model(p, shapes=given)) for p in args.onnx]
@@ -81,7 +93,7 @@ def main() -> None:
         model, feeds = get()
         shapes = {k: v.shape for k, v in feeds.items()}
         after = cnnjit.compile(model, threads=1, input_shapes=shapes)
-        before = compile_without(model, shapes, removed, tuple(p for p in args.disable.split(",") if p))
+        before = compile_without(model, shapes, removed, tuple(p for p in args.disable.split(",") if p), forms)
         ort = ort_session(model, threads=1)
         outs = [after(**feeds), before(**feeds)]
         outs = [o if isinstance(o, (list, tuple)) else [o] for o in outs]

@@ -10,7 +10,11 @@ Here the pixels run in strips of ``L = NR * W`` columns, a block of strips at a 
 block's inputs are copied once into scratch, each strip's ``C x L`` inputs as one contiguous panel (every
 channel's row of the block read in one run), and every output-row tile then reads its strip's panel in
 order (one ``L``-lane load per channel) with the weights packed at compile time as ``[M / MR][C][MR]``
-(one broadcast per row per channel, also in order). The tile is ``MR`` rows by ``NR`` vectors with ``MR``
+(one broadcast per row per channel, also in order). On small planes with weights in L2 (``fills``) the copy
+is made by the first row tile of each strip as it reads the input (its loads and stores use ports the tile
+leaves free; the block copy ran with the FMA pipes idle: 10-16% of MobileNetV2's 1x1 projects), and the rows
+left after whole tiles run over two strips at once where they are too few for the FMA latency (``pairs``).
+The tile is ``MR`` rows by ``NR`` vectors with ``MR``
 from the register budget of the ``Target``: ``MR * NR`` accumulators plus ``NR`` loaded vectors and one
 broadcast (AVX2, 16 registers: 6 x 2, 12 accumulators; 32 registers: 8 x 2, kept at 16 accumulators). The
 fused epilogue (bias, activations with a vector form, residual Add/Mul) runs on the accumulators before
@@ -33,11 +37,12 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Scratch, Target, note, runs_bf16, variant
+from ..kernel import KernelCall, Param, Scratch, Target, form, note, runs_bf16, variant
 from ..parts import node_part, part_space
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_pointwise import is_pointwise, pointwise_operands, tile_stores
+from .stem_packed import FMA_LATENCY, FMA_PIPES
 from .template import source
 
 #: pixel vectors per register tile row (a strip is ``NR * vector_width`` columns)
@@ -82,6 +87,30 @@ def blocking(C: int, M: int, P: int, strip: int, unit: int) -> tuple[int, int]:
     if 4 * M * C <= WEIGHT_STREAM_BYTES or 4 * C * whole > MAP_PANEL_BYTES:
         return block_pixels(C, P, strip), M
     return whole, min(M, max(1, ROW_GROUP_BYTES // (4 * C * unit)) * unit)
+
+
+#: the largest channel plane (bytes) whose strips the first row tile copies as it reads them (``fills``)
+FILL_PLANE_BYTES = 48 * 1024
+#: the earlier forms: every block's strips copied before its tiles run; tiles of few accumulators on one chain
+#: set each
+BLOCK_COPY = form("packed_block_copy", "packed_pointwise: every block's strips copied to the panel before its "
+                  "row tiles, not by the first row tile as it reads them")
+SERIAL_ROWS = form("packed_serial_rows", "packed_pointwise: the rows left after whole tiles on one strip at a time, "
+                   "not on two strips at once")
+
+
+def fills(C: int, M: int, P: int, target: Target) -> bool:
+    """Whether the first row tile of each whole strip reads it from the input and stores it to the panel
+    (``packed_pointwise_source``'s ``fill``) instead of a copy of the block's strips before its tiles: the
+    copy runs with the FMA pipes idle (10-16% of a 1x1 project layer's time: 192 -> 32 at 28x28, 576 -> 96
+    at 14x14), the fill's loads and stores go to ports the tile leaves free. On channel planes of at most
+    ``FILL_PLANE_BYTES``; on larger ones (maps from 112x112, megabytes of input streamed from L3 or memory)
+    the copy's long runs per channel are what the prefetchers follow and the fill's one line per channel and
+    strip lost (AVX2, per call, best of 40: 96 -> 24 at 160x160 0.74x, 24 -> 24 at 208x208 0.77x, 128 -> 32
+    at 112x112 0.92x, 32 -> 96 at 112x112 0.97x; 104x104 and smaller 1.01-1.16x). Not where the weights
+    stream (``WEIGHT_STREAM_BYTES``: MobileNetV2's 7x7 1x1s, whose copy is a few percent of their time: 0.91-1.0x
+    in the schedule)."""
+    return 4 * P <= FILL_PLANE_BYTES and 4 * M * C <= WEIGHT_STREAM_BYTES and not target.uses(BLOCK_COPY)
 
 
 #: bytes of one reduction chunk's panel over the whole map (``kchunk``): it stays in L2 while every row group
@@ -212,6 +241,19 @@ def tail_source(node: Node, L: int, mr: int, M: int, tail: int, registers: int, 
     return lines + ([f"{ind}if m < mge:", *group(1, rem, ind + "    ")] if rem else [])
 
 
+#: independent accumulator chains that keep the FMA pipes busy (``FMA_PIPES`` x ``FMA_LATENCY``)
+CHAINS = FMA_PIPES * FMA_LATENCY
+
+
+def pairs(rows: int, nr: int, registers: int) -> bool:
+    """Whether a tile of the ``rows`` output rows left after whole tiles runs over two strips at once: it has
+    fewer than ``CHAINS`` accumulators (the 2 rows of 32 output channels after 6-row tiles: 4 chains, each
+    step a full FMA latency for 4 FMAs) and the register file holds twice them beside both strips' loaded
+    vectors and one broadcast. Each row's sums stay the unpaired tile's (channel order): a layer split over
+    threads by output channels, whose parts leave other rows over, computes the same bits."""
+    return rows * nr < CHAINS and 2 * rows * nr + 2 * nr + 1 <= registers
+
+
 def strip_copy(L: int, src: str = "xb") -> list[str]:
     """The block's strips into the scratch, strip k's ``C x L`` panel at ``so + k * C * L`` (zeros past the
     last column): each channel's row of the block (in ``src`` from ``x0``) is read in order, once."""
@@ -227,6 +269,18 @@ def strip_copy(L: int, src: str = "xb") -> list[str]:
         f"                    p += {L}",
         "                if p < pe:",
         f"                    vstore{L}(sb, si, vloadn{L}({src}, xi, pe - p))",
+    ]
+
+
+def tail_copy(L: int) -> list[str]:
+    """``strip_copy`` of the block's part-filled last strip only (``fill``: the first row tile copies each whole
+    strip as it reads it)."""
+    return [
+        f"            pt = pb + (pe - pb) // {L} * {L}",
+        "            if pt < pe:",
+        f"                st = so + (pt - pb) // {L} * C * {L}",
+        "                for c in range(C):",
+        f"                    vstore{L}(sb, st + c * {L}, vloadn{L}(xb, x0 + c * P + pt, pe - pt))",
     ]
 
 
@@ -314,7 +368,8 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
                             registers: int = 16, pixel_range: bool = False, bf16: bool = False,
                             gather: tuple[str, list[str]] | None = None, kchunk: bool = False,
                             taps: tuple[int, int] | None = None,
-                            band: tuple[str, list[str]] | None = None) -> tuple[str, list]:
+                            band: tuple[str, list[str]] | None = None, fill: bool = False,
+                            serial_rem: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w``: tiles of ``mr`` rows, then one of ``rem``
     rows (the output rows left over, 0: none); returns the source and the residual arguments. With ``tail``
     (the map's pixels past its last whole strip) that ``tail_vectors`` splits, those pixels run as whole
@@ -347,10 +402,19 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     ``band``: (extra parameters, lines) that write each reduction chunk's rows ``kc .. kce`` of a block's
     im2col straight into the scratch (row ``c`` at ``so + (c - kc) * ZS``, pixel ``p`` at column ``p - pb``;
     ``im2col_bands.band_lines``), run inside the chunk loop: no whole-map copy and no strip copy, so a conv of
-    any map size runs on chunk panels that stay in L2. Needs ``kchunk``; no split tail."""
+    any map size runs on chunk panels that stay in L2. Needs ``kchunk``; no split tail.
+
+    ``fill`` (a plain ``C x P`` float32 input, no ``kchunk``; ``fills``): the block copies only its part-filled
+    last strip (``tail_copy``); the first row group's first tile of each whole strip loads the strip's channel
+    rows from the input (one ``L``-lane load per channel, as from the panel) and stores them to the panel,
+    where the other tiles read them.
+
+    The ``rem`` rows left after whole tiles run over two whole strips at once where ``pairs`` says (a plain
+    float32 ``C x P`` input, no ``kchunk``; ``serial_rem``: one strip at a time, the earlier form)."""
     assert not (bf16 and gather), "the bf16 strip copy reads the input itself"
     assert not (band and (bf16 or gather or taps or not kchunk)), "a band is its own chunked float32 copy"
     assert not (taps and (bf16 or gather)), "taps read the one-row input itself"
+    assert not (fill and (bf16 or gather or taps or band or kchunk)), "a fill reads a plain C x P input"
     L = nr * w
     epi = Epilogue(node, L, False)
     split = None if bf16 or taps or band else tail_vectors(tail, w, mr, nr)
@@ -358,14 +422,18 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
     kw, dw = taps or (1, 1)
     SL = tap_row(L, kw, dw, w) if taps else L  # floats per channel of a strip's panel
     ts = tap_stride(L, dw)  # floats between taps' windows in it
-    step = ("    a{lanes}_{i} = vdotbf16_{lanes}(a{lanes}_{i}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
-            if bf16 else "    a{lanes}_{i} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, a{lanes}_{i})")
+    step = ("    {a} = vdotbf16_{lanes}({a}, v{lanes}, vbf16bcast{lanes}(wb, wi + {o}))"
+            if bf16 else "    {a} = vfma{lanes}(vbcast{lanes}(wb[U(wi + {o})]), v{lanes}, {a})")
+    pair = rem > 0 and not (serial_rem or kchunk or bf16 or taps or band or gather) and pairs(rem, nr, registers)
 
-    def tile(rows: int, ind: str, lanes: int = L) -> list[str]:
+    def tile(rows: int, ind: str, lanes: int = L, fills: bool = False, paired: bool = False) -> list[str]:
         """One register tile of ``rows`` output rows from row ``m`` over the packed strip; stores the first
         ``cnt`` columns (all ``L`` when the strip is whole); with ``lanes`` < ``L``, that many whole columns.
         ``kchunk``: over channels ``kc .. kce``, a later chunk from the partial sums in the output, the last
-        one through the epilogue."""
+        one through the epilogue. ``fills``: the tile reads the strip from the input and stores it to the
+        panel (``fill``). ``paired``: the tile also runs over the strip before (whole, its panel ``K * SL``
+        before), twice the accumulators on one broadcast per row and channel (``pairs``); each row's sums
+        are the unpaired tile's, bit for bit."""
 
         def idx(i: int) -> str:
             return f"y0 - yo + (m + {i}) * P + p"
@@ -381,14 +449,34 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
             out = [f"{ind}if kc == 0:", *[f"{ind}    {ln}" for ln in init],
                    *([f"{ind}elif cnt == {L}:", *[f"{ind}    {ln}" for ln in whole]] if lanes == L else []),
                    f"{ind}else:", *[f"{ind}    {ln}" for ln in (masked if lanes == L else whole)]]
+        if fills:
+            out.append(f"{ind}xi = x0 + p")
+        if paired:
+            out += [f"{ind}b{lanes}_{i} = a{lanes}_{i}" for i in range(rows)]
         out += [f"{ind}si = ps{' + kc * ' + str(SL) if kchunk and not band else ''}",
                 f"{ind}wi = wo + m * K{f' * {kw}' if taps else ''}{' + kc * ' + str(rows * kw) if kchunk else ''}",
                 f"{ind}for c in range({'kc, kce' if kchunk else 'K'}):"]
         load = "vbf16load" if bf16 else "vload"
         for t in range(kw):  # a channel's taps: shifted windows of its row in the strip's panel
-            out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
-            out += [ind + step.format(lanes=lanes, i=i, o=f"{t * rows + i}") for i in range(rows)]
+            if fills:  # (1x1 only) the input's strip, stored to the panel for the other row tiles
+                out += [f"{ind}    v{lanes} = vload{lanes}(xb, xi)", f"{ind}    vstore{lanes}(sb, si, v{lanes})",
+                        f"{ind}    xi += P"]
+            else:
+                out.append(f"{ind}    v{lanes} = {load}{lanes}(sb, si{f' + {t * ts}' if t else ''})")
+            if paired:  # (1x1 only) the strip before's inputs, the same broadcast weight
+                out.append(f"{ind}    u{lanes} = vload{lanes}(sb, si - K * {SL})")
+                for i in range(rows):
+                    out += [f"{ind}    bw{lanes} = vbcast{lanes}(wb[U(wi + {i})])",
+                            f"{ind}    a{lanes}_{i} = vfma{lanes}(bw{lanes}, v{lanes}, a{lanes}_{i})",
+                            f"{ind}    b{lanes}_{i} = vfma{lanes}(bw{lanes}, u{lanes}, b{lanes}_{i})"]
+            else:
+                out += [ind + step.format(lanes=lanes, a=f"a{lanes}_{i}", o=f"{t * rows + i}") for i in range(rows)]
         out += [f"{ind}    si += {'ZS' if band else SL}", f"{ind}    wi += {rows * kw}"]
+        if paired:  # the strip before (whole), then this one below (whole too)
+            swap = [f"{ind}a{lanes}_{i}, b{lanes}_{i} = b{lanes}_{i}, a{lanes}_{i}" for i in range(rows)]
+            out += [*swap, *tile_stores(epi, ind, L, rows, lambda i: f"{idx(i)} - {L}", False),
+                    *epi.after(ind, [f"for i in range({rows}):", f"for j in range({L}):"],
+                               f"y0 - yo + (m + i) * P + p - {L} + j"), *swap]
         if kchunk:  # an earlier chunk stores its partial sums as they are
             plain = [f"vstore{lanes}(yb, yo + {idx(i)}, a{lanes}_{i})" for i in range(rows)]
             part = ([f"if cnt == {L}:", *[f"    {ln}" for ln in plain], "else:",
@@ -410,9 +498,22 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
 
     def row_tiles(ind: str, lanes: int) -> list[str]:
         """The row group's tiles (``mg .. mge``: whole row tiles, the last group also the ``rem`` rows left)
-        over the strip at ``ps``."""
-        return [f"{ind}m = mg", f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes), f"{ind}    m += {mr}",
-                *([f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else [])]
+        over the strip at ``ps``; with ``fill``, the first row group's first tile of a whole strip fills its
+        panel; with ``pair``, the ``rem`` rows of an even strip of the block wait for the next one when it is
+        whole, and run over both there."""
+        first = []
+        if fill and lanes == L:
+            first = [f"{ind}if mg == 0 and cnt == {L}:", f"{ind}    if mge >= {mr}:",
+                     *tile(mr, ind + " " * 8, L, True), f"{ind}        m += {mr}"]
+            if rem:
+                first += [f"{ind}    else:", *tile(rem, ind + " " * 8, L, True), f"{ind}        m += {rem}"]
+        last = [f"{ind}if m < mge:", *tile(rem, ind + "    ", lanes)] if rem else []
+        if pair and lanes == L:
+            last = [f"{ind}if m < mge:", f"{ind}    if cnt == {L} and (p - pb) // {L} % 2 == 1:",
+                    *tile(rem, ind + " " * 8, L, paired=True),
+                    f"{ind}    elif cnt < {L} or p + {2 * L} > pe:", *tile(rem, ind + " " * 8, L)]
+        return [f"{ind}m = mg", *first, f"{ind}while m + {mr} <= mge:", *tile(mr, ind + "    ", lanes),
+                f"{ind}    m += {mr}", *last]
 
     lines = [
         "def kernel(xb, xo, wb, wo, bb, bo, yb, yo, sb, so, N, C, M, P, PB, RG" + (", KC" if kchunk else "")
@@ -426,7 +527,7 @@ def packed_pointwise_source(node: Node, w: int, mr: int, nr: int, rem: int, tail
         f"        for pb in range({'P0, P1' if pixel_range else '0, P'}, PB):",
         f"            pe = min({'P1' if pixel_range else 'P'}, pb + PB)",
         *([] if band else strip_copy_bf16(L) if bf16 else tap_strip_copy(L, SL, w, kw, dw) if taps
-          else strip_copy(L, "zb" if gather else "xb")),
+          else tail_copy(L) if fill else strip_copy(L, "zb" if gather else "xb")),
     ]
     body = [
         "            for mg in range(0, M, RG):",
@@ -482,11 +583,20 @@ SMALL_MAP = 100
 #: 40x40 0.78x)
 WIDE_MAP = 4096
 WIDE_ROW_TILES = 2
+#: where the first row tile fills the strips (``fills``), the copy no longer needs ``MIN_ROW_TILES`` tiles to pay:
+#: from ``FILL_CHANNELS`` input channels, ``FILL_ROW_TILES`` row tiles and ``FILL_PIXELS`` pixels. Per call in the
+#: schedule against ``simd_pointwise`` (AVX2, best of 120, load ~3; MobileNetV3 / PP-LCNet shapes): 200 -> 40 at
+#: 14x14 1.35x, 120 -> 40 (+ Add) at 28x28 1.13x, 40 -> 120 at 28x28 1.11x, 48 -> 24 at 40x40 1.07x, 96 -> 32 at
+#: 20x20 1.0x
+FILL_CHANNELS = 40
+FILL_ROW_TILES = 4
+FILL_PIXELS = 196
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights, at least ``MIN_CHANNELS``
-    input channels, ``MIN_ROW_TILES`` register tiles of output rows (or ``SHALLOW_CHANNELS`` and
+    input channels, ``MIN_ROW_TILES`` register tiles of output rows (``FILL_CHANNELS``, ``FILL_ROW_TILES`` and
+    ``FILL_PIXELS`` where the first tile fills the strips; or ``SHALLOW_CHANNELS`` and
     ``SHALLOW_ROW_TILES`` on large and on small maps, ``WIDE_ROW_TILES`` on wide streaming ones: see there)
     and one whole strip of pixels
     (``simd_pointwise`` takes the rest, grouped ones included).
@@ -508,6 +618,8 @@ def packed_fits(C: int, M: int, P: int, target: Target) -> bool:
     if P < nr * w:
         return False
     if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
+        return True
+    if C >= FILL_CHANNELS and M >= FILL_ROW_TILES * mr and P >= FILL_PIXELS and fills(C, M, P, target):
         return True
     stream = 4 * (C + M) * P > STREAM_BYTES
     slow_others = stream or (P <= SMALL_MAP and P % (4 * w) != 0)
@@ -533,8 +645,10 @@ def packed_call(node: Node, target: Target, gather: tuple[str, list[str]] | None
     mr, nr = packed_tile(target)
     w = target.vector_width
     pixels = node_part(node)
+    fill = gather is None and not kchunk and fills(C, M, P, target)
     src, extra = packed_pointwise_source(node, w, mr, nr, M % mr, P % (nr * w), target.vector_registers,
-                                         pixels is not None, gather=gather, kchunk=kchunk)
+                                         pixels is not None, gather=gather, kchunk=kchunk, fill=fill,
+                                         serial_rem=target.uses(SERIAL_ROWS))
     # padded by one tail vector: the tail's weight loads of the last row tile read past its rows
     packed = np.concatenate([pack_weights(wt.const.reshape(M, C), mr), np.zeros(tail_lanes(mr), np.float32)])
     tail = P % (nr * w)
