@@ -245,36 +245,34 @@ def test_ctrl_c_ends_the_compile_workers(model_path: Path, tmp_path: Path) -> No
     compile starts after it: at most the two in flight (one per stream) finish.
 
     Judged by what the processes did, not by a wall-clock bound: the parent sees SIGINT only when the LLVM
-    call it is in returns, which took 7 s on a loaded machine (a 2 s bound failed while passing alone). A run
-    that had already ended (or compiled every kernel) when the signal was sent tests nothing: the test itself
-    was descheduled past the compile's ~1 s on a busy machine (seen in the full suite's order, returncode 0
-    with every kernel compiled); it tries again on a fresh cache, at most three times."""
-    for attempt in range(3):
-        env = cold_env(tmp_path / f"try{attempt}", CNNJIT_COMPILE_JOBS="2")
-        cache = Path(env["CNNJIT_CACHE_DIR"])
-        proc = subprocess.Popen([CNNJIT, "warm", str(model_path), "--unfused"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=env)
-        parent = psutil.Process(proc.pid)
-        workers: list[psutil.Process] = []
-        deadline = time.monotonic() + 120
-        while not workers and time.monotonic() < deadline and proc.poll() is None:
-            workers = [c for c in parent.children(recursive=True)
-                       if "cnnjit.compiler.codegen.precompile" in " ".join(c.cmdline())]
-            time.sleep(0.05)
-        assert workers, "no compile worker started"
-        time.sleep(0.1)  # mid-compile (its 12 kernels take ~1 s over two workers: 0.5 s let a fast run finish first)
-        done = compiled_kernels(cache)
-        ended_first = proc.poll() is not None or done >= 12
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)  # (timing out here fails the test too)
-        if ended_first:
-            continue  # (the premise failed, not the command: nothing was interrupted)
-        assert proc.returncode == 130 and "interrupted" in err, err
-        alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
-        assert not alive, (alive, err)  # the parent ended its workers before it exited
-        assert compiled_kernels(cache) <= done + 2 < 12, (done, compiled_kernels(cache))  # 12 kernels: cut short
-        return
-    pytest.fail("in three tries the compile ended before the signal was sent: the interruption was never tested")
+    call it is in returns, which took 7 s on a loaded machine (a 2 s bound failed while passing alone).
+
+    The command starts with SIGINT at its default, as a terminal's foreground job does: a suite started in the
+    background of a shell without job control (``bash .ci/run &``) has SIGINT ignored, every process it starts
+    inherits that, and Python then never turns SIGINT into KeyboardInterrupt (sessions 17 and 20 saw this test
+    fail so, returncode 0 with the compile unfinished, in such runs only)."""
+    env = cold_env(tmp_path, CNNJIT_COMPILE_JOBS="2")
+    cache = Path(env["CNNJIT_CACHE_DIR"])
+    as_foreground = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                     "os.execv(sys.argv[1], sys.argv[1:])")
+    proc = subprocess.Popen([sys.executable, "-c", as_foreground, CNNJIT, "warm", str(model_path), "--unfused"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    parent = psutil.Process(proc.pid)
+    workers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while not workers and time.monotonic() < deadline and proc.poll() is None:
+        workers = [c for c in parent.children(recursive=True)
+                   if "cnnjit.compiler.codegen.precompile" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert workers, "no compile worker started"
+    time.sleep(0.1)  # mid-compile (its 12 kernels take ~1 s over two workers: 0.5 s let a fast run finish first)
+    done = compiled_kernels(cache)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)  # (timing out here fails the test too)
+    assert proc.returncode == 130 and "interrupted" in err, err
+    alive = [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, (alive, err)  # the parent ended its workers before it exited
+    assert compiled_kernels(cache) <= done + 2 < 12, (done, compiled_kernels(cache))  # 12 kernels: cut short
 
 
 #: every command that compiles a model, with what it needs besides MODEL ("{d}": a scratch folder)
