@@ -102,6 +102,14 @@ def raw_call(spec):
     return lambda: spec._fn(*work[2])
 
 
+def one_layer_cpu_note(rounds: int, block: int, load: float) -> str:
+    """The results note of a benchmark that times compiled one-layer schedules with ``cpu_times`` and checks
+    their outputs equal (``qgemv.py``, ``saturating_pointwise.py``)."""
+    return ("this thread's CPU time per call of the compiled one-layer schedule (thread_time_ns), the least mean "
+            f"over {rounds} interleaved blocks of {block} calls; outputs equal bit for bit; load average {load:.1f} "
+            "when written")
+
+
 def cpu_times(fns: dict, rounds: int = 100, block: int = 50) -> dict[str, float]:
     """Per call, CPU time of this thread (``time.thread_time_ns``, microseconds): the least mean over blocks
     of ``block`` calls, blocks interleaved in random order for ``rounds`` rounds. On a machine whose other

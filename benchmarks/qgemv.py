@@ -29,7 +29,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.call_overhead import cpu_times  # noqa: E402
+from benchmarks.call_overhead import cpu_times, one_layer_cpu_note  # noqa: E402
 from benchmarks.harness import schedule_call, write_json, write_markdown  # noqa: E402
 from cnnjit.compiler.codegen.kernel import choose  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions  # noqa: E402
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     write_markdown("qgemv", ["layer", "default", "qconv_gemv_i16 us", "qconv_dense us", "qconv_dense_i16 us",
                              "dense / gemv", "dense_i16 / gemv"], rows,
                    title="int8 layers of 1-3 output pixels, one thread",
-                   notes=["this thread's CPU time per call of the compiled one-layer schedule (thread_time_ns), "
-                          f"the least mean over {args.runs} interleaved blocks of {args.block} calls; outputs "
-                          f"equal bit for bit; load average {os.getloadavg()[0]:.1f} when written",
+                   notes=[one_layer_cpu_note(args.runs, args.block, os.getloadavg()[0]),
                           "Command: python benchmarks/qgemv.py"], out_dir=args.out)
     return 0
 

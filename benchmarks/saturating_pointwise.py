@@ -29,7 +29,7 @@ from dataclasses import replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.call_overhead import cpu_times  # noqa: E402
+from benchmarks.call_overhead import cpu_times, one_layer_cpu_note  # noqa: E402
 from benchmarks.harness import schedule_call, write_json, write_markdown  # noqa: E402
 from cnnjit.compiler.stages import CompileOptions  # noqa: E402
 from cnnjit.ir import Graph, Node, TensorType, Value  # noqa: E402
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                    ["layer", "default variant", "default us", "pointwise_u8s8 us", "default GOP/s",
                     "pointwise_u8s8 GOP/s", "speed-up"], rows,
                    title="Saturating u8 x s8 1x1 ConvInteger (DynamicQuantizeLSTM projection), one thread",
-                   notes=["this thread's CPU time per call of the compiled one-layer schedule (thread_time_ns), "
-                          f"the least mean over {args.runs} interleaved blocks of {args.block} calls; outputs "
-                          f"equal bit for bit; load average {load:.1f} when written",
+                   notes=[one_layer_cpu_note(args.runs, args.block, load),
                           "Command: python benchmarks/saturating_pointwise.py"], out_dir=args.out)
     return 0
 
