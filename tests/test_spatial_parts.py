@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_thread_splits import compile_forced
 
 import cnnjit
+from cnnjit.compiler.codegen import parts
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
@@ -101,7 +102,8 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
         feeds["r"] = rng.standard_normal((1, m, oh, oh)).astype(np.float32)
     one, many, calls, node = compile_forced(model, width, threads, variant)
     space = PART_SPACES[("Conv", variant)](node, target)  # (None: this layer has no part space)
-    spans = balanced_ranges(space[0], threads, space[1]) if space else None
+    # (row bands begin on cache lines where the planes are whole lines: parts.line_rows)
+    spans = balanced_ranges(space[0], threads, parts.line_rows(node, variant, *space)) if space else None
     channels = balanced_ranges(m, threads, width)
     notes = [cl.note.rsplit("[", 1)[-1] for cl in calls]
     first = split.spatial_first("Conv", variant, spans, target)  # (its smallest part: MIN_SPATIAL_UNITS)
@@ -118,11 +120,16 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     np.testing.assert_allclose(got, acts[act](want), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(("hw", "want"), [(14, "[channels 0:192 of 384]"), (28, "[part 0:14]")])
-def test_short_depthwise_bands_give_way_to_channels(split_small_layers, hw: int, want: str) -> None:
-    """A 3x3 depthwise conv of 384 channels at 2 threads: 28 rows split in bands of 14, but 14 rows would be
+@pytest.mark.parametrize(("hw", "want", "line"), [(14, "[channels 0:192 of 384]", 64), (32, "[part 0:16]", 64),
+                                                  (28, "[part 0:14]", 0)])
+def test_short_depthwise_bands_give_way_to_channels(split_small_layers, monkeypatch, hw: int, want: str,
+                                                    line: int) -> None:
+    """A 3x3 depthwise conv of 384 channels at 2 threads: 32 rows split in bands of 16, but 14 rows would be
     bands of 7, under ``parts.MIN_SPATIAL_UNITS`` (each band copies its halo per channel: 1.3-1.5x the layer
-    in all): channel halves instead. Bit-identical to one thread either way."""
+    in all): channel halves instead. 28 rows split in bands of 14 where band boundaries may fall mid-line
+    (``parts.LINE_BYTES`` 0, the earlier split; ``test_depthwise_bands_begin_on_cache_lines``: channels now).
+    Bit-identical to one thread either way."""
+    monkeypatch.setattr(parts, "LINE_BYTES", line)
     model, _, _ = conv_model(384, 384, hw, 3, 1, 384, "Relu", False)
     forced = {"Conv": "simd_depthwise"}
     two = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
@@ -138,7 +145,7 @@ def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
     along rows or pixels, none over channels, and the result bit-identical to one thread; with the target's
     ``spatial_parts`` off, channel parts, the same result."""
     rng = np.random.default_rng(3)
-    c, e, hw = 16, 96, 28
+    c, e, hw = 16, 96, 32  # (28 before the line rule: 28-wide bands of 14 rows begin mid-line, see below)
     inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
              for n, s in (("w1", (e, c, 1, 1)), ("w2", (e, 1, 3, 3)), ("w3", (c, e, 1, 1)))]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
@@ -203,3 +210,67 @@ def test_expansion_takes_its_depthwise_readers_channel_ranges(split_small_layers
     x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
     one = cnnjit.compile(model, threads=1, vector_width=8)
     np.testing.assert_array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
+
+
+def test_line_units() -> None:
+    """``parts.plane_line_units``: the fewest rows (or pixels) of an fp32 output plane that make whole 64-byte
+    lines, 0 where a plane is not whole lines; ``line_rows`` only for ``parts.ROW_PARTS``; ``line_clean``."""
+    from cnnjit.ir import Node, Value
+    from cnnjit.ir.types import TensorType
+
+    def conv(h: int, w: int) -> Node:
+        x = Value(TensorType(np.dtype(np.float32), (1, 8, h, w)), "x")
+        y = Value(TensorType(np.dtype(np.float32), (1, 8, h, w)), "y")
+        return Node("Conv", [x], [y], {}, "c")
+
+    assert parts.plane_line_units(conv(28, 28), 28) == 4  # 28 floats a row: 4 rows are 7 lines
+    assert parts.plane_line_units(conv(28, 28), 784) == 16  # pixels: 16 floats a line
+    assert parts.plane_line_units(conv(56, 56), 56) == 2
+    assert parts.plane_line_units(conv(32, 32), 32) == 1
+    assert parts.plane_line_units(conv(14, 14), 14) == 0  # 784 bytes a plane: some boundary is mid-line
+    assert parts.line_rows(conv(28, 28), "simd_depthwise_static", 28, 1) == 4
+    assert parts.line_rows(conv(28, 28), "simd_depthwise_static", 28, 2) == 4
+    assert parts.line_rows(conv(28, 28), "packed_pointwise", 784, 16) == 16  # (not a row part space)
+    assert parts.line_rows(conv(14, 14), "simd_depthwise_static", 14, 1) == 1
+    assert parts.line_clean(conv(28, 28), 784, [(0, 384), (384, 784)])
+    assert not parts.line_clean(conv(28, 28), 28, [(0, 14), (14, 28)])
+    assert not parts.line_clean(conv(14, 14), 196, [(0, 96), (96, 196)])
+
+
+@pytest.mark.parametrize(("width", "line"), [*((w, 64) for w in WIDTHS), (8, 0)])
+def test_depthwise_bands_begin_on_cache_lines(split_small_layers, monkeypatch, width: int, line: int) -> None:
+    """MobileNetV2's 28x28 stage at 2 threads (expand 32 -> 192, depthwise 3x3, project): 28-wide fp32 rows make
+    a band boundary at row 14 fall mid-line in every plane (both threads write that line), so the depthwise
+    conv splits by channels (bands aligned to lines, 16 + 12 rows, would not balance), and the expansion keeps
+    its pixel halves, which begin on lines (``parts.line_clean``), rather than the depthwise reader's channel
+    ranges. ``parts.LINE_BYTES`` 0: the earlier split (8 lanes), bands of 14 rows, expansion by pixels. Bit-identical to
+    one thread and equal to the numpy reference at every vector width."""
+    monkeypatch.setattr(parts, "LINE_BYTES", line)
+    rng = np.random.default_rng(width)
+    c, e, hw = 32, 192, 28
+    w1, w2 = ((rng.standard_normal(s) * 0.3).astype(np.float32) for s in ((e, c, 1, 1), (e, 1, 3, 3)))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1] * 4, group=e)]
+    g = helper.make_graph(nodes, "ed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, e, hw, hw])],
+                          [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    two = cnnjit.compile(model, threads=2, vector_width=width)
+    calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
+    expand = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant == "packed_pointwise"]
+    depthwise = [cl.note.rsplit("[", 1)[-1] for cl in calls if cl.variant != "packed_pointwise"]
+    assert {cl.variant for cl in calls} - {"packed_pointwise"} <= {v for _, v in parts.ROW_PARTS}
+    assert depthwise == (["channels 0:96 of 192]", "channels 96:192 of 192]"] if line else
+                         ["part 0:14]", "part 14:28]"]), depthwise
+    strip = packed_pointwise.packed_tile(CompileOptions(vector_width=width).host_target())[1] * width
+    (_, cut), _ = balanced_ranges(hw * hw, 2, strip)  # (the expansion's pixel halves, in whole strips)
+    if line and cut * 4 % 64:  # (4 lanes: strips of 8 pixels, halves of 392: mid-line) the reader's channels
+        assert expand == depthwise, expand
+    else:
+        assert expand == [f"part 0:{cut}]", f"part {cut}:{hw * hw}]"], expand
+    x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+    one = cnnjit.compile(model, threads=1, vector_width=width)
+    got = two.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, one.run(None, {"x": x})[0])
+    want = ref.conv(np.maximum(ref.conv(x, w1, None), 0), w2, None, pads=[1] * 4, group=e)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -11,7 +11,10 @@ slices (the range is a kernel argument), with the same arithmetic per output ele
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+
+import numpy as np
 
 from cnnjit.ir import Node
 
@@ -79,6 +82,55 @@ MIN_SPATIAL_UNITS: dict[tuple[str, str], int] = {("Conv", "simd_depthwise"): 8, 
 MIN_CHANNEL_VECTORS: dict[tuple[str, str], int] = {("Conv", "cblock"): 4, ("Conv", "simd_pointwise"): 3}
 
 
+#: the cache line (bytes) two threads' parts should not share: a part boundary inside a line of the output
+#: makes both cores write that line (false sharing, the line moving between their caches), and the next layer's
+#: part on the other side of the boundary reads it from the other core. MobileNetV2's 28x28 depthwise layers
+#: split in bands of 14 + 14 rows (each channel plane's boundary 1568 bytes in, mid-line: 192 such lines per
+#: layer): traced 2-thread runs, each step's minimum over 300 runs with both threads in it, 86-92 us against 29 us
+#: per band alone; split by channels 49-64 us (``/work/exp`` A/B in ``benchmarks/results/thread_lines.md``).
+#: 0: boundaries anywhere (the earlier split, for A/Bs)
+LINE_BYTES = 64
+
+
+#: (op, variant name) of part spaces whose units are whole output rows of an NCHW output (``OH`` units): their
+#: band boundaries are moved onto whole cache lines of every output plane where the planes are whole lines
+#: (``line_rows``); a layer whose aligned bands do not balance is then split by channels
+ROW_PARTS: set[tuple[str, str]] = {("Conv", "simd_depthwise"), ("Conv", "simd_depthwise_static"),
+                                   ("Conv", "depthwise_direct"), ("Conv", "depthwise_direct_s2")}
+
+
+def plane_line_units(node: Node, units: int) -> int:
+    """The fewest of ``node``'s part-space units (``units`` of them over each output plane: its pixels or its
+    rows) that make a whole number of cache lines (``LINE_BYTES``), or 0 when a plane is not whole lines (a
+    boundary then falls mid-line in some plane whatever the units) or the units do not divide the plane."""
+    y = node.outputs[0]
+    if LINE_BYTES <= 0 or len(y.shape) < 3:
+        return 0
+    plane = int(np.prod(y.shape[2:], dtype=np.int64))
+    size = y.dtype.itemsize
+    if units <= 0 or plane % units or (plane * size) % LINE_BYTES:
+        return 0
+    unit_bytes = plane // units * size
+    return LINE_BYTES // math.gcd(unit_bytes, LINE_BYTES)
+
+
+def line_rows(node: Node, variant: str, units: int, align: int) -> int:
+    """``align`` for the part space of ``variant`` computing ``node`` (``units`` units of ``align``), made a
+    multiple of the rows that start a cache line of every output plane for ``ROW_PARTS`` (``plane_line_units``;
+    28-wide fp32 rows: 4)."""
+    if (node.op, variant) not in ROW_PARTS:
+        return align
+    rows = plane_line_units(node, units)
+    return align * rows // math.gcd(align, rows) if rows else align
+
+
+def line_clean(node: Node, units: int, ranges: list[tuple[int, int]]) -> bool:
+    """Whether the part ranges ``ranges`` of ``node``'s spatial part space (``units`` units over each output
+    plane) all begin on a cache line of every plane: no line of the output written by two threads."""
+    step = plane_line_units(node, units)
+    return step > 0 and all(lo % step == 0 for lo, _ in ranges)
+
+
 def part_space(op: str, name: str) -> Callable[[Callable], Callable]:
     """Register ``space(node, target) -> (units, align) | None`` (None: this node cannot be split) as the
     part space of variant ``name`` of ``op``."""
@@ -96,5 +148,5 @@ def node_part(node: Node) -> tuple[int, int] | None:
 
 
 __all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "SPATIAL_PARTS", "MIN_SPATIAL_UNITS",
-           "MIN_CHANNEL_VECTORS",
+           "MIN_CHANNEL_VECTORS", "LINE_BYTES", "ROW_PARTS", "plane_line_units", "line_rows", "line_clean",
            "part_space", "node_part"]
