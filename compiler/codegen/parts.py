@@ -84,11 +84,13 @@ MIN_CHANNEL_VECTORS: dict[tuple[str, str], int] = {("Conv", "cblock"): 4, ("Conv
 
 #: the cache line (bytes) two threads' parts should not share: a part boundary inside a line of the output
 #: makes both cores write that line (false sharing, the line moving between their caches), and the next layer's
-#: part on the other side of the boundary reads it from the other core. MobileNetV2's 28x28 depthwise layers
-#: split in bands of 14 + 14 rows (each channel plane's boundary 1568 bytes in, mid-line: 192 such lines per
-#: layer): traced 2-thread runs, each step's minimum over 300 runs with both threads in it, 86-92 us against 29 us
-#: per band alone; split by channels 49-64 us (``/work/exp`` A/B in ``benchmarks/results/thread_lines.md``).
-#: 0: boundaries anywhere (the earlier split, for A/Bs)
+#: part on the other side of the boundary reads it from the other core: a few lines of every channel plane, each a
+#: separate cross-core miss (a channel part's share of the other core's output is one contiguous run, which the
+#: prefetchers stream). MobileNetV2's 28x28 depthwise layers split in bands of 14 + 14 rows (each plane's boundary
+#: 1568 bytes in, mid-line): traced 2-thread runs, each step's minimum span over 300 runs with both threads in it,
+#: 37-133 us against 29-45 per band alone, by channels 29-80 (``benchmarks/thread_lines.py``; bands of 16 + 12
+#: rows, on lines but unbalanced: 95-137, so such a layer goes by channels). 0: boundaries anywhere (the
+#: earlier split, for A/Bs)
 LINE_BYTES = 64
 
 
