@@ -6,10 +6,10 @@ against the default, both compiled in one process and run interleaved in random 
 
 Per model: the traced 2-thread runs (``thread_split.tracer``, always on the team), per step the minimum over the
 runs where both threads ran a part of it of its *span* (its dependencies' last end to its own last end: the
-step's share of the run's time when nothing else ran on the cores) and their sum; each step whose split or span
-changed; then the real runs of both schedules (team only, untraced) and of the 1-thread program, interleaved
-(medians, minima). On a shared machine the real runs' medians follow the load; the summed minimum spans are the
-quiet machine's run time, step by step.
+step's share of the run's time when nothing else ran on the cores) and their sum; each step whose split
+changed (``--steps``: every step, its parts alone against the span); then the real runs of both schedules (team
+only, untraced) and of the 1-thread program, interleaved (medians, minima). On a shared machine the real runs'
+medians follow the load; the summed minimum spans are the quiet machine's run time, step by step.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from benchmarks.ootb import _ootb_model, ootb_label  # noqa: E402
-from benchmarks.thread_split import tracer  # noqa: E402
+from benchmarks.thread_split import step_times, tracer  # noqa: E402
 
 
 def step_tag(program, st) -> tuple[str, str]:
@@ -39,7 +39,7 @@ def step_tag(program, st) -> tuple[str, str]:
     return shape, c.variant + how + (f"x{st.parts}" if st.parts > 1 else "")
 
 
-def compare(spec: str, runs: int, real: int) -> dict:
+def compare(spec: str, runs: int, real: int, per_step: bool = False) -> dict:
     import cnnjit
     from cnnjit.compiler.codegen import parts
     from cnnjit.compiler.codegen.cycles import tick_seconds
@@ -97,6 +97,16 @@ def compare(spec: str, runs: int, real: int) -> dict:
                 changed.append({"step": i, "shape": ta[0], "old": ta[1], "new": tb[1],
                                 "old_us": best["old"][i], "new_us": best["new"][i]})
     out["changed_steps"] = changed
+    if per_step:  # every step of the new schedule: its parts alone against its traced span with both threads
+        alone = step_times(specs["new"], feeds, 15)
+        rows = []
+        for i, st in enumerate(steps["new"]):
+            ts = alone[st.first:st.first + st.parts]
+            ideal = max(sum(ts) / 2, max(ts)) if st.parts > 1 else ts[0]
+            shape, how = step_tag(specs["new"].program, st)
+            rows.append({"step": i, "shape": shape, "split": how, "parts_alone_us": ts, "ideal_us": ideal,
+                         "min_span_us": best["new"][i]})
+        out["steps"] = rows
     out["changed_sum_us"] = {k: sum(c[f"{k}_us"] for c in changed) for k in ("old", "new")}
     fns = {"2T old": lambda: models["old"].run(None, feeds), "2T new": lambda: models["new"].run(None, feeds),
            "1T": lambda: one.run(None, feeds)}
@@ -140,6 +150,19 @@ def markdown(results: list[dict], argv: list[str]) -> str:
             lines += [f"| {c['step']} | {c['shape']} | {c['old']} | {c['old_us']:.1f} | {c['new']} | "
                       f"{c['new_us']:.1f} |" for c in r["changed_steps"]]
             lines.append("")
+        if r.get("steps"):
+            total = sum(x["ideal_us"] for x in r["steps"])
+            spans = sum(x["min_span_us"] for x in r["steps"] if x["min_span_us"] < float("inf"))
+            lines += [f"Every step of the new schedule: its parts alone (minima of 15 profiled runs, one after "
+                      f"another on one thread), the ideal 2-thread time (the longer of the longest part and half "
+                      f"the parts) and the traced minimum span; ideal {total:.0f} us in all, spans {spans:.0f} us "
+                      f"({spans / total:.2f}x).", "",
+                      "| step | output | split | parts alone us | ideal us | min span us | span / ideal |",
+                      "|---:|---|---|---|---:|---:|---:|"]
+            lines += [f"| {x['step']} | {x['shape']} | {x['split']} | "
+                      f"{' + '.join(f'{t:.0f}' for t in x['parts_alone_us'])} | {x['ideal_us']:.1f} | "
+                      f"{x['min_span_us']:.1f} | {x['min_span_us'] / x['ideal_us']:.2f} |" for x in r["steps"]]
+            lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -149,10 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=300, help="traced runs of each schedule")
     ap.add_argument("--real", type=int, default=60, help="real (untraced) runs of each program")
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
+    ap.add_argument("--steps", action="store_true", help="also every step of the new schedule: parts alone, ideal, "
+                    "traced minimum span")
     args = ap.parse_args(argv)
     results = []
     for spec in args.models.split(","):
-        r = compare(spec, args.runs, args.real)
+        r = compare(spec, args.runs, args.real, args.steps)
         results.append(r)
         print(json.dumps(r, indent=1))
     if args.out:
