@@ -144,3 +144,17 @@ def test_kernel_calls_counts_schedule_calls():
     # the rendered schedule has one line per call after the ``def`` line
     assert harness.kernel_calls(p) == len(p.source.splitlines()) - 1 == len(p.calls)
     assert 1 <= len(p.kernel_sources) <= harness.kernel_calls(p)
+
+
+def test_bursty_load_starts_its_processes_in_their_own_sessions_and_ends_them():
+    """``benchmarks/bursty_load.BurstyLoad``: the load processes run (each its own session: another autogroup, as
+    another user's programs) while the context is open, and are gone after it."""
+    import os
+
+    from benchmarks.bursty_load import BurstyLoad
+
+    with BurstyLoad(2, burst_ms=(1.0, 2.0), duty=(0.5, 0.5)) as load:
+        procs = list(load._ps)
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+        assert all(os.getsid(p.pid) == p.pid != os.getsid(0) for p in procs)
+    assert all(p.poll() is not None for p in procs) and not load._ps
