@@ -217,9 +217,14 @@ def stem_packed_applies(node: Node, target: Target) -> bool:
 @variant("Conv", name="stem_packed", priority=24, applies=stem_packed_applies)
 def gen_stem_packed(node: Node, target: Target) -> list[KernelCall]:
     """One call for the batch: each band's phase planes in scratch, then its rows' register tiles."""
+    n = conv_sizes(node)
+    return phase_call(node, target, *stem_packed_tile(target, n.M, n.OW))
+
+
+def phase_call(node: Node, target: Target, mr: int, nr: int) -> list[KernelCall]:
+    """The kernel call of ``node`` with an ``mr x nr`` register tile."""
     x, wt, bias, y = conv_operands(node)
     n = conv_sizes(node)
-    mr, nr = stem_packed_tile(target, n.M, n.OW)
     g = geometry(node, target.vector_width)
     # [tile][c][kh][kw][rows]: a tile's weights of one tap side by side (the last tile M % mr rows)
     w2 = wt.const.reshape(n.M, -1).astype(np.float32)
