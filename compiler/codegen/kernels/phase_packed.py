@@ -30,7 +30,7 @@ from ..kernel import KernelCall, Target, variant
 from ..parts import part_space
 from .simd_cblock import cblock_tile
 from .stem_conv import stem_layer
-from .stem_packed import MAX_CHANNELS, MAX_ROWS, MAX_VECTORS, geometry, phase_call, row_cost, stem_packed_part_space
+from .stem_packed import MAX_CHANNELS, geometry, phase_call, stem_packed_part_space, stem_packed_tile
 from .winograd import winograd_applies
 
 #: the most kernel taps (the tile's code unrolls them once per input channel loop): a 7x7 kernel, as
@@ -70,15 +70,7 @@ def lane_gain(node: Node, target: Target) -> float:
 def phase_tile(target: Target, m: int, ow: int) -> tuple[int, int]:
     """(MR, NR) for ``m`` output channels on rows of ``ow`` pixels: ``stem_packed``'s row cost model over
     the tiles holding at least ``MIN_ACCUMULATOR_SHARE`` of the most accumulators that fit."""
-    w, regs = target.vector_width, target.vector_registers
-    vectors = max(1, -(-ow // w))
-    cands = [(mr, nr) for nr in range(1, min(MAX_VECTORS, vectors) + 1) for mr in range(1, min(MAX_ROWS, m) + 1)
-             if mr * nr + nr + 1 <= regs]
-    if not cands:
-        return 1, 1
-    most = max(mr * nr for mr, nr in cands)
-    big = [t for t in cands if t[0] * t[1] >= MIN_ACCUMULATOR_SHARE * most]
-    return min(big, key=lambda t: (row_cost(m, t[0], vectors, t[1]), -t[0] * t[1], -t[1]))
+    return stem_packed_tile(target, m, ow, MIN_ACCUMULATOR_SHARE)
 
 
 def band_bytes(node: Node, target: Target) -> int:

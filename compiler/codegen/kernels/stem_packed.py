@@ -62,16 +62,19 @@ def row_cost(m: int, mr: int, vectors: int, nr: int) -> float:
     return sum(tile_cycles(r, c) for r in rows for c in cols)
 
 
-def stem_packed_tile(target: Target, m: int, ow: int) -> tuple[int, int]:
+def stem_packed_tile(target: Target, m: int, ow: int, least_share: float = 0.0) -> tuple[int, int]:
     """(MR, NR): output channels by pixel vectors per register tile for ``m`` channels on rows of ``ow``
     pixels: the cheapest ``row_cost`` among the tiles whose ``MR * NR`` accumulators fit beside the ``NR``
-    pixel vectors and one broadcast weight in ``vector_registers``; ties to the more accumulators."""
+    pixel vectors and one broadcast weight in ``vector_registers`` (and number at least ``least_share`` of
+    the most that fit); ties to the more accumulators."""
     w, regs = target.vector_width, target.vector_registers
     vectors = max(1, -(-ow // w))
     cands = [(mr, nr) for nr in range(1, min(MAX_VECTORS, vectors) + 1) for mr in range(1, min(MAX_ROWS, m) + 1)
              if mr * nr + nr + 1 <= regs]
     if not cands:
         return 1, 1
+    most = max(mr * nr for mr, nr in cands)
+    cands = [t for t in cands if t[0] * t[1] >= least_share * most]
     return min(cands, key=lambda t: (row_cost(m, t[0], vectors, t[1]), -t[0] * t[1], -t[1]))
 
 
