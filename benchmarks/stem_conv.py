@@ -69,18 +69,22 @@ def program_call(compiled, x: np.ndarray):
     return run, sorted({c.variant for c in p.calls if c.op == "Conv"})
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def before_after(layers: list[tuple[str, str, str]], variant: str, name: str, title: str,
+                 argv: list[str] | None = None) -> None:
+    """Each ``(model, layer, activation)`` of ``layers`` (or ``--layer``) compiled with the default table
+    ("after") and without ``variant`` ("before"), timed interleaved; printed, and written to
+    ``results/{name}.{json,md}`` under ``title`` unless ``--no-write``."""
+    ap = argparse.ArgumentParser(description=title)
     ap.add_argument("--layer", action="append", help="C,M,H,W,K,stride[,...] (repeatable; default: LAYERS)")
     ap.add_argument("--act", default="relu", help="activation fused into --layer's Conv (relu, silu, leakyrelu)")
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--no-write", action="store_true", help="print only")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     from cnnjit.profile import measured_peak
 
     peak, how = measured_peak("fma")
-    layers = [("(given)", s, args.act) for s in args.layer] if args.layer else LAYERS
+    layers = [("(given)", s, args.act) for s in args.layer] if args.layer else layers
     rows, doc = [], []
     for model_name, spec, act in layers:
         ly = parse_layer(spec)
@@ -88,7 +92,7 @@ def main() -> None:
         shape = {"x": (1, ly.c, ly.h, ly.w)}
         x = np.random.default_rng(1).standard_normal(shape["x"]).astype(np.float32)
         after = cnnjit.compile(model, threads=1, input_shapes=shape)
-        with variants_without([("Conv", "stem_packed")]):
+        with variants_without([("Conv", variant)]):
             before = cnnjit.compile(model, threads=1, input_shapes=shape)
         run_a, var_a = program_call(after, x)
         run_b, var_b = program_call(before, x)
@@ -112,14 +116,17 @@ def main() -> None:
     import os
 
     load = os.getloadavg()
-    write_json("stem_conv", {"runs": args.runs, "peak_gflops": peak, "peak_method": how, "loadavg": load,
-                             "layers": doc})
-    write_markdown("stem_conv", headers, rows, title="Stem convolutions: before and after stem_packed (1 thread)",
-                   notes=[f"`python benchmarks/stem_conv.py --runs {args.runs}`: one Conv + fused activation per "
+    write_json(name, {"runs": args.runs, "peak_gflops": peak, "peak_method": how, "loadavg": load, "layers": doc})
+    write_markdown(name, headers, rows, title=title,
+                   notes=[f"`python benchmarks/{name}.py --runs {args.runs}`: one Conv + fused activation per "
                           "row, its schedule timed alone (thread CPU time), before (the table without "
-                          "`stem_packed`) and after interleaved in random order; GFLOP/s of the medians "
+                          f"`{variant}`) and after interleaved in random order; GFLOP/s of the medians "
                           f"unless 'best'; FMA peak {peak:.1f} GFLOP/s ({how}); load average "
                           f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (2 logical CPUs shared)"])
+
+
+def main() -> None:
+    before_after(LAYERS, "stem_packed", "stem_conv", "Stem convolutions: before and after stem_packed (1 thread)")
 
 
 if __name__ == "__main__":

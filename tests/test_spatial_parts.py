@@ -167,17 +167,17 @@ def test_mobilenet_like_chain_splits_in_bands(split_small_layers) -> None:
     np.testing.assert_array_equal(old.run(feeds)[0], one.run(None, feeds)[0])
 
 
-@pytest.mark.parametrize("variant", ["stem_packed", "stem_conv"])
+@pytest.mark.parametrize(("variant", "c", "m"), [("stem_packed", 3, 32), ("stem_conv", 3, 32), ("phase_packed", 8, 5)])
 @pytest.mark.parametrize("width", WIDTHS)
-def test_stem_splits_in_rows_not_channels(split_small_layers, width: int, variant: str) -> None:
+def test_stem_splits_in_rows_not_channels(split_small_layers, width: int, variant: str, c: int, m: int) -> None:
     """A stem (3 -> 32, 3x3, stride 2: MobileNetV2's, smaller) whose 32 channels split evenly at every width
     still splits in bands of output rows (``parts.PREFER_PART_SPACE``: a channel part builds every block's
     patch matrix, or fills every band's phase planes, again), bit-identical to one thread and equal to the
-    numpy reference."""
-    model, w, b = conv_model(3, 32, 40, 3, 2, 1, "Relu", False)
+    numpy reference; so does ``phase_packed``'s deeper input (8 -> 5)."""
+    model, w, b = conv_model(c, m, 40, 3, 2, 1, "Relu", False)
     one, two, calls, _ = compile_forced(model, width, 2, variant)
     assert [cl.note.rsplit("[", 1)[-1] for cl in calls] == ["part 0:10]", "part 10:20]"]
-    x = np.random.default_rng(width).standard_normal((1, 3, 40, 40)).astype(np.float32)
+    x = np.random.default_rng(width).standard_normal((1, c, 40, 40)).astype(np.float32)
     got = two.run(None, {"x": x})[0]
     np.testing.assert_array_equal(got, one.run(None, {"x": x})[0])
     want = np.maximum(ref.conv(x, w, b, pads=[1] * 4, strides=[2, 2]), 0)

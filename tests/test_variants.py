@@ -67,6 +67,7 @@ CASES = {
     ("Conv", "winograd_f4_channels"): _conv(32, 32, 8, k=3, scale=float(np.sqrt(2 / 288))),
     ("Conv", "stem_conv"): _conv(3, 16, 33, k=3, stride=2),
     ("Conv", "stem_packed"): _conv(3, 16, 33, k=3, stride=2),
+    ("Conv", "phase_packed"): _conv(8, 5, 32, k=3, stride=2),  # 5 channels: no cblock tile; 16-pixel rows
     ("Gemm", "sparse_gemm"): _model("Gemm", (2, 24), {"b": np.where(np.random.default_rng(1).random((24, 10)) < 0.97,
                                                                     0, 1).astype(np.float32)}),
     ("Gemm", "simd_gemm"): _model("Gemm", (2, 24), {"b": np.random.default_rng(2).standard_normal((24, 10))

@@ -37,7 +37,7 @@ ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise")}
 #: repeats work the whole layer does once (``winograd_f4``: every part transforms the whole input;
 #: ``stem_conv``: every part builds every block's patch matrix, 1.13x the layer in all for MobileNetV2's stem)
 PREFER_PART_SPACE: set[tuple[str, str]] = {("Conv", "winograd_f4"), ("Conv", "stem_conv"),
-                                           ("Conv", "stem_packed")}
+                                           ("Conv", "stem_packed"), ("Conv", "phase_packed")}
 
 
 #: (op, variant name) of variants whose part space is spatial (pixels, bands of output rows): split along it

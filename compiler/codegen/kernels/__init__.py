@@ -18,6 +18,7 @@ from . import (  # noqa: F401
     norm,
     packed_gemm,
     packed_pointwise,
+    phase_packed,
     qgemm16,
     qint,
     qlut,

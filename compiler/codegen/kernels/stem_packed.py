@@ -62,16 +62,19 @@ def row_cost(m: int, mr: int, vectors: int, nr: int) -> float:
     return sum(tile_cycles(r, c) for r in rows for c in cols)
 
 
-def stem_packed_tile(target: Target, m: int, ow: int) -> tuple[int, int]:
+def stem_packed_tile(target: Target, m: int, ow: int, least_share: float = 0.0) -> tuple[int, int]:
     """(MR, NR): output channels by pixel vectors per register tile for ``m`` channels on rows of ``ow``
     pixels: the cheapest ``row_cost`` among the tiles whose ``MR * NR`` accumulators fit beside the ``NR``
-    pixel vectors and one broadcast weight in ``vector_registers``; ties to the more accumulators."""
+    pixel vectors and one broadcast weight in ``vector_registers`` (and number at least ``least_share`` of
+    the most that fit); ties to the more accumulators."""
     w, regs = target.vector_width, target.vector_registers
     vectors = max(1, -(-ow // w))
     cands = [(mr, nr) for nr in range(1, min(MAX_VECTORS, vectors) + 1) for mr in range(1, min(MAX_ROWS, m) + 1)
              if mr * nr + nr + 1 <= regs]
     if not cands:
         return 1, 1
+    most = max(mr * nr for mr, nr in cands)
+    cands = [t for t in cands if t[0] * t[1] >= least_share * most]
     return min(cands, key=lambda t: (row_cost(m, t[0], vectors, t[1]), -t[0] * t[1], -t[1]))
 
 
@@ -217,9 +220,14 @@ def stem_packed_applies(node: Node, target: Target) -> bool:
 @variant("Conv", name="stem_packed", priority=24, applies=stem_packed_applies)
 def gen_stem_packed(node: Node, target: Target) -> list[KernelCall]:
     """One call for the batch: each band's phase planes in scratch, then its rows' register tiles."""
+    n = conv_sizes(node)
+    return phase_call(node, target, *stem_packed_tile(target, n.M, n.OW))
+
+
+def phase_call(node: Node, target: Target, mr: int, nr: int) -> list[KernelCall]:
+    """The kernel call of ``node`` with an ``mr x nr`` register tile."""
     x, wt, bias, y = conv_operands(node)
     n = conv_sizes(node)
-    mr, nr = stem_packed_tile(target, n.M, n.OW)
     g = geometry(node, target.vector_width)
     # [tile][c][kh][kw][rows]: a tile's weights of one tap side by side (the last tile M % mr rows)
     w2 = wt.const.reshape(n.M, -1).astype(np.float32)
