@@ -420,17 +420,21 @@ def words_at(typingctx, addr, n):
 
 
 #: a split job's description (``split_desc``: one per parallel schedule and set of buffers, rewritten only
-#: in its epoch word): the run's epoch, the schedule's native function, its buffer count, its step state's
-#: address, how many threads take part; the state's length (at ``STN``, where ``call_raw`` reads it); the
-#: workers running it now (own line: only an aborted run's caller reads it); the buffers (``call_raw``)
-S_EP, S_FN, S_NBUF, S_ST, S_THREADS = range(5)
+#: in its epoch word): the run's epoch, how many native functions the schedule is (its segments, addresses
+#: at ``S_FNS``), its buffer count, its step state's address, how many threads take part; the state's length
+#: (at ``STN``, where ``call_raw`` reads it); the workers running it now (own line: only an aborted run's
+#: caller reads it); the buffers (``call_raw``)
+S_EP, S_NFN, S_NBUF, S_ST, S_THREADS = range(5)
 #: the CPU the caller posted the last run from (``parallel.post``), and where the process's CPUs are written
 #: (``cpu_set_words``; zeros: workers stay where they are): a worker on the caller's CPU moves off it
 #: (``_off_callers_cpu``) before it joins the run
 S_CALLER = 5
 S_BUF = 3 * LINE  # (S_INFLIGHT, 2 * LINE: in team.py, which reads it without numba)
 S_CPUS = S_BUF + 3 * MAX_BUFFERS
-SPLIT_WORDS = S_CPUS + CPU_WORDS
+#: the schedule's native functions (``native_functions``: its segments, run in order), at most ``MAX_FNS``
+S_FNS = S_CPUS + CPU_WORDS
+MAX_FNS = 4 * LINE
+SPLIT_WORDS = S_FNS + MAX_FNS
 #: a split job's trace (``trace_split``; line 1, after ``STN``): non-zero to write it, then the last worker run's
 #: epoch, start and end (monotonic ns), its CPU ns, and when that worker had gone to sleep in its idle wait
 #: before the job (monotonic ns; 0: it was spinning when the job came)
@@ -438,16 +442,19 @@ S_TRACE = STN + 1
 S_TRACE_WORDS = 6
 
 
-def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, threads: int) -> np.ndarray | None:
+def split_desc(fns: Sequence[int], buffers: Sequence[np.ndarray], state: np.ndarray,
+               threads: int) -> np.ndarray | None:
     """The description of a parallel schedule's runs on ``threads`` threads of a team as a *split job*
-    (``split_job``): its native function at address ``fn`` (``native_functions``), called on ``buffers``
-    (1-D, C-contiguous, at most ``MAX_BUFFERS``) with the step state ``state``; None if they do not fit. The
-    caller keeps ``buffers`` and ``state`` alive as long as the description may be run."""
-    if len(buffers) > MAX_BUFFERS or not all(
+    (``split_job``): its native functions at addresses ``fns`` (``native_functions``: its segments, in
+    order), each called on ``buffers`` (1-D, C-contiguous, at most ``MAX_BUFFERS``) with the step state
+    ``state``; None if they do not fit. The caller keeps ``buffers`` and ``state`` alive as long as the
+    description may be run."""
+    if len(fns) > MAX_FNS or len(buffers) > MAX_BUFFERS or not all(
             isinstance(b, np.ndarray) and b.ndim == 1 and b.flags.c_contiguous for b in buffers):
         return None
     s = np.zeros(SPLIT_WORDS, np.int64)
-    s[S_FN], s[S_NBUF], s[S_ST], s[S_THREADS], s[STN] = fn, len(buffers), state.ctypes.data, threads, len(state)
+    s[S_NFN], s[S_NBUF], s[S_ST], s[S_THREADS], s[STN] = len(fns), len(buffers), state.ctypes.data, threads, len(state)
+    s[S_FNS:S_FNS + len(fns)] = fns
     s[S_CALLER] = -1
     if KEEP_OFF_CALLER:
         s[S_CPUS:S_CPUS + CPU_WORDS] = cpu_set_words()
@@ -458,10 +465,10 @@ def split_desc(fn: int, buffers: Sequence[np.ndarray], state: np.ndarray, thread
 
 def split_run_desc(fn: Callable[..., None], buffers: Sequence[np.ndarray], state: np.ndarray,
                    threads: int) -> np.ndarray | None:
-    """``split_desc`` of the compiled parallel schedule ``fn`` (a numba dispatcher compiled for one signature:
+    """``split_desc`` of the compiled parallel schedule ``fn`` (numba dispatchers compiled for one signature:
     ``native_functions``), or None where it is not compiled so: ``ParallelRun``'s ``split``."""
     fns = native_functions(fn)
-    return split_desc(fns[0], buffers, state, threads) if fns and len(fns) == 1 else None
+    return split_desc(fns, buffers, state, threads) if fns else None
 
 
 @njit(nogil=True, cache=True)
@@ -483,9 +490,11 @@ def split_job(addr, tid, slept_at):  # pragma: no cover - compiled
     t0 = c0 = 0
     if traced:
         t0, c0 = clock_ns(), cpu_ns()
-    if call_raw(s[S_FN], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
-        st = words_at(s[S_ST], ABORT + 1)
-        st[ABORT] = ep  # (every wait of the run gives up)
+    for f in range(s[S_NFN]):
+        if call_raw(s[S_FNS + f], s, S_BUF, s[S_NBUF], s[S_ST], ep, 0):
+            st = words_at(s[S_ST], ABORT + 1)
+            st[ABORT] = ep  # (every wait of the run gives up)
+            break
     if traced:
         s[S_TRACE + 2], s[S_TRACE + 3], s[S_TRACE + 4], s[S_TRACE + 5] = t0, clock_ns(), cpu_ns() - c0, slept_at
         s[S_TRACE + 1] = ep

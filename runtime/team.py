@@ -361,20 +361,23 @@ class ParallelRun:
 
     def _split_desc(self, buffers: Sequence[object]) -> np.ndarray | None:
         """The split-job description of team runs on ``buffers`` (``Team.run_split``), made at the first such
-        run once the schedule is compiled (one native function), or None: the schedule is not compiled so
-        (a native program's, or not yet), or its buffers do not fit a description."""
+        run once the schedule is compiled (one native function per segment), or None: the schedule is not
+        compiled so (a native program's, or not yet), or its buffers do not fit a description."""
         key = (id(self.state), *map(id, buffers))
         got = self._split.get(key, False)
         if got is False:
-            overloads = getattr(self.fn, "overloads", None)
-            if not overloads:
+            segments = getattr(self.fn, "segments", None)  # (a schedule in several functions: emit.py)
+            overloads = [getattr(f, "overloads", None) for f in segments or [self.fn]]
+            if not all(overloads):
                 return None  # (not compiled yet: look again at the next run)
             desc = None if self.split is None else self.split(self.fn, buffers, self.state, self.team_size)
             got = None if desc is None else (desc, (self.state, *buffers))
             if len(self._split) >= 16:  # (arena sets come and go: keep the recent ones)
                 self._split.clear()
             self._split[key] = got
-            self._entry = next(iter(overloads.values())).entry_point
+            # the caller's share: the compiled entry itself (numba's dispatcher resolves types every call),
+            # or the Python function calling the segments in order
+            self._entry = self.fn if segments else next(iter(overloads[0].values())).entry_point
         return None if got is None else got[0]
 
     def on_team(self, *buffers: object) -> bool:

@@ -206,6 +206,27 @@ def test_segments_cover_the_schedule() -> None:
         assert len(parts) == -(-n // size)
 
 
+def test_step_segments_cover_the_parallel_schedule() -> None:
+    """A parallel schedule's segments (``threads.step_segments``) are whole steps in order, covering them all,
+    as many as the serial schedule of as many calls would have; none ends on more than ``size`` calls past
+    where the even split would (a step's parts stay together)."""
+    from cnnjit.compiler.codegen.threads import Step, step_segments
+
+    rng = np.random.default_rng(1)
+    for n, size in [(1, 5), (5, 5), (7, 5), (407, 200), (300, 7)]:
+        first, steps = 0, []
+        for _ in range(n):
+            parts = int(rng.choice([1, 1, 2, 4]))
+            steps.append(Step(first, parts, ()))
+            first += parts
+        spans = step_segments(steps, size)
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a < b for a, b in spans) and all(p[1] == q[0] for p, q in zip(spans, spans[1:]))
+        assert len(spans) == -(-first // size)
+        calls = [sum(st.parts for st in steps[a:b]) for a, b in spans]
+        assert max(calls) <= -(-first // len(spans)) + 2 * max(st.parts for st in steps)
+
+
 def test_large_schedules_compile_with_numba() -> None:
     """No Python-schedule fallback above a call count (one thread)."""
     assert emit.choose_entry("auto", 5000, 1) == "numba"

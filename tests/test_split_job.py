@@ -16,12 +16,13 @@ from numba import njit, types
 from test_threads import block_model
 
 import cnnjit
-from cnnjit.compiler.codegen import threads
+from cnnjit.compiler.codegen import emit, threads
 from cnnjit.runtime import batchrows
 from cnnjit.runtime import team as team_mod
 from cnnjit.runtime.batchrows import (
     S_CALLER,
     S_EP,
+    S_NFN,
     native_functions,
     read_split_trace,
     split_desc,
@@ -34,15 +35,21 @@ from cnnjit.runtime.team import BACK, LINE, MASK, SHIFT, SPLIT, SPLIT_DESC, new_
 SIZE = 16  # (block_model's ~240 us of splittable work at 16x16: split when the thresholds are 0)
 
 
-@pytest.fixture(scope="module")
-def models():
+@pytest.fixture(scope="module", params=[None, 3], ids=["one function", "segments"])
+def models(request):
+    """The block model at 1 and 2 threads; the 2-thread schedule as one function, or (``SEGMENT_CALLS`` 3)
+    in several segments that the caller and the workers each run in order (``emit.step_segments``)."""
     proto = block_model(SIZE)
     x = np.random.default_rng(5).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(threads, "MIN_PARALLEL_TOTAL_US", 0.0)
         mp.setattr(threads, "ADAPTIVE_BELOW_US", 0.0)  # no serial twin: every call on the team
         one = cnnjit.compile(proto, threads=1)
+        if request.param is not None:
+            mp.setattr(emit, "SEGMENT_CALLS", request.param)
         two = cnnjit.compile(proto, threads=2)
+    segments = two._default_spec().program.meta["segments"]
+    assert (segments == 1) if request.param is None else (segments > 1)
     ref = one.run(None, {"x": x})
     return two, x, ref
 
@@ -80,9 +87,9 @@ def test_a_worker_alone_runs_every_part(models) -> None:
             view[...] = np.nan
         state = new_state(run.steps)
         fns = native_functions(run.fn)
-        assert fns is not None and len(fns) == 1
-        desc = split_desc(fns[0], bufs.args, state, 2)
-        assert desc is not None
+        assert fns is not None and len(fns) == spec.program.meta["segments"]
+        desc = split_desc(fns, bufs.args, state, 2)
+        assert desc is not None and desc[S_NFN] == len(fns)
         desc[S_EP] = 1
         trace_split(desc)
         split_job(desc.ctypes.data, 2, 0)  # a thread beyond the job's two: runs nothing

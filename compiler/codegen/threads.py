@@ -562,10 +562,16 @@ def trace_words(steps: list[Step]) -> int:
     return LINE * (len(steps) + 1) + 3 * sum(st.parts for st in steps)
 
 
-def render_parallel(params: list[str], calls: list[Call], steps: list[Step], trace: bool = False) -> str:
+def render_parallel(params: list[str], calls: list[Call], steps: list[Step], trace: bool = False,
+                    span: tuple[int, int] | None = None) -> str:
     """The parallel schedule's text: ``def run(<params>, _main, _ep, _st)``: at every step, wait for its
     dependencies, then claim and run parts until none is left; the caller (``_main``) returns when the
     last steps are complete.
+
+    ``span``: only steps ``[first, end)`` (a segment of the schedule, ``step_segments``), step indices and
+    state words unchanged, so consecutive segments called in order on the same state run the whole
+    schedule; the caller's wait for the last steps is in the segment that ends the schedule. A segment left
+    early (an aborted run) leaves the next ones nothing to do: their waits give up and claims find nothing.
 
     ``trace`` (benchmarks/thread_split.py): after the protocol's words, the state (``trace_words`` long) gets
     per call ``[start tick, end tick, 1 if the caller ran it]`` (``ticks`` from ``codegen/cycles.py`` must be
@@ -585,9 +591,12 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step], tra
         cond = " and ".join(f"wait(_st, {d}, _ep, {steps[d].parts})" for d in deps)
         return [f"{pad}if not ({cond}):", f"{pad}    return"]
 
+    first, end = span or (0, len(steps))
     lines = [f"def run({', '.join([*params, *PARALLEL_PARAMS])}):",
-             f"    # parallel schedule (step protocol v{PROTOCOL_VERSION}): {len(steps)} steps"]
-    for i, st in enumerate(steps):
+             f"    # parallel schedule (step protocol v{PROTOCOL_VERSION}): {len(steps)} steps"
+             + (f", steps {first}..{end - 1}" if (first, end) != (0, len(steps)) else "")]
+    for i in range(first, end):
+        st = steps[i]
         part_calls = calls[st.first:st.first + st.parts]
         after = f" after {', '.join(map(str, st.deps))}" if st.deps else ""
         # wait first, then claim: a thread never holds a part it cannot start (if the OS deschedules a
@@ -608,12 +617,29 @@ def render_parallel(params: list[str], calls: list[Call], steps: list[Step], tra
             lines.append(f"        {kw} _p == {p}:" if kw != "else" else "        else:")
             lines += call(c, st.first + p, "        ")
         lines.append(f"        done(_st, {i}, _ep)")
-    lines.append("    if _main:")
-    lines += [f"        wait(_st, {t}, _ep, {steps[t].parts})" for t in terminal_steps(steps)]
+    if end == len(steps):
+        lines.append("    if _main:")
+        lines += [f"        wait(_st, {t}, _ep, {steps[t].parts})" for t in terminal_steps(steps)]
     return "\n".join(lines) + "\n"
+
+
+def step_segments(steps: list[Step], size: int) -> list[tuple[int, int]]:
+    """``[first, end)`` step ranges splitting a parallel schedule into segments of about ``size`` calls
+    each (whole steps; nearly equal; one range when it fits): ``render_parallel``'s ``span``."""
+    total = sum(st.parts for st in steps)
+    k = max(1, -(-total // max(size, 1)))
+    cuts, seen, j = [0], 0, 1
+    for i, st in enumerate(steps):
+        seen += st.parts
+        if j < k and seen >= total * j // k and i + 1 < len(steps):
+            cuts.append(i + 1)
+            j += 1
+    cuts.append(len(steps))
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 __all__ = ["PART_SPACE_EDGE", "SPATIAL_EDGE", "MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "ADAPTIVE_BELOW_US", "Step",
            "worth_splitting", "adaptive", "parallel_work_us", "split_node", "plan_steps",
-           "terminal_steps", "render_parallel", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG", "parallel_run",
+           "terminal_steps", "render_parallel", "step_segments", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG",
+           "parallel_run",
            "estimate_us", "channel_ranges", "balanced_ranges", "trace_words"]
