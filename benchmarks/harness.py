@@ -409,6 +409,10 @@ def variants_without(removed: list[tuple[str, str]]):
     A/B of a variant against the table's next choice)."""
     from cnnjit.compiler.codegen import kernel
 
+    unknown = [f"{op}:{name}" for op, name in removed
+               if name not in {v.name for v in kernel.VARIANTS.get(op, [])}]
+    if unknown:  # (a misspelt name would time the table unchanged as the "before")
+        raise ValueError(f"no such kernel variant: {', '.join(unknown)}")
     saved = {op: list(kernel.VARIANTS[op]) for op, _ in removed}
     try:
         for op, name in removed:
