@@ -195,13 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     args.json = as_json
     _setup_logging(int(getattr(args, "verbose", 0) or 0))
     cmd = f"cnnjit {args.command}"
+    restore = _record_interrupts()
     try:
         check_dump_ir(os.environ.get("CNNJIT_DUMP_IR", ""))
         resolve_model(args)
         display = (contextlib.nullcontext() if args.command in NO_COMPILE
                    else command_module("progress").CompileDisplay(enabled=not as_json))
         with display:
-            return int(args.func(args))
+            code = int(args.func(args))
+        if _interrupted():
+            raise KeyboardInterrupt  # (one a C callback swallowed while the command went on)
+        return code
     except (UsageError, CnnjitError, CliError) as e:
         if debug:
             traceback.print_exc()
@@ -229,6 +233,37 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _report(cmd, type(e).__name__, f"internal error: {type(e).__name__}: {e}",
                        "rerun with --debug for the traceback, and report it with the model", EXIT_ERROR, as_json)
+    finally:
+        restore()
+
+
+def _record_interrupts() -> Any:
+    """While a command runs: a SIGINT also records itself (``precompile.interrupt``) besides raising
+    KeyboardInterrupt, so one that lands in a C callback, which prints and drops the exception, still ends a
+    kernel compile at its next kernel and the command with 130. Only where SIGINT has Python's default handler
+    in the main thread (a shell that ignores it keeps it ignored). Returns what puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return lambda: None
+    _interrupted(clear=True)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pre = sys.modules.get("cnnjit.compiler.codegen.precompile")  # (not imported: no compile to stop)
+        if pre is not None:
+            pre.interrupt()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _interrupted(clear: bool = False) -> bool:
+    """Whether a SIGINT was recorded (``_record_interrupts``) during this command (``clear``: forget it)."""
+    pre = sys.modules.get("cnnjit.compiler.codegen.precompile")
+    return pre is not None and pre.interrupted(clear)
 
 
 def _print_worker_traceback(e: BaseException) -> None:

@@ -463,6 +463,26 @@ class _NoCompile:
         return getattr(self._cache, name)
 
 
+#: an interrupt recorded by ``interrupt()``
+_INTERRUPTED = threading.Event()
+
+
+def interrupt() -> None:
+    """Record a Ctrl-C (the command line's SIGINT handler calls it besides raising KeyboardInterrupt): Python
+    raises the exception wherever the signal lands, and inside a C callback (llvmlite's object-cache
+    notification while numba compiles a kernel) it is printed and dropped, so the compile would go on to its
+    end. A parallel kernel compile (``_parallel``) takes no kernel after it and raises KeyboardInterrupt."""
+    _INTERRUPTED.set()
+
+
+def interrupted(clear: bool = False) -> bool:
+    """Whether ``interrupt()`` was called (and, ``clear``, forget it: a new command starts)."""
+    was = _INTERRUPTED.is_set()
+    if clear:
+        _INTERRUPTED.clear()
+    return was
+
+
 def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping[str, str],
               signatures: Mapping[str, list[tuple]], jobs: int, notify: _Notifier,
               rows: Mapping[str, KernelCompile]) -> dict[str, tuple[str, float, float]]:
@@ -479,7 +499,7 @@ def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping
 
     def take() -> Iterator[str]:
         """Kernel names from the shared queue until it is empty or the compile is stopped."""
-        while not stop.is_set():
+        while not stop.is_set() and not _INTERRUPTED.is_set():
             try:
                 yield tasks.get_nowait()
             except queue.Empty:
@@ -519,6 +539,8 @@ def _parallel(names: list[str], dispatchers: Mapping[str, Any], sources: Mapping
         for t in threads:
             t.start()
         local()
+        if _INTERRUPTED.is_set():
+            raise KeyboardInterrupt  # (one a C callback swallowed: ``interrupt``)
         for t in threads:
             t.join()
         local()  # anything a failed worker handed back
