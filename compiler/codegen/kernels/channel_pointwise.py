@@ -46,11 +46,13 @@ SMALL_PIXELS = 36
 MAX_PIXELS = 100
 
 
-def channel_source(node: Node, w: int, mr: int, nr: int, pixels: int) -> tuple[str, list]:
+def channel_source(node: Node, w: int, mr: int, nr: int, pixels: int,
+                   gather: tuple[str, list[str]] | None = None) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue at vector width ``w`` over maps of ``pixels`` pixels (tiles of
     ``mr`` pixels by ``nr`` vectors of output channels, ``row_tiles``); returns the source and the residual
     arguments. A residual is gathered like the stores (all lanes of a whole panel, the first ``cnt`` of the
-    last, partial one)."""
+    last, partial one). ``gather``: extra parameters (after ``P``) and the lines, inside the loop over images
+    ``n``, that build image ``n``'s ``K x P`` matrix and set ``x0`` to it (``im2col_packed.im2col_lines``)."""
     nc = nr * w
     whole = Epilogue(node, nc, False, residual_load=lambda k: f"vgather{nc}(r{k}b, r{k}o + yq, P)")
     part = Epilogue(node, nc, False, residual_load=lambda k: f"vgathern{nc}(r{k}b, r{k}o + yq, P, cnt)")
@@ -71,7 +73,8 @@ def channel_source(node: Node, w: int, mr: int, nr: int, pixels: int) -> tuple[s
         out = [f"{ind}a{nc}_{i} = vload{nc}(cb, co + q0)" for i in range(rows)]
         out += [f"{ind}xi = x0 + m", f"{ind}bi = pan", f"{ind}for k in range(K):",
                 f"{ind}    v{nc} = vload{nc}(bb, bi)"]
-        out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}(xb[U(xi + {i})]), v{nc}, a{nc}_{i})" for i in range(rows)]
+        src = "zb" if gather else "xb"
+        out += [f"{ind}    a{nc}_{i} = vfma{nc}(vbcast{nc}({src}[U(xi + {i})]), v{nc}, a{nc}_{i})" for i in range(rows)]
         out += [f"{ind}    xi += P", f"{ind}    bi += {nc}", f"{ind}if cnt == {nc}:"]
         out += stores(whole, ind + "    ", rows, False)
         out.append(f"{ind}else:")
@@ -81,9 +84,10 @@ def channel_source(node: Node, w: int, mr: int, nr: int, pixels: int) -> tuple[s
 
     full, tail = row_tiles(pixels, mr)
     lines = [
-        "def kernel(xb, xo, bb, bo, cb, co, yb, yo, N, K, M, P" + whole.signature() + "):",
+        "def kernel(xb, xo, bb, bo, cb, co, yb, yo, N, K, M, P" + (gather[0] if gather else "")
+        + whole.signature() + "):",
         "    for n in range(N):",
-        "        x0 = xo + n * K * P",
+        *(gather[1] if gather else ["        x0 = xo + n * K * P"]),
         "        y0 = n * M * P",
         f"        for j in range((M + {nc - 1}) // {nc}):",
         f"            q0 = j * {nc}",
@@ -127,22 +131,37 @@ def channel_applies(node: Node, target: Target) -> bool:
             and (b is None or b.is_const) and len(x.shape) == 4):
         return False
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    if P < MIN_PIXELS or P > MAX_PIXELS or packed_pointwise_applies(node, target):
+    return takes_pixels(P, target) and not packed_pointwise_applies(node, target)
+
+
+def takes_pixels(P: int, target: Target) -> bool:
+    """Whether a map of ``P`` pixels is one the output-channel lanes take over pixel vectors: ``MIN_PIXELS`` to
+    ``SMALL_PIXELS``, or up to ``MAX_PIXELS`` where they do not fill ``simd_pointwise``'s rows of ``4 * w``."""
+    if P < MIN_PIXELS or P > MAX_PIXELS:
         return False
     return P <= SMALL_PIXELS or lane_share(P, 4 * target.vector_width) < 1.0
 
 
-@variant("Conv", name="channel_pointwise", priority=17, applies=channel_applies)
-def gen_channel_pointwise(node: Node, target: Target) -> list[KernelCall]:
-    """One call for the whole batch, ``W^T`` packed into panels of ``nr * w`` output channels (``w`` from
-    ``panel_width``; zeros past ``M``), the bias padded alike."""
-    x, wt, bias, y, N, C, M, P = pointwise_operands(node)
+def channel_call(node: Node, target: Target, gather: tuple[str, list[str]] | None = None,
+                 gather_args: tuple = ()) -> list[KernelCall]:
+    """One call for the whole batch on the output's ``P`` pixels, ``W^T`` (``M x K``, ``K`` the weights'
+    input channels x taps) packed into panels of ``nr * w`` output channels (``w`` from ``panel_width``; zeros
+    past ``M``), the bias padded alike; ``gather`` (``channel_source``) with its arguments ``gather_args`` for
+    an input that is not ``K x P``."""
+    x, wt, bias, y, N, _, M, _ = pointwise_operands(node)
+    K = int(np.prod(wt.shape[1:]))
+    P = int(np.prod(node.outputs[0].shape[2:], dtype=np.int64))
     mr, nr = gemm_tile(target)
     w = panel_width(M, target)
     nc = nr * w
-    panels = pack_panels(np.ascontiguousarray(wt.const.reshape(M, C).T, dtype=np.float32), nc)
+    panels = pack_panels(np.ascontiguousarray(wt.const.reshape(M, K).T, dtype=np.float32), nc)
     cb = np.zeros(-(-M // nc) * nc, np.float32)
     cb[:M] = bias.array if isinstance(bias, Param) else bias.const.reshape(M)
-    src, extra = channel_source(node, w, mr, nr, P)
-    return [KernelCall(src, [x, Param(panels), Param(cb), y, N, C, M, P, *extra], note(node))]
+    src, extra = channel_source(node, w, mr, nr, P, gather)
+    return [KernelCall(src, [x, Param(panels), Param(cb), y, N, K, M, P, *gather_args, *extra], note(node))]
 
+
+@variant("Conv", name="channel_pointwise", priority=17, applies=channel_applies)
+def gen_channel_pointwise(node: Node, target: Target) -> list[KernelCall]:
+    """``channel_call`` on the input's channel planes."""
+    return channel_call(node, target)

@@ -24,6 +24,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, variant
+from .channel_pointwise import MIN_PIXELS, channel_call
 from .packed_pointwise import MIN_CHANNELS, MIN_ROW_TILES, packed_call, packed_tile
 
 #: the most output pixels: above, ``winograd_f4`` and ``cblock`` fill their tiles and the im2col copy grows
@@ -97,3 +98,30 @@ def gen_im2col_packed(node: Node, target: Target) -> list[KernelCall]:
     return packed_call(node, target, im2col_lines(),
                        (Scratch(depth * OH * OW), x.shape[1], *x.shape[2:], OW, *a["kernel_shape"], *a["strides"],
                         a["pads"][0], a["pads"][1], *a["dilations"]), kchunk=True)
+
+
+#: the most output pixels of ``im2col_channels``: up to it, the output channels as the lanes beat the pixel
+#: strips (measured below, see ``im2col_channels_applies``)
+CHANNELS_MAX_PIXELS = 64
+
+
+def im2col_channels_applies(node: Node, target: Target) -> bool:
+    """``im2col_packed``'s layers (weights of at least ``WEIGHT_BYTES``) on maps of ``channel_pointwise``'s
+    ``MIN_PIXELS`` to ``CHANNELS_MAX_PIXELS`` output pixels."""
+    if not im2col_packed_applies(node, target):
+        return False
+    P = int(np.prod(node.outputs[0].shape[2:], dtype=np.int64))
+    return MIN_PIXELS <= P <= CHANNELS_MAX_PIXELS
+
+
+@variant("Conv", name="im2col_channels", priority=21, applies=im2col_channels_applies)
+def gen_im2col_channels(node: Node, target: Target) -> list[KernelCall]:
+    """Per image, the im2col unroll (``im2col_lines``), then ``channel_pointwise``'s GEMM on it: the output
+    channels as the lanes, ``W^T`` packed into panels of ``nr * w`` channels read as whole vectors, each of the
+    tile's ``mr`` pixels broadcast from the unrolled matrix."""
+    x, wt = node.inputs[0], node.inputs[1]
+    a = node.attrs
+    OH, OW = node.outputs[0].shape[2:]
+    return channel_call(node, target, im2col_lines(),
+                        (Scratch(int(np.prod(wt.shape[1:])) * OH * OW), x.shape[1], *x.shape[2:], OW,
+                         *a["kernel_shape"], *a["strides"], a["pads"][0], a["pads"][1], *a["dilations"]))

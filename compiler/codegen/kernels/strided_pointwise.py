@@ -21,6 +21,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from ..parts import node_part, part_space
+from .channel_pointwise import channel_call, takes_pixels
 from .packed_pointwise import packed_call, packed_fits, packed_tile
 from .simd_pointwise import (
     PART_VECTORS,
@@ -111,3 +112,22 @@ def gen_strided_packed(node: Node, target: Target) -> list[KernelCall]:
 def strided_packed_part_space(node: Node, target: Target) -> tuple[int, int]:
     """Output pixels in whole strips (``packed_pointwise``'s): each part gathers its own output rows."""
     return int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), packed_tile(target)[1] * target.vector_width
+
+
+def strided_channels_applies(node: Node, target: Target) -> bool:
+    """``strided_pointwise``'s layers that ``strided_packed`` does not take, on an output map whose pixels
+    ``channel_pointwise`` takes at stride 1 (``takes_pixels``): a ResNet's last 1024 -> 2048 shortcut at 5x2
+    or 7x7, whose pixel vectors idle most of 16 lanes while it streams 8 MB of weights."""
+    return (strided_pointwise_applies(node, target) and not strided_packed_applies(node, target)
+            and takes_pixels(int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), target))
+
+
+@variant("Conv", name="strided_channels", priority=22, applies=strided_channels_applies)
+def gen_strided_channels(node: Node, target: Target) -> list[KernelCall]:
+    """Per image, the subsample into a ``C x OH * OW`` scratch (``gather_lines``), then ``channel_pointwise``'s
+    GEMM on it (output channels as the lanes)."""
+    x = node.inputs[0]
+    OH, OW = node.outputs[0].shape[2:]
+    params, lines = gather_lines(target.vector_width)
+    return channel_call(node, target, (params, ["        C = K", *lines]),
+                        (Scratch(x.shape[1] * OH * OW), *x.shape[2:], OH, OW, node.attrs["strides"][0]))
