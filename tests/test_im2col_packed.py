@@ -22,7 +22,7 @@ from test_winograd import conv_model
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
-from cnnjit.compiler.codegen.kernel import Target, choose
+from cnnjit.compiler.codegen.kernel import Target
 from cnnjit.compiler.codegen.kernels import im2col_packed, packed_pointwise
 
 WIDTHS = [4, 8, 16]
@@ -76,12 +76,18 @@ def test_im2col_packed_at_width(width: int, case: dict) -> None:
     """Forced (asserted) and within float32 rounding of the float64 reference; ``chunk``: chunk panels of
     2 KB, so the reduction runs in several chunks of a few channels (the last one short), the partial sums
     through the output, strip tiles and channel-vector tail alike."""
-    model, x, expected, scale = layer(case)
     with pytest.MonkeyPatch.context() as mp:
         if case["chunk"]:
             mp.setattr(packed_pointwise, "CHUNK_PANEL_BYTES", case["chunk"])
-        compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": "im2col_packed"})
-    assert conv_variants(compiled) == {"im2col_packed"}
+        check_forced(layer(case), "im2col_packed", width)
+
+
+def check_forced(built: tuple, variant: str, width: int) -> None:
+    """``built`` (``layer``'s model, input, float64 expected output and scale) compiled at ``width`` with
+    ``variant`` forced: it ran (asserted) and the output is within float32 rounding of the reference."""
+    model, x, expected, scale = built
+    compiled = cnnjit.compile(model, vector_width=width, variants={"Conv": variant})
+    assert conv_variants(compiled) == {variant}
     got = compiled(x)
     assert got.shape == expected.shape
     err = np.abs(got.astype(np.float64) - expected)
@@ -122,10 +128,11 @@ def check_two_parts(built: tuple, variant: str, monkeypatch: pytest.MonkeyPatch)
     (512, 512, 10, 3, 1, False),                        # 100 pixels: winograd_f4
     (64, 64, 7, 3, 1, False), (512, 512, 7, 1, 1, False)])
 def test_im2col_packed_applicability(c: int, m: int, hw: int, k: int, stride: int, chosen: bool) -> None:
-    """The default table takes it for weights of ``WEIGHT_BYTES`` and more on maps of at most ``MAX_PIXELS``
-    output pixels (a siamese VGG's 512 -> 512 3x3 on 7x7 ran ``cblock`` at 7-12 GFLOP/s in the model), and
-    not for smaller weights, larger maps or a 1x1."""
+    """It applies to weights of ``WEIGHT_BYTES`` and more on maps of at most ``MAX_PIXELS`` output pixels (a
+    siamese VGG's 512 -> 512 3x3 on 7x7 ran ``cblock`` at 7-12 GFLOP/s in the model), and not to smaller
+    weights, larger maps or a 1x1; where the table takes it (on maps of 4 pixels and more ``im2col_channels``
+    before it) is ``test_im2col_channels.test_variant_table``."""
     wt = np.ones((m, c, k, k), np.float32)
     model = conv_model((1, c, hw, hw), wt, np.zeros(m, np.float32), (k // 2,) * 4, strides=[stride, stride])
     node = next(n for n in cnnjit.compile(model, entry="lazy").ir.nodes if n.op == "Conv")
-    assert (choose(node, Target(vector_width=8, vector_registers=16)).name == "im2col_packed") == chosen
+    assert im2col_packed.im2col_packed_applies(node, Target(vector_width=8, vector_registers=16)) == chosen

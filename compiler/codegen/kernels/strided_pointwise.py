@@ -22,6 +22,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Scratch, Target, note, variant
 from ..parts import node_part, part_space
 from .channel_pointwise import channel_call, takes_pixels
+from .im2col_packed import WEIGHT_BYTES
 from .packed_pointwise import packed_call, packed_fits, packed_tile
 from .simd_pointwise import (
     PART_VECTORS,
@@ -116,9 +117,14 @@ def strided_packed_part_space(node: Node, target: Target) -> tuple[int, int]:
 
 def strided_channels_applies(node: Node, target: Target) -> bool:
     """``strided_pointwise``'s layers that ``strided_packed`` does not take, on an output map whose pixels
-    ``channel_pointwise`` takes at stride 1 (``takes_pixels``): a ResNet's last 1024 -> 2048 shortcut at 5x2
-    or 7x7, whose pixel vectors idle most of 16 lanes while it streams 8 MB of weights."""
+    ``channel_pointwise`` takes at stride 1 (``takes_pixels``), with weights of at least
+    ``im2col_packed.WEIGHT_BYTES`` (any, forced): a ResNet-50's last 1024 -> 2048 shortcut (8 MB) at 5x2,
+    whose pixel vectors idle 6 of 16 lanes while it streams its weights, 1.9x ``strided_pointwise`` in the
+    model (AVX-512, ``benchmarks/heldout.py --before Conv:strided_channels``); shallower layers were not
+    measured and keep the pixel-vector kernels."""
+    wt = node.inputs[1]
     return (strided_pointwise_applies(node, target) and not strided_packed_applies(node, target)
+            and (target.forced.get("Conv") == "strided_channels" or 4 * wt.type.size >= WEIGHT_BYTES)
             and takes_pixels(int(np.prod(node.outputs[0].shape[2:], dtype=np.int64)), target))
 
 
