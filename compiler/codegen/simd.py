@@ -12,6 +12,7 @@ and 128 lanes (register tile rows; LLVM splits them into machine vectors):
     vfma16(a, b, c)        a * b + c, fused
     vadd16 / vmax16 / vmin16, vzero16()
     vmaxf16(a, b)          a > b ? a : b (one maxps; vmax16 is maxnum, three on x86); vminf16: a < b ? a : b
+    vmaxnan16(a, b)        the larger, NaN where either is NaN (``llvm.maximum``)
     vhsum16(v) / vhmax16(v)    lane sum in lane order / lane max; vhsumt16 / vhmaxt16: as trees (rows' sums)
     vloadn16(buf, i, n) / vstoren16(buf, i, v, n)    the first n lanes only (tails), others zero / untouched
     vscatter16(buf, i, s, v) / vgather16(buf, i, s)  lane j at buf[i + j * s]; vscattern16 / vgathern16: first n lanes
@@ -655,6 +656,7 @@ def _make(n: int) -> dict[str, object]:
         f"vkeep{n}": vkeep,
         f"vbcast{n}": vbcast, f"vzero{n}": vzero, f"vfma{n}": _llvm_call("fma", 3),
         f"vmax{n}": _llvm_call("maxnum", 2), f"vmin{n}": _llvm_call("minnum", 2),
+        f"vmaxnan{n}": _llvm_call("maximum", 2),
         f"vadd{n}": _arith("fadd"), f"vmul{n}": _arith("fmul"), f"vdiv{n}": _arith("fdiv"),
         f"vload2e{n}": vload2e, f"vload2p{n}": vload2p, f"vload2pr{n}": vload2pr, f"vunpair{n}": vunpair,
         f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
@@ -691,5 +693,6 @@ __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{
     "vload2e", "vload2p", "vload2pr", "vunpair",
     "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscatter4t", "vscattern", "vgathern", "vhsum", "vdiv",
-    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8", *FUNCTIONS)] + [
+    "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vmaxnan", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8",
+    *FUNCTIONS)] + [
     f"{op}{n}" for n in WIDTHS for op in ("vloadtr", "vstoretr")]

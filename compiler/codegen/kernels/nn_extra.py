@@ -10,7 +10,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
-from .epilogue import with_epilogue
+from .epilogue import after_kernel, with_epilogue
 from .spatial import as3d, global_avg_source, plane_width
 from .template import Template, clipped_loops, source, tap_columns
 
@@ -228,11 +228,14 @@ def gen_reduce_planes(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(src, [node.inputs[0], node.outputs[0], P, S], note(node))]
 
 
-def plane_extreme_source(w: int, smallest: bool) -> str:
+def plane_extreme_source(w: int, smallest: bool, nan: bool = False) -> str:
     """The largest element of each plane of ``S >= w`` elements (``smallest``: the smallest, as minus the largest
     of the negated elements) in 4 vector accumulators of ``maxnum`` (NaN elements ignored, as ``vhmax``); the
     plane's last vector is loaded ending at its end, so no masked tail (elements seen twice do not change a
-    maximum)."""
+    maximum). ``nan``: a NaN element makes the plane's result NaN (``GLOBAL_SRC``'s rule): the accumulators take
+    ``vmaxnan``, and a plane whose lanes end NaN or infinite is redone by the scalar rule."""
+    vmax = f"vmaxnan{w}" if nan else f"vmax{w}"
+
     def load(at: str) -> str:
         v = f"vload{w}(xb, {at})"
         return f"vsub{w}(z, {v})" if smallest else v
@@ -248,19 +251,44 @@ def kernel(xb, xo, yb, yo, NC, S):
         a3 = a0
         i = {w}
         while i + {4 * w} <= S:
-            a0 = vmax{w}(a0, {load("base + i")})
-            a1 = vmax{w}(a1, {load(f"base + i + {w}")})
-            a2 = vmax{w}(a2, {load(f"base + i + {2 * w}")})
-            a3 = vmax{w}(a3, {load(f"base + i + {3 * w}")})
+            a0 = {vmax}(a0, {load("base + i")})
+            a1 = {vmax}(a1, {load(f"base + i + {w}")})
+            a2 = {vmax}(a2, {load(f"base + i + {2 * w}")})
+            a3 = {vmax}(a3, {load(f"base + i + {3 * w}")})
             i += {4 * w}
         while i + {w} <= S:
-            a0 = vmax{w}(a0, {load("base + i")})
+            a0 = {vmax}(a0, {load("base + i")})
             i += {w}
         if i < S:
-            a0 = vmax{w}(a0, {load(f"base + S - {w}")})
-        m = vhmax{w}(vmax{w}(vmax{w}(a0, a1), vmax{w}(a2, a3)))
+            a0 = {vmax}(a0, {load(f"base + S - {w}")})
+        a = {vmax}({vmax}(a0, a1), {vmax}(a2, a3))
+        m = vhmax{w}(a)
         yb[yo + nc] = {"-m" if smallest else "m"}
-'''
+''' + (f"""        if vhsum{w}(vmul{w}(a, z)) != 0.0:
+            m = -math.inf
+            for i in range(S):
+                v = xb[base + i]
+                if v > m or v != v:
+                    m = v
+            yb[yo + nc] = m
+""" if nan else "")
+
+
+def global_max_applies(node: Node, target: Target) -> bool:
+    """A float32 GlobalMaxPool over planes of at least a vector."""
+    x = node.inputs[0]
+    return x.dtype == np.float32 and int(np.prod(x.shape[2:], dtype=np.int64)) >= target.vector_width
+
+
+@variant("GlobalMaxPool", name="global_max_planes", priority=90, applies=global_max_applies)
+def gen_global_max_planes(node: Node, target: Target) -> list[KernelCall]:
+    """Each plane's largest element in vector accumulators, NaN kept (``plane_extreme_source(nan=True)``), a
+    fused activation after: ``global_pool``'s scalar loop is one compare-and-select chain per element (magika's
+    512 x 508 in 0.28 ms on AVX-512, onnxruntime's 25 us)."""
+    x = node.inputs[0]
+    S = int(np.prod(x.shape[2:], dtype=np.int64))
+    src = after_kernel(plane_extreme_source(plane_width(S, target), smallest=False, nan=True), node, "NC")
+    return [KernelCall(src, [x, node.outputs[0], x.shape[0] * x.shape[1], S], note(node))]
 
 
 @variant("ReduceMax", "ReduceMin", name="reduce_planes_max", priority=90, applies=reduce_planes_applies)
