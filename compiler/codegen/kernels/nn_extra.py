@@ -11,7 +11,7 @@ from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import after_kernel, with_epilogue
-from .spatial import as3d, global_avg_source, plane_width
+from .spatial import as3d, global_avg_source, plane_max_lines, plane_width
 from .template import Template, clipped_loops, source, tap_columns
 
 CONVT_SRC = Template('''
@@ -264,14 +264,7 @@ def kernel(xb, xo, yb, yo, NC, S):
         a = {vmax}({vmax}(a0, a1), {vmax}(a2, a3))
         m = vhmax{w}(a)
         yb[yo + nc] = {"-m" if smallest else "m"}
-''' + (f"""        if vhsum{w}(vmul{w}(a, z)) != 0.0:
-            m = -math.inf
-            for i in range(S):
-                v = xb[base + i]
-                if v > m or v != v:
-                    m = v
-            yb[yo + nc] = m
-""" if nan else "")
+''' + (f"        if vhsum{w}(vmul{w}(a, z)) != 0.0:\n" + plane_max_lines(" " * 12) if nan else "")
 
 
 def global_max_applies(node: Node, target: Target) -> bool:

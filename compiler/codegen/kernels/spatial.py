@@ -174,18 +174,20 @@ def gen_pool(node: Node, target: Target) -> list[KernelCall]:
     return [KernelCall(src, args, note(node))]
 
 
+def plane_max_lines(ind: str) -> str:
+    """Lines (at indent ``ind``) that store the largest element of the plane ``xb[base : base + S]`` at
+    ``yb[yo + nc]`` one element at a time, a NaN element making it NaN (the scalar GlobalMaxPool's rule)."""
+    return "".join(f"{ind}{line}\n" for line in ("acc = -math.inf", "for i in range(S):", "    v = xb[base + i]",
+                                                 "    if v > acc or v != v:", "        acc = v",
+                                                 "yb[yo + nc] = acc"))
+
+
 GLOBAL_SRC = '''
 def kernel(xb, xo, yb, yo, NC, S, is_max):
     for nc in range(NC):
         base = xo + nc * S
         if is_max:
-            acc = -math.inf
-            for i in range(S):
-                v = xb[base + i]
-                if v > acc or v != v:
-                    acc = v
-            yb[yo + nc] = acc
-        else:
+''' + plane_max_lines(" " * 12) + '''        else:
             acc = 0.0
             for i in range(S):
                 acc += xb[U(base + i)]
