@@ -46,6 +46,8 @@ CASES = {
     ("Conv", "strided_packed"): _conv(48, 64, 17, stride=2),  # 9x9 outputs: two strips and a tail at 16 lanes
     ("Conv", "packed_fc"): _conv(40, 24, 1),
     ("Conv", "im2col_packed"): _conv(256, 512, 7, k=3),  # 4.5 MiB of weights on a 7x7 map
+    ("Conv", "im2col_channels"): _conv(256, 512, 5, k=3),  # 4.5 MiB of weights on a 5x5 map
+    ("Conv", "strided_channels"): _conv(1024, 1024, 4, stride=2),  # 4 MiB of weights onto 2x2
     ("Conv", "im2col_bands"): _conv(6, 32, 9, k=7),  # a 7x7 kernel on a 9x9 map: past a strip at 16 lanes
     ("Conv", "conv1d_packed"): _model("Conv", (1, 24, 1, 70), {  # a Conv1D: 1x5 on one row, 70 columns
         "w": np.random.default_rng(9).standard_normal((32, 24, 1, 5)).astype(np.float32),
