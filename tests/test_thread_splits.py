@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
-from cnnjit.compiler.codegen.kernels import packed_pointwise, winograd
+from cnnjit.compiler.codegen.kernels import conv1d_packed, packed_pointwise, phase_packed, winograd
 from cnnjit.compiler.codegen.kernels.simd_cblock import cblock_applies
 from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
 from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
@@ -75,6 +75,13 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
     return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
 
 
+def conv1d_least(width: int) -> int:
+    """The fewest output channels ``conv1d_packed`` takes at ``width`` lanes on this host: ``MIN_ROW_TILES``
+    register tiles, whose height depends on the host's register count."""
+    mr, _ = packed_pointwise.packed_tile(CompileOptions(vector_width=width).host_target())
+    return conv1d_packed.MIN_ROW_TILES * mr
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(variant=st.sampled_from(sorted(v for op, v in PART_SPACES if op == "Conv" and (op, v) not in SPATIAL_PARTS)),
        data=st.data(),
@@ -91,10 +98,15 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
     # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows
-    width = data.draw(st.sampled_from(WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]), label="width")
+    widths = WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]
+    if variant == "conv1d_packed":  # the widths whose least channel count (its register tiles) is below 2 vectors
+        widths = [v for v in widths if conv1d_least(v) < 2 * v]
+    width = data.draw(st.sampled_from(widths), label="width")
     row = 0
-    if variant == "conv1d_packed":  # a Conv1D of 12 or more channels (2 row tiles at 8 lanes), 2 strips or more
-        k, m, c = 3, data.draw(st.integers(12, 2 * width - 1), label="m"), data.draw(st.integers(6, 24), label="c")
+    if variant == "conv1d_packed":  # a Conv1D of MIN_ROW_TILES register tiles of channels (12 at 16 registers,
+        # 16 at 32), 2 strips or more
+        m = data.draw(st.integers(conv1d_least(width), 2 * width - 1), label="m")
+        k, c = 3, data.draw(st.integers(6, 24), label="c")
         assume(balanced_ranges(m, threads, width) is None)
         row = data.draw(st.integers(4 * width, 12 * width), label="row")
     elif variant == "simd_pointwise":
@@ -110,12 +122,15 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
         hw = max(hw, 16)  # (Winograd applies from a few tiles on, where it saves enough: asserted below)
     else:
         k, m, c = 3, 2 * width, data.draw(st.integers(15, 24), label="c")
-        hw = min(hw, 2 * width - 1)
+        # (phase_packed: rows of one whole vector, its pixel lanes as full as cblock's two vectors of channels,
+        # MIN_LANE_GAIN; cblock: short rows)
+        hw = width if variant == "phase_packed" else min(hw, 2 * width - 1)
     model, w, b = pointwise_model(c, m, hw, act, residual, k=k, row=row)
-    if variant in ("cblock", "winograd_f4"):  # (a short row that Winograd tiles well is Winograd's:
-        # MIN_WINOGRAD_RATIO; Winograd only where it saves enough, slot_ratio's crossover)
+    if variant in ("cblock", "winograd_f4", "phase_packed"):  # (a short row that Winograd tiles well is
+        # Winograd's: MIN_WINOGRAD_RATIO; Winograd only where it saves enough, slot_ratio's crossover)
         conv = next(n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv")
-        applies = cblock_applies if variant == "cblock" else winograd.winograd_applies
+        applies = {"cblock": cblock_applies, "winograd_f4": winograd.winograd_applies,
+                   "phase_packed": phase_packed.phase_packed_applies}[variant]
         assume(applies(conv, CompileOptions(vector_width=width).host_target()))
     rng = np.random.default_rng(c * 1000 + m * 10 + hw)
     h, w_ = (1, row) if row else (hw, hw)
