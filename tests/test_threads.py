@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MLPERF_TINY_DIR, REPO_DIR
+from conftest import MLPERF_TINY_DIR, REPO_DIR, split_for_cpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit, typeof
@@ -199,7 +199,7 @@ def test_oversubscribed_team_is_still_exact(models, monkeypatch: pytest.MonkeyPa
     compile; a compile itself splits for at most the usable CPUs, ``cpus.split_threads``): the team shares
     the parts, the results do not change."""
     m, one, _ = models
-    monkeypatch.setattr(cpus, "usable_cpus", lambda: 5)  # (the compile's view; the team keeps the real CPUs)
+    split_for_cpus(monkeypatch, 5)  # (the compile's view; the team keeps the real CPUs)
     five = cnnjit.compile(m, threads=5)
     assert five._default_spec().program.meta["threads"] == 5
     assert five._default_spec().program.meta["parallel_layers"] == 3  # 64 channels: at most 4 parts of 16
