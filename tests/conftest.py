@@ -104,6 +104,15 @@ def load_case(
     return model_path, inputs, outputs
 
 
+def split_for_cpus(mp: pytest.MonkeyPatch, n: int = 4) -> None:
+    """Compiles under ``mp`` split layers for up to ``n`` threads whatever CPUs this machine has (a compile
+    splits for at most the usable CPUs, ``cnnjit.runtime.cpus.split_threads``): for a test of how a layer
+    splits for 3 or 4 threads. The team still runs the parts on the CPUs there are."""
+    from cnnjit.runtime import cpus
+
+    mp.setattr(cpus, "usable_cpus", lambda: n)
+
+
 def graph_input_names(model: onnx.ModelProto) -> list[str]:
     """The model's real inputs: graph inputs that are not initializers, in declaration order."""
     inits = {t.name for t in model.graph.initializer}

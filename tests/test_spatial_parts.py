@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import split_for_cpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -30,7 +31,9 @@ WIDTHS = [4, 8, 16]
 
 @pytest.fixture
 def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small test layers count as worth splitting (the thresholds are for real models' sizes)."""
+    """Small test layers count as worth splitting (the thresholds are for real models' sizes), for up to 4
+    threads on any machine (``conftest.split_for_cpus``)."""
+    split_for_cpus(monkeypatch)
     monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PART_US", 1e-6)

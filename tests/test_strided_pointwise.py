@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import reference_np as ref
-from conftest import REPO_DIR, ort_session
+from conftest import REPO_DIR, ort_session, split_for_cpus
 from hypothesis import example, given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -135,7 +135,8 @@ def check_pixel_parts(variant: str, align: int, width: int, c: int, m: int, h: i
         model.graph.node.insert(1, helper.make_node("Add", ["c", "r"], ["c2"]))
         model.graph.node[2].input[0] = "c2"
     feeds = {"x": x, **({"r": r} if residual else {})}
-    with pytest.MonkeyPatch.context() as mp:  # (small layers count as worth splitting)
+    with pytest.MonkeyPatch.context() as mp:  # (small layers count as worth splitting, for up to 4 threads)
+        split_for_cpus(mp)
         mp.setattr(split, "MIN_PARALLEL_US", 0.0)
         mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
         mp.setattr(split, "MIN_PART_US", 1e-6)

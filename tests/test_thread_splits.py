@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import split_for_cpus
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -54,7 +55,9 @@ def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int
 @pytest.fixture
 def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small test layers count as worth splitting (the thresholds are for real models' sizes; constant for
-    every example of a property test)."""
+    every example of a property test); and a compile may split for 3 or 4 threads on a machine of fewer CPUs
+    (``cpus.split_threads``: the splits are what is tested, the team runs them on the CPUs it has)."""
+    split_for_cpus(monkeypatch)
     monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
@@ -202,6 +205,31 @@ def test_packed_pointwise_parts_below_its_channel_bound(split_small_layers, monk
     np.testing.assert_array_equal(got, one.run(None, feeds)[0])
     want = ref.conv(feeds["x"], w, b, pads=[0] * 4) + (feeds["r"] if residual else 0)
     want = np.maximum(want, 0) if act == "Relu" else want
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("c,hw", [(192, 13), (96, 13)])
+def test_winograd_channel_parts_below_its_slot_ratio(split_small_layers, monkeypatch, width, c, hw) -> None:
+    """``winograd_f4`` refuses a layer whose register tile would be too narrow (``slot_ratio``, a speed rule:
+    ``parts.ANY_CHANNEL_PARTS``): a 192 -> 192 conv at 13x13 it computes whole still splits into two channel
+    halves of its own kernel (at 16 lanes their 96 channels are refused), bit-identical to one thread and
+    equal to the numpy reference, at every vector width."""
+    monkeypatch.setattr(split, "PART_SPACE_EDGE", 0.0)  # (the channels, not its bands of tile rows)
+    model, w, b = pointwise_model(c, c, hw, "Relu", True, k=3)
+    forced = {"Conv": "winograd_f4"}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    two = cnnjit.compile(model, vector_width=width, threads=2, variants=forced)
+    calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
+    assert {cl.variant for cl in calls} == {"winograd_f4"}
+    assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"channels {lo}:{hi} of {c}]"
+                                                          for lo, hi in balanced_ranges(c, 2, width)]
+    rng = np.random.default_rng(c + width)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32),
+             "r": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    got = two.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = np.maximum(ref.conv(feeds["x"], w, b, pads=[1] * 4) + feeds["r"], 0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
