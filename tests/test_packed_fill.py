@@ -30,6 +30,7 @@ from cnnjit.compiler.codegen.kernels.packed_pointwise import (
     MIN_ROW_TILES,
     SERIAL_ROWS,
     WEIGHT_STREAM_BYTES,
+    WIDE_FITS,
     fills,
     packed_tile,
     pairs,
@@ -157,8 +158,9 @@ def test_fill_rule_on_inverted_residual_shapes(target: Target) -> None:
     for c, m, hw in ((120, 4 * mr + 4, 28), (FILL_CHANNELS, FILL_ROW_TILES * mr, 14), (200, 5 * mr, 14)):
         assert choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise", (c, m, hw)
     assert 13 * 13 < FILL_PIXELS <= 14 * 14
+    wide = target.vector_width in WIDE_FITS  # 16 lanes: from 16 channels and 2 row tiles
     for c, m, hw in ((FILL_CHANNELS - 1, 5 * mr, 28), (96, FILL_ROW_TILES * mr - 1, 28), (96, 5 * mr, 13)):
-        assert choose(_layer(c, m, hw, 1, 1), target).name != "packed_pointwise", (c, m, hw)
+        assert (choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise") == wide, (c, m, hw)
     forms = Target(vector_width=target.vector_width, vector_registers=target.vector_registers, forms=(BLOCK_COPY,))
     assert choose(_layer(120, 4 * mr + 4, 28, 1, 1), forms).name != "packed_pointwise"  # (the copy's thresholds)
 

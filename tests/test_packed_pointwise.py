@@ -183,12 +183,15 @@ def test_variant_table_choice(target: Target) -> None:
                   (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10), (40, 120, 7)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
-    assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
-    assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
-    assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
+    # at 16 lanes from 2 row tiles of 16 channels on any map of a strip (WIDE_FITS), else not:
+    wide = target.vector_width in packed_pointwise.WIDE_FITS
+    assert (choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name == "packed_pointwise") == wide  # few row tiles
+    assert (choose(_layer(32, 64, 16, 1, 1), target).name == "packed_pointwise") == wide  # 32 KB on whole rows
+    assert (choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name == "packed_pointwise") == wide  # small map
     assert choose(_layer(48, 2 * mr, 160, 1, 1), target).name == "packed_pointwise"  # 2 tiles, wide streaming map
-    assert choose(_layer(128, 2 * mr, 40, 1, 1), target).name != "packed_pointwise"  # 2 tiles below WIDE_MAP
+    assert (choose(_layer(128, 2 * mr, 40, 1, 1), target).name == "packed_pointwise") == wide  # under WIDE_MAP
     assert choose(_layer(96, 2 * mr - 1, 160, 1, 1), target).name != "packed_pointwise"  # under 2 tiles
+    assert choose(_layer(15, 4 * mr, 28, 1, 1), target).name != "packed_pointwise"  # under 16 channels
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 
