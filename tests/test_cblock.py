@@ -152,7 +152,7 @@ def test_tile_fits_the_register_budget(width: int, registers: int) -> None:
         mv, np_ = cblock_tile(target, 2 * width, ow)
         assert mv == 2 and 1 <= np_ <= max(1, ow)
         # accumulators, weights, broadcast and the registers left free
-        spare = spare_registers(registers)
+        spare = spare_registers(target)
         assert mv * np_ + mv + 1 + spare <= max(registers, 2 * mv + 1 + spare), (ow, mv, np_)
     assert cblock_tile(target, width, 13) is None  # one channel vector: not this kernel's
     assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 13) == (2, 5)

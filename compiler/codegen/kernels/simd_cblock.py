@@ -189,7 +189,7 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
     tiles = -(-mg // (mv * w))
     if mg % (mv * w) != 0 and (group > 1 or tiles * mv * w - mg > MAX_RAGGED * tiles * mv * w):
         return None
-    most = max(1, (target.vector_registers - mv - 1 - spare_registers(target.vector_registers)) // mv)
+    most = max(1, (target.vector_registers - mv - 1 - spare_registers(target)) // mv)
     if ow <= most:
         return mv, ow
     fewest = max(1, (2 * most + 2) // 3)
@@ -201,7 +201,7 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
 #: 12x12 43 / 80 / 84, 96->192 stride 2 at 24x24 56 / 53 / 79, 256->256 at 6x6 69 / 73 / 75, 32->64 dilated
 #: (2, 1) at 100x64 35 / 61 / 56; 2 x 5 (13 registers) is the best tile of 13-column rows (82 against 72)
 SPARE_REGISTERS = 2
-#: ... and with a register file of 32 (AVX-512): 2 x 13 (29 registers) ran at 62-77% of the FMA peak in the
+#: ... and with 16 lanes and 32 registers (AVX-512): 2 x 13 (29 registers) ran at 62-77% of the FMA peak in the
 #: model, 2 x 8-10 at 80-100%. Zen 5, per call in the schedule, best of 3 x 10 runs, interleaved, load ~4.5
 #: (the ddddocr detector; 2 spare / 6 / 8): 192->192 3x3 at 13x13 2 x 13 654 us, 2 x 8 470, 2 x 7 437; 96->96
 #: at 13x13 160 / 120 / 105-111; stride 2, 2 x 9 either way: 48->96 at 104x104 1088 / 844 / 878, 96->192 at
@@ -210,9 +210,10 @@ SPARE_REGISTERS = 2
 SPARE_REGISTERS_WIDE = 8
 
 
-def spare_registers(registers: int) -> int:
-    """Vector registers ``cblock_tile`` leaves free in a register file of ``registers``."""
-    return SPARE_REGISTERS_WIDE if registers >= 32 else SPARE_REGISTERS
+def spare_registers(target: Target) -> int:
+    """Vector registers ``cblock_tile`` leaves free: ``SPARE_REGISTERS_WIDE`` with 16 lanes and 32 registers
+    (AVX-512, where it was measured), else ``SPARE_REGISTERS`` (AVX2, and NEON's 32 as before)."""
+    return SPARE_REGISTERS_WIDE if target.vector_width >= 16 and target.vector_registers >= 32 else SPARE_REGISTERS
 #: the most a ragged layer's whole tiles may exceed its output channels by (a fraction of the lanes computed)
 MAX_RAGGED = 0.25
 
