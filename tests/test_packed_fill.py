@@ -86,7 +86,8 @@ def test_earlier_forms_compute_the_same(width: int) -> None:
     case = dict(n=1, c=50, m=32, g=1, k=1, s=1, d=1, h=5, w=9, pads=[0] * 4, act="Relu", residual=True, seed=3)
     model, x, expected = conv_model(case)
     fill, sets = _markers(width)
-    before = cnnjit.compile(model, vector_width=width, forms=[BLOCK_COPY, SERIAL_ROWS])
+    before = cnnjit.compile(model, vector_width=width, forms=[BLOCK_COPY, SERIAL_ROWS],
+                            variants={"Conv": "packed_pointwise"})  # (16 lanes: channel_pointwise by default)
     prog = before._default_spec().program
     assert {c.variant for c in prog.calls if c.op.startswith("Conv")} == {"packed_pointwise"}
     src = _conv_source(prog)

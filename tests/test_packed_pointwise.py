@@ -182,8 +182,8 @@ def test_variant_table_choice(target: Target) -> None:
                   (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
                   (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
-    # a 7x7 map is one strip and a tail at 16 lanes: channel_pointwise's there (WIDE_FITS)
-    small = "packed_pointwise" if target.vector_width not in packed_pointwise.WIDE_FITS else "channel_pointwise"
+    # a 7x7 map is one strip and a tail at 16 lanes: channel_pointwise's there (WIDE_STRIPS)
+    small = "packed_pointwise" if target.vector_width not in packed_pointwise.WIDE_STRIPS else "channel_pointwise"
     assert choose(_layer(40, 120, 7, 1, 1), target).name == small
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
     # at 16 lanes from 2 row tiles of 16 channels on any map of a strip (WIDE_FITS), else not:

@@ -598,17 +598,26 @@ FILL_PIXELS = 196
 #: 28, 32 -> 128 at 27x27 29-31 -> 25, 384 -> 48 at 13x13 45 -> 33, 256 -> 48 24 -> 23; the PP-OCR
 #: classifier's 16 -> 88 at 3x96 4.3 -> 3.6, 200 -> 32 at 2x96 11.2 -> 9.5 (whole model 0.159 -> 0.145 ms);
 #: MLPerf VWW's 32 -> 64 at 12x12 2.9 -> 2.4; MobileNetV3-small's 8x8 1x1s 1.0-1.5 -> 0.9-1.3; even: 16 -> 32 at
-#: 24x24, 32 -> 32 at 16x16; MobileNetV3-small's 16 -> 16 at 16x16 0.5 -> 0.6. The third number: the fewest
-#: whole strips (a map of one strip and a tail goes to ``channel_pointwise``, output channels as lanes; in the
-#: model, as above: MobileNetV2's 7x7 1x1s 576 -> 160 67 -> 54 us, 960 -> 160 109 -> 89-91, 160 -> 960 89-92 ->
-#: 79-81, 960 -> 320 209 -> 177, 320 -> 1280 273 -> 232)
-WIDE_FITS = {16: (16, 2, 2)}
+#: 24x24, 32 -> 32 at 16x16; MobileNetV3-small's 16 -> 16 at 16x16 0.5 -> 0.6
+WIDE_FITS = {16: (16, 2)}
+#: at these vector widths a map of fewer whole strips than this is left to ``channel_pointwise`` (output channels
+#: as lanes) where it applies (``few_strips``). In the model, as above (packed_pointwise -> channel_pointwise):
+#: MobileNetV2's 7x7 1x1s 576 -> 160 65-67 -> 53-54 us, 960 -> 160 105-109 -> 89-91, 160 -> 960 89-92 -> 79-82,
+#: 960 -> 320 209 -> 177, 320 -> 1280 273-283 -> 229-232 (sum of the model's calls 3.43 -> 3.29 ms); MLPerf VWW
+#: and MobileNet-v1's 6x6 64 -> 128 and 128 -> 128 1.1x; PP-OCRv4 rec's 1x40 60 -> 120 8.8 -> 7.9 and 4.4 -> 5.4
+WIDE_STRIPS = {16: 2}
+
+
+def few_strips(P: int, target: Target) -> bool:
+    """Whether ``P`` pixels are fewer whole strips than ``WIDE_STRIPS`` wants at the target's width."""
+    w = target.vector_width
+    return P < WIDE_STRIPS.get(w, 0) * packed_tile(target)[1] * w
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights, at least ``MIN_CHANNELS``
     input channels, ``MIN_ROW_TILES`` register tiles of output rows (``FILL_CHANNELS``, ``FILL_ROW_TILES`` and
-    ``FILL_PIXELS`` where the first tile fills the strips; ``WIDE_FITS`` at 16 lanes, from 2 strips there; or
+    ``FILL_PIXELS`` where the first tile fills the strips; ``WIDE_FITS`` at 16 lanes; or
     ``SHALLOW_CHANNELS`` and
     ``SHALLOW_ROW_TILES`` on large and on small maps, ``WIDE_ROW_TILES`` on wide streaming ones: see there)
     and one whole strip of pixels
@@ -628,7 +637,7 @@ def packed_fits(C: int, M: int, P: int, target: Target) -> bool:
     """Whether a ``C -> M`` 1x1 on ``P`` pixels is worth the strips' copy (see ``packed_pointwise_applies``)."""
     mr, nr = packed_tile(target)
     w = target.vector_width
-    if P < nr * w * (WIDE_FITS[w][2] if w in WIDE_FITS else 1):
+    if P < nr * w:
         return False
     if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
         return True
