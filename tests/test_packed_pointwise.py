@@ -180,15 +180,21 @@ def test_variant_table_choice(target: Target) -> None:
     mr = packed_tile(target)[0]
     for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
                   (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
-                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10), (40, 120, 7)):
+                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    # a 7x7 map is one strip and a tail at 16 lanes: channel_pointwise's there (WIDE_STRIPS)
+    small = "packed_pointwise" if target.vector_width not in packed_pointwise.WIDE_STRIPS else "channel_pointwise"
+    assert choose(_layer(40, 120, 7, 1, 1), target).name == small
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
-    assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
-    assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
-    assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
+    # at 16 lanes from 2 row tiles of 16 channels on any map of a strip (WIDE_FITS), else not:
+    wide = target.vector_width in packed_pointwise.WIDE_FITS
+    assert (choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name == "packed_pointwise") == wide  # few row tiles
+    assert (choose(_layer(32, 64, 16, 1, 1), target).name == "packed_pointwise") == wide  # 32 KB on whole rows
+    assert (choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name == "packed_pointwise") == wide  # small map
     assert choose(_layer(48, 2 * mr, 160, 1, 1), target).name == "packed_pointwise"  # 2 tiles, wide streaming map
-    assert choose(_layer(128, 2 * mr, 40, 1, 1), target).name != "packed_pointwise"  # 2 tiles below WIDE_MAP
+    assert (choose(_layer(128, 2 * mr, 40, 1, 1), target).name == "packed_pointwise") == wide  # under WIDE_MAP
     assert choose(_layer(96, 2 * mr - 1, 160, 1, 1), target).name != "packed_pointwise"  # under 2 tiles
+    assert choose(_layer(15, 4 * mr, 28, 1, 1), target).name != "packed_pointwise"  # under 16 channels
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 
