@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import avx2_registers
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -26,7 +27,6 @@ from onnx import TensorProto, helper, numpy_helper
 from test_thread_splits import compile_forced
 
 import cnnjit
-from cnnjit.compiler import stages
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import conv1d_packed, packed_pointwise
@@ -169,7 +169,7 @@ def test_conv1d_packed_parts(monkeypatch: pytest.MonkeyPatch, m: int, notes: str
     small_blocks(monkeypatch)
     # (AVX2's register file: tiles of 6 rows, so 12 channels are its 2 row tiles; 32 registers' 8-row tiles
     # would need 16, which split in whole vectors)
-    monkeypatch.setattr(stages, "host_vector_registers", lambda width=None: 16)
+    avx2_registers(monkeypatch)
     for name, least in (("MIN_PARALLEL_TOTAL_US", 0.0), ("MIN_PARALLEL_US", 0.0), ("MIN_PART_US", 1e-6)):
         monkeypatch.setattr(split, name, least)  # (every layer worth splitting)
     one, two, calls, _ = compile_forced(model, 8, 2, "conv1d_packed")  # (asserts the variant of every call)

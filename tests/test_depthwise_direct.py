@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import avx2_registers
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -22,7 +23,6 @@ from test_depthwise_static import _case_model, check_row_parts
 from test_simd_widths import compile_variant
 
 import cnnjit
-from cnnjit.compiler import stages
 from cnnjit.compiler.codegen.build import load_kernel
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels.depthwise_direct import (
@@ -159,7 +159,7 @@ def test_threaded_parts_match_the_reference(monkeypatch: pytest.MonkeyPatch) -> 
     registers, whose sweeps keep one accumulator a row; with 32 they sum each row in two chains and split by
     channels), each part's short row tails end at its own rows while the other part writes the rows after
     them; bit for bit the one-thread result."""
-    monkeypatch.setattr(stages, "host_vector_registers", lambda width=None: 16)
+    avx2_registers(monkeypatch)
     model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
                                          seed=2))
     compiled = cnnjit.compile(model, threads=2, vector_width=8)

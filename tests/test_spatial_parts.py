@@ -11,14 +11,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import reference_np as ref
-from conftest import split_for_cpus
+from conftest import avx2_registers, split_for_cpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from test_thread_splits import compile_forced
 
 import cnnjit
-from cnnjit.compiler import stages
 from cnnjit.compiler.codegen import parts
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernels import packed_pointwise
@@ -129,7 +128,7 @@ def sixteen_registers(monkeypatch, line: int) -> None:
     ``simd_depthwise``'s sweeps keep one accumulator a row and so have row parts; with 32 (AVX-512) they sum
     each row in two chains and split by channels only (``row_parts``)."""
     if not line:
-        monkeypatch.setattr(stages, "host_vector_registers", lambda width=None: 16)
+        avx2_registers(monkeypatch)
 
 
 @pytest.mark.parametrize(("hw", "want", "line"), [(14, "[channels 0:192 of 384]", 64), (32, "[part 0:16]", 64),
