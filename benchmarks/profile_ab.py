@@ -81,7 +81,8 @@ def main() -> None:
                         "bytes": b}
                        for c, n, f, ts, b in zip(t.program.calls, nodes, fl, times[k], call_bytes(t))]
             for r in info[k]:
-                r["peak_pct"] = 100 * r["flops"] / (r["min_ms"] * 1e6) / peak if r["flops"] else 0.0
+                # a call of a few cycles (a view's copy) can time at 0: no rate for it
+                r["peak_pct"] = 100 * r["flops"] / (r["min_ms"] * 1e6) / peak if r["flops"] and r["min_ms"] else 0.0
         b, a = info["before"], info["after"]
         sums = {k: sum(r["min_ms"] for r in info[k]) for k in info}
         payload["models"][name] = {"before": b, "after": a, "sum_min_ms": sums}

@@ -104,7 +104,8 @@ def compile(  # noqa: A001 - the public name users expect
     ``threads``: how many threads run an inference. The default (None) is ``CNNJIT_NUM_THREADS`` if set,
     else the CPUs this process may use (``os.sched_getaffinity``), as onnxruntime does. With N > 1, every
     layer estimated above ~25 us splits into up to N independent kernel calls over disjoint output-channel
-    ranges (dense, pointwise and depthwise Conv, batch 1), and the schedule becomes one parallel region
+    ranges (dense, pointwise and depthwise Conv, batch 1; N at most the CPUs this process may use: more parts
+    than threads to run them only cost, ``runtime/cpus.split_threads``), and the schedule becomes one parallel region
     run by a process-wide team of N threads started once (``cnnjit.runtime.parallel``): threads claim the
     parts of each step and wait only for the steps a step depends on. A model with no layer that large
     keeps the serial schedule. Results are bit-identical to ``threads=1`` (each part computes whole output

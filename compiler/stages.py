@@ -16,6 +16,7 @@ import numpy as np
 from cnnjit.ir import Graph
 from cnnjit.ir import errors as limits
 from cnnjit.ir.errors import CnnjitError, ResourceLimitError
+from cnnjit.runtime.cpus import split_threads
 from cnnjit.runtime.model import Specialization
 
 from .batching import batch_separable
@@ -63,9 +64,10 @@ class CompileOptions:
         return select_passes(default_pipeline(), self.passes, self.disable, self.fuse)
 
     def host_target(self) -> Target:
-        """The host machine as a code-generation target, with these options' threads and thresholds."""
+        """The host machine as a code-generation target, with these options' threads (at most the CPUs this
+        process may use: ``runtime/cpus.split_threads``) and thresholds."""
         width = self.vector_width or host_vector_width()
-        return Target(vector_width=width, int_width=host_int_width(), threads=self.threads,
+        return Target(vector_width=width, int_width=host_int_width(), threads=split_threads(self.threads),
                       sparse_threshold=self.sparse_threshold, variants=self.variants,
                       vector_registers=host_vector_registers(width), precision=self.precision,
                       forms=self.forms)

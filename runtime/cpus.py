@@ -28,4 +28,16 @@ def default_threads() -> int:
     return usable_cpus()
 
 
-__all__ = ["usable_cpus", "default_threads"]
+def split_threads(threads: int) -> int:
+    """The threads a host schedule for ``cnnjit.compile(threads=threads)`` splits its layers for: ``threads``, at
+    most ``usable_cpus()``. The team never has more threads than that (``team.ParallelRun.team_size``), and parts
+    beyond the team's threads only cost: each repeats its variant's shared work (a Winograd part transforms its
+    whole input, a packed pointwise part copies its strips), runs thinner tiles, and adds a hand-over. Measured on
+    2 CPUs (each call's minimum alone over 32 profiled runs, the step protocol simulated on 2 threads, load 5):
+    the 4-thread schedule of MobileNetV2-224 run by 2 threads 2004 us against the 2-thread schedule's 1859
+    (parts 3761 against 3648 us), the ddddocr detector's 16.0 against 13.8 ms (parts 28.1 against 25.5 ms);
+    whole runs, each engine in its own process, threads=4 1.05-1.39x threads=2."""
+    return max(1, min(threads, usable_cpus()))
+
+
+__all__ = ["usable_cpus", "default_threads", "split_threads"]

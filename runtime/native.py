@@ -46,6 +46,7 @@ from cnnjit import _version
 from cnnjit.ir.errors import CnnjitError, InputError
 
 from .batchloop import on_places, ready_for_batches, run_rows
+from .cpus import split_threads
 from .model import CompiledModel, InputSignature, Specialization
 from .team import PROTOCOL_VERSION, ParallelRun
 
@@ -202,8 +203,12 @@ def native_dir() -> Path:
 
 def entry_key(model_sha256: str, options: Mapping[str, Any]) -> str:
     """The key of a model (by digest) compiled with ``options`` (``api.warm_options``'s dict; ``verify`` is
-    left out, it changes no result)."""
+    left out, it changes no result). A thread count above the CPUs this process may use also keys the count the
+    program was split for (``cpus.split_threads``): threads=4 stored by a 2-CPU process is a 2-thread program."""
     opts = {k: v for k, v in options.items() if k != "verify"}
+    threads = opts.get("threads")
+    if isinstance(threads, int) and split_threads(threads) != threads:
+        opts["split_threads"] = split_threads(threads)
     env = {k: os.environ.get(k) for k in KEY_ENVIRONMENT}
     text = json.dumps({"model": model_sha256, "options": opts, "env": env}, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -104,6 +104,25 @@ def load_case(
     return model_path, inputs, outputs
 
 
+def split_for_cpus(mp: pytest.MonkeyPatch, n: int = 4) -> None:
+    """Compiles under ``mp`` split layers for up to ``n`` threads whatever CPUs this machine has (a compile
+    splits for at most the usable CPUs, ``cnnjit.runtime.cpus.split_threads``): for a test of how a layer
+    splits for 3 or 4 threads. The team still runs the parts on the CPUs there are."""
+    from cnnjit.runtime import cpus
+
+    mp.setattr(cpus, "usable_cpus", lambda: n)
+
+
+def avx2_registers(mp: pytest.MonkeyPatch) -> None:
+    """Compiles under ``mp`` see AVX2's register file whatever the host: 16 vector registers of up to 8 lanes,
+    a wider vector taking several (``simd.host_vector_registers`` on an AVX2 host). For a test whose case is
+    sized for AVX2's register tiles (tile heights, accumulator chains, a variant's least channel count): on an
+    AVX-512 host the 32 registers change those choices, and the test would check another case than it says."""
+    from cnnjit.compiler import stages
+
+    mp.setattr(stages, "host_vector_registers", lambda width=None: max(1, 16 * 8 // max(width or 8, 8)))
+
+
 def graph_input_names(model: onnx.ModelProto) -> list[str]:
     """The model's real inputs: graph inputs that are not initializers, in declaration order."""
     inits = {t.name for t in model.graph.initializer}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import split_for_cpus
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
@@ -86,8 +87,10 @@ def test_independent_chains_run_side_by_side(split_small_layers, depth: int) -> 
     np.testing.assert_allclose(got, reference(x, chains), rtol=1e-4, atol=1e-4)
 
 
-def test_paired_layers_take_half_the_threads(split_small_layers) -> None:
-    """With 4 threads, each of two side-by-side convs splits in 2 parts (half the team each); bit-identical."""
+def test_paired_layers_take_half_the_threads(split_small_layers, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 4 threads, each of two side-by-side convs splits in 2 parts (half the team each); bit-identical.
+    (A process with 4 usable CPUs: with fewer, threads=4 compiles the schedule of that many, ``cpus.split_threads``.)"""
+    split_for_cpus(monkeypatch)
     model, _ = two_chains(32, 12, 1)
     four = cnnjit.compile(model, threads=4, vector_width=8)
     calls, steps = conv_steps(four)

@@ -30,9 +30,9 @@ from cnnjit.compiler.codegen.kernels.simd_cblock import (
     MIN_DEPTH,
     MIN_DEPTH_POINTWISE,
     MIN_WINOGRAD_RATIO_ONE_CHANNEL,
-    SPARE_REGISTERS,
     cblock_applies,
     cblock_tile,
+    spare_registers,
     unroll_rows,
     winograd_takes,
 )
@@ -152,11 +152,15 @@ def test_tile_fits_the_register_budget(width: int, registers: int) -> None:
         mv, np_ = cblock_tile(target, 2 * width, ow)
         assert mv == 2 and 1 <= np_ <= max(1, ow)
         # accumulators, weights, broadcast and the registers left free
-        assert mv * np_ + mv + 1 + SPARE_REGISTERS <= max(registers, 2 * mv + 1 + SPARE_REGISTERS), (ow, mv, np_)
+        spare = spare_registers(target)
+        assert mv * np_ + mv + 1 + spare <= max(registers, 2 * mv + 1 + spare), (ow, mv, np_)
     assert cblock_tile(target, width, 13) is None  # one channel vector: not this kernel's
     assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 13) == (2, 5)
     assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 26) == (2, 4)
     assert cblock_tile(Target(vector_width=8, vector_registers=16), 16, 12) == (2, 4)  # not 2 x 6: 15 registers
+    # AVX-512: at most 2 x 10 (2 x 13 spilled in the model), 13 columns as 2 x 7
+    assert cblock_tile(Target(vector_width=16, vector_registers=32), 32, 13) == (2, 7)
+    assert cblock_tile(Target(vector_width=16, vector_registers=32), 32, 52) == (2, 9)
 
 
 @st.composite
@@ -270,9 +274,12 @@ def test_variant_table_choice(target: Target) -> None:
     # 3.06 with two copies of the padded input, no dummy tile) go to it; mostly padding (2.0 on 8x8) stays,
     # unless winograd_f4_channels takes it (its GEMMs vectorise channels: 12x12 and 8x8 from 32 input channels
     # in 12 and 4 tiles, test_winograd_channels.py); with 16 input channels 8x8 stays off it
-    assert winograd_takes(_layer(64, 64, 12, 3, 1), target)
+    # (at 16 lanes a 12x12 map's 9 tiles pad to one vector: under winograd_f4's crossover, WIDE_RATIO)
+    assert winograd_takes(_layer(64, 64, 12, 3, 1), target) == (w == 8)
     assert choose(_layer(64, 64, 12, 3, 1), target).name == "winograd_f4_channels"
-    assert choose(_layer(192, 192, 13, 3, 1), target).name == "winograd_f4"
+    # 16 lanes: a 13x13 map's 16 tiles are one vector, under winograd_f4's crossover (WIDE_RATIO), and cblock
+    # (2 x 7 tiles) runs it at 85-97% of the FMA peak in the model
+    assert choose(_layer(192, 192, 13, 3, 1), target).name == ("winograd_f4" if w == 8 else "cblock")
     assert choose(_layer(96, 96, 14, 3, 1), target).name == "winograd_f4"
     assert cblock_applies(_layer(64, 64, 8, 3, 1), target)
     assert choose(_layer(64, 64, 8, 3, 1), target).name == "winograd_f4_channels"

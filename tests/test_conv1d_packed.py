@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import avx2_registers
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -166,6 +167,9 @@ def test_conv1d_packed_parts(monkeypatch: pytest.MonkeyPatch, m: int, notes: str
                 seed=5)
     model, x, expected, scale = layer(case)
     small_blocks(monkeypatch)
+    # (AVX2's register file: tiles of 6 rows, so 12 channels are its 2 row tiles; 32 registers' 8-row tiles
+    # would need 16, which split in whole vectors)
+    avx2_registers(monkeypatch)
     for name, least in (("MIN_PARALLEL_TOTAL_US", 0.0), ("MIN_PARALLEL_US", 0.0), ("MIN_PART_US", 1e-6)):
         monkeypatch.setattr(split, name, least)  # (every layer worth splitting)
     one, two, calls, _ = compile_forced(model, 8, 2, "conv1d_packed")  # (asserts the variant of every call)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import avx2_registers
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -153,10 +154,12 @@ def test_row_part_writes_its_rows_only() -> None:
                     lambda call: _run(call, x, inits, want.size))
 
 
-def test_threaded_parts_match_the_reference() -> None:
-    """Split over two threads in bands of rows (the default at 2 threads for a 124-row map), each part's short
-    row tails end at its own rows while the other part writes the rows after them; bit for bit the one-thread
-    result."""
+def test_threaded_parts_match_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split over two threads in bands of rows (the default at 2 threads for a 124-row map on AVX2's 16
+    registers, whose sweeps keep one accumulator a row; with 32 they sum each row in two chains and split by
+    channels), each part's short row tails end at its own rows while the other part writes the rows after
+    them; bit for bit the one-thread result."""
+    avx2_registers(monkeypatch)
     model, x, want, _ = _case_model(dict(c=64, m=64, kh=3, kw=3, s=[1, 1], pads=[1] * 4, h=124, w=125, act=None,
                                          seed=2))
     compiled = cnnjit.compile(model, threads=2, vector_width=8)

@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import avx2_registers
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from test_cblock import ACTS, _layer
@@ -180,26 +181,35 @@ def test_variant_table_choice(target: Target) -> None:
     mr = packed_tile(target)[0]
     for layer in ((384, 96, 26), (192, 48 if target.vector_registers == 16 else 64, 52), (96, 96, 52),
                   (768, 384, 13), (384, 384, 13), (48, 64, 104), (24, 3 * mr, 104), (32, 64, 56), (8, 48, 80),
-                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10), (40, 120, 7)):
+                  (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
+    # a 7x7 map is one strip and a tail at 16 lanes: channel_pointwise's there (WIDE_STRIPS)
+    small = "packed_pointwise" if target.vector_width not in packed_pointwise.WIDE_STRIPS else "channel_pointwise"
+    assert choose(_layer(40, 120, 7, 1, 1), target).name == small
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
-    assert choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name != "packed_pointwise"  # too few row tiles
-    assert choose(_layer(32, 64, 16, 1, 1), target).name != "packed_pointwise"  # 32 KB on whole rows
-    assert choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name != "packed_pointwise"  # few tiles, small map
+    # at 16 lanes from 2 row tiles of 16 channels on any map of a strip (WIDE_FITS), else not:
+    wide = target.vector_width in packed_pointwise.WIDE_FITS
+    assert (choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name == "packed_pointwise") == wide  # few row tiles
+    assert (choose(_layer(32, 64, 16, 1, 1), target).name == "packed_pointwise") == wide  # 32 KB on whole rows
+    assert (choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name == "packed_pointwise") == wide  # small map
     assert choose(_layer(48, 2 * mr, 160, 1, 1), target).name == "packed_pointwise"  # 2 tiles, wide streaming map
-    assert choose(_layer(128, 2 * mr, 40, 1, 1), target).name != "packed_pointwise"  # 2 tiles below WIDE_MAP
+    assert (choose(_layer(128, 2 * mr, 40, 1, 1), target).name == "packed_pointwise") == wide  # under WIDE_MAP
     assert choose(_layer(96, 2 * mr - 1, 160, 1, 1), target).name != "packed_pointwise"  # under 2 tiles
+    assert choose(_layer(15, 4 * mr, 28, 1, 1), target).name != "packed_pointwise"  # under 16 channels
     assert not packed_pointwise_applies(_layer(96, 96, 26, 1, 1, group=2), target)
     assert choose(_layer(96, 96, 26, 3, 1), target).name != "packed_pointwise"
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize(("m", "hw", "residual"), [(99, (7, 7), True), (64, (3, 13), False), (53, (5, 8), True)])
-def test_tail_pixels_on_channel_vectors(width: int, m: int, hw: tuple, residual: bool) -> None:
+def test_tail_pixels_on_channel_vectors(monkeypatch: pytest.MonkeyPatch, width: int, m: int, hw: tuple,
+                                        residual: bool) -> None:
     """A map whose last strip holds few pixels (7x7: one past three 16-lane strips) runs them on
     output-channel vectors (strided stores, ``vscattern``), after whole vectors where ``tail_vectors`` splits
     them (5x8 at 8 lanes: 8 pixels past two strips), leftover row tile and a gathered residual included, and
-    matches the reference; a map of whole strips keeps vector stores only."""
+    matches the reference; a map of whole strips keeps vector stores only. (AVX2's register file: 53 channels
+    are packed_pointwise's there, under its least with 32 registers' taller tiles.)"""
+    avx2_registers(monkeypatch)
     case = dict(n=2, c=50, m=m, g=1, k=1, s=1, d=1, h=hw[0], w=hw[1], pads=[0] * 4, act="HardSwish",
                 residual=residual, seed=m)
     mr, nr = packed_tile(CompileOptions(vector_width=width).host_target())
@@ -243,12 +253,14 @@ def test_tail_vectors() -> None:
 def test_row_groups_over_a_whole_map_block(width: int, data) -> None:
     """Weights past ``WEIGHT_STREAM_BYTES`` (lowered to 0 here): the whole map is one block and the output
     rows run in groups (``ROW_GROUP_BYTES`` lowered to one or two units of rows: several groups, the last
-    one short with the leftover rows), each over every strip and the tail; the call's ``RG`` is asserted."""
-    registers = CompileOptions(vector_width=width).host_target().vector_registers
-    case = data.draw(packed_cases(width, registers), label="case")
-    mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
-    units = data.draw(st.integers(1, 2), label="row tiles per group")
+    one short with the leftover rows), each over every strip and the tail; the call's ``RG`` is asserted.
+    (AVX2's register file: ``packed_cases`` draws channel counts for its tiles.)"""
     with pytest.MonkeyPatch.context() as mp:
+        avx2_registers(mp)
+        registers = CompileOptions(vector_width=width).host_target().vector_registers
+        case = data.draw(packed_cases(width, registers), label="case")
+        mr, nr = packed_tile(Target(vector_width=width, vector_registers=registers))
+        units = data.draw(st.integers(1, 2), label="row tiles per group")
         mp.setattr(packed_pointwise, "WEIGHT_STREAM_BYTES", 0)
         mp.setattr(packed_pointwise, "ROW_GROUP_BYTES", 4 * case["c"] * mr * units)
         prog = check_variant(case, width, "packed_pointwise")

@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import avx2_registers, split_for_cpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -29,7 +30,9 @@ WIDTHS = [4, 8, 16]
 
 @pytest.fixture
 def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small test layers count as worth splitting (the thresholds are for real models' sizes)."""
+    """Small test layers count as worth splitting (the thresholds are for real models' sizes), for up to 4
+    threads on any machine (``conftest.split_for_cpus``)."""
+    split_for_cpus(monkeypatch)
     monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
@@ -120,6 +123,14 @@ def test_spatial_parts_when_they_balance_as_well(split_small_layers, variant, wi
     np.testing.assert_allclose(got, acts[act](want), rtol=1e-4, atol=1e-4)
 
 
+def sixteen_registers(monkeypatch, line: int) -> None:
+    """For the earlier split (``LINE_BYTES`` 0): a register file of 16 vectors (AVX2's), on which
+    ``simd_depthwise``'s sweeps keep one accumulator a row and so have row parts; with 32 (AVX-512) they sum
+    each row in two chains and split by channels only (``row_parts``)."""
+    if not line:
+        avx2_registers(monkeypatch)
+
+
 @pytest.mark.parametrize(("hw", "want", "line"), [(14, "[channels 0:192 of 384]", 64), (32, "[part 0:16]", 64),
                                                   (28, "[part 0:14]", 0)])
 def test_short_depthwise_bands_give_way_to_channels(split_small_layers, monkeypatch, hw: int, want: str,
@@ -130,6 +141,7 @@ def test_short_depthwise_bands_give_way_to_channels(split_small_layers, monkeypa
     (``parts.LINE_BYTES`` 0, the earlier split; ``test_depthwise_bands_begin_on_cache_lines``: channels now).
     Bit-identical to one thread either way."""
     monkeypatch.setattr(parts, "LINE_BYTES", line)
+    sixteen_registers(monkeypatch, line)
     model, _, _ = conv_model(384, 384, hw, 3, 1, 384, "Relu", False)
     forced = {"Conv": "simd_depthwise"}
     two = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
@@ -246,6 +258,7 @@ def test_depthwise_bands_begin_on_cache_lines(split_small_layers, monkeypatch, w
     ranges. ``parts.LINE_BYTES`` 0: the earlier split (8 lanes), bands of 14 rows, expansion by pixels. Bit-identical to
     one thread and equal to the numpy reference at every vector width."""
     monkeypatch.setattr(parts, "LINE_BYTES", line)
+    sixteen_registers(monkeypatch, line)
     rng = np.random.default_rng(width)
     c, e, hw = 32, 192, 28
     w1, w2 = ((rng.standard_normal(s) * 0.3).astype(np.float32) for s in ((e, c, 1, 1), (e, 1, 3, 3)))

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 import reference_np as ref
-from conftest import REPO_DIR, ort_session
+from conftest import REPO_DIR, ort_session, split_for_cpus
 from hypothesis import example, given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
@@ -30,6 +30,7 @@ from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.kernels.simd_pointwise import PART_VECTORS
+from cnnjit.compiler.codegen.simd import host_vector_width
 
 sys.path.insert(0, str(REPO_DIR))
 from benchmarks.models import resnet8  # noqa: E402
@@ -135,7 +136,8 @@ def check_pixel_parts(variant: str, align: int, width: int, c: int, m: int, h: i
         model.graph.node.insert(1, helper.make_node("Add", ["c", "r"], ["c2"]))
         model.graph.node[2].input[0] = "c2"
     feeds = {"x": x, **({"r": r} if residual else {})}
-    with pytest.MonkeyPatch.context() as mp:  # (small layers count as worth splitting)
+    with pytest.MonkeyPatch.context() as mp:  # (small layers count as worth splitting, for up to 4 threads)
+        split_for_cpus(mp)
         mp.setattr(split, "MIN_PARALLEL_US", 0.0)
         mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
         mp.setattr(split, "MIN_PART_US", 1e-6)
@@ -168,12 +170,15 @@ def test_strided_pointwise_applicability(strides, pads, group, applies, c, m, hw
 
 
 def test_resnet8_shortcuts_against_onnxruntime() -> None:
-    """ResNet-8's two stride-2 shortcuts run ``strided_pointwise``; the model agrees with onnxruntime."""
+    """ResNet-8's two stride-2 shortcuts run ``strided_pointwise`` (``strided_packed`` at 16 lanes, where
+    ``packed_pointwise`` takes 16 -> 32 and 32 -> 64: ``packed_pointwise.WIDE_FITS``); the model agrees with
+    onnxruntime."""
     m = resnet8()
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     model = cnnjit.compile(m, threads=1)
     calls = [c for c in model._default_spec().program.calls if c.op == "Conv"]
-    assert sum(c.variant == "strided_pointwise" for c in calls) == 2
+    wide = host_vector_width() in packed_pointwise.WIDE_FITS
+    assert sum(c.variant == ("strided_packed" if wide else "strided_pointwise") for c in calls) == 2
     sess = ort_session(m)
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-5)

@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference_np as ref
+from conftest import split_for_cpus
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 import cnnjit
 from cnnjit.compiler.codegen import threads as split
-from cnnjit.compiler.codegen.kernels import packed_pointwise, winograd
+from cnnjit.compiler.codegen.kernels import conv1d_packed, packed_pointwise, phase_packed, winograd
 from cnnjit.compiler.codegen.kernels.simd_cblock import cblock_applies
 from cnnjit.compiler.codegen.parts import PART_SPACES, SPATIAL_PARTS
 from cnnjit.compiler.codegen.threads import balanced_ranges, channel_ranges
@@ -54,7 +55,9 @@ def pointwise_model(c: int, m: int, hw: int, act: str, residual: bool, seed: int
 @pytest.fixture
 def split_small_layers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small test layers count as worth splitting (the thresholds are for real models' sizes; constant for
-    every example of a property test)."""
+    every example of a property test); and a compile may split for 3 or 4 threads on a machine of fewer CPUs
+    (``cpus.split_threads``: the splits are what is tested, the team runs them on the CPUs it has)."""
+    split_for_cpus(monkeypatch)
     monkeypatch.setattr(split, "MIN_PARALLEL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
     monkeypatch.setattr(split, "MIN_PART_US", 1e-6)
@@ -75,6 +78,13 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
     return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
 
 
+def conv1d_least(width: int) -> int:
+    """The fewest output channels ``conv1d_packed`` takes at ``width`` lanes on this host: ``MIN_ROW_TILES``
+    register tiles, whose height depends on the host's register count."""
+    mr, _ = packed_pointwise.packed_tile(CompileOptions(vector_width=width).host_target())
+    return conv1d_packed.MIN_ROW_TILES * mr
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(variant=st.sampled_from(sorted(v for op, v in PART_SPACES if op == "Conv" and (op, v) not in SPATIAL_PARTS)),
        data=st.data(),
@@ -91,10 +101,15 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
     # each variant where it applies with too few channels for a balanced channel split of its own: Winograd
     # from 8 channels (so 8 or 16 lanes) with enough input channels for bands of one or two tile rows;
     # cblock with two vectors of channels (its least: a part of one vector is not a cblock) on short rows
-    width = data.draw(st.sampled_from(WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]), label="width")
+    widths = WIDTHS if variant == "simd_pointwise" else WIDTHS[1:]
+    if variant == "conv1d_packed":  # the widths whose least channel count (its register tiles) is below 2 vectors
+        widths = [v for v in widths if conv1d_least(v) < 2 * v]
+    width = data.draw(st.sampled_from(widths), label="width")
     row = 0
-    if variant == "conv1d_packed":  # a Conv1D of 12 or more channels (2 row tiles at 8 lanes), 2 strips or more
-        k, m, c = 3, data.draw(st.integers(12, 2 * width - 1), label="m"), data.draw(st.integers(6, 24), label="c")
+    if variant == "conv1d_packed":  # a Conv1D of MIN_ROW_TILES register tiles of channels (12 at 16 registers,
+        # 16 at 32), 2 strips or more
+        m = data.draw(st.integers(conv1d_least(width), 2 * width - 1), label="m")
+        k, c = 3, data.draw(st.integers(6, 24), label="c")
         assume(balanced_ranges(m, threads, width) is None)
         row = data.draw(st.integers(4 * width, 12 * width), label="row")
     elif variant == "simd_pointwise":
@@ -110,12 +125,15 @@ def test_split_along_the_part_space(split_small_layers, variant, data, hw, act, 
         hw = max(hw, 16)  # (Winograd applies from a few tiles on, where it saves enough: asserted below)
     else:
         k, m, c = 3, 2 * width, data.draw(st.integers(15, 24), label="c")
-        hw = min(hw, 2 * width - 1)
+        # (phase_packed: rows of one whole vector, its pixel lanes as full as cblock's two vectors of channels,
+        # MIN_LANE_GAIN; cblock: short rows)
+        hw = width if variant == "phase_packed" else min(hw, 2 * width - 1)
     model, w, b = pointwise_model(c, m, hw, act, residual, k=k, row=row)
-    if variant in ("cblock", "winograd_f4"):  # (a short row that Winograd tiles well is Winograd's:
-        # MIN_WINOGRAD_RATIO; Winograd only where it saves enough, slot_ratio's crossover)
+    if variant in ("cblock", "winograd_f4", "phase_packed"):  # (a short row that Winograd tiles well is
+        # Winograd's: MIN_WINOGRAD_RATIO; Winograd only where it saves enough, slot_ratio's crossover)
         conv = next(n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv")
-        applies = cblock_applies if variant == "cblock" else winograd.winograd_applies
+        applies = {"cblock": cblock_applies, "winograd_f4": winograd.winograd_applies,
+                   "phase_packed": phase_packed.phase_packed_applies}[variant]
         assume(applies(conv, CompileOptions(vector_width=width).host_target()))
     rng = np.random.default_rng(c * 1000 + m * 10 + hw)
     h, w_ = (1, row) if row else (hw, hw)
@@ -187,6 +205,31 @@ def test_packed_pointwise_parts_below_its_channel_bound(split_small_layers, monk
     np.testing.assert_array_equal(got, one.run(None, feeds)[0])
     want = ref.conv(feeds["x"], w, b, pads=[0] * 4) + (feeds["r"] if residual else 0)
     want = np.maximum(want, 0) if act == "Relu" else want
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("c,hw", [(192, 13), (96, 13)])
+def test_winograd_channel_parts_below_its_slot_ratio(split_small_layers, monkeypatch, width, c, hw) -> None:
+    """``winograd_f4`` refuses a layer whose register tile would be too narrow (``slot_ratio``, a speed rule:
+    ``parts.ANY_CHANNEL_PARTS``): a 192 -> 192 conv at 13x13 it computes whole still splits into two channel
+    halves of its own kernel (at 16 lanes their 96 channels are refused), bit-identical to one thread and
+    equal to the numpy reference, at every vector width."""
+    monkeypatch.setattr(split, "PART_SPACE_EDGE", 0.0)  # (the channels, not its bands of tile rows)
+    model, w, b = pointwise_model(c, c, hw, "Relu", True, k=3)
+    forced = {"Conv": "winograd_f4"}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    two = cnnjit.compile(model, vector_width=width, threads=2, variants=forced)
+    calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
+    assert {cl.variant for cl in calls} == {"winograd_f4"}
+    assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"channels {lo}:{hi} of {c}]"
+                                                          for lo, hi in balanced_ranges(c, 2, width)]
+    rng = np.random.default_rng(c + width)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32),
+             "r": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    got = two.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = np.maximum(ref.conv(feeds["x"], w, b, pads=[1] * 4) + feeds["r"], 0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import MLPERF_TINY_DIR, REPO_DIR
+from conftest import MLPERF_TINY_DIR, REPO_DIR, split_for_cpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit, typeof
@@ -38,7 +38,7 @@ from cnnjit.compiler.codegen.threads import (
     plan_steps,
     terminal_steps,
 )
-from cnnjit.runtime import parallel
+from cnnjit.runtime import cpus, native, parallel
 from cnnjit.runtime.adaptive import WINDOW
 from cnnjit.runtime.parallel import ParallelRun, claim, compare_swap, done, wait
 from cnnjit.runtime.team import DESC_WORDS, IDLE_SPIN, IDLE_SPIN_NS
@@ -194,15 +194,38 @@ def test_small_real_models_run_the_serial_schedule_at_two_threads(name: str) -> 
     assert [(c.kernel, c.variant) for c in two.calls] == [(c.kernel, c.variant) for c in one.calls]
 
 
-def test_oversubscribed_team_is_still_exact(models) -> None:
-    """threads=5 on a machine with fewer cores: the team shares them, the results do not change."""
+def test_oversubscribed_team_is_still_exact(models, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule split for 5 threads run by a team of fewer (a process whose usable CPUs changed after the
+    compile; a compile itself splits for at most the usable CPUs, ``cpus.split_threads``): the team shares
+    the parts, the results do not change."""
     m, one, _ = models
+    split_for_cpus(monkeypatch, 5)  # (the compile's view; the team keeps the real CPUs)
     five = cnnjit.compile(m, threads=5)
+    assert five._default_spec().program.meta["threads"] == 5
     assert five._default_spec().program.meta["parallel_layers"] == 3  # 64 channels: at most 4 parts of 16
     x = np.random.default_rng(4).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
     for _ in range(3):
         for u, v in zip(one(x), five(x)):
             assert np.array_equal(u, v)
+
+
+def test_threads_above_the_usable_cpus_compile_the_schedule_of_the_cpus(models, monkeypatch) -> None:
+    """threads=N above the CPUs this process may use compiles the schedule split for those CPUs
+    (``cpus.split_threads``): the same steps and text as threads=CPUs, bit-identical to 1 thread; and the
+    compiled-program cache keys the count it was split for, so a larger process does not load it."""
+    m, one, _ = models
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 2)
+    two, five = (cnnjit.compile(m, threads=t)._default_spec().program for t in (2, 5))
+    assert five.meta["threads"] == 2 and five.meta["parallel_layers"] == two.meta["parallel_layers"] > 0
+    assert five.meta["step_plan"] == two.meta["step_plan"] and five.source == two.source
+    assert max(st.parts for st in five.meta["step_plan"]) == 2
+    x = np.random.default_rng(5).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    for u, v in zip(one(x), cnnjit.compile(m, threads=5)(x)):
+        assert np.array_equal(u, v)
+    keys = {t: native.entry_key("0" * 64, {"threads": t, "fuse": True}) for t in (2, 5)}
+    monkeypatch.setattr(cpus, "usable_cpus", lambda: 8)
+    assert native.entry_key("0" * 64, {"threads": 5, "fuse": True}) not in keys.values()
+    assert native.entry_key("0" * 64, {"threads": 2, "fuse": True}) == keys[2]  # (within the CPUs: unchanged)
 
 
 def test_default_threads(monkeypatch) -> None:

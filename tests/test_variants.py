@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import avx2_registers
 from onnx import TensorProto, helper, numpy_helper
 from test_simd_widths import applicable_variants
 
@@ -144,11 +145,19 @@ def test_bf16_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> N
     np.testing.assert_allclose(got, want, rtol=0, atol=3 * 2 ** -7 * float(np.abs(want).max()))
 
 
+#: cases sized for AVX2's register file (``conftest.avx2_registers``): im2col_bands' 5 register tiles of
+#: output channels are 32 channels in tiles of 6 rows, 40 in 32 registers' tiles of 8; winograd_f4_channels'
+#: tile share is measured for AVX2's registers (4 lanes on 32 registers is no host's)
+AVX2_SIZED = {("Conv", "im2col_bands"), ("Conv", "winograd_f4_channels")}
+
+
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("key", list(CASES), ids=lambda k: f"{k[0]}-{k[1]}")
-def test_variant_matches_onnxruntime(key: tuple[str, str], width: int) -> None:
+def test_variant_matches_onnxruntime(monkeypatch: pytest.MonkeyPatch, key: tuple[str, str], width: int) -> None:
     op, name = key
     model, shape = CASES[key]
+    if key in AVX2_SIZED:
+        avx2_registers(monkeypatch)
     keep = ("conv_dead_taps",)  # (each case's kernel as written: the pass would drop taps that read only padding)
     assert name in applicable_variants(model, op, width, disable=keep)
     compiled = cnnjit.compile(model, vector_width=width, variants={op: name}, disable=keep)

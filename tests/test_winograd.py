@@ -369,6 +369,21 @@ def test_crossover(c, m, hw, chosen) -> None:
     assert applies == chosen, (c, m, hw, winograd.slot_ratio(node, Target(vector_width=8, vector_registers=16)))
 
 
+@pytest.mark.parametrize("c,m,hw,chosen", [(192, 192, 13, False), (96, 96, 13, False), (64, 256, 13, False),
+                                           (48, 192, 13, False), (96, 96, 26, True), (32, 32, 16, True),
+                                           (64, 256, (8, 32), True), (96, 96, 52, True)])
+def test_crossover_16_lanes(c, m, hw, chosen) -> None:
+    """At 16 lanes the crossover is ``WIDE_RATIO`` times AVX2's: a 13x13 map's 16 tiles are one vector and its
+    slot ratio (1.17-1.22) is under it (``cvec`` is faster there), 26x26, 16x16 and 8x32 maps stay above;
+    the same 13x13 layers at 8 lanes are above AVX2's (``test_crossover``)."""
+    applies, node = _default_variant(c, m, hw, width=16, registers=32)
+    ratio = winograd.slot_ratio(node, Target(vector_width=16, vector_registers=32))
+    assert applies == chosen, (c, m, hw, ratio)
+    assert (ratio >= winograd.MIN_RATIO * winograd.WIDE_RATIO[16]) == chosen
+    if hw == 13:
+        assert _default_variant(c, m, hw)[0]
+
+
 def test_slot_ratio_counts_the_register_tile() -> None:
     """``slot_ratio`` is the multiply ratio over the plan's register tile's issue cost: 480->60 at 2x40 saves
     1.25x the multiplies but its 16 tiles (half of each 4-row tile padding) run on a 6x2 tile (22 slots per

@@ -29,8 +29,14 @@ PART_SPACES: dict[tuple[str, str], Callable[[Node, Target], tuple[int, int] | No
 #: its ``applies`` refuses the part's fewer channels, instead of keeping the layer whole on one thread.
 #: ``packed_pointwise``: ``MIN_ROW_TILES`` register tiles of output channels share the input strips' copy
 #: (MobileNetV2's four 384 -> 64 projections at 14x14, 110 us each, stayed whole at 2 threads: 32-channel
-#: parts are under 8 tiles of 6 at AVX2); a part copies the strips again, and still takes about half the time
-ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise")}
+#: parts are under 8 tiles of 6 at AVX2); a part copies the strips again, and still takes about half the time.
+#: ``winograd_f4``: its ``slot_ratio`` bound (a narrower register tile on fewer output channels); the ddddocr
+#: detector's two 192 -> 192 convs at 13x13 stayed whole at 16 lanes (96-channel parts refused), the other
+#: thread idle beside them: channel halves 499 + 492 and 473 + 465 us against 628 and 641 whole (minima of 48
+#: profiled runs, AVX-512, load 5), the whole run's step protocol simulated on those times 12.74 against 13.21
+#: ms. (Its bands of tile rows were no faster there: each band streams all 5.3 MB of transformed weights, halves
+#: 639 + 604 us.)
+ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "winograd_f4")}
 
 
 #: (op, variant name) of variants split along their part space before their output channels: a channel part

@@ -25,7 +25,7 @@ from cnnjit.ir import Node
 from ..kernel import KernelCall, Param, Target, note, variant
 from .epilogue import Epilogue, channel_stores
 from .packed_gemm import gemm_tile, pack_panels, row_tiles
-from .packed_pointwise import packed_pointwise_applies
+from .packed_pointwise import few_strips, packed_pointwise_applies
 from .simd_pointwise import is_pointwise, pointwise_operands
 from .template import source
 
@@ -123,15 +123,16 @@ def panel_width(M: int, target: Target) -> int:
 
 def channel_applies(node: Node, target: Target) -> bool:
     """A group-1 1x1, stride-1, unpadded float32 Conv with constant weights (and bias) that
-    ``packed_pointwise`` does not take, on a map of ``MIN_PIXELS`` to ``SMALL_PIXELS`` pixels, or up to
-    ``MAX_PIXELS`` whose pixels do not fill ``simd_pointwise``'s rows of ``4 * w`` columns."""
+    ``packed_pointwise`` does not take (or whose map is too few of its strips: ``few_strips``), on a map of
+    ``MIN_PIXELS`` to ``SMALL_PIXELS`` pixels, or up to ``MAX_PIXELS`` whose pixels do not fill
+    ``simd_pointwise``'s rows of ``4 * w`` columns."""
     x, wt = node.inputs[0], node.inputs[1]
     b = node.inputs[2] if len(node.inputs) > 2 else None
     if not (is_pointwise(node) and x.dtype == np.float32 and wt.dtype == np.float32 and wt.is_const
             and (b is None or b.is_const) and len(x.shape) == 4):
         return False
     P = int(np.prod(x.shape[2:], dtype=np.int64))
-    return takes_pixels(P, target) and not packed_pointwise_applies(node, target)
+    return takes_pixels(P, target) and not (packed_pointwise_applies(node, target) and not few_strips(P, target))
 
 
 def takes_pixels(P: int, target: Target) -> bool:

@@ -179,8 +179,8 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
 
     Two channel vectors (one vector measured 27-35 against 55-72 GFLOP/s for two on AVX2: one weight vector
     meets ``NP`` broadcast loads, a load per FMA) by as many pixels as the budget allows: ``2 * NP``
-    accumulators, two weight vectors and the broadcast in ``vector_registers`` less ``SPARE_REGISTERS`` (AVX2:
-    5, AVX-512: 13). Among the counts in the budget's upper third, the one that wastes the fewest recomputed
+    accumulators, two weight vectors and the broadcast in ``vector_registers`` less ``spare_registers`` (AVX2:
+    5, AVX-512: 10). Among the counts in the budget's upper third, the one that wastes the fewest recomputed
     pixels on a row of ``ow`` (ties: the larger): 5 on a 13-column row, 4 on 12 and 26 (73 against 59 GFLOP/s
     for 2 x 3 on 96->96 3x3).
     """
@@ -189,7 +189,7 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
     tiles = -(-mg // (mv * w))
     if mg % (mv * w) != 0 and (group > 1 or tiles * mv * w - mg > MAX_RAGGED * tiles * mv * w):
         return None
-    most = max(1, (target.vector_registers - mv - 1 - SPARE_REGISTERS) // mv)
+    most = max(1, (target.vector_registers - mv - 1 - spare_registers(target)) // mv)
     if ow <= most:
         return mv, ow
     fewest = max(1, (2 * most + 2) // 3)
@@ -201,6 +201,19 @@ def cblock_tile(target: Target, mg: int, ow: int, group: int = 1) -> tuple[int, 
 #: 12x12 43 / 80 / 84, 96->192 stride 2 at 24x24 56 / 53 / 79, 256->256 at 6x6 69 / 73 / 75, 32->64 dilated
 #: (2, 1) at 100x64 35 / 61 / 56; 2 x 5 (13 registers) is the best tile of 13-column rows (82 against 72)
 SPARE_REGISTERS = 2
+#: ... and with 16 lanes and 32 registers (AVX-512): 2 x 13 (29 registers) ran at 62-77% of the FMA peak in the
+#: model, 2 x 8-10 at 80-100%. Zen 5, per call in the schedule, best of 3 x 10 runs, interleaved, load ~4.5
+#: (the ddddocr detector; 2 spare / 6 / 8): 192->192 3x3 at 13x13 2 x 13 654 us, 2 x 8 470, 2 x 7 437; 96->96
+#: at 13x13 160 / 120 / 105-111; stride 2, 2 x 9 either way: 48->96 at 104x104 1088 / 844 / 878, 96->192 at
+#: 52x52 1194 / 822 / 879, 192->384 at 26x26 1292 / 1018 / 1002; ddddocr's recognizer 24->96 stride 2 at
+#: 32x128 355 / 188 / -, SVTR's 32->64 stride 2 at 16x64 45 / 34 / 34; whole detector 23.1 / 21.0 / 21.3 ms
+SPARE_REGISTERS_WIDE = 8
+
+
+def spare_registers(target: Target) -> int:
+    """Vector registers ``cblock_tile`` leaves free: ``SPARE_REGISTERS_WIDE`` with 16 lanes and 32 registers
+    (AVX-512, where it was measured), else ``SPARE_REGISTERS`` (AVX2, and NEON's 32 as before)."""
+    return SPARE_REGISTERS_WIDE if target.vector_width >= 16 and target.vector_registers >= 32 else SPARE_REGISTERS
 #: the most a ragged layer's whole tiles may exceed its output channels by (a fraction of the lanes computed)
 MAX_RAGGED = 0.25
 

@@ -82,6 +82,15 @@ COPY_SAVING = 0.2
 #: worth the transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
 MIN_RATIO = 0.9
+#: the crossover at these vector widths as a multiple of ``MIN_RATIO`` (AVX2's). At 16 lanes a 13x13 map's 16
+#: tiles are one vector, the register tile 8-12 channels x 1 vector (a broadcast and a tile load per 8-12 FMAs),
+#: and ``cvec`` reaches 85-88% of the FMA peak there. Zen 5 (AVX-512), per call in the model, best of 3-4 x
+#: 10-20 runs, ``benchmarks/profile_ab.py --without Conv:winograd_f4``, load ~4.5: losses at slot ratio 1.17-1.22
+#: (13x13: the ddddocr detector's 192->192 645 us against cvec's 496, 96->96 165 against 126, SqueezeNet's
+#: 64->256 250 against 222 and 48->192 152 against 125); wins from 1.58 (96->96 at 26x26 350 against
+#: simd_conv's 718, 32->32 at 16x16 (1.78) 13 against 26, 64->256 at 8x32 (1.78) 312-334 against 354, 48->192 at
+#: 16x64 (2.40) 2.6x, 96->96 at 52x52 (1.81) 2.9x)
+WIDE_RATIO = {16: 1.5}
 
 
 def transform_weights(w: np.ndarray, mr: int, blocks_first: bool = False) -> np.ndarray:
@@ -422,11 +431,13 @@ def winograd_applies(node: Node, target: Target) -> bool:
     1.19x. Above: 64->257 at 36x36 (1.04) 1.24x, 480->60 at 4x40 and 96->96 at 3x80 (1.36) 1.7x, 192->192 at
     13x13 (1.44) 3.3x, 96->96 at 52x52 (1.77) 2.9x, 8->8 and 16->16 at 32x32 (1.94) 1.2x and 1.6x. (The
     multiply ratio alone, the rule before, was 1.25-2.0 for the losses above: their alternatives, ``cblock``
-    and the padded-row ``simd_conv``, run at 65-110 GFLOP/s where ``cvec`` ran at 35-40.)"""
+    and the padded-row ``simd_conv``, run at 65-110 GFLOP/s where ``cvec`` ran at 35-40.) At 16 lanes the
+    crossover is ``WIDE_RATIO`` times higher (measured on Zen 5: see there)."""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
-    return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= MIN_RATIO
+    least = MIN_RATIO * WIDE_RATIO.get(target.vector_width, 1.0)
+    return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= least
 
 
 @variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
