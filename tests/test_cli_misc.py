@@ -307,7 +307,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 README_COMMANDS = {"info": ["info", "--example"], "run": ["run", "--example", "--random"],
                    "inspect": ["inspect", "--example"], "graph": ["graph", "--example", "-o", "graph.svg"],
                    "bench": ["bench", "--example", "--vs", "onnxruntime", "--runs", "20"],
-                   "profile": ["profile", "--example", "--rows", "3"], "cache": ["cache", "info"]}
+                   "profile": ["profile", "--example", "--rows", "5"], "cache": ["cache", "info"]}
 
 
 def _readme_outputs() -> dict[str, list[str]]:

@@ -216,6 +216,9 @@ def test_winograd_channel_parts_below_its_slot_ratio(split_small_layers, monkeyp
     halves of its own kernel (at 16 lanes their 96 channels are refused), bit-identical to one thread and
     equal to the numpy reference, at every vector width."""
     monkeypatch.setattr(split, "PART_SPACE_EDGE", 0.0)  # (the channels, not its bands of tile rows)
+    # (the crossover of 8 lanes at every width: at 16 the 13x13 layer is cvec's by WIDE_RATIO, and a forced
+    # variant must take the whole layer for its parts to be tried)
+    monkeypatch.setattr(winograd, "WIDE_RATIO", {})
     model, w, b = pointwise_model(c, c, hw, "Relu", True, k=3)
     forced = {"Conv": "winograd_f4"}
     one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
