@@ -104,13 +104,17 @@ def im2col_packed_applies(node: Node, target: Target) -> bool:
 def gen_im2col_packed(node: Node, target: Target) -> list[KernelCall]:
     """Per image, the im2col unroll into a ``C * KH * KW x OH * OW`` scratch (``im2col_lines``), then
     ``packed_pointwise``'s kernel on it."""
+    return packed_call(node, target, im2col_lines(), im2col_args(node), kchunk=True)
+
+
+def im2col_args(node: Node) -> tuple:
+    """The arguments ``im2col_lines`` takes after the GEMM's own: the ``C * KH * KW x OH * OW`` scratch and
+    the layer's geometry."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     OH, OW = node.outputs[0].shape[2:]
-    depth = int(np.prod(wt.shape[1:]))
-    return packed_call(node, target, im2col_lines(),
-                       (Scratch(depth * OH * OW), x.shape[1], *x.shape[2:], OW, *a["kernel_shape"], *a["strides"],
-                        a["pads"][0], a["pads"][1], *a["dilations"]), kchunk=True)
+    return (Scratch(int(np.prod(wt.shape[1:])) * OH * OW), x.shape[1], *x.shape[2:], OW, *a["kernel_shape"],
+            *a["strides"], a["pads"][0], a["pads"][1], *a["dilations"])
 
 
 def im2col_channels_applies(node: Node, target: Target) -> bool:
@@ -125,9 +129,4 @@ def gen_im2col_channels(node: Node, target: Target) -> list[KernelCall]:
     """Per image, the im2col unroll (``im2col_lines``), then ``channel_pointwise``'s GEMM on it: the output
     channels as the lanes, ``W^T`` packed into panels of ``nr * w`` channels read as whole vectors, each of the
     tile's ``mr`` pixels broadcast from the unrolled matrix."""
-    x, wt = node.inputs[0], node.inputs[1]
-    a = node.attrs
-    OH, OW = node.outputs[0].shape[2:]
-    return channel_call(node, target, im2col_lines(),
-                        (Scratch(int(np.prod(wt.shape[1:])) * OH * OW), x.shape[1], *x.shape[2:], OW,
-                         *a["kernel_shape"], *a["strides"], a["pads"][0], a["pads"][1], *a["dilations"]))
+    return channel_call(node, target, im2col_lines(), im2col_args(node))
