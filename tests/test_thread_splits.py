@@ -381,3 +381,61 @@ def test_classifier_gemm_is_split(split_small_layers) -> None:
     cm = cnnjit.compile(model, vector_width=8, threads=2, entry="lazy")  # the split only: no kernel built
     notes = [c.note for c in cm._default_spec().program.calls if c.op == "Gemm"]
     assert len(notes) == 2 and "[channels 0:48 of 96]" in notes[0] and "[channels 48:96 of 96]" in notes[1], notes
+
+
+def grouped_pointwise_model(c: int, m: int, groups: int, hw: int, act: str, residual: bool, seed: int = 0):
+    """One grouped 1x1 conv ``c -> m`` in ``groups`` groups on ``hw x hw`` with bias, an optional activation
+    and an optional residual input ``r``: (model, weights, bias)."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((m, c // groups, 1, 1)) * 0.3).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], group=groups)]
+    last = "c"
+    if residual:
+        nodes.append(helper.make_node("Add", [last, "r"], ["s"]))
+        last = "s"
+    nodes.append(helper.make_node(act if act != "none" else "Identity", [last], ["y"]))
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])]
+    if residual:
+        ins.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, m, hw, hw]))
+    g = helper.make_graph(nodes, "gpw", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, m, hw, hw])],
+                          [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), w, b
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=st.sampled_from(WIDTHS), groups=st.integers(2, 8), cg=st.integers(1, 12), mg=st.integers(1, 24),
+       hw=st.integers(2, 20), act=st.sampled_from(["none", "Relu", "Sigmoid"]), residual=st.booleans(),
+       threads=st.integers(2, 3))
+def test_grouped_pointwise_groups_are_the_parts_of_one_step(split_small_layers, width, groups, cg, mg, hw, act,
+                                                             residual, threads) -> None:
+    """A grouped 1x1 conv (``simd_pointwise``: one call per group, ``parts.INDEPENDENT_CALLS``) on a team: its
+    group calls are the parts of one step (every one of them, in order, no dependency between them),
+    bit-identical to one thread and equal to the numpy reference."""
+    c, m = cg * groups, mg * groups
+    model, w, b = grouped_pointwise_model(c, m, groups, hw, act, residual, seed=groups * 100 + cg)
+    one, many, calls, _ = compile_forced(model, width, threads, "simd_pointwise")
+    assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"call {i + 1} of {groups}]" for i in range(groups)]
+    p = many._default_spec().program
+    conv_steps = [st_ for st_ in p.meta["step_plan"] if p.calls[st_.first].op == "Conv"]
+    assert [(st_.parts, p.calls[st_.first].note) for st_ in conv_steps] == [(groups, calls[0].note)]
+    rng = np.random.default_rng(hw)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    if residual:
+        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
+    got = many.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, group=groups) + (feeds["r"] if residual else 0.0)
+    want = {"none": want, "Relu": np.maximum(want, 0), "Sigmoid": 1 / (1 + np.exp(-want))}[act]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def test_grouped_pointwise_stays_whole_without_independent_calls(split_small_layers, monkeypatch) -> None:
+    """The same layer when ``simd_pointwise`` is not in ``parts.INDEPENDENT_CALLS``: its group calls run one
+    after another (each its own step), so the step plan's parts come from that table alone."""
+    monkeypatch.setattr(split, "INDEPENDENT_CALLS", set())
+    model, _, _ = grouped_pointwise_model(16, 32, 4, 8, "none", False)
+    _, many, calls, _ = compile_forced(model, 8, 2, "simd_pointwise")
+    p = many._default_spec().program
+    assert len(calls) == 4 and not any("[call " in cl.note for cl in calls)
+    assert all(st_.parts == 1 for st_ in p.meta.get("step_plan", ()))  # (no step plan: a serial schedule)

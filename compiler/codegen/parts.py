@@ -39,6 +39,14 @@ PART_SPACES: dict[tuple[str, str], Callable[[Node, Target], tuple[int, int] | No
 ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv", "winograd_f4")}
 
 
+#: (op, variant name) of variants that compute a layer in several calls that are independent of each other:
+#: each writes its own slice of the output and reads only the layer's inputs (``simd_pointwise`` on a grouped
+#: 1x1 conv: one call per group). Split over threads, those calls are the parts of one step, claimed in turn
+#: by the team (ShuffleNet's grouped 1x1 convs, 4 groups of ~11 us each at 28x28, 128 calls and three
+#: quarters of its 1-thread time, had run one after another on one thread)
+INDEPENDENT_CALLS: set[tuple[str, str]] = {("Conv", "simd_pointwise")}
+
+
 #: (op, variant name) of variants split along their part space before their output channels: a channel part
 #: repeats work the whole layer does once (``winograd_f4``: every part transforms the whole input;
 #: ``stem_conv``: every part builds every block's patch matrix, 1.13x the layer in all for MobileNetV2's stem)
@@ -155,6 +163,6 @@ def node_part(node: Node) -> tuple[int, int] | None:
     return node.meta.get("part")
 
 
-__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "PREFER_PART_SPACE", "SPATIAL_PARTS", "MIN_SPATIAL_UNITS",
-           "MIN_CHANNEL_VECTORS", "LINE_BYTES", "ROW_PARTS", "plane_line_units", "line_rows", "line_clean",
-           "part_space", "node_part"]
+__all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "INDEPENDENT_CALLS", "PREFER_PART_SPACE", "SPATIAL_PARTS",
+           "MIN_SPATIAL_UNITS", "MIN_CHANNEL_VECTORS", "LINE_BYTES", "ROW_PARTS", "plane_line_units", "line_rows",
+           "line_clean", "part_space", "node_part"]

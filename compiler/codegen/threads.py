@@ -6,6 +6,8 @@ Large layers split into independent kernel calls (``split_node``), one per part:
   and its own slice of the weights and bias, and writes its channels of the output (and reads the same
   channels of a fused residual);
 * a depthwise Conv (``group == C == M``) over channel ranges of input and output alike;
+* a layer its variant computes in several independent calls (``parts.INDEPENDENT_CALLS``: a grouped 1x1
+  conv's groups): those calls, as the parts of one step;
 * a layer whose channels do not divide into balanced ranges of whole vectors (``MAX_IMBALANCE``: 24
   channels at 8 lanes would be 16 + 8) along its variant's *part space* (``parts.py``): the generator itself
   emits the part, taking its range as kernel arguments (a pointwise conv's pixels, a Winograd conv's bands
@@ -51,6 +53,7 @@ from .kernel import VARIANTS, At, KernelCall, Param, Scratch, Target, choose, ge
 from .memory import MemoryPlan
 from .parts import (
     ANY_CHANNEL_PARTS,
+    INDEPENDENT_CALLS,
     MIN_CHANNEL_VECTORS,
     MIN_SPATIAL_UNITS,
     PART_SPACES,
@@ -148,8 +151,9 @@ def _gemm_kind(node: Node) -> str | None:
 
 
 def _conv_kind(node: Node) -> str | None:
-    """'dense' or 'depthwise' for a Conv we know how to split, 'gemm' for a Gemm (``_gemm_kind``), else
-    None."""
+    """'dense' or 'depthwise' for a Conv we know how to split, 'grouped' for another grouped one (split only
+    where its variant computes it in independent calls: ``parts.INDEPENDENT_CALLS``), 'gemm' for a Gemm
+    (``_gemm_kind``), else None."""
     if node.op == "Gemm":
         return _gemm_kind(node)
     if node.op == "InvertedResidual":  # a fused block: split along its variant's part space (rows)
@@ -171,7 +175,7 @@ def _conv_kind(node: Node) -> str | None:
         return "dense"
     if g == x.shape[1] == w.shape[0] and w.shape[1] == 1:
         return "depthwise"
-    return None
+    return "grouped"
 
 
 def estimate_us(node: Node) -> float:
@@ -189,7 +193,7 @@ def estimate_us(node: Node) -> float:
         macs += w.type.size * float(np.prod(x.shape[2:])) if w is not None else 0.0  # no expand: no w1
         return 2.0 * macs / (DENSE_GFLOPS * 1e3)
     flops = 2.0 * float(np.prod(y.shape)) * float(np.prod(w.shape[1:]))
-    return flops / ((DENSE_GFLOPS if kind == "dense" else DEPTHWISE_GFLOPS) * 1e3)
+    return flops / ((DEPTHWISE_GFLOPS if kind == "depthwise" else DENSE_GFLOPS) * 1e3)
 
 
 def channel_ranges(m: int, parts: int, align: int = ALIGN) -> list[tuple[int, int]]:
@@ -257,8 +261,10 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     (``parts.PREFER_PART_SPACE``) or would be thin (``parts.MIN_CHANNEL_VECTORS``) when it balances well.
     """
     kind = _conv_kind(node)
-    if target.threads < 2 or kind is None or len(calls) != 1:
+    if target.threads < 2 or kind is None:
         return None
+    if len(calls) > 1 or kind == "grouped":
+        return _independent_parts(node, calls, target)
     variant = calls[0].variant
     plan = split_plan(node, variant, target)
     if plan is None:
@@ -282,6 +288,18 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
 
 
+def _independent_parts(node: Node, calls: list[KernelCall], target: Target) -> list[KernelCall] | None:
+    """``calls`` as the parts of one step when they are independent (``parts.INDEPENDENT_CALLS``) and the layer
+    is worth splitting (``MIN_PARALLEL_US``; not beside another layer on a 2-thread team), else None. The
+    threads claim them in turn: ``k`` calls on ``t`` threads last ``ceil(k / t)`` calls."""
+    variant = calls[0].variant
+    if len(calls) < 2 or (node.op, variant) not in INDEPENDENT_CALLS or any(c.variant != variant for c in calls) \
+            or estimate_us(node) < MIN_PARALLEL_US or (node.meta.get(PAIRED) and target.threads < 4):
+        return None
+    return [KernelCall(c.source, c.args, f"{c.note} [call {i + 1} of {len(calls)}]", c.variant)
+            for i, c in enumerate(calls)]
+
+
 def split_plan(node: Node, variant: str, target: Target, consumer: bool = True,
                ) -> tuple[list[tuple[int, int]] | None, list[tuple[int, int]] | None] | None:
     """How ``split_node`` splits ``node`` computed by ``variant``: ``(channel ranges, part-space ranges)``, the
@@ -301,7 +319,7 @@ def split_plan(node: Node, variant: str, target: Target, consumer: bool = True,
     the planes are whole lines (``parts.line_rows``)."""
     kind = _conv_kind(node)
     est = estimate_us(node)
-    if target.threads < 2 or kind is None or est < MIN_PARALLEL_US:
+    if target.threads < 2 or kind in (None, "grouped") or est < MIN_PARALLEL_US:
         return None
     # at least MIN_PART_US of work per part: with many threads, a small layer gets fewer parts
     want = min(target.threads, max(2, int(est // MIN_PART_US)))
