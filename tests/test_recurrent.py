@@ -429,3 +429,37 @@ def test_vloadi8_widens_int8_lanes(data, n: int) -> None:
     out = np.full(n, np.nan, np.float32)
     widen(buf, i, out)
     assert np.array_equal(out, buf[i:i + n].astype(np.float32))
+
+
+@property_settings(8)
+@given(op=st.sampled_from(["LSTM", "GRU", "RNN", "DQLSTM"]), T=st.integers(1, 5), B=st.integers(1, 2),
+       H=st.integers(1, 20), width=st.sampled_from([4, 8, 16]), seed=st.integers(0, 2**16))
+def test_bidirectional_directions_are_the_parts_of_one_step(op: str, T: int, B: int, H: int, width: int,
+                                                            seed: int) -> None:
+    """On a team, a bidirectional layer's two directions (``simd_recurrence``: one call each,
+    ``parts.INDEPENDENT_CALLS``) are the two parts of one step, bit-identical to one thread and matching
+    onnxruntime. (Every layer counts as worth splitting here: the thresholds are for real models' sizes.)"""
+    from cnnjit.compiler.codegen import threads as split
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(split, "MIN_PARALLEL_US", 0.0)
+        mp.setattr(split, "MIN_PARALLEL_TOTAL_US", 0.0)
+        mp.setattr(split, "MIN_PART_US", 1e-6)
+        if op == "DQLSTM":
+            model, feeds = dq_lstm_model(T, B, 3, H, "bidirectional", seed=seed)
+        else:
+            model, feeds = recurrent_model(op, T, B, 3, H, "bidirectional", seed=seed)
+        one = cnnjit.compile(model, vector_width=width, threads=1)
+        two = cnnjit.compile(model, vector_width=width, threads=2)
+    p = two._default_spec().program
+    loops = [(st_.parts, [p.calls[st_.first + i].note.rsplit("[", 1)[1] for i in range(st_.parts)])
+             for st_ in p.meta["step_plan"] if p.calls[st_.first].op.endswith("Loop")]
+    assert loops == [(2, ["call 1 of 2]", "call 2 of 2]"])], loops
+    assert {c.variant for c in p.calls if c.op.endswith("Loop")} == {"simd_recurrence"}
+    got = two.run(None, feeds)
+    for g, w in zip(got, one.run(None, feeds)):
+        np.testing.assert_array_equal(g, w)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = B  # (DynamicQuantizeLSTM: one batch row per thread, as cnnjit quantizes h)
+    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert_close(got, want, tol=1e-5 if op == "DQLSTM" else 2e-6)

@@ -41,10 +41,13 @@ ANY_CHANNEL_PARTS: set[tuple[str, str]] = {("Conv", "packed_pointwise"), ("Conv"
 
 #: (op, variant name) of variants that compute a layer in several calls that are independent of each other:
 #: each writes its own slice of the output and reads only the layer's inputs (``simd_pointwise`` on a grouped
-#: 1x1 conv: one call per group). Split over threads, those calls are the parts of one step, claimed in turn
-#: by the team (ShuffleNet's grouped 1x1 convs, 4 groups of ~11 us each at 28x28, 128 calls and three
-#: quarters of its 1-thread time, had run one after another on one thread)
-INDEPENDENT_CALLS: set[tuple[str, str]] = {("Conv", "simd_pointwise")}
+#: 1x1 conv: one call per group; ``simd_recurrence``: one call per direction of a bidirectional LSTM, GRU or
+#: RNN). Split over threads, those calls are the parts of one step, claimed in turn by the team (ShuffleNet's
+#: grouped 1x1 convs, 4 groups of ~11 us each at 28x28, 128 calls and three quarters of its 1-thread time, and
+#: the ddddocr CRNN's two LSTM directions, 1.1 ms each, had run one after another on one thread)
+INDEPENDENT_CALLS: set[tuple[str, str]] = {("Conv", "simd_pointwise"), ("LSTMLoop", "simd_recurrence"),
+                                           ("GRULoop", "simd_recurrence"), ("RNNLoop", "simd_recurrence"),
+                                           ("DQLSTMLoop", "simd_recurrence")}
 
 
 #: (op, variant name) of variants split along their part space before their output channels: a channel part

@@ -44,6 +44,7 @@ from numba import types
 
 from cnnjit.ir import Node, Value
 from cnnjit.ir.errors import CompileError
+from cnnjit.ir.flops import node_flops
 from cnnjit.ir.ops import bind_residuals
 from cnnjit.ir.types import TensorType
 from cnnjit.runtime.parallel import LINE, PROTOCOL_VERSION, ParallelRun, claim, done, split_run_desc, wait
@@ -179,11 +180,13 @@ def _conv_kind(node: Node) -> str | None:
 
 
 def estimate_us(node: Node) -> float:
-    """Rough single-thread time of a Conv or Gemm node we can split (microseconds), from its multiply-adds
-    (and a Gemm's weight bytes)."""
+    """Rough single-thread time of a node (microseconds): a Conv or Gemm we can split from its multiply-adds
+    (and a Gemm's weight bytes), a node of another op its variant may compute in independent calls
+    (``parts.INDEPENDENT_CALLS``: a recurrence's directions) from its FLOPs (``cnnjit.flops``) at
+    ``DENSE_GFLOPS``; else 0."""
     kind = _conv_kind(node)
     if kind is None:
-        return 0.0
+        return node_flops(node) / (DENSE_GFLOPS * 1e3) if any(op == node.op for op, _ in INDEPENDENT_CALLS) else 0.0
     w, y = node.inputs[1], node.outputs[0]
     if kind == "gemm":
         return max(2.0 * w.type.size / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
@@ -260,11 +263,13 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
     as long as its largest part. The part space comes first for a variant whose channel parts repeat work
     (``parts.PREFER_PART_SPACE``) or would be thin (``parts.MIN_CHANNEL_VECTORS``) when it balances well.
     """
-    kind = _conv_kind(node)
-    if target.threads < 2 or kind is None:
+    if target.threads < 2:
         return None
-    if len(calls) > 1 or kind == "grouped":
+    if len(calls) > 1:
         return _independent_parts(node, calls, target)
+    kind = _conv_kind(node)
+    if kind in (None, "grouped"):
+        return None
     variant = calls[0].variant
     plan = split_plan(node, variant, target)
     if plan is None:
@@ -293,7 +298,7 @@ def _independent_parts(node: Node, calls: list[KernelCall], target: Target) -> l
     is worth splitting (``MIN_PARALLEL_US``; not beside another layer on a 2-thread team), else None. The
     threads claim them in turn: ``k`` calls on ``t`` threads last ``ceil(k / t)`` calls."""
     variant = calls[0].variant
-    if len(calls) < 2 or (node.op, variant) not in INDEPENDENT_CALLS or any(c.variant != variant for c in calls) \
+    if (node.op, variant) not in INDEPENDENT_CALLS or any(c.variant != variant for c in calls) \
             or estimate_us(node) < MIN_PARALLEL_US or (node.meta.get(PAIRED) and target.threads < 4):
         return None
     return [KernelCall(c.source, c.args, f"{c.note} [call {i + 1} of {len(calls)}]", c.variant)
