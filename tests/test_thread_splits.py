@@ -439,3 +439,53 @@ def test_grouped_pointwise_stays_whole_without_independent_calls(split_small_lay
     p = many._default_spec().program
     assert len(calls) == 4 and not any("[call " in cl.note for cl in calls)
     assert all(st_.parts == 1 for st_ in p.meta.get("step_plan", ()))  # (no step plan: a serial schedule)
+
+
+def matrix_model(op: str, m: int, k: int, n: int, relu: bool, seed: int = 0):
+    """``y = a @ B (+ C)``: a Gemm ``a [m, k]`` with a bias of ``n``, or a MatMul ``a [2, m, k]`` (its batch axis
+    folds into the rows); optionally followed by Relu. (model, B, C or None)."""
+    rng = np.random.default_rng(seed)
+    b = (rng.standard_normal((k, n)) * 0.2).astype(np.float32)
+    c = rng.standard_normal(n).astype(np.float32) if op == "Gemm" else None
+    inits = [numpy_helper.from_array(b, "B")] + ([numpy_helper.from_array(c, "C")] if c is not None else [])
+    a_shape, y_shape = ([m, k], [m, n]) if op == "Gemm" else ([2, m, k], [2, m, n])
+    nodes = [helper.make_node(op, ["a", "B", "C"] if c is not None else ["a", "B"], ["g" if relu else "y"])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["g"], ["y"]))
+    g = helper.make_graph(nodes, "matrix", [helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), b, c
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(op=st.sampled_from(["Gemm", "MatMul"]), width=st.sampled_from(WIDTHS), m=st.integers(2, 40),
+       k=st.integers(16, 96), panels=st.integers(2, 9), tail=st.integers(0, 31), relu=st.booleans(),
+       threads=st.integers(2, 3))
+def test_matrix_splits_over_panels_of_columns(split_small_layers, op, width, m, k, panels, tail, relu,
+                                              threads) -> None:
+    """A Gemm or MatMul of several rows with a constant B on packed panels (``packed_gemm`` /
+    ``packed_matmul``) splits along its panels of columns (``panel_part_space``: each part every row of its
+    columns; a channel split needs a batch-1 output): bit-identical to one thread, equal to numpy."""
+    from cnnjit.compiler.codegen.kernels.packed_gemm import MIN_MACS, NR
+
+    nc = NR * width
+    n = (panels - 1) * nc + 1 + tail % nc  # the last panel partly filled
+    rows = m * (1 if op == "Gemm" else 2)
+    assume(rows * k * n >= MIN_MACS)
+    model, b, c = matrix_model(op, m, k, n, relu, seed=m * 100 + k)
+    variant = {"Gemm": "packed_gemm", "MatMul": "packed_matmul"}[op]
+    one = cnnjit.compile(model, vector_width=width, threads=1)
+    many = cnnjit.compile(model, vector_width=width, threads=threads)
+    calls = [cl for cl in many._default_spec().program.calls if cl.op == op]
+    assert {cl.variant for cl in calls} == {variant}
+    ranges = balanced_ranges(panels, threads, 1)
+    if ranges:
+        assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"part {lo}:{hi}]" for lo, hi in ranges]
+    else:
+        assert len(calls) == 1
+    a = np.random.default_rng(n).standard_normal((m, k) if op == "Gemm" else (2, m, k)).astype(np.float32)
+    got = many.run(None, {"a": a})[0]
+    np.testing.assert_array_equal(got, one.run(None, {"a": a})[0])
+    want = a.astype(np.float64) @ b.astype(np.float64) + (c if c is not None else 0.0)
+    np.testing.assert_allclose(got, np.maximum(want, 0) if relu else want, rtol=1e-4,
+                               atol=1e-4 * max(1.0, float(np.abs(want).max())))

@@ -153,10 +153,13 @@ def _gemm_kind(node: Node) -> str | None:
 
 def _conv_kind(node: Node) -> str | None:
     """'dense' or 'depthwise' for a Conv we know how to split, 'grouped' for another grouped one (split only
-    where its variant computes it in independent calls: ``parts.INDEPENDENT_CALLS``), 'gemm' for a Gemm
-    (``_gemm_kind``), else None."""
-    if node.op == "Gemm":
-        return _gemm_kind(node)
+    where its variant computes it in independent calls: ``parts.INDEPENDENT_CALLS``), 'gemm' for a batch-1
+    Gemm (``_gemm_kind``), 'matrix' for another Gemm or MatMul with a constant B (split along its variant's
+    part space only: ``packed_gemm``'s panels of columns), else None."""
+    if node.op in ("Gemm", "MatMul"):  # (another with a constant B: 'matrix', split along its part space only)
+        b = node.inputs[1] if len(node.inputs) > 1 else None
+        return (_gemm_kind(node) if node.op == "Gemm" else None) or ("matrix" if b is not None and b.is_const
+                                                                     else None)
     if node.op == "InvertedResidual":  # a fused block: split along its variant's part space (rows)
         return "block" if node.inputs[0].shape[0] == 1 else None
     if node.op != "Conv" or len(node.inputs) < 2:
@@ -188,8 +191,8 @@ def estimate_us(node: Node) -> float:
     if kind is None:
         return node_flops(node) / (DENSE_GFLOPS * 1e3) if any(op == node.op for op, _ in INDEPENDENT_CALLS) else 0.0
     w, y = node.inputs[1], node.outputs[0]
-    if kind == "gemm":
-        return max(2.0 * w.type.size / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
+    if kind in ("gemm", "matrix"):
+        return max(node_flops(node) / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
     if kind == "block":  # expand + depthwise + project, in cache
         x, wd, wp = node.inputs[0], node.inputs[3], node.inputs[5]
         macs = float(np.prod(y.shape[2:])) * (wd.type.size + wp.type.size)
@@ -332,7 +335,8 @@ def split_plan(node: Node, variant: str, target: Target, consumer: bool = True,
         want = min(want, target.threads // 2)
         if want < 2:
             return None
-    channels = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width) if kind != "block" else None
+    channels = balanced_ranges(node.outputs[0].shape[1], want, target.vector_width) \
+        if kind not in ("block", "matrix") else None
     space = PART_SPACES.get((node.op, variant))
     units = space(node, target) if space is not None else None
     spans = balanced_ranges(units[0], want, line_rows(node, variant, *units)) if units is not None else None

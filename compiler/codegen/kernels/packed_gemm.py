@@ -26,6 +26,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Target, note, runs_bf16, variant
+from ..parts import node_part, part_space
 from ..simd_bf16 import bf16_pairs
 from .epilogue import Epilogue
 from .simd_matmul import matmul_bias, matmul_layout, simd_matmul_applies
@@ -117,11 +118,12 @@ def _steps(rows: int, g: int, nc: int, bf16: bool, ind: str) -> list[str]:
 
 
 def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: int = 16,
-                  bf16: bool = False) -> tuple[str, list]:
+                  bf16: bool = False, panel_range: bool = False) -> tuple[str, list]:
     """The kernel for ``node``'s epilogue over ``rows`` rows of A, tiled by ``row_tiles``; fewer rows than
     a short tile take ``panel_group`` panels at once (``registers``: the target's vector register file).
     ``bf16``: B packed as bf16 row pairs (``pack_panels_bf16``), A's pairs rounded as they are broadcast,
-    ``vdotbf16`` into fp32 accumulators (``_steps``)."""
+    ``vdotbf16`` into fp32 accumulators (``_steps``). ``panel_range``: the kernel computes panels ``JS``
+    to ``JE`` only (two more arguments: a part of the layer split over threads, ``panel_part_space``)."""
     nc = nr * w
     epi = Epilogue(node, nc, False)
 
@@ -152,20 +154,22 @@ def packed_source(node: Node, w: int, mr: int, nr: int, rows: int, registers: in
         out += tile_stores(epi, ind + "    ", nc, rows, lambda i: f"(m + {i}) * N + p", True)
         return out + epi.after(ind, [f"for i in range({rows}):", "for j in range(cnt):"], "(m + i) * N + p + j")
 
-    lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + epi.signature() + "):",
+    lines = ["def kernel(ab, ao, bb, bo, cb, co, yb, yo, M, K, N" + (", JS, JE" if panel_range else "")
+             + epi.signature() + "):",
              f"    KP = {'(K + 1) // 2' if bf16 else 'K'}"]  # rows of a packed panel
+    js, je = ("JS", "JE") if panel_range else ("0", f"(N + {nc - 1}) // {nc}")
     g = panel_group(rows, nr, registers) if rows < 4 else 1
     if g > 1:  # whole groups of whole panels first; the rest (and the tail columns) one panel at a time
-        lines += ["    j = 0",
-                  f"    while j + {g} <= N // {nc}:",
+        lines += [f"    j = {js}",
+                  f"    while j + {g} <= {f'min(JE, N // {nc})' if panel_range else f'N // {nc}'}:",
                   f"        p = j * {nc}",
                   f"        pan = bo + j * KP * {nc}",
                   "        m = 0",
                   *group(rows, g, " " * 8),
                   f"        j += {g}",
-                  f"    for j in range(j, (N + {nc - 1}) // {nc}):"]
+                  f"    for j in range(j, {je}):"]
     else:
-        lines.append(f"    for j in range((N + {nc - 1}) // {nc}):")
+        lines.append(f"    for j in range({'JS, JE' if panel_range else je}):")
     lines += [f"        p = j * {nc}",
               f"        cnt = min({nc}, N - p)",
               f"        pan = bo + j * KP * {nc}",
@@ -212,7 +216,8 @@ def _bf16(applies):
 
 
 def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int) -> list[KernelCall]:
-    """One call over ``rows`` rows of A against the packed ``b [K, N]`` and the per-column ``bias``."""
+    """One call over ``rows`` rows of A against the packed ``b [K, N]`` and the per-column ``bias`` (a part of
+    the layer, ``meta["part"]``: its range of panels, ``panel_part_space``)."""
     K, N = b.shape
     mr, nr = gemm_tile(target)
     nc = nr * target.vector_width
@@ -220,10 +225,21 @@ def _call(node: Node, target: Target, b: np.ndarray, bias: np.ndarray, rows: int
     cb = np.zeros(npan * nc, np.float32)
     cb[:N] = bias
     bf16 = runs_bf16(node, target)
-    src, extra = packed_source(node, target.vector_width, mr, nr, rows, target.vector_registers, bf16)
+    part = node_part(node)
+    src, extra = packed_source(node, target.vector_width, mr, nr, rows, target.vector_registers, bf16,
+                               panel_range=part is not None)
     packed = pack_panels_bf16(b, nc) if bf16 else pack_panels(b, nc)
-    return [KernelCall(src, [node.inputs[0], Param(packed), Param(cb), node.outputs[0], rows, K, N, *extra],
-                       note(node))]
+    return [KernelCall(src, [node.inputs[0], Param(packed), Param(cb), node.outputs[0], rows, K, N,
+                             *(part or ()), *extra], note(node))]
+
+
+def panel_part_space(node: Node, target: Target) -> tuple[int, int] | None:
+    """Panels of B's columns (``NR`` vectors each): a part computes its panels' columns of every row of A,
+    reading its share of the packed B (a channel split of a Gemm needs a batch-1 output, whose column ranges
+    are contiguous; this one takes any number of rows: the ddddocr CRNN's 32 x 1024 @ 1024 x 8210
+    classifier, 2.1 ms, and its LSTM's input projection had stayed whole on one thread)."""
+    N = node.outputs[0].shape[-1]
+    return -(-N // (NR * target.vector_width)), 1
 
 
 @variant("Gemm", name="packed_gemm", priority=15, applies=_fp32(packed_gemm_applies))
@@ -278,3 +294,6 @@ for _op, _gen, _applies in (("Gemm", gen_packed_gemm, packed_gemm_applies),
                             ("MatMul", gen_packed_matmul, packed_matmul_applies),
                             ("Conv", gen_packed_fc, fc_conv_applies)):
     variant(_op, name=_gen.__name__.removeprefix("gen_") + "_bf16", priority=1, applies=_bf16(_applies))(_gen)
+for _op, _name in (("Gemm", "packed_gemm"), ("MatMul", "packed_matmul")):
+    for _form in (_name, _name + "_bf16"):
+        part_space(_op, _form)(panel_part_space)
