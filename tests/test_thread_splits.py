@@ -489,3 +489,52 @@ def test_matrix_splits_over_panels_of_columns(split_small_layers, op, width, m, 
     want = a.astype(np.float64) @ b.astype(np.float64) + (c if c is not None else 0.0)
     np.testing.assert_allclose(got, np.maximum(want, 0) if relu else want, rtol=1e-4,
                                atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
+def pool_model(op: str, c: int, hw: int, k: int, stride: int, pad: int):
+    """One ``op`` (MaxPool or AveragePool, ``k x k`` window, ``stride``, ``pad`` on every side, pads not counted)
+    on a ``1 x c x hw x hw`` input."""
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 0
+    oh = (hw + 2 * pad - k) // stride + 1
+    g = helper.make_graph([helper.make_node(op, ["x"], ["y"], **attrs)], "pool",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, oh, oh])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(op=st.sampled_from(["MaxPool", "AveragePool"]),
+       variant=st.sampled_from(["simd_pool", "separable_pool", "flat_pool", "pool"]), width=st.sampled_from(WIDTHS),
+       vectors=st.integers(2, 6), extra=st.integers(0, 15), hw=st.integers(3, 30), k=st.integers(2, 3),
+       stride=st.integers(1, 2), pad=st.integers(0, 1), threads=st.integers(2, 3))
+def test_pools_split_over_channel_planes(split_small_layers, op, variant, width, vectors, extra, hw, k, stride, pad,
+                                         threads) -> None:
+    """A MaxPool or AveragePool on a team splits over balanced ranges of channel planes (each part its planes of
+    input and output), with the layer's variant in every part: bit-identical to one thread, equal to numpy."""
+    from cnnjit.compiler.codegen.kernels import simd_pool
+
+    c = vectors * width + (extra % width if extra < 8 else 0)  # (whole vectors half the time)
+    assume(pad < k and hw + 2 * pad >= k)
+    model = pool_model(op, c, hw, k, stride, pad)
+    applies = {"simd_pool": simd_pool.simd_pool_applies, "separable_pool": simd_pool.separable_pool_applies,
+               "flat_pool": simd_pool.flat_pool_applies, "pool": lambda n, t: True}[variant]
+    node = next(iter(cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes))
+    assume(applies(node, CompileOptions(vector_width=width).host_target()))
+    forced = {op: variant}
+    one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)
+    many = cnnjit.compile(model, vector_width=width, threads=threads, variants=forced)
+    calls = [cl for cl in many._default_spec().program.calls if cl.op == op]
+    assert {cl.variant for cl in calls} == {variant}
+    ranges = balanced_ranges(c, threads, width)
+    if ranges:
+        assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"channels {lo}:{hi} of {c}]" for lo, hi in ranges]
+    else:  # (no balanced ranges of whole vectors: 10 channels at 4 lanes)
+        assert len(calls) == 1
+    x = np.random.default_rng(c * 100 + hw).standard_normal((1, c, hw, hw)).astype(np.float32)
+    got = many.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, one.run(None, {"x": x})[0])
+    want = ref.max_pool(x, [k, k], strides=[stride] * 2, pads=[pad] * 4) if op == "MaxPool" else \
+        ref.avg_pool(x, [k, k], strides=[stride] * 2, pads=[pad] * 4, count_include_pad=0)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -5,7 +5,8 @@ Large layers split into independent kernel calls (``split_node``), one per part:
 * a dense or pointwise Conv (``group == 1``) over output-channel ranges: each part reads the whole input
   and its own slice of the weights and bias, and writes its channels of the output (and reads the same
   channels of a fused residual);
-* a depthwise Conv (``group == C == M``) over channel ranges of input and output alike;
+* a depthwise Conv (``group == C == M``), a MaxPool or AveragePool over channel ranges of input and output
+  alike;
 * a layer its variant computes in several independent calls (``parts.INDEPENDENT_CALLS``: a grouped 1x1
   conv's groups): those calls, as the parts of one step;
 * a layer whose channels do not divide into balanced ranges of whole vectors (``MAX_IMBALANCE``: 24
@@ -127,6 +128,9 @@ DEPTHWISE_GFLOPS = 10.0
 #: a batch-1 Gemm streams its weights once (GB/s, one thread): MobileNetV2's 1280 -> 1000 classifier,
 #: 5.1 MB of weights, takes ~270 us
 GEMV_GBS = 20.0
+#: a pooling layer reads its input and writes its output at this rate (GB/s, one thread): MaxPool 3x3 s2 of
+#: 64 x 111 x 111 (3.9 MB in and out) 88-100 us, of 256 x 27 x 27 16 us (AVX-512, SqueezeNet)
+PLANES_GBS = 40.0
 #: the ``Node.meta`` mark of a layer that runs beside an independent one (``branches.py``): it gets half the
 #: threads (with two, none: it stays whole on one thread)
 PAIRED = "paired"
@@ -155,11 +159,15 @@ def _conv_kind(node: Node) -> str | None:
     """'dense' or 'depthwise' for a Conv we know how to split, 'grouped' for another grouped one (split only
     where its variant computes it in independent calls: ``parts.INDEPENDENT_CALLS``), 'gemm' for a batch-1
     Gemm (``_gemm_kind``), 'matrix' for another Gemm or MatMul with a constant B (split along its variant's
-    part space only: ``packed_gemm``'s panels of columns), else None."""
+    part space only: ``packed_gemm``'s panels of columns), 'planes' for a 2-D MaxPool or AveragePool (split
+    over channel ranges of input and output, like a depthwise conv), else None."""
     if node.op in ("Gemm", "MatMul"):  # (another with a constant B: 'matrix', split along its part space only)
         b = node.inputs[1] if len(node.inputs) > 1 else None
         return (_gemm_kind(node) if node.op == "Gemm" else None) or ("matrix" if b is not None and b.is_const
                                                                      else None)
+    if node.op in ("MaxPool", "AveragePool"):  # planes, each pooled on its own: split like a depthwise conv
+        x = node.inputs[0]
+        return "planes" if len(x.shape) == 4 and x.shape[0] == 1 and len(node.outputs) == 1 else None
     if node.op == "InvertedResidual":  # a fused block: split along its variant's part space (rows)
         return "block" if node.inputs[0].shape[0] == 1 else None
     if node.op != "Conv" or len(node.inputs) < 2:
@@ -184,12 +192,16 @@ def _conv_kind(node: Node) -> str | None:
 
 def estimate_us(node: Node) -> float:
     """Rough single-thread time of a node (microseconds): a Conv or Gemm we can split from its multiply-adds
-    (and a Gemm's weight bytes), a node of another op its variant may compute in independent calls
+    (and a Gemm's weight bytes), a pooling layer from its bytes (``PLANES_GBS``), a node of another op its
+    variant may compute in independent calls
     (``parts.INDEPENDENT_CALLS``: a recurrence's directions) from its FLOPs (``cnnjit.flops``) at
     ``DENSE_GFLOPS``; else 0."""
     kind = _conv_kind(node)
     if kind is None:
         return node_flops(node) / (DENSE_GFLOPS * 1e3) if any(op == node.op for op, _ in INDEPENDENT_CALLS) else 0.0
+    if kind == "planes":
+        x, y = node.inputs[0], node.outputs[0]
+        return (x.type.size + y.type.size) * x.dtype.itemsize / (PLANES_GBS * 1e3)
     w, y = node.inputs[1], node.outputs[0]
     if kind in ("gemm", "matrix"):
         return max(node_flops(node) / (DENSE_GFLOPS * 1e3), 4.0 * w.type.size / (GEMV_GBS * 1e3))
@@ -431,7 +443,7 @@ def _channel_parts(node: Node, kind: str, variant: str, ranges: list[tuple[int, 
                    ) -> list[KernelCall] | None:
     """``node``'s calls for each output-channel range: each part reads the whole input (a depthwise one its
     channels) and its slice of the weights and bias, and writes its channels of the output."""
-    x, w = node.inputs[0], node.inputs[1]
+    x, w = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
     b = node.inputs[2] if len(node.inputs) > 2 else None
     y = node.outputs[0]
     m = y.shape[1]
@@ -445,13 +457,14 @@ def _channel_parts(node: Node, kind: str, variant: str, ranges: list[tuple[int, 
         sliced: set[int] = set()  # the part's own constants (weights, bias slices)
         yp = _stand_in(y, (1, n, *y.shape[2:]))
         remap[yp.id] = (y, lo * ysp)
-        if kind == "depthwise":
+        if kind in ("depthwise", "planes"):
             xp = _stand_in(x, (1, n, *x.shape[2:]))
             remap[xp.id] = (x, lo * xsp)
         else:
             xp = x
-        # (a Gemm's B is [K, N], or [N, K] with transB; its C is [N] or [1, N])
-        ins: list[Value | None] = [xp, _const(w, lo, hi, 1 if kind == "gemm" and not node.attrs.get("transB") else 0)]
+        ins: list[Value | None] = [xp]
+        if kind != "planes":  # (a Gemm's B is [K, N], or [N, K] with transB; its C is [N] or [1, N])
+            ins.append(_const(w, lo, hi, 1 if kind == "gemm" and not node.attrs.get("transB") else 0))
         if len(node.inputs) > 2:
             ins.append(_const(b, lo, hi, -1) if b is not None else None)
         sliced.update(v.id for v in ins[1:3] if v is not None and v is not w and v is not b)
@@ -463,7 +476,8 @@ def _channel_parts(node: Node, kind: str, variant: str, ranges: list[tuple[int, 
             remap[vp.id] = (v, lo * ysp)
             ins.append(vp)
         attrs = dict(node.attrs)
-        attrs["post"] = bind_residuals(node.attrs.get("post", ()), ins)  # the residuals' stand-ins
+        if "post" in attrs or kind != "planes":
+            attrs["post"] = bind_residuals(node.attrs.get("post", ()), ins)  # the residuals' stand-ins
         if kind == "depthwise":
             attrs["group"] = n
         part = Node(node.op, ins, [yp], attrs, node.name)
