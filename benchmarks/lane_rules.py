@@ -1,10 +1,12 @@
 """The 16-lane variant rules on and off, whole models in one process: each model compiled (1 thread, batch 1) with
 the variant tables as they are ("after") and with the rules that only hold at 16 lanes (AVX-512) switched off
 ("before": ``winograd.WIDE_RATIO``, ``simd_cblock.SPARE_REGISTERS_WIDE``, ``packed_pointwise.WIDE_FITS`` and
-``WIDE_STRIPS``, each set to its 8-lane value), timed interleaved with onnxruntime (``harness.measure``, thread CPU
-time by default: a shared machine's other processes count less), the outputs checked against onnxruntime.
+``WIDE_STRIPS``, ``block_fused.WIDE_TILES``, each set to its 8-lane value; ``--rules``: only those named), timed
+interleaved with onnxruntime (``harness.measure``, thread CPU time by default: a shared machine's other processes
+count less), the outputs checked against onnxruntime.
 On a host without AVX-512 the two compiles are the same.
     PYTHONPATH=. python benchmarks/lane_rules.py --models ddddocr_det,light_squeezenet,mobilenet_v2_224 --runs 40
+    PYTHONPATH=. python benchmarks/lane_rules.py --models mobilenet_v2_224 --rules WIDE_TILES --runs 60
 Printed and written (results/<name>.{json,md}): per model the calls whose variant differs, the median ms of each
 engine, both ratios to onnxruntime, the speed-up (medians and minima) and the larger output error.
 """
@@ -28,22 +30,24 @@ import numpy as np  # noqa: E402
 import cnnjit  # noqa: E402
 from benchmarks.corpus import load  # noqa: E402
 from benchmarks.harness import measure, ort_session, write_json, write_markdown  # noqa: E402
-from cnnjit.compiler.codegen.kernels import packed_pointwise, simd_cblock, winograd  # noqa: E402
+from cnnjit.compiler.codegen.kernels import block_fused, packed_pointwise, simd_cblock, winograd  # noqa: E402
 
 #: (module, constant, its value with the 16-lane rule off)
 RULES = [(winograd, "WIDE_RATIO", {}), (simd_cblock, "SPARE_REGISTERS_WIDE", simd_cblock.SPARE_REGISTERS),
-         (packed_pointwise, "WIDE_FITS", {}), (packed_pointwise, "WIDE_STRIPS", {})]
+         (packed_pointwise, "WIDE_FITS", {}), (packed_pointwise, "WIDE_STRIPS", {}), (block_fused, "WIDE_TILES", {})]
 
 DEFAULT_MODELS = ("ddddocr_det,light_squeezenet,ppocr_cls,ddddocr_ocr,svtr_block,mobilenet_v2_224,ppocr_v4_det,"
                   "ppocr_v4_rec,mlperf_vww_96_float,mobilenet_v1_025_96,mobilenet_v3_small,resnet8")
 
 
 @contextlib.contextmanager
-def rules_off() -> Iterator[None]:
-    """The 16-lane rules at their 8-lane values for the duration."""
-    saved = [(m, k, getattr(m, k)) for m, k, _ in RULES]
+def rules_off(names: set[str] | None = None) -> Iterator[None]:
+    """The 16-lane rules (those whose constant is in ``names``; None: all) at their 8-lane values for the
+    duration."""
+    rules = [r for r in RULES if names is None or r[1] in names]
+    saved = [(m, k, getattr(m, k)) for m, k, _ in rules]
     try:
-        for m, k, v in RULES:
+        for m, k, v in rules:
             setattr(m, k, v)
         yield
     finally:
@@ -62,13 +66,19 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--wall", action="store_true", help="wall time (perf_counter) instead of thread CPU time")
     ap.add_argument("--name", default="lane_rules", help="results file name")
+    ap.add_argument("--rules", default="", help="comma-separated constants of RULES to switch off (default: all)")
     args = ap.parse_args()
-    rows, payload = [], {"runs": args.runs, "clock": "wall" if args.wall else "thread", "models": {}}
+    names = set(args.rules.split(",")) if args.rules else None
+    unknown = (names or set()) - {k for _, k, _ in RULES}
+    if unknown:
+        ap.error(f"unknown rules {sorted(unknown)}: choose from {[k for _, k, _ in RULES]}")
+    rows, payload = [], {"runs": args.runs, "clock": "wall" if args.wall else "thread", "models": {},
+                         "rules_off": sorted(names) if names else [k for _, k, _ in RULES]}
     for name in args.models.split(","):
         model, feeds = load(name)
         shapes = {k: v.shape for k, v in feeds.items()}
         after = cnnjit.compile(model, threads=1, input_shapes=shapes)
-        with rules_off():
+        with rules_off(names):
             before = cnnjit.compile(model, threads=1, input_shapes=shapes)
         va = [c.variant for c in after._default_spec().program.calls]
         vb = [c.variant for c in before._default_spec().program.calls]

@@ -210,6 +210,27 @@ def test_block_fused_staged_rows_of_aliasing_length_are_padded(width: int):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_block_fused_wide_tiles_at_16_lanes(width: int):
+    """With 32 registers at 16 lanes the expand and the project run 8 x 2 register tiles
+    (``block_fused.WIDE_TILES``), other widths and 16-register files ``simd_pointwise``'s 4 x 2; a block whose
+    expanded (21) and output (11) channels are off the 8-row tile matches the numpy reference either way."""
+    b = dict(c=5, e=21, expand=True, m=11, k=3, s=2, h=13, w=37, pads=[1, 0, 1, 1], residual=False,
+             act1="Relu6", act2="HardSwish", seed=11)
+    model, x, want = block_case(b)
+    with fusing_all():
+        compiled = cnnjit.compile(model, vector_width=width)
+        got = compiled(x)
+    assert _variants(compiled) == ["block_fused"]
+    (node,) = compiled.ir.nodes
+    g = block_fused.block_geometry(node, Target(vector_width=width))
+    tile = (8, 2) if width == 16 else (4, 2)
+    assert (g["MR"], g["NR"]) == tile and (g["PMR"], g["PNR"]) == tile
+    narrow = block_fused.block_geometry(node, Target(vector_width=width, vector_registers=16))
+    assert (narrow["PMR"], narrow["PNR"]) == (4, 2)
+    _check(got, want)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 @given(b=blocks())
 @property_settings(3)
 def test_block_fused_on_an_arena_of_nans(width: int, b: dict):

@@ -48,6 +48,14 @@ MAX_RB = 8
 #: (load 8-9): one chain 1.00-1.06x the single rows (medians; minima 0.99-1.09x), two 0.97-1.09x, three
 #: 0.95-0.98x (spills)
 PAIR_CHAINS = 1
+#: vector width -> the expand's and the project's register tile (rows x pixel vectors) on targets of 32 vector
+#: registers at that width, instead of ``simd_pointwise``'s 4 x 2: 8 x 2 keeps 16 accumulators in flight (4 x 2's
+#: 8 are just the FMA latency times its two pipes, no slack) and loads each pixel vector once for 8 rows. AVX-512
+#: (Zen 5), MobileNetV2-224's three fused blocks in the model, one thread, per-call minima of 40-50 interleaved
+#: rounds against the default in one process (load 3.5-4): 16 -> 96 -> 24 s2 at 112x112 321-328 -> 301-303 us,
+#: 24 -> 144 -> 24 at 56x56 277-279 -> 253-254 us, 32 -> 16 (no expand) at 112x112 138 -> 130-140 us; expand
+#: 12 x 2 or 4 x 4, project 12 x 2: no better. Other widths and register files keep 4 x 2
+WIDE_TILES: dict[int, tuple[int, int]] = {16: (8, 2)}
 #: addresses this many bytes apart share an L1 set (32 KiB, 8 ways: x86 and Arm cores alike)
 ALIAS_BYTES = 4096
 #: the earlier form: a stride-1 block's expand reads the input planes (``stage_rows``)
@@ -102,7 +110,8 @@ def block_geometry(node: Node, target: Target) -> dict:
     S = node.attrs["strides"][0]
     pw = node.attrs["pads"][1]
     w = target.vector_width
-    mr, nr = pointwise_tile(target, E, w, 0)
+    wide = WIDE_TILES.get(w) if target.vector_registers >= 32 else None
+    mr, nr = wide or pointwise_tile(target, E, w, 0)
     owv = -(-OW // w) * w
     L = nr * w
 
@@ -126,8 +135,9 @@ def block_geometry(node: Node, target: Target) -> dict:
         # a staged row of one parity's input columns, whole tiles (without an expand: copied to the ring)
         SW = stage_stride(tiles(max(c for _, c, _ in parity)), w) if has_expand(node) else 0
     # the project: 4 output channels x 2 vectors (its E-vector pixel tile is in L1 for every channel tile;
-    # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others)
-    pmr, pnr = MR, NR
+    # measured against the expand's 2 x 4 on AVX2: 5-9% faster on MobileNetV2's 96 -> 24, even on the others);
+    # 8 x 2 at 16 lanes with 32 registers (``WIDE_TILES``)
+    pmr, pnr = wide or (MR, NR)
     L = pnr * w
     pair = pair_rows(K, target)
     # among the row counts that fill the project's tiles best, an even one when rows run in pairs
