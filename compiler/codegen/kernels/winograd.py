@@ -93,8 +93,8 @@ MIN_RATIO = 0.9
 WIDE_RATIO = {16: 1.5}
 #: at these (vector width, vector registers) (AVX-512's: an AVX2 host at width 16 keeps the rule of 8 lanes): the
 #: transformed weights' bytes (``36 C M`` floats, 4x the direct kernel's) between which a layer of one vector of
-#: tiles (``plan``'s ``tiles`` at most the width: each weight is broadcast for one FMA) is left to the direct
-#: kernels. Zen 5 (AVX-512, 1 MiB L2, 32 MiB L3), per call in the real models (held-out, whose weights do not stay
+#: tiles (``plan``'s ``tiles`` at most the width: each weight is broadcast for one FMA) needs ``STREAM_RATIO``.
+#: Zen 5 (AVX-512, 1 MiB L2, 32 MiB L3), per call in the real models (held-out, whose weights do not stay
 #: cached between runs), ``benchmarks/profile_ab.py --heldout DIR --without winograd_streamed``, load 2-3.6,
 #: winograd_f4's time over cblock's: open_nsfw's 128->128 at 14x14 (2.4 MB) 1.15-1.19, malviz's 256->256 at
 #: 14x14 (9.4 MB) 1.02-1.12, capspot's 256->256 and 128->256 at 15x15 0.95-1.03; but tumor_vgg16's 512->512 at
@@ -102,6 +102,9 @@ WIDE_RATIO = {16: 1.5}
 #: model whose weights stay in L3 Winograd wins from 13x13 at 128 channels (``benchmarks/winograd_wide.py``):
 #: the rule is about weights read cold. Within L2 (64 channels) it wins either way.
 WIDE_STREAM_BYTES = {(16, 32): (1 << 20, 16 << 20)}
+#: ... unless its slot ratio reaches this: 64->256 at 8x32 (2.4 MB, 1.78) 312-334 us against 354 (h-av22, in the
+#: model, see ``WIDE_RATIO``), where 14x14 (1.36) and 15x15 (1.56) lost or tied
+STREAM_RATIO = 1.7
 #: the earlier weight layout of ``winograd_f4``: ``[36][M / mr][C][mr]`` read per ``mr`` channels plane by plane,
 #: 36 streams of ``4 mr C`` bytes each (4 KB at 128 channels: a page, where the hardware prefetcher stops)
 PLANES_FIRST = form("winograd_planes_first", "winograd_f4's transformed weights plane by plane ([36][M/mr][C][mr]), "
@@ -452,18 +455,20 @@ def winograd_applies(node: Node, target: Target) -> bool:
     13x13 (1.44) 3.3x, 96->96 at 52x52 (1.77) 2.9x, 8->8 and 16->16 at 32x32 (1.94) 1.2x and 1.6x. (The
     multiply ratio alone, the rule before, was 1.25-2.0 for the losses above: their alternatives, ``cblock``
     and the padded-row ``simd_conv``, run at 65-110 GFLOP/s where ``cvec`` ran at 35-40.) At 16 lanes the
-    crossover is ``WIDE_RATIO`` times higher, and a layer of one tile vector whose transformed weights' bytes are in
-    ``WIDE_STREAM_BYTES``' window is refused (``streams_weights``; both measured on Zen 5: see there)."""
+    crossover is ``WIDE_RATIO`` times higher, and ``STREAM_RATIO`` for a layer of one tile vector whose transformed
+    weights' bytes are in ``WIDE_STREAM_BYTES``' window (``streams_weights``; both measured on Zen 5: see there)."""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     least = MIN_RATIO * WIDE_RATIO.get(target.vector_width, 1.0)
-    return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= least and not streams_weights(node, target)
+    if streams_weights(node, target):
+        least = max(least, STREAM_RATIO)
+    return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= least
 
 
 def streams_weights(node: Node, target: Target) -> bool:
     """Whether ``plan``'s tiles, all bands together, are one vector while the transformed weights' bytes are
-    within ``WIDE_STREAM_BYTES``' window for the target: the GEMMs would wait on the weights (see there)."""
+    within ``WIDE_STREAM_BYTES``' window for the target: the GEMMs wait on the weights (see there)."""
     window = WIDE_STREAM_BYTES.get((target.vector_width, target.vector_registers))
     if window is None or target.uses(STREAMED):
         return False
