@@ -390,7 +390,7 @@ def test_crossover_16_lanes(c, m, hw, chosen) -> None:
     (64, 256, (8, 32), True, True), (128, 128, 16, True, True), (512, 512, 15, False, True),
     (64, 64, 15, False, True), (128, 128, 28, False, True), (128, 128, 20, False, True)])
 def test_streamed_weights_16_lanes(c, m, hw, streamed, chosen) -> None:
-    """At 16 lanes and 32 registers a layer whose tiles are one vector (13x13 .. 16x16, 8x32) with 1-16 MiB of
+    """At 16 lanes and 32 registers a layer whose tiles are one vector (13x13 .. 16x16, 8x32) with 2-16 MiB of
     transformed weights needs ``STREAM_RATIO`` (``WIDE_STREAM_BYTES``): 128 and 256 channels at 14x14 and 15x15
     are left to the direct kernels, 16x16 and 8x32 keep Winograd; 64 channels (0.6 MB, within L2), 512 (37.7 MB)
     and maps of more than one vector of tiles are not in the rule. 8 lanes and an AVX2 register file at width 16
