@@ -1,9 +1,9 @@
 """The 16-lane variant rules on and off, whole models in one process: each model compiled (1 thread, batch 1) with
 the variant tables as they are ("after") and with the rules that only hold at 16 lanes (AVX-512) switched off
-("before": ``winograd.WIDE_RATIO``, ``simd_cblock.SPARE_REGISTERS_WIDE``, ``packed_pointwise.WIDE_FITS`` and
-``WIDE_STRIPS``, ``block_fused.WIDE_TILES``, each set to its 8-lane value; ``--rules``: only those named), timed
-interleaved with onnxruntime (``harness.measure``, thread CPU time by default: a shared machine's other processes
-count less), the outputs checked against onnxruntime.
+("before": ``winograd.WIDE_RATIO`` and ``WIDE_STREAM_BYTES``, ``simd_cblock.SPARE_REGISTERS_WIDE``,
+``packed_pointwise.WIDE_FITS`` and ``WIDE_STRIPS``, ``block_fused.WIDE_TILES``, each set to its 8-lane value;
+``--rules``: only those named), timed interleaved with onnxruntime (``harness.measure``, thread CPU time by default:
+a shared machine's other processes count less), the outputs checked against onnxruntime.
 On a host without AVX-512 the two compiles are the same.
     PYTHONPATH=. python benchmarks/lane_rules.py --models ddddocr_det,light_squeezenet,mobilenet_v2_224 --runs 40
     PYTHONPATH=. python benchmarks/lane_rules.py --models mobilenet_v2_224 --rules WIDE_TILES --runs 60
@@ -33,8 +33,9 @@ from benchmarks.harness import measure, ort_session, write_json, write_markdown 
 from cnnjit.compiler.codegen.kernels import block_fused, packed_pointwise, simd_cblock, winograd  # noqa: E402
 
 #: (module, constant, its value with the 16-lane rule off)
-RULES = [(winograd, "WIDE_RATIO", {}), (simd_cblock, "SPARE_REGISTERS_WIDE", simd_cblock.SPARE_REGISTERS),
-         (packed_pointwise, "WIDE_FITS", {}), (packed_pointwise, "WIDE_STRIPS", {}), (block_fused, "WIDE_TILES", {})]
+RULES = [(winograd, "WIDE_RATIO", {}), (winograd, "WIDE_STREAM_BYTES", {}),
+         (simd_cblock, "SPARE_REGISTERS_WIDE", simd_cblock.SPARE_REGISTERS), (packed_pointwise, "WIDE_FITS", {}),
+         (packed_pointwise, "WIDE_STRIPS", {}), (block_fused, "WIDE_TILES", {})]
 
 DEFAULT_MODELS = ("ddddocr_det,light_squeezenet,ppocr_cls,ddddocr_ocr,svtr_block,mobilenet_v2_224,ppocr_v4_det,"
                   "ppocr_v4_rec,mlperf_vww_96_float,mobilenet_v1_025_96,mobilenet_v3_small,resnet8")

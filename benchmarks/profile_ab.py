@@ -39,30 +39,51 @@ def shape_text(node) -> str:
     return f"{'x'.join(map(str, x[1:]))}->{'x'.join(map(str, y[1:]))}{k}{s}"
 
 
-def build(model, shapes: dict, removed: list[tuple[str, str]]):
-    """(trace, specialisation) of ``model`` at 1 thread, with the ``removed`` variants out of the table."""
+def build(model, shapes: dict, removed: list[tuple[str, str]], forms: tuple[str, ...] = ()):
+    """(trace, specialisation) of ``model`` at 1 thread, with the ``removed`` variants out of the table and the
+    earlier kernel ``forms`` (``codegen.kernel.FORMS``) generated."""
     with variants_without(removed):
-        t = trace(model, shapes, entry="numba", threads=1)
+        t = trace(model, shapes, entry="numba", threads=1, forms=forms)
         return t, Specialization(t.graph, t.program)
+
+
+def load_any(name: str, heldout: str | None):
+    """(model, seeded feeds) of a corpus model, or with ``heldout`` a held-out folder's ``<name>.onnx`` on the
+    inputs ``benchmarks/heldout.py`` runs it on."""
+    if not heldout:
+        return load(name)
+    import onnx
+
+    from benchmarks.heldout import INPUTS, declared_inputs, dynamicize, fill
+
+    entry = INPUTS.get(name, {})
+    model = onnx.load(str(Path(heldout) / f"{name}.onnx"))
+    if entry.get("dynamic"):
+        model = dynamicize(model)
+    specs = entry.get("inputs") or declared_inputs(model)
+    return model, {k: fill(s, seed=i) for i, (k, s) in enumerate(specs.items())}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--without", required=True, help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table")
+    ap.add_argument("--without", required=True, help="OP:VARIANT[,OP:VARIANT...] left out of the 'before' table, "
+                    "and kernel FORM names generated in it")
     ap.add_argument("--models", default="ppocr_v4_rec", help="comma-separated corpus model names")
+    ap.add_argument("--heldout", default=None, help="a held-out folder: --models names its .onnx stems")
     ap.add_argument("--rounds", type=int, default=6, help="rounds of (before, after) in random order")
     ap.add_argument("--runs", type=int, default=5, help="profiled runs per schedule per round")
     ap.add_argument("--name", default="profile_ab", help="results file name")
     args = ap.parse_args()
-    removed = [tuple(s.split(":", 1)) for s in args.without.split(",")]
+    removed = [tuple(s.split(":", 1)) for s in args.without.split(",") if ":" in s]
+    forms = tuple(s for s in args.without.split(",") if s and ":" not in s)
     peak, peak_how = measured_peak("fma")
     from cnnjit.roofline import SLOW_PEAK_SHARE
 
     rows, payload = [], {"without": args.without, "rounds": args.rounds, "runs": args.runs, "models": {}}
     for name in args.models.split(","):
-        model, feeds = load(name)
+        model, feeds = load_any(name, args.heldout)
         shapes = {k: v.shape for k, v in feeds.items()}
-        built = {"before": build(model, shapes, removed), "after": build(model, shapes, [])}
+        built = {"before": build(model, shapes, removed, forms), "after": build(model, shapes, [])}
         times: dict[str, list[list[int]]] = {k: [] for k in built}
         order, rng = list(built), random.Random(0)
         for _ in range(args.rounds):

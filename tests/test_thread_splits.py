@@ -219,6 +219,7 @@ def test_winograd_channel_parts_below_its_slot_ratio(split_small_layers, monkeyp
     # (the crossover of 8 lanes at every width: at 16 the 13x13 layer is cvec's by WIDE_RATIO, and a forced
     # variant must take the whole layer for its parts to be tried)
     monkeypatch.setattr(winograd, "WIDE_RATIO", {})
+    monkeypatch.setattr(winograd, "WIDE_STREAM_BYTES", {})  # (192 channels' 5.3 MB: the 16-lane weight rule too)
     model, w, b = pointwise_model(c, c, hw, "Relu", True, k=3)
     forced = {"Conv": "winograd_f4"}
     one = cnnjit.compile(model, vector_width=width, threads=1, variants=forced)

@@ -102,10 +102,11 @@ def wino_cases(draw):
 
 @contextlib.contextmanager
 def any_size() -> Iterator[None]:
-    """The kernel on every size it computes: the crossover thresholds off."""
+    """The kernel on every size it computes: the crossover thresholds off (the 16-lane weight rule too)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(winograd, "MIN_CHANNELS", 0)
         mp.setattr(winograd, "MIN_RATIO", 0.0)
+        mp.setattr(winograd, "WIDE_STREAM_BYTES", {})
         yield
 
 
@@ -382,6 +383,49 @@ def test_crossover_16_lanes(c, m, hw, chosen) -> None:
     assert (ratio >= winograd.MIN_RATIO * winograd.WIDE_RATIO[16]) == chosen
     if hw == 13:
         assert _default_variant(c, m, hw)[0]
+
+
+@pytest.mark.parametrize("c,m,hw,streamed,chosen", [
+    (128, 128, 14, True, False), (256, 256, 14, True, False), (128, 256, 15, True, False),
+    (64, 256, (8, 32), True, True), (128, 128, 16, True, True), (512, 512, 15, False, True),
+    (64, 64, 15, False, True), (128, 128, 28, False, True), (128, 128, 20, False, True)])
+def test_streamed_weights_16_lanes(c, m, hw, streamed, chosen) -> None:
+    """At 16 lanes and 32 registers a layer whose tiles are one vector (13x13 .. 16x16, 8x32) with 2-16 MiB of
+    transformed weights needs ``STREAM_RATIO`` (``WIDE_STREAM_BYTES``): 128 and 256 channels at 14x14 and 15x15
+    are left to the direct kernels, 16x16 and 8x32 keep Winograd; 64 channels (0.6 MB, within L2), 512 (37.7 MB)
+    and maps of more than one vector of tiles are not in the rule. 8 lanes and an AVX2 register file at width 16
+    keep the slot-ratio rule alone, and so does the earlier form ``winograd_streamed``."""
+    applies, node = _default_variant(c, m, hw, width=16, registers=32)
+    t = Target(vector_width=16, vector_registers=32)
+    assert applies == chosen, (c, m, hw, winograd.plan(node, t))
+    assert winograd.streams_weights(node, t) == streamed
+    assert (winograd.slot_ratio(node, t) >= winograd.STREAM_RATIO) == chosen or not streamed
+    for other in (Target(vector_width=16, vector_registers=16), Target(vector_width=8, vector_registers=16),
+                  Target(vector_width=16, vector_registers=32, forms=(winograd.STREAMED,))):
+        assert not winograd.streams_weights(node, other)
+    if not chosen:  # above the slot-ratio crossover: refused by this rule only
+        assert winograd.slot_ratio(node, t) >= winograd.MIN_RATIO * winograd.WIDE_RATIO[16]
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@property_settings(max_examples=3)
+@given(case=wino_cases())
+def test_planes_first_layout_at_width(width, case) -> None:
+    """The earlier weight layout (form ``winograd_planes_first``: 36 streams, plane by plane) and the current
+    one (the GEMMs' order, one stream) both match the reference, and each kernel reads its own layout."""
+    for forms, read in (((), "uw = uo + (m * 36 + xi * "), ((winograd.PLANES_FIRST,), "uw = uo + (xi * M + m) * C")):
+        made = []
+        source = winograd.winograd_source
+
+        def recorded(*a, **k):
+            out = source(*a, **k)
+            made.append(out[0])
+            return out
+
+        with any_size(), pytest.MonkeyPatch.context() as mp:
+            mp.setattr(winograd, "winograd_source", recorded)
+            check_conv(**case, width=width, forms=forms)
+        assert made and all(read in src for src in made), forms
 
 
 def test_slot_ratio_counts_the_register_tile() -> None:

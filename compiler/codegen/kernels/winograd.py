@@ -47,7 +47,7 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Scratch, Target, note, variant
+from ..kernel import KernelCall, Param, Scratch, Target, form, note, variant
 from ..parts import node_part, part_space
 from ..simd_winograd import TM, TP  # outputs per tile side, patch side
 from .epilogue import Epilogue
@@ -91,6 +91,28 @@ MIN_RATIO = 0.9
 #: simd_conv's 718, 32->32 at 16x16 (1.78) 13 against 26, 64->256 at 8x32 (1.78) 312-334 against 354, 48->192 at
 #: 16x64 (2.40) 2.6x, 96->96 at 52x52 (1.81) 2.9x)
 WIDE_RATIO = {16: 1.5}
+#: at these (vector width, vector registers) (AVX-512's: an AVX2 host at width 16 keeps the rule of 8 lanes): the
+#: transformed weights' bytes (``36 C M`` floats, 4x the direct kernel's) between which a layer of one vector of
+#: tiles (``plan``'s ``tiles`` at most the width: each weight is broadcast for one FMA) needs ``STREAM_RATIO``.
+#: Zen 5 (AVX-512, 1 MiB L2, 32 MiB L3), per call in the real models (held-out, whose weights do not stay
+#: cached between runs), ``benchmarks/profile_ab.py --heldout DIR --without winograd_streamed``, load 2-3.6,
+#: winograd_f4's time over cblock's: open_nsfw's 128->128 at 14x14 (2.4 MB) 1.15-1.19, malviz's 256->256 at
+#: 14x14 (9.4 MB) 1.02-1.12, capspot's 256->256 and 128->256 at 15x15 0.95-1.03; but tumor_vgg16's 512->512 at
+#: 15x15 (37.7 MB, beyond L3: streamed from memory at 21 GB/s where the 2.4 MB ran at 8) 0.41-0.65. In a small
+#: model whose weights stay in L3 Winograd wins from 13x13 at 128 channels (``benchmarks/winograd_wide.py``):
+#: the rule is about weights read cold. Within L2 (64 channels) it wins either way; from 2 MiB since 96 channels
+#: (1.3 MB) were measured only with the weights in L3 (14x14 1.66x for Winograd).
+WIDE_STREAM_BYTES = {(16, 32): (2 << 20, 16 << 20)}
+#: ... unless its slot ratio reaches this: 64->256 at 8x32 (2.4 MB, 1.78) 312-334 us against 354 (h-av22, in the
+#: model, see ``WIDE_RATIO``), where 14x14 (1.36) and 15x15 (1.56) lost or tied
+STREAM_RATIO = 1.7
+#: the earlier weight layout of ``winograd_f4``: ``[36][M / mr][C][mr]`` read per ``mr`` channels plane by plane,
+#: 36 streams of ``4 mr C`` bytes each (4 KB at 128 channels: a page, where the hardware prefetcher stops)
+PLANES_FIRST = form("winograd_planes_first", "winograd_f4's transformed weights plane by plane ([36][M/mr][C][mr]), "
+                    "not in its GEMMs' order")
+#: the "before" of ``WIDE_STREAM_BYTES`` (a benchmark's A/B: ``heldout.py --before winograd_streamed``)
+STREAMED = form("winograd_streamed", "winograd_f4 on a band of one tile vector whatever its weights' bytes "
+                "(before WIDE_STREAM_BYTES)")
 
 
 def transform_weights(w: np.ndarray, mr: int, blocks_first: bool = False) -> np.ndarray:
@@ -148,7 +170,7 @@ def _row_of(r: int | str, dilated: bool) -> str:
 
 
 def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False,
-                    copies: int = 1, lanes_channels: bool = False) -> tuple[str, list]:
+                    copies: int = 1, lanes_channels: bool = False, planes_first: bool = False) -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
     tiles), bands of ``T`` tiles and ``copies`` of the padded input (1: a dummy tile per row; ``plan``); the
     sizes are arguments, and the input channels and ``T`` literals too in the offsets of the transforms' 36
@@ -156,7 +178,9 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
     only (one thread's part, ``parts.py``). A vertically dilated layer's kernel takes ``DH, TYP`` last
     (``tile_rows``). ``lanes_channels``: the GEMMs' vectors hold ``w`` output channels (``mr = nr w``: ``nr``
     channel vectors) by 4 tiles, each tile's transformed input broadcast, the results stored as the tiles' rows
-    (``vscatter4t``): ``winograd_f4_channels``, for maps of a few tiles (``plan_channels``)."""
+    (``vscatter4t``): ``winograd_f4_channels``, for maps of a few tiles (``plan_channels``). The transformed
+    weights are read as ``transform_weights(blocks_first=True)`` packs them, in the GEMMs' order (per ``mr``
+    channels, the 36 planes): one stream; ``planes_first``: the earlier layout (``PLANES_FIRST``)."""
     C = node.inputs[0].shape[1]
     dilated = node.attrs["dilations"][0] > 1
     L = 4 if lanes_channels else nr * w  # tiles per register tile row (nr vectors)
@@ -220,8 +244,8 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
         f"            for m in range(0, M, {mr}):",
         "                for xi in range(36):",
-        f"                    uw = uo + (m * 36 + xi * {mr}) * C" if lanes_channels else
-        "                    uw = uo + (xi * M + m) * C",
+        "                    uw = uo + (xi * M + m) * C" if planes_first else
+        f"                    uw = uo + (m * 36 + xi * {mr}) * C",
         *(_gemm_channels(w, mr // w) if lanes_channels else [
             f"                    for p0 in range(0, ntp, {L}):",
             *[f"{i24}a{i}_{j} = vzero{w}()" for i in range(mr) for j in range(nr)],
@@ -432,12 +456,25 @@ def winograd_applies(node: Node, target: Target) -> bool:
     13x13 (1.44) 3.3x, 96->96 at 52x52 (1.77) 2.9x, 8->8 and 16->16 at 32x32 (1.94) 1.2x and 1.6x. (The
     multiply ratio alone, the rule before, was 1.25-2.0 for the losses above: their alternatives, ``cblock``
     and the padded-row ``simd_conv``, run at 65-110 GFLOP/s where ``cvec`` ran at 35-40.) At 16 lanes the
-    crossover is ``WIDE_RATIO`` times higher (measured on Zen 5: see there)."""
+    crossover is ``WIDE_RATIO`` times higher, and ``STREAM_RATIO`` for a layer of one tile vector whose transformed
+    weights' bytes are in ``WIDE_STREAM_BYTES``' window (``streams_weights``; both measured on Zen 5: see there)."""
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
     least = MIN_RATIO * WIDE_RATIO.get(target.vector_width, 1.0)
+    if streams_weights(node, target):
+        least = max(least, STREAM_RATIO)
     return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= least
+
+
+def streams_weights(node: Node, target: Target) -> bool:
+    """Whether ``plan``'s tiles, all bands together, are one vector while the transformed weights' bytes are
+    within ``WIDE_STREAM_BYTES``' window for the target: the GEMMs wait on the weights (see there)."""
+    window = WIDE_STREAM_BYTES.get((target.vector_width, target.vector_registers))
+    if window is None or target.uses(STREAMED):
+        return False
+    C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
+    return window[0] < 4 * TP * TP * C * M <= window[1] and plan(node, target).tiles <= target.vector_width
 
 
 @variant("Conv", name="winograd_f4", priority=55, applies=winograd_applies)
@@ -453,9 +490,10 @@ def _kernel_call(node: Node, target: Target, p: Plan, band: tuple[int, int] | No
     a = node.attrs
     N, C, H, Win, M, OH, OW = conv_sizes(node)
     (TYP, TY), TX = tile_rows(node), -(-OW // TM)
+    planes_first = not lanes_channels and target.uses(PLANES_FIRST)
     src, extra = winograd_source(node, target.vector_width, p.mr, p.nr, T=p.T, band_range=band is not None,
-                                 copies=p.copies, lanes_channels=lanes_channels)
-    u = transform_weights(wt.const, p.mr, lanes_channels)
+                                 copies=p.copies, lanes_channels=lanes_channels, planes_first=planes_first)
+    u = transform_weights(wt.const, p.mr, not planes_first)
     args = [x, Param(u), bias, y, Scratch(scratch_elems(C, M, p.mr, p.T, p.copies)),
             N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, p.rb, p.T, *(band or ()), *extra,
             *((a["dilations"][0], TYP) if a["dilations"][0] > 1 else ())]
