@@ -117,7 +117,8 @@ def test_variant_table_choice(target: Target) -> None:
     wide = "channel_pointwise" if target.vector_width == 16 else "packed_pointwise"
     assert choose(_layer(40, 240, 4, 1, 1), target).name == wide
     # at 16 lanes maps of fewer than 2 whole strips (64 pixels, pp.WIDE_STRIPS), 6x6 and 7x7, are this one's
-    small = "channel_pointwise" if target.vector_width in pp.WIDE_STRIPS else "packed_pointwise"
+    key = (target.vector_width, target.vector_registers)
+    small = "channel_pointwise" if key in pp.WIDE_STRIPS else "packed_pointwise"
     for layer in ((24, 72, 6), (40, 40, 7), (96, 24, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == (small if layer[2] < 8 else "packed_pointwise"), layer
     assert choose(_layer(96, 576, 1, 1, 1), target).name == "packed_fc"

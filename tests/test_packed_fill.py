@@ -162,7 +162,7 @@ def test_fill_rule_on_inverted_residual_shapes(target: Target) -> None:
     for c, m, hw in ((120, 4 * mr + 4, 28), (FILL_CHANNELS, FILL_ROW_TILES * mr, 14), (200, 5 * mr, 14)):
         assert choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise", (c, m, hw)
     assert 13 * 13 < FILL_PIXELS <= 14 * 14
-    wide = target.vector_width in WIDE_FITS  # 16 lanes: from 16 channels and 2 row tiles
+    wide = (target.vector_width, target.vector_registers) in WIDE_FITS  # 16 lanes: from 16 channels and 2 row tiles
     for c, m, hw in ((FILL_CHANNELS - 1, 5 * mr, 28), (96, FILL_ROW_TILES * mr - 1, 28), (96, 5 * mr, 13)):
         assert (choose(_layer(c, m, hw, 1, 1), target).name == "packed_pointwise") == wide, (c, m, hw)
     forms = Target(vector_width=target.vector_width, vector_registers=target.vector_registers, forms=(BLOCK_COPY,))

@@ -184,11 +184,15 @@ def test_variant_table_choice(target: Target) -> None:
                   (16, 32 if target.vector_registers == 16 else 48, 320), (16, 64, 10)):
         assert choose(_layer(*layer, 1, 1), target).name == "packed_pointwise", layer
     # a 7x7 map is one strip and a tail at 16 lanes: channel_pointwise's there (WIDE_STRIPS)
-    small = "packed_pointwise" if target.vector_width not in packed_pointwise.WIDE_STRIPS else "channel_pointwise"
+    key = (target.vector_width, target.vector_registers)
+    small = "packed_pointwise" if key not in packed_pointwise.WIDE_STRIPS else "channel_pointwise"
     assert choose(_layer(40, 120, 7, 1, 1), target).name == small
+    # the 16-lane rules hold for AVX-512's 32 registers; an AVX2 register file at width 16 keeps those of 8 lanes
+    assert packed_pointwise.few_strips(49, Target(vector_width=16, vector_registers=32))
+    assert not packed_pointwise.few_strips(49, Target(vector_width=16, vector_registers=16))
     assert choose(_layer(4, 64, 56, 1, 1), target).name != "packed_pointwise"  # too shallow
     # at 16 lanes from 2 row tiles of 16 channels on any map of a strip (WIDE_FITS), else not:
-    wide = target.vector_width in packed_pointwise.WIDE_FITS
+    wide = key in packed_pointwise.WIDE_FITS
     assert (choose(_layer(96, 3 * mr - 1, 56, 1, 1), target).name == "packed_pointwise") == wide  # few row tiles
     assert (choose(_layer(32, 64, 16, 1, 1), target).name == "packed_pointwise") == wide  # 32 KB on whole rows
     assert (choose(_layer(96, 8 * mr - 8, 8, 1, 1), target).name == "packed_pointwise") == wide  # small map

@@ -30,7 +30,7 @@ from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import packed_pointwise
 from cnnjit.compiler.codegen.kernels.simd_pointwise import PART_VECTORS
-from cnnjit.compiler.codegen.simd import host_vector_width
+from cnnjit.compiler.codegen.simd import host_vector_registers, host_vector_width
 
 sys.path.insert(0, str(REPO_DIR))
 from benchmarks.models import resnet8  # noqa: E402
@@ -177,7 +177,7 @@ def test_resnet8_shortcuts_against_onnxruntime() -> None:
     x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     model = cnnjit.compile(m, threads=1)
     calls = [c for c in model._default_spec().program.calls if c.op == "Conv"]
-    wide = host_vector_width() in packed_pointwise.WIDE_FITS
+    wide = (host_vector_width(), host_vector_registers()) in packed_pointwise.WIDE_FITS
     assert sum(c.variant == ("strided_packed" if wide else "strided_pointwise") for c in calls) == 2
     sess = ort_session(m)
     want = sess.run(None, {sess.get_inputs()[0].name: x})[0]

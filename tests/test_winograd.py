@@ -380,9 +380,10 @@ def test_crossover_16_lanes(c, m, hw, chosen) -> None:
     applies, node = _default_variant(c, m, hw, width=16, registers=32)
     ratio = winograd.slot_ratio(node, Target(vector_width=16, vector_registers=32))
     assert applies == chosen, (c, m, hw, ratio)
-    assert (ratio >= winograd.MIN_RATIO * winograd.WIDE_RATIO[16]) == chosen
-    if hw == 13:
+    assert (ratio >= winograd.MIN_RATIO * winograd.WIDE_RATIO[(16, 32)]) == chosen
+    if hw == 13:  # (8 lanes, and AVX2's register file at width 16: the crossover of 8 lanes)
         assert _default_variant(c, m, hw)[0]
+        assert _default_variant(c, m, hw, width=16, registers=16)[0]
 
 
 @pytest.mark.parametrize("c,m,hw,streamed,chosen", [
@@ -404,7 +405,7 @@ def test_streamed_weights_16_lanes(c, m, hw, streamed, chosen) -> None:
                   Target(vector_width=16, vector_registers=32, forms=(winograd.STREAMED,))):
         assert not winograd.streams_weights(node, other)
     if not chosen:  # above the slot-ratio crossover: refused by this rule only
-        assert winograd.slot_ratio(node, t) >= winograd.MIN_RATIO * winograd.WIDE_RATIO[16]
+        assert winograd.slot_ratio(node, t) >= winograd.MIN_RATIO * winograd.WIDE_RATIO[(16, 32)]
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -591,7 +591,8 @@ WIDE_ROW_TILES = 2
 FILL_CHANNELS = 40
 FILL_ROW_TILES = 4
 FILL_PIXELS = 196
-#: at these vector widths (least input channels, least row tiles) for any map of a whole strip: with 16 lanes
+#: at these (vector width, vector registers) (least input channels, least row tiles) for any map of a whole strip
+#: (AVX-512's 32 registers of 16 lanes; an AVX2 host compiling at width 16 keeps the 8-lane rules): with 16 lanes
 #: ``simd_pointwise``'s rows of 4 vectors (64 pixels) part-fill or stream far more, and the strip copy paid from
 #: 2 row tiles (16 output channels) of 16 input channels. Zen 5, per call in the schedule, best of 3 x 10 runs,
 #: interleaved, load ~5.5 (simd_pointwise -> this): SqueezeNet's 128 -> 16 at 55x55 69 -> 60 us, 64 -> 16 30 ->
@@ -599,19 +600,20 @@ FILL_PIXELS = 196
 #: classifier's 16 -> 88 at 3x96 4.3 -> 3.6, 200 -> 32 at 2x96 11.2 -> 9.5 (whole model 0.159 -> 0.145 ms);
 #: MLPerf VWW's 32 -> 64 at 12x12 2.9 -> 2.4; MobileNetV3-small's 8x8 1x1s 1.0-1.5 -> 0.9-1.3; even: 16 -> 32 at
 #: 24x24, 32 -> 32 at 16x16; MobileNetV3-small's 16 -> 16 at 16x16 0.5 -> 0.6
-WIDE_FITS = {16: (16, 2)}
-#: at these vector widths a map of fewer whole strips than this is left to ``channel_pointwise`` (output channels
-#: as lanes) where it applies (``few_strips``). In the model, as above (packed_pointwise -> channel_pointwise):
-#: MobileNetV2's 7x7 1x1s 576 -> 160 65-67 -> 53-54 us, 960 -> 160 105-109 -> 89-91, 160 -> 960 89-92 -> 79-82,
-#: 960 -> 320 209 -> 177, 320 -> 1280 273-283 -> 229-232 (sum of the model's calls 3.43 -> 3.29 ms); MLPerf VWW
-#: and MobileNet-v1's 6x6 64 -> 128 and 128 -> 128 1.1x; PP-OCRv4 rec's 1x40 60 -> 120 8.8 -> 7.9 and 4.4 -> 5.4
-WIDE_STRIPS = {16: 2}
+WIDE_FITS = {(16, 32): (16, 2)}
+#: at these (vector width, vector registers), as ``WIDE_FITS``, a map of fewer whole strips than this is left to
+#: ``channel_pointwise`` (output channels as lanes) where it applies (``few_strips``). In the model, as above
+#: (packed_pointwise -> channel_pointwise): MobileNetV2's 7x7 1x1s 576 -> 160 65-67 -> 53-54 us, 960 -> 160 105-109 ->
+#: 89-91, 160 -> 960 89-92 -> 79-82, 960 -> 320 209 -> 177, 320 -> 1280 273-283 -> 229-232 (sum of the model's calls
+#: 3.43 -> 3.29 ms); MLPerf VWW and MobileNet-v1's 6x6 64 -> 128 and 128 -> 128 1.1x; PP-OCRv4 rec's 1x40 60 -> 120 8.8
+#: -> 7.9 and 4.4 -> 5.4
+WIDE_STRIPS = {(16, 32): 2}
 
 
 def few_strips(P: int, target: Target) -> bool:
     """Whether ``P`` pixels are fewer whole strips than ``WIDE_STRIPS`` wants at the target's width."""
     w = target.vector_width
-    return P < WIDE_STRIPS.get(w, 0) * packed_tile(target)[1] * w
+    return P < WIDE_STRIPS.get((w, target.vector_registers), 0) * packed_tile(target)[1] * w
 
 
 def packed_pointwise_applies(node: Node, target: Target) -> bool:
@@ -641,7 +643,8 @@ def packed_fits(C: int, M: int, P: int, target: Target) -> bool:
         return False
     if C >= MIN_CHANNELS and M >= MIN_ROW_TILES * mr:
         return True
-    if w in WIDE_FITS and C >= WIDE_FITS[w][0] and M >= WIDE_FITS[w][1] * mr:
+    wide = WIDE_FITS.get((w, target.vector_registers))
+    if wide and C >= wide[0] and M >= wide[1] * mr:
         return True
     if C >= FILL_CHANNELS and M >= FILL_ROW_TILES * mr and P >= FILL_PIXELS and fills(C, M, P, target):
         return True

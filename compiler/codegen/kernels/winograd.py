@@ -82,7 +82,8 @@ COPY_SAVING = 0.2
 #: worth the transforms: the measured crossover (see ``winograd_applies``)
 MIN_CHANNELS = 8
 MIN_RATIO = 0.9
-#: the crossover at these vector widths as a multiple of ``MIN_RATIO`` (AVX2's). At 16 lanes a 13x13 map's 16
+#: the crossover at these (vector width, vector registers) as a multiple of ``MIN_RATIO`` (AVX2's; an AVX2 host
+#: compiling at width 16, 8 registers of 16 lanes, keeps 1.0: unmeasured there). At 16 lanes a 13x13 map's 16
 #: tiles are one vector, the register tile 8-12 channels x 1 vector (a broadcast and a tile load per 8-12 FMAs),
 #: and ``cvec`` reaches 85-88% of the FMA peak there. Zen 5 (AVX-512), per call in the model, best of 3-4 x
 #: 10-20 runs, ``benchmarks/profile_ab.py --without Conv:winograd_f4``, load ~4.5: losses at slot ratio 1.17-1.22
@@ -90,7 +91,7 @@ MIN_RATIO = 0.9
 #: 64->256 250 against 222 and 48->192 152 against 125); wins from 1.58 (96->96 at 26x26 350 against
 #: simd_conv's 718, 32->32 at 16x16 (1.78) 13 against 26, 64->256 at 8x32 (1.78) 312-334 against 354, 48->192 at
 #: 16x64 (2.40) 2.6x, 96->96 at 52x52 (1.81) 2.9x)
-WIDE_RATIO = {16: 1.5}
+WIDE_RATIO = {(16, 32): 1.5}
 #: at these (vector width, vector registers) (AVX-512's: an AVX2 host at width 16 keeps the rule of 8 lanes): the
 #: transformed weights' bytes (``36 C M`` floats, 4x the direct kernel's) between which a layer of one vector of
 #: tiles (``plan``'s ``tiles`` at most the width: each weight is broadcast for one FMA) needs ``STREAM_RATIO``.
@@ -461,7 +462,7 @@ def winograd_applies(node: Node, target: Target) -> bool:
     if not winograd_ok(node):
         return False
     C, M = node.inputs[0].shape[1], node.inputs[1].shape[0]
-    least = MIN_RATIO * WIDE_RATIO.get(target.vector_width, 1.0)
+    least = MIN_RATIO * WIDE_RATIO.get((target.vector_width, target.vector_registers), 1.0)
     if streams_weights(node, target):
         least = max(least, STREAM_RATIO)
     return min(C, M) >= MIN_CHANNELS and slot_ratio(node, target) >= least
