@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
+from numba.core import codegen as numba_codegen
 from numba.core import errors as numba_errors
 from numba.core.types import functions as numba_functions
 
@@ -73,9 +74,11 @@ def test_fast_typing_restores_numba_even_after_an_error() -> None:
             with pipeline.fast_typing():  # re-entrant: the inner exit keeps the outer's patch
                 pass
             assert numba_functions.BaseFunction.get_call_type is not original
+            assert numba_codegen.CPUCodeLibrary._optimize_functions is pipeline._lean_optimize_functions
             assert all(isinstance(m._termcolor, pipeline._PlainColors) for m in pipeline._COLOR_MODULES)
             raise RuntimeError("boom")
     assert numba_functions.BaseFunction.get_call_type is original
+    assert numba_codegen.CPUCodeLibrary._optimize_functions is pipeline._ORIGINAL_OPTIMIZE_FUNCTIONS
     assert numba_errors._termcolor_inst is colors
     assert [m._termcolor for m in pipeline._COLOR_MODULES] == module_colors
 
@@ -178,3 +181,43 @@ def test_vkeep_zeroes_the_lanes_past_count(lanes: int, n: int, nans: bool, seed:
     want = np.where(np.arange(lanes) < n, x, np.float32(0.0))
     np.testing.assert_array_equal(y, want)
     assert not np.signbit(y[np.arange(lanes) >= n]).any()
+
+
+_AXPY = ("def f(x, y, n, a):\n"
+         "    for i in range(0, n, 8):\n"
+         "        m = min(8, n - i)\n"
+         "        vstoren8(y, i, vfma8(vbcast8(a), vloadn8(x, i, m), vloadn8(y, i, m)), m)\n")
+
+
+@pytest.mark.parametrize("prepass", [False, True])
+def test_function_prepass_on_or_off_computes_numpys_result(monkeypatch, prepass) -> None:
+    """A kernel compiled under ``fast_typing`` with numba's per-function pre-pass off (the default) or on
+    (one pass manager, definitions only) computes numpy's result; on, the passes ran on the kernel's
+    definitions and on none of its declarations."""
+    monkeypatch.setattr(pipeline, "FUNCTION_PREPASS", prepass)
+    ran: list[tuple[str, bool]] = []
+    real = numba_codegen.JITCPUCodegen._function_pass_manager
+
+    def counting(self, **kwargs):
+        fpm, pb = real(self, **kwargs)
+
+        class Spy:
+            def run(self, func, pb_):
+                ran.append((func.name, func.is_declaration))
+                return fpm.run(func, pb_)
+
+        return Spy(), pb
+
+    monkeypatch.setattr(numba_codegen.JITCPUCodegen, "_function_pass_manager", counting)
+    f = _kernel(_AXPY)
+    x = np.linspace(-3, 3, 29, dtype=np.float32)
+    y = np.arange(29, dtype=np.float32)
+    expected = np.float32(1.75) * x + y
+    with pipeline.fast_typing():
+        f(x, y, 29, 1.75)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    if prepass:
+        assert ran and not any(decl for _, decl in ran)
+        assert any("f" in name for name, _ in ran)
+    else:
+        assert ran == []
