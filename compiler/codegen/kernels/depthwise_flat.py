@@ -1,0 +1,157 @@
+"""Depthwise 2-D convolution on small maps as one flat run of pixels per channel (``depthwise_flat``).
+
+On a map whose rows are narrower than a vector (the MLPerf keyword model's 25x5, MobileNet's 7x7), the row
+kernels put each output row in a vector of its own (``row_width``: 8 lanes for rows up to 8 columns, so a
+5-column row fills 5 of 8) and sweep every kernel column of every row. A stride-1 layer that keeps the row
+width (``OW == W``: "same" padding along the columns) has one constant input shift per tap over the whole
+flattened plane: output pixel ``p`` reads input pixel ``p + (i * dh - pt) * W + (j * dw - pl)``. So this
+kernel runs over the plane's ``OH * OW`` pixels as ``ceil(OH * OW / w)`` full vectors (25x5 at 16 lanes:
+8 vectors, 98% of the lanes used, against 25 row vectors of 8 lanes at 62%):
+
+* one output channel at a time, its ``KH * KW`` weights broadcast one tap at a time, the plane's vectors in
+  register tiles of up to ``registers - 4`` accumulators (the bias first, the taps added in order);
+* each tap's load is masked with a compile-time lane pattern (``vloadm``): the lanes whose input pixel lies
+  in the padding (a row above or below the map, a column past either edge: every ``W``-th lane) read zero
+  and are never accessed; a tap no lane of a vector needs is left out, and a full pattern is a plain load;
+* no plane copy, no transposes (``depthwise_lanes`` transposes the channels into the lanes and back): the
+  input is read where it is and the output written in place, the last partial vector by a masked store.
+
+Applies to float32 depthwise Convs (any channel multiplier) of stride 1, ``OW == W``, at most ``MAX_TAPS``
+taps, output rows narrower than a vector, at most ``MAX_PAIRS`` (vector, tap) loads of a channel (the
+kernel text lists them), and where its FMA estimate (``flat_cost``) is below ``ROWS_RATIO`` of the row
+kernel's (``rows_cost``) and ``LANES_RATIO`` of ``depthwise_lanes``' where that one applies (``lanes_cost``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnjit.ir import Node
+
+from ..kernel import KernelCall, Target, note, variant
+from .depthwise_lanes import depthwise_lanes_applies, lanes_cost, rows_cost
+from .epilogue import Epilogue
+from .simd_depthwise import MAX_TAPS
+from .simd_pointwise import conv_operands, conv_sizes, row_width
+from .template import source
+
+#: the most (vector, tap) pairs of one channel the kernel text lists (its length and compile time)
+MAX_PAIRS = 512
+#: the share of the row kernel's FMA estimate (``rows_cost``) below which this one is chosen: its plane copy
+#: and idle lanes cost more than the masked loads here (AVX-512, single calls interleaved: 14x14 3x3 1.14x
+#: faster at 0.975 of its estimate, 7x7 3x3 1.4x at 0.63, the keyword model's 25x5 1.9x at 0.33; at 8 lanes
+#: 7x7 3x3 a tie at 1.1)
+ROWS_RATIO = 1.0
+#: the share of ``depthwise_lanes``' estimate (``lanes_cost``) below which this one is chosen: that kernel's
+#: loads are aligned ones from its scratch (8 lanes: 4x4 3x3 1.17x slower at 0.88, 7x7 5x5 1.15x slower at
+#: 1.35; 16 lanes: 4x4 3x3 a tie at 0.44, 7x7 5x5 1.1x faster at 0.77)
+LANES_RATIO = 0.8
+#: registers kept beside the accumulators: the broadcast weight, a loaded input vector and slack
+SPARE_REGISTERS = 4
+
+
+def _geometry(node: Node) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+    """(H, W, OH, OW, KH, KW, top pad, left pad, row dilation, column dilation) of ``node``."""
+    a = node.attrs
+    (_, _, H, W), (OH, OW) = node.inputs[0].shape, node.outputs[0].shape[2:]
+    (kh, kw), (pt, pl), (dh, dw) = a["kernel_shape"], a["pads"][:2], a["dilations"]
+    return H, W, OH, OW, kh, kw, pt, pl, dh, dw
+
+
+def tap_masks(node: Node, w: int) -> list[list[int]]:
+    """Per output vector ``v`` (lanes ``v * w ..``) and tap ``t`` (row-major), the lane pattern of the output
+    pixels whose tap-``t`` input pixel lies inside the map (bit ``l`` for lane ``l``; 0: none)."""
+    H, W, OH, OW, kh, kw, pt, pl, dh, dw = _geometry(node)
+    OP = OH * OW
+    out = []
+    for v in range(-(-OP // w)):
+        row = []
+        for i in range(kh):
+            for j in range(kw):
+                bits = 0
+                for lane in range(w):
+                    p = v * w + lane
+                    oh, ow = divmod(p, OW)
+                    if p < OP and 0 <= oh + i * dh - pt < H and 0 <= ow + j * dw - pl < W:
+                        bits |= 1 << lane
+                row.append(bits)
+        out.append(row)
+    return out
+
+
+def flat_cost(node: Node, w: int) -> int:
+    """Vector FMAs per output channel of this kernel: the (vector, tap) pairs some lane needs."""
+    return sum(bits != 0 for row in tap_masks(node, w) for bits in row)
+
+
+def depthwise_flat_applies(node: Node, target: Target) -> bool:
+    """A float32 depthwise Conv (any channel multiplier) of stride 1 whose output rows are as wide as its
+    input rows and narrower than a vector, at most ``MAX_TAPS`` taps and ``MAX_PAIRS`` (vector, tap) pairs,
+    and fewer FMAs than ``ROWS_RATIO`` of the row kernel's and ``LANES_RATIO`` of ``depthwise_lanes``' (where
+    it applies)."""
+    x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    a = node.attrs
+    if not (x.dtype == np.float32 and wt.dtype == np.float32 and len(x.shape) == 4
+            and a["group"] == x.shape[1] > 1 and wt.shape[1] == 1 and wt.shape[0] % x.shape[1] == 0
+            and tuple(a["strides"]) == (1, 1)):
+        return False
+    H, W, OH, OW, kh, kw, *_ = _geometry(node)
+    w = target.vector_width
+    if not (OW == W and OW < w and kh * kw <= MAX_TAPS and -(-OH * OW // w) * kh * kw <= MAX_PAIRS):
+        return False
+    cost = flat_cost(node, w)
+    return cost < ROWS_RATIO * rows_cost(node, row_width(target, OW)) and (
+        not depthwise_lanes_applies(node, target) or cost < LANES_RATIO * lanes_cost(node, row_width(target, OW)))
+
+
+def flat_source(node: Node, w: int, registers: int) -> tuple[str, list]:
+    """The kernel for depthwise Conv ``node`` at ``w`` lanes with ``registers`` vector registers (module
+    docstring); the layer's sizes are literals of the text."""
+    H, W, OH, OW, kh, kw, pt, pl, dh, dw = _geometry(node)
+    C, M = node.inputs[0].shape[1], node.outputs[0].shape[1]
+    taps, P, OP = kh * kw, H * W, OH * OW
+    masks = tap_masks(node, w)
+    V = len(masks)
+    full = (1 << w) - 1
+    most = max(1, registers - SPARE_REGISTERS)
+    n_tiles = -(-V // most)
+    size = -(-V // n_tiles)  # tiles of even size
+    epi = Epilogue(node, w, True)
+    ind = " " * 12
+    L = ["def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N" + epi.signature() + "):",
+         "    for n in range(N):",
+         f"        for m in range({M}):",
+         f"            xc = xo + (n * {C} + m // {M // C}) * {P}",
+         f"            yc = (n * {M} + m) * {OP}",
+         f"            wc = wo + m * {taps}",
+         f"            bias = vbcast{w}(bb[bo + m])"]
+    for v0 in range(0, V, size):
+        tile = range(v0, min(V, v0 + size))
+        L += [f"{ind}a{v} = bias" for v in tile]
+        for t in range(taps):
+            users = [v for v in tile if masks[v][t]]
+            if not users:
+                continue
+            L.append(f"{ind}wv = vbcast{w}(wb[U(wc + {t})])")
+            shift = (t // kw * dh - pt) * W + t % kw * dw - pl
+            for v in users:
+                at = f"xc + {v * w + shift}"
+                load = f"vload{w}(xb, {at})" if masks[v][t] == full else f"vloadm{w}(xb, {at}, {masks[v][t]})"
+                L.append(f"{ind}a{v} = vfma{w}(wv, {load}, a{v})")
+        for v in tile:
+            last = (v + 1) * w > OP
+            if last:
+                L.append(f"{ind}cnt = {OP - v * w}")
+            L += epi.vector(ind, f"a{v}", f"yc + {v * w}", w, last)
+            L.append(f"{ind}vstoren{w}(yb, yo + yc + {v * w}, a{v}, cnt)" if last
+                     else f"{ind}vstore{w}(yb, yo + yc + {v * w}, a{v})")
+    L += epi.after(ind, [f"for q0 in range({OP}):"], "yc + q0")
+    return source(L), epi.args
+
+
+@variant("Conv", name="depthwise_flat", priority=45, applies=depthwise_flat_applies)
+def gen_depthwise_flat(node: Node, target: Target) -> list[KernelCall]:
+    x, wt, bias, y = conv_operands(node)
+    N = conv_sizes(node).N
+    src, extra = flat_source(node, target.vector_width, target.vector_registers)
+    return [KernelCall(src, [x, wt, bias, y, N, *extra], note(node))]
