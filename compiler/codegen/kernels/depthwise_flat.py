@@ -89,7 +89,7 @@ def depthwise_flat_applies(node: Node, target: Target) -> bool:
     input rows and narrower than a vector, at most ``MAX_TAPS`` taps and ``MAX_PAIRS`` (vector, tap) pairs,
     and fewer FMAs than ``ROWS_RATIO`` of the row kernel's and ``LANES_RATIO`` of ``depthwise_lanes``' (where
     it applies)."""
-    x, wt, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.dtype == np.float32 and len(x.shape) == 4
             and a["group"] == x.shape[1] > 1 and wt.shape[1] == 1 and wt.shape[0] % x.shape[1] == 0
