@@ -8,8 +8,10 @@ flattened plane: output pixel ``p`` reads input pixel ``p + (i * dh - pt) * W + 
 kernel runs over the plane's ``OH * OW`` pixels as ``ceil(OH * OW / w)`` full vectors (25x5 at 16 lanes:
 8 vectors, 98% of the lanes used, against 25 row vectors of 8 lanes at 62%):
 
-* one output channel at a time, its ``KH * KW`` weights broadcast one tap at a time, the plane's vectors in
-  register tiles of up to ``registers - 4`` accumulators (the bias first, the taps added in order);
+* one output channel at a time (on planes of fewer than ``CHAINS`` vectors, several side by side: the FMAs
+  into one accumulator wait on each other), its ``KH * KW`` weights broadcast one tap at a time, the
+  plane's vectors in register tiles of up to ``registers - 4`` accumulators (the bias first, the taps added
+  in order);
 * each tap's load is masked with a compile-time lane pattern (``vloadm``): the lanes whose input pixel lies
   in the padding (a row above or below the map, a column past either edge: every ``W``-th lane) read zero
   and are never accessed; a tap no lane of a vector needs is left out, and a full pattern is a plain load;
@@ -18,8 +20,10 @@ kernel runs over the plane's ``OH * OW`` pixels as ``ceil(OH * OW / w)`` full ve
 
 Applies to float32 depthwise Convs (any channel multiplier) of stride 1, ``OW == W``, at most ``MAX_TAPS``
 taps, output rows narrower than a vector, at most ``MAX_PAIRS`` (vector, tap) loads of a channel (the
-kernel text lists them), and where its FMA estimate (``flat_cost``) is below ``ROWS_RATIO`` of the row
-kernel's (``rows_cost``) and ``LANES_RATIO`` of ``depthwise_lanes``' where that one applies (``lanes_cost``).
+kernel text lists them), where its FMA estimate (``flat_cost``) is below ``ROWS_RATIO`` of the row kernel's
+(``rows_cost``), and not where ``depthwise_lanes`` applies (maps of at most 64 pixels where the transposes
+pay: at 16 lanes this kernel beat it on some (7x7 5x5 1.24x, 4x4 3x3 1.2x) and lost on others (4x4 5x5
+1.26x slower, its one vector's 25 loads all straddling cache lines); no rule between the two is measured yet).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Target, note, variant
-from .depthwise_lanes import depthwise_lanes_applies, lanes_cost, rows_cost
+from .depthwise_lanes import depthwise_lanes_applies, rows_cost
 from .epilogue import Epilogue
 from .simd_depthwise import MAX_TAPS
 from .simd_pointwise import conv_operands, conv_sizes, row_width
@@ -42,10 +46,8 @@ MAX_PAIRS = 512
 #: faster at 0.975 of its estimate, 7x7 3x3 1.4x at 0.63, the keyword model's 25x5 1.9x at 0.33; at 8 lanes
 #: 7x7 3x3 a tie at 1.1)
 ROWS_RATIO = 1.0
-#: the share of ``depthwise_lanes``' estimate (``lanes_cost``) below which this one is chosen: that kernel's
-#: loads are aligned ones from its scratch (8 lanes: 4x4 3x3 1.17x slower at 0.88, 7x7 5x5 1.15x slower at
-#: 1.35; 16 lanes: 4x4 3x3 a tie at 0.44, 7x7 5x5 1.1x faster at 0.77)
-LANES_RATIO = 0.8
+#: independent accumulators that keep the FMA pipes busy (two pipes, four cycles of latency)
+CHAINS = 8
 #: registers kept beside the accumulators: the broadcast weight, a loaded input vector and slack
 SPARE_REGISTERS = 4
 
@@ -87,8 +89,7 @@ def flat_cost(node: Node, w: int) -> int:
 def depthwise_flat_applies(node: Node, target: Target) -> bool:
     """A float32 depthwise Conv (any channel multiplier) of stride 1 whose output rows are as wide as its
     input rows and narrower than a vector, at most ``MAX_TAPS`` taps and ``MAX_PAIRS`` (vector, tap) pairs,
-    and fewer FMAs than ``ROWS_RATIO`` of the row kernel's and ``LANES_RATIO`` of ``depthwise_lanes``' (where
-    it applies)."""
+    fewer FMAs than ``ROWS_RATIO`` of the row kernel's, where ``depthwise_lanes`` does not apply."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.dtype == np.float32 and len(x.shape) == 4
@@ -99,53 +100,76 @@ def depthwise_flat_applies(node: Node, target: Target) -> bool:
     w = target.vector_width
     if not (OW == W and OW < w and kh * kw <= MAX_TAPS and -(-OH * OW // w) * kh * kw <= MAX_PAIRS):
         return False
-    cost = flat_cost(node, w)
-    return cost < ROWS_RATIO * rows_cost(node, row_width(target, OW)) and (
-        not depthwise_lanes_applies(node, target) or cost < LANES_RATIO * lanes_cost(node, row_width(target, OW)))
+    return flat_cost(node, w) < ROWS_RATIO * rows_cost(node, row_width(target, OW)) and not depthwise_lanes_applies(
+        node, target)
+
+
+def _channels_body(node: Node, w: int, tile: range, group: int, ind: str, epi: Epilogue) -> list[str]:
+    """Lines computing the vectors ``tile`` of ``group`` consecutive output channels from ``m0``: the taps
+    in order, each tap's weight broadcast per channel and met by every vector some lane of which needs it
+    (``group * len(tile)`` independent accumulators), then the epilogue and the stores."""
+    H, W, OH, OW, kh, kw, pt, pl, dh, dw = _geometry(node)
+    C, M = node.inputs[0].shape[1], node.outputs[0].shape[1]
+    taps, P, OP = kh * kw, H * W, OH * OW
+    masks = tap_masks(node, w)
+    full = (1 << w) - 1
+    L = []
+    for g in range(group):
+        L += [f"{ind}xc{g} = xo + (n * {C} + (m0 + {g}) // {M // C}) * {P}",
+              f"{ind}yc{g} = (n * {M} + m0 + {g}) * {OP}",
+              f"{ind}wc{g} = wo + (m0 + {g}) * {taps}",
+              f"{ind}bias = vbcast{w}(bb[bo + m0 + {g}])",
+              *[f"{ind}a{g}_{v} = bias" for v in tile]]
+    for t in range(taps):
+        users = [v for v in tile if masks[v][t]]
+        if not users:
+            continue
+        shift = (t // kw * dh - pt) * W + t % kw * dw - pl
+        for g in range(group):
+            L.append(f"{ind}wv = vbcast{w}(wb[U(wc{g} + {t})])")
+            for v in users:
+                at = f"xc{g} + {v * w + shift}"
+                load = f"vload{w}(xb, {at})" if masks[v][t] == full else f"vloadm{w}(xb, {at}, {masks[v][t]})"
+                L.append(f"{ind}a{g}_{v} = vfma{w}(wv, {load}, a{g}_{v})")
+    for g in range(group):
+        for v in tile:
+            acc, at, last = f"a{g}_{v}", f"yc{g} + {v * w}", (v + 1) * w > OP
+            if last:
+                L.append(f"{ind}cnt = {OP - v * w}")
+            L += epi.vector(ind, acc, at, w, last)
+            L.append(f"{ind}vstoren{w}(yb, yo + {at}, {acc}, cnt)" if last else f"{ind}vstore{w}(yb, yo + {at}, {acc})")
+        L += epi.after(ind, [f"for q0 in range({OP}):"], f"yc{g} + q0")
+    return L
+
+
+def flat_shape(node: Node, w: int, registers: int) -> tuple[int, int]:
+    """(vectors per register tile, output channels computed together): tiles of even size of at most
+    ``registers - SPARE_REGISTERS`` accumulators; on planes of fewer than ``CHAINS`` vectors, as many
+    channels side by side as give ``CHAINS`` independent accumulators (a tap's FMAs into one accumulator
+    wait on each other: a 4x4 map at 16 lanes, one vector, 25 taps of a 5x5 window, ran 1.4x slower than
+    ``depthwise_lanes`` one channel at a time, 1.26x with 8 channels side by side)."""
+    V = -(-node.outputs[0].shape[2] * node.outputs[0].shape[3] // w)
+    most = max(1, registers - SPARE_REGISTERS)
+    size = -(-V // -(-V // most))
+    return size, max(1, min(most // size, -(-CHAINS // size), node.outputs[0].shape[1]))
 
 
 def flat_source(node: Node, w: int, registers: int) -> tuple[str, list]:
     """The kernel for depthwise Conv ``node`` at ``w`` lanes with ``registers`` vector registers (module
     docstring); the layer's sizes are literals of the text."""
-    H, W, OH, OW, kh, kw, pt, pl, dh, dw = _geometry(node)
-    C, M = node.inputs[0].shape[1], node.outputs[0].shape[1]
-    taps, P, OP = kh * kw, H * W, OH * OW
-    masks = tap_masks(node, w)
-    V = len(masks)
-    full = (1 << w) - 1
-    most = max(1, registers - SPARE_REGISTERS)
-    n_tiles = -(-V // most)
-    size = -(-V // n_tiles)  # tiles of even size
+    M, OP = node.outputs[0].shape[1], node.outputs[0].shape[2] * node.outputs[0].shape[3]
+    V = -(-OP // w)
+    size, group = flat_shape(node, w, registers)
     epi = Epilogue(node, w, True)
-    ind = " " * 12
     L = ["def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N" + epi.signature() + "):",
          "    for n in range(N):",
-         f"        for m in range({M}):",
-         f"            xc = xo + (n * {C} + m // {M // C}) * {P}",
-         f"            yc = (n * {M} + m) * {OP}",
-         f"            wc = wo + m * {taps}",
-         f"            bias = vbcast{w}(bb[bo + m])"]
+         f"        for m0 in range(0, {M // group * group}, {group}):"]
     for v0 in range(0, V, size):
-        tile = range(v0, min(V, v0 + size))
-        L += [f"{ind}a{v} = bias" for v in tile]
-        for t in range(taps):
-            users = [v for v in tile if masks[v][t]]
-            if not users:
-                continue
-            L.append(f"{ind}wv = vbcast{w}(wb[U(wc + {t})])")
-            shift = (t // kw * dh - pt) * W + t % kw * dw - pl
-            for v in users:
-                at = f"xc + {v * w + shift}"
-                load = f"vload{w}(xb, {at})" if masks[v][t] == full else f"vloadm{w}(xb, {at}, {masks[v][t]})"
-                L.append(f"{ind}a{v} = vfma{w}(wv, {load}, a{v})")
-        for v in tile:
-            last = (v + 1) * w > OP
-            if last:
-                L.append(f"{ind}cnt = {OP - v * w}")
-            L += epi.vector(ind, f"a{v}", f"yc + {v * w}", w, last)
-            L.append(f"{ind}vstoren{w}(yb, yo + yc + {v * w}, a{v}, cnt)" if last
-                     else f"{ind}vstore{w}(yb, yo + yc + {v * w}, a{v})")
-    L += epi.after(ind, [f"for q0 in range({OP}):"], "yc + q0")
+        L += _channels_body(node, w, range(v0, min(V, v0 + size)), group, " " * 12, epi)
+    if M % group:
+        L.append(f"        m0 = {M // group * group}")
+        for v0 in range(0, V, size):
+            L += _channels_body(node, w, range(v0, min(V, v0 + size)), M % group, " " * 8, epi)
     return source(L), epi.args
 
 
