@@ -9,9 +9,10 @@ as one flat run of pixel vectors, each tap a load masked by a compile-time lane 
   epilogues (Relu, Clip, HardSwish, SiLU, a residual Add of the input); the variant is forced (its cost
   rule waived; layers the passes reshape into rows that change width are left out) and asserted to have run.
 * The lane patterns (``tap_masks``) against a direct count of the taps inside the map.
-* The default choice: the MLPerf keyword model's 25x5 3x3 layers at 8 and 16 lanes and a 14x14 3x3 at 16;
-  not for a stride 2, rows that change width, rows as wide as a vector, where ``depthwise_lanes`` applies,
-  or where its estimate is not below the row kernel's (7x7 3x3 at 8 lanes).
+* The default choice: the MLPerf keyword model's 25x5 3x3 layers at 8 and 16 lanes, 7x7, 6x6 and 2x2 maps at
+  16; not for a stride 2, rows that change width, rows as wide as a vector or wider than ``MAX_COLUMNS``
+  (14x14 at 16 lanes), where ``depthwise_lanes`` applies, or where its estimate is not below the row kernel's
+  (7x7 3x3 at 8 lanes).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _case_model(case: dict) -> tuple:
 
 def _check(width: int, case: dict) -> None:
     model, x, want = _case_model(case)
-    with mock.patch.object(flat, "ROWS_RATIO", float("inf")), \
+    with mock.patch.object(flat, "ROWS_RATIO", float("inf")), mock.patch.object(flat, "MAX_COLUMNS", width), \
             mock.patch.object(flat, "depthwise_lanes_applies", lambda node, target: False):
         # (the passes can reshape a drawn layer: a 3x1 on a one-column map is a 1x3 on its one-row view)
         assume("depthwise_flat" in applicable_variants(model, "Conv", width))
@@ -138,19 +139,20 @@ def test_tap_masks_count_the_taps_inside_the_map() -> None:
 
 
 def test_default_on_small_maps_with_narrow_rows() -> None:
-    """The keyword model's 64-channel 3x3 on 25x5 (at 8 lanes too: 16 row vectors of 5 of 8 lanes against
-    125 pixels in 16 vectors) and a 14x14 3x3 at 16 lanes (a row vector's 2 idle lanes and the plane copy)."""
+    """The keyword model's 64-channel 3x3 on 25x5 (at 8 lanes too: 25 row vectors of 5 of 8 lanes against
+    125 pixels in 16 vectors), MobileNet's 3x3 on 7x7, 6x6 and 2x2 at 16 lanes (8-lane row vectors)."""
     keyword = _node(64, 25, 5, 3)
     assert choose(keyword, AVX512).name == "depthwise_flat"
     assert choose(keyword, AVX2).name == "depthwise_flat"
-    assert choose(_node(384, 14, 14, 3), AVX512).name == "depthwise_flat"
-    assert choose(_node(576, 7, 7, 3), AVX512).name == "depthwise_flat"
+    for hw in (7, 6, 2):
+        assert choose(_node(576, hw, hw, 3), AVX512).name == "depthwise_flat", hw
 
 
 def test_not_for_strides_changing_rows_wide_rows_lanes_or_more_fmas() -> None:
     assert not flat.depthwise_flat_applies(_node(64, 26, 6, 3, s=2), AVX512)  # stride 2
     assert not flat.depthwise_flat_applies(_node(64, 25, 5, 3, pads=[1, 0, 1, 0]), AVX512)  # 5 -> 3 columns
     assert not flat.depthwise_flat_applies(_node(64, 25, 16, 3), AVX512)  # rows as wide as a vector
+    assert not flat.depthwise_flat_applies(_node(384, 14, 14, 3), AVX512)  # 14 columns: the row kernel's 16 lanes
     assert not flat.depthwise_flat_applies(_node(64, 25, 8, 3), AVX2)
     lanes = _node(576, 7, 7, 5)  # MobileNetV3's 5x5 on 7x7: channels in the lanes
     assert choose(lanes, AVX512).name == "depthwise_lanes"

@@ -19,11 +19,12 @@ kernel runs over the plane's ``OH * OW`` pixels as ``ceil(OH * OW / w)`` full ve
   input is read where it is and the output written in place, the last partial vector by a masked store.
 
 Applies to float32 depthwise Convs (any channel multiplier) of stride 1, ``OW == W``, at most ``MAX_TAPS``
-taps, output rows narrower than a vector, at most ``MAX_PAIRS`` (vector, tap) loads of a channel (the
-kernel text lists them), where its FMA estimate (``flat_cost``) is below ``ROWS_RATIO`` of the row kernel's
-(``rows_cost``), and not where ``depthwise_lanes`` applies (maps of at most 64 pixels where the transposes
-pay: at 16 lanes this kernel beat it on some (7x7 5x5 1.24x, 4x4 3x3 1.2x) and lost on others (4x4 5x5
-1.26x slower, its one vector's 25 loads all straddling cache lines); no rule between the two is measured yet).
+taps, output rows narrower than a vector and of at most ``MAX_COLUMNS`` columns, at most ``MAX_PAIRS``
+(vector, tap) loads of a channel (the kernel text lists them), where its FMA estimate (``flat_cost``) is
+below ``ROWS_RATIO`` of the row kernel's (``rows_cost``), and not where ``depthwise_lanes`` applies (maps of
+at most 64 pixels where the transposes pay: at 16 lanes this kernel beat it on some, 7x7 5x5 1.24x and 4x4
+3x3 1.2x, and lost on others, 4x4 5x5 1.26x slower, its one vector's 25 loads all straddling cache lines,
+single calls timed from Python; no rule between the two is measured in the model yet).
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ from .template import source
 
 #: the most (vector, tap) pairs of one channel the kernel text lists (its length and compile time)
 MAX_PAIRS = 512
-#: the share of the row kernel's FMA estimate (``rows_cost``) below which this one is chosen: its plane copy
-#: and idle lanes cost more than the masked loads here (AVX-512, single calls interleaved: 14x14 3x3 1.14x
-#: faster at 0.975 of its estimate, 7x7 3x3 1.4x at 0.63, the keyword model's 25x5 1.9x at 0.33; at 8 lanes
-#: 7x7 3x3 a tie at 1.1)
+#: the share of the row kernel's FMA estimate (``rows_cost``) below which this one is chosen (in the model,
+#: minima of profiled runs: the keyword model's 25x5 3x3 at 0.33 of the estimate 1.55x faster at 16 lanes,
+#: MobileNet's 6x6 at 0.56 1.12x, 2x2 at 0.75 2x, 7x7 at 0.63 a tie; at 8 lanes whole models 1-4% faster)
 ROWS_RATIO = 1.0
+#: the widest rows taken: on rows of 9-15 columns the row kernel's 16-lane vectors run near their best in the
+#: model (AVX-512, 14x14 3x3 layers of MobileNetV2 and ShuffleNet 1.55-1.65x faster than this kernel, 12x12
+#: 1.2x, though its estimate is the lower: the static kernel's aligned plane copy against loads that straddle
+#: cache lines), where rows of at most 8 columns leave its 8-lane row vectors at half the machine's width
+MAX_COLUMNS = 8
 #: independent accumulators that keep the FMA pipes busy (two pipes, four cycles of latency)
 CHAINS = 8
 #: registers kept beside the accumulators: the broadcast weight, a loaded input vector and slack
@@ -88,8 +93,9 @@ def flat_cost(node: Node, w: int) -> int:
 
 def depthwise_flat_applies(node: Node, target: Target) -> bool:
     """A float32 depthwise Conv (any channel multiplier) of stride 1 whose output rows are as wide as its
-    input rows and narrower than a vector, at most ``MAX_TAPS`` taps and ``MAX_PAIRS`` (vector, tap) pairs,
-    fewer FMAs than ``ROWS_RATIO`` of the row kernel's, where ``depthwise_lanes`` does not apply."""
+    input rows, narrower than a vector and at most ``MAX_COLUMNS`` columns, at most ``MAX_TAPS`` taps and
+    ``MAX_PAIRS`` (vector, tap) pairs, fewer FMAs than ``ROWS_RATIO`` of the row kernel's, where
+    ``depthwise_lanes`` does not apply."""
     x, wt = node.inputs[0], node.inputs[1]
     a = node.attrs
     if not (x.dtype == np.float32 and wt.dtype == np.float32 and len(x.shape) == 4
@@ -98,7 +104,8 @@ def depthwise_flat_applies(node: Node, target: Target) -> bool:
         return False
     H, W, OH, OW, kh, kw, *_ = _geometry(node)
     w = target.vector_width
-    if not (OW == W and OW < w and kh * kw <= MAX_TAPS and -(-OH * OW // w) * kh * kw <= MAX_PAIRS):
+    if not (OW == W and OW < w and OW <= MAX_COLUMNS and kh * kw <= MAX_TAPS
+            and -(-OH * OW // w) * kh * kw <= MAX_PAIRS):
         return False
     return flat_cost(node, w) < ROWS_RATIO * rows_cost(node, row_width(target, OW)) and not depthwise_lanes_applies(
         node, target)
