@@ -43,9 +43,11 @@ from .template import source
 #: the most (vector, tap) pairs of one channel the kernel text lists (its length and compile time)
 MAX_PAIRS = 512
 #: the share of the row kernel's FMA estimate (``rows_cost``) below which this one is chosen (in the model,
-#: minima of profiled runs: the keyword model's 25x5 3x3 at 0.33 of the estimate 1.55x faster at 16 lanes,
-#: MobileNet's 6x6 at 0.56 1.12x, 2x2 at 0.75 2x, 7x7 at 0.63 a tie; at 8 lanes whole models 1-4% faster)
-ROWS_RATIO = 1.0
+#: minima of profiled runs at 16 lanes: the keyword model's 25x5 3x3 at 0.33 of the estimate 1.5x faster,
+#: MobileNet's 6x6 at 0.50 1.1x; 8x8 at 0.55 1.06x and 7x7 at 0.54 a tie (MobileNetV2 3% faster, ShuffleNet
+#: 2-9% slower), left to the row kernel; so are 2x2 at 0.75, 2x faster, and the keyword model at 8 lanes,
+#: 0.64, 1.03x the whole model: a rule for those is not measured yet)
+ROWS_RATIO = 0.52
 #: the widest rows taken: on rows of 9-15 columns the row kernel's 16-lane vectors run near their best in the
 #: model (AVX-512, 14x14 3x3 layers of MobileNetV2 and ShuffleNet 1.55-1.65x faster than this kernel, 12x12
 #: 1.2x, though its estimate is the lower: the static kernel's aligned plane copy against loads that straddle
