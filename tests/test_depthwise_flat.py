@@ -6,8 +6,9 @@ as one flat run of pixel vectors, each tap a load masked by a compile-time lane 
   padding), left/right padding that keeps the row width split either way, maps of 1..12 rows narrower than
   a vector (planes below, at and above a vector: the masked last store, tiles of several channels side by
   side), channel multipliers 1 and 2, channel counts that leave a last partial channel group, the fused
-  epilogues (Relu, Clip, HardSwish, SiLU, a residual Add of the input); the variant is forced (its cost
-  rule waived; layers the passes reshape into rows that change width are left out) and asserted to have run.
+  epilogues (``test_depthwise_static._case_model``: Relu, Clip, HardSwish, HardSigmoid, SiLU, a residual
+  Add); the variant is forced (its cost rule waived; layers the passes reshape into rows that change width
+  are left out) and asserted to have run.
 * The lane patterns (``tap_masks``) against a direct count of the taps inside the map.
 * The default choice: the MLPerf keyword model's 25x5 3x3 layers and 6x6 maps at 16 lanes; not for a stride
   2, rows that change width, rows as wide as a vector or wider than ``MAX_COLUMNS`` (14x14 at 16 lanes),
@@ -20,18 +21,17 @@ from __future__ import annotations
 from unittest import mock
 
 import numpy as np
-import reference_np as ref
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from kernel_cases import property_settings
-from onnx import helper
-from test_simd_widths import _model, applicable_variants, compile_variant
+from test_depthwise_static import _case_model
+from test_simd_widths import applicable_variants, compile_variant
 
 import cnnjit
 from cnnjit.compiler.codegen.kernel import Target, choose
 from cnnjit.compiler.codegen.kernels import depthwise_flat as flat
 
-ACTS = [None, "Relu", "Clip", "HardSwish", "SiLU", "Add"]
+ACTS = [None, "Relu", "Clip", "HardSwish", "HardSigmoid", "SiLU", "Add"]
 
 
 @st.composite
@@ -44,45 +44,12 @@ def flat_cases(draw, width: int):
     w = draw(st.integers(1, width - 1))
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 12))
     c = draw(st.integers(2, 11))
-    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, d=[dh, dw], pads=pads, h=h, w=w,
-                act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
-
-
-def _case_model(case: dict) -> tuple:
-    """The case's depthwise Conv (+ epilogue) model, its input and the numpy reference output."""
-    rng = np.random.default_rng(case["seed"])
-    c, m = case["c"], case["m"]
-    x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
-    wt = rng.standard_normal((m, 1, case["kh"], case["kw"])).astype(np.float32)
-    b = rng.standard_normal(m).astype(np.float32)
-    want = ref.conv(x, wt, b, strides=[1, 1], pads=case["pads"], dilations=case["d"], group=c)
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], kernel_shape=[case["kh"], case["kw"]],
-                              pads=case["pads"], dilations=case["d"], group=c)]
-    inits = {"w": wt, "b": b}
-    act = case["act"]
-    if act == "Relu":
-        nodes.append(helper.make_node("Relu", ["t"], ["y"]))
-        want = ref.relu(want)
-    elif act == "Clip":
-        inits.update(lo=np.float32(0), hi=np.float32(6))
-        nodes.append(helper.make_node("Clip", ["t", "lo", "hi"], ["y"]))
-        want = ref.clip(want, 0, 6)
-    elif act == "HardSwish":
-        nodes.append(helper.make_node("HardSwish", ["t"], ["y"]))
-        want = ref.hard_swish(want)
-    elif act == "SiLU":
-        nodes += [helper.make_node("Sigmoid", ["t"], ["sg"]), helper.make_node("Mul", ["t", "sg"], ["y"])]
-        want = want * ref.sigmoid(want)
-    elif act == "Add" and want.shape == x.shape:  # a residual from the input (same shape: multiplier 1, OH == H)
-        nodes.append(helper.make_node("Add", ["t", "x"], ["y"]))
-        want = want + x
-    else:
-        nodes.append(helper.make_node("Identity", ["t"], ["y"]))
-    return _model(nodes, list(x.shape), inits), x, want
+    return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[1, 1], d=[dh, dw], pads=pads, h=h,
+                w=w, act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
 
 
 def _check(width: int, case: dict) -> None:
-    model, x, want = _case_model(case)
+    model, x, want, _ = _case_model(case)
     with mock.patch.object(flat, "ROWS_RATIO", float("inf")), mock.patch.object(flat, "MAX_COLUMNS", width), \
             mock.patch.object(flat, "depthwise_lanes_applies", lambda node, target: False):
         # (the passes can reshape a drawn layer: a 3x1 on a one-column map is a 1x3 on its one-row view)
@@ -110,10 +77,8 @@ def test_flat_at_width_16(case: dict) -> None:
 
 
 def _node(c: int, h: int, w: int, k: int, s: int = 1, pads: list[int] | None = None):
-    model, _, _ = _case_model(dict(c=c, m=c, kh=k, kw=k, d=[1, 1], pads=pads or [k // 2] * 4, h=h, w=w,
-                                   act="Relu", seed=0))
-    if s != 1:
-        model.graph.node[0].attribute.append(helper.make_attribute("strides", [s, s]))
+    model, _, _, _ = _case_model(dict(c=c, m=c, kh=k, kw=k, s=[s, s], pads=pads or [k // 2] * 4, h=h, w=w,
+                                      act="Relu", seed=0))
     (node,) = [n for n in cnnjit.compile(model, vector_width=8, entry="lazy").ir.nodes if n.op == "Conv"]
     return node
 
