@@ -42,7 +42,8 @@ def flat_cases(draw, width: int):
     pl = draw(st.integers(0, span_w))
     pads = [draw(st.integers(0, dh * (kh - 1) + 1)), pl, draw(st.integers(0, dh * (kh - 1) + 1)), span_w - pl]
     w = draw(st.integers(1, width - 1))
-    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pads[0] - pads[2]), 12))
+    least = max(1, dh * (kh - 1) + 1 - pads[0] - pads[2])  # (a dilated 7x7 with little padding: 13 rows)
+    h = draw(st.integers(least, max(12, least)))
     c = draw(st.integers(2, 11))
     return dict(c=c, m=c * draw(st.sampled_from([1, 1, 2])), kh=kh, kw=kw, s=[1, 1], d=[dh, dw], pads=pads, h=h,
                 w=w, act=draw(st.sampled_from(ACTS)), seed=draw(st.integers(0, 2**16)))
