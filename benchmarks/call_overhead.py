@@ -14,6 +14,13 @@ default CPU delegate). ``overhead`` = ``model(x)`` - ``raw`` (medians). Results:
 ``--baseline DIR``: also ``model(x)`` through the ``CompiledModel`` class of another checkout's
 ``runtime/model.py`` (an in-process A/B of the call path on the very same compiled specialisation; its
 kernels are this checkout's), as ``baseline`` in the tables.
+
+    python benchmarks/call_overhead.py --without Conv:depthwise_flat --forms cvec_scatter --name call_overhead_kw23
+
+``--without OP:VARIANT[,...]`` / ``--forms NAME[,...]``: also ``model(x)`` of the model compiled without those
+kernel variants (as before they existed) and with those earlier forms of kernel code (``kernel.FORMS``), as
+``before`` in the tables: a kernel change's in-process A/B beside LiteRT.
+``--name``: the results' file name (default ``call_overhead``).
 """
 
 from __future__ import annotations
@@ -23,7 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import measure, single_thread, write_json, write_markdown  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    measure,
+    single_thread,
+    variants_without,
+    write_json,
+    write_markdown,
+)
 
 single_thread()  # before numpy / numba start their thread pools
 
@@ -35,6 +48,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 import cnnjit  # noqa: E402
+import cnnjit.compiler.codegen.kernels  # noqa: E402, F401 - the variant tables (--without)
 
 TINY = Path(__file__).resolve().parents[2] / "shared" / "models" / "mlperf-tiny"
 #: label -> (ONNX file, tflite original)
@@ -132,8 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3000)
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--baseline", default=None, help="a checkout whose CompiledModel call path to time beside")
+    ap.add_argument("--without", default="", help="OP:VARIANT[,OP:VARIANT...] left out of a 'before' compile")
+    ap.add_argument("--forms", default="", help="earlier kernel forms (kernel.FORMS) of the 'before' compile")
+    ap.add_argument("--name", default="call_overhead", help="results file name")
     args = ap.parse_args(argv)
     base = baseline_class(args.baseline) if args.baseline else None
+    removed = [tuple(s.split(":", 1)) for s in args.without.split(",") if s]
+    forms = [f for f in args.forms.split(",") if f]
     rows, result = [], {}
     for label, (onnx_file, tfl) in MODELS.items():
         if not (TINY / onnx_file).is_file():
@@ -147,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         model(x)
         spec = model._last
         fns = {"raw": raw_call(spec), "spec.run": lambda: spec.run({sig.name: x}), "model(x)": lambda: model(x)}
+        if removed or forms:
+            with variants_without(removed):  # (the shape is specialised at the first call: inside)
+                before = cnnjit.compile(str(TINY / onnx_file), threads=1, forms=forms)
+                got = before(x)
+            ran = {(c.op, c.variant) for c in before._last.program.calls}
+            assert not ran & set(removed), f"{label}: the 'before' schedule still runs {ran & set(removed)}"
+            np.testing.assert_allclose(got, model(x), rtol=1e-4, atol=1e-5)
+            fns["before"] = lambda before=before: before(x)
         if base is not None:
             old = on_baseline(base, model)
             old(x)
@@ -161,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([label, st["raw"], st["spec.run"], st["model(x)"], st["model(x)"] - st["raw"], st.get("litert"),
                      st["model(x)"] / st["litert"] if "litert" in st else None, cpu["model(x)"], cpu.get("litert"),
                      cpu["model(x)"] / cpu["litert"] if "litert" in cpu else None]
-                    + ([cpu["baseline"], cpu["model(x)"] / cpu["baseline"]] if base is not None else []))
+                    + ([cpu["baseline"], cpu["model(x)"] / cpu["baseline"]] if base is not None else [])
+                    + ([st["before"], cpu["before"], cpu["model(x)"] / cpu["before"]] if "before" in fns else []))
         print(label, type(spec).__name__, {k: round(v, 1) for k, v in result[label].items()}, flush=True)
-    write_json("call_overhead", {"median_us": result, "runs": args.runs}, args.out)
-    write_markdown("call_overhead", ["model", "raw us", "spec.run us", "model(x) us", "overhead us", "LiteRT us",
+    write_json(args.name, {"median_us": result, "runs": args.runs, "without": args.without, "forms": args.forms},
+               args.out)
+    write_markdown(args.name, ["model", "raw us", "spec.run us", "model(x) us", "overhead us", "LiteRT us",
                                      "cnnjit / LiteRT", "model(x) CPU us", "LiteRT CPU us", "CPU cnnjit / LiteRT"]
-                   + (["baseline model(x) CPU us", "CPU model(x) / baseline"] if base is not None else []),
+                   + (["baseline model(x) CPU us", "CPU model(x) / baseline"] if base is not None else [])
+                   + (["before us", "before CPU us", "CPU model(x) / before"] if removed or forms else []),
                    rows, title="Per-call overhead, one thread",
                    notes=[f"medians of {args.runs} interleaved runs; raw = the compiled schedule on its own "
                           "buffers; overhead = model(x) - raw; LiteRT = ai-edge-litert's Interpreter "
@@ -175,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                           "interleaved blocks of 50 calls: what the call costs when the machine's other "
                           f"processes take time slices (load average {os.getloadavg()[0]:.1f} when written)",
                           "Command: python benchmarks/call_overhead.py"
+                          + (f" --without {args.without} --forms {args.forms} --name {args.name} (before: model(x) "
+                             "compiled without those variants, with those earlier kernel forms)"
+                             if removed or forms else "")
                           + (f" --baseline {args.baseline} (the call path of that checkout's runtime/model.py on "
                              "the same compiled schedule)" if base is not None else "")], out_dir=args.out)
     return 0

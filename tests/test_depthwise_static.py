@@ -47,15 +47,17 @@ def static_cases(draw):
 
 
 def _case_model(case: dict) -> tuple:
-    """The case's Conv (+ epilogue) model, its input, the numpy reference output and the initializers."""
+    """The case's Conv (+ epilogue) model, its input, the numpy reference output and the initializers (``d``:
+    the dilations, default 1)."""
     rng = np.random.default_rng(case["seed"])
     c, m = case["c"], case["m"]
     x = rng.standard_normal((1, c, case["h"], case["w"])).astype(np.float32)
     wt = rng.standard_normal((m, 1, case["kh"], case["kw"])).astype(np.float32)
     b = rng.standard_normal(m).astype(np.float32)
-    want = ref.conv(x, wt, b, strides=case["s"], pads=case["pads"], dilations=[1, 1], group=c)
+    d = case.get("d", [1, 1])
+    want = ref.conv(x, wt, b, strides=case["s"], pads=case["pads"], dilations=d, group=c)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["t"], kernel_shape=[case["kh"], case["kw"]],
-                              strides=case["s"], pads=case["pads"], group=c)]
+                              strides=case["s"], pads=case["pads"], dilations=d, group=c)]
     inits = {"w": wt, "b": b}
     act = case["act"]
     if act == "Relu":

@@ -26,7 +26,7 @@ WIDTHS = [4, 8, 16]
 IN_REGISTERS = {"simd_conv", "simd_depthwise", "simd_depthwise_row", "simd_depthwise_static", "simd_pointwise", "cvec",
                 "cvec_pointwise",
                 "sparse_pointwise", "cblock", "winograd_f4", "winograd_f4_channels", "channel_pointwise",
-                "stem_conv", "stem_packed", "phase_packed", "depthwise_lanes", "depthwise_direct",
+                "stem_conv", "stem_packed", "phase_packed", "depthwise_lanes", "depthwise_direct", "depthwise_flat",
                 "depthwise_direct_s2"}
 
 

@@ -342,6 +342,23 @@ def _make(n: int) -> dict[str, object]:
 
         return vt(arr, idx, lo, hi), codegen
 
+    def _bits_mask(builder, bits):
+        """The lane mask of an integer: lane ``j`` set where bit ``1 << j`` is."""
+        if bits.type.width != n:
+            bits = builder.trunc(bits, ir.IntType(n)) if bits.type.width > n else builder.zext(bits, ir.IntType(n))
+        return builder.bitcast(bits, ir.VectorType(ir.IntType(1), n))
+
+    @intrinsic
+    def vloadm(typingctx, arr, idx, bits):
+        """``buf[i + j]`` for the lanes ``j`` whose bit ``1 << j`` is set in the integer ``bits``, zero
+        elsewhere; masked-off lanes are never read. A literal ``bits`` is a constant mask (AVX-512: one
+        zero-masking load; all bits set: a plain load), for lane patterns no ``[lo, hi)`` range makes."""
+        def codegen(context, builder, sig, args):
+            ptr = _ptr(context, builder, sig.args[0], args[0], args[1], n)
+            return _masked_load(builder, ptr, _bits_mask(builder, args[2]), n)
+
+        return vt(arr, idx, bits), codegen
+
     @intrinsic
     def vload2er(typingctx, arr, idx, lo, hi):
         """Even elements of ``buf[i:i + 2n]`` whose element position e has ``lo <= e < hi``; others zero."""
@@ -661,6 +678,7 @@ def _make(n: int) -> dict[str, object]:
         f"vload2e{n}": vload2e, f"vload2p{n}": vload2p, f"vload2pr{n}": vload2pr, f"vunpair{n}": vunpair,
         f"vload4t{n}": vload4t, f"vtrq{n}": vtrq, f"vinsert{n}": vinsert,
         f"vloadr{n}": vloadr, f"vload2er{n}": vload2er, f"vloadrf{n}": vloadrf, f"vload2erf{n}": vload2erf,
+        f"vloadm{n}": vloadm,
         f"vscatter{n}": vscatter, f"vscatter4t{n}": vscatter4t, f"vgather{n}": vgather,
         f"vscattern{n}": vscattern, f"vgathern{n}": vgathern, f"vziplo{n}": vziplo, f"vziphi{n}": vziphi,
         f"vloadi8{n}": vloadi8,
@@ -691,7 +709,7 @@ def prefetch(typingctx, arr, idx):
 __all__ = ["Vec", "WIDTHS", "LANES", "host_vector_width", "prefetch"] + [f"{op}{n}" for n in LANES for op in (
     "vload", "vstore", "vloadn", "vstoren", "vkeep", "vbcast", "vzero", "vfma", "vmax", "vmin", "vadd", "vmul",
     "vload2e", "vload2p", "vload2pr", "vunpair",
-    "vload4t", "vtrq", "vinsert", "vloadr", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
+    "vload4t", "vtrq", "vinsert", "vloadr", "vloadm", "vload2er", "vloadrf", "vload2erf", "vscatter", "vgather",
     "vscatter4t", "vscattern", "vgathern", "vhsum", "vdiv",
     "vhmax", "vhsumt", "vhmaxt", "vmaxf", "vminf", "vmaxnan", "vsub", "vprelu", "vziplo", "vziphi", "vloadi8",
     *FUNCTIONS)] + [

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     dense,
     depthwise_direct,
     depthwise_direct_s2,
+    depthwise_flat,
     depthwise_lanes,
     elementwise,
     im2col_bands,

@@ -8,7 +8,9 @@ and broadcasts each pixel's input value into ``MV`` FMAs. The ``MV`` vectors are
 ``MV * W``-lane value, which LLVM splits into ``MV`` registers: the source (and numba's compile time)
 stays that of a one-vector tile. Out-of-range taps are skipped per pixel
 (padding is never materialised). The finished tile is
-written with strided stores (one channel plane per lane); a residual epilogue gathers the same way.
+written four pixels at a time (``channel_stores``: in-register transposes, one 4-element store per channel
+plane), a row's last tile (which recomputes pixels past the row's end) with strided stores (one channel plane
+per lane); a residual epilogue gathers the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ import numpy as np
 
 from cnnjit.ir import Node
 
-from ..kernel import KernelCall, Param, Target, note, variant
-from .epilogue import Epilogue, has_residual
+from ..kernel import KernelCall, Param, Target, form, note, variant
+from .epilogue import Epilogue, channel_stores, has_residual
 from .simd_conv import unrolled_rows
 from .simd_pointwise import conv_operands, conv_sizes, is_pointwise
 from .template import source
+
+#: the earlier form: every pixel's channels written by a strided store (``vscatter``), whole tiles too
+SCATTER = form("cvec_scatter", "cvec / cvec_pointwise: every pixel of a tile stored by a strided scatter, not "
+               "whole tiles four pixels at a time (channel_stores)")
 
 
 def _pixel_tile(ow: int) -> int:
@@ -32,12 +38,12 @@ def _pixel_tile(ow: int) -> int:
     return min(range(8, 2, -1), key=lambda t: -(-ow // t) * t - ow)
 
 
-def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
+def cvec_source(node: Node, w: int, mv: int, np_: int, scatter: bool = False) -> tuple[str, list]:
     """``mv`` vectors of ``w`` output channels x ``np_`` consecutive output pixels of one row.
 
     Each tap's column is checked per pixel (a second, unchecked copy of the loop for interior tiles ran no
     faster and doubled the compile time); rows outside the input are skipped per tap row. A tail tile
-    recomputes the row's last pixel.
+    recomputes the row's last pixel. ``scatter``: the earlier form's stores (``SCATTER``).
     """
     lanes = mv * w  # the tile's channel vectors as one value (LLVM splits it into mv registers)
     # a residual is gathered (one channel plane per lane)
@@ -75,12 +81,24 @@ def cvec_source(node: Node, w: int, mv: int, np_: int) -> tuple[str, list]:
               "                                if iw >= 0 and iw < Win:",
               f"                                    {acc[j]} = vfma{lanes}(vbcast{lanes}(xb[U(xrow + iw)]), wv, "
               f"{acc[j]})"]
+    # a whole tile: its pixels' channel planes written four pixels at a time (``channel_stores``: in-register
+    # transposes and a 4-element store per channel, where a scatter stores element by element); a row's last
+    # tile, which recomputes pixels past the row's end, pixel by pixel
+    L += ["                    y0 = (n * M + m0) * P + oh * OW + ow0",
+          f"                    if ow0 + {np_} <= OW and {not scatter}:"]
     for j in range(np_):
-        L.append(f"                    if ow0 + {j} < OW:")
-        L.append(f"                        yq = (n * M + m0) * P + oh * OW + ow0 + {j}")
+        L.append(f"                        yq = y0 + {j}")
         L += epi.vector(" " * 24, acc[j], "", lanes, False)
-        L.append(f"                        vscatter{lanes}(yb, yo + yq, P, {acc[j]})")
-        L += epi.after(" " * 24, [f"for i in range({lanes}):"], "yq + i * P")
+    L += channel_stores(" " * 24, acc, "y0", lanes)
+    for j in range(np_):
+        L += epi.after(" " * 24, [f"for i in range({lanes}):"], f"y0 + {j} + i * P")
+    L.append("                    else:")
+    for j in range(np_):
+        L.append(f"                        if ow0 + {j} < OW:")
+        L.append(f"                            yq = y0 + {j}")
+        L += epi.vector(" " * 28, acc[j], "", lanes, False)
+        L.append(f"                            vscatter{lanes}(yb, yo + yq, P, {acc[j]})")
+        L += epi.after(" " * 28, [f"for i in range({lanes}):"], "yq + i * P")
     return source(L), epi.args
 
 
@@ -157,7 +175,7 @@ def gen_simd_cvec(node: Node, target: Target, w: int) -> list[KernelCall]:
     N, C, H, Win, M, OH, OW = conv_sizes(node)
     wT = np.ascontiguousarray(wt.const.reshape(M, -1).T, dtype=np.float32)  # [cg*KH*KW, M]
     mv, np_ = cvec_tile(target, M // a["group"], OW, w)
-    src, extra = cvec_source(node, w, mv, np_)
+    src, extra = cvec_source(node, w, mv, np_, target.uses(SCATTER))
     args = [x, Param(wT), bias, y, N, C, H, Win, M, OH, OW, *a["kernel_shape"], *a["strides"],
             a["pads"][0], a["pads"][1], *a["dilations"], a["group"], *extra]
     return [KernelCall(src, args, note(node))]

@@ -71,9 +71,9 @@ def kernel(xb, xo, wb, wo, bb, bo, yb, yo, N, C, D, H, W, M, OD, OH, OW, KD, KH,
 
 # Conv's variants, in the order they are tried (priority): sparse_pointwise (10, CSR weights), channel_pointwise
 # (17), packed_fc (18), packed_pointwise (19), cvec_pointwise (20), simd_pointwise (30), pointwise (40),
-# depthwise_lanes (46), depthwise_direct (47), depthwise_direct_s2 (47), simd_depthwise_static (48),
-# simd_depthwise_row (49), simd_depthwise (50), cvec (60), simd_conv (70), direct (1000: any Conv). Each lives
-# with its kernel template;
+# depthwise_flat (45), depthwise_lanes (46), depthwise_direct (47), depthwise_direct_s2 (47),
+# simd_depthwise_static (48), simd_depthwise_row (49), simd_depthwise (50), cvec (60), simd_conv (70), direct
+# (1000: any Conv). Each lives with its kernel template;
 # ``cnnjit.compile(variants={"Conv": name})`` forces one.
 @variant("Conv", name="direct", priority=1000)
 def gen_conv(node: Node, target: Target) -> list[KernelCall]:
