@@ -312,11 +312,12 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
 def split_stages(node: Node, calls: list[KernelCall], target: Target, generate) -> list[list[KernelCall]] | None:
     """The calls of ``node`` split over threads as consecutive steps of parts (``plan_steps`` orders them by
     their shared scratch): the variant's staged split (``parts.STAGED_PARTS``) where it has one that applies
-    to a layer ``split_plan`` splits, else ``split_node``'s parts as one step, or None to keep it whole."""
+    and ``split_plan`` splits the layer over output channels (whose parts would repeat the shared work), else
+    ``split_node``'s parts as one step, or None to keep it whole."""
     if target.threads >= 2 and len(calls) == 1 and (node.op, calls[0].variant) in STAGED_PARTS:
         plan = split_plan(node, calls[0].variant, target)
-        if plan is not None:
-            parts = len(plan[0] or plan[1])
+        if plan is not None and plan[0]:
+            parts = len(plan[0])
             stages = STAGED_PARTS[(node.op, calls[0].variant)](
                 node, target, parts, lambda n, align: balanced_ranges(n, parts, align))
             if stages:
