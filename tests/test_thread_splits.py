@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import reference_np as ref
 from conftest import split_for_cpus
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -282,8 +282,9 @@ def test_winograd_prefers_bands_to_channels(split_small_layers, monkeypatch: pyt
 
 @pytest.mark.parametrize("width", WIDTHS)
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(c=st.integers(8, 40), vectors=st.sampled_from([2, 4]), hw=st.integers(16, 28), act=st.sampled_from(["none", "Relu"]),
-       residual=st.booleans(), staged=st.booleans())
+@given(c=st.integers(8, 40), vectors=st.sampled_from([2, 4]), hw=st.integers(16, 28),
+       act=st.sampled_from(["none", "Relu"]), residual=st.booleans(), staged=st.booleans())
+@example(c=40, vectors=2, hw=26, act="Relu", residual=True, staged=True)
 def test_winograd_staged_split(split_small_layers, monkeypatch, width, c, vectors, hw, act, residual,
                                staged) -> None:
     """A Winograd conv split over output channels runs in two steps (``winograd.winograd_stages``): its input
