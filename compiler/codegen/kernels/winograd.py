@@ -291,7 +291,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
     # 4. the band's output rows into y: bias and the epilogue in registers
     idx = "((n * M + m) * OH + oh) * OW + ow0"
     lines += [
-        f"            for m in range({m0}, {m1}):",
+        "            for m in range(M0, M1):" if dm else "            for m in range(M):",
         f"                bv = vbcast{w}(bb[bo + m])",
         "                for tyl in range(rb):",
         "                    for r in range(4):",
