@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import reference_np as ref
 from conftest import split_for_cpus
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
@@ -216,6 +216,9 @@ def test_winograd_channel_parts_below_its_slot_ratio(split_small_layers, monkeyp
     halves of its own kernel (at 16 lanes their 96 channels are refused), bit-identical to one thread and
     equal to the numpy reference, at every vector width."""
     monkeypatch.setattr(split, "PART_SPACE_EDGE", 0.0)  # (the channels, not its bands of tile rows)
+    # (the one-step channel parts, a layer's split where its shared scratch is too large for the staged split:
+    # test_winograd_staged_split)
+    monkeypatch.setattr(winograd, "STAGED_MAX_BYTES", 0)
     # (the crossover of 8 lanes at every width: at 16 the 13x13 layer is cvec's by WIDE_RATIO, and a forced
     # variant must take the whole layer for its parts to be tried)
     monkeypatch.setattr(winograd, "WIDE_RATIO", {})
@@ -263,6 +266,7 @@ def test_winograd_prefers_bands_to_channels(split_small_layers, monkeypatch: pyt
     Either way bit-identical to one thread."""
     monkeypatch.setattr(winograd, "BAND_MAX_BYTES", winograd.BAND_BYTES)
     monkeypatch.setattr(split, "PART_SPACE_EDGE", edge)
+    monkeypatch.setattr(winograd, "STAGED_MAX_BYTES", 0)  # (channels in one step: test_winograd_staged_split)
     model, _, _ = pointwise_model(64, 16, 32, "Relu", False, k=3)
     forced = {"Conv": "winograd_f4"}
     cm = cnnjit.compile(model, vector_width=8, threads=2, variants=forced)
@@ -274,6 +278,51 @@ def test_winograd_prefers_bands_to_channels(split_small_layers, monkeypatch: pyt
     x = np.random.default_rng(5).standard_normal((1, 64, 32, 32)).astype(np.float32)
     one = cnnjit.compile(model, vector_width=8, threads=1, variants=forced)
     np.testing.assert_array_equal(cm.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(c=st.integers(8, 40), vectors=st.sampled_from([2, 4]), hw=st.integers(16, 28),
+       act=st.sampled_from(["none", "Relu"]), residual=st.booleans(), staged=st.booleans())
+@example(c=40, vectors=2, hw=26, act="Relu", residual=True, staged=True)
+def test_winograd_staged_split(split_small_layers, monkeypatch, width, c, vectors, hw, act, residual,
+                               staged) -> None:
+    """A Winograd conv split over output channels runs in two steps (``winograd.winograd_stages``): its input
+    transform over halves of the input channels into a shared scratch, then the GEMMs and output transform
+    over halves of the output channels (multiples of the register tile's channels), the second step waiting for
+    the first; with too small a ``STAGED_MAX_BYTES`` the one-step channel parts as before. Bit-identical to
+    one thread and equal to the numpy reference either way, at every vector width."""
+    monkeypatch.setattr(split, "PART_SPACE_EDGE", 0.0)  # (the channels, not its bands of tile rows)
+    monkeypatch.setattr(winograd, "WIDE_RATIO", {})
+    monkeypatch.setattr(winograd, "STAGED_MAX_BYTES", 2 * 1024 * 1024 if staged else 0)
+    m = vectors * width  # (halves of whole vectors: the channels split)
+    model, w, b = pointwise_model(c, m, hw, act, residual, k=3)
+    target = CompileOptions(vector_width=width).host_target()
+    conv = next(n for n in cnnjit.compile(model, vector_width=width, entry="lazy").ir.nodes if n.op == "Conv")
+    assume(winograd.winograd_applies(conv, target))
+    one, two, calls, _ = compile_forced(model, width, 2, "winograd_f4")
+    assert {cl.variant for cl in calls} == {"winograd_f4"}
+    notes = [cl.note.rsplit("[", 1)[1] for cl in calls]
+    outs = balanced_ranges(m, 2, winograd.plan(conv, target).mr)
+    prog = two._default_spec().program
+    conv_steps = [st_ for st_ in prog.meta["step_plan"] if prog.calls[st_.first].op == "Conv"]
+    if staged and outs:
+        assert notes == [f"input channels {lo}:{hi} of {c}]" for lo, hi in balanced_ranges(c, 2, 1)] + \
+            [f"channels {lo}:{hi} of {m}]" for lo, hi in outs]
+        assert [st_.parts for st_ in conv_steps] == [2, 2]
+        assert prog.meta["step_plan"].index(conv_steps[0]) in conv_steps[1].deps  # (GEMMs after the transform)
+    else:
+        assert notes == [f"channels {lo}:{hi} of {m}]" for lo, hi in balanced_ranges(m, 2, width)]
+        assert [st_.parts for st_ in conv_steps] == [2]
+    rng = np.random.default_rng(c * 100 + hw)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    if residual:
+        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
+    got = two.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, pads=[1] * 4) + (feeds["r"] if residual else 0)
+    want = np.maximum(want, 0) if act == "Relu" else want
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
 
 
 def test_thin_cblock_channel_parts_give_way_to_rows(split_small_layers) -> None:

@@ -34,7 +34,7 @@ from .threads import (
     parallel_run,
     plan_steps,
     render_parallel,
-    split_node,
+    split_stages,
     step_segments,
     worth_splitting,
 )
@@ -100,10 +100,11 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
         try:
             node_calls = lower_node(node, target)
             if split:
-                parts = split_node(node, node_calls, target, lower_node)
-                if parts:
-                    groups.append((len(out), len(parts)))
-                    node_calls = parts
+                stages = split_stages(node, node_calls, target, lower_node)
+                if stages:  # (one group per step: a staged split's steps follow each other)
+                    for k, st in enumerate(stages):
+                        groups.append((len(out) + sum(map(len, stages[:k])), len(st)))
+                    node_calls = [c for st in stages for c in st]
         except CompileError:
             raise
         except Exception as e:  # noqa: BLE001 - a generator bug: name the node
@@ -115,7 +116,8 @@ def lower(graph: Graph, target: Target) -> tuple[list[tuple[Node, KernelCall]], 
 def call_scratch(graph: Graph, lowered: list[tuple[Node, KernelCall]]) -> list[tuple[int, Scratch]]:
     """Every ``Scratch`` argument of the calls, with the index of its node in ``graph`` (for the memory plan)."""
     index = {id(n): i for i, n in enumerate(graph.nodes)}
-    return [(index[id(node)], a) for node, kc in lowered for a in kc.args if isinstance(a, Scratch)]
+    got = {id(a): (index[id(node)], a) for node, kc in lowered for a in kc.args if isinstance(a, Scratch)}
+    return list(got.values())  # (a scratch shared by a staged split's calls: once)
 
 
 def call_inplace(graph: Graph, lowered: list[tuple[Node, KernelCall]]) -> dict[int, tuple[tuple[int, int], ...]]:

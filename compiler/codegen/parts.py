@@ -161,6 +161,24 @@ def part_space(op: str, name: str) -> Callable[[Callable], Callable]:
     return register
 
 
+#: (op, variant name) -> ``stages(node, target, parts, ranges) -> list[list[KernelCall]] | None``: the layer
+#: split over threads in consecutive steps of up to ``parts`` parts each (``threads.split_stages``; each step's
+#: parts independent, each step waiting for the one before through their shared ``Scratch``), for a variant whose
+#: parts would otherwise repeat shared work (``winograd_f4``: its input transform as its own step). ``ranges(n,
+#: align)`` gives balanced ranges of ``0..n`` in multiples of ``align`` (or None).
+STAGED_PARTS: dict[tuple[str, str], Callable] = {}
+
+
+def staged_split(op: str, name: str) -> Callable[[Callable], Callable]:
+    """Register ``stages(node, target, parts, ranges)`` as the staged split of variant ``name`` of ``op``."""
+
+    def register(fn: Callable) -> Callable:
+        STAGED_PARTS[(op, name)] = fn
+        return fn
+
+    return register
+
+
 def node_part(node: Node) -> tuple[int, int] | None:
     """The slice range ``(lo, hi)`` a part's generator computes, or None for the whole layer."""
     return node.meta.get("part")
@@ -168,4 +186,4 @@ def node_part(node: Node) -> tuple[int, int] | None:
 
 __all__ = ["PART_SPACES", "ANY_CHANNEL_PARTS", "INDEPENDENT_CALLS", "PREFER_PART_SPACE", "SPATIAL_PARTS",
            "MIN_SPATIAL_UNITS", "MIN_CHANNEL_VECTORS", "LINE_BYTES", "ROW_PARTS", "plane_line_units", "line_rows",
-           "line_clean", "part_space", "node_part"]
+           "line_clean", "part_space", "node_part", "STAGED_PARTS", "staged_split"]

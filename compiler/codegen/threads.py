@@ -61,6 +61,7 @@ from .parts import (
     PART_SPACES,
     PREFER_PART_SPACE,
     SPATIAL_PARTS,
+    STAGED_PARTS,
     line_clean,
     line_rows,
 )
@@ -306,6 +307,23 @@ def split_node(node: Node, calls: list[KernelCall], target: Target, generate) ->
 
     got = _channel_parts(node, kind, variant, channels, gen_channels) if channels else None
     return got or (_ranged_parts(node, variant, spans, gen) if spans else None)
+
+
+def split_stages(node: Node, calls: list[KernelCall], target: Target, generate) -> list[list[KernelCall]] | None:
+    """The calls of ``node`` split over threads as consecutive steps of parts (``plan_steps`` orders them by
+    their shared scratch): the variant's staged split (``parts.STAGED_PARTS``) where it has one that applies
+    and ``split_plan`` splits the layer over output channels (whose parts would repeat the shared work), else
+    ``split_node``'s parts as one step, or None to keep it whole."""
+    if target.threads >= 2 and len(calls) == 1 and (node.op, calls[0].variant) in STAGED_PARTS:
+        plan = split_plan(node, calls[0].variant, target)
+        if plan is not None and plan[0]:
+            parts = len(plan[0])
+            stages = STAGED_PARTS[(node.op, calls[0].variant)](
+                node, target, parts, lambda n, align: balanced_ranges(n, parts, align))
+            if stages:
+                return stages
+    got = split_node(node, calls, target, generate)
+    return [got] if got else None
 
 
 def _independent_parts(node: Node, calls: list[KernelCall], target: Target) -> list[KernelCall] | None:
@@ -680,7 +698,7 @@ def step_segments(steps: list[Step], size: int) -> list[tuple[int, int]]:
 
 
 __all__ = ["PART_SPACE_EDGE", "SPATIAL_EDGE", "MIN_PARALLEL_US", "MIN_PARALLEL_TOTAL_US", "ADAPTIVE_BELOW_US", "Step",
-           "worth_splitting", "adaptive", "parallel_work_us", "split_node", "plan_steps",
+           "worth_splitting", "adaptive", "parallel_work_us", "split_node", "split_stages", "plan_steps",
            "terminal_steps", "render_parallel", "step_segments", "PROTOCOL", "PARALLEL_PARAMS", "PARALLEL_SIG",
            "parallel_run",
            "estimate_us", "channel_ranges", "balanced_ranges", "trace_words"]

@@ -48,7 +48,7 @@ import numpy as np
 from cnnjit.ir import Node
 
 from ..kernel import KernelCall, Param, Scratch, Target, form, note, variant
-from ..parts import node_part, part_space
+from ..parts import node_part, part_space, staged_split
 from ..simd_winograd import TM, TP  # outputs per tile side, patch side
 from .epilogue import Epilogue
 from .simd_pointwise import conv_operands, conv_sizes
@@ -171,7 +171,8 @@ def _row_of(r: int | str, dilated: bool) -> str:
 
 
 def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bool = False,
-                    copies: int = 1, lanes_channels: bool = False, planes_first: bool = False) -> tuple[str, list]:
+                    copies: int = 1, lanes_channels: bool = False, planes_first: bool = False,
+                    stage: str = "") -> tuple[str, list]:
     """The kernel for ``node`` at ``w`` lanes with an ``mr`` x ``nr`` register tile (channels x vectors of
     tiles), bands of ``T`` tiles and ``copies`` of the padded input (1: a dummy tile per row; ``plan``); the
     sizes are arguments, and the input channels and ``T`` literals too in the offsets of the transforms' 36
@@ -181,28 +182,38 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
     channel vectors) by 4 tiles, each tile's transformed input broadcast, the results stored as the tiles' rows
     (``vscatter4t``): ``winograd_f4_channels``, for maps of a few tiles (``plan_channels``). The transformed
     weights are read as ``transform_weights(blocks_first=True)`` packs them, in the GEMMs' order (per ``mr``
-    channels, the 36 planes): one stream; ``planes_first``: the earlier layout (``PLANES_FIRST``)."""
+    channels, the 36 planes): one stream; ``planes_first``: the earlier layout (``PLANES_FIRST``).
+
+    ``stage`` (a layer split over threads in two steps, ``winograd_stages``; one band of all tile rows):
+    ``"transform"`` does steps 1-2 only, for the input channels ``C0..C1`` (arguments after ``T``), into the
+    shared scratch ``zb``; ``"gemm"`` does steps 3-4 only, for the output channels ``M0..M1`` (multiples of
+    ``mr``), reading the transformed input from ``zb`` and keeping its GEMM results and output band in its own
+    scratch (``qb, qo`` after ``T``, then ``M0, M1``; ``qb`` is the same arena as ``zb``)."""
     C = node.inputs[0].shape[1]
     dilated = node.attrs["dilations"][0] > 1
     L = 4 if lanes_channels else nr * w  # tiles per register tile row (nr vectors)
     tw = 4 if lanes_channels else w  # tiles per vector of the transforms (4: in order, ``quads``)
     epi = Epilogue(node, w, True)
     i20, i24, i28 = " " * 20, " " * 24, " " * 28
+    tr, gm = stage in ("", "transform"), stage in ("", "gemm")  # which steps the kernel does
+    cs = "C0, C1" if stage == "transform" else "C"  # its input channels
+    m0, m1, dm = ("M0", "M1", " - M0") if stage == "gemm" else ("0", "M", "")  # its output channels
     lines = [
         "def kernel(xb, xo, ub, uo, bb, bo, yb, yo, zb, zo, N, C, H, Win, M, OH, OW, ph, pw, TX, TY, RB, T"
-        + (", TY0, TY1" if band_range else "") + epi.signature() + (", DH, TYP" if dilated else "") + "):",
+        + (", TY0, TY1" if band_range else "") + {"transform": ", C0, C1", "gemm": ", qb, qo, M0, M1"}.get(stage, "")
+        + epi.signature() + (", DH, TYP" if dilated else "") + "):",
         f"    RL = 4 * (TX + {2 - copies})",  # a tile row's columns in the band (one copy: a dummy tile)
         "    LB = 4 * T + 8",  # one (channel, patch row, copy) of the band, with slack for the last strided loads
         # the scratch (``zb`` from ``zo``, see ``scratch_elems``): padded input (one or two copies),
         # transformed input, GEMM results, output band
         "    po = zo",
         f"    vo = po + C * {6 * copies} * LB",
-        "    mo = vo + 36 * C * T",
+        "    mo = qo" if stage == "gemm" else "    mo = vo + 36 * C * T",
         f"    oo = mo + 36 * {mr} * T",
         # zeros once: the pad columns left and right of every row stay zero (data is only ever copied between
         # them), and past a band's tiles (padding tiles, whose outputs are dropped) the values stay finite
-        f"    for i in range(C * {6 * copies} * LB):",
-        "        zb[U(po + i)] = np.float32(0.0)",
+        *([f"    for i in range(C0 * {6 * copies} * LB, C1 * {6 * copies} * LB):" if stage else
+           f"    for i in range(C * {6 * copies} * LB):", "        zb[U(po + i)] = np.float32(0.0)"] if tr else []),
         # each band row from the padded row's column 0 and (two copies) from its column 4 (the tiles' columns
         # 4-5 at the offsets of their columns 0-1): where (d0, d4) and from which input column (s0, s4), how many
         "    d0, s0 = pw, 0",
@@ -213,8 +224,10 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         f"            rb = min(RB, {'TY1' if band_range else 'TY'} - ty0)",
         f"            nt = rb * (TX + {2 - copies})",
         f"            ntp = (nt + {L - 1}) // {L} * {L}",
+    ]
+    lines += [
         # 1. the band's padded input rows
-        "            for c in range(C):",
+        f"            for c in range({cs}):",
         "                xc = xo + (n * C + c) * H * Win",
         "                for r in range(6):",
         f"                    base = po + (c * 6 + r) * {copies} * LB",
@@ -232,7 +245,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         *((_row_copy_short(" " * 24, "ro + LB + d4", "xr + s4", "n4") if lanes_channels else
            _row_copy(" " * 24, "ro + LB + d4", "xr + s4", "n4", w)) if copies == 2 else []),
         # 2. the input transform, w tiles per vector
-        "            for c in range(C):",
+        f"            for c in range({cs}):",
         f"                for t0 in range(0, ntp, {tw}):",
         f"                    pc = po + c * {6 * copies} * LB + 4 * t0",
         *[ln for r in range(TP) for ln in (
@@ -242,8 +255,12 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
         # B^T d B into the 36 planes, at constant offsets from one pointer (simd_winograd)
         f"{i20}vwbts{tw}(zb, vo + c * T + t0, {C * T}, ("
         + ", ".join(f"d{r}_{j}" for r in range(TP) for j in range(TP)) + "))",
+    ] if tr else []
+    if not gm:
+        return source(lines), epi.args
+    lines += [
         # 3. per mr output channels: the 36 GEMMs, then the output transform into the output band
-        f"            for m in range(0, M, {mr}):",
+        f"            for m in range({m0}, {m1}, {mr}):",
         "                for xi in range(36):",
         "                    uw = uo + (xi * M + m) * C" if planes_first else
         f"                    uw = uo + (m * 36 + xi * {mr}) * C",
@@ -261,7 +278,7 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
             *[f"{i24}vstore{w}(zb, mo + (xi * {mr} + {i}) * T + p0 + {j * w}, a{i}_{j})" for i in range(mr)
               for j in range(nr)]]),
         f"                for i in range({mr}):",
-        "                    orow = oo + (m + i) * 16 * T",
+        f"                    orow = oo + (m{dm} + i) * 16 * T",
         f"                    for t0 in range(0, ntp, {tw}):",
         f"{i24}mq = mo + i * T + t0",
         # A^T m A of the 36 planes (simd_winograd)
@@ -274,13 +291,14 @@ def winograd_source(node: Node, w: int, mr: int, nr: int, T: int, band_range: bo
     # 4. the band's output rows into y: bias and the epilogue in registers
     idx = "((n * M + m) * OH + oh) * OW + ow0"
     lines += [
-        "            for m in range(M):",
+        "            for m in range(M0, M1):" if dm else "            for m in range(M):",
         f"                bv = vbcast{w}(bb[bo + m])",
         "                for tyl in range(rb):",
         "                    for r in range(4):",
         f"                        oh = {_row_of('r', dilated)}",
         "                        if oh >= OH:",
         "                            break",
+        f"                        src = oo + ((m{dm}) * 4 + r) * 4 * T + tyl * RL" if dm else
         "                        src = oo + (m * 4 + r) * 4 * T + tyl * RL",
         f"                        for ow0 in range(0, OW - {w - 1}, {w}):",  # whole vectors unmasked
         f"                            acc = vadd{w}(vload{w}(zb, src + ow0), bv)",
@@ -487,18 +505,60 @@ def gen_winograd(node: Node, target: Target) -> list[KernelCall]:
 def _kernel_call(node: Node, target: Target, p: Plan, band: tuple[int, int] | None,
                  lanes_channels: bool = False) -> list[KernelCall]:
     """The kernel call of ``node`` on plan ``p`` (``band``: a thread's tile rows; see ``winograd_source``)."""
-    x, wt, bias, y = conv_operands(node)
-    a = node.attrs
-    N, C, H, Win, M, OH, OW = conv_sizes(node)
-    (TYP, TY), TX = tile_rows(node), -(-OW // TM)
+    C, M, wt = node.inputs[0].shape[1], node.inputs[1].shape[0], node.inputs[1]
     planes_first = not lanes_channels and target.uses(PLANES_FIRST)
     src, extra = winograd_source(node, target.vector_width, p.mr, p.nr, T=p.T, band_range=band is not None,
                                  copies=p.copies, lanes_channels=lanes_channels, planes_first=planes_first)
-    u = transform_weights(wt.const, p.mr, not planes_first)
-    args = [x, Param(u), bias, y, Scratch(scratch_elems(C, M, p.mr, p.T, p.copies)),
-            N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, p.rb, p.T, *(band or ()), *extra,
-            *((a["dilations"][0], TYP) if a["dilations"][0] > 1 else ())]
+    u = Param(transform_weights(wt.const, p.mr, not planes_first))
+    args = _args(node, u, Scratch(scratch_elems(C, M, p.mr, p.T, p.copies)), p.rb, p.T, [*(band or ()), *extra])
     return [KernelCall(src, args, note(node))]
+
+
+def _args(node: Node, u: Param, scratch: Scratch, rb: int, T: int, more: list) -> list:
+    """A kernel call's arguments (``winograd_source``'s signature): ``more`` after ``T``."""
+    x, _, bias, y = conv_operands(node)
+    a = node.attrs
+    N, C, H, Win, M, OH, OW = conv_sizes(node)
+    (TYP, TY), TX = tile_rows(node), -(-OW // TM)
+    return [x, u, bias, y, scratch, N, C, H, Win, M, OH, OW, a["pads"][0], a["pads"][1], TX, TY, rb, T, *more,
+            *((a["dilations"][0], TYP) if a["dilations"][0] > 1 else ())]
+
+
+#: ``winograd_stages`` applies where the shared scratch (the whole map's padded and transformed input) is at
+#: most this many bytes: the GEMM parts stream the transformed input from L2 (or L3) once per register tile
+STAGED_MAX_BYTES = 2 * 1024 * 1024
+
+
+@staged_split("Conv", "winograd_f4")
+def winograd_stages(node: Node, target: Target, parts: int, ranges) -> list[list[KernelCall]] | None:
+    """``node`` split over threads in two steps of ``parts`` parts, so that no part repeats another's work: the
+    whole map's input transform (one band of all tile rows) over ranges of input channels into a shared scratch,
+    then the GEMMs and output transform over ranges of output channels (multiples of the register tile's
+    ``mr``) reading it (``winograd_source``'s ``stage``); or None where the shared scratch exceeds
+    ``STAGED_MAX_BYTES`` or the channels do not divide (``ranges(n, align)``: balanced ranges or None). The
+    per-tile arithmetic is the whole layer's: bit-identical to one thread. (Channel halves each transform the
+    whole input: the ddddocr detector's 96 -> 96 at 26x26 1.18-1.29x the whole layer in all.)"""
+    if node_part(node) is not None:
+        return None
+    p, w = plan(node, target), target.vector_width
+    C, M, OW = node.inputs[0].shape[1], node.inputs[1].shape[0], node.outputs[0].shape[3]
+    TY, L = tile_rows(node)[1], p.nr * w
+    T = -(-TY * (-(-OW // TM) + 2 - p.copies) // L) * L  # one band: every tile row
+    shared = C * 6 * p.copies * (4 * T + 8) + 36 * C * T
+    ins, outs = ranges(C, 1), ranges(M, p.mr)
+    if 4 * shared > STAGED_MAX_BYTES or not ins or not outs:
+        return None
+    ins, outs = ins[:parts], outs[:parts]
+    planes_first = target.uses(PLANES_FIRST)
+    u, sh, tag = Param(transform_weights(node.inputs[1].const, p.mr, not planes_first)), Scratch(shared), note(node)
+    calls = []
+    for stage, rngs, n in (("transform", ins, C), ("gemm", outs, M)):
+        src, extra = winograd_source(node, w, p.mr, p.nr, T=T, copies=p.copies, planes_first=planes_first, stage=stage)
+        calls.append([KernelCall(src, _args(node, u, sh, TY, T, [*((lo, hi) if stage == "transform" else (
+            Scratch(36 * p.mr * T + (hi - lo) * 16 * T), lo, hi)), *extra]),
+            f"{tag} [{'input ' if stage == 'transform' else ''}channels {lo}:{hi} of {n}]", "winograd_f4")
+            for lo, hi in rngs])
+    return calls
 
 
 @part_space("Conv", "winograd_f4")
