@@ -28,6 +28,7 @@ import cnnjit.cache
 from cnnjit.compiler.codegen import threads as split
 from cnnjit.compiler.codegen.emit import call_scratch, lower
 from cnnjit.compiler.codegen.kernel import Scratch, Target, choose
+from cnnjit.compiler.codegen.kernels import winograd
 from cnnjit.compiler.codegen.memory import plan_memory
 from cnnjit.compiler.codegen.simd import host_vector_registers, host_vector_width
 from cnnjit.compiler.target.aarch64 import compile_for_target, find_tool
@@ -96,7 +97,11 @@ def test_winograd_model_warm_starts_without_numba(tmp_path: Path, monkeypatch: p
 
 
 def test_split_winograd_layer_parts_own_their_scratch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Winograd layers split over output channels in one step (each part transforms the input into its own scratch;
+    the two-step split, whose GEMM parts share the transform's scratch by design, is
+    ``test_thread_splits.test_winograd_staged_split``'s)."""
     _split_small_layers(monkeypatch)
+    monkeypatch.setattr(winograd, "STAGED_MAX_BYTES", 0)
     two = cnnjit.compile(_model(), input_shapes={"x": SHAPE}, threads=2)
     one = cnnjit.compile(_model(), input_shapes={"x": SHAPE}, threads=1)
     for seed in range(3):
