@@ -8,12 +8,13 @@ Large layers split into independent kernel calls (``split_node``), one per part:
 * a depthwise Conv (``group == C == M``), a MaxPool or AveragePool over channel ranges of input and output
   alike;
 * a layer its variant computes in several independent calls (``parts.INDEPENDENT_CALLS``: a grouped 1x1
-  conv's groups): those calls, as the parts of one step;
+  conv's groups, a bidirectional recurrence's directions): those calls, as the parts of one step;
 * a layer whose channels do not divide into balanced ranges of whole vectors (``MAX_IMBALANCE``: 24
   channels at 8 lanes would be 16 + 8) along its variant's *part space* (``parts.py``): the generator itself
-  emits the part, taking its range as kernel arguments (a pointwise conv's pixels, a Winograd conv's bands
-  of tile rows); else the layer stays whole, on one thread. A variant whose channel parts would repeat
-  shared work (``parts.PREFER_PART_SPACE``: Winograd's input transform) or be too thin for its register tile
+  emits the part, taking its range as kernel arguments (a pointwise conv's pixels, a Gemm's panels of
+  columns, a Winograd conv's bands of tile rows); else the layer stays whole, on one thread. A variant whose
+  channel parts would repeat shared work (``parts.PREFER_PART_SPACE``: Winograd's input transform; a staged
+  split, ``parts.STAGED_PARTS``, runs it once in a step of its own) or be too thin for its register tile
   (``parts.MIN_CHANNEL_VECTORS``: cblock, a pointwise conv's one-vector parts) takes its part space first
   when that balances about as well (``PART_SPACE_EDGE``; as well, for thin parts).
 
@@ -192,11 +193,10 @@ def _conv_kind(node: Node) -> str | None:
 
 
 def estimate_us(node: Node) -> float:
-    """Rough single-thread time of a node (microseconds): a Conv or Gemm we can split from its multiply-adds
-    (and a Gemm's weight bytes), a pooling layer from its bytes (``PLANES_GBS``), a node of another op its
-    variant may compute in independent calls
-    (``parts.INDEPENDENT_CALLS``: a recurrence's directions) from its FLOPs (``cnnjit.flops``) at
-    ``DENSE_GFLOPS``; else 0."""
+    """Rough single-thread time of a node (microseconds): a Conv, Gemm or MatMul we can split from its
+    multiply-adds (and a Gemm's weight bytes), a pooling layer from its bytes (``PLANES_GBS``), a node of
+    another op its variant may compute in independent calls (``parts.INDEPENDENT_CALLS``: a recurrence's
+    directions) from its FLOPs (``cnnjit.flops``) at ``DENSE_GFLOPS``; else 0."""
     kind = _conv_kind(node)
     if kind is None:
         return node_flops(node) / (DENSE_GFLOPS * 1e3) if any(op == node.op for op, _ in INDEPENDENT_CALLS) else 0.0
