@@ -78,6 +78,22 @@ def _notes(cm: cnnjit.CompiledModel) -> list[str]:
     return [c.note for c in cm._default_spec().program.calls if c.op == "Conv"]
 
 
+def check_conv_split(one, many, c: int, m: int, hw: int, w: np.ndarray, b: np.ndarray, pad: int, act: str,
+                     residual: bool, seed: int) -> None:
+    """``pointwise_model``'s conv compiled at one (``one``) and several (``many``) threads, run on seeded inputs
+    (``c`` channels of ``hw x hw``, and the residual): bit for bit the same, and equal to the numpy reference
+    (``pad`` on every side, the fused Relu or none)."""
+    rng = np.random.default_rng(seed)
+    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
+    if residual:
+        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
+    got = many.run(None, feeds)[0]
+    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
+    want = ref.conv(feeds["x"], w, b, pads=[pad] * 4) + (feeds["r"] if residual else 0)
+    want = np.maximum(want, 0) if act == "Relu" else want
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+
+
 def conv1d_least(width: int) -> int:
     """The fewest output channels ``conv1d_packed`` takes at ``width`` lanes on this host: ``MIN_ROW_TILES``
     register tiles, whose height depends on the host's register count."""
@@ -197,15 +213,7 @@ def test_packed_pointwise_parts_below_its_channel_bound(split_small_layers, monk
     calls = [cl for cl in two._default_spec().program.calls if cl.op == "Conv"]
     assert {cl.variant for cl in calls} == {"packed_pointwise"}
     assert [cl.note.rsplit("[", 1)[1] for cl in calls] == [f"channels {lo}:{hi} of {m}]" for lo, hi in ranges]
-    rng = np.random.default_rng(m * 10 + hw)
-    feeds = {"x": rng.standard_normal((1, packed_pointwise.MIN_CHANNELS, hw, hw)).astype(np.float32)}
-    if residual:
-        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
-    got = two.run(None, feeds)[0]
-    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
-    want = ref.conv(feeds["x"], w, b, pads=[0] * 4) + (feeds["r"] if residual else 0)
-    want = np.maximum(want, 0) if act == "Relu" else want
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    check_conv_split(one, two, packed_pointwise.MIN_CHANNELS, m, hw, w, b, 0, act, residual, m * 10 + hw)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -314,15 +322,7 @@ def test_winograd_staged_split(split_small_layers, monkeypatch, width, c, vector
     else:
         assert notes == [f"channels {lo}:{hi} of {m}]" for lo, hi in balanced_ranges(m, 2, width)]
         assert [st_.parts for st_ in conv_steps] == [2]
-    rng = np.random.default_rng(c * 100 + hw)
-    feeds = {"x": rng.standard_normal((1, c, hw, hw)).astype(np.float32)}
-    if residual:
-        feeds["r"] = rng.standard_normal((1, m, hw, hw)).astype(np.float32)
-    got = two.run(None, feeds)[0]
-    np.testing.assert_array_equal(got, one.run(None, feeds)[0])
-    want = ref.conv(feeds["x"], w, b, pads=[1] * 4) + (feeds["r"] if residual else 0)
-    want = np.maximum(want, 0) if act == "Relu" else want
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(want).max())))
+    check_conv_split(one, two, c, m, hw, w, b, 1, act, residual, c * 100 + hw)
 
 
 def test_thin_cblock_channel_parts_give_way_to_rows(split_small_layers) -> None:
