@@ -152,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     base = baseline_class(args.baseline) if args.baseline else None
     removed = [tuple(s.split(":", 1)) for s in args.without.split(",") if s]
+    from cnnjit.compiler.codegen import kernel, kernels  # noqa: F401 (kernels: registers the variants)
+
+    names = {op: {v.name for v in vs} for op, vs in kernel.VARIANTS.items()}
+    unknown = [":".join(r) for r in removed if len(r) != 2 or r[1] not in names.get(r[0], ())]
+    if unknown:
+        ap.error(f"--without: no such kernel variant(s) {unknown} (OP:VARIANT)")
     forms = [f for f in args.forms.split(",") if f]
     rows, result = [], {}
     for label, (onnx_file, tfl) in MODELS.items():

@@ -110,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     ap.add_argument("--name", default="compile_stages", help="results file name (without extension)")
     args = ap.parse_args(argv)
+    from benchmarks.models import MODEL_SET
+
+    unknown = [m for m in args.models if m not in MODEL_SET]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(MODEL_SET)}")
     with tempfile.TemporaryDirectory(prefix="compile-stages-") as tmp:
         results = [measure(m, Path(tmp)) for m in args.models]
     load = os.getloadavg()[0]

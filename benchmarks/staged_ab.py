@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="winograd_f4", help="the variant whose layers are listed")
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
     args = ap.parse_args(argv)
+    from benchmarks.corpus import ALL_MODELS
+
+    unknown = [m for m in args.models.split(",") if "@" not in m and m not in ALL_MODELS]
+    if unknown:
+        ap.error(f"unknown model(s) {unknown}; known: {', '.join(ALL_MODELS)}")
     results = [compare(m, args.rounds, args.variant) for m in args.models.split(",")]
     for r in results:
         for k, p in r["programs"].items():
